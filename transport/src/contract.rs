@@ -1,0 +1,282 @@
+//! The transport contract, as executable checks that every backend must pass.
+//!
+//! A backend's test file instantiates the suite with a factory that builds `n`
+//! connected endpoints (endpoint `i` has index `i`):
+//!
+//! ```
+//! dos_transport::contract::run_all(1, |_| vec![dos_transport::loopback::Loopback::new()]);
+//! ```
+//!
+//! Every check panics with a message naming the broken rule.
+
+use std::time::{Duration, Instant};
+
+use crate::{ActiveMessages, Error, Event, Progress, Rma};
+
+/// What a backend under test must implement.
+pub trait Endpoint: ActiveMessages + Progress + Rma + Send + 'static {}
+impl<T: ActiveMessages + Progress + Rma + Send + 'static> Endpoint for T {}
+
+/// Runs every check with up to `max_peers` endpoints from `make(n)`.
+pub fn run_all<T: Endpoint, F: Fn(usize) -> Vec<T>>(max_peers: usize, make: F) {
+    caps_agree(&make(1).remove(0));
+    bad_peer_rejected(&make(1).remove(0));
+    too_large_rejected(&make(1).remove(0));
+    self_messages_in_order(&make(1).remove(0));
+    rma_on_self_checks_bounds(&make(1).remove(0));
+    if max_peers >= 2 {
+        ordered_stream(make(2), 2000);
+        wait_is_woken(make(2));
+        rma_between_peers(make(2));
+    }
+    if max_peers >= 3 {
+        all_to_all(make(max_peers.min(4)), 300);
+    }
+}
+
+/// Sends, retrying while the backend says `Busy` and draining its own input into `sink`.
+pub fn send_retry<T: Endpoint>(
+    t: &T,
+    peer: usize,
+    id: u8,
+    hdr: &[u8],
+    body: &[u8],
+    sink: &mut Vec<(usize, u8, Vec<u8>)>,
+) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match t.am_send(peer, id, hdr, body) {
+            Ok(()) => return,
+            Err(Error::Busy { .. }) => {
+                drain(t, sink);
+                assert!(Instant::now() < deadline, "send stayed Busy for 30 s");
+                std::thread::yield_now();
+            }
+            Err(e) => panic!("am_send failed: {e}"),
+        }
+    }
+}
+
+fn drain<T: Endpoint>(t: &T, sink: &mut Vec<(usize, u8, Vec<u8>)>) -> usize {
+    t.progress(|ev| {
+        let Event::Am { src, id, data } = ev;
+        sink.push((src, id, data.to_vec()));
+    })
+}
+
+/// Deterministic message body `k` from `src`.
+fn body(src: usize, k: usize, max: usize) -> Vec<u8> {
+    // Leave room for the up-to-8-byte headers the checks put in front.
+    let len = (k * 7919 + src * 31) % (max.min(20_000) - 8);
+    (0..len).map(|i| (i ^ k ^ src) as u8).collect()
+}
+
+/// Declared capabilities agree with behaviour.
+pub fn caps_agree<T: Endpoint>(t: &T) {
+    let c = t.caps();
+    assert!(c.am, "every backend has active messages");
+    assert!(c.max_inline <= c.max_am, "max_inline must not exceed max_am");
+    assert!(c.max_am >= 1024, "max_am below 1 KiB");
+    let buf = vec![1u8; 64];
+    let r = t.mem_register(buf.as_ptr(), buf.len());
+    assert_eq!(r.is_ok(), c.rma, "mem_register must succeed exactly when caps.rma");
+    assert!(t.index() < t.npeers());
+}
+
+/// A peer index outside the set gives `NoSuchPeer`.
+pub fn bad_peer_rejected<T: Endpoint>(t: &T) {
+    let n = t.npeers();
+    assert!(matches!(
+        t.am_send(n, 1, b"x", b""),
+        Err(Error::NoSuchPeer { .. })
+    ));
+}
+
+/// A message above `max_am` gives `TooLarge`; one at `max_am` goes through.
+pub fn too_large_rejected<T: Endpoint>(t: &T) {
+    let max = t.caps().max_am;
+    let big = vec![0u8; max + 1];
+    assert!(matches!(
+        t.am_send(t.index(), 1, &big[..1], &big[1..]),
+        Err(Error::TooLarge { .. })
+    ));
+    let mut sink = Vec::new();
+    send_retry(t, t.index(), 1, &big[..1], &big[1..max], &mut sink);
+    while sink.is_empty() {
+        drain(t, &mut sink);
+    }
+    assert_eq!(sink[0].2.len(), max);
+}
+
+/// Messages to oneself arrive, in order, with header and body joined.
+pub fn self_messages_in_order<T: Endpoint>(t: &T) {
+    let me = t.index();
+    let mut got = Vec::new();
+    for k in 0..100usize {
+        let b = body(me, k, t.caps().max_am);
+        send_retry(t, me, (k % 200) as u8, &(k as u32).to_le_bytes(), &b, &mut got);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while got.len() < 100 {
+        drain(t, &mut got);
+        assert!(Instant::now() < deadline, "self messages lost");
+    }
+    for (k, (src, id, data)) in got.iter().enumerate() {
+        assert_eq!(*src, me);
+        assert_eq!(*id as usize, k % 200);
+        assert_eq!(&data[..4], &(k as u32).to_le_bytes());
+        assert_eq!(&data[4..], &body(me, k, t.caps().max_am)[..]);
+    }
+}
+
+/// Get/put on one's own region: in-bounds works, out-of-bounds fails and writes nothing.
+pub fn rma_on_self_checks_bounds<T: Endpoint>(t: &T) {
+    if !t.caps().rma {
+        return;
+    }
+    let mut region = vec![0xAAu8; 4096];
+    let r = t.mem_register(region.as_mut_ptr(), region.len()).unwrap();
+    let src = [0x55u8; 100];
+    // SAFETY: `src` is valid for 100 bytes; `region` stays alive and is not
+    // otherwise accessed during the calls.
+    unsafe {
+        t.put(t.index(), src.as_ptr(), 100, &r.rkey, 10).unwrap();
+        let e = t.put(t.index(), src.as_ptr(), 100, &r.rkey, 4000);
+        assert!(matches!(e, Err(Error::RemoteAccess { .. })), "{e:?}");
+        let e = t.put(t.index(), src.as_ptr(), 1, &r.rkey, usize::MAX);
+        assert!(matches!(e, Err(Error::RemoteAccess { .. })), "{e:?}");
+    }
+    let mut back = [0u8; 120];
+    // SAFETY: `back` is valid for 120 bytes.
+    unsafe { t.get(t.index(), back.as_mut_ptr(), 120, &r.rkey, 0).unwrap() };
+    assert!(back[..10].iter().all(|&b| b == 0xAA));
+    assert!(back[10..110].iter().all(|&b| b == 0x55));
+    assert!(region[3990..].iter().all(|&b| b == 0xAA), "out-of-bounds put wrote");
+    let bad = crate::RemoteKey::from_bytes(&[9, 9, 9]).unwrap();
+    // SAFETY: as above.
+    let e = unsafe { t.get(t.index(), back.as_mut_ptr(), 1, &bad, 0) };
+    assert!(matches!(e, Err(Error::Malformed { .. })), "{e:?}");
+}
+
+/// A long stream 0 -> 1 arrives complete and in order, across ring wrap-around and back-pressure.
+pub fn ordered_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let max = a.caps().max_am;
+    let tx = std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        for k in 0..count {
+            send_retry(&a, 1, 5, &(k as u64).to_le_bytes(), &body(0, k, max), &mut sink);
+        }
+        assert!(sink.is_empty(), "nothing was sent to 0");
+        a
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0usize;
+    while next < count {
+        b.progress(|ev| {
+            let Event::Am { src, id, data } = ev;
+            assert_eq!((src, id), (0, 5));
+            let k = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+            assert_eq!(k, next, "out of order");
+            assert_eq!(&data[8..], &body(0, k, max)[..], "corrupted payload");
+            next += 1;
+        });
+        assert!(Instant::now() < deadline, "stream stalled at {next}");
+    }
+    tx.join().unwrap();
+}
+
+/// A peer blocked in `wait` is woken by a send, long before its timeout.
+pub fn wait_is_woken<T: Endpoint>(mut eps: Vec<T>) {
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let waiter = std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let mut got = 0;
+        while got == 0 {
+            b.wait(Duration::from_secs(20)).unwrap();
+            got = b.progress(|_| {});
+            assert!(t0.elapsed() < Duration::from_secs(15), "wait was not woken");
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    a.am_send(1, 1, b"wake", b"").unwrap();
+    waiter.join().unwrap();
+}
+
+/// Get and put between two peers reach the other's registered memory, within bounds only.
+pub fn rma_between_peers<T: Endpoint>(mut eps: Vec<T>) {
+    if !eps[0].caps().rma {
+        return;
+    }
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let (ktx, krx) = std::sync::mpsc::channel();
+    let (dtx, drx) = std::sync::mpsc::channel::<()>();
+    let owner = std::thread::spawn(move || {
+        let mut region: Vec<u8> = (0..65536u32).map(|i| i as u8).collect();
+        let r = b.mem_register(region.as_mut_ptr(), region.len()).unwrap();
+        ktx.send(r.rkey).unwrap();
+        drx.recv().unwrap();
+        let _ = &b;
+        region
+    });
+    let rkey = krx.recv().unwrap();
+    let mut got = vec![0u8; 65536];
+    // SAFETY: `got` is valid for its length; the owner keeps its region alive
+    // until we signal.
+    unsafe {
+        a.get(1, got.as_mut_ptr(), 65536, &rkey, 0).unwrap();
+        let e = a.get(1, got.as_mut_ptr(), 2, &rkey, 65535);
+        assert!(matches!(e, Err(Error::RemoteAccess { .. })));
+        a.put(1, [7u8; 16].as_ptr(), 16, &rkey, 100).unwrap();
+        let e = a.put(1, [7u8; 16].as_ptr(), 16, &rkey, 65530);
+        assert!(matches!(e, Err(Error::RemoteAccess { .. })));
+    }
+    assert!(got.iter().enumerate().all(|(i, &v)| v == i as u8));
+    dtx.send(()).unwrap();
+    let region = owner.join().unwrap();
+    assert!(region[100..116].iter().all(|&v| v == 7));
+    assert!(region[65530..].iter().enumerate().all(|(i, &v)| v == (65530 + i) as u8));
+}
+
+/// Every endpoint sends to every endpoint (itself included); all arrive in per-sender order.
+pub fn all_to_all<T: Endpoint>(eps: Vec<T>, per_peer: usize) {
+    let n = eps.len();
+    let handles: Vec<_> = eps
+        .into_iter()
+        .map(|t| {
+            std::thread::spawn(move || {
+                let me = t.index();
+                let max = t.caps().max_am.min(3000);
+                let mut got = Vec::new();
+                for k in 0..per_peer {
+                    for p in 0..n {
+                        let dst = (me + p) % n;
+                        send_retry(&t, dst, 9, &(k as u32).to_le_bytes(), &body(me, k, max), &mut got);
+                    }
+                }
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while got.len() < per_peer * n {
+                    if drain(&t, &mut got) == 0 {
+                        t.wait(Duration::from_millis(10)).unwrap();
+                    }
+                    assert!(Instant::now() < deadline, "all_to_all stalled");
+                }
+                let mut next = vec![0usize; n];
+                for (src, _, data) in got {
+                    let k = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+                    assert_eq!(k, next[src], "order from {src}");
+                    assert_eq!(&data[4..], &body(src, k, max)[..]);
+                    next[src] += 1;
+                }
+                // Stay attached until everybody has drained (the rings live in the segment anyway).
+                t
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}

@@ -1,0 +1,86 @@
+//! The one error type of the transport crate.
+
+use std::io;
+
+/// What went wrong in a transport operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The operation would block: a ring or queue is full. Retry after progress.
+    #[error("transport busy: no space to send to peer {peer}")]
+    Busy {
+        /// The destination peer.
+        peer: usize,
+    },
+    /// A message larger than the backend's limit.
+    #[error("message of {len} bytes exceeds the backend limit of {max} bytes")]
+    TooLarge {
+        /// Requested length.
+        len: usize,
+        /// The backend's maximum.
+        max: usize,
+    },
+    /// A peer index outside the endpoint's peer set.
+    #[error("no such peer {peer} (the endpoint has {npeers} peers)")]
+    NoSuchPeer {
+        /// Requested peer.
+        peer: usize,
+        /// Number of peers.
+        npeers: usize,
+    },
+    /// A remote memory access outside the registered bounds of the key.
+    #[error("remote access of {len} bytes at offset {offset} is outside a region of {region_len} bytes")]
+    RemoteAccess {
+        /// Offset into the region.
+        offset: usize,
+        /// Length of the access.
+        len: usize,
+        /// Registered length of the region.
+        region_len: usize,
+    },
+    /// A packed remote key or address that does not decode.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// A shared-memory segment whose header is not one this version understands.
+    #[error("incompatible shared-memory segment: {reason}")]
+    BadSegment {
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// The backend does not implement this operation.
+    #[error("operation not supported by the {backend} backend: {op}")]
+    Unsupported {
+        /// Backend name.
+        backend: &'static str,
+        /// Operation name.
+        op: &'static str,
+    },
+    /// A system call failed.
+    #[error("{op} failed")]
+    Sys {
+        /// The failed operation.
+        op: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// Wraps the current `errno` as a [`Error::Sys`] for `op`.
+    #[cold]
+    pub fn last_os(op: &'static str) -> Self {
+        Error::Sys {
+            op,
+            source: io::Error::last_os_error(),
+        }
+    }
+}
+
+/// Result alias of the transport crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

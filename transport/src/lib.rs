@@ -1,0 +1,214 @@
+//! # dos-transport: mechanism, not policy
+//!
+//! The transport layer of dos moves bytes between the ranks of a job. It knows
+//! nothing of tags, communicators, eager limits or collectives: those are the
+//! policy of the `dos` crate above it. Each backend implements a small set of
+//! capability traits and declares what it can do in [`Caps`]:
+//!
+//! * [`Iface`]: what the backend is (name, capabilities, own index, peers);
+//! * [`ActiveMessages`]: ordered, reliable messages to a peer, each carrying a
+//!   one-byte handler id ([`AmId`]) and a payload given as a header and a body
+//!   that are sent as one contiguous message;
+//! * [`Progress`]: deliver what arrived, and block until something may have;
+//! * [`Rma`]: register memory, and get/put on a peer's registered memory
+//!   through a packed [`RemoteKey`], always checked against the registered
+//!   bounds.
+//!
+//! Backends: [`shm`] (lock-free rings in a shared segment, single-copy large
+//! transfers with CMA) and [`loopback`] (a rank talking to itself). The data path
+//! dispatches statically through the [`Transport`] enum, chosen once per job.
+//!
+//! Backends are tested against one contract suite, [`contract`], which later
+//! backends (tcp, roce, verbs) reuse unchanged.
+//!
+//! ```
+//! use dos_transport::{loopback::Loopback, ActiveMessages, Event, Progress};
+//! let t = Loopback::new();
+//! t.am_send(0, 7, b"hi ", b"there").unwrap();
+//! let mut got = Vec::new();
+//! t.progress(|ev| if let Event::Am { src, id, data } = ev { got.push((src, id, data.to_vec())) });
+//! assert_eq!(got, vec![(0, 7, b"hi there".to_vec())]);
+//! ```
+#![deny(missing_docs)]
+
+use std::time::Duration;
+
+pub mod contract;
+mod error;
+pub mod loopback;
+pub mod shm;
+mod transport;
+
+pub use error::{Error, Result};
+pub use transport::Transport;
+
+/// The id of an active-message handler, chosen by the layer above.
+pub type AmId = u8;
+
+/// What a backend can do, and its limits. Must agree with what it implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caps {
+    /// Active messages ([`ActiveMessages`]).
+    pub am: bool,
+    /// Largest active message (header plus payload) in bytes.
+    pub max_am: usize,
+    /// Messages up to this size travel inline with their header (one copy in, one out).
+    pub max_inline: usize,
+    /// Remote get/put on registered memory ([`Rma`]).
+    pub rma: bool,
+    /// Remote 64-bit atomics.
+    pub atomics: bool,
+    /// The backend reaches peers on other hosts.
+    pub inter_node: bool,
+}
+
+/// What a backend is: name, capabilities and its view of the peers.
+pub trait Iface {
+    /// Short backend name (`"shm"`, `"loopback"`, ...).
+    fn name(&self) -> &'static str;
+    /// Declared capabilities and limits.
+    fn caps(&self) -> Caps;
+    /// This endpoint's index among its peers.
+    fn index(&self) -> usize;
+    /// Number of peers reachable through this interface (including itself).
+    fn npeers(&self) -> usize;
+}
+
+/// Ordered, reliable active messages to a peer.
+pub trait ActiveMessages: Iface {
+    /// Sends `hdr` followed by `payload` as one message with handler `id`.
+    ///
+    /// Messages from one endpoint to one peer are delivered in the order sent.
+    /// Returns [`Error::Busy`] when there is no room now; the caller makes
+    /// progress (which may free room) and retries. Never blocks.
+    fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()>;
+}
+
+/// Something that [`Progress::progress`] delivers.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// An active message from `src`; `data` is valid only during the callback.
+    Am {
+        /// Sender's index.
+        src: usize,
+        /// Handler id given by the sender.
+        id: AmId,
+        /// Header and payload, contiguous.
+        data: &'a [u8],
+    },
+}
+
+/// Delivery of incoming events and blocking while idle.
+pub trait Progress {
+    /// Delivers the events that have arrived, in order per sender, to `f`.
+    /// Returns how many were delivered. Never blocks. `f` may send.
+    fn progress<F: FnMut(Event<'_>)>(&self, f: F) -> usize;
+
+    /// Blocks until an event may have arrived, or `timeout` passes.
+    /// Spurious returns are allowed; the caller calls [`Progress::progress`] again.
+    fn wait(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Maximum size of a packed remote key.
+pub const MAX_RKEY: usize = 40;
+
+/// A packed remote key: what a peer needs to access a registered region.
+///
+/// Its bytes are opaque outside the backend that made it; they travel inside
+/// the messages of the layer above.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct RemoteKey {
+    len: u8,
+    bytes: [u8; MAX_RKEY],
+}
+
+impl RemoteKey {
+    /// Wraps packed bytes received from a peer.
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        if b.len() > MAX_RKEY {
+            return Err(Error::Malformed {
+                what: "remote key",
+                reason: "longer than MAX_RKEY",
+            });
+        }
+        let mut bytes = [0u8; MAX_RKEY];
+        bytes[..b.len()].copy_from_slice(b);
+        Ok(RemoteKey {
+            len: b.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The packed bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+impl std::fmt::Debug for RemoteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteKey({:02x?})", self.as_bytes())
+    }
+}
+
+/// A registered local memory region.
+#[derive(Debug, Clone, Copy)]
+pub struct MemRegion {
+    /// Start address.
+    pub addr: usize,
+    /// Length in bytes.
+    pub len: usize,
+    /// The key a peer uses to reach it.
+    pub rkey: RemoteKey,
+}
+
+/// One-sided access to registered memory.
+pub trait Rma: Iface {
+    /// Registers `len` bytes at `ptr` for remote access.
+    ///
+    /// Registration does not keep the memory alive: the caller keeps it valid
+    /// and unmoved until every peer that holds the key is done with it.
+    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion>;
+
+    /// Copies `len` bytes at `offset` of the remote region `rkey` on `peer` into `dst`.
+    /// Completes before returning. Fails with [`Error::RemoteAccess`] outside the region.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes of `len` bytes and not accessed by anything else
+    /// during the call.
+    unsafe fn get(
+        &self,
+        peer: usize,
+        dst: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()>;
+
+    /// Copies `len` bytes from `src` to `offset` of the remote region `rkey` on `peer`.
+    /// Completes before returning. Fails with [`Error::RemoteAccess`] outside the region.
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes during the call.
+    unsafe fn put(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()>;
+}
+
+/// Rejects an access of `len` bytes at `offset` into a region of `region_len` bytes.
+#[inline]
+pub fn check_bounds(offset: usize, len: usize, region_len: usize) -> Result<()> {
+    match offset.checked_add(len) {
+        Some(end) if end <= region_len => Ok(()),
+        _ => Err(Error::RemoteAccess {
+            offset,
+            len,
+            region_len,
+        }),
+    }
+}

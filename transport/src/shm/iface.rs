@@ -1,0 +1,263 @@
+//! `ShmIface`: one rank's attachment to the node's segment.
+
+use std::cell::Cell;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ep::{Push, RxRing, TxRing};
+use super::mem::{cma_copy, CmaKey, Dir, Segment};
+use super::progress::{futex_wait, notify};
+use super::wire::RankCtl;
+use crate::{
+    check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress,
+    RemoteKey, Result, Rma,
+};
+
+/// Records delivered from one ring per call to `progress`, for fairness.
+const BATCH: usize = 32;
+
+/// One rank's endpoint on a shared segment: its rings to and from every local
+/// peer (itself included) and its doorbell.
+///
+/// Not `Sync`: one thread drives it. Dropping it detaches; the segment stays
+/// mapped while any endpoint holds its `Arc`.
+#[derive(Debug)]
+pub struct ShmIface {
+    seg: Arc<Segment>,
+    me: usize,
+    n: usize,
+    pid: u32,
+    tx: Box<[TxRing]>,
+    rx: Box<[RxRing]>,
+    ctls: *const RankCtl,
+    /// Ring to start the next progress scan from (round robin).
+    next_rx: Cell<usize>,
+}
+
+// SAFETY: the raw pointers point into `seg`, which is `Send + Sync` and kept
+// alive by the `Arc`; the `Cell`s are only touched by the owning thread.
+unsafe impl Send for ShmIface {}
+
+impl ShmIface {
+    /// Attaches rank `me` to `seg`. Each rank attaches exactly once.
+    pub fn new(seg: Arc<Segment>, me: usize) -> Result<ShmIface> {
+        let l = *seg.layout();
+        if me >= l.nranks {
+            return Err(Error::NoSuchPeer {
+                peer: me,
+                npeers: l.nranks,
+            });
+        }
+        let n = l.nranks;
+        let mut tx = Vec::with_capacity(n);
+        let mut rx = Vec::with_capacity(n);
+        for p in 0..n {
+            let out = l.ring(me, p);
+            let inn = l.ring(p, me);
+            // SAFETY: offsets from the validated layout; rank `me` is the only
+            // producer of ring (me, p) and the only consumer of ring (p, me).
+            unsafe {
+                tx.push(TxRing::new(
+                    seg.at(l.ring_ctl(out)).cast(),
+                    seg.at(l.ring_data(out)),
+                    l.ring_bytes,
+                ));
+                rx.push(RxRing::new(
+                    seg.at(l.ring_ctl(inn)).cast(),
+                    seg.at(l.ring_data(inn)),
+                    l.ring_bytes,
+                ));
+            }
+        }
+        let ctls = seg.at(l.ctl_off) as *const RankCtl;
+        let pid = std::process::id();
+        let it = ShmIface {
+            seg,
+            me,
+            n,
+            pid,
+            tx: tx.into(),
+            rx: rx.into(),
+            ctls,
+            next_rx: Cell::new(0),
+        };
+        it.ctl(me).pid.store(pid, Ordering::Release);
+        it.seg.note_attached();
+        Ok(it)
+    }
+
+    #[inline]
+    fn ctl(&self, r: usize) -> &RankCtl {
+        debug_assert!(r < self.n);
+        // SAFETY: `r < n`, inside the RankCtl array of the mapped segment.
+        unsafe { &*self.ctls.add(r) }
+    }
+
+    /// Process id of local peer `r`, 0 if it has not attached yet.
+    pub fn peer_pid(&self, r: usize) -> u32 {
+        self.ctl(r).pid.load(Ordering::Acquire)
+    }
+
+    /// The segment this endpoint is attached to.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// Largest active message this segment's rings accept.
+    pub fn max_am(&self) -> usize {
+        TxRing::max_payload(self.seg.layout().ring_bytes)
+    }
+
+    /// True if any ring has a record ready.
+    #[inline]
+    fn any_ready(&self) -> bool {
+        self.rx.iter().any(RxRing::ready)
+    }
+
+    #[cold]
+    fn bad_peer(&self, peer: usize) -> Error {
+        Error::NoSuchPeer {
+            peer,
+            npeers: self.n,
+        }
+    }
+}
+
+impl Iface for ShmIface {
+    fn name(&self) -> &'static str {
+        "shm"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            am: true,
+            max_am: self.max_am(),
+            max_inline: self.max_am(),
+            rma: true,
+            atomics: false,
+            inter_node: false,
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.me
+    }
+
+    fn npeers(&self) -> usize {
+        self.n
+    }
+}
+
+impl ActiveMessages for ShmIface {
+    #[inline]
+    fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        let Some(ring) = self.tx.get(peer) else {
+            return Err(self.bad_peer(peer));
+        };
+        let len = hdr.len() + payload.len();
+        if len > self.max_am() || id == super::wire::PAD_ID {
+            return Err(too_large(len, self.max_am()));
+        }
+        match ring.push(id, hdr, payload) {
+            Push::Done => {
+                let c = self.ctl(peer);
+                notify(&c.sleeping, &c.doorbell);
+                Ok(())
+            }
+            Push::Full => Err(Error::Busy { peer }),
+        }
+    }
+}
+
+#[cold]
+fn too_large(len: usize, max: usize) -> Error {
+    Error::TooLarge { len, max }
+}
+
+impl Progress for ShmIface {
+    #[inline]
+    fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+        let start = self.next_rx.get();
+        let mut total = 0;
+        for k in 0..self.n {
+            let src = (start + k) % self.n;
+            total += self.rx[src].pop(BATCH, |id, data| f(Event::Am { src, id, data }));
+        }
+        if total > 0 {
+            self.next_rx.set((start + 1) % self.n);
+        }
+        total
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<()> {
+        let c = self.ctl(self.me);
+        let bell = c.doorbell.load(Ordering::Acquire);
+        c.sleeping.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.any_ready() {
+            futex_wait(&c.doorbell, bell, timeout);
+        }
+        c.sleeping.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl Rma for ShmIface {
+    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion> {
+        let key = CmaKey {
+            pid: self.pid,
+            addr: ptr as u64,
+            len: len as u64,
+        };
+        Ok(MemRegion {
+            addr: ptr as usize,
+            len,
+            rkey: key.pack(),
+        })
+    }
+
+    unsafe fn get(
+        &self,
+        peer: usize,
+        dst: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        let k = self.cma_target(peer, rkey, offset, len)?;
+        // SAFETY: the caller guarantees `dst` for `len` bytes; the remote range
+        // is inside the registered region (checked).
+        unsafe { cma_copy(Dir::Read, k.pid, dst, k.addr + offset as u64, len) }
+    }
+
+    unsafe fn put(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        let k = self.cma_target(peer, rkey, offset, len)?;
+        // SAFETY: as in `get`; the kernel only reads from `src` for a write.
+        unsafe { cma_copy(Dir::Write, k.pid, src as *mut u8, k.addr + offset as u64, len) }
+    }
+}
+
+impl ShmIface {
+    fn cma_target(&self, peer: usize, rkey: &RemoteKey, offset: usize, len: usize) -> Result<CmaKey> {
+        if peer >= self.n {
+            return Err(self.bad_peer(peer));
+        }
+        let k = CmaKey::unpack(rkey)?;
+        if k.pid != self.peer_pid(peer) {
+            return Err(Error::Malformed {
+                what: "shm remote key",
+                reason: "key belongs to another process than the peer",
+            });
+        }
+        check_bounds(offset, len, k.len as usize)?;
+        Ok(k)
+    }
+}

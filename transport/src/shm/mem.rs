@@ -1,0 +1,347 @@
+//! The shared segment (a memfd mapped by every rank of the node), and
+//! single-copy transfers between address spaces with CMA.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+
+use super::wire::{Layout, SegHeader, MAGIC, VERSION};
+use crate::{Error, RemoteKey, Result};
+
+/// A mapped shared segment.
+///
+/// The memory lives in an anonymous memfd: it disappears when the last process
+/// that maps it or holds its descriptor exits, so no segment outlives its job,
+/// whatever way the job ends.
+#[derive(Debug)]
+pub struct Segment {
+    base: NonNull<u8>,
+    layout: Layout,
+    fd: OwnedFd,
+}
+
+// SAFETY: the segment is plain shared memory; all shared fields are accessed
+// through atomics or through the ring protocol, never through `&mut`.
+unsafe impl Send for Segment {}
+// SAFETY: as above; `Segment` hands out raw pointers only.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Creates a zeroed segment for `nranks` ranks with `ring_bytes` per ring.
+    ///
+    /// The descriptor is close-on-exec; a launcher passes it to its ranks
+    /// by duplicating it onto a known number in the child.
+    pub fn create(nranks: usize, ring_bytes: usize) -> Result<Segment> {
+        let layout = Layout::new(nranks, ring_bytes).ok_or(Error::BadSegment {
+            reason: "rank count or ring size out of range",
+        })?;
+        // SAFETY: the name is a valid NUL-terminated string.
+        let raw = unsafe { libc::memfd_create(c"dos-shm".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(Error::last_os("memfd_create"));
+        }
+        // SAFETY: `raw` is a fresh descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: valid descriptor; size fits off_t (checked by Layout's arithmetic on 64-bit).
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), layout.total as libc::off_t) } != 0 {
+            return Err(Error::last_os("ftruncate"));
+        }
+        let base = map(fd.as_raw_fd(), layout.total)?;
+        // SAFETY: the mapping is at least one page, page-aligned, zeroed, and
+        // nobody else knows of it yet.
+        unsafe {
+            let h = base.as_ptr() as *mut SegHeader;
+            (*h).magic = MAGIC;
+            (*h).version = VERSION;
+            (*h).nranks = nranks as u32;
+            (*h).ring_bytes = ring_bytes as u64;
+            (*h).ctl_off = layout.ctl_off as u64;
+            (*h).ringctl_off = layout.ringctl_off as u64;
+            (*h).data_off = layout.data_off as u64;
+            (*h).total = layout.total as u64;
+        }
+        Ok(Segment { base, layout, fd })
+    }
+
+    /// Maps the segment behind an inherited descriptor, checking its header.
+    ///
+    /// Takes ownership of `fd`.
+    pub fn attach(fd: OwnedFd) -> Result<Segment> {
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out-pointer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::last_os("fstat"));
+        }
+        let size = st.st_size as usize;
+        if size < std::mem::size_of::<SegHeader>() {
+            return Err(Error::BadSegment {
+                reason: "segment smaller than its header",
+            });
+        }
+        let base = map(fd.as_raw_fd(), size)?;
+        let unmap = |e| {
+            // SAFETY: we mapped exactly this range above.
+            unsafe { libc::munmap(base.as_ptr().cast(), size) };
+            Err(e)
+        };
+        // SAFETY: at least a header's worth of mapped bytes, page-aligned.
+        let h = unsafe { &*(base.as_ptr() as *const SegHeader) };
+        if h.magic != MAGIC {
+            return unmap(Error::BadSegment {
+                reason: "bad magic",
+            });
+        }
+        if h.version != VERSION {
+            return unmap(Error::BadSegment {
+                reason: "layout version mismatch",
+            });
+        }
+        let layout = match Layout::new(h.nranks as usize, h.ring_bytes as usize) {
+            Some(l)
+                if l.total == size
+                    && l.total as u64 == h.total
+                    && l.ctl_off as u64 == h.ctl_off
+                    && l.ringctl_off as u64 == h.ringctl_off
+                    && l.data_off as u64 == h.data_off =>
+            {
+                l
+            }
+            _ => {
+                return unmap(Error::BadSegment {
+                    reason: "header disagrees with its size",
+                })
+            }
+        };
+        Ok(Segment { base, layout, fd })
+    }
+
+    /// The segment's layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The memfd behind the segment.
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Pointer to `off` bytes into the segment.
+    #[inline]
+    pub(crate) fn at(&self, off: usize) -> *mut u8 {
+        debug_assert!(off < self.layout.total);
+        // SAFETY: offsets come from `Layout`, inside the mapping.
+        unsafe { self.base.as_ptr().add(off) }
+    }
+
+    /// The header.
+    pub(crate) fn header(&self) -> &SegHeader {
+        // SAFETY: mapped, aligned, validated at create/attach.
+        unsafe { &*(self.base.as_ptr() as *const SegHeader) }
+    }
+
+    /// Counts one more attached rank, returning the new count.
+    pub(crate) fn note_attached(&self) -> u32 {
+        self.header().attached.fetch_add(1, Ordering::AcqRel) + 1
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly `total` bytes at `base`; nothing borrows
+        // from the segment past its owner's lifetime (ifaces hold an `Arc`).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.layout.total) };
+    }
+}
+
+fn map(fd: RawFd, len: usize) -> Result<NonNull<u8>> {
+    // SAFETY: a shared mapping of a descriptor we hold; the kernel picks the address.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(Error::last_os("mmap"));
+    }
+    NonNull::new(p.cast()).ok_or(Error::BadSegment {
+        reason: "mmap returned null",
+    })
+}
+
+/// Version byte of packed CMA keys.
+const RKEY_CMA_V1: u8 = 0x11;
+/// Packed size of a CMA key.
+const RKEY_CMA_LEN: usize = 24;
+
+/// A decoded CMA remote key: a region of another process's address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CmaKey {
+    /// Owning process.
+    pub pid: u32,
+    /// Start address in that process.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl CmaKey {
+    /// Packs the key (little-endian, versioned).
+    pub fn pack(&self) -> RemoteKey {
+        let mut b = [0u8; RKEY_CMA_LEN];
+        b[0] = RKEY_CMA_V1;
+        b[4..8].copy_from_slice(&self.pid.to_le_bytes());
+        b[8..16].copy_from_slice(&self.addr.to_le_bytes());
+        b[16..24].copy_from_slice(&self.len.to_le_bytes());
+        RemoteKey::from_bytes(&b).expect("fits")
+    }
+
+    /// Decodes a packed key; never panics.
+    pub fn unpack(k: &RemoteKey) -> Result<CmaKey> {
+        let b = k.as_bytes();
+        if b.len() != RKEY_CMA_LEN {
+            return Err(Error::Malformed {
+                what: "shm remote key",
+                reason: "wrong length",
+            });
+        }
+        if b[0] != RKEY_CMA_V1 {
+            return Err(Error::Malformed {
+                what: "shm remote key",
+                reason: "unknown version",
+            });
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u64_at = |i: usize| (u32_at(i) as u64) | ((u32_at(i + 4) as u64) << 32);
+        Ok(CmaKey {
+            pid: u32_at(4),
+            addr: u64_at(8),
+            len: u64_at(16),
+        })
+    }
+}
+
+/// Which direction a CMA transfer goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Dir {
+    /// Remote to local (`process_vm_readv`).
+    Read,
+    /// Local to remote (`process_vm_writev`).
+    Write,
+}
+
+/// Copies `len` bytes between `local` and `remote` in process `pid`, looping
+/// over partial transfers.
+///
+/// # Safety
+/// `local` must be valid for `len` bytes of reads (Write) or writes (Read).
+pub(crate) unsafe fn cma_copy(
+    dir: Dir,
+    pid: u32,
+    local: *mut u8,
+    remote: u64,
+    len: usize,
+) -> Result<()> {
+    let mut done = 0usize;
+    while done < len {
+        let liov = libc::iovec {
+            // SAFETY: `done < len`, inside the caller's buffer.
+            iov_base: unsafe { local.add(done) }.cast(),
+            iov_len: len - done,
+        };
+        let riov = libc::iovec {
+            iov_base: (remote as usize + done) as *mut libc::c_void,
+            iov_len: len - done,
+        };
+        // SAFETY: one local and one remote iovec as built above; the kernel
+        // checks the remote range against the target's mappings.
+        let n = unsafe {
+            match dir {
+                Dir::Read => libc::process_vm_readv(pid as libc::pid_t, &liov, 1, &riov, 1, 0),
+                Dir::Write => libc::process_vm_writev(pid as libc::pid_t, &liov, 1, &riov, 1, 0),
+            }
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(Error::Sys {
+                op: match dir {
+                    Dir::Read => "process_vm_readv",
+                    Dir::Write => "process_vm_writev",
+                },
+                source: e,
+            });
+        }
+        if n == 0 {
+            return Err(Error::Sys {
+                op: "process_vm_readv",
+                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no progress"),
+            });
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cma_key_round_trip_and_golden_bytes() {
+        let k = CmaKey {
+            pid: 0x01020304,
+            addr: 0x1122334455667788,
+            len: 4096,
+        };
+        let p = k.pack();
+        assert_eq!(
+            p.as_bytes(),
+            &[
+                0x11, 0, 0, 0, 4, 3, 2, 1, 0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, 0, 0x10,
+                0, 0, 0, 0, 0, 0
+            ]
+        );
+        assert_eq!(CmaKey::unpack(&p).unwrap(), k);
+    }
+
+    #[test]
+    fn cma_key_rejects_garbage() {
+        for b in [&[][..], &[0x11; 23][..], &[0x12; 24][..]] {
+            assert!(CmaKey::unpack(&RemoteKey::from_bytes(b).unwrap()).is_err());
+        }
+    }
+
+    #[test]
+    fn attach_rejects_foreign_memfd() {
+        // SAFETY: valid name; we own the result.
+        let raw = unsafe { libc::memfd_create(c"x".as_ptr(), libc::MFD_CLOEXEC) };
+        assert!(raw >= 0);
+        // SAFETY: fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: valid descriptor.
+        assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 65536) }, 0);
+        assert!(matches!(
+            Segment::attach(fd),
+            Err(Error::BadSegment { .. })
+        ));
+    }
+
+    #[test]
+    fn create_then_attach_duplicate() {
+        let s = Segment::create(3, super::super::wire::MIN_RING_BYTES).unwrap();
+        // SAFETY: valid descriptor; dup gives us our own.
+        let d = unsafe { libc::dup(s.fd()) };
+        assert!(d >= 0);
+        // SAFETY: fresh descriptor from dup.
+        let t = Segment::attach(unsafe { OwnedFd::from_raw_fd(d) }).unwrap();
+        assert_eq!(t.layout(), s.layout());
+    }
+}

@@ -1,0 +1,36 @@
+//! Shared-memory backend: every rank of a node maps one segment.
+//!
+//! * [`wire`]: the segment layout (a versioned `repr(C)` ABI).
+//! * [`mem`]: creating and attaching the segment (a memfd, so it vanishes with
+//!   its last user), and single-copy transfers with CMA
+//!   (`process_vm_readv`/`process_vm_writev`).
+//! * `ep`: the lock-free single-producer/single-consumer rings, one per ordered
+//!   pair of ranks.
+//! * `iface`: [`ShmIface`], one rank's endpoint.
+//! * `progress`: the futex doorbell that lets an idle rank block.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use dos_transport::shm::{Segment, ShmIface};
+//! use dos_transport::{ActiveMessages, Event, Progress};
+//! let seg = Arc::new(Segment::create(2, 1 << 16).unwrap());
+//! let a = ShmIface::new(seg.clone(), 0).unwrap();
+//! let b = ShmIface::new(seg, 1).unwrap();
+//! a.am_send(1, 3, &[1, 2], &[3]).unwrap();
+//! let mut seen = 0;
+//! b.progress(|ev| {
+//!     let Event::Am { src, id, data } = ev;
+//!     assert_eq!((src, id, data), (0, 3, &[1u8, 2, 3][..]));
+//!     seen += 1;
+//! });
+//! assert_eq!(seen, 1);
+//! ```
+
+mod ep;
+mod iface;
+pub mod mem;
+mod progress;
+pub mod wire;
+
+pub use iface::ShmIface;
+pub use mem::Segment;

@@ -1,0 +1,221 @@
+//! The shared segment's layout: an ABI between the processes of one node.
+//!
+//! ```text
+//! offset 0            SegHeader          (one page)
+//! ctl_off             RankCtl[n]         (one cache line each, page-rounded)
+//! ringctl_off         RingCtl[n*n]       (two cache lines each, page-rounded)
+//! data_off            ring data[n*n]     (ring_bytes each)
+//! ```
+//! Ring `s * n + r` carries messages from rank `s` to rank `r`. Everything is
+//! addressed by offsets, never pointers, so each process may map the segment
+//! anywhere.
+//!
+//! A ring holds records aligned to [`RECORD_ALIGN`]. Each record starts with a
+//! [`RecHdr`] whose `seq` is the record's absolute position in the stream plus
+//! one; it is written last, with release ordering, so a reader that sees the
+//! expected `seq` sees the whole record. The writer keeps the header word at the
+//! next write position zero, so stale bytes of an older lap never look valid.
+
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Segment magic: `DOS-SHM\0`.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"DOS-SHM\0");
+/// Layout version; bump on any change below.
+pub const VERSION: u32 = 1;
+/// Cache line size assumed by the layout.
+pub const CACHE_LINE: usize = 64;
+/// Page size assumed for region alignment.
+pub const PAGE: usize = 4096;
+/// Records start on this alignment.
+pub const RECORD_ALIGN: usize = 64;
+/// Handler id reserved for padding records at the end of a ring.
+pub const PAD_ID: u8 = 0xff;
+/// Smallest ring size accepted.
+pub const MIN_RING_BYTES: usize = 4 * PAGE;
+
+/// The segment header, at offset 0.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct SegHeader {
+    /// [`MAGIC`].
+    pub magic: u64,
+    /// [`VERSION`].
+    pub version: u32,
+    /// Number of ranks sharing the segment.
+    pub nranks: u32,
+    /// Bytes of data in each ring (a power of two).
+    pub ring_bytes: u64,
+    /// Offset of the `RankCtl` array.
+    pub ctl_off: u64,
+    /// Offset of the `RingCtl` array.
+    pub ringctl_off: u64,
+    /// Offset of the first ring's data.
+    pub data_off: u64,
+    /// Total size of the segment.
+    pub total: u64,
+    /// Number of ranks that attached so far.
+    pub attached: AtomicU32,
+}
+
+/// Per-rank control block: its pid and its doorbell.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct RankCtl {
+    /// Process id of the rank (for single-copy transfers), 0 until attached.
+    pub pid: AtomicU32,
+    /// Non-zero while the rank is (about to be) blocked in `futex_wait` on `doorbell`.
+    pub sleeping: AtomicU32,
+    /// Futex word: senders bump it and wake the rank when it sleeps.
+    pub doorbell: AtomicU32,
+    /// Reserved.
+    pub _reserved: u32,
+}
+
+/// Per-ring control: the consumer's head on a line of its own.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct RingCtl {
+    /// Bytes consumed so far (absolute position). Written by the consumer only.
+    pub head: AtomicU64,
+    _pad: [u8; CACHE_LINE - 8],
+    /// Bytes produced so far; informational, written by the producer only.
+    pub tail: AtomicU64,
+    _pad2: [u8; CACHE_LINE - 8],
+}
+
+/// Header of one record in a ring.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RecHdr {
+    /// Absolute stream position of this record plus one; written last.
+    pub seq: AtomicU64,
+    /// Payload length in bytes.
+    pub len: u32,
+    /// Handler id, or [`PAD_ID`].
+    pub id: u8,
+    /// Reserved.
+    pub _reserved: [u8; 3],
+}
+
+/// Size of [`RecHdr`].
+pub const REC_HDR: usize = std::mem::size_of::<RecHdr>();
+
+const _: () = {
+    assert!(std::mem::size_of::<SegHeader>() == CACHE_LINE);
+    assert!(std::mem::size_of::<RankCtl>() == CACHE_LINE);
+    assert!(std::mem::size_of::<RingCtl>() == 2 * CACHE_LINE);
+    assert!(std::mem::size_of::<RecHdr>() == 16);
+    assert!(std::mem::align_of::<RecHdr>() == 8);
+};
+
+/// Rounds `x` up to a multiple of `a` (a power of two).
+#[inline]
+pub const fn round_up(x: usize, a: usize) -> usize {
+    (x + a - 1) & !(a - 1)
+}
+
+/// Size in bytes of a record carrying `len` payload bytes.
+#[inline]
+pub const fn record_size(len: usize) -> usize {
+    round_up(REC_HDR + len, RECORD_ALIGN)
+}
+
+/// Offsets of every region of a segment for `nranks` ranks and `ring_bytes` per ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Number of ranks.
+    pub nranks: usize,
+    /// Data bytes per ring.
+    pub ring_bytes: usize,
+    /// Offset of the `RankCtl` array.
+    pub ctl_off: usize,
+    /// Offset of the `RingCtl` array.
+    pub ringctl_off: usize,
+    /// Offset of ring data.
+    pub data_off: usize,
+    /// Total size.
+    pub total: usize,
+}
+
+impl Layout {
+    /// Computes the layout; `ring_bytes` must be a power of two of at least [`MIN_RING_BYTES`].
+    pub fn new(nranks: usize, ring_bytes: usize) -> Option<Layout> {
+        if nranks == 0
+            || nranks > u32::MAX as usize
+            || !ring_bytes.is_power_of_two()
+            || ring_bytes < MIN_RING_BYTES
+        {
+            return None;
+        }
+        let rings = nranks.checked_mul(nranks)?;
+        let ctl_off = PAGE;
+        let ringctl_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
+        let data_off =
+            ringctl_off + round_up(rings.checked_mul(std::mem::size_of::<RingCtl>())?, PAGE);
+        let total = data_off.checked_add(rings.checked_mul(ring_bytes)?)?;
+        Some(Layout {
+            nranks,
+            ring_bytes,
+            ctl_off,
+            ringctl_off,
+            data_off,
+            total,
+        })
+    }
+
+    /// Offset of the `RankCtl` of `rank`.
+    #[inline]
+    pub fn rank_ctl(&self, rank: usize) -> usize {
+        self.ctl_off + rank * std::mem::size_of::<RankCtl>()
+    }
+
+    /// Index of the ring from `src` to `dst`.
+    #[inline]
+    pub fn ring(&self, src: usize, dst: usize) -> usize {
+        src * self.nranks + dst
+    }
+
+    /// Offset of the `RingCtl` of ring `i`.
+    #[inline]
+    pub fn ring_ctl(&self, i: usize) -> usize {
+        self.ringctl_off + i * std::mem::size_of::<RingCtl>()
+    }
+
+    /// Offset of the data of ring `i`.
+    #[inline]
+    pub fn ring_data(&self, i: usize) -> usize {
+        self.data_off + i * self.ring_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_regions_do_not_overlap_and_are_aligned() {
+        for n in [1usize, 2, 3, 7, 64] {
+            let l = Layout::new(n, MIN_RING_BYTES).unwrap();
+            assert!(l.ctl_off >= std::mem::size_of::<SegHeader>());
+            assert!(l.ringctl_off >= l.rank_ctl(n - 1) + CACHE_LINE);
+            assert!(l.data_off >= l.ring_ctl(n * n - 1) + 2 * CACHE_LINE);
+            assert_eq!(l.data_off % PAGE, 0);
+            assert_eq!(l.total, l.ring_data(n * n - 1) + MIN_RING_BYTES);
+        }
+    }
+
+    #[test]
+    fn layout_rejects_bad_parameters() {
+        assert!(Layout::new(0, MIN_RING_BYTES).is_none());
+        assert!(Layout::new(2, MIN_RING_BYTES + 1).is_none());
+        assert!(Layout::new(2, 1024).is_none());
+        assert!(Layout::new(usize::MAX / 2, MIN_RING_BYTES).is_none());
+    }
+
+    #[test]
+    fn record_sizes() {
+        assert_eq!(record_size(0), 64);
+        assert_eq!(record_size(48), 64);
+        assert_eq!(record_size(49), 128);
+    }
+}

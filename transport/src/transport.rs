@@ -1,0 +1,88 @@
+//! Static dispatch over the backends.
+
+use std::time::Duration;
+
+use crate::loopback::Loopback;
+use crate::shm::ShmIface;
+use crate::{
+    ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
+};
+
+/// One of the backends, chosen once; every call is a `match`, not a virtual call.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Transport {
+    /// Shared memory within a node.
+    Shm(ShmIface),
+    /// A rank alone.
+    Loopback(Loopback),
+}
+
+macro_rules! each {
+    ($self:expr, $t:ident => $e:expr) => {
+        match $self {
+            Transport::Shm($t) => $e,
+            Transport::Loopback($t) => $e,
+        }
+    };
+}
+
+impl Iface for Transport {
+    fn name(&self) -> &'static str {
+        each!(self, t => t.name())
+    }
+    fn caps(&self) -> Caps {
+        each!(self, t => t.caps())
+    }
+    fn index(&self) -> usize {
+        each!(self, t => t.index())
+    }
+    fn npeers(&self) -> usize {
+        each!(self, t => t.npeers())
+    }
+}
+
+impl ActiveMessages for Transport {
+    #[inline]
+    fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        each!(self, t => t.am_send(peer, id, hdr, payload))
+    }
+}
+
+impl Progress for Transport {
+    #[inline]
+    fn progress<F: FnMut(Event<'_>)>(&self, f: F) -> usize {
+        each!(self, t => t.progress(f))
+    }
+    fn wait(&self, timeout: Duration) -> Result<()> {
+        each!(self, t => t.wait(timeout))
+    }
+}
+
+impl Rma for Transport {
+    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion> {
+        each!(self, t => t.mem_register(ptr, len))
+    }
+    unsafe fn get(
+        &self,
+        peer: usize,
+        dst: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantees.
+        each!(self, t => unsafe { t.get(peer, dst, len, rkey, offset) })
+    }
+    unsafe fn put(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantees.
+        each!(self, t => unsafe { t.put(peer, src, len, rkey, offset) })
+    }
+}
