@@ -1,0 +1,438 @@
+//! The rank side of the wire-up service: one blocking connection to `dosrun`.
+
+use std::io::{self, Read, Write};
+use std::os::fd::RawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+
+use super::wire::{self, Header, Reply, Request, HEADER_LEN};
+use super::{
+    parse_hex64, ENV_JOBID, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_PMI_ADDR,
+    ENV_PMI_SECRET, ENV_RANK, ENV_SHM_FD, ENV_SIZE,
+};
+use crate::{Error, Result};
+
+/// What the launcher told this rank through the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Wiring {
+    rank: usize,
+    size: usize,
+    local_rank: usize,
+    local_size: usize,
+    node_id: usize,
+    jobid: u64,
+    secret: u64,
+    addr: String,
+    shm_fd: Option<RawFd>,
+}
+
+impl Wiring {
+    /// Parses the launcher's variables; `Ok(None)` when `DOS_PMI_ADDR` is unset.
+    fn parse(lookup: impl Fn(&str) -> Option<String>) -> Result<Option<Wiring>> {
+        let Some(addr) = lookup(ENV_PMI_ADDR) else {
+            return Ok(None);
+        };
+        if addr.is_empty() || addr == "@" {
+            return Err(env(ENV_PMI_ADDR, "empty address"));
+        }
+        let need = |var: &'static str| lookup(var).ok_or(env(var, "not set"));
+        let num = |var: &'static str| -> Result<usize> {
+            need(var)?
+                .parse()
+                .map_err(|_| env(var, "not a non-negative integer"))
+        };
+        let hex = |var: &'static str| -> Result<u64> {
+            parse_hex64(&need(var)?).ok_or(env(var, "not 1 to 16 hex digits"))
+        };
+        let w = Wiring {
+            rank: num(ENV_RANK)?,
+            size: num(ENV_SIZE)?,
+            local_rank: num(ENV_LOCAL_RANK)?,
+            local_size: num(ENV_LOCAL_SIZE)?,
+            node_id: num(ENV_NODE_ID)?,
+            jobid: hex(ENV_JOBID)?,
+            secret: hex(ENV_PMI_SECRET)?,
+            addr,
+            shm_fd: match lookup(ENV_SHM_FD) {
+                None => None,
+                Some(s) => Some(
+                    s.parse::<RawFd>()
+                        .ok()
+                        .filter(|&fd| fd >= 0)
+                        .ok_or(env(ENV_SHM_FD, "not a descriptor number"))?,
+                ),
+            },
+        };
+        if w.size == 0 || w.rank >= w.size {
+            return Err(env(ENV_RANK, "rank out of range of DOS_SIZE"));
+        }
+        if w.local_size == 0 || w.local_rank >= w.local_size || w.local_size > w.size {
+            return Err(env(
+                ENV_LOCAL_RANK,
+                "local rank out of range of DOS_LOCAL_SIZE",
+            ));
+        }
+        if u32::try_from(w.rank).is_err() {
+            return Err(env(ENV_RANK, "rank too large"));
+        }
+        Ok(Some(w))
+    }
+}
+
+fn env(var: &'static str, reason: &'static str) -> Error {
+    Error::Environment { var, reason }
+}
+
+/// A rank's connection to the launcher's wire-up service.
+///
+/// Blocking: each call sends one request and waits for its reply. `fence`
+/// returns when every rank of the job has entered the fence.
+///
+/// Dropping a client without [`Client::finalize`] tells the launcher that the
+/// rank left the wire-up abnormally; fences that still need the rank fail.
+#[derive(Debug)]
+pub struct Client {
+    stream: UnixStream,
+    w: Wiring,
+    buf: Vec<u8>,
+    finalized: bool,
+}
+
+impl Client {
+    /// Connects to the wire-up service named by the launcher's environment.
+    ///
+    /// `Ok(None)` when `DOS_PMI_ADDR` is unset (the program was started
+    /// without `dosrun`). Errors when the variables are malformed, the service
+    /// cannot be reached, or it refuses this rank.
+    pub fn from_env() -> Result<Option<Client>> {
+        let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+        let Some(w) = Wiring::parse(lookup)? else {
+            return Ok(None);
+        };
+        if let Some(fd) = w.shm_fd {
+            // SAFETY: F_GETFD only reads the descriptor flags of `fd`, open or not.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+                return Err(env(ENV_SHM_FD, "not an open descriptor"));
+            }
+        }
+        Client::connect(w).map(Some)
+    }
+
+    fn connect(w: Wiring) -> Result<Client> {
+        let wrap = |source| Error::Wireup {
+            op: "connect",
+            source,
+        };
+        let stream = match w.addr.strip_prefix('@') {
+            Some(name) => {
+                let a = SocketAddr::from_abstract_name(name.as_bytes()).map_err(wrap)?;
+                UnixStream::connect_addr(&a)
+            }
+            None => UnixStream::connect(&w.addr),
+        }
+        .map_err(wrap)?;
+        let mut c = Client {
+            stream,
+            buf: Vec::with_capacity(256),
+            finalized: false,
+            w,
+        };
+        let hello = Request::Hello {
+            rank: c.w.rank as u32,
+            secret: c.w.secret,
+        };
+        match c.call("hello", hello)? {
+            Answer::Ok => Ok(c),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// This rank (`DOS_RANK`).
+    pub fn rank(&self) -> usize {
+        self.w.rank
+    }
+
+    /// Number of ranks in the job (`DOS_SIZE`).
+    pub fn size(&self) -> usize {
+        self.w.size
+    }
+
+    /// Rank among the ranks of this node (`DOS_LOCAL_RANK`).
+    pub fn local_rank(&self) -> usize {
+        self.w.local_rank
+    }
+
+    /// Number of ranks on this node (`DOS_LOCAL_SIZE`).
+    pub fn local_size(&self) -> usize {
+        self.w.local_size
+    }
+
+    /// Index of this node in the job (`DOS_NODE_ID`).
+    pub fn node_id(&self) -> usize {
+        self.w.node_id
+    }
+
+    /// The job's id (`DOS_JOBID`).
+    pub fn jobid(&self) -> u64 {
+        self.w.jobid
+    }
+
+    /// The inherited shared segment's descriptor (`DOS_SHM_FD`), if any.
+    pub fn shm_fd(&self) -> Option<RawFd> {
+        self.w.shm_fd
+    }
+
+    /// Publishes `value` under `key`; other ranks see it after the next fence.
+    ///
+    /// Keys are 1 to [`wire::MAX_KEY`] bytes, values at most [`wire::MAX_VALUE`].
+    /// Putting a key again before the fence replaces its value.
+    pub fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        match self.call("put", Request::Put { key, value })? {
+            Answer::Ok => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Waits until every rank of the job has entered the fence.
+    pub fn fence(&mut self) -> Result<()> {
+        match self.call("fence", Request::Fence)? {
+            Answer::FenceDone => Ok(()),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Reads the value of `key` as of the last completed fence.
+    ///
+    /// [`Error::KeyNotFound`] when no rank put it before that fence.
+    pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
+        match self.call("get", Request::Get { key })? {
+            Answer::Value(v) => Ok(v),
+            Answer::NotFound => Err(Error::KeyNotFound {
+                key: key.to_string(),
+            }),
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Asks the launcher to stop the whole job and exit with `code`,
+    /// printing `msg` (cut to [`wire::MAX_MSG`] bytes).
+    ///
+    /// Returns once the launcher has the request; the launcher then ends
+    /// every rank of the job, this one included, so the caller normally
+    /// exits right after.
+    pub fn abort(&mut self, code: i32, msg: &str) -> Result<()> {
+        let mut end = msg.len().min(wire::MAX_MSG);
+        while !msg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let req = Request::Abort {
+            code,
+            msg: &msg[..end],
+        };
+        match self.call("abort", req) {
+            Ok(Answer::Ok) => Ok(()),
+            Ok(_) => Err(unexpected()),
+            // The launcher may stop the job before its reply reaches us.
+            Err(Error::Wireup { source, .. })
+                if matches!(
+                    source.kind(),
+                    io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Tells the launcher this rank is done with the wire-up service.
+    ///
+    /// Every later call fails.
+    pub fn finalize(&mut self) -> Result<()> {
+        match self.call("finalize", Request::Finalize)? {
+            Answer::Ok => {
+                self.finalized = true;
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
+                Ok(())
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    /// Sends `req` and waits for its reply.
+    fn call(&mut self, op: &'static str, req: Request<'_>) -> Result<Answer> {
+        if self.finalized {
+            return Err(Error::InvalidArgument {
+                op,
+                reason: "the wire-up client is finalized",
+            });
+        }
+        let io = |source| Error::Wireup { op, source };
+        self.buf.clear();
+        req.encode(&mut self.buf)?;
+        self.stream.write_all(&self.buf).map_err(io)?;
+
+        let mut hdr = [0u8; HEADER_LEN];
+        self.stream.read_exact(&mut hdr).map_err(io)?;
+        let h = Header::decode(&hdr)?;
+        self.buf.clear();
+        self.buf.resize(h.len, 0);
+        self.stream.read_exact(&mut self.buf).map_err(io)?;
+        Ok(match Reply::decode(h, &self.buf)? {
+            Reply::Ok => Answer::Ok,
+            Reply::Value(v) => Answer::Value(v.to_vec()),
+            Reply::NotFound => Answer::NotFound,
+            Reply::FenceDone => Answer::FenceDone,
+            Reply::Error(m) => {
+                return Err(io(io::Error::other(format!("dosrun refused {op}: {m}"))));
+            }
+        })
+    }
+}
+
+/// An owned reply.
+enum Answer {
+    Ok,
+    Value(Vec<u8>),
+    NotFound,
+    FenceDone,
+}
+
+fn unexpected() -> Error {
+    Error::WireupProtocol {
+        reason: "unexpected reply kind",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        ("DOS_PMI_ADDR", "@dos-00000000000000ab-pmi"),
+        ("DOS_RANK", "2"),
+        ("DOS_SIZE", "4"),
+        ("DOS_LOCAL_RANK", "2"),
+        ("DOS_LOCAL_SIZE", "4"),
+        ("DOS_NODE_ID", "0"),
+        ("DOS_JOBID", "00000000000000ab"),
+        ("DOS_PMI_SECRET", "0123456789abcdef"),
+        ("DOS_SHM_FD", "3"),
+    ];
+
+    fn with(over: &[(&'static str, Option<&'static str>)]) -> Result<Option<Wiring>> {
+        let mut m: Vec<(&str, &str)> = GOOD.to_vec();
+        for (k, v) in over {
+            m.retain(|(n, _)| n != k);
+            if let Some(v) = v {
+                m.push((k, v));
+            }
+        }
+        Wiring::parse(vars(&m))
+    }
+
+    #[test]
+    fn parses_the_launcher_environment() {
+        let w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        assert_eq!((w.rank, w.size, w.local_rank, w.local_size), (2, 4, 2, 4));
+        assert_eq!((w.jobid, w.secret), (0xab, 0x0123_4567_89ab_cdef));
+        assert_eq!(w.shm_fd, Some(3));
+        assert_eq!(with(&[("DOS_SHM_FD", None)]).unwrap().unwrap().shm_fd, None);
+    }
+
+    #[test]
+    fn no_launcher_is_none() {
+        assert_eq!(Wiring::parse(vars(&[("DOS_RANK", "0")])).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_variables_are_typed_errors() {
+        let var_of = |r: Result<Option<Wiring>>| match r {
+            Err(Error::Environment { var, .. }) => var,
+            other => panic!("expected an environment error, got {other:?}"),
+        };
+        assert_eq!(var_of(with(&[("DOS_RANK", Some("x"))])), "DOS_RANK");
+        assert_eq!(var_of(with(&[("DOS_RANK", Some("4"))])), "DOS_RANK");
+        assert_eq!(var_of(with(&[("DOS_SIZE", None)])), "DOS_SIZE");
+        assert_eq!(var_of(with(&[("DOS_JOBID", Some("zz"))])), "DOS_JOBID");
+        assert_eq!(var_of(with(&[("DOS_PMI_SECRET", None)])), "DOS_PMI_SECRET");
+        assert_eq!(var_of(with(&[("DOS_SHM_FD", Some("-1"))])), "DOS_SHM_FD");
+        assert_eq!(var_of(with(&[("DOS_PMI_ADDR", Some("@"))])), "DOS_PMI_ADDR");
+        assert_eq!(
+            var_of(with(&[("DOS_LOCAL_RANK", Some("5"))])),
+            "DOS_LOCAL_RANK"
+        );
+    }
+
+    #[test]
+    fn unreachable_service_is_a_wireup_error() {
+        let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        w.addr = format!("@dos-test-nobody-listens-{}", std::process::id());
+        assert!(matches!(
+            Client::connect(w),
+            Err(Error::Wireup { op: "connect", .. })
+        ));
+    }
+
+    #[test]
+    fn talks_to_a_scripted_server() {
+        use std::os::unix::net::UnixListener;
+        let name = format!("dos-test-client-{}", std::process::id());
+        let a = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let l = UnixListener::bind_addr(&a).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let mut expect = |want: Request<'_>, reply: Reply<'_>| {
+                let mut hdr = [0u8; HEADER_LEN];
+                s.read_exact(&mut hdr).unwrap();
+                let h = Header::decode(&hdr).unwrap();
+                let mut body = vec![0u8; h.len];
+                s.read_exact(&mut body).unwrap();
+                assert_eq!(Request::decode(h, &body).unwrap(), want);
+                let mut out = Vec::new();
+                reply.encode(&mut out).unwrap();
+                s.write_all(&out).unwrap();
+            };
+            expect(
+                Request::Hello {
+                    rank: 2,
+                    secret: 0x0123_4567_89ab_cdef,
+                },
+                Reply::Ok,
+            );
+            expect(
+                Request::Put {
+                    key: "a",
+                    value: b"1",
+                },
+                Reply::Ok,
+            );
+            expect(Request::Fence, Reply::FenceDone);
+            expect(Request::Get { key: "a" }, Reply::Value(b"1"));
+            expect(Request::Get { key: "b" }, Reply::NotFound);
+            expect(Request::Get { key: "c" }, Reply::Error("nope"));
+            expect(Request::Finalize, Reply::Ok);
+        });
+        let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        w.addr = format!("@{name}");
+        let mut c = Client::connect(w).unwrap();
+        assert_eq!((c.rank(), c.size(), c.jobid()), (2, 4, 0xab));
+        c.put("a", b"1").unwrap();
+        c.fence().unwrap();
+        assert_eq!(c.get("a").unwrap(), b"1");
+        assert!(matches!(c.get("b"), Err(Error::KeyNotFound { key }) if key == "b"));
+        assert!(matches!(c.get("c"), Err(Error::Wireup { op: "get", .. })));
+        c.finalize().unwrap();
+        assert!(c.fence().is_err());
+        server.join().unwrap();
+    }
+}

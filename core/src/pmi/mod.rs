@@ -1,0 +1,94 @@
+//! Wire-up: how the ranks of a job find each other through the launcher.
+//!
+//! `dosrun` runs a small PMI-like service for every job: each rank connects
+//! once, says who it is, publishes key/value pairs (`put`), waits until every
+//! rank of the job has published (`fence`), then reads what the others
+//! published (`get`). Transports exchange their endpoint addresses this way.
+//!
+//! * [`wire`]: the protocol's frames (versioned, little-endian, bounded).
+//! * [`Client`]: the rank side, blocking, used by `dos::init`.
+//!
+//! # The launcher's environment
+//!
+//! `dosrun` gives each rank these variables (names are the `ENV_*` constants
+//! of this module):
+//!
+//! | variable | meaning |
+//! | --- | --- |
+//! | `DOS_RANK`, `DOS_SIZE` | rank in the job, number of ranks |
+//! | `DOS_LOCAL_RANK`, `DOS_LOCAL_SIZE` | rank among the ranks of its node, their number |
+//! | `DOS_NODE_ID` | index of the rank's node in the job |
+//! | `DOS_JOBID` | the job's id: 16 hex digits |
+//! | `DOS_PMI_ADDR` | the wire-up service: `@name` is an abstract Unix socket |
+//! | `DOS_PMI_SECRET` | 16 hex digits every connection presents in its `Hello` |
+//! | `DOS_SHM_FD` | descriptor number of the node's shared segment (a memfd) |
+//!
+//! A program started without `dosrun` has no `DOS_PMI_ADDR`;
+//! [`Client::from_env`] then returns `Ok(None)`.
+//!
+//! # Semantics
+//!
+//! A fence completes when every rank of the job has entered it. A `put` made
+//! before a rank enters a fence is visible to every `get` after that fence
+//! completes; a key not put before the last completed fence is not found.
+//! A fence that can no longer complete (a rank exited, disconnected or
+//! finalized without entering it) fails on every rank waiting in it.
+
+mod client;
+pub mod wire;
+
+pub use client::Client;
+
+/// Rank of the process in the job.
+pub const ENV_RANK: &str = "DOS_RANK";
+/// Number of ranks in the job.
+pub const ENV_SIZE: &str = "DOS_SIZE";
+/// Rank among the ranks on the same node.
+pub const ENV_LOCAL_RANK: &str = "DOS_LOCAL_RANK";
+/// Number of ranks on the same node.
+pub const ENV_LOCAL_SIZE: &str = "DOS_LOCAL_SIZE";
+/// Index of the node in the job.
+pub const ENV_NODE_ID: &str = "DOS_NODE_ID";
+/// The job's id, 16 hex digits.
+pub const ENV_JOBID: &str = "DOS_JOBID";
+/// Address of the wire-up service (`@name`: abstract Unix socket).
+pub const ENV_PMI_ADDR: &str = "DOS_PMI_ADDR";
+/// The job's wire-up secret, 16 hex digits.
+pub const ENV_PMI_SECRET: &str = "DOS_PMI_SECRET";
+/// Descriptor number of the node's inherited shared segment.
+pub const ENV_SHM_FD: &str = "DOS_SHM_FD";
+
+/// The abstract socket name of job `jobid`'s wire-up service (without the `@`).
+pub fn socket_name(jobid: u64) -> String {
+    format!("dos-{jobid:016x}-pmi")
+}
+
+/// Formats a job id or secret as `DOS_JOBID`/`DOS_PMI_SECRET` carry it.
+pub fn format_hex64(v: u64) -> String {
+    format!("{v:016x}")
+}
+
+/// Parses 1 to 16 hex digits (the format of [`format_hex64`]).
+pub fn parse_hex64(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex64_round_trips() {
+        for v in [0, 1, 0xdead_beef, u64::MAX] {
+            assert_eq!(parse_hex64(&format_hex64(v)), Some(v));
+        }
+        assert_eq!(parse_hex64(""), None);
+        assert_eq!(parse_hex64("+1"), None);
+        assert_eq!(parse_hex64("12345678901234567"), None);
+        assert_eq!(parse_hex64("xyz"), None);
+        assert_eq!(socket_name(0xab), "dos-00000000000000ab-pmi");
+    }
+}
