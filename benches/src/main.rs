@@ -1,1 +1,90 @@
-fn main() {}
+//! `dosbench`: OSU-style benchmarks for dos (under `dosrun`) or MPI (under
+//! `mpirun`, when built with `--features mpi`). See `dosbench --help`.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use dos_bench::cli::{self, Command};
+use dos_bench::net::{self, Net};
+use dos_bench::{compare, suite};
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dosbench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cmd = match cli::parse(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(dos_bench::Error::Usage(msg)) => {
+            eprintln!("{msg}");
+            std::process::exit(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match cmd {
+        Command::Help => {
+            print!("{}", cli::usage());
+            Ok(())
+        }
+        Command::Compare { files } => {
+            let outcomes = compare::load(&files)?;
+            print!("{}", compare::markdown(&compare::compare(&outcomes)));
+            Ok(())
+        }
+        Command::Hello => {
+            let net = net::init().context("joining the job")?;
+            if net.rank() == 0 {
+                println!("hello from {} ranks ({})", net.size(), net.name());
+            }
+            net.finalize().context("leaving the job")?;
+            Ok(())
+        }
+        Command::Run {
+            benches,
+            opts,
+            json,
+        } => {
+            let net = net::init().context("joining the job")?;
+            for b in benches {
+                match suite::run(&net, b, &opts) {
+                    Ok(Some(out)) => {
+                        let mut stdout = std::io::stdout().lock();
+                        if json {
+                            writeln!(stdout, "{}", out.json())?;
+                        } else {
+                            writeln!(stdout, "{}", out.table())?;
+                        }
+                        stdout.flush()?;
+                    }
+                    Ok(None) => {}
+                    // Every rank sees this one the same way: end cleanly.
+                    Err(e @ dos_bench::Error::TooFewRanks { .. }) => {
+                        if net.rank() == 0 {
+                            eprintln!("dosbench: {e}");
+                        }
+                        net.finalize()?;
+                        std::process::exit(2);
+                    }
+                    // Others may be waiting for this rank: end the whole job.
+                    Err(e) => {
+                        let msg = format!(
+                            "rank {}: {b:?} failed: {:#}",
+                            net.rank(),
+                            anyhow::Error::from(e)
+                        );
+                        net.abort(1, &msg);
+                    }
+                }
+            }
+            net.finalize().context("leaving the job")?;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! # dos-bench: OSU-style benchmarks for dos, and the same code over MPI
+//!
+//! `dosbench` measures what the OSU micro-benchmarks measure — point-to-point
+//! latency, bandwidth and bidirectional bandwidth between two ranks, and the
+//! average latency of the common collectives — on whatever runtime it was
+//! built for:
+//!
+//! * by default it links the `dos` crate and runs under `dosrun`;
+//! * built with `--features mpi` it links MPI through rsmpi, runs under
+//!   `mpirun`, and labels its output `mpi`.
+//!
+//! The benchmarks ([`suite`]) are written once, generic over the small
+//! [`net::Net`] trait that both backends implement, so the two builds time
+//! exactly the same loops. Pure logic — message-size schedules and iteration
+//! counts ([`sched`]), statistics ([`stats`]), tables and JSON ([`report`]),
+//! and the dos-versus-MPI comparison ([`compare`]) — is unit-tested.
+//!
+//! ```text
+//! dosrun -n 2 target/release/dosbench latency
+//! mpirun -n 2 target/mpi/release/dosbench latency      # built with --features mpi
+//! dosbench compare results/*.json                       # medians and dos/mpi ratios
+//! ```
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod compare;
+mod error;
+pub mod net;
+pub mod report;
+pub mod sched;
+pub mod stats;
+pub mod suite;
+
+pub use error::{Error, Result};

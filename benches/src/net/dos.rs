@@ -1,0 +1,135 @@
+//! [`Net`] over the dos runtime.
+
+use super::{pieces, Net};
+use crate::{Error, Result};
+
+/// A dos world.
+#[derive(Debug)]
+pub struct DosNet {
+    world: ::dos::World,
+}
+
+fn err(op: &'static str) -> impl FnOnce(::dos::Error) -> Error {
+    move |source| Error::Dos { op, source }
+}
+
+impl DosNet {
+    /// Joins the job (`dos::init`): a real world under `dosrun`, a world of one otherwise.
+    pub fn init() -> Result<DosNet> {
+        Ok(DosNet {
+            world: ::dos::init().map_err(err("init"))?,
+        })
+    }
+
+    /// Wraps a world made elsewhere (for example by `dos::testing::run_threads`).
+    pub fn from_world(world: ::dos::World) -> DosNet {
+        DosNet { world }
+    }
+}
+
+impl Net for DosNet {
+    fn name(&self) -> &'static str {
+        "dos"
+    }
+
+    fn rank(&self) -> usize {
+        self.world.rank()
+    }
+
+    fn size(&self) -> usize {
+        self.world.size()
+    }
+
+    #[inline]
+    fn send(&self, buf: &[u8], dest: usize, tag: i32) -> Result<()> {
+        self.world.send(buf, dest, tag).map_err(err("send"))
+    }
+
+    #[inline]
+    fn recv(&self, buf: &mut [u8], src: usize, tag: i32) -> Result<()> {
+        self.world
+            .recv(buf, src, tag)
+            .map(drop)
+            .map_err(err("recv"))
+    }
+
+    fn send_window(&self, buf: &[u8], n: usize, dest: usize, tag: i32) -> Result<()> {
+        let w = &self.world;
+        ::dos::scope(move |s| -> ::dos::Result<()> {
+            let mut reqs = Vec::with_capacity(n);
+            for _ in 0..n {
+                reqs.push(w.isend(s, buf, dest, tag)?);
+            }
+            ::dos::Request::wait_all(reqs).map(drop)
+        })
+        .map_err(err("isend"))
+    }
+
+    fn recv_window(
+        &self,
+        bufs: &mut [u8],
+        len: usize,
+        n: usize,
+        src: usize,
+        tag: i32,
+    ) -> Result<()> {
+        let w = &self.world;
+        ::dos::scope(move |s| -> ::dos::Result<()> {
+            let mut reqs = Vec::with_capacity(n);
+            for piece in pieces(bufs, len, n) {
+                reqs.push(w.irecv(s, piece, src, tag)?);
+            }
+            ::dos::Request::wait_all(reqs).map(drop)
+        })
+        .map_err(err("irecv"))
+    }
+
+    fn exchange_window(
+        &self,
+        sbuf: &[u8],
+        rbufs: &mut [u8],
+        n: usize,
+        peer: usize,
+        tag: i32,
+    ) -> Result<()> {
+        let w = &self.world;
+        let len = sbuf.len();
+        ::dos::scope(move |s| -> ::dos::Result<()> {
+            let mut reqs = Vec::with_capacity(2 * n);
+            for piece in pieces(rbufs, len, n) {
+                reqs.push(w.irecv(s, piece, peer, tag)?);
+            }
+            for _ in 0..n {
+                reqs.push(w.isend(s, sbuf, peer, tag)?);
+            }
+            ::dos::Request::wait_all(reqs).map(drop)
+        })
+        .map_err(err("isend/irecv"))
+    }
+
+    fn barrier(&self) -> Result<()> {
+        self.world.barrier().map_err(err("barrier"))
+    }
+
+    fn bcast(&self, buf: &mut [u8], root: usize) -> Result<()> {
+        self.world.bcast(buf, root).map_err(err("bcast"))
+    }
+
+    fn allreduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+        self.world
+            .allreduce(send, recv, ::dos::op::Sum)
+            .map_err(err("allreduce"))
+    }
+
+    fn alltoall(&self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+        self.world.alltoall(send, recv).map_err(err("alltoall"))
+    }
+
+    fn abort(&self, code: i32, msg: &str) -> ! {
+        self.world.abort(code, msg)
+    }
+
+    fn finalize(self) -> Result<()> {
+        self.world.finalize().map_err(err("finalize"))
+    }
+}
