@@ -1,0 +1,201 @@
+#!/usr/bin/env bash
+# dos versus Open MPI on this machine, side by side, in one command:
+#
+#     ci/bench-compare.sh                 # REPS=5, full OSU size ranges
+#     REPS=3 QUICK=1 ci/bench-compare.sh  # a few minutes: fewer iterations, sizes up to 64K
+#
+# What it does:
+#   1. installs what is missing (openmpi-bin libopenmpi-dev clang libclang-dev
+#      hyperfine, with apt-get) and builds two dosbench binaries:
+#        target/release/dosbench      dos   (run under target/release/dosrun)
+#        target/mpi/release/dosbench  MPI   (cargo --features mpi --target-dir target/mpi)
+#   2. runs every benchmark on 2 ranks, INTERLEAVED (dos latency, mpi latency,
+#      dos bw, mpi bw, ...), REPS times, alternating which one goes first;
+#      Open MPI runs with `--mca btl self,vader --bind-to core`, dosrun with
+#      `--bind-to core` when it has that option (override with DOSRUN_FLAGS);
+#   3. the same for allreduce of 8 bytes on 4 ranks on the 2 cores (oversubscribed);
+#   4. times job start-up of `dosbench hello` (init + finalize only) on 4 ranks
+#      under dosrun and under mpirun, with hyperfine (or a plain loop);
+#   5. prints one markdown report (medians over REPS and dos/mpi ratios per
+#      benchmark and size) and writes it to $OUT/summary.md, ready to paste
+#      into BENCHMARKS.md. Raw JSON lines stay in $OUT/{dos,mpi}.jsonl.
+#
+# A dos run that fails (for example while dos is unfinished) is reported and
+# skipped; its column then shows "—". Not part of the default test path: the
+# numbers depend on the machine, so nothing here can pass or fail CI.
+#
+# Environment: REPS (5), OUT (target/bench-compare), QUICK (unset), BENCH_ARGS
+# (extra dosbench options for every 2-rank run), DOSRUN_FLAGS, MPIRUN_FLAGS,
+# STARTUP_RUNS (20).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+REPS=${REPS:-5}
+OUT=${OUT:-target/bench-compare}
+STARTUP_RUNS=${STARTUP_RUNS:-20}
+BENCHES=(latency bw bibw allreduce bcast alltoall barrier)
+read -r -a EXTRA <<<"${BENCH_ARGS:-}"
+if [[ -n "${QUICK:-}" ]]; then
+    EXTRA+=(--max-size 64K --iters 1000 --warmup 100)
+fi
+
+log() { printf '== %s\n' "$*" >&2; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# ---- 1. tools ---------------------------------------------------------------
+install_missing() {
+    local pkgs=()
+    have mpirun || pkgs+=(openmpi-bin)
+    have mpicc || pkgs+=(libopenmpi-dev)
+    have clang || pkgs+=(clang)
+    ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || pkgs+=(libclang-dev)
+    if ((${#pkgs[@]})); then
+        log "installing ${pkgs[*]}"
+        local sudo=()
+        ((EUID == 0)) || sudo=(sudo)
+        "${sudo[@]}" apt-get update
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${pkgs[@]}"
+    fi
+    if ! have hyperfine; then
+        # Optional: a plain timing loop stands in for it.
+        log "installing hyperfine (optional)"
+        { ((EUID == 0)) && apt-get update && apt-get install -y --no-install-recommends hyperfine; } \
+            || log "hyperfine unavailable: timing start-up with a loop"
+    fi
+}
+install_missing
+
+if ((EUID == 0)); then
+    export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+fi
+
+log "building dosbench (dos) and dosrun"
+DOS_OK=1
+cargo build --release -p dos-bench -p dos-launcher || { DOS_OK=0; log "dos build failed: MPI only"; }
+log "building dosbench (mpi) into target/mpi"
+cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
+
+DOSBENCH=$PWD/target/release/dosbench
+DOSRUN=$PWD/target/release/dosrun
+MPIBENCH=$PWD/target/mpi/release/dosbench
+[[ -x $DOSBENCH && -x $DOSRUN ]] || DOS_OK=0
+
+if [[ -z "${DOSRUN_FLAGS+x}" ]]; then
+    DOSRUN_FLAGS=""
+    if ((DOS_OK)) && "$DOSRUN" --help 2>&1 | grep -q -- '--bind-to'; then
+        DOSRUN_FLAGS="--bind-to core"
+    fi
+fi
+read -r -a DOSRUN_ARGS <<<"$DOSRUN_FLAGS"
+read -r -a MPIRUN_ARGS <<<"${MPIRUN_FLAGS:---mca btl self,vader --bind-to core}"
+# More ranks than cores: no binding, and tell Open MPI it is oversubscribed.
+MPIRUN_OVER=(--mca btl self,vader --bind-to none --oversubscribe)
+DOSRUN_OVER=()
+if ((DOS_OK)) && "$DOSRUN" --help 2>&1 | grep -q -- '--bind-to'; then
+    DOSRUN_OVER=(--bind-to none)
+fi
+
+mkdir -p "$OUT"
+: >"$OUT/dos.jsonl"
+: >"$OUT/mpi.jsonl"
+: >"$OUT/failures.txt"
+
+run_dos() { # ranks launcher-args... -- dosbench-args...
+    local n=$1; shift
+    local largs=()
+    while [[ $1 != -- ]]; do largs+=("$1"); shift; done
+    shift
+    ((DOS_OK)) || return 0
+    if ! timeout 900 "$DOSRUN" -n "$n" "${largs[@]}" "$DOSBENCH" "$@" --json >>"$OUT/dos.jsonl" 2>>"$OUT/dos.err"; then
+        echo "dos -n $n $*" >>"$OUT/failures.txt"
+        log "dos run failed: -n $n $* (see $OUT/dos.err)"
+    fi
+}
+run_mpi() {
+    local n=$1; shift
+    local largs=()
+    while [[ $1 != -- ]]; do largs+=("$1"); shift; done
+    shift
+    if ! timeout 900 mpirun -n "$n" "${largs[@]}" "$MPIBENCH" "$@" --json >>"$OUT/mpi.jsonl" 2>>"$OUT/mpi.err"; then
+        echo "mpi -n $n $*" >>"$OUT/failures.txt"
+        log "mpi run failed: -n $n $* (see $OUT/mpi.err)"
+    fi
+}
+pair() { # rep ranks dos-launcher-args(string) mpi-launcher-args(string) dosbench-args...
+    local rep=$1 n=$2 dl=$3 ml=$4; shift 4
+    local -a d m
+    read -r -a d <<<"$dl"
+    read -r -a m <<<"$ml"
+    if ((rep % 2)); then
+        run_dos "$n" "${d[@]}" -- "$@"
+        run_mpi "$n" "${m[@]}" -- "$@"
+    else
+        run_mpi "$n" "${m[@]}" -- "$@"
+        run_dos "$n" "${d[@]}" -- "$@"
+    fi
+}
+
+# ---- 2 and 3. interleaved benchmark runs -------------------------------------
+for ((rep = 1; rep <= REPS; rep++)); do
+    for b in "${BENCHES[@]}"; do
+        log "rep $rep/$REPS: $b"
+        pair "$rep" 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" "$b" "${EXTRA[@]}"
+    done
+    log "rep $rep/$REPS: allreduce 8 B on 4 ranks (oversubscribed)"
+    pair "$rep" 4 "${DOSRUN_OVER[*]}" "${MPIRUN_OVER[*]}" allreduce --min-size 8 --max-size 8 --iters 2000 --warmup 200
+done
+
+# ---- 4. job start-up ------------------------------------------------------------
+startup_md=$OUT/startup.md
+dos_hello="$DOSRUN -n 4 ${DOSRUN_OVER[*]} $DOSBENCH hello"
+mpi_hello="mpirun -n 4 ${MPIRUN_OVER[*]} $MPIBENCH hello"
+log "job start-up: hello on 4 ranks"
+cmds=("$mpi_hello")
+((DOS_OK)) && cmds=("$dos_hello" "$mpi_hello")
+if have hyperfine; then
+    hyperfine --style basic --warmup 3 --runs "$STARTUP_RUNS" --ignore-failure \
+        --export-markdown "$startup_md" "${cmds[@]}" >&2
+else
+    {
+        echo "| Command | Mean [ms] | Median [ms] | Runs |"
+        echo "|:---|---:|---:|---:|"
+        for c in "${cmds[@]}"; do
+            for ((i = 0; i < STARTUP_RUNS; i++)); do
+                t0=$(date +%s%N)
+                $c >/dev/null 2>&1 || true
+                t1=$(date +%s%N)
+                echo $(((t1 - t0) / 1000))
+            done | sort -n | awk -v c="\`$c\`" '{v[NR]=$1; s+=$1}
+                END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
+                     printf "| %s | %.1f | %.1f | %d |\n", c, s/NR/1000, m/1000, NR}'
+        done
+    } >"$startup_md"
+fi
+
+# ---- 5. report -------------------------------------------------------------------
+CMP=$MPIBENCH
+((DOS_OK)) && CMP=$DOSBENCH
+summary=$OUT/summary.md
+{
+    echo "### dos vs Open MPI: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+    echo
+    echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -r)."
+    echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
+    echo "Medians over $REPS interleaved runs${QUICK:+ (QUICK: sizes up to 64K, 1000 iterations)}${BENCH_ARGS:+, options \`$BENCH_ARGS\`}."
+    echo "dos/mpi below 1 is better for dos in us, above 1 in MB/s; \"even\" is within ±5%."
+    echo
+    "$CMP" compare "$OUT/dos.jsonl" "$OUT/mpi.jsonl"
+    echo
+    echo "Job start-up, \`dosbench hello\` (init + finalize) on 4 ranks:"
+    echo
+    cat "$startup_md"
+    if ((!DOS_OK)); then
+        echo
+        echo "dos was not built or dosrun is missing: only MPI ran (dos columns are empty)."
+    fi
+    if [[ -s $OUT/failures.txt ]]; then
+        echo
+        echo "Failed runs (no numbers): $(paste -sd';' "$OUT/failures.txt")"
+    fi
+} >"$summary"
+cat "$summary"
