@@ -618,7 +618,7 @@ mod tests {
         #[test]
         fn random_bytes_never_panic(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = split_frame(&b);
-            if b.len() >= 1 {
+            if !b.is_empty() {
                 let h = Header { kind: b[0], len: b.len() - 1 };
                 let _ = Request::decode(h, &b[1..]);
                 let _ = Reply::decode(h, &b[1..]);

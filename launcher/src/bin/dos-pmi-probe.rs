@@ -1,0 +1,112 @@
+//! `dos-pmi-probe`: checks the wire-up service of `dosrun` from inside a job.
+//!
+//! Run it under dosrun: `dosrun -n 4 dos-pmi-probe`. Each rank puts its rank
+//! under `rank-R`, fences, reads every rank's key and prints
+//! `rank R of N: sum S` (S = 0 + 1 + ... + N-1). Modes for launcher tests:
+//!
+//! * `exchange` (default): as above;
+//! * `abort CODE MSG`: rank 1 (or 0 in a job of 1) aborts the job, the others exchange;
+//! * `garbage`: first sends a malformed frame on a second connection, which
+//!   the service must close, then exchanges;
+//! * `skip RANK`: rank RANK exits 0 at once without connecting; the others'
+//!   fence must fail.
+//!
+//! Exits 0 on success, 3 when a wire-up call fails (printing why).
+
+use std::io::{Read, Write};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixStream};
+use std::process::ExitCode;
+
+use dos::pmi::{self, Client};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().map(String::as_str).unwrap_or("exchange");
+    let rank: Option<usize> = std::env::var(pmi::ENV_RANK)
+        .ok()
+        .and_then(|s| s.parse().ok());
+    if mode == "skip" && args.get(1).and_then(|s| s.parse().ok()) == rank && rank.is_some() {
+        return ExitCode::SUCCESS;
+    }
+    match probe(mode, &args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let r = rank.map_or("?".to_string(), |r| r.to_string());
+            let mut msg = e.to_string();
+            let mut src = e.source();
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            eprintln!("dos-pmi-probe: rank {r}: {msg}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn probe(mode: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    if mode == "garbage" {
+        send_garbage()?;
+    }
+    let mut c = Client::from_env()?.ok_or("not started by dosrun (DOS_PMI_ADDR unset)")?;
+    let (rank, size) = (c.rank(), c.size());
+    if mode == "abort" && rank == 1.min(size - 1) {
+        let code: i32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1);
+        let msg = args.get(2).map(String::as_str).unwrap_or("probe abort");
+        c.abort(code, msg)?;
+        // Like a program that goes on after asking: dosrun must stop it.
+        loop {
+            std::thread::park();
+        }
+    }
+    let fd = c.shm_fd().ok_or("no DOS_SHM_FD")?;
+    // SAFETY: F_GETFD only reads the descriptor's flags.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } != 0 {
+        return Err("DOS_SHM_FD is not an open, inheritable descriptor".into());
+    }
+    c.put(&format!("rank-{rank}"), &(rank as u64).to_le_bytes())?;
+    match c.get(&format!("rank-{rank}")) {
+        Err(dos::Error::KeyNotFound { .. }) => {}
+        other => return Err(format!("get before the fence: {other:?}").into()),
+    }
+    c.fence()?;
+    let mut sum = 0u64;
+    for r in 0..size {
+        let v = c.get(&format!("rank-{r}"))?;
+        let v: [u8; 8] = v
+            .as_slice()
+            .try_into()
+            .map_err(|_| "value of the wrong size")?;
+        let v = u64::from_le_bytes(v);
+        if v != r as u64 {
+            return Err(format!("rank-{r} holds {v}").into());
+        }
+        sum += v;
+    }
+    match c.get("never-put") {
+        Err(dos::Error::KeyNotFound { .. }) => {}
+        other => return Err(format!("get of a missing key: {other:?}").into()),
+    }
+    c.fence()?;
+    c.finalize()?;
+    println!("rank {rank} of {size}: sum {sum}");
+    Ok(())
+}
+
+/// Sends a malformed frame on a fresh connection; the service must close it.
+fn send_garbage() -> Result<(), Box<dyn std::error::Error>> {
+    let addr = std::env::var(pmi::ENV_PMI_ADDR)?;
+    let name = addr
+        .strip_prefix('@')
+        .ok_or("DOS_PMI_ADDR is not abstract")?;
+    let mut s = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let mut rest = Vec::new();
+    // The service answers with an error frame and closes: read to the end.
+    s.read_to_end(&mut rest)?;
+    if rest.get(..2) != Some(&b"DW"[..]) || rest.get(3) != Some(&0x85) {
+        return Err(format!("unexpected answer to garbage: {rest:?}").into());
+    }
+    Ok(())
+}

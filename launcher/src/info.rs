@@ -1,0 +1,78 @@
+//! `dosrun --info`: transports, their capabilities, and the tunables.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use dos::config::{Config, TUNABLES};
+use dos_transport::loopback::Loopback;
+use dos_transport::shm::{Segment, ShmIface};
+use dos_transport::{Caps, Iface};
+
+fn caps_line(c: &Caps) -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "active messages: {} (max {} B, inline up to {} B); rma: {}; atomics: {}; across nodes: {}",
+        yes(c.am),
+        c.max_am,
+        c.max_inline,
+        yes(c.rma),
+        yes(c.atomics),
+        yes(c.inter_node)
+    )
+}
+
+/// The text `dosrun --info` prints, reading tunables through `lookup`.
+pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "dosrun {}", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Transports:");
+    let shm_caps = Config::parse(&lookup)
+        .ok()
+        .and_then(|c| Segment::create(2, c.shm_ring_bytes).ok())
+        .and_then(|seg| ShmIface::new(Arc::new(seg), 0).ok())
+        .map(|i| caps_line(&i.caps()));
+    let _ = writeln!(
+        s,
+        "  shm       shared memory within a node: lock-free rings in a memfd segment, single-copy large transfers via CMA"
+    );
+    if let Some(c) = shm_caps {
+        let _ = writeln!(s, "            {c}");
+    }
+    let _ = writeln!(s, "  loopback  a rank sending to itself");
+    let _ = writeln!(s, "            {}", caps_line(&Loopback::new().caps()));
+    let _ = writeln!(s);
+    let _ = writeln!(s, "Tunables (environment variables):");
+    for t in TUNABLES {
+        let (value, origin) = match lookup(t.name) {
+            Some(v) => (v, "set"),
+            None => (t.default.to_string(), "default"),
+        };
+        let _ = writeln!(s, "  {} = {} ({})", t.name, value, origin);
+        let _ = writeln!(s, "      {}", t.help);
+    }
+    if let Err(e) = Config::parse(&lookup) {
+        let _ = writeln!(s);
+        let _ = writeln!(s, "warning: {e}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_transports_and_every_tunable() {
+        let text = render(|n| (n == "DOS_EAGER_LIMIT").then(|| "999".to_string()));
+        assert!(text.contains("  shm "));
+        assert!(text.contains("  loopback "));
+        for t in TUNABLES {
+            assert!(text.contains(t.name), "{}", t.name);
+        }
+        assert!(text.contains("DOS_EAGER_LIMIT = 999 (set)"));
+        assert!(text.contains("DOS_KILL_GRACE_MS = 200 (default)"));
+        let bad = render(|n| (n == "DOS_SHM_RING_BYTES").then(|| "7".to_string()));
+        assert!(bad.contains("warning:"));
+    }
+}

@@ -1,0 +1,490 @@
+//! Supervision: one single-threaded poll loop over the ranks' exits
+//! (pidfds), their output pipes, dosrun's stdin, stdout and stderr, the
+//! signals dosrun receives (a signalfd) and the wire-up service.
+//!
+//! The loop deals in [`RankRecord`]s (rank, host, pid, status). A rank's pid
+//! is also its process group id; dosrun reaps no rank before the job ends, so
+//! a dead rank stays a zombie that keeps its group id from being reused, and
+//! `kill(-pgid)` reaches whatever the rank left behind.
+
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use crate::pmi_server::{AbortRequest, PollTag, Service};
+use crate::spawn::{SpawnError, Spawned};
+use crate::stdio::{LineSplitter, Sink};
+use crate::sys::{self, ExitCause, SignalFd};
+
+/// Exit status when the job ran longer than `--timeout` (as timeout(1)).
+pub const STATUS_TIMEOUT: i32 = 124;
+/// Exit status when dosrun itself failed.
+pub const STATUS_INTERNAL: i32 = 125;
+
+/// Output queued for one of dosrun's descriptors beyond which dosrun stops
+/// reading the ranks' pipes (they block: back-pressure).
+const HIGH_WATER: usize = 1 << 20;
+/// Bytes of dosrun's stdin buffered for rank 0.
+const STDIN_BUF: usize = 64 * 1024;
+/// How long output pipes may stay open after every rank has exited and its
+/// process group was killed (only a process that left its group holds them).
+const DRAIN_LIMIT: Duration = Duration::from_millis(500);
+
+/// One rank as the supervisor sees it.
+#[derive(Debug)]
+pub struct RankRecord {
+    /// Rank in the job.
+    pub rank: usize,
+    /// Host it runs on.
+    pub host: String,
+    /// Its pid, also its process group id.
+    pub pid: i32,
+    /// How it ended; `None` while it runs.
+    pub status: Option<ExitCause>,
+    pidfd: Option<OwnedFd>,
+}
+
+/// Why the job is being stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cause {
+    RankFailed(ExitCause),
+    Timeout,
+    Abort(i32),
+    StartFailed(i32),
+    Internal,
+}
+
+#[derive(Debug)]
+struct Stream {
+    fd: OwnedFd,
+    splitter: LineSplitter,
+    /// 0: dosrun's stdout, 1: its stderr.
+    sink: usize,
+}
+
+/// dosrun's stdin on its way to rank 0.
+#[derive(Debug)]
+struct StdinRelay {
+    to: OwnedFd,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Signal,
+    Service(PollTag),
+    Exit(usize),
+    Output(usize),
+    StdinIn,
+    StdinOut,
+    Sink(usize),
+}
+
+/// The supervisor of one job.
+#[derive(Debug)]
+pub struct Supervisor {
+    ranks: Vec<RankRecord>,
+    streams: Vec<Option<Stream>>,
+    sinks: [Sink; 2],
+    stdin: Option<StdinRelay>,
+    signals: SignalFd,
+    service: Service,
+    tag_output: bool,
+    grace: Duration,
+    timeout: Option<Duration>,
+    timeout_at: Option<Instant>,
+    kill_at: Option<Instant>,
+    drain_until: Option<Instant>,
+    cause: Option<Cause>,
+    stop_signals: u32,
+}
+
+impl Supervisor {
+    /// A supervisor for a job whose ranks will be added with [`Supervisor::add`].
+    pub fn new(
+        service: Service,
+        signals: SignalFd,
+        tag_output: bool,
+        grace: Duration,
+        timeout: Option<Duration>,
+    ) -> Supervisor {
+        Supervisor {
+            ranks: Vec::new(),
+            streams: Vec::new(),
+            sinks: [Sink::new(1), Sink::new(2)],
+            stdin: None,
+            signals,
+            service,
+            tag_output,
+            grace,
+            timeout,
+            timeout_at: timeout.map(|t| Instant::now() + t),
+            kill_at: None,
+            drain_until: None,
+            cause: None,
+            stop_signals: 0,
+        }
+    }
+
+    /// Takes charge of a started rank (ranks are added in rank order).
+    pub fn add(&mut self, rank: usize, host: &str, s: Spawned) {
+        let tag = |stream: &str| self.tag_output.then(|| LineSplitter::tag(rank, stream));
+        self.streams.push(Some(Stream {
+            fd: s.stdout,
+            splitter: LineSplitter::new(tag("stdout")),
+            sink: 0,
+        }));
+        self.streams.push(Some(Stream {
+            fd: s.stderr,
+            splitter: LineSplitter::new(tag("stderr")),
+            sink: 1,
+        }));
+        if let Some(to) = s.stdin {
+            self.stdin = Some(StdinRelay {
+                to,
+                buf: Vec::new(),
+                eof: false,
+            });
+        }
+        self.ranks.push(RankRecord {
+            rank,
+            host: host.to_string(),
+            pid: s.pid,
+            status: None,
+            pidfd: Some(s.pidfd),
+        });
+    }
+
+    /// Rank `rank` could not be started: stops the ranks already running.
+    pub fn start_failed(&mut self, rank: usize, host: &str, program: &str, e: &SpawnError) {
+        self.stop(
+            Cause::StartFailed(e.status()),
+            format!(
+                "dosrun: rank {rank} on host {host}: cannot start {program}: {e}; stopping the job"
+            ),
+        );
+    }
+
+    /// Runs the job to its end; returns dosrun's exit status.
+    pub fn run(mut self) -> i32 {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut tags: Vec<Tag> = Vec::new();
+        loop {
+            let now = Instant::now();
+            self.deadlines(now);
+            if self.ranks.iter().all(|r| r.status.is_some()) {
+                let until = match self.drain_until {
+                    Some(t) => t,
+                    None => self.all_exited(now),
+                };
+                if self.streams.iter().all(Option::is_none) || now >= until {
+                    break;
+                }
+            }
+            fds.clear();
+            tags.clear();
+            self.poll_set(&mut fds, &mut tags);
+            let timeout = self.poll_timeout(now);
+            if let Err(e) = sys::poll(&mut fds, timeout) {
+                self.stop(
+                    Cause::Internal,
+                    format!("dosrun: poll failed: {e}; stopping the job"),
+                );
+                self.kill_all(libc::SIGKILL);
+                break;
+            }
+            for (p, &tag) in fds.iter().zip(&tags) {
+                if p.revents != 0 {
+                    self.ready(tag, p.revents);
+                }
+            }
+        }
+        self.finish()
+    }
+
+    /// Every rank has exited: kills what their groups left behind, and
+    /// bounds the wait for their output pipes.
+    fn all_exited(&mut self, now: Instant) -> Instant {
+        self.kill_all(libc::SIGKILL);
+        self.kill_at = None;
+        self.timeout_at = None;
+        self.stdin = None;
+        let until = now + DRAIN_LIMIT;
+        self.drain_until = Some(until);
+        until
+    }
+
+    fn deadlines(&mut self, now: Instant) {
+        if self.timeout_at.is_some_and(|t| now >= t) {
+            self.timeout_at = None;
+            let secs = self.timeout.map_or(0.0, |d| d.as_secs_f64());
+            self.stop(
+                Cause::Timeout,
+                format!("dosrun: the job ran longer than --timeout {secs} s; stopping the job"),
+            );
+        }
+        if self.kill_at.is_some_and(|t| now >= t) {
+            self.kill_at = None;
+            self.kill_all(libc::SIGKILL);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> i32 {
+        [self.timeout_at, self.kill_at, self.drain_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(-1, |t| {
+                let d = t.saturating_duration_since(now);
+                // Round up so that the deadline has passed when poll returns.
+                d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            })
+    }
+
+    fn poll_set(&self, fds: &mut Vec<libc::pollfd>, tags: &mut Vec<Tag>) {
+        let mut add = |fd: RawFd, events: i16, tag: Tag| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            tags.push(tag);
+        };
+        add(self.signals.fd(), libc::POLLIN, Tag::Signal);
+        for r in &self.ranks {
+            if let Some(fd) = &r.pidfd {
+                add(fd.as_raw_fd(), libc::POLLIN, Tag::Exit(r.rank));
+            }
+        }
+        let draining = self.drain_until.is_some();
+        for (i, s) in self.streams.iter().enumerate() {
+            if let Some(s) = s {
+                if draining || self.sinks[s.sink].pending() < HIGH_WATER {
+                    add(s.fd.as_raw_fd(), libc::POLLIN, Tag::Output(i));
+                }
+            }
+        }
+        for (i, k) in self.sinks.iter().enumerate() {
+            if k.pending() > 0 {
+                add(k.fd(), libc::POLLOUT, Tag::Sink(i));
+            }
+        }
+        if let Some(s) = &self.stdin {
+            if !s.eof && s.buf.len() < STDIN_BUF {
+                add(0, libc::POLLIN, Tag::StdinIn);
+            }
+            if !s.buf.is_empty() {
+                add(s.to.as_raw_fd(), libc::POLLOUT, Tag::StdinOut);
+            }
+        }
+        let (mut sfds, mut stags) = (Vec::new(), Vec::new());
+        self.service.poll_fds(&mut sfds, &mut stags);
+        for (p, t) in sfds.into_iter().zip(stags) {
+            add(p.fd, p.events, Tag::Service(t));
+        }
+    }
+
+    fn ready(&mut self, tag: Tag, revents: i16) {
+        match tag {
+            Tag::Signal => {
+                while let Some(sig) = self.signals.next() {
+                    self.on_signal(sig);
+                }
+            }
+            Tag::Service(t) => {
+                self.service.ready(t, revents);
+                self.take_aborts();
+            }
+            Tag::Exit(rank) => self.on_exit(rank),
+            Tag::Output(i) => self.on_output(i),
+            Tag::Sink(i) => {
+                if self.sinks[i].write_some().is_err() {
+                    // The reader went away: so do the ranks' pipes feeding
+                    // it, and the ranks see EPIPE as if they wrote to it.
+                    for s in &mut self.streams {
+                        if s.as_ref().is_some_and(|s| s.sink == i) {
+                            *s = None;
+                        }
+                    }
+                }
+            }
+            Tag::StdinIn => self.on_stdin(),
+            Tag::StdinOut => self.on_stdin_writable(),
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32) {
+        // Forwarded to every group, running ranks and what exited ones left.
+        for r in &self.ranks {
+            sys::kill_group(r.pid, sig);
+        }
+        if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+            self.stop_signals += 1;
+            if self.stop_signals >= 2 {
+                // Asked twice: no more grace.
+                self.kill_all(libc::SIGKILL);
+            }
+        }
+    }
+
+    fn on_exit(&mut self, rank: usize) {
+        let Some(r) = self.ranks.get_mut(rank) else {
+            return;
+        };
+        let cause = match sys::peek_exit(r.pid) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            // Cannot happen for an unreaped child; count it as killed.
+            Err(_) => ExitCause::Signaled {
+                sig: libc::SIGKILL,
+                core: false,
+            },
+        };
+        r.status = Some(cause);
+        r.pidfd = None;
+        let line = format!(
+            "dosrun: rank {} (pid {}) on host {} {}; stopping the job",
+            r.rank,
+            r.pid,
+            r.host,
+            cause.describe()
+        );
+        if rank == 0 {
+            self.stdin = None;
+        }
+        // An abort it sent just before exiting takes precedence.
+        self.service.rank_exited(rank);
+        self.take_aborts();
+        if !cause.success() {
+            self.stop(Cause::RankFailed(cause), line);
+        }
+    }
+
+    fn take_aborts(&mut self) {
+        for AbortRequest { rank, code, msg } in self.service.take_aborts() {
+            let (pid, host) = self
+                .ranks
+                .get(rank)
+                .map_or((0, "?"), |r| (r.pid, r.host.as_str()));
+            let msg: String = msg
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let code = if (1..=255).contains(&code) { code } else { 1 };
+            let line = format!(
+                "dosrun: rank {rank} (pid {pid}) on host {host} called abort with code {code}: {msg}; stopping the job"
+            );
+            self.stop(Cause::Abort(code), line);
+        }
+    }
+
+    fn on_output(&mut self, i: usize) {
+        let Some(s) = self.streams[i].as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 64 * 1024];
+        match sys::read(s.fd.as_raw_fd(), &mut buf) {
+            Ok(0) => {}
+            Ok(n) => {
+                s.splitter.push(&buf[..n], self.sinks[s.sink].queue());
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) => {}
+        }
+        // End of the stream.
+        s.splitter.finish(self.sinks[s.sink].queue());
+        self.streams[i] = None;
+    }
+
+    fn on_stdin(&mut self) {
+        let Some(s) = self.stdin.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; STDIN_BUF];
+        let room = STDIN_BUF - s.buf.len();
+        match sys::read(0, &mut buf[..room]) {
+            Ok(0) => s.eof = true,
+            Ok(n) => s.buf.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => s.eof = true,
+        }
+        if s.eof && s.buf.is_empty() {
+            // Closing the pipe gives rank 0 its end of file.
+            self.stdin = None;
+        }
+    }
+
+    fn on_stdin_writable(&mut self) {
+        let Some(s) = self.stdin.as_mut() else {
+            return;
+        };
+        match sys::write(s.to.as_raw_fd(), &s.buf) {
+            Ok(n) => {
+                s.buf.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // Rank 0 closed its stdin: nothing more to relay.
+            Err(_) => {
+                self.stdin = None;
+                return;
+            }
+        }
+        if s.eof && s.buf.is_empty() {
+            self.stdin = None;
+        }
+    }
+
+    /// Stops the job for `cause` (the first cause wins, and only its line is
+    /// printed): SIGTERM to every rank's group now, SIGKILL after the grace.
+    fn stop(&mut self, cause: Cause, line: String) {
+        if self.cause.is_some() {
+            return;
+        }
+        self.cause = Some(cause);
+        self.sinks[1].push(line.as_bytes());
+        self.sinks[1].push(b"\n");
+        if self.grace.is_zero() {
+            self.kill_all(libc::SIGKILL);
+        } else {
+            self.kill_all(libc::SIGTERM);
+            self.kill_at = Some(Instant::now() + self.grace);
+        }
+    }
+
+    fn kill_all(&self, sig: i32) {
+        for r in &self.ranks {
+            sys::kill_group(r.pid, sig);
+        }
+    }
+
+    /// Flushes output, reaps every rank and computes the exit status.
+    fn finish(mut self) -> i32 {
+        for s in self.streams.iter_mut() {
+            if let Some(mut s) = s.take() {
+                s.splitter.finish(self.sinks[s.sink].queue());
+            }
+        }
+        self.stdin = None;
+        // Make sure nothing of the job survives, then reap it.
+        self.kill_all(libc::SIGKILL);
+        for r in &self.ranks {
+            sys::reap(r.pid);
+        }
+        for k in &mut self.sinks {
+            k.flush_blocking();
+        }
+        match self.cause {
+            None => self
+                .ranks
+                .iter()
+                .filter_map(|r| r.status)
+                .find(|c| !c.success())
+                .map_or(0, ExitCause::status),
+            Some(Cause::RankFailed(c)) => c.status(),
+            Some(Cause::Timeout) => STATUS_TIMEOUT,
+            Some(Cause::Abort(code)) | Some(Cause::StartFailed(code)) => code,
+            Some(Cause::Internal) => STATUS_INTERNAL,
+        }
+    }
+}
