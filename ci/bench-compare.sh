@@ -25,15 +25,16 @@
 # numbers depend on the machine, so nothing here can pass or fail CI.
 #
 # Environment: REPS (5), OUT (target/bench-compare), QUICK (unset), BENCH_ARGS
-# (extra dosbench options for every 2-rank run), DOSRUN_FLAGS, MPIRUN_FLAGS,
-# STARTUP_RUNS (20).
+# (extra dosbench options for every 2-rank run), BENCHES (all seven, in order),
+# DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (20), DOSBENCH and DOSRUN (use these
+# binaries instead of building the dos variant).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 OUT=${OUT:-target/bench-compare}
 STARTUP_RUNS=${STARTUP_RUNS:-20}
-BENCHES=(latency bw bibw allreduce bcast alltoall barrier)
+read -r -a BENCHES <<<"${BENCHES:-latency bw bibw allreduce bcast alltoall barrier}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 if [[ -n "${QUICK:-}" ]]; then
     EXTRA+=(--max-size 64K --iters 1000 --warmup 100)
@@ -69,14 +70,18 @@ if ((EUID == 0)); then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
 
-log "building dosbench (dos) and dosrun"
 DOS_OK=1
-cargo build --release -p dos-bench -p dos-launcher || { DOS_OK=0; log "dos build failed: MPI only"; }
+if [[ -n "${DOSBENCH:-}" ]]; then
+    log "using the given dos build: $DOSBENCH"
+else
+    log "building dosbench (dos) and dosrun"
+    cargo build --release -p dos-bench -p dos-launcher || { DOS_OK=0; log "dos build failed: MPI only"; }
+fi
 log "building dosbench (mpi) into target/mpi"
 cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
 
-DOSBENCH=$PWD/target/release/dosbench
-DOSRUN=$PWD/target/release/dosrun
+DOSBENCH=${DOSBENCH:-$PWD/target/release/dosbench}
+DOSRUN=${DOSRUN:-$PWD/target/release/dosrun}
 MPIBENCH=$PWD/target/mpi/release/dosbench
 [[ -x $DOSBENCH && -x $DOSRUN ]] || DOS_OK=0
 
@@ -96,6 +101,10 @@ if ((DOS_OK)) && "$DOSRUN" --help 2>&1 | grep -q -- '--bind-to'; then
 fi
 
 mkdir -p "$OUT"
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
+    log "warning: load average is $LOAD_START: something else is running, numbers will be noisy"
+fi
 : >"$OUT/dos.jsonl"
 : >"$OUT/mpi.jsonl"
 : >"$OUT/failures.txt"
@@ -181,6 +190,7 @@ summary=$OUT/summary.md
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -r)."
     echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
+    echo "Load average (1, 5, 15 min) before: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo "Medians over $REPS interleaved runs${QUICK:+ (QUICK: sizes up to 64K, 1000 iterations)}${BENCH_ARGS:+, options \`$BENCH_ARGS\`}."
     echo "dos/mpi below 1 is better for dos in us, above 1 in MB/s; \"even\" is within ±5%."
     echo
