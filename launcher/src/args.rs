@@ -176,9 +176,7 @@ where
     }
 
     let Some(program) = program else {
-        return Err(usage(
-            "no program given (usage: dosrun -n N PROGRAM [ARGS...])",
-        ));
+        return Err(usage("no program given: dosrun -n N PROGRAM [ARGS...]"));
     };
     if program.is_empty() {
         return Err(usage("the program name is empty"));
