@@ -1,1 +1,106 @@
-//! dos
+//! # dos: an HPC runtime for Rust
+//!
+//! `dos` gives a parallel program MPI-class communication: a world of ranks
+//! started by the `dosrun` launcher, point-to-point messages with tags and
+//! wildcards, nonblocking requests whose buffers the compiler keeps borrowed,
+//! communicators, and the MPI collectives. Ranks on one node talk through
+//! lock-free rings in shared memory, with a single copy for large messages.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use dos::op::Sum;
+//!
+//! fn main() -> dos::Result<()> {
+//!     let world = dos::init()?;               // a world of 1 without dosrun
+//!     let (rank, size) = (world.rank(), world.size());
+//!
+//!     // Point-to-point around a ring.
+//!     let next = (rank + 1) % size;
+//!     let prev = (rank + size - 1) % size;
+//!     let mut token = [0u64];
+//!     world.sendrecv(&[rank as u64], next, 0, &mut token, prev, 0)?;
+//!     assert_eq!(token[0], prev as u64);
+//!
+//!     // A collective.
+//!     let mut total = [0u64];
+//!     world.allreduce(&[rank as u64 + 1], &mut total, Sum)?;
+//!     assert_eq!(total[0], (size * (size + 1) / 2) as u64);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! Build it and run it on 4 ranks: `dosrun -n 4 ./target/release/my_program`.
+//!
+//! ## Features
+//!
+//! * **Start-up** — [`init`] returns the [`World`]; it dereferences to the
+//!   world [`Comm`]. Dropping the world (or [`World::finalize`]) leaves the job.
+//! * **Point-to-point** — [`Comm::send`], [`Comm::recv`], [`Comm::sendrecv`],
+//!   [`Comm::probe`], on byte slices or slices of any plain-data type
+//!   ([`Pod`], derivable with `#[derive(Pod, Zeroable)]`). Sources may be
+//!   [`ANY_SOURCE`], tags [`ANY_TAG`]. Messages between two ranks on one
+//!   communicator are matched in the order sent.
+//! * **Nonblocking** — [`Comm::isend`] and [`Comm::irecv`] inside a [`scope`]
+//!   return [`Request`]s with `wait`, `test`, [`Request::wait_all`] and
+//!   [`Request::wait_any`]; the scope keeps the buffers borrowed until every
+//!   request is complete, so a buffer can never be freed or touched while a
+//!   transfer still uses it.
+//! * **Communicators** — [`Comm::split`] and [`Comm::dup`]; each has a private
+//!   context, so libraries cannot intercept each other's messages.
+//! * **Collectives** — barrier, bcast, reduce, allreduce, gather(v), scatter(v),
+//!   allgather(v), alltoall(v), reduce_scatter, scan and exscan on any
+//!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
+//!   by message and communicator size.
+//!
+//! ## Protocols and waiting
+//!
+//! Messages up to `DOS_EAGER_LIMIT` bytes are copied into the destination's
+//! ring and out of it into the posted buffer; larger ones are announced and
+//! fetched with one copy across address spaces (Linux CMA). A rank waiting for
+//! a message polls for a short while, then yields, then sleeps on a futex that
+//! a sender rings only when the rank is asleep, so jobs with more ranks than
+//! cores still make quick progress. All tunables are in [`config`].
+//!
+//! ## Thread safety
+//!
+//! A [`World`] and its communicators are driven by the thread that called
+//! [`init`] (they are neither `Send` nor `Sync`). Local computation may use any
+//! number of threads (collectives reduce large buffers with rayon).
+//!
+//! ## Resource cleanup
+//!
+//! The node's shared segment is an anonymous memfd created by `dosrun`: it
+//! vanishes with the last process that maps it, however the job ends
+//! (including `kill -9`). `dosrun` stops every rank when one fails.
+//!
+//! ## Errors
+//!
+//! Every fallible call returns [`Result`] with the crate's one [`Error`] enum;
+//! bad arguments (a rank out of range, a negative tag, a short buffer) are
+//! typed errors, never panics.
+//!
+//! ## Wire compatibility
+//!
+//! The shared-segment layout and every protocol header carry a version (see
+//! `dos_transport::shm::wire` and the `p2p::wire` module); all ranks of a job
+//! run the same build, as with MPI.
+#![deny(missing_docs)]
+
+mod coll;
+mod comm;
+pub mod config;
+mod error;
+pub mod op;
+mod p2p;
+pub mod pmi;
+mod request;
+pub mod testing;
+mod world;
+
+pub use bytemuck::{Pod, Zeroable};
+pub use comm::Comm;
+pub use error::{Error, Result};
+pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
+pub use request::{scope, Request, Scope};
+pub use world::{init, World};

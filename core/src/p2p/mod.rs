@@ -1,0 +1,691 @@
+//! The point-to-point engine: tag matching, eager and rendezvous protocols,
+//! requests, and the wait loop that spins briefly and then blocks.
+//!
+//! One engine per process, shared by every communicator through an `Rc`; it is
+//! driven by the thread that owns the world (MPI's "funneled" model).
+//!
+//! * Eager (at most `DOS_EAGER_LIMIT` bytes): envelope and payload travel in
+//!   one active message; a matching posted receive gets the payload copied
+//!   straight out of the ring, otherwise it is kept as unexpected.
+//! * Rendezvous (larger): the sender registers its buffer and sends an RTS
+//!   carrying the key; the matching receiver copies the payload with one
+//!   transport `get` (CMA on shared memory: a single copy) and sends FIN,
+//!   which completes the send.
+//!
+//! Messages from one sender on one communicator are matched in the order sent
+//! (MPI's non-overtaking rule): the transport keeps per-peer order, and a send
+//! that finds the transport busy queues behind earlier ones.
+
+pub(crate) mod wire;
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Transport};
+
+use crate::config::Config;
+use crate::{Error, Result};
+use wire::{Envelope, Rts, AM_EAGER, AM_FIN, AM_RTS, ENVELOPE_LEN, FIN_FAILED, FIN_OK, RTS_MAX};
+
+/// A message tag. User tags are `0..=i32::MAX`.
+pub type Tag = i32;
+
+/// Where a receive accepts messages from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Any rank (`MPI_ANY_SOURCE`).
+    Any,
+    /// One rank of the communicator.
+    Rank(usize),
+}
+
+impl From<usize> for Source {
+    fn from(r: usize) -> Self {
+        Source::Rank(r)
+    }
+}
+
+/// Which tags a receive accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TagSel {
+    /// Any tag (`MPI_ANY_TAG`).
+    Any,
+    /// Exactly this tag.
+    Tag(Tag),
+}
+
+impl From<Tag> for TagSel {
+    fn from(t: Tag) -> Self {
+        TagSel::Tag(t)
+    }
+}
+
+/// Accept a message from any rank.
+pub const ANY_SOURCE: Source = Source::Any;
+/// Accept a message with any tag.
+pub const ANY_TAG: TagSel = TagSel::Any;
+
+/// What a completed receive (or a probe) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Status {
+    /// Sender's rank in the communicator.
+    pub source: usize,
+    /// The message's tag.
+    pub tag: Tag,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Status {
+    /// Number of whole `T` elements in the message.
+    pub fn count<T>(&self) -> usize {
+        self.len / std::mem::size_of::<T>().max(1)
+    }
+}
+
+/// Index of a request slot.
+pub(crate) type ReqId = u32;
+
+#[derive(Debug)]
+enum Slot {
+    Free,
+    Active,
+    Done(Result<Status>),
+}
+
+#[derive(Debug)]
+struct Req {
+    slot: Slot,
+    gen: u32,
+}
+
+#[derive(Debug)]
+struct Posted {
+    ctx: u32,
+    src: i64,
+    tag: i64,
+    buf: *mut u8,
+    cap: usize,
+    req: ReqId,
+}
+
+#[derive(Debug)]
+enum Body {
+    Eager(Vec<u8>),
+    Rts { len: u64, sreq: u32, rkey: RemoteKey },
+}
+
+#[derive(Debug)]
+struct Unexpected {
+    env: Envelope,
+    peer: usize,
+    body: Body,
+}
+
+impl Unexpected {
+    fn len(&self) -> usize {
+        match &self.body {
+            Body::Eager(v) => v.len(),
+            Body::Rts { len, .. } => *len as usize,
+        }
+    }
+}
+
+/// A send that found the transport busy, waiting its turn.
+#[derive(Debug)]
+struct Pending {
+    id: u8,
+    hdr: [u8; RTS_MAX],
+    hdr_len: u8,
+    payload: *const u8,
+    len: usize,
+    /// Completed when the message is handed to the transport (eager sends).
+    complete: Option<ReqId>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    posted: VecDeque<Posted>,
+    unexpected: VecDeque<Unexpected>,
+    reqs: Vec<Req>,
+    free: Vec<ReqId>,
+    /// Per peer, in order; empty deques do not allocate.
+    pending: Vec<VecDeque<Pending>>,
+    npending: usize,
+    /// Next communicator context id this process may hand out.
+    next_ctx: u32,
+}
+
+/// The per-process point-to-point engine.
+#[derive(Debug)]
+pub(crate) struct Engine {
+    t: Transport,
+    st: RefCell<State>,
+    cfg: Config,
+    spin: u32,
+    yields: u32,
+    eager_limit: usize,
+}
+
+fn sel_src(s: Source) -> i64 {
+    match s {
+        Source::Any => -1,
+        Source::Rank(r) => r as i64,
+    }
+}
+
+/// Selector value of `TagSel::Any` (internal tags may be negative).
+const ANY_TAG_SEL: i64 = i64::MIN;
+
+fn sel_tag(t: TagSel) -> i64 {
+    match t {
+        TagSel::Any => ANY_TAG_SEL,
+        TagSel::Tag(t) => t as i64,
+    }
+}
+
+#[inline]
+fn matches(ctx: u32, src: i64, tag: i64, env: &Envelope) -> bool {
+    ctx == env.ctx
+        && (src < 0 || src == env.src as i64)
+        && (tag == ANY_TAG_SEL || tag == env.tag as i64)
+}
+
+/// Number of CPUs this process may run on.
+fn usable_cpus() -> usize {
+    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer and size.
+    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    if r != 0 {
+        return std::thread::available_parallelism().map_or(1, |n| n.get());
+    }
+    // SAFETY: `set` was filled by the kernel.
+    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
+}
+
+impl Engine {
+    /// An engine over `t`; `local_ranks` is how many ranks share this node's CPUs.
+    pub(crate) fn new(t: Transport, cfg: Config, local_ranks: usize) -> Engine {
+        let oversubscribed = local_ranks > usable_cpus();
+        let spin = cfg.spin.unwrap_or(if oversubscribed { 50 } else { 4000 });
+        let yields = cfg.yields.unwrap_or(if oversubscribed { 4 } else { 20 });
+        let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
+        let npeers = t.npeers();
+        let mut st = State {
+            next_ctx: 1,
+            ..State::default()
+        };
+        st.pending.resize_with(npeers, VecDeque::new);
+        Engine {
+            eager_limit: cfg.eager_limit.min(max_eager),
+            t,
+            st: RefCell::new(st),
+            cfg,
+            spin,
+            yields,
+        }
+    }
+
+    /// The tunables in force.
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The transport.
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.t
+    }
+
+    /// Reserves a context id at least `min`; see `Comm::split`.
+    pub(crate) fn next_ctx(&self) -> u32 {
+        self.st.borrow().next_ctx
+    }
+
+    /// Marks every context id below `upto` as used.
+    pub(crate) fn bump_ctx(&self, upto: u32) {
+        let mut st = self.st.borrow_mut();
+        st.next_ctx = st.next_ctx.max(upto);
+    }
+
+    fn alloc_req(st: &mut State) -> ReqId {
+        if let Some(id) = st.free.pop() {
+            st.reqs[id as usize].slot = Slot::Active;
+            id
+        } else {
+            st.reqs.push(Req {
+                slot: Slot::Active,
+                gen: 0,
+            });
+            (st.reqs.len() - 1) as ReqId
+        }
+    }
+
+    fn complete(st: &mut State, id: ReqId, r: Result<Status>) {
+        st.reqs[id as usize].slot = Slot::Done(r);
+    }
+
+    /// Generation of a slot, to detect reuse.
+    pub(crate) fn generation(&self, id: ReqId) -> u32 {
+        self.st.borrow().reqs[id as usize].gen
+    }
+
+    /// True if request `id` has completed.
+    pub(crate) fn is_done(&self, id: ReqId) -> bool {
+        matches!(self.st.borrow().reqs[id as usize].slot, Slot::Done(_))
+    }
+
+    /// Takes the result of a completed request and frees its slot.
+    pub(crate) fn take(&self, id: ReqId) -> Result<Status> {
+        let mut st = self.st.borrow_mut();
+        let req = &mut st.reqs[id as usize];
+        let slot = std::mem::replace(&mut req.slot, Slot::Free);
+        req.gen = req.gen.wrapping_add(1);
+        st.free.push(id);
+        match slot {
+            Slot::Done(r) => r,
+            _ => unreachable!("take of an incomplete request"),
+        }
+    }
+
+    // ----- sending -----
+
+    /// Starts sending `len` bytes at `buf` to transport peer `peer`.
+    ///
+    /// Returns `None` if the send already completed, else the request to wait on.
+    ///
+    /// # Safety
+    /// `buf` must stay valid for reads of `len` bytes, and unmodified, until the
+    /// returned request completes (immediately if `None`).
+    pub(crate) unsafe fn isend(
+        &self,
+        peer: usize,
+        env: Envelope,
+        buf: *const u8,
+        len: usize,
+    ) -> Result<Option<ReqId>> {
+        if len <= self.eager_limit {
+            let hdr = env.encode();
+            let queued = !self.st.borrow().pending[peer].is_empty();
+            if !queued {
+                // SAFETY: the caller guarantees `buf` for `len` bytes.
+                let payload = unsafe { std::slice::from_raw_parts(buf, len) };
+                match self.t.am_send(peer, AM_EAGER, &hdr, payload) {
+                    Ok(()) => return Ok(None),
+                    Err(dos_transport::Error::Busy { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let mut st = self.st.borrow_mut();
+            let id = Self::alloc_req(&mut st);
+            let mut p = Pending {
+                id: AM_EAGER,
+                hdr: [0; RTS_MAX],
+                hdr_len: ENVELOPE_LEN as u8,
+                payload: buf,
+                len,
+                complete: Some(id),
+            };
+            p.hdr[..ENVELOPE_LEN].copy_from_slice(&hdr);
+            st.pending[peer].push_back(p);
+            st.npending += 1;
+            Ok(Some(id))
+        } else {
+            self.isend_rdv(peer, env, buf, len).map(Some)
+        }
+    }
+
+    #[cold]
+    fn isend_rdv(&self, peer: usize, env: Envelope, buf: *const u8, len: usize) -> Result<ReqId> {
+        let region = self.t.mem_register(buf, len)?;
+        let id = Self::alloc_req(&mut self.st.borrow_mut());
+        let rts = Rts {
+            env,
+            len: len as u64,
+            sreq: id,
+            rkey: region.rkey,
+        };
+        let mut hdr = [0u8; RTS_MAX];
+        let n = rts.encode(&mut hdr);
+        self.send_ctrl(peer, AM_RTS, &hdr[..n]).inspect_err(|_| {
+            let mut st = self.st.borrow_mut();
+            st.reqs[id as usize].slot = Slot::Free;
+            st.free.push(id);
+        })?;
+        Ok(id)
+    }
+
+    /// Sends a small control message, queueing it behind earlier sends if busy.
+    fn send_ctrl(&self, peer: usize, id: u8, hdr: &[u8]) -> Result<()> {
+        let queued = !self.st.borrow().pending[peer].is_empty();
+        if !queued {
+            match self.t.am_send(peer, id, hdr, &[]) {
+                Ok(()) => return Ok(()),
+                Err(dos_transport::Error::Busy { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut p = Pending {
+            id,
+            hdr: [0; RTS_MAX],
+            hdr_len: hdr.len() as u8,
+            payload: std::ptr::null(),
+            len: 0,
+            complete: None,
+        };
+        p.hdr[..hdr.len()].copy_from_slice(hdr);
+        let mut st = self.st.borrow_mut();
+        st.pending[peer].push_back(p);
+        st.npending += 1;
+        Ok(())
+    }
+
+    /// Hands queued sends to the transport, in order, until it is busy again.
+    #[cold]
+    fn flush_pending(&self) {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        for peer in 0..st.pending.len() {
+            while let Some(p) = st.pending[peer].front() {
+                let payload: &[u8] = if p.len == 0 {
+                    &[]
+                } else {
+                    // SAFETY: the request that owns `payload` is still active, so
+                    // its buffer is still borrowed (see `isend`).
+                    unsafe { std::slice::from_raw_parts(p.payload, p.len) }
+                };
+                match self.t.am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload) {
+                    Ok(()) => {
+                        if let Some(id) = p.complete {
+                            st.reqs[id as usize].slot = Slot::Done(Ok(Status::default()));
+                        }
+                        st.pending[peer].pop_front();
+                        st.npending -= 1;
+                    }
+                    Err(dos_transport::Error::Busy { .. }) => break,
+                    Err(e) => {
+                        if let Some(id) = p.complete {
+                            st.reqs[id as usize].slot = Slot::Done(Err(e.into()));
+                        }
+                        st.pending[peer].pop_front();
+                        st.npending -= 1;
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- receiving -----
+
+    /// Posts a receive into `cap` bytes at `buf`; returns its request.
+    ///
+    /// # Safety
+    /// `buf` must stay valid for writes of `cap` bytes, and not be accessed
+    /// otherwise, until the request completes.
+    pub(crate) unsafe fn irecv(
+        &self,
+        ctx: u32,
+        src: Source,
+        tag: TagSel,
+        buf: *mut u8,
+        cap: usize,
+    ) -> Result<ReqId> {
+        let (src, tag) = (sel_src(src), sel_tag(tag));
+        let mut st = self.st.borrow_mut();
+        let id = Self::alloc_req(&mut st);
+        let found = st
+            .unexpected
+            .iter()
+            .position(|u| matches(ctx, src, tag, &u.env));
+        match found {
+            Some(i) => {
+                let u = st.unexpected.remove(i).expect("index from position");
+                drop(st);
+                let r = self.deliver_unexpected(u, buf, cap);
+                Self::complete(&mut self.st.borrow_mut(), id, r);
+            }
+            None => st.posted.push_back(Posted {
+                ctx,
+                src,
+                tag,
+                buf,
+                cap,
+                req: id,
+            }),
+        }
+        Ok(id)
+    }
+
+    fn deliver_unexpected(&self, u: Unexpected, buf: *mut u8, cap: usize) -> Result<Status> {
+        let status = Status {
+            source: u.env.src as usize,
+            tag: u.env.tag,
+            len: u.len(),
+        };
+        match u.body {
+            Body::Eager(v) => {
+                // SAFETY: `buf` is valid for `cap` bytes (irecv's contract).
+                unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len().min(cap)) };
+                truncation(status, cap)
+            }
+            Body::Rts { len, sreq, rkey } => {
+                self.rdv_fetch(u.peer, len as usize, sreq, &rkey, buf, cap)?;
+                truncation(status, cap)
+            }
+        }
+    }
+
+    /// Fetches a rendezvous payload and sends FIN.
+    fn rdv_fetch(
+        &self,
+        peer: usize,
+        len: usize,
+        sreq: u32,
+        rkey: &RemoteKey,
+        buf: *mut u8,
+        cap: usize,
+    ) -> Result<()> {
+        // SAFETY: `buf` is valid for `cap` bytes and we copy at most that.
+        let r = unsafe { self.t.get(peer, buf, len.min(cap), rkey, 0) };
+        let status = if r.is_ok() { FIN_OK } else { FIN_FAILED };
+        self.send_ctrl(peer, AM_FIN, &wire::fin_encode(sreq, status))?;
+        r.map_err(Error::from)
+    }
+
+    /// Handles one incoming event.
+    fn on_event(&self, ev: Event<'_>) {
+        let Event::Am { src, id, data } = ev;
+        let r = match id {
+            AM_EAGER => self.on_eager(src, data),
+            AM_RTS => self.on_rts(src, data),
+            AM_FIN => self.on_fin(src, data),
+            _ => Err(Error::Protocol {
+                src,
+                reason: "unknown active message id",
+            }),
+        };
+        if let Err(e) = r {
+            protocol_error(e);
+        }
+    }
+
+    #[inline]
+    fn on_eager(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let (env, payload) = Envelope::decode(data).ok_or(Error::Protocol {
+            src: peer,
+            reason: "short eager header",
+        })?;
+        let mut st = self.st.borrow_mut();
+        if let Some(i) = st.posted.iter().position(|p| matches(p.ctx, p.src, p.tag, &env)) {
+            let p = st.posted.remove(i).expect("index from position");
+            let n = payload.len().min(p.cap);
+            // SAFETY: the posted buffer is valid for `cap` bytes (irecv's contract).
+            unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), p.buf, n) };
+            let status = Status {
+                source: env.src as usize,
+                tag: env.tag,
+                len: payload.len(),
+            };
+            Self::complete(&mut st, p.req, truncation(status, p.cap));
+        } else {
+            st.unexpected.push_back(Unexpected {
+                env,
+                peer,
+                body: Body::Eager(payload.to_vec()),
+            });
+        }
+        Ok(())
+    }
+
+    fn on_rts(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let rts = Rts::decode(data, peer)?;
+        let mut st = self.st.borrow_mut();
+        let found = st
+            .posted
+            .iter()
+            .position(|p| matches(p.ctx, p.src, p.tag, &rts.env));
+        match found {
+            Some(i) => {
+                let p = st.posted.remove(i).expect("index from position");
+                drop(st);
+                let status = Status {
+                    source: rts.env.src as usize,
+                    tag: rts.env.tag,
+                    len: rts.len as usize,
+                };
+                let r = self
+                    .rdv_fetch(peer, rts.len as usize, rts.sreq, &rts.rkey, p.buf, p.cap)
+                    .and_then(|()| truncation(status, p.cap));
+                Self::complete(&mut self.st.borrow_mut(), p.req, r);
+            }
+            None => st.unexpected.push_back(Unexpected {
+                env: rts.env,
+                peer,
+                body: Body::Rts {
+                    len: rts.len,
+                    sreq: rts.sreq,
+                    rkey: rts.rkey,
+                },
+            }),
+        }
+        Ok(())
+    }
+
+    fn on_fin(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let (sreq, status) = wire::fin_decode(data, peer)?;
+        let mut st = self.st.borrow_mut();
+        match st.reqs.get(sreq as usize) {
+            Some(Req {
+                slot: Slot::Active,
+                ..
+            }) => {
+                let r = if status == FIN_OK {
+                    Ok(Status::default())
+                } else {
+                    Err(Error::PeerFailed { rank: peer })
+                };
+                Self::complete(&mut st, sreq, r);
+                Ok(())
+            }
+            _ => Err(Error::Protocol {
+                src: peer,
+                reason: "FIN for no active send",
+            }),
+        }
+    }
+
+    // ----- probing -----
+
+    /// Looks for a matching unexpected message without receiving it.
+    pub(crate) fn iprobe(&self, ctx: u32, src: Source, tag: TagSel) -> Option<Status> {
+        self.progress();
+        let (src, tag) = (sel_src(src), sel_tag(tag));
+        self.st
+            .borrow()
+            .unexpected
+            .iter()
+            .find(|u| matches(ctx, src, tag, &u.env))
+            .map(|u| Status {
+                source: u.env.src as usize,
+                tag: u.env.tag,
+                len: u.len(),
+            })
+    }
+
+    // ----- progress and waiting -----
+
+    /// Delivers whatever has arrived; returns how many events.
+    #[inline]
+    pub(crate) fn progress(&self) -> usize {
+        let n = self.t.progress(|ev| self.on_event(ev));
+        if self.st.borrow().npending > 0 {
+            self.flush_pending();
+        }
+        n
+    }
+
+    /// Makes progress until `done()` holds: spin, then yield, then block.
+    #[inline]
+    pub(crate) fn wait_until(&self, mut done: impl FnMut(&Self) -> bool) -> Result<()> {
+        let mut idle = 0u32;
+        loop {
+            if done(self) {
+                return Ok(());
+            }
+            if self.progress() > 0 {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle <= self.spin {
+                std::hint::spin_loop();
+            } else if idle <= self.spin + self.yields {
+                std::thread::yield_now();
+            } else {
+                self.block()?;
+            }
+        }
+    }
+
+    #[cold]
+    fn block(&self) -> Result<()> {
+        // Nobody rings our bell when a full ring drains: poll briskly then.
+        let timeout = if self.st.borrow().npending > 0 {
+            Duration::from_micros(200)
+        } else {
+            Duration::from_millis(100)
+        };
+        self.t.wait(timeout)?;
+        Ok(())
+    }
+
+    /// Hands every queued send to the transport.
+    pub(crate) fn drain_sends(&self) -> Result<()> {
+        self.wait_until(|e| e.st.borrow().npending == 0)
+    }
+
+    /// Waits for request `id` and returns its result, freeing it.
+    pub(crate) fn wait(&self, id: ReqId) -> Result<Status> {
+        self.wait_until(|e| e.is_done(id))?;
+        self.take(id)
+    }
+}
+
+#[inline]
+fn truncation(status: Status, cap: usize) -> Result<Status> {
+    if status.len > cap {
+        Err(Error::Truncated {
+            len: status.len,
+            capacity: cap,
+        })
+    } else {
+        Ok(status)
+    }
+}
+
+#[cold]
+fn protocol_error(e: Error) {
+    // Classified here, once: a malformed message from a peer is dropped.
+    eprintln!("dos: dropped a message: {e}");
+}

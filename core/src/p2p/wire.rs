@@ -1,0 +1,196 @@
+//! Point-to-point protocol headers carried in transport active messages.
+//!
+//! The protocol version is the active-message id space itself: ids 1..=3 are
+//! version 1 of this protocol; a change of any header below takes new ids.
+//! All fields are little-endian and fixed-width.
+//!
+//! ```text
+//! EAGER (id 1): ctx u32 | src u32 | tag i32 | payload...
+//! RTS   (id 2): ctx u32 | src u32 | tag i32 | len u64 | sreq u32 | rkey_len u8 | rkey...
+//! FIN   (id 3): sreq u32 | status u8
+//! ```
+
+use crate::{Error, Result};
+use dos_transport::{AmId, RemoteKey, MAX_RKEY};
+
+/// Eager message: header then the whole payload.
+pub const AM_EAGER: AmId = 1;
+/// Ready-to-send: the receiver fetches the payload from the sender's registered buffer.
+pub const AM_RTS: AmId = 2;
+/// The receiver is done with a rendezvous payload; the sender's request completes.
+pub const AM_FIN: AmId = 3;
+
+/// Size of an encoded [`Envelope`].
+pub const ENVELOPE_LEN: usize = 12;
+/// Largest encoded RTS header.
+pub const RTS_MAX: usize = ENVELOPE_LEN + 8 + 4 + 1 + MAX_RKEY;
+/// Size of an encoded FIN.
+pub const FIN_LEN: usize = 5;
+
+/// Matching information of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// Communicator context id.
+    pub ctx: u32,
+    /// Sender's rank in that communicator.
+    pub src: u32,
+    /// Tag.
+    pub tag: i32,
+}
+
+impl Envelope {
+    /// Encodes into 12 bytes.
+    #[inline]
+    pub fn encode(&self) -> [u8; ENVELOPE_LEN] {
+        let mut b = [0u8; ENVELOPE_LEN];
+        b[0..4].copy_from_slice(&self.ctx.to_le_bytes());
+        b[4..8].copy_from_slice(&self.src.to_le_bytes());
+        b[8..12].copy_from_slice(&self.tag.to_le_bytes());
+        b
+    }
+
+    /// Decodes the front of `b`, returning the envelope and the rest.
+    #[inline]
+    pub fn decode(b: &[u8]) -> Option<(Envelope, &[u8])> {
+        if b.len() < ENVELOPE_LEN {
+            return None;
+        }
+        let w = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        Some((
+            Envelope {
+                ctx: u32::from_le_bytes(w(0)),
+                src: u32::from_le_bytes(w(4)),
+                tag: i32::from_le_bytes(w(8)),
+            },
+            &b[ENVELOPE_LEN..],
+        ))
+    }
+}
+
+/// A ready-to-send announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rts {
+    /// Matching information.
+    pub env: Envelope,
+    /// Payload length in bytes.
+    pub len: u64,
+    /// The sender's request id, echoed in FIN.
+    pub sreq: u32,
+    /// Key of the sender's registered buffer.
+    pub rkey: RemoteKey,
+}
+
+impl Rts {
+    /// Encodes into `out`, returning the used length.
+    pub fn encode(&self, out: &mut [u8; RTS_MAX]) -> usize {
+        out[..ENVELOPE_LEN].copy_from_slice(&self.env.encode());
+        out[12..20].copy_from_slice(&self.len.to_le_bytes());
+        out[20..24].copy_from_slice(&self.sreq.to_le_bytes());
+        let k = self.rkey.as_bytes();
+        out[24] = k.len() as u8;
+        out[25..25 + k.len()].copy_from_slice(k);
+        25 + k.len()
+    }
+
+    /// Decodes an RTS; never panics.
+    pub fn decode(b: &[u8], src: usize) -> Result<Rts> {
+        let bad = |reason| Error::Protocol { src, reason };
+        let (env, rest) = Envelope::decode(b).ok_or(bad("short RTS"))?;
+        if rest.len() < 13 {
+            return Err(bad("short RTS"));
+        }
+        let len = u64::from_le_bytes(rest[0..8].try_into().expect("8"));
+        let sreq = u32::from_le_bytes(rest[8..12].try_into().expect("4"));
+        let klen = rest[12] as usize;
+        let key = rest.get(13..13 + klen).ok_or(bad("RTS key truncated"))?;
+        let rkey = RemoteKey::from_bytes(key).map_err(|_| bad("RTS key too long"))?;
+        Ok(Rts {
+            env,
+            len,
+            sreq,
+            rkey,
+        })
+    }
+}
+
+/// FIN status: the payload was fetched.
+pub const FIN_OK: u8 = 0;
+/// FIN status: the receiver failed to fetch the payload.
+pub const FIN_FAILED: u8 = 1;
+
+/// Encodes a FIN.
+pub fn fin_encode(sreq: u32, status: u8) -> [u8; FIN_LEN] {
+    let mut b = [0u8; FIN_LEN];
+    b[..4].copy_from_slice(&sreq.to_le_bytes());
+    b[4] = status;
+    b
+}
+
+/// Decodes a FIN; never panics.
+pub fn fin_decode(b: &[u8], src: usize) -> Result<(u32, u8)> {
+    if b.len() != FIN_LEN {
+        return Err(Error::Protocol {
+            src,
+            reason: "FIN of wrong length",
+        });
+    }
+    Ok((u32::from_le_bytes(b[..4].try_into().expect("4")), b[4]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn envelope_golden() {
+        let e = Envelope {
+            ctx: 2,
+            src: 0x0102,
+            tag: -1,
+        };
+        assert_eq!(
+            e.encode(),
+            [2, 0, 0, 0, 2, 1, 0, 0, 0xff, 0xff, 0xff, 0xff]
+        );
+        assert_eq!(Envelope::decode(&e.encode()).unwrap().0, e);
+    }
+
+    #[test]
+    fn rts_golden_and_round_trip() {
+        let r = Rts {
+            env: Envelope {
+                ctx: 1,
+                src: 3,
+                tag: 7,
+            },
+            len: 1 << 20,
+            sreq: 9,
+            rkey: RemoteKey::from_bytes(&[0xaa, 0xbb]).unwrap(),
+        };
+        let mut b = [0u8; RTS_MAX];
+        let n = r.encode(&mut b);
+        assert_eq!(
+            &b[..n],
+            &[1, 0, 0, 0, 3, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 9, 0, 0, 0, 2, 0xaa, 0xbb]
+        );
+        assert_eq!(Rts::decode(&b[..n], 0).unwrap(), r);
+        assert!(Rts::decode(&b[..n - 1], 0).is_err());
+    }
+
+    #[test]
+    fn fin_golden() {
+        assert_eq!(fin_encode(0x01020304, FIN_FAILED), [4, 3, 2, 1, 1]);
+        assert_eq!(fin_decode(&[4, 3, 2, 1, 1], 0).unwrap(), (0x01020304, 1));
+        assert!(fin_decode(&[1, 2], 0).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..80)) {
+            let _ = Envelope::decode(&b);
+            let _ = Rts::decode(&b, 0);
+            let _ = fin_decode(&b, 0);
+        }
+    }
+}

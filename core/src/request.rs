@@ -1,0 +1,185 @@
+//! Nonblocking operations whose buffers the compiler keeps borrowed.
+//!
+//! A nonblocking send or receive lives inside a [`scope`]: the buffer is
+//! borrowed for the whole scope, and the scope does not return before every
+//! request started in it has completed, even one that was leaked with
+//! `mem::forget`. Dropping a [`Request`] waits for it.
+//!
+//! ```
+//! let world = dos::init().unwrap();
+//! let me = world.rank();
+//! let mut got = [0u64; 4];
+//! let sent = [me as u64; 4];
+//! dos::scope(|s| {
+//!     let r = world.irecv(s, &mut got, me, 0).unwrap();
+//!     let w = world.isend(s, &sent, me, 0).unwrap();
+//!     dos::Request::wait_all([r, w]).unwrap();
+//! });
+//! assert_eq!(got, sent);
+//! ```
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::rc::Rc;
+
+use crate::p2p::{Engine, ReqId, Status};
+use crate::Result;
+
+/// The region inside which nonblocking operations may borrow buffers; see [`scope`].
+///
+/// `'s` is the scope's own lifetime, `'env` that of everything borrowed into it
+/// (as in `std::thread::scope`).
+pub struct Scope<'s, 'env: 's> {
+    started: RefCell<Vec<(Rc<Engine>, ReqId, u32)>>,
+    _scope: PhantomData<&'s mut &'s ()>,
+    _env: PhantomData<&'env mut &'env ()>,
+}
+
+impl std::fmt::Debug for Scope<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scope")
+            .field("started", &self.started.borrow().len())
+            .finish()
+    }
+}
+
+/// Runs `f` with a [`Scope`]; waits for every request started in it before returning.
+pub fn scope<'env, R>(f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> R) -> R {
+    struct Guard<'a, 'env>(&'a Scope<'a, 'env>);
+    impl Drop for Guard<'_, '_> {
+        fn drop(&mut self) {
+            self.0.finish();
+        }
+    }
+    let s = Scope {
+        started: RefCell::new(Vec::new()),
+        _scope: PhantomData,
+        _env: PhantomData,
+    };
+    // The guard waits for every request even if `f` unwinds. Buffers are
+    // borrowed for `'s`, which outlives every local of `f`, and the guard
+    // completes their transfers before `'s` ends.
+    let g = Guard(&s);
+    let r = f(g.0);
+    drop(g);
+    r
+}
+
+impl<'s> Scope<'s, '_> {
+    pub(crate) fn register(&'s self, eng: &Rc<Engine>, id: ReqId) -> Request<'s> {
+        let gen = eng.generation(id);
+        self.started.borrow_mut().push((eng.clone(), id, gen));
+        Request {
+            inner: Some((eng.clone(), id)),
+            _scope: PhantomData,
+        }
+    }
+
+    /// A request that is already complete (a send that went out at once).
+    pub(crate) fn completed(&'s self) -> Request<'s> {
+        Request {
+            inner: None,
+            _scope: PhantomData,
+        }
+    }
+
+    fn finish(&self) {
+        for (eng, id, gen) in self.started.borrow_mut().drain(..) {
+            // A request still in this slot generation was leaked: complete and free it.
+            if eng.generation(id) == gen {
+                let _ = eng.wait(id);
+            }
+        }
+    }
+}
+
+/// A nonblocking operation in flight, borrowing its buffer for the scope `'s`.
+#[must_use = "a request completes only when waited on (dropping it waits)"]
+pub struct Request<'s> {
+    inner: Option<(Rc<Engine>, ReqId)>,
+    _scope: PhantomData<&'s ()>,
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("id", &self.inner.as_ref().map(|x| x.1))
+            .finish()
+    }
+}
+
+impl Request<'_> {
+    /// Waits for completion; returns what was received (a default status for sends).
+    pub fn wait(mut self) -> Result<Status> {
+        match self.inner.take() {
+            None => Ok(Status::default()),
+            Some((eng, id)) => eng.wait(id),
+        }
+    }
+
+    /// Makes progress once and tells whether the request has completed;
+    /// [`Request::wait`] then returns at once.
+    pub fn test(&self) -> bool {
+        match &self.inner {
+            None => true,
+            Some((eng, id)) => {
+                if eng.is_done(*id) {
+                    return true;
+                }
+                eng.progress();
+                eng.is_done(*id)
+            }
+        }
+    }
+
+    /// Waits for all requests; returns their statuses, or the first error
+    /// after all have completed.
+    pub fn wait_all<'a>(reqs: impl IntoIterator<Item = Request<'a>>) -> Result<Vec<Status>> {
+        let mut out = Vec::new();
+        let mut first_err = None;
+        for r in reqs {
+            match r.wait() {
+                Ok(s) => out.push(s),
+                Err(e) => {
+                    out.push(Status::default());
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            None => Ok(out),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Waits until one of `reqs` completes; removes it and returns its index and result.
+    /// Returns `None` when `reqs` is empty.
+    pub fn wait_any<'a>(reqs: &mut Vec<Request<'a>>) -> Option<(usize, Result<Status>)> {
+        if reqs.is_empty() {
+            return None;
+        }
+        loop {
+            if let Some(i) = reqs.iter().position(|r| r.test()) {
+                return Some((i, reqs.remove(i).wait()));
+            }
+            // Let the engine block if nothing moves: wait on the first one's engine
+            // until anything completes.
+            if let Some((eng, _)) = &reqs[0].inner {
+                let eng = eng.clone();
+                let ids: Vec<ReqId> = reqs
+                    .iter()
+                    .filter_map(|r| r.inner.as_ref().map(|x| x.1))
+                    .collect();
+                let _ = eng.wait_until(|e| ids.iter().any(|&i| e.is_done(i)));
+            }
+        }
+    }
+}
+
+impl Drop for Request<'_> {
+    fn drop(&mut self) {
+        if let Some((eng, id)) = self.inner.take() {
+            let _ = eng.wait(id);
+        }
+    }
+}
