@@ -192,23 +192,22 @@ fn matches(ctx: u32, src: i64, tag: i64, env: &Envelope) -> bool {
         && (tag == ANY_TAG_SEL || tag == env.tag as i64)
 }
 
-/// Number of CPUs this process may run on.
-fn usable_cpus() -> usize {
-    // SAFETY: an all-zero cpu_set_t is valid; sched_getaffinity fills it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer and size.
-    let r = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if r != 0 {
-        return std::thread::available_parallelism().map_or(1, |n| n.get());
+/// Number of CPUs online on this node. (Not this process's affinity mask: a
+/// rank bound to one core is not oversubscribed because its mask has one CPU.)
+fn node_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    if n > 0 {
+        n as usize
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
     }
-    // SAFETY: `set` was filled by the kernel.
-    (unsafe { libc::CPU_COUNT(&set) }).max(1) as usize
 }
 
 impl Engine {
     /// An engine over `t`; `local_ranks` is how many ranks share this node's CPUs.
     pub(crate) fn new(t: Transport, cfg: Config, local_ranks: usize) -> Engine {
-        let oversubscribed = local_ranks > usable_cpus();
+        let oversubscribed = local_ranks > node_cpus();
         let spin = cfg.spin.unwrap_or(if oversubscribed { 50 } else { 4000 });
         let yields = cfg.yields.unwrap_or(if oversubscribed { 4 } else { 20 });
         let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
