@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The project's test command (the README's): lint, build once, run every test.
+# Usage: ci/test.sh            (from anywhere inside the repository)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+export RUST_BACKTRACE=1
+
+step() { printf '\n== %s ==\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "docs"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
+
+step "build (binaries and examples, used by the multi-process tests)"
+cargo build --workspace --bins --examples
+
+step "tests"
+cargo test --workspace
