@@ -188,13 +188,9 @@ impl Comm {
         // SAFETY: both buffers are borrowed for this whole call and both requests
         // are waited for before returning (also on the error path).
         unsafe {
-            let rid = self.eng.irecv(
-                self.ctx_of(class),
-                src,
-                rtag,
-                rbuf.as_mut_ptr(),
-                rbuf.len(),
-            )?;
+            let rid =
+                self.eng
+                    .irecv(self.ctx_of(class), src, rtag, rbuf.as_mut_ptr(), rbuf.len())?;
             let env = Envelope {
                 ctx: self.ctx_of(class),
                 src: self.rank as u32,
@@ -280,7 +276,13 @@ impl Comm {
     ) -> Result<Request<'s>> {
         let tag = tag.into();
         check_tag_sel(tag)?;
-        self.irecv_raw(Class::P2p, s, bytemuck::cast_slice_mut(buf), src.into(), tag)
+        self.irecv_raw(
+            Class::P2p,
+            s,
+            bytemuck::cast_slice_mut(buf),
+            src.into(),
+            tag,
+        )
     }
 
     /// Sends `sbuf` to `dest` and receives into `rbuf` from `src`, without
@@ -335,7 +337,9 @@ impl Comm {
 
     /// A communicator with the same ranks and a new context (`MPI_Comm_dup`). Collective.
     pub fn dup(&self) -> Result<Comm> {
-        Ok(self.split(Some(0), self.rank as i32)?.expect("every rank has a color"))
+        Ok(self
+            .split(Some(0), self.rank as i32)?
+            .expect("every rank has a color"))
     }
 
     /// Splits into one communicator per `color`, ranked by `key` then by the
@@ -368,7 +372,13 @@ impl Comm {
                 )?);
             }
             for r in 0..n {
-                reqs.push(self.isend_raw(Class::Coll, s, bytemuck::cast_slice(&mine), r, TAG_SPLIT)?);
+                reqs.push(self.isend_raw(
+                    Class::Coll,
+                    s,
+                    bytemuck::cast_slice(&mine),
+                    r,
+                    TAG_SPLIT,
+                )?);
             }
             Request::wait_all(reqs).map(|_| ())
         })?;

@@ -26,14 +26,24 @@ pub const TUNABLES: &[Tunable] = &[
         help: "largest point-to-point message (bytes) sent eagerly through the rings; larger ones use rendezvous with a single copy",
     },
     Tunable {
+        name: "DOS_RNDV",
+        default: "auto",
+        help: "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores)",
+    },
+    Tunable {
+        name: "DOS_RNDV_CHUNK",
+        default: "32768",
+        help: "bytes per chunk of a pipelined rendezvous",
+    },
+    Tunable {
         name: "DOS_SHM_RING_BYTES",
         default: "262144",
         help: "bytes of each shared-memory ring (one per ordered pair of ranks on a node; a power of two >= 16384)",
     },
     Tunable {
-        name: "DOS_SPIN",
+        name: "DOS_SPIN_US",
         default: "auto",
-        help: "polls of the transport before a waiting rank yields the CPU (auto: 4000, or 50 when ranks outnumber cores)",
+        help: "microseconds a waiting rank polls before it yields the CPU (auto: 1000, or 5 when ranks outnumber cores)",
     },
     Tunable {
         name: "DOS_YIELDS",
@@ -52,15 +62,30 @@ pub const TUNABLES: &[Tunable] = &[
     },
 ];
 
+/// Which rendezvous protocol large messages use (`DOS_RNDV`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RndvMode {
+    /// Pipelined unless the node is oversubscribed.
+    Auto,
+    /// Chunks through the rings; sender and receiver copy concurrently.
+    Pipeline,
+    /// The receiver copies from the sender's memory with one system call.
+    Cma,
+}
+
 /// Parsed tunables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
     /// `DOS_EAGER_LIMIT`.
     pub eager_limit: usize,
+    /// `DOS_RNDV`.
+    pub rndv: RndvMode,
+    /// `DOS_RNDV_CHUNK`.
+    pub rndv_chunk: usize,
     /// `DOS_SHM_RING_BYTES`.
     pub shm_ring_bytes: usize,
-    /// `DOS_SPIN`; `None` means automatic.
-    pub spin: Option<u32>,
+    /// `DOS_SPIN_US`; `None` means automatic.
+    pub spin_us: Option<u32>,
     /// `DOS_YIELDS`; `None` means automatic.
     pub yields: Option<u32>,
     /// `DOS_REDUCE_PAR_BYTES`.
@@ -113,10 +138,30 @@ impl Config {
                 reason: "must be a power of two of at least 16384",
             });
         }
+        let rndv = match raw("DOS_RNDV").trim() {
+            "auto" => RndvMode::Auto,
+            "pipeline" => RndvMode::Pipeline,
+            "cma" => RndvMode::Cma,
+            _ => {
+                return Err(Error::Environment {
+                    var: "DOS_RNDV",
+                    reason: "must be auto, pipeline or cma",
+                })
+            }
+        };
+        let rndv_chunk: usize = num("DOS_RNDV_CHUNK", &raw("DOS_RNDV_CHUNK"))?;
+        if rndv_chunk < 1024 {
+            return Err(Error::Environment {
+                var: "DOS_RNDV_CHUNK",
+                reason: "must be at least 1024",
+            });
+        }
         Ok(Config {
+            rndv,
+            rndv_chunk,
             eager_limit: num("DOS_EAGER_LIMIT", &raw("DOS_EAGER_LIMIT"))?,
             shm_ring_bytes,
-            spin: auto("DOS_SPIN", &raw("DOS_SPIN"))?,
+            spin_us: auto("DOS_SPIN_US", &raw("DOS_SPIN_US"))?,
             yields: auto("DOS_YIELDS", &raw("DOS_YIELDS"))?,
             reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
@@ -132,16 +177,22 @@ mod tests {
     fn defaults_parse() {
         let c = Config::default();
         assert_eq!(c.eager_limit, 16384);
-        assert_eq!(c.spin, None);
+        assert_eq!(c.spin_us, None);
     }
 
     #[test]
     fn bad_values_are_typed_errors() {
         let e = Config::parse(|n| (n == "DOS_EAGER_LIMIT").then(|| "lots".into()));
-        assert!(matches!(e, Err(Error::Environment { var: "DOS_EAGER_LIMIT", .. })));
+        assert!(matches!(
+            e,
+            Err(Error::Environment {
+                var: "DOS_EAGER_LIMIT",
+                ..
+            })
+        ));
         let e = Config::parse(|n| (n == "DOS_SHM_RING_BYTES").then(|| "1000".into()));
         assert!(matches!(e, Err(Error::Environment { .. })));
-        let c = Config::parse(|n| (n == "DOS_SPIN").then(|| "7".into())).unwrap();
-        assert_eq!(c.spin, Some(7));
+        let c = Config::parse(|n| (n == "DOS_SPIN_US").then(|| "7".into())).unwrap();
+        assert_eq!(c.spin_us, Some(7));
     }
 }

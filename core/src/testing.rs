@@ -26,7 +26,11 @@ use crate::World;
 ///
 /// Panics if any rank panics (after all threads have ended).
 pub fn run_threads<R: Send, F: Fn(World) -> R + Sync>(n: usize, f: F) -> Vec<R> {
-    let cfg = Config::from_env().expect("valid DOS_* tunables");
+    run_threads_with(n, Config::from_env().expect("valid DOS_* tunables"), f)
+}
+
+/// Like [`run_threads`], with explicit tunables instead of the environment's.
+pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config, f: F) -> Vec<R> {
     let seg = Arc::new(Segment::create(n, cfg.shm_ring_bytes.min(1 << 16)).expect("segment"));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)

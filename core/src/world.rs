@@ -82,7 +82,10 @@ pub fn init() -> Result<World> {
         });
     }
     let iface = ShmIface::new(Arc::new(seg), local_rank)?;
-    pmi.put(&format!("shm.pid.{rank}"), &std::process::id().to_le_bytes())?;
+    pmi.put(
+        &format!("shm.pid.{rank}"),
+        &std::process::id().to_le_bytes(),
+    )?;
     pmi.fence()?;
     let eng = Rc::new(Engine::new(Transport::Shm(iface), cfg, local_size));
     let peers: Rc<[u32]> = (0..size as u32).collect();

@@ -1,17 +1,46 @@
 //! Point-to-point semantics, on ranks run as threads over the real shm stack.
 
-use dos::testing::run_threads;
+use dos::config::{Config, RndvMode};
+use dos::testing::{run_threads, run_threads_with};
 use dos::{Error, Request, Source, ANY_SOURCE, ANY_TAG};
 
 fn pattern(seed: usize, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(31) ^ seed) as u8).collect()
+    (0..len)
+        .map(|i| (i.wrapping_mul(31) ^ seed) as u8)
+        .collect()
+}
+
+fn with_rndv(mode: RndvMode) -> Config {
+    Config {
+        rndv: mode,
+        ..Config::default()
+    }
 }
 
 #[test]
-fn ping_pong_all_sizes() {
-    run_threads(2, |w| {
+fn ping_pong_all_sizes_pipelined() {
+    ping_pong_all_sizes(RndvMode::Pipeline);
+}
+
+#[test]
+fn ping_pong_all_sizes_cma() {
+    ping_pong_all_sizes(RndvMode::Cma);
+}
+
+fn ping_pong_all_sizes(mode: RndvMode) {
+    run_threads_with(2, with_rndv(mode), |w| {
         let other = 1 - w.rank();
-        for len in [0usize, 1, 7, 64, 1000, 16 << 10, (16 << 10) + 1, 100_000, 4 << 20] {
+        for len in [
+            0usize,
+            1,
+            7,
+            64,
+            1000,
+            16 << 10,
+            (16 << 10) + 1,
+            100_000,
+            4 << 20,
+        ] {
             let msg = pattern(len, len);
             let mut got = vec![0u8; len];
             if w.rank() == 0 {
@@ -30,7 +59,13 @@ fn ping_pong_all_sizes() {
 
 #[test]
 fn non_overtaking_with_mixed_protocols() {
-    run_threads(2, |w| {
+    for mode in [RndvMode::Pipeline, RndvMode::Cma] {
+        non_overtaking(mode);
+    }
+}
+
+fn non_overtaking(mode: RndvMode) {
+    run_threads_with(2, with_rndv(mode), |w| {
         let sizes = [10usize, 70_000, 3, 200_000, 0, 5000];
         if w.rank() == 0 {
             for round in 0..20 {
@@ -91,11 +126,20 @@ fn tags_select_messages_out_of_order() {
 
 #[test]
 fn nonblocking_exchange_everyone() {
+    for mode in [RndvMode::Pipeline, RndvMode::Cma] {
+        nonblocking_exchange(mode);
+    }
+}
+
+fn nonblocking_exchange(mode: RndvMode) {
     let n = 5;
-    run_threads(n, |w| {
+    run_threads_with(n, with_rndv(mode), |w| {
         let me = w.rank();
-        let sends: Vec<Vec<u64>> = (0..n).map(|d| vec![(me * 100 + d) as u64; 3000 + d]).collect();
-        let mut recvs: Vec<Vec<u64>> = (0..n).map(|s| vec![0; 3000 + me + s * 0]).collect();
+        // 3000+ u64 = 24 KB: above the eager limit, so rendezvous in both directions at once.
+        let sends: Vec<Vec<u64>> = (0..n)
+            .map(|d| vec![(me * 100 + d) as u64; 3000 + d])
+            .collect();
+        let mut recvs: Vec<Vec<u64>> = (0..n).map(|_| vec![0; 3000 + me]).collect();
         dos::scope(|s| {
             let mut reqs = Vec::new();
             for (src, buf) in recvs.iter_mut().enumerate() {
@@ -135,7 +179,10 @@ fn wait_any_and_test() {
             let mut a = [0u8; 1];
             let mut b = [0u8; 1];
             dos::scope(|s| {
-                let mut reqs = vec![w.irecv(s, &mut a, 1, 1).unwrap(), w.irecv(s, &mut b, 1, 2).unwrap()];
+                let mut reqs = vec![
+                    w.irecv(s, &mut a, 1, 1).unwrap(),
+                    w.irecv(s, &mut b, 1, 2).unwrap(),
+                ];
                 assert!(!reqs[0].test());
                 w.send(&[0u8], 1, 9).unwrap();
                 let (i, st) = Request::wait_any(&mut reqs).unwrap();
@@ -156,21 +203,48 @@ fn wait_any_and_test() {
 
 #[test]
 fn errors_are_typed() {
-    run_threads(2, |w| {
-        assert!(matches!(w.send(&[1u8], 2, 0), Err(Error::InvalidRank { rank: 2, size: 2 })));
-        assert!(matches!(w.send(&[1u8], 0, -3), Err(Error::InvalidTag { tag: -3 })));
-        assert!(matches!(w.recv(&mut [0u8], Source::Rank(5), 0), Err(Error::InvalidRank { .. })));
+    for mode in [RndvMode::Pipeline, RndvMode::Cma] {
+        errors(mode);
+    }
+}
+
+fn errors(mode: RndvMode) {
+    run_threads_with(2, with_rndv(mode), |w| {
+        assert!(matches!(
+            w.send(&[1u8], 2, 0),
+            Err(Error::InvalidRank { rank: 2, size: 2 })
+        ));
+        assert!(matches!(
+            w.send(&[1u8], 0, -3),
+            Err(Error::InvalidTag { tag: -3 })
+        ));
+        assert!(matches!(
+            w.recv(&mut [0u8], Source::Rank(5), 0),
+            Err(Error::InvalidRank { .. })
+        ));
         if w.rank() == 0 {
             w.send(&[1u8; 10], 1, 0).unwrap();
             w.send(&[1u8; 100_000], 1, 0).unwrap();
             w.send(&[1u8; 5], 1, 0).unwrap();
         } else {
             let mut small = [0u8; 4];
-            assert!(matches!(w.recv(&mut small, 0, 0), Err(Error::Truncated { len: 10, capacity: 4 })));
+            assert!(matches!(
+                w.recv(&mut small, 0, 0),
+                Err(Error::Truncated {
+                    len: 10,
+                    capacity: 4
+                })
+            ));
             let mut mid = vec![0u8; 1000];
-            assert!(matches!(w.recv(&mut mid, 0, 0), Err(Error::Truncated { len: 100_000, .. })));
+            assert!(matches!(
+                w.recv(&mut mid, 0, 0),
+                Err(Error::Truncated { len: 100_000, .. })
+            ));
             let mut words = [0u32; 4];
-            assert!(matches!(w.recv(&mut words, 0, 0), Err(Error::ElementMismatch { len: 5, elem: 4 })));
+            assert!(matches!(
+                w.recv(&mut words, 0, 0),
+                Err(Error::ElementMismatch { len: 5, elem: 4 })
+            ));
         }
     });
 }
@@ -191,10 +265,13 @@ fn split_and_dup_isolate_traffic() {
         let mut x = [0usize];
         let mut y = [0usize];
         d.sendrecv(&[w.rank()], next, 0, &mut x, prev, 0).unwrap();
-        c.sendrecv(&[w.rank() + 100], next, 0, &mut y, prev, 0).unwrap();
+        c.sendrecv(&[w.rank() + 100], next, 0, &mut y, prev, 0)
+            .unwrap();
         assert_eq!(x[0], members[prev]);
         assert_eq!(y[0], members[prev] + 100);
-        let none = w.split(if w.rank() == 0 { None } else { Some(1) }, 0).unwrap();
+        let none = w
+            .split(if w.rank() == 0 { None } else { Some(1) }, 0)
+            .unwrap();
         assert_eq!(none.is_none(), w.rank() == 0);
         if let Some(c) = none {
             assert_eq!(c.size(), 5);
@@ -209,8 +286,15 @@ fn oversubscribed_ranks_make_progress() {
         let n = w.size();
         for _ in 0..200 {
             let mut x = [0u32];
-            w.sendrecv(&[w.rank() as u32], (w.rank() + 1) % n, 0, &mut x, (w.rank() + n - 1) % n, 0)
-                .unwrap();
+            w.sendrecv(
+                &[w.rank() as u32],
+                (w.rank() + 1) % n,
+                0,
+                &mut x,
+                (w.rank() + n - 1) % n,
+                0,
+            )
+            .unwrap();
             assert_eq!(x[0] as usize, (w.rank() + n - 1) % n);
         }
     });

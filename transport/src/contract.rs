@@ -75,11 +75,18 @@ fn body(src: usize, k: usize, max: usize) -> Vec<u8> {
 pub fn caps_agree<T: Endpoint>(t: &T) {
     let c = t.caps();
     assert!(c.am, "every backend has active messages");
-    assert!(c.max_inline <= c.max_am, "max_inline must not exceed max_am");
+    assert!(
+        c.max_inline <= c.max_am,
+        "max_inline must not exceed max_am"
+    );
     assert!(c.max_am >= 1024, "max_am below 1 KiB");
     let buf = vec![1u8; 64];
     let r = t.mem_register(buf.as_ptr(), buf.len());
-    assert_eq!(r.is_ok(), c.rma, "mem_register must succeed exactly when caps.rma");
+    assert_eq!(
+        r.is_ok(),
+        c.rma,
+        "mem_register must succeed exactly when caps.rma"
+    );
     assert!(t.index() < t.npeers());
 }
 
@@ -114,7 +121,14 @@ pub fn self_messages_in_order<T: Endpoint>(t: &T) {
     let mut got = Vec::new();
     for k in 0..100usize {
         let b = body(me, k, t.caps().max_am);
-        send_retry(t, me, (k % 200) as u8, &(k as u32).to_le_bytes(), &b, &mut got);
+        send_retry(
+            t,
+            me,
+            (k % 200) as u8,
+            &(k as u32).to_le_bytes(),
+            &b,
+            &mut got,
+        );
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while got.len() < 100 {
@@ -148,10 +162,16 @@ pub fn rma_on_self_checks_bounds<T: Endpoint>(t: &T) {
     }
     let mut back = [0u8; 120];
     // SAFETY: `back` is valid for 120 bytes.
-    unsafe { t.get(t.index(), back.as_mut_ptr(), 120, &r.rkey, 0).unwrap() };
+    unsafe {
+        t.get(t.index(), back.as_mut_ptr(), 120, &r.rkey, 0)
+            .unwrap()
+    };
     assert!(back[..10].iter().all(|&b| b == 0xAA));
     assert!(back[10..110].iter().all(|&b| b == 0x55));
-    assert!(region[3990..].iter().all(|&b| b == 0xAA), "out-of-bounds put wrote");
+    assert!(
+        region[3990..].iter().all(|&b| b == 0xAA),
+        "out-of-bounds put wrote"
+    );
     let bad = crate::RemoteKey::from_bytes(&[9, 9, 9]).unwrap();
     // SAFETY: as above.
     let e = unsafe { t.get(t.index(), back.as_mut_ptr(), 1, &bad, 0) };
@@ -166,7 +186,14 @@ pub fn ordered_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
     let tx = std::thread::spawn(move || {
         let mut sink = Vec::new();
         for k in 0..count {
-            send_retry(&a, 1, 5, &(k as u64).to_le_bytes(), &body(0, k, max), &mut sink);
+            send_retry(
+                &a,
+                1,
+                5,
+                &(k as u64).to_le_bytes(),
+                &body(0, k, max),
+                &mut sink,
+            );
         }
         assert!(sink.is_empty(), "nothing was sent to 0");
         a
@@ -238,7 +265,10 @@ pub fn rma_between_peers<T: Endpoint>(mut eps: Vec<T>) {
     dtx.send(()).unwrap();
     let region = owner.join().unwrap();
     assert!(region[100..116].iter().all(|&v| v == 7));
-    assert!(region[65530..].iter().enumerate().all(|(i, &v)| v == (65530 + i) as u8));
+    assert!(region[65530..]
+        .iter()
+        .enumerate()
+        .all(|(i, &v)| v == (65530 + i) as u8));
 }
 
 /// Every endpoint sends to every endpoint (itself included); all arrive in per-sender order.
@@ -254,7 +284,14 @@ pub fn all_to_all<T: Endpoint>(eps: Vec<T>, per_peer: usize) {
                 for k in 0..per_peer {
                     for p in 0..n {
                         let dst = (me + p) % n;
-                        send_retry(&t, dst, 9, &(k as u32).to_le_bytes(), &body(me, k, max), &mut got);
+                        send_retry(
+                            &t,
+                            dst,
+                            9,
+                            &(k as u32).to_le_bytes(),
+                            &body(me, k, max),
+                            &mut got,
+                        );
                     }
                 }
                 let deadline = Instant::now() + Duration::from_secs(60);

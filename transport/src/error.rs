@@ -29,7 +29,9 @@ pub enum Error {
         npeers: usize,
     },
     /// A remote memory access outside the registered bounds of the key.
-    #[error("remote access of {len} bytes at offset {offset} is outside a region of {region_len} bytes")]
+    #[error(
+        "remote access of {len} bytes at offset {offset} is outside a region of {region_len} bytes"
+    )]
     RemoteAccess {
         /// Offset into the region.
         offset: usize,

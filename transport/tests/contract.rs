@@ -15,7 +15,9 @@ fn contract_loopback() {
 fn contract_shm() {
     contract::run_all(4, |n| {
         let seg = Arc::new(Segment::create(n, 1 << 16).unwrap());
-        (0..n).map(|i| ShmIface::new(seg.clone(), i).unwrap()).collect()
+        (0..n)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect()
     });
 }
 
@@ -23,6 +25,8 @@ fn contract_shm() {
 fn contract_shm_small_rings() {
     contract::run_all(3, |n| {
         let seg = Arc::new(Segment::create(n, 1 << 14).unwrap());
-        (0..n).map(|i| ShmIface::new(seg.clone(), i).unwrap()).collect()
+        (0..n)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect()
     });
 }

@@ -20,13 +20,16 @@ pub(crate) mod wire;
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Transport};
 
-use crate::config::Config;
+use crate::config::{Config, RndvMode};
 use crate::{Error, Result};
-use wire::{Envelope, Rts, AM_EAGER, AM_FIN, AM_RTS, ENVELOPE_LEN, FIN_FAILED, FIN_OK, RTS_MAX};
+use wire::{
+    Envelope, Rts, AM_CTS, AM_DATA, AM_EAGER, AM_FIN, AM_RTS, DATA_HDR, ENVELOPE_LEN, FIN_FAILED,
+    FIN_OK, RTS_MAX,
+};
 
 /// A message tag. User tags are `0..=i32::MAX`.
 pub type Tag = i32;
@@ -84,13 +87,29 @@ impl Status {
     }
 }
 
+/// Idle polls between two reads of the clock in [`Engine::wait_until`].
+const POLLS_PER_CLOCK: u32 = 16;
+
 /// Index of a request slot.
 pub(crate) type ReqId = u32;
 
 #[derive(Debug)]
 enum Slot {
     Free,
+    /// In flight, nothing to remember (eager send queued, receive posted).
     Active,
+    /// A rendezvous send waiting for CTS (pipeline) or FIN (CMA).
+    Sending {
+        buf: *const u8,
+        len: usize,
+    },
+    /// A pipelined rendezvous receive collecting chunks.
+    Receiving {
+        buf: *mut u8,
+        cap: usize,
+        got: usize,
+        status: Status,
+    },
     Done(Result<Status>),
 }
 
@@ -113,7 +132,11 @@ struct Posted {
 #[derive(Debug)]
 enum Body {
     Eager(Vec<u8>),
-    Rts { len: u64, sreq: u32, rkey: RemoteKey },
+    Rts {
+        len: u64,
+        sreq: u32,
+        rkey: RemoteKey,
+    },
 }
 
 #[derive(Debug)]
@@ -130,6 +153,17 @@ impl Unexpected {
             Body::Rts { len, .. } => *len as usize,
         }
     }
+}
+
+/// A pipelined rendezvous payload being pushed into the rings.
+#[derive(Debug)]
+struct Stream {
+    peer: usize,
+    sreq: ReqId,
+    rreq: u32,
+    buf: *const u8,
+    len: usize,
+    off: usize,
 }
 
 /// A send that found the transport busy, waiting its turn.
@@ -153,6 +187,8 @@ struct State {
     /// Per peer, in order; empty deques do not allocate.
     pending: Vec<VecDeque<Pending>>,
     npending: usize,
+    /// Pipelined payloads being sent.
+    streams: VecDeque<Stream>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
 }
@@ -163,9 +199,15 @@ pub(crate) struct Engine {
     t: Transport,
     st: RefCell<State>,
     cfg: Config,
-    spin: u32,
+    /// How long a waiter polls before yielding.
+    spin: Duration,
+    /// How many times it yields before blocking.
     yields: u32,
     eager_limit: usize,
+    /// Rendezvous protocol in force.
+    rndv: RndvMode,
+    /// Bytes per pipelined chunk.
+    chunk: usize,
 }
 
 fn sel_src(s: Source) -> i64 {
@@ -208,7 +250,8 @@ impl Engine {
     /// An engine over `t`; `local_ranks` is how many ranks share this node's CPUs.
     pub(crate) fn new(t: Transport, cfg: Config, local_ranks: usize) -> Engine {
         let oversubscribed = local_ranks > node_cpus();
-        let spin = cfg.spin.unwrap_or(if oversubscribed { 50 } else { 4000 });
+        let spin_us = cfg.spin_us.unwrap_or(if oversubscribed { 5 } else { 1000 });
+        let spin = Duration::from_micros(spin_us as u64);
         let yields = cfg.yields.unwrap_or(if oversubscribed { 4 } else { 20 });
         let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
         let npeers = t.npeers();
@@ -217,7 +260,18 @@ impl Engine {
             ..State::default()
         };
         st.pending.resize_with(npeers, VecDeque::new);
+        let rndv = match cfg.rndv {
+            RndvMode::Auto if oversubscribed => RndvMode::Cma,
+            RndvMode::Auto => RndvMode::Pipeline,
+            m => m,
+        };
+        let chunk = cfg
+            .rndv_chunk
+            .min(t.caps().max_am.saturating_sub(DATA_HDR))
+            .max(1);
         Engine {
+            rndv,
+            chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
             t,
             st: RefCell::new(st),
@@ -338,7 +392,12 @@ impl Engine {
     #[cold]
     fn isend_rdv(&self, peer: usize, env: Envelope, buf: *const u8, len: usize) -> Result<ReqId> {
         let region = self.t.mem_register(buf, len)?;
-        let id = Self::alloc_req(&mut self.st.borrow_mut());
+        let id = {
+            let mut st = self.st.borrow_mut();
+            let id = Self::alloc_req(&mut st);
+            st.reqs[id as usize].slot = Slot::Sending { buf, len };
+            id
+        };
         let rts = Rts {
             env,
             len: len as u64,
@@ -394,7 +453,10 @@ impl Engine {
                     // its buffer is still borrowed (see `isend`).
                     unsafe { std::slice::from_raw_parts(p.payload, p.len) }
                 };
-                match self.t.am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload) {
+                match self
+                    .t
+                    .am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload)
+                {
                     Ok(()) => {
                         if let Some(id) = p.complete {
                             st.reqs[id as usize].slot = Slot::Done(Ok(Status::default()));
@@ -441,8 +503,7 @@ impl Engine {
             Some(i) => {
                 let u = st.unexpected.remove(i).expect("index from position");
                 drop(st);
-                let r = self.deliver_unexpected(u, buf, cap);
-                Self::complete(&mut self.st.borrow_mut(), id, r);
+                self.deliver_unexpected(u, buf, cap, id);
             }
             None => st.posted.push_back(Posted {
                 ctx,
@@ -456,7 +517,7 @@ impl Engine {
         Ok(id)
     }
 
-    fn deliver_unexpected(&self, u: Unexpected, buf: *mut u8, cap: usize) -> Result<Status> {
+    fn deliver_unexpected(&self, u: Unexpected, buf: *mut u8, cap: usize, id: ReqId) {
         let status = Status {
             source: u.env.src as usize,
             tag: u.env.tag,
@@ -466,16 +527,48 @@ impl Engine {
             Body::Eager(v) => {
                 // SAFETY: `buf` is valid for `cap` bytes (irecv's contract).
                 unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len().min(cap)) };
-                truncation(status, cap)
+                Self::complete(&mut self.st.borrow_mut(), id, truncation(status, cap));
             }
-            Body::Rts { len, sreq, rkey } => {
-                self.rdv_fetch(u.peer, len as usize, sreq, &rkey, buf, cap)?;
-                truncation(status, cap)
+            Body::Rts { sreq, rkey, .. } => {
+                self.rdv_start(u.peer, status, sreq, &rkey, buf, cap, id)
             }
         }
     }
 
-    /// Fetches a rendezvous payload and sends FIN.
+    /// Starts receiving a matched rendezvous message into request `id`.
+    #[allow(clippy::too_many_arguments)]
+    fn rdv_start(
+        &self,
+        peer: usize,
+        status: Status,
+        sreq: u32,
+        rkey: &RemoteKey,
+        buf: *mut u8,
+        cap: usize,
+        id: ReqId,
+    ) {
+        match self.rndv {
+            RndvMode::Pipeline => {
+                self.st.borrow_mut().reqs[id as usize].slot = Slot::Receiving {
+                    buf,
+                    cap,
+                    got: 0,
+                    status,
+                };
+                if let Err(e) = self.send_ctrl(peer, AM_CTS, &wire::cts_encode(sreq, id)) {
+                    Self::complete(&mut self.st.borrow_mut(), id, Err(e));
+                }
+            }
+            RndvMode::Cma | RndvMode::Auto => {
+                let r = self
+                    .rdv_fetch(peer, status.len, sreq, rkey, buf, cap)
+                    .and_then(|()| truncation(status, cap));
+                Self::complete(&mut self.st.borrow_mut(), id, r);
+            }
+        }
+    }
+
+    /// Fetches a rendezvous payload with one `get` and sends FIN.
     fn rdv_fetch(
         &self,
         peer: usize,
@@ -492,6 +585,50 @@ impl Engine {
         r.map_err(Error::from)
     }
 
+    /// Pushes pipelined chunks into the rings until they are full.
+    #[cold]
+    fn pump_streams(&self) {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        let mut i = 0;
+        while i < st.streams.len() {
+            let s = &mut st.streams[i];
+            let mut finished = false;
+            loop {
+                let n = (s.len - s.off).min(self.chunk);
+                // SAFETY: the send request owning `buf` is still active, so the
+                // buffer is borrowed and valid for `len` bytes.
+                let bytes = unsafe { std::slice::from_raw_parts(s.buf.add(s.off), n) };
+                let hdr = wire::data_encode(s.rreq, s.off as u64);
+                match self.t.am_send(s.peer, AM_DATA, &hdr, bytes) {
+                    Ok(()) => {
+                        s.off += n;
+                        if s.off == s.len {
+                            finished = true;
+                            break;
+                        }
+                    }
+                    Err(dos_transport::Error::Busy { .. }) => break,
+                    Err(e) => {
+                        let id = s.sreq;
+                        st.reqs[id as usize].slot = Slot::Done(Err(e.into()));
+                        finished = true;
+                        s.off = s.len;
+                        break;
+                    }
+                }
+            }
+            if finished {
+                let s = st.streams.remove(i).expect("index in range");
+                if !matches!(st.reqs[s.sreq as usize].slot, Slot::Done(_)) {
+                    st.reqs[s.sreq as usize].slot = Slot::Done(Ok(Status::default()));
+                }
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Handles one incoming event.
     fn on_event(&self, ev: Event<'_>) {
         let Event::Am { src, id, data } = ev;
@@ -499,6 +636,8 @@ impl Engine {
             AM_EAGER => self.on_eager(src, data),
             AM_RTS => self.on_rts(src, data),
             AM_FIN => self.on_fin(src, data),
+            AM_CTS => self.on_cts(src, data),
+            AM_DATA => self.on_data(src, data),
             _ => Err(Error::Protocol {
                 src,
                 reason: "unknown active message id",
@@ -516,7 +655,11 @@ impl Engine {
             reason: "short eager header",
         })?;
         let mut st = self.st.borrow_mut();
-        if let Some(i) = st.posted.iter().position(|p| matches(p.ctx, p.src, p.tag, &env)) {
+        if let Some(i) = st
+            .posted
+            .iter()
+            .position(|p| matches(p.ctx, p.src, p.tag, &env))
+        {
             let p = st.posted.remove(i).expect("index from position");
             let n = payload.len().min(p.cap);
             // SAFETY: the posted buffer is valid for `cap` bytes (irecv's contract).
@@ -553,10 +696,7 @@ impl Engine {
                     tag: rts.env.tag,
                     len: rts.len as usize,
                 };
-                let r = self
-                    .rdv_fetch(peer, rts.len as usize, rts.sreq, &rts.rkey, p.buf, p.cap)
-                    .and_then(|()| truncation(status, p.cap));
-                Self::complete(&mut self.st.borrow_mut(), p.req, r);
+                self.rdv_start(peer, status, rts.sreq, &rts.rkey, p.buf, p.cap, p.req);
             }
             None => st.unexpected.push_back(Unexpected {
                 env: rts.env,
@@ -576,7 +716,7 @@ impl Engine {
         let mut st = self.st.borrow_mut();
         match st.reqs.get(sreq as usize) {
             Some(Req {
-                slot: Slot::Active,
+                slot: Slot::Sending { .. },
                 ..
             }) => {
                 let r = if status == FIN_OK {
@@ -592,6 +732,73 @@ impl Engine {
                 reason: "FIN for no active send",
             }),
         }
+    }
+
+    fn on_cts(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let (sreq, rreq) = wire::cts_decode(data, peer)?;
+        let mut st = self.st.borrow_mut();
+        match st.reqs.get(sreq as usize) {
+            Some(Req {
+                slot: Slot::Sending { buf, len },
+                ..
+            }) => {
+                let (buf, len) = (*buf, *len);
+                st.reqs[sreq as usize].slot = Slot::Active;
+                st.streams.push_back(Stream {
+                    peer,
+                    sreq,
+                    rreq,
+                    buf,
+                    len,
+                    off: 0,
+                });
+                Ok(())
+            }
+            _ => Err(Error::Protocol {
+                src: peer,
+                reason: "CTS for no rendezvous send",
+            }),
+        }
+    }
+
+    #[inline]
+    fn on_data(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let (rreq, off, bytes) = wire::data_decode(data, peer)?;
+        let mut st = self.st.borrow_mut();
+        let Some(Req {
+            slot:
+                Slot::Receiving {
+                    buf,
+                    cap,
+                    got,
+                    status,
+                },
+            ..
+        }) = st.reqs.get_mut(rreq as usize)
+        else {
+            return Err(Error::Protocol {
+                src: peer,
+                reason: "DATA for no rendezvous receive",
+            });
+        };
+        let off = off as usize;
+        if off.saturating_add(bytes.len()) > status.len {
+            return Err(Error::Protocol {
+                src: peer,
+                reason: "DATA beyond the announced length",
+            });
+        }
+        // Copy what fits; a message longer than the buffer completes as truncated.
+        let n = bytes.len().min(cap.saturating_sub(off));
+        // SAFETY: `off + n <= cap`, and the receive's buffer is valid for `cap`
+        // bytes while the request is active (irecv's contract).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.add(off), n) };
+        *got += bytes.len();
+        if *got >= status.len {
+            let r = truncation(*status, *cap);
+            st.reqs[rreq as usize].slot = Slot::Done(r);
+        }
+        Ok(())
     }
 
     // ----- probing -----
@@ -618,28 +825,49 @@ impl Engine {
     #[inline]
     pub(crate) fn progress(&self) -> usize {
         let n = self.t.progress(|ev| self.on_event(ev));
-        if self.st.borrow().npending > 0 {
+        let (pending, streams) = {
+            let st = self.st.borrow();
+            (st.npending > 0, !st.streams.is_empty())
+        };
+        if pending {
             self.flush_pending();
+        }
+        if streams {
+            self.pump_streams();
         }
         n
     }
 
     /// Makes progress until `done()` holds: spin, then yield, then block.
+    ///
+    /// The clock is read only every [`POLLS_PER_CLOCK`] idle polls, so a
+    /// message that arrives quickly costs no clock read at all.
     #[inline]
     pub(crate) fn wait_until(&self, mut done: impl FnMut(&Self) -> bool) -> Result<()> {
         let mut idle = 0u32;
+        let mut since: Option<Instant> = None;
+        let mut yielded = 0u32;
         loop {
             if done(self) {
                 return Ok(());
             }
             if self.progress() > 0 {
                 idle = 0;
+                since = None;
+                yielded = 0;
                 continue;
             }
-            idle = idle.saturating_add(1);
-            if idle <= self.spin {
+            idle = idle.wrapping_add(1);
+            if idle % POLLS_PER_CLOCK != 0 {
                 std::hint::spin_loop();
-            } else if idle <= self.spin + self.yields {
+                continue;
+            }
+            let t0 = *since.get_or_insert_with(Instant::now);
+            if t0.elapsed() < self.spin {
+                continue;
+            }
+            if yielded < self.yields {
+                yielded += 1;
                 std::thread::yield_now();
             } else {
                 self.block()?;
@@ -650,7 +878,11 @@ impl Engine {
     #[cold]
     fn block(&self) -> Result<()> {
         // Nobody rings our bell when a full ring drains: poll briskly then.
-        let timeout = if self.st.borrow().npending > 0 {
+        let busy = {
+            let st = self.st.borrow();
+            st.npending > 0 || !st.streams.is_empty()
+        };
+        let timeout = if busy {
             Duration::from_micros(200)
         } else {
             Duration::from_millis(100)

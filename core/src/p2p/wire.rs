@@ -8,6 +8,8 @@
 //! EAGER (id 1): ctx u32 | src u32 | tag i32 | payload...
 //! RTS   (id 2): ctx u32 | src u32 | tag i32 | len u64 | sreq u32 | rkey_len u8 | rkey...
 //! FIN   (id 3): sreq u32 | status u8
+//! CTS   (id 4): sreq u32 | rreq u32            (pipelined rendezvous: "send it")
+//! DATA  (id 5): rreq u32 | offset u64 | bytes... (one chunk of a pipelined payload)
 //! ```
 
 use crate::{Error, Result};
@@ -19,6 +21,16 @@ pub const AM_EAGER: AmId = 1;
 pub const AM_RTS: AmId = 2;
 /// The receiver is done with a rendezvous payload; the sender's request completes.
 pub const AM_FIN: AmId = 3;
+
+/// Clear-to-send: the receiver asks for a rendezvous payload in chunks.
+pub const AM_CTS: AmId = 4;
+/// One chunk of a pipelined rendezvous payload.
+pub const AM_DATA: AmId = 5;
+
+/// Size of an encoded CTS.
+pub const CTS_LEN: usize = 8;
+/// Size of a DATA header.
+pub const DATA_HDR: usize = 12;
 
 /// Size of an encoded [`Envelope`].
 pub const ENVELOPE_LEN: usize = 12;
@@ -137,6 +149,53 @@ pub fn fin_decode(b: &[u8], src: usize) -> Result<(u32, u8)> {
     Ok((u32::from_le_bytes(b[..4].try_into().expect("4")), b[4]))
 }
 
+/// Encodes a CTS.
+pub fn cts_encode(sreq: u32, rreq: u32) -> [u8; CTS_LEN] {
+    let mut b = [0u8; CTS_LEN];
+    b[..4].copy_from_slice(&sreq.to_le_bytes());
+    b[4..].copy_from_slice(&rreq.to_le_bytes());
+    b
+}
+
+/// Decodes a CTS into `(sreq, rreq)`; never panics.
+pub fn cts_decode(b: &[u8], src: usize) -> Result<(u32, u32)> {
+    if b.len() != CTS_LEN {
+        return Err(Error::Protocol {
+            src,
+            reason: "CTS of wrong length",
+        });
+    }
+    Ok((
+        u32::from_le_bytes(b[..4].try_into().expect("4")),
+        u32::from_le_bytes(b[4..].try_into().expect("4")),
+    ))
+}
+
+/// Encodes a DATA header.
+#[inline]
+pub fn data_encode(rreq: u32, offset: u64) -> [u8; DATA_HDR] {
+    let mut b = [0u8; DATA_HDR];
+    b[..4].copy_from_slice(&rreq.to_le_bytes());
+    b[4..].copy_from_slice(&offset.to_le_bytes());
+    b
+}
+
+/// Decodes a DATA message into `(rreq, offset, bytes)`; never panics.
+#[inline]
+pub fn data_decode(b: &[u8], src: usize) -> Result<(u32, u64, &[u8])> {
+    if b.len() < DATA_HDR {
+        return Err(Error::Protocol {
+            src,
+            reason: "short DATA header",
+        });
+    }
+    Ok((
+        u32::from_le_bytes(b[..4].try_into().expect("4")),
+        u64::from_le_bytes(b[4..12].try_into().expect("8")),
+        &b[DATA_HDR..],
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,10 +208,7 @@ mod tests {
             src: 0x0102,
             tag: -1,
         };
-        assert_eq!(
-            e.encode(),
-            [2, 0, 0, 0, 2, 1, 0, 0, 0xff, 0xff, 0xff, 0xff]
-        );
+        assert_eq!(e.encode(), [2, 0, 0, 0, 2, 1, 0, 0, 0xff, 0xff, 0xff, 0xff]);
         assert_eq!(Envelope::decode(&e.encode()).unwrap().0, e);
     }
 
@@ -172,7 +228,10 @@ mod tests {
         let n = r.encode(&mut b);
         assert_eq!(
             &b[..n],
-            &[1, 0, 0, 0, 3, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 9, 0, 0, 0, 2, 0xaa, 0xbb]
+            &[
+                1, 0, 0, 0, 3, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 9, 0, 0, 0, 2, 0xaa,
+                0xbb
+            ]
         );
         assert_eq!(Rts::decode(&b[..n], 0).unwrap(), r);
         assert!(Rts::decode(&b[..n - 1], 0).is_err());
@@ -185,12 +244,27 @@ mod tests {
         assert!(fin_decode(&[1, 2], 0).is_err());
     }
 
+    #[test]
+    fn cts_and_data_golden() {
+        assert_eq!(cts_encode(1, 0x0200), [1, 0, 0, 0, 0, 2, 0, 0]);
+        assert_eq!(cts_decode(&cts_encode(7, 9), 0).unwrap(), (7, 9));
+        assert!(cts_decode(&[0; 7], 0).is_err());
+        let h = data_encode(3, 0x10000);
+        assert_eq!(h, [3, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0]);
+        let mut m = h.to_vec();
+        m.extend_from_slice(b"xy");
+        assert_eq!(data_decode(&m, 0).unwrap(), (3, 0x10000, &b"xy"[..]));
+        assert!(data_decode(&m[..11], 0).is_err());
+    }
+
     proptest! {
         #[test]
         fn decoders_never_panic(b in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = Envelope::decode(&b);
             let _ = Rts::decode(&b, 0);
             let _ = fin_decode(&b, 0);
+            let _ = cts_decode(&b, 0);
+            let _ = data_decode(&b, 0);
         }
     }
 }

@@ -9,8 +9,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::{
-    check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress,
-    RemoteKey, Result, Rma,
+    check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
+    Result, Rma,
 };
 
 /// Largest loopback message.

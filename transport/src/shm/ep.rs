@@ -142,7 +142,9 @@ impl RxRing {
     #[inline]
     pub(crate) fn ready(&self) -> bool {
         let head = self.head.get();
-        self.seq_at(head as usize & self.mask).load(Ordering::Acquire) == head + 1
+        self.seq_at(head as usize & self.mask)
+            .load(Ordering::Acquire)
+            == head + 1
     }
 
     /// Delivers up to `max` ready records to `f`; returns how many.

@@ -10,8 +10,8 @@ use super::mem::{cma_copy, CmaKey, Dir, Segment};
 use super::progress::{futex_wait, notify};
 use super::wire::RankCtl;
 use crate::{
-    check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress,
-    RemoteKey, Result, Rma,
+    check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
+    Result, Rma,
 };
 
 /// Records delivered from one ring per call to `progress`, for fairness.
@@ -241,12 +241,26 @@ impl Rma for ShmIface {
     ) -> Result<()> {
         let k = self.cma_target(peer, rkey, offset, len)?;
         // SAFETY: as in `get`; the kernel only reads from `src` for a write.
-        unsafe { cma_copy(Dir::Write, k.pid, src as *mut u8, k.addr + offset as u64, len) }
+        unsafe {
+            cma_copy(
+                Dir::Write,
+                k.pid,
+                src as *mut u8,
+                k.addr + offset as u64,
+                len,
+            )
+        }
     }
 }
 
 impl ShmIface {
-    fn cma_target(&self, peer: usize, rkey: &RemoteKey, offset: usize, len: usize) -> Result<CmaKey> {
+    fn cma_target(
+        &self,
+        peer: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        len: usize,
+    ) -> Result<CmaKey> {
         if peer >= self.n {
             return Err(self.bad_peer(peer));
         }

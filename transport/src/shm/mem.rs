@@ -328,10 +328,7 @@ mod tests {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         // SAFETY: valid descriptor.
         assert_eq!(unsafe { libc::ftruncate(fd.as_raw_fd(), 65536) }, 0);
-        assert!(matches!(
-            Segment::attach(fd),
-            Err(Error::BadSegment { .. })
-        ));
+        assert!(matches!(Segment::attach(fd), Err(Error::BadSegment { .. })));
     }
 
     #[test]
