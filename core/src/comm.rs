@@ -173,6 +173,7 @@ impl Comm {
     }
 
     /// Send and receive at once (deadlock-free exchange) in traffic class `class`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn sendrecv_raw(
         &self,
         class: Class,

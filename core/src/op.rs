@@ -94,7 +94,8 @@ macro_rules! float_arith {
         impl Op<$t> for Sum {
             #[inline]
             fn apply_left(&self, a: &[$t], inout: &mut [$t]) {
-                for (o, &x) in inout.iter_mut().zip(a) { *o = x + *o; }
+                // IEEE addition is commutative: a ⊕ inout == inout + a.
+                for (o, &x) in inout.iter_mut().zip(a) { *o += x; }
             }
             #[inline]
             fn apply_right(&self, inout: &mut [$t], b: &[$t]) {
@@ -104,7 +105,8 @@ macro_rules! float_arith {
         impl Op<$t> for Prod {
             #[inline]
             fn apply_left(&self, a: &[$t], inout: &mut [$t]) {
-                for (o, &x) in inout.iter_mut().zip(a) { *o = x * *o; }
+                // IEEE multiplication is commutative too.
+                for (o, &x) in inout.iter_mut().zip(a) { *o *= x; }
             }
             #[inline]
             fn apply_right(&self, inout: &mut [$t], b: &[$t]) {

@@ -80,7 +80,7 @@ pub fn caps_agree<T: Endpoint>(t: &T) {
         "max_inline must not exceed max_am"
     );
     assert!(c.max_am >= 1024, "max_am below 1 KiB");
-    let buf = vec![1u8; 64];
+    let buf = [1u8; 64];
     let r = t.mem_register(buf.as_ptr(), buf.len());
     assert_eq!(
         r.is_ok(),
