@@ -591,8 +591,14 @@ impl Engine {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         let mut i = 0;
+        // Once a peer's ring is full, its later streams need not try.
+        let mut full_peer = usize::MAX;
         while i < st.streams.len() {
             let s = &mut st.streams[i];
+            if s.peer == full_peer {
+                i += 1;
+                continue;
+            }
             let mut finished = false;
             loop {
                 let n = (s.len - s.off).min(self.chunk);
@@ -608,7 +614,10 @@ impl Engine {
                             break;
                         }
                     }
-                    Err(dos_transport::Error::Busy { .. }) => break,
+                    Err(dos_transport::Error::Busy { .. }) => {
+                        full_peer = s.peer;
+                        break;
+                    }
                     Err(e) => {
                         let id = s.sreq;
                         st.reqs[id as usize].slot = Slot::Done(Err(e.into()));
