@@ -205,7 +205,8 @@ summary=$OUT/summary.md
     fi
     if [[ -s $OUT/failures.txt ]]; then
         echo
-        echo "Failed runs (no numbers): $(paste -sd';' "$OUT/failures.txt")"
+        echo "Failed runs (no numbers; errors in $OUT/{dos,mpi}.err):"
+        sort "$OUT/failures.txt" | uniq -c | sed 's/^ *\([0-9]*\) \(.*\)/- `\2` (×\1)/'
     fi
 } >"$summary"
 cat "$summary"

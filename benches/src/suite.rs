@@ -368,4 +368,33 @@ mod tests {
             })
         ));
     }
+
+    #[test]
+    fn every_benchmark_runs_on_three_ranks() {
+        let opts = Options {
+            max_size: Some(16 << 10), // eager and rendezvous sizes
+            iters: Some(3),
+            warmup: Some(1),
+            window: 4,
+            ..Options::default()
+        };
+        let outs = ::dos::testing::run_threads(3, |world| {
+            let net = DosNet::from_world(world);
+            Bench::ALL
+                .iter()
+                .map(|&b| run(&net, b, &opts).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        });
+        for (rank, per_rank) in outs.into_iter().enumerate() {
+            for (b, r) in Bench::ALL.iter().zip(per_rank) {
+                let got = r.unwrap_or_else(|e| panic!("{b:?} on rank {rank}: {e}"));
+                assert_eq!(got.is_some(), rank == 0, "{b:?} on rank {rank}");
+                if let Some(o) = got {
+                    assert_eq!((o.ranks, o.implementation.as_str()), (3, "dos"));
+                    assert_eq!(o.rows.len(), b.sizes(None, opts.max_size).len(), "{b:?}");
+                    assert!(o.rows.iter().all(|r| r.avg.is_finite() && r.avg >= 0.0));
+                }
+            }
+        }
+    }
 }
