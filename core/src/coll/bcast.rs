@@ -1,0 +1,120 @@
+//! `bcast`: binomial tree, or scatter + ring allgather (van de Geijn) for
+//! large buffers.
+
+use std::mem::size_of_val;
+use std::ops::Range;
+
+use bytemuck::Pod;
+
+use crate::coll::sched::{real, rel, Binomial};
+use crate::coll::{split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS};
+use crate::{Comm, Result};
+
+const OP: &str = "bcast";
+
+impl Comm {
+    /// Copies `buf` of rank `root` into `buf` of every other rank (`MPI_Bcast`).
+    ///
+    /// Every rank passes a buffer of the same length. Small buffers travel
+    /// down a binomial tree; large ones (from 16 KiB on at
+    /// least 4 ranks) are scattered down the tree
+    /// in pieces and reassembled with a ring allgather.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRank`] if `root` is not a rank of the communicator.
+    ///
+    /// ```
+    /// dos::testing::run_threads(3, |world| {
+    ///     let mut x = if world.rank() == 1 { [7u32, 8] } else { [0, 0] };
+    ///     world.bcast(&mut x, 1).unwrap();
+    ///     assert_eq!(x, [7, 8]);
+    /// });
+    /// ```
+    pub fn bcast<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        self.check_root(root)?;
+        let n = self.size();
+        let bytes = size_of_val(buf);
+        if n == 1 || bytes == 0 {
+            return Ok(());
+        }
+        if bytes >= BCAST_LARGE_BYTES && n >= BCAST_LARGE_MIN_RANKS {
+            self.bcast_scatter_ring(buf, root)
+        } else {
+            self.bcast_binomial(buf, root)
+        }
+    }
+
+    fn bcast_binomial<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let n = self.size();
+        let tree = Binomial::new(rel(self.rank(), root, n), n);
+        if let Some(parent) = tree.parent() {
+            self.c_recv(OP, buf, real(parent, root, n), tag::BCAST)?;
+        }
+        let buf: &[T] = buf;
+        crate::scope(|s| {
+            let mut w = Window::<64>::new(OP);
+            for c in tree.children().rev() {
+                self.c_isend(s, &mut w, buf, real(c, root, n), tag::BCAST)?;
+            }
+            w.wait_all()
+        })
+    }
+
+    /// Van de Geijn: relative rank `v` owns chunk `v`; a binomial scatter
+    /// gives every rank its chunk, a ring allgather gives it the others.
+    fn bcast_scatter_ring<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let n = self.size();
+        let count = buf.len();
+        let c = count.div_ceil(n);
+        let chunks =
+            |a: usize, b: usize| -> Range<usize> { (a * c).min(count)..(b * c).min(count) };
+        let v = rel(self.rank(), root, n);
+        let tree = Binomial::new(v, n);
+        if let Some(parent) = tree.parent() {
+            let r = chunks(v, tree.end());
+            self.c_recv(OP, &mut buf[r], real(parent, root, n), tag::BCAST)?;
+        }
+        {
+            let buf: &[T] = buf;
+            crate::scope(|s| {
+                let mut w = Window::<64>::new(OP);
+                for ch in tree.children().rev() {
+                    let r = chunks(ch, Binomial::new(ch, n).end());
+                    self.c_isend(s, &mut w, &buf[r], real(ch, root, n), tag::BCAST)?;
+                }
+                w.wait_all()
+            })?;
+        }
+        self.ring_allgather(
+            OP,
+            buf,
+            |i| chunks(i, i + 1),
+            v,
+            |i| real(i, root, n),
+            tag::BCAST_RING,
+        )
+    }
+
+    /// Ring allgather in place: position `v` of the ring (real rank `real(v)`)
+    /// holds `block(v)` of `buf` and ends with every block.
+    pub(crate) fn ring_allgather<T: Pod>(
+        &self,
+        op: &'static str,
+        buf: &mut [T],
+        block: impl Fn(usize) -> Range<usize>,
+        v: usize,
+        real: impl Fn(usize) -> usize,
+        tag: crate::Tag,
+    ) -> Result<()> {
+        let n = self.size();
+        let right = real((v + 1) % n);
+        let left = real((v + n - 1) % n);
+        for s in 0..n - 1 {
+            let out = block((v + n - s) % n);
+            let inc = block((v + 2 * n - s - 1) % n);
+            let (sb, rb) = split_ranges(buf, out, inc);
+            self.c_sendrecv(op, sb, right, rb, left, tag)?;
+        }
+        Ok(())
+    }
+}
