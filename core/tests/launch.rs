@@ -1,0 +1,262 @@
+//! The example programs as real jobs under the real `dosrun`, on 1 to 7
+//! ranks: their results, and how a failing dos job ends (exit status, the
+//! rank named, no process and no shared segment left behind).
+//!
+//! The binaries are not built by `cargo test -p dos`: build them first with
+//! `cargo build --workspace --bins --examples`. They are found next to this
+//! test's executable (`target/<profile>/deps/launch-*`): `dosrun` in
+//! `target/<profile>/`, the examples in `target/<profile>/examples/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    assert_all_dead, assert_no_segment_of, dosrun_lines, example, maps_segment, read_pid, run,
+    start, Job, TempDir,
+};
+
+/// Job sizes every example runs with.
+const SIZES: [usize; 5] = [1, 2, 3, 4, 7];
+
+/// The line of `out` that starts with `prefix`; fails if there is not exactly one.
+fn line_starting<'a>(job: &Job, out: &'a str, prefix: &str) -> &'a str {
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected one line starting with {prefix:?}\n{job}"
+    );
+    lines[0]
+}
+
+#[test]
+fn hello_every_rank_says_hello() {
+    for n in SIZES {
+        let j = run(n, &example("hello"), &[]);
+        j.assert_success();
+        for r in 0..n {
+            let want = format!("hello from rank {r} of {n}");
+            let count = j.stdout.lines().filter(|l| *l == want).count();
+            assert_eq!(count, 1, "{want:?} printed {count} times\n{j}");
+        }
+        assert_eq!(
+            line_starting(&j, &j.stdout, "hello: "),
+            format!("hello: {n} ranks OK"),
+            "{j}"
+        );
+        assert_eq!(j.stdout.lines().count(), n + 1, "{j}");
+    }
+}
+
+#[test]
+fn ring_token_sums_the_ranks() {
+    let laps = 5;
+    for n in SIZES {
+        let j = run(n, &example("ring"), &[&laps.to_string()]);
+        j.assert_success();
+        let want = format!(
+            "ring: token {} after {laps} laps on {n} ranks OK ",
+            laps * n * (n - 1) / 2
+        );
+        let line = line_starting(&j, &j.stdout, "ring: ");
+        assert!(line.starts_with(&want), "expected {want:?}\n{j}");
+    }
+}
+
+#[test]
+fn pi_is_accurate_to_1e_9() {
+    for n in SIZES {
+        let j = run(n, &example("pi"), &[]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "pi: 3");
+        let rest = line
+            .strip_prefix("pi: 3.1415926536 error ")
+            .unwrap_or_else(|| panic!("pi line {line:?} lacks the 10 digits\n{j}"));
+        let (err, tail) = rest.split_once(' ').expect("error is followed by text");
+        let err: f64 = err
+            .parse()
+            .unwrap_or_else(|_| panic!("bad error {err:?}\n{j}"));
+        assert!(err < 1e-9, "error {err} too large\n{j}");
+        assert_eq!(
+            tail,
+            format!("with 10000000 intervals on {n} ranks OK"),
+            "{j}"
+        );
+    }
+}
+
+#[test]
+fn pi_with_few_intervals() {
+    for n in [3, 7] {
+        let j = run(n, &example("pi"), &["1000"]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "pi: 3");
+        assert!(
+            line.ends_with(&format!("with 1000 intervals on {n} ranks OK")),
+            "{j}"
+        );
+    }
+}
+
+/// The part of heat's summary line that must not depend on the job size.
+fn heat_result(j: &Job) -> String {
+    let lines: Vec<&str> = j
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once(" ranks: sum "))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one summary line\n{j}");
+    lines[0].to_string()
+}
+
+#[test]
+fn heat_matches_the_serial_computation_bit_for_bit() {
+    let mut results = Vec::new();
+    for n in SIZES {
+        let j = run(n, &example("heat"), &["--check"]);
+        j.assert_success();
+        assert!(j.stdout.lines().any(|l| l == "heat: OK"), "{j}");
+        let summary = format!("heat: 128 x 128 grid, 200 steps on {n} ranks: sum ");
+        assert!(
+            j.stdout.lines().any(|l| l.starts_with(&summary)),
+            "expected {summary:?}\n{j}"
+        );
+        results.push((n, heat_result(&j)));
+    }
+    for (n, r) in &results {
+        assert_eq!(r, &results[0].1, "{n} ranks differ from 1 rank");
+    }
+}
+
+#[test]
+fn heat_with_uneven_rows() {
+    // 7 rows over 7 ranks: one row each, edges included; 50 rows: blocks of 7 and 8.
+    for (size, n) in [("7", 7), ("50", 7), ("50", 4)] {
+        let j = run(
+            n,
+            &example("heat"),
+            &["--size", size, "--steps", "40", "--check"],
+        );
+        j.assert_success();
+        assert!(j.stdout.lines().any(|l| l == "heat: OK"), "{j}");
+    }
+}
+
+#[test]
+fn heat_rejects_more_ranks_than_rows() {
+    let j = run(4, &example("heat"), &["--size", "3"]);
+    assert_ne!(j.code(), 0, "{j}");
+    assert!(
+        j.stderr.contains("cannot give each of 4 ranks a row"),
+        "{j}"
+    );
+}
+
+#[test]
+fn collcheck_passes() {
+    for n in SIZES {
+        let j = run(n, &example("collcheck"), &[]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "collcheck: ");
+        assert!(
+            line.starts_with(&format!("collcheck: OK {n} ranks ")),
+            "expected `collcheck: OK {n} ranks ...`\n{j}"
+        );
+    }
+}
+
+/// Runs hello on `n` ranks with rank `rank` failing `how`; returns the job
+/// and the ranks' pids, after checking that nothing of the job is left.
+fn failing_hello(n: usize, rank: usize, how: &str) -> (Job, Vec<i32>, TempDir) {
+    let d = TempDir::new(how);
+    let fail = format!("{rank}:{how}");
+    let j = run(
+        n,
+        &example("hello"),
+        &["--pid-dir", d.str(), "--fail", &fail],
+    );
+    j.assert_no_panic();
+    let pids = d.pids();
+    assert_eq!(pids.len(), n, "not every rank recorded its pid\n{j}");
+    assert_all_dead(&pids);
+    assert_no_segment_of(&j, &pids);
+    (j, pids, d)
+}
+
+/// Asserts dosrun printed exactly one line, naming rank `rank` and its pid.
+fn assert_names_rank(j: &Job, d: &TempDir, rank: usize, what: &str) -> String {
+    let lines = dosrun_lines(j);
+    assert_eq!(lines.len(), 1, "expected one dosrun line\n{j}");
+    let pid = read_pid(d, rank);
+    let who = format!("dosrun: rank {rank} (pid {pid}) on host ");
+    assert!(lines[0].starts_with(&who), "expected {who:?}\n{j}");
+    assert!(lines[0].contains(what), "expected {what:?}\n{j}");
+    assert!(lines[0].ends_with("; stopping the job"), "{j}");
+    lines[0].to_string()
+}
+
+#[test]
+fn a_rank_exiting_with_3_ends_the_job_with_3() {
+    let (j, _, d) = failing_hello(3, 1, "exit");
+    assert_eq!(j.code(), 3, "{j}");
+    assert_names_rank(&j, &d, 1, "exited with status 3");
+}
+
+#[test]
+fn a_rank_calling_abort_ends_the_job_with_its_code() {
+    let (j, _, d) = failing_hello(4, 2, "abort");
+    assert_eq!(j.code(), 3, "{j}");
+    assert_names_rank(
+        &j,
+        &d,
+        2,
+        "called abort with code 3: hello: rank 2 aborts as asked",
+    );
+}
+
+#[test]
+fn rank_0_calling_abort_in_a_job_of_one() {
+    let (j, _, d) = failing_hello(1, 0, "abort");
+    assert_eq!(j.code(), 3, "{j}");
+    assert_names_rank(&j, &d, 0, "called abort with code 3");
+}
+
+#[test]
+fn a_rank_killed_by_sigkill_gives_137() {
+    let (j, _, d) = failing_hello(3, 2, "kill");
+    assert_eq!(j.code(), 137, "{j}");
+    assert_names_rank(&j, &d, 2, "was killed by signal 9 (SIGKILL)");
+}
+
+#[test]
+fn a_hung_job_is_ended_by_the_timeout_with_124() {
+    let n = 4;
+    let d = TempDir::new("hang");
+    let timeout = Duration::from_secs(6);
+    let job = start(
+        n,
+        timeout,
+        &example("hello"),
+        &["--pid-dir", d.str(), "--fail", "1:hang"],
+    );
+    // While the job runs, every rank holds the segment (dosrun lets go of
+    // it once the ranks have it): the check after the job looks for the
+    // right thing.
+    let (job, pids) = job.wait_pids(&d, n);
+    for &p in &pids {
+        assert!(
+            maps_segment(p),
+            "process {p} of a running job does not map the shared segment"
+        );
+    }
+    let j = job.finish();
+    assert_eq!(j.code(), 124, "{j}");
+    assert!(j.elapsed >= timeout, "{j}");
+    let lines = dosrun_lines(&j);
+    assert_eq!(lines.len(), 1, "expected one dosrun line\n{j}");
+    assert!(lines[0].contains("--timeout"), "{j}");
+    assert_all_dead(&pids);
+    assert_no_segment_of(&j, &pids);
+}
