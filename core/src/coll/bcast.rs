@@ -7,7 +7,9 @@ use std::ops::Range;
 use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, Binomial};
-use crate::coll::{split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS};
+use crate::coll::{
+    split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
+};
 use crate::{Comm, Result};
 
 const OP: &str = "bcast";
@@ -52,7 +54,7 @@ impl Comm {
         }
         let buf: &[T] = buf;
         crate::scope(|s| {
-            let mut w = Window::<64>::new(OP);
+            let mut w = Window::<TREE_WINDOW>::new(OP);
             for c in tree.children().rev() {
                 self.c_isend(s, &mut w, buf, real(c, root, n), tag::BCAST)?;
             }
@@ -77,7 +79,7 @@ impl Comm {
         {
             let buf: &[T] = buf;
             crate::scope(|s| {
-                let mut w = Window::<64>::new(OP);
+                let mut w = Window::<TREE_WINDOW>::new(OP);
                 for ch in tree.children().rev() {
                     let r = chunks(ch, Binomial::new(ch, n).end());
                     self.c_isend(s, &mut w, &buf[r], real(ch, root, n), tag::BCAST)?;

@@ -8,7 +8,7 @@ use bytemuck::Pod;
 use crate::coll::sched::{real, rel, rotated, Binomial};
 use crate::coll::{
     check_layout, check_len, in_rank_order, mul, tag, with_scratch, Carver, Window,
-    ALLTOALL_WINDOW, GATHER_LINEAR_MIN_BLOCK,
+    ALLTOALL_WINDOW, GATHER_LINEAR_MIN_BLOCK, TREE_WINDOW,
 };
 use crate::{Comm, Result};
 
@@ -110,8 +110,10 @@ impl Comm {
         }
     }
 
-    /// Receives the subtrees of `tree`'s children, in order, into `region`
-    /// (which starts at the first child).
+    /// Receives the subtrees of `tree`'s children, nearest (and usually
+    /// first ready) first, into consecutive parts of `region` (which starts
+    /// at the first child). Blocking receives: no request bookkeeping, and no
+    /// allocation for small gathers.
     fn gather_children<T: Pod>(
         &self,
         tree: Binomial,
@@ -120,17 +122,14 @@ impl Comm {
         region: &mut [T],
     ) -> Result<()> {
         let n = self.size();
-        crate::scope(move |s| {
-            let mut w = Window::<64>::new("gather");
-            let mut rest = region;
-            for c in tree.children() {
-                let len = (Binomial::new(c, n).end() - c) * blk;
-                let (piece, tail) = rest.split_at_mut(len);
-                rest = tail;
-                self.c_irecv(s, &mut w, piece, real(c, root, n), tag::GATHER)?;
-            }
-            w.wait_all()
-        })
+        let mut rest = region;
+        for c in tree.children() {
+            let len = (Binomial::new(c, n).end() - c) * blk;
+            let (piece, tail) = rest.split_at_mut(len);
+            rest = tail;
+            self.c_recv("gather", piece, real(c, root, n), tag::GATHER)?;
+        }
+        Ok(())
     }
 
     /// Collects `send` of every rank `i` into `recv[displs[i]..displs[i] + counts[i]]`
@@ -299,7 +298,7 @@ impl Comm {
         let n = self.size();
         let first = tree.children().next().unwrap_or(0);
         crate::scope(|s| {
-            let mut w = Window::<64>::new("scatter");
+            let mut w = Window::<TREE_WINDOW>::new("scatter");
             for c in tree.children().rev() {
                 let start = (c - first) * blk;
                 let end = (Binomial::new(c, n).end() - first) * blk;

@@ -26,6 +26,7 @@
 //!
 //! # Algorithms and thresholds
 //!
+//! The thresholds are constants of this module (defaults, to become tunables).
 //! Sizes are bytes of the whole buffer unless said otherwise; `n` is the
 //! communicator size, `p` the largest power of two not above `n`.
 //!
@@ -49,10 +50,15 @@
 //!
 //! # Memory
 //!
-//! Scratch buffers of at most [`SMALL_BYTES`] live on the stack, so small
-//! collectives allocate nothing; larger ones allocate one scratch per call.
-//! Algorithms receive straight into the caller's buffers wherever the data
-//! lands there unchanged.
+//! Scratch buffers of at most [`SMALL_BYTES`] live on the stack, so the
+//! blocking algorithms (barrier, bcast, reduce, allreduce, the binomial
+//! gather and scatter, allgather, reduce_scatter, scan) allocate nothing for
+//! small buffers; larger ones allocate one scratch per call. The exchanges
+//! that keep several receives in flight (the scattered `alltoall(v)`,
+//! `gatherv` and the linear `gather`) hold their requests in a fixed-size
+//! window but register them with a request scope, which allocates its list
+//! once per call. Algorithms receive straight into the caller's buffers
+//! wherever the data lands there unchanged.
 //!
 //! # Errors
 //!
@@ -108,6 +114,9 @@ pub(crate) const ALLGATHER_RING_MIN_BYTES: usize = 128 * 1024;
 pub(crate) const ALLTOALL_PAIRWISE_MIN_BLOCK: usize = 8 * 1024;
 /// Peers in flight at once in the scattered `alltoall(v)` and the linear `gather`/`scatter`.
 pub(crate) const ALLTOALL_WINDOW: usize = 32;
+/// Sends to the children of a tree node in flight at once (a node of a
+/// tree of up to 65536 ranks has at most 16 children; more wait their turn).
+pub(crate) const TREE_WINDOW: usize = 16;
 
 /// Fixed tags on the collective traffic class, one per collective phase.
 pub(crate) mod tag {
