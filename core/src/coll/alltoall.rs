@@ -6,6 +6,7 @@ use std::ops::Range;
 
 use bytemuck::Pod;
 
+use crate::coll::sched::pairwise;
 use crate::coll::{
     check_layout, check_len, in_rank_order, tag, Carver, Window, ALLTOALL_PAIRWISE_MIN_BLOCK,
     ALLTOALL_WINDOW,
@@ -120,11 +121,7 @@ impl Comm {
     ) -> Result<()> {
         let (n, r) = (self.size(), self.rank());
         for i in 1..n {
-            let (to, from) = if n.is_power_of_two() {
-                (r ^ i, r ^ i)
-            } else {
-                ((r + i) % n, (r + n - i) % n)
-            };
+            let (to, from) = pairwise(r, n, i);
             self.c_sendrecv(
                 op,
                 &send[sblock(to)],

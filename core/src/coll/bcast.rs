@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use bytemuck::Pod;
 
-use crate::coll::sched::{real, rel, Binomial};
+use crate::coll::sched::{real, rel, ring_blocks, Binomial};
 use crate::coll::{
     split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
 };
@@ -112,9 +112,8 @@ impl Comm {
         let right = real((v + 1) % n);
         let left = real((v + n - 1) % n);
         for s in 0..n - 1 {
-            let out = block((v + n - s) % n);
-            let inc = block((v + 2 * n - s - 1) % n);
-            let (sb, rb) = split_ranges(buf, out, inc);
+            let (out, inc) = ring_blocks(v, n, s);
+            let (sb, rb) = split_ranges(buf, block(out), block(inc));
             self.c_sendrecv(op, sb, right, rb, left, tag)?;
         }
         Ok(())

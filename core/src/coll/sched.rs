@@ -237,6 +237,28 @@ pub(crate) fn rotated(a: usize, b: usize, root: usize, n: usize) -> (Range<usize
     }
 }
 
+/// Step `i` (`1..n`) of a pairwise exchange on `n` ranks: `(to, from)`.
+/// Partners are `rank ^ i` when `n` is a power of two, otherwise the rank
+/// sends `i` ahead and receives from `i` behind. In every step each rank
+/// sends to one rank and receives from one, and over the steps it meets
+/// every other rank once.
+#[inline]
+pub(crate) fn pairwise(rank: usize, n: usize, i: usize) -> (usize, usize) {
+    if n.is_power_of_two() {
+        (rank ^ i, rank ^ i)
+    } else {
+        ((rank + i) % n, (rank + n - i) % n)
+    }
+}
+
+/// Step `s` (`0..n - 1`) of a ring allgather at ring position `v`: the
+/// block passed on to `v + 1` (received in the previous step, or `v`'s own
+/// at first) and the block arriving from `v - 1`.
+#[inline]
+pub(crate) fn ring_blocks(v: usize, n: usize, s: usize) -> (usize, usize) {
+    ((v + n - s) % n, (v + 2 * n - s - 1) % n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,5 +391,45 @@ mod tests {
         assert_eq!(rotated(1, 4, 3, 5), (4..5, 0..2));
         assert_eq!(rotated(0, 5, 2, 5), (2..5, 0..2));
         assert_eq!(rotated(2, 4, 1, 5), (3..5, 0..0));
+    }
+
+    #[test]
+    fn pairwise_steps_match_up() {
+        for n in 1..20 {
+            for i in 1..n {
+                let mut hit = vec![false; n];
+                for r in 0..n {
+                    let (to, from) = pairwise(r, n, i);
+                    assert_ne!(to, r);
+                    assert!(!std::mem::replace(&mut hit[to], true));
+                    // `to` expects this rank in the same step.
+                    assert_eq!(pairwise(to, n, i).1, r);
+                    assert_eq!(pairwise(from, n, i).0, r);
+                }
+            }
+            for r in 0..n {
+                let mut met: Vec<usize> = (1..n).map(|i| pairwise(r, n, i).0).collect();
+                met.sort();
+                assert_eq!(met, (0..n).filter(|&q| q != r).collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn ring_passes_on_what_arrived() {
+        for n in 2..12 {
+            for v in 0..n {
+                let mut have = vec![v];
+                for s in 0..n - 1 {
+                    let (out, inc) = ring_blocks(v, n, s);
+                    assert!(have.contains(&out));
+                    // The left neighbour sends the block this rank receives.
+                    assert_eq!(ring_blocks((v + n - 1) % n, n, s).0, inc);
+                    assert!(!have.contains(&inc));
+                    have.push(inc);
+                }
+                assert_eq!(have.len(), n);
+            }
+        }
     }
 }
