@@ -428,7 +428,6 @@ impl Comm {
 
     /// Send-receive on the collective class; the receive must fill `rbuf` exactly.
     #[inline]
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn c_sendrecv<T: Pod>(
         &self,
         op: &'static str,
