@@ -107,8 +107,8 @@ impl Buffers {
     fn new<N: Net>(net: &N, bench: Bench, max: usize, window: usize) -> Buffers {
         let (rank, n) = (net.rank(), net.size());
         let (send, recv) = match bench {
-            Bench::Latency | Bench::Bcast => (vec![b'a'; max], vec![1u8; max]),
-            Bench::Bw | Bench::Bibw => (vec![b'a'; max], vec![1u8; max * window]),
+            Bench::Latency | Bench::Bcast => (payload(max), vec![1u8; max]),
+            Bench::Bw | Bench::Bibw => (payload(max), vec![1u8; max * window]),
             Bench::Alltoall => {
                 // Block j of rank r holds byte r*31+j, so every block is checkable.
                 let send = (0..n * max)
@@ -132,13 +132,43 @@ impl Buffers {
     }
 }
 
+/// The bytes every point-to-point message and broadcast carries: position
+/// dependent and never zero, so a misplaced or missing byte is noticed
+/// (receive buffers are zeroed before each size).
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8 + 1).collect()
+}
+
+/// Checks, after timing, that `got` holds `want` in each of its `want.len()`-byte pieces.
+fn check_pieces(bench: Bench, rank: usize, got: &[u8], want: &[u8]) -> Result<()> {
+    if want.is_empty() {
+        return Ok(());
+    }
+    for (k, piece) in got.chunks_exact(want.len()).enumerate() {
+        if let Some(bad) = piece.iter().zip(want).position(|(a, b)| a != b) {
+            return Err(Error::Validation {
+                bench: bench.name(),
+                size: want.len(),
+                rank,
+                what: format!(
+                    "message {k}: byte {bad} is {}, expected {}",
+                    piece[bad], want[bad]
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn pattern(rank: usize, block: usize) -> u8 {
     (rank.wrapping_mul(31).wrapping_add(block) % 251) as u8
 }
 
 fn latency<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
     let (s, r) = (&b.send[..size], &mut b.recv[..size]);
-    match net.rank() {
+    let me = net.rank();
+    r.fill(0);
+    let out = match me {
         0 => {
             let mut t0 = Instant::now();
             for i in 0..c.warmup + c.iters {
@@ -149,17 +179,19 @@ fn latency<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<O
                 net.recv(r, 1, TAG_DATA)?;
             }
             let us = micros(t0.elapsed()) / (2 * c.iters) as f64;
-            Ok(Some(Spread::single(us)))
+            Some(Spread::single(us))
         }
         1 => {
             for _ in 0..c.warmup + c.iters {
                 net.recv(r, 0, TAG_DATA)?;
                 net.send(s, 0, TAG_DATA)?;
             }
-            Ok(None)
+            None
         }
-        _ => Ok(None),
-    }
+        _ => return Ok(None),
+    };
+    check_pieces(Bench::Latency, me, r, s)?;
+    Ok(out)
 }
 
 fn bw<N: Net>(
@@ -185,10 +217,13 @@ fn bw<N: Net>(
             Ok(Some(Spread::single(mbps(bytes, t0.elapsed()))))
         }
         1 => {
+            let r = &mut b.recv[..size * window];
+            r.fill(0);
             for _ in 0..c.warmup + c.iters {
-                net.recv_window(&mut b.recv, size, window, 0, TAG_DATA)?;
+                net.recv_window(r, size, window, 0, TAG_DATA)?;
                 net.send(&ack, 0, TAG_ACK)?;
             }
+            check_pieces(Bench::Bw, 1, r, &b.send[..size])?;
             Ok(None)
         }
         _ => Ok(None),
@@ -208,15 +243,18 @@ fn bibw<N: Net>(
     }
     let peer = 1 - me;
     let s = &b.send[..size];
+    let r = &mut b.recv[..size * window];
+    r.fill(0);
     let mut t0 = Instant::now();
     for i in 0..c.warmup + c.iters {
         if i == c.warmup {
             t0 = Instant::now();
         }
-        net.exchange_window(s, &mut b.recv, window, peer, TAG_DATA)?;
+        net.exchange_window(s, r, window, peer, TAG_DATA)?;
     }
     let bytes = (2 * size * window * c.iters) as f64;
     let v = mbps(bytes, t0.elapsed());
+    check_pieces(Bench::Bibw, me, r, s)?;
     Ok((me == 0).then(|| Spread::single(v)))
 }
 
@@ -262,14 +300,7 @@ fn bcast<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Opt
         &mut b.recv[..size]
     };
     let us = timed(net, c, || net.bcast(buf, 0))?;
-    if let Some(bad) = buf.iter().position(|&x| x != b'a') {
-        return Err(Error::Validation {
-            bench: "bcast",
-            size,
-            rank: me,
-            what: format!("byte {bad} is {}, expected {}", buf[bad], b'a'),
-        });
-    }
+    check_pieces(Bench::Bcast, me, buf, &payload(size))?;
     spread_over_ranks(net, us)
 }
 
