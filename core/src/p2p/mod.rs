@@ -87,6 +87,11 @@ impl Status {
     }
 }
 
+/// Most buffers kept for unexpected messages.
+const MAX_SPARE: usize = 64;
+/// Largest buffer kept for reuse.
+const MAX_SPARE_BYTES: usize = 64 * 1024;
+
 /// Idle polls between two reads of the clock in [`Engine::wait_until`].
 const POLLS_PER_CLOCK: u32 = 16;
 
@@ -189,6 +194,9 @@ struct State {
     npending: usize,
     /// Pipelined payloads being sent.
     streams: VecDeque<Stream>,
+    /// Buffers of delivered unexpected messages, kept for reuse so that early
+    /// arrivals cost no allocation once warmed up.
+    spare: Vec<Vec<u8>>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
 }
@@ -527,7 +535,11 @@ impl Engine {
             Body::Eager(v) => {
                 // SAFETY: `buf` is valid for `cap` bytes (irecv's contract).
                 unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len().min(cap)) };
-                Self::complete(&mut self.st.borrow_mut(), id, truncation(status, cap));
+                let mut st = self.st.borrow_mut();
+                Self::complete(&mut st, id, truncation(status, cap));
+                if st.spare.len() < MAX_SPARE && v.capacity() <= MAX_SPARE_BYTES {
+                    st.spare.push(v);
+                }
             }
             Body::Rts { sreq, rkey, .. } => {
                 self.rdv_start(u.peer, status, sreq, &rkey, buf, cap, id)
@@ -680,10 +692,13 @@ impl Engine {
             };
             Self::complete(&mut st, p.req, truncation(status, p.cap));
         } else {
+            let mut v = st.spare.pop().unwrap_or_default();
+            v.clear();
+            v.extend_from_slice(payload);
             st.unexpected.push_back(Unexpected {
                 env,
                 peer,
-                body: Body::Eager(payload.to_vec()),
+                body: Body::Eager(v),
             });
         }
         Ok(())
