@@ -19,6 +19,11 @@ const TAG_DATA: i32 = 1;
 const TAG_ACK: i32 = 2;
 const TAG_STATS: i32 = 3;
 
+/// Untimed activity before each benchmark. A runtime that starts in a few
+/// milliseconds (dos) otherwise meets its first sizes on idle, slowly clocked
+/// cores, while one that spends 300 ms in init (Open MPI) does not.
+pub const SPIN_UP: Duration = Duration::from_millis(100);
+
 /// How to run: the command-line overrides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options {
@@ -63,6 +68,7 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
     let mut rows = Vec::with_capacity(sizes.len());
     let max = sizes.iter().copied().max().unwrap_or(0);
     let mut bufs = Buffers::new(net, bench, max, window);
+    spin_up(net, SPIN_UP)?;
     for &size in &sizes {
         let c = plan.counts(size);
         net.barrier()?;
@@ -256,6 +262,16 @@ fn bibw<N: Net>(
     let v = mbps(bytes, t0.elapsed());
     check_pieces(Bench::Bibw, me, r, s)?;
     Ok((me == 0).then(|| Spread::single(v)))
+}
+
+/// Keeps this core busy for `d` without communicating (so the runtime's
+/// own state is untouched), then meets the other ranks at a barrier.
+fn spin_up<N: Net>(net: &N, d: Duration) -> Result<()> {
+    let t0 = Instant::now();
+    while t0.elapsed() < d {
+        std::hint::spin_loop();
+    }
+    net.barrier()
 }
 
 /// Times `op` `c.iters` times after `c.warmup` untimed calls, with a barrier
