@@ -45,11 +45,16 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 # ---- 1. tools ---------------------------------------------------------------
 install_missing() {
-    local pkgs=()
-    have mpirun || pkgs+=(openmpi-bin)
-    have mpicc || pkgs+=(libopenmpi-dev)
-    have clang || pkgs+=(clang)
-    ldconfig -p 2>/dev/null | grep -q 'libclang[-.0-9]*\.so' || pkgs+=(libclang-dev)
+    local pkgs=() p
+    if have dpkg-query; then
+        for p in openmpi-bin libopenmpi-dev clang libclang-dev; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || pkgs+=("$p")
+        done
+    else
+        have mpirun || pkgs+=(openmpi-bin)
+        have mpicc || pkgs+=(libopenmpi-dev)
+        have clang || pkgs+=(clang libclang-dev)
+    fi
     if ((${#pkgs[@]})); then
         log "installing ${pkgs[*]}"
         local sudo=()
