@@ -43,12 +43,12 @@ pub const TUNABLES: &[Tunable] = &[
     Tunable {
         name: "DOS_SPIN_US",
         default: "auto",
-        help: "microseconds a waiting rank polls before it yields the CPU (auto: 1000, or 5 when ranks outnumber cores)",
+        help: "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores)",
     },
     Tunable {
-        name: "DOS_YIELDS",
+        name: "DOS_YIELD_US",
         default: "auto",
-        help: "sched_yield calls after spinning before a waiting rank blocks in the kernel (auto: 20, or 4 when ranks outnumber cores)",
+        help: "microseconds a waiting rank then polls with sched_yield between polls before it blocks in the kernel (auto: 50, or 500 when ranks outnumber cores)",
     },
     Tunable {
         name: "DOS_REDUCE_PAR_BYTES",
@@ -86,8 +86,8 @@ pub struct Config {
     pub shm_ring_bytes: usize,
     /// `DOS_SPIN_US`; `None` means automatic.
     pub spin_us: Option<u32>,
-    /// `DOS_YIELDS`; `None` means automatic.
-    pub yields: Option<u32>,
+    /// `DOS_YIELD_US`; `None` means automatic.
+    pub yield_us: Option<u32>,
     /// `DOS_REDUCE_PAR_BYTES`.
     pub reduce_par_bytes: usize,
     /// `DOS_KILL_GRACE_MS`.
@@ -162,7 +162,7 @@ impl Config {
             eager_limit: num("DOS_EAGER_LIMIT", &raw("DOS_EAGER_LIMIT"))?,
             shm_ring_bytes,
             spin_us: auto("DOS_SPIN_US", &raw("DOS_SPIN_US"))?,
-            yields: auto("DOS_YIELDS", &raw("DOS_YIELDS"))?,
+            yield_us: auto("DOS_YIELD_US", &raw("DOS_YIELD_US"))?,
             reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
         })

@@ -209,8 +209,8 @@ pub(crate) struct Engine {
     cfg: Config,
     /// How long a waiter polls before yielding.
     spin: Duration,
-    /// How many times it yields before blocking.
-    yields: u32,
+    /// How long it then polls with `sched_yield` in between, before blocking.
+    yield_for: Duration,
     eager_limit: usize,
     /// Rendezvous protocol in force.
     rndv: RndvMode,
@@ -258,9 +258,12 @@ impl Engine {
     /// An engine over `t`; `local_ranks` is how many ranks share this node's CPUs.
     pub(crate) fn new(t: Transport, cfg: Config, local_ranks: usize) -> Engine {
         let oversubscribed = local_ranks > node_cpus();
-        let spin_us = cfg.spin_us.unwrap_or(if oversubscribed { 5 } else { 1000 });
+        // With more ranks than cores, the rank we wait for may need our core:
+        // give it away at once (sched_yield), and sleep only after a while.
+        let spin_us = cfg.spin_us.unwrap_or(if oversubscribed { 0 } else { 1000 });
+        let yield_us = cfg.yield_us.unwrap_or(if oversubscribed { 500 } else { 50 });
         let spin = Duration::from_micros(spin_us as u64);
-        let yields = cfg.yields.unwrap_or(if oversubscribed { 4 } else { 20 });
+        let yield_for = Duration::from_micros(yield_us as u64);
         let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
         let npeers = t.npeers();
         let mut st = State {
@@ -285,7 +288,7 @@ impl Engine {
             st: RefCell::new(st),
             cfg,
             spin,
-            yields,
+            yield_for,
         }
     }
 
@@ -864,13 +867,12 @@ impl Engine {
 
     /// Makes progress until `done()` holds: spin, then yield, then block.
     ///
-    /// The clock is read only every [`POLLS_PER_CLOCK`] idle polls, so a
-    /// message that arrives quickly costs no clock read at all.
+    /// The clock is read only every [`POLLS_PER_CLOCK`] idle polls while
+    /// spinning, so a message that arrives quickly costs no clock read at all.
     #[inline]
     pub(crate) fn wait_until(&self, mut done: impl FnMut(&Self) -> bool) -> Result<()> {
         let mut idle = 0u32;
         let mut since: Option<Instant> = None;
-        let mut yielded = 0u32;
         loop {
             if done(self) {
                 return Ok(());
@@ -878,20 +880,23 @@ impl Engine {
             if self.progress() > 0 {
                 idle = 0;
                 since = None;
-                yielded = 0;
                 continue;
             }
             idle = idle.wrapping_add(1);
-            if idle % POLLS_PER_CLOCK != 0 {
+            if idle % POLLS_PER_CLOCK != 0 && !self.spin.is_zero() {
                 std::hint::spin_loop();
                 continue;
             }
-            let t0 = *since.get_or_insert_with(Instant::now);
-            if t0.elapsed() < self.spin {
-                continue;
-            }
-            if yielded < self.yields {
-                yielded += 1;
+            let waited = match since {
+                Some(t0) => t0.elapsed(),
+                None => {
+                    since = Some(Instant::now());
+                    Duration::ZERO
+                }
+            };
+            if waited < self.spin {
+                std::hint::spin_loop();
+            } else if waited < self.spin + self.yield_for {
                 std::thread::yield_now();
             } else {
                 self.block()?;
