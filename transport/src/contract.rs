@@ -58,9 +58,9 @@ pub fn send_retry<T: Endpoint>(
 }
 
 fn drain<T: Endpoint>(t: &T, sink: &mut Vec<(usize, u8, Vec<u8>)>) -> usize {
-    t.progress(|ev| {
-        let Event::Am { src, id, data } = ev;
-        sink.push((src, id, data.to_vec()));
+    t.progress(|ev| match ev {
+        Event::Am { src, id, data } => sink.push((src, id, data.to_vec())),
+        Event::Disconnected { peer } => panic!("peer {peer} disconnected"),
     })
 }
 
@@ -202,7 +202,9 @@ pub fn ordered_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
     let mut next = 0usize;
     while next < count {
         b.progress(|ev| {
-            let Event::Am { src, id, data } = ev;
+            let Event::Am { src, id, data } = ev else {
+                panic!("unexpected {ev:?}");
+            };
             assert_eq!((src, id), (0, 5));
             let k = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
             assert_eq!(k, next, "out of order");

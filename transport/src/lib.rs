@@ -26,7 +26,11 @@
 //! let t = Loopback::new();
 //! t.am_send(0, 7, b"hi ", b"there").unwrap();
 //! let mut got = Vec::new();
-//! t.progress(|ev| if let Event::Am { src, id, data } = ev { got.push((src, id, data.to_vec())) });
+//! t.progress(|ev| {
+//!     if let Event::Am { src, id, data } = ev {
+//!         got.push((src, id, data.to_vec()))
+//!     }
+//! });
 //! assert_eq!(got, vec![(0, 7, b"hi there".to_vec())]);
 //! ```
 #![deny(missing_docs)]
@@ -95,6 +99,12 @@ pub enum Event<'a> {
         id: AmId,
         /// Header and payload, contiguous.
         data: &'a [u8],
+    },
+    /// The connection to `peer` broke (the peer died or its host is unreachable).
+    /// Nothing more will arrive from it, and sends to it fail.
+    Disconnected {
+        /// The peer's index.
+        peer: usize,
     },
 }
 

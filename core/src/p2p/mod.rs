@@ -197,6 +197,8 @@ struct State {
     /// Buffers of delivered unexpected messages, kept for reuse so that early
     /// arrivals cost no allocation once warmed up.
     spare: Vec<Vec<u8>>,
+    /// The first peer whose connection broke, if any.
+    failed: Option<usize>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
 }
@@ -261,7 +263,9 @@ impl Engine {
         // With more ranks than cores, the rank we wait for may need our core:
         // give it away at once (sched_yield), and sleep only after a while.
         let spin_us = cfg.spin_us.unwrap_or(if oversubscribed { 0 } else { 1000 });
-        let yield_us = cfg.yield_us.unwrap_or(if oversubscribed { 500 } else { 50 });
+        let yield_us = cfg
+            .yield_us
+            .unwrap_or(if oversubscribed { 500 } else { 50 });
         let spin = Duration::from_micros(spin_us as u64);
         let yield_for = Duration::from_micros(yield_us as u64);
         let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
@@ -655,7 +659,10 @@ impl Engine {
 
     /// Handles one incoming event.
     fn on_event(&self, ev: Event<'_>) {
-        let Event::Am { src, id, data } = ev;
+        let (src, id, data) = match ev {
+            Event::Am { src, id, data } => (src, id, data),
+            Event::Disconnected { peer } => return self.on_disconnect(peer),
+        };
         let r = match id {
             AM_EAGER => self.on_eager(src, data),
             AM_RTS => self.on_rts(src, data),
@@ -758,6 +765,15 @@ impl Engine {
                 src: peer,
                 reason: "FIN for no active send",
             }),
+        }
+    }
+
+    /// Records a broken peer; every wait from now on fails naming it.
+    #[cold]
+    fn on_disconnect(&self, peer: usize) {
+        let mut st = self.st.borrow_mut();
+        if st.failed.is_none() {
+            st.failed = Some(peer);
         }
     }
 
@@ -906,6 +922,10 @@ impl Engine {
 
     #[cold]
     fn block(&self) -> Result<()> {
+        if let Some(rank) = self.st.borrow().failed {
+            // A job whose peer died cannot make progress: say so instead of hanging.
+            return Err(Error::PeerFailed { rank });
+        }
         // Nobody rings our bell when a full ring drains: poll briskly then.
         let busy = {
             let st = self.st.borrow();

@@ -19,7 +19,7 @@
 //! a.am_send(1, 3, &[1, 2], &[3]).unwrap();
 //! let mut seen = 0;
 //! b.progress(|ev| {
-//!     let Event::Am { src, id, data } = ev;
+//!     let Event::Am { src, id, data } = ev else { panic!() };
 //!     assert_eq!((src, id, data), (0, 3, &[1u8, 2, 3][..]));
 //!     seen += 1;
 //! });
