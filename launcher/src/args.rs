@@ -7,7 +7,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::bind::BindTo;
+use crate::hosts::{self, HostEntry};
+use crate::plan::MapBy;
 
 /// Most ranks one job may have.
 pub const MAX_RANKS: usize = 1 << 20;
@@ -21,6 +26,8 @@ pub enum Action {
     Version,
     /// Print transports and tunables.
     Info,
+    /// Print this machine's hardware topology.
+    Topology,
     /// Run a job.
     Run(RunOpts),
 }
@@ -37,8 +44,22 @@ pub enum Export {
 /// Options of a job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunOpts {
-    /// Number of ranks (`-n`).
-    pub np: usize,
+    /// Number of ranks (`-n`); `None` when hosts or `-N` give it.
+    pub np: Option<usize>,
+    /// Hosts from `-H`, in order.
+    pub hosts: Vec<HostEntry>,
+    /// `--hostfile` / `--machinefile`.
+    pub hostfile: Option<PathBuf>,
+    /// `--map-by`.
+    pub map_by: MapBy,
+    /// Ranks per node (`-N`).
+    pub per_node: Option<usize>,
+    /// `--oversubscribe`.
+    pub oversubscribe: bool,
+    /// `--bind-to`; `None`: the default policy.
+    pub bind_to: Option<BindTo>,
+    /// `--report-bindings`.
+    pub report_bindings: bool,
     /// Prefix each output line with its rank and stream (`--tag-output`).
     pub tag_output: bool,
     /// Stop the job after this long (`--timeout`).
@@ -75,19 +96,41 @@ Usage: dosrun [OPTIONS] [--] PROGRAM [ARGS...]
 Runs PROGRAM as the ranks of a dos job, like mpirun.
 
 Options:
-  -n, -np, --n, --np N   number of ranks (required)
+  -n, -np, --n, --np N   number of ranks (default with hosts: their slots; with -N: N per host;
+                         required otherwise)
+  -H, --host HOST[:SLOTS],...
+                         run on these hosts; a host without :SLOTS has one slot per
+                         mention; repeatable
+  --hostfile, --machinefile FILE
+                         run on the hosts of FILE: lines \"HOST [slots=N] [max_slots=M]\",
+                         '#' comments; a line without slots= gives one slot; a host
+                         listed twice adds up its slots
+  --map-by slot|node     slot (default): fill each host's slots in turn; node: one rank
+                         per host in turn
+  -N, --npernode N       N ranks on every host
+  --oversubscribe        allow more ranks than slots (never more than max_slots)
+  --bind-to core|numa|none
+                         bind each rank to a core, to its core's NUMA node, or not at all
+                         (default: core when a node has no more ranks than cores, else none)
+  --report-bindings      print each rank's binding on stderr
   --tag-output           prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
   --timeout SECS         stop the job after SECS seconds (fractions allowed); exit status 124
   --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
                          (default: DOS_KILL_GRACE_MS, 200)
   -x NAME[=VALUE]        export NAME (its current value, or VALUE) to the ranks; repeatable
   --info                 print the transports and tunables, then exit
+  --topology             print this machine's packages, NUMA nodes, cores and PUs, then exit
   -h, --help             print this help, then exit
   -V, --version          print the version, then exit
   --                     end of options
 
 Options stop at the first argument that is not an option: the program.
 Long options also take one dash (-np, -tag-output) and a value after '=' (--np=4).
+
+Without -H or --hostfile every rank runs on this machine, as many as -n asks for
+(no --oversubscribe needed here). localhost, 127.0.0.1, this machine's name and
+addresses all name this machine. Ranks on other hosts need node agents, which
+dosrun does not have yet.
 
 Each rank's stdout and stderr go to dosrun's, line by line; stdin goes to rank 0.
 Signals INT, TERM, HUP, USR1 and USR2 sent to dosrun are forwarded to every rank.
@@ -111,6 +154,13 @@ where
     let mut grace = None;
     let mut exports = Vec::new();
     let mut program = None;
+    let mut host_entries: Vec<HostEntry> = Vec::new();
+    let mut hostfile: Option<PathBuf> = None;
+    let mut map_by: Option<MapBy> = None;
+    let mut per_node: Option<usize> = None;
+    let mut oversubscribe = false;
+    let mut bind_to: Option<BindTo> = None;
+    let mut report_bindings = false;
 
     while let Some(arg) = it.next() {
         let bytes = arg.as_encoded_bytes();
@@ -158,6 +208,64 @@ where
                 flag(&inline)?;
                 return Ok(Action::Info);
             }
+            "topology" => {
+                flag(&inline)?;
+                return Ok(Action::Topology);
+            }
+            "H" | "host" => {
+                let v = value("a list of hosts")?;
+                host_entries.extend(hosts::parse_host_list(&v).map_err(|e| usage(e.to_string()))?);
+            }
+            "hostfile" | "machinefile" => {
+                if hostfile.is_some() {
+                    return Err(usage("the hostfile is given twice"));
+                }
+                let v = value("a file name")?;
+                if v.is_empty() {
+                    return Err(usage(format!("{text}: empty file name")));
+                }
+                hostfile = Some(PathBuf::from(v));
+            }
+            "map-by" => {
+                if map_by.is_some() {
+                    return Err(usage("--map-by is given twice"));
+                }
+                let v = value("slot or node")?;
+                map_by = Some(match v.as_str() {
+                    "slot" => MapBy::Slot,
+                    "node" => MapBy::Node,
+                    _ => {
+                        return Err(usage(format!(
+                            "--map-by: unknown value {v:?} (expected slot or node)"
+                        )))
+                    }
+                });
+            }
+            "N" | "npernode" => {
+                if per_node.is_some() {
+                    return Err(usage("the number of ranks per node is given twice"));
+                }
+                per_node = Some(parse_np(text, &value("a number of ranks per node")?)?);
+            }
+            "oversubscribe" => {
+                flag(&inline)?;
+                oversubscribe = true;
+            }
+            "bind-to" => {
+                if bind_to.is_some() {
+                    return Err(usage("--bind-to is given twice"));
+                }
+                let v = value("core, numa or none")?;
+                bind_to = Some(BindTo::parse(&v).ok_or_else(|| {
+                    usage(format!(
+                        "--bind-to: unknown value {v:?} (expected core, numa or none)"
+                    ))
+                })?);
+            }
+            "report-bindings" => {
+                flag(&inline)?;
+                report_bindings = true;
+            }
             "n" | "np" => {
                 if np.is_some() {
                     return Err(usage("the number of ranks is given twice"));
@@ -181,11 +289,21 @@ where
     if program.is_empty() {
         return Err(usage("the program name is empty"));
     }
-    let Some(np) = np else {
+    if !host_entries.is_empty() && hostfile.is_some() {
+        return Err(usage("give hosts with -H or with --hostfile, not both"));
+    }
+    if np.is_none() && host_entries.is_empty() && hostfile.is_none() && per_node.is_none() {
         return Err(usage("missing -n N: the number of ranks"));
-    };
+    }
     Ok(Action::Run(RunOpts {
         np,
+        hosts: host_entries,
+        hostfile,
+        map_by: map_by.unwrap_or_default(),
+        per_node,
+        oversubscribe,
+        bind_to,
+        report_bindings,
         tag_output,
         timeout,
         grace,
@@ -302,7 +420,7 @@ mod tests {
             &["--np=4", "prog"],
         ] {
             let o = run(a);
-            assert_eq!(o.np, 4, "{a:?}");
+            assert_eq!(o.np, Some(4), "{a:?}");
             assert_eq!(o.program, "prog");
         }
     }
@@ -310,7 +428,7 @@ mod tests {
     #[test]
     fn options_stop_at_the_program() {
         let o = run(&["-n", "2", "prog", "-n", "5", "--tag-output", "--"]);
-        assert_eq!(o.np, 2);
+        assert_eq!(o.np, Some(2));
         assert!(!o.tag_output);
         assert_eq!(o.args, ["-n", "5", "--tag-output", "--"]);
         let o = run(&["-n", "1", "--", "-weird", "x"]);
@@ -336,7 +454,7 @@ mod tests {
             "arg",
         ]);
         assert!(o.tag_output);
-        assert_eq!(o.np, 3);
+        assert_eq!(o.np, Some(3));
         assert_eq!(o.timeout, Some(Duration::from_millis(1500)));
         assert_eq!(o.grace, Some(Duration::from_millis(50)));
         assert_eq!(
@@ -359,6 +477,8 @@ mod tests {
         assert_eq!(p(&["--version"]), Ok(Action::Version));
         assert_eq!(p(&["-V"]), Ok(Action::Version));
         assert_eq!(p(&["--info"]), Ok(Action::Info));
+        assert_eq!(p(&["--topology"]), Ok(Action::Topology));
+        assert_eq!(p(&["-topology"]), Ok(Action::Topology));
     }
 
     #[test]
@@ -385,6 +505,95 @@ mod tests {
         assert!(err(&["--tag-output=yes", "-n", "1", "p"]).contains("no value"));
         assert!(err(&["-n", "1", ""]).contains("empty"));
         for m in [err(&[]), err(&["-n"]), err(&["--frobnicate"])] {
+            assert!(!m.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn placement_and_binding_options() {
+        let o = run(&["-n", "4", "prog"]);
+        assert!(o.hosts.is_empty() && o.hostfile.is_none());
+        assert_eq!(o.map_by, MapBy::Slot);
+        assert_eq!((o.per_node, o.oversubscribe), (None, false));
+        assert_eq!((o.bind_to, o.report_bindings), (None, false));
+
+        let o = run(&[
+            "-H",
+            "a:2,b",
+            "--host=c",
+            "-host",
+            "a",
+            "--map-by",
+            "node",
+            "-N",
+            "2",
+            "--oversubscribe",
+            "--bind-to=numa",
+            "--report-bindings",
+            "prog",
+        ]);
+        let e = |h: &str, slots| HostEntry {
+            host: h.into(),
+            slots,
+            max_slots: None,
+        };
+        assert_eq!(o.hosts, [e("a", 2), e("b", 1), e("c", 1), e("a", 1)]);
+        assert_eq!(o.np, None);
+        assert_eq!(o.map_by, MapBy::Node);
+        assert_eq!(o.per_node, Some(2));
+        assert!(o.oversubscribe && o.report_bindings);
+        assert_eq!(o.bind_to, Some(BindTo::Numa));
+
+        for f in ["--hostfile", "--machinefile", "-hostfile", "-machinefile"] {
+            let o = run(&[f, "hosts.txt", "prog"]);
+            assert_eq!(o.hostfile, Some(PathBuf::from("hosts.txt")), "{f}");
+            assert_eq!(o.np, None);
+        }
+        let o = run(&["--npernode", "3", "--map-by=slot", "--bind-to", "none", "p"]);
+        assert_eq!((o.np, o.per_node), (None, Some(3)));
+        assert_eq!(o.bind_to, Some(BindTo::None));
+        assert_eq!(
+            run(&["--bind-to", "core", "-n", "1", "p"]).bind_to,
+            Some(BindTo::Core)
+        );
+    }
+
+    #[test]
+    fn placement_usage_errors() {
+        for (args, needle) in [
+            (&["-H", "a,,b", "p"][..], "empty host"),
+            (&["-H", "a:0", "p"], "at least 1"),
+            (&["-H", "a:x", "p"], "not a number"),
+            (&["-H"], "needs"),
+            (&["--hostfile", "f", "-H", "a", "p"], "not both"),
+            (&["--hostfile", "f", "--machinefile", "g", "p"], "twice"),
+            (&["--hostfile=", "p"], "empty file name"),
+            (
+                &["--map-by", "core", "-n", "1", "p"],
+                "--map-by: unknown value \"core\"",
+            ),
+            (
+                &["--map-by", "node", "--map-by", "slot", "-n", "1", "p"],
+                "twice",
+            ),
+            (&["-N", "0", "p"], "at least 1"),
+            (&["-N", "x", "p"], "not a number"),
+            (&["-N", "1", "-N", "2", "p"], "twice"),
+            (&["--oversubscribe=yes", "-n", "1", "p"], "no value"),
+            (
+                &["--bind-to", "socket", "-n", "1", "p"],
+                "expected core, numa or none",
+            ),
+            (
+                &["--bind-to", "core", "--bind-to", "none", "-n", "1", "p"],
+                "twice",
+            ),
+            (&["--report-bindings=1", "-n", "1", "p"], "no value"),
+            (&["--topology=x"], "no value"),
+            (&["--oversubscribe", "p"], "missing -n"),
+        ] {
+            let m = err(args);
+            assert!(m.contains(needle), "{args:?}: {m}");
             assert!(!m.contains('\n'));
         }
     }

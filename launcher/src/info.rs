@@ -42,6 +42,15 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
     let _ = writeln!(s, "  loopback  a rank sending to itself");
     let _ = writeln!(s, "            {}", caps_line(&Loopback::new().caps()));
     let _ = writeln!(s);
+    let v = hwlocality::hwloc_api_version();
+    let _ = writeln!(
+        s,
+        "Binding: hwloc (API {}.{}.{}); --bind-to core|numa|none; dosrun --topology shows this machine",
+        v >> 16,
+        (v >> 8) & 0xff,
+        v & 0xff
+    );
+    let _ = writeln!(s);
     let _ = writeln!(s, "Tunables (environment variables):");
     for t in TUNABLES {
         let (value, origin) = match lookup(t.name) {
@@ -67,6 +76,7 @@ mod tests {
         let text = render(|n| (n == "DOS_EAGER_LIMIT").then(|| "999".to_string()));
         assert!(text.contains("  shm "));
         assert!(text.contains("  loopback "));
+        assert!(text.contains("Binding: hwloc (API 2."), "{text}");
         for t in TUNABLES {
             assert!(text.contains(t.name), "{}", t.name);
         }

@@ -16,6 +16,7 @@ use std::process::{Command, Stdio};
 
 use dos::pmi;
 
+use crate::bind::CpuMask;
 use crate::plan::Placement;
 use crate::sys;
 
@@ -170,6 +171,7 @@ impl Launcher {
 
     /// Starts the rank placed at `p` on a node of `local_size` ranks.
     /// `stdin`: give it a pipe for dosrun's stdin, or `/dev/null`.
+    /// `affinity`: the CPUs it may run on, set between fork and exec.
     ///
     /// Must be called from dosrun's main thread: the parent-death signal
     /// fires when the thread that forked the child ends.
@@ -178,6 +180,7 @@ impl Launcher {
         p: Placement,
         local_size: usize,
         stdin: bool,
+        affinity: Option<CpuMask>,
     ) -> Result<Spawned, SpawnError> {
         let step = |what| move |err| SpawnError { what, err };
         let (out_r, out_w) = sys::pipe().map_err(step("pipe"))?;
@@ -213,7 +216,7 @@ impl Launcher {
         // SAFETY: the closure runs in the child between fork and exec; it only
         // makes async-signal-safe system calls and allocates nothing.
         unsafe {
-            cmd.pre_exec(move || child_setup(parent, shm_fd, nofile));
+            cmd.pre_exec(move || child_setup(parent, shm_fd, nofile, affinity.as_ref()));
         }
         // `cmd` (and with it our copies of the child's pipe ends) is dropped
         // when this returns, so the rank holds the only write ends.
@@ -241,7 +244,12 @@ impl Launcher {
 }
 
 /// Runs in the child after fork, before exec.
-fn child_setup(parent: i32, shm_fd: Option<RawFd>, nofile: Option<libc::rlimit>) -> io::Result<()> {
+fn child_setup(
+    parent: i32,
+    shm_fd: Option<RawFd>,
+    nofile: Option<libc::rlimit>,
+    affinity: Option<&CpuMask>,
+) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
     if unsafe {
         libc::prctl(
@@ -283,6 +291,9 @@ fn child_setup(parent: i32, shm_fd: Option<RawFd>, nofile: Option<libc::rlimit>)
         // SAFETY: valid in-pointer; lowering the soft limit cannot fail
         // in a way that matters, so its result is ignored.
         unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) };
+    }
+    if let Some(m) = affinity {
+        m.apply()?;
     }
     Ok(())
 }
