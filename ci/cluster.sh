@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# A test cluster on one machine: N "hosts" that are network namespaces, each
+# with a real sshd, joined by a Linux bridge. Needs root, iproute2,
+# openssh-server, openssh-client and (for `loss`) nftables.
+#
+# Usage:
+#   ci/cluster.sh up N          create hosts dos-h1..dos-hN (replaces a cluster that is up)
+#   ci/cluster.sh down          remove everything (idempotent; also after a failed `up`)
+#   ci/cluster.sh status        show the hosts, their sshd and their packet loss
+#   ci/cluster.sh loss HOST P   drop P% of the packets HOST sends and P% of those it
+#                               receives on its link (P=0 removes the rule); HOST is
+#                               dos-hK, hK, K or 198.18.0.K
+#
+# Topology:
+#
+#   root namespace ── dos-br0 (bridge, 198.18.0.254/24)
+#                        ├── dos-v1 ═══ eth0 198.18.0.1/24   namespace dos-h1, sshd on :22
+#                        ├── dos-v2 ═══ eth0 198.18.0.2/24   namespace dos-h2, sshd on :22
+#                        └── ...
+#
+# * The bridge lives in the root namespace and has 198.18.0.254, so dosrun (and
+#   ssh) run in the root namespace reach every host; hosts reach each other and
+#   198.18.0.254 through the bridge.
+# * Addresses are in 198.18.0.0/24 only. The hosts have no default route, so
+#   nothing they send is routed anywhere else; IPv6 is off on every link.
+# * Each sshd runs in its namespace and in a UTS namespace of its own whose
+#   host name is dos-hK, so `ssh ... hostname` tells the hosts apart. Files are
+#   shared: the repository's binaries are at the same paths on every host.
+# * State in $DOS_CLUSTER_DIR (default /tmp/dos-cluster): a client key pair
+#   (id_ed25519), a host key per host, known_hosts, ssh_config (hosts by address,
+#   or by name dos-hK), hostfile (`198.18.0.K slots=2` per host), the sshd
+#   configurations, pid files and logs.
+# * `down` kills the sshd pids recorded in the state directory and then any
+#   process still inside the cluster's namespaces (things started through the
+#   cluster: ssh sessions, node agents), deletes the namespaces, links and bridge,
+#   and removes the state directory.
+set -euo pipefail
+
+STATE=${DOS_CLUSTER_DIR:-/tmp/dos-cluster}
+BRIDGE=dos-br0
+NET=198.18.0
+ROOT_ADDR=$NET.254
+MAX_HOSTS=200
+SLOTS=2
+
+die() {
+    echo "cluster.sh: $*" >&2
+    exit 1
+}
+
+need() {
+    for c in "$@"; do
+        command -v "$c" >/dev/null 2>&1 || die "$c not found (install iproute2, openssh-server, openssh-client, nftables)"
+    done
+}
+
+require_root() {
+    [ "$(id -u)" = 0 ] || die "must run as root (network namespaces)"
+}
+
+# The cluster's namespaces, sorted by number.
+namespaces() {
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -E '^dos-h[0-9]+$' | sort -t h -k 2 -n || true
+}
+
+# HOST argument -> namespace number K.
+host_number() {
+    local h=$1
+    case "$h" in
+        dos-h*) h=${h#dos-h} ;;
+        h*) h=${h#h} ;;
+        "$NET".*) h=${h#"$NET".} ;;
+    esac
+    [[ "$h" =~ ^[0-9]+$ ]] && [ "$h" -ge 1 ] && [ "$h" -le "$MAX_HOSTS" ] || die "unknown host: $1"
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "dos-h$h" || die "no such host: $1 (dos-h$h is not up)"
+    echo "$h"
+}
+
+# Is $1 a live sshd started with a configuration from our state directory?
+our_sshd() {
+    local pid=$1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    [ -r "/proc/$pid/cmdline" ] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-f $STATE/h[0-9]*/sshd_config" || return 1
+}
+
+# Is pid $1 running (a zombie waiting for its reaper is not)?
+running() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null || true)
+    [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+
+kill_pids() {
+    # $@: pids; TERM, then KILL whatever is left after a short wait.
+    [ $# -gt 0 ] || return 0
+    kill -TERM "$@" 2>/dev/null || true
+    for _ in $(seq 50); do
+        local alive=0
+        for p in "$@"; do
+            if running "$p"; then alive=1; fi
+        done
+        [ "$alive" = 0 ] && return 0
+        sleep 0.1
+    done
+    kill -KILL "$@" 2>/dev/null || true
+}
+
+cmd_down() {
+    require_root
+    # 1. The sshd listeners we recorded.
+    local pids=()
+    for f in "$STATE"/h*/sshd.pid; do
+        [ -r "$f" ] || continue
+        local pid
+        pid=$(cat "$f" 2>/dev/null || true)
+        if our_sshd "$pid"; then pids+=("$pid"); fi
+    done
+    kill_pids "${pids[@]}"
+    # 2. Whatever still runs inside the cluster's namespaces.
+    local ns
+    for ns in $(namespaces); do
+        local left=()
+        mapfile -t left < <(ip netns pids "$ns" 2>/dev/null || true)
+        kill_pids "${left[@]}"
+    done
+    # 3. Links, namespaces, bridge, state.
+    local l
+    for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^dos-v[0-9]+$' || true); do
+        ip link del "$l" 2>/dev/null || true
+    done
+    for ns in $(namespaces); do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        ip link del "$BRIDGE"
+    fi
+    rm -rf "$STATE"
+    # Check.
+    [ -z "$(namespaces)" ] || die "namespaces left: $(namespaces | tr '\n' ' ')"
+    ! ip link show "$BRIDGE" >/dev/null 2>&1 || die "bridge $BRIDGE left"
+    return 0
+}
+
+up_failed() {
+    local rc=$?
+    trap - EXIT
+    echo "cluster.sh: up failed; removing what was made" >&2
+    cmd_down || true
+    exit $((rc == 0 ? 1 : rc))
+}
+
+cmd_up() {
+    local n=${1:-}
+    [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] || die "up N: N must be a number from 1 to $MAX_HOSTS"
+    require_root
+    need ip ssh ssh-keygen /usr/sbin/sshd unshare
+    cmd_down
+    # Whatever makes `up` stop half-way (a failed command, die), the partial
+    # cluster is removed.
+    trap up_failed EXIT
+
+    mkdir -p "$STATE"
+    chmod 700 "$STATE"
+    # sshd's privilege separation directory (Debian).
+    mkdir -p /run/sshd
+    chmod 755 /run/sshd
+
+    # Keys: one client key, one host key per host.
+    ssh-keygen -q -t ed25519 -N '' -C dos-cluster -f "$STATE/id_ed25519"
+    cp "$STATE/id_ed25519.pub" "$STATE/authorized_keys"
+    : >"$STATE/known_hosts"
+    : >"$STATE/hostfile"
+
+    # The bridge, with the root namespace on it.
+    ip link add "$BRIDGE" type bridge
+    if [ -e "/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" ]; then
+        echo 1 >"/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6"
+    fi
+    ip addr add "$ROOT_ADDR/24" dev "$BRIDGE"
+    ip link set "$BRIDGE" up
+
+    cat >"$STATE/ssh_config" <<EOF
+# Generated by ci/cluster.sh: ssh -F $STATE/ssh_config 198.18.0.K COMMAND
+# (or dos-hK COMMAND: the aliases at the end give each name its address).
+Host $NET.* dos-h*
+    User root
+    Port 22
+    IdentityFile $STATE/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $STATE/known_hosts
+    GlobalKnownHostsFile /dev/null
+    StrictHostKeyChecking yes
+    BatchMode yes
+    PasswordAuthentication no
+    ConnectTimeout 5
+    ServerAliveInterval 5
+    ServerAliveCountMax 3
+    LogLevel ERROR
+EOF
+
+    local k
+    for k in $(seq "$n"); do
+        local ns=dos-h$k addr=$NET.$k dir=$STATE/h$k
+        mkdir -p "$dir"
+        ip netns add "$ns"
+        ip netns exec "$ns" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6' 2>/dev/null || true
+        ip link add "dos-v$k" type veth peer name eth0 netns "$ns"
+        if [ -e "/proc/sys/net/ipv6/conf/dos-v$k/disable_ipv6" ]; then
+            echo 1 >"/proc/sys/net/ipv6/conf/dos-v$k/disable_ipv6"
+        fi
+        ip link set "dos-v$k" master "$BRIDGE"
+        ip link set "dos-v$k" up
+        ip -n "$ns" link set lo up
+        ip -n "$ns" addr add "$addr/24" dev eth0
+        ip -n "$ns" link set eth0 up
+
+        ssh-keygen -q -t ed25519 -N '' -C "$ns" -f "$dir/ssh_host_ed25519_key"
+        echo "$addr,$ns $(cut -d' ' -f1,2 "$dir/ssh_host_ed25519_key.pub")" >>"$STATE/known_hosts"
+        printf 'Host %s\n    HostName %s\n' "$ns" "$addr" >>"$STATE/ssh_config"
+        echo "$addr slots=$SLOTS" >>"$STATE/hostfile"
+        cat >"$dir/sshd_config" <<EOF
+# Generated by ci/cluster.sh for $ns.
+ListenAddress $addr:22
+HostKey $dir/ssh_host_ed25519_key
+PidFile $dir/sshd.pid
+AuthorizedKeysFile $STATE/authorized_keys
+PermitRootLogin prohibit-password
+AllowUsers root
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitEmptyPasswords no
+UsePAM no
+StrictModes no
+UseDNS no
+X11Forwarding no
+AllowTcpForwarding no
+PrintMotd no
+PrintLastLog no
+MaxStartups 200:30:400
+MaxSessions 100
+LoginGraceTime 20
+ClientAliveInterval 10
+ClientAliveCountMax 3
+Subsystem sftp internal-sftp
+EOF
+        /usr/sbin/sshd -t -f "$dir/sshd_config"
+        # Own UTS namespace so the host is called dos-hK; sshd daemonizes
+        # after it listens and writes its pid file.
+        ip netns exec "$ns" unshare --uts sh -c \
+            'hostname "$1" && exec /usr/sbin/sshd -f "$2" -E "$3"' \
+            sh "$ns" "$dir/sshd_config" "$dir/sshd.log"
+        local pid=""
+        for _ in $(seq 50); do
+            pid=$(cat "$dir/sshd.pid" 2>/dev/null || true)
+            [ -n "$pid" ] && break
+            sleep 0.1
+        done
+        our_sshd "$pid" || die "sshd of $ns did not start (see $dir/sshd.log)"
+    done
+    echo "$n" >"$STATE/hosts"
+
+    # Every host answers over ssh.
+    for k in $(seq "$n"); do
+        local ok=0
+        for _ in $(seq 20); do
+            if ssh -F "$STATE/ssh_config" "$NET.$k" true 2>/dev/null; then
+                ok=1
+                break
+            fi
+            sleep 0.25
+        done
+        [ "$ok" = 1 ] || die "ssh to $NET.$k fails: $(ssh -F "$STATE/ssh_config" "$NET.$k" true 2>&1 | head -1)"
+    done
+    trap - EXIT
+
+    cat <<EOF
+cluster up: $n host(s) dos-h1..dos-h$n ($NET.1..$NET.$n) on bridge $BRIDGE; this namespace is $ROOT_ADDR
+  ssh:       ssh -F $STATE/ssh_config $NET.$((n > 1 ? 2 : 1)) hostname
+  hostfile:  $STATE/hostfile   ($SLOTS slots per host)
+  in a host: ip netns exec dos-h1 COMMAND
+  loss:      ci/cluster.sh loss dos-h1 10   (0 removes it)
+  status:    ci/cluster.sh status
+  remove:    ci/cluster.sh down
+EOF
+}
+
+loss_of() {
+    # Prints the loss percentage configured in namespace $1 (0 if none).
+    local p
+    local rules
+    rules=$(ip netns exec "$1" nft list table inet dos_loss 2>/dev/null || true)
+    p=$(echo "$rules" | grep -o 'mod 100 < [0-9]*' | head -1 | awk '{print $4}' || true)
+    if [ -z "$p" ] && echo "$rules" | grep -q 'drop'; then p=100; fi
+    echo "${p:-0}"
+}
+
+cmd_loss() {
+    [ $# = 2 ] || die "usage: loss HOST PERCENT"
+    require_root
+    need nft
+    local k pct=$2 ns
+    k=$(host_number "$1")
+    ns=dos-h$k
+    [[ "$pct" =~ ^[0-9]+$ ]] && [ "$pct" -le 100 ] || die "loss: PERCENT must be a number from 0 to 100"
+    ip netns exec "$ns" nft delete table inet dos_loss 2>/dev/null || true
+    if [ "$pct" = 0 ]; then
+        echo "$ns: no packet loss"
+        return 0
+    fi
+    # numgen gives 0..99: `< P` drops P% of the packets (100%: every packet).
+    local match="numgen random mod 100 < $pct"
+    if [ "$pct" = 100 ]; then match=""; fi
+    ip netns exec "$ns" nft -f - <<EOF
+table inet dos_loss {
+    chain input {
+        type filter hook input priority 0; policy accept;
+        iifname "eth0" $match drop
+    }
+    chain output {
+        type filter hook output priority 0; policy accept;
+        oifname "eth0" $match drop
+    }
+}
+EOF
+    echo "$ns: dropping $pct% of the packets in and out of eth0"
+}
+
+cmd_status() {
+    local nss
+    nss=$(namespaces)
+    if [ -z "$nss" ] && ! ip link show "$BRIDGE" >/dev/null 2>&1 && [ ! -d "$STATE" ]; then
+        echo "cluster: down"
+        return 0
+    fi
+    local bridge="missing"
+    if ip link show "$BRIDGE" >/dev/null 2>&1; then
+        bridge="$BRIDGE $(ip -br addr show dev "$BRIDGE" | awk '{print $2, $3}')"
+    fi
+    echo "cluster: $(echo "$nss" | grep -c . || true) host(s); bridge: $bridge; state: $STATE"
+    local ns
+    for ns in $nss; do
+        local k=${ns#dos-h} addr sshd="no sshd" pid
+        addr=$(ip -n "$ns" -br addr show dev eth0 2>/dev/null | awk '{print $2, $3}')
+        pid=$(cat "$STATE/h$k/sshd.pid" 2>/dev/null || true)
+        if our_sshd "$pid"; then sshd="sshd pid $pid"; fi
+        printf '  %-8s eth0 %-22s %-16s loss %s%%\n' "$ns" "$addr" "$sshd" "$(loss_of "$ns")"
+    done
+    if [ -r "$STATE/hostfile" ]; then
+        echo "hostfile $STATE/hostfile:"
+        sed 's/^/  /' "$STATE/hostfile"
+    fi
+}
+
+case "${1:-}" in
+    up)
+        shift
+        [ $# = 1 ] || die "usage: up N"
+        cmd_up "$1"
+        ;;
+    down)
+        [ $# = 1 ] || die "usage: down"
+        cmd_down
+        echo "cluster down"
+        ;;
+    status)
+        cmd_status
+        ;;
+    loss)
+        shift
+        cmd_loss "$@"
+        ;;
+    *)
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        exit 2
+        ;;
+esac
