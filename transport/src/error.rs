@@ -71,6 +71,26 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The peer cannot be reached through this interface: its connection broke
+    /// (an [`crate::Event::Disconnected`] was or will be delivered for it), or it
+    /// was never connected through this backend.
+    #[error("peer {peer} is unreachable through this interface")]
+    PeerUnreachable {
+        /// The destination peer.
+        peer: usize,
+    },
+    /// A connection failed authentication with the job's secret.
+    #[error("authentication failed: {reason}")]
+    AuthFailed {
+        /// Why it was rejected.
+        reason: &'static str,
+    },
+    /// Connection set-up did not complete in time.
+    #[error("connection set-up timed out; peers not connected: {missing:?}")]
+    ConnectTimeout {
+        /// Indices of the peers that were not connected.
+        missing: Vec<usize>,
+    },
 }
 
 impl Error {

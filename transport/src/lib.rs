@@ -15,7 +15,10 @@
 //!   bounds.
 //!
 //! Backends: [`shm`] (lock-free rings in a shared segment, single-copy large
-//! transfers with CMA) and [`loopback`] (a rank talking to itself). The data path
+//! transfers with CMA), [`tcp`] (one authenticated connection per pair of ranks on
+//! different hosts; active messages only) and [`loopback`] (a rank talking to
+//! itself). [`auth`] holds the job secret and the challenge-response that every
+//! connection of a job starts with. The data path
 //! dispatches statically through the [`Transport`] enum, chosen once per job.
 //!
 //! Backends are tested against one contract suite, [`contract`], which later
@@ -37,10 +40,12 @@
 
 use std::time::Duration;
 
+pub mod auth;
 pub mod contract;
 mod error;
 pub mod loopback;
 pub mod shm;
+pub mod tcp;
 mod transport;
 
 pub use error::{Error, Result};

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::loopback::Loopback;
 use crate::shm::ShmIface;
+use crate::tcp::TcpIface;
 use crate::{
     ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
 };
@@ -16,6 +17,8 @@ pub enum Transport {
     Shm(ShmIface),
     /// A rank alone.
     Loopback(Loopback),
+    /// TCP connections to ranks on other hosts.
+    Tcp(TcpIface),
 }
 
 macro_rules! each {
@@ -23,6 +26,7 @@ macro_rules! each {
         match $self {
             Transport::Shm($t) => $e,
             Transport::Loopback($t) => $e,
+            Transport::Tcp($t) => $e,
         }
     };
 }

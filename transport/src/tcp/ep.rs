@@ -1,0 +1,548 @@
+//! One connection to one peer: the socket, the queue of bytes the socket could not
+//! take yet ([`Tx`], shared with the flusher thread), and the partial frame
+//! received so far ([`Ep`], the owner's side).
+//!
+//! Sending: a frame goes out with one `sendmsg` of header, message header and
+//! body (no copy) whenever nothing is queued before it. What the socket does not
+//! take is copied into the queue and the socket is armed in the flusher's epoll
+//! set; later frames are appended behind it (order) until the flusher has sent
+//! it. A queue above the endpoint's bound makes `am_send` return `Busy`. The
+//! queue sits behind a mutex, uncontended unless the flusher is at work: next to
+//! the `sendmsg` it is noise.
+//!
+//! Receiving: one `recv` per batch into the endpoint's shared scratch buffer,
+//! complete frames delivered straight from it, and only a trailing partial frame
+//! copied into this connection's own buffer. A large frame is read directly into
+//! that buffer, at its final place, so it crosses memory once.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::progress::{would_block, OutSet};
+use super::wire::{FrameHeader, FRAME_HDR};
+use crate::{AmId, Error, Event, Result};
+
+/// Size of the shared receive buffer: the most one `recv` reads.
+pub(crate) const SCRATCH: usize = 256 * 1024;
+/// A frame of up to this size (header included) whose start arrived with an
+/// earlier `recv` is completed by copying that start to the front of the scratch
+/// buffer; a larger one is completed in place in the connection's own buffer, at
+/// the price of one more `recv` (a syscall costs about as much as copying this much).
+const SMALL_FRAME: usize = 32 * 1024;
+
+/// Why a connection ended while reading.
+#[derive(Debug)]
+pub(crate) enum Broken {
+    /// The peer closed it (end of stream).
+    Eof,
+    /// The socket failed.
+    Io(io::Error),
+    /// The peer sent something that is not a frame.
+    Protocol(Error),
+}
+
+/// Bytes accepted by `am_send` that the socket has not taken yet, and the socket.
+#[derive(Default)]
+struct TxQueue {
+    /// The socket; `None` once closed (checked under the lock before every send,
+    /// so the flusher never writes to a closed, possibly reused, descriptor).
+    sock: Option<OwnedFd>,
+    buf: Vec<u8>,
+    head: usize,
+    /// Armed in the flusher's set (exactly when the queue is not empty).
+    armed: bool,
+    /// Added to the flusher's set once.
+    registered: bool,
+    /// A send failed or the connection was closed: sends fail.
+    failed: bool,
+}
+
+impl TxQueue {
+    #[inline]
+    fn queued(&self) -> usize {
+        self.buf.len() - self.head
+    }
+
+    /// Appends `parts`, without their first `skip` bytes.
+    #[cold]
+    fn push(&mut self, parts: &[&[u8]], mut skip: usize) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        for p in parts {
+            if skip >= p.len() {
+                skip -= p.len();
+                continue;
+            }
+            self.buf.extend_from_slice(&p[skip..]);
+            skip = 0;
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.head += n;
+        if self.head == self.buf.len() {
+            self.buf.clear();
+            self.head = 0;
+        }
+    }
+
+    /// Marks the connection failed and drops what is queued.
+    #[cold]
+    fn fail(&mut self, out: &OutSet, fd: RawFd) {
+        self.failed = true;
+        self.buf = Vec::new();
+        self.head = 0;
+        if self.armed {
+            out.remove(fd);
+            self.armed = false;
+            self.registered = false;
+        }
+    }
+
+    /// Writes queued bytes until the queue is empty or the socket is full.
+    #[cold]
+    fn write_out(&mut self, out: &OutSet, fd: RawFd) {
+        while self.queued() > 0 && self.sock.is_some() {
+            match send(fd, &self.buf[self.head..]) {
+                Ok(n) => self.consume(n),
+                Err(e) if would_block(&e) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return self.fail(out, fd),
+            }
+        }
+    }
+}
+
+/// The sending side of a connection, shared by the owner and the flusher thread.
+pub(crate) struct Tx {
+    fd: RawFd,
+    q: Mutex<TxQueue>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx")
+            .field("fd", &self.fd)
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tx {
+    #[inline]
+    fn lock(&self) -> MutexGuard<'_, TxQueue> {
+        // The queue stays consistent at every await-free step; a panic elsewhere
+        // while holding the lock leaves nothing half-done that matters here.
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes waiting in the queue.
+    pub(crate) fn queued(&self) -> usize {
+        self.lock().queued()
+    }
+
+    /// True while sends may succeed.
+    pub(crate) fn can_send(&self) -> bool {
+        !self.lock().failed
+    }
+
+    /// Sends one frame to peer `peer`, or queues what the socket does not take.
+    #[inline]
+    pub(crate) fn send(
+        &self,
+        out: &OutSet,
+        peer: usize,
+        bound: usize,
+        id: AmId,
+        hdr: &[u8],
+        payload: &[u8],
+    ) -> Result<()> {
+        let mut q = self.lock();
+        if q.failed {
+            return Err(Error::PeerUnreachable { peer });
+        }
+        let len = hdr.len() + payload.len();
+        let h = FrameHeader {
+            id,
+            len: len as u32,
+        }
+        .encode();
+        let parts: [&[u8]; 3] = [&h, hdr, payload];
+        if q.queued() > 0 {
+            if q.queued() >= bound {
+                // Help the flusher (the caller is spinning on us anyway).
+                q.write_out(out, self.fd);
+                if q.failed {
+                    return Err(Error::PeerUnreachable { peer });
+                }
+                if q.queued() >= bound {
+                    return Err(Error::Busy { peer });
+                }
+            }
+            if q.queued() > 0 {
+                q.push(&parts, 0);
+                return Ok(());
+            }
+        }
+        let total = FRAME_HDR + len;
+        loop {
+            match sendmsg(self.fd, &parts) {
+                Ok(n) if n == total => return Ok(()),
+                Ok(n) => break self.enqueue(&mut q, out, peer, &parts, n),
+                Err(e) if would_block(&e) => break self.enqueue(&mut q, out, peer, &parts, 0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    q.fail(out, self.fd);
+                    break Err(Error::PeerUnreachable { peer });
+                }
+            }
+        }
+    }
+
+    #[cold]
+    fn enqueue(
+        &self,
+        q: &mut TxQueue,
+        out: &OutSet,
+        peer: usize,
+        parts: &[&[u8]],
+        sent: usize,
+    ) -> Result<()> {
+        if let Err(e) = out.arm(self.fd, peer, !q.registered) {
+            // Without the flusher the queue would never drain, and part of a
+            // frame may be out already: end the connection in both directions
+            // so that both sides see it end.
+            q.fail(out, self.fd);
+            // SAFETY: the socket is open (`sock` is held under the lock);
+            // shutdown takes no pointers.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+            return Err(e);
+        }
+        q.registered = true;
+        q.armed = true;
+        q.push(parts, sent);
+        Ok(())
+    }
+
+    /// For the flusher, after an output event: sends what it can, re-arms if
+    /// bytes remain. Returns true if the queue is now empty (or failed).
+    #[cold]
+    pub(crate) fn flush_ready(&self, out: &OutSet, peer: usize) -> bool {
+        let mut q = self.lock();
+        if !q.armed {
+            return false;
+        }
+        q.write_out(out, self.fd);
+        if q.failed {
+            return true;
+        }
+        if q.queued() == 0 {
+            q.armed = false;
+            return true;
+        }
+        if out.arm(self.fd, peer, false).is_err() {
+            q.fail(out, self.fd);
+            // SAFETY: as in `enqueue`.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+            return true;
+        }
+        false
+    }
+
+    /// Closes the socket; later sends fail.
+    #[cold]
+    fn close(&self, out: &OutSet) {
+        let mut q = self.lock();
+        q.fail(out, self.fd);
+        if q.registered {
+            out.remove(self.fd);
+            q.registered = false;
+        }
+        drop(q.sock.take());
+    }
+
+    /// Stops sending: the peer reads the end of the stream after our last byte.
+    #[cold]
+    fn shutdown_write(&self) {
+        let q = self.lock();
+        if q.sock.is_some() {
+            // SAFETY: the socket is open (held under the lock); no pointers.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
+        }
+    }
+}
+
+/// The frame being received: `buf[..have]` holds its first bytes.
+#[derive(Default)]
+struct RxPart {
+    buf: Vec<u8>,
+    have: usize,
+}
+
+/// One peer's connection, as the owner sees it.
+pub(crate) struct Ep {
+    fd: RawFd,
+    /// False once closed (after its `Disconnected` was delivered).
+    open: Cell<bool>,
+    tx: Arc<Tx>,
+    rx: RefCell<RxPart>,
+}
+
+impl std::fmt::Debug for Ep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ep")
+            .field("fd", &self.fd)
+            .field("open", &self.open.get())
+            .field("tx", &self.tx)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ep {
+    /// Wraps a connected, authenticated, non-blocking socket.
+    pub(crate) fn new(sock: OwnedFd) -> Ep {
+        let fd = sock.as_raw_fd();
+        Ep {
+            fd,
+            open: Cell::new(true),
+            tx: Arc::new(Tx {
+                fd,
+                q: Mutex::new(TxQueue {
+                    sock: Some(sock),
+                    ..TxQueue::default()
+                }),
+            }),
+            rx: RefCell::new(RxPart::default()),
+        }
+    }
+
+    pub(crate) fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The sending side.
+    #[inline]
+    pub(crate) fn tx(&self) -> &Arc<Tx> {
+        &self.tx
+    }
+
+    /// True until the connection is closed.
+    #[inline]
+    pub(crate) fn is_open(&self) -> bool {
+        self.open.get()
+    }
+
+    /// Reads what the socket has (one `recv`; two when a large frame completes) and
+    /// delivers every complete frame from `peer` to `f`. Returns the number
+    /// delivered, or why the connection ended (after delivering what came before).
+    pub(crate) fn read<F: FnMut(Event<'_>)>(
+        &self,
+        peer: usize,
+        scratch: &mut [u8],
+        max_am: usize,
+        f: &mut F,
+        delivered: &mut usize,
+    ) -> std::result::Result<(), Broken> {
+        let mut part = self.rx.borrow_mut();
+        let part = &mut *part;
+        // A large frame in progress: read its rest in place.
+        if part.have >= FRAME_HDR {
+            let h =
+                FrameHeader::decode(&part.buf[..FRAME_HDR], max_am).map_err(Broken::Protocol)?;
+            let total = FRAME_HDR + h.len as usize;
+            if total > SMALL_FRAME {
+                let want = total - part.have;
+                let n = recv(self.fd, &mut part.buf[part.have..total])?;
+                part.have += n;
+                if n < want {
+                    return Ok(());
+                }
+                part.have = 0;
+                *delivered += 1;
+                f(Event::Am {
+                    src: peer,
+                    id: h.id,
+                    data: &part.buf[FRAME_HDR..total],
+                });
+                // The socket may hold more: go on with the frames that follow.
+            }
+        }
+        // Small frames: carry the partial one to the front of the scratch buffer.
+        let k = part.have;
+        scratch[..k].copy_from_slice(&part.buf[..k]);
+        let n = recv(self.fd, &mut scratch[k..])?;
+        part.have = 0;
+        let end = k + n;
+        let mut pos = 0;
+        while end - pos >= FRAME_HDR {
+            let h = FrameHeader::decode(&scratch[pos..end], max_am).map_err(Broken::Protocol)?;
+            let total = FRAME_HDR + h.len as usize;
+            if end - pos < total {
+                break;
+            }
+            *delivered += 1;
+            f(Event::Am {
+                src: peer,
+                id: h.id,
+                data: &scratch[pos + FRAME_HDR..pos + total],
+            });
+            pos += total;
+        }
+        let rest = &scratch[pos..end];
+        if !rest.is_empty() {
+            // A header here was validated by the loop, so `want` is at most a
+            // max_am frame.
+            let want = match FrameHeader::decode(rest, max_am) {
+                Ok(h) if FRAME_HDR + h.len as usize > SMALL_FRAME => FRAME_HDR + h.len as usize,
+                _ => rest.len(),
+            };
+            if part.buf.len() < want {
+                part.buf.resize(want, 0);
+            }
+            part.buf[..rest.len()].copy_from_slice(rest);
+            part.have = rest.len();
+        }
+        Ok(())
+    }
+
+    /// Closes the connection (after a failure); later sends fail.
+    #[cold]
+    pub(crate) fn close(&self, out: &OutSet, owner: &super::progress::Poller) {
+        if !self.open.replace(false) {
+            return;
+        }
+        owner.remove(self.fd);
+        self.tx.close(out);
+        *self.rx.borrow_mut() = RxPart::default();
+    }
+
+    /// For drop: stop sending (the peer reads the end of stream after our last
+    /// byte) and discard pending input so that closing does not reset the
+    /// connection and destroy our unsent bytes.
+    #[cold]
+    pub(crate) fn shutdown(&self, scratch: &mut [u8]) {
+        if !self.open.get() {
+            return;
+        }
+        self.tx.shutdown_write();
+        self.discard_input(scratch);
+    }
+
+    /// Reads and drops whatever input is pending.
+    #[cold]
+    pub(crate) fn discard_input(&self, scratch: &mut [u8]) {
+        if !self.open.get() {
+            return;
+        }
+        for _ in 0..64 {
+            match recv(self.fd, scratch) {
+                Ok(n) if n > 0 => {}
+                _ => return,
+            }
+        }
+    }
+}
+
+/// One non-blocking `sendmsg` of `parts`; never raises SIGPIPE.
+#[inline]
+fn sendmsg(fd: RawFd, parts: &[&[u8]; 3]) -> io::Result<usize> {
+    let iov = parts.map(|p| libc::iovec {
+        iov_base: p.as_ptr() as *mut libc::c_void,
+        iov_len: p.len(),
+    });
+    // SAFETY: an all-zero msghdr is valid (no name, no control data).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = iov.as_ptr() as *mut libc::iovec;
+    msg.msg_iovlen = iov.len() as _;
+    // SAFETY: `msg` points at three iovecs describing live, readable slices; the
+    // kernel only reads them.
+    let r = unsafe { libc::sendmsg(fd, &msg, libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// One non-blocking `send`; never raises SIGPIPE.
+fn send(fd: RawFd, b: &[u8]) -> io::Result<usize> {
+    // SAFETY: `b` is a live slice the kernel only reads.
+    let r = unsafe {
+        libc::send(
+            fd,
+            b.as_ptr().cast(),
+            b.len(),
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// One non-blocking `recv` into `b`: the byte count (0 if nothing is pending),
+/// or why the stream ended.
+#[inline]
+fn recv(fd: RawFd, b: &mut [u8]) -> std::result::Result<usize, Broken> {
+    loop {
+        // SAFETY: `b` is a live, writable slice of `b.len()` bytes.
+        let r = unsafe { libc::recv(fd, b.as_mut_ptr().cast(), b.len(), libc::MSG_DONTWAIT) };
+        if r > 0 {
+            return Ok(r as usize);
+        }
+        if r == 0 {
+            return if b.is_empty() {
+                Ok(0)
+            } else {
+                Err(Broken::Eof)
+            };
+        }
+        let e = io::Error::last_os_error();
+        if would_block(&e) {
+            return Ok(0);
+        }
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(Broken::Io(e));
+        }
+    }
+}
+
+impl From<Broken> for Error {
+    fn from(b: Broken) -> Error {
+        match b {
+            Broken::Eof => Error::Sys {
+                op: "tcp recv",
+                source: io::ErrorKind::UnexpectedEof.into(),
+            },
+            Broken::Io(source) => Error::Sys {
+                op: "tcp recv",
+                source,
+            },
+            Broken::Protocol(e) => e,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_keeps_order_and_skips_sent_bytes() {
+        let mut q = TxQueue::default();
+        q.push(&[b"abc", b"de", b"f"], 4);
+        assert_eq!(&q.buf[q.head..], b"ef");
+        q.push(&[b"gh", b"", b"i"], 0);
+        assert_eq!(&q.buf[q.head..], b"efghi");
+        q.consume(3);
+        assert_eq!(q.queued(), 2);
+        q.push(&[b"j"], 0);
+        assert_eq!(&q.buf[q.head..], b"hij");
+        q.consume(3);
+        assert_eq!((q.queued(), q.buf.len(), q.head), (0, 0, 0));
+    }
+}

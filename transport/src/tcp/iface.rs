@@ -1,0 +1,334 @@
+//! `TcpIface`: one endpoint's connections to its peers over tcp.
+
+use std::cell::RefCell;
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use super::connect::TcpBuilder;
+use super::ep::{Broken, Ep, SCRATCH};
+use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
+use super::wire::{FrameHeader, FRAME_HDR};
+use crate::{
+    ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
+};
+
+/// Default largest active message.
+pub const DEFAULT_MAX_AM: usize = 1 << 20;
+/// Default bound on the bytes queued for one peer before `am_send` says `Busy`.
+pub const DEFAULT_MAX_QUEUED: usize = 4 << 20;
+/// Default time dropping an endpoint may spend sending what is still queued.
+pub const DEFAULT_LINGER: Duration = Duration::from_secs(2);
+
+/// One endpoint of a job over tcp: a connection to every peer that had an
+/// address, and a local queue for messages to itself.
+///
+/// Made by [`super::TcpBuilder`] → [`super::Prepared::connect`]. Not `Sync`: one
+/// thread drives it; [`TcpIface::waker`] wakes it from others. A flusher thread
+/// (asleep unless a socket pushed back) sends what sockets could not take at once,
+/// so a message that `am_send` accepted arrives without further calls. Dropping it sends
+/// what is still queued (for up to [`super::TcpBuilder::linger`]), then closes every connection;
+/// the peers see [`Event::Disconnected`].
+pub struct TcpIface {
+    me: usize,
+    n: usize,
+    max_am: usize,
+    max_queued: usize,
+    linger: Duration,
+    /// Indexed by peer; `None` for itself and peers not reached over tcp.
+    peers: Box<[Option<Ep>]>,
+    poller: Poller,
+    flusher: Flusher,
+    /// Shared receive buffer; borrowed for the whole of `progress`, which makes
+    /// a re-entrant call (from a callback) a no-op.
+    scratch: RefCell<Box<[u8]>>,
+    /// Frames to itself, encoded as on the wire.
+    self_q: RefCell<Vec<u8>>,
+    /// The other self-queue buffer, swapped in while one is being delivered.
+    self_spare: RefCell<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TcpIface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpIface")
+            .field("index", &self.me)
+            .field("npeers", &self.n)
+            .field("max_am", &self.max_am)
+            .field(
+                "connected",
+                &self.peers.iter().filter(|p| p.is_some()).count(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl TcpIface {
+    /// Assembles an endpoint from authenticated, non-blocking sockets (`socks[p]`
+    /// connects to peer `p`).
+    pub(crate) fn from_parts(cfg: &TcpBuilder, socks: Vec<Option<OwnedFd>>) -> Result<TcpIface> {
+        let poller = Poller::new()?;
+        let n = socks.len();
+        let mut peers = Vec::with_capacity(n);
+        for (p, s) in socks.into_iter().enumerate() {
+            peers.push(match s {
+                Some(s) => {
+                    let ep = Ep::new(s);
+                    poller.add(ep.fd(), p)?;
+                    Some(ep)
+                }
+                None => None,
+            });
+        }
+        let txs = peers
+            .iter()
+            .map(|p| p.as_ref().map(|ep| ep.tx().clone()))
+            .collect();
+        let flusher = Flusher::start(cfg.index, txs, poller.waker())?;
+        Ok(TcpIface {
+            flusher,
+            me: cfg.index,
+            n,
+            max_am: cfg.max_am,
+            max_queued: cfg.max_queued,
+            linger: cfg.linger,
+            peers: peers.into(),
+            poller,
+            scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
+            self_q: RefCell::new(Vec::new()),
+            self_spare: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// True if messages to `peer` go over a live connection (or `peer` is this endpoint).
+    pub fn reaches(&self, peer: usize) -> bool {
+        peer == self.me
+            || matches!(self.peers.get(peer), Some(Some(ep)) if ep.is_open() && ep.tx().can_send())
+    }
+
+    /// Bytes accepted for `peer` that its socket has not taken yet.
+    pub fn queued(&self, peer: usize) -> usize {
+        match self.peers.get(peer) {
+            Some(Some(ep)) => ep.tx().queued(),
+            _ => 0,
+        }
+    }
+
+    /// A handle that makes a blocked [`Progress::wait`] return, usable from any thread.
+    pub fn waker(&self) -> Waker {
+        self.poller.waker()
+    }
+
+    /// A descriptor that polls readable whenever [`Progress::progress`] may have
+    /// something to do (for an event loop that waits on several sources).
+    /// Messages to itself do not make it readable.
+    pub fn poll_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the epoll descriptor stays open as long as `self`.
+        unsafe { BorrowedFd::borrow_raw(self.poller.fd()) }
+    }
+
+    #[cold]
+    fn bad_peer(&self, peer: usize) -> Error {
+        Error::NoSuchPeer {
+            peer,
+            npeers: self.n,
+        }
+    }
+
+    #[cold]
+    fn send_self(&self, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        let mut q = self.self_q.borrow_mut();
+        if !q.is_empty() && q.len() >= self.max_queued {
+            return Err(Error::Busy { peer: self.me });
+        }
+        let len = (hdr.len() + payload.len()) as u32;
+        q.extend_from_slice(&FrameHeader { id, len }.encode());
+        q.extend_from_slice(hdr);
+        q.extend_from_slice(payload);
+        Ok(())
+    }
+
+    /// Delivers the messages to itself queued before this call.
+    fn deliver_self<F: FnMut(Event<'_>)>(&self, f: &mut F) -> usize {
+        if self.self_q.borrow().is_empty() {
+            return 0;
+        }
+        let mut batch = self.self_spare.take();
+        std::mem::swap(&mut batch, &mut *self.self_q.borrow_mut());
+        let mut pos = 0;
+        let mut count = 0;
+        while let Ok(h) = FrameHeader::decode(&batch[pos..], usize::MAX) {
+            let end = pos + FRAME_HDR + h.len as usize;
+            f(Event::Am {
+                src: self.me,
+                id: h.id,
+                data: &batch[pos + FRAME_HDR..end],
+            });
+            count += 1;
+            pos = end;
+        }
+        batch.clear();
+        *self.self_spare.borrow_mut() = batch;
+        count
+    }
+
+    /// Closes the connection to `peer` and reports it.
+    #[cold]
+    fn disconnect<F: FnMut(Event<'_>)>(&self, peer: usize, ep: &Ep, why: Broken, f: &mut F) {
+        if let Broken::Protocol(e) = &why {
+            eprintln!(
+                "dos-transport: tcp endpoint {}: closing the connection to peer {peer}: {e}",
+                self.me
+            );
+        }
+        ep.close(self.flusher.out(), &self.poller);
+        f(Event::Disconnected { peer });
+    }
+}
+
+impl Iface for TcpIface {
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn caps(&self) -> Caps {
+        Caps {
+            am: true,
+            max_am: self.max_am,
+            max_inline: self.max_am,
+            rma: false,
+            atomics: false,
+            inter_node: true,
+        }
+    }
+
+    fn index(&self) -> usize {
+        self.me
+    }
+
+    fn npeers(&self) -> usize {
+        self.n
+    }
+}
+
+impl ActiveMessages for TcpIface {
+    #[inline]
+    fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        let Some(slot) = self.peers.get(peer) else {
+            return Err(self.bad_peer(peer));
+        };
+        let len = hdr.len() + payload.len();
+        if len > self.max_am {
+            return Err(Error::TooLarge {
+                len,
+                max: self.max_am,
+            });
+        }
+        match slot {
+            Some(ep) => ep
+                .tx()
+                .send(self.flusher.out(), peer, self.max_queued, id, hdr, payload),
+            None if peer == self.me => self.send_self(id, hdr, payload),
+            None => Err(Error::PeerUnreachable { peer }),
+        }
+    }
+}
+
+impl Progress for TcpIface {
+    fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+        let Ok(mut scratch) = self.scratch.try_borrow_mut() else {
+            return 0;
+        };
+        let mut count = self.deliver_self(&mut f);
+        let mut evs = events();
+        let k = self.poller.poll(&mut evs, 0);
+        for ev in &evs[..k] {
+            let (flags, token) = (ev.events, ev.u64);
+            if token == WAKE_TOKEN {
+                self.poller.clear_wake();
+                continue;
+            }
+            let peer = token as usize;
+            let Some(Some(ep)) = self.peers.get(peer) else {
+                continue;
+            };
+            if !ep.is_open() {
+                continue;
+            }
+            let input = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
+            if flags & input != 0 {
+                if let Err(why) = ep.read(peer, &mut scratch, self.max_am, &mut f, &mut count) {
+                    self.disconnect(peer, ep, why, &mut f);
+                    count += 1;
+                }
+            }
+        }
+        count
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<()> {
+        if !self.self_q.borrow().is_empty() {
+            return Ok(());
+        }
+        let mut evs = events();
+        self.poller.poll(&mut evs[..1], timeout_ms(timeout));
+        Ok(())
+    }
+}
+
+impl Rma for TcpIface {
+    fn mem_register(&self, _ptr: *const u8, _len: usize) -> Result<MemRegion> {
+        Err(unsupported("mem_register"))
+    }
+
+    unsafe fn get(
+        &self,
+        _peer: usize,
+        _dst: *mut u8,
+        _len: usize,
+        _rkey: &RemoteKey,
+        _offset: usize,
+    ) -> Result<()> {
+        Err(unsupported("get"))
+    }
+
+    unsafe fn put(
+        &self,
+        _peer: usize,
+        _src: *const u8,
+        _len: usize,
+        _rkey: &RemoteKey,
+        _offset: usize,
+    ) -> Result<()> {
+        Err(unsupported("put"))
+    }
+}
+
+#[cold]
+fn unsupported(op: &'static str) -> Error {
+    Error::Unsupported { backend: "tcp", op }
+}
+
+impl Drop for TcpIface {
+    fn drop(&mut self) {
+        let scratch = self.scratch.get_mut();
+        let deadline = Instant::now() + self.linger;
+        let mut evs = events();
+        // Let the flusher send what is queued, reading (and dropping) input
+        // meanwhile so that a peer flushing towards us is not blocked either.
+        loop {
+            let mut pending = false;
+            for ep in self.peers.iter().flatten() {
+                ep.discard_input(scratch);
+                pending |= ep.is_open() && ep.tx().queued() > 0;
+            }
+            if !pending || Instant::now() >= deadline {
+                break;
+            }
+            self.poller.poll(&mut evs, 10);
+            self.poller.clear_wake();
+        }
+        self.flusher.stop();
+        for ep in self.peers.iter().flatten() {
+            ep.shutdown(scratch);
+        }
+    }
+}
