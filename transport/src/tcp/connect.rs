@@ -22,7 +22,7 @@ use super::wire::{auth_context, decode_addr, encode_addr, AUTH_CONTEXT_LEN};
 use crate::auth::{Handshake, Role, Secret, HELLO_LEN, PROOF_LEN};
 use crate::{Error, Result};
 
-/// Most connections in handshake at once (beyond them, new ones are refused).
+/// Most connections in handshake at once (beyond them, the oldest incoming one is dropped).
 const MAX_PENDING: usize = 1024;
 /// First delay before retrying a failed connect; doubles up to [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
@@ -162,6 +162,7 @@ struct Pending {
     /// Outgoing: the peer we dialled. Incoming: the peer it claims to be.
     peer: Option<usize>,
     from: SocketAddr,
+    since: Instant,
     hs: Handshake,
     stage: Stage,
     out: [u8; HELLO_LEN + PROOF_LEN],
@@ -178,6 +179,7 @@ impl Pending {
             outgoing: peer.is_some(),
             peer,
             from,
+            since: Instant::now(),
             hs,
             stage: Stage::Hello,
             out: [0; HELLO_LEN + PROOF_LEN],
@@ -372,12 +374,9 @@ impl Bringup<'_> {
                 }
                 continue;
             }
-            if fds[0].revents != 0 {
-                self.accept(listener)?;
-            }
-            // Drive the connections polled (`fds[i + 1]` is `pending[i]`; accepted
-            // ones were appended after them), then retire the finished ones from
-            // the highest index down, so `swap_remove` moves only survivors.
+            // Drive the connections polled (`fds[i + 1]` is `pending[i]`), then
+            // retire the finished ones from the highest index down, so that
+            // `swap_remove` moves only survivors.
             let mut ended = Vec::new();
             for (i, fd) in fds[1..].iter().enumerate() {
                 if fd.revents != 0 {
@@ -394,6 +393,10 @@ impl Bringup<'_> {
                     Step::Failed(e) => self.reject(c, e),
                     Step::Going => {}
                 }
+            }
+            // Accept last: it may reorder `pending`.
+            if fds[0].revents != 0 {
+                self.accept(listener)?;
             }
         }
     }
@@ -436,8 +439,14 @@ impl Bringup<'_> {
             match listener.accept() {
                 Ok((sock, from)) => {
                     if self.pending.len() >= MAX_PENDING {
-                        self.log_rejection(from, "too many connections in handshake");
-                        continue;
+                        // Make room by dropping the oldest stranger still in handshake,
+                        // so that silent connections cannot lock peers out.
+                        let oldest = (0..self.pending.len())
+                            .filter(|&i| !self.pending[i].outgoing)
+                            .min_by_key(|&i| self.pending[i].since);
+                        let Some(i) = oldest else { continue };
+                        let c = self.pending.swap_remove(i);
+                        self.log_rejection(c.from, "too many connections in handshake");
                     }
                     if sock.set_nonblocking(true).is_err() {
                         continue;

@@ -530,6 +530,97 @@ impl From<Broken> for Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    /// Bytes waiting in socket `fd`.
+    fn pending(fd: RawFd) -> usize {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int to the live `n`.
+        let r = unsafe { libc::ioctl(fd, libc::FIONREAD, &mut n as *mut libc::c_int) };
+        assert_eq!(r, 0);
+        n as usize
+    }
+
+    const MAX: usize = 64 * 1024;
+
+    fn frame(k: usize, len: usize) -> Vec<u8> {
+        let mut v = FrameHeader {
+            id: k as u8,
+            len: len as u32,
+        }
+        .encode()
+        .to_vec();
+        v.extend((0..len).map(|i| (i * 7 + k) as u8));
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the write boundaries, frames arrive whole and in order, and a
+        /// bad frame or the end of the stream ends the connection after them.
+        #[test]
+        fn frames_survive_any_fragmentation(
+            sizes in proptest::collection::vec(prop_oneof![0usize..100, 0usize..=MAX, Just(MAX)], 1..30),
+            cuts in proptest::collection::vec(1usize..40_000, 1..100),
+            garbage in any::<bool>(),
+        ) {
+            let mut stream = Vec::new();
+            for (k, &len) in sizes.iter().enumerate() {
+                stream.extend(frame(k, len));
+            }
+            if garbage {
+                stream.extend([0xD7, 1, 0, 0, 0xff, 0xff, 0xff, 0x7f]);
+            }
+            let (mut a, b) = UnixStream::pair().unwrap();
+            b.set_nonblocking(true).unwrap();
+            let ep = Ep::new(OwnedFd::from(b));
+            let mut scratch = vec![0u8; SCRATCH];
+            let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
+            let mut n = 0;
+            let mut end = None;
+            let mut pos = 0;
+            let mut drain = |got: &mut Vec<(u8, Vec<u8>)>, n: &mut usize, closed: bool| {
+                while closed || pending(ep.fd()) > 0 {
+                    let r = ep.read(0, &mut scratch, MAX, &mut |ev| {
+                        if let Event::Am { id, data, .. } = ev {
+                            got.push((id, data.to_vec()));
+                        }
+                    }, n);
+                    if let Err(e) = r {
+                        return Some(e);
+                    }
+                }
+                None
+            };
+            for (i, c) in cuts.iter().cycle().enumerate() {
+                if pos >= stream.len() || end.is_some() || i > 100_000 {
+                    break;
+                }
+                let c = (*c).min(stream.len() - pos);
+                a.write_all(&stream[pos..pos + c]).unwrap();
+                pos += c;
+                end = drain(&mut got, &mut n, false);
+            }
+            drop(a);
+            if end.is_none() {
+                end = drain(&mut got, &mut n, true);
+            }
+            prop_assert_eq!(n, got.len());
+            prop_assert_eq!(got.len(), sizes.len());
+            for (k, (id, data)) in got.iter().enumerate() {
+                prop_assert_eq!(*id, k as u8);
+                prop_assert_eq!(&frame(k, sizes[k])[FRAME_HDR..], &data[..]);
+            }
+            match end {
+                Some(Broken::Protocol(_)) => prop_assert!(garbage),
+                Some(Broken::Eof) => prop_assert!(!garbage),
+                e => prop_assert!(false, "{:?}", e),
+            }
+        }
+    }
 
     #[test]
     fn queue_keeps_order_and_skips_sent_bytes() {

@@ -9,7 +9,8 @@
 //! * `ep`: one connection: a non-blocking socket with `TCP_NODELAY`, the send
 //!   queue for what the socket could not take, the partial frame received.
 //! * `iface`: [`TcpIface`], with [`crate::ActiveMessages`] and [`crate::Progress`].
-//! * `progress`: epoll over the sockets and an eventfd ([`Waker`]).
+//! * `progress`: epoll over the sockets and an eventfd ([`Waker`]) for the owner;
+//!   the flusher thread and its own epoll set for output.
 //!
 //! Capabilities: active messages only (`Caps.rma == false`; `mem_register`, `get`
 //! and `put` return [`crate::Error::Unsupported`]): the layer above moves large
@@ -21,7 +22,17 @@
 //! (and `am_send` says `Busy` when that queue exceeds a bound, 4 MiB by default).
 //! Receiving costs one `epoll_wait` per `progress` and one `recv` of up to 256 KiB
 //! per readable peer; frames are delivered straight from that buffer. Memory per
-//! peer is a few words plus what is in flight.
+//! peer is a few words plus what is in flight (a peer that sent a frame larger
+//! than 32 KiB keeps a reassembly buffer of that size).
+//!
+//! Queued bytes are sent by a flusher thread of the endpoint, which sleeps in
+//! `epoll_wait` unless a socket pushed back. Decision: the contract lets a sender
+//! stop calling into its endpoint after `am_send` returned `Ok` (the shm rings
+//! need nothing more), and a rank deep in a computation should not hold up a peer
+//! that waits for its data; the alternatives were making the caller flush (a
+//! contract change, and no overlap of computation and communication) or blocking
+//! in `am_send` until a partial frame is out (deadlocks when two ranks push to each
+//! other). The price is an uncontended mutex per send, noise next to the syscall.
 //!
 //! Failures: a peer that closes its connection, resets it, or sends something
 //! that is not a frame (bad magic or version, a length above `max_am`) has its
