@@ -27,7 +27,10 @@ fn payload(src: usize, k: usize, len: usize) -> Vec<u8> {
 
 fn msgs() -> impl Strategy<Value = Vec<Msg>> {
     prop::collection::vec(
-        (0..3i32, prop_oneof![16usize..200, 16_000usize..20_000, 60_000usize..70_000])
+        (
+            0..3i32,
+            prop_oneof![16usize..200, 16_000usize..20_000, 60_000usize..70_000],
+        )
             .prop_map(|(tag, len)| Msg { tag, len }),
         0..12,
     )
@@ -69,14 +72,19 @@ fn run(traffic: Vec<Vec<Msg>>, sel: Vec<(Option<usize>, Option<i32>)>, mode: Rnd
         }
         // Rank 0: the model is, per sender, the list of messages not yet received.
         let mut left: Vec<Vec<(usize, Msg)>> = std::iter::once(Vec::new())
-            .chain(traffic.iter().map(|t| t.iter().cloned().enumerate().collect()))
+            .chain(
+                traffic
+                    .iter()
+                    .map(|t| t.iter().cloned().enumerate().collect()),
+            )
             .collect();
         let mut sel_iter = sel.iter().cycle();
         while left.iter().any(|l| !l.is_empty()) {
             let (s, t) = *sel_iter.next().unwrap();
             // Only use a selector that some remaining message satisfies, so the
             // receive cannot block forever.
-            let eligible = |src: usize, m: &Msg| s.is_none_or(|s| s == src) && t.is_none_or(|t| t == m.tag);
+            let eligible =
+                |src: usize, m: &Msg| s.is_none_or(|s| s == src) && t.is_none_or(|t| t == m.tag);
             if !(1..n).any(|src| left[src].iter().any(|(_, m)| eligible(src, m))) {
                 continue;
             }
@@ -92,7 +100,11 @@ fn run(traffic: Vec<Vec<Msg>>, sel: Vec<(Option<usize>, Option<i32>)>, mode: Rnd
                 .expect("received a message that should not match");
             let (k, m) = left[src].remove(pos);
             assert_eq!(st.tag, m.tag);
-            assert_eq!(data, payload(src, k, m.len), "payload of message {k} from {src}");
+            assert_eq!(
+                data,
+                payload(src, k, m.len),
+                "payload of message {k} from {src}"
+            );
         }
     });
 }

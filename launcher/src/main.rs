@@ -166,24 +166,30 @@ fn run(o: RunOpts) -> i32 {
     // One node today: this machine, if it got any rank.
     let local_node = plan.nodes().iter().position(|n| n.local);
     let local_size = local_node.map_or(0, |id| plan.local_size(id));
-    let (topo, bindings) = if local_size == 0 || o.bind_to == Some(BindTo::None) {
-        (None, vec![Binding::unbound(); local_size])
-    } else {
-        match local_topology() {
-            Ok(t) => match bind::bind_node(&t, &host, o.bind_to, local_size) {
-                Ok(b) => (Some(t), b),
-                Err(e) => return fail(STATUS_USAGE, &e.to_string()),
-            },
-            Err(e) if o.bind_to.is_some() => return fail(STATUS_INTERNAL, &e),
-            Err(e) => {
-                let _ = writeln!(
-                    std::io::stderr().lock(),
-                    "dosrun: warning: ranks are not bound: {e}"
-                );
-                (None, vec![Binding::unbound(); local_size])
+    // The default policy binds only when ranks fit on the cores; with more
+    // ranks than online CPUs it cannot, so skip loading the topology (hwloc
+    // takes a few milliseconds, most of a job's start-up).
+    let cannot_bind_by_default =
+        o.bind_to.is_none() && !o.report_bindings && local_size > sys::online_cpus();
+    let (topo, bindings) =
+        if local_size == 0 || o.bind_to == Some(BindTo::None) || cannot_bind_by_default {
+            (None, vec![Binding::unbound(); local_size])
+        } else {
+            match local_topology() {
+                Ok(t) => match bind::bind_node(&t, &host, o.bind_to, local_size) {
+                    Ok(b) => (Some(t), b),
+                    Err(e) => return fail(STATUS_USAGE, &e.to_string()),
+                },
+                Err(e) if o.bind_to.is_some() => return fail(STATUS_INTERNAL, &e),
+                Err(e) => {
+                    let _ = writeln!(
+                        std::io::stderr().lock(),
+                        "dosrun: warning: ranks are not bound: {e}"
+                    );
+                    (None, vec![Binding::unbound(); local_size])
+                }
             }
-        }
-    };
+        };
     let (jobid, secret) = match (sys::random_u64(), sys::random_u64()) {
         (Ok(j), Ok(s)) => (j, s),
         (Err(e), _) | (_, Err(e)) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),

@@ -471,3 +471,10 @@ mod tests {
         assert!(peek_exit(pid).is_err());
     }
 }
+
+/// Number of CPUs online on this machine (at least 1).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}

@@ -18,9 +18,8 @@ impl Comm {
     /// `rank` of its `recv` (`MPI_Alltoall`).
     ///
     /// `send` and `recv` both hold `size()` blocks of equal length. Blocks
-    /// below 8 KiB bytes are exchanged with all
-    /// peers at once (in windows of 32), larger ones
-    /// pairwise, one peer per step.
+    /// below 8 KiB are exchanged with all peers at once (in windows of 32),
+    /// larger ones (and any block on two ranks) pairwise, one peer per step.
     ///
     /// # Errors
     /// [`crate::Error::InvalidBuffer`] if the lengths differ or are not a
@@ -51,7 +50,9 @@ impl Comm {
             return Ok(());
         }
         let block = |i: usize| i * blk..(i + 1) * blk;
-        if blk * std::mem::size_of::<T>() >= ALLTOALL_PAIRWISE_MIN_BLOCK {
+        // Two ranks: the pairwise exchange is a single send-receive, cheaper
+        // than setting up a window of requests.
+        if n == 2 || blk * std::mem::size_of::<T>() >= ALLTOALL_PAIRWISE_MIN_BLOCK {
             self.alltoall_pairwise(OP, send, recv, block, block)
         } else {
             self.alltoall_scattered(OP, send, recv, block, block)

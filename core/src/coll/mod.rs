@@ -41,7 +41,7 @@
 //! | `gatherv`, `scatterv` | linear |
 //! | `allgather` | recursive doubling (power-of-two `n`) or Bruck (other `n`) below [`ALLGATHER_RING_MIN_BYTES`] (whole result), ring above |
 //! | `allgatherv` | ring |
-//! | `alltoall` | scattered nonblocking exchange in windows of [`ALLTOALL_WINDOW`] peers below [`ALLTOALL_PAIRWISE_MIN_BLOCK`] bytes per block, pairwise exchange above |
+//! | `alltoall` | scattered nonblocking exchange in windows of [`ALLTOALL_WINDOW`] peers below [`ALLTOALL_PAIRWISE_MIN_BLOCK`] bytes per block, pairwise exchange above (and always on two ranks) |
 //! | `alltoallv` | scattered nonblocking exchange in windows of [`ALLTOALL_WINDOW`] peers |
 //! | `scan`, `exscan` | recursive doubling (Hillis–Steele) |
 //!
