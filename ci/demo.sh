@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-4}"
+
+ci/deps.sh
 if ! command -v cargo >/dev/null 2>&1; then
     echo "demo: cargo is required (https://rustup.rs)" >&2
     exit 1

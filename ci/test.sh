@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 export RUST_BACKTRACE=1
 
+ci/deps.sh
+
 step() { printf '\n== %s ==\n' "$*"; }
 
 step "format"

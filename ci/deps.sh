@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the system packages that building and testing dos need, if missing.
+# Called by ci/test.sh, ci/demo.sh and .ci/run; safe to run again.
+#
+#   libhwloc-dev libudev-dev pkg-config   hwloc, for dosrun's binding and --topology
+#   iproute2 openssh-server openssh-client nftables
+#                                         the namespace test cluster (ci/cluster.sh)
+set -euo pipefail
+
+packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+    exit 0
+fi
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        sudo=(sudo)
+    else
+        echo "deps: missing packages (${missing[*]}) and not root: install them first" >&2
+        exit 1
+    fi
+fi
+echo "deps: installing ${missing[*]}" >&2
+"${sudo[@]}" apt-get update
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}"
