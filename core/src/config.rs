@@ -32,12 +32,12 @@ pub const TUNABLES: &[Tunable] = &[
     },
     Tunable {
         name: "DOS_RNDV_CHUNK",
-        default: "32768",
+        default: "16384",
         help: "bytes per chunk of a pipelined rendezvous",
     },
     Tunable {
         name: "DOS_SHM_RING_BYTES",
-        default: "262144",
+        default: "131072",
         help: "bytes of each shared-memory ring (one per ordered pair of ranks on a node; a power of two >= 16384)",
     },
     Tunable {
