@@ -2,6 +2,9 @@
 //!
 //! Each thread gets its own [`World`] over a private shared segment, so the
 //! whole stack (engine, rings, single-copy transfers) runs as in a real job.
+//! [`run_cluster`] groups the threads into simulated nodes: each node has its
+//! own segment, and nodes talk over authenticated TCP on 127.0.0.1, with the
+//! same per-peer routing as a multi-node job.
 //!
 //! ```
 //! let sums = dos::testing::run_threads(3, |world| {
@@ -12,14 +15,18 @@
 //! assert_eq!(sums, vec![3, 3, 3]);
 //! ```
 
+use std::net::Ipv4Addr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
 
+use dos_transport::auth::Secret;
 use dos_transport::shm::{Segment, ShmIface};
+use dos_transport::tcp::TcpIface;
 use dos_transport::Transport;
 
 use crate::config::Config;
-use crate::p2p::Engine;
+use crate::p2p::{Engine, Links, Route};
 use crate::World;
 
 /// Runs `f` on `n` ranks, each a thread with its own world; returns their results by rank.
@@ -39,9 +46,110 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
                 let f = &f;
                 s.spawn(move || {
                     let iface = ShmIface::new(seg, i).expect("attach");
-                    let eng = Rc::new(Engine::new(Transport::Shm(iface), cfg, n));
+                    let links = Links::single_node(Transport::Shm(iface));
+                    let eng = Rc::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
                     f(World::from_parts(eng, i, peers, None, i, n))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// Runs `f` on ranks grouped into simulated nodes of `per_node[i]` ranks each
+/// (ranks numbered node by node); returns the results by rank.
+///
+/// Ranks of a node share a segment; ranks of different nodes talk over TCP on
+/// 127.0.0.1, authenticated with a fresh job secret. Panics if any rank panics.
+///
+/// ```
+/// let sums = dos::testing::run_cluster(&[2, 1], |world| {
+///     let mut total = [0u32];
+///     world.allreduce(&[1u32], &mut total, dos::op::Sum).unwrap();
+///     (world.transport_name(), total[0])
+/// });
+/// assert_eq!(sums[0], ("shm+tcp".to_string(), 3));
+/// ```
+pub fn run_cluster<R: Send, F: Fn(World) -> R + Sync>(per_node: &[usize], f: F) -> Vec<R> {
+    let cfg = Config::from_env().expect("valid DOS_* tunables");
+    assert!(per_node.iter().all(|&n| n > 0), "every node needs a rank");
+    let size: usize = per_node.iter().sum();
+    let node_of: Vec<usize> = (0..per_node.len())
+        .flat_map(|nd| std::iter::repeat(nd).take(per_node[nd]))
+        .collect();
+    let first: Vec<usize> = per_node
+        .iter()
+        .scan(0, |acc, &n| {
+            let f = *acc;
+            *acc += n;
+            Some(f)
+        })
+        .collect();
+    let segs: Vec<Arc<Segment>> = per_node
+        .iter()
+        .map(|&n| Arc::new(Segment::create(n, cfg.shm_ring_bytes.min(1 << 16)).expect("segment")))
+        .collect();
+    let secret = Secret::generate().expect("random secret");
+    let multi = per_node.len() > 1;
+    let addrs = Mutex::new(vec![None::<Vec<u8>>; size]);
+    let published = Barrier::new(size);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..size)
+            .map(|r| {
+                let (f, node_of, first, segs) = (&f, &node_of, &first, &segs);
+                let (secret, addrs, published) = (&secret, &addrs, &published);
+                s.spawn(move || {
+                    let node = node_of[r];
+                    let local = r - first[node];
+                    let shm = ShmIface::new(segs[node].clone(), local).expect("attach");
+                    let net = multi.then(|| {
+                        let prep = TcpIface::prepare(r, size, Ipv4Addr::LOCALHOST.into(), secret)
+                            .expect("tcp listener");
+                        addrs.lock().expect("lock")[r] = Some(prep.address());
+                        published.wait();
+                        let theirs: Vec<Option<Vec<u8>>> = addrs
+                            .lock()
+                            .expect("lock")
+                            .iter()
+                            .enumerate()
+                            .map(|(q, a)| if node_of[q] == node { None } else { a.clone() })
+                            .collect();
+                        let tcp = prep
+                            .connect(&theirs, Duration::from_secs(60))
+                            .expect("tcp connect");
+                        Transport::Tcp(tcp)
+                    });
+                    let routes = (0..size)
+                        .map(|q| {
+                            if node_of[q] == node {
+                                Route::Local((q - first[node]) as u32)
+                            } else {
+                                Route::Net(q as u32)
+                            }
+                        })
+                        .collect();
+                    let links = Links {
+                        local: Transport::Shm(shm),
+                        net,
+                        routes,
+                        local_world: (first[node] as u32..(first[node] + per_node[node]) as u32)
+                            .collect(),
+                        net_world: (0..size as u32).collect(),
+                    };
+                    let eng = Rc::new(Engine::new(links, cfg, per_node[node]));
+                    let peers: Rc<[u32]> = (0..size as u32).collect();
+                    f(World::from_parts(
+                        eng,
+                        r,
+                        peers,
+                        None,
+                        local,
+                        per_node[node],
+                    ))
                 })
             })
             .collect();

@@ -11,7 +11,7 @@ use dos_transport::Transport;
 
 use crate::comm::Comm;
 use crate::config::Config;
-use crate::p2p::Engine;
+use crate::p2p::{Engine, Links};
 use crate::pmi::Client;
 use crate::{Error, Result};
 
@@ -58,7 +58,8 @@ impl std::ops::Deref for World {
 pub fn init() -> Result<World> {
     let cfg = Config::from_env()?;
     let Some(mut pmi) = Client::from_env()? else {
-        let eng = Rc::new(Engine::new(Transport::Loopback(Loopback::new()), cfg, 1));
+        let links = Links::single_node(Transport::Loopback(Loopback::new()));
+        let eng = Rc::new(Engine::new(links, cfg, 1));
         return Ok(World::from_parts(eng, 0, vec![0].into(), None, 0, 1));
     };
     let (rank, size) = (pmi.rank(), pmi.size());
@@ -87,7 +88,11 @@ pub fn init() -> Result<World> {
         &std::process::id().to_le_bytes(),
     )?;
     pmi.fence()?;
-    let eng = Rc::new(Engine::new(Transport::Shm(iface), cfg, local_size));
+    let eng = Rc::new(Engine::new(
+        Links::single_node(Transport::Shm(iface)),
+        cfg,
+        local_size,
+    ));
     let peers: Rc<[u32]> = (0..size as u32).collect();
     Ok(World::from_parts(
         eng,
@@ -132,10 +137,9 @@ impl World {
         self.local_size
     }
 
-    /// The name of the transport in use (`"shm"`, `"loopback"`).
-    pub fn transport_name(&self) -> &'static str {
-        use dos_transport::Iface;
-        self.comm.eng.transport().name()
+    /// The transports in use (`"shm"`, `"loopback"`, `"shm+tcp"`).
+    pub fn transport_name(&self) -> String {
+        self.comm.eng.transport_names()
     }
 
     /// The tunables in force.
@@ -164,7 +168,7 @@ impl World {
             return Ok(());
         }
         self.finalized = true;
-        self.comm.eng.drain_sends()?;
+        self.comm.eng.finalize()?;
         match &self.pmi {
             Some(p) => p.borrow_mut().finalize(),
             None => Ok(()),

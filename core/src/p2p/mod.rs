@@ -27,8 +27,8 @@ use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Tran
 use crate::config::{Config, RndvMode};
 use crate::{Error, Result};
 use wire::{
-    Envelope, Rts, AM_CTS, AM_DATA, AM_EAGER, AM_FIN, AM_RTS, DATA_HDR, ENVELOPE_LEN, FIN_FAILED,
-    FIN_OK, RTS_MAX,
+    Envelope, Rts, AM_BYE, AM_CTS, AM_DATA, AM_EAGER, AM_FIN, AM_RTS, DATA_HDR, ENVELOPE_LEN,
+    FIN_FAILED, FIN_OK, RTS_MAX,
 };
 
 /// A message tag. User tags are `0..=i32::MAX`.
@@ -199,14 +199,54 @@ struct State {
     spare: Vec<Vec<u8>>,
     /// The first peer whose connection broke, if any.
     failed: Option<usize>,
+    /// Peers that said goodbye (finalized): their connections may close.
+    departed: Vec<usize>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
+}
+
+/// How a peer (a world rank) is reached; decided once, at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Through the node-local transport (shared memory), at this index.
+    Local(u32),
+    /// Through the network transport, at this index.
+    Net(u32),
+}
+
+/// The transports of one process and the route to every peer.
+#[derive(Debug)]
+pub(crate) struct Links {
+    /// The node-local transport (shm, or loopback for a rank alone).
+    pub local: Transport,
+    /// The network transport, when the job spans several nodes.
+    pub net: Option<Transport>,
+    /// Route of every world rank.
+    pub routes: Box<[Route]>,
+    /// World rank of every index of the local transport.
+    pub local_world: Box<[u32]>,
+    /// World rank of every index of the network transport.
+    pub net_world: Box<[u32]>,
+}
+
+impl Links {
+    /// A single node: every rank is reached through `local`, at its own index.
+    pub fn single_node(local: Transport) -> Links {
+        let n = local.npeers() as u32;
+        Links {
+            local,
+            net: None,
+            routes: (0..n).map(Route::Local).collect(),
+            local_world: (0..n).collect(),
+            net_world: Box::new([]),
+        }
+    }
 }
 
 /// The per-process point-to-point engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
-    t: Transport,
+    links: Links,
     st: RefCell<State>,
     cfg: Config,
     /// How long a waiter polls before yielding.
@@ -257,8 +297,8 @@ fn node_cpus() -> usize {
 }
 
 impl Engine {
-    /// An engine over `t`; `local_ranks` is how many ranks share this node's CPUs.
-    pub(crate) fn new(t: Transport, cfg: Config, local_ranks: usize) -> Engine {
+    /// An engine over `links`; `local_ranks` is how many ranks share this node's CPUs.
+    pub(crate) fn new(links: Links, cfg: Config, local_ranks: usize) -> Engine {
         let oversubscribed = local_ranks > node_cpus();
         // With more ranks than cores, the rank we wait for may need our core:
         // give it away at once (sched_yield), and sleep only after a while.
@@ -268,8 +308,14 @@ impl Engine {
             .unwrap_or(if oversubscribed { 500 } else { 50 });
         let spin = Duration::from_micros(spin_us as u64);
         let yield_for = Duration::from_micros(yield_us as u64);
-        let max_eager = t.caps().max_am.saturating_sub(ENVELOPE_LEN);
-        let npeers = t.npeers();
+        // Limits that hold on every route.
+        let max_am = links
+            .net
+            .as_ref()
+            .map_or(usize::MAX, |n| n.caps().max_am)
+            .min(links.local.caps().max_am);
+        let max_eager = max_am.saturating_sub(ENVELOPE_LEN);
+        let npeers = links.routes.len();
         let mut st = State {
             next_ctx: 1,
             ..State::default()
@@ -280,15 +326,12 @@ impl Engine {
             RndvMode::Auto => RndvMode::Pipeline,
             m => m,
         };
-        let chunk = cfg
-            .rndv_chunk
-            .min(t.caps().max_am.saturating_sub(DATA_HDR))
-            .max(1);
+        let chunk = cfg.rndv_chunk.min(max_am.saturating_sub(DATA_HDR)).max(1);
         Engine {
             rndv,
             chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
-            t,
+            links,
             st: RefCell::new(st),
             cfg,
             spin,
@@ -301,9 +344,40 @@ impl Engine {
         &self.cfg
     }
 
-    /// The transport.
-    pub(crate) fn transport(&self) -> &Transport {
-        &self.t
+    /// Names of the transports in use (`"shm"`, `"shm+tcp"`, ...).
+    pub(crate) fn transport_names(&self) -> String {
+        match &self.links.net {
+            None => self.links.local.name().to_string(),
+            Some(n) => format!("{}+{}", self.links.local.name(), n.name()),
+        }
+    }
+
+    /// Sends an active message to world rank `peer` along its route.
+    #[inline]
+    fn am_send(
+        &self,
+        peer: usize,
+        id: u8,
+        hdr: &[u8],
+        payload: &[u8],
+    ) -> std::result::Result<(), dos_transport::Error> {
+        match (self.links.routes.get(peer), &self.links.net) {
+            (Some(Route::Local(i)), _) => self.links.local.am_send(*i as usize, id, hdr, payload),
+            (Some(Route::Net(i)), Some(net)) => net.am_send(*i as usize, id, hdr, payload),
+            _ => Err(dos_transport::Error::NoSuchPeer {
+                peer,
+                npeers: self.links.routes.len(),
+            }),
+        }
+    }
+
+    /// Index of world rank `peer` in the local transport, if it is reached that way.
+    #[inline]
+    fn local_index(&self, peer: usize) -> Option<usize> {
+        match self.links.routes.get(peer) {
+            Some(Route::Local(i)) => Some(*i as usize),
+            _ => None,
+        }
     }
 
     /// Reserves a context id at least `min`; see `Comm::split`.
@@ -379,7 +453,7 @@ impl Engine {
             if !queued {
                 // SAFETY: the caller guarantees `buf` for `len` bytes.
                 let payload = unsafe { std::slice::from_raw_parts(buf, len) };
-                match self.t.am_send(peer, AM_EAGER, &hdr, payload) {
+                match self.am_send(peer, AM_EAGER, &hdr, payload) {
                     Ok(()) => return Ok(None),
                     Err(dos_transport::Error::Busy { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -406,7 +480,12 @@ impl Engine {
 
     #[cold]
     fn isend_rdv(&self, peer: usize, env: Envelope, buf: *const u8, len: usize) -> Result<ReqId> {
-        let region = self.t.mem_register(buf, len)?;
+        // A key only for peers that can fetch the payload themselves (CMA on
+        // shared memory); others get an empty key and the pipelined protocol.
+        let rkey = match self.local_index(peer) {
+            Some(_) if self.links.local.caps().rma => self.links.local.mem_register(buf, len)?.rkey,
+            _ => RemoteKey::from_bytes(&[])?,
+        };
         let id = {
             let mut st = self.st.borrow_mut();
             let id = Self::alloc_req(&mut st);
@@ -417,7 +496,7 @@ impl Engine {
             env,
             len: len as u64,
             sreq: id,
-            rkey: region.rkey,
+            rkey,
         };
         let mut hdr = [0u8; RTS_MAX];
         let n = rts.encode(&mut hdr);
@@ -433,7 +512,7 @@ impl Engine {
     fn send_ctrl(&self, peer: usize, id: u8, hdr: &[u8]) -> Result<()> {
         let queued = !self.st.borrow().pending[peer].is_empty();
         if !queued {
-            match self.t.am_send(peer, id, hdr, &[]) {
+            match self.am_send(peer, id, hdr, &[]) {
                 Ok(()) => return Ok(()),
                 Err(dos_transport::Error::Busy { .. }) => {}
                 Err(e) => return Err(e.into()),
@@ -468,10 +547,7 @@ impl Engine {
                     // its buffer is still borrowed (see `isend`).
                     unsafe { std::slice::from_raw_parts(p.payload, p.len) }
                 };
-                match self
-                    .t
-                    .am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload)
-                {
+                match self.am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload) {
                     Ok(()) => {
                         if let Some(id) = p.complete {
                             st.reqs[id as usize].slot = Slot::Done(Ok(Status::default()));
@@ -566,7 +642,12 @@ impl Engine {
         cap: usize,
         id: ReqId,
     ) {
-        match self.rndv {
+        // CMA reaches only peers on this node; everyone else streams.
+        let mode = match self.local_index(peer) {
+            Some(_) if self.links.local.caps().rma && !rkey.as_bytes().is_empty() => self.rndv,
+            _ => RndvMode::Pipeline,
+        };
+        match mode {
             RndvMode::Pipeline => {
                 self.st.borrow_mut().reqs[id as usize].slot = Slot::Receiving {
                     buf,
@@ -598,7 +679,13 @@ impl Engine {
         cap: usize,
     ) -> Result<()> {
         // SAFETY: `buf` is valid for `cap` bytes and we copy at most that.
-        let r = unsafe { self.t.get(peer, buf, len.min(cap), rkey, 0) };
+        let Some(local) = self.local_index(peer) else {
+            return Err(Error::Unsupported(
+                "single-copy fetch from a peer on another node",
+            ));
+        };
+        // SAFETY: as above.
+        let r = unsafe { self.links.local.get(local, buf, len.min(cap), rkey, 0) };
         let status = if r.is_ok() { FIN_OK } else { FIN_FAILED };
         self.send_ctrl(peer, AM_FIN, &wire::fin_encode(sreq, status))?;
         r.map_err(Error::from)
@@ -625,7 +712,7 @@ impl Engine {
                 // buffer is borrowed and valid for `len` bytes.
                 let bytes = unsafe { std::slice::from_raw_parts(s.buf.add(s.off), n) };
                 let hdr = wire::data_encode(s.rreq, s.off as u64);
-                match self.t.am_send(s.peer, AM_DATA, &hdr, bytes) {
+                match self.am_send(s.peer, AM_DATA, &hdr, bytes) {
                     Ok(()) => {
                         s.off += n;
                         if s.off == s.len {
@@ -658,10 +745,12 @@ impl Engine {
     }
 
     /// Handles one incoming event.
-    fn on_event(&self, ev: Event<'_>) {
+    /// Handles one event of a transport whose indices map to world ranks by `world`.
+    fn on_event(&self, ev: Event<'_>, world: &[u32]) {
+        let rank = |i: usize| world.get(i).map_or(usize::MAX, |&r| r as usize);
         let (src, id, data) = match ev {
-            Event::Am { src, id, data } => (src, id, data),
-            Event::Disconnected { peer } => return self.on_disconnect(peer),
+            Event::Am { src, id, data } => (rank(src), id, data),
+            Event::Disconnected { peer } => return self.on_disconnect(rank(peer)),
         };
         let r = match id {
             AM_EAGER => self.on_eager(src, data),
@@ -669,6 +758,10 @@ impl Engine {
             AM_FIN => self.on_fin(src, data),
             AM_CTS => self.on_cts(src, data),
             AM_DATA => self.on_data(src, data),
+            AM_BYE => {
+                self.st.borrow_mut().departed.push(src);
+                Ok(())
+            }
             _ => Err(Error::Protocol {
                 src,
                 reason: "unknown active message id",
@@ -772,7 +865,7 @@ impl Engine {
     #[cold]
     fn on_disconnect(&self, peer: usize) {
         let mut st = self.st.borrow_mut();
-        if st.failed.is_none() {
+        if st.failed.is_none() && !st.departed.contains(&peer) {
             st.failed = Some(peer);
         }
     }
@@ -867,7 +960,11 @@ impl Engine {
     /// Delivers whatever has arrived; returns how many events.
     #[inline]
     pub(crate) fn progress(&self) -> usize {
-        let n = self.t.progress(|ev| self.on_event(ev));
+        let l = &self.links;
+        let mut n = l.local.progress(|ev| self.on_event(ev, &l.local_world));
+        if let Some(net) = &l.net {
+            n += net.progress(|ev| self.on_event(ev, &l.net_world));
+        }
         let (pending, streams) = {
             let st = self.st.borrow();
             (st.npending > 0, !st.streams.is_empty())
@@ -936,13 +1033,32 @@ impl Engine {
         } else {
             Duration::from_millis(100)
         };
-        self.t.wait(timeout)?;
+        match &self.links.net {
+            None => self.links.local.wait(timeout)?,
+            // Two transports cannot share one sleep (the shm doorbell is a
+            // futex, tcp sleeps in epoll): sleep on the network at most 1 ms,
+            // then look at shared memory again. (An eventfd doorbell in the
+            // network transport's epoll set would remove this bound.)
+            Some(net) => net.wait(timeout.min(Duration::from_millis(1)))?,
+        }
         Ok(())
     }
 
     /// Hands every queued send to the transport.
     pub(crate) fn drain_sends(&self) -> Result<()> {
         self.wait_until(|e| e.st.borrow().npending == 0)
+    }
+
+    /// Leaves the job: tells every peer reached over the network that this
+    /// rank is done (so its connection closing is not taken for a failure),
+    /// then hands every queued send to the transport.
+    pub(crate) fn finalize(&self) -> Result<()> {
+        for (peer, route) in self.links.routes.iter().enumerate() {
+            if let Route::Net(_) = route {
+                self.send_ctrl(peer, AM_BYE, &[])?;
+            }
+        }
+        self.drain_sends()
     }
 
     /// Waits for request `id` and returns its result, freeing it.

@@ -10,6 +10,7 @@
 //! FIN   (id 3): sreq u32 | status u8
 //! CTS   (id 4): sreq u32 | rreq u32            (pipelined rendezvous: "send it")
 //! DATA  (id 5): rreq u32 | offset u64 | bytes... (one chunk of a pipelined payload)
+//! BYE   (id 6): (empty)                        (the sender finalized)
 //! ```
 
 use crate::{Error, Result};
@@ -26,6 +27,9 @@ pub const AM_FIN: AmId = 3;
 pub const AM_CTS: AmId = 4;
 /// One chunk of a pipelined rendezvous payload.
 pub const AM_DATA: AmId = 5;
+
+/// Goodbye: the sender has finalized; its connection closing next is no failure.
+pub const AM_BYE: AmId = 6;
 
 /// Size of an encoded CTS.
 pub const CTS_LEN: usize = 8;
