@@ -41,7 +41,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use dos::config::Config;
-use dos::pmi;
+use dos::pmi::{self, Secret};
 use dos_transport::shm::Segment;
 
 use args::{Action, RunOpts};
@@ -190,12 +190,16 @@ fn run(o: RunOpts) -> i32 {
                 }
             }
         };
-    let (jobid, secret) = match (sys::random_u64(), sys::random_u64()) {
+    let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),
-        (Err(e), _) | (_, Err(e)) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
+        (Err(e), _) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
+        (_, Err(e)) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
     };
-    let pmi_name = pmi::socket_name(jobid);
-    let service = match Service::bind(&pmi_name, plan.size(), secret) {
+    let local_id = local_node.unwrap_or(0);
+    let pmi_name = pmi::socket_name(jobid, local_id);
+    let local_ranks: Vec<usize> =
+        local_node.map_or(Vec::new(), |id| plan.nodes()[id].ranks.clone());
+    let service = match Service::bind(&pmi_name, local_ranks, jobid, secret.clone()) {
         Ok(s) => s,
         Err(e) => {
             return fail(
@@ -223,9 +227,10 @@ fn run(o: RunOpts) -> i32 {
     let mut env: Vec<(OsString, OsString)> = exports;
     env.extend(Launcher::job_env(
         plan.size(),
+        plan.nodes().len(),
         jobid,
         &pmi_name,
-        secret,
+        &secret,
         Some(seg.fd().as_raw_fd()),
     ));
     let launcher = Launcher {

@@ -1,17 +1,32 @@
-//! The wire-up service: dosrun's side of `dos::pmi`.
+//! The wire-up service: the node side of `dos::pmi`.
+//!
+//! Every node of a job runs one: dosrun for the ranks on its own host, each
+//! node agent for the ranks on its host. Fences are hierarchical: a node's
+//! [`Wireup`] enters the job-wide fence ([`Action::FenceEnter`], with the
+//! node's puts of the epoch) once all its ranks have entered, and releases
+//! them when the job-wide fence completes ([`Wireup::fence_done`], with every
+//! node's puts) or fails ([`Wireup::fence_failed`]). The job-wide fence is
+//! [`GlobalFence`], in dosrun. A node keeps its own copy of the committed
+//! keys, so `get` never leaves the node.
 //!
 //! [`Wireup`] is the protocol logic without I/O (connections are numbers,
 //! requests come in decoded, replies and other effects go out as
 //! [`Action`]s). [`Service`] drives it from a non-blocking abstract Unix
-//! socket inside the supervisor's poll loop.
+//! socket inside a poll loop. Every connection first proves that it knows
+//! the job's secret ([`dos_transport::auth`], context
+//! [`dos::pmi::auth_context`], its rank as id); one that fails is closed and
+//! logged, and nothing else changes.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::time::{Duration, Instant};
 
 use dos::pmi::wire::{self, split_frame, Reply, Request};
+use dos::pmi::{self, Secret};
+use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
 use crate::sys;
 
@@ -20,6 +35,9 @@ pub type ConnId = u64;
 
 /// Most bytes of keys and values the service holds for one job.
 pub const MAX_STORE: usize = 256 << 20;
+
+/// Key/value pairs put during one fence epoch.
+pub type Puts = Vec<(String, Vec<u8>)>;
 
 /// A reply the service owns until it is encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +85,12 @@ pub enum Action {
         /// Its message.
         msg: String,
     },
+    /// Every rank of the node is in the fence: enter the job-wide fence
+    /// with the node's puts of this epoch.
+    FenceEnter(Puts),
+    /// A rank of the node left the wire-up (finalized, disconnected or
+    /// exited): job-wide fences that need it cannot complete.
+    Left(usize),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,46 +105,72 @@ enum Slot {
     Gone,
 }
 
-/// The wire-up protocol state of one job, without I/O.
+/// The wire-up protocol state of one node, without I/O.
 #[derive(Debug)]
 pub struct Wireup {
-    secret: u64,
+    /// The job ranks this node serves, in increasing order.
+    ranks: Vec<usize>,
     slots: Vec<Slot>,
     conns: HashMap<ConnId, usize>,
     committed: HashMap<String, Vec<u8>>,
     pending: HashMap<String, Vec<u8>>,
     stored: usize,
     fencing: usize,
+    /// The node is in the job-wide fence, waiting for its outcome.
+    entered: bool,
+    /// The first rank of the node that left the wire-up: the node cannot
+    /// enter a fence any more.
+    left: Option<usize>,
 }
 
 impl Wireup {
-    /// A job of `size` ranks whose connections must present `secret`.
-    pub fn new(size: usize, secret: u64) -> Wireup {
+    /// A node serving the job ranks `ranks` (increasing).
+    pub fn new(ranks: Vec<usize>) -> Wireup {
         Wireup {
-            secret,
-            slots: vec![Slot::Waiting; size],
+            slots: vec![Slot::Waiting; ranks.len()],
+            ranks,
             conns: HashMap::new(),
             committed: HashMap::new(),
             pending: HashMap::new(),
             stored: 0,
             fencing: 0,
+            entered: false,
+            left: None,
+        }
+    }
+
+    fn slot_of(&self, rank: usize) -> Option<usize> {
+        self.ranks.binary_search(&rank).ok()
+    }
+
+    /// `conn` authenticated as `rank`: attaches it, or refuses it.
+    pub fn attach(&mut self, conn: ConnId, rank: usize, out: &mut Vec<Action>) {
+        match self.slot_of(rank).map(|i| (i, self.slots[i])) {
+            None => self.refuse(conn, "rank not served by this node", out),
+            Some((i, Slot::Waiting)) => {
+                self.slots[i] = Slot::Attached {
+                    conn,
+                    fencing: false,
+                };
+                self.conns.insert(conn, i);
+            }
+            Some(_) => self.refuse(conn, "rank already connected", out),
         }
     }
 
     /// Handles one decoded request from `conn`.
     pub fn request(&mut self, conn: ConnId, req: Request<'_>, out: &mut Vec<Action>) {
-        let Some(&rank) = self.conns.get(&conn) else {
-            return self.hello(conn, req, out);
+        let Some(&i) = self.conns.get(&conn) else {
+            return self.refuse(conn, "not authenticated", out);
         };
-        let slot = self.slots[rank];
-        let Slot::Attached { fencing, .. } = slot else {
+        let Slot::Attached { fencing, .. } = self.slots[i] else {
             return self.refuse(conn, "the rank has finalized or left the wire-up", out);
         };
         if fencing {
             return self.refuse(conn, "request while waiting in a fence", out);
         }
+        let rank = self.ranks[i];
         match req {
-            Request::Hello { .. } => self.refuse(conn, "hello sent twice", out),
             Request::Put { key, value } => {
                 let old = self.pending.get(key).map_or(0, |v| key.len() + v.len());
                 let new = key.len() + value.len();
@@ -136,12 +186,20 @@ impl Wireup {
                 out.push(Action::Reply(conn, OwnedReply::Ok));
             }
             Request::Fence => {
-                self.slots[rank] = Slot::Attached {
+                self.slots[i] = Slot::Attached {
                     conn,
                     fencing: true,
                 };
                 self.fencing += 1;
-                self.check_fence(out);
+                if self.left.is_some() {
+                    self.check_doomed(out);
+                } else if self.fencing == self.slots.len() && !self.entered {
+                    self.entered = true;
+                    let mut puts: Puts = self.pending.drain().collect();
+                    puts.sort();
+                    self.recount();
+                    out.push(Action::FenceEnter(puts));
+                }
             }
             Request::Get { key } => {
                 let r = match self.committed.get(key) {
@@ -159,32 +217,9 @@ impl Wireup {
                 });
             }
             Request::Finalize => {
-                self.slots[rank] = Slot::Finalized;
-                out.push(Action::Reply(conn, OwnedReply::Ok));
-                self.check_fence(out);
-            }
-        }
-    }
-
-    fn hello(&mut self, conn: ConnId, req: Request<'_>, out: &mut Vec<Action>) {
-        let Request::Hello { rank, secret } = req else {
-            return self.refuse(conn, "the first request must be hello", out);
-        };
-        if secret != self.secret {
-            return self.refuse(conn, "wrong job secret", out);
-        }
-        let rank = rank as usize;
-        match self.slots.get(rank) {
-            None => self.refuse(conn, "rank out of range", out),
-            Some(Slot::Waiting) => {
-                self.slots[rank] = Slot::Attached {
-                    conn,
-                    fencing: false,
-                };
-                self.conns.insert(conn, rank);
+                self.leave(i, Slot::Finalized, out);
                 out.push(Action::Reply(conn, OwnedReply::Ok));
             }
-            Some(_) => self.refuse(conn, "rank already connected", out),
         }
     }
 
@@ -195,65 +230,74 @@ impl Wireup {
         self.disconnected(conn, out);
     }
 
-    /// The connection of `rank`, while it is attached.
+    /// The connection of job rank `rank`, while it is attached.
     pub fn conn_of(&self, rank: usize) -> Option<ConnId> {
-        match self.slots.get(rank) {
-            Some(Slot::Attached { conn, .. }) => Some(*conn),
+        match self.slot_of(rank).map(|i| self.slots[i]) {
+            Some(Slot::Attached { conn, .. }) => Some(conn),
             _ => None,
         }
     }
 
     /// `conn` closed or misbehaved: a rank attached to it has left.
     pub fn disconnected(&mut self, conn: ConnId, out: &mut Vec<Action>) {
-        let Some(rank) = self.conns.remove(&conn) else {
-            return;
-        };
-        if let Slot::Attached { fencing, .. } = self.slots[rank] {
-            if fencing {
-                self.fencing -= 1;
-            }
-            self.slots[rank] = Slot::Gone;
-            self.check_fence(out);
+        if let Some(&i) = self.conns.get(&conn) {
+            self.leave(i, Slot::Gone, out);
         }
     }
 
-    /// Rank `rank`'s process ended.
+    /// Job rank `rank`'s process ended.
     pub fn rank_exited(&mut self, rank: usize, out: &mut Vec<Action>) {
-        match self.slots.get(rank).copied() {
-            Some(Slot::Waiting) => {
-                self.slots[rank] = Slot::Gone;
-                self.check_fence(out);
-            }
-            Some(Slot::Attached { conn, .. }) => {
+        let Some(i) = self.slot_of(rank) else {
+            return;
+        };
+        match self.slots[i] {
+            Slot::Waiting => self.leave(i, Slot::Gone, out),
+            Slot::Attached { conn, .. } => {
                 out.push(Action::Close(conn));
-                self.disconnected(conn, out);
+                self.leave(i, Slot::Gone, out);
             }
             _ => {}
         }
     }
 
-    /// Completes the fence when every rank is in it, or fails it when some
-    /// rank can no longer enter it.
-    fn check_fence(&mut self, out: &mut Vec<Action>) {
-        if self.fencing == 0 {
-            return;
+    fn leave(&mut self, i: usize, to: Slot, out: &mut Vec<Action>) {
+        if let Slot::Attached { conn, fencing } = self.slots[i] {
+            self.conns.remove(&conn);
+            if fencing {
+                self.fencing -= 1;
+            }
         }
-        if self.fencing == self.slots.len() {
-            self.committed.extend(self.pending.drain());
-            self.recount();
-            self.release(OwnedReply::FenceDone, out);
-            return;
+        if matches!(self.slots[i], Slot::Waiting | Slot::Attached { .. }) {
+            self.slots[i] = to;
+            self.left.get_or_insert(self.ranks[i]);
+            out.push(Action::Left(self.ranks[i]));
+            self.check_doomed(out);
         }
-        let gone = self
-            .slots
-            .iter()
-            .position(|s| matches!(s, Slot::Gone | Slot::Finalized));
-        if let Some(r) = gone {
-            let why = format!(
-                "the fence cannot complete: rank {r} left the wire-up (finalized, disconnected or exited) without entering it"
-            );
-            self.release(OwnedReply::Error(why), out);
+    }
+
+    /// Fails the fence of the node's waiting ranks when one of its ranks
+    /// left (once the node is in the job-wide fence, that fence fails them).
+    fn check_doomed(&mut self, out: &mut Vec<Action>) {
+        if let (Some(r), false, 1..) = (self.left, self.entered, self.fencing) {
+            self.release(OwnedReply::Error(fence_failure(r)), out);
         }
+    }
+
+    /// The job-wide fence completed with `puts` (every node's): commits
+    /// them and releases the ranks waiting in the fence.
+    pub fn fence_done(&mut self, puts: &[(String, Vec<u8>)], out: &mut Vec<Action>) {
+        self.entered = false;
+        for (k, v) in puts {
+            self.committed.insert(k.clone(), v.clone());
+        }
+        self.recount();
+        self.release(OwnedReply::FenceDone, out);
+    }
+
+    /// The job-wide fence cannot complete: fails it on the waiting ranks.
+    pub fn fence_failed(&mut self, why: &str, out: &mut Vec<Action>) {
+        self.entered = false;
+        self.release(OwnedReply::Error(why.to_string()), out);
     }
 
     fn release(&mut self, reply: OwnedReply, out: &mut Vec<Action>) {
@@ -280,8 +324,93 @@ impl Wireup {
     }
 }
 
-/// Most connections that have not said hello yet.
+/// What the job-wide fence tells a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FenceOutcome {
+    /// Completed: every node's puts of the epoch (by node, then key).
+    Done(std::sync::Arc<Puts>),
+    /// Cannot complete: why.
+    Failed(String),
+}
+
+/// The job-wide fence over the nodes of a job, without I/O (in dosrun).
+#[derive(Debug)]
+pub struct GlobalFence {
+    entered: Vec<Option<Puts>>,
+    count: usize,
+    /// The first rank that left the wire-up: every later fence fails.
+    left: Option<usize>,
+}
+
+impl GlobalFence {
+    /// A fence over `nodes` nodes.
+    pub fn new(nodes: usize) -> GlobalFence {
+        GlobalFence {
+            entered: vec![None; nodes],
+            count: 0,
+            left: None,
+        }
+    }
+
+    /// Node `node` entered with its puts; returns the outcomes to deliver.
+    pub fn enter(&mut self, node: usize, puts: Puts) -> Vec<(usize, FenceOutcome)> {
+        let Some(e) = self.entered.get_mut(node) else {
+            return Vec::new();
+        };
+        if e.is_none() {
+            *e = Some(puts);
+            self.count += 1;
+        }
+        if self.left.is_some() {
+            return self.fail();
+        }
+        if self.count < self.entered.len() {
+            return Vec::new();
+        }
+        let mut all = Puts::new();
+        for e in &mut self.entered {
+            all.extend(e.take().unwrap_or_default());
+        }
+        self.count = 0;
+        let all = std::sync::Arc::new(all);
+        (0..self.entered.len())
+            .map(|n| (n, FenceOutcome::Done(all.clone())))
+            .collect()
+    }
+
+    /// Rank `rank` left the wire-up; returns the outcomes to deliver.
+    pub fn left(&mut self, rank: usize) -> Vec<(usize, FenceOutcome)> {
+        self.left.get_or_insert(rank);
+        self.fail()
+    }
+
+    fn fail(&mut self) -> Vec<(usize, FenceOutcome)> {
+        let Some(r) = self.left else {
+            return Vec::new();
+        };
+        let why = fence_failure(r);
+        let mut out = Vec::new();
+        for (n, e) in self.entered.iter_mut().enumerate() {
+            if e.take().is_some() {
+                out.push((n, FenceOutcome::Failed(why.clone())));
+            }
+        }
+        self.count = 0;
+        out
+    }
+}
+
+fn fence_failure(rank: usize) -> String {
+    format!(
+        "the fence cannot complete: rank {rank} left the wire-up (finalized, disconnected or exited) without entering it"
+    )
+}
+
+/// Most connections that have not authenticated yet; the oldest is dropped
+/// to make room.
 const MAX_UNBOUND: usize = 64;
+/// How long a connection may take to authenticate.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Conn {
@@ -289,17 +418,29 @@ struct Conn {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     out_off: usize,
+    /// The handshake, until it completes.
+    auth: Option<Box<Handshake>>,
+    since: Instant,
 }
 
-/// What the service reports to the supervisor.
+/// An effect the service reports to its owner.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AbortRequest {
-    /// The rank that asked.
-    pub rank: usize,
-    /// The exit status it asked for.
-    pub code: i32,
-    /// Its message.
-    pub msg: String,
+pub enum Event {
+    /// A rank asked to stop the job.
+    Abort {
+        /// The rank.
+        rank: usize,
+        /// The exit status it asked for.
+        code: i32,
+        /// Its message.
+        msg: String,
+    },
+    /// See [`Action::FenceEnter`].
+    FenceEnter(Puts),
+    /// See [`Action::Left`].
+    Left(usize),
+    /// A connection was refused (one line, without a prefix).
+    Refused(String),
 }
 
 /// The wire-up service on its socket.
@@ -310,8 +451,10 @@ pub struct Service {
     next: ConnId,
     logic: Wireup,
     uid: u32,
+    secret: Secret,
+    context: Vec<u8>,
     actions: Vec<Action>,
-    aborts: Vec<AbortRequest>,
+    events: Vec<Event>,
 }
 
 /// What a polled descriptor of the service is.
@@ -324,8 +467,9 @@ pub enum PollTag {
 }
 
 impl Service {
-    /// Listens on the abstract socket `name` for a job of `size` ranks.
-    pub fn bind(name: &str, size: usize, secret: u64) -> io::Result<Service> {
+    /// Listens on the abstract socket `name` for the job ranks `ranks` of
+    /// job `jobid`, whose connections must prove they know `secret`.
+    pub fn bind(name: &str, ranks: Vec<usize>, jobid: u64, secret: Secret) -> io::Result<Service> {
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         let listener = UnixListener::bind_addr(&addr)?;
         listener.set_nonblocking(true)?;
@@ -333,10 +477,12 @@ impl Service {
             listener,
             conns: HashMap::new(),
             next: 1,
-            logic: Wireup::new(size, secret),
+            logic: Wireup::new(ranks),
             uid: sys::euid(),
+            secret,
+            context: pmi::auth_context(jobid),
             actions: Vec::new(),
-            aborts: Vec::new(),
+            events: Vec::new(),
         })
     }
 
@@ -351,6 +497,28 @@ impl Service {
             }
             fds.push(p);
             tags.push(PollTag::Conn(id));
+        }
+    }
+
+    /// When the next unauthenticated connection times out, if any.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.conns
+            .values()
+            .filter(|c| c.auth.is_some())
+            .map(|c| c.since + AUTH_TIMEOUT)
+            .min()
+    }
+
+    /// Drops connections that did not authenticate in time.
+    pub fn expire(&mut self, now: Instant) {
+        let late: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.auth.is_some() && now >= c.since + AUTH_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            self.refused(id, "did not authenticate in time");
         }
     }
 
@@ -370,7 +538,7 @@ impl Service {
         self.apply();
     }
 
-    /// Rank `rank`'s process ended.
+    /// Job rank `rank`'s process ended.
     pub fn rank_exited(&mut self, rank: usize) {
         // Take what it sent before it went (a Finalize, say) first.
         if let Some(conn) = self.logic.conn_of(rank) {
@@ -381,21 +549,50 @@ impl Service {
         self.apply();
     }
 
-    /// Abort requests received since the last call.
-    pub fn take_aborts(&mut self) -> Vec<AbortRequest> {
-        std::mem::take(&mut self.aborts)
+    /// The job-wide fence completed or failed.
+    pub fn fence_outcome(&mut self, o: &FenceOutcome) {
+        match o {
+            FenceOutcome::Done(puts) => self.logic.fence_done(puts, &mut self.actions),
+            FenceOutcome::Failed(why) => self.logic.fence_failed(why, &mut self.actions),
+        }
+        self.apply();
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
     }
 
     fn accept(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
-                    let unbound = self.conns.len().saturating_sub(self.logic.conns.len());
                     let same_user = sys::peer_uid(stream.as_raw_fd()).ok() == Some(self.uid);
-                    if !same_user || unbound >= MAX_UNBOUND || stream.set_nonblocking(true).is_err()
-                    {
+                    if !same_user || stream.set_nonblocking(true).is_err() {
+                        self.events
+                            .push(Event::Refused("a process of another user connected".into()));
                         continue;
                     }
+                    let unbound: Vec<(Instant, ConnId)> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.auth.is_some())
+                        .map(|(&id, c)| (c.since, id))
+                        .collect();
+                    if unbound.len() >= MAX_UNBOUND {
+                        if let Some(&(_, oldest)) = unbound.iter().min() {
+                            self.refused(oldest, "too many connections authenticating");
+                        }
+                    }
+                    let hs = match Handshake::new(
+                        &self.secret,
+                        &self.context,
+                        Role::Responder,
+                        pmi::SERVICE_ID,
+                    ) {
+                        Ok(h) => h,
+                        Err(_) => continue,
+                    };
                     let id = self.next;
                     self.next += 1;
                     self.conns.insert(
@@ -403,15 +600,71 @@ impl Service {
                         Conn {
                             stream,
                             inbuf: Vec::new(),
-                            outbuf: Vec::new(),
+                            outbuf: hs.hello().to_vec(),
                             out_off: 0,
+                            auth: Some(Box::new(hs)),
+                            since: Instant::now(),
                         },
                     );
+                    self.flush(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,
             }
         }
+    }
+
+    /// Closes a connection that failed authentication, and logs it.
+    fn refused(&mut self, id: ConnId, why: &str) {
+        self.conns.remove(&id);
+        self.events.push(Event::Refused(format!(
+            "refused a wire-up connection: {why}"
+        )));
+    }
+
+    /// Advances the handshake of `id` with what it sent; `false` when the
+    /// connection was closed.
+    fn authenticate(&mut self, id: ConnId) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return false;
+        };
+        let Some(hs) = c.auth.as_mut() else {
+            return true;
+        };
+        if hs.claimed_peer_id().is_none() {
+            if c.inbuf.len() < HELLO_LEN {
+                return true;
+            }
+            match hs.on_hello(&c.inbuf[..HELLO_LEN]) {
+                Ok(proof) => {
+                    c.outbuf.extend_from_slice(&proof);
+                    c.inbuf.drain(..HELLO_LEN);
+                }
+                Err(e) => {
+                    self.refused(id, &e.to_string());
+                    return false;
+                }
+            }
+        }
+        if c.inbuf.len() < PROOF_LEN {
+            self.flush(id);
+            return true;
+        }
+        let rank = match hs.on_proof(&c.inbuf[..PROOF_LEN]) {
+            Ok(r) => r,
+            Err(e) => {
+                self.refused(id, &e.to_string());
+                return false;
+            }
+        };
+        c.inbuf.drain(..PROOF_LEN);
+        c.auth = None;
+        self.flush(id);
+        match usize::try_from(rank) {
+            Ok(r) => self.logic.attach(id, r, &mut self.actions),
+            Err(_) => self.refused(id, "rank out of range"),
+        }
+        self.conns.contains_key(&id)
     }
 
     fn read(&mut self, id: ConnId) {
@@ -440,6 +693,24 @@ impl Service {
                 }
             }
         }
+        let was_auth = c.auth.is_some();
+        if was_auth {
+            if !self.authenticate(id) {
+                return;
+            }
+            let Some(c) = self.conns.get(&id) else {
+                return;
+            };
+            if c.auth.is_some() {
+                if eof {
+                    self.refused(id, "closed during authentication");
+                }
+                return;
+            }
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         // Handle the complete frames in order.
         let mut used = 0;
         let mut bad = false;
@@ -491,8 +762,10 @@ impl Service {
                     self.conns.remove(&id);
                 }
                 Action::Abort { rank, code, msg } => {
-                    self.aborts.push(AbortRequest { rank, code, msg })
+                    self.events.push(Event::Abort { rank, code, msg })
                 }
+                Action::FenceEnter(p) => self.events.push(Event::FenceEnter(p)),
+                Action::Left(r) => self.events.push(Event::Left(r)),
             }
         }
     }
@@ -530,11 +803,9 @@ fn pollin(fd: RawFd) -> libc::pollfd {
 mod tests {
     use super::*;
 
-    const S: u64 = 42;
-
-    fn hello(w: &mut Wireup, conn: ConnId, rank: u32) -> Vec<Action> {
+    fn hello(w: &mut Wireup, conn: ConnId, rank: usize) -> Vec<Action> {
         let mut out = Vec::new();
-        w.request(conn, Request::Hello { rank, secret: S }, &mut out);
+        w.attach(conn, rank, &mut out);
         out
     }
 
@@ -552,11 +823,28 @@ mod tests {
         matches!(a, Action::Reply(x, OwnedReply::Error(_)) if *x == c)
     }
 
+    /// Runs the job-wide fence of a one-node job on `out`'s FenceEnter.
+    fn complete(w: &mut Wireup, out: &[Action]) -> Vec<Action> {
+        let mut g = GlobalFence::new(1);
+        let mut res = Vec::new();
+        for a in out {
+            if let Action::FenceEnter(p) = a {
+                for (_, o) in g.enter(0, p.clone()) {
+                    match o {
+                        FenceOutcome::Done(p) => w.fence_done(&p, &mut res),
+                        FenceOutcome::Failed(m) => w.fence_failed(&m, &mut res),
+                    }
+                }
+            }
+        }
+        res
+    }
+
     #[test]
     fn put_fence_get() {
-        let mut w = Wireup::new(2, S);
-        assert_eq!(hello(&mut w, 10, 0), [ok(10)]);
-        assert_eq!(hello(&mut w, 11, 1), [ok(11)]);
+        let mut w = Wireup::new(vec![0, 1]);
+        assert_eq!(hello(&mut w, 10, 0), []);
+        assert_eq!(hello(&mut w, 11, 1), []);
         let put = |k, v| Request::Put { key: k, value: v };
         assert_eq!(req(&mut w, 10, put("a", b"0")), [ok(10)]);
         // Not visible before the fence, not even to its writer.
@@ -566,7 +854,15 @@ mod tests {
         );
         assert_eq!(req(&mut w, 10, Request::Fence), []);
         assert_eq!(req(&mut w, 11, put("b", b"1")), [ok(11)]);
-        let done = req(&mut w, 11, Request::Fence);
+        let enter = req(&mut w, 11, Request::Fence);
+        assert_eq!(
+            enter,
+            [Action::FenceEnter(vec![
+                ("a".into(), b"0".to_vec()),
+                ("b".into(), b"1".to_vec())
+            ])]
+        );
+        let done = complete(&mut w, &enter);
         assert_eq!(done.len(), 2);
         assert!(done.contains(&Action::Reply(10, OwnedReply::FenceDone)));
         assert!(done.contains(&Action::Reply(11, OwnedReply::FenceDone)));
@@ -579,86 +875,82 @@ mod tests {
         // A second epoch replaces values.
         assert_eq!(req(&mut w, 10, put("a", b"new")), [ok(10)]);
         assert_eq!(req(&mut w, 10, Request::Fence), []);
-        assert_eq!(req(&mut w, 11, Request::Fence).len(), 2);
+        let enter = req(&mut w, 11, Request::Fence);
+        assert_eq!(complete(&mut w, &enter).len(), 2);
         assert_eq!(
             req(&mut w, 11, Request::Get { key: "a" }),
             [Action::Reply(11, OwnedReply::Value(b"new".to_vec()))]
         );
         assert_eq!(w.stored, "a".len() + 3 + "b".len() + 1);
-        assert_eq!(req(&mut w, 10, Request::Finalize), [ok(10)]);
-        assert_eq!(req(&mut w, 11, Request::Finalize), [ok(11)]);
+        assert_eq!(
+            req(&mut w, 10, Request::Finalize),
+            [Action::Left(0), ok(10)]
+        );
     }
 
     #[test]
-    fn bad_hellos_are_refused_and_closed() {
-        let mut w = Wireup::new(2, S);
-        let out = req(
-            &mut w,
-            1,
-            Request::Hello {
-                rank: 0,
-                secret: S + 1,
-            },
-        );
-        assert!(is_error_for(&out[0], 1) && out[1] == Action::Close(1));
-        let out = hello(&mut w, 2, 2);
+    fn unknown_and_twice_attached_ranks_are_refused() {
+        let mut w = Wireup::new(vec![3, 5]);
+        let out = hello(&mut w, 2, 4);
         assert!(is_error_for(&out[0], 2) && out[1] == Action::Close(2));
         let out = req(&mut w, 3, Request::Fence);
         assert!(is_error_for(&out[0], 3) && out[1] == Action::Close(3));
-        assert_eq!(hello(&mut w, 4, 0), [ok(4)]);
-        let out = hello(&mut w, 5, 0);
+        assert_eq!(hello(&mut w, 4, 5), []);
+        let out = hello(&mut w, 5, 5);
         assert!(is_error_for(&out[0], 5) && out[1] == Action::Close(5));
-        // Hello twice on one connection: the rank is gone.
-        let out = hello(&mut w, 4, 0);
-        assert!(is_error_for(&out[0], 4) && out[1] == Action::Close(4));
-        assert_eq!(w.slots[0], Slot::Gone);
+        assert_eq!(w.conn_of(5), Some(4));
     }
 
     #[test]
-    fn a_fence_fails_when_a_rank_leaves() {
-        let mut w = Wireup::new(3, S);
+    fn the_global_fence_merges_nodes_and_fails_when_a_rank_leaves() {
+        let mut g = GlobalFence::new(2);
+        assert!(g.enter(0, vec![("a".into(), vec![1])]).is_empty());
+        let out = g.enter(1, vec![("b".into(), vec![2])]);
+        assert_eq!(out.len(), 2);
+        let FenceOutcome::Done(p) = &out[0].1 else {
+            panic!("{out:?}")
+        };
+        assert_eq!(p.len(), 2);
+        // Node 0 enters; a rank of node 1 leaves: node 0's fence fails.
+        assert!(g.enter(0, Vec::new()).is_empty());
+        let out = g.left(3);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 0);
+        assert!(matches!(&out[0].1, FenceOutcome::Failed(m) if m.contains("rank 3")));
+        // Later fences fail at once.
+        let out = g.enter(1, Vec::new());
+        assert!(matches!(&out[..], [(1, FenceOutcome::Failed(_))]));
+        // Out of range nodes are ignored.
+        assert!(g.enter(9, Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn leaving_is_reported_once() {
+        let mut w = Wireup::new(vec![0, 1, 2]);
         hello(&mut w, 1, 0);
         hello(&mut w, 2, 1);
         assert_eq!(req(&mut w, 1, Request::Fence), []);
-        // Rank 2 never connected and exits: rank 0's fence fails.
+        // Rank 2 never connected and exits.
         let mut out = Vec::new();
         w.rank_exited(2, &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(is_error_for(&out[0], 1));
-        // Later fences fail at once, and the connection stays usable.
+        assert_eq!(out[0], Action::Left(2));
+        assert!(is_error_for(&out[1], 1), "{out:?}");
+        out.clear();
+        w.rank_exited(2, &mut out);
+        assert!(out.is_empty());
+        // Later fences fail at once.
         let out = req(&mut w, 2, Request::Fence);
-        assert!(is_error_for(&out[0], 2));
+        assert!(is_error_for(&out[0], 2), "{out:?}");
+        // The connection stays usable.
         assert_eq!(
-            req(&mut w, 2, Request::Get { key: "x" }),
-            [Action::Reply(2, OwnedReply::NotFound)]
+            req(&mut w, 1, Request::Get { key: "x" }),
+            [Action::Reply(1, OwnedReply::NotFound)]
         );
-    }
-
-    #[test]
-    fn disconnect_and_finalize_doom_fences() {
-        let mut w = Wireup::new(2, S);
-        hello(&mut w, 1, 0);
-        hello(&mut w, 2, 1);
-        req(&mut w, 1, Request::Fence);
-        let mut out = Vec::new();
-        w.disconnected(2, &mut out);
-        assert!(is_error_for(&out[0], 1));
-
-        let mut w = Wireup::new(2, S);
-        hello(&mut w, 1, 0);
-        hello(&mut w, 2, 1);
-        req(&mut w, 1, Request::Fence);
-        let out = req(&mut w, 2, Request::Finalize);
-        assert_eq!(out[0], ok(2));
-        assert!(is_error_for(&out[1], 1));
-        // After finalize, requests are refused.
-        let out = req(&mut w, 2, Request::Get { key: "k" });
-        assert!(is_error_for(&out[0], 2));
     }
 
     #[test]
     fn abort_is_reported() {
-        let mut w = Wireup::new(1, S);
+        let mut w = Wireup::new(vec![0]);
         hello(&mut w, 1, 0);
         assert_eq!(
             req(
@@ -682,7 +974,7 @@ mod tests {
 
     #[test]
     fn the_store_is_bounded() {
-        let mut w = Wireup::new(1, S);
+        let mut w = Wireup::new(vec![0]);
         hello(&mut w, 1, 0);
         let v = vec![0u8; wire::MAX_VALUE];
         let mut full = false;
@@ -696,5 +988,64 @@ mod tests {
         }
         assert!(full);
         assert!(w.stored <= MAX_STORE);
+    }
+
+    #[test]
+    fn the_service_authenticates_and_refuses_strangers() {
+        use dos_transport::auth::handshake;
+        let secret = Secret::generate().unwrap();
+        let name = format!("dos-test-svc-{}", std::process::id());
+        let mut svc = Service::bind(&name, vec![0], 7, secret.clone()).unwrap();
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let drive = |svc: &mut Service| {
+            for _ in 0..20 {
+                let (mut fds, mut tags) = (Vec::new(), Vec::new());
+                svc.poll_fds(&mut fds, &mut tags);
+                sys::poll(&mut fds, 10).unwrap();
+                for (p, t) in fds.iter().zip(tags) {
+                    if p.revents != 0 {
+                        svc.ready(t, p.revents);
+                    }
+                }
+            }
+        };
+        // Garbage, a truncated hello, a wrong secret.
+        let mut g = UnixStream::connect_addr(&addr).unwrap();
+        g.write_all(&[0xff; 100]).unwrap();
+        let mut t = UnixStream::connect_addr(&addr).unwrap();
+        t.write_all(b"dosH\x01").unwrap();
+        drop(t);
+        let wrong = Secret::generate().unwrap();
+        let ctx = pmi::auth_context(7);
+        let th = std::thread::spawn(move || {
+            let mut s = UnixStream::connect_addr(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let bad = handshake(&mut s, &wrong, &ctx, Role::Initiator, 0);
+            let mut s = UnixStream::connect_addr(&addr).unwrap();
+            let good = handshake(&mut s, &secret, &ctx, Role::Initiator, 0);
+            let mut f = Vec::new();
+            Request::Get { key: "k" }.encode(&mut f).unwrap();
+            s.write_all(&f).unwrap();
+            let mut r = [0u8; 8];
+            s.read_exact(&mut r).unwrap();
+            (bad.is_err(), good.ok(), r[3])
+        });
+        for _ in 0..10 {
+            drive(&mut svc);
+            if th.is_finished() {
+                break;
+            }
+        }
+        let (bad, good, kind) = th.join().unwrap();
+        assert!(bad);
+        assert_eq!(good, Some(pmi::SERVICE_ID));
+        assert_eq!(kind, wire::kind::NOT_FOUND);
+        let refused = svc
+            .take_events()
+            .into_iter()
+            .filter(|e| matches!(e, Event::Refused(_)))
+            .count();
+        assert_eq!(refused, 3);
+        drop(g);
     }
 }

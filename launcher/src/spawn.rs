@@ -14,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use dos::pmi;
+use dos::pmi::{self, Secret};
 
 use crate::bind::CpuMask;
 use crate::plan::Placement;
@@ -150,18 +150,21 @@ impl fmt::Display for SpawnError {
 
 impl Launcher {
     /// Variables common to every rank of a job, in the order they are set.
+    /// The secret goes in the environment only: never on a command line.
     pub fn job_env(
         size: usize,
+        nnodes: usize,
         jobid: u64,
         pmi_name: &str,
-        secret: u64,
+        secret: &Secret,
         shm_fd: Option<RawFd>,
     ) -> Vec<(OsString, OsString)> {
         let mut v: Vec<(OsString, OsString)> = vec![
             (pmi::ENV_SIZE.into(), size.to_string().into()),
+            (pmi::ENV_NNODES.into(), nnodes.to_string().into()),
             (pmi::ENV_JOBID.into(), pmi::format_hex64(jobid).into()),
             (pmi::ENV_PMI_ADDR.into(), format!("@{pmi_name}").into()),
-            (pmi::ENV_PMI_SECRET.into(), pmi::format_hex64(secret).into()),
+            (pmi::ENV_JOB_SECRET.into(), secret.to_hex().into()),
         ];
         if let Some(fd) = shm_fd {
             v.push((pmi::ENV_SHM_FD.into(), fd.to_string().into()));

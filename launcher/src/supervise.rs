@@ -10,7 +10,7 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::pmi_server::{AbortRequest, PollTag, Service};
+use crate::pmi_server::{Event, GlobalFence, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
 use crate::sys::{self, ExitCause, SignalFd};
@@ -89,6 +89,7 @@ pub struct Supervisor {
     stdin: Option<StdinRelay>,
     signals: SignalFd,
     service: Service,
+    fence: GlobalFence,
     tag_output: bool,
     grace: Duration,
     timeout: Option<Duration>,
@@ -115,6 +116,7 @@ impl Supervisor {
             stdin: None,
             signals,
             service,
+            fence: GlobalFence::new(1),
             tag_output,
             grace,
             timeout,
@@ -227,18 +229,25 @@ impl Supervisor {
             self.kill_at = None;
             self.kill_all(libc::SIGKILL);
         }
+        self.service.expire(now);
+        self.service_events();
     }
 
     fn poll_timeout(&self, now: Instant) -> i32 {
-        [self.timeout_at, self.kill_at, self.drain_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .map_or(-1, |t| {
-                let d = t.saturating_duration_since(now);
-                // Round up so that the deadline has passed when poll returns.
-                d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
-            })
+        [
+            self.timeout_at,
+            self.kill_at,
+            self.drain_until,
+            self.service.deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map_or(-1, |t| {
+            let d = t.saturating_duration_since(now);
+            // Round up so that the deadline has passed when poll returns.
+            d.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+        })
     }
 
     fn poll_set(&self, fds: &mut Vec<libc::pollfd>, tags: &mut Vec<Tag>) {
@@ -293,7 +302,7 @@ impl Supervisor {
             }
             Tag::Service(t) => {
                 self.service.ready(t, revents);
-                self.take_aborts();
+                self.service_events();
             }
             Tag::Exit(rank) => self.on_exit(rank),
             Tag::Output(i) => self.on_output(i),
@@ -354,28 +363,56 @@ impl Supervisor {
         }
         // An abort it sent just before exiting takes precedence.
         self.service.rank_exited(rank);
-        self.take_aborts();
+        self.service_events();
         if !cause.success() {
             self.stop(Cause::RankFailed(cause), line);
         }
     }
 
-    fn take_aborts(&mut self) {
-        for AbortRequest { rank, code, msg } in self.service.take_aborts() {
-            let (pid, host) = self
-                .ranks
-                .get(rank)
-                .map_or((0, "?"), |r| (r.pid, r.host.as_str()));
-            let msg: String = msg
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
-            let code = if (1..=255).contains(&code) { code } else { 1 };
-            let line = format!(
-                "dosrun: rank {rank} (pid {pid}) on host {host} called abort with code {code}: {msg}; stopping the job"
-            );
-            self.stop(Cause::Abort(code), line);
+    /// Handles what the wire-up service reported.
+    fn service_events(&mut self) {
+        loop {
+            let events = self.service.take_events();
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                match e {
+                    Event::Abort { rank, code, msg } => self.on_abort(rank, code, &msg),
+                    Event::FenceEnter(puts) => {
+                        for (_, o) in self.fence.enter(0, puts) {
+                            self.service.fence_outcome(&o);
+                        }
+                    }
+                    Event::Left(rank) => {
+                        for (_, o) in self.fence.left(rank) {
+                            self.service.fence_outcome(&o);
+                        }
+                    }
+                    // Ranks killed while they authenticate are no news.
+                    Event::Refused(_) if self.cause.is_some() => {}
+                    Event::Refused(why) => {
+                        self.sinks[1].push(format!("dosrun: {why}\n").as_bytes());
+                    }
+                }
+            }
         }
+    }
+
+    fn on_abort(&mut self, rank: usize, code: i32, msg: &str) {
+        let (pid, host) = self
+            .ranks
+            .get(rank)
+            .map_or((0, "?"), |r| (r.pid, r.host.as_str()));
+        let msg: String = msg
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        let code = if (1..=255).contains(&code) { code } else { 1 };
+        let line = format!(
+            "dosrun: rank {rank} (pid {pid}) on host {host} called abort with code {code}: {msg}; stopping the job"
+        );
+        self.stop(Cause::Abort(code), line);
     }
 
     fn on_output(&mut self, i: usize) {

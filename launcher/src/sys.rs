@@ -427,6 +427,13 @@ pub fn strerror(e: i32) -> String {
         .into_owned()
 }
 
+/// Number of CPUs online on this machine (at least 1).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,11 +477,4 @@ mod tests {
         assert_eq!(child.wait().unwrap().code(), Some(7));
         assert!(peek_exit(pid).is_err());
     }
-}
-
-/// Number of CPUs online on this machine (at least 1).
-pub fn online_cpus() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    usize::try_from(n).unwrap_or(1).max(1)
 }

@@ -276,15 +276,17 @@ fn exports_and_wiring_variables() {
         "2",
         "sh",
         "-c",
-        "echo $DOS_JOBID $DOS_PMI_ADDR $DOS_SHM_FD",
+        "echo $DOS_JOBID $DOS_PMI_ADDR $DOS_SHM_FD $DOS_NNODES ${#DOS_JOB_SECRET} ${DOS_NODE_ADDR:-none}",
     ]);
     let lines = sorted_lines(&r.stdout);
     assert_eq!(lines[0], lines[1], "one job id, address and fd for all");
     let f: Vec<&str> = lines[0].split(' ').collect();
     assert_eq!(f[0].len(), 16);
     assert!(f[0].bytes().all(|b| b.is_ascii_hexdigit()));
-    assert_eq!(f[1], format!("@dos-{}-pmi", f[0]));
+    assert_eq!(f[1], format!("@dos-{}-0-pmi", f[0]));
     assert!(f[2].parse::<i32>().unwrap() > 2);
+    // One node; a 256-bit secret; no network address for a single node.
+    assert_eq!(&f[3..], ["1", "64", "none"]);
 }
 
 #[test]

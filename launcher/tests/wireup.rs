@@ -55,6 +55,20 @@ fn garbage_connections_are_closed_and_the_job_goes_on() {
     let r = run(&["-n", "3", probe(), "garbage"]);
     assert_eq!(r.code(), 0, "{r:?}");
     expect_sums(3, &r.stdout);
+    // Each refused connection is logged once: garbage and a wrong secret per rank.
+    let lines = r.dosrun_lines();
+    assert_eq!(lines.len(), 6, "{r:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("dosrun: refused a wire-up connection: ")),
+        "{r:?}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("wrong proof")).count(),
+        3,
+        "{r:?}"
+    );
 }
 
 #[test]

@@ -1,27 +1,37 @@
 //! The rank side of the wire-up service: one blocking connection to `dosrun`.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::os::fd::RawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
+use std::time::Duration;
+
+use dos_transport::auth::{self, Role, Secret};
 
 use super::wire::{self, Header, Reply, Request, HEADER_LEN};
 use super::{
-    parse_hex64, ENV_JOBID, ENV_LOCAL_RANK, ENV_LOCAL_SIZE, ENV_NODE_ID, ENV_PMI_ADDR,
-    ENV_PMI_SECRET, ENV_RANK, ENV_SHM_FD, ENV_SIZE,
+    auth_context, parse_hex64, ENV_JOBID, ENV_JOB_SECRET, ENV_LOCAL_RANK, ENV_LOCAL_SIZE,
+    ENV_NNODES, ENV_NODE_ADDR, ENV_NODE_ID, ENV_PMI_ADDR, ENV_RANK, ENV_SHM_FD, ENV_SIZE,
+    SERVICE_ID,
 };
 use crate::{Error, Result};
 
+/// How long the authentication of the wire-up connection may take.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What the launcher told this rank through the environment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 struct Wiring {
     rank: usize,
     size: usize,
     local_rank: usize,
     local_size: usize,
     node_id: usize,
+    nnodes: usize,
+    node_addr: Option<IpAddr>,
     jobid: u64,
-    secret: u64,
+    secret: Secret,
     addr: String,
     shm_fd: Option<RawFd>,
 }
@@ -50,8 +60,20 @@ impl Wiring {
             local_rank: num(ENV_LOCAL_RANK)?,
             local_size: num(ENV_LOCAL_SIZE)?,
             node_id: num(ENV_NODE_ID)?,
+            nnodes: match lookup(ENV_NNODES) {
+                None => 1,
+                Some(_) => num(ENV_NNODES)?,
+            },
+            node_addr: match lookup(ENV_NODE_ADDR) {
+                None => None,
+                Some(s) => Some(
+                    s.parse::<IpAddr>()
+                        .map_err(|_| env(ENV_NODE_ADDR, "not an IP address"))?,
+                ),
+            },
             jobid: hex(ENV_JOBID)?,
-            secret: hex(ENV_PMI_SECRET)?,
+            secret: Secret::from_hex(&need(ENV_JOB_SECRET)?)
+                .map_err(|_| env(ENV_JOB_SECRET, "not 32 to 128 hex digits"))?,
             addr,
             shm_fd: match lookup(ENV_SHM_FD) {
                 None => None,
@@ -71,6 +93,12 @@ impl Wiring {
                 ENV_LOCAL_RANK,
                 "local rank out of range of DOS_LOCAL_SIZE",
             ));
+        }
+        if w.nnodes == 0 {
+            return Err(env(ENV_NNODES, "must be at least 1"));
+        }
+        if w.node_id >= w.nnodes {
+            return Err(env(ENV_NODE_ID, "node id out of range of DOS_NNODES"));
         }
         if u32::try_from(w.rank).is_err() {
             return Err(env(ENV_RANK, "rank too large"));
@@ -137,14 +165,35 @@ impl Client {
             finalized: false,
             w,
         };
-        let hello = Request::Hello {
-            rank: c.w.rank as u32,
-            secret: c.w.secret,
+        c.authenticate()?;
+        Ok(c)
+    }
+
+    /// Proves to the service that this rank holds the job's secret (and
+    /// checks that the service holds it too).
+    fn authenticate(&mut self) -> Result<()> {
+        let io = |source| Error::Wireup {
+            op: "authenticate",
+            source,
         };
-        match c.call("hello", hello)? {
-            Answer::Ok => Ok(c),
-            _ => Err(unexpected()),
+        self.stream
+            .set_read_timeout(Some(AUTH_TIMEOUT))
+            .map_err(io)?;
+        let ctx = auth_context(self.w.jobid);
+        let peer = auth::handshake(
+            &mut self.stream,
+            &self.w.secret,
+            &ctx,
+            Role::Initiator,
+            self.w.rank as u64,
+        )?;
+        if peer != SERVICE_ID {
+            return Err(Error::WireupProtocol {
+                reason: "the wire-up service presented an unexpected id",
+            });
         }
+        self.stream.set_read_timeout(None).map_err(io)?;
+        Ok(())
     }
 
     /// This rank (`DOS_RANK`).
@@ -170,6 +219,23 @@ impl Client {
     /// Index of this node in the job (`DOS_NODE_ID`).
     pub fn node_id(&self) -> usize {
         self.w.node_id
+    }
+
+    /// Number of nodes of the job (`DOS_NNODES`).
+    pub fn nnodes(&self) -> usize {
+        self.w.nnodes
+    }
+
+    /// The IP address of this node on the job's network (`DOS_NODE_ADDR`),
+    /// for listeners other nodes connect to; `None` in a single-node job.
+    pub fn node_addr(&self) -> Option<IpAddr> {
+        self.w.node_addr
+    }
+
+    /// The job's secret (`DOS_JOB_SECRET`), which every connection between
+    /// processes of the job must prove knowledge of.
+    pub fn job_secret(&self) -> Option<&Secret> {
+        Some(&self.w.secret)
     }
 
     /// The job's id (`DOS_JOBID`).
@@ -325,9 +391,10 @@ mod tests {
         ("DOS_LOCAL_SIZE", "4"),
         ("DOS_NODE_ID", "0"),
         ("DOS_JOBID", "00000000000000ab"),
-        ("DOS_PMI_SECRET", "0123456789abcdef"),
+        ("DOS_JOB_SECRET", SECRET_HEX),
         ("DOS_SHM_FD", "3"),
     ];
+    const SECRET_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
     fn with(over: &[(&'static str, Option<&'static str>)]) -> Result<Option<Wiring>> {
         let mut m: Vec<(&str, &str)> = GOOD.to_vec();
@@ -344,14 +411,25 @@ mod tests {
     fn parses_the_launcher_environment() {
         let w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
         assert_eq!((w.rank, w.size, w.local_rank, w.local_size), (2, 4, 2, 4));
-        assert_eq!((w.jobid, w.secret), (0xab, 0x0123_4567_89ab_cdef));
+        assert_eq!(w.jobid, 0xab);
+        assert_eq!(w.secret.to_hex(), SECRET_HEX);
         assert_eq!(w.shm_fd, Some(3));
+        assert_eq!((w.nnodes, w.node_addr), (1, None));
+        let w = with(&[
+            ("DOS_NNODES", Some("3")),
+            ("DOS_NODE_ID", Some("2")),
+            ("DOS_NODE_ADDR", Some("198.18.0.3")),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(w.nnodes, 3);
+        assert_eq!(w.node_addr, Some("198.18.0.3".parse().unwrap()));
         assert_eq!(with(&[("DOS_SHM_FD", None)]).unwrap().unwrap().shm_fd, None);
     }
 
     #[test]
     fn no_launcher_is_none() {
-        assert_eq!(Wiring::parse(vars(&[("DOS_RANK", "0")])).unwrap(), None);
+        assert!(Wiring::parse(vars(&[("DOS_RANK", "0")])).unwrap().is_none());
     }
 
     #[test]
@@ -364,7 +442,18 @@ mod tests {
         assert_eq!(var_of(with(&[("DOS_RANK", Some("4"))])), "DOS_RANK");
         assert_eq!(var_of(with(&[("DOS_SIZE", None)])), "DOS_SIZE");
         assert_eq!(var_of(with(&[("DOS_JOBID", Some("zz"))])), "DOS_JOBID");
-        assert_eq!(var_of(with(&[("DOS_PMI_SECRET", None)])), "DOS_PMI_SECRET");
+        assert_eq!(var_of(with(&[("DOS_JOB_SECRET", None)])), "DOS_JOB_SECRET");
+        // 64 bits are not a job secret any more.
+        assert_eq!(
+            var_of(with(&[("DOS_JOB_SECRET", Some("0123456789abcdef"))])),
+            "DOS_JOB_SECRET"
+        );
+        assert_eq!(var_of(with(&[("DOS_NNODES", Some("0"))])), "DOS_NNODES");
+        assert_eq!(var_of(with(&[("DOS_NODE_ID", Some("1"))])), "DOS_NODE_ID");
+        assert_eq!(
+            var_of(with(&[("DOS_NODE_ADDR", Some("host"))])),
+            "DOS_NODE_ADDR"
+        );
         assert_eq!(var_of(with(&[("DOS_SHM_FD", Some("-1"))])), "DOS_SHM_FD");
         assert_eq!(var_of(with(&[("DOS_PMI_ADDR", Some("@"))])), "DOS_PMI_ADDR");
         assert_eq!(
@@ -390,7 +479,18 @@ mod tests {
         let a = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let l = UnixListener::bind_addr(&a).unwrap();
         let server = std::thread::spawn(move || {
+            // A stranger with the wrong secret is refused by the client.
             let (mut s, _) = l.accept().unwrap();
+            let wrong = Secret::from_bytes(&[7; 32]).unwrap();
+            let ctx = auth_context(0xab);
+            assert!(auth::handshake(&mut s, &wrong, &ctx, Role::Responder, SERVICE_ID).is_err());
+            drop(s);
+            let (mut s, _) = l.accept().unwrap();
+            let secret = Secret::from_hex(SECRET_HEX).unwrap();
+            assert_eq!(
+                auth::handshake(&mut s, &secret, &ctx, Role::Responder, SERVICE_ID).unwrap(),
+                2
+            );
             let mut expect = |want: Request<'_>, reply: Reply<'_>| {
                 let mut hdr = [0u8; HEADER_LEN];
                 s.read_exact(&mut hdr).unwrap();
@@ -402,13 +502,6 @@ mod tests {
                 reply.encode(&mut out).unwrap();
                 s.write_all(&out).unwrap();
             };
-            expect(
-                Request::Hello {
-                    rank: 2,
-                    secret: 0x0123_4567_89ab_cdef,
-                },
-                Reply::Ok,
-            );
             expect(
                 Request::Put {
                     key: "a",
@@ -424,7 +517,9 @@ mod tests {
         });
         let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
         w.addr = format!("@{name}");
+        assert!(Client::connect(w.clone()).is_err());
         let mut c = Client::connect(w).unwrap();
+        assert_eq!(c.job_secret().unwrap().to_hex(), SECRET_HEX);
         assert_eq!((c.rank(), c.size(), c.jobid()), (2, 4, 0xab));
         c.put("a", b"1").unwrap();
         c.fence().unwrap();

@@ -18,10 +18,18 @@
 //! | `DOS_RANK`, `DOS_SIZE` | rank in the job, number of ranks |
 //! | `DOS_LOCAL_RANK`, `DOS_LOCAL_SIZE` | rank among the ranks of its node, their number |
 //! | `DOS_NODE_ID` | index of the rank's node in the job |
+//! | `DOS_NNODES` | number of nodes of the job (1 when unset) |
+//! | `DOS_NODE_ADDR` | IP address of the rank's node on the job's network (multi-node jobs only) |
 //! | `DOS_JOBID` | the job's id: 16 hex digits |
 //! | `DOS_PMI_ADDR` | the wire-up service: `@name` is an abstract Unix socket |
-//! | `DOS_PMI_SECRET` | 16 hex digits every connection presents in its `Hello` |
+//! | `DOS_JOB_SECRET` | the job's secret ([`Secret`], 256 bits as hex) |
 //! | `DOS_SHM_FD` | descriptor number of the node's shared segment (a memfd) |
+//!
+//! The secret is only ever passed in the environment (never on a command
+//! line, never sent over a connection). Every connection of the job proves
+//! that it knows it with the HMAC challenge-response of
+//! [`dos_transport::auth`]; on the wire-up connection the context is
+//! [`auth_context`], the rank's id its rank and the service's [`SERVICE_ID`].
 //!
 //! A program started without `dosrun` has no `DOS_PMI_ADDR`;
 //! [`Client::from_env`] then returns `Ok(None)`.
@@ -38,6 +46,7 @@ mod client;
 pub mod wire;
 
 pub use client::Client;
+pub use dos_transport::auth::Secret;
 
 /// Rank of the process in the job.
 pub const ENV_RANK: &str = "DOS_RANK";
@@ -49,21 +58,35 @@ pub const ENV_LOCAL_RANK: &str = "DOS_LOCAL_RANK";
 pub const ENV_LOCAL_SIZE: &str = "DOS_LOCAL_SIZE";
 /// Index of the node in the job.
 pub const ENV_NODE_ID: &str = "DOS_NODE_ID";
+/// Number of nodes of the job.
+pub const ENV_NNODES: &str = "DOS_NNODES";
+/// IP address of this node on the job's network (multi-node jobs).
+pub const ENV_NODE_ADDR: &str = "DOS_NODE_ADDR";
 /// The job's id, 16 hex digits.
 pub const ENV_JOBID: &str = "DOS_JOBID";
 /// Address of the wire-up service (`@name`: abstract Unix socket).
 pub const ENV_PMI_ADDR: &str = "DOS_PMI_ADDR";
-/// The job's wire-up secret, 16 hex digits.
-pub const ENV_PMI_SECRET: &str = "DOS_PMI_SECRET";
+/// The job's secret, as hex ([`Secret::to_hex`]).
+pub const ENV_JOB_SECRET: &str = "DOS_JOB_SECRET";
 /// Descriptor number of the node's inherited shared segment.
 pub const ENV_SHM_FD: &str = "DOS_SHM_FD";
 
-/// The abstract socket name of job `jobid`'s wire-up service (without the `@`).
-pub fn socket_name(jobid: u64) -> String {
-    format!("dos-{jobid:016x}-pmi")
+/// The authenticated id of the wire-up service (ranks use their rank).
+pub const SERVICE_ID: u64 = u64::MAX;
+
+/// The handshake context of job `jobid`'s wire-up connections: binds a
+/// proof to this protocol, its version and the job.
+pub fn auth_context(jobid: u64) -> Vec<u8> {
+    format!("dos-pmi-v{}:{jobid:016x}", wire::VERSION).into_bytes()
 }
 
-/// Formats a job id or secret as `DOS_JOBID`/`DOS_PMI_SECRET` carry it.
+/// The abstract socket name of the wire-up service of node `node` of job
+/// `jobid` (without the `@`).
+pub fn socket_name(jobid: u64, node: usize) -> String {
+    format!("dos-{jobid:016x}-{node}-pmi")
+}
+
+/// Formats a job id as `DOS_JOBID` carries it.
 pub fn format_hex64(v: u64) -> String {
     format!("{v:016x}")
 }
@@ -89,6 +112,7 @@ mod tests {
         assert_eq!(parse_hex64("+1"), None);
         assert_eq!(parse_hex64("12345678901234567"), None);
         assert_eq!(parse_hex64("xyz"), None);
-        assert_eq!(socket_name(0xab), "dos-00000000000000ab-pmi");
+        assert_eq!(socket_name(0xab, 2), "dos-00000000000000ab-2-pmi");
+        assert_ne!(auth_context(1), auth_context(2));
     }
 }

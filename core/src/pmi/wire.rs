@@ -5,8 +5,8 @@
 //! ```text
 //! offset  size  field
 //!      0     2  magic, b"DW"
-//!      2     1  version, VERSION (1)
-//!      3     1  kind: 0x01..=0x06 requests, 0x81..=0x85 replies
+//!      2     1  version, VERSION (2)
+//!      3     1  kind: 0x02..=0x06 requests, 0x81..=0x85 replies
 //!      4     4  len: body length, u32 little-endian, at most MAX_BODY
 //! ```
 //!
@@ -14,7 +14,6 @@
 //!
 //! | kind | frame | body |
 //! | --- | --- | --- |
-//! | 0x01 | `Hello` | rank u32, secret u64 |
 //! | 0x02 | `Put` | key_len u16, key, value_len u32, value |
 //! | 0x03 | `Fence` | empty |
 //! | 0x04 | `Get` | key_len u16, key |
@@ -26,6 +25,13 @@
 //! | 0x84 | `FenceDone` | empty |
 //! | 0x85 | `Error` | message (the whole body) |
 //!
+//! Frames start after the connection's authentication: the rank and the
+//! service first run the HMAC challenge-response of
+//! [`dos_transport::auth`] with the job's secret and the context
+//! [`super::auth_context`] (the rank's id is its rank, the service's
+//! [`super::SERVICE_ID`]). Version 1 had a `Hello` frame (0x01) carrying a
+//! 64-bit secret in clear; that kind is now unknown.
+//!
 //! Decoding never panics and never allocates: a short, oversized or malformed
 //! frame is an [`Error::WireupProtocol`].
 
@@ -34,7 +40,7 @@ use crate::{Error, Result};
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"DW";
 /// Protocol version carried in every header.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
 /// Largest body accepted; a larger length is rejected before any allocation.
@@ -48,8 +54,6 @@ pub const MAX_VALUE: usize = MAX_BODY - 2 - MAX_KEY - 4;
 
 /// Frame kinds.
 pub mod kind {
-    /// `Hello` request.
-    pub const HELLO: u8 = 0x01;
     /// `Put` request.
     pub const PUT: u8 = 0x02;
     /// `Fence` request.
@@ -138,13 +142,6 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<(Header, &[u8], usize)>> {
 /// A request from a rank to the wire-up service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'a> {
-    /// First frame of every connection: who the rank is, and the job's secret.
-    Hello {
-        /// The rank.
-        rank: u32,
-        /// `DOS_PMI_SECRET`.
-        secret: u64,
-    },
     /// Publishes `value` under `key`, visible after the next fence.
     Put {
         /// The key, at most [`MAX_KEY`] bytes.
@@ -190,11 +187,6 @@ impl Request<'_> {
     /// field exceeds its limit.
     pub fn encode(&self, out: &mut Vec<u8>) -> Result<()> {
         match *self {
-            Request::Hello { rank, secret } => {
-                Header::encode(kind::HELLO, 12, out);
-                out.extend_from_slice(&rank.to_le_bytes());
-                out.extend_from_slice(&secret.to_le_bytes());
-            }
             Request::Put { key, value } => {
                 check_key("put", key)?;
                 if value.len() > MAX_VALUE {
@@ -242,10 +234,6 @@ impl<'a> Request<'a> {
         }
         let mut r = Reader(body);
         let req = match h.kind {
-            kind::HELLO => Request::Hello {
-                rank: r.u32()?,
-                secret: r.u64()?,
-            },
             kind::PUT => {
                 let key = r.key()?;
                 let n = r.u32()? as usize;
@@ -333,7 +321,7 @@ impl<'a> Reply<'a> {
                 }
                 Ok(Reply::Error(utf8(body)?))
             }
-            kind::HELLO..=kind::FINALIZE => Err(bad("request where a reply was expected")),
+            kind::PUT..=kind::FINALIZE => Err(bad("request where a reply was expected")),
             _ => Err(bad("unknown frame kind")),
         }
     }
@@ -385,10 +373,6 @@ impl<'a> Reader<'a> {
         self.array().map(i32::from_le_bytes)
     }
 
-    fn u64(&mut self) -> Result<u64> {
-        self.array().map(u64::from_le_bytes)
-    }
-
     fn key(&mut self) -> Result<&'a str> {
         let n = u16::from_le_bytes(self.array()?) as usize;
         if n == 0 || n > MAX_KEY {
@@ -438,66 +422,51 @@ mod tests {
     #[test]
     fn golden_requests() {
         assert_eq!(
-            req_bytes(Request::Hello {
-                rank: 3,
-                secret: 0x0102_0304_0506_0708
-            }),
-            [
-                b'D', b'W', 1, 0x01, 12, 0, 0, 0, // header
-                3, 0, 0, 0, // rank
-                8, 7, 6, 5, 4, 3, 2, 1, // secret
-            ]
-        );
-        assert_eq!(
             req_bytes(Request::Put {
                 key: "ab",
                 value: &[0xff, 0]
             }),
-            [b'D', b'W', 1, 0x02, 10, 0, 0, 0, 2, 0, b'a', b'b', 2, 0, 0, 0, 0xff, 0]
+            [b'D', b'W', 2, 0x02, 10, 0, 0, 0, 2, 0, b'a', b'b', 2, 0, 0, 0, 0xff, 0]
         );
-        assert_eq!(req_bytes(Request::Fence), [b'D', b'W', 1, 0x03, 0, 0, 0, 0]);
+        assert_eq!(req_bytes(Request::Fence), [b'D', b'W', 2, 0x03, 0, 0, 0, 0]);
         assert_eq!(
             req_bytes(Request::Get { key: "k" }),
-            [b'D', b'W', 1, 0x04, 3, 0, 0, 0, 1, 0, b'k']
+            [b'D', b'W', 2, 0x04, 3, 0, 0, 0, 1, 0, b'k']
         );
         assert_eq!(
             req_bytes(Request::Abort { code: -2, msg: "x" }),
-            [b'D', b'W', 1, 0x05, 9, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 1, 0, 0, 0, b'x']
+            [b'D', b'W', 2, 0x05, 9, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff, 1, 0, 0, 0, b'x']
         );
         assert_eq!(
             req_bytes(Request::Finalize),
-            [b'D', b'W', 1, 0x06, 0, 0, 0, 0]
+            [b'D', b'W', 2, 0x06, 0, 0, 0, 0]
         );
     }
 
     #[test]
     fn golden_replies() {
-        assert_eq!(rep_bytes(Reply::Ok), [b'D', b'W', 1, 0x81, 0, 0, 0, 0]);
+        assert_eq!(rep_bytes(Reply::Ok), [b'D', b'W', 2, 0x81, 0, 0, 0, 0]);
         assert_eq!(
             rep_bytes(Reply::Value(&[9, 8, 7])),
-            [b'D', b'W', 1, 0x82, 3, 0, 0, 0, 9, 8, 7]
+            [b'D', b'W', 2, 0x82, 3, 0, 0, 0, 9, 8, 7]
         );
         assert_eq!(
             rep_bytes(Reply::NotFound),
-            [b'D', b'W', 1, 0x83, 0, 0, 0, 0]
+            [b'D', b'W', 2, 0x83, 0, 0, 0, 0]
         );
         assert_eq!(
             rep_bytes(Reply::FenceDone),
-            [b'D', b'W', 1, 0x84, 0, 0, 0, 0]
+            [b'D', b'W', 2, 0x84, 0, 0, 0, 0]
         );
         assert_eq!(
             rep_bytes(Reply::Error("no")),
-            [b'D', b'W', 1, 0x85, 2, 0, 0, 0, b'n', b'o']
+            [b'D', b'W', 2, 0x85, 2, 0, 0, 0, b'n', b'o']
         );
     }
 
     #[test]
     fn round_trips() {
         let reqs = [
-            Request::Hello {
-                rank: u32::MAX,
-                secret: u64::MAX,
-            },
             Request::Put {
                 key: "clé",
                 value: b"",
@@ -547,9 +516,9 @@ mod tests {
         let err = |b: &[u8]| matches!(split_frame(b), Err(Error::WireupProtocol { .. }));
         assert!(err(b"GET /"));
         assert!(err(b"DX"));
-        assert!(err(&[b'D', b'W', 2]));
+        assert!(err(&[b'D', b'W', 3]));
         // Oversized length: rejected from the header alone.
-        assert!(err(&[b'D', b'W', 1, 0x02, 0x01, 0x00, 0x10, 0x00]));
+        assert!(err(&[b'D', b'W', 2, 0x02, 0x01, 0x00, 0x10, 0x00]));
         // Valid header, bad bodies.
         let bad_req = |b: &[u8]| {
             matches!(
@@ -559,16 +528,19 @@ mod tests {
                 Some(Err(Error::WireupProtocol { .. }))
             )
         };
-        assert!(bad_req(&[b'D', b'W', 1, 0x01, 4, 0, 0, 0, 1, 2, 3, 4])); // short hello
-        assert!(bad_req(&[b'D', b'W', 1, 0x03, 1, 0, 0, 0, 0])); // fence with a body
-        assert!(bad_req(&[b'D', b'W', 1, 0x04, 2, 0, 0, 0, 0, 0])); // empty key
-        assert!(bad_req(&[b'D', b'W', 1, 0x04, 3, 0, 0, 0, 5, 0, b'k'])); // key past body
         assert!(bad_req(&[
-            b'D', b'W', 1, 0x04, 4, 0, 0, 0, 2, 0, 0xff, 0xfe
+            b'D', b'W', 2, 0x01, 12, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8
+        ])); // version 1's hello
+        assert!(err(&[b'D', b'W', 1, 0x02, 0, 0, 0, 0])); // version 1
+        assert!(bad_req(&[b'D', b'W', 2, 0x03, 1, 0, 0, 0, 0])); // fence with a body
+        assert!(bad_req(&[b'D', b'W', 2, 0x04, 2, 0, 0, 0, 0, 0])); // empty key
+        assert!(bad_req(&[b'D', b'W', 2, 0x04, 3, 0, 0, 0, 5, 0, b'k'])); // key past body
+        assert!(bad_req(&[
+            b'D', b'W', 2, 0x04, 4, 0, 0, 0, 2, 0, 0xff, 0xfe
         ])); // not UTF-8
-        assert!(bad_req(&[b'D', b'W', 1, 0x81, 0, 0, 0, 0])); // reply as request
-        assert!(bad_req(&[b'D', b'W', 1, 0x42, 0, 0, 0, 0])); // unknown kind
-        let (h, body, _) = split_frame(&[b'D', b'W', 1, 0x01, 0, 0, 0, 0])
+        assert!(bad_req(&[b'D', b'W', 2, 0x81, 0, 0, 0, 0])); // reply as request
+        assert!(bad_req(&[b'D', b'W', 2, 0x42, 0, 0, 0, 0])); // unknown kind
+        let (h, body, _) = split_frame(&[b'D', b'W', 2, 0x03, 0, 0, 0, 0])
             .unwrap()
             .unwrap();
         assert!(Reply::decode(h, body).is_err()); // request as reply

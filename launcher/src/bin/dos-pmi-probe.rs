@@ -6,8 +6,9 @@
 //!
 //! * `exchange` (default): as above;
 //! * `abort CODE MSG`: rank 1 (or 0 in a job of 1) aborts the job, the others exchange;
-//! * `garbage`: first sends a malformed frame on a second connection, which
-//!   the service must close, then exchanges;
+//! * `garbage`: first sends bytes that are no handshake on a second
+//!   connection, and a handshake with a wrong secret on a third; the service
+//!   must close both; then exchanges;
 //! * `skip RANK`: rank RANK exits 0 at once without connecting; the others'
 //!   fence must fail.
 //!
@@ -19,6 +20,7 @@ use std::os::unix::net::{SocketAddr, UnixStream};
 use std::process::ExitCode;
 
 use dos::pmi::{self, Client};
+use dos_transport::auth;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -94,19 +96,36 @@ fn probe(mode: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-/// Sends a malformed frame on a fresh connection; the service must close it.
+/// Sends garbage, then a proof made with a wrong secret, on fresh
+/// connections; the service must close both.
 fn send_garbage() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var(pmi::ENV_PMI_ADDR)?;
     let name = addr
         .strip_prefix('@')
         .ok_or("DOS_PMI_ADDR is not abstract")?;
-    let mut s = UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?)?;
-    s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+    let connect = || UnixStream::connect_addr(&SocketAddr::from_abstract_name(name.as_bytes())?);
+    let mut s = connect()?;
+    s.write_all(&[b'G'; auth::HELLO_LEN])?;
     let mut rest = Vec::new();
-    // The service answers with an error frame and closes: read to the end.
+    // The service sends its hello, then closes: read to the end.
     s.read_to_end(&mut rest)?;
-    if rest.get(..2) != Some(&b"DW"[..]) || rest.get(3) != Some(&0x85) {
+    if rest.len() != auth::HELLO_LEN || rest[..4] != auth::HELLO_MAGIC {
         return Err(format!("unexpected answer to garbage: {rest:?}").into());
+    }
+    let jobid = std::env::var(pmi::ENV_JOBID)?;
+    let jobid = pmi::parse_hex64(&jobid).ok_or("bad DOS_JOBID")?;
+    let rank: u64 = std::env::var(pmi::ENV_RANK)?.parse()?;
+    let wrong = auth::Secret::generate()?;
+    let mut s = connect()?;
+    let r = auth::handshake(
+        &mut s,
+        &wrong,
+        &pmi::auth_context(jobid),
+        auth::Role::Initiator,
+        rank,
+    );
+    if r.is_ok() {
+        return Err("a wrong secret was accepted".into());
     }
     Ok(())
 }
