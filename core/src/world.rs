@@ -4,14 +4,16 @@ use std::cell::RefCell;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use dos_transport::loopback::Loopback;
 use dos_transport::shm::{Segment, ShmIface};
+use dos_transport::tcp::TcpIface;
 use dos_transport::Transport;
 
 use crate::comm::Comm;
 use crate::config::Config;
-use crate::p2p::{Engine, Links};
+use crate::p2p::{Engine, Links, Route};
 use crate::pmi::Client;
 use crate::{Error, Result};
 
@@ -64,11 +66,6 @@ pub fn init() -> Result<World> {
     };
     let (rank, size) = (pmi.rank(), pmi.size());
     let (local_rank, local_size) = (pmi.local_rank(), pmi.local_size());
-    if local_size != size {
-        return Err(Error::Unsupported(
-            "jobs spanning several nodes need the network transports",
-        ));
-    }
     let fd = pmi.shm_fd().ok_or(Error::Environment {
         var: "DOS_SHM_FD",
         reason: "missing: dosrun passes the node's shared segment",
@@ -82,17 +79,20 @@ pub fn init() -> Result<World> {
             reason: "segment was made for another number of ranks",
         });
     }
-    let iface = ShmIface::new(Arc::new(seg), local_rank)?;
-    pmi.put(
-        &format!("shm.pid.{rank}"),
-        &std::process::id().to_le_bytes(),
-    )?;
-    pmi.fence()?;
-    let eng = Rc::new(Engine::new(
-        Links::single_node(Transport::Shm(iface)),
-        cfg,
-        local_size,
-    ));
+    let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
+    let links = if pmi.nnodes() > 1 {
+        connect_nodes(&mut pmi, shm)?
+    } else {
+        if local_size != size {
+            return Err(Error::Environment {
+                var: "DOS_NNODES",
+                reason: "one node, but fewer local ranks than ranks",
+            });
+        }
+        pmi.fence()?;
+        Links::single_node(shm)
+    };
+    let eng = Rc::new(Engine::new(links, cfg, local_size));
     let peers: Rc<[u32]> = (0..size as u32).collect();
     Ok(World::from_parts(
         eng,
@@ -102,6 +102,74 @@ pub fn init() -> Result<World> {
         local_rank,
         local_size,
     ))
+}
+
+/// How long the TCP mesh of a multi-node job may take to come up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Brings up TCP to the ranks of other nodes: every rank publishes its
+/// listening address and its (node, local rank), then connects to the ranks
+/// of other nodes; ranks of this node stay on shared memory.
+fn connect_nodes(pmi: &mut Client, shm: Transport) -> Result<Links> {
+    let (rank, size, node) = (pmi.rank(), pmi.size(), pmi.node_id());
+    let secret = pmi.job_secret().ok_or(Error::Environment {
+        var: "DOS_JOB_SECRET",
+        reason: "missing: a multi-node job needs the job secret",
+    })?;
+    let ip = pmi.node_addr().ok_or(Error::Environment {
+        var: "DOS_NODE_ADDR",
+        reason: "missing: a multi-node job needs this node's address",
+    })?;
+    let prepared = TcpIface::prepare(rank, size, ip, secret)?;
+    let mut place = [0u8; 8];
+    place[..4].copy_from_slice(&(node as u32).to_le_bytes());
+    place[4..].copy_from_slice(&(pmi.local_rank() as u32).to_le_bytes());
+    pmi.put(&format!("tcp.{rank}"), &prepared.address())?;
+    pmi.put(&format!("node.{rank}"), &place)?;
+    pmi.fence()?;
+    let mut routes = Vec::with_capacity(size);
+    let mut addrs = Vec::with_capacity(size);
+    let mut local_world = vec![u32::MAX; pmi.local_size()];
+    for r in 0..size {
+        let v = pmi.get(&format!("node.{r}"))?;
+        let (their_node, their_local) = match v.as_slice() {
+            [a, b, c, d, e, f, g, h] => (
+                u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+                u32::from_le_bytes([*e, *f, *g, *h]),
+            ),
+            _ => {
+                return Err(Error::WireupProtocol {
+                    reason: "node placement of a rank is not 8 bytes",
+                })
+            }
+        };
+        if their_node == node {
+            let slot = local_world
+                .get_mut(their_local as usize)
+                .ok_or(Error::WireupProtocol {
+                    reason: "local rank out of range",
+                })?;
+            *slot = r as u32;
+            routes.push(Route::Local(their_local));
+            addrs.push(None);
+        } else {
+            routes.push(Route::Net(r as u32));
+            addrs.push(Some(pmi.get(&format!("tcp.{r}"))?));
+        }
+    }
+    if local_world.contains(&u32::MAX) {
+        return Err(Error::WireupProtocol {
+            reason: "a local rank of this node is missing",
+        });
+    }
+    let tcp = prepared.connect(&addrs, CONNECT_TIMEOUT)?;
+    Ok(Links {
+        local: shm,
+        net: Some(Transport::Tcp(tcp)),
+        routes: routes.into(),
+        local_world: local_world.into(),
+        net_world: (0..size as u32).collect(),
+    })
 }
 
 impl World {
