@@ -29,7 +29,7 @@ pub enum Action {
     /// Print this machine's hardware topology.
     Topology,
     /// Run a job.
-    Run(RunOpts),
+    Run(Box<RunOpts>),
 }
 
 /// A variable to set in the ranks' environment (`-x`).
@@ -69,6 +69,14 @@ pub struct RunOpts {
     pub grace: Option<Duration>,
     /// Variables to export (`-x`), in order.
     pub exports: Vec<Export>,
+    /// `--launch-agent`: the command that starts node agents, split in words.
+    pub launch_agent: Option<Vec<String>>,
+    /// `--agent-path`: dosrun's path on the remote hosts.
+    pub agent_path: Option<PathBuf>,
+    /// `--heartbeat-interval`.
+    pub heartbeat_interval: Option<Duration>,
+    /// `--heartbeat-timeout`.
+    pub heartbeat_timeout: Option<Duration>,
     /// The program, as given.
     pub program: OsString,
     /// Its arguments.
@@ -118,6 +126,16 @@ Options:
   --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
                          (default: DOS_KILL_GRACE_MS, 200)
   -x NAME[=VALUE]        export NAME (its current value, or VALUE) to the ranks; repeatable
+  --launch-agent CMD     how to start node agents on remote hosts (default
+                         \"ssh -o BatchMode=yes\"); CMD is split at spaces, the host is
+                         appended (or replaces a word {host}), then AGENT-PATH --agent
+  --agent-path PATH      dosrun's path on the remote hosts (default: this dosrun's path)
+  --heartbeat-interval MS
+                         milliseconds between heartbeats of dosrun and its node agents
+                         (default 200)
+  --heartbeat-timeout SECS
+                         a host whose agent is silent this long is lost: the job stops,
+                         exit status 1 (default 2)
   --info                 print the transports and tunables, then exit
   --topology             print this machine's packages, NUMA nodes, cores and PUs, then exit
   -h, --help             print this help, then exit
@@ -129,17 +147,20 @@ Long options also take one dash (-np, -tag-output) and a value after '=' (--np=4
 
 Without -H or --hostfile every rank runs on this machine, as many as -n asks for
 (no --oversubscribe needed here). localhost, 127.0.0.1, this machine's name and
-addresses all name this machine. Ranks on other hosts need node agents, which
-dosrun does not have yet.
+addresses all name this machine. For the ranks of every other host dosrun starts
+a node agent there through the launch agent; the agent connects back to dosrun
+over TCP, proves it holds the job's secret and starts, binds and watches its
+host's ranks. A host whose agent or link is lost stops the job (exit status 1).
 
-Each rank's stdout and stderr go to dosrun's, line by line; stdin goes to rank 0.
+Each rank's stdout and stderr go to dosrun's, line by line; stdin goes to rank 0
+when rank 0 runs on this machine.
 Signals INT, TERM, HUP, USR1 and USR2 sent to dosrun are forwarded to every rank.
 When a rank fails, the others are stopped (SIGTERM, then SIGKILL after the grace
 period) and dosrun exits with the failed rank's status (128+N for signal N).
 
 Exit status: 0 when every rank exited 0; the first failed rank's status; 124 on
---timeout; the code given to abort; 2 for a usage error; 126/127 when the program
-cannot be executed; 125 when dosrun itself fails.
+--timeout; the code given to abort; 1 when a host was lost; 2 for a usage error;
+126/127 when the program cannot be executed; 125 when dosrun itself fails.
 ";
 
 /// Parses dosrun's arguments (without `argv[0]`).
@@ -161,6 +182,10 @@ where
     let mut oversubscribe = false;
     let mut bind_to: Option<BindTo> = None;
     let mut report_bindings = false;
+    let mut launch_agent: Option<Vec<String>> = None;
+    let mut agent_path: Option<PathBuf> = None;
+    let mut heartbeat_interval = None;
+    let mut heartbeat_timeout = None;
 
     while let Some(arg) = it.next() {
         let bytes = arg.as_encoded_bytes();
@@ -279,6 +304,42 @@ where
             "timeout" => timeout = Some(parse_timeout(&value("a number of seconds")?)?),
             "grace" => grace = Some(parse_grace(&value("a number of milliseconds")?)?),
             "x" => exports.push(parse_export(&value("NAME or NAME=VALUE")?)?),
+            "launch-agent" => {
+                let v = value("a command")?;
+                let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+                if words.is_empty() {
+                    return Err(usage("--launch-agent: empty command"));
+                }
+                launch_agent = Some(words);
+            }
+            "agent-path" => {
+                let v = value("a path")?;
+                if v.is_empty() {
+                    return Err(usage("--agent-path: empty path"));
+                }
+                agent_path = Some(PathBuf::from(v));
+            }
+            "heartbeat-interval" => {
+                let v = value("a number of milliseconds")?;
+                let ms = v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&m| (1..=60_000).contains(&m));
+                heartbeat_interval = Some(Duration::from_millis(ms.ok_or_else(|| {
+                    usage(format!(
+                        "--heartbeat-interval: {v:?} is not 1 to 60000 milliseconds"
+                    ))
+                })?));
+            }
+            "heartbeat-timeout" => {
+                let t = parse_timeout(&value("a number of seconds")?)
+                    .map_err(|_| usage("--heartbeat-timeout: not a positive number of seconds"))?;
+                if t < Duration::from_millis(10) || t > Duration::from_secs(3600) {
+                    return Err(usage("--heartbeat-timeout: must be 0.01 to 3600 seconds"));
+                }
+                heartbeat_timeout = Some(t);
+            }
             _ => return Err(usage(format!("unknown option {text}"))),
         }
     }
@@ -295,7 +356,7 @@ where
     if np.is_none() && host_entries.is_empty() && hostfile.is_none() && per_node.is_none() {
         return Err(usage("missing -n N: the number of ranks"));
     }
-    Ok(Action::Run(RunOpts {
+    Ok(Action::Run(Box::new(RunOpts {
         np,
         hosts: host_entries,
         hostfile,
@@ -308,9 +369,13 @@ where
         timeout,
         grace,
         exports,
+        launch_agent,
+        agent_path,
+        heartbeat_interval,
+        heartbeat_timeout,
         program,
         args: it.collect(),
-    }))
+    })))
 }
 
 fn parse_np(opt: &str, v: &str) -> Result<usize, UsageError> {
@@ -397,7 +462,7 @@ mod tests {
 
     fn run(args: &[&str]) -> RunOpts {
         match p(args) {
-            Ok(Action::Run(o)) => o,
+            Ok(Action::Run(o)) => *o,
             other => panic!("{args:?}: {other:?}"),
         }
     }

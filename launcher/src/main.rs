@@ -10,8 +10,7 @@
 //! Modules, in the order a job goes through them:
 //! * `args`: the command line (mpirun's conventions);
 //! * `hosts`: `-H` lists and hostfiles, which hosts are this machine;
-//! * `plan`: which host runs which rank (ranks on other hosts are refused
-//!   until node agents exist);
+//! * `plan`: which host runs which rank;
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
@@ -19,12 +18,19 @@
 //!   stdio pipes, the node's shared segment inherited);
 //! * `supervise`: the poll loop: exits, output relay, signals, stopping the
 //!   job on failure, exit status;
+//! * `agents`, `ctl`, `ctl_wire`: node agents on the other hosts (launch
+//!   through ssh, authenticated control connections, heartbeats), and
+//!   `agent`: the agent itself (`dosrun --agent`, hidden);
 //! * `stdio`: line splitting, tags and output queues;
 //! * `info`: `dosrun --info`;
 //! * `sys`: the Linux calls.
 
+mod agent;
+mod agents;
 mod args;
 mod bind;
+mod ctl;
+mod ctl_wire;
 mod hosts;
 mod info;
 mod plan;
@@ -39,6 +45,9 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
+
+use agents::{Agents, AgentsConfig};
+use ctl_wire::Assign;
 
 use dos::config::Config;
 use dos::pmi::{self, Secret};
@@ -58,6 +67,9 @@ use topology::Topology;
 const STATUS_USAGE: i32 = 2;
 
 fn main() {
+    if agent::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
+        std::process::exit(agent::run());
+    }
     let code = match args::parse(std::env::args_os().skip(1)) {
         Ok(Action::Help) => print_out(args::HELP),
         Ok(Action::Version) => print_out(&format!("dosrun {}\n", env!("CARGO_PKG_VERSION"))),
@@ -69,7 +81,7 @@ fn main() {
             }
             Err(e) => fail(STATUS_INTERNAL, &e.to_string()),
         },
-        Ok(Action::Run(o)) => run(o),
+        Ok(Action::Run(o)) => run(*o),
         Err(e) => fail(STATUS_USAGE, &format!("{e} (see dosrun --help)")),
     };
     std::process::exit(code);
@@ -127,6 +139,65 @@ fn local_topology() -> Result<Topology, String> {
     })
 }
 
+/// The bindings of a node's `local_size` ranks on this machine (named
+/// `host`), with the topology when one was loaded; an error is (exit
+/// status, message).
+pub(crate) fn node_bindings(
+    bind_to: Option<BindTo>,
+    report: bool,
+    local_size: usize,
+    host: &str,
+) -> Result<(Option<Topology>, Vec<Binding>), (i32, String)> {
+    // The default policy binds only when ranks fit on the cores; with more
+    // ranks than online CPUs it cannot, so skip loading the topology (hwloc
+    // takes a few milliseconds, most of a job's start-up).
+    let cannot_bind_by_default = bind_to.is_none() && !report && local_size > sys::online_cpus();
+    if local_size == 0 || bind_to == Some(BindTo::None) || cannot_bind_by_default {
+        return Ok((None, vec![Binding::unbound(); local_size]));
+    }
+    match local_topology() {
+        Ok(t) => match bind::bind_node(&t, host, bind_to, local_size) {
+            Ok(b) => Ok((Some(t), b)),
+            Err(e) => Err((STATUS_USAGE, e.to_string())),
+        },
+        Err(e) if bind_to.is_some() => Err((STATUS_INTERNAL, e)),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "dosrun: warning: ranks on {host} are not bound: {e}"
+            );
+            Ok((None, vec![Binding::unbound(); local_size]))
+        }
+    }
+}
+
+/// How node agents are started and watched, from the options.
+fn agents_config(o: &RunOpts) -> Result<AgentsConfig, String> {
+    let agent_path = match &o.agent_path {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()
+            .map_err(|e| format!("cannot find dosrun's own path for the node agents: {e}"))?,
+    };
+    Ok(AgentsConfig {
+        launch: o
+            .launch_agent
+            .clone()
+            .unwrap_or_else(|| ["ssh", "-o", "BatchMode=yes"].map(str::to_string).to_vec()),
+        agent_path,
+        heartbeat: o.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT),
+        timeout: o.heartbeat_timeout.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT),
+        start_timeout: AGENT_START_TIMEOUT,
+    })
+}
+
+/// Time between heartbeats of dosrun and its agents.
+const DEFAULT_HEARTBEAT: Duration = Duration::from_millis(200);
+/// Silence after which a host is lost.
+const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a node agent may take to connect after its launch (ssh's own
+/// connection set-up included).
+const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Runs a job; returns dosrun's exit status.
 fn run(o: RunOpts) -> i32 {
     sys::ensure_std_fds_open();
@@ -141,15 +212,8 @@ fn run(o: RunOpts) -> i32 {
         Ok(p) => p,
         Err(e) => return fail(STATUS_USAGE, &e),
     };
-    if let Some(n) = plan.nodes().iter().find(|n| !n.local) {
-        return fail(
-            STATUS_USAGE,
-            &format!(
-                "remote hosts need node agents (not implemented yet): {}",
-                n.host
-            ),
-        );
-    }
+    let nnodes = plan.nodes().len();
+    let remote: Vec<usize> = (0..nnodes).filter(|&n| !plan.nodes()[n].local).collect();
     let grace = o.grace.unwrap_or(Duration::from_millis(cfg.kill_grace_ms));
     let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
     let path = exports
@@ -160,42 +224,58 @@ fn run(o: RunOpts) -> i32 {
         .or_else(|| std::env::var_os("PATH"));
     let program = match spawn::resolve_program(&o.program, path.as_deref()) {
         Ok(p) => p,
+        // Remote hosts resolve the program themselves; it may exist only there.
+        Err(_) if plan.nodes().iter().all(|n| !n.local) => o.program.clone().into(),
         Err(e) => return fail(STATUS_USAGE, &e.to_string()),
     };
+    let agents_cfg = if remote.is_empty() {
+        None
+    } else {
+        match agents_config(&o) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(STATUS_USAGE, &e),
+        }
+    };
 
-    // One node today: this machine, if it got any rank.
     let local_node = plan.nodes().iter().position(|n| n.local);
     let local_size = local_node.map_or(0, |id| plan.local_size(id));
-    // The default policy binds only when ranks fit on the cores; with more
-    // ranks than online CPUs it cannot, so skip loading the topology (hwloc
-    // takes a few milliseconds, most of a job's start-up).
-    let cannot_bind_by_default =
-        o.bind_to.is_none() && !o.report_bindings && local_size > sys::online_cpus();
-    let (topo, bindings) =
-        if local_size == 0 || o.bind_to == Some(BindTo::None) || cannot_bind_by_default {
-            (None, vec![Binding::unbound(); local_size])
-        } else {
-            match local_topology() {
-                Ok(t) => match bind::bind_node(&t, &host, o.bind_to, local_size) {
-                    Ok(b) => (Some(t), b),
-                    Err(e) => return fail(STATUS_USAGE, &e.to_string()),
-                },
-                Err(e) if o.bind_to.is_some() => return fail(STATUS_INTERNAL, &e),
-                Err(e) => {
-                    let _ = writeln!(
-                        std::io::stderr().lock(),
-                        "dosrun: warning: ranks are not bound: {e}"
-                    );
-                    (None, vec![Binding::unbound(); local_size])
-                }
-            }
-        };
+    let (topo, bindings) = match node_bindings(o.bind_to, o.report_bindings, local_size, &host) {
+        Ok(x) => x,
+        Err((code, e)) => return fail(code, &e),
+    };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),
         (Err(e), _) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
         (_, Err(e)) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
     };
-    let local_id = local_node.unwrap_or(0);
+    // The control port, on the address that reaches the remote hosts.
+    let mut agents = None;
+    if let (Some(acfg), Some(&first)) = (agents_cfg, remote.first()) {
+        let h = &plan.nodes()[first].host;
+        let ip = match hosts::system_resolve(h)
+            .ok()
+            .and_then(|a| a.first().copied())
+            .ok_or_else(|| format!("cannot resolve host {h}"))
+            .and_then(|a| {
+                agents::local_addr_towards(a)
+                    .map_err(|e| format!("no route to host {h} ({a}): {e}"))
+            }) {
+            Ok(ip) => ip,
+            Err(e) => return fail(STATUS_USAGE, &e),
+        };
+        match Agents::bind(ip, jobid, secret.clone(), acfg) {
+            Ok(a) => agents = Some(a),
+            Err(e) => {
+                return fail(
+                    STATUS_INTERNAL,
+                    &format!("cannot listen on a control port on {ip}: {e}"),
+                )
+            }
+        }
+    }
+    let node_addr = agents.as_ref().map(|a| a.addr().ip());
+    // Without ranks here the service serves nobody; its name is unused.
+    let local_id = local_node.unwrap_or(nnodes);
     let pmi_name = pmi::socket_name(jobid, local_id);
     let local_ranks: Vec<usize> =
         local_node.map_or(Vec::new(), |id| plan.nodes()[id].ranks.clone());
@@ -208,10 +288,11 @@ fn run(o: RunOpts) -> i32 {
             )
         }
     };
-    // One segment per node; for now the only node is this host.
-    let seg = match Segment::create(local_size, cfg.shm_ring_bytes) {
-        Ok(s) => s,
-        Err(e) => {
+    // One segment for this node.
+    let seg = match local_node.map(|_| Segment::create(local_size, cfg.shm_ring_bytes)) {
+        None => None,
+        Some(Ok(s)) => Some(s),
+        Some(Err(e)) => {
             return fail(
                 STATUS_INTERNAL,
                 &format!("cannot create the shared segment: {e}"),
@@ -224,27 +305,84 @@ fn run(o: RunOpts) -> i32 {
     };
     let nofile = sys::raise_nofile_limit();
 
+    // The node agents first: their ssh connections set up while the local
+    // ranks start.
+    let mut start_error = None;
+    if let Some(a) = agents.as_mut() {
+        let cwd = std::env::current_dir()
+            .map(|p| p.into_os_string())
+            .unwrap_or_default();
+        let bind = match o.bind_to {
+            None => 0,
+            Some(BindTo::Core) => 1,
+            Some(BindTo::Numa) => 2,
+            Some(BindTo::None) => 3,
+        };
+        let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
+        for &n in &remote {
+            let node = &plan.nodes()[n];
+            let assign = Assign {
+                node: n as u32,
+                nodes: nnodes as u32,
+                size: plan.size() as u32,
+                program: o.program.clone(),
+                argv0: o.program.clone(),
+                args: o.args.clone(),
+                cwd: cwd.clone(),
+                env: exports.clone(),
+                ranks: node.ranks.iter().map(|&r| r as u32).collect(),
+                bind,
+                report_bindings: o.report_bindings,
+                grace_ms: ms(grace),
+                heartbeat_ms: ms(o.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT)),
+                heartbeat_timeout_ms: ms(o.heartbeat_timeout.unwrap_or(DEFAULT_HEARTBEAT_TIMEOUT)),
+            };
+            if let Err(e) = a.launch(n, &node.host, assign) {
+                start_error = Some(format!(
+                    "cannot start the launch agent for host {}: {e}",
+                    node.host
+                ));
+                break;
+            }
+        }
+    }
+
     let mut env: Vec<(OsString, OsString)> = exports;
     env.extend(Launcher::job_env(
         plan.size(),
-        plan.nodes().len(),
+        nnodes,
         jobid,
         &pmi_name,
         &secret,
-        Some(seg.fd().as_raw_fd()),
+        seg.as_ref().map(|s| s.fd().as_raw_fd()),
     ));
+    if let Some(ip) = node_addr {
+        env.push((pmi::ENV_NODE_ADDR.into(), ip.to_string().into()));
+    }
     let launcher = Launcher {
         program,
         argv0: o.program.clone(),
         args: o.args,
         env,
-        shm_fd: Some(seg.fd().as_raw_fd()),
+        shm_fd: seg.as_ref().map(|s| s.fd().as_raw_fd()),
         nofile,
     };
     // Reading a terminal that is not ours would stop dosrun (SIGTTIN).
     let relay_stdin = !sys::is_background_tty(0);
 
-    let mut sup = Supervisor::new(service, signals, o.tag_output, grace, o.timeout);
+    let mut sup = Supervisor::new(
+        &plan,
+        service,
+        local_node,
+        agents,
+        signals,
+        o.tag_output,
+        grace,
+        o.timeout,
+    );
+    if let Some(e) = start_error {
+        sup.internal_failure(&e);
+    }
     for p in local_node
         .into_iter()
         .flat_map(|id| plan.node_placements(id))
@@ -265,7 +403,7 @@ fn run(o: RunOpts) -> i32 {
                     let line = b.report(&topo.clone().unwrap_or_default(), host, s.pid, p.rank);
                     let _ = writeln!(std::io::stderr().lock(), "{line}");
                 }
-                sup.add(p.rank, host, s)
+                sup.add(p.rank, s)
             }
             Err(e) => {
                 let prog = o.program.to_string_lossy();

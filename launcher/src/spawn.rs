@@ -246,8 +246,11 @@ impl Launcher {
     }
 }
 
-/// Runs in the child after fork, before exec.
-fn child_setup(
+/// Runs in the child after fork, before exec: parent-death signal (and
+/// the check that the parent is still there), the segment kept open at its
+/// number, default signal mask and SIGPIPE, the descriptor limit, the
+/// affinity. Only async-signal-safe calls. Also used for launch agents.
+pub(crate) fn child_setup(
     parent: i32,
     shm_fd: Option<RawFd>,
     nofile: Option<libc::rlimit>,

@@ -1,6 +1,8 @@
 //! Supervision: one single-threaded poll loop over the ranks' exits
 //! (pidfds), their output pipes, dosrun's stdin, stdout and stderr, the
-//! signals dosrun receives (a signalfd) and the wire-up service.
+//! signals dosrun receives (a signalfd), the wire-up service and, in a
+//! multi-node job, the node agents (whose frames carry the remote ranks'
+//! starts, output, exits and fences, see `agents`).
 //!
 //! The loop deals in [`RankRecord`]s (rank, host, pid, status). A rank's pid
 //! is also its process group id; dosrun reaps no rank before the job ends, so
@@ -10,7 +12,10 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::pmi_server::{Event, GlobalFence, PollTag, Service};
+use crate::agents::{AgentEvent, AgentTag, Agents};
+use crate::ctl_wire::{FromAgent, ToAgent};
+use crate::plan::Plan;
+use crate::pmi_server::{Event, FenceOutcome, GlobalFence, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
 use crate::sys::{self, ExitCause, SignalFd};
@@ -19,6 +24,8 @@ use crate::sys::{self, ExitCause, SignalFd};
 pub const STATUS_TIMEOUT: i32 = 124;
 /// Exit status when dosrun itself failed.
 pub const STATUS_INTERNAL: i32 = 125;
+/// Exit status when a host of the job was lost (its node agent or its link).
+pub const STATUS_HOST_LOST: i32 = 1;
 
 /// Output queued for one of dosrun's descriptors beyond which dosrun stops
 /// reading the ranks' pipes (they block: back-pressure).
@@ -36,11 +43,23 @@ pub struct RankRecord {
     pub rank: usize,
     /// Host it runs on.
     pub host: String,
-    /// Its pid, also its process group id.
+    /// Its pid (on its host), also its process group id; 0 until started.
     pub pid: i32,
     /// How it ended; `None` while it runs.
     pub status: Option<ExitCause>,
+    /// Its node.
+    pub node: usize,
+    /// It runs on another host, under a node agent.
+    pub remote: bool,
+    /// It never started, or its host was lost: nothing to wait for.
+    pub lost: bool,
     pidfd: Option<OwnedFd>,
+}
+
+impl RankRecord {
+    fn done(&self) -> bool {
+        self.status.is_some() || self.lost
+    }
 }
 
 /// Why the job is being stopped.
@@ -50,12 +69,14 @@ enum Cause {
     Timeout,
     Abort(i32),
     StartFailed(i32),
+    HostLost,
     Internal,
 }
 
 #[derive(Debug)]
 struct Stream {
-    fd: OwnedFd,
+    /// The pipe, for a local rank; remote output arrives in frames.
+    fd: Option<OwnedFd>,
     splitter: LineSplitter,
     /// 0: dosrun's stdout, 1: its stderr.
     sink: usize,
@@ -73,6 +94,7 @@ struct StdinRelay {
 enum Tag {
     Signal,
     Service(PollTag),
+    Agent(AgentTag),
     Exit(usize),
     Output(usize),
     StdinIn,
@@ -90,7 +112,8 @@ pub struct Supervisor {
     signals: SignalFd,
     service: Service,
     fence: GlobalFence,
-    tag_output: bool,
+    local_node: Option<usize>,
+    agents: Option<Agents>,
     grace: Duration,
     timeout: Option<Duration>,
     timeout_at: Option<Instant>,
@@ -101,23 +124,53 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor for a job whose ranks will be added with [`Supervisor::add`].
+    /// A supervisor for the job of `plan`, whose local ranks will be added
+    /// with [`Supervisor::add`]; `service` serves node `local_node` (the
+    /// node of this host, if it has ranks), and
+    /// `agents` runs the other nodes.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        plan: &Plan,
         service: Service,
+        local_node: Option<usize>,
+        agents: Option<Agents>,
         signals: SignalFd,
         tag_output: bool,
         grace: Duration,
         timeout: Option<Duration>,
     ) -> Supervisor {
+        let mut ranks = Vec::with_capacity(plan.size());
+        let mut streams = Vec::with_capacity(2 * plan.size());
+        for p in plan.ranks() {
+            let tag = |stream: &str| tag_output.then(|| LineSplitter::tag(p.rank, stream));
+            for (k, name) in ["stdout", "stderr"].into_iter().enumerate() {
+                streams.push(Some(Stream {
+                    fd: None,
+                    splitter: LineSplitter::new(tag(name)),
+                    sink: k,
+                }));
+            }
+            ranks.push(RankRecord {
+                rank: p.rank,
+                host: plan.host_of(p.rank).to_string(),
+                pid: 0,
+                status: None,
+                node: p.node_id,
+                remote: !plan.nodes()[p.node_id].local,
+                lost: false,
+                pidfd: None,
+            });
+        }
         Supervisor {
-            ranks: Vec::new(),
-            streams: Vec::new(),
+            ranks,
+            streams,
             sinks: [Sink::new(1), Sink::new(2)],
             stdin: None,
             signals,
             service,
-            fence: GlobalFence::new(1),
-            tag_output,
+            fence: GlobalFence::new(plan.nodes().len()),
+            local_node,
+            agents,
             grace,
             timeout,
             timeout_at: timeout.map(|t| Instant::now() + t),
@@ -128,19 +181,18 @@ impl Supervisor {
         }
     }
 
-    /// Takes charge of a started rank (ranks are added in rank order).
-    pub fn add(&mut self, rank: usize, host: &str, s: Spawned) {
-        let tag = |stream: &str| self.tag_output.then(|| LineSplitter::tag(rank, stream));
-        self.streams.push(Some(Stream {
-            fd: s.stdout,
-            splitter: LineSplitter::new(tag("stdout")),
-            sink: 0,
-        }));
-        self.streams.push(Some(Stream {
-            fd: s.stderr,
-            splitter: LineSplitter::new(tag("stderr")),
-            sink: 1,
-        }));
+    /// Takes charge of a started local rank.
+    pub fn add(&mut self, rank: usize, s: Spawned) {
+        let Some(r) = self.ranks.get_mut(rank) else {
+            return;
+        };
+        r.pid = s.pid;
+        r.pidfd = Some(s.pidfd);
+        for (k, fd) in [s.stdout, s.stderr].into_iter().enumerate() {
+            if let Some(Some(st)) = self.streams.get_mut(2 * rank + k) {
+                st.fd = Some(fd);
+            }
+        }
         if let Some(to) = s.stdin {
             self.stdin = Some(StdinRelay {
                 to,
@@ -148,23 +200,46 @@ impl Supervisor {
                 eof: false,
             });
         }
-        self.ranks.push(RankRecord {
-            rank,
-            host: host.to_string(),
-            pid: s.pid,
-            status: None,
-            pidfd: Some(s.pidfd),
-        });
     }
 
-    /// Rank `rank` could not be started: stops the ranks already running.
+    /// Local rank `rank` could not be started: stops the ranks already
+    /// running; the local ranks not started are not waited for.
     pub fn start_failed(&mut self, rank: usize, host: &str, program: &str, e: &SpawnError) {
+        let why = format!("cannot start {program}: {e}");
+        self.rank_start_failed(rank, host, e.status(), &why);
+        for i in 0..self.ranks.len() {
+            if !self.ranks[i].remote && self.ranks[i].pid == 0 {
+                self.forget(i);
+            }
+        }
+    }
+
+    /// dosrun could not set the job up: stops what runs.
+    pub fn internal_failure(&mut self, why: &str) {
+        self.stop(Cause::Internal, format!("dosrun: {why}; stopping the job"));
+    }
+
+    fn rank_start_failed(&mut self, rank: usize, host: &str, status: i32, why: &str) {
+        self.forget(rank);
         self.stop(
-            Cause::StartFailed(e.status()),
-            format!(
-                "dosrun: rank {rank} on host {host}: cannot start {program}: {e}; stopping the job"
-            ),
+            Cause::StartFailed(status),
+            format!("dosrun: rank {rank} on host {host}: {why}; stopping the job"),
         );
+    }
+
+    /// Rank `rank` will not be waited for (never started, or its host lost).
+    fn forget(&mut self, rank: usize) {
+        let Some(r) = self.ranks.get_mut(rank) else {
+            return;
+        };
+        if r.status.is_none() {
+            r.lost = true;
+        }
+        for k in 0..2 {
+            if let Some(Some(mut st)) = self.streams.get_mut(2 * rank + k).map(Option::take) {
+                st.splitter.finish(self.sinks[st.sink].queue());
+            }
+        }
     }
 
     /// Runs the job to its end; returns dosrun's exit status.
@@ -174,7 +249,7 @@ impl Supervisor {
         loop {
             let now = Instant::now();
             self.deadlines(now);
-            if self.ranks.iter().all(|r| r.status.is_some()) {
+            if self.ranks.iter().all(RankRecord::done) {
                 let until = match self.drain_until {
                     Some(t) => t,
                     None => self.all_exited(now),
@@ -231,6 +306,10 @@ impl Supervisor {
         }
         self.service.expire(now);
         self.service_events();
+        if let Some(a) = self.agents.as_mut() {
+            a.tick(now);
+        }
+        self.agent_events();
     }
 
     fn poll_timeout(&self, now: Instant) -> i32 {
@@ -239,6 +318,7 @@ impl Supervisor {
             self.kill_at,
             self.drain_until,
             self.service.deadline(),
+            self.agents.as_ref().and_then(Agents::deadline),
         ]
         .into_iter()
         .flatten()
@@ -267,9 +347,12 @@ impl Supervisor {
         }
         let draining = self.drain_until.is_some();
         for (i, s) in self.streams.iter().enumerate() {
-            if let Some(s) = s {
-                if draining || self.sinks[s.sink].pending() < HIGH_WATER {
-                    add(s.fd.as_raw_fd(), libc::POLLIN, Tag::Output(i));
+            if let Some(Stream {
+                fd: Some(fd), sink, ..
+            }) = s
+            {
+                if draining || self.sinks[*sink].pending() < HIGH_WATER {
+                    add(fd.as_raw_fd(), libc::POLLIN, Tag::Output(i));
                 }
             }
         }
@@ -291,6 +374,13 @@ impl Supervisor {
         for (p, t) in sfds.into_iter().zip(stags) {
             add(p.fd, p.events, Tag::Service(t));
         }
+        if let Some(a) = &self.agents {
+            let mut afds = Vec::new();
+            a.poll_fds(&mut afds);
+            for (p, t) in afds {
+                add(p.fd, p.events, Tag::Agent(t));
+            }
+        }
     }
 
     fn ready(&mut self, tag: Tag, revents: i16) {
@@ -303,6 +393,12 @@ impl Supervisor {
             Tag::Service(t) => {
                 self.service.ready(t, revents);
                 self.service_events();
+            }
+            Tag::Agent(t) => {
+                if let Some(a) = self.agents.as_mut() {
+                    a.ready(t, revents);
+                }
+                self.agent_events();
             }
             Tag::Exit(rank) => self.on_exit(rank),
             Tag::Output(i) => self.on_output(i),
@@ -324,9 +420,7 @@ impl Supervisor {
 
     fn on_signal(&mut self, sig: i32) {
         // Forwarded to every group, running ranks and what exited ones left.
-        for r in &self.ranks {
-            sys::kill_group(r.pid, sig);
-        }
+        self.kill_all(sig);
         if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
             self.stop_signals += 1;
             if self.stop_signals >= 2 {
@@ -349,8 +443,22 @@ impl Supervisor {
                 core: false,
             },
         };
-        r.status = Some(cause);
         r.pidfd = None;
+        // An abort it sent just before exiting takes precedence.
+        self.service.rank_exited(rank);
+        self.service_events();
+        self.rank_ended(rank, cause);
+    }
+
+    /// Rank `rank` (local or remote) ended with `cause`.
+    fn rank_ended(&mut self, rank: usize, cause: ExitCause) {
+        let Some(r) = self.ranks.get_mut(rank) else {
+            return;
+        };
+        if r.done() {
+            return;
+        }
+        r.status = Some(cause);
         let line = format!(
             "dosrun: rank {} (pid {}) on host {} {}; stopping the job",
             r.rank,
@@ -361,9 +469,6 @@ impl Supervisor {
         if rank == 0 {
             self.stdin = None;
         }
-        // An abort it sent just before exiting takes precedence.
-        self.service.rank_exited(rank);
-        self.service_events();
         if !cause.success() {
             self.stop(Cause::RankFailed(cause), line);
         }
@@ -380,14 +485,14 @@ impl Supervisor {
                 match e {
                     Event::Abort { rank, code, msg } => self.on_abort(rank, code, &msg),
                     Event::FenceEnter(puts) => {
-                        for (_, o) in self.fence.enter(0, puts) {
-                            self.service.fence_outcome(&o);
+                        if let Some(n) = self.local_node {
+                            let out = self.fence.enter(n, puts);
+                            self.deliver(out);
                         }
                     }
                     Event::Left(rank) => {
-                        for (_, o) in self.fence.left(rank) {
-                            self.service.fence_outcome(&o);
-                        }
+                        let out = self.fence.left(rank);
+                        self.deliver(out);
                     }
                     // Ranks killed while they authenticate are no news.
                     Event::Refused(_) if self.cause.is_some() => {}
@@ -397,6 +502,147 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Hands the outcomes of the job-wide fence to the nodes.
+    fn deliver(&mut self, out: Vec<(usize, FenceOutcome)>) {
+        for (n, o) in out {
+            if Some(n) == self.local_node {
+                self.service.fence_outcome(&o);
+            } else if let Some(a) = self.agents.as_mut() {
+                let m = match o {
+                    FenceOutcome::Done(p) => ToAgent::FenceDone(p.as_ref().clone()),
+                    FenceOutcome::Failed(why) => ToAgent::FenceFailed(why),
+                };
+                a.send(n, &m);
+            }
+        }
+    }
+
+    /// Handles what the node agents reported.
+    fn agent_events(&mut self) {
+        loop {
+            let events = match self.agents.as_mut() {
+                Some(a) => a.take_events(),
+                None => return,
+            };
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                match e {
+                    AgentEvent::Frame(n, m) => self.on_frame(n, m),
+                    AgentEvent::Lost { node, why } => self.on_lost(node, &why),
+                    AgentEvent::Refused(_) if self.cause.is_some() => {}
+                    AgentEvent::Refused(why) => {
+                        self.sinks[1].push(format!("dosrun: {why}\n").as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    /// `rank` if it runs on node `node` (an agent only speaks for its own ranks).
+    fn on_node(&self, rank: u32, node: usize) -> Option<usize> {
+        let r = usize::try_from(rank).ok()?;
+        (self.ranks.get(r)?.node == node).then_some(r)
+    }
+
+    fn on_frame(&mut self, n: usize, m: FromAgent) {
+        match m {
+            FromAgent::Started { rank, pid } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    self.ranks[r].pid = pid;
+                }
+            }
+            FromAgent::StartFailed { rank, status, why } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    let host = self.ranks[r].host.clone();
+                    self.rank_start_failed(r, &host, status, &why);
+                }
+            }
+            FromAgent::Output { rank, stream, data } => {
+                let Some(r) = self.on_node(rank, n) else {
+                    return;
+                };
+                let i = 2 * r + usize::from(stream.saturating_sub(1).min(1));
+                let Some(st) = self.streams[i].as_mut() else {
+                    return;
+                };
+                if data.is_empty() {
+                    st.splitter.finish(self.sinks[st.sink].queue());
+                    self.streams[i] = None;
+                } else {
+                    st.splitter.push(&data, self.sinks[st.sink].queue());
+                }
+            }
+            FromAgent::Exited { rank, cause } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    self.rank_ended(r, cause);
+                }
+            }
+            FromAgent::FenceEnter(puts) => {
+                let out = self.fence.enter(n, puts);
+                self.deliver(out);
+            }
+            FromAgent::Left { rank } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    let out = self.fence.left(r);
+                    self.deliver(out);
+                }
+            }
+            FromAgent::Abort { rank, code, msg } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    self.on_abort(r, code, &msg);
+                }
+            }
+            FromAgent::Log(line) => {
+                let line: String = line
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
+                self.sinks[1].push(format!("{line}\n").as_bytes());
+            }
+            FromAgent::Heartbeat => {}
+        }
+    }
+
+    /// Node `node`'s host is lost: its ranks are not waited for, and the
+    /// job stops.
+    fn on_lost(&mut self, node: usize, why: &str) {
+        let host = self
+            .agents
+            .as_ref()
+            .and_then(|a| a.host(node))
+            .unwrap_or("?")
+            .to_string();
+        let mut live = Vec::new();
+        for i in 0..self.ranks.len() {
+            if self.ranks[i].node == node {
+                if !self.ranks[i].done() {
+                    live.push(i);
+                }
+                self.forget(i);
+            }
+        }
+        // An agent that goes after its ranks ended, while the job stops, is no news.
+        if live.is_empty() && self.cause.is_some() {
+            return;
+        }
+        let ranks = match live.as_slice() {
+            [] => String::new(),
+            l => format!(
+                " (ranks {})",
+                l.iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        self.stop(
+            Cause::HostLost,
+            format!("dosrun: host {host} (node {node}) lost{ranks}: {why}; stopping the job"),
+        );
     }
 
     fn on_abort(&mut self, rank: usize, code: i32, msg: &str) {
@@ -419,8 +665,11 @@ impl Supervisor {
         let Some(s) = self.streams[i].as_mut() else {
             return;
         };
+        let Some(fd) = s.fd.as_ref() else {
+            return;
+        };
         let mut buf = [0u8; 64 * 1024];
-        match sys::read(s.fd.as_raw_fd(), &mut buf) {
+        match sys::read(fd.as_raw_fd(), &mut buf) {
             Ok(0) => {}
             Ok(n) => {
                 s.splitter.push(&buf[..n], self.sinks[s.sink].queue());
@@ -487,11 +736,31 @@ impl Supervisor {
             self.kill_all(libc::SIGTERM);
             self.kill_at = Some(Instant::now() + self.grace);
         }
+        // Agents that have not connected yet never will: their ranks are
+        // not waited for.
+        let gone = self
+            .agents
+            .as_mut()
+            .map(Agents::abandon_unconnected)
+            .unwrap_or_default();
+        for n in gone {
+            for i in 0..self.ranks.len() {
+                if self.ranks[i].node == n {
+                    self.forget(i);
+                }
+            }
+        }
     }
 
-    fn kill_all(&self, sig: i32) {
+    /// Sends `sig` to every rank's process group, on every host.
+    fn kill_all(&mut self, sig: i32) {
         for r in &self.ranks {
-            sys::kill_group(r.pid, sig);
+            if !r.remote {
+                sys::kill_group(r.pid, sig);
+            }
+        }
+        if let Some(a) = self.agents.as_mut() {
+            a.broadcast(&ToAgent::Signal(sig));
         }
     }
 
@@ -506,7 +775,12 @@ impl Supervisor {
         // Make sure nothing of the job survives, then reap it.
         self.kill_all(libc::SIGKILL);
         for r in &self.ranks {
-            sys::reap(r.pid);
+            if !r.remote && r.pid > 0 {
+                sys::reap(r.pid);
+            }
+        }
+        if let Some(a) = self.agents.take() {
+            a.finish();
         }
         for k in &mut self.sinks {
             k.flush_blocking();
@@ -521,6 +795,7 @@ impl Supervisor {
             Some(Cause::RankFailed(c)) => c.status(),
             Some(Cause::Timeout) => STATUS_TIMEOUT,
             Some(Cause::Abort(code)) | Some(Cause::StartFailed(code)) => code,
+            Some(Cause::HostLost) => STATUS_HOST_LOST,
             Some(Cause::Internal) => STATUS_INTERNAL,
         }
     }

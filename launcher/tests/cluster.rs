@@ -128,19 +128,22 @@ fn two_hosts_up_ssh_loss_and_down() {
     assert_eq!(ssh("198.18.0.2", "true", &[]).code(), 0);
     assert_ne!(cluster(&["loss", "dos-h7", "5"]).code(), 0);
 
-    // dosrun reads the cluster's hostfile and refuses its remote hosts
-    // (node agents do not exist yet) without starting anything.
+    // dosrun runs a job on the cluster's hosts through node agents.
     let r = run_with(
-        common::dosrun().args(["--hostfile", &format!("{STATE}/hostfile"), "true"]),
+        common::dosrun().args([
+            "--hostfile",
+            &format!("{STATE}/hostfile"),
+            "--launch-agent",
+            &format!("ssh -F {STATE}/ssh_config -o BatchMode=yes"),
+            "hostname",
+        ]),
         b"",
         common::LIMIT,
     );
-    assert_eq!(r.code(), 2, "{r:?}");
-    assert!(
-        r.stderr
-            .contains("remote hosts need node agents (not implemented yet): 198.18.0.1"),
-        "{r:?}"
-    );
+    assert_eq!(r.code(), 0, "{r:?}");
+    let mut names: Vec<&str> = r.stdout.lines().collect();
+    names.sort();
+    assert_eq!(names, ["dos-h1", "dos-h1", "dos-h2", "dos-h2"], "{r:?}");
 
     let down = cluster(&["down"]);
     assert_eq!(down.code(), 0, "{down:?}");

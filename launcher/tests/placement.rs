@@ -1,7 +1,7 @@
 //! Placement (`-H`, `--hostfile`, `--map-by`, `-N`, `--oversubscribe`) and
 //! binding (`--bind-to`, `--report-bindings`, `--topology`) through the real
 //! dosrun. Every host used here is this machine, or an address of the test
-//! range 198.18.0.0/24 that dosrun must refuse before sending anything.
+//! range 198.18.0.0/24 reached through a launch agent that sends nothing.
 
 mod common;
 
@@ -131,15 +131,31 @@ fn bad_option_values() {
 }
 
 #[test]
-fn remote_hosts_are_refused_until_node_agents_exist() {
-    let want = "remote hosts need node agents (not implemented yet): 198.18.0.2";
-    expect_error(&["-H", "198.18.0.2", "true"], want);
-    expect_error(&["-H", "localhost:1,198.18.0.2:1", "-n", "2", "true"], want);
+fn remote_hosts_go_through_the_launch_agent() {
+    // `false` as the launch agent: nothing is sent to the (test range)
+    // hosts; the agent never connects and the job stops, naming the host.
+    let lost = |args: &[&str]| {
+        let mut a = vec!["--launch-agent", "false"];
+        a.extend_from_slice(args);
+        let r = run(&a);
+        r.assert_no_panic();
+        assert_eq!(r.code(), 1, "{args:?}: {r:?}");
+        let lines = r.dosrun_lines();
+        assert_eq!(lines.len(), 1, "{args:?}: {r:?}");
+        assert!(
+            lines[0].starts_with("dosrun: host 198.18.0.")
+                && lines[0].contains("the launch agent (false) exited with status 1"),
+            "{r:?}"
+        );
+        assert!(r.elapsed < std::time::Duration::from_secs(10), "{r:?}");
+    };
+    lost(&["-H", "198.18.0.2", "true"]);
+    lost(&["-H", "localhost:1,198.18.0.2:1", "-n", "2", "sleep", "30"]);
     // A plan that leaves the remote host out runs.
     expect_ranks(&["-H", "localhost:1,198.18.0.2:1", "-n", "1"], 1);
     let d = TempDir::new("remote");
     let f = hostfile(&d, "198.18.0.2 slots=2\n198.18.0.3 slots=2\n");
-    expect_error(&["--hostfile", &f, "true"], want);
+    lost(&["--hostfile", &f, "true"]);
 }
 
 #[test]

@@ -1,0 +1,633 @@
+//! The node agent: `dosrun --agent`, started on a remote host by the launch
+//! agent (ssh).
+//!
+//! It reads the bootstrap line on its stdin, connects back to dosrun's
+//! control port, authenticates, receives its node's [`Assign`]ment, creates
+//! the node's shared segment, binds and starts the node's ranks exactly as
+//! dosrun starts local ones, serves their wire-up socket (forwarding fences
+//! to dosrun), relays their output and exit statuses, forwards signals, and
+//! sends a heartbeat every interval.
+//!
+//! It kills its ranks (SIGKILL to their process groups) and exits when
+//! dosrun says so (`Exit`), when the control connection closes or stays
+//! silent for the heartbeat timeout, when its stdin closes (dosrun or ssh
+//! went away), or on SIGINT/SIGTERM/SIGHUP. If the agent itself is killed,
+//! its ranks die by their parent-death signal.
+
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dos::config::Config;
+use dos::pmi;
+use dos_transport::auth::{self, Role};
+use dos_transport::shm::Segment;
+
+use crate::bind::{BindTo, Binding};
+use crate::ctl::{parse_bootstrap, Bootstrap, CtlConn};
+use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
+use crate::plan::Placement;
+use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
+use crate::spawn::{self, Launcher, SpawnError};
+use crate::sys::{self, ExitCause, SignalFd};
+
+/// How long the agent waits for its bootstrap, its connection and its
+/// assignment.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Output queued on the control connection beyond which the agent stops
+/// reading its ranks' pipes (back-pressure).
+const HIGH_WATER: usize = 4 << 20;
+/// Longest bootstrap line.
+const MAX_BOOTSTRAP: usize = 1024;
+
+/// Exit status of an agent that failed before it could serve its node.
+const STATUS_SETUP: i32 = 125;
+
+#[derive(Debug)]
+struct LocalRank {
+    rank: usize,
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    /// stdout, stderr.
+    pipes: [Option<OwnedFd>; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Ctl,
+    Stdin,
+    Signal,
+    Exit(usize),
+    Pipe(usize, usize),
+    Service(PollTag),
+}
+
+/// Runs the agent; returns its exit status.
+pub fn run() -> i32 {
+    sys::ensure_std_fds_open();
+    let boot = match read_bootstrap() {
+        Ok(b) => b,
+        Err(e) => return fail(&format!("no bootstrap on stdin: {e}")),
+    };
+    let (ctl, assign) = match connect(&boot) {
+        Ok(x) => x,
+        Err(e) => return fail(&format!("cannot join dosrun at {}: {e}", boot.addr)),
+    };
+    let signals = match SignalFd::new() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("signalfd: {e}")),
+    };
+    let mut a = match Agent::start(boot, ctl, *assign, signals) {
+        Ok(a) => a,
+        Err(e) => return fail(&e),
+    };
+    a.run()
+}
+
+fn fail(msg: &str) -> i32 {
+    eprintln!("dosrun --agent on {}: {msg}", sys::hostname());
+    STATUS_SETUP
+}
+
+/// Reads one line from stdin (fd 0), byte by byte so nothing after it is
+/// consumed, within [`SETUP_TIMEOUT`].
+fn read_bootstrap() -> io::Result<Bootstrap> {
+    let until = Instant::now() + SETUP_TIMEOUT;
+    let mut line = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        let mut p = [libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        sys::poll(&mut p, left.as_millis().clamp(1, 1000) as i32)?;
+        if p[0].revents == 0 {
+            continue;
+        }
+        let mut b = [0u8; 1];
+        match sys::read(0, &mut b) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            Ok(_) if b[0] == b'\n' => break,
+            Ok(_) => line.push(b[0]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if line.len() > MAX_BOOTSTRAP {
+            return Err(io::Error::other("bootstrap line too long"));
+        }
+    }
+    let s = String::from_utf8(line).map_err(|_| io::Error::other("bootstrap is not UTF-8"))?;
+    parse_bootstrap(&s).ok_or_else(|| io::Error::other("malformed bootstrap line"))
+}
+
+/// Connects, authenticates and receives the assignment.
+fn connect(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
+    let mut s = TcpStream::connect_timeout(&b.addr, SETUP_TIMEOUT).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(SETUP_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    let ctx = ctl_wire::auth_context(b.jobid);
+    let peer = auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64)
+        .map_err(|e| format!("authentication failed: {e}"))?;
+    if peer != ctl_wire::DOSRUN_ID {
+        return Err("dosrun presented an unexpected id".into());
+    }
+    let mut c = CtlConn::new(s, Vec::new()).map_err(|e| e.to_string())?;
+    let until = Instant::now() + SETUP_TIMEOUT;
+    loop {
+        match c.next_frame(ToAgent::decode) {
+            Ok(Some(ToAgent::Assign(a))) => return Ok((c, a)),
+            Ok(Some(_)) => {}
+            Ok(None) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        if c.closed {
+            return Err("dosrun closed the connection".into());
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("no assignment from dosrun".into());
+        }
+        let mut p = [libc::pollfd {
+            fd: c.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        sys::poll(&mut p, left.as_millis().clamp(1, 1000) as i32).map_err(|e| e.to_string())?;
+        c.read();
+    }
+}
+
+struct Agent {
+    ctl: CtlConn,
+    host: String,
+    service: Service,
+    ranks: Vec<LocalRank>,
+    signals: SignalFd,
+    heartbeat: Duration,
+    timeout: Duration,
+    next_beat: Instant,
+    kill_at: Option<Instant>,
+    stdin_open: bool,
+}
+
+impl Agent {
+    fn start(
+        boot: Bootstrap,
+        mut ctl: CtlConn,
+        a: Assign,
+        signals: SignalFd,
+    ) -> Result<Agent, String> {
+        let host = sys::hostname();
+        let node = boot.node;
+        let ranks: Vec<usize> = a.ranks.iter().map(|&r| r as usize).collect();
+        let local_size = ranks.len();
+        let pmi_name = pmi::socket_name(boot.jobid, node);
+        let service = Service::bind(&pmi_name, ranks.clone(), boot.jobid, boot.secret.clone())
+            .map_err(|e| format!("cannot listen on the wire-up socket @{pmi_name}: {e}"))?;
+        let node_addr = ctl
+            .stream()
+            .local_addr()
+            .map_err(|e| format!("control socket: {e}"))?
+            .ip();
+        let cfg = Config::from_env().unwrap_or_default();
+        let mut agent = Agent {
+            heartbeat: Duration::from_millis(u64::from(a.heartbeat_ms.max(1))),
+            timeout: Duration::from_millis(u64::from(a.heartbeat_timeout_ms.max(1))),
+            next_beat: Instant::now(),
+            kill_at: None,
+            stdin_open: true,
+            ranks: Vec::new(),
+            service,
+            signals,
+            host: host.clone(),
+            ctl: {
+                ctl.send(|o| FromAgent::Heartbeat.encode(o));
+                ctl
+            },
+        };
+        let fail_all = |agent: &mut Agent, status: i32, why: &str| {
+            for &r in &ranks {
+                agent.ctl.send(|o| {
+                    FromAgent::StartFailed {
+                        rank: r as u32,
+                        status,
+                        why: why.to_string(),
+                    }
+                    .encode(o)
+                });
+            }
+        };
+        if !a.cwd.is_empty() {
+            if let Err(e) = std::env::set_current_dir(&a.cwd) {
+                let se = SpawnError {
+                    what: "chdir",
+                    err: e,
+                };
+                let why = format!(
+                    "cannot enter {}: {se}",
+                    std::path::Path::new(&a.cwd).display()
+                );
+                fail_all(&mut agent, se.status(), &why);
+                return Ok(agent);
+            }
+        }
+        let path = a
+            .env
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone())
+            .or_else(|| std::env::var_os("PATH"));
+        let program = match spawn::resolve_program(&a.program, path.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                let status = match e {
+                    spawn::ResolveError::NotFound(_) => 127,
+                    _ => 126,
+                };
+                fail_all(&mut agent, status, &e.to_string());
+                return Ok(agent);
+            }
+        };
+        let bind_to = match a.bind {
+            1 => Some(BindTo::Core),
+            2 => Some(BindTo::Numa),
+            3 => Some(BindTo::None),
+            _ => None,
+        };
+        let (topo, bindings) =
+            match crate::node_bindings(bind_to, a.report_bindings, local_size, &host) {
+                Ok(x) => x,
+                Err((status, why)) => {
+                    fail_all(&mut agent, status, &why);
+                    return Ok(agent);
+                }
+            };
+        let seg = match Segment::create(local_size, cfg.shm_ring_bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                fail_all(
+                    &mut agent,
+                    125,
+                    &format!("cannot create the shared segment: {e}"),
+                );
+                return Ok(agent);
+            }
+        };
+        let mut env: Vec<(OsString, OsString)> = a.env.clone();
+        env.extend(Launcher::job_env(
+            a.size as usize,
+            a.nodes as usize,
+            boot.jobid,
+            &pmi_name,
+            &boot.secret,
+            Some(seg.fd().as_raw_fd()),
+        ));
+        env.push((pmi::ENV_NODE_ADDR.into(), node_addr.to_string().into()));
+        let launcher = Launcher {
+            program,
+            argv0: a.argv0.clone(),
+            args: a.args.clone(),
+            env,
+            shm_fd: Some(seg.fd().as_raw_fd()),
+            nofile: sys::raise_nofile_limit(),
+        };
+        for (i, &rank) in ranks.iter().enumerate() {
+            let p = Placement {
+                rank,
+                node_id: node,
+                local_rank: i,
+            };
+            let binding = bindings.get(i);
+            match launcher.spawn(p, local_size, false, binding.and_then(Binding::mask)) {
+                Ok(s) => {
+                    agent.ctl.send(|o| {
+                        FromAgent::Started {
+                            rank: rank as u32,
+                            pid: s.pid,
+                        }
+                        .encode(o)
+                    });
+                    if a.report_bindings {
+                        let unbound = Binding::unbound();
+                        let b = binding.unwrap_or(&unbound);
+                        let line = b.report(&topo.clone().unwrap_or_default(), &host, s.pid, rank);
+                        agent.ctl.send(|o| FromAgent::Log(line).encode(o));
+                    }
+                    agent.ranks.push(LocalRank {
+                        rank,
+                        pid: s.pid,
+                        pidfd: Some(s.pidfd),
+                        pipes: [Some(s.stdout), Some(s.stderr)],
+                    });
+                }
+                Err(e) => {
+                    let prog = a.program.to_string_lossy().into_owned();
+                    agent.ctl.send(|o| {
+                        FromAgent::StartFailed {
+                            rank: rank as u32,
+                            status: e.status(),
+                            why: format!("cannot start {prog}: {e}"),
+                        }
+                        .encode(o)
+                    });
+                    // dosrun stops the job; the ranks not started are failed too.
+                    for &r in &ranks[i + 1..] {
+                        agent.ctl.send(|o| {
+                            FromAgent::StartFailed {
+                                rank: r as u32,
+                                status: e.status(),
+                                why: "not started (an earlier rank failed to start)".into(),
+                            }
+                            .encode(o)
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        // The ranks hold the segment now.
+        drop(seg);
+        Ok(agent)
+    }
+
+    fn run(&mut self) -> i32 {
+        let mut fds: Vec<libc::pollfd> = Vec::new();
+        let mut tags: Vec<Tag> = Vec::new();
+        let code = loop {
+            let now = Instant::now();
+            if now >= self.next_beat {
+                self.next_beat = now + self.heartbeat;
+                self.ctl.send(|o| FromAgent::Heartbeat.encode(o));
+            }
+            if self.kill_at.is_some_and(|t| now >= t) {
+                self.kill_at = None;
+                self.kill_all(libc::SIGKILL);
+            }
+            self.service.expire(now);
+            self.service_events();
+            if self.ctl.closed {
+                break 1;
+            }
+            if now >= self.ctl.last_rx + self.timeout {
+                self.log_local("no heartbeat from dosrun (dosrun or link lost); killing the ranks");
+                break 1;
+            }
+            if !self.stdin_open {
+                break 1;
+            }
+            fds.clear();
+            tags.clear();
+            self.poll_set(&mut fds, &mut tags);
+            let deadline = [
+                Some(self.next_beat),
+                self.kill_at,
+                Some(self.ctl.last_rx + self.timeout),
+                self.service.deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now);
+            let ms = deadline
+                .saturating_duration_since(Instant::now())
+                .as_micros()
+                .div_ceil(1000)
+                .min(i32::MAX as u128) as i32;
+            if sys::poll(&mut fds, ms).is_err() {
+                break 1;
+            }
+            let mut exit = false;
+            for (p, &tag) in fds.iter().zip(&tags) {
+                if p.revents != 0 && self.ready(tag, p.revents) {
+                    exit = true;
+                }
+            }
+            if exit {
+                break 0;
+            }
+        };
+        self.kill_all(libc::SIGKILL);
+        for r in &self.ranks {
+            sys::reap(r.pid);
+        }
+        self.ctl.flush_blocking(Duration::from_millis(100));
+        code
+    }
+
+    /// A line on the agent's own stderr (travels back through ssh).
+    fn log_local(&self, msg: &str) {
+        eprintln!("dosrun --agent on {}: {msg}", self.host);
+    }
+
+    fn poll_set(&self, fds: &mut Vec<libc::pollfd>, tags: &mut Vec<Tag>) {
+        let mut add = |fd: RawFd, events: i16, tag: Tag| {
+            fds.push(libc::pollfd {
+                fd,
+                events,
+                revents: 0,
+            });
+            tags.push(tag);
+        };
+        let mut ev = libc::POLLIN;
+        if self.ctl.wants_write() {
+            ev |= libc::POLLOUT;
+        }
+        add(self.ctl.fd(), ev, Tag::Ctl);
+        if self.stdin_open {
+            add(0, libc::POLLIN, Tag::Stdin);
+        }
+        add(self.signals.fd(), libc::POLLIN, Tag::Signal);
+        let room = self.ctl.pending() < HIGH_WATER;
+        for (i, r) in self.ranks.iter().enumerate() {
+            if let Some(fd) = &r.pidfd {
+                add(fd.as_raw_fd(), libc::POLLIN, Tag::Exit(i));
+            }
+            for (k, p) in r.pipes.iter().enumerate() {
+                if let (Some(fd), true) = (p, room) {
+                    add(fd.as_raw_fd(), libc::POLLIN, Tag::Pipe(i, k));
+                }
+            }
+        }
+        let (mut sfds, mut stags) = (Vec::new(), Vec::new());
+        self.service.poll_fds(&mut sfds, &mut stags);
+        for (p, t) in sfds.into_iter().zip(stags) {
+            add(p.fd, p.events, Tag::Service(t));
+        }
+    }
+
+    /// Handles one ready descriptor; `true` when dosrun said `Exit`.
+    fn ready(&mut self, tag: Tag, revents: i16) -> bool {
+        match tag {
+            Tag::Ctl => return self.on_ctl(revents),
+            Tag::Stdin => {
+                let mut b = [0u8; 256];
+                match sys::read(0, &mut b) {
+                    Ok(0) => self.stdin_open = false,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(_) => self.stdin_open = false,
+                }
+            }
+            Tag::Signal => {
+                while let Some(sig) = self.signals.next() {
+                    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+                        // Our end: the ranks end with us.
+                        self.stdin_open = false;
+                    } else {
+                        self.kill_all(sig);
+                    }
+                }
+            }
+            Tag::Exit(i) => self.on_exit(i),
+            Tag::Pipe(i, k) => self.on_pipe(i, k),
+            Tag::Service(t) => {
+                self.service.ready(t, revents);
+                self.service_events();
+            }
+        }
+        false
+    }
+
+    fn on_ctl(&mut self, revents: i16) -> bool {
+        if revents & libc::POLLOUT != 0 {
+            self.ctl.flush();
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            self.ctl.read();
+        }
+        loop {
+            match self.ctl.next_frame(ToAgent::decode) {
+                Ok(Some(m)) => match m {
+                    ToAgent::Assign(_) | ToAgent::Heartbeat => {}
+                    ToAgent::FenceDone(p) => {
+                        self.service.fence_outcome(&FenceOutcome::Done(Arc::new(p)));
+                        self.service_events();
+                    }
+                    ToAgent::FenceFailed(why) => {
+                        self.service.fence_outcome(&FenceOutcome::Failed(why));
+                        self.service_events();
+                    }
+                    ToAgent::Signal(s) => self.kill_all(s),
+                    ToAgent::Stop { grace_ms } => {
+                        if grace_ms == 0 {
+                            self.kill_all(libc::SIGKILL);
+                        } else {
+                            self.kill_all(libc::SIGTERM);
+                            self.kill_at =
+                                Some(Instant::now() + Duration::from_millis(u64::from(grace_ms)));
+                        }
+                    }
+                    ToAgent::Exit => return true,
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    self.log_local(&format!("bad frame from dosrun: {e}"));
+                    self.stdin_open = false;
+                    break;
+                }
+            }
+        }
+        false
+    }
+
+    fn on_exit(&mut self, i: usize) {
+        let Some(r) = self.ranks.get_mut(i) else {
+            return;
+        };
+        let cause = match sys::peek_exit(r.pid) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(_) => ExitCause::Signaled {
+                sig: libc::SIGKILL,
+                core: false,
+            },
+        };
+        r.pidfd = None;
+        let rank = r.rank;
+        // What it sent to the wire-up service before it went (an abort) first.
+        self.service.rank_exited(rank);
+        self.service_events();
+        self.ctl.send(|o| {
+            FromAgent::Exited {
+                rank: rank as u32,
+                cause,
+            }
+            .encode(o)
+        });
+    }
+
+    fn on_pipe(&mut self, i: usize, k: usize) {
+        let Some(r) = self.ranks.get_mut(i) else {
+            return;
+        };
+        let Some(fd) = r.pipes[k].as_ref() else {
+            return;
+        };
+        let mut buf = [0u8; 64 * 1024];
+        let data = match sys::read(fd.as_raw_fd(), &mut buf) {
+            Ok(0) => Vec::new(),
+            Ok(n) => buf[..n].to_vec(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => Vec::new(),
+        };
+        if data.is_empty() {
+            r.pipes[k] = None;
+        }
+        let rank = r.rank as u32;
+        self.ctl.send(|o| {
+            FromAgent::Output {
+                rank,
+                stream: k as u8 + 1,
+                data,
+            }
+            .encode(o)
+        });
+    }
+
+    fn service_events(&mut self) {
+        for e in self.service.take_events() {
+            let m = match e {
+                Event::Abort { rank, code, msg } => FromAgent::Abort {
+                    rank: rank as u32,
+                    code,
+                    msg,
+                },
+                Event::FenceEnter(p) => FromAgent::FenceEnter(p),
+                Event::Left(rank) => FromAgent::Left { rank: rank as u32 },
+                Event::Refused(why) => FromAgent::Log(format!("dosrun: host {}: {why}", self.host)),
+            };
+            self.ctl.send(|o| m.encode(o));
+        }
+    }
+
+    fn kill_all(&self, sig: i32) {
+        for r in &self.ranks {
+            sys::kill_group(r.pid, sig);
+        }
+    }
+}
+
+/// Whether the argument list asks for the agent mode (`dosrun --agent`).
+pub fn is_agent_mode(first: Option<&OsStr>) -> bool {
+    first == Some(OsStr::new("--agent"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_mode_is_the_first_argument_only() {
+        assert!(is_agent_mode(Some(OsStr::new("--agent"))));
+        assert!(!is_agent_mode(Some(OsStr::new("-n"))));
+        assert!(!is_agent_mode(None));
+    }
+}

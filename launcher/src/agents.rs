@@ -1,0 +1,612 @@
+//! dosrun's side of the node agents: starting them through the launch agent
+//! (ssh), their control connections, heartbeats and failure detection.
+//!
+//! For every remote node dosrun runs `LAUNCH... HOST AGENT-PATH --agent`
+//! (default `ssh -o BatchMode=yes`), writes the bootstrap line (control
+//! address, job id, node id, secret) on its stdin and keeps that pipe open
+//! for the whole job: the agent treats the end of its stdin as dosrun's end.
+//! The agent connects back to the control port, proves it holds the secret
+//! (HMAC handshake, context [`ctl_wire::auth_context`]) and gets its node's
+//! [`Assign`]ment. Both ends then send a heartbeat every interval; a node
+//! whose connection is silent for the timeout, closes, or whose launch
+//! agent exits before it connected, is lost ([`AgentEvent::Lost`]).
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dos::pmi::Secret;
+use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
+
+use crate::ctl::{bootstrap_line, CtlConn};
+use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
+use crate::sys::{self, ExitCause};
+
+/// Most control connections authenticating at once; the oldest is dropped
+/// to make room.
+const MAX_PENDING: usize = 64;
+/// How long a control connection may take to authenticate.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long dosrun waits for the launch agents to exit at the end.
+const EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// How the agents are started and watched.
+#[derive(Debug, Clone)]
+pub struct AgentsConfig {
+    /// The launch agent command before the host (`ssh -o BatchMode=yes`);
+    /// a word `{host}` is replaced by the host instead of appending it.
+    pub launch: Vec<String>,
+    /// The dosrun executable on the remote hosts.
+    pub agent_path: PathBuf,
+    /// Time between heartbeats.
+    pub heartbeat: Duration,
+    /// Silence after which a node is lost.
+    pub timeout: Duration,
+    /// How long an agent may take to connect after its launch.
+    pub start_timeout: Duration,
+}
+
+/// What the agents report to the supervisor.
+#[derive(Debug)]
+pub enum AgentEvent {
+    /// A frame from node `.0`'s agent.
+    Frame(usize, FromAgent),
+    /// Node `node` is lost.
+    Lost {
+        /// The node.
+        node: usize,
+        /// Why (one line).
+        why: String,
+    },
+    /// A connection was refused (one line, without a prefix).
+    Refused(String),
+}
+
+/// What a polled descriptor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentTag {
+    /// The control listener.
+    Listener,
+    /// A connection authenticating.
+    Pending(u64),
+    /// A node's control connection.
+    Conn(usize),
+    /// A node's launch agent process exited.
+    Child(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Launching,
+    Connected,
+    Lost,
+}
+
+#[derive(Debug)]
+struct Remote {
+    host: String,
+    assign: Option<Box<Assign>>,
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+    /// The write end of the launch agent's stdin, open for the whole job.
+    stdin: Option<OwnedFd>,
+    conn: Option<CtlConn>,
+    started: Instant,
+    state: State,
+}
+
+#[derive(Debug)]
+struct Pending {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    hs: Box<Handshake>,
+    since: Instant,
+}
+
+/// The node agents of a job.
+#[derive(Debug)]
+pub struct Agents {
+    listener: TcpListener,
+    addr: SocketAddr,
+    jobid: u64,
+    secret: Secret,
+    context: Vec<u8>,
+    cfg: AgentsConfig,
+    pending: HashMap<u64, Pending>,
+    next_pending: u64,
+    nodes: HashMap<usize, Remote>,
+    next_beat: Instant,
+    events: Vec<AgentEvent>,
+}
+
+/// The address of this machine that reaches `remote` (no packet is sent:
+/// connecting a UDP socket only picks the route).
+pub fn local_addr_towards(remote: IpAddr) -> io::Result<IpAddr> {
+    let bind: SocketAddr = match remote {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().map_err(io::Error::other)?,
+        IpAddr::V6(_) => "[::]:0".parse().map_err(io::Error::other)?,
+    };
+    let s = UdpSocket::bind(bind)?;
+    s.connect((remote, 9))?;
+    Ok(s.local_addr()?.ip())
+}
+
+impl Agents {
+    /// Listens on `ip` (any port) for the agents of job `jobid`.
+    pub fn bind(ip: IpAddr, jobid: u64, secret: Secret, cfg: AgentsConfig) -> io::Result<Agents> {
+        let listener = TcpListener::bind((ip, 0))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        Ok(Agents {
+            listener,
+            addr,
+            jobid,
+            secret,
+            context: ctl_wire::auth_context(jobid),
+            cfg,
+            pending: HashMap::new(),
+            next_pending: 1,
+            nodes: HashMap::new(),
+            next_beat: Instant::now(),
+            events: Vec::new(),
+        })
+    }
+
+    /// The control address (its IP is the job's address on this host).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The host of node `node`.
+    pub fn host(&self, node: usize) -> Option<&str> {
+        self.nodes.get(&node).map(|r| r.host.as_str())
+    }
+
+    /// Starts the agent of node `node` on `host`, which will run `assign`.
+    /// Must be called from dosrun's main thread (parent-death signal).
+    pub fn launch(&mut self, node: usize, host: &str, assign: Assign) -> io::Result<()> {
+        let mut argv: Vec<OsString> = Vec::new();
+        let mut placed = false;
+        for w in &self.cfg.launch {
+            if w.contains("{host}") {
+                argv.push(w.replace("{host}", host).into());
+                placed = true;
+            } else {
+                argv.push(w.into());
+            }
+        }
+        if !placed {
+            argv.push(host.into());
+        }
+        argv.push(self.cfg.agent_path.clone().into_os_string());
+        argv.push("--agent".into());
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| io::Error::other("empty launch agent command"))?;
+        let (in_r, in_w) = sys::pipe()?;
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .stdin(Stdio::from(in_r))
+            .stdout(Stdio::null())
+            .process_group(0);
+        let parent = sys::getpid();
+        // SAFETY: the closure runs in the child between fork and exec and
+        // only makes async-signal-safe calls (see `spawn::child_setup`).
+        unsafe {
+            cmd.pre_exec(move || crate::spawn::child_setup(parent, None, None, None));
+        }
+        let child = cmd.spawn()?;
+        let pid = child.id() as i32;
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                sys::kill_group(pid, libc::SIGKILL);
+                sys::reap(pid);
+                return Err(e);
+            }
+        };
+        // The line is far below a pipe's capacity: this write does not block.
+        let line = bootstrap_line(self.addr, self.jobid, node, &self.secret.to_hex());
+        let mut w = std::fs::File::from(in_w);
+        if let Err(e) = w.write_all(line.as_bytes()) {
+            sys::kill_group(pid, libc::SIGKILL);
+            sys::reap(pid);
+            return Err(e);
+        }
+        self.nodes.insert(
+            node,
+            Remote {
+                host: host.to_string(),
+                assign: Some(Box::new(assign)),
+                pid,
+                pidfd: Some(pidfd),
+                stdin: Some(OwnedFd::from(w)),
+                conn: None,
+                started: Instant::now(),
+                state: State::Launching,
+            },
+        );
+        Ok(())
+    }
+
+    /// Adds the descriptors to poll.
+    pub fn poll_fds(&self, out: &mut Vec<(libc::pollfd, AgentTag)>) {
+        let pfd = |fd, events| libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        out.push((
+            pfd(self.listener.as_raw_fd(), libc::POLLIN),
+            AgentTag::Listener,
+        ));
+        for (&id, p) in &self.pending {
+            out.push((
+                pfd(p.stream.as_raw_fd(), libc::POLLIN),
+                AgentTag::Pending(id),
+            ));
+        }
+        for (&n, r) in &self.nodes {
+            if let Some(c) = &r.conn {
+                let mut ev = libc::POLLIN;
+                if c.wants_write() {
+                    ev |= libc::POLLOUT;
+                }
+                out.push((pfd(c.fd(), ev), AgentTag::Conn(n)));
+            }
+            if let Some(fd) = &r.pidfd {
+                out.push((pfd(fd.as_raw_fd(), libc::POLLIN), AgentTag::Child(n)));
+            }
+        }
+    }
+
+    /// The next time [`Agents::tick`] has work.
+    pub fn deadline(&self) -> Option<Instant> {
+        let mut d = vec![self.next_beat];
+        d.extend(self.pending.values().map(|p| p.since + AUTH_TIMEOUT));
+        for r in self.nodes.values() {
+            match r.state {
+                State::Launching => d.push(r.started + self.cfg.start_timeout),
+                State::Connected => {
+                    if let Some(c) = &r.conn {
+                        d.push(c.last_rx + self.cfg.timeout);
+                    }
+                }
+                _ => {}
+            }
+        }
+        d.into_iter().min()
+    }
+
+    /// Heartbeats and timeouts.
+    pub fn tick(&mut self, now: Instant) {
+        if now >= self.next_beat {
+            self.next_beat = now + self.cfg.heartbeat;
+            for r in self.nodes.values_mut() {
+                if let (State::Connected, Some(c)) = (r.state, r.conn.as_mut()) {
+                    c.send(|o| ToAgent::Heartbeat.encode(o));
+                }
+            }
+        }
+        let late: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now >= p.since + AUTH_TIMEOUT)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in late {
+            self.refuse(id, "did not authenticate in time");
+        }
+        let timeout = self.cfg.timeout;
+        let start_timeout = self.cfg.start_timeout;
+        let mut lost = Vec::new();
+        for (&n, r) in &self.nodes {
+            match (r.state, &r.conn) {
+                (State::Launching, _) if now >= r.started + start_timeout => lost.push((
+                    n,
+                    format!(
+                        "its node agent did not connect within {} s",
+                        start_timeout.as_secs_f64()
+                    ),
+                )),
+                (State::Connected, Some(c)) if now >= c.last_rx + timeout => lost.push((
+                    n,
+                    format!(
+                        "no heartbeat from its node agent for {} s (agent or link lost)",
+                        timeout.as_secs_f64()
+                    ),
+                )),
+                _ => {}
+            }
+        }
+        for (n, why) in lost {
+            self.lose(n, why);
+        }
+    }
+
+    /// Handles readiness of one descriptor.
+    pub fn ready(&mut self, tag: AgentTag, revents: i16) {
+        match tag {
+            AgentTag::Listener => self.accept(),
+            AgentTag::Pending(id) => self.authenticate(id),
+            AgentTag::Conn(n) => self.on_conn(n, revents),
+            AgentTag::Child(n) => self.on_child(n),
+        }
+    }
+
+    /// Events since the last call.
+    pub fn take_events(&mut self) -> Vec<AgentEvent> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Sends `m` to every connected agent.
+    pub fn broadcast(&mut self, m: &ToAgent) {
+        for r in self.nodes.values_mut() {
+            if let Some(c) = r.conn.as_mut() {
+                c.send(|o| m.encode(o));
+            }
+        }
+    }
+
+    /// Sends `m` to node `node`'s agent.
+    pub fn send(&mut self, node: usize, m: &ToAgent) {
+        if let Some(c) = self.nodes.get_mut(&node).and_then(|r| r.conn.as_mut()) {
+            c.send(|o| m.encode(o));
+        }
+    }
+
+    /// Nodes whose agent has not connected yet (the job is stopping: they
+    /// will not be waited for).
+    pub fn abandon_unconnected(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for (&n, r) in self.nodes.iter_mut() {
+            if r.state == State::Launching {
+                r.state = State::Lost;
+                r.stdin = None;
+                sys::kill_group(r.pid, libc::SIGKILL);
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    /// End of the job: tells every agent to exit, waits a little for the
+    /// launch agents, kills what is left and reaps them.
+    pub fn finish(mut self) {
+        for r in self.nodes.values_mut() {
+            if let Some(c) = r.conn.as_mut() {
+                c.send(|o| ToAgent::Exit.encode(o));
+                c.flush_blocking(Duration::from_millis(200));
+            }
+        }
+        let until = Instant::now() + EXIT_WAIT;
+        loop {
+            let mut fds: Vec<libc::pollfd> = self
+                .nodes
+                .values()
+                .filter_map(|r| r.pidfd.as_ref())
+                .map(|fd| libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
+            let live = fds.len();
+            let left = until.saturating_duration_since(Instant::now());
+            if live == 0 || left.is_zero() {
+                break;
+            }
+            if sys::poll(&mut fds, left.as_millis().clamp(1, 1000) as i32).is_err() {
+                break;
+            }
+            for r in self.nodes.values_mut() {
+                if r.pidfd.is_some() && matches!(sys::peek_exit(r.pid), Ok(Some(_)) | Err(_)) {
+                    r.pidfd = None;
+                }
+            }
+        }
+        for r in self.nodes.values_mut() {
+            r.stdin = None;
+            sys::kill_group(r.pid, libc::SIGKILL);
+            sys::reap(r.pid);
+        }
+    }
+
+    fn lose(&mut self, n: usize, why: String) {
+        let Some(r) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        if matches!(r.state, State::Lost) {
+            return;
+        }
+        r.state = State::Lost;
+        r.conn = None;
+        // Its end: the agent (if it still hears us) sees its stdin close.
+        r.stdin = None;
+        sys::kill_group(r.pid, libc::SIGKILL);
+        self.events.push(AgentEvent::Lost { node: n, why });
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    if self.pending.len() >= MAX_PENDING {
+                        if let Some((&old, _)) = self.pending.iter().min_by_key(|(_, p)| p.since) {
+                            self.refuse(old, "too many connections authenticating");
+                        }
+                    }
+                    let Ok(hs) = Handshake::new(
+                        &self.secret,
+                        &self.context,
+                        Role::Responder,
+                        ctl_wire::DOSRUN_ID,
+                    ) else {
+                        continue;
+                    };
+                    // 48 bytes on a fresh socket: the send buffer takes them.
+                    let mut s = &stream;
+                    if s.write_all(&hs.hello()).is_err() {
+                        continue;
+                    }
+                    let id = self.next_pending;
+                    self.next_pending += 1;
+                    self.pending.insert(
+                        id,
+                        Pending {
+                            stream,
+                            inbuf: Vec::new(),
+                            hs: Box::new(hs),
+                            since: Instant::now(),
+                        },
+                    );
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn refuse(&mut self, id: u64, why: &str) {
+        if let Some(p) = self.pending.remove(&id) {
+            let from = p
+                .stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            self.events.push(AgentEvent::Refused(format!(
+                "refused a control connection from {from}: {why}"
+            )));
+        }
+    }
+
+    fn authenticate(&mut self, id: u64) {
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        let mut chunk = [0u8; 512];
+        let mut eof = false;
+        loop {
+            match (&p.stream).read(&mut chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    p.inbuf.extend_from_slice(&chunk[..n]);
+                    if p.inbuf.len() >= HELLO_LEN + PROOF_LEN {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if p.hs.claimed_peer_id().is_none() && p.inbuf.len() >= HELLO_LEN {
+            match p.hs.on_hello(&p.inbuf[..HELLO_LEN]) {
+                Ok(proof) => {
+                    p.inbuf.drain(..HELLO_LEN);
+                    if (&p.stream).write_all(&proof).is_err() {
+                        return self.refuse(id, "cannot send the proof");
+                    }
+                }
+                Err(e) => return self.refuse(id, &e.to_string()),
+            }
+        }
+        if p.hs.claimed_peer_id().is_some() && p.inbuf.len() >= PROOF_LEN {
+            let node = match p.hs.on_proof(&p.inbuf[..PROOF_LEN]) {
+                Ok(n) => n,
+                Err(e) => return self.refuse(id, &e.to_string()),
+            };
+            p.inbuf.drain(..PROOF_LEN);
+            let fresh = usize::try_from(node)
+                .ok()
+                .and_then(|n| self.nodes.get(&n).map(|r| (n, r.state)));
+            let Some((n, State::Launching)) = fresh else {
+                return self.refuse(id, &format!("node {node} is not expecting its agent"));
+            };
+            let Some(p) = self.pending.remove(&id) else {
+                return;
+            };
+            let conn = match CtlConn::new(p.stream, p.inbuf) {
+                Ok(c) => c,
+                Err(e) => return self.lose(n, format!("control connection: {e}")),
+            };
+            let Some(r) = self.nodes.get_mut(&n) else {
+                return;
+            };
+            r.state = State::Connected;
+            let assign = r.assign.take().unwrap_or_default();
+            let mut conn = conn;
+            conn.send(|o| ToAgent::Assign(assign).encode(o));
+            r.conn = Some(conn);
+            // Frames may have come with the proof.
+            self.on_conn(n, libc::POLLIN);
+            return;
+        }
+        if eof {
+            self.refuse(id, "closed during authentication");
+        }
+    }
+
+    fn on_conn(&mut self, n: usize, revents: i16) {
+        let Some(c) = self.nodes.get_mut(&n).and_then(|r| r.conn.as_mut()) else {
+            return;
+        };
+        if revents & libc::POLLOUT != 0 {
+            c.flush();
+        }
+        if revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            c.read();
+        }
+        loop {
+            match c.next_frame(FromAgent::decode) {
+                Ok(Some(m)) => self.events.push(AgentEvent::Frame(n, m)),
+                Ok(None) => break,
+                Err(e) => {
+                    return self.lose(n, format!("its node agent sent a bad frame: {e}"));
+                }
+            }
+        }
+        if c.closed {
+            self.lose(
+                n,
+                "the connection to its node agent closed (agent or link lost)".into(),
+            );
+        }
+    }
+
+    fn on_child(&mut self, n: usize) {
+        let Some(r) = self.nodes.get_mut(&n) else {
+            return;
+        };
+        let cause = match sys::peek_exit(r.pid) {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(_) => ExitCause::Exited(-1),
+        };
+        r.pidfd = None;
+        if r.state == State::Launching {
+            let what = self.cfg.launch.first().cloned().unwrap_or_default();
+            self.lose(
+                n,
+                format!(
+                    "the launch agent ({what}) {} before the node agent connected",
+                    cause.describe()
+                ),
+            );
+        }
+    }
+}
