@@ -418,3 +418,62 @@ fn three_hosts_two_slots_each() {
     scenario_strangers();
     assert_nothing_left(&[], Duration::from_secs(5));
 }
+
+/// An example's output without its timings, sorted.
+fn normalized(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter(|l| !l.contains(" took "))
+        .map(|l| match l.find(" (") {
+            Some(i) if l.contains(" us ") || l.contains(" ms ") => l[..i].to_string(),
+            _ => l.to_string(),
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The examples and the collective test program across 3 hosts x 2 slots
+/// through ssh give the single-host results.
+///
+/// Ignored for now: with the tcp transport of `dos::init`, a rank's
+/// finalize still fails now and then ("transport error"), which makes the
+/// job fail; run with `cargo test -p dos-launcher --test multinode -- --ignored`.
+#[test]
+#[ignore = "multi-node finalize of dos::init fails intermittently (core)"]
+fn examples_across_hosts_match_one_host() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
+    if !examples.join("collcheck").exists() {
+        eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
+        return;
+    }
+    let up = cluster(&["up", &HOSTS.to_string()]);
+    let _down = Down;
+    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
+    for ex in [
+        &["hello"][..],
+        &["ring"],
+        &["pi"],
+        &["heat", "--check"],
+        &["collcheck"],
+    ] {
+        let prog = examples.join(ex[0]);
+        let mut cmd = vec![prog.to_str().unwrap()];
+        cmd.extend_from_slice(&ex[1..]);
+        let multi = cluster_run(&[], &cmd);
+        let mut one = vec!["-n", "6"];
+        one.extend_from_slice(&cmd);
+        let single = common::run(&one);
+        assert_eq!(single.code(), 0, "{ex:?} on one host: {single:?}");
+        assert_eq!(multi.code(), 0, "{ex:?} on 3 hosts: {multi:?}");
+        assert_eq!(
+            normalized(&multi.stdout),
+            normalized(&single.stdout),
+            "{ex:?}"
+        );
+    }
+}
