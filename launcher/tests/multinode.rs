@@ -435,12 +435,7 @@ fn normalized(out: &str) -> Vec<String> {
 
 /// The examples and the collective test program across 3 hosts x 2 slots
 /// through ssh give the single-host results.
-///
-/// Ignored for now: with the tcp transport of `dos::init`, a rank's
-/// finalize still fails now and then ("transport error"), which makes the
-/// job fail; run with `cargo test -p dos-launcher --test multinode -- --ignored`.
 #[test]
-#[ignore = "multi-node finalize of dos::init fails intermittently (core)"]
 fn examples_across_hosts_match_one_host() {
     if let Some(why) = skip_reason() {
         eprintln!("skipped: {why}");
@@ -470,6 +465,10 @@ fn examples_across_hosts_match_one_host() {
         let single = common::run(&one);
         assert_eq!(single.code(), 0, "{ex:?} on one host: {single:?}");
         assert_eq!(multi.code(), 0, "{ex:?} on 3 hosts: {multi:?}");
+        assert!(
+            !multi.stderr.contains("dos: "),
+            "{ex:?} on 3 hosts reported an error: {multi:?}"
+        );
         assert_eq!(
             normalized(&multi.stdout),
             normalized(&single.stdout),

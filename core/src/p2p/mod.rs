@@ -1055,7 +1055,12 @@ impl Engine {
     pub(crate) fn finalize(&self) -> Result<()> {
         for (peer, route) in self.links.routes.iter().enumerate() {
             if let Route::Net(_) = route {
-                self.send_ctrl(peer, AM_BYE, &[])?;
+                match self.send_ctrl(peer, AM_BYE, &[]) {
+                    // A peer that finalized first has closed its connection.
+                    Ok(())
+                    | Err(Error::Transport(dos_transport::Error::PeerUnreachable { .. })) => {}
+                    Err(e) => return Err(e),
+                }
             }
         }
         self.drain_sends()
