@@ -83,8 +83,9 @@ fn run(traffic: Vec<Vec<Msg>>, sel: Vec<(Option<usize>, Option<i32>)>, mode: Rnd
             let (s, t) = *sel_iter.next().unwrap();
             // Only use a selector that some remaining message satisfies, so the
             // receive cannot block forever.
-            let eligible =
-                |src: usize, m: &Msg| s.map_or(true, |s| s == src) && t.map_or(true, |t| t == m.tag);
+            let eligible = |src: usize, m: &Msg| {
+                s.map_or(true, |s| s == src) && t.map_or(true, |t| t == m.tag)
+            };
             if !(1..n).any(|src| left[src].iter().any(|(_, m)| eligible(src, m))) {
                 continue;
             }
