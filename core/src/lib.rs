@@ -4,7 +4,9 @@
 //! started by the `dosrun` launcher, point-to-point messages with tags and
 //! wildcards, nonblocking requests whose buffers the compiler keeps borrowed,
 //! communicators, and the MPI collectives. Ranks on one node talk through
-//! lock-free rings in shared memory, with a single copy for large messages.
+//! lock-free rings in shared memory; ranks on different nodes over TCP
+//! connections authenticated with the job's secret. Each peer's route is
+//! chosen once, at [`init`].
 //!
 //! ## Quick start
 //!
@@ -61,6 +63,12 @@
 //! a message polls for a short while, then yields, then sleeps on a futex that
 //! a sender rings only when the rank is asleep, so jobs with more ranks than
 //! cores still make quick progress. All tunables are in [`config`].
+//!
+//! ## Testing without a launcher
+//!
+//! [`testing::run_threads`] runs a program on `n` ranks as threads of one
+//! process over the real shared-memory stack; [`testing::run_cluster`] groups
+//! them into simulated nodes joined by TCP on 127.0.0.1.
 //!
 //! ## Thread safety
 //!
