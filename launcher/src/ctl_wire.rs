@@ -111,11 +111,11 @@ pub type Puts = Vec<(String, Vec<u8>)>;
 
 /// What a node agent is to run: everything about its node's ranks.
 ///
-/// Body: u32 node, u32 nodes, u32 size, bytes program, bytes argv0,
+/// Body: `u32 node, u32 nodes, u32 size, bytes program, bytes argv0,
 /// list<bytes> args, bytes cwd, list<(bytes, bytes)> env, list<u32> ranks,
 /// u8 bind (0 default, 1 core, 2 numa, 3 none), u8 flags (bit 0
 /// report-bindings), u32 grace (ms), u32 heartbeat interval (ms), u32
-/// heartbeat timeout (ms).
+/// heartbeat timeout (ms)`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Assign {
     /// The node's id.
