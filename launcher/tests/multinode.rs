@@ -48,6 +48,14 @@ impl Drop for Down {
     }
 }
 
+/// The tests of this file share one cluster: they take turns.
+static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Waits for the cluster to be free; hold the guard until after `Down` ran.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    CLUSTER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn skip_reason() -> Option<String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -405,6 +413,7 @@ fn three_hosts_two_slots_each() {
         eprintln!("skipped: {why}");
         return;
     }
+    let _serial = serial();
     let up = cluster(&["up", &HOSTS.to_string()]);
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
@@ -446,6 +455,7 @@ fn examples_across_hosts_match_one_host() {
         eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
         return;
     }
+    let _serial = serial();
     let up = cluster(&["up", &HOSTS.to_string()]);
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
