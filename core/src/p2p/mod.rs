@@ -87,6 +87,9 @@ impl Status {
     }
 }
 
+/// Bytes per pipelined chunk on network routes (bounded by the transport's `max_am`).
+const NET_CHUNK: usize = 512 * 1024;
+
 /// Most buffers kept for unexpected messages.
 const MAX_SPARE: usize = 64;
 /// Largest buffer kept for reuse.
@@ -256,8 +259,10 @@ pub(crate) struct Engine {
     eager_limit: usize,
     /// Rendezvous protocol in force.
     rndv: RndvMode,
-    /// Bytes per pipelined chunk.
+    /// Bytes per pipelined chunk through shared memory.
     chunk: usize,
+    /// Bytes per pipelined chunk over the network.
+    net_chunk: usize,
 }
 
 fn sel_src(s: Source) -> i64 {
@@ -327,9 +332,17 @@ impl Engine {
             m => m,
         };
         let chunk = cfg.rndv_chunk.min(max_am.saturating_sub(DATA_HDR)).max(1);
+        // Over the network the socket already streams: large frames cost fewer
+        // system calls than ring-sized chunks.
+        let net_chunk = links.net.as_ref().map_or(chunk, |n| {
+            NET_CHUNK
+                .min(n.caps().max_am.saturating_sub(DATA_HDR))
+                .max(chunk)
+        });
         Engine {
             rndv,
             chunk,
+            net_chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
             links,
             st: RefCell::new(st),
@@ -707,7 +720,11 @@ impl Engine {
             }
             let mut finished = false;
             loop {
-                let n = (s.len - s.off).min(self.chunk);
+                let chunk = match self.links.routes.get(s.peer) {
+                    Some(Route::Net(_)) => self.net_chunk,
+                    _ => self.chunk,
+                };
+                let n = (s.len - s.off).min(chunk);
                 // SAFETY: the send request owning `buf` is still active, so the
                 // buffer is borrowed and valid for `len` bytes.
                 let bytes = unsafe { std::slice::from_raw_parts(s.buf.add(s.off), n) };
