@@ -22,6 +22,9 @@ pub struct Comm {
     rank: usize,
     /// Transport peer index of each rank of this communicator.
     peers: Rc<[u32]>,
+    /// Shared-memory index of each rank, when every rank is on this node and
+    /// the context has node-collective slots (see `coll::node`).
+    pub(crate) node: Option<Rc<[u32]>>,
 }
 
 impl std::fmt::Debug for Comm {
@@ -48,12 +51,20 @@ const TAG_SPLIT: Tag = -0x5000;
 
 impl Comm {
     pub(crate) fn new(eng: Rc<Engine>, ctx: u32, rank: usize, peers: Rc<[u32]>) -> Comm {
+        let node = crate::coll::node::local_indices(&eng, ctx, &peers);
         Comm {
             eng,
             ctx,
             rank,
             peers,
+            node,
         }
+    }
+
+    /// The context id (point-to-point traffic uses `2 * ctx`, collectives `2 * ctx + 1`).
+    #[inline]
+    pub(crate) fn ctx(&self) -> u32 {
+        self.ctx
     }
 
     /// This process's rank in the communicator.

@@ -56,6 +56,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "local reductions of at least this many bytes run in parallel with rayon",
     },
     Tunable {
+        name: "DOS_NODE_COLL_BYTES",
+        default: "1008",
+        help: "barrier, bcast, reduce and allreduce of at most this many bytes among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -90,6 +95,8 @@ pub struct Config {
     pub yield_us: Option<u32>,
     /// `DOS_REDUCE_PAR_BYTES`.
     pub reduce_par_bytes: usize,
+    /// `DOS_NODE_COLL_BYTES` (at most the slot payload).
+    pub node_coll_bytes: usize,
     /// `DOS_KILL_GRACE_MS`.
     pub kill_grace_ms: u64,
 }
@@ -164,6 +171,8 @@ impl Config {
             spin_us: auto("DOS_SPIN_US", &raw("DOS_SPIN_US"))?,
             yield_us: auto("DOS_YIELD_US", &raw("DOS_YIELD_US"))?,
             reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
+            node_coll_bytes: num::<usize>("DOS_NODE_COLL_BYTES", &raw("DOS_NODE_COLL_BYTES"))?
+                .min(dos_transport::shm::wire::COLL_PAYLOAD),
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
         })
     }

@@ -9,15 +9,31 @@
 mod collcheck;
 
 use collcheck::{check_case, Case};
-use dos::testing::run_threads;
+use dos::config::Config;
+use dos::testing::{run_threads, run_threads_with};
 use dos::Error;
 use proptest::prelude::*;
 
 const SIZES: [usize; 7] = [1, 2, 3, 4, 5, 7, 8];
 
+/// Runs `case` twice: with the defaults (small collectives among the ranks
+/// of one node go through shared-memory slots) and with that path off (the
+/// message-based algorithms that communicators spanning nodes use).
 fn run_case(n: usize, case: &Case) -> Result<(), String> {
     let results = run_threads(n, |w| check_case(&w, case));
-    results.into_iter().collect()
+    results
+        .into_iter()
+        .collect::<Result<(), String>>()
+        .map_err(|e| format!("node slots: {e}"))?;
+    let messages = Config {
+        node_coll_bytes: 0,
+        ..Config::default()
+    };
+    let results = run_threads_with(n, messages, |w| check_case(&w, case));
+    results
+        .into_iter()
+        .collect::<Result<(), String>>()
+        .map_err(|e| format!("messages: {e}"))
 }
 
 fn count_strategy() -> impl Strategy<Value = usize> {
@@ -233,5 +249,63 @@ fn zero_sized_and_wide_elements() {
         let mut s = [0u128];
         w.allreduce(&[1u128 << 90], &mut s, dos::op::Sum).unwrap();
         assert_eq!(s[0], 3 << 90);
+    });
+}
+
+#[test]
+fn mixed_small_collectives_keep_generations_apart() {
+    // Bcast and reduce publish without waiting for everyone: a root can run
+    // ahead into the next calls. Rotating roots, mixed kinds and a rank that
+    // lags now and then check that no slot is overwritten while still read.
+    for n in [2usize, 3, 4, 7] {
+        run_threads(n, |w| {
+            let (r, n) = (w.rank() as u64, w.size() as u64);
+            for i in 0..400u64 {
+                if (i + r) % 37 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                let root = (i % n) as usize;
+                match i % 4 {
+                    0 => {
+                        let mut b = [if root as u64 == r { i } else { 0 }; 3];
+                        w.bcast(&mut b, root).unwrap();
+                        assert_eq!(b, [i; 3]);
+                    }
+                    1 => {
+                        let mut out = [0u64; 2];
+                        let recv: &mut [u64] = if root as u64 == r { &mut out } else { &mut [] };
+                        w.reduce(&[r + i, 1], recv, dos::op::Sum, root).unwrap();
+                        if root as u64 == r {
+                            assert_eq!(out, [n * (n - 1) / 2 + n * i, n]);
+                        }
+                    }
+                    2 => w.barrier().unwrap(),
+                    _ => {
+                        let mut s = [0u64];
+                        w.allreduce(&[r * i], &mut s, dos::op::Sum).unwrap();
+                        assert_eq!(s, [i * n * (n - 1) / 2]);
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn communicators_beyond_the_slot_contexts_still_work() {
+    // Only the first contexts have node slots; later communicators use messages.
+    run_threads(3, |w| {
+        let mut comms = vec![w.dup().unwrap()];
+        for _ in 0..20 {
+            let c = comms.last().unwrap().dup().unwrap();
+            comms.push(c);
+        }
+        for (k, c) in comms.iter().enumerate() {
+            let mut s = [0u64];
+            c.allreduce(&[k as u64 + c.rank() as u64], &mut s, dos::op::Sum)
+                .unwrap();
+            assert_eq!(s, [3 * k as u64 + 3]);
+            c.barrier().unwrap();
+        }
     });
 }

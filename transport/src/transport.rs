@@ -31,6 +31,32 @@ macro_rules! each {
     };
 }
 
+impl Transport {
+    /// The shared-memory endpoint, if this is one.
+    #[inline]
+    pub fn as_shm(&self) -> Option<&ShmIface> {
+        match self {
+            Transport::Shm(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// [`Progress::wait`] that also returns early when `ready()` holds after
+    /// the caller announced that it sleeps (shared memory; the other backends
+    /// wait as usual, their waits being bounded by the caller).
+    pub fn wait_or(&self, timeout: Duration, ready: &mut dyn FnMut() -> bool) -> Result<()> {
+        match self {
+            Transport::Shm(s) => s.wait_or(timeout, ready),
+            t => {
+                if ready() {
+                    return Ok(());
+                }
+                t.wait(timeout)
+            }
+        }
+    }
+}
+
 impl Iface for Transport {
     fn name(&self) -> &'static str {
         each!(self, t => t.name())

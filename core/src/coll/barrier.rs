@@ -15,6 +15,9 @@ impl Comm {
     /// });
     /// ```
     pub fn barrier(&self) -> Result<()> {
+        if let Some(done) = self.node_barrier() {
+            return done;
+        }
         let (n, r) = (self.size(), self.rank());
         let mut d = 1;
         while d < n {

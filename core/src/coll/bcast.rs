@@ -39,6 +39,9 @@ impl Comm {
         if n == 1 || bytes == 0 {
             return Ok(());
         }
+        if let Some(done) = self.node_bcast(buf, root) {
+            return done;
+        }
         if bytes >= BCAST_LARGE_BYTES && n >= BCAST_LARGE_MIN_RANKS {
             self.bcast_scatter_ring(buf, root)
         } else {

@@ -85,6 +85,7 @@ mod alltoall;
 mod barrier;
 mod bcast;
 mod gather;
+pub(crate) mod node;
 mod reduce;
 mod reduce_scatter;
 mod scan;

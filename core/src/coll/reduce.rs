@@ -64,6 +64,9 @@ impl Comm {
         if size_of_val(send) == 0 {
             return Ok(());
         }
+        if let Some(done) = self.node_reduce(&op, send, recv, root) {
+            return done;
+        }
         let fold = Fold::new(n);
         if size_of_val(send) >= REDUCE_LARGE_BYTES && send.len() >= fold.p {
             self.reduce_rabenseifner(&op, send, recv, root)
@@ -139,6 +142,9 @@ impl Comm {
         }
         if size_of_val(acc) == 0 {
             return Ok(());
+        }
+        if let Some(done) = self.node_allreduce(op, mine, acc) {
+            return done;
         }
         let fold = Fold::new(n);
         if size_of_val(acc) >= ALLREDUCE_LARGE_BYTES && acc.len() >= fold.p {

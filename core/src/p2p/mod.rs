@@ -206,6 +206,8 @@ struct State {
     departed: Vec<usize>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
+    /// Last node-collective generation of each context that has slots.
+    node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
 }
 
 /// How a peer (a world rank) is reached; decided once, at start-up.
@@ -384,9 +386,23 @@ impl Engine {
         }
     }
 
+    /// The shared-memory endpoint, when the local transport is one.
+    #[inline]
+    pub(crate) fn shm(&self) -> Option<&dos_transport::shm::ShmIface> {
+        self.links.local.as_shm()
+    }
+
+    /// Takes the next node-collective generation of context `ctx` (< `COLL_CTXS`).
+    #[inline]
+    pub(crate) fn next_node_gen(&self, ctx: usize) -> u64 {
+        let mut st = self.st.borrow_mut();
+        st.node_gen[ctx] += 1;
+        st.node_gen[ctx]
+    }
+
     /// Index of world rank `peer` in the local transport, if it is reached that way.
     #[inline]
-    fn local_index(&self, peer: usize) -> Option<usize> {
+    pub(crate) fn local_index(&self, peer: usize) -> Option<usize> {
         match self.links.routes.get(peer) {
             Some(Route::Local(i)) => Some(*i as usize),
             _ => None,
@@ -1029,13 +1045,16 @@ impl Engine {
             } else if waited < self.spin + self.yield_for {
                 std::thread::yield_now();
             } else {
-                self.block()?;
+                self.block(&mut || done(self))?;
             }
         }
     }
 
+    /// Sleeps until a transport has something, or `ready()` holds once this
+    /// rank announced that it sleeps (for conditions that other ranks change
+    /// directly in shared memory, then wake us).
     #[cold]
-    fn block(&self) -> Result<()> {
+    fn block(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {
         if let Some(rank) = self.st.borrow().failed {
             // A job whose peer died cannot make progress: say so instead of hanging.
             return Err(Error::PeerFailed { rank });
@@ -1051,7 +1070,7 @@ impl Engine {
             Duration::from_millis(100)
         };
         match &self.links.net {
-            None => self.links.local.wait(timeout)?,
+            None => self.links.local.wait_or(timeout, ready)?,
             // Two transports cannot share one sleep (the shm doorbell is a
             // futex, tcp sleeps in epoll): sleep on the network at most 1 ms,
             // then look at shared memory again. (An eventfd doorbell in the

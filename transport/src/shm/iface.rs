@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ep::{Push, RxRing, TxRing};
 use super::mem::{cma_copy, CmaKey, Dir, Segment};
 use super::progress::{futex_wait, notify};
-use super::wire::RankCtl;
+use super::wire::{CollSlot, RankCtl, COLL_CTXS};
 use crate::{
     check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
     Result, Rma,
@@ -104,6 +104,50 @@ impl ShmIface {
         &self.seg
     }
 
+    /// The node-level collective slot of local rank `rank` for communicator
+    /// context `ctx` and generation parity `parity` (0 or 1); `None` when the
+    /// context has no slots or the rank is out of range.
+    #[inline]
+    pub fn coll_slot(&self, ctx: usize, parity: usize, rank: usize) -> Option<&CollSlot> {
+        if ctx >= COLL_CTXS || parity > 1 || rank >= self.n {
+            return None;
+        }
+        let off = self.seg.layout().coll_slot(ctx, parity, rank);
+        // SAFETY: in the slot array of the mapped segment, which `self` keeps alive.
+        Some(unsafe { &*(self.seg.at(off) as *const CollSlot) })
+    }
+
+    /// Wakes those of the local ranks `ranks` that are blocked, after this
+    /// rank published something (a collective slot) that they may wait for.
+    #[inline]
+    pub fn wake<I: IntoIterator<Item = usize>>(&self, ranks: I) {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        for r in ranks {
+            if r < self.n && r != self.me {
+                let c = self.ctl(r);
+                if c.sleeping.load(Ordering::Relaxed) != 0 {
+                    super::progress::ring(&c.doorbell);
+                }
+            }
+        }
+    }
+
+    /// Like [`Progress::wait`], but also returns without sleeping when
+    /// `ready()` holds once this rank announced that it sleeps: a rank that
+    /// publishes what `ready` looks for and then calls [`ShmIface::wake`]
+    /// cannot be missed.
+    pub fn wait_or(&self, timeout: Duration, ready: &mut dyn FnMut() -> bool) -> Result<()> {
+        let c = self.ctl(self.me);
+        let bell = c.doorbell.load(Ordering::Acquire);
+        c.sleeping.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.any_ready() && !ready() {
+            futex_wait(&c.doorbell, bell, timeout);
+        }
+        c.sleeping.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Largest active message this segment's rings accept.
     pub fn max_am(&self) -> usize {
         TxRing::max_payload(self.seg.layout().ring_bytes)
@@ -191,15 +235,7 @@ impl Progress for ShmIface {
     }
 
     fn wait(&self, timeout: Duration) -> Result<()> {
-        let c = self.ctl(self.me);
-        let bell = c.doorbell.load(Ordering::Acquire);
-        c.sleeping.store(1, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if !self.any_ready() {
-            futex_wait(&c.doorbell, bell, timeout);
-        }
-        c.sleeping.store(0, Ordering::Relaxed);
-        Ok(())
+        self.wait_or(timeout, &mut || false)
     }
 }
 

@@ -46,7 +46,7 @@ pub(crate) fn notify(sleeping: &AtomicU32, bell: &AtomicU32) {
 }
 
 #[cold]
-fn ring(bell: &AtomicU32) {
+pub(crate) fn ring(bell: &AtomicU32) {
     bell.fetch_add(1, Ordering::Release);
     futex_wake(bell);
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! offset 0            SegHeader          (one page)
 //! ctl_off             RankCtl[n]         (one cache line each, page-rounded)
+//! coll_off            CollSlot[COLL_CTXS][2][n]  (COLL_SLOT bytes each, page-rounded)
 //! ringctl_off         RingCtl[n*n]       (two cache lines each, page-rounded)
 //! data_off            ring data[n*n]     (ring_bytes each)
 //! ```
@@ -15,13 +16,18 @@
 //! one; it is written last, with release ordering, so a reader that sees the
 //! expected `seq` sees the whole record. The writer keeps the header word at the
 //! next write position zero, so stale bytes of an older lap never look valid.
+//!
+//! The collective slots serve node-level collectives (see [`CollSlot`]): for
+//! each of the first [`COLL_CTXS`] communicator contexts, two generations
+//! (parities) of one slot per rank, each written only by its rank. Pages of
+//! the memfd are allocated on first touch, so unused slots cost nothing.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Segment magic: `DOS-SHM\0`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"DOS-SHM\0");
 /// Layout version; bump on any change below.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Cache line size assumed by the layout.
 pub const CACHE_LINE: usize = 64;
 /// Page size assumed for region alignment.
@@ -32,6 +38,12 @@ pub const RECORD_ALIGN: usize = 64;
 pub const PAD_ID: u8 = 0xff;
 /// Smallest ring size accepted.
 pub const MIN_RING_BYTES: usize = 4 * PAGE;
+/// Communicator contexts that have node-level collective slots.
+pub const COLL_CTXS: usize = 16;
+/// Bytes of one collective slot (header included).
+pub const COLL_SLOT: usize = 1024;
+/// Payload bytes of one collective slot.
+pub const COLL_PAYLOAD: usize = COLL_SLOT - 16;
 
 /// The segment header, at offset 0.
 #[repr(C, align(64))]
@@ -97,6 +109,73 @@ pub struct RecHdr {
     pub _reserved: [u8; 3],
 }
 
+/// One rank's slot for node-level collectives, written only by that rank.
+///
+/// A collective call on a communicator is a *generation* `g` (1, 2, ...). Its
+/// rank writes the payload, then `gen = g` with release ordering; readers that
+/// load `gen == g` with acquire ordering see the payload. Generation `g` lives
+/// at parity `g % 2`: before writing `g`, a rank waits until every member of
+/// the communicator published `g - 1`, which each does only after it finished
+/// reading generation `g - 2`, so the slot it overwrites is no longer read.
+#[repr(C, align(64))]
+pub struct CollSlot {
+    /// Generation of the contents; written last.
+    pub gen: AtomicU64,
+    /// Payload length in bytes.
+    pub len: AtomicU32,
+    /// Reserved.
+    pub _reserved: u32,
+    /// Payload.
+    pub data: std::cell::UnsafeCell<[u8; COLL_PAYLOAD]>,
+}
+
+impl CollSlot {
+    /// The generation published last (acquire: its payload is visible).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.gen.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Writes `data` (at most [`COLL_PAYLOAD`] bytes, longer is cut) and then
+    /// publishes generation `gen`.
+    ///
+    /// # Safety
+    /// Only the slot's owner calls this, and no reader is still reading the
+    /// generation being overwritten (the protocol in the type's documentation).
+    #[inline]
+    pub unsafe fn publish(&self, gen: u64, data: &[u8]) {
+        let n = data.len().min(COLL_PAYLOAD);
+        // SAFETY: the caller guarantees exclusive access to the payload now.
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.get().cast::<u8>(), n);
+        }
+        self.len
+            .store(n as u32, std::sync::atomic::Ordering::Relaxed);
+        self.gen.store(gen, std::sync::atomic::Ordering::Release);
+    }
+
+    /// The payload of the generation last seen through [`CollSlot::generation`].
+    ///
+    /// # Safety
+    /// The caller saw the generation it reads, and by the protocol the owner
+    /// does not overwrite it while the returned slice lives.
+    #[inline]
+    pub unsafe fn payload(&self) -> &[u8] {
+        let n = (self.len.load(std::sync::atomic::Ordering::Relaxed) as usize).min(COLL_PAYLOAD);
+        // SAFETY: in bounds; stable by the caller's guarantee.
+        unsafe { std::slice::from_raw_parts(self.data.get().cast::<u8>(), n) }
+    }
+}
+
+impl std::fmt::Debug for CollSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollSlot")
+            .field("gen", &self.gen)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Size of [`RecHdr`].
 pub const REC_HDR: usize = std::mem::size_of::<RecHdr>();
 
@@ -106,6 +185,8 @@ const _: () = {
     assert!(std::mem::size_of::<RingCtl>() == 2 * CACHE_LINE);
     assert!(std::mem::size_of::<RecHdr>() == 16);
     assert!(std::mem::align_of::<RecHdr>() == 8);
+    assert!(std::mem::size_of::<CollSlot>() == COLL_SLOT);
+    assert!(COLL_SLOT % CACHE_LINE == 0);
 };
 
 /// Rounds `x` up to a multiple of `a` (a power of two).
@@ -129,6 +210,8 @@ pub struct Layout {
     pub ring_bytes: usize,
     /// Offset of the `RankCtl` array.
     pub ctl_off: usize,
+    /// Offset of the `CollSlot` array.
+    pub coll_off: usize,
     /// Offset of the `RingCtl` array.
     pub ringctl_off: usize,
     /// Offset of ring data.
@@ -149,7 +232,9 @@ impl Layout {
         }
         let rings = nranks.checked_mul(nranks)?;
         let ctl_off = PAGE;
-        let ringctl_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
+        let coll_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
+        let slots = nranks.checked_mul(2 * COLL_CTXS)?;
+        let ringctl_off = coll_off + round_up(slots.checked_mul(COLL_SLOT)?, PAGE);
         let data_off =
             ringctl_off + round_up(rings.checked_mul(std::mem::size_of::<RingCtl>())?, PAGE);
         let total = data_off.checked_add(rings.checked_mul(ring_bytes)?)?;
@@ -157,6 +242,7 @@ impl Layout {
             nranks,
             ring_bytes,
             ctl_off,
+            coll_off,
             ringctl_off,
             data_off,
             total,
@@ -167,6 +253,13 @@ impl Layout {
     #[inline]
     pub fn rank_ctl(&self, rank: usize) -> usize {
         self.ctl_off + rank * std::mem::size_of::<RankCtl>()
+    }
+
+    /// Offset of the collective slot of `rank` for context `ctx` and generation parity `parity`.
+    #[inline]
+    pub fn coll_slot(&self, ctx: usize, parity: usize, rank: usize) -> usize {
+        debug_assert!(ctx < COLL_CTXS && parity < 2 && rank < self.nranks);
+        self.coll_off + ((ctx * 2 + parity) * self.nranks + rank) * COLL_SLOT
     }
 
     /// Index of the ring from `src` to `dst`.
@@ -197,7 +290,9 @@ mod tests {
         for n in [1usize, 2, 3, 7, 64] {
             let l = Layout::new(n, MIN_RING_BYTES).unwrap();
             assert!(l.ctl_off >= std::mem::size_of::<SegHeader>());
-            assert!(l.ringctl_off >= l.rank_ctl(n - 1) + CACHE_LINE);
+            assert!(l.coll_off >= l.rank_ctl(n - 1) + CACHE_LINE);
+            assert_eq!(l.coll_off % PAGE, 0);
+            assert!(l.ringctl_off >= l.coll_slot(COLL_CTXS - 1, 1, n - 1) + COLL_SLOT);
             assert!(l.data_off >= l.ring_ctl(n * n - 1) + 2 * CACHE_LINE);
             assert_eq!(l.data_off % PAGE, 0);
             assert_eq!(l.total, l.ring_data(n * n - 1) + MIN_RING_BYTES);
