@@ -48,6 +48,11 @@
 //! With two ranks, a small `allreduce` is one exchange (a send-receive) and
 //! one local reduction.
 //!
+//! Before any of these, a communicator whose ranks (2 to 16) all run on this
+//! node runs `barrier`, `bcast`, `reduce` and `allreduce` of at most
+//! `DOS_NODE_COLL_BYTES` bytes through shared-memory slots instead of messages
+//! (`node.rs`): one round whatever the size, still in rank order.
+//!
 //! # Memory
 //!
 //! Scratch buffers of at most [`SMALL_BYTES`] live on the stack, so the
