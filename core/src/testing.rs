@@ -60,6 +60,25 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
     })
 }
 
+/// Ends `world` the way a crashed rank ends: its connections close without
+/// the goodbye a finalizing rank sends, so peers that still wait for it get
+/// [`crate::Error::PeerFailed`] naming it (across nodes; within a node the
+/// launcher stops the job).
+///
+/// ```
+/// let got = dos::testing::run_cluster(&[1, 1], |world| {
+///     if world.rank() == 1 {
+///         dos::testing::vanish(world);
+///         return None;
+///     }
+///     Some(world.recv_vec::<u8>(1, 0).unwrap_err())
+/// });
+/// assert!(matches!(got[0], Some(dos::Error::PeerFailed { rank: 1 })), "{got:?}");
+/// ```
+pub fn vanish(world: World) {
+    world.vanish()
+}
+
 /// Runs `f` on ranks grouped into simulated nodes of `per_node[i]` ranks each
 /// (ranks numbered node by node); returns the results by rank.
 ///

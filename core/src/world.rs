@@ -231,6 +231,12 @@ impl World {
         self.finish()
     }
 
+    /// Drops this rank without a word to anyone, as a crashed process would
+    /// end: no goodbye to network peers, no finalize to the launcher.
+    pub(crate) fn vanish(mut self) {
+        self.finalized = true;
+    }
+
     fn finish(&mut self) -> Result<()> {
         if self.finalized {
             return Ok(());

@@ -113,3 +113,30 @@ fn split_by_node_and_sendrecv_ring() {
         assert_eq!(sum[0], if node == 0 { 1 } else { 2 + 3 + 4 });
     });
 }
+
+#[test]
+fn a_rank_blocked_on_a_vanished_peer_gets_an_error_naming_it() {
+    // Rank 1 (alone on node 1) ends like a crashed process, while rank 0 is
+    // blocked in a receive from it, then in a collective that needs it: both
+    // give PeerFailed { rank: 1 } instead of hanging.
+    for collective in [false, true] {
+        let got = run_cluster(&[1, 1], |w| {
+            if w.rank() == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                dos::testing::vanish(w);
+                return None;
+            }
+            Some(if collective {
+                let mut s = [0u64];
+                w.allreduce(&[1u64], &mut s, dos::op::Sum).unwrap_err()
+            } else {
+                w.recv_vec::<u8>(1, 0).map(|_| ()).unwrap_err()
+            })
+        });
+        assert!(
+            matches!(got[0], Some(dos::Error::PeerFailed { rank: 1 })),
+            "collective {collective}: {:?}",
+            got[0]
+        );
+    }
+}
