@@ -3,6 +3,7 @@
 #
 #     ci/bench-compare.sh                 # REPS=5, full OSU size ranges
 #     REPS=3 QUICK=1 ci/bench-compare.sh  # a few minutes: fewer iterations, sizes up to 64K
+#     CLUSTER=1 ci/bench-compare.sh       # across hosts: TCP between namespace hosts (root)
 #
 # What it does:
 #   1. installs what is missing (openmpi-bin libopenmpi-dev clang libclang-dev
@@ -20,11 +21,21 @@
 #      benchmark and size) and writes it to $OUT/summary.md, ready to paste
 #      into BENCHMARKS.md. Raw JSON lines stay in $OUT/{dos,mpi}.jsonl.
 #
+# With CLUSTER=1 (as root) it compares across hosts instead: it brings up the
+# test cluster (ci/cluster.sh up 3), runs latency, bw and bibw with one rank
+# on each of two namespace hosts (dosrun over its TCP transport, Open MPI with
+# `--mca btl self,tcp`, both unbound since both "hosts" share the 2 cores,
+# both started through the hosts' sshd with the same ssh wrapper), a raw TCP
+# ping-pong and stream between the same two hosts (`dosbench raw-tcp`, the
+# third column), and times a 3-host x 2-rank hello job through ssh, with
+# connection sharing (ssh ControlMaster, opened once beforehand) and without.
+#
 # A dos run that fails (for example while dos is unfinished) is reported and
 # skipped; its column then shows "—". Not part of the default test path: the
 # numbers depend on the machine, so nothing here can pass or fail CI.
 #
-# Environment: REPS (5), OUT (target/bench-compare), QUICK (unset), BENCH_ARGS
+# Environment: REPS (5), OUT (target/bench-compare, or target/bench-cluster
+# with CLUSTER=1), QUICK (unset), CLUSTER (unset), BENCH_ARGS
 # (extra dosbench options for every 2-rank run), BENCHES (all seven, in order),
 # DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (20), DOSBENCH and DOSRUN (use these
 # binaries instead of building the dos variant).
@@ -32,9 +43,13 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
+if [[ -n "${CLUSTER:-}" ]]; then
+    OUT=${OUT:-target/bench-cluster}
+    DEFAULT_BENCHES="latency bw bibw"
+fi
 OUT=${OUT:-target/bench-compare}
 STARTUP_RUNS=${STARTUP_RUNS:-20}
-read -r -a BENCHES <<<"${BENCHES:-latency bw bibw allreduce bcast alltoall barrier}"
+read -r -a BENCHES <<<"${BENCHES:-${DEFAULT_BENCHES:-latency bw bibw allreduce bcast alltoall barrier}}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 if [[ -n "${QUICK:-}" ]]; then
     EXTRA+=(--max-size 64K --iters 1000 --warmup 100)
@@ -70,6 +85,7 @@ install_missing() {
     fi
 }
 install_missing
+ci/deps.sh # hwloc for dosrun; sshd, iproute2 and nftables for CLUSTER=1
 
 if ((EUID == 0)); then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -149,6 +165,57 @@ pair() { # rep ranks dos-launcher-args(string) mpi-launcher-args(string) dosbenc
     fi
 }
 
+if [[ -n "${CLUSTER:-}" ]]; then
+    # ---- across hosts ----------------------------------------------------------
+    ((EUID == 0)) || { log "CLUSTER=1 needs root (network namespaces)"; exit 2; }
+    STATE=/tmp/dos-cluster
+    ci/cluster.sh up 3 >&2
+    trap 'ci/cluster.sh down >&2 || true' EXIT
+    H1=198.18.0.1 H2=198.18.0.2
+    # One ssh wrapper for both launchers. ssh-shared: connection sharing, the
+    # masters opened right here; ssh-plain: a new connection every time.
+    SSHW=$PWD/$OUT/ssh-shared
+    SSHP=$PWD/$OUT/ssh-plain
+    printf '#!/bin/sh\nexec ssh -F %s -o ControlMaster=auto -o ControlPath=%s/cm-%%h -o ControlPersist=600 "$@"\n' \
+        "$STATE/ssh_config" "$STATE" >"$SSHW"
+    printf '#!/bin/sh\nexec ssh -F %s "$@"\n' "$STATE/ssh_config" >"$SSHP"
+    chmod +x "$SSHW" "$SSHP"
+    for h in 1 2 3; do "$SSHW" "198.18.0.$h" true; done
+    MPI_TCP="--bind-to none --mca btl self,tcp --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24"
+    D2="--bind-to none -H $H1:1,$H2:1 --launch-agent $SSHW"
+    M2="-H $H1,$H2 $MPI_TCP --mca plm_rsh_agent $SSHW"
+    : >"$OUT/raw.jsonl"
+    PORT=47000
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for b in "${BENCHES[@]}"; do
+            log "rep $rep/$REPS: $b across two hosts"
+            pair "$rep" 2 "$D2" "$M2" "$b" "${EXTRA[@]}"
+        done
+        log "rep $rep/$REPS: raw TCP between the same hosts"
+        PORT=$((PORT + 1))
+        ip netns exec dos-h1 timeout 900 "$DOSBENCH" raw-tcp serve "$H1:$PORT" 2>>"$OUT/raw.err" &
+        srv=$!
+        ip netns exec dos-h2 timeout 900 "$DOSBENCH" raw-tcp "$H1:$PORT" "${EXTRA[@]}" --json \
+            >>"$OUT/raw.jsonl" 2>>"$OUT/raw.err" || echo "raw-tcp $H1:$PORT" >>"$OUT/failures.txt"
+        wait "$srv" || true
+    done
+
+    # ---- job start-up across 3 hosts x 2 ranks --------------------------------
+    startup_md=$OUT/startup.md
+    HF=$STATE/hostfile
+    log "job start-up: hello on 3 hosts x 2 ranks, through ssh"
+    if have hyperfine; then
+        hyperfine --style basic --warmup 2 --runs "$STARTUP_RUNS" --ignore-failure \
+            --export-markdown "$startup_md" \
+            "$DOSRUN -n 6 --bind-to none --hostfile $HF --launch-agent $SSHW $DOSBENCH hello" \
+            "mpirun -n 6 --hostfile $HF $MPI_TCP --mca plm_rsh_agent $SSHW $MPIBENCH hello" \
+            "$DOSRUN -n 6 --bind-to none --hostfile $HF --launch-agent $SSHP $DOSBENCH hello" \
+            "mpirun -n 6 --hostfile $HF $MPI_TCP --mca plm_rsh_agent $SSHP $MPIBENCH hello" >&2
+    else
+        echo "(hyperfine missing: no start-up timing)" >"$startup_md"
+    fi
+    STARTUP_TITLE="Job start-up, \`dosbench hello\` on 3 hosts x 2 ranks through ssh (ssh-shared: ControlMaster connections opened beforehand; ssh-plain: a new ssh connection per host and job):"
+else
 # ---- 2 and 3. interleaved benchmark runs -------------------------------------
 for ((rep = 1; rep <= REPS; rep++)); do
     for b in "${BENCHES[@]}"; do
@@ -185,6 +252,8 @@ else
         done
     } >"$startup_md"
 fi
+STARTUP_TITLE="Job start-up, \`dosbench hello\` (init + finalize) on 4 ranks:"
+fi
 
 # ---- 5. report -------------------------------------------------------------------
 CMP=$MPIBENCH
@@ -194,14 +263,18 @@ summary=$OUT/summary.md
     echo "### dos vs Open MPI: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo
     echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -r)."
-    echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
+    if [[ -n "${CLUSTER:-}" ]]; then
+        echo "Across two namespace hosts of \`ci/cluster.sh\` (veth + bridge), one rank each. MPI: $(mpirun --version 2>/dev/null | head -1), \`$M2\`; dosrun: \`$D2\`; raw: \`dosbench raw-tcp\` (spinning ping-pong, blocking stream)."
+    else
+        echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
+    fi
     echo "Load average (1, 5, 15 min) before: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
     echo "Medians over $REPS interleaved runs${QUICK:+ (QUICK: sizes up to 64K, 1000 iterations)}${BENCH_ARGS:+, options \`$BENCH_ARGS\`}."
     echo "dos/mpi below 1 is better for dos in us, above 1 in MB/s; \"even\" is within ±5%."
     echo
-    "$CMP" compare "$OUT/dos.jsonl" "$OUT/mpi.jsonl"
+    "$CMP" compare "$OUT/dos.jsonl" "$OUT/mpi.jsonl" ${CLUSTER:+"$OUT/raw.jsonl"}
     echo
-    echo "Job start-up, \`dosbench hello\` (init + finalize) on 4 ranks:"
+    echo "$STARTUP_TITLE"
     echo
     cat "$startup_md"
     if ((!DOS_OK)); then

@@ -58,7 +58,7 @@ pub const TUNABLES: &[Tunable] = &[
     Tunable {
         name: "DOS_NODE_COLL_BYTES",
         default: "1008",
-        help: "barrier, bcast, reduce and allreduce of at most this many bytes among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)",
+        help: "barrier, bcast, reduce, allreduce, allgather and alltoall of at most this many bytes (per rank's contribution) among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)",
     },
     Tunable {
         name: "DOS_KILL_GRACE_MS",

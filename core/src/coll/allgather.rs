@@ -42,6 +42,9 @@ impl Comm {
         if size_of_val(send) == 0 {
             return Ok(());
         }
+        if let Some(done) = self.node_allgather(send, recv) {
+            return done;
+        }
         let ring = size_of_val(recv) >= ALLGATHER_RING_MIN_BYTES;
         if !ring && !n.is_power_of_two() {
             return self.allgather_bruck(send, recv);

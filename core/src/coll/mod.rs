@@ -49,8 +49,9 @@
 //! one local reduction.
 //!
 //! Before any of these, a communicator whose ranks (2 to 16) all run on this
-//! node runs `barrier`, `bcast`, `reduce` and `allreduce` of at most
-//! `DOS_NODE_COLL_BYTES` bytes through shared-memory slots instead of messages
+//! node runs `barrier`, `bcast`, `reduce`, `allreduce`, `allgather` and
+//! `alltoall` whose contribution per rank is at most `DOS_NODE_COLL_BYTES`
+//! bytes through shared-memory slots instead of messages
 //! (`node.rs`): one round whatever the size, still in rank order.
 //!
 //! # Memory

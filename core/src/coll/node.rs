@@ -1,7 +1,8 @@
 //! Node-level collectives through shared-memory slots.
 //!
 //! When every rank of a communicator is on this node (and its context is one
-//! of the first `COLL_CTXS`), small barriers, broadcasts and reductions skip
+//! of the first `COLL_CTXS`), small barriers, broadcasts, reductions,
+//! allgathers and alltoalls skip
 //! messages altogether: each rank has a slot per context in the node's
 //! segment (`dos_transport::shm::wire::CollSlot`), writes its contribution
 //! there and reads the others' slots. An allreduce is then one round (write
@@ -27,6 +28,8 @@
 //! | bcast | root publishes the data; the others wait for it, copy, then publish (empty) |
 //! | reduce | publish the contribution; the root waits for all and reduces in rank order |
 //! | allreduce | publish the contribution, wait for all, reduce in rank order |
+//! | allgather | publish the block, copy every rank's block |
+//! | alltoall | publish the whole send buffer, copy block `me` of every rank's |
 //!
 //! Reductions combine `r0 ⊕ r1 ⊕ ... ⊕ r(n-1)` left to right, so every rank
 //! gets the same bits and ordered operations hold.
@@ -220,6 +223,37 @@ impl Comm {
                 Mine::InAcc => r.publish(bytes(acc))?,
             }
             fold_parts(&r, op, acc)
+        })())
+    }
+}
+
+impl Comm {
+    /// Allgather through the slots (the whole send buffer of one rank must
+    /// fit a slot); `None` if this call does not take that path.
+    pub(crate) fn node_allgather<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Option<Result<()>> {
+        let r = self.node_round::<T>(size_of_val(send))?;
+        Some((|| {
+            r.publish(bytes(send))?;
+            let blk = send.len();
+            for (rank, out) in recv.chunks_exact_mut(blk).enumerate() {
+                out.copy_from_slice(part(&r, rank, blk)?);
+            }
+            Ok(())
+        })())
+    }
+
+    /// Alltoall through the slots (the whole send buffer of one rank must
+    /// fit a slot); `None` if this call does not take that path.
+    pub(crate) fn node_alltoall<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Option<Result<()>> {
+        let r = self.node_round::<T>(size_of_val(send))?;
+        Some((|| {
+            r.publish(bytes(send))?;
+            let blk = send.len() / r.idx.len();
+            for (rank, out) in recv.chunks_exact_mut(blk).enumerate() {
+                let theirs: &[T] = part(&r, rank, send.len())?;
+                out.copy_from_slice(&theirs[r.me * blk..(r.me + 1) * blk]);
+            }
+            Ok(())
         })())
     }
 }
