@@ -26,6 +26,7 @@ pub fn run_all<T: Endpoint, F: Fn(usize) -> Vec<T>>(max_peers: usize, make: F) {
     rma_on_self_checks_bounds(&make(1).remove(0));
     if max_peers >= 2 {
         ordered_stream(make(2), 2000);
+        zero_copy_stream(make(2), 400);
         wait_is_woken(make(2));
         rma_between_peers(make(2));
     }
@@ -61,6 +62,7 @@ fn drain<T: Endpoint>(t: &T, sink: &mut Vec<(usize, u8, Vec<u8>)>) -> usize {
     t.progress(|ev| match ev {
         Event::Am { src, id, data } => sink.push((src, id, data.to_vec())),
         Event::Disconnected { peer } => panic!("peer {peer} disconnected"),
+        Event::SendDone { token, .. } => panic!("SendDone {token} without a zero-copy send"),
     })
 }
 
@@ -214,6 +216,126 @@ pub fn ordered_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
         assert!(Instant::now() < deadline, "stream stalled at {next}");
     }
     tx.join().unwrap();
+}
+
+/// Zero-copy sends, mixed with copied ones, arrive in order and intact; every
+/// `Pending` one gets exactly one `SendDone`, after which the backend no longer
+/// reads its body: the sender scribbles over each body as soon as it is
+/// released and reuses it, so a late read would show as a corrupted message.
+pub fn zero_copy_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
+    const SLOTS: usize = 8;
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let max = a.caps().max_am;
+    let msg = move |k: usize| -> Vec<u8> {
+        // Large bodies (up to max_am - 8, at most 300 kB) in between small ones.
+        let len = if k % 3 == 0 {
+            (k * 7919) % 300
+        } else {
+            (max - 8).min(300_000) - (k % 5) * 1000
+        };
+        (0..len).map(|i| ((i * 13) ^ k) as u8).collect()
+    };
+    /// The sender's bodies: a slot is lent from a `Pending` send to its `SendDone`.
+    struct Lender {
+        bufs: Vec<Vec<u8>>,
+        lent: [bool; SLOTS],
+        pending: usize,
+        sink: Vec<(usize, u8, Vec<u8>)>,
+    }
+    impl Lender {
+        fn poll<T: Endpoint>(&mut self, a: &T) {
+            a.progress(|ev| match ev {
+                Event::SendDone { peer, token } => {
+                    assert_eq!(peer, 1);
+                    let slot = token as usize;
+                    assert!(self.lent[slot], "SendDone {token} twice or for nothing");
+                    self.lent[slot] = false;
+                    self.pending -= 1;
+                    // Scribble: the backend must not read this any more.
+                    self.bufs[slot].iter_mut().for_each(|x| *x = 0xEE);
+                }
+                Event::Am { src, id, data } => self.sink.push((src, id, data.to_vec())),
+                Event::Disconnected { peer } => panic!("peer {peer} disconnected"),
+            });
+        }
+    }
+    let tx = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut l = Lender {
+            bufs: (0..SLOTS).map(|_| Vec::new()).collect(),
+            lent: [false; SLOTS],
+            pending: 0,
+            sink: Vec::new(),
+        };
+        for k in 0..count {
+            let slot = k % SLOTS;
+            let hdr = (k as u64).to_le_bytes();
+            if k % 4 == 3 {
+                // A copied send in between: order with the zero-copy ones.
+                let mut sink = std::mem::take(&mut l.sink);
+                send_retry(&a, 1, 6, &hdr, &msg(k), &mut sink);
+                l.sink = sink;
+                continue;
+            }
+            while l.lent[slot] {
+                l.poll(&a);
+                assert!(Instant::now() < deadline, "SendDone never came");
+                std::thread::yield_now();
+            }
+            l.bufs[slot] = msg(k);
+            let (ptr, len) = (l.bufs[slot].as_ptr(), l.bufs[slot].len());
+            loop {
+                // SAFETY: the body is neither written nor freed until its
+                // SendDone (or Done): `lent` guards the slot, and polling only
+                // touches released slots.
+                match unsafe { a.am_send_zc(1, 6, &hdr, ptr, len, slot as u64) } {
+                    Ok(crate::Sent::Done) => break,
+                    Ok(crate::Sent::Pending) => {
+                        l.lent[slot] = true;
+                        l.pending += 1;
+                        break;
+                    }
+                    Err(Error::Busy { .. }) => {
+                        l.poll(&a);
+                        assert!(Instant::now() < deadline, "send stayed Busy");
+                        std::thread::yield_now();
+                    }
+                    Err(e) => panic!("am_send_zc failed: {e}"),
+                }
+            }
+        }
+        while l.pending > 0 {
+            l.poll(&a);
+            let _ = a.wait(Duration::from_millis(10));
+            assert!(
+                Instant::now() < deadline,
+                "{} SendDone never came",
+                l.pending
+            );
+        }
+        assert!(l.sink.is_empty(), "nothing was sent to 0");
+        a
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = 0usize;
+    while next < count {
+        b.progress(|ev| {
+            let Event::Am { src, id, data } = ev else {
+                panic!("unexpected {ev:?}");
+            };
+            assert_eq!((src, id), (0, 6));
+            let k = u64::from_le_bytes(data[..8].try_into().unwrap()) as usize;
+            assert_eq!(k, next, "out of order");
+            assert!(
+                data[8..] == msg(k)[..],
+                "message {k} corrupted (read after SendDone?)"
+            );
+            next += 1;
+        });
+        assert!(Instant::now() < deadline, "stream stalled at {next}");
+    }
+    drop(tx.join().unwrap());
 }
 
 /// A peer blocked in `wait` is woken by a send, long before its timeout.

@@ -8,7 +8,9 @@
 //! * [`Iface`]: what the backend is (name, capabilities, own index, peers);
 //! * [`ActiveMessages`]: ordered, reliable messages to a peer, each carrying a
 //!   one-byte handler id ([`AmId`]) and a payload given as a header and a body
-//!   that are sent as one contiguous message;
+//!   that are sent as one contiguous message; a zero-copy flavour
+//!   ([`ActiveMessages::am_send_zc`]) lets a backend read the body from the
+//!   caller's memory after the call, until it reports [`Event::SendDone`];
 //! * [`Progress`]: deliver what arrived, and block until something may have;
 //! * [`Rma`]: register memory, and get/put on a peer's registered memory
 //!   through a packed [`RemoteKey`], always checked against the registered
@@ -91,6 +93,44 @@ pub trait ActiveMessages: Iface {
     /// Returns [`Error::Busy`] when there is no room now; the caller makes
     /// progress (which may free room) and retries. Never blocks.
     fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()>;
+
+    /// [`ActiveMessages::am_send`] without copying the body: the backend may
+    /// go on reading the `len` bytes at `payload` after the call returns.
+    ///
+    /// Returns [`Sent::Done`] if it no longer needs them, or [`Sent::Pending`]:
+    /// then [`Progress::progress`] later delivers [`Event::SendDone`] with this
+    /// `token`, once, after the backend's last access to them, also when the
+    /// connection fails (before or with its [`Event::Disconnected`] taking
+    /// effect: a failed connection touches no memory). Ordering with
+    /// `am_send` is kept. The default copies, like `am_send`.
+    ///
+    /// # Safety
+    /// `payload` must be valid for reads of `len` bytes, and not be written,
+    /// until the call returned `Done` or the `SendDone` was delivered.
+    unsafe fn am_send_zc(
+        &self,
+        peer: usize,
+        id: AmId,
+        hdr: &[u8],
+        payload: *const u8,
+        len: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        let _ = token;
+        // SAFETY: the caller guarantees `payload` for `len` bytes during the call.
+        let body = unsafe { std::slice::from_raw_parts(payload, len) };
+        self.am_send(peer, id, hdr, body).map(|()| Sent::Done)
+    }
+}
+
+/// How a zero-copy send ([`ActiveMessages::am_send_zc`]) left the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Sent {
+    /// The backend no longer reads the body: the caller may reuse it now.
+    Done,
+    /// The backend still reads it; an [`Event::SendDone`] says when it stops.
+    Pending,
 }
 
 /// Something that [`Progress::progress`] delivers.
@@ -110,6 +150,14 @@ pub enum Event<'a> {
     Disconnected {
         /// The peer's index.
         peer: usize,
+    },
+    /// The backend stopped reading the body of the zero-copy send `token` to
+    /// `peer` (sent, or dropped with a failed connection).
+    SendDone {
+        /// The peer the message went to.
+        peer: usize,
+        /// The token given to [`ActiveMessages::am_send_zc`].
+        token: u64,
     },
 }
 

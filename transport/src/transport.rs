@@ -6,7 +6,7 @@ use crate::loopback::Loopback;
 use crate::shm::ShmIface;
 use crate::tcp::TcpIface;
 use crate::{
-    ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
+    ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma, Sent,
 };
 
 /// One of the backends, chosen once; every call is a `match`, not a virtual call.
@@ -76,6 +76,19 @@ impl ActiveMessages for Transport {
     #[inline]
     fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
         each!(self, t => t.am_send(peer, id, hdr, payload))
+    }
+    #[inline]
+    unsafe fn am_send_zc(
+        &self,
+        peer: usize,
+        id: AmId,
+        hdr: &[u8],
+        payload: *const u8,
+        len: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        // SAFETY: forwarded with the caller's guarantees.
+        each!(self, t => unsafe { t.am_send_zc(peer, id, hdr, payload, len, token) })
     }
 }
 

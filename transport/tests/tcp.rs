@@ -62,6 +62,7 @@ fn collect(t: &TcpIface, d: Duration, mut stop: impl FnMut(&[Got]) -> bool) -> V
 enum Got {
     Am(usize, u8, Vec<u8>),
     Gone(usize),
+    Released(usize, u64),
 }
 
 impl From<Event<'_>> for Got {
@@ -69,6 +70,7 @@ impl From<Event<'_>> for Got {
         match ev {
             Event::Am { src, id, data } => Got::Am(src, id, data.to_vec()),
             Event::Disconnected { peer } => Got::Gone(peer),
+            Event::SendDone { peer, token } => Got::Released(peer, token),
         }
     }
 }
@@ -749,4 +751,81 @@ fn ipv6_loopback_if_available() {
     let addrs: Vec<_> = preps.iter().map(|p| Some(p.address())).collect();
     let eps = connect_all(preps, &addrs);
     check_mesh(&eps);
+}
+
+#[test]
+fn zero_copy_bodies_are_lent_then_released_once() {
+    // A sender that queues more than the socket takes lends its bodies (no
+    // copy); each loan ends with exactly one SendDone, after the last byte left.
+    let mut eps = make_with(2, |b| b.max_queued(64 << 20));
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let count = 16usize;
+    let bodies: Vec<Vec<u8>> = (0..count).map(|k| vec![k as u8; 1 << 20]).collect();
+    let mut lent = 0;
+    for (k, body) in bodies.iter().enumerate() {
+        // SAFETY: `bodies` outlives every loan (we wait for all SendDone below).
+        let r = unsafe { a.am_send_zc(1, 3, &[k as u8], body.as_ptr(), body.len() - 1, k as u64) };
+        if r.unwrap() == dos_transport::Sent::Pending {
+            lent += 1;
+        }
+    }
+    assert!(
+        lent > 0,
+        "the socket took everything: the test proves little"
+    );
+    let rx = thread::spawn(move || collect(&b, T, |g| g.len() >= count));
+    let released = collect(&a, T, |g| g.len() >= lent);
+    let mut tokens: Vec<u64> = released
+        .iter()
+        .map(|g| match g {
+            Got::Released(1, t) => *t,
+            g => panic!("{g:?}"),
+        })
+        .collect();
+    tokens.sort_unstable();
+    tokens.dedup();
+    assert_eq!(tokens.len(), lent, "one SendDone per loan");
+    for (k, g) in rx.join().unwrap().iter().enumerate() {
+        let Got::Am(0, 3, d) = g else { panic!("{g:?}") };
+        assert_eq!((d[0], d.len(), d[d.len() - 1]), (k as u8, 1 << 20, k as u8));
+    }
+    // No second SendDone (the receiver's end, dropped with its thread, may show).
+    let late = collect(&a, Duration::from_millis(50), |_| false);
+    assert!(late.iter().all(|g| *g == Got::Gone(1)), "{late:?}");
+}
+
+#[test]
+fn zero_copy_loans_end_before_disconnected() {
+    // The receiver goes away with loans outstanding: they are released (the
+    // memory is no longer read) no later than the Disconnected that follows.
+    let mut eps = make_with(2, |b| b.max_queued(64 << 20));
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let bodies: Vec<Vec<u8>> = (0..16).map(|k| vec![k as u8; 1 << 20]).collect();
+    let mut lent = Vec::new();
+    for (k, body) in bodies.iter().enumerate() {
+        // SAFETY: `bodies` outlives every loan.
+        if unsafe { a.am_send_zc(1, 3, &[], body.as_ptr(), body.len(), k as u64) }.unwrap()
+            == dos_transport::Sent::Pending
+        {
+            lent.push(k as u64);
+        }
+    }
+    assert!(
+        !lent.is_empty(),
+        "the socket took everything: the test proves little"
+    );
+    drop(b);
+    let got = collect(&a, T, |g| g.contains(&Got::Gone(1)));
+    let gone = got.iter().position(|g| *g == Got::Gone(1)).unwrap();
+    let mut released: Vec<u64> = got[..gone]
+        .iter()
+        .map(|g| match g {
+            Got::Released(1, t) => *t,
+            g => panic!("{g:?}"),
+        })
+        .collect();
+    released.sort_unstable();
+    assert_eq!(released, lent, "every loan ended before Disconnected");
 }

@@ -22,7 +22,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Transport};
+use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Sent, Transport};
 
 use crate::config::{Config, RndvMode};
 use crate::{Error, Result};
@@ -125,6 +125,11 @@ enum Slot {
 struct Req {
     slot: Slot,
     gen: u32,
+    /// Bodies of this (send) request that a transport still reads (zero-copy
+    /// sends that said `Pending`); the request completes only at zero.
+    lent: u32,
+    /// The result to post once `lent` reaches zero.
+    after: Option<Result<Status>>,
 }
 
 #[derive(Debug)]
@@ -400,6 +405,39 @@ impl Engine {
         st.node_gen[ctx]
     }
 
+    /// Zero-copy send to world rank `peer` along its route.
+    ///
+    /// # Safety
+    /// As `ActiveMessages::am_send_zc`: `payload` stays readable and unchanged
+    /// until `Done` or the `SendDone` of `token`.
+    #[inline]
+    unsafe fn am_send_zc(
+        &self,
+        peer: usize,
+        id: u8,
+        hdr: &[u8],
+        payload: *const u8,
+        len: usize,
+        token: u64,
+    ) -> std::result::Result<Sent, dos_transport::Error> {
+        match (self.links.routes.get(peer), &self.links.net) {
+            // SAFETY: forwarded with the caller's guarantees.
+            (Some(Route::Local(i)), _) => unsafe {
+                self.links
+                    .local
+                    .am_send_zc(*i as usize, id, hdr, payload, len, token)
+            },
+            // SAFETY: as above.
+            (Some(Route::Net(i)), Some(net)) => unsafe {
+                net.am_send_zc(*i as usize, id, hdr, payload, len, token)
+            },
+            _ => Err(dos_transport::Error::NoSuchPeer {
+                peer,
+                npeers: self.links.routes.len(),
+            }),
+        }
+    }
+
     /// Index of world rank `peer` in the local transport, if it is reached that way.
     #[inline]
     pub(crate) fn local_index(&self, peer: usize) -> Option<usize> {
@@ -428,6 +466,8 @@ impl Engine {
             st.reqs.push(Req {
                 slot: Slot::Active,
                 gen: 0,
+                lent: 0,
+                after: None,
             });
             (st.reqs.len() - 1) as ReqId
         }
@@ -736,17 +776,27 @@ impl Engine {
             }
             let mut finished = false;
             loop {
-                let chunk = match self.links.routes.get(s.peer) {
-                    Some(Route::Net(_)) => self.net_chunk,
-                    _ => self.chunk,
-                };
+                let net = matches!(self.links.routes.get(s.peer), Some(Route::Net(_)));
+                let chunk = if net { self.net_chunk } else { self.chunk };
                 let n = (s.len - s.off).min(chunk);
-                // SAFETY: the send request owning `buf` is still active, so the
-                // buffer is borrowed and valid for `len` bytes.
-                let bytes = unsafe { std::slice::from_raw_parts(s.buf.add(s.off), n) };
                 let hdr = wire::data_encode(s.rreq, s.off as u64);
-                match self.am_send(s.peer, AM_DATA, &hdr, bytes) {
-                    Ok(()) => {
+                let sent = if net {
+                    let token = loan_token(s.sreq, st.reqs[s.sreq as usize].gen);
+                    // SAFETY: the send request owning `buf` is still active (it
+                    // completes only after its last loan ends), so the buffer is
+                    // borrowed, valid for `len` bytes and unchanged.
+                    unsafe { self.am_send_zc(s.peer, AM_DATA, &hdr, s.buf.add(s.off), n, token) }
+                } else {
+                    // SAFETY: as above; this send copies before returning.
+                    let bytes = unsafe { std::slice::from_raw_parts(s.buf.add(s.off), n) };
+                    self.am_send(s.peer, AM_DATA, &hdr, bytes)
+                        .map(|()| Sent::Done)
+                };
+                match sent {
+                    Ok(how) => {
+                        if how == Sent::Pending {
+                            st.reqs[s.sreq as usize].lent += 1;
+                        }
                         s.off += n;
                         if s.off == s.len {
                             finished = true;
@@ -759,7 +809,7 @@ impl Engine {
                     }
                     Err(e) => {
                         let id = s.sreq;
-                        st.reqs[id as usize].slot = Slot::Done(Err(e.into()));
+                        st.reqs[id as usize].after = Some(Err(e.into()));
                         finished = true;
                         s.off = s.len;
                         break;
@@ -768,11 +818,33 @@ impl Engine {
             }
             if finished {
                 let s = st.streams.remove(i).expect("index in range");
-                if !matches!(st.reqs[s.sreq as usize].slot, Slot::Done(_)) {
-                    st.reqs[s.sreq as usize].slot = Slot::Done(Ok(Status::default()));
+                let req = &mut st.reqs[s.sreq as usize];
+                if req.after.is_none() {
+                    req.after = Some(Ok(Status::default()));
+                }
+                if req.lent == 0 {
+                    req.slot = Slot::Done(req.after.take().expect("set above"));
                 }
             } else {
                 i += 1;
+            }
+        }
+    }
+
+    /// A transport stopped reading a lent body of request `token`.
+    fn on_send_done(&self, token: u64) {
+        let (id, gen) = ((token & 0xffff_ffff) as ReqId, (token >> 32) as u32);
+        let mut st = self.st.borrow_mut();
+        let Some(req) = st.reqs.get_mut(id as usize) else {
+            return;
+        };
+        if req.gen != gen || req.lent == 0 {
+            return;
+        }
+        req.lent -= 1;
+        if req.lent == 0 {
+            if let Some(r) = req.after.take() {
+                req.slot = Slot::Done(r);
             }
         }
     }
@@ -784,6 +856,7 @@ impl Engine {
         let (src, id, data) = match ev {
             Event::Am { src, id, data } => (rank(src), id, data),
             Event::Disconnected { peer } => return self.on_disconnect(rank(peer)),
+            Event::SendDone { token, .. } => return self.on_send_done(token),
         };
         let r = match id {
             AM_EAGER => self.on_eager(src, data),
@@ -1104,9 +1177,67 @@ impl Engine {
 
     /// Waits for request `id` and returns its result, freeing it.
     pub(crate) fn wait(&self, id: ReqId) -> Result<Status> {
-        self.wait_until(|e| e.is_done(id))?;
-        self.take(id)
+        match self.wait_until(|e| e.is_done(id)) {
+            Ok(()) => self.take(id),
+            Err(e) => {
+                self.abandon(id);
+                Err(e)
+            }
+        }
     }
+
+    /// Gives up request `id` after waiting for it failed (a peer died):
+    /// detaches it from its buffer, so that nothing touches the buffer once
+    /// this returns, and frees its slot.
+    ///
+    /// Posted receives, queued sends and streams that still point into the
+    /// buffer are dropped (a message for it that arrives later is discarded);
+    /// bodies lent to a transport are waited for, which ends when their
+    /// connection sends them or fails. (With CMA, a live peer may still be
+    /// reading the sender's buffer: only a job that is being torn down gets
+    /// here.)
+    #[cold]
+    pub(crate) fn abandon(&self, id: ReqId) {
+        {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            let Some(req) = st.reqs.get(id as usize) else {
+                return;
+            };
+            if matches!(req.slot, Slot::Free) {
+                return;
+            }
+            st.posted.retain(|p| p.req != id);
+            st.streams.retain(|s| s.sreq != id);
+            for q in &mut st.pending {
+                let before = q.len();
+                q.retain(|p| p.complete != Some(id));
+                st.npending -= before - q.len();
+            }
+        }
+        // Loans end when their connection sends or drops them; meanwhile keep
+        // the transports going (never blocking on the failed peer's state).
+        while self.st.borrow().reqs[id as usize].lent > 0 {
+            if self.progress() == 0 {
+                let _ = self.links.local.wait(Duration::from_micros(100));
+                if let Some(net) = &self.links.net {
+                    let _ = net.wait(Duration::from_micros(100));
+                }
+            }
+        }
+        let mut st = self.st.borrow_mut();
+        let req = &mut st.reqs[id as usize];
+        req.slot = Slot::Free;
+        req.after = None;
+        req.gen = req.gen.wrapping_add(1);
+        st.free.push(id);
+    }
+}
+
+/// The token of a loan of request `id` in generation `gen` (`Event::SendDone`).
+#[inline]
+fn loan_token(id: ReqId, gen: u32) -> u64 {
+    (u64::from(gen) << 32) | u64::from(id)
 }
 
 #[inline]
@@ -1125,4 +1256,38 @@ fn truncation(status: Status, cap: usize) -> Result<Status> {
 fn protocol_error(e: Error) {
     // Classified here, once: a malformed message from a peer is dropped.
     eprintln!("dos: dropped a message: {e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Barrier;
+
+    use super::*;
+    use crate::testing::run_threads;
+
+    #[test]
+    fn an_abandoned_receive_leaves_its_buffer_alone() {
+        // Rank 0 gives up a posted receive (as after a peer failure); the
+        // message that then arrives must not land in the old buffer but wait
+        // for the next receive.
+        let posted = Barrier::new(2);
+        run_threads(2, |w| {
+            let eng = &w.comm().eng;
+            if w.rank() == 0 {
+                let mut old = [0u8; 4];
+                // SAFETY: `old` outlives the request, which is abandoned below.
+                let id =
+                    unsafe { eng.irecv(0, Source::Rank(1), TagSel::Tag(5), old.as_mut_ptr(), 4) }
+                        .unwrap();
+                eng.abandon(id);
+                posted.wait();
+                let mut new = [0u8; 4];
+                w.recv(&mut new, 1, 5).unwrap();
+                assert_eq!((old, new), ([0; 4], [1, 2, 3, 4]));
+            } else {
+                posted.wait();
+                w.send(&[1u8, 2, 3, 4], 0, 5).unwrap();
+            }
+        });
+    }
 }

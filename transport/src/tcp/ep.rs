@@ -10,19 +10,27 @@
 //! queue sits behind a mutex, uncontended unless the flusher is at work: next to
 //! the `sendmsg` it is noise.
 //!
+//! Zero-copy sends (`am_send_zc`) queue the body they could not send as a
+//! pointer to the caller's memory instead of a copy ([`Seg::Lent`]); its token
+//! is *released* once the last byte went to the socket or the connection
+//! failed, always under the queue's lock, so no thread reads the body after
+//! its release. The owner reports released tokens as `Event::SendDone`.
+//!
 //! Receiving: one `recv` per batch into the endpoint's shared scratch buffer,
 //! complete frames delivered straight from it, and only a trailing partial frame
 //! copied into this connection's own buffer. A large frame is read directly into
 //! that buffer, at its final place, so it crosses memory once.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::progress::{would_block, OutSet};
 use super::wire::{FrameHeader, FRAME_HDR};
-use crate::{AmId, Error, Event, Result};
+use crate::{AmId, Error, Event, Result, Sent};
 
 /// Size of the shared receive buffer: the most one `recv` reads.
 pub(crate) const SCRATCH: usize = 256 * 1024;
@@ -43,14 +51,34 @@ pub(crate) enum Broken {
     Protocol(Error),
 }
 
+/// A stretch of the send queue.
+#[derive(Debug)]
+enum Seg {
+    /// The next this many bytes of the queue's own buffer.
+    Own(usize),
+    /// A body still in the memory of a zero-copy sender.
+    Lent {
+        ptr: *const u8,
+        len: usize,
+        token: u64,
+    },
+}
+
 /// Bytes accepted by `am_send` that the socket has not taken yet, and the socket.
 #[derive(Default)]
 struct TxQueue {
     /// The socket; `None` once closed (checked under the lock before every send,
     /// so the flusher never writes to a closed, possibly reused, descriptor).
     sock: Option<OwnedFd>,
+    /// Copied bytes, from `head`.
     buf: Vec<u8>,
     head: usize,
+    /// What is queued, in order: copied bytes and lent bodies.
+    segs: VecDeque<Seg>,
+    /// Bytes queued (copied and lent).
+    queued: usize,
+    /// Tokens of lent bodies no longer read, for the owner to report.
+    released: Vec<u64>,
     /// Armed in the flusher's set (exactly when the queue is not empty).
     armed: bool,
     /// Added to the flusher's set once.
@@ -59,19 +87,25 @@ struct TxQueue {
     failed: bool,
 }
 
+// SAFETY: the raw pointers of `Seg::Lent` are bodies that `am_send_zc`'s caller
+// keeps readable, from any thread, until their token is released; they are
+// only dereferenced under the queue's mutex.
+unsafe impl Send for TxQueue {}
+
 impl TxQueue {
     #[inline]
     fn queued(&self) -> usize {
-        self.buf.len() - self.head
+        self.queued
     }
 
-    /// Appends `parts`, without their first `skip` bytes.
+    /// Appends copies of `parts`, without their first `skip` bytes.
     #[cold]
     fn push(&mut self, parts: &[&[u8]], mut skip: usize) {
         if self.head > 0 && self.head >= self.buf.len() / 2 {
             self.buf.drain(..self.head);
             self.head = 0;
         }
+        let before = self.buf.len();
         for p in parts {
             if skip >= p.len() {
                 skip -= p.len();
@@ -80,22 +114,82 @@ impl TxQueue {
             self.buf.extend_from_slice(&p[skip..]);
             skip = 0;
         }
+        let n = self.buf.len() - before;
+        if n == 0 {
+            return;
+        }
+        self.queued += n;
+        match self.segs.back_mut() {
+            Some(Seg::Own(m)) => *m += n,
+            _ => self.segs.push_back(Seg::Own(n)),
+        }
     }
 
-    fn consume(&mut self, n: usize) {
-        self.head += n;
+    /// Appends a lent body.
+    #[cold]
+    fn push_lent(&mut self, ptr: *const u8, len: usize, token: u64, flag: &AtomicBool) {
+        if len == 0 {
+            self.release(token, flag);
+            return;
+        }
+        self.queued += len;
+        self.segs.push_back(Seg::Lent { ptr, len, token });
+    }
+
+    fn release(&mut self, token: u64, flag: &AtomicBool) {
+        self.released.push(token);
+        flag.store(true, Ordering::Release);
+    }
+
+    /// Drops the first `n` queued bytes (they went to the socket).
+    fn consume(&mut self, mut n: usize, flag: &AtomicBool) {
+        self.queued -= n;
+        while n > 0 {
+            let Some(front) = self.segs.front_mut() else {
+                return;
+            };
+            match front {
+                Seg::Own(m) => {
+                    let k = n.min(*m);
+                    *m -= k;
+                    n -= k;
+                    self.head += k;
+                    if *m == 0 {
+                        self.segs.pop_front();
+                    }
+                }
+                Seg::Lent { ptr, len, token } => {
+                    let k = n.min(*len);
+                    // SAFETY: stays within (or one past) the lent body.
+                    *ptr = unsafe { ptr.add(k) };
+                    *len -= k;
+                    n -= k;
+                    if *len == 0 {
+                        let t = *token;
+                        self.segs.pop_front();
+                        self.release(t, flag);
+                    }
+                }
+            }
+        }
         if self.head == self.buf.len() {
             self.buf.clear();
             self.head = 0;
         }
     }
 
-    /// Marks the connection failed and drops what is queued.
+    /// Marks the connection failed and drops what is queued (releasing lent bodies).
     #[cold]
-    fn fail(&mut self, out: &OutSet, fd: RawFd) {
+    fn fail(&mut self, out: &OutSet, fd: RawFd, flag: &AtomicBool) {
         self.failed = true;
+        for seg in std::mem::take(&mut self.segs) {
+            if let Seg::Lent { token, .. } = seg {
+                self.release(token, flag);
+            }
+        }
         self.buf = Vec::new();
         self.head = 0;
+        self.queued = 0;
         if self.armed {
             out.remove(fd);
             self.armed = false;
@@ -105,13 +199,22 @@ impl TxQueue {
 
     /// Writes queued bytes until the queue is empty or the socket is full.
     #[cold]
-    fn write_out(&mut self, out: &OutSet, fd: RawFd) {
-        while self.queued() > 0 && self.sock.is_some() {
-            match send(fd, &self.buf[self.head..]) {
-                Ok(n) => self.consume(n),
+    fn write_out(&mut self, out: &OutSet, fd: RawFd, flag: &AtomicBool) {
+        while self.sock.is_some() {
+            let r = match self.segs.front() {
+                None => return,
+                Some(Seg::Own(m)) => send(fd, &self.buf[self.head..self.head + m]),
+                Some(Seg::Lent { ptr, len, .. }) => {
+                    // SAFETY: a lent body is readable until released (see `Seg`).
+                    let body = unsafe { std::slice::from_raw_parts(*ptr, *len) };
+                    send(fd, body)
+                }
+            };
+            match r {
+                Ok(n) => self.consume(n, flag),
                 Err(e) if would_block(&e) => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return self.fail(out, fd),
+                Err(_) => return self.fail(out, fd, flag),
             }
         }
     }
@@ -121,6 +224,9 @@ impl TxQueue {
 pub(crate) struct Tx {
     fd: RawFd,
     q: Mutex<TxQueue>,
+    /// Set when a lent body is released; shared by every connection of the
+    /// endpoint, so its owner looks at the queues only when there is news.
+    flag: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Tx {
@@ -150,6 +256,12 @@ impl Tx {
         !self.lock().failed
     }
 
+    /// Hands every released token to `f`.
+    pub(crate) fn take_released(&self, mut f: impl FnMut(u64)) {
+        let released = std::mem::take(&mut self.lock().released);
+        released.into_iter().for_each(&mut f);
+    }
+
     /// Sends one frame to peer `peer`, or queues what the socket does not take.
     #[inline]
     pub(crate) fn send(
@@ -161,6 +273,28 @@ impl Tx {
         hdr: &[u8],
         payload: &[u8],
     ) -> Result<()> {
+        // SAFETY: nothing is lent: the body is copied before returning.
+        unsafe { self.send_frame(out, peer, bound, id, hdr, payload, None) }.map(|_| ())
+    }
+
+    /// Sends one frame; what the socket does not take is queued, the body as a
+    /// loan under `lend` if given (then `Pending` until that token is released).
+    ///
+    /// # Safety
+    /// With `lend`, `payload` stays readable and unchanged until the token is
+    /// released (see `am_send_zc`).
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn send_frame(
+        &self,
+        out: &OutSet,
+        peer: usize,
+        bound: usize,
+        id: AmId,
+        hdr: &[u8],
+        payload: &[u8],
+        lend: Option<u64>,
+    ) -> Result<Sent> {
         let mut q = self.lock();
         if q.failed {
             return Err(Error::PeerUnreachable { peer });
@@ -175,7 +309,7 @@ impl Tx {
         if q.queued() > 0 {
             if q.queued() >= bound {
                 // Help the flusher (the caller is spinning on us anyway).
-                q.write_out(out, self.fd);
+                q.write_out(out, self.fd, &self.flag);
                 if q.failed {
                     return Err(Error::PeerUnreachable { peer });
                 }
@@ -184,19 +318,20 @@ impl Tx {
                 }
             }
             if q.queued() > 0 {
-                q.push(&parts, 0);
-                return Ok(());
+                return Ok(queue_parts(&mut q, &parts, 0, lend, &self.flag));
             }
         }
         let total = FRAME_HDR + len;
         loop {
             match sendmsg(self.fd, &parts) {
-                Ok(n) if n == total => return Ok(()),
-                Ok(n) => break self.enqueue(&mut q, out, peer, &parts, n),
-                Err(e) if would_block(&e) => break self.enqueue(&mut q, out, peer, &parts, 0),
+                Ok(n) if n == total => return Ok(Sent::Done),
+                Ok(n) => break self.enqueue(&mut q, out, peer, &parts, n, lend),
+                Err(e) if would_block(&e) => {
+                    break self.enqueue(&mut q, out, peer, &parts, 0, lend)
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    q.fail(out, self.fd);
+                    q.fail(out, self.fd, &self.flag);
                     break Err(Error::PeerUnreachable { peer });
                 }
             }
@@ -209,14 +344,15 @@ impl Tx {
         q: &mut TxQueue,
         out: &OutSet,
         peer: usize,
-        parts: &[&[u8]],
+        parts: &[&[u8]; 3],
         sent: usize,
-    ) -> Result<()> {
+        lend: Option<u64>,
+    ) -> Result<Sent> {
         if let Err(e) = out.arm(self.fd, peer, !q.registered) {
             // Without the flusher the queue would never drain, and part of a
             // frame may be out already: end the connection in both directions
             // so that both sides see it end.
-            q.fail(out, self.fd);
+            q.fail(out, self.fd, &self.flag);
             // SAFETY: the socket is open (`sock` is held under the lock);
             // shutdown takes no pointers.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
@@ -224,20 +360,29 @@ impl Tx {
         }
         q.registered = true;
         q.armed = true;
-        q.push(parts, sent);
-        Ok(())
+        Ok(queue_parts(q, parts, sent, lend, &self.flag))
     }
 
     /// For the flusher, after an output event: sends what it can, re-arms if
-    /// bytes remain. Returns true if the queue is now empty (or failed).
+    /// bytes remain. Returns true if the owner should look (the queue is now
+    /// empty or failed, or a lent body was released).
     #[cold]
     pub(crate) fn flush_ready(&self, out: &OutSet, peer: usize) -> bool {
         let mut q = self.lock();
         if !q.armed {
             return false;
         }
-        q.write_out(out, self.fd);
+        let released = q.released.len();
+        q.write_out(out, self.fd, &self.flag);
         if q.failed {
+            return true;
+        }
+        if q.released.len() > released && q.queued() > 0 {
+            if out.arm(self.fd, peer, false).is_err() {
+                q.fail(out, self.fd, &self.flag);
+                // SAFETY: as in `enqueue`.
+                unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+            }
             return true;
         }
         if q.queued() == 0 {
@@ -245,7 +390,7 @@ impl Tx {
             return true;
         }
         if out.arm(self.fd, peer, false).is_err() {
-            q.fail(out, self.fd);
+            q.fail(out, self.fd, &self.flag);
             // SAFETY: as in `enqueue`.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
             return true;
@@ -257,7 +402,7 @@ impl Tx {
     #[cold]
     fn close(&self, out: &OutSet) {
         let mut q = self.lock();
-        q.fail(out, self.fd);
+        q.fail(out, self.fd, &self.flag);
         if q.registered {
             out.remove(self.fd);
             q.registered = false;
@@ -274,6 +419,38 @@ impl Tx {
             unsafe { libc::shutdown(self.fd, libc::SHUT_WR) };
         }
     }
+}
+
+/// Queues `parts` after their first `sent` bytes: copies, except the body
+/// when it is lent under `lend`.
+fn queue_parts(
+    q: &mut TxQueue,
+    parts: &[&[u8]; 3],
+    sent: usize,
+    lend: Option<u64>,
+    flag: &AtomicBool,
+) -> Sent {
+    let Some(token) = lend else {
+        q.push(parts, sent);
+        return Sent::Done;
+    };
+    let head = parts[0].len() + parts[1].len();
+    let body = parts[2];
+    if sent < head {
+        q.push(&parts[..2], sent);
+    }
+    let skip = sent.saturating_sub(head);
+    if skip == body.len() {
+        return Sent::Done;
+    }
+    // SAFETY: `skip < body.len()`.
+    q.push_lent(
+        unsafe { body.as_ptr().add(skip) },
+        body.len() - skip,
+        token,
+        flag,
+    );
+    Sent::Pending
 }
 
 /// The frame being received: `buf[..have]` holds its first bytes.
@@ -304,7 +481,8 @@ impl std::fmt::Debug for Ep {
 
 impl Ep {
     /// Wraps a connected, authenticated, non-blocking socket.
-    pub(crate) fn new(sock: OwnedFd) -> Ep {
+    /// `flag` is set whenever a lent body of this connection is released.
+    pub(crate) fn new(sock: OwnedFd, flag: Arc<AtomicBool>) -> Ep {
         let fd = sock.as_raw_fd();
         Ep {
             fd,
@@ -315,6 +493,7 @@ impl Ep {
                     sock: Some(sock),
                     ..TxQueue::default()
                 }),
+                flag,
             }),
             rx: RefCell::new(RxPart::default()),
         }
@@ -576,7 +755,7 @@ mod tests {
             }
             let (mut a, b) = UnixStream::pair().unwrap();
             b.set_nonblocking(true).unwrap();
-            let ep = Ep::new(OwnedFd::from(b));
+            let ep = Ep::new(OwnedFd::from(b), Arc::default());
             let mut scratch = vec![0u8; SCRATCH];
             let mut got: Vec<(u8, Vec<u8>)> = Vec::new();
             let mut n = 0;
@@ -624,16 +803,50 @@ mod tests {
 
     #[test]
     fn queue_keeps_order_and_skips_sent_bytes() {
+        let flag = AtomicBool::new(false);
         let mut q = TxQueue::default();
         q.push(&[b"abc", b"de", b"f"], 4);
         assert_eq!(&q.buf[q.head..], b"ef");
         q.push(&[b"gh", b"", b"i"], 0);
         assert_eq!(&q.buf[q.head..], b"efghi");
-        q.consume(3);
+        q.consume(3, &flag);
         assert_eq!(q.queued(), 2);
         q.push(&[b"j"], 0);
         assert_eq!(&q.buf[q.head..], b"hij");
-        q.consume(3);
+        q.consume(3, &flag);
         assert_eq!((q.queued(), q.buf.len(), q.head), (0, 0, 0));
+        assert!(!flag.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn lent_bodies_are_released_once_sent_or_failed() {
+        let flag = AtomicBool::new(false);
+        let body = *b"0123456789";
+        let mut q = TxQueue::default();
+        let parts: [&[u8]; 3] = [b"HH", b"h", &body];
+        // 2 bytes went out: the rest of the header is copied, the body lent.
+        assert_eq!(
+            queue_parts(&mut q, &parts, 2, Some(7), &flag),
+            Sent::Pending
+        );
+        assert_eq!(q.queued(), 11);
+        q.consume(5, &flag); // "h" and "0123"
+        assert!(q.released.is_empty());
+        q.push(&[b"tail"], 0);
+        q.consume(6, &flag); // "456789": the body is done
+        assert_eq!(q.released, vec![7]);
+        assert!(flag.swap(false, Ordering::Relaxed));
+        assert_eq!(q.queued(), 4);
+        // A body already sent in full is not lent at all.
+        assert_eq!(queue_parts(&mut q, &parts, 13, Some(8), &flag), Sent::Done);
+        // A failed connection releases what it held.
+        assert_eq!(
+            queue_parts(&mut q, &parts, 4, Some(9), &flag),
+            Sent::Pending
+        );
+        let out = OutSet::new_for_test();
+        q.fail(&out, -1, &flag);
+        assert_eq!(q.released, vec![7, 9]);
+        assert_eq!(q.queued(), 0);
     }
 }

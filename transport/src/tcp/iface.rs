@@ -2,6 +2,8 @@
 
 use std::cell::RefCell;
 use std::os::fd::{BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connect::TcpBuilder;
@@ -10,6 +12,7 @@ use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
 use super::wire::{FrameHeader, FRAME_HDR};
 use crate::{
     ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
+    Sent,
 };
 
 /// Default largest active message.
@@ -41,6 +44,8 @@ pub struct TcpIface {
     /// Shared receive buffer; borrowed for the whole of `progress`, which makes
     /// a re-entrant call (from a callback) a no-op.
     scratch: RefCell<Box<[u8]>>,
+    /// Set when a connection released a lent body (see `Event::SendDone`).
+    released: Arc<AtomicBool>,
     /// Frames to itself, encoded as on the wire.
     self_q: RefCell<Vec<u8>>,
     /// The other self-queue buffer, swapped in while one is being delivered.
@@ -66,12 +71,13 @@ impl TcpIface {
     /// connects to peer `p`).
     pub(crate) fn from_parts(cfg: &TcpBuilder, socks: Vec<Option<OwnedFd>>) -> Result<TcpIface> {
         let poller = Poller::new()?;
+        let released = Arc::new(AtomicBool::new(false));
         let n = socks.len();
         let mut peers = Vec::with_capacity(n);
         for (p, s) in socks.into_iter().enumerate() {
             peers.push(match s {
                 Some(s) => {
-                    let ep = Ep::new(s);
+                    let ep = Ep::new(s, released.clone());
                     poller.add(ep.fd(), p)?;
                     Some(ep)
                 }
@@ -92,6 +98,7 @@ impl TcpIface {
             linger: cfg.linger,
             peers: peers.into(),
             poller,
+            released,
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
             self_q: RefCell::new(Vec::new()),
             self_spare: RefCell::new(Vec::new()),
@@ -170,6 +177,21 @@ impl TcpIface {
         count
     }
 
+    /// Reports the lent bodies that connections released.
+    #[cold]
+    fn deliver_released<F: FnMut(Event<'_>)>(&self, f: &mut F) -> usize {
+        let mut count = 0;
+        for (peer, ep) in self.peers.iter().enumerate() {
+            if let Some(ep) = ep {
+                ep.tx().take_released(|token| {
+                    count += 1;
+                    f(Event::SendDone { peer, token });
+                });
+            }
+        }
+        count
+    }
+
     /// Closes the connection to `peer` and reports it.
     #[cold]
     fn disconnect<F: FnMut(Event<'_>)>(&self, peer: usize, ep: &Ep, why: Broken, f: &mut F) {
@@ -180,6 +202,9 @@ impl TcpIface {
             );
         }
         ep.close(self.flusher.out(), &self.poller);
+        // Bodies the closed queue held are released: report them first.
+        ep.tx()
+            .take_released(|token| f(Event::SendDone { peer, token }));
         f(Event::Disconnected { peer });
     }
 }
@@ -230,6 +255,46 @@ impl ActiveMessages for TcpIface {
             None => Err(Error::PeerUnreachable { peer }),
         }
     }
+
+    #[inline]
+    unsafe fn am_send_zc(
+        &self,
+        peer: usize,
+        id: AmId,
+        hdr: &[u8],
+        payload: *const u8,
+        len: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        let Some(slot) = self.peers.get(peer) else {
+            return Err(self.bad_peer(peer));
+        };
+        let total = hdr.len() + len;
+        if total > self.max_am {
+            return Err(Error::TooLarge {
+                len: total,
+                max: self.max_am,
+            });
+        }
+        // SAFETY: the caller keeps the body readable until its release.
+        let body = unsafe { std::slice::from_raw_parts(payload, len) };
+        match slot {
+            // SAFETY: as above; the queue releases `token` after its last read.
+            Some(ep) => unsafe {
+                ep.tx().send_frame(
+                    self.flusher.out(),
+                    peer,
+                    self.max_queued,
+                    id,
+                    hdr,
+                    body,
+                    Some(token),
+                )
+            },
+            None if peer == self.me => self.send_self(id, hdr, body).map(|()| Sent::Done),
+            None => Err(Error::PeerUnreachable { peer }),
+        }
+    }
 }
 
 impl Progress for TcpIface {
@@ -238,6 +303,9 @@ impl Progress for TcpIface {
             return 0;
         };
         let mut count = self.deliver_self(&mut f);
+        if self.released.swap(false, Ordering::Acquire) {
+            count += self.deliver_released(&mut f);
+        }
         let mut evs = events();
         let k = self.poller.poll(&mut evs, 0);
         for ev in &evs[..k] {
@@ -265,7 +333,7 @@ impl Progress for TcpIface {
     }
 
     fn wait(&self, timeout: Duration) -> Result<()> {
-        if !self.self_q.borrow().is_empty() {
+        if !self.self_q.borrow().is_empty() || self.released.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut evs = events();

@@ -179,6 +179,14 @@ pub(crate) struct OutSet {
 }
 
 impl OutSet {
+    /// An empty set (for unit tests of the queues).
+    #[cfg(test)]
+    pub(crate) fn new_for_test() -> OutSet {
+        OutSet {
+            ep: new_epoll().expect("epoll"),
+        }
+    }
+
     /// Arms socket `fd` of peer `token` for one output event; `first` registers it.
     #[cold]
     pub(crate) fn arm(&self, fd: RawFd, token: usize, first: bool) -> Result<()> {
