@@ -87,9 +87,6 @@ impl Status {
     }
 }
 
-/// Bytes per pipelined chunk on network routes (bounded by the transport's `max_am`).
-const NET_CHUNK: usize = 512 * 1024;
-
 /// Most buffers kept for unexpected messages.
 const MAX_SPARE: usize = 64;
 /// Largest buffer kept for reuse.
@@ -264,6 +261,8 @@ pub(crate) struct Engine {
     /// How long it then polls with `sched_yield` in between, before blocking.
     yield_for: Duration,
     eager_limit: usize,
+    /// Eager limit towards peers on other nodes.
+    net_eager_limit: usize,
     /// Rendezvous protocol in force.
     rndv: RndvMode,
     /// Bytes per pipelined chunk through shared memory.
@@ -339,18 +338,19 @@ impl Engine {
             m => m,
         };
         let chunk = cfg.rndv_chunk.min(max_am.saturating_sub(DATA_HDR)).max(1);
-        // Over the network the socket already streams: large frames cost fewer
-        // system calls than ring-sized chunks.
+        // Over the network the chunks are frames lent to the socket (no copy
+        // on the sending side); see `DOS_NET_CHUNK` for the size.
         let net_chunk = links.net.as_ref().map_or(chunk, |n| {
-            NET_CHUNK
+            cfg.net_chunk
                 .min(n.caps().max_am.saturating_sub(DATA_HDR))
-                .max(chunk)
+                .max(1)
         });
         Engine {
             rndv,
             chunk,
             net_chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
+            net_eager_limit: cfg.net_eager_limit.min(max_eager),
             links,
             st: RefCell::new(st),
             cfg,
@@ -516,7 +516,11 @@ impl Engine {
         buf: *const u8,
         len: usize,
     ) -> Result<Option<ReqId>> {
-        if len <= self.eager_limit {
+        let limit = match self.links.routes.get(peer) {
+            Some(Route::Net(_)) => self.net_eager_limit,
+            _ => self.eager_limit,
+        };
+        if len <= limit {
             let hdr = env.encode();
             let queued = !self.st.borrow().pending[peer].is_empty();
             if !queued {

@@ -224,9 +224,18 @@ impl TxQueue {
 pub(crate) struct Tx {
     fd: RawFd,
     q: Mutex<TxQueue>,
-    /// Set when a lent body is released; shared by every connection of the
-    /// endpoint, so its owner looks at the queues only when there is news.
-    flag: Arc<AtomicBool>,
+    /// News for the owner, shared by every connection of the endpoint, so
+    /// that it looks at the queues only when there is some.
+    flags: Arc<TxFlags>,
+}
+
+/// What the connections of an endpoint tell its owner (see `Tx::flags`).
+#[derive(Debug, Default)]
+pub(crate) struct TxFlags {
+    /// A lent body was released.
+    pub(crate) released: AtomicBool,
+    /// A queue holds bytes the socket did not take yet.
+    pub(crate) queued: AtomicBool,
 }
 
 impl std::fmt::Debug for Tx {
@@ -309,7 +318,7 @@ impl Tx {
         if q.queued() > 0 {
             if q.queued() >= bound {
                 // Help the flusher (the caller is spinning on us anyway).
-                q.write_out(out, self.fd, &self.flag);
+                q.write_out(out, self.fd, &self.flags.released);
                 if q.failed {
                     return Err(Error::PeerUnreachable { peer });
                 }
@@ -318,7 +327,7 @@ impl Tx {
                 }
             }
             if q.queued() > 0 {
-                return Ok(queue_parts(&mut q, &parts, 0, lend, &self.flag));
+                return Ok(queue_parts(&mut q, &parts, 0, lend, &self.flags.released));
             }
         }
         let total = FRAME_HDR + len;
@@ -331,7 +340,7 @@ impl Tx {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => {
-                    q.fail(out, self.fd, &self.flag);
+                    q.fail(out, self.fd, &self.flags.released);
                     break Err(Error::PeerUnreachable { peer });
                 }
             }
@@ -352,7 +361,7 @@ impl Tx {
             // Without the flusher the queue would never drain, and part of a
             // frame may be out already: end the connection in both directions
             // so that both sides see it end.
-            q.fail(out, self.fd, &self.flag);
+            q.fail(out, self.fd, &self.flags.released);
             // SAFETY: the socket is open (`sock` is held under the lock);
             // shutdown takes no pointers.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
@@ -360,7 +369,20 @@ impl Tx {
         }
         q.registered = true;
         q.armed = true;
-        Ok(queue_parts(q, parts, sent, lend, &self.flag))
+        self.flags.queued.store(true, Ordering::Relaxed);
+        Ok(queue_parts(q, parts, sent, lend, &self.flags.released))
+    }
+
+    /// For the owner while it polls: sends what it can of a queue the flusher
+    /// is not working on. Returns true if bytes remain (or the flusher has it).
+    pub(crate) fn help_flush(&self, out: &OutSet) -> bool {
+        let Ok(mut q) = self.q.try_lock() else {
+            return true;
+        };
+        if q.queued() > 0 {
+            q.write_out(out, self.fd, &self.flags.released);
+        }
+        q.queued() > 0
     }
 
     /// For the flusher, after an output event: sends what it can, re-arms if
@@ -373,13 +395,13 @@ impl Tx {
             return false;
         }
         let released = q.released.len();
-        q.write_out(out, self.fd, &self.flag);
+        q.write_out(out, self.fd, &self.flags.released);
         if q.failed {
             return true;
         }
         if q.released.len() > released && q.queued() > 0 {
             if out.arm(self.fd, peer, false).is_err() {
-                q.fail(out, self.fd, &self.flag);
+                q.fail(out, self.fd, &self.flags.released);
                 // SAFETY: as in `enqueue`.
                 unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
             }
@@ -390,7 +412,7 @@ impl Tx {
             return true;
         }
         if out.arm(self.fd, peer, false).is_err() {
-            q.fail(out, self.fd, &self.flag);
+            q.fail(out, self.fd, &self.flags.released);
             // SAFETY: as in `enqueue`.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
             return true;
@@ -402,7 +424,7 @@ impl Tx {
     #[cold]
     fn close(&self, out: &OutSet) {
         let mut q = self.lock();
-        q.fail(out, self.fd, &self.flag);
+        q.fail(out, self.fd, &self.flags.released);
         if q.registered {
             out.remove(self.fd);
             q.registered = false;
@@ -481,8 +503,8 @@ impl std::fmt::Debug for Ep {
 
 impl Ep {
     /// Wraps a connected, authenticated, non-blocking socket.
-    /// `flag` is set whenever a lent body of this connection is released.
-    pub(crate) fn new(sock: OwnedFd, flag: Arc<AtomicBool>) -> Ep {
+    /// `flags` are the endpoint's, shared by its connections.
+    pub(crate) fn new(sock: OwnedFd, flags: Arc<TxFlags>) -> Ep {
         let fd = sock.as_raw_fd();
         Ep {
             fd,
@@ -493,7 +515,7 @@ impl Ep {
                     sock: Some(sock),
                     ..TxQueue::default()
                 }),
-                flag,
+                flags,
             }),
             rx: RefCell::new(RxPart::default()),
         }

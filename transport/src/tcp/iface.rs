@@ -2,12 +2,12 @@
 
 use std::cell::RefCell;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::connect::TcpBuilder;
-use super::ep::{Broken, Ep, SCRATCH};
+use super::ep::{Broken, Ep, TxFlags, SCRATCH};
 use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
 use super::wire::{FrameHeader, FRAME_HDR};
 use crate::{
@@ -44,8 +44,8 @@ pub struct TcpIface {
     /// Shared receive buffer; borrowed for the whole of `progress`, which makes
     /// a re-entrant call (from a callback) a no-op.
     scratch: RefCell<Box<[u8]>>,
-    /// Set when a connection released a lent body (see `Event::SendDone`).
-    released: Arc<AtomicBool>,
+    /// News from the connections: released bodies (see `Event::SendDone`), queued bytes.
+    flags: Arc<TxFlags>,
     /// Frames to itself, encoded as on the wire.
     self_q: RefCell<Vec<u8>>,
     /// The other self-queue buffer, swapped in while one is being delivered.
@@ -71,13 +71,13 @@ impl TcpIface {
     /// connects to peer `p`).
     pub(crate) fn from_parts(cfg: &TcpBuilder, socks: Vec<Option<OwnedFd>>) -> Result<TcpIface> {
         let poller = Poller::new()?;
-        let released = Arc::new(AtomicBool::new(false));
+        let flags = Arc::new(TxFlags::default());
         let n = socks.len();
         let mut peers = Vec::with_capacity(n);
         for (p, s) in socks.into_iter().enumerate() {
             peers.push(match s {
                 Some(s) => {
-                    let ep = Ep::new(s, released.clone());
+                    let ep = Ep::new(s, flags.clone());
                     poller.add(ep.fd(), p)?;
                     Some(ep)
                 }
@@ -98,7 +98,7 @@ impl TcpIface {
             linger: cfg.linger,
             peers: peers.into(),
             poller,
-            released,
+            flags,
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
             self_q: RefCell::new(Vec::new()),
             self_spare: RefCell::new(Vec::new()),
@@ -175,6 +175,21 @@ impl TcpIface {
         batch.clear();
         *self.self_spare.borrow_mut() = batch;
         count
+    }
+
+    /// Sends what queues hold, instead of leaving it all to the flusher thread
+    /// while this thread polls anyway (on a busy machine the flusher may wait
+    /// for a CPU that the polling owner holds).
+    #[cold]
+    fn help_flush(&self) {
+        // Only this thread queues bytes, so clearing the flag cannot lose one.
+        let mut any = false;
+        for ep in self.peers.iter().flatten() {
+            any |= ep.is_open() && ep.tx().help_flush(self.flusher.out());
+        }
+        if !any {
+            self.flags.queued.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Reports the lent bodies that connections released.
@@ -303,7 +318,10 @@ impl Progress for TcpIface {
             return 0;
         };
         let mut count = self.deliver_self(&mut f);
-        if self.released.swap(false, Ordering::Acquire) {
+        if self.flags.queued.load(Ordering::Relaxed) {
+            self.help_flush();
+        }
+        if self.flags.released.swap(false, Ordering::Acquire) {
             count += self.deliver_released(&mut f);
         }
         let mut evs = events();
@@ -333,7 +351,7 @@ impl Progress for TcpIface {
     }
 
     fn wait(&self, timeout: Duration) -> Result<()> {
-        if !self.self_q.borrow().is_empty() || self.released.load(Ordering::Acquire) {
+        if !self.self_q.borrow().is_empty() || self.flags.released.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut evs = events();
