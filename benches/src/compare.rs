@@ -5,6 +5,11 @@
 //! size, the median over runs of each implementation's value is taken, and
 //! `dos/mpi` is their ratio: below 1 is better for dos on latencies, above 1
 //! on bandwidths.
+//!
+//! Results labelled `raw` (`dosbench raw-tcp`: the bare kernel TCP stack
+//! between the same hosts) form an optional third column: when the input
+//! holds any, the table gains `raw` and `dos/raw` columns, and the `runs`
+//! column counts dos/mpi/raw runs. Without raw input the table is unchanged.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,14 +38,23 @@ pub struct Compared {
     pub dos: Option<f64>,
     /// Median of MPI's values, if MPI ran.
     pub mpi: Option<f64>,
+    /// Median of the raw TCP baseline's values, if it ran.
+    pub raw: Option<f64>,
     /// Runs behind each median (dos, MPI).
     pub runs: (usize, usize),
+    /// Runs behind the raw median.
+    pub raw_runs: usize,
 }
 
 impl Compared {
     /// `dos / mpi`.
     pub fn ratio(&self) -> Option<f64> {
         ratio(self.dos?, self.mpi?)
+    }
+
+    /// `dos / raw`.
+    pub fn raw_ratio(&self) -> Option<f64> {
+        ratio(self.dos?, self.raw?)
     }
 
     /// Who is ahead, allowing [`EVEN`] either way.
@@ -93,29 +107,33 @@ pub fn load(paths: &[impl AsRef<Path>]) -> Result<Vec<Outcome>> {
 /// Groups the outcomes by benchmark, ranks and size and takes medians.
 pub fn compare(outcomes: &[Outcome]) -> Vec<Compared> {
     type Key = (Bench, usize, usize);
-    let mut groups: BTreeMap<Key, (Unit, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    type Values = (Unit, Vec<f64>, Vec<f64>, Vec<f64>);
+    let mut groups: BTreeMap<Key, Values> = BTreeMap::new();
     for o in outcomes {
         for r in &o.rows {
             let e = groups
                 .entry((o.benchmark, o.ranks, r.size))
-                .or_insert_with(|| (o.unit, Vec::new(), Vec::new()));
+                .or_insert_with(|| (o.unit, Vec::new(), Vec::new(), Vec::new()));
             match o.implementation.as_str() {
                 "dos" => e.1.push(r.avg),
                 "mpi" => e.2.push(r.avg),
+                crate::rawtcp::IMPL => e.3.push(r.avg),
                 _ => {}
             }
         }
     }
     groups
         .into_iter()
-        .map(|((bench, ranks, size), (unit, d, m))| Compared {
+        .map(|((bench, ranks, size), (unit, d, m, raw))| Compared {
             bench,
             ranks,
             size,
             unit,
             dos: median(&d),
             mpi: median(&m),
+            raw: median(&raw),
             runs: (d.len(), m.len()),
+            raw_runs: raw.len(),
         })
         .collect()
 }
@@ -140,19 +158,31 @@ fn fmt_value(v: Option<f64>) -> String {
     }
 }
 
-/// The comparison as a markdown table.
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map(|r| format!("{r:.2}"))
+        .unwrap_or_else(|| "—".to_string())
+}
+
+/// The comparison as a markdown table; with `raw` and `dos/raw` columns
+/// when any row has a raw TCP value.
 pub fn markdown(rows: &[Compared]) -> String {
+    let with_raw = rows.iter().any(|c| c.raw_runs > 0);
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | runs |"
-    );
-    let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---|---:|");
+    if with_raw {
+        let _ = writeln!(
+            s,
+            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | raw | dos/raw | runs |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|");
+    } else {
+        let _ = writeln!(
+            s,
+            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | runs |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---|---:|");
+    }
     for c in rows {
-        let ratio = c
-            .ratio()
-            .map(|r| format!("{r:.2}"))
-            .unwrap_or_else(|| "—".to_string());
+        let ratio = fmt_ratio(c.ratio());
         let unit = match c.unit {
             Unit::Micros => "us",
             Unit::MBps => "MB/s",
@@ -162,9 +192,9 @@ pub fn markdown(rows: &[Compared]) -> String {
         } else {
             "—".to_string()
         };
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             c.bench.name(),
             c.ranks,
             size,
@@ -173,9 +203,20 @@ pub fn markdown(rows: &[Compared]) -> String {
             fmt_value(c.mpi),
             ratio,
             c.verdict(),
-            c.runs.0,
-            c.runs.1
         );
+        if with_raw {
+            let _ = writeln!(
+                s,
+                " {} | {} | {}/{}/{} |",
+                fmt_value(c.raw),
+                fmt_ratio(c.raw_ratio()),
+                c.runs.0,
+                c.runs.1,
+                c.raw_runs
+            );
+        } else {
+            let _ = writeln!(s, " {}/{} |", c.runs.0, c.runs.1);
+        }
     }
     s
 }
@@ -252,5 +293,66 @@ mod tests {
         assert_eq!(human_size(1000), "1000");
         assert_eq!(human_size(4096), "4K");
         assert_eq!(human_size(4 << 20), "4M");
+    }
+
+    #[test]
+    fn table_without_raw_is_unchanged() {
+        let c = compare(&[
+            outcome(Bench::Latency, "dos", 1.2),
+            outcome(Bench::Latency, "mpi", 2.0),
+            outcome(Bench::Barrier, "mpi", 3.0),
+            outcome(Bench::Barrier, "other", 5.0), // unknown labels are ignored
+        ]);
+        assert!(c.iter().all(|c| c.raw.is_none() && c.raw_runs == 0));
+        assert_eq!(
+            markdown(&c),
+            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | runs |\n\
+             |---|---:|---:|---|---:|---:|---:|---|---:|\n\
+             | latency | 2 | 1K | us | 1.20 | 2.00 | 0.60 | dos better | 1/1 |\n\
+             | barrier | 2 | — | us | — | 3.00 | — | n/a | 0/1 |\n"
+        );
+    }
+
+    #[test]
+    fn raw_column() {
+        let c = compare(&[
+            outcome(Bench::Latency, "dos", 6.0),
+            outcome(Bench::Latency, "mpi", 5.0),
+            outcome(Bench::Latency, "raw", 4.0),
+            outcome(Bench::Latency, "raw", 5.0),
+            outcome(Bench::Latency, "raw", 2.0),
+            outcome(Bench::Bw, "raw", 3000.0),
+            outcome(Bench::Barrier, "dos", 1.0),
+        ]);
+        assert_eq!(c.len(), 3);
+        let lat = &c[0];
+        assert_eq!((lat.raw, lat.raw_runs, lat.runs), (Some(4.0), 3, (1, 1)));
+        assert!((lat.raw_ratio().unwrap() - 1.5).abs() < 1e-12);
+        assert_eq!(c[1].raw_ratio(), None); // bw: no dos value
+        assert_eq!(c[2].raw, None);
+        let md = markdown(&c);
+        let lines: Vec<&str> = md.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | raw | dos/raw | runs |"
+        );
+        assert_eq!(
+            lines[1],
+            "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|"
+        );
+        assert_eq!(
+            lines[2],
+            "| latency | 2 | 1K | us | 6.00 | 5.00 | 1.20 | mpi better | 4.00 | 1.50 | 1/1/3 |"
+        );
+        assert_eq!(
+            lines[3],
+            "| bw | 2 | 1K | MB/s | — | — | — | n/a | 3000 | — | 0/0/1 |"
+        );
+        assert_eq!(
+            lines[4],
+            "| barrier | 2 | — | us | 1.00 | — | — | n/a | — | — | 1/0/0 |"
+        );
+        // Every line has the same number of cells.
+        assert!(lines.iter().all(|l| l.matches('|').count() == 12), "{md}");
     }
 }

@@ -65,6 +65,29 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A socket operation of the raw TCP baseline failed.
+    #[error("raw-tcp: {what}")]
+    Socket {
+        /// What was being done (`connecting to 10.0.0.2:5000`, ...).
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A raw TCP request header is out of bounds or malformed.
+    #[error("raw-tcp: bad request header")]
+    BadRequest(#[source] crate::rawtcp::BadRequest),
+    /// The raw TCP peer broke the protocol (closed early, wrong acknowledgement).
+    #[error("raw-tcp: {0}")]
+    Protocol(String),
+    /// The raw TCP peer did not show up or stopped making progress.
+    #[error("raw-tcp: {what}: nothing for {secs} s, giving up")]
+    Timeout {
+        /// What was being waited for.
+        what: String,
+        /// How long, in seconds.
+        secs: u64,
+    },
 }
 
 /// Result alias of `dos-bench`.

@@ -15,10 +15,16 @@
 //! counts ([`sched`]), statistics ([`stats`]), tables and JSON ([`report`]),
 //! and the dos-versus-MPI comparison ([`compare`]) — is unit-tested.
 //!
+//! A baseline without any runtime, [`rawtcp`], times ping-pong and streams
+//! over one bare TCP connection between two hosts (`dosbench raw-tcp`), so
+//! that dos's TCP numbers can be set against what the kernel alone does.
+//!
 //! ```text
 //! dosrun -n 2 target/release/dosbench latency
 //! mpirun -n 2 target/mpi/release/dosbench latency      # built with --features mpi
 //! dosbench compare results/*.json                       # medians and dos/mpi ratios
+//! dosbench raw-tcp serve 10.0.0.2:5000                  # on host B: raw TCP baseline
+//! dosbench raw-tcp 10.0.0.2:5000 --json                 # on host A
 //! ```
 #![warn(missing_docs)]
 
@@ -26,6 +32,7 @@ pub mod cli;
 pub mod compare;
 mod error;
 pub mod net;
+pub mod rawtcp;
 pub mod report;
 pub mod sched;
 pub mod stats;

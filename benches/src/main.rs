@@ -1,5 +1,6 @@
 //! `dosbench`: OSU-style benchmarks for dos (under `dosrun`) or MPI (under
-//! `mpirun`, when built with `--features mpi`). See `dosbench --help`.
+//! `mpirun`, when built with `--features mpi`), and a raw TCP baseline
+//! between two hosts (`dosbench raw-tcp`, no launcher). See `dosbench --help`.
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -7,7 +8,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use dos_bench::cli::{self, Command};
 use dos_bench::net::{self, Net};
-use dos_bench::{compare, suite};
+use dos_bench::sched::Bench;
+use dos_bench::{compare, rawtcp, suite};
 
 fn main() -> ExitCode {
     match real_main() {
@@ -36,6 +38,43 @@ fn real_main() -> anyhow::Result<()> {
         Command::Compare { files } => {
             let outcomes = compare::load(&files)?;
             print!("{}", compare::markdown(&compare::compare(&outcomes)));
+            Ok(())
+        }
+        Command::RawTcpServe { addr } => {
+            let server = rawtcp::Server::bind(&addr)?;
+            // On stdout, so that a script that asked for port 0 learns the port.
+            println!("dosbench raw-tcp: listening on {}", server.local_addr()?);
+            std::io::stdout().flush()?;
+            let done = server.serve_one(rawtcp::ACCEPT_TIMEOUT)?;
+            eprintln!(
+                "dosbench raw-tcp: {} closed the connection after {} requests",
+                done.peer, done.requests
+            );
+            Ok(())
+        }
+        Command::RawTcp { addr, opts, json } => {
+            let mut client = rawtcp::Client::connect(&addr, rawtcp::CONNECT_RETRY)?;
+            if !json {
+                println!(
+                    "# raw TCP {} -> {}: TCP_NODELAY, busy-polled ping-pong, blocking stream\n",
+                    client.local_addr(),
+                    client.peer_addr()
+                );
+            }
+            for bench in [Bench::Latency, Bench::Bw] {
+                let out = match bench {
+                    Bench::Latency => client.latency(&opts),
+                    _ => client.bw(&opts),
+                }
+                .with_context(|| format!("raw-tcp {}", bench.name()))?;
+                let mut stdout = std::io::stdout().lock();
+                if json {
+                    writeln!(stdout, "{}", out.json())?;
+                } else {
+                    writeln!(stdout, "{}", out.table())?;
+                }
+                stdout.flush()?;
+            }
             Ok(())
         }
         Command::Hello => {

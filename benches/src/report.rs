@@ -26,7 +26,7 @@ pub struct Row {
 pub struct Outcome {
     /// Which benchmark.
     pub benchmark: Bench,
-    /// `"dos"` or `"mpi"`.
+    /// `"dos"`, `"mpi"`, or `"raw"` for the raw TCP baseline.
     #[serde(rename = "impl")]
     pub implementation: String,
     /// Ranks in the job.
