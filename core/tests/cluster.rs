@@ -140,3 +140,34 @@ fn a_rank_blocked_on_a_vanished_peer_gets_an_error_naming_it() {
         );
     }
 }
+
+#[test]
+fn large_messages_across_nodes_land_in_place_or_truncate() {
+    // Rendezvous across nodes puts the payload straight into the receive
+    // buffer; a buffer too small takes the chunked path and reports Truncated.
+    run_cluster(&[1, 1], |w| {
+        let big = pattern(5, 300_000);
+        if w.rank() == 0 {
+            w.send(&big, 1, 1).unwrap();
+            w.send(&big, 1, 2).unwrap();
+            dos::scope(|s| {
+                let reqs: Vec<_> = (0..8)
+                    .map(|k| w.isend(s, &big[k * 1000..], 1, 10 + k as i32).unwrap())
+                    .collect();
+                Request::wait_all(reqs).unwrap();
+            });
+        } else {
+            let mut got = vec![0u8; 300_000];
+            w.recv(&mut got, 0, 1).unwrap();
+            assert!(got == big);
+            let mut small = vec![0u8; 100_000];
+            let e = w.recv(&mut small, 0, 2).unwrap_err();
+            assert!(matches!(e, dos::Error::Truncated { .. }), "{e}");
+            // Several in flight at once, received in reverse order.
+            for k in (0..8).rev() {
+                let (v, _) = w.recv_vec::<u8>(0, 10 + k as i32).unwrap();
+                assert!(v[..] == big[k * 1000..], "message {k}");
+            }
+        }
+    });
+}

@@ -27,6 +27,7 @@ pub fn run_all<T: Endpoint, F: Fn(usize) -> Vec<T>>(max_peers: usize, make: F) {
     if max_peers >= 2 {
         ordered_stream(make(2), 2000);
         zero_copy_stream(make(2), 400);
+        put_zc_between_peers(make(2));
         wait_is_woken(make(2));
         rma_between_peers(make(2));
     }
@@ -86,9 +87,13 @@ pub fn caps_agree<T: Endpoint>(t: &T) {
     let r = t.mem_register(buf.as_ptr(), buf.len());
     assert_eq!(
         r.is_ok(),
-        c.rma,
-        "mem_register must succeed exactly when caps.rma"
+        c.rma || c.put_zc,
+        "mem_register must succeed exactly when caps.rma or caps.put_zc"
     );
+    if let Ok(r) = r {
+        t.mem_deregister(&r).unwrap();
+    }
+    assert!(c.put_zc || !c.rma, "rma implies put_zc");
     assert!(t.index() < t.npeers());
 }
 
@@ -335,6 +340,105 @@ pub fn zero_copy_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
         });
         assert!(Instant::now() < deadline, "stream stalled at {next}");
     }
+    drop(tx.join().unwrap());
+}
+
+/// Zero-copy puts land in the target's registered memory at their offsets,
+/// before an active message sent after them; one outside the region fails
+/// at the origin; every `Pending` put gets its `SendDone`.
+pub fn put_zc_between_peers<T: Endpoint>(mut eps: Vec<T>) {
+    if !eps[0].caps().put_zc {
+        return;
+    }
+    const LEN: usize = 200_000;
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let max = (a.caps().max_am - 64).min(LEN);
+    // Puts (offset, length): small, unaligned, large, overlapping.
+    let puts: Vec<(usize, usize)> = (0..40)
+        .map(|k| {
+            let len = match k % 4 {
+                0 => 1 + k,
+                1 => max.min(50_000 + k * 997),
+                2 => max.min(4096),
+                _ => max.min(LEN / 3),
+            };
+            ((k * 7919) % (LEN - len), len)
+        })
+        .collect();
+    let src: Vec<u8> = (0..LEN).map(|i| (i * 31 + 7) as u8).collect();
+    let mut want = vec![0x11u8; LEN];
+    for &(off, len) in &puts {
+        want[off..off + len].copy_from_slice(&src[off..off + len]);
+    }
+    let mut region = vec![0x11u8; LEN];
+    let r = b.mem_register(region.as_mut_ptr(), LEN).unwrap();
+    b.am_send(0, 9, r.rkey.as_bytes(), &[]).unwrap();
+    let tx = std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut key = None;
+        while key.is_none() {
+            a.progress(|ev| {
+                if let Event::Am { id: 9, data, .. } = ev {
+                    key = Some(crate::RemoteKey::from_bytes(data).unwrap());
+                }
+            });
+            assert!(Instant::now() < deadline, "no key");
+        }
+        let key = key.unwrap();
+        // SAFETY: `src` outlives every put (we wait for every SendDone).
+        let e = unsafe { a.put_zc(1, src.as_ptr(), 10, &key, LEN - 5, 999) };
+        assert!(matches!(e, Err(Error::RemoteAccess { .. })), "{e:?}");
+        let mut pending = std::collections::HashSet::new();
+        for (k, &(off, len)) in puts.iter().enumerate() {
+            loop {
+                // SAFETY: as above.
+                match unsafe { a.put_zc(1, src[off..].as_ptr(), len, &key, off, k as u64) } {
+                    Ok(crate::Sent::Done) => break,
+                    Ok(crate::Sent::Pending) => {
+                        pending.insert(k as u64);
+                        break;
+                    }
+                    Err(Error::Busy { .. }) => {}
+                    Err(e) => panic!("put_zc: {e}"),
+                }
+                a.progress(|ev| {
+                    if let Event::SendDone { token, .. } = ev {
+                        assert!(pending.remove(&token), "SendDone {token} twice");
+                    }
+                });
+                assert!(Instant::now() < deadline, "put stayed Busy");
+            }
+        }
+        let mut sink = Vec::new();
+        send_retry(&a, 1, 10, b"done", &[], &mut sink);
+        while !pending.is_empty() {
+            a.progress(|ev| {
+                if let Event::SendDone { token, .. } = ev {
+                    assert!(pending.remove(&token), "SendDone {token} twice");
+                }
+            });
+            let _ = a.wait(Duration::from_millis(5));
+            assert!(
+                Instant::now() < deadline,
+                "{} SendDone missing",
+                pending.len()
+            );
+        }
+        (a, src)
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done = false;
+    while !done {
+        b.progress(|ev| match ev {
+            Event::Am { src: 0, id: 10, .. } => done = true,
+            ev => panic!("unexpected {ev:?}"),
+        });
+        assert!(Instant::now() < deadline, "puts never done");
+    }
+    // Puts precede the active message sent after them.
+    assert!(region == want, "puts did not land as written");
+    b.mem_deregister(&r).unwrap();
     drop(tx.join().unwrap());
 }
 

@@ -65,8 +65,11 @@ pub struct Caps {
     pub max_am: usize,
     /// Messages up to this size travel inline with their header (one copy in, one out).
     pub max_inline: usize,
-    /// Remote get/put on registered memory ([`Rma`]).
+    /// Remote get/put on registered memory ([`Rma`]), completing in the call.
     pub rma: bool,
+    /// Zero-copy puts into a peer's registered memory ([`Rma::put_zc`]);
+    /// implied by `rma` (the default `put_zc` is a `put`).
+    pub put_zc: bool,
     /// Remote 64-bit atomics.
     pub atomics: bool,
     /// The backend reaches peers on other hosts.
@@ -230,8 +233,43 @@ pub trait Rma: Iface {
     /// Registers `len` bytes at `ptr` for remote access.
     ///
     /// Registration does not keep the memory alive: the caller keeps it valid
-    /// and unmoved until every peer that holds the key is done with it.
+    /// and unmoved until every peer that holds the key is done with it, and
+    /// (for backends that keep a table) until [`Rma::mem_deregister`].
     fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion>;
+
+    /// Ends a registration: accesses with its key that arrive later are
+    /// rejected and never touch the memory. The default does nothing (keys
+    /// that need no table, such as CMA's).
+    fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
+        let _ = region;
+        Ok(())
+    }
+
+    /// Writes `len` bytes from `src` to `offset` of the remote region `rkey`
+    /// on `peer`, reading `src` possibly after returning, as
+    /// [`ActiveMessages::am_send_zc`] does with its body: `Sent::Pending`
+    /// means an [`Event::SendDone`] with `token` follows. The bytes are in
+    /// place before any active message sent to `peer` after this call
+    /// arrives. An access outside the region or with a stale key is dropped
+    /// by the target, which keeps its memory outside registered regions
+    /// untouched. The default is [`Rma::put`].
+    ///
+    /// # Safety
+    /// `src` must be valid for reads of `len` bytes, and not be written,
+    /// until the call returned `Done` or the `SendDone` was delivered.
+    unsafe fn put_zc(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        let _ = token;
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { self.put(peer, src, len, rkey, offset) }.map(|()| Sent::Done)
+    }
 
     /// Copies `len` bytes at `offset` of the remote region `rkey` on `peer` into `dst`.
     /// Completes before returning. Fails with [`Error::RemoteAccess`] outside the region.

@@ -128,4 +128,19 @@ impl Rma for Transport {
         // SAFETY: forwarded with the caller's guarantees.
         each!(self, t => unsafe { t.put(peer, src, len, rkey, offset) })
     }
+    fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
+        each!(self, t => t.mem_deregister(region))
+    }
+    unsafe fn put_zc(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        // SAFETY: forwarded with the caller's guarantees.
+        each!(self, t => unsafe { t.put_zc(peer, src, len, rkey, offset, token) })
+    }
 }

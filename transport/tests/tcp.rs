@@ -132,13 +132,15 @@ fn caps_and_unsupported_rma() {
     let t = make(1).remove(0);
     let c = t.caps();
     assert_eq!(t.name(), "tcp");
-    assert!(c.am && !c.rma && !c.atomics && c.inter_node);
+    assert!(c.am && !c.rma && c.put_zc && !c.atomics && c.inter_node);
     assert_eq!(c.max_am, dos_transport::tcp::DEFAULT_MAX_AM);
     let buf = [0u8; 8];
-    assert!(matches!(
-        t.mem_register(buf.as_ptr(), 8),
-        Err(Error::Unsupported { backend: "tcp", .. })
-    ));
+    let r = t.mem_register(buf.as_ptr(), 8).unwrap();
+    t.mem_deregister(&r).unwrap();
+    assert!(
+        matches!(t.mem_deregister(&r), Err(Error::Malformed { .. })),
+        "twice"
+    );
     let key = dos_transport::RemoteKey::from_bytes(&[1]).unwrap();
     let mut dst = [0u8; 8];
     // SAFETY: `dst` and `buf` are valid for 8 bytes.
@@ -561,12 +563,7 @@ fn bad_frames_from_connected_peer(bad: Bad) {
     let (e1, e2) = (&eps[0], &eps[1]);
 
     let frame = |id: u8, data: &[u8]| {
-        let mut v = FrameHeader {
-            id,
-            len: data.len() as u32,
-        }
-        .encode()
-        .to_vec();
+        let mut v = FrameHeader::am(id, data.len() as u32).encode().to_vec();
         v.extend_from_slice(data);
         v
     };
@@ -576,17 +573,11 @@ fn bad_frames_from_connected_peer(bad: Bad) {
         Bad::Magic => out.extend([0u8; 16]),
         Bad::Version => {
             let mut f = frame(1, b"x");
-            f[1] = 2;
+            f[1] = 1;
             out.extend(f);
         }
         // Claims 1 GiB and sends nothing more: must not wait for it or allocate it.
-        Bad::Oversized => out.extend(
-            FrameHeader {
-                id: 1,
-                len: 1 << 30,
-            }
-            .encode(),
-        ),
+        Bad::Oversized => out.extend(FrameHeader::am(1, 1 << 30).encode()),
         Bad::Truncated => out.extend(&frame(1, &[9; 100])[..58]),
         Bad::Random => out.extend((0..1000u32).map(|i| (i.wrapping_mul(0x9E3779B1) >> 7) as u8)),
     }
@@ -828,4 +819,56 @@ fn zero_copy_loans_end_before_disconnected() {
         .collect();
     released.sort_unstable();
     assert_eq!(released, lent, "every loan ended before Disconnected");
+}
+
+#[test]
+fn puts_with_stale_or_forged_keys_touch_nothing() {
+    // The target checks every put against its live registrations: a key used
+    // after deregistration, or one forged to reach past its region, is
+    // dropped (logged), the memory around stays as it was, and the connection
+    // carries on.
+    use dos_transport::tcp::wire::TcpKey;
+    let mut eps = make(2);
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let mut mem = vec![0u8; 3000];
+    // Register only the middle 1000 bytes.
+    let r = b.mem_register(mem[1000..].as_mut_ptr(), 1000).unwrap();
+    let key = r.rkey;
+    let src = vec![7u8; 500];
+    let put = |rkey: &dos_transport::RemoteKey, off: usize, len: usize| {
+        // SAFETY: `src` outlives the endpoint `a` (we wait for delivery below).
+        let s = unsafe { a.put_zc(1, src.as_ptr(), len, rkey, off, 0) }.unwrap();
+        assert_eq!(s, dos_transport::Sent::Done);
+    };
+    put(&key, 100, 50);
+    let mut forged = TcpKey::unpack(key.as_bytes()).unwrap();
+    forged.len = 1 << 20;
+    put(
+        &dos_transport::RemoteKey::from_bytes(&forged.pack()).unwrap(),
+        990,
+        500,
+    );
+    let mut wrong = TcpKey::unpack(key.as_bytes()).unwrap();
+    wrong.key ^= 1;
+    put(
+        &dos_transport::RemoteKey::from_bytes(&wrong.pack()).unwrap(),
+        0,
+        10,
+    );
+    a.am_send(1, 1, b"first", b"").unwrap();
+    assert_eq!(
+        collect(&b, T, |g| !g.is_empty()),
+        vec![Got::Am(0, 1, b"first".to_vec())]
+    );
+    b.mem_deregister(&r).unwrap();
+    put(&key, 0, 100); // stale
+    a.am_send(1, 1, b"second", b"").unwrap();
+    assert_eq!(
+        collect(&b, T, |g| !g.is_empty()),
+        vec![Got::Am(0, 1, b"second".to_vec())]
+    );
+    let mut want = vec![0u8; 3000];
+    want[1100..1150].fill(7);
+    assert!(mem == want, "only the valid put landed");
 }

@@ -22,13 +22,15 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use dos_transport::{ActiveMessages, Event, Iface, Progress, RemoteKey, Rma, Sent, Transport};
+use dos_transport::{
+    ActiveMessages, Event, Iface, MemRegion, Progress, RemoteKey, Rma, Sent, Transport,
+};
 
 use crate::config::{Config, RndvMode};
 use crate::{Error, Result};
 use wire::{
-    Envelope, Rts, AM_BYE, AM_CTS, AM_DATA, AM_EAGER, AM_FIN, AM_RTS, DATA_HDR, ENVELOPE_LEN,
-    FIN_FAILED, FIN_OK, RTS_MAX,
+    Envelope, Rts, AM_BYE, AM_CTS, AM_DATA, AM_DONE, AM_EAGER, AM_FIN, AM_PUTCTS, AM_RTS, DATA_HDR,
+    ENVELOPE_LEN, FIN_FAILED, FIN_OK, RTS_MAX,
 };
 
 /// A message tag. User tags are `0..=i32::MAX`.
@@ -108,6 +110,13 @@ enum Slot {
         buf: *const u8,
         len: usize,
     },
+    /// A rendezvous receive whose payload the sender puts into `region`
+    /// (registered with the network transport) until DONE.
+    Placing {
+        region: MemRegion,
+        cap: usize,
+        status: Status,
+    },
     /// A pipelined rendezvous receive collecting chunks.
     Receiving {
         buf: *mut u8,
@@ -165,7 +174,8 @@ impl Unexpected {
     }
 }
 
-/// A pipelined rendezvous payload being pushed into the rings.
+/// A rendezvous payload being pushed: chunks through the rings or the
+/// socket, or puts into the receiver's registered buffer (`rkey`).
 #[derive(Debug)]
 struct Stream {
     peer: usize,
@@ -174,6 +184,7 @@ struct Stream {
     buf: *const u8,
     len: usize,
     off: usize,
+    rkey: Option<RemoteKey>,
 }
 
 /// A send that found the transport busy, waiting its turn.
@@ -341,8 +352,9 @@ impl Engine {
         // Over the network the chunks are frames lent to the socket (no copy
         // on the sending side); see `DOS_NET_CHUNK` for the size.
         let net_chunk = links.net.as_ref().map_or(chunk, |n| {
+            // (64: room for the header of a DATA message or of a put.)
             cfg.net_chunk
-                .min(n.caps().max_am.saturating_sub(DATA_HDR))
+                .min(n.caps().max_am.saturating_sub(DATA_HDR.max(64)))
                 .max(1)
         });
         Engine {
@@ -721,6 +733,31 @@ impl Engine {
             _ => RndvMode::Pipeline,
         };
         match mode {
+            RndvMode::Pipeline if self.put_capable(peer) && cap >= status.len => {
+                // Over the network: the sender puts the payload straight into
+                // the buffer (no copy on either side), then says DONE.
+                let r = self
+                    .links
+                    .net
+                    .as_ref()
+                    .expect("put_capable")
+                    .mem_register(buf, status.len);
+                let region = match r {
+                    Ok(region) => region,
+                    Err(e) => return Self::complete(&mut self.st.borrow_mut(), id, Err(e.into())),
+                };
+                self.st.borrow_mut().reqs[id as usize].slot = Slot::Placing {
+                    region,
+                    cap,
+                    status,
+                };
+                let mut b = [0u8; wire::PUTCTS_MAX];
+                let n = wire::putcts_encode(sreq, id, &region.rkey, &mut b);
+                if let Err(e) = self.send_ctrl(peer, AM_PUTCTS, &b[..n]) {
+                    self.release_region(id);
+                    Self::complete(&mut self.st.borrow_mut(), id, Err(e));
+                }
+            }
             RndvMode::Pipeline => {
                 self.st.borrow_mut().reqs[id as usize].slot = Slot::Receiving {
                     buf,
@@ -737,6 +774,30 @@ impl Engine {
                     .rdv_fetch(peer, status.len, sreq, rkey, buf, cap)
                     .and_then(|()| truncation(status, cap));
                 Self::complete(&mut self.st.borrow_mut(), id, r);
+            }
+        }
+    }
+
+    /// True if world rank `peer` is reached over a network transport that
+    /// takes zero-copy puts.
+    fn put_capable(&self, peer: usize) -> bool {
+        matches!(self.links.routes.get(peer), Some(Route::Net(_)))
+            && self.links.net.as_ref().is_some_and(|n| n.caps().put_zc)
+    }
+
+    /// Ends the registration of a `Placing` request (so that nothing more is
+    /// written into its buffer); a no-op for other states.
+    fn release_region(&self, id: ReqId) {
+        let region = match self.st.borrow().reqs.get(id as usize) {
+            Some(Req {
+                slot: Slot::Placing { region, .. },
+                ..
+            }) => *region,
+            _ => return,
+        };
+        if let Some(net) = &self.links.net {
+            if let Err(e) = net.mem_deregister(&region) {
+                protocol_error(e.into());
             }
         }
     }
@@ -767,6 +828,17 @@ impl Engine {
     /// Pushes pipelined chunks into the rings until they are full.
     #[cold]
     fn pump_streams(&self) {
+        let mut dones = Vec::new();
+        self.pump_streams_into(&mut dones);
+        // Every put of these payloads is handed to the transport: DONE follows them.
+        for (peer, rreq) in dones {
+            if let Err(e) = self.send_ctrl(peer, AM_DONE, &rreq.to_le_bytes()) {
+                protocol_error(e);
+            }
+        }
+    }
+
+    fn pump_streams_into(&self, dones: &mut Vec<(usize, u32)>) {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         let mut i = 0;
@@ -784,8 +856,13 @@ impl Engine {
                 let chunk = if net { self.net_chunk } else { self.chunk };
                 let n = (s.len - s.off).min(chunk);
                 let hdr = wire::data_encode(s.rreq, s.off as u64);
-                let sent = if net {
-                    let token = loan_token(s.sreq, st.reqs[s.sreq as usize].gen);
+                let token = loan_token(s.sreq, st.reqs[s.sreq as usize].gen);
+                let sent = if let (Some(rkey), Some(Route::Net(i)), Some(nt)) =
+                    (&s.rkey, self.links.routes.get(s.peer), &self.links.net)
+                {
+                    // SAFETY: as below; the put reads the buffer until its SendDone.
+                    unsafe { nt.put_zc(*i as usize, s.buf.add(s.off), n, rkey, s.off, token) }
+                } else if net {
                     // SAFETY: the send request owning `buf` is still active (it
                     // completes only after its last loan ends), so the buffer is
                     // borrowed, valid for `len` bytes and unchanged.
@@ -822,6 +899,10 @@ impl Engine {
             }
             if finished {
                 let s = st.streams.remove(i).expect("index in range");
+                if s.rkey.is_some() {
+                    // Also after a failed put: the receiver must not wait forever.
+                    dones.push((s.peer, s.rreq));
+                }
                 let req = &mut st.reqs[s.sreq as usize];
                 if req.after.is_none() {
                     req.after = Some(Ok(Status::default()));
@@ -868,6 +949,8 @@ impl Engine {
             AM_FIN => self.on_fin(src, data),
             AM_CTS => self.on_cts(src, data),
             AM_DATA => self.on_data(src, data),
+            AM_PUTCTS => self.on_putcts(src, data),
+            AM_DONE => self.on_done(src, data),
             AM_BYE => {
                 self.st.borrow_mut().departed.push(src);
                 Ok(())
@@ -997,6 +1080,7 @@ impl Engine {
                     buf,
                     len,
                     off: 0,
+                    rkey: None,
                 });
                 Ok(())
             }
@@ -1005,6 +1089,53 @@ impl Engine {
                 reason: "CTS for no rendezvous send",
             }),
         }
+    }
+
+    fn on_putcts(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let (sreq, rreq, rkey) = wire::putcts_decode(data, peer)?;
+        let mut st = self.st.borrow_mut();
+        match st.reqs.get(sreq as usize) {
+            Some(Req {
+                slot: Slot::Sending { buf, len },
+                ..
+            }) if self.put_capable(peer) => {
+                let (buf, len) = (*buf, *len);
+                st.reqs[sreq as usize].slot = Slot::Active;
+                st.streams.push_back(Stream {
+                    peer,
+                    sreq,
+                    rreq,
+                    buf,
+                    len,
+                    off: 0,
+                    rkey: Some(rkey),
+                });
+                Ok(())
+            }
+            _ => Err(Error::Protocol {
+                src: peer,
+                reason: "PUTCTS for no rendezvous send",
+            }),
+        }
+    }
+
+    fn on_done(&self, peer: usize, data: &[u8]) -> Result<()> {
+        let rreq = wire::done_decode(data, peer)?;
+        let (cap, status) = match self.st.borrow().reqs.get(rreq as usize) {
+            Some(Req {
+                slot: Slot::Placing { cap, status, .. },
+                ..
+            }) => (*cap, *status),
+            _ => {
+                return Err(Error::Protocol {
+                    src: peer,
+                    reason: "DONE for no rendezvous receive",
+                })
+            }
+        };
+        self.release_region(rreq);
+        Self::complete(&mut self.st.borrow_mut(), rreq, truncation(status, cap));
+        Ok(())
     }
 
     #[inline]
@@ -1202,15 +1333,19 @@ impl Engine {
     /// here.)
     #[cold]
     pub(crate) fn abandon(&self, id: ReqId) {
+        let placing = match self.st.borrow().reqs.get(id as usize) {
+            None
+            | Some(Req {
+                slot: Slot::Free, ..
+            }) => return,
+            Some(req) => matches!(req.slot, Slot::Placing { .. }),
+        };
+        if placing {
+            self.release_region(id);
+        }
         {
             let mut st = self.st.borrow_mut();
             let st = &mut *st;
-            let Some(req) = st.reqs.get(id as usize) else {
-                return;
-            };
-            if matches!(req.slot, Slot::Free) {
-                return;
-            }
             st.posted.retain(|p| p.req != id);
             st.streams.retain(|s| s.sreq != id);
             for q in &mut st.pending {

@@ -11,6 +11,9 @@
 //! CTS   (id 4): sreq u32 | rreq u32            (pipelined rendezvous: "send it")
 //! DATA  (id 5): rreq u32 | offset u64 | bytes... (one chunk of a pipelined payload)
 //! BYE   (id 6): (empty)                        (the sender finalized)
+//! PUTCTS(id 7): sreq u32 | rreq u32 | rkey_len u8 | rkey... ("put it there": the
+//!               receiver registered its buffer with the network transport)
+//! DONE  (id 8): rreq u32                       (every put of the payload is in place)
 //! ```
 
 use crate::{Error, Result};
@@ -30,6 +33,16 @@ pub const AM_DATA: AmId = 5;
 
 /// Goodbye: the sender has finalized; its connection closing next is no failure.
 pub const AM_BYE: AmId = 6;
+
+/// Clear-to-send with the receiver's registered buffer: the sender puts the payload there.
+pub const AM_PUTCTS: AmId = 7;
+/// All puts of a rendezvous payload were sent (they arrive before this).
+pub const AM_DONE: AmId = 8;
+
+/// Largest encoded PUTCTS.
+pub const PUTCTS_MAX: usize = 9 + MAX_RKEY;
+/// Size of an encoded DONE.
+pub const DONE_LEN: usize = 4;
 
 /// Size of an encoded CTS.
 pub const CTS_LEN: usize = 8;
@@ -175,6 +188,41 @@ pub fn cts_decode(b: &[u8], src: usize) -> Result<(u32, u32)> {
     ))
 }
 
+/// Encodes a PUTCTS into `out`; returns its length.
+pub fn putcts_encode(sreq: u32, rreq: u32, rkey: &RemoteKey, out: &mut [u8; PUTCTS_MAX]) -> usize {
+    let k = rkey.as_bytes();
+    out[..4].copy_from_slice(&sreq.to_le_bytes());
+    out[4..8].copy_from_slice(&rreq.to_le_bytes());
+    out[8] = k.len() as u8;
+    out[9..9 + k.len()].copy_from_slice(k);
+    9 + k.len()
+}
+
+/// Decodes a PUTCTS into `(sreq, rreq, rkey)`; never panics.
+pub fn putcts_decode(b: &[u8], src: usize) -> Result<(u32, u32, RemoteKey)> {
+    let bad = |reason| Error::Protocol { src, reason };
+    if b.len() < 9 || b.len() != 9 + b[8] as usize {
+        return Err(bad("PUTCTS of wrong length"));
+    }
+    let rkey = RemoteKey::from_bytes(&b[9..]).map_err(|_| bad("PUTCTS key too long"))?;
+    Ok((
+        u32::from_le_bytes(b[..4].try_into().expect("4")),
+        u32::from_le_bytes(b[4..8].try_into().expect("4")),
+        rkey,
+    ))
+}
+
+/// Decodes a DONE into `rreq`; never panics.
+pub fn done_decode(b: &[u8], src: usize) -> Result<u32> {
+    match <[u8; DONE_LEN]>::try_from(b) {
+        Ok(a) => Ok(u32::from_le_bytes(a)),
+        Err(_) => Err(Error::Protocol {
+            src,
+            reason: "DONE of wrong length",
+        }),
+    }
+}
+
 /// Encodes a DATA header.
 #[inline]
 pub fn data_encode(rreq: u32, offset: u64) -> [u8; DATA_HDR] {
@@ -249,6 +297,19 @@ mod tests {
     }
 
     #[test]
+    fn putcts_and_done_golden() {
+        let key = RemoteKey::from_bytes(&[0xaa, 0xbb]).unwrap();
+        let mut b = [0u8; PUTCTS_MAX];
+        let n = putcts_encode(1, 0x0200, &key, &mut b);
+        assert_eq!(&b[..n], [1, 0, 0, 0, 0, 2, 0, 0, 2, 0xaa, 0xbb]);
+        assert_eq!(putcts_decode(&b[..n], 0).unwrap(), (1, 0x0200, key));
+        assert!(putcts_decode(&b[..n - 1], 0).is_err());
+        assert!(putcts_decode(&[0; 8], 0).is_err());
+        assert_eq!(done_decode(&7u32.to_le_bytes(), 0).unwrap(), 7);
+        assert!(done_decode(&[0; 5], 0).is_err());
+    }
+
+    #[test]
     fn cts_and_data_golden() {
         assert_eq!(cts_encode(1, 0x0200), [1, 0, 0, 0, 0, 2, 0, 0]);
         assert_eq!(cts_decode(&cts_encode(7, 9), 0).unwrap(), (7, 9));
@@ -268,6 +329,8 @@ mod tests {
             let _ = Rts::decode(&b, 0);
             let _ = fin_decode(&b, 0);
             let _ = cts_decode(&b, 0);
+            let _ = putcts_decode(&b, 0);
+            let _ = done_decode(&b, 0);
             let _ = data_decode(&b, 0);
         }
     }

@@ -39,6 +39,7 @@ impl Iface for Loopback {
             max_am: MAX_AM,
             max_inline: MAX_AM,
             rma: true,
+            put_zc: true,
             atomics: false,
             inter_node: false,
         }

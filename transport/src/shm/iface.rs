@@ -179,6 +179,7 @@ impl Iface for ShmIface {
             max_am: self.max_am(),
             max_inline: self.max_am(),
             rma: true,
+            put_zc: true,
             atomics: false,
             inter_node: false,
         }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::progress::{would_block, OutSet};
-use super::wire::{FrameHeader, FRAME_HDR};
+use super::wire::{FrameHeader, PutHeader, FRAME_HDR, PUT_HDR};
 use crate::{AmId, Error, Event, Result, Sent};
 
 /// Size of the shared receive buffer: the most one `recv` reads.
@@ -283,7 +283,7 @@ impl Tx {
         payload: &[u8],
     ) -> Result<()> {
         // SAFETY: nothing is lent: the body is copied before returning.
-        unsafe { self.send_frame(out, peer, bound, id, hdr, payload, None) }.map(|_| ())
+        unsafe { self.send_frame(out, peer, bound, id, false, hdr, payload, None) }.map(|_| ())
     }
 
     /// Sends one frame; what the socket does not take is queued, the body as a
@@ -300,6 +300,7 @@ impl Tx {
         peer: usize,
         bound: usize,
         id: AmId,
+        put: bool,
         hdr: &[u8],
         payload: &[u8],
         lend: Option<u64>,
@@ -312,6 +313,7 @@ impl Tx {
         let h = FrameHeader {
             id,
             len: len as u32,
+            put,
         }
         .encode();
         let parts: [&[u8]; 3] = [&h, hdr, payload];
@@ -480,7 +482,22 @@ fn queue_parts(
 struct RxPart {
     buf: Vec<u8>,
     have: usize,
+    /// The rest of a put being written in place (its header already read).
+    place: Option<Placing>,
 }
+
+/// A put whose remaining `left` bytes go to `at` (offset already advanced).
+#[derive(Debug, Clone, Copy)]
+struct Placing {
+    at: PutHeader,
+    left: usize,
+}
+
+/// Decides where the bytes of a put go: a pointer valid for writes of `len`
+/// bytes at `at`, or `None` to drop them (no such registration, a stale key,
+/// or outside the region). Consulted before every write, so a registration
+/// that ends in between stops the writes.
+pub(crate) type Place<'a> = &'a dyn Fn(PutHeader, usize) -> Option<*mut u8>;
 
 /// One peer's connection, as the owner sees it.
 pub(crate) struct Ep {
@@ -538,24 +555,46 @@ impl Ep {
     }
 
     /// Reads what the socket has (one `recv`; two when a large frame completes) and
-    /// delivers every complete frame from `peer` to `f`. Returns the number
-    /// delivered, or why the connection ended (after delivering what came before).
+    /// delivers every complete frame from `peer` to `f`; puts are written where
+    /// `place` says, straight from the socket once their header is in. Returns
+    /// the number delivered, or why the connection ended (after delivering what
+    /// came before).
     pub(crate) fn read<F: FnMut(Event<'_>)>(
         &self,
         peer: usize,
         scratch: &mut [u8],
         max_am: usize,
+        place: Place<'_>,
         f: &mut F,
         delivered: &mut usize,
     ) -> std::result::Result<(), Broken> {
         let mut part = self.rx.borrow_mut();
         let part = &mut *part;
+        // The rest of a put: straight into its place (or dropped).
+        if let Some(pl) = part.place.as_mut() {
+            let n = match place(pl.at, pl.left) {
+                // SAFETY: `place` vouches for `left` writable bytes at `dst`.
+                Some(dst) => recv(self.fd, unsafe {
+                    std::slice::from_raw_parts_mut(dst, pl.left)
+                })?,
+                None => {
+                    let k = pl.left.min(scratch.len());
+                    recv(self.fd, &mut scratch[..k])?
+                }
+            };
+            pl.left -= n;
+            pl.at.offset += n as u64;
+            if pl.left > 0 {
+                return Ok(());
+            }
+            part.place = None;
+        }
         // A large frame in progress: read its rest in place.
         if part.have >= FRAME_HDR {
             let h =
                 FrameHeader::decode(&part.buf[..FRAME_HDR], max_am).map_err(Broken::Protocol)?;
             let total = FRAME_HDR + h.len as usize;
-            if total > SMALL_FRAME {
+            if !h.put && total > SMALL_FRAME {
                 let want = total - part.have;
                 let n = recv(self.fd, &mut part.buf[part.have..total])?;
                 part.have += n;
@@ -582,6 +621,37 @@ impl Ep {
         while end - pos >= FRAME_HDR {
             let h = FrameHeader::decode(&scratch[pos..end], max_am).map_err(Broken::Protocol)?;
             let total = FRAME_HDR + h.len as usize;
+            if h.put {
+                if end - pos < FRAME_HDR + PUT_HDR {
+                    break;
+                }
+                let at =
+                    PutHeader::decode(&scratch[pos + FRAME_HDR..end]).map_err(Broken::Protocol)?;
+                let len = h.len as usize - PUT_HDR;
+                let dst = place(at, len);
+                if dst.is_none() {
+                    rejected_put(peer, at, len);
+                }
+                let body = pos + FRAME_HDR + PUT_HDR;
+                let here = len.min(end - body);
+                if let Some(dst) = dst {
+                    // SAFETY: `place` vouches for `len >= here` bytes at `dst`.
+                    unsafe { std::ptr::copy_nonoverlapping(scratch[body..].as_ptr(), dst, here) };
+                }
+                if here < len {
+                    // The rest comes straight from the socket.
+                    part.place = Some(Placing {
+                        at: PutHeader {
+                            offset: at.offset + here as u64,
+                            ..at
+                        },
+                        left: len - here,
+                    });
+                    return Ok(());
+                }
+                pos += total;
+                continue;
+            }
             if end - pos < total {
                 break;
             }
@@ -596,9 +666,11 @@ impl Ep {
         let rest = &scratch[pos..end];
         if !rest.is_empty() {
             // A header here was validated by the loop, so `want` is at most a
-            // max_am frame.
+            // max_am frame. (A put's partial header is carried like a small frame.)
             let want = match FrameHeader::decode(rest, max_am) {
-                Ok(h) if FRAME_HDR + h.len as usize > SMALL_FRAME => FRAME_HDR + h.len as usize,
+                Ok(h) if !h.put && FRAME_HDR + h.len as usize > SMALL_FRAME => {
+                    FRAME_HDR + h.len as usize
+                }
                 _ => rest.len(),
             };
             if part.buf.len() < want {
@@ -646,6 +718,16 @@ impl Ep {
             }
         }
     }
+}
+
+/// Reports a put that its target drops (a bug of the sender or a stale key).
+#[cold]
+fn rejected_put(peer: usize, at: PutHeader, len: usize) {
+    eprintln!(
+        "dos-transport: tcp: dropped a put of {len} bytes from peer {peer} \
+         (region {} offset {}): no such registration or out of bounds",
+        at.region, at.offset
+    );
 }
 
 /// One non-blocking `sendmsg` of `parts`; never raises SIGPIPE.
@@ -747,12 +829,7 @@ mod tests {
     const MAX: usize = 64 * 1024;
 
     fn frame(k: usize, len: usize) -> Vec<u8> {
-        let mut v = FrameHeader {
-            id: k as u8,
-            len: len as u32,
-        }
-        .encode()
-        .to_vec();
+        let mut v = FrameHeader::am(k as u8, len as u32).encode().to_vec();
         v.extend((0..len).map(|i| (i * 7 + k) as u8));
         v
     }
@@ -785,7 +862,7 @@ mod tests {
             let mut pos = 0;
             let mut drain = |got: &mut Vec<(u8, Vec<u8>)>, n: &mut usize, closed: bool| {
                 while closed || pending(ep.fd()) > 0 {
-                    let r = ep.read(0, &mut scratch, MAX, &mut |ev| {
+                    let r = ep.read(0, &mut scratch, MAX, &|_, _| None, &mut |ev| {
                         if let Event::Am { id, data, .. } = ev {
                             got.push((id, data.to_vec()));
                         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use super::connect::TcpBuilder;
 use super::ep::{Broken, Ep, TxFlags, SCRATCH};
 use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
-use super::wire::{FrameHeader, FRAME_HDR};
+use super::wire::{FrameHeader, PutHeader, TcpKey, FRAME_HDR};
 use crate::{
     ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
     Sent,
@@ -46,6 +46,8 @@ pub struct TcpIface {
     scratch: RefCell<Box<[u8]>>,
     /// News from the connections: released bodies (see `Event::SendDone`), queued bytes.
     flags: Arc<TxFlags>,
+    /// Memory registered for puts from peers.
+    regions: RefCell<Regions>,
     /// Frames to itself, encoded as on the wire.
     self_q: RefCell<Vec<u8>>,
     /// The other self-queue buffer, swapped in while one is being delivered.
@@ -99,6 +101,7 @@ impl TcpIface {
             peers: peers.into(),
             poller,
             flags,
+            regions: RefCell::new(Regions::new()),
             scratch: RefCell::new(vec![0u8; SCRATCH].into_boxed_slice()),
             self_q: RefCell::new(Vec::new()),
             self_spare: RefCell::new(Vec::new()),
@@ -147,7 +150,7 @@ impl TcpIface {
             return Err(Error::Busy { peer: self.me });
         }
         let len = (hdr.len() + payload.len()) as u32;
-        q.extend_from_slice(&FrameHeader { id, len }.encode());
+        q.extend_from_slice(&FrameHeader::am(id, len).encode());
         q.extend_from_slice(hdr);
         q.extend_from_slice(payload);
         Ok(())
@@ -235,6 +238,7 @@ impl Iface for TcpIface {
             max_am: self.max_am,
             max_inline: self.max_am,
             rma: false,
+            put_zc: true,
             atomics: false,
             inter_node: true,
         }
@@ -301,6 +305,7 @@ impl ActiveMessages for TcpIface {
                     peer,
                     self.max_queued,
                     id,
+                    false,
                     hdr,
                     body,
                     Some(token),
@@ -341,7 +346,10 @@ impl Progress for TcpIface {
             }
             let input = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
             if flags & input != 0 {
-                if let Err(why) = ep.read(peer, &mut scratch, self.max_am, &mut f, &mut count) {
+                let place = |at: PutHeader, len: usize| self.regions.borrow().place(at, len);
+                if let Err(why) =
+                    ep.read(peer, &mut scratch, self.max_am, &place, &mut f, &mut count)
+                {
                     self.disconnect(peer, ep, why, &mut f);
                     count += 1;
                 }
@@ -361,8 +369,18 @@ impl Progress for TcpIface {
 }
 
 impl Rma for TcpIface {
-    fn mem_register(&self, _ptr: *const u8, _len: usize) -> Result<MemRegion> {
-        Err(unsupported("mem_register"))
+    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion> {
+        let k = self.regions.borrow_mut().add(ptr as usize, len);
+        Ok(MemRegion {
+            addr: ptr as usize,
+            len,
+            rkey: RemoteKey::from_bytes(&k.pack())?,
+        })
+    }
+
+    fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
+        let k = TcpKey::unpack(region.rkey.as_bytes())?;
+        self.regions.borrow_mut().remove(k)
     }
 
     unsafe fn get(
@@ -385,6 +403,144 @@ impl Rma for TcpIface {
         _offset: usize,
     ) -> Result<()> {
         Err(unsupported("put"))
+    }
+
+    unsafe fn put_zc(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        let k = TcpKey::unpack(rkey.as_bytes())?;
+        crate::check_bounds(offset, len, k.len as usize)?;
+        let total = super::wire::PUT_HDR + len;
+        if total > self.max_am {
+            return Err(Error::TooLarge {
+                len: total,
+                max: self.max_am,
+            });
+        }
+        let hdr = PutHeader {
+            region: k.region,
+            key: k.key,
+            offset: offset as u64,
+        }
+        .encode();
+        // SAFETY: the caller keeps `src` readable until its release.
+        let body = unsafe { std::slice::from_raw_parts(src, len) };
+        match self.peers.get(peer) {
+            // SAFETY: as above; the queue releases `token` after its last read.
+            Some(Some(ep)) => unsafe {
+                ep.tx().send_frame(
+                    self.flusher.out(),
+                    peer,
+                    self.max_queued,
+                    0,
+                    true,
+                    &hdr,
+                    body,
+                    Some(token),
+                )
+            },
+            Some(None) if peer == self.me => {
+                let dst = self
+                    .regions
+                    .borrow()
+                    .place(
+                        PutHeader {
+                            offset: offset as u64,
+                            ..PutHeader::decode(&hdr)?
+                        },
+                        len,
+                    )
+                    .ok_or(Error::RemoteAccess {
+                        offset,
+                        len,
+                        region_len: k.len as usize,
+                    })?;
+                // SAFETY: `place` vouches for `len` bytes at `dst`; `src` is readable.
+                unsafe { std::ptr::copy(src, dst, len) };
+                Ok(Sent::Done)
+            }
+            Some(None) => Err(Error::PeerUnreachable { peer }),
+            None => Err(self.bad_peer(peer)),
+        }
+    }
+}
+
+/// The registrations of an endpoint: slots with a key each, so that a put
+/// naming a freed or reused slot does not match.
+#[derive(Debug)]
+struct Regions {
+    slots: Vec<Option<(usize, usize, u32)>>,
+    free: Vec<u32>,
+    /// Source of keys: a per-endpoint random start, then a counter.
+    next_key: u32,
+}
+
+impl Regions {
+    fn new() -> Regions {
+        let mut seed = [0u8; 4];
+        // A failure leaves a fixed start; keys still differ per registration.
+        let _ = getrandom::fill(&mut seed);
+        Regions {
+            slots: Vec::new(),
+            free: Vec::new(),
+            next_key: u32::from_le_bytes(seed),
+        }
+    }
+
+    fn add(&mut self, addr: usize, len: usize) -> TcpKey {
+        self.next_key = self.next_key.wrapping_add(0x9E37_79B9);
+        let key = self.next_key;
+        let region = match self.free.pop() {
+            Some(r) => {
+                self.slots[r as usize] = Some((addr, len, key));
+                r
+            }
+            None => {
+                self.slots.push(Some((addr, len, key)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        TcpKey {
+            region,
+            key,
+            len: len as u64,
+        }
+    }
+
+    fn remove(&mut self, k: TcpKey) -> Result<()> {
+        let live =
+            matches!(self.slots.get(k.region as usize), Some(Some((_, _, key))) if *key == k.key);
+        match self.slots.get_mut(k.region as usize) {
+            Some(slot) if live => {
+                *slot = None;
+                self.free.push(k.region);
+                Ok(())
+            }
+            _ => Err(Error::Malformed {
+                what: "tcp remote key",
+                reason: "no such registration",
+            }),
+        }
+    }
+
+    /// Where `len` bytes at `at` go, if `at` names a live registration and
+    /// they fit in it.
+    fn place(&self, at: PutHeader, len: usize) -> Option<*mut u8> {
+        let (addr, rlen, key) = (*self.slots.get(at.region as usize)?)?;
+        if key != at.key {
+            return None;
+        }
+        let off = usize::try_from(at.offset).ok()?;
+        if off.checked_add(len)? > rlen {
+            return None;
+        }
+        Some((addr + off) as *mut u8)
     }
 }
 
