@@ -91,6 +91,11 @@ impl Status {
 
 /// Most buffers kept for unexpected messages.
 const MAX_SPARE: usize = 64;
+/// Eager messages to other nodes from this size on lend their buffer to the
+/// socket (below it, copying what the socket does not take costs less than
+/// the request that a loan needs).
+const ZC_EAGER_MIN: usize = 8 * 1024;
+
 /// Largest buffer kept for reuse.
 const MAX_SPARE_BYTES: usize = 64 * 1024;
 
@@ -535,7 +540,12 @@ impl Engine {
         if len <= limit {
             let hdr = env.encode();
             let queued = !self.st.borrow().pending[peer].is_empty();
-            if !queued {
+            if !queued && len >= ZC_EAGER_MIN && self.put_capable(peer) {
+                // SAFETY: the caller guarantees `buf` until the request completes.
+                if let Some(r) = unsafe { self.isend_eager_zc(peer, &hdr, buf, len) } {
+                    return r;
+                }
+            } else if !queued {
                 // SAFETY: the caller guarantees `buf` for `len` bytes.
                 let payload = unsafe { std::slice::from_raw_parts(buf, len) };
                 match self.am_send(peer, AM_EAGER, &hdr, payload) {
@@ -561,6 +571,57 @@ impl Engine {
         } else {
             self.isend_rdv(peer, env, buf, len).map(Some)
         }
+    }
+
+    /// An eager send over the network that lends `buf` to the socket instead
+    /// of copying what the socket does not take at once. `None` if the
+    /// transport is busy (the caller queues the message).
+    ///
+    /// # Safety
+    /// As `isend`.
+    unsafe fn isend_eager_zc(
+        &self,
+        peer: usize,
+        hdr: &[u8],
+        buf: *const u8,
+        len: usize,
+    ) -> Option<Result<Option<ReqId>>> {
+        let (id, token) = {
+            let mut st = self.st.borrow_mut();
+            let id = Self::alloc_req(&mut st);
+            (id, loan_token(id, st.reqs[id as usize].gen))
+        };
+        // SAFETY: the request owns `buf` until it completes, after its SendDone.
+        let r = unsafe { self.am_send_zc(peer, AM_EAGER, hdr, buf, len, token) };
+        let mut st = self.st.borrow_mut();
+        match r {
+            Ok(Sent::Pending) => {
+                let req = &mut st.reqs[id as usize];
+                req.lent = 1;
+                req.after = Some(Ok(Status::default()));
+                Some(Ok(Some(id)))
+            }
+            Ok(Sent::Done) => {
+                Self::free_req(&mut st, id);
+                Some(Ok(None))
+            }
+            Err(dos_transport::Error::Busy { .. }) => {
+                Self::free_req(&mut st, id);
+                None
+            }
+            Err(e) => {
+                Self::free_req(&mut st, id);
+                Some(Err(e.into()))
+            }
+        }
+    }
+
+    /// Returns an unused request slot.
+    fn free_req(st: &mut State, id: ReqId) {
+        let req = &mut st.reqs[id as usize];
+        req.slot = Slot::Free;
+        req.gen = req.gen.wrapping_add(1);
+        st.free.push(id);
     }
 
     #[cold]
