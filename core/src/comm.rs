@@ -88,7 +88,7 @@ impl Comm {
     }
 
     #[inline]
-    fn peer(&self, rank: usize) -> Result<usize> {
+    pub(crate) fn peer(&self, rank: usize) -> Result<usize> {
         match self.peers.get(rank) {
             Some(&p) => Ok(p as usize),
             None => Err(bad_rank(rank, self.size())),

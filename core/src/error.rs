@@ -98,6 +98,18 @@ pub enum Error {
         /// The failed peer (world rank).
         rank: usize,
     },
+    /// A one-sided access outside the target's window (nothing was touched).
+    #[error("access of {len} bytes at byte {offset} of the window of rank {rank}, which has {window_len} bytes")]
+    RemoteAccess {
+        /// Target rank (in the window's communicator).
+        rank: usize,
+        /// Byte offset of the access.
+        offset: usize,
+        /// Bytes accessed.
+        len: usize,
+        /// Bytes in the target's window.
+        window_len: usize,
+    },
     /// The operation does not exist in this build or on this transport.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -103,6 +103,7 @@ pub mod op;
 mod p2p;
 pub mod pmi;
 mod request;
+pub mod rma;
 pub mod testing;
 mod world;
 
@@ -111,4 +112,5 @@ pub use comm::Comm;
 pub use error::{Error, Result};
 pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
 pub use request::{scope, Request, Scope};
+pub use rma::{LockKind, Window};
 pub use world::{init, World};

@@ -235,3 +235,20 @@ mod tests {
         assert_eq!(p, q);
     }
 }
+
+/// Replace (`MPI_REPLACE`): the result is the newer operand. For one-sided
+/// accumulate, where it makes a put that is atomic per element.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Replace;
+
+impl<T: Copy + Sync> Op<T> for Replace {
+    #[inline]
+    fn apply_left(&self, _a: &[T], _inout: &mut [T]) {}
+    #[inline]
+    fn apply_right(&self, inout: &mut [T], b: &[T]) {
+        inout.copy_from_slice(&b[..inout.len()]);
+    }
+    fn commutative(&self) -> bool {
+        false
+    }
+}

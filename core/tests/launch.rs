@@ -167,6 +167,19 @@ fn collcheck_passes() {
     }
 }
 
+#[test]
+fn rmacheck_passes() {
+    for n in SIZES {
+        let j = run(n, &example("rmacheck"), &[]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "rmacheck: ");
+        assert!(
+            line.starts_with(&format!("rmacheck: OK {n} ranks")),
+            "expected `rmacheck: OK {n} ranks ...`\n{j}"
+        );
+    }
+}
+
 /// Runs hello on `n` ranks with rank `rank` failing `how`; returns the job
 /// and the ranks' pids, after checking that nothing of the job is left.
 fn failing_hello(n: usize, rank: usize, how: &str) -> (Job, Vec<i32>, TempDir) {

@@ -200,6 +200,8 @@ struct Pending {
     hdr_len: u8,
     payload: *const u8,
     len: usize,
+    /// The payload, when the sender's buffer could not be kept (`send_copy`).
+    owned: Vec<u8>,
     /// Completed when the message is handed to the transport (eager sends).
     complete: Option<ReqId>,
 }
@@ -224,6 +226,8 @@ struct State {
     departed: Vec<usize>,
     /// Next communicator context id this process may hand out.
     next_ctx: u32,
+    /// Next window id this process may hand out.
+    pub(crate) next_win: u32,
     /// Last node-collective generation of each context that has slots.
     node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
 }
@@ -269,6 +273,8 @@ impl Links {
 /// The per-process point-to-point engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
+    /// One-sided state: windows exposed by this rank, operations in flight.
+    pub(crate) rma: RefCell<crate::rma::target::Table>,
     links: Links,
     st: RefCell<State>,
     cfg: Config,
@@ -363,6 +369,7 @@ impl Engine {
                 .max(1)
         });
         Engine {
+            rma: RefCell::default(),
             rndv,
             chunk,
             net_chunk,
@@ -469,6 +476,17 @@ impl Engine {
         self.st.borrow().next_ctx
     }
 
+    /// The next window id this process may hand out.
+    pub(crate) fn next_win(&self) -> u32 {
+        self.st.borrow().next_win
+    }
+
+    /// Marks every window id below `upto` as used.
+    pub(crate) fn bump_win(&self, upto: u32) {
+        let mut st = self.st.borrow_mut();
+        st.next_win = st.next_win.max(upto);
+    }
+
     /// Marks every context id below `upto` as used.
     pub(crate) fn bump_ctx(&self, upto: u32) {
         let mut st = self.st.borrow_mut();
@@ -562,6 +580,7 @@ impl Engine {
                 hdr_len: ENVELOPE_LEN as u8,
                 payload: buf,
                 len,
+                owned: Vec::new(),
                 complete: Some(id),
             };
             p.hdr[..ENVELOPE_LEN].copy_from_slice(&hdr);
@@ -670,6 +689,45 @@ impl Engine {
             hdr_len: hdr.len() as u8,
             payload: std::ptr::null(),
             len: 0,
+            owned: Vec::new(),
+            complete: None,
+        };
+        p.hdr[..hdr.len()].copy_from_slice(hdr);
+        let mut st = self.st.borrow_mut();
+        st.pending[peer].push_back(p);
+        st.npending += 1;
+        Ok(())
+    }
+
+    /// Sends an active message to world rank `peer`, copying `payload` into
+    /// the queue if the transport is busy (for messages whose buffer the
+    /// caller does not keep, such as one-sided operations and their replies).
+    /// `hdr` is at most `RTS_MAX` bytes.
+    pub(crate) fn send_copy(&self, peer: usize, id: u8, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        debug_assert!(hdr.len() <= RTS_MAX);
+        let queued = match self.st.borrow().pending.get(peer) {
+            Some(q) => !q.is_empty(),
+            None => {
+                return Err(Error::InvalidRank {
+                    rank: peer,
+                    size: self.links.routes.len(),
+                })
+            }
+        };
+        if !queued {
+            match self.am_send(peer, id, hdr, payload) {
+                Ok(()) => return Ok(()),
+                Err(dos_transport::Error::Busy { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let mut p = Pending {
+            id,
+            hdr: [0; RTS_MAX],
+            hdr_len: hdr.len() as u8,
+            payload: std::ptr::null(),
+            len: 0,
+            owned: payload.to_vec(),
             complete: None,
         };
         p.hdr[..hdr.len()].copy_from_slice(hdr);
@@ -686,7 +744,9 @@ impl Engine {
         let st = &mut *st;
         for peer in 0..st.pending.len() {
             while let Some(p) = st.pending[peer].front() {
-                let payload: &[u8] = if p.len == 0 {
+                let payload: &[u8] = if !p.owned.is_empty() {
+                    &p.owned
+                } else if p.len == 0 {
                     &[]
                 } else {
                     // SAFETY: the request that owns `payload` is still active, so
@@ -1012,6 +1072,9 @@ impl Engine {
             AM_DATA => self.on_data(src, data),
             AM_PUTCTS => self.on_putcts(src, data),
             AM_DONE => self.on_done(src, data),
+            crate::rma::wire::FIRST_ID..=crate::rma::wire::LAST_ID => {
+                crate::rma::target::on_am(self, src, id, data)
+            }
             AM_BYE => {
                 self.st.borrow_mut().departed.push(src);
                 Ok(())

@@ -1,0 +1,583 @@
+//! One-sided communication: windows of memory that other ranks read, write,
+//! accumulate into and update atomically (MPI's RMA).
+//!
+//! A [`Window`] is created collectively over a communicator, either in memory
+//! the runtime allocates ([`Comm::win_allocate`]) or over the caller's buffer
+//! ([`Comm::win_create`]). Each rank's part may have a different length; the
+//! displacement of every operation counts elements of `T` from the start of
+//! the target's part.
+//!
+//! * Data: [`Window::put`], [`Window::get`], [`Window::accumulate`] (with the
+//!   built-in operations of [`crate::op`] and [`crate::op::Replace`]; each
+//!   element is updated atomically with respect to other accumulates).
+//! * Atomics on `Window<u64>`: [`Window::fetch_add`], [`Window::compare_swap`],
+//!   [`Window::swap`].
+//! * Completion and epochs: [`Window::flush`] / [`Window::flush_all`] (every
+//!   operation issued to the target is complete there), [`Window::fence`]
+//!   (flush everything, then a barrier: MPI's active-target fence epochs),
+//!   [`Window::lock`] / [`Window::unlock`] (passive target, shared or
+//!   exclusive; unlock flushes).
+//!
+//! An access outside the target's part is [`Error::RemoteAccess`] at the
+//! origin, before anything is sent; the target's memory outside its window
+//! is never touched (the target checks every access it serves, too).
+//!
+//! # How operations travel
+//!
+//! * Between ranks of one node, in allocated windows: the window's memory is
+//!   a memfd that every rank of the node maps. Put and get are copies,
+//!   atomics are CPU atomics on the shared mapping, locks are atomics on a
+//!   header word: no message, no involvement of the target.
+//! * Otherwise (other nodes, or a window over the caller's buffer): active
+//!   messages that the target serves whenever it makes progress (in any call
+//!   into `dos`), the generic path every transport has. Flush asks the
+//!   target to confirm.
+//!
+//! ```
+//! let got = dos::testing::run_threads(4, |world| {
+//!     let win = world.win_allocate::<u64>(1).unwrap();
+//!     // Everyone adds its rank + 1 into rank 0's counter.
+//!     win.fetch_add(0, 0, world.rank() as u64 + 1).unwrap();
+//!     win.fence().unwrap();
+//!     let mut total = [0u64];
+//!     win.get(&mut total, 0, 0).unwrap();
+//!     total[0]
+//! });
+//! assert_eq!(got, vec![10; 4]);
+//! ```
+
+use std::cell::RefCell;
+use std::marker::PhantomData;
+use std::mem::size_of;
+
+use bytemuck::Pod;
+
+use crate::op::Op;
+use crate::{Comm, Error, Result};
+
+pub(crate) mod shmem;
+pub(crate) mod target;
+pub(crate) mod wire;
+
+use shmem::{Mapping, WinHeader};
+pub use target::{AccOp, AccType};
+use target::{Exposed, LOCK_WORD};
+use wire::Writer;
+
+/// Bytes of data per active message of the generic path.
+const AM_CHUNK: usize = 16 * 1024;
+
+/// Shared or exclusive passive-target lock ([`Window::lock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockKind {
+    /// Many holders at once (`MPI_LOCK_SHARED`).
+    Shared,
+    /// One holder (`MPI_LOCK_EXCLUSIVE`).
+    Exclusive,
+}
+
+/// How this rank reaches one target's part of the window.
+#[derive(Debug)]
+struct Part {
+    /// World rank (the engine's peer index).
+    world: usize,
+    /// Bytes in its part.
+    len: usize,
+    /// Its data, mapped here (allocated windows on this node).
+    data: Option<*mut u8>,
+    /// Its header, mapped here (every window on this node).
+    header: Option<*const WinHeader>,
+    /// Keeps the mapping alive.
+    _map: Option<Mapping>,
+}
+
+/// A window: this rank's memory exposed to one-sided operations of the ranks
+/// of a communicator, and the means to reach theirs. See the [module
+/// documentation](self).
+///
+/// Not `Send` (like [`Comm`]). Dropping it withdraws this rank's memory:
+/// operations that arrive later are refused. Call [`Window::free`] to do so
+/// collectively, after every rank's operations completed.
+pub struct Window<'a, T: Pod> {
+    comm: Comm,
+    id: u32,
+    parts: Vec<Part>,
+    /// This rank's memory: an allocated mapping, or the header of a created window.
+    own: Mapping,
+    /// This rank's data (in `own`, or the caller's buffer).
+    data: *mut u8,
+    len: usize,
+    /// Operations sent as messages to each target since its last flush.
+    unflushed: RefCell<Vec<u32>>,
+    /// Passive-target locks held, per target.
+    locks: RefCell<Vec<Option<LockKind>>>,
+    _t: PhantomData<(&'a mut [T], *mut ())>,
+}
+
+impl<T: Pod> std::fmt::Debug for Window<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("id", &self.id)
+            .field("rank", &self.comm.rank())
+            .field("len", &(self.len / size_of::<T>().max(1)))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Comm {
+    /// Creates a window over `count` elements of runtime-allocated, zeroed
+    /// memory on this rank (`MPI_Win_allocate`). Collective.
+    ///
+    /// Ranks of one node map each other's parts: their operations on each
+    /// other are plain memory accesses.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a zero-sized `T`; system errors when
+    /// the memory cannot be made or mapped.
+    pub fn win_allocate<T: Pod>(&self, count: usize) -> Result<Window<'static, T>> {
+        let len = count
+            .checked_mul(size_of::<T>())
+            .ok_or(Error::InvalidArgument {
+                op: "win_allocate",
+                reason: "size overflows",
+            })?;
+        let own = Mapping::create(len)?;
+        let data = own.data();
+        Window::build(self, own, data, len, true)
+    }
+
+    /// Creates a window over the caller's `buf` (`MPI_Win_create`). Collective.
+    ///
+    /// The buffer stays borrowed for the window's life; read and write it
+    /// through the window ([`Window::read_local`], [`Window::write_local`]),
+    /// since other ranks may write it. Operations on it travel as messages
+    /// that this rank serves when it calls into `dos`.
+    pub fn win_create<'a, T: Pod>(&self, buf: &'a mut [T]) -> Result<Window<'a, T>> {
+        let own = Mapping::create(0)?;
+        let len = std::mem::size_of_val(buf);
+        Window::build(self, own, buf.as_mut_ptr().cast(), len, false)
+    }
+}
+
+impl<'a, T: Pod> Window<'a, T> {
+    fn build(
+        comm: &Comm,
+        own: Mapping,
+        data: *mut u8,
+        len: usize,
+        shared: bool,
+    ) -> Result<Window<'a, T>> {
+        if size_of::<T>() == 0 {
+            return Err(Error::InvalidArgument {
+                op: "window creation",
+                reason: "zero-sized element type",
+            });
+        }
+        let eng = &comm.eng;
+        // A window id unused by every member (as communicator contexts are).
+        let mut id = [eng.next_win()];
+        comm.allreduce_in_place(&mut id, crate::op::Max)?;
+        let id = id[0];
+        eng.bump_win(id + 1);
+        eng.rma.borrow_mut().expose(
+            id,
+            Exposed {
+                data,
+                len,
+                header: own.header(),
+            },
+        );
+        // Who is where: pid, descriptor, bytes, and whether the data is in it.
+        let fd = own.fd().expect("the owner's mapping keeps its descriptor");
+        let mine = [
+            std::process::id() as u64,
+            fd as u64,
+            len as u64,
+            shared as u64,
+        ];
+        let mut all = vec![0u64; 4 * comm.size()];
+        comm.allgather(&mine, &mut all)?;
+        let mut parts = Vec::with_capacity(comm.size());
+        for (r, info) in all.chunks_exact(4).enumerate() {
+            let world = comm.peer(r)?;
+            let plen = info[2] as usize;
+            let mut part = Part {
+                world,
+                len: plen,
+                data: None,
+                header: None,
+                _map: None,
+            };
+            if r == comm.rank() {
+                part.header = Some(own.header() as *const WinHeader);
+                part.data = shared.then_some(data);
+            } else if eng.local_index(world).is_some() {
+                let peer_shared = info[3] != 0;
+                let m = Mapping::open(
+                    info[0] as u32,
+                    info[1] as i32,
+                    if peer_shared { plen } else { 0 },
+                )?;
+                part.header = Some(m.header() as *const WinHeader);
+                part.data = peer_shared.then(|| m.data());
+                part._map = Some(m);
+            }
+            parts.push(part);
+        }
+        let n = comm.size();
+        Ok(Window {
+            comm: comm.clone(),
+            id,
+            parts,
+            own,
+            data,
+            len,
+            unflushed: RefCell::new(vec![0; n]),
+            locks: RefCell::new(vec![None; n]),
+            _t: PhantomData,
+        })
+    }
+
+    /// Elements in this rank's part.
+    pub fn local_len(&self) -> usize {
+        self.len / size_of::<T>()
+    }
+
+    /// Elements in `target`'s part.
+    pub fn len_of(&self, target: usize) -> Result<usize> {
+        Ok(self.part(target)?.len / size_of::<T>())
+    }
+
+    /// Copies this rank's part, from element `disp`, into `dst`.
+    pub fn read_local(&self, dst: &mut [T], disp: usize) -> Result<()> {
+        let (off, n) = self.span(self.comm.rank(), disp, dst.len())?;
+        // SAFETY: inside this rank's part, which `self` keeps valid.
+        unsafe { std::ptr::copy(self.data.add(off), dst.as_mut_ptr().cast::<u8>(), n) };
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        Ok(())
+    }
+
+    /// Copies `src` into this rank's part from element `disp`.
+    pub fn write_local(&self, src: &[T], disp: usize) -> Result<()> {
+        let (off, n) = self.span(self.comm.rank(), disp, src.len())?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        // SAFETY: as in `read_local`.
+        unsafe { std::ptr::copy(src.as_ptr().cast::<u8>(), self.data.add(off), n) };
+        Ok(())
+    }
+
+    fn part(&self, target: usize) -> Result<&Part> {
+        self.parts.get(target).ok_or(Error::InvalidRank {
+            rank: target,
+            size: self.parts.len(),
+        })
+    }
+
+    /// Byte offset and length of `count` elements at `disp` of `target`'s
+    /// part, or the typed error for an access outside it.
+    fn span(&self, target: usize, disp: usize, count: usize) -> Result<(usize, usize)> {
+        let p = self.part(target)?;
+        let sz = size_of::<T>();
+        let off = disp.checked_mul(sz);
+        let n = count.checked_mul(sz);
+        match (off, n) {
+            (Some(off), Some(n)) if off.checked_add(n).is_some_and(|e| e <= p.len) => Ok((off, n)),
+            _ => Err(Error::RemoteAccess {
+                rank: target,
+                offset: disp.saturating_mul(sz),
+                len: count.saturating_mul(sz),
+                window_len: p.len,
+            }),
+        }
+    }
+
+    fn note_sent(&self, target: usize) {
+        self.unflushed.borrow_mut()[target] += 1;
+    }
+
+    /// Writes `src` into `target`'s part from element `disp` (`MPI_Put`).
+    /// Complete at the target after [`Window::flush`] (or unlock, or fence).
+    pub fn put(&self, src: &[T], target: usize, disp: usize) -> Result<()> {
+        let (off, n) = self.span(target, disp, src.len())?;
+        let p = &self.parts[target];
+        if let Some(d) = p.data {
+            // SAFETY: inside the target's mapped part; `src` is separate memory.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), d.add(off), n) };
+            return Ok(());
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(src);
+        for (k, chunk) in bytes.chunks(AM_CHUNK).enumerate() {
+            let w = Writer::<16>::default()
+                .u32(self.id)
+                .u64((off + k * AM_CHUNK) as u64);
+            self.comm
+                .eng
+                .send_copy(p.world, wire::PUT, w.bytes(), chunk)?;
+        }
+        self.note_sent(target);
+        Ok(())
+    }
+
+    /// Reads `dst.len()` elements of `target`'s part from element `disp`
+    /// (`MPI_Get`); complete when it returns.
+    pub fn get(&self, dst: &mut [T], target: usize, disp: usize) -> Result<()> {
+        let (off, n) = self.span(target, disp, dst.len())?;
+        let p = &self.parts[target];
+        let out: &mut [u8] = bytemuck::cast_slice_mut(dst);
+        if let Some(d) = p.data {
+            // SAFETY: inside the target's mapped part.
+            unsafe { std::ptr::copy_nonoverlapping(d.add(off), out.as_mut_ptr(), n) };
+            return Ok(());
+        }
+        for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
+            let eng = &self.comm.eng;
+            let tok = eng
+                .rma
+                .borrow_mut()
+                .expect(Some((chunk.as_mut_ptr(), chunk.len())));
+            let w = Writer::<24>::default()
+                .u32(self.id)
+                .u64((off + k * AM_CHUNK) as u64)
+                .u32(chunk.len() as u32)
+                .u32(tok);
+            let status = eng
+                .send_copy(p.world, wire::GET, w.bytes(), &[])
+                .and_then(|()| self.await_reply(tok))
+                .map(|r| r.status);
+            if status? != Some(wire::OK) {
+                return Err(self.refused(target, off, n));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the reply `tok`, serving others meanwhile; forgets it on error.
+    fn await_reply(&self, tok: u32) -> Result<target::Reply> {
+        let eng = &self.comm.eng;
+        let r = eng.wait_until(|e| e.rma.borrow().arrived(tok));
+        let reply = eng.rma.borrow_mut().take(tok);
+        r?;
+        Ok(reply.expect("arrived"))
+    }
+
+    fn refused(&self, target: usize, offset: usize, len: usize) -> Error {
+        Error::RemoteAccess {
+            rank: target,
+            offset,
+            len,
+            window_len: self.parts[target].len,
+        }
+    }
+
+    /// Combines `src` into `target`'s part from element `disp` with `op`,
+    /// element by element, each element atomically with respect to other
+    /// accumulates (`MPI_Accumulate`).
+    pub fn accumulate<O>(&self, src: &[T], target: usize, disp: usize, op: O) -> Result<()>
+    where
+        T: AccType,
+        O: AccOp + Op<T>,
+    {
+        let (off, n) = self.span(target, disp, src.len())?;
+        let p = &self.parts[target];
+        if let (Some(d), Some(h)) = (p.data, p.header) {
+            // SAFETY: inside the target's mapped part; its header is mapped.
+            unsafe { target::accumulate(&*h, d.add(off), src, &op) };
+            return Ok(());
+        }
+        let per = (AM_CHUNK / size_of::<T>()).max(1);
+        for (k, chunk) in src.chunks(per).enumerate() {
+            let w = Writer::<16>::default()
+                .u32(self.id)
+                .u64((off + k * per * size_of::<T>()) as u64)
+                .u8(O::CODE)
+                .u8(T::CODE);
+            self.comm
+                .eng
+                .send_copy(p.world, wire::ACC, w.bytes(), bytemuck::cast_slice(chunk))?;
+        }
+        let _ = n;
+        self.note_sent(target);
+        Ok(())
+    }
+
+    /// Runs a 64-bit atomic at byte `off` of `target`'s part (or on its lock word).
+    fn atomic(&self, target: usize, off: u64, kind: u8, a: u64, b: u64) -> Result<u64> {
+        let p = self.part(target)?;
+        let direct = if off == LOCK_WORD {
+            // SAFETY: the header is mapped while `self` lives.
+            p.header.map(|h| unsafe { &(*h).lock })
+        } else {
+            p.data.and_then(|d| {
+                // SAFETY: `off + 8 <= len` was checked by the caller; aligned
+                // (parts start on 64 bytes and elements are u64).
+                let ptr = unsafe { d.add(off as usize) };
+                // SAFETY: as above; window memory is shared and accessed atomically.
+                (ptr as usize % 8 == 0)
+                    .then(|| unsafe { std::sync::atomic::AtomicU64::from_ptr(ptr.cast()) })
+            })
+        };
+        if let Some(word) = direct {
+            return target::atomic_op(word, kind, a, b).ok_or(Error::InvalidArgument {
+                op: "atomic",
+                reason: "unknown operation",
+            });
+        }
+        let eng = &self.comm.eng;
+        let tok = eng.rma.borrow_mut().expect(None);
+        let w = Writer::<40>::default()
+            .u32(self.id)
+            .u64(off)
+            .u8(kind)
+            .u32(tok)
+            .u64(a)
+            .u64(b);
+        let reply = eng
+            .send_copy(p.world, wire::ATOMIC, w.bytes(), &[])
+            .and_then(|()| self.await_reply(tok))?;
+        if reply.status != Some(wire::OK) {
+            return Err(self.refused(target, off as usize, 8));
+        }
+        Ok(reply.value)
+    }
+
+    /// Flushes: every operation this rank issued to `target` is complete
+    /// there (`MPI_Win_flush`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the target refused some of them (its
+    /// window was freed while they were on their way).
+    pub fn flush(&self, target: usize) -> Result<()> {
+        let p = self.part(target)?;
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if self.unflushed.borrow()[target] == 0 {
+            return Ok(());
+        }
+        let eng = &self.comm.eng;
+        let tok = eng.rma.borrow_mut().expect(None);
+        let w = Writer::<4>::default().u32(tok);
+        let reply = eng
+            .send_copy(p.world, wire::FLUSH, w.bytes(), &[])
+            .and_then(|()| self.await_reply(tok))?;
+        self.unflushed.borrow_mut()[target] = 0;
+        if reply.value > 0 {
+            return Err(Error::InvalidArgument {
+                op: "flush",
+                reason: "the target refused operations (was its window freed?)",
+            });
+        }
+        Ok(())
+    }
+
+    /// [`Window::flush`] to every target (`MPI_Win_flush_all`).
+    pub fn flush_all(&self) -> Result<()> {
+        (0..self.parts.len()).try_for_each(|t| self.flush(t))
+    }
+
+    /// Ends an access and exposure epoch: every operation of every rank is
+    /// complete and visible everywhere (`MPI_Win_fence`). Collective.
+    pub fn fence(&self) -> Result<()> {
+        self.flush_all()?;
+        self.comm.barrier()
+    }
+
+    /// Takes the passive-target lock of `target` (`MPI_Win_lock`); waits,
+    /// serving other ranks, while it is held in a conflicting way.
+    pub fn lock(&self, target: usize, kind: LockKind) -> Result<()> {
+        self.part(target)?;
+        if self.locks.borrow()[target].is_some() {
+            return Err(Error::InvalidArgument {
+                op: "lock",
+                reason: "this rank already holds the lock of that target",
+            });
+        }
+        let mut spins = 0u32;
+        loop {
+            let got = match kind {
+                LockKind::Exclusive => {
+                    self.atomic(target, LOCK_WORD, wire::COMPARE_SWAP, shmem::EXCLUSIVE, 0)? == 0
+                }
+                LockKind::Shared => {
+                    let old = self.atomic(target, LOCK_WORD, wire::FETCH_ADD, 1, 0)?;
+                    if old & shmem::EXCLUSIVE != 0 {
+                        self.atomic(target, LOCK_WORD, wire::FETCH_ADD, u64::MAX, 0)?;
+                        false
+                    } else {
+                        true
+                    }
+                }
+            };
+            if got {
+                self.locks.borrow_mut()[target] = Some(kind);
+                return Ok(());
+            }
+            // Let the holder (maybe on this core) get on, and serve requests.
+            spins += 1;
+            self.comm.eng.progress();
+            if spins % 8 == 0 {
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+
+    /// Flushes and releases the lock of `target` (`MPI_Win_unlock`).
+    pub fn unlock(&self, target: usize) -> Result<()> {
+        let kind = self
+            .locks
+            .borrow_mut()
+            .get_mut(target)
+            .and_then(Option::take);
+        let Some(kind) = kind else {
+            return Err(Error::InvalidArgument {
+                op: "unlock",
+                reason: "this rank holds no lock of that target",
+            });
+        };
+        self.flush(target)?;
+        let delta = match kind {
+            LockKind::Exclusive => shmem::EXCLUSIVE.wrapping_neg(),
+            LockKind::Shared => u64::MAX,
+        };
+        self.atomic(target, LOCK_WORD, wire::FETCH_ADD, delta, 0)?;
+        Ok(())
+    }
+
+    /// Frees the window collectively (`MPI_Win_free`): waits until every
+    /// rank's operations are complete, then withdraws this rank's memory.
+    pub fn free(self) -> Result<()> {
+        self.fence()
+    }
+}
+
+impl Window<'_, u64> {
+    /// Adds `value` to element `disp` of `target`'s part; returns the old
+    /// value (`MPI_Fetch_and_op` with `MPI_SUM`). Atomic; complete on return.
+    pub fn fetch_add(&self, target: usize, disp: usize, value: u64) -> Result<u64> {
+        let (off, _) = self.span(target, disp, 1)?;
+        self.atomic(target, off as u64, wire::FETCH_ADD, value, 0)
+    }
+
+    /// Stores `new` into element `disp` of `target`'s part if it holds
+    /// `expected`; returns the old value (`MPI_Compare_and_swap`).
+    pub fn compare_swap(&self, target: usize, disp: usize, expected: u64, new: u64) -> Result<u64> {
+        let (off, _) = self.span(target, disp, 1)?;
+        self.atomic(target, off as u64, wire::COMPARE_SWAP, new, expected)
+    }
+
+    /// Stores `value` into element `disp` of `target`'s part; returns the
+    /// old value (`MPI_Fetch_and_op` with `MPI_REPLACE`).
+    pub fn swap(&self, target: usize, disp: usize, value: u64) -> Result<u64> {
+        let (off, _) = self.span(target, disp, 1)?;
+        self.atomic(target, off as u64, wire::SWAP, value, 0)
+    }
+}
+
+impl<T: Pod> Drop for Window<'_, T> {
+    fn drop(&mut self) {
+        // From now on, operations that arrive are refused: the memory (the
+        // caller's buffer, or our mapping) is no longer touched.
+        self.comm.eng.rma.borrow_mut().withdraw(self.id);
+        let _ = &self.own;
+    }
+}

@@ -1,0 +1,200 @@
+//! Window memory that the ranks of a node map: a memfd per window and rank.
+//!
+//! The owner creates the memfd and maps it; a peer on the same node opens it
+//! through `/proc/<pid>/fd/<fd>` (which the kernel allows to a process that
+//! may trace the owner — the same check as CMA, which the shm transport
+//! already needs) and maps it too. The memory lives as long as any mapping or
+//! descriptor does, so a peer that exits early strands nothing and frees
+//! nothing under anyone.
+//!
+//! ```text
+//! 0      WinHeader (64 bytes: the lock word and the accumulate lock)
+//! 64     the window's bytes
+//! ```
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::{Error, Result};
+
+/// Bytes before the window's data.
+pub(crate) const HEADER: usize = 64;
+
+/// Bit of the lock word held by an exclusive lock; the bits below count shared locks.
+pub(crate) const EXCLUSIVE: u64 = 1 << 63;
+
+/// The shared header of a window: synchronization words that local peers use
+/// with CPU atomics and remote peers through the target's progress.
+#[repr(C, align(64))]
+#[derive(Debug, Default)]
+pub(crate) struct WinHeader {
+    /// Passive-target lock: [`EXCLUSIVE`] or a count of shared holders.
+    pub(crate) lock: AtomicU64,
+    /// Spin lock that makes accumulates atomic per element.
+    pub(crate) acc: AtomicU32,
+}
+
+const _: () = assert!(std::mem::size_of::<WinHeader>() == HEADER);
+
+impl WinHeader {
+    /// Takes the accumulate lock (held for one element-wise update only).
+    pub(crate) fn acc_lock(&self) {
+        let mut spins = 0u32;
+        while self
+            .acc
+            .compare_exchange_weak(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            spins += 1;
+            if spins % 64 == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    pub(crate) fn acc_unlock(&self) {
+        self.acc.store(0, Ordering::Release);
+    }
+}
+
+/// A mapping of window memory (header and data).
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    size: usize,
+    /// The memfd, kept open by the owner so that peers can open it.
+    fd: Option<OwnedFd>,
+}
+
+impl Mapping {
+    /// Creates the memory of a window of `len` bytes (zeroed).
+    pub(crate) fn create(len: usize) -> Result<Mapping> {
+        let size = HEADER.checked_add(len).ok_or(Error::InvalidArgument {
+            op: "window allocation",
+            reason: "size overflows",
+        })?;
+        // SAFETY: the name is a valid NUL-terminated string.
+        let raw = unsafe { libc::memfd_create(c"dos-win".as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(sys("memfd_create"));
+        }
+        // SAFETY: `raw` is a fresh descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: valid descriptor, plain system call.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
+            return Err(sys("ftruncate"));
+        }
+        let base = map(fd.as_raw_fd(), size)?;
+        Ok(Mapping {
+            base,
+            size,
+            fd: Some(fd),
+        })
+    }
+
+    /// Maps the window memory of process `pid`, whose descriptor is `fd`,
+    /// expecting `len` bytes of data.
+    pub(crate) fn open(pid: u32, fd: i32, len: usize) -> Result<Mapping> {
+        let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
+        // SAFETY: valid path; plain system call.
+        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(sys("open a peer's window"));
+        }
+        // SAFETY: `raw` is a fresh descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out-pointer.
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(sys("fstat a peer's window"));
+        }
+        let size = HEADER + len;
+        if st.st_size as usize != size {
+            return Err(Error::InvalidArgument {
+                op: "window creation",
+                reason: "a peer's window memory has an unexpected size",
+            });
+        }
+        let base = map(fd.as_raw_fd(), size)?;
+        // The mapping keeps the memory; the descriptor is not needed.
+        Ok(Mapping {
+            base,
+            size,
+            fd: None,
+        })
+    }
+
+    /// The descriptor peers open, if this is the owner's mapping.
+    pub(crate) fn fd(&self) -> Option<RawFd> {
+        self.fd.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    pub(crate) fn header(&self) -> &WinHeader {
+        // SAFETY: the mapping starts with a page-aligned, zero-initialized
+        // header, accessed only through atomics.
+        unsafe { &*(self.base.as_ptr() as *const WinHeader) }
+    }
+
+    /// The window's first data byte.
+    pub(crate) fn data(&self) -> *mut u8 {
+        // SAFETY: within the mapping (`size >= HEADER`).
+        unsafe { self.base.as_ptr().add(HEADER) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range; nothing refers to it any more
+        // (the window that owns the mapping is being dropped).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
+    }
+}
+
+fn map(fd: RawFd, size: usize) -> Result<NonNull<u8>> {
+    // SAFETY: plain mmap of a descriptor we hold; the result is checked.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(sys("mmap a window"));
+    }
+    NonNull::new(p.cast()).ok_or_else(|| sys("mmap a window"))
+}
+
+#[cold]
+fn sys(op: &'static str) -> Error {
+    Error::Transport(dos_transport::Error::last_os(op))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_mapping_shares_the_memory_and_the_locks() {
+        let a = Mapping::create(100).unwrap();
+        let b = Mapping::open(std::process::id(), a.fd().unwrap(), 100).unwrap();
+        // SAFETY: both point at 100 valid bytes of the same memfd.
+        unsafe {
+            a.data().add(7).write(42);
+            assert_eq!(b.data().add(7).read(), 42);
+        }
+        a.header().lock.store(EXCLUSIVE, Ordering::Release);
+        assert_eq!(b.header().lock.load(Ordering::Acquire), EXCLUSIVE);
+        assert!(matches!(
+            Mapping::open(std::process::id(), a.fd().unwrap(), 99),
+            Err(Error::InvalidArgument { .. })
+        ));
+    }
+}

@@ -1,0 +1,337 @@
+//! The target side of one-sided operations that arrive as active messages,
+//! and the origin's table of replies it waits for.
+//!
+//! A window registers its memory here under its id; the handlers check every
+//! access against that registration, so a message naming a window that is
+//! gone, or reaching outside one, touches nothing (it is counted, and the
+//! origin's next flush reports it).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytemuck::Pod;
+
+use super::shmem::WinHeader;
+use super::wire::{self, Reader, Writer};
+use crate::op::{self, Op};
+use crate::p2p::Engine;
+use crate::{Error, Result};
+
+/// Memory a window exposes on this rank.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Exposed {
+    pub(crate) data: *mut u8,
+    pub(crate) len: usize,
+    pub(crate) header: *const WinHeader,
+}
+
+/// A reply an origin waits for.
+#[derive(Debug, Default)]
+pub(crate) struct Reply {
+    /// Where GETRESP bytes go, and how many fit.
+    pub(crate) dst: Option<(*mut u8, usize)>,
+    /// Set when the reply arrived.
+    pub(crate) status: Option<u8>,
+    /// ATOMRESP's old value, or FLUSHED's count of refused operations.
+    pub(crate) value: u64,
+}
+
+/// One-sided state of an engine.
+#[derive(Debug, Default)]
+pub(crate) struct Table {
+    wins: HashMap<u32, Exposed>,
+    replies: HashMap<u32, Reply>,
+    next_tok: u32,
+    /// Operations refused since the last FLUSH from each origin (world rank).
+    refused: HashMap<usize, u32>,
+}
+
+impl Table {
+    pub(crate) fn expose(&mut self, id: u32, e: Exposed) {
+        self.wins.insert(id, e);
+    }
+
+    pub(crate) fn withdraw(&mut self, id: u32) {
+        self.wins.remove(&id);
+    }
+
+    /// A token for a reply, registered with where its bytes go.
+    pub(crate) fn expect(&mut self, dst: Option<(*mut u8, usize)>) -> u32 {
+        self.next_tok = self.next_tok.wrapping_add(1);
+        let t = self.next_tok;
+        self.replies.insert(
+            t,
+            Reply {
+                dst,
+                ..Reply::default()
+            },
+        );
+        t
+    }
+
+    pub(crate) fn arrived(&self, tok: u32) -> bool {
+        self.replies.get(&tok).is_some_and(|r| r.status.is_some())
+    }
+
+    /// Takes a reply that arrived (or forgets one given up on).
+    pub(crate) fn take(&mut self, tok: u32) -> Option<Reply> {
+        self.replies.remove(&tok)
+    }
+
+    /// The window memory for `len` bytes at `off`, if inside a live window.
+    fn reach(&self, win: u32, off: u64, len: usize) -> Option<(Exposed, usize)> {
+        let e = *self.wins.get(&win)?;
+        let off = usize::try_from(off).ok()?;
+        (off.checked_add(len)? <= e.len).then_some((e, off))
+    }
+
+    fn refuse(&mut self, src: usize) {
+        *self.refused.entry(src).or_default() += 1;
+    }
+}
+
+/// Handles one one-sided active message from world rank `src`.
+pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()> {
+    let mut r = Reader::new(data, src);
+    match id {
+        wire::PUT => {
+            let (win, off) = (r.u32()?, r.u64()?);
+            let bytes = r.rest();
+            let mut t = eng.rma.borrow_mut();
+            match t.reach(win, off, bytes.len()) {
+                // SAFETY: inside the exposed window, which its owner keeps
+                // valid while exposed; `bytes` is a separate buffer.
+                Some((e, o)) => unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), e.data.add(o), bytes.len())
+                },
+                None => t.refuse(src),
+            }
+            Ok(())
+        }
+        wire::GET => {
+            let (win, off, len, tok) = (r.u32()?, r.u64()?, r.u32()? as usize, r.u32()?);
+            r.end()?;
+            let reach = eng.rma.borrow().reach(win, off, len);
+            let hdr = |st| Writer::<8>::default().u32(tok).u8(st);
+            match reach {
+                Some((e, o)) => {
+                    // SAFETY: inside the exposed window (see PUT).
+                    let bytes = unsafe { std::slice::from_raw_parts(e.data.add(o), len) };
+                    eng.send_copy(src, wire::GETRESP, hdr(wire::OK).bytes(), bytes)
+                }
+                None => eng.send_copy(src, wire::GETRESP, hdr(wire::REFUSED).bytes(), &[]),
+            }
+        }
+        wire::GETRESP => {
+            let (tok, status) = (r.u32()?, r.u8()?);
+            let bytes = r.rest();
+            let mut t = eng.rma.borrow_mut();
+            if let Some(reply) = t.replies.get_mut(&tok) {
+                if let Some((dst, cap)) = reply.dst {
+                    // SAFETY: the waiting origin keeps `dst` valid for `cap`
+                    // bytes until it takes the reply.
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len().min(cap))
+                    };
+                }
+                reply.status = Some(status);
+            }
+            Ok(())
+        }
+        wire::ACC => {
+            let (win, off, opc, ty) = (r.u32()?, r.u64()?, r.u8()?, r.u8()?);
+            let bytes = r.rest();
+            let mut t = eng.rma.borrow_mut();
+            match t.reach(win, off, bytes.len()) {
+                Some((e, o)) => {
+                    // SAFETY: inside the exposed window; its header is mapped
+                    // as long as the window is exposed.
+                    let ok = unsafe { accumulate_coded(&*e.header, e.data.add(o), opc, ty, bytes) };
+                    if !ok {
+                        t.refuse(src);
+                    }
+                }
+                None => t.refuse(src),
+            }
+            Ok(())
+        }
+        wire::ATOMIC => {
+            let (win, off, kind, tok, a, b) =
+                (r.u32()?, r.u64()?, r.u8()?, r.u32()?, r.u64()?, r.u64()?);
+            r.end()?;
+            let old = {
+                let t = eng.rma.borrow();
+                atomic_at(&t, win, off, kind, a, b)
+            };
+            let w = match old {
+                Some(v) => Writer::<16>::default().u32(tok).u8(wire::OK).u64(v),
+                None => Writer::<16>::default().u32(tok).u8(wire::REFUSED).u64(0),
+            };
+            eng.send_copy(src, wire::ATOMRESP, w.bytes(), &[])
+        }
+        wire::ATOMRESP => {
+            let (tok, status, old) = (r.u32()?, r.u8()?, r.u64()?);
+            r.end()?;
+            if let Some(reply) = eng.rma.borrow_mut().replies.get_mut(&tok) {
+                reply.status = Some(status);
+                reply.value = old;
+            }
+            Ok(())
+        }
+        wire::FLUSH => {
+            let tok = r.u32()?;
+            r.end()?;
+            // Messages from one origin are handled in order: everything it
+            // sent before this FLUSH is done.
+            let refused = eng.rma.borrow_mut().refused.remove(&src).unwrap_or(0);
+            let w = Writer::<8>::default().u32(tok).u32(refused);
+            eng.send_copy(src, wire::FLUSHED, w.bytes(), &[])
+        }
+        wire::FLUSHED => {
+            let (tok, refused) = (r.u32()?, r.u32()?);
+            r.end()?;
+            if let Some(reply) = eng.rma.borrow_mut().replies.get_mut(&tok) {
+                reply.status = Some(wire::OK);
+                reply.value = u64::from(refused);
+            }
+            Ok(())
+        }
+        _ => Err(Error::Protocol {
+            src,
+            reason: "unknown one-sided message",
+        }),
+    }
+}
+
+/// Offset that names the window's lock word instead of its data.
+pub(crate) const LOCK_WORD: u64 = u64::MAX;
+
+/// Runs atomic `kind` on the 8 bytes at `off` of window `win` (or on its
+/// lock word); `None` if refused.
+fn atomic_at(t: &Table, win: u32, off: u64, kind: u8, a: u64, b: u64) -> Option<u64> {
+    let e = *t.wins.get(&win)?;
+    let word: &AtomicU64 = if off == LOCK_WORD {
+        // SAFETY: the header is mapped while the window is exposed.
+        unsafe { &(*e.header).lock }
+    } else {
+        let (e, o) = t.reach(win, off, 8)?;
+        // SAFETY: 8 bytes inside the window.
+        let p = unsafe { e.data.add(o) };
+        if p as usize % 8 != 0 {
+            return None;
+        }
+        // SAFETY: aligned, inside the window, and window memory is accessed
+        // with atomics by every rank that uses atomics on it.
+        unsafe { AtomicU64::from_ptr(p.cast()) }
+    };
+    atomic_op(word, kind, a, b)
+}
+
+/// Applies atomic `kind` with operands `a` (add, swap or new value) and `b`
+/// (expected value of a compare-and-swap); returns the old value.
+pub(crate) fn atomic_op(word: &AtomicU64, kind: u8, a: u64, b: u64) -> Option<u64> {
+    Some(match kind {
+        wire::FETCH_ADD => word.fetch_add(a, Ordering::AcqRel),
+        wire::SWAP => word.swap(a, Ordering::AcqRel),
+        wire::COMPARE_SWAP => {
+            match word.compare_exchange(b, a, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(v) | Err(v) => v,
+            }
+        }
+        _ => return None,
+    })
+}
+
+/// Element types that one-sided accumulate can carry between ranks.
+pub trait AccType: Pod + Send + Sync {
+    /// Code of the type on the wire.
+    const CODE: u8;
+}
+
+/// Operations that one-sided accumulate can carry between ranks.
+pub trait AccOp: Copy {
+    /// Code of the operation on the wire.
+    const CODE: u8;
+}
+
+macro_rules! codes {
+    ($tr:ident: $($t:ty = $c:expr),*) => {$(impl $tr for $t { const CODE: u8 = $c; })*};
+}
+codes!(AccType: i32 = 1, u32 = 2, i64 = 3, u64 = 4, f32 = 5, f64 = 6, u8 = 7, i8 = 8, i16 = 9, u16 = 10);
+codes!(AccOp: op::Replace = 0, op::Sum = 1, op::Prod = 2, op::Min = 3, op::Max = 4, op::BitAnd = 5, op::BitOr = 6, op::BitXor = 7);
+
+/// `dst[i] = dst[i] ⊕ src[i]` on window memory at `dst` (any alignment),
+/// under the window's accumulate lock.
+///
+/// # Safety
+/// `dst` is valid for `src.len()` elements of window memory.
+pub(crate) unsafe fn accumulate<T: Pod + Send + Sync, O: Op<T>>(
+    header: &WinHeader,
+    dst: *mut u8,
+    src: &[T],
+    op: &O,
+) {
+    let mut cur: Vec<T> = vec![T::zeroed(); src.len()];
+    let n = std::mem::size_of_val(src);
+    header.acc_lock();
+    // SAFETY: the caller vouches for `n` bytes at `dst`; `cur` holds `n` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(dst, cur.as_mut_ptr().cast::<u8>(), n) };
+    op.apply_right(&mut cur, src);
+    // SAFETY: as above.
+    unsafe { std::ptr::copy_nonoverlapping(cur.as_ptr().cast::<u8>(), dst, n) };
+    header.acc_unlock();
+}
+
+/// [`accumulate`] with the operation and element type given by their codes;
+/// false if the pair is unknown or the bytes are not whole elements.
+///
+/// # Safety
+/// `dst` is valid for `bytes.len()` bytes of window memory.
+unsafe fn accumulate_coded(
+    header: &WinHeader,
+    dst: *mut u8,
+    opc: u8,
+    ty: u8,
+    bytes: &[u8],
+) -> bool {
+    fn typed<T: AccType>(bytes: &[u8]) -> Option<Vec<T>> {
+        let sz = std::mem::size_of::<T>();
+        (bytes.len() % sz == 0).then(|| {
+            bytes
+                .chunks_exact(sz)
+                .map(bytemuck::pod_read_unaligned)
+                .collect()
+        })
+    }
+    macro_rules! by_op {
+        ($t:ty, [$($o:ident),*]) => {{
+            let Some(v) = typed::<$t>(bytes) else { return false };
+            match opc {
+                $(<op::$o as AccOp>::CODE => {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { accumulate(header, dst, &v, &op::$o) };
+                    true
+                })*
+                _ => false,
+            }
+        }};
+    }
+    macro_rules! ints {
+        ($t:ty) => {
+            by_op!($t, [Replace, Sum, Prod, Min, Max, BitAnd, BitOr, BitXor])
+        };
+    }
+    match ty {
+        1 => ints!(i32),
+        2 => ints!(u32),
+        3 => ints!(i64),
+        4 => ints!(u64),
+        5 => by_op!(f32, [Replace, Sum, Prod, Min, Max]),
+        6 => by_op!(f64, [Replace, Sum, Prod, Min, Max]),
+        7 => ints!(u8),
+        8 => ints!(i8),
+        9 => ints!(i16),
+        10 => ints!(u16),
+        _ => false,
+    }
+}

@@ -1,0 +1,166 @@
+//! One-sided operations carried in active messages (the generic path, for
+//! peers whose window memory this process cannot reach directly).
+//!
+//! Ids 16..=25; little-endian, fixed-width fields. `win` is the window id,
+//! `off` a byte offset in the target's window, `tok` the origin's token for
+//! the reply.
+//!
+//! ```text
+//! PUT      (16): win u32 | off u64 | bytes...
+//! GET      (17): win u32 | off u64 | len u32 | tok u32
+//! GETRESP  (18): tok u32 | status u8 | bytes...
+//! ACC      (19): win u32 | off u64 | op u8 | ty u8 | bytes...
+//! ATOMIC   (20): win u32 | off u64 | kind u8 | tok u32 | a u64 | b u64
+//! ATOMRESP (21): tok u32 | status u8 | old u64
+//! FLUSH    (22): tok u32
+//! FLUSHED  (23): tok u32 | rejected u32    (operations the target refused since the last FLUSH)
+//! ```
+//!
+//! Statuses: 0 done, 1 refused (no such window, or outside it).
+
+use crate::{Error, Result};
+
+/// First id of this protocol.
+pub const FIRST_ID: u8 = 16;
+/// Last id of this protocol.
+pub const LAST_ID: u8 = 25;
+
+pub const PUT: u8 = 16;
+pub const GET: u8 = 17;
+pub const GETRESP: u8 = 18;
+pub const ACC: u8 = 19;
+pub const ATOMIC: u8 = 20;
+pub const ATOMRESP: u8 = 21;
+pub const FLUSH: u8 = 22;
+pub const FLUSHED: u8 = 23;
+
+/// Status of a reply: done.
+pub const OK: u8 = 0;
+/// Status of a reply: refused by the target.
+pub const REFUSED: u8 = 1;
+
+/// Kinds of remote atomic operations.
+pub const FETCH_ADD: u8 = 1;
+pub const COMPARE_SWAP: u8 = 2;
+pub const SWAP: u8 = 3;
+
+/// Reads little-endian fields off the front of a message; every read is checked.
+pub struct Reader<'a> {
+    b: &'a [u8],
+    src: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(b: &'a [u8], src: usize) -> Reader<'a> {
+        Reader { b, src }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.b.len() < n {
+            return Err(Error::Protocol {
+                src: self.src,
+                reason: "short one-sided message",
+            });
+        }
+        let (h, t) = self.b.split_at(n);
+        self.b = t;
+        Ok(h)
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+
+    pub fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+    }
+
+    /// The rest of the message.
+    pub fn rest(self) -> &'a [u8] {
+        self.b
+    }
+
+    /// Fails unless the message was read to its end.
+    pub fn end(self) -> Result<()> {
+        if self.b.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Protocol {
+                src: self.src,
+                reason: "one-sided message too long",
+            })
+        }
+    }
+}
+
+/// Writes little-endian fields into a fixed buffer.
+pub struct Writer<const N: usize> {
+    b: [u8; N],
+    n: usize,
+}
+
+impl<const N: usize> Default for Writer<N> {
+    fn default() -> Self {
+        Writer { b: [0; N], n: 0 }
+    }
+}
+
+impl<const N: usize> Writer<N> {
+    pub fn u8(mut self, v: u8) -> Self {
+        self.b[self.n] = v;
+        self.n += 1;
+        self
+    }
+
+    pub fn u32(mut self, v: u32) -> Self {
+        self.b[self.n..self.n + 4].copy_from_slice(&v.to_le_bytes());
+        self.n += 4;
+        self
+    }
+
+    pub fn u64(mut self, v: u64) -> Self {
+        self.b[self.n..self.n + 8].copy_from_slice(&v.to_le_bytes());
+        self.n += 8;
+        self
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.b[..self.n]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn fields_round_trip_and_short_input_is_an_error() {
+        let w = Writer::<32>::default().u32(7).u64(1 << 40).u8(3);
+        assert_eq!(w.bytes(), [7, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 3]);
+        let mut r = Reader::new(w.bytes(), 0);
+        assert_eq!(
+            (r.u32().unwrap(), r.u64().unwrap(), r.u8().unwrap()),
+            (7, 1 << 40, 3)
+        );
+        r.end().unwrap();
+        let mut r = Reader::new(&w.bytes()[..5], 0);
+        r.u32().unwrap();
+        assert!(matches!(r.u64(), Err(Error::Protocol { .. })));
+        let mut r = Reader::new(w.bytes(), 0);
+        r.u32().unwrap();
+        assert!(r.end().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn reader_never_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut r = Reader::new(&b, 0);
+            let _ = r.u32().and_then(|_| r.u64()).and_then(|_| r.u8());
+        }
+    }
+}
