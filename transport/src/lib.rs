@@ -26,6 +26,9 @@
 //! Backends are tested against one contract suite, [`contract`], which later
 //! backends (tcp, roce, verbs) reuse unchanged.
 //!
+//! [`roce`] holds the RoCEv2 wire format and its ICRC: the foundation of the
+//! soft-RoCE backend to come.
+//!
 //! ```
 //! use dos_transport::{loopback::Loopback, ActiveMessages, Event, Progress};
 //! let t = Loopback::new();
@@ -46,6 +49,7 @@ pub mod auth;
 pub mod contract;
 mod error;
 pub mod loopback;
+pub mod roce;
 pub mod shm;
 pub mod tcp;
 mod transport;
