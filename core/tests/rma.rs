@@ -184,3 +184,51 @@ fn compare_swap_elects_exactly_one_winner() {
         win.free().unwrap();
     });
 }
+
+#[test]
+fn nonblocking_operations_complete_through_requests() {
+    layouts(|w, alloc| {
+        let (n, me) = (w.size(), w.rank());
+        let len = 40_000; // more than one message of the generic path
+        let mut buf = vec![0u32; len];
+        let win = if alloc {
+            w.win_allocate::<u32>(len).unwrap()
+        } else {
+            w.win_create(&mut buf).unwrap()
+        };
+        let row: Vec<u32> = (0..len as u32).map(|i| i ^ me as u32).collect();
+        win.write_local(&row, 0).unwrap();
+        win.fence().unwrap();
+        let t = (me + 1) % n;
+        let mut got = vec![0u32; len];
+        let mut old = 0u64;
+        let counters = w.win_allocate::<u64>(1).unwrap();
+        dos::scope(|s| {
+            let a = win.rget(s, &mut got, t, 0).unwrap();
+            let b = counters.rfetch_add(s, &mut old, 0, 0, 1).unwrap();
+            dos::Request::wait_all([a, b]).unwrap();
+        });
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == i as u32 ^ t as u32));
+        assert!(old < n as u64);
+        // Out of bounds: refused before anything is sent.
+        let mut small = [0u32; 2];
+        dos::scope(|s| {
+            assert!(matches!(
+                win.rget(s, &mut small, t, len - 1),
+                Err(Error::RemoteAccess { .. })
+            ));
+            let r = win.rput(s, &row[..2], t, 0).unwrap();
+            r.wait().unwrap();
+        });
+        win.fence().unwrap();
+        counters.fence().unwrap();
+        let mut total = [0u64];
+        counters.get(&mut total, 0, 0).unwrap();
+        assert_eq!(total, [n as u64]);
+        counters.free().unwrap();
+        win.free().unwrap();
+    });
+}

@@ -141,6 +141,8 @@ struct Req {
     lent: u32,
     /// The result to post once `lent` reaches zero.
     after: Option<Result<Status>>,
+    /// Replies from other ranks this request still waits for (one-sided gets).
+    replies: u32,
 }
 
 #[derive(Debug)]
@@ -503,6 +505,7 @@ impl Engine {
                 gen: 0,
                 lent: 0,
                 after: None,
+                replies: 0,
             });
             (st.reqs.len() - 1) as ReqId
         }
@@ -1037,6 +1040,44 @@ impl Engine {
         }
     }
 
+    /// A new request that completes after `replies` replies arrived (each
+    /// reported with [`Engine::reply_arrived`]).
+    pub(crate) fn await_replies(&self, replies: u32) -> (ReqId, u32) {
+        let mut st = self.st.borrow_mut();
+        let id = Self::alloc_req(&mut st);
+        let req = &mut st.reqs[id as usize];
+        req.replies = replies;
+        req.after = Some(Ok(Status::default()));
+        if replies == 0 {
+            req.slot = Slot::Done(Ok(Status::default()));
+            req.after = None;
+        }
+        (id, req.gen)
+    }
+
+    /// One reply for request `id` of generation `gen` arrived (`Err` if it
+    /// reports a failure, which the request then returns).
+    pub(crate) fn reply_arrived(&self, id: ReqId, gen: u32, r: Result<()>) {
+        let mut st = self.st.borrow_mut();
+        let Some(req) = st.reqs.get_mut(id as usize) else {
+            return;
+        };
+        if req.gen != gen || req.replies == 0 {
+            return;
+        }
+        req.replies -= 1;
+        if let Err(e) = r {
+            if matches!(req.after, Some(Ok(_))) {
+                req.after = Some(Err(e));
+            }
+        }
+        if req.replies == 0 && req.lent == 0 {
+            if let Some(r) = req.after.take() {
+                req.slot = Slot::Done(r);
+            }
+        }
+    }
+
     /// A transport stopped reading a lent body of request `token`.
     fn on_send_done(&self, token: u64) {
         let (id, gen) = ((token & 0xffff_ffff) as ReqId, (token >> 32) as u32);
@@ -1478,6 +1519,8 @@ impl Engine {
                 st.npending -= before - q.len();
             }
         }
+        // Replies not yet in will find no one to write to.
+        self.rma.borrow_mut().forget_request(id);
         // Loans end when their connection sends or drops them; meanwhile keep
         // the transports going (never blocking on the failed peer's state).
         while self.st.borrow().reqs[id as usize].lent > 0 {
@@ -1492,6 +1535,7 @@ impl Engine {
         let req = &mut st.reqs[id as usize];
         req.slot = Slot::Free;
         req.after = None;
+        req.replies = 0;
         req.gen = req.gen.wrapping_add(1);
         st.free.push(id);
     }

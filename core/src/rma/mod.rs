@@ -12,6 +12,8 @@
 //!   element is updated atomically with respect to other accumulates).
 //! * Atomics on `Window<u64>`: [`Window::fetch_add`], [`Window::compare_swap`],
 //!   [`Window::swap`].
+//! * Nonblocking: [`Window::rput`], [`Window::rget`], [`Window::raccumulate`],
+//!   [`Window::rfetch_add`] give [`Request`]s within a [`crate::scope`].
 //! * Completion and epochs: [`Window::flush`] / [`Window::flush_all`] (every
 //!   operation issued to the target is complete there), [`Window::fence`]
 //!   (flush everything, then a barrier: MPI's active-target fence epochs),
@@ -53,7 +55,7 @@ use std::mem::size_of;
 use bytemuck::Pod;
 
 use crate::op::Op;
-use crate::{Comm, Error, Result};
+use crate::{Comm, Error, Request, Result, Scope};
 
 pub(crate) mod shmem;
 pub(crate) mod target;
@@ -543,6 +545,83 @@ impl<'a, T: Pod> Window<'a, T> {
         Ok(())
     }
 
+    /// [`Window::put`] as a request (`MPI_Rput`): complete when `src` may be
+    /// reused, which is at once (the data is copied or already in place);
+    /// remote completion still needs a flush.
+    pub fn rput<'s>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        src: &'s [T],
+        target: usize,
+        disp: usize,
+    ) -> Result<Request<'s>> {
+        self.put(src, target, disp)?;
+        Ok(s.completed())
+    }
+
+    /// [`Window::get`] as a request (`MPI_Rget`): `dst` is borrowed until it
+    /// completes, with the data in place.
+    pub fn rget<'s>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        dst: &'s mut [T],
+        target: usize,
+        disp: usize,
+    ) -> Result<Request<'s>> {
+        let (off, n) = self.span(target, disp, dst.len())?;
+        let p = &self.parts[target];
+        if p.data.is_some() {
+            self.get(dst, target, disp)?;
+            return Ok(s.completed());
+        }
+        let out: &mut [u8] = bytemuck::cast_slice_mut(dst);
+        let eng = &self.comm.eng;
+        let chunks = n.div_ceil(AM_CHUNK) as u32;
+        let (id, gen) = eng.await_replies(chunks);
+        let req = s.register(eng, id);
+        for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
+            let at = off + k * AM_CHUNK;
+            let tok = eng.rma.borrow_mut().expect_for(
+                Some((chunk.as_mut_ptr(), chunk.len())),
+                (id, gen, None),
+                (target, at, chunk.len(), p.len),
+            );
+            let w = Writer::<24>::default()
+                .u32(self.id)
+                .u64(at as u64)
+                .u32(chunk.len() as u32)
+                .u32(tok);
+            if let Err(e) = eng.send_copy(p.world, wire::GET, w.bytes(), &[]) {
+                // This part and the ones not sent will not be answered.
+                eng.rma.borrow_mut().take(tok);
+                eng.reply_arrived(id, gen, Err(e));
+                for _ in k + 1..chunks as usize {
+                    eng.reply_arrived(id, gen, Err(Error::PeerFailed { rank: p.world }));
+                }
+                break;
+            }
+        }
+        Ok(req)
+    }
+
+    /// [`Window::accumulate`] as a request (`MPI_Raccumulate`): complete at
+    /// once, like [`Window::rput`].
+    pub fn raccumulate<'s, O>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        src: &'s [T],
+        target: usize,
+        disp: usize,
+        op: O,
+    ) -> Result<Request<'s>>
+    where
+        T: AccType,
+        O: AccOp + Op<T>,
+    {
+        self.accumulate(src, target, disp, op)?;
+        Ok(s.completed())
+    }
+
     /// Frees the window collectively (`MPI_Win_free`): waits until every
     /// rank's operations are complete, then withdraws this rank's memory.
     pub fn free(self) -> Result<()> {
@@ -551,6 +630,44 @@ impl<'a, T: Pod> Window<'a, T> {
 }
 
 impl Window<'_, u64> {
+    /// [`Window::fetch_add`] as a request: the old value lands in `old`
+    /// when it completes.
+    pub fn rfetch_add<'s>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        old: &'s mut u64,
+        target: usize,
+        disp: usize,
+        value: u64,
+    ) -> Result<Request<'s>> {
+        let (off, _) = self.span(target, disp, 1)?;
+        let p = &self.parts[target];
+        if p.data.is_some() {
+            *old = self.atomic(target, off as u64, wire::FETCH_ADD, value, 0)?;
+            return Ok(s.completed());
+        }
+        let eng = &self.comm.eng;
+        let (id, gen) = eng.await_replies(1);
+        let req = s.register(eng, id);
+        let tok = eng.rma.borrow_mut().expect_for(
+            None,
+            (id, gen, Some(old as *mut u64)),
+            (target, off, 8, p.len),
+        );
+        let w = Writer::<40>::default()
+            .u32(self.id)
+            .u64(off as u64)
+            .u8(wire::FETCH_ADD)
+            .u32(tok)
+            .u64(value)
+            .u64(0);
+        if let Err(e) = eng.send_copy(p.world, wire::ATOMIC, w.bytes(), &[]) {
+            eng.rma.borrow_mut().take(tok);
+            eng.reply_arrived(id, gen, Err(e));
+        }
+        Ok(req)
+    }
+
     /// Adds `value` to element `disp` of `target`'s part; returns the old
     /// value (`MPI_Fetch_and_op` with `MPI_SUM`). Atomic; complete on return.
     pub fn fetch_add(&self, target: usize, disp: usize, value: u64) -> Result<u64> {

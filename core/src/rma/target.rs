@@ -34,6 +34,11 @@ pub(crate) struct Reply {
     pub(crate) status: Option<u8>,
     /// ATOMRESP's old value, or FLUSHED's count of refused operations.
     pub(crate) value: u64,
+    /// The request this reply completes a part of (nonblocking operations):
+    /// its slot and generation, and where an atomic's old value goes.
+    pub(crate) req: Option<(u32, u32, Option<*mut u64>)>,
+    /// What to report for a refused reply.
+    pub(crate) refused: Option<(usize, usize, usize, usize)>,
 }
 
 /// One-sided state of an engine.
@@ -67,6 +72,29 @@ impl Table {
             },
         );
         t
+    }
+
+    /// A token whose reply completes part of request `req` (slot, generation,
+    /// where an atomic's old value goes); `refused` is the error it reports
+    /// if the target refuses: (rank, offset, len, window length).
+    pub(crate) fn expect_for(
+        &mut self,
+        dst: Option<(*mut u8, usize)>,
+        req: (u32, u32, Option<*mut u64>),
+        refused: (usize, usize, usize, usize),
+    ) -> u32 {
+        let t = self.expect(dst);
+        let r = self.replies.get_mut(&t).expect("just added");
+        r.req = Some(req);
+        r.refused = Some(refused);
+        t
+    }
+
+    /// Forgets the replies of request slot `id` (given up: its buffers are
+    /// about to be released).
+    pub(crate) fn forget_request(&mut self, id: u32) {
+        self.replies
+            .retain(|_, r| !matches!(r.req, Some((i, _, _)) if i == id));
     }
 
     pub(crate) fn arrived(&self, tok: u32) -> bool {
@@ -127,15 +155,16 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
             let bytes = r.rest();
             let mut t = eng.rma.borrow_mut();
             if let Some(reply) = t.replies.get_mut(&tok) {
-                if let Some((dst, cap)) = reply.dst {
+                if let (Some((dst, cap)), wire::OK) = (reply.dst, status) {
                     // SAFETY: the waiting origin keeps `dst` valid for `cap`
-                    // bytes until it takes the reply.
+                    // bytes until it takes the reply (or forgets it).
                     unsafe {
                         std::ptr::copy_nonoverlapping(bytes.as_ptr(), dst, bytes.len().min(cap))
                     };
                 }
                 reply.status = Some(status);
             }
+            complete_part(eng, t, tok);
             Ok(())
         }
         wire::ACC => {
@@ -172,10 +201,17 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::ATOMRESP => {
             let (tok, status, old) = (r.u32()?, r.u8()?, r.u64()?);
             r.end()?;
-            if let Some(reply) = eng.rma.borrow_mut().replies.get_mut(&tok) {
+            let mut t = eng.rma.borrow_mut();
+            if let Some(reply) = t.replies.get_mut(&tok) {
                 reply.status = Some(status);
                 reply.value = old;
+                if let (Some((_, _, Some(out))), wire::OK) = (reply.req, status) {
+                    // SAFETY: the request's owner keeps `out` valid until the
+                    // request completes (or is given up, which forgets this reply).
+                    unsafe { out.write(old) };
+                }
             }
+            complete_part(eng, t, tok);
             Ok(())
         }
         wire::FLUSH => {
@@ -201,6 +237,31 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
             reason: "unknown one-sided message",
         }),
     }
+}
+
+/// If reply `tok` belongs to a nonblocking request, takes it and reports it
+/// to the request.
+fn complete_part(eng: &Engine, mut t: std::cell::RefMut<'_, Table>, tok: u32) {
+    if !matches!(t.replies.get(&tok), Some(Reply { req: Some(_), .. })) {
+        return;
+    }
+    let reply = t.take(tok).expect("present");
+    drop(t);
+    let (id, gen, _) = reply.req.expect("checked");
+    let r = match (reply.status, reply.refused) {
+        (Some(wire::OK), _) => Ok(()),
+        (_, Some((rank, offset, len, window_len))) => Err(Error::RemoteAccess {
+            rank,
+            offset,
+            len,
+            window_len,
+        }),
+        _ => Err(Error::Protocol {
+            src: usize::MAX,
+            reason: "refused one-sided reply",
+        }),
+    };
+    eng.reply_arrived(id, gen, r);
 }
 
 /// Offset that names the window's lock word instead of its data.
