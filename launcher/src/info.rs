@@ -6,19 +6,39 @@ use std::sync::Arc;
 use dos::config::{Config, TUNABLES};
 use dos_transport::loopback::Loopback;
 use dos_transport::shm::{Segment, ShmIface};
+use dos_transport::tcp::TcpIface;
 use dos_transport::{Caps, Iface};
 
 fn caps_line(c: &Caps) -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
     format!(
-        "active messages: {} (max {} B, inline up to {} B); rma: {}; atomics: {}; across nodes: {}",
+        "active messages: {} (max {} B, inline up to {} B); rma: {}; zero-copy put: {}; atomics: {}; across nodes: {}",
         yes(c.am),
         c.max_am,
         c.max_inline,
         yes(c.rma),
+        yes(c.put_zc),
         yes(c.atomics),
         yes(c.inter_node)
     )
+}
+
+/// What `--info` says of RDMA devices (the verbs backend needs one).
+fn verbs_line() -> String {
+    let devs: Vec<String> = std::fs::read_dir("/sys/class/infiniband")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if devs.is_empty() {
+        "no RDMA device on this host (/sys/class/infiniband is empty or missing): jobs use the other transports".to_string()
+    } else {
+        format!(
+            "RDMA devices: {} (the verbs backend is not built yet)",
+            devs.join(", ")
+        )
+    }
 }
 
 /// The text `dosrun --info` prints, reading tunables through `lookup`.
@@ -41,6 +61,20 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
     }
     let _ = writeln!(s, "  loopback  a rank sending to itself");
     let _ = writeln!(s, "            {}", caps_line(&Loopback::new().caps()));
+    let _ = writeln!(
+        s,
+        "  tcp       between nodes: one authenticated connection per pair of ranks, zero-copy sends and puts"
+    );
+    let _ = writeln!(
+        s,
+        "            {}",
+        caps_line(&TcpIface::caps_with(dos_transport::tcp::DEFAULT_MAX_AM))
+    );
+    let _ = writeln!(
+        s,
+        "  roce      userspace soft-RoCE (RoCEv2 over UDP): wire format and ICRC only so far; not used by jobs yet"
+    );
+    let _ = writeln!(s, "  verbs     {}", verbs_line());
     let _ = writeln!(s);
     let v = hwlocality::hwloc_api_version();
     let _ = writeln!(
@@ -76,6 +110,11 @@ mod tests {
         let text = render(|n| (n == "DOS_EAGER_LIMIT").then(|| "999".to_string()));
         assert!(text.contains("  shm "));
         assert!(text.contains("  loopback "));
+        assert!(
+            text.contains("  tcp ") && text.contains("zero-copy put: yes"),
+            "{text}"
+        );
+        assert!(text.contains("  verbs "), "{text}");
         assert!(text.contains("Binding: hwloc (API 2."), "{text}");
         for t in TUNABLES {
             assert!(text.contains(t.name), "{}", t.name);

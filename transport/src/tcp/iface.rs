@@ -69,6 +69,20 @@ impl std::fmt::Debug for TcpIface {
 }
 
 impl TcpIface {
+    /// The capabilities of an endpoint whose largest active message is `max_am`
+    /// bytes (what `caps()` reports, without making one).
+    pub fn caps_with(max_am: usize) -> Caps {
+        Caps {
+            am: true,
+            max_am,
+            max_inline: max_am,
+            rma: false,
+            put_zc: true,
+            atomics: false,
+            inter_node: true,
+        }
+    }
+
     /// Assembles an endpoint from authenticated, non-blocking sockets (`socks[p]`
     /// connects to peer `p`).
     pub(crate) fn from_parts(cfg: &TcpBuilder, socks: Vec<Option<OwnedFd>>) -> Result<TcpIface> {
@@ -233,15 +247,7 @@ impl Iface for TcpIface {
     }
 
     fn caps(&self) -> Caps {
-        Caps {
-            am: true,
-            max_am: self.max_am,
-            max_inline: self.max_am,
-            rma: false,
-            put_zc: true,
-            atomics: false,
-            inter_node: true,
-        }
+        TcpIface::caps_with(self.max_am)
     }
 
     fn index(&self) -> usize {
