@@ -41,6 +41,15 @@ impl Transport {
         }
     }
 
+    /// The tcp endpoint, if this is one.
+    #[inline]
+    pub fn as_tcp(&self) -> Option<&TcpIface> {
+        match self {
+            Transport::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// [`Progress::wait`] that also returns early when `ready()` holds after
     /// the caller announced that it sleeps (shared memory; the other backends
     /// wait as usual, their waits being bounded by the caller).

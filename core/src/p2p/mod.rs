@@ -275,6 +275,9 @@ impl Links {
 /// The per-process point-to-point engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
+    /// With both shm and tcp: turns the shm doorbell into a tcp wake-up, so
+    /// that this rank sleeps in one place (tcp's epoll) and hears both.
+    bridge: Option<dos_transport::shm::DoorbellBridge>,
     /// One-sided state: windows exposed by this rank, operations in flight.
     pub(crate) rma: RefCell<crate::rma::target::Table>,
     links: Links,
@@ -370,7 +373,18 @@ impl Engine {
                 .min(n.caps().max_am.saturating_sub(DATA_HDR.max(64)))
                 .max(1)
         });
+        let bridge = match (
+            links.local.as_shm(),
+            links.net.as_ref().and_then(|n| n.as_tcp()),
+        ) {
+            (Some(shm), Some(tcp)) => {
+                let waker = tcp.waker();
+                shm.doorbell_bridge(move || waker.wake()).ok()
+            }
+            _ => None,
+        };
         Engine {
+            bridge,
             rma: RefCell::default(),
             rndv,
             chunk,
@@ -1442,13 +1456,19 @@ impl Engine {
         } else {
             Duration::from_millis(100)
         };
-        match &self.links.net {
-            None => self.links.local.wait_or(timeout, ready)?,
-            // Two transports cannot share one sleep (the shm doorbell is a
-            // futex, tcp sleeps in epoll): sleep on the network at most 1 ms,
-            // then look at shared memory again. (An eventfd doorbell in the
-            // network transport's epoll set would remove this bound.)
-            Some(net) => net.wait(timeout.min(Duration::from_millis(1)))?,
+        match (&self.links.net, &self.bridge, self.links.local.as_shm()) {
+            (None, _, _) => self.links.local.wait_or(timeout, ready)?,
+            // Both transports: sleep in the network's wait; a local peer that
+            // rings our doorbell wakes it through the bridge thread.
+            (Some(net), Some(_), Some(shm)) => {
+                if shm.begin_sleep(ready) {
+                    let r = net.wait(timeout);
+                    shm.end_sleep();
+                    r?;
+                }
+            }
+            // Without a bridge, look at shared memory at least every millisecond.
+            (Some(net), _, _) => net.wait(timeout.min(Duration::from_millis(1)))?,
         }
         Ok(())
     }

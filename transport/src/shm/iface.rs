@@ -148,6 +148,33 @@ impl ShmIface {
         Ok(())
     }
 
+    /// Announces that this rank is about to sleep somewhere else (in another
+    /// transport's wait, woken through [`DoorbellBridge`]); returns false,
+    /// with the announcement withdrawn, if a ring has a record or `ready()`
+    /// holds, so the caller must not sleep. Pair with [`ShmIface::end_sleep`].
+    pub fn begin_sleep(&self, ready: &mut dyn FnMut() -> bool) -> bool {
+        let c = self.ctl(self.me);
+        c.sleeping.store(1, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.any_ready() || ready() {
+            c.sleeping.store(0, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Withdraws the announcement of [`ShmIface::begin_sleep`].
+    pub fn end_sleep(&self) {
+        self.ctl(self.me).sleeping.store(0, Ordering::Relaxed);
+    }
+
+    /// A thread that turns rings of this rank's doorbell into calls of
+    /// `wake` (for a rank that sleeps in another transport's wait, such as
+    /// tcp's epoll, and must still hear its local peers). Stops when dropped.
+    pub fn doorbell_bridge(&self, wake: impl Fn() + Send + 'static) -> Result<DoorbellBridge> {
+        DoorbellBridge::start(self.seg.clone(), self.seg.layout().rank_ctl(self.me), wake)
+    }
+
     /// Largest active message this segment's rings accept.
     pub fn max_am(&self) -> usize {
         TxRing::max_payload(self.seg.layout().ring_bytes)
@@ -211,6 +238,68 @@ impl ActiveMessages for ShmIface {
                 Ok(())
             }
             Push::Full => Err(Error::Busy { peer }),
+        }
+    }
+}
+
+/// The thread behind [`ShmIface::doorbell_bridge`].
+#[derive(Debug)]
+pub struct DoorbellBridge {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    seg: Arc<super::mem::Segment>,
+    ctl_off: usize,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DoorbellBridge {
+    fn start(
+        seg: Arc<super::mem::Segment>,
+        ctl_off: usize,
+        wake: impl Fn() + Send + 'static,
+    ) -> Result<DoorbellBridge> {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, g) = (stop.clone(), seg.clone());
+        // Read before the thread starts: a ring from now on is a change it sees.
+        // SAFETY: the RankCtl of this rank, inside the mapped segment.
+        let mut seen = unsafe { &*(seg.at(ctl_off) as *const RankCtl) }
+            .doorbell
+            .load(Ordering::Acquire);
+        let thread = std::thread::Builder::new()
+            .name("dos-shm-bell".into())
+            .spawn(move || {
+                // SAFETY: the RankCtl of this rank, inside the segment `g` keeps mapped.
+                let c = unsafe { &*(g.at(ctl_off) as *const RankCtl) };
+                while !s.load(Ordering::Acquire) {
+                    futex_wait(&c.doorbell, seen, Duration::from_secs(1));
+                    let now = c.doorbell.load(Ordering::Acquire);
+                    if now != seen {
+                        seen = now;
+                        wake();
+                    }
+                }
+            })
+            .map_err(|e| Error::Sys {
+                op: "spawn the doorbell thread",
+                source: e,
+            })?;
+        Ok(DoorbellBridge {
+            stop,
+            seg,
+            ctl_off,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for DoorbellBridge {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // SAFETY: as in the thread.
+        let c = unsafe { &*(self.seg.at(self.ctl_off) as *const RankCtl) };
+        c.doorbell.fetch_add(1, Ordering::Release);
+        super::progress::futex_wake(&c.doorbell);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
@@ -310,5 +399,39 @@ impl ShmIface {
         }
         check_bounds(offset, len, k.len as usize)?;
         Ok(k)
+    }
+}
+
+#[cfg(test)]
+mod bridge_tests {
+    use super::*;
+    use crate::shm::Segment;
+
+    #[test]
+    fn a_rank_sleeping_elsewhere_is_woken_through_its_bridge() {
+        let seg = Arc::new(Segment::create(2, 1 << 16).unwrap());
+        let a = ShmIface::new(seg.clone(), 0).unwrap();
+        let b = ShmIface::new(seg, 1).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bridge = b.doorbell_bridge(move || {
+            let _ = tx.send(());
+        });
+        let _bridge = bridge.unwrap();
+        // Nothing ready: b may sleep; a's send rings b's bell, and the bridge
+        // turns that into a wake-up.
+        assert!(b.begin_sleep(&mut || false));
+        a.am_send(1, 1, b"x", b"").unwrap();
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("the bridge woke the sleeper");
+        b.end_sleep();
+        // With a record waiting (or `ready`), b must not sleep.
+        assert!(!b.begin_sleep(&mut || false));
+        let mut n = 0;
+        b.progress(|_| n += 1);
+        assert_eq!(n, 1);
+        assert!(!b.begin_sleep(&mut || true));
+        // A rank that is not asleep is not rung at all (no needless wake-ups).
+        a.am_send(1, 1, b"y", b"").unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     }
 }

@@ -32,5 +32,5 @@ pub mod mem;
 mod progress;
 pub mod wire;
 
-pub use iface::ShmIface;
+pub use iface::{DoorbellBridge, ShmIface};
 pub use mem::Segment;
