@@ -53,6 +53,7 @@ pub mod roce;
 pub mod shm;
 pub mod tcp;
 mod transport;
+pub mod udp;
 
 pub use error::{Error, Result};
 pub use transport::Transport;

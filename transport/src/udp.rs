@@ -1,0 +1,453 @@
+//! Batched UDP sockets, as the soft-RoCE driver needs them.
+//!
+//! * Unconnected, non-blocking, with `IP_MTU_DISCOVER = IP_PMTUDISC_DO`: the kernel
+//!   then sends every IPv4 datagram with DF set and identification 0, the fields
+//!   that the RoCEv2 ICRC covers but the receiver cannot see
+//!   ([`crate::roce::icrc::IpUdp::new`]).
+//! * `IP_PKTINFO` on: each received datagram comes with the address it was sent to,
+//!   so the receiver rebuilds the exact headers the sender's ICRC covered, also on
+//!   a socket bound to a wildcard address.
+//! * `sendmmsg` / `recvmmsg`: one system call for a batch of datagrams.
+//!
+//! IPv4 only for now.
+//!
+//! ```
+//! use dos_transport::udp::{RecvBatch, UdpSocket};
+//! let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//! let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//! let sent = a.send_batch(&[(b.local_addr(), &b"one"[..]), (b.local_addr(), &b"two"[..])]).unwrap();
+//! assert_eq!(sent, 2);
+//! let mut batch = RecvBatch::new(8, 2048);
+//! let mut got = 0;
+//! while got < 2 {
+//!     got += b.recv_batch(&mut batch).unwrap();
+//! }
+//! let d = batch.get(0);
+//! assert_eq!((d.data, d.src, d.dst), (&b"one"[..], a.local_addr(), b.local_addr()));
+//! ```
+
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use crate::{Error, Result};
+
+/// Socket buffer size asked for in each direction (the kernel caps it at
+/// `net.core.{r,w}mem_max`).
+const SOCKET_BUFFER: i32 = 4 << 20;
+
+/// Datagrams per `sendmmsg` call.
+const SEND_BATCH: usize = 64;
+
+/// A non-blocking UDP socket set up for RoCEv2 datagrams.
+#[derive(Debug)]
+pub struct UdpSocket {
+    fd: OwnedFd,
+    local: SocketAddr,
+}
+
+fn sys(op: &'static str) -> Error {
+    Error::last_os(op)
+}
+
+fn set_int(fd: RawFd, level: i32, name: i32, v: i32, op: &'static str) -> Result<()> {
+    // SAFETY: `v` is a live int for the duration of the call.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const i32).cast(),
+            size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(sys(op));
+    }
+    Ok(())
+}
+
+fn to_sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(a.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+fn from_sockaddr(s: &libc::sockaddr_in) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(
+        Ipv4Addr::from(s.sin_addr.s_addr.to_ne_bytes()),
+        u16::from_be(s.sin_port),
+    ))
+}
+
+fn v4(a: SocketAddr, op: &'static str) -> Result<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(Error::Unsupported { backend: "udp", op }),
+    }
+}
+
+impl UdpSocket {
+    /// Binds a socket to `addr` (port 0 picks one).
+    pub fn bind(addr: SocketAddr) -> Result<UdpSocket> {
+        let a = v4(addr, "IPv6 sockets")?;
+        // SAFETY: plain system call.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("socket"));
+        }
+        // SAFETY: a fresh descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let f = fd.as_raw_fd();
+        set_int(
+            f,
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            libc::IP_PMTUDISC_DO,
+            "IP_MTU_DISCOVER",
+        )?;
+        set_int(f, libc::IPPROTO_IP, libc::IP_PKTINFO, 1, "IP_PKTINFO")?;
+        // Larger buffers are a wish, not a requirement.
+        let _ = set_int(
+            f,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            SOCKET_BUFFER,
+            "SO_RCVBUF",
+        );
+        let _ = set_int(
+            f,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            SOCKET_BUFFER,
+            "SO_SNDBUF",
+        );
+        let sa = to_sockaddr(a);
+        // SAFETY: `sa` is a valid sockaddr_in for the duration of the call.
+        let r = unsafe {
+            libc::bind(
+                f,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(sys("bind"));
+        }
+        // SAFETY: an all-zero sockaddr_in is valid to be overwritten.
+        let mut got: libc::sockaddr_in = unsafe { zeroed() };
+        let mut len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: valid out-pointers of the right size.
+        let r =
+            unsafe { libc::getsockname(f, (&mut got as *mut libc::sockaddr_in).cast(), &mut len) };
+        if r != 0 {
+            return Err(sys("getsockname"));
+        }
+        Ok(UdpSocket {
+            fd,
+            local: from_sockaddr(&got),
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The descriptor, to wait on with poll/epoll (readable when datagrams wait).
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Sends each `(destination, payload)` as one datagram, in batches; returns
+    /// how many went out (fewer when the socket buffer is full: the rest may be
+    /// retried). A datagram larger than the path MTU fails the call with
+    /// `EMSGSIZE` (DF is set): RoCE segments by the path MTU before sending.
+    pub fn send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<usize> {
+        let mut sent = 0;
+        for chunk in msgs.chunks(SEND_BATCH) {
+            let mut addrs = [to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); SEND_BATCH];
+            // SAFETY: all-zero iovecs and mmsghdrs are valid, filled below.
+            let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { zeroed() };
+            // SAFETY: as above.
+            let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { zeroed() };
+            for (i, (dst, data)) in chunk.iter().enumerate() {
+                addrs[i] = to_sockaddr(v4(*dst, "IPv6 destinations")?);
+                iovs[i] = libc::iovec {
+                    iov_base: data.as_ptr() as *mut libc::c_void,
+                    iov_len: data.len(),
+                };
+                hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+                hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            // SAFETY: `hdrs[..n]` point at live addresses, iovecs and payloads.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd(),
+                    hdrs.as_mut_ptr(),
+                    chunk.len() as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    return Ok(sent);
+                }
+                return Err(Error::Sys {
+                    op: "sendmmsg",
+                    source: e,
+                });
+            }
+            sent += r as usize;
+            if (r as usize) < chunk.len() {
+                return Ok(sent);
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Receives what is waiting (up to the batch's capacity) into `batch`;
+    /// returns how many datagrams (0 when none waits).
+    pub fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize> {
+        let n = batch.slots;
+        batch.prepare();
+        // SAFETY: every mmsghdr points at live buffers, names and control
+        // buffers of `batch`, sized as declared.
+        let r = unsafe {
+            libc::recvmmsg(
+                self.fd(),
+                batch.hdrs.as_mut_ptr(),
+                n as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                batch.len = 0;
+                return Ok(0);
+            }
+            return Err(Error::Sys {
+                op: "recvmmsg",
+                source: e,
+            });
+        }
+        batch.len = r as usize;
+        batch.local_port = self.local.port();
+        Ok(batch.len)
+    }
+}
+
+/// One received datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Datagram<'a> {
+    /// Its payload.
+    pub data: &'a [u8],
+    /// Who sent it.
+    pub src: SocketAddr,
+    /// The address it was sent to (from `IP_PKTINFO`).
+    pub dst: SocketAddr,
+    /// True if it did not fit the buffer and was cut.
+    pub truncated: bool,
+}
+
+/// Buffers for [`UdpSocket::recv_batch`]: `slots` datagrams of up to `size` bytes.
+pub struct RecvBatch {
+    slots: usize,
+    size: usize,
+    bufs: Vec<u8>,
+    names: Vec<libc::sockaddr_in>,
+    ctrl: Vec<[u64; 8]>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+    len: usize,
+    local_port: u16,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("slots", &self.slots)
+            .field("size", &self.size)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RecvBatch {
+    /// Room for `slots` datagrams of `size` bytes each.
+    pub fn new(slots: usize, size: usize) -> RecvBatch {
+        let slots = slots.max(1);
+        RecvBatch {
+            slots,
+            size,
+            bufs: vec![0; slots * size],
+            // SAFETY: all-zero sockaddr_in, iovec and mmsghdr values are valid.
+            names: vec![unsafe { zeroed() }; slots],
+            ctrl: vec![[0; 8]; slots],
+            // SAFETY: as above.
+            iovs: vec![unsafe { zeroed() }; slots],
+            // SAFETY: as above.
+            hdrs: vec![unsafe { zeroed() }; slots],
+            len: 0,
+            local_port: 0,
+        }
+    }
+
+    fn prepare(&mut self) {
+        for i in 0..self.slots {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: inside `bufs`.
+                iov_base: unsafe { self.bufs.as_mut_ptr().add(i * self.size) }.cast(),
+                iov_len: self.size,
+            };
+            let h = &mut self.hdrs[i];
+            h.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+            h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.ctrl[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = size_of::<[u64; 8]>();
+            h.msg_hdr.msg_flags = 0;
+            h.msg_len = 0;
+        }
+    }
+
+    /// Datagrams received by the last call.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True if the last call received nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Datagram `i` of the last call (`i < len()`).
+    pub fn get(&self, i: usize) -> Datagram<'_> {
+        assert!(i < self.len, "datagram {i} of {}", self.len);
+        let h = &self.hdrs[i];
+        let n = (h.msg_len as usize).min(self.size);
+        let mut dst = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.local_port));
+        // Walk the control messages for IP_PKTINFO.
+        let mh = &h.msg_hdr;
+        // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the
+        // CMSG macros stay inside it.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(mh);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::IPPROTO_IP && (*c).cmsg_type == libc::IP_PKTINFO {
+                    let info =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const libc::in_pktinfo);
+                    dst = SocketAddr::V4(SocketAddrV4::new(
+                        Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()),
+                        self.local_port,
+                    ));
+                }
+                c = libc::CMSG_NXTHDR(mh, c);
+            }
+        }
+        Datagram {
+            data: &self.bufs[i * self.size..i * self.size + n],
+            src: from_sockaddr(&self.names[i]),
+            dst,
+            truncated: mh.msg_flags & libc::MSG_TRUNC != 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roce::icrc::IpUdp;
+    use crate::roce::wire::{Bth, Opcode, Packet, Psn, Qpn};
+
+    fn recv_all(
+        s: &UdpSocket,
+        batch: &mut RecvBatch,
+        want: usize,
+    ) -> Vec<(Vec<u8>, SocketAddr, SocketAddr)> {
+        let mut out = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while out.len() < want {
+            let n = s.recv_batch(batch).unwrap();
+            for i in 0..n {
+                let d = batch.get(i);
+                out.push((d.data.to_vec(), d.src, d.dst));
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of {want}",
+                out.len()
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn batches_arrive_with_their_addresses_and_icrcs_verify() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // A wildcard bind: the destination comes from IP_PKTINFO.
+        let b = UdpSocket::bind("0.0.0.0:0".parse().unwrap()).unwrap();
+        let bdst: SocketAddr = format!("127.0.0.1:{}", b.local_addr().port())
+            .parse()
+            .unwrap();
+        // RoCE packets encoded with the headers the kernel will put around them.
+        let hdrs = IpUdp::new(a.local_addr(), bdst);
+        let bufs: Vec<Vec<u8>> = (0..100u32)
+            .map(|k| {
+                let mut p = Packet::new(Bth::new(
+                    Opcode::SendOnly,
+                    Qpn::new(3).unwrap(),
+                    Psn::new(k),
+                ));
+                let body = vec![k as u8; (k as usize * 13) % 1000];
+                p.payload = &body;
+                let mut buf = vec![0u8; 1100];
+                let n = p.encode(&hdrs, &mut buf).unwrap();
+                buf.truncate(n);
+                buf
+            })
+            .collect();
+        let msgs: Vec<(SocketAddr, &[u8])> = bufs.iter().map(|b| (bdst, &b[..])).collect();
+        let mut sent = 0;
+        while sent < msgs.len() {
+            sent += a.send_batch(&msgs[sent..]).unwrap();
+        }
+        let mut batch = RecvBatch::new(16, 2048);
+        let got = recv_all(&b, &mut batch, 100);
+        for (k, (data, src, dst)) in got.iter().enumerate() {
+            assert_eq!((*src, *dst), (a.local_addr(), bdst));
+            let h = IpUdp::new(*src, *dst);
+            let p =
+                Packet::decode(&h, data).expect("the ICRC verifies with the kernel's real headers");
+            assert_eq!(p.bth.psn.get(), k as u32);
+        }
+    }
+
+    #[test]
+    fn oversized_datagrams_are_refused_not_fragmented() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let big = vec![0u8; 70_000];
+        assert!(a.send_batch(&[(a.local_addr(), &big[..])]).is_err());
+        assert!(matches!(
+            UdpSocket::bind("[::1]:0".parse().unwrap()),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+}
