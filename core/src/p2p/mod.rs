@@ -692,28 +692,7 @@ impl Engine {
 
     /// Sends a small control message, queueing it behind earlier sends if busy.
     fn send_ctrl(&self, peer: usize, id: u8, hdr: &[u8]) -> Result<()> {
-        let queued = !self.st.borrow().pending[peer].is_empty();
-        if !queued {
-            match self.am_send(peer, id, hdr, &[]) {
-                Ok(()) => return Ok(()),
-                Err(dos_transport::Error::Busy { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut p = Pending {
-            id,
-            hdr: [0; RTS_MAX],
-            hdr_len: hdr.len() as u8,
-            payload: std::ptr::null(),
-            len: 0,
-            owned: Vec::new(),
-            complete: None,
-        };
-        p.hdr[..hdr.len()].copy_from_slice(hdr);
-        let mut st = self.st.borrow_mut();
-        st.pending[peer].push_back(p);
-        st.npending += 1;
-        Ok(())
+        self.send_copy(peer, id, hdr, &[])
     }
 
     /// Sends an active message to world rank `peer`, copying `payload` into
