@@ -21,7 +21,9 @@
 //!   RANK fails while the others wait in a second barrier. HOW is `exit`
 //!   (exit status 3), `abort` (`World::abort` with code 3), `kill` (SIGKILL to
 //!   itself) or `hang` (it waits forever, and so does the job, until
-//!   `dosrun --timeout` ends it).
+//!   `dosrun --timeout` ends it);
+//! * `--transports`: each rank says which transports it uses
+//!   (`hello from rank R of N over shm+tcp`).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -40,17 +42,20 @@ enum How {
 struct Args {
     pid_dir: Option<PathBuf>,
     fail: Option<(usize, How)>,
+    transports: bool,
 }
 
 /// A tag no rank sends on.
 const NEVER_SENT: dos::Tag = 0x7fff_0000;
 
-const USAGE: &str = "usage: hello [--pid-dir DIR] [--fail RANK:exit|abort|kill|hang]";
+const USAGE: &str =
+    "usage: hello [--pid-dir DIR] [--fail RANK:exit|abort|kill|hang] [--transports]";
 
 fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args::default();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--transports" => a.transports = true,
             "--pid-dir" => {
                 let d = it.next().ok_or("--pid-dir needs a directory")?;
                 a.pid_dir = Some(PathBuf::from(d));
@@ -99,7 +104,14 @@ fn run() -> Result<(), Box<dyn Error>> {
         }
     }
 
-    println!("hello from rank {rank} of {size}");
+    if args.transports {
+        println!(
+            "hello from rank {rank} of {size} over {}",
+            world.transport_name()
+        );
+    } else {
+        println!("hello from rank {rank} of {size}");
+    }
 
     if let Some(dir) = &args.pid_dir {
         // Write then rename, so a reader never sees a partial file.

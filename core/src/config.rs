@@ -71,6 +71,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "barrier, bcast, reduce, allreduce, allgather and alltoall of at most this many bytes (per rank's contribution) among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)",
     },
     Tunable {
+        name: "DOS_TRANSPORTS",
+        default: "auto",
+        help: "transports ranks may use, a comma list of shm and tcp (what dosrun --transports sets); auto: shared memory within a node, tcp between nodes; without shm, ranks of one node talk over tcp too",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -86,6 +91,43 @@ pub enum RndvMode {
     Pipeline,
     /// The receiver copies from the sender's memory with one system call.
     Cma,
+}
+
+/// Which transports ranks may use (`DOS_TRANSPORTS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// Shared memory between ranks of one node.
+    pub shm: bool,
+    /// TCP (between nodes, or between all ranks when `shm` is off).
+    pub tcp: bool,
+}
+
+impl Transports {
+    /// Every transport.
+    pub const ALL: Transports = Transports {
+        shm: true,
+        tcp: true,
+    };
+
+    /// Parses `auto` or a comma list of `shm` and `tcp`.
+    pub fn parse(s: &str) -> Option<Transports> {
+        let s = s.trim();
+        if s == "auto" {
+            return Some(Transports::ALL);
+        }
+        let mut t = Transports {
+            shm: false,
+            tcp: false,
+        };
+        for name in s.split(',') {
+            match name.trim() {
+                "shm" => t.shm = true,
+                "tcp" => t.tcp = true,
+                _ => return None,
+            }
+        }
+        (t.shm || t.tcp).then_some(t)
+    }
 }
 
 /// Parsed tunables.
@@ -113,6 +155,8 @@ pub struct Config {
     pub node_coll_bytes: usize,
     /// `DOS_KILL_GRACE_MS`.
     pub kill_grace_ms: u64,
+    /// `DOS_TRANSPORTS`.
+    pub transports: Transports,
 }
 
 impl Default for Config {
@@ -196,6 +240,10 @@ impl Config {
             reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
             node_coll_bytes: num::<usize>("DOS_NODE_COLL_BYTES", &raw("DOS_NODE_COLL_BYTES"))?
                 .min(dos_transport::shm::wire::COLL_PAYLOAD),
+            transports: Transports::parse(&raw("DOS_TRANSPORTS")).ok_or(Error::Environment {
+                var: "DOS_TRANSPORTS",
+                reason: "must be auto or a comma list of shm and tcp",
+            })?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
         })
     }
@@ -226,5 +274,26 @@ mod tests {
         assert!(matches!(e, Err(Error::Environment { .. })));
         let c = Config::parse(|n| (n == "DOS_SPIN_US").then(|| "7".into())).unwrap();
         assert_eq!(c.spin_us, Some(7));
+        let c = Config::parse(|n| (n == "DOS_TRANSPORTS").then(|| "tcp".into())).unwrap();
+        assert_eq!(
+            c.transports,
+            Transports {
+                shm: false,
+                tcp: true
+            }
+        );
+        for bad in ["", "udp", "shm,", "tcp,roce"] {
+            let e = Config::parse(|n| (n == "DOS_TRANSPORTS").then(|| bad.into()));
+            assert!(
+                matches!(
+                    e,
+                    Err(Error::Environment {
+                        var: "DOS_TRANSPORTS",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 }

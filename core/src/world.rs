@@ -79,10 +79,24 @@ pub fn init() -> Result<World> {
             reason: "segment was made for another number of ranks",
         });
     }
-    let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
-    let links = if pmi.nnodes() > 1 {
-        connect_nodes(&mut pmi, shm)?
+    let allow = cfg.transports;
+    let links = if pmi.nnodes() > 1 || !allow.shm {
+        // Within a node, shared memory if allowed; a rank alone otherwise.
+        let local = if allow.shm {
+            Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?)
+        } else {
+            drop(seg);
+            Transport::Loopback(Loopback::new())
+        };
+        if !allow.tcp {
+            return Err(Error::Environment {
+                var: "DOS_TRANSPORTS",
+                reason: "no allowed transport reaches the ranks of other nodes (allow tcp)",
+            });
+        }
+        connect_nodes(&mut pmi, local, allow.shm)?
     } else {
+        let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
         if local_size != size {
             return Err(Error::Environment {
                 var: "DOS_NNODES",
@@ -109,17 +123,26 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Brings up TCP to the ranks of other nodes: every rank publishes its
 /// listening address and its (node, local rank), then connects to the ranks
-/// of other nodes; ranks of this node stay on shared memory.
-fn connect_nodes(pmi: &mut Client, shm: Transport) -> Result<Links> {
+/// of other nodes; ranks of this node stay on shared memory (`local`), unless
+/// `local_shm` is false: then `local` reaches only this rank, and every other
+/// rank, on this node too, is reached over TCP.
+fn connect_nodes(pmi: &mut Client, local: Transport, local_shm: bool) -> Result<Links> {
     let (rank, size, node) = (pmi.rank(), pmi.size(), pmi.node_id());
     let secret = pmi.job_secret().ok_or(Error::Environment {
         var: "DOS_JOB_SECRET",
         reason: "missing: a multi-node job needs the job secret",
     })?;
-    let ip = pmi.node_addr().ok_or(Error::Environment {
-        var: "DOS_NODE_ADDR",
-        reason: "missing: a multi-node job needs this node's address",
-    })?;
+    let ip = match pmi.node_addr() {
+        Some(ip) => ip,
+        // One node without shared memory: its ranks meet on the loopback.
+        None if pmi.nnodes() == 1 => std::net::Ipv4Addr::LOCALHOST.into(),
+        None => {
+            return Err(Error::Environment {
+                var: "DOS_NODE_ADDR",
+                reason: "missing: a multi-node job needs this node's address",
+            })
+        }
+    };
     let prepared = TcpIface::prepare(rank, size, ip, secret)?;
     let mut place = [0u8; 8];
     place[..4].copy_from_slice(&(node as u32).to_le_bytes());
@@ -129,7 +152,7 @@ fn connect_nodes(pmi: &mut Client, shm: Transport) -> Result<Links> {
     pmi.fence()?;
     let mut routes = Vec::with_capacity(size);
     let mut addrs = Vec::with_capacity(size);
-    let mut local_world = vec![u32::MAX; pmi.local_size()];
+    let mut local_world = vec![u32::MAX; if local_shm { pmi.local_size() } else { 1 }];
     for r in 0..size {
         let v = pmi.get(&format!("node.{r}"))?;
         let (their_node, their_local) = match v.as_slice() {
@@ -143,7 +166,11 @@ fn connect_nodes(pmi: &mut Client, shm: Transport) -> Result<Links> {
                 })
             }
         };
-        if their_node == node {
+        if r == rank && !local_shm {
+            local_world[0] = r as u32;
+            routes.push(Route::Local(0));
+            addrs.push(None);
+        } else if their_node == node && local_shm {
             let slot = local_world
                 .get_mut(their_local as usize)
                 .ok_or(Error::WireupProtocol {
@@ -164,7 +191,7 @@ fn connect_nodes(pmi: &mut Client, shm: Transport) -> Result<Links> {
     }
     let tcp = prepared.connect(&addrs, CONNECT_TIMEOUT)?;
     Ok(Links {
-        local: shm,
+        local,
         net: Some(Transport::Tcp(tcp)),
         routes: routes.into(),
         local_world: local_world.into(),

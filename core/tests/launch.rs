@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     assert_all_dead, assert_no_segment_of, dosrun_lines, example, maps_segment, read_pid, run,
-    start, Job, TempDir,
+    run_with, start, Job, TempDir,
 };
 
 /// Job sizes every example runs with.
@@ -165,6 +165,38 @@ fn collcheck_passes() {
             "expected `collcheck: OK {n} ranks ...`\n{j}"
         );
     }
+}
+
+#[test]
+fn transports_option_puts_one_host_on_tcp() {
+    // `--transports tcp`: the ranks of one host talk over tcp (loopback), and
+    // everything still works; the default is shared memory.
+    for (opt, want) in [
+        (Some("tcp"), "loopback+tcp"),
+        (None, "shm"),
+        (Some("shm,tcp"), "shm"),
+    ] {
+        let mut args = vec![];
+        if let Some(o) = opt {
+            args.extend(["--transports", o]);
+        }
+        let j = run_with(3, &args, &example("hello"), &["--transports"]);
+        j.assert_success();
+        for r in 0..3 {
+            let line = format!("hello from rank {r} of 3 over {want}");
+            assert!(
+                j.stdout.lines().any(|l| l == line),
+                "{opt:?}: no {line:?}\n{j}"
+            );
+        }
+        let j = run_with(3, &args, &example("collcheck"), &[]);
+        j.assert_success();
+        let j = run_with(2, &args, &example("rmacheck"), &[]);
+        j.assert_success();
+    }
+    let j = run_with(2, &["--transports", "roce"], &example("hello"), &[]);
+    assert_eq!(j.code(), 2, "{j}");
+    assert!(j.stderr.contains("--transports"), "{j}");
 }
 
 #[test]

@@ -121,6 +121,9 @@ Options:
                          bind each rank to a core, to its core's NUMA node, or not at all
                          (default: core when a node has no more ranks than cores, else none)
   --report-bindings      print each rank's binding on stderr
+  --transports LIST      transports the ranks may use: a comma list of shm and tcp
+                         (default: shm within a host, tcp between hosts); --transports tcp
+                         puts the ranks of one host on tcp too (sets DOS_TRANSPORTS)
   --tag-output           prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
   --timeout SECS         stop the job after SECS seconds (fractions allowed); exit status 124
   --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
@@ -286,6 +289,15 @@ where
                         "--bind-to: unknown value {v:?} (expected core, numa or none)"
                     ))
                 })?);
+            }
+            "transports" => {
+                let v = value("a comma list of shm and tcp")?;
+                if dos::config::Transports::parse(&v).is_none() {
+                    return Err(usage(format!(
+                        "--transports: {v:?} is not a comma list of shm and tcp"
+                    )));
+                }
+                exports.push(Export::Set("DOS_TRANSPORTS".into(), v.into()));
             }
             "report-bindings" => {
                 flag(&inline)?;

@@ -123,12 +123,24 @@ fn reader(mut r: impl Read + Send + 'static) -> JoinHandle<String> {
 
 /// Starts `dosrun -n N --timeout T -- PROGRAM ARGS` with output captured.
 pub fn start(n: usize, timeout: Duration, program: &Path, args: &[&str]) -> Running {
+    start_with(n, timeout, &[], program, args)
+}
+
+/// [`start`] with extra dosrun options before the program.
+pub fn start_with(
+    n: usize,
+    timeout: Duration,
+    opts: &[&str],
+    program: &Path,
+    args: &[&str],
+) -> Running {
     let dosrun = dosrun();
     let mut cmd = Command::new(&dosrun);
     cmd.arg("-n")
         .arg(n.to_string())
         .arg("--timeout")
         .arg(format!("{}", timeout.as_secs_f64()))
+        .args(opts)
         .arg("--")
         .arg(program)
         .args(args)
@@ -224,6 +236,12 @@ impl Running {
 /// Runs `dosrun -n N --timeout 60 -- PROGRAM ARGS` to its end.
 pub fn run(n: usize, program: &Path, args: &[&str]) -> Job {
     start(n, JOB_TIMEOUT, program, args).finish()
+}
+
+/// [`run`] with extra dosrun options before the program.
+#[allow(dead_code)]
+pub fn run_with(n: usize, opts: &[&str], program: &Path, args: &[&str]) -> Job {
+    start_with(n, JOB_TIMEOUT, opts, program, args).finish()
 }
 
 /// A private temporary directory, removed on drop.
