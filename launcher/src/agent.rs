@@ -32,7 +32,7 @@ use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
 use crate::plan::Placement;
 use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
 use crate::spawn::{self, Launcher, SpawnError};
-use crate::sys::{self, ExitCause, SignalFd};
+use crate::sys::{self, SignalFd};
 
 /// How long the agent waits for its bootstrap, its connection and its
 /// assignment.
@@ -542,13 +542,8 @@ impl Agent {
         let Some(r) = self.ranks.get_mut(i) else {
             return;
         };
-        let cause = match sys::peek_exit(r.pid) {
-            Ok(Some(c)) => c,
-            Ok(None) => return,
-            Err(_) => ExitCause::Signaled {
-                sig: libc::SIGKILL,
-                core: false,
-            },
+        let Some(cause) = sys::ended(r.pid) else {
+            return;
         };
         r.pidfd = None;
         let rank = r.rank;

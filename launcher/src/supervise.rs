@@ -434,14 +434,8 @@ impl Supervisor {
         let Some(r) = self.ranks.get_mut(rank) else {
             return;
         };
-        let cause = match sys::peek_exit(r.pid) {
-            Ok(Some(c)) => c,
-            Ok(None) => return,
-            // Cannot happen for an unreaped child; count it as killed.
-            Err(_) => ExitCause::Signaled {
-                sig: libc::SIGKILL,
-                core: false,
-            },
+        let Some(cause) = sys::ended(r.pid) else {
+            return;
         };
         r.pidfd = None;
         // An abort it sent just before exiting takes precedence.

@@ -177,6 +177,18 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
 }
 
+/// How child `pid` ended, if it did ([`peek_exit`]); an error, which cannot
+/// happen for an unreaped child of ours, counts as killed.
+pub fn ended(pid: i32) -> Option<ExitCause> {
+    match peek_exit(pid) {
+        Ok(c) => c,
+        Err(_) => Some(ExitCause::Signaled {
+            sig: libc::SIGKILL,
+            core: false,
+        }),
+    }
+}
+
 /// How child `pid` ended, without reaping it (`WNOWAIT`): the zombie keeps
 /// its pid and process group reserved until [`reap`]. `None` while it runs.
 pub fn peek_exit(pid: i32) -> io::Result<Option<ExitCause>> {
