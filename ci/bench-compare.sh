@@ -11,7 +11,8 @@
 #        target/release/dosbench      dos   (run under target/release/dosrun)
 #        target/mpi/release/dosbench  MPI   (cargo --features mpi --target-dir target/mpi)
 #   2. runs every benchmark on 2 ranks, INTERLEAVED (dos latency, mpi latency,
-#      dos bw, mpi bw, ...), REPS times, alternating which one goes first;
+#      dos bw, mpi bw, ...), REPS times, alternating which one goes first
+#      (two-sided and collectives, then one-sided: put_lat get_lat put_bw atomic_lat);
 #      Open MPI runs with `--mca btl self,vader --bind-to core`, dosrun with
 #      `--bind-to core` when it has that option (override with DOSRUN_FLAGS);
 #   3. the same for allreduce of 8 bytes on 4 ranks on the 2 cores (oversubscribed);
@@ -22,10 +23,12 @@
 #      into BENCHMARKS.md. Raw JSON lines stay in $OUT/{dos,mpi}.jsonl.
 #
 # With CLUSTER=1 (as root) it compares across hosts instead: it brings up the
-# test cluster (ci/cluster.sh up 3), runs latency, bw and bibw with one rank
-# on each of two namespace hosts (dosrun over its TCP transport, Open MPI with
-# `--mca btl self,tcp`, both unbound since both "hosts" share the 2 cores,
-# both started through the hosts' sshd with the same ssh wrapper), a raw TCP
+# test cluster (ci/cluster.sh up 3), runs latency, bw, bibw and the one-sided
+# put_lat, get_lat, put_bw, atomic_lat with one rank on each of two namespace
+# hosts (dosrun over its TCP transport, one-sided as active messages; Open MPI
+# with `--mca btl self,tcp` and `--mca osc pt2pt`, its one-sided component
+# over that BTL's messages; both unbound since both "hosts" share the 2 cores, both
+# started through the hosts' sshd with the same ssh wrapper), a raw TCP
 # ping-pong and stream between the same two hosts (`dosbench raw-tcp`, the
 # third column), and times a 3-host x 2-rank hello job through ssh, with
 # connection sharing (ssh ControlMaster, opened once beforehand) and without.
@@ -36,7 +39,8 @@
 #
 # Environment: REPS (5), OUT (target/bench-compare, or target/bench-cluster
 # with CLUSTER=1), QUICK (unset), CLUSTER (unset), BENCH_ARGS
-# (extra dosbench options for every 2-rank run), BENCHES (all seven, in order),
+# (extra dosbench options for every 2-rank run), BENCHES (all eleven, in order;
+# with CLUSTER=1 the point-to-point and one-sided ones),
 # DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (20), DOSBENCH and DOSRUN (use these
 # binaries instead of building the dos variant).
 set -euo pipefail
@@ -45,11 +49,11 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-5}
 if [[ -n "${CLUSTER:-}" ]]; then
     OUT=${OUT:-target/bench-cluster}
-    DEFAULT_BENCHES="latency bw bibw"
+    DEFAULT_BENCHES="latency bw bibw put_lat get_lat put_bw atomic_lat"
 fi
 OUT=${OUT:-target/bench-compare}
 STARTUP_RUNS=${STARTUP_RUNS:-20}
-read -r -a BENCHES <<<"${BENCHES:-${DEFAULT_BENCHES:-latency bw bibw allreduce bcast alltoall barrier}}"
+read -r -a BENCHES <<<"${BENCHES:-${DEFAULT_BENCHES:-latency bw bibw allreduce bcast alltoall barrier put_lat get_lat put_bw atomic_lat}}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 if [[ -n "${QUICK:-}" ]]; then
     EXTRA+=(--max-size 64K --iters 1000 --warmup 100)
@@ -183,7 +187,11 @@ if [[ -n "${CLUSTER:-}" ]]; then
     for h in 1 2 3; do "$SSHW" "198.18.0.$h" true; done
     MPI_TCP="--bind-to none --mca btl self,tcp --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24"
     D2="--bind-to none -H $H1:1,$H2:1 --launch-agent $SSHW"
-    M2="-H $H1,$H2 $MPI_TCP --mca plm_rsh_agent $SSHW"
+    # One-sided over the TCP BTL with osc pt2pt, named explicitly: osc sm needs
+    # one node, osc rdma over btl/tcp emulates RDMA with active messages and has
+    # had wrong-answer bugs in 4.1 (open-mpi/ompi#8983), and Debian's
+    # openmpi-mca-params.conf excludes pt2pt (and ucx) by default.
+    M2="-H $H1,$H2 $MPI_TCP --mca osc pt2pt --mca plm_rsh_agent $SSHW"
     : >"$OUT/raw.jsonl"
     PORT=47000
     for ((rep = 1; rep <= REPS; rep++)); do

@@ -343,6 +343,17 @@ mod tests {
             panic!()
         };
         assert_eq!(benches, vec![Bench::Bw, Bench::Bibw]);
+        let Command::Run { benches, opts, .. } =
+            parse(["put_lat,get_lat,put_bw,atomic_lat", "--window", "16"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            benches,
+            vec![Bench::PutLat, Bench::GetLat, Bench::PutBw, Bench::AtomicLat]
+        );
+        assert_eq!(opts.window, 16);
+        assert!(usage().contains("atomic_lat "));
     }
 
     #[test]

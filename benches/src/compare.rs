@@ -288,6 +288,35 @@ mod tests {
     }
 
     #[test]
+    fn one_sided_rows() {
+        let mut atomic = outcome(Bench::AtomicLat, "dos", 0.5);
+        atomic.rows[0].size = 8;
+        let mut atomic_mpi = outcome(Bench::AtomicLat, "mpi", 1.0);
+        atomic_mpi.rows[0].size = 8;
+        let c = compare(&[
+            outcome(Bench::PutBw, "dos", 2000.0),
+            outcome(Bench::PutBw, "mpi", 1000.0),
+            outcome(Bench::PutLat, "mpi", 1.0),
+            outcome(Bench::PutLat, "dos", 1.0),
+            atomic,
+            atomic_mpi,
+            outcome(Bench::Latency, "dos", 1.0),
+        ]);
+        let names: Vec<&str> = c.iter().map(|c| c.bench.name()).collect();
+        assert_eq!(names, ["latency", "put_lat", "put_bw", "atomic_lat"]);
+        assert_eq!(c[2].verdict(), "dos better"); // more MB/s
+        let md = markdown(&c);
+        assert!(
+            md.contains("| put_bw | 2 | 1K | MB/s | 2000 | 1000 | 2.00 | dos better | 1/1 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| atomic_lat | 2 | 8 | us | 0.50 | 1.00 | 0.50 | dos better | 1/1 |"),
+            "{md}"
+        );
+    }
+
+    #[test]
     fn sizes_read_well() {
         assert_eq!(human_size(0), "0");
         assert_eq!(human_size(1000), "1000");

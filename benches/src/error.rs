@@ -20,6 +20,15 @@ pub enum Error {
     #[cfg(feature = "mpi")]
     #[error("MPI initialization failed")]
     MpiInit,
+    /// An MPI call the bindings make directly (one-sided) failed or was refused.
+    #[cfg(feature = "mpi")]
+    #[error("{op} failed: {what}")]
+    Mpi {
+        /// The MPI function.
+        op: &'static str,
+        /// What went wrong.
+        what: String,
+    },
     /// The job has fewer ranks than the benchmark needs.
     #[error("{bench} needs at least {need} ranks, the job has {have}")]
     TooFewRanks {

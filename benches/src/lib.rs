@@ -1,9 +1,10 @@
 //! # dos-bench: OSU-style benchmarks for dos, and the same code over MPI
 //!
 //! `dosbench` measures what the OSU micro-benchmarks measure — point-to-point
-//! latency, bandwidth and bidirectional bandwidth between two ranks, and the
-//! average latency of the common collectives — on whatever runtime it was
-//! built for:
+//! latency, bandwidth and bidirectional bandwidth between two ranks, the
+//! average latency of the common collectives, and one-sided put and get
+//! latency, put bandwidth and fetch-and-add latency between two ranks — on
+//! whatever runtime it was built for:
 //!
 //! * by default it links the `dos` crate and runs under `dosrun`;
 //! * built with `--features mpi` it links MPI through rsmpi, runs under

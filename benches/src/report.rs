@@ -50,8 +50,7 @@ impl Outcome {
             self.ranks,
             b.describe()
         );
-        let collective = !matches!(b, Bench::Latency | Bench::Bw | Bench::Bibw);
-        if collective {
+        if !b.pairwise() {
             let _ = writeln!(
                 s,
                 "# {:<10} {:>16} {:>16} {:>16} {:>10}",
@@ -121,5 +120,29 @@ mod tests {
             .starts_with("# dosbench latency (mpi, 2 ranks)"));
         assert!(lines.next().unwrap().contains("Latency (us)"));
         assert!(lines.next().unwrap().starts_with("8 "));
+    }
+
+    #[test]
+    fn one_sided_tables_and_json() {
+        let mut o = sample();
+        o.benchmark = Bench::PutBw;
+        o.unit = Bench::PutBw.unit();
+        let t = o.table();
+        assert!(
+            t.starts_with("# dosbench put_bw (mpi, 2 ranks): one-sided"),
+            "{t}"
+        );
+        assert!(
+            t.lines().nth(1).unwrap().contains("Bandwidth (MB/s)"),
+            "{t}"
+        );
+        let j = o.json();
+        assert!(j.contains(r#""benchmark":"put_bw""#), "{j}");
+        assert!(j.contains(r#""unit":"MB/s""#), "{j}");
+        assert_eq!(serde_json::from_str::<Outcome>(&j).unwrap(), o);
+        o.benchmark = Bench::AtomicLat;
+        o.unit = Bench::AtomicLat.unit();
+        let t = o.table();
+        assert!(t.lines().nth(1).unwrap().contains("Latency (us)"), "{t}");
     }
 }

@@ -10,12 +10,13 @@ use serde::{Deserialize, Serialize};
 /// iteration count (OSU's `LARGE_MESSAGE_SIZE`).
 pub const LARGE_MESSAGE: usize = 8192;
 
-/// Messages in flight per window in `bw` and `bibw` (OSU's window size).
+/// Messages in flight per window in `bw` and `bibw`, and puts per flush in
+/// `put_bw` (OSU's window size).
 pub const DEFAULT_WINDOW: usize = 64;
 
 /// One benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Bench {
     /// Ping-pong between ranks 0 and 1; one-way latency is half the round trip.
     Latency,
@@ -31,6 +32,14 @@ pub enum Bench {
     Alltoall,
     /// `barrier`.
     Barrier,
+    /// One-sided: rank 0 puts into rank 1's window and flushes, per iteration.
+    PutLat,
+    /// One-sided: rank 0 gets from rank 1's window (complete on return).
+    GetLat,
+    /// One-sided: rank 0 puts a window of messages into rank 1's window, then flushes once.
+    PutBw,
+    /// One-sided: rank 0 fetch-and-adds a `u64` in rank 1's window.
+    AtomicLat,
 }
 
 /// What a benchmark reports.
@@ -117,7 +126,7 @@ impl Plan {
 
 impl Bench {
     /// Every benchmark, in the order `all` runs them.
-    pub const ALL: [Bench; 7] = [
+    pub const ALL: [Bench; 11] = [
         Bench::Latency,
         Bench::Bw,
         Bench::Bibw,
@@ -125,6 +134,10 @@ impl Bench {
         Bench::Bcast,
         Bench::Alltoall,
         Bench::Barrier,
+        Bench::PutLat,
+        Bench::GetLat,
+        Bench::PutBw,
+        Bench::AtomicLat,
     ];
 
     /// The command-line name.
@@ -137,6 +150,10 @@ impl Bench {
             Bench::Bcast => "bcast",
             Bench::Alltoall => "alltoall",
             Bench::Barrier => "barrier",
+            Bench::PutLat => "put_lat",
+            Bench::GetLat => "get_lat",
+            Bench::PutBw => "put_bw",
+            Bench::AtomicLat => "atomic_lat",
         }
     }
 
@@ -155,23 +172,51 @@ impl Bench {
             Bench::Bcast => "broadcast from rank 0, latency across all ranks",
             Bench::Alltoall => "alltoall (size = block per peer), latency across all ranks",
             Bench::Barrier => "barrier latency across all ranks",
+            Bench::PutLat => "one-sided put + flush, rank 0 into rank 1's window, latency",
+            Bench::GetLat => "one-sided get, rank 0 from rank 1's window, latency",
+            Bench::PutBw => "one-sided rank 0 -> 1 bandwidth, windows of 64 puts + one flush",
+            Bench::AtomicLat => "one-sided u64 fetch-and-add on rank 1's window, latency",
         }
     }
 
     /// What it reports.
     pub fn unit(self) -> Unit {
         match self {
-            Bench::Bw | Bench::Bibw => Unit::MBps,
+            Bench::Bw | Bench::Bibw | Bench::PutBw => Unit::MBps,
             _ => Unit::Micros,
         }
     }
 
     /// Ranks it needs at least.
     pub fn min_ranks(self) -> usize {
-        match self {
-            Bench::Latency | Bench::Bw | Bench::Bibw => 2,
-            _ => 1,
+        if self.pairwise() {
+            2
+        } else {
+            1
         }
+    }
+
+    /// True for benchmarks between ranks 0 and 1 that report rank 0's
+    /// value; false for collectives over every rank.
+    pub fn pairwise(self) -> bool {
+        matches!(
+            self,
+            Bench::Latency
+                | Bench::Bw
+                | Bench::Bibw
+                | Bench::PutLat
+                | Bench::GetLat
+                | Bench::PutBw
+                | Bench::AtomicLat
+        )
+    }
+
+    /// True for the one-sided benchmarks (windows, put, get, atomics).
+    pub fn one_sided(self) -> bool {
+        matches!(
+            self,
+            Bench::PutLat | Bench::GetLat | Bench::PutBw | Bench::AtomicLat
+        )
     }
 
     /// False for benchmarks that take no message size (barrier).
@@ -183,6 +228,7 @@ impl Bench {
     pub fn granule(self) -> usize {
         match self {
             Bench::Allreduce => std::mem::size_of::<f32>(),
+            Bench::AtomicLat => std::mem::size_of::<u64>(),
             _ => 1,
         }
     }
@@ -191,7 +237,8 @@ impl Bench {
     pub fn default_range(self) -> (usize, usize) {
         match self {
             Bench::Latency => (0, 4 << 20),
-            Bench::Bw | Bench::Bibw => (1, 4 << 20),
+            Bench::Bw | Bench::Bibw | Bench::PutLat | Bench::GetLat | Bench::PutBw => (1, 4 << 20),
+            Bench::AtomicLat => (8, 8),
             Bench::Allreduce => (8, 1 << 20),
             Bench::Bcast | Bench::Alltoall => (1, 1 << 20),
             Bench::Barrier => (0, 0),
@@ -202,11 +249,11 @@ impl Bench {
     pub fn plan(self) -> Plan {
         let c = |iters, warmup| Counts { iters, warmup };
         match self {
-            Bench::Latency => Plan {
+            Bench::Latency | Bench::PutLat | Bench::GetLat | Bench::AtomicLat => Plan {
                 small: c(10_000, 100),
                 large: c(1_000, 10),
             },
-            Bench::Bw | Bench::Bibw => Plan {
+            Bench::Bw | Bench::Bibw | Bench::PutBw => Plan {
                 small: c(100, 10),
                 large: c(20, 2),
             },
@@ -217,10 +264,14 @@ impl Bench {
         }
     }
 
-    /// The message sizes to run, given optional `--min-size`/`--max-size`.
+    /// The message sizes to run, given optional `--min-size`/`--max-size`
+    /// (`atomic_lat` has only its 8 bytes, `barrier` only 0).
     pub fn sizes(self, min: Option<usize>, max: Option<usize>) -> Vec<usize> {
         if !self.sized() {
             return vec![0];
+        }
+        if self == Bench::AtomicLat {
+            return vec![std::mem::size_of::<u64>()];
         }
         let (dmin, dmax) = self.default_range();
         let lo = min.unwrap_or(dmin);
@@ -272,6 +323,13 @@ mod tests {
         assert_eq!(Bench::Allreduce.sizes(Some(1), Some(8)), vec![4, 8]);
         assert_eq!(Bench::Barrier.sizes(Some(4), Some(64)), vec![0]);
         assert_eq!(sizes(1 << 63, usize::MAX, 1, false), vec![1 << 63]); // no overflow
+        let put = Bench::PutLat.sizes(None, None);
+        assert_eq!(put.len(), 23); // 1 B .. 4 MiB
+        assert_eq!((put[0], *put.last().unwrap()), (1, 4 << 20));
+        assert_eq!(Bench::GetLat.sizes(Some(0), Some(4)), vec![1, 2, 4]); // no 0
+        assert_eq!(Bench::PutBw.sizes(None, Some(64 << 10)).len(), 17);
+        assert_eq!(Bench::AtomicLat.sizes(None, None), vec![8]);
+        assert_eq!(Bench::AtomicLat.sizes(Some(1), Some(4)), vec![8]);
     }
 
     #[test]
@@ -320,5 +378,37 @@ mod tests {
             assert_eq!(Bench::from_name(b.name()), Some(b));
         }
         assert_eq!(Bench::from_name("nope"), None);
+        assert_eq!(Bench::from_name("put_lat"), Some(Bench::PutLat));
+        assert_eq!(Bench::from_name("atomic_lat"), Some(Bench::AtomicLat));
+    }
+
+    #[test]
+    fn one_sided_shape() {
+        for b in [Bench::PutLat, Bench::GetLat, Bench::PutBw, Bench::AtomicLat] {
+            assert!(b.one_sided() && b.pairwise() && b.sized(), "{b:?}");
+            assert_eq!(b.min_ranks(), 2);
+            // JSON names are the command-line names.
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                format!("\"{}\"", b.name())
+            );
+        }
+        assert_eq!(Bench::PutBw.unit(), Unit::MBps);
+        assert_eq!(Bench::PutLat.unit(), Unit::Micros);
+        assert_eq!(Bench::PutLat.plan(), Bench::Latency.plan());
+        assert_eq!(Bench::PutBw.plan(), Bench::Bw.plan());
+        assert!(!Bench::Allreduce.pairwise() && !Bench::Latency.one_sided());
+        // The single-word names did not change with snake_case.
+        for b in [
+            Bench::Latency,
+            Bench::Bibw,
+            Bench::Allreduce,
+            Bench::Alltoall,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&b).unwrap(),
+                format!("\"{}\"", b.name())
+            );
+        }
     }
 }

@@ -6,10 +6,21 @@
 //! barrier after each call so that calls do not overlap, and report the
 //! average, minimum and maximum over ranks of each rank's mean latency (OSU's
 //! `-f` columns). After timing, each collective checks the data it produced.
+//!
+//! One-sided benchmarks (`put_lat`, `get_lat`, `put_bw`, `atomic_lat`) are
+//! OSU's in "flush" mode: a window allocated once per benchmark for the
+//! largest size, and per size one passive-target epoch that rank 0 opens
+//! before and closes after the timed loop (`MPI_Win_lock_all`); each
+//! iteration completes its operations at rank 1 with a flush (or returns
+//! complete: get, fetch-and-add). Rank 1 meanwhile waits in a barrier,
+//! which keeps it making progress (both runtimes serve operations that
+//! arrive as messages only inside their calls). After the epoch, rank 1
+//! checks what landed in its window (`put_lat`, `put_bw`, `atomic_lat`) and
+//! rank 0 what it read (`get_lat`, `atomic_lat`).
 
 use std::time::{Duration, Instant};
 
-use crate::net::Net;
+use crate::net::{Net, WinElem};
 use crate::report::{Outcome, Row};
 use crate::sched::{Bench, Counts, DEFAULT_WINDOW};
 use crate::stats::Spread;
@@ -35,7 +46,7 @@ pub struct Options {
     pub iters: Option<usize>,
     /// Warm-up iterations for small messages (large ones scale with it).
     pub warmup: Option<usize>,
-    /// Messages per window in `bw` and `bibw`.
+    /// Messages per window in `bw` and `bibw`; puts per flush in `put_bw`.
     pub window: usize,
 }
 
@@ -68,6 +79,7 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
     let mut rows = Vec::with_capacity(sizes.len());
     let max = sizes.iter().copied().max().unwrap_or(0);
     let mut bufs = Buffers::new(net, bench, max, window);
+    let wins = Windows::new(net, bench, max, window, &bufs)?;
     spin_up(net, SPIN_UP)?;
     for &size in &sizes {
         let c = plan.counts(size);
@@ -80,6 +92,10 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
             Bench::Bcast => bcast(net, &mut bufs, size, c)?,
             Bench::Alltoall => alltoall(net, &mut bufs, size, c)?,
             Bench::Barrier => barrier(net, c)?,
+            Bench::PutLat => put_lat(net, wins.bytes(), &mut bufs, size, c)?,
+            Bench::GetLat => get_lat(net, wins.bytes(), &mut bufs, size, c)?,
+            Bench::PutBw => put_bw(net, wins.bytes(), &mut bufs, size, c, window)?,
+            Bench::AtomicLat => atomic_lat(net, wins.words(), c)?,
         };
         if let Some(s) = spread {
             rows.push(Row {
@@ -91,6 +107,7 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
             });
         }
     }
+    wins.free(net)?;
     net.barrier()?;
     Ok((net.rank() == 0).then(|| Outcome {
         benchmark: bench,
@@ -113,8 +130,10 @@ impl Buffers {
     fn new<N: Net>(net: &N, bench: Bench, max: usize, window: usize) -> Buffers {
         let (rank, n) = (net.rank(), net.size());
         let (send, recv) = match bench {
-            Bench::Latency | Bench::Bcast => (payload(max), vec![1u8; max]),
-            Bench::Bw | Bench::Bibw => (payload(max), vec![1u8; max * window]),
+            Bench::Latency | Bench::Bcast | Bench::PutLat | Bench::GetLat => {
+                (payload(max), vec![1u8; max])
+            }
+            Bench::Bw | Bench::Bibw | Bench::PutBw => (payload(max), vec![1u8; max * window]),
             Bench::Alltoall => {
                 // Block j of rank r holds byte r*31+j, so every block is checkable.
                 let send = (0..n * max)
@@ -122,7 +141,7 @@ impl Buffers {
                     .collect();
                 (send, vec![1u8; n * max])
             }
-            Bench::Allreduce | Bench::Barrier => (Vec::new(), Vec::new()),
+            Bench::Allreduce | Bench::Barrier | Bench::AtomicLat => (Vec::new(), Vec::new()),
         };
         let elems = if bench == Bench::Allreduce {
             max / 4
@@ -135,6 +154,54 @@ impl Buffers {
             fsend: vec![(rank + 1) as f32; elems],
             frecv: vec![0.0; elems],
         }
+    }
+}
+
+/// The windows of a one-sided benchmark, allocated once for the largest size.
+struct Windows<N: Net> {
+    /// `put_lat`, `get_lat`: the largest size; `put_bw`: a window of them.
+    bytes: Option<N::Win<u8>>,
+    /// `atomic_lat`: one counter.
+    words: Option<N::Win<u64>>,
+}
+
+impl<N: Net> Windows<N> {
+    /// Allocates what `bench` needs (collective). For `get_lat`, rank 1's
+    /// part then holds the payload that rank 0 reads.
+    fn new(net: &N, bench: Bench, max: usize, window: usize, b: &Buffers) -> Result<Windows<N>> {
+        let mut w = Windows {
+            bytes: None,
+            words: None,
+        };
+        match bench {
+            Bench::PutLat | Bench::GetLat => w.bytes = Some(net.win_allocate(max)?),
+            Bench::PutBw => w.bytes = Some(net.win_allocate(max * window)?),
+            Bench::AtomicLat => w.words = Some(net.win_allocate(1)?),
+            _ => {}
+        }
+        if let (Bench::GetLat, 1, Some(win)) = (bench, net.rank(), &w.bytes) {
+            net.win_write_local(win, &b.send[..max], 0)?;
+        }
+        Ok(w)
+    }
+
+    fn bytes(&self) -> &N::Win<u8> {
+        self.bytes.as_ref().expect("allocated for this benchmark")
+    }
+
+    fn words(&self) -> &N::Win<u64> {
+        self.words.as_ref().expect("allocated for this benchmark")
+    }
+
+    /// Frees them (collective).
+    fn free(self, net: &N) -> Result<()> {
+        if let Some(w) = self.bytes {
+            net.win_free(w)?;
+        }
+        if let Some(w) = self.words {
+            net.win_free(w)?;
+        }
+        Ok(())
     }
 }
 
@@ -262,6 +329,161 @@ fn bibw<N: Net>(
     let v = mbps(bytes, t0.elapsed());
     check_pieces(Bench::Bibw, me, r, s)?;
     Ok((me == 0).then(|| Spread::single(v)))
+}
+
+/// Runs `op` `c.warmup` untimed then `c.iters` timed times inside one
+/// passive-target epoch on `w`; returns the time of the timed ones (the
+/// epoch's opening and closing are not timed).
+fn in_epoch<N: Net, T: WinElem>(
+    net: &N,
+    w: &N::Win<T>,
+    c: Counts,
+    mut op: impl FnMut() -> Result<()>,
+) -> Result<Duration> {
+    net.epoch_begin(w)?;
+    let mut t0 = Instant::now();
+    for i in 0..c.warmup + c.iters {
+        if i == c.warmup {
+            t0 = Instant::now();
+        }
+        op()?;
+    }
+    let d = t0.elapsed();
+    net.epoch_end(w)?;
+    Ok(d)
+}
+
+/// On the target, after the origin's epoch: checks that its part holds
+/// `want` in each `want.len()`-byte piece of `r.len()` bytes, then zeroes
+/// that much of it for the next size.
+fn check_window<N: Net>(
+    net: &N,
+    w: &N::Win<u8>,
+    bench: Bench,
+    r: &mut [u8],
+    want: &[u8],
+) -> Result<()> {
+    net.win_read_local(w, r, 0)?;
+    check_pieces(bench, net.rank(), r, want)?;
+    r.fill(0);
+    net.win_write_local(w, r, 0)
+}
+
+fn put_lat<N: Net>(
+    net: &N,
+    w: &N::Win<u8>,
+    b: &mut Buffers,
+    size: usize,
+    c: Counts,
+) -> Result<Option<Spread>> {
+    let me = net.rank();
+    let s = &b.send[..size];
+    let out = if me == 0 {
+        let d = in_epoch(net, w, c, || {
+            // SAFETY: `s` stays unchanged until the flush right after.
+            unsafe { net.put(w, s, 1, 0) }?;
+            net.flush(w, 1)
+        })?;
+        Some(Spread::single(micros(d) / c.iters as f64))
+    } else {
+        None
+    };
+    // Rank 1 waits here while rank 0 works, serving its operations.
+    net.barrier()?;
+    if me == 1 {
+        check_window(net, w, Bench::PutLat, &mut b.recv[..size], s)?;
+    }
+    Ok(out)
+}
+
+fn get_lat<N: Net>(
+    net: &N,
+    w: &N::Win<u8>,
+    b: &mut Buffers,
+    size: usize,
+    c: Counts,
+) -> Result<Option<Spread>> {
+    let me = net.rank();
+    let out = if me == 0 {
+        let r = &mut b.recv[..size];
+        r.fill(0);
+        let d = in_epoch(net, w, c, || net.get(w, r, 1, 0))?;
+        // Rank 1's part holds the payload (`Windows::new`).
+        check_pieces(Bench::GetLat, 0, r, &b.send[..size])?;
+        Some(Spread::single(micros(d) / c.iters as f64))
+    } else {
+        None
+    };
+    net.barrier()?;
+    Ok(out)
+}
+
+fn put_bw<N: Net>(
+    net: &N,
+    w: &N::Win<u8>,
+    b: &mut Buffers,
+    size: usize,
+    c: Counts,
+    window: usize,
+) -> Result<Option<Spread>> {
+    let me = net.rank();
+    let s = &b.send[..size];
+    let out = if me == 0 {
+        let d = in_epoch(net, w, c, || {
+            for j in 0..window {
+                // SAFETY: `s` stays unchanged until the flush after the loop.
+                unsafe { net.put(w, s, 1, j * size) }?;
+            }
+            net.flush(w, 1)
+        })?;
+        let bytes = (size * window * c.iters) as f64;
+        Some(Spread::single(mbps(bytes, d)))
+    } else {
+        None
+    };
+    net.barrier()?;
+    if me == 1 {
+        check_window(net, w, Bench::PutBw, &mut b.recv[..size * window], s)?;
+    }
+    Ok(out)
+}
+
+fn atomic_lat<N: Net>(net: &N, w: &N::Win<u64>, c: Counts) -> Result<Option<Spread>> {
+    let me = net.rank();
+    let total = (c.warmup + c.iters) as u64;
+    let wrong = |what: String| Error::Validation {
+        bench: Bench::AtomicLat.name(),
+        size: 8,
+        rank: me,
+        what,
+    };
+    let out = if me == 0 {
+        let mut old = u64::MAX;
+        let d = in_epoch(net, w, c, || {
+            old = net.fetch_add(w, 1, 0, 1)?;
+            Ok(())
+        })?;
+        // The counter starts at 0 and only rank 0 adds to it.
+        if old != total - 1 {
+            return Err(wrong(format!(
+                "the last fetch-and-add returned {old}, expected {}",
+                total - 1
+            )));
+        }
+        Some(Spread::single(micros(d) / c.iters as f64))
+    } else {
+        None
+    };
+    net.barrier()?;
+    if me == 1 {
+        let mut v = [0u64];
+        net.win_read_local(w, &mut v, 0)?;
+        if v[0] != total {
+            return Err(wrong(format!("the counter is {}, expected {total}", v[0])));
+        }
+        net.win_write_local(w, &[0], 0)?;
+    }
+    Ok(out)
 }
 
 /// Keeps this core busy for `d` without communicating (so the runtime's
@@ -406,6 +628,12 @@ mod tests {
             assert!(!out.rows.is_empty(), "{bench:?}");
             assert!(out.rows.iter().all(|r| r.avg >= 0.0 && r.min <= r.max));
         }
+        for bench in [Bench::PutLat, Bench::AtomicLat] {
+            assert!(matches!(
+                run(&net, bench, &opts),
+                Err(Error::TooFewRanks { need: 2, .. })
+            ));
+        }
         assert!(matches!(
             run(&net, Bench::Latency, &opts),
             Err(Error::TooFewRanks {
@@ -442,6 +670,183 @@ mod tests {
                     assert!(o.rows.iter().all(|r| r.avg.is_finite() && r.avg >= 0.0));
                 }
             }
+        }
+    }
+
+    const ONE_SIDED: [Bench; 4] = [Bench::PutLat, Bench::GetLat, Bench::PutBw, Bench::AtomicLat];
+
+    fn small_opts() -> Options {
+        Options {
+            max_size: Some(64 << 10), // several 16 KiB active messages per put and get
+            iters: Some(3),
+            warmup: Some(1),
+            window: 4,
+            ..Options::default()
+        }
+    }
+
+    #[test]
+    fn one_sided_across_nodes() {
+        // Rank 0 alone on one node, ranks 1 and 2 on the other: every
+        // operation of rank 0 travels as an active message over tcp, served
+        // by rank 1 while it waits in the barrier.
+        let opts = small_opts();
+        let outs = ::dos::testing::run_cluster(&[1, 2], |world| {
+            let net = DosNet::from_world(world);
+            ONE_SIDED
+                .iter()
+                .map(|&b| run(&net, b, &opts).map_err(|e| e.to_string()))
+                .collect::<Vec<_>>()
+        });
+        for (rank, per_rank) in outs.into_iter().enumerate() {
+            for (b, r) in ONE_SIDED.iter().zip(per_rank) {
+                let got = r.unwrap_or_else(|e| panic!("{b:?} on rank {rank}: {e}"));
+                assert_eq!(got.is_some(), rank == 0, "{b:?} on rank {rank}");
+                if let Some(o) = got {
+                    assert_eq!(o.rows.len(), b.sizes(None, opts.max_size).len(), "{b:?}");
+                    assert!(o.rows.iter().all(|r| r.avg.is_finite() && r.avg > 0.0));
+                }
+            }
+        }
+    }
+
+    /// dos with one one-sided operation broken: it returns at once, doing nothing.
+    #[derive(Debug)]
+    struct Broken {
+        net: DosNet,
+        op: Bench,
+    }
+
+    impl Net for Broken {
+        type Win<T: WinElem> = <DosNet as Net>::Win<T>;
+        fn name(&self) -> &'static str {
+            "broken"
+        }
+        fn rank(&self) -> usize {
+            self.net.rank()
+        }
+        fn size(&self) -> usize {
+            self.net.size()
+        }
+        fn send(&self, buf: &[u8], dest: usize, tag: i32) -> Result<()> {
+            self.net.send(buf, dest, tag)
+        }
+        fn recv(&self, buf: &mut [u8], src: usize, tag: i32) -> Result<()> {
+            self.net.recv(buf, src, tag)
+        }
+        fn send_window(&self, buf: &[u8], n: usize, dest: usize, tag: i32) -> Result<()> {
+            self.net.send_window(buf, n, dest, tag)
+        }
+        fn recv_window(&self, b: &mut [u8], l: usize, n: usize, s: usize, t: i32) -> Result<()> {
+            self.net.recv_window(b, l, n, s, t)
+        }
+        fn exchange_window(
+            &self,
+            s: &[u8],
+            r: &mut [u8],
+            n: usize,
+            p: usize,
+            t: i32,
+        ) -> Result<()> {
+            self.net.exchange_window(s, r, n, p, t)
+        }
+        fn barrier(&self) -> Result<()> {
+            self.net.barrier()
+        }
+        fn bcast(&self, buf: &mut [u8], root: usize) -> Result<()> {
+            self.net.bcast(buf, root)
+        }
+        fn allreduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
+            self.net.allreduce_sum_f32(send, recv)
+        }
+        fn alltoall(&self, send: &[u8], recv: &mut [u8]) -> Result<()> {
+            self.net.alltoall(send, recv)
+        }
+        fn win_allocate<T: WinElem>(&self, count: usize) -> Result<Self::Win<T>> {
+            self.net.win_allocate(count)
+        }
+        fn win_free<T: WinElem>(&self, win: Self::Win<T>) -> Result<()> {
+            self.net.win_free(win)
+        }
+        fn epoch_begin<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
+            self.net.epoch_begin(win)
+        }
+        fn epoch_end<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
+            self.net.epoch_end(win)
+        }
+        unsafe fn put<T: WinElem>(
+            &self,
+            w: &Self::Win<T>,
+            s: &[T],
+            t: usize,
+            d: usize,
+        ) -> Result<()> {
+            if matches!(self.op, Bench::PutLat | Bench::PutBw) {
+                return Ok(());
+            }
+            // SAFETY: the caller's promise is passed on unchanged.
+            unsafe { self.net.put(w, s, t, d) }
+        }
+        fn get<T: WinElem>(&self, w: &Self::Win<T>, r: &mut [T], t: usize, d: usize) -> Result<()> {
+            if self.op == Bench::GetLat {
+                return Ok(());
+            }
+            self.net.get(w, r, t, d)
+        }
+        fn flush<T: WinElem>(&self, win: &Self::Win<T>, target: usize) -> Result<()> {
+            self.net.flush(win, target)
+        }
+        fn fetch_add(&self, w: &Self::Win<u64>, t: usize, d: usize, v: u64) -> Result<u64> {
+            if self.op == Bench::AtomicLat {
+                return Ok(0);
+            }
+            self.net.fetch_add(w, t, d, v)
+        }
+        fn win_read_local<T: WinElem>(
+            &self,
+            w: &Self::Win<T>,
+            r: &mut [T],
+            d: usize,
+        ) -> Result<()> {
+            self.net.win_read_local(w, r, d)
+        }
+        fn win_write_local<T: WinElem>(&self, w: &Self::Win<T>, s: &[T], d: usize) -> Result<()> {
+            self.net.win_write_local(w, s, d)
+        }
+        fn abort(&self, code: i32, msg: &str) -> ! {
+            self.net.abort(code, msg)
+        }
+        fn finalize(self) -> Result<()> {
+            self.net.finalize()
+        }
+    }
+
+    #[test]
+    fn a_broken_operation_is_caught() {
+        let opts = small_opts();
+        for op in ONE_SIDED {
+            // Two nodes, so that the rank that sees the error can vanish
+            // and the other one's waiting ends with an error too.
+            let outs = ::dos::testing::run_cluster(&[1, 1], |world| {
+                let net = Broken {
+                    net: DosNet::from_world(world),
+                    op,
+                };
+                match run(&net, op, &opts) {
+                    Err(Error::Validation { rank, .. }) => {
+                        ::dos::testing::vanish(net.net.into_world());
+                        Some(rank)
+                    }
+                    _ => None,
+                }
+            });
+            // A put that lands nowhere is seen by the target, a get that
+            // reads nothing or a lost atomic by the origin.
+            let want = match op {
+                Bench::PutLat | Bench::PutBw => vec![None, Some(1)],
+                _ => vec![Some(0), None],
+            };
+            assert_eq!(outs, want, "{op:?}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! [`Net`] over the dos runtime.
 
-use super::{pieces, Net};
+use super::{pieces, Net, WinElem};
 use crate::{Error, Result};
 
 /// A dos world.
@@ -24,6 +24,11 @@ impl DosNet {
     /// Wraps a world made elsewhere (for example by `dos::testing::run_threads`).
     pub fn from_world(world: ::dos::World) -> DosNet {
         DosNet { world }
+    }
+
+    /// The world back (for example to end it with `dos::testing::vanish`).
+    pub fn into_world(self) -> ::dos::World {
+        self.world
     }
 }
 
@@ -123,6 +128,85 @@ impl Net for DosNet {
 
     fn alltoall(&self, send: &[u8], recv: &mut [u8]) -> Result<()> {
         self.world.alltoall(send, recv).map_err(err("alltoall"))
+    }
+
+    type Win<T: WinElem> = ::dos::Window<'static, T>;
+
+    fn win_allocate<T: WinElem>(&self, count: usize) -> Result<Self::Win<T>> {
+        self.world.win_allocate(count).map_err(err("win_allocate"))
+    }
+
+    fn win_free<T: WinElem>(&self, win: Self::Win<T>) -> Result<()> {
+        win.free().map_err(err("window free"))
+    }
+
+    /// dos has no lock-all: a shared lock of every target, as MPI's is.
+    fn epoch_begin<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
+        (0..self.size())
+            .try_for_each(|t| win.lock(t, ::dos::LockKind::Shared))
+            .map_err(err("window lock"))
+    }
+
+    fn epoch_end<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
+        (0..self.size())
+            .try_for_each(|t| win.unlock(t))
+            .map_err(err("window unlock"))
+    }
+
+    #[inline]
+    unsafe fn put<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        src: &[T],
+        target: usize,
+        disp: usize,
+    ) -> Result<()> {
+        win.put(src, target, disp).map_err(err("put"))
+    }
+
+    #[inline]
+    fn get<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        dst: &mut [T],
+        target: usize,
+        disp: usize,
+    ) -> Result<()> {
+        win.get(dst, target, disp).map_err(err("get"))
+    }
+
+    #[inline]
+    fn flush<T: WinElem>(&self, win: &Self::Win<T>, target: usize) -> Result<()> {
+        win.flush(target).map_err(err("flush"))
+    }
+
+    #[inline]
+    fn fetch_add(
+        &self,
+        win: &Self::Win<u64>,
+        target: usize,
+        disp: usize,
+        value: u64,
+    ) -> Result<u64> {
+        win.fetch_add(target, disp, value).map_err(err("fetch_add"))
+    }
+
+    fn win_read_local<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        dst: &mut [T],
+        disp: usize,
+    ) -> Result<()> {
+        win.read_local(dst, disp).map_err(err("window read"))
+    }
+
+    fn win_write_local<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        src: &[T],
+        disp: usize,
+    ) -> Result<()> {
+        win.write_local(src, disp).map_err(err("window write"))
     }
 
     fn abort(&self, code: i32, msg: &str) -> ! {

@@ -1,7 +1,8 @@
 //! The communication a benchmark needs, as one small trait with a dos and an MPI implementation.
 //!
-//! Every operation moves bytes (or `f32`s for the reduction) so that both
-//! backends time the same work. Point-to-point tags are non-negative.
+//! Every operation moves bytes (or `f32`s for the reduction, or `u64`s for
+//! the one-sided atomic) so that both backends time the same work.
+//! Point-to-point tags are non-negative.
 //! A backend is chosen at build time: [`Backend`] is the MPI one when the
 //! `mpi` feature is on, the dos one otherwise.
 
@@ -27,7 +28,55 @@ pub fn init() -> Result<Backend> {
     Backend::init()
 }
 
+mod sealed {
+    //! The bounds each backend puts on window elements, implied by [`super::WinElem`].
+
+    /// What dos needs of a window element.
+    #[cfg(feature = "dos")]
+    pub trait DosElem: ::dos::Pod {}
+    #[cfg(feature = "dos")]
+    impl<T: ::dos::Pod> DosElem for T {}
+    /// What dos needs of a window element (nothing: no dos in this build).
+    #[cfg(not(feature = "dos"))]
+    pub trait DosElem {}
+    #[cfg(not(feature = "dos"))]
+    impl<T> DosElem for T {}
+
+    /// What MPI needs of a window element: its datatype.
+    #[cfg(feature = "mpi")]
+    pub trait MpiElem: ::mpi::datatype::Equivalence {}
+    #[cfg(feature = "mpi")]
+    impl<T: ::mpi::datatype::Equivalence> MpiElem for T {}
+    /// What MPI needs of a window element (nothing: no MPI in this build).
+    #[cfg(not(feature = "mpi"))]
+    pub trait MpiElem {}
+    #[cfg(not(feature = "mpi"))]
+    impl<T> MpiElem for T {}
+
+    /// Only the element types below.
+    pub trait Sealed:
+        DosElem + MpiElem + Copy + Default + PartialEq + std::fmt::Debug + 'static
+    {
+    }
+    impl Sealed for u8 {}
+    impl Sealed for u64 {}
+}
+
+/// Element types of one-sided windows: `u8` for data, `u64` for atomics.
+pub trait WinElem: sealed::Sealed {}
+impl WinElem for u8 {}
+impl WinElem for u64 {}
+
 /// What `dosbench` needs from a message-passing runtime.
+///
+/// The one-sided part follows MPI's passive-target model as the OSU
+/// one-sided benchmarks use it in "flush" mode: a window allocated
+/// collectively, an access epoch opened once by the origin
+/// ([`Net::epoch_begin`], `MPI_Win_lock_all`), operations completed at the
+/// target with [`Net::flush`], the epoch closed ([`Net::epoch_end`]), the
+/// window freed collectively. A target that only waits (in
+/// [`Net::barrier`], say) keeps making progress, which both runtimes may
+/// need to serve operations that arrive as messages.
 pub trait Net {
     /// `"dos"` or `"mpi"`: the label on every result.
     fn name(&self) -> &'static str;
@@ -72,6 +121,69 @@ pub trait Net {
     fn allreduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()>;
     /// Block `j` of `send` goes to rank `j`; block `i` of `recv` comes from rank `i`.
     fn alltoall(&self, send: &[u8], recv: &mut [u8]) -> Result<()>;
+
+    /// A one-sided window of `T`s: a part on every rank.
+    type Win<T: WinElem>;
+
+    /// Creates a window of `count` zeroed elements on every rank
+    /// (`MPI_Win_allocate`; displacements count elements). Collective; every
+    /// rank passes the same `count`.
+    fn win_allocate<T: WinElem>(&self, count: usize) -> Result<Self::Win<T>>;
+    /// Frees `win` once every rank's operations are complete (`MPI_Win_free`). Collective.
+    fn win_free<T: WinElem>(&self, win: Self::Win<T>) -> Result<()>;
+    /// Opens a passive-target access epoch to every rank of `win`
+    /// (`MPI_Win_lock_all`, shared). Only the origin calls it.
+    fn epoch_begin<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()>;
+    /// Closes the epoch of [`Net::epoch_begin`]; every operation issued in it
+    /// is complete at its target (`MPI_Win_unlock_all`).
+    fn epoch_end<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()>;
+    /// Writes `src` into `target`'s part from element `disp` (`MPI_Put`);
+    /// complete at the target after [`Net::flush`].
+    ///
+    /// # Safety
+    /// `src` must stay allocated and unchanged until the next
+    /// [`Net::flush`] of `target` or [`Net::epoch_end`] on `win`: MPI may
+    /// read it as late as that (dos copies it before returning).
+    unsafe fn put<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        src: &[T],
+        target: usize,
+        disp: usize,
+    ) -> Result<()>;
+    /// Reads `dst.len()` elements of `target`'s part from element `disp`;
+    /// complete when it returns (`MPI_Get` and `MPI_Win_flush`).
+    fn get<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        dst: &mut [T],
+        target: usize,
+        disp: usize,
+    ) -> Result<()>;
+    /// Completes at `target` every operation this rank issued to it (`MPI_Win_flush`).
+    fn flush<T: WinElem>(&self, win: &Self::Win<T>, target: usize) -> Result<()>;
+    /// Adds `value` to element `disp` of `target`'s part atomically and
+    /// returns the old value; complete when it returns (`MPI_Fetch_and_op`
+    /// with `MPI_UINT64_T` and `MPI_SUM`, then `MPI_Win_flush`).
+    fn fetch_add(
+        &self,
+        win: &Self::Win<u64>,
+        target: usize,
+        disp: usize,
+        value: u64,
+    ) -> Result<u64>;
+    /// Copies this rank's own part, from element `disp`, into `dst`. Outside
+    /// any epoch of this rank.
+    fn win_read_local<T: WinElem>(
+        &self,
+        win: &Self::Win<T>,
+        dst: &mut [T],
+        disp: usize,
+    ) -> Result<()>;
+    /// Copies `src` into this rank's own part from element `disp`. Outside
+    /// any epoch of this rank.
+    fn win_write_local<T: WinElem>(&self, win: &Self::Win<T>, src: &[T], disp: usize)
+        -> Result<()>;
 
     /// Ends the whole job with `code` after printing `msg`, so that a failed
     /// rank does not leave the others waiting forever.
