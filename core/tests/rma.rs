@@ -107,6 +107,9 @@ fn exclusive_locks_serialize_read_modify_write() {
             win.unlock(0).unwrap();
         }
         win.fence().unwrap();
+        // Shared locks of every target at once do not exclude each other.
+        win.lock_all().unwrap();
+        win.unlock_all().unwrap();
         win.lock(0, LockKind::Shared).unwrap();
         let mut v = [0u64];
         win.get(&mut v, 0, 0).unwrap();

@@ -18,7 +18,7 @@
 //!   operation issued to the target is complete there), [`Window::fence`]
 //!   (flush everything, then a barrier: MPI's active-target fence epochs),
 //!   [`Window::lock`] / [`Window::unlock`] (passive target, shared or
-//!   exclusive; unlock flushes).
+//!   exclusive; unlock flushes), [`Window::lock_all`] / [`Window::unlock_all`].
 //!
 //! An access outside the target's part is [`Error::RemoteAccess`] at the
 //! origin, before anything is sent; the target's memory outside its window
@@ -543,6 +543,20 @@ impl<'a, T: Pod> Window<'a, T> {
         };
         self.atomic(target, LOCK_WORD, wire::FETCH_ADD, delta, 0)?;
         Ok(())
+    }
+
+    /// Takes a shared lock of every target (`MPI_Win_lock_all`): the usual
+    /// start of a passive-target epoch over the whole window.
+    pub fn lock_all(&self) -> Result<()> {
+        (0..self.parts.len()).try_for_each(|t| self.lock(t, LockKind::Shared))
+    }
+
+    /// Flushes and releases every lock this rank holds (`MPI_Win_unlock_all`).
+    pub fn unlock_all(&self) -> Result<()> {
+        let held: Vec<usize> = (0..self.parts.len())
+            .filter(|&t| self.locks.borrow()[t].is_some())
+            .collect();
+        held.into_iter().try_for_each(|t| self.unlock(t))
     }
 
     /// [`Window::put`] as a request (`MPI_Rput`): complete when `src` may be
