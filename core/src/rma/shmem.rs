@@ -8,8 +8,8 @@
 //! nothing under anyone.
 //!
 //! ```text
-//! 0      WinHeader (64 bytes: the lock word and the accumulate lock)
-//! 64     the window's bytes
+//! 0      WinHeader (64 bytes: the lock word and the accumulate lock), rest of the page unused
+//! 4096   the window's bytes
 //! ```
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -18,8 +18,11 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::{Error, Result};
 
-/// Bytes before the window's data.
-pub(crate) const HEADER: usize = 64;
+/// Bytes before the window's data: a page, so that the data is page-aligned
+/// like memory from `MPI_Alloc_mem` (and large copies into it run at full
+/// speed: a 64-byte offset against page-aligned sources measured 10-50%
+/// slower puts from 32 KiB up).
+pub(crate) const HEADER: usize = 4096;
 
 /// Bit of the lock word held by an exclusive lock; the bits below count shared locks.
 pub(crate) const EXCLUSIVE: u64 = 1 << 63;
@@ -35,7 +38,7 @@ pub(crate) struct WinHeader {
     pub(crate) acc: AtomicU32,
 }
 
-const _: () = assert!(std::mem::size_of::<WinHeader>() == HEADER);
+const _: () = assert!(std::mem::size_of::<WinHeader>() <= HEADER);
 
 impl WinHeader {
     /// Takes the accumulate lock (held for one element-wise update only).
