@@ -31,9 +31,12 @@
 //!   caller's buffer. Golden-byte and property tested, decoders never panic, fuzzed
 //!   (`fuzz/`, target `roce_packet`).
 //! * [`icrc`]: the invariant CRC.
+//! * [`engine`]: the reliability engine of one RC queue pair (PSNs, ACK/NAK,
+//!   go-back-N retransmission, RNR, READ and atomic responder resources, memory
+//!   regions behind the [`engine::Memory`] trait), sans-IO and tested in a
+//!   deterministic simulated network (`sim.rs`, tests only).
 //!
-//! The reliability engine (PSN tracking, ACK/NAK, retransmission, RNR) comes next,
-//! sans-IO on top of these types; then the socket driver.
+//! The socket driver comes next.
 //!
 //! ```
 //! use dos_transport::roce::icrc::IpUdp;
@@ -53,7 +56,10 @@
 //! assert!(matches!(Packet::decode(&hdrs, &buf[..n]), Err(dos_transport::roce::wire::WireError::Icrc { .. })));
 //! ```
 
+pub mod engine;
 pub mod icrc;
+#[cfg(test)]
+mod sim;
 pub mod wire;
 
 /// The UDP destination port of RoCEv2 (IANA-assigned).
