@@ -279,6 +279,10 @@ pub struct RecvBatch {
     local_port: u16,
 }
 
+// SAFETY: the raw pointers in the message headers point into the batch's own
+// heap buffers (which move with it) and are rewritten before every use.
+unsafe impl Send for RecvBatch {}
+
 impl std::fmt::Debug for RecvBatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecvBatch")

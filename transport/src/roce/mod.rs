@@ -58,6 +58,7 @@
 
 pub mod engine;
 pub mod icrc;
+pub mod iface;
 #[cfg(test)]
 mod sim;
 pub mod wire;

@@ -1,0 +1,1075 @@
+//! `RoceIface`: one rank's soft-RoCE endpoint — a UDP socket ([`crate::udp`]),
+//! one reliable-connected queue pair ([`super::engine::Qp`]) per peer, and the
+//! transport traits on top.
+//!
+//! * Active messages are SENDs with immediate data (the handler id): the sender
+//!   copies header and body into a slot of its registered send pool; every
+//!   queue pair keeps [`RECV_DEPTH`] receive slots posted and reposts each after
+//!   its message was delivered.
+//! * [`Rma::put_zc`] is an RDMA WRITE from the caller's memory, registered for
+//!   the time of the write (the engine reads it when it transmits and again if
+//!   it retransmits, so the body is lent until the write is acknowledged);
+//!   `get` and `put` are an RDMA READ / WRITE that complete in the call.
+//! * Memory registered with [`Rma::mem_register`] is what peers' RDMA WRITEs,
+//!   READs and atomics may reach; the engine checks every access against it.
+//! * Queue pair numbers: rank `a`'s queue pair for peer `b` is `QPN_BASE + b`,
+//!   and the initial PSNs of each direction are derived from the job's secret,
+//!   so that a datagram from outside the job is dropped as out of sequence.
+//!
+//! Not `Sync`: one thread drives it (like every backend).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::engine::{
+    dest_qpn, Access, AtomicOp, Memory, Qp, QpConfig, RegionInfo, RemoteAddr, SendWr, Sge,
+    WcOpcode, WcStatus,
+};
+use super::wire::{Psn, Qpn};
+use crate::udp::{RecvBatch, UdpSocket};
+use crate::{
+    ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
+    Sent,
+};
+
+/// QPN of this rank's queue pair for peer `p`: `QPN_BASE + p`.
+pub const QPN_BASE: u32 = 0x100;
+/// Receive slots posted per queue pair.
+pub const RECV_DEPTH: usize = 64;
+/// Send slots of the active-message pool.
+const SEND_SLOTS: usize = 256;
+/// Largest active message (header and body).
+pub const DEFAULT_MAX_AM: usize = 64 * 1024;
+/// Datagrams read per `recvmmsg`.
+const RX_BATCH: usize = 32;
+/// Largest datagram (payload MTU 1024 + headers).
+const DGRAM: usize = 2048;
+/// Size of a packed remote key.
+const RKEY_LEN: usize = 21;
+
+/// Registered process memory, reached by key.
+#[derive(Debug, Default)]
+struct RawMemory {
+    regions: HashMap<u32, (usize, usize, Access)>,
+    next_key: u32,
+}
+
+impl RawMemory {
+    fn register(&mut self, addr: usize, len: usize, access: Access) -> u32 {
+        self.next_key = self.next_key.wrapping_add(1).max(1);
+        while self.regions.contains_key(&self.next_key) {
+            self.next_key = self.next_key.wrapping_add(1).max(1);
+        }
+        self.regions.insert(self.next_key, (addr, len, access));
+        self.next_key
+    }
+
+    fn deregister(&mut self, key: u32) -> bool {
+        self.regions.remove(&key).is_some()
+    }
+}
+
+impl Memory for RawMemory {
+    fn region(&self, key: u32) -> Option<RegionInfo> {
+        self.regions
+            .get(&key)
+            .map(|&(addr, len, access)| RegionInfo {
+                addr: addr as u64,
+                len: len as u64,
+                access,
+            })
+    }
+
+    fn read(&self, key: u32, offset: u64, dst: &mut [u8]) {
+        let (addr, len, _) = self.regions[&key];
+        assert!(offset as usize + dst.len() <= len);
+        // SAFETY: the engine checked the range against the region; registered
+        // memory stays valid while registered (the registrant's promise).
+        unsafe {
+            std::ptr::copy(
+                (addr + offset as usize) as *const u8,
+                dst.as_mut_ptr(),
+                dst.len(),
+            )
+        };
+    }
+
+    fn write(&mut self, key: u32, offset: u64, src: &[u8]) {
+        let (addr, len, _) = self.regions[&key];
+        assert!(offset as usize + src.len() <= len);
+        // SAFETY: as in `read`.
+        unsafe { std::ptr::copy(src.as_ptr(), (addr + offset as usize) as *mut u8, src.len()) };
+    }
+
+    fn atomic(&mut self, key: u32, offset: u64, op: AtomicOp) -> u64 {
+        let (addr, len, _) = self.regions[&key];
+        assert!(offset as usize + 8 <= len);
+        let p = (addr + offset as usize) as *mut u64;
+        assert!(p as usize % 8 == 0);
+        // SAFETY: aligned and inside a registered region; other processes and
+        // this one reach the word only with atomics.
+        let w = unsafe { AtomicU64::from_ptr(p) };
+        match op {
+            AtomicOp::FetchAdd { add } => w.fetch_add(add, Ordering::AcqRel),
+            AtomicOp::CompareSwap { compare, swap } => {
+                match w.compare_exchange(compare, swap, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(v) | Err(v) => v,
+                }
+            }
+        }
+    }
+}
+
+/// What a work request id stands for.
+#[derive(Debug, Clone, Copy)]
+enum Wr {
+    /// An active message in send slot `slot`.
+    Am { slot: usize },
+    /// A receive slot of a peer's queue pair.
+    Recv { slot: usize },
+    /// A zero-copy put: its temporary registration and the caller's token.
+    Put { key: u32, token: u64 },
+    /// A blocking get/put: its temporary registration; `done` is set on completion.
+    Sync { key: u32 },
+}
+
+struct PeerQp {
+    qp: Qp,
+}
+
+struct State {
+    qps: Vec<Option<PeerQp>>,
+    mem: RawMemory,
+    wrs: HashMap<u64, Wr>,
+    next_wr: u64,
+    send_free: Vec<usize>,
+    /// Completed blocking operations: wr id → status.
+    sync_done: HashMap<u64, WcStatus>,
+    /// Peers whose queue pair failed, to report once.
+    broken: VecDeque<usize>,
+}
+
+/// What the owner and the driver thread share.
+struct Inner {
+    sock: UdpSocket,
+    st: Mutex<State>,
+    rx: Mutex<RecvBatch>,
+    /// Deliverable completions: (peer, recv slot, length, id) and (peer, token).
+    stashed: Mutex<Stash>,
+    /// When the owner last drove the engines (µs since `epoch`).
+    owner_seen: AtomicU64,
+    epoch: Instant,
+    stop: AtomicBool,
+    /// Written by the driver when it stashed something while the owner sleeps.
+    wake: OwnedFd,
+}
+
+type Stash = (Vec<(usize, usize, usize, u8)>, Vec<(usize, u64)>);
+
+/// One rank's soft-RoCE endpoint; see the [module docs](self).
+pub struct RoceIface {
+    me: usize,
+    n: usize,
+    max_am: usize,
+    inner: Arc<Inner>,
+    send_pool: Box<[u8]>,
+    send_key: u32,
+    recv_pool: Box<[u8]>,
+    recv_key: u32,
+    /// Set while `progress` runs (a call from a callback does nothing).
+    busy: Cell<bool>,
+    /// Messages to itself.
+    self_q: RefCell<VecDeque<(u8, Vec<u8>)>>,
+    driver: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for RoceIface {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoceIface")
+            .field("index", &self.me)
+            .field("npeers", &self.n)
+            .field("addr", &self.inner.sock.local_addr())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A bound, not yet connected endpoint: its [`PreparedRoce::address`] goes to the peers.
+#[derive(Debug)]
+pub struct PreparedRoce {
+    me: usize,
+    n: usize,
+    sock: UdpSocket,
+    seed: [u8; 16],
+}
+
+/// The initial PSN of the direction `from` → `to`, derived from the job's secret.
+fn initial_psn(seed: &[u8; 16], from: usize, to: usize) -> Psn {
+    let mut h: u64 = 0x524f_4345;
+    for v in [
+        u64::from_le_bytes(seed[..8].try_into().expect("8")),
+        u64::from_le_bytes(seed[8..].try_into().expect("8")),
+        from as u64,
+        to as u64,
+    ] {
+        h ^= v;
+        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        h ^= h >> 29;
+    }
+    Psn::new((h & 0x00ff_ffff) as u32)
+}
+
+impl RoceIface {
+    /// Binds endpoint `me` of `n` to `ip` (port chosen by the kernel); `secret`
+    /// seeds the initial PSNs of every connection.
+    pub fn prepare(
+        me: usize,
+        n: usize,
+        ip: IpAddr,
+        secret: &crate::auth::Secret,
+    ) -> Result<PreparedRoce> {
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        let mut seed = [0u8; 16];
+        for (i, b) in secret.as_bytes().iter().enumerate() {
+            seed[i % 16] ^= *b;
+        }
+        Ok(PreparedRoce { me, n, sock, seed })
+    }
+}
+
+impl PreparedRoce {
+    /// The address peers connect to: IPv4 address and UDP port.
+    pub fn address(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(6);
+        if let SocketAddr::V4(a) = self.sock.local_addr() {
+            v.extend_from_slice(&a.ip().octets());
+            v.extend_from_slice(&a.port().to_le_bytes());
+        }
+        v
+    }
+
+    /// Creates a queue pair for every peer whose address is given (`addrs[p]`;
+    /// `None` for itself and for peers reached otherwise).
+    pub fn connect(self, addrs: &[Option<Vec<u8>>]) -> Result<RoceIface> {
+        let max_am = DEFAULT_MAX_AM;
+        let n = self.n;
+        if addrs.len() != n {
+            return Err(Error::Malformed {
+                what: "roce addresses",
+                reason: "not one per peer",
+            });
+        }
+        let mut mem = RawMemory::default();
+        let send_pool = vec![0u8; SEND_SLOTS * max_am].into_boxed_slice();
+        let send_key = mem.register(send_pool.as_ptr() as usize, send_pool.len(), Access::NONE);
+        let npeers = addrs.iter().filter(|a| a.is_some()).count();
+        let recv_pool = vec![0u8; (npeers * RECV_DEPTH).max(1) * max_am].into_boxed_slice();
+        let recv_key = mem.register(
+            recv_pool.as_ptr() as usize,
+            recv_pool.len(),
+            Access::LOCAL_WRITE,
+        );
+        let local = self.sock.local_addr();
+        let mut qps = Vec::with_capacity(n);
+        let mut st_wrs = HashMap::new();
+        let mut next_wr = 1u64;
+        let mut k = 0;
+        for (p, a) in addrs.iter().enumerate() {
+            let Some(a) = a else {
+                qps.push(None);
+                continue;
+            };
+            let remote = decode_addr(a)?;
+            let mut cfg = QpConfig::new(qpn(p)?, qpn(self.me)?, local, remote);
+            cfg.send_psn = initial_psn(&self.seed, self.me, p);
+            cfg.recv_psn = initial_psn(&self.seed, p, self.me);
+            cfg.rq_depth = RECV_DEPTH * 2;
+            let mut qp = Qp::new(cfg).map_err(|e| Error::Malformed {
+                what: "roce queue pair configuration",
+                reason: e.0,
+            })?;
+            let recv_base = k * RECV_DEPTH;
+            for s in 0..RECV_DEPTH {
+                let slot = recv_base + s;
+                let id = next_wr;
+                next_wr += 1;
+                st_wrs.insert(id, Wr::Recv { slot });
+                qp.post_recv(super::engine::RecvWr {
+                    wr_id: id,
+                    sge: Sge {
+                        key: recv_key,
+                        addr: (recv_pool.as_ptr() as usize + slot * max_am) as u64,
+                        len: max_am as u32,
+                    },
+                })
+                .map_err(|_| Error::Malformed {
+                    what: "roce receive queue",
+                    reason: "too small for the receive slots",
+                })?;
+            }
+            qps.push(Some(PeerQp { qp }));
+            k += 1;
+        }
+        // SAFETY: plain system call.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(Error::last_os("eventfd"));
+        }
+        let inner = Arc::new(Inner {
+            sock: self.sock,
+            st: Mutex::new(State {
+                qps,
+                mem,
+                wrs: st_wrs,
+                next_wr,
+                send_free: (0..SEND_SLOTS).rev().collect(),
+                sync_done: HashMap::new(),
+                broken: VecDeque::new(),
+            }),
+            rx: Mutex::new(RecvBatch::new(RX_BATCH, DGRAM)),
+            stashed: Mutex::new((Vec::new(), Vec::new())),
+            owner_seen: AtomicU64::new(0),
+            epoch: Instant::now(),
+            stop: AtomicBool::new(false),
+            // SAFETY: a fresh descriptor that we own.
+            wake: unsafe { OwnedFd::from_raw_fd(efd) },
+        });
+        let d = inner.clone();
+        let driver = std::thread::Builder::new()
+            .name(format!("dos-roce-{}", self.me))
+            .spawn(move || d.drive())
+            .map_err(|e| Error::Sys {
+                op: "spawn the roce driver thread",
+                source: e,
+            })?;
+        Ok(RoceIface {
+            me: self.me,
+            n,
+            max_am,
+            inner,
+            send_pool,
+            send_key,
+            recv_pool,
+            recv_key,
+            busy: Cell::new(false),
+            self_q: RefCell::new(VecDeque::new()),
+            driver: Some(driver),
+        })
+    }
+}
+
+fn qpn(p: usize) -> Result<Qpn> {
+    Qpn::new(QPN_BASE + p as u32).ok_or(Error::Malformed {
+        what: "roce queue pair number",
+        reason: "too many ranks",
+    })
+}
+
+fn decode_addr(b: &[u8]) -> Result<SocketAddr> {
+    match b {
+        [a, b2, c, d, p0, p1] => Ok(SocketAddr::new(
+            IpAddr::from([*a, *b2, *c, *d]),
+            u16::from_le_bytes([*p0, *p1]),
+        )),
+        _ => Err(Error::Malformed {
+            what: "roce address",
+            reason: "not 6 bytes",
+        }),
+    }
+}
+
+/// A remote key: region key, address and length.
+fn pack_key(key: u32, addr: usize, len: usize) -> Result<RemoteKey> {
+    let mut b = [0u8; RKEY_LEN];
+    b[0] = b'R';
+    b[1..5].copy_from_slice(&key.to_le_bytes());
+    b[5..13].copy_from_slice(&(addr as u64).to_le_bytes());
+    b[13..21].copy_from_slice(&(len as u64).to_le_bytes());
+    RemoteKey::from_bytes(&b)
+}
+
+fn unpack_key(k: &RemoteKey) -> Result<(u32, u64, u64)> {
+    match k.as_bytes() {
+        b if b.len() == RKEY_LEN && b[0] == b'R' => Ok((
+            u32::from_le_bytes(b[1..5].try_into().expect("4")),
+            u64::from_le_bytes(b[5..13].try_into().expect("8")),
+            u64::from_le_bytes(b[13..21].try_into().expect("8")),
+        )),
+        _ => Err(Error::Malformed {
+            what: "roce remote key",
+            reason: "not a key of this backend",
+        }),
+    }
+}
+
+impl RoceIface {
+    /// The UDP address of this endpoint.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.sock.local_addr()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.inner.lock()
+    }
+
+    fn take_wr(st: &mut State, w: Wr) -> u64 {
+        let id = st.next_wr;
+        st.next_wr += 1;
+        st.wrs.insert(id, w);
+        id
+    }
+
+    /// Reposts receive slot `slot` of peer `p`.
+    fn repost(&self, p: usize, slot: usize) {
+        let mut st = self.lock();
+        let id = Self::take_wr(&mut st, Wr::Recv { slot });
+        let addr = (self.recv_pool.as_ptr() as usize + slot * self.max_am) as u64;
+        if let Some(Some(pq)) = st.qps.get_mut(p) {
+            let _ = pq.qp.post_recv(super::engine::RecvWr {
+                wr_id: id,
+                sge: Sge {
+                    key: self.recv_key,
+                    addr,
+                    len: self.max_am as u32,
+                },
+            });
+        }
+    }
+
+    /// Posts `wr` to peer `peer`'s queue pair and sends what it can at once
+    /// (so that a message goes out without waiting for the next `progress`).
+    fn post(&self, peer: usize, wr: SendWr) -> Result<()> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let pq = match st.qps.get_mut(peer) {
+            Some(Some(pq)) => pq,
+            Some(None) => return Err(Error::PeerUnreachable { peer }),
+            None => {
+                return Err(Error::NoSuchPeer {
+                    peer,
+                    npeers: self.n,
+                })
+            }
+        };
+        pq.qp.post_send(wr).map_err(|_| Error::Busy { peer })?;
+        let now = Instant::now();
+        let remote = pq.qp.config().remote;
+        let mut out = Vec::new();
+        let mut buf = [0u8; DGRAM];
+        while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
+            out.push(buf[..len].to_vec());
+        }
+        drop(guard);
+        self.inner.transmit(remote, &out);
+        self.inner
+            .owner_seen
+            .store(self.inner.now_us(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs a blocking RDMA READ or WRITE of `len` bytes at `local` to completion.
+    fn sync_op(
+        &self,
+        peer: usize,
+        local: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        read: bool,
+    ) -> Result<()> {
+        let (key, addr, rlen) = unpack_key(rkey)?;
+        crate::check_bounds(offset, len, rlen as usize)?;
+        if peer == self.me {
+            // Itself: a copy within its own registered memory.
+            let mut st = self.lock();
+            let Some(r) = st
+                .mem
+                .region(key)
+                .filter(|r| r.addr == addr && r.len == rlen)
+            else {
+                return Err(Error::RemoteAccess {
+                    offset,
+                    len,
+                    region_len: 0,
+                });
+            };
+            // SAFETY: `local` is the caller's buffer of `len` bytes.
+            let buf = unsafe { std::slice::from_raw_parts_mut(local, len) };
+            if read {
+                st.mem.read(key, offset as u64, buf);
+            } else {
+                st.mem.write(key, offset as u64, buf);
+            }
+            let _ = r;
+            return Ok(());
+        }
+        let (lkey, id) = {
+            let mut st = self.lock();
+            let lkey = st.mem.register(local as usize, len, Access::LOCAL_WRITE);
+            let id = Self::take_wr(&mut st, Wr::Sync { key: lkey });
+            (lkey, id)
+        };
+        let sge = Sge {
+            key: lkey,
+            addr: local as u64,
+            len: len as u32,
+        };
+        let remote = RemoteAddr {
+            rkey: key,
+            addr: addr + offset as u64,
+        };
+        let wr = if read {
+            SendWr::read(id, sge, remote)
+        } else {
+            SendWr::write(id, sge, remote)
+        };
+        if let Err(e) = self.post(peer, wr) {
+            let mut st = self.lock();
+            st.mem.deregister(lkey);
+            st.wrs.remove(&id);
+            return Err(e);
+        }
+        loop {
+            self.inner
+                .owner_seen
+                .store(self.inner.now_us(), Ordering::Relaxed);
+            self.inner.pump();
+            if let Some(s) = self.lock().sync_done.remove(&id) {
+                return match s {
+                    WcStatus::Success => Ok(()),
+                    WcStatus::RemoteAccessError => Err(Error::RemoteAccess {
+                        offset,
+                        len,
+                        region_len: rlen as usize,
+                    }),
+                    _ => Err(Error::PeerUnreachable { peer }),
+                };
+            }
+            self.wait_socket(Duration::from_millis(1));
+        }
+    }
+
+    /// Sleeps until the socket is readable or the driver has news, for at
+    /// most `timeout` (or until the earliest timer of a queue pair).
+    fn wait_socket(&self, timeout: Duration) {
+        let now = Instant::now();
+        let t = match self.inner.next_timer() {
+            Some(t) if t <= now => return,
+            Some(t) => (t - now).min(timeout),
+            None => timeout,
+        };
+        let mut pfd = [
+            libc::pollfd {
+                fd: self.inner.sock.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: self.inner.wake.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let ms = t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        // SAFETY: two valid pollfds.
+        unsafe { libc::poll(pfd.as_mut_ptr(), 2, ms) };
+        if pfd[1].revents != 0 {
+            let mut b = [0u8; 8];
+            // SAFETY: reads 8 bytes into a live buffer from our eventfd.
+            unsafe { libc::read(self.inner.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every step leaves the state consistent; a panic elsewhere does not matter here.
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// Receives, drives every queue pair, transmits; stashes what the owner
+    /// must deliver. Returns true if it stashed anything.
+    fn pump(&self) -> bool {
+        let now = Instant::now();
+        let mut ams = Vec::new();
+        let mut puts = Vec::new();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        // 1. Datagrams in.
+        {
+            let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+            for _ in 0..8 {
+                let k = self.sock.recv_batch(&mut rx).unwrap_or(0);
+                for i in 0..k {
+                    let d = rx.get(i);
+                    let Some(q) = dest_qpn(d.data) else { continue };
+                    // Our queue pair for peer p is number BASE + p.
+                    let peer = (q.get().wrapping_sub(QPN_BASE)) as usize;
+                    if let Some(Some(pq)) = st.qps.get_mut(peer) {
+                        pq.qp.handle_datagram(now, d.data, &mut st.mem);
+                    }
+                }
+                if k < RX_BATCH {
+                    break;
+                }
+            }
+        }
+        // 2. Timers, completions, transmissions.
+        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        for p in 0..st.qps.len() {
+            let Some(pq) = st.qps[p].as_mut() else {
+                continue;
+            };
+            if pq.qp.poll_timeout().is_some_and(|t| t <= now) {
+                pq.qp.handle_timeout(now);
+            }
+            while let Some(c) = pq.qp.poll_completion() {
+                let Some(w) = st.wrs.remove(&c.wr_id) else {
+                    continue;
+                };
+                match (w, c.opcode) {
+                    (Wr::Recv { slot }, WcOpcode::Recv) if c.status == WcStatus::Success => {
+                        ams.push((p, slot, c.byte_len as usize, c.imm.unwrap_or(0) as u8));
+                    }
+                    (Wr::Recv { .. }, _) => {}
+                    (Wr::Am { slot }, _) => st.send_free.push(slot),
+                    (Wr::Put { key, token }, _) => {
+                        st.mem.deregister(key);
+                        puts.push((p, token));
+                    }
+                    (Wr::Sync { key }, _) => {
+                        st.mem.deregister(key);
+                        st.sync_done.insert(c.wr_id, c.status);
+                    }
+                }
+                if c.status != WcStatus::Success
+                    && c.status != WcStatus::Flushed
+                    && !st.broken.contains(&p)
+                {
+                    st.broken.push_back(p);
+                }
+            }
+            let remote = pq.qp.config().remote;
+            let mut buf = [0u8; DGRAM];
+            while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
+                out.push((remote, buf[..len].to_vec()));
+            }
+        }
+        let news = !ams.is_empty() || !puts.is_empty() || !st.broken.is_empty();
+        if news {
+            // Still under the state lock: stashes keep the order of completions.
+            let mut s = self.stashed.lock().unwrap_or_else(|e| e.into_inner());
+            s.0.extend(ams);
+            s.1.extend(puts);
+        }
+        drop(guard);
+        for (to, d) in &out {
+            self.transmit(*to, std::slice::from_ref(d));
+        }
+        news
+    }
+
+    /// Sends datagrams to one destination; what the socket does not take in a
+    /// moment counts as lost (the engine retransmits it).
+    fn transmit(&self, to: SocketAddr, dgrams: &[Vec<u8>]) {
+        let msgs: Vec<(SocketAddr, &[u8])> = dgrams.iter().map(|d| (to, &d[..])).collect();
+        let mut sent = 0;
+        let deadline = Instant::now() + Duration::from_millis(5);
+        while sent < msgs.len() && Instant::now() < deadline {
+            match self.sock.send_batch(&msgs[sent..]) {
+                Ok(k) => sent += k,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// The earliest timer of any queue pair.
+    fn next_timer(&self) -> Option<Instant> {
+        self.lock()
+            .qps
+            .iter()
+            .flatten()
+            .filter_map(|pq| pq.qp.poll_timeout())
+            .min()
+    }
+
+    /// The driver thread: while the owner has not driven the engines for a
+    /// millisecond (it computes, or sleeps), it receives, acknowledges,
+    /// retransmits and sends on its behalf, and wakes the owner when there is
+    /// something to deliver. While the owner is active it only checks in.
+    fn drive(&self) {
+        while !self.stop.load(Ordering::Acquire) {
+            let idle = self
+                .now_us()
+                .saturating_sub(self.owner_seen.load(Ordering::Relaxed));
+            if idle < 1000 {
+                std::thread::sleep(Duration::from_micros(1000 - idle));
+                continue;
+            }
+            let timeout = match self.next_timer() {
+                Some(t) => t
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(50)),
+                None => Duration::from_millis(50),
+            };
+            poll_fd(self.sock.fd(), timeout);
+            if self.stop.load(Ordering::Acquire) {
+                break;
+            }
+            if self.pump() {
+                let one = 1u64.to_ne_bytes();
+                // SAFETY: 8 bytes from a live buffer to our eventfd.
+                unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes.
+fn poll_fd(fd: RawFd, timeout: Duration) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+impl Drop for RoceIface {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Release);
+        if let Some(t) = self.driver.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Iface for RoceIface {
+    fn name(&self) -> &'static str {
+        "roce"
+    }
+
+    fn caps(&self) -> Caps {
+        RoceIface::caps_with(self.max_am)
+    }
+
+    fn index(&self) -> usize {
+        self.me
+    }
+
+    fn npeers(&self) -> usize {
+        self.n
+    }
+}
+
+impl RoceIface {
+    /// The capabilities of an endpoint whose largest active message is `max_am`.
+    pub fn caps_with(max_am: usize) -> Caps {
+        Caps {
+            am: true,
+            max_am,
+            max_inline: max_am,
+            rma: true,
+            put_zc: true,
+            atomics: false,
+            inter_node: true,
+        }
+    }
+}
+
+impl ActiveMessages for RoceIface {
+    fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
+        let len = hdr.len() + payload.len();
+        if len > self.max_am {
+            return Err(Error::TooLarge {
+                len,
+                max: self.max_am,
+            });
+        }
+        if peer >= self.n {
+            return Err(Error::NoSuchPeer {
+                peer,
+                npeers: self.n,
+            });
+        }
+        if peer == self.me {
+            let mut q = self.self_q.borrow_mut();
+            if q.len() >= SEND_SLOTS {
+                return Err(Error::Busy { peer });
+            }
+            q.push_back((id, [hdr, payload].concat()));
+            return Ok(());
+        }
+        let (slot, wr) = {
+            let mut st = self.lock();
+            if st.broken.contains(&peer) {
+                return Err(Error::PeerUnreachable { peer });
+            }
+            let Some(slot) = st.send_free.pop() else {
+                return Err(Error::Busy { peer });
+            };
+            (slot, Self::take_wr(&mut st, Wr::Am { slot }))
+        };
+        let base = self.send_pool.as_ptr() as usize + slot * self.max_am;
+        // SAFETY: the slot is ours until its send completes; `max_am` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(hdr.as_ptr(), base as *mut u8, hdr.len());
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                (base + hdr.len()) as *mut u8,
+                payload.len(),
+            );
+        }
+        let sge = Sge {
+            key: self.send_key,
+            addr: base as u64,
+            len: len as u32,
+        };
+        let r = self.post(peer, SendWr::send_imm(wr, sge, u32::from(id)));
+        if r.is_err() {
+            let mut st = self.lock();
+            st.wrs.remove(&wr);
+            st.send_free.push(slot);
+        }
+        r
+    }
+}
+
+impl Progress for RoceIface {
+    fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+        if self.busy.replace(true) {
+            return 0;
+        }
+        self.inner
+            .owner_seen
+            .store(self.inner.now_us(), Ordering::Relaxed);
+        self.inner.pump();
+        let (ams, puts) =
+            std::mem::take(&mut *self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut count = 0;
+        let mine: Vec<(u8, Vec<u8>)> = self.self_q.borrow_mut().drain(..).collect();
+        for (id, data) in mine {
+            f(Event::Am {
+                src: self.me,
+                id,
+                data: &data,
+            });
+            count += 1;
+        }
+        for (peer, token) in puts {
+            f(Event::SendDone { peer, token });
+            count += 1;
+        }
+        for (peer, slot, len, id) in ams {
+            let off = slot * self.max_am;
+            let data = &self.recv_pool[off..off + len.min(self.max_am)];
+            f(Event::Am {
+                src: peer,
+                id,
+                data,
+            });
+            self.repost(peer, slot);
+            count += 1;
+        }
+        let broken: Vec<usize> = self.lock().broken.drain(..).collect();
+        for peer in broken {
+            f(Event::Disconnected { peer });
+            count += 1;
+        }
+        self.busy.set(false);
+        count
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<()> {
+        let stashed = {
+            let s = self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner());
+            !s.0.is_empty() || !s.1.is_empty()
+        };
+        if stashed || !self.self_q.borrow().is_empty() {
+            return Ok(());
+        }
+        self.wait_socket(timeout);
+        Ok(())
+    }
+}
+
+impl Rma for RoceIface {
+    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion> {
+        let key = self.lock().mem.register(
+            ptr as usize,
+            len,
+            Access::LOCAL_WRITE
+                | Access::REMOTE_WRITE
+                | Access::REMOTE_READ
+                | Access::REMOTE_ATOMIC,
+        );
+        Ok(MemRegion {
+            addr: ptr as usize,
+            len,
+            rkey: pack_key(key, ptr as usize, len)?,
+        })
+    }
+
+    fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
+        let (key, _, _) = unpack_key(&region.rkey)?;
+        if self.lock().mem.deregister(key) {
+            Ok(())
+        } else {
+            Err(Error::Malformed {
+                what: "roce remote key",
+                reason: "no such registration",
+            })
+        }
+    }
+
+    unsafe fn get(
+        &self,
+        peer: usize,
+        dst: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        self.sync_op(peer, dst, len, rkey, offset, true)
+    }
+
+    unsafe fn put(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+    ) -> Result<()> {
+        self.sync_op(peer, src as *mut u8, len, rkey, offset, false)
+    }
+
+    unsafe fn put_zc(
+        &self,
+        peer: usize,
+        src: *const u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        token: u64,
+    ) -> Result<Sent> {
+        let (key, addr, rlen) = unpack_key(rkey)?;
+        crate::check_bounds(offset, len, rlen as usize)?;
+        let (lkey, id) = {
+            let mut st = self.lock();
+            let lkey = st.mem.register(src as usize, len, Access::NONE);
+            (lkey, Self::take_wr(&mut st, Wr::Put { key: lkey, token }))
+        };
+        let wr = SendWr::write(
+            id,
+            Sge {
+                key: lkey,
+                addr: src as u64,
+                len: len as u32,
+            },
+            RemoteAddr {
+                rkey: key,
+                addr: addr + offset as u64,
+            },
+        );
+        match self.post(peer, wr) {
+            Ok(()) => Ok(Sent::Pending),
+            Err(e) => {
+                let mut st = self.lock();
+                st.mem.deregister(lkey);
+                st.wrs.remove(&id);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn make(n: usize) -> Vec<RoceIface> {
+        let secret = crate::auth::Secret::generate().unwrap();
+        let preps: Vec<PreparedRoce> = (0..n)
+            .map(|i| RoceIface::prepare(i, n, "127.0.0.1".parse().unwrap(), &secret).unwrap())
+            .collect();
+        let addrs: Vec<Vec<u8>> = preps.iter().map(|p| p.address()).collect();
+        preps
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let a: Vec<Option<Vec<u8>>> =
+                    (0..n).map(|j| (j != i).then(|| addrs[j].clone())).collect();
+                p.connect(&a).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn initial_psns_differ_per_direction_and_job() {
+        let s = [7u8; 16];
+        assert_ne!(initial_psn(&s, 0, 1), initial_psn(&s, 1, 0));
+        assert_ne!(initial_psn(&s, 0, 1), initial_psn(&[8u8; 16], 0, 1));
+    }
+
+    #[test]
+    fn keys_and_addresses_round_trip_and_reject_garbage() {
+        let k = pack_key(5, 0x1000, 64).unwrap();
+        assert_eq!(unpack_key(&k).unwrap(), (5, 0x1000, 64));
+        assert!(unpack_key(&RemoteKey::from_bytes(&[1, 2, 3]).unwrap()).is_err());
+        assert!(decode_addr(&[1, 2, 3]).is_err());
+    }
+
+    #[test]
+    fn two_endpoints_exchange_messages_and_puts() {
+        let mut eps = make(2);
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        let mut region = vec![0u8; 100_000];
+        let r = b.mem_register(region.as_mut_ptr(), region.len()).unwrap();
+        a.am_send(1, 9, b"key:", r.rkey.as_bytes()).unwrap();
+        let src: Vec<u8> = (0..90_000u32).map(|i| (i * 7) as u8).collect();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = None;
+        while got.is_none() {
+            a.progress(|_| {});
+            b.progress(|ev| {
+                if let Event::Am {
+                    src: 0,
+                    id: 9,
+                    data,
+                } = ev
+                {
+                    got = Some(data.to_vec());
+                }
+            });
+            assert!(Instant::now() < deadline, "no message");
+        }
+        assert_eq!(&got.unwrap()[..4], b"key:");
+        // SAFETY: `src` outlives the put (we wait for its SendDone).
+        let s = unsafe { a.put_zc(1, src.as_ptr(), src.len(), &r.rkey, 10, 77) }.unwrap();
+        assert_eq!(s, Sent::Pending);
+        let mut done = false;
+        while !done {
+            a.progress(|ev| {
+                if let Event::SendDone { peer: 1, token: 77 } = ev {
+                    done = true;
+                }
+            });
+            b.progress(|_| {});
+            assert!(Instant::now() < deadline, "put never done");
+        }
+        assert!(region[10..90_010] == src[..]);
+        assert!(region[..10].iter().all(|&x| x == 0));
+    }
+}
