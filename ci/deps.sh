@@ -5,9 +5,14 @@
 #   libhwloc-dev libudev-dev pkg-config   hwloc, for dosrun's binding and --topology
 #   iproute2 openssh-server openssh-client nftables
 #                                         the namespace test cluster (ci/cluster.sh)
+#   cmake clang libclang-dev              dos-transport's `verbs` feature (rdma-mummy-sys
+#                                         builds its libibverbs loader with cmake and
+#                                         generates bindings with libclang); libibverbs
+#                                         itself is loaded at run time, not needed to build
 set -euo pipefail
 
-packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables)
+packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
+          cmake clang libclang-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -16,6 +16,10 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "verbs backend (feature verbs: compiles, lints, unit tests; hardware tests stay ignored)"
+cargo clippy -p dos-transport --features verbs --all-targets -- -D warnings
+cargo test -p dos-transport --features verbs verbs
+
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 

@@ -29,6 +29,9 @@
 //! [`roce`] holds the RoCEv2 wire format and its ICRC: the foundation of the
 //! soft-RoCE backend to come.
 //!
+//! With the cargo feature `verbs`, `verbs` is the same contract over libibverbs
+//! RC queue pairs (RDMA devices; libibverbs is loaded at run time).
+//!
 //! ```
 //! use dos_transport::{loopback::Loopback, ActiveMessages, Event, Progress};
 //! let t = Loopback::new();
@@ -54,6 +57,8 @@ pub mod shm;
 pub mod tcp;
 mod transport;
 pub mod udp;
+#[cfg(feature = "verbs")]
+pub mod verbs;
 
 pub use error::{Error, Result};
 pub use transport::Transport;

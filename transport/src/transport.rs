@@ -3,8 +3,11 @@
 use std::time::Duration;
 
 use crate::loopback::Loopback;
+use crate::roce::iface::RoceIface;
 use crate::shm::ShmIface;
 use crate::tcp::TcpIface;
+#[cfg(feature = "verbs")]
+use crate::verbs::VerbsIface;
 use crate::{
     ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma, Sent,
 };
@@ -19,6 +22,11 @@ pub enum Transport {
     Loopback(Loopback),
     /// TCP connections to ranks on other hosts.
     Tcp(TcpIface),
+    /// Soft-RoCE queue pairs (RoCEv2 over UDP) to ranks on other hosts.
+    Roce(RoceIface),
+    /// RDMA queue pairs to ranks on other hosts (feature `verbs`).
+    #[cfg(feature = "verbs")]
+    Verbs(VerbsIface),
 }
 
 macro_rules! each {
@@ -27,6 +35,9 @@ macro_rules! each {
             Transport::Shm($t) => $e,
             Transport::Loopback($t) => $e,
             Transport::Tcp($t) => $e,
+            Transport::Roce($t) => $e,
+            #[cfg(feature = "verbs")]
+            Transport::Verbs($t) => $e,
         }
     };
 }
@@ -46,6 +57,16 @@ impl Transport {
     pub fn as_tcp(&self) -> Option<&TcpIface> {
         match self {
             Transport::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The verbs endpoint, if this is one (feature `verbs`).
+    #[cfg(feature = "verbs")]
+    #[inline]
+    pub fn as_verbs(&self) -> Option<&VerbsIface> {
+        match self {
+            Transport::Verbs(v) => Some(v),
             _ => None,
         }
     }
