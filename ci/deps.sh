@@ -9,10 +9,12 @@
 #                                         builds its libibverbs loader with cmake and
 #                                         generates bindings with libclang); libibverbs
 #                                         itself is loaded at run time, not needed to build
+#   tshark python3                        the soft-RoCE capture check (tshark decodes the
+#                                         traffic, ci/icrc_check.py checks every ICRC)
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
-          cmake clang libclang-dev)
+          cmake clang libclang-dev tshark python3)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -73,7 +73,7 @@ pub const TUNABLES: &[Tunable] = &[
     Tunable {
         name: "DOS_TRANSPORTS",
         default: "auto",
-        help: "transports ranks may use, a comma list of shm and tcp (what dosrun --transports sets); auto: shared memory within a node, tcp between nodes; without shm, ranks of one node talk over tcp too",
+        help: "transports ranks may use, a comma list of shm, tcp and roce (what dosrun --transports sets); auto: shared memory within a node, tcp between nodes; roce (soft-RoCE over UDP) is used between nodes when tcp is not listed; without shm, ranks of one node use the network transport too",
     },
     Tunable {
         name: "DOS_KILL_GRACE_MS",
@@ -100,6 +100,8 @@ pub struct Transports {
     pub shm: bool,
     /// TCP (between nodes, or between all ranks when `shm` is off).
     pub tcp: bool,
+    /// Soft-RoCE over UDP (used between nodes when `tcp` is off).
+    pub roce: bool,
 }
 
 impl Transports {
@@ -107,9 +109,15 @@ impl Transports {
     pub const ALL: Transports = Transports {
         shm: true,
         tcp: true,
+        roce: true,
     };
 
-    /// Parses `auto` or a comma list of `shm` and `tcp`.
+    /// Whether some network transport is allowed.
+    pub fn network(&self) -> bool {
+        self.tcp || self.roce
+    }
+
+    /// Parses `auto` or a comma list of `shm`, `tcp` and `roce`.
     pub fn parse(s: &str) -> Option<Transports> {
         let s = s.trim();
         if s == "auto" {
@@ -118,15 +126,17 @@ impl Transports {
         let mut t = Transports {
             shm: false,
             tcp: false,
+            roce: false,
         };
         for name in s.split(',') {
             match name.trim() {
                 "shm" => t.shm = true,
                 "tcp" => t.tcp = true,
+                "roce" => t.roce = true,
                 _ => return None,
             }
         }
-        (t.shm || t.tcp).then_some(t)
+        (t.shm || t.network()).then_some(t)
     }
 }
 
@@ -242,7 +252,7 @@ impl Config {
                 .min(dos_transport::shm::wire::COLL_PAYLOAD),
             transports: Transports::parse(&raw("DOS_TRANSPORTS")).ok_or(Error::Environment {
                 var: "DOS_TRANSPORTS",
-                reason: "must be auto or a comma list of shm and tcp",
+                reason: "must be auto or a comma list of shm, tcp and roce",
             })?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
         })
@@ -279,10 +289,11 @@ mod tests {
             c.transports,
             Transports {
                 shm: false,
-                tcp: true
+                tcp: true,
+                roce: false
             }
         );
-        for bad in ["", "udp", "shm,", "tcp,roce"] {
+        for bad in ["", "udp", "shm,", "tcp,verbs"] {
             let e = Config::parse(|n| (n == "DOS_TRANSPORTS").then(|| bad.into()));
             assert!(
                 matches!(

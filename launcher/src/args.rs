@@ -121,9 +121,11 @@ Options:
                          bind each rank to a core, to its core's NUMA node, or not at all
                          (default: core when a node has no more ranks than cores, else none)
   --report-bindings      print each rank's binding on stderr
-  --transports LIST      transports the ranks may use: a comma list of shm and tcp
-                         (default: shm within a host, tcp between hosts); --transports tcp
-                         puts the ranks of one host on tcp too (sets DOS_TRANSPORTS)
+  --transports LIST      transports the ranks may use: a comma list of shm, tcp and roce
+                         (default: shm within a host, tcp between hosts; roce, the
+                         soft-RoCE over UDP, between hosts when tcp is not listed);
+                         without shm the ranks of one host use the network transport
+                         too (sets DOS_TRANSPORTS)
   --tag-output           prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
   --timeout SECS         stop the job after SECS seconds (fractions allowed); exit status 124
   --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
@@ -291,10 +293,10 @@ where
                 })?);
             }
             "transports" => {
-                let v = value("a comma list of shm and tcp")?;
+                let v = value("a comma list of shm, tcp and roce")?;
                 if dos::config::Transports::parse(&v).is_none() {
                     return Err(usage(format!(
-                        "--transports: {v:?} is not a comma list of shm and tcp"
+                        "--transports: {v:?} is not a comma list of shm, tcp and roce"
                     )));
                 }
                 exports.push(Export::Set("DOS_TRANSPORTS".into(), v.into()));

@@ -224,15 +224,19 @@ fn initial_psn(seed: &[u8; 16], from: usize, to: usize) -> Psn {
 }
 
 impl RoceIface {
-    /// Binds endpoint `me` of `n` to `ip` (port chosen by the kernel); `secret`
-    /// seeds the initial PSNs of every connection.
+    /// Binds endpoint `me` of `n` to `ip`, on UDP port 4791 if it is free and
+    /// on a port the kernel chooses otherwise; `secret` seeds the initial PSNs
+    /// of every connection.
     pub fn prepare(
         me: usize,
         n: usize,
         ip: IpAddr,
         secret: &crate::auth::Secret,
     ) -> Result<PreparedRoce> {
-        let sock = UdpSocket::bind(SocketAddr::new(ip, 0))?;
+        // RoCEv2's own port if it is free (one rank per host: what capture
+        // tools decode as RoCE without being told), any port otherwise.
+        let sock = UdpSocket::bind(SocketAddr::new(ip, super::ROCE_V2_PORT))
+            .or_else(|_| UdpSocket::bind(SocketAddr::new(ip, 0)))?;
         let mut seed = [0u8; 16];
         for (i, b) in secret.as_bytes().iter().enumerate() {
             seed[i % 16] ^= *b;
