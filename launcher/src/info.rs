@@ -72,7 +72,7 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
     );
     let _ = writeln!(
         s,
-        "  roce      userspace soft-RoCE (RoCEv2 over UDP): wire format and ICRC only so far; not used by jobs yet"
+        "  roce      userspace soft-RoCE (RoCEv2 over UDP, one RC queue pair per peer): between hosts with --transports shm,roce"
     );
     let _ = writeln!(s, "  verbs     {}", verbs_line());
     let _ = writeln!(s);
