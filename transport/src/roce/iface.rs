@@ -465,10 +465,10 @@ impl RoceIface {
         let mut out = Vec::new();
         let mut buf = [0u8; DGRAM];
         while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
-            out.push(buf[..len].to_vec());
+            out.push((remote, buf[..len].to_vec()));
         }
         drop(guard);
-        self.inner.transmit(remote, &out);
+        self.inner.transmit(&out);
         self.inner
             .owner_seen
             .store(self.inner.now_us(), Ordering::Relaxed);
@@ -675,16 +675,14 @@ impl Inner {
             s.1.extend(puts);
         }
         drop(guard);
-        for (to, d) in &out {
-            self.transmit(*to, std::slice::from_ref(d));
-        }
+        self.transmit(&out);
         news
     }
 
-    /// Sends datagrams to one destination; what the socket does not take in a
-    /// moment counts as lost (the engine retransmits it).
-    fn transmit(&self, to: SocketAddr, dgrams: &[Vec<u8>]) {
-        let msgs: Vec<(SocketAddr, &[u8])> = dgrams.iter().map(|d| (to, &d[..])).collect();
+    /// Sends datagrams in batches; what the socket does not take in a moment
+    /// counts as lost (the engine retransmits it).
+    fn transmit(&self, dgrams: &[(SocketAddr, Vec<u8>)]) {
+        let msgs: Vec<(SocketAddr, &[u8])> = dgrams.iter().map(|(to, d)| (*to, &d[..])).collect();
         let mut sent = 0;
         let deadline = Instant::now() + Duration::from_millis(5);
         while sent < msgs.len() && Instant::now() < deadline {
