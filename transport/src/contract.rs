@@ -28,6 +28,7 @@ pub fn run_all<T: Endpoint, F: Fn(usize) -> Vec<T>>(max_peers: usize, make: F) {
         ordered_stream(make(2), 2000);
         zero_copy_stream(make(2), 400);
         put_zc_between_peers(make(2));
+        atomics_between_peers(make(2));
         wait_is_woken(make(2));
         rma_between_peers(make(2));
     }
@@ -440,6 +441,91 @@ pub fn put_zc_between_peers<T: Endpoint>(mut eps: Vec<T>) {
     assert!(region == want, "puts did not land as written");
     b.mem_deregister(&r).unwrap();
     drop(tx.join().unwrap());
+}
+
+/// With `Caps.atomics`: fetch-and-add from two endpoints at once on one word
+/// gives the exact total and distinct old values; compare-and-swap swaps only
+/// on equality; an access outside the region is refused. Without it, atomics
+/// are `Unsupported`.
+pub fn atomics_between_peers<T: Endpoint>(mut eps: Vec<T>) {
+    use crate::RemoteAtomic::{CompareSwap, FetchAdd};
+    let b = eps.pop().unwrap();
+    let a = eps.pop().unwrap();
+    let mut words = vec![0u64; 4];
+    if !a.caps().atomics {
+        let r = a.mem_register(words.as_mut_ptr().cast(), 32);
+        if let Ok(r) = r {
+            assert!(matches!(
+                a.atomic(a.index(), &r.rkey, 0, FetchAdd(1)),
+                Err(Error::Unsupported { .. })
+            ));
+        }
+        return;
+    }
+    const N: u64 = 200;
+    let r = b.mem_register(words.as_mut_ptr().cast(), 32).unwrap();
+    let key = r.rkey;
+    // `a` adds remotely from a thread while `b` adds to its own word.
+    let t = std::thread::spawn(move || {
+        let mut olds = Vec::new();
+        for _ in 0..N {
+            olds.push(a.atomic(1, &key, 8, FetchAdd(1)).unwrap());
+        }
+        assert!(matches!(
+            a.atomic(1, &key, 32, FetchAdd(1)),
+            Err(Error::RemoteAccess { .. })
+        ));
+        assert_eq!(
+            a.atomic(
+                1,
+                &key,
+                16,
+                CompareSwap {
+                    compare: 5,
+                    swap: 9
+                }
+            )
+            .unwrap(),
+            0
+        );
+        assert_eq!(
+            a.atomic(
+                1,
+                &key,
+                16,
+                CompareSwap {
+                    compare: 0,
+                    swap: 9
+                }
+            )
+            .unwrap(),
+            0
+        );
+        (a, olds)
+    });
+    let mut mine = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for _ in 0..N {
+        mine.push(b.atomic(b.index(), &key, 8, FetchAdd(1)).unwrap());
+        b.progress(|_| {});
+    }
+    while !t.is_finished() {
+        b.progress(|_| {});
+        assert!(Instant::now() < deadline, "remote atomics stalled");
+    }
+    let (a, olds) = t.join().unwrap();
+    let mut all: Vec<u64> = olds.into_iter().chain(mine).collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (0..2 * N).collect::<Vec<_>>(),
+        "every add saw a distinct old value"
+    );
+    assert_eq!(words[1], 2 * N);
+    assert_eq!(words[2], 9);
+    assert_eq!((words[0], words[3]), (0, 0), "neighbours untouched");
+    b.mem_deregister(&r).unwrap();
+    drop(a);
 }
 
 /// A peer blocked in `wait` is woken by a send, long before its timeout.

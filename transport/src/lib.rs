@@ -238,8 +238,41 @@ pub struct MemRegion {
     pub rkey: RemoteKey,
 }
 
+/// A 64-bit remote atomic operation ([`Rma::atomic`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteAtomic {
+    /// Add (wrapping).
+    FetchAdd(u64),
+    /// Store `swap` if the word holds `compare`.
+    CompareSwap {
+        /// The value expected.
+        compare: u64,
+        /// The value stored on equality.
+        swap: u64,
+    },
+}
+
 /// One-sided access to registered memory.
 pub trait Rma: Iface {
+    /// Runs `op` on the 8-byte-aligned 64-bit word at `offset` of the remote
+    /// region `rkey` on `peer`, atomically with respect to other atomics on
+    /// it, and returns the word's old value; completes in the call. Backends
+    /// without `Caps.atomics` return [`Error::Unsupported`]; an access outside
+    /// the region is [`Error::RemoteAccess`].
+    fn atomic(
+        &self,
+        peer: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        op: RemoteAtomic,
+    ) -> Result<u64> {
+        let _ = (peer, rkey, offset, op);
+        Err(Error::Unsupported {
+            backend: self.name(),
+            op: "remote atomics",
+        })
+    }
+
     /// Registers `len` bytes at `ptr` for remote access.
     ///
     /// Registration does not keep the memory alive: the caller keeps it valid

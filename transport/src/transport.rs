@@ -161,6 +161,15 @@ impl Rma for Transport {
     fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
         each!(self, t => t.mem_deregister(region))
     }
+    fn atomic(
+        &self,
+        peer: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        op: crate::RemoteAtomic,
+    ) -> Result<u64> {
+        each!(self, t => t.atomic(peer, rkey, offset, op))
+    }
     unsafe fn put_zc(
         &self,
         peer: usize,

@@ -136,6 +136,8 @@ enum Wr {
     Put { key: u32, token: u64 },
     /// A blocking get/put: its temporary registration; `done` is set on completion.
     Sync { key: u32 },
+    /// A blocking remote atomic.
+    Atomic,
 }
 
 struct PeerQp {
@@ -150,6 +152,8 @@ struct State {
     send_free: Vec<usize>,
     /// Completed blocking operations: wr id → status.
     sync_done: HashMap<u64, WcStatus>,
+    /// Completed remote atomics: wr id → status and old value.
+    atomic_done: HashMap<u64, (WcStatus, u64)>,
     /// Peers whose queue pair failed, to report once.
     broken: VecDeque<usize>,
 }
@@ -332,6 +336,7 @@ impl PreparedRoce {
                 next_wr,
                 send_free: (0..SEND_SLOTS).rev().collect(),
                 sync_done: HashMap::new(),
+                atomic_done: HashMap::new(),
                 broken: VecDeque::new(),
             }),
             rx: Mutex::new(RecvBatch::new(RX_BATCH, DGRAM)),
@@ -653,6 +658,10 @@ impl Inner {
                         st.mem.deregister(key);
                         st.sync_done.insert(c.wr_id, c.status);
                     }
+                    (Wr::Atomic, _) => {
+                        st.atomic_done
+                            .insert(c.wr_id, (c.status, c.atomic_orig.unwrap_or(0)));
+                    }
                 }
                 if c.status != WcStatus::Success
                     && c.status != WcStatus::Flushed
@@ -783,7 +792,7 @@ impl RoceIface {
             max_inline: max_am,
             rma: true,
             put_zc: true,
-            atomics: false,
+            atomics: true,
             inter_node: true,
         }
     }
@@ -954,6 +963,82 @@ impl Rma for RoceIface {
         offset: usize,
     ) -> Result<()> {
         self.sync_op(peer, src as *mut u8, len, rkey, offset, false)
+    }
+
+    fn atomic(
+        &self,
+        peer: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        op: crate::RemoteAtomic,
+    ) -> Result<u64> {
+        let (key, addr, rlen) = unpack_key(rkey)?;
+        crate::check_bounds(offset, 8, rlen as usize)?;
+        let word = addr + offset as u64;
+        if word % 8 != 0 {
+            return Err(Error::Malformed {
+                what: "remote atomic",
+                reason: "word not 8-byte aligned",
+            });
+        }
+        let aop = match op {
+            crate::RemoteAtomic::FetchAdd(add) => AtomicOp::FetchAdd { add },
+            crate::RemoteAtomic::CompareSwap { compare, swap } => {
+                AtomicOp::CompareSwap { compare, swap }
+            }
+        };
+        if peer == self.me {
+            let mut st = self.lock();
+            if st
+                .mem
+                .region(key)
+                .filter(|r| r.addr == addr && r.len == rlen)
+                .is_none()
+            {
+                return Err(Error::RemoteAccess {
+                    offset,
+                    len: 8,
+                    region_len: 0,
+                });
+            }
+            return Ok(st.mem.atomic(key, offset as u64, aop));
+        }
+        let id = {
+            let mut st = self.lock();
+            Self::take_wr(&mut st, Wr::Atomic)
+        };
+        let remote = RemoteAddr {
+            rkey: key,
+            addr: word,
+        };
+        let wr = match aop {
+            AtomicOp::FetchAdd { add } => SendWr::fetch_add(id, remote, add),
+            AtomicOp::CompareSwap { compare, swap } => {
+                SendWr::compare_swap(id, remote, compare, swap)
+            }
+        };
+        if let Err(e) = self.post(peer, wr) {
+            self.lock().wrs.remove(&id);
+            return Err(e);
+        }
+        loop {
+            self.inner
+                .owner_seen
+                .store(self.inner.now_us(), Ordering::Relaxed);
+            self.inner.pump();
+            if let Some((status, old)) = self.lock().atomic_done.remove(&id) {
+                return match status {
+                    WcStatus::Success => Ok(old),
+                    WcStatus::RemoteAccessError => Err(Error::RemoteAccess {
+                        offset,
+                        len: 8,
+                        region_len: rlen as usize,
+                    }),
+                    _ => Err(Error::PeerUnreachable { peer }),
+                };
+            }
+            self.wait_socket(Duration::from_millis(1));
+        }
     }
 
     unsafe fn put_zc(
