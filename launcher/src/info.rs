@@ -74,6 +74,13 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
         s,
         "  roce      userspace soft-RoCE (RoCEv2 over UDP, one RC queue pair per peer): between hosts with --transports shm,roce"
     );
+    let _ = writeln!(
+        s,
+        "            {}",
+        caps_line(&dos_transport::roce::iface::RoceIface::caps_with(
+            dos_transport::roce::iface::DEFAULT_MAX_AM
+        ))
+    );
     let _ = writeln!(s, "  verbs     {}", verbs_line());
     let _ = writeln!(s);
     let v = hwlocality::hwloc_api_version();
