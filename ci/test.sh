@@ -18,6 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "verbs backend (feature verbs: compiles, lints, unit tests; hardware tests stay ignored)"
 cargo clippy -p dos-transport --features verbs --all-targets -- -D warnings
+cargo clippy -p dos-launcher --features verbs --all-targets -- -D warnings
 cargo test -p dos-transport --features verbs verbs
 
 step "docs"

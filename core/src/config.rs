@@ -102,6 +102,9 @@ pub struct Transports {
     pub tcp: bool,
     /// Soft-RoCE over UDP (used between nodes when `tcp` is off).
     pub roce: bool,
+    /// RDMA devices through libibverbs (builds with the `verbs` feature;
+    /// preferred between nodes when a device is present).
+    pub verbs: bool,
 }
 
 impl Transports {
@@ -110,14 +113,15 @@ impl Transports {
         shm: true,
         tcp: true,
         roce: true,
+        verbs: true,
     };
 
     /// Whether some network transport is allowed.
     pub fn network(&self) -> bool {
-        self.tcp || self.roce
+        self.tcp || self.roce || self.verbs
     }
 
-    /// Parses `auto` or a comma list of `shm`, `tcp` and `roce`.
+    /// Parses `auto` or a comma list of `shm`, `tcp`, `roce` and `verbs`.
     pub fn parse(s: &str) -> Option<Transports> {
         let s = s.trim();
         if s == "auto" {
@@ -127,12 +131,14 @@ impl Transports {
             shm: false,
             tcp: false,
             roce: false,
+            verbs: false,
         };
         for name in s.split(',') {
             match name.trim() {
                 "shm" => t.shm = true,
                 "tcp" => t.tcp = true,
                 "roce" => t.roce = true,
+                "verbs" => t.verbs = true,
                 _ => return None,
             }
         }
@@ -252,7 +258,7 @@ impl Config {
                 .min(dos_transport::shm::wire::COLL_PAYLOAD),
             transports: Transports::parse(&raw("DOS_TRANSPORTS")).ok_or(Error::Environment {
                 var: "DOS_TRANSPORTS",
-                reason: "must be auto or a comma list of shm, tcp and roce",
+                reason: "must be auto or a comma list of shm, tcp, roce and verbs",
             })?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
         })
@@ -290,10 +296,11 @@ mod tests {
             Transports {
                 shm: false,
                 tcp: true,
-                roce: false
+                roce: false,
+                verbs: false
             }
         );
-        for bad in ["", "udp", "shm,", "tcp,verbs"] {
+        for bad in ["", "udp", "shm,", "tcp,ib"] {
             let e = Config::parse(|n| (n == "DOS_TRANSPORTS").then(|| bad.into()));
             assert!(
                 matches!(

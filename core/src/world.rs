@@ -15,6 +15,30 @@ use dos_transport::tcp::TcpIface;
 enum Prepared {
     Tcp(dos_transport::tcp::Prepared),
     Roce(PreparedRoce),
+    #[cfg(feature = "verbs")]
+    Verbs(dos_transport::verbs::Prepared),
+}
+
+/// An RDMA device's endpoint, when this build has the verbs backend, the
+/// host has a device and the transports allow it (`None` otherwise: the
+/// caller falls back to tcp or roce).
+#[cfg(feature = "verbs")]
+fn prepare_verbs(rank: usize, size: usize, allow: bool) -> Option<Prepared> {
+    if !allow || dos_transport::verbs::devices().is_empty() {
+        return None;
+    }
+    match dos_transport::verbs::VerbsBuilder::open(None).and_then(|b| b.prepare(rank, size)) {
+        Ok(p) => Some(Prepared::Verbs(p)),
+        Err(e) => {
+            eprintln!("dos: rank {rank}: RDMA device present but unusable ({e}); using tcp/roce");
+            None
+        }
+    }
+}
+
+#[cfg(not(feature = "verbs"))]
+fn prepare_verbs(_rank: usize, _size: usize, _allow: bool) -> Option<Prepared> {
+    None
 }
 use dos_transport::Transport;
 
@@ -101,7 +125,7 @@ pub fn init() -> Result<World> {
                 reason: "no allowed transport reaches the ranks of other nodes (allow tcp or roce)",
             });
         }
-        connect_nodes(&mut pmi, local, allow.shm, allow.tcp)?
+        connect_nodes(&mut pmi, local, allow)?
     } else {
         let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
         if local_size != size {
@@ -133,7 +157,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// of other nodes; ranks of this node stay on shared memory (`local`), unless
 /// `local_shm` is false: then `local` reaches only this rank, and every other
 /// rank, on this node too, is reached over TCP.
-fn connect_nodes(pmi: &mut Client, local: Transport, local_shm: bool, tcp: bool) -> Result<Links> {
+fn connect_nodes(
+    pmi: &mut Client,
+    local: Transport,
+    allow: crate::config::Transports,
+) -> Result<Links> {
+    let local_shm = allow.shm;
     let (rank, size, node) = (pmi.rank(), pmi.size(), pmi.node_id());
     let secret = pmi.job_secret().ok_or(Error::Environment {
         var: "DOS_JOB_SECRET",
@@ -150,11 +179,20 @@ fn connect_nodes(pmi: &mut Client, local: Transport, local_shm: bool, tcp: bool)
             })
         }
     };
-    // TCP when allowed (measured faster here than the soft-RoCE), else soft-RoCE.
-    let prepared = if tcp {
-        Prepared::Tcp(TcpIface::prepare(rank, size, ip, secret)?)
-    } else {
-        Prepared::Roce(RoceIface::prepare(rank, size, ip, secret)?)
+    // Verbs when a device is there; otherwise TCP when allowed (measured
+    // faster here than the soft-RoCE), else the soft-RoCE. Every rank must
+    // choose alike: the choice depends on the build and the devices, the same
+    // on every node of a job made of one kind of machine.
+    let prepared = match prepare_verbs(rank, size, allow.verbs) {
+        Some(p) => p,
+        None if allow.tcp => Prepared::Tcp(TcpIface::prepare(rank, size, ip, secret)?),
+        None if allow.roce => Prepared::Roce(RoceIface::prepare(rank, size, ip, secret)?),
+        None => {
+            return Err(Error::Environment {
+                var: "DOS_TRANSPORTS",
+                reason: "only verbs is allowed, but this build or host has no RDMA device",
+            })
+        }
     };
     let mut place = [0u8; 8];
     place[..4].copy_from_slice(&(node as u32).to_le_bytes());
@@ -162,6 +200,8 @@ fn connect_nodes(pmi: &mut Client, local: Transport, local_shm: bool, tcp: bool)
     let my_addr = match &prepared {
         Prepared::Tcp(p) => p.address(),
         Prepared::Roce(p) => p.address(),
+        #[cfg(feature = "verbs")]
+        Prepared::Verbs(p) => p.address(),
     };
     pmi.put(&format!("tcp.{rank}"), &my_addr)?;
     pmi.put(&format!("node.{rank}"), &place)?;
@@ -208,6 +248,14 @@ fn connect_nodes(pmi: &mut Client, local: Transport, local_shm: bool, tcp: bool)
     let net = match prepared {
         Prepared::Tcp(p) => Transport::Tcp(p.connect(&addrs, CONNECT_TIMEOUT)?),
         Prepared::Roce(p) => Transport::Roce(p.connect(&addrs)?),
+        #[cfg(feature = "verbs")]
+        Prepared::Verbs(p) => {
+            let v = Transport::Verbs(p.connect(&addrs)?);
+            // Queue pairs are ready only once every rank connected: no send
+            // before all have (the device retries unready peers only briefly).
+            pmi.fence()?;
+            v
+        }
     };
     Ok(Links {
         local,

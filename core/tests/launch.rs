@@ -195,6 +195,12 @@ fn transports_option_puts_one_host_on_the_network() {
         let j = run_with(2, &args, &example("rmacheck"), &[]);
         j.assert_success();
     }
+    // Only verbs, on a host (or build) without an RDMA device: a clear error.
+    if !std::path::Path::new("/sys/class/infiniband").exists() {
+        let j = run_with(2, &["--transports", "verbs"], &example("hello"), &[]);
+        assert_ne!(j.code(), 0, "{j}");
+        assert!(j.stderr.contains("no RDMA device"), "{j}");
+    }
     let j = run_with(2, &["--transports", "udp"], &example("hello"), &[]);
     assert_eq!(j.code(), 2, "{j}");
     assert!(j.stderr.contains("--transports"), "{j}");

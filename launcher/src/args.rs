@@ -121,9 +121,11 @@ Options:
                          bind each rank to a core, to its core's NUMA node, or not at all
                          (default: core when a node has no more ranks than cores, else none)
   --report-bindings      print each rank's binding on stderr
-  --transports LIST      transports the ranks may use: a comma list of shm, tcp and roce
-                         (default: shm within a host, tcp between hosts; roce, the
-                         soft-RoCE over UDP, between hosts when tcp is not listed);
+  --transports LIST      transports the ranks may use: a comma list of shm, tcp, roce and
+                         verbs (default: shm within a host; between hosts verbs when an
+                         RDMA device is there and dosrun was built with the verbs
+                         feature, else tcp; roce, the soft-RoCE over UDP, when tcp is
+                         not listed);
                          without shm the ranks of one host use the network transport
                          too (sets DOS_TRANSPORTS)
   --tag-output           prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
@@ -293,10 +295,10 @@ where
                 })?);
             }
             "transports" => {
-                let v = value("a comma list of shm, tcp and roce")?;
+                let v = value("a comma list of shm, tcp, roce and verbs")?;
                 if dos::config::Transports::parse(&v).is_none() {
                     return Err(usage(format!(
-                        "--transports: {v:?} is not a comma list of shm, tcp and roce"
+                        "--transports: {v:?} is not a comma list of shm, tcp, roce and verbs"
                     )));
                 }
                 exports.push(Export::Set("DOS_TRANSPORTS".into(), v.into()));
