@@ -94,7 +94,21 @@ pub fn vanish(world: World) {
 /// assert_eq!(sums[0], ("shm+tcp".to_string(), 3));
 /// ```
 pub fn run_cluster<R: Send, F: Fn(World) -> R + Sync>(per_node: &[usize], f: F) -> Vec<R> {
-    let cfg = Config::from_env().expect("valid DOS_* tunables");
+    run_cluster_with(
+        per_node,
+        Config::from_env().expect("valid DOS_* tunables"),
+        f,
+    )
+}
+
+/// [`run_cluster`] with the tunables `cfg`; with `cfg.transports` allowing
+/// roce but not tcp, the simulated nodes talk over the soft-RoCE instead.
+pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
+    per_node: &[usize],
+    cfg: Config,
+    f: F,
+) -> Vec<R> {
+    let roce = cfg.transports.roce && !cfg.transports.tcp;
     assert!(per_node.iter().all(|&n| n > 0), "every node needs a rank");
     let size: usize = per_node.iter().sum();
     let node_of: Vec<usize> = (0..per_node.len())
@@ -125,22 +139,38 @@ pub fn run_cluster<R: Send, F: Fn(World) -> R + Sync>(per_node: &[usize], f: F) 
                     let node = node_of[r];
                     let local = r - first[node];
                     let shm = ShmIface::new(segs[node].clone(), local).expect("attach");
-                    let net = multi.then(|| {
-                        let prep = TcpIface::prepare(r, size, Ipv4Addr::LOCALHOST.into(), secret)
-                            .expect("tcp listener");
-                        addrs.lock().expect("lock")[r] = Some(prep.address());
+                    let theirs = |mine: Vec<u8>| -> Vec<Option<Vec<u8>>> {
+                        addrs.lock().expect("lock")[r] = Some(mine);
                         published.wait();
-                        let theirs: Vec<Option<Vec<u8>>> = addrs
+                        addrs
                             .lock()
                             .expect("lock")
                             .iter()
                             .enumerate()
                             .map(|(q, a)| if node_of[q] == node { None } else { a.clone() })
-                            .collect();
-                        let tcp = prep
-                            .connect(&theirs, Duration::from_secs(60))
-                            .expect("tcp connect");
-                        Transport::Tcp(tcp)
+                            .collect()
+                    };
+                    let net = multi.then(|| {
+                        if roce {
+                            let prep = dos_transport::roce::iface::RoceIface::prepare(
+                                r,
+                                size,
+                                Ipv4Addr::LOCALHOST.into(),
+                                secret,
+                            )
+                            .expect("roce socket");
+                            let a = theirs(prep.address());
+                            Transport::Roce(prep.connect(&a).expect("roce connect"))
+                        } else {
+                            let prep =
+                                TcpIface::prepare(r, size, Ipv4Addr::LOCALHOST.into(), secret)
+                                    .expect("tcp listener");
+                            let a = theirs(prep.address());
+                            let tcp = prep
+                                .connect(&a, Duration::from_secs(60))
+                                .expect("tcp connect");
+                            Transport::Tcp(tcp)
+                        }
                     });
                     let routes = (0..size)
                         .map(|q| {

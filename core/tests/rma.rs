@@ -4,14 +4,26 @@
 //! and locks, and accesses outside windows.
 
 use dos::op::{Max, Replace, Sum};
-use dos::testing::{run_cluster, run_threads};
+use dos::testing::{run_cluster, run_cluster_with, run_threads};
 use dos::{Error, LockKind, World};
 
-/// Runs `f` on 4 ranks in three layouts: one node, two nodes of two, and one
-/// node with every operation as messages (windows over callers' buffers).
+/// Runs `f` on 4 ranks in several layouts: one node, two nodes of two (over
+/// tcp and over the soft-RoCE), and one node with every operation as
+/// messages (windows over callers' buffers).
 fn layouts(f: impl Fn(&World, bool) + Sync) {
     run_threads(4, |w| f(&w, true));
     run_cluster(&[2, 2], |w| f(&w, true));
+    // Two nodes over the soft-RoCE: windows use its RDMA READ/WRITE/atomics.
+    let roce = dos::config::Config {
+        transports: dos::config::Transports {
+            shm: true,
+            tcp: false,
+            roce: true,
+            verbs: false,
+        },
+        ..dos::config::Config::default()
+    };
+    run_cluster_with(&[2, 2], roce, |w| f(&w, true));
     run_cluster(&[1, 3], |w| f(&w, false));
     run_threads(3, |w| f(&w, false));
 }

@@ -437,6 +437,22 @@ impl Engine {
         self.links.local.as_shm()
     }
 
+    /// The network transport, and world rank `peer`'s index in it, if `peer`
+    /// is reached over the network.
+    #[inline]
+    pub(crate) fn net_of(&self, peer: usize) -> Option<(&Transport, usize)> {
+        match (self.links.routes.get(peer), &self.links.net) {
+            (Some(Route::Net(i)), Some(n)) => Some((n, *i as usize)),
+            _ => None,
+        }
+    }
+
+    /// The network transport, if the job spans nodes.
+    #[inline]
+    pub(crate) fn net(&self) -> Option<&Transport> {
+        self.links.net.as_ref()
+    }
+
     /// Takes the next node-collective generation of context `ctx` (< `COLL_CTXS`).
     #[inline]
     pub(crate) fn next_node_gen(&self, ctx: usize) -> u64 {

@@ -56,6 +56,7 @@ use bytemuck::Pod;
 
 use crate::op::Op;
 use crate::{Comm, Error, Request, Result, Scope};
+use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma};
 
 pub(crate) mod shmem;
 pub(crate) mod target;
@@ -78,6 +79,18 @@ pub enum LockKind {
     Exclusive,
 }
 
+/// A remote part reached with the network transport's own one-sided
+/// operations (RDMA READ/WRITE and atomics: roce, verbs).
+#[derive(Debug)]
+struct Rdma {
+    /// The target's index in the network transport.
+    idx: usize,
+    /// Key of its data (`None` for an empty part).
+    data: Option<RemoteKey>,
+    /// Key of its header (the lock word), if the transport has atomics.
+    header: Option<RemoteKey>,
+}
+
 /// How this rank reaches one target's part of the window.
 #[derive(Debug)]
 struct Part {
@@ -91,6 +104,8 @@ struct Part {
     header: Option<*const WinHeader>,
     /// Keeps the mapping alive.
     _map: Option<Mapping>,
+    /// The network transport's one-sided operations, for parts on other nodes.
+    rdma: Option<Rdma>,
 }
 
 /// A window: this rank's memory exposed to one-sided operations of the ranks
@@ -113,6 +128,8 @@ pub struct Window<'a, T: Pod> {
     unflushed: RefCell<Vec<u32>>,
     /// Passive-target locks held, per target.
     locks: RefCell<Vec<Option<LockKind>>>,
+    /// This rank's memory registered with the network transport (data, header).
+    net_regions: Vec<MemRegion>,
     _t: PhantomData<(&'a mut [T], *mut ())>,
 }
 
@@ -209,6 +226,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 data: None,
                 header: None,
                 _map: None,
+                rdma: None,
             };
             if r == comm.rank() {
                 part.header = Some(own.header() as *const WinHeader);
@@ -226,6 +244,58 @@ impl<'a, T: Pod> Window<'a, T> {
             }
             parts.push(part);
         }
+        // Parts on other nodes: the network transport's one-sided operations,
+        // when it has them (keys exchanged like the rest).
+        let mut net_regions = Vec::new();
+        let caps = eng.net().map(|t| t.caps());
+        let rdma = caps.is_some_and(|c| c.rma);
+        const KEY: usize = 1 + dos_transport::MAX_RKEY;
+        let mut mine = [0u8; 2 * KEY];
+        if let (true, Some(net)) = (rdma, eng.net()) {
+            let mut put_key = |slot: usize, ptr: *const u8, n: usize| -> Result<()> {
+                let r = net.mem_register(ptr, n)?;
+                let b = r.rkey.as_bytes();
+                mine[slot * KEY] = b.len() as u8;
+                mine[slot * KEY + 1..slot * KEY + 1 + b.len()].copy_from_slice(b);
+                net_regions.push(r);
+                Ok(())
+            };
+            if len > 0 {
+                put_key(0, data, len)?;
+            }
+            if caps.is_some_and(|c| c.atomics) {
+                put_key(
+                    1,
+                    own.header() as *const WinHeader as *const u8,
+                    shmem::HEADER,
+                )?;
+            }
+        }
+        let mut keys = vec![0u8; 2 * KEY * comm.size()];
+        comm.allgather(&mine, &mut keys)?;
+        for (r, part) in parts.iter_mut().enumerate() {
+            if part.data.is_some() || part.header.is_some() || !rdma {
+                continue;
+            }
+            let Some((_, idx)) = eng.net_of(part.world) else {
+                continue;
+            };
+            let key = |slot: usize| -> Result<Option<RemoteKey>> {
+                let at = (r * 2 + slot) * KEY;
+                let n = keys[at] as usize;
+                if n == 0 {
+                    return Ok(None);
+                }
+                Ok(Some(RemoteKey::from_bytes(
+                    &keys[at + 1..at + 1 + n.min(KEY - 1)],
+                )?))
+            };
+            part.rdma = Some(Rdma {
+                idx,
+                data: key(0)?,
+                header: key(1)?,
+            });
+        }
         let n = comm.size();
         Ok(Window {
             comm: comm.clone(),
@@ -236,6 +306,7 @@ impl<'a, T: Pod> Window<'a, T> {
             len,
             unflushed: RefCell::new(vec![0; n]),
             locks: RefCell::new(vec![None; n]),
+            net_regions,
             _t: PhantomData,
         })
     }
@@ -293,6 +364,16 @@ impl<'a, T: Pod> Window<'a, T> {
         }
     }
 
+    /// The network transport, index and data key of a part reached with RDMA.
+    fn rdma_data<'p>(
+        &'p self,
+        p: &'p Part,
+    ) -> Option<(&'p dos_transport::Transport, usize, &'p RemoteKey)> {
+        let r = p.rdma.as_ref()?;
+        let (net, _) = self.comm.eng.net_of(p.world)?;
+        Some((net, r.idx, r.data.as_ref()?))
+    }
+
     fn note_sent(&self, target: usize) {
         self.unflushed.borrow_mut()[target] += 1;
     }
@@ -305,6 +386,14 @@ impl<'a, T: Pod> Window<'a, T> {
         if let Some(d) = p.data {
             // SAFETY: inside the target's mapped part; `src` is separate memory.
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), d.add(off), n) };
+            return Ok(());
+        }
+        if let Some((net, idx, key)) = self.rdma_data(p) {
+            if n > 0 {
+                // SAFETY: `src` is valid for `n` bytes during the call, which
+                // completes the RDMA WRITE before returning.
+                unsafe { net.put(idx, src.as_ptr().cast(), n, key, off) }?;
+            }
             return Ok(());
         }
         let bytes: &[u8] = bytemuck::cast_slice(src);
@@ -329,6 +418,14 @@ impl<'a, T: Pod> Window<'a, T> {
         if let Some(d) = p.data {
             // SAFETY: inside the target's mapped part.
             unsafe { std::ptr::copy_nonoverlapping(d.add(off), out.as_mut_ptr(), n) };
+            return Ok(());
+        }
+        if let Some((net, idx, key)) = self.rdma_data(p) {
+            if n > 0 {
+                // SAFETY: `out` is valid for `n` bytes and exclusively ours
+                // during the call, which completes the RDMA READ.
+                unsafe { net.get(idx, out.as_mut_ptr(), n, key, off) }?;
+            }
             return Ok(());
         }
         for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
@@ -423,6 +520,25 @@ impl<'a, T: Pod> Window<'a, T> {
                 op: "atomic",
                 reason: "unknown operation",
             });
+        }
+        // The network transport's own atomics (one packet and its answer).
+        if let (Some(r), Some((net, _))) = (&p.rdma, self.comm.eng.net_of(p.world)) {
+            let (key, at) = if off == LOCK_WORD {
+                (r.header.as_ref(), 0)
+            } else {
+                (r.data.as_ref(), off as usize)
+            };
+            let op = match kind {
+                wire::FETCH_ADD => Some(RemoteAtomic::FetchAdd(a)),
+                wire::COMPARE_SWAP => Some(RemoteAtomic::CompareSwap {
+                    compare: b,
+                    swap: a,
+                }),
+                _ => None,
+            };
+            if let (Some(key), Some(op), true) = (key, op, net.caps().atomics) {
+                return Ok(net.atomic(r.idx, key, at, op)?);
+            }
         }
         let eng = &self.comm.eng;
         let tok = eng.rma.borrow_mut().expect(None);
@@ -584,7 +700,7 @@ impl<'a, T: Pod> Window<'a, T> {
     ) -> Result<Request<'s>> {
         let (off, n) = self.span(target, disp, dst.len())?;
         let p = &self.parts[target];
-        if p.data.is_some() {
+        if p.data.is_some() || self.rdma_data(p).is_some() {
             self.get(dst, target, disp)?;
             return Ok(s.completed());
         }
@@ -656,7 +772,7 @@ impl Window<'_, u64> {
     ) -> Result<Request<'s>> {
         let (off, _) = self.span(target, disp, 1)?;
         let p = &self.parts[target];
-        if p.data.is_some() {
+        if p.data.is_some() || p.rdma.as_ref().is_some_and(|r| r.data.is_some()) {
             *old = self.atomic(target, off as u64, wire::FETCH_ADD, value, 0)?;
             return Ok(s.completed());
         }
@@ -709,6 +825,11 @@ impl<T: Pod> Drop for Window<'_, T> {
         // From now on, operations that arrive are refused: the memory (the
         // caller's buffer, or our mapping) is no longer touched.
         self.comm.eng.rma.borrow_mut().withdraw(self.id);
+        if let Some(net) = self.comm.eng.net() {
+            for r in &self.net_regions {
+                let _ = net.mem_deregister(r);
+            }
+        }
         let _ = &self.own;
     }
 }

@@ -45,6 +45,8 @@ pub const RECV_DEPTH: usize = 64;
 const SEND_SLOTS: usize = 256;
 /// Largest active message (header and body).
 pub const DEFAULT_MAX_AM: usize = 64 * 1024;
+/// How long a blocking get, put or atomic polls for its answer before sleeping.
+const SYNC_SPIN: Duration = Duration::from_millis(1);
 /// Datagrams read per `recvmmsg`.
 const RX_BATCH: usize = 32;
 /// Largest datagram (payload MTU 1024 + headers).
@@ -542,6 +544,7 @@ impl RoceIface {
             st.wrs.remove(&id);
             return Err(e);
         }
+        let spin_until = Instant::now() + SYNC_SPIN;
         loop {
             self.inner
                 .owner_seen
@@ -558,7 +561,13 @@ impl RoceIface {
                     _ => Err(Error::PeerUnreachable { peer }),
                 };
             }
-            self.wait_socket(Duration::from_millis(1));
+            // The answer usually comes within microseconds: poll for a
+            // while before sleeping (a wake-up costs tens of them here).
+            if Instant::now() < spin_until {
+                std::hint::spin_loop();
+            } else {
+                self.wait_socket(Duration::from_millis(1));
+            }
         }
     }
 
@@ -1021,6 +1030,7 @@ impl Rma for RoceIface {
             self.lock().wrs.remove(&id);
             return Err(e);
         }
+        let spin_until = Instant::now() + SYNC_SPIN;
         loop {
             self.inner
                 .owner_seen
@@ -1037,7 +1047,13 @@ impl Rma for RoceIface {
                     _ => Err(Error::PeerUnreachable { peer }),
                 };
             }
-            self.wait_socket(Duration::from_millis(1));
+            // The answer usually comes within microseconds: poll for a
+            // while before sleeping (a wake-up costs tens of them here).
+            if Instant::now() < spin_until {
+                std::hint::spin_loop();
+            } else {
+                self.wait_socket(Duration::from_millis(1));
+            }
         }
     }
 
