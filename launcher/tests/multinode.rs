@@ -583,9 +583,10 @@ fn roce_across_hosts_decodes_and_survives_loss() {
         assert!(!protos.contains("malformed"), "malformed: {l}");
         opcodes.insert(op.to_string());
     }
-    // Active messages are SENDs with immediate data (ONLY, or FIRST/MIDDLE/
-    // LAST), large payloads RDMA WRITEs (FIRST/MIDDLE/LAST), and ACKs.
-    for want in ["0", "1", "3", "5", "6", "7", "8", "17"] {
+    // Active messages are SENDs with immediate data, large payloads and
+    // window puts RDMA WRITEs (FIRST/MIDDLE/LAST), window gets RDMA READ
+    // requests and responses (FIRST/MIDDLE/LAST), and ACKs.
+    for want in ["5", "6", "7", "8", "12", "13", "14", "15", "17"] {
         assert!(opcodes.contains(want), "no opcode {want} among {opcodes:?}");
     }
     let check = Command::new("python3")
