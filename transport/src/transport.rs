@@ -52,6 +52,15 @@ impl Transport {
         }
     }
 
+    /// The soft-RoCE endpoint, if this is one.
+    #[inline]
+    pub fn as_roce(&self) -> Option<&RoceIface> {
+        match self {
+            Transport::Roce(r) => Some(r),
+            _ => None,
+        }
+    }
+
     /// The tcp endpoint, if this is one.
     #[inline]
     pub fn as_tcp(&self) -> Option<&TcpIface> {

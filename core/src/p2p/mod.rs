@@ -373,13 +373,17 @@ impl Engine {
                 .min(n.caps().max_am.saturating_sub(DATA_HDR.max(64)))
                 .max(1)
         });
-        let bridge = match (
-            links.local.as_shm(),
-            links.net.as_ref().and_then(|n| n.as_tcp()),
-        ) {
-            (Some(shm), Some(tcp)) => {
-                let waker = tcp.waker();
-                shm.doorbell_bridge(move || waker.wake()).ok()
+        let bridge = match (links.local.as_shm(), links.net.as_ref()) {
+            (Some(shm), Some(net)) => {
+                if let Some(tcp) = net.as_tcp() {
+                    let waker = tcp.waker();
+                    shm.doorbell_bridge(move || waker.wake()).ok()
+                } else if let Some(roce) = net.as_roce() {
+                    let waker = roce.waker();
+                    shm.doorbell_bridge(move || waker.wake()).ok()
+                } else {
+                    None
+                }
             }
             _ => None,
         };

@@ -418,6 +418,12 @@ fn unpack_key(k: &RemoteKey) -> Result<(u32, u64, u64)> {
 }
 
 impl RoceIface {
+    /// A handle that makes this endpoint's current or next `wait` return,
+    /// usable from any thread (for a rank that must also hear shared memory).
+    pub fn waker(&self) -> RoceWaker {
+        RoceWaker(self.inner.clone())
+    }
+
     /// The UDP address of this endpoint.
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.sock.local_addr()
@@ -750,6 +756,25 @@ impl Inner {
                 unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
             }
         }
+    }
+}
+
+/// Wakes a [`RoceIface`] blocked in `wait` ([`RoceIface::waker`]).
+#[derive(Clone)]
+pub struct RoceWaker(Arc<Inner>);
+
+impl std::fmt::Debug for RoceWaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoceWaker").finish_non_exhaustive()
+    }
+}
+
+impl RoceWaker {
+    /// Makes the endpoint's current or next `wait` return.
+    pub fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: 8 bytes from a live buffer to the endpoint's eventfd.
+        unsafe { libc::write(self.0.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
     }
 }
 
