@@ -550,19 +550,35 @@ impl RoceIface {
             st.wrs.remove(&id);
             return Err(e);
         }
+        self.await_wr(peer, offset, len, rlen as usize, |st| {
+            st.sync_done.remove(&id).map(|s| (s, ()))
+        })
+    }
+
+    /// Waits for the completion of the synchronous work request that `take`
+    /// finds (it removes and returns the status and the result), pumping the
+    /// driver meanwhile; maps a failed status to the caller's error.
+    fn await_wr<T>(
+        &self,
+        peer: usize,
+        offset: usize,
+        len: usize,
+        region_len: usize,
+        mut take: impl FnMut(&mut State) -> Option<(WcStatus, T)>,
+    ) -> Result<T> {
         let spin_until = Instant::now() + SYNC_SPIN;
         loop {
             self.inner
                 .owner_seen
                 .store(self.inner.now_us(), Ordering::Relaxed);
             self.inner.pump();
-            if let Some(s) = self.lock().sync_done.remove(&id) {
-                return match s {
-                    WcStatus::Success => Ok(()),
+            if let Some((status, v)) = take(&mut self.lock()) {
+                return match status {
+                    WcStatus::Success => Ok(v),
                     WcStatus::RemoteAccessError => Err(Error::RemoteAccess {
                         offset,
                         len,
-                        region_len: rlen as usize,
+                        region_len,
                     }),
                     _ => Err(Error::PeerUnreachable { peer }),
                 };
@@ -1055,31 +1071,9 @@ impl Rma for RoceIface {
             self.lock().wrs.remove(&id);
             return Err(e);
         }
-        let spin_until = Instant::now() + SYNC_SPIN;
-        loop {
-            self.inner
-                .owner_seen
-                .store(self.inner.now_us(), Ordering::Relaxed);
-            self.inner.pump();
-            if let Some((status, old)) = self.lock().atomic_done.remove(&id) {
-                return match status {
-                    WcStatus::Success => Ok(old),
-                    WcStatus::RemoteAccessError => Err(Error::RemoteAccess {
-                        offset,
-                        len: 8,
-                        region_len: rlen as usize,
-                    }),
-                    _ => Err(Error::PeerUnreachable { peer }),
-                };
-            }
-            // The answer usually comes within microseconds: poll for a
-            // while before sleeping (a wake-up costs tens of them here).
-            if Instant::now() < spin_until {
-                std::hint::spin_loop();
-            } else {
-                self.wait_socket(Duration::from_millis(1));
-            }
-        }
+        self.await_wr(peer, offset, 8, rlen as usize, |st| {
+            st.atomic_done.remove(&id)
+        })
     }
 
     unsafe fn put_zc(

@@ -419,6 +419,34 @@ impl VerbsIface {
     ///
     /// # Safety
     /// As [`Qp::post_send`].
+    /// Posts the first `len` bytes of send slot `s` with `op`; on failure
+    /// the slot goes back on the free list, on success its completion does
+    /// that.
+    ///
+    /// # Safety
+    /// Slot `s` was taken from the free list and holds the message.
+    unsafe fn post_slot(
+        &self,
+        peer: usize,
+        pq: (&Peer, &Qp),
+        s: u32,
+        len: usize,
+        op: Op,
+    ) -> Result<()> {
+        let mut sges = [sys::ibv_sge {
+            addr: self.slot_buf(s) as u64,
+            length: len as u32,
+            lkey: self.bufs.mr.lkey(),
+        }];
+        // SAFETY: the slot is registered and stays ours until the
+        // completion puts it back on the free list.
+        let r = unsafe { self.post(peer, pq, wr_id(Kind::Slot, peer, s), op, &mut sges, false) };
+        if r.is_err() {
+            self.free_slots.borrow_mut().push(s);
+        }
+        r
+    }
+
     unsafe fn post(
         &self,
         peer: usize,
@@ -1086,27 +1114,8 @@ impl ActiveMessages for VerbsIface {
                         payload.len(),
                     );
                 }
-                let mut sges = [sys::ibv_sge {
-                    addr: buf as u64,
-                    length: len as u32,
-                    lkey: self.bufs.mr.lkey(),
-                }];
-                // SAFETY: the slot is registered and stays ours until the
-                // completion puts it back on the free list.
-                let r = unsafe {
-                    self.post(
-                        peer,
-                        (p, qp),
-                        wr_id(Kind::Slot, peer, s),
-                        op,
-                        &mut sges,
-                        false,
-                    )
-                };
-                if r.is_err() {
-                    self.free_slots.borrow_mut().push(s);
-                }
-                r
+                // SAFETY: slot `s` is ours and holds the message.
+                unsafe { self.post_slot(peer, (p, qp), s, len, op) }
             }
         };
         r?;
@@ -1448,26 +1457,8 @@ impl Rma for VerbsIface {
         // SAFETY: slot `s` is ours and holds `stride >= max_am >= len` bytes;
         // the caller vouches for `src`.
         unsafe { std::ptr::copy_nonoverlapping(src, buf, len) };
-        let mut sges = [sys::ibv_sge {
-            addr: buf as u64,
-            length: len as u32,
-            lkey: self.bufs.mr.lkey(),
-        }];
-        // SAFETY: the slot is registered and ours until the completion.
-        let r = unsafe {
-            self.post(
-                peer,
-                (p, qp),
-                wr_id(Kind::Slot, peer, s),
-                op,
-                &mut sges,
-                false,
-            )
-        };
-        if r.is_err() {
-            self.free_slots.borrow_mut().push(s);
-        }
-        r.map(|()| Sent::Done)
+        // SAFETY: slot `s` is ours and holds the message.
+        unsafe { self.post_slot(peer, (p, qp), s, len, op) }.map(|()| Sent::Done)
     }
 
     unsafe fn get(
