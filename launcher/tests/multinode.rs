@@ -527,14 +527,16 @@ fn roce_across_hosts_decodes_and_survives_loss() {
     let d = TempDir::new("roce");
     let cap = d.path().join("roce.pcapng");
     let mut tshark = Command::new("tshark")
-        .args(["-q", "-i", "dos-br0", "-f", "udp port 4791", "-w"])
+        // A 64 MiB capture buffer: a slow machine must not drop packets.
+        .args(["-q", "-B", "64", "-i", "dos-br0", "-f", "udp port 4791", "-w"])
         .arg(&cap)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // tshark says "Capturing on" once it listens.
-    {
+    // tshark says "Capturing on" once it listens; what it says after that
+    // (packets captured and dropped) goes into the failure messages.
+    let tshark_said = {
         use std::io::Read;
         let mut err = tshark.stderr.take().unwrap();
         let mut seen = Vec::new();
@@ -549,12 +551,21 @@ fn roce_across_hosts_decodes_and_survives_loss() {
             );
             seen.extend_from_slice(&b[..n]);
         }
-        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    }
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = err.read_to_end(&mut rest);
+            String::from_utf8_lossy(&rest).into_owned()
+        })
+    };
     let clean = run("4");
+    // The job's last packets (the get's READ response LAST and its ACK) may
+    // still be in the capture buffer: stop tshark only once its file has
+    // stopped growing.
+    settle_file(&cap, Duration::from_millis(500), Duration::from_secs(15));
     // SAFETY: signalling the capture we started.
     unsafe { libc::kill(tshark.id() as i32, libc::SIGINT) };
     let _ = tshark.wait();
+    let tshark_said = tshark_said.join().unwrap_or_default();
     assert_eq!(clean.code(), 0, "{clean:?}");
     assert!(
         clean.stdout.contains("bigxfer: OK 4 MiB") && clean.stdout.contains("roce"),
@@ -587,7 +598,11 @@ fn roce_across_hosts_decodes_and_survives_loss() {
     // window puts RDMA WRITEs (FIRST/MIDDLE/LAST), window gets RDMA READ
     // requests and responses (FIRST/MIDDLE/LAST), and ACKs.
     for want in ["5", "6", "7", "8", "12", "13", "14", "15", "17"] {
-        assert!(opcodes.contains(want), "no opcode {want} among {opcodes:?}");
+        assert!(
+            opcodes.contains(want),
+            "no opcode {want} among {opcodes:?} in {} packets; tshark: {tshark_said}",
+            lines.len()
+        );
     }
     let check = Command::new("python3")
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/icrc_check.py"))
@@ -612,4 +627,22 @@ fn roce_across_hosts_decodes_and_survives_loss() {
             .contains("bigxfer: OK 256 MiB sent, 256 MiB put and got"),
         "{lossy:?}"
     );
+}
+
+/// Waits until `path` has kept its size for `quiet` (at most `limit`).
+fn settle_file(path: &Path, quiet: Duration, limit: Duration) {
+    let until = Instant::now() + limit;
+    let size = || std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut last = size();
+    let mut since = Instant::now();
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = size();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
 }
