@@ -177,7 +177,10 @@ pub enum Event<'a> {
 /// Delivery of incoming events and blocking while idle.
 pub trait Progress {
     /// Delivers the events that have arrived, in order per sender, to `f`.
-    /// Returns how many were delivered. Never blocks. `f` may send.
+    /// Never blocks. `f` may send. Returns the work done: how many events
+    /// were delivered, plus, for a backend that serves peers' one-sided
+    /// operations in software, how many packets it handled; 0 means that
+    /// nothing happened (a waiter uses it to decide when to sleep).
     fn progress<F: FnMut(Event<'_>)>(&self, f: F) -> usize;
 
     /// Blocks until an event may have arrived, or `timeout` passes.

@@ -173,6 +173,20 @@ struct Inner {
     stop: AtomicBool,
     /// Written by the driver when it stashed something while the owner sleeps.
     wake: OwnedFd,
+    /// ACKs held back while the owner handles the messages they acknowledge
+    /// (see [`RoceIface::progress`]); they go out after the next datagrams
+    /// sent, or before the owner sleeps.
+    acks: Mutex<Vec<Dgram>>,
+}
+
+/// A datagram to send and where to.
+type Dgram = (SocketAddr, Vec<u8>);
+
+/// Whether a datagram is a plain ACK (or NAK): one that may go out after
+/// datagrams built later (it acknowledges the other direction's stream,
+/// and nothing else is ordered behind it).
+fn is_ack(d: &[u8]) -> bool {
+    d.first() == Some(&(super::wire::Opcode::Acknowledge as u8))
 }
 
 type Stash = (Vec<(usize, usize, usize, u8)>, Vec<(usize, u64)>);
@@ -346,6 +360,7 @@ impl PreparedRoce {
             owner_seen: AtomicU64::new(0),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
+            acks: Mutex::new(Vec::new()),
             // SAFETY: a fresh descriptor that we own.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
         });
@@ -481,7 +496,7 @@ impl RoceIface {
             out.push((remote, buf[..len].to_vec()));
         }
         drop(guard);
-        self.inner.transmit(&out);
+        self.inner.transmit(out);
         self.inner
             .owner_seen
             .store(self.inner.now_us(), Ordering::Relaxed);
@@ -571,7 +586,7 @@ impl RoceIface {
             self.inner
                 .owner_seen
                 .store(self.inner.now_us(), Ordering::Relaxed);
-            self.inner.pump();
+            self.inner.pump(false);
             if let Some((status, v)) = take(&mut self.lock()) {
                 return match status {
                     WcStatus::Success => Ok(v),
@@ -636,18 +651,23 @@ impl Inner {
     }
 
     /// Receives, drives every queue pair, transmits; stashes what the owner
-    /// must deliver. Returns true if it stashed anything.
-    fn pump(&self) -> bool {
+    /// must deliver. Returns whether it stashed anything, and how many
+    /// datagrams it handled. With `defer_acks`, the ACKs of a pump that
+    /// stashed messages are held back (the owner is about to deliver them
+    /// and, likely, to answer: the answer goes out first).
+    fn pump(&self, defer_acks: bool) -> (bool, usize) {
         let now = Instant::now();
         let mut ams = Vec::new();
         let mut puts = Vec::new();
         let mut guard = self.lock();
         let st = &mut *guard;
+        let mut handled = 0;
         // 1. Datagrams in.
         {
             let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
             for _ in 0..8 {
                 let k = self.sock.recv_batch(&mut rx).unwrap_or(0);
+                handled += k;
                 for i in 0..k {
                     let d = rx.get(i);
                     let Some(q) = dest_qpn(d.data) else { continue };
@@ -663,7 +683,7 @@ impl Inner {
             }
         }
         // 2. Timers, completions, transmissions.
-        let mut out: Vec<(SocketAddr, Vec<u8>)> = Vec::new();
+        let mut out: Vec<Dgram> = Vec::new();
         for p in 0..st.qps.len() {
             let Some(pq) = st.qps[p].as_mut() else {
                 continue;
@@ -715,13 +735,32 @@ impl Inner {
             s.1.extend(puts);
         }
         drop(guard);
-        self.transmit(&out);
-        news
+        if defer_acks && news && out.iter().any(|(_, d)| is_ack(d)) {
+            let (acks, rest): (Vec<Dgram>, Vec<Dgram>) =
+                out.into_iter().partition(|(_, d)| is_ack(d));
+            self.transmit(rest);
+            self.acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(acks);
+        } else {
+            self.transmit(out);
+        }
+        (news, handled)
     }
 
-    /// Sends datagrams in batches; what the socket does not take in a moment
-    /// counts as lost (the engine retransmits it).
-    fn transmit(&self, dgrams: &[(SocketAddr, Vec<u8>)]) {
+    /// Sends `dgrams`, then any ACKs held back, in batches; what the socket
+    /// does not take in a moment counts as lost (the engine retransmits it).
+    fn transmit(&self, mut dgrams: Vec<Dgram>) {
+        {
+            let mut held = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+            if !held.is_empty() {
+                dgrams.append(&mut held);
+            }
+        }
+        if dgrams.is_empty() {
+            return;
+        }
         let msgs: Vec<(SocketAddr, &[u8])> = dgrams.iter().map(|(to, d)| (*to, &d[..])).collect();
         let mut sent = 0;
         let deadline = Instant::now() + Duration::from_millis(5);
@@ -766,7 +805,7 @@ impl Inner {
             if self.stop.load(Ordering::Acquire) {
                 break;
             }
-            if self.pump() {
+            if self.pump(false).0 {
                 let one = 1u64.to_ne_bytes();
                 // SAFETY: 8 bytes from a live buffer to our eventfd.
                 unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
@@ -914,7 +953,11 @@ impl Progress for RoceIface {
         self.inner
             .owner_seen
             .store(self.inner.now_us(), Ordering::Relaxed);
-        self.inner.pump();
+        // Datagrams handled count as work done even when they deliver no
+        // event (one-sided operations served for a peer, ACKs): a waiter
+        // that sees work keeps spinning instead of going to sleep while a
+        // peer's puts and gets stream in.
+        let (_, handled) = self.inner.pump(true);
         let (ams, puts) =
             std::mem::take(&mut *self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner()));
         let mut count = 0;
@@ -948,7 +991,7 @@ impl Progress for RoceIface {
             count += 1;
         }
         self.busy.set(false);
-        count
+        count + handled
     }
 
     fn wait(&self, timeout: Duration) -> Result<()> {
@@ -959,6 +1002,8 @@ impl Progress for RoceIface {
         if stashed || !self.self_q.borrow().is_empty() {
             return Ok(());
         }
+        // ACKs held back go out before this rank sleeps.
+        self.inner.transmit(Vec::new());
         self.wait_socket(timeout);
         Ok(())
     }
