@@ -39,6 +39,7 @@ set -euo pipefail
 STATE=${DOS_CLUSTER_DIR:-/tmp/dos-cluster}
 BRIDGE=dos-br0
 NET=198.18.0
+MTU=9000
 ROOT_ADDR=$NET.254
 MAX_HOSTS=200
 SLOTS=2
@@ -178,8 +179,11 @@ cmd_up() {
     : >"$STATE/known_hosts"
     : >"$STATE/hostfile"
 
-    # The bridge, with the root namespace on it.
+    # The bridge, with the root namespace on it. Jumbo frames (MTU 9000) on
+    # every link, as RoCE fabrics are set up: the soft-RoCE then uses IBA's
+    # largest MTU, 4096 (1024 on a 1500-byte Ethernet).
     ip link add "$BRIDGE" type bridge
+    ip link set "$BRIDGE" mtu "$MTU"
     if [ -e "/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6" ]; then
         echo 1 >"/proc/sys/net/ipv6/conf/$BRIDGE/disable_ipv6"
     fi
@@ -214,7 +218,7 @@ EOF
         mkdir -p "$dir"
         ip netns add "$ns"
         ip netns exec "$ns" sh -c 'echo 1 >/proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 >/proc/sys/net/ipv6/conf/default/disable_ipv6' 2>/dev/null || true
-        ip link add "dos-v$k" type veth peer name eth0 netns "$ns"
+        ip link add "dos-v$k" mtu "$MTU" type veth peer name eth0 mtu "$MTU" netns "$ns"
         if [ -e "/proc/sys/net/ipv6/conf/dos-v$k/disable_ipv6" ]; then
             echo 1 >"/proc/sys/net/ipv6/conf/dos-v$k/disable_ipv6"
         fi

@@ -76,6 +76,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "transports ranks may use, a comma list of shm, tcp and roce (what dosrun --transports sets); auto: shared memory within a node, tcp between nodes; roce (soft-RoCE over UDP) is used between nodes when tcp is not listed; without shm, ranks of one node use the network transport too",
     },
     Tunable {
+        name: "DOS_ROCE_MTU",
+        default: "4096",
+        help: "largest RoCE MTU of the soft-RoCE (a power of two from 256): each connection uses the largest that its link's MTU carries, up to this (1024 on a 1500-byte Ethernet, 4096 on jumbo frames); 4096 is the IBA's largest, up to 32768 is an extension only dos understands",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -171,6 +176,8 @@ pub struct Config {
     pub node_coll_bytes: usize,
     /// `DOS_KILL_GRACE_MS`.
     pub kill_grace_ms: u64,
+    /// `DOS_ROCE_MTU`.
+    pub roce_mtu: u32,
     /// `DOS_TRANSPORTS`.
     pub transports: Transports,
 }
@@ -244,7 +251,15 @@ impl Config {
                 reason: "must be at least 1024",
             });
         }
+        let roce_mtu: u32 = num("DOS_ROCE_MTU", &raw("DOS_ROCE_MTU"))?;
+        if !(256..=32768).contains(&roce_mtu) || !roce_mtu.is_power_of_two() {
+            return Err(Error::Environment {
+                var: "DOS_ROCE_MTU",
+                reason: "must be a power of two from 256 to 32768",
+            });
+        }
         Ok(Config {
+            roce_mtu,
             rndv,
             rndv_chunk,
             net_chunk,

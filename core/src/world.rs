@@ -125,7 +125,7 @@ pub fn init() -> Result<World> {
                 reason: "no allowed transport reaches the ranks of other nodes (allow tcp or roce)",
             });
         }
-        connect_nodes(&mut pmi, local, allow)?
+        connect_nodes(&mut pmi, local, &cfg)?
     } else {
         let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
         if local_size != size {
@@ -157,11 +157,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// of other nodes; ranks of this node stay on shared memory (`local`), unless
 /// `local_shm` is false: then `local` reaches only this rank, and every other
 /// rank, on this node too, is reached over TCP.
-fn connect_nodes(
-    pmi: &mut Client,
-    local: Transport,
-    allow: crate::config::Transports,
-) -> Result<Links> {
+fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Links> {
+    let allow = cfg.transports;
     let local_shm = allow.shm;
     let (rank, size, node) = (pmi.rank(), pmi.size(), pmi.node_id());
     let secret = pmi.job_secret().ok_or(Error::Environment {
@@ -186,7 +183,9 @@ fn connect_nodes(
     let prepared = match prepare_verbs(rank, size, allow.verbs) {
         Some(p) => p,
         None if allow.tcp => Prepared::Tcp(TcpIface::prepare(rank, size, ip, secret)?),
-        None if allow.roce => Prepared::Roce(RoceIface::prepare(rank, size, ip, secret)?),
+        None if allow.roce => {
+            Prepared::Roce(RoceIface::prepare(rank, size, ip, secret)?.with_max_mtu(cfg.roce_mtu)?)
+        }
         None => {
             return Err(Error::Environment {
                 var: "DOS_TRANSPORTS",

@@ -528,7 +528,16 @@ fn roce_across_hosts_decodes_and_survives_loss() {
     let cap = d.path().join("roce.pcapng");
     let mut tshark = Command::new("tshark")
         // A 64 MiB capture buffer: a slow machine must not drop packets.
-        .args(["-q", "-B", "64", "-i", "dos-br0", "-f", "udp port 4791", "-w"])
+        .args([
+            "-q",
+            "-B",
+            "64",
+            "-i",
+            "dos-br0",
+            "-f",
+            "udp port 4791",
+            "-w",
+        ])
         .arg(&cap)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -4,11 +4,17 @@
 //! ```text
 //! udp_pingpong serve ADDR:PORT           # echoes datagrams for 60 s of silence at most
 //! udp_pingpong ADDR:PORT [ITERS]         # one-way latency (half the round trip), µs
+//! udp_pingpong sink ADDR:PORT            # counts a blast's datagrams, prints MB/s
+//! udp_pingpong blast ADDR:PORT SIZE      # sends SIZE-byte datagrams for 2 s
 //! ```
 //!
 //! Both sides busy-poll a non-blocking socket (like the spinning raw TCP
 //! ping-pong of `dosbench raw-tcp`), sizes 8 B to 1 KiB (one datagram each).
-//! Prints `udp_pingpong SIZE LATENCY_US` lines.
+//! Prints `udp_pingpong SIZE LATENCY_US` lines. The blast sends batches of 32
+//! datagrams (sendmmsg) as fast as the socket takes them; the sink reads
+//! batches of 32 (recvmmsg) and prints `udp_sink SIZE MB/s DATAGRAMS/s` of
+//! what arrived (no flow control: what the sink cannot take is lost, as for
+//! any UDP sender), the raw ceiling of a datagram transport on this path.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -41,6 +47,44 @@ fn main() {
                 } else {
                     std::hint::spin_loop();
                 }
+            }
+        }
+        [mode, a] if mode == "sink" => {
+            let s = UdpSocket::bind(addr(a)).expect("bind");
+            let mut batch = RecvBatch::new(32, 65536);
+            let (mut bytes, mut n, mut size) = (0u64, 0u64, 0usize);
+            let mut first: Option<Instant> = None;
+            let mut last = Instant::now();
+            while last.elapsed() < Duration::from_secs(if first.is_some() { 1 } else { 60 }) {
+                let k = s.recv_batch(&mut batch).expect("recv");
+                if k == 0 {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                last = Instant::now();
+                first.get_or_insert(last);
+                for i in 0..k {
+                    size = batch.get(i).data.len();
+                    bytes += size as u64;
+                    n += 1;
+                }
+            }
+            let secs = first.map_or(1.0, |f| (last - f).as_secs_f64().max(1e-6));
+            println!(
+                "udp_sink {size} {:.1} {:.0}",
+                bytes as f64 / secs / 1e6,
+                n as f64 / secs
+            );
+        }
+        [mode, a, size] if mode == "blast" => {
+            let to = addr(a);
+            let size: usize = size.parse().expect("SIZE");
+            let s = UdpSocket::bind(SocketAddr::new(local_for(to.ip()), 0)).expect("bind");
+            let msg = vec![7u8; size];
+            let batch: Vec<(SocketAddr, &[u8])> = (0..32).map(|_| (to, &msg[..])).collect();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(2) {
+                let _ = s.send_batch(&batch);
             }
         }
         [a, rest @ ..] => {

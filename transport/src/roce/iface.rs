@@ -49,8 +49,13 @@ pub const DEFAULT_MAX_AM: usize = 64 * 1024;
 const SYNC_SPIN: Duration = Duration::from_millis(1);
 /// Datagrams read per `recvmmsg`.
 const RX_BATCH: usize = 32;
-/// Largest datagram (payload MTU 1024 + headers).
-const DGRAM: usize = 2048;
+/// The largest RoCE MTU by default: 4096, the largest the IBA defines.
+/// [`PreparedRoce::with_max_mtu`] allows up to 32768 (an extension only this
+/// implementation accepts) on links whose MTU carries it.
+pub const DEFAULT_MAX_MTU: u32 = 4096;
+/// Bytes of a RoCEv2 datagram around the payload on an IPv4 link: IPv4 and
+/// UDP headers, the largest transport headers, the ICRC.
+const LINK_OVERHEAD: usize = 20 + 8 + super::wire::MAX_HEADERS_LEN + super::icrc::ICRC_LEN;
 /// Size of a packed remote key.
 const RKEY_LEN: usize = 21;
 
@@ -158,6 +163,8 @@ struct State {
     atomic_done: HashMap<u64, (WcStatus, u64)>,
     /// Peers whose queue pair failed, to report once.
     broken: VecDeque<usize>,
+    /// Where the driver builds datagrams.
+    txbuf: Vec<u8>,
 }
 
 /// What the owner and the driver thread share.
@@ -225,6 +232,78 @@ pub struct PreparedRoce {
     n: usize,
     sock: UdpSocket,
     seed: [u8; 16],
+    /// The MTU of the interface the socket is bound to (IP bytes).
+    link_mtu: usize,
+    max_mtu: u32,
+}
+
+/// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
+/// MTU of `link_mtu` bytes, at most `cap`; as real RoCE devices do, a
+/// 1500-byte Ethernet gets 1024 and a 9000-byte (jumbo) one 4096.
+pub fn roce_mtu_for(link_mtu: usize, cap: u32) -> u32 {
+    let mut m = 256u32;
+    while m < cap && (2 * m) as usize + LINK_OVERHEAD <= link_mtu {
+        m *= 2;
+    }
+    m
+}
+
+/// The MTU of the interface that holds `ip` (1500 if it cannot be found).
+fn link_mtu_of(ip: IpAddr) -> usize {
+    let IpAddr::V4(ip) = ip else { return 1500 };
+    if ip.is_unspecified() {
+        return 1500;
+    }
+    let mut found = None;
+    let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below; we read it only while alive.
+    if unsafe { libc::getifaddrs(&mut ifs) } != 0 {
+        return 1500;
+    }
+    let mut cur = ifs;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null()
+            // SAFETY: a non-null address of the list.
+            || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET
+        {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        if u32::from_be(sin.sin_addr.s_addr) != u32::from(ip) {
+            continue;
+        }
+        // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated and
+        // shorter than IFNAMSIZ (the kernel's limit on interface names).
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        // SAFETY: ifa_name is a NUL-terminated C string of the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_bytes();
+        for (d, s) in req
+            .ifr_name
+            .iter_mut()
+            .zip(name.iter().take(libc::IFNAMSIZ - 1))
+        {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: a datagram socket only to ask for the MTU; closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd >= 0 {
+            // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of `req`.
+            if unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) } == 0 {
+                // SAFETY: the kernel filled the MTU member of the union.
+                found = Some(unsafe { req.ifr_ifru.ifru_mtu }.max(0) as usize);
+            }
+            // SAFETY: closing the descriptor opened above.
+            unsafe { libc::close(fd) };
+        }
+        break;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(ifs) };
+    found.unwrap_or(1500)
 }
 
 /// The initial PSN of the direction `from` → `to`, derived from the job's secret.
@@ -261,17 +340,46 @@ impl RoceIface {
         for (i, b) in secret.as_bytes().iter().enumerate() {
             seed[i % 16] ^= *b;
         }
-        Ok(PreparedRoce { me, n, sock, seed })
+        Ok(PreparedRoce {
+            me,
+            n,
+            sock,
+            seed,
+            link_mtu: link_mtu_of(ip),
+            max_mtu: DEFAULT_MAX_MTU,
+        })
     }
 }
 
 impl PreparedRoce {
-    /// The address peers connect to: IPv4 address and UDP port.
+    /// Limits the RoCE MTU to `mtu` bytes (a power of two from 256 to 32768;
+    /// above 4096 only peers of this implementation understand the packets).
+    /// Every endpoint of a job should be given the same limit; a connection
+    /// uses the smaller of its two ends' MTUs either way.
+    pub fn with_max_mtu(mut self, mtu: u32) -> Result<PreparedRoce> {
+        if super::engine::Mtu::new(mtu).is_none() {
+            return Err(Error::Malformed {
+                what: "roce MTU",
+                reason: "not a power of two from 256 to 32768",
+            });
+        }
+        self.max_mtu = mtu;
+        Ok(self)
+    }
+
+    /// The RoCE MTU this endpoint offers: what its link carries, at most the limit.
+    pub fn mtu(&self) -> u32 {
+        roce_mtu_for(self.link_mtu, self.max_mtu)
+    }
+
+    /// The address peers connect to: IPv4 address, UDP port and the RoCE MTU
+    /// this end offers (8 bytes).
     pub fn address(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(6);
+        let mut v = Vec::with_capacity(ADDR_LEN);
         if let SocketAddr::V4(a) = self.sock.local_addr() {
             v.extend_from_slice(&a.ip().octets());
             v.extend_from_slice(&a.port().to_le_bytes());
+            v.extend_from_slice(&(self.mtu().trailing_zeros() as u16).to_le_bytes());
         }
         v
     }
@@ -298,6 +406,8 @@ impl PreparedRoce {
             Access::LOCAL_WRITE,
         );
         let local = self.sock.local_addr();
+        let my_mtu = self.mtu();
+        let mut largest_dgram = 0;
         let mut qps = Vec::with_capacity(n);
         let mut st_wrs = HashMap::new();
         let mut next_wr = 1u64;
@@ -307,8 +417,13 @@ impl PreparedRoce {
                 qps.push(None);
                 continue;
             };
-            let remote = decode_addr(a)?;
+            let (remote, their_mtu) = decode_addr(a)?;
             let mut cfg = QpConfig::new(qpn(p)?, qpn(self.me)?, local, remote);
+            // Both ends compute the same: the smaller of the two offers.
+            cfg.mtu = super::engine::Mtu::new(my_mtu.min(their_mtu)).ok_or(Error::Malformed {
+                what: "roce address",
+                reason: "MTU out of range",
+            })?;
             cfg.send_psn = initial_psn(&self.seed, self.me, p);
             cfg.recv_psn = initial_psn(&self.seed, p, self.me);
             cfg.rq_depth = RECV_DEPTH * 2;
@@ -316,6 +431,7 @@ impl PreparedRoce {
                 what: "roce queue pair configuration",
                 reason: e.0,
             })?;
+            largest_dgram = largest_dgram.max(qp.max_datagram_len());
             let recv_base = k * RECV_DEPTH;
             for s in 0..RECV_DEPTH {
                 let slot = recv_base + s;
@@ -354,8 +470,11 @@ impl PreparedRoce {
                 sync_done: HashMap::new(),
                 atomic_done: HashMap::new(),
                 broken: VecDeque::new(),
+                txbuf: Vec::new(),
             }),
-            rx: Mutex::new(RecvBatch::new(RX_BATCH, DGRAM)),
+            // Room for one byte more than the largest datagram of any queue
+            // pair, so that an oversized one shows as such.
+            rx: Mutex::new(RecvBatch::new(RX_BATCH, largest_dgram.max(256) + 1)),
             stashed: Mutex::new((Vec::new(), Vec::new())),
             owner_seen: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -395,16 +514,31 @@ fn qpn(p: usize) -> Result<Qpn> {
     })
 }
 
-fn decode_addr(b: &[u8]) -> Result<SocketAddr> {
+/// Bytes of an endpoint's address: IPv4 address, port, log2 of its MTU.
+const ADDR_LEN: usize = 8;
+
+/// An endpoint's address: where its socket is and the RoCE MTU it offers.
+fn decode_addr(b: &[u8]) -> Result<(SocketAddr, u32)> {
+    let bad = |reason| Error::Malformed {
+        what: "roce address",
+        reason,
+    };
     match b {
-        [a, b2, c, d, p0, p1] => Ok(SocketAddr::new(
-            IpAddr::from([*a, *b2, *c, *d]),
-            u16::from_le_bytes([*p0, *p1]),
-        )),
-        _ => Err(Error::Malformed {
-            what: "roce address",
-            reason: "not 6 bytes",
-        }),
+        [a, b2, c, d, p0, p1, m0, m1] => {
+            let log = u16::from_le_bytes([*m0, *m1]);
+            let mtu = (8..=15)
+                .contains(&log)
+                .then(|| 1u32 << log)
+                .ok_or(bad("MTU out of range"))?;
+            Ok((
+                SocketAddr::new(
+                    IpAddr::from([*a, *b2, *c, *d]),
+                    u16::from_le_bytes([*p0, *p1]),
+                ),
+                mtu,
+            ))
+        }
+        _ => Err(bad("not 8 bytes")),
     }
 }
 
@@ -491,7 +625,7 @@ impl RoceIface {
         let now = Instant::now();
         let remote = pq.qp.config().remote;
         let mut out = Vec::new();
-        let mut buf = [0u8; DGRAM];
+        let mut buf = vec![0u8; pq.qp.max_datagram_len()];
         while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
             out.push((remote, buf[..len].to_vec()));
         }
@@ -722,8 +856,9 @@ impl Inner {
                 }
             }
             let remote = pq.qp.config().remote;
-            let mut buf = [0u8; DGRAM];
-            while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
+            let buf = &mut st.txbuf;
+            buf.resize(pq.qp.max_datagram_len(), 0);
+            while let Some(len) = pq.qp.poll_transmit(now, buf, &st.mem) {
                 out.push((remote, buf[..len].to_vec()));
             }
         }
@@ -1166,9 +1301,20 @@ mod tests {
     use super::*;
 
     fn make(n: usize) -> Vec<RoceIface> {
+        make_with(&vec![DEFAULT_MAX_MTU; n])
+    }
+
+    /// Endpoints on loopback, endpoint `i` limited to MTU `mtus[i]`.
+    fn make_with(mtus: &[u32]) -> Vec<RoceIface> {
+        let n = mtus.len();
         let secret = crate::auth::Secret::generate().unwrap();
         let preps: Vec<PreparedRoce> = (0..n)
-            .map(|i| RoceIface::prepare(i, n, "127.0.0.1".parse().unwrap(), &secret).unwrap())
+            .map(|i| {
+                RoceIface::prepare(i, n, "127.0.0.1".parse().unwrap(), &secret)
+                    .unwrap()
+                    .with_max_mtu(mtus[i])
+                    .unwrap()
+            })
             .collect();
         let addrs: Vec<Vec<u8>> = preps.iter().map(|p| p.address()).collect();
         preps
@@ -1195,6 +1341,69 @@ mod tests {
         assert_eq!(unpack_key(&k).unwrap(), (5, 0x1000, 64));
         assert!(unpack_key(&RemoteKey::from_bytes(&[1, 2, 3]).unwrap()).is_err());
         assert!(decode_addr(&[1, 2, 3]).is_err());
+        // The MTU travels as its log2, 8 (256) to 15 (32768).
+        let ok = [198, 18, 0, 1, 0xb7, 0x12, 12, 0];
+        assert_eq!(
+            decode_addr(&ok).unwrap(),
+            ("198.18.0.1:4791".parse().unwrap(), 4096)
+        );
+        for bad_log in [0u8, 7, 16, 255] {
+            let mut a = ok;
+            a[6] = bad_log;
+            assert!(decode_addr(&a).is_err(), "log2 MTU {bad_log}");
+        }
+        assert!(decode_addr(&ok[..6]).is_err());
+    }
+
+    #[test]
+    fn the_mtu_follows_the_link_like_a_roce_device() {
+        assert_eq!(roce_mtu_for(1500, 4096), 1024);
+        assert_eq!(roce_mtu_for(9000, 4096), 4096);
+        assert_eq!(roce_mtu_for(9000, 32768), 8192);
+        assert_eq!(roce_mtu_for(65536, 32768), 32768);
+        assert_eq!(roce_mtu_for(2048, 4096), 1024);
+        assert_eq!(roce_mtu_for(9000, 1024), 1024);
+        // Nothing below IBA's smallest.
+        assert_eq!(roce_mtu_for(300, 4096), 256);
+        // Loopback's 64 KiB carries IBA's largest.
+        assert_eq!(link_mtu_of("127.0.0.1".parse().unwrap()), 65536);
+        let secret = crate::auth::Secret::generate().unwrap();
+        let p = RoceIface::prepare(0, 1, "127.0.0.1".parse().unwrap(), &secret).unwrap();
+        assert_eq!(p.mtu(), 4096);
+        assert!(p.with_max_mtu(1000).is_err());
+    }
+
+    #[test]
+    fn ends_with_different_mtus_use_the_smaller() {
+        // 256 against 4096: a 10 000-byte message is 40 packets each way.
+        let mut eps = make_with(&[4096, 256]);
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        let msg: Vec<u8> = (0..10_000u32).map(|i| (i * 13) as u8).collect();
+        a.am_send(1, 3, b"", &msg).unwrap();
+        b.am_send(0, 4, b"", &msg).unwrap();
+        let (mut at_a, mut at_b) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while at_a.is_none() || at_b.is_none() {
+            a.progress(|ev| {
+                if let Event::Am { id: 4, data, .. } = ev {
+                    at_a = Some(data.to_vec());
+                }
+            });
+            b.progress(|ev| {
+                if let Event::Am { id: 3, data, .. } = ev {
+                    at_b = Some(data.to_vec());
+                }
+            });
+            assert!(Instant::now() < deadline, "messages lost");
+        }
+        assert_eq!(at_a.unwrap(), msg);
+        assert_eq!(at_b.unwrap(), msg);
+        for e in [&a, &b] {
+            let st = e.lock();
+            let qp = st.qps.iter().flatten().next().unwrap();
+            assert_eq!(qp.qp.config().mtu.get(), 256);
+        }
     }
 
     #[test]
