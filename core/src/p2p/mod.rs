@@ -346,13 +346,21 @@ impl Engine {
             .unwrap_or(if oversubscribed { 500 } else { 50 });
         let spin = Duration::from_micros(spin_us as u64);
         let yield_for = Duration::from_micros(yield_us as u64);
-        // Limits that hold on every route.
+        // Limits that hold on every route; eager messages go by the peer's
+        // route, so each route's eager limit is bounded by its own transport
+        // (a 64 KiB message to another node is eager even though it would
+        // not fit this node's rings).
+        let local_max_am = links.local.caps().max_am;
         let max_am = links
             .net
             .as_ref()
             .map_or(usize::MAX, |n| n.caps().max_am)
-            .min(links.local.caps().max_am);
-        let max_eager = max_am.saturating_sub(ENVELOPE_LEN);
+            .min(local_max_am);
+        let max_eager = local_max_am.saturating_sub(ENVELOPE_LEN);
+        let max_net_eager = links
+            .net
+            .as_ref()
+            .map_or(max_eager, |n| n.caps().max_am.saturating_sub(ENVELOPE_LEN));
         let npeers = links.routes.len();
         let mut st = State {
             next_ctx: 1,
@@ -394,7 +402,7 @@ impl Engine {
             chunk,
             net_chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
-            net_eager_limit: cfg.net_eager_limit.min(max_eager),
+            net_eager_limit: cfg.net_eager_limit.min(max_net_eager),
             links,
             st: RefCell::new(st),
             cfg,

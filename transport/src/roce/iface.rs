@@ -930,6 +930,8 @@ impl Inner {
                 std::thread::sleep(Duration::from_micros(1000 - idle));
                 continue;
             }
+            // ACKs the owner held back before it went away.
+            self.transmit(Vec::new());
             let timeout = match self.next_timer() {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
@@ -1371,6 +1373,36 @@ mod tests {
         let p = RoceIface::prepare(0, 1, "127.0.0.1".parse().unwrap(), &secret).unwrap();
         assert_eq!(p.mtu(), 4096);
         assert!(p.with_max_mtu(1000).is_err());
+    }
+
+    #[test]
+    fn held_back_acks_go_out_when_the_owner_goes_away() {
+        let mut eps = make(2);
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        a.am_send(1, 5, b"hello", b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = false;
+        while !got {
+            b.progress(|ev| got |= matches!(ev, Event::Am { id: 5, .. }));
+            assert!(Instant::now() < deadline, "no message");
+        }
+        // b delivered the message and holds its ACK back for an answer that
+        // never comes; b's owner now stays away. Its driver thread sends the
+        // ACK after a millisecond, long before a's retransmission timer (20 ms).
+        let acked = || {
+            let st = a.lock();
+            let qp = &st.qps[1].as_ref().unwrap().qp;
+            qp.stats().tx_retransmits == 0 && st.send_free.len() == SEND_SLOTS
+        };
+        let until = Instant::now() + Duration::from_millis(18);
+        while !acked() && Instant::now() < until {
+            a.progress(|_| {});
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        assert!(acked(), "the ACK was held until a retransmission");
+        let st = a.lock();
+        assert_eq!(st.qps[1].as_ref().unwrap().qp.stats().tx_retransmits, 0);
     }
 
     #[test]
