@@ -5,7 +5,7 @@ use std::rc::Rc;
 use bytemuck::Pod;
 
 use crate::p2p::wire::Envelope;
-use crate::p2p::{Engine, Source, Status, Tag, TagSel};
+use crate::p2p::{Shared, Source, Status, Tag, TagSel};
 use crate::request::{Request, Scope};
 use crate::{Error, Result};
 
@@ -16,7 +16,7 @@ use crate::{Error, Result};
 /// thread that called [`crate::init`].
 #[derive(Clone)]
 pub struct Comm {
-    pub(crate) eng: Rc<Engine>,
+    pub(crate) eng: Shared,
     /// Context id: point-to-point traffic uses `2 * ctx`, collectives `2 * ctx + 1`.
     ctx: u32,
     rank: usize,
@@ -50,8 +50,8 @@ pub(crate) enum Class {
 const TAG_SPLIT: Tag = -0x5000;
 
 impl Comm {
-    pub(crate) fn new(eng: Rc<Engine>, ctx: u32, rank: usize, peers: Rc<[u32]>) -> Comm {
-        let node = crate::coll::node::local_indices(&eng, ctx, &peers);
+    pub(crate) fn new(eng: Shared, ctx: u32, rank: usize, peers: Rc<[u32]>) -> Comm {
+        let node = crate::coll::node::local_indices(&eng.enter(), ctx, &peers);
         Comm {
             eng,
             ctx,
@@ -116,9 +116,9 @@ impl Comm {
         };
         // SAFETY: `buf` is borrowed for this whole call, and we wait for the
         // request before returning.
-        match unsafe { self.eng.isend(peer, env, buf.as_ptr(), buf.len())? } {
+        match unsafe { self.eng.enter().isend(peer, env, buf.as_ptr(), buf.len())? } {
             None => Ok(()),
-            Some(id) => self.eng.wait(id).map(|_| ()),
+            Some(id) => self.eng.enter().wait(id).map(|_| ()),
         }
     }
 
@@ -136,9 +136,10 @@ impl Comm {
         // for the request before returning.
         let id = unsafe {
             self.eng
+                .enter()
                 .irecv(self.ctx_of(class), src, tag, buf.as_mut_ptr(), buf.len())?
         };
-        self.eng.wait(id)
+        self.eng.enter().wait(id)
     }
 
     /// Nonblocking send of bytes in traffic class `class`.
@@ -158,7 +159,7 @@ impl Comm {
         };
         // SAFETY: `buf` is borrowed for `'s`, and the scope completes the request
         // before `'s` ends.
-        match unsafe { self.eng.isend(peer, env, buf.as_ptr(), buf.len())? } {
+        match unsafe { self.eng.enter().isend(peer, env, buf.as_ptr(), buf.len())? } {
             None => Ok(s.completed()),
             Some(id) => Ok(s.register(&self.eng, id)),
         }
@@ -178,6 +179,7 @@ impl Comm {
         // the request before `'s` ends.
         let id = unsafe {
             self.eng
+                .enter()
                 .irecv(self.ctx_of(class), src, tag, buf.as_mut_ptr(), buf.len())?
         };
         Ok(s.register(&self.eng, id))
@@ -200,20 +202,24 @@ impl Comm {
         // SAFETY: both buffers are borrowed for this whole call and both requests
         // are waited for before returning (also on the error path).
         unsafe {
-            let rid =
-                self.eng
-                    .irecv(self.ctx_of(class), src, rtag, rbuf.as_mut_ptr(), rbuf.len())?;
+            let rid = self.eng.enter().irecv(
+                self.ctx_of(class),
+                src,
+                rtag,
+                rbuf.as_mut_ptr(),
+                rbuf.len(),
+            )?;
             let env = Envelope {
                 ctx: self.ctx_of(class),
                 src: self.rank as u32,
                 tag: stag,
             };
-            let sent = match self.eng.isend(peer, env, sbuf.as_ptr(), sbuf.len()) {
+            let sent = match self.eng.enter().isend(peer, env, sbuf.as_ptr(), sbuf.len()) {
                 Ok(None) => Ok(()),
-                Ok(Some(sid)) => self.eng.wait(sid).map(|_| ()),
+                Ok(Some(sid)) => self.eng.enter().wait(sid).map(|_| ()),
                 Err(e) => Err(e),
             };
-            let got = self.eng.wait(rid);
+            let got = self.eng.enter().wait(rid);
             sent?;
             got
         }
@@ -330,7 +336,7 @@ impl Comm {
         check_tag_sel(tag)?;
         let ctx = self.ctx_of(Class::P2p);
         let mut found = None;
-        self.eng.wait_until(|e| {
+        self.eng.enter().wait_until(|e| {
             found = e.iprobe(ctx, src, tag);
             found.is_some()
         })?;
@@ -342,7 +348,7 @@ impl Comm {
         let (src, tag) = (src.into(), tag.into());
         self.check_src(src)?;
         check_tag_sel(tag)?;
-        Ok(self.eng.iprobe(self.ctx_of(Class::P2p), src, tag))
+        Ok(self.eng.enter().iprobe(self.ctx_of(Class::P2p), src, tag))
     }
 
     // ----- communicator management -----
@@ -369,7 +375,7 @@ impl Comm {
         let mine = [
             color.map_or(u32::MAX as u64, u64::from),
             key as u32 as u64,
-            self.eng.next_ctx() as u64,
+            self.eng.enter().next_ctx() as u64,
         ];
         let mut all = vec![[0u64; 3]; n];
         crate::scope(|s| -> Result<()> {
@@ -395,7 +401,7 @@ impl Comm {
             Request::wait_all(reqs).map(|_| ())
         })?;
         let new_ctx = all.iter().map(|e| e[2] as u32).max().expect("n >= 1");
-        self.eng.bump_ctx(new_ctx + 1);
+        self.eng.enter().bump_ctx(new_ctx + 1);
         let Some(color) = color else {
             return Ok(None);
         };

@@ -113,6 +113,37 @@ pub enum Error {
     /// The operation does not exist in this build or on this transport.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// A remote procedure call reached its target but did not give a result.
+    #[error("RPC {handler:?} on rank {rank}: {failure}")]
+    Rpc {
+        /// The target (world rank).
+        rank: usize,
+        /// The handler's name (as the caller gave it).
+        handler: String,
+        /// What happened there.
+        failure: RpcFailure,
+    },
+}
+
+/// Why a remote procedure call gave no result; see [`Error::Rpc`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcFailure {
+    /// The target has no handler of that name.
+    #[error("no such handler")]
+    UnknownHandler,
+    /// The arguments did not decode as the handler's argument type.
+    #[error("arguments do not decode: {0}")]
+    BadArguments(String),
+    /// The handler returned an error (its message).
+    #[error("the handler failed: {0}")]
+    Failed(String),
+    /// The handler panicked (its message); the target keeps serving.
+    #[error("the handler panicked: {0}")]
+    Panicked(String),
+    /// The result did not decode as the caller's result type.
+    #[error("the result does not decode: {0}")]
+    BadResult(String),
 }
 
 /// Result alias of the `dos` crate.

@@ -20,9 +20,8 @@
 
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::rc::Rc;
 
-use crate::p2p::{Engine, ReqId, Status};
+use crate::p2p::{ReqId, Shared, Status};
 use crate::Result;
 
 /// The region inside which nonblocking operations may borrow buffers; see [`scope`].
@@ -30,7 +29,7 @@ use crate::Result;
 /// `'s` is the scope's own lifetime, `'env` that of everything borrowed into it
 /// (as in `std::thread::scope`).
 pub struct Scope<'s, 'env: 's> {
-    started: RefCell<Vec<(Rc<Engine>, ReqId, u32)>>,
+    started: RefCell<Vec<(Shared, ReqId, u32)>>,
     _scope: PhantomData<&'s mut &'s ()>,
     _env: PhantomData<&'env mut &'env ()>,
 }
@@ -66,8 +65,8 @@ pub fn scope<'env, R>(f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> R) -> R {
 }
 
 impl<'s> Scope<'s, '_> {
-    pub(crate) fn register(&'s self, eng: &Rc<Engine>, id: ReqId) -> Request<'s> {
-        let gen = eng.generation(id);
+    pub(crate) fn register(&'s self, eng: &Shared, id: ReqId) -> Request<'s> {
+        let gen = eng.enter().generation(id);
         self.started.borrow_mut().push((eng.clone(), id, gen));
         Request {
             inner: Some((eng.clone(), id)),
@@ -86,6 +85,7 @@ impl<'s> Scope<'s, '_> {
     fn finish(&self) {
         for (eng, id, gen) in self.started.borrow_mut().drain(..) {
             // A request still in this slot generation was leaked: complete and free it.
+            let eng = eng.enter();
             if eng.generation(id) == gen {
                 let _ = eng.wait(id);
             }
@@ -96,7 +96,7 @@ impl<'s> Scope<'s, '_> {
 /// A nonblocking operation in flight, borrowing its buffer for the scope `'s`.
 #[must_use = "a request completes only when waited on (dropping it waits)"]
 pub struct Request<'s> {
-    inner: Option<(Rc<Engine>, ReqId)>,
+    inner: Option<(Shared, ReqId)>,
     _scope: PhantomData<&'s ()>,
 }
 
@@ -113,7 +113,7 @@ impl Request<'_> {
     pub fn wait(mut self) -> Result<Status> {
         match self.inner.take() {
             None => Ok(Status::default()),
-            Some((eng, id)) => eng.wait(id),
+            Some((eng, id)) => eng.enter().wait(id),
         }
     }
 
@@ -123,6 +123,7 @@ impl Request<'_> {
         match &self.inner {
             None => true,
             Some((eng, id)) => {
+                let eng = eng.enter();
                 if eng.is_done(*id) {
                     return true;
                 }
@@ -170,7 +171,9 @@ impl Request<'_> {
                     .iter()
                     .filter_map(|r| r.inner.as_ref().map(|x| x.1))
                     .collect();
-                let _ = eng.wait_until(|e| ids.iter().any(|&i| e.is_done(i)));
+                let _ = eng
+                    .enter()
+                    .wait_until(|e| ids.iter().any(|&i| e.is_done(i)));
             }
         }
     }
@@ -179,7 +182,7 @@ impl Request<'_> {
 impl Drop for Request<'_> {
     fn drop(&mut self) {
         if let Some((eng, id)) = self.inner.take() {
-            let _ = eng.wait(id);
+            let _ = eng.enter().wait(id);
         }
     }
 }

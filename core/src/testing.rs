@@ -26,7 +26,7 @@ use dos_transport::tcp::TcpIface;
 use dos_transport::Transport;
 
 use crate::config::Config;
-use crate::p2p::{Engine, Links, Route};
+use crate::p2p::{Engine, Links, Route, Shared};
 use crate::World;
 
 /// Runs `f` on `n` ranks, each a thread with its own world; returns their results by rank.
@@ -47,7 +47,7 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
                 s.spawn(move || {
                     let iface = ShmIface::new(seg, i).expect("attach");
                     let links = Links::single_node(Transport::Shm(iface));
-                    let eng = Rc::new(Engine::new(links, cfg, n));
+                    let eng = Shared::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
                     f(World::from_parts(eng, i, peers, None, i, n))
                 })
@@ -189,7 +189,7 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
                             .collect(),
                         net_world: (0..size as u32).collect(),
                     };
-                    let eng = Rc::new(Engine::new(links, cfg, per_node[node]));
+                    let eng = Shared::new(Engine::new(links, cfg, per_node[node]));
                     let peers: Rc<[u32]> = (0..size as u32).collect();
                     f(World::from_parts(
                         eng,

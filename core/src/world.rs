@@ -44,7 +44,7 @@ use dos_transport::Transport;
 
 use crate::comm::Comm;
 use crate::config::Config;
-use crate::p2p::{Engine, Links, Route};
+use crate::p2p::{Engine, Links, Route, Shared};
 use crate::pmi::Client;
 use crate::{Error, Result};
 
@@ -59,6 +59,8 @@ pub struct World {
     local_rank: usize,
     local_size: usize,
     finalized: bool,
+    /// The tunables in force (a copy of the engine's).
+    cfg: Config,
 }
 
 impl std::fmt::Debug for World {
@@ -92,7 +94,7 @@ pub fn init() -> Result<World> {
     let cfg = Config::from_env()?;
     let Some(mut pmi) = Client::from_env()? else {
         let links = Links::single_node(Transport::Loopback(Loopback::new()));
-        let eng = Rc::new(Engine::new(links, cfg, 1));
+        let eng = Shared::new(Engine::new(links, cfg, 1));
         return Ok(World::from_parts(eng, 0, vec![0].into(), None, 0, 1));
     };
     let (rank, size) = (pmi.rank(), pmi.size());
@@ -137,7 +139,7 @@ pub fn init() -> Result<World> {
         pmi.fence()?;
         Links::single_node(shm)
     };
-    let eng = Rc::new(Engine::new(links, cfg, local_size));
+    let eng = Shared::new(Engine::new(links, cfg, local_size));
     let peers: Rc<[u32]> = (0..size as u32).collect();
     Ok(World::from_parts(
         eng,
@@ -267,14 +269,16 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
 
 impl World {
     pub(crate) fn from_parts(
-        eng: Rc<Engine>,
+        eng: Shared,
         rank: usize,
         peers: Rc<[u32]>,
         pmi: Option<RefCell<Client>>,
         local_rank: usize,
         local_size: usize,
     ) -> World {
+        let cfg = *eng.enter().config();
         World {
+            cfg,
             comm: Comm::new(eng, 0, rank, peers),
             pmi,
             local_rank,
@@ -300,12 +304,12 @@ impl World {
 
     /// The transports in use (`"shm"`, `"loopback"`, `"shm+tcp"`).
     pub fn transport_name(&self) -> String {
-        self.comm.eng.transport_names()
+        self.comm.eng.enter().transport_names()
     }
 
     /// The tunables in force.
     pub fn config(&self) -> &Config {
-        self.comm.eng.config()
+        &self.cfg
     }
 
     /// Ends the whole job with exit status `code`, printing `msg` (`MPI_Abort`).
@@ -335,7 +339,7 @@ impl World {
             return Ok(());
         }
         self.finalized = true;
-        self.comm.eng.finalize()?;
+        self.comm.eng.enter().finalize()?;
         match &self.pmi {
             Some(p) => p.borrow_mut().finalize(),
             None => Ok(()),

@@ -405,7 +405,7 @@ impl Comm {
     /// Byte size from which local reductions run in parallel.
     #[inline]
     pub(crate) fn par_bytes(&self) -> usize {
-        self.eng.config().reduce_par_bytes
+        self.eng.enter().config().reduce_par_bytes
     }
 
     /// Blocking send on the collective class.

@@ -44,7 +44,7 @@ use dos_transport::shm::ShmIface;
 use super::bytes;
 use super::reduce::Mine;
 use crate::op::Op;
-use crate::p2p::Engine;
+use crate::p2p::{Engine, Entered};
 use crate::{Comm, Result};
 
 /// Largest communicator that uses the flat slot algorithms (each rank reads
@@ -70,18 +70,22 @@ pub(crate) fn local_indices(eng: &Engine, ctx: u32, peers: &[u32]) -> Option<Rc<
 
 /// One generation of a node-level collective.
 struct Round<'a> {
-    eng: &'a Engine,
-    shm: &'a ShmIface,
+    eng: Entered<'a>,
     ctx: usize,
     gen: u64,
     idx: &'a [u32],
     me: usize,
 }
 
-impl<'a> Round<'a> {
+impl Round<'_> {
     #[inline]
-    fn slot(&self, gen: u64, rank: usize) -> &'a CollSlot {
-        self.shm
+    fn shm(&self) -> &ShmIface {
+        self.eng.shm().expect("a node round has shared memory")
+    }
+
+    #[inline]
+    fn slot(&self, gen: u64, rank: usize) -> &CollSlot {
+        self.shm()
             .coll_slot(self.ctx, (gen & 1) as usize, self.idx[rank] as usize)
             .expect("indices checked when the communicator was made")
     }
@@ -113,12 +117,12 @@ impl<'a> Round<'a> {
         // SAFETY: we own our slot, and every rank published `gen - 1`, so
         // nobody still reads the generation `gen - 2` it held at this parity.
         unsafe { self.slot(self.gen, self.me).publish(self.gen, data) };
-        self.shm.wake(self.idx.iter().map(|&i| i as usize));
+        self.shm().wake(self.idx.iter().map(|&i| i as usize));
         Ok(())
     }
 
     /// Waits for `rank`'s part of this generation and returns it.
-    fn wait_for(&self, rank: usize) -> Result<&'a [u8]> {
+    fn wait_for(&self, rank: usize) -> Result<&[u8]> {
         self.eng.wait_until(|_| self.has(rank, self.gen))?;
         // SAFETY: we saw `gen`; `rank` will not overwrite it before we publish
         // `gen + 1`, and the returned slice is dropped before we do.
@@ -130,7 +134,7 @@ impl<'a> Round<'a> {
 ///
 /// Slots start on 64 bytes and payloads 16 bytes in; callers check the
 /// alignment of `T` before choosing the node path.
-fn part<'a, T: Pod>(round: &Round<'a>, rank: usize, len: usize) -> Result<&'a [T]> {
+fn part<'r, T: Pod>(round: &'r Round<'_>, rank: usize, len: usize) -> Result<&'r [T]> {
     let b = round.wait_for(rank)?;
     // A peer that disagrees about the count (a usage error on its side)
     // shows as a short part.
@@ -149,16 +153,16 @@ impl Comm {
     /// communicator takes the node path for it.
     fn node_round<T>(&self, bytes: usize) -> Option<Round<'_>> {
         let idx = self.node.as_deref()?;
-        if bytes > self.eng.config().node_coll_bytes || align_of::<T>() > 16 {
+        let eng = self.eng.enter();
+        if bytes > eng.config().node_coll_bytes || align_of::<T>() > 16 {
             return None;
         }
-        let shm = self.eng.shm()?;
+        eng.shm()?;
         let ctx = self.ctx() as usize;
         Some(Round {
-            eng: &self.eng,
-            shm,
+            gen: eng.next_node_gen(ctx),
+            eng,
             ctx,
-            gen: self.eng.next_node_gen(ctx),
             idx,
             me: self.rank(),
         })

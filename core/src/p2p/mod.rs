@@ -18,8 +18,9 @@
 
 pub(crate) mod wire;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use dos_transport::{
@@ -272,14 +273,70 @@ impl Links {
     }
 }
 
+/// The engine as the main thread's objects (communicators, requests,
+/// windows) hold it: reachable only through [`Shared::enter`], so that every
+/// access happens inside the gate (see [`crate::gate`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Shared(Rc<Engine>);
+
+impl Shared {
+    pub(crate) fn new(e: Engine) -> Shared {
+        Shared(Rc::new(e))
+    }
+
+    /// Enters the engine for the lifetime of the guard (the main thread).
+    #[inline]
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        let e = &*self.0;
+        let d = e.depth.get();
+        if d == 0 && e.gated.get() {
+            e.gate.main_enter();
+        }
+        e.depth.set(d + 1);
+        Entered(e)
+    }
+}
+
+/// The engine while the main thread is inside it; see [`Shared::enter`].
+pub(crate) struct Entered<'a>(&'a Engine);
+
+impl std::ops::Deref for Entered<'_> {
+    type Target = Engine;
+    #[inline]
+    fn deref(&self) -> &Engine {
+        self.0
+    }
+}
+
+impl Drop for Entered<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let e = self.0;
+        let d = e.depth.get() - 1;
+        e.depth.set(d);
+        if d == 0 && e.gated.get() {
+            e.gate.main_leave();
+        }
+    }
+}
+
 /// The per-process point-to-point engine.
 #[derive(Debug)]
 pub(crate) struct Engine {
+    /// Who drives the engine (see [`crate::gate`]); shared with the RPC
+    /// service thread.
+    pub(crate) gate: std::sync::Arc<crate::gate::Gate>,
+    /// How deep the main thread is inside the engine (main thread only).
+    depth: Cell<u32>,
+    /// Whether entering takes the gate (once the service thread runs).
+    gated: Cell<bool>,
     /// With both shm and tcp: turns the shm doorbell into a tcp wake-up, so
     /// that this rank sleeps in one place (tcp's epoll) and hears both.
     bridge: Option<dos_transport::shm::DoorbellBridge>,
     /// One-sided state: windows exposed by this rank, operations in flight.
     pub(crate) rma: RefCell<crate::rma::target::Table>,
+    /// RPC state: handlers, requests to serve, calls in flight.
+    pub(crate) rpc: RefCell<crate::rpc::Table>,
     links: Links,
     st: RefCell<State>,
     cfg: Config,
@@ -396,8 +453,12 @@ impl Engine {
             _ => None,
         };
         Engine {
+            gate: Default::default(),
+            depth: Cell::new(0),
+            gated: Cell::new(false),
             bridge,
             rma: RefCell::default(),
+            rpc: RefCell::default(),
             rndv,
             chunk,
             net_chunk,
@@ -408,6 +469,56 @@ impl Engine {
             cfg,
             spin,
             yield_for,
+        }
+    }
+
+    /// Makes entering the engine take the gate from now on (the RPC service
+    /// thread is about to start). Called by the main thread inside the engine.
+    pub(crate) fn start_gating(&self) {
+        if !self.gated.get() {
+            debug_assert!(self.depth.get() > 0, "start_gating outside the engine");
+            self.gate.main_enter();
+            self.gated.set(true);
+        }
+    }
+
+    /// Number of ranks in the world.
+    pub(crate) fn npeers(&self) -> usize {
+        self.links.routes.len()
+    }
+
+    /// Sleeps until a transport may have something, or `ready()` holds (the
+    /// RPC service thread's idle wait; see [`Engine::waker`]).
+    pub(crate) fn sleep(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {
+        self.block(ready)
+    }
+
+    /// What ends a [`Engine::sleep`] from another thread: the network
+    /// transport's wake-up when there is one (shared memory rings reach it
+    /// through the doorbell bridge), else this rank's shm doorbell. A rank
+    /// alone sleeps at most a millisecond at a time anyway.
+    pub(crate) fn waker(&self) -> crate::gate::Waker {
+        if let Some(net) = &self.links.net {
+            if let Some(t) = net.as_tcp() {
+                let w = t.waker();
+                return Box::new(move || w.wake());
+            }
+            if let Some(r) = net.as_roce() {
+                let w = r.waker();
+                return Box::new(move || w.wake());
+            }
+            #[cfg(feature = "verbs")]
+            if let Some(v) = net.as_verbs() {
+                let w = v.waker();
+                return Box::new(move || w.wake());
+            }
+        }
+        match self.links.local.as_shm() {
+            Some(shm) => {
+                let w = shm.waker();
+                Box::new(move || w.wake())
+            }
+            None => Box::new(|| {}),
         }
     }
 
@@ -1137,6 +1248,9 @@ impl Engine {
             crate::rma::wire::FIRST_ID..=crate::rma::wire::LAST_ID => {
                 crate::rma::target::on_am(self, src, id, data)
             }
+            crate::rpc::wire::FIRST_ID..=crate::rpc::wire::LAST_ID => {
+                crate::rpc::on_am(self, src, id, data)
+            }
             AM_BYE => {
                 self.st.borrow_mut().departed.push(src);
                 Ok(())
@@ -1243,10 +1357,16 @@ impl Engine {
     /// Records a broken peer; every wait from now on fails naming it.
     #[cold]
     fn on_disconnect(&self, peer: usize) {
-        let mut st = self.st.borrow_mut();
-        if st.failed.is_none() && !st.departed.contains(&peer) {
-            st.failed = Some(peer);
+        {
+            let mut st = self.st.borrow_mut();
+            if st.departed.contains(&peer) {
+                return;
+            }
+            if st.failed.is_none() {
+                st.failed = Some(peer);
+            }
         }
+        crate::rpc::peer_failed(self, peer);
     }
 
     fn on_cts(&self, peer: usize, data: &[u8]) -> Result<()> {
@@ -1402,6 +1522,10 @@ impl Engine {
         if streams {
             self.pump_streams();
         }
+        // RPC handlers run here, outside the transports' callbacks.
+        if self.rpc.borrow().has_requests() {
+            n += crate::rpc::serve(self);
+        }
         n
     }
 
@@ -1489,6 +1613,7 @@ impl Engine {
     /// rank is done (so its connection closing is not taken for a failure),
     /// then hands every queued send to the transport.
     pub(crate) fn finalize(&self) -> Result<()> {
+        crate::rpc::stop_service(self);
         for (peer, route) in self.links.routes.iter().enumerate() {
             if let Route::Net(_) = route {
                 match self.send_ctrl(peer, AM_BYE, &[]) {
@@ -1592,6 +1717,18 @@ fn protocol_error(e: Error) {
     eprintln!("dos: dropped a message: {e}");
 }
 
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // The RPC service thread may hold the engine: take it back first.
+        if self.gated.get() {
+            if self.depth.get() == 0 {
+                self.gate.main_enter();
+            }
+            crate::rpc::stop_service(self);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Barrier;
@@ -1606,14 +1743,17 @@ mod tests {
         // for the next receive.
         let posted = Barrier::new(2);
         run_threads(2, |w| {
-            let eng = &w.comm().eng;
             if w.rank() == 0 {
                 let mut old = [0u8; 4];
-                // SAFETY: `old` outlives the request, which is abandoned below.
-                let id =
-                    unsafe { eng.irecv(0, Source::Rank(1), TagSel::Tag(5), old.as_mut_ptr(), 4) }
-                        .unwrap();
-                eng.abandon(id);
+                {
+                    let eng = w.comm().eng.enter();
+                    // SAFETY: `old` outlives the request, which is abandoned below.
+                    let id = unsafe {
+                        eng.irecv(0, Source::Rank(1), TagSel::Tag(5), old.as_mut_ptr(), 4)
+                    }
+                    .unwrap();
+                    eng.abandon(id);
+                }
                 posted.wait();
                 let mut new = [0u8; 4];
                 w.recv(&mut new, 1, 5).unwrap();

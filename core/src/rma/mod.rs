@@ -192,7 +192,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 reason: "zero-sized element type",
             });
         }
-        let eng = &comm.eng;
+        let eng = comm.eng.enter();
         // A window id unused by every member (as communicator contexts are).
         let mut id = [eng.next_win()];
         comm.allreduce_in_place(&mut id, crate::op::Max)?;
@@ -366,11 +366,11 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// The network transport, index and data key of a part reached with RDMA.
     fn rdma_data<'p>(
-        &'p self,
+        eng: &'p crate::p2p::Engine,
         p: &'p Part,
     ) -> Option<(&'p dos_transport::Transport, usize, &'p RemoteKey)> {
         let r = p.rdma.as_ref()?;
-        let (net, _) = self.comm.eng.net_of(p.world)?;
+        let (net, _) = eng.net_of(p.world)?;
         Some((net, r.idx, r.data.as_ref()?))
     }
 
@@ -388,7 +388,8 @@ impl<'a, T: Pod> Window<'a, T> {
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), d.add(off), n) };
             return Ok(());
         }
-        if let Some((net, idx, key)) = self.rdma_data(p) {
+        let eng = self.comm.eng.enter();
+        if let Some((net, idx, key)) = Self::rdma_data(&eng, p) {
             if n > 0 {
                 // SAFETY: `src` is valid for `n` bytes during the call, which
                 // completes the RDMA WRITE before returning.
@@ -401,9 +402,7 @@ impl<'a, T: Pod> Window<'a, T> {
             let w = Writer::<16>::default()
                 .u32(self.id)
                 .u64((off + k * AM_CHUNK) as u64);
-            self.comm
-                .eng
-                .send_copy(p.world, wire::PUT, w.bytes(), chunk)?;
+            eng.send_copy(p.world, wire::PUT, w.bytes(), chunk)?;
         }
         self.note_sent(target);
         Ok(())
@@ -420,7 +419,8 @@ impl<'a, T: Pod> Window<'a, T> {
             unsafe { std::ptr::copy_nonoverlapping(d.add(off), out.as_mut_ptr(), n) };
             return Ok(());
         }
-        if let Some((net, idx, key)) = self.rdma_data(p) {
+        let eng = self.comm.eng.enter();
+        if let Some((net, idx, key)) = Self::rdma_data(&eng, p) {
             if n > 0 {
                 // SAFETY: `out` is valid for `n` bytes and exclusively ours
                 // during the call, which completes the RDMA READ.
@@ -429,7 +429,7 @@ impl<'a, T: Pod> Window<'a, T> {
             return Ok(());
         }
         for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
-            let eng = &self.comm.eng;
+            let eng = self.comm.eng.enter();
             let tok = eng
                 .rma
                 .borrow_mut()
@@ -452,7 +452,7 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// Waits for the reply `tok`, serving others meanwhile; forgets it on error.
     fn await_reply(&self, tok: u32) -> Result<target::Reply> {
-        let eng = &self.comm.eng;
+        let eng = self.comm.eng.enter();
         let r = eng.wait_until(|e| e.rma.borrow().arrived(tok));
         let reply = eng.rma.borrow_mut().take(tok);
         r?;
@@ -490,9 +490,12 @@ impl<'a, T: Pod> Window<'a, T> {
                 .u64((off + k * per * size_of::<T>()) as u64)
                 .u8(O::CODE)
                 .u8(T::CODE);
-            self.comm
-                .eng
-                .send_copy(p.world, wire::ACC, w.bytes(), bytemuck::cast_slice(chunk))?;
+            self.comm.eng.enter().send_copy(
+                p.world,
+                wire::ACC,
+                w.bytes(),
+                bytemuck::cast_slice(chunk),
+            )?;
         }
         let _ = n;
         self.note_sent(target);
@@ -522,7 +525,7 @@ impl<'a, T: Pod> Window<'a, T> {
             });
         }
         // The network transport's own atomics (one packet and its answer).
-        if let (Some(r), Some((net, _))) = (&p.rdma, self.comm.eng.net_of(p.world)) {
+        if let (Some(r), Some((net, _))) = (&p.rdma, self.comm.eng.enter().net_of(p.world)) {
             let (key, at) = if off == LOCK_WORD {
                 (r.header.as_ref(), 0)
             } else {
@@ -540,7 +543,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 return Ok(net.atomic(r.idx, key, at, op)?);
             }
         }
-        let eng = &self.comm.eng;
+        let eng = self.comm.eng.enter();
         let tok = eng.rma.borrow_mut().expect(None);
         let w = Writer::<40>::default()
             .u32(self.id)
@@ -570,7 +573,7 @@ impl<'a, T: Pod> Window<'a, T> {
         if self.unflushed.borrow()[target] == 0 {
             return Ok(());
         }
-        let eng = &self.comm.eng;
+        let eng = self.comm.eng.enter();
         let tok = eng.rma.borrow_mut().expect(None);
         let w = Writer::<4>::default().u32(tok);
         let reply = eng
@@ -630,7 +633,7 @@ impl<'a, T: Pod> Window<'a, T> {
             }
             // Let the holder (maybe on this core) get on, and serve requests.
             spins += 1;
-            self.comm.eng.progress();
+            self.comm.eng.enter().progress();
             if spins % 8 == 0 {
                 std::thread::sleep(std::time::Duration::from_micros(50));
             } else {
@@ -700,15 +703,15 @@ impl<'a, T: Pod> Window<'a, T> {
     ) -> Result<Request<'s>> {
         let (off, n) = self.span(target, disp, dst.len())?;
         let p = &self.parts[target];
-        if p.data.is_some() || self.rdma_data(p).is_some() {
+        if p.data.is_some() || Self::rdma_data(&self.comm.eng.enter(), p).is_some() {
             self.get(dst, target, disp)?;
             return Ok(s.completed());
         }
         let out: &mut [u8] = bytemuck::cast_slice_mut(dst);
-        let eng = &self.comm.eng;
+        let eng = self.comm.eng.enter();
         let chunks = n.div_ceil(AM_CHUNK) as u32;
         let (id, gen) = eng.await_replies(chunks);
-        let req = s.register(eng, id);
+        let req = s.register(&self.comm.eng, id);
         for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
             let at = off + k * AM_CHUNK;
             let tok = eng.rma.borrow_mut().expect_for(
@@ -776,9 +779,9 @@ impl Window<'_, u64> {
             *old = self.atomic(target, off as u64, wire::FETCH_ADD, value, 0)?;
             return Ok(s.completed());
         }
-        let eng = &self.comm.eng;
+        let eng = self.comm.eng.enter();
         let (id, gen) = eng.await_replies(1);
-        let req = s.register(eng, id);
+        let req = s.register(&self.comm.eng, id);
         let tok = eng.rma.borrow_mut().expect_for(
             None,
             (id, gen, Some(old as *mut u64)),
@@ -824,8 +827,8 @@ impl<T: Pod> Drop for Window<'_, T> {
     fn drop(&mut self) {
         // From now on, operations that arrive are refused: the memory (the
         // caller's buffer, or our mapping) is no longer touched.
-        self.comm.eng.rma.borrow_mut().withdraw(self.id);
-        if let Some(net) = self.comm.eng.net() {
+        self.comm.eng.enter().rma.borrow_mut().withdraw(self.id);
+        if let Some(net) = self.comm.eng.enter().net() {
             for r in &self.net_regions {
                 let _ = net.mem_deregister(r);
             }

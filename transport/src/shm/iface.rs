@@ -175,6 +175,16 @@ impl ShmIface {
         DoorbellBridge::start(self.seg.clone(), self.seg.layout().rank_ctl(self.me), wake)
     }
 
+    /// A handle that rings this rank's own doorbell from any thread: it ends
+    /// a sleep in [`ShmIface::wait_or`] (whose `ready` the waker's caller
+    /// made true first) or wakes the [`DoorbellBridge`].
+    pub fn waker(&self) -> ShmWaker {
+        ShmWaker {
+            seg: self.seg.clone(),
+            ctl_off: self.seg.layout().rank_ctl(self.me),
+        }
+    }
+
     /// Largest active message this segment's rings accept.
     pub fn max_am(&self) -> usize {
         TxRing::max_payload(self.seg.layout().ring_bytes)
@@ -239,6 +249,22 @@ impl ActiveMessages for ShmIface {
             }
             Push::Full => Err(Error::Busy { peer }),
         }
+    }
+}
+
+/// Rings one rank's doorbell; see [`ShmIface::waker`].
+#[derive(Debug, Clone)]
+pub struct ShmWaker {
+    seg: Arc<super::mem::Segment>,
+    ctl_off: usize,
+}
+
+impl ShmWaker {
+    /// Rings the doorbell (a futex wake: a few microseconds when someone sleeps).
+    pub fn wake(&self) {
+        // SAFETY: the RankCtl of the rank, inside the segment `seg` keeps mapped.
+        let c = unsafe { &*(self.seg.at(self.ctl_off) as *const RankCtl) };
+        super::progress::ring(&c.doorbell);
     }
 }
 

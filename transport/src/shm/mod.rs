@@ -32,5 +32,6 @@ pub mod mem;
 mod progress;
 pub mod wire;
 
-pub use iface::{DoorbellBridge, ShmIface};
+pub use iface::{DoorbellBridge, ShmIface, ShmWaker};
 pub use mem::Segment;
+pub use progress::{futex_wait, futex_wake};

@@ -8,8 +8,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-/// Sleeps while `*word == expected`, for at most `timeout`.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+/// Sleeps while `*word == expected`, for at most `timeout` (or until a
+/// [`futex_wake`] on the word, a signal, or spuriously: look again after).
+/// Works across processes on a shared mapping.
+pub fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -29,7 +31,7 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
 }
 
 /// Wakes one sleeper on `word`.
-pub(crate) fn futex_wake(word: &AtomicU32) {
+pub fn futex_wake(word: &AtomicU32) {
     // SAFETY: as in `futex_wait`; waking has no memory-safety preconditions.
     unsafe {
         libc::syscall(libc::SYS_futex, word.as_ptr(), libc::FUTEX_WAKE, 1);
