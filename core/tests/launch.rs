@@ -194,6 +194,8 @@ fn transports_option_puts_one_host_on_the_network() {
         j.assert_success();
         let j = run_with(2, &args, &example("rmacheck"), &[]);
         j.assert_success();
+        let j = run_with(3, &args, &example("rpccheck"), &[]);
+        j.assert_success();
     }
     // Only verbs, on a host (or build) without an RDMA device: a clear error.
     if !std::path::Path::new("/sys/class/infiniband").exists() {
@@ -216,6 +218,16 @@ fn rmacheck_passes() {
             line.starts_with(&format!("rmacheck: OK {n} ranks")),
             "expected `rmacheck: OK {n} ranks ...`\n{j}"
         );
+    }
+}
+
+#[test]
+fn rpccheck_passes() {
+    for n in SIZES {
+        let j = run(n, &example("rpccheck"), &[]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "rpccheck: ");
+        assert_eq!(line, format!("rpccheck: OK {n} ranks"), "{j}");
     }
 }
 

@@ -465,6 +465,7 @@ fn examples_across_hosts_match_one_host() {
         &["pi"],
         &["heat", "--check"],
         &["collcheck"],
+        &["rpccheck"],
     ] {
         let prog = examples.join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];

@@ -249,11 +249,19 @@ fn start(eng: &Engine, dest: usize, name: &str, one_way: bool, args: &[u8]) -> R
         handler: wire::handler_id(name),
     }
     .encode();
-    eng.send_copy(dest, wire::REQ, &hdr, args)
-        .inspect_err(|_| {
+    match eng.send_copy(dest, wire::REQ, &hdr, args) {
+        Ok(()) => Ok(call),
+        Err(e) => {
             eng.rpc.borrow_mut().calls.remove(&call);
-        })?;
-    Ok(call)
+            // A target whose connection broke died (as far as anyone can tell).
+            Err(match e {
+                Error::Transport(dos_transport::Error::PeerUnreachable { .. }) => {
+                    Error::PeerFailed { rank: dest }
+                }
+                e => e,
+            })
+        }
+    }
 }
 
 /// Takes the reply of `call` if it arrived.
