@@ -35,6 +35,8 @@ mod error;
 pub mod net;
 pub mod rawtcp;
 pub mod report;
+#[cfg(all(feature = "dos", not(feature = "mpi")))]
+pub mod rpc;
 pub mod sched;
 pub mod stats;
 pub mod suite;

@@ -77,6 +77,7 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Rpc { opts, json } => rpc_main(&opts, json),
         Command::Hello => {
             let net = net::init().context("joining the job")?;
             if net.rank() == 0 {
@@ -126,4 +127,48 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `dosbench rpc`: dos's RPC against a point-to-point ping-pong.
+#[cfg(all(feature = "dos", not(feature = "mpi")))]
+fn rpc_main(opts: &dos_bench::suite::Options, json: bool) -> anyhow::Result<()> {
+    let w = dos::init().context("joining the job")?;
+    let rows = match dos_bench::rpc::run(&w, opts) {
+        Ok(r) => r,
+        Err(e @ dos_bench::Error::TooFewRanks { .. }) => {
+            if w.rank() == 0 {
+                eprintln!("dosbench: {e}");
+            }
+            w.finalize()?;
+            std::process::exit(2);
+        }
+        Err(e) => w.abort(1, &format!("rank {}: rpc failed: {e:#}", w.rank())),
+    };
+    if w.rank() == 0 {
+        let t = w.transport_name();
+        let mut out = std::io::stdout().lock();
+        if !json {
+            writeln!(
+                out,
+                "# dosbench rpc (dos, {} ranks, {t}): rank 0 calls rank 1",
+                w.size()
+            )?;
+            writeln!(out, "# {:<44}{:>16}", "What", "Mean")?;
+        }
+        for r in &rows {
+            if json {
+                writeln!(out, "{}", r.json(&t))?;
+            } else {
+                writeln!(out, "{:<46}{:>12.2} {}", r.what, r.value, r.unit)?;
+            }
+        }
+    }
+    w.finalize().context("leaving the job")?;
+    Ok(())
+}
+
+/// `dosbench rpc` needs the dos build.
+#[cfg(not(all(feature = "dos", not(feature = "mpi"))))]
+fn rpc_main(_opts: &dos_bench::suite::Options, _json: bool) -> anyhow::Result<()> {
+    anyhow::bail!("rpc measures dos's RPC: it needs the default (dos) build of dosbench")
 }

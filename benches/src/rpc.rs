@@ -1,0 +1,219 @@
+//! `dosbench rpc`: remote procedure calls between ranks 0 and 1 (dos only),
+//! with a point-to-point ping-pong in the same run for scale.
+//!
+//! Rank 0 calls rank 1; rank 1 waits in a barrier meanwhile (inside dos, so
+//! its main thread serves the calls), except for the "target computing" row,
+//! where rank 1 spins outside dos and its RPC service thread answers. Other
+//! ranks wait in the barrier. Rows, each the mean over `--iters` operations
+//! after `--warmup`:
+//!
+//! * `p2p round trip 8 B`: send + receive of 8 bytes (twice OSU's latency);
+//! * `rpc round trip empty` / `1 KiB`: a blocking call without arguments and
+//!   result, and with 1 KiB of plain-data arguments;
+//! * `rpc round trip empty, target computing`;
+//! * `rpc calls/s empty` / `1 KiB`: windows of `--window` asynchronous calls,
+//!   then waiting for all of them;
+//! * `one-way calls/s empty`: notifications, then one call to know that all
+//!   were handled.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::suite::Options;
+use crate::{Error, Result};
+
+/// One measurement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// What was measured.
+    pub what: &'static str,
+    /// The mean.
+    pub value: f64,
+    /// `us` or `calls/s`.
+    pub unit: &'static str,
+}
+
+impl Row {
+    /// A JSON line.
+    pub fn json(&self, transport: &str) -> String {
+        serde_json::json!({
+            "bench": "rpc",
+            "transport": transport,
+            "what": self.what,
+            "value": self.value,
+            "unit": self.unit,
+        })
+        .to_string()
+    }
+}
+
+fn err(source: dos::Error) -> Error {
+    Error::Dos { op: "rpc", source }
+}
+
+/// Runs the RPC benchmarks; rank 0 returns the rows, the others nothing.
+pub fn run(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
+    if w.size() < 2 {
+        return Err(Error::TooFewRanks {
+            bench: "rpc",
+            need: 2,
+            have: w.size(),
+        });
+    }
+    let iters = opts.iters.unwrap_or(10_000).max(1);
+    let warmup = opts.warmup.unwrap_or(iters / 10);
+    let window = opts.window.max(1);
+    let rpc = w.rpc();
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    rpc.register("nop", |_ctx, ()| Ok::<_, String>(()));
+    rpc.register_pod("sink", |_ctx, _b: &[u8]| Ok::<_, String>(Vec::<u8>::new()));
+    let c = calls.clone();
+    rpc.register("count", move |_ctx, ()| {
+        c.fetch_add(1, Ordering::Relaxed);
+        Ok::<_, String>(())
+    });
+    rpc.register("sink_bytes", |_ctx, _b: Vec<u8>| Ok::<_, String>(()));
+    let s = stop.clone();
+    rpc.register("stop", move |_ctx, ()| {
+        s.store(true, Ordering::SeqCst);
+        Ok::<_, String>(())
+    });
+    let kib = vec![7u8; 1024];
+    let mut rows = Vec::new();
+    let me = w.rank();
+    w.barrier().map_err(err)?;
+
+    // Times `f` over `n` iterations after `warm` untimed ones; seconds per iteration.
+    let time = |warm: usize, n: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        for _ in 0..warm {
+            f()?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..n {
+            f()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() / n as f64)
+    };
+
+    // 1. Point-to-point ping-pong.
+    let mut b = [0u8; 8];
+    if me == 0 {
+        let s = time(warmup, iters, &mut || {
+            w.send(&b, 1, 1).map_err(err)?;
+            w.recv(&mut b, 1, 2).map_err(err).map(|_| ())
+        })?;
+        rows.push(Row {
+            what: "p2p round trip 8 B",
+            value: s * 1e6,
+            unit: "us",
+        });
+    } else if me == 1 {
+        for _ in 0..warmup + iters {
+            w.recv(&mut b, 0, 1).map_err(err)?;
+            w.send(&b, 0, 2).map_err(err)?;
+        }
+    }
+    w.barrier().map_err(err)?;
+
+    if me == 0 {
+        // 2. Round trips.
+        let s = time(warmup, iters, &mut || {
+            rpc.call::<_, ()>(1, "nop", &()).map_err(err)
+        })?;
+        rows.push(Row {
+            what: "rpc round trip empty",
+            value: s * 1e6,
+            unit: "us",
+        });
+        let s = time(warmup, iters, &mut || {
+            rpc.call_pod::<u8, u8>(1, "sink", &kib)
+                .map_err(err)
+                .map(|_| ())
+        })?;
+        rows.push(Row {
+            what: "rpc round trip 1 KiB",
+            value: s * 1e6,
+            unit: "us",
+        });
+        // 3. Rates: windows of asynchronous calls.
+        let rounds = (iters / window).max(1);
+        let s = time(1, rounds, &mut || {
+            let p: Vec<_> = (0..window)
+                .map(|_| rpc.call_async::<_, ()>(1, "nop", &()))
+                .collect::<dos::Result<_>>()
+                .map_err(err)?;
+            p.into_iter().try_for_each(|p| p.wait()).map_err(err)
+        })?;
+        rows.push(Row {
+            what: "rpc calls/s empty",
+            value: window as f64 / s,
+            unit: "calls/s",
+        });
+        let s = time(1, rounds, &mut || {
+            let p: Vec<_> = (0..window)
+                .map(|_| rpc.call_async::<_, ()>(1, "sink_bytes", &kib[..]))
+                .collect::<dos::Result<_>>()
+                .map_err(err)?;
+            p.into_iter().try_for_each(|p| p.wait()).map_err(err)
+        })?;
+        rows.push(Row {
+            what: "rpc calls/s 1 KiB",
+            value: window as f64 / s,
+            unit: "calls/s",
+        });
+        // 4. One-way calls, then one call behind them.
+        let n = iters * 10;
+        let t0 = Instant::now();
+        for _ in 0..n {
+            rpc.notify(1, "count", &()).map_err(err)?;
+        }
+        rpc.call::<_, ()>(1, "nop", &()).map_err(err)?;
+        let s = t0.elapsed().as_secs_f64();
+        rows.push(Row {
+            what: "one-way calls/s empty",
+            value: n as f64 / s,
+            unit: "calls/s",
+        });
+    }
+    w.barrier().map_err(err)?;
+    if me == 1 {
+        let want = (iters * 10) as u64;
+        if calls.load(Ordering::Relaxed) != want {
+            return Err(Error::Validation {
+                bench: "rpc",
+                size: 0,
+                rank: 1,
+                what: format!(
+                    "handled {} of {want} one-way calls",
+                    calls.load(Ordering::Relaxed)
+                ),
+            });
+        }
+    }
+
+    // 5. Round trips while the target computes (its service thread answers).
+    w.barrier().map_err(err)?;
+    if me == 0 {
+        // Let rank 1 get away from dos first.
+        std::thread::sleep(Duration::from_millis(5));
+        let s = time(warmup.min(100), iters.min(2000), &mut || {
+            rpc.call::<_, ()>(1, "nop", &()).map_err(err)
+        })?;
+        rows.push(Row {
+            what: "rpc round trip empty, target computing",
+            value: s * 1e6,
+            unit: "us",
+        });
+        rpc.call::<_, ()>(1, "stop", &()).map_err(err)?;
+    } else if me == 1 {
+        let t0 = Instant::now();
+        let mut x = 0u64;
+        while !stop.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(120) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+    }
+    w.barrier().map_err(err)?;
+    Ok(rows)
+}
