@@ -1507,6 +1507,10 @@ impl Engine {
     /// Delivers whatever has arrived; returns how many events.
     #[inline]
     pub(crate) fn progress(&self) -> usize {
+        // RPC messages gathered for other nodes leave before anything waits.
+        if self.rpc.borrow().has_batches() {
+            crate::rpc::flush_all(self);
+        }
         let l = &self.links;
         let mut n = l.local.progress(|ev| self.on_event(ev, &l.local_world));
         if let Some(net) = &l.net {
@@ -1614,6 +1618,7 @@ impl Engine {
     /// then hands every queued send to the transport.
     pub(crate) fn finalize(&self) -> Result<()> {
         crate::rpc::stop_service(self);
+        crate::rpc::flush_all(self);
         for (peer, route) in self.links.routes.iter().enumerate() {
             if let Route::Net(_) = route {
                 match self.send_ctrl(peer, AM_BYE, &[]) {

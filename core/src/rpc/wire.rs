@@ -1,8 +1,9 @@
-//! The RPC protocol: active messages 32 to 33.
+//! The RPC protocol: active messages 32 to 34.
 //!
 //! ```text
-//! REQ (32): flags u8 | call u64 | handler u64 | arguments
-//! REP (33): call u64 | status u8 | result (status OK), or a UTF-8 message
+//! REQ   (32): flags u8 | call u64 | handler u64 | arguments
+//! REP   (33): call u64 | status u8 | result (status OK), or a UTF-8 message
+//! BATCH (34): { id u8 (REQ or REP) | len u32 | that message's len bytes }*
 //! ```
 //!
 //! Little-endian integers. `handler` is the FNV-1a hash of the handler's
@@ -16,11 +17,53 @@ use crate::{Error, Result};
 /// First id of this protocol.
 pub const FIRST_ID: u8 = 32;
 /// Last id of this protocol.
-pub const LAST_ID: u8 = 33;
+pub const LAST_ID: u8 = 34;
 /// A request.
 pub const REQ: u8 = 32;
 /// A reply.
 pub const REP: u8 = 33;
+/// Several requests and replies to one rank in one message (aggregation).
+pub const BATCH: u8 = 34;
+/// Bytes of a BATCH entry's header.
+pub const ENTRY_LEN: usize = 5;
+
+/// Appends a REQ or REP (`id`, header `hdr`, then `body`) to a batch.
+pub fn batch_push(batch: &mut Vec<u8>, id: u8, hdr: &[u8], body: &[u8]) {
+    batch.push(id);
+    batch.extend_from_slice(&((hdr.len() + body.len()) as u32).to_le_bytes());
+    batch.extend_from_slice(hdr);
+    batch.extend_from_slice(body);
+}
+
+/// The entries of a batch from `src`, in order: `(id, message)`; an entry
+/// that is cut short or is neither REQ nor REP is an error (entries before
+/// it were fine).
+pub fn batch_entries(data: &[u8], src: usize) -> impl Iterator<Item = Result<(u8, &[u8])>> {
+    let mut rest = data;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let bad = |reason| Some(Err(Error::Protocol { src, reason }));
+        if rest.len() < ENTRY_LEN {
+            rest = &[];
+            return bad("short RPC batch entry");
+        }
+        let id = rest[0];
+        let len = u32::from_le_bytes(rest[1..5].try_into().expect("4")) as usize;
+        if id != REQ && id != REP {
+            rest = &[];
+            return bad("RPC batch entry of another kind");
+        }
+        if rest.len() - ENTRY_LEN < len {
+            rest = &[];
+            return bad("RPC batch entry cut short");
+        }
+        let msg = &rest[ENTRY_LEN..ENTRY_LEN + len];
+        rest = &rest[ENTRY_LEN + len..];
+        Some(Ok((id, msg)))
+    })
+}
 
 /// REQ flag: no reply is wanted.
 pub const ONE_WAY: u8 = 1;
@@ -180,7 +223,41 @@ mod tests {
         assert!(Rep::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 9], 3).is_err());
     }
 
+    #[test]
+    fn batches_round_trip_and_refuse_garbage() {
+        let mut b = Vec::new();
+        let r = Req {
+            flags: 0,
+            call: 9,
+            handler: 3,
+        }
+        .encode();
+        batch_push(&mut b, REQ, &r, b"args");
+        let p = Rep { call: 9, status: 0 }.encode();
+        batch_push(&mut b, REP, &p, b"");
+        let got: Vec<_> = batch_entries(&b, 1).collect::<Result<_>>().unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0, REQ);
+        assert_eq!(Req::decode(got[0].1, 1).unwrap().1, b"args");
+        assert_eq!(got[1], (REP, &p[..]));
+        // Cut anywhere inside the second entry: the first still decodes.
+        for cut in b.len() - 13..b.len() {
+            let v: Vec<_> = batch_entries(&b[..cut], 1).collect();
+            assert!(v[0].is_ok() && v.last().unwrap().is_err(), "cut {cut}");
+        }
+        let mut other = b.clone();
+        other[0] = 7;
+        assert!(batch_entries(&other, 1).next().unwrap().is_err());
+    }
+
     proptest! {
+        #[test]
+        fn batch_decoding_never_panics(data in proptest::collection::vec(any::<u8>(), 0..80)) {
+            for (id, m) in batch_entries(&data, 0).flatten() {
+                let _ = if id == REQ { Req::decode(m, 0).map(|_| ()) } else { Rep::decode(m, 0).map(|_| ()) };
+            }
+        }
+
         #[test]
         fn headers_round_trip(flags in 0u8..2, call: u64, handler: u64, tail in proptest::collection::vec(any::<u8>(), 0..64)) {
             let r = Req { flags, call, handler };
