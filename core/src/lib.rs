@@ -98,6 +98,7 @@
 mod coll;
 mod comm;
 pub mod config;
+pub mod dsm;
 mod error;
 mod gate;
 pub mod op;

@@ -311,6 +311,16 @@ impl<'a, T: Pod> Window<'a, T> {
         })
     }
 
+    /// Where this rank's part starts (for views of it within the crate).
+    pub(crate) fn local_ptr(&self) -> *mut u8 {
+        self.data
+    }
+
+    /// The communicator of the window.
+    pub(crate) fn comm(&self) -> &Comm {
+        &self.comm
+    }
+
     /// Elements in this rank's part.
     pub fn local_len(&self) -> usize {
         self.len / size_of::<T>()
@@ -503,7 +513,7 @@ impl<'a, T: Pod> Window<'a, T> {
     }
 
     /// Runs a 64-bit atomic at byte `off` of `target`'s part (or on its lock word).
-    fn atomic(&self, target: usize, off: u64, kind: u8, a: u64, b: u64) -> Result<u64> {
+    pub(crate) fn atomic(&self, target: usize, off: u64, kind: u8, a: u64, b: u64) -> Result<u64> {
         let p = self.part(target)?;
         let direct = if off == LOCK_WORD {
             // SAFETY: the header is mapped while `self` lives.
