@@ -41,6 +41,13 @@ pub enum Command {
         /// JSON lines instead of tables.
         json: bool,
     },
+    /// Global arrays and the distributed lock (dos only).
+    Dsm {
+        /// `--iters`, `--warmup`.
+        opts: Options,
+        /// JSON lines instead of a table.
+        json: bool,
+    },
     /// Remote procedure calls between ranks 0 and 1 (dos only).
     Rpc {
         /// `--iters`, `--warmup`, `--window`.
@@ -61,6 +68,8 @@ pub fn usage() -> String {
          \x20      dosbench compare FILE...       medians and dos/mpi ratios of --json runs\n\
          \x20      dosbench rpc [--iters N] [--warmup N] [--window N] [--json]\n\
          \x20                                     RPC latency and rates, ranks 0 and 1 (dos only)\n\
+         \x20      dosbench dsm [--iters N] [--warmup N] [--json]\n\
+         \x20                                     global-array and lock latencies (dos only)\n\
          \x20      dosbench raw-tcp serve ADDR:PORT\n\
          \x20                                     raw TCP baseline: serve one client, then exit\n\
          \x20      dosbench raw-tcp ADDR:PORT [--min-size N] [--max-size N] [--iters N]\n\
@@ -287,14 +296,21 @@ where
             return Ok(Command::Compare { files });
         }
         "raw-tcp" => return parse_raw_tcp(&args[1..]),
-        "rpc" => {
+        "rpc" | "dsm" => {
             let f = parse_flags(&args[1..])?;
             if let Some(p) = f.positional.first() {
                 return Err(usage_err(format!("unexpected argument `{p}`")));
             }
-            return Ok(Command::Rpc {
-                opts: f.opts,
-                json: f.json,
+            return Ok(if first == "rpc" {
+                Command::Rpc {
+                    opts: f.opts,
+                    json: f.json,
+                }
+            } else {
+                Command::Dsm {
+                    opts: f.opts,
+                    json: f.json,
+                }
             });
         }
         _ => {}

@@ -77,7 +77,8 @@ fn real_main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Rpc { opts, json } => rpc_main(&opts, json),
+        Command::Rpc { opts, json } => rpc_main(&opts, json, false),
+        Command::Dsm { opts, json } => rpc_main(&opts, json, true),
         Command::Hello => {
             let net = net::init().context("joining the job")?;
             if net.rank() == 0 {
@@ -129,11 +130,18 @@ fn real_main() -> anyhow::Result<()> {
     }
 }
 
-/// `dosbench rpc`: dos's RPC against a point-to-point ping-pong.
+/// `dosbench rpc` (dos's RPC) or, with `dsm`, `dosbench dsm` (global arrays
+/// and the lock), against a point-to-point ping-pong.
 #[cfg(all(feature = "dos", not(feature = "mpi")))]
-fn rpc_main(opts: &dos_bench::suite::Options, json: bool) -> anyhow::Result<()> {
+fn rpc_main(opts: &dos_bench::suite::Options, json: bool, dsm: bool) -> anyhow::Result<()> {
     let w = dos::init().context("joining the job")?;
-    let rows = match dos_bench::rpc::run(&w, opts) {
+    let name = if dsm { "dsm" } else { "rpc" };
+    let run = if dsm {
+        dos_bench::rpc::run_dsm
+    } else {
+        dos_bench::rpc::run
+    };
+    let rows = match run(&w, opts) {
         Ok(r) => r,
         Err(e @ dos_bench::Error::TooFewRanks { .. }) => {
             if w.rank() == 0 {
@@ -142,7 +150,7 @@ fn rpc_main(opts: &dos_bench::suite::Options, json: bool) -> anyhow::Result<()> 
             w.finalize()?;
             std::process::exit(2);
         }
-        Err(e) => w.abort(1, &format!("rank {}: rpc failed: {e:#}", w.rank())),
+        Err(e) => w.abort(1, &format!("rank {}: {name} failed: {e:#}", w.rank())),
     };
     if w.rank() == 0 {
         let t = w.transport_name();
@@ -150,14 +158,14 @@ fn rpc_main(opts: &dos_bench::suite::Options, json: bool) -> anyhow::Result<()> 
         if !json {
             writeln!(
                 out,
-                "# dosbench rpc (dos, {} ranks, {t}): rank 0 calls rank 1",
+                "# dosbench {name} (dos, {} ranks, {t}): ranks 0 and 1",
                 w.size()
             )?;
             writeln!(out, "# {:<44}{:>16}", "What", "Mean")?;
         }
         for r in &rows {
             if json {
-                writeln!(out, "{}", r.json(&t))?;
+                writeln!(out, "{}", r.json(name, &t))?;
             } else {
                 writeln!(out, "{:<46}{:>12.2} {}", r.what, r.value, r.unit)?;
             }
@@ -167,8 +175,10 @@ fn rpc_main(opts: &dos_bench::suite::Options, json: bool) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// `dosbench rpc` needs the dos build.
+/// `dosbench rpc` and `dsm` need the dos build.
 #[cfg(not(all(feature = "dos", not(feature = "mpi"))))]
-fn rpc_main(_opts: &dos_bench::suite::Options, _json: bool) -> anyhow::Result<()> {
-    anyhow::bail!("rpc measures dos's RPC: it needs the default (dos) build of dosbench")
+fn rpc_main(_opts: &dos_bench::suite::Options, _json: bool, _dsm: bool) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "rpc and dsm measure dos's own features: they need the default (dos) build of dosbench"
+    )
 }

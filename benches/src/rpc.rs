@@ -1,5 +1,6 @@
 //! `dosbench rpc`: remote procedure calls between ranks 0 and 1 (dos only),
-//! with a point-to-point ping-pong in the same run for scale.
+//! with a point-to-point ping-pong in the same run for scale; and `dosbench
+//! dsm`: global-array and distributed-lock latencies ([`run_dsm`]).
 //!
 //! Rank 0 calls rank 1; rank 1 waits in a barrier meanwhile (inside dos, so
 //! its main thread serves the calls), except for the "target computing" row,
@@ -35,10 +36,10 @@ pub struct Row {
 }
 
 impl Row {
-    /// A JSON line.
-    pub fn json(&self, transport: &str) -> String {
+    /// A JSON line of benchmark `bench` (`rpc`, `dsm`).
+    pub fn json(&self, bench: &str, transport: &str) -> String {
         serde_json::json!({
-            "bench": "rpc",
+            "bench": bench,
             "transport": transport,
             "what": self.what,
             "value": self.value,
@@ -215,5 +216,111 @@ pub fn run(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
         }
     }
     w.barrier().map_err(err)?;
+    Ok(rows)
+}
+
+/// `dosbench dsm`: rank 0 reads and writes single elements of a global array
+/// that live on rank 1 (get: complete on return; put: then flushed), every
+/// 64-bit element atomic, and the distributed lock taken and released,
+/// first by rank 0 alone, then by every rank at once (the mean time per
+/// acquire-release pair per rank under contention). A ping-pong gives scale.
+pub fn run_dsm(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
+    use dos::dsm::Distribution;
+    if w.size() < 2 {
+        return Err(Error::TooFewRanks {
+            bench: "dsm",
+            need: 2,
+            have: w.size(),
+        });
+    }
+    let iters = opts.iters.unwrap_or(10_000).max(1);
+    let warmup = opts.warmup.unwrap_or(iters / 10);
+    let me = w.rank();
+    let n = w.size();
+    // Element `n + 1` of a block-cyclic array with blocks of 1 lives on rank 1.
+    let v = w
+        .global_vec::<u64>(4 * n, Distribution::BlockCyclic { block: 1 })
+        .map_err(err)?;
+    let lock = w.dist_lock().map_err(err)?;
+    let mut rows = Vec::new();
+    let time = |warm: usize, k: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        for _ in 0..warm {
+            f()?;
+        }
+        let t0 = Instant::now();
+        for _ in 0..k {
+            f()?;
+        }
+        Ok(t0.elapsed().as_secs_f64() / k as f64)
+    };
+    w.barrier().map_err(err)?;
+    let mut b = [0u8; 8];
+    if me == 0 {
+        let s = time(warmup, iters, &mut || {
+            w.send(&b, 1, 1).map_err(err)?;
+            w.recv(&mut b, 1, 2).map_err(err).map(|_| ())
+        })?;
+        rows.push(Row {
+            what: "p2p round trip 8 B",
+            value: s * 1e6,
+            unit: "us",
+        });
+        let i = n + 1;
+        let s = time(warmup, iters, &mut || v.get(i).map_err(err).map(|_| ()))?;
+        rows.push(Row {
+            what: "global array get 8 B",
+            value: s * 1e6,
+            unit: "us",
+        });
+        let s = time(warmup, iters, &mut || {
+            v.put(i, 7).map_err(err)?;
+            v.flush().map_err(err)
+        })?;
+        rows.push(Row {
+            what: "global array put 8 B + flush",
+            value: s * 1e6,
+            unit: "us",
+        });
+        let s = time(warmup, iters, &mut || {
+            v.fetch_add(i, 1).map_err(err).map(|_| ())
+        })?;
+        rows.push(Row {
+            what: "global array fetch_add",
+            value: s * 1e6,
+            unit: "us",
+        });
+        let s = time(warmup, iters, &mut || {
+            let g = lock.lock().map_err(err)?;
+            g.unlock().map_err(err)
+        })?;
+        rows.push(Row {
+            what: "lock + unlock, one rank",
+            value: s * 1e6,
+            unit: "us",
+        });
+    } else if me == 1 {
+        for _ in 0..warmup + iters {
+            w.recv(&mut b, 0, 1).map_err(err)?;
+            w.send(&b, 0, 2).map_err(err)?;
+        }
+    }
+    w.barrier().map_err(err)?;
+    let k = (iters / 10).max(1);
+    let s = time(k / 10, k, &mut || {
+        let g = lock.lock().map_err(err)?;
+        g.unlock().map_err(err)
+    })?;
+    let mut all = vec![0f64; n];
+    w.allgather(&[s], &mut all).map_err(err)?;
+    if me == 0 {
+        rows.push(Row {
+            what: "lock + unlock, all ranks contending",
+            value: all.iter().sum::<f64>() / n as f64 * 1e6,
+            unit: "us",
+        });
+    }
+    w.barrier().map_err(err)?;
+    lock.free().map_err(err)?;
+    v.free().map_err(err)?;
     Ok(rows)
 }

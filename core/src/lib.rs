@@ -54,6 +54,16 @@
 //!   allgather(v), alltoall(v), reduce_scatter, scan and exscan on any
 //!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
 //!   by message and communicator size.
+//! * **One-sided** — [`Window`]s ([`Comm::win_allocate`], [`Comm::win_create`]):
+//!   put, get, accumulate, 64-bit atomics, flush, fence and passive-target
+//!   locks ([`rma`]); loads and stores within a node, RDMA on roce and verbs.
+//! * **Remote procedure calls** — [`Comm::rpc`]: handlers registered by name
+//!   with typed (serde) or plain-data arguments, blocking, asynchronous
+//!   (`Future`), one-way and all-ranks calls, typed failures; a service
+//!   thread answers while the rank computes ([`rpc`]).
+//! * **Distributed shared memory** — partitioned global arrays
+//!   ([`Comm::global_vec`], block and block-cyclic) and a fair distributed
+//!   lock ([`Comm::dist_lock`]) ([`dsm`]).
 //!
 //! ## Protocols and waiting
 //!
@@ -74,7 +84,10 @@
 //!
 //! A [`World`] and its communicators are driven by the thread that called
 //! [`init`] (they are neither `Send` nor `Sync`). Local computation may use any
-//! number of threads (collectives reduce large buffers with rayon).
+//! number of threads (collectives reduce large buffers with rayon). Once
+//! [`Comm::rpc`] is used, an RPC service thread drives the engine while that
+//! thread stays away from dos; an ownership gate hands the engine back at its
+//! next call (ARCHITECTURE.md, "The RPC service thread").
 //!
 //! ## Resource cleanup
 //!

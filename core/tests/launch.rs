@@ -196,6 +196,8 @@ fn transports_option_puts_one_host_on_the_network() {
         j.assert_success();
         let j = run_with(3, &args, &example("rpccheck"), &[]);
         j.assert_success();
+        let j = run_with(3, &args, &example("dsmcheck"), &[]);
+        j.assert_success();
     }
     // Only verbs, on a host (or build) without an RDMA device: a clear error.
     if !std::path::Path::new("/sys/class/infiniband").exists() {
@@ -218,6 +220,16 @@ fn rmacheck_passes() {
             line.starts_with(&format!("rmacheck: OK {n} ranks")),
             "expected `rmacheck: OK {n} ranks ...`\n{j}"
         );
+    }
+}
+
+#[test]
+fn dsmcheck_passes() {
+    for n in SIZES {
+        let j = run(n, &example("dsmcheck"), &[]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "dsmcheck: ");
+        assert_eq!(line, format!("dsmcheck: OK {n} ranks"), "{j}");
     }
 }
 

@@ -466,6 +466,7 @@ fn examples_across_hosts_match_one_host() {
         &["heat", "--check"],
         &["collcheck"],
         &["rpccheck"],
+        &["dsmcheck"],
     ] {
         let prog = examples.join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];
