@@ -320,6 +320,46 @@ pub fn run_dsm(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
         });
     }
     w.barrier().map_err(err)?;
+    // Shared-region page faults: rank 0 touches pages homed on rank 1 (every
+    // n-th page), first reading (fetch) then writing (twin) each.
+    let pages = 256usize;
+    let page = 4096usize;
+    let region = w.shared_region(pages * n * page).map_err(err)?;
+    region.barrier().map_err(err)?;
+    if me == 0 {
+        let bytes: &mut [u8] = region.as_mut_slice();
+        let t0 = Instant::now();
+        let mut sum = 0u64;
+        for k in 0..pages {
+            sum += u64::from(std::hint::black_box(bytes[(k * n + 1) * page]));
+        }
+        let read = t0.elapsed().as_secs_f64() / pages as f64;
+        let t0 = Instant::now();
+        for k in 0..pages {
+            bytes[(k * n + 1) * page] = 1;
+        }
+        let write = t0.elapsed().as_secs_f64() / pages as f64;
+        std::hint::black_box(sum);
+        rows.push(Row {
+            what: "shared region read fault (fetch a page)",
+            value: read * 1e6,
+            unit: "us",
+        });
+        rows.push(Row {
+            what: "shared region write fault (twin a page)",
+            value: write * 1e6,
+            unit: "us",
+        });
+        let t0 = Instant::now();
+        region.release().map_err(err)?;
+        rows.push(Row {
+            what: "shared region release, per written page",
+            value: t0.elapsed().as_secs_f64() / pages as f64 * 1e6,
+            unit: "us",
+        });
+    }
+    region.barrier().map_err(err)?;
+    region.free().map_err(err)?;
     lock.free().map_err(err)?;
     v.free().map_err(err)?;
     Ok(rows)

@@ -198,6 +198,8 @@ fn transports_option_puts_one_host_on_the_network() {
         j.assert_success();
         let j = run_with(3, &args, &example("dsmcheck"), &[]);
         j.assert_success();
+        let j = run_with(3, &args, &example("regioncheck"), &["24"]);
+        j.assert_success();
     }
     // Only verbs, on a host (or build) without an RDMA device: a clear error.
     if !std::path::Path::new("/sys/class/infiniband").exists() {
@@ -230,6 +232,19 @@ fn dsmcheck_passes() {
         j.assert_success();
         let line = line_starting(&j, &j.stdout, "dsmcheck: ");
         assert_eq!(line, format!("dsmcheck: OK {n} ranks"), "{j}");
+    }
+}
+
+#[test]
+fn regioncheck_passes() {
+    for n in SIZES {
+        let j = run(n, &example("regioncheck"), &["40"]);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, "regioncheck: ");
+        assert!(
+            line.starts_with(&format!("regioncheck: OK {n} ranks, 40 x 40 product")),
+            "{j}"
+        );
     }
 }
 

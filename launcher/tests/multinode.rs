@@ -467,6 +467,7 @@ fn examples_across_hosts_match_one_host() {
         &["collcheck"],
         &["rpccheck"],
         &["dsmcheck"],
+        &["regioncheck", "48"],
     ] {
         let prog = examples.join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];

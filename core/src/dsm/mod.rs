@@ -25,8 +25,10 @@
 //! ```
 
 mod lock;
+pub mod region;
 
 pub use lock::{DistLock, DistLockGuard};
+pub use region::{RegionLockGuard, SharedRegion};
 
 use bytemuck::Pod;
 use rayon::prelude::*;

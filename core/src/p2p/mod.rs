@@ -297,6 +297,13 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Whether the main thread is inside the engine (main thread only).
+    pub(crate) fn inside(&self) -> bool {
+        self.0.depth.get() > 0
+    }
+}
+
 /// The engine while the main thread is inside it; see [`Shared::enter`].
 pub(crate) struct Entered<'a>(&'a Engine);
 

@@ -316,6 +316,11 @@ impl<'a, T: Pod> Window<'a, T> {
         self.data
     }
 
+    /// Whether `target`'s part is mapped here (reached with plain copies).
+    pub(crate) fn is_mapped(&self, target: usize) -> bool {
+        self.parts.get(target).is_some_and(|p| p.data.is_some())
+    }
+
     /// The communicator of the window.
     pub(crate) fn comm(&self) -> &Comm {
         &self.comm
