@@ -62,8 +62,10 @@
 //!   (`Future`), one-way and all-ranks calls, typed failures; a service
 //!   thread answers while the rank computes ([`rpc`]).
 //! * **Distributed shared memory** — partitioned global arrays
-//!   ([`Comm::global_vec`], block and block-cyclic) and a fair distributed
-//!   lock ([`Comm::dist_lock`]) ([`dsm`]).
+//!   ([`Comm::global_vec`], block and block-cyclic), a fair distributed
+//!   lock ([`Comm::dist_lock`]) and a coherent shared region
+//!   ([`Comm::shared_region`]: plain slices that every rank reads and writes,
+//!   coherent at barriers and the lock) ([`dsm`]).
 //!
 //! ## Protocols and waiting
 //!
@@ -130,3 +132,8 @@ pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
 pub use request::{scope, Request, Scope};
 pub use rma::{LockKind, Window};
 pub use world::{init, World};
+
+/// The README's code, compiled and run as a doctest (a world of 1).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

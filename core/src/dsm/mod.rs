@@ -1,5 +1,8 @@
-//! Distributed shared memory: partitioned global arrays ([`GlobalVec`]) and a
-//! distributed lock ([`DistLock`]), built on one-sided [windows](crate::Window).
+//! Distributed shared memory: partitioned global arrays ([`GlobalVec`]), a
+//! distributed lock ([`DistLock`]) and a coherent shared region
+//! ([`SharedRegion`]: one address range on every rank, pages fetched on
+//! fault, release consistency; see [`region`]), built on one-sided
+//! [windows](crate::Window).
 //!
 //! A [`GlobalVec<T>`] is one array of `len` plain-data elements spread over
 //! the ranks of a communicator by a [`Distribution`]: every rank reads and

@@ -23,6 +23,15 @@
 //!   its guard releases and unlocks. A data-race-free program (every access
 //!   to shared data ordered by these) sees one memory across hosts.
 //!
+//! ```
+//! let world = dos::init().unwrap();
+//! let region = world.shared_region(1 << 16).unwrap();
+//! let xs: &mut [u64] = region.as_mut_slice();
+//! xs[world.rank()] = 7; // faults the page in, then makes it writable
+//! region.barrier().unwrap(); // every rank's writes are home, and seen
+//! assert_eq!(region.as_mut_slice::<u64>()[0], 7);
+//! ```
+//!
 //! Limits: only the thread that called `init` may touch the region (a fault on
 //! another thread ends the process with a message), and a page whose home is
 //! on another node must not be first touched inside a dos call (pass a copy
