@@ -53,6 +53,44 @@ fn err(source: dos::Error) -> Error {
     Error::Dos { op: "rpc", source }
 }
 
+/// Seconds per iteration of `f` over `n` iterations after `warm` untimed ones.
+fn time(warm: usize, n: usize, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warm {
+        f()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..n {
+        f()?;
+    }
+    Ok(t0.elapsed().as_secs_f64() / n as f64)
+}
+
+/// The 8-byte ping-pong between ranks 0 and 1: rank 0's row.
+fn p2p_round_trip(w: &dos::World, warmup: usize, iters: usize) -> Result<Option<Row>> {
+    let mut b = [0u8; 8];
+    match w.rank() {
+        0 => {
+            let s = time(warmup, iters, &mut || {
+                w.send(&b, 1, 1).map_err(err)?;
+                w.recv(&mut b, 1, 2).map_err(err).map(|_| ())
+            })?;
+            return Ok(Some(Row {
+                what: "p2p round trip 8 B",
+                value: s * 1e6,
+                unit: "us",
+            }));
+        }
+        1 => {
+            for _ in 0..warmup + iters {
+                w.recv(&mut b, 0, 1).map_err(err)?;
+                w.send(&b, 0, 2).map_err(err)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(None)
+}
+
 /// Runs the RPC benchmarks; rank 0 returns the rows, the others nothing.
 pub fn run(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
     if w.size() < 2 {
@@ -86,36 +124,8 @@ pub fn run(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
     let me = w.rank();
     w.barrier().map_err(err)?;
 
-    // Times `f` over `n` iterations after `warm` untimed ones; seconds per iteration.
-    let time = |warm: usize, n: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        for _ in 0..warm {
-            f()?;
-        }
-        let t0 = Instant::now();
-        for _ in 0..n {
-            f()?;
-        }
-        Ok(t0.elapsed().as_secs_f64() / n as f64)
-    };
-
     // 1. Point-to-point ping-pong.
-    let mut b = [0u8; 8];
-    if me == 0 {
-        let s = time(warmup, iters, &mut || {
-            w.send(&b, 1, 1).map_err(err)?;
-            w.recv(&mut b, 1, 2).map_err(err).map(|_| ())
-        })?;
-        rows.push(Row {
-            what: "p2p round trip 8 B",
-            value: s * 1e6,
-            unit: "us",
-        });
-    } else if me == 1 {
-        for _ in 0..warmup + iters {
-            w.recv(&mut b, 0, 1).map_err(err)?;
-            w.send(&b, 0, 2).map_err(err)?;
-        }
-    }
+    rows.extend(p2p_round_trip(w, warmup, iters)?);
     w.barrier().map_err(err)?;
 
     if me == 0 {
@@ -243,28 +253,9 @@ pub fn run_dsm(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
         .map_err(err)?;
     let lock = w.dist_lock().map_err(err)?;
     let mut rows = Vec::new();
-    let time = |warm: usize, k: usize, f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
-        for _ in 0..warm {
-            f()?;
-        }
-        let t0 = Instant::now();
-        for _ in 0..k {
-            f()?;
-        }
-        Ok(t0.elapsed().as_secs_f64() / k as f64)
-    };
     w.barrier().map_err(err)?;
-    let mut b = [0u8; 8];
+    rows.extend(p2p_round_trip(w, warmup, iters)?);
     if me == 0 {
-        let s = time(warmup, iters, &mut || {
-            w.send(&b, 1, 1).map_err(err)?;
-            w.recv(&mut b, 1, 2).map_err(err).map(|_| ())
-        })?;
-        rows.push(Row {
-            what: "p2p round trip 8 B",
-            value: s * 1e6,
-            unit: "us",
-        });
         let i = n + 1;
         let s = time(warmup, iters, &mut || v.get(i).map_err(err).map(|_| ()))?;
         rows.push(Row {
@@ -298,11 +289,6 @@ pub fn run_dsm(w: &dos::World, opts: &Options) -> Result<Vec<Row>> {
             value: s * 1e6,
             unit: "us",
         });
-    } else if me == 1 {
-        for _ in 0..warmup + iters {
-            w.recv(&mut b, 0, 1).map_err(err)?;
-            w.send(&b, 0, 2).map_err(err)?;
-        }
     }
     w.barrier().map_err(err)?;
     let k = (iters / 10).max(1);

@@ -837,28 +837,21 @@ mod tests {
                 );
                 // Arguments of the wrong type: a string where two numbers are
                 // expected, and nothing at all.
-                let e = rpc.call::<_, u64>(r, "add", &"not numbers").unwrap_err();
-                assert!(
-                    matches!(
-                        &e,
-                        Error::Rpc {
-                            failure: RpcFailure::BadArguments(_),
-                            ..
-                        }
-                    ),
-                    "{e:?}"
-                );
-                let e = rpc.call::<_, u64>(r, "add", &()).unwrap_err();
-                assert!(
-                    matches!(
-                        &e,
-                        Error::Rpc {
-                            failure: RpcFailure::BadArguments(_),
-                            ..
-                        }
-                    ),
-                    "{e:?}"
-                );
+                for e in [
+                    rpc.call::<_, u64>(r, "add", &"not numbers").unwrap_err(),
+                    rpc.call::<_, u64>(r, "add", &()).unwrap_err(),
+                ] {
+                    assert!(
+                        matches!(
+                            &e,
+                            Error::Rpc {
+                                failure: RpcFailure::BadArguments(_),
+                                ..
+                            }
+                        ),
+                        "{e:?}"
+                    );
+                }
                 // A result of another type than the handler's (three numbers
                 // expected, two sent).
                 let e = rpc.call::<_, (u64, u64, u64)>(r, "who", &()).unwrap_err();
