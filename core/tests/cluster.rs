@@ -21,7 +21,18 @@ fn ping_pong_across_nodes_all_sizes() {
     run_cluster(&[1, 1], |w| {
         assert_eq!(w.transport_name(), "shm+tcp");
         let other = 1 - w.rank();
-        for len in [0usize, 1, 100, 16 << 10, (16 << 10) + 1, 300_000, 3 << 20] {
+        for len in [
+            0usize,
+            1,
+            100,
+            16 << 10,
+            (16 << 10) + 1,
+            40_000,
+            100_000,
+            256 << 10,
+            300_000,
+            3 << 20,
+        ] {
             let msg = pattern(len, len);
             let mut got = vec![0u8; len];
             if w.rank() == 0 {

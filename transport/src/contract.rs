@@ -65,6 +65,7 @@ fn drain<T: Endpoint>(t: &T, sink: &mut Vec<(usize, u8, Vec<u8>)>) -> usize {
         Event::Am { src, id, data } => sink.push((src, id, data.to_vec())),
         Event::Disconnected { peer } => panic!("peer {peer} disconnected"),
         Event::SendDone { token, .. } => panic!("SendDone {token} without a zero-copy send"),
+        Event::Placed { src, .. } => panic!("a placed message from {src} without a placer"),
     })
 }
 
@@ -262,6 +263,7 @@ pub fn zero_copy_stream<T: Endpoint>(mut eps: Vec<T>, count: usize) {
                     self.bufs[slot].iter_mut().for_each(|x| *x = 0xEE);
                 }
                 Event::Am { src, id, data } => self.sink.push((src, id, data.to_vec())),
+                Event::Placed { src, .. } => panic!("a placed message from {src} without a placer"),
                 Event::Disconnected { peer } => panic!("peer {peer} disconnected"),
             });
         }

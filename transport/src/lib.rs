@@ -172,6 +172,36 @@ pub enum Event<'a> {
         /// The token given to [`ActiveMessages::am_send_zc`].
         token: u64,
     },
+    /// An active message whose body an [`AmPlacer`] claimed has arrived: its
+    /// first bytes are `head`, the rest is where the placer said.
+    Placed {
+        /// Sender's index.
+        src: usize,
+        /// Handler id given by the sender.
+        id: AmId,
+        /// The first bytes of the message (as many as the placer kept).
+        head: &'a [u8],
+    },
+}
+
+/// How many first bytes of a large active message an [`AmPlacer`] sees.
+pub const PLACE_PEEK: usize = 64;
+
+/// Decides where the bodies of large incoming active messages go, so that a
+/// backend that reads them from a stream (tcp) writes them straight to their
+/// final place instead of into a buffer of its own (one copy less). Asked
+/// only for messages larger than the backend's small-frame size.
+pub trait AmPlacer {
+    /// A message of `len` bytes from `peer` with handler `id` starts with
+    /// `head` (its first `min(len, PLACE_PEEK)` bytes): `Some(keep)` claims
+    /// it (the first `keep <= head.len()` bytes come back in
+    /// [`Event::Placed`], the rest goes where [`AmPlacer::dst`] says), `None`
+    /// leaves it to be delivered as [`Event::Am`].
+    fn claim(&self, peer: usize, id: AmId, head: &[u8], len: usize) -> Option<usize>;
+    /// Where `n` bytes of the claimed message from `peer` go, `offset` bytes
+    /// past the kept ones; `None` drops them (the claim was withdrawn). Asked
+    /// before every write.
+    fn dst(&self, peer: usize, offset: usize, n: usize) -> Option<*mut u8>;
 }
 
 /// Delivery of incoming events and blocking while idle.

@@ -9,7 +9,8 @@ use crate::tcp::TcpIface;
 #[cfg(feature = "verbs")]
 use crate::verbs::VerbsIface;
 use crate::{
-    ActiveMessages, AmId, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma, Sent,
+    ActiveMessages, AmId, AmPlacer, Caps, Event, Iface, MemRegion, Progress, RemoteKey, Result,
+    Rma, Sent,
 };
 
 /// One of the backends, chosen once; every call is a `match`, not a virtual call.
@@ -77,6 +78,16 @@ impl Transport {
         match self {
             Transport::Verbs(v) => Some(v),
             _ => None,
+        }
+    }
+
+    /// [`Progress::progress`] with large active messages placed where
+    /// `placer` says (tcp; the other backends deliver as usual).
+    #[inline]
+    pub fn progress_placing<F: FnMut(Event<'_>)>(&self, f: F, placer: &dyn AmPlacer) -> usize {
+        match self {
+            Transport::Tcp(t) => t.progress_placing(f, placer),
+            t => t.progress(f),
         }
     }
 

@@ -71,6 +71,7 @@ impl From<Event<'_>> for Got {
             Event::Am { src, id, data } => Got::Am(src, id, data.to_vec()),
             Event::Disconnected { peer } => Got::Gone(peer),
             Event::SendDone { peer, token } => Got::Released(peer, token),
+            Event::Placed { src, id, head } => Got::Am(src, id, head.to_vec()),
         }
     }
 }

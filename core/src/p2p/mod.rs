@@ -233,6 +233,75 @@ struct State {
     pub(crate) next_win: u32,
     /// Last node-collective generation of each context that has slots.
     node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
+    /// Eager messages from other nodes being read straight into their posted
+    /// receive buffers (see [`EagerPlacer`]), by sender (world rank).
+    placing: Vec<(usize, Placed)>,
+}
+
+/// An eager message whose payload the network transport writes in place.
+#[derive(Debug, Clone, Copy)]
+struct Placed {
+    req: ReqId,
+    buf: *mut u8,
+    len: usize,
+    status: Status,
+}
+
+/// Lets the network transport read the payloads of large eager messages
+/// from the socket straight into matching posted receives (one copy less
+/// than reading them into its buffer and copying them out).
+struct EagerPlacer<'a> {
+    eng: &'a Engine,
+    world: &'a [u32],
+}
+
+impl dos_transport::AmPlacer for EagerPlacer<'_> {
+    fn claim(
+        &self,
+        peer: usize,
+        id: dos_transport::AmId,
+        head: &[u8],
+        len: usize,
+    ) -> Option<usize> {
+        if id != AM_EAGER {
+            return None;
+        }
+        let src = *self.world.get(peer)? as usize;
+        let (env, _) = Envelope::decode(head)?;
+        let payload = len.checked_sub(ENVELOPE_LEN)?;
+        let mut st = self.eng.st.borrow_mut();
+        // Claimed only when it fits (a truncated receive takes the usual path).
+        let i = st
+            .posted
+            .iter()
+            .position(|p| matches(p.ctx, p.src, p.tag, &env))
+            .filter(|&i| st.posted[i].cap >= payload)?;
+        let p = st.posted.remove(i).expect("index from position");
+        st.placing.push((
+            src,
+            Placed {
+                req: p.req,
+                buf: p.buf,
+                len: payload,
+                status: Status {
+                    source: env.src as usize,
+                    tag: env.tag,
+                    len: payload,
+                },
+            },
+        ));
+        Some(ENVELOPE_LEN)
+    }
+
+    fn dst(&self, peer: usize, offset: usize, n: usize) -> Option<*mut u8> {
+        let src = *self.world.get(peer)? as usize;
+        let st = self.eng.st.borrow();
+        let (_, p) = st.placing.iter().find(|(s, _)| *s == src)?;
+        // SAFETY: inside the posted buffer (its `cap >= len`), which the
+        // request keeps valid until it completes or is abandoned (which
+        // withdraws the claim first).
+        (offset.checked_add(n)? <= p.len).then(|| unsafe { p.buf.add(offset) })
+    }
 }
 
 /// How a peer (a world rank) is reached; decided once, at start-up.
@@ -1241,6 +1310,7 @@ impl Engine {
         let rank = |i: usize| world.get(i).map_or(usize::MAX, |&r| r as usize);
         let (src, id, data) = match ev {
             Event::Am { src, id, data } => (rank(src), id, data),
+            Event::Placed { src, .. } => return self.on_placed(rank(src)),
             Event::Disconnected { peer } => return self.on_disconnect(rank(peer)),
             Event::SendDone { token, .. } => return self.on_send_done(token),
         };
@@ -1363,9 +1433,20 @@ impl Engine {
 
     /// Records a broken peer; every wait from now on fails naming it.
     #[cold]
+    /// The payload of a claimed eager message from `src` has landed.
+    fn on_placed(&self, src: usize) {
+        let mut st = self.st.borrow_mut();
+        if let Some(i) = st.placing.iter().position(|(s, _)| *s == src) {
+            let (_, p) = st.placing.remove(i);
+            Self::complete(&mut st, p.req, Ok(p.status));
+        }
+    }
+
     fn on_disconnect(&self, peer: usize) {
         {
             let mut st = self.st.borrow_mut();
+            // A message being placed will not be finished: stop its writes.
+            st.placing.retain(|(s, _)| *s != peer);
             if st.departed.contains(&peer) {
                 return;
             }
@@ -1521,7 +1602,11 @@ impl Engine {
         let l = &self.links;
         let mut n = l.local.progress(|ev| self.on_event(ev, &l.local_world));
         if let Some(net) = &l.net {
-            n += net.progress(|ev| self.on_event(ev, &l.net_world));
+            let placer = EagerPlacer {
+                eng: self,
+                world: &l.net_world,
+            };
+            n += net.progress_placing(|ev| self.on_event(ev, &l.net_world), &placer);
         }
         let (pending, streams) = {
             let st = self.st.borrow();
@@ -1676,6 +1761,7 @@ impl Engine {
             let mut st = self.st.borrow_mut();
             let st = &mut *st;
             st.posted.retain(|p| p.req != id);
+            st.placing.retain(|(_, p)| p.req != id);
             st.streams.retain(|s| s.sreq != id);
             for q in &mut st.pending {
                 let before = q.len();

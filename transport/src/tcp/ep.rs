@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::progress::{would_block, OutSet};
 use super::wire::{FrameHeader, PutHeader, FRAME_HDR, PUT_HDR};
-use crate::{AmId, Error, Event, Result, Sent};
+use crate::{AmId, AmPlacer, Error, Event, Result, Sent, PLACE_PEEK};
 
 /// Size of the shared receive buffer: the most one `recv` reads.
 pub(crate) const SCRATCH: usize = 256 * 1024;
@@ -484,6 +484,35 @@ struct RxPart {
     have: usize,
     /// The rest of a put being written in place (its header already read).
     place: Option<Placing>,
+    /// A large active message whose body an [`AmPlacer`] claimed.
+    am: Option<AmPlacing>,
+    /// The placer declined the large frame in `buf` (do not ask again).
+    declined: bool,
+    /// The last frame was large: read only a header's worth at a time, so
+    /// that the next large body goes straight to its place.
+    large: bool,
+}
+
+/// A claimed active message: `buf[FRAME_HDR..FRAME_HDR + keep]` holds its
+/// kept first bytes; `got` of the `rest` bytes after them have been placed.
+#[derive(Debug, Clone, Copy)]
+struct AmPlacing {
+    id: AmId,
+    keep: usize,
+    rest: usize,
+    got: usize,
+}
+
+/// A placer that claims nothing.
+pub(crate) struct NoPlacer;
+
+impl AmPlacer for NoPlacer {
+    fn claim(&self, _: usize, _: AmId, _: &[u8], _: usize) -> Option<usize> {
+        None
+    }
+    fn dst(&self, _: usize, _: usize, _: usize) -> Option<*mut u8> {
+        None
+    }
 }
 
 /// A put whose remaining `left` bytes go to `at` (offset already advanced).
@@ -559,17 +588,25 @@ impl Ep {
     /// `place` says, straight from the socket once their header is in. Returns
     /// the number delivered, or why the connection ended (after delivering what
     /// came before).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read<F: FnMut(Event<'_>)>(
         &self,
         peer: usize,
         scratch: &mut [u8],
         max_am: usize,
         place: Place<'_>,
+        placer: &dyn AmPlacer,
         f: &mut F,
         delivered: &mut usize,
     ) -> std::result::Result<(), Broken> {
         let mut part = self.rx.borrow_mut();
         let part = &mut *part;
+        // The rest of a claimed active message: straight into its place.
+        if part.am.is_some() {
+            if !self.place_am(part, peer, scratch, placer, f, delivered)? {
+                return Ok(());
+            }
+        }
         // The rest of a put: straight into its place (or dropped).
         if let Some(pl) = part.place.as_mut() {
             let n = match place(pl.at, pl.left) {
@@ -594,7 +631,48 @@ impl Ep {
             let h =
                 FrameHeader::decode(&part.buf[..FRAME_HDR], max_am).map_err(Broken::Protocol)?;
             let total = FRAME_HDR + h.len as usize;
-            if !h.put && total > SMALL_FRAME {
+            if !h.put && total > SMALL_FRAME && !part.declined {
+                // Offer it to the placer once its first bytes are here.
+                let peek = (FRAME_HDR + PLACE_PEEK).min(total);
+                if part.have < peek {
+                    let n = recv(self.fd, &mut part.buf[part.have..peek])?;
+                    part.have += n;
+                    if part.have < peek {
+                        return Ok(());
+                    }
+                }
+                let len = h.len as usize;
+                match placer.claim(peer, h.id, &part.buf[FRAME_HDR..peek], len) {
+                    Some(keep) if keep <= peek - FRAME_HDR => {
+                        // Bytes past the kept ones that are already here go first.
+                        let extra = part.have - FRAME_HDR - keep;
+                        if extra > 0 {
+                            if let Some(dst) = placer.dst(peer, 0, extra) {
+                                // SAFETY: the placer vouches for `extra` bytes at `dst`.
+                                unsafe {
+                                    std::ptr::copy_nonoverlapping(
+                                        part.buf[FRAME_HDR + keep..].as_ptr(),
+                                        dst,
+                                        extra,
+                                    )
+                                };
+                            }
+                        }
+                        part.am = Some(AmPlacing {
+                            id: h.id,
+                            keep,
+                            rest: len - keep,
+                            got: extra,
+                        });
+                        part.have = FRAME_HDR + keep;
+                        if !self.place_am(part, peer, scratch, placer, f, delivered)? {
+                            return Ok(());
+                        }
+                    }
+                    _ => part.declined = true,
+                }
+            }
+            if part.have >= FRAME_HDR && !h.put && total > SMALL_FRAME && part.declined {
                 let want = total - part.have;
                 let n = recv(self.fd, &mut part.buf[part.have..total])?;
                 part.have += n;
@@ -602,6 +680,7 @@ impl Ep {
                     return Ok(());
                 }
                 part.have = 0;
+                part.declined = false;
                 *delivered += 1;
                 f(Event::Am {
                     src: peer,
@@ -614,7 +693,14 @@ impl Ep {
         // Small frames: carry the partial one to the front of the scratch buffer.
         let k = part.have;
         scratch[..k].copy_from_slice(&part.buf[..k]);
-        let n = recv(self.fd, &mut scratch[k..])?;
+        // After a large frame, read just enough for the next header and the
+        // placer's peek: if it is large too, its body goes straight to its place.
+        let upto = if part.large {
+            (k + FRAME_HDR + PLACE_PEEK).max(k + 1).min(scratch.len())
+        } else {
+            scratch.len()
+        };
+        let n = recv(self.fd, &mut scratch[k..upto])?;
         part.have = 0;
         let end = k + n;
         let mut pos = 0;
@@ -652,6 +738,7 @@ impl Ep {
                 pos += total;
                 continue;
             }
+            part.large = total > SMALL_FRAME;
             if end - pos < total {
                 break;
             }
@@ -680,6 +767,54 @@ impl Ep {
             part.have = rest.len();
         }
         Ok(())
+    }
+
+    /// Reads the rest of a claimed active message straight into its place
+    /// (or drops it if the claim was withdrawn); when it is complete,
+    /// delivers [`Event::Placed`] and returns true.
+    fn place_am<F: FnMut(Event<'_>)>(
+        &self,
+        part: &mut RxPart,
+        peer: usize,
+        scratch: &mut [u8],
+        placer: &dyn AmPlacer,
+        f: &mut F,
+        delivered: &mut usize,
+    ) -> std::result::Result<bool, Broken> {
+        let Some(am) = part.am.as_mut() else {
+            return Ok(true);
+        };
+        while am.got < am.rest {
+            let left = am.rest - am.got;
+            let n = match placer.dst(peer, am.got, left) {
+                // SAFETY: the placer vouches for `left` writable bytes at `dst`.
+                Some(dst) => recv(self.fd, unsafe {
+                    std::slice::from_raw_parts_mut(dst, left)
+                })?,
+                None => {
+                    let k = left.min(scratch.len());
+                    recv(self.fd, &mut scratch[..k])?
+                }
+            };
+            if n == 0 {
+                return Ok(false);
+            }
+            am.got += n;
+            if am.got < am.rest {
+                return Ok(false);
+            }
+        }
+        let (id, keep) = (am.id, am.keep);
+        part.am = None;
+        part.have = 0;
+        part.large = true;
+        *delivered += 1;
+        f(Event::Placed {
+            src: peer,
+            id,
+            head: &part.buf[FRAME_HDR..FRAME_HDR + keep],
+        });
+        Ok(true)
     }
 
     /// Closes the connection (after a failure); later sends fail.
@@ -834,6 +969,29 @@ mod tests {
         v
     }
 
+    /// Claims large frames with even ids, keeping their first 5 bytes; the
+    /// rest goes to `rest`.
+    #[derive(Default)]
+    struct EvenPlacer {
+        rest: std::cell::RefCell<Vec<u8>>,
+    }
+
+    impl AmPlacer for EvenPlacer {
+        fn claim(&self, _: usize, id: AmId, head: &[u8], len: usize) -> Option<usize> {
+            let keep = 5.min(head.len());
+            (id % 2 == 0).then(|| {
+                *self.rest.borrow_mut() = vec![0; len - keep];
+                keep
+            })
+        }
+        fn dst(&self, _: usize, offset: usize, n: usize) -> Option<*mut u8> {
+            let mut r = self.rest.borrow_mut();
+            assert!(offset + n <= r.len(), "placed past the end");
+            // SAFETY: inside the vector, which outlives the write.
+            Some(unsafe { r.as_mut_ptr().add(offset) })
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -844,6 +1002,7 @@ mod tests {
             sizes in proptest::collection::vec(prop_oneof![0usize..100, 0usize..=MAX, Just(MAX)], 1..30),
             cuts in proptest::collection::vec(1usize..40_000, 1..100),
             garbage in any::<bool>(),
+            placing in any::<bool>(),
         ) {
             let mut stream = Vec::new();
             for (k, &len) in sizes.iter().enumerate() {
@@ -860,11 +1019,19 @@ mod tests {
             let mut n = 0;
             let mut end = None;
             let mut pos = 0;
+            let even = EvenPlacer::default();
+            let placer: &dyn AmPlacer = if placing { &even } else { &NoPlacer };
             let mut drain = |got: &mut Vec<(u8, Vec<u8>)>, n: &mut usize, closed: bool| {
                 while closed || pending(ep.fd()) > 0 {
-                    let r = ep.read(0, &mut scratch, MAX, &|_, _| None, &mut |ev| {
-                        if let Event::Am { id, data, .. } = ev {
-                            got.push((id, data.to_vec()));
+                    let r = ep.read(0, &mut scratch, MAX, &|_, _| None, placer, &mut |ev| {
+                        match ev {
+                            Event::Am { id, data, .. } => got.push((id, data.to_vec())),
+                            Event::Placed { id, head, .. } => {
+                                let mut v = head.to_vec();
+                                v.extend_from_slice(&even.rest.borrow());
+                                got.push((id, v));
+                            }
+                            _ => {}
                         }
                     }, n);
                     if let Err(e) = r {

@@ -11,8 +11,8 @@ use super::ep::{Broken, Ep, TxFlags, SCRATCH};
 use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
 use super::wire::{FrameHeader, PutHeader, TcpKey, FRAME_HDR};
 use crate::{
-    ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
-    Sent,
+    ActiveMessages, AmId, AmPlacer, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
+    Result, Rma, Sent,
 };
 
 /// Default largest active message.
@@ -324,7 +324,20 @@ impl ActiveMessages for TcpIface {
 }
 
 impl Progress for TcpIface {
-    fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+    fn progress<F: FnMut(Event<'_>)>(&self, f: F) -> usize {
+        self.progress_placing(f, &super::ep::NoPlacer)
+    }
+
+    fn wait(&self, timeout: Duration) -> Result<()> {
+        self.wait_for(timeout)
+    }
+}
+
+impl TcpIface {
+    /// [`Progress::progress`], with the bodies of large active messages that
+    /// `placer` claims read from the socket straight to where it says
+    /// (delivered as [`Event::Placed`]).
+    pub fn progress_placing<F: FnMut(Event<'_>)>(&self, mut f: F, placer: &dyn AmPlacer) -> usize {
         let Ok(mut scratch) = self.scratch.try_borrow_mut() else {
             return 0;
         };
@@ -353,9 +366,15 @@ impl Progress for TcpIface {
             let input = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
             if flags & input != 0 {
                 let place = |at: PutHeader, len: usize| self.regions.borrow().place(at, len);
-                if let Err(why) =
-                    ep.read(peer, &mut scratch, self.max_am, &place, &mut f, &mut count)
-                {
+                if let Err(why) = ep.read(
+                    peer,
+                    &mut scratch,
+                    self.max_am,
+                    &place,
+                    placer,
+                    &mut f,
+                    &mut count,
+                ) {
                     self.disconnect(peer, ep, why, &mut f);
                     count += 1;
                 }
@@ -364,7 +383,7 @@ impl Progress for TcpIface {
         count
     }
 
-    fn wait(&self, timeout: Duration) -> Result<()> {
+    fn wait_for(&self, timeout: Duration) -> Result<()> {
         if !self.self_q.borrow().is_empty() || self.flags.released.load(Ordering::Acquire) {
             return Ok(());
         }
