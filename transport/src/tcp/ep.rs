@@ -602,10 +602,8 @@ impl Ep {
         let mut part = self.rx.borrow_mut();
         let part = &mut *part;
         // The rest of a claimed active message: straight into its place.
-        if part.am.is_some() {
-            if !self.place_am(part, peer, scratch, placer, f, delivered)? {
-                return Ok(());
-            }
+        if part.am.is_some() && !self.place_am(part, peer, scratch, placer, f, delivered)? {
+            return Ok(());
         }
         // The rest of a put: straight into its place (or dropped).
         if let Some(pl) = part.place.as_mut() {
