@@ -878,6 +878,38 @@ mod tests {
     }
 
     #[test]
+    fn messages_too_large_for_one_message_are_typed_errors() {
+        run_threads(2, |w| {
+            let rpc = w.rpc();
+            rpc.register("big", |_ctx, n: u32| Ok::<_, String>(vec![7u8; n as usize]));
+            rpc.register("len", |_ctx, v: Vec<u8>| Ok::<_, String>(v.len()));
+            w.barrier().unwrap();
+            let other = 1 - w.rank();
+            // A result larger than a message between these ranks: the handler
+            // ran, the caller learns why nothing came back.
+            let e = rpc
+                .call::<_, Vec<u8>>(other, "big", &(1u32 << 20))
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Rpc { failure: RpcFailure::Failed(m), .. } if m.contains("could not be sent")),
+                "{e:?}"
+            );
+            // Arguments that large fail at the caller, typed, before anything is sent.
+            let e = rpc
+                .call::<_, usize>(other, "len", &vec![1u8; 1 << 20])
+                .unwrap_err();
+            assert!(
+                matches!(e, Error::Transport(dos_transport::Error::TooLarge { .. })),
+                "{e:?}"
+            );
+            // Both still serve.
+            let n: usize = rpc.call(other, "len", &vec![1u8; 1000]).unwrap();
+            assert_eq!(n, 1000);
+            w.barrier().unwrap();
+        });
+    }
+
+    #[test]
     fn a_rank_that_computes_still_answers() {
         use std::sync::atomic::{AtomicBool, Ordering};
         let answered = AtomicBool::new(false);
