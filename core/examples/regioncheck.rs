@@ -122,9 +122,7 @@ fn main() -> ExitCode {
         }
     };
     match check(&w, n) {
-        Ok(faults) => {
-            // Every rank but a lone one fetched pages.
-            debug_assert!(faults > 0);
+        Ok(_faults) => {
             if w.rank() == 0 {
                 println!("regioncheck: OK {} ranks, {n} x {n} product", w.size());
             }

@@ -7,7 +7,9 @@
 //!   cannot, all try again elsewhere. Pointers into the region mean the same
 //!   on every rank.
 //! * **Homes.** Page `p` lives on rank `p % ranks`, in a [`Window`] that holds
-//!   every rank's home pages: the one copy that counts.
+//!   every rank's home pages: the one copy that counts. On its home rank the
+//!   page *is* that copy (the window's memory mapped at the region's address),
+//!   so a rank's own pages never fault.
 //! * **Faults.** A page starts inaccessible. The first access faults
 //!   (`SIGSEGV`); the handler fetches the page from its home (a one-sided get)
 //!   and maps it read-only. A write then faults again: the handler keeps a
@@ -30,6 +32,9 @@
 //! xs[world.rank()] = 7; // faults the page in, then makes it writable
 //! region.barrier().unwrap(); // every rank's writes are home, and seen
 //! assert_eq!(region.as_mut_slice::<u64>()[0], 7);
+//! if world.size() == 1 {
+//!     assert_eq!(region.faults(), 0); // a rank's own pages never fault
+//! }
 //! ```
 //!
 //! Limits: only the thread that called `init` may touch the region (a fault on
@@ -49,6 +54,9 @@ use crate::{Comm, Error, Result, Window};
 const INVALID: u8 = 0;
 const READ: u8 = 1;
 const DIRTY: u8 = 2;
+/// A page homed on this rank: the home copy itself is mapped there, so it
+/// never faults, needs no twin and is never invalidated.
+const HOME: u8 = 3;
 
 /// Regions that the fault handler knows, at most this many at once.
 const MAX_REGIONS: usize = 16;
@@ -138,13 +146,36 @@ impl Comm {
         let win = self.win_allocate::<u8>(homed * page)?;
         let base = agree_on_addresses(self, len)?;
         install_handler();
+        // This rank's home pages: the window's memory itself, in place.
+        let mut states: Vec<AtomicU8> = (0..npages).map(|_| AtomicU8::new(INVALID)).collect();
+        if let Some((fd, data_off)) = win.local_fd() {
+            for p in (me..npages).step_by(n) {
+                let at = base as usize + p * page;
+                let off = data_off + (p / n) * page;
+                // SAFETY: replaces one page of our own reservation with the
+                // window's shared memory at the same offset the home copy has.
+                let r = unsafe {
+                    libc::mmap(
+                        at as *mut libc::c_void,
+                        page,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_SHARED | libc::MAP_FIXED,
+                        fd,
+                        off as libc::off_t,
+                    )
+                };
+                if r as usize == at {
+                    states[p] = AtomicU8::new(HOME);
+                }
+            }
+        }
         let state = Box::new(State {
             base,
             len,
             page,
             ranks: n,
             win,
-            states: (0..npages).map(|_| AtomicU8::new(INVALID)).collect(),
+            states: states.into_boxed_slice(),
             twins: RefCell::new(vec![0u8; len].into_boxed_slice()),
             dirty: RefCell::new(Vec::new()),
             cached: RefCell::new(Vec::new()),
@@ -354,7 +385,7 @@ impl State {
                 self.states[p].store(DIRTY, Ordering::Relaxed);
                 self.dirty.borrow_mut().push(p);
             }
-            _ => die("dos: a fault on a writable shared region page\n"),
+            _ => die("dos: a fault on a writable or home shared region page\n"),
         }
         Ok(())
     }

@@ -316,6 +316,12 @@ impl<'a, T: Pod> Window<'a, T> {
         self.data
     }
 
+    /// The memfd of this rank's part and the offset of its data in it (an
+    /// allocated window), for mapping the part a second time.
+    pub(crate) fn local_fd(&self) -> Option<(std::os::fd::RawFd, usize)> {
+        self.own.fd().map(|fd| (fd, shmem::HEADER))
+    }
+
     /// Whether `target`'s part is mapped here (reached with plain copies).
     pub(crate) fn is_mapped(&self, target: usize) -> bool {
         self.parts.get(target).is_some_and(|p| p.data.is_some())
