@@ -901,6 +901,43 @@ impl VerbsIface {
 
     /// A synchronous get (`read`) or put of `len` bytes at `local` and
     /// `offset` of the peer's region `k`.
+    /// A blocking RDMA READ (`read`) into, or WRITE from, `local` of `len`
+    /// bytes at `offset` of the region `rkey`; to itself a plain copy.
+    ///
+    /// # Safety
+    /// `local` is valid for `len` bytes (writable for a read) during the call.
+    unsafe fn sync_op(
+        &self,
+        peer: usize,
+        local: *mut u8,
+        len: usize,
+        rkey: &RemoteKey,
+        offset: usize,
+        read: bool,
+    ) -> Result<()> {
+        let k = VerbsKey::unpack(rkey.as_bytes())?;
+        crate::check_bounds(offset, len, k.len as usize)?;
+        if peer >= self.cfg.npeers {
+            return Err(self.bad_peer(peer));
+        }
+        if peer == self.cfg.index {
+            let at = self.own(&k, offset, len, !read)?;
+            let (from, to) = if read {
+                (at as *const u8, local)
+            } else {
+                (local as *const u8, at)
+            };
+            // SAFETY: `own` vouches for the region, the caller for `local`.
+            unsafe { std::ptr::copy(from, to, len) };
+            return Ok(());
+        }
+        self.up(peer)?;
+        if len == 0 {
+            return Ok(());
+        }
+        self.sync_rdma(peer, read, local, len, &k, offset)
+    }
+
     fn sync_rdma(
         &self,
         peer: usize,
@@ -1469,22 +1506,8 @@ impl Rma for VerbsIface {
         rkey: &RemoteKey,
         offset: usize,
     ) -> Result<()> {
-        let k = VerbsKey::unpack(rkey.as_bytes())?;
-        crate::check_bounds(offset, len, k.len as usize)?;
-        if peer >= self.cfg.npeers {
-            return Err(self.bad_peer(peer));
-        }
-        if peer == self.cfg.index {
-            let from = self.own(&k, offset, len, false)?;
-            // SAFETY: `own` vouches for the region; the caller for `dst`.
-            unsafe { std::ptr::copy(from, dst, len) };
-            return Ok(());
-        }
-        self.up(peer)?;
-        if len == 0 {
-            return Ok(());
-        }
-        self.sync_rdma(peer, true, dst, len, &k, offset)
+        // SAFETY: forwarded with the caller's guarantee for `dst`.
+        unsafe { self.sync_op(peer, dst, len, rkey, offset, true) }
     }
 
     unsafe fn put(
@@ -1495,22 +1518,8 @@ impl Rma for VerbsIface {
         rkey: &RemoteKey,
         offset: usize,
     ) -> Result<()> {
-        let k = VerbsKey::unpack(rkey.as_bytes())?;
-        crate::check_bounds(offset, len, k.len as usize)?;
-        if peer >= self.cfg.npeers {
-            return Err(self.bad_peer(peer));
-        }
-        if peer == self.cfg.index {
-            let to = self.own(&k, offset, len, true)?;
-            // SAFETY: `own` vouches for the region; the caller for `src`.
-            unsafe { std::ptr::copy(src, to, len) };
-            return Ok(());
-        }
-        self.up(peer)?;
-        if len == 0 {
-            return Ok(());
-        }
-        self.sync_rdma(peer, false, src as *mut u8, len, &k, offset)
+        // SAFETY: forwarded with the caller's guarantee for `src` (only read).
+        unsafe { self.sync_op(peer, src as *mut u8, len, rkey, offset, false) }
     }
 }
 
