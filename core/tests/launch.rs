@@ -212,50 +212,41 @@ fn transports_option_puts_one_host_on_the_network() {
     assert!(j.stderr.contains("--transports"), "{j}");
 }
 
+/// Runs check program `name` with `args` under dosrun for every size in
+/// `SIZES`: it must succeed and print `NAME: OK N ranks` then `tail`, and
+/// nothing more on that line when `exact`.
+fn check_program_passes(name: &str, args: &[&str], tail: &str, exact: bool) {
+    for n in SIZES {
+        let j = run(n, &example(name), args);
+        j.assert_success();
+        let line = line_starting(&j, &j.stdout, &format!("{name}: "));
+        let want = format!("{name}: OK {n} ranks{tail}");
+        if exact {
+            assert_eq!(line, want, "{j}");
+        } else {
+            assert!(line.starts_with(&want), "expected `{want}...`\n{j}");
+        }
+    }
+}
+
 #[test]
 fn rmacheck_passes() {
-    for n in SIZES {
-        let j = run(n, &example("rmacheck"), &[]);
-        j.assert_success();
-        let line = line_starting(&j, &j.stdout, "rmacheck: ");
-        assert!(
-            line.starts_with(&format!("rmacheck: OK {n} ranks")),
-            "expected `rmacheck: OK {n} ranks ...`\n{j}"
-        );
-    }
+    check_program_passes("rmacheck", &[], "", false);
 }
 
 #[test]
 fn dsmcheck_passes() {
-    for n in SIZES {
-        let j = run(n, &example("dsmcheck"), &[]);
-        j.assert_success();
-        let line = line_starting(&j, &j.stdout, "dsmcheck: ");
-        assert_eq!(line, format!("dsmcheck: OK {n} ranks"), "{j}");
-    }
+    check_program_passes("dsmcheck", &[], "", true);
 }
 
 #[test]
 fn regioncheck_passes() {
-    for n in SIZES {
-        let j = run(n, &example("regioncheck"), &["40"]);
-        j.assert_success();
-        let line = line_starting(&j, &j.stdout, "regioncheck: ");
-        assert!(
-            line.starts_with(&format!("regioncheck: OK {n} ranks, 40 x 40 product")),
-            "{j}"
-        );
-    }
+    check_program_passes("regioncheck", &["40"], ", 40 x 40 product", true);
 }
 
 #[test]
 fn rpccheck_passes() {
-    for n in SIZES {
-        let j = run(n, &example("rpccheck"), &[]);
-        j.assert_success();
-        let line = line_starting(&j, &j.stdout, "rpccheck: ");
-        assert_eq!(line, format!("rpccheck: OK {n} ranks"), "{j}");
-    }
+    check_program_passes("rpccheck", &[], "", true);
 }
 
 /// Runs hello on `n` ranks with rank `rank` failing `how`; returns the job

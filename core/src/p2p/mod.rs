@@ -238,6 +238,19 @@ struct State {
     placing: Vec<(usize, Placed)>,
 }
 
+impl State {
+    /// Removes and returns the first posted receive that matches `env`, if
+    /// it holds at least `min_cap` bytes (MPI's matching order: post order).
+    fn take_posted(&mut self, env: &Envelope, min_cap: usize) -> Option<Posted> {
+        let i = self
+            .posted
+            .iter()
+            .position(|p| matches(p.ctx, p.src, p.tag, env))
+            .filter(|&i| self.posted[i].cap >= min_cap)?;
+        self.posted.remove(i)
+    }
+}
+
 /// An eager message whose payload the network transport writes in place.
 #[derive(Debug, Clone, Copy)]
 struct Placed {
@@ -271,12 +284,7 @@ impl dos_transport::AmPlacer for EagerPlacer<'_> {
         let payload = len.checked_sub(ENVELOPE_LEN)?;
         let mut st = self.eng.st.borrow_mut();
         // Claimed only when it fits (a truncated receive takes the usual path).
-        let i = st
-            .posted
-            .iter()
-            .position(|p| matches(p.ctx, p.src, p.tag, &env))
-            .filter(|&i| st.posted[i].cap >= payload)?;
-        let p = st.posted.remove(i).expect("index from position");
+        let p = st.take_posted(&env, payload)?;
         st.placing.push((
             src,
             Placed {
@@ -1349,12 +1357,7 @@ impl Engine {
             reason: "short eager header",
         })?;
         let mut st = self.st.borrow_mut();
-        if let Some(i) = st
-            .posted
-            .iter()
-            .position(|p| matches(p.ctx, p.src, p.tag, &env))
-        {
-            let p = st.posted.remove(i).expect("index from position");
+        if let Some(p) = st.take_posted(&env, 0) {
             let n = payload.len().min(p.cap);
             // SAFETY: the posted buffer is valid for `cap` bytes (irecv's contract).
             unsafe { std::ptr::copy_nonoverlapping(payload.as_ptr(), p.buf, n) };
@@ -1380,13 +1383,8 @@ impl Engine {
     fn on_rts(&self, peer: usize, data: &[u8]) -> Result<()> {
         let rts = Rts::decode(data, peer)?;
         let mut st = self.st.borrow_mut();
-        let found = st
-            .posted
-            .iter()
-            .position(|p| matches(p.ctx, p.src, p.tag, &rts.env));
-        match found {
-            Some(i) => {
-                let p = st.posted.remove(i).expect("index from position");
+        match st.take_posted(&rts.env, 0) {
+            Some(p) => {
                 drop(st);
                 let status = Status {
                     source: rts.env.src as usize,
