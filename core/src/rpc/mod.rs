@@ -405,6 +405,18 @@ fn decode<R: DeserializeOwned>(dest: usize, name: &str, bytes: &[u8]) -> Result<
     })
 }
 
+/// Calls handler `name` on world rank `dest` and waits for its result.
+fn call_blocking<A: Serialize + ?Sized, R: DeserializeOwned>(
+    eng: &Engine,
+    dest: usize,
+    name: &str,
+    args: &A,
+) -> Result<R> {
+    let call = start(eng, dest, name, false, &encode(args)?)?;
+    let bytes = outcome(dest, name, finish(eng, call)?)?;
+    decode(dest, name, &bytes)
+}
+
 /// What a handler knows about its call, and how it calls other ranks.
 pub struct Ctx<'a> {
     eng: &'a Engine,
@@ -431,9 +443,7 @@ impl Ctx<'_> {
         name: &str,
         args: &A,
     ) -> Result<R> {
-        let call = start(self.eng, rank, name, false, &encode(args)?)?;
-        let bytes = outcome(rank, name, finish(self.eng, call)?)?;
-        decode(rank, name, &bytes)
+        call_blocking(self.eng, rank, name, args)
     }
 
     /// Runs handler `name` on world rank `rank` without waiting for it.
@@ -553,7 +563,9 @@ impl Rpc {
         name: &str,
         args: &A,
     ) -> Result<R> {
-        self.call_async(rank, name, args)?.wait()
+        // Without a `Pending`: no handle to allocate for a call waited on at once.
+        let dest = self.world_rank(rank)?;
+        call_blocking(&self.comm.eng.enter(), dest, name, args)
     }
 
     /// Starts a call; the [`Pending`] gives its result (`wait`, `test`, or
