@@ -81,6 +81,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "largest RoCE MTU of the soft-RoCE (a power of two from 256): each connection uses the largest that its link's MTU carries, up to this (1024 on a 1500-byte Ethernet, 4096 on jumbo frames); 4096 is the IBA's largest, up to 32768 is an extension only dos understands",
     },
     Tunable {
+        name: "DOS_ROCE_GSO",
+        default: "1",
+        help: "1: the soft-RoCE sends trains of equal packets with UDP segmentation offload and receives them with UDP GRO (one trip through the kernel per 64 KiB; each packet's ICRC covers the identification the kernel gives it); 0: one datagram at a time",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -178,6 +183,8 @@ pub struct Config {
     pub kill_grace_ms: u64,
     /// `DOS_ROCE_MTU`.
     pub roce_mtu: u32,
+    /// `DOS_ROCE_GSO`.
+    pub roce_gso: bool,
     /// `DOS_TRANSPORTS`.
     pub transports: Transports,
 }
@@ -258,8 +265,19 @@ impl Config {
                 reason: "must be a power of two from 256 to 32768",
             });
         }
+        let roce_gso = match raw("DOS_ROCE_GSO").as_str() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                return Err(Error::Environment {
+                    var: "DOS_ROCE_GSO",
+                    reason: "must be 0 or 1",
+                })
+            }
+        };
         Ok(Config {
             roce_mtu,
+            roce_gso,
             rndv,
             rndv_chunk,
             net_chunk,

@@ -185,9 +185,11 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
     let prepared = match prepare_verbs(rank, size, allow.verbs) {
         Some(p) => p,
         None if allow.tcp => Prepared::Tcp(TcpIface::prepare(rank, size, ip, secret)?),
-        None if allow.roce => {
-            Prepared::Roce(RoceIface::prepare(rank, size, ip, secret)?.with_max_mtu(cfg.roce_mtu)?)
-        }
+        None if allow.roce => Prepared::Roce(
+            RoceIface::prepare(rank, size, ip, secret)?
+                .with_max_mtu(cfg.roce_mtu)?
+                .with_segmentation(cfg.roce_gso),
+        ),
         None => {
             return Err(Error::Environment {
                 var: "DOS_TRANSPORTS",

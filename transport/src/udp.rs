@@ -8,6 +8,12 @@
 //!   so the receiver rebuilds the exact headers the sender's ICRC covered, also on
 //!   a socket bound to a wildcard address.
 //! * `sendmmsg` / `recvmmsg`: one system call for a batch of datagrams.
+//! * UDP segmentation offload (`UDP_SEGMENT`, [`UdpSocket::send_segmented`]): one
+//!   send of up to [`GSO_MAX_SEGMENTS`] equal datagrams, which travel through the
+//!   kernel (and through veth and bridges) as one buffer and are split into
+//!   datagrams only where needed, each with its own IPv4 identification (0, 1,
+//!   ...). Its receiving half, `UDP_GRO` ([`UdpSocket::enable_gro`]), hands such a
+//!   train to the reader in one piece ([`Datagram::segments`]).
 //!
 //! IPv4 only for now.
 //!
@@ -30,6 +36,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::roce::icrc::{GSO_MAX_SEGMENTS, MAX_IPV4_PAYLOAD};
 use crate::{Error, Result};
 
 /// Socket buffer size asked for in each direction (the kernel caps it at
@@ -220,6 +227,121 @@ impl UdpSocket {
         Ok(sent)
     }
 
+    /// Asks the kernel to hand over trains of datagrams that arrive together (from
+    /// one GSO send) in one piece (`UDP_GRO`); returns whether it will. A batch
+    /// for such a socket needs slots of [`GRO_SLOT`] bytes, and its reader must
+    /// split each [`Datagram`] into its [`Datagram::segments`].
+    pub fn enable_gro(&self) -> bool {
+        set_int(self.fd(), libc::SOL_UDP, libc::UDP_GRO, 1, "UDP_GRO").is_ok()
+    }
+
+    /// Sends each `(destination, segments)` as one UDP GSO send: the kernel turns
+    /// it into one datagram per segment, with IPv4 identifications 0, 1, ... in
+    /// order. Every segment but the last must have the first one's length, the
+    /// last may be shorter; at most [`GSO_MAX_SEGMENTS`] of them and
+    /// [`MAX_IPV4_PAYLOAD`] bytes together. A single segment is a plain datagram.
+    /// Returns how many sends went out, as [`UdpSocket::send_batch`].
+    ///
+    /// Fails with [`Error::Unsupported`] when the kernel refuses segmentation
+    /// (before Linux 4.18, or no checksum offload on the way): send one datagram
+    /// at a time then.
+    pub fn send_segmented(&self, msgs: &[(SocketAddr, &[&[u8]])]) -> Result<usize> {
+        const CMSG: usize = 4; // u64 words: CMSG_SPACE(2) is 24 bytes
+        let mut sent = 0;
+        let mut iovs: Vec<libc::iovec> = Vec::new();
+        for chunk in msgs.chunks(SEND_BATCH) {
+            let mut addrs = [to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); SEND_BATCH];
+            let mut ctrl = [[0u64; CMSG]; SEND_BATCH];
+            // SAFETY: all-zero mmsghdrs are valid, filled below.
+            let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { zeroed() };
+            iovs.clear();
+            for (dst, segs) in chunk {
+                let first = segs.first().map_or(0, |s| s.len());
+                let total: usize = segs.iter().map(|s| s.len()).sum();
+                let shape_ok = segs.split_last().is_some_and(|(last, rest)| {
+                    rest.iter().all(|s| s.len() == first) && last.len() <= first
+                });
+                if !shape_ok
+                    || first == 0
+                    || segs.len() > GSO_MAX_SEGMENTS
+                    || total > MAX_IPV4_PAYLOAD
+                {
+                    return Err(Error::Malformed {
+                        what: "UDP GSO send",
+                        reason: "segments of unequal length, too many or too long",
+                    });
+                }
+                v4(*dst, "IPv6 destinations")?;
+                iovs.extend(segs.iter().map(|d| libc::iovec {
+                    iov_base: d.as_ptr() as *mut libc::c_void,
+                    iov_len: d.len(),
+                }));
+            }
+            let mut at = 0;
+            for (i, (dst, segs)) in chunk.iter().enumerate() {
+                addrs[i] = to_sockaddr(v4(*dst, "IPv6 destinations")?);
+                let h = &mut hdrs[i].msg_hdr;
+                h.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
+                h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                h.msg_iov = iovs[at..].as_mut_ptr();
+                h.msg_iovlen = segs.len();
+                at += segs.len();
+                if segs.len() > 1 {
+                    h.msg_control = ctrl[i].as_mut_ptr().cast();
+                    // SAFETY: CMSG_SPACE is a pure computation.
+                    h.msg_controllen = unsafe { libc::CMSG_SPACE(2) } as usize;
+                    // SAFETY: the control buffer holds CMSG_SPACE(2) bytes,
+                    // aligned for cmsghdr; the macros stay inside it.
+                    unsafe {
+                        let c = libc::CMSG_FIRSTHDR(h);
+                        (*c).cmsg_level = libc::SOL_UDP;
+                        (*c).cmsg_type = libc::UDP_SEGMENT;
+                        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+                        std::ptr::write_unaligned(
+                            libc::CMSG_DATA(c).cast::<u16>(),
+                            segs[0].len() as u16,
+                        );
+                    }
+                }
+            }
+            // SAFETY: `hdrs[..n]` point at live addresses, iovecs, control
+            // buffers and payloads.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.fd(),
+                    hdrs.as_mut_ptr(),
+                    chunk.len() as u32,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::WouldBlock {
+                    return Ok(sent);
+                }
+                let refused = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
+                );
+                if refused && chunk[0].1.len() > 1 {
+                    return Err(Error::Unsupported {
+                        backend: "udp",
+                        op: "UDP segmentation offload",
+                    });
+                }
+                return Err(Error::Sys {
+                    op: "sendmmsg",
+                    source: e,
+                });
+            }
+            sent += r as usize;
+            if (r as usize) < chunk.len() {
+                return Ok(sent);
+            }
+        }
+        Ok(sent)
+    }
+
     /// Receives what is waiting (up to the batch's capacity) into `batch`;
     /// returns how many datagrams (0 when none waits).
     pub fn recv_batch(&self, batch: &mut RecvBatch) -> Result<usize> {
@@ -264,7 +386,21 @@ pub struct Datagram<'a> {
     pub dst: SocketAddr,
     /// True if it did not fit the buffer and was cut.
     pub truncated: bool,
+    /// Length of each datagram of a train received in one piece (`UDP_GRO`),
+    /// the last one may be shorter; `data.len()` for a single datagram.
+    pub segment: usize,
 }
+
+impl<'a> Datagram<'a> {
+    /// The datagrams this piece holds: one, or the train that a GSO send made.
+    pub fn segments(&self) -> std::slice::Chunks<'a, u8> {
+        self.data.chunks(self.segment.max(1))
+    }
+}
+
+/// Slot size that a [`RecvBatch`] needs for a socket with `UDP_GRO` on: the
+/// kernel joins datagrams up to 64 KiB.
+pub const GRO_SLOT: usize = 65536;
 
 /// Buffers for [`UdpSocket::recv_batch`]: `slots` datagrams of up to `size` bytes.
 pub struct RecvBatch {
@@ -348,6 +484,7 @@ impl RecvBatch {
         let h = &self.hdrs[i];
         let n = (h.msg_len as usize).min(self.size);
         let mut dst = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, self.local_port));
+        let mut segment = n;
         // Walk the control messages for IP_PKTINFO.
         let mh = &h.msg_hdr;
         // SAFETY: the kernel filled `msg_control` up to `msg_controllen`; the
@@ -362,6 +499,11 @@ impl RecvBatch {
                         Ipv4Addr::from(info.ipi_addr.s_addr.to_ne_bytes()),
                         self.local_port,
                     ));
+                } else if (*c).cmsg_level == libc::SOL_UDP && (*c).cmsg_type == libc::UDP_GRO {
+                    let size = std::ptr::read_unaligned(libc::CMSG_DATA(c) as *const i32);
+                    if size > 0 {
+                        segment = size as usize;
+                    }
                 }
                 c = libc::CMSG_NXTHDR(mh, c);
             }
@@ -371,6 +513,7 @@ impl RecvBatch {
             src: from_sockaddr(&self.names[i]),
             dst,
             truncated: mh.msg_flags & libc::MSG_TRUNC != 0,
+            segment,
         }
     }
 }

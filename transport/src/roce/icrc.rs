@@ -213,6 +213,141 @@ pub fn icrc(hdrs: &IpUdp, packet: &[u8]) -> Result<u32, WireError> {
     Ok(h.finalize())
 }
 
+/// Most segments the socket driver puts into one UDP GSO send, and so the
+/// identifications (0 to this minus one) a receiver accepts; see [`ipv4_id_mask`].
+pub const GSO_MAX_SEGMENTS: usize = 64;
+
+/// CRC-32's polynomial, bit-reflected.
+const POLY: u32 = 0xEDB8_8320;
+
+/// `a * b` modulo the CRC polynomial, both in the reflected representation
+/// (bit 31 is the coefficient of x^0).
+fn mul_mod_p(a: u32, mut b: u32) -> u32 {
+    let mut p = 0;
+    let mut m = 1u32 << 31;
+    while m != 0 {
+        if a & m != 0 {
+            p ^= b;
+        }
+        m >>= 1;
+        b = if b & 1 != 0 { (b >> 1) ^ POLY } else { b >> 1 };
+    }
+    p
+}
+
+/// x^(8n) modulo the polynomial: what running a CRC register over `n` zero bytes
+/// multiplies it by.
+fn x_pow_8n(mut n: u64) -> u32 {
+    // x^(2^k) for k = 3, 4, ...: squared as we go.
+    let mut sq = mul_mod_p(1 << 30, 1 << 30); // x^2
+    sq = mul_mod_p(sq, sq); // x^4
+    sq = mul_mod_p(sq, sq); // x^8
+    let mut p = 1u32 << 31; // x^0
+    while n != 0 {
+        if n & 1 != 0 {
+            p = mul_mod_p(sq, p);
+        }
+        sq = mul_mod_p(sq, sq);
+        n >>= 1;
+    }
+    p
+}
+
+/// The CRC register, started at zero, after the two bytes of an IPv4
+/// identification `id` (big-endian, as on the wire).
+fn raw_crc_of_id(id: u16) -> u32 {
+    let mut reg = 0u32;
+    for byte in id.to_be_bytes() {
+        reg ^= u32::from(byte);
+        for _ in 0..8 {
+            reg = if reg & 1 != 0 {
+                (reg >> 1) ^ POLY
+            } else {
+                reg >> 1
+            };
+        }
+    }
+    reg
+}
+
+/// Bytes that the ICRC covers after the IPv4 identification, for a packet whose
+/// BTH, extension headers, payload and pad (no ICRC) are `body_len` bytes: the rest
+/// of the IPv4 header (6 + 8), the UDP header (8) and the body.
+fn bytes_after_id(body_len: usize) -> u64 {
+    (IPV4_HEADER_LEN - 6 + UDP_HEADER_LEN + body_len) as u64
+}
+
+/// What each of the low identification bits adds to the ICRC of a packet of a
+/// given length; remembered for the last few lengths per thread (a bulk transfer
+/// sends and receives packets of one or two lengths).
+fn id_basis(body_len: usize) -> [u32; 6] {
+    const BITS: usize = GSO_MAX_SEGMENTS.trailing_zeros() as usize;
+    const _: () = assert!(BITS == 6 && GSO_MAX_SEGMENTS.is_power_of_two());
+    thread_local! {
+        static CACHE: std::cell::Cell<[(usize, [u32; 6]); 4]> =
+            const { std::cell::Cell::new([(usize::MAX, [0; 6]); 4]) };
+    }
+    CACHE.with(|c| {
+        let mut entries = c.get();
+        if let Some(e) = entries.iter().find(|e| e.0 == body_len) {
+            return e.1;
+        }
+        let shift = x_pow_8n(bytes_after_id(body_len));
+        let basis: [u32; 6] = std::array::from_fn(|b| mul_mod_p(shift, raw_crc_of_id(1 << b)));
+        entries.rotate_right(1);
+        entries[0] = (body_len, basis);
+        c.set(entries);
+        basis
+    })
+}
+
+/// What to XOR into the ICRC of an IPv4 packet computed with identification 0
+/// to get its ICRC with identification `id` (`id < GSO_MAX_SEGMENTS`); `body_len`
+/// is the packet's length without the ICRC.
+///
+/// The ICRC is linear in the bytes it covers, so the identification's share can
+/// be added afterwards. This is what UDP segmentation offload needs: the kernel
+/// splits one send of `n` equal packets into datagrams with identifications 0 to
+/// `n - 1` (an unconnected socket with DF set starts at 0), so the `i`-th packet
+/// of a GSO send must carry the ICRC for identification `i`.
+///
+/// # Panics
+/// If `id` is not below [`GSO_MAX_SEGMENTS`].
+pub fn ipv4_id_mask(body_len: usize, id: u16) -> u32 {
+    assert!(usize::from(id) < GSO_MAX_SEGMENTS, "identification {id}");
+    let basis = id_basis(body_len);
+    let mut m = 0;
+    for (b, v) in basis.iter().enumerate() {
+        if id & (1 << b) != 0 {
+            m ^= v;
+        }
+    }
+    m
+}
+
+/// The identification below [`GSO_MAX_SEGMENTS`], if any, that explains the
+/// difference `syndrome` between an IPv4 packet's carried ICRC and the one
+/// computed for identification 0 (`body_len` as for [`ipv4_id_mask`]).
+///
+/// A receiver cannot see the identification of a datagram; a packet of a GSO
+/// send carries its index there. Accepting these 64 values leaves 26 of the
+/// ICRC's 32 bits to detect corruption.
+pub fn ipv4_id_of(body_len: usize, syndrome: u32) -> Option<u16> {
+    if syndrome == 0 {
+        return Some(0);
+    }
+    let basis = id_basis(body_len);
+    // Gray code: one basis vector changes per step.
+    let mut v = 0u32;
+    for g in 1..GSO_MAX_SEGMENTS as u16 {
+        v ^= basis[g.trailing_zeros() as usize];
+        if v == syndrome {
+            return Some(g ^ (g >> 1));
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -654,5 +789,52 @@ mod tests {
         assert!(icrc(&IpUdp::new(a, b), &big[1..]).is_ok());
         let v6a = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 1000);
         assert!(icrc(&IpUdp::new(v6a, v6), &big).is_ok());
+    }
+
+    #[test]
+    fn identification_masks_agree_with_the_crc() {
+        let a = v4([198, 18, 0, 1], 49152);
+        let b = v4([198, 18, 0, 2], 4791);
+        for len in [12usize, 16, 28, 1040, 4108, 4124, 32800] {
+            let p: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let zero = icrc(&IpUdp::new(a, b), &p).unwrap();
+            for id in 0..GSO_MAX_SEGMENTS as u16 {
+                let real = icrc(
+                    &IpUdp {
+                        ipv4_id: id,
+                        ..IpUdp::new(a, b)
+                    },
+                    &p,
+                )
+                .unwrap();
+                assert_eq!(zero ^ ipv4_id_mask(len, id), real, "len {len} id {id}");
+                assert_eq!(ipv4_id_of(len, real ^ zero), Some(id), "len {len} id {id}");
+            }
+            // Identifications from 64 on are not explained.
+            for id in [64u16, 65, 100, 0x8000, 0xFFFF] {
+                let real = icrc(
+                    &IpUdp {
+                        ipv4_id: id,
+                        ..IpUdp::new(a, b)
+                    },
+                    &p,
+                )
+                .unwrap();
+                assert_eq!(ipv4_id_of(len, real ^ zero), None, "len {len} id {id}");
+            }
+            // Nor is a flipped payload bit.
+            let mut q = p.clone();
+            q[len - 1] ^= 1;
+            let bad = icrc(&IpUdp::new(a, b), &q).unwrap();
+            assert_eq!(ipv4_id_of(len, bad ^ zero), None);
+        }
+    }
+
+    #[test]
+    fn the_field_algebra_is_right() {
+        // x^8 times x^8 is x^16; x^(8n) composes.
+        assert_eq!(mul_mod_p(x_pow_8n(1), x_pow_8n(1)), x_pow_8n(2));
+        assert_eq!(mul_mod_p(x_pow_8n(3), x_pow_8n(5)), x_pow_8n(8));
+        assert_eq!(x_pow_8n(0), 1 << 31);
     }
 }

@@ -30,8 +30,9 @@ use super::engine::{
     dest_qpn, Access, AtomicOp, Memory, Qp, QpConfig, RegionInfo, RemoteAddr, SendWr, Sge,
     WcOpcode, WcStatus,
 };
+use super::icrc::{ipv4_id_mask, GSO_MAX_SEGMENTS, ICRC_LEN, MAX_IPV4_PAYLOAD};
 use super::wire::{Psn, Qpn};
-use crate::udp::{RecvBatch, UdpSocket};
+use crate::udp::{RecvBatch, UdpSocket, GRO_SLOT};
 use crate::{
     ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
     Sent,
@@ -163,13 +164,14 @@ struct State {
     atomic_done: HashMap<u64, (WcStatus, u64)>,
     /// Peers whose queue pair failed, to report once.
     broken: VecDeque<usize>,
-    /// Where the driver builds datagrams.
-    txbuf: Vec<u8>,
 }
 
 /// What the owner and the driver thread share.
 struct Inner {
     sock: UdpSocket,
+    /// Trains go out with UDP GSO (and come in with GRO); cleared if the kernel
+    /// refuses a GSO send.
+    gso: AtomicBool,
     st: Mutex<State>,
     rx: Mutex<RecvBatch>,
     /// Deliverable completions: (peer, recv slot, length, id) and (peer, token).
@@ -184,10 +186,103 @@ struct Inner {
     /// (see [`RoceIface::progress`]); they go out after the next datagrams
     /// sent, or before the owner sleeps.
     acks: Mutex<Vec<Dgram>>,
+    /// The datagrams being built and sent; taken before `st`.
+    tx: Mutex<TxBatch>,
 }
 
 /// A datagram to send and where to.
 type Dgram = (SocketAddr, Vec<u8>);
+
+/// Datagrams built for one transmission, back to back in one buffer that is
+/// kept from one transmission to the next (no allocation per datagram).
+#[derive(Default)]
+struct TxBatch {
+    bytes: Vec<u8>,
+    used: usize,
+    dgrams: Vec<(SocketAddr, std::ops::Range<usize>)>,
+}
+
+impl TxBatch {
+    fn clear(&mut self) {
+        self.used = 0;
+        self.dgrams.clear();
+    }
+
+    /// Room for a datagram of up to `max` bytes after the last one.
+    fn room(&mut self, max: usize) -> &mut [u8] {
+        if self.bytes.len() < self.used + max {
+            self.bytes.resize(self.used + max, 0);
+        }
+        &mut self.bytes[self.used..self.used + max]
+    }
+
+    /// Makes the first `len` bytes of the last [`TxBatch::room`] a datagram to `to`.
+    fn commit(&mut self, to: SocketAddr, len: usize) {
+        self.dgrams.push((to, self.used..self.used + len));
+        self.used += len;
+    }
+
+    /// Adds every datagram that `qp` has to send now.
+    fn fill<M: super::engine::Memory + ?Sized>(&mut self, qp: &mut Qp, now: Instant, mem: &M) {
+        let (to, max) = (qp.config().remote, qp.max_datagram_len());
+        while let Some(len) = qp.poll_transmit(now, self.room(max), mem) {
+            self.commit(to, len);
+        }
+    }
+
+    fn push(&mut self, to: SocketAddr, d: &[u8]) {
+        self.room(d.len()).copy_from_slice(d);
+        self.commit(to, d.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.bytes[self.dgrams[i].1.clone()]
+    }
+
+    /// Splits the datagrams into trains that one UDP GSO send can carry:
+    /// consecutive datagrams to one destination, all of the first one's length
+    /// but the last, which may be shorter; at most [`GSO_MAX_SEGMENTS`] and
+    /// 64 KiB.
+    fn trains(&self) -> Vec<std::ops::Range<usize>> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.dgrams.len() {
+            let (to, len) = (self.dgrams[i].0, self.dgrams[i].1.len());
+            let mut total = len;
+            let mut j = i + 1;
+            while j < self.dgrams.len() && j - i < GSO_MAX_SEGMENTS {
+                let (t, r) = &self.dgrams[j];
+                if *t != to || r.len() > len || total + r.len() > MAX_IPV4_PAYLOAD {
+                    break;
+                }
+                total += r.len();
+                j += 1;
+                if r.len() < len {
+                    break;
+                }
+            }
+            out.push(i..j);
+            i = j;
+        }
+        out
+    }
+
+    /// Turns the ICRC of the `k`-th datagram of each train between "for IPv4
+    /// identification 0" and "for identification `k`", the one the kernel gives
+    /// it when it splits the train (its own inverse).
+    fn set_train_ids(&mut self, trains: &[std::ops::Range<usize>]) {
+        for r in trains {
+            for (k, i) in r.clone().enumerate().skip(1) {
+                let d = self.dgrams[i].1.clone();
+                let body = d.len() - ICRC_LEN;
+                let mask = ipv4_id_mask(body, k as u16).to_le_bytes();
+                for (b, m) in self.bytes[d.start + body..d.end].iter_mut().zip(mask) {
+                    *b ^= m;
+                }
+            }
+        }
+    }
+}
 
 /// Whether a datagram is a plain ACK (or NAK): one that may go out after
 /// datagrams built later (it acknowledges the other direction's stream,
@@ -235,6 +330,8 @@ pub struct PreparedRoce {
     /// The MTU of the interface the socket is bound to (IP bytes).
     link_mtu: usize,
     max_mtu: u32,
+    /// Send trains with UDP GSO and receive them with UDP GRO.
+    segmentation: bool,
 }
 
 /// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
@@ -347,6 +444,7 @@ impl RoceIface {
             seed,
             link_mtu: link_mtu_of(ip),
             max_mtu: DEFAULT_MAX_MTU,
+            segmentation: true,
         })
     }
 }
@@ -365,6 +463,16 @@ impl PreparedRoce {
         }
         self.max_mtu = mtu;
         Ok(self)
+    }
+
+    /// Whether to send trains of equal packets with UDP segmentation offload and
+    /// to receive them in one piece with UDP GRO (on by default; used only where
+    /// the kernel offers it). The packets on the wire are the same either way:
+    /// each carries the ICRC for the IPv4 identification the kernel gives it
+    /// ([`super::icrc::ipv4_id_mask`]).
+    pub fn with_segmentation(mut self, on: bool) -> PreparedRoce {
+        self.segmentation = on;
+        self
     }
 
     /// The RoCE MTU this endpoint offers: what its link carries, at most the limit.
@@ -459,8 +567,17 @@ impl PreparedRoce {
         if efd < 0 {
             return Err(Error::last_os("eventfd"));
         }
+        let gso = self.segmentation && self.sock.enable_gro();
+        // Room for one byte more than the largest datagram of any queue pair,
+        // so that an oversized one shows as such; a whole train with GRO.
+        let slot = if gso {
+            GRO_SLOT
+        } else {
+            largest_dgram.max(256) + 1
+        };
         let inner = Arc::new(Inner {
             sock: self.sock,
+            gso: AtomicBool::new(gso),
             st: Mutex::new(State {
                 qps,
                 mem,
@@ -470,16 +587,14 @@ impl PreparedRoce {
                 sync_done: HashMap::new(),
                 atomic_done: HashMap::new(),
                 broken: VecDeque::new(),
-                txbuf: Vec::new(),
             }),
-            // Room for one byte more than the largest datagram of any queue
-            // pair, so that an oversized one shows as such.
-            rx: Mutex::new(RecvBatch::new(RX_BATCH, largest_dgram.max(256) + 1)),
+            rx: Mutex::new(RecvBatch::new(RX_BATCH, slot)),
             stashed: Mutex::new((Vec::new(), Vec::new())),
             owner_seen: AtomicU64::new(0),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
             acks: Mutex::new(Vec::new()),
+            tx: Mutex::new(TxBatch::default()),
             // SAFETY: a fresh descriptor that we own.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
         });
@@ -609,6 +724,8 @@ impl RoceIface {
     /// Posts `wr` to peer `peer`'s queue pair and sends what it can at once
     /// (so that a message goes out without waiting for the next `progress`).
     fn post(&self, peer: usize, wr: SendWr) -> Result<()> {
+        let mut tx = self.inner.tx();
+        tx.clear();
         let mut guard = self.lock();
         let st = &mut *guard;
         let pq = match st.qps.get_mut(peer) {
@@ -622,15 +739,9 @@ impl RoceIface {
             }
         };
         pq.qp.post_send(wr).map_err(|_| Error::Busy { peer })?;
-        let now = Instant::now();
-        let remote = pq.qp.config().remote;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; pq.qp.max_datagram_len()];
-        while let Some(len) = pq.qp.poll_transmit(now, &mut buf, &st.mem) {
-            out.push((remote, buf[..len].to_vec()));
-        }
+        tx.fill(&mut pq.qp, Instant::now(), &st.mem);
         drop(guard);
-        self.inner.transmit(out);
+        self.inner.transmit(&mut tx);
         self.inner
             .owner_seen
             .store(self.inner.now_us(), Ordering::Relaxed);
@@ -793,6 +904,8 @@ impl Inner {
         let now = Instant::now();
         let mut ams = Vec::new();
         let mut puts = Vec::new();
+        let mut tx = self.tx();
+        tx.clear();
         let mut guard = self.lock();
         let st = &mut *guard;
         let mut handled = 0;
@@ -803,12 +916,13 @@ impl Inner {
                 let k = self.sock.recv_batch(&mut rx).unwrap_or(0);
                 handled += k;
                 for i in 0..k {
-                    let d = rx.get(i);
-                    let Some(q) = dest_qpn(d.data) else { continue };
-                    // Our queue pair for peer p is number BASE + p.
-                    let peer = (q.get().wrapping_sub(QPN_BASE)) as usize;
-                    if let Some(Some(pq)) = st.qps.get_mut(peer) {
-                        pq.qp.handle_datagram(now, d.data, &mut st.mem);
+                    for d in rx.get(i).segments() {
+                        let Some(q) = dest_qpn(d) else { continue };
+                        // Our queue pair for peer p is number BASE + p.
+                        let peer = (q.get().wrapping_sub(QPN_BASE)) as usize;
+                        if let Some(Some(pq)) = st.qps.get_mut(peer) {
+                            pq.qp.handle_datagram(now, d, &mut st.mem);
+                        }
                     }
                 }
                 if k < RX_BATCH {
@@ -817,7 +931,6 @@ impl Inner {
             }
         }
         // 2. Timers, completions, transmissions.
-        let mut out: Vec<Dgram> = Vec::new();
         for p in 0..st.qps.len() {
             let Some(pq) = st.qps[p].as_mut() else {
                 continue;
@@ -855,12 +968,7 @@ impl Inner {
                     st.broken.push_back(p);
                 }
             }
-            let remote = pq.qp.config().remote;
-            let buf = &mut st.txbuf;
-            buf.resize(pq.qp.max_datagram_len(), 0);
-            while let Some(len) = pq.qp.poll_transmit(now, buf, &st.mem) {
-                out.push((remote, buf[..len].to_vec()));
-            }
+            tx.fill(&mut pq.qp, now, &st.mem);
         }
         let news = !ams.is_empty() || !puts.is_empty() || !st.broken.is_empty();
         if news {
@@ -870,41 +978,93 @@ impl Inner {
             s.1.extend(puts);
         }
         drop(guard);
-        if defer_acks && news && out.iter().any(|(_, d)| is_ack(d)) {
-            let (acks, rest): (Vec<Dgram>, Vec<Dgram>) =
-                out.into_iter().partition(|(_, d)| is_ack(d));
-            self.transmit(rest);
+        if defer_acks && news && (0..tx.dgrams.len()).any(|i| is_ack(tx.get(i))) {
+            let acks: Vec<Dgram> = (0..tx.dgrams.len())
+                .filter(|&i| is_ack(tx.get(i)))
+                .map(|i| (tx.dgrams[i].0, tx.get(i).to_vec()))
+                .collect();
+            let t = &mut *tx;
+            t.dgrams.retain(|(_, r)| !is_ack(&t.bytes[r.clone()]));
+            self.transmit(&mut tx);
             self.acks
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(acks);
         } else {
-            self.transmit(out);
+            self.transmit(&mut tx);
         }
         (news, handled)
     }
 
-    /// Sends `dgrams`, then any ACKs held back, in batches; what the socket
-    /// does not take in a moment counts as lost (the engine retransmits it).
-    fn transmit(&self, mut dgrams: Vec<Dgram>) {
+    /// The transmit batch (taken before the state lock).
+    fn tx(&self) -> MutexGuard<'_, TxBatch> {
+        self.tx.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends the datagrams of `tx`, then any ACKs held back: trains with UDP
+    /// GSO where the kernel does it, one datagram at a time otherwise, many per
+    /// system call; what the socket does not take in a moment counts as lost
+    /// (the engine retransmits it).
+    fn transmit(&self, tx: &mut TxBatch) {
         {
             let mut held = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-            if !held.is_empty() {
-                dgrams.append(&mut held);
+            for (to, d) in held.drain(..) {
+                tx.push(to, &d);
             }
         }
-        if dgrams.is_empty() {
+        if tx.dgrams.is_empty() {
             return;
         }
-        let msgs: Vec<(SocketAddr, &[u8])> = dgrams.iter().map(|(to, d)| (*to, &d[..])).collect();
-        let mut sent = 0;
         let deadline = Instant::now() + Duration::from_millis(5);
+        let mut first = 0;
+        if self.gso.load(Ordering::Relaxed) && tx.dgrams.len() > 1 {
+            let trains = tx.trains();
+            tx.set_train_ids(&trains);
+            let segs: Vec<&[u8]> = (0..tx.dgrams.len()).map(|i| tx.get(i)).collect();
+            let msgs: Vec<(SocketAddr, &[&[u8]])> = trains
+                .iter()
+                .map(|r| (tx.dgrams[r.start].0, &segs[r.clone()]))
+                .collect();
+            let mut sent = 0;
+            let mut refused = false;
+            while sent < msgs.len() && Instant::now() < deadline {
+                match self.sock.send_segmented(&msgs[sent..]) {
+                    Ok(k) => sent += k,
+                    Err(Error::Unsupported { .. }) => {
+                        refused = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !refused {
+                return;
+            }
+            // This kernel or path cannot: one datagram at a time from now on,
+            // the rest with identification 0 again.
+            self.gso.store(false, Ordering::Relaxed);
+            drop(msgs);
+            drop(segs);
+            tx.set_train_ids(&trains[sent..]);
+            first = trains.get(sent).map_or(tx.dgrams.len(), |r| r.start);
+        }
+        let msgs: Vec<(SocketAddr, &[u8])> = (first..tx.dgrams.len())
+            .map(|i| (tx.dgrams[i].0, tx.get(i)))
+            .collect();
+        let mut sent = 0;
         while sent < msgs.len() && Instant::now() < deadline {
             match self.sock.send_batch(&msgs[sent..]) {
                 Ok(k) => sent += k,
                 Err(_) => break,
             }
         }
+    }
+
+    /// Sends the ACKs held back.
+    fn flush_acks(&self) {
+        let mut tx = self.tx();
+        tx.clear();
+        self.transmit(&mut tx);
     }
 
     /// The earliest timer of any queue pair.
@@ -931,7 +1091,7 @@ impl Inner {
                 continue;
             }
             // ACKs the owner held back before it went away.
-            self.transmit(Vec::new());
+            self.flush_acks();
             let timeout = match self.next_timer() {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
@@ -1140,7 +1300,7 @@ impl Progress for RoceIface {
             return Ok(());
         }
         // ACKs held back go out before this rank sleeps.
-        self.inner.transmit(Vec::new());
+        self.inner.flush_acks();
         self.wait_socket(timeout);
         Ok(())
     }

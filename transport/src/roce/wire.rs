@@ -804,6 +804,11 @@ impl<'a> Packet<'a> {
     /// Checks the ICRC first (so that a corrupted packet is reported as
     /// [`WireError::Icrc`] whatever the corruption hit), then the structure as
     /// [`Packet::decode_unverified`] does.
+    ///
+    /// Over IPv4 the receiver cannot see the datagram's identification: the ICRC
+    /// is accepted for `hdrs.ipv4_id` and for the identifications below
+    /// [`icrc::GSO_MAX_SEGMENTS`] (the packets of a UDP GSO send carry their index
+    /// there, [`icrc::ipv4_id_mask`]).
     pub fn decode(hdrs: &IpUdp, datagram: &'a [u8]) -> Result<Packet<'a>, WireError> {
         let body_len = check_min_len(datagram)?;
         let (body, tail) = datagram.split_at(body_len);
@@ -811,10 +816,30 @@ impl<'a> Packet<'a> {
         carried.copy_from_slice(tail);
         let carried = u32::from_le_bytes(carried);
         let computed = icrc::icrc(hdrs, body)?;
-        if carried != computed {
+        if carried != computed && !Self::explained_by_id(hdrs, body_len, carried, computed) {
             return Err(WireError::Icrc { carried, computed });
         }
         Self::decode_unverified(datagram)
+    }
+
+    /// Whether an IPv4 packet's ICRC is right for an identification below
+    /// [`icrc::GSO_MAX_SEGMENTS`] (the one computed was for `hdrs.ipv4_id`).
+    fn explained_by_id(hdrs: &IpUdp, body_len: usize, carried: u32, computed: u32) -> bool {
+        if !hdrs.src.ip().to_canonical().is_ipv4() {
+            return false;
+        }
+        // Linear: the difference is the XOR of the two identifications' shares.
+        let base = if hdrs.ipv4_id == 0 {
+            0
+        } else {
+            // `computed` is for `ipv4_id`: take its share out (by its low bits
+            // only when it is small; a large one is matched exactly only).
+            if usize::from(hdrs.ipv4_id) >= icrc::GSO_MAX_SEGMENTS {
+                return false;
+            }
+            icrc::ipv4_id_mask(body_len, hdrs.ipv4_id)
+        };
+        icrc::ipv4_id_of(body_len, carried ^ computed ^ base).is_some()
     }
 
     /// Decodes a UDP payload without checking its ICRC (its last four bytes).
@@ -1349,6 +1374,46 @@ mod tests {
                 Err(WireError::Icrc { .. })
             ));
         }
+    }
+
+    #[test]
+    fn icrcs_for_the_identifications_of_a_gso_send_are_accepted() {
+        let h = hdrs();
+        let p = sample_packet(Opcode::RdmaWriteMiddle, &[9u8; 1024]);
+        let good = encode_vec(&p, &h);
+        for id in [0u16, 1, 2, 14, 63, 64, 65, 0x1234, 0xFFFF] {
+            let mut b = good.clone();
+            seal(&IpUdp { ipv4_id: id, ..h }, &mut b);
+            let r = Packet::decode(&h, &b);
+            if usize::from(id) < icrc::GSO_MAX_SEGMENTS {
+                assert_eq!(r.unwrap(), decoded(&p), "id {id}");
+                // A receiver that assumes another small identification agrees.
+                assert!(Packet::decode(&IpUdp { ipv4_id: 5, ..h }, &b).is_ok());
+            } else {
+                assert!(matches!(r, Err(WireError::Icrc { .. })), "id {id}: {r:?}");
+                // Unless it knows the identification exactly.
+                assert!(Packet::decode(&IpUdp { ipv4_id: id, ..h }, &b).is_ok());
+            }
+            // Flipped bits still fail with any of them.
+            for bit in [0usize, 100, 8 * b.len() - 33, 8 * b.len() - 1] {
+                let mut c = b.clone();
+                c[bit / 8] ^= 1 << (bit % 8);
+                assert!(Packet::decode(&h, &c).is_err(), "id {id} bit {bit}");
+            }
+        }
+        // IPv6 has no identification: only the exact ICRC passes.
+        let h6 = IpUdp::new(
+            "[fd00::1]:49152".parse().unwrap(),
+            "[fd00::2]:4791".parse().unwrap(),
+        );
+        let mut b = encode_vec(&p, &h6);
+        assert!(Packet::decode(&h6, &b).is_ok());
+        let n = b.len();
+        let mask = icrc::ipv4_id_mask(n - ICRC_LEN, 1).to_le_bytes();
+        for (x, m) in b[n - ICRC_LEN..].iter_mut().zip(mask) {
+            *x ^= m;
+        }
+        assert!(Packet::decode(&h6, &b).is_err());
     }
 
     /// A packet of `op` with every header it needs.
