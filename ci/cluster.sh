@@ -10,6 +10,12 @@
 #   ci/cluster.sh loss HOST P   drop P% of the packets HOST sends and P% of those it
 #                               receives on its link (P=0 removes the rule); HOST is
 #                               dos-hK, hK, K or 198.18.0.K
+#   ci/cluster.sh segment on|off  on: every host cuts what it sends into single
+#                               packets as it leaves (gso_max_segs 1 on its eth0),
+#                               so captures and `loss` see each datagram of a UDP
+#                               GSO train (and each TCP segment) as a NIC would put
+#                               it on the wire; off (the default after `up`): trains
+#                               cross the bridge whole, as veth allows
 #
 # Topology:
 #
@@ -131,8 +137,11 @@ cmd_down() {
         mapfile -t left < <(ip netns pids "$ns" 2>/dev/null || true)
         kill_pids "${left[@]}"
     done
-    # 3. Links, namespaces, bridge, state.
-    local l
+    # 3. Loss rules in this namespace, links, namespaces, bridge, state.
+    local l t
+    for t in $(nft list tables netdev 2>/dev/null | awk '{print $3}' | grep -E '^dos_loss_h[0-9]+$' || true); do
+        nft delete table netdev "$t" 2>/dev/null || true
+    done
     for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -E '^dos-v[0-9]+$' || true); do
         ip link del "$l" 2>/dev/null || true
     done
@@ -313,10 +322,16 @@ loss_of() {
     # Prints the loss percentage configured in namespace $1 (0 if none).
     local p
     local rules
-    rules=$(ip netns exec "$1" nft list table inet dos_loss 2>/dev/null || true)
+    rules=$(ip netns exec "$1" nft list table netdev dos_loss 2>/dev/null || true)
     p=$(echo "$rules" | grep -o 'mod 100 < [0-9]*' | head -1 | awk '{print $4}' || true)
     if [ -z "$p" ] && echo "$rules" | grep -q 'drop'; then p=100; fi
     echo "${p:-0}"
+}
+
+drop_loss_rules() {
+    # Removes host $1's loss rules (both ends of its link).
+    ip netns exec "dos-h$1" nft delete table netdev dos_loss 2>/dev/null || true
+    nft delete table netdev "dos_loss_h$1" 2>/dev/null || true
 }
 
 cmd_loss() {
@@ -327,7 +342,7 @@ cmd_loss() {
     k=$(host_number "$1")
     ns=dos-h$k
     [[ "$pct" =~ ^[0-9]+$ ]] && [ "$pct" -le 100 ] || die "loss: PERCENT must be a number from 0 to 100"
-    ip netns exec "$ns" nft delete table inet dos_loss 2>/dev/null || true
+    drop_loss_rules "$k"
     if [ "$pct" = 0 ]; then
         echo "$ns: no packet loss"
         return 0
@@ -335,19 +350,38 @@ cmd_loss() {
     # numgen gives 0..99: `< P` drops P% of the packets (100%: every packet).
     local match="numgen random mod 100 < $pct"
     if [ "$pct" = 100 ]; then match=""; fi
+    # At the ingress of each end of the host's link: what the host receives
+    # (eth0, inside it) and what it sends (dos-vK, in this namespace). There a
+    # GSO train is still whole unless the sender cut it (`segment on`): netfilter's
+    # output hook would always see whole trains.
     ip netns exec "$ns" nft -f - <<EOF
-table inet dos_loss {
-    chain input {
-        type filter hook input priority 0; policy accept;
-        iifname "eth0" $match drop
+table netdev dos_loss {
+    chain receive {
+        type filter hook ingress device "eth0" priority 0; policy accept;
+        meta protocol ip $match drop
     }
-    chain output {
-        type filter hook output priority 0; policy accept;
-        oifname "eth0" $match drop
+}
+EOF
+    nft -f - <<EOF
+table netdev dos_loss_h$k {
+    chain send {
+        type filter hook ingress device "dos-v$k" priority 0; policy accept;
+        meta protocol ip $match drop
     }
 }
 EOF
     echo "$ns: dropping $pct% of the packets in and out of eth0"
+}
+
+cmd_segment() {
+    [ $# = 1 ] && { [ "$1" = on ] || [ "$1" = off ]; } || die "usage: segment on|off"
+    require_root
+    local ns segs=65535
+    [ "$1" = on ] && segs=1
+    for ns in $(namespaces); do
+        ip -n "$ns" link set dev eth0 gso_max_segs "$segs"
+    done
+    echo "cluster: segmentation on the links $1"
 }
 
 cmd_status() {
@@ -368,7 +402,8 @@ cmd_status() {
         addr=$(ip -n "$ns" -br addr show dev eth0 2>/dev/null | awk '{print $2, $3}')
         pid=$(cat "$STATE/h$k/sshd.pid" 2>/dev/null || true)
         if our_sshd "$pid"; then sshd="sshd pid $pid"; fi
-        printf '  %-8s eth0 %-22s %-16s loss %s%%\n' "$ns" "$addr" "$sshd" "$(loss_of "$ns")"
+        printf '  %-8s eth0 %-22s %-16s loss %s%%, gso_max_segs %s\n' "$ns" "$addr" "$sshd" "$(loss_of "$ns")" \
+            "$(ip -n "$ns" -d link show dev eth0 | grep -o 'gso_max_segs [0-9]*' | cut -d' ' -f2)"
     done
     if [ -r "$STATE/hostfile" ]; then
         echo "hostfile $STATE/hostfile:"
@@ -394,8 +429,12 @@ case "${1:-}" in
         shift
         cmd_loss "$@"
         ;;
+    segment)
+        shift
+        cmd_segment "$@"
+        ;;
     *)
-        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+        sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
         exit 2
         ;;
 esac
