@@ -10,7 +10,9 @@
 #   - raw UDP: a spinning ping-pong of 8-byte datagrams
 #     (transport/examples/udp_pingpong.rs) and a 2-second blast of 4096-byte
 #     datagrams (sendmmsg, 32 per call) into a spinning sink (recvmmsg): the
-#     kernel's ceiling for a datagram transport on this path;
+#     kernel's ceiling for a datagram transport on this path; and the same
+#     datagrams in UDP GSO trains of 64 KiB into a sink with UDP GRO: the
+#     ceiling for one that uses both, as the soft-RoCE does (DOS_ROCE_GSO=1);
 #   - dosbench latency (8 B, one-way), put_lat, get_lat and atomic_lat (8 B:
 #     put + flush, get, fetch-and-add) and bw (1 MiB), one rank per host,
 #     with `--transports shm,roce` and with `--transports shm,tcp`.
@@ -19,7 +21,7 @@
 # bandwidth against the TCP stream and against the raw UDP blast.
 #
 # Environment: REPS (5), OUT (target/bench-roce), LINK_MTU (9000: the
-# links' MTU) and ROCE_MTU (4096: DOS_ROCE_MTU). Above 4096 the RoCE MTU is
+# links' MTU), ROCE_MTU (4096: DOS_ROCE_MTU) and ROCE_GSO (1: DOS_ROCE_GSO). Above 4096 the RoCE MTU is
 # this implementation's extension; LINK_MTU=65000 ROCE_MTU=32768 shows what
 # the soft-RoCE does when the kernel's cost per datagram is spread over 32 KiB.
 set -euo pipefail
@@ -29,6 +31,7 @@ REPS=${REPS:-5}
 OUT=${OUT:-target/bench-roce}
 LINK_MTU=${LINK_MTU:-9000}
 ROCE_MTU=${ROCE_MTU:-4096}
+ROCE_GSO=${ROCE_GSO:-1}
 ((EUID == 0)) || { echo "bench-roce: needs root (network namespaces)" >&2; exit 2; }
 mkdir -p "$OUT"
 : >"$OUT/samples.txt"
@@ -58,7 +61,7 @@ bench() {
     shift 2
     local v
     v=$("$DOSRUN" --bind-to none --transports "$t" -H "$H1:1,$H2:1" --launch-agent "$SSHW" \
-        -x "DOS_ROCE_MTU=$ROCE_MTU" --timeout 300 "$DOSBENCH" "$@" 2>>"$OUT/errors.txt" | awk '/^[0-9]/ {print $2; exit}') || true
+        -x "DOS_ROCE_MTU=$ROCE_MTU" -x "DOS_ROCE_GSO=$ROCE_GSO" --timeout 300 "$DOSBENCH" "$@" 2>>"$OUT/errors.txt" | awk '/^[0-9]/ {print $2; exit}') || true
     [[ -n $v ]] && sample "$name" "$v" || log "no result: $name ($*)"
 }
 
@@ -79,6 +82,13 @@ for ((rep = 1; rep <= REPS; rep++)); do
     ip netns exec dos-h1 "$UDP" blast "$H2:$PORT" "$ROCE_MTU"
     wait "$srv" || true
     sample udp_bw "$(awk '{print $3}' "$OUT/sink.txt")"
+    PORT=$((PORT + 1))
+    ip netns exec dos-h2 timeout 120 "$UDP" sink-gro "$H2:$PORT" >"$OUT/sink.txt" &
+    srv=$!
+    sleep 0.2
+    ip netns exec dos-h1 "$UDP" blast-gso "$H2:$PORT" "$ROCE_MTU"
+    wait "$srv" || true
+    sample udp_gso_bw "$(awk '{print $3}' "$OUT/sink.txt")"
     for t in roce tcp; do
         bench "shm,$t" "${t}_lat" latency --min-size 8 --max-size 8
         bench "shm,$t" "${t}_put" put_lat --min-size 8 --max-size 8
@@ -99,7 +109,7 @@ summary=$OUT/summary.md
 {
     echo "### soft-RoCE vs raw UDP vs TCP: $(date -u +%Y-%m-%d), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
     echo
-    echo "Two namespace hosts of \`ci/cluster.sh\` (veth + bridge, link MTU $LINK_MTU, DOS_ROCE_MTU=$ROCE_MTU), one rank each, \`dosrun --bind-to none\`; medians of $REPS interleaved runs; $(nproc) cores, $(uname -r). Load average after: $(cut -d' ' -f1-3 /proc/loadavg). Command: \`REPS=$REPS LINK_MTU=$LINK_MTU ROCE_MTU=$ROCE_MTU ci/bench-roce.sh\`."
+    echo "Two namespace hosts of \`ci/cluster.sh\` (veth + bridge, link MTU $LINK_MTU, DOS_ROCE_MTU=$ROCE_MTU, DOS_ROCE_GSO=$ROCE_GSO), one rank each, \`dosrun --bind-to none\`; medians of $REPS interleaved runs; $(nproc) cores, $(uname -r). Load average after: $(cut -d' ' -f1-3 /proc/loadavg). Command: \`REPS=$REPS LINK_MTU=$LINK_MTU ROCE_MTU=$ROCE_MTU ROCE_GSO=$ROCE_GSO ci/bench-roce.sh\`."
     echo
     echo "| 8 B unless noted | raw UDP | roce | tcp |"
     echo "|---|---:|---:|---:|"
@@ -108,9 +118,10 @@ summary=$OUT/summary.md
     echo "| get (us) | — | $(m roce_get) | $(m tcp_get) |"
     echo "| fetch-and-add (us) | — | $(m roce_atomic) | $(m tcp_atomic) |"
     echo "| bandwidth, 1 MiB messages (MB/s; raw: $ROCE_MTU-byte datagrams) | $(m udp_bw) | $(m roce_bw) | $(m tcp_bw) |"
+    echo "| raw bandwidth with UDP GSO and GRO (MB/s; $ROCE_MTU-byte datagrams) | $(m udp_gso_bw) | | |"
     echo
     rt=$(awk -v a="$(m udp_lat)" 'BEGIN {print 2 * a}')
     echo "- roce put / raw UDP round trip ($rt us): $(ratio "$(m roce_put)" "$rt") (target <= 1.5)"
-    echo "- roce bandwidth / tcp: $(ratio "$(m roce_bw)" "$(m tcp_bw)") (target >= 0.5); / raw UDP blast: $(ratio "$(m roce_bw)" "$(m udp_bw)")"
+    echo "- roce bandwidth / tcp: $(ratio "$(m roce_bw)" "$(m tcp_bw)") (target >= 0.5); / raw UDP blast: $(ratio "$(m roce_bw)" "$(m udp_bw)"); / raw GSO blast: $(ratio "$(m roce_bw)" "$(m udp_gso_bw)")"
 } >"$summary"
 cat "$summary"

@@ -6,6 +6,8 @@
 //! udp_pingpong ADDR:PORT [ITERS]         # one-way latency (half the round trip), µs
 //! udp_pingpong sink ADDR:PORT            # counts a blast's datagrams, prints MB/s
 //! udp_pingpong blast ADDR:PORT SIZE      # sends SIZE-byte datagrams for 2 s
+//! udp_pingpong sink-gro ADDR:PORT        # the sink, with UDP GRO
+//! udp_pingpong blast-gso ADDR:PORT SIZE  # the blast, in GSO trains of 64 KiB
 //! ```
 //!
 //! Both sides busy-poll a non-blocking socket (like the spinning raw TCP
@@ -15,6 +17,10 @@
 //! batches of 32 (recvmmsg) and prints `udp_sink SIZE MB/s DATAGRAMS/s` of
 //! what arrived (no flow control: what the sink cannot take is lost, as for
 //! any UDP sender), the raw ceiling of a datagram transport on this path.
+//! The GSO blast sends the same datagrams in trains of up to 64 KiB (one
+//! `UDP_SEGMENT` send each, 32 per sendmmsg) and the GRO sink takes trains
+//! whole: the ceiling for a datagram transport that uses both, as the
+//! soft-RoCE does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -49,8 +55,11 @@ fn main() {
                 }
             }
         }
-        [mode, a] if mode == "sink" => {
+        [mode, a] if mode == "sink" || mode == "sink-gro" => {
             let s = UdpSocket::bind(addr(a)).expect("bind");
+            if mode == "sink-gro" {
+                assert!(s.enable_gro(), "UDP_GRO refused");
+            }
             let mut batch = RecvBatch::new(32, 65536);
             let (mut bytes, mut n, mut size) = (0u64, 0u64, 0usize);
             let mut first: Option<Instant> = None;
@@ -64,9 +73,11 @@ fn main() {
                 last = Instant::now();
                 first.get_or_insert(last);
                 for i in 0..k {
-                    size = batch.get(i).data.len();
-                    bytes += size as u64;
-                    n += 1;
+                    for d in batch.get(i).segments() {
+                        size = d.len();
+                        bytes += size as u64;
+                        n += 1;
+                    }
                 }
             }
             let secs = first.map_or(1.0, |f| (last - f).as_secs_f64().max(1e-6));
@@ -85,6 +96,19 @@ fn main() {
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_secs(2) {
                 let _ = s.send_batch(&batch);
+            }
+        }
+        [mode, a, size] if mode == "blast-gso" => {
+            let to = addr(a);
+            let size: usize = size.parse().expect("SIZE");
+            let s = UdpSocket::bind(SocketAddr::new(local_for(to.ip()), 0)).expect("bind");
+            let msg = vec![7u8; size];
+            let per = (65507 / size).clamp(1, 64);
+            let train: Vec<&[u8]> = (0..per).map(|_| &msg[..]).collect();
+            let batch: Vec<(SocketAddr, &[&[u8]])> = (0..32).map(|_| (to, &train[..])).collect();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(2) {
+                let _ = s.send_segmented(&batch);
             }
         }
         [a, rest @ ..] => {

@@ -597,4 +597,70 @@ mod tests {
             Err(Error::Unsupported { .. })
         ));
     }
+
+    /// A GSO send of equal segments and a shorter last one arrives as those
+    /// datagrams, in one piece at a GRO socket and one by one at another.
+    #[test]
+    fn gso_trains_arrive_whole_with_gro_and_split_without() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let whole = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let split = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(whole.enable_gro());
+        let segs: Vec<Vec<u8>> = (0..10u8)
+            .map(|k| vec![k; if k == 9 { 333 } else { 1000 }])
+            .collect();
+        let refs: Vec<&[u8]> = segs.iter().map(|v| &v[..]).collect();
+        let sent = a
+            .send_segmented(&[
+                (whole.local_addr(), &refs[..]),
+                (split.local_addr(), &refs[..]),
+                (split.local_addr(), &refs[..1]),
+            ])
+            .unwrap();
+        assert_eq!(sent, 3);
+        let mut big = RecvBatch::new(4, GRO_SLOT);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        while got.len() < 10 {
+            for i in 0..whole.recv_batch(&mut big).unwrap() {
+                let d = big.get(i);
+                if got.is_empty() {
+                    // Loopback keeps the train whole.
+                    assert_eq!((d.data.len(), d.segment), (9333, 1000));
+                }
+                got.extend(d.segments().map(<[u8]>::to_vec));
+            }
+            assert!(std::time::Instant::now() < deadline);
+        }
+        assert_eq!(got, segs);
+        let mut small = RecvBatch::new(16, 2048);
+        let one = recv_all(&split, &mut small, 11);
+        let datagrams: Vec<Vec<u8>> = one.into_iter().map(|(d, _, _)| d).collect();
+        assert_eq!(datagrams[..10], segs[..]);
+        assert_eq!(datagrams[10], segs[0]);
+    }
+
+    #[test]
+    fn gso_sends_of_the_wrong_shape_are_refused() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = a.local_addr();
+        let x = [0u8; 1000];
+        let y = [0u8; 1001];
+        let bad: [&[&[u8]]; 4] = [
+            &[&x[..], &y[..]],           // last longer
+            &[&x[..], &x[..10], &x[..]], // short one in the middle
+            &[],
+            &[&x[..0], &x[..0]],
+        ];
+        for segs in bad {
+            assert!(matches!(
+                a.send_segmented(&[(to, segs)]),
+                Err(Error::Malformed { .. })
+            ));
+        }
+        let many: Vec<&[u8]> = (0..GSO_MAX_SEGMENTS + 1).map(|_| &x[..10]).collect();
+        assert!(a.send_segmented(&[(to, &many[..])]).is_err());
+        let long: Vec<&[u8]> = (0..66).map(|_| &x[..]).collect();
+        assert!(a.send_segmented(&[(to, &long[..])]).is_err());
+    }
 }
