@@ -72,7 +72,7 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
     );
     let _ = writeln!(
         s,
-        "  roce      userspace soft-RoCE (RoCEv2 over UDP, one RC queue pair per peer): between hosts with --transports shm,roce"
+        "  roce      userspace soft-RoCE (RoCEv2 over UDP, GSO/GRO trains, one RC queue pair per peer): between hosts with --transports shm,roce"
     );
     let _ = writeln!(
         s,

@@ -35,7 +35,7 @@
 //! | --- | --- | --- | --- |
 //! | IPv4 | version, header length | 4, 5 words | the kernel adds no IP options to a UDP socket that did not set `IP_OPTIONS` |
 //! | IPv4 | total length | 20 + 8 + UDP payload | follows from the datagram |
-//! | IPv4 | identification | 0 ([`IpUdp::new`]) | Linux writes 0 into a datagram with DF set from an *unconnected* socket whose path-MTU mode is `IP_PMTUDISC_DO` (`ip_select_ident_segs`); a connected socket gets a per-socket counter and the default mode (`IP_PMTUDISC_WANT`) a hashed random value, which the receiver cannot know |
+//! | IPv4 | identification | 0 ([`IpUdp::new`]); `k` for the `k`-th datagram of a GSO train | Linux writes 0 into a datagram with DF set from an *unconnected* socket whose path-MTU mode is `IP_PMTUDISC_DO` (`ip_select_ident_segs`), and numbers on from there the datagrams it cuts from one `UDP_SEGMENT` send; a connected socket gets a per-socket counter and the default mode (`IP_PMTUDISC_WANT`) a hashed random value, which the receiver cannot know |
 //! | IPv4 | flags, fragment offset | DF, 0 ([`IPV4_DF`]) | `IP_PMTUDISC_DO` sets DF on every datagram and never fragments one: a datagram larger than the path MTU fails in `sendmsg` with `EMSGSIZE` |
 //! | IPv4 | protocol | 17 (UDP) | |
 //! | IPv6 | payload length | 8 + UDP payload | follows from the datagram; no extension headers (the kernel adds none unless asked) |
@@ -45,7 +45,10 @@
 //!
 //! So the socket driver above this module must send from an unconnected UDP socket
 //! with `IP_MTU_DISCOVER = IP_PMTUDISC_DO` (for IPv4), and a receiver must know the
-//! address its datagram was sent to. (Checked on Linux 6.18 by capturing loopback
+//! address its datagram was sent to. The sender of a GSO train adds each datagram's
+//! identification to its ICRC ([`ipv4_id_mask`]: the CRC is linear), and the receiver,
+//! which cannot see the identification, accepts any below [`GSO_MAX_SEGMENTS`]
+//! ([`ipv4_id_of`]). (Checked on Linux 6.18 by capturing loopback
 //! traffic: unconnected with `IP_PMTUDISC_DO` or `IP_PMTUDISC_PROBE` gives
 //! identification 0 and DF; the default mode gives hashed identifications, a
 //! connected socket a counter; packets from this module sent the first way pass
