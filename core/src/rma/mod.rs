@@ -56,6 +56,7 @@ use bytemuck::Pod;
 
 use crate::op::Op;
 use crate::{Comm, Error, Request, Result, Scope};
+use dos_transport::shm::mem::copy as shm_copy;
 use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma};
 
 pub(crate) mod shmem;
@@ -406,7 +407,7 @@ impl<'a, T: Pod> Window<'a, T> {
         let p = &self.parts[target];
         if let Some(d) = p.data {
             // SAFETY: inside the target's mapped part; `src` is separate memory.
-            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr().cast::<u8>(), d.add(off), n) };
+            unsafe { shm_copy(src.as_ptr().cast::<u8>(), d.add(off), n) };
             return Ok(());
         }
         let eng = self.comm.eng.enter();
@@ -437,7 +438,7 @@ impl<'a, T: Pod> Window<'a, T> {
         let out: &mut [u8] = bytemuck::cast_slice_mut(dst);
         if let Some(d) = p.data {
             // SAFETY: inside the target's mapped part.
-            unsafe { std::ptr::copy_nonoverlapping(d.add(off), out.as_mut_ptr(), n) };
+            unsafe { shm_copy(d.add(off), out.as_mut_ptr(), n) };
             return Ok(());
         }
         let eng = self.comm.eng.enter();

@@ -8,6 +8,42 @@ use std::sync::atomic::Ordering;
 use super::wire::{Layout, SegHeader, MAGIC, VERSION};
 use crate::{Error, RemoteKey, Result};
 
+/// Largest piece that [`copy`] hands to `memcpy` at once.
+pub const COPY_CHUNK: usize = 128 << 10;
+
+/// Copies `n` bytes from `src` to `dst` (which must not overlap), in pieces of at
+/// most [`COPY_CHUNK`]: the copy of a one-sided put or get between two ranks'
+/// memory.
+///
+/// Why pieces: glibc's `memcpy` switches to non-temporal stores above a
+/// threshold derived from the cache sizes, and on machines like this one's
+/// (1 MiB of L2 per core) that path is slower for the sizes a put moves: one
+/// `memcpy` of 1 MiB into a shared mapping takes 18.3-18.8 us here, eight of
+/// 128 KiB 15.3 us; 4 MiB 79.9 against 68.7 us; 16 MiB 465 against 364 us
+/// (Open MPI's datatype engine copies in 128 KiB pieces as well).
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes of `n` bytes, and the two
+/// ranges must not overlap.
+///
+/// ```
+/// let src: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+/// let mut dst = vec![0u8; src.len()];
+/// // SAFETY: two separate buffers of the same length.
+/// unsafe { dos_transport::shm::mem::copy(src.as_ptr(), dst.as_mut_ptr(), src.len()) };
+/// assert_eq!(src, dst);
+/// ```
+#[inline]
+pub unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
+    let mut off = 0;
+    while off < n {
+        let k = (n - off).min(COPY_CHUNK);
+        // SAFETY: `off + k <= n`, inside both ranges (the caller's contract).
+        unsafe { std::ptr::copy_nonoverlapping(src.add(off), dst.add(off), k) };
+        off += k;
+    }
+}
+
 /// A mapped shared segment.
 ///
 /// The memory lives in an anonymous memfd: it disappears when the last process
