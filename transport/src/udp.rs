@@ -183,45 +183,16 @@ impl UdpSocket {
     /// `EMSGSIZE` (DF is set): RoCE segments by the path MTU before sending.
     pub fn send_batch(&self, msgs: &[(SocketAddr, &[u8])]) -> Result<usize> {
         let mut sent = 0;
+        let none: (SocketAddr, &[&[u8]]) = (SocketAddr::from(([0, 0, 0, 0], 0)), &[]);
+        let mut one = [none; SEND_BATCH];
         for chunk in msgs.chunks(SEND_BATCH) {
-            let mut addrs = [to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); SEND_BATCH];
-            // SAFETY: all-zero iovecs and mmsghdrs are valid, filled below.
-            let mut iovs: [libc::iovec; SEND_BATCH] = unsafe { zeroed() };
-            // SAFETY: as above.
-            let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { zeroed() };
-            for (i, (dst, data)) in chunk.iter().enumerate() {
-                addrs[i] = to_sockaddr(v4(*dst, "IPv6 destinations")?);
-                iovs[i] = libc::iovec {
-                    iov_base: data.as_ptr() as *mut libc::c_void,
-                    iov_len: data.len(),
-                };
-                hdrs[i].msg_hdr.msg_name = (&mut addrs[i] as *mut libc::sockaddr_in).cast();
-                hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
+            for (o, (to, d)) in one.iter_mut().zip(chunk) {
+                *o = (*to, std::slice::from_ref(d));
             }
-            // SAFETY: `hdrs[..n]` point at live addresses, iovecs and payloads.
-            let r = unsafe {
-                libc::sendmmsg(
-                    self.fd(),
-                    hdrs.as_mut_ptr(),
-                    chunk.len() as u32,
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if r < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::WouldBlock {
-                    return Ok(sent);
-                }
-                return Err(Error::Sys {
-                    op: "sendmmsg",
-                    source: e,
-                });
-            }
-            sent += r as usize;
-            if (r as usize) < chunk.len() {
-                return Ok(sent);
+            let k = self.send_segmented(&one[..chunk.len()])?;
+            sent += k;
+            if k < chunk.len() {
+                break;
             }
         }
         Ok(sent)
@@ -248,21 +219,33 @@ impl UdpSocket {
     pub fn send_segmented(&self, msgs: &[(SocketAddr, &[&[u8]])]) -> Result<usize> {
         const CMSG: usize = 4; // u64 words: CMSG_SPACE(2) is 24 bytes
         let mut sent = 0;
-        let mut iovs: Vec<libc::iovec> = Vec::new();
+        // SAFETY: all-zero iovecs are valid, filled below.
+        let mut inline: [libc::iovec; SEND_BATCH] = unsafe { zeroed() };
+        let mut spill: Vec<libc::iovec> = Vec::new();
         for chunk in msgs.chunks(SEND_BATCH) {
             let mut addrs = [to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)); SEND_BATCH];
             let mut ctrl = [[0u64; CMSG]; SEND_BATCH];
             // SAFETY: all-zero mmsghdrs are valid, filled below.
             let mut hdrs: [libc::mmsghdr; SEND_BATCH] = unsafe { zeroed() };
-            iovs.clear();
+            // One iovec per segment: on the stack unless trains need more.
+            let niov: usize = chunk.iter().map(|m| m.1.len()).sum();
+            let iovs: &mut [libc::iovec] = if niov <= SEND_BATCH {
+                &mut inline[..niov]
+            } else {
+                // SAFETY: as above.
+                spill.resize(niov, unsafe { zeroed() });
+                &mut spill[..]
+            };
+            let mut at = 0;
             for (dst, segs) in chunk {
                 let first = segs.first().map_or(0, |s| s.len());
                 let total: usize = segs.iter().map(|s| s.len()).sum();
                 let shape_ok = segs.split_last().is_some_and(|(last, rest)| {
                     rest.iter().all(|s| s.len() == first) && last.len() <= first
                 });
+                // One segment is a plain datagram: any length, even none.
                 if !shape_ok
-                    || first == 0
+                    || (first == 0 && segs.len() > 1)
                     || segs.len() > GSO_MAX_SEGMENTS
                     || total > MAX_IPV4_PAYLOAD
                 {
@@ -272,12 +255,15 @@ impl UdpSocket {
                     });
                 }
                 v4(*dst, "IPv6 destinations")?;
-                iovs.extend(segs.iter().map(|d| libc::iovec {
-                    iov_base: d.as_ptr() as *mut libc::c_void,
-                    iov_len: d.len(),
-                }));
+                for (v, d) in iovs[at..].iter_mut().zip(segs.iter()) {
+                    *v = libc::iovec {
+                        iov_base: d.as_ptr() as *mut libc::c_void,
+                        iov_len: d.len(),
+                    };
+                }
+                at += segs.len();
             }
-            let mut at = 0;
+            at = 0;
             for (i, (dst, segs)) in chunk.iter().enumerate() {
                 addrs[i] = to_sockaddr(v4(*dst, "IPv6 destinations")?);
                 let h = &mut hdrs[i].msg_hdr;

@@ -801,28 +801,21 @@ mod tests {
         for len in [12usize, 16, 28, 1040, 4108, 4124, 32800] {
             let p: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
             let zero = icrc(&IpUdp::new(a, b), &p).unwrap();
+            let with_id = |ipv4_id| {
+                let h = IpUdp {
+                    ipv4_id,
+                    ..IpUdp::new(a, b)
+                };
+                icrc(&h, &p).unwrap()
+            };
             for id in 0..GSO_MAX_SEGMENTS as u16 {
-                let real = icrc(
-                    &IpUdp {
-                        ipv4_id: id,
-                        ..IpUdp::new(a, b)
-                    },
-                    &p,
-                )
-                .unwrap();
+                let real = with_id(id);
                 assert_eq!(zero ^ ipv4_id_mask(len, id), real, "len {len} id {id}");
                 assert_eq!(ipv4_id_of(len, real ^ zero), Some(id), "len {len} id {id}");
             }
             // Identifications from 64 on are not explained.
             for id in [64u16, 65, 100, 0x8000, 0xFFFF] {
-                let real = icrc(
-                    &IpUdp {
-                        ipv4_id: id,
-                        ..IpUdp::new(a, b)
-                    },
-                    &p,
-                )
-                .unwrap();
+                let real = with_id(id);
                 assert_eq!(ipv4_id_of(len, real ^ zero), None, "len {len} id {id}");
             }
             // Nor is a flipped payload bit.
