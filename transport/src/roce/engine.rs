@@ -1129,6 +1129,8 @@ struct Responder {
     /// A sequence or RNR NAK was sent for `epsn`: drop out-of-sequence packets silently.
     nak_sent: bool,
     ack_pending: bool,
+    /// The plain ACK waits ([`Qp::hold_ack`]).
+    hold_ack: bool,
     out: VecDeque<RespOut>,
     resources: VecDeque<Resource>,
     /// The request this responder rejected fatally, and how.
@@ -1196,6 +1198,7 @@ impl Qp {
             msg: None,
             nak_sent: false,
             ack_pending: false,
+            hold_ack: false,
             out: VecDeque::new(),
             resources: VecDeque::new(),
             fatal: None,
@@ -1225,6 +1228,25 @@ impl Qp {
     /// The state.
     pub fn state(&self) -> QpState {
         self.state
+    }
+
+    /// Holds back (`true`) or lets go (`false`) the plain ACK of the requests
+    /// received: while held, [`Qp::poll_transmit`] does not send it, and the
+    /// requests that arrive meanwhile are acknowledged together (the ACK is
+    /// cumulative). NAKs, atomic ACKs and READ responses go out as usual.
+    ///
+    /// For a driver that delivers messages to an owner who is likely to answer
+    /// at once: the answer then goes out before the ACK, and the peer, waiting
+    /// for the answer, is not held up by the ACK ahead of it. The driver must let
+    /// go soon (at its next turn, or before it sleeps), or the requester times
+    /// out and retransmits.
+    pub fn hold_ack(&mut self, hold: bool) {
+        self.resp.hold_ack = hold;
+    }
+
+    /// Whether a plain ACK waits because it is held ([`Qp::hold_ack`]).
+    pub fn ack_held(&self) -> bool {
+        self.resp.hold_ack && self.resp.ack_pending
     }
 
     /// The counters.
@@ -2337,7 +2359,7 @@ impl Qp {
             credits: Syndrome::NO_CREDITS,
         };
         let Some(front) = self.resp.out.front_mut() else {
-            if !std::mem::take(&mut self.resp.ack_pending) {
+            if self.resp.hold_ack || !std::mem::take(&mut self.resp.ack_pending) {
                 return None;
             }
             let psn = self.resp.epsn.wrapping_add(Psn::MAX);

@@ -182,19 +182,12 @@ struct Inner {
     stop: AtomicBool,
     /// Written by the driver when it stashed something while the owner sleeps.
     wake: OwnedFd,
-    /// ACKs held back while the owner handles the messages they acknowledge
-    /// (see [`RoceIface::progress`]); they go out after the next datagrams
-    /// sent, or before the owner sleeps.
-    acks: Mutex<Vec<Dgram>>,
     /// The datagrams being built and sent; taken before `st`.
     tx: Mutex<TxBatch>,
     /// Trains of more than one packet sent with GSO and received with GRO.
     trains_out: AtomicU64,
     trains_in: AtomicU64,
 }
-
-/// A datagram to send and where to.
-type Dgram = (SocketAddr, Vec<u8>);
 
 /// Datagrams built for one transmission, back to back in one buffer that is
 /// kept from one transmission to the next (no allocation per datagram).
@@ -233,6 +226,7 @@ impl TxBatch {
         }
     }
 
+    #[cfg(test)]
     fn push(&mut self, to: SocketAddr, d: &[u8]) {
         self.room(d.len()).copy_from_slice(d);
         self.commit(to, d.len());
@@ -285,13 +279,6 @@ impl TxBatch {
             }
         }
     }
-}
-
-/// Whether a datagram is a plain ACK (or NAK): one that may go out after
-/// datagrams built later (it acknowledges the other direction's stream,
-/// and nothing else is ordered behind it).
-fn is_ack(d: &[u8]) -> bool {
-    d.first() == Some(&(super::wire::Opcode::Acknowledge as u8))
 }
 
 type Stash = (Vec<(usize, usize, usize, u8)>, Vec<(usize, u64)>);
@@ -596,7 +583,6 @@ impl PreparedRoce {
             owner_seen: AtomicU64::new(0),
             epoch: Instant::now(),
             stop: AtomicBool::new(false),
-            acks: Mutex::new(Vec::new()),
             tx: Mutex::new(TxBatch::default()),
             trains_out: AtomicU64::new(0),
             trains_in: AtomicU64::new(0),
@@ -753,7 +739,13 @@ impl RoceIface {
             }
         };
         pq.qp.post_send(wr).map_err(|_| Error::Busy { peer })?;
-        tx.fill(&mut pq.qp, Instant::now(), &st.mem);
+        let now = Instant::now();
+        tx.fill(&mut pq.qp, now, &st.mem);
+        // The ACK held back for this peer follows the answer.
+        if pq.qp.ack_held() {
+            pq.qp.hold_ack(false);
+            tx.fill(&mut pq.qp, now, &st.mem);
+        }
         drop(guard);
         self.inner.transmit(&mut tx);
         self.inner
@@ -911,9 +903,10 @@ impl Inner {
 
     /// Receives, drives every queue pair, transmits; stashes what the owner
     /// must deliver. Returns whether it stashed anything, and how many
-    /// datagrams it handled. With `defer_acks`, the ACKs of a pump that
-    /// stashed messages are held back (the owner is about to deliver them
-    /// and, likely, to answer: the answer goes out first).
+    /// datagrams it handled. With `defer_acks`, a queue pair that delivered
+    /// messages holds its ACK back ([`Qp::hold_ack`]: the owner is about to
+    /// deliver them and, likely, to answer; the answer goes out first) until
+    /// the owner sends to that peer, its next pump, or before it sleeps.
     fn pump(&self, defer_acks: bool) -> (bool, usize) {
         let now = Instant::now();
         let mut ams = Vec::new();
@@ -923,6 +916,13 @@ impl Inner {
         let mut guard = self.lock();
         let st = &mut *guard;
         let mut handled = 0;
+        // 0. ACKs held back by the last pump go first.
+        for pq in st.qps.iter_mut().flatten() {
+            if pq.qp.ack_held() {
+                pq.qp.hold_ack(false);
+                tx.fill(&mut pq.qp, now, &st.mem);
+            }
+        }
         // 1. Datagrams in.
         {
             let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
@@ -956,6 +956,7 @@ impl Inner {
             if pq.qp.poll_timeout().is_some_and(|t| t <= now) {
                 pq.qp.handle_timeout(now);
             }
+            let delivered = ams.len();
             while let Some(c) = pq.qp.poll_completion() {
                 let Some(w) = st.wrs.remove(&c.wr_id) else {
                     continue;
@@ -986,6 +987,7 @@ impl Inner {
                     st.broken.push_back(p);
                 }
             }
+            pq.qp.hold_ack(defer_acks && ams.len() > delivered);
             tx.fill(&mut pq.qp, now, &st.mem);
         }
         let news = !ams.is_empty() || !puts.is_empty() || !st.broken.is_empty();
@@ -996,21 +998,7 @@ impl Inner {
             s.1.extend(puts);
         }
         drop(guard);
-        if defer_acks && news && (0..tx.dgrams.len()).any(|i| is_ack(tx.get(i))) {
-            let acks: Vec<Dgram> = (0..tx.dgrams.len())
-                .filter(|&i| is_ack(tx.get(i)))
-                .map(|i| (tx.dgrams[i].0, tx.get(i).to_vec()))
-                .collect();
-            let t = &mut *tx;
-            t.dgrams.retain(|(_, r)| !is_ack(&t.bytes[r.clone()]));
-            self.transmit(&mut tx);
-            self.acks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(acks);
-        } else {
-            self.transmit(&mut tx);
-        }
+        self.transmit(&mut tx);
         (news, handled)
     }
 
@@ -1019,17 +1007,11 @@ impl Inner {
         self.tx.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends the datagrams of `tx`, then any ACKs held back: trains with UDP
-    /// GSO where the kernel does it, one datagram at a time otherwise, many per
-    /// system call; what the socket does not take in a moment counts as lost
-    /// (the engine retransmits it).
+    /// Sends the datagrams of `tx`: trains with UDP GSO where the kernel does
+    /// it, one datagram at a time otherwise, many per system call; what the
+    /// socket does not take in a moment counts as lost (the engine retransmits
+    /// it).
     fn transmit(&self, tx: &mut TxBatch) {
-        {
-            let mut held = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-            for (to, d) in held.drain(..) {
-                tx.push(to, &d);
-            }
-        }
         if tx.dgrams.is_empty() {
             return;
         }
@@ -1087,6 +1069,17 @@ impl Inner {
     fn flush_acks(&self) {
         let mut tx = self.tx();
         tx.clear();
+        {
+            let now = Instant::now();
+            let mut guard = self.lock();
+            let st = &mut *guard;
+            for pq in st.qps.iter_mut().flatten() {
+                if pq.qp.ack_held() {
+                    pq.qp.hold_ack(false);
+                    tx.fill(&mut pq.qp, now, &st.mem);
+                }
+            }
+        }
         self.transmit(&mut tx);
     }
 

@@ -1498,6 +1498,60 @@ mod tests {
         );
     }
 
+    /// A held ACK is not sent, covers what arrives meanwhile (one cumulative
+    /// ACK), and goes once let go; READ responses are not held.
+    #[test]
+    fn held_acks_wait_and_coalesce() {
+        let (x, y): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:4791".parse().unwrap(),
+            "10.0.0.2:4791".parse().unwrap(),
+        );
+        let qpn = |v| Qpn::new(v).unwrap();
+        let mut a = Qp::new(QpConfig::new(qpn(1), qpn(2), x, y)).unwrap();
+        let mut b = Qp::new(QpConfig::new(qpn(2), qpn(1), y, x)).unwrap();
+        let (mut ma, mut mb) = (VecMemory::new(), VecMemory::new());
+        let src = ma.register(SRC, vec![7; 64], Access::ALL);
+        let tgt = mb.register(TARGET, vec![0; 64], Access::ALL);
+        let now = Instant::now();
+        let mut buf = vec![0; 65536];
+        let decode = |bytes: &[u8], from: SocketAddr, to: SocketAddr| {
+            let p = Packet::decode(&IpUdp::new(from, to), bytes).unwrap();
+            (p.bth.opcode, p.bth.psn.get())
+        };
+        b.hold_ack(true);
+        for i in 0..3 {
+            a.post_send(SendWr::write(i, sge(src, SRC, 8), remote(tgt, TARGET)))
+                .unwrap();
+            let n = a.poll_transmit(now, &mut buf, &ma).unwrap();
+            b.handle_datagram(now, &buf[..n], &mut mb);
+            assert!(b.poll_transmit(now, &mut buf, &mb).is_none(), "write {i}");
+        }
+        assert!(b.ack_held());
+        // A READ is answered at once, ACK or not.
+        a.post_send(SendWr::read(3, sge(src, SRC, 8), remote(tgt, TARGET)))
+            .unwrap();
+        let n = a.poll_transmit(now, &mut buf, &ma).unwrap();
+        b.handle_datagram(now, &buf[..n], &mut mb);
+        let n = b.poll_transmit(now, &mut buf, &mb).unwrap();
+        assert_eq!(decode(&buf[..n], y, x), (Opcode::RdmaReadResponseOnly, 3));
+        assert!(b.poll_transmit(now, &mut buf, &mb).is_none());
+        // Let go: one cumulative ACK (the last PSN the responder took).
+        a.handle_datagram(now, &buf[..n], &mut ma);
+        b.hold_ack(false);
+        assert!(!b.ack_held());
+        let mut acks = Vec::new();
+        while let Some(n) = b.poll_transmit(now, &mut buf, &mb) {
+            acks.push(decode(&buf[..n], y, x));
+            a.handle_datagram(now, &buf[..n], &mut ma);
+        }
+        assert_eq!(acks, [(Opcode::Acknowledge, 3)]);
+        let done: Vec<u64> = std::iter::from_fn(|| a.poll_completion())
+            .map(|c| c.wr_id)
+            .collect();
+        assert_eq!(done, [0, 1, 2, 3]);
+        assert_eq!(mb.bytes(tgt).unwrap()[..8], [7; 8]);
+    }
+
     /// A READ of a word, then a fenced WRITE to it: the READ returns the old value.
     #[test]
     fn fence_orders_a_write_after_a_read() {
