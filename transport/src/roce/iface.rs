@@ -1758,4 +1758,39 @@ mod tests {
             assert_eq!(d[n - ICRC_LEN..], want.to_le_bytes());
         }
     }
+
+    /// A kernel that refuses GSO sends (here: a socket without UDP checksums,
+    /// which Linux will not segment) turns segmentation off for the endpoint;
+    /// what was refused goes out one datagram at a time, with the ICRCs for
+    /// identification 0 again.
+    #[test]
+    fn a_refused_gso_send_falls_back_to_single_datagrams() {
+        let eps = make(2);
+        let one = 1i32;
+        // SAFETY: setting an int socket option on a live descriptor.
+        let r = unsafe {
+            libc::setsockopt(
+                eps[0].inner.sock.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_NO_CHECK,
+                (&one as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(r, 0);
+        assert!(eps[0].inner.gso.load(Ordering::Relaxed));
+        let mut region = vec![0u8; 200_000];
+        let key = eps[1]
+            .mem_register(region.as_mut_ptr(), region.len())
+            .unwrap();
+        let src: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // SAFETY: `src` outlives the blocking put.
+        unsafe { eps[0].put(1, src.as_ptr(), src.len(), &key.rkey, 0) }.unwrap();
+        assert!(region == src);
+        assert!(!eps[0].inner.gso.load(Ordering::Relaxed));
+        assert_eq!(eps[0].trains().0, 0);
+        let st = eps[0].lock();
+        // Nothing was lost on the way: the refused trains went out at once.
+        assert_eq!(st.qps[1].as_ref().unwrap().qp.stats().tx_retransmits, 0);
+    }
 }
