@@ -42,7 +42,9 @@
 # (extra dosbench options for every 2-rank run), BENCHES (all eleven, in order;
 # with CLUSTER=1 the point-to-point and one-sided ones),
 # DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (20), DOSBENCH and DOSRUN (use these
-# binaries instead of building the dos variant).
+# binaries instead of building the dos variant), TRANSPORTS (with CLUSTER=1:
+# dosrun's --transports between the hosts, e.g. shm,roce for the soft-RoCE, whose
+# one-sided operations are RDMA WRITE/READ/atomics; default: dosrun's choice, tcp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -186,7 +188,7 @@ if [[ -n "${CLUSTER:-}" ]]; then
     chmod +x "$SSHW" "$SSHP"
     for h in 1 2 3; do "$SSHW" "198.18.0.$h" true; done
     MPI_TCP="--bind-to none --mca btl self,tcp --mca btl_tcp_if_include 198.18.0.0/24 --mca oob_tcp_if_include 198.18.0.0/24"
-    D2="--bind-to none -H $H1:1,$H2:1 --launch-agent $SSHW"
+    D2="--bind-to none -H $H1:1,$H2:1 --launch-agent $SSHW${TRANSPORTS:+ --transports $TRANSPORTS}"
     # One-sided over the TCP BTL with osc pt2pt, named explicitly: osc sm needs
     # one node, osc rdma over btl/tcp emulates RDMA with active messages and has
     # had wrong-answer bugs in 4.1 (open-mpi/ompi#8983), and Debian's

@@ -247,3 +247,54 @@ fn nonblocking_operations_complete_through_requests() {
         win.free().unwrap();
     });
 }
+
+/// Puts return before they are complete (small ones over RDMA go out from a
+/// copy, many in flight): the source may be reused at once, later puts to the
+/// same place win, and a flush completes them all.
+#[test]
+fn puts_in_flight_take_their_bytes_at_the_call_and_complete_at_flush() {
+    layouts(|w, alloc| {
+        let (n, me) = (w.size(), w.rank());
+        const LEN: usize = 300;
+        let mut buf = vec![0u32; LEN * n];
+        let win = if alloc {
+            w.win_allocate::<u32>(LEN * n).unwrap()
+        } else {
+            w.win_create(&mut buf).unwrap()
+        };
+        win.fence().unwrap();
+        win.lock_all().unwrap();
+        let mut src = vec![0u32; LEN];
+        for t in 0..n {
+            for round in 0..20u32 {
+                // Element i of round r: written by every round, the last wins.
+                for (i, v) in src.iter_mut().enumerate() {
+                    *v = (me as u32) << 24 | round << 16 | i as u32;
+                }
+                win.put(&src, t, me * LEN).unwrap();
+                // Reused at once: the put took its bytes at the call.
+                src.fill(u32::MAX);
+                // Single elements, many in flight.
+                for i in (0..LEN).step_by(7) {
+                    win.put(
+                        &[(me as u32) << 24 | round << 16 | i as u32],
+                        t,
+                        me * LEN + i,
+                    )
+                    .unwrap();
+                }
+            }
+            win.flush(t).unwrap();
+        }
+        win.unlock_all().unwrap();
+        win.fence().unwrap();
+        let mut got = vec![0u32; LEN * n];
+        win.read_local(&mut got, 0).unwrap();
+        for o in 0..n {
+            for i in 0..LEN {
+                assert_eq!(got[o * LEN + i], (o as u32) << 24 | 19 << 16 | i as u32);
+            }
+        }
+        win.free().unwrap();
+    });
+}

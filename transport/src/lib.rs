@@ -328,7 +328,10 @@ pub trait Rma: Iface {
     /// place before any active message sent to `peer` after this call
     /// arrives. An access outside the region or with a stale key is dropped
     /// by the target, which keeps its memory outside registered regions
-    /// untouched. The default is [`Rma::put`].
+    /// untouched. The default is [`Rma::put`]. A backend may leave the
+    /// transfer to the next `progress`, `wait` or send to `peer` (the
+    /// soft-RoCE does: a burst of puts then goes out together), so the caller
+    /// drives progress until the `SendDone`, as it must anyway.
     ///
     /// # Safety
     /// `src` must be valid for reads of `len` bytes, and not be written,

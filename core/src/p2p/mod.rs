@@ -1296,12 +1296,15 @@ impl Engine {
 
     /// A transport stopped reading a lent body of request `token`.
     fn on_send_done(&self, token: u64) {
+        if token & crate::rma::target::PUT_TOKEN != 0 {
+            return self.rma.borrow_mut().put_done(token);
+        }
         let (id, gen) = ((token & 0xffff_ffff) as ReqId, (token >> 32) as u32);
         let mut st = self.st.borrow_mut();
         let Some(req) = st.reqs.get_mut(id as usize) else {
             return;
         };
-        if req.gen != gen || req.lent == 0 {
+        if req.gen & LOAN_GEN_MASK != gen || req.lent == 0 {
             return;
         }
         req.lent -= 1;
@@ -1789,10 +1792,14 @@ impl Engine {
     }
 }
 
+/// The generation bits a loan token carries: the top bit of a token marks
+/// one-sided puts ([`crate::rma::target::PUT_TOKEN`]).
+const LOAN_GEN_MASK: u32 = 0x7fff_ffff;
+
 /// The token of a loan of request `id` in generation `gen` (`Event::SendDone`).
 #[inline]
 fn loan_token(id: ReqId, gen: u32) -> u64 {
-    (u64::from(gen) << 32) | u64::from(id)
+    (u64::from(gen & LOAN_GEN_MASK) << 32) | u64::from(id)
 }
 
 #[inline]

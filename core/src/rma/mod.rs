@@ -57,7 +57,7 @@ use bytemuck::Pod;
 use crate::op::Op;
 use crate::{Comm, Error, Request, Result, Scope};
 use dos_transport::shm::mem::copy as shm_copy;
-use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma};
+use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma, Sent};
 
 pub(crate) mod shmem;
 pub(crate) mod target;
@@ -70,6 +70,11 @@ use wire::Writer;
 
 /// Bytes of data per active message of the generic path.
 const AM_CHUNK: usize = 16 * 1024;
+/// RDMA puts of at most this many bytes go out from a copy without waiting
+/// (many in flight, complete at the next flush); larger ones write straight
+/// from the caller's memory and wait for the target's acknowledgement, which
+/// costs little next to the transfer (MPI's put may be either).
+const PUT_BOUNCE_MAX: usize = 64 * 1024;
 
 /// Shared or exclusive passive-target lock ([`Window::lock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,15 +416,41 @@ impl<'a, T: Pod> Window<'a, T> {
             return Ok(());
         }
         let eng = self.comm.eng.enter();
+        let bytes: &[u8] = bytemuck::cast_slice(src);
         if let Some((net, idx, key)) = Self::rdma_data(&eng, p) {
-            if n > 0 {
+            if n > PUT_BOUNCE_MAX {
                 // SAFETY: `src` is valid for `n` bytes during the call, which
                 // completes the RDMA WRITE before returning.
                 unsafe { net.put(idx, src.as_ptr().cast(), n, key, off) }?;
+                return Ok(());
             }
-            return Ok(());
+            if n == 0 {
+                return Ok(());
+            }
+            // A small put goes out without waiting for it, from a copy that the
+            // engine keeps until the transport is done with it; flush waits.
+            let buf = bytes.to_vec();
+            let token = eng.rma.borrow_mut().put_token();
+            loop {
+                // SAFETY: `buf`'s heap bytes stay put and unchanged until the
+                // SendDone of `token` (the table owns them from `lend`), or
+                // are dropped here after `Done` or an error.
+                match unsafe { net.put_zc(idx, buf.as_ptr(), n, key, off, token) } {
+                    Ok(Sent::Done) => return Ok(()),
+                    Ok(Sent::Pending) => {
+                        eng.rma.borrow_mut().lend(token, p.world, buf);
+                        return Ok(());
+                    }
+                    // Its send queue is full: completions make room.
+                    Err(dos_transport::Error::Busy { .. }) => {
+                        if eng.progress() == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
-        let bytes: &[u8] = bytemuck::cast_slice(src);
         for (k, chunk) in bytes.chunks(AM_CHUNK).enumerate() {
             let w = Writer::<16>::default()
                 .u32(self.id)
@@ -592,6 +623,12 @@ impl<'a, T: Pod> Window<'a, T> {
     pub fn flush(&self, target: usize) -> Result<()> {
         let p = self.part(target)?;
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        if p.rdma.is_some() {
+            let eng = self.comm.eng.enter();
+            if eng.rma.borrow().in_flight(p.world) > 0 {
+                eng.wait_until(|e| e.rma.borrow().in_flight(p.world) == 0)?;
+            }
+        }
         if self.unflushed.borrow()[target] == 0 {
             return Ok(());
         }

@@ -49,7 +49,17 @@ pub(crate) struct Table {
     next_tok: u32,
     /// Operations refused since the last FLUSH from each origin (world rank).
     refused: HashMap<usize, u32>,
+    /// RDMA puts of this rank in flight: target (world rank) and the copy of
+    /// the bytes the transport reads, by token.
+    lent: HashMap<u64, (usize, Vec<u8>)>,
+    /// How many of them go to each world rank.
+    in_flight: HashMap<usize, usize>,
+    next_put: u64,
 }
+
+/// The bit that marks the token of an RDMA put from a bounce buffer: its
+/// `SendDone` belongs to this table ([`Table::put_done`]), not to a request.
+pub(crate) const PUT_TOKEN: u64 = 1 << 63;
 
 impl Table {
     pub(crate) fn expose(&mut self, id: u32, e: Exposed) {
@@ -111,6 +121,38 @@ impl Table {
         let e = *self.wins.get(&win)?;
         let off = usize::try_from(off).ok()?;
         (off.checked_add(len)? <= e.len).then_some((e, off))
+    }
+
+    /// A fresh token for an RDMA put from a bounce buffer.
+    pub(crate) fn put_token(&mut self) -> u64 {
+        self.next_put = self.next_put.wrapping_add(1);
+        PUT_TOKEN | (self.next_put & !PUT_TOKEN)
+    }
+
+    /// Keeps `buf`, which an RDMA put to `target` with `token` reads, until its
+    /// `SendDone`.
+    pub(crate) fn lend(&mut self, token: u64, target: usize, buf: Vec<u8>) {
+        self.lent.insert(token, (target, buf));
+        *self.in_flight.entry(target).or_default() += 1;
+    }
+
+    /// The put of `token` is done (at the target, or failed with its
+    /// connection): its buffer goes.
+    pub(crate) fn put_done(&mut self, token: u64) {
+        let Some((target, _)) = self.lent.remove(&token) else {
+            return;
+        };
+        if let Some(k) = self.in_flight.get_mut(&target) {
+            *k -= 1;
+            if *k == 0 {
+                self.in_flight.remove(&target);
+            }
+        }
+    }
+
+    /// RDMA puts to world rank `target` not done yet.
+    pub(crate) fn in_flight(&self, target: usize) -> usize {
+        self.in_flight.get(&target).copied().unwrap_or(0)
     }
 
     fn refuse(&mut self, src: usize) {

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::engine::{
-    dest_qpn, Access, AtomicOp, Memory, Qp, QpConfig, RegionInfo, RemoteAddr, SendWr, Sge,
-    WcOpcode, WcStatus,
+    dest_qpn, Access, AtomicOp, Memory, PostError, Qp, QpConfig, RegionInfo, RemoteAddr, SendWr,
+    Sge, WcOpcode, WcStatus,
 };
 use super::icrc::{ipv4_id_mask, GSO_MAX_SEGMENTS, ICRC_LEN, MAX_IPV4_PAYLOAD};
 use super::wire::{Psn, Qpn};
@@ -721,9 +721,13 @@ impl RoceIface {
         }
     }
 
-    /// Posts `wr` to peer `peer`'s queue pair and sends what it can at once
-    /// (so that a message goes out without waiting for the next `progress`).
-    fn post(&self, peer: usize, wr: SendWr) -> Result<()> {
+    /// Posts `wr` to peer `peer`'s queue pair and, with `ring` or when the
+    /// queue pair had nothing under way, sends what it can at once (so that a
+    /// message goes out without waiting for the next `progress`). Otherwise
+    /// the work request waits for the next pump, post to that peer or `wait`
+    /// (a doorbell rung once for many: one system call and one GSO train for a
+    /// burst of small puts).
+    fn post(&self, peer: usize, wr: SendWr, ring: bool) -> Result<()> {
         let mut tx = self.inner.tx();
         tx.clear();
         let mut guard = self.lock();
@@ -738,7 +742,25 @@ impl RoceIface {
                 })
             }
         };
-        pq.qp.post_send(wr).map_err(|_| Error::Busy { peer })?;
+        // A queue pair with nothing under way sends at once: a lone put does
+        // not wait for the next progress, a burst's first one opens it.
+        let ring = ring || pq.qp.send_queue_len() == 0;
+        pq.qp.post_send(wr).map_err(|e| match e {
+            PostError::SendQueueFull | PostError::RecvQueueFull => Error::Busy { peer },
+            // Broken: a Disconnected event for it is on its way.
+            PostError::QpInError => Error::PeerUnreachable { peer },
+            PostError::TooLarge { len, max } => Error::TooLarge {
+                len: len as usize,
+                max: max as usize,
+            },
+            PostError::Misaligned => Error::Malformed {
+                what: "remote atomic",
+                reason: "address not 8-byte aligned",
+            },
+        })?;
+        if !ring {
+            return Ok(());
+        }
         let now = Instant::now();
         tx.fill(&mut pq.qp, now, &st.mem);
         // The ACK held back for this peer follows the answer.
@@ -810,7 +832,7 @@ impl RoceIface {
         } else {
             SendWr::write(id, sge, remote)
         };
-        if let Err(e) = self.post(peer, wr) {
+        if let Err(e) = self.post(peer, wr, true) {
             let mut st = self.lock();
             st.mem.deregister(lkey);
             st.wrs.remove(&id);
@@ -1065,8 +1087,9 @@ impl Inner {
         }
     }
 
-    /// Sends the ACKs held back.
-    fn flush_acks(&self) {
+    /// Sends what waits: the ACKs held back and the work requests posted
+    /// without a doorbell.
+    fn flush_pending(&self) {
         let mut tx = self.tx();
         tx.clear();
         {
@@ -1074,10 +1097,8 @@ impl Inner {
             let mut guard = self.lock();
             let st = &mut *guard;
             for pq in st.qps.iter_mut().flatten() {
-                if pq.qp.ack_held() {
-                    pq.qp.hold_ack(false);
-                    tx.fill(&mut pq.qp, now, &st.mem);
-                }
+                pq.qp.hold_ack(false);
+                tx.fill(&mut pq.qp, now, &st.mem);
             }
         }
         self.transmit(&mut tx);
@@ -1106,8 +1127,8 @@ impl Inner {
                 std::thread::sleep(Duration::from_micros(1000 - idle));
                 continue;
             }
-            // ACKs the owner held back before it went away.
-            self.flush_acks();
+            // What the owner held back or left unsent before it went away.
+            self.flush_pending();
             let timeout = match self.next_timer() {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
@@ -1248,7 +1269,7 @@ impl ActiveMessages for RoceIface {
             addr: base as u64,
             len: len as u32,
         };
-        let r = self.post(peer, SendWr::send_imm(wr, sge, u32::from(id)));
+        let r = self.post(peer, SendWr::send_imm(wr, sge, u32::from(id)), true);
         if r.is_err() {
             let mut st = self.lock();
             st.wrs.remove(&wr);
@@ -1315,8 +1336,8 @@ impl Progress for RoceIface {
         if stashed || !self.self_q.borrow().is_empty() {
             return Ok(());
         }
-        // ACKs held back go out before this rank sleeps.
-        self.inner.flush_acks();
+        // Held-back ACKs and unsent work requests go out before this rank sleeps.
+        self.inner.flush_pending();
         self.wait_socket(timeout);
         Ok(())
     }
@@ -1425,7 +1446,7 @@ impl Rma for RoceIface {
                 SendWr::compare_swap(id, remote, compare, swap)
             }
         };
-        if let Err(e) = self.post(peer, wr) {
+        if let Err(e) = self.post(peer, wr, true) {
             self.lock().wrs.remove(&id);
             return Err(e);
         }
@@ -1462,7 +1483,7 @@ impl Rma for RoceIface {
                 addr: addr + offset as u64,
             },
         );
-        match self.post(peer, wr) {
+        match self.post(peer, wr, false) {
             Ok(()) => Ok(Sent::Pending),
             Err(e) => {
                 let mut st = self.lock();
