@@ -654,6 +654,15 @@ impl Engine {
         }
     }
 
+    /// The largest active message (header and body) to world rank `world`
+    /// on its route.
+    pub(crate) fn max_am_to(&self, world: usize) -> usize {
+        match self.net_of(world) {
+            Some((net, _)) => net.caps().max_am,
+            None => self.links.local.caps().max_am,
+        }
+    }
+
     /// The network transport, if the job spans nodes.
     #[inline]
     pub(crate) fn net(&self) -> Option<&Transport> {

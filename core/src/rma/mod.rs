@@ -75,6 +75,31 @@ const AM_CHUNK: usize = 16 * 1024;
 /// from the caller's memory and wait for the target's acknowledgement, which
 /// costs little next to the transfer (MPI's put may be either).
 const PUT_BOUNCE_MAX: usize = 64 * 1024;
+/// Puts of at most this many bytes through messages are gathered per target
+/// ([`wire::PUTV`]) ...
+const GATHER_MAX: usize = 8 * 1024;
+/// ... into messages of about this many bytes.
+const GATHER_BYTES: usize = 32 * 1024;
+
+/// Bytes of data per active message of the generic path to a rank on another
+/// node: fewer, larger messages (a system call each over tcp), within what the
+/// transport carries (64 KiB over roce, 1 MiB over tcp).
+const NET_AM_CHUNK: usize = 256 * 1024;
+
+/// Bytes of data per message of the generic path to world rank `world`.
+fn am_chunk(eng: &crate::p2p::Engine, world: usize) -> usize {
+    let room = eng.max_am_to(world).saturating_sub(64).max(1024);
+    if eng.net_of(world).is_some() {
+        room.min(NET_AM_CHUNK)
+    } else {
+        room.min(AM_CHUNK)
+    }
+}
+
+/// Bytes of gathered puts per message to world rank `world` (PUTV or FLUSH).
+fn gather_room(eng: &crate::p2p::Engine, world: usize) -> usize {
+    eng.max_am_to(world).saturating_sub(64).min(GATHER_BYTES)
+}
 
 /// Shared or exclusive passive-target lock ([`Window::lock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +157,10 @@ pub struct Window<'a, T: Pod> {
     len: usize,
     /// Operations sent as messages to each target since its last flush.
     unflushed: RefCell<Vec<u32>>,
+    /// Small puts to each target gathered into one PUTV message (its body),
+    /// sent before anything else goes to that target, at a flush, or when it
+    /// fills.
+    gathered: RefCell<Vec<Vec<u8>>>,
     /// Passive-target locks held, per target.
     locks: RefCell<Vec<Option<LockKind>>>,
     /// This rank's memory registered with the network transport (data, header).
@@ -311,6 +340,7 @@ impl<'a, T: Pod> Window<'a, T> {
             data,
             len,
             unflushed: RefCell::new(vec![0; n]),
+            gathered: RefCell::new(vec![Vec::new(); n]),
             locks: RefCell::new(vec![None; n]),
             net_regions,
             _t: PhantomData,
@@ -451,14 +481,48 @@ impl<'a, T: Pod> Window<'a, T> {
                 }
             }
         }
-        for (k, chunk) in bytes.chunks(AM_CHUNK).enumerate() {
+        let room = gather_room(&eng, p.world);
+        let entry = wire::PUTV_ENTRY + n;
+        if n <= GATHER_MAX && entry <= room / 2 {
+            // Gathered with the other small puts to this target: one message
+            // (and one system call over tcp) for many. What was gathered goes
+            // when the next one does not fit, before anything else to the
+            // target, or with the flush.
+            if self.gathered.borrow()[target].len() + entry > room {
+                self.send_gathered(&eng, target)?;
+            }
+            wire::putv_push(&mut self.gathered.borrow_mut()[target], off as u64, bytes);
+            self.note_sent(target);
+            return Ok(());
+        }
+        self.send_gathered(&eng, target)?;
+        let per = am_chunk(&eng, p.world);
+        for (k, chunk) in bytes.chunks(per).enumerate() {
             let w = Writer::<16>::default()
                 .u32(self.id)
-                .u64((off + k * AM_CHUNK) as u64);
+                .u64((off + k * per) as u64);
             eng.send_copy(p.world, wire::PUT, w.bytes(), chunk)?;
         }
         self.note_sent(target);
         Ok(())
+    }
+
+    /// Sends the puts gathered for `target`, if any (in order, before whatever
+    /// this rank sends it next).
+    fn send_gathered(&self, eng: &crate::p2p::Engine, target: usize) -> Result<()> {
+        let body = std::mem::take(&mut self.gathered.borrow_mut()[target]);
+        if body.is_empty() {
+            return Ok(());
+        }
+        let w = Writer::<4>::default().u32(self.id);
+        let r = eng.send_copy(self.parts[target].world, wire::PUTV, w.bytes(), &body);
+        // The buffer's room is kept for the next ones.
+        let mut g = self.gathered.borrow_mut();
+        if g[target].is_empty() {
+            g[target] = body;
+            g[target].clear();
+        }
+        r
     }
 
     /// Reads `dst.len()` elements of `target`'s part from element `disp`
@@ -481,7 +545,8 @@ impl<'a, T: Pod> Window<'a, T> {
             }
             return Ok(());
         }
-        for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
+        let per = am_chunk(&eng, p.world);
+        for (k, chunk) in out.chunks_mut(per).enumerate() {
             let eng = self.comm.eng.enter();
             let tok = eng
                 .rma
@@ -489,11 +554,12 @@ impl<'a, T: Pod> Window<'a, T> {
                 .expect(Some((chunk.as_mut_ptr(), chunk.len())));
             let w = Writer::<24>::default()
                 .u32(self.id)
-                .u64((off + k * AM_CHUNK) as u64)
+                .u64((off + k * per) as u64)
                 .u32(chunk.len() as u32)
                 .u32(tok);
-            let status = eng
-                .send_copy(p.world, wire::GET, w.bytes(), &[])
+            let status = self
+                .send_gathered(&eng, target)
+                .and_then(|()| eng.send_copy(p.world, wire::GET, w.bytes(), &[]))
                 .and_then(|()| self.await_reply(tok))
                 .map(|r| r.status);
             if status? != Some(wire::OK) {
@@ -543,12 +609,9 @@ impl<'a, T: Pod> Window<'a, T> {
                 .u64((off + k * per * size_of::<T>()) as u64)
                 .u8(O::CODE)
                 .u8(T::CODE);
-            self.comm.eng.enter().send_copy(
-                p.world,
-                wire::ACC,
-                w.bytes(),
-                bytemuck::cast_slice(chunk),
-            )?;
+            let eng = self.comm.eng.enter();
+            self.send_gathered(&eng, target)?;
+            eng.send_copy(p.world, wire::ACC, w.bytes(), bytemuck::cast_slice(chunk))?;
         }
         let _ = n;
         self.note_sent(target);
@@ -605,8 +668,9 @@ impl<'a, T: Pod> Window<'a, T> {
             .u32(tok)
             .u64(a)
             .u64(b);
-        let reply = eng
-            .send_copy(p.world, wire::ATOMIC, w.bytes(), &[])
+        let reply = self
+            .send_gathered(&eng, target)
+            .and_then(|()| eng.send_copy(p.world, wire::ATOMIC, w.bytes(), &[]))
             .and_then(|()| self.await_reply(tok))?;
         if reply.status != Some(wire::OK) {
             return Err(self.refused(target, off as usize, 8));
@@ -634,9 +698,15 @@ impl<'a, T: Pod> Window<'a, T> {
         }
         let eng = self.comm.eng.enter();
         let tok = eng.rma.borrow_mut().expect(None);
-        let w = Writer::<4>::default().u32(tok);
+        // The puts gathered for the target ride in the FLUSH: one message.
+        let gathered = std::mem::take(&mut self.gathered.borrow_mut()[target]);
+        let w = if gathered.is_empty() {
+            Writer::<8>::default().u32(tok)
+        } else {
+            Writer::<8>::default().u32(tok).u32(self.id)
+        };
         let reply = eng
-            .send_copy(p.world, wire::FLUSH, w.bytes(), &[])
+            .send_copy(p.world, wire::FLUSH, w.bytes(), &gathered)
             .and_then(|()| self.await_reply(tok))?;
         self.unflushed.borrow_mut()[target] = 0;
         if reply.value > 0 {
@@ -768,11 +838,12 @@ impl<'a, T: Pod> Window<'a, T> {
         }
         let out: &mut [u8] = bytemuck::cast_slice_mut(dst);
         let eng = self.comm.eng.enter();
-        let chunks = n.div_ceil(AM_CHUNK) as u32;
+        let per = am_chunk(&eng, p.world);
+        let chunks = n.div_ceil(per) as u32;
         let (id, gen) = eng.await_replies(chunks);
         let req = s.register(&self.comm.eng, id);
-        for (k, chunk) in out.chunks_mut(AM_CHUNK).enumerate() {
-            let at = off + k * AM_CHUNK;
+        for (k, chunk) in out.chunks_mut(per).enumerate() {
+            let at = off + k * per;
             let tok = eng.rma.borrow_mut().expect_for(
                 Some((chunk.as_mut_ptr(), chunk.len())),
                 (id, gen, None),
@@ -783,7 +854,10 @@ impl<'a, T: Pod> Window<'a, T> {
                 .u64(at as u64)
                 .u32(chunk.len() as u32)
                 .u32(tok);
-            if let Err(e) = eng.send_copy(p.world, wire::GET, w.bytes(), &[]) {
+            let sent = self
+                .send_gathered(&eng, target)
+                .and_then(|()| eng.send_copy(p.world, wire::GET, w.bytes(), &[]));
+            if let Err(e) = sent {
                 // This part and the ones not sent will not be answered.
                 eng.rma.borrow_mut().take(tok);
                 eng.reply_arrived(id, gen, Err(e));
@@ -853,7 +927,10 @@ impl Window<'_, u64> {
             .u32(tok)
             .u64(value)
             .u64(0);
-        if let Err(e) = eng.send_copy(p.world, wire::ATOMIC, w.bytes(), &[]) {
+        let sent = self
+            .send_gathered(&eng, target)
+            .and_then(|()| eng.send_copy(p.world, wire::ATOMIC, w.bytes(), &[]));
+        if let Err(e) = sent {
             eng.rma.borrow_mut().take(tok);
             eng.reply_arrived(id, gen, Err(e));
         }

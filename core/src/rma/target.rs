@@ -160,6 +160,27 @@ impl Table {
     }
 }
 
+/// Applies the puts of a PUTV body from world rank `src` to window `win`, in
+/// order; those outside the window, and a malformed rest, are refused
+/// (counted for the next FLUSH, whose reply must come whatever the body).
+fn put_gathered(eng: &Engine, src: usize, win: u32, body: &[u8]) {
+    let mut t = eng.rma.borrow_mut();
+    for entry in wire::putv_entries(body, src) {
+        let Ok((off, bytes)) = entry else {
+            t.refuse(src);
+            return;
+        };
+        match t.reach(win, off, bytes.len()) {
+            // SAFETY: inside the exposed window, which its owner keeps valid
+            // while exposed; `bytes` is a separate buffer.
+            Some((e, o)) => unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), e.data.add(o), bytes.len())
+            },
+            None => t.refuse(src),
+        }
+    }
+}
+
 /// Handles one one-sided active message from world rank `src`.
 pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()> {
     let mut r = Reader::new(data, src);
@@ -176,6 +197,11 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 },
                 None => t.refuse(src),
             }
+            Ok(())
+        }
+        wire::PUTV => {
+            let win = r.u32()?;
+            put_gathered(eng, src, win, r.rest());
             Ok(())
         }
         wire::GET => {
@@ -258,7 +284,15 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         }
         wire::FLUSH => {
             let tok = r.u32()?;
-            r.end()?;
+            // The origin's last gathered puts may ride along.
+            let rest = r.rest();
+            if !rest.is_empty() {
+                let mut r = Reader::new(rest, src);
+                match r.u32() {
+                    Ok(win) => put_gathered(eng, src, win, r.rest()),
+                    Err(_) => eng.rma.borrow_mut().refuse(src),
+                }
+            }
             // Messages from one origin are handled in order: everything it
             // sent before this FLUSH is done.
             let refused = eng.rma.borrow_mut().refused.remove(&src).unwrap_or(0);

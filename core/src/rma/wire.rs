@@ -12,8 +12,9 @@
 //! ACC      (19): win u32 | off u64 | op u8 | ty u8 | bytes...
 //! ATOMIC   (20): win u32 | off u64 | kind u8 | tok u32 | a u64 | b u64
 //! ATOMRESP (21): tok u32 | status u8 | old u64
-//! FLUSH    (22): tok u32
+//! FLUSH    (22): tok u32 [| win u32 | PUTV entries...]   (with the last gathered puts)
 //! FLUSHED  (23): tok u32 | rejected u32    (operations the target refused since the last FLUSH)
+//! PUTV     (24): win u32 | { off u64 | len u32 | bytes[len] }...   (puts gathered in order)
 //! ```
 //!
 //! Statuses: 0 done, 1 refused (no such window, or outside it).
@@ -33,6 +34,38 @@ pub const ATOMIC: u8 = 20;
 pub const ATOMRESP: u8 = 21;
 pub const FLUSH: u8 = 22;
 pub const FLUSHED: u8 = 23;
+pub const PUTV: u8 = 24;
+
+/// Bytes of a PUTV entry besides its data: offset and length.
+pub const PUTV_ENTRY: usize = 12;
+
+/// Appends one put (`off`, `bytes`) to the body of a PUTV message.
+pub fn putv_push(body: &mut Vec<u8>, off: u64, bytes: &[u8]) {
+    body.extend_from_slice(&off.to_le_bytes());
+    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    body.extend_from_slice(bytes);
+}
+
+/// The puts of a PUTV body (after its window id), in order; a malformed
+/// entry ends the walk with an error (the ones before it stand).
+pub fn putv_entries(body: &[u8], src: usize) -> impl Iterator<Item = Result<(u64, &[u8])>> {
+    let mut r = Some(Reader::new(body, src));
+    std::iter::from_fn(move || {
+        let rd = r.as_mut()?;
+        if rd.b.is_empty() {
+            return None;
+        }
+        let entry = (|| {
+            let off = rd.u64()?;
+            let len = rd.u32()? as usize;
+            Ok((off, rd.take(len)?))
+        })();
+        if entry.is_err() {
+            r = None;
+        }
+        Some(entry)
+    })
+}
 
 /// Status of a reply: done.
 pub const OK: u8 = 0;
@@ -156,11 +189,52 @@ mod tests {
         assert!(r.end().is_err());
     }
 
+    #[test]
+    fn gathered_puts_round_trip_and_a_bad_tail_stops_the_walk() {
+        let mut body = Vec::new();
+        putv_push(&mut body, 8, &[1, 2, 3]);
+        putv_push(&mut body, 0, &[]);
+        putv_push(&mut body, 1 << 40, &[9; 100]);
+        let got: Vec<(u64, Vec<u8>)> = putv_entries(&body, 3)
+            .map(|e| e.map(|(o, b)| (o, b.to_vec())).unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [(8, vec![1, 2, 3]), (0, vec![]), (1 << 40, vec![9; 100])]
+        );
+        // A length past the end: the entries before stand, then one error.
+        let mut bad = body.clone();
+        putv_push(&mut bad, 5, &[7; 10]);
+        bad.truncate(bad.len() - 1);
+        let walk: Vec<_> = putv_entries(&bad, 3).collect();
+        assert_eq!(walk.len(), 4);
+        assert!(walk[..3].iter().all(Result::is_ok));
+        assert!(matches!(walk[3], Err(Error::Protocol { src: 3, .. })));
+    }
+
     proptest! {
         #[test]
         fn reader_never_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
             let mut r = Reader::new(&b, 0);
             let _ = r.u32().and_then(|_| r.u64()).and_then(|_| r.u8());
+        }
+
+        #[test]
+        fn gathered_puts_decode_as_pushed_and_garbage_never_panics(
+            puts in proptest::collection::vec((any::<u64>(), proptest::collection::vec(any::<u8>(), 0..50)), 0..20),
+            junk in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut body = Vec::new();
+            for (o, b) in &puts {
+                putv_push(&mut body, *o, b);
+            }
+            let got: Vec<(u64, Vec<u8>)> = putv_entries(&body, 0)
+                .map(|e| e.map(|(o, b)| (o, b.to_vec())).unwrap())
+                .collect();
+            prop_assert_eq!(got, puts);
+            // Random bytes: entries or one error at the end, never more than fit.
+            let n = putv_entries(&junk, 0).count();
+            prop_assert!(n <= junk.len() / 12 + 1);
         }
     }
 }
