@@ -31,9 +31,28 @@ use crate::World;
 
 /// Runs `f` on `n` ranks, each a thread with its own world; returns their results by rank.
 ///
-/// Panics if any rank panics (after all threads have ended).
+/// A rank that panics while others run aborts the process, after the panic
+/// message: the others may be waiting for it in shared memory, where nothing
+/// tells them it is gone (a real job's launcher ends such a job), and a test
+/// must fail rather than hang. A single rank's panic is passed on.
 pub fn run_threads<R: Send, F: Fn(World) -> R + Sync>(n: usize, f: F) -> Vec<R> {
     run_threads_with(n, Config::from_env().expect("valid DOS_* tunables"), f)
+}
+
+/// Runs rank `r`'s part of a job of `size` ranks; see [`run_threads`] for why
+/// a panic aborts.
+fn rank_or_abort<R>(r: usize, size: usize, part: impl FnOnce() -> R) -> R {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(part)) {
+        Ok(v) => v,
+        Err(p) if size == 1 => std::panic::resume_unwind(p),
+        Err(_) => {
+            eprintln!(
+                "dos::testing: rank {r} of {size} panicked (message above); aborting, \
+                 since the other ranks may wait for it forever"
+            );
+            std::process::abort()
+        }
+    }
 }
 
 /// Like [`run_threads`], with explicit tunables instead of the environment's.
@@ -49,7 +68,7 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
                     let links = Links::single_node(Transport::Shm(iface));
                     let eng = Shared::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
-                    f(World::from_parts(eng, i, peers, None, i, n))
+                    rank_or_abort(i, n, || f(World::from_parts(eng, i, peers, None, i, n)))
                 })
             })
             .collect();
@@ -83,7 +102,8 @@ pub fn vanish(world: World) {
 /// (ranks numbered node by node); returns the results by rank.
 ///
 /// Ranks of a node share a segment; ranks of different nodes talk over TCP on
-/// 127.0.0.1, authenticated with a fresh job secret. Panics if any rank panics.
+/// 127.0.0.1, authenticated with a fresh job secret. A rank that panics while
+/// others run aborts the process, as in [`run_threads`].
 ///
 /// ```
 /// let sums = dos::testing::run_cluster(&[2, 1], |world| {
@@ -191,14 +211,16 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
                     };
                     let eng = Shared::new(Engine::new(links, cfg, per_node[node]));
                     let peers: Rc<[u32]> = (0..size as u32).collect();
-                    f(World::from_parts(
-                        eng,
-                        r,
-                        peers,
-                        None,
-                        local,
-                        per_node[node],
-                    ))
+                    rank_or_abort(r, size, || {
+                        f(World::from_parts(
+                            eng,
+                            r,
+                            peers,
+                            None,
+                            local,
+                            per_node[node],
+                        ))
+                    })
                 })
             })
             .collect();
