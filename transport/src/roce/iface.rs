@@ -187,6 +187,8 @@ struct Inner {
     /// Trains of more than one packet sent with GSO and received with GRO.
     trains_out: AtomicU64,
     trains_in: AtomicU64,
+    /// Held ACKs that the driver thread let go for an owner gone away.
+    driver_releases: AtomicU64,
 }
 
 /// Datagrams built for one transmission, back to back in one buffer that is
@@ -322,6 +324,8 @@ pub struct PreparedRoce {
     max_mtu: u32,
     /// Send trains with UDP GSO and receive them with UDP GRO.
     segmentation: bool,
+    /// The queue pairs' local ACK timeout, if not the engine's default.
+    ack_timeout: Option<Duration>,
 }
 
 /// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
@@ -435,6 +439,7 @@ impl RoceIface {
             link_mtu: link_mtu_of(ip),
             max_mtu: DEFAULT_MAX_MTU,
             segmentation: true,
+            ack_timeout: None,
         })
     }
 }
@@ -462,6 +467,14 @@ impl PreparedRoce {
     /// ([`super::icrc::ipv4_id_mask`]).
     pub fn with_segmentation(mut self, on: bool) -> PreparedRoce {
         self.segmentation = on;
+        self
+    }
+
+    /// Sets the local ACK timeout of every queue pair (how long a sender waits
+    /// for an acknowledgement before it goes back and resends; IBA's local
+    /// ACK timeout). The default is the engine's, 20 ms.
+    pub fn with_ack_timeout(mut self, t: Duration) -> PreparedRoce {
+        self.ack_timeout = Some(t);
         self
     }
 
@@ -525,6 +538,9 @@ impl PreparedRoce {
             cfg.send_psn = initial_psn(&self.seed, self.me, p);
             cfg.recv_psn = initial_psn(&self.seed, p, self.me);
             cfg.rq_depth = RECV_DEPTH * 2;
+            if let Some(t) = self.ack_timeout {
+                cfg.timeout = t;
+            }
             let mut qp = Qp::new(cfg).map_err(|e| Error::Malformed {
                 what: "roce queue pair configuration",
                 reason: e.0,
@@ -586,6 +602,7 @@ impl PreparedRoce {
             tx: Mutex::new(TxBatch::default()),
             trains_out: AtomicU64::new(0),
             trains_in: AtomicU64::new(0),
+            driver_releases: AtomicU64::new(0),
             // SAFETY: a fresh descriptor that we own.
             wake: unsafe { OwnedFd::from_raw_fd(efd) },
         });
@@ -1088,20 +1105,23 @@ impl Inner {
     }
 
     /// Sends what waits: the ACKs held back and the work requests posted
-    /// without a doorbell.
-    fn flush_pending(&self) {
+    /// without a doorbell. Returns how many held ACKs it let go.
+    fn flush_pending(&self) -> usize {
         let mut tx = self.tx();
         tx.clear();
+        let mut released = 0;
         {
             let now = Instant::now();
             let mut guard = self.lock();
             let st = &mut *guard;
             for pq in st.qps.iter_mut().flatten() {
+                released += usize::from(pq.qp.ack_held());
                 pq.qp.hold_ack(false);
                 tx.fill(&mut pq.qp, now, &st.mem);
             }
         }
         self.transmit(&mut tx);
+        released
     }
 
     /// The earliest timer of any queue pair.
@@ -1128,7 +1148,8 @@ impl Inner {
                 continue;
             }
             // What the owner held back or left unsent before it went away.
-            self.flush_pending();
+            let released = self.flush_pending() as u64;
+            self.driver_releases.fetch_add(released, Ordering::Relaxed);
             let timeout = match self.next_timer() {
                 Some(t) => t
                     .saturating_duration_since(Instant::now())
@@ -1337,7 +1358,7 @@ impl Progress for RoceIface {
             return Ok(());
         }
         // Held-back ACKs and unsent work requests go out before this rank sleeps.
-        self.inner.flush_pending();
+        let _ = self.inner.flush_pending();
         self.wait_socket(timeout);
         Ok(())
     }
@@ -1510,15 +1531,23 @@ mod tests {
 
     /// As [`make_with`], endpoint `i` with segmentation `segs[i]`.
     fn make_full(mtus: &[u32], segs: &[bool]) -> Vec<RoceIface> {
-        let n = mtus.len();
+        make_tweaked(mtus.len(), |i, p| {
+            p.with_max_mtu(mtus[i]).unwrap().with_segmentation(segs[i])
+        })
+    }
+
+    /// `n` endpoints on loopback, endpoint `i` set up by `tweak(i, ..)`.
+    fn make_tweaked(
+        n: usize,
+        tweak: impl Fn(usize, PreparedRoce) -> PreparedRoce,
+    ) -> Vec<RoceIface> {
         let secret = crate::auth::Secret::generate().unwrap();
         let preps: Vec<PreparedRoce> = (0..n)
             .map(|i| {
-                RoceIface::prepare(i, n, "127.0.0.1".parse().unwrap(), &secret)
-                    .unwrap()
-                    .with_max_mtu(mtus[i])
-                    .unwrap()
-                    .with_segmentation(segs[i])
+                tweak(
+                    i,
+                    RoceIface::prepare(i, n, "127.0.0.1".parse().unwrap(), &secret).unwrap(),
+                )
             })
             .collect();
         let addrs: Vec<Vec<u8>> = preps.iter().map(|p| p.address()).collect();
@@ -1580,25 +1609,46 @@ mod tests {
 
     #[test]
     fn held_back_acks_go_out_when_the_owner_goes_away() {
-        let mut eps = make(2);
+        // A long ACK timeout, so that a busy machine cannot make the driver
+        // thread miss it: an ACK held until a retransmission still shows.
+        let mut eps = make_tweaked(2, |_, p| p.with_ack_timeout(Duration::from_secs(2)));
         let b = eps.pop().unwrap();
         let a = eps.pop().unwrap();
-        a.am_send(1, 5, b"hello", b"").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut got = false;
-        while !got {
-            b.progress(|ev| got |= matches!(ev, Event::Am { id: 5, .. }));
-            assert!(Instant::now() < deadline, "no message");
+        let held = |b: &RoceIface| b.lock().qps[0].as_ref().unwrap().qp.ack_held();
+        // b's owner must take the message itself (then it holds the ACK): it
+        // spins first for longer than the driver thread's longest sleep in
+        // the socket (50 ms), so that the driver only checks in. A machine
+        // too busy to keep the owner running may still let the driver take
+        // it: then try again.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            assert!(attempts <= 5, "b's owner never held the ACK back");
+            let warm = Instant::now() + Duration::from_millis(60);
+            while Instant::now() < warm {
+                b.progress(|_| {});
+            }
+            a.am_send(1, 5, b"hello", b"").unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut got = false;
+            while !got {
+                b.progress(|ev| got |= matches!(ev, Event::Am { id: 5, .. }));
+                assert!(Instant::now() < deadline, "no message");
+            }
+            if held(&b) {
+                break;
+            }
         }
+        let before = b.inner.driver_releases.load(Ordering::Relaxed);
         // b delivered the message and holds its ACK back for an answer that
         // never comes; b's owner now stays away. Its driver thread sends the
-        // ACK after a millisecond, long before a's retransmission timer (20 ms).
+        // ACK after a millisecond, long before a's retransmission timer (2 s).
         let acked = || {
             let st = a.lock();
             let qp = &st.qps[1].as_ref().unwrap().qp;
-            qp.stats().tx_retransmits == 0 && st.send_free.len() == SEND_SLOTS
+            qp.send_queue_len() == 0 && st.send_free.len() == SEND_SLOTS
         };
-        let until = Instant::now() + Duration::from_millis(18);
+        let until = Instant::now() + Duration::from_millis(1900);
         while !acked() && Instant::now() < until {
             a.progress(|_| {});
             std::thread::sleep(Duration::from_micros(200));
@@ -1606,6 +1656,10 @@ mod tests {
         assert!(acked(), "the ACK was held until a retransmission");
         let st = a.lock();
         assert_eq!(st.qps[1].as_ref().unwrap().qp.stats().tx_retransmits, 0);
+        // Let go by the driver thread's check on an absent owner, not by
+        // chance (its next pump after 50 ms of quiet would send it too).
+        assert_eq!(b.inner.driver_releases.load(Ordering::Relaxed), before + 1);
+        assert!(!held(&b));
     }
 
     #[test]
@@ -1786,7 +1840,8 @@ mod tests {
     /// identification 0 again.
     #[test]
     fn a_refused_gso_send_falls_back_to_single_datagrams() {
-        let eps = make(2);
+        // A long ACK timeout: a busy machine must not cause retransmissions.
+        let eps = make_tweaked(2, |_, p| p.with_ack_timeout(Duration::from_secs(2)));
         let one = 1i32;
         // SAFETY: setting an int socket option on a live descriptor.
         let r = unsafe {
