@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crate::{ActiveMessages, Error, Event, Progress, Rma};
 
 /// What a backend under test must implement.
-pub trait Endpoint: ActiveMessages + Progress + Rma + Send + 'static {}
-impl<T: ActiveMessages + Progress + Rma + Send + 'static> Endpoint for T {}
+pub trait Endpoint: ActiveMessages + Progress + Rma + Send + std::fmt::Debug + 'static {}
+impl<T: ActiveMessages + Progress + Rma + Send + std::fmt::Debug + 'static> Endpoint for T {}
 
 /// Runs every check with up to `max_peers` endpoints from `make(n)`.
 pub fn run_all<T: Endpoint, F: Fn(usize) -> Vec<T>>(max_peers: usize, make: F) {
@@ -615,7 +615,12 @@ pub fn all_to_all<T: Endpoint>(eps: Vec<T>, per_peer: usize) {
                     if drain(&t, &mut got) == 0 {
                         t.wait(Duration::from_millis(10)).unwrap();
                     }
-                    assert!(Instant::now() < deadline, "all_to_all stalled");
+                    assert!(
+                        Instant::now() < deadline,
+                        "all_to_all stalled: {} of {} messages; {t:#?}",
+                        got.len(),
+                        per_peer * n
+                    );
                 }
                 let mut next = vec![0usize; n];
                 for (src, _, data) in got {

@@ -304,10 +304,35 @@ pub struct RoceIface {
 
 impl std::fmt::Debug for RoceIface {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The queue pairs' state, for diagnosing a stuck exchange.
+        let qps: Vec<String> = match self.inner.st.try_lock() {
+            Ok(st) => st
+                .qps
+                .iter()
+                .enumerate()
+                .filter_map(|(p, q)| q.as_ref().map(|q| (p, &q.qp)))
+                .map(|(p, qp)| {
+                    format!(
+                        "peer {p}: {:?}, next psn {}, expected {}, sq {}, rq {}, ack held {}, {:?}",
+                        qp.state(),
+                        qp.next_send_psn().get(),
+                        qp.expected_psn().get(),
+                        qp.send_queue_len(),
+                        qp.recv_queue_len(),
+                        qp.ack_held(),
+                        qp.stats()
+                    )
+                })
+                .collect(),
+            Err(_) => vec!["(state locked)".to_string()],
+        };
         f.debug_struct("RoceIface")
             .field("index", &self.me)
             .field("npeers", &self.n)
             .field("addr", &self.inner.sock.local_addr())
+            .field("gso", &self.inner.gso.load(Ordering::Relaxed))
+            .field("trains", &self.trains())
+            .field("qps", &qps)
             .finish_non_exhaustive()
     }
 }
