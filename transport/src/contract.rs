@@ -629,12 +629,14 @@ pub fn all_to_all<T: Endpoint>(eps: Vec<T>, per_peer: usize) {
                     assert_eq!(&data[4..], &body(src, k, max)[..]);
                     next[src] += 1;
                 }
-                // Stay attached until everybody has drained (the rings live in the segment anyway).
+                // Stay attached until everybody has drained: an endpoint that
+                // received all it expects may still owe others its own messages
+                // (a soft-RoCE endpoint retransmits them, for instance after a
+                // peer's RNR NAK), so none is dropped before every thread is done.
                 t
             })
         })
         .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
+    let done: Vec<T> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    drop(done);
 }
