@@ -510,18 +510,14 @@ impl<'a, T: Pod> Window<'a, T> {
     /// Sends the puts gathered for `target`, if any (in order, before whatever
     /// this rank sends it next).
     fn send_gathered(&self, eng: &crate::p2p::Engine, target: usize) -> Result<()> {
-        let body = std::mem::take(&mut self.gathered.borrow_mut()[target]);
-        if body.is_empty() {
+        let mut g = self.gathered.borrow_mut();
+        if g[target].is_empty() {
             return Ok(());
         }
         let w = Writer::<4>::default().u32(self.id);
-        let r = eng.send_copy(self.parts[target].world, wire::PUTV, w.bytes(), &body);
-        // The buffer's room is kept for the next ones.
-        let mut g = self.gathered.borrow_mut();
-        if g[target].is_empty() {
-            g[target] = body;
-            g[target].clear();
-        }
+        // (send_copy copies or queues; it calls back into no window.)
+        let r = eng.send_copy(self.parts[target].world, wire::PUTV, w.bytes(), &g[target]);
+        g[target].clear();
         r
     }
 
@@ -699,15 +695,18 @@ impl<'a, T: Pod> Window<'a, T> {
         let eng = self.comm.eng.enter();
         let tok = eng.rma.borrow_mut().expect(None);
         // The puts gathered for the target ride in the FLUSH: one message.
-        let gathered = std::mem::take(&mut self.gathered.borrow_mut()[target]);
-        let w = if gathered.is_empty() {
-            Writer::<8>::default().u32(tok)
-        } else {
-            Writer::<8>::default().u32(tok).u32(self.id)
+        let sent = {
+            let mut g = self.gathered.borrow_mut();
+            let w = if g[target].is_empty() {
+                Writer::<8>::default().u32(tok)
+            } else {
+                Writer::<8>::default().u32(tok).u32(self.id)
+            };
+            let r = eng.send_copy(p.world, wire::FLUSH, w.bytes(), &g[target]);
+            g[target].clear();
+            r
         };
-        let reply = eng
-            .send_copy(p.world, wire::FLUSH, w.bytes(), &gathered)
-            .and_then(|()| self.await_reply(tok))?;
+        let reply = sent.and_then(|()| self.await_reply(tok))?;
         self.unflushed.borrow_mut()[target] = 0;
         if reply.value > 0 {
             return Err(Error::InvalidArgument {
