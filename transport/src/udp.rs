@@ -39,9 +39,14 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use crate::roce::icrc::{GSO_MAX_SEGMENTS, MAX_IPV4_PAYLOAD};
 use crate::{Error, Result};
 
-/// Socket buffer size asked for in each direction (the kernel caps it at
-/// `net.core.{r,w}mem_max`).
+/// Send buffer size asked for (the kernel caps it at `net.core.wmem_max`).
 const SOCKET_BUFFER: i32 = 4 << 20;
+/// Receive buffer size asked for: room for the windows of many peers sending to
+/// one rank at once (16 peers of 128 packets of 4 KiB, and the kernel's
+/// bookkeeping), so that a receiver that is descheduled for a while does not drop
+/// them. Forced past `net.core.rmem_max` with `SO_RCVBUFFORCE` where the process
+/// may (`CAP_NET_ADMIN`), capped at it otherwise.
+pub const RECV_BUFFER: i32 = 16 << 20;
 
 /// Datagrams per `sendmmsg` call.
 const SEND_BATCH: usize = 64;
@@ -126,13 +131,23 @@ impl UdpSocket {
         )?;
         set_int(f, libc::IPPROTO_IP, libc::IP_PKTINFO, 1, "IP_PKTINFO")?;
         // Larger buffers are a wish, not a requirement.
-        let _ = set_int(
+        if set_int(
             f,
             libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            SOCKET_BUFFER,
-            "SO_RCVBUF",
-        );
+            libc::SO_RCVBUFFORCE,
+            RECV_BUFFER,
+            "SO_RCVBUFFORCE",
+        )
+        .is_err()
+        {
+            let _ = set_int(
+                f,
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                RECV_BUFFER,
+                "SO_RCVBUF",
+            );
+        }
         let _ = set_int(
             f,
             libc::SOL_SOCKET,
@@ -165,6 +180,96 @@ impl UdpSocket {
             fd,
             local: from_sockaddr(&got),
         })
+    }
+
+    /// The receive buffer the kernel gave the socket, in bytes (`SO_RCVBUF`: what
+    /// was asked for, doubled for its bookkeeping, within the limits).
+    pub fn recv_buffer(&self) -> usize {
+        let mut v: i32 = 0;
+        let mut len = size_of::<i32>() as libc::socklen_t;
+        // SAFETY: valid out-pointers of the right size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUF,
+                (&mut v as *mut i32).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            v.max(0) as usize
+        } else {
+            0
+        }
+    }
+
+    /// Asks the kernel to queue the ICMP errors that datagrams of this socket
+    /// cause (`IP_RECVERR`), for [`UdpSocket::take_refused`]. With it on, a receive
+    /// may also fail once with the error; callers that turn it on treat a failed
+    /// receive as "nothing received".
+    pub fn enable_errors(&self) -> bool {
+        set_int(
+            self.fd(),
+            libc::IPPROTO_IP,
+            libc::IP_RECVERR,
+            1,
+            "IP_RECVERR",
+        )
+        .is_ok()
+    }
+
+    /// The destinations that answered a datagram with "port unreachable" (ICMP)
+    /// since the last call: nothing listens there any more. Needs
+    /// [`UdpSocket::enable_errors`].
+    pub fn take_refused(&self) -> Vec<SocketAddr> {
+        let mut out = Vec::new();
+        for _ in 0..64 {
+            // SAFETY: all-zero C structs are valid to be overwritten.
+            let mut name: libc::sockaddr_in = unsafe { zeroed() };
+            let mut ctrl = [0u64; 64];
+            let mut byte = [0u8; 1];
+            let mut iov = libc::iovec {
+                iov_base: byte.as_mut_ptr().cast(),
+                iov_len: 1,
+            };
+            // SAFETY: as above.
+            let mut msg: libc::msghdr = unsafe { zeroed() };
+            msg.msg_name = (&mut name as *mut libc::sockaddr_in).cast();
+            msg.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = ctrl.as_mut_ptr().cast();
+            msg.msg_controllen = size_of::<[u64; 64]>() as _;
+            // SAFETY: `msg` points at live buffers of the sizes it declares.
+            let r = unsafe {
+                libc::recvmsg(self.fd(), &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT)
+            };
+            if r < 0 {
+                break;
+            }
+            // SAFETY: walking the control messages the kernel wrote into `ctrl`.
+            let mut c = unsafe { libc::CMSG_FIRSTHDR(&msg) };
+            while !c.is_null() {
+                // SAFETY: `c` is a control message header inside `ctrl`.
+                let h = unsafe { &*c };
+                if h.cmsg_level == libc::IPPROTO_IP && h.cmsg_type == libc::IP_RECVERR {
+                    // SAFETY: an IP_RECVERR message carries a sock_extended_err,
+                    // possibly unaligned.
+                    let e: libc::sock_extended_err =
+                        unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(c).cast()) };
+                    if e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                        && e.ee_errno == libc::ECONNREFUSED as u32
+                        && name.sin_family == libc::AF_INET as libc::sa_family_t
+                    {
+                        out.push(from_sockaddr(&name));
+                    }
+                }
+                // SAFETY: as above.
+                c = unsafe { libc::CMSG_NXTHDR(&msg, c) };
+            }
+        }
+        out
     }
 
     /// The address the socket is bound to.
@@ -571,6 +676,39 @@ mod tests {
                 Packet::decode(&h, data).expect("the ICRC verifies with the kernel's real headers");
             assert_eq!(p.bth.psn.get(), k as u32);
         }
+    }
+
+    #[test]
+    fn the_receive_buffer_is_large_and_a_closed_port_is_reported() {
+        let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        // Forced to the full size as root (the kernel doubles it); at least the
+        // system's limit otherwise.
+        let rmem_max: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let want = if unsafe { libc::geteuid() } == 0 {
+            2 * RECV_BUFFER as usize
+        } else {
+            (2 * rmem_max).min(2 * RECV_BUFFER as usize)
+        };
+        assert!(a.recv_buffer() >= want, "{} < {want}", a.recv_buffer());
+        // A peer that went away: its port answers "unreachable".
+        let gone = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let to = gone.local_addr();
+        drop(gone);
+        assert!(a.enable_errors());
+        assert!(a.take_refused().is_empty());
+        a.send_batch(&[(to, &b"anyone?"[..])]).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            got = a.take_refused();
+            if !got.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(got, [to]);
     }
 
     #[test]

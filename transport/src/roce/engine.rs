@@ -106,16 +106,14 @@
 //!   acknowledge for a later PSN, or an ACK covering the READ/atomic), the send point
 //!   moves back to `una`: everything from there is sent again with the same PSNs
 //!   (a partially received READ is re-requested for its missing part only, with the
-//!   PSN of the first missing response and the RETH moved accordingly). A go-back
-//!   consumes one retry of [`QpConfig::retry_cnt`]; retries are restored whenever
-//!   `una` advances. NAK- and loss-triggered go-backs happen at most once per value of
-//!   `una` (duplicated NAKs and reordered responses do not multiply them); the timer
-//!   always goes back. No retry left: the work request at `una` completes with
-//!   [`WcStatus::RetryExceeded`] and the queue pair enters the error state.
+//!   PSN of the first missing response and the RETH moved accordingly). NAK- and
+//!   loss-triggered go-backs happen at most once per value of `una` (duplicated NAKs
+//!   and reordered responses do not multiply them); the timer always goes back. How
+//!   long the requester keeps trying is a time, not a count: see Retransmission.
 //! * RNR NAK: the responder had no receive buffer. Transmission stops for the time the
 //!   NAK's RNR timer code stands for ([`rnr_timer_duration`]), then goes back to the
-//!   NAK's PSN. [`QpConfig::rnr_retry`] bounds the number of RNR retries (`None`:
-//!   unlimited, IBA's 7); exhausted: [`WcStatus::RnrRetryExceeded`].
+//!   NAK's PSN. [`QpConfig::rnr_budget`] bounds how long RNR NAKs may go on without
+//!   progress (`None`: unlimited, IBA's 7); exhausted: [`WcStatus::RnrRetryExceeded`].
 //! * Fatal NAKs (invalid request, remote access error, remote operational error)
 //!   complete the work request they name with the matching status, then the error
 //!   state flushes the rest.
@@ -171,11 +169,32 @@
 //!
 //! ## Timers
 //!
-//! One retransmission timer ([`QpConfig::timeout`]): armed when a packet is sent and
-//! none is running, restarted whenever `una` advances, stopped when nothing is
-//! outstanding. No exponential backoff. One RNR timer while waiting after an RNR NAK
-//! (the retransmission timer is stopped meanwhile). Acknowledgement coalescing needs no
-//! timer: the ACK is built when the driver asks for the next datagram.
+//! One retransmission timer: armed when a packet is sent and none is running,
+//! restarted whenever `una` advances, stopped when nothing is outstanding. One RNR
+//! timer while waiting after an RNR NAK (the retransmission timer is stopped
+//! meanwhile). Acknowledgement coalescing needs no timer: the ACK is built when the
+//! driver asks for the next datagram.
+//!
+//! ## Retransmission: exponential backoff to a time budget
+//!
+//! * The retransmission timeout starts at [`QpConfig::timeout`] (20 ms) and doubles
+//!   with every timeout in a row that brought no progress, up to
+//!   [`QpConfig::max_timeout`] (1 s): 20, 40, 80, ... 640 ms, then 1 s
+//!   ([`backoff_timeout`]). Any progress (`una` advancing) brings it back to the start.
+//! * The requester gives up only when nothing was acknowledged for
+//!   [`QpConfig::retry_budget`] (30 s by default, [`DEFAULT_RETRY_BUDGET`]) while
+//!   something was outstanding: the timer that ends the budget is armed for its end,
+//!   the work request at `una` completes with [`WcStatus::RetryExceeded`] and the
+//!   queue pair enters the error state. This is IBA's local ACK timeout times its
+//!   retry count, but in time: a count of 7 tries of 20 ms gave a peer 160 ms, and a
+//!   rank stopped for 200 ms, or starved of the CPU on an oversubscribed node, killed
+//!   its job. Whether a peer is dead is decided by the launcher's supervision (its
+//!   heartbeat and the ranks' exit), which tears the job down in milliseconds; the
+//!   budget only bounds how long a connection to a vanished host lingers.
+//! * NAK- and loss-triggered go-backs neither back off nor use up the budget: they
+//!   show that the remote is alive and receiving. An RNR NAK restarts the budget
+//!   (the remote is alive, only short of receive buffers);
+//!   [`QpConfig::rnr_budget`] bounds RNR waits separately.
 //!
 //! ## Simplified relative to the IBA specification, and why
 //!
@@ -189,8 +208,9 @@
 //!   solicited events, inline data, SEND with invalidate, memory windows.
 //! * Retransmission is go-back-N (as in IBA RC, which has no selective repeat): a
 //!   lost packet costs the packets in flight behind it.
-//! * Retry counts are not limited to IBA's three bits: a UDP path may be lossier than
-//!   a lossless fabric. No exponential backoff of the timeout.
+//! * Retries are bounded by a time, not by IBA's three-bit count: a UDP path may be
+//!   lossier than a lossless fabric, and its peers are processes that may be
+//!   descheduled for a while.
 //! * A message is at most 2^20 packets (and 2^31 bytes), so that every PSN in flight
 //!   stays well inside the 2^23 half-window of 24-bit serial arithmetic.
 //! * MTUs are powers of two from 256 to 32768 bytes; above 4096 is an extension that
@@ -561,13 +581,19 @@ pub struct QpConfig {
     /// Ask for an acknowledgement at least every this many packets.
     pub ack_req_every: u32,
     /// Local ACK timeout: retransmit when nothing was acknowledged for this long.
+    /// It doubles with every timeout in a row without progress, up to
+    /// [`QpConfig::max_timeout`], and is back to this value once `una` advances.
     pub timeout: Duration,
-    /// Go-backs (timeouts, sequence NAKs, lost responses) without progress before the
-    /// work request fails with [`WcStatus::RetryExceeded`].
-    pub retry_cnt: u8,
-    /// RNR NAKs without progress before the work request fails with
-    /// [`WcStatus::RnrRetryExceeded`]; `None`: retry forever.
-    pub rnr_retry: Option<u8>,
+    /// The largest retransmission timeout that backing off reaches.
+    pub max_timeout: Duration,
+    /// How long the requester keeps retransmitting without progress (no PSN
+    /// acknowledged, no RNR NAK) before the work request at `una` fails with
+    /// [`WcStatus::RetryExceeded`]: IBA's local ACK timeout times its retry count,
+    /// expressed as a time.
+    pub retry_budget: Duration,
+    /// How long RNR NAKs without progress may go on before the work request fails
+    /// with [`WcStatus::RnrRetryExceeded`]; `None`: retry forever (IBA's 7).
+    pub rnr_budget: Option<Duration>,
     /// The RNR timer code (0 to 31, [`rnr_timer_duration`]) that this side's RNR
     /// NAKs ask the remote to wait.
     pub min_rnr_timer: u8,
@@ -575,8 +601,9 @@ pub struct QpConfig {
 
 impl QpConfig {
     /// A configuration with defaults: MTU 1024, PSNs 0, queues of 256, 16 outstanding
-    /// READs/atomics, a window of 128 packets with AckReq every 16, a 20 ms timeout,
-    /// 7 retries, unlimited RNR retries, RNR timer code 12 (0.64 ms).
+    /// READs/atomics, a window of 128 packets with AckReq every 16, a 20 ms timeout
+    /// backing off to 1 s, a retry budget of [`DEFAULT_RETRY_BUDGET`], unlimited RNR
+    /// retries, RNR timer code 12 (0.64 ms).
     pub fn new(qpn: Qpn, remote_qpn: Qpn, local: SocketAddr, remote: SocketAddr) -> QpConfig {
         QpConfig {
             qpn,
@@ -593,8 +620,9 @@ impl QpConfig {
             window: 128,
             ack_req_every: 16,
             timeout: Duration::from_millis(20),
-            retry_cnt: 7,
-            rnr_retry: None,
+            max_timeout: Duration::from_secs(1),
+            retry_budget: DEFAULT_RETRY_BUDGET,
+            rnr_budget: None,
             min_rnr_timer: 12,
         }
     }
@@ -616,6 +644,12 @@ impl QpConfig {
         if self.timeout.is_zero() {
             return fail("timeout must not be zero");
         }
+        if self.max_timeout < self.timeout {
+            return fail("max_timeout must not be below timeout");
+        }
+        if self.retry_budget.is_zero() {
+            return fail("retry_budget must not be zero");
+        }
         if self.min_rnr_timer > 31 {
             return fail("min_rnr_timer is a five-bit code");
         }
@@ -629,6 +663,20 @@ impl QpConfig {
     pub fn max_msg_len(&self) -> u64 {
         (u64::from(self.mtu.get()) * u64::from(MAX_MSG_PACKETS)).min(MAX_MSG_BYTES)
     }
+}
+
+/// The default [`QpConfig::retry_budget`]: 30 s without progress before a
+/// connection is given up. Long enough that a peer stopped, swapped out or starved
+/// of CPU for seconds is waited for (whether a peer died is the launcher's call,
+/// from its heartbeat), short enough that a vanished peer is reported.
+pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(30);
+
+/// The retransmission timeout after `timeouts` timeouts in a row without progress:
+/// `timeout` doubled that many times, at most `max_timeout`.
+pub fn backoff_timeout(timeout: Duration, max_timeout: Duration, timeouts: u32) -> Duration {
+    timeout
+        .checked_mul(1u32 << timeouts.min(31))
+        .map_or(max_timeout, |t| t.min(max_timeout))
 }
 
 /// A configuration that [`Qp::new`] rejected.
@@ -872,9 +920,9 @@ pub enum PostError {
 pub enum WcStatus {
     /// Done.
     Success,
-    /// Retransmissions without progress exhausted the retry count.
+    /// Retransmissions without progress exhausted the retry budget.
     RetryExceeded,
-    /// RNR NAKs exhausted the RNR retry count.
+    /// RNR NAKs without progress exhausted the RNR budget.
     RnrRetryExceeded,
     /// The remote rejected the access (key, bounds or rights).
     RemoteAccessError,
@@ -1032,8 +1080,13 @@ struct Requester {
     /// READ/atomic work requests sent and not completed.
     rd_atomic: usize,
     since_ack_req: u32,
-    retry_left: u8,
-    rnr_left: Option<u8>,
+    /// Timeouts in a row without progress (the backoff exponent).
+    timeouts: u32,
+    /// Since when nothing was acknowledged while something was outstanding
+    /// (cleared by progress and by an RNR NAK, which shows the remote is alive).
+    stalled_since: Option<Instant>,
+    /// Since when RNR NAKs came without progress.
+    rnr_since: Option<Instant>,
     rto: Option<Instant>,
     rnr_until: Option<Instant>,
     /// `una` of the last NAK- or loss-triggered go-back.
@@ -1185,8 +1238,9 @@ impl Qp {
             max_ack: None,
             rd_atomic: 0,
             since_ack_req: 0,
-            retry_left: cfg.retry_cnt,
-            rnr_left: cfg.rnr_retry,
+            timeouts: 0,
+            stalled_since: None,
+            rnr_since: None,
             rto: None,
             rnr_until: None,
             went_back_at: None,
@@ -1368,6 +1422,15 @@ impl Qp {
             self.req.rto = None;
             if self.req.in_flight() > 0 {
                 self.stats.timeouts += 1;
+                if self
+                    .req
+                    .stalled_since
+                    .is_some_and(|s| now.saturating_duration_since(s) >= self.cfg.retry_budget)
+                {
+                    self.fail(WcStatus::RetryExceeded);
+                    return;
+                }
+                self.req.timeouts = self.req.timeouts.saturating_add(1);
                 self.go_back(true);
             }
         }
@@ -1551,12 +1614,26 @@ impl Qp {
 
     // ----- requester -----
 
-    /// `una` advanced: restore the retry counts, restart the timer, keep the send point
-    /// at or after `una`.
+    /// The retransmission timer's next deadline, armed at `now`: the backed-off
+    /// timeout, but not past the end of the retry budget (so that a dead path fails
+    /// when the budget ends, not up to one backed-off timeout later).
+    fn rto_deadline(&mut self, now: Instant) -> Instant {
+        let since = *self.req.stalled_since.get_or_insert(now);
+        let t = now + backoff_timeout(self.cfg.timeout, self.cfg.max_timeout, self.req.timeouts);
+        t.min(since + self.cfg.retry_budget).max(now)
+    }
+
+    /// `una` advanced: restore the retry budgets and the timeout, restart the timer,
+    /// keep the send point at or after `una`.
     fn on_progress(&mut self, now: Instant) {
+        self.req.timeouts = 0;
+        self.req.stalled_since = None;
+        self.req.rnr_since = None;
+        self.req.rto = None;
+        if self.req.in_flight() > 0 && self.req.rnr_until.is_none() {
+            self.req.rto = Some(self.rto_deadline(now));
+        }
         let r = &mut self.req;
-        r.retry_left = self.cfg.retry_cnt;
-        r.rnr_left = self.cfg.rnr_retry;
         r.went_back_at = None;
         // An ACK that `una` passed has done its work; forgetting it keeps it from
         // looking ahead again once PSNs wrap.
@@ -1564,7 +1641,6 @@ impl Qp {
         if r.max_ack.is_some_and(|m| m.distance_from(una) < 0) {
             r.max_ack = None;
         }
-        r.rto = (r.in_flight() > 0 && r.rnr_until.is_none()).then(|| now + self.cfg.timeout);
         if r.send_idx == 0 {
             if let Some(w) = r.sq.front() {
                 r.send_pkt = r.send_pkt.max(w.acked);
@@ -1600,16 +1676,13 @@ impl Qp {
 
     /// Goes back to `una` (see the module docs); `timer`: the retransmission timer
     /// expired (always goes back) rather than a NAK or a detected loss (once per `una`).
+    /// The retry budget is the timer's business ([`Qp::handle_timeout`]): a NAK shows
+    /// that the remote is there.
     fn go_back(&mut self, timer: bool) {
         let una = self.req.una();
         if self.req.in_flight() <= 0 || (!timer && self.req.went_back_at == Some(una)) {
             return;
         }
-        if self.req.retry_left == 0 {
-            self.fail(WcStatus::RetryExceeded);
-            return;
-        }
-        self.req.retry_left -= 1;
         self.req.went_back_at = Some(una);
         self.req.rewind();
         self.req.rto = None;
@@ -1666,13 +1739,17 @@ impl Qp {
                 {
                     return;
                 }
-                match self.req.rnr_left {
-                    Some(0) => {
-                        self.fail(WcStatus::RnrRetryExceeded);
-                        return;
-                    }
-                    Some(n) => self.req.rnr_left = Some(n - 1),
-                    None => {}
+                // The remote answered: it is alive; the retry budget starts again.
+                self.req.timeouts = 0;
+                self.req.stalled_since = None;
+                let since = *self.req.rnr_since.get_or_insert(now);
+                if self
+                    .cfg
+                    .rnr_budget
+                    .is_some_and(|b| now.saturating_duration_since(since) >= b)
+                {
+                    self.fail(WcStatus::RnrRetryExceeded);
+                    return;
                 }
                 self.req.rnr_until = Some(now + rnr_timer_duration(timer));
                 self.req.rto = None;
@@ -1962,7 +2039,7 @@ impl Qp {
             self.req.sent_end = end;
         }
         if self.req.rto.is_none() {
-            self.req.rto = Some(now + self.cfg.timeout);
+            self.req.rto = Some(self.rto_deadline(now));
         }
         let mut p = Packet::new(bth);
         p.reth = p_reth;
@@ -2503,7 +2580,7 @@ mod tests {
         let v6: SocketAddr = "[fd00::1]:4791".parse().unwrap();
         let good = QpConfig::new(q(1), q(2), v4, v4);
         assert!(Qp::new(good.clone()).is_ok());
-        let bad: [fn(&mut QpConfig); 7] = [
+        let bad: [fn(&mut QpConfig); 9] = [
             |c| c.sq_depth = 0,
             |c| c.max_dest_rd_atomic = 0,
             |c| c.window = 0,
@@ -2511,6 +2588,8 @@ mod tests {
             |c| c.ack_req_every = 0,
             |c| c.timeout = Duration::ZERO,
             |c| c.min_rnr_timer = 32,
+            |c| c.max_timeout = c.timeout / 2,
+            |c| c.retry_budget = Duration::ZERO,
         ];
         for f in bad {
             let mut c = good.clone();

@@ -48,6 +48,11 @@ const SEND_SLOTS: usize = 256;
 pub const DEFAULT_MAX_AM: usize = 64 * 1024;
 /// How long a blocking get, put or atomic polls for its answer before sleeping.
 const SYNC_SPIN: Duration = Duration::from_millis(1);
+/// How long a leaving endpoint goes on answering after everything it sent was
+/// acknowledged, until nothing has arrived for this long: a peer whose last
+/// message's ACK was lost sends it again after its timeout (20 ms, more when
+/// backing off), and must get its ACK, or it waits for a rank that has left.
+pub const LINGER: Duration = Duration::from_millis(100);
 /// Datagrams read per `recvmmsg`.
 const RX_BATCH: usize = 32;
 /// The largest RoCE MTU by default: 4096, the largest the IBA defines.
@@ -303,6 +308,9 @@ pub struct RoceIface {
     /// Messages to itself.
     self_q: RefCell<VecDeque<(u8, Vec<u8>)>>,
     driver: Option<std::thread::JoinHandle<()>>,
+    /// The queue pairs' retry budget: how long dropping the endpoint waits for
+    /// its last messages to be acknowledged.
+    retry_budget: Duration,
 }
 
 impl std::fmt::Debug for RoceIface {
@@ -354,6 +362,8 @@ pub struct PreparedRoce {
     segmentation: bool,
     /// The queue pairs' local ACK timeout, if not the engine's default.
     ack_timeout: Option<Duration>,
+    /// The queue pairs' retry budget, if not the engine's default.
+    retry_budget: Option<Duration>,
 }
 
 /// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
@@ -468,6 +478,7 @@ impl RoceIface {
             max_mtu: DEFAULT_MAX_MTU,
             segmentation: true,
             ack_timeout: None,
+            retry_budget: None,
         })
     }
 }
@@ -500,10 +511,26 @@ impl PreparedRoce {
 
     /// Sets the local ACK timeout of every queue pair (how long a sender waits
     /// for an acknowledgement before it goes back and resends; IBA's local
-    /// ACK timeout). The default is the engine's, 20 ms.
+    /// ACK timeout). The default is the engine's, 20 ms; it backs off to 1 s
+    /// (or to `t` if that is longer) while nothing is acknowledged.
     pub fn with_ack_timeout(mut self, t: Duration) -> PreparedRoce {
         self.ack_timeout = Some(t);
         self
+    }
+
+    /// Sets how long every queue pair keeps retransmitting without progress
+    /// before it gives its peer up ([`QpConfig::retry_budget`]; the default is
+    /// [`super::engine::DEFAULT_RETRY_BUDGET`], 30 s), and so how long a
+    /// leaving endpoint waits for its last messages to be acknowledged.
+    pub fn with_retry_budget(mut self, t: Duration) -> Result<PreparedRoce> {
+        if t.is_zero() {
+            return Err(Error::Malformed {
+                what: "roce retry budget",
+                reason: "must not be zero",
+            });
+        }
+        self.retry_budget = Some(t);
+        Ok(self)
     }
 
     /// The RoCE MTU this endpoint offers: what its link carries, at most the limit.
@@ -568,6 +595,10 @@ impl PreparedRoce {
             cfg.rq_depth = RECV_DEPTH * 2;
             if let Some(t) = self.ack_timeout {
                 cfg.timeout = t;
+                cfg.max_timeout = cfg.max_timeout.max(t);
+            }
+            if let Some(t) = self.retry_budget {
+                cfg.retry_budget = t;
             }
             let mut qp = Qp::new(cfg).map_err(|e| Error::Malformed {
                 what: "roce queue pair configuration",
@@ -656,6 +687,9 @@ impl PreparedRoce {
             busy: Cell::new(false),
             self_q: RefCell::new(VecDeque::new()),
             driver: Some(driver),
+            retry_budget: self
+                .retry_budget
+                .unwrap_or(super::engine::DEFAULT_RETRY_BUDGET),
         })
     }
 }
@@ -1235,8 +1269,70 @@ fn poll_fd(fd: RawFd, timeout: Duration) {
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
+impl RoceIface {
+    /// Leaves gracefully (what dropping the endpoint does): keeps receiving,
+    /// acknowledging and retransmitting until every message sent has been
+    /// acknowledged (a lost last message is sent again, instead of leaving its
+    /// peer waiting for it forever), then for [`LINGER`] after the last datagram
+    /// arrived (answering the retransmissions of peers whose ACKs were lost);
+    /// bounded by the retry budget. A peer whose port answers "unreachable" has
+    /// left: what is still unacknowledged to it is given up at once. Messages
+    /// that arrive meanwhile are dropped. Returns whether everything sent was
+    /// acknowledged (or given up to a peer that left).
+    pub fn drain(&self) -> bool {
+        let start = Instant::now();
+        let deadline = start + self.retry_budget;
+        let errors = self.inner.sock.enable_errors();
+        let mut last_rx = start;
+        loop {
+            self.inner
+                .owner_seen
+                .store(self.inner.now_us(), Ordering::Relaxed);
+            let (_, handled) = self.inner.pump(false);
+            if handled > 0 {
+                last_rx = Instant::now();
+            }
+            // What arrives now has no taker: drop it, and give its receive
+            // slot back (a peer that still sends must not run into RNR NAKs).
+            let (ams, _) =
+                std::mem::take(&mut *self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner()));
+            for (peer, slot, _, _) in ams {
+                self.repost(peer, slot);
+            }
+            let refused = if errors {
+                self.inner.sock.take_refused()
+            } else {
+                Vec::new()
+            };
+            let pending = {
+                let mut st = self.lock();
+                st.broken.clear();
+                let mut pending = false;
+                for pq in st.qps.iter_mut().flatten() {
+                    if refused.contains(&pq.qp.config().remote) {
+                        pq.qp.set_error();
+                    }
+                    pending |= pq.qp.state() == super::engine::QpState::Ready
+                        && pq.qp.send_queue_len() > 0;
+                }
+                pending
+            };
+            let now = Instant::now();
+            if now >= deadline {
+                return !pending;
+            }
+            if !pending && now.saturating_duration_since(last_rx) >= LINGER {
+                return true;
+            }
+            let _ = self.inner.flush_pending();
+            self.wait_socket(Duration::from_millis(5));
+        }
+    }
+}
+
 impl Drop for RoceIface {
     fn drop(&mut self) {
+        self.drain();
         self.inner.stop.store(true, Ordering::Release);
         if let Some(t) = self.driver.take() {
             let _ = t.join();

@@ -434,14 +434,16 @@ mod tests {
     /// Simulated-time budget of a scenario: generous, a hang shows up as a failure.
     const LIMIT: Duration = Duration::from_secs(60);
 
-    /// Settings for the simulation: a 1 ms timeout (the simulated round trip is a few
-    /// microseconds), a short RNR timer, 64 packets in flight.
+    /// Settings for the simulation: a 1 ms timeout backing off to 50 ms (the simulated
+    /// round trip is a few microseconds; the real ratio, 20 ms to 1 s), a 5 s retry
+    /// budget, a short RNR timer, 64 packets in flight.
     fn base(c: &mut QpConfig) {
         c.timeout = Duration::from_millis(1);
         c.min_rnr_timer = 4; // 40 us
         c.window = 64;
         c.ack_req_every = 16;
-        c.retry_cnt = 7;
+        c.max_timeout = Duration::from_millis(50);
+        c.retry_budget = Duration::from_secs(5);
     }
 
     fn sge(key: u32, addr: u64, len: usize) -> Sge {
@@ -670,14 +672,13 @@ mod tests {
 
     #[test]
     fn five_percent_loss() {
-        let sim = run_traffic(2, LinkConfig::lossy(0.05), 2 * MB, |c| c.retry_cnt = 15);
+        let sim = run_traffic(2, LinkConfig::lossy(0.05), 2 * MB, |_| {});
         assert!(sim.stats.lost > 100, "{:?}", sim.stats);
     }
 
     #[test]
     fn twenty_percent_loss() {
         let sim = run_traffic(3, LinkConfig::lossy(0.20), 2 * MB, |c| {
-            c.retry_cnt = 30;
             c.window = 16;
             c.ack_req_every = 4;
         });
@@ -708,7 +709,7 @@ mod tests {
             reorder_by: 8,
             ..LinkConfig::default()
         };
-        let sim = run_traffic(5, link, MB, |c| c.retry_cnt = 15);
+        let sim = run_traffic(5, link, MB, |_| {});
         assert!(sim.stats.reordered > 100, "{:?}", sim.stats);
     }
 
@@ -718,7 +719,7 @@ mod tests {
             corrupt: 0.05,
             ..LinkConfig::default()
         };
-        let sim = run_traffic(6, link, MB, |c| c.retry_cnt = 15);
+        let sim = run_traffic(6, link, MB, |_| {});
         let caught: u64 = sim
             .nodes
             .iter()
@@ -741,11 +742,9 @@ mod tests {
             corrupt: 0.02,
         };
         run_traffic(7, link, MB, |c| {
-            c.retry_cnt = 20;
             c.mtu = Mtu::MTU_4096;
         });
         run_traffic(8, link, MB / 2, |c| {
-            c.retry_cnt = 20;
             c.mtu = Mtu::MTU_256;
             c.window = 32;
         });
@@ -764,7 +763,6 @@ mod tests {
         for start in [Psn::MAX - 40, Psn::MAX, Psn::MAX - 100] {
             let sim = run_traffic(9, link, 256 * KB, |c| {
                 c.send_psn = Psn::new(start);
-                c.retry_cnt = 20;
             });
             // The sequence numbers did wrap, both ways.
             for (node, min) in [(0, 577), (1, 160)] {
@@ -811,7 +809,8 @@ mod tests {
         let (na, nb) = (sim.add_node(), sim.add_node());
         let (a, b) = sim.connect(na, nb, |c| {
             base(c);
-            c.retry_cnt = 3;
+            c.max_timeout = Duration::from_millis(16);
+            c.retry_budget = Duration::from_millis(100);
         });
         let src = sim
             .mem_mut(na)
@@ -863,14 +862,15 @@ mod tests {
             ]
         );
         assert_eq!(d[4].opcode, WcOpcode::Recv);
-        // The first transmission and three retries, each after a 1 ms timeout.
+        // It gave up when the 100 ms budget ended, after timeouts backing off from
+        // 1 ms to 16 ms: at 1, 3, 7, 15, 31, 47, 63, 79, 95 and 100 ms.
         assert!(
-            took >= Duration::from_millis(4) && took < Duration::from_millis(5),
+            took >= Duration::from_millis(100) && took < Duration::from_millis(101),
             "{took:?}"
         );
         let qa = sim.qp_mut(a);
         assert_eq!(qa.state(), QpState::Error);
-        assert_eq!(qa.stats().timeouts, 4);
+        assert_eq!(qa.stats().timeouts, 10);
         assert_eq!(qa.poll_timeout(), None);
         assert_eq!(
             qa.post_send(SendWr::send(5, sge(src, SRC, 1))),
@@ -890,8 +890,7 @@ mod tests {
             let (na, nb) = (sim.add_node(), sim.add_node());
             let (a, b) = sim.connect(na, nb, |c| {
                 base(c);
-                c.rnr_retry = None;
-                c.retry_cnt = 15;
+                c.rnr_budget = None;
             });
             let msg = sim.random_bytes(5 * KB + 3);
             let src = sim.mem_mut(na).register(SRC, msg.clone(), Access::NONE);
@@ -942,7 +941,8 @@ mod tests {
         let (na, nb) = (sim.add_node(), sim.add_node());
         let (a, b) = sim.connect(na, nb, |c| {
             base(c);
-            c.rnr_retry = Some(3);
+            // RNR NAKs ask for 40 us: the budget ends after the fourth.
+            c.rnr_budget = Some(Duration::from_micros(100));
         });
         let src = sim.mem_mut(na).register(SRC, vec![1; 4 * KB], Access::NONE);
         let tgt = sim
@@ -969,7 +969,7 @@ mod tests {
                 WcStatus::Flushed
             ]
         );
-        // The first transmission and three retries.
+        // The first transmission and the retries within the budget.
         assert_eq!(sim.qp(b).stats().rnr_naks_sent, 4);
         assert_eq!(sim.qp(a).stats().rnr_naks_received, 4);
         // The WRITE's first two packets were written (once); the last one never was.
@@ -979,6 +979,149 @@ mod tests {
         assert_eq!(sim.qp(a).state(), QpState::Error);
         // B is fine, and still expects the PSN of the rejected packet.
         assert_eq!(sim.qp(b).state(), QpState::Ready);
+    }
+
+    /// The real timeouts: 20 ms backing off to 1 s.
+    fn real_timeouts(c: &mut QpConfig) {
+        let d = QpConfig::new(c.qpn, c.remote_qpn, c.local, c.remote);
+        (c.timeout, c.max_timeout, c.retry_budget) = (d.timeout, d.max_timeout, d.retry_budget);
+    }
+
+    /// A peer that goes silent (stopped, descheduled, its link down) for 1 s and for
+    /// 5 s, with the default timeouts and budget: the transfer resumes when it is
+    /// back, and backing off kept the retransmissions few (with 8 tries of 20 ms, the
+    /// old policy, a 200 ms silence was fatal).
+    #[test]
+    fn a_peer_silent_for_seconds_is_waited_for() {
+        for (seed, secs, most_timeouts) in [(30, 1, 6), (31, 5, 10)] {
+            let silence = Duration::from_secs(secs);
+            let mut sim = Sim::new(seed, LinkConfig::default());
+            let (na, nb) = (sim.add_node(), sim.add_node());
+            let (a, b) = sim.connect(na, nb, |c| {
+                base(c);
+                real_timeouts(c);
+            });
+            assert_eq!(sim.qp(a).config().retry_budget, DEFAULT_RETRY_BUDGET);
+            let data = sim.random_bytes(256 * KB);
+            let src = sim.mem_mut(na).register(SRC, data.clone(), Access::NONE);
+            let tgt = sim
+                .mem_mut(nb)
+                .register(TARGET, vec![0; 256 * KB], Access::ALL);
+            let w = |id, len| SendWr::write(id, sge(src, SRC, len), remote(tgt, TARGET));
+            sim.qp_mut(a).post_send(w(1, 64 * KB)).unwrap();
+            assert!(sim.run_until(LIMIT, |s| s.done(a).len() == 1));
+            // B goes silent: nothing reaches it, nothing comes from it.
+            sim.set_link(na, nb, LinkConfig::cut());
+            sim.set_link(nb, na, LinkConfig::cut());
+            sim.qp_mut(a).post_send(w(2, 256 * KB)).unwrap();
+            let t0 = sim.elapsed();
+            assert!(!sim.run_until(t0 + silence, |s| s.done(a).len() > 1));
+            assert!(sim.elapsed() - t0 >= silence);
+            assert_eq!(sim.qp(a).state(), QpState::Ready);
+            sim.set_link(na, nb, LinkConfig::default());
+            sim.set_link(nb, na, LinkConfig::default());
+            assert!(sim.run_until(LIMIT, |s| s.done(a).len() == 2));
+            assert_eq!(statuses(sim.done(a)), [WcStatus::Success; 2]);
+            assert_eq!(sim.mem(nb).bytes(tgt).unwrap(), &data[..]);
+            // Resumed within one largest timeout of B's return.
+            let took = sim.elapsed() - t0;
+            assert!(took < silence + Duration::from_millis(1100), "{took:?}");
+            // 20, 40, 80, 160, 320, 640 ms, then every second: a handful of
+            // timeouts, not one every 20 ms.
+            let timeouts = sim.qp(a).stats().timeouts;
+            assert!(timeouts <= most_timeouts, "{timeouts} timeouts");
+            assert_eq!(
+                (sim.qp(a).state(), sim.qp(b).state()),
+                (QpState::Ready, QpState::Ready)
+            );
+        }
+    }
+
+    /// The backoff schedule, the budget's end, and progress bringing the timeout back
+    /// to its start, driven by hand with exact times.
+    #[test]
+    fn retransmissions_back_off_to_a_time_budget() {
+        let ms = Duration::from_millis;
+        let sched: Vec<_> = (0..9)
+            .map(|k| backoff_timeout(ms(20), ms(1000), k))
+            .collect();
+        assert_eq!(sched, [20, 40, 80, 160, 320, 640, 1000, 1000, 1000].map(ms));
+        assert_eq!(backoff_timeout(ms(20), ms(1000), u32::MAX), ms(1000));
+        let (x, y): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:4791".parse().unwrap(),
+            "10.0.0.2:4791".parse().unwrap(),
+        );
+        let qpn = |v| Qpn::new(v).unwrap();
+        let mut ca = QpConfig::new(qpn(1), qpn(2), x, y);
+        ca.retry_budget = Duration::from_secs(5);
+        let mut a = Qp::new(ca).unwrap();
+        let mut b = Qp::new(QpConfig::new(qpn(2), qpn(1), y, x)).unwrap();
+        let (mut ma, mut mb) = (VecMemory::new(), VecMemory::new());
+        let src = ma.register(SRC, vec![5; 2 * KB], Access::NONE);
+        let rbuf = mb.register(RBUF, vec![0; 4 * KB], Access::LOCAL_WRITE);
+        for id in [1, 2] {
+            b.post_recv(RecvWr {
+                wr_id: id,
+                sge: sge(rbuf, RBUF + (id - 1) * 2 * KB as u64, 2 * KB),
+            })
+            .unwrap();
+        }
+        let mut buf = vec![0; a.max_datagram_len()];
+        let t0 = Instant::now();
+        // Two one-packet SENDs; everything A sends is lost.
+        a.post_send(SendWr::send(1, sge(src, SRC, KB))).unwrap();
+        a.post_send(SendWr::send(2, sge(src, SRC, KB))).unwrap();
+        let drain = |a: &mut Qp, now, buf: &mut Vec<u8>, ma: &VecMemory| {
+            let mut v = Vec::new();
+            while let Some(n) = a.poll_transmit(now, buf, ma) {
+                v.push(buf[..n].to_vec());
+            }
+            v
+        };
+        assert_eq!(drain(&mut a, t0, &mut buf, &ma).len(), 2);
+        let mut now = t0;
+        let mut gaps = Vec::new();
+        let mut last = Vec::new();
+        for _ in 0..4 {
+            let t = a.poll_timeout().unwrap();
+            gaps.push(t - now);
+            now = t;
+            a.handle_timeout(now);
+            last = drain(&mut a, now, &mut buf, &ma);
+            assert_eq!(last.len(), 2);
+        }
+        assert_eq!(gaps, [20, 40, 80, 160].map(ms));
+        // The retransmission of the first SEND gets through: its ACK is progress,
+        // and the timer for the second starts again at 20 ms.
+        b.handle_datagram(now, &last[0], &mut mb);
+        for d in drain(&mut b, now, &mut buf, &mb) {
+            a.handle_datagram(now, &d, &mut ma);
+        }
+        assert_eq!(
+            a.poll_completion().map(|c| (c.wr_id, c.status)),
+            Some((1, WcStatus::Success))
+        );
+        assert_eq!(a.poll_timeout(), Some(now + ms(20)));
+        // Then silence again: 20, 40, ..., 640 ms, then 1 s until the 5 s budget ends,
+        // the last timer armed for its end exactly.
+        let stalled = now;
+        gaps.clear();
+        while let Some(t) = a.poll_timeout() {
+            gaps.push(t - now);
+            now = t;
+            a.handle_timeout(now);
+            drain(&mut a, now, &mut buf, &ma);
+        }
+        assert_eq!(
+            gaps,
+            [20, 40, 80, 160, 320, 640, 1000, 1000, 1000, 740].map(ms)
+        );
+        assert_eq!(now - stalled, Duration::from_secs(5));
+        assert_eq!(a.state(), QpState::Error);
+        assert_eq!(
+            a.poll_completion().map(|c| (c.wr_id, c.status)),
+            Some((2, WcStatus::RetryExceeded))
+        );
     }
 
     /// Two requesters FETCH_ADD the same word of a third node, concurrently, over
@@ -999,7 +1142,6 @@ mod tests {
             c.sq_depth = 512;
             c.max_rd_atomic = 8;
             c.max_dest_rd_atomic = 8;
-            c.retry_cnt = 30;
         };
         let (qx, _) = sim.connect(x, r, cfg);
         let (qy, _) = sim.connect(y, r, cfg);
@@ -1057,7 +1199,6 @@ mod tests {
         let (na, nb) = (sim.add_node(), sim.add_node());
         let (a, _) = sim.connect(na, nb, |c| {
             base(c);
-            c.retry_cnt = 20;
         });
         let mut init = vec![0u8; 16];
         init[8..].copy_from_slice(&100u64.to_ne_bytes());
@@ -1138,7 +1279,6 @@ mod tests {
                 let (na, nb) = (sim.add_node(), sim.add_node());
                 let (a, b) = sim.connect(na, nb, |c| {
                     base(c);
-                    c.retry_cnt = 30;
                 });
                 let data = sim.random_bytes(8 * KB);
                 let src = sim
@@ -1735,7 +1875,6 @@ mod tests {
             c.mtu = mtu;
             c.window = window;
             c.ack_req_every = (window / 4).max(1);
-            c.retry_cnt = 40;
         });
         const REGION: usize = 64 * KB;
         let a_src = sim.random_bytes(REGION);
@@ -1910,7 +2049,6 @@ mod tests {
         for (seed, mtu) in [(100, Mtu::MTU_1024), (101, Mtu::MTU_4096)] {
             run_traffic(seed, link, 16 * MB, |c| {
                 c.mtu = mtu;
-                c.retry_cnt = 60;
                 c.window = 32;
                 c.ack_req_every = 8;
             });
