@@ -86,6 +86,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "1: the soft-RoCE sends trains of equal packets with UDP segmentation offload and receives them with UDP GRO (one trip through the kernel per 64 KiB; each packet's ICRC covers the identification the kernel gives it); 0: one datagram at a time",
     },
     Tunable {
+        name: "DOS_ROCE_RETRY_BUDGET_MS",
+        default: "30000",
+        help: "milliseconds a soft-RoCE connection keeps retransmitting without progress (its timeout backing off from 20 ms to 1 s) before it gives the peer up, and that a leaving rank waits at most for its last messages to be acknowledged; a rank that dies is reported by dosrun long before (IBA's local ACK timeout times its retry count, as a time)",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -185,6 +190,8 @@ pub struct Config {
     pub roce_mtu: u32,
     /// `DOS_ROCE_GSO`.
     pub roce_gso: bool,
+    /// `DOS_ROCE_RETRY_BUDGET_MS`.
+    pub roce_retry_budget_ms: u64,
     /// `DOS_TRANSPORTS`.
     pub transports: Transports,
 }
@@ -275,8 +282,17 @@ impl Config {
                 })
             }
         };
+        let roce_retry_budget_ms: u64 =
+            num("DOS_ROCE_RETRY_BUDGET_MS", &raw("DOS_ROCE_RETRY_BUDGET_MS"))?;
+        if roce_retry_budget_ms == 0 {
+            return Err(Error::Environment {
+                var: "DOS_ROCE_RETRY_BUDGET_MS",
+                reason: "must be at least 1",
+            });
+        }
         Ok(Config {
             roce_mtu,
+            roce_retry_budget_ms,
             roce_gso,
             rndv,
             rndv_chunk,
@@ -307,6 +323,27 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.eager_limit, 16384);
         assert_eq!(c.spin_us, None);
+        assert_eq!(c.roce_retry_budget_ms, 30_000);
+    }
+
+    #[test]
+    fn the_roce_retry_budget_is_a_positive_number_of_milliseconds() {
+        let p = |v: &'static str| {
+            Config::parse(move |n| (n == "DOS_ROCE_RETRY_BUDGET_MS").then(|| v.into()))
+        };
+        assert_eq!(p("5000").unwrap().roce_retry_budget_ms, 5000);
+        for bad in ["0", "-1", "soon", ""] {
+            assert!(
+                matches!(
+                    p(bad),
+                    Err(Error::Environment {
+                        var: "DOS_ROCE_RETRY_BUDGET_MS",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -178,7 +178,9 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
                                 Ipv4Addr::LOCALHOST.into(),
                                 secret,
                             )
-                            .expect("roce socket");
+                            .expect("roce socket")
+                            .with_retry_budget(Duration::from_millis(cfg.roce_retry_budget_ms))
+                            .expect("roce retry budget");
                             let a = theirs(prep.address());
                             Transport::Roce(prep.connect(&a).expect("roce connect"))
                         } else {
