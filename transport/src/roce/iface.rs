@@ -1782,6 +1782,80 @@ mod tests {
     }
 
     #[test]
+    fn leaving_waits_until_the_last_message_is_acknowledged() {
+        let mut eps = make_tweaked(2, |_, p| {
+            p.with_retry_budget(Duration::from_secs(20)).unwrap()
+        });
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        // b hears nothing for a while: its driver thread is paused and its
+        // owner does not progress (a stopped or descheduled process).
+        b.inner.driver_paused.store(true, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(60));
+        a.am_send(1, 5, b"last words", b"").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let leaving = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            drop(a);
+            let _ = tx.send(t0.elapsed());
+        });
+        // a does not leave while its last message is unacknowledged (it
+        // used to, and the message was lost with it).
+        assert!(
+            rx.recv_timeout(Duration::from_millis(500)).is_err(),
+            "a left with its last message unacknowledged"
+        );
+        // b is back: it gets the message (once) and acknowledges it; a leaves.
+        b.inner.driver_paused.store(false, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = 0;
+        while got == 0 {
+            b.progress(|ev| {
+                if let Event::Am { id: 5, data, .. } = ev {
+                    assert_eq!(data, b"last words");
+                    got += 1;
+                }
+            });
+            assert!(Instant::now() < deadline, "no message");
+        }
+        let took = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a left once its message was acknowledged");
+        leaving.join().unwrap();
+        assert!(took >= Duration::from_millis(500), "{took:?}");
+        b.progress(|ev| assert!(!matches!(ev, Event::Am { .. }), "delivered twice"));
+    }
+
+    #[test]
+    fn leaving_gives_up_at_once_on_a_peer_that_has_left() {
+        let mut eps = make_tweaked(2, |_, p| {
+            p.with_retry_budget(Duration::from_secs(20)).unwrap()
+        });
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        let t0 = Instant::now();
+        drop(b);
+        // Nothing was under way: b left after lingering a moment.
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        // A message to it is never acknowledged, but its port answers
+        // "unreachable": a does not wait for its 20 s retry budget.
+        a.am_send(1, 5, b"anyone?", b"").unwrap();
+        let t0 = Instant::now();
+        drop(a);
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    }
+
+    #[test]
+    fn a_zero_retry_budget_is_refused() {
+        let secret = crate::auth::Secret::generate().unwrap();
+        let p = RoceIface::prepare(0, 2, "127.0.0.1".parse().unwrap(), &secret).unwrap();
+        assert!(matches!(
+            p.with_retry_budget(Duration::ZERO),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
     fn ends_with_different_mtus_use_the_smaller() {
         // 256 against 4096: a 10 000-byte message is 40 packets each way.
         let mut eps = make_with(&[4096, 256]);
