@@ -36,6 +36,17 @@
 #   (id_ed25519), a host key per host, known_hosts, ssh_config (hosts by address,
 #   or by name dos-hK), hostfile (`198.18.0.K slots=2` per host), the sshd
 #   configurations, pid files and logs.
+# * CPUs: each host gets its own share of the CPUs this script may use, as a
+#   real node has its own cores: its sshd, and so everything started through it
+#   (node agents, ranks), runs under `taskset` with that CPU list, which dosrun's
+#   binding (hwloc and the affinity mask) sees as the node's CPUs. With N hosts
+#   on C CPUs, N <= C: disjoint shares of C/N CPUs (the first hosts get one more
+#   if C/N is not whole); N > C: one CPU each, round robin (hosts K and K+C
+#   share one, a node oversubscribed on purpose). Without this, every host binds
+#   its first rank to the same core 0, and two hosts' ranks take turns on it
+#   while the other core idles (1 ms per message instead of microseconds).
+#   DOS_CLUSTER_CPUS=shared gives every host all the CPUs instead (the old
+#   behaviour; use --bind-to none then). `status` shows each host's CPUs.
 # * `down` kills the sshd pids recorded in the state directory and then any
 #   process still inside the cluster's namespaces (things started through the
 #   cluster: ssh sessions, node agents), deletes the namespaces, links and bridge,
@@ -49,6 +60,7 @@ MTU=${DOS_CLUSTER_MTU:-9000}
 ROOT_ADDR=$NET.254
 MAX_HOSTS=200
 SLOTS=2
+CPUS_MODE=${DOS_CLUSTER_CPUS:-spread}
 
 die() {
     echo "cluster.sh: $*" >&2
@@ -59,6 +71,33 @@ need() {
     for c in "$@"; do
         command -v "$c" >/dev/null 2>&1 || die "$c not found (install iproute2, openssh-server, openssh-client, nftables)"
     done
+}
+
+allowed_cpus() {
+    # The CPUs this script may run on, one per line, from its affinity list.
+    local list r
+    list=$(awk '/^Cpus_allowed_list:/ {print $2}' /proc/self/status)
+    for r in ${list//,/ }; do
+        if [[ "$r" == *-* ]]; then seq "${r%-*}" "${r#*-}"; else echo "$r"; fi
+    done
+}
+
+host_cpus() {
+    # The CPU list (taskset -c syntax) of host $1 of $2 hosts; see CPUs above.
+    local k=$1 n=$2 cpus c
+    mapfile -t cpus < <(allowed_cpus)
+    c=${#cpus[@]}
+    [ "$c" -ge 1 ] || die "no CPUs in this process's affinity list"
+    if [ "$CPUS_MODE" = shared ]; then
+        (IFS=,; echo "${cpus[*]}")
+    elif [ "$n" -le "$c" ]; then
+        local base=$((c / n)) rem=$((c % n)) start len
+        start=$(((k - 1) * base + (k - 1 < rem ? k - 1 : rem)))
+        len=$((base + (k - 1 < rem ? 1 : 0)))
+        (IFS=,; echo "${cpus[*]:start:len}")
+    else
+        echo "${cpus[$(((k - 1) % c))]}"
+    fi
 }
 
 require_root() {
@@ -170,7 +209,11 @@ cmd_up() {
     local n=${1:-}
     [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le "$MAX_HOSTS" ] || die "up N: N must be a number from 1 to $MAX_HOSTS"
     require_root
-    need ip ssh ssh-keygen /usr/sbin/sshd unshare
+    need ip ssh ssh-keygen /usr/sbin/sshd unshare taskset
+    case "$CPUS_MODE" in
+        spread | shared) ;;
+        *) die "DOS_CLUSTER_CPUS must be spread or shared, not '$CPUS_MODE'" ;;
+    esac
     cmd_down
     # Whatever makes `up` stop half-way (a failed command, die), the partial
     # cluster is removed.
@@ -278,9 +321,12 @@ Subsystem sftp internal-sftp
 SetEnv SHLVL=1
 EOF
         /usr/sbin/sshd -t -f "$dir/sshd_config"
-        # Own UTS namespace so the host is called dos-hK; sshd daemonizes
-        # after it listens and writes its pid file.
-        ip netns exec "$ns" unshare --uts sh -c \
+        # Own UTS namespace so the host is called dos-hK, own CPUs (see CPUs
+        # above); sshd daemonizes after it listens and writes its pid file.
+        local cpus
+        cpus=$(host_cpus "$k" "$n")
+        echo "$cpus" >"$dir/cpus"
+        ip netns exec "$ns" taskset -c "$cpus" unshare --uts sh -c \
             'hostname "$1" && exec /usr/sbin/sshd -f "$2" -E "$3"' \
             sh "$ns" "$dir/sshd_config" "$dir/sshd.log"
         local pid=""
@@ -311,6 +357,7 @@ EOF
 cluster up: $n host(s) dos-h1..dos-h$n ($NET.1..$NET.$n) on bridge $BRIDGE; this namespace is $ROOT_ADDR
   ssh:       ssh -F $STATE/ssh_config $NET.$((n > 1 ? 2 : 1)) hostname
   hostfile:  $STATE/hostfile   ($SLOTS slots per host)
+  cpus:      $(for k in $(seq "$n"); do printf 'dos-h%s %s  ' "$k" "$(cat "$STATE/h$k/cpus")"; done)
   in a host: ip netns exec dos-h1 COMMAND
   loss:      ci/cluster.sh loss dos-h1 10   (0 removes it)
   status:    ci/cluster.sh status
@@ -402,7 +449,8 @@ cmd_status() {
         addr=$(ip -n "$ns" -br addr show dev eth0 2>/dev/null | awk '{print $2, $3}')
         pid=$(cat "$STATE/h$k/sshd.pid" 2>/dev/null || true)
         if our_sshd "$pid"; then sshd="sshd pid $pid"; fi
-        printf '  %-8s eth0 %-22s %-16s loss %s%%, gso_max_segs %s\n' "$ns" "$addr" "$sshd" "$(loss_of "$ns")" \
+        printf '  %-8s eth0 %-22s %-16s cpus %s, loss %s%%, gso_max_segs %s\n' "$ns" "$addr" "$sshd" \
+            "$(cat "$STATE/h$k/cpus" 2>/dev/null || echo '?')" "$(loss_of "$ns")" \
             "$(ip -n "$ns" -d link show dev eth0 | grep -o 'gso_max_segs [0-9]*' | cut -d' ' -f2)"
     done
     if [ -r "$STATE/hostfile" ]; then

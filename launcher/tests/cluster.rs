@@ -118,6 +118,24 @@ fn two_hosts_up_ssh_loss_and_down() {
     assert_eq!(status.code(), 0, "{status:?}");
     assert!(status.stdout.contains("2 host(s)"), "{status:?}");
 
+    // Each host runs on its own CPUs (a share of this machine's), as a node
+    // has its own cores: processes of different hosts are not bound to one
+    // core while another idles.
+    let cpus: Vec<String> = (1..=2)
+        .map(|k| {
+            let r = ssh(
+                &format!("198.18.0.{k}"),
+                "awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status",
+                &[],
+            );
+            assert_eq!(r.code(), 0, "{r:?}");
+            r.stdout.trim().to_string()
+        })
+        .collect();
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        assert_ne!(cpus[0], cpus[1], "both hosts on the same CPUs");
+    }
+
     // All packets of host 2 lost: ssh cannot connect; 0% restores it.
     let r = cluster(&["loss", "dos-h2", "100"]);
     assert_eq!(r.code(), 0, "{r:?}");
