@@ -16,6 +16,12 @@
 //!   and the initial PSNs of each direction are derived from the job's secret,
 //!   so that a datagram from outside the job is dropped as out of sequence.
 //!
+//! * Leaving drains ([`RoceIface::drain`], on drop): the endpoint goes on
+//!   retransmitting until every message it sent was acknowledged, then answers
+//!   its peers' retransmissions for [`LINGER`], bounded by the retry budget
+//!   ([`PreparedRoce::with_retry_budget`]); a peer whose port is closed has left
+//!   and is not waited for.
+//!
 //! Not `Sync`: one thread drives it (like every backend).
 
 use std::cell::{Cell, RefCell};
