@@ -1619,8 +1619,15 @@ impl Qp {
     /// when the budget ends, not up to one backed-off timeout later).
     fn rto_deadline(&mut self, now: Instant) -> Instant {
         let since = *self.req.stalled_since.get_or_insert(now);
-        let t = now + backoff_timeout(self.cfg.timeout, self.cfg.max_timeout, self.req.timeouts);
-        t.min(since + self.cfg.retry_budget).max(now)
+        let b = backoff_timeout(self.cfg.timeout, self.cfg.max_timeout, self.req.timeouts);
+        // Checked: a budget or timeout of centuries must not overflow the clock.
+        let t = now
+            .checked_add(b)
+            .unwrap_or(now + Duration::from_secs(86_400));
+        match since.checked_add(self.cfg.retry_budget) {
+            Some(end) => t.min(end).max(now),
+            None => t,
+        }
     }
 
     /// `una` advanced: restore the retry budgets and the timeout, restart the timer,

@@ -1287,7 +1287,10 @@ impl RoceIface {
     /// acknowledged (or given up to a peer that left).
     pub fn drain(&self) -> bool {
         let start = Instant::now();
-        let deadline = start + self.retry_budget;
+        // A budget of centuries: a day is as good as forever here.
+        let deadline = start
+            .checked_add(self.retry_budget)
+            .unwrap_or(start + Duration::from_secs(86_400));
         let errors = self.inner.sock.enable_errors();
         let mut last_rx = start;
         loop {

@@ -1037,6 +1037,28 @@ mod tests {
         }
     }
 
+    /// Budgets and timeouts of centuries (from a tunable) neither overflow the clock
+    /// nor panic.
+    #[test]
+    fn enormous_budgets_do_not_overflow() {
+        let mut sim = Sim::new(40, LinkConfig::cut());
+        let (na, nb) = (sim.add_node(), sim.add_node());
+        let (a, _) = sim.connect(na, nb, |c| {
+            base(c);
+            c.timeout = Duration::from_secs(u64::MAX / 4);
+            c.max_timeout = Duration::MAX;
+            c.retry_budget = Duration::MAX;
+            c.rnr_budget = Some(Duration::MAX);
+        });
+        let src = sim.mem_mut(na).register(SRC, vec![1; KB], Access::NONE);
+        sim.qp_mut(a)
+            .post_send(SendWr::send(1, sge(src, SRC, KB)))
+            .unwrap();
+        assert!(!sim.run_until(Duration::from_secs(1), |s| !s.done(a).is_empty()));
+        assert!(sim.qp(a).poll_timeout().is_some());
+        assert_eq!(sim.qp(a).state(), QpState::Ready);
+    }
+
     /// The backoff schedule, the budget's end, and progress bringing the timeout back
     /// to its start, driven by hand with exact times.
     #[test]
@@ -1047,6 +1069,10 @@ mod tests {
             .collect();
         assert_eq!(sched, [20, 40, 80, 160, 320, 640, 1000, 1000, 1000].map(ms));
         assert_eq!(backoff_timeout(ms(20), ms(1000), u32::MAX), ms(1000));
+        assert_eq!(
+            backoff_timeout(Duration::MAX, Duration::MAX, 3),
+            Duration::MAX
+        );
         let (x, y): (SocketAddr, SocketAddr) = (
             "10.0.0.1:4791".parse().unwrap(),
             "10.0.0.2:4791".parse().unwrap(),
