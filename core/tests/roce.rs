@@ -2,6 +2,9 @@
 //! while, many ranks sending to one on an oversubscribed node, packet loss
 //! while ranks leave.
 //!
+//! The jobs run with `--transports roce`: on one host `shm,roce` would carry
+//! everything through shared memory.
+//!
 //! Needs the binaries: `cargo build --workspace --bins --examples`. The lossy
 //! tests run each job in a private network namespace (`unshare -n`) whose
 //! loopback drops a share of the UDP datagrams (nftables `numgen random`); they

@@ -16,6 +16,11 @@
 //!   and the initial PSNs of each direction are derived from the job's secret,
 //!   so that a datagram from outside the job is dropped as out of sequence.
 //!
+//! * Retransmission backs off to a time budget ([`PreparedRoce::with_retry_budget`],
+//!   30 s by default; see the engine's Retransmission notes). RNR NAKs (a peer
+//!   whose receive slots are all taken because its owner has not delivered for
+//!   a while) are retried without limit: a rank that computes for minutes is
+//!   not dead, and one that died is reported by the launcher.
 //! * Leaving drains ([`RoceIface::drain`], on drop): the endpoint goes on
 //!   retransmitting until every message it sent was acknowledged, then answers
 //!   its peers' retransmissions for [`LINGER`], bounded by the retry budget
