@@ -48,7 +48,7 @@ fn stopped_rank_survives(pause: Duration) {
     let n = 3;
     let job = start_with(
         n,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
         &["--transports", "roce"],
         &example("fanin"),
         &["600", "16", "4096"],
