@@ -34,6 +34,7 @@ mod ctl_wire;
 mod hosts;
 mod info;
 mod plan;
+mod refusals;
 mod pmi_server;
 mod spawn;
 mod stdio;

@@ -17,7 +17,7 @@
 //! [`dos::pmi::auth_context`], its rank as id); one that fails is closed and
 //! logged, and nothing else changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
@@ -28,6 +28,7 @@ use dos::pmi::wire::{self, split_frame, Reply, Request};
 use dos::pmi::{self, Secret};
 use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
+use crate::refusals::RefusalLog;
 use crate::sys;
 
 /// A connection's number, never reused within a job.
@@ -121,11 +122,14 @@ pub struct Wireup {
     /// The first rank of the node that left the wire-up: the node cannot
     /// enter a fence any more.
     left: Option<usize>,
+    /// Ranks that have not connected yet.
+    waiting: usize,
 }
 
 impl Wireup {
     /// A node serving the job ranks `ranks` (increasing).
     pub fn new(ranks: Vec<usize>) -> Wireup {
+        let ranks_len = ranks.len();
         Wireup {
             slots: vec![Slot::Waiting; ranks.len()],
             ranks,
@@ -136,7 +140,13 @@ impl Wireup {
             fencing: 0,
             entered: false,
             left: None,
+            waiting: ranks_len,
         }
+    }
+
+    /// How many of the node's ranks have not connected yet.
+    pub fn waiting(&self) -> usize {
+        self.waiting
     }
 
     fn slot_of(&self, rank: usize) -> Option<usize> {
@@ -148,6 +158,7 @@ impl Wireup {
         match self.slot_of(rank).map(|i| (i, self.slots[i])) {
             None => self.refuse(conn, "rank not served by this node", out),
             Some((i, Slot::Waiting)) => {
+                self.waiting -= 1;
                 self.slots[i] = Slot::Attached {
                     conn,
                     fencing: false,
@@ -268,6 +279,9 @@ impl Wireup {
             }
         }
         if matches!(self.slots[i], Slot::Waiting | Slot::Attached { .. }) {
+            if self.slots[i] == Slot::Waiting {
+                self.waiting -= 1;
+            }
             self.slots[i] = to;
             self.left.get_or_insert(self.ranks[i]);
             out.push(Action::Left(self.ranks[i]));
@@ -406,11 +420,20 @@ fn fence_failure(rank: usize) -> String {
     )
 }
 
-/// Most connections that have not authenticated yet; the oldest is dropped
-/// to make room.
-const MAX_UNBOUND: usize = 64;
+/// Connections that may authenticate at once beyond the node's ranks that
+/// have not connected yet (so no fixed number refuses the job's own ranks).
+pub const AUTH_SLACK: usize = 64;
+/// How long a connection may stay without sending a valid hello (a rank
+/// sends its hello as soon as it has connected).
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection may take to authenticate.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections accepted in one go, before the others are served.
+const ACCEPT_BATCH: usize = 64;
+/// How long the listener rests when dosrun is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Idle connections read once more before one of them is evicted.
+const EVICT_PROBES: usize = 8;
 
 #[derive(Debug)]
 struct Conn {
@@ -439,15 +462,29 @@ pub enum Event {
     FenceEnter(Puts),
     /// See [`Action::Left`].
     Left(usize),
-    /// A connection was refused (one line, without a prefix).
+    /// A connection was refused (one line, without a prefix), or a summary
+    /// of refusals (rate-limited: [`crate::refusals`]).
     Refused(String),
 }
 
 /// The wire-up service on its socket.
+///
+/// Connections of other users are closed at once. Connections that have
+/// not authenticated yet are bounded by the node's ranks still expected
+/// plus [`AUTH_SLACK`]; at the bound, a connection that has sent nothing
+/// valid (no hello) makes room first, the oldest of them, and only then one
+/// that sent a hello but no proof. One that sends no hello within
+/// [`HELLO_TIMEOUT`], or does not complete the handshake within
+/// [`AUTH_TIMEOUT`], is closed. A rank whose connection was closed during
+/// the handshake connects again ([`dos::pmi::Client`] retries).
 #[derive(Debug)]
 pub struct Service {
     listener: UnixListener,
     conns: HashMap<ConnId, Conn>,
+    /// Authenticating connections that have not sent a valid hello, by age.
+    idle: BTreeSet<ConnId>,
+    /// Authenticating connections that sent a hello, by age.
+    hailed: BTreeSet<ConnId>,
     next: ConnId,
     logic: Wireup,
     uid: u32,
@@ -455,6 +492,9 @@ pub struct Service {
     context: Vec<u8>,
     actions: Vec<Action>,
     events: Vec<Event>,
+    log: RefusalLog,
+    /// The listener is not polled until then (out of descriptors).
+    accept_paused: Option<Instant>,
 }
 
 /// What a polled descriptor of the service is.
@@ -473,9 +513,16 @@ impl Service {
         let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
         let listener = UnixListener::bind_addr(&addr)?;
         listener.set_nonblocking(true)?;
+        // As deep a backlog as the kernel allows: every local rank connects
+        // at about the same time.
+        // SAFETY: listen on a socket we own; it is already listening, this
+        // only changes its backlog.
+        unsafe { libc::listen(listener.as_raw_fd(), libc::c_int::MAX) };
         Ok(Service {
             listener,
             conns: HashMap::new(),
+            idle: BTreeSet::new(),
+            hailed: BTreeSet::new(),
             next: 1,
             logic: Wireup::new(ranks),
             uid: sys::euid(),
@@ -483,13 +530,17 @@ impl Service {
             context: pmi::auth_context(jobid),
             actions: Vec::new(),
             events: Vec::new(),
+            log: RefusalLog::new("wire-up"),
+            accept_paused: None,
         })
     }
 
     /// Adds the descriptors to poll (and what they are) to `fds`/`tags`.
     pub fn poll_fds(&self, fds: &mut Vec<libc::pollfd>, tags: &mut Vec<PollTag>) {
-        fds.push(pollin(self.listener.as_raw_fd()));
-        tags.push(PollTag::Listener);
+        if self.accept_paused.is_none() {
+            fds.push(pollin(self.listener.as_raw_fd()));
+            tags.push(PollTag::Listener);
+        }
         for (&id, c) in &self.conns {
             let mut p = pollin(c.stream.as_raw_fd());
             if c.out_off < c.outbuf.len() {
@@ -500,25 +551,49 @@ impl Service {
         }
     }
 
-    /// When the next unauthenticated connection times out, if any.
+    /// When [`Service::expire`] has work next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        self.conns
-            .values()
-            .filter(|c| c.auth.is_some())
-            .map(|c| c.since + AUTH_TIMEOUT)
-            .min()
+        let since = |id: Option<&ConnId>| id.and_then(|id| self.conns.get(id)).map(|c| c.since);
+        [
+            since(self.idle.first()).map(|t| t + HELLO_TIMEOUT),
+            since(self.hailed.first()).map(|t| t + AUTH_TIMEOUT),
+            self.log.deadline(),
+            self.accept_paused,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
-    /// Drops connections that did not authenticate in time.
+    /// Drops connections that did not authenticate in time, gives the
+    /// summary of refusals when due, and resumes accepting.
     pub fn expire(&mut self, now: Instant) {
-        let late: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.auth.is_some() && now >= c.since + AUTH_TIMEOUT)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in late {
-            self.refused(id, "did not authenticate in time");
+        if self.accept_paused.is_some_and(|t| now >= t) {
+            self.accept_paused = None;
+        }
+        for (set, limit, why) in [
+            (true, HELLO_TIMEOUT, "sent no hello in time"),
+            (false, AUTH_TIMEOUT, "did not authenticate in time"),
+        ] {
+            loop {
+                let first = if set {
+                    self.idle.first()
+                } else {
+                    self.hailed.first()
+                };
+                let Some(&id) = first else { break };
+                match self.conns.get(&id) {
+                    Some(c) if now < c.since + limit => break,
+                    Some(_) => self.refused(id, why),
+                    None => {
+                        self.idle.remove(&id);
+                        self.hailed.remove(&id);
+                    }
+                }
+            }
+        }
+        if let Some(line) = self.log.poll(now) {
+            self.events.push(Event::Refused(line));
         }
     }
 
@@ -563,26 +638,22 @@ impl Service {
         std::mem::take(&mut self.events)
     }
 
+    /// Most connections that may authenticate at once now.
+    fn auth_limit(&self) -> usize {
+        self.logic.waiting() + AUTH_SLACK
+    }
+
     fn accept(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
                 Ok((stream, _)) => {
                     let same_user = sys::peer_uid(stream.as_raw_fd()).ok() == Some(self.uid);
                     if !same_user || stream.set_nonblocking(true).is_err() {
-                        self.events
-                            .push(Event::Refused("a process of another user connected".into()));
+                        self.note_refusal("a process of another user connected".into());
                         continue;
                     }
-                    let unbound: Vec<(Instant, ConnId)> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.auth.is_some())
-                        .map(|(&id, c)| (c.since, id))
-                        .collect();
-                    if unbound.len() >= MAX_UNBOUND {
-                        if let Some(&(_, oldest)) = unbound.iter().min() {
-                            self.refused(oldest, "too many connections authenticating");
-                        }
+                    if self.idle.len() + self.hailed.len() >= self.auth_limit() {
+                        self.make_room();
                     }
                     let hs = match Handshake::new(
                         &self.secret,
@@ -606,20 +677,88 @@ impl Service {
                             since: Instant::now(),
                         },
                     );
+                    self.idle.insert(id);
                     self.flush(id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: an idle connection makes room, or
+                    // the listener rests (it would stay readable).
+                    if !self.evict(false, "dosrun is out of file descriptors") {
+                        self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
+                        self.note_refusal(format!("cannot accept a connection: {e}"));
+                        return;
+                    }
+                }
                 Err(_) => return,
             }
         }
     }
 
+    /// At the bound of authenticating connections: closes one, preferring
+    /// one that has sent nothing valid.
+    fn make_room(&mut self) {
+        if !self.evict(false, "too many connections authenticating") {
+            self.evict(true, "too many connections authenticating");
+        }
+    }
+
+    /// Closes the oldest connection that has sent no valid hello (`hailed`:
+    /// that sent a hello but no proof), after reading once more what the
+    /// oldest few sent (a rank's message may be waiting unread); `false`
+    /// if there was none.
+    fn evict(&mut self, hailed: bool, why: &str) -> bool {
+        let oldest = |s: &Service| {
+            if hailed {
+                s.hailed.first().copied()
+            } else {
+                s.idle.first().copied()
+            }
+        };
+        for probe in 0..=EVICT_PROBES {
+            let Some(id) = oldest(self) else {
+                return false;
+            };
+            if probe < EVICT_PROBES {
+                let before = self.idle.len() + self.hailed.len();
+                self.read(id);
+                if self.idle.len() + self.hailed.len() < before {
+                    // It completed its handshake or closed: room is made.
+                    return true;
+                }
+                if oldest(self) != Some(id) {
+                    continue;
+                }
+            }
+            let what = if hailed {
+                "sent a hello but no proof"
+            } else {
+                "sent nothing valid"
+            };
+            self.refused(id, &format!("{why} (the oldest that {what})"));
+            return true;
+        }
+        false
+    }
+
+    /// Logs a refusal, rate-limited.
+    fn note_refusal(&mut self, line: String) {
+        if let Some(l) = self.log.note(Instant::now(), line) {
+            self.events.push(Event::Refused(l));
+        }
+    }
+
+    /// Forgets connection `id`.
+    fn remove(&mut self, id: ConnId) {
+        self.conns.remove(&id);
+        self.idle.remove(&id);
+        self.hailed.remove(&id);
+    }
+
     /// Closes a connection that failed authentication, and logs it.
     fn refused(&mut self, id: ConnId, why: &str) {
-        self.conns.remove(&id);
-        self.events.push(Event::Refused(format!(
-            "refused a wire-up connection: {why}"
-        )));
+        self.remove(id);
+        self.note_refusal(format!("refused a wire-up connection: {why}"));
     }
 
     /// Advances the handshake of `id` with what it sent; `false` when the
@@ -639,6 +778,8 @@ impl Service {
                 Ok(proof) => {
                     c.outbuf.extend_from_slice(&proof);
                     c.inbuf.drain(..HELLO_LEN);
+                    self.idle.remove(&id);
+                    self.hailed.insert(id);
                 }
                 Err(e) => {
                     self.refused(id, &e.to_string());
@@ -659,6 +800,8 @@ impl Service {
         };
         c.inbuf.drain(..PROOF_LEN);
         c.auth = None;
+        self.idle.remove(&id);
+        self.hailed.remove(&id);
         self.flush(id);
         match usize::try_from(rank) {
             Ok(r) => self.logic.attach(id, r, &mut self.actions),
@@ -759,7 +902,7 @@ impl Service {
                 }
                 Action::Close(id) => {
                     self.flush(id);
-                    self.conns.remove(&id);
+                    self.remove(id);
                 }
                 Action::Abort { rank, code, msg } => {
                     self.events.push(Event::Abort { rank, code, msg })
