@@ -945,6 +945,7 @@ fn pollin(fd: RawFd) -> libc::pollfd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::refusals::BURST;
 
     fn hello(w: &mut Wireup, conn: ConnId, rank: usize) -> Vec<Action> {
         let mut out = Vec::new();
@@ -1190,5 +1191,133 @@ mod tests {
             .count();
         assert_eq!(refused, 3);
         drop(g);
+    }
+
+    /// Runs the service's poll loop for `rounds` rounds of up to 10 ms.
+    fn drive_for(svc: &mut Service, rounds: usize) {
+        for _ in 0..rounds {
+            let (mut fds, mut tags) = (Vec::new(), Vec::new());
+            svc.poll_fds(&mut fds, &mut tags);
+            sys::poll(&mut fds, 10).unwrap();
+            for (p, t) in fds.iter().zip(tags) {
+                if p.revents != 0 {
+                    svc.ready(t, p.revents);
+                }
+            }
+            svc.expire(Instant::now());
+        }
+    }
+
+    fn refusals(svc: &mut Service) -> Vec<String> {
+        svc.take_events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Refused(l) => Some(l),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn test_service(tag: &str, nranks: usize) -> (Service, SocketAddr, Secret) {
+        let secret = Secret::generate().unwrap();
+        let name = format!("dos-test-{tag}-{}", std::process::id());
+        let svc = Service::bind(&name, (0..nranks).collect(), 7, secret.clone()).unwrap();
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        (svc, addr, secret)
+    }
+
+    /// A rank's connection that has sent its hello, handshake pending.
+    fn hail(addr: &SocketAddr, secret: &Secret, rank: u64) -> (UnixStream, Handshake) {
+        let mut s = UnixStream::connect_addr(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let hs = Handshake::new(secret, &pmi::auth_context(7), Role::Initiator, rank).unwrap();
+        s.write_all(&hs.hello()).unwrap();
+        (s, hs)
+    }
+
+    /// Sends the proof of a hailed connection (the service's hello must
+    /// have come).
+    fn prove(s: &mut UnixStream, hs: &mut Handshake) {
+        let mut h = [0u8; HELLO_LEN];
+        s.read_exact(&mut h).unwrap();
+        let proof = hs.on_hello(&h).unwrap();
+        s.write_all(&proof).unwrap();
+    }
+
+    /// Held connections that send nothing, more than the slack, arriving
+    /// after a rank's: the rank still joins (the idle ones make room).
+    #[test]
+    fn idle_connections_cannot_crowd_out_a_rank() {
+        let (mut svc, addr, secret) = test_service("crowd", 2);
+        let (mut s, mut hs) = hail(&addr, &secret, 0);
+        let held: Vec<UnixStream> = (0..3 * AUTH_SLACK)
+            .map(|_| UnixStream::connect_addr(&addr).unwrap())
+            .collect();
+        drive_for(&mut svc, 5);
+        prove(&mut s, &mut hs);
+        // More strangers while the rank's proof is on its way.
+        let more: Vec<UnixStream> = (0..AUTH_SLACK)
+            .map(|_| UnixStream::connect_addr(&addr).unwrap())
+            .collect();
+        drive_for(&mut svc, 5);
+        let mut p = [0u8; PROOF_LEN];
+        s.read_exact(&mut p).unwrap();
+        assert_eq!(hs.on_proof(&p).unwrap(), pmi::SERVICE_ID);
+        assert!(svc.logic.conn_of(0).is_some());
+        assert!(svc.idle.len() + svc.hailed.len() <= svc.auth_limit());
+        // The strangers were refused, the log stayed short.
+        let lines = refusals(&mut svc);
+        assert!(!lines.is_empty() && lines.len() <= BURST as usize, "{lines:?}");
+        assert!(lines[0].contains("sent nothing valid"), "{lines:?}");
+        drop((held, more));
+    }
+
+    /// Many ranks authenticating at once are not refused by a fixed bound.
+    #[test]
+    fn hundreds_of_ranks_authenticate_at_once() {
+        let n = 300;
+        let (mut svc, addr, secret) = test_service("many", n);
+        let mut conns: Vec<(UnixStream, Handshake)> =
+            (0..n).map(|r| hail(&addr, &secret, r as u64)).collect();
+        drive_for(&mut svc, 10);
+        for (s, hs) in &mut conns {
+            prove(s, hs);
+        }
+        drive_for(&mut svc, 10);
+        for (s, hs) in &mut conns {
+            let mut p = [0u8; PROOF_LEN];
+            s.read_exact(&mut p).unwrap();
+            assert_eq!(hs.on_proof(&p).unwrap(), pmi::SERVICE_ID);
+        }
+        drive_for(&mut svc, 2);
+        assert!((0..n).all(|r| svc.logic.conn_of(r).is_some()));
+        assert_eq!(refusals(&mut svc), Vec::<String>::new());
+    }
+
+    /// A flood of bad connections gives a bounded log and leaves nothing.
+    #[test]
+    fn a_flood_of_bad_connections_is_logged_rate_limited() {
+        let (mut svc, addr, _) = test_service("flood", 1);
+        let mut lines = Vec::new();
+        for i in 0..2000 {
+            let mut s = UnixStream::connect_addr(&addr).unwrap();
+            let _ = s.write_all(&[0xa5; HELLO_LEN]);
+            drop(s);
+            if i % 50 == 49 {
+                drive_for(&mut svc, 1);
+                lines.extend(refusals(&mut svc));
+            }
+        }
+        drive_for(&mut svc, 3);
+        lines.extend(refusals(&mut svc));
+        assert_eq!(lines.len(), BURST as usize, "{lines:?}");
+        assert!(svc.conns.is_empty());
+        // The count comes with the next summary.
+        let d = svc.deadline().unwrap();
+        svc.expire(d);
+        let summary = refusals(&mut svc);
+        assert_eq!(summary.len(), 1);
+        let counted: usize = summary[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert_eq!(counted + BURST as usize, 2000, "{summary:?}");
     }
 }

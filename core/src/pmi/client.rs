@@ -120,9 +120,12 @@ impl Wiring {
 /// to a service that failed to prove the job's secret.
 fn retriable(e: &Error) -> bool {
     match e {
+        // Nobody listens (dosrun is gone), or not for us.
         Error::Wireup { source, .. } => !matches!(
             source.kind(),
-            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::NotFound
+                | io::ErrorKind::PermissionDenied
         ),
         Error::Transport(dos_transport::Error::Sys { .. }) => true,
         _ => false,
@@ -573,5 +576,32 @@ mod tests {
         c.finalize().unwrap();
         assert!(c.fence().is_err());
         server.join().unwrap();
+    }
+
+    /// A service that closes a connection during the handshake (as it does
+    /// to make room under a flood) sees the rank again.
+    #[test]
+    fn joining_is_retried_when_the_service_drops_the_handshake() {
+        use std::os::unix::net::UnixListener;
+        let name = format!("dos-test-client-retry-{}", std::process::id());
+        let a = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let l = UnixListener::bind_addr(&a).unwrap();
+        let server = std::thread::spawn(move || {
+            let ctx = auth_context(0xab);
+            for _ in 0..2 {
+                // Takes the hello, then closes.
+                let (mut s, _) = l.accept().unwrap();
+                let mut h = [0u8; auth::HELLO_LEN];
+                s.read_exact(&mut h).unwrap();
+            }
+            let (mut s, _) = l.accept().unwrap();
+            let secret = Secret::from_hex(SECRET_HEX).unwrap();
+            auth::handshake(&mut s, &secret, &ctx, Role::Responder, SERVICE_ID).unwrap()
+        });
+        let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        w.addr = format!("@{name}");
+        let c = Client::connect(w).unwrap();
+        assert_eq!(server.join().unwrap(), 2);
+        drop(c);
     }
 }
