@@ -740,3 +740,115 @@ impl Agents {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusals::BURST;
+
+    fn agents(jobid: u64, secret: &Secret) -> Agents {
+        let cfg = AgentsConfig {
+            // Stands for ssh: waits for the end of its stdin.
+            launch: ["sh", "-c", "cat >/dev/null", "{host}"]
+                .map(str::to_string)
+                .to_vec(),
+            agent_path: "/nonexistent/dosrun".into(),
+            heartbeat: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(30),
+        };
+        Agents::bind("127.0.0.1".parse().unwrap(), jobid, secret.clone(), cfg).unwrap()
+    }
+
+    fn drive(a: &mut Agents, rounds: usize) -> Vec<AgentEvent> {
+        let mut events = Vec::new();
+        for _ in 0..rounds {
+            let mut set = Vec::new();
+            a.poll_fds(&mut set);
+            let mut fds: Vec<libc::pollfd> = set.iter().map(|(p, _)| *p).collect();
+            sys::poll(&mut fds, 10).unwrap();
+            for (p, (_, t)) in fds.iter().zip(&set) {
+                if p.revents != 0 {
+                    a.ready(*t, p.revents);
+                }
+            }
+            a.tick(Instant::now());
+            events.extend(a.take_events());
+        }
+        events
+    }
+
+    /// Strangers holding connections open on the control port, from the
+    /// agent's own address, before and after the agent's: it still joins.
+    #[test]
+    fn held_connections_cannot_crowd_out_an_agent() {
+        let secret = Secret::generate().unwrap();
+        let mut a = agents(9, &secret);
+        a.launch(0, "node-a", Assign::default()).unwrap();
+        let addr = a.addr();
+        let early: Vec<TcpStream> = (0..AUTH_SLACK)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut events = drive(&mut a, 3);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hs =
+            Handshake::new(&secret, &ctl_wire::auth_context(9), Role::Initiator, 0).unwrap();
+        s.write_all(&hs.hello()).unwrap();
+        let late: Vec<TcpStream> = (0..2 * AUTH_SLACK)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        events.extend(drive(&mut a, 5));
+        let mut h = [0u8; HELLO_LEN];
+        s.read_exact(&mut h).unwrap();
+        s.write_all(&hs.on_hello(&h).unwrap()).unwrap();
+        events.extend(drive(&mut a, 5));
+        let mut p = [0u8; PROOF_LEN];
+        s.read_exact(&mut p).unwrap();
+        assert_eq!(hs.on_proof(&p).unwrap(), ctl_wire::DOSRUN_ID);
+        assert_eq!(a.nodes[&0].state, State::Connected);
+        let lost = events
+            .iter()
+            .any(|e| matches!(e, AgentEvent::Lost { .. }));
+        assert!(!lost, "{events:?}");
+        let refused: Vec<&String> = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Refused(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        assert!(!refused.is_empty() && refused.len() <= BURST as usize, "{refused:?}");
+        assert!(refused[0].contains("sent nothing valid"), "{refused:?}");
+        assert!(a.pending.len() <= 1 + SOURCE_SLACK);
+        drop((early, late));
+        a.finish();
+    }
+
+    /// A flood of connections that send junk: a bounded log, nothing kept.
+    #[test]
+    fn a_flood_of_bad_control_connections_is_logged_rate_limited() {
+        let secret = Secret::generate().unwrap();
+        let mut a = agents(10, &secret);
+        let addr = a.addr();
+        let mut refused = 0;
+        for i in 0..1000 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(&[0x5a; HELLO_LEN]);
+            drop(s);
+            if i % 50 == 49 {
+                refused += drive(&mut a, 1)
+                    .iter()
+                    .filter(|e| matches!(e, AgentEvent::Refused(_)))
+                    .count();
+            }
+        }
+        refused += drive(&mut a, 3)
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::Refused(_)))
+            .count();
+        assert_eq!(refused, BURST as usize);
+        assert!(a.pending.is_empty());
+        a.finish();
+    }
+}
