@@ -144,6 +144,13 @@ impl Wireup {
         }
     }
 
+    /// Whether every rank of the node has finalized or left.
+    pub fn all_left(&self) -> bool {
+        self.slots
+            .iter()
+            .all(|s| matches!(s, Slot::Finalized | Slot::Gone))
+    }
+
     /// How many of the node's ranks have not connected yet.
     pub fn waiting(&self) -> usize {
         self.waiting
@@ -493,6 +500,8 @@ pub struct Service {
     actions: Vec<Action>,
     events: Vec<Event>,
     log: RefusalLog,
+    /// Every rank has left: refusals are not logged any more.
+    log_closed: bool,
     /// The listener is not polled until then (out of descriptors).
     accept_paused: Option<Instant>,
 }
@@ -531,6 +540,7 @@ impl Service {
             actions: Vec::new(),
             events: Vec::new(),
             log: RefusalLog::new("wire-up"),
+            log_closed: false,
             accept_paused: None,
         })
     }
@@ -592,7 +602,7 @@ impl Service {
                 }
             }
         }
-        if let Some(line) = self.log.poll(now) {
+        if let Some(line) = self.log.poll(now).filter(|_| !self.log_closed) {
             self.events.push(Event::Refused(line));
         }
     }
@@ -622,6 +632,14 @@ impl Service {
         }
         self.logic.rank_exited(rank, &mut self.actions);
         self.apply();
+        if self.logic.all_left() && !self.log_closed {
+            // The service's work is done: what was counted is told now,
+            // what comes later (connections closing as the job ends) is not.
+            self.log_closed = true;
+            if let Some(line) = self.log.flush(Instant::now()) {
+                self.events.push(Event::Refused(line));
+            }
+        }
     }
 
     /// The job-wide fence completed or failed.
@@ -743,6 +761,9 @@ impl Service {
 
     /// Logs a refusal, rate-limited.
     fn note_refusal(&mut self, line: String) {
+        if self.log_closed {
+            return;
+        }
         if let Some(l) = self.log.note(Instant::now(), line) {
             self.events.push(Event::Refused(l));
         }

@@ -86,6 +86,13 @@ impl RefusalLog {
         if now < w + SUMMARY_EVERY {
             return None;
         }
+        self.flush(now)
+    }
+
+    /// The summary of what was counted so far, if anything, due or not
+    /// (at the end of the job).
+    pub fn flush(&mut self, now: Instant) -> Option<String> {
+        let w = self.window?;
         let secs = now.saturating_duration_since(w).as_secs_f64();
         let line = format!(
             "refused {} more {} connection{} in the last {secs:.1} s; the last: {}",
