@@ -199,6 +199,45 @@ const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// connection set-up included).
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Checks, once for the job, that the transports the ranks may use can
+/// connect them (rather than every rank failing alike): the ranks see
+/// `DOS_TRANSPORTS` from the exports (`--transports`, `-x`) or dosrun's
+/// environment. Needing the network with verbs alone needs an RDMA device
+/// here (as `dosrun --info` shows) and a dosrun built with verbs.
+fn check_transports(
+    exports: &[(OsString, OsString)],
+    cfg: &Config,
+    nnodes: usize,
+) -> Result<(), String> {
+    let t = match exports.iter().rev().find(|(k, _)| k == "DOS_TRANSPORTS") {
+        Some((_, v)) => {
+            let v = v.to_string_lossy();
+            dos::config::Transports::parse(&v).ok_or_else(|| {
+                format!("DOS_TRANSPORTS={v:?} is not a comma list of shm, tcp, roce and verbs")
+            })?
+        }
+        None => cfg.transports,
+    };
+    let needs_network = nnodes > 1 || !t.shm;
+    if !needs_network {
+        return Ok(());
+    }
+    if !t.network() {
+        return Err(
+            "the transports allowed (shm) cannot reach the ranks of other hosts: allow tcp, roce or verbs"
+                .into(),
+        );
+    }
+    if !t.tcp && !t.roce {
+        if let Some(why) = info::verbs_unavailable() {
+            return Err(format!(
+                "the transports allowed need verbs, but {why}: allow tcp or roce (see dosrun --info)"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Runs a job; returns dosrun's exit status.
 fn run(o: RunOpts) -> i32 {
     sys::ensure_std_fds_open();
@@ -223,6 +262,9 @@ fn run(o: RunOpts) -> i32 {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .or_else(|| std::env::var_os("PATH"));
+    if let Err(e) = check_transports(&exports, &cfg, nnodes) {
+        return fail(STATUS_USAGE, &e);
+    }
     let program = match spawn::resolve_program(&o.program, path.as_deref()) {
         Ok(p) => p,
         // Remote hosts resolve the program themselves; it may exist only there.
