@@ -238,6 +238,13 @@ fn check_transports(
     Ok(())
 }
 
+/// Descriptors dosrun holds per local rank: its pidfd, its stdout and stderr
+/// pipes, its wire-up connection.
+const FDS_PER_RANK: u64 = 4;
+/// Descriptors for the rest: standard streams, listeners, signalfd, agents,
+/// strangers' connections.
+const FDS_RESERVE: u64 = 128;
+
 /// Runs a job; returns dosrun's exit status.
 fn run(o: RunOpts) -> i32 {
     sys::ensure_std_fds_open();
@@ -346,7 +353,18 @@ fn run(o: RunOpts) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(STATUS_INTERNAL, &format!("signalfd: {e}")),
     };
+    // As many descriptors as dosrun may have (the ranks get the limit
+    // they had); then check that the ranks of this host fit.
     let nofile = sys::raise_nofile_limit();
+    let need = FDS_PER_RANK * local_size as u64 + FDS_RESERVE;
+    if let Some(limit) = sys::nofile_limit().filter(|&l| l < need) {
+        return fail(
+            STATUS_USAGE,
+            &format!(
+                "{local_size} ranks on this host need about {need} open files in dosrun, but its limit (RLIMIT_NOFILE, hard limit included) is {limit}: raise it (ulimit -Hn) or run fewer ranks per host"
+            ),
+        );
+    }
 
     // The node agents first: their ssh connections set up while the local
     // ranks start.

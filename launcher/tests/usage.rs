@@ -138,3 +138,25 @@ fn transports_that_cannot_work_are_refused_once() {
         "allow tcp or roce",
     );
 }
+
+/// More ranks than dosrun's descriptor limit can serve: one clear line at
+/// the start rather than a failure half-way through the ranks' start.
+#[test]
+fn too_few_file_descriptors_for_the_ranks() {
+    let dosrun = env!("CARGO_BIN_EXE_dosrun");
+    let r = common::run_with(
+        std::process::Command::new("sh").args([
+            "-c",
+            &format!("ulimit -Sn 256 && ulimit -Hn 256 && exec {dosrun} -n 100 true"),
+        ]),
+        b"",
+        common::LIMIT,
+    );
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("100 ranks on this host need about 528 open files"),
+        "{r:?}"
+    );
+}
