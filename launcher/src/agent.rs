@@ -161,12 +161,14 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     s.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let ctx = ctl_wire::auth_context(b.jobid);
-    let peer = auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64)
-        .map_err(|e| match e {
-            auth_failed @ dos_transport::Error::AuthFailed { .. } => {
-                format!("{NOT_DOSRUN}authentication failed: {auth_failed}")
+    let peer =
+        auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64).map_err(|e| {
+            match e {
+                auth_failed @ dos_transport::Error::AuthFailed { .. } => {
+                    format!("{NOT_DOSRUN}authentication failed: {auth_failed}")
+                }
+                e => format!("authentication failed: {e}"),
             }
-            e => format!("authentication failed: {e}"),
         })?;
     if peer != ctl_wire::DOSRUN_ID {
         return Err(format!("{NOT_DOSRUN}dosrun presented an unexpected id"));

@@ -807,9 +807,7 @@ mod tests {
         s.read_exact(&mut p).unwrap();
         assert_eq!(hs.on_proof(&p).unwrap(), ctl_wire::DOSRUN_ID);
         assert_eq!(a.nodes[&0].state, State::Connected);
-        let lost = events
-            .iter()
-            .any(|e| matches!(e, AgentEvent::Lost { .. }));
+        let lost = events.iter().any(|e| matches!(e, AgentEvent::Lost { .. }));
         assert!(!lost, "{events:?}");
         let refused: Vec<&String> = events
             .iter()
@@ -818,7 +816,10 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert!(!refused.is_empty() && refused.len() <= BURST as usize, "{refused:?}");
+        assert!(
+            !refused.is_empty() && refused.len() <= BURST as usize,
+            "{refused:?}"
+        );
         assert!(refused[0].contains("sent nothing valid"), "{refused:?}");
         assert!(a.pending.len() <= 1 + SOURCE_SLACK);
         drop((early, late));

@@ -102,7 +102,9 @@ fn check_host(host: &str) -> Result<(), String> {
     if host.contains(':') {
         return match host.parse::<Ipv6Addr>() {
             Ok(_) => Ok(()),
-            Err(_) => Err(format!("{host:?} is neither a host name nor an IPv6 address")),
+            Err(_) => Err(format!(
+                "{host:?} is neither a host name nor an IPv6 address"
+            )),
         };
     }
     if host.is_empty() {
@@ -221,7 +223,9 @@ pub fn parse_hostfile(path: &str, text: &str) -> Result<Vec<HostEntry>, HostsErr
         };
         let host = match host.strip_prefix('[') {
             Some(rest) => rest.strip_suffix(']').ok_or_else(|| {
-                bad(format!("{host:?}: an address in brackets must end with ']'"))
+                bad(format!(
+                    "{host:?}: an address in brackets must end with ']'"
+                ))
             })?,
             None => host,
         };
@@ -646,7 +650,10 @@ gamma\tslots=1\tmax-slots=1
         );
         for text in ["[fd00::5 slots=2\n", "fd00:::5\n", "a:2\n"] {
             assert!(
-                matches!(parse_hostfile("hf", text), Err(HostsError::Hostfile { line: 1, .. })),
+                matches!(
+                    parse_hostfile("hf", text),
+                    Err(HostsError::Hostfile { line: 1, .. })
+                ),
                 "{text:?}"
             );
         }

@@ -14,6 +14,8 @@
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
+//! * `refusals`: the rate-limited log of refused connections (wire-up
+//!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
 //!   stdio pipes, the node's shared segment inherited);
 //! * `supervise`: the poll loop: exits, output relay, signals, stopping the
@@ -34,8 +36,8 @@ mod ctl_wire;
 mod hosts;
 mod info;
 mod plan;
-mod refusals;
 mod pmi_server;
+mod refusals;
 mod spawn;
 mod stdio;
 mod supervise;

@@ -15,7 +15,10 @@
 //! socket inside a poll loop. Every connection first proves that it knows
 //! the job's secret ([`dos_transport::auth`], context
 //! [`dos::pmi::auth_context`], its rank as id); one that fails is closed and
-//! logged, and nothing else changes.
+//! logged (rate-limited: [`crate::refusals`]), and nothing else changes.
+//! How connections still authenticating are bounded and which one makes
+//! room, so that strangers cannot crowd out the node's ranks, is told at
+//! [`Service`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
@@ -1288,7 +1291,10 @@ mod tests {
         assert!(svc.idle.len() + svc.hailed.len() <= svc.auth_limit());
         // The strangers were refused, the log stayed short.
         let lines = refusals(&mut svc);
-        assert!(!lines.is_empty() && lines.len() <= BURST as usize, "{lines:?}");
+        assert!(
+            !lines.is_empty() && lines.len() <= BURST as usize,
+            "{lines:?}"
+        );
         assert!(lines[0].contains("sent nothing valid"), "{lines:?}");
         drop((held, more));
     }
@@ -1338,7 +1344,12 @@ mod tests {
         svc.expire(d);
         let summary = refusals(&mut svc);
         assert_eq!(summary.len(), 1);
-        let counted: usize = summary[0].split_whitespace().nth(1).unwrap().parse().unwrap();
+        let counted: usize = summary[0]
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(counted + BURST as usize, 2000, "{summary:?}");
     }
 }

@@ -150,16 +150,18 @@ mod tests {
         }
         assert_eq!(lines.len(), BURST as usize + 2, "{lines:?}");
         assert!(lines[BURST as usize - 1].contains("further refusals are counted"));
-        assert!(lines[BURST as usize].starts_with("refused "), "{}", lines[10]);
+        assert!(
+            lines[BURST as usize].starts_with("refused "),
+            "{}",
+            lines[10]
+        );
         assert!(lines[BURST as usize].contains(" more wire-up connections in the last "));
         // The rest is given at the deadline.
         let end = t0 + Duration::from_secs(12);
         let d = log.deadline().unwrap();
         assert!(d > end && d <= end + SUMMARY_EVERY);
         let last = log.poll(d).unwrap();
-        let counted = |l: &str| -> u64 {
-            l.split_whitespace().nth(1).unwrap().parse().unwrap()
-        };
+        let counted = |l: &str| -> u64 { l.split_whitespace().nth(1).unwrap().parse().unwrap() };
         let total: u64 = lines[BURST as usize..]
             .iter()
             .chain([&last])

@@ -326,5 +326,8 @@ fn hostfiles_that_are_not_small_regular_files() {
     );
     let big = d.path().join("big");
     std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
-    expect_error(&["--hostfile", big.to_str().unwrap(), "true"], "larger than");
+    expect_error(
+        &["--hostfile", big.to_str().unwrap(), "true"],
+        "larger than",
+    );
 }
