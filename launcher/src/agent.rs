@@ -127,16 +127,51 @@ fn read_bootstrap() -> io::Result<Bootstrap> {
     parse_bootstrap(&s).ok_or_else(|| io::Error::other("malformed bootstrap line"))
 }
 
-/// Connects, authenticates and receives the assignment.
+/// How many times the agent tries to join dosrun: under a flood of
+/// connections dosrun may close ours while it authenticates (it makes room by
+/// closing the connections that sent nothing valid first; see `agents`).
+const JOIN_ATTEMPTS: u32 = 5;
+/// The wait before the second attempt; it doubles for each next one.
+const JOIN_BACKOFF: Duration = Duration::from_millis(100);
+/// How a failure to join that is not worth retrying starts: the other end
+/// is not our dosrun.
+const NOT_DOSRUN: &str = "the control port is not this job's dosrun: ";
+
+/// Joins dosrun, trying again when the connection fails or closes before
+/// the assignment came (not when dosrun proves to hold another secret).
 fn connect(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
+    let mut wait = JOIN_BACKOFF;
+    let mut attempt = 1;
+    loop {
+        match connect_once(b) {
+            Ok(x) => return Ok(x),
+            Err(e) if attempt < JOIN_ATTEMPTS && !e.starts_with(NOT_DOSRUN) => {
+                std::thread::sleep(wait);
+                wait *= 2;
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Connects, authenticates and receives the assignment.
+fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     let mut s = TcpStream::connect_timeout(&b.addr, SETUP_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
     let ctx = ctl_wire::auth_context(b.jobid);
-    let peer = auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64)
-        .map_err(|e| format!("authentication failed: {e}"))?;
+    let peer =
+        auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64).map_err(|e| {
+            match e {
+                auth_failed @ dos_transport::Error::AuthFailed { .. } => {
+                    format!("{NOT_DOSRUN}authentication failed: {auth_failed}")
+                }
+                e => format!("authentication failed: {e}"),
+            }
+        })?;
     if peer != ctl_wire::DOSRUN_ID {
-        return Err("dosrun presented an unexpected id".into());
+        return Err(format!("{NOT_DOSRUN}dosrun presented an unexpected id"));
     }
     let mut c = CtlConn::new(s, Vec::new()).map_err(|e| e.to_string())?;
     let until = Instant::now() + SETUP_TIMEOUT;

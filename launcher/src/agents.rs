@@ -26,13 +26,27 @@ use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
 use crate::ctl::{bootstrap_line, CtlConn};
 use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
+use crate::refusals::RefusalLog;
 use crate::sys::{self, ExitCause};
 
-/// Most control connections authenticating at once; the oldest is dropped
-/// to make room.
-const MAX_PENDING: usize = 64;
+/// Control connections that may authenticate at once beyond the nodes whose
+/// agent has not connected yet.
+const AUTH_SLACK: usize = 64;
+/// Control connections from one address that may authenticate at once
+/// beyond the nodes whose agent has not connected yet: a source at its
+/// bound makes room among its own connections, never among the others'.
+const SOURCE_SLACK: usize = 8;
+/// How long a control connection may stay without sending a valid hello
+/// (an agent sends its hello as soon as it has connected).
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a control connection may take to authenticate.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most connections accepted in one go, before the others are served.
+const ACCEPT_BATCH: usize = 64;
+/// How long the listener rests when dosrun is out of descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Connections read once more before one of them is evicted.
+const EVICT_PROBES: usize = 8;
 /// How long dosrun waits for the launch agents to exit at the end.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -104,9 +118,17 @@ struct Remote {
 #[derive(Debug)]
 struct Pending {
     stream: TcpStream,
+    from: Option<SocketAddr>,
     inbuf: Vec<u8>,
     hs: Box<Handshake>,
     since: Instant,
+}
+
+impl Pending {
+    /// Whether it sent a valid hello.
+    fn hailed(&self) -> bool {
+        self.hs.claimed_peer_id().is_some()
+    }
 }
 
 /// The node agents of a job.
@@ -123,6 +145,9 @@ pub struct Agents {
     nodes: HashMap<usize, Remote>,
     next_beat: Instant,
     events: Vec<AgentEvent>,
+    log: RefusalLog,
+    /// The listener is not polled until then (out of descriptors).
+    accept_paused: Option<Instant>,
 }
 
 /// The address of this machine that reaches `remote` (no packet is sent:
@@ -155,6 +180,8 @@ impl Agents {
             nodes: HashMap::new(),
             next_beat: Instant::now(),
             events: Vec::new(),
+            log: RefusalLog::new("control"),
+            accept_paused: None,
         })
     }
 
@@ -242,10 +269,12 @@ impl Agents {
             events,
             revents: 0,
         };
-        out.push((
-            pfd(self.listener.as_raw_fd(), libc::POLLIN),
-            AgentTag::Listener,
-        ));
+        if self.accept_paused.is_none() {
+            out.push((
+                pfd(self.listener.as_raw_fd(), libc::POLLIN),
+                AgentTag::Listener,
+            ));
+        }
         for (&id, p) in &self.pending {
             out.push((
                 pfd(p.stream.as_raw_fd(), libc::POLLIN),
@@ -269,7 +298,9 @@ impl Agents {
     /// The next time [`Agents::tick`] has work.
     pub fn deadline(&self) -> Option<Instant> {
         let mut d = vec![self.next_beat];
-        d.extend(self.pending.values().map(|p| p.since + AUTH_TIMEOUT));
+        d.extend(self.pending.values().map(Agents::expiry));
+        d.extend(self.log.deadline());
+        d.extend(self.accept_paused);
         for r in self.nodes.values() {
             match r.state {
                 State::Launching => d.push(r.started + self.cfg.start_timeout),
@@ -294,14 +325,25 @@ impl Agents {
                 }
             }
         }
-        let late: Vec<u64> = self
+        if self.accept_paused.is_some_and(|t| now >= t) {
+            self.accept_paused = None;
+        }
+        let late: Vec<(u64, bool)> = self
             .pending
             .iter()
-            .filter(|(_, p)| now >= p.since + AUTH_TIMEOUT)
-            .map(|(&id, _)| id)
+            .filter(|(_, p)| now >= Agents::expiry(p))
+            .map(|(&id, p)| (id, p.hailed()))
             .collect();
-        for id in late {
-            self.refuse(id, "did not authenticate in time");
+        for (id, hailed) in late {
+            let why = if hailed {
+                "did not authenticate in time"
+            } else {
+                "sent no hello in time"
+            };
+            self.refuse(id, why);
+        }
+        if let Some(line) = self.log.poll(now) {
+            self.events.push(AgentEvent::Refused(line));
         }
         let timeout = self.cfg.timeout;
         let start_timeout = self.cfg.start_timeout;
@@ -433,17 +475,42 @@ impl Agents {
         self.events.push(AgentEvent::Lost { node: n, why });
     }
 
+    /// When pending connection `p` times out.
+    fn expiry(p: &Pending) -> Instant {
+        p.since
+            + if p.hailed() {
+                AUTH_TIMEOUT
+            } else {
+                HELLO_TIMEOUT
+            }
+    }
+
+    /// Nodes whose agent has not connected yet.
+    fn expected(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|r| r.state == State::Launching)
+            .count()
+    }
+
     fn accept(&mut self) {
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             match self.listener.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, from)) => {
                     if stream.set_nonblocking(true).is_err() {
                         continue;
                     }
-                    if self.pending.len() >= MAX_PENDING {
-                        if let Some((&old, _)) = self.pending.iter().min_by_key(|(_, p)| p.since) {
-                            self.refuse(old, "too many connections authenticating");
-                        }
+                    let expected = self.expected();
+                    let ip = from.ip();
+                    let same = self
+                        .pending
+                        .values()
+                        .filter(|p| p.from.map(|a| a.ip()) == Some(ip))
+                        .count();
+                    if same >= expected + SOURCE_SLACK {
+                        self.make_room(Some(ip));
+                    } else if self.pending.len() >= expected + AUTH_SLACK {
+                        self.make_room(None);
                     }
                     let Ok(hs) = Handshake::new(
                         &self.secret,
@@ -464,6 +531,7 @@ impl Agents {
                         id,
                         Pending {
                             stream,
+                            from: Some(from),
                             inbuf: Vec::new(),
                             hs: Box::new(hs),
                             since: Instant::now(),
@@ -471,20 +539,82 @@ impl Agents {
                     );
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
+                    // Out of descriptors: a stranger makes room, or the
+                    // listener rests (it would stay readable).
+                    if !self.evict(None, false, "dosrun is out of file descriptors") {
+                        self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
+                        self.note_refusal(format!("cannot accept a control connection: {e}"));
+                        return;
+                    }
+                }
                 Err(_) => return,
             }
         }
     }
 
+    /// At a bound of authenticating connections (from `source`, or in
+    /// all): closes one, preferring one that has sent nothing valid.
+    fn make_room(&mut self, source: Option<IpAddr>) {
+        let why = match source {
+            Some(_) => "too many connections authenticating from this address",
+            None => "too many connections authenticating",
+        };
+        if !self.evict(source, false, why) {
+            self.evict(source, true, why);
+        }
+    }
+
+    /// Closes the oldest pending connection (from `source` if given) that
+    /// has sent no valid hello (`hailed`: that sent a hello but no proof),
+    /// after reading once more what the oldest few sent (an agent's message
+    /// may be waiting unread); `false` if there was none.
+    fn evict(&mut self, source: Option<IpAddr>, hailed: bool, why: &str) -> bool {
+        let oldest = |a: &Agents| {
+            a.pending
+                .iter()
+                .filter(|(_, p)| p.hailed() == hailed)
+                .filter(|(_, p)| source.is_none() || p.from.map(|f| f.ip()) == source)
+                .map(|(&id, _)| id)
+                .min()
+        };
+        for probe in 0..=EVICT_PROBES {
+            let Some(id) = oldest(self) else {
+                return false;
+            };
+            if probe < EVICT_PROBES {
+                let before = self.pending.len();
+                self.authenticate(id);
+                if self.pending.len() < before {
+                    // It authenticated or closed: room is made.
+                    return true;
+                }
+                if oldest(self) != Some(id) {
+                    continue;
+                }
+            }
+            let what = if hailed {
+                "sent a hello but no proof"
+            } else {
+                "sent nothing valid"
+            };
+            self.refuse(id, &format!("{why} (the oldest that {what})"));
+            return true;
+        }
+        false
+    }
+
+    /// Logs a refusal, rate-limited.
+    fn note_refusal(&mut self, line: String) {
+        if let Some(l) = self.log.note(Instant::now(), line) {
+            self.events.push(AgentEvent::Refused(l));
+        }
+    }
+
     fn refuse(&mut self, id: u64, why: &str) {
         if let Some(p) = self.pending.remove(&id) {
-            let from = p
-                .stream
-                .peer_addr()
-                .map_or_else(|_| "?".to_string(), |a| a.to_string());
-            self.events.push(AgentEvent::Refused(format!(
-                "refused a control connection from {from}: {why}"
-            )));
+            let from = p.from.map_or_else(|| "?".to_string(), |a| a.to_string());
+            self.note_refusal(format!("refused a control connection from {from}: {why}"));
         }
     }
 
@@ -608,5 +738,118 @@ impl Agents {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::refusals::BURST;
+
+    fn agents(jobid: u64, secret: &Secret) -> Agents {
+        let cfg = AgentsConfig {
+            // Stands for ssh: waits for the end of its stdin.
+            launch: ["sh", "-c", "cat >/dev/null", "{host}"]
+                .map(str::to_string)
+                .to_vec(),
+            agent_path: "/nonexistent/dosrun".into(),
+            heartbeat: Duration::from_millis(200),
+            timeout: Duration::from_secs(30),
+            start_timeout: Duration::from_secs(30),
+        };
+        Agents::bind("127.0.0.1".parse().unwrap(), jobid, secret.clone(), cfg).unwrap()
+    }
+
+    fn drive(a: &mut Agents, rounds: usize) -> Vec<AgentEvent> {
+        let mut events = Vec::new();
+        for _ in 0..rounds {
+            let mut set = Vec::new();
+            a.poll_fds(&mut set);
+            let mut fds: Vec<libc::pollfd> = set.iter().map(|(p, _)| *p).collect();
+            sys::poll(&mut fds, 10).unwrap();
+            for (p, (_, t)) in fds.iter().zip(&set) {
+                if p.revents != 0 {
+                    a.ready(*t, p.revents);
+                }
+            }
+            a.tick(Instant::now());
+            events.extend(a.take_events());
+        }
+        events
+    }
+
+    /// Strangers holding connections open on the control port, from the
+    /// agent's own address, before and after the agent's: it still joins.
+    #[test]
+    fn held_connections_cannot_crowd_out_an_agent() {
+        let secret = Secret::generate().unwrap();
+        let mut a = agents(9, &secret);
+        a.launch(0, "node-a", Assign::default()).unwrap();
+        let addr = a.addr();
+        let early: Vec<TcpStream> = (0..AUTH_SLACK)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut events = drive(&mut a, 3);
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut hs =
+            Handshake::new(&secret, &ctl_wire::auth_context(9), Role::Initiator, 0).unwrap();
+        s.write_all(&hs.hello()).unwrap();
+        let late: Vec<TcpStream> = (0..2 * AUTH_SLACK)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        events.extend(drive(&mut a, 5));
+        let mut h = [0u8; HELLO_LEN];
+        s.read_exact(&mut h).unwrap();
+        s.write_all(&hs.on_hello(&h).unwrap()).unwrap();
+        events.extend(drive(&mut a, 5));
+        let mut p = [0u8; PROOF_LEN];
+        s.read_exact(&mut p).unwrap();
+        assert_eq!(hs.on_proof(&p).unwrap(), ctl_wire::DOSRUN_ID);
+        assert_eq!(a.nodes[&0].state, State::Connected);
+        let lost = events.iter().any(|e| matches!(e, AgentEvent::Lost { .. }));
+        assert!(!lost, "{events:?}");
+        let refused: Vec<&String> = events
+            .iter()
+            .filter_map(|e| match e {
+                AgentEvent::Refused(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        assert!(
+            !refused.is_empty() && refused.len() <= BURST as usize,
+            "{refused:?}"
+        );
+        assert!(refused[0].contains("sent nothing valid"), "{refused:?}");
+        assert!(a.pending.len() <= 1 + SOURCE_SLACK);
+        drop((early, late));
+        a.finish();
+    }
+
+    /// A flood of connections that send junk: a bounded log, nothing kept.
+    #[test]
+    fn a_flood_of_bad_control_connections_is_logged_rate_limited() {
+        let secret = Secret::generate().unwrap();
+        let mut a = agents(10, &secret);
+        let addr = a.addr();
+        let mut refused = 0;
+        for i in 0..1000 {
+            let mut s = TcpStream::connect(addr).unwrap();
+            let _ = s.write_all(&[0x5a; HELLO_LEN]);
+            drop(s);
+            if i % 50 == 49 {
+                refused += drive(&mut a, 1)
+                    .iter()
+                    .filter(|e| matches!(e, AgentEvent::Refused(_)))
+                    .count();
+            }
+        }
+        refused += drive(&mut a, 3)
+            .iter()
+            .filter(|e| matches!(e, AgentEvent::Refused(_)))
+            .count();
+        assert_eq!(refused, BURST as usize);
+        assert!(a.pending.is_empty());
+        a.finish();
     }
 }

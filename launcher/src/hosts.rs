@@ -7,6 +7,14 @@
 //!   skipped; a line without `slots=` gives one slot. `max_slots` is a hard
 //!   limit that even `--oversubscribe` respects.
 //!
+//! IPv6 addresses are written in brackets, `[fd00::5]:2` in `-H` (where a
+//! bare colon introduces the slots) and `[fd00::5]` or bare `fd00::5` in a
+//! hostfile; the host is the address without brackets (as ssh takes it).
+//!
+//! A hostfile must be a regular file of at most [`MAX_HOSTFILE`] bytes with
+//! lines of at most [`MAX_LINE`] bytes: a device (`/dev/zero`) or a FIFO is
+//! refused before anything is read from it.
+//!
 //! A host mentioned more than once adds up its slots (and its `max_slots`,
 //! which stays unlimited if one mention has none). Mentions of this machine
 //! (`localhost`, loopback addresses, the host name, the addresses of its
@@ -19,6 +27,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, ToSocketAddrs};
 
 /// Longest host name accepted (DNS's limit).
 const MAX_HOST_LEN: usize = 253;
+/// Largest hostfile accepted, in bytes.
+pub const MAX_HOSTFILE: u64 = 1 << 20;
+/// Longest hostfile line accepted, in bytes.
+pub const MAX_LINE: usize = 4096;
 
 /// One mention of a host, with the slots it adds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +73,14 @@ pub enum HostsError {
         /// The error text.
         err: String,
     },
+    /// The hostfile is not a regular file, or too large.
+    #[error("hostfile {path}: {why}")]
+    BadHostfile {
+        /// The hostfile as given.
+        path: String,
+        /// What is wrong.
+        why: String,
+    },
     /// The hostfile names no host.
     #[error("hostfile {path} lists no host")]
     EmptyHostfile {
@@ -79,6 +99,14 @@ pub enum HostsError {
 
 /// Checks a host name or address as it may appear in `-H` or a hostfile.
 fn check_host(host: &str) -> Result<(), String> {
+    if host.contains(':') {
+        return match host.parse::<Ipv6Addr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(format!(
+                "{host:?} is neither a host name nor an IPv6 address"
+            )),
+        };
+    }
     if host.is_empty() {
         return Err("empty host name".into());
     }
@@ -114,6 +142,36 @@ fn parse_count(what: &str, v: &str) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Splits `host[:slots]` or `[ipv6][:slots]`.
+fn split_host(item: &str) -> Result<(&str, Option<&str>), String> {
+    if let Some(rest) = item.strip_prefix('[') {
+        let Some((addr, after)) = rest.split_once(']') else {
+            return Err(format!("{item:?}: '[' without ']'"));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{item:?}: [{addr}] is not an IPv6 address"));
+        }
+        return match after {
+            "" => Ok((addr, None)),
+            _ => match after.strip_prefix(':') {
+                Some(s) => Ok((addr, Some(s))),
+                None => Err(format!(
+                    "{item:?}: expected :SLOTS after the address in brackets"
+                )),
+            },
+        };
+    }
+    if item.matches(':').count() > 1 && item.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!(
+            "{item:?}: write an IPv6 address in brackets, [{item}] or [{item}]:SLOTS"
+        ));
+    }
+    Ok(match item.split_once(':') {
+        Some((h, s)) => (h, Some(s)),
+        None => (item, None),
+    })
+}
+
 /// Parses one `-H` value: `host[:slots],...`.
 pub fn parse_host_list(spec: &str) -> Result<Vec<HostEntry>, HostsError> {
     let bad = |why: String| HostsError::HostList {
@@ -126,12 +184,12 @@ pub fn parse_host_list(spec: &str) -> Result<Vec<HostEntry>, HostsError> {
         if item.is_empty() {
             return Err(bad("empty host name".into()));
         }
-        let (host, slots) = match item.split_once(':') {
-            Some((h, s)) => (
+        let (host, slots) = match split_host(item).map_err(bad)? {
+            (h, Some(s)) => (
                 h,
                 parse_count("slots", s).map_err(|e| bad(format!("{h}: {e}")))?,
             ),
-            None => (item, 1),
+            (h, None) => (h, 1),
         };
         check_host(host).map_err(bad)?;
         out.push(HostEntry {
@@ -152,6 +210,9 @@ pub fn parse_hostfile(path: &str, text: &str) -> Result<Vec<HostEntry>, HostsErr
             line: i + 1,
             why,
         };
+        if raw.len() > MAX_LINE {
+            return Err(bad(format!("longer than {MAX_LINE} bytes")));
+        }
         let line = raw.split('#').next().unwrap_or("").trim();
         if line.is_empty() {
             continue;
@@ -159,6 +220,14 @@ pub fn parse_hostfile(path: &str, text: &str) -> Result<Vec<HostEntry>, HostsErr
         let mut words = line.split_whitespace();
         let Some(host) = words.next() else {
             continue;
+        };
+        let host = match host.strip_prefix('[') {
+            Some(rest) => rest.strip_suffix(']').ok_or_else(|| {
+                bad(format!(
+                    "{host:?}: an address in brackets must end with ']'"
+                ))
+            })?,
+            None => host,
         };
         check_host(host).map_err(bad)?;
         let mut slots = None;
@@ -203,13 +272,56 @@ pub fn parse_hostfile(path: &str, text: &str) -> Result<Vec<HostEntry>, HostsErr
     Ok(out)
 }
 
-/// Reads and parses a hostfile.
+/// Reads and parses a hostfile: a regular file of at most
+/// [`MAX_HOSTFILE`] bytes (opened without blocking, so that a FIFO is
+/// refused rather than waited on).
 pub fn read_hostfile(path: &std::path::Path) -> Result<Vec<HostEntry>, HostsError> {
+    use std::io::Read;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| HostsError::Read {
+    let read_err = |e: std::io::Error| HostsError::Read {
         path: shown.clone(),
         err: e.to_string(),
-    })?;
+    };
+    let bad = |why: String| HostsError::BadHostfile {
+        path: shown.clone(),
+        why,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = f.metadata().map_err(read_err)?;
+    let ft = meta.file_type();
+    if !ft.is_file() {
+        let kind = if ft.is_dir() {
+            "a directory"
+        } else if ft.is_fifo() {
+            "a FIFO"
+        } else if ft.is_char_device() {
+            "a character device"
+        } else if ft.is_block_device() {
+            "a block device"
+        } else if ft.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(bad(format!("is {kind}, not a regular file")));
+    }
+    let too_big = || bad(format!("is larger than {} KiB", MAX_HOSTFILE >> 10));
+    if meta.len() > MAX_HOSTFILE {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::new();
+    f.take(MAX_HOSTFILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > MAX_HOSTFILE {
+        return Err(too_big());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| bad("is not UTF-8 text".into()))?;
     parse_hostfile(&shown, &text)
 }
 
@@ -511,6 +623,78 @@ gamma\tslots=1\tmax-slots=1
                 Err(HostsError::EmptyHostfile { path: "hf".into() })
             );
         }
+    }
+
+    #[test]
+    fn ipv6_addresses_in_brackets() {
+        assert_eq!(
+            parse_host_list("[::1]:2,[fe80::1],a:1").unwrap(),
+            [e("::1", 2, None), e("fe80::1", 1, None), e("a", 1, None)]
+        );
+        for (bad, needle) in [
+            ("::1", "in brackets"),
+            ("fd00::5:2", "in brackets"),
+            ("[::1", "without ']'"),
+            ("[::1]2", "expected :SLOTS"),
+            ("[nothost]:2", "not an IPv6 address"),
+            ("[::1]:0", "at least 1"),
+            ("[::1]:x", "not a number"),
+        ] {
+            let err = parse_host_list(bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{bad:?}: {err}");
+            assert!(err.starts_with("-H "), "{err}");
+        }
+        assert_eq!(
+            parse_hostfile("hf", "[fd00::5] slots=2\nfd00::6\n").unwrap(),
+            [e("fd00::5", 2, None), e("fd00::6", 1, None)]
+        );
+        for text in ["[fd00::5 slots=2\n", "fd00:::5\n", "a:2\n"] {
+            assert!(
+                matches!(
+                    parse_hostfile("hf", text),
+                    Err(HostsError::Hostfile { line: 1, .. })
+                ),
+                "{text:?}"
+            );
+        }
+        // Loopback in brackets is this machine.
+        let l = local();
+        assert_eq!(classify("::1", &l, fake), Ok(HostKind::Local));
+    }
+
+    #[test]
+    fn hostfiles_must_be_small_regular_files() {
+        for (path, needle) in [
+            ("/dev/zero", "is a character device, not a regular file"),
+            ("/dev/null", "is a character device, not a regular file"),
+            ("/", "is a directory, not a regular file"),
+        ] {
+            let err = read_hostfile(std::path::Path::new(path))
+                .unwrap_err()
+                .to_string();
+            assert_eq!(err, format!("hostfile {path}: {needle}"));
+        }
+        let dir = std::env::temp_dir().join(format!("dos-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // A FIFO nobody writes to: refused at once, not waited on.
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_hostfile(&fifo).unwrap_err().to_string();
+        assert!(err.ends_with("is a FIFO, not a regular file"), "{err}");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'#'; MAX_HOSTFILE as usize + 1]).unwrap();
+        let err = read_hostfile(&big).unwrap_err().to_string();
+        assert!(err.ends_with("is larger than 1024 KiB"), "{err}");
+        let long = dir.join("long");
+        std::fs::write(&long, format!("a\n{}\n", "b".repeat(MAX_LINE + 1))).unwrap();
+        let err = read_hostfile(&long).unwrap_err().to_string();
+        assert!(err.contains("line 2: longer than 4096 bytes"), "{err}");
+        let ok = dir.join("ok");
+        std::fs::write(&ok, "a slots=2\n").unwrap();
+        assert_eq!(read_hostfile(&ok).unwrap(), [e("a", 2, None)]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -23,14 +23,36 @@ fn caps_line(c: &Caps) -> String {
     )
 }
 
-/// What `--info` says of RDMA devices (the verbs backend needs one).
-fn verbs_line() -> String {
-    let devs: Vec<String> = std::fs::read_dir("/sys/class/infiniband")
+/// The RDMA devices of this host, as the kernel lists them.
+fn rdma_devices() -> Vec<String> {
+    std::fs::read_dir("/sys/class/infiniband")
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Why ranks on this host cannot use verbs, if they cannot.
+pub fn verbs_unavailable() -> Option<String> {
+    if !cfg!(feature = "verbs") {
+        return Some("this dosrun was built without the verbs backend (feature verbs)".into());
+    }
+    #[cfg(feature = "verbs")]
+    if dos_transport::verbs::devices().is_empty() {
+        return Some("this host has no RDMA device".into());
+    }
+    if rdma_devices().is_empty() {
+        return Some(
+            "this host has no RDMA device (/sys/class/infiniband is empty or missing)".into(),
+        );
+    }
+    None
+}
+
+/// What `--info` says of RDMA devices (the verbs backend needs one).
+fn verbs_line() -> String {
+    let devs = rdma_devices();
     if devs.is_empty() {
         "no RDMA device on this host (/sys/class/infiniband is empty or missing): jobs use the other transports".to_string()
     } else {

@@ -14,6 +14,8 @@
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
+//! * `refusals`: the rate-limited log of refused connections (wire-up
+//!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
 //!   stdio pipes, the node's shared segment inherited);
 //! * `supervise`: the poll loop: exits, output relay, signals, stopping the
@@ -35,6 +37,7 @@ mod hosts;
 mod info;
 mod plan;
 mod pmi_server;
+mod refusals;
 mod spawn;
 mod stdio;
 mod supervise;
@@ -198,6 +201,52 @@ const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// connection set-up included).
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Checks, once for the job, that the transports the ranks may use can
+/// connect them (rather than every rank failing alike): the ranks see
+/// `DOS_TRANSPORTS` from the exports (`--transports`, `-x`) or dosrun's
+/// environment. Needing the network with verbs alone needs an RDMA device
+/// here (as `dosrun --info` shows) and a dosrun built with verbs.
+fn check_transports(
+    exports: &[(OsString, OsString)],
+    cfg: &Config,
+    nnodes: usize,
+) -> Result<(), String> {
+    let t = match exports.iter().rev().find(|(k, _)| k == "DOS_TRANSPORTS") {
+        Some((_, v)) => {
+            let v = v.to_string_lossy();
+            dos::config::Transports::parse(&v).ok_or_else(|| {
+                format!("DOS_TRANSPORTS={v:?} is not a comma list of shm, tcp, roce and verbs")
+            })?
+        }
+        None => cfg.transports,
+    };
+    let needs_network = nnodes > 1 || !t.shm;
+    if !needs_network {
+        return Ok(());
+    }
+    if !t.network() {
+        return Err(
+            "the transports allowed (shm) cannot reach the ranks of other hosts: allow tcp, roce or verbs"
+                .into(),
+        );
+    }
+    if !t.tcp && !t.roce {
+        if let Some(why) = info::verbs_unavailable() {
+            return Err(format!(
+                "the transports allowed need verbs, but {why}: allow tcp or roce (see dosrun --info)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Descriptors dosrun holds per local rank: its pidfd, its stdout and stderr
+/// pipes, its wire-up connection.
+const FDS_PER_RANK: u64 = 4;
+/// Descriptors for the rest: standard streams, listeners, signalfd, agents,
+/// strangers' connections.
+const FDS_RESERVE: u64 = 128;
+
 /// Runs a job; returns dosrun's exit status.
 fn run(o: RunOpts) -> i32 {
     sys::ensure_std_fds_open();
@@ -222,6 +271,9 @@ fn run(o: RunOpts) -> i32 {
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.clone())
         .or_else(|| std::env::var_os("PATH"));
+    if let Err(e) = check_transports(&exports, &cfg, nnodes) {
+        return fail(STATUS_USAGE, &e);
+    }
     let program = match spawn::resolve_program(&o.program, path.as_deref()) {
         Ok(p) => p,
         // Remote hosts resolve the program themselves; it may exist only there.
@@ -303,7 +355,18 @@ fn run(o: RunOpts) -> i32 {
         Ok(s) => s,
         Err(e) => return fail(STATUS_INTERNAL, &format!("signalfd: {e}")),
     };
+    // As many descriptors as dosrun may have (the ranks get the limit
+    // they had); then check that the ranks of this host fit.
     let nofile = sys::raise_nofile_limit();
+    let need = FDS_PER_RANK * local_size as u64 + FDS_RESERVE;
+    if let Some(limit) = sys::nofile_limit().filter(|&l| l < need) {
+        return fail(
+            STATUS_USAGE,
+            &format!(
+                "{local_size} ranks on this host need about {need} open files in dosrun, but its limit (RLIMIT_NOFILE, hard limit included) is {limit}: raise it (ulimit -Hn) or run fewer ranks per host"
+            ),
+        );
+    }
 
     // The node agents first: their ssh connections set up while the local
     // ranks start.

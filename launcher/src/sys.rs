@@ -430,6 +430,14 @@ pub fn raise_nofile_limit() -> Option<libc::rlimit> {
     (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0).then_some(old)
 }
 
+/// The current soft limit on open descriptors (`RLIMIT_NOFILE`), if known.
+pub fn nofile_limit() -> Option<u64> {
+    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
+    let mut l: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0).then_some(l.rlim_cur as u64)
+}
+
 /// The text of `errno` value `e` (`strerror`), for messages about a child.
 pub fn strerror(e: i32) -> String {
     // SAFETY: strerror returns a pointer to a NUL-terminated string that

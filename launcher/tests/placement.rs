@@ -295,3 +295,39 @@ fn topology_lists_the_machine() {
     assert!(r.stdout.contains("NUMA node L#0 P#"), "{}", r.stdout);
     assert!(r.stderr.is_empty());
 }
+
+/// IPv6 addresses in brackets: `[::1]` is this machine.
+#[test]
+fn bracketed_ipv6_hosts() {
+    expect_ranks(&["-H", "[::1]:2"], 2);
+    expect_ranks(&["-H", "[::1],localhost"], 2);
+    let d = TempDir::new("v6");
+    expect_ranks(&["--hostfile", &hostfile(&d, "[::1] slots=2\n::1\n")], 3);
+    expect_error(&["-H", "::1", "true"], "write an IPv6 address in brackets");
+    expect_error(&["-H", "[::1", "true"], "without ']'");
+}
+
+/// Hostfiles that are no regular file, or too large, are refused at once
+/// with one line (a FIFO is not waited on, /dev/zero is not read).
+#[test]
+fn hostfiles_that_are_not_small_regular_files() {
+    expect_error(
+        &["--hostfile", "/dev/zero", "true"],
+        "hostfile /dev/zero: is a character device, not a regular file",
+    );
+    let d = TempDir::new("hostfile-kinds");
+    let fifo = d.path().join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    expect_error(
+        &["--hostfile", fifo.to_str().unwrap(), "true"],
+        "is a FIFO, not a regular file",
+    );
+    let big = d.path().join("big");
+    std::fs::write(&big, vec![b'#'; (1 << 20) + 1]).unwrap();
+    expect_error(
+        &["--hostfile", big.to_str().unwrap(), "true"],
+        "larger than",
+    );
+}

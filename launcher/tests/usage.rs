@@ -112,3 +112,51 @@ fn bad_tunables_are_reported_not_panicked() {
     assert_eq!(r.stderr.lines().count(), 1);
     assert!(r.stderr.contains("DOS_SHM_RING_BYTES"), "{}", r.stderr);
 }
+
+/// Transports that cannot connect the ranks give one error from dosrun at
+/// the start, not one per rank.
+#[test]
+fn transports_that_cannot_work_are_refused_once() {
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_dosrun"));
+    let hello = bin.parent().unwrap().join("examples/hello");
+    if !hello.exists() {
+        eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
+        return;
+    }
+    let hello = hello.to_str().unwrap();
+    let r = run(&["-n", "3", "--transports", "verbs", hello]);
+    if r.code() == 0 {
+        eprintln!("skipped: this host and build have verbs");
+        return;
+    }
+    assert_usage_error(
+        &["-n", "3", "--transports", "verbs", hello],
+        "the transports allowed need verbs, but ",
+    );
+    assert_usage_error(
+        &["-n", "3", "-x", "DOS_TRANSPORTS=verbs", hello],
+        "allow tcp or roce",
+    );
+}
+
+/// More ranks than dosrun's descriptor limit can serve: one clear line at
+/// the start rather than a failure half-way through the ranks' start.
+#[test]
+fn too_few_file_descriptors_for_the_ranks() {
+    let dosrun = env!("CARGO_BIN_EXE_dosrun");
+    let r = common::run_with(
+        std::process::Command::new("sh").args([
+            "-c",
+            &format!("ulimit -Sn 256 && ulimit -Hn 256 && exec {dosrun} -n 100 true"),
+        ]),
+        b"",
+        common::LIMIT,
+    );
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert_eq!(r.stderr.lines().count(), 1, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("100 ranks on this host need about 528 open files"),
+        "{r:?}"
+    );
+}

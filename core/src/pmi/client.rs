@@ -19,6 +19,14 @@ use crate::{Error, Result};
 
 /// How long the authentication of the wire-up connection may take.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How many times a rank tries to join the wire-up service: a service
+/// under a flood of connections may close ours while it authenticates
+/// (`launcher/src/pmi_server.rs` makes room by closing the connections
+/// that sent nothing valid, the oldest first); we connect again.
+const JOIN_ATTEMPTS: u32 = 6;
+/// The wait before the second attempt; it doubles for each next one (with
+/// up to as much again at random, so ranks do not retry in step).
+const JOIN_BACKOFF: Duration = Duration::from_millis(20);
 
 /// What the launcher told this rank through the environment.
 #[derive(Debug, Clone)]
@@ -107,6 +115,23 @@ impl Wiring {
     }
 }
 
+/// Whether joining may succeed if tried again: the connection could not be
+/// made or closed during the handshake (the service was busy), as opposed
+/// to a service that failed to prove the job's secret.
+fn retriable(e: &Error) -> bool {
+    match e {
+        // Nobody listens (dosrun is gone), or not for us.
+        Error::Wireup { source, .. } => !matches!(
+            source.kind(),
+            io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::NotFound
+                | io::ErrorKind::PermissionDenied
+        ),
+        Error::Transport(dos_transport::Error::Sys { .. }) => true,
+        _ => false,
+    }
+}
+
 fn env(var: &'static str, reason: &'static str) -> Error {
     Error::Environment { var, reason }
 }
@@ -146,7 +171,29 @@ impl Client {
         Client::connect(w).map(Some)
     }
 
+    /// Connects and authenticates, retrying [`JOIN_ATTEMPTS`] times when
+    /// the connection fails or closes during the handshake (not when the
+    /// service proves to hold another secret).
     fn connect(w: Wiring) -> Result<Client> {
+        let mut wait = JOIN_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match Client::connect_once(w.clone()) {
+                Ok(c) => return Ok(c),
+                Err(e) if attempt < JOIN_ATTEMPTS && retriable(&e) => {
+                    let mut r = [0u8; 2];
+                    let _ = auth::fill_random(&mut r);
+                    let jitter = wait.mul_f64(f64::from(u16::from_le_bytes(r)) / 65536.0);
+                    std::thread::sleep(wait + jitter);
+                    wait *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn connect_once(w: Wiring) -> Result<Client> {
         let wrap = |source| Error::Wireup {
             op: "connect",
             source,
@@ -529,5 +576,32 @@ mod tests {
         c.finalize().unwrap();
         assert!(c.fence().is_err());
         server.join().unwrap();
+    }
+
+    /// A service that closes a connection during the handshake (as it does
+    /// to make room under a flood) sees the rank again.
+    #[test]
+    fn joining_is_retried_when_the_service_drops_the_handshake() {
+        use std::os::unix::net::UnixListener;
+        let name = format!("dos-test-client-retry-{}", std::process::id());
+        let a = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let l = UnixListener::bind_addr(&a).unwrap();
+        let server = std::thread::spawn(move || {
+            let ctx = auth_context(0xab);
+            for _ in 0..2 {
+                // Takes the hello, then closes.
+                let (mut s, _) = l.accept().unwrap();
+                let mut h = [0u8; auth::HELLO_LEN];
+                s.read_exact(&mut h).unwrap();
+            }
+            let (mut s, _) = l.accept().unwrap();
+            let secret = Secret::from_hex(SECRET_HEX).unwrap();
+            auth::handshake(&mut s, &secret, &ctx, Role::Responder, SERVICE_ID).unwrap()
+        });
+        let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        w.addr = format!("@{name}");
+        let c = Client::connect(w).unwrap();
+        assert_eq!(server.join().unwrap(), 2);
+        drop(c);
     }
 }

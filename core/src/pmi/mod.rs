@@ -31,6 +31,11 @@
 //! [`dos_transport::auth`]; on the wire-up connection the context is
 //! [`auth_context`], the rank's id its rank and the service's [`SERVICE_ID`].
 //!
+//! A rank whose connection fails or is closed by the service during the
+//! handshake (a service under a flood of strangers makes room that way)
+//! connects again, a few times with a growing, jittered wait; a service that
+//! fails to prove the secret is not retried.
+//!
 //! A program started without `dosrun` has no `DOS_PMI_ADDR`;
 //! [`Client::from_env`] then returns `Ok(None)`.
 //!

@@ -10,7 +10,13 @@
 //!   connection, and a handshake with a wrong secret on a third; the service
 //!   must close both; then exchanges;
 //! * `skip RANK`: rank RANK exits 0 at once without connecting; the others'
-//!   fence must fail.
+//!   fence must fail;
+//! * `flood N`: rank 0 first makes N connections that send junk and close
+//!   (dosrun's log of refusals must stay short), then all exchange;
+//! * `hold N`: rank 0 holds N connections open that send nothing, and keeps
+//!   opening more (up to 4 N in all, for at most 3 s, holding the newest N)
+//!   while every rank joins and exchanges; the other ranks join 300 ms
+//!   late, amid the held connections. Nobody may be crowded out.
 //!
 //! Exits 0 on success, 3 when a wire-up call fails (printing why).
 
@@ -51,6 +57,40 @@ fn probe(mode: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     if mode == "garbage" {
         send_garbage()?;
     }
+    let count = || -> usize { args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100) };
+    let rank0 = std::env::var(pmi::ENV_RANK).ok().as_deref() == Some("0");
+    if mode == "flood" && rank0 {
+        for _ in 0..count() {
+            let mut s = connect_raw()?;
+            let _ = s.write_all(&[b'J'; auth::HELLO_LEN]);
+        }
+    }
+    let mut holder = None;
+    if mode == "hold" {
+        if rank0 {
+            let n = count();
+            let mut held: std::collections::VecDeque<UnixStream> =
+                (0..n).map(|_| connect_raw()).collect::<Result<_, _>>()?;
+            holder = Some(std::thread::spawn(move || {
+                let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                for _ in 0..3 * n {
+                    if std::time::Instant::now() > until {
+                        break;
+                    }
+                    match connect_raw() {
+                        Ok(s) => held.push_back(s),
+                        Err(_) => break,
+                    }
+                    held.pop_front();
+                    std::thread::sleep(std::time::Duration::from_micros(500));
+                }
+                held
+            }));
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+    }
+    let _hold = holder;
     let mut c = Client::from_env()?.ok_or("not started by dosrun (DOS_PMI_ADDR unset)")?;
     let (rank, size) = (c.rank(), c.size());
     if mode == "abort" && rank == 1.min(size - 1) {
@@ -94,6 +134,17 @@ fn probe(mode: &str, args: &[String]) -> Result<(), Box<dyn std::error::Error>> 
     c.finalize()?;
     println!("rank {rank} of {size}: sum {sum}");
     Ok(())
+}
+
+/// A fresh connection to the node's wire-up socket.
+fn connect_raw() -> Result<UnixStream, Box<dyn std::error::Error>> {
+    let addr = std::env::var(pmi::ENV_PMI_ADDR)?;
+    let name = addr
+        .strip_prefix('@')
+        .ok_or("DOS_PMI_ADDR is not abstract")?;
+    Ok(UnixStream::connect_addr(&SocketAddr::from_abstract_name(
+        name.as_bytes(),
+    )?)?)
 }
 
 /// Sends garbage, then a proof made with a wrong secret, on fresh
