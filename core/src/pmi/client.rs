@@ -192,7 +192,13 @@ impl Client {
                 reason: "the wire-up service presented an unexpected id",
             });
         }
-        self.stream.set_read_timeout(None).map_err(io)?;
+        // A service that stops answering (its dosrun or node agent stopped,
+        // or its host lost) must not hold the rank in a read forever.
+        let limit = crate::config::Config::from_env()
+            .unwrap_or_default()
+            .wireup_timeout_ms;
+        let limit = (limit > 0).then(|| Duration::from_millis(limit));
+        self.stream.set_read_timeout(limit).map_err(io)?;
         Ok(())
     }
 
@@ -338,12 +344,29 @@ impl Client {
         req.encode(&mut self.buf)?;
         self.stream.write_all(&self.buf).map_err(io)?;
 
+        // A read timeout (`DOS_WIREUP_TIMEOUT_MS`) says the service stalled.
+        let limit = self.stream.read_timeout().ok().flatten();
+        let stalled = |e: io::Error| match (e.kind(), limit) {
+            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(d)) => io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "no answer from the wire-up service (dosrun or its node agent) \
+                     within {} ms (DOS_WIREUP_TIMEOUT_MS): it is stopped or lost",
+                    d.as_millis()
+                ),
+            ),
+            _ => e,
+        };
         let mut hdr = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut hdr).map_err(io)?;
+        self.stream
+            .read_exact(&mut hdr)
+            .map_err(|e| io(stalled(e)))?;
         let h = Header::decode(&hdr)?;
         self.buf.clear();
         self.buf.resize(h.len, 0);
-        self.stream.read_exact(&mut self.buf).map_err(io)?;
+        self.stream
+            .read_exact(&mut self.buf)
+            .map_err(|e| io(stalled(e)))?;
         Ok(match Reply::decode(h, &self.buf)? {
             Reply::Ok => Answer::Ok,
             Reply::Value(v) => Answer::Value(v.to_vec()),
