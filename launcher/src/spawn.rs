@@ -293,8 +293,22 @@ pub(crate) fn child_setup(
     // for a signal that cannot be caught fails harmlessly (EINVAL).
     unsafe {
         for sig in 1..libc::SIGRTMAX() + 1 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                // The C library reserves a few signals for itself (32, 33
+                // in glibc) and refuses them: ask the kernel directly. An
+                // all-zero kernel sigaction, whatever its layout on this
+                // architecture, is SIG_DFL with no flags and an empty mask.
+                let dfl = [0u64; 4];
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
             }
         }
         let mut set: libc::sigset_t = std::mem::zeroed();
