@@ -293,7 +293,17 @@ fn a_stopped_rank_is_named_after_the_stall_timeout() {
 /// `DOS_WIREUP_TIMEOUT_MS` with a message that says so, instead of hanging.
 #[test]
 fn a_silent_wireup_service_fails_the_rank_in_time() {
-    let name = format!("dos-test-silent-{}", std::process::id());
+    silent_service(true);
+}
+
+/// The same when the service does not even authenticate the rank.
+#[test]
+fn a_wireup_service_silent_from_the_start_fails_the_rank_in_time() {
+    silent_service(false);
+}
+
+fn silent_service(authenticate: bool) {
+    let name = format!("dos-test-silent-{}-{authenticate}", std::process::id());
     let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
     let listener = UnixListener::bind_addr(&addr).unwrap();
     let jobid = 0xabcu64;
@@ -302,14 +312,16 @@ fn a_silent_wireup_service_fails_the_rank_in_time() {
     let server = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
         let ctx = dos::pmi::auth_context(jobid);
-        dos_transport::auth::handshake(
-            &mut s,
-            &secret,
-            &ctx,
-            dos_transport::auth::Role::Responder,
-            dos::pmi::SERVICE_ID,
-        )
-        .unwrap();
+        if authenticate {
+            dos_transport::auth::handshake(
+                &mut s,
+                &secret,
+                &ctx,
+                dos_transport::auth::Role::Responder,
+                dos::pmi::SERVICE_ID,
+            )
+            .unwrap();
+        }
         // Hold the connection, answer nothing, until the rank goes.
         let mut b = [0u8; 256];
         while matches!(s.read(&mut b), Ok(n) if n > 0) {}

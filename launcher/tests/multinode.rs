@@ -437,6 +437,7 @@ fn three_hosts_two_slots_each() {
     scenario_cut_link();
     scenario_strangers();
     scenario_stopped_remote_rank();
+    scenario_stopped_agent_during_wireup();
     scenario_remote_flood_is_bounded();
     kill_during_collectives(6);
     assert_nothing_left(&[], Duration::from_secs(5));
@@ -459,6 +460,72 @@ fn scenario_stopped_remote_rank() {
         "{err}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_nothing_left(&pids, Duration::from_secs(5));
+}
+
+/// The parent of process `pid`.
+fn ppid(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    stat.rsplit(") ")
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A node agent stopped (SIGSTOP) while its ranks start their wire-up:
+/// dosrun loses the host (heartbeat silence), and the agent's ranks, whose
+/// wire-up service no longer answers, fail by themselves after
+/// `DOS_WIREUP_TIMEOUT_MS` instead of waiting in a read forever. Once
+/// continued, the agent cleans up.
+fn scenario_stopped_agent_during_wireup() {
+    let d = TempDir::new("mn-stopped-agent");
+    let body = format!(
+        "{} && sleep 1 && exec {}",
+        common::record_pid(&d),
+        probe()
+    );
+    // The ranks of the other hosts wait in the fence as long: the host is
+    // lost (1 s) before their wire-up times out (4 s).
+    let extra = [
+        "-x",
+        "DOS_WIREUP_TIMEOUT_MS=4000",
+        "--heartbeat-timeout",
+        "1",
+    ];
+    let child = cluster_cmd(&extra, &["sh", "-c", &body])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = d.wait_pids(2 * HOSTS);
+    let agent = ppid(pid_of(&d, 2));
+    let cmd = std::fs::read(format!("/proc/{agent}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmd).contains("--agent"));
+    // SAFETY: kill has no memory effects; the pid is our job's agent.
+    unsafe { libc::kill(agent, libc::SIGSTOP) };
+    let stopped = Instant::now();
+    let behind = [pid_of(&d, 2), pid_of(&d, 3)];
+    while !behind.iter().all(|&p| common::dead(p)) {
+        if stopped.elapsed() > Duration::from_secs(10) {
+            // SAFETY: as above.
+            unsafe { libc::kill(agent, libc::SIGCONT) };
+            panic!("the ranks of a stopped agent still wait in their wire-up");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, err, _) = finish(child);
+    // SAFETY: as above.
+    unsafe { libc::kill(agent, libc::SIGCONT) };
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("dosrun: host 198.18.0.2 (node 1) lost"),
+        "{err}"
+    );
     assert_nothing_left(&pids, Duration::from_secs(5));
 }
 

@@ -176,28 +176,34 @@ impl Client {
             op: "authenticate",
             source,
         };
-        self.stream
-            .set_read_timeout(Some(AUTH_TIMEOUT))
-            .map_err(io)?;
-        let ctx = auth_context(self.w.jobid);
-        let peer = auth::handshake(
-            &mut self.stream,
-            &self.w.secret,
-            &ctx,
-            Role::Initiator,
-            self.w.rank as u64,
-        )?;
-        if peer != SERVICE_ID {
-            return Err(Error::WireupProtocol {
-                reason: "the wire-up service presented an unexpected id",
-            });
-        }
         // A service that stops answering (its dosrun or node agent stopped,
         // or its host lost) must not hold the rank in a read forever.
         let limit = crate::config::Config::from_env()
             .unwrap_or_default()
             .wireup_timeout_ms;
         let limit = (limit > 0).then(|| Duration::from_millis(limit));
+        let auth_limit = limit.map_or(AUTH_TIMEOUT, |l| l.min(AUTH_TIMEOUT));
+        self.stream
+            .set_read_timeout(Some(auth_limit))
+            .map_err(io)?;
+        let ctx = auth_context(self.w.jobid);
+        let peer = match auth::handshake(
+            &mut self.stream,
+            &self.w.secret,
+            &ctx,
+            Role::Initiator,
+            self.w.rank as u64,
+        ) {
+            Err(dos_transport::Error::Sys { source, .. }) if timed_out(&source) => {
+                return Err(io(stalled(auth_limit)));
+            }
+            r => r?,
+        };
+        if peer != SERVICE_ID {
+            return Err(Error::WireupProtocol {
+                reason: "the wire-up service presented an unexpected id",
+            });
+        }
         self.stream.set_read_timeout(limit).map_err(io)?;
         Ok(())
     }
@@ -346,15 +352,8 @@ impl Client {
 
         // A read timeout (`DOS_WIREUP_TIMEOUT_MS`) says the service stalled.
         let limit = self.stream.read_timeout().ok().flatten();
-        let stalled = |e: io::Error| match (e.kind(), limit) {
-            (io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut, Some(d)) => io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!(
-                    "no answer from the wire-up service (dosrun or its node agent) \
-                     within {} ms (DOS_WIREUP_TIMEOUT_MS): it is stopped or lost",
-                    d.as_millis()
-                ),
-            ),
+        let stalled = |e: io::Error| match limit {
+            Some(d) if timed_out(&e) => stalled(d),
             _ => e,
         };
         let mut hdr = [0u8; HEADER_LEN];
@@ -377,6 +376,26 @@ impl Client {
             }
         })
     }
+}
+
+/// Whether `e` is a read that timed out.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The error of a wire-up service silent for `limit`.
+fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no answer from the wire-up service (dosrun or its node agent) within {} ms \
+             (DOS_WIREUP_TIMEOUT_MS): it is stopped or lost",
+            limit.as_millis()
+        ),
+    )
 }
 
 /// An owned reply.
