@@ -336,13 +336,14 @@ impl Agents {
                         start_timeout.as_secs_f64()
                     ),
                 )),
-                (State::Connected, Some(c)) if self.reading && now >= c.last_rx + timeout => lost.push((
-                    n,
-                    format!(
-                        "no heartbeat from its node agent for {} s (agent or link lost)",
-                        timeout.as_secs_f64()
-                    ),
-                )),
+                (State::Connected, Some(c)) if self.reading && now >= c.last_rx + timeout => lost
+                    .push((
+                        n,
+                        format!(
+                            "no heartbeat from its node agent for {} s (agent or link lost)",
+                            timeout.as_secs_f64()
+                        ),
+                    )),
                 _ => {}
             }
         }

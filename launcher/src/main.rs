@@ -377,7 +377,15 @@ fn run(o: RunOpts) -> i32 {
         stall_timeout: o.stall_timeout,
         blame_window: Duration::from_millis(cfg.blame_window_ms),
     };
-    let mut sup = Supervisor::new(&plan, service, local_node, agents, signals, o.tag_output, watch);
+    let mut sup = Supervisor::new(
+        &plan,
+        service,
+        local_node,
+        agents,
+        signals,
+        o.tag_output,
+        watch,
+    );
     if let Some(e) = start_error {
         sup.internal_failure(&e);
     }

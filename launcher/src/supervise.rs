@@ -394,9 +394,10 @@ impl Supervisor {
             self.blame();
         }
         if let Some(stall) = self.stall_timeout {
-            let stuck = self.ranks.iter().find(|r| {
-                !r.done() && r.stopped.is_some_and(|(since, _)| now >= since + stall)
-            });
+            let stuck = self
+                .ranks
+                .iter()
+                .find(|r| !r.done() && r.stopped.is_some_and(|(since, _)| now >= since + stall));
             if let (Some(r), None) = (stuck, &self.cause) {
                 let sig = r.stopped.map_or(0, |(_, s)| s);
                 let what = format!(
@@ -419,13 +420,16 @@ impl Supervisor {
     }
 
     fn poll_timeout(&self, now: Instant) -> i32 {
-        let stall = self.stall_timeout.filter(|_| self.cause.is_none()).and_then(|d| {
-            self.ranks
-                .iter()
-                .filter(|r| !r.done())
-                .filter_map(|r| r.stopped.map(|(since, _)| since + d))
-                .min()
-        });
+        let stall = self
+            .stall_timeout
+            .filter(|_| self.cause.is_none())
+            .and_then(|d| {
+                self.ranks
+                    .iter()
+                    .filter(|r| !r.done())
+                    .filter_map(|r| r.stopped.map(|(since, _)| since + d))
+                    .min()
+            });
         [
             self.timeout_at,
             self.kill_at,
@@ -654,7 +658,10 @@ impl Supervisor {
             return;
         }
         let first = self.suspects.remove(0);
-        self.stop(first.cause, format!("dosrun: {}; stopping the job", first.what));
+        self.stop(
+            first.cause,
+            format!("dosrun: {}; stopping the job", first.what),
+        );
     }
 
     /// Handles what the wire-up service reported.
@@ -1009,7 +1016,11 @@ impl Supervisor {
             Some(Cause::Stalled) => STATUS_STALLED,
             // Ranks that handled the signal and exited with 0 ended well.
             Some(Cause::Interrupted(sig)) => {
-                if self.ranks.iter().all(|r| r.status.is_some_and(ExitCause::success)) {
+                if self
+                    .ranks
+                    .iter()
+                    .all(|r| r.status.is_some_and(ExitCause::success))
+                {
                     0
                 } else {
                     128 + sig

@@ -483,11 +483,7 @@ fn ppid(pid: i32) -> i32 {
 /// continued, the agent cleans up.
 fn scenario_stopped_agent_during_wireup() {
     let d = TempDir::new("mn-stopped-agent");
-    let body = format!(
-        "{} && sleep 1 && exec {}",
-        common::record_pid(&d),
-        probe()
-    );
+    let body = format!("{} && sleep 1 && exec {}", common::record_pid(&d), probe());
     // The ranks of the other hosts wait in the fence as long: the host is
     // lost (1 s) before their wire-up times out (4 s).
     let extra = [
@@ -544,9 +540,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
 fn scenario_remote_flood_is_bounded() {
     const LINES: usize = 400_000; // 100-byte lines: 40 MB per rank
     const LIMIT: u64 = 32 << 20;
-    let body = format!(
-        "yes \"$DOS_RANK $(printf '%0097d' 0)\" | head -n {LINES}"
-    );
+    let body = format!("yes \"$DOS_RANK $(printf '%0097d' 0)\" | head -n {LINES}");
     let mut child = cluster_cmd(&["-n", "2", "--map-by", "node"], &["sh", "-c", &body])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -567,8 +561,14 @@ fn scenario_remote_flood_is_bounded() {
                 break;
             }
             partial.extend_from_slice(&buf[..n]);
-            let end = partial.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-            for l in partial[..end].split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let end = partial
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            for l in partial[..end]
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty())
+            {
                 let l = String::from_utf8_lossy(l);
                 match (l.get(..1), l.get(1..)) {
                     (Some("0"), Some(t)) if t == want_tail => counts[0] += 1,
@@ -593,7 +593,12 @@ fn scenario_remote_flood_is_bounded() {
     }
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
     let (counts, bad, rest) = reader.join().unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert_eq!((counts, bad, rest), ([LINES, LINES], 0, 0), "{err}");
@@ -612,7 +617,9 @@ fn kill_during_collectives(trials: usize) {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
     let prog = examples.join("collcheck");
     if !prog.exists() {
-        eprintln!("skipped the blame trials: build the examples first (cargo build --examples -p dos)");
+        eprintln!(
+            "skipped the blame trials: build the examples first (cargo build --examples -p dos)"
+        );
         return;
     }
     let mut wrong = Vec::new();
@@ -644,7 +651,9 @@ fn kill_during_collectives(trials: usize) {
             || !first.starts_with(&format!("dosrun: rank {victim} (pid {vpid}) "))
             || !first.contains("killed by signal 9 (SIGKILL)")
         {
-            wrong.push(format!("trial {t}: killed rank {victim}, status {code}: {err}"));
+            wrong.push(format!(
+                "trial {t}: killed rank {victim}, status {code}: {err}"
+            ));
         }
         assert_nothing_left(&pids, Duration::from_secs(5));
     }

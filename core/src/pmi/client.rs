@@ -183,9 +183,7 @@ impl Client {
             .wireup_timeout_ms;
         let limit = (limit > 0).then(|| Duration::from_millis(limit));
         let auth_limit = limit.map_or(AUTH_TIMEOUT, |l| l.min(AUTH_TIMEOUT));
-        self.stream
-            .set_read_timeout(Some(auth_limit))
-            .map_err(io)?;
+        self.stream.set_read_timeout(Some(auth_limit)).map_err(io)?;
         let ctx = auth_context(self.w.jobid);
         let peer = match auth::handshake(
             &mut self.stream,
