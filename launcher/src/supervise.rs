@@ -380,6 +380,8 @@ impl Supervisor {
     fn deadlines(&mut self, now: Instant) {
         if self.timeout_at.is_some_and(|t| now >= t) {
             self.timeout_at = None;
+            // A failure seen before the timeout keeps its blame.
+            self.blame();
             let secs = self.timeout.map_or(0.0, |d| d.as_secs_f64());
             self.stop(
                 Cause::Timeout,

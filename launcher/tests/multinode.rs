@@ -436,11 +436,31 @@ fn three_hosts_two_slots_each() {
     scenario_killed_agent();
     scenario_cut_link();
     scenario_strangers();
+    scenario_interrupted();
     scenario_stopped_remote_rank();
     scenario_stopped_agent_during_wireup();
     scenario_remote_flood_is_bounded();
     kill_during_collectives(6);
     assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+/// SIGTERM to dosrun: forwarded to every host; the job was interrupted, no
+/// rank is blamed for dying of it; status 128 + 15.
+fn scenario_interrupted() {
+    let d = TempDir::new("mn-term");
+    let (child, pids) = start_sleepers(&d, &[]);
+    // SAFETY: signalling a child we started and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (code, err, took) = finish(child);
+    assert_eq!(code, 143, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("dosrun: ")).collect();
+    assert_eq!(
+        lines,
+        ["dosrun: interrupted by signal 15 (SIGTERM), forwarded to the ranks; stopping the job"],
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert_nothing_left(&pids, Duration::from_secs(5));
 }
 
 /// `--stall-timeout`: a remote rank stopped with SIGSTOP (its agent
