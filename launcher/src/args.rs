@@ -713,4 +713,20 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn stall_timeout() {
+        let Ok(Action::Run(o)) = p(&["--stall-timeout", "2.5", "-n", "1", "p"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.stall_timeout, Some(Duration::from_millis(2500)));
+        let Ok(Action::Run(o)) = p(&["-n", "1", "p"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.stall_timeout, None);
+        for v in ["0", "-1", "x", "inf"] {
+            let m = err(&["--stall-timeout", v, "-n", "1", "p"]);
+            assert!(m.starts_with("--stall-timeout: "), "{v}: {m}");
+        }
+    }
 }
