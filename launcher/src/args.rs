@@ -167,7 +167,8 @@ Each rank's stdout and stderr go to dosrun's, line by line; stdin goes to rank 0
 when rank 0 runs on this machine.
 Signals INT, TERM, HUP, USR1 and USR2 sent to dosrun are forwarded to every rank;
 after INT, TERM or HUP the job ends (SIGKILL after the grace period) and dosrun
-says it was interrupted. Ranks start with default signal dispositions and mask.
+says it was interrupted (HUP stays ignored if dosrun started with it ignored, as
+under nohup). Ranks start with default signal dispositions and mask.
 When a rank fails, the others are stopped (SIGTERM, then SIGKILL after the grace
 period) and dosrun exits with the failed rank's status (128+N for signal N). The
 rank blamed is the first that died by itself: a rank killed by a signal is blamed

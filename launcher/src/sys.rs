@@ -256,7 +256,8 @@ pub const HANDLED_SIGNALS: [i32; 5] = [
 /// A signalfd receiving [`HANDLED_SIGNALS`] and SIGCHLD, which are blocked
 /// in this thread. A blocked signal is queued even when its disposition is
 /// to ignore it (as `dosrun ... &` in a script inherits SIGINT), so dosrun
-/// sees every one of them. SIGCHLD tells of children stopped and continued
+/// sees every one of them, except SIGHUP when it is ignored (`nohup
+/// dosrun ...` asks to survive a hangup). SIGCHLD tells of children stopped and continued
 /// ([`stop_reports`]); their exits are watched through pidfds.
 #[derive(Debug)]
 pub struct SignalFd(OwnedFd);
@@ -270,6 +271,10 @@ impl SignalFd {
         unsafe {
             libc::sigemptyset(&mut set);
             for s in HANDLED_SIGNALS {
+                // Started under nohup: hangups stay ignored, not forwarded.
+                if s == libc::SIGHUP && ignored(s) {
+                    continue;
+                }
                 libc::sigaddset(&mut set, s);
             }
             libc::sigaddset(&mut set, libc::SIGCHLD);
@@ -308,6 +313,15 @@ impl SignalFd {
         };
         (r == n as isize).then_some(si.ssi_signo as i32)
     }
+}
+
+/// Whether signal `sig` is ignored (its disposition is SIG_IGN).
+fn ignored(sig: i32) -> bool {
+    // SAFETY: an all-zero sigaction is valid storage for the old action.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
 }
 
 /// Children stopped or continued since the last call, as the kernel

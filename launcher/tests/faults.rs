@@ -246,6 +246,37 @@ fn sigint_ends_the_job_when_dosrun_started_with_it_ignored() {
     assert_all_dead(&pids);
 }
 
+/// `nohup dosrun ...`: dosrun started with SIGHUP ignored keeps it ignored
+/// (the job survives a hangup), while SIGINT is taken as usual.
+#[test]
+fn a_hangup_is_ignored_under_nohup() {
+    let d = TempDir::new("nohup");
+    let script = format!("{}; exec sleep 1", record_pid(&d));
+    let mut cmd = common::dosrun();
+    cmd.args(["-n", "2", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: the closure runs in the child before exec and only calls
+    // signal(2), which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pids = d.wait_pids(2);
+    // SAFETY: signalling a child we started and have not reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    let status = wait_child(&mut child, common::LIMIT);
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert_all_dead(&pids);
+}
+
 /// `--stall-timeout`: a rank stopped with SIGSTOP for that long stops the
 /// job, named, with status 124; a rank stopped and continued in time does
 /// not.
