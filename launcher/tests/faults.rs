@@ -284,7 +284,7 @@ fn a_hangup_is_ignored_under_nohup() {
 fn a_stopped_rank_is_named_after_the_stall_timeout() {
     let d = TempDir::new("stall");
     let script = format!("{}; exec sleep 100", record_pid(&d));
-    let mut child = common::start(&["-n", "3", "--stall-timeout", "0.6", "sh", "-c", &script]);
+    let mut child = common::start(&["-n", "3", "--stall-timeout", "1.5", "sh", "-c", &script]);
     let pids = d.wait_pids(3);
     let pid = |r: usize| -> i32 {
         std::fs::read_to_string(d.path().join(format!("pid.{r}")))
@@ -299,7 +299,7 @@ fn a_stopped_rank_is_named_after_the_stall_timeout() {
     std::thread::sleep(Duration::from_millis(200));
     // SAFETY: as above.
     unsafe { libc::kill(pid(0), libc::SIGCONT) };
-    std::thread::sleep(Duration::from_millis(700));
+    std::thread::sleep(Duration::from_millis(1700));
     assert!(child.try_wait().unwrap().is_none(), "the job ended early");
     let t = Instant::now();
     // SAFETY: as above.
@@ -313,7 +313,7 @@ fn a_stopped_rank_is_named_after_the_stall_timeout() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(
         lines[0].starts_with(&format!("dosrun: rank 2 (pid {}) on host ", pid(2)))
-            && lines[0].contains("has been stopped by signal 19 (SIGSTOP) for 0.6 s"),
+            && lines[0].contains("has been stopped by signal 19 (SIGSTOP) for 1.5 s"),
         "{err}"
     );
     assert_all_dead(&pids);
