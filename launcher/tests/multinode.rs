@@ -553,7 +553,8 @@ fn peak_rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Two remote ranks write 40 MB each; dosrun's stdout is read slowly.
+/// Two remote ranks write 40 MB each; dosrun's stdout is not read for 3 s,
+/// then slowly.
 /// Everything arrives, line for line, while dosrun's peak memory stays far
 /// below the flood: it stops reading the agents' connections while its
 /// output queue is full, and no host is declared lost meanwhile.
@@ -575,6 +576,9 @@ fn scenario_remote_flood_is_bounded() {
         let mut partial = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         let want_tail = format!(" {:097}", 0);
+        // A reader stalled longer than the heartbeat timeout (2 s): the
+        // agents' heartbeats wait behind their output, no host is lost.
+        std::thread::sleep(Duration::from_secs(3));
         loop {
             let n = stdout.read(&mut buf).unwrap();
             if n == 0 {
