@@ -1,4 +1,9 @@
 //! The rank side of the wire-up service: one blocking connection to `dosrun`.
+//!
+//! Every read waits at most `DOS_WIREUP_TIMEOUT_MS` (120 s; 0: no limit), the
+//! authentication at most 30 s: a service that stops answering (its dosrun
+//! or node agent stopped, its host lost) fails the call with an error that
+//! says so, rather than holding the rank forever.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
