@@ -95,6 +95,16 @@ pub const TUNABLES: &[Tunable] = &[
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
     },
+    Tunable {
+        name: "DOS_BLAME_WINDOW_MS",
+        default: "200",
+        help: "dosrun: after a rank exits with a non-zero status or aborts, milliseconds dosrun waits for evidence of an earlier death (a rank killed by a signal, a host lost) before it blames that rank and stops the job; a peer's transport error is then reported as a consequence",
+    },
+    Tunable {
+        name: "DOS_WIREUP_TIMEOUT_MS",
+        default: "120000",
+        help: "milliseconds a rank waits for an answer of its node's wire-up service (dosrun or its node agent) before it fails with an error naming the stall; 0: no limit",
+    },
 ];
 
 /// Which rendezvous protocol large messages use (`DOS_RNDV`).
@@ -186,6 +196,10 @@ pub struct Config {
     pub node_coll_bytes: usize,
     /// `DOS_KILL_GRACE_MS`.
     pub kill_grace_ms: u64,
+    /// `DOS_BLAME_WINDOW_MS`.
+    pub blame_window_ms: u64,
+    /// `DOS_WIREUP_TIMEOUT_MS` (0: none).
+    pub wireup_timeout_ms: u64,
     /// `DOS_ROCE_MTU`.
     pub roce_mtu: u32,
     /// `DOS_ROCE_GSO`.
@@ -310,6 +324,8 @@ impl Config {
                 reason: "must be auto or a comma list of shm, tcp, roce and verbs",
             })?,
             kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
+            blame_window_ms: num("DOS_BLAME_WINDOW_MS", &raw("DOS_BLAME_WINDOW_MS"))?,
+            wireup_timeout_ms: num("DOS_WIREUP_TIMEOUT_MS", &raw("DOS_WIREUP_TIMEOUT_MS"))?,
         })
     }
 }

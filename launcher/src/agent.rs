@@ -6,7 +6,9 @@
 //! the node's shared segment, binds and starts the node's ranks exactly as
 //! dosrun starts local ones, serves their wire-up socket (forwarding fences
 //! to dosrun), relays their output and exit statuses, forwards signals, and
-//! sends a heartbeat every interval.
+//! sends a heartbeat every interval. It reports its ranks stopped and
+//! continued (SIGCHLD) for dosrun's `--stall-timeout`, and stops reading
+//! their pipes while its queue towards dosrun is full (back-pressure).
 //!
 //! It kills its ranks (SIGKILL to their process groups) and exits when
 //! dosrun says so (`Exit`), when the control connection closes or stays
@@ -513,7 +515,9 @@ impl Agent {
             }
             Tag::Signal => {
                 while let Some(sig) = self.signals.next() {
-                    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+                    if sig == libc::SIGCHLD {
+                        self.on_sigchld();
+                    } else if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
                         // Our end: the ranks end with us.
                         self.stdin_open = false;
                     } else {
@@ -556,6 +560,8 @@ impl Agent {
                             self.kill_all(libc::SIGKILL);
                         } else {
                             self.kill_all(libc::SIGTERM);
+                            // A stopped rank takes its SIGTERM.
+                            self.kill_all(libc::SIGCONT);
                             self.kill_at =
                                 Some(Instant::now() + Duration::from_millis(u64::from(grace_ms)));
                         }
@@ -571,6 +577,20 @@ impl Agent {
             }
         }
         false
+    }
+
+    /// Tells dosrun which ranks were stopped or continued (dosrun's
+    /// `--stall-timeout` watches them).
+    fn on_sigchld(&mut self) {
+        for (pid, stop) in sys::stop_reports() {
+            if let Some(r) = self.ranks.iter().find(|r| r.pid == pid) {
+                let m = FromAgent::Stopped {
+                    rank: r.rank as u32,
+                    sig: stop.unwrap_or(0),
+                };
+                self.ctl.send(|o| m.encode(o));
+            }
+        }
     }
 
     fn on_exit(&mut self, i: usize) {

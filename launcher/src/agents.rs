@@ -10,6 +10,12 @@
 //! [`Assign`]ment. Both ends then send a heartbeat every interval; a node
 //! whose connection is silent for the timeout, closes, or whose launch
 //! agent exits before it connected, is lost ([`AgentEvent::Lost`]).
+//!
+//! The supervisor stops reading the connections while its output is full
+//! ([`Agents::set_reading`]): the agents' frames then wait in the kernel's
+//! buffers and in the agents' bounded queues, whose ranks block on their
+//! pipes. Silence is not counted while dosrun does not read: an agent's
+//! heartbeats wait behind its output, they are not missing.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -148,6 +154,8 @@ pub struct Agents {
     log: RefusalLog,
     /// The listener is not polled until then (out of descriptors).
     accept_paused: Option<Instant>,
+    /// The connections are read (false: back-pressure).
+    reading: bool,
 }
 
 /// The address of this machine that reaches `remote` (no packet is sent:
@@ -182,6 +190,7 @@ impl Agents {
             events: Vec::new(),
             log: RefusalLog::new("control"),
             accept_paused: None,
+            reading: true,
         })
     }
 
@@ -262,6 +271,18 @@ impl Agents {
         Ok(())
     }
 
+    /// Whether the agents' connections are read (`false` while dosrun's
+    /// output is full). Heartbeat silence counts only while they are read:
+    /// when reading resumes at `now`, every connection counts as heard.
+    pub fn set_reading(&mut self, on: bool, now: Instant) {
+        if on && !self.reading {
+            for c in self.nodes.values_mut().filter_map(|r| r.conn.as_mut()) {
+                c.last_rx = c.last_rx.max(now);
+            }
+        }
+        self.reading = on;
+    }
+
     /// Adds the descriptors to poll.
     pub fn poll_fds(&self, out: &mut Vec<(libc::pollfd, AgentTag)>) {
         let pfd = |fd, events| libc::pollfd {
@@ -283,7 +304,7 @@ impl Agents {
         }
         for (&n, r) in &self.nodes {
             if let Some(c) = &r.conn {
-                let mut ev = libc::POLLIN;
+                let mut ev = if self.reading { libc::POLLIN } else { 0 };
                 if c.wants_write() {
                     ev |= libc::POLLOUT;
                 }
@@ -304,7 +325,7 @@ impl Agents {
         for r in self.nodes.values() {
             match r.state {
                 State::Launching => d.push(r.started + self.cfg.start_timeout),
-                State::Connected => {
+                State::Connected if self.reading => {
                     if let Some(c) = &r.conn {
                         d.push(c.last_rx + self.cfg.timeout);
                     }
@@ -357,13 +378,14 @@ impl Agents {
                         start_timeout.as_secs_f64()
                     ),
                 )),
-                (State::Connected, Some(c)) if now >= c.last_rx + timeout => lost.push((
-                    n,
-                    format!(
-                        "no heartbeat from its node agent for {} s (agent or link lost)",
-                        timeout.as_secs_f64()
-                    ),
-                )),
+                (State::Connected, Some(c)) if self.reading && now >= c.last_rx + timeout => lost
+                    .push((
+                        n,
+                        format!(
+                            "no heartbeat from its node agent for {} s (agent or link lost)",
+                            timeout.as_secs_f64()
+                        ),
+                    )),
                 _ => {}
             }
         }

@@ -77,6 +77,8 @@ pub struct RunOpts {
     pub heartbeat_interval: Option<Duration>,
     /// `--heartbeat-timeout`.
     pub heartbeat_timeout: Option<Duration>,
+    /// `--stall-timeout`: a rank stopped this long stops the job.
+    pub stall_timeout: Option<Duration>,
     /// The program, as given.
     pub program: OsString,
     /// Its arguments.
@@ -132,6 +134,8 @@ Options:
   --timeout SECS         stop the job after SECS seconds (fractions allowed); exit status 124
   --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
                          (default: DOS_KILL_GRACE_MS, 200)
+  --stall-timeout SECS   stop the job when a rank stays stopped (SIGSTOP, SIGTSTP, a
+                         debugger) for SECS seconds, naming it; exit status 124
   -x NAME[=VALUE]        export NAME (its current value, or VALUE) to the ranks; repeatable
   --launch-agent CMD     how to start node agents on remote hosts (default
                          \"ssh -o BatchMode=yes\"); CMD is split at spaces, the host is
@@ -161,12 +165,19 @@ host's ranks. A host whose agent or link is lost stops the job (exit status 1).
 
 Each rank's stdout and stderr go to dosrun's, line by line; stdin goes to rank 0
 when rank 0 runs on this machine.
-Signals INT, TERM, HUP, USR1 and USR2 sent to dosrun are forwarded to every rank.
+Signals INT, TERM, HUP, USR1 and USR2 sent to dosrun are forwarded to every rank;
+after INT, TERM or HUP the job ends (SIGKILL after the grace period) and dosrun
+says it was interrupted (HUP stays ignored if dosrun started with it ignored, as
+under nohup). Ranks start with default signal dispositions and mask.
 When a rank fails, the others are stopped (SIGTERM, then SIGKILL after the grace
-period) and dosrun exits with the failed rank's status (128+N for signal N).
+period) and dosrun exits with the failed rank's status (128+N for signal N). The
+rank blamed is the first that died by itself: a rank killed by a signal is blamed
+before peers that exited or aborted within DOS_BLAME_WINDOW_MS (their transport
+errors are listed as consequences).
 
-Exit status: 0 when every rank exited 0; the first failed rank's status; 124 on
---timeout; the code given to abort; 1 when a host was lost; 2 for a usage error;
+Exit status: 0 when every rank exited 0; the blamed rank's status; 124 on
+--timeout or --stall-timeout; the code given to abort; 128+N when interrupted by
+signal N; 1 when a host was lost; 2 for a usage error;
 126/127 when the program cannot be executed; 125 when dosrun itself fails.
 ";
 
@@ -193,6 +204,7 @@ where
     let mut agent_path: Option<PathBuf> = None;
     let mut heartbeat_interval = None;
     let mut heartbeat_timeout = None;
+    let mut stall_timeout = None;
 
     while let Some(arg) = it.next() {
         let bytes = arg.as_encoded_bytes();
@@ -356,6 +368,11 @@ where
                 }
                 heartbeat_timeout = Some(t);
             }
+            "stall-timeout" => {
+                let t = parse_timeout(&value("a number of seconds")?)
+                    .map_err(|_| usage("--stall-timeout: not a positive number of seconds"))?;
+                stall_timeout = Some(t);
+            }
             _ => return Err(usage(format!("unknown option {text}"))),
         }
     }
@@ -389,6 +406,7 @@ where
         agent_path,
         heartbeat_interval,
         heartbeat_timeout,
+        stall_timeout,
         program,
         args: it.collect(),
     })))
@@ -695,5 +713,21 @@ mod tests {
                 (OsString::from("A"), OsString::from("2")),
             ]
         );
+    }
+
+    #[test]
+    fn stall_timeout() {
+        let Ok(Action::Run(o)) = p(&["--stall-timeout", "2.5", "-n", "1", "p"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.stall_timeout, Some(Duration::from_millis(2500)));
+        let Ok(Action::Run(o)) = p(&["-n", "1", "p"]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.stall_timeout, None);
+        for v in ["0", "-1", "x", "inf"] {
+            let m = err(&["--stall-timeout", v, "-n", "1", "p"]);
+            assert!(m.starts_with("--stall-timeout: "), "{v}: {m}");
+        }
     }
 }

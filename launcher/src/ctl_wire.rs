@@ -9,7 +9,7 @@
 //! offset  size  field
 //!      0     2  magic, b"DC"
 //!      2     1  version, VERSION (1)
-//!      3     1  kind: 0x01..=0x07 dosrun -> agent, 0x81..=0x89 agent -> dosrun
+//!      3     1  kind: 0x01..=0x07 dosrun -> agent, 0x81..=0x8a agent -> dosrun
 //!      4     4  len: body length, u32 little-endian, at most MAX_BODY
 //! ```
 //!
@@ -35,6 +35,7 @@
 //! | 0x87 | `Abort` | u32 rank, i32 code, str msg |
 //! | 0x88 | `Log` | str line |
 //! | 0x89 | `Heartbeat` | empty |
+//! | 0x8a | `Stopped` | u32 rank, i32 signal that stopped it (0: it was continued) |
 //!
 //! Decoding never panics, and never allocates more than the frame holds: a
 //! short, oversized or malformed frame is a [`WireError`]. Bad frames can only
@@ -89,6 +90,8 @@ pub mod kind {
     pub const OUTPUT: u8 = 0x83;
     /// [`super::FromAgent::Exited`].
     pub const EXITED: u8 = 0x84;
+    /// [`super::FromAgent::Stopped`].
+    pub const STOPPED: u8 = 0x8a;
     /// [`super::FromAgent::FenceEnter`].
     pub const FENCE_ENTER: u8 = 0x85;
     /// [`super::FromAgent::Left`].
@@ -225,6 +228,14 @@ pub enum FromAgent {
     Log(String),
     /// The agent is alive.
     Heartbeat,
+    /// A rank was stopped (`sig` > 0: SIGSTOP, SIGTSTP, ...) or continued
+    /// (`sig` 0), as the kernel reported it to the agent.
+    Stopped {
+        /// The rank.
+        rank: u32,
+        /// The signal that stopped it; 0 when it runs again.
+        sig: i32,
+    },
 }
 
 fn header(kind: u8, out: &mut Vec<u8>) -> usize {
@@ -428,6 +439,11 @@ impl FromAgent {
                 put_bytes(out, l.as_bytes());
             }
             FromAgent::Heartbeat => start = header(kind::HEARTBEAT_UP, out),
+            FromAgent::Stopped { rank, sig } => {
+                start = header(kind::STOPPED, out);
+                put_u32(out, *rank);
+                put_i32(out, *sig);
+            }
         }
         finish(start, out)
     }
@@ -480,6 +496,10 @@ impl FromAgent {
             },
             kind::LOG => FromAgent::Log(r.string()?),
             kind::HEARTBEAT_UP => FromAgent::Heartbeat,
+            kind::STOPPED => FromAgent::Stopped {
+                rank: r.u32()?,
+                sig: r.i32()?,
+            },
             _ => return Err(WireError("unknown frame kind for dosrun")),
         };
         r.end()?;
@@ -647,6 +667,10 @@ mod tests {
             [b'D', b'C', 1, 0x81, 8, 0, 0, 0, 3, 0, 0, 0, 77, 0, 0, 0]
         );
         assert_eq!(
+            from_bytes(&FromAgent::Stopped { rank: 3, sig: 19 }),
+            [b'D', b'C', 1, 0x8a, 8, 0, 0, 0, 3, 0, 0, 0, 19, 0, 0, 0]
+        );
+        assert_eq!(
             from_bytes(&FromAgent::Exited {
                 rank: 1,
                 cause: ExitCause::Signaled {
@@ -724,6 +748,8 @@ mod tests {
         });
         round_from(FromAgent::Log("dosrun: x".into()));
         round_from(FromAgent::Heartbeat);
+        round_from(FromAgent::Stopped { rank: 4, sig: 19 });
+        round_from(FromAgent::Stopped { rank: 4, sig: 0 });
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ```text
 //! dosrun [-n N] [-H HOSTS | --hostfile FILE] [--map-by slot|node] [-N N] [--oversubscribe]
 //!        [--bind-to core|numa|none] [--report-bindings] [--tag-output] [--timeout SECS]
-//!        [--grace MS] [-x NAME[=VALUE]] [--] PROGRAM [ARGS]
+//!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]] [--] PROGRAM [ARGS]
 //! dosrun --topology | --info | --help | --version
 //! ```
 //!
@@ -18,8 +18,9 @@
 //!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
 //!   stdio pipes, the node's shared segment inherited);
-//! * `supervise`: the poll loop: exits, output relay, signals, stopping the
-//!   job on failure, exit status;
+//! * `supervise`: the poll loop: exits, output relay with back-pressure,
+//!   signals, stopped ranks (`--stall-timeout`), stopping the job on
+//!   failure, which rank to blame, exit status;
 //! * `agents`, `ctl`, `ctl_wire`: node agents on the other hosts (launch
 //!   through ssh, authenticated control connections, heartbeats), and
 //!   `agent`: the agent itself (`dosrun --agent`, hidden);
@@ -62,7 +63,7 @@ use hosts::{Host, HostKind, LocalHost};
 use plan::{Plan, Request};
 use pmi_server::Service;
 use spawn::Launcher;
-use supervise::{Supervisor, STATUS_INTERNAL};
+use supervise::{Supervisor, Watch, STATUS_INTERNAL};
 use sys::SignalFd;
 use topology::Topology;
 
@@ -433,6 +434,12 @@ fn run(o: RunOpts) -> i32 {
     // Reading a terminal that is not ours would stop dosrun (SIGTTIN).
     let relay_stdin = !sys::is_background_tty(0);
 
+    let watch = Watch {
+        grace,
+        timeout: o.timeout,
+        stall_timeout: o.stall_timeout,
+        blame_window: Duration::from_millis(cfg.blame_window_ms),
+    };
     let mut sup = Supervisor::new(
         &plan,
         service,
@@ -440,8 +447,7 @@ fn run(o: RunOpts) -> i32 {
         agents,
         signals,
         o.tag_output,
-        grace,
-        o.timeout,
+        watch,
     );
     if let Some(e) = start_error {
         sup.internal_failure(&e);

@@ -248,7 +248,7 @@ impl Launcher {
 
 /// Runs in the child after fork, before exec: parent-death signal (and
 /// the check that the parent is still there), the segment kept open at its
-/// number, default signal mask and SIGPIPE, the descriptor limit, the
+/// number, default signal dispositions and mask, the descriptor limit, the
 /// affinity. Only async-signal-safe calls. Also used for launch agents.
 pub(crate) fn child_setup(
     parent: i32,
@@ -281,17 +281,41 @@ pub(crate) fn child_setup(
             return Err(io::Error::last_os_error());
         }
     }
-    // dosrun blocks the signals it reads through its signalfd, and ignores
-    // SIGPIPE; the rank starts with neither.
+    // dosrun blocks the signals it reads through its signalfd and ignores
+    // SIGPIPE, and may itself have been started with signals ignored (a
+    // `dosrun ... &` in a script inherits SIGINT and SIGQUIT ignored): the
+    // rank starts, as under mpirun, with every disposition at its default
+    // and an empty mask, so that a forwarded SIGINT does what it says.
+    // Dispositions first, so that no signal pending under the mask runs
+    // an inherited disposition when the mask is cleared.
     // SAFETY: an all-zero sigset_t is valid storage for sigemptyset; the
-    // calls are async-signal-safe and only touch `set`.
+    // calls are async-signal-safe and only touch `set`; setting SIG_DFL
+    // for a signal that cannot be caught fails harmlessly (EINVAL).
     unsafe {
+        for sig in 1..libc::SIGRTMAX() + 1 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
+                // The C library reserves a few signals for itself (32, 33
+                // in glibc) and refuses them: ask the kernel directly. An
+                // all-zero kernel sigaction, whatever its layout on this
+                // architecture, is SIG_DFL with no flags and an empty mask.
+                let dfl = [0u64; 4];
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    dfl.as_ptr(),
+                    std::ptr::null_mut::<u64>(),
+                    8usize,
+                );
+            }
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
             return Err(io::Error::last_os_error());
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     if let Some(l) = nofile {
         // SAFETY: valid in-pointer; lowering the soft limit cannot fail

@@ -8,6 +8,39 @@
 //! is also its process group id; dosrun reaps no rank before the job ends, so
 //! a dead rank stays a zombie that keeps its group id from being reused, and
 //! `kill(-pgid)` reaches whatever the rank left behind.
+//!
+//! **Blame.** When a rank dies, its peers see their connections to it fail
+//! and often exit or abort ("transport error") before the kernel's word of
+//! the death itself reaches dosrun: a socket closes before the dying
+//! process's pidfd becomes readable, and a remote death travels through its
+//! node agent. So dosrun ranks the evidence: a rank killed by a signal, a
+//! lost host, a rank that could not start, `--timeout` and `--stall-timeout`
+//! are causes and stop the job at once; a non-zero exit or an abort may be a
+//! consequence, and opens a window (`DOS_BLAME_WINDOW_MS`, 200 ms) in which
+//! a cause, if one comes, takes the blame. At the end of the window (or once
+//! every rank has ended) the first such failure is blamed. The blamed
+//! failure is printed first and gives the exit status (137 for a SIGKILL);
+//! the failures seen before the decision follow as consequences, and what
+//! dies of the stop itself is not reported.
+//!
+//! **Interruption.** SIGINT, SIGTERM or SIGHUP sent to dosrun is forwarded to
+//! every rank, dosrun says that the job was interrupted (blaming no rank)
+//! and ends the job after the grace; its exit status is 128 plus the signal
+//! unless every rank handled the signal and exited with 0. A second such
+//! signal kills the job at once.
+//!
+//! **Stalls.** SIGCHLD tells dosrun (and each node agent, which forwards it)
+//! that a rank was stopped (SIGSTOP, SIGTSTP, a debugger) or continued. With
+//! `--stall-timeout SECS`, a rank stopped for that long stops the job with a
+//! line naming it (exit status 124, as `--timeout`). A stopped rank stops
+//! every rank waiting on it, and is the one stall the kernel reports for
+//! certain; a rank spinning without progress is left to `--timeout`.
+//!
+//! **Back-pressure.** When one of dosrun's outputs has [`HIGH_WATER`] bytes
+//! queued, dosrun stops reading the ranks' pipes and the node agents'
+//! connections (the agents in turn stop reading their ranks' pipes, whose
+//! writers block). Heartbeat silence is not held against an agent while its
+//! connection is not read.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -26,6 +59,10 @@ pub const STATUS_TIMEOUT: i32 = 124;
 pub const STATUS_INTERNAL: i32 = 125;
 /// Exit status when a host of the job was lost (its node agent or its link).
 pub const STATUS_HOST_LOST: i32 = 1;
+/// Exit status when a rank stayed stopped longer than `--stall-timeout`.
+pub const STATUS_STALLED: i32 = STATUS_TIMEOUT;
+/// Most consequences listed after the blamed failure.
+const MAX_CONSEQUENCES: usize = 8;
 
 /// Output queued for one of dosrun's descriptors beyond which dosrun stops
 /// reading the ranks' pipes (they block: back-pressure).
@@ -53,6 +90,8 @@ pub struct RankRecord {
     pub remote: bool,
     /// It never started, or its host was lost: nothing to wait for.
     pub lost: bool,
+    /// Since when it is stopped, and by which signal.
+    stopped: Option<(Instant, i32)>,
     pidfd: Option<OwnedFd>,
 }
 
@@ -71,6 +110,19 @@ enum Cause {
     StartFailed(i32),
     HostLost,
     Internal,
+    /// dosrun received this signal (SIGINT, SIGTERM, SIGHUP).
+    Interrupted(i32),
+    Stalled,
+}
+
+/// A failure that may be the consequence of another (a non-zero exit, an
+/// abort), waiting for the blame window to close.
+#[derive(Debug)]
+struct Suspect {
+    rank: usize,
+    cause: Cause,
+    /// What happened, without the `dosrun: ` prefix.
+    what: String,
 }
 
 #[derive(Debug)]
@@ -121,6 +173,25 @@ pub struct Supervisor {
     drain_until: Option<Instant>,
     cause: Option<Cause>,
     stop_signals: u32,
+    /// Failures that may be consequences, in the order seen.
+    suspects: Vec<Suspect>,
+    /// When the first suspect gets the blame if no cause came.
+    blame_at: Option<Instant>,
+    blame_window: Duration,
+    stall_timeout: Option<Duration>,
+}
+
+/// How a job is watched (from the options and tunables).
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Time between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// `--timeout`.
+    pub timeout: Option<Duration>,
+    /// `--stall-timeout`.
+    pub stall_timeout: Option<Duration>,
+    /// `DOS_BLAME_WINDOW_MS`.
+    pub blame_window: Duration,
 }
 
 impl Supervisor {
@@ -128,7 +199,6 @@ impl Supervisor {
     /// with [`Supervisor::add`]; `service` serves node `local_node` (the
     /// node of this host, if it has ranks), and
     /// `agents` runs the other nodes.
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         plan: &Plan,
         service: Service,
@@ -136,9 +206,14 @@ impl Supervisor {
         agents: Option<Agents>,
         signals: SignalFd,
         tag_output: bool,
-        grace: Duration,
-        timeout: Option<Duration>,
+        watch: Watch,
     ) -> Supervisor {
+        let Watch {
+            grace,
+            timeout,
+            stall_timeout,
+            blame_window,
+        } = watch;
         let mut ranks = Vec::with_capacity(plan.size());
         let mut streams = Vec::with_capacity(2 * plan.size());
         for p in plan.ranks() {
@@ -158,6 +233,7 @@ impl Supervisor {
                 node: p.node_id,
                 remote: !plan.nodes()[p.node_id].local,
                 lost: false,
+                stopped: None,
                 pidfd: None,
             });
         }
@@ -178,6 +254,10 @@ impl Supervisor {
             drain_until: None,
             cause: None,
             stop_signals: 0,
+            suspects: Vec::new(),
+            blame_at: None,
+            blame_window,
+            stall_timeout,
         }
     }
 
@@ -250,6 +330,8 @@ impl Supervisor {
             let now = Instant::now();
             self.deadlines(now);
             if self.ranks.iter().all(RankRecord::done) {
+                // No more evidence can come.
+                self.blame();
                 let until = match self.drain_until {
                     Some(t) => t,
                     None => self.all_exited(now),
@@ -257,6 +339,10 @@ impl Supervisor {
                 if self.streams.iter().all(Option::is_none) || now >= until {
                     break;
                 }
+            }
+            let read = self.read_agents();
+            if let Some(a) = self.agents.as_mut() {
+                a.set_reading(read, now);
             }
             fds.clear();
             tags.clear();
@@ -294,6 +380,8 @@ impl Supervisor {
     fn deadlines(&mut self, now: Instant) {
         if self.timeout_at.is_some_and(|t| now >= t) {
             self.timeout_at = None;
+            // A failure seen before the timeout keeps its blame.
+            self.blame();
             let secs = self.timeout.map_or(0.0, |d| d.as_secs_f64());
             self.stop(
                 Cause::Timeout,
@@ -304,6 +392,27 @@ impl Supervisor {
             self.kill_at = None;
             self.kill_all(libc::SIGKILL);
         }
+        if self.blame_at.is_some_and(|t| now >= t) {
+            self.blame();
+        }
+        if let Some(stall) = self.stall_timeout {
+            let stuck = self
+                .ranks
+                .iter()
+                .find(|r| !r.done() && r.stopped.is_some_and(|(since, _)| now >= since + stall));
+            if let (Some(r), None) = (stuck, &self.cause) {
+                let sig = r.stopped.map_or(0, |(_, s)| s);
+                let what = format!(
+                    "rank {} (pid {}) on host {} has been stopped by signal {sig} ({}) for {} s (--stall-timeout)",
+                    r.rank,
+                    r.pid,
+                    r.host,
+                    sys::signal_name(sig),
+                    stall.as_secs_f64()
+                );
+                self.stop(Cause::Stalled, format!("dosrun: {what}; stopping the job"));
+            }
+        }
         self.service.expire(now);
         self.service_events();
         if let Some(a) = self.agents.as_mut() {
@@ -313,10 +422,22 @@ impl Supervisor {
     }
 
     fn poll_timeout(&self, now: Instant) -> i32 {
+        let stall = self
+            .stall_timeout
+            .filter(|_| self.cause.is_none())
+            .and_then(|d| {
+                self.ranks
+                    .iter()
+                    .filter(|r| !r.done())
+                    .filter_map(|r| r.stopped.map(|(since, _)| since + d))
+                    .min()
+            });
         [
             self.timeout_at,
             self.kill_at,
             self.drain_until,
+            self.blame_at,
+            stall,
             self.service.deadline(),
             self.agents.as_ref().and_then(Agents::deadline),
         ]
@@ -383,6 +504,12 @@ impl Supervisor {
         }
     }
 
+    /// Whether the agents' connections may be read: not while an output
+    /// of dosrun is full (back-pressure), unless the job is draining.
+    fn read_agents(&self) -> bool {
+        self.drain_until.is_some() || self.sinks.iter().all(|k| k.pending() < HIGH_WATER)
+    }
+
     fn ready(&mut self, tag: Tag, revents: i16) {
         match tag {
             Tag::Signal => {
@@ -419,6 +546,15 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, sig: i32) {
+        if sig == libc::SIGCHLD {
+            let now = Instant::now();
+            for (pid, stop) in sys::stop_reports() {
+                if let Some(r) = self.ranks.iter().position(|r| !r.remote && r.pid == pid) {
+                    self.rank_stopped(r, stop, now);
+                }
+            }
+            return;
+        }
         // Forwarded to every group, running ranks and what exited ones left.
         self.kill_all(sig);
         if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
@@ -426,7 +562,28 @@ impl Supervisor {
             if self.stop_signals >= 2 {
                 // Asked twice: no more grace.
                 self.kill_all(libc::SIGKILL);
+            } else {
+                // A failure seen before the signal keeps its blame.
+                self.blame();
+                self.stop(
+                    Cause::Interrupted(sig),
+                    format!(
+                        "dosrun: interrupted by signal {sig} ({}), forwarded to the ranks; stopping the job",
+                        sys::signal_name(sig)
+                    ),
+                );
             }
+        }
+    }
+
+    /// Rank `rank` was stopped by signal `stop`, or continued (`None`).
+    fn rank_stopped(&mut self, rank: usize, stop: Option<i32>, now: Instant) {
+        if let Some(r) = self.ranks.get_mut(rank) {
+            r.stopped = match (stop, r.stopped) {
+                (Some(_), Some(old)) => Some(old),
+                (Some(sig), None) => Some((now, sig)),
+                (None, _) => None,
+            };
         }
     }
 
@@ -453,8 +610,9 @@ impl Supervisor {
             return;
         }
         r.status = Some(cause);
-        let line = format!(
-            "dosrun: rank {} (pid {}) on host {} {}; stopping the job",
+        r.stopped = None;
+        let what = format!(
+            "rank {} (pid {}) on host {} {}",
             r.rank,
             r.pid,
             r.host,
@@ -463,9 +621,49 @@ impl Supervisor {
         if rank == 0 {
             self.stdin = None;
         }
-        if !cause.success() {
-            self.stop(Cause::RankFailed(cause), line);
+        match cause {
+            _ if cause.success() => {}
+            // Killed: no peer's failure does that.
+            ExitCause::Signaled { .. } => {
+                self.suspects.retain(|s| s.rank != rank);
+                self.stop(
+                    Cause::RankFailed(cause),
+                    format!("dosrun: {what}; stopping the job"),
+                );
+            }
+            ExitCause::Exited(_) => self.suspect(rank, Cause::RankFailed(cause), what),
         }
+    }
+
+    /// A failure that may be the consequence of an earlier one: blamed at
+    /// the end of the blame window unless a cause comes first.
+    fn suspect(&mut self, rank: usize, cause: Cause, what: String) {
+        // After the decision, failures are the stop's own doing; a rank
+        // that aborted and then exited is one failure.
+        if self.cause.is_some() || self.suspects.iter().any(|s| s.rank == rank) {
+            return;
+        }
+        self.suspects.push(Suspect { rank, cause, what });
+        if self.blame_at.is_none() {
+            self.blame_at = Some(Instant::now() + self.blame_window);
+        }
+        if self.blame_window.is_zero() {
+            self.blame();
+        }
+    }
+
+    /// Closes the blame window: the first suspect is blamed (if no cause
+    /// came), the others are its consequences.
+    fn blame(&mut self) {
+        self.blame_at = None;
+        if self.suspects.is_empty() {
+            return;
+        }
+        let first = self.suspects.remove(0);
+        self.stop(
+            first.cause,
+            format!("dosrun: {}; stopping the job", first.what),
+        );
     }
 
     /// Handles what the wire-up service reported.
@@ -598,6 +796,12 @@ impl Supervisor {
                 self.sinks[1].push(format!("{line}\n").as_bytes());
             }
             FromAgent::Heartbeat => {}
+            FromAgent::Stopped { rank, sig } => {
+                if let Some(r) = self.on_node(rank, n) {
+                    let stop = (sig > 0).then_some(sig);
+                    self.rank_stopped(r, stop, Instant::now());
+                }
+            }
         }
     }
 
@@ -649,10 +853,9 @@ impl Supervisor {
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect();
         let code = if (1..=255).contains(&code) { code } else { 1 };
-        let line = format!(
-            "dosrun: rank {rank} (pid {pid}) on host {host} called abort with code {code}: {msg}; stopping the job"
-        );
-        self.stop(Cause::Abort(code), line);
+        let what =
+            format!("rank {rank} (pid {pid}) on host {host} called abort with code {code}: {msg}");
+        self.suspect(rank, Cause::Abort(code), what);
     }
 
     fn on_output(&mut self, i: usize) {
@@ -716,18 +919,38 @@ impl Supervisor {
     }
 
     /// Stops the job for `cause` (the first cause wins, and only its line is
-    /// printed): SIGTERM to every rank's group now, SIGKILL after the grace.
+    /// printed, then the suspects it leaves as consequences): SIGTERM to
+    /// every rank's group now (the user's signal, already forwarded, when
+    /// interrupted) and SIGCONT so that stopped ranks take it, SIGKILL
+    /// after the grace.
     fn stop(&mut self, cause: Cause, line: String) {
         if self.cause.is_some() {
             return;
         }
+        let interrupted = matches!(cause, Cause::Interrupted(_));
         self.cause = Some(cause);
+        self.blame_at = None;
         self.sinks[1].push(line.as_bytes());
         self.sinks[1].push(b"\n");
+        let consequences = std::mem::take(&mut self.suspects);
+        for s in consequences.iter().take(MAX_CONSEQUENCES) {
+            let l = format!("dosrun: then {} (a consequence)\n", s.what);
+            self.sinks[1].push(l.as_bytes());
+        }
+        if consequences.len() > MAX_CONSEQUENCES {
+            let l = format!(
+                "dosrun: and {} more failures (consequences)\n",
+                consequences.len() - MAX_CONSEQUENCES
+            );
+            self.sinks[1].push(l.as_bytes());
+        }
         if self.grace.is_zero() {
             self.kill_all(libc::SIGKILL);
         } else {
-            self.kill_all(libc::SIGTERM);
+            if !interrupted {
+                self.kill_all(libc::SIGTERM);
+            }
+            self.kill_all(libc::SIGCONT);
             self.kill_at = Some(Instant::now() + self.grace);
         }
         // Agents that have not connected yet never will: their ranks are
@@ -760,6 +983,7 @@ impl Supervisor {
 
     /// Flushes output, reaps every rank and computes the exit status.
     fn finish(mut self) -> i32 {
+        self.blame();
         for s in self.streams.iter_mut() {
             if let Some(mut s) = s.take() {
                 s.splitter.finish(self.sinks[s.sink].queue());
@@ -791,6 +1015,19 @@ impl Supervisor {
             Some(Cause::Abort(code)) | Some(Cause::StartFailed(code)) => code,
             Some(Cause::HostLost) => STATUS_HOST_LOST,
             Some(Cause::Internal) => STATUS_INTERNAL,
+            Some(Cause::Stalled) => STATUS_STALLED,
+            // Ranks that handled the signal and exited with 0 ended well.
+            Some(Cause::Interrupted(sig)) => {
+                if self
+                    .ranks
+                    .iter()
+                    .all(|r| r.status.is_some_and(ExitCause::success))
+                {
+                    0
+                } else {
+                    128 + sig
+                }
+            }
         }
     }
 }

@@ -253,7 +253,12 @@ pub const HANDLED_SIGNALS: [i32; 5] = [
     libc::SIGUSR2,
 ];
 
-/// A signalfd receiving [`HANDLED_SIGNALS`], which are blocked in this thread.
+/// A signalfd receiving [`HANDLED_SIGNALS`] and SIGCHLD, which are blocked
+/// in this thread. A blocked signal is queued even when its disposition is
+/// to ignore it (as `dosrun ... &` in a script inherits SIGINT), so dosrun
+/// sees every one of them, except SIGHUP when it is ignored (`nohup
+/// dosrun ...` asks to survive a hangup). SIGCHLD tells of children stopped and continued
+/// ([`stop_reports`]); their exits are watched through pidfds.
 #[derive(Debug)]
 pub struct SignalFd(OwnedFd);
 
@@ -266,9 +271,17 @@ impl SignalFd {
         unsafe {
             libc::sigemptyset(&mut set);
             for s in HANDLED_SIGNALS {
+                // Started under nohup: hangups stay ignored, not forwarded.
+                if s == libc::SIGHUP && ignored(s) {
+                    continue;
+                }
                 libc::sigaddset(&mut set, s);
             }
+            libc::sigaddset(&mut set, libc::SIGCHLD);
         }
+        // SIGCHLD for stops too (no SA_NOCLDSTOP): the default disposition.
+        // SAFETY: resetting a disposition has no memory effects.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
         // SAFETY: valid set pointer; dosrun is single-threaded.
         let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
         if r != 0 {
@@ -300,6 +313,48 @@ impl SignalFd {
         };
         (r == n as isize).then_some(si.ssi_signo as i32)
     }
+}
+
+/// Whether signal `sig` is ignored (its disposition is SIG_IGN).
+fn ignored(sig: i32) -> bool {
+    // SAFETY: an all-zero sigaction is valid storage for the old action.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: a null new action only reads the current one into `old`.
+    let r = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) };
+    r == 0 && old.sa_sigaction == libc::SIG_IGN
+}
+
+/// Children stopped or continued since the last call, as the kernel
+/// reports them (`waitid(WSTOPPED | WCONTINUED)`, which consumes these
+/// reports and never reaps): `(pid, Some(signal))` for a child stopped by
+/// `signal`, `(pid, None)` for one continued.
+pub fn stop_reports() -> Vec<(i32, Option<i32>)> {
+    let mut out = Vec::new();
+    // Each call consumes one report; a bound keeps a storm finite.
+    for _ in 0..65536 {
+        // SAFETY: an all-zero siginfo_t is a valid value to be overwritten.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: valid out-pointer; P_ALL names only our own children.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WSTOPPED | libc::WCONTINUED | libc::WNOHANG,
+            )
+        };
+        // SAFETY: waitid filled `info` for a child state change, or left it zeroed.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if r != 0 || pid == 0 {
+            break;
+        }
+        match info.si_code {
+            libc::CLD_STOPPED | libc::CLD_TRAPPED => out.push((pid, Some(status))),
+            libc::CLD_CONTINUED => out.push((pid, None)),
+            _ => {}
+        }
+    }
+    out
 }
 
 /// `poll(2)`; an interrupted call reports nothing ready.

@@ -1,4 +1,9 @@
 //! The rank side of the wire-up service: one blocking connection to `dosrun`.
+//!
+//! Every read waits at most `DOS_WIREUP_TIMEOUT_MS` (120 s; 0: no limit), the
+//! authentication at most 30 s: a service that stops answering (its dosrun
+//! or node agent stopped, its host lost) fails the call with an error that
+//! says so, rather than holding the rank forever.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -223,23 +228,33 @@ impl Client {
             op: "authenticate",
             source,
         };
-        self.stream
-            .set_read_timeout(Some(AUTH_TIMEOUT))
-            .map_err(io)?;
+        // A service that stops answering (its dosrun or node agent stopped,
+        // or its host lost) must not hold the rank in a read forever.
+        let limit = crate::config::Config::from_env()
+            .unwrap_or_default()
+            .wireup_timeout_ms;
+        let limit = (limit > 0).then(|| Duration::from_millis(limit));
+        let auth_limit = limit.map_or(AUTH_TIMEOUT, |l| l.min(AUTH_TIMEOUT));
+        self.stream.set_read_timeout(Some(auth_limit)).map_err(io)?;
         let ctx = auth_context(self.w.jobid);
-        let peer = auth::handshake(
+        let peer = match auth::handshake(
             &mut self.stream,
             &self.w.secret,
             &ctx,
             Role::Initiator,
             self.w.rank as u64,
-        )?;
+        ) {
+            Err(dos_transport::Error::Sys { source, .. }) if timed_out(&source) => {
+                return Err(io(stalled(auth_limit)));
+            }
+            r => r?,
+        };
         if peer != SERVICE_ID {
             return Err(Error::WireupProtocol {
                 reason: "the wire-up service presented an unexpected id",
             });
         }
-        self.stream.set_read_timeout(None).map_err(io)?;
+        self.stream.set_read_timeout(limit).map_err(io)?;
         Ok(())
     }
 
@@ -385,12 +400,22 @@ impl Client {
         req.encode(&mut self.buf)?;
         self.stream.write_all(&self.buf).map_err(io)?;
 
+        // A read timeout (`DOS_WIREUP_TIMEOUT_MS`) says the service stalled.
+        let limit = self.stream.read_timeout().ok().flatten();
+        let stalled = |e: io::Error| match limit {
+            Some(d) if timed_out(&e) => stalled(d),
+            _ => e,
+        };
         let mut hdr = [0u8; HEADER_LEN];
-        self.stream.read_exact(&mut hdr).map_err(io)?;
+        self.stream
+            .read_exact(&mut hdr)
+            .map_err(|e| io(stalled(e)))?;
         let h = Header::decode(&hdr)?;
         self.buf.clear();
         self.buf.resize(h.len, 0);
-        self.stream.read_exact(&mut self.buf).map_err(io)?;
+        self.stream
+            .read_exact(&mut self.buf)
+            .map_err(|e| io(stalled(e)))?;
         Ok(match Reply::decode(h, &self.buf)? {
             Reply::Ok => Answer::Ok,
             Reply::Value(v) => Answer::Value(v.to_vec()),
@@ -401,6 +426,26 @@ impl Client {
             }
         })
     }
+}
+
+/// Whether `e` is a read that timed out.
+fn timed_out(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// The error of a wire-up service silent for `limit`.
+fn stalled(limit: Duration) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!(
+            "no answer from the wire-up service (dosrun or its node agent) within {} ms \
+             (DOS_WIREUP_TIMEOUT_MS): it is stopped or lost",
+            limit.as_millis()
+        ),
+    )
 }
 
 /// An owned reply.
