@@ -125,12 +125,15 @@ impl Wiring {
 /// to a service that failed to prove the job's secret.
 fn retriable(e: &Error) -> bool {
     match e {
-        // Nobody listens (dosrun is gone), or not for us.
+        // Nobody listens (dosrun is gone), or not for us; or the service
+        // stayed silent for the whole deadline (stalled: another attempt
+        // would only multiply the wait).
         Error::Wireup { source, .. } => !matches!(
             source.kind(),
             io::ErrorKind::ConnectionRefused
                 | io::ErrorKind::NotFound
                 | io::ErrorKind::PermissionDenied
+                | io::ErrorKind::TimedOut
         ),
         Error::Transport(dos_transport::Error::Sys { .. }) => true,
         _ => false,
