@@ -636,6 +636,19 @@ impl Service {
         self.logic.rank_exited(rank, &mut self.actions);
         self.apply();
         if self.logic.all_left() && !self.log_closed {
+            // Connections still authenticating have had their say (they
+            // came before the ranks' own, or the ranks could not have
+            // finished): read what they sent, so that the count is whole.
+            let waiting: Vec<ConnId> = self
+                .idle
+                .iter()
+                .chain(self.hailed.iter())
+                .copied()
+                .collect();
+            for id in waiting {
+                self.read(id);
+            }
+            self.apply();
             // The service's work is done: what was counted is told now,
             // what comes later (connections closing as the job ends) is not.
             self.log_closed = true;
