@@ -1,6 +1,6 @@
 //! `ShmIface`: one rank's attachment to the node's segment.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ep::{Push, RxRing, TxRing};
 use super::mem::{cma_copy, CmaKey, Dir, Segment};
 use super::progress::{futex_wait, notify};
-use super::wire::{CollSlot, RankCtl, COLL_CTXS};
+use super::wire::{CollSlot, RankCtl, RingCtl, COLL_CTXS};
 use crate::{
     check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
     Result, Rma,
@@ -17,8 +17,13 @@ use crate::{
 /// Records delivered from one ring per call to `progress`, for fairness.
 const BATCH: usize = 32;
 
-/// One rank's endpoint on a shared segment: its rings to and from every local
-/// peer (itself included) and its doorbell.
+/// One rank's endpoint on a shared segment: its rings to and from the local
+/// peers it talks with (itself included) and its doorbell.
+///
+/// Rings are made on first use (see [`super::wire`]): the first send to a
+/// peer carves a ring from the node's pool and announces it in the peer's
+/// inbox; `progress` takes announced rings into the set it polls. A rank
+/// thus polls only the rings of peers that sent to it.
 ///
 /// Not `Sync`: one thread drives it. Dropping it detaches; the segment stays
 /// mapped while any endpoint holds its `Arc`.
@@ -28,11 +33,23 @@ pub struct ShmIface {
     me: usize,
     n: usize,
     pid: u32,
-    tx: Box<[TxRing]>,
-    rx: Box<[RxRing]>,
+    /// This rank's ring towards each peer, once it sent to it.
+    tx: Box<[OnceCell<TxRing>]>,
+    /// The rings towards this rank, in the order they were announced; the
+    /// first `nrx` are set. Never moves (a handler may send or poll while
+    /// `progress` walks it).
+    rx: Box<[OnceCell<RxEntry>]>,
+    nrx: Cell<usize>,
     ctls: *const RankCtl,
     /// Ring to start the next progress scan from (round robin).
     next_rx: Cell<usize>,
+}
+
+/// A ring towards this rank, and its producer.
+#[derive(Debug)]
+struct RxEntry {
+    src: usize,
+    ring: RxRing,
 }
 
 // SAFETY: the raw pointers point into `seg`, which is `Send + Sync` and kept
@@ -50,26 +67,6 @@ impl ShmIface {
             });
         }
         let n = l.nranks;
-        let mut tx = Vec::with_capacity(n);
-        let mut rx = Vec::with_capacity(n);
-        for p in 0..n {
-            let out = l.ring(me, p);
-            let inn = l.ring(p, me);
-            // SAFETY: offsets from the validated layout; rank `me` is the only
-            // producer of ring (me, p) and the only consumer of ring (p, me).
-            unsafe {
-                tx.push(TxRing::new(
-                    seg.at(l.ring_ctl(out)).cast(),
-                    seg.at(l.ring_data(out)),
-                    l.ring_bytes,
-                ));
-                rx.push(RxRing::new(
-                    seg.at(l.ring_ctl(inn)).cast(),
-                    seg.at(l.ring_data(inn)),
-                    l.ring_bytes,
-                ));
-            }
-        }
         let ctls = seg.at(l.ctl_off) as *const RankCtl;
         let pid = std::process::id();
         let it = ShmIface {
@@ -77,14 +74,82 @@ impl ShmIface {
             me,
             n,
             pid,
-            tx: tx.into(),
-            rx: rx.into(),
+            tx: (0..n).map(|_| OnceCell::new()).collect(),
+            rx: (0..n).map(|_| OnceCell::new()).collect(),
+            nrx: Cell::new(0),
             ctls,
             next_rx: Cell::new(0),
         };
         it.ctl(me).pid.store(pid, Ordering::Release);
         it.seg.note_attached();
         Ok(it)
+    }
+
+    /// Carves a ring towards `peer` from the pool and announces it in the
+    /// peer's inbox (the first send to that peer).
+    #[cold]
+    #[inline(never)]
+    fn open_ring(&self, peer: usize) -> Result<&TxRing> {
+        let l = self.seg.layout();
+        let Some(i) = self.seg.alloc_ring() else {
+            return Err(Error::RingsExhausted {
+                peer,
+                rings: l.pool_rings,
+                ring_bytes: l.ring_bytes,
+            });
+        };
+        let ctl = self.seg.at(l.ring_ctl(i)) as *const RingCtl;
+        // SAFETY: a pool ring inside the mapped segment, handed out to us alone.
+        let c = unsafe { &*ctl };
+        c.src.store(self.me as u32, Ordering::Relaxed);
+        c.dst.store(peer as u32, Ordering::Relaxed);
+        let inbox = &self.ctl(peer).inbox;
+        let mut old = inbox.load(Ordering::Acquire);
+        loop {
+            c.next.store(old, Ordering::Relaxed);
+            // Release: the ring's fields above are visible to whoever takes it.
+            match inbox.compare_exchange_weak(
+                old,
+                i as u32 + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        // SAFETY: offsets from the validated layout; we are the ring's only producer.
+        let ring = unsafe { TxRing::new(ctl, self.seg.at(l.ring_data(i)), l.ring_bytes) };
+        Ok(self.tx[peer].get_or_init(|| ring))
+    }
+
+    /// Takes the rings announced in this rank's inbox into the set it polls.
+    #[cold]
+    #[inline(never)]
+    fn take_inbox(&self) {
+        let l = self.seg.layout();
+        let mut next = self.ctl(self.me).inbox.swap(0, Ordering::AcqRel);
+        let mut guard = l.pool_rings;
+        while next != 0 && guard > 0 {
+            guard -= 1;
+            let i = next as usize - 1;
+            if i >= l.pool_rings {
+                break; // Corrupt link: stop rather than leave the segment.
+            }
+            // SAFETY: a pool ring inside the mapped segment; its producer wrote
+            // the fields read here before its release CAS, which our swap saw.
+            let c = unsafe { &*(self.seg.at(l.ring_ctl(i)) as *const RingCtl) };
+            next = c.next.load(Ordering::Relaxed);
+            let src = c.src.load(Ordering::Relaxed) as usize;
+            let k = self.nrx.get();
+            if src >= self.n || c.dst.load(Ordering::Relaxed) as usize != self.me || k >= self.n {
+                continue; // Not a ring for us: ignore it (never happens unless corrupt).
+            }
+            // SAFETY: offsets from the validated layout; we are the ring's only consumer.
+            let ring = unsafe { RxRing::new(c, self.seg.at(l.ring_data(i)), l.ring_bytes) };
+            let _ = self.rx[k].set(RxEntry { src, ring });
+            self.nrx.set(k + 1);
+        }
     }
 
     #[inline]
@@ -190,10 +255,13 @@ impl ShmIface {
         TxRing::max_payload(self.seg.layout().ring_bytes)
     }
 
-    /// True if any ring has a record ready.
+    /// True if any ring has a record ready, or a new ring was announced.
     #[inline]
     fn any_ready(&self) -> bool {
-        self.rx.iter().any(RxRing::ready)
+        self.ctl(self.me).inbox.load(Ordering::Acquire) != 0
+            || self.rx[..self.nrx.get()]
+                .iter()
+                .any(|e| e.get().is_some_and(|e| e.ring.ready()))
     }
 
     #[cold]
@@ -234,13 +302,17 @@ impl Iface for ShmIface {
 impl ActiveMessages for ShmIface {
     #[inline]
     fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
-        let Some(ring) = self.tx.get(peer) else {
+        let Some(cell) = self.tx.get(peer) else {
             return Err(self.bad_peer(peer));
         };
         let len = hdr.len() + payload.len();
         if len > self.max_am() || id == super::wire::PAD_ID {
             return Err(too_large(len, self.max_am()));
         }
+        let ring = match cell.get() {
+            Some(r) => r,
+            None => self.open_ring(peer)?,
+        };
         match ring.push(id, hdr, payload) {
             Push::Done => {
                 let c = self.ctl(peer);
@@ -338,14 +410,26 @@ fn too_large(len: usize, max: usize) -> Error {
 impl Progress for ShmIface {
     #[inline]
     fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+        if self.ctl(self.me).inbox.load(Ordering::Relaxed) != 0 {
+            self.take_inbox();
+        }
+        let cnt = self.nrx.get();
         let start = self.next_rx.get();
         let mut total = 0;
-        for k in 0..self.n {
-            let src = (start + k) % self.n;
-            total += self.rx[src].pop(BATCH, |id, data| f(Event::Am { src, id, data }));
+        for k in 0..cnt {
+            let i = if start + k >= cnt {
+                start + k - cnt
+            } else {
+                start + k
+            };
+            if let Some(e) = self.rx[i].get() {
+                let src = e.src;
+                total += e.ring.pop(BATCH, |id, data| f(Event::Am { src, id, data }));
+            }
         }
         if total > 0 {
-            self.next_rx.set((start + 1) % self.n);
+            self.next_rx
+                .set(if start + 1 >= cnt { 0 } else { start + 1 });
         }
         total
     }
