@@ -545,3 +545,231 @@ mod bridge_tests {
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
     }
 }
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use crate::shm::wire::{RingCtl, MIN_RING_BYTES};
+    use crate::shm::Segment;
+    use proptest::prelude::*;
+
+    /// Every message `progress` delivers to `it`, as (src, id, bytes).
+    fn drain(it: &ShmIface) -> Vec<(usize, u8, Vec<u8>)> {
+        let mut got = Vec::new();
+        while it.progress(|ev| {
+            if let Event::Am { src, id, data } = ev {
+                got.push((src, id, data.to_vec()));
+            }
+        }) > 0
+        {}
+        got
+    }
+
+    /// (src, dst) of every ring handed out so far.
+    fn pairs(seg: &Segment) -> Vec<(u32, u32)> {
+        let l = seg.layout();
+        (0..seg.rings_used())
+            .map(|i| {
+                // SAFETY: a handed-out pool ring inside the mapped segment.
+                let c = unsafe { &*(seg.at(l.ring_ctl(i)) as *const RingCtl) };
+                (c.src.load(Ordering::Acquire), c.dst.load(Ordering::Acquire))
+            })
+            .collect()
+    }
+
+    /// `n` ranks, one thread each, send `rounds` messages to each of
+    /// `targets(me)` at once (so first sends race for the allocator and for
+    /// the same inboxes); every message arrives once, from the right rank, in
+    /// order, and the rings handed out are exactly one per pair that talked.
+    fn all_send_at_once(n: usize, rounds: usize, targets: fn(usize, usize) -> Vec<usize>) {
+        let seg = Arc::new(Segment::create(n, MIN_RING_BYTES).unwrap());
+        let start = Arc::new(std::sync::Barrier::new(n));
+        let received: Vec<Vec<(usize, u8, Vec<u8>)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..n)
+                .map(|me| {
+                    let (seg, start) = (seg.clone(), start.clone());
+                    s.spawn(move || {
+                        let it = ShmIface::new(seg, me).unwrap();
+                        let to = targets(me, n);
+                        let expect: usize = (0..n).filter(|&p| targets(p, n).contains(&me)).count();
+                        start.wait();
+                        let mut got = Vec::new();
+                        for k in 0..rounds {
+                            for &p in &to {
+                                let msg = [me as u8, (me >> 8) as u8, k as u8];
+                                loop {
+                                    match it.am_send(p, 1, &msg, &[]) {
+                                        Ok(()) => break,
+                                        Err(Error::Busy { .. }) => got.extend(drain(&it)),
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            }
+                        }
+                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                        while got.len() < expect * rounds {
+                            got.extend(drain(&it));
+                            assert!(std::time::Instant::now() < deadline, "rank {me} stalled");
+                            std::thread::yield_now();
+                        }
+                        start.wait(); // Nobody drops its iface while others still poll.
+                        got
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (me, got) in received.iter().enumerate() {
+            for src in 0..n {
+                let from: Vec<u8> = got
+                    .iter()
+                    .filter(|m| m.0 == src)
+                    .map(|m| {
+                        assert_eq!(
+                            m.2[..2],
+                            [src as u8, (src >> 8) as u8],
+                            "record of another rank"
+                        );
+                        m.2[2]
+                    })
+                    .collect();
+                let want: Vec<u8> = if targets(src, n).contains(&me) {
+                    (0..rounds).map(|k| k as u8).collect()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(from, want, "rank {me} from rank {src}");
+            }
+        }
+        let mut p = pairs(&seg);
+        let talked: usize = (0..n).map(|s| targets(s, n).len()).sum();
+        assert_eq!(p.len(), talked, "one ring per pair that talked");
+        p.sort_unstable();
+        p.dedup();
+        assert_eq!(p.len(), talked, "no pair got two rings");
+        // Disjoint by construction of the layout: distinct indices are
+        // distinct, non-overlapping ranges.
+        let l = seg.layout();
+        for i in 1..seg.rings_used() {
+            assert!(l.ring_data(i - 1) + l.ring_bytes <= l.ring_data(i));
+            assert!(l.ring_ctl(i - 1) + std::mem::size_of::<RingCtl>() <= l.ring_ctl(i));
+        }
+    }
+
+    fn everyone(_: usize, n: usize) -> Vec<usize> {
+        (0..n).collect()
+    }
+
+    fn to_zero(_: usize, _: usize) -> Vec<usize> {
+        vec![0]
+    }
+
+    #[test]
+    fn concurrent_first_sends_get_disjoint_rings() {
+        all_send_at_once(8, 40, everyone);
+        all_send_at_once(16, 3, to_zero);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn many_pairs_allocating_concurrently_get_disjoint_rings(n in 2usize..10, rounds in 1usize..300) {
+            all_send_at_once(n, rounds, everyone);
+        }
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_a_typed_error_and_corrupts_nothing() {
+        let seg = Arc::new(Segment::create_with_pool(3, MIN_RING_BYTES, 2).unwrap());
+        let r: Vec<ShmIface> = (0..3)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect();
+        r[0].am_send(1, 1, b"a", b"").unwrap();
+        r[2].am_send(1, 1, b"b", b"").unwrap();
+        for _ in 0..3 {
+            let e = r[1].am_send(0, 1, b"c", b"").unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::RingsExhausted {
+                        peer: 0,
+                        rings: 2,
+                        ring_bytes: MIN_RING_BYTES
+                    }
+                ),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("no shared-memory ring left for peer 0"),
+                "{e}"
+            );
+        }
+        assert_eq!(seg.rings_used(), 2);
+        // The pairs that have rings go on working, in order, untouched.
+        let mut got = Vec::new();
+        for k in 0..500u32 {
+            r[0].am_send(1, 2, &k.to_le_bytes(), b"").unwrap();
+            if k % 7 == 0 {
+                r[2].am_send(1, 3, &k.to_le_bytes(), b"").unwrap();
+            }
+            if k % 50 == 49 {
+                got.extend(drain(&r[1]));
+            }
+        }
+        assert!(drain(&r[0]).is_empty(), "nothing reached rank 0");
+        got.extend(drain(&r[1]));
+        let from = |src: usize, id: u8| -> Vec<Vec<u8>> {
+            got.iter()
+                .filter(|m| m.0 == src && m.1 == id)
+                .map(|m| m.2.clone())
+                .collect()
+        };
+        assert_eq!(from(0, 1), vec![b"a".to_vec()]);
+        assert_eq!(from(2, 1), vec![b"b".to_vec()]);
+        let seq = |it: &mut dyn Iterator<Item = u32>| -> Vec<Vec<u8>> {
+            it.map(|k| k.to_le_bytes().to_vec()).collect()
+        };
+        assert_eq!(from(0, 2), seq(&mut (0..500)));
+        assert_eq!(from(2, 3), seq(&mut (0..500).filter(|k| k % 7 == 0)));
+        assert_eq!(got.len(), 2 + 500 + 72);
+    }
+
+    /// A node of 1024 ranks (as endpoints driven by one thread): a ring and an
+    /// all-to-one round work, with one ring per pair that talked, and the
+    /// segment holds a few MiB, not 1024^2 rings (128 GiB).
+    #[test]
+    fn a_node_of_1024_ranks_uses_memory_for_the_pairs_that_talk() {
+        let n = 1024;
+        let ring = 128 << 10;
+        let seg = Arc::new(Segment::create(n, ring).unwrap());
+        assert!(seg.layout().total < (65 << 30), "virtual size bounded");
+        let r: Vec<ShmIface> = (0..n)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect();
+        for i in 0..n {
+            r[i].am_send((i + 1) % n, 1, &(i as u32).to_le_bytes(), b"")
+                .unwrap();
+        }
+        for i in 0..n {
+            let got = drain(&r[i]);
+            let prev = (i + n - 1) % n;
+            assert_eq!(got, vec![(prev, 1, (prev as u32).to_le_bytes().to_vec())]);
+        }
+        for i in 1..n {
+            r[i].am_send(0, 2, &[7; 100], b"").unwrap();
+        }
+        let got = drain(&r[0]);
+        assert_eq!(got.len(), n - 1);
+        let mut srcs: Vec<usize> = got.iter().map(|m| m.0).collect();
+        srcs.sort_unstable();
+        assert_eq!(srcs, (1..n).collect::<Vec<_>>());
+        assert_eq!(seg.rings_used(), 2 * n - 2);
+        let resident = seg.resident_bytes().unwrap();
+        eprintln!(
+            "1024 ranks: {} rings used, {resident} bytes resident",
+            seg.rings_used()
+        );
+        assert!(resident < 32 << 20, "segment holds {resident} bytes");
+    }
+}
