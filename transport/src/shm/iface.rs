@@ -747,17 +747,17 @@ mod pool_tests {
         let r: Vec<ShmIface> = (0..n)
             .map(|i| ShmIface::new(seg.clone(), i).unwrap())
             .collect();
-        for i in 0..n {
-            r[i].am_send((i + 1) % n, 1, &(i as u32).to_le_bytes(), b"")
+        for (i, it) in r.iter().enumerate() {
+            it.am_send((i + 1) % n, 1, &(i as u32).to_le_bytes(), b"")
                 .unwrap();
         }
-        for i in 0..n {
-            let got = drain(&r[i]);
+        for (i, it) in r.iter().enumerate() {
+            let got = drain(it);
             let prev = (i + n - 1) % n;
             assert_eq!(got, vec![(prev, 1, (prev as u32).to_le_bytes().to_vec())]);
         }
-        for i in 1..n {
-            r[i].am_send(0, 2, &[7; 100], b"").unwrap();
+        for it in &r[1..] {
+            it.am_send(0, 2, &[7; 100], b"").unwrap();
         }
         let got = drain(&r[0]);
         assert_eq!(got.len(), n - 1);
