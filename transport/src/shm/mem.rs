@@ -447,6 +447,13 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_for_the_most_ranks_is_sparse() {
+        let s = Segment::create(super::super::wire::MAX_RANKS, 128 << 10).unwrap();
+        assert!(s.layout().total > 1 << 40);
+        assert!(s.resident_bytes().unwrap() < 1 << 20);
+    }
+
+    #[test]
     fn too_many_ranks_is_a_typed_error_not_an_mmap_failure() {
         let e = Segment::create(100_000, 128 << 10).unwrap_err();
         assert!(

@@ -77,11 +77,14 @@ pub const MAX_RANKS: usize = 16384;
 /// Address space reserved for the ring pool, at most: `min(n^2, POOL_BYTES /
 /// ring_bytes)` rings (see [`pool_rings`]). Only the rings in use have pages.
 ///
-/// 64 GiB holds every pair's ring up to 724 ranks of 128 KiB rings (2048
-/// ranks of 16 KiB rings). Shared mappings of a memfd are not charged to the
-/// overcommit limit; a process limited by `RLIMIT_AS` needs that much
-/// address space for a large node's segment.
-pub const POOL_BYTES: usize = 64 << 30;
+/// 1 TiB holds every pair's ring up to 2896 ranks of 128 KiB rings (8192
+/// ranks of 16 KiB rings), so that any pattern, all-to-all included, runs on
+/// a node of 1,000 ranks; it is 1/128 of a process's 47-bit address space.
+/// Shared mappings of a memfd are not charged to the overcommit limit, but a
+/// process limited by `RLIMIT_AS` needs that much address space for a large
+/// node's segment (a node of `n` ranks maps `n^2` rings up to the cap, as
+/// before layout version 3: 32 MiB for 16 ranks).
+pub const POOL_BYTES: usize = 1 << 40;
 
 /// The segment header, at offset 0.
 #[repr(C, align(64))]
@@ -399,12 +402,13 @@ mod tests {
         let ring = 128 << 10;
         // Small nodes: a ring for every ordered pair, as before.
         assert_eq!(pool_rings(16, ring), 256);
-        assert_eq!(pool_rings(724, ring), 724 * 724);
+        assert_eq!(pool_rings(1024, ring), 1024 * 1024);
+        assert_eq!(pool_rings(2896, ring), 2896 * 2896);
         // Large ones: the pool is capped; the rest is ~32 KiB per rank.
-        for n in [1000usize, 4096, MAX_RANKS] {
+        for n in [4096usize, MAX_RANKS] {
             let l = Layout::new(n, ring).unwrap();
             assert_eq!(l.pool_rings, POOL_BYTES / ring);
-            assert!(l.total <= POOL_BYTES + n * 33 * 1024 + 64 * 1024 * 1024);
+            assert!(l.total <= POOL_BYTES + n * 33 * 1024 + 1024 * 1024 * 1024);
         }
     }
 
