@@ -59,7 +59,8 @@ struct RxEntry {
 unsafe impl Send for ShmIface {}
 
 impl ShmIface {
-    /// Attaches rank `me` to `seg`. Each rank attaches exactly once.
+    /// Attaches rank `me` to `seg`. Each rank attaches exactly once: a second
+    /// attach of the same rank fails with [`Error::BadSegment`].
     pub fn new(seg: Arc<Segment>, me: usize) -> Result<ShmIface> {
         let l = *seg.layout();
         if me >= l.nranks {
@@ -83,7 +84,18 @@ impl ShmIface {
             next_rx: Cell::new(0),
             said_exhausted: Cell::new(false),
         };
-        it.ctl(me).pid.store(pid, Ordering::Release);
+        // A second endpoint of the same rank would be a second producer of
+        // its rings: refused.
+        if it
+            .ctl(me)
+            .pid
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::BadSegment {
+                reason: "this rank is already attached to the segment",
+            });
+        }
         it.seg.note_attached();
         Ok(it)
     }
@@ -683,6 +695,14 @@ mod pool_tests {
         fn many_pairs_allocating_concurrently_get_disjoint_rings(n in 2usize..10, rounds in 1usize..300) {
             all_send_at_once(n, rounds, everyone);
         }
+    }
+
+    #[test]
+    fn a_rank_attaches_once() {
+        let seg = Arc::new(Segment::create(2, MIN_RING_BYTES).unwrap());
+        let _a = ShmIface::new(seg.clone(), 0).unwrap();
+        let e = ShmIface::new(seg, 0).unwrap_err();
+        assert!(matches!(e, Error::BadSegment { .. }), "{e}");
     }
 
     #[test]
