@@ -28,6 +28,12 @@
 //! exhausted, the send fails with [`crate::Error::RingsExhausted`] and
 //! nothing in the segment changes.
 //!
+//! Measured (`core/tests/shm_scale.rs`, default 128 KiB rings): a 64-rank
+//! token ring leaves 1.6 MB of the segment touched (17.3 MB with layout
+//! version 2, whose ranks each polled a ring from every peer), 200 ranks
+//! 6.8 MB, and `hello` on 1024 ranks 47.6 MB with 11 rings per rank; version 2
+//! could not map a segment for 100,000 ranks at all (n^2 rings = 1.3 PB).
+//!
 //! Everything is addressed by offsets, never pointers, so each process may
 //! map the segment anywhere.
 //!
