@@ -48,7 +48,7 @@ pub const TUNABLES: &[Tunable] = &[
     Tunable {
         name: "DOS_SHM_RING_BYTES",
         default: "131072",
-        help: "bytes of each shared-memory ring (one per ordered pair of ranks on a node; a power of two >= 16384)",
+        help: "bytes of each shared-memory ring (one per ordered pair of ranks on a node that talks, carved on first use from a pool of at most 1 TiB of address space; a power of two >= 16384)",
     },
     Tunable {
         name: "DOS_SPIN_US",

@@ -263,6 +263,18 @@ fn run(o: RunOpts) -> i32 {
         Err(e) => return fail(STATUS_USAGE, &e),
     };
     let nnodes = plan.nodes().len();
+    // Each node's shared segment serves a bounded number of ranks: say so now,
+    // for every node, rather than when a segment is made.
+    for id in 0..nnodes {
+        if let Err(e @ dos_transport::Error::TooManyLocalRanks { .. }) =
+            dos_transport::shm::wire::Layout::new(plan.local_size(id), cfg.shm_ring_bytes)
+        {
+            return fail(
+                STATUS_USAGE,
+                &format!("{e} (host {})", plan.nodes()[id].host),
+            );
+        }
+    }
     let remote: Vec<usize> = (0..nnodes).filter(|&n| !plan.nodes()[n].local).collect();
     let grace = o.grace.unwrap_or(Duration::from_millis(cfg.kill_grace_ms));
     let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));

@@ -54,6 +54,29 @@ pub enum Error {
         /// Why it was rejected.
         reason: &'static str,
     },
+    /// More ranks on one node than a shared segment serves.
+    #[error("too many ranks on one node for the shared segment: {nranks} ranks, at most {max}")]
+    TooManyLocalRanks {
+        /// Ranks asked for.
+        nranks: usize,
+        /// The most a segment serves (`shm::wire::MAX_RANKS`).
+        max: usize,
+    },
+    /// The node's pool of shared-memory rings is used up: no ring can be
+    /// carved for a new pair of ranks. Permanent for this pair (rings are
+    /// never freed); the pairs that have rings are not affected.
+    #[error(
+        "no shared-memory ring left for peer {peer}: all {rings} rings of {ring_bytes} bytes of \
+         this node are in use (smaller rings, DOS_SHM_RING_BYTES, make more)"
+    )]
+    RingsExhausted {
+        /// The destination peer.
+        peer: usize,
+        /// Rings in the node's pool.
+        rings: usize,
+        /// Bytes per ring.
+        ring_bytes: usize,
+    },
     /// The backend does not implement this operation.
     #[error("operation not supported by the {backend} backend: {op}")]
     Unsupported {

@@ -1,6 +1,6 @@
 //! `ShmIface`: one rank's attachment to the node's segment.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ep::{Push, RxRing, TxRing};
 use super::mem::{cma_copy, CmaKey, Dir, Segment};
 use super::progress::{futex_wait, notify};
-use super::wire::{CollSlot, RankCtl, COLL_CTXS};
+use super::wire::{CollSlot, RankCtl, RingCtl, COLL_CTXS};
 use crate::{
     check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
     Result, Rma,
@@ -17,8 +17,13 @@ use crate::{
 /// Records delivered from one ring per call to `progress`, for fairness.
 const BATCH: usize = 32;
 
-/// One rank's endpoint on a shared segment: its rings to and from every local
-/// peer (itself included) and its doorbell.
+/// One rank's endpoint on a shared segment: its rings to and from the local
+/// peers it talks with (itself included) and its doorbell.
+///
+/// Rings are made on first use (see [`super::wire`]): the first send to a
+/// peer carves a ring from the node's pool and announces it in the peer's
+/// inbox; `progress` takes announced rings into the set it polls. A rank
+/// thus polls only the rings of peers that sent to it.
 ///
 /// Not `Sync`: one thread drives it. Dropping it detaches; the segment stays
 /// mapped while any endpoint holds its `Arc`.
@@ -28,11 +33,25 @@ pub struct ShmIface {
     me: usize,
     n: usize,
     pid: u32,
-    tx: Box<[TxRing]>,
-    rx: Box<[RxRing]>,
+    /// This rank's ring towards each peer, once it sent to it.
+    tx: Box<[OnceCell<TxRing>]>,
+    /// The rings towards this rank, in the order they were announced; the
+    /// first `nrx` are set. Never moves (a handler may send or poll while
+    /// `progress` walks it).
+    rx: Box<[OnceCell<RxEntry>]>,
+    nrx: Cell<usize>,
     ctls: *const RankCtl,
     /// Ring to start the next progress scan from (round robin).
     next_rx: Cell<usize>,
+    /// Whether this rank reported an exhausted ring pool (once is enough).
+    said_exhausted: Cell<bool>,
+}
+
+/// A ring towards this rank, and its producer.
+#[derive(Debug)]
+struct RxEntry {
+    src: usize,
+    ring: RxRing,
 }
 
 // SAFETY: the raw pointers point into `seg`, which is `Send + Sync` and kept
@@ -40,7 +59,8 @@ pub struct ShmIface {
 unsafe impl Send for ShmIface {}
 
 impl ShmIface {
-    /// Attaches rank `me` to `seg`. Each rank attaches exactly once.
+    /// Attaches rank `me` to `seg`. Each rank attaches exactly once: a second
+    /// attach of the same rank fails with [`Error::BadSegment`].
     pub fn new(seg: Arc<Segment>, me: usize) -> Result<ShmIface> {
         let l = *seg.layout();
         if me >= l.nranks {
@@ -50,26 +70,6 @@ impl ShmIface {
             });
         }
         let n = l.nranks;
-        let mut tx = Vec::with_capacity(n);
-        let mut rx = Vec::with_capacity(n);
-        for p in 0..n {
-            let out = l.ring(me, p);
-            let inn = l.ring(p, me);
-            // SAFETY: offsets from the validated layout; rank `me` is the only
-            // producer of ring (me, p) and the only consumer of ring (p, me).
-            unsafe {
-                tx.push(TxRing::new(
-                    seg.at(l.ring_ctl(out)).cast(),
-                    seg.at(l.ring_data(out)),
-                    l.ring_bytes,
-                ));
-                rx.push(RxRing::new(
-                    seg.at(l.ring_ctl(inn)).cast(),
-                    seg.at(l.ring_data(inn)),
-                    l.ring_bytes,
-                ));
-            }
-        }
         let ctls = seg.at(l.ctl_off) as *const RankCtl;
         let pid = std::process::id();
         let it = ShmIface {
@@ -77,14 +77,98 @@ impl ShmIface {
             me,
             n,
             pid,
-            tx: tx.into(),
-            rx: rx.into(),
+            tx: (0..n).map(|_| OnceCell::new()).collect(),
+            rx: (0..n).map(|_| OnceCell::new()).collect(),
+            nrx: Cell::new(0),
             ctls,
             next_rx: Cell::new(0),
+            said_exhausted: Cell::new(false),
         };
-        it.ctl(me).pid.store(pid, Ordering::Release);
+        // A second endpoint of the same rank would be a second producer of
+        // its rings: refused.
+        if it
+            .ctl(me)
+            .pid
+            .compare_exchange(0, pid, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::BadSegment {
+                reason: "this rank is already attached to the segment",
+            });
+        }
         it.seg.note_attached();
         Ok(it)
+    }
+
+    /// Carves a ring towards `peer` from the pool and announces it in the
+    /// peer's inbox (the first send to that peer).
+    #[cold]
+    #[inline(never)]
+    fn open_ring(&self, peer: usize) -> Result<&TxRing> {
+        let l = self.seg.layout();
+        let Some(i) = self.seg.alloc_ring() else {
+            let e = Error::RingsExhausted {
+                peer,
+                rings: l.pool_rings,
+                ring_bytes: l.ring_bytes,
+            };
+            if !self.said_exhausted.replace(true) {
+                eprintln!("dos-transport: shm rank {}: {e}", self.me);
+            }
+            return Err(e);
+        };
+        let ctl = self.seg.at(l.ring_ctl(i)) as *const RingCtl;
+        // SAFETY: a pool ring inside the mapped segment, handed out to us alone.
+        let c = unsafe { &*ctl };
+        c.src.store(self.me as u32, Ordering::Relaxed);
+        c.dst.store(peer as u32, Ordering::Relaxed);
+        let inbox = &self.ctl(peer).inbox;
+        let mut old = inbox.load(Ordering::Acquire);
+        loop {
+            c.next.store(old, Ordering::Relaxed);
+            // Release: the ring's fields above are visible to whoever takes it.
+            match inbox.compare_exchange_weak(
+                old,
+                i as u32 + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => old = now,
+            }
+        }
+        // SAFETY: offsets from the validated layout; we are the ring's only producer.
+        let ring = unsafe { TxRing::new(ctl, self.seg.at(l.ring_data(i)), l.ring_bytes) };
+        Ok(self.tx[peer].get_or_init(|| ring))
+    }
+
+    /// Takes the rings announced in this rank's inbox into the set it polls.
+    #[cold]
+    #[inline(never)]
+    fn take_inbox(&self) {
+        let l = self.seg.layout();
+        let mut next = self.ctl(self.me).inbox.swap(0, Ordering::AcqRel);
+        let mut guard = l.pool_rings;
+        while next != 0 && guard > 0 {
+            guard -= 1;
+            let i = next as usize - 1;
+            if i >= l.pool_rings {
+                break; // Corrupt link: stop rather than leave the segment.
+            }
+            // SAFETY: a pool ring inside the mapped segment; its producer wrote
+            // the fields read here before its release CAS, which our swap saw.
+            let c = unsafe { &*(self.seg.at(l.ring_ctl(i)) as *const RingCtl) };
+            next = c.next.load(Ordering::Relaxed);
+            let src = c.src.load(Ordering::Relaxed) as usize;
+            let k = self.nrx.get();
+            if src >= self.n || c.dst.load(Ordering::Relaxed) as usize != self.me || k >= self.n {
+                continue; // Not a ring for us: ignore it (never happens unless corrupt).
+            }
+            // SAFETY: offsets from the validated layout; we are the ring's only consumer.
+            let ring = unsafe { RxRing::new(c, self.seg.at(l.ring_data(i)), l.ring_bytes) };
+            let _ = self.rx[k].set(RxEntry { src, ring });
+            self.nrx.set(k + 1);
+        }
     }
 
     #[inline]
@@ -190,10 +274,13 @@ impl ShmIface {
         TxRing::max_payload(self.seg.layout().ring_bytes)
     }
 
-    /// True if any ring has a record ready.
+    /// True if any ring has a record ready, or a new ring was announced.
     #[inline]
     fn any_ready(&self) -> bool {
-        self.rx.iter().any(RxRing::ready)
+        self.ctl(self.me).inbox.load(Ordering::Acquire) != 0
+            || self.rx[..self.nrx.get()]
+                .iter()
+                .any(|e| e.get().is_some_and(|e| e.ring.ready()))
     }
 
     #[cold]
@@ -234,13 +321,17 @@ impl Iface for ShmIface {
 impl ActiveMessages for ShmIface {
     #[inline]
     fn am_send(&self, peer: usize, id: AmId, hdr: &[u8], payload: &[u8]) -> Result<()> {
-        let Some(ring) = self.tx.get(peer) else {
+        let Some(cell) = self.tx.get(peer) else {
             return Err(self.bad_peer(peer));
         };
         let len = hdr.len() + payload.len();
         if len > self.max_am() || id == super::wire::PAD_ID {
             return Err(too_large(len, self.max_am()));
         }
+        let ring = match cell.get() {
+            Some(r) => r,
+            None => self.open_ring(peer)?,
+        };
         match ring.push(id, hdr, payload) {
             Push::Done => {
                 let c = self.ctl(peer);
@@ -338,14 +429,26 @@ fn too_large(len: usize, max: usize) -> Error {
 impl Progress for ShmIface {
     #[inline]
     fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
+        if self.ctl(self.me).inbox.load(Ordering::Relaxed) != 0 {
+            self.take_inbox();
+        }
+        let cnt = self.nrx.get();
         let start = self.next_rx.get();
         let mut total = 0;
-        for k in 0..self.n {
-            let src = (start + k) % self.n;
-            total += self.rx[src].pop(BATCH, |id, data| f(Event::Am { src, id, data }));
+        for k in 0..cnt {
+            let i = if start + k >= cnt {
+                start + k - cnt
+            } else {
+                start + k
+            };
+            if let Some(e) = self.rx[i].get() {
+                let src = e.src;
+                total += e.ring.pop(BATCH, |id, data| f(Event::Am { src, id, data }));
+            }
         }
         if total > 0 {
-            self.next_rx.set((start + 1) % self.n);
+            self.next_rx
+                .set(if start + 1 >= cnt { 0 } else { start + 1 });
         }
         total
     }
@@ -459,5 +562,244 @@ mod bridge_tests {
         // A rank that is not asleep is not rung at all (no needless wake-ups).
         a.am_send(1, 1, b"y", b"").unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use crate::shm::wire::{RingCtl, MIN_RING_BYTES};
+    use crate::shm::Segment;
+    use proptest::prelude::*;
+
+    /// Every message `progress` delivers to `it`, as (src, id, bytes).
+    fn drain(it: &ShmIface) -> Vec<(usize, u8, Vec<u8>)> {
+        let mut got = Vec::new();
+        while it.progress(|ev| {
+            if let Event::Am { src, id, data } = ev {
+                got.push((src, id, data.to_vec()));
+            }
+        }) > 0
+        {}
+        got
+    }
+
+    /// (src, dst) of every ring handed out so far.
+    fn pairs(seg: &Segment) -> Vec<(u32, u32)> {
+        let l = seg.layout();
+        (0..seg.rings_used())
+            .map(|i| {
+                // SAFETY: a handed-out pool ring inside the mapped segment.
+                let c = unsafe { &*(seg.at(l.ring_ctl(i)) as *const RingCtl) };
+                (c.src.load(Ordering::Acquire), c.dst.load(Ordering::Acquire))
+            })
+            .collect()
+    }
+
+    /// `n` ranks, one thread each, send `rounds` messages to each of
+    /// `targets(me)` at once (so first sends race for the allocator and for
+    /// the same inboxes); every message arrives once, from the right rank, in
+    /// order, and the rings handed out are exactly one per pair that talked.
+    fn all_send_at_once(n: usize, rounds: usize, targets: fn(usize, usize) -> Vec<usize>) {
+        let seg = Arc::new(Segment::create(n, MIN_RING_BYTES).unwrap());
+        let start = Arc::new(std::sync::Barrier::new(n));
+        let received: Vec<Vec<(usize, u8, Vec<u8>)>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..n)
+                .map(|me| {
+                    let (seg, start) = (seg.clone(), start.clone());
+                    s.spawn(move || {
+                        let it = ShmIface::new(seg, me).unwrap();
+                        let to = targets(me, n);
+                        let expect: usize = (0..n).filter(|&p| targets(p, n).contains(&me)).count();
+                        start.wait();
+                        let mut got = Vec::new();
+                        for k in 0..rounds {
+                            for &p in &to {
+                                let msg = [me as u8, (me >> 8) as u8, k as u8];
+                                loop {
+                                    match it.am_send(p, 1, &msg, &[]) {
+                                        Ok(()) => break,
+                                        Err(Error::Busy { .. }) => got.extend(drain(&it)),
+                                        Err(e) => panic!("{e}"),
+                                    }
+                                }
+                            }
+                        }
+                        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                        while got.len() < expect * rounds {
+                            got.extend(drain(&it));
+                            assert!(std::time::Instant::now() < deadline, "rank {me} stalled");
+                            std::thread::yield_now();
+                        }
+                        start.wait(); // Nobody drops its iface while others still poll.
+                        got
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (me, got) in received.iter().enumerate() {
+            for src in 0..n {
+                let from: Vec<u8> = got
+                    .iter()
+                    .filter(|m| m.0 == src)
+                    .map(|m| {
+                        assert_eq!(
+                            m.2[..2],
+                            [src as u8, (src >> 8) as u8],
+                            "record of another rank"
+                        );
+                        m.2[2]
+                    })
+                    .collect();
+                let want: Vec<u8> = if targets(src, n).contains(&me) {
+                    (0..rounds).map(|k| k as u8).collect()
+                } else {
+                    Vec::new()
+                };
+                assert_eq!(from, want, "rank {me} from rank {src}");
+            }
+        }
+        let mut p = pairs(&seg);
+        let talked: usize = (0..n).map(|s| targets(s, n).len()).sum();
+        assert_eq!(p.len(), talked, "one ring per pair that talked");
+        p.sort_unstable();
+        p.dedup();
+        assert_eq!(p.len(), talked, "no pair got two rings");
+        // Disjoint by construction of the layout: distinct indices are
+        // distinct, non-overlapping ranges.
+        let l = seg.layout();
+        for i in 1..seg.rings_used() {
+            assert!(l.ring_data(i - 1) + l.ring_bytes <= l.ring_data(i));
+            assert!(l.ring_ctl(i - 1) + std::mem::size_of::<RingCtl>() <= l.ring_ctl(i));
+        }
+    }
+
+    fn everyone(_: usize, n: usize) -> Vec<usize> {
+        (0..n).collect()
+    }
+
+    fn to_zero(_: usize, _: usize) -> Vec<usize> {
+        vec![0]
+    }
+
+    #[test]
+    fn concurrent_first_sends_get_disjoint_rings() {
+        all_send_at_once(8, 40, everyone);
+        all_send_at_once(16, 3, to_zero);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+        #[test]
+        fn many_pairs_allocating_concurrently_get_disjoint_rings(n in 2usize..10, rounds in 1usize..300) {
+            all_send_at_once(n, rounds, everyone);
+        }
+    }
+
+    #[test]
+    fn a_rank_attaches_once() {
+        let seg = Arc::new(Segment::create(2, MIN_RING_BYTES).unwrap());
+        let _a = ShmIface::new(seg.clone(), 0).unwrap();
+        let e = ShmIface::new(seg, 0).unwrap_err();
+        assert!(matches!(e, Error::BadSegment { .. }), "{e}");
+    }
+
+    #[test]
+    fn an_exhausted_pool_is_a_typed_error_and_corrupts_nothing() {
+        let seg = Arc::new(Segment::create_with_pool(3, MIN_RING_BYTES, 2).unwrap());
+        let r: Vec<ShmIface> = (0..3)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect();
+        r[0].am_send(1, 1, b"a", b"").unwrap();
+        r[2].am_send(1, 1, b"b", b"").unwrap();
+        for _ in 0..3 {
+            let e = r[1].am_send(0, 1, b"c", b"").unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    Error::RingsExhausted {
+                        peer: 0,
+                        rings: 2,
+                        ring_bytes: MIN_RING_BYTES
+                    }
+                ),
+                "{e}"
+            );
+            assert!(
+                e.to_string()
+                    .contains("no shared-memory ring left for peer 0"),
+                "{e}"
+            );
+        }
+        assert_eq!(seg.rings_used(), 2);
+        // The pairs that have rings go on working, in order, untouched.
+        let mut got = Vec::new();
+        for k in 0..500u32 {
+            r[0].am_send(1, 2, &k.to_le_bytes(), b"").unwrap();
+            if k % 7 == 0 {
+                r[2].am_send(1, 3, &k.to_le_bytes(), b"").unwrap();
+            }
+            if k % 50 == 49 {
+                got.extend(drain(&r[1]));
+            }
+        }
+        assert!(drain(&r[0]).is_empty(), "nothing reached rank 0");
+        got.extend(drain(&r[1]));
+        let from = |src: usize, id: u8| -> Vec<Vec<u8>> {
+            got.iter()
+                .filter(|m| m.0 == src && m.1 == id)
+                .map(|m| m.2.clone())
+                .collect()
+        };
+        assert_eq!(from(0, 1), vec![b"a".to_vec()]);
+        assert_eq!(from(2, 1), vec![b"b".to_vec()]);
+        let seq = |it: &mut dyn Iterator<Item = u32>| -> Vec<Vec<u8>> {
+            it.map(|k| k.to_le_bytes().to_vec()).collect()
+        };
+        assert_eq!(from(0, 2), seq(&mut (0..500)));
+        assert_eq!(from(2, 3), seq(&mut (0..500).filter(|k| k % 7 == 0)));
+        assert_eq!(got.len(), 2 + 500 + 72);
+    }
+
+    /// A node of 1024 ranks (as endpoints driven by one thread): a ring and an
+    /// all-to-one round work, with one ring per pair that talked, and the
+    /// segment holds a few MiB, not 1024^2 rings (128 GiB).
+    #[test]
+    fn a_node_of_1024_ranks_uses_memory_for_the_pairs_that_talk() {
+        let n = 1024;
+        let ring = 128 << 10;
+        let seg = Arc::new(Segment::create(n, ring).unwrap());
+        assert!(
+            seg.layout().total < (129 << 30),
+            "virtual size: 1024^2 rings of 128 KiB and a little"
+        );
+        let r: Vec<ShmIface> = (0..n)
+            .map(|i| ShmIface::new(seg.clone(), i).unwrap())
+            .collect();
+        for (i, it) in r.iter().enumerate() {
+            it.am_send((i + 1) % n, 1, &(i as u32).to_le_bytes(), b"")
+                .unwrap();
+        }
+        for (i, it) in r.iter().enumerate() {
+            let got = drain(it);
+            let prev = (i + n - 1) % n;
+            assert_eq!(got, vec![(prev, 1, (prev as u32).to_le_bytes().to_vec())]);
+        }
+        for it in &r[1..] {
+            it.am_send(0, 2, &[7; 100], b"").unwrap();
+        }
+        let got = drain(&r[0]);
+        assert_eq!(got.len(), n - 1);
+        let mut srcs: Vec<usize> = got.iter().map(|m| m.0).collect();
+        srcs.sort_unstable();
+        assert_eq!(srcs, (1..n).collect::<Vec<_>>());
+        assert_eq!(seg.rings_used(), 2 * n - 2);
+        let resident = seg.resident_bytes().unwrap();
+        eprintln!(
+            "1024 ranks: {} rings used, {resident} bytes resident",
+            seg.rings_used()
+        );
+        assert!(resident < 32 << 20, "segment holds {resident} bytes");
     }
 }

@@ -63,14 +63,26 @@ unsafe impl Send for Segment {}
 unsafe impl Sync for Segment {}
 
 impl Segment {
-    /// Creates a zeroed segment for `nranks` ranks with `ring_bytes` per ring.
+    /// Creates a zeroed segment for `nranks` ranks with `ring_bytes` per ring
+    /// and the default pool of rings ([`super::wire::pool_rings`]).
     ///
     /// The descriptor is close-on-exec; a launcher passes it to its ranks
     /// by duplicating it onto a known number in the child.
+    ///
+    /// More than [`super::wire::MAX_RANKS`] ranks give
+    /// [`Error::TooManyLocalRanks`].
     pub fn create(nranks: usize, ring_bytes: usize) -> Result<Segment> {
-        let layout = Layout::new(nranks, ring_bytes).ok_or(Error::BadSegment {
-            reason: "rank count or ring size out of range",
-        })?;
+        Segment::with_layout(Layout::new(nranks, ring_bytes)?)
+    }
+
+    /// Like [`Segment::create`], with a pool of `pool` rings (1 to
+    /// `nranks^2`): once `pool` pairs of ranks have talked, a new pair's
+    /// first send fails with [`Error::RingsExhausted`].
+    pub fn create_with_pool(nranks: usize, ring_bytes: usize, pool: usize) -> Result<Segment> {
+        Segment::with_layout(Layout::with_pool(nranks, ring_bytes, pool)?)
+    }
+
+    fn with_layout(layout: Layout) -> Result<Segment> {
         // SAFETY: the name is a valid NUL-terminated string.
         let raw = unsafe { libc::memfd_create(c"dos-shm".as_ptr(), libc::MFD_CLOEXEC) };
         if raw < 0 {
@@ -78,7 +90,7 @@ impl Segment {
         }
         // SAFETY: `raw` is a fresh descriptor that we own.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: valid descriptor; size fits off_t (checked by Layout's arithmetic on 64-bit).
+        // SAFETY: valid descriptor; `total` is at most 2^47 (checked by `Layout`).
         if unsafe { libc::ftruncate(fd.as_raw_fd(), layout.total as libc::off_t) } != 0 {
             return Err(Error::last_os("ftruncate"));
         }
@@ -89,12 +101,14 @@ impl Segment {
             let h = base.as_ptr() as *mut SegHeader;
             (*h).magic = MAGIC;
             (*h).version = VERSION;
-            (*h).nranks = nranks as u32;
-            (*h).ring_bytes = ring_bytes as u64;
+            (*h).nranks = layout.nranks as u32;
+            (*h).ring_bytes = layout.ring_bytes as u64;
             (*h).ctl_off = layout.ctl_off as u64;
+            (*h).coll_off = layout.coll_off as u64;
             (*h).ringctl_off = layout.ringctl_off as u64;
             (*h).data_off = layout.data_off as u64;
             (*h).total = layout.total as u64;
+            (*h).pool_rings = layout.pool_rings as u64;
         }
         Ok(Segment { base, layout, fd })
     }
@@ -133,11 +147,13 @@ impl Segment {
                 reason: "layout version mismatch",
             });
         }
-        let layout = match Layout::new(h.nranks as usize, h.ring_bytes as usize) {
-            Some(l)
+        let pool = usize::try_from(h.pool_rings).unwrap_or(usize::MAX);
+        let layout = match Layout::with_pool(h.nranks as usize, h.ring_bytes as usize, pool) {
+            Ok(l)
                 if l.total == size
                     && l.total as u64 == h.total
                     && l.ctl_off as u64 == h.ctl_off
+                    && l.coll_off as u64 == h.coll_off
                     && l.ringctl_off as u64 == h.ringctl_off
                     && l.data_off as u64 == h.data_off =>
             {
@@ -150,6 +166,37 @@ impl Segment {
             }
         };
         Ok(Segment { base, layout, fd })
+    }
+
+    /// Takes the next ring of the pool, or `None` when all are handed out.
+    /// Never hands out an index twice, and never counts past the pool.
+    #[cold]
+    pub(crate) fn alloc_ring(&self) -> Option<usize> {
+        let pool = self.layout.pool_rings as u64;
+        self.header()
+            .rings_used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                (u < pool).then_some(u + 1)
+            })
+            .ok()
+            .map(|i| i as usize)
+    }
+
+    /// Rings of the pool handed out so far (to pairs of ranks that talked).
+    pub fn rings_used(&self) -> usize {
+        self.header().rings_used.load(Ordering::Acquire) as usize
+    }
+
+    /// Bytes of memory the segment holds now (its pages that were touched),
+    /// as opposed to its size, most of which is usually never touched.
+    pub fn resident_bytes(&self) -> Result<u64> {
+        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor and out-pointer.
+        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
+            return Err(Error::last_os("fstat"));
+        }
+        Ok(st.st_blocks as u64 * 512)
     }
 
     /// The segment's layout.
@@ -376,5 +423,45 @@ mod tests {
         // SAFETY: fresh descriptor from dup.
         let t = Segment::attach(unsafe { OwnedFd::from_raw_fd(d) }).unwrap();
         assert_eq!(t.layout(), s.layout());
+    }
+
+    #[test]
+    fn attach_rejects_a_header_that_lies_about_its_pool() {
+        let s = Segment::create(3, super::super::wire::MIN_RING_BYTES).unwrap();
+        // SAFETY: the header of our own, freshly created segment.
+        unsafe { (*(s.at(0) as *mut SegHeader)).pool_rings = 10 };
+        // SAFETY: valid descriptor; dup gives us our own.
+        let d = unsafe { libc::dup(s.fd()) };
+        assert!(d >= 0);
+        // SAFETY: fresh descriptor from dup.
+        let r = Segment::attach(unsafe { OwnedFd::from_raw_fd(d) });
+        assert!(matches!(r, Err(Error::BadSegment { .. })), "{r:?}");
+    }
+
+    #[test]
+    fn the_allocator_stops_at_the_pool_size() {
+        let s = Segment::create_with_pool(3, super::super::wire::MIN_RING_BYTES, 4).unwrap();
+        let got: Vec<_> = (0..6).map(|_| s.alloc_ring()).collect();
+        assert_eq!(got, [Some(0), Some(1), Some(2), Some(3), None, None]);
+        assert_eq!(s.rings_used(), 4);
+    }
+
+    #[test]
+    fn a_segment_for_the_most_ranks_is_sparse() {
+        let s = Segment::create(super::super::wire::MAX_RANKS, 128 << 10).unwrap();
+        assert!(s.layout().total > 1 << 40);
+        assert!(s.resident_bytes().unwrap() < 1 << 20);
+    }
+
+    #[test]
+    fn too_many_ranks_is_a_typed_error_not_an_mmap_failure() {
+        let e = Segment::create(100_000, 128 << 10).unwrap_err();
+        assert!(
+            matches!(e, Error::TooManyLocalRanks { nranks: 100_000, max } if max == super::super::wire::MAX_RANKS),
+            "{e}"
+        );
+        assert!(e
+            .to_string()
+            .starts_with("too many ranks on one node for the shared segment"));
     }
 }

@@ -1,11 +1,14 @@
 //! Shared-memory backend: every rank of a node maps one segment.
 //!
-//! * [`wire`]: the segment layout (a versioned `repr(C)` ABI).
+//! * [`wire`]: the segment layout (a versioned `repr(C)` ABI). It grows
+//!   linearly with the ranks of the node: rings come from a pool, one carved
+//!   when a rank first sends to a peer and announced in the peer's inbox, so
+//!   memory follows the pairs that talk (up to [`wire::MAX_RANKS`] ranks).
 //! * [`mem`]: creating and attaching the segment (a memfd, so it vanishes with
 //!   its last user), and single-copy transfers with CMA
 //!   (`process_vm_readv`/`process_vm_writev`).
 //! * `ep`: the lock-free single-producer/single-consumer rings, one per ordered
-//!   pair of ranks.
+//!   pair of ranks that talks.
 //! * `iface`: [`ShmIface`], one rank's endpoint.
 //! * `progress`: the futex doorbell that lets an idle rank block.
 //!

@@ -4,12 +4,38 @@
 //! offset 0            SegHeader          (one page)
 //! ctl_off             RankCtl[n]         (one cache line each, page-rounded)
 //! coll_off            CollSlot[COLL_CTXS][2][n]  (COLL_SLOT bytes each, page-rounded)
-//! ringctl_off         RingCtl[n*n]       (two cache lines each, page-rounded)
-//! data_off            ring data[n*n]     (ring_bytes each)
+//! ringctl_off         RingCtl[pool]      (two cache lines each, page-rounded)
+//! data_off            ring data[pool]    (ring_bytes each)
 //! ```
-//! Ring `s * n + r` carries messages from rank `s` to rank `r`. Everything is
-//! addressed by offsets, never pointers, so each process may map the segment
-//! anywhere.
+//! Every region grows linearly with the number of ranks `n`, except the ring
+//! pool, which holds `pool = min(n^2, POOL_BYTES / ring_bytes)` rings (see
+//! [`pool_rings`]) and is *sparse*: a ring is carved from the pool only when a
+//! rank first sends to a peer, and the memfd's pages are allocated on first
+//! touch, so the memory used is proportional to the pairs of ranks that
+//! actually talk; the virtual size stays below [`POOL_BYTES`] plus about
+//! 32 KiB per rank, whatever `n`.
+//!
+//! **Rings on first use.** The first message from `s` to `r` makes `s` take
+//! the next ring index `i` from [`SegHeader::rings_used`] (an atomic bump
+//! allocator that never hands out an index twice and never goes past
+//! `pool_rings`), write `src = s` and `dst = r` into `RingCtl[i]`, and push
+//! `i + 1` onto `r`'s *inbox* ([`RankCtl::inbox`]): a lock-free intrusive
+//! stack whose links are [`RingCtl::next`]. The receiver takes the whole
+//! stack with one swap (so the stack has no ABA problem) and adds the rings
+//! to the ones it polls. A rank thus polls only the rings that carry
+//! something to it, plus one word. `s` is the only producer of the ring and
+//! keeps it for the rest of the job; rings are never freed. When the pool is
+//! exhausted, the send fails with [`crate::Error::RingsExhausted`] and
+//! nothing in the segment changes.
+//!
+//! Measured (`core/tests/shm_scale.rs`, default 128 KiB rings): a 64-rank
+//! token ring leaves 1.6 MB of the segment touched (17.3 MB with layout
+//! version 2, whose ranks each polled a ring from every peer), 200 ranks
+//! 6.8 MB, and `hello` on 1024 ranks 47.6 MB with 11 rings per rank; version 2
+//! could not map a segment for 100,000 ranks at all (n^2 rings = 1.3 PB).
+//!
+//! Everything is addressed by offsets, never pointers, so each process may
+//! map the segment anywhere.
 //!
 //! A ring holds records aligned to [`RECORD_ALIGN`]. Each record starts with a
 //! [`RecHdr`] whose `seq` is the record's absolute position in the stream plus
@@ -26,8 +52,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 
 /// Segment magic: `DOS-SHM\0`.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"DOS-SHM\0");
-/// Layout version; bump on any change below.
-pub const VERSION: u32 = 2;
+/// Layout version; bump on any change below. Version 3: rings carved from a
+/// pool on first use (version 2 had one ring per ordered pair of ranks).
+pub const VERSION: u32 = 3;
 /// Cache line size assumed by the layout.
 pub const CACHE_LINE: usize = 64;
 /// Page size assumed for region alignment.
@@ -44,6 +71,26 @@ pub const COLL_CTXS: usize = 16;
 pub const COLL_SLOT: usize = 1024;
 /// Payload bytes of one collective slot.
 pub const COLL_PAYLOAD: usize = COLL_SLOT - 16;
+/// Most ranks that one node's segment serves.
+///
+/// The fixed part of the segment costs about 32 KiB of address space per rank
+/// (mostly collective slots, touched only when used), and each rank keeps
+/// about 100 bytes of private state per local peer; at 16384 ranks that is
+/// 513 MiB of address space and 1.6 MiB per process. It is 16 times the
+/// hardware threads of the largest nodes made today, and half the default
+/// `kernel.pid_max` of 32768.
+pub const MAX_RANKS: usize = 16384;
+/// Address space reserved for the ring pool, at most: `min(n^2, POOL_BYTES /
+/// ring_bytes)` rings (see [`pool_rings`]). Only the rings in use have pages.
+///
+/// 1 TiB holds every pair's ring up to 2896 ranks of 128 KiB rings (8192
+/// ranks of 16 KiB rings), so that any pattern, all-to-all included, runs on
+/// a node of 1,000 ranks; it is 1/128 of a process's 47-bit address space.
+/// Shared mappings of a memfd are not charged to the overcommit limit, but a
+/// process limited by `RLIMIT_AS` needs that much address space for a large
+/// node's segment (a node of `n` ranks maps `n^2` rings up to the cap, as
+/// before layout version 3: 32 MiB for 16 ranks).
+pub const POOL_BYTES: usize = 1 << 40;
 
 /// The segment header, at offset 0.
 #[repr(C, align(64))]
@@ -59,14 +106,23 @@ pub struct SegHeader {
     pub ring_bytes: u64,
     /// Offset of the `RankCtl` array.
     pub ctl_off: u64,
+    /// Offset of the `CollSlot` array.
+    pub coll_off: u64,
     /// Offset of the `RingCtl` array.
     pub ringctl_off: u64,
     /// Offset of the first ring's data.
     pub data_off: u64,
     /// Total size of the segment.
     pub total: u64,
+    /// Rings in the pool.
+    pub pool_rings: u64,
+    /// Rings handed out so far (the pool's bump allocator; never above
+    /// `pool_rings`).
+    pub rings_used: AtomicU64,
     /// Number of ranks that attached so far.
     pub attached: AtomicU32,
+    /// Reserved.
+    pub _reserved: [u32; 11],
 }
 
 /// Per-rank control block: its pid and its doorbell.
@@ -79,11 +135,14 @@ pub struct RankCtl {
     pub sleeping: AtomicU32,
     /// Futex word: senders bump it and wake the rank when it sleeps.
     pub doorbell: AtomicU32,
-    /// Reserved.
-    pub _reserved: u32,
+    /// The rank's inbox of new rings: index + 1 of the ring announced last, 0
+    /// when empty; older ones follow through [`RingCtl::next`]. Senders push
+    /// with a compare-and-swap, the rank takes all with a swap.
+    pub inbox: AtomicU32,
 }
 
-/// Per-ring control: the consumer's head on a line of its own.
+/// Per-ring control: the consumer's head on a line of its own, then the
+/// producer's line.
 #[repr(C, align(64))]
 #[derive(Debug)]
 pub struct RingCtl {
@@ -92,7 +151,14 @@ pub struct RingCtl {
     _pad: [u8; CACHE_LINE - 8],
     /// Bytes produced so far; informational, written by the producer only.
     pub tail: AtomicU64,
-    _pad2: [u8; CACHE_LINE - 8],
+    /// The producer's rank, written before the ring is announced.
+    pub src: AtomicU32,
+    /// The consumer's rank, written before the ring is announced.
+    pub dst: AtomicU32,
+    /// Index + 1 of the ring announced to the same consumer before this one
+    /// (the inbox's link), 0 at the end.
+    pub next: AtomicU32,
+    _pad2: [u8; CACHE_LINE - 20],
 }
 
 /// Header of one record in a ring.
@@ -180,7 +246,13 @@ impl std::fmt::Debug for CollSlot {
 pub const REC_HDR: usize = std::mem::size_of::<RecHdr>();
 
 const _: () = {
-    assert!(std::mem::size_of::<SegHeader>() == CACHE_LINE);
+    assert!(std::mem::size_of::<SegHeader>() == 2 * CACHE_LINE);
+    assert!(std::mem::size_of::<SegHeader>() <= PAGE);
+    assert!(std::mem::offset_of!(SegHeader, pool_rings) == 64);
+    assert!(std::mem::offset_of!(RankCtl, inbox) == 12);
+    assert!(std::mem::offset_of!(RingCtl, tail) == CACHE_LINE);
+    assert!(std::mem::offset_of!(RingCtl, next) == CACHE_LINE + 16);
+    assert!(MAX_RANKS * MAX_RANKS <= u32::MAX as usize);
     assert!(std::mem::size_of::<RankCtl>() == CACHE_LINE);
     assert!(std::mem::size_of::<RingCtl>() == 2 * CACHE_LINE);
     assert!(std::mem::size_of::<RecHdr>() == 16);
@@ -201,6 +273,19 @@ pub const fn record_size(len: usize) -> usize {
     round_up(REC_HDR + len, RECORD_ALIGN)
 }
 
+/// Rings in the pool of a segment for `nranks` ranks with `ring_bytes` per
+/// ring: one per ordered pair of ranks, up to [`POOL_BYTES`] of them.
+pub const fn pool_rings(nranks: usize, ring_bytes: usize) -> usize {
+    let pairs = nranks.saturating_mul(nranks);
+    let fit = POOL_BYTES / if ring_bytes == 0 { 1 } else { ring_bytes };
+    let fit = if fit == 0 { 1 } else { fit };
+    if pairs < fit {
+        pairs
+    } else {
+        fit
+    }
+}
+
 /// Offsets of every region of a segment for `nranks` ranks and `ring_bytes` per ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
@@ -208,6 +293,8 @@ pub struct Layout {
     pub nranks: usize,
     /// Data bytes per ring.
     pub ring_bytes: usize,
+    /// Rings in the pool.
+    pub pool_rings: usize,
     /// Offset of the `RankCtl` array.
     pub ctl_off: usize,
     /// Offset of the `CollSlot` array.
@@ -221,26 +308,45 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Computes the layout; `ring_bytes` must be a power of two of at least [`MIN_RING_BYTES`].
-    pub fn new(nranks: usize, ring_bytes: usize) -> Option<Layout> {
-        if nranks == 0
-            || nranks > u32::MAX as usize
-            || !ring_bytes.is_power_of_two()
-            || ring_bytes < MIN_RING_BYTES
-        {
-            return None;
+    /// Computes the layout with the default pool ([`pool_rings`]);
+    /// `ring_bytes` must be a power of two of at least [`MIN_RING_BYTES`], and
+    /// `nranks` between 1 and [`MAX_RANKS`].
+    pub fn new(nranks: usize, ring_bytes: usize) -> crate::Result<Layout> {
+        Layout::with_pool(nranks, ring_bytes, pool_rings(nranks, ring_bytes))
+    }
+
+    /// Computes the layout with a pool of `pool` rings (1 to `nranks^2`).
+    pub fn with_pool(nranks: usize, ring_bytes: usize, pool: usize) -> crate::Result<Layout> {
+        let bad = |reason| crate::Error::BadSegment { reason };
+        if nranks > MAX_RANKS {
+            return Err(crate::Error::TooManyLocalRanks {
+                nranks,
+                max: MAX_RANKS,
+            });
         }
-        let rings = nranks.checked_mul(nranks)?;
+        if nranks == 0 {
+            return Err(bad("no ranks"));
+        }
+        if !ring_bytes.is_power_of_two() || ring_bytes < MIN_RING_BYTES {
+            return Err(bad("ring size is not a power of two of at least 16 KiB"));
+        }
+        if pool == 0 || pool > nranks * nranks {
+            return Err(bad("ring pool size out of range"));
+        }
+        let too_big = || bad("segment larger than the address space");
         let ctl_off = PAGE;
         let coll_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
-        let slots = nranks.checked_mul(2 * COLL_CTXS)?;
-        let ringctl_off = coll_off + round_up(slots.checked_mul(COLL_SLOT)?, PAGE);
-        let data_off =
-            ringctl_off + round_up(rings.checked_mul(std::mem::size_of::<RingCtl>())?, PAGE);
-        let total = data_off.checked_add(rings.checked_mul(ring_bytes)?)?;
-        Some(Layout {
+        let ringctl_off = coll_off + round_up(nranks * 2 * COLL_CTXS * COLL_SLOT, PAGE);
+        let data_off = ringctl_off + round_up(pool * std::mem::size_of::<RingCtl>(), PAGE);
+        let total = pool
+            .checked_mul(ring_bytes)
+            .and_then(|d| d.checked_add(data_off))
+            .filter(|&t| t <= 1 << 47)
+            .ok_or_else(too_big)?;
+        Ok(Layout {
             nranks,
             ring_bytes,
+            pool_rings: pool,
             ctl_off,
             coll_off,
             ringctl_off,
@@ -262,21 +368,17 @@ impl Layout {
         self.coll_off + ((ctx * 2 + parity) * self.nranks + rank) * COLL_SLOT
     }
 
-    /// Index of the ring from `src` to `dst`.
-    #[inline]
-    pub fn ring(&self, src: usize, dst: usize) -> usize {
-        src * self.nranks + dst
-    }
-
-    /// Offset of the `RingCtl` of ring `i`.
+    /// Offset of the `RingCtl` of pool ring `i`.
     #[inline]
     pub fn ring_ctl(&self, i: usize) -> usize {
+        debug_assert!(i < self.pool_rings);
         self.ringctl_off + i * std::mem::size_of::<RingCtl>()
     }
 
-    /// Offset of the data of ring `i`.
+    /// Offset of the data of pool ring `i`.
     #[inline]
     pub fn ring_data(&self, i: usize) -> usize {
+        debug_assert!(i < self.pool_rings);
         self.data_off + i * self.ring_bytes
     }
 }
@@ -287,24 +389,51 @@ mod tests {
 
     #[test]
     fn layout_regions_do_not_overlap_and_are_aligned() {
-        for n in [1usize, 2, 3, 7, 64] {
+        for n in [1usize, 2, 3, 7, 64, 1000, MAX_RANKS] {
             let l = Layout::new(n, MIN_RING_BYTES).unwrap();
+            let pool = l.pool_rings;
+            assert_eq!(pool, pool_rings(n, MIN_RING_BYTES));
             assert!(l.ctl_off >= std::mem::size_of::<SegHeader>());
             assert!(l.coll_off >= l.rank_ctl(n - 1) + CACHE_LINE);
             assert_eq!(l.coll_off % PAGE, 0);
             assert!(l.ringctl_off >= l.coll_slot(COLL_CTXS - 1, 1, n - 1) + COLL_SLOT);
-            assert!(l.data_off >= l.ring_ctl(n * n - 1) + 2 * CACHE_LINE);
+            assert!(l.data_off >= l.ring_ctl(pool - 1) + 2 * CACHE_LINE);
             assert_eq!(l.data_off % PAGE, 0);
-            assert_eq!(l.total, l.ring_data(n * n - 1) + MIN_RING_BYTES);
+            assert_eq!(l.total, l.ring_data(pool - 1) + MIN_RING_BYTES);
+        }
+    }
+
+    #[test]
+    fn the_segment_grows_linearly_beyond_the_pool() {
+        let ring = 128 << 10;
+        // Small nodes: a ring for every ordered pair, as before.
+        assert_eq!(pool_rings(16, ring), 256);
+        assert_eq!(pool_rings(1024, ring), 1024 * 1024);
+        assert_eq!(pool_rings(2896, ring), 2896 * 2896);
+        // Large ones: the pool is capped; the rest is ~32 KiB per rank.
+        for n in [4096usize, MAX_RANKS] {
+            let l = Layout::new(n, ring).unwrap();
+            assert_eq!(l.pool_rings, POOL_BYTES / ring);
+            assert!(l.total <= POOL_BYTES + n * 33 * 1024 + 1024 * 1024 * 1024);
         }
     }
 
     #[test]
     fn layout_rejects_bad_parameters() {
-        assert!(Layout::new(0, MIN_RING_BYTES).is_none());
-        assert!(Layout::new(2, MIN_RING_BYTES + 1).is_none());
-        assert!(Layout::new(2, 1024).is_none());
-        assert!(Layout::new(usize::MAX / 2, MIN_RING_BYTES).is_none());
+        let bad = |r: crate::Result<Layout>| matches!(r, Err(crate::Error::BadSegment { .. }));
+        assert!(bad(Layout::new(0, MIN_RING_BYTES)));
+        assert!(bad(Layout::new(2, MIN_RING_BYTES + 1)));
+        assert!(bad(Layout::new(2, 1024)));
+        assert!(bad(Layout::with_pool(2, MIN_RING_BYTES, 0)));
+        assert!(bad(Layout::with_pool(2, MIN_RING_BYTES, 5)));
+        assert!(bad(Layout::with_pool(2, 1 << 62, 4)));
+        for n in [MAX_RANKS + 1, 100_000, usize::MAX / 2] {
+            let e = Layout::new(n, MIN_RING_BYTES).unwrap_err();
+            assert!(
+                matches!(e, crate::Error::TooManyLocalRanks { nranks, max: MAX_RANKS } if nranks == n),
+                "{e}"
+            );
+        }
     }
 
     #[test]
