@@ -3,9 +3,8 @@
 //! open or flooded may not crowd them out, and the log of refusals stays
 //! short.
 //!
-//! The heavy versions (256 ranks running the collective check, 1,024 ranks
-//! starting, many trials of the attacks) are ignored by default; run them,
-//! with the examples built first, with
+//! The heavy version (many trials of the attacks) is ignored by default;
+//! run it, with the examples built first, with
 //!
 //! ```text
 //! cargo build --release --bins --examples
@@ -98,12 +97,12 @@ fn a_flood_of_bad_connections_gives_a_short_log() {
     assert_eq!(counted + single, 3000, "{}", r.stderr);
 }
 
-/// 256 ranks pass the collective check; 1,024 ranks start (hello); many
-/// trials of the held-connection attack. Heavy: see the module docs.
+/// 256 ranks (128 to a core) pass the collective check, and 1,024 start
+/// (hello): no bound of the wire-up or the shared segment refuses them.
+/// About a minute in a debug build on 2 cores.
 #[test]
-#[ignore = "heavy: hundreds of processes for minutes"]
-fn heavy_many_ranks_and_attacks() {
-    let limit = Duration::from_secs(600);
+fn hundreds_of_ranks_pass_the_collective_check_and_a_thousand_start() {
+    let limit = Duration::from_secs(900);
     let collcheck = example("collcheck").expect("build the examples first");
     let hello = example("hello").expect("build the examples first");
     let t = std::time::Instant::now();
@@ -115,18 +114,21 @@ fn heavy_many_ranks_and_attacks() {
     assert_eq!(r.code(), 0, "{}", r.stderr);
     assert!(r.stdout.contains("collcheck: OK 256 ranks"), "{}", r.stdout);
     eprintln!("collcheck -n 256: {:.1} s", t.elapsed().as_secs_f64());
-    for np in [256, 1024] {
-        let t = std::time::Instant::now();
-        let n = np.to_string();
-        let r = run_with(
-            common::dosrun().args(["-n", &n, hello.to_str().unwrap()]),
-            b"",
-            limit,
-        );
-        assert_eq!(r.code(), 0, "{}", r.stderr);
-        assert!(r.stdout.contains(&format!("hello: {np} ranks OK")));
-        eprintln!("hello -n {np}: {:.1} s", t.elapsed().as_secs_f64());
-    }
+    let t = std::time::Instant::now();
+    let r = run_with(
+        common::dosrun().args(["-n", "1024", hello.to_str().unwrap()]),
+        b"",
+        limit,
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert!(r.stdout.contains("hello: 1024 ranks OK"), "{}", r.stdout);
+    eprintln!("hello -n 1024: {:.1} s", t.elapsed().as_secs_f64());
+}
+
+/// Many trials of the held-connection attack. Heavy: see the module docs.
+#[test]
+#[ignore = "heavy: 30 jobs under attack"]
+fn heavy_attack_trials() {
     for trial in 0..30 {
         let r = run(&["-n", "16", probe(), "hold", "500"]);
         assert_eq!(r.code(), 0, "trial {trial}: {}", r.stderr);
