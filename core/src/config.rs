@@ -86,6 +86,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "1: the soft-RoCE sends trains of equal packets with UDP segmentation offload and receives them with UDP GRO (one trip through the kernel per 64 KiB; each packet's ICRC covers the identification the kernel gives it); 0: one datagram at a time",
     },
     Tunable {
+        name: "DOS_ROCE_AUTH",
+        default: "1",
+        help: "1: every soft-RoCE packet carries a 16-byte tag (keyed BLAKE3 from the job's secret, one key per queue pair and direction) and forged or renumbered packets are dropped; 0: plain RoCEv2 packets, for interoperating with RoCE devices (queue pairs still take packets only from their peer's address and port). Every rank of a job must say the same",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -185,6 +190,8 @@ pub struct Config {
     pub roce_mtu: u32,
     /// `DOS_ROCE_GSO`.
     pub roce_gso: bool,
+    /// `DOS_ROCE_AUTH`.
+    pub roce_auth: bool,
     /// `DOS_TRANSPORTS`.
     pub transports: Transports,
 }
@@ -275,9 +282,20 @@ impl Config {
                 })
             }
         };
+        let roce_auth = match raw("DOS_ROCE_AUTH").trim() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                return Err(Error::Environment {
+                    var: "DOS_ROCE_AUTH",
+                    reason: "must be 0 or 1",
+                })
+            }
+        };
         Ok(Config {
             roce_mtu,
             roce_gso,
+            roce_auth,
             rndv,
             rndv_chunk,
             net_chunk,
@@ -307,6 +325,26 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.eager_limit, 16384);
         assert_eq!(c.spin_us, None);
+        assert!(c.roce_auth);
+    }
+
+    #[test]
+    fn roce_auth_is_0_or_1() {
+        let c = Config::parse(|n| (n == "DOS_ROCE_AUTH").then(|| "0".into())).unwrap();
+        assert!(!c.roce_auth);
+        for bad in ["", "yes", "2"] {
+            let e = Config::parse(|n| (n == "DOS_ROCE_AUTH").then(|| bad.into()));
+            assert!(
+                matches!(
+                    e,
+                    Err(Error::Environment {
+                        var: "DOS_ROCE_AUTH",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -188,7 +188,8 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
         None if allow.roce => Prepared::Roce(
             RoceIface::prepare(rank, size, ip, secret)?
                 .with_max_mtu(cfg.roce_mtu)?
-                .with_segmentation(cfg.roce_gso),
+                .with_segmentation(cfg.roce_gso)
+                .with_packet_auth(cfg.roce_auth),
         ),
         None => {
             return Err(Error::Environment {

@@ -1240,6 +1240,12 @@ impl Qp {
         self.rx_hdrs.key = Some(rx);
     }
 
+    /// The key the tags of received packets must be made with, if any.
+    #[cfg(test)]
+    pub(crate) fn rx_key(&self) -> Option<&PacketKey> {
+        self.rx_hdrs.key.as_ref()
+    }
+
     /// The state.
     pub fn state(&self) -> QpState {
         self.state

@@ -1818,6 +1818,142 @@ mod tests {
         );
     }
 
+    /// Waits (pumping both) until `b` delivers a message, which it returns.
+    fn next_message(a: &RoceIface, b: &RoceIface) -> (u8, Vec<u8>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            a.progress(|_| {});
+            let mut got = None;
+            b.progress(|ev| {
+                if let Event::Am { id, data, .. } = ev {
+                    got.get_or_insert((id, data.to_vec()));
+                }
+            });
+            if let Some(m) = got {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no message");
+        }
+    }
+
+    /// A SEND_ONLY_WITH_IMMEDIATE (how active messages travel) to `b`'s queue
+    /// pair for peer 0 at the PSN it expects next, with a valid ICRC for the
+    /// datagram `from` → `b`, and a tag made with `key` if given: what someone
+    /// who saw the traffic but has no key can make.
+    fn forge(b: &RoceIface, from: SocketAddr, key: Option<PacketKey>) -> Vec<u8> {
+        use super::super::icrc::IpUdp;
+        use super::super::wire::{Bth, Framing, ImmDt, Opcode, Packet};
+        let epsn = b.lock().qps[0].as_ref().unwrap().qp.expected_psn();
+        let mut p = Packet::new(Bth::new(
+            Opcode::SendOnlyWithImmediate,
+            qpn(0).unwrap(),
+            epsn,
+        ));
+        p.imm = Some(ImmDt(66));
+        p.payload = b"forged!!";
+        let f = Framing {
+            hdrs: IpUdp::new(from, b.local_addr()),
+            key,
+        };
+        let mut d = vec![0u8; 128];
+        let n = p.encode_framed(&f, &mut d).unwrap();
+        d.truncate(n);
+        d
+    }
+
+    /// The attack, on the receive path: a packet with the right QPN,
+    /// the next PSN and a valid ICRC, from another port, or from the peer's own
+    /// address without the key; none is delivered, each is counted, and the
+    /// connection goes on as if nothing happened.
+    #[test]
+    fn forged_packets_are_dropped_and_the_connection_goes_on() {
+        let mut eps = make(2);
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        a.am_send(1, 5, b"one", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (5, b"one".to_vec()));
+        let peer = a.local_addr();
+        let stranger = SocketAddr::new(peer.ip(), peer.port().wrapping_add(1));
+        let epsn = b.lock().qps[0].as_ref().unwrap().qp.expected_psn();
+        let guess = PacketKey::from_bytes([0x5a; 32]);
+        let receive = |from: SocketAddr, d: &[u8]| {
+            let mut st = b.lock();
+            b.inner.receive(&mut st, Instant::now(), from, d);
+        };
+        // From another port, even with the right tag (as if the key leaked).
+        let right_key = {
+            let st = b.lock();
+            let qp = &st.qps[0].as_ref().unwrap().qp;
+            qp.rx_key().cloned()
+        };
+        receive(stranger, &forge(&b, stranger, None));
+        receive(stranger, &forge(&b, stranger, right_key.clone()));
+        // For a queue pair that does not exist.
+        let mut other = forge(&b, peer, None);
+        other[7] = 0x77;
+        receive(peer, &other);
+        assert_eq!(b.rejected().wrong_source, 3);
+        // From the peer's address and port: without a tag, with a guessed one.
+        receive(peer, &forge(&b, peer, None));
+        receive(peer, &forge(&b, peer, Some(guess)));
+        assert_eq!(b.rejected().bad_tag, 1);
+        {
+            let st = b.lock();
+            let qp = &st.qps[0].as_ref().unwrap().qp;
+            assert_eq!(qp.expected_psn(), epsn, "a forged packet was taken");
+            assert_eq!(qp.stats().rx_malformed, 1);
+        }
+        // The real thing still works, and nothing forged was delivered.
+        a.am_send(1, 6, b"two", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (6, b"two".to_vec()));
+        assert!(right_key.is_some());
+        assert_eq!(
+            b.rejected(),
+            Rejected {
+                wrong_source: 3,
+                bad_tag: 1
+            }
+        );
+    }
+
+    #[test]
+    fn endpoints_must_agree_on_packet_authentication() {
+        let secret = crate::auth::Secret::generate().unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = RoceIface::prepare(0, 2, ip, &secret).unwrap();
+        let b = RoceIface::prepare(1, 2, ip, &secret)
+            .unwrap()
+            .with_packet_auth(false);
+        let (aa, ba) = (a.address(), b.address());
+        for (p, theirs) in [(a, ba), (b, aa)] {
+            match p.connect(&[None, Some(theirs)]) {
+                Err(Error::Malformed {
+                    what: "roce address",
+                    reason,
+                }) => assert!(reason.contains("DOS_ROCE_AUTH"), "{reason}"),
+                other => panic!("connected: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    /// Without authentication (`DOS_ROCE_AUTH=0`) packets are plain RoCEv2 and
+    /// still flow; the source check stays.
+    #[test]
+    fn plain_endpoints_exchange_messages_and_check_sources() {
+        let mut eps = make_tweaked(2, |_, p| p.with_packet_auth(false));
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        a.am_send(1, 5, b"one", &[1; 5000]).unwrap();
+        assert_eq!(next_message(&a, &b).0, 5);
+        let stranger = SocketAddr::new(a.local_addr().ip(), a.local_addr().port() ^ 1);
+        let forged = forge(&b, stranger, None);
+        b.inner
+            .receive(&mut b.lock(), Instant::now(), stranger, &forged);
+        assert_eq!(b.rejected().wrong_source, 1);
+        a.am_send(1, 6, b"two", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (6, b"two".to_vec()));
+    }
+
     #[test]
     fn the_mtu_follows_the_link_like_a_roce_device() {
         assert_eq!(roce_mtu_for(1500, 4096), 1024);

@@ -963,9 +963,14 @@ impl<'a> Packet<'a> {
             return Self::decode_unverified(datagram);
         };
         let (p, covered) = Self::decode_structure(datagram, AUTH_TAG_LEN)?;
-        let tag = &datagram[covered..covered + AUTH_TAG_LEN];
+        let (tag, pad) = datagram[covered..datagram.len() - ICRC_LEN].split_at(AUTH_TAG_LEN);
         if !key.verify(&datagram[..covered], tag) {
             return Err(WireError::Auth);
+        }
+        // The pad is outside the tag: zero, so that no bit of the packet can be
+        // changed unnoticed.
+        if pad.iter().any(|&b| b != 0) {
+            return Err(WireError::Malformed("pad bytes that are not zero"));
         }
         Ok(p)
     }
@@ -1514,6 +1519,124 @@ mod tests {
         ));
     }
 
+    fn key(b: u8) -> PacketKey {
+        PacketKey::from_bytes([b; 32])
+    }
+
+    fn keyed(h: IpUdp, b: u8) -> Framing {
+        Framing {
+            hdrs: h,
+            key: Some(key(b)),
+        }
+    }
+
+    fn encode_framed_vec(p: &Packet<'_>, f: &Framing) -> Vec<u8> {
+        let mut buf = vec![0u8; p.framed_len(f.tag_len())];
+        let n = p.encode_framed(f, &mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    #[test]
+    fn authenticated_packets_carry_their_tag_before_the_pad() {
+        let h = hdrs();
+        let f = keyed(h, 1);
+        let mut p = Packet::new(Bth::new(Opcode::SendOnly, qpn(0x11), Psn::new(7)));
+        p.payload = b"hello";
+        let b = encode_framed_vec(&p, &f);
+        // BTH, payload, tag, pad (that of the payload), ICRC.
+        assert_eq!(b.len(), 12 + 5 + 16 + 3 + 4);
+        assert_eq!((b[1] >> 4) & 3, 3);
+        assert_eq!(b[12..17], *b"hello");
+        assert_eq!(b[17..33], key(1).tag(&b[..17]));
+        assert_eq!(b[33..36], [0, 0, 0]);
+        assert_eq!(Packet::decode_framed(&f, &b).unwrap(), decoded(&p));
+        assert_eq!(
+            Packet::decode_unverified_tagged(&b).unwrap(),
+            (decoded(&p), 17)
+        );
+        // Any RoCEv2 decoder sees a valid packet whose payload ends with the tag.
+        assert_eq!(Packet::decode(&h, &b).unwrap().payload, &b[12..33]);
+        // Another connection's key, or none: not this connection's packet.
+        assert_eq!(
+            Packet::decode_framed(&keyed(h, 2), &b),
+            Err(WireError::Auth)
+        );
+        let plain = encode_vec(&p, &h);
+        assert!(Packet::decode_framed(&f, &plain).is_err());
+        assert_eq!(
+            Packet::decode_framed(&Framing::plain(h), &b)
+                .unwrap()
+                .payload,
+            &b[12..33]
+        );
+        // An ACK: the tag is all that follows the AETH.
+        let mut a = Packet::new(Bth::new(Opcode::Acknowledge, qpn(0x11), Psn::new(6)));
+        a.aeth = Some(Aeth {
+            syndrome: Syndrome::Ack { credits: 31 },
+            msn: Msn::new(1),
+        });
+        let b = encode_framed_vec(&a, &f);
+        assert_eq!(b.len(), 12 + 4 + 16 + 4);
+        assert_eq!(Packet::decode_framed(&f, &b).unwrap(), a);
+        assert!(matches!(
+            Packet::decode(&h, &b),
+            Err(WireError::Malformed(_))
+        ));
+        // Too short for a tag.
+        let mut short = encode_vec(&a, &h);
+        assert!(matches!(
+            Packet::decode_framed(&f, &short),
+            Err(WireError::Malformed(_))
+        ));
+        short.truncate(12 + 4);
+        short.extend_from_slice(&[0; 8 + 4]);
+        seal(&h, &mut short);
+        assert!(matches!(
+            Packet::decode_framed(&f, &short),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    /// What someone without the key who saw a packet can do: renumber it (PSN,
+    /// QPN), change any header or payload bit, and recompute the ICRC. Every
+    /// such packet fails (its tag, or its structure), for every opcode; and so
+    /// does a packet with another IPv4 identification only by its ICRC.
+    #[test]
+    fn forged_packets_with_a_valid_icrc_fail() {
+        let h = hdrs();
+        let f = keyed(h, 9);
+        for &op in Opcode::ALL {
+            let p = sample_packet(op, b"hello");
+            let good = encode_framed_vec(&p, &f);
+            assert_eq!(Packet::decode_framed(&f, &good).unwrap(), decoded(&p));
+            let body = good.len() - ICRC_LEN;
+            for bit in 0..body * 8 {
+                let mut b = good.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                seal(&h, &mut b);
+                let r = Packet::decode_framed(&f, &b);
+                assert!(r.is_err(), "{op:?} bit {bit}: {r:?}");
+                let tag = body - p.pad_len() - AUTH_TAG_LEN..body - p.pad_len();
+                if (5..12).contains(&(bit / 8)) || tag.contains(&(bit / 8)) {
+                    // QPN, PSN, tag: only the tag can tell (a flipped header
+                    // bit may also make the packet malformed).
+                    assert_eq!(r, Err(WireError::Auth), "{op:?} bit {bit}");
+                }
+            }
+            // The next PSN, the right QPN, a valid ICRC: still no.
+            let mut next = p;
+            next.bth.psn = p.bth.psn.wrapping_add(1);
+            let mut b = encode_framed_vec(&next, &keyed(h, 8));
+            assert_eq!(Packet::decode_framed(&f, &b), Err(WireError::Auth));
+            // A renumbered copy of the right packet.
+            b.copy_from_slice(&good);
+            b[9..12].copy_from_slice(&next.bth.psn.get().to_be_bytes()[1..]);
+            seal(&h, &mut b);
+            assert_eq!(Packet::decode_framed(&f, &b), Err(WireError::Auth));
+        }
+    }
+
     #[test]
     fn sequence_numbers_wrap_at_24_bits() {
         assert_eq!(Psn::new(0x0100_0005).get(), 5);
@@ -1788,6 +1911,28 @@ mod tests {
         fn decoder_never_panics(b in proptest::collection::vec(any::<u8>(), 0..96), h in any_hdrs()) {
             let _ = Packet::decode(&h, &b);
             check_canonical(&b, &h)?;
+            let f = keyed(h, 3);
+            if let Ok(p) = Packet::decode_framed(&f, &b) {
+                prop_assert_eq!(Packet::decode_unverified_tagged(&b).map(|t| t.0), Ok(p));
+            }
+        }
+
+        #[test]
+        fn authenticated_packets_round_trip(parts in any_parts(), h in any_hdrs(), k in any::<u8>()) {
+            let p = parts.packet();
+            let f = keyed(h, k);
+            let mut buf = [0u8; 160];
+            let n = p.encode_framed(&f, &mut buf).unwrap();
+            prop_assert_eq!(n, p.framed_len(AUTH_TAG_LEN));
+            prop_assert_eq!(n % 4, 0);
+            prop_assert_eq!(Packet::decode_framed(&f, &buf[..n]).unwrap(), decoded(&p));
+            let (q, at) = Packet::decode_unverified_tagged(&buf[..n]).unwrap();
+            prop_assert_eq!(q, decoded(&p));
+            prop_assert_eq!(&buf[at..at + AUTH_TAG_LEN], &key(k).tag(&buf[..at])[..]);
+            prop_assert_eq!(
+                Packet::decode_framed(&keyed(h, k.wrapping_add(1)), &buf[..n]),
+                Err(WireError::Auth)
+            );
         }
 
         /// Random packets that get past the opcode, version and ICRC checks.
