@@ -34,8 +34,10 @@
 //!   [`crate::auth`] design: one secret per job, nothing accepted without proof).
 //!   Both ends must agree: an endpoint that authenticates refuses to connect to
 //!   one that does not ([`PreparedRoce::connect`]).
-//!   Cost: 16 bytes per packet and one keyed BLAKE3 per packet each way (about
-//!   1 µs per 4 KiB packet on a 2-core x86 VM with AVX2, see ARCHITECTURE.md).
+//!   Cost: 16 bytes per packet and one keyed BLAKE3 per packet at each end
+//!   (about 1 µs per 4 KiB packet on a 2-core x86 VM with AVX2); between two
+//!   namespace hosts sharing those 2 cores, 0.4 to 0.7 of the plain bandwidth
+//!   (ARCHITECTURE.md, `ci/bench-roce.sh`).
 //!
 //! Not `Sync`: one thread drives it (like every backend).
 
