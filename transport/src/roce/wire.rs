@@ -61,7 +61,10 @@
 //!   connection, to count and drop.
 //!
 //! Without a key ([`Framing::key`] `None`, `DOS_ROCE_AUTH=0`) packets are plain
-//! RoCEv2 as above (wire format 1), for peers that are real RoCE devices.
+//! RoCEv2 as above (wire format 1), for peers that are real RoCE devices. The
+//! packets themselves do not say which format they are in (the BTH's TVer must
+//! stay 0 for RoCEv2 decoders): the connection exchange does, each end's address
+//! carrying whether it authenticates, and ends that disagree do not connect.
 
 use super::icrc::{self, IpUdp, ICRC_LEN};
 
