@@ -36,8 +36,8 @@
 //!   one that does not ([`PreparedRoce::connect`]).
 //!   Cost: 16 bytes per packet and one keyed BLAKE3 per packet at each end
 //!   (about 1 µs per 4 KiB packet on a 2-core x86 VM with AVX2); between two
-//!   namespace hosts sharing those 2 cores, 0.4 to 0.7 of the plain bandwidth
-//!   (ARCHITECTURE.md, `ci/bench-roce.sh`).
+//!   namespace hosts sharing those 2 cores, 0.49 of the plain bandwidth and the
+//!   same latency (ARCHITECTURE.md, `ci/bench-roce.sh`).
 //!
 //! Not `Sync`: one thread drives it (like every backend).
 
