@@ -101,7 +101,9 @@ fn authenticated(hdrs: &IpUdp, sealed: &[u8]) {
     assert_eq!(Packet::decode_unverified_tagged(&b).map(|t| t.0), Ok(p));
     assert_eq!(Packet::decode_framed(&other, &b), Err(WireError::Auth));
     let mut out = vec![0u8; p.framed_len(AUTH_TAG_LEN)];
-    let len = p.encode_framed(&f, &mut out).expect("a decoded packet encodes");
+    let len = p
+        .encode_framed(&f, &mut out)
+        .expect("a decoded packet encodes");
     assert_eq!(len, b.len());
     assert_eq!(Packet::decode_framed(&f, &out), Ok(p));
     let bit = usize::from(sealed[1]) % (AUTH_TAG_LEN * 8);
