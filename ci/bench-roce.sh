@@ -15,7 +15,9 @@
 #     ceiling for one that uses both, as the soft-RoCE does (DOS_ROCE_GSO=1);
 #   - dosbench latency (8 B, one-way), put_lat, get_lat and atomic_lat (8 B:
 #     put + flush, get, fetch-and-add) and bw (1 MiB), one rank per host,
-#     with `--transports shm,roce` and with `--transports shm,tcp`.
+#     with `--transports shm,roce` (packets authenticated, the default), the
+#     same with DOS_ROCE_AUTH=0 (plain RoCEv2 packets: what authentication
+#     costs) and with `--transports shm,tcp`.
 # Then prints a markdown table of medians and the ratios the issue names:
 # roce put against the raw round trip (twice the one-way figure), roce
 # bandwidth against the TCP stream and against the raw UDP blast.
@@ -60,12 +62,13 @@ sample() { echo "$1 $2" >>"$OUT/samples.txt"; }
 
 # bench T NAME ARGS...: runs dosbench ARGS over transports T; the value of its
 # first size row goes to NAME.
+# AUTH (1) is DOS_ROCE_AUTH.
 bench() {
     local t=$1 name=$2
     shift 2
     local v
     v=$("$DOSRUN" --bind-to none --transports "$t" -H "$H1:1,$H2:1" --launch-agent "$SSHW" \
-        -x "DOS_ROCE_MTU=$ROCE_MTU" -x "DOS_ROCE_GSO=$ROCE_GSO" --timeout 300 "$DOSBENCH" "$@" 2>>"$OUT/errors.txt" | awk '/^[0-9]/ {print $2; exit}') || true
+        -x "DOS_ROCE_MTU=$ROCE_MTU" -x "DOS_ROCE_GSO=$ROCE_GSO" -x "DOS_ROCE_AUTH=${AUTH:-1}" --timeout 300 "$DOSBENCH" "$@" 2>>"$OUT/errors.txt" | awk '/^[0-9]/ {print $2; exit}') || true
     [[ -n $v ]] && sample "$name" "$v" || log "no result: $name ($*)"
 }
 
@@ -100,6 +103,11 @@ for ((rep = 1; rep <= REPS; rep++)); do
         bench "shm,$t" "${t}_atomic" atomic_lat --min-size 8 --max-size 8
         bench "shm,$t" "${t}_bw" bw --min-size 1M --max-size 1M
     done
+    AUTH=0 bench shm,roce plain_lat latency --min-size 8 --max-size 8
+    AUTH=0 bench shm,roce plain_put put_lat --min-size 8 --max-size 8
+    AUTH=0 bench shm,roce plain_get get_lat --min-size 8 --max-size 8
+    AUTH=0 bench shm,roce plain_atomic atomic_lat --min-size 8 --max-size 8
+    AUTH=0 bench shm,roce plain_bw bw --min-size 1M --max-size 1M
 done
 
 median() {
@@ -115,15 +123,16 @@ summary=$OUT/summary.md
     echo
     echo "Two namespace hosts of \`ci/cluster.sh\` (veth + bridge, link MTU $LINK_MTU, DOS_ROCE_MTU=$ROCE_MTU, DOS_ROCE_GSO=$ROCE_GSO), one rank each, \`dosrun --bind-to none\`; medians of $REPS interleaved runs; $(nproc) cores, $(uname -r). Load average after: $(cut -d' ' -f1-3 /proc/loadavg). Command: \`REPS=$REPS LINK_MTU=$LINK_MTU ROCE_MTU=$ROCE_MTU ROCE_GSO=$ROCE_GSO ci/bench-roce.sh\`."
     echo
-    echo "| 8 B unless noted | raw UDP | roce | tcp |"
-    echo "|---|---:|---:|---:|"
-    echo "| one-way latency (us) | $(m udp_lat) | $(m roce_lat) | $(m tcp_lat) |"
-    echo "| put + flush (us) | — | $(m roce_put) | $(m tcp_put) |"
-    echo "| get (us) | — | $(m roce_get) | $(m tcp_get) |"
-    echo "| fetch-and-add (us) | — | $(m roce_atomic) | $(m tcp_atomic) |"
-    echo "| bandwidth, 1 MiB messages (MB/s; raw: $DGRAM-byte datagrams) | $(m udp_bw) | $(m roce_bw) | $(m tcp_bw) |"
-    echo "| raw bandwidth with UDP GSO and GRO (MB/s; $DGRAM-byte datagrams) | $(m udp_gso_bw) | | |"
+    echo "| 8 B unless noted | raw UDP | roce | roce, DOS_ROCE_AUTH=0 | tcp |"
+    echo "|---|---:|---:|---:|---:|"
+    echo "| one-way latency (us) | $(m udp_lat) | $(m roce_lat) | $(m plain_lat) | $(m tcp_lat) |"
+    echo "| put + flush (us) | — | $(m roce_put) | $(m plain_put) | $(m tcp_put) |"
+    echo "| get (us) | — | $(m roce_get) | $(m plain_get) | $(m tcp_get) |"
+    echo "| fetch-and-add (us) | — | $(m roce_atomic) | $(m plain_atomic) | $(m tcp_atomic) |"
+    echo "| bandwidth, 1 MiB messages (MB/s; raw: $DGRAM-byte datagrams) | $(m udp_bw) | $(m roce_bw) | $(m plain_bw) | $(m tcp_bw) |"
+    echo "| raw bandwidth with UDP GSO and GRO (MB/s; $DGRAM-byte datagrams) | $(m udp_gso_bw) | | | |"
     echo
+    echo "- packet authentication: bandwidth $(ratio "$(m roce_bw)" "$(m plain_bw)") of plain RoCEv2, one-way latency $(ratio "$(m roce_lat)" "$(m plain_lat)")x"
     rt=$(awk -v a="$(m udp_lat)" 'BEGIN {print 2 * a}')
     echo "- roce put / raw UDP round trip ($rt us): $(ratio "$(m roce_put)" "$rt") (target <= 1.5)"
     echo "- roce bandwidth / tcp: $(ratio "$(m roce_bw)" "$(m tcp_bw)") (target >= 0.5); / raw UDP blast: $(ratio "$(m roce_bw)" "$(m udp_bw)"); / raw GSO blast: $(ratio "$(m roce_bw)" "$(m udp_gso_bw)")"

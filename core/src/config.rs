@@ -91,6 +91,11 @@ pub const TUNABLES: &[Tunable] = &[
         help: "milliseconds a soft-RoCE connection keeps retransmitting without progress (its timeout backing off from 20 ms to 1 s) before it gives the peer up, and that a leaving rank waits at most for its last messages to be acknowledged; a rank that dies is reported by dosrun long before (IBA's local ACK timeout times its retry count, as a time)",
     },
     Tunable {
+        name: "DOS_ROCE_AUTH",
+        default: "1",
+        help: "1: every soft-RoCE packet carries a 16-byte tag (keyed BLAKE3 from the job's secret, one key per queue pair and direction) and forged or renumbered packets are dropped; 0: plain RoCEv2 packets, for interoperating with RoCE devices (queue pairs still take packets only from their peer's address and port). Every rank of a job must say the same",
+    },
+    Tunable {
         name: "DOS_KILL_GRACE_MS",
         default: "200",
         help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
@@ -206,6 +211,8 @@ pub struct Config {
     pub roce_gso: bool,
     /// `DOS_ROCE_RETRY_BUDGET_MS`.
     pub roce_retry_budget_ms: u64,
+    /// `DOS_ROCE_AUTH`.
+    pub roce_auth: bool,
     /// `DOS_TRANSPORTS`.
     pub transports: Transports,
 }
@@ -304,10 +311,21 @@ impl Config {
                 reason: "must be at least 1",
             });
         }
+        let roce_auth = match raw("DOS_ROCE_AUTH").trim() {
+            "1" => true,
+            "0" => false,
+            _ => {
+                return Err(Error::Environment {
+                    var: "DOS_ROCE_AUTH",
+                    reason: "must be 0 or 1",
+                })
+            }
+        };
         Ok(Config {
             roce_mtu,
             roce_retry_budget_ms,
             roce_gso,
+            roce_auth,
             rndv,
             rndv_chunk,
             net_chunk,
@@ -340,6 +358,7 @@ mod tests {
         assert_eq!(c.eager_limit, 16384);
         assert_eq!(c.spin_us, None);
         assert_eq!(c.roce_retry_budget_ms, 30_000);
+        assert!(c.roce_auth);
     }
 
     #[test]
@@ -354,6 +373,25 @@ mod tests {
                     p(bad),
                     Err(Error::Environment {
                         var: "DOS_ROCE_RETRY_BUDGET_MS",
+                        ..
+                    })
+                ),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn roce_auth_is_0_or_1() {
+        let c = Config::parse(|n| (n == "DOS_ROCE_AUTH").then(|| "0".into())).unwrap();
+        assert!(!c.roce_auth);
+        for bad in ["", "yes", "2"] {
+            let e = Config::parse(|n| (n == "DOS_ROCE_AUTH").then(|| bad.into()));
+            assert!(
+                matches!(
+                    e,
+                    Err(Error::Environment {
+                        var: "DOS_ROCE_AUTH",
                         ..
                     })
                 ),

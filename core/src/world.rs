@@ -189,7 +189,8 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
             RoceIface::prepare(rank, size, ip, secret)?
                 .with_max_mtu(cfg.roce_mtu)?
                 .with_segmentation(cfg.roce_gso)
-                .with_retry_budget(std::time::Duration::from_millis(cfg.roce_retry_budget_ms))?,
+                .with_retry_budget(std::time::Duration::from_millis(cfg.roce_retry_budget_ms))?
+                .with_packet_auth(cfg.roce_auth),
         ),
         None => {
             return Err(Error::Environment {

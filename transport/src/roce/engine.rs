@@ -238,8 +238,8 @@ use std::time::{Duration, Instant};
 
 use super::icrc::{IpUdp, ICRC_LEN};
 use super::wire::{
-    Aeth, AtomicAckEth, AtomicEth, Bth, ImmDt, Msn, NakCode, Opcode, Packet, Psn, Qpn, Reth,
-    Syndrome, WireError, BTH_LEN, MAX_HEADERS_LEN,
+    Aeth, AtomicAckEth, AtomicEth, Bth, Framing, ImmDt, Msn, NakCode, Opcode, Packet, PacketKey,
+    Psn, Qpn, Reth, Syndrome, WireError, BTH_LEN, MAX_HEADERS_LEN,
 };
 
 // ---------------------------------------------------------------------------------
@@ -1008,6 +1008,9 @@ pub struct QpStats {
     pub rx_icrc_errors: u64,
     /// Datagrams dropped because they did not decode otherwise.
     pub rx_malformed: u64,
+    /// Datagrams dropped for a wrong authentication tag (forged, or of another
+    /// connection; [`Qp::set_packet_keys`]).
+    pub rx_auth_failures: u64,
     /// Datagrams for another queue pair number.
     pub rx_wrong_qp: u64,
     /// Duplicate request packets (PSN before the expected one).
@@ -1207,8 +1210,10 @@ enum Exec {
 #[derive(Debug)]
 pub struct Qp {
     cfg: QpConfig,
-    tx_hdrs: IpUdp,
-    rx_hdrs: IpUdp,
+    /// How the packets it sends are framed (headers for the ICRC, tag key).
+    tx_hdrs: Framing,
+    /// How the packets it receives are framed.
+    rx_hdrs: Framing,
     state: QpState,
     req: Requester,
     resp: Responder,
@@ -1220,8 +1225,8 @@ pub struct Qp {
     resp_turn: bool,
 }
 
-fn emit(hdrs: &IpUdp, buf: &mut [u8], p: &Packet<'_>) -> usize {
-    p.encode(hdrs, buf)
+fn emit(f: &Framing, buf: &mut [u8], p: &Packet<'_>) -> usize {
+    p.encode_framed(f, buf)
         .expect("the engine builds packets that fit the buffer and their opcode")
 }
 
@@ -1259,8 +1264,8 @@ impl Qp {
             repeat_fatal: false,
         };
         Ok(Qp {
-            tx_hdrs: IpUdp::new(cfg.local, cfg.remote),
-            rx_hdrs: IpUdp::new(cfg.remote, cfg.local),
+            tx_hdrs: Framing::plain(IpUdp::new(cfg.local, cfg.remote)),
+            rx_hdrs: Framing::plain(IpUdp::new(cfg.remote, cfg.local)),
             state: QpState::Ready,
             req,
             resp,
@@ -1277,6 +1282,22 @@ impl Qp {
     /// The configuration.
     pub fn config(&self) -> &QpConfig {
         &self.cfg
+    }
+
+    /// Authenticates every packet from now on (a dos extension,
+    /// [`super::wire`]'s module docs): the packets it sends carry tags made with
+    /// `tx`, those it receives must carry tags made with `rx` (the remote's `tx`)
+    /// or are dropped and counted ([`QpStats::rx_auth_failures`]). Call it before
+    /// the first packet, on both ends alike.
+    pub fn set_packet_keys(&mut self, tx: PacketKey, rx: PacketKey) {
+        self.tx_hdrs.key = Some(tx);
+        self.rx_hdrs.key = Some(rx);
+    }
+
+    /// The key the tags of received packets must be made with, if any.
+    #[cfg(test)]
+    pub(crate) fn rx_key(&self) -> Option<&PacketKey> {
+        self.rx_hdrs.key.as_ref()
     }
 
     /// The state.
@@ -1321,7 +1342,7 @@ impl Qp {
     /// The smallest buffer [`Qp::poll_transmit`] accepts: the largest datagram this
     /// queue pair sends.
     pub fn max_datagram_len(&self) -> usize {
-        MAX_HEADERS_LEN + self.cfg.mtu.get() as usize + ICRC_LEN
+        MAX_HEADERS_LEN + self.cfg.mtu.get() as usize + self.tx_hdrs.tag_len() + ICRC_LEN
     }
 
     /// Send work requests posted and not completed.
@@ -1439,10 +1460,14 @@ impl Qp {
     /// Handles a datagram received from the remote (the UDP payload). Corrupted and
     /// malformed datagrams are counted and dropped.
     pub fn handle_datagram<M: Memory + ?Sized>(&mut self, now: Instant, dgram: &[u8], mem: &mut M) {
-        let pkt = match Packet::decode(&self.rx_hdrs, dgram) {
+        let pkt = match Packet::decode_framed(&self.rx_hdrs, dgram) {
             Ok(p) => p,
             Err(WireError::Icrc { .. }) => {
                 self.stats.rx_icrc_errors += 1;
+                return;
+            }
+            Err(WireError::Auth) => {
+                self.stats.rx_auth_failures += 1;
                 return;
             }
             Err(_) => {

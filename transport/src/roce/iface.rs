@@ -15,6 +15,29 @@
 //! * Queue pair numbers: rank `a`'s queue pair for peer `b` is `QPN_BASE + b`,
 //!   and the initial PSNs of each direction are derived from the job's secret,
 //!   so that a datagram from outside the job is dropped as out of sequence.
+//! * Like a RoCE NIC, which binds a connected queue pair to its remote address,
+//!   a queue pair takes datagrams only from its peer's address and UDP port (the
+//!   one in the peer's connection address); anything else, and datagrams for a
+//!   queue pair number it does not have, is dropped and counted
+//!   ([`RoceIface::rejected`]), never logged.
+//! * Packet authentication (on unless [`PreparedRoce::with_packet_auth`] turns
+//!   it off, `DOS_ROCE_AUTH=0`): every packet carries a tag, keyed BLAKE3 over
+//!   its BTH, extension headers and payload ([`super::wire`]'s module docs), so
+//!   that a packet seen on the wire can neither be renumbered nor re-sent from
+//!   elsewhere: its ICRC is easy to recompute, its tag is not. The key of the
+//!   direction `a` → `b` is
+//!   `BLAKE3-keyed(K, "dos roce v2 qp key" | a | b | nonce_a | nonce_b)` with
+//!   `K = BLAKE3-derive_key("dos roce packet keys v1", job secret)` and the
+//!   16-byte nonces that each endpoint draws afresh and sends in its connection
+//!   address (which the job's authenticated wire-up carries): one key per queue
+//!   pair, direction and incarnation, nothing without the job's secret (the
+//!   [`crate::auth`] design: one secret per job, nothing accepted without proof).
+//!   Both ends must agree: an endpoint that authenticates refuses to connect to
+//!   one that does not ([`PreparedRoce::connect`]).
+//!   Cost: 16 bytes per packet and one keyed BLAKE3 per packet at each end
+//!   (about 1 µs per 4 KiB packet on a 2-core x86 VM with AVX2); between two
+//!   namespace hosts sharing those 2 cores, 0.49 of the plain bandwidth and the
+//!   same latency (ARCHITECTURE.md, `ci/bench-roce.sh`).
 //!
 //! * Retransmission backs off to a time budget ([`PreparedRoce::with_retry_budget`],
 //!   30 s by default; see the engine's Retransmission notes). RNR NAKs (a peer
@@ -42,7 +65,7 @@ use super::engine::{
     Sge, WcOpcode, WcStatus,
 };
 use super::icrc::{ipv4_id_mask, GSO_MAX_SEGMENTS, ICRC_LEN, MAX_IPV4_PAYLOAD};
-use super::wire::{Psn, Qpn};
+use super::wire::{PacketKey, Psn, Qpn, AUTH_TAG_LEN};
 use crate::udp::{RecvBatch, UdpSocket, GRO_SLOT};
 use crate::{
     ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
@@ -71,8 +94,9 @@ const RX_BATCH: usize = 32;
 /// implementation accepts) on links whose MTU carries it.
 pub const DEFAULT_MAX_MTU: u32 = 4096;
 /// Bytes of a RoCEv2 datagram around the payload on an IPv4 link: IPv4 and
-/// UDP headers, the largest transport headers, the ICRC.
-const LINK_OVERHEAD: usize = 20 + 8 + super::wire::MAX_HEADERS_LEN + super::icrc::ICRC_LEN;
+/// UDP headers, the largest transport headers, the authentication tag, the ICRC.
+const LINK_OVERHEAD: usize =
+    20 + 8 + super::wire::MAX_HEADERS_LEN + AUTH_TAG_LEN + super::icrc::ICRC_LEN;
 /// Size of a packed remote key.
 const RKEY_LEN: usize = 21;
 
@@ -205,6 +229,9 @@ struct Inner {
     trains_in: AtomicU64,
     /// Held ACKs that the driver thread let go for an owner gone away.
     driver_releases: AtomicU64,
+    /// Datagrams dropped because they did not come from the address and port of
+    /// the queue pair they name (or named no queue pair of ours).
+    rx_foreign: AtomicU64,
     /// Tests stop the driver thread for a while with this.
     #[cfg(test)]
     driver_paused: AtomicBool,
@@ -354,6 +381,7 @@ impl std::fmt::Debug for RoceIface {
             .field("addr", &self.inner.sock.local_addr())
             .field("gso", &self.inner.gso.load(Ordering::Relaxed))
             .field("trains", &self.trains())
+            .field("rx_foreign", &self.inner.rx_foreign.load(Ordering::Relaxed))
             .field("qps", &qps)
             .finish_non_exhaustive()
     }
@@ -375,6 +403,61 @@ pub struct PreparedRoce {
     ack_timeout: Option<Duration>,
     /// The queue pairs' retry budget, if not the engine's default.
     retry_budget: Option<Duration>,
+    /// Authenticate every packet (the default).
+    auth: bool,
+    /// This endpoint's fresh nonce, sent in its address: part of every packet key.
+    nonce: [u8; NONCE_LEN],
+    /// The job's key of packet keys, derived from its secret.
+    job_key: JobKey,
+}
+
+/// Bytes of an endpoint's nonce.
+const NONCE_LEN: usize = 16;
+
+/// The key from which every packet key of a job is derived (not shown by `Debug`).
+struct JobKey([u8; 32]);
+
+impl std::fmt::Debug for JobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobKey(..)")
+    }
+}
+
+impl JobKey {
+    fn new(secret: &crate::auth::Secret) -> JobKey {
+        JobKey(blake3::derive_key(
+            "dos roce packet keys v1",
+            secret.as_bytes(),
+        ))
+    }
+
+    /// The packet key of the direction `from` → `to` of the connection between
+    /// the endpoints with nonces `from_nonce` and `to_nonce`.
+    fn packet_key(
+        &self,
+        from: usize,
+        to: usize,
+        from_nonce: &[u8; NONCE_LEN],
+        to_nonce: &[u8; NONCE_LEN],
+    ) -> PacketKey {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"dos roce v2 qp key");
+        h.update(&(from as u64).to_le_bytes());
+        h.update(&(to as u64).to_le_bytes());
+        h.update(from_nonce);
+        h.update(to_nonce);
+        PacketKey::from_bytes(*h.finalize().as_bytes())
+    }
+}
+
+/// Datagrams an endpoint dropped as not its peers' ([`RoceIface::rejected`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// Not from the address and UDP port of the queue pair they name, or for a
+    /// queue pair number this endpoint does not have.
+    pub wrong_source: u64,
+    /// From the right address, with a wrong authentication tag.
+    pub bad_tag: u64,
 }
 
 /// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
@@ -480,6 +563,8 @@ impl RoceIface {
         for (i, b) in secret.as_bytes().iter().enumerate() {
             seed[i % 16] ^= *b;
         }
+        let mut nonce = [0u8; NONCE_LEN];
+        crate::auth::fill_random(&mut nonce)?;
         Ok(PreparedRoce {
             me,
             n,
@@ -490,6 +575,9 @@ impl RoceIface {
             segmentation: true,
             ack_timeout: None,
             retry_budget: None,
+            auth: true,
+            nonce,
+            job_key: JobKey::new(secret),
         })
     }
 }
@@ -544,25 +632,41 @@ impl PreparedRoce {
         Ok(self)
     }
 
+    /// Whether every packet carries an authentication tag (on by default; see the
+    /// [module docs](self)). Off (`DOS_ROCE_AUTH=0`), packets are plain RoCEv2,
+    /// for peers that are RoCE devices: then only the source address check and
+    /// the secret initial PSNs keep strangers' datagrams out. Every endpoint of a
+    /// job must say the same.
+    pub fn with_packet_auth(mut self, on: bool) -> PreparedRoce {
+        self.auth = on;
+        self
+    }
+
     /// The RoCE MTU this endpoint offers: what its link carries, at most the limit.
     pub fn mtu(&self) -> u32 {
         roce_mtu_for(self.link_mtu, self.max_mtu)
     }
 
-    /// The address peers connect to: IPv4 address, UDP port and the RoCE MTU
-    /// this end offers (8 bytes).
+    /// The address peers connect to (25 bytes): IPv4 address, UDP port, the RoCE
+    /// MTU this end offers, whether it authenticates packets and its nonce.
     pub fn address(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(ADDR_LEN);
         if let SocketAddr::V4(a) = self.sock.local_addr() {
             v.extend_from_slice(&a.ip().octets());
             v.extend_from_slice(&a.port().to_le_bytes());
             v.extend_from_slice(&(self.mtu().trailing_zeros() as u16).to_le_bytes());
+            v.push(u8::from(self.auth) * ADDR_FLAG_AUTH);
+            v.extend_from_slice(&self.nonce);
         }
         v
     }
 
     /// Creates a queue pair for every peer whose address is given (`addrs[p]`;
     /// `None` for itself and for peers reached otherwise).
+    ///
+    /// Fails on an address that does not decode, and on a peer that does not
+    /// authenticate packets when this end does, or the other way round (the job's
+    /// endpoints were set up differently: `DOS_ROCE_AUTH`).
     pub fn connect(self, addrs: &[Option<Vec<u8>>]) -> Result<RoceIface> {
         let max_am = DEFAULT_MAX_AM;
         let n = self.n;
@@ -594,7 +698,24 @@ impl PreparedRoce {
                 qps.push(None);
                 continue;
             };
-            let (remote, their_mtu) = decode_addr(a)?;
+            let PeerAddr {
+                addr: remote,
+                mtu: their_mtu,
+                auth: their_auth,
+                nonce: their_nonce,
+            } = decode_addr(a)?;
+            if their_auth != self.auth {
+                return Err(Error::Malformed {
+                    what: "roce address",
+                    reason: if self.auth {
+                        "a peer does not authenticate its packets and this end does \
+                         (DOS_ROCE_AUTH differs between ranks)"
+                    } else {
+                        "a peer authenticates its packets and this end does not \
+                         (DOS_ROCE_AUTH differs between ranks)"
+                    },
+                });
+            }
             let mut cfg = QpConfig::new(qpn(p)?, qpn(self.me)?, local, remote);
             // Both ends compute the same: the smaller of the two offers.
             cfg.mtu = super::engine::Mtu::new(my_mtu.min(their_mtu)).ok_or(Error::Malformed {
@@ -615,6 +736,13 @@ impl PreparedRoce {
                 what: "roce queue pair configuration",
                 reason: e.0,
             })?;
+            if self.auth {
+                let k = &self.job_key;
+                qp.set_packet_keys(
+                    k.packet_key(self.me, p, &self.nonce, &their_nonce),
+                    k.packet_key(p, self.me, &their_nonce, &self.nonce),
+                );
+            }
             largest_dgram = largest_dgram.max(qp.max_datagram_len());
             let recv_base = k * RECV_DEPTH;
             for s in 0..RECV_DEPTH {
@@ -673,6 +801,7 @@ impl PreparedRoce {
             trains_out: AtomicU64::new(0),
             trains_in: AtomicU64::new(0),
             driver_releases: AtomicU64::new(0),
+            rx_foreign: AtomicU64::new(0),
             #[cfg(test)]
             driver_paused: AtomicBool::new(false),
             // SAFETY: a fresh descriptor that we own.
@@ -712,32 +841,49 @@ fn qpn(p: usize) -> Result<Qpn> {
     })
 }
 
-/// Bytes of an endpoint's address: IPv4 address, port, log2 of its MTU.
-const ADDR_LEN: usize = 8;
+/// Bytes of an endpoint's address: IPv4 address (4), port (2), log2 of its MTU
+/// (2), flags (1), nonce (16).
+const ADDR_LEN: usize = 9 + NONCE_LEN;
+/// Address flag: the endpoint authenticates its packets.
+const ADDR_FLAG_AUTH: u8 = 1;
 
-/// An endpoint's address: where its socket is and the RoCE MTU it offers.
-fn decode_addr(b: &[u8]) -> Result<(SocketAddr, u32)> {
+/// A peer's connection address, decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PeerAddr {
+    /// Where its socket is.
+    addr: SocketAddr,
+    /// The RoCE MTU it offers.
+    mtu: u32,
+    /// Whether it authenticates its packets.
+    auth: bool,
+    /// Its nonce for the packet keys.
+    nonce: [u8; NONCE_LEN],
+}
+
+/// An endpoint's address ([`PreparedRoce::address`]).
+fn decode_addr(b: &[u8]) -> Result<PeerAddr> {
     let bad = |reason| Error::Malformed {
         what: "roce address",
         reason,
     };
-    match b {
-        [a, b2, c, d, p0, p1, m0, m1] => {
-            let log = u16::from_le_bytes([*m0, *m1]);
-            let mtu = (8..=15)
-                .contains(&log)
-                .then(|| 1u32 << log)
-                .ok_or(bad("MTU out of range"))?;
-            Ok((
-                SocketAddr::new(
-                    IpAddr::from([*a, *b2, *c, *d]),
-                    u16::from_le_bytes([*p0, *p1]),
-                ),
-                mtu,
-            ))
-        }
-        _ => Err(bad("not 8 bytes")),
+    let Some((&[a, b2, c, d, p0, p1, m0, m1, flags], nonce)) = b.split_first_chunk::<9>() else {
+        return Err(bad("not 25 bytes"));
+    };
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| bad("not 25 bytes"))?;
+    let log = u16::from_le_bytes([m0, m1]);
+    let mtu = (8..=15)
+        .contains(&log)
+        .then(|| 1u32 << log)
+        .ok_or(bad("MTU out of range"))?;
+    if flags & !ADDR_FLAG_AUTH != 0 {
+        return Err(bad("unknown flags"));
     }
+    Ok(PeerAddr {
+        addr: SocketAddr::new(IpAddr::from([a, b2, c, d]), u16::from_le_bytes([p0, p1])),
+        mtu,
+        auth: flags & ADDR_FLAG_AUTH != 0,
+        nonce,
+    })
 }
 
 /// A remote key: region key, address and length.
@@ -778,6 +924,23 @@ impl RoceIface {
             self.inner.trains_out.load(Ordering::Relaxed),
             self.inner.trains_in.load(Ordering::Relaxed),
         )
+    }
+
+    /// Datagrams dropped so far as not its peers': from a wrong source, or with
+    /// a wrong authentication tag (counted, never logged: a flood of them costs
+    /// no more than reading them).
+    pub fn rejected(&self) -> Rejected {
+        let bad_tag = self
+            .lock()
+            .qps
+            .iter()
+            .flatten()
+            .map(|pq| pq.qp.stats().rx_auth_failures)
+            .sum();
+        Rejected {
+            wrong_source: self.inner.rx_foreign.load(Ordering::Relaxed),
+            bad_tag,
+        }
     }
 
     /// The UDP address of this endpoint.
@@ -1049,12 +1212,7 @@ impl Inner {
                         self.trains_in.fetch_add(1, Ordering::Relaxed);
                     }
                     for d in piece.segments() {
-                        let Some(q) = dest_qpn(d) else { continue };
-                        // Our queue pair for peer p is number BASE + p.
-                        let peer = (q.get().wrapping_sub(QPN_BASE)) as usize;
-                        if let Some(Some(pq)) = st.qps.get_mut(peer) {
-                            pq.qp.handle_datagram(now, d, &mut st.mem);
-                        }
+                        self.receive(st, now, piece.src, d);
                     }
                 }
                 if k < RX_BATCH {
@@ -1114,6 +1272,22 @@ impl Inner {
         drop(guard);
         self.transmit(&mut tx);
         (news, handled)
+    }
+
+    /// Hands datagram `d` from `src` to the queue pair it names, if it has one
+    /// and `src` is that queue pair's peer (a RoCE NIC binds a connected queue
+    /// pair to its remote address); counts it as foreign otherwise.
+    fn receive(&self, st: &mut State, now: Instant, src: SocketAddr, d: &[u8]) {
+        // Our queue pair for peer p is number BASE + p.
+        let peer = dest_qpn(d).map(|q| q.get().wrapping_sub(QPN_BASE) as usize);
+        match peer.and_then(|p| st.qps.get_mut(p)) {
+            Some(Some(pq)) if pq.qp.config().remote == src => {
+                pq.qp.handle_datagram(now, d, &mut st.mem);
+            }
+            _ => {
+                self.rx_foreign.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     /// The transmit batch (taken before the state lock).
@@ -1720,18 +1894,176 @@ mod tests {
         assert_eq!(unpack_key(&k).unwrap(), (5, 0x1000, 64));
         assert!(unpack_key(&RemoteKey::from_bytes(&[1, 2, 3]).unwrap()).is_err());
         assert!(decode_addr(&[1, 2, 3]).is_err());
-        // The MTU travels as its log2, 8 (256) to 15 (32768).
-        let ok = [198, 18, 0, 1, 0xb7, 0x12, 12, 0];
+        // The MTU travels as its log2, 8 (256) to 15 (32768); then the flags
+        // and the nonce.
+        let mut ok = [7u8; ADDR_LEN];
+        ok[..9].copy_from_slice(&[198, 18, 0, 1, 0xb7, 0x12, 12, 0, 1]);
         assert_eq!(
             decode_addr(&ok).unwrap(),
-            ("198.18.0.1:4791".parse().unwrap(), 4096)
+            PeerAddr {
+                addr: "198.18.0.1:4791".parse().unwrap(),
+                mtu: 4096,
+                auth: true,
+                nonce: [7; NONCE_LEN],
+            }
         );
         for bad_log in [0u8, 7, 16, 255] {
             let mut a = ok;
             a[6] = bad_log;
             assert!(decode_addr(&a).is_err(), "log2 MTU {bad_log}");
         }
+        let mut a = ok;
+        a[8] = 0;
+        assert!(!decode_addr(&a).unwrap().auth);
+        a[8] = 2;
+        assert!(decode_addr(&a).is_err(), "unknown flag");
         assert!(decode_addr(&ok[..6]).is_err());
+        assert!(decode_addr(&ok[..ADDR_LEN - 1]).is_err());
+        assert!(decode_addr(&[ok.as_slice(), &[0]].concat()).is_err());
+        // What an endpoint sends decodes to itself.
+        let secret = crate::auth::Secret::generate().unwrap();
+        let p = RoceIface::prepare(0, 2, "127.0.0.1".parse().unwrap(), &secret).unwrap();
+        let a = decode_addr(&p.address()).unwrap();
+        assert_eq!(
+            (a.addr, a.auth, a.nonce),
+            (p.sock.local_addr(), true, p.nonce)
+        );
+    }
+
+    /// Waits (pumping both) until `b` delivers a message, which it returns.
+    fn next_message(a: &RoceIface, b: &RoceIface) -> (u8, Vec<u8>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            a.progress(|_| {});
+            let mut got = None;
+            b.progress(|ev| {
+                if let Event::Am { id, data, .. } = ev {
+                    got.get_or_insert((id, data.to_vec()));
+                }
+            });
+            if let Some(m) = got {
+                return m;
+            }
+            assert!(Instant::now() < deadline, "no message");
+        }
+    }
+
+    /// A SEND_ONLY_WITH_IMMEDIATE (how active messages travel) to `b`'s queue
+    /// pair for peer 0 at the PSN it expects next, with a valid ICRC for the
+    /// datagram `from` → `b`, and a tag made with `key` if given: what someone
+    /// who saw the traffic but has no key can make.
+    fn forge(b: &RoceIface, from: SocketAddr, key: Option<PacketKey>) -> Vec<u8> {
+        use super::super::icrc::IpUdp;
+        use super::super::wire::{Bth, Framing, ImmDt, Opcode, Packet};
+        let epsn = b.lock().qps[0].as_ref().unwrap().qp.expected_psn();
+        let mut p = Packet::new(Bth::new(
+            Opcode::SendOnlyWithImmediate,
+            qpn(0).unwrap(),
+            epsn,
+        ));
+        p.imm = Some(ImmDt(66));
+        p.payload = b"forged!!";
+        let f = Framing {
+            hdrs: IpUdp::new(from, b.local_addr()),
+            key,
+        };
+        let mut d = vec![0u8; 128];
+        let n = p.encode_framed(&f, &mut d).unwrap();
+        d.truncate(n);
+        d
+    }
+
+    /// The issue's attack, on the receive path: a packet with the right QPN,
+    /// the next PSN and a valid ICRC, from another port, or from the peer's own
+    /// address without the key; none is delivered, each is counted, and the
+    /// connection goes on as if nothing happened.
+    #[test]
+    fn forged_packets_are_dropped_and_the_connection_goes_on() {
+        let mut eps = make(2);
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        a.am_send(1, 5, b"one", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (5, b"one".to_vec()));
+        let peer = a.local_addr();
+        let stranger = SocketAddr::new(peer.ip(), peer.port().wrapping_add(1));
+        let epsn = b.lock().qps[0].as_ref().unwrap().qp.expected_psn();
+        let guess = PacketKey::from_bytes([0x5a; 32]);
+        let receive = |from: SocketAddr, d: &[u8]| {
+            let mut st = b.lock();
+            b.inner.receive(&mut st, Instant::now(), from, d);
+        };
+        // From another port, even with the right tag (as if the key leaked).
+        let right_key = {
+            let st = b.lock();
+            let qp = &st.qps[0].as_ref().unwrap().qp;
+            qp.rx_key().cloned()
+        };
+        receive(stranger, &forge(&b, stranger, None));
+        receive(stranger, &forge(&b, stranger, right_key.clone()));
+        // For a queue pair that does not exist.
+        let mut other = forge(&b, peer, None);
+        other[7] = 0x77;
+        receive(peer, &other);
+        assert_eq!(b.rejected().wrong_source, 3);
+        // From the peer's address and port: without a tag, with a guessed one.
+        receive(peer, &forge(&b, peer, None));
+        receive(peer, &forge(&b, peer, Some(guess)));
+        assert_eq!(b.rejected().bad_tag, 1);
+        {
+            let st = b.lock();
+            let qp = &st.qps[0].as_ref().unwrap().qp;
+            assert_eq!(qp.expected_psn(), epsn, "a forged packet was taken");
+            assert_eq!(qp.stats().rx_malformed, 1);
+        }
+        // The real thing still works, and nothing forged was delivered.
+        a.am_send(1, 6, b"two", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (6, b"two".to_vec()));
+        assert!(right_key.is_some());
+        assert_eq!(
+            b.rejected(),
+            Rejected {
+                wrong_source: 3,
+                bad_tag: 1
+            }
+        );
+    }
+
+    #[test]
+    fn endpoints_must_agree_on_packet_authentication() {
+        let secret = crate::auth::Secret::generate().unwrap();
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = RoceIface::prepare(0, 2, ip, &secret).unwrap();
+        let b = RoceIface::prepare(1, 2, ip, &secret)
+            .unwrap()
+            .with_packet_auth(false);
+        let (aa, ba) = (a.address(), b.address());
+        for (p, theirs) in [(a, ba), (b, aa)] {
+            match p.connect(&[None, Some(theirs)]) {
+                Err(Error::Malformed {
+                    what: "roce address",
+                    reason,
+                }) => assert!(reason.contains("DOS_ROCE_AUTH"), "{reason}"),
+                other => panic!("connected: {:?}", other.map(|_| ())),
+            }
+        }
+    }
+
+    /// Without authentication (`DOS_ROCE_AUTH=0`) packets are plain RoCEv2 and
+    /// still flow; the source check stays.
+    #[test]
+    fn plain_endpoints_exchange_messages_and_check_sources() {
+        let mut eps = make_tweaked(2, |_, p| p.with_packet_auth(false));
+        let b = eps.pop().unwrap();
+        let a = eps.pop().unwrap();
+        a.am_send(1, 5, b"one", &[1; 5000]).unwrap();
+        assert_eq!(next_message(&a, &b).0, 5);
+        let stranger = SocketAddr::new(a.local_addr().ip(), a.local_addr().port() ^ 1);
+        let forged = forge(&b, stranger, None);
+        b.inner
+            .receive(&mut b.lock(), Instant::now(), stranger, &forged);
+        assert_eq!(b.rejected().wrong_source, 1);
+        a.am_send(1, 6, b"two", b"").unwrap();
+        assert_eq!(next_message(&a, &b), (6, b"two".to_vec()));
     }
 
     #[test]

@@ -19,6 +19,14 @@
 //! * the ICRC is a CRC-32 over the packet and the parts of the IP and UDP headers
 //!   that do not change in transit ([`icrc`]).
 //!
+//! Between dos endpoints (unless `DOS_ROCE_AUTH=0`) the payload of every packet ends
+//! with a 16-byte authentication tag, keyed BLAKE3 with a key per queue pair and
+//! direction derived from the job's secret ([`wire`]'s module docs, "Authenticated
+//! packets"): the ICRC, which anyone can recompute, keeps out corruption, the tag
+//! forgery. Packets still decode as RoCEv2 (the tag looks like payload), and a
+//! queue pair takes datagrams only from its peer's address and port
+//! ([`iface`]).
+//!
 //! Ethernet, IP and UDP headers are the kernel's: we send and receive UDP payloads.
 //! The ICRC covers IP and UDP header fields all the same, so [`icrc::IpUdp`] rebuilds
 //! them from the socket addresses; its docs list every assumed field.

@@ -24,6 +24,49 @@
 //! Reserved bits are written as zero and ignored when read (`resv6`, `resv7`); a
 //! reserved syndrome or NAK code, a transport version other than 0 and an opcode of
 //! another transport than RC are errors. Decoding never panics and never allocates.
+//!
+//! # Authenticated packets (a dos extension, wire format 2)
+//!
+//! The ICRC detects corruption, not forgery: anyone who sees one packet can make
+//! the next (the CRC has no key). On a connection that negotiated it (both ends
+//! said so in their connection address, see `super::iface`), every packet carries
+//! an authentication tag of [`AUTH_TAG_LEN`] bytes as the last bytes of its
+//! payload, after the payload proper and before the pad:
+//!
+//! ```text
+//! BTH | extension headers | payload | tag (16) | pad (0 to 3) | ICRC (4)
+//! tag = first 16 bytes of BLAKE3-keyed(key, BTH | extension headers | payload)
+//! ```
+//!
+//! * Every opcode carries it, also those without a payload (ACKs, READ requests,
+//!   atomics): there it is all that follows the headers. The pad count is that of
+//!   the payload (the tag's length is a multiple of four), and the ICRC covers the
+//!   tag like any payload byte, so capture tools still decode the packets as RoCEv2
+//!   (tshark shows the tag as payload data, or ignores it after an ACK's AETH) and
+//!   the ICRC check of a capture still passes.
+//! * The tag covers the whole BTH, its QPN and PSN included (byte 4 too, which the
+//!   ICRC leaves out: on a UDP path nothing rewrites it, RoCEv2 marks congestion in
+//!   the IP header), the extension headers and the payload; not the IP and UDP
+//!   headers, whose IPv4 identification differs between the packets of a GSO train.
+//!   A packet renumbered to another PSN or queue pair fails; an exact copy is a
+//!   duplicate for the PSN window. (A copy kept for 2^24 packets of the same PSN
+//!   space, until its PSN comes around again, would pass: a connection carrying that
+//!   much is as exposed as IPsec without extended sequence numbers.)
+//! * The key ([`PacketKey`]) is one direction's of one connection: made from the
+//!   job's secret and both ends' fresh nonces of the connection exchange
+//!   (`super::iface`), so that keys differ per queue pair, per direction and per
+//!   job and no tag is valid anywhere else.
+//! * [`Packet::decode_framed`] checks the structure and the tag (in constant
+//!   time), and a packet that passes needs no ICRC check (the tag is the stronger
+//!   check: one pass less over each packet); one that fails is checked against its
+//!   ICRC first, so that corruption is told from forgery. [`WireError::Auth`] is a
+//!   forgery or a packet of another connection, to count and drop.
+//!
+//! Without a key ([`Framing::key`] `None`, `DOS_ROCE_AUTH=0`) packets are plain
+//! RoCEv2 as above (wire format 1), for peers that are real RoCE devices. The
+//! packets themselves do not say which format they are in (the BTH's TVer must
+//! stay 0 for RoCEv2 decoders): the connection exchange does, each end's address
+//! carrying whether it authenticates, and ends that disagree do not connect.
 
 use super::icrc::{self, IpUdp, ICRC_LEN};
 
@@ -45,6 +88,74 @@ pub const MAX_HEADERS_LEN: usize = BTH_LEN + ATOMIC_ETH_LEN;
 pub const TRANSPORT_VERSION: u8 = 0;
 /// The default partition key (full member of the default partition).
 pub const DEFAULT_PKEY: u16 = 0xFFFF;
+/// Bytes of the authentication tag at the end of the payload of an authenticated
+/// packet (see the [module docs](self)); a multiple of four.
+pub const AUTH_TAG_LEN: usize = 16;
+
+/// The key that authenticates the packets of one direction of one connection:
+/// keyed BLAKE3, truncated to [`AUTH_TAG_LEN`] bytes (see the [module docs](self)).
+///
+/// Its `Debug` does not show the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PacketKey([u8; 32]);
+
+impl std::fmt::Debug for PacketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PacketKey(..)")
+    }
+}
+
+impl PacketKey {
+    /// The key of 32 bytes `k` (uniformly random, or derived by a KDF).
+    pub const fn from_bytes(k: [u8; 32]) -> PacketKey {
+        PacketKey(k)
+    }
+
+    /// The tag of `covered`: a packet from its BTH to the end of its payload.
+    pub fn tag(&self, covered: &[u8]) -> [u8; AUTH_TAG_LEN] {
+        let h = blake3::keyed_hash(&self.0, covered);
+        let mut t = [0u8; AUTH_TAG_LEN];
+        t.copy_from_slice(&h.as_bytes()[..AUTH_TAG_LEN]);
+        t
+    }
+
+    /// Whether `tag` is the tag of `covered`, compared in constant time.
+    pub fn verify(&self, covered: &[u8], tag: &[u8]) -> bool {
+        let want = self.tag(covered);
+        if tag.len() != AUTH_TAG_LEN {
+            return false;
+        }
+        let diff = want.iter().zip(tag).fold(0u8, |d, (a, b)| d | (a ^ b));
+        std::hint::black_box(diff) == 0
+    }
+}
+
+/// How the packets of one direction of a connection are framed: the IP and UDP
+/// headers their ICRC covers, and the key of their tags on an authenticated
+/// connection ([`Packet::encode_framed`], [`Packet::decode_framed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Framing {
+    /// The datagrams' IP and UDP headers as the ICRC sees them.
+    pub hdrs: IpUdp,
+    /// The key of the authentication tags; `None`: packets carry no tag.
+    pub key: Option<PacketKey>,
+}
+
+impl Framing {
+    /// Plain RoCEv2 packets in datagrams with `hdrs`.
+    pub const fn plain(hdrs: IpUdp) -> Framing {
+        Framing { hdrs, key: None }
+    }
+
+    /// Bytes a tag adds to each packet: [`AUTH_TAG_LEN`] with a key, 0 without.
+    pub const fn tag_len(&self) -> usize {
+        if self.key.is_some() {
+            AUTH_TAG_LEN
+        } else {
+            0
+        }
+    }
+}
 
 const MASK24: u32 = 0x00FF_FFFF;
 
@@ -85,6 +196,10 @@ pub enum WireError {
         /// The ICRC of its contents.
         computed: u32,
     },
+    /// The packet's authentication tag is not the one of its contents under the
+    /// connection's key: forged, replayed with another PSN, or of another connection.
+    #[error("roce packet failed its authentication tag")]
+    Auth,
     /// The caller's buffer cannot hold the encoded packet.
     #[error("buffer of {have} bytes is too small for a roce packet of {need} bytes")]
     BufferTooSmall {
@@ -103,6 +218,7 @@ impl From<WireError> for crate::Error {
             WireError::UnsupportedVersion(_) => "unsupported transport header version",
             WireError::Malformed(reason) => reason,
             WireError::Icrc { .. } => "ICRC mismatch",
+            WireError::Auth => "authentication tag mismatch",
             WireError::BufferTooSmall { need, have } => {
                 return crate::Error::TooLarge {
                     len: need,
@@ -738,6 +854,12 @@ impl<'a> Packet<'a> {
         self.bth.opcode.headers_len() + self.payload.len() + self.pad_len() + ICRC_LEN
     }
 
+    /// Size of the encoded packet with a tag of `tag_len` bytes ([`Framing::tag_len`]).
+    #[inline]
+    pub const fn framed_len(&self, tag_len: usize) -> usize {
+        self.encoded_len() + tag_len
+    }
+
     /// Writes the packet into the start of `buf` and returns its length: the headers
     /// (with the BTH's pad count set from the payload, whatever `bth.pad_count` says),
     /// the payload, zero pad bytes, and the ICRC of the datagram that `hdrs` describes.
@@ -746,6 +868,22 @@ impl<'a> Packet<'a> {
     /// without payload has one, if `buf` is too small or if the packet does not fit
     /// one IP datagram. On failure the contents of `buf` are unspecified.
     pub fn encode(&self, hdrs: &IpUdp, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.encode_with(hdrs, None, buf)
+    }
+
+    /// As [`Packet::encode`], for the connection direction that `f` describes: with
+    /// its key, the authentication tag follows the payload (see the
+    /// [module docs](self)).
+    pub fn encode_framed(&self, f: &Framing, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.encode_with(&f.hdrs, f.key.as_ref(), buf)
+    }
+
+    fn encode_with(
+        &self,
+        hdrs: &IpUdp,
+        key: Option<&PacketKey>,
+        buf: &mut [u8],
+    ) -> Result<usize, WireError> {
         let layout = self.bth.opcode.layout();
         if layout.reth != self.reth.is_some()
             || layout.atomic_eth != self.atomic_eth.is_some()
@@ -760,7 +898,8 @@ impl<'a> Packet<'a> {
         if !layout.payload && !self.payload.is_empty() {
             return Err(WireError::Malformed("payload on an opcode without one"));
         }
-        let len = self.encoded_len();
+        let tag_len = if key.is_some() { AUTH_TAG_LEN } else { 0 };
+        let len = self.framed_len(tag_len);
         let Some(out) = buf.get_mut(..len) else {
             return Err(WireError::BufferTooSmall {
                 need: len,
@@ -792,7 +931,12 @@ impl<'a> Packet<'a> {
             put(&h.encode());
         }
         put(self.payload);
-        put(&[0u8; 3][..pad]);
+        if let Some(k) = key {
+            let tag = k.tag(&out[..at]);
+            out[at..at + AUTH_TAG_LEN].copy_from_slice(&tag);
+            at += AUTH_TAG_LEN;
+        }
+        out[at..at + pad].fill(0);
         let (body, tail) = out.split_at_mut(len - ICRC_LEN);
         let crc = icrc::icrc(hdrs, body)?;
         tail.copy_from_slice(&crc.to_le_bytes());
@@ -810,6 +954,54 @@ impl<'a> Packet<'a> {
     /// [`icrc::GSO_MAX_SEGMENTS`] (the packets of a UDP GSO send carry their index
     /// there, [`icrc::ipv4_id_mask`]).
     pub fn decode(hdrs: &IpUdp, datagram: &'a [u8]) -> Result<Packet<'a>, WireError> {
+        Self::check_icrc(hdrs, datagram)?;
+        Self::decode_unverified(datagram)
+    }
+
+    /// As [`Packet::decode`], for the connection direction that `f` describes: with
+    /// its key, the packet must end its payload with the right authentication tag
+    /// ([`WireError::Auth`] otherwise), which the returned payload does not include.
+    ///
+    /// With a key, a packet whose tag is right is intact (a corruption that keeps
+    /// the tag right is as unlikely as a forgery), so its ICRC is not computed: one
+    /// pass less over every packet received. A packet that fails is checked in the
+    /// order of [`Packet::decode`]: the ICRC (so that corruption is reported as
+    /// [`WireError::Icrc`]), then the structure, then the tag.
+    pub fn decode_framed(f: &Framing, datagram: &'a [u8]) -> Result<Packet<'a>, WireError> {
+        let Some(key) = &f.key else {
+            Self::check_icrc(&f.hdrs, datagram)?;
+            return Self::decode_unverified(datagram);
+        };
+        if let Ok(p) = Self::check_tag(key, datagram) {
+            return Ok(p);
+        }
+        Self::check_icrc(&f.hdrs, datagram)?;
+        Self::check_tag(key, datagram)
+    }
+
+    /// The structure, then the tag and the pad, of an authenticated packet.
+    fn check_tag(key: &PacketKey, datagram: &'a [u8]) -> Result<Packet<'a>, WireError> {
+        let (p, covered) = Self::decode_structure(datagram, AUTH_TAG_LEN)?;
+        let (tag, pad) = datagram[covered..datagram.len() - ICRC_LEN].split_at(AUTH_TAG_LEN);
+        if !key.verify(&datagram[..covered], tag) {
+            return Err(WireError::Auth);
+        }
+        // The pad is outside the tag: zero, so that no bit of the packet can be
+        // changed unnoticed.
+        if pad.iter().any(|&b| b != 0) {
+            return Err(WireError::Malformed("pad bytes that are not zero"));
+        }
+        Ok(p)
+    }
+
+    /// Decodes an authenticated packet without checking its ICRC or its tag: the
+    /// packet, and where its tag starts.
+    pub fn decode_unverified_tagged(datagram: &'a [u8]) -> Result<(Packet<'a>, usize), WireError> {
+        Self::decode_structure(datagram, AUTH_TAG_LEN)
+    }
+
+    /// Checks the ICRC of `datagram` for `hdrs` (see [`Packet::decode`]).
+    fn check_icrc(hdrs: &IpUdp, datagram: &[u8]) -> Result<(), WireError> {
         let body_len = check_min_len(datagram)?;
         let (body, tail) = datagram.split_at(body_len);
         let mut carried = [0u8; ICRC_LEN];
@@ -819,7 +1011,7 @@ impl<'a> Packet<'a> {
         if carried != computed && !Self::explained_by_id(hdrs, body_len, carried, computed) {
             return Err(WireError::Icrc { carried, computed });
         }
-        Self::decode_unverified(datagram)
+        Ok(())
     }
 
     /// Whether an IPv4 packet's ICRC is right for an identification below
@@ -849,6 +1041,15 @@ impl<'a> Packet<'a> {
     /// an opcode without payload has none (and no pad), and that the pad count fits
     /// the bytes after the headers.
     pub fn decode_unverified(datagram: &'a [u8]) -> Result<Packet<'a>, WireError> {
+        Self::decode_structure(datagram, 0).map(|(p, _)| p)
+    }
+
+    /// Decodes the structure of a packet whose payload ends with `tag_len` bytes of
+    /// tag: the packet (its payload without the tag) and where the tag starts.
+    fn decode_structure(
+        datagram: &'a [u8],
+        tag_len: usize,
+    ) -> Result<(Packet<'a>, usize), WireError> {
         let body_len = check_min_len(datagram)?;
         if datagram.len() % 4 != 0 {
             return Err(WireError::Malformed(
@@ -890,10 +1091,12 @@ impl<'a> Packet<'a> {
         }
         let pad = usize::from(bth.pad_count);
         if !layout.payload {
-            if !rest.is_empty() {
-                return Err(WireError::Malformed(
-                    "bytes after the headers of an opcode without payload",
-                ));
+            if rest.len() != tag_len {
+                return Err(WireError::Malformed(if rest.len() < tag_len {
+                    "no room for the authentication tag"
+                } else {
+                    "bytes after the headers of an opcode without payload"
+                }));
             }
             if pad != 0 {
                 return Err(WireError::Malformed(
@@ -904,8 +1107,11 @@ impl<'a> Packet<'a> {
         let Some(payload_len) = rest.len().checked_sub(pad) else {
             return Err(WireError::Malformed("pad count larger than the payload"));
         };
+        let Some(payload_len) = payload_len.checked_sub(tag_len) else {
+            return Err(WireError::Malformed("no room for the authentication tag"));
+        };
         p.payload = &rest[..payload_len];
-        Ok(p)
+        Ok((p, headers_len + payload_len))
     }
 }
 
@@ -1332,6 +1538,135 @@ mod tests {
         ));
     }
 
+    fn key(b: u8) -> PacketKey {
+        PacketKey::from_bytes([b; 32])
+    }
+
+    fn keyed(h: IpUdp, b: u8) -> Framing {
+        Framing {
+            hdrs: h,
+            key: Some(key(b)),
+        }
+    }
+
+    fn encode_framed_vec(p: &Packet<'_>, f: &Framing) -> Vec<u8> {
+        let mut buf = vec![0u8; p.framed_len(f.tag_len())];
+        let n = p.encode_framed(f, &mut buf).unwrap();
+        assert_eq!(n, buf.len());
+        buf
+    }
+
+    #[test]
+    fn authenticated_packets_carry_their_tag_before_the_pad() {
+        let h = hdrs();
+        let f = keyed(h, 1);
+        let mut p = Packet::new(Bth::new(Opcode::SendOnly, qpn(0x11), Psn::new(7)));
+        p.payload = b"hello";
+        let b = encode_framed_vec(&p, &f);
+        // BTH, payload, tag, pad (that of the payload), ICRC.
+        assert_eq!(b.len(), 12 + 5 + 16 + 3 + 4);
+        assert_eq!((b[1] >> 4) & 3, 3);
+        assert_eq!(b[12..17], *b"hello");
+        assert_eq!(b[17..33], key(1).tag(&b[..17]));
+        assert_eq!(b[33..36], [0, 0, 0]);
+        assert_eq!(Packet::decode_framed(&f, &b).unwrap(), decoded(&p));
+        assert_eq!(
+            Packet::decode_unverified_tagged(&b).unwrap(),
+            (decoded(&p), 17)
+        );
+        // Any RoCEv2 decoder sees a valid packet whose payload ends with the tag.
+        assert_eq!(Packet::decode(&h, &b).unwrap().payload, &b[12..33]);
+        // Another connection's key, or none: not this connection's packet.
+        assert_eq!(
+            Packet::decode_framed(&keyed(h, 2), &b),
+            Err(WireError::Auth)
+        );
+        let plain = encode_vec(&p, &h);
+        assert!(Packet::decode_framed(&f, &plain).is_err());
+        assert_eq!(
+            Packet::decode_framed(&Framing::plain(h), &b)
+                .unwrap()
+                .payload,
+            &b[12..33]
+        );
+        // An ACK: the tag is all that follows the AETH.
+        let mut a = Packet::new(Bth::new(Opcode::Acknowledge, qpn(0x11), Psn::new(6)));
+        a.aeth = Some(Aeth {
+            syndrome: Syndrome::Ack { credits: 31 },
+            msn: Msn::new(1),
+        });
+        let b = encode_framed_vec(&a, &f);
+        assert_eq!(b.len(), 12 + 4 + 16 + 4);
+        assert_eq!(Packet::decode_framed(&f, &b).unwrap(), a);
+        assert!(matches!(
+            Packet::decode(&h, &b),
+            Err(WireError::Malformed(_))
+        ));
+        // A right tag is enough; a corruption is still reported as one.
+        let mut c = encode_framed_vec(&a, &f);
+        let n = c.len();
+        c[n - 1] ^= 1;
+        assert_eq!(Packet::decode_framed(&f, &c).unwrap(), a);
+        c[n - 1] ^= 1;
+        c[13] ^= 1;
+        assert!(matches!(
+            Packet::decode_framed(&f, &c),
+            Err(WireError::Icrc { .. })
+        ));
+        // Too short for a tag.
+        let mut short = encode_vec(&a, &h);
+        assert!(matches!(
+            Packet::decode_framed(&f, &short),
+            Err(WireError::Malformed(_))
+        ));
+        short.truncate(12 + 4);
+        short.extend_from_slice(&[0; 8 + 4]);
+        seal(&h, &mut short);
+        assert!(matches!(
+            Packet::decode_framed(&f, &short),
+            Err(WireError::Malformed(_))
+        ));
+    }
+
+    /// What someone without the key who saw a packet can do: renumber it (PSN,
+    /// QPN), change any header or payload bit, and recompute the ICRC. Every
+    /// such packet fails (its tag, or its structure), for every opcode; and so
+    /// does a packet with another IPv4 identification only by its ICRC.
+    #[test]
+    fn forged_packets_with_a_valid_icrc_fail() {
+        let h = hdrs();
+        let f = keyed(h, 9);
+        for &op in Opcode::ALL {
+            let p = sample_packet(op, b"hello");
+            let good = encode_framed_vec(&p, &f);
+            assert_eq!(Packet::decode_framed(&f, &good).unwrap(), decoded(&p));
+            let body = good.len() - ICRC_LEN;
+            for bit in 0..body * 8 {
+                let mut b = good.clone();
+                b[bit / 8] ^= 1 << (bit % 8);
+                seal(&h, &mut b);
+                let r = Packet::decode_framed(&f, &b);
+                assert!(r.is_err(), "{op:?} bit {bit}: {r:?}");
+                let tag = body - p.pad_len() - AUTH_TAG_LEN..body - p.pad_len();
+                if (5..12).contains(&(bit / 8)) || tag.contains(&(bit / 8)) {
+                    // QPN, PSN, tag: only the tag can tell (a flipped header
+                    // bit may also make the packet malformed).
+                    assert_eq!(r, Err(WireError::Auth), "{op:?} bit {bit}");
+                }
+            }
+            // The next PSN, the right QPN, a valid ICRC: still no.
+            let mut next = p;
+            next.bth.psn = p.bth.psn.wrapping_add(1);
+            let mut b = encode_framed_vec(&next, &keyed(h, 8));
+            assert_eq!(Packet::decode_framed(&f, &b), Err(WireError::Auth));
+            // A renumbered copy of the right packet.
+            b.copy_from_slice(&good);
+            b[9..12].copy_from_slice(&next.bth.psn.get().to_be_bytes()[1..]);
+            seal(&h, &mut b);
+            assert_eq!(Packet::decode_framed(&f, &b), Err(WireError::Auth));
+        }
+    }
+
     #[test]
     fn sequence_numbers_wrap_at_24_bits() {
         assert_eq!(Psn::new(0x0100_0005).get(), 5);
@@ -1606,6 +1941,28 @@ mod tests {
         fn decoder_never_panics(b in proptest::collection::vec(any::<u8>(), 0..96), h in any_hdrs()) {
             let _ = Packet::decode(&h, &b);
             check_canonical(&b, &h)?;
+            let f = keyed(h, 3);
+            if let Ok(p) = Packet::decode_framed(&f, &b) {
+                prop_assert_eq!(Packet::decode_unverified_tagged(&b).map(|t| t.0), Ok(p));
+            }
+        }
+
+        #[test]
+        fn authenticated_packets_round_trip(parts in any_parts(), h in any_hdrs(), k in any::<u8>()) {
+            let p = parts.packet();
+            let f = keyed(h, k);
+            let mut buf = [0u8; 160];
+            let n = p.encode_framed(&f, &mut buf).unwrap();
+            prop_assert_eq!(n, p.framed_len(AUTH_TAG_LEN));
+            prop_assert_eq!(n % 4, 0);
+            prop_assert_eq!(Packet::decode_framed(&f, &buf[..n]).unwrap(), decoded(&p));
+            let (q, at) = Packet::decode_unverified_tagged(&buf[..n]).unwrap();
+            prop_assert_eq!(q, decoded(&p));
+            prop_assert_eq!(&buf[at..at + AUTH_TAG_LEN], &key(k).tag(&buf[..at])[..]);
+            prop_assert_eq!(
+                Packet::decode_framed(&keyed(h, k.wrapping_add(1)), &buf[..n]),
+                Err(WireError::Auth)
+            );
         }
 
         /// Random packets that get past the opcode, version and ICRC checks.
