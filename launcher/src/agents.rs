@@ -32,7 +32,7 @@ use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
 use crate::ctl::{bootstrap_line, CtlConn};
 use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
-use crate::refusals::RefusalLog;
+use crate::refusals::{self, RefusalLog};
 use crate::sys::{self, ExitCause};
 
 /// Control connections that may authenticate at once beyond the nodes whose
@@ -51,8 +51,6 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BATCH: usize = 64;
 /// How long the listener rests when dosrun is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Connections read once more before one of them is evicted.
-const EVICT_PROBES: usize = 8;
 /// How long dosrun waits for the launch agents to exit at the end.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -588,42 +586,17 @@ impl Agents {
     }
 
     /// Closes the oldest pending connection (from `source` if given) that
-    /// has sent no valid hello (`hailed`: that sent a hello but no proof),
-    /// after reading once more what the oldest few sent (an agent's message
-    /// may be waiting unread); `false` if there was none.
+    /// has sent no valid hello (`hailed`: a hello but no proof); see
+    /// [`refusals::evict`].
     fn evict(&mut self, source: Option<IpAddr>, hailed: bool, why: &str) -> bool {
-        let oldest = |a: &Agents| {
-            a.pending
-                .iter()
-                .filter(|(_, p)| p.hailed() == hailed)
-                .filter(|(_, p)| source.is_none() || p.from.map(|f| f.ip()) == source)
-                .map(|(&id, _)| id)
-                .min()
-        };
-        for probe in 0..=EVICT_PROBES {
-            let Some(id) = oldest(self) else {
-                return false;
-            };
-            if probe < EVICT_PROBES {
-                let before = self.pending.len();
-                self.authenticate(id);
-                if self.pending.len() < before {
-                    // It authenticated or closed: room is made.
-                    return true;
-                }
-                if oldest(self) != Some(id) {
-                    continue;
-                }
-            }
-            let what = if hailed {
-                "sent a hello but no proof"
-            } else {
-                "sent nothing valid"
-            };
-            self.refuse(id, &format!("{why} (the oldest that {what})"));
-            return true;
-        }
-        false
+        refusals::evict(
+            &mut FromSource {
+                agents: self,
+                source,
+            },
+            hailed,
+            why,
+        )
     }
 
     /// Logs a refusal, rate-limited.
@@ -760,6 +733,35 @@ impl Agents {
                 ),
             );
         }
+    }
+}
+
+/// The pending connections of `agents` (from `source`, if given), as
+/// eviction sees them.
+struct FromSource<'a> {
+    agents: &'a mut Agents,
+    source: Option<IpAddr>,
+}
+
+impl refusals::Admission for FromSource<'_> {
+    fn oldest(&self, hailed: bool) -> Option<u64> {
+        self.agents
+            .pending
+            .iter()
+            .filter(|(_, p)| p.hailed() == hailed)
+            .filter(|(_, p)| self.source.is_none() || p.from.map(|f| f.ip()) == self.source)
+            .map(|(&id, _)| id)
+            .min()
+    }
+
+    fn read_again(&mut self, id: u64) -> bool {
+        let before = self.agents.pending.len();
+        self.agents.authenticate(id);
+        self.agents.pending.len() < before
+    }
+
+    fn refuse(&mut self, id: u64, why: &str) {
+        self.agents.refuse(id, why);
     }
 }
 

@@ -31,7 +31,7 @@ use dos::pmi::wire::{self, split_frame, Reply, Request};
 use dos::pmi::{self, Secret};
 use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
-use crate::refusals::RefusalLog;
+use crate::refusals::{self, RefusalLog};
 use crate::sys;
 
 /// A connection's number, never reused within a job.
@@ -442,8 +442,6 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BATCH: usize = 64;
 /// How long the listener rests when dosrun is out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// Idle connections read once more before one of them is evicted.
-const EVICT_PROBES: usize = 8;
 
 #[derive(Debug)]
 struct Conn {
@@ -516,6 +514,26 @@ pub enum PollTag {
     Listener,
     /// A connection.
     Conn(ConnId),
+}
+
+impl refusals::Admission for Service {
+    fn oldest(&self, hailed: bool) -> Option<u64> {
+        if hailed {
+            self.hailed.first().copied()
+        } else {
+            self.idle.first().copied()
+        }
+    }
+
+    fn read_again(&mut self, id: u64) -> bool {
+        let before = self.idle.len() + self.hailed.len();
+        self.read(id);
+        self.idle.len() + self.hailed.len() < before
+    }
+
+    fn refuse(&mut self, id: u64, why: &str) {
+        self.refused(id, why);
+    }
 }
 
 impl Service {
@@ -737,42 +755,10 @@ impl Service {
         }
     }
 
-    /// Closes the oldest connection that has sent no valid hello (`hailed`:
-    /// that sent a hello but no proof), after reading once more what the
-    /// oldest few sent (a rank's message may be waiting unread); `false`
-    /// if there was none.
+    /// Closes the oldest authenticating connection that has sent no valid
+    /// hello (`hailed`: a hello but no proof); see [`refusals::evict`].
     fn evict(&mut self, hailed: bool, why: &str) -> bool {
-        let oldest = |s: &Service| {
-            if hailed {
-                s.hailed.first().copied()
-            } else {
-                s.idle.first().copied()
-            }
-        };
-        for probe in 0..=EVICT_PROBES {
-            let Some(id) = oldest(self) else {
-                return false;
-            };
-            if probe < EVICT_PROBES {
-                let before = self.idle.len() + self.hailed.len();
-                self.read(id);
-                if self.idle.len() + self.hailed.len() < before {
-                    // It completed its handshake or closed: room is made.
-                    return true;
-                }
-                if oldest(self) != Some(id) {
-                    continue;
-                }
-            }
-            let what = if hailed {
-                "sent a hello but no proof"
-            } else {
-                "sent nothing valid"
-            };
-            self.refused(id, &format!("{why} (the oldest that {what})"));
-            return true;
-        }
-        false
+        refusals::evict(self, hailed, why)
     }
 
     /// Logs a refusal, rate-limited.

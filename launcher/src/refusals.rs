@@ -13,6 +13,10 @@
 //!
 //! No I/O: the owner gives the time, prints what comes back and polls
 //! [`RefusalLog::poll`] at [`RefusalLog::deadline`].
+//!
+//! [`evict`] is the other half of the defence, shared by the wire-up
+//! service and the control port: which authenticating connection makes room
+//! when a bound is reached.
 
 use std::time::{Duration, Instant};
 
@@ -22,6 +26,55 @@ pub const BURST: u32 = 10;
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(5);
 /// Longest refusal line kept for a summary.
 pub const MAX_LINE: usize = 200;
+
+/// How many of the oldest connections [`evict`] reads once more before it
+/// closes one unread.
+pub const EVICT_PROBES: usize = 8;
+
+/// A table of connections in authentication, as [`evict`] sees it.
+pub trait Admission {
+    /// The oldest connection that has sent no valid hello (`hailed`: that
+    /// sent a hello but no proof), among those eviction may pick.
+    fn oldest(&self, hailed: bool) -> Option<u64>;
+    /// Reads once more what `id` sent and advances its handshake; `true`
+    /// when it left the table (it authenticated, or closed).
+    fn read_again(&mut self, id: u64) -> bool;
+    /// Closes `id` and logs the refusal with `why`.
+    fn refuse(&mut self, id: u64, why: &str);
+}
+
+/// Closes the oldest connection of `t` that has sent no valid hello
+/// (`hailed`: that sent a hello but no proof), after reading once more
+/// what the oldest few sent (a rank's or an agent's message may be waiting
+/// unread, and then room is made without closing anybody); `false` if
+/// there was none.
+///
+/// Strangers cannot crowd out the job this way: a connection of the job
+/// sends its hello as soon as it connects, so the oldest silent ones are
+/// the strangers'.
+pub fn evict(t: &mut impl Admission, hailed: bool, why: &str) -> bool {
+    for probe in 0..=EVICT_PROBES {
+        let Some(id) = t.oldest(hailed) else {
+            return false;
+        };
+        if probe < EVICT_PROBES {
+            if t.read_again(id) {
+                return true;
+            }
+            if t.oldest(hailed) != Some(id) {
+                continue;
+            }
+        }
+        let what = if hailed {
+            "sent a hello but no proof"
+        } else {
+            "sent nothing valid"
+        };
+        t.refuse(id, &format!("{why} (the oldest that {what})"));
+        return true;
+    }
+    false
+}
 
 /// Refusal lines, rate-limited (see the module documentation).
 #[derive(Debug)]
