@@ -1,6 +1,10 @@
 //! The transport contract over the soft-RoCE backend: endpoints on 127.0.0.1
 //! talking RoCEv2 over UDP through the reliability engine.
 
+mod forge;
+
+use std::net::SocketAddr;
+
 use dos_transport::auth::Secret;
 use dos_transport::contract;
 use dos_transport::roce::iface::{PreparedRoce, RoceIface};
@@ -45,7 +49,7 @@ fn forged_packets_on_the_wire_change_nothing() {
     use std::sync::{mpsc, Arc};
     use std::time::{Duration, Instant};
 
-    let Some(cap) = capture_socket() else {
+    let Some(cap) = forge::capture_socket() else {
         eprintln!("SKIPPED forged_packets_on_the_wire_change_nothing: no packet socket (not root)");
         return;
     };
@@ -87,9 +91,12 @@ fn forged_packets_on_the_wire_change_nothing() {
             let (mut plain, mut spoofed) = (0u32, 0u32);
             // Bounded: two forgeries of each kind per message seen.
             while !stop.load(Ordering::Acquire) && seen.len() < 4 * N as usize {
-                let Some((id, pkt)) = capture_udp(cap, &mut buf, from, to) else {
+                let Some((id, f, t, pkt)) = forge::capture_udp(cap, &mut buf) else {
                     continue;
                 };
+                if (SocketAddr::V4(f), SocketAddr::V4(t)) != (from, to) {
+                    continue;
+                }
                 // Its own spoofed packets (identification 1) it leaves alone.
                 if id != 0 {
                     continue;
@@ -123,7 +130,12 @@ fn forged_packets_on_the_wire_change_nothing() {
                         };
                         let c = icrc(&h, &f[..n]).unwrap();
                         f[n..].copy_from_slice(&c.to_le_bytes());
-                        if send_spoofed(raw, from, to, &f) {
+                        if match (from, to) {
+                            (SocketAddr::V4(a), SocketAddr::V4(b)) => {
+                                forge::send_spoofed(raw, a, b, &f)
+                            }
+                            _ => false,
+                        } {
                             spoofed += 1;
                         }
                     }
@@ -181,119 +193,4 @@ fn forged_packets_on_the_wire_change_nothing() {
     if spoofed > 0 {
         assert!(r.bad_tag > 0, "{r:?}");
     }
-}
-
-/// A packet socket on the loopback that reads IPv4 packets, or `None` without
-/// the right to open one.
-fn capture_socket() -> Option<i32> {
-    // SAFETY: plain system calls on a descriptor we own; the sockaddr_ll is
-    // zeroed and then filled in.
-    unsafe {
-        let proto = (libc::ETH_P_IP as u16).to_be();
-        let fd = libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            i32::from(proto),
-        );
-        if fd < 0 {
-            return None;
-        }
-        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = libc::if_nametoindex(c"lo".as_ptr()) as i32;
-        let tv = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 20_000,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as u32,
-        );
-        if libc::bind(
-            fd,
-            (&sll as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        ) != 0
-        {
-            libc::close(fd);
-            return None;
-        }
-        Some(fd)
-    }
-}
-
-/// The IPv4 identification and the UDP payload of the next captured packet from
-/// `from` to `to`, if one comes within the socket's timeout.
-fn capture_udp(
-    fd: i32,
-    buf: &mut [u8],
-    from: std::net::SocketAddr,
-    to: std::net::SocketAddr,
-) -> Option<(u16, Vec<u8>)> {
-    // SAFETY: reads into a live buffer of its length.
-    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
-    let p = buf.get(..usize::try_from(n).ok()?)?;
-    let ihl = usize::from(*p.first()? & 15) * 4;
-    if p.len() < ihl + 8 || p[0] >> 4 != 4 || p[9] != 17 {
-        return None;
-    }
-    let (std::net::SocketAddr::V4(f), std::net::SocketAddr::V4(t)) = (from, to) else {
-        return None;
-    };
-    let u = &p[ihl..];
-    let ports = (
-        u16::from_be_bytes([u[0], u[1]]),
-        u16::from_be_bytes([u[2], u[3]]),
-    );
-    if p[12..16] != f.ip().octets() || p[16..20] != t.ip().octets() || ports != (f.port(), t.port())
-    {
-        return None;
-    }
-    let len = usize::from(u16::from_be_bytes([u[4], u[5]]));
-    Some((u16::from_be_bytes([p[4], p[5]]), u.get(8..len)?.to_vec()))
-}
-
-/// Sends `payload` in a UDP datagram that claims to come from `from`, through
-/// the raw socket `fd` (IPv4 identification 1, DF, no UDP checksum).
-fn send_spoofed(
-    fd: i32,
-    from: std::net::SocketAddr,
-    to: std::net::SocketAddr,
-    payload: &[u8],
-) -> bool {
-    let (std::net::SocketAddr::V4(f), std::net::SocketAddr::V4(t)) = (from, to) else {
-        return false;
-    };
-    let total = 20 + 8 + payload.len();
-    let mut d = Vec::with_capacity(total);
-    d.extend_from_slice(&[0x45, 0]);
-    d.extend_from_slice(&(total as u16).to_be_bytes());
-    d.extend_from_slice(&[0, 1, 0x40, 0, 64, 17, 0, 0]);
-    d.extend_from_slice(&f.ip().octets());
-    d.extend_from_slice(&t.ip().octets());
-    d.extend_from_slice(&f.port().to_be_bytes());
-    d.extend_from_slice(&t.port().to_be_bytes());
-    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    d.extend_from_slice(&[0, 0]);
-    d.extend_from_slice(payload);
-    // SAFETY: an all-zero sockaddr_in is valid; we fill in family and address.
-    let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-    sin.sin_family = libc::AF_INET as u16;
-    sin.sin_addr.s_addr = u32::from_ne_bytes(t.ip().octets());
-    // SAFETY: sends from a live buffer to a valid address.
-    let n = unsafe {
-        libc::sendto(
-            fd,
-            d.as_ptr().cast(),
-            d.len(),
-            0,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as u32,
-        )
-    };
-    n == d.len() as isize
 }
