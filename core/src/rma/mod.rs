@@ -59,9 +59,14 @@ use crate::{Comm, Error, Request, Result, Scope};
 use dos_transport::shm::mem::copy as shm_copy;
 use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma, Sent};
 
+mod accumulate;
+mod local;
+pub(crate) mod pscw;
 pub(crate) mod shmem;
 pub(crate) mod target;
 pub(crate) mod wire;
+
+pub use accumulate::NoOp;
 
 use shmem::{Mapping, WinHeader};
 pub use target::{AccOp, AccType};
@@ -165,6 +170,8 @@ pub struct Window<'a, T: Pod> {
     locks: RefCell<Vec<Option<LockKind>>>,
     /// This rank's memory registered with the network transport (data, header).
     net_regions: Vec<MemRegion>,
+    /// Open post/start epochs ([`pscw`]).
+    epochs: pscw::Epochs,
     _t: PhantomData<(&'a mut [T], *mut ())>,
 }
 
@@ -343,6 +350,7 @@ impl<'a, T: Pod> Window<'a, T> {
             gathered: RefCell::new(vec![Vec::new(); n]),
             locks: RefCell::new(vec![None; n]),
             net_regions,
+            epochs: pscw::Epochs::default(),
             _t: PhantomData,
         })
     }
@@ -361,11 +369,6 @@ impl<'a, T: Pod> Window<'a, T> {
     /// Whether `target`'s part is mapped here (reached with plain copies).
     pub(crate) fn is_mapped(&self, target: usize) -> bool {
         self.parts.get(target).is_some_and(|p| p.data.is_some())
-    }
-
-    /// The communicator of the window.
-    pub(crate) fn comm(&self) -> &Comm {
-        &self.comm
     }
 
     /// Elements in this rank's part.
@@ -592,6 +595,9 @@ impl<'a, T: Pod> Window<'a, T> {
         O: AccOp + Op<T>,
     {
         let (off, n) = self.span(target, disp, src.len())?;
+        if O::CODE == NoOp::CODE {
+            return Ok(());
+        }
         let p = &self.parts[target];
         if let (Some(d), Some(h)) = (p.data, p.header) {
             // SAFETY: inside the target's mapped part; its header is mapped.
@@ -724,15 +730,29 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// Ends an access and exposure epoch: every operation of every rank is
     /// complete and visible everywhere (`MPI_Win_fence`). Collective.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] while a post/start epoch is open ([`pscw`]).
     pub fn fence(&self) -> Result<()> {
+        self.epochs.check_none("fence")?;
         self.flush_all()?;
         self.comm.barrier()
     }
 
     /// Takes the passive-target lock of `target` (`MPI_Win_lock`); waits,
     /// serving other ranks, while it is held in a conflicting way.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if this rank holds the lock of `target`
+    /// already, or inside an access epoch of [`Window::start`].
     pub fn lock(&self, target: usize, kind: LockKind) -> Result<()> {
         self.part(target)?;
+        if self.epochs.in_access() {
+            return Err(Error::InvalidArgument {
+                op: "lock",
+                reason: "inside an access epoch of start (call complete first)",
+            });
+        }
         if self.locks.borrow()[target].is_some() {
             return Err(Error::InvalidArgument {
                 op: "lock",
