@@ -108,18 +108,29 @@ fn pscw_star_in_and_out_matches_the_serial_model() {
         let mut buf = vec![0u64; n];
         let win = window(w, alloc, &mut buf);
         let everyone: Vec<usize> = (0..n).collect();
-        // In: everyone (rank 0 too) writes into its slot of rank 0.
-        if me == 0 {
-            win.post(&everyone).unwrap();
-        }
-        win.start(&[0]).unwrap();
-        win.put(&[me as u64 * 3 + 1], 0, me).unwrap();
-        win.complete().unwrap();
-        if me == 0 {
-            win.wait().unwrap();
-            let mut got = vec![0u64; n];
-            win.read_local(&mut got, 0).unwrap();
-            assert_eq!(got, (0..n as u64).map(|r| r * 3 + 1).collect::<Vec<_>>());
+        // In: everyone (rank 0 too) reads what rank 0 wrote before posting,
+        // then writes into its own slot of rank 0.
+        for round in 0..3u64 {
+            if me == 0 {
+                // Rank 0 takes its time: a start that did not wait for the
+                // post would read the previous round.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                win.write_local(&vec![round * 1000; n], 0).unwrap();
+                win.post(&everyone).unwrap();
+            }
+            win.start(&[0]).unwrap();
+            let mut seen = [0u64];
+            win.get(&mut seen, 0, me).unwrap();
+            assert_eq!(seen[0], round * 1000, "rank {me} round {round}");
+            win.put(&[round * 1000 + me as u64 * 3 + 1], 0, me).unwrap();
+            win.complete().unwrap();
+            if me == 0 {
+                win.wait().unwrap();
+                let mut got = vec![0u64; n];
+                win.read_local(&mut got, 0).unwrap();
+                let want: Vec<u64> = (0..n as u64).map(|r| round * 1000 + r * 3 + 1).collect();
+                assert_eq!(got, want);
+            }
         }
         // Out: rank 0 adds into slot 0 of everyone else.
         let others: Vec<usize> = (1..n).collect();
