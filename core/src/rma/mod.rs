@@ -10,6 +10,10 @@
 //! * Data: [`Window::put`], [`Window::get`], [`Window::accumulate`] (with the
 //!   built-in operations of [`crate::op`] and [`crate::op::Replace`]; each
 //!   element is updated atomically with respect to other accumulates).
+//! * Fetching accumulates ([`accumulate`](mod@accumulate)):
+//!   [`Window::get_accumulate`] and [`Window::fetch_op`] with every built-in
+//!   operation, [`crate::op::Replace`] and [`NoOp`], atomic per element with
+//!   respect to the other accumulates.
 //! * Atomics on `Window<u64>`: [`Window::fetch_add`], [`Window::compare_swap`],
 //!   [`Window::swap`].
 //! * Nonblocking: [`Window::rput`], [`Window::rget`], [`Window::raccumulate`],
@@ -18,7 +22,13 @@
 //!   operation issued to the target is complete there), [`Window::fence`]
 //!   (flush everything, then a barrier: MPI's active-target fence epochs),
 //!   [`Window::lock`] / [`Window::unlock`] (passive target, shared or
-//!   exclusive; unlock flushes), [`Window::lock_all`] / [`Window::unlock_all`].
+//!   exclusive; unlock flushes), [`Window::lock_all`] / [`Window::unlock_all`],
+//!   and post/start/complete/wait between groups of ranks ([`pscw`]:
+//!   [`Window::post`], [`Window::start`], [`Window::complete`],
+//!   [`Window::wait`], [`Window::test`]).
+//! * The window's communicator ([`Window::comm`]) and slices of window
+//!   memory: this rank's part ([`Window::local`], [`Window::local_mut`]) and
+//!   a node peer's ([`Window::node_part_mut`]) ([`local`](mod@local)).
 //!
 //! An access outside the target's part is [`Error::RemoteAccess`] at the
 //! origin, before anything is sent; the target's memory outside its window
@@ -59,9 +69,9 @@ use crate::{Comm, Error, Request, Result, Scope};
 use dos_transport::shm::mem::copy as shm_copy;
 use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma, Sent};
 
-mod accumulate;
-mod local;
-pub(crate) mod pscw;
+pub mod accumulate;
+pub mod local;
+pub mod pscw;
 pub(crate) mod shmem;
 pub(crate) mod target;
 pub(crate) mod wire;
