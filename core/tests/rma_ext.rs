@@ -2,7 +2,7 @@
 //! ranks, on one node and across simulated nodes (tcp and the soft-RoCE):
 //! post/start/complete/wait epochs (ring and star), fetching accumulates
 //! with every built-in operation, and the window's communicator and local
-//! views.
+//! views. A soak of the same: `cargo test -p dos --test rma_ext -- --ignored`.
 
 use dos::op::{BitAnd, BitOr, BitXor, Max, Min, Prod, Replace, Sum};
 use dos::rma::NoOp;
@@ -416,4 +416,17 @@ fn window_communicator_and_local_views() {
     // One rank per node: every peer is on another node.
     run_cluster(&[1, 1, 1, 1], |w| f(&w, true, false));
     run_cluster_with(&[1, 1], roce(), |w| f(&w, true, false));
+}
+
+/// The epoch and fetching-accumulate tests 20 times over (heavy: run with
+/// `cargo test -p dos --test rma_ext -- --ignored`).
+#[test]
+#[ignore = "heavy: 20 rounds of every layout"]
+fn soak_pscw_and_fetching_accumulates() {
+    for _ in 0..20 {
+        pscw_ring_exchange_matches_the_serial_model();
+        pscw_star_in_and_out_matches_the_serial_model();
+        concurrent_fetch_op_gives_a_permutation_of_the_serial_prefixes();
+        concurrent_get_accumulate_of_vectors_is_atomic_per_element();
+    }
 }
