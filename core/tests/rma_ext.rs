@@ -61,8 +61,9 @@ fn pscw_ring_exchange_matches_the_serial_model() {
             win.start(&[right]).unwrap();
             // Rows go right; the sums of the rounds accumulate too, and the
             // left neighbour's part is read back.
-            win.put(&row, right, 0).unwrap();
+            // (The put last: nothing after it in the epoch carries it along.)
             win.accumulate(&row, right, M, Sum).unwrap();
+            win.put(&row, right, 0).unwrap();
             win.complete().unwrap();
             if round % 2 == 0 {
                 win.wait().unwrap();

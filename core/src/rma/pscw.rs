@@ -12,8 +12,9 @@
 //! * An origin opens an **access epoch** to a group of targets with
 //!   [`Window::start`], which waits until each of them has posted, issues
 //!   puts, gets and accumulates to them, and ends the epoch with
-//!   [`Window::complete`]: all its operations are done at the origin and
-//!   in the targets' memory (it flushes each target), and each target is told.
+//!   [`Window::complete`]: all its operations are done at the origin, and
+//!   each target is told with a notification that follows them, so that
+//!   they are in its memory when its `wait` returns.
 //!
 //! Groups are ranks of the window's communicator ([`Window::comm`]) given as
 //! a slice (a rank may name itself); a `Group` type may take their place later.
@@ -217,13 +218,34 @@ impl<T: Pod> Window<'_, T> {
         Ok(())
     }
 
+    /// Makes every operation to `t` done here and sure to be done at `t`
+    /// before a COMPLETE sent next: operations that travel as messages are
+    /// applied in order at the target, so only what does not needs waiting
+    /// for (RDMA puts in flight; this rank itself, whose own messages take
+    /// another way than the direct note).
+    fn settle(&self, t: usize) -> Result<()> {
+        if t == self.comm.rank() {
+            return self.flush(t);
+        }
+        let p = &self.parts[t];
+        let eng = self.comm.eng.enter();
+        if p.rdma.is_some() && eng.rma.borrow().in_flight(p.world) > 0 {
+            eng.wait_until(|e| e.rma.borrow().in_flight(p.world) == 0)?;
+        }
+        self.send_gathered(&eng, t)
+    }
+
     /// Ends the access epoch (`MPI_Win_complete`): every operation issued
-    /// since [`Window::start`] is done at this rank and in the targets'
-    /// memory, and each target of the group learns it.
+    /// since [`Window::start`] is done at this rank, and each target of the
+    /// group learns it; the target's [`Window::wait`] returns after they are
+    /// done in its memory. (Operations that travel as messages are not
+    /// waited for here: the notification follows them in order. Refusals
+    /// among them, such as for a window freed meanwhile, are reported by the
+    /// next [`Window::flush`] to that target.)
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] without an open access epoch, or as
-    /// [`Window::flush`] (every target is told all the same).
+    /// [`Error::InvalidArgument`] without an open access epoch; transport
+    /// errors (every target is told all the same).
     pub fn complete(&self) -> Result<()> {
         let Some(g) = self.epochs.access.borrow_mut().take() else {
             return Err(Error::InvalidArgument {
@@ -233,7 +255,7 @@ impl<T: Pod> Window<'_, T> {
         };
         let mut first = Ok(());
         for &t in &g {
-            if let Err(e) = self.flush(t) {
+            if let Err(e) = self.settle(t) {
                 first = first.and(Err(e));
             }
         }
