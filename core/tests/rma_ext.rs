@@ -322,17 +322,23 @@ fn get_accumulate_returns_old_values_for_every_op_and_type() {
 
 #[test]
 fn concurrent_get_accumulate_of_vectors_is_atomic_per_element() {
-    const M: usize = 300; // more than one message per call over the network too
+    // 320 KB: several messages per call on every path that uses messages.
+    const M: usize = 40_000;
     layouts(|w, alloc| {
         let (n, me) = (w.size(), w.rank());
         let mut buf = vec![0i64; M];
         let win = window(w, alloc, &mut buf);
         let mut seen = vec![0i64; M];
+        // (old value, addition) at three elements, per call.
+        let probes = [0, M / 2, M - 1];
+        let mut pairs = Vec::new();
         for round in 0..5 {
-            let add = vec![me as i64 + 1 + round; M];
-            win.get_accumulate(&add, &mut seen, 0, 0, Sum).unwrap();
-            // Every element saw a sum of some earlier additions.
-            assert!(seen.iter().all(|&v| v >= 0));
+            let add = me as i64 + 1 + round;
+            win.get_accumulate(&vec![add; M], &mut seen, 0, 0, Sum)
+                .unwrap();
+            for &i in &probes {
+                pairs.extend([seen[i], add]);
+            }
         }
         win.fence().unwrap();
         let total: i64 = (0..n as i64)
@@ -341,6 +347,23 @@ fn concurrent_get_accumulate_of_vectors_is_atomic_per_element() {
         let mut got = vec![0i64; M];
         win.get(&mut got, 0, 0).unwrap();
         assert_eq!(got, vec![total; M]);
+        // Serial model per element: the calls in the order of their old
+        // values form a chain 0, a1, a1 + a2, ... up to the total.
+        let mut all = vec![0i64; pairs.len() * n];
+        w.allgather(&pairs, &mut all).unwrap();
+        for (j, _) in probes.iter().enumerate() {
+            let mut calls: Vec<(i64, i64)> = all
+                .chunks_exact(2 * probes.len())
+                .map(|c| (c[2 * j], c[2 * j + 1]))
+                .collect();
+            calls.sort_unstable();
+            let mut at = 0;
+            for (old, add) in calls {
+                assert_eq!(old, at, "element {}: {all:?}", probes[j]);
+                at += add;
+            }
+            assert_eq!(at, total);
+        }
         win.free().unwrap();
     });
 }

@@ -919,6 +919,10 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// Frees the window collectively (`MPI_Win_free`): waits until every
     /// rank's operations are complete, then withdraws this rank's memory.
+    ///
+    /// # Errors
+    /// As [`Window::fence`] (an open post/start epoch is an error; the
+    /// memory is withdrawn all the same).
     pub fn free(self) -> Result<()> {
         self.fence()
     }
