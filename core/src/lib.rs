@@ -55,8 +55,10 @@
 //!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
 //!   by message and communicator size.
 //! * **One-sided** — [`Window`]s ([`Comm::win_allocate`], [`Comm::win_create`]):
-//!   put, get, accumulate, 64-bit atomics, flush, fence and passive-target
-//!   locks ([`rma`]); loads and stores within a node, RDMA on roce and verbs.
+//!   put, get, accumulate, get_accumulate and fetch_op with any built-in op,
+//!   64-bit atomics, flush, fence, post/start/complete/wait and
+//!   passive-target locks; the window's communicator and slices of its local
+//!   memory ([`rma`]); loads and stores within a node, RDMA on roce and verbs.
 //! * **Remote procedure calls** — [`Comm::rpc`]: handlers registered by name
 //!   with typed (serde) or plain-data arguments, blocking, asynchronous
 //!   (`Future`), one-way and all-ranks calls, typed failures; a service

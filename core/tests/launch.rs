@@ -239,6 +239,23 @@ fn rmacheck_passes() {
     check_program_passes("rmacheck", &[], "", false);
 }
 
+/// `rmacheck` (post/start/complete/wait, fetching accumulates, atomics,
+/// locks) with every rank on the network: tcp and the soft-RoCE on loopback.
+#[test]
+fn rmacheck_passes_over_the_network() {
+    for t in ["tcp", "roce"] {
+        for n in SIZES {
+            let j = run_with(n, &["--transports", t], &example("rmacheck"), &[]);
+            j.assert_success();
+            let line = line_starting(&j, &j.stdout, "rmacheck: ");
+            assert!(
+                line.starts_with(&format!("rmacheck: OK {n} ranks")),
+                "{t}: {j}"
+            );
+        }
+    }
+}
+
 #[test]
 fn dsmcheck_passes() {
     check_program_passes("dsmcheck", &[], "", true);

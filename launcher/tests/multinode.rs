@@ -862,6 +862,7 @@ fn examples_across_hosts_match_one_host() {
         &["rpccheck"],
         &["dsmcheck"],
         &["regioncheck", "48"],
+        &["rmacheck"],
     ] {
         let prog = examples.join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];

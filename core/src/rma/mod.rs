@@ -10,6 +10,10 @@
 //! * Data: [`Window::put`], [`Window::get`], [`Window::accumulate`] (with the
 //!   built-in operations of [`crate::op`] and [`crate::op::Replace`]; each
 //!   element is updated atomically with respect to other accumulates).
+//! * Fetching accumulates ([`accumulate`](mod@accumulate)):
+//!   [`Window::get_accumulate`] and [`Window::fetch_op`] with every built-in
+//!   operation, [`crate::op::Replace`] and [`NoOp`], atomic per element with
+//!   respect to the other accumulates.
 //! * Atomics on `Window<u64>`: [`Window::fetch_add`], [`Window::compare_swap`],
 //!   [`Window::swap`].
 //! * Nonblocking: [`Window::rput`], [`Window::rget`], [`Window::raccumulate`],
@@ -18,7 +22,13 @@
 //!   operation issued to the target is complete there), [`Window::fence`]
 //!   (flush everything, then a barrier: MPI's active-target fence epochs),
 //!   [`Window::lock`] / [`Window::unlock`] (passive target, shared or
-//!   exclusive; unlock flushes), [`Window::lock_all`] / [`Window::unlock_all`].
+//!   exclusive; unlock flushes), [`Window::lock_all`] / [`Window::unlock_all`],
+//!   and post/start/complete/wait between groups of ranks ([`pscw`]:
+//!   [`Window::post`], [`Window::start`], [`Window::complete`],
+//!   [`Window::wait`], [`Window::test`]).
+//! * The window's communicator ([`Window::comm`]) and slices of window
+//!   memory: this rank's part ([`Window::local`], [`Window::local_mut`]) and
+//!   a node peer's ([`Window::node_part_mut`]) ([`local`](mod@local)).
 //!
 //! An access outside the target's part is [`Error::RemoteAccess`] at the
 //! origin, before anything is sent; the target's memory outside its window
@@ -59,9 +69,14 @@ use crate::{Comm, Error, Request, Result, Scope};
 use dos_transport::shm::mem::copy as shm_copy;
 use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma, Sent};
 
+pub mod accumulate;
+pub mod local;
+pub mod pscw;
 pub(crate) mod shmem;
 pub(crate) mod target;
 pub(crate) mod wire;
+
+pub use accumulate::NoOp;
 
 use shmem::{Mapping, WinHeader};
 pub use target::{AccOp, AccType};
@@ -165,6 +180,8 @@ pub struct Window<'a, T: Pod> {
     locks: RefCell<Vec<Option<LockKind>>>,
     /// This rank's memory registered with the network transport (data, header).
     net_regions: Vec<MemRegion>,
+    /// Open post/start epochs ([`pscw`]).
+    epochs: pscw::Epochs,
     _t: PhantomData<(&'a mut [T], *mut ())>,
 }
 
@@ -343,6 +360,7 @@ impl<'a, T: Pod> Window<'a, T> {
             gathered: RefCell::new(vec![Vec::new(); n]),
             locks: RefCell::new(vec![None; n]),
             net_regions,
+            epochs: pscw::Epochs::default(),
             _t: PhantomData,
         })
     }
@@ -361,11 +379,6 @@ impl<'a, T: Pod> Window<'a, T> {
     /// Whether `target`'s part is mapped here (reached with plain copies).
     pub(crate) fn is_mapped(&self, target: usize) -> bool {
         self.parts.get(target).is_some_and(|p| p.data.is_some())
-    }
-
-    /// The communicator of the window.
-    pub(crate) fn comm(&self) -> &Comm {
-        &self.comm
     }
 
     /// Elements in this rank's part.
@@ -592,6 +605,9 @@ impl<'a, T: Pod> Window<'a, T> {
         O: AccOp + Op<T>,
     {
         let (off, n) = self.span(target, disp, src.len())?;
+        if O::CODE == NoOp::CODE {
+            return Ok(());
+        }
         let p = &self.parts[target];
         if let (Some(d), Some(h)) = (p.data, p.header) {
             // SAFETY: inside the target's mapped part; its header is mapped.
@@ -724,15 +740,29 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// Ends an access and exposure epoch: every operation of every rank is
     /// complete and visible everywhere (`MPI_Win_fence`). Collective.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] while a post/start epoch is open ([`pscw`]).
     pub fn fence(&self) -> Result<()> {
+        self.epochs.check_none("fence")?;
         self.flush_all()?;
         self.comm.barrier()
     }
 
     /// Takes the passive-target lock of `target` (`MPI_Win_lock`); waits,
     /// serving other ranks, while it is held in a conflicting way.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if this rank holds the lock of `target`
+    /// already, or inside an access epoch of [`Window::start`].
     pub fn lock(&self, target: usize, kind: LockKind) -> Result<()> {
         self.part(target)?;
+        if self.epochs.in_access() {
+            return Err(Error::InvalidArgument {
+                op: "lock",
+                reason: "inside an access epoch of start (call complete first)",
+            });
+        }
         if self.locks.borrow()[target].is_some() {
             return Err(Error::InvalidArgument {
                 op: "lock",
@@ -889,6 +919,10 @@ impl<'a, T: Pod> Window<'a, T> {
 
     /// Frees the window collectively (`MPI_Win_free`): waits until every
     /// rank's operations are complete, then withdraws this rank's memory.
+    ///
+    /// # Errors
+    /// As [`Window::fence`] (an open post/start epoch is an error; the
+    /// memory is withdrawn all the same).
     pub fn free(self) -> Result<()> {
         self.fence()
     }

@@ -55,6 +55,8 @@ pub(crate) struct Table {
     /// How many of them go to each world rank.
     in_flight: HashMap<usize, usize>,
     next_put: u64,
+    /// Post/start notifications received ([`super::pscw`]).
+    pub(crate) sync: super::pscw::Arrivals,
 }
 
 /// The bit that marks the token of an RDMA put from a bounce buffer: its
@@ -68,6 +70,7 @@ impl Table {
 
     pub(crate) fn withdraw(&mut self, id: u32) {
         self.wins.remove(&id);
+        self.sync.forget(id);
     }
 
     /// A token for a reply, registered with where its bytes go.
@@ -117,7 +120,7 @@ impl Table {
     }
 
     /// The window memory for `len` bytes at `off`, if inside a live window.
-    fn reach(&self, win: u32, off: u64, len: usize) -> Option<(Exposed, usize)> {
+    pub(crate) fn reach(&self, win: u32, off: u64, len: usize) -> Option<(Exposed, usize)> {
         let e = *self.wins.get(&win)?;
         let off = usize::try_from(off).ok()?;
         (off.checked_add(len)? <= e.len).then_some((e, off))
@@ -306,6 +309,13 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 reply.status = Some(wire::OK);
                 reply.value = u64::from(refused);
             }
+            Ok(())
+        }
+        wire::GETACC => super::accumulate::on_getacc(eng, src, data),
+        wire::POST | wire::COMPLETE => {
+            let win = r.u32()?;
+            r.end()?;
+            eng.rma.borrow_mut().sync.note(id, win, src);
             Ok(())
         }
         _ => Err(Error::Protocol {

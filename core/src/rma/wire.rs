@@ -1,7 +1,7 @@
 //! One-sided operations carried in active messages (the generic path, for
 //! peers whose window memory this process cannot reach directly).
 //!
-//! Ids 16..=25; little-endian, fixed-width fields. `win` is the window id,
+//! Ids 16..=27; little-endian, fixed-width fields. `win` is the window id,
 //! `off` a byte offset in the target's window, `tok` the origin's token for
 //! the reply.
 //!
@@ -15,6 +15,9 @@
 //! FLUSH    (22): tok u32 [| win u32 | PUTV entries...]   (with the last gathered puts)
 //! FLUSHED  (23): tok u32 | rejected u32    (operations the target refused since the last FLUSH)
 //! PUTV     (24): win u32 | { off u64 | len u32 | bytes[len] }...   (puts gathered in order)
+//! GETACC   (25): win u32 | off u64 | op u8 | ty u8 | tok u32 | len u32 | bytes...   (operands, none for no-op; GETRESP answers with the old bytes)
+//! POST     (26): win u32       (the target opened an exposure epoch to the receiver)
+//! COMPLETE (27): win u32       (the origin ended its access epoch to the receiver)
 //! ```
 //!
 //! Statuses: 0 done, 1 refused (no such window, or outside it).
@@ -24,7 +27,7 @@ use crate::{Error, Result};
 /// First id of this protocol.
 pub const FIRST_ID: u8 = 16;
 /// Last id of this protocol.
-pub const LAST_ID: u8 = 25;
+pub const LAST_ID: u8 = 27;
 
 pub const PUT: u8 = 16;
 pub const GET: u8 = 17;
@@ -35,6 +38,9 @@ pub const ATOMRESP: u8 = 21;
 pub const FLUSH: u8 = 22;
 pub const FLUSHED: u8 = 23;
 pub const PUTV: u8 = 24;
+pub const GETACC: u8 = 25;
+pub const POST: u8 = 26;
+pub const COMPLETE: u8 = 27;
 
 /// Bytes of a PUTV entry besides its data: offset and length.
 pub const PUTV_ENTRY: usize = 12;
