@@ -92,6 +92,7 @@ mod barrier;
 mod bcast;
 mod gather;
 pub(crate) mod node;
+pub(crate) mod nonblocking;
 mod reduce;
 mod reduce_scatter;
 mod scan;
