@@ -388,7 +388,126 @@ pub fn check_comm(comm: &Comm, case: &Case) -> Check {
         ),
     )?;
     same(&ctx("alltoallv"), &got, &want)?;
-    Ok(())
+    check_nonblocking(comm, case)
+}
+
+/// Every nonblocking collective for `case` on `comm`, all outstanding at
+/// once and completed together, next to a blocking collective, compared with
+/// the serial results.
+pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
+    let (n, r) = (comm.size(), comm.rank());
+    let root = (case.root / 3) % n;
+    let (seed, count) = (case.seed ^ 0x1b1b, case.count);
+    let blk = block_len(case, n);
+    let ctx = |what: &str| {
+        format!("{what} (nonblocking, rank {r} of {n}, root {root}, count {count}, seed {seed:#x})")
+    };
+    let nc = op::user_ordered(affine);
+    let at_root = |len: usize| if r == root { len } else { 0 };
+
+    let sum_in = vals(seed, 1, r, count);
+    let mut sum = vec![0; count];
+    let mut sum_ip = vals(seed, 2, r, count);
+    let aff_in = vals(seed, 3, r, count);
+    let mut aff = vec![0; at_root(count)];
+    let mut aff_ip = vals(seed, 4, r, count);
+    let bc_data = vals(seed, 5, root, count);
+    let mut bc = if r == root {
+        bc_data.clone()
+    } else {
+        vec![0; count]
+    };
+    let gat_in = vals(seed, 6, r, blk);
+    let mut gat = vec![0; at_root(n * blk)];
+    let sca_in = if r == root {
+        vals(seed, 7, r, n * blk)
+    } else {
+        Vec::new()
+    };
+    let mut sca = vec![0; blk];
+    let allg_in = vals(seed, 8, r, blk);
+    let mut allg = vec![0; n * blk];
+    let a2a_in = vals(seed, 9, r, n * blk);
+    let mut a2a = vec![0; n * blk];
+    let rsb_in = vals(seed, 10, r, n * blk);
+    let mut rsb = vec![0; blk];
+    let scan_in = vals(seed, 11, r, count);
+    let mut scan = vec![0; count];
+    let mut exscan = vec![0xdead_beef; count];
+    let mut blocking = [0u64];
+
+    let res = dos::scope(|s| -> dos::Result<()> {
+        let reqs = vec![
+            comm.ibarrier(s)?,
+            comm.iallreduce(s, &sum_in, &mut sum, Sum)?,
+            comm.iallreduce_in_place(s, &mut sum_ip, nc)?,
+            comm.ireduce(s, &aff_in, &mut aff, nc, root)?,
+            comm.ireduce_in_place(s, &mut aff_ip, nc, root)?,
+            comm.ibcast(s, &mut bc, root)?,
+            comm.igather(s, &gat_in, &mut gat, root)?,
+            comm.iscatter(s, &sca_in, &mut sca, root)?,
+            comm.iallgather(s, &allg_in, &mut allg)?,
+            comm.ialltoall(s, &a2a_in, &mut a2a)?,
+            comm.ireduce_scatter_block(s, &rsb_in, &mut rsb, nc)?,
+            comm.iscan(s, &scan_in, &mut scan, nc)?,
+            comm.iexscan(s, &scan_in, &mut exscan, nc)?,
+        ];
+        comm.allreduce(&[1u64], &mut blocking, Sum)?;
+        dos::Request::wait_all(reqs).map(|_| ())
+    });
+    ok(&ctx("start or wait"), res)?;
+    same(
+        &ctx("blocking allreduce among them"),
+        &blocking,
+        &[n as u64],
+    )?;
+    let of = |salt: u64, f: Combine, upto: usize, len: usize| {
+        serial(upto, len, f, |q| vals(seed, salt, q, len))
+    };
+    same(&ctx("iallreduce"), &sum, &of(1, add, n, count))?;
+    same(
+        &ctx("iallreduce_in_place"),
+        &sum_ip,
+        &of(2, affine, n, count),
+    )?;
+    if r == root {
+        same(&ctx("ireduce"), &aff, &of(3, affine, n, count))?;
+        same(&ctx("ireduce_in_place"), &aff_ip, &of(4, affine, n, count))?;
+    } else {
+        same(
+            &ctx("ireduce_in_place (not root)"),
+            &aff_ip,
+            &vals(seed, 4, r, count),
+        )?;
+    }
+    same(&ctx("ibcast"), &bc, &bc_data)?;
+    if r == root {
+        let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 6, q, blk)).collect();
+        same(&ctx("igather"), &gat, &want)?;
+    }
+    same(
+        &ctx("iscatter"),
+        &sca,
+        &vals(seed, 7, root, n * blk)[r * blk..(r + 1) * blk],
+    )?;
+    let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 8, q, blk)).collect();
+    same(&ctx("iallgather"), &allg, &want)?;
+    let want: Vec<u64> = (0..n)
+        .flat_map(|q| vals(seed, 9, q, n * blk)[r * blk..(r + 1) * blk].to_vec())
+        .collect();
+    same(&ctx("ialltoall"), &a2a, &want)?;
+    same(
+        &ctx("ireduce_scatter_block"),
+        &rsb,
+        &of(10, affine, n, n * blk)[r * blk..(r + 1) * blk],
+    )?;
+    same(&ctx("iscan"), &scan, &of(11, affine, r + 1, count))?;
+    let want_ex = if r == 0 {
+        vec![0xdead_beef; count]
+    } else {
+        of(11, affine, r, count)
+    };
+    same(&ctx("iexscan"), &exscan, &want_ex)
 }
 
 /// Checks `case` on `world` and on a split of it (by parity, reversed keys).

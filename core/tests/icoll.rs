@@ -87,10 +87,7 @@ fn all_at_once(w: &Comm, count: usize) {
         reqs.push(w.ibarrier(s).unwrap());
         reqs.push(w.iallreduce(s, &s_allred, &mut allred, Sum).unwrap());
         reqs.push(w.iallreduce_in_place(s, &mut allred_ip, Sum).unwrap());
-        reqs.push(
-            w.irecv(s, &mut ring_in, (r + n - 1) % n, 3)
-                .expect("irecv"),
-        );
+        reqs.push(w.irecv(s, &mut ring_in, (r + n - 1) % n, 3).expect("irecv"));
         reqs.push(w.ireduce(s, &s_red, &mut red, ord, root).unwrap());
         reqs.push(w.ireduce_in_place(s, &mut red_ip, ord, 0).unwrap());
         reqs.push(w.ibcast(s, &mut bc, root).unwrap());
@@ -126,7 +123,11 @@ fn all_at_once(w: &Comm, count: usize) {
         assert_eq!(bc[i], val(4, root, i), "ibcast");
         assert_eq!(sca[i], val(6, 0, r * count + i), "iscatter");
         assert_eq!(ring_in[i], val(12, (r + n - 1) % n, i), "ring");
-        assert_eq!(rsb[i], aff_of(9, 0..n, r * count + i), "ireduce_scatter_block");
+        assert_eq!(
+            rsb[i],
+            aff_of(9, 0..n, r * count + i),
+            "ireduce_scatter_block"
+        );
         assert_eq!(scan[i], aff_of(10, 0..r + 1, i), "iscan");
         if r > 0 {
             assert_eq!(exs[i], aff_of(11, 0..r, i), "iexscan");
@@ -172,7 +173,11 @@ fn started_early_waited_late_while_others_compute() {
             let count = 3000; // rendezvous-sized
             let mine: Vec<u64> = (0..count).map(|i| val(40, r, i)).collect();
             let mut sum = vec![0u64; count];
-            let mut b = if r == n - 1 { vec![9u32; 10] } else { vec![0; 10] };
+            let mut b = if r == n - 1 {
+                vec![9u32; 10]
+            } else {
+                vec![0; 10]
+            };
             dos::scope(|s| {
                 let a = w.iallreduce(s, &mine, &mut sum, Sum).unwrap();
                 let c = w.ibcast(s, &mut b, n - 1).unwrap();
@@ -223,7 +228,12 @@ fn many_outstanding_on_one_communicator_stay_apart() {
                 .collect();
             dos::scope(|s| {
                 let mut reqs = Vec::new();
-                for (k, ((m, o), b)) in mine.iter().zip(out.iter_mut()).zip(bs.iter_mut()).enumerate() {
+                for (k, ((m, o), b)) in mine
+                    .iter()
+                    .zip(out.iter_mut())
+                    .zip(bs.iter_mut())
+                    .enumerate()
+                {
                     reqs.push(w.iallreduce(s, m, o, Sum).unwrap());
                     reqs.push(w.ibarrier(s).unwrap());
                     reqs.push(w.ibcast(s, b, k % n).unwrap());
@@ -270,7 +280,10 @@ fn bad_arguments_are_typed_errors_and_mismatches_leave_the_comm_usable() {
             let _ = res;
         } else {
             assert!(
-                matches!(res, Err(Error::Truncated { .. }) | Err(Error::InvalidBuffer { .. })),
+                matches!(
+                    res,
+                    Err(Error::Truncated { .. }) | Err(Error::InvalidBuffer { .. })
+                ),
                 "{res:?}"
             );
         }

@@ -76,7 +76,7 @@ use std::thread::ThreadId;
 
 use bytemuck::Pod;
 
-use super::sched::{rel, real, Binomial, Fold, FoldRole};
+use super::sched::{real, rel, Binomial, Fold, FoldRole};
 use super::{bad_buffer, check_len, check_received, mul, ALLTOALL_WINDOW};
 use crate::op::Op;
 use crate::p2p::wire::Envelope;
@@ -484,7 +484,10 @@ impl<T: Pod + Send + Sync, O: Op<T>> Sched<T, O> {
         }
         // SAFETY: the plan keeps every piece inside its buffer (checked at
         // the start of the collective against the caller's lengths).
-        (unsafe { base.add(b.off) }.cast::<u8>(), b.len * size_of::<T>())
+        (
+            unsafe { base.add(b.off) }.cast::<u8>(),
+            b.len * size_of::<T>(),
+        )
     }
 
     fn local(&mut self, from: Buf, to: Buf, reduce: Option<bool>) {
@@ -530,13 +533,7 @@ impl<T: Pod + Send + Sync, O: Op<T>> Sched<T, O> {
                 let (p, len) = self.raw(b);
                 // SAFETY: as for sends; no step touches the piece before the next wait.
                 match unsafe {
-                    eng.irecv(
-                        self.ctx,
-                        Source::Rank(from),
-                        TagSel::Tag(self.tag),
-                        p,
-                        len,
-                    )
+                    eng.irecv(self.ctx, Source::Rank(from), TagSel::Tag(self.tag), p, len)
                 } {
                     Ok(id) => self.posted.push((id, len)),
                     Err(e) => self.fail(e),
