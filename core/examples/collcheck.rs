@@ -388,7 +388,120 @@ pub fn check_comm(comm: &Comm, case: &Case) -> Check {
         ),
     )?;
     same(&ctx("alltoallv"), &got, &want)?;
-    check_nonblocking(comm, case)
+    check_nonblocking(comm, case)?;
+    check_in_place(comm, case)
+}
+
+/// Every in-place form (`MPI_IN_PLACE`) for `case` on `comm` against the
+/// serial results.
+pub fn check_in_place(comm: &Comm, case: &Case) -> Check {
+    let (n, r) = (comm.size(), comm.rank());
+    let root = (case.root / 5) % n;
+    let (seed, count) = (case.seed ^ 0x2c2c, case.count);
+    let blk = block_len(case, n);
+    let ctx = |what: &str| {
+        format!("{what} (in place, rank {r} of {n}, root {root}, count {count}, seed {seed:#x})")
+    };
+    let nc = op::user_ordered(affine);
+    let of = |salt: u64, f: Combine, upto: usize, len: usize| {
+        serial(upto, len, f, |q| vals(seed, salt, q, len))
+    };
+
+    let mut b = vals(seed, 1, r, count);
+    ok(
+        &ctx("reduce_in_place"),
+        comm.reduce_in_place(&mut b, nc, root),
+    )?;
+    let want = if r == root {
+        of(1, affine, n, count)
+    } else {
+        vals(seed, 1, r, count)
+    };
+    same(&ctx("reduce_in_place"), &b, &want)?;
+
+    let blocks = |salt: u64, q: usize| vals(seed, salt, q, n * blk);
+    let mut b = if r == root {
+        let mut b = vec![0; n * blk];
+        b[root * blk..(root + 1) * blk].copy_from_slice(&vals(seed, 2, root, blk));
+        b
+    } else {
+        vals(seed, 2, r, blk)
+    };
+    ok(&ctx("gather_in_place"), comm.gather_in_place(&mut b, root))?;
+    if r == root {
+        let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 2, q, blk)).collect();
+        same(&ctx("gather_in_place"), &b, &want)?;
+    }
+
+    let mut b = if r == root {
+        blocks(3, root)
+    } else {
+        vec![0; blk]
+    };
+    ok(
+        &ctx("scatter_in_place"),
+        comm.scatter_in_place(&mut b, root),
+    )?;
+    let want = if r == root {
+        blocks(3, root)
+    } else {
+        blocks(3, root)[r * blk..(r + 1) * blk].to_vec()
+    };
+    same(&ctx("scatter_in_place"), &b, &want)?;
+
+    let mut b = vec![0; n * blk];
+    b[r * blk..(r + 1) * blk].copy_from_slice(&vals(seed, 4, r, blk));
+    ok(&ctx("allgather_in_place"), comm.allgather_in_place(&mut b))?;
+    let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 4, q, blk)).collect();
+    same(&ctx("allgather_in_place"), &b, &want)?;
+
+    let mut b = blocks(5, r);
+    ok(&ctx("alltoall_in_place"), comm.alltoall_in_place(&mut b))?;
+    let want: Vec<u64> = (0..n)
+        .flat_map(|q| blocks(5, q)[r * blk..(r + 1) * blk].to_vec())
+        .collect();
+    same(&ctx("alltoall_in_place"), &b, &want)?;
+
+    let mut b = blocks(6, r);
+    ok(
+        &ctx("reduce_scatter_block_in_place"),
+        comm.reduce_scatter_block_in_place(&mut b, nc),
+    )?;
+    let whole = of(6, affine, n, n * blk);
+    same(
+        &ctx("reduce_scatter_block_in_place"),
+        &b[..blk],
+        &whole[r * blk..(r + 1) * blk],
+    )?;
+
+    // Uneven blocks: rank q gets q + blk elements.
+    let counts: Vec<usize> = (0..n).map(|q| q + blk).collect();
+    let total: usize = counts.iter().sum();
+    let start: usize = counts[..r].iter().sum();
+    let mut b = vals(seed, 7, r, total);
+    ok(
+        &ctx("reduce_scatter_in_place"),
+        comm.reduce_scatter_in_place(&mut b, &counts, nc),
+    )?;
+    let whole = of(7, affine, n, total);
+    same(
+        &ctx("reduce_scatter_in_place"),
+        &b[..counts[r]],
+        &whole[start..start + counts[r]],
+    )?;
+
+    let mut b = vals(seed, 8, r, count);
+    ok(&ctx("scan_in_place"), comm.scan_in_place(&mut b, nc))?;
+    same(&ctx("scan_in_place"), &b, &of(8, affine, r + 1, count))?;
+
+    let mut b = vals(seed, 9, r, count);
+    ok(&ctx("exscan_in_place"), comm.exscan_in_place(&mut b, nc))?;
+    let want = if r == 0 {
+        vals(seed, 9, 0, count)
+    } else {
+        of(9, affine, r, count)
+    };
+    same(&ctx("exscan_in_place"), &b, &want)
 }
 
 /// Every nonblocking collective for `case` on `comm`, all outstanding at

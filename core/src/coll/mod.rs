@@ -91,6 +91,7 @@ mod alltoall;
 mod barrier;
 mod bcast;
 mod gather;
+mod in_place;
 pub(crate) mod node;
 pub(crate) mod nonblocking;
 mod reduce;
