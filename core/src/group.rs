@@ -278,10 +278,10 @@ impl Comm {
         let new_ctx = all[0] as u32;
         self.eng.enter().bump_ctx(new_ctx + 1);
         if all[3] != 0 {
-            return Err(inside.err().unwrap_or_else(|| Error::InvalidArgument {
+            return Err(Error::InvalidArgument {
                 op: OP,
                 reason: "the group has a process outside the communicator",
-            }));
+            });
         }
         if all[1] != !all[2] {
             return Err(Error::InvalidArgument {

@@ -53,7 +53,20 @@
 //! * **Collectives** — barrier, bcast, reduce, allreduce, gather(v), scatter(v),
 //!   allgather(v), alltoall(v), reduce_scatter, scan and exscan on any
 //!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
-//!   by message and communicator size.
+//!   by message and communicator size. In-place forms (`MPI_IN_PLACE`):
+//!   [`Comm::allreduce_in_place`], [`Comm::reduce_in_place`],
+//!   [`Comm::gather_in_place`], [`Comm::scatter_in_place`],
+//!   [`Comm::allgather_in_place`], [`Comm::alltoall_in_place`],
+//!   [`Comm::reduce_scatter_in_place`], [`Comm::scan_in_place`], ...
+//! * **Nonblocking collectives** — [`Comm::ibarrier`], [`Comm::ibcast`],
+//!   [`Comm::ireduce`], [`Comm::iallreduce`], [`Comm::igather`],
+//!   [`Comm::iscatter`], [`Comm::iallgather`], [`Comm::ialltoall`],
+//!   [`Comm::ireduce_scatter_block`], [`Comm::iscan`], [`Comm::iexscan`]:
+//!   started inside a [`scope`] like `isend`, they return [`Request`]s that
+//!   advance whenever the rank calls into dos, any number outstanding at once.
+//! * **Groups** — [`Group`]s of a communicator's processes (incl, excl,
+//!   union, intersection, difference, translate_ranks, compare) and
+//!   communicators made from them ([`Comm::create`], [`Comm::create_group`]) ([`group`]).
 //! * **One-sided** — [`Window`]s ([`Comm::win_allocate`], [`Comm::win_create`]):
 //!   put, get, accumulate, 64-bit atomics, flush, fence and passive-target
 //!   locks ([`rma`]); loads and stores within a node, RDMA on roce and verbs.

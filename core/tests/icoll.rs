@@ -83,10 +83,11 @@ fn all_at_once(w: &Comm, count: usize) {
 
     let ord = op::user_ordered(compose);
     dos::scope(|s| {
-        let mut reqs: Vec<Request> = Vec::new();
-        reqs.push(w.ibarrier(s).unwrap());
-        reqs.push(w.iallreduce(s, &s_allred, &mut allred, Sum).unwrap());
-        reqs.push(w.iallreduce_in_place(s, &mut allred_ip, Sum).unwrap());
+        let mut reqs: Vec<Request> = vec![
+            w.ibarrier(s).unwrap(),
+            w.iallreduce(s, &s_allred, &mut allred, Sum).unwrap(),
+            w.iallreduce_in_place(s, &mut allred_ip, Sum).unwrap(),
+        ];
         reqs.push(w.irecv(s, &mut ring_in, (r + n - 1) % n, 3).expect("irecv"));
         reqs.push(w.ireduce(s, &s_red, &mut red, ord, root).unwrap());
         reqs.push(w.ireduce_in_place(s, &mut red_ip, ord, 0).unwrap());
