@@ -294,3 +294,40 @@ fn bad_arguments_are_typed_errors_and_mismatches_leave_the_comm_usable() {
         assert_eq!(t, [3]);
     });
 }
+
+#[test]
+fn with_the_rpc_service_thread_driving_the_engine() {
+    // While a rank computes, the RPC service thread drives its engine: the
+    // schedules' transfers proceed, their steps (which run the caller's
+    // closure, here one that borrows a local) wait for the rank's next call.
+    for n in [2usize, 3, 4] {
+        run_threads(n, |w| {
+            let rpc = w.rpc();
+            rpc.register("twice", |_ctx, x: u64| Ok::<_, String>(2 * x));
+            w.barrier().unwrap();
+            let r = w.rank();
+            let one = 1u64;
+            let local = &one;
+            let weird = op::user_ordered(|a: Aff, b: Aff| {
+                let c = compose(a, b);
+                [c[0].wrapping_mul(*local), c[1]]
+            });
+            let mine: Vec<Aff> = (0..700).map(|i| aff(50, r, i)).collect();
+            let mut got = vec![[0u64; 2]; 700];
+            dos::scope(|s| {
+                let q = w.iallreduce(s, &mine, &mut got, weird).unwrap();
+                if r == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                } else {
+                    // Served by rank 0's service thread while it sleeps.
+                    assert_eq!(rpc.call::<_, u64>(0, "twice", &21u64).unwrap(), 42);
+                }
+                q.wait().unwrap();
+            });
+            for (i, g) in got.iter().enumerate() {
+                assert_eq!(*g, aff_of(50, 0..n, i));
+            }
+            w.barrier().unwrap();
+        });
+    }
+}
