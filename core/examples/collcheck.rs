@@ -548,6 +548,12 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
     let mut scan = vec![0; count];
     let mut exscan = vec![0xdead_beef; count];
     let mut blocking = [0u64];
+    // Uneven blocks: rank q gets q + blk elements.
+    let rs_counts: Vec<usize> = (0..n).map(|q| q + blk).collect();
+    let rs_total: usize = rs_counts.iter().sum();
+    let rs_start: usize = rs_counts[..r].iter().sum();
+    let rs_in = vals(seed, 12, r, rs_total);
+    let mut rs = vec![0; rs_counts[r]];
 
     let res = dos::scope(|s| -> dos::Result<()> {
         let reqs = vec![
@@ -562,6 +568,7 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
             comm.iallgather(s, &allg_in, &mut allg)?,
             comm.ialltoall(s, &a2a_in, &mut a2a)?,
             comm.ireduce_scatter_block(s, &rsb_in, &mut rsb, nc)?,
+            comm.ireduce_scatter(s, &rs_in, &mut rs, &rs_counts, nc)?,
             comm.iscan(s, &scan_in, &mut scan, nc)?,
             comm.iexscan(s, &scan_in, &mut exscan, nc)?,
         ];
@@ -613,6 +620,11 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
         &ctx("ireduce_scatter_block"),
         &rsb,
         &of(10, affine, n, n * blk)[r * blk..(r + 1) * blk],
+    )?;
+    same(
+        &ctx("ireduce_scatter"),
+        &rs,
+        &of(12, affine, n, rs_total)[rs_start..rs_start + rs_counts[r]],
     )?;
     same(&ctx("iscan"), &scan, &of(11, affine, r + 1, count))?;
     let want_ex = if r == 0 {

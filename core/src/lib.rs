@@ -61,7 +61,7 @@
 //! * **Nonblocking collectives** — [`Comm::ibarrier`], [`Comm::ibcast`],
 //!   [`Comm::ireduce`], [`Comm::iallreduce`], [`Comm::igather`],
 //!   [`Comm::iscatter`], [`Comm::iallgather`], [`Comm::ialltoall`],
-//!   [`Comm::ireduce_scatter_block`], [`Comm::iscan`], [`Comm::iexscan`]:
+//!   [`Comm::ireduce_scatter`], [`Comm::ireduce_scatter_block`], [`Comm::iscan`], [`Comm::iexscan`]:
 //!   started inside a [`scope`] like `isend`, they return [`Request`]s that
 //!   advance whenever the rank calls into dos, any number outstanding at once.
 //! * **Groups** — [`Group`]s of a communicator's processes (incl, excl,

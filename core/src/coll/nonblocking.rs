@@ -52,7 +52,7 @@
 //! | `ibarrier` | dissemination, ⌈log2 n⌉ rounds |
 //! | `ibcast` | binomial tree from the root |
 //! | `ireduce` | binomial tree over rank order into rank 0 (one receive per child in flight at once), forwarded to the root |
-//! | `iallreduce`, `ireduce_scatter_block` | recursive doubling, folding the `n - p` extra ranks onto neighbours first |
+//! | `iallreduce`, `ireduce_scatter(_block)` | recursive doubling, folding the `n - p` extra ranks onto neighbours first |
 //! | `igather`, `iscatter` | direct transfers to or from the root, 32 peers at a time |
 //! | `iallgather`, `ialltoall` | direct exchange with every peer, 32 peers at a time |
 //! | `iscan`, `iexscan` | recursive doubling (Hillis–Steele) |
@@ -289,15 +289,19 @@ fn plan_allreduce(r: usize, n: usize, count: usize, in_place: bool) -> Plan {
     p
 }
 
-/// Allreduce of the whole `Send` (`n * blk`) into scratch, keeping block `r`.
-fn plan_reduce_scatter_block(r: usize, n: usize, blk: usize) -> Plan {
+/// Allreduce of the whole `Send` (`total` elements) into scratch, keeping
+/// elements `start..start + len`.
+fn plan_reduce_scatter(r: usize, n: usize, total: usize, start: usize, len: usize) -> Plan {
     let mut p = Plan::default();
-    let total = n * blk;
     let acc = buf(p.tmp(total), 0, total);
     plan_allreduce_into(&mut p, r, n, total, buf(Loc::Send, 0, total), acc);
     p.wait();
-    p.copy(buf(acc.loc, r * blk, blk), buf(Loc::Recv, 0, blk));
+    p.copy(buf(acc.loc, start, len), buf(Loc::Recv, 0, len));
     p
+}
+
+fn plan_reduce_scatter_block(r: usize, n: usize, blk: usize) -> Plan {
+    plan_reduce_scatter(r, n, n * blk, r * blk, blk)
 }
 
 /// Transfers with peers `(r + i) % n`, `i` in `1..n`, `ALLTOALL_WINDOW` at a time.
@@ -919,6 +923,54 @@ impl Comm {
         let (n, blk) = (self.size(), recv.len());
         check_len(OP, "send", send.len(), mul(OP, n, blk)?)?;
         let plan = plan_reduce_scatter_block(self.rank(), n, blk);
+        let (p, l) = (recv.as_mut_ptr(), recv.len());
+        self.start(s, OP, plan, send, p, l, op)
+    }
+
+    /// Starts reducing `send` (`counts.iter().sum()` elements) of every
+    /// rank with `op` and leaving rank `i`'s block, `counts[i]` elements
+    /// after the blocks of the ranks before it, in `recv` of rank `i`
+    /// (`MPI_Ireduce_scatter`).
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidBuffer`] if `counts` does not have one entry
+    /// per rank or a buffer has the wrong length.
+    ///
+    /// ```
+    /// dos::testing::run_threads(2, |world| {
+    ///     let send = [1u32, 2, 3];
+    ///     let mut mine = vec![0u32; if world.rank() == 0 { 1 } else { 2 }];
+    ///     dos::scope(|s| {
+    ///         let q = world.ireduce_scatter(s, &send, &mut mine, &[1, 2], dos::op::Sum);
+    ///         q.unwrap().wait().unwrap();
+    ///     });
+    ///     let want: &[u32] = if world.rank() == 0 { &[2] } else { &[4, 6] };
+    ///     assert_eq!(mine, want);
+    /// });
+    /// ```
+    pub fn ireduce_scatter<'s, T, O>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        op: O,
+    ) -> Result<Request<'s>>
+    where
+        T: Pod + Send + Sync,
+        O: Op<T> + 's,
+    {
+        const OP: &str = "ireduce_scatter";
+        let (n, r) = (self.size(), self.rank());
+        check_len(OP, "counts", counts.len(), n)?;
+        let total = counts
+            .iter()
+            .try_fold(0usize, |a, &c| a.checked_add(c))
+            .ok_or_else(|| bad_buffer(OP, "counts overflow".to_string()))?;
+        check_len(OP, "send", send.len(), total)?;
+        check_len(OP, "recv", recv.len(), counts[r])?;
+        let start = counts[..r].iter().sum();
+        let plan = plan_reduce_scatter(r, n, total, start, counts[r]);
         let (p, l) = (recv.as_mut_ptr(), recv.len());
         self.start(s, OP, plan, send, p, l, op)
     }
