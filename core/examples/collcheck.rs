@@ -548,6 +548,31 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
     let mut scan = vec![0; count];
     let mut exscan = vec![0xdead_beef; count];
     let mut blocking = [0u64];
+    // Variable layouts (with gaps, sometimes reversed), as for the blocking ones.
+    let mut rng = Rng::new(seed ^ 0x7777);
+    let vc: Vec<usize> = (0..n).map(|_| rng.below(2 * blk + 2)).collect();
+    let lay = Layout::new(&mut rng, vc);
+    let v_in = vals(seed, 13, r, lay.counts[r]);
+    let mut v_all = vec![0u64; lay.len];
+    for q in 0..n {
+        v_all[lay.block(q)].copy_from_slice(&vals(seed, 13, q, lay.counts[q]));
+    }
+    let mut gv = vec![0u64; if r == root { lay.len } else { 0 }];
+    let mut agv = vec![0u64; lay.len];
+    let sv_in = if r == root { v_all.clone() } else { Vec::new() };
+    let mut sv = vec![0u64; lay.counts[r]];
+    let c = |q: usize, d: usize| {
+        (mix(seed ^ ((q as u64) << 32) ^ d as u64) % (blk as u64 + 2)) as usize
+    };
+    let sl = Layout::new(&mut rng, (0..n).map(|d| c(r, d)).collect());
+    let rl = Layout::new(&mut rng, (0..n).map(|q| c(q, r)).collect());
+    let mut a2av_in = vec![0u64; sl.len];
+    for d in 0..n {
+        for (k, x) in a2av_in[sl.block(d)].iter_mut().enumerate() {
+            *x = val(seed, 14, r, (d << 20) + k);
+        }
+    }
+    let mut a2av = vec![0u64; rl.len];
     // Uneven blocks: rank q gets q + blk elements.
     let rs_counts: Vec<usize> = (0..n).map(|q| q + blk).collect();
     let rs_total: usize = rs_counts.iter().sum();
@@ -569,6 +594,12 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
             comm.ialltoall(s, &a2a_in, &mut a2a)?,
             comm.ireduce_scatter_block(s, &rsb_in, &mut rsb, nc)?,
             comm.ireduce_scatter(s, &rs_in, &mut rs, &rs_counts, nc)?,
+            comm.igatherv(s, &v_in, &mut gv, &lay.counts, &lay.displs, root)?,
+            comm.iscatterv(s, &sv_in, &lay.counts, &lay.displs, &mut sv, root)?,
+            comm.iallgatherv(s, &v_in, &mut agv, &lay.counts, &lay.displs)?,
+            comm.ialltoallv(
+                s, &a2av_in, &sl.counts, &sl.displs, &mut a2av, &rl.counts, &rl.displs,
+            )?,
             comm.iscan(s, &scan_in, &mut scan, nc)?,
             comm.iexscan(s, &scan_in, &mut exscan, nc)?,
         ];
@@ -626,6 +657,18 @@ pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
         &rs,
         &of(12, affine, n, rs_total)[rs_start..rs_start + rs_counts[r]],
     )?;
+    if r == root {
+        same(&ctx("igatherv"), &gv, &v_all)?;
+    }
+    same(&ctx("iscatterv"), &sv, &v_in)?;
+    same(&ctx("iallgatherv"), &agv, &v_all)?;
+    let mut want = vec![0u64; rl.len];
+    for q in 0..n {
+        for (k, x) in want[rl.block(q)].iter_mut().enumerate() {
+            *x = val(seed, 14, q, (r << 20) + k);
+        }
+    }
+    same(&ctx("ialltoallv"), &a2av, &want)?;
     same(&ctx("iscan"), &scan, &of(11, affine, r + 1, count))?;
     let want_ex = if r == 0 {
         vec![0xdead_beef; count]

@@ -60,7 +60,9 @@
 //!   [`Comm::reduce_scatter_in_place`], [`Comm::scan_in_place`], ...
 //! * **Nonblocking collectives** — [`Comm::ibarrier`], [`Comm::ibcast`],
 //!   [`Comm::ireduce`], [`Comm::iallreduce`], [`Comm::igather`],
-//!   [`Comm::iscatter`], [`Comm::iallgather`], [`Comm::ialltoall`],
+//!   [`Comm::igatherv`], [`Comm::iscatter`], [`Comm::iscatterv`],
+//!   [`Comm::iallgather`], [`Comm::iallgatherv`], [`Comm::ialltoall`],
+//!   [`Comm::ialltoallv`],
 //!   [`Comm::ireduce_scatter`], [`Comm::ireduce_scatter_block`], [`Comm::iscan`], [`Comm::iexscan`]:
 //!   started inside a [`scope`] like `isend`, they return [`Request`]s that
 //!   advance whenever the rank calls into dos, any number outstanding at once.

@@ -256,7 +256,7 @@ fn many_outstanding_on_one_communicator_stay_apart() {
 fn bad_arguments_are_typed_errors_and_mismatches_leave_the_comm_usable() {
     run_threads(3, |w| {
         let r = w.rank();
-        let (mut x, mut y, mut z) = ([0u8; 2], [0u64; 1], [0u64; 5]);
+        let (mut x, mut y, mut z, mut v) = ([0u8; 2], [0u64; 1], [0u64; 5], [0u64; 6]);
         let (two, one) = ([1u64, 2], [1u32]);
         dos::scope(|s| {
             assert!(matches!(
@@ -269,6 +269,11 @@ fn bad_arguments_are_typed_errors_and_mismatches_leave_the_comm_usable() {
             ));
             assert!(matches!(
                 w.iallgather(s, &two, &mut z),
+                Err(Error::InvalidBuffer { .. })
+            ));
+            // Receive blocks that overlap (written by transfers at once).
+            assert!(matches!(
+                w.iallgatherv(s, &two, &mut v, &[2, 2, 2], &[0, 1, 4]),
                 Err(Error::InvalidBuffer { .. })
             ));
         });

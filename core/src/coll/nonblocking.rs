@@ -53,8 +53,8 @@
 //! | `ibcast` | binomial tree from the root |
 //! | `ireduce` | binomial tree over rank order into rank 0 (one receive per child in flight at once), forwarded to the root |
 //! | `iallreduce`, `ireduce_scatter(_block)` | recursive doubling, folding the `n - p` extra ranks onto neighbours first |
-//! | `igather`, `iscatter` | direct transfers to or from the root, 32 peers at a time |
-//! | `iallgather`, `ialltoall` | direct exchange with every peer, 32 peers at a time |
+//! | `igather(v)`, `iscatter(v)` | direct transfers to or from the root, 32 peers at a time |
+//! | `iallgather(v)`, `ialltoall(v)` | direct exchange with every peer, 32 peers at a time |
 //! | `iscan`, `iexscan` | recursive doubling (Hillis–Steele) |
 //!
 //! Reductions combine contributions in rank order, as the blocking ones do
@@ -77,7 +77,7 @@ use std::thread::ThreadId;
 use bytemuck::Pod;
 
 use super::sched::{real, rel, Binomial, Fold, FoldRole};
-use super::{bad_buffer, check_len, check_received, mul, ALLTOALL_WINDOW};
+use super::{bad_buffer, check_layout, check_len, check_received, mul, ALLTOALL_WINDOW};
 use crate::op::Op;
 use crate::p2p::wire::Envelope;
 use crate::p2p::{Engine, ReqId, Source, Tag, TagSel};
@@ -369,6 +369,73 @@ fn plan_alltoall(r: usize, n: usize, blk: usize) -> Plan {
         p.recv(buf(Loc::Recv, from * blk, blk), from);
     });
     p
+}
+
+/// A layout of blocks: `counts[i]` elements at `displs[i]`.
+type Blocks<'a> = (&'a [usize], &'a [usize]);
+
+fn plan_gatherv(r: usize, n: usize, root: usize, mine: usize, (c, d): Blocks<'_>) -> Plan {
+    let mut p = Plan::default();
+    if r == root {
+        p.copy(buf(Loc::Send, 0, c[r]), buf(Loc::Recv, d[r], c[r]));
+        windowed(&mut p, n, |p, i| {
+            let from = (r + i) % n;
+            p.recv(buf(Loc::Recv, d[from], c[from]), from);
+        });
+    } else {
+        p.send(buf(Loc::Send, 0, mine), root);
+        p.wait();
+    }
+    p
+}
+
+fn plan_scatterv(r: usize, n: usize, root: usize, mine: usize, (c, d): Blocks<'_>) -> Plan {
+    let mut p = Plan::default();
+    if r == root {
+        p.copy(buf(Loc::Send, d[r], c[r]), buf(Loc::Recv, 0, c[r]));
+        windowed(&mut p, n, |p, i| {
+            let to = (r + i) % n;
+            p.send(buf(Loc::Send, d[to], c[to]), to);
+        });
+    } else {
+        p.recv(buf(Loc::Recv, 0, mine), root);
+        p.wait();
+    }
+    p
+}
+
+fn plan_allgatherv(r: usize, n: usize, (c, d): Blocks<'_>) -> Plan {
+    let mut p = Plan::default();
+    p.copy(buf(Loc::Send, 0, c[r]), buf(Loc::Recv, d[r], c[r]));
+    windowed(&mut p, n, |p, i| {
+        let (to, from) = ((r + i) % n, (r + n - i) % n);
+        p.send(buf(Loc::Send, 0, c[r]), to);
+        p.recv(buf(Loc::Recv, d[from], c[from]), from);
+    });
+    p
+}
+
+fn plan_alltoallv(r: usize, n: usize, (sc, sd): Blocks<'_>, (rc, rd): Blocks<'_>) -> Plan {
+    let mut p = Plan::default();
+    p.copy(buf(Loc::Send, sd[r], sc[r]), buf(Loc::Recv, rd[r], rc[r]));
+    windowed(&mut p, n, |p, i| {
+        let (to, from) = ((r + i) % n, (r + n - i) % n);
+        p.send(buf(Loc::Send, sd[to], sc[to]), to);
+        p.recv(buf(Loc::Recv, rd[from], rc[from]), from);
+    });
+    p
+}
+
+/// Checks that blocks of a receive layout do not overlap (they are written
+/// by transfers in flight at once).
+fn check_disjoint(op: &'static str, (c, d): Blocks<'_>) -> Result<()> {
+    let mut v: Vec<(usize, usize)> = d.iter().copied().zip(c.iter().copied()).collect();
+    v.retain(|&(_, len)| len > 0);
+    v.sort_unstable();
+    if v.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
+        return Err(bad_buffer(op, "two ranks' blocks overlap".to_string()));
+    }
+    Ok(())
 }
 
 /// Hillis–Steele prefix reduction: before the round of distance `d`, `acc`
@@ -1067,6 +1134,133 @@ impl Comm {
             ));
         }
         let plan = plan_alltoall(self.rank(), n, send.len() / n);
+        let (p, l) = (recv.as_mut_ptr(), recv.len());
+        self.start(s, OP, plan, send, p, l, NoOp)
+    }
+
+    /// Starts collecting `send` of every rank `i` into
+    /// `recv[displs[i]..displs[i] + counts[i]]` of rank `root`
+    /// (`MPI_Igatherv`); `counts`, `displs` and `recv` are significant only
+    /// at the root, where the blocks must not overlap.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRank`] for a bad `root`;
+    /// [`crate::Error::InvalidBuffer`] at the root if the layout does not
+    /// have one entry per rank, reaches past `recv`, overlaps, or if `send`
+    /// is not `counts[root]` long.
+    pub fn igatherv<'s, T: Pod + Send + Sync>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+        root: usize,
+    ) -> Result<Request<'s>> {
+        const OP: &str = "igatherv";
+        self.check_root(root)?;
+        let (n, r) = (self.size(), self.rank());
+        if r == root {
+            check_layout(OP, "recv", counts, displs, n, recv.len())?;
+            check_len(OP, "send", send.len(), counts[r])?;
+            check_disjoint(OP, (counts, displs))?;
+        }
+        let plan = plan_gatherv(r, n, root, send.len(), (counts, displs));
+        let (p, l) = (recv.as_mut_ptr(), recv.len());
+        self.start(s, OP, plan, send, p, l, NoOp)
+    }
+
+    /// Starts sending `send[displs[i]..displs[i] + counts[i]]` of rank `root`
+    /// into `recv` of every rank `i` (`MPI_Iscatterv`); `send`, `counts` and
+    /// `displs` are significant only at the root.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidRank`] for a bad `root`;
+    /// [`crate::Error::InvalidBuffer`] at the root if the layout does not
+    /// have one entry per rank or reaches past `send`, or if `recv` is not
+    /// `counts[root]` long.
+    pub fn iscatterv<'s, T: Pod + Send + Sync>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        send: &'s [T],
+        counts: &[usize],
+        displs: &[usize],
+        recv: &'s mut [T],
+        root: usize,
+    ) -> Result<Request<'s>> {
+        const OP: &str = "iscatterv";
+        self.check_root(root)?;
+        let (n, r) = (self.size(), self.rank());
+        if r == root {
+            check_layout(OP, "send", counts, displs, n, send.len())?;
+            check_len(OP, "recv", recv.len(), counts[r])?;
+        }
+        let plan = plan_scatterv(r, n, root, recv.len(), (counts, displs));
+        let (p, l) = (recv.as_mut_ptr(), recv.len());
+        self.start(s, OP, plan, send, p, l, NoOp)
+    }
+
+    /// Starts collecting `send` of every rank `i` into
+    /// `recv[displs[i]..displs[i] + counts[i]]` of every rank
+    /// (`MPI_Iallgatherv`); the blocks must not overlap.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidBuffer`] if the layout does not have one entry
+    /// per rank, reaches past `recv` or overlaps, or if `send` is not
+    /// `counts[rank]` long.
+    pub fn iallgatherv<'s, T: Pod + Send + Sync>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        send: &'s [T],
+        recv: &'s mut [T],
+        counts: &[usize],
+        displs: &[usize],
+    ) -> Result<Request<'s>> {
+        const OP: &str = "iallgatherv";
+        let (n, r) = (self.size(), self.rank());
+        check_layout(OP, "recv", counts, displs, n, recv.len())?;
+        check_len(OP, "send", send.len(), counts[r])?;
+        check_disjoint(OP, (counts, displs))?;
+        let plan = plan_allgatherv(r, n, (counts, displs));
+        let (p, l) = (recv.as_mut_ptr(), recv.len());
+        self.start(s, OP, plan, send, p, l, NoOp)
+    }
+
+    /// Starts sending `send[sdispls[i]..sdispls[i] + scounts[i]]` to rank
+    /// `i`, which stores it at `recv[rdispls[rank]..rdispls[rank] +
+    /// rcounts[rank]]` (`MPI_Ialltoallv`); `rcounts[i]` must equal rank
+    /// `i`'s `scounts[rank]`, and receive blocks must not overlap.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidBuffer`] if a count or displacement array does
+    /// not have one entry per rank, a block reaches past its buffer, or
+    /// receive blocks overlap.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ialltoallv<'s, T: Pod + Send + Sync>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        send: &'s [T],
+        scounts: &[usize],
+        sdispls: &[usize],
+        recv: &'s mut [T],
+        rcounts: &[usize],
+        rdispls: &[usize],
+    ) -> Result<Request<'s>> {
+        const OP: &str = "ialltoallv";
+        let (n, r) = (self.size(), self.rank());
+        check_layout(OP, "send", scounts, sdispls, n, send.len())?;
+        check_layout(OP, "recv", rcounts, rdispls, n, recv.len())?;
+        check_disjoint(OP, (rcounts, rdispls))?;
+        if scounts[r] != rcounts[r] {
+            return Err(bad_buffer(
+                OP,
+                format!(
+                    "sends {} elements to itself but expects {}",
+                    scounts[r], rcounts[r]
+                ),
+            ));
+        }
+        let plan = plan_alltoallv(r, n, (scounts, sdispls), (rcounts, rdispls));
         let (p, l) = (recv.as_mut_ptr(), recv.len());
         self.start(s, OP, plan, send, p, l, NoOp)
     }
