@@ -336,3 +336,31 @@ fn with_the_rpc_service_thread_driving_the_engine() {
         });
     }
 }
+
+#[test]
+fn a_vanished_peer_fails_the_request_and_releases_the_buffers() {
+    // Rank 1 (alone on node 1) ends like a crashed process while rank 0
+    // waits for an iallreduce and an ibcast that need it: both requests
+    // fail naming it, the schedules are dropped with their transfers, and
+    // the scope ends (the buffers are free again) instead of hanging.
+    let got = dos::testing::run_cluster(&[1, 1], |w| {
+        if w.rank() == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            dos::testing::vanish(w);
+            return None;
+        }
+        let mine = vec![1u64; 5000];
+        let mut sum = vec![0u64; 5000];
+        let mut b = [0u8; 3];
+        let res = dos::scope(|s| {
+            let a = w.iallreduce(s, &mine, &mut sum, Sum).unwrap();
+            let c = w.ibcast(s, &mut b, 1).unwrap();
+            (a.wait().map(|_| ()), c.wait().map(|_| ()))
+        });
+        sum[0] = 7; // the buffer is ours again
+        Some(res)
+    });
+    let (a, c) = got.into_iter().next().flatten().expect("rank 0 reports");
+    assert!(matches!(a, Err(Error::PeerFailed { rank: 1 })), "{a:?}");
+    assert!(matches!(c, Err(Error::PeerFailed { rank: 1 })), "{c:?}");
+}

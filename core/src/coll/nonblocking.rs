@@ -1316,6 +1316,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_failed_wait_drops_the_schedule_and_its_transfers() {
+        // Rank 1 dies; rank 0's wait fails, and nothing of the collective
+        // stays in the engine (no posted receive into the caller's buffer).
+        let got = crate::testing::run_cluster(&[1, 1], |w| {
+            if w.rank() == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                crate::testing::vanish(w);
+                return true;
+            }
+            let mine = vec![1u64; 5000];
+            let mut sum = vec![0u64; 5000];
+            let res = crate::scope(|s| {
+                w.iallreduce(s, &mine, &mut sum, crate::op::Sum)
+                    .unwrap()
+                    .wait()
+            });
+            assert!(matches!(res, Err(Error::PeerFailed { rank: 1 })), "{res:?}");
+            let eng = w.comm().eng.enter();
+            let busy = eng.nbc.borrow().busy();
+            !busy
+        });
+        assert!(got[0], "the schedule outlived its failed request");
+    }
+
+    #[test]
     fn plans_end_with_a_wait() {
         for n in 1..12 {
             for r in 0..n {
