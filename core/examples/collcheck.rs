@@ -388,7 +388,294 @@ pub fn check_comm(comm: &Comm, case: &Case) -> Check {
         ),
     )?;
     same(&ctx("alltoallv"), &got, &want)?;
-    Ok(())
+    check_nonblocking(comm, case)?;
+    check_in_place(comm, case)
+}
+
+/// Every in-place form (`MPI_IN_PLACE`) for `case` on `comm` against the
+/// serial results.
+pub fn check_in_place(comm: &Comm, case: &Case) -> Check {
+    let (n, r) = (comm.size(), comm.rank());
+    let root = (case.root / 5) % n;
+    let (seed, count) = (case.seed ^ 0x2c2c, case.count);
+    let blk = block_len(case, n);
+    let ctx = |what: &str| {
+        format!("{what} (in place, rank {r} of {n}, root {root}, count {count}, seed {seed:#x})")
+    };
+    let nc = op::user_ordered(affine);
+    let of = |salt: u64, f: Combine, upto: usize, len: usize| {
+        serial(upto, len, f, |q| vals(seed, salt, q, len))
+    };
+
+    let mut b = vals(seed, 1, r, count);
+    ok(
+        &ctx("reduce_in_place"),
+        comm.reduce_in_place(&mut b, nc, root),
+    )?;
+    let want = if r == root {
+        of(1, affine, n, count)
+    } else {
+        vals(seed, 1, r, count)
+    };
+    same(&ctx("reduce_in_place"), &b, &want)?;
+
+    let blocks = |salt: u64, q: usize| vals(seed, salt, q, n * blk);
+    let mut b = if r == root {
+        let mut b = vec![0; n * blk];
+        b[root * blk..(root + 1) * blk].copy_from_slice(&vals(seed, 2, root, blk));
+        b
+    } else {
+        vals(seed, 2, r, blk)
+    };
+    ok(&ctx("gather_in_place"), comm.gather_in_place(&mut b, root))?;
+    if r == root {
+        let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 2, q, blk)).collect();
+        same(&ctx("gather_in_place"), &b, &want)?;
+    }
+
+    let mut b = if r == root {
+        blocks(3, root)
+    } else {
+        vec![0; blk]
+    };
+    ok(
+        &ctx("scatter_in_place"),
+        comm.scatter_in_place(&mut b, root),
+    )?;
+    let want = if r == root {
+        blocks(3, root)
+    } else {
+        blocks(3, root)[r * blk..(r + 1) * blk].to_vec()
+    };
+    same(&ctx("scatter_in_place"), &b, &want)?;
+
+    let mut b = vec![0; n * blk];
+    b[r * blk..(r + 1) * blk].copy_from_slice(&vals(seed, 4, r, blk));
+    ok(&ctx("allgather_in_place"), comm.allgather_in_place(&mut b))?;
+    let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 4, q, blk)).collect();
+    same(&ctx("allgather_in_place"), &b, &want)?;
+
+    let mut b = blocks(5, r);
+    ok(&ctx("alltoall_in_place"), comm.alltoall_in_place(&mut b))?;
+    let want: Vec<u64> = (0..n)
+        .flat_map(|q| blocks(5, q)[r * blk..(r + 1) * blk].to_vec())
+        .collect();
+    same(&ctx("alltoall_in_place"), &b, &want)?;
+
+    let mut b = blocks(6, r);
+    ok(
+        &ctx("reduce_scatter_block_in_place"),
+        comm.reduce_scatter_block_in_place(&mut b, nc),
+    )?;
+    let whole = of(6, affine, n, n * blk);
+    same(
+        &ctx("reduce_scatter_block_in_place"),
+        &b[..blk],
+        &whole[r * blk..(r + 1) * blk],
+    )?;
+
+    // Uneven blocks: rank q gets q + blk elements.
+    let counts: Vec<usize> = (0..n).map(|q| q + blk).collect();
+    let total: usize = counts.iter().sum();
+    let start: usize = counts[..r].iter().sum();
+    let mut b = vals(seed, 7, r, total);
+    ok(
+        &ctx("reduce_scatter_in_place"),
+        comm.reduce_scatter_in_place(&mut b, &counts, nc),
+    )?;
+    let whole = of(7, affine, n, total);
+    same(
+        &ctx("reduce_scatter_in_place"),
+        &b[..counts[r]],
+        &whole[start..start + counts[r]],
+    )?;
+
+    let mut b = vals(seed, 8, r, count);
+    ok(&ctx("scan_in_place"), comm.scan_in_place(&mut b, nc))?;
+    same(&ctx("scan_in_place"), &b, &of(8, affine, r + 1, count))?;
+
+    let mut b = vals(seed, 9, r, count);
+    ok(&ctx("exscan_in_place"), comm.exscan_in_place(&mut b, nc))?;
+    let want = if r == 0 {
+        vals(seed, 9, 0, count)
+    } else {
+        of(9, affine, r, count)
+    };
+    same(&ctx("exscan_in_place"), &b, &want)
+}
+
+/// Every nonblocking collective for `case` on `comm`, all outstanding at
+/// once and completed together, next to a blocking collective, compared with
+/// the serial results.
+pub fn check_nonblocking(comm: &Comm, case: &Case) -> Check {
+    let (n, r) = (comm.size(), comm.rank());
+    let root = (case.root / 3) % n;
+    let (seed, count) = (case.seed ^ 0x1b1b, case.count);
+    let blk = block_len(case, n);
+    let ctx = |what: &str| {
+        format!("{what} (nonblocking, rank {r} of {n}, root {root}, count {count}, seed {seed:#x})")
+    };
+    let nc = op::user_ordered(affine);
+    let at_root = |len: usize| if r == root { len } else { 0 };
+
+    let sum_in = vals(seed, 1, r, count);
+    let mut sum = vec![0; count];
+    let mut sum_ip = vals(seed, 2, r, count);
+    let aff_in = vals(seed, 3, r, count);
+    let mut aff = vec![0; at_root(count)];
+    let mut aff_ip = vals(seed, 4, r, count);
+    let bc_data = vals(seed, 5, root, count);
+    let mut bc = if r == root {
+        bc_data.clone()
+    } else {
+        vec![0; count]
+    };
+    let gat_in = vals(seed, 6, r, blk);
+    let mut gat = vec![0; at_root(n * blk)];
+    let sca_in = if r == root {
+        vals(seed, 7, r, n * blk)
+    } else {
+        Vec::new()
+    };
+    let mut sca = vec![0; blk];
+    let allg_in = vals(seed, 8, r, blk);
+    let mut allg = vec![0; n * blk];
+    let a2a_in = vals(seed, 9, r, n * blk);
+    let mut a2a = vec![0; n * blk];
+    let rsb_in = vals(seed, 10, r, n * blk);
+    let mut rsb = vec![0; blk];
+    let scan_in = vals(seed, 11, r, count);
+    let mut scan = vec![0; count];
+    let mut exscan = vec![0xdead_beef; count];
+    let mut blocking = [0u64];
+    // Variable layouts (with gaps, sometimes reversed), as for the blocking ones.
+    let mut rng = Rng::new(seed ^ 0x7777);
+    let vc: Vec<usize> = (0..n).map(|_| rng.below(2 * blk + 2)).collect();
+    let lay = Layout::new(&mut rng, vc);
+    let v_in = vals(seed, 13, r, lay.counts[r]);
+    let mut v_all = vec![0u64; lay.len];
+    for q in 0..n {
+        v_all[lay.block(q)].copy_from_slice(&vals(seed, 13, q, lay.counts[q]));
+    }
+    let mut gv = vec![0u64; if r == root { lay.len } else { 0 }];
+    let mut agv = vec![0u64; lay.len];
+    let sv_in = if r == root { v_all.clone() } else { Vec::new() };
+    let mut sv = vec![0u64; lay.counts[r]];
+    let c = |q: usize, d: usize| {
+        (mix(seed ^ ((q as u64) << 32) ^ d as u64) % (blk as u64 + 2)) as usize
+    };
+    let sl = Layout::new(&mut rng, (0..n).map(|d| c(r, d)).collect());
+    let rl = Layout::new(&mut rng, (0..n).map(|q| c(q, r)).collect());
+    let mut a2av_in = vec![0u64; sl.len];
+    for d in 0..n {
+        for (k, x) in a2av_in[sl.block(d)].iter_mut().enumerate() {
+            *x = val(seed, 14, r, (d << 20) + k);
+        }
+    }
+    let mut a2av = vec![0u64; rl.len];
+    // Uneven blocks: rank q gets q + blk elements.
+    let rs_counts: Vec<usize> = (0..n).map(|q| q + blk).collect();
+    let rs_total: usize = rs_counts.iter().sum();
+    let rs_start: usize = rs_counts[..r].iter().sum();
+    let rs_in = vals(seed, 12, r, rs_total);
+    let mut rs = vec![0; rs_counts[r]];
+
+    let res = dos::scope(|s| -> dos::Result<()> {
+        let reqs = vec![
+            comm.ibarrier(s)?,
+            comm.iallreduce(s, &sum_in, &mut sum, Sum)?,
+            comm.iallreduce_in_place(s, &mut sum_ip, nc)?,
+            comm.ireduce(s, &aff_in, &mut aff, nc, root)?,
+            comm.ireduce_in_place(s, &mut aff_ip, nc, root)?,
+            comm.ibcast(s, &mut bc, root)?,
+            comm.igather(s, &gat_in, &mut gat, root)?,
+            comm.iscatter(s, &sca_in, &mut sca, root)?,
+            comm.iallgather(s, &allg_in, &mut allg)?,
+            comm.ialltoall(s, &a2a_in, &mut a2a)?,
+            comm.ireduce_scatter_block(s, &rsb_in, &mut rsb, nc)?,
+            comm.ireduce_scatter(s, &rs_in, &mut rs, &rs_counts, nc)?,
+            comm.igatherv(s, &v_in, &mut gv, &lay.counts, &lay.displs, root)?,
+            comm.iscatterv(s, &sv_in, &lay.counts, &lay.displs, &mut sv, root)?,
+            comm.iallgatherv(s, &v_in, &mut agv, &lay.counts, &lay.displs)?,
+            comm.ialltoallv(
+                s, &a2av_in, &sl.counts, &sl.displs, &mut a2av, &rl.counts, &rl.displs,
+            )?,
+            comm.iscan(s, &scan_in, &mut scan, nc)?,
+            comm.iexscan(s, &scan_in, &mut exscan, nc)?,
+        ];
+        comm.allreduce(&[1u64], &mut blocking, Sum)?;
+        dos::Request::wait_all(reqs).map(|_| ())
+    });
+    ok(&ctx("start or wait"), res)?;
+    same(
+        &ctx("blocking allreduce among them"),
+        &blocking,
+        &[n as u64],
+    )?;
+    let of = |salt: u64, f: Combine, upto: usize, len: usize| {
+        serial(upto, len, f, |q| vals(seed, salt, q, len))
+    };
+    same(&ctx("iallreduce"), &sum, &of(1, add, n, count))?;
+    same(
+        &ctx("iallreduce_in_place"),
+        &sum_ip,
+        &of(2, affine, n, count),
+    )?;
+    if r == root {
+        same(&ctx("ireduce"), &aff, &of(3, affine, n, count))?;
+        same(&ctx("ireduce_in_place"), &aff_ip, &of(4, affine, n, count))?;
+    } else {
+        same(
+            &ctx("ireduce_in_place (not root)"),
+            &aff_ip,
+            &vals(seed, 4, r, count),
+        )?;
+    }
+    same(&ctx("ibcast"), &bc, &bc_data)?;
+    if r == root {
+        let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 6, q, blk)).collect();
+        same(&ctx("igather"), &gat, &want)?;
+    }
+    same(
+        &ctx("iscatter"),
+        &sca,
+        &vals(seed, 7, root, n * blk)[r * blk..(r + 1) * blk],
+    )?;
+    let want: Vec<u64> = (0..n).flat_map(|q| vals(seed, 8, q, blk)).collect();
+    same(&ctx("iallgather"), &allg, &want)?;
+    let want: Vec<u64> = (0..n)
+        .flat_map(|q| vals(seed, 9, q, n * blk)[r * blk..(r + 1) * blk].to_vec())
+        .collect();
+    same(&ctx("ialltoall"), &a2a, &want)?;
+    same(
+        &ctx("ireduce_scatter_block"),
+        &rsb,
+        &of(10, affine, n, n * blk)[r * blk..(r + 1) * blk],
+    )?;
+    same(
+        &ctx("ireduce_scatter"),
+        &rs,
+        &of(12, affine, n, rs_total)[rs_start..rs_start + rs_counts[r]],
+    )?;
+    if r == root {
+        same(&ctx("igatherv"), &gv, &v_all)?;
+    }
+    same(&ctx("iscatterv"), &sv, &v_in)?;
+    same(&ctx("iallgatherv"), &agv, &v_all)?;
+    let mut want = vec![0u64; rl.len];
+    for q in 0..n {
+        for (k, x) in want[rl.block(q)].iter_mut().enumerate() {
+            *x = val(seed, 14, q, (r << 20) + k);
+        }
+    }
+    same(&ctx("ialltoallv"), &a2av, &want)?;
+    same(&ctx("iscan"), &scan, &of(11, affine, r + 1, count))?;
+    let want_ex = if r == 0 {
+        vec![0xdead_beef; count]
+    } else {
+        of(11, affine, r, count)
+    };
+    same(&ctx("iexscan"), &exscan, &want_ex)
 }
 
 /// Checks `case` on `world` and on a split of it (by parity, reversed keys).

@@ -53,7 +53,22 @@
 //! * **Collectives** — barrier, bcast, reduce, allreduce, gather(v), scatter(v),
 //!   allgather(v), alltoall(v), reduce_scatter, scan and exscan on any
 //!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
-//!   by message and communicator size.
+//!   by message and communicator size. In-place forms (`MPI_IN_PLACE`):
+//!   [`Comm::allreduce_in_place`], [`Comm::reduce_in_place`],
+//!   [`Comm::gather_in_place`], [`Comm::scatter_in_place`],
+//!   [`Comm::allgather_in_place`], [`Comm::alltoall_in_place`],
+//!   [`Comm::reduce_scatter_in_place`], [`Comm::scan_in_place`], ...
+//! * **Nonblocking collectives** — [`Comm::ibarrier`], [`Comm::ibcast`],
+//!   [`Comm::ireduce`], [`Comm::iallreduce`], [`Comm::igather`],
+//!   [`Comm::igatherv`], [`Comm::iscatter`], [`Comm::iscatterv`],
+//!   [`Comm::iallgather`], [`Comm::iallgatherv`], [`Comm::ialltoall`],
+//!   [`Comm::ialltoallv`],
+//!   [`Comm::ireduce_scatter`], [`Comm::ireduce_scatter_block`], [`Comm::iscan`], [`Comm::iexscan`]:
+//!   started inside a [`scope`] like `isend`, they return [`Request`]s that
+//!   advance whenever the rank calls into dos, any number outstanding at once.
+//! * **Groups** — [`Group`]s of a communicator's processes (incl, excl,
+//!   union, intersection, difference, translate_ranks, compare) and
+//!   communicators made from them ([`Comm::create`], [`Comm::create_group`]) ([`group`]).
 //! * **One-sided** — [`Window`]s ([`Comm::win_allocate`], [`Comm::win_create`]):
 //!   put, get, accumulate, get_accumulate and fetch_op with any built-in op,
 //!   64-bit atomics, flush, fence, post/start/complete/wait and
@@ -118,6 +133,7 @@ pub mod config;
 pub mod dsm;
 mod error;
 mod gate;
+pub mod group;
 pub mod op;
 mod p2p;
 pub mod pmi;
@@ -130,6 +146,7 @@ mod world;
 pub use bytemuck::{Pod, Zeroable};
 pub use comm::Comm;
 pub use error::{Error, Result, RpcFailure};
+pub use group::{Group, GroupCompare};
 pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
 pub use request::{scope, Request, Scope};
 pub use rma::{LockKind, Window};

@@ -5,6 +5,9 @@
 //! messages. Each collective has one fixed tag per phase: messages between two
 //! ranks of a class are non-overtaking and every rank calls collectives in the
 //! same order, so fixed tags are enough to keep consecutive calls apart.
+//! Nonblocking collectives, which may be outstanding several at once, take a
+//! tag per call instead (see `nonblocking.rs`); the in-place forms are in
+//! `in_place.rs`.
 //!
 //! # Structure
 //!
@@ -91,7 +94,9 @@ mod alltoall;
 mod barrier;
 mod bcast;
 mod gather;
+mod in_place;
 pub(crate) mod node;
+pub(crate) mod nonblocking;
 mod reduce;
 mod reduce_scatter;
 mod scan;

@@ -421,6 +421,8 @@ pub(crate) struct Engine {
     pub(crate) rma: RefCell<crate::rma::target::Table>,
     /// RPC state: handlers, requests to serve, calls in flight.
     pub(crate) rpc: RefCell<crate::rpc::Table>,
+    /// Nonblocking collectives in flight (see `coll::nonblocking`).
+    pub(crate) nbc: RefCell<crate::coll::nonblocking::Table>,
     links: Links,
     st: RefCell<State>,
     cfg: Config,
@@ -543,6 +545,7 @@ impl Engine {
             bridge,
             rma: RefCell::default(),
             rpc: RefCell::default(),
+            nbc: RefCell::default(),
             rndv,
             chunk,
             net_chunk,
@@ -1632,6 +1635,10 @@ impl Engine {
         if self.rpc.borrow().has_requests() {
             n += crate::rpc::serve(self);
         }
+        // So do the steps of nonblocking collectives.
+        if self.nbc.borrow().busy() {
+            n += crate::coll::nonblocking::progress(self);
+        }
         n
     }
 
@@ -1757,6 +1764,9 @@ impl Engine {
     /// here.)
     #[cold]
     pub(crate) fn abandon(&self, id: ReqId) {
+        if self.nbc.borrow().busy() {
+            crate::coll::nonblocking::forget(self, id);
+        }
         let placing = match self.st.borrow().reqs.get(id as usize) {
             None
             | Some(Req {
