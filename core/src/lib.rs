@@ -128,6 +128,8 @@ mod world;
 pub use bytemuck::{Pod, Zeroable};
 pub use comm::Comm;
 pub use error::{Error, Result, RpcFailure};
+pub use p2p::persistent::Persistent;
+pub use p2p::probe::Message;
 pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
 pub use request::{scope, Request, Scope};
 pub use rma::{LockKind, Window};
