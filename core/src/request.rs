@@ -222,15 +222,13 @@ impl<'a> Request<'a> {
     pub fn test_some(reqs: &mut Vec<Request<'a>>) -> Vec<(usize, Result<Status>)> {
         let done: Vec<bool> = reqs.iter().map(|r| r.test()).collect();
         let mut out = Vec::new();
-        let mut i = 0;
         let mut kept = Vec::with_capacity(reqs.len());
-        for (r, d) in reqs.drain(..).zip(done) {
+        for (i, (r, d)) in reqs.drain(..).zip(done).enumerate() {
             if d {
                 out.push((i, r.wait()));
             } else {
                 kept.push(r);
             }
-            i += 1;
         }
         *reqs = kept;
         out

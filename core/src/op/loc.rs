@@ -97,11 +97,7 @@ fn pick<T: LocValue>(
     b_wins: bool,
     a_wins: bool,
 ) -> ValueIndex<T> {
-    if a_wins {
-        a
-    } else if b_wins {
-        b
-    } else if b.index < a.index {
+    if !a_wins && (b_wins || b.index < a.index) {
         b
     } else {
         a

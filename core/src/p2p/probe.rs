@@ -7,19 +7,6 @@
 //! not even one with [`crate::ANY_SOURCE`] posted in between, can take it.
 //! This is what makes "probe for the size, then receive" safe when several
 //! receives with wildcards are outstanding.
-//!
-//! A `Message` that is dropped without being received is received and
-//! discarded (a large one is fetched first, so its sender completes).
-//!
-//! ```
-//! let world = dos::init().unwrap();
-//! let me = world.rank();
-//! world.send(&[7u16, 8, 9], me, 3).unwrap();
-//! let msg = world.mprobe(dos::ANY_SOURCE, dos::ANY_TAG).unwrap();
-//! let mut v = vec![0u16; msg.status().count::<u16>()];
-//! let st = world.mrecv(msg, &mut v).unwrap();
-//! assert_eq!((v, st.tag), (vec![7, 8, 9], 3));
-//! ```
 
 use bytemuck::Pod;
 
@@ -64,6 +51,22 @@ fn status_of(u: &Unexpected) -> Status {
 /// A message taken out of the matching queue by [`Comm::mprobe`] or
 /// [`Comm::improbe`] (`MPI_Message`); receive it with [`Comm::mrecv`] or
 /// [`Comm::imrecv`].
+///
+/// No other receive, not even one with [`crate::ANY_SOURCE`] posted in
+/// between, can take a matched message.
+///
+/// A `Message` that is dropped without being received is received and
+/// discarded (a large one is fetched first, so its sender completes).
+///
+/// ```
+/// let world = dos::init().unwrap();
+/// let me = world.rank();
+/// world.send(&[7u16, 8, 9], me, 3).unwrap();
+/// let msg = world.mprobe(dos::ANY_SOURCE, dos::ANY_TAG).unwrap();
+/// let mut v = vec![0u16; msg.status().count::<u16>()];
+/// let st = world.mrecv(msg, &mut v).unwrap();
+/// assert_eq!((v, st.tag), (vec![7, 8, 9], 3));
+/// ```
 pub struct Message {
     eng: Shared,
     /// `None` once received.
@@ -132,7 +135,7 @@ fn check_elems<T>(st: Status) -> Result<Status> {
 
 impl Comm {
     /// Waits for a matching message and takes it out of the matching queue
-    /// (`MPI_Mprobe`); see the [module docs](crate::p2p::probe).
+    /// (`MPI_Mprobe`); see [`Message`].
     pub fn mprobe(&self, src: impl Into<Source>, tag: impl Into<TagSel>) -> Result<Message> {
         let (src, tag) = (src.into(), tag.into());
         check_probe(self, src, tag)?;

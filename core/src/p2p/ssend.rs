@@ -7,19 +7,6 @@
 //! after a single-copy fetch, or the clear-to-send that starts the pipelined
 //! transfer). No extra acknowledgement is needed on the eager path, because a
 //! synchronous send never takes it.
-//!
-//! ```
-//! let world = dos::init().unwrap();
-//! let me = world.rank();
-//! let mut got = [0u32; 3];
-//! dos::scope(|s| {
-//!     // To itself: the receive must be posted, or the send never completes.
-//!     let r = world.irecv(s, &mut got, me, 4).unwrap();
-//!     let w = world.issend(s, &[1u32, 2, 3], me, 4).unwrap();
-//!     dos::Request::wait_all([w, r]).unwrap();
-//! });
-//! assert_eq!(got, [1, 2, 3]);
-//! ```
 
 use bytemuck::Pod;
 
@@ -68,7 +55,7 @@ impl Comm {
     }
 
     /// Sends `buf` to `dest` and returns once the matching receive has
-    /// started (`MPI_Ssend`); see the [module docs](crate::p2p::ssend).
+    /// started (`MPI_Ssend`); see [`Comm::issend`].
     ///
     /// Unlike [`Comm::send`], this never returns while the message sits
     /// unreceived at the destination, so two ranks that both `ssend` to each
@@ -88,6 +75,23 @@ impl Comm {
 
     /// Starts a synchronous send (`MPI_Issend`): the request completes once
     /// the matching receive has started; `buf` stays borrowed until the scope ends.
+    ///
+    /// Synchronous sends always take the rendezvous protocol, whatever their
+    /// size: the payload stays with the sender until the receiver has matched
+    /// the announcement, and the request completes on the receiver's answer.
+    ///
+    /// ```
+    /// let world = dos::init().unwrap();
+    /// let me = world.rank();
+    /// let mut got = [0u32; 3];
+    /// dos::scope(|s| {
+    ///     // To itself: the receive must be posted, or the send never completes.
+    ///     let r = world.irecv(s, &mut got, me, 4).unwrap();
+    ///     let w = world.issend(s, &[1u32, 2, 3], me, 4).unwrap();
+    ///     dos::Request::wait_all([w, r]).unwrap();
+    /// });
+    /// assert_eq!(got, [1, 2, 3]);
+    /// ```
     pub fn issend<'s, T: Pod>(
         &self,
         s: &'s Scope<'s, '_>,
