@@ -3,12 +3,16 @@
 //! persistent requests and MINLOC/MAXLOC, each checked against a serial
 //! model on 1, 2, 3, 4 and 7 ranks run as threads over the real shm stack.
 
+#[allow(dead_code)]
+#[path = "../examples/p2pcheck.rs"]
+mod p2pcheck;
+
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use dos::config::{Config, RndvMode};
 use dos::op::{MaxLoc, MinLoc, ValueIndex};
-use dos::testing::{run_threads, run_threads_with};
+use dos::testing::{run_cluster, run_threads, run_threads_with};
 use dos::{Error, Persistent, Request, ANY_SOURCE, ANY_TAG};
 
 const SIZES: [usize; 5] = [1, 2, 3, 4, 7];
@@ -29,9 +33,16 @@ fn payload(src: usize, seq: usize, len: usize) -> Vec<u8> {
 /// A synchronous send stays incomplete while the receiver has not posted
 /// (small messages too, which a standard send completes at once).
 fn ssend_waits_for_the_receiver(mode: RndvMode) {
+    ssend_waits_with(|f| {
+        run_threads_with(2, with_rndv(mode), f);
+    });
+}
+
+/// Runs the check with `run` (two ranks, on one node or on two).
+fn ssend_waits_with(run: impl Fn(&(dyn Fn(dos::World) + Sync))) {
     for len in [0usize, 8, 100_000] {
         let posted = Barrier::new(2);
-        run_threads_with(2, with_rndv(mode), |w| {
+        run(&|w| {
             let data = payload(0, 1, len);
             if w.rank() == 0 {
                 dos::scope(|s| {
@@ -62,6 +73,13 @@ fn ssend_waits_for_the_receiver(mode: RndvMode) {
             }
         });
     }
+}
+
+#[test]
+fn ssend_waits_for_the_receiver_across_nodes() {
+    ssend_waits_with(|f| {
+        run_cluster(&[1, 1], f);
+    });
 }
 
 #[test]
@@ -513,6 +531,19 @@ fn minloc_maxloc_match_the_model() {
                     );
                 }
             });
+        }
+    }
+}
+
+// ----- across simulated nodes -----
+
+#[test]
+fn every_feature_across_nodes() {
+    // Shared memory inside a node, TCP between nodes: 2, 3, 4 and 7 ranks.
+    for nodes in [&[1usize, 1][..], &[2, 1], &[1, 1, 2], &[3, 2, 2]] {
+        let r = run_cluster(nodes, |w| p2pcheck::check_all(&w));
+        for (rank, x) in r.into_iter().enumerate() {
+            x.unwrap_or_else(|e| panic!("{nodes:?} rank {rank}: {e}"));
         }
     }
 }
