@@ -45,7 +45,8 @@
 //!   communicator are matched in the order sent. Synchronous sends
 //!   ([`Comm::ssend`], [`Comm::issend`]) complete only once the receive has
 //!   started; matched probes ([`Comm::mprobe`], [`Comm::improbe`]) take a
-//!   [`Message`] out of the matching queue for [`Comm::mrecv`].
+//!   [`Message`] out of the matching queue for [`Comm::mrecv`]. Strided and
+//!   indexed [`datatype`] layouts send a matrix column without a hand copy.
 //! * **Nonblocking** — [`Comm::isend`] and [`Comm::irecv`] inside a [`scope`]
 //!   return [`Request`]s with `wait`, `test`, [`Request::wait_all`],
 //!   [`Request::wait_any`], [`Request::wait_some`], [`Request::test_all`],
@@ -120,6 +121,7 @@
 mod coll;
 mod comm;
 pub mod config;
+pub mod datatype;
 pub mod dsm;
 mod error;
 mod gate;

@@ -547,3 +547,92 @@ fn every_feature_across_nodes() {
         }
     }
 }
+
+// ----- strided and indexed layouts -----
+
+#[test]
+fn layouts_match_a_manual_copy() {
+    use dos::datatype::{Indexed, Layout, Vector};
+    for n in SIZES {
+        for (rows, cols) in [(3usize, 4usize), (5000, 7)] {
+            if n == 1 && rows > 3 {
+                // A blocking rendezvous send to oneself waits forever.
+                continue;
+            }
+            run_threads(n, |w| {
+                let (me, n) = (w.rank(), w.size());
+                let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
+                let mat = |r: usize| -> Vec<f64> {
+                    (0..rows * cols)
+                        .map(|i| (r * 1_000_000 + i) as f64)
+                        .collect()
+                };
+                let a = mat(me);
+                let col = Vector {
+                    count: rows,
+                    blocklen: 1,
+                    stride: cols,
+                };
+                // Column (me % cols) to the next rank, into its column (prev % cols).
+                let mut b = vec![-1.0; rows * cols];
+                let mut packed = vec![0.0; rows];
+                dos::scope(|s| {
+                    let r = w.irecv(s, &mut packed, prev, 2).unwrap();
+                    // Blocking on both sides: even ranks send first, odd ones
+                    // receive first (large columns go by rendezvous).
+                    let send = || w.send_layout(&a, &col.offset(me % cols), next, 1);
+                    if me % 2 == 0 {
+                        send().unwrap();
+                    }
+                    let st = w.recv_layout(&mut b, &col.offset(prev % cols), prev, 1);
+                    assert_eq!(st.unwrap().len, rows * 8);
+                    if me % 2 == 1 {
+                        send().unwrap();
+                    }
+                    // The column again, as a plain message into a plain buffer.
+                    w.send_layout(&a, &col.offset(me % cols), next, 2).unwrap();
+                    r.wait().unwrap();
+                });
+                let sender = mat(prev);
+                let manual: Vec<f64> = (0..rows).map(|i| sender[i * cols + prev % cols]).collect();
+                assert_eq!(packed, manual);
+                for i in 0..rows {
+                    for j in 0..cols {
+                        let want = if j == prev % cols {
+                            sender[i * cols + j]
+                        } else {
+                            -1.0
+                        };
+                        assert_eq!(b[i * cols + j], want, "n={n} ({i},{j})");
+                    }
+                }
+                // An indexed layout: the diagonal and the last row, backwards.
+                let d = rows.min(cols);
+                let ix = Indexed::new(
+                    (0..d)
+                        .map(|i| (i * cols + i, 1))
+                        .chain([((rows - 1) * cols, cols)]),
+                );
+                let mut got = vec![0.0; ix.size()];
+                dos::scope(|s| {
+                    let r = w.irecv(s, &mut got, prev, 3).unwrap();
+                    w.send_layout(&a, &ix, next, 3).unwrap();
+                    r.wait().unwrap();
+                });
+                let mut manual: Vec<f64> = (0..d).map(|i| sender[i * cols + i]).collect();
+                manual.extend_from_slice(&sender[(rows - 1) * cols..]);
+                assert_eq!(got, manual);
+                // A layout past the end of the buffer is a typed error.
+                assert!(matches!(
+                    w.send_layout(&a[..1], &col, next, 4),
+                    Err(Error::InvalidBuffer { .. })
+                ));
+                assert!(matches!(
+                    w.recv_layout(&mut b[..1], &col, prev, 4),
+                    Err(Error::InvalidBuffer { .. })
+                ));
+                w.barrier().unwrap();
+            });
+        }
+    }
+}
