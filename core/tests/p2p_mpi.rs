@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use dos::config::{Config, RndvMode};
 use dos::op::{MaxLoc, MinLoc, ValueIndex};
-use dos::testing::{run_cluster, run_threads, run_threads_with};
+use dos::testing::{run_cluster, run_cluster_with, run_threads, run_threads_with};
 use dos::{Error, Persistent, Request, ANY_SOURCE, ANY_TAG};
 
 const SIZES: [usize; 5] = [1, 2, 3, 4, 7];
@@ -546,6 +546,36 @@ fn every_feature_across_nodes() {
             x.unwrap_or_else(|e| panic!("{nodes:?} rank {rank}: {e}"));
         }
     }
+}
+
+fn roce() -> Config {
+    Config {
+        transports: dos::config::Transports {
+            shm: true,
+            tcp: false,
+            roce: true,
+            verbs: false,
+        },
+        ..Config::default()
+    }
+}
+
+#[test]
+fn every_feature_across_nodes_over_roce() {
+    // The soft-RoCE between nodes: rendezvous by RDMA put into the receiver's buffer.
+    for nodes in [&[1usize, 1][..], &[2, 2]] {
+        let r = run_cluster_with(nodes, roce(), |w| p2pcheck::check_all(&w));
+        for (rank, x) in r.into_iter().enumerate() {
+            x.unwrap_or_else(|e| panic!("{nodes:?} rank {rank}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn ssend_waits_for_the_receiver_over_roce() {
+    ssend_waits_with(|f| {
+        run_cluster_with(&[1, 1], roce(), f);
+    });
 }
 
 // ----- strided and indexed layouts -----
