@@ -2,7 +2,8 @@
 //! synchronous sends around a ring, matched probes on ANY_SOURCE with a
 //! wildcard receive trying to steal the matched message, `wait_some` over
 //! receives from every rank, a persistent ring exchange repeated many times,
-//! and MINLOC/MAXLOC against a serial computation.
+//! MINLOC/MAXLOC against a serial computation, and a matrix column sent with
+//! a strided layout into another column.
 //!
 //! ```text
 //! cargo build --release --examples --bins
@@ -176,14 +177,54 @@ fn minmaxloc(w: &World) -> Check {
     Ok(())
 }
 
+fn column(w: &World) -> Check {
+    use dos::datatype::Vector;
+    let (me, n) = (w.rank(), w.size());
+    let (next, prev) = ((me + 1) % n, (me + n - 1) % n);
+    let (rows, cols) = (3000, 5);
+    let a: Vec<u32> = (0..rows * cols)
+        .map(|i| (me * 100_000 + i) as u32)
+        .collect();
+    let col = Vector {
+        count: rows,
+        blocklen: 1,
+        stride: cols,
+    };
+    let mut b = vec![0u32; rows * cols];
+    let mut packed = vec![0u32; rows];
+    dos::scope(|s| -> Check {
+        let r = w.irecv(s, &mut packed, prev, 21).map_err(err)?;
+        w.send_layout(&a, &col.offset(me % cols), next, 21)
+            .map_err(err)?;
+        r.wait().map_err(err)?;
+        Ok(())
+    })?;
+    // To itself, into column 1 (the send is nonblocking: a large message to
+    // oneself completes only once received).
+    dos::scope(|s| -> Check {
+        let r = w.isend(s, &packed, me, 22).map_err(err)?;
+        w.recv_layout(&mut b, &col.offset(1), me, 22).map_err(err)?;
+        r.wait().map_err(err)?;
+        Ok(())
+    })?;
+    for i in 0..rows {
+        let want = (prev * 100_000 + i * cols + prev % cols) as u32;
+        if packed[i] != want || b[i * cols + 1] != want || b[i * cols] != 0 {
+            return Err(format!("rank {me}: column element {i} wrong"));
+        }
+    }
+    Ok(())
+}
+
 /// Runs every check on `w`, with a barrier after each; the first mismatch.
 pub fn check_all(w: &World) -> Check {
-    let checks: [fn(&World) -> Check; 5] = [
+    let checks: [fn(&World) -> Check; 6] = [
         ssend_ring,
         mprobe_all_to_one,
         wait_some_from_all,
         persistent_ring,
         minmaxloc,
+        column,
     ];
     for c in checks {
         c(w).and_then(|()| w.barrier().map_err(err))?;
