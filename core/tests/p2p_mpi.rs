@@ -483,12 +483,26 @@ fn loc_model(n: usize, len: usize, f: impl Fn(usize, usize) -> f64, max: bool) -
 
 #[test]
 fn minloc_maxloc_match_the_model() {
+    minloc_maxloc(Config::default());
+}
+
+#[test]
+fn minloc_maxloc_match_the_model_without_node_slots_in_parallel() {
+    // The point-to-point algorithms (no node-level slots), reducing with rayon.
+    minloc_maxloc(Config {
+        node_coll_bytes: 0,
+        reduce_par_bytes: 1,
+        ..Config::default()
+    });
+}
+
+fn minloc_maxloc(cfg: Config) {
     // Few distinct values, so that ties are common.
     let fv = |r: usize, i: usize| ((r * 7 + i * 3) % 5) as f64 - 2.0;
     let fi = |r: usize, i: usize| ((r * 5 + i) % 3) as i32;
     for n in SIZES {
         for len in [1usize, 7, 5000] {
-            run_threads(n, |w| {
+            run_threads_with(n, cfg.clone(), |w| {
                 let me = w.rank();
                 let mine: Vec<ValueIndex<f64>> = (0..len)
                     .map(|i| ValueIndex::new(fv(me, i), me as i32))
