@@ -502,7 +502,7 @@ fn minloc_maxloc(cfg: Config) {
     let fi = |r: usize, i: usize| ((r * 5 + i) % 3) as i32;
     for n in SIZES {
         for len in [1usize, 7, 5000] {
-            run_threads_with(n, cfg.clone(), |w| {
+            run_threads_with(n, cfg, |w| {
                 let me = w.rank();
                 let mine: Vec<ValueIndex<f64>> = (0..len)
                     .map(|i| ValueIndex::new(fv(me, i), me as i32))
