@@ -63,7 +63,17 @@ pub trait Layout {
     {
         check_extent("pack", self, buf.len())?;
         let mut out = Vec::with_capacity(self.size());
-        self.for_each_block(&mut |start, len| out.extend_from_slice(&buf[start..start + len]));
+        let mut inside = true;
+        self.for_each_block(&mut |start, len| match start
+            .checked_add(len)
+            .and_then(|end| buf.get(start..end))
+        {
+            Some(b) => out.extend_from_slice(b),
+            None => inside = false,
+        });
+        if !inside {
+            return Err(outside("pack"));
+        }
         Ok(out)
     }
 
@@ -86,12 +96,30 @@ pub trait Layout {
             });
         }
         let mut done = 0;
+        let mut inside = true;
         self.for_each_block(&mut |start, len| {
             let n = len.min(packed.len() - done);
-            buf[start..start + n].copy_from_slice(&packed[done..done + n]);
-            done += n;
+            match start.checked_add(n).and_then(|end| buf.get_mut(start..end)) {
+                Some(b) => {
+                    b.copy_from_slice(&packed[done..done + n]);
+                    done += n;
+                }
+                None => inside = false,
+            }
         });
+        if !inside {
+            return Err(outside("unpack"));
+        }
         Ok(done)
+    }
+}
+
+/// A block outside the buffer (a [`Layout`] whose blocks change between calls).
+#[cold]
+fn outside(op: &'static str) -> Error {
+    Error::InvalidBuffer {
+        op,
+        reason: "a block of the layout lies outside the buffer".into(),
     }
 }
 
