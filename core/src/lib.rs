@@ -42,17 +42,25 @@
 //!   [`Comm::probe`], on byte slices or slices of any plain-data type
 //!   ([`Pod`], derivable with `#[derive(Pod, Zeroable)]`). Sources may be
 //!   [`ANY_SOURCE`], tags [`ANY_TAG`]. Messages between two ranks on one
-//!   communicator are matched in the order sent.
+//!   communicator are matched in the order sent. Synchronous sends
+//!   ([`Comm::ssend`], [`Comm::issend`]) complete only once the receive has
+//!   started; matched probes ([`Comm::mprobe`], [`Comm::improbe`]) take a
+//!   [`Message`] out of the matching queue for [`Comm::mrecv`]. Strided and
+//!   indexed [`datatype`] layouts send a matrix column without a hand copy.
 //! * **Nonblocking** — [`Comm::isend`] and [`Comm::irecv`] inside a [`scope`]
-//!   return [`Request`]s with `wait`, `test`, [`Request::wait_all`] and
-//!   [`Request::wait_any`]; the scope keeps the buffers borrowed until every
-//!   request is complete, so a buffer can never be freed or touched while a
-//!   transfer still uses it.
+//!   return [`Request`]s with `wait`, `test`, [`Request::wait_all`],
+//!   [`Request::wait_any`], [`Request::wait_some`], [`Request::test_all`],
+//!   [`Request::test_any`] and [`Request::test_some`]; the scope keeps the
+//!   buffers borrowed until every request is complete, so a buffer can never
+//!   be freed or touched while a transfer still uses it. [`Persistent`]
+//!   requests ([`Comm::send_init`], [`Comm::recv_init`]) are set up once and
+//!   started many times.
 //! * **Communicators** — [`Comm::split`] and [`Comm::dup`]; each has a private
 //!   context, so libraries cannot intercept each other's messages.
 //! * **Collectives** — barrier, bcast, reduce, allreduce, gather(v), scatter(v),
 //!   allgather(v), alltoall(v), reduce_scatter, scan and exscan on any
-//!   communicator, with built-in [`op`]s or closures; the algorithm is chosen
+//!   communicator, with built-in [`op`]s (MINLOC/MAXLOC on
+//!   [`op::ValueIndex`] pairs too) or closures; the algorithm is chosen
 //!   by message and communicator size. In-place forms (`MPI_IN_PLACE`):
 //!   [`Comm::allreduce_in_place`], [`Comm::reduce_in_place`],
 //!   [`Comm::gather_in_place`], [`Comm::scatter_in_place`],
@@ -130,6 +138,7 @@
 mod coll;
 mod comm;
 pub mod config;
+pub mod datatype;
 pub mod dsm;
 mod error;
 mod gate;
@@ -147,6 +156,8 @@ pub use bytemuck::{Pod, Zeroable};
 pub use comm::Comm;
 pub use error::{Error, Result, RpcFailure};
 pub use group::{Group, GroupCompare};
+pub use p2p::persistent::Persistent;
+pub use p2p::probe::Message;
 pub use p2p::{Source, Status, Tag, TagSel, ANY_SOURCE, ANY_TAG};
 pub use request::{scope, Request, Scope};
 pub use rma::{LockKind, Window};

@@ -252,3 +252,6 @@ impl<T: Copy + Sync> Op<T> for Replace {
         false
     }
 }
+
+mod loc;
+pub use loc::{LocValue, MaxLoc, MinLoc, ValueIndex};

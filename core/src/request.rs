@@ -18,9 +18,11 @@
 //! assert_eq!(got, sent);
 //! ```
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::marker::PhantomData;
+use std::rc::Rc;
 
+use crate::p2p::persistent::Phase;
 use crate::p2p::{ReqId, Shared, Status};
 use crate::Result;
 
@@ -30,6 +32,8 @@ use crate::Result;
 /// (as in `std::thread::scope`).
 pub struct Scope<'s, 'env: 's> {
     started: RefCell<Vec<(Shared, ReqId, u32)>>,
+    /// Persistent requests made in the scope (see [`crate::Persistent`]).
+    persistent: RefCell<Vec<(Shared, Rc<Cell<Phase>>)>>,
     _scope: PhantomData<&'s mut &'s ()>,
     _env: PhantomData<&'env mut &'env ()>,
 }
@@ -52,6 +56,7 @@ pub fn scope<'env, R>(f: impl for<'s> FnOnce(&'s Scope<'s, 'env>) -> R) -> R {
     }
     let s = Scope {
         started: RefCell::new(Vec::new()),
+        persistent: RefCell::new(Vec::new()),
         _scope: PhantomData,
         _env: PhantomData,
     };
@@ -82,7 +87,15 @@ impl<'s> Scope<'s, '_> {
         }
     }
 
+    /// Remembers a persistent request, to complete it if it is leaked while active.
+    pub(crate) fn register_persistent(&'s self, eng: &Shared, phase: Rc<Cell<Phase>>) {
+        self.persistent.borrow_mut().push((eng.clone(), phase));
+    }
+
     fn finish(&self) {
+        for (eng, phase) in self.persistent.borrow_mut().drain(..) {
+            crate::p2p::persistent::finish(&eng, &phase);
+        }
         for (eng, id, gen) in self.started.borrow_mut().drain(..) {
             // A request still in this slot generation was leaked: complete and free it.
             let eng = eng.enter();
@@ -171,9 +184,105 @@ impl Request<'_> {
                     .iter()
                     .filter_map(|r| r.inner.as_ref().map(|x| x.1))
                     .collect();
-                let _ = eng
+                let r = eng
                     .enter()
                     .wait_until(|e| ids.iter().any(|&i| e.is_done(i)));
+                if r.is_err() {
+                    // A peer failed: nothing more will complete; give up all.
+                    return Some((0, reqs.remove(0).wait()));
+                }
+            }
+        }
+    }
+}
+
+impl<'a> Request<'a> {
+    /// Makes progress once; if every request has completed, takes them all
+    /// and returns their statuses (or the first error), else leaves `reqs`
+    /// alone and returns `None` (`MPI_Testall`). An empty `reqs` is complete.
+    pub fn test_all(reqs: &mut Vec<Request<'a>>) -> Option<Result<Vec<Status>>> {
+        if reqs.iter().all(|r| r.test()) {
+            Some(Request::wait_all(reqs.drain(..)))
+        } else {
+            None
+        }
+    }
+
+    /// Makes progress once; removes the first completed request and returns
+    /// its index and result, or `None` if none has completed (or `reqs` is
+    /// empty) (`MPI_Testany`).
+    pub fn test_any(reqs: &mut Vec<Request<'a>>) -> Option<(usize, Result<Status>)> {
+        let i = reqs.iter().position(|r| r.test())?;
+        Some((i, reqs.remove(i).wait()))
+    }
+
+    /// Makes progress once; removes every completed request and returns
+    /// their indices (positions in `reqs` before the call, ascending) with
+    /// their results; empty if none has completed (`MPI_Testsome`).
+    pub fn test_some(reqs: &mut Vec<Request<'a>>) -> Vec<(usize, Result<Status>)> {
+        let done: Vec<bool> = reqs.iter().map(|r| r.test()).collect();
+        let mut out = Vec::new();
+        let mut kept = Vec::with_capacity(reqs.len());
+        for (i, (r, d)) in reqs.drain(..).zip(done).enumerate() {
+            if d {
+                out.push((i, r.wait()));
+            } else {
+                kept.push(r);
+            }
+        }
+        *reqs = kept;
+        out
+    }
+
+    /// Waits until at least one request completes, then removes every
+    /// completed one and returns their indices (positions in `reqs` before
+    /// the call, ascending) with their results (`MPI_Waitsome`). Returns an
+    /// empty vector at once when `reqs` is empty.
+    ///
+    /// ```
+    /// let world = dos::init().unwrap();
+    /// let me = world.rank();
+    /// let mut bufs = [[0u8; 2]; 3];
+    /// dos::scope(|s| {
+    ///     let mut reqs = Vec::new();
+    ///     for (tag, b) in bufs.iter_mut().enumerate() {
+    ///         reqs.push(world.irecv(s, b, me, tag as i32).unwrap());
+    ///     }
+    ///     world.send(&[1u8, 1], me, 1).unwrap();
+    ///     let done = dos::Request::wait_some(&mut reqs);
+    ///     assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [1]);
+    ///     assert_eq!(reqs.len(), 2);
+    ///     world.send(&[0u8, 0], me, 0).unwrap();
+    ///     world.send(&[2u8, 2], me, 2).unwrap();
+    ///     dos::Request::wait_all(reqs).unwrap();
+    /// });
+    /// assert_eq!(bufs, [[0, 0], [1, 1], [2, 2]]);
+    /// ```
+    pub fn wait_some(reqs: &mut Vec<Request<'a>>) -> Vec<(usize, Result<Status>)> {
+        if reqs.is_empty() {
+            return Vec::new();
+        }
+        loop {
+            let out = Request::test_some(reqs);
+            if !out.is_empty() {
+                return out;
+            }
+            // Block in the engine until any of them completes.
+            let eng = reqs
+                .iter()
+                .find_map(|r| r.inner.as_ref().map(|x| x.0.clone()));
+            if let Some(eng) = eng {
+                let ids: Vec<ReqId> = reqs
+                    .iter()
+                    .filter_map(|r| r.inner.as_ref().map(|x| x.1))
+                    .collect();
+                let r = eng
+                    .enter()
+                    .wait_until(|e| ids.iter().any(|&i| e.is_done(i)));
+                if r.is_err() {
+                    // A peer failed: nothing more will complete; give up all.
+                    return reqs.drain(..).map(|r| r.wait()).enumerate().collect();
+                }
             }
         }
     }

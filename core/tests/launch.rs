@@ -198,6 +198,8 @@ fn transports_option_puts_one_host_on_the_network() {
         j.assert_success();
         let j = run_with(3, &args, &example("dsmcheck"), &[]);
         j.assert_success();
+        let j = run_with(3, &args, &example("p2pcheck"), &[]);
+        j.assert_success();
         let j = run_with(3, &args, &example("regioncheck"), &["24"]);
         j.assert_success();
     }
@@ -264,6 +266,11 @@ fn dsmcheck_passes() {
 #[test]
 fn regioncheck_passes() {
     check_program_passes("regioncheck", &["40"], ", 40 x 40 product", true);
+}
+
+#[test]
+fn p2pcheck_passes() {
+    check_program_passes("p2pcheck", &[], "", true);
 }
 
 #[test]

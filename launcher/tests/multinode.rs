@@ -861,6 +861,7 @@ fn examples_across_hosts_match_one_host() {
         &["collcheck"],
         &["rpccheck"],
         &["dsmcheck"],
+        &["p2pcheck"],
         &["regioncheck", "48"],
         &["rmacheck"],
     ] {

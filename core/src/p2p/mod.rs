@@ -16,6 +16,9 @@
 //! (MPI's non-overtaking rule): the transport keeps per-peer order, and a send
 //! that finds the transport busy queues behind earlier ones.
 
+pub(crate) mod persistent;
+pub(crate) mod probe;
+pub(crate) mod ssend;
 pub(crate) mod wire;
 
 use std::cell::{Cell, RefCell};
@@ -900,7 +903,9 @@ impl Engine {
         // A key only for peers that can fetch the payload themselves (CMA on
         // shared memory); others get an empty key and the pipelined protocol.
         let rkey = match self.local_index(peer) {
-            Some(_) if self.links.local.caps().rma => self.links.local.mem_register(buf, len)?.rkey,
+            Some(_) if self.links.local.caps().rma && len > 0 => {
+                self.links.local.mem_register(buf, len)?.rkey
+            }
             _ => RemoteKey::from_bytes(&[])?,
         };
         let id = {
@@ -1085,7 +1090,7 @@ impl Engine {
             _ => RndvMode::Pipeline,
         };
         match mode {
-            RndvMode::Pipeline if self.put_capable(peer) && cap >= status.len => {
+            RndvMode::Pipeline if self.put_capable(peer) && cap >= status.len && status.len > 0 => {
                 // Over the network: the sender puts the payload straight into
                 // the buffer (no copy on either side), then says DONE.
                 let r = self
