@@ -52,17 +52,22 @@ impl Comm {
     fn bcast_binomial<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
         let n = self.size();
         let tree = Binomial::new(rel(self.rank(), root, n), n);
-        if let Some(parent) = tree.parent() {
-            self.c_recv(OP, buf, real(parent, root, n), tag::BCAST)?;
-        }
+        // A rank whose receive fails (ranks that disagree on the count)
+        // still forwards what it has, so that its subtree ends the call too
+        // (with an error of its own) instead of waiting forever.
+        let got = match tree.parent() {
+            Some(parent) => self.c_recv(OP, buf, real(parent, root, n), tag::BCAST),
+            None => Ok(()),
+        };
         let buf: &[T] = buf;
-        crate::scope(|s| {
+        let sent = crate::scope(|s| {
             let mut w = Window::<TREE_WINDOW>::new(OP);
             for c in tree.children().rev() {
                 self.c_isend(s, &mut w, buf, real(c, root, n), tag::BCAST)?;
             }
             w.wait_all()
-        })
+        });
+        got.and(sent)
     }
 
     /// Van de Geijn: relative rank `v` owns chunk `v`; a binomial scatter

@@ -8,7 +8,8 @@ use bytemuck::Pod;
 
 use crate::coll::sched::{block_range, real, rel, Binomial, Fold, FoldRole, Halving};
 use crate::coll::{
-    check_len, combine, split_ranges, tag, with_scratch, ALLREDUCE_LARGE_BYTES, REDUCE_LARGE_BYTES,
+    check_len, combine, go_on, split_ranges, tag, with_scratch, ALLREDUCE_LARGE_BYTES,
+    REDUCE_LARGE_BYTES,
 };
 use crate::op::Op;
 use crate::{Comm, Result};
@@ -105,14 +106,20 @@ impl Comm {
     /// [`Comm::allreduce`] with `buf` as both contribution and result
     /// (`MPI_Allreduce` with `MPI_IN_PLACE`).
     ///
+    /// The operation must be associative; it need not be commutative (see
+    /// [`crate::op`]). Here, affine maps `x ↦ a·x + b` (as `[a, b]`) composed
+    /// in rank order:
+    ///
     /// ```
-    /// let concat = dos::op::user_ordered(|a: u64, b: u64| a * 10 + b);
+    /// let then = dos::op::user_ordered(|f: [u64; 2], g: [u64; 2]| [g[0] * f[0], g[0] * f[1] + g[1]]);
     /// let got = dos::testing::run_threads(3, |world| {
-    ///     let mut x = [world.rank() as u64 + 1];
-    ///     world.allreduce_in_place(&mut x, concat).unwrap();
+    ///     let r = world.rank() as u64;
+    ///     let mut x = [[r + 2, r + 1]];
+    ///     world.allreduce_in_place(&mut x, then).unwrap();
     ///     x[0]
     /// });
-    /// assert_eq!(got, vec![123, 123, 123]);
+    /// // 4·(3·(2x + 1) + 2) + 3 = 24x + 23
+    /// assert_eq!(got, vec![[24, 23]; 3]);
     /// ```
     pub fn allreduce_in_place<T, O>(&self, buf: &mut [T], op: O) -> Result<()>
     where
@@ -214,11 +221,22 @@ impl Comm {
             (FoldRole::Plain { .. }, Mine::Send(_)) if fold.p == 2 => 0,
             _ => count,
         };
+        // Ranks that disagree on the count: every step is still taken (see
+        // `go_on`), and the first such error returned at the end.
+        let mut first = Ok(());
         with_scratch(tmp_len, |tmp: &mut [T]| {
-            let mut mine = self.fold_in(op, role, mine, acc, tmp, tag::ALLREDUCE)?;
+            let mut mine = match self.fold_in(op, role, mine, acc, tmp, tag::ALLREDUCE) {
+                Ok(m) => m,
+                Err(e) => {
+                    go_on(&mut first, Err(e))?;
+                    Mine::InAcc
+                }
+            };
             let newrank = match role {
                 FoldRole::Excluded { partner } => {
-                    return self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+                    let got = self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+                    go_on(&mut first, got)?;
+                    return std::mem::replace(&mut first, Ok(()));
                 }
                 FoldRole::Absorbs { newrank, .. } | FoldRole::Plain { newrank } => newrank,
             };
@@ -229,13 +247,15 @@ impl Comm {
                 let lower = pn < newrank;
                 match mine {
                     Mine::Send(s) => {
-                        self.c_sendrecv(OP, s, peer, acc, peer, tag::ALLREDUCE)?;
+                        let got = self.c_sendrecv(OP, s, peer, acc, peer, tag::ALLREDUCE);
+                        go_on(&mut first, got)?;
                         combine(op, acc, s, !lower, par);
                         mine = Mine::InAcc;
                     }
                     Mine::InAcc => {
                         let t = &mut tmp[..count];
-                        self.c_sendrecv(OP, acc, peer, t, peer, tag::ALLREDUCE)?;
+                        let got = self.c_sendrecv(OP, acc, peer, t, peer, tag::ALLREDUCE);
+                        go_on(&mut first, got)?;
                         combine(op, acc, t, lower, par);
                     }
                 }
@@ -244,7 +264,7 @@ impl Comm {
             if let FoldRole::Absorbs { partner, .. } = role {
                 self.c_send(acc, partner, tag::ALLREDUCE)?;
             }
-            Ok(())
+            std::mem::replace(&mut first, Ok(()))
         })
     }
 
