@@ -76,7 +76,7 @@ fn color() -> impl Strategy<Value = Option<u32>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, max_shrink_iters: 4, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// `split` against a serial model: every rank with a color gets the ranks
     /// of that color ordered by (key, old rank), and an allreduce on it sums them.
