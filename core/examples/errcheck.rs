@@ -143,6 +143,18 @@ pub fn check_mismatch(w: &Comm) -> Result<(), String> {
 
 /// [`check_mismatch`] for collective `what` alone.
 pub fn check_mismatch_of(w: &Comm, what: &str) -> Result<(), String> {
+    check_mismatch_sized(w, what, 10, 6)
+}
+
+/// [`check_mismatch_of`] with `good` elements per block on most ranks and
+/// `bad` on the ranks that disagree (large counts reach the large-message
+/// algorithms).
+pub fn check_mismatch_sized(
+    w: &Comm,
+    what: &str,
+    good: usize,
+    bad_count: usize,
+) -> Result<(), String> {
     let (n, me) = (w.size(), w.rank());
     if n < 2 {
         return Ok(());
@@ -150,7 +162,7 @@ pub fn check_mismatch_of(w: &Comm, what: &str) -> Result<(), String> {
     let bad: &[usize] = if n >= 4 { &[1, 2] } else { &[1] };
     {
         for &b in bad {
-            let count = if me == b { 6 } else { 10 };
+            let count = if me == b { bad_count } else { good };
             let erred = match run_collective(w, what, count) {
                 Ok(()) => 0,
                 Err(e) if documented(&e) => 1,

@@ -279,6 +279,7 @@ impl Comm {
         acc: &mut [T],
         tmp: &mut [T],
         tag: crate::Tag,
+        first: &mut Result<()>,
     ) -> Result<Option<usize>>
     where
         T: Pod + Send + Sync,
@@ -288,7 +289,13 @@ impl Comm {
         let role = fold.role(self.rank());
         let count = acc.len();
         let par = self.par_bytes();
-        let mut mine = self.fold_in(op, role, mine, acc, tmp, tag)?;
+        let mut mine = match self.fold_in(op, role, mine, acc, tmp, tag) {
+            Ok(m) => m,
+            Err(e) => {
+                go_on(first, Err(e))?;
+                Mine::InAcc
+            }
+        };
         let newrank = match role {
             FoldRole::Excluded { .. } => return Ok(None),
             FoldRole::Absorbs { newrank, .. } | FoldRole::Plain { newrank } => newrank,
@@ -305,13 +312,15 @@ impl Comm {
             let give = block_range(count, fold.p, st.give);
             match mine {
                 Mine::Send(s) => {
-                    self.c_sendrecv(OP, &s[give], peer, &mut acc[keep.clone()], peer, tag)?;
+                    let got =
+                        self.c_sendrecv(OP, &s[give], peer, &mut acc[keep.clone()], peer, tag);
+                    go_on(first, got)?;
                     combine(op, &mut acc[keep.clone()], &s[keep], !lower, par);
                     mine = Mine::InAcc;
                 }
                 Mine::InAcc => {
                     let t = &mut tmp[..keep.len()];
-                    self.c_sendrecv(OP, &acc[give], peer, t, peer, tag)?;
+                    go_on(first, self.c_sendrecv(OP, &acc[give], peer, t, peer, tag))?;
                     combine(op, &mut acc[keep], t, lower, par);
                 }
             }
@@ -348,14 +357,17 @@ impl Comm {
         const OP: &str = "allreduce";
         let count = acc.len();
         let tmp_len = self.halving_scratch(fold, &mine, count);
+        // Every step is taken even after a disagreement on counts (`go_on`).
+        let mut first = Ok(());
         let got = with_scratch(tmp_len, |tmp: &mut [T]| {
-            self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::ALLREDUCE)
+            self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::ALLREDUCE, &mut first)
         })?;
         let Some(newrank) = got else {
             let FoldRole::Excluded { partner } = fold.role(self.rank()) else {
                 unreachable!("only excluded ranks leave the halving");
             };
-            return self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+            go_on(&mut first, self.c_recv(OP, acc, partner, tag::ALLREDUCE))?;
+            return first;
         };
         let h = Halving {
             p: fold.p,
@@ -367,12 +379,15 @@ impl Comm {
             let keep = block_range(count, fold.p, st.keep);
             let give = block_range(count, fold.p, st.give);
             let (sb, rb) = split_ranges(acc, keep, give);
-            self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLREDUCE)?;
+            go_on(
+                &mut first,
+                self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLREDUCE),
+            )?;
         }
         if let FoldRole::Absorbs { partner, .. } = fold.role(self.rank()) {
             self.c_send(acc, partner, tag::ALLREDUCE)?;
         }
-        Ok(())
+        first
     }
 
     /// Rabenseifner reduce: recursive-halving reduce-scatter, then a binomial
@@ -396,7 +411,7 @@ impl Comm {
         if let FoldRole::Excluded { partner } = role {
             self.c_send(send, partner, tag::REDUCE)?;
             if r == root {
-                self.c_recv(OP, recv, partner, tag::REDUCE_FWD)?;
+                return self.c_recv(OP, recv, partner, tag::REDUCE_FWD);
             }
             return Ok(());
         }
@@ -407,10 +422,12 @@ impl Comm {
         };
         let newroot = fold.newrank_of(root);
         let body = |acc: &mut [T]| -> Result<()> {
+            // Every step is taken even after a disagreement on counts (`go_on`).
+            let mut first = Ok(());
             let mine = Mine::Send(send);
             let tmp_len = self.halving_scratch(fold, &mine, count);
             let newrank = with_scratch(tmp_len, |tmp: &mut [T]| {
-                self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::REDUCE)
+                self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::REDUCE, &mut first)
             })?
             .expect("participants return their new rank");
             let h = Halving {
@@ -422,15 +439,19 @@ impl Comm {
                 let peer = fold.real(st.partner);
                 if (newrank ^ newroot) & (1 << j) != 0 {
                     let keep = block_range(count, fold.p, st.keep);
-                    return self.c_send(&acc[keep], peer, tag::REDUCE);
+                    self.c_send(&acc[keep], peer, tag::REDUCE)?;
+                    return first;
                 }
                 let give = block_range(count, fold.p, st.give);
-                self.c_recv(OP, &mut acc[give], peer, tag::REDUCE)?;
+                go_on(
+                    &mut first,
+                    self.c_recv(OP, &mut acc[give], peer, tag::REDUCE),
+                )?;
             }
             if proot != root {
                 self.c_send(acc, root, tag::REDUCE_FWD)?;
             }
-            Ok(())
+            first
         };
         if r == root {
             body(recv)
@@ -466,22 +487,26 @@ impl Comm {
         } else {
             let tmp_len = if nchildren > 1 { count } else { 0 };
             let body = |acc: &mut [T]| -> Result<()> {
+                // Every child is received and the parent sent to even after
+                // a disagreement on counts (`go_on`).
+                let mut first = Ok(());
                 with_scratch(tmp_len, |tmp: &mut [T]| {
                     for (i, c) in tree.children().enumerate() {
                         let src = real(c, troot, n);
                         if i == 0 {
-                            self.c_recv(OP, acc, src, tag::REDUCE)?;
+                            go_on(&mut first, self.c_recv(OP, acc, src, tag::REDUCE))?;
                             combine(op, acc, send, true, par);
                         } else {
-                            self.c_recv(OP, tmp, src, tag::REDUCE)?;
+                            go_on(&mut first, self.c_recv(OP, tmp, src, tag::REDUCE))?;
                             combine(op, acc, tmp, false, par);
                         }
                     }
                     match tree.parent() {
-                        Some(p) => self.c_send(acc, real(p, troot, n), tag::REDUCE),
-                        None if troot != root => self.c_send(acc, root, tag::REDUCE_FWD),
-                        None => Ok(()),
+                        Some(p) => self.c_send(acc, real(p, troot, n), tag::REDUCE)?,
+                        None if troot != root => self.c_send(acc, root, tag::REDUCE_FWD)?,
+                        None => {}
                     }
+                    std::mem::replace(&mut first, Ok(()))
                 })
             };
             if r == root && v == 0 {
