@@ -271,6 +271,8 @@ impl Comm {
     /// Recursive-halving reduce-scatter among the folded participants; each
     /// ends with one fully reduced block of `acc`. Returns the participant's
     /// new rank, or `None` for an excluded rank (which has sent its data).
+    /// A count disagreement is kept in `first` and the steps go on (`go_on`).
+    #[allow(clippy::too_many_arguments)]
     fn reduce_scatter_halving<T, O>(
         &self,
         op: &O,
