@@ -3,8 +3,9 @@
 //! * `split`: `Comm::split(Some(u32::MAX), ..)` is a color like any other,
 //!   distinct from `None` (`MPI_UNDEFINED`): even ranks pass `u32::MAX`, odd
 //!   ranks `None`.
-//! * `mismatch`: collectives whose ranks disagree on the count (rank 1, and
-//!   on 4 ranks or more rank 2 as well, pass fewer elements) end with the
+//! * `mismatch`: collectives whose ranks disagree on the count (one rank at
+//!   a time passes fewer elements: rank 0, the root, then rank 1, then on 4
+//!   ranks or more rank 2) end with the
 //!   documented errors on the ranks that see the disagreement, and the
 //!   communicator stays usable: a barrier and a correct allreduce follow.
 //!   Run it with and without `DOS_NODE_COLL_BYTES=0` (shared-memory slots or
@@ -130,8 +131,9 @@ fn run_collective(w: &Comm, what: &str, count: usize) -> dos::Result<()> {
     }
 }
 
-/// Runs every collective of [`MISMATCHED`] with rank 1 (and rank 2 on 4 or
-/// more ranks) passing 6 elements where the others pass 10, then a barrier
+/// Runs every collective of [`MISMATCHED`] with rank 0 (the root), then
+/// rank 1 (and then rank 2 on 4 or more ranks) passing 6 elements where the
+/// others pass 10, each followed by a barrier
 /// and a correct allreduce: every rank's call returns, with success or a
 /// documented error, at least one rank reports the disagreement, and the
 /// communicator stays usable.
@@ -159,7 +161,7 @@ pub fn check_mismatch_sized(
     if n < 2 {
         return Ok(());
     }
-    let bad: &[usize] = if n >= 4 { &[1, 2] } else { &[1] };
+    let bad: &[usize] = if n >= 4 { &[0, 1, 2] } else { &[0, 1] };
     {
         for &b in bad {
             let count = if me == b { bad_count } else { good };
