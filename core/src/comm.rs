@@ -49,6 +49,10 @@ pub(crate) enum Class {
 /// Tag used by `split`/`dup` on the collective context.
 const TAG_SPLIT: Tag = -0x5000;
 
+/// How `split` encodes the color `None` (`MPI_UNDEFINED`) on the wire: above
+/// every `u32` color.
+const UNDEFINED_COLOR: u64 = u64::MAX;
+
 impl Comm {
     pub(crate) fn new(eng: Shared, ctx: u32, rank: usize, peers: Rc<[u32]>) -> Comm {
         let node = crate::coll::node::local_indices(&eng.enter(), ctx, &peers);
@@ -372,8 +376,10 @@ impl Comm {
     pub fn split(&self, color: Option<u32>, key: i32) -> Result<Option<Comm>> {
         let n = self.size();
         // Every rank learns every rank's (color, key, next free context id).
+        // `None` is encoded outside the range of `u32` colors, so that no
+        // valid color (`u32::MAX` included) is taken for it.
         let mine = [
-            color.map_or(u32::MAX as u64, u64::from),
+            color.map_or(UNDEFINED_COLOR, u64::from),
             key as u32 as u64,
             self.eng.enter().next_ctx() as u64,
         ];

@@ -113,6 +113,12 @@ pub enum Error {
     /// The operation does not exist in this build or on this transport.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),
+    /// [`crate::init`] called again in a process that has already joined the
+    /// job under `dosrun` (from another thread, or after its world ended): a
+    /// process is one rank, and its [`crate::World`] is driven by the thread
+    /// that called `init` (see the crate docs, "Thread safety").
+    #[error("dos::init called again: this process already joined the job as one rank")]
+    AlreadyJoined,
     /// A remote procedure call reached its target but did not give a result.
     #[error("RPC {handler:?} on rank {rank}: {failure}")]
     Rpc {

@@ -40,7 +40,7 @@
 //!   world [`Comm`]. Dropping the world (or [`World::finalize`]) leaves the job.
 //! * **Point-to-point** — [`Comm::send`], [`Comm::recv`], [`Comm::sendrecv`],
 //!   [`Comm::probe`], on byte slices or slices of any plain-data type
-//!   ([`Pod`], derivable with `#[derive(Pod, Zeroable)]`). Sources may be
+//!   ([`Pod`]; see "Plain-data types" below). Sources may be
 //!   [`ANY_SOURCE`], tags [`ANY_TAG`]. Messages between two ranks on one
 //!   communicator are matched in the order sent. Synchronous sends
 //!   ([`Comm::ssend`], [`Comm::issend`]) complete only once the receive has
@@ -85,12 +85,42 @@
 //! * **Remote procedure calls** — [`Comm::rpc`]: handlers registered by name
 //!   with typed (serde) or plain-data arguments, blocking, asynchronous
 //!   (`Future`), one-way and all-ranks calls, typed failures; a service
-//!   thread answers while the rank computes ([`rpc`]).
+//!   thread answers while the rank computes, in a world of any size
+//!   ([`rpc`]). Handlers are per process (shared by all communicators);
+//!   [`rpc::Rpc`]'s methods take the communicator's ranks, a handler's
+//!   [`rpc::Ctx`] world ranks.
 //! * **Distributed shared memory** — partitioned global arrays
 //!   ([`Comm::global_vec`], block and block-cyclic), a fair distributed
 //!   lock ([`Comm::dist_lock`]) and a coherent shared region
 //!   ([`Comm::shared_region`]: plain slices that every rank reads and writes,
 //!   coherent at barriers and the lock) ([`dsm`]).
+//!
+//! ## Plain-data types
+//!
+//! Messages, collectives and windows carry slices of [`Pod`] types (bytemuck's
+//! traits, re-exported). Your own `#[repr(C)]` structs without padding derive
+//! them through dos alone, without a bytemuck dependency of your own: the
+//! derive needs to be told where bytemuck is, with
+//! `#[bytemuck(crate = "dos::bytemuck")]` (dos re-exports the crate as
+//! [`bytemuck`]). A crate that depends on bytemuck itself may leave that
+//! attribute out.
+//!
+//! ```
+//! #[derive(Clone, Copy, Debug, PartialEq, dos::Pod, dos::Zeroable)]
+//! #[bytemuck(crate = "dos::bytemuck")]
+//! #[repr(C)]
+//! struct Particle {
+//!     pos: [f64; 3],
+//!     id: u64,
+//! }
+//!
+//! let world = dos::init().unwrap();
+//! let p = [Particle { pos: [1.0, 2.0, 3.0], id: 7 }];
+//! world.send(&p, world.rank(), 0).unwrap();
+//! let mut q = [Particle { pos: [0.0; 3], id: 0 }];
+//! world.recv(&mut q, world.rank(), 0).unwrap();
+//! assert_eq!(p, q);
+//! ```
 //!
 //! ## Protocols and waiting
 //!
@@ -109,12 +139,32 @@
 //!
 //! ## Thread safety
 //!
-//! A [`World`] and its communicators are driven by the thread that called
-//! [`init`] (they are neither `Send` nor `Sync`). Local computation may use any
-//! number of threads (collectives reduce large buffers with rayon). Once
-//! [`Comm::rpc`] is used, an RPC service thread drives the engine while that
-//! thread stays away from dos; an ownership gate hands the engine back at its
-//! next call (ARCHITECTURE.md, "The RPC service thread").
+//! dos offers the equivalent of `MPI_THREAD_FUNNELED`, not
+//! `MPI_THREAD_MULTIPLE`: only the thread that called [`init`] calls into dos.
+//! A [`World`], its communicators, requests, windows and RPC endpoints are
+//! neither `Send` nor `Sync`, so the compiler rejects any other thread's use
+//! of them (no lock, no run-time check on the fast path):
+//!
+//! ```compile_fail
+//! let world = dos::init().unwrap();
+//! std::thread::scope(|s| {
+//!     s.spawn(|| world.send(&[1u8], 0, 0)); // error: `World` is not `Sync`
+//! });
+//! ```
+//!
+//! Another thread cannot join the job a second time either: under `dosrun`,
+//! a second [`init`] in the process, from any thread, is
+//! [`Error::AlreadyJoined`] (without `dosrun`, each call gives an independent
+//! world of one). To communicate from several threads, funnel their messages
+//! through the thread that owns the world (a channel), or give each thread
+//! its own rank (more ranks per node).
+//!
+//! Local computation may use any number of threads (collectives reduce large
+//! buffers with rayon). Once [`Comm::rpc`] is used, an RPC service thread
+//! drives the engine while the main thread stays away from dos; an ownership
+//! gate hands the engine back at its next call (ARCHITECTURE.md, "The RPC
+//! service thread"). RPC handlers, run by either thread, are `Send + Sync`
+//! and reach other ranks only through their [`rpc::Ctx`].
 //!
 //! ## Resource cleanup
 //!
@@ -152,6 +202,10 @@ pub mod rpc;
 pub mod testing;
 mod world;
 
+/// The bytemuck crate, whose [`Pod`] and [`Zeroable`] traits (and derives)
+/// dos uses for plain data: with `#[bytemuck(crate = "dos::bytemuck")]`, the
+/// derives work in a crate that does not depend on bytemuck itself.
+pub use bytemuck;
 pub use bytemuck::{Pod, Zeroable};
 pub use comm::Comm;
 pub use error::{Error, Result, RpcFailure};

@@ -6,15 +6,45 @@
 //! compile). A closure becomes an operation with [`user`] (commutative) or
 //! [`user_ordered`] (applied in rank order, like a non-commutative MPI op).
 //!
+//! # What an operation must be
+//!
+//! Every operation must be **associative**: `(a ⊕ b) ⊕ c == a ⊕ (b ⊕ c)`.
+//! The collectives group the contributions differently depending on the
+//! algorithm (a tree, recursive doubling, the shared-memory slots), which
+//! depends on the message size, the number of ranks and `DOS_NODE_COLL_BYTES`;
+//! only associativity makes the result independent of that choice. An operation
+//! need **not** be commutative: [`user_ordered`] ones are always combined in
+//! rank order, `r0 ⊕ r1 ⊕ ... ⊕ r(n-1)`. (Floating-point sums are not exactly
+//! associative; dos still gives every rank the same bits, but the rounding
+//! may differ between algorithms.)
+//!
+//! An associative, non-commutative example: composing affine maps
+//! `x ↦ a·x + b`, stored as `[a, b]`, where rank order is the order of
+//! application (rank 0's map first).
+//!
 //! ```
 //! use dos::op::{self, Op};
 //! let mut acc = [1, 5, 3];
 //! op::Max.apply_right(&mut acc, &[4, 2, 3]);
 //! assert_eq!(acc, [4, 5, 3]);
-//! let concat = op::user_ordered(|a: u64, b: u64| a * 10 + b);
-//! let mut x = [2u64];
-//! concat.apply_left(&[1], &mut x); // 1 ⊕ 2
-//! assert_eq!(x, [12]);
+//!
+//! // `f ⊕ g` applies f, then g: x ↦ g.a·(f.a·x + f.b) + g.b.
+//! let then = op::user_ordered(|f: [u64; 2], g: [u64; 2]| [g[0] * f[0], g[0] * f[1] + g[1]]);
+//! let mut x = [[2u64, 5]]; // x ↦ 2x + 5
+//! then.apply_left(&[[3, 1]], &mut x); // (x ↦ 3x + 1) ⊕ (x ↦ 2x + 5)
+//! assert_eq!(x, [[6, 7]]); // x ↦ 2(3x + 1) + 5 = 6x + 7
+//!
+//! // In a collective, every rank gets the maps of all ranks composed in rank order.
+//! let got = dos::testing::run_threads(4, |world| {
+//!     let r = world.rank() as u64;
+//!     let mut map = [[r + 2, r + 1]]; // rank r: x ↦ (r + 2)·x + (r + 1)
+//!     world.allreduce_in_place(&mut map, then).unwrap();
+//!     map[0]
+//! });
+//! // The serial composition: apply rank 0's map first, rank 3's last.
+//! let serial = (0..4u64).fold([1, 0], |f, r| [(r + 2) * f[0], (r + 2) * f[1] + (r + 1)]);
+//! assert_eq!(serial, [120, 119]);
+//! assert!(got.iter().all(|&m| m == serial));
 //! ```
 
 use bytemuck::Pod;
@@ -124,7 +154,8 @@ pub struct UserOp<F> {
     commutative: bool,
 }
 
-/// A commutative, associative user operation from `f(a, b)`.
+/// A commutative, associative user operation from `f(a, b)`; see [the
+/// requirements](self#what-an-operation-must-be).
 pub fn user<T, F: Fn(T, T) -> T + Sync>(f: F) -> UserOp<F> {
     UserOp {
         f,
@@ -132,7 +163,10 @@ pub fn user<T, F: Fn(T, T) -> T + Sync>(f: F) -> UserOp<F> {
     }
 }
 
-/// An associative operation that is applied in rank order (`a` from lower ranks).
+/// An associative operation that is applied in rank order (`a` from lower
+/// ranks); it need not be commutative, but it must be associative (see [the
+/// requirements](self#what-an-operation-must-be)): `|a, b| a * 10 + b`, for
+/// example, is not, and its result would depend on the algorithm.
 pub fn user_ordered<T, F: Fn(T, T) -> T + Sync>(f: F) -> UserOp<F> {
     UserOp {
         f,

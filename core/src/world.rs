@@ -86,17 +86,33 @@ impl std::ops::Deref for World {
 /// shared segment and returns this rank's world. Started any other way, the
 /// program is a world of one.
 ///
+/// # Errors
+/// Under `dosrun`, a process joins the job once: a second call, from any
+/// thread and also after the first world was dropped, is
+/// [`Error::AlreadyJoined`] (see the crate docs, "Thread safety"). Without
+/// `dosrun` every call gives a new, independent world of one.
+///
 /// ```
 /// let world = dos::init().unwrap();
 /// assert!(world.rank() < world.size());
 /// ```
 pub fn init() -> Result<World> {
     let cfg = Config::from_env()?;
+    // A launched process joins the job once: a second `init` (from another
+    // thread, or after the first world ended) would take the same rank, the
+    // same wire-up connection and the same shared-segment descriptor.
+    let mut joined = JOINED.lock().unwrap_or_else(|p| p.into_inner());
+    if *joined {
+        return Err(Error::AlreadyJoined);
+    }
     let Some(mut pmi) = Client::from_env()? else {
+        drop(joined);
         let links = Links::single_node(Transport::Loopback(Loopback::new()));
         let eng = Shared::new(Engine::new(links, cfg, 1));
         return Ok(World::from_parts(eng, 0, vec![0].into(), None, 0, 1));
     };
+    *joined = true;
+    drop(joined);
     let (rank, size) = (pmi.rank(), pmi.size());
     let (local_rank, local_size) = (pmi.local_rank(), pmi.local_size());
     let fd = pmi.shm_fd().ok_or(Error::Environment {
@@ -150,6 +166,9 @@ pub fn init() -> Result<World> {
         local_size,
     ))
 }
+
+/// Whether this process has joined a launched job (see [`init`]).
+static JOINED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 
 /// How long the TCP mesh of a multi-node job may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);

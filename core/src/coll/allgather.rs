@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use crate::coll::sched::bruck_rounds;
 use crate::coll::{
-    bad_buffer, check_layout, check_len, mul, split_ranges, tag, with_scratch,
+    bad_buffer, check_layout, check_len, go_on, mul, split_ranges, tag, with_scratch,
     ALLGATHER_RING_MIN_BYTES,
 };
 use crate::{Comm, Result};
@@ -63,6 +63,8 @@ impl Comm {
             // Recursive doubling: before step `mask` a rank holds the blocks
             // of its aligned group of `mask` ranks and swaps them with the
             // neighbouring group's.
+            // Every step is taken even after a disagreement on counts (see `go_on`).
+            let mut first = Ok(());
             let mut mask = 1;
             while mask < n {
                 let peer = r ^ mask;
@@ -73,10 +75,11 @@ impl Comm {
                     mine * blk..(mine + mask) * blk,
                     theirs * blk..(theirs + mask) * blk,
                 );
-                self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLGATHER)?;
+                let got = self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLGATHER);
+                go_on(&mut first, got)?;
                 mask <<= 1;
             }
-            Ok(())
+            first
         }
     }
 
@@ -85,25 +88,28 @@ impl Comm {
     fn allgather_bruck<T: Pod>(&self, send: &[T], recv: &mut [T]) -> Result<()> {
         let (n, r) = (self.size(), self.rank());
         let blk = send.len();
+        // Every round is taken even after a disagreement on counts (see `go_on`).
+        let mut first = Ok(());
         with_scratch(n * blk, |tmp: &mut [T]| {
             tmp[..blk].copy_from_slice(send);
             for (d, cnt) in bruck_rounds(n) {
                 let to = (r + n - d) % n;
                 let from = (r + d) % n;
                 let (sb, rb) = tmp.split_at_mut(d * blk);
-                self.c_sendrecv(
+                let got = self.c_sendrecv(
                     "allgather",
                     &sb[..cnt * blk],
                     to,
                     &mut rb[..cnt * blk],
                     from,
                     tag::ALLGATHER,
-                )?;
+                );
+                go_on(&mut first, got)?;
             }
             let split = (n - r) * blk;
             recv[r * blk..].copy_from_slice(&tmp[..split]);
             recv[..r * blk].copy_from_slice(&tmp[split..]);
-            Ok(())
+            std::mem::replace(&mut first, Ok(()))
         })
     }
 

@@ -8,8 +8,8 @@ use bytemuck::Pod;
 
 use crate::coll::sched::pairwise;
 use crate::coll::{
-    check_layout, check_len, in_rank_order, tag, Carver, Window, ALLTOALL_PAIRWISE_MIN_BLOCK,
-    ALLTOALL_WINDOW,
+    check_layout, check_len, go_on, in_rank_order, tag, Carver, Window,
+    ALLTOALL_PAIRWISE_MIN_BLOCK, ALLTOALL_WINDOW,
 };
 use crate::{Comm, Result};
 
@@ -125,18 +125,21 @@ impl Comm {
         rblock: impl Fn(usize) -> Range<usize>,
     ) -> Result<()> {
         let (n, r) = (self.size(), self.rank());
+        // Every step is taken even after a disagreement on counts (`go_on`).
+        let mut first = Ok(());
         for i in 1..n {
             let (to, from) = pairwise(r, n, i);
-            self.c_sendrecv(
+            let got = self.c_sendrecv(
                 op,
                 &send[sblock(to)],
                 to,
                 &mut recv[rblock(from)],
                 from,
                 tag::ALLTOALL,
-            )?;
+            );
+            go_on(&mut first, got)?;
         }
-        Ok(())
+        first
     }
 
     /// Scattered exchange: for peers at distance `b..b + ALLTOALL_WINDOW`,

@@ -8,7 +8,7 @@ use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, ring_blocks, Binomial};
 use crate::coll::{
-    split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
+    go_on, split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
 };
 use crate::{Comm, Result};
 
@@ -52,17 +52,22 @@ impl Comm {
     fn bcast_binomial<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
         let n = self.size();
         let tree = Binomial::new(rel(self.rank(), root, n), n);
-        if let Some(parent) = tree.parent() {
-            self.c_recv(OP, buf, real(parent, root, n), tag::BCAST)?;
-        }
+        // A rank whose receive fails (ranks that disagree on the count)
+        // still forwards what it has, so that its subtree ends the call too
+        // (with an error of its own) instead of waiting forever.
+        let got = match tree.parent() {
+            Some(parent) => self.c_recv(OP, buf, real(parent, root, n), tag::BCAST),
+            None => Ok(()),
+        };
         let buf: &[T] = buf;
-        crate::scope(|s| {
+        let sent = crate::scope(|s| {
             let mut w = Window::<TREE_WINDOW>::new(OP);
             for c in tree.children().rev() {
                 self.c_isend(s, &mut w, buf, real(c, root, n), tag::BCAST)?;
             }
             w.wait_all()
-        })
+        });
+        got.and(sent)
     }
 
     /// Van de Geijn: relative rank `v` owns chunk `v`; a binomial scatter
@@ -75,9 +80,12 @@ impl Comm {
             |a: usize, b: usize| -> Range<usize> { (a * c).min(count)..(b * c).min(count) };
         let v = rel(self.rank(), root, n);
         let tree = Binomial::new(v, n);
+        // Every step is taken even after a disagreement on counts (`go_on`).
+        let mut first = Ok(());
         if let Some(parent) = tree.parent() {
             let r = chunks(v, tree.end());
-            self.c_recv(OP, &mut buf[r], real(parent, root, n), tag::BCAST)?;
+            let got = self.c_recv(OP, &mut buf[r], real(parent, root, n), tag::BCAST);
+            go_on(&mut first, got)?;
         }
         {
             let buf: &[T] = buf;
@@ -90,14 +98,15 @@ impl Comm {
                 w.wait_all()
             })?;
         }
-        self.ring_allgather(
+        let ring = self.ring_allgather(
             OP,
             buf,
             |i| chunks(i, i + 1),
             v,
             |i| real(i, root, n),
             tag::BCAST_RING,
-        )
+        );
+        first.and(ring)
     }
 
     /// Ring allgather in place: position `v` of the ring (real rank `real(v)`)
@@ -114,11 +123,13 @@ impl Comm {
         let n = self.size();
         let right = real((v + 1) % n);
         let left = real((v + n - 1) % n);
+        // Every step is taken even after a disagreement on counts (`go_on`).
+        let mut first = Ok(());
         for s in 0..n - 1 {
             let (out, inc) = ring_blocks(v, n, s);
             let (sb, rb) = split_ranges(buf, block(out), block(inc));
-            self.c_sendrecv(op, sb, right, rb, left, tag)?;
+            go_on(&mut first, self.c_sendrecv(op, sb, right, rb, left, tag))?;
         }
-        Ok(())
+        first
     }
 }

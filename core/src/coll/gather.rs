@@ -7,7 +7,7 @@ use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, rotated, Binomial};
 use crate::coll::{
-    check_layout, check_len, in_rank_order, mul, tag, with_scratch, Carver, Window,
+    check_layout, check_len, go_on, in_rank_order, mul, tag, with_scratch, Carver, Window,
     ALLTOALL_WINDOW, GATHER_LINEAR_MIN_BLOCK, TREE_WINDOW,
 };
 use crate::{Comm, Result};
@@ -278,9 +278,13 @@ impl Comm {
                 }
                 let v = rel(r, root, n);
                 with_scratch((tree.end() - v) * blk, |tmp: &mut [T]| {
-                    self.c_recv(OP, tmp, parent, tag::SCATTER)?;
+                    // After a disagreement on counts, still pass the children
+                    // their parts, so that their calls end too (see `go_on`).
+                    let mut first = Ok(());
+                    go_on(&mut first, self.c_recv(OP, tmp, parent, tag::SCATTER))?;
                     recv.copy_from_slice(&tmp[..blk]);
-                    self.scatter_children(tree, root, blk, &tmp[blk..])
+                    self.scatter_children(tree, root, blk, &tmp[blk..])?;
+                    first
                 })
             }
         }

@@ -76,7 +76,11 @@
 //! [`Error::InvalidBuffer`]. Both are found before any communication. A
 //! message whose length differs from what the receiving rank expects (ranks
 //! that disagree on counts) is [`Error::Truncated`] if longer and
-//! [`Error::InvalidBuffer`] if shorter.
+//! [`Error::InvalidBuffer`] if shorter. A rank that meets such a message
+//! still takes the rest of its steps of the algorithm (it forwards what it
+//! has) before it returns the error, so every rank's call returns and the
+//! communicator stays usable (ranks that disagree on counts see an error
+//! when the disagreement reaches them; a rank that only sends may see none).
 
 use std::mem::{size_of, size_of_val, MaybeUninit};
 use std::ops::Range;
@@ -337,6 +341,23 @@ fn short_message(op: &'static str, len: usize, want: usize) -> Error {
         op,
         format!("received {len} bytes where {want} were expected (ranks disagree on counts)"),
     )
+}
+
+/// Goes on after a step that failed because ranks disagree on counts
+/// ([`Error::InvalidBuffer`], [`Error::Truncated`]): keeps the first such
+/// error in `first` and returns `Ok`, so that the rank still takes its
+/// remaining steps (its peers wait for them) and the communicator stays
+/// usable. Any other error is returned at once.
+pub(crate) fn go_on(first: &mut Result<()>, step: Result<()>) -> Result<()> {
+    match step {
+        Err(e @ (Error::InvalidBuffer { .. } | Error::Truncated { .. })) => {
+            if first.is_ok() {
+                *first = Err(e);
+            }
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Checks a received length; `want == usize::MAX` accepts anything.

@@ -33,6 +33,17 @@
 //!
 //! Reductions combine `r0 ⊕ r1 ⊕ ... ⊕ r(n-1)` left to right, so every rank
 //! gets the same bits and ordered operations hold.
+//!
+//! # Errors
+//!
+//! A rank that finds a part of the wrong length (ranks that disagree on
+//! counts) still completes its steps of the generation, publishing its own
+//! slot, before it returns [`crate::Error::InvalidBuffer`]: every rank
+//! publishes every generation whatever happens, so the slots stay consistent
+//! and the next collective on the communicator works. (Ranks whose counts
+//! put them on different paths, one through the slots and one through
+//! messages, or whose buffers fail the local checks on some ranks only, are
+//! beyond repair: as in MPI, such a program is erroneous.)
 
 use std::mem::{align_of, size_of_val};
 use std::rc::Rc;
@@ -181,9 +192,12 @@ impl Comm {
             if r.me == root {
                 return r.publish(bytes(buf));
             }
-            let got: &[T] = part(&r, root, buf.len())?;
-            buf.copy_from_slice(got);
-            r.publish(&[])
+            // Publish also when the root's part does not fit (ranks that
+            // disagree on the count): every rank must publish every
+            // generation, or the next collective waits for it forever.
+            let got = part::<T>(&r, root, buf.len()).map(|got| buf.copy_from_slice(got));
+            let published = r.publish(&[]);
+            got.and(published)
         })())
     }
 

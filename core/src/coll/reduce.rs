@@ -8,7 +8,8 @@ use bytemuck::Pod;
 
 use crate::coll::sched::{block_range, real, rel, Binomial, Fold, FoldRole, Halving};
 use crate::coll::{
-    check_len, combine, split_ranges, tag, with_scratch, ALLREDUCE_LARGE_BYTES, REDUCE_LARGE_BYTES,
+    check_len, combine, go_on, split_ranges, tag, with_scratch, ALLREDUCE_LARGE_BYTES,
+    REDUCE_LARGE_BYTES,
 };
 use crate::op::Op;
 use crate::{Comm, Result};
@@ -105,14 +106,20 @@ impl Comm {
     /// [`Comm::allreduce`] with `buf` as both contribution and result
     /// (`MPI_Allreduce` with `MPI_IN_PLACE`).
     ///
+    /// The operation must be associative; it need not be commutative (see
+    /// [`crate::op`]). Here, affine maps `x ↦ a·x + b` (as `[a, b]`) composed
+    /// in rank order:
+    ///
     /// ```
-    /// let concat = dos::op::user_ordered(|a: u64, b: u64| a * 10 + b);
+    /// let then = dos::op::user_ordered(|f: [u64; 2], g: [u64; 2]| [g[0] * f[0], g[0] * f[1] + g[1]]);
     /// let got = dos::testing::run_threads(3, |world| {
-    ///     let mut x = [world.rank() as u64 + 1];
-    ///     world.allreduce_in_place(&mut x, concat).unwrap();
+    ///     let r = world.rank() as u64;
+    ///     let mut x = [[r + 2, r + 1]];
+    ///     world.allreduce_in_place(&mut x, then).unwrap();
     ///     x[0]
     /// });
-    /// assert_eq!(got, vec![123, 123, 123]);
+    /// // 4·(3·(2x + 1) + 2) + 3 = 24x + 23
+    /// assert_eq!(got, vec![[24, 23]; 3]);
     /// ```
     pub fn allreduce_in_place<T, O>(&self, buf: &mut [T], op: O) -> Result<()>
     where
@@ -214,11 +221,22 @@ impl Comm {
             (FoldRole::Plain { .. }, Mine::Send(_)) if fold.p == 2 => 0,
             _ => count,
         };
+        // Ranks that disagree on the count: every step is still taken (see
+        // `go_on`), and the first such error returned at the end.
+        let mut first = Ok(());
         with_scratch(tmp_len, |tmp: &mut [T]| {
-            let mut mine = self.fold_in(op, role, mine, acc, tmp, tag::ALLREDUCE)?;
+            let mut mine = match self.fold_in(op, role, mine, acc, tmp, tag::ALLREDUCE) {
+                Ok(m) => m,
+                Err(e) => {
+                    go_on(&mut first, Err(e))?;
+                    Mine::InAcc
+                }
+            };
             let newrank = match role {
                 FoldRole::Excluded { partner } => {
-                    return self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+                    let got = self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+                    go_on(&mut first, got)?;
+                    return std::mem::replace(&mut first, Ok(()));
                 }
                 FoldRole::Absorbs { newrank, .. } | FoldRole::Plain { newrank } => newrank,
             };
@@ -229,13 +247,15 @@ impl Comm {
                 let lower = pn < newrank;
                 match mine {
                     Mine::Send(s) => {
-                        self.c_sendrecv(OP, s, peer, acc, peer, tag::ALLREDUCE)?;
+                        let got = self.c_sendrecv(OP, s, peer, acc, peer, tag::ALLREDUCE);
+                        go_on(&mut first, got)?;
                         combine(op, acc, s, !lower, par);
                         mine = Mine::InAcc;
                     }
                     Mine::InAcc => {
                         let t = &mut tmp[..count];
-                        self.c_sendrecv(OP, acc, peer, t, peer, tag::ALLREDUCE)?;
+                        let got = self.c_sendrecv(OP, acc, peer, t, peer, tag::ALLREDUCE);
+                        go_on(&mut first, got)?;
                         combine(op, acc, t, lower, par);
                     }
                 }
@@ -244,13 +264,15 @@ impl Comm {
             if let FoldRole::Absorbs { partner, .. } = role {
                 self.c_send(acc, partner, tag::ALLREDUCE)?;
             }
-            Ok(())
+            std::mem::replace(&mut first, Ok(()))
         })
     }
 
     /// Recursive-halving reduce-scatter among the folded participants; each
     /// ends with one fully reduced block of `acc`. Returns the participant's
     /// new rank, or `None` for an excluded rank (which has sent its data).
+    /// A count disagreement is kept in `first` and the steps go on (`go_on`).
+    #[allow(clippy::too_many_arguments)]
     fn reduce_scatter_halving<T, O>(
         &self,
         op: &O,
@@ -259,6 +281,7 @@ impl Comm {
         acc: &mut [T],
         tmp: &mut [T],
         tag: crate::Tag,
+        first: &mut Result<()>,
     ) -> Result<Option<usize>>
     where
         T: Pod + Send + Sync,
@@ -268,7 +291,13 @@ impl Comm {
         let role = fold.role(self.rank());
         let count = acc.len();
         let par = self.par_bytes();
-        let mut mine = self.fold_in(op, role, mine, acc, tmp, tag)?;
+        let mut mine = match self.fold_in(op, role, mine, acc, tmp, tag) {
+            Ok(m) => m,
+            Err(e) => {
+                go_on(first, Err(e))?;
+                Mine::InAcc
+            }
+        };
         let newrank = match role {
             FoldRole::Excluded { .. } => return Ok(None),
             FoldRole::Absorbs { newrank, .. } | FoldRole::Plain { newrank } => newrank,
@@ -285,13 +314,15 @@ impl Comm {
             let give = block_range(count, fold.p, st.give);
             match mine {
                 Mine::Send(s) => {
-                    self.c_sendrecv(OP, &s[give], peer, &mut acc[keep.clone()], peer, tag)?;
+                    let got =
+                        self.c_sendrecv(OP, &s[give], peer, &mut acc[keep.clone()], peer, tag);
+                    go_on(first, got)?;
                     combine(op, &mut acc[keep.clone()], &s[keep], !lower, par);
                     mine = Mine::InAcc;
                 }
                 Mine::InAcc => {
                     let t = &mut tmp[..keep.len()];
-                    self.c_sendrecv(OP, &acc[give], peer, t, peer, tag)?;
+                    go_on(first, self.c_sendrecv(OP, &acc[give], peer, t, peer, tag))?;
                     combine(op, &mut acc[keep], t, lower, par);
                 }
             }
@@ -328,14 +359,17 @@ impl Comm {
         const OP: &str = "allreduce";
         let count = acc.len();
         let tmp_len = self.halving_scratch(fold, &mine, count);
+        // Every step is taken even after a disagreement on counts (`go_on`).
+        let mut first = Ok(());
         let got = with_scratch(tmp_len, |tmp: &mut [T]| {
-            self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::ALLREDUCE)
+            self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::ALLREDUCE, &mut first)
         })?;
         let Some(newrank) = got else {
             let FoldRole::Excluded { partner } = fold.role(self.rank()) else {
                 unreachable!("only excluded ranks leave the halving");
             };
-            return self.c_recv(OP, acc, partner, tag::ALLREDUCE);
+            go_on(&mut first, self.c_recv(OP, acc, partner, tag::ALLREDUCE))?;
+            return first;
         };
         let h = Halving {
             p: fold.p,
@@ -347,12 +381,15 @@ impl Comm {
             let keep = block_range(count, fold.p, st.keep);
             let give = block_range(count, fold.p, st.give);
             let (sb, rb) = split_ranges(acc, keep, give);
-            self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLREDUCE)?;
+            go_on(
+                &mut first,
+                self.c_sendrecv(OP, sb, peer, rb, peer, tag::ALLREDUCE),
+            )?;
         }
         if let FoldRole::Absorbs { partner, .. } = fold.role(self.rank()) {
             self.c_send(acc, partner, tag::ALLREDUCE)?;
         }
-        Ok(())
+        first
     }
 
     /// Rabenseifner reduce: recursive-halving reduce-scatter, then a binomial
@@ -376,7 +413,7 @@ impl Comm {
         if let FoldRole::Excluded { partner } = role {
             self.c_send(send, partner, tag::REDUCE)?;
             if r == root {
-                self.c_recv(OP, recv, partner, tag::REDUCE_FWD)?;
+                return self.c_recv(OP, recv, partner, tag::REDUCE_FWD);
             }
             return Ok(());
         }
@@ -387,10 +424,12 @@ impl Comm {
         };
         let newroot = fold.newrank_of(root);
         let body = |acc: &mut [T]| -> Result<()> {
+            // Every step is taken even after a disagreement on counts (`go_on`).
+            let mut first = Ok(());
             let mine = Mine::Send(send);
             let tmp_len = self.halving_scratch(fold, &mine, count);
             let newrank = with_scratch(tmp_len, |tmp: &mut [T]| {
-                self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::REDUCE)
+                self.reduce_scatter_halving(op, fold, mine, acc, tmp, tag::REDUCE, &mut first)
             })?
             .expect("participants return their new rank");
             let h = Halving {
@@ -402,15 +441,19 @@ impl Comm {
                 let peer = fold.real(st.partner);
                 if (newrank ^ newroot) & (1 << j) != 0 {
                     let keep = block_range(count, fold.p, st.keep);
-                    return self.c_send(&acc[keep], peer, tag::REDUCE);
+                    self.c_send(&acc[keep], peer, tag::REDUCE)?;
+                    return first;
                 }
                 let give = block_range(count, fold.p, st.give);
-                self.c_recv(OP, &mut acc[give], peer, tag::REDUCE)?;
+                go_on(
+                    &mut first,
+                    self.c_recv(OP, &mut acc[give], peer, tag::REDUCE),
+                )?;
             }
             if proot != root {
                 self.c_send(acc, root, tag::REDUCE_FWD)?;
             }
-            Ok(())
+            first
         };
         if r == root {
             body(recv)
@@ -446,22 +489,26 @@ impl Comm {
         } else {
             let tmp_len = if nchildren > 1 { count } else { 0 };
             let body = |acc: &mut [T]| -> Result<()> {
+                // Every child is received and the parent sent to even after
+                // a disagreement on counts (`go_on`).
+                let mut first = Ok(());
                 with_scratch(tmp_len, |tmp: &mut [T]| {
                     for (i, c) in tree.children().enumerate() {
                         let src = real(c, troot, n);
                         if i == 0 {
-                            self.c_recv(OP, acc, src, tag::REDUCE)?;
+                            go_on(&mut first, self.c_recv(OP, acc, src, tag::REDUCE))?;
                             combine(op, acc, send, true, par);
                         } else {
-                            self.c_recv(OP, tmp, src, tag::REDUCE)?;
+                            go_on(&mut first, self.c_recv(OP, tmp, src, tag::REDUCE))?;
                             combine(op, acc, tmp, false, par);
                         }
                     }
                     match tree.parent() {
-                        Some(p) => self.c_send(acc, real(p, troot, n), tag::REDUCE),
-                        None if troot != root => self.c_send(acc, root, tag::REDUCE_FWD),
-                        None => Ok(()),
+                        Some(p) => self.c_send(acc, real(p, troot, n), tag::REDUCE)?,
+                        None if troot != root => self.c_send(acc, root, tag::REDUCE_FWD)?,
+                        None => {}
                     }
+                    std::mem::replace(&mut first, Ok(()))
                 })
             };
             if r == root && v == 0 {

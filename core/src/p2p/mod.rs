@@ -572,11 +572,6 @@ impl Engine {
         }
     }
 
-    /// Number of ranks in the world.
-    pub(crate) fn npeers(&self) -> usize {
-        self.links.routes.len()
-    }
-
     /// Sleeps until a transport may have something, or `ready()` holds (the
     /// RPC service thread's idle wait; see [`Engine::waker`]).
     pub(crate) fn sleep(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {

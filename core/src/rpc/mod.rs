@@ -33,6 +33,17 @@
 //!   returns an error or panics, an unknown handler, arguments or a result
 //!   that do not decode: [`Error::Rpc`] with an [`RpcFailure`]; a target that
 //!   died: [`Error::PeerFailed`] naming it.
+//! * **Handlers belong to the process, ranks to the communicator**: a rank
+//!   has one table of handlers, shared by the endpoints of all its
+//!   communicators ([`crate::Comm::rpc`] of the world, of a split, of a dup):
+//!   a handler registered through any of them serves calls made through any
+//!   of them, and registering a name again (through any endpoint) replaces
+//!   the earlier handler of that name. Give the handlers of a library names
+//!   of its own (a prefix). What differs between endpoints is the numbering
+//!   of ranks: [`Rpc::call`] and the other methods of [`Rpc`] take ranks of
+//!   the endpoint's communicator, while inside a handler [`Ctx::source`] and
+//!   [`Ctx::call`]/[`Ctx::notify`] use **world** ranks (a handler does not
+//!   know through which communicator it was called).
 //! * **Limits**: arguments and results travel as one active message each, so
 //!   they are bounded by the route's largest message (about 64 KiB within a
 //!   node and over roce, 1 MiB over tcp): a larger one fails with a transport
@@ -418,6 +429,9 @@ fn call_blocking<A: Serialize + ?Sized, R: DeserializeOwned>(
 }
 
 /// What a handler knows about its call, and how it calls other ranks.
+///
+/// Ranks here are **world** ranks, whichever communicator's endpoint the call
+/// came through (unlike [`Rpc`]'s methods, which take the endpoint's ranks).
 pub struct Ctx<'a> {
     eng: &'a Engine,
     src: usize,
@@ -452,16 +466,30 @@ impl Ctx<'_> {
     }
 }
 
-/// The RPC endpoint of a communicator; see the [module docs](self).
+/// A communicator's view of this process's RPC service; see the [module docs](self).
+///
+/// Its methods number ranks as the communicator does; the handlers it
+/// registers are the process's, shared with every other endpoint (a name
+/// registered again through any endpoint replaces the earlier handler).
+///
+/// ```
+/// let world = dos::init().unwrap();
+/// let dup = world.dup().unwrap();
+/// world.rpc().register("who", |_ctx, ()| Ok::<_, String>("world"));
+/// dup.rpc().register("who", |_ctx, ()| Ok::<_, String>("dup")); // replaces it
+/// let s: String = world.rpc().call(0, "who", &()).unwrap();
+/// assert_eq!(s, "dup");
+/// ```
 #[derive(Debug, Clone)]
 pub struct Rpc {
     comm: Comm,
 }
 
 impl Comm {
-    /// This communicator's RPC endpoint (ranks are this communicator's);
-    /// the first call starts the process's RPC service thread (see
-    /// [`crate::rpc`]). Not collective.
+    /// This communicator's RPC endpoint: ranks are this communicator's,
+    /// handlers are the process's (shared by every communicator's endpoint;
+    /// see [`crate::rpc`]). The first call starts the process's RPC service
+    /// thread, whatever the size of the world. Not collective.
     pub fn rpc(&self) -> Rpc {
         start_service(&self.eng);
         Rpc { comm: self.clone() }
@@ -470,7 +498,8 @@ impl Comm {
 
 impl Rpc {
     /// Registers `f` as handler `name` on this rank (replacing an earlier one
-    /// of that name). Its arguments `A` and result `R` travel serialized;
+    /// of that name, registered through this or any other communicator's
+    /// endpoint: the handlers are the process's). Its arguments `A` and result `R` travel serialized;
     /// an `Err` reaches the caller as [`RpcFailure::Failed`] with its text.
     pub fn register<A, R, E, F>(&self, name: &str, f: F)
     where
@@ -743,11 +772,12 @@ unsafe impl Send for EnginePtr {}
 /// thread takes the engine over.
 const IDLE: Duration = Duration::from_millis(1);
 
-/// Starts the process's RPC service thread, once (not for a rank alone:
-/// nobody else can call it, and it serves itself inside its own calls).
+/// Starts the process's RPC service thread, once, whatever the size of the
+/// world: a rank alone also calls itself (a notify, an asynchronous call)
+/// and then computes, and its handlers must run meanwhile.
 fn start_service(shared: &Shared) {
     let eng = shared.enter();
-    if eng.rpc.borrow().service.is_some() || eng.npeers() < 2 {
+    if eng.rpc.borrow().service.is_some() {
         return;
     }
     eng.start_gating();
