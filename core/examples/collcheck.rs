@@ -11,7 +11,9 @@
 //! (around the algorithm thresholds and the eager limit), counts,
 //! displacements and a root, and runs every collective with a commutative
 //! (wrapping sum) and a non-commutative (affine map composition) operation,
-//! on the world and on a communicator split by parity with reversed keys.
+//! on the world and on a communicator split by parity with reversed keys;
+//! then groups and the communicators `Comm::create` and
+//! `Comm::create_group` make from them.
 //! Rank 0 prints `collcheck: OK <n> ranks <k> cases`; a mismatch aborts the
 //! job with a message naming the collective, the rank and the case.
 //!
@@ -701,6 +703,72 @@ pub fn check_case(world: &Comm, case: &Case) -> Check {
     check_comm(&sub, &sub_case)
 }
 
+/// Groups and the communicators made from them (`Comm::create` over the
+/// whole communicator, `Comm::create_group` among the members only) against
+/// serial models: membership, rank order, and an allreduce on each.
+pub fn check_groups(world: &Comm) -> Check {
+    let (n, me) = (world.size(), world.rank());
+    let all = world.group();
+    // Every rank but those of the form 3k+1, in world order.
+    let out: Vec<usize> = (0..n).filter(|r| r % 3 == 1).collect();
+    let kept = all.excl(&out).map_err(|e| format!("excl: {e}"))?;
+    let want: Vec<usize> = (0..n).filter(|r| r % 3 != 1).collect();
+    if kept.members() != want.as_slice() {
+        return Err(format!("excl: {:?}, expected {want:?}", kept.members()));
+    }
+    let sub = world.create(&kept).map_err(|e| format!("create: {e}"))?;
+    match (sub, want.iter().position(|&r| r == me)) {
+        (Some(c), Some(pos)) => {
+            if c.rank() != pos || c.size() != want.len() {
+                return Err(format!(
+                    "create: rank {} of {}, expected {pos} of {}",
+                    c.rank(),
+                    c.size(),
+                    want.len()
+                ));
+            }
+            let mut sum = [0u64];
+            c.allreduce(&[me as u64], &mut sum, dos::op::Sum)
+                .map_err(|e| format!("allreduce on create's communicator: {e}"))?;
+            let serial: u64 = want.iter().map(|&r| r as u64).sum();
+            if sum[0] != serial {
+                return Err(format!("create: sum {} != {serial}", sum[0]));
+            }
+        }
+        (None, None) => {}
+        (got, pos) => {
+            return Err(format!(
+                "create: member {} but position {pos:?}",
+                got.is_some()
+            ))
+        }
+    }
+    // The first half of the ranks in reverse order, among themselves only.
+    let half: Vec<usize> = (0..n.div_ceil(2)).rev().collect();
+    if let Some(pos) = half.iter().position(|&r| r == me) {
+        let g = all.incl(&half).map_err(|e| format!("incl: {e}"))?;
+        let c = world
+            .create_group(&g, 7)
+            .map_err(|e| format!("create_group: {e}"))?;
+        if c.rank() != pos || c.size() != half.len() {
+            return Err(format!(
+                "create_group: rank {} of {}, expected {pos} of {}",
+                c.rank(),
+                c.size(),
+                half.len()
+            ));
+        }
+        let mut ranks = vec![0u64; half.len()];
+        c.allgather(&[me as u64], &mut ranks)
+            .map_err(|e| format!("allgather on create_group's communicator: {e}"))?;
+        let serial: Vec<u64> = half.iter().map(|&r| r as u64).collect();
+        if ranks != serial {
+            return Err(format!("create_group: order {ranks:?} != {serial:?}"));
+        }
+    }
+    Ok(())
+}
+
 /// The sizes (in `u64` elements) a case draws from: tiny, around the 2 KiB
 /// stack scratch, the 16 KiB eager limit and algorithm switches, and large.
 pub fn draw_count(rng: &mut Rng) -> usize {
@@ -752,6 +820,9 @@ fn main() {
                 &format!("collcheck: FAILED in case {k} of seed {seed}: {msg}"),
             );
         }
+    }
+    if let Err(msg) = check_groups(&world) {
+        world.abort(1, &format!("collcheck: FAILED in groups: {msg}"));
     }
     if let Err(e) = world.barrier() {
         eprintln!("collcheck: final barrier: {e}");

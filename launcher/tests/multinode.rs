@@ -864,6 +864,8 @@ fn examples_across_hosts_match_one_host() {
         &["p2pcheck"],
         &["regioncheck", "48"],
         &["rmacheck"],
+        &["errcheck", "split"],
+        &["errcheck", "mismatch"],
     ] {
         let prog = examples.join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];
