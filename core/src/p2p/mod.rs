@@ -1574,9 +1574,13 @@ impl Engine {
         }
         // Copy what fits; a message longer than the buffer completes as truncated.
         let n = bytes.len().min(cap.saturating_sub(off));
-        // SAFETY: `off + n <= cap`, and the receive's buffer is valid for `cap`
-        // bytes while the request is active (irecv's contract).
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.add(off), n) };
+        if n > 0 {
+            // SAFETY: `off + n <= cap` with `n > 0`, so `off < cap` and the
+            // pointer stays inside the receive's buffer, which is valid for
+            // `cap` bytes while the request is active (irecv's contract). A
+            // piece wholly past a truncated buffer forms no pointer at all.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.add(off), n) };
+        }
         *got += bytes.len();
         if *got >= status.len {
             let r = truncation(*status, *cap);
