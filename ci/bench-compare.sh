@@ -27,7 +27,8 @@
 # put_lat, get_lat, put_bw, atomic_lat with one rank on each of two namespace
 # hosts (dosrun over its TCP transport, one-sided as active messages; Open MPI
 # with `--mca btl self,tcp` and `--mca osc pt2pt`, its one-sided component
-# over that BTL's messages; both unbound since both "hosts" share the 2 cores, both
+# over that BTL's messages; both unbound: each "host" runs on its own CPU (ci/cluster.sh
+# gives each namespace host its own share of the 2 cores), both
 # started through the hosts' sshd with the same ssh wrapper), a raw TCP
 # ping-pong and stream between the same two hosts (`dosbench raw-tcp`, the
 # third column), and times a 3-host x 2-rank hello job through ssh, with
