@@ -107,6 +107,13 @@ impl Comm {
         }
     }
 
+    /// Checks the source and tag selectors of a receive or probe.
+    #[inline]
+    pub(crate) fn check_match(&self, src: Source, tag: TagSel) -> Result<()> {
+        self.check_src(src)?;
+        check_tag_sel(tag)
+    }
+
     // ----- raw byte operations shared by p2p and collectives -----
 
     /// Blocking send of bytes in traffic class `class`.
@@ -336,8 +343,7 @@ impl Comm {
     /// Waits until a matching message can be received and describes it (`MPI_Probe`).
     pub fn probe(&self, src: impl Into<Source>, tag: impl Into<TagSel>) -> Result<Status> {
         let (src, tag) = (src.into(), tag.into());
-        self.check_src(src)?;
-        check_tag_sel(tag)?;
+        self.check_match(src, tag)?;
         let ctx = self.ctx_of(Class::P2p);
         let mut found = None;
         self.eng.enter().wait_until(|e| {
@@ -350,8 +356,7 @@ impl Comm {
     /// Describes a matching message if one has arrived (`MPI_Iprobe`).
     pub fn iprobe(&self, src: impl Into<Source>, tag: impl Into<TagSel>) -> Result<Option<Status>> {
         let (src, tag) = (src.into(), tag.into());
-        self.check_src(src)?;
-        check_tag_sel(tag)?;
+        self.check_match(src, tag)?;
         Ok(self.eng.enter().iprobe(self.ctx_of(Class::P2p), src, tag))
     }
 
@@ -433,7 +438,7 @@ fn bad_rank(rank: usize, size: usize) -> Error {
 }
 
 #[inline]
-fn check_tag(tag: Tag) -> Result<()> {
+pub(crate) fn check_tag(tag: Tag) -> Result<()> {
     if tag < 0 {
         return Err(Error::InvalidTag { tag });
     }
@@ -448,8 +453,9 @@ fn check_tag_sel(tag: TagSel) -> Result<()> {
     }
 }
 
+/// `st`, if its length is a whole number of `T`s.
 #[inline]
-fn check_elems<T>(st: Status) -> Result<Status> {
+pub(crate) fn check_elems<T>(st: Status) -> Result<Status> {
     let sz = std::mem::size_of::<T>();
     if sz > 1 && st.len % sz != 0 {
         return Err(Error::ElementMismatch {

@@ -149,21 +149,7 @@ impl Request<'_> {
     /// Waits for all requests; returns their statuses, or the first error
     /// after all have completed.
     pub fn wait_all<'a>(reqs: impl IntoIterator<Item = Request<'a>>) -> Result<Vec<Status>> {
-        let mut out = Vec::new();
-        let mut first_err = None;
-        for r in reqs {
-            match r.wait() {
-                Ok(s) => out.push(s),
-                Err(e) => {
-                    out.push(Status::default());
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            None => Ok(out),
-            Some(e) => Err(e),
-        }
+        all_statuses(reqs.into_iter().map(Request::wait))
     }
 
     /// Waits until one of `reqs` completes; removes it and returns its index and result.
@@ -293,5 +279,25 @@ impl Drop for Request<'_> {
         if let Some((eng, id)) = self.inner.take() {
             let _ = eng.enter().wait(id);
         }
+    }
+}
+
+/// The statuses of waits that have all been done, in order, or the first
+/// error (its status a default one); every wait runs whatever fails.
+pub(crate) fn all_statuses(waits: impl Iterator<Item = Result<Status>>) -> Result<Vec<Status>> {
+    let mut out = Vec::new();
+    let mut first_err = None;
+    for w in waits {
+        match w {
+            Ok(s) => out.push(s),
+            Err(e) => {
+                out.push(Status::default());
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        None => Ok(out),
+        Some(e) => Err(e),
     }
 }

@@ -155,15 +155,7 @@ impl<'s, T: Pod> Persistent<'s, T> {
             Phase::Active(id) => self.eng.enter().wait(id),
         };
         self.phase.set(Phase::Idle);
-        let st = r?;
-        let sz = std::mem::size_of::<T>();
-        if sz > 1 && st.len % sz != 0 {
-            return Err(Error::ElementMismatch {
-                len: st.len,
-                elem: sz,
-            });
-        }
-        Ok(st)
+        crate::comm::check_elems::<T>(r?)
     }
 
     /// Waits for every request; returns their statuses, or the first error
@@ -174,21 +166,7 @@ impl<'s, T: Pod> Persistent<'s, T> {
     where
         T: 'a,
     {
-        let mut out = Vec::new();
-        let mut first_err = None;
-        for r in reqs {
-            match r.wait() {
-                Ok(s) => out.push(s),
-                Err(e) => {
-                    out.push(Status::default());
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        match first_err {
-            None => Ok(out),
-            Some(e) => Err(e),
-        }
+        crate::request::all_statuses(reqs.into_iter().map(Persistent::wait))
     }
 
     /// Makes progress once and tells whether the started operation has
@@ -258,13 +236,7 @@ impl Comm {
         dest: usize,
         tag: Tag,
     ) -> Result<Persistent<'s, T>> {
-        let (peer, env) = self.p2p_envelope(dest, tag)?;
-        let kind = Kind::Send {
-            peer,
-            env,
-            sync: false,
-        };
-        Ok(Persistent::new(s, &self.eng, kind, buf))
+        self.send_init_as(s, buf, dest, tag, false)
     }
 
     /// A persistent synchronous send (`MPI_Ssend_init`): each start completes
@@ -276,12 +248,19 @@ impl Comm {
         dest: usize,
         tag: Tag,
     ) -> Result<Persistent<'s, T>> {
+        self.send_init_as(s, buf, dest, tag, true)
+    }
+
+    fn send_init_as<'s, T: Pod>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        buf: &'s mut [T],
+        dest: usize,
+        tag: Tag,
+        sync: bool,
+    ) -> Result<Persistent<'s, T>> {
         let (peer, env) = self.p2p_envelope(dest, tag)?;
-        let kind = Kind::Send {
-            peer,
-            env,
-            sync: true,
-        };
+        let kind = Kind::Send { peer, env, sync };
         Ok(Persistent::new(s, &self.eng, kind, buf))
     }
 
@@ -294,7 +273,7 @@ impl Comm {
         tag: impl Into<TagSel>,
     ) -> Result<Persistent<'s, T>> {
         let (src, tag) = (src.into(), tag.into());
-        super::probe::check_probe(self, src, tag)?;
+        self.check_match(src, tag)?;
         let kind = Kind::Recv {
             ctx: self.ctx() * 2,
             src,

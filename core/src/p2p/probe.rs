@@ -12,7 +12,7 @@ use bytemuck::Pod;
 
 use super::{sel_src, sel_tag, Engine, ReqId, Shared, Source, Status, TagSel, Unexpected};
 use crate::request::{Request, Scope};
-use crate::{Comm, Error, Result};
+use crate::{Comm, Result};
 
 impl Engine {
     /// Removes the first unexpected message that matches, if any (after one
@@ -107,38 +107,12 @@ impl Drop for Message {
     }
 }
 
-pub(crate) fn check_probe(comm: &Comm, src: Source, tag: TagSel) -> Result<()> {
-    if let Source::Rank(r) = src {
-        if r >= comm.size() {
-            return Err(Error::InvalidRank {
-                rank: r,
-                size: comm.size(),
-            });
-        }
-    }
-    if let TagSel::Tag(t) = tag {
-        super::ssend::check_tag(t)?;
-    }
-    Ok(())
-}
-
-fn check_elems<T>(st: Status) -> Result<Status> {
-    let sz = std::mem::size_of::<T>();
-    if sz > 1 && st.len % sz != 0 {
-        return Err(Error::ElementMismatch {
-            len: st.len,
-            elem: sz,
-        });
-    }
-    Ok(st)
-}
-
 impl Comm {
     /// Waits for a matching message and takes it out of the matching queue
     /// (`MPI_Mprobe`); see [`Message`].
     pub fn mprobe(&self, src: impl Into<Source>, tag: impl Into<TagSel>) -> Result<Message> {
         let (src, tag) = (src.into(), tag.into());
-        check_probe(self, src, tag)?;
+        self.check_match(src, tag)?;
         let ctx = self.ctx() * 2;
         let mut found = None;
         self.eng.enter().wait_until(|e| {
@@ -159,7 +133,7 @@ impl Comm {
         tag: impl Into<TagSel>,
     ) -> Result<Option<Message>> {
         let (src, tag) = (src.into(), tag.into());
-        check_probe(self, src, tag)?;
+        self.check_match(src, tag)?;
         let found = self.eng.enter().improbe_take(self.ctx() * 2, src, tag);
         Ok(found.map(|u| Message {
             eng: self.eng.clone(),
@@ -178,7 +152,7 @@ impl Comm {
         // SAFETY: `buf` is exclusively borrowed for this whole call, and we
         // wait for the request before returning.
         let id = unsafe { eng.mrecv_start(u, bytes.as_mut_ptr(), bytes.len()) };
-        check_elems::<T>(eng.wait(id)?)
+        crate::comm::check_elems::<T>(eng.wait(id)?)
     }
 
     /// Starts receiving the matched message `msg` into `buf` (`MPI_Imrecv`);

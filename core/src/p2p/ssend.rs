@@ -13,7 +13,7 @@ use bytemuck::Pod;
 use super::wire::Envelope;
 use super::{Engine, ReqId, Tag};
 use crate::request::{Request, Scope};
-use crate::{Comm, Error, Result};
+use crate::{Comm, Result};
 
 impl Engine {
     /// Starts a synchronous send of `len` bytes at `buf` to world rank
@@ -34,17 +34,10 @@ impl Engine {
     }
 }
 
-pub(crate) fn check_tag(tag: Tag) -> Result<()> {
-    if tag < 0 {
-        return Err(Error::InvalidTag { tag });
-    }
-    Ok(())
-}
-
 impl Comm {
     /// The world rank of `dest` and the envelope of a point-to-point message to it.
     pub(crate) fn p2p_envelope(&self, dest: usize, tag: Tag) -> Result<(usize, Envelope)> {
-        check_tag(tag)?;
+        crate::comm::check_tag(tag)?;
         let peer = self.peer(dest)?;
         let env = Envelope {
             ctx: self.ctx() * 2,
