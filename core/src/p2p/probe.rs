@@ -143,7 +143,7 @@ impl Comm {
 
     /// Receives the matched message `msg` into `buf` (`MPI_Mrecv`).
     ///
-    /// A message longer than `buf` gives [`Error::Truncated`] (it is consumed).
+    /// A message longer than `buf` gives [`crate::Error::Truncated`] (it is consumed).
     pub fn mrecv<T: Pod>(&self, msg: Message, buf: &mut [T]) -> Result<Status> {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(buf);
         let eng = msg.eng.clone();
