@@ -45,6 +45,7 @@ use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::sys::ExitCause;
+use dos_transport::codec::{CodecError, Reader};
 
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"DC";
@@ -336,25 +337,25 @@ impl ToAgent {
 
     /// Decodes a frame's body.
     pub fn decode(h: Header, body: &[u8]) -> Result<ToAgent, WireError> {
-        let mut r = Reader(body);
+        let mut r = Reader::new(body);
         let m = match h.kind {
             kind::ASSIGN => {
                 let mut a = Assign {
                     node: r.u32()?,
                     nodes: r.u32()?,
                     size: r.u32()?,
-                    program: r.os()?,
-                    argv0: r.os()?,
+                    program: os(&mut r)?,
+                    argv0: os(&mut r)?,
                     ..Assign::default()
                 };
                 let n = r.count(4)?;
                 for _ in 0..n {
-                    a.args.push(r.os()?);
+                    a.args.push(os(&mut r)?);
                 }
-                a.cwd = r.os()?;
+                a.cwd = os(&mut r)?;
                 let n = r.count(8)?;
                 for _ in 0..n {
-                    a.env.push((r.os()?, r.os()?));
+                    a.env.push((os(&mut r)?, os(&mut r)?));
                 }
                 let n = r.count(4)?;
                 for _ in 0..n {
@@ -374,8 +375,8 @@ impl ToAgent {
                 a.heartbeat_timeout_ms = r.u32()?;
                 ToAgent::Assign(Box::new(a))
             }
-            kind::FENCE_DONE => ToAgent::FenceDone(r.puts()?),
-            kind::FENCE_FAILED => ToAgent::FenceFailed(r.string()?),
+            kind::FENCE_DONE => ToAgent::FenceDone(puts(&mut r)?),
+            kind::FENCE_FAILED => ToAgent::FenceFailed(string(&mut r)?),
             kind::SIGNAL => ToAgent::Signal(r.i32()?),
             kind::STOP => ToAgent::Stop { grace_ms: r.u32()? },
             kind::HEARTBEAT_DOWN => ToAgent::Heartbeat,
@@ -450,7 +451,7 @@ impl FromAgent {
 
     /// Decodes a frame's body.
     pub fn decode(h: Header, body: &[u8]) -> Result<FromAgent, WireError> {
-        let mut r = Reader(body);
+        let mut r = Reader::new(body);
         let m = match h.kind {
             kind::STARTED => FromAgent::Started {
                 rank: r.u32()?,
@@ -459,7 +460,7 @@ impl FromAgent {
             kind::START_FAILED => FromAgent::StartFailed {
                 rank: r.u32()?,
                 status: r.i32()?,
-                why: r.string()?,
+                why: string(&mut r)?,
             },
             kind::OUTPUT => {
                 let rank = r.u32()?;
@@ -470,7 +471,7 @@ impl FromAgent {
                 FromAgent::Output {
                     rank,
                     stream,
-                    data: r.bytes()?.to_vec(),
+                    data: r.bytes32()?.to_vec(),
                 }
             }
             kind::EXITED => {
@@ -487,14 +488,14 @@ impl FromAgent {
                 };
                 FromAgent::Exited { rank, cause }
             }
-            kind::FENCE_ENTER => FromAgent::FenceEnter(r.puts()?),
+            kind::FENCE_ENTER => FromAgent::FenceEnter(puts(&mut r)?),
             kind::LEFT => FromAgent::Left { rank: r.u32()? },
             kind::ABORT => FromAgent::Abort {
                 rank: r.u32()?,
                 code: r.i32()?,
-                msg: r.string()?,
+                msg: string(&mut r)?,
             },
-            kind::LOG => FromAgent::Log(r.string()?),
+            kind::LOG => FromAgent::Log(string(&mut r)?),
             kind::HEARTBEAT_UP => FromAgent::Heartbeat,
             kind::STOPPED => FromAgent::Stopped {
                 rank: r.u32()?,
@@ -543,73 +544,27 @@ pub fn split_frame(buf: &[u8]) -> Result<Option<Frame<'_>>, WireError> {
         .map(|body| (Header { kind: h[3], len }, body, end)))
 }
 
-/// A cursor over a body; every read is bounds-checked.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        if n > self.0.len() {
-            return Err(WireError("truncated frame body"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+impl From<CodecError> for WireError {
+    fn from(e: CodecError) -> WireError {
+        WireError(e.reason())
     }
+}
 
-    fn u8(&mut self) -> Result<u8, WireError> {
-        Ok(self.take(1)?[0])
-    }
+fn os(r: &mut Reader<'_>) -> Result<OsString, WireError> {
+    Ok(OsString::from_vec(r.bytes32()?.to_vec()))
+}
 
-    fn u32(&mut self) -> Result<u32, WireError> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    }
+fn string(r: &mut Reader<'_>) -> Result<String, WireError> {
+    Ok(r.str32()?.to_string())
+}
 
-    fn i32(&mut self) -> Result<i32, WireError> {
-        self.u32().map(|v| v as i32)
+fn puts(r: &mut Reader<'_>) -> Result<Puts, WireError> {
+    let n = r.count(8)?;
+    let mut p = Vec::with_capacity(n);
+    for _ in 0..n {
+        p.push((string(r)?, r.bytes32()?.to_vec()));
     }
-
-    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn os(&mut self) -> Result<OsString, WireError> {
-        Ok(OsString::from_vec(self.bytes()?.to_vec()))
-    }
-
-    fn string(&mut self) -> Result<String, WireError> {
-        std::str::from_utf8(self.bytes()?)
-            .map(str::to_string)
-            .map_err(|_| WireError("string is not UTF-8"))
-    }
-
-    /// A list count, checked against the bytes left (each item takes at
-    /// least `min_item` bytes), so a lying count cannot make us allocate.
-    fn count(&mut self, min_item: usize) -> Result<usize, WireError> {
-        let n = self.u32()? as usize;
-        if n.saturating_mul(min_item) > self.0.len() {
-            return Err(WireError("list longer than the frame"));
-        }
-        Ok(n)
-    }
-
-    fn puts(&mut self) -> Result<Puts, WireError> {
-        let n = self.count(8)?;
-        let mut p = Vec::with_capacity(n);
-        for _ in 0..n {
-            p.push((self.string()?, self.bytes()?.to_vec()));
-        }
-        Ok(p)
-    }
-
-    fn end(&self) -> Result<(), WireError> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(WireError("trailing bytes in frame"))
-        }
-    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -49,6 +49,7 @@
 use std::time::Duration;
 
 pub mod auth;
+pub mod codec;
 pub mod contract;
 mod error;
 pub mod loopback;

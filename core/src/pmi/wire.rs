@@ -36,6 +36,7 @@
 //! frame is an [`Error::WireupProtocol`].
 
 use crate::{Error, Result};
+use dos_transport::codec::{CodecError, Reader};
 
 /// First two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"DW";
@@ -232,34 +233,33 @@ impl<'a> Request<'a> {
         if body.len() != h.len {
             return Err(bad("body length disagrees with header"));
         }
-        let mut r = Reader(body);
+        let mut r = Reader::new(body);
         let req = match h.kind {
             kind::PUT => {
-                let key = r.key()?;
-                let n = r.u32()? as usize;
+                let key = key(&mut r)?;
                 Request::Put {
                     key,
-                    value: r.bytes(n)?,
+                    value: r.bytes32().map_err(codec)?,
                 }
             }
             kind::FENCE => Request::Fence,
-            kind::GET => Request::Get { key: r.key()? },
+            kind::GET => Request::Get { key: key(&mut r)? },
             kind::ABORT => {
-                let code = r.i32()?;
-                let n = r.u32()? as usize;
-                if n > MAX_MSG {
+                let code = r.i32().map_err(codec)?;
+                let msg = r.bytes32().map_err(codec)?;
+                if msg.len() > MAX_MSG {
                     return Err(bad("abort message too long"));
                 }
                 Request::Abort {
                     code,
-                    msg: utf8(r.bytes(n)?)?,
+                    msg: utf8(msg)?,
                 }
             }
             kind::FINALIZE => Request::Finalize,
             kind::OK..=kind::ERROR => return Err(bad("reply where a request was expected")),
             _ => return Err(bad("unknown frame kind")),
         };
-        r.end()?;
+        r.end().map_err(codec)?;
         Ok(req)
     }
 }
@@ -345,49 +345,17 @@ fn utf8(b: &[u8]) -> Result<&str> {
     std::str::from_utf8(b).map_err(|_| bad("string is not UTF-8"))
 }
 
-/// A cursor over a body; every read is bounds-checked.
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn bytes(&mut self, n: usize) -> Result<&'a [u8]> {
-        if n > self.0.len() {
-            return Err(bad("truncated frame body"));
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Ok(head)
+/// A key: its length as a `u16` (1 to [`MAX_KEY`]), then UTF-8.
+fn key<'a>(r: &mut Reader<'a>) -> Result<&'a str> {
+    let b = r.bytes16().map_err(codec)?;
+    if b.is_empty() || b.len() > MAX_KEY {
+        return Err(bad("key length out of range"));
     }
+    utf8(b)
+}
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        let b = self.bytes(N)?;
-        let mut a = [0u8; N];
-        a.copy_from_slice(b);
-        Ok(a)
-    }
-
-    fn u32(&mut self) -> Result<u32> {
-        self.array().map(u32::from_le_bytes)
-    }
-
-    fn i32(&mut self) -> Result<i32> {
-        self.array().map(i32::from_le_bytes)
-    }
-
-    fn key(&mut self) -> Result<&'a str> {
-        let n = u16::from_le_bytes(self.array()?) as usize;
-        if n == 0 || n > MAX_KEY {
-            return Err(bad("key length out of range"));
-        }
-        utf8(self.bytes(n)?)
-    }
-
-    fn end(&self) -> Result<()> {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            Err(bad("trailing bytes in frame"))
-        }
-    }
+fn codec(e: CodecError) -> Error {
+    bad(e.reason())
 }
 
 #[cfg(test)]

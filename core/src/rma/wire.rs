@@ -23,6 +23,7 @@
 //! Statuses: 0 done, 1 refused (no such window, or outside it).
 
 use crate::{Error, Result};
+use dos_transport::codec;
 
 /// First id of this protocol.
 pub const FIRST_ID: u8 = 16;
@@ -58,7 +59,7 @@ pub fn putv_entries(body: &[u8], src: usize) -> impl Iterator<Item = Result<(u64
     let mut r = Some(Reader::new(body, src));
     std::iter::from_fn(move || {
         let rd = r.as_mut()?;
-        if rd.b.is_empty() {
+        if rd.r.remaining() == 0 {
             return None;
         }
         let entry = (|| {
@@ -83,56 +84,60 @@ pub const FETCH_ADD: u8 = 1;
 pub const COMPARE_SWAP: u8 = 2;
 pub const SWAP: u8 = 3;
 
-/// Reads little-endian fields off the front of a message; every read is checked.
+/// Reads little-endian fields off the front of a one-sided message: the
+/// shared [`codec::Reader`], with its errors blamed on the sender.
 pub struct Reader<'a> {
-    b: &'a [u8],
+    r: codec::Reader<'a>,
     src: usize,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(b: &'a [u8], src: usize) -> Reader<'a> {
-        Reader { b, src }
+        Reader {
+            r: codec::Reader::new(b),
+            src,
+        }
+    }
+
+    fn check<T>(&self, v: std::result::Result<T, codec::CodecError>) -> Result<T> {
+        v.map_err(|e| Error::Protocol {
+            src: self.src,
+            reason: match e {
+                codec::CodecError::Trailing => "one-sided message too long",
+                _ => "short one-sided message",
+            },
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        if self.b.len() < n {
-            return Err(Error::Protocol {
-                src: self.src,
-                reason: "short one-sided message",
-            });
-        }
-        let (h, t) = self.b.split_at(n);
-        self.b = t;
-        Ok(h)
+        let v = self.r.take(n);
+        self.check(v)
     }
 
     pub fn u8(&mut self) -> Result<u8> {
-        Ok(self.take(1)?[0])
+        let v = self.r.u8();
+        self.check(v)
     }
 
     pub fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+        let v = self.r.u32();
+        self.check(v)
     }
 
     pub fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8")))
+        let v = self.r.u64();
+        self.check(v)
     }
 
     /// The rest of the message.
     pub fn rest(self) -> &'a [u8] {
-        self.b
+        self.r.rest()
     }
 
     /// Fails unless the message was read to its end.
     pub fn end(self) -> Result<()> {
-        if self.b.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Protocol {
-                src: self.src,
-                reason: "one-sided message too long",
-            })
-        }
+        let v = self.r.end();
+        self.check(v)
     }
 }
 
