@@ -3,5 +3,6 @@
 
 pub mod error;
 pub mod layout;
+pub mod target;
 
 pub use error::{Error, Result};
