@@ -2,7 +2,9 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod journal;
 pub mod layout;
+pub mod meta;
 pub mod target;
 
 pub use error::{Error, Result};
