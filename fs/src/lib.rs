@@ -1,6 +1,7 @@
 //! dosfs
 #![deny(missing_docs)]
 
+pub mod chunk;
 pub mod error;
 pub mod journal;
 pub mod layout;
