@@ -7,5 +7,6 @@ pub mod journal;
 pub mod layout;
 pub mod meta;
 pub mod target;
+pub mod wire;
 
 pub use error::{Error, Result};
