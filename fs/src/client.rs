@@ -1,0 +1,591 @@
+//! The client: the I/O plan (no I/O) and a blocking TCP driver.
+//!
+//! [`plan`] splits a byte range of a file into the pieces each server holds
+//! ([`crate::layout`]); that is all a client needs to know to talk to data
+//! servers directly. [`Client`] drives the protocol over one authenticated
+//! TCP connection per server ([`Conn`]): metadata requests go to server 0,
+//! and [`Client::read_at`]/[`Client::write_at`] run one thread per server
+//! involved, each keeping up to [`Client::window`] requests in flight on its
+//! connection, so a large read or write moves data from every server at once.
+//!
+//! Failures are typed: a server that cannot be reached or stops answering
+//! is [`Error::ServerDown`] naming its index and address (a killed server
+//! is seen at once, as its kernel resets the connection; connecting waits
+//! at most [`CONNECT_TIMEOUT`]; a silent one is given up after
+//! [`Client::io_timeout`]); a corrupted chunk met by a read is
+//! [`Error::CorruptData`] naming the file and offset, and no bytes are
+//! returned for the read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use dos_transport::auth::{fill_random, handshake, Role, Secret};
+
+use crate::addrfile::AddrFile;
+use crate::chunk::VerifyReport;
+use crate::error::{Error, Result};
+use crate::layout::{Layout, LayoutSpec, Piece};
+use crate::meta::{Attr, DirEntry, Kind};
+use crate::target::{FsId, FsPath};
+use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpace, HEADER_LEN};
+
+/// Longest wait for a TCP connection to a server.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default longest wait for a reply.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pieces of `offset..offset + len` of a file with `layout`, grouped by
+/// the server that holds them, each group in file order.
+pub fn plan(layout: &Layout, offset: u64, len: u64) -> Result<BTreeMap<u32, Vec<Piece>>> {
+    let mut by_server: BTreeMap<u32, Vec<Piece>> = BTreeMap::new();
+    for p in layout.pieces(offset, len)? {
+        by_server.entry(p.server).or_default().push(p);
+    }
+    Ok(by_server)
+}
+
+/// One authenticated connection to a server.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    server: u32,
+    addr: String,
+    next_id: u64,
+}
+
+impl Conn {
+    /// Connects to server `server` at `addr` and authenticates with `secret`.
+    pub fn connect(
+        addr: &str,
+        server: u32,
+        fsid: &FsId,
+        secret: &Secret,
+        io_timeout: Duration,
+    ) -> Result<Conn> {
+        let down = |op, source| Error::ServerDown {
+            server,
+            addr: addr.to_owned(),
+            op,
+            source,
+        };
+        let sa = addr
+            .to_socket_addrs()
+            .map_err(|e| down("resolve", e))?
+            .next()
+            .ok_or_else(|| down("resolve", std::io::Error::other("no address")))?;
+        let mut stream =
+            TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT).map_err(|e| down("connect", e))?;
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(io_timeout))
+            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
+            .map_err(|e| down("configure", e))?;
+        let mut id = [0u8; 8];
+        fill_random(&mut id).map_err(|source| Error::Auth { server, source })?;
+        let my_id = u64::from_le_bytes(id) | 1 << 63;
+        let peer = handshake(
+            &mut stream,
+            secret,
+            &auth_context(fsid),
+            Role::Initiator,
+            my_id,
+        )
+        .map_err(|source| match source {
+            dos_transport::Error::Sys { source, .. } => down("authenticate", source),
+            source => Error::Auth { server, source },
+        })?;
+        if peer != u64::from(server) {
+            return Err(Error::WrongServer {
+                server,
+                reason: "another server of the file system answers at this address (stale address file?)",
+            });
+        }
+        Ok(Conn {
+            stream,
+            server,
+            addr: addr.to_owned(),
+            next_id: 1,
+        })
+    }
+
+    fn down(&self, op: &'static str, source: std::io::Error) -> Error {
+        Error::ServerDown {
+            server: self.server,
+            addr: self.addr.clone(),
+            op,
+            source,
+        }
+    }
+
+    /// A fresh request id.
+    pub fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// Sends one frame.
+    pub fn send(&mut self, frame: &[u8]) -> Result<()> {
+        self.stream
+            .write_all(frame)
+            .map_err(|e| self.down("send request", e))
+    }
+
+    /// Receives one reply.
+    pub fn recv(&mut self) -> Result<(u64, Reply)> {
+        let mut h = [0u8; HEADER_LEN];
+        self.stream
+            .read_exact(&mut h)
+            .map_err(|e| self.down("receive reply", e))?;
+        let h = Header::decode(&h)?;
+        let mut body = vec![0u8; h.len as usize];
+        self.stream
+            .read_exact(&mut body)
+            .map_err(|e| self.down("receive reply", e))?;
+        Ok((h.id, Reply::decode(h.kind, &body)?))
+    }
+
+    /// Sends `req` and waits for its reply; an error reply is an `Err`.
+    pub fn call(&mut self, req: &Request) -> Result<Reply> {
+        let id = self.next_id();
+        self.send(&req.encode(id))?;
+        let (rid, rep) = self.recv()?;
+        if rid != id {
+            return Err(Error::protocol("reply to another request"));
+        }
+        match rep {
+            Reply::Error(e) => Err(e.into_error(self.server)),
+            r => Ok(r),
+        }
+    }
+}
+
+/// A file found bad by [`Client::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadChunk {
+    /// The file.
+    pub path: String,
+    /// The file offset where the chunk starts.
+    pub offset: u64,
+    /// The server holding it.
+    pub server: u32,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// What [`Client::verify`] found over a tree.
+#[derive(Debug, Clone, Default)]
+pub struct VerifySummary {
+    /// Files checked.
+    pub files: u64,
+    /// Chunks and bytes checked, and chunks pending a sync.
+    pub total: VerifyReport,
+    /// Bad chunks.
+    pub bad: Vec<BadChunk>,
+}
+
+/// A client of one file system.
+#[derive(Debug)]
+pub struct Client {
+    fsid: FsId,
+    secret: Secret,
+    addrs: Vec<String>,
+    conns: Vec<Mutex<Option<Conn>>>,
+    /// Longest wait for a reply.
+    pub io_timeout: Duration,
+    /// Requests in flight per server connection.
+    pub window: usize,
+}
+
+fn unexpected(r: Reply) -> Error {
+    Error::protocol(format!("unexpected reply kind {:#x}", r.kind()))
+}
+
+impl Client {
+    /// A client of the file system in `addr` (connections open on first use).
+    pub fn new(addr: &AddrFile) -> Client {
+        Client {
+            fsid: addr.fsid,
+            secret: addr.secret.clone(),
+            addrs: addr.servers.iter().map(|s| s.addr.clone()).collect(),
+            conns: addr.servers.iter().map(|_| Mutex::new(None)).collect(),
+            io_timeout: IO_TIMEOUT,
+            window: 8,
+        }
+    }
+
+    /// A client of the file system whose address file is `path` (or
+    /// `$DOSFS`, or `./dosfs.addr`).
+    pub fn open(path: Option<&Path>) -> Result<Client> {
+        Ok(Client::new(&AddrFile::read(&AddrFile::locate(path))?))
+    }
+
+    /// The number of servers.
+    pub fn servers(&self) -> u32 {
+        self.addrs.len() as u32
+    }
+
+    /// Runs `f` on the connection to `server`, connecting first if needed;
+    /// a connection that failed is dropped (the next use reconnects).
+    pub fn with_conn<T>(&self, server: u32, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        let slot = self.conns.get(server as usize).ok_or(Error::WrongServer {
+            server,
+            reason: "no such server in the address file",
+        })?;
+        let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(Conn::connect(
+                &self.addrs[server as usize],
+                server,
+                &self.fsid,
+                &self.secret,
+                self.io_timeout,
+            )?);
+        }
+        let Some(conn) = g.as_mut() else {
+            return Err(Error::protocol("no connection"));
+        };
+        let r = f(conn);
+        if let Err(Error::ServerDown { .. } | Error::Protocol { .. }) = &r {
+            *g = None;
+        }
+        r
+    }
+
+    /// One request to server `server`.
+    pub fn call(&self, server: u32, req: &Request) -> Result<Reply> {
+        self.with_conn(server, |c| c.call(req))
+    }
+
+    fn attr(&self, req: &Request) -> Result<Attr> {
+        match self.call(0, req)? {
+            Reply::Attr(a) => Ok(a),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Attributes of `path`.
+    pub fn stat(&self, path: &str) -> Result<Attr> {
+        self.attr(&Request::Stat { path: path.into() })
+    }
+
+    /// Creates a directory.
+    pub fn mkdir(&self, path: &str) -> Result<Attr> {
+        self.attr(&Request::Mkdir { path: path.into() })
+    }
+
+    /// Creates a file (or returns the existing one unless `exclusive`).
+    pub fn create(&self, path: &str, spec: Option<LayoutSpec>, exclusive: bool) -> Result<Attr> {
+        self.attr(&Request::Create {
+            path: path.into(),
+            spec,
+            exclusive,
+        })
+    }
+
+    /// Every entry of a directory, in name order (page by page).
+    pub fn readdir(&self, path: &str) -> Result<Vec<DirEntry>> {
+        let mut out: Vec<DirEntry> = Vec::new();
+        loop {
+            let after = out.last().map(|e| e.name.clone()).unwrap_or_default();
+            match self.call(
+                0,
+                &Request::Readdir {
+                    path: path.into(),
+                    after,
+                    limit: 1024,
+                },
+            )? {
+                Reply::Entries { entries, more } => {
+                    let empty = entries.is_empty();
+                    out.extend(entries);
+                    if !more || empty {
+                        return Ok(out);
+                    }
+                }
+                r => return Err(unexpected(r)),
+            }
+        }
+    }
+
+    /// Removes a file (and its chunks on every server) or an empty directory.
+    pub fn unlink(&self, path: &str) -> Result<Attr> {
+        let a = self.attr(&Request::Unlink { path: path.into() })?;
+        if a.kind == Kind::File {
+            self.drop_chunks(&a)?;
+        }
+        Ok(a)
+    }
+
+    fn drop_chunks(&self, a: &Attr) -> Result<()> {
+        for s in a.layout.server_list() {
+            self.call(s, &Request::DropFile { ino: a.ino })?;
+        }
+        Ok(())
+    }
+
+    /// Renames; a file replaced at `to` loses its chunks.
+    pub fn rename(&self, from: &str, to: &str) -> Result<()> {
+        match self.call(
+            0,
+            &Request::Rename {
+                from: from.into(),
+                to: to.into(),
+            },
+        )? {
+            Reply::Renamed(Some(old)) if old.kind == Kind::File => self.drop_chunks(&old),
+            Reply::Renamed(_) => Ok(()),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// `setstripe`: a directory's default layout, or a new empty file's.
+    pub fn set_stripe(&self, path: &str, spec: LayoutSpec) -> Result<Attr> {
+        self.attr(&Request::SetStripe {
+            path: path.into(),
+            spec,
+        })
+    }
+
+    /// Sets a file's size, cutting its chunks when it shrinks.
+    pub fn set_size(&self, a: &Attr, size: u64) -> Result<Attr> {
+        let new = self.attr(&Request::SetSize {
+            ino: a.ino,
+            size,
+            grow_only: false,
+        })?;
+        if size < a.size {
+            for s in a.layout.server_list() {
+                self.call(
+                    s,
+                    &Request::Truncate {
+                        ino: a.ino,
+                        stripe_size: a.layout.stripe_size,
+                        size,
+                    },
+                )?;
+            }
+        }
+        Ok(new)
+    }
+
+    /// Makes a file's data and the metadata durable.
+    pub fn sync(&self, a: &Attr) -> Result<()> {
+        let mut servers: Vec<u32> = a.layout.server_list().collect();
+        servers.push(0);
+        servers.sort_unstable();
+        servers.dedup();
+        for s in servers {
+            self.call(s, &Request::Sync { ino: Some(a.ino) })?;
+        }
+        Ok(())
+    }
+
+    /// Space on every server; a server that fails gives its error.
+    pub fn statfs(&self) -> Vec<Result<ServerSpace>> {
+        (0..self.servers())
+            .map(|s| match self.call(s, &Request::Statfs)? {
+                Reply::Space(sp) => Ok(sp),
+                r => Err(unexpected(r)),
+            })
+            .collect()
+    }
+
+    /// Sends `pieces` to `server` with up to `window` in flight.
+    fn pipeline(
+        &self,
+        server: u32,
+        pieces: &[Piece],
+        mut make: impl FnMut(u64, &Piece) -> Vec<u8>,
+        mut take: impl FnMut(&Piece, Reply) -> Result<()>,
+    ) -> Result<()> {
+        let window = self.window.max(1);
+        self.with_conn(server, |c| {
+            let mut in_flight: HashMap<u64, usize> = HashMap::new();
+            let mut next = 0;
+            let mut first_err = None;
+            loop {
+                while next < pieces.len() && in_flight.len() < window && first_err.is_none() {
+                    let id = c.next_id();
+                    c.send(&make(id, &pieces[next]))?;
+                    in_flight.insert(id, next);
+                    next += 1;
+                }
+                if in_flight.is_empty() {
+                    break;
+                }
+                let (id, rep) = c.recv()?;
+                let k = in_flight
+                    .remove(&id)
+                    .ok_or_else(|| Error::protocol("reply to a request not sent"))?;
+                let res = match rep {
+                    Reply::Error(e) => Err(e.into_error(server)),
+                    r => take(&pieces[k], r),
+                };
+                if let Err(e) = res {
+                    first_err.get_or_insert(e);
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })
+    }
+
+    /// Runs `per_server` for every server of the plan, in parallel; the first
+    /// error (in server order) wins.
+    fn each_server<F>(&self, plan: &BTreeMap<u32, Vec<Piece>>, per_server: F) -> Result<()>
+    where
+        F: Fn(u32, &[Piece]) -> Result<()> + Sync,
+    {
+        if plan.len() == 1 {
+            let (s, p) = plan.iter().next().expect("one entry");
+            return per_server(*s, p);
+        }
+        let f = &per_server;
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = plan
+                .iter()
+                .map(|(&s, p)| scope.spawn(move || f(s, p)))
+                .collect();
+            let mut res = Ok(());
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::protocol("I/O thread panicked")));
+                if res.is_ok() {
+                    res = r;
+                }
+            }
+            res
+        })
+    }
+
+    /// Writes `data` at `offset` of file `a` straight to the servers holding
+    /// its stripes, then grows its size (not durable until [`Client::sync`]).
+    pub fn write_at(&self, a: &Attr, offset: u64, data: &[u8]) -> Result<()> {
+        if a.kind != Kind::File {
+            return Err(Error::IsADirectory {
+                path: format!("#{}", a.ino),
+            });
+        }
+        let plan = plan(&a.layout, offset, data.len() as u64)?;
+        self.each_server(&plan, |server, pieces| {
+            self.pipeline(
+                server,
+                pieces,
+                |id, p| {
+                    let b = p.buf_offset as usize;
+                    encode_write(
+                        id,
+                        a.ino,
+                        p.stripe,
+                        a.layout.stripe_size,
+                        p.offset,
+                        &data[b..b + p.len as usize],
+                    )
+                },
+                |_, r| match r {
+                    Reply::Ok => Ok(()),
+                    r => Err(unexpected(r)),
+                },
+            )
+        })?;
+        if !data.is_empty() {
+            self.attr(&Request::SetSize {
+                ino: a.ino,
+                size: offset + data.len() as u64,
+                grow_only: true,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at `offset` of file `a` (named `path` in
+    /// errors) from the servers holding its stripes; bytes never written
+    /// read as zeros. The caller clamps to the file's size.
+    pub fn read_at(&self, path: &str, a: &Attr, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let plan = plan(&a.layout, offset, buf.len() as u64)?;
+        let out = Mutex::new(buf);
+        let res = self.each_server(&plan, |server, pieces| {
+            self.pipeline(
+                server,
+                pieces,
+                |id, p| {
+                    Request::Read {
+                        ino: a.ino,
+                        stripe: p.stripe,
+                        stripe_size: a.layout.stripe_size,
+                        offset: p.offset,
+                        len: p.len,
+                    }
+                    .encode(id)
+                },
+                |p, r| match r {
+                    Reply::Data(d) if d.len() == p.len as usize => {
+                        let b = p.buf_offset as usize;
+                        let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
+                        g[b..b + d.len()].copy_from_slice(&d);
+                        Ok(())
+                    }
+                    r => Err(unexpected(r)),
+                },
+            )
+        });
+        res.map_err(|e| match e {
+            Error::ChunkCorrupt {
+                stripe,
+                file_offset,
+                server,
+                ..
+            } => Error::CorruptData {
+                path: path.to_owned(),
+                offset: file_offset,
+                stripe,
+                server,
+            },
+            e => e,
+        })
+    }
+
+    /// Checks every synced chunk of the file or tree at `path`.
+    pub fn verify(&self, path: &str) -> Result<VerifySummary> {
+        let mut sum = VerifySummary::default();
+        let mut stack = vec![FsPath::parse(path)?];
+        while let Some(p) = stack.pop() {
+            let a = self.stat(&p.to_string())?;
+            if a.kind == Kind::Dir {
+                for e in self.readdir(&p.to_string())? {
+                    stack.push(p.join(&e.name)?);
+                }
+                continue;
+            }
+            sum.files += 1;
+            for s in a.layout.server_list() {
+                let rep = match self.call(
+                    s,
+                    &Request::Verify {
+                        ino: a.ino,
+                        stripe_size: a.layout.stripe_size,
+                    },
+                )? {
+                    Reply::Verify(v) => v,
+                    r => return Err(unexpected(r)),
+                };
+                sum.total.chunks += rep.chunks;
+                sum.total.bytes += rep.bytes;
+                sum.total.pending += rep.pending;
+                for (stripe, reason) in rep.bad {
+                    sum.bad.push(BadChunk {
+                        path: p.to_string(),
+                        offset: a.layout.file_offset(stripe, 0),
+                        server: s,
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(sum)
+    }
+}
