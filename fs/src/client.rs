@@ -223,6 +223,11 @@ impl Client {
         Ok(Client::new(&AddrFile::read(&AddrFile::locate(path))?))
     }
 
+    /// The address of server `server`.
+    pub fn addr(&self, server: u32) -> Option<&str> {
+        self.addrs.get(server as usize).map(String::as_str)
+    }
+
     /// The number of servers.
     pub fn servers(&self) -> u32 {
         self.addrs.len() as u32
