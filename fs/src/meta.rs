@@ -358,8 +358,9 @@ impl Meta {
     /// The parent directory's inode and the last name of `path`.
     fn parent_of<'p>(&self, path: &'p FsPath) -> Result<(u64, &'p str)> {
         let Some((parent, name)) = path.split_last() else {
-            return Err(Error::Exists {
+            return Err(Error::InvalidPath {
                 path: "/".to_owned(),
+                reason: crate::target::PATH_REASONS[7],
             });
         };
         let ino = self.resolve(&parent)?;
@@ -438,6 +439,9 @@ impl Meta {
 
     /// Creates a directory, inheriting its parent's layout spec.
     pub fn mkdir(&mut self, path: &FsPath) -> Result<Attr> {
+        if path.is_root() {
+            return Err(Error::Exists { path: "/".into() });
+        }
         let (parent, name) = self.parent_of(path)?;
         if self.inodes[&parent].children.contains_key(name) {
             return Err(Error::Exists {
@@ -516,7 +520,7 @@ impl Meta {
             if up == src {
                 return Err(Error::InvalidPath {
                     path: to.to_string(),
-                    reason: "a directory cannot move into itself",
+                    reason: crate::target::PATH_REASONS[6],
                 });
             }
             up = self.inodes[&up].parent;

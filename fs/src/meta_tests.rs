@@ -81,7 +81,8 @@ fn namespace_operations() {
     m.rename(&p("/a/sub"), &p("/sub2")).unwrap();
     assert_eq!(m.stat(&p("/sub2")).unwrap().kind, Kind::Dir);
     assert_eq!(m.unlink(&p("/a/f")).unwrap().ino, g.ino);
-    assert!(matches!(m.unlink(&p("/")), Err(Error::Exists { .. })));
+    assert!(matches!(m.unlink(&p("/")), Err(Error::InvalidPath { .. })));
+    assert!(matches!(m.mkdir(&p("/")), Err(Error::Exists { .. })));
 }
 
 #[test]

@@ -353,10 +353,10 @@ impl FsPath {
             reason,
         };
         if path.len() > MAX_PATH {
-            return Err(bad("longer than 4096 bytes"));
+            return Err(bad(PATH_REASONS[4]));
         }
         if path.contains('\0') {
-            return Err(bad("contains a NUL byte"));
+            return Err(bad(PATH_REASONS[3]));
         }
         let mut names = Vec::new();
         for n in path.split('/').filter(|n| !n.is_empty()) {
@@ -408,13 +408,25 @@ impl fmt::Display for FsPath {
     }
 }
 
+/// Every reason a path is refused for (so a client can name the server's reason).
+pub const PATH_REASONS: [&str; 8] = [
+    "\".\" and \"..\" are not names",
+    "a name is longer than 255 bytes",
+    "a name contains '/' or NUL",
+    "contains a NUL byte",
+    "longer than 4096 bytes",
+    "empty name",
+    "a directory cannot move into itself",
+    "the root directory cannot be created, removed or renamed",
+];
+
 fn name_problem(n: &str) -> &'static str {
     if n == "." || n == ".." {
-        "\".\" and \"..\" are not names"
+        PATH_REASONS[0]
     } else if n.len() > MAX_NAME {
-        "a name is longer than 255 bytes"
+        PATH_REASONS[1]
     } else {
-        "a name contains '/' or NUL"
+        PATH_REASONS[2]
     }
 }
 
@@ -424,7 +436,7 @@ pub fn check_name(n: &str) -> Result<()> {
         return Err(Error::InvalidPath {
             path: n.chars().take(MAX_NAME + 1).collect(),
             reason: if n.is_empty() {
-                "empty name"
+                PATH_REASONS[5]
             } else {
                 name_problem(n)
             },

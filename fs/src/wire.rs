@@ -608,10 +608,16 @@ impl WireError {
             ErrorCode::IsADirectory => Error::IsADirectory { path: m },
             ErrorCode::NotEmpty => Error::NotEmpty { path: m },
             ErrorCode::LayoutFixed => Error::LayoutFixed { path: m },
-            ErrorCode::InvalidPath => Error::InvalidPath {
-                path: m.split('\0').next().unwrap_or("").to_owned(),
-                reason: "refused by the server: \".\", \"..\", a NUL byte or too long",
-            },
+            ErrorCode::InvalidPath => {
+                let (path, reason) = m.split_once('\0').unwrap_or((&m, ""));
+                Error::InvalidPath {
+                    path: path.to_owned(),
+                    reason: crate::target::PATH_REASONS
+                        .into_iter()
+                        .find(|r| *r == reason)
+                        .unwrap_or("refused by the server"),
+                }
+            }
             ErrorCode::InvalidLayout => Error::InvalidLayout { reason: m },
             ErrorCode::NoSpace => Error::NoSpace {
                 op: "write",
