@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Variants are named for what failed and carry what a user needs to act:
 /// the path, the server, the file offset. Errors that a server sends to a
 /// client travel as [`crate::wire::ErrorCode`] and come back as the same
-/// variant (see [`Error::code`]).
+/// variant (see [`crate::wire::WireError`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -220,6 +220,13 @@ pub enum Error {
         server: u32,
         /// Its message.
         message: String,
+    },
+    /// The OS gave no random bytes (for an id or a secret).
+    #[error("no randomness from the OS")]
+    Random {
+        /// Why.
+        #[source]
+        source: dos_transport::Error,
     },
     /// The address file (`dosfs.addr`) is missing or malformed.
     #[error("{path}: bad address file: {reason}")]

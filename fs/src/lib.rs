@@ -1,4 +1,151 @@
-//! dosfs
+//! # dos-fs: the storage side of dosfs, the parallel file system of dos
+//!
+//! dosfs stripes files RAID-0 over storage servers, one per node, each
+//! keeping its share on a directory of the node's local disk (its
+//! *target*). This crate holds the file system's servers, its metadata, its
+//! layout arithmetic, its wire protocol, a blocking client, and the `dosfs`
+//! command (`serve`, `up --local`, `down`, `ls`, `stat`, `mkdir`, `rm`, `mv`,
+//! `df`, `cp`, `setstripe`, `getstripe`, `verify`).
+//!
+//! ## Quick start
+//!
+//! Two servers in this process over temporary targets, a file written
+//! through one client call and read back (the `dosfs` binary does the same
+//! with `dosfs up --local 2 --target DIR` and `dosfs cp`):
+//!
+//! ```
+//! use dos_fs::addrfile::{AddrFile, ServerAddr};
+//! use dos_fs::client::Client;
+//! use dos_fs::layout::LayoutSpec;
+//! use dos_fs::server::{Server, ServerConfig, Service};
+//! use dos_fs::target::{FsId, Target};
+//! use dos_transport::auth::Secret;
+//!
+//! let dir = std::env::temp_dir().join(format!("dosfs-doc-{}", std::process::id()));
+//! let (fsid, secret) = (FsId::generate()?, Secret::generate()?);
+//! let mut servers = Vec::new();
+//! for i in 0..2 {
+//!     let target = Target::format(&dir.join(i.to_string()), fsid, i, 2)?;
+//!     let server = Server::bind(Service::open(&target)?, &fsid, secret.clone(),
+//!                               "127.0.0.1:0", ServerConfig::default())?;
+//!     servers.push(ServerAddr { addr: server.local_addr()?.to_string(), pid: None });
+//!     std::thread::spawn(move || server.serve());
+//! }
+//! let client = Client::new(&AddrFile { fsid, secret, servers });
+//!
+//! // 64 KiB stripes over both servers; the file inherits the directory's layout.
+//! client.mkdir("/results")?;
+//! client.set_stripe("/results", LayoutSpec { stripe_size: 65536, ..LayoutSpec::default() })?;
+//! let file = client.create("/results/run1", None, true)?;
+//! assert_eq!(file.layout.stripe_count, 2);
+//!
+//! let data: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
+//! client.write_at(&file, 0, &data)?;   // straight to the servers holding the stripes
+//! client.sync(&file)?;                 // durable on every server
+//! let file = client.stat("/results/run1")?;
+//! let mut back = vec![0; data.len()];
+//! client.read_at("/results/run1", &file, 0, &mut back)?;
+//! assert_eq!(back, data);
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! ## Layers
+//!
+//! This crate depends only on `dos-transport`: its byte codec
+//! ([`dos_transport::codec`]) for every wire and disk format, and its
+//! secret handshake ([`dos_transport::auth`]) for every connection. Above
+//! it, the `dos` crate's `dos::io` (MPI-IO for ranks) will use this crate's
+//! [`wire`] protocol, [`layout`] arithmetic and [`client::plan`] over the
+//! job's own transports, and the launcher will run a [`server::Server`]
+//! inside each node agent (`dosrun --fs`). So the protocol logic has no I/O
+//! of its own: [`wire`] encodes and decodes frames, [`server::Service::handle`]
+//! maps a request to a reply on one target, [`client::plan`] splits a byte
+//! range over the servers; the drivers around them are thin (a threaded TCP
+//! server, a blocking TCP client).
+//!
+//! ## Design decisions (with the reasons; copied to ARCHITECTURE.md)
+//!
+//! **Metadata on one server (server 0), like Lustre's MDS and BeeGFS's
+//! metadata service, not hashed over all servers like GekkoFS.** A job's
+//! file system has a handful of servers, and one server answering every
+//! namespace request keeps POSIX's guarantees simple: rename is atomic,
+//! readdir is one ordered listing, a directory's layout is inherited at
+//! create without a cross-server lookup, and crash safety is one journal
+//! rather than a distributed commit. The namespace is an in-memory table
+//! replayed from the journal, so a create costs a map insert and an append
+//! of ~60 bytes (no per-create fsync: see durability); the 20,000 creates/s
+//! target is a matter of the request rate one server can take. GekkoFS's
+//! hashing buys create rates that grow with servers by giving up rename and
+//! ordered readdir; if one metadata server becomes the limit, directories
+//! can be spread over servers by hashing the parent inode (BeeGFS's way)
+//! without changing the protocol's messages.
+//!
+//! **Large directories.** Entries are kept per directory in a B-tree by
+//! name: create and lookup cost O(log n) in the directory's size, and
+//! readdir returns pages of at most [`meta::MAX_READDIR`] entries after a
+//! given name, so listing a directory of millions of files is many bounded
+//! requests, each O(log n + page), never one unbounded reply.
+//!
+//! **Data placement.** Each file has a RAID-0 [`layout::Layout`] (stripe
+//! size, stripe count, first server) fixed at create and inherited from its
+//! directory; default 1 MiB stripes over *all* servers (the reasons are in
+//! [`layout`]). A server stores each of its stripes of a file as one chunk
+//! file named by (inode, stripe) — never by a user's path — so names cannot
+//! steer anything on the target. Clients compute which server holds which
+//! stripe and talk to it directly; the metadata server carries no file data
+//! except for the stripes it holds itself as a data server.
+//!
+//! **Durability and crash safety.** Semantics are MPI-IO's default: a write
+//! is visible to every client once it returns (servers cache nothing that
+//! readers cannot see) and durable once a sync of the file returns.
+//! Metadata changes go to a write-ahead [`journal`] of crc32c-checksummed
+//! records, fsynced at sync, with snapshots bounding replay; a torn tail is
+//! dropped, damage before it stops the server with an error naming the
+//! byte. Chunks are written into pending copies and sealed at sync
+//! (checksum, fsync, rename, fsync of the directory), so a torn write never
+//! replaces synced data ([`chunk`]).
+//!
+//! **Integrity.** Every chunk carries a crc32c over its header and data,
+//! checked on every read; a corrupted chunk is an error naming the file,
+//! offset and server, never wrong bytes. `dosfs verify` checks every chunk.
+//!
+//! **Server threads.** One reader thread per connection and a shared pool
+//! of worker threads (default 8) running requests, replies sent as each
+//! completes, so one client's pipelined requests keep several I/Os in flight
+//! on a target ([`server`] has the reasons for a thread pool before
+//! io_uring).
+//!
+//! **Security.** Every connection runs the mutual HMAC challenge-response of
+//! [`dos_transport::auth`] with the file system's secret, bound to the
+//! file-system id; the secret lives in the address file (mode 0600, refused
+//! when others can read it). Targets describe themselves ([`target`]) and a
+//! server refuses a target of another file system, another index or a newer
+//! format.
+//!
+//! ## Thread safety
+//! [`server::Service`] and [`client::Client`] are `Sync`: a client may be
+//! shared by threads; its connection to each server is used by one thread
+//! at a time, and [`client::Client::read_at`]/[`client::Client::write_at`]
+//! use every server involved at once.
+//!
+//! ## Resources
+//! A server holds one thread per connection and its worker pool; it stops
+//! when its process ends (`dosfs down` syncs first, then sends SIGTERM).
+//! Pending (unsynced) chunk copies of a server that stopped without a sync
+//! are deleted when it starts again.
+//!
+//! ## Formats and compatibility
+//! Every format carries a version: frames ([`wire::VERSION`]), the
+//! handshake ([`dos_transport::auth::VERSION`]), the target descriptor
+//! ([`target::FORMAT`]), chunk headers and journal snapshots (version 1).
+//! A server refuses a target of a newer format; peers of another protocol
+//! version get a protocol error on the first frame.
+//!
+//! ## Not yet here (issue 10)
+//! `dosfs up --hostfile` through the node agents and `dosrun --fs` (with the
+//! launcher), `dos::io` in ranks (in `dos`), the FUSE mount, O_DIRECT and
+//! io_uring on the servers, and `dosbench io`.
 #![deny(missing_docs)]
 
 pub mod addrfile;

@@ -57,10 +57,7 @@ impl FsId {
     /// A fresh random id.
     pub fn generate() -> Result<FsId> {
         let mut b = [0u8; 16];
-        dos_transport::auth::fill_random(&mut b).map_err(|e| Error::Remote {
-            server: 0,
-            message: format!("no randomness for a file-system id: {e}"),
-        })?;
+        dos_transport::auth::fill_random(&mut b).map_err(|source| Error::Random { source })?;
         Ok(FsId(b))
     }
 

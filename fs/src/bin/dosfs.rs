@@ -502,11 +502,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 match r {
                     Ok(s) => {
                         let used = s.total.saturating_sub(s.free);
-                        let pct = if s.total == 0 {
-                            0
-                        } else {
-                            used * 100 / s.total
-                        };
+                        let pct = (used * 100).checked_div(s.total).unwrap_or(0);
                         let inodes = if i == 0 {
                             s.inodes.to_string()
                         } else {
@@ -643,11 +639,7 @@ impl Progress {
         self.done += n;
         if self.show {
             let secs = self.start.elapsed().as_secs_f64().max(1e-6);
-            let pct = if self.total == 0 {
-                100
-            } else {
-                self.done * 100 / self.total
-            };
+            let pct = (self.done * 100).checked_div(self.total).unwrap_or(100);
             eprint!(
                 "\r{:>3}% {} / {}  {}/s   ",
                 pct,
