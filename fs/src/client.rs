@@ -16,7 +16,7 @@
 //! [`Error::CorruptData`] naming the file and offset, and no bytes are
 //! returned for the read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
@@ -46,6 +46,94 @@ pub fn plan(layout: &Layout, offset: u64, len: u64) -> Result<BTreeMap<u32, Vec<
         by_server.entry(p.server).or_default().push(p);
     }
     Ok(by_server)
+}
+
+/// Which request of a batch to send next, and which one a reply answers:
+/// the flow control of one connection, without I/O.
+///
+/// Piece `k` of a batch of `n` is sent as request id `first_id + k`; at
+/// most `window` are in flight; replies may come in any order. After
+/// [`Pipeline::stop`] (a piece failed) nothing new is sent and the
+/// requests in flight are drained, so the connection stays in step.
+///
+/// ```
+/// use dos_fs::client::Pipeline;
+/// let mut p = Pipeline::new(3, 2, 100);
+/// assert_eq!(p.poll_send(), Some((100, 0)));
+/// assert_eq!(p.poll_send(), Some((101, 1)));
+/// assert_eq!(p.poll_send(), None); // window full
+/// assert_eq!(p.on_reply(101).unwrap(), 1);
+/// assert_eq!(p.poll_send(), Some((102, 2)));
+/// assert!(p.on_reply(101).is_err()); // answered already
+/// p.on_reply(100).unwrap();
+/// p.on_reply(102).unwrap();
+/// assert!(p.is_done());
+/// ```
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    first_id: u64,
+    window: usize,
+    next: usize,
+    total: usize,
+    in_flight: Vec<bool>,
+    count: usize,
+    stopped: bool,
+}
+
+impl Pipeline {
+    /// A batch of `n` requests, ids from `first_id`, at most `window`
+    /// (at least 1) in flight.
+    pub fn new(n: usize, window: usize, first_id: u64) -> Pipeline {
+        Pipeline {
+            first_id,
+            window: window.max(1),
+            next: 0,
+            total: n,
+            in_flight: vec![false; n],
+            count: 0,
+            stopped: false,
+        }
+    }
+
+    /// The next request to send (its id and piece), if the window allows.
+    pub fn poll_send(&mut self) -> Option<(u64, usize)> {
+        if self.stopped || self.next >= self.total || self.count >= self.window {
+            return None;
+        }
+        let k = self.next;
+        self.next += 1;
+        self.in_flight[k] = true;
+        self.count += 1;
+        Some((self.first_id + k as u64, k))
+    }
+
+    /// Takes the reply to request `id`; returns its piece. A reply to a
+    /// request not in flight is a protocol error.
+    pub fn on_reply(&mut self, id: u64) -> Result<usize> {
+        let k = id
+            .checked_sub(self.first_id)
+            .and_then(|k| usize::try_from(k).ok())
+            .filter(|&k| k < self.total && self.in_flight[k])
+            .ok_or_else(|| Error::protocol("reply to a request not in flight"))?;
+        self.in_flight[k] = false;
+        self.count -= 1;
+        Ok(k)
+    }
+
+    /// Sends nothing more; the requests in flight still get their replies.
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.count
+    }
+
+    /// Whether every request that will be sent has been answered.
+    pub fn is_done(&self) -> bool {
+        self.count == 0 && (self.stopped || self.next >= self.total)
+    }
 }
 
 /// One authenticated connection to a server.
@@ -125,6 +213,13 @@ impl Conn {
     pub fn next_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
+    }
+
+    /// `n` consecutive fresh request ids; returns the first.
+    pub fn reserve_ids(&mut self, n: usize) -> u64 {
+        let first = self.next_id + 1;
+        self.next_id += n as u64;
+        first
     }
 
     /// Sends one frame.
@@ -407,30 +502,22 @@ impl Client {
         mut make: impl FnMut(u64, &Piece) -> Vec<u8>,
         mut take: impl FnMut(&Piece, Reply) -> Result<()>,
     ) -> Result<()> {
-        let window = self.window.max(1);
+        let window = self.window;
         self.with_conn(server, |c| {
-            let mut in_flight: HashMap<u64, usize> = HashMap::new();
-            let mut next = 0;
+            let mut pl = Pipeline::new(pieces.len(), window, c.reserve_ids(pieces.len()));
             let mut first_err = None;
-            loop {
-                while next < pieces.len() && in_flight.len() < window && first_err.is_none() {
-                    let id = c.next_id();
-                    c.send(&make(id, &pieces[next]))?;
-                    in_flight.insert(id, next);
-                    next += 1;
-                }
-                if in_flight.is_empty() {
-                    break;
+            while !pl.is_done() {
+                while let Some((id, k)) = pl.poll_send() {
+                    c.send(&make(id, &pieces[k]))?;
                 }
                 let (id, rep) = c.recv()?;
-                let k = in_flight
-                    .remove(&id)
-                    .ok_or_else(|| Error::protocol("reply to a request not sent"))?;
+                let k = pl.on_reply(id)?;
                 let res = match rep {
                     Reply::Error(e) => Err(e.into_error(server)),
                     r => take(&pieces[k], r),
                 };
                 if let Err(e) = res {
+                    pl.stop();
                     first_err.get_or_insert(e);
                 }
             }
@@ -592,5 +679,65 @@ impl Client {
             }
         }
         Ok(sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against a model: replies in a random order; every piece is sent
+        /// once and answered once, the window is never exceeded, and a stop
+        /// drains what is in flight.
+        #[test]
+        fn pipeline_flow_control(n in 0usize..40, window in 0usize..6, picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..100), stop_at in proptest::option::of(0usize..40)) {
+            let mut p = Pipeline::new(n, window, 1000);
+            let mut outstanding: Vec<u64> = Vec::new();
+            let mut answered = vec![false; n];
+            let mut sent = 0usize;
+            let mut replies = 0usize;
+            let mut picks = picks.into_iter();
+            while !p.is_done() {
+                while let Some((id, k)) = p.poll_send() {
+                    prop_assert_eq!(id, 1000 + k as u64);
+                    prop_assert_eq!(k, sent);
+                    sent += 1;
+                    outstanding.push(id);
+                }
+                prop_assert!(outstanding.len() <= window.max(1));
+                prop_assert_eq!(p.in_flight(), outstanding.len());
+                prop_assert!(!outstanding.is_empty());
+                let i = picks.next().map_or(0, |x| x.index(outstanding.len()));
+                let id = outstanding.swap_remove(i);
+                let k = p.on_reply(id).unwrap();
+                prop_assert!(!answered[k]);
+                answered[k] = true;
+                prop_assert!(p.on_reply(id).is_err());
+                replies += 1;
+                if Some(replies) == stop_at {
+                    p.stop();
+                }
+            }
+            prop_assert!(outstanding.is_empty());
+            if stop_at.map_or(true, |s| s > n) {
+                prop_assert!(answered.iter().all(|&a| a));
+            }
+            prop_assert!(p.on_reply(999).is_err());
+            prop_assert!(p.on_reply(1000 + n as u64).is_err());
+        }
+    }
+
+    #[test]
+    fn plan_groups_pieces_by_server_in_file_order() {
+        let l = Layout::new(10, 3, 1, 3).unwrap();
+        let p = plan(&l, 5, 40).unwrap();
+        let stripes = |s: u32| p[&s].iter().map(|x| x.stripe).collect::<Vec<_>>();
+        assert_eq!(stripes(1), [0, 3]);
+        assert_eq!(stripes(2), [1, 4]);
+        assert_eq!(stripes(0), [2]);
+        let total: u64 = p.values().flatten().map(|x| u64::from(x.len)).sum();
+        assert_eq!(total, 40);
     }
 }

@@ -1,0 +1,117 @@
+//! Measurements, not timed tests: ignored by default. Run them with
+//!
+//! ```text
+//! cargo test -p dos-fs --release --test perf -- --ignored --nocapture --test-threads 1
+//! ```
+//!
+//! `cp_1gib_in_and_out_bit_exact` copies 1 GiB through `dosfs up --local 3`
+//! and prints the rates; `creates_per_second` times file creates through
+//! one client.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use dos_fs::addrfile::AddrFile;
+use dos_fs::client::Client;
+
+struct Up {
+    dir: PathBuf,
+}
+
+impl Up {
+    fn new(tag: &str, n: u32) -> Up {
+        let dir = std::env::temp_dir().join(format!("dosfs-perf-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let up = Up { dir };
+        up.ok(&["up", "--local", &n.to_string(), "--target", "targets"]);
+        up
+    }
+
+    fn ok(&self, args: &[&str]) {
+        let o = Command::new(env!("CARGO_BIN_EXE_dosfs"))
+            .args(args)
+            .current_dir(&self.dir)
+            .env("DOSFS", self.dir.join("dosfs.addr"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.ok(&["down"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+#[ignore = "a measurement: 1 GiB of disk and tens of seconds"]
+fn cp_1gib_in_and_out_bit_exact() {
+    let up = Up::new("cp", 3);
+    let src = up.dir.join("in.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        let mut x = 0x1234_5678_9abc_def1u64;
+        let mut block = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            for b in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            f.write_all(&block).unwrap();
+        }
+        f.into_inner().unwrap().sync_all().unwrap();
+    }
+    let t = Instant::now();
+    up.ok(&["cp", "in.bin", ":/big"]);
+    let w = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    up.ok(&["cp", ":/big", "out.bin"]);
+    let r = t.elapsed().as_secs_f64();
+    println!(
+        "cp 1 GiB in (with sync): {:.0} MiB/s; out: {:.0} MiB/s (page cache warm)",
+        1024.0 / w,
+        1024.0 / r
+    );
+    let same = Command::new("cmp")
+        .arg(&src)
+        .arg(up.dir.join("out.bin"))
+        .status()
+        .unwrap();
+    assert!(same.success(), "1 GiB copy differs");
+    up.ok(&["verify"]);
+}
+
+#[test]
+#[ignore = "a measurement"]
+fn creates_per_second() {
+    let up = Up::new("md", 3);
+    let c = Client::new(&AddrFile::read(&up.dir.join("dosfs.addr")).unwrap());
+    c.mkdir("/d").unwrap();
+    let n = 20_000;
+    let t = Instant::now();
+    for i in 0..n {
+        c.create(&format!("/d/f{i}"), None, true).unwrap();
+    }
+    let s = t.elapsed().as_secs_f64();
+    println!(
+        "{n} creates in one directory, one client, one at a time: {:.0}/s",
+        n as f64 / s
+    );
+    let t = Instant::now();
+    assert_eq!(c.readdir("/d").unwrap().len(), n);
+    println!(
+        "readdir of {n} entries: {:.1} ms",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+}
