@@ -153,25 +153,10 @@ fn truncate_and_remove() {
 #[test]
 fn enospc_reaches_the_writer_and_corrupts_nothing() {
     let d = TempDir::new("chunk-enospc");
-    let mnt = d.0.join("mnt");
-    fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-        .arg(&mnt)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: cannot mount a tmpfs (not root?)");
+    let Some(m) = crate::target::tests::small_tmpfs(&d.0, "256k") else {
         return;
-    }
-    struct Unmount<'a>(&'a Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _u = Unmount(&mnt);
+    };
+    let mnt = m.0.clone();
     let (_, s) = store(&mnt.join("t"));
     let a = pattern(SS as usize, 9);
     s.write(1, 0, SS, 0, &a).unwrap();

@@ -146,7 +146,15 @@ impl Journal {
             // A partial append is a torn tail: cut it so later records are not
             // written after garbage.
             let _ = self.file.set_len(self.bytes);
-            return Err(Error::io("append to", &self.path, e));
+            let err = Error::io("append to", &self.path, e);
+            if err.is_no_space() {
+                // The metadata journal is on server 0's target.
+                return Err(Error::NoSpace {
+                    op: "metadata journal append",
+                    server: 0,
+                });
+            }
+            return Err(err);
         }
         self.next_seq += 1;
         self.bytes += rec.len() as u64;

@@ -304,3 +304,41 @@ fn journal_records_round_trip() {
         }
     }
 }
+
+/// A full disk under the journal: the create fails with ENOSPC, and every
+/// change before it survives a restart.
+#[test]
+fn full_disk_fails_the_change_and_keeps_the_rest() {
+    let d = TempDir::new("meta-enospc");
+    let Some(m) = crate::target::tests::small_tmpfs(&d.0, "64k") else {
+        return;
+    };
+    let t = Target::format(&m.0.join("t"), FsId([7; 16]), 0, 1).unwrap();
+    let mut meta = Meta::open(&t).unwrap();
+    let long = "n".repeat(200);
+    let mut made = Vec::new();
+    let err = loop {
+        let path = p(&format!("/{long}{}", made.len()));
+        match meta.create(&path, None, true) {
+            Ok(_) => made.push(path),
+            Err(e) => break e,
+        }
+        assert!(made.len() < 100_000, "the tmpfs never filled");
+    };
+    assert!(matches!(err, Error::NoSpace { server: 0, .. }), "{err}");
+    // The failed create is not visible, and the namespace still works.
+    assert_eq!(
+        meta.readdir(&FsPath::root(), "", MAX_READDIR)
+            .unwrap()
+            .0
+            .len(),
+        made.len().min(MAX_READDIR as usize)
+    );
+    meta.sync().unwrap();
+    drop(meta);
+    let meta = Meta::open(&t).unwrap();
+    for path in &made {
+        meta.stat(path).unwrap();
+    }
+    assert_eq!(meta.inode_count(), made.len() as u64 + 1);
+}

@@ -472,6 +472,34 @@ pub(crate) mod tests {
         }
     }
 
+    /// Unmounts on drop.
+    #[derive(Debug)]
+    pub(crate) struct Mount(pub PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// A tmpfs of `size` (e.g. "256k") mounted on a new directory `dir/mnt`:
+    /// a small full-able disk. `None` where mounting is not allowed (not root).
+    pub(crate) fn small_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        let mnt = dir.join("mnt");
+        fs::create_dir(&mnt).ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mnt)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a tmpfs (not root?)");
+            return None;
+        }
+        Some(Mount(mnt))
+    }
+
     #[test]
     fn format_then_open_and_refusals() {
         let d = TempDir::new("target");
