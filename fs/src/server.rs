@@ -44,6 +44,9 @@ use crate::wire::{auth_context, Header, Reply, Request, ServerSpace, WireError, 
 
 /// How long a new connection may take to authenticate.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a worker may wait to hand a reply to a client that does not
+/// read; then the connection is closed and the worker freed.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The request handler of one server.
 #[derive(Debug)]
@@ -341,7 +344,11 @@ fn connection(
         let _ = stream.shutdown(Shutdown::Both);
         return;
     }
-    if stream.set_read_timeout(None).is_err() || stream.set_write_timeout(None).is_err() {
+    // Idle clients may stay connected; a client that stops reading its
+    // replies cannot hold a worker for longer than REPLY_TIMEOUT.
+    if stream.set_read_timeout(None).is_err()
+        || stream.set_write_timeout(Some(REPLY_TIMEOUT)).is_err()
+    {
         return;
     }
     let Ok(write_half) = stream.try_clone() else {
