@@ -247,7 +247,12 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => {}
             Err(e) => return Err(self.io_err("open", &new, e)),
         }
-        if let Some(data) = self.read_synced(&synced, ino, stripe, stripe_size)? {
+        if let Some(mut data) = self.read_synced(&synced, ino, stripe, stripe_size)? {
+            if offset == 0 && data.len() >= len as usize {
+                // The common case, a whole stripe: no second copy.
+                data.truncate(len as usize);
+                return Ok(data);
+            }
             let start = (offset as usize).min(data.len());
             let end = (offset as usize + len as usize).min(data.len());
             out[..end - start].copy_from_slice(&data[start..end]);
@@ -291,7 +296,9 @@ impl ChunkStore {
         if crc32c::crc32c_append(crc32c::crc32c(&b[..28]), &b[HEADER..]) != crc {
             return Err(bad("checksum mismatch"));
         }
-        Ok(Some(b[HEADER..].to_vec()))
+        let mut b = b;
+        b.drain(..HEADER);
+        Ok(Some(b))
     }
 
     /// Seals, fsyncs and renames every pending chunk of `ino` (of every
