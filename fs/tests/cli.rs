@@ -297,3 +297,54 @@ fn connections_without_the_secret_are_refused() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("chmod 600"));
 }
+
+#[test]
+fn serve_refuses_a_target_of_another_server_or_a_newer_format() {
+    let fs = Fs::up("refuse", 2);
+    fs.ok(&["down"]);
+    let serve = |target: &str, extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_dosfs"))
+            .args(["serve", "--target"])
+            .arg(fs.targets().join(target))
+            .args(extra)
+            .env("DOSFS_SECRET", "00".repeat(32))
+            .output()
+            .unwrap()
+    };
+    let fsid = std::fs::read_to_string(fs.targets().join("0/dosfs-target"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("fsid ").map(str::to_owned))
+        .unwrap();
+    // Target 0 started as server 1.
+    let o = serve("0", &["--fs-id", &fsid, "--index", "1", "--servers", "2"]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("target is server 0 of 2, not server 1"), "{e}");
+    // Another file system's id.
+    let o = serve("1", &["--fs-id", &"ab".repeat(16)]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("belongs to file system"),
+        "{e}"
+    );
+    // A target written by a newer dosfs.
+    let d = fs.targets().join("1/dosfs-target");
+    let text = std::fs::read_to_string(&d)
+        .unwrap()
+        .replace("format 1", "format 9");
+    std::fs::write(&d, text).unwrap();
+    let o = serve("1", &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("format 9 is newer"),
+        "{e}"
+    );
+    // A directory that is not a target.
+    let o = serve("nothing-here", &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("not a dosfs target"),
+        "{e}"
+    );
+}

@@ -269,3 +269,44 @@ fn bad_requests_get_typed_errors() {
         .unwrap_err();
     assert!(matches!(e, Error::InvalidLayout { .. }), "{e}");
 }
+
+#[test]
+fn concurrent_clients_writing_one_file_and_creating_in_one_directory() {
+    let fs = start("concurrent", 3);
+    let setup = Client::new(&fs.addr);
+    let spec = LayoutSpec {
+        stripe_size: 65536,
+        stripe_count: LayoutSpec::ALL,
+        first: LayoutSpec::ANY,
+    };
+    let a = setup.set_stripe("/shared", spec).unwrap();
+    setup.mkdir("/many").unwrap();
+    // Four writers, each its own client, interleaved 10,000-byte blocks:
+    // many blocks share a stripe (and so a chunk) with other writers' blocks.
+    let block = 10_000usize;
+    let blocks = 64usize;
+    let writers = 4usize;
+    let data = pattern(block * blocks, 9);
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let (fs, data) = (&fs, &data);
+            s.spawn(move || {
+                let c = Client::new(&fs.addr);
+                for b in (w..blocks).step_by(writers) {
+                    let off = b * block;
+                    c.write_at(&a, off as u64, &data[off..off + block]).unwrap();
+                }
+                for i in 0..200 {
+                    c.create(&format!("/many/w{w}-{i}"), None, true).unwrap();
+                }
+            });
+        }
+    });
+    let a = setup.stat("/shared").unwrap();
+    assert_eq!(a.size, data.len() as u64);
+    setup.sync(&a).unwrap();
+    let mut back = vec![0u8; data.len()];
+    setup.read_at("/shared", &a, 0, &mut back).unwrap();
+    assert!(back == data, "concurrent writes lost bytes");
+    assert_eq!(setup.readdir("/many").unwrap().len(), writers * 200);
+}
