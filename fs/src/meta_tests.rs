@@ -342,3 +342,74 @@ fn full_disk_fails_the_change_and_keeps_the_rest() {
     }
     assert_eq!(meta.inode_count(), made.len() as u64 + 1);
 }
+
+mod crash {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Mkdir(u8),
+        Create(u8, u8),
+        Unlink(u8, u8),
+        Rename(u8, u8, u8, u8),
+        Size(u8, u8, u32),
+        Sync,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..3).prop_map(Step::Mkdir),
+            (0u8..3, 0u8..4).prop_map(|(d, f)| Step::Create(d, f)),
+            (0u8..3, 0u8..4).prop_map(|(d, f)| Step::Unlink(d, f)),
+            (0u8..3, 0u8..4, 0u8..3, 0u8..4).prop_map(|(a, b, c, d)| Step::Rename(a, b, c, d)),
+            (0u8..3, 0u8..4, any::<u32>()).prop_map(|(d, f, s)| Step::Size(d, f, s)),
+            Just(Step::Sync),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// A crash cuts the journal anywhere after the last sync: the
+        /// restarted namespace is exactly the one after some operation at
+        /// or after that sync (never a mix, never less than was synced).
+        #[test]
+        fn any_cut_after_the_last_sync_replays_to_a_prefix(steps in proptest::collection::vec(step(), 1..30), cut in any::<prop::sample::Index>()) {
+            let d = TempDir::new("meta-crash");
+            let t = target(&d, 2);
+            let mut m = Meta::open(&t).unwrap();
+            let f = |d: u8, f: u8| p(&format!("/d{d}/f{f}"));
+            // (journal length, namespace) after each change.
+            let mut states = vec![(0u64, dump(&m))];
+            let mut synced = 0u64;
+            for s in steps {
+                let changed = match s {
+                    Step::Mkdir(d) => m.mkdir(&p(&format!("/d{d}"))).is_ok(),
+                    Step::Create(d, x) => m.create(&f(d, x), None, true).is_ok(),
+                    Step::Unlink(d, x) => m.unlink(&f(d, x)).is_ok(),
+                    Step::Rename(a, b, c, e) => m.rename(&f(a, b), &f(c, e)).is_ok(),
+                    Step::Size(d, x, size) => match m.stat(&f(d, x)) {
+                        Ok(a) => m.set_size(a.ino, u64::from(size), false).is_ok(),
+                        Err(_) => false,
+                    },
+                    Step::Sync => {
+                        m.sync().unwrap();
+                        synced = m.journal.len();
+                        false
+                    }
+                };
+                if changed && m.journal.len() != states.last().unwrap().0 {
+                    states.push((m.journal.len(), dump(&m)));
+                }
+            }
+            let end = m.journal.len();
+            drop(m);
+            let c = synced + cut.index((end - synced + 1) as usize) as u64;
+            let j = t.meta_dir().join("journal");
+            std::fs::OpenOptions::new().write(true).open(&j).unwrap().set_len(c).unwrap();
+            let m = Meta::open(&t).unwrap();
+            let want = &states.iter().rev().find(|(len, _)| *len <= c).unwrap().1;
+            prop_assert_eq!(&dump(&m), want);
+        }
+    }
+}
