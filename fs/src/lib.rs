@@ -102,7 +102,8 @@
 //! Metadata changes go to a write-ahead [`journal`] of crc32c-checksummed
 //! records, fsynced at sync, with snapshots bounding replay; a torn tail is
 //! dropped, damage before it stops the server with an error naming the
-//! byte. Chunks are written into pending copies and sealed at sync
+//! byte; inode numbers are reserved durably in batches, so one lost with an
+//! unsynced create never names another file's chunks. Chunks are written into pending copies and sealed at sync
 //! (checksum, fsync, rename, fsync of the directory), so a torn write never
 //! replaces synced data ([`chunk`]).
 //!

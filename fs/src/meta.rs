@@ -16,6 +16,12 @@
 //! are in the kernel's page cache. When the journal passes
 //! [`Meta::snapshot_after`] bytes, a sync also writes a snapshot and empties
 //! the journal, so start-up time stays bounded.
+//!
+//! Inode numbers are never reused, even after a power cut that loses the
+//! journal's unsynced tail (with creates in it whose numbers data servers
+//! may already hold chunks under): they are reserved [`INODE_BATCH`] at a
+//! time by a journal record that is fsynced before the first of them is
+//! handed out, and numbering resumes after the reservation at start.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
@@ -31,6 +37,8 @@ use crate::target::{check_name, FsPath, Target};
 pub const ROOT: u64 = 1;
 /// Journal bytes after which a sync writes a snapshot.
 pub const SNAPSHOT_AFTER: u64 = 64 << 20;
+/// Inode numbers reserved (durably) at a time.
+pub const INODE_BATCH: u64 = 4096;
 /// Most entries one [`Meta::readdir`] page returns.
 pub const MAX_READDIR: u32 = 4096;
 
@@ -134,6 +142,10 @@ enum Op {
         ino: u64,
         spec: LayoutSpec,
     },
+    /// Inode numbers below `upto` may be in use (made durable before use).
+    Reserve {
+        upto: u64,
+    },
 }
 
 pub(crate) fn put_layout(w: &mut Writer, l: &Layout) {
@@ -208,6 +220,9 @@ impl Op {
                 w.u8(6).u64(*ino);
                 put_spec(&mut w, spec);
             }
+            Op::Reserve { upto } => {
+                w.u8(7).u64(*upto);
+            }
         }
         w.into_vec()
     }
@@ -250,6 +265,9 @@ impl Op {
                 ino: r.u64().map_err(t)?,
                 spec: get_spec(&mut r)?,
             },
+            7 => Op::Reserve {
+                upto: r.u64().map_err(t)?,
+            },
             _ => return Err(Error::protocol("unknown journal operation")),
         };
         r.end().map_err(t)?;
@@ -262,6 +280,11 @@ impl Op {
 pub struct Meta {
     inodes: HashMap<u64, Inode>,
     next_ino: u64,
+    /// Inode numbers below this are durably reserved: after a crash,
+    /// numbering resumes here, so a number handed out before the crash (whose
+    /// create may have been lost with the journal's unsynced tail, while data
+    /// servers still hold chunks under it) is never given to another file.
+    reserved: u64,
     servers: u32,
     journal: Journal,
     /// Journal size after which [`Meta::sync`] writes a snapshot.
@@ -277,6 +300,7 @@ impl Meta {
         let mut m = Meta {
             inodes: HashMap::new(),
             next_ino: ROOT + 1,
+            reserved: ROOT + 1,
             servers: target.info().servers,
             journal,
             snapshot_after: SNAPSHOT_AFTER,
@@ -305,6 +329,8 @@ impl Meta {
             m.apply(op)
                 .map_err(|_| corrupt("record does not apply to the namespace"))?;
         }
+        m.next_ino = m.next_ino.max(m.reserved);
+        m.reserved = m.next_ino;
         Ok(m)
     }
 
@@ -422,7 +448,7 @@ impl Meta {
             }
             return Ok(a);
         }
-        let ino = self.next_ino;
+        let ino = self.alloc_ino()?;
         let dir_spec = self.inodes[&parent].spec;
         let layout = spec
             .unwrap_or_default()
@@ -448,7 +474,7 @@ impl Meta {
                 path: path.to_string(),
             });
         }
-        let ino = self.next_ino;
+        let ino = self.alloc_ino()?;
         let spec = self.inodes[&parent].spec;
         self.commit(Op::Mkdir {
             parent,
@@ -606,6 +632,17 @@ impl Meta {
         Ok(())
     }
 
+    /// The next inode number; every [`INODE_BATCH`] numbers, a reservation
+    /// is journaled and made durable first.
+    fn alloc_ino(&mut self) -> Result<u64> {
+        if self.next_ino >= self.reserved {
+            let upto = self.next_ino + INODE_BATCH;
+            self.commit(Op::Reserve { upto })?;
+            self.journal.sync()?;
+        }
+        Ok(self.next_ino)
+    }
+
     /// Journals `op`, then applies it.
     fn commit(&mut self, op: Op) -> Result<()> {
         self.journal.append(&op.encode())?;
@@ -663,6 +700,9 @@ impl Meta {
             Op::SetSpec { ino, spec } => {
                 self.inodes.get_mut(&ino).ok_or_else(missing)?.spec = spec;
             }
+            Op::Reserve { upto } => {
+                self.reserved = self.reserved.max(upto);
+            }
         }
         Ok(())
     }
@@ -694,7 +734,8 @@ impl Meta {
     /// then every inode with its parent and name, parents before children.
     fn save_state(&self) -> Vec<u8> {
         let mut w = Writer::new();
-        w.u64(self.next_ino).u64(self.inodes.len() as u64);
+        w.u64(self.next_ino.max(self.reserved))
+            .u64(self.inodes.len() as u64);
         let mut stack = vec![ROOT];
         while let Some(ino) = stack.pop() {
             let i = &self.inodes[&ino];
@@ -716,6 +757,7 @@ impl Meta {
         let mut r = Reader::new(b);
         let t = |e: dos_transport::codec::CodecError| Error::protocol(e.reason());
         self.next_ino = r.u64().map_err(t)?;
+        self.reserved = self.next_ino;
         let n = r.u64().map_err(t)?;
         self.inodes.clear();
         for _ in 0..n {
