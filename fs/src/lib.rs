@@ -103,9 +103,9 @@
 //! records, fsynced at sync, with snapshots bounding replay; a torn tail is
 //! dropped, damage before it stops the server with an error naming the
 //! byte; inode numbers are reserved durably in batches, so one lost with an
-//! unsynced create never names another file's chunks. Chunks are written into pending copies and sealed at sync
-//! (checksum, fsync, rename, fsync of the directory), so a torn write never
-//! replaces synced data ([`chunk`]).
+//! unsynced create never names another file's chunks. Chunks are written
+//! into pending copies and sealed at sync (checksum, fsync, rename, fsync of
+//! the directory), so a torn write never replaces synced data ([`chunk`]).
 //!
 //! **Integrity.** Every chunk carries a crc32c over its header and data,
 //! checked on every read; a corrupted chunk is an error naming the file,
