@@ -64,9 +64,12 @@
 //! assert!(matches!(Packet::decode(&hdrs, &buf[..n]), Err(dos_transport::roce::wire::WireError::Icrc { .. })));
 //! ```
 
+mod connect;
 pub mod engine;
 pub mod icrc;
 pub mod iface;
+mod mem;
+mod progress;
 #[cfg(test)]
 mod sim;
 pub mod wire;
