@@ -57,7 +57,6 @@ pub mod roce;
 pub mod shm;
 pub mod tcp;
 mod transport;
-pub mod udp;
 #[cfg(feature = "verbs")]
 pub mod verbs;
 

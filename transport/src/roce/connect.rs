@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::engine::{Access, Qp, QpConfig, Sge};
+use super::udp::{RecvBatch, UdpSocket, GRO_SLOT};
 use super::wire::{PacketKey, Psn, Qpn};
-use crate::udp::{RecvBatch, UdpSocket, GRO_SLOT};
 use crate::{Error, Result};
 
 /// A bound, not yet connected endpoint: its [`PreparedRoce::address`] goes to the peers.

@@ -1,4 +1,4 @@
-//! `RoceIface`: one rank's soft-RoCE endpoint — a UDP socket ([`crate::udp`]),
+//! `RoceIface`: one rank's soft-RoCE endpoint — a UDP socket ([`super::udp`]),
 //! one reliable-connected queue pair ([`super::engine::Qp`]) per peer, and the
 //! transport traits on top.
 //!
@@ -71,8 +71,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::engine::{Access, Memory, PostError, Qp, RemoteAddr, SendWr, Sge, WcStatus};
+use super::udp::{RecvBatch, UdpSocket};
 use super::wire::AUTH_TAG_LEN;
-use crate::udp::{RecvBatch, UdpSocket};
 use crate::{ActiveMessages, AmId, Caps, Error, Iface, RemoteKey, Result};
 
 pub use super::connect::{roce_mtu_for, PreparedRoce};

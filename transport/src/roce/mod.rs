@@ -72,6 +72,7 @@ mod mem;
 mod progress;
 #[cfg(test)]
 mod sim;
+pub mod udp;
 pub mod wire;
 
 /// The UDP destination port of RoCEv2 (IANA-assigned).
