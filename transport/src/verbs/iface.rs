@@ -29,6 +29,7 @@ use super::ffi::{
 };
 use super::progress::{Poller, Waker};
 use super::wire::{Imm, VerbsKey};
+use crate::error::chain;
 use crate::{
     ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
     Sent,
@@ -1017,18 +1018,6 @@ impl Drop for VerbsIface {
             }
         }
     }
-}
-
-/// `e` with its sources, on one line.
-fn chain(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// The name of a work completion status (libibverbs' `ibv_wc_status_str`
