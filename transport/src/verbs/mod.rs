@@ -65,6 +65,7 @@
 mod connect;
 mod ffi;
 mod iface;
+mod mem;
 mod progress;
 pub mod wire;
 
