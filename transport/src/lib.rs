@@ -53,6 +53,7 @@ pub mod codec;
 pub mod contract;
 mod error;
 pub mod loopback;
+mod poll;
 pub mod roce;
 pub mod shm;
 pub mod tcp;

@@ -269,7 +269,7 @@ impl VerbsIface {
         // SAFETY: the mapping lives in `Buffers` next to the registration,
         // which is dropped first.
         let mr = unsafe { Mr::register(&dev, arena.ptr(), arena.len(), ACCESS_LOCAL)? };
-        let poller = Poller::new(dev.channel.fd())?;
+        let poller = Poller::new(dev.channel.as_fd())?;
         let iface = VerbsIface {
             free_slots: RefCell::new((0..cfg.send_slots).rev().collect()),
             peers: peers.into(),
@@ -327,8 +327,7 @@ impl VerbsIface {
     /// (for an event loop that waits on several sources). Messages to itself
     /// do not make it readable.
     pub fn poll_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the epoll descriptor stays open as long as `self`.
-        unsafe { BorrowedFd::borrow_raw(self.poller.fd()) }
+        self.poller.fd()
     }
 
     pub(super) fn buf(&self, n: u32) -> *mut u8 {
