@@ -25,7 +25,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use dos_transport::udp::{RecvBatch, UdpSocket};
+use dos_transport::roce::udp::{RecvBatch, UdpSocket};
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap_or_else(|_| {

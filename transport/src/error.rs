@@ -127,5 +127,36 @@ impl Error {
     }
 }
 
+/// `e` with its sources, on one line (`error: source: source's source`), for
+/// the log lines of a backend that reports an error and goes on.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
 /// Result alias of the transport crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_shows_every_source_on_one_line() {
+        let e = Error::Sys {
+            op: "connect",
+            source: io::Error::other("refused"),
+        };
+        assert_eq!(chain(&e), "connect failed: refused");
+        assert_eq!(
+            chain(&Error::Busy { peer: 3 }),
+            Error::Busy { peer: 3 }.to_string()
+        );
+    }
+}

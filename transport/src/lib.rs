@@ -16,21 +16,29 @@
 //!   through a packed [`RemoteKey`], always checked against the registered
 //!   bounds.
 //!
-//! Backends: [`shm`] (lock-free rings in a shared segment, single-copy large
-//! transfers with CMA), [`tcp`] (one authenticated connection per pair of ranks on
-//! different hosts; active messages only) and [`loopback`] (a rank talking to
-//! itself). [`auth`] holds the job secret and the challenge-response that every
-//! connection of a job starts with. The data path
-//! dispatches statically through the [`Transport`] enum, chosen once per job.
+//! Backends, each in its own module with the same file names where it has the
+//! part (`iface.rs` the endpoint, `connect.rs` bring-up, `mem.rs` registered
+//! memory, `progress.rs` completions and blocking, `wire.rs` its wire format):
 //!
-//! Backends are tested against one contract suite, [`contract`], which later
-//! backends (tcp, roce, verbs) reuse unchanged.
+//! * [`shm`]: ranks on one node: lock-free rings in a shared segment, and
+//!   single-copy large transfers with CMA;
+//! * [`tcp`]: one authenticated connection per pair of ranks on different
+//!   hosts; active messages only;
+//! * [`roce`]: soft-RoCE, the RoCEv2 protocol (reliable-connected queue pairs,
+//!   RDMA READ/WRITE and atomics) over the kernel's UDP sockets, for hosts
+//!   without an RDMA device; its reliability engine is sans-IO and tested in a
+//!   simulated network;
+//! * `verbs` (cargo feature `verbs`): RDMA devices through libibverbs RC queue
+//!   pairs (libibverbs is loaded at run time);
+//! * [`loopback`]: a rank talking to itself.
 //!
-//! [`roce`] holds the RoCEv2 wire format and its ICRC: the foundation of the
-//! soft-RoCE backend to come.
+//! [`auth`] holds the job secret and the challenge-response that every
+//! connection of a job starts with; [`codec`] the bounds-checked reader and
+//! writer of the fixed-layout messages. The data path dispatches statically
+//! through the [`Transport`] enum, chosen once per job.
 //!
-//! With the cargo feature `verbs`, `verbs` is the same contract over libibverbs
-//! RC queue pairs (RDMA devices; libibverbs is loaded at run time).
+//! Every backend is tested against one contract suite, [`contract`]
+//! (`tests/contract.rs`, `tests/tcp.rs`, `tests/roce.rs`, `tests/verbs.rs`).
 //!
 //! ```
 //! use dos_transport::{loopback::Loopback, ActiveMessages, Event, Progress};
@@ -53,11 +61,11 @@ pub mod codec;
 pub mod contract;
 mod error;
 pub mod loopback;
+mod poll;
 pub mod roce;
 pub mod shm;
 pub mod tcp;
 mod transport;
-pub mod udp;
 #[cfg(feature = "verbs")]
 pub mod verbs;
 

@@ -1,4 +1,4 @@
-//! `RoceIface`: one rank's soft-RoCE endpoint — a UDP socket ([`crate::udp`]),
+//! `RoceIface`: one rank's soft-RoCE endpoint — a UDP socket ([`super::udp`]),
 //! one reliable-connected queue pair ([`super::engine::Qp`]) per peer, and the
 //! transport traits on top.
 //!
@@ -6,11 +6,11 @@
 //!   copies header and body into a slot of its registered send pool; every
 //!   queue pair keeps [`RECV_DEPTH`] receive slots posted and reposts each after
 //!   its message was delivered.
-//! * [`Rma::put_zc`] is an RDMA WRITE from the caller's memory, registered for
+//! * [`Rma::put_zc`](crate::Rma::put_zc) is an RDMA WRITE from the caller's memory, registered for
 //!   the time of the write (the engine reads it when it transmits and again if
 //!   it retransmits, so the body is lent until the write is acknowledged);
 //!   `get` and `put` are an RDMA READ / WRITE that complete in the call.
-//! * Memory registered with [`Rma::mem_register`] is what peers' RDMA WRITEs,
+//! * Memory registered with [`Rma::mem_register`](crate::Rma::mem_register) is what peers' RDMA WRITEs,
 //!   READs and atomics may reach; the engine checks every access against it.
 //! * Queue pair numbers: rank `a`'s queue pair for peer `b` is `QPN_BASE + b`,
 //!   and the initial PSNs of each direction are derived from the job's secret,
@@ -51,131 +51,67 @@
 //!   and is not waited for.
 //!
 //! Not `Sync`: one thread drives it (like every backend).
+//!
+//! # Files
+//!
+//! * `iface.rs` (this one): the endpoint, its shared state, active messages and
+//!   the blocking operations;
+//! * `connect.rs`: binding, the connection address, MTU, initial PSNs and packet
+//!   keys, [`PreparedRoce::connect`];
+//! * `mem.rs`: registered memory, remote keys and the [`crate::Rma`] operations;
+//! * `progress.rs`: building and sending trains of datagrams, the receive path,
+//!   the timers, the driver thread, draining, and [`crate::Progress`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::engine::{
-    dest_qpn, Access, AtomicOp, Memory, PostError, Qp, QpConfig, RegionInfo, RemoteAddr, SendWr,
-    Sge, WcOpcode, WcStatus,
-};
-use super::icrc::{ipv4_id_mask, GSO_MAX_SEGMENTS, ICRC_LEN, MAX_IPV4_PAYLOAD};
-use super::wire::{PacketKey, Psn, Qpn, AUTH_TAG_LEN};
-use crate::udp::{RecvBatch, UdpSocket, GRO_SLOT};
-use crate::{
-    ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey, Result, Rma,
-    Sent,
-};
+use super::engine::{Access, Memory, PostError, Qp, RemoteAddr, SendWr, Sge, WcStatus};
+use super::udp::{RecvBatch, UdpSocket};
+use super::wire::AUTH_TAG_LEN;
+use crate::{ActiveMessages, AmId, Caps, Error, Iface, RemoteKey, Result};
+
+pub use super::connect::{roce_mtu_for, PreparedRoce};
+pub use super::progress::RoceWaker;
+
+use super::mem::*;
+use super::progress::*;
 
 /// QPN of this rank's queue pair for peer `p`: `QPN_BASE + p`.
 pub const QPN_BASE: u32 = 0x100;
 /// Receive slots posted per queue pair.
 pub const RECV_DEPTH: usize = 64;
 /// Send slots of the active-message pool.
-const SEND_SLOTS: usize = 256;
+pub(super) const SEND_SLOTS: usize = 256;
 /// Largest active message (header and body).
 pub const DEFAULT_MAX_AM: usize = 64 * 1024;
 /// How long a blocking get, put or atomic polls for its answer before sleeping.
-const SYNC_SPIN: Duration = Duration::from_millis(1);
+pub(super) const SYNC_SPIN: Duration = Duration::from_millis(1);
 /// How long a leaving endpoint goes on answering after everything it sent was
 /// acknowledged, until nothing has arrived for this long: a peer whose last
 /// message's ACK was lost sends it again after its timeout (20 ms, more when
 /// backing off), and must get its ACK, or it waits for a rank that has left.
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Datagrams read per `recvmmsg`.
-const RX_BATCH: usize = 32;
+pub(super) const RX_BATCH: usize = 32;
 /// The largest RoCE MTU by default: 4096, the largest the IBA defines.
 /// [`PreparedRoce::with_max_mtu`] allows up to 32768 (an extension only this
 /// implementation accepts) on links whose MTU carries it.
 pub const DEFAULT_MAX_MTU: u32 = 4096;
 /// Bytes of a RoCEv2 datagram around the payload on an IPv4 link: IPv4 and
 /// UDP headers, the largest transport headers, the authentication tag, the ICRC.
-const LINK_OVERHEAD: usize =
+pub(super) const LINK_OVERHEAD: usize =
     20 + 8 + super::wire::MAX_HEADERS_LEN + AUTH_TAG_LEN + super::icrc::ICRC_LEN;
 /// Size of a packed remote key.
-const RKEY_LEN: usize = 21;
-
-/// Registered process memory, reached by key.
-#[derive(Debug, Default)]
-struct RawMemory {
-    regions: HashMap<u32, (usize, usize, Access)>,
-    next_key: u32,
-}
-
-impl RawMemory {
-    fn register(&mut self, addr: usize, len: usize, access: Access) -> u32 {
-        self.next_key = self.next_key.wrapping_add(1).max(1);
-        while self.regions.contains_key(&self.next_key) {
-            self.next_key = self.next_key.wrapping_add(1).max(1);
-        }
-        self.regions.insert(self.next_key, (addr, len, access));
-        self.next_key
-    }
-
-    fn deregister(&mut self, key: u32) -> bool {
-        self.regions.remove(&key).is_some()
-    }
-}
-
-impl Memory for RawMemory {
-    fn region(&self, key: u32) -> Option<RegionInfo> {
-        self.regions
-            .get(&key)
-            .map(|&(addr, len, access)| RegionInfo {
-                addr: addr as u64,
-                len: len as u64,
-                access,
-            })
-    }
-
-    fn read(&self, key: u32, offset: u64, dst: &mut [u8]) {
-        let (addr, len, _) = self.regions[&key];
-        assert!(offset as usize + dst.len() <= len);
-        // SAFETY: the engine checked the range against the region; registered
-        // memory stays valid while registered (the registrant's promise).
-        unsafe {
-            std::ptr::copy(
-                (addr + offset as usize) as *const u8,
-                dst.as_mut_ptr(),
-                dst.len(),
-            )
-        };
-    }
-
-    fn write(&mut self, key: u32, offset: u64, src: &[u8]) {
-        let (addr, len, _) = self.regions[&key];
-        assert!(offset as usize + src.len() <= len);
-        // SAFETY: as in `read`.
-        unsafe { std::ptr::copy(src.as_ptr(), (addr + offset as usize) as *mut u8, src.len()) };
-    }
-
-    fn atomic(&mut self, key: u32, offset: u64, op: AtomicOp) -> u64 {
-        let (addr, len, _) = self.regions[&key];
-        assert!(offset as usize + 8 <= len);
-        let p = (addr + offset as usize) as *mut u64;
-        assert!(p as usize % 8 == 0);
-        // SAFETY: aligned and inside a registered region; other processes and
-        // this one reach the word only with atomics.
-        let w = unsafe { AtomicU64::from_ptr(p) };
-        match op {
-            AtomicOp::FetchAdd { add } => w.fetch_add(add, Ordering::AcqRel),
-            AtomicOp::CompareSwap { compare, swap } => {
-                match w.compare_exchange(compare, swap, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(v) | Err(v) => v,
-                }
-            }
-        }
-    }
-}
+pub(super) const RKEY_LEN: usize = 21;
 
 /// What a work request id stands for.
 #[derive(Debug, Clone, Copy)]
-enum Wr {
+pub(super) enum Wr {
     /// An active message in send slot `slot`.
     Am { slot: usize },
     /// A receive slot of a peer's queue pair.
@@ -188,167 +124,75 @@ enum Wr {
     Atomic,
 }
 
-struct PeerQp {
-    qp: Qp,
+pub(super) struct PeerQp {
+    pub(super) qp: Qp,
 }
 
-struct State {
-    qps: Vec<Option<PeerQp>>,
-    mem: RawMemory,
-    wrs: HashMap<u64, Wr>,
-    next_wr: u64,
-    send_free: Vec<usize>,
+pub(super) struct State {
+    pub(super) qps: Vec<Option<PeerQp>>,
+    pub(super) mem: RawMemory,
+    pub(super) wrs: HashMap<u64, Wr>,
+    pub(super) next_wr: u64,
+    pub(super) send_free: Vec<usize>,
     /// Completed blocking operations: wr id → status.
-    sync_done: HashMap<u64, WcStatus>,
+    pub(super) sync_done: HashMap<u64, WcStatus>,
     /// Completed remote atomics: wr id → status and old value.
-    atomic_done: HashMap<u64, (WcStatus, u64)>,
+    pub(super) atomic_done: HashMap<u64, (WcStatus, u64)>,
     /// Peers whose queue pair failed, to report once.
-    broken: VecDeque<usize>,
+    pub(super) broken: VecDeque<usize>,
 }
 
 /// What the owner and the driver thread share.
-struct Inner {
-    sock: UdpSocket,
+pub(super) struct Inner {
+    pub(super) sock: UdpSocket,
     /// Trains go out with UDP GSO (and come in with GRO); cleared if the kernel
     /// refuses a GSO send.
-    gso: AtomicBool,
-    st: Mutex<State>,
-    rx: Mutex<RecvBatch>,
+    pub(super) gso: AtomicBool,
+    pub(super) st: Mutex<State>,
+    pub(super) rx: Mutex<RecvBatch>,
     /// Deliverable completions: (peer, recv slot, length, id) and (peer, token).
-    stashed: Mutex<Stash>,
+    pub(super) stashed: Mutex<Stash>,
     /// When the owner last drove the engines (µs since `epoch`).
-    owner_seen: AtomicU64,
-    epoch: Instant,
-    stop: AtomicBool,
+    pub(super) owner_seen: AtomicU64,
+    pub(super) epoch: Instant,
+    pub(super) stop: AtomicBool,
     /// Written by the driver when it stashed something while the owner sleeps.
-    wake: OwnedFd,
+    pub(super) wake: OwnedFd,
     /// The datagrams being built and sent; taken before `st`.
-    tx: Mutex<TxBatch>,
+    pub(super) tx: Mutex<TxBatch>,
     /// Trains of more than one packet sent with GSO and received with GRO.
-    trains_out: AtomicU64,
-    trains_in: AtomicU64,
+    pub(super) trains_out: AtomicU64,
+    pub(super) trains_in: AtomicU64,
     /// Held ACKs that the driver thread let go for an owner gone away.
-    driver_releases: AtomicU64,
+    pub(super) driver_releases: AtomicU64,
     /// Datagrams dropped because they did not come from the address and port of
     /// the queue pair they name (or named no queue pair of ours).
-    rx_foreign: AtomicU64,
+    pub(super) rx_foreign: AtomicU64,
     /// Tests stop the driver thread for a while with this.
     #[cfg(test)]
-    driver_paused: AtomicBool,
+    pub(super) driver_paused: AtomicBool,
 }
 
-/// Datagrams built for one transmission, back to back in one buffer that is
-/// kept from one transmission to the next (no allocation per datagram).
-#[derive(Default)]
-struct TxBatch {
-    bytes: Vec<u8>,
-    used: usize,
-    dgrams: Vec<(SocketAddr, std::ops::Range<usize>)>,
-}
-
-impl TxBatch {
-    fn clear(&mut self) {
-        self.used = 0;
-        self.dgrams.clear();
-    }
-
-    /// Room for a datagram of up to `max` bytes after the last one.
-    fn room(&mut self, max: usize) -> &mut [u8] {
-        if self.bytes.len() < self.used + max {
-            self.bytes.resize(self.used + max, 0);
-        }
-        &mut self.bytes[self.used..self.used + max]
-    }
-
-    /// Makes the first `len` bytes of the last [`TxBatch::room`] a datagram to `to`.
-    fn commit(&mut self, to: SocketAddr, len: usize) {
-        self.dgrams.push((to, self.used..self.used + len));
-        self.used += len;
-    }
-
-    /// Adds every datagram that `qp` has to send now.
-    fn fill<M: super::engine::Memory + ?Sized>(&mut self, qp: &mut Qp, now: Instant, mem: &M) {
-        let (to, max) = (qp.config().remote, qp.max_datagram_len());
-        while let Some(len) = qp.poll_transmit(now, self.room(max), mem) {
-            self.commit(to, len);
-        }
-    }
-
-    #[cfg(test)]
-    fn push(&mut self, to: SocketAddr, d: &[u8]) {
-        self.room(d.len()).copy_from_slice(d);
-        self.commit(to, d.len());
-    }
-
-    fn get(&self, i: usize) -> &[u8] {
-        &self.bytes[self.dgrams[i].1.clone()]
-    }
-
-    /// Splits the datagrams into trains that one UDP GSO send can carry:
-    /// consecutive datagrams to one destination, all of the first one's length
-    /// but the last, which may be shorter; at most [`GSO_MAX_SEGMENTS`] and
-    /// 64 KiB.
-    fn trains(&self) -> Vec<std::ops::Range<usize>> {
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < self.dgrams.len() {
-            let (to, len) = (self.dgrams[i].0, self.dgrams[i].1.len());
-            let mut total = len;
-            let mut j = i + 1;
-            while j < self.dgrams.len() && j - i < GSO_MAX_SEGMENTS {
-                let (t, r) = &self.dgrams[j];
-                if *t != to || r.len() > len || total + r.len() > MAX_IPV4_PAYLOAD {
-                    break;
-                }
-                total += r.len();
-                j += 1;
-                if r.len() < len {
-                    break;
-                }
-            }
-            out.push(i..j);
-            i = j;
-        }
-        out
-    }
-
-    /// Turns the ICRC of the `k`-th datagram of each train between "for IPv4
-    /// identification 0" and "for identification `k`", the one the kernel gives
-    /// it when it splits the train (its own inverse).
-    fn set_train_ids(&mut self, trains: &[std::ops::Range<usize>]) {
-        for r in trains {
-            for (k, i) in r.clone().enumerate().skip(1) {
-                let d = self.dgrams[i].1.clone();
-                let body = d.len() - ICRC_LEN;
-                let mask = ipv4_id_mask(body, k as u16).to_le_bytes();
-                for (b, m) in self.bytes[d.start + body..d.end].iter_mut().zip(mask) {
-                    *b ^= m;
-                }
-            }
-        }
-    }
-}
-
-type Stash = (Vec<(usize, usize, usize, u8)>, Vec<(usize, u64)>);
+pub(super) type Stash = (Vec<(usize, usize, usize, u8)>, Vec<(usize, u64)>);
 
 /// One rank's soft-RoCE endpoint; see the [module docs](self).
 pub struct RoceIface {
-    me: usize,
-    n: usize,
-    max_am: usize,
-    inner: Arc<Inner>,
-    send_pool: Box<[u8]>,
-    send_key: u32,
-    recv_pool: Box<[u8]>,
-    recv_key: u32,
+    pub(super) me: usize,
+    pub(super) n: usize,
+    pub(super) max_am: usize,
+    pub(super) inner: Arc<Inner>,
+    pub(super) send_pool: Box<[u8]>,
+    pub(super) send_key: u32,
+    pub(super) recv_pool: Box<[u8]>,
+    pub(super) recv_key: u32,
     /// Set while `progress` runs (a call from a callback does nothing).
-    busy: Cell<bool>,
+    pub(super) busy: Cell<bool>,
     /// Messages to itself.
-    self_q: RefCell<VecDeque<(u8, Vec<u8>)>>,
-    driver: Option<std::thread::JoinHandle<()>>,
+    pub(super) self_q: RefCell<VecDeque<(u8, Vec<u8>)>>,
+    pub(super) driver: Option<std::thread::JoinHandle<()>>,
     /// The queue pairs' retry budget: how long dropping the endpoint waits for
     /// its last messages to be acknowledged.
-    retry_budget: Duration,
+    pub(super) retry_budget: Duration,
 }
 
 impl std::fmt::Debug for RoceIface {
@@ -387,69 +231,6 @@ impl std::fmt::Debug for RoceIface {
     }
 }
 
-/// A bound, not yet connected endpoint: its [`PreparedRoce::address`] goes to the peers.
-#[derive(Debug)]
-pub struct PreparedRoce {
-    me: usize,
-    n: usize,
-    sock: UdpSocket,
-    seed: [u8; 16],
-    /// The MTU of the interface the socket is bound to (IP bytes).
-    link_mtu: usize,
-    max_mtu: u32,
-    /// Send trains with UDP GSO and receive them with UDP GRO.
-    segmentation: bool,
-    /// The queue pairs' local ACK timeout, if not the engine's default.
-    ack_timeout: Option<Duration>,
-    /// The queue pairs' retry budget, if not the engine's default.
-    retry_budget: Option<Duration>,
-    /// Authenticate every packet (the default).
-    auth: bool,
-    /// This endpoint's fresh nonce, sent in its address: part of every packet key.
-    nonce: [u8; NONCE_LEN],
-    /// The job's key of packet keys, derived from its secret.
-    job_key: JobKey,
-}
-
-/// Bytes of an endpoint's nonce.
-const NONCE_LEN: usize = 16;
-
-/// The key from which every packet key of a job is derived (not shown by `Debug`).
-struct JobKey([u8; 32]);
-
-impl std::fmt::Debug for JobKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JobKey(..)")
-    }
-}
-
-impl JobKey {
-    fn new(secret: &crate::auth::Secret) -> JobKey {
-        JobKey(blake3::derive_key(
-            "dos roce packet keys v1",
-            secret.as_bytes(),
-        ))
-    }
-
-    /// The packet key of the direction `from` → `to` of the connection between
-    /// the endpoints with nonces `from_nonce` and `to_nonce`.
-    fn packet_key(
-        &self,
-        from: usize,
-        to: usize,
-        from_nonce: &[u8; NONCE_LEN],
-        to_nonce: &[u8; NONCE_LEN],
-    ) -> PacketKey {
-        let mut h = blake3::Hasher::new_keyed(&self.0);
-        h.update(b"dos roce v2 qp key");
-        h.update(&(from as u64).to_le_bytes());
-        h.update(&(to as u64).to_le_bytes());
-        h.update(from_nonce);
-        h.update(to_nonce);
-        PacketKey::from_bytes(*h.finalize().as_bytes())
-    }
-}
-
 /// Datagrams an endpoint dropped as not its peers' ([`RoceIface::rejected`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Rejected {
@@ -458,456 +239,6 @@ pub struct Rejected {
     pub wrong_source: u64,
     /// From the right address, with a wrong authentication tag.
     pub bad_tag: u64,
-}
-
-/// The largest RoCE MTU (a power of two from 256) whose datagrams fit an IP
-/// MTU of `link_mtu` bytes, at most `cap`; as real RoCE devices do, a
-/// 1500-byte Ethernet gets 1024 and a 9000-byte (jumbo) one 4096.
-pub fn roce_mtu_for(link_mtu: usize, cap: u32) -> u32 {
-    let mut m = 256u32;
-    while m < cap && (2 * m) as usize + LINK_OVERHEAD <= link_mtu {
-        m *= 2;
-    }
-    m
-}
-
-/// The MTU of the interface that holds `ip` (1500 if it cannot be found).
-fn link_mtu_of(ip: IpAddr) -> usize {
-    let IpAddr::V4(ip) = ip else { return 1500 };
-    if ip.is_unspecified() {
-        return 1500;
-    }
-    let mut found = None;
-    let mut ifs: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills a list we free below; we read it only while alive.
-    if unsafe { libc::getifaddrs(&mut ifs) } != 0 {
-        return 1500;
-    }
-    let mut cur = ifs;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null()
-            // SAFETY: a non-null address of the list.
-            || i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET
-        {
-            continue;
-        }
-        // SAFETY: an AF_INET address is a sockaddr_in.
-        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-        if u32::from_be(sin.sin_addr.s_addr) != u32::from(ip) {
-            continue;
-        }
-        // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated and
-        // shorter than IFNAMSIZ (the kernel's limit on interface names).
-        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-        // SAFETY: ifa_name is a NUL-terminated C string of the list.
-        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) }.to_bytes();
-        for (d, s) in req
-            .ifr_name
-            .iter_mut()
-            .zip(name.iter().take(libc::IFNAMSIZ - 1))
-        {
-            *d = *s as libc::c_char;
-        }
-        // SAFETY: a datagram socket only to ask for the MTU; closed below.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        if fd >= 0 {
-            // SAFETY: SIOCGIFMTU reads the name and writes ifru_mtu of `req`.
-            if unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) } == 0 {
-                // SAFETY: the kernel filled the MTU member of the union.
-                found = Some(unsafe { req.ifr_ifru.ifru_mtu }.max(0) as usize);
-            }
-            // SAFETY: closing the descriptor opened above.
-            unsafe { libc::close(fd) };
-        }
-        break;
-    }
-    // SAFETY: the list from getifaddrs, freed once.
-    unsafe { libc::freeifaddrs(ifs) };
-    found.unwrap_or(1500)
-}
-
-/// The initial PSN of the direction `from` → `to`, derived from the job's secret.
-fn initial_psn(seed: &[u8; 16], from: usize, to: usize) -> Psn {
-    let mut h: u64 = 0x524f_4345;
-    for v in [
-        u64::from_le_bytes(seed[..8].try_into().expect("8")),
-        u64::from_le_bytes(seed[8..].try_into().expect("8")),
-        from as u64,
-        to as u64,
-    ] {
-        h ^= v;
-        h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        h ^= h >> 29;
-    }
-    Psn::new((h & 0x00ff_ffff) as u32)
-}
-
-impl RoceIface {
-    /// Binds endpoint `me` of `n` to `ip`, on UDP port 4791 if it is free and
-    /// on a port the kernel chooses otherwise; `secret` seeds the initial PSNs
-    /// of every connection.
-    pub fn prepare(
-        me: usize,
-        n: usize,
-        ip: IpAddr,
-        secret: &crate::auth::Secret,
-    ) -> Result<PreparedRoce> {
-        // RoCEv2's own port if it is free (one rank per host: what capture
-        // tools decode as RoCE without being told), any port otherwise.
-        let sock = UdpSocket::bind(SocketAddr::new(ip, super::ROCE_V2_PORT))
-            .or_else(|_| UdpSocket::bind(SocketAddr::new(ip, 0)))?;
-        let mut seed = [0u8; 16];
-        for (i, b) in secret.as_bytes().iter().enumerate() {
-            seed[i % 16] ^= *b;
-        }
-        let mut nonce = [0u8; NONCE_LEN];
-        crate::auth::fill_random(&mut nonce)?;
-        Ok(PreparedRoce {
-            me,
-            n,
-            sock,
-            seed,
-            link_mtu: link_mtu_of(ip),
-            max_mtu: DEFAULT_MAX_MTU,
-            segmentation: true,
-            ack_timeout: None,
-            retry_budget: None,
-            auth: true,
-            nonce,
-            job_key: JobKey::new(secret),
-        })
-    }
-}
-
-impl PreparedRoce {
-    /// Limits the RoCE MTU to `mtu` bytes (a power of two from 256 to 32768;
-    /// above 4096 only peers of this implementation understand the packets).
-    /// Every endpoint of a job should be given the same limit; a connection
-    /// uses the smaller of its two ends' MTUs either way.
-    pub fn with_max_mtu(mut self, mtu: u32) -> Result<PreparedRoce> {
-        if super::engine::Mtu::new(mtu).is_none() {
-            return Err(Error::Malformed {
-                what: "roce MTU",
-                reason: "not a power of two from 256 to 32768",
-            });
-        }
-        self.max_mtu = mtu;
-        Ok(self)
-    }
-
-    /// Whether to send trains of equal packets with UDP segmentation offload and
-    /// to receive them in one piece with UDP GRO (on by default; used only where
-    /// the kernel offers it). The packets on the wire are the same either way:
-    /// each carries the ICRC for the IPv4 identification the kernel gives it
-    /// ([`super::icrc::ipv4_id_mask`]).
-    pub fn with_segmentation(mut self, on: bool) -> PreparedRoce {
-        self.segmentation = on;
-        self
-    }
-
-    /// Sets the local ACK timeout of every queue pair (how long a sender waits
-    /// for an acknowledgement before it goes back and resends; IBA's local
-    /// ACK timeout). The default is the engine's, 20 ms; it backs off to 1 s
-    /// (or to `t` if that is longer) while nothing is acknowledged.
-    pub fn with_ack_timeout(mut self, t: Duration) -> PreparedRoce {
-        self.ack_timeout = Some(t);
-        self
-    }
-
-    /// Sets how long every queue pair keeps retransmitting without progress
-    /// before it gives its peer up ([`QpConfig::retry_budget`]; the default is
-    /// [`super::engine::DEFAULT_RETRY_BUDGET`], 30 s), and so how long a
-    /// leaving endpoint waits for its last messages to be acknowledged.
-    pub fn with_retry_budget(mut self, t: Duration) -> Result<PreparedRoce> {
-        if t.is_zero() {
-            return Err(Error::Malformed {
-                what: "roce retry budget",
-                reason: "must not be zero",
-            });
-        }
-        self.retry_budget = Some(t);
-        Ok(self)
-    }
-
-    /// Whether every packet carries an authentication tag (on by default; see the
-    /// [module docs](self)). Off (`DOS_ROCE_AUTH=0`), packets are plain RoCEv2,
-    /// for peers that are RoCE devices: then only the source address check and
-    /// the secret initial PSNs keep strangers' datagrams out. Every endpoint of a
-    /// job must say the same.
-    pub fn with_packet_auth(mut self, on: bool) -> PreparedRoce {
-        self.auth = on;
-        self
-    }
-
-    /// The RoCE MTU this endpoint offers: what its link carries, at most the limit.
-    pub fn mtu(&self) -> u32 {
-        roce_mtu_for(self.link_mtu, self.max_mtu)
-    }
-
-    /// The address peers connect to (25 bytes): IPv4 address, UDP port, the RoCE
-    /// MTU this end offers, whether it authenticates packets and its nonce.
-    pub fn address(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(ADDR_LEN);
-        if let SocketAddr::V4(a) = self.sock.local_addr() {
-            v.extend_from_slice(&a.ip().octets());
-            v.extend_from_slice(&a.port().to_le_bytes());
-            v.extend_from_slice(&(self.mtu().trailing_zeros() as u16).to_le_bytes());
-            v.push(u8::from(self.auth) * ADDR_FLAG_AUTH);
-            v.extend_from_slice(&self.nonce);
-        }
-        v
-    }
-
-    /// Creates a queue pair for every peer whose address is given (`addrs[p]`;
-    /// `None` for itself and for peers reached otherwise).
-    ///
-    /// Fails on an address that does not decode, and on a peer that does not
-    /// authenticate packets when this end does, or the other way round (the job's
-    /// endpoints were set up differently: `DOS_ROCE_AUTH`).
-    pub fn connect(self, addrs: &[Option<Vec<u8>>]) -> Result<RoceIface> {
-        let max_am = DEFAULT_MAX_AM;
-        let n = self.n;
-        if addrs.len() != n {
-            return Err(Error::Malformed {
-                what: "roce addresses",
-                reason: "not one per peer",
-            });
-        }
-        let mut mem = RawMemory::default();
-        let send_pool = vec![0u8; SEND_SLOTS * max_am].into_boxed_slice();
-        let send_key = mem.register(send_pool.as_ptr() as usize, send_pool.len(), Access::NONE);
-        let npeers = addrs.iter().filter(|a| a.is_some()).count();
-        let recv_pool = vec![0u8; (npeers * RECV_DEPTH).max(1) * max_am].into_boxed_slice();
-        let recv_key = mem.register(
-            recv_pool.as_ptr() as usize,
-            recv_pool.len(),
-            Access::LOCAL_WRITE,
-        );
-        let local = self.sock.local_addr();
-        let my_mtu = self.mtu();
-        let mut largest_dgram = 0;
-        let mut qps = Vec::with_capacity(n);
-        let mut st_wrs = HashMap::new();
-        let mut next_wr = 1u64;
-        let mut k = 0;
-        for (p, a) in addrs.iter().enumerate() {
-            let Some(a) = a else {
-                qps.push(None);
-                continue;
-            };
-            let PeerAddr {
-                addr: remote,
-                mtu: their_mtu,
-                auth: their_auth,
-                nonce: their_nonce,
-            } = decode_addr(a)?;
-            if their_auth != self.auth {
-                return Err(Error::Malformed {
-                    what: "roce address",
-                    reason: if self.auth {
-                        "a peer does not authenticate its packets and this end does \
-                         (DOS_ROCE_AUTH differs between ranks)"
-                    } else {
-                        "a peer authenticates its packets and this end does not \
-                         (DOS_ROCE_AUTH differs between ranks)"
-                    },
-                });
-            }
-            let mut cfg = QpConfig::new(qpn(p)?, qpn(self.me)?, local, remote);
-            // Both ends compute the same: the smaller of the two offers.
-            cfg.mtu = super::engine::Mtu::new(my_mtu.min(their_mtu)).ok_or(Error::Malformed {
-                what: "roce address",
-                reason: "MTU out of range",
-            })?;
-            cfg.send_psn = initial_psn(&self.seed, self.me, p);
-            cfg.recv_psn = initial_psn(&self.seed, p, self.me);
-            cfg.rq_depth = RECV_DEPTH * 2;
-            if let Some(t) = self.ack_timeout {
-                cfg.timeout = t;
-                cfg.max_timeout = cfg.max_timeout.max(t);
-            }
-            if let Some(t) = self.retry_budget {
-                cfg.retry_budget = t;
-            }
-            let mut qp = Qp::new(cfg).map_err(|e| Error::Malformed {
-                what: "roce queue pair configuration",
-                reason: e.0,
-            })?;
-            if self.auth {
-                let k = &self.job_key;
-                qp.set_packet_keys(
-                    k.packet_key(self.me, p, &self.nonce, &their_nonce),
-                    k.packet_key(p, self.me, &their_nonce, &self.nonce),
-                );
-            }
-            largest_dgram = largest_dgram.max(qp.max_datagram_len());
-            let recv_base = k * RECV_DEPTH;
-            for s in 0..RECV_DEPTH {
-                let slot = recv_base + s;
-                let id = next_wr;
-                next_wr += 1;
-                st_wrs.insert(id, Wr::Recv { slot });
-                qp.post_recv(super::engine::RecvWr {
-                    wr_id: id,
-                    sge: Sge {
-                        key: recv_key,
-                        addr: (recv_pool.as_ptr() as usize + slot * max_am) as u64,
-                        len: max_am as u32,
-                    },
-                })
-                .map_err(|_| Error::Malformed {
-                    what: "roce receive queue",
-                    reason: "too small for the receive slots",
-                })?;
-            }
-            qps.push(Some(PeerQp { qp }));
-            k += 1;
-        }
-        // SAFETY: plain system call.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if efd < 0 {
-            return Err(Error::last_os("eventfd"));
-        }
-        let gso = self.segmentation && self.sock.enable_gro();
-        // Room for one byte more than the largest datagram of any queue pair,
-        // so that an oversized one shows as such; a whole train with GRO.
-        let slot = if gso {
-            GRO_SLOT
-        } else {
-            largest_dgram.max(256) + 1
-        };
-        let inner = Arc::new(Inner {
-            sock: self.sock,
-            gso: AtomicBool::new(gso),
-            st: Mutex::new(State {
-                qps,
-                mem,
-                wrs: st_wrs,
-                next_wr,
-                send_free: (0..SEND_SLOTS).rev().collect(),
-                sync_done: HashMap::new(),
-                atomic_done: HashMap::new(),
-                broken: VecDeque::new(),
-            }),
-            rx: Mutex::new(RecvBatch::new(RX_BATCH, slot)),
-            stashed: Mutex::new((Vec::new(), Vec::new())),
-            owner_seen: AtomicU64::new(0),
-            epoch: Instant::now(),
-            stop: AtomicBool::new(false),
-            tx: Mutex::new(TxBatch::default()),
-            trains_out: AtomicU64::new(0),
-            trains_in: AtomicU64::new(0),
-            driver_releases: AtomicU64::new(0),
-            rx_foreign: AtomicU64::new(0),
-            #[cfg(test)]
-            driver_paused: AtomicBool::new(false),
-            // SAFETY: a fresh descriptor that we own.
-            wake: unsafe { OwnedFd::from_raw_fd(efd) },
-        });
-        let d = inner.clone();
-        let driver = std::thread::Builder::new()
-            .name(format!("dos-roce-{}", self.me))
-            .spawn(move || d.drive())
-            .map_err(|e| Error::Sys {
-                op: "spawn the roce driver thread",
-                source: e,
-            })?;
-        Ok(RoceIface {
-            me: self.me,
-            n,
-            max_am,
-            inner,
-            send_pool,
-            send_key,
-            recv_pool,
-            recv_key,
-            busy: Cell::new(false),
-            self_q: RefCell::new(VecDeque::new()),
-            driver: Some(driver),
-            retry_budget: self
-                .retry_budget
-                .unwrap_or(super::engine::DEFAULT_RETRY_BUDGET),
-        })
-    }
-}
-
-fn qpn(p: usize) -> Result<Qpn> {
-    Qpn::new(QPN_BASE + p as u32).ok_or(Error::Malformed {
-        what: "roce queue pair number",
-        reason: "too many ranks",
-    })
-}
-
-/// Bytes of an endpoint's address: IPv4 address (4), port (2), log2 of its MTU
-/// (2), flags (1), nonce (16).
-const ADDR_LEN: usize = 9 + NONCE_LEN;
-/// Address flag: the endpoint authenticates its packets.
-const ADDR_FLAG_AUTH: u8 = 1;
-
-/// A peer's connection address, decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct PeerAddr {
-    /// Where its socket is.
-    addr: SocketAddr,
-    /// The RoCE MTU it offers.
-    mtu: u32,
-    /// Whether it authenticates its packets.
-    auth: bool,
-    /// Its nonce for the packet keys.
-    nonce: [u8; NONCE_LEN],
-}
-
-/// An endpoint's address ([`PreparedRoce::address`]).
-fn decode_addr(b: &[u8]) -> Result<PeerAddr> {
-    let bad = |reason| Error::Malformed {
-        what: "roce address",
-        reason,
-    };
-    let Some((&[a, b2, c, d, p0, p1, m0, m1, flags], nonce)) = b.split_first_chunk::<9>() else {
-        return Err(bad("not 25 bytes"));
-    };
-    let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| bad("not 25 bytes"))?;
-    let log = u16::from_le_bytes([m0, m1]);
-    let mtu = (8..=15)
-        .contains(&log)
-        .then(|| 1u32 << log)
-        .ok_or(bad("MTU out of range"))?;
-    if flags & !ADDR_FLAG_AUTH != 0 {
-        return Err(bad("unknown flags"));
-    }
-    Ok(PeerAddr {
-        addr: SocketAddr::new(IpAddr::from([a, b2, c, d]), u16::from_le_bytes([p0, p1])),
-        mtu,
-        auth: flags & ADDR_FLAG_AUTH != 0,
-        nonce,
-    })
-}
-
-/// A remote key: region key, address and length.
-fn pack_key(key: u32, addr: usize, len: usize) -> Result<RemoteKey> {
-    let mut b = [0u8; RKEY_LEN];
-    b[0] = b'R';
-    b[1..5].copy_from_slice(&key.to_le_bytes());
-    b[5..13].copy_from_slice(&(addr as u64).to_le_bytes());
-    b[13..21].copy_from_slice(&(len as u64).to_le_bytes());
-    RemoteKey::from_bytes(&b)
-}
-
-fn unpack_key(k: &RemoteKey) -> Result<(u32, u64, u64)> {
-    match k.as_bytes() {
-        b if b.len() == RKEY_LEN && b[0] == b'R' => Ok((
-            u32::from_le_bytes(b[1..5].try_into().expect("4")),
-            u64::from_le_bytes(b[5..13].try_into().expect("8")),
-            u64::from_le_bytes(b[13..21].try_into().expect("8")),
-        )),
-        _ => Err(Error::Malformed {
-            what: "roce remote key",
-            reason: "not a key of this backend",
-        }),
-    }
 }
 
 impl RoceIface {
@@ -948,11 +279,11 @@ impl RoceIface {
         self.inner.sock.local_addr()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.lock()
     }
 
-    fn take_wr(st: &mut State, w: Wr) -> u64 {
+    pub(super) fn take_wr(st: &mut State, w: Wr) -> u64 {
         let id = st.next_wr;
         st.next_wr += 1;
         st.wrs.insert(id, w);
@@ -960,7 +291,7 @@ impl RoceIface {
     }
 
     /// Reposts receive slot `slot` of peer `p`.
-    fn repost(&self, p: usize, slot: usize) {
+    pub(super) fn repost(&self, p: usize, slot: usize) {
         let mut st = self.lock();
         let id = Self::take_wr(&mut st, Wr::Recv { slot });
         let addr = (self.recv_pool.as_ptr() as usize + slot * self.max_am) as u64;
@@ -982,7 +313,7 @@ impl RoceIface {
     /// the work request waits for the next pump, post to that peer or `wait`
     /// (a doorbell rung once for many: one system call and one GSO train for a
     /// burst of small puts).
-    fn post(&self, peer: usize, wr: SendWr, ring: bool) -> Result<()> {
+    pub(super) fn post(&self, peer: usize, wr: SendWr, ring: bool) -> Result<()> {
         let mut tx = self.inner.tx();
         tx.clear();
         let mut guard = self.lock();
@@ -1032,7 +363,7 @@ impl RoceIface {
     }
 
     /// Runs a blocking RDMA READ or WRITE of `len` bytes at `local` to completion.
-    fn sync_op(
+    pub(super) fn sync_op(
         &self,
         peer: usize,
         local: *mut u8,
@@ -1101,7 +432,7 @@ impl RoceIface {
     /// Waits for the completion of the synchronous work request that `take`
     /// finds (it removes and returns the status and the result), pumping the
     /// driver meanwhile; maps a failed status to the caller's error.
-    fn await_wr<T>(
+    pub(super) fn await_wr<T>(
         &self,
         peer: usize,
         offset: usize,
@@ -1138,7 +469,7 @@ impl RoceIface {
 
     /// Sleeps until the socket is readable or the driver has news, for at
     /// most `timeout` (or until the earliest timer of a queue pair).
-    fn wait_socket(&self, timeout: Duration) {
+    pub(super) fn wait_socket(&self, timeout: Duration) {
         let now = Instant::now();
         let t = match self.inner.next_timer() {
             Some(t) if t <= now => return,
@@ -1164,356 +495,6 @@ impl RoceIface {
             let mut b = [0u8; 8];
             // SAFETY: reads 8 bytes into a live buffer from our eventfd.
             unsafe { libc::read(self.inner.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
-        }
-    }
-}
-
-impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // Every step leaves the state consistent; a panic elsewhere does not matter here.
-        self.st.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn now_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
-    }
-
-    /// Receives, drives every queue pair, transmits; stashes what the owner
-    /// must deliver. Returns whether it stashed anything, and how many
-    /// datagrams it handled. With `defer_acks`, a queue pair that delivered
-    /// messages holds its ACK back ([`Qp::hold_ack`]: the owner is about to
-    /// deliver them and, likely, to answer; the answer goes out first) until
-    /// the owner sends to that peer, its next pump, or before it sleeps.
-    fn pump(&self, defer_acks: bool) -> (bool, usize) {
-        let now = Instant::now();
-        let mut ams = Vec::new();
-        let mut puts = Vec::new();
-        let mut tx = self.tx();
-        tx.clear();
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let mut handled = 0;
-        // 0. ACKs held back by the last pump go first.
-        for pq in st.qps.iter_mut().flatten() {
-            if pq.qp.ack_held() {
-                pq.qp.hold_ack(false);
-                tx.fill(&mut pq.qp, now, &st.mem);
-            }
-        }
-        // 1. Datagrams in.
-        {
-            let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
-            for _ in 0..8 {
-                let k = self.sock.recv_batch(&mut rx).unwrap_or(0);
-                handled += k;
-                for i in 0..k {
-                    let piece = rx.get(i);
-                    if piece.segment < piece.data.len() {
-                        self.trains_in.fetch_add(1, Ordering::Relaxed);
-                    }
-                    for d in piece.segments() {
-                        self.receive(st, now, piece.src, d);
-                    }
-                }
-                if k < RX_BATCH {
-                    break;
-                }
-            }
-        }
-        // 2. Timers, completions, transmissions.
-        for p in 0..st.qps.len() {
-            let Some(pq) = st.qps[p].as_mut() else {
-                continue;
-            };
-            if pq.qp.poll_timeout().is_some_and(|t| t <= now) {
-                pq.qp.handle_timeout(now);
-            }
-            let delivered = ams.len();
-            while let Some(c) = pq.qp.poll_completion() {
-                let Some(w) = st.wrs.remove(&c.wr_id) else {
-                    continue;
-                };
-                match (w, c.opcode) {
-                    (Wr::Recv { slot }, WcOpcode::Recv) if c.status == WcStatus::Success => {
-                        ams.push((p, slot, c.byte_len as usize, c.imm.unwrap_or(0) as u8));
-                    }
-                    (Wr::Recv { .. }, _) => {}
-                    (Wr::Am { slot }, _) => st.send_free.push(slot),
-                    (Wr::Put { key, token }, _) => {
-                        st.mem.deregister(key);
-                        puts.push((p, token));
-                    }
-                    (Wr::Sync { key }, _) => {
-                        st.mem.deregister(key);
-                        st.sync_done.insert(c.wr_id, c.status);
-                    }
-                    (Wr::Atomic, _) => {
-                        st.atomic_done
-                            .insert(c.wr_id, (c.status, c.atomic_orig.unwrap_or(0)));
-                    }
-                }
-                if c.status != WcStatus::Success
-                    && c.status != WcStatus::Flushed
-                    && !st.broken.contains(&p)
-                {
-                    st.broken.push_back(p);
-                }
-            }
-            pq.qp.hold_ack(defer_acks && ams.len() > delivered);
-            tx.fill(&mut pq.qp, now, &st.mem);
-        }
-        let news = !ams.is_empty() || !puts.is_empty() || !st.broken.is_empty();
-        if news {
-            // Still under the state lock: stashes keep the order of completions.
-            let mut s = self.stashed.lock().unwrap_or_else(|e| e.into_inner());
-            s.0.extend(ams);
-            s.1.extend(puts);
-        }
-        drop(guard);
-        self.transmit(&mut tx);
-        (news, handled)
-    }
-
-    /// Hands datagram `d` from `src` to the queue pair it names, if it has one
-    /// and `src` is that queue pair's peer (a RoCE NIC binds a connected queue
-    /// pair to its remote address); counts it as foreign otherwise.
-    fn receive(&self, st: &mut State, now: Instant, src: SocketAddr, d: &[u8]) {
-        // Our queue pair for peer p is number BASE + p.
-        let peer = dest_qpn(d).map(|q| q.get().wrapping_sub(QPN_BASE) as usize);
-        match peer.and_then(|p| st.qps.get_mut(p)) {
-            Some(Some(pq)) if pq.qp.config().remote == src => {
-                pq.qp.handle_datagram(now, d, &mut st.mem);
-            }
-            _ => {
-                self.rx_foreign.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// The transmit batch (taken before the state lock).
-    fn tx(&self) -> MutexGuard<'_, TxBatch> {
-        self.tx.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Sends the datagrams of `tx`: trains with UDP GSO where the kernel does
-    /// it, one datagram at a time otherwise, many per system call; what the
-    /// socket does not take in a moment counts as lost (the engine retransmits
-    /// it).
-    fn transmit(&self, tx: &mut TxBatch) {
-        if tx.dgrams.is_empty() {
-            return;
-        }
-        let deadline = Instant::now() + Duration::from_millis(5);
-        let mut first = 0;
-        if self.gso.load(Ordering::Relaxed) && tx.dgrams.len() > 1 {
-            let trains = tx.trains();
-            tx.set_train_ids(&trains);
-            let segs: Vec<&[u8]> = (0..tx.dgrams.len()).map(|i| tx.get(i)).collect();
-            let msgs: Vec<(SocketAddr, &[&[u8]])> = trains
-                .iter()
-                .map(|r| (tx.dgrams[r.start].0, &segs[r.clone()]))
-                .collect();
-            let mut sent = 0;
-            let mut refused = false;
-            while sent < msgs.len() && Instant::now() < deadline {
-                match self.sock.send_segmented(&msgs[sent..]) {
-                    Ok(k) => {
-                        let t = msgs[sent..sent + k].iter().filter(|m| m.1.len() > 1);
-                        self.trains_out
-                            .fetch_add(t.count() as u64, Ordering::Relaxed);
-                        sent += k;
-                    }
-                    Err(Error::Unsupported { .. }) => {
-                        refused = true;
-                        break;
-                    }
-                    Err(_) => break,
-                }
-            }
-            if !refused {
-                return;
-            }
-            // This kernel or path cannot: one datagram at a time from now on,
-            // the rest with identification 0 again.
-            self.gso.store(false, Ordering::Relaxed);
-            drop(msgs);
-            drop(segs);
-            tx.set_train_ids(&trains[sent..]);
-            first = trains.get(sent).map_or(tx.dgrams.len(), |r| r.start);
-        }
-        let msgs: Vec<(SocketAddr, &[u8])> = (first..tx.dgrams.len())
-            .map(|i| (tx.dgrams[i].0, tx.get(i)))
-            .collect();
-        let mut sent = 0;
-        while sent < msgs.len() && Instant::now() < deadline {
-            match self.sock.send_batch(&msgs[sent..]) {
-                Ok(k) => sent += k,
-                Err(_) => break,
-            }
-        }
-    }
-
-    /// Sends what waits: the ACKs held back and the work requests posted
-    /// without a doorbell. Returns how many held ACKs it let go.
-    fn flush_pending(&self) -> usize {
-        let mut tx = self.tx();
-        tx.clear();
-        let mut released = 0;
-        {
-            let now = Instant::now();
-            let mut guard = self.lock();
-            let st = &mut *guard;
-            for pq in st.qps.iter_mut().flatten() {
-                released += usize::from(pq.qp.ack_held());
-                pq.qp.hold_ack(false);
-                tx.fill(&mut pq.qp, now, &st.mem);
-            }
-        }
-        self.transmit(&mut tx);
-        released
-    }
-
-    /// The earliest timer of any queue pair.
-    fn next_timer(&self) -> Option<Instant> {
-        self.lock()
-            .qps
-            .iter()
-            .flatten()
-            .filter_map(|pq| pq.qp.poll_timeout())
-            .min()
-    }
-
-    /// The driver thread: while the owner has not driven the engines for a
-    /// millisecond (it computes, or sleeps), it receives, acknowledges,
-    /// retransmits and sends on its behalf, and wakes the owner when there is
-    /// something to deliver. While the owner is active it only checks in.
-    fn drive(&self) {
-        while !self.stop.load(Ordering::Acquire) {
-            #[cfg(test)]
-            if self.driver_paused.load(Ordering::Acquire) {
-                std::thread::sleep(Duration::from_micros(200));
-                continue;
-            }
-            let idle = self
-                .now_us()
-                .saturating_sub(self.owner_seen.load(Ordering::Relaxed));
-            if idle < 1000 {
-                std::thread::sleep(Duration::from_micros(1000 - idle));
-                continue;
-            }
-            // What the owner held back or left unsent before it went away.
-            let released = self.flush_pending() as u64;
-            self.driver_releases.fetch_add(released, Ordering::Relaxed);
-            let timeout = match self.next_timer() {
-                Some(t) => t
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(50)),
-                None => Duration::from_millis(50),
-            };
-            poll_fd(self.sock.fd(), timeout);
-            if self.stop.load(Ordering::Acquire) {
-                break;
-            }
-            if self.pump(false).0 {
-                let one = 1u64.to_ne_bytes();
-                // SAFETY: 8 bytes from a live buffer to our eventfd.
-                unsafe { libc::write(self.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
-            }
-        }
-    }
-}
-
-/// Wakes a [`RoceIface`] blocked in `wait` ([`RoceIface::waker`]).
-#[derive(Clone)]
-pub struct RoceWaker(Arc<Inner>);
-
-impl std::fmt::Debug for RoceWaker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoceWaker").finish_non_exhaustive()
-    }
-}
-
-impl RoceWaker {
-    /// Makes the endpoint's current or next `wait` return.
-    pub fn wake(&self) {
-        let one = 1u64.to_ne_bytes();
-        // SAFETY: 8 bytes from a live buffer to the endpoint's eventfd.
-        unsafe { libc::write(self.0.wake.as_raw_fd(), one.as_ptr().cast(), 8) };
-    }
-}
-
-/// Waits until `fd` is readable or `timeout` passes.
-fn poll_fd(fd: RawFd, timeout: Duration) {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
-}
-
-impl RoceIface {
-    /// Leaves gracefully (what dropping the endpoint does): keeps receiving,
-    /// acknowledging and retransmitting until every message sent has been
-    /// acknowledged (a lost last message is sent again, instead of leaving its
-    /// peer waiting for it forever), then for [`LINGER`] after the last datagram
-    /// arrived (answering the retransmissions of peers whose ACKs were lost);
-    /// bounded by the retry budget. A peer whose port answers "unreachable" has
-    /// left: what is still unacknowledged to it is given up at once. Messages
-    /// that arrive meanwhile are dropped. Returns whether everything sent was
-    /// acknowledged (or given up to a peer that left).
-    pub fn drain(&self) -> bool {
-        let start = Instant::now();
-        // A budget of centuries: a day is as good as forever here.
-        let deadline = start
-            .checked_add(self.retry_budget)
-            .unwrap_or(start + Duration::from_secs(86_400));
-        let errors = self.inner.sock.enable_errors();
-        let mut last_rx = start;
-        loop {
-            self.inner
-                .owner_seen
-                .store(self.inner.now_us(), Ordering::Relaxed);
-            let (_, handled) = self.inner.pump(false);
-            if handled > 0 {
-                last_rx = Instant::now();
-            }
-            // What arrives now has no taker: drop it, and give its receive
-            // slot back (a peer that still sends must not run into RNR NAKs).
-            let (ams, _) =
-                std::mem::take(&mut *self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner()));
-            for (peer, slot, _, _) in ams {
-                self.repost(peer, slot);
-            }
-            let refused = if errors {
-                self.inner.sock.take_refused()
-            } else {
-                Vec::new()
-            };
-            let pending = {
-                let mut st = self.lock();
-                st.broken.clear();
-                let mut pending = false;
-                for pq in st.qps.iter_mut().flatten() {
-                    if refused.contains(&pq.qp.config().remote) {
-                        pq.qp.set_error();
-                    }
-                    pending |= pq.qp.state() == super::engine::QpState::Ready
-                        && pq.qp.send_queue_len() > 0;
-                }
-                pending
-            };
-            let now = Instant::now();
-            if now >= deadline {
-                return !pending;
-            }
-            if !pending && now.saturating_duration_since(last_rx) >= LINGER {
-                return true;
-            }
-            let _ = self.inner.flush_pending();
-            self.wait_socket(Duration::from_millis(5));
         }
     }
 }
@@ -1619,225 +600,15 @@ impl ActiveMessages for RoceIface {
     }
 }
 
-impl Progress for RoceIface {
-    fn progress<F: FnMut(Event<'_>)>(&self, mut f: F) -> usize {
-        if self.busy.replace(true) {
-            return 0;
-        }
-        self.inner
-            .owner_seen
-            .store(self.inner.now_us(), Ordering::Relaxed);
-        // Datagrams handled count as work done even when they deliver no
-        // event (one-sided operations served for a peer, ACKs): a waiter
-        // that sees work keeps spinning instead of going to sleep while a
-        // peer's puts and gets stream in.
-        let (_, handled) = self.inner.pump(true);
-        let (ams, puts) =
-            std::mem::take(&mut *self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner()));
-        let mut count = 0;
-        let mine: Vec<(u8, Vec<u8>)> = self.self_q.borrow_mut().drain(..).collect();
-        for (id, data) in mine {
-            f(Event::Am {
-                src: self.me,
-                id,
-                data: &data,
-            });
-            count += 1;
-        }
-        for (peer, token) in puts {
-            f(Event::SendDone { peer, token });
-            count += 1;
-        }
-        for (peer, slot, len, id) in ams {
-            let off = slot * self.max_am;
-            let data = &self.recv_pool[off..off + len.min(self.max_am)];
-            f(Event::Am {
-                src: peer,
-                id,
-                data,
-            });
-            self.repost(peer, slot);
-            count += 1;
-        }
-        let broken: Vec<usize> = self.lock().broken.drain(..).collect();
-        for peer in broken {
-            f(Event::Disconnected { peer });
-            count += 1;
-        }
-        self.busy.set(false);
-        count + handled
-    }
-
-    fn wait(&self, timeout: Duration) -> Result<()> {
-        let stashed = {
-            let s = self.inner.stashed.lock().unwrap_or_else(|e| e.into_inner());
-            !s.0.is_empty() || !s.1.is_empty()
-        };
-        if stashed || !self.self_q.borrow().is_empty() {
-            return Ok(());
-        }
-        // Held-back ACKs and unsent work requests go out before this rank sleeps.
-        let _ = self.inner.flush_pending();
-        self.wait_socket(timeout);
-        Ok(())
-    }
-}
-
-impl Rma for RoceIface {
-    fn mem_register(&self, ptr: *const u8, len: usize) -> Result<MemRegion> {
-        let key = self.lock().mem.register(
-            ptr as usize,
-            len,
-            Access::LOCAL_WRITE
-                | Access::REMOTE_WRITE
-                | Access::REMOTE_READ
-                | Access::REMOTE_ATOMIC,
-        );
-        Ok(MemRegion {
-            addr: ptr as usize,
-            len,
-            rkey: pack_key(key, ptr as usize, len)?,
-        })
-    }
-
-    fn mem_deregister(&self, region: &MemRegion) -> Result<()> {
-        let (key, _, _) = unpack_key(&region.rkey)?;
-        if self.lock().mem.deregister(key) {
-            Ok(())
-        } else {
-            Err(Error::Malformed {
-                what: "roce remote key",
-                reason: "no such registration",
-            })
-        }
-    }
-
-    unsafe fn get(
-        &self,
-        peer: usize,
-        dst: *mut u8,
-        len: usize,
-        rkey: &RemoteKey,
-        offset: usize,
-    ) -> Result<()> {
-        self.sync_op(peer, dst, len, rkey, offset, true)
-    }
-
-    unsafe fn put(
-        &self,
-        peer: usize,
-        src: *const u8,
-        len: usize,
-        rkey: &RemoteKey,
-        offset: usize,
-    ) -> Result<()> {
-        self.sync_op(peer, src as *mut u8, len, rkey, offset, false)
-    }
-
-    fn atomic(
-        &self,
-        peer: usize,
-        rkey: &RemoteKey,
-        offset: usize,
-        op: crate::RemoteAtomic,
-    ) -> Result<u64> {
-        let (key, addr, rlen) = unpack_key(rkey)?;
-        crate::check_bounds(offset, 8, rlen as usize)?;
-        let word = addr + offset as u64;
-        if word % 8 != 0 {
-            return Err(Error::Malformed {
-                what: "remote atomic",
-                reason: "word not 8-byte aligned",
-            });
-        }
-        let aop = match op {
-            crate::RemoteAtomic::FetchAdd(add) => AtomicOp::FetchAdd { add },
-            crate::RemoteAtomic::CompareSwap { compare, swap } => {
-                AtomicOp::CompareSwap { compare, swap }
-            }
-        };
-        if peer == self.me {
-            let mut st = self.lock();
-            if st
-                .mem
-                .region(key)
-                .filter(|r| r.addr == addr && r.len == rlen)
-                .is_none()
-            {
-                return Err(Error::RemoteAccess {
-                    offset,
-                    len: 8,
-                    region_len: 0,
-                });
-            }
-            return Ok(st.mem.atomic(key, offset as u64, aop));
-        }
-        let id = {
-            let mut st = self.lock();
-            Self::take_wr(&mut st, Wr::Atomic)
-        };
-        let remote = RemoteAddr {
-            rkey: key,
-            addr: word,
-        };
-        let wr = match aop {
-            AtomicOp::FetchAdd { add } => SendWr::fetch_add(id, remote, add),
-            AtomicOp::CompareSwap { compare, swap } => {
-                SendWr::compare_swap(id, remote, compare, swap)
-            }
-        };
-        if let Err(e) = self.post(peer, wr, true) {
-            self.lock().wrs.remove(&id);
-            return Err(e);
-        }
-        self.await_wr(peer, offset, 8, rlen as usize, |st| {
-            st.atomic_done.remove(&id)
-        })
-    }
-
-    unsafe fn put_zc(
-        &self,
-        peer: usize,
-        src: *const u8,
-        len: usize,
-        rkey: &RemoteKey,
-        offset: usize,
-        token: u64,
-    ) -> Result<Sent> {
-        let (key, addr, rlen) = unpack_key(rkey)?;
-        crate::check_bounds(offset, len, rlen as usize)?;
-        let (lkey, id) = {
-            let mut st = self.lock();
-            let lkey = st.mem.register(src as usize, len, Access::NONE);
-            (lkey, Self::take_wr(&mut st, Wr::Put { key: lkey, token }))
-        };
-        let wr = SendWr::write(
-            id,
-            Sge {
-                key: lkey,
-                addr: src as u64,
-                len: len as u32,
-            },
-            RemoteAddr {
-                rkey: key,
-                addr: addr + offset as u64,
-            },
-        );
-        match self.post(peer, wr, false) {
-            Ok(()) => Ok(Sent::Pending),
-            Err(e) => {
-                let mut st = self.lock();
-                st.mem.deregister(lkey);
-                st.wrs.remove(&id);
-                Err(e)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::connect::*;
+    use super::super::icrc::ICRC_LEN;
+    use super::super::mem::*;
+    use super::super::wire::PacketKey;
     use super::*;
+    use crate::{Event, Progress, Rma, Sent};
+    use std::net::IpAddr;
 
     fn make(n: usize) -> Vec<RoceIface> {
         make_with(&vec![DEFAULT_MAX_MTU; n])

@@ -1,4 +1,4 @@
-//! Soft-RoCE backend (in progress): the RoCEv2 wire protocol over the kernel's UDP
+//! Soft-RoCE backend: the RoCEv2 wire protocol over the kernel's UDP
 //! sockets, for hosts without an RDMA device (and kernels without `rdma_rxe`).
 //!
 //! A RoCEv2 packet is an InfiniBand transport packet carried in a UDP datagram, by
@@ -41,10 +41,18 @@
 //! * [`icrc`]: the invariant CRC.
 //! * [`engine`]: the reliability engine of one RC queue pair (PSNs, ACK/NAK,
 //!   go-back-N retransmission, RNR, READ and atomic responder resources, memory
-//!   regions behind the [`engine::Memory`] trait), sans-IO and tested in a
-//!   deterministic simulated network (`sim.rs`, tests only).
-//!
-//! The socket driver comes next.
+//!   regions behind the [`engine::Memory`] trait), sans-IO: `engine/mod.rs`
+//!   (the queue pair, its configuration), `memory.rs`, `wr.rs` (work requests
+//!   and completions), `requester.rs`, `responder.rs`. Tested in a
+//!   deterministic simulated network with loss, duplication, reordering and
+//!   corruption (`sim/mod.rs`, its scenarios in `sim/tests.rs`; tests only).
+//! * [`udp`]: batched UDP sockets (`sendmmsg`/`recvmmsg`, GSO and GRO,
+//!   `IP_PKTINFO`), the socket layer under the endpoint.
+//! * [`iface`]: [`iface::RoceIface`], the transport traits over one UDP socket
+//!   and one queue pair per peer; its bring-up in `connect.rs`
+//!   ([`iface::PreparedRoce`]), its registered memory and RMA in `mem.rs`, and
+//!   its driving (trains of datagrams, receive path, timers, the driver thread
+//!   that answers peers while the owner computes) in `progress.rs`.
 //!
 //! ```
 //! use dos_transport::roce::icrc::IpUdp;
@@ -64,11 +72,15 @@
 //! assert!(matches!(Packet::decode(&hdrs, &buf[..n]), Err(dos_transport::roce::wire::WireError::Icrc { .. })));
 //! ```
 
+mod connect;
 pub mod engine;
 pub mod icrc;
 pub mod iface;
+mod mem;
+mod progress;
 #[cfg(test)]
 mod sim;
+pub mod udp;
 pub mod wire;
 
 /// The UDP destination port of RoCEv2 (IANA-assigned).

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use super::iface::{TcpIface, DEFAULT_LINGER, DEFAULT_MAX_AM, DEFAULT_MAX_QUEUED};
 use super::wire::{auth_context, decode_addr, encode_addr, AUTH_CONTEXT_LEN};
 use crate::auth::{Handshake, Role, Secret, HELLO_LEN, PROOF_LEN};
+use crate::error::chain;
 use crate::{Error, Result};
 
 /// Most connections in handshake at once (beyond them, the oldest incoming one is dropped).
@@ -622,18 +623,6 @@ impl Bringup<'_> {
             );
         }
     }
-}
-
-/// `e` with its sources, on one line.
-fn chain(e: &Error) -> String {
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// Starts a non-blocking connect to `addr`.

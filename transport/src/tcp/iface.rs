@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::connect::TcpBuilder;
 use super::ep::{Broken, Ep, TxFlags, SCRATCH};
-use super::progress::{events, timeout_ms, Flusher, Poller, Waker, WAKE_TOKEN};
+use super::progress::{events, timeout_ms, Flusher, Poller, Waker, INPUT, WAKE_TOKEN};
 use super::wire::{FrameHeader, PutHeader, TcpKey, FRAME_HDR};
 use crate::{
     ActiveMessages, AmId, AmPlacer, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
@@ -145,8 +145,7 @@ impl TcpIface {
     /// something to do (for an event loop that waits on several sources).
     /// Messages to itself do not make it readable.
     pub fn poll_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the epoll descriptor stays open as long as `self`.
-        unsafe { BorrowedFd::borrow_raw(self.poller.fd()) }
+        self.poller.fd()
     }
 
     #[cold]
@@ -351,7 +350,7 @@ impl TcpIface {
         let mut evs = events();
         let k = self.poller.poll(&mut evs, 0);
         for ev in &evs[..k] {
-            let (flags, token) = (ev.events, ev.u64);
+            let (flags, token) = (ev.flags, ev.data.u64());
             if token == WAKE_TOKEN {
                 self.poller.clear_wake();
                 continue;
@@ -363,8 +362,7 @@ impl TcpIface {
             if !ep.is_open() {
                 continue;
             }
-            let input = (libc::EPOLLIN | libc::EPOLLRDHUP | libc::EPOLLHUP | libc::EPOLLERR) as u32;
-            if flags & input != 0 {
+            if flags.intersects(INPUT) {
                 let place = |at: PutHeader, len: usize| self.regions.borrow().place(at, len);
                 if let Err(why) = ep.read(
                     peer,

@@ -10,7 +10,8 @@
 //!   queue for what the socket could not take, the partial frame received.
 //! * `iface`: [`TcpIface`], with [`crate::ActiveMessages`] and [`crate::Progress`].
 //! * `progress`: epoll over the sockets and an eventfd ([`Waker`]) for the owner;
-//!   the flusher thread and its own epoll set for output.
+//!   the flusher thread and its own epoll set for output (both through the
+//!   crate's rustix-based epoll and eventfd helpers, `poll.rs`).
 //!
 //! Capabilities: active messages only (`Caps.rma == false`; `mem_register`, `get`
 //! and `put` return [`crate::Error::Unsupported`]): the layer above moves large

@@ -15,12 +15,13 @@
 //!   `wait` resumes.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, RawFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::ep::Tx;
+use crate::poll::{Epoll, Event, EventFd, EventFlags, NO_EVENT};
 use crate::{Error, Result};
 
 /// Event token of the wake-up eventfd (peer sockets use their index).
@@ -30,17 +31,19 @@ pub(crate) const WAKE_TOKEN: u64 = u64::MAX;
 pub(crate) const MAX_EVENTS: usize = 64;
 
 /// Interest of a socket on the owner's epoll.
-const IN: u32 = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+const IN: EventFlags = EventFlags::IN.union(EventFlags::RDHUP);
 /// Interest of a socket with queued output on the flusher's epoll (re-armed after each event).
-const OUT_ONCE: u32 = (libc::EPOLLOUT | libc::EPOLLONESHOT) as u32;
+const OUT_ONCE: EventFlags = EventFlags::OUT.union(EventFlags::ONESHOT);
+/// What makes a socket worth reading: input, its end, or an error.
+pub(crate) const INPUT: EventFlags = IN.union(EventFlags::HUP).union(EventFlags::ERR);
 /// Event token of the flusher's stop eventfd.
 const STOP_TOKEN: u64 = u64::MAX;
 
 /// An epoll instance and its wake-up eventfd.
 #[derive(Debug)]
 pub(crate) struct Poller {
-    ep: OwnedFd,
-    wake: Arc<OwnedFd>,
+    ep: Epoll,
+    wake: Arc<EventFd>,
 }
 
 /// Wakes an endpoint blocked in [`crate::Progress::wait`], from any thread.
@@ -48,116 +51,57 @@ pub(crate) struct Poller {
 /// Obtained from [`super::TcpIface::waker`]; stays valid (and harmless) after the
 /// endpoint is gone.
 #[derive(Debug, Clone)]
-pub struct Waker(Arc<OwnedFd>);
+pub struct Waker(Arc<EventFd>);
 
 impl Waker {
     /// Makes the endpoint's current or next `wait` return.
     pub fn wake(&self) {
-        bump(self.0.as_raw_fd());
+        self.0.ring();
     }
 }
 
-/// Adds one to eventfd `fd`, making it readable.
-fn bump(fd: RawFd) {
-    let one = 1u64.to_ne_bytes();
-    // SAFETY: writes 8 bytes from a live buffer to an open eventfd. A full
-    // counter (EAGAIN) already means "readable", so the result does not matter.
-    unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
-}
-
-fn epoll_ctl(ep: RawFd, op: i32, fd: RawFd, events: u32, token: u64) -> Result<()> {
-    let mut ev = libc::epoll_event { events, u64: token };
-    // SAFETY: `ev` is a valid epoll_event for the duration of the call; both
-    // descriptors are open.
-    let r = unsafe { libc::epoll_ctl(ep, op, fd, &mut ev) };
-    if r < 0 {
-        return Err(Error::last_os("epoll_ctl"));
-    }
-    Ok(())
-}
-
-fn epoll_wait(ep: RawFd, evs: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
-    // SAFETY: `evs` is valid for writes of `evs.len()` events.
-    let r = unsafe {
-        libc::epoll_wait(
-            ep,
-            evs.as_mut_ptr(),
-            evs.len().min(i32::MAX as usize) as i32,
-            timeout_ms,
-        )
-    };
-    r.max(0) as usize
-}
-
-fn new_epoll() -> Result<OwnedFd> {
-    // SAFETY: plain system call without pointer arguments.
-    owned(
-        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
-        "epoll_create1",
-    )
-}
-
-fn new_eventfd() -> Result<OwnedFd> {
-    // SAFETY: plain system call without pointer arguments.
-    owned(
-        unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) },
-        "eventfd",
-    )
-}
-
-fn owned(fd: RawFd, op: &'static str) -> Result<OwnedFd> {
-    if fd < 0 {
-        return Err(Error::last_os(op));
-    }
-    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// A peer socket's descriptor as the epoll calls take it.
+fn socket(fd: RawFd) -> BorrowedFd<'static> {
+    // SAFETY: the sockets given to `Poller` and `OutSet` are open during the
+    // call: an endpoint arms its socket only while the queue's lock holds it,
+    // removes it from both sets before closing it (`Ep::close`, `Tx::close`),
+    // and the borrow lasts one epoll_ctl.
+    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 impl Poller {
     pub(crate) fn new() -> Result<Poller> {
         let p = Poller {
-            ep: new_epoll()?,
-            wake: Arc::new(new_eventfd()?),
+            ep: Epoll::new()?,
+            wake: Arc::new(EventFd::new()?),
         };
-        p.ctl(
-            libc::EPOLL_CTL_ADD,
-            p.wake.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            WAKE_TOKEN,
-        )?;
+        p.ep.add(p.wake.as_fd(), EventFlags::IN, WAKE_TOKEN)?;
         Ok(p)
-    }
-
-    fn ctl(&self, op: i32, fd: RawFd, events: u32, token: u64) -> Result<()> {
-        epoll_ctl(self.ep.as_raw_fd(), op, fd, events, token)
     }
 
     /// Watches socket `fd` of peer `token` for input.
     pub(crate) fn add(&self, fd: RawFd, token: usize) -> Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, IN, token as u64)
+        self.ep.add(socket(fd), IN, token as u64)
     }
 
     /// Stops watching `fd`.
     #[cold]
     pub(crate) fn remove(&self, fd: RawFd) {
         // Failure only means it was not registered; nothing to undo.
-        let _ = self.ctl(libc::EPOLL_CTL_DEL, fd, 0, 0);
+        let _ = self.ep.delete(socket(fd));
     }
 
     /// Waits up to `timeout_ms` (0: do not block) for readiness; returns the
     /// number of events written to `evs`. Interruptions count as no event.
     #[inline]
-    pub(crate) fn poll(&self, evs: &mut [libc::epoll_event], timeout_ms: i32) -> usize {
-        epoll_wait(self.ep.as_raw_fd(), evs, timeout_ms)
+    pub(crate) fn poll(&self, evs: &mut [Event], timeout_ms: i32) -> usize {
+        self.ep.wait(evs, timeout_ms)
     }
 
     /// Resets the wake-up eventfd after it fired.
     #[cold]
     pub(crate) fn clear_wake(&self) {
-        let mut b = [0u8; 8];
-        // SAFETY: reads at most 8 bytes into a live 8-byte buffer; EAGAIN (not
-        // signalled) is fine.
-        unsafe { libc::read(self.wake.as_raw_fd(), b.as_mut_ptr().cast(), 8) };
+        self.wake.clear();
     }
 
     pub(crate) fn waker(&self) -> Waker {
@@ -165,8 +109,8 @@ impl Poller {
     }
 
     /// The epoll descriptor, readable whenever the endpoint has something to do.
-    pub(crate) fn fd(&self) -> RawFd {
-        self.ep.as_raw_fd()
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.ep.fd()
     }
 }
 
@@ -175,7 +119,7 @@ impl Poller {
 /// (which re-arms while data remains).
 #[derive(Debug)]
 pub(crate) struct OutSet {
-    ep: OwnedFd,
+    ep: Epoll,
 }
 
 impl OutSet {
@@ -183,26 +127,25 @@ impl OutSet {
     #[cfg(test)]
     pub(crate) fn new_for_test() -> OutSet {
         OutSet {
-            ep: new_epoll().expect("epoll"),
+            ep: Epoll::new().expect("epoll"),
         }
     }
 
     /// Arms socket `fd` of peer `token` for one output event; `first` registers it.
     #[cold]
     pub(crate) fn arm(&self, fd: RawFd, token: usize, first: bool) -> Result<()> {
-        let op = if first {
-            libc::EPOLL_CTL_ADD
+        if first {
+            self.ep.add(socket(fd), OUT_ONCE, token as u64)
         } else {
-            libc::EPOLL_CTL_MOD
-        };
-        epoll_ctl(self.ep.as_raw_fd(), op, fd, OUT_ONCE, token as u64)
+            self.ep.modify(socket(fd), OUT_ONCE, token as u64)
+        }
     }
 
     /// Forgets `fd` (before it is closed).
     #[cold]
     pub(crate) fn remove(&self, fd: RawFd) {
         // Failure only means it was not registered; nothing to undo.
-        let _ = epoll_ctl(self.ep.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, 0, 0);
+        let _ = self.ep.delete(socket(fd));
     }
 }
 
@@ -210,7 +153,7 @@ impl OutSet {
 #[derive(Debug)]
 pub(crate) struct Flusher {
     out: Arc<OutSet>,
-    stop: OwnedFd,
+    stop: EventFd,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -218,15 +161,9 @@ impl Flusher {
     /// An epoll set for the queues of `txs` (indexed by peer); the thread is
     /// started only if there is a connection, and wakes `owner` when a queue empties.
     pub(crate) fn start(me: usize, txs: Vec<Option<Arc<Tx>>>, owner: Waker) -> Result<Flusher> {
-        let out = Arc::new(OutSet { ep: new_epoll()? });
-        let stop = new_eventfd()?;
-        epoll_ctl(
-            out.ep.as_raw_fd(),
-            libc::EPOLL_CTL_ADD,
-            stop.as_raw_fd(),
-            libc::EPOLLIN as u32,
-            STOP_TOKEN,
-        )?;
+        let out = Arc::new(OutSet { ep: Epoll::new()? });
+        let stop = EventFd::new()?;
+        out.ep.add(stop.as_fd(), EventFlags::IN, STOP_TOKEN)?;
         let thread = if txs.iter().any(Option::is_some) {
             let o = out.clone();
             let t = std::thread::Builder::new()
@@ -252,7 +189,7 @@ impl Flusher {
     /// Stops the thread (queues are left as they are).
     pub(crate) fn stop(&mut self) {
         if let Some(t) = self.thread.take() {
-            bump(self.stop.as_raw_fd());
+            self.stop.ring();
             // A panic in the flusher was already reported on stderr.
             let _ = t.join();
         }
@@ -268,10 +205,10 @@ impl Drop for Flusher {
 fn flush_loop(out: &OutSet, txs: &[Option<Arc<Tx>>], owner: &Waker) {
     let mut evs = events();
     loop {
-        let k = epoll_wait(out.ep.as_raw_fd(), &mut evs, -1);
+        let k = out.ep.wait(&mut evs, -1);
         let mut emptied = false;
         for ev in &evs[..k] {
-            let token = ev.u64;
+            let token = ev.data.u64();
             if token == STOP_TOKEN {
                 return;
             }
@@ -287,8 +224,8 @@ fn flush_loop(out: &OutSet, txs: &[Option<Arc<Tx>>], owner: &Waker) {
 
 /// An empty event array for [`Poller::poll`].
 #[inline]
-pub(crate) fn events() -> [libc::epoll_event; MAX_EVENTS] {
-    [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS]
+pub(crate) fn events() -> [Event; MAX_EVENTS] {
+    [NO_EVENT; MAX_EVENTS]
 }
 
 /// `timeout` in whole milliseconds for `epoll_wait`, rounded up so a short wait

@@ -16,7 +16,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
@@ -287,6 +287,13 @@ impl Channel {
     pub(super) fn fd(&self) -> RawFd {
         // SAFETY: the channel is live; `fd` is a plain field.
         unsafe { (*self.0.as_ptr()).fd }
+    }
+
+    /// The descriptor, borrowed for as long as the channel.
+    pub(super) fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: libibverbs owns the descriptor and closes it only when the
+        // channel is destroyed (on drop), which the borrow of `self` outlasts.
+        unsafe { BorrowedFd::borrow_raw(self.fd()) }
     }
 
     /// Reads and acknowledges every pending completion event; never blocks.

@@ -10,9 +10,12 @@
 //!   [`Prepared::address`] goes to the peers through the wire-up exchange) →
 //!   [`Prepared::connect`] (INIT → RTR → RTS; nothing is exchanged on the
 //!   network, so the layer above passes a barrier before sending).
-//! * `iface`: [`VerbsIface`], with [`crate::ActiveMessages`], [`crate::Progress`]
-//!   and [`crate::Rma`].
-//! * `progress`: epoll over the completion channel and an eventfd ([`Waker`]).
+//! * `iface`: [`VerbsIface`], its peers and buffers, and [`crate::ActiveMessages`].
+//! * `mem`: the user's registrations, loans of zero-copy operations, and
+//!   [`crate::Rma`].
+//! * `progress`: completion handling, [`crate::Progress`], and blocking: epoll
+//!   over the completion channel and an eventfd ([`Waker`]), through the crate's
+//!   rustix-based helpers (`poll.rs`).
 //! * `ffi`: owners of the libibverbs objects; every return code is checked.
 //!
 //! The binding is `rdma-mummy-sys` (the low-level crate of the `sideway`
@@ -65,6 +68,7 @@
 mod connect;
 mod ffi;
 mod iface;
+mod mem;
 mod progress;
 pub mod wire;
 

@@ -24,7 +24,7 @@
 //! IPv4 only for now.
 //!
 //! ```
-//! use dos_transport::udp::{RecvBatch, UdpSocket};
+//! use dos_transport::roce::udp::{RecvBatch, UdpSocket};
 //! let a = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
 //! let b = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
 //! let sent = a.send_batch(&[(b.local_addr(), &b"one"[..]), (b.local_addr(), &b"two"[..])]).unwrap();
@@ -42,7 +42,7 @@ use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::roce::icrc::{GSO_MAX_SEGMENTS, MAX_IPV4_PAYLOAD};
+use super::icrc::{GSO_MAX_SEGMENTS, MAX_IPV4_PAYLOAD};
 use crate::{Error, Result};
 
 /// Send buffer size asked for (the kernel caps it at `net.core.wmem_max`).
