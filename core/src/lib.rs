@@ -201,6 +201,7 @@ pub mod pmi;
 mod request;
 pub mod rma;
 pub mod rpc;
+mod select;
 pub mod testing;
 mod world;
 
