@@ -235,7 +235,7 @@ struct State {
     /// Next window id this process may hand out.
     pub(crate) next_win: u32,
     /// Last node-collective generation of each context that has slots.
-    node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
+    node_gen: [u64; crate::coll::COLL_CTXS],
     /// Eager messages from other nodes being read straight into their posted
     /// receive buffers (see [`EagerPlacer`]), by sender (world rank).
     placing: Vec<(usize, Placed)>,

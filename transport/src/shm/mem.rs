@@ -104,7 +104,7 @@ impl Segment {
             (*h).nranks = layout.nranks as u32;
             (*h).ring_bytes = layout.ring_bytes as u64;
             (*h).ctl_off = layout.ctl_off as u64;
-            (*h).coll_off = layout.coll_off as u64;
+            (*h).slots_off = layout.slots_off as u64;
             (*h).ringctl_off = layout.ringctl_off as u64;
             (*h).data_off = layout.data_off as u64;
             (*h).total = layout.total as u64;
@@ -153,7 +153,7 @@ impl Segment {
                 if l.total == size
                     && l.total as u64 == h.total
                     && l.ctl_off as u64 == h.ctl_off
-                    && l.coll_off as u64 == h.coll_off
+                    && l.slots_off as u64 == h.slots_off
                     && l.ringctl_off as u64 == h.ringctl_off
                     && l.data_off as u64 == h.data_off =>
             {
