@@ -179,16 +179,10 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
         })
         .collect::<Result<Vec<_>>>()?;
     let routes = Routes::new(rank, &places, pmi.local_size(), allow.shm)?;
-    let addrs = routes.addrs(|r| Ok(pmi.get(&format!("tcp.{r}"))?))?;
+    let addrs = routes.addrs(|r| pmi.get(&format!("tcp.{r}")))?;
     // Queue pairs of some backends (verbs) are ready only once every rank
     // connected: no send before all have.
-    routes.connect(
-        local,
-        prepared,
-        &addrs,
-        CONNECT_TIMEOUT,
-        || Ok(pmi.fence()?),
-    )
+    routes.connect(local, prepared, &addrs, CONNECT_TIMEOUT, || pmi.fence())
 }
 
 impl World {

@@ -136,10 +136,10 @@ mod tests {
         let big = vec![1u8; COLL_PAYLOAD + 10];
         // SAFETY: as above.
         unsafe { coll_slot(&a, 1, 0, 0).unwrap().publish(6, &big) };
-        // SAFETY: generation 6 was seen.
-        assert_eq!(
-            unsafe { coll_slot(&b, 1, 0, 0).unwrap().payload() }.len(),
-            COLL_PAYLOAD
-        );
+        let s = coll_slot(&b, 1, 0, 0).unwrap();
+        assert_eq!(s.generation(), 6);
+        // SAFETY: generation 6 was seen and is not overwritten.
+        let n = unsafe { s.payload() }.len();
+        assert_eq!(n, COLL_PAYLOAD);
     }
 }
