@@ -12,25 +12,30 @@
 //!   ([`ActiveMessages::am_send_zc`]) lets a backend read the body from the
 //!   caller's memory after the call, until it reports [`Event::SendDone`];
 //! * [`Progress`]: deliver what arrived, and block until something may have;
+//! * [`Wakeable`]: a [`Wake`] handle that ends a blocked wait from another
+//!   thread, and a wait that also ends on a condition ([`Wakeable::wait_or`]);
+//! * [`PlacingProgress`]: progress that writes large incoming bodies where
+//!   an [`AmPlacer`] says (the default delivers them as usual);
 //! * [`Rma`]: register memory, and get/put on a peer's registered memory
 //!   through a packed [`RemoteKey`], always checked against the registered
-//!   bounds.
+//!   bounds;
+//! * [`Bringup`]: a network backend's typed set-up, prepare, then address,
+//!   then connect ([`PreparedNet`] behind a trait object, for a caller that
+//!   chooses the backend at run time).
 //!
 //! Backends: [`shm`] (lock-free rings in a shared segment, single-copy large
 //! transfers with CMA), [`tcp`] (one authenticated connection per pair of ranks on
-//! different hosts; active messages only) and [`loopback`] (a rank talking to
-//! itself). [`auth`] holds the job secret and the challenge-response that every
-//! connection of a job starts with. The data path
-//! dispatches statically through the [`Transport`] enum, chosen once per job.
+//! different hosts; active messages only), [`roce`] (the soft-RoCE: RoCEv2
+//! queue pairs over UDP, with one-sided operations), `verbs` (with the cargo
+//! feature `verbs`: the same contract over libibverbs RC queue pairs on RDMA
+//! devices; libibverbs is loaded at run time) and [`loopback`] (a rank talking
+//! to itself). [`auth`] holds the job secret and the challenge-response that
+//! every connection of a job starts with. The data path dispatches statically
+//! through the [`Transport`] enum, chosen once per job; waking goes through
+//! its [`Waker`] enum, and a rank on shared memory and a network backend
+//! sleeps in the network's wait alone ([`Transport::bridge_to`]).
 //!
-//! Backends are tested against one contract suite, [`contract`], which later
-//! backends (tcp, roce, verbs) reuse unchanged.
-//!
-//! [`roce`] holds the RoCEv2 wire format and its ICRC: the foundation of the
-//! soft-RoCE backend to come.
-//!
-//! With the cargo feature `verbs`, `verbs` is the same contract over libibverbs
-//! RC queue pairs (RDMA devices; libibverbs is loaded at run time).
+//! Every backend is tested against one contract suite, [`contract`].
 //!
 //! ```
 //! use dos_transport::{loopback::Loopback, ActiveMessages, Event, Progress};
