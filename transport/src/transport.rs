@@ -133,8 +133,13 @@ impl Transport {
             // No bridge (its thread could not start, or `net` cannot be
             // woken): look at shared memory at least every millisecond.
             (Transport::Shm(_), None) => net.wait(timeout.min(Duration::from_millis(1))),
-            // Nothing reaches the local endpoint behind this rank's back.
-            _ => net.wait_or(timeout, ready),
+            // A loopback endpoint next to the network (shared memory not
+            // allowed): nothing reaches it from elsewhere, but the network's
+            // wait stays bounded by 1 ms as it always was: without the bound,
+            // 8-byte tcp ping-pongs and allreduces between two ranks of one
+            // node measured 1.5 to 2 times slower (some wake-up there comes
+            // late, which the bound hides).
+            _ => net.wait(timeout.min(Duration::from_millis(1))),
         }
     }
 }
