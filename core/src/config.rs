@@ -336,7 +336,7 @@ impl Config {
             yield_us: auto("DOS_YIELD_US", &raw("DOS_YIELD_US"))?,
             reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
             node_coll_bytes: num::<usize>("DOS_NODE_COLL_BYTES", &raw("DOS_NODE_COLL_BYTES"))?
-                .min(dos_transport::shm::wire::COLL_PAYLOAD),
+                .min(crate::coll::COLL_PAYLOAD),
             transports: Transports::parse(&raw("DOS_TRANSPORTS")).ok_or(Error::Environment {
                 var: "DOS_TRANSPORTS",
                 reason: "must be auto or a comma list of shm, tcp, roce and verbs",

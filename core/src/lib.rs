@@ -126,7 +126,9 @@
 //!
 //! Messages up to `DOS_EAGER_LIMIT` bytes are copied into the destination's
 //! ring and out of it into the posted buffer; larger ones are announced and
-//! fetched with one copy across address spaces (Linux CMA). A rank waiting for
+//! then pipelined in chunks through the rings, both ranks copying at once
+//! (`DOS_RNDV`: with more ranks than cores, or when asked, the receiver
+//! fetches them with one copy across address spaces, Linux CMA). A rank waiting for
 //! a message polls for a short while, then yields, then sleeps on a futex that
 //! a sender rings only when the rank is asleep, so jobs with more ranks than
 //! cores still make quick progress. All tunables are in [`config`].
@@ -199,6 +201,7 @@ pub mod pmi;
 mod request;
 pub mod rma;
 pub mod rpc;
+mod select;
 pub mod testing;
 mod world;
 

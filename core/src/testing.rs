@@ -21,12 +21,11 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use dos_transport::auth::Secret;
-use dos_transport::shm::{Segment, ShmIface};
-use dos_transport::tcp::TcpIface;
-use dos_transport::Transport;
+use dos_transport::shm::Segment;
 
 use crate::config::Config;
-use crate::p2p::{Engine, Links, Route, Shared};
+use crate::p2p::{Engine, Links, Shared};
+use crate::select::{self, Net, Place, Routes};
 use crate::World;
 
 /// Runs `f` on `n` ranks, each a thread with its own world; returns their results by rank.
@@ -64,8 +63,8 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
                 let seg = seg.clone();
                 let f = &f;
                 s.spawn(move || {
-                    let iface = ShmIface::new(seg, i).expect("attach");
-                    let links = Links::single_node(Transport::Shm(iface));
+                    let shm = select::local(Some(seg), i).expect("attach");
+                    let links = Links::single_node(shm);
                     let eng = Shared::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
                     rank_or_abort(i, n, || f(World::from_parts(eng, i, peers, None, i, n)))
@@ -128,19 +127,17 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
     cfg: Config,
     f: F,
 ) -> Vec<R> {
-    let roce = cfg.transports.roce && !cfg.transports.tcp;
+    let net_kind = if cfg.transports.roce && !cfg.transports.tcp {
+        Net::Roce
+    } else {
+        Net::Tcp
+    };
     assert!(per_node.iter().all(|&n| n > 0), "every node needs a rank");
     let size: usize = per_node.iter().sum();
-    let node_of: Vec<usize> = (0..per_node.len())
-        .flat_map(|nd| std::iter::repeat(nd).take(per_node[nd]))
-        .collect();
-    let first: Vec<usize> = per_node
+    let places: Vec<Place> = per_node
         .iter()
-        .scan(0, |acc, &n| {
-            let f = *acc;
-            *acc += n;
-            Some(f)
-        })
+        .enumerate()
+        .flat_map(|(node, &n)| (0..n).map(move |local| Place { node, local }))
         .collect();
     let segs: Vec<Arc<Segment>> = per_node
         .iter()
@@ -153,63 +150,33 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..size)
             .map(|r| {
-                let (f, node_of, first, segs) = (&f, &node_of, &first, &segs);
+                let (f, places, segs) = (&f, &places, &segs);
                 let (secret, addrs, published) = (&secret, &addrs, &published);
                 s.spawn(move || {
-                    let node = node_of[r];
-                    let local = r - first[node];
-                    let shm = ShmIface::new(segs[node].clone(), local).expect("attach");
-                    let theirs = |mine: Vec<u8>| -> Vec<Option<Vec<u8>>> {
-                        addrs.lock().expect("lock")[r] = Some(mine);
+                    let Place { node, local } = places[r];
+                    let shm = select::local(Some(segs[node].clone()), local).expect("attach");
+                    let routes = Routes::new(r, places, per_node[node], true).expect("routes");
+                    let links = if multi {
+                        let prep = select::prepare_net(
+                            net_kind,
+                            r,
+                            size,
+                            Ipv4Addr::LOCALHOST.into(),
+                            secret,
+                            &cfg,
+                        )
+                        .expect("network endpoint");
+                        addrs.lock().expect("lock")[r] = Some(prep.address());
                         published.wait();
-                        addrs
-                            .lock()
-                            .expect("lock")
-                            .iter()
-                            .enumerate()
-                            .map(|(q, a)| if node_of[q] == node { None } else { a.clone() })
-                            .collect()
-                    };
-                    let net = multi.then(|| {
-                        if roce {
-                            let prep = dos_transport::roce::iface::RoceIface::prepare(
-                                r,
-                                size,
-                                Ipv4Addr::LOCALHOST.into(),
-                                secret,
-                            )
-                            .expect("roce socket")
-                            .with_retry_budget(Duration::from_millis(cfg.roce_retry_budget_ms))
-                            .expect("roce retry budget");
-                            let a = theirs(prep.address());
-                            Transport::Roce(prep.connect(&a).expect("roce connect"))
-                        } else {
-                            let prep =
-                                TcpIface::prepare(r, size, Ipv4Addr::LOCALHOST.into(), secret)
-                                    .expect("tcp listener");
-                            let a = theirs(prep.address());
-                            let tcp = prep
-                                .connect(&a, Duration::from_secs(60))
-                                .expect("tcp connect");
-                            Transport::Tcp(tcp)
-                        }
-                    });
-                    let routes = (0..size)
-                        .map(|q| {
-                            if node_of[q] == node {
-                                Route::Local((q - first[node]) as u32)
-                            } else {
-                                Route::Net(q as u32)
-                            }
-                        })
-                        .collect();
-                    let links = Links {
-                        local: Transport::Shm(shm),
-                        net,
-                        routes,
-                        local_world: (first[node] as u32..(first[node] + per_node[node]) as u32)
-                            .collect(),
-                        net_world: (0..size as u32).collect(),
+                        let all = addrs.lock().expect("lock").clone();
+                        let theirs = routes
+                            .addrs(|q| Ok(all[q].clone().expect("published")))
+                            .expect("addresses");
+                        routes
+                            .connect(shm, prep, &theirs, Duration::from_secs(60), || Ok(()))
+                            .expect("connect")
+                    } else {
+                        routes.links(shm, None)
                     };
                     let eng = Shared::new(Engine::new(links, cfg, per_node[node]));
                     let peers: Rc<[u32]> = (0..size as u32).collect();

@@ -6,46 +6,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dos_transport::loopback::Loopback;
-use dos_transport::roce::iface::{PreparedRoce, RoceIface};
-use dos_transport::shm::{Segment, ShmIface};
-use dos_transport::tcp::TcpIface;
-
-/// A network transport between `prepare` and `connect`.
-enum Prepared {
-    Tcp(dos_transport::tcp::Prepared),
-    Roce(PreparedRoce),
-    #[cfg(feature = "verbs")]
-    Verbs(dos_transport::verbs::Prepared),
-}
-
-/// An RDMA device's endpoint, when this build has the verbs backend, the
-/// host has a device and the transports allow it (`None` otherwise: the
-/// caller falls back to tcp or roce).
-#[cfg(feature = "verbs")]
-fn prepare_verbs(rank: usize, size: usize, allow: bool) -> Option<Prepared> {
-    if !allow || dos_transport::verbs::devices().is_empty() {
-        return None;
-    }
-    match dos_transport::verbs::VerbsBuilder::open(None).and_then(|b| b.prepare(rank, size)) {
-        Ok(p) => Some(Prepared::Verbs(p)),
-        Err(e) => {
-            eprintln!("dos: rank {rank}: RDMA device present but unusable ({e}); using tcp/roce");
-            None
-        }
-    }
-}
-
-#[cfg(not(feature = "verbs"))]
-fn prepare_verbs(_rank: usize, _size: usize, _allow: bool) -> Option<Prepared> {
-    None
-}
+use dos_transport::shm::Segment;
 use dos_transport::Transport;
 
 use crate::comm::Comm;
 use crate::config::Config;
-use crate::p2p::{Engine, Links, Route, Shared};
+use crate::p2p::{Engine, Links, Shared};
 use crate::pmi::Client;
+use crate::select::{self, Place, Routes};
 use crate::{Error, Result};
 
 /// The job as seen from one rank: the world communicator plus the launcher connection.
@@ -107,7 +75,7 @@ pub fn init() -> Result<World> {
     }
     let Some(mut pmi) = Client::from_env()? else {
         drop(joined);
-        let links = Links::single_node(Transport::Loopback(Loopback::new()));
+        let links = Links::single_node(select::local(None, 0)?);
         let eng = Shared::new(Engine::new(links, cfg, 1));
         return Ok(World::from_parts(eng, 0, vec![0].into(), None, 0, 1));
     };
@@ -131,12 +99,7 @@ pub fn init() -> Result<World> {
     let allow = cfg.transports;
     let links = if pmi.nnodes() > 1 || !allow.shm {
         // Within a node, shared memory if allowed; a rank alone otherwise.
-        let local = if allow.shm {
-            Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?)
-        } else {
-            drop(seg);
-            Transport::Loopback(Loopback::new())
-        };
+        let local = select::local(allow.shm.then(|| Arc::new(seg)), local_rank)?;
         if !allow.network() {
             return Err(Error::Environment {
                 var: "DOS_TRANSPORTS",
@@ -145,7 +108,7 @@ pub fn init() -> Result<World> {
         }
         connect_nodes(&mut pmi, local, &cfg)?
     } else {
-        let shm = Transport::Shm(ShmIface::new(Arc::new(seg), local_rank)?);
+        let shm = select::local(Some(Arc::new(seg)), local_rank)?;
         if local_size != size {
             return Err(Error::Environment {
                 var: "DOS_NNODES",
@@ -173,14 +136,14 @@ static JOINED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
 /// How long the TCP mesh of a multi-node job may take to come up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Brings up TCP to the ranks of other nodes: every rank publishes its
-/// listening address and its (node, local rank), then connects to the ranks
-/// of other nodes; ranks of this node stay on shared memory (`local`), unless
-/// `local_shm` is false: then `local` reaches only this rank, and every other
-/// rank, on this node too, is reached over TCP.
+/// Brings up the network transport (chosen by [`crate::select`]) to the
+/// ranks of other nodes: every rank publishes its address and its (node,
+/// local rank), then connects to the ranks of other nodes; ranks of this node
+/// stay on shared memory (`local`), unless shared memory is not allowed:
+/// then `local` reaches only this rank, and every other rank, on this node
+/// too, is reached over the network.
 fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Links> {
     let allow = cfg.transports;
-    let local_shm = allow.shm;
     let (rank, size, node) = (pmi.rank(), pmi.size(), pmi.node_id());
     let secret = pmi.job_secret().ok_or(Error::Environment {
         var: "DOS_JOB_SECRET",
@@ -197,97 +160,29 @@ fn connect_nodes(pmi: &mut Client, local: Transport, cfg: &Config) -> Result<Lin
             })
         }
     };
-    // Verbs when a device is there; otherwise TCP when allowed (measured
-    // faster here than the soft-RoCE), else the soft-RoCE. Every rank must
-    // choose alike: the choice depends on the build and the devices, the same
-    // on every node of a job made of one kind of machine.
-    let prepared = match prepare_verbs(rank, size, allow.verbs) {
-        Some(p) => p,
-        None if allow.tcp => Prepared::Tcp(TcpIface::prepare(rank, size, ip, secret)?),
-        None if allow.roce => Prepared::Roce(
-            RoceIface::prepare(rank, size, ip, secret)?
-                .with_max_mtu(cfg.roce_mtu)?
-                .with_segmentation(cfg.roce_gso)
-                .with_retry_budget(std::time::Duration::from_millis(cfg.roce_retry_budget_ms))?
-                .with_packet_auth(cfg.roce_auth),
-        ),
-        None => {
-            return Err(Error::Environment {
-                var: "DOS_TRANSPORTS",
-                reason: "only verbs is allowed, but this build or host has no RDMA device",
-            })
-        }
-    };
+    let prepared = select::prepare_net(select::choose(cfg)?, rank, size, ip, secret, cfg)?;
     let mut place = [0u8; 8];
     place[..4].copy_from_slice(&(node as u32).to_le_bytes());
     place[4..].copy_from_slice(&(pmi.local_rank() as u32).to_le_bytes());
-    let my_addr = match &prepared {
-        Prepared::Tcp(p) => p.address(),
-        Prepared::Roce(p) => p.address(),
-        #[cfg(feature = "verbs")]
-        Prepared::Verbs(p) => p.address(),
-    };
-    pmi.put(&format!("tcp.{rank}"), &my_addr)?;
+    pmi.put(&format!("tcp.{rank}"), &prepared.address())?;
     pmi.put(&format!("node.{rank}"), &place)?;
     pmi.fence()?;
-    let mut routes = Vec::with_capacity(size);
-    let mut addrs = Vec::with_capacity(size);
-    let mut local_world = vec![u32::MAX; if local_shm { pmi.local_size() } else { 1 }];
-    for r in 0..size {
-        let v = pmi.get(&format!("node.{r}"))?;
-        let (their_node, their_local) = match v.as_slice() {
-            [a, b, c, d, e, f, g, h] => (
-                u32::from_le_bytes([*a, *b, *c, *d]) as usize,
-                u32::from_le_bytes([*e, *f, *g, *h]),
-            ),
-            _ => {
-                return Err(Error::WireupProtocol {
-                    reason: "node placement of a rank is not 8 bytes",
-                })
-            }
-        };
-        if r == rank && !local_shm {
-            local_world[0] = r as u32;
-            routes.push(Route::Local(0));
-            addrs.push(None);
-        } else if their_node == node && local_shm {
-            let slot = local_world
-                .get_mut(their_local as usize)
-                .ok_or(Error::WireupProtocol {
-                    reason: "local rank out of range",
-                })?;
-            *slot = r as u32;
-            routes.push(Route::Local(their_local));
-            addrs.push(None);
-        } else {
-            routes.push(Route::Net(r as u32));
-            addrs.push(Some(pmi.get(&format!("tcp.{r}"))?));
-        }
-    }
-    if local_world.contains(&u32::MAX) {
-        return Err(Error::WireupProtocol {
-            reason: "a local rank of this node is missing",
-        });
-    }
-    let net = match prepared {
-        Prepared::Tcp(p) => Transport::Tcp(p.connect(&addrs, CONNECT_TIMEOUT)?),
-        Prepared::Roce(p) => Transport::Roce(p.connect(&addrs)?),
-        #[cfg(feature = "verbs")]
-        Prepared::Verbs(p) => {
-            let v = Transport::Verbs(p.connect(&addrs)?);
-            // Queue pairs are ready only once every rank connected: no send
-            // before all have (the device retries unready peers only briefly).
-            pmi.fence()?;
-            v
-        }
-    };
-    Ok(Links {
-        local,
-        net: Some(net),
-        routes: routes.into(),
-        local_world: local_world.into(),
-        net_world: (0..size as u32).collect(),
-    })
+    let places = (0..size)
+        .map(|r| match pmi.get(&format!("node.{r}"))?.as_slice() {
+            [a, b, c, d, e, f, g, h] => Ok(Place {
+                node: u32::from_le_bytes([*a, *b, *c, *d]) as usize,
+                local: u32::from_le_bytes([*e, *f, *g, *h]) as usize,
+            }),
+            _ => Err(Error::WireupProtocol {
+                reason: "node placement of a rank is not 8 bytes",
+            }),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let routes = Routes::new(rank, &places, pmi.local_size(), allow.shm)?;
+    let addrs = routes.addrs(|r| pmi.get(&format!("tcp.{r}")))?;
+    // Queue pairs of some backends (verbs) are ready only once every rank
+    // connected: no send before all have.
+    routes.connect(local, prepared, &addrs, CONNECT_TIMEOUT, || pmi.fence())
 }
 
 impl World {

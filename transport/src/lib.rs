@@ -12,9 +12,16 @@
 //!   ([`ActiveMessages::am_send_zc`]) lets a backend read the body from the
 //!   caller's memory after the call, until it reports [`Event::SendDone`];
 //! * [`Progress`]: deliver what arrived, and block until something may have;
+//! * [`Wakeable`]: a [`Wake`] handle that ends a blocked wait from another
+//!   thread, and a wait that also ends on a condition ([`Wakeable::wait_or`]);
+//! * [`PlacingProgress`]: progress that writes large incoming bodies where
+//!   an [`AmPlacer`] says (the default delivers them as usual);
 //! * [`Rma`]: register memory, and get/put on a peer's registered memory
 //!   through a packed [`RemoteKey`], always checked against the registered
-//!   bounds.
+//!   bounds;
+//! * [`Bringup`]: a network backend's typed set-up, prepare, then address,
+//!   then connect ([`PreparedNet`] behind a trait object, for a caller that
+//!   chooses the backend at run time).
 //!
 //! Backends, each in its own module with the same file names where it has the
 //! part (`iface.rs` the endpoint, `connect.rs` bring-up, `mem.rs` registered
@@ -35,7 +42,9 @@
 //! [`auth`] holds the job secret and the challenge-response that every
 //! connection of a job starts with; [`codec`] the bounds-checked reader and
 //! writer of the fixed-layout messages. The data path dispatches statically
-//! through the [`Transport`] enum, chosen once per job.
+//! through the [`Transport`] enum, chosen once per job; waking goes through
+//! its [`Waker`] enum, and a rank on shared memory and a network backend
+//! sleeps in the network's wait alone ([`Transport::bridge_to`]).
 //!
 //! Every backend is tested against one contract suite, [`contract`]
 //! (`tests/contract.rs`, `tests/tcp.rs`, `tests/roce.rs`, `tests/verbs.rs`).
@@ -57,6 +66,7 @@
 use std::time::Duration;
 
 pub mod auth;
+mod bringup;
 pub mod codec;
 pub mod contract;
 mod error;
@@ -68,9 +78,14 @@ pub mod tcp;
 mod transport;
 #[cfg(feature = "verbs")]
 pub mod verbs;
+mod wake;
 
+#[cfg(feature = "verbs")]
+pub use bringup::VerbsOptions;
+pub use bringup::{RoceOptions, TcpOptions};
 pub use error::{Error, Result};
 pub use transport::Transport;
+pub use wake::Waker;
 
 /// The id of an active-message handler, chosen by the layer above.
 pub type AmId = u8;
@@ -225,6 +240,104 @@ pub trait Progress {
     /// Blocks until an event may have arrived, or `timeout` passes.
     /// Spurious returns are allowed; the caller calls [`Progress::progress`] again.
     fn wait(&self, timeout: Duration) -> Result<()>;
+}
+
+/// Ends a blocked [`Progress::wait`] of one endpoint, from any thread.
+///
+/// Stays valid (and harmless) after the endpoint is gone.
+pub trait Wake: Send + Sync {
+    /// Makes the endpoint's current or next `wait` return.
+    fn wake(&self);
+}
+
+/// Waits that something other than an arrival can end: what a rank needs
+/// that sleeps in one place and must hear other threads and other
+/// transports.
+pub trait Wakeable: Progress {
+    /// The handle [`Wakeable::waker`] gives.
+    type Waker: Wake + Clone + 'static;
+
+    /// A handle that ends this endpoint's current or next wait from any thread.
+    fn waker(&self) -> Self::Waker;
+
+    /// [`Progress::wait`] that also returns at once when `ready()` holds.
+    ///
+    /// A backend that others can reach behind its back (shared memory, where
+    /// a peer publishes a value and then rings the sleeper) checks `ready`
+    /// after announcing that it sleeps, so that such a wake-up cannot be
+    /// missed. The default checks it before waiting, which suffices when
+    /// whoever makes `ready` true then calls the [`Wakeable::waker`].
+    fn wait_or(&self, timeout: Duration, ready: &mut dyn FnMut() -> bool) -> Result<()> {
+        if ready() {
+            return Ok(());
+        }
+        self.wait(timeout)
+    }
+}
+
+/// Receives whose large bodies go straight to their final place.
+pub trait PlacingProgress: Progress {
+    /// [`Progress::progress`], with the bodies of large incoming active
+    /// messages written where `placer` says (one copy less for a backend that
+    /// reads them from a stream). The default ignores `placer`: every message
+    /// is delivered as [`Event::Am`], which is always correct.
+    fn progress_placing<F: FnMut(Event<'_>)>(&self, f: F, placer: &dyn AmPlacer) -> usize {
+        let _ = placer;
+        self.progress(f)
+    }
+}
+
+/// Typed bring-up of a network backend's endpoint, in three steps:
+/// [`Bringup::prepare`] (bind and allocate, no peer involved), then
+/// [`Bringup::address`] (what peers need, published through the wire-up
+/// service), then [`Bringup::connect`] (to every peer whose address is
+/// given).
+pub trait Bringup: Sized {
+    /// What `prepare` needs beyond the endpoint's index and the number of peers.
+    type Options;
+    /// The connected endpoint.
+    type Iface: Into<Transport>;
+
+    /// Prepares endpoint `index` of `npeers`.
+    fn prepare(index: usize, npeers: usize, opts: &Self::Options) -> Result<Self>;
+
+    /// This endpoint's address, as its peers pass it to their `connect`.
+    fn address(&self) -> Vec<u8>;
+
+    /// Connects to every peer `q` with `addrs[q]` given (`None`: a peer not
+    /// reached through this backend), giving up after `timeout` where the
+    /// backend waits for its peers.
+    fn connect(self, addrs: &[Option<Vec<u8>>], timeout: Duration) -> Result<Self::Iface>;
+
+    /// Whether a connected endpoint may send only once every peer has
+    /// connected too (the caller then holds a barrier of all ranks between
+    /// `connect` and the first send). The default is false.
+    fn barrier_after_connect(&self) -> bool {
+        false
+    }
+}
+
+/// A prepared endpoint of some network backend, for a caller that chooses
+/// the backend at run time: [`Bringup`] behind a trait object.
+pub trait PreparedNet: Send {
+    /// [`Bringup::address`].
+    fn address(&self) -> Vec<u8>;
+    /// [`Bringup::barrier_after_connect`].
+    fn barrier_after_connect(&self) -> bool;
+    /// [`Bringup::connect`], giving the endpoint as a [`Transport`].
+    fn connect(self: Box<Self>, addrs: &[Option<Vec<u8>>], timeout: Duration) -> Result<Transport>;
+}
+
+impl<B: Bringup + Send> PreparedNet for B {
+    fn address(&self) -> Vec<u8> {
+        Bringup::address(self)
+    }
+    fn barrier_after_connect(&self) -> bool {
+        Bringup::barrier_after_connect(self)
+    }
+    fn connect(self: Box<Self>, addrs: &[Option<Vec<u8>>], timeout: Duration) -> Result<Transport> {
+        Bringup::connect(*self, addrs, timeout).map(Into::into)
+    }
 }
 
 /// Maximum size of a packed remote key.

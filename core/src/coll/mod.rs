@@ -105,6 +105,9 @@ mod reduce;
 mod reduce_scatter;
 mod scan;
 pub(crate) mod sched;
+mod slot;
+
+pub(crate) use slot::{COLL_CTXS, COLL_PAYLOAD};
 
 // ----- thresholds (tunable later) -----
 

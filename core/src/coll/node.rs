@@ -4,7 +4,7 @@
 //! of the first `COLL_CTXS`), small barriers, broadcasts, reductions,
 //! allgathers and alltoalls skip
 //! messages altogether: each rank has a slot per context in the node's
-//! segment (`dos_transport::shm::wire::CollSlot`), writes its contribution
+//! segment ([`super::slot::CollSlot`]), writes its contribution
 //! there and reads the others' slots. An allreduce is then one round (write
 //! mine, read everyone's, reduce in rank order) instead of ⌈log2 n⌉ rounds of
 //! messages; with more ranks than cores that is one round of context switches
@@ -49,11 +49,11 @@ use std::mem::{align_of, size_of_val};
 use std::rc::Rc;
 
 use bytemuck::Pod;
-use dos_transport::shm::wire::{CollSlot, COLL_CTXS};
 use dos_transport::shm::ShmIface;
 
 use super::bytes;
 use super::reduce::Mine;
+use super::slot::{coll_slot, CollSlot, COLL_CTXS};
 use crate::op::Op;
 use crate::p2p::{Engine, Entered};
 use crate::{Comm, Result};
@@ -96,9 +96,13 @@ impl Round<'_> {
 
     #[inline]
     fn slot(&self, gen: u64, rank: usize) -> &CollSlot {
-        self.shm()
-            .coll_slot(self.ctx, (gen & 1) as usize, self.idx[rank] as usize)
-            .expect("indices checked when the communicator was made")
+        coll_slot(
+            self.shm(),
+            self.ctx,
+            (gen & 1) as usize,
+            self.idx[rank] as usize,
+        )
+        .expect("indices checked when the communicator was made")
     }
 
     #[inline]

@@ -235,7 +235,7 @@ struct State {
     /// Next window id this process may hand out.
     pub(crate) next_win: u32,
     /// Last node-collective generation of each context that has slots.
-    node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
+    node_gen: [u64; crate::coll::COLL_CTXS],
     /// Eager messages from other nodes being read straight into their posted
     /// receive buffers (see [`EagerPlacer`]), by sender (world rank).
     placing: Vec<(usize, Placed)>,
@@ -417,8 +417,9 @@ pub(crate) struct Engine {
     depth: Cell<u32>,
     /// Whether entering takes the gate (once the service thread runs).
     gated: Cell<bool>,
-    /// With both shm and tcp: turns the shm doorbell into a tcp wake-up, so
-    /// that this rank sleeps in one place (tcp's epoll) and hears both.
+    /// With both shm and a network transport: turns the shm doorbell into a
+    /// wake-up of the network's wait, so that this rank sleeps in one place
+    /// and hears both.
     bridge: Option<dos_transport::shm::DoorbellBridge>,
     /// One-sided state: windows exposed by this rank, operations in flight.
     pub(crate) rma: RefCell<crate::rma::target::Table>,
@@ -527,20 +528,10 @@ impl Engine {
                 .min(n.caps().max_am.saturating_sub(DATA_HDR.max(64)))
                 .max(1)
         });
-        let bridge = match (links.local.as_shm(), links.net.as_ref()) {
-            (Some(shm), Some(net)) => {
-                if let Some(tcp) = net.as_tcp() {
-                    let waker = tcp.waker();
-                    shm.doorbell_bridge(move || waker.wake()).ok()
-                } else if let Some(roce) = net.as_roce() {
-                    let waker = roce.waker();
-                    shm.doorbell_bridge(move || waker.wake()).ok()
-                } else {
-                    None
-                }
-            }
-            _ => None,
-        };
+        let bridge = links
+            .net
+            .as_ref()
+            .and_then(|net| links.local.bridge_to(net));
         Engine {
             gate: Default::default(),
             depth: Cell::new(0),
@@ -583,26 +574,9 @@ impl Engine {
     /// through the doorbell bridge), else this rank's shm doorbell. A rank
     /// alone sleeps at most a millisecond at a time anyway.
     pub(crate) fn waker(&self) -> crate::gate::Waker {
-        if let Some(net) = &self.links.net {
-            if let Some(t) = net.as_tcp() {
-                let w = t.waker();
-                return Box::new(move || w.wake());
-            }
-            if let Some(r) = net.as_roce() {
-                let w = r.waker();
-                return Box::new(move || w.wake());
-            }
-            #[cfg(feature = "verbs")]
-            if let Some(v) = net.as_verbs() {
-                let w = v.waker();
-                return Box::new(move || w.wake());
-            }
-        }
-        match self.links.local.as_shm() {
-            Some(shm) => {
-                let w = shm.waker();
-                Box::new(move || w.wake())
-            }
+        let net = self.links.net.as_ref().and_then(|n| n.waker());
+        match net.or_else(|| self.links.local.waker()) {
+            Some(w) => Box::new(move || dos_transport::Wake::wake(&w)),
             None => Box::new(|| {}),
         }
     }
@@ -1704,19 +1678,14 @@ impl Engine {
         } else {
             Duration::from_millis(100)
         };
-        match (&self.links.net, &self.bridge, self.links.local.as_shm()) {
-            (None, _, _) => self.links.local.wait_or(timeout, ready)?,
+        match &self.links.net {
+            None => self.links.local.wait_or(timeout, ready)?,
             // Both transports: sleep in the network's wait; a local peer that
             // rings our doorbell wakes it through the bridge thread.
-            (Some(net), Some(_), Some(shm)) => {
-                if shm.begin_sleep(ready) {
-                    let r = net.wait(timeout);
-                    shm.end_sleep();
-                    r?;
-                }
-            }
-            // Without a bridge, look at shared memory at least every millisecond.
-            (Some(net), _, _) => net.wait(timeout.min(Duration::from_millis(1)))?,
+            Some(net) => self
+                .links
+                .local
+                .wait_with(net, self.bridge.as_ref(), timeout, ready)?,
         }
         Ok(())
     }

@@ -35,7 +35,7 @@ use std::mem::size_of;
 
 use bytemuck::Pod;
 
-use super::shmem::WinHeader;
+use super::mapped::WinHeader;
 use super::target::{AccOp, AccType};
 use super::wire::{self, Reader, Writer};
 use super::{am_chunk, Window};

@@ -71,14 +71,14 @@ use dos_transport::{Iface, MemRegion, RemoteAtomic, RemoteKey, Rma, Sent};
 
 pub mod accumulate;
 pub mod local;
+pub(crate) mod mapped;
 pub mod pscw;
-pub(crate) mod shmem;
 pub(crate) mod target;
 pub(crate) mod wire;
 
 pub use accumulate::NoOp;
 
-use shmem::{Mapping, WinHeader};
+use mapped::{Mapping, WinHeader};
 pub use target::{AccOp, AccType};
 use target::{Exposed, LOCK_WORD};
 use wire::Writer;
@@ -319,7 +319,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 put_key(
                     1,
                     own.header() as *const WinHeader as *const u8,
-                    shmem::HEADER,
+                    mapped::HEADER,
                 )?;
             }
         }
@@ -373,7 +373,7 @@ impl<'a, T: Pod> Window<'a, T> {
     /// The memfd of this rank's part and the offset of its data in it (an
     /// allocated window), for mapping the part a second time.
     pub(crate) fn local_fd(&self) -> Option<(std::os::fd::RawFd, usize)> {
-        self.own.fd().map(|fd| (fd, shmem::HEADER))
+        self.own.fd().map(|fd| (fd, mapped::HEADER))
     }
 
     /// Whether `target`'s part is mapped here (reached with plain copies).
@@ -773,11 +773,11 @@ impl<'a, T: Pod> Window<'a, T> {
         loop {
             let got = match kind {
                 LockKind::Exclusive => {
-                    self.atomic(target, LOCK_WORD, wire::COMPARE_SWAP, shmem::EXCLUSIVE, 0)? == 0
+                    self.atomic(target, LOCK_WORD, wire::COMPARE_SWAP, mapped::EXCLUSIVE, 0)? == 0
                 }
                 LockKind::Shared => {
                     let old = self.atomic(target, LOCK_WORD, wire::FETCH_ADD, 1, 0)?;
-                    if old & shmem::EXCLUSIVE != 0 {
+                    if old & mapped::EXCLUSIVE != 0 {
                         self.atomic(target, LOCK_WORD, wire::FETCH_ADD, u64::MAX, 0)?;
                         false
                     } else {
@@ -815,7 +815,7 @@ impl<'a, T: Pod> Window<'a, T> {
         };
         self.flush(target)?;
         let delta = match kind {
-            LockKind::Exclusive => shmem::EXCLUSIVE.wrapping_neg(),
+            LockKind::Exclusive => mapped::EXCLUSIVE.wrapping_neg(),
             LockKind::Shared => u64::MAX,
         };
         self.atomic(target, LOCK_WORD, wire::FETCH_ADD, delta, 0)?;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytemuck::Pod;
 
-use super::shmem::WinHeader;
+use super::mapped::WinHeader;
 use super::wire::{self, Reader, Writer};
 use crate::op::{self, Op};
 use crate::p2p::Engine;

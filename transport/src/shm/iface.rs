@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ep::{Push, RxRing, TxRing};
 use super::mem::{cma_copy, CmaKey, Dir, Segment};
 use super::progress::{futex_wait, notify};
-use super::wire::{CollSlot, RankCtl, RingCtl, COLL_CTXS};
+use super::wire::{RankCtl, RingCtl, Slot, SLOTS};
 use crate::{
     check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
     Result, Rma,
@@ -188,21 +188,20 @@ impl ShmIface {
         &self.seg
     }
 
-    /// The node-level collective slot of local rank `rank` for communicator
-    /// context `ctx` and generation parity `parity` (0 or 1); `None` when the
-    /// context has no slots or the rank is out of range.
+    /// Slot `i` (below [`SLOTS`]) of local rank `rank` in the segment's slot
+    /// area, whose use is the caller's (see [`Slot`]).
     #[inline]
-    pub fn coll_slot(&self, ctx: usize, parity: usize, rank: usize) -> Option<&CollSlot> {
-        if ctx >= COLL_CTXS || parity > 1 || rank >= self.n {
+    pub fn slot(&self, i: usize, rank: usize) -> Option<&Slot> {
+        if i >= SLOTS || rank >= self.n {
             return None;
         }
-        let off = self.seg.layout().coll_slot(ctx, parity, rank);
-        // SAFETY: in the slot array of the mapped segment, which `self` keeps alive.
-        Some(unsafe { &*(self.seg.at(off) as *const CollSlot) })
+        let off = self.seg.layout().slot(i, rank);
+        // SAFETY: in the slot area of the mapped segment, which `self` keeps alive.
+        Some(unsafe { &*(self.seg.at(off) as *const Slot) })
     }
 
     /// Wakes those of the local ranks `ranks` that are blocked, after this
-    /// rank published something (a collective slot) that they may wait for.
+    /// rank published something (in a slot) that they may wait for.
     #[inline]
     pub fn wake<I: IntoIterator<Item = usize>>(&self, ranks: I) {
         std::sync::atomic::fence(Ordering::SeqCst);

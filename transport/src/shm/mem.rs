@@ -1,7 +1,10 @@
-//! The shared segment (a memfd mapped by every rank of the node), and
-//! single-copy transfers between address spaces with CMA.
+//! The shared segment (a memfd mapped by every rank of the node), the memfd
+//! helpers it is made with ([`memfd`], [`open_peer_fd`], [`SharedMapping`]:
+//! also what core maps its node-shared window memory with), and single-copy
+//! transfers between address spaces with CMA.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::ffi::CStr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 
@@ -44,6 +47,109 @@ pub unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
     }
 }
 
+/// A new anonymous memfd (close-on-exec) of `len` zero bytes, named `name`
+/// (the name only shows in `/proc/<pid>/fd`). Its memory disappears when
+/// the last descriptor and mapping of it are gone.
+pub fn memfd(name: &CStr, len: usize) -> Result<OwnedFd> {
+    let fd = rustix::fs::memfd_create(name, rustix::fs::MemfdFlags::CLOEXEC)
+        .map_err(|e| sys("memfd_create", e))?;
+    rustix::fs::ftruncate(&fd, len as u64).map_err(|e| sys("ftruncate", e))?;
+    Ok(fd)
+}
+
+/// Opens descriptor `fd` of process `pid` (read-write, close-on-exec)
+/// through `/proc/<pid>/fd/<fd>`: the kernel allows it to a process that may
+/// trace `pid`, the same check as CMA's.
+pub fn open_peer_fd(pid: u32, fd: RawFd) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    rustix::fs::open(
+        format!("/proc/{pid}/fd/{fd}"),
+        OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| sys("open a peer's memfd", e))
+}
+
+/// The size in bytes of the file behind `fd`.
+pub fn file_size(fd: BorrowedFd<'_>) -> Result<usize> {
+    let st = rustix::fs::fstat(fd).map_err(|e| sys("fstat", e))?;
+    usize::try_from(st.st_size).map_err(|_| Error::BadSegment {
+        reason: "negative file size",
+    })
+}
+
+#[cold]
+fn sys(op: &'static str, e: rustix::io::Errno) -> Error {
+    Error::Sys {
+        op,
+        source: e.into(),
+    }
+}
+
+/// A shared, read-write mapping of the first `len` bytes of a file (a
+/// memfd), at an address the kernel picks; unmapped when dropped. The
+/// memory stays while any mapping or descriptor of it does, so the
+/// descriptor may be closed once mapped.
+#[derive(Debug)]
+pub struct SharedMapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain shared memory, handed out only as raw pointers: what is
+// accessed through them, and how, is the users' contract.
+unsafe impl Send for SharedMapping {}
+// SAFETY: as above.
+unsafe impl Sync for SharedMapping {}
+
+impl SharedMapping {
+    /// Maps `len` bytes of `fd` from its start.
+    pub fn new(fd: BorrowedFd<'_>, len: usize) -> Result<SharedMapping> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a new mapping at an address the kernel chooses, so no
+        // existing memory or reference is affected.
+        let p = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+                fd,
+                0,
+            )
+        }
+        .map_err(|e| sys("mmap", e))?;
+        let base = NonNull::new(p.cast()).ok_or(Error::BadSegment {
+            reason: "mmap returned null",
+        })?;
+        Ok(SharedMapping { base, len })
+    }
+
+    /// The first byte (page-aligned).
+    #[inline]
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// Bytes mapped.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is mapped (never, for a mapping that exists).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl Drop for SharedMapping {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range; the owner of the mapping
+        // keeps every borrow of it within its own lifetime.
+        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
 /// A mapped shared segment.
 ///
 /// The memory lives in an anonymous memfd: it disappears when the last process
@@ -51,16 +157,10 @@ pub unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
 /// whatever way the job ends.
 #[derive(Debug)]
 pub struct Segment {
-    base: NonNull<u8>,
+    map: SharedMapping,
     layout: Layout,
     fd: OwnedFd,
 }
-
-// SAFETY: the segment is plain shared memory; all shared fields are accessed
-// through atomics or through the ring protocol, never through `&mut`.
-unsafe impl Send for Segment {}
-// SAFETY: as above; `Segment` hands out raw pointers only.
-unsafe impl Sync for Segment {}
 
 impl Segment {
     /// Creates a zeroed segment for `nranks` ranks with `ring_bytes` per ring
@@ -83,67 +183,47 @@ impl Segment {
     }
 
     fn with_layout(layout: Layout) -> Result<Segment> {
-        // SAFETY: the name is a valid NUL-terminated string.
-        let raw = unsafe { libc::memfd_create(c"dos-shm".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(Error::last_os("memfd_create"));
-        }
-        // SAFETY: `raw` is a fresh descriptor that we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: valid descriptor; `total` is at most 2^47 (checked by `Layout`).
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), layout.total as libc::off_t) } != 0 {
-            return Err(Error::last_os("ftruncate"));
-        }
-        let base = map(fd.as_raw_fd(), layout.total)?;
+        let fd = memfd(c"dos-shm", layout.total)?;
+        let map = SharedMapping::new(fd.as_fd(), layout.total)?;
         // SAFETY: the mapping is at least one page, page-aligned, zeroed, and
         // nobody else knows of it yet.
         unsafe {
-            let h = base.as_ptr() as *mut SegHeader;
+            let h = map.as_ptr() as *mut SegHeader;
             (*h).magic = MAGIC;
             (*h).version = VERSION;
             (*h).nranks = layout.nranks as u32;
             (*h).ring_bytes = layout.ring_bytes as u64;
             (*h).ctl_off = layout.ctl_off as u64;
-            (*h).coll_off = layout.coll_off as u64;
+            (*h).slots_off = layout.slots_off as u64;
             (*h).ringctl_off = layout.ringctl_off as u64;
             (*h).data_off = layout.data_off as u64;
             (*h).total = layout.total as u64;
             (*h).pool_rings = layout.pool_rings as u64;
         }
-        Ok(Segment { base, layout, fd })
+        Ok(Segment { map, layout, fd })
     }
 
     /// Maps the segment behind an inherited descriptor, checking its header.
     ///
     /// Takes ownership of `fd`.
     pub fn attach(fd: OwnedFd) -> Result<Segment> {
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and out-pointer.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::last_os("fstat"));
-        }
-        let size = st.st_size as usize;
+        let size = file_size(fd.as_fd())?;
         if size < std::mem::size_of::<SegHeader>() {
             return Err(Error::BadSegment {
                 reason: "segment smaller than its header",
             });
         }
-        let base = map(fd.as_raw_fd(), size)?;
-        let unmap = |e| {
-            // SAFETY: we mapped exactly this range above.
-            unsafe { libc::munmap(base.as_ptr().cast(), size) };
-            Err(e)
-        };
+        let map = SharedMapping::new(fd.as_fd(), size)?;
+        // (Returning an error below drops `map`, which unmaps it.)
         // SAFETY: at least a header's worth of mapped bytes, page-aligned.
-        let h = unsafe { &*(base.as_ptr() as *const SegHeader) };
+        let h = unsafe { &*(map.as_ptr() as *const SegHeader) };
         if h.magic != MAGIC {
-            return unmap(Error::BadSegment {
+            return Err(Error::BadSegment {
                 reason: "bad magic",
             });
         }
         if h.version != VERSION {
-            return unmap(Error::BadSegment {
+            return Err(Error::BadSegment {
                 reason: "layout version mismatch",
             });
         }
@@ -153,19 +233,19 @@ impl Segment {
                 if l.total == size
                     && l.total as u64 == h.total
                     && l.ctl_off as u64 == h.ctl_off
-                    && l.coll_off as u64 == h.coll_off
+                    && l.slots_off as u64 == h.slots_off
                     && l.ringctl_off as u64 == h.ringctl_off
                     && l.data_off as u64 == h.data_off =>
             {
                 l
             }
             _ => {
-                return unmap(Error::BadSegment {
+                return Err(Error::BadSegment {
                     reason: "header disagrees with its size",
                 })
             }
         };
-        Ok(Segment { base, layout, fd })
+        Ok(Segment { map, layout, fd })
     }
 
     /// Takes the next ring of the pool, or `None` when all are handed out.
@@ -190,12 +270,7 @@ impl Segment {
     /// Bytes of memory the segment holds now (its pages that were touched),
     /// as opposed to its size, most of which is usually never touched.
     pub fn resident_bytes(&self) -> Result<u64> {
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and out-pointer.
-        if unsafe { libc::fstat(self.fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(Error::last_os("fstat"));
-        }
+        let st = rustix::fs::fstat(&self.fd).map_err(|e| sys("fstat", e))?;
         Ok(st.st_blocks as u64 * 512)
     }
 
@@ -214,47 +289,19 @@ impl Segment {
     pub(crate) fn at(&self, off: usize) -> *mut u8 {
         debug_assert!(off < self.layout.total);
         // SAFETY: offsets come from `Layout`, inside the mapping.
-        unsafe { self.base.as_ptr().add(off) }
+        unsafe { self.map.as_ptr().add(off) }
     }
 
     /// The header.
     pub(crate) fn header(&self) -> &SegHeader {
         // SAFETY: mapped, aligned, validated at create/attach.
-        unsafe { &*(self.base.as_ptr() as *const SegHeader) }
+        unsafe { &*(self.map.as_ptr() as *const SegHeader) }
     }
 
     /// Counts one more attached rank, returning the new count.
     pub(crate) fn note_attached(&self) -> u32 {
         self.header().attached.fetch_add(1, Ordering::AcqRel) + 1
     }
-}
-
-impl Drop for Segment {
-    fn drop(&mut self) {
-        // SAFETY: we mapped exactly `total` bytes at `base`; nothing borrows
-        // from the segment past its owner's lifetime (ifaces hold an `Arc`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.layout.total) };
-    }
-}
-
-fn map(fd: RawFd, len: usize) -> Result<NonNull<u8>> {
-    // SAFETY: a shared mapping of a descriptor we hold; the kernel picks the address.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(Error::last_os("mmap"));
-    }
-    NonNull::new(p.cast()).ok_or(Error::BadSegment {
-        reason: "mmap returned null",
-    })
 }
 
 /// Version byte of packed CMA keys.
@@ -376,6 +423,31 @@ pub(crate) unsafe fn cma_copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::FromRawFd;
+
+    #[test]
+    fn two_mappings_of_a_memfd_share_its_memory() {
+        let fd = memfd(c"dos-test", 8192).unwrap();
+        assert_eq!(file_size(fd.as_fd()).unwrap(), 8192);
+        let a = SharedMapping::new(fd.as_fd(), 8192).unwrap();
+        // Opened as a peer would (through /proc), then mapped; the
+        // descriptor may go once mapped.
+        let peer = open_peer_fd(std::process::id(), fd.as_raw_fd()).unwrap();
+        let b = SharedMapping::new(peer.as_fd(), 8192).unwrap();
+        drop(peer);
+        assert_eq!((a.len(), a.is_empty()), (8192, false));
+        assert_eq!(a.as_ptr() as usize % 4096, 0);
+        // SAFETY: both map the same 8192 bytes, accessed by this thread only.
+        unsafe {
+            assert_eq!(b.as_ptr().add(8191).read(), 0, "zeroed");
+            a.as_ptr().add(8191).write(7);
+            assert_eq!(b.as_ptr().add(8191).read(), 7);
+        }
+        assert!(matches!(
+            open_peer_fd(std::process::id(), 1 << 20),
+            Err(Error::Sys { .. })
+        ));
+    }
 
     #[test]
     fn cma_key_round_trip_and_golden_bytes() {

@@ -4,12 +4,17 @@
 //!   linearly with the ranks of the node: rings come from a pool, one carved
 //!   when a rank first sends to a peer and announced in the peer's inbox, so
 //!   memory follows the pairs that talk (up to [`wire::MAX_RANKS`] ranks).
+//!   Besides the rings, the segment lends the layer above a slot area whose
+//!   meaning it decides ([`wire::Slot`]; dos's node-level collectives).
 //! * [`mem`]: creating and attaching the segment (a memfd, so it vanishes with
-//!   its last user), and single-copy transfers with CMA
+//!   its last user) through the memfd/mmap helpers that core's node-shared
+//!   window memory uses too, and single-copy transfers with CMA
 //!   (`process_vm_readv`/`process_vm_writev`).
 //! * `ep`: the lock-free single-producer/single-consumer rings, one per ordered
 //!   pair of ranks that talks.
-//! * `iface`: [`ShmIface`], one rank's endpoint.
+//! * `iface`: [`ShmIface`], one rank's endpoint, and the [`DoorbellBridge`]
+//!   that lets a rank sleep in a network transport's wait and still hear its
+//!   local peers (for any network backend with a waker).
 //! * `progress`: the futex doorbell that lets an idle rank block.
 //!
 //! ```

@@ -3,7 +3,7 @@
 //! ```text
 //! offset 0            SegHeader          (one page)
 //! ctl_off             RankCtl[n]         (one cache line each, page-rounded)
-//! coll_off            CollSlot[COLL_CTXS][2][n]  (COLL_SLOT bytes each, page-rounded)
+//! slots_off           Slot[SLOTS][n]     (SLOT_BYTES each, page-rounded)
 //! ringctl_off         RingCtl[pool]      (two cache lines each, page-rounded)
 //! data_off            ring data[pool]    (ring_bytes each)
 //! ```
@@ -43,10 +43,11 @@
 //! expected `seq` sees the whole record. The writer keeps the header word at the
 //! next write position zero, so stale bytes of an older lap never look valid.
 //!
-//! The collective slots serve node-level collectives (see [`CollSlot`]): for
-//! each of the first [`COLL_CTXS`] communicator contexts, two generations
-//! (parities) of one slot per rank, each written only by its rank. Pages of
-//! the memfd are allocated on first touch, so unused slots cost nothing.
+//! The slot area belongs to the layer above (see [`Slot`]): [`SLOTS`] slots
+//! of [`SLOT_BYTES`] per rank, which the transport never reads or writes;
+//! what they hold, and how ranks take turns with them, is that layer's
+//! protocol (dos uses them for node-level collectives). Pages of the memfd
+//! are allocated on first touch, so unused slots cost nothing.
 
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -65,16 +66,14 @@ pub const RECORD_ALIGN: usize = 64;
 pub const PAD_ID: u8 = 0xff;
 /// Smallest ring size accepted.
 pub const MIN_RING_BYTES: usize = 4 * PAGE;
-/// Communicator contexts that have node-level collective slots.
-pub const COLL_CTXS: usize = 16;
-/// Bytes of one collective slot (header included).
-pub const COLL_SLOT: usize = 1024;
-/// Payload bytes of one collective slot.
-pub const COLL_PAYLOAD: usize = COLL_SLOT - 16;
+/// Slots per rank in the slot area (see [`Slot`]).
+pub const SLOTS: usize = 32;
+/// Bytes of one slot.
+pub const SLOT_BYTES: usize = 1024;
 /// Most ranks that one node's segment serves.
 ///
 /// The fixed part of the segment costs about 32 KiB of address space per rank
-/// (mostly collective slots, touched only when used), and each rank keeps
+/// (mostly the slot area, touched only when used), and each rank keeps
 /// about 100 bytes of private state per local peer; at 16384 ranks that is
 /// 513 MiB of address space and 1.6 MiB per process. It is 16 times the
 /// hardware threads of the largest nodes made today, and half the default
@@ -106,8 +105,8 @@ pub struct SegHeader {
     pub ring_bytes: u64,
     /// Offset of the `RankCtl` array.
     pub ctl_off: u64,
-    /// Offset of the `CollSlot` array.
-    pub coll_off: u64,
+    /// Offset of the slot area.
+    pub slots_off: u64,
     /// Offset of the `RingCtl` array.
     pub ringctl_off: u64,
     /// Offset of the first ring's data.
@@ -175,70 +174,26 @@ pub struct RecHdr {
     pub _reserved: [u8; 3],
 }
 
-/// One rank's slot for node-level collectives, written only by that rank.
+/// One slot of the slot area: [`SLOT_BYTES`] bytes, cache-line aligned, all
+/// zero until written, shared by the ranks of the node.
 ///
-/// A collective call on a communicator is a *generation* `g` (1, 2, ...). Its
-/// rank writes the payload, then `gen = g` with release ordering; readers that
-/// load `gen == g` with acquire ordering see the payload. Generation `g` lives
-/// at parity `g % 2`: before writing `g`, a rank waits until every member of
-/// the communicator published `g - 1`, which each does only after it finished
-/// reading generation `g - 2`, so the slot it overwrites is no longer read.
+/// The transport gives the layer above this memory and nothing else: which
+/// rank writes a slot, what it holds and how readers know it is complete
+/// (atomics inside it, typically) are that layer's protocol.
 #[repr(C, align(64))]
-pub struct CollSlot {
-    /// Generation of the contents; written last.
-    pub gen: AtomicU64,
-    /// Payload length in bytes.
-    pub len: AtomicU32,
-    /// Reserved.
-    pub _reserved: u32,
-    /// Payload.
-    pub data: std::cell::UnsafeCell<[u8; COLL_PAYLOAD]>,
-}
+pub struct Slot(std::cell::UnsafeCell<[u8; SLOT_BYTES]>);
 
-impl CollSlot {
-    /// The generation published last (acquire: its payload is visible).
+impl Slot {
+    /// The first of the slot's [`SLOT_BYTES`] bytes (aligned to [`CACHE_LINE`]).
     #[inline]
-    pub fn generation(&self) -> u64 {
-        self.gen.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    /// Writes `data` (at most [`COLL_PAYLOAD`] bytes, longer is cut) and then
-    /// publishes generation `gen`.
-    ///
-    /// # Safety
-    /// Only the slot's owner calls this, and no reader is still reading the
-    /// generation being overwritten (the protocol in the type's documentation).
-    #[inline]
-    pub unsafe fn publish(&self, gen: u64, data: &[u8]) {
-        let n = data.len().min(COLL_PAYLOAD);
-        // SAFETY: the caller guarantees exclusive access to the payload now.
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.data.get().cast::<u8>(), n);
-        }
-        self.len
-            .store(n as u32, std::sync::atomic::Ordering::Relaxed);
-        self.gen.store(gen, std::sync::atomic::Ordering::Release);
-    }
-
-    /// The payload of the generation last seen through [`CollSlot::generation`].
-    ///
-    /// # Safety
-    /// The caller saw the generation it reads, and by the protocol the owner
-    /// does not overwrite it while the returned slice lives.
-    #[inline]
-    pub unsafe fn payload(&self) -> &[u8] {
-        let n = (self.len.load(std::sync::atomic::Ordering::Relaxed) as usize).min(COLL_PAYLOAD);
-        // SAFETY: in bounds; stable by the caller's guarantee.
-        unsafe { std::slice::from_raw_parts(self.data.get().cast::<u8>(), n) }
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.0.get().cast()
     }
 }
 
-impl std::fmt::Debug for CollSlot {
+impl std::fmt::Debug for Slot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollSlot")
-            .field("gen", &self.gen)
-            .field("len", &self.len)
-            .finish_non_exhaustive()
+        f.debug_struct("Slot").finish_non_exhaustive()
     }
 }
 
@@ -257,8 +212,13 @@ const _: () = {
     assert!(std::mem::size_of::<RingCtl>() == 2 * CACHE_LINE);
     assert!(std::mem::size_of::<RecHdr>() == 16);
     assert!(std::mem::align_of::<RecHdr>() == 8);
-    assert!(std::mem::size_of::<CollSlot>() == COLL_SLOT);
-    assert!(COLL_SLOT % CACHE_LINE == 0);
+    assert!(std::mem::size_of::<Slot>() == SLOT_BYTES);
+    assert!(std::mem::align_of::<Slot>() == CACHE_LINE);
+    assert!(SLOT_BYTES % CACHE_LINE == 0);
+    // The slot area took the place of version 3's collective slots
+    // (16 contexts of 2 parities of 1024 bytes per rank) byte for byte.
+    assert!(SLOTS * SLOT_BYTES == 16 * 2 * 1024);
+    assert!(std::mem::offset_of!(SegHeader, slots_off) == 32);
 };
 
 /// Rounds `x` up to a multiple of `a` (a power of two).
@@ -297,8 +257,8 @@ pub struct Layout {
     pub pool_rings: usize,
     /// Offset of the `RankCtl` array.
     pub ctl_off: usize,
-    /// Offset of the `CollSlot` array.
-    pub coll_off: usize,
+    /// Offset of the slot area.
+    pub slots_off: usize,
     /// Offset of the `RingCtl` array.
     pub ringctl_off: usize,
     /// Offset of ring data.
@@ -335,8 +295,8 @@ impl Layout {
         }
         let too_big = || bad("segment larger than the address space");
         let ctl_off = PAGE;
-        let coll_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
-        let ringctl_off = coll_off + round_up(nranks * 2 * COLL_CTXS * COLL_SLOT, PAGE);
+        let slots_off = ctl_off + round_up(nranks * std::mem::size_of::<RankCtl>(), PAGE);
+        let ringctl_off = slots_off + round_up(nranks * SLOTS * SLOT_BYTES, PAGE);
         let data_off = ringctl_off + round_up(pool * std::mem::size_of::<RingCtl>(), PAGE);
         let total = pool
             .checked_mul(ring_bytes)
@@ -348,7 +308,7 @@ impl Layout {
             ring_bytes,
             pool_rings: pool,
             ctl_off,
-            coll_off,
+            slots_off,
             ringctl_off,
             data_off,
             total,
@@ -361,11 +321,11 @@ impl Layout {
         self.ctl_off + rank * std::mem::size_of::<RankCtl>()
     }
 
-    /// Offset of the collective slot of `rank` for context `ctx` and generation parity `parity`.
+    /// Offset of slot `i` of `rank` (slot `i` of every rank, then slot `i + 1`).
     #[inline]
-    pub fn coll_slot(&self, ctx: usize, parity: usize, rank: usize) -> usize {
-        debug_assert!(ctx < COLL_CTXS && parity < 2 && rank < self.nranks);
-        self.coll_off + ((ctx * 2 + parity) * self.nranks + rank) * COLL_SLOT
+    pub fn slot(&self, i: usize, rank: usize) -> usize {
+        debug_assert!(i < SLOTS && rank < self.nranks);
+        self.slots_off + (i * self.nranks + rank) * SLOT_BYTES
     }
 
     /// Offset of the `RingCtl` of pool ring `i`.
@@ -394,9 +354,9 @@ mod tests {
             let pool = l.pool_rings;
             assert_eq!(pool, pool_rings(n, MIN_RING_BYTES));
             assert!(l.ctl_off >= std::mem::size_of::<SegHeader>());
-            assert!(l.coll_off >= l.rank_ctl(n - 1) + CACHE_LINE);
-            assert_eq!(l.coll_off % PAGE, 0);
-            assert!(l.ringctl_off >= l.coll_slot(COLL_CTXS - 1, 1, n - 1) + COLL_SLOT);
+            assert!(l.slots_off >= l.rank_ctl(n - 1) + CACHE_LINE);
+            assert_eq!(l.slots_off % PAGE, 0);
+            assert!(l.ringctl_off >= l.slot(SLOTS - 1, n - 1) + SLOT_BYTES);
             assert!(l.data_off >= l.ring_ctl(pool - 1) + 2 * CACHE_LINE);
             assert_eq!(l.data_off % PAGE, 0);
             assert_eq!(l.total, l.ring_data(pool - 1) + MIN_RING_BYTES);

@@ -1,4 +1,6 @@
-//! Window memory that the ranks of a node map: a memfd per window and rank.
+//! Window memory that the ranks of a node map: a memfd per window and rank
+//! (made and mapped with dos-transport's `shm::mem` helpers, as the node's
+//! shared segment is).
 //!
 //! The owner creates the memfd and maps it; a peer on the same node opens it
 //! through `/proc/<pid>/fd/<fd>` (which the kernel allows to a process that
@@ -12,9 +14,10 @@
 //! 4096   the window's bytes
 //! ```
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use dos_transport::shm::mem::{file_size, memfd, open_peer_fd, SharedMapping};
 
 use crate::{Error, Result};
 
@@ -66,8 +69,7 @@ impl WinHeader {
 /// A mapping of window memory (header and data).
 #[derive(Debug)]
 pub(crate) struct Mapping {
-    base: NonNull<u8>,
-    size: usize,
+    map: SharedMapping,
     /// The memfd, kept open by the owner so that peers can open it.
     fd: Option<OwnedFd>,
 }
@@ -79,56 +81,25 @@ impl Mapping {
             op: "window allocation",
             reason: "size overflows",
         })?;
-        // SAFETY: the name is a valid NUL-terminated string.
-        let raw = unsafe { libc::memfd_create(c"dos-win".as_ptr(), libc::MFD_CLOEXEC) };
-        if raw < 0 {
-            return Err(sys("memfd_create"));
-        }
-        // SAFETY: `raw` is a fresh descriptor that we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: valid descriptor, plain system call.
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } != 0 {
-            return Err(sys("ftruncate"));
-        }
-        let base = map(fd.as_raw_fd(), size)?;
-        Ok(Mapping {
-            base,
-            size,
-            fd: Some(fd),
-        })
+        let fd = memfd(c"dos-win", size)?;
+        let map = SharedMapping::new(fd.as_fd(), size)?;
+        Ok(Mapping { map, fd: Some(fd) })
     }
 
     /// Maps the window memory of process `pid`, whose descriptor is `fd`,
     /// expecting `len` bytes of data.
     pub(crate) fn open(pid: u32, fd: i32, len: usize) -> Result<Mapping> {
-        let path = std::ffi::CString::new(format!("/proc/{pid}/fd/{fd}")).expect("no NUL");
-        // SAFETY: valid path; plain system call.
-        let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-        if raw < 0 {
-            return Err(sys("open a peer's window"));
-        }
-        // SAFETY: `raw` is a fresh descriptor that we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero `stat` is a valid value to be overwritten.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid descriptor and out-pointer.
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-            return Err(sys("fstat a peer's window"));
-        }
+        let fd = open_peer_fd(pid, fd)?;
         let size = HEADER + len;
-        if st.st_size as usize != size {
+        if file_size(fd.as_fd())? != size {
             return Err(Error::InvalidArgument {
                 op: "window creation",
                 reason: "a peer's window memory has an unexpected size",
             });
         }
-        let base = map(fd.as_raw_fd(), size)?;
+        let map = SharedMapping::new(fd.as_fd(), size)?;
         // The mapping keeps the memory; the descriptor is not needed.
-        Ok(Mapping {
-            base,
-            size,
-            fd: None,
-        })
+        Ok(Mapping { map, fd: None })
     }
 
     /// The descriptor peers open, if this is the owner's mapping.
@@ -139,45 +110,14 @@ impl Mapping {
     pub(crate) fn header(&self) -> &WinHeader {
         // SAFETY: the mapping starts with a page-aligned, zero-initialized
         // header, accessed only through atomics.
-        unsafe { &*(self.base.as_ptr() as *const WinHeader) }
+        unsafe { &*(self.map.as_ptr() as *const WinHeader) }
     }
 
     /// The window's first data byte.
     pub(crate) fn data(&self) -> *mut u8 {
-        // SAFETY: within the mapping (`size >= HEADER`).
-        unsafe { self.base.as_ptr().add(HEADER) }
+        // SAFETY: within the mapping (its size is at least `HEADER`).
+        unsafe { self.map.as_ptr().add(HEADER) }
     }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: we mapped exactly this range; nothing refers to it any more
-        // (the window that owns the mapping is being dropped).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.size) };
-    }
-}
-
-fn map(fd: RawFd, size: usize) -> Result<NonNull<u8>> {
-    // SAFETY: plain mmap of a descriptor we hold; the result is checked.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(sys("mmap a window"));
-    }
-    NonNull::new(p.cast()).ok_or_else(|| sys("mmap a window"))
-}
-
-#[cold]
-fn sys(op: &'static str) -> Error {
-    Error::Transport(dos_transport::Error::last_os(op))
 }
 
 #[cfg(test)]
