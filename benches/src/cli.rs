@@ -3,7 +3,7 @@
 //! `dosbench BENCH[,BENCH...]|all [OPTIONS]` runs benchmarks; other first
 //! words are commands (`hello`, `compare`, `rpc`, `dsm`, `raw-tcp`, `help`).
 //! A benchmark list is no command name: clap hands it over as an external
-//! subcommand, and [`parse`] reads its options with the same [`RunFlags`]
+//! subcommand, and [`parse`] reads its options with the same `RunFlags`
 //! that `rpc`, `dsm` and `raw-tcp` use. Every `--help` prints the one usage
 //! text ([`usage`]), which ends with the list of benchmarks.
 

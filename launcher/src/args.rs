@@ -210,8 +210,11 @@ struct Cli {
     #[arg(long, value_name = "LIST", action = ArgAction::Append,
           value_parser = parse_transports)]
     transports: Vec<String>,
-    /// Prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
-    #[arg(long = "tag-output")]
+    /// Prefix output lines with their rank and stream.
+    #[arg(
+        long = "tag-output",
+        help = "Prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:"
+    )]
     tag_output: bool,
     /// Stop the job after SECS seconds (fractions allowed); exit status 124
     #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
@@ -1037,7 +1040,7 @@ mod tests {
         let Ok(Action::Run(o)) = parse(["-n".into(), "1".into(), "p".into(), odd.clone()]) else {
             panic!("should parse");
         };
-        assert_eq!(o.args, [odd.clone()]);
+        assert_eq!(o.args, std::slice::from_ref(&odd));
         assert!(parse(["-n".into(), odd]).is_err());
     }
 
