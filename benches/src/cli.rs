@@ -1,6 +1,16 @@
-//! The command line of `dosbench` (a small hand-written parser).
+//! The command line of `dosbench`, with clap (derive).
+//!
+//! `dosbench BENCH[,BENCH...]|all [OPTIONS]` runs benchmarks; other first
+//! words are commands (`hello`, `compare`, `rpc`, `dsm`, `raw-tcp`, `help`).
+//! A benchmark list is no command name: clap hands it over as an external
+//! subcommand, and [`parse`] reads its options with the same `RunFlags`
+//! that `rpc`, `dsm` and `raw-tcp` use. Every `--help` prints the one usage
+//! text ([`usage`]), which ends with the list of benchmarks.
 
 use std::path::PathBuf;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::rawtcp;
 use crate::sched::Bench;
@@ -59,35 +69,173 @@ pub enum Command {
     Help,
 }
 
+/// What follows the list of commands in the usage.
+const NOTES: &str = "\
+Run under `dosrun -n 2` (or `mpirun -n 2` for the build with --features mpi).
+raw-tcp needs no launcher: start the server on one host, then the client on
+the other; its results are labelled `raw` and `compare` adds a dos/raw column.
+Sizes accept K and M suffixes (binary: 4K = 4096). --iters and --warmup set the
+counts for messages up to 8K; larger messages keep OSU's smaller proportion.";
+
+/// dosbench's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dosbench",
+    about = "OSU-style benchmarks for dos (under dosrun) or MPI (under mpirun).",
+    override_usage = "dosbench <BENCHMARK[,BENCHMARK...]|all> [OPTIONS]\n       \
+                      dosbench <COMMAND> [ARGS]",
+    help_template = "{usage-heading} {usage}\n\n{about}\n\nCommands:\n{subcommands}\n{after-help}",
+    disable_help_flag = true,
+    disable_help_subcommand = true,
+    disable_version_flag = true,
+    args_override_self = true,
+    term_width = 100
+)]
+struct Cli {
+    /// Print this help, then exit.
+    #[arg(short = 'h', long)]
+    help: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+/// The commands other than a benchmark run.
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Init and finalize only (job start time)
+    Hello {
+        /// Anything here is refused.
+        #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
+    /// Medians and dos/mpi ratios of --json runs: compare FILE...
+    Compare {
+        /// The files, whatever they are named.
+        #[arg(value_name = "FILE", num_args = 0.., allow_hyphen_values = true)]
+        files: Vec<PathBuf>,
+    },
+    /// RPC latency and rates, ranks 0 and 1 (dos only): rpc [OPTIONS]
+    Rpc(RunFlags),
+    /// Global-array and lock latencies (dos only): dsm [OPTIONS]
+    Dsm(RunFlags),
+    /// Raw TCP baseline: `raw-tcp serve ADDR:PORT` serves one client, then
+    /// exits; `raw-tcp ADDR:PORT [OPTIONS]` measures latency and bw over
+    /// one bare TCP connection to it
+    RawTcp(RawTcpArgs),
+    /// Print this help
+    #[command(hide = true)]
+    Help {
+        /// Ignored.
+        #[arg(hide = true, num_args = 0.., allow_hyphen_values = true)]
+        extra: Vec<String>,
+    },
+    /// A benchmark list: its name, then its options.
+    #[command(external_subcommand)]
+    Run(Vec<String>),
+}
+
+/// The options of a benchmark run (and of `rpc`, `dsm` and `raw-tcp`).
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true, args_override_self = true)]
+struct RunFlags {
+    /// Smallest message size [default: the benchmark's own]
+    #[arg(short = 'm', long = "min-size", value_name = "N", value_parser = size)]
+    min_size: Option<usize>,
+    /// Largest message size [default: the benchmark's own]
+    #[arg(short = 'M', long = "max-size", value_name = "N", value_parser = size)]
+    max_size: Option<usize>,
+    /// Timed iterations for messages up to 8K (at least 1)
+    #[arg(short = 'i', long, value_name = "N", value_parser = size)]
+    iters: Option<usize>,
+    /// Warm-up iterations for messages up to 8K
+    #[arg(short = 'x', long, value_name = "N", value_parser = size)]
+    warmup: Option<usize>,
+    /// Messages per window in bw and bibw, puts per flush in put_bw, calls in
+    /// flight in rpc (at least 1) [default: 64]
+    #[arg(short = 'W', long, value_name = "N", value_parser = size)]
+    window: Option<usize>,
+    /// JSON lines instead of tables
+    #[arg(long)]
+    json: bool,
+    /// Print this help, then exit
+    #[arg(short = 'h', long)]
+    help: bool,
+}
+
+/// What follows `raw-tcp`: `serve ADDR:PORT`, or `ADDR:PORT` and options.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct RawTcpArgs {
+    /// `serve ADDR:PORT` or `ADDR:PORT`.
+    #[arg(value_name = "ADDR:PORT", num_args = 0..)]
+    words: Vec<String>,
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+/// A benchmark run's options, parsed after its name.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dosbench BENCHMARK",
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true,
+    term_width = 100
+)]
+struct RunArgs {
+    #[command(flatten)]
+    flags: RunFlags,
+}
+
+impl RunFlags {
+    fn options(&self) -> Options {
+        let mut o = Options {
+            min_size: self.min_size,
+            max_size: self.max_size,
+            iters: self.iters.map(|i| i.max(1)),
+            warmup: self.warmup,
+            ..Options::default()
+        };
+        if let Some(w) = self.window {
+            o.window = w.max(1);
+        }
+        o
+    }
+
+    /// The options, checked against each other.
+    fn checked(&self) -> Result<Options> {
+        let opts = self.options();
+        if let (Some(lo), Some(hi)) = (opts.min_size, opts.max_size) {
+            if lo > hi {
+                return Err(usage_err(format!(
+                    "--min-size {lo} is above --max-size {hi}"
+                )));
+            }
+        }
+        Ok(opts)
+    }
+}
+
 /// The usage text.
 pub fn usage() -> String {
-    let mut s = String::from(
-        "usage: dosbench <BENCHMARK|all> [--min-size N] [--max-size N] [--iters N] [--warmup N]\n\
-         \x20                               [--window N] [--json]\n\
-         \x20      dosbench hello                 init and finalize only (job start time)\n\
-         \x20      dosbench compare FILE...       medians and dos/mpi ratios of --json runs\n\
-         \x20      dosbench rpc [--iters N] [--warmup N] [--window N] [--json]\n\
-         \x20                                     RPC latency and rates, ranks 0 and 1 (dos only)\n\
-         \x20      dosbench dsm [--iters N] [--warmup N] [--json]\n\
-         \x20                                     global-array and lock latencies (dos only)\n\
-         \x20      dosbench raw-tcp serve ADDR:PORT\n\
-         \x20                                     raw TCP baseline: serve one client, then exit\n\
-         \x20      dosbench raw-tcp ADDR:PORT [--min-size N] [--max-size N] [--iters N]\n\
-         \x20                                 [--warmup N] [--window N] [--json]\n\
-         \x20                                     latency and bw over one bare TCP connection\n\
-         \n\
-         Run under `dosrun -n 2` (or `mpirun -n 2` for the build with --features mpi).\n\
-         raw-tcp needs no launcher: start the server on one host, then the client on\n\
-         the other; its results are labelled `raw` and `compare` adds a dos/raw column.\n\
-         Sizes accept K and M suffixes (binary: 4K = 4096). --iters and --warmup set the\n\
-         counts for messages up to 8K; larger messages keep OSU's smaller proportion.\n\
-         \n\
-         benchmarks:\n",
-    );
+    let options = RunArgs::command()
+        .help_template("{options}")
+        .render_help()
+        .to_string();
+    let mut benches = String::new();
     for b in Bench::ALL {
-        s.push_str(&format!("  {:<10} {}\n", b.name(), b.describe()));
+        benches.push_str(&format!("  {:<10} {}\n", b.name(), b.describe()));
     }
-    s
+    Cli::command()
+        .after_help(format!(
+            "Options (of a benchmark run, rpc, dsm and raw-tcp):\n{}\n\n{NOTES}\n\nbenchmarks:\n{benches}",
+            options.trim_end()
+        ))
+        .render_help()
+        .to_string()
+        // clap ends the commands with a line break and starts the text after
+        // them with two: keep one blank line between.
+        .replacen("\n\n\n", "\n\n", 1)
 }
 
 /// Parses a byte count: `4096`, `4K`, `4k`, `4KiB`, `1M`, `1MiB`.
@@ -112,89 +260,138 @@ pub fn parse_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok()?.checked_mul(mul)
 }
 
+fn size(v: &str) -> std::result::Result<usize, String> {
+    parse_size(v).ok_or_else(|| "not a number".to_string())
+}
+
 fn usage_err(msg: impl Into<String>) -> Error {
     Error::Usage(format!("{}\n\n{}", msg.into(), usage()))
 }
 
-/// Options and positional arguments after the command word.
-struct Flags {
-    opts: Options,
-    json: bool,
-    help: bool,
-    positional: Vec<String>,
+/// The usage error for what clap refused, in dosbench's words.
+fn clap_err(e: &clap::Error) -> Error {
+    let context = |kind| match e.get(kind) {
+        Some(ContextValue::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    // "--iters <N>" -> "--iters"; "--bogus=3" -> "--bogus".
+    let arg = context(ContextKind::InvalidArg);
+    let flag = arg.split([' ', '=']).next().unwrap_or_default().to_string();
+    usage_err(match e.kind() {
+        ErrorKind::UnknownArgument if flag.starts_with('-') => {
+            format!("unknown option `{flag}`")
+        }
+        ErrorKind::UnknownArgument => format!("unexpected argument `{flag}`"),
+        ErrorKind::ValueValidation => format!(
+            "bad number `{}` for {flag}",
+            context(ContextKind::InvalidValue)
+        ),
+        ErrorKind::InvalidValue | ErrorKind::NoEquals => format!("{flag} needs a value"),
+        _ => {
+            let text = e.to_string();
+            let line = text.lines().next().unwrap_or_default();
+            line.strip_prefix("error: ").unwrap_or(line).to_string()
+        }
+    })
 }
 
-/// Parses `--min-size`, `--max-size`, `--iters`, `--warmup`, `--window`
-/// (as `--flag V` or `--flag=V`), `--json` and `--help`; anything not
-/// starting with `-` is collected as a positional argument.
-fn parse_flags(args: &[String]) -> Result<Flags> {
-    let mut f = Flags {
-        opts: Options::default(),
-        json: false,
-        help: false,
-        positional: Vec::new(),
+/// Parses what follows `raw-tcp`.
+fn raw_tcp(a: RawTcpArgs) -> Result<Command> {
+    if a.flags.help {
+        return Ok(Command::Help);
+    }
+    if a.words.first().map(String::as_str) == Some("serve") {
+        let f = &a.flags;
+        let given = f.min_size.is_some()
+            || f.max_size.is_some()
+            || f.iters.is_some()
+            || f.warmup.is_some()
+            || f.window.is_some()
+            || f.json;
+        if given {
+            return Err(usage_err("raw-tcp serve takes no options"));
+        }
+        let addr = match &a.words[1..] {
+            [a] => a.clone(),
+            [] => return Err(usage_err("raw-tcp serve needs ADDR:PORT to listen on")),
+            _ => return Err(usage_err("raw-tcp serve takes one ADDR:PORT")),
+        };
+        check_addr(&addr, true).map_err(usage_err)?;
+        return Ok(Command::RawTcpServe { addr });
+    }
+    let addr = match a.words.as_slice() {
+        [a] => a.clone(),
+        [] => return Err(usage_err("raw-tcp needs the server's ADDR:PORT")),
+        _ => return Err(usage_err("raw-tcp takes one ADDR:PORT")),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        if !a.starts_with('-') {
-            f.positional.push(a.clone());
-            continue;
+    check_addr(&addr, false).map_err(usage_err)?;
+    let opts = a.flags.checked()?;
+    rawtcp::check_options(&opts).map_err(usage_err)?;
+    Ok(Command::RawTcp {
+        addr,
+        opts,
+        json: a.flags.json,
+    })
+}
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(args: I) -> Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    let cli = Cli::try_parse_from(std::iter::once("dosbench".to_string()).chain(args))
+        .map_err(|e| clap_err(&e))?;
+    if cli.help {
+        return Ok(Command::Help);
+    }
+    let flags_command = |f: RunFlags, make: fn(Options, bool) -> Command| {
+        if f.help {
+            return Ok(Command::Help);
         }
-        let (flag, inline) = match a.split_once('=') {
-            Some((fl, v)) if fl.starts_with("--") => (fl, Some(v.to_string())),
-            _ => (a.as_str(), None),
-        };
-        if flag == "--json" {
-            f.json = true;
-            continue;
+        Ok(make(f.checked()?, f.json))
+    };
+    match cli.command {
+        None => Err(usage_err("no benchmark given")),
+        Some(Sub::Help { .. }) => Ok(Command::Help),
+        Some(Sub::Hello { extra }) if extra.is_empty() => Ok(Command::Hello),
+        Some(Sub::Hello { .. }) => Err(usage_err("hello takes no options")),
+        Some(Sub::Compare { files }) if files.is_empty() => {
+            Err(usage_err("compare needs at least one file"))
         }
-        if flag == "-h" || flag == "--help" {
-            f.help = true;
-            continue;
-        }
-        const VALUED: [&str; 10] = [
-            "--min-size",
-            "-m",
-            "--max-size",
-            "-M",
-            "--iters",
-            "-i",
-            "--warmup",
-            "-x",
-            "--window",
-            "-W",
-        ];
-        if !VALUED.contains(&flag) {
-            return Err(usage_err(format!("unknown option `{flag}`")));
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .cloned()
-                .ok_or_else(|| usage_err(format!("{flag} needs a value")))?,
-        };
-        let num = |v: &str| {
-            parse_size(v).ok_or_else(|| usage_err(format!("bad number `{v}` for {flag}")))
-        };
-        let o = &mut f.opts;
-        match flag {
-            "--min-size" | "-m" => o.min_size = Some(num(&value)?),
-            "--max-size" | "-M" => o.max_size = Some(num(&value)?),
-            "--iters" | "-i" => o.iters = Some(num(&value)?.max(1)),
-            "--warmup" | "-x" => o.warmup = Some(num(&value)?),
-            "--window" | "-W" => o.window = num(&value)?.max(1),
-            _ => return Err(usage_err(format!("unknown option `{flag}`"))),
+        Some(Sub::Compare { files }) => Ok(Command::Compare { files }),
+        Some(Sub::Rpc(f)) => flags_command(f, |opts, json| Command::Rpc { opts, json }),
+        Some(Sub::Dsm(f)) => flags_command(f, |opts, json| Command::Dsm { opts, json }),
+        Some(Sub::RawTcp(a)) => raw_tcp(a),
+        Some(Sub::Run(words)) => {
+            let (first, rest) = words.split_first().expect("clap names the subcommand");
+            let benches = if first == "all" {
+                Bench::ALL.to_vec()
+            } else {
+                let mut v = Vec::new();
+                for name in first.split(',') {
+                    v.push(
+                        Bench::from_name(name)
+                            .ok_or_else(|| usage_err(format!("unknown benchmark `{name}`")))?,
+                    );
+                }
+                v
+            };
+            let run = RunArgs::try_parse_from(
+                std::iter::once("dosbench".to_string()).chain(rest.iter().cloned()),
+            )
+            .map_err(|e| clap_err(&e))?;
+            if run.flags.help {
+                return Ok(Command::Help);
+            }
+            Ok(Command::Run {
+                benches,
+                opts: run.flags.checked()?,
+                json: run.flags.json,
+            })
         }
     }
-    if let (Some(lo), Some(hi)) = (f.opts.min_size, f.opts.max_size) {
-        if lo > hi {
-            return Err(usage_err(format!(
-                "--min-size {lo} is above --max-size {hi}"
-            )));
-        }
-    }
-    Ok(f)
 }
 
 /// Checks a `HOST:PORT` address without resolving it: a host name, an IPv4
@@ -232,113 +429,6 @@ pub fn check_addr(addr: &str, port0_ok: bool) -> std::result::Result<(), String>
         return bad("not a host name");
     }
     Ok(())
-}
-
-/// Parses what follows `raw-tcp`.
-fn parse_raw_tcp(args: &[String]) -> Result<Command> {
-    if args.first().map(String::as_str) == Some("serve") {
-        let f = parse_flags(&args[1..])?;
-        if f.help {
-            return Ok(Command::Help);
-        }
-        if f.opts != Options::default() || f.json {
-            return Err(usage_err("raw-tcp serve takes no options"));
-        }
-        let addr = match f.positional.as_slice() {
-            [a] => a.clone(),
-            [] => return Err(usage_err("raw-tcp serve needs ADDR:PORT to listen on")),
-            _ => return Err(usage_err("raw-tcp serve takes one ADDR:PORT")),
-        };
-        check_addr(&addr, true).map_err(usage_err)?;
-        return Ok(Command::RawTcpServe { addr });
-    }
-    let f = parse_flags(args)?;
-    if f.help {
-        return Ok(Command::Help);
-    }
-    let addr = match f.positional.as_slice() {
-        [a] => a.clone(),
-        [] => return Err(usage_err("raw-tcp needs the server's ADDR:PORT")),
-        _ => return Err(usage_err("raw-tcp takes one ADDR:PORT")),
-    };
-    check_addr(&addr, false).map_err(usage_err)?;
-    rawtcp::check_options(&f.opts).map_err(usage_err)?;
-    Ok(Command::RawTcp {
-        addr,
-        opts: f.opts,
-        json: f.json,
-    })
-}
-
-/// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command>
-where
-    I: IntoIterator<Item = S>,
-    S: Into<String>,
-{
-    let args: Vec<String> = args.into_iter().map(Into::into).collect();
-    let Some(first) = args.first() else {
-        return Err(usage_err("no benchmark given"));
-    };
-    match first.as_str() {
-        "-h" | "--help" | "help" => return Ok(Command::Help),
-        "hello" => {
-            return match args.len() {
-                1 => Ok(Command::Hello),
-                _ => Err(usage_err("hello takes no options")),
-            }
-        }
-        "compare" => {
-            let files: Vec<PathBuf> = args[1..].iter().map(PathBuf::from).collect();
-            if files.is_empty() {
-                return Err(usage_err("compare needs at least one file"));
-            }
-            return Ok(Command::Compare { files });
-        }
-        "raw-tcp" => return parse_raw_tcp(&args[1..]),
-        "rpc" | "dsm" => {
-            let f = parse_flags(&args[1..])?;
-            if let Some(p) = f.positional.first() {
-                return Err(usage_err(format!("unexpected argument `{p}`")));
-            }
-            return Ok(if first == "rpc" {
-                Command::Rpc {
-                    opts: f.opts,
-                    json: f.json,
-                }
-            } else {
-                Command::Dsm {
-                    opts: f.opts,
-                    json: f.json,
-                }
-            });
-        }
-        _ => {}
-    }
-    let benches = if first == "all" {
-        Bench::ALL.to_vec()
-    } else {
-        let mut v = Vec::new();
-        for name in first.split(',') {
-            v.push(
-                Bench::from_name(name)
-                    .ok_or_else(|| usage_err(format!("unknown benchmark `{name}`")))?,
-            );
-        }
-        v
-    };
-    let f = parse_flags(&args[1..])?;
-    if f.help {
-        return Ok(Command::Help);
-    }
-    if let Some(p) = f.positional.first() {
-        return Err(usage_err(format!("unexpected argument `{p}`")));
-    }
-    Ok(Command::Run {
-        benches,
-        opts: f.opts,
-        json: f.json,
-    })
 }
 
 #[cfg(test)]
@@ -514,5 +604,83 @@ mod tests {
         ]);
         // Still an error for the other benchmarks.
         usage_error(&["latency", "stray"]);
+    }
+
+    #[test]
+    fn clap_spellings_and_messages() {
+        // Short options, values after '=' or in the next argument.
+        let Command::Run { opts, .. } =
+            parse(["bw", "-m", "8", "-M=1K", "-i", "0", "-x", "3", "-W", "0"]).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                opts.min_size,
+                opts.max_size,
+                opts.iters,
+                opts.warmup,
+                opts.window
+            ),
+            (Some(8), Some(1024), Some(1), Some(3), 1)
+        );
+        // The last of a repeated option counts.
+        let Command::Run { opts, .. } = parse(["bw", "--iters", "5", "--iters=7"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(opts.iters, Some(7));
+        for args in [
+            &["latency", "-h"][..],
+            &["help"],
+            &["-h"],
+            &["rpc", "--help"],
+            &["dsm", "-h"],
+            &["raw-tcp", "serve", "--help"],
+        ] {
+            assert_eq!(
+                parse(args.iter().copied()).unwrap(),
+                Command::Help,
+                "{args:?}"
+            );
+        }
+        let Command::Rpc { opts, json } = parse(["rpc", "--window", "4", "--json"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!((opts.window, json), (4, true));
+        assert!(matches!(
+            parse(["dsm"]).unwrap(),
+            Command::Dsm { json: false, .. }
+        ));
+        // compare takes every argument as a file.
+        assert!(matches!(
+            parse(["compare", "--json", "b.json"]).unwrap(),
+            Command::Compare { files } if files == [PathBuf::from("--json"), "b.json".into()]
+        ));
+        for (args, needle) in [
+            (&["latency", "stray"][..], "unexpected argument `stray`"),
+            (&["latency", "--bogus=3"], "unknown option `--bogus`"),
+            (&["latency", "--iters"], "--iters needs a value"),
+            (
+                &["latency", "--iters", "many"],
+                "bad number `many` for --iters",
+            ),
+            (&["latency", "-i", "x"], "bad number `x` for --iters"),
+            (&["nope"], "unknown benchmark `nope`"),
+            (&["bw,nope"], "unknown benchmark `nope`"),
+            (&[], "no benchmark given"),
+            (&["hello", "--json"], "hello takes no options"),
+            (&["compare"], "compare needs at least one file"),
+            (&["rpc", "x"], "unexpected argument `x`"),
+            (
+                &["bw", "--min-size", "8", "--max-size", "4"],
+                "is above --max-size",
+            ),
+        ] {
+            let m = usage_error(args);
+            assert!(m.starts_with(needle) || m.contains(needle), "{args:?}: {m}");
+            // One line, then the usage.
+            assert!(m.contains("\n\nUsage: dosbench"), "{args:?}: {m}");
+        }
+        assert!(!usage().contains("\n\n\n"));
     }
 }

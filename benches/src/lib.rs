@@ -11,7 +11,7 @@
 //!   `mpirun`, and labels its output `mpi`.
 //!
 //! The benchmarks ([`suite`]) are written once, generic over the small
-//! [`net::Net`] trait that both backends implement, so the two builds time
+//! [`runtime::Runtime`] trait that both backends implement, so the two builds time
 //! exactly the same loops. Pure logic — message-size schedules and iteration
 //! counts ([`sched`]), statistics ([`stats`]), tables and JSON ([`report`]),
 //! and the dos-versus-MPI comparison ([`compare`]) — is unit-tested.
@@ -32,11 +32,11 @@
 pub mod cli;
 pub mod compare;
 mod error;
-pub mod net;
 pub mod rawtcp;
 pub mod report;
 #[cfg(all(feature = "dos", not(feature = "mpi")))]
 pub mod rpc;
+pub mod runtime;
 pub mod sched;
 pub mod stats;
 pub mod suite;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use dos_bench::cli::{self, Command};
-use dos_bench::net::{self, Net};
+use dos_bench::runtime::{self, Runtime};
 use dos_bench::sched::Bench;
 use dos_bench::{compare, rawtcp, suite};
 
@@ -80,11 +80,11 @@ fn real_main() -> anyhow::Result<()> {
         Command::Rpc { opts, json } => rpc_main(&opts, json, false),
         Command::Dsm { opts, json } => rpc_main(&opts, json, true),
         Command::Hello => {
-            let net = net::init().context("joining the job")?;
-            if net.rank() == 0 {
-                println!("hello from {} ranks ({})", net.size(), net.name());
+            let rt = runtime::init().context("joining the job")?;
+            if rt.rank() == 0 {
+                println!("hello from {} ranks ({})", rt.size(), rt.name());
             }
-            net.finalize().context("leaving the job")?;
+            rt.finalize().context("leaving the job")?;
             Ok(())
         }
         Command::Run {
@@ -92,9 +92,9 @@ fn real_main() -> anyhow::Result<()> {
             opts,
             json,
         } => {
-            let net = net::init().context("joining the job")?;
+            let rt = runtime::init().context("joining the job")?;
             for b in benches {
-                match suite::run(&net, b, &opts) {
+                match suite::run(&rt, b, &opts) {
                     Ok(Some(out)) => {
                         let mut stdout = std::io::stdout().lock();
                         if json {
@@ -107,24 +107,24 @@ fn real_main() -> anyhow::Result<()> {
                     Ok(None) => {}
                     // Every rank sees this one the same way: end cleanly.
                     Err(e @ dos_bench::Error::TooFewRanks { .. }) => {
-                        if net.rank() == 0 {
+                        if rt.rank() == 0 {
                             eprintln!("dosbench: {e}");
                         }
-                        net.finalize()?;
+                        rt.finalize()?;
                         std::process::exit(2);
                     }
                     // Others may be waiting for this rank: end the whole job.
                     Err(e) => {
                         let msg = format!(
                             "rank {}: {b:?} failed: {:#}",
-                            net.rank(),
+                            rt.rank(),
                             anyhow::Error::from(e)
                         );
-                        net.abort(1, &msg);
+                        rt.abort(1, &msg);
                     }
                 }
             }
-            net.finalize().context("leaving the job")?;
+            rt.finalize().context("leaving the job")?;
             Ok(())
         }
     }

@@ -1,4 +1,4 @@
-//! The benchmarks, written once over [`Net`].
+//! The benchmarks, written once over [`Runtime`].
 //!
 //! Point-to-point benchmarks (`latency`, `bw`, `bibw`) run between ranks 0
 //! and 1 (other ranks wait at the barrier) and report rank 0's measurement,
@@ -20,8 +20,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::net::{Net, WinElem};
 use crate::report::{Outcome, Row};
+use crate::runtime::{Runtime, WinElem};
 use crate::sched::{Bench, Counts, DEFAULT_WINDOW};
 use crate::stats::Spread;
 use crate::{Error, Result};
@@ -65,12 +65,12 @@ impl Default for Options {
 /// Runs `bench` on every rank; returns the results on rank 0 and `None` elsewhere.
 ///
 /// Every rank must call it with the same arguments.
-pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outcome>> {
-    if net.size() < bench.min_ranks() {
+pub fn run<R: Runtime>(rt: &R, bench: Bench, opts: &Options) -> Result<Option<Outcome>> {
+    if rt.size() < bench.min_ranks() {
         return Err(Error::TooFewRanks {
             bench: bench.name(),
             need: bench.min_ranks(),
-            have: net.size(),
+            have: rt.size(),
         });
     }
     let sizes = bench.sizes(opts.min_size, opts.max_size);
@@ -78,24 +78,24 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
     let window = opts.window.max(1);
     let mut rows = Vec::with_capacity(sizes.len());
     let max = sizes.iter().copied().max().unwrap_or(0);
-    let mut bufs = Buffers::new(net, bench, max, window);
-    let wins = Windows::new(net, bench, max, window, &bufs)?;
-    spin_up(net, SPIN_UP)?;
+    let mut bufs = Buffers::new(rt, bench, max, window);
+    let wins = Windows::new(rt, bench, max, window, &bufs)?;
+    spin_up(rt, SPIN_UP)?;
     for &size in &sizes {
         let c = plan.counts(size);
-        net.barrier()?;
+        rt.barrier()?;
         let spread = match bench {
-            Bench::Latency => latency(net, &mut bufs, size, c)?,
-            Bench::Bw => bw(net, &mut bufs, size, c, window)?,
-            Bench::Bibw => bibw(net, &mut bufs, size, c, window)?,
-            Bench::Allreduce => allreduce(net, &mut bufs, size, c)?,
-            Bench::Bcast => bcast(net, &mut bufs, size, c)?,
-            Bench::Alltoall => alltoall(net, &mut bufs, size, c)?,
-            Bench::Barrier => barrier(net, c)?,
-            Bench::PutLat => put_lat(net, wins.bytes(), &mut bufs, size, c)?,
-            Bench::GetLat => get_lat(net, wins.bytes(), &mut bufs, size, c)?,
-            Bench::PutBw => put_bw(net, wins.bytes(), &mut bufs, size, c, window)?,
-            Bench::AtomicLat => atomic_lat(net, wins.words(), c)?,
+            Bench::Latency => latency(rt, &mut bufs, size, c)?,
+            Bench::Bw => bw(rt, &mut bufs, size, c, window)?,
+            Bench::Bibw => bibw(rt, &mut bufs, size, c, window)?,
+            Bench::Allreduce => allreduce(rt, &mut bufs, size, c)?,
+            Bench::Bcast => bcast(rt, &mut bufs, size, c)?,
+            Bench::Alltoall => alltoall(rt, &mut bufs, size, c)?,
+            Bench::Barrier => barrier(rt, c)?,
+            Bench::PutLat => put_lat(rt, wins.bytes(), &mut bufs, size, c)?,
+            Bench::GetLat => get_lat(rt, wins.bytes(), &mut bufs, size, c)?,
+            Bench::PutBw => put_bw(rt, wins.bytes(), &mut bufs, size, c, window)?,
+            Bench::AtomicLat => atomic_lat(rt, wins.words(), c)?,
         };
         if let Some(s) = spread {
             rows.push(Row {
@@ -107,12 +107,12 @@ pub fn run<N: Net>(net: &N, bench: Bench, opts: &Options) -> Result<Option<Outco
             });
         }
     }
-    wins.free(net)?;
-    net.barrier()?;
-    Ok((net.rank() == 0).then(|| Outcome {
+    wins.free(rt)?;
+    rt.barrier()?;
+    Ok((rt.rank() == 0).then(|| Outcome {
         benchmark: bench,
-        implementation: net.name().to_string(),
-        ranks: net.size(),
+        implementation: rt.name().to_string(),
+        ranks: rt.size(),
         unit: bench.unit(),
         rows,
     }))
@@ -127,8 +127,8 @@ struct Buffers {
 }
 
 impl Buffers {
-    fn new<N: Net>(net: &N, bench: Bench, max: usize, window: usize) -> Buffers {
-        let (rank, n) = (net.rank(), net.size());
+    fn new<R: Runtime>(rt: &R, bench: Bench, max: usize, window: usize) -> Buffers {
+        let (rank, n) = (rt.rank(), rt.size());
         let (send, recv) = match bench {
             Bench::Latency | Bench::Bcast | Bench::PutLat | Bench::GetLat => {
                 (payload(max), vec![1u8; max])
@@ -158,48 +158,48 @@ impl Buffers {
 }
 
 /// The windows of a one-sided benchmark, allocated once for the largest size.
-struct Windows<N: Net> {
+struct Windows<R: Runtime> {
     /// `put_lat`, `get_lat`: the largest size; `put_bw`: a window of them.
-    bytes: Option<N::Win<u8>>,
+    bytes: Option<R::Win<u8>>,
     /// `atomic_lat`: one counter.
-    words: Option<N::Win<u64>>,
+    words: Option<R::Win<u64>>,
 }
 
-impl<N: Net> Windows<N> {
+impl<R: Runtime> Windows<R> {
     /// Allocates what `bench` needs (collective). For `get_lat`, rank 1's
     /// part then holds the payload that rank 0 reads.
-    fn new(net: &N, bench: Bench, max: usize, window: usize, b: &Buffers) -> Result<Windows<N>> {
+    fn new(rt: &R, bench: Bench, max: usize, window: usize, b: &Buffers) -> Result<Windows<R>> {
         let mut w = Windows {
             bytes: None,
             words: None,
         };
         match bench {
-            Bench::PutLat | Bench::GetLat => w.bytes = Some(net.win_allocate(max)?),
-            Bench::PutBw => w.bytes = Some(net.win_allocate(max * window)?),
-            Bench::AtomicLat => w.words = Some(net.win_allocate(1)?),
+            Bench::PutLat | Bench::GetLat => w.bytes = Some(rt.win_allocate(max)?),
+            Bench::PutBw => w.bytes = Some(rt.win_allocate(max * window)?),
+            Bench::AtomicLat => w.words = Some(rt.win_allocate(1)?),
             _ => {}
         }
-        if let (Bench::GetLat, 1, Some(win)) = (bench, net.rank(), &w.bytes) {
-            net.win_write_local(win, &b.send[..max], 0)?;
+        if let (Bench::GetLat, 1, Some(win)) = (bench, rt.rank(), &w.bytes) {
+            rt.win_write_local(win, &b.send[..max], 0)?;
         }
         Ok(w)
     }
 
-    fn bytes(&self) -> &N::Win<u8> {
+    fn bytes(&self) -> &R::Win<u8> {
         self.bytes.as_ref().expect("allocated for this benchmark")
     }
 
-    fn words(&self) -> &N::Win<u64> {
+    fn words(&self) -> &R::Win<u64> {
         self.words.as_ref().expect("allocated for this benchmark")
     }
 
     /// Frees them (collective).
-    fn free(self, net: &N) -> Result<()> {
+    fn free(self, rt: &R) -> Result<()> {
         if let Some(w) = self.bytes {
-            net.win_free(w)?;
+            rt.win_free(w)?;
         }
         if let Some(w) = self.words {
-            net.win_free(w)?;
+            rt.win_free(w)?;
         }
         Ok(())
     }
@@ -237,9 +237,9 @@ fn pattern(rank: usize, block: usize) -> u8 {
     (rank.wrapping_mul(31).wrapping_add(block) % 251) as u8
 }
 
-fn latency<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
+fn latency<R: Runtime>(rt: &R, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
     let (s, r) = (&b.send[..size], &mut b.recv[..size]);
-    let me = net.rank();
+    let me = rt.rank();
     r.fill(0);
     let out = match me {
         0 => {
@@ -248,16 +248,16 @@ fn latency<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<O
                 if i == c.warmup {
                     t0 = Instant::now();
                 }
-                net.send(s, 1, TAG_DATA)?;
-                net.recv(r, 1, TAG_DATA)?;
+                rt.send(s, 1, TAG_DATA)?;
+                rt.recv(r, 1, TAG_DATA)?;
             }
             let us = micros(t0.elapsed()) / (2 * c.iters) as f64;
             Some(Spread::single(us))
         }
         1 => {
             for _ in 0..c.warmup + c.iters {
-                net.recv(r, 0, TAG_DATA)?;
-                net.send(s, 0, TAG_DATA)?;
+                rt.recv(r, 0, TAG_DATA)?;
+                rt.send(s, 0, TAG_DATA)?;
             }
             None
         }
@@ -267,15 +267,15 @@ fn latency<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<O
     Ok(out)
 }
 
-fn bw<N: Net>(
-    net: &N,
+fn bw<R: Runtime>(
+    rt: &R,
     b: &mut Buffers,
     size: usize,
     c: Counts,
     window: usize,
 ) -> Result<Option<Spread>> {
     let mut ack = [0u8; 4];
-    match net.rank() {
+    match rt.rank() {
         0 => {
             let s = &b.send[..size];
             let mut t0 = Instant::now();
@@ -283,8 +283,8 @@ fn bw<N: Net>(
                 if i == c.warmup {
                     t0 = Instant::now();
                 }
-                net.send_window(s, window, 1, TAG_DATA)?;
-                net.recv(&mut ack, 1, TAG_ACK)?;
+                rt.send_window(s, window, 1, TAG_DATA)?;
+                rt.recv(&mut ack, 1, TAG_ACK)?;
             }
             let bytes = (size * window * c.iters) as f64;
             Ok(Some(Spread::single(mbps(bytes, t0.elapsed()))))
@@ -293,8 +293,8 @@ fn bw<N: Net>(
             let r = &mut b.recv[..size * window];
             r.fill(0);
             for _ in 0..c.warmup + c.iters {
-                net.recv_window(r, size, window, 0, TAG_DATA)?;
-                net.send(&ack, 0, TAG_ACK)?;
+                rt.recv_window(r, size, window, 0, TAG_DATA)?;
+                rt.send(&ack, 0, TAG_ACK)?;
             }
             check_pieces(Bench::Bw, 1, r, &b.send[..size])?;
             Ok(None)
@@ -303,14 +303,14 @@ fn bw<N: Net>(
     }
 }
 
-fn bibw<N: Net>(
-    net: &N,
+fn bibw<R: Runtime>(
+    rt: &R,
     b: &mut Buffers,
     size: usize,
     c: Counts,
     window: usize,
 ) -> Result<Option<Spread>> {
-    let me = net.rank();
+    let me = rt.rank();
     if me > 1 {
         return Ok(None);
     }
@@ -323,7 +323,7 @@ fn bibw<N: Net>(
         if i == c.warmup {
             t0 = Instant::now();
         }
-        net.exchange_window(s, r, window, peer, TAG_DATA)?;
+        rt.exchange_window(s, r, window, peer, TAG_DATA)?;
     }
     let bytes = (2 * size * window * c.iters) as f64;
     let v = mbps(bytes, t0.elapsed());
@@ -334,13 +334,13 @@ fn bibw<N: Net>(
 /// Runs `op` `c.warmup` untimed then `c.iters` timed times inside one
 /// passive-target epoch on `w`; returns the time of the timed ones (the
 /// epoch's opening and closing are not timed).
-fn in_epoch<N: Net, T: WinElem>(
-    net: &N,
-    w: &N::Win<T>,
+fn in_epoch<R: Runtime, T: WinElem>(
+    rt: &R,
+    w: &R::Win<T>,
     c: Counts,
     mut op: impl FnMut() -> Result<()>,
 ) -> Result<Duration> {
-    net.epoch_begin(w)?;
+    rt.epoch_begin(w)?;
     let mut t0 = Instant::now();
     for i in 0..c.warmup + c.iters {
         if i == c.warmup {
@@ -349,107 +349,107 @@ fn in_epoch<N: Net, T: WinElem>(
         op()?;
     }
     let d = t0.elapsed();
-    net.epoch_end(w)?;
+    rt.epoch_end(w)?;
     Ok(d)
 }
 
 /// On the target, after the origin's epoch: checks that its part holds
 /// `want` in each `want.len()`-byte piece of `r.len()` bytes, then zeroes
 /// that much of it for the next size.
-fn check_window<N: Net>(
-    net: &N,
-    w: &N::Win<u8>,
+fn check_window<R: Runtime>(
+    rt: &R,
+    w: &R::Win<u8>,
     bench: Bench,
     r: &mut [u8],
     want: &[u8],
 ) -> Result<()> {
-    net.win_read_local(w, r, 0)?;
-    check_pieces(bench, net.rank(), r, want)?;
+    rt.win_read_local(w, r, 0)?;
+    check_pieces(bench, rt.rank(), r, want)?;
     r.fill(0);
-    net.win_write_local(w, r, 0)
+    rt.win_write_local(w, r, 0)
 }
 
-fn put_lat<N: Net>(
-    net: &N,
-    w: &N::Win<u8>,
+fn put_lat<R: Runtime>(
+    rt: &R,
+    w: &R::Win<u8>,
     b: &mut Buffers,
     size: usize,
     c: Counts,
 ) -> Result<Option<Spread>> {
-    let me = net.rank();
+    let me = rt.rank();
     let s = &b.send[..size];
     let out = if me == 0 {
-        let d = in_epoch(net, w, c, || {
+        let d = in_epoch(rt, w, c, || {
             // SAFETY: `s` stays unchanged until the flush right after.
-            unsafe { net.put(w, s, 1, 0) }?;
-            net.flush(w, 1)
+            unsafe { rt.put(w, s, 1, 0) }?;
+            rt.flush(w, 1)
         })?;
         Some(Spread::single(micros(d) / c.iters as f64))
     } else {
         None
     };
     // Rank 1 waits here while rank 0 works, serving its operations.
-    net.barrier()?;
+    rt.barrier()?;
     if me == 1 {
-        check_window(net, w, Bench::PutLat, &mut b.recv[..size], s)?;
+        check_window(rt, w, Bench::PutLat, &mut b.recv[..size], s)?;
     }
     Ok(out)
 }
 
-fn get_lat<N: Net>(
-    net: &N,
-    w: &N::Win<u8>,
+fn get_lat<R: Runtime>(
+    rt: &R,
+    w: &R::Win<u8>,
     b: &mut Buffers,
     size: usize,
     c: Counts,
 ) -> Result<Option<Spread>> {
-    let me = net.rank();
+    let me = rt.rank();
     let out = if me == 0 {
         let r = &mut b.recv[..size];
         r.fill(0);
-        let d = in_epoch(net, w, c, || net.get(w, r, 1, 0))?;
+        let d = in_epoch(rt, w, c, || rt.get(w, r, 1, 0))?;
         // Rank 1's part holds the payload (`Windows::new`).
         check_pieces(Bench::GetLat, 0, r, &b.send[..size])?;
         Some(Spread::single(micros(d) / c.iters as f64))
     } else {
         None
     };
-    net.barrier()?;
+    rt.barrier()?;
     Ok(out)
 }
 
-fn put_bw<N: Net>(
-    net: &N,
-    w: &N::Win<u8>,
+fn put_bw<R: Runtime>(
+    rt: &R,
+    w: &R::Win<u8>,
     b: &mut Buffers,
     size: usize,
     c: Counts,
     window: usize,
 ) -> Result<Option<Spread>> {
-    let me = net.rank();
+    let me = rt.rank();
     let s = &b.send[..size];
     let out = if me == 0 {
-        let d = in_epoch(net, w, c, || {
+        let d = in_epoch(rt, w, c, || {
             for j in 0..window {
                 // SAFETY: `s` stays unchanged until the flush after the loop.
-                unsafe { net.put(w, s, 1, j * size) }?;
+                unsafe { rt.put(w, s, 1, j * size) }?;
             }
-            net.flush(w, 1)
+            rt.flush(w, 1)
         })?;
         let bytes = (size * window * c.iters) as f64;
         Some(Spread::single(mbps(bytes, d)))
     } else {
         None
     };
-    net.barrier()?;
+    rt.barrier()?;
     if me == 1 {
-        check_window(net, w, Bench::PutBw, &mut b.recv[..size * window], s)?;
+        check_window(rt, w, Bench::PutBw, &mut b.recv[..size * window], s)?;
     }
     Ok(out)
 }
 
-fn atomic_lat<N: Net>(net: &N, w: &N::Win<u64>, c: Counts) -> Result<Option<Spread>> {
-    let me = net.rank();
+fn atomic_lat<R: Runtime>(rt: &R, w: &R::Win<u64>, c: Counts) -> Result<Option<Spread>> {
+    let me = rt.rank();
     let total = (c.warmup + c.iters) as u64;
     let wrong = |what: String| Error::Validation {
         bench: Bench::AtomicLat.name(),
@@ -459,8 +459,8 @@ fn atomic_lat<N: Net>(net: &N, w: &N::Win<u64>, c: Counts) -> Result<Option<Spre
     };
     let out = if me == 0 {
         let mut old = u64::MAX;
-        let d = in_epoch(net, w, c, || {
-            old = net.fetch_add(w, 1, 0, 1)?;
+        let d = in_epoch(rt, w, c, || {
+            old = rt.fetch_add(w, 1, 0, 1)?;
             Ok(())
         })?;
         // The counter starts at 0 and only rank 0 adds to it.
@@ -474,31 +474,31 @@ fn atomic_lat<N: Net>(net: &N, w: &N::Win<u64>, c: Counts) -> Result<Option<Spre
     } else {
         None
     };
-    net.barrier()?;
+    rt.barrier()?;
     if me == 1 {
         let mut v = [0u64];
-        net.win_read_local(w, &mut v, 0)?;
+        rt.win_read_local(w, &mut v, 0)?;
         if v[0] != total {
             return Err(wrong(format!("the counter is {}, expected {total}", v[0])));
         }
-        net.win_write_local(w, &[0], 0)?;
+        rt.win_write_local(w, &[0], 0)?;
     }
     Ok(out)
 }
 
 /// Keeps this core busy for `d` without communicating (so the runtime's
 /// own state is untouched), then meets the other ranks at a barrier.
-fn spin_up<N: Net>(net: &N, d: Duration) -> Result<()> {
+fn spin_up<R: Runtime>(rt: &R, d: Duration) -> Result<()> {
     let t0 = Instant::now();
     while t0.elapsed() < d {
         std::hint::spin_loop();
     }
-    net.barrier()
+    rt.barrier()
 }
 
 /// Times `op` `c.iters` times after `c.warmup` untimed calls, with a barrier
 /// after each; returns this rank's mean in microseconds.
-fn timed<N: Net>(net: &N, c: Counts, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
+fn timed<R: Runtime>(rt: &R, c: Counts, mut op: impl FnMut() -> Result<()>) -> Result<f64> {
     let mut total = Duration::ZERO;
     for i in 0..c.warmup + c.iters {
         let t = Instant::now();
@@ -507,50 +507,55 @@ fn timed<N: Net>(net: &N, c: Counts, mut op: impl FnMut() -> Result<()>) -> Resu
         if i >= c.warmup {
             total += d;
         }
-        net.barrier()?;
+        rt.barrier()?;
     }
     Ok(micros(total) / c.iters as f64)
 }
 
-fn allreduce<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
+fn allreduce<R: Runtime>(
+    rt: &R,
+    b: &mut Buffers,
+    size: usize,
+    c: Counts,
+) -> Result<Option<Spread>> {
     let n = size / 4;
     let (s, r) = (&b.fsend[..n], &mut b.frecv[..n]);
-    let us = timed(net, c, || net.allreduce_sum_f32(s, r))?;
-    let p = net.size();
+    let us = timed(rt, c, || rt.allreduce_sum_f32(s, r))?;
+    let p = rt.size();
     let want = (p * (p + 1) / 2) as f32;
     if let Some(bad) = r.iter().position(|&x| x != want) {
         return Err(Error::Validation {
             bench: "allreduce",
             size,
-            rank: net.rank(),
+            rank: rt.rank(),
             what: format!("element {bad} is {}, expected {want}", r[bad]),
         });
     }
-    spread_over_ranks(net, us)
+    spread_over_ranks(rt, us)
 }
 
-fn bcast<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
-    let me = net.rank();
+fn bcast<R: Runtime>(rt: &R, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
+    let me = rt.rank();
     let buf = if me == 0 {
         &mut b.send[..size]
     } else {
         b.recv[..size].fill(0);
         &mut b.recv[..size]
     };
-    let us = timed(net, c, || net.bcast(buf, 0))?;
+    let us = timed(rt, c, || rt.bcast(buf, 0))?;
     check_pieces(Bench::Bcast, me, buf, &payload(size))?;
-    spread_over_ranks(net, us)
+    spread_over_ranks(rt, us)
 }
 
-fn alltoall<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
-    let (me, p) = (net.rank(), net.size());
+fn alltoall<R: Runtime>(rt: &R, b: &mut Buffers, size: usize, c: Counts) -> Result<Option<Spread>> {
+    let (me, p) = (rt.rank(), rt.size());
     // The send buffer is laid out for the largest size: gather this size's blocks.
     let max = b.send.len() / p.max(1);
     let send: Vec<u8> = (0..p)
         .flat_map(|j| b.send[j * max..j * max + size].iter().copied())
         .collect();
     let recv = &mut b.recv[..p * size];
-    let us = timed(net, c, || net.alltoall(&send, recv))?;
+    let us = timed(rt, c, || rt.alltoall(&send, recv))?;
     for i in 0..p {
         let want = pattern(i, me);
         if let Some(bad) = recv[i * size..(i + 1) * size]
@@ -565,32 +570,32 @@ fn alltoall<N: Net>(net: &N, b: &mut Buffers, size: usize, c: Counts) -> Result<
             });
         }
     }
-    spread_over_ranks(net, us)
+    spread_over_ranks(rt, us)
 }
 
-fn barrier<N: Net>(net: &N, c: Counts) -> Result<Option<Spread>> {
+fn barrier<R: Runtime>(rt: &R, c: Counts) -> Result<Option<Spread>> {
     for _ in 0..c.warmup {
-        net.barrier()?;
+        rt.barrier()?;
     }
     let t0 = Instant::now();
     for _ in 0..c.iters {
-        net.barrier()?;
+        rt.barrier()?;
     }
     let us = micros(t0.elapsed()) / c.iters as f64;
-    spread_over_ranks(net, us)
+    spread_over_ranks(rt, us)
 }
 
 /// Collects every rank's value on rank 0 (outside any timed region).
-fn spread_over_ranks<N: Net>(net: &N, mine: f64) -> Result<Option<Spread>> {
-    if net.rank() != 0 {
-        net.send(&mine.to_le_bytes(), 0, TAG_STATS)?;
+fn spread_over_ranks<R: Runtime>(rt: &R, mine: f64) -> Result<Option<Spread>> {
+    if rt.rank() != 0 {
+        rt.send(&mine.to_le_bytes(), 0, TAG_STATS)?;
         return Ok(None);
     }
-    let mut all = Vec::with_capacity(net.size());
+    let mut all = Vec::with_capacity(rt.size());
     all.push(mine);
-    for src in 1..net.size() {
+    for src in 1..rt.size() {
         let mut b = [0u8; 8];
-        net.recv(&mut b, src, TAG_STATS)?;
+        rt.recv(&mut b, src, TAG_STATS)?;
         all.push(f64::from_le_bytes(b));
     }
     Ok(Spread::of(&all))
@@ -607,11 +612,11 @@ fn mbps(bytes: f64, d: Duration) -> f64 {
 #[cfg(all(test, feature = "dos"))]
 mod tests {
     use super::*;
-    use crate::net::dos::DosNet;
+    use crate::runtime::dos::DosRuntime;
 
     #[test]
     fn collectives_run_on_one_rank() {
-        let net = DosNet::init().unwrap();
+        let rt = DosRuntime::init().unwrap();
         let opts = Options {
             max_size: Some(64),
             iters: Some(3),
@@ -624,18 +629,18 @@ mod tests {
             Bench::Alltoall,
             Bench::Barrier,
         ] {
-            let out = run(&net, bench, &opts).unwrap().unwrap();
+            let out = run(&rt, bench, &opts).unwrap().unwrap();
             assert!(!out.rows.is_empty(), "{bench:?}");
             assert!(out.rows.iter().all(|r| r.avg >= 0.0 && r.min <= r.max));
         }
         for bench in [Bench::PutLat, Bench::AtomicLat] {
             assert!(matches!(
-                run(&net, bench, &opts),
+                run(&rt, bench, &opts),
                 Err(Error::TooFewRanks { need: 2, .. })
             ));
         }
         assert!(matches!(
-            run(&net, Bench::Latency, &opts),
+            run(&rt, Bench::Latency, &opts),
             Err(Error::TooFewRanks {
                 need: 2,
                 have: 1,
@@ -654,10 +659,10 @@ mod tests {
             ..Options::default()
         };
         let outs = ::dos::testing::run_threads(3, |world| {
-            let net = DosNet::from_world(world);
+            let rt = DosRuntime::from_world(world);
             Bench::ALL
                 .iter()
-                .map(|&b| run(&net, b, &opts).map_err(|e| e.to_string()))
+                .map(|&b| run(&rt, b, &opts).map_err(|e| e.to_string()))
                 .collect::<Vec<_>>()
         });
         for (rank, per_rank) in outs.into_iter().enumerate() {
@@ -692,10 +697,10 @@ mod tests {
         // by rank 1 while it waits in the barrier.
         let opts = small_opts();
         let outs = ::dos::testing::run_cluster(&[1, 2], |world| {
-            let net = DosNet::from_world(world);
+            let rt = DosRuntime::from_world(world);
             ONE_SIDED
                 .iter()
-                .map(|&b| run(&net, b, &opts).map_err(|e| e.to_string()))
+                .map(|&b| run(&rt, b, &opts).map_err(|e| e.to_string()))
                 .collect::<Vec<_>>()
         });
         for (rank, per_rank) in outs.into_iter().enumerate() {
@@ -713,32 +718,32 @@ mod tests {
     /// dos with one one-sided operation broken: it returns at once, doing nothing.
     #[derive(Debug)]
     struct Broken {
-        net: DosNet,
+        rt: DosRuntime,
         op: Bench,
     }
 
-    impl Net for Broken {
-        type Win<T: WinElem> = <DosNet as Net>::Win<T>;
+    impl Runtime for Broken {
+        type Win<T: WinElem> = <DosRuntime as Runtime>::Win<T>;
         fn name(&self) -> &'static str {
             "broken"
         }
         fn rank(&self) -> usize {
-            self.net.rank()
+            self.rt.rank()
         }
         fn size(&self) -> usize {
-            self.net.size()
+            self.rt.size()
         }
         fn send(&self, buf: &[u8], dest: usize, tag: i32) -> Result<()> {
-            self.net.send(buf, dest, tag)
+            self.rt.send(buf, dest, tag)
         }
         fn recv(&self, buf: &mut [u8], src: usize, tag: i32) -> Result<()> {
-            self.net.recv(buf, src, tag)
+            self.rt.recv(buf, src, tag)
         }
         fn send_window(&self, buf: &[u8], n: usize, dest: usize, tag: i32) -> Result<()> {
-            self.net.send_window(buf, n, dest, tag)
+            self.rt.send_window(buf, n, dest, tag)
         }
         fn recv_window(&self, b: &mut [u8], l: usize, n: usize, s: usize, t: i32) -> Result<()> {
-            self.net.recv_window(b, l, n, s, t)
+            self.rt.recv_window(b, l, n, s, t)
         }
         fn exchange_window(
             &self,
@@ -748,31 +753,31 @@ mod tests {
             p: usize,
             t: i32,
         ) -> Result<()> {
-            self.net.exchange_window(s, r, n, p, t)
+            self.rt.exchange_window(s, r, n, p, t)
         }
         fn barrier(&self) -> Result<()> {
-            self.net.barrier()
+            self.rt.barrier()
         }
         fn bcast(&self, buf: &mut [u8], root: usize) -> Result<()> {
-            self.net.bcast(buf, root)
+            self.rt.bcast(buf, root)
         }
         fn allreduce_sum_f32(&self, send: &[f32], recv: &mut [f32]) -> Result<()> {
-            self.net.allreduce_sum_f32(send, recv)
+            self.rt.allreduce_sum_f32(send, recv)
         }
         fn alltoall(&self, send: &[u8], recv: &mut [u8]) -> Result<()> {
-            self.net.alltoall(send, recv)
+            self.rt.alltoall(send, recv)
         }
         fn win_allocate<T: WinElem>(&self, count: usize) -> Result<Self::Win<T>> {
-            self.net.win_allocate(count)
+            self.rt.win_allocate(count)
         }
         fn win_free<T: WinElem>(&self, win: Self::Win<T>) -> Result<()> {
-            self.net.win_free(win)
+            self.rt.win_free(win)
         }
         fn epoch_begin<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
-            self.net.epoch_begin(win)
+            self.rt.epoch_begin(win)
         }
         fn epoch_end<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()> {
-            self.net.epoch_end(win)
+            self.rt.epoch_end(win)
         }
         unsafe fn put<T: WinElem>(
             &self,
@@ -785,22 +790,22 @@ mod tests {
                 return Ok(());
             }
             // SAFETY: the caller's promise is passed on unchanged.
-            unsafe { self.net.put(w, s, t, d) }
+            unsafe { self.rt.put(w, s, t, d) }
         }
         fn get<T: WinElem>(&self, w: &Self::Win<T>, r: &mut [T], t: usize, d: usize) -> Result<()> {
             if self.op == Bench::GetLat {
                 return Ok(());
             }
-            self.net.get(w, r, t, d)
+            self.rt.get(w, r, t, d)
         }
         fn flush<T: WinElem>(&self, win: &Self::Win<T>, target: usize) -> Result<()> {
-            self.net.flush(win, target)
+            self.rt.flush(win, target)
         }
         fn fetch_add(&self, w: &Self::Win<u64>, t: usize, d: usize, v: u64) -> Result<u64> {
             if self.op == Bench::AtomicLat {
                 return Ok(0);
             }
-            self.net.fetch_add(w, t, d, v)
+            self.rt.fetch_add(w, t, d, v)
         }
         fn win_read_local<T: WinElem>(
             &self,
@@ -808,16 +813,16 @@ mod tests {
             r: &mut [T],
             d: usize,
         ) -> Result<()> {
-            self.net.win_read_local(w, r, d)
+            self.rt.win_read_local(w, r, d)
         }
         fn win_write_local<T: WinElem>(&self, w: &Self::Win<T>, s: &[T], d: usize) -> Result<()> {
-            self.net.win_write_local(w, s, d)
+            self.rt.win_write_local(w, s, d)
         }
         fn abort(&self, code: i32, msg: &str) -> ! {
-            self.net.abort(code, msg)
+            self.rt.abort(code, msg)
         }
         fn finalize(self) -> Result<()> {
-            self.net.finalize()
+            self.rt.finalize()
         }
     }
 
@@ -828,13 +833,13 @@ mod tests {
             // Two nodes, so that the rank that sees the error can vanish
             // and the other one's waiting ends with an error too.
             let outs = ::dos::testing::run_cluster(&[1, 1], |world| {
-                let net = Broken {
-                    net: DosNet::from_world(world),
+                let rt = Broken {
+                    rt: DosRuntime::from_world(world),
                     op,
                 };
-                match run(&net, op, &opts) {
+                match run(&rt, op, &opts) {
                     Err(Error::Validation { rank, .. }) => {
-                        ::dos::testing::vanish(net.net.into_world());
+                        ::dos::testing::vanish(rt.rt.into_world());
                         Some(rank)
                     }
                     _ => None,

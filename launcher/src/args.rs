@@ -1,14 +1,35 @@
-//! Command-line parsing, in mpirun's conventions.
+//! Command-line parsing, in mpirun's conventions, with clap.
 //!
 //! Options come first and stop at the first argument that is not an option
 //! (the program) or at `--`. Long options take one or two dashes (`-np`,
-//! `--np`, `-tag-output`), and a value either as the next argument or after
-//! `=` (`--timeout=1.5`).
+//! `--np`, `-tag-output`), one-letter options two as well (`--x`), and a
+//! value either as the next argument or after `=` (`--timeout=1.5`). An
+//! informational option (`--help`, `--version`, `--info`, `--topology`)
+//! ends the options: what follows it is not looked at.
+//!
+//! Parsing has two stages:
+//! 1. [`normalise`] rewrites those mpirun spellings into the one form clap
+//!    reads: `--LONG[=VALUE]` (or `-x=VALUE` for `-x`, which has no long
+//!    name), then `--` and the program with its arguments, untouched. It
+//!    learns the names and which options take a value from clap's own table,
+//!    and reports what only it can see: unknown options, missing values,
+//!    values given to flags, options that may come once given twice.
+//! 2. clap parses the typed values (each option's value parser gives the
+//!    one-line error), takes `--grace` from `DOS_KILL_GRACE_MS` when it is not
+//!    given, and renders `--help` ([`help`]). What involves several options
+//!    (a program, a rank count, hosts from one source) is checked after.
+//!
+//! `--transports` sets `DOS_TRANSPORTS` for the ranks (it is exported like
+//! `-x`); dosrun's own `DOS_TRANSPORTS` is not read as its default, since
+//! it would then be exported to the ranks of remote hosts too.
 
+use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::bind::BindTo;
 use crate::hosts::{self, HostEntry};
@@ -64,8 +85,9 @@ pub struct RunOpts {
     pub tag_output: bool,
     /// Stop the job after this long (`--timeout`).
     pub timeout: Option<Duration>,
-    /// Time between SIGTERM and SIGKILL when stopping (`--grace`);
-    /// `None`: the `DOS_KILL_GRACE_MS` tunable.
+    /// Time between SIGTERM and SIGKILL when stopping (`--grace`, or
+    /// `DOS_KILL_GRACE_MS` in dosrun's environment); `None`: the
+    /// `DOS_KILL_GRACE_MS` tunable's default.
     pub grace: Option<Duration>,
     /// Variables to export (`-x`), in order.
     pub exports: Vec<Export>,
@@ -99,62 +121,12 @@ fn usage(msg: impl Into<String>) -> UsageError {
     UsageError(msg.into())
 }
 
-/// The usage text printed by `--help`.
-pub const HELP: &str = "\
-Usage: dosrun [OPTIONS] [--] PROGRAM [ARGS...]
-
-Runs PROGRAM as the ranks of a dos job, like mpirun.
-
-Options:
-  -n, -np, --n, --np N   number of ranks (default with hosts: their slots; with -N: N per host;
-                         required otherwise)
-  -H, --host HOST[:SLOTS],...
-                         run on these hosts; a host without :SLOTS has one slot per
-                         mention; repeatable
-  --hostfile, --machinefile FILE
-                         run on the hosts of FILE: lines \"HOST [slots=N] [max_slots=M]\",
-                         '#' comments; a line without slots= gives one slot; a host
-                         listed twice adds up its slots
-  --map-by slot|node     slot (default): fill each host's slots in turn; node: one rank
-                         per host in turn
-  -N, --npernode N       N ranks on every host
-  --oversubscribe        allow more ranks than slots (never more than max_slots)
-  --bind-to core|numa|none
-                         bind each rank to a core, to its core's NUMA node, or not at all
-                         (default: core when a node has no more ranks than cores, else none)
-  --report-bindings      print each rank's binding on stderr
-  --transports LIST      transports the ranks may use: a comma list of shm, tcp, roce and
-                         verbs (default: shm within a host; between hosts verbs when an
-                         RDMA device is there and dosrun was built with the verbs
-                         feature, else tcp; roce, the soft-RoCE over UDP, when tcp is
-                         not listed);
-                         without shm the ranks of one host use the network transport
-                         too (sets DOS_TRANSPORTS)
-  --tag-output           prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:
-  --timeout SECS         stop the job after SECS seconds (fractions allowed); exit status 124
-  --grace MS             milliseconds between SIGTERM and SIGKILL when the job is stopped
-                         (default: DOS_KILL_GRACE_MS, 200)
-  --stall-timeout SECS   stop the job when a rank stays stopped (SIGSTOP, SIGTSTP, a
-                         debugger) for SECS seconds, naming it; exit status 124
-  -x NAME[=VALUE]        export NAME (its current value, or VALUE) to the ranks; repeatable
-  --launch-agent CMD     how to start node agents on remote hosts (default
-                         \"ssh -o BatchMode=yes\"); CMD is split at spaces, the host is
-                         appended (or replaces a word {host}), then AGENT-PATH --agent
-  --agent-path PATH      dosrun's path on the remote hosts (default: this dosrun's path)
-  --heartbeat-interval MS
-                         milliseconds between heartbeats of dosrun and its node agents
-                         (default 200)
-  --heartbeat-timeout SECS
-                         a host whose agent is silent this long is lost: the job stops,
-                         exit status 1 (default 2)
-  --info                 print the transports and tunables, then exit
-  --topology             print this machine's packages, NUMA nodes, cores and PUs, then exit
-  -h, --help             print this help, then exit
-  -V, --version          print the version, then exit
-  --                     end of options
-
-Options stop at the first argument that is not an option: the program.
-Long options also take one dash (-np, -tag-output) and a value after '=' (--np=4).
+/// What follows the options in `--help`.
+const AFTER_HELP: &str = "\
+Options stop at the first argument that is not an option: the program; or at
+'--', after which the next argument is the program even if it starts with '-'.
+Long options also take one dash (-np, -tag-output), one-letter options two
+(--x), and a value after '=' (--np=4).
 
 Without -H or --hostfile every rank runs on this machine, as many as -n asks for
 (no --oversubscribe needed here). localhost, 127.0.0.1, this machine's name and
@@ -178,42 +150,189 @@ errors are listed as consequences).
 Exit status: 0 when every rank exited 0; the blamed rank's status; 124 on
 --timeout or --stall-timeout; the code given to abort; 128+N when interrupted by
 signal N; 1 when a host was lost; 2 for a usage error;
-126/127 when the program cannot be executed; 125 when dosrun itself fails.
-";
+126/127 when the program cannot be executed; 125 when dosrun itself fails.";
 
-/// Parses dosrun's arguments (without `argv[0]`).
-pub fn parse<I>(argv: I) -> Result<Action, UsageError>
+/// dosrun's command line, as clap reads it after [`normalise`].
+///
+/// The doc comment of each field is its `--help` text.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dosrun",
+    about = "Runs PROGRAM as the ranks of a dos job, like mpirun.",
+    long_about = None,
+    override_usage = "dosrun [OPTIONS] [--] PROGRAM [ARGS...]",
+    help_template = "{usage-heading} {usage}\n\n{about}\n\n{all-args}{after-help}",
+    after_help = AFTER_HELP,
+    disable_help_flag = true,
+    disable_version_flag = true,
+    args_override_self = true,
+    term_width = 100
+)]
+struct Cli {
+    /// Number of ranks (default with hosts: their slots; with -N: N per
+    /// host; required otherwise); also spelt -np, --n
+    #[arg(short = 'n', long = "np", value_name = "N", value_parser = parse_np)]
+    np: Option<usize>,
+    /// Run on these hosts; a host without :SLOTS has one slot per mention;
+    /// repeatable
+    #[arg(short = 'H', long = "host", value_name = "HOST[:SLOTS],...",
+          action = ArgAction::Append, value_parser = parse_hosts)]
+    hosts: Vec<HostList>,
+    /// Run on the hosts of FILE: lines "HOST [slots=N] [max_slots=M]",
+    /// '#' comments; a line without slots= gives one slot; a host listed
+    /// twice adds up its slots (also spelt --machinefile)
+    #[arg(long = "hostfile", alias = "machinefile", value_name = "FILE",
+          value_parser = parse_hostfile)]
+    hostfile: Option<PathBuf>,
+    /// slot (default): fill each host's slots in turn; node: one rank per
+    /// host in turn
+    #[arg(long = "map-by", value_name = "slot|node", value_parser = parse_map_by)]
+    map_by: Option<MapBy>,
+    /// N ranks on every host
+    #[arg(short = 'N', long = "npernode", value_name = "N", value_parser = parse_per_node)]
+    per_node: Option<usize>,
+    /// Allow more ranks than slots (never more than max_slots)
+    #[arg(long)]
+    oversubscribe: bool,
+    /// Bind each rank to a core, to its core's NUMA node, or not at all
+    /// (default: core when a node has no more ranks than cores, else none)
+    #[arg(long = "bind-to", value_name = "core|numa|none", value_parser = parse_bind_to)]
+    bind_to: Option<BindTo>,
+    /// Print each rank's binding on stderr
+    #[arg(long = "report-bindings")]
+    report_bindings: bool,
+    /// Transports the ranks may use: a comma list of shm, tcp, roce and
+    /// verbs (default: shm within a host; between hosts verbs when an RDMA
+    /// device is there and dosrun was built with the verbs feature, else
+    /// tcp; roce, the soft-RoCE over UDP, when tcp is not listed); without
+    /// shm the ranks of one host use the network transport too (sets
+    /// DOS_TRANSPORTS for the ranks, as -x would)
+    #[arg(long, value_name = "LIST", action = ArgAction::Append,
+          value_parser = parse_transports)]
+    transports: Vec<String>,
+    /// Prefix output lines with their rank and stream.
+    #[arg(
+        long = "tag-output",
+        help = "Prefix output lines with [1,RANK]<stdout>: or [1,RANK]<stderr>:"
+    )]
+    tag_output: bool,
+    /// Stop the job after SECS seconds (fractions allowed); exit status 124
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout)]
+    timeout: Option<Duration>,
+    /// Milliseconds between SIGTERM and SIGKILL when the job is stopped
+    /// (default: DOS_KILL_GRACE_MS, 200)
+    #[arg(long, value_name = "MS", env = "DOS_KILL_GRACE_MS", value_parser = parse_grace)]
+    grace: Option<Duration>,
+    /// Stop the job when a rank stays stopped (SIGSTOP, SIGTSTP, a
+    /// debugger) for SECS seconds, naming it; exit status 124
+    #[arg(long = "stall-timeout", value_name = "SECS", value_parser = parse_stall_timeout)]
+    stall_timeout: Option<Duration>,
+    /// Export NAME (its current value, or VALUE) to the ranks; repeatable
+    #[arg(short = 'x', value_name = "NAME[=VALUE]", action = ArgAction::Append,
+          value_parser = parse_export)]
+    exports: Vec<Export>,
+    /// How to start node agents on remote hosts (default
+    /// "ssh -o BatchMode=yes"); CMD is split at spaces, the host is appended
+    /// (or replaces a word {host}), then AGENT-PATH --agent
+    #[arg(long = "launch-agent", value_name = "CMD", value_parser = parse_launch_agent)]
+    launch_agent: Option<Words>,
+    /// dosrun's path on the remote hosts (default: this dosrun's path)
+    #[arg(long = "agent-path", value_name = "PATH", value_parser = parse_agent_path)]
+    agent_path: Option<PathBuf>,
+    /// Milliseconds between heartbeats of dosrun and its node agents
+    /// (default 200)
+    #[arg(long = "heartbeat-interval", value_name = "MS",
+          value_parser = parse_heartbeat_interval)]
+    heartbeat_interval: Option<Duration>,
+    /// A host whose agent is silent this long is lost: the job stops, exit
+    /// status 1 (default 2)
+    #[arg(long = "heartbeat-timeout", value_name = "SECS",
+          value_parser = parse_heartbeat_timeout)]
+    heartbeat_timeout: Option<Duration>,
+    /// Print the transports and tunables, then exit
+    #[arg(long)]
+    info: bool,
+    /// Print this machine's packages, NUMA nodes, cores and PUs, then exit
+    #[arg(long)]
+    topology: bool,
+    /// Print this help, then exit
+    #[arg(short = 'h', long)]
+    help: bool,
+    /// Print the version, then exit
+    #[arg(short = 'V', long)]
+    version: bool,
+    /// The program the ranks run, and its arguments (passed as they are:
+    /// [`normalise`] puts them after `--`).
+    #[arg(num_args = 0.., hide = true)]
+    command: Vec<OsString>,
+}
+
+/// The hosts of one `-H`.
+#[derive(Debug, Clone, PartialEq)]
+struct HostList(Vec<HostEntry>);
+
+/// The words of `--launch-agent`.
+#[derive(Debug, Clone, PartialEq)]
+struct Words(Vec<String>);
+
+/// The options that ask for information instead of a job: the first of
+/// them ends the options.
+const ACTIONS: [&str; 4] = ["help", "version", "info", "topology"];
+
+/// The error for an option, by clap id, that may be given only once.
+fn given_twice(id: &str) -> Option<&'static str> {
+    Some(match id {
+        "np" => "the number of ranks is given twice",
+        "hostfile" => "the hostfile is given twice",
+        "map_by" => "--map-by is given twice",
+        "per_node" => "the number of ranks per node is given twice",
+        "bind_to" => "--bind-to is given twice",
+        _ => return None,
+    })
+}
+
+/// The usage text printed by `--help`.
+pub fn help() -> String {
+    // clap ends the options with a line break and starts the text after
+    // them with two: keep one blank line between.
+    let text = Cli::command().render_help().to_string();
+    text.replacen("\n\n\n", "\n\n", 1)
+}
+
+/// An mpirun-style command line rewritten for clap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalised {
+    /// `dosrun`, the options as `--LONG[=VALUE]` (`-x=VALUE` for `-x`), then
+    /// `--` and the program with its arguments when there is a program.
+    pub argv: Vec<OsString>,
+    /// The clap ids of the options given, in order.
+    pub given: Vec<String>,
+}
+
+/// Rewrites dosrun's arguments (without `argv[0]`) into the form clap
+/// parses: see the [module docs](self).
+pub fn normalise<I>(argv: I) -> Result<Normalised, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
+    let cmd = Cli::command();
     let mut it = argv.into_iter();
-    let mut np: Option<usize> = None;
-    let mut tag_output = false;
-    let mut timeout = None;
-    let mut grace = None;
-    let mut exports = Vec::new();
-    let mut program = None;
-    let mut host_entries: Vec<HostEntry> = Vec::new();
-    let mut hostfile: Option<PathBuf> = None;
-    let mut map_by: Option<MapBy> = None;
-    let mut per_node: Option<usize> = None;
-    let mut oversubscribe = false;
-    let mut bind_to: Option<BindTo> = None;
-    let mut report_bindings = false;
-    let mut launch_agent: Option<Vec<String>> = None;
-    let mut agent_path: Option<PathBuf> = None;
-    let mut heartbeat_interval = None;
-    let mut heartbeat_timeout = None;
-    let mut stall_timeout = None;
-
+    let mut out = Normalised {
+        argv: vec!["dosrun".into()],
+        given: Vec::new(),
+    };
+    let mut seen = HashSet::new();
     while let Some(arg) = it.next() {
         let bytes = arg.as_encoded_bytes();
         if bytes == b"--" {
-            program = it.next();
+            out.argv.push(arg);
+            out.argv.extend(it);
             break;
         }
         if bytes.len() < 2 || bytes[0] != b'-' {
-            program = Some(arg);
+            out.argv.push("--".into());
+            out.argv.push(arg);
+            out.argv.extend(it);
             break;
         }
         let Some(text) = arg.to_str() else {
@@ -224,231 +343,240 @@ where
             Some((n, v)) => (n, Some(v.to_string())),
             None => (stripped, None),
         };
-        let mut value = |what: &str| -> Result<String, UsageError> {
-            if let Some(v) = &inline {
-                return Ok(v.clone());
-            }
-            match it.next() {
-                Some(v) => v
-                    .into_string()
-                    .map_err(|_| usage(format!("{text}: {what} is not valid UTF-8"))),
-                None => Err(usage(format!("{text} needs {what}"))),
-            }
+        let option = cmd.get_arguments().find(|a| {
+            a.get_long() == Some(name)
+                || a.get_all_aliases()
+                    .is_some_and(|aliases| aliases.contains(&name))
+                || (name.chars().count() == 1 && a.get_short() == name.chars().next())
+        });
+        let Some(option) = option.filter(|a| !a.is_positional()) else {
+            return Err(usage(format!("unknown option {text}")));
         };
-        let flag = |inline: &Option<String>| match inline {
-            Some(_) => Err(usage(format!("{name} takes no value"))),
-            None => Ok(()),
+        let id = option.get_id().as_str();
+        if let Some(msg) = given_twice(id) {
+            if !seen.insert(id.to_string()) {
+                return Err(usage(msg));
+            }
+        }
+        out.given.push(id.to_string());
+        let spelled = match option.get_long() {
+            Some(long) => format!("--{long}"),
+            None => format!("-{}", option.get_short().expect("a named option")),
         };
-        match name {
-            "h" | "help" => {
-                flag(&inline)?;
-                return Ok(Action::Help);
-            }
-            "V" | "version" => {
-                flag(&inline)?;
-                return Ok(Action::Version);
-            }
-            "info" => {
-                flag(&inline)?;
-                return Ok(Action::Info);
-            }
-            "topology" => {
-                flag(&inline)?;
-                return Ok(Action::Topology);
-            }
-            "H" | "host" => {
-                let v = value("a list of hosts")?;
-                host_entries.extend(hosts::parse_host_list(&v).map_err(|e| usage(e.to_string()))?);
-            }
-            "hostfile" | "machinefile" => {
-                if hostfile.is_some() {
-                    return Err(usage("the hostfile is given twice"));
-                }
-                let v = value("a file name")?;
-                if v.is_empty() {
-                    return Err(usage(format!("{text}: empty file name")));
-                }
-                hostfile = Some(PathBuf::from(v));
-            }
-            "map-by" => {
-                if map_by.is_some() {
-                    return Err(usage("--map-by is given twice"));
-                }
-                let v = value("slot or node")?;
-                map_by = Some(match v.as_str() {
-                    "slot" => MapBy::Slot,
-                    "node" => MapBy::Node,
-                    _ => {
-                        return Err(usage(format!(
-                            "--map-by: unknown value {v:?} (expected slot or node)"
-                        )))
+        if option.get_action().takes_values() {
+            let value = match inline {
+                Some(v) => v,
+                None => match it.next() {
+                    Some(v) => v
+                        .into_string()
+                        .map_err(|_| usage(format!("{text}: the value is not valid UTF-8")))?,
+                    None => {
+                        let what = option
+                            .get_value_names()
+                            .and_then(|n| n.first())
+                            .map_or("a value".to_string(), ToString::to_string);
+                        return Err(usage(format!("{text} needs {what}")));
                     }
-                });
+                },
+            };
+            out.argv.push(format!("{spelled}={value}").into());
+        } else {
+            if inline.is_some() {
+                return Err(usage(format!("{name} takes no value")));
             }
-            "N" | "npernode" => {
-                if per_node.is_some() {
-                    return Err(usage("the number of ranks per node is given twice"));
-                }
-                per_node = Some(parse_np(text, &value("a number of ranks per node")?)?);
+            out.argv.push(spelled.into());
+            if ACTIONS.contains(&id) {
+                break;
             }
-            "oversubscribe" => {
-                flag(&inline)?;
-                oversubscribe = true;
-            }
-            "bind-to" => {
-                if bind_to.is_some() {
-                    return Err(usage("--bind-to is given twice"));
-                }
-                let v = value("core, numa or none")?;
-                bind_to = Some(BindTo::parse(&v).ok_or_else(|| {
-                    usage(format!(
-                        "--bind-to: unknown value {v:?} (expected core, numa or none)"
-                    ))
-                })?);
-            }
-            "transports" => {
-                let v = value("a comma list of shm, tcp, roce and verbs")?;
-                if dos::config::Transports::parse(&v).is_none() {
-                    return Err(usage(format!(
-                        "--transports: {v:?} is not a comma list of shm, tcp, roce and verbs"
-                    )));
-                }
-                exports.push(Export::Set("DOS_TRANSPORTS".into(), v.into()));
-            }
-            "report-bindings" => {
-                flag(&inline)?;
-                report_bindings = true;
-            }
-            "n" | "np" => {
-                if np.is_some() {
-                    return Err(usage("the number of ranks is given twice"));
-                }
-                np = Some(parse_np(text, &value("a number of ranks")?)?);
-            }
-            "tag-output" => {
-                flag(&inline)?;
-                tag_output = true;
-            }
-            "timeout" => timeout = Some(parse_timeout(&value("a number of seconds")?)?),
-            "grace" => grace = Some(parse_grace(&value("a number of milliseconds")?)?),
-            "x" => exports.push(parse_export(&value("NAME or NAME=VALUE")?)?),
-            "launch-agent" => {
-                let v = value("a command")?;
-                let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
-                if words.is_empty() {
-                    return Err(usage("--launch-agent: empty command"));
-                }
-                launch_agent = Some(words);
-            }
-            "agent-path" => {
-                let v = value("a path")?;
-                if v.is_empty() {
-                    return Err(usage("--agent-path: empty path"));
-                }
-                agent_path = Some(PathBuf::from(v));
-            }
-            "heartbeat-interval" => {
-                let v = value("a number of milliseconds")?;
-                let ms = v
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&m| (1..=60_000).contains(&m));
-                heartbeat_interval = Some(Duration::from_millis(ms.ok_or_else(|| {
-                    usage(format!(
-                        "--heartbeat-interval: {v:?} is not 1 to 60000 milliseconds"
-                    ))
-                })?));
-            }
-            "heartbeat-timeout" => {
-                let t = parse_timeout(&value("a number of seconds")?)
-                    .map_err(|_| usage("--heartbeat-timeout: not a positive number of seconds"))?;
-                if t < Duration::from_millis(10) || t > Duration::from_secs(3600) {
-                    return Err(usage("--heartbeat-timeout: must be 0.01 to 3600 seconds"));
-                }
-                heartbeat_timeout = Some(t);
-            }
-            "stall-timeout" => {
-                let t = parse_timeout(&value("a number of seconds")?)
-                    .map_err(|_| usage("--stall-timeout: not a positive number of seconds"))?;
-                stall_timeout = Some(t);
-            }
-            _ => return Err(usage(format!("unknown option {text}"))),
         }
     }
+    Ok(out)
+}
 
-    let Some(program) = program else {
+/// Parses dosrun's arguments (without `argv[0]`).
+pub fn parse<I>(argv: I) -> Result<Action, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    let n = normalise(argv)?;
+    let matches = Cli::command()
+        .try_get_matches_from(&n.argv)
+        .map_err(|e| clap_error(&e, &n.given))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| clap_error(&e, &n.given))?;
+    if cli.help {
+        return Ok(Action::Help);
+    }
+    if cli.version {
+        return Ok(Action::Version);
+    }
+    if cli.info {
+        return Ok(Action::Info);
+    }
+    if cli.topology {
+        return Ok(Action::Topology);
+    }
+
+    // -x and --transports both export, in the order given.
+    let at = |id: &str| matches.indices_of(id).into_iter().flatten();
+    let mut exports: Vec<(usize, Export)> = at("exports").zip(cli.exports).collect();
+    exports.extend(
+        at("transports").zip(
+            cli.transports
+                .into_iter()
+                .map(|t| Export::Set("DOS_TRANSPORTS".into(), t.into())),
+        ),
+    );
+    exports.sort_by_key(|(i, _)| *i);
+
+    let mut command = cli.command.into_iter();
+    let Some(program) = command.next() else {
         return Err(usage("no program given: dosrun -n N PROGRAM [ARGS...]"));
     };
     if program.is_empty() {
         return Err(usage("the program name is empty"));
     }
-    if !host_entries.is_empty() && hostfile.is_some() {
+    let hosts: Vec<HostEntry> = cli.hosts.into_iter().flat_map(|h| h.0).collect();
+    if !hosts.is_empty() && cli.hostfile.is_some() {
         return Err(usage("give hosts with -H or with --hostfile, not both"));
     }
-    if np.is_none() && host_entries.is_empty() && hostfile.is_none() && per_node.is_none() {
+    if cli.np.is_none() && hosts.is_empty() && cli.hostfile.is_none() && cli.per_node.is_none() {
         return Err(usage("missing -n N: the number of ranks"));
     }
     Ok(Action::Run(Box::new(RunOpts {
-        np,
-        hosts: host_entries,
-        hostfile,
-        map_by: map_by.unwrap_or_default(),
-        per_node,
-        oversubscribe,
-        bind_to,
-        report_bindings,
-        tag_output,
-        timeout,
-        grace,
-        exports,
-        launch_agent,
-        agent_path,
-        heartbeat_interval,
-        heartbeat_timeout,
-        stall_timeout,
+        np: cli.np,
+        hosts,
+        hostfile: cli.hostfile,
+        map_by: cli.map_by.unwrap_or_default(),
+        per_node: cli.per_node,
+        oversubscribe: cli.oversubscribe,
+        bind_to: cli.bind_to,
+        report_bindings: cli.report_bindings,
+        tag_output: cli.tag_output,
+        timeout: cli.timeout,
+        grace: cli.grace,
+        exports: exports.into_iter().map(|(_, e)| e).collect(),
+        launch_agent: cli.launch_agent.map(|w| w.0),
+        agent_path: cli.agent_path,
+        heartbeat_interval: cli.heartbeat_interval,
+        heartbeat_timeout: cli.heartbeat_timeout,
+        stall_timeout: cli.stall_timeout,
         program,
-        args: it.collect(),
+        args: command.collect(),
     })))
 }
 
-fn parse_np(opt: &str, v: &str) -> Result<usize, UsageError> {
+/// One line for a clap error. After [`normalise`] only values are left for
+/// clap to refuse, with the message of their parser; a value that came from
+/// the environment names its variable.
+fn clap_error(e: &clap::Error, given: &[String]) -> UsageError {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let source = std::error::Error::source(e).map(ToString::to_string);
+    if let (ErrorKind::ValueValidation, Some(msg)) = (e.kind(), source) {
+        let arg = match e.get(ContextKind::InvalidArg) {
+            Some(ContextValue::String(a)) => a.clone(),
+            _ => String::new(),
+        };
+        let cmd = Cli::command();
+        let from_env = cmd.get_arguments().find_map(|a| {
+            let long = a.get_long()?;
+            let named = arg == format!("--{long}") || arg.starts_with(&format!("--{long} "));
+            let given = given.iter().any(|g| g == a.get_id().as_str());
+            (named && !given).then(|| a.get_env())?
+        });
+        return match from_env {
+            Some(var) => usage(format!("{msg} (from {})", var.to_string_lossy())),
+            None => usage(msg),
+        };
+    }
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or_default();
+    usage(line.strip_prefix("error: ").unwrap_or(line))
+}
+
+fn parse_count(opt: &str, v: &str) -> Result<usize, String> {
     let n: usize = v
         .trim()
         .parse()
-        .map_err(|_| usage(format!("{opt}: {v:?} is not a number of ranks")))?;
+        .map_err(|_| format!("{opt}: {v:?} is not a number of ranks"))?;
     if n == 0 {
-        return Err(usage(format!(
-            "{opt}: the number of ranks must be at least 1"
-        )));
+        return Err(format!("{opt}: the number of ranks must be at least 1"));
     }
     if n > MAX_RANKS {
-        return Err(usage(format!("{opt}: at most {MAX_RANKS} ranks")));
+        return Err(format!("{opt}: at most {MAX_RANKS} ranks"));
     }
     Ok(n)
 }
 
-fn parse_timeout(v: &str) -> Result<Duration, UsageError> {
-    let bad = || {
-        usage(format!(
-            "--timeout: {v:?} is not a positive number of seconds"
-        ))
-    };
-    let s: f64 = v.trim().parse().map_err(|_| bad())?;
-    if s.is_nan() || s <= 0.0 {
-        return Err(bad());
-    }
-    Duration::try_from_secs_f64(s).map_err(|_| bad())
+fn parse_np(v: &str) -> Result<usize, String> {
+    parse_count("-n", v)
 }
 
-fn parse_grace(v: &str) -> Result<Duration, UsageError> {
+fn parse_per_node(v: &str) -> Result<usize, String> {
+    parse_count("-N", v)
+}
+
+fn parse_hosts(v: &str) -> Result<HostList, String> {
+    hosts::parse_host_list(v)
+        .map(HostList)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_hostfile(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("--hostfile: empty file name".into());
+    }
+    Ok(PathBuf::from(v))
+}
+
+fn parse_map_by(v: &str) -> Result<MapBy, String> {
+    match v {
+        "slot" => Ok(MapBy::Slot),
+        "node" => Ok(MapBy::Node),
+        _ => Err(format!(
+            "--map-by: unknown value {v:?} (expected slot or node)"
+        )),
+    }
+}
+
+fn parse_bind_to(v: &str) -> Result<BindTo, String> {
+    BindTo::parse(v)
+        .ok_or_else(|| format!("--bind-to: unknown value {v:?} (expected core, numa or none)"))
+}
+
+fn parse_transports(v: &str) -> Result<String, String> {
+    match dos::config::Transports::parse(v) {
+        Some(_) => Ok(v.to_string()),
+        None => Err(format!(
+            "--transports: {v:?} is not a comma list of shm, tcp, roce and verbs"
+        )),
+    }
+}
+
+/// A positive number of seconds, fractions allowed.
+fn seconds(v: &str) -> Option<Duration> {
+    let s: f64 = v.trim().parse().ok()?;
+    if s.is_nan() || s <= 0.0 {
+        return None;
+    }
+    Duration::try_from_secs_f64(s).ok()
+}
+
+fn parse_timeout(v: &str) -> Result<Duration, String> {
+    seconds(v).ok_or_else(|| format!("--timeout: {v:?} is not a positive number of seconds"))
+}
+
+fn parse_stall_timeout(v: &str) -> Result<Duration, String> {
+    seconds(v).ok_or_else(|| "--stall-timeout: not a positive number of seconds".into())
+}
+
+fn parse_grace(v: &str) -> Result<Duration, String> {
     v.trim()
         .parse::<u64>()
         .map(Duration::from_millis)
-        .map_err(|_| usage(format!("--grace: {v:?} is not a number of milliseconds")))
+        .map_err(|_| format!("--grace: {v:?} is not a number of milliseconds"))
 }
 
-fn parse_export(v: &str) -> Result<Export, UsageError> {
+fn parse_export(v: &str) -> Result<Export, String> {
     let (name, value) = match v.split_once('=') {
         Some((n, val)) => (n, Some(val)),
         None => (v, None),
@@ -457,12 +585,44 @@ fn parse_export(v: &str) -> Result<Export, UsageError> {
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
     if !valid {
-        return Err(usage(format!("-x: {name:?} is not a variable name")));
+        return Err(format!("-x: {name:?} is not a variable name"));
     }
     Ok(match value {
         Some(val) => Export::Set(name.to_string(), val.into()),
         None => Export::Current(name.to_string()),
     })
+}
+
+fn parse_launch_agent(v: &str) -> Result<Words, String> {
+    let words: Vec<String> = v.split_whitespace().map(str::to_string).collect();
+    if words.is_empty() {
+        return Err("--launch-agent: empty command".into());
+    }
+    Ok(Words(words))
+}
+
+fn parse_agent_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("--agent-path: empty path".into());
+    }
+    Ok(PathBuf::from(v))
+}
+
+fn parse_heartbeat_interval(v: &str) -> Result<Duration, String> {
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .filter(|&m| (1..=60_000).contains(&m))
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("--heartbeat-interval: {v:?} is not 1 to 60000 milliseconds"))
+}
+
+fn parse_heartbeat_timeout(v: &str) -> Result<Duration, String> {
+    let t = seconds(v).ok_or("--heartbeat-timeout: not a positive number of seconds")?;
+    if t < Duration::from_millis(10) || t > Duration::from_secs(3600) {
+        return Err("--heartbeat-timeout: must be 0.01 to 3600 seconds".into());
+    }
+    Ok(t)
 }
 
 /// Resolves `-x` exports against dosrun's environment: the variables to set
@@ -729,5 +889,245 @@ mod tests {
             let m = err(&["--stall-timeout", v, "-n", "1", "p"]);
             assert!(m.starts_with("--stall-timeout: "), "{v}: {m}");
         }
+    }
+
+    fn normalised(args: &[&str]) -> Vec<String> {
+        let n = normalise(args.iter().map(OsString::from)).unwrap();
+        n.argv
+            .into_iter()
+            .skip(1)
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    /// Every option answers to one dash and to two, by its long name and,
+    /// for one-letter options, by its short name; clap sees one spelling.
+    #[test]
+    fn normaliser_spellings() {
+        for (spellings, value, out) in [
+            (&["-n", "-np", "--n", "--np"][..], Some("4"), "--np=4"),
+            (&["-H", "--H", "-host", "--host"], Some("a:2"), "--host=a:2"),
+            (
+                &["-N", "--N", "-npernode", "--npernode"],
+                Some("2"),
+                "--npernode=2",
+            ),
+            (&["-x", "--x"], Some("A=1"), "-x=A=1"),
+            (
+                &["-hostfile", "--hostfile", "-machinefile", "--machinefile"],
+                Some("f"),
+                "--hostfile=f",
+            ),
+            (&["-map-by", "--map-by"], Some("node"), "--map-by=node"),
+            (&["-bind-to", "--bind-to"], Some("core"), "--bind-to=core"),
+            (
+                &["-transports", "--transports"],
+                Some("shm"),
+                "--transports=shm",
+            ),
+            (&["-timeout", "--timeout"], Some("1"), "--timeout=1"),
+            (&["-grace", "--grace"], Some("5"), "--grace=5"),
+            (
+                &["-stall-timeout", "--stall-timeout"],
+                Some("1"),
+                "--stall-timeout=1",
+            ),
+            (
+                &["-launch-agent", "--launch-agent"],
+                Some("ssh"),
+                "--launch-agent=ssh",
+            ),
+            (
+                &["-agent-path", "--agent-path"],
+                Some("/d"),
+                "--agent-path=/d",
+            ),
+            (
+                &["-heartbeat-interval", "--heartbeat-interval"],
+                Some("9"),
+                "--heartbeat-interval=9",
+            ),
+            (
+                &["-heartbeat-timeout", "--heartbeat-timeout"],
+                Some("3"),
+                "--heartbeat-timeout=3",
+            ),
+            (
+                &["-oversubscribe", "--oversubscribe"],
+                None,
+                "--oversubscribe",
+            ),
+            (
+                &["-report-bindings", "--report-bindings"],
+                None,
+                "--report-bindings",
+            ),
+            (&["-tag-output", "--tag-output"], None, "--tag-output"),
+        ] {
+            for s in spellings {
+                let mut args = vec![*s];
+                args.extend(value);
+                args.push("prog");
+                assert_eq!(normalised(&args), [out, "--", "prog"], "{args:?}");
+                if let Some(v) = value {
+                    let joined = format!("{s}={v}");
+                    assert_eq!(
+                        normalised(&[&joined, "prog"]),
+                        [out, "--", "prog"],
+                        "{joined}"
+                    );
+                }
+            }
+        }
+        for (spellings, out) in [
+            (&["-h", "--h", "-help", "--help"][..], "--help"),
+            (&["-V", "--V", "-version", "--version"], "--version"),
+            (&["-info", "--info"], "--info"),
+            (&["-topology", "--topology"], "--topology"),
+        ] {
+            for s in spellings {
+                // An informational option ends the options.
+                assert_eq!(normalised(&[s, "--bogus", "prog"]), [out], "{s}");
+            }
+        }
+    }
+
+    /// The normaliser knows every option clap knows, and the reverse:
+    /// nothing is reachable only through one of them.
+    #[test]
+    fn normaliser_covers_every_option() {
+        for a in Cli::command()
+            .get_arguments()
+            .filter(|a| !a.is_positional())
+        {
+            let name = a
+                .get_long()
+                .map(|l| format!("-{l}"))
+                .unwrap_or_else(|| format!("-{}", a.get_short().unwrap()));
+            let n = normalise([OsString::from(&name), "1".into(), "p".into()]);
+            assert!(n.is_ok(), "{name}: {n:?}");
+        }
+    }
+
+    /// What follows the program is the program's, options or not.
+    #[test]
+    fn program_arguments_are_left_alone() {
+        let o = run(&["-n", "2", "./prog", "-np", "5"]);
+        assert_eq!(
+            (o.np, o.program.as_os_str()),
+            (Some(2), OsStr::new("./prog"))
+        );
+        assert_eq!(o.args, ["-np", "5"]);
+        let o = run(&["-np", "2", "prog", "--help", "-x", "A", "--", "--", "-H"]);
+        assert_eq!(o.args, ["--help", "-x", "A", "--", "--", "-H"]);
+        assert!(o.exports.is_empty() && o.hosts.is_empty());
+        assert_eq!(
+            normalised(&["-n", "2", "prog", "-tag-output"]),
+            ["--np=2", "--", "prog", "-tag-output"]
+        );
+        // After --, the next argument is the program whatever it looks like.
+        let o = run(&["-n", "1", "--", "--help", "-n", "3"]);
+        assert_eq!(o.program, "--help");
+        assert_eq!(o.args, ["-n", "3"]);
+        let o = run(&["-n", "1", "--", "--"]);
+        assert_eq!((o.program.as_os_str(), o.args.len()), (OsStr::new("--"), 0));
+        // Values that look like options are values.
+        assert_eq!(normalised(&["-x", "-A", "p"]), ["-x=-A", "--", "p"]);
+        assert!(err(&["-x", "-A", "p"]).contains("-x"));
+        // Not valid UTF-8 in the program's arguments is passed on as it is.
+        use std::os::unix::ffi::OsStrExt;
+        let odd = OsStr::from_bytes(b"\xff-x").to_os_string();
+        let Ok(Action::Run(o)) = parse(["-n".into(), "1".into(), "p".into(), odd.clone()]) else {
+            panic!("should parse");
+        };
+        assert_eq!(o.args, std::slice::from_ref(&odd));
+        assert!(parse(["-n".into(), odd]).is_err());
+    }
+
+    #[test]
+    fn normaliser_errors() {
+        for (args, needle) in [
+            (&["-n4", "p"][..], "unknown option -n4"),
+            (&["-frobnicate", "p"], "unknown option -frobnicate"),
+            (&["-", "-n"], ""),
+            (&["--np"], "--np needs N"),
+            (&["-hostfile"], "-hostfile needs FILE"),
+            (&["-x"], "-x needs NAME[=VALUE]"),
+            (
+                &["-tag-output=1", "-n", "1", "p"],
+                "tag-output takes no value",
+            ),
+            (&["--help=1"], "help takes no value"),
+            (
+                &["-np", "1", "--n", "2", "p"],
+                "the number of ranks is given twice",
+            ),
+            (&["-npernode", "1", "--N=2", "p"], "per node is given twice"),
+            (
+                &["-hostfile", "a", "-machinefile", "b", "p"],
+                "hostfile is given twice",
+            ),
+        ] {
+            if needle.is_empty() {
+                // "-" alone is a program (stdin's, as in mpirun).
+                assert!(normalise(args.iter().map(OsString::from)).is_ok());
+                continue;
+            }
+            let m = err(args);
+            assert!(m.contains(needle), "{args:?}: {m}");
+        }
+        // Options that may be repeated: the last one counts, or all do.
+        let o = run(&["--timeout", "1", "-timeout", "2", "-n", "1", "p"]);
+        assert_eq!(o.timeout, Some(Duration::from_secs(2)));
+        let o = run(&["-tag-output", "--tag-output", "-n", "1", "p"]);
+        assert!(o.tag_output);
+    }
+
+    /// `--transports` and `-x` export in the order given; the last wins.
+    #[test]
+    fn transports_export_in_order() {
+        let o = run(&[
+            "-x",
+            "DOS_TRANSPORTS=tcp",
+            "--transports",
+            "shm,roce",
+            "-x",
+            "A=1",
+            "-transports=verbs",
+            "-n",
+            "1",
+            "p",
+        ]);
+        let t = |v: &str| Export::Set("DOS_TRANSPORTS".into(), v.into());
+        assert_eq!(
+            o.exports,
+            [
+                t("tcp"),
+                t("shm,roce"),
+                Export::Set("A".into(), "1".into()),
+                t("verbs")
+            ]
+        );
+        assert!(err(&["--transports", "ib", "-n", "1", "p"]).contains("--transports"));
+    }
+
+    #[test]
+    fn help_lists_every_option() {
+        let h = help();
+        assert!(h.starts_with("Usage: dosrun"));
+        for a in Cli::command()
+            .get_arguments()
+            .filter(|a| !a.is_positional())
+        {
+            let name = a
+                .get_long()
+                .map(|l| format!("--{l}"))
+                .unwrap_or_else(|| format!("-{}", a.get_short().unwrap()));
+            assert!(h.contains(&name), "{name} missing from --help");
+        }
+        for spelled in ["-np", "--machinefile", "DOS_KILL_GRACE_MS", "Exit status"] {
+            assert!(h.contains(spelled), "{spelled}");
+        }
+        assert!(!h.contains("\n\n\n"));
     }
 }

@@ -75,7 +75,7 @@ fn main() {
         std::process::exit(agent::run());
     }
     let code = match args::parse(std::env::args_os().skip(1)) {
-        Ok(Action::Help) => print_out(args::HELP),
+        Ok(Action::Help) => print_out(&args::help()),
         Ok(Action::Version) => print_out(&format!("dosrun {}\n", env!("CARGO_PKG_VERSION"))),
         Ok(Action::Info) => print_out(&info::render(|n| std::env::var(n).ok())),
         Ok(Action::Topology) => match Topology::load() {

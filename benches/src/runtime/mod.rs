@@ -1,4 +1,5 @@
-//! The communication a benchmark needs, as one small trait with a dos and an MPI implementation.
+//! The runtime the benchmarks run on: what a benchmark needs of it, as one
+//! small trait ([`Runtime`]) with a dos and an MPI implementation.
 //!
 //! Every operation moves bytes (or `f32`s for the reduction, or `u64`s for
 //! the one-sided atomic) so that both backends time the same work.
@@ -18,10 +19,10 @@ compile_error!("dos-bench needs the `dos` feature (default) or the `mpi` feature
 
 /// The backend this build measures.
 #[cfg(feature = "mpi")]
-pub type Backend = mpi::MpiNet;
+pub type Backend = mpi::MpiRuntime;
 /// The backend this build measures.
 #[cfg(all(feature = "dos", not(feature = "mpi")))]
-pub type Backend = dos::DosNet;
+pub type Backend = dos::DosRuntime;
 
 /// Joins the job through the backend this build measures.
 pub fn init() -> Result<Backend> {
@@ -72,12 +73,12 @@ impl WinElem for u64 {}
 /// The one-sided part follows MPI's passive-target model as the OSU
 /// one-sided benchmarks use it in "flush" mode: a window allocated
 /// collectively, an access epoch opened once by the origin
-/// ([`Net::epoch_begin`], `MPI_Win_lock_all`), operations completed at the
-/// target with [`Net::flush`], the epoch closed ([`Net::epoch_end`]), the
+/// ([`Runtime::epoch_begin`], `MPI_Win_lock_all`), operations completed at the
+/// target with [`Runtime::flush`], the epoch closed ([`Runtime::epoch_end`]), the
 /// window freed collectively. A target that only waits (in
-/// [`Net::barrier`], say) keeps making progress, which both runtimes may
+/// [`Runtime::barrier`], say) keeps making progress, which both runtimes may
 /// need to serve operations that arrive as messages.
-pub trait Net {
+pub trait Runtime {
     /// `"dos"` or `"mpi"`: the label on every result.
     fn name(&self) -> &'static str;
     /// This rank.
@@ -134,15 +135,15 @@ pub trait Net {
     /// Opens a passive-target access epoch to every rank of `win`
     /// (`MPI_Win_lock_all`, shared). Only the origin calls it.
     fn epoch_begin<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()>;
-    /// Closes the epoch of [`Net::epoch_begin`]; every operation issued in it
+    /// Closes the epoch of [`Runtime::epoch_begin`]; every operation issued in it
     /// is complete at its target (`MPI_Win_unlock_all`).
     fn epoch_end<T: WinElem>(&self, win: &Self::Win<T>) -> Result<()>;
     /// Writes `src` into `target`'s part from element `disp` (`MPI_Put`);
-    /// complete at the target after [`Net::flush`].
+    /// complete at the target after [`Runtime::flush`].
     ///
     /// # Safety
     /// `src` must stay allocated and unchanged until the next
-    /// [`Net::flush`] of `target` or [`Net::epoch_end`] on `win`: MPI may
+    /// [`Runtime::flush`] of `target` or [`Runtime::epoch_end`] on `win`: MPI may
     /// read it as late as that (dos copies it before returning).
     unsafe fn put<T: WinElem>(
         &self,

@@ -1,11 +1,11 @@
-//! [`Net`] over the dos runtime.
+//! [`Runtime`] over the dos runtime.
 
-use super::{pieces, Net, WinElem};
+use super::{pieces, Runtime, WinElem};
 use crate::{Error, Result};
 
 /// A dos world.
 #[derive(Debug)]
-pub struct DosNet {
+pub struct DosRuntime {
     world: ::dos::World,
 }
 
@@ -13,17 +13,17 @@ fn err(op: &'static str) -> impl FnOnce(::dos::Error) -> Error {
     move |source| Error::Dos { op, source }
 }
 
-impl DosNet {
+impl DosRuntime {
     /// Joins the job (`dos::init`): a real world under `dosrun`, a world of one otherwise.
-    pub fn init() -> Result<DosNet> {
-        Ok(DosNet {
+    pub fn init() -> Result<DosRuntime> {
+        Ok(DosRuntime {
             world: ::dos::init().map_err(err("init"))?,
         })
     }
 
     /// Wraps a world made elsewhere (for example by `dos::testing::run_threads`).
-    pub fn from_world(world: ::dos::World) -> DosNet {
-        DosNet { world }
+    pub fn from_world(world: ::dos::World) -> DosRuntime {
+        DosRuntime { world }
     }
 
     /// The world back (for example to end it with `dos::testing::vanish`).
@@ -32,7 +32,7 @@ impl DosNet {
     }
 }
 
-impl Net for DosNet {
+impl Runtime for DosRuntime {
     fn name(&self) -> &'static str {
         "dos"
     }

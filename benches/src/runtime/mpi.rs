@@ -1,4 +1,4 @@
-//! [`Net`] over MPI (rsmpi), for side-by-side comparison with dos.
+//! [`Runtime`] over MPI (rsmpi), for side-by-side comparison with dos.
 //!
 //! MPI's default error handler aborts the job on any failure, so these
 //! operations only ever return `Ok`, except for one-sided accesses outside
@@ -20,19 +20,19 @@ use ::mpi::request::multiple_scope;
 use ::mpi::topology::{Communicator, SimpleCommunicator};
 use ::mpi::traits::{CommunicatorCollectives, Root};
 
-use super::{pieces, Net, WinElem};
+use super::{pieces, Runtime, WinElem};
 use crate::{Error, Result};
 
 /// `MPI_COMM_WORLD`. Dropping it finalizes MPI.
-pub struct MpiNet {
+pub struct MpiRuntime {
     // Declared before the universe so that it is dropped before MPI_Finalize.
     world: SimpleCommunicator,
     _universe: Universe,
 }
 
-impl std::fmt::Debug for MpiNet {
+impl std::fmt::Debug for MpiRuntime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MpiNet")
+        f.debug_struct("MpiRuntime")
             .field("rank", &self.world.rank())
             .field("size", &self.world.size())
             .finish()
@@ -46,7 +46,7 @@ fn rank_i32(r: usize) -> i32 {
 
 /// An `MPI_Win` made by `MPI_Win_allocate` over the world, and this rank's part.
 ///
-/// Not freed on drop (`MPI_Win_free` is collective): call [`Net::win_free`].
+/// Not freed on drop (`MPI_Win_free` is collective): call [`Runtime::win_free`].
 pub struct MpiWin<T> {
     win: ffi::MPI_Win,
     /// This rank's part: `count` elements (null when `count` is 0).
@@ -107,7 +107,7 @@ fn disp_aint(op: &'static str, d: usize) -> Result<ffi::MPI_Aint> {
     })
 }
 
-impl MpiNet {
+impl MpiRuntime {
     /// Runs `f` on this rank's part of `win` under an exclusive lock of this
     /// rank (how MPI lets a rank load and store its own window memory).
     fn with_own_part<T: WinElem>(
@@ -127,16 +127,16 @@ impl MpiNet {
     }
 
     /// `MPI_Init`.
-    pub fn init() -> Result<MpiNet> {
+    pub fn init() -> Result<MpiRuntime> {
         let universe = ::mpi::initialize().ok_or(Error::MpiInit)?;
-        Ok(MpiNet {
+        Ok(MpiRuntime {
             world: universe.world(),
             _universe: universe,
         })
     }
 }
 
-impl Net for MpiNet {
+impl Runtime for MpiRuntime {
     fn name(&self) -> &'static str {
         "mpi"
     }
