@@ -30,7 +30,7 @@ fn prepare_verbs(rank: usize, size: usize, allow: bool) -> Option<Prepared> {
     match dos_transport::verbs::VerbsBuilder::open(None).and_then(|b| b.prepare(rank, size)) {
         Ok(p) => Some(Prepared::Verbs(p)),
         Err(e) => {
-            eprintln!("dos: rank {rank}: RDMA device present but unusable ({e}); using tcp/roce");
+            tracing::warn!("rank {rank}: RDMA device present but unusable ({e}); using tcp/roce");
             None
         }
     }
@@ -98,6 +98,7 @@ impl std::ops::Deref for World {
 /// ```
 pub fn init() -> Result<World> {
     let cfg = Config::from_env()?;
+    crate::log::install(cfg.log, None);
     // A launched process joins the job once: a second `init` (from another
     // thread, or after the first world ended) would take the same rank, the
     // same wire-up connection and the same shared-segment descriptor.
@@ -300,6 +301,7 @@ impl World {
         local_size: usize,
     ) -> World {
         let cfg = *eng.enter().config();
+        crate::log::install(cfg.log, pmi.as_ref().map(|_| rank));
         World {
             cfg,
             comm: Comm::new(eng, 0, rank, peers),
@@ -340,7 +342,7 @@ impl World {
         if let Some(p) = &self.pmi {
             let _ = p.borrow_mut().abort(code, msg);
         } else {
-            eprintln!("dos: abort: {msg}");
+            tracing::error!("abort: {msg}");
         }
         std::process::exit(code)
     }
@@ -373,7 +375,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
-            eprintln!("dos: finalize failed: {e}");
+            tracing::error!("finalize failed: {e}");
         }
     }
 }

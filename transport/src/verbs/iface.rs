@@ -480,8 +480,8 @@ impl VerbsIface {
 
     #[cold]
     fn log(&self, peer: usize, what: &str) {
-        eprintln!(
-            "dos-transport: verbs endpoint {} ({}): peer {peer}: {what}",
+        tracing::error!(
+            "verbs endpoint {} ({}): peer {peer}: {what}",
             self.cfg.index,
             self.dev.ctx.name()
         );
@@ -545,8 +545,8 @@ impl VerbsIface {
     #[cold]
     fn poll_error(&self, e: &Error) {
         if !self.poll_failed.replace(true) {
-            eprintln!(
-                "dos-transport: verbs endpoint {}: polling a completion queue failed: {}",
+            tracing::error!(
+                "verbs endpoint {}: polling a completion queue failed: {}",
                 self.cfg.index,
                 chain(e)
             );
