@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
@@ -51,13 +51,20 @@ pub fn install(filter: LogFilter, rank: Option<usize>) -> bool {
     if let Some(r) = rank {
         RANK.store(r, Ordering::Relaxed);
     }
+    tracing::subscriber::set_global_default(subscriber(filter, std::io::stderr)).is_ok()
+}
+
+/// The subscriber [`install`] installs, writing to `out`.
+fn subscriber<W>(filter: LogFilter, out: W) -> impl Subscriber + Send + Sync
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::new(filter.as_str()))
-        .with_writer(std::io::stderr)
+        .with_writer(out)
         .with_ansi(false)
         .event_format(Plain)
-        .try_init()
-        .is_ok()
+        .finish()
 }
 
 /// [`install`] with the filter of `DOS_LOG` (the default when it does not
@@ -141,5 +148,63 @@ mod tests {
             "dos: ERROR world: "
         );
         assert_eq!(prefix("dos", tracing::Level::INFO, 0), "dos: rank 0: INFO ");
+    }
+
+    /// What [`install`]'s subscriber with filter `filter` writes for a
+    /// warning, an error and an informational message of dos-transport's tcp.
+    fn lines_with(filter: &str) -> String {
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+        let out = buf.clone();
+        let filter = Config::parse(|n| (n == "DOS_LOG").then(|| filter.to_string()))
+            .unwrap()
+            .log;
+        tracing::subscriber::with_default(subscriber(filter, move || out.clone()), || {
+            tracing::warn!(target: "dos_transport::tcp::connect", "tcp endpoint 1: rejected a connection");
+            tracing::error!(target: "dos::world", "abort: {}", "no input");
+            tracing::info!(target: "dos_transport::tcp::connect", "a detail");
+        });
+        let v = buf.0.lock().unwrap().clone();
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn the_default_filter_shows_warnings_and_errors_one_line_each() {
+        let rank = match RANK.load(Ordering::Relaxed) {
+            NO_RANK => String::new(),
+            r => format!("rank {r}: "),
+        };
+        assert_eq!(
+            lines_with("warn"),
+            format!(
+                "dos-transport: {rank}WARN tcp::connect: tcp endpoint 1: rejected a connection\n\
+                 dos: {rank}ERROR world: abort: no input\n"
+            )
+        );
+    }
+
+    #[test]
+    fn dos_log_selects_by_level_and_module() {
+        assert_eq!(lines_with("off"), "");
+        let only_errors = lines_with("error");
+        assert!(!only_errors.contains("rejected") && only_errors.contains("abort"));
+        let tcp_detail = lines_with("warn,dos_transport::tcp=info");
+        assert!(
+            tcp_detail.contains("INFO tcp::connect: a detail"),
+            "{tcp_detail}"
+        );
+        let quiet_transport = lines_with("warn,dos_transport=error");
+        assert!(!quiet_transport.contains("rejected") && quiet_transport.contains("abort"));
     }
 }

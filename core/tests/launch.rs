@@ -372,3 +372,36 @@ fn a_hung_job_is_ended_by_the_timeout_with_124() {
     assert_all_dead(&pids);
     assert_no_segment_of(&j, &pids);
 }
+
+/// Started without dosrun (a world of one), a rank that aborts says why on
+/// stderr through dos's log at the default level `DOS_LOG=warn`;
+/// `DOS_LOG=off` silences it, and a `DOS_LOG` that is no filter makes
+/// `dos::init` fail naming the variable.
+#[test]
+fn a_world_of_one_that_aborts_says_why_unless_dos_log_silences_it() {
+    let hello = example("hello");
+    let run = |log: Option<&str>| {
+        let mut c = std::process::Command::new(&hello);
+        c.args(["--fail", "0:abort"]).env_remove("DOS_LOG");
+        if let Some(v) = log {
+            c.env("DOS_LOG", v);
+        }
+        let out = c.output().expect("run hello");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = run(None);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        err,
+        "dos: ERROR world: abort: hello: rank 0 aborts as asked\n"
+    );
+    let (code, err) = run(Some("off"));
+    assert_eq!((code, err.as_str()), (Some(3), ""));
+    let (code, err) = run(Some("dos=loud"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.starts_with("hello: ") && err.contains("DOS_LOG"),
+        "{err}"
+    );
+}
