@@ -1,7 +1,11 @@
 //! Tunables: the one place that reads `DOS_*` configuration variables.
 //!
-//! Each tunable has a name, a default and a help line in [`TUNABLES`];
-//! `dosrun --info` prints the table. [`Config::from_env`] parses them all once.
+//! Each tunable is declared once, in the `tunables!` table below: its field,
+//! type, variable, default, parser and help line. From that table come
+//! [`TUNABLES`] (what `dosrun --info` prints), the typed [`Config`] and
+//! [`Config::parse`]; [`Config::from_env`] parses them all once. A new
+//! tunable is one more entry (and, when no parser fits, one small function
+//! `fn(var, text) -> Result<T>` that fails with [`Error::Environment`]).
 //! (The launcher's per-rank variables such as `DOS_RANK` are wiring, not
 //! tunables; [`crate::pmi`] reads them.)
 
