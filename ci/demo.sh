@@ -16,4 +16,4 @@ run -n "$n" target/release/examples/hello
 run -n "$n" target/release/examples/ring 10
 run -n "$n" target/release/examples/pi
 run -n "$n" target/release/examples/heat --check
-run -n "$n" target/release/examples/collcheck --cases 20
+run -n "$n" target/release/collcheck --cases 20

@@ -24,7 +24,7 @@ cargo test -p dos-transport --features verbs verbs
 step "docs"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps
 
-step "build (binaries and examples, used by the multi-process tests)"
+step "build (binaries: dosrun and the check programs of checks/; examples: used by the multi-process tests)"
 cargo build --workspace --bins --examples
 
 step "tests"

@@ -1,7 +1,11 @@
 //! Tunables: the one place that reads `DOS_*` configuration variables.
 //!
-//! Each tunable has a name, a default and a help line in [`TUNABLES`];
-//! `dosrun --info` prints the table. [`Config::from_env`] parses them all once.
+//! Each tunable is declared once, in the `tunables!` table below: its field,
+//! type, variable, default, parser and help line. From that table come
+//! [`TUNABLES`] (what `dosrun --info` prints), the typed [`Config`] and
+//! [`Config::parse`]; [`Config::from_env`] parses them all once. A new
+//! tunable is one more entry (and, when no parser fits, one small function
+//! `fn(var, text) -> Result<T>` that fails with [`Error::Environment`]).
 //! (The launcher's per-rank variables such as `DOS_RANK` are wiring, not
 //! tunables; [`crate::pmi`] reads them.)
 
@@ -17,100 +21,6 @@ pub struct Tunable {
     /// What it controls.
     pub help: &'static str,
 }
-
-/// Every tunable of dos.
-pub const TUNABLES: &[Tunable] = &[
-    Tunable {
-        name: "DOS_EAGER_LIMIT",
-        default: "16384",
-        help: "largest point-to-point message (bytes) sent eagerly through the rings; larger ones use rendezvous with a single copy",
-    },
-    Tunable {
-        name: "DOS_NET_EAGER_LIMIT",
-        default: "262144",
-        help: "largest point-to-point message (bytes) sent eagerly to a rank on another node (at most what its transport carries in one message: 64 KiB over roce); larger ones use rendezvous (two more network round trips). Between namespaces over tcp, eager took 64 KiB messages from 1.7 to 3.2 GB/s, 128 KiB from 2.4 to 4.4 and 256 KiB from 3.0 to 5.5; at 512 KiB rendezvous is as fast",
-    },
-    Tunable {
-        name: "DOS_RNDV",
-        default: "auto",
-        help: "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores)",
-    },
-    Tunable {
-        name: "DOS_RNDV_CHUNK",
-        default: "16384",
-        help: "bytes per chunk of a pipelined rendezvous",
-    },
-    Tunable {
-        name: "DOS_NET_CHUNK",
-        default: "98304",
-        help: "bytes per frame of a rendezvous payload between nodes; frames of 64-192 KiB streamed best over TCP here (6-7 GB/s between namespaces), 512 KiB and up only half as fast",
-    },
-    Tunable {
-        name: "DOS_SHM_RING_BYTES",
-        default: "131072",
-        help: "bytes of each shared-memory ring (one per ordered pair of ranks on a node that talks, carved on first use from a pool of at most 1 TiB of address space; a power of two >= 16384)",
-    },
-    Tunable {
-        name: "DOS_SPIN_US",
-        default: "auto",
-        help: "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores)",
-    },
-    Tunable {
-        name: "DOS_YIELD_US",
-        default: "auto",
-        help: "microseconds a waiting rank then polls with sched_yield between polls before it blocks in the kernel (auto: 50, or 500 when ranks outnumber cores)",
-    },
-    Tunable {
-        name: "DOS_REDUCE_PAR_BYTES",
-        default: "1048576",
-        help: "local reductions of at least this many bytes run in parallel with rayon",
-    },
-    Tunable {
-        name: "DOS_NODE_COLL_BYTES",
-        default: "1008",
-        help: "barrier, bcast, reduce, allreduce, allgather and alltoall of at most this many bytes (per rank's contribution) among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)",
-    },
-    Tunable {
-        name: "DOS_TRANSPORTS",
-        default: "auto",
-        help: "transports ranks may use, a comma list of shm, tcp and roce (what dosrun --transports sets); auto: shared memory within a node, tcp between nodes; roce (soft-RoCE over UDP) is used between nodes when tcp is not listed; without shm, ranks of one node use the network transport too",
-    },
-    Tunable {
-        name: "DOS_ROCE_MTU",
-        default: "4096",
-        help: "largest RoCE MTU of the soft-RoCE (a power of two from 256): each connection uses the largest that its link's MTU carries, up to this (1024 on a 1500-byte Ethernet, 4096 on jumbo frames); 4096 is the IBA's largest, up to 32768 is an extension only dos understands",
-    },
-    Tunable {
-        name: "DOS_ROCE_GSO",
-        default: "1",
-        help: "1: the soft-RoCE sends trains of equal packets with UDP segmentation offload and receives them with UDP GRO (one trip through the kernel per 64 KiB; each packet's ICRC covers the identification the kernel gives it); 0: one datagram at a time",
-    },
-    Tunable {
-        name: "DOS_ROCE_RETRY_BUDGET_MS",
-        default: "30000",
-        help: "milliseconds a soft-RoCE connection keeps retransmitting without progress (its timeout backing off from 20 ms to 1 s) before it gives the peer up, and that a leaving rank waits at most for its last messages to be acknowledged; a rank that dies is reported by dosrun long before (IBA's local ACK timeout times its retry count, as a time)",
-    },
-    Tunable {
-        name: "DOS_ROCE_AUTH",
-        default: "1",
-        help: "1: every soft-RoCE packet carries a 16-byte tag (keyed BLAKE3 from the job's secret, one key per queue pair and direction) and forged or renumbered packets are dropped; 0: plain RoCEv2 packets, for interoperating with RoCE devices (queue pairs still take packets only from their peer's address and port). Every rank of a job must say the same",
-    },
-    Tunable {
-        name: "DOS_KILL_GRACE_MS",
-        default: "200",
-        help: "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped",
-    },
-    Tunable {
-        name: "DOS_BLAME_WINDOW_MS",
-        default: "200",
-        help: "dosrun: after a rank exits with a non-zero status or aborts, milliseconds dosrun waits for evidence of an earlier death (a rank killed by a signal, a host lost) before it blames that rank and stops the job; a peer's transport error is then reported as a consequence",
-    },
-    Tunable {
-        name: "DOS_WIREUP_TIMEOUT_MS",
-        default: "120000",
-        help: "milliseconds a rank waits for an answer of its node's wire-up service (dosrun or its node agent) before it fails with an error naming the stall; 0: no limit",
-    },
-];
 
 /// Which rendezvous protocol large messages use (`DOS_RNDV`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,45 +86,125 @@ impl Transports {
     }
 }
 
-/// Parsed tunables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Config {
-    /// `DOS_EAGER_LIMIT`.
-    pub eager_limit: usize,
-    /// `DOS_NET_EAGER_LIMIT`.
-    pub net_eager_limit: usize,
-    /// `DOS_RNDV`.
-    pub rndv: RndvMode,
-    /// `DOS_RNDV_CHUNK`.
-    pub rndv_chunk: usize,
-    /// `DOS_NET_CHUNK`.
-    pub net_chunk: usize,
-    /// `DOS_SHM_RING_BYTES`.
-    pub shm_ring_bytes: usize,
-    /// `DOS_SPIN_US`; `None` means automatic.
-    pub spin_us: Option<u32>,
-    /// `DOS_YIELD_US`; `None` means automatic.
-    pub yield_us: Option<u32>,
-    /// `DOS_REDUCE_PAR_BYTES`.
-    pub reduce_par_bytes: usize,
-    /// `DOS_NODE_COLL_BYTES` (at most the slot payload).
-    pub node_coll_bytes: usize,
-    /// `DOS_KILL_GRACE_MS`.
-    pub kill_grace_ms: u64,
-    /// `DOS_BLAME_WINDOW_MS`.
-    pub blame_window_ms: u64,
-    /// `DOS_WIREUP_TIMEOUT_MS` (0: none).
-    pub wireup_timeout_ms: u64,
-    /// `DOS_ROCE_MTU`.
-    pub roce_mtu: u32,
-    /// `DOS_ROCE_GSO`.
-    pub roce_gso: bool,
-    /// `DOS_ROCE_RETRY_BUDGET_MS`.
-    pub roce_retry_budget_ms: u64,
-    /// `DOS_ROCE_AUTH`.
-    pub roce_auth: bool,
-    /// `DOS_TRANSPORTS`.
-    pub transports: Transports,
+/// Declares every tunable once and generates from that one list the table
+/// [`TUNABLES`] (what `dosrun --info` prints), the typed [`Config`] and its
+/// parser [`Config::parse`].
+///
+/// Each entry reads `field: Type = "DOS_NAME", default "text", parse f, help "…";`
+/// where `f(var, text) -> Result<Type>` turns the variable's text (or the
+/// default's) into the field, and fails with [`Error::Environment`] naming
+/// `var`. Tunables are parsed, and listed, in the order written.
+macro_rules! tunables {
+    ($(
+        $field:ident: $ty:ty = $var:literal,
+        default $default:literal,
+        parse $parse:path,
+        help $help:literal;
+    )*) => {
+        /// Every tunable of dos.
+        pub const TUNABLES: &[Tunable] = &[
+            $(Tunable { name: $var, default: $default, help: $help },)*
+        ];
+
+        /// Parsed tunables.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct Config {
+            $(
+                #[doc = concat!("`", $var, "` (default `", $default, "`): ", $help, ".")]
+                pub $field: $ty,
+            )*
+        }
+
+        impl Config {
+            /// Parses tunables from `lookup` (used by tests and by `from_env`).
+            pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> Result<Config> {
+                $(
+                    let text = lookup($var);
+                    let $field: $ty = $parse($var, text.as_deref().unwrap_or($default))?;
+                )*
+                Ok(Config { $($field,)* })
+            }
+        }
+    };
+}
+
+tunables! {
+    eager_limit: usize = "DOS_EAGER_LIMIT",
+        default "16384",
+        parse number,
+        help "largest point-to-point message (bytes) sent eagerly through the rings; larger ones use rendezvous with a single copy";
+    net_eager_limit: usize = "DOS_NET_EAGER_LIMIT",
+        default "262144",
+        parse number,
+        help "largest point-to-point message (bytes) sent eagerly to a rank on another node (at most what its transport carries in one message: 64 KiB over roce); larger ones use rendezvous (two more network round trips)";
+    rndv: RndvMode = "DOS_RNDV",
+        default "auto",
+        parse RndvMode::parse,
+        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores)";
+    rndv_chunk: usize = "DOS_RNDV_CHUNK",
+        default "16384",
+        parse chunk,
+        help "bytes per chunk of a pipelined rendezvous";
+    net_chunk: usize = "DOS_NET_CHUNK",
+        default "98304",
+        parse chunk,
+        help "bytes per frame of a rendezvous payload between nodes";
+    shm_ring_bytes: usize = "DOS_SHM_RING_BYTES",
+        default "131072",
+        parse ring_bytes,
+        help "bytes of each shared-memory ring (one per ordered pair of ranks on a node that talks, carved on first use from a pool of at most 1 TiB of address space; a power of two >= 16384)";
+    spin_us: Option<u32> = "DOS_SPIN_US",
+        default "auto",
+        parse auto_number,
+        help "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores)";
+    yield_us: Option<u32> = "DOS_YIELD_US",
+        default "auto",
+        parse auto_number,
+        help "microseconds a waiting rank then polls with sched_yield between polls before it blocks in the kernel (auto: 50, or 500 when ranks outnumber cores)";
+    reduce_par_bytes: usize = "DOS_REDUCE_PAR_BYTES",
+        default "1048576",
+        parse number,
+        help "local reductions of at least this many bytes run in parallel with rayon";
+    node_coll_bytes: usize = "DOS_NODE_COLL_BYTES",
+        default "1008",
+        parse node_coll_bytes,
+        help "barrier, bcast, reduce, allreduce, allgather and alltoall of at most this many bytes (per rank's contribution) among ranks of one node (at most 16) go through shared-memory slots instead of messages; 0 turns this off (at most 1008)";
+    transports: Transports = "DOS_TRANSPORTS",
+        default "auto",
+        parse Transports::parse_var,
+        help "transports ranks may use, a comma list of shm, tcp, roce and verbs (what dosrun --transports sets); auto: all of them. Within a node ranks use shared memory; between nodes verbs when this build has it (feature verbs) and the host an RDMA device, else tcp, else roce (soft-RoCE over UDP); without shm, ranks of one node use the network transport too";
+    roce_mtu: u32 = "DOS_ROCE_MTU",
+        default "4096",
+        parse roce_mtu,
+        help "largest RoCE MTU of the soft-RoCE (a power of two from 256): each connection uses the largest that its link's MTU carries, up to this (1024 on a 1500-byte Ethernet, 4096 on jumbo frames); 4096 is the IBA's largest, up to 32768 is an extension only dos understands";
+    roce_gso: bool = "DOS_ROCE_GSO",
+        default "1",
+        parse exact_flag,
+        help "1: the soft-RoCE sends trains of equal packets with UDP segmentation offload and receives them with UDP GRO (one trip through the kernel per 64 KiB; each packet's ICRC covers the identification the kernel gives it); 0: one datagram at a time";
+    roce_retry_budget_ms: u64 = "DOS_ROCE_RETRY_BUDGET_MS",
+        default "30000",
+        parse positive,
+        help "milliseconds a soft-RoCE connection keeps retransmitting without progress (its timeout backing off from 20 ms to 1 s) before it gives the peer up, and that a leaving rank waits at most for its last messages to be acknowledged; a rank that dies is reported by dosrun long before (IBA's local ACK timeout times its retry count, as a time)";
+    roce_auth: bool = "DOS_ROCE_AUTH",
+        default "1",
+        parse flag,
+        help "1: every soft-RoCE packet carries a 16-byte tag (keyed BLAKE3 from the job's secret, one key per queue pair and direction) and forged or renumbered packets are dropped; 0: plain RoCEv2 packets, for interoperating with RoCE devices (queue pairs still take packets only from their peer's address and port). Every rank of a job must say the same";
+    kill_grace_ms: u64 = "DOS_KILL_GRACE_MS",
+        default "200",
+        parse number,
+        help "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped";
+    blame_window_ms: u64 = "DOS_BLAME_WINDOW_MS",
+        default "200",
+        parse number,
+        help "dosrun: after a rank exits with a non-zero status or aborts, milliseconds dosrun waits for evidence of an earlier death (a rank killed by a signal, a host lost) before it blames that rank and stops the job; a peer's transport error is then reported as a consequence";
+    wireup_timeout_ms: u64 = "DOS_WIREUP_TIMEOUT_MS",
+        default "120000",
+        parse number,
+        help "milliseconds a rank waits for an answer of its node's wire-up service (dosrun or its node agent) before it fails with an error naming the stall; 0: no limit";
+    log: LogFilter = "DOS_LOG",
+        default "warn",
+        parse LogFilter::parse_var,
+        help "which messages dos and dos-transport write on stderr: a level (error, warn, info, debug, trace, off) or comma-separated directives target=level, e.g. warn,dos_transport::roce=debug (tracing's EnvFilter syntax; targets are module paths)";
 }
 
 impl Default for Config {
@@ -228,124 +218,152 @@ impl Config {
     pub fn from_env() -> Result<Config> {
         Config::parse(|name| std::env::var(name).ok())
     }
+}
 
-    /// Parses tunables from `lookup` (used by tests and by `from_env`).
-    pub fn parse(lookup: impl Fn(&str) -> Option<String>) -> Result<Config> {
-        let raw = |name: &'static str| -> String {
-            lookup(name).unwrap_or_else(|| {
-                TUNABLES
-                    .iter()
-                    .find(|t| t.name == name)
-                    .expect("tunable listed")
-                    .default
-                    .to_string()
-            })
-        };
-        fn num<T: std::str::FromStr>(name: &'static str, s: &str) -> Result<T> {
-            s.trim().parse().map_err(|_| Error::Environment {
-                var: name,
-                reason: "not a number",
-            })
+// The parsers of the table: each turns a variable's text into its field.
+
+fn number<T: std::str::FromStr>(var: &'static str, s: &str) -> Result<T> {
+    s.trim().parse().map_err(|_| Error::Environment {
+        var,
+        reason: "not a number",
+    })
+}
+
+/// `auto` (`None`) or a number.
+fn auto_number(var: &'static str, s: &str) -> Result<Option<u32>> {
+    if s.trim() == "auto" {
+        Ok(None)
+    } else {
+        number(var, s).map(Some)
+    }
+}
+
+/// A number of bytes per chunk, at least 1 KiB.
+fn chunk(var: &'static str, s: &str) -> Result<usize> {
+    let n: usize = number(var, s)?;
+    if n < 1024 {
+        return Err(Error::Environment {
+            var,
+            reason: "must be at least 1024",
+        });
+    }
+    Ok(n)
+}
+
+fn positive(var: &'static str, s: &str) -> Result<u64> {
+    let n: u64 = number(var, s)?;
+    if n == 0 {
+        return Err(Error::Environment {
+            var,
+            reason: "must be at least 1",
+        });
+    }
+    Ok(n)
+}
+
+fn ring_bytes(var: &'static str, s: &str) -> Result<usize> {
+    let n: usize = number(var, s)?;
+    if !n.is_power_of_two() || n < 16384 {
+        return Err(Error::Environment {
+            var,
+            reason: "must be a power of two of at least 16384",
+        });
+    }
+    Ok(n)
+}
+
+/// At most the payload of a node collective slot.
+fn node_coll_bytes(var: &'static str, s: &str) -> Result<usize> {
+    Ok(number::<usize>(var, s)?.min(crate::coll::COLL_PAYLOAD))
+}
+
+fn roce_mtu(var: &'static str, s: &str) -> Result<u32> {
+    let n: u32 = number(var, s)?;
+    if !(256..=32768).contains(&n) || !n.is_power_of_two() {
+        return Err(Error::Environment {
+            var,
+            reason: "must be a power of two from 256 to 32768",
+        });
+    }
+    Ok(n)
+}
+
+/// `0` or `1`, around spaces.
+fn flag(var: &'static str, s: &str) -> Result<bool> {
+    exact_flag(var, s.trim())
+}
+
+/// `0` or `1`, exactly.
+fn exact_flag(var: &'static str, s: &str) -> Result<bool> {
+    match s {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be 0 or 1",
+        }),
+    }
+}
+
+impl RndvMode {
+    fn parse(var: &'static str, s: &str) -> Result<RndvMode> {
+        match s.trim() {
+            "auto" => Ok(RndvMode::Auto),
+            "pipeline" => Ok(RndvMode::Pipeline),
+            "cma" => Ok(RndvMode::Cma),
+            _ => Err(Error::Environment {
+                var,
+                reason: "must be auto, pipeline or cma",
+            }),
         }
-        fn auto(name: &'static str, s: &str) -> Result<Option<u32>> {
-            if s.trim() == "auto" {
-                Ok(None)
-            } else {
-                num(name, s).map(Some)
-            }
-        }
-        let shm_ring_bytes: usize = num("DOS_SHM_RING_BYTES", &raw("DOS_SHM_RING_BYTES"))?;
-        if !shm_ring_bytes.is_power_of_two() || shm_ring_bytes < 16384 {
-            return Err(Error::Environment {
-                var: "DOS_SHM_RING_BYTES",
-                reason: "must be a power of two of at least 16384",
-            });
-        }
-        let rndv = match raw("DOS_RNDV").trim() {
-            "auto" => RndvMode::Auto,
-            "pipeline" => RndvMode::Pipeline,
-            "cma" => RndvMode::Cma,
-            _ => {
-                return Err(Error::Environment {
-                    var: "DOS_RNDV",
-                    reason: "must be auto, pipeline or cma",
-                })
-            }
-        };
-        let rndv_chunk: usize = num("DOS_RNDV_CHUNK", &raw("DOS_RNDV_CHUNK"))?;
-        if rndv_chunk < 1024 {
-            return Err(Error::Environment {
-                var: "DOS_RNDV_CHUNK",
-                reason: "must be at least 1024",
-            });
-        }
-        let net_chunk: usize = num("DOS_NET_CHUNK", &raw("DOS_NET_CHUNK"))?;
-        if net_chunk < 1024 {
-            return Err(Error::Environment {
-                var: "DOS_NET_CHUNK",
-                reason: "must be at least 1024",
-            });
-        }
-        let roce_mtu: u32 = num("DOS_ROCE_MTU", &raw("DOS_ROCE_MTU"))?;
-        if !(256..=32768).contains(&roce_mtu) || !roce_mtu.is_power_of_two() {
-            return Err(Error::Environment {
-                var: "DOS_ROCE_MTU",
-                reason: "must be a power of two from 256 to 32768",
-            });
-        }
-        let roce_gso = match raw("DOS_ROCE_GSO").as_str() {
-            "1" => true,
-            "0" => false,
-            _ => {
-                return Err(Error::Environment {
-                    var: "DOS_ROCE_GSO",
-                    reason: "must be 0 or 1",
-                })
-            }
-        };
-        let roce_retry_budget_ms: u64 =
-            num("DOS_ROCE_RETRY_BUDGET_MS", &raw("DOS_ROCE_RETRY_BUDGET_MS"))?;
-        if roce_retry_budget_ms == 0 {
-            return Err(Error::Environment {
-                var: "DOS_ROCE_RETRY_BUDGET_MS",
-                reason: "must be at least 1",
-            });
-        }
-        let roce_auth = match raw("DOS_ROCE_AUTH").trim() {
-            "1" => true,
-            "0" => false,
-            _ => {
-                return Err(Error::Environment {
-                    var: "DOS_ROCE_AUTH",
-                    reason: "must be 0 or 1",
-                })
-            }
-        };
-        Ok(Config {
-            roce_mtu,
-            roce_retry_budget_ms,
-            roce_gso,
-            roce_auth,
-            rndv,
-            rndv_chunk,
-            net_chunk,
-            eager_limit: num("DOS_EAGER_LIMIT", &raw("DOS_EAGER_LIMIT"))?,
-            net_eager_limit: num("DOS_NET_EAGER_LIMIT", &raw("DOS_NET_EAGER_LIMIT"))?,
-            shm_ring_bytes,
-            spin_us: auto("DOS_SPIN_US", &raw("DOS_SPIN_US"))?,
-            yield_us: auto("DOS_YIELD_US", &raw("DOS_YIELD_US"))?,
-            reduce_par_bytes: num("DOS_REDUCE_PAR_BYTES", &raw("DOS_REDUCE_PAR_BYTES"))?,
-            node_coll_bytes: num::<usize>("DOS_NODE_COLL_BYTES", &raw("DOS_NODE_COLL_BYTES"))?
-                .min(crate::coll::COLL_PAYLOAD),
-            transports: Transports::parse(&raw("DOS_TRANSPORTS")).ok_or(Error::Environment {
-                var: "DOS_TRANSPORTS",
-                reason: "must be auto or a comma list of shm, tcp, roce and verbs",
-            })?,
-            kill_grace_ms: num("DOS_KILL_GRACE_MS", &raw("DOS_KILL_GRACE_MS"))?,
-            blame_window_ms: num("DOS_BLAME_WINDOW_MS", &raw("DOS_BLAME_WINDOW_MS"))?,
-            wireup_timeout_ms: num("DOS_WIREUP_TIMEOUT_MS", &raw("DOS_WIREUP_TIMEOUT_MS"))?,
+    }
+}
+
+impl Transports {
+    fn parse_var(var: &'static str, s: &str) -> Result<Transports> {
+        Transports::parse(s).ok_or(Error::Environment {
+            var,
+            reason: "must be auto or a comma list of shm, tcp, roce and verbs",
         })
     }
+}
+
+/// Which log messages are written (`DOS_LOG`): a filter in the syntax of
+/// `tracing_subscriber`'s `EnvFilter`, checked when the tunables are parsed.
+///
+/// It holds its text (interned: [`Config`] is `Copy`, and a process sees
+/// few distinct filters); [`crate::log`] builds the filter from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogFilter(&'static str);
+
+impl LogFilter {
+    /// The filter's text, e.g. `warn,dos_transport::roce=debug`.
+    pub fn as_str(&self) -> &'static str {
+        self.0
+    }
+
+    fn parse_var(var: &'static str, s: &str) -> Result<LogFilter> {
+        let s = s.trim();
+        if s.is_empty() || tracing_subscriber::EnvFilter::builder().parse(s).is_err() {
+            return Err(Error::Environment {
+                var,
+                reason: "must be a log filter: a level (error, warn, info, debug, trace, off) or target=level directives",
+            });
+        }
+        Ok(LogFilter(intern(s)))
+    }
+}
+
+/// The one `&'static` copy of `s` (filters are few: one a process, in practice).
+fn intern(s: &str) -> &'static str {
+    static SEEN: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&k) = seen.iter().find(|&&k| k == s) {
+        return k;
+    }
+    let k: &'static str = Box::leak(s.into());
+    seen.push(k);
+    k
 }
 
 #[cfg(test)]
@@ -436,6 +454,58 @@ mod tests {
                 ),
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn the_table_lists_each_variable_once_with_a_default_that_parses() {
+        let c = Config::default();
+        for (i, t) in TUNABLES.iter().enumerate() {
+            assert!(t.name.starts_with("DOS_"), "{}", t.name);
+            assert!(!t.help.is_empty(), "{}", t.name);
+            assert!(
+                TUNABLES[..i].iter().all(|u| u.name != t.name),
+                "{} listed twice",
+                t.name
+            );
+            // Setting a variable to its default changes nothing.
+            let same = Config::parse(|n| (n == t.name).then(|| t.default.to_string())).unwrap();
+            assert_eq!(same, c, "{}", t.name);
+        }
+    }
+
+    #[test]
+    fn dos_log_takes_levels_and_target_directives() {
+        assert_eq!(Config::default().log.as_str(), "warn");
+        let p = |v: &'static str| Config::parse(move |n| (n == "DOS_LOG").then(|| v.into()));
+        for good in [
+            "error",
+            "off",
+            "dos_transport::roce=debug",
+            "warn,dos=info",
+            " debug ",
+        ] {
+            let c = p(good).unwrap();
+            assert_eq!(c.log.as_str(), good.trim());
+            // Equal filters are one interned text.
+            assert!(std::ptr::eq(c.log.as_str(), p(good).unwrap().log.as_str()));
+        }
+        for bad in ["", "dos=loud", "dos=[", "warn,=info=x"] {
+            assert!(
+                matches!(p(bad), Err(Error::Environment { var: "DOS_LOG", .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_transports_help_names_every_transport() {
+        let t = TUNABLES
+            .iter()
+            .find(|t| t.name == "DOS_TRANSPORTS")
+            .unwrap();
+        for name in ["shm", "tcp", "roce", "verbs"] {
+            assert!(t.help.contains(name), "{name}: {}", t.help);
         }
     }
 }

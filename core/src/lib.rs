@@ -195,6 +195,7 @@ pub mod dsm;
 mod error;
 mod gate;
 pub mod group;
+pub mod log;
 pub mod op;
 mod p2p;
 pub mod pmi;

@@ -45,8 +45,8 @@ fn rank_or_abort<R>(r: usize, size: usize, part: impl FnOnce() -> R) -> R {
         Ok(v) => v,
         Err(p) if size == 1 => std::panic::resume_unwind(p),
         Err(_) => {
-            eprintln!(
-                "dos::testing: rank {r} of {size} panicked (message above); aborting, \
+            tracing::error!(
+                "rank {r} of {size} panicked (message above); aborting, \
                  since the other ranks may wait for it forever"
             );
             std::process::abort()

@@ -66,6 +66,7 @@ impl std::ops::Deref for World {
 /// ```
 pub fn init() -> Result<World> {
     let cfg = Config::from_env()?;
+    crate::log::install(cfg.log, None);
     // A launched process joins the job once: a second `init` (from another
     // thread, or after the first world ended) would take the same rank, the
     // same wire-up connection and the same shared-segment descriptor.
@@ -195,6 +196,7 @@ impl World {
         local_size: usize,
     ) -> World {
         let cfg = *eng.enter().config();
+        crate::log::install(cfg.log, pmi.as_ref().map(|_| rank));
         World {
             cfg,
             comm: Comm::new(eng, 0, rank, peers),
@@ -235,7 +237,7 @@ impl World {
         if let Some(p) = &self.pmi {
             let _ = p.borrow_mut().abort(code, msg);
         } else {
-            eprintln!("dos: abort: {msg}");
+            tracing::error!("abort: {msg}");
         }
         std::process::exit(code)
     }
@@ -268,7 +270,7 @@ impl World {
 impl Drop for World {
     fn drop(&mut self) {
         if let Err(e) = self.finish() {
-            eprintln!("dos: finalize failed: {e}");
+            tracing::error!("finalize failed: {e}");
         }
     }
 }

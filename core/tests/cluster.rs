@@ -3,7 +3,7 @@
 //! nodes), running point-to-point and every collective.
 
 #[allow(dead_code)]
-#[path = "../examples/collcheck.rs"]
+#[path = "../../checks/src/collcheck.rs"]
 mod collcheck;
 
 use collcheck::{check_case, Case};

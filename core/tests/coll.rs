@@ -2,10 +2,10 @@
 //! real shm stack: random sizes (crossing the algorithm thresholds and the
 //! eager limit), counts, displacements and roots, a commutative and a
 //! non-commutative operation, on the world and on split communicators.
-//! The checks themselves are shared with the `collcheck` example.
+//! The checks themselves are shared with the `collcheck` test program (checks/).
 
 #[allow(dead_code)]
-#[path = "../examples/collcheck.rs"]
+#[path = "../../checks/src/collcheck.rs"]
 mod collcheck;
 
 use collcheck::{check_case, Case};

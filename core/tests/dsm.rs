@@ -3,7 +3,7 @@
 //! against serial computations.
 
 #[allow(dead_code)]
-#[path = "../examples/dsmcheck.rs"]
+#[path = "../../checks/src/dsmcheck.rs"]
 mod dsmcheck;
 
 use dos::config::Config;

@@ -3,13 +3,13 @@
 //! of `u32::MAX`, collectives whose ranks disagree on counts (through the
 //! shared-memory slots and through messages), RPC served by a rank alone
 //! while it computes, and a second `init`. The checks are shared with the
-//! `errcheck` example.
+//! `errcheck` test program (checks/).
 //!
 //! The `dosrun` tests need the binaries: `cargo build --workspace --bins --examples`.
 
 mod common;
 #[allow(dead_code)]
-#[path = "../examples/errcheck.rs"]
+#[path = "../../checks/src/errcheck.rs"]
 mod errcheck;
 
 use std::sync::mpsc;
@@ -181,7 +181,7 @@ fn a_rank_alone_serves_itself_while_it_computes() {
 // ----- the same under dosrun -----
 
 fn errcheck_job(n: usize, opts: &[&str], what: &str) {
-    let j = common::run_with(n, opts, &common::example("errcheck"), &[what]);
+    let j = common::run_with(n, opts, &common::check("errcheck"), &[what]);
     j.assert_success();
     let want = format!("errcheck: OK {what} {n} ranks");
     assert!(
@@ -212,7 +212,7 @@ fn under_dosrun_a_rank_alone_serves_itself() {
 #[test]
 fn a_program_started_alone_serves_itself() {
     // Without dosrun: a world of one.
-    let out = std::process::Command::new(common::example("errcheck"))
+    let out = std::process::Command::new(common::check("errcheck"))
         .arg("alone")
         .output()
         .expect("run errcheck");

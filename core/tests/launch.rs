@@ -1,19 +1,20 @@
-//! The example programs as real jobs under the real `dosrun`, on 1 to 7
+//! The example and check programs as real jobs under the real `dosrun`, on 1 to 7
 //! ranks: their results, and how a failing dos job ends (exit status, the
 //! rank named, no process and no shared segment left behind).
 //!
 //! The binaries are not built by `cargo test -p dos`: build them first with
 //! `cargo build --workspace --bins --examples`. They are found next to this
-//! test's executable (`target/<profile>/deps/launch-*`): `dosrun` in
-//! `target/<profile>/`, the examples in `target/<profile>/examples/`.
+//! test's executable (`target/<profile>/deps/launch-*`): `dosrun` and the
+//! check programs of `dos-checks` in `target/<profile>/`, the examples in
+//! `target/<profile>/examples/`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::{
-    assert_all_dead, assert_no_segment_of, dosrun_lines, example, maps_segment, read_pid, run,
-    run_with, start, Job, TempDir,
+    assert_all_dead, assert_no_segment_of, check, dosrun_lines, example, maps_segment, read_pid,
+    run, run_with, start, Job, TempDir,
 };
 
 /// Job sizes every example runs with.
@@ -157,7 +158,7 @@ fn heat_rejects_more_ranks_than_rows() {
 #[test]
 fn collcheck_passes() {
     for n in SIZES {
-        let j = run(n, &example("collcheck"), &[]);
+        let j = run(n, &check("collcheck"), &[]);
         j.assert_success();
         let line = line_starting(&j, &j.stdout, "collcheck: ");
         assert!(
@@ -190,17 +191,17 @@ fn transports_option_puts_one_host_on_the_network() {
                 "{opt:?}: no {line:?}\n{j}"
             );
         }
-        let j = run_with(3, &args, &example("collcheck"), &[]);
+        let j = run_with(3, &args, &check("collcheck"), &[]);
         j.assert_success();
-        let j = run_with(2, &args, &example("rmacheck"), &[]);
+        let j = run_with(2, &args, &check("rmacheck"), &[]);
         j.assert_success();
-        let j = run_with(3, &args, &example("rpccheck"), &[]);
+        let j = run_with(3, &args, &check("rpccheck"), &[]);
         j.assert_success();
-        let j = run_with(3, &args, &example("dsmcheck"), &[]);
+        let j = run_with(3, &args, &check("dsmcheck"), &[]);
         j.assert_success();
-        let j = run_with(3, &args, &example("p2pcheck"), &[]);
+        let j = run_with(3, &args, &check("p2pcheck"), &[]);
         j.assert_success();
-        let j = run_with(3, &args, &example("regioncheck"), &["24"]);
+        let j = run_with(3, &args, &check("regioncheck"), &["24"]);
         j.assert_success();
     }
     // Only verbs, on a host (or build) without an RDMA device: one clear
@@ -224,7 +225,7 @@ fn transports_option_puts_one_host_on_the_network() {
 /// nothing more on that line when `exact`.
 fn check_program_passes(name: &str, args: &[&str], tail: &str, exact: bool) {
     for n in SIZES {
-        let j = run(n, &example(name), args);
+        let j = run(n, &check(name), args);
         j.assert_success();
         let line = line_starting(&j, &j.stdout, &format!("{name}: "));
         let want = format!("{name}: OK {n} ranks{tail}");
@@ -247,7 +248,7 @@ fn rmacheck_passes() {
 fn rmacheck_passes_over_the_network() {
     for t in ["tcp", "roce"] {
         for n in SIZES {
-            let j = run_with(n, &["--transports", t], &example("rmacheck"), &[]);
+            let j = run_with(n, &["--transports", t], &check("rmacheck"), &[]);
             j.assert_success();
             let line = line_starting(&j, &j.stdout, "rmacheck: ");
             assert!(
@@ -370,4 +371,37 @@ fn a_hung_job_is_ended_by_the_timeout_with_124() {
     assert!(lines[0].contains("--timeout"), "{j}");
     assert_all_dead(&pids);
     assert_no_segment_of(&j, &pids);
+}
+
+/// Started without dosrun (a world of one), a rank that aborts says why on
+/// stderr through dos's log at the default level `DOS_LOG=warn`;
+/// `DOS_LOG=off` silences it, and a `DOS_LOG` that is no filter makes
+/// `dos::init` fail naming the variable.
+#[test]
+fn a_world_of_one_that_aborts_says_why_unless_dos_log_silences_it() {
+    let hello = example("hello");
+    let run = |log: Option<&str>| {
+        let mut c = std::process::Command::new(&hello);
+        c.args(["--fail", "0:abort"]).env_remove("DOS_LOG");
+        if let Some(v) = log {
+            c.env("DOS_LOG", v);
+        }
+        let out = c.output().expect("run hello");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), err)
+    };
+    let (code, err) = run(None);
+    assert_eq!(code, Some(3), "{err}");
+    assert_eq!(
+        err,
+        "dos: ERROR world: abort: hello: rank 0 aborts as asked\n"
+    );
+    let (code, err) = run(Some("off"));
+    assert_eq!((code, err.as_str()), (Some(3), ""));
+    let (code, err) = run(Some("dos=loud"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.starts_with("hello: ") && err.contains("DOS_LOG"),
+        "{err}"
+    );
 }

@@ -4,7 +4,7 @@
 //! model on 1, 2, 3, 4 and 7 ranks run as threads over the real shm stack.
 
 #[allow(dead_code)]
-#[path = "../examples/p2pcheck.rs"]
+#[path = "../../checks/src/p2pcheck.rs"]
 mod p2pcheck;
 
 use std::sync::Barrier;

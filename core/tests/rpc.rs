@@ -3,7 +3,7 @@
 //! that died.
 
 #[allow(dead_code)]
-#[path = "../examples/rpccheck.rs"]
+#[path = "../../checks/src/rpccheck.rs"]
 mod rpccheck;
 
 use dos::config::Config;

@@ -71,6 +71,7 @@ use topology::Topology;
 const STATUS_USAGE: i32 = 2;
 
 fn main() {
+    dos::log::install_from_env();
     if agent::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
         std::process::exit(agent::run());
     }

@@ -92,7 +92,7 @@ fn a_lone_failure_is_blamed_after_the_window() {
 
 /// The collective test program, when built.
 fn collcheck() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples/collcheck");
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/collcheck");
     p.exists().then_some(p)
 }
 
@@ -101,7 +101,7 @@ fn collcheck() -> Option<PathBuf> {
 /// with 137, every time.
 fn kill_during_collectives(trials: usize) {
     let Some(prog) = collcheck() else {
-        eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
+        eprintln!("skipped: build the check programs first (cargo build -p dos-checks)");
         return;
     };
     let mut wrong = Vec::new();

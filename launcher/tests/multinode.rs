@@ -698,11 +698,11 @@ fn scenario_remote_flood_is_bounded() {
 /// `trials` jobs of collectives on 3 hosts x 2 ranks; in each, one rank is
 /// killed with SIGKILL while they run: dosrun must name it and exit 137.
 fn kill_during_collectives(trials: usize) {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
-    let prog = examples.join("collcheck");
+    let checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+    let prog = checks.join("collcheck");
     if !prog.exists() {
         eprintln!(
-            "skipped the blame trials: build the examples first (cargo build --examples -p dos)"
+            "skipped the blame trials: build the check programs first (cargo build -p dos-checks)"
         );
         return;
     }
@@ -769,10 +769,10 @@ fn blame_across_hosts_soak() {
 /// for many milliseconds. Issue 16: with 8 tries 20 ms apart, 4 runs in 10
 /// failed ("peer rank 4 failed"); the retry budget is now in seconds.
 fn rmacheck_over_roce_across_hosts(runs: usize) {
-    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
-    let rmacheck = examples.join("rmacheck");
+    let checks = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug");
+    let rmacheck = checks.join("rmacheck");
     if !rmacheck.exists() {
-        eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
+        eprintln!("skipped: build the check programs first (cargo build -p dos-checks)");
         return;
     }
     let mut failed = Vec::new();
@@ -845,8 +845,8 @@ fn examples_across_hosts_match_one_host() {
         return;
     }
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/examples");
-    if !examples.join("collcheck").exists() {
-        eprintln!("skipped: build the examples first (cargo build --examples -p dos)");
+    if !examples.join("../collcheck").exists() {
+        eprintln!("skipped: build the examples and checks first (cargo build --workspace --bins --examples)");
         return;
     }
     let _serial = serial();
@@ -867,7 +867,9 @@ fn examples_across_hosts_match_one_host() {
         &["errcheck", "split"],
         &["errcheck", "mismatch"],
     ] {
-        let prog = examples.join(ex[0]);
+        let prog = examples
+            .join(if ex[0].ends_with("check") { "../" } else { "" })
+            .join(ex[0]);
         let mut cmd = vec![prog.to_str().unwrap()];
         cmd.extend_from_slice(&ex[1..]);
         let multi = cluster_run(&[], &cmd);

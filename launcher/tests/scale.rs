@@ -103,7 +103,7 @@ fn a_flood_of_bad_connections_gives_a_short_log() {
 #[test]
 fn hundreds_of_ranks_pass_the_collective_check_and_a_thousand_start() {
     let limit = Duration::from_secs(900);
-    let collcheck = example("collcheck").expect("build the examples first");
+    let collcheck = example("../collcheck").expect("build the check programs first");
     let hello = example("hello").expect("build the examples first");
     let t = std::time::Instant::now();
     let r = run_with(

@@ -1809,7 +1809,7 @@ fn truncation(status: Status, cap: usize) -> Result<Status> {
 #[cold]
 fn protocol_error(e: Error) {
     // Classified here, once: a malformed message from a peer is dropped.
-    eprintln!("dos: dropped a message: {e}");
+    tracing::warn!("dropped a message: {e}");
 }
 
 impl Drop for Engine {

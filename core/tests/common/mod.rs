@@ -51,6 +51,11 @@ pub fn example(name: &str) -> PathBuf {
     built(profile_dir().join("examples").join(name))
 }
 
+/// The binary of test program `name` (`collcheck`, …) of the `dos-checks` crate.
+pub fn check(name: &str) -> PathBuf {
+    built(profile_dir().join(name))
+}
+
 /// A finished job.
 #[derive(Debug)]
 pub struct Job {

@@ -113,7 +113,7 @@ impl ShmIface {
                 ring_bytes: l.ring_bytes,
             };
             if !self.said_exhausted.replace(true) {
-                eprintln!("dos-transport: shm rank {}: {e}", self.me);
+                tracing::warn!("shm rank {}: {e}", self.me);
             }
             return Err(e);
         };

@@ -597,8 +597,8 @@ impl Bringup<'_> {
             } else {
                 ""
             };
-            eprintln!(
-                "dos-transport: tcp endpoint {}: rejected a connection from {from}: {why}{more}",
+            tracing::warn!(
+                "tcp endpoint {}: rejected a connection from {from}: {why}{more}",
                 self.me
             );
         }
@@ -616,8 +616,8 @@ impl Bringup<'_> {
         // A refused connection is normal while a peer starts up; log the rest.
         let refused = matches!(e, Error::Sys { source, .. } if source.kind() == io::ErrorKind::ConnectionRefused);
         if !refused && !std::mem::replace(&mut self.logged[p], true) {
-            eprintln!(
-                "dos-transport: tcp endpoint {}: connecting to peer {p} failed (will retry): {}",
+            tracing::warn!(
+                "tcp endpoint {}: connecting to peer {p} failed (will retry): {}",
                 self.me,
                 chain(e)
             );

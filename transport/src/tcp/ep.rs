@@ -856,10 +856,11 @@ impl Ep {
 /// Reports a put that its target drops (a bug of the sender or a stale key).
 #[cold]
 fn rejected_put(peer: usize, at: PutHeader, len: usize) {
-    eprintln!(
-        "dos-transport: tcp: dropped a put of {len} bytes from peer {peer} \
+    tracing::warn!(
+        "tcp: dropped a put of {len} bytes from peer {peer} \
          (region {} offset {}): no such registration or out of bounds",
-        at.region, at.offset
+        at.region,
+        at.offset
     );
 }
 

@@ -227,8 +227,8 @@ impl TcpIface {
     #[cold]
     fn disconnect<F: FnMut(Event<'_>)>(&self, peer: usize, ep: &Ep, why: Broken, f: &mut F) {
         if let Broken::Protocol(e) = &why {
-            eprintln!(
-                "dos-transport: tcp endpoint {}: closing the connection to peer {peer}: {e}",
+            tracing::error!(
+                "tcp endpoint {}: closing the connection to peer {peer}: {e}",
                 self.me
             );
         }

@@ -453,8 +453,8 @@ impl VerbsIface {
 
     #[cold]
     pub(super) fn log(&self, peer: usize, what: &str) {
-        eprintln!(
-            "dos-transport: verbs endpoint {} ({}): peer {peer}: {what}",
+        tracing::error!(
+            "verbs endpoint {} ({}): peer {peer}: {what}",
             self.cfg.index,
             self.dev.ctx.name()
         );

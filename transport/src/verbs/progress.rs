@@ -99,8 +99,8 @@ impl VerbsIface {
     #[cold]
     pub(super) fn poll_error(&self, e: &Error) {
         if !self.poll_failed.replace(true) {
-            eprintln!(
-                "dos-transport: verbs endpoint {}: polling a completion queue failed: {}",
+            tracing::error!(
+                "verbs endpoint {}: polling a completion queue failed: {}",
                 self.cfg.index,
                 chain(e)
             );

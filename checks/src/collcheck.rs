@@ -3,7 +3,7 @@
 //! Run under the launcher:
 //!
 //! ```text
-//! dosrun -n 4 target/debug/examples/collcheck [--seed S] [--cases K]
+//! dosrun -n 4 target/debug/collcheck [--seed S] [--cases K]
 //! ```
 //!
 //! Every rank derives all ranks' data from the seed, so each can compute the

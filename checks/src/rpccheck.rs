@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/rpccheck
+//! dosrun -n 4 target/release/rpccheck
 //! ```
 //!
 //! Prints `rpccheck: OK N ranks` or the first mismatch, and exits non-zero

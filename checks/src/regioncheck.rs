@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/regioncheck [N]
+//! dosrun -n 4 target/release/regioncheck [N]
 //! ```
 //!
 //! Prints `regioncheck: OK R ranks, N x N product` or the first mismatch

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/rmacheck
+//! dosrun -n 4 target/release/rmacheck
 //! ```
 //!
 //! Prints `rmacheck: OK N ranks (allocated and created windows)` or the first

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/p2pcheck
+//! dosrun -n 4 target/release/p2pcheck
 //! ```
 //!
 //! Prints `p2pcheck: OK N ranks` or the first mismatch, and exits non-zero

@@ -18,9 +18,9 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/errcheck mismatch
-//! dosrun -n 4 -x DOS_NODE_COLL_BYTES=0 target/release/examples/errcheck mismatch
-//! dosrun -n 1 target/release/examples/errcheck alone
+//! dosrun -n 4 target/release/errcheck mismatch
+//! dosrun -n 4 -x DOS_NODE_COLL_BYTES=0 target/release/errcheck mismatch
+//! dosrun -n 1 target/release/errcheck alone
 //! ```
 //!
 //! Prints `errcheck: OK <check> N ranks` or the first mismatch, and exits

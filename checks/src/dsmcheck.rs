@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! cargo build --release --examples --bins
-//! dosrun -n 4 target/release/examples/dsmcheck
+//! dosrun -n 4 target/release/dsmcheck
 //! ```
 //!
 //! Prints `dsmcheck: OK N ranks` or the first mismatch (exit status 1).
