@@ -53,6 +53,9 @@ use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
 use crate::sys::{self, ExitCause, SignalFd};
 
+/// Exit status of a usage error (bad options, a program that cannot run
+/// here, ranks that do not fit).
+pub const STATUS_USAGE: i32 = 2;
 /// Exit status when the job ran longer than `--timeout` (as timeout(1)).
 pub const STATUS_TIMEOUT: i32 = 124;
 /// Exit status when dosrun itself failed.
