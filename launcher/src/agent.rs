@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 use dos::config::Config;
 use dos_transport::auth::{self, Role};
 
-use crate::bind::BindTo;
 use crate::ctl::{parse_bootstrap, Bootstrap, CtlConn};
 use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
 use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
@@ -229,12 +228,7 @@ impl Agent {
             ranks: &ranks,
             name: &host,
             hostname: &host,
-            bind_to: match a.bind {
-                1 => Some(BindTo::Core),
-                2 => Some(BindTo::Numa),
-                3 => Some(BindTo::None),
-                _ => None,
-            },
+            bind_to: a.bind,
             report_bindings: a.report_bindings,
             program: &a.program,
             exports: &a.env,

@@ -60,7 +60,7 @@ use dos::config::Config;
 use dos::pmi::Secret;
 
 use args::{Action, RunOpts};
-use bind::{BindTo, CpuMask};
+use bind::CpuMask;
 use hosts::{Host, HostKind, LocalHost};
 use plan::{Plan, Request};
 use spawn::{SpawnError, Spawned};
@@ -328,12 +328,6 @@ fn run(o: RunOpts) -> i32 {
         let cwd = std::env::current_dir()
             .map(|p| p.into_os_string())
             .unwrap_or_default();
-        let bind = match o.bind_to {
-            None => 0,
-            Some(BindTo::Core) => 1,
-            Some(BindTo::Numa) => 2,
-            Some(BindTo::None) => 3,
-        };
         let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
         for &n in &remote {
             let node = &plan.nodes()[n];
@@ -347,7 +341,7 @@ fn run(o: RunOpts) -> i32 {
                 cwd: cwd.clone(),
                 env: exports.clone(),
                 ranks: node.ranks.iter().map(|&r| r as u32).collect(),
-                bind,
+                bind: o.bind_to,
                 report_bindings: o.report_bindings,
                 grace_ms: ms(grace),
                 heartbeat_ms: ms(o.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT)),
