@@ -24,19 +24,17 @@
 //! * `supervise`: the poll loop: exits, output relay with back-pressure,
 //!   signals, stopped ranks (`--stall-timeout`), stopping the job on
 //!   failure, which rank to blame, exit status;
-//! * `agents`, `ctl`, `ctl_wire`: node agents on the other hosts (launch
-//!   through ssh, authenticated control connections, heartbeats), and
-//!   `agent`: the agent itself (`dosrun --agent`, hidden);
+//! * `agent`: node agents on the other hosts: `agent::pool`, dosrun's side
+//!   (launch through ssh, authenticated control connections, heartbeats),
+//!   `agent::node`, the agent itself (`dosrun --agent`, hidden), and
+//!   `agent::wire`, `agent::ctl`, their control protocol;
 //! * `stdio`: line splitting, tags and output queues;
 //! * `info`: `dosrun --info`;
 //! * `sys`: the Linux calls.
 
 mod agent;
-mod agents;
 mod args;
 mod bind;
-mod ctl;
-mod ctl_wire;
 mod hosts;
 mod info;
 mod plan;
@@ -53,8 +51,8 @@ use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::time::Duration;
 
-use agents::{Agents, AgentsConfig};
-use ctl_wire::Assign;
+use agent::pool::{Agents, AgentsConfig};
+use agent::wire::Assign;
 
 use dos::config::Config;
 use dos::pmi::Secret;
@@ -70,8 +68,8 @@ use sys::SignalFd;
 use topology::Topology;
 
 fn main() {
-    if agent::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
-        std::process::exit(agent::run());
+    if agent::node::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
+        std::process::exit(agent::node::run());
     }
     let code = match args::parse(std::env::args_os().skip(1)) {
         Ok(Action::Help) => print_out(args::HELP),
@@ -276,7 +274,7 @@ fn run(o: RunOpts) -> i32 {
             .and_then(|a| a.first().copied())
             .ok_or_else(|| format!("cannot resolve host {h}"))
             .and_then(|a| {
-                agents::local_addr_towards(a)
+                agent::pool::local_addr_towards(a)
                     .map_err(|e| format!("no route to host {h} ({a}): {e}"))
             }) {
             Ok(ip) => ip,

@@ -2,7 +2,7 @@
 //! (pidfds), their output pipes, dosrun's stdin, stdout and stderr, the
 //! signals dosrun receives (a signalfd), the wire-up service and, in a
 //! multi-node job, the node agents (whose frames carry the remote ranks'
-//! starts, output, exits and fences, see `agents`).
+//! starts, output, exits and fences, see `agent::pool`).
 //!
 //! The loop deals in [`RankRecord`]s (rank, host, pid, status). A rank's pid
 //! is also its process group id; dosrun reaps no rank before the job ends, so
@@ -45,8 +45,8 @@
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::agents::{AgentEvent, AgentTag, Agents};
-use crate::ctl_wire::{FromAgent, ToAgent};
+use crate::agent::pool::{AgentEvent, AgentTag, Agents};
+use crate::agent::wire::{FromAgent, ToAgent};
 use crate::plan::Plan;
 use crate::pmi_server::{Event, FenceOutcome, GlobalFence, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};

@@ -1,5 +1,6 @@
-//! The node agent: `dosrun --agent`, started on a remote host by the launch
-//! agent (ssh).
+//! The node agent (`agent::node`): `dosrun --agent`, the process that runs
+//! on a remote host, started there by the launch agent (ssh); its
+//! counterpart in dosrun is [`super::pool`].
 //!
 //! It reads the bootstrap line on its stdin, connects back to dosrun's
 //! control port, authenticates, receives its node's [`Assign`]ment, creates
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 use dos::config::Config;
 use dos_transport::auth::{self, Role};
 
-use crate::ctl::{parse_bootstrap, Bootstrap, CtlConn};
-use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
+use super::ctl::{parse_bootstrap, Bootstrap, CtlConn};
+use super::wire::{self, Assign, FromAgent, ToAgent};
 use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::start::{self, JobEnv, Node, Outcome, Side};
@@ -128,7 +129,7 @@ fn read_bootstrap() -> io::Result<Bootstrap> {
 
 /// How many times the agent tries to join dosrun: under a flood of
 /// connections dosrun may close ours while it authenticates (it makes room by
-/// closing the connections that sent nothing valid first; see `agents`).
+/// closing the connections that sent nothing valid first; see `agent::pool`).
 const JOIN_ATTEMPTS: u32 = 5;
 /// The wait before the second attempt; it doubles for each next one.
 const JOIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -159,7 +160,7 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     let mut s = TcpStream::connect_timeout(&b.addr, SETUP_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let ctx = ctl_wire::auth_context(b.jobid);
+    let ctx = wire::auth_context(b.jobid);
     let peer =
         auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64).map_err(|e| {
             match e {
@@ -169,7 +170,7 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
                 e => format!("authentication failed: {e}"),
             }
         })?;
-    if peer != ctl_wire::DOSRUN_ID {
+    if peer != wire::DOSRUN_ID {
         return Err(format!("{NOT_DOSRUN}dosrun presented an unexpected id"));
     }
     let mut c = CtlConn::new(s, Vec::new()).map_err(|e| e.to_string())?;

@@ -1,12 +1,14 @@
-//! dosrun's side of the node agents: starting them through the launch agent
-//! (ssh), their control connections, heartbeats and failure detection.
+//! The agent pool (`agent::pool`): dosrun's side of the node agents, on the
+//! launching host: starting them through the launch agent (ssh), their
+//! control connections, heartbeats and failure detection. The agent itself
+//! is [`super::node`].
 //!
 //! For every remote node dosrun runs `LAUNCH... HOST AGENT-PATH --agent`
 //! (default `ssh -o BatchMode=yes`), writes the bootstrap line (control
 //! address, job id, node id, secret) on its stdin and keeps that pipe open
 //! for the whole job: the agent treats the end of its stdin as dosrun's end.
 //! The agent connects back to the control port, proves it holds the secret
-//! (HMAC handshake, context [`ctl_wire::auth_context`]) and gets its node's
+//! (HMAC handshake, context [`wire::auth_context`]) and gets its node's
 //! [`Assign`]ment. Both ends then send a heartbeat every interval; a node
 //! whose connection is silent for the timeout, closes, or whose launch
 //! agent exits before it connected, is lost ([`AgentEvent::Lost`]).
@@ -30,8 +32,8 @@ use std::time::{Duration, Instant};
 use dos::pmi::Secret;
 use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
-use crate::ctl::{bootstrap_line, CtlConn};
-use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
+use super::ctl::{bootstrap_line, CtlConn};
+use super::wire::{self, Assign, FromAgent, ToAgent};
 use crate::refusals::{self, RefusalLog};
 use crate::sys::{self, ExitCause};
 
@@ -179,7 +181,7 @@ impl Agents {
             addr,
             jobid,
             secret,
-            context: ctl_wire::auth_context(jobid),
+            context: wire::auth_context(jobid),
             cfg,
             pending: HashMap::new(),
             next_pending: 1,
@@ -536,7 +538,7 @@ impl Agents {
                         &self.secret,
                         &self.context,
                         Role::Responder,
-                        ctl_wire::DOSRUN_ID,
+                        wire::DOSRUN_ID,
                     ) else {
                         continue;
                     };
@@ -816,8 +818,7 @@ mod tests {
         let mut events = drive(&mut a, 3);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut hs =
-            Handshake::new(&secret, &ctl_wire::auth_context(9), Role::Initiator, 0).unwrap();
+        let mut hs = Handshake::new(&secret, &wire::auth_context(9), Role::Initiator, 0).unwrap();
         s.write_all(&hs.hello()).unwrap();
         let late: Vec<TcpStream> = (0..2 * AUTH_SLACK)
             .map(|_| TcpStream::connect(addr).unwrap())
@@ -829,7 +830,7 @@ mod tests {
         events.extend(drive(&mut a, 5));
         let mut p = [0u8; PROOF_LEN];
         s.read_exact(&mut p).unwrap();
-        assert_eq!(hs.on_proof(&p).unwrap(), ctl_wire::DOSRUN_ID);
+        assert_eq!(hs.on_proof(&p).unwrap(), wire::DOSRUN_ID);
         assert_eq!(a.nodes[&0].state, State::Connected);
         let lost = events.iter().any(|e| matches!(e, AgentEvent::Lost { .. }));
         assert!(!lost, "{events:?}");
