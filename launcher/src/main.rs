@@ -32,6 +32,7 @@
 //! * `info`: `dosrun --info`;
 //! * `sys`: the Linux calls.
 
+mod acceptor;
 mod agent;
 mod args;
 mod bind;
