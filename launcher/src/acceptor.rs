@@ -31,7 +31,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
@@ -54,7 +54,7 @@ pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// A listening socket the acceptor serves.
 pub trait Listen: AsRawFd {
     /// Its connections.
-    type Stream: Read + Write + AsRawFd;
+    type Stream: Read + Write + AsFd + AsRawFd;
     /// Accepts one connection, with its source address if it has one.
     fn accept_one(&self) -> io::Result<(Self::Stream, Option<SocketAddr>)>;
     /// Makes `s` non-blocking.
@@ -336,7 +336,7 @@ impl<L: Listen> Acceptor<L> {
             match self.listener.accept_one() {
                 Ok((stream, from)) => {
                     if let Some(uid) = self.who.same_user {
-                        if sys::peer_uid(stream.as_raw_fd()).ok() != Some(uid) {
+                        if sys::peer_uid(stream.as_fd()).ok() != Some(uid) {
                             self.note_refusal("a process of another user connected".into());
                             continue;
                         }

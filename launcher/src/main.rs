@@ -365,7 +365,7 @@ fn run(o: RunOpts) -> i32 {
         node_addr,
     };
     // Reading a terminal that is not ours would stop dosrun (SIGTTIN).
-    let relay_stdin = !sys::is_background_tty(0);
+    let relay_stdin = !sys::is_background_tty(rustix::stdio::stdin());
 
     let watch = Watch {
         grace,

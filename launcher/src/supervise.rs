@@ -42,7 +42,7 @@
 //! writers block). Heartbeat silence is not held against an agent while its
 //! connection is not read.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use crate::agent::pool::{AgentEvent, AgentTag, Agents};
@@ -162,7 +162,7 @@ enum Tag {
 pub struct Supervisor {
     ranks: Vec<RankRecord>,
     streams: Vec<Option<Stream>>,
-    sinks: [Sink; 2],
+    sinks: [Sink<'static>; 2],
     stdin: Option<StdinRelay>,
     signals: SignalFd,
     service: Service,
@@ -243,7 +243,10 @@ impl Supervisor {
         Supervisor {
             ranks,
             streams,
-            sinks: [Sink::new(1), Sink::new(2)],
+            sinks: [
+                Sink::new(rustix::stdio::stdout()),
+                Sink::new(rustix::stdio::stderr()),
+            ],
             stdin: None,
             signals,
             service,
@@ -869,7 +872,7 @@ impl Supervisor {
             return;
         };
         let mut buf = [0u8; 64 * 1024];
-        match sys::read(fd.as_raw_fd(), &mut buf) {
+        match sys::read(fd.as_fd(), &mut buf) {
             Ok(0) => {}
             Ok(n) => {
                 s.splitter.push(&buf[..n], self.sinks[s.sink].queue());
@@ -889,7 +892,7 @@ impl Supervisor {
         };
         let mut buf = [0u8; STDIN_BUF];
         let room = STDIN_BUF - s.buf.len();
-        match sys::read(0, &mut buf[..room]) {
+        match sys::read(rustix::stdio::stdin(), &mut buf[..room]) {
             Ok(0) => s.eof = true,
             Ok(n) => s.buf.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -905,7 +908,7 @@ impl Supervisor {
         let Some(s) = self.stdin.as_mut() else {
             return;
         };
-        match sys::write(s.to.as_raw_fd(), &s.buf) {
+        match sys::write(s.to.as_fd(), &s.buf) {
             Ok(n) => {
                 s.buf.drain(..n);
             }

@@ -20,7 +20,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -112,7 +112,7 @@ fn read_bootstrap() -> io::Result<Bootstrap> {
             continue;
         }
         let mut b = [0u8; 1];
-        match sys::read(0, &mut b) {
+        match sys::read(rustix::stdio::stdin(), &mut b) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(_) if b[0] == b'\n' => break,
             Ok(_) => line.push(b[0]),
@@ -414,7 +414,7 @@ impl Agent {
             Tag::Ctl => return self.on_ctl(revents),
             Tag::Stdin => {
                 let mut b = [0u8; 256];
-                match sys::read(0, &mut b) {
+                match sys::read(rustix::stdio::stdin(), &mut b) {
                     Ok(0) => self.stdin_open = false,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -530,7 +530,7 @@ impl Agent {
             return;
         };
         let mut buf = [0u8; 64 * 1024];
-        let data = match sys::read(fd.as_raw_fd(), &mut buf) {
+        let data = match sys::read(fd.as_fd(), &mut buf) {
             Ok(0) => Vec::new(),
             Ok(n) => buf[..n].to_vec(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
