@@ -258,6 +258,7 @@ fn run(o: RunOpts) -> i32 {
         bind_to: o.bind_to,
         report_bindings: o.report_bindings,
         program: &o.program,
+        argv0: &o.program,
         exports: &exports,
         shm_ring_bytes: cfg.shm_ring_bytes,
     };

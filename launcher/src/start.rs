@@ -56,8 +56,10 @@ pub struct Node<'a> {
     pub bind_to: Option<BindTo>,
     /// `--report-bindings`.
     pub report_bindings: bool,
-    /// The program as the user gave it (`argv[0]` too).
+    /// The program as the user gave it.
     pub program: &'a OsStr,
+    /// The ranks' `argv[0]`.
+    pub argv0: &'a OsStr,
     /// The variables exported to the ranks (`-x`, `--transports`...).
     pub exports: &'a [(OsString, OsString)],
     /// Bytes of each ring of the node's shared segment.
@@ -195,7 +197,7 @@ impl Prepared {
         }
         let launcher = Launcher {
             program: self.program,
-            argv0: node.program.to_os_string(),
+            argv0: node.argv0.to_os_string(),
             args: args.to_vec(),
             env,
             shm_fd: Some(shm_fd),

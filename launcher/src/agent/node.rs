@@ -232,6 +232,7 @@ impl Agent {
             bind_to: a.bind,
             report_bindings: a.report_bindings,
             program: &a.program,
+            argv0: &a.argv0,
             exports: &a.env,
             shm_ring_bytes: cfg.shm_ring_bytes,
         };
