@@ -33,10 +33,7 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 
 use crate::bind::BindTo;
 use crate::hosts::{self, HostEntry};
-use crate::plan::MapBy;
-
-/// Most ranks one job may have.
-pub const MAX_RANKS: usize = 1 << 20;
+use crate::plan::{MapBy, MAX_RANKS};
 
 /// What dosrun was asked to do.
 #[derive(Debug, Clone, PartialEq)]

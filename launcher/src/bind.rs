@@ -16,7 +16,10 @@
 //! async-signal-safe), before the program starts any thread.
 
 use std::io;
+use std::io::Write;
 
+use crate::supervise::{STATUS_INTERNAL, STATUS_USAGE};
+use crate::sys;
 use crate::topology::{cpu_list, Topology};
 
 /// `--bind-to`.
@@ -244,6 +247,47 @@ pub fn bind_node(
                 })
             })
             .collect(),
+    }
+}
+
+/// This machine's topology, restricted to the CPUs dosrun may use.
+fn local_topology() -> Result<Topology, String> {
+    let t = Topology::load().map_err(|e| e.to_string())?;
+    Ok(match CpuMask::current() {
+        Ok(m) => t.restrict(&m.pus()),
+        Err(_) => t,
+    })
+}
+
+/// The bindings of a node's `local_size` ranks on this machine (named
+/// `host`), with the topology when one was loaded; an error is (exit
+/// status, message).
+pub fn node_bindings(
+    bind_to: Option<BindTo>,
+    report: bool,
+    local_size: usize,
+    host: &str,
+) -> Result<(Option<Topology>, Vec<Binding>), (i32, String)> {
+    // The default policy binds only when ranks fit on the cores; with more
+    // ranks than online CPUs it cannot, so skip loading the topology (hwloc
+    // takes a few milliseconds, most of a job's start-up).
+    let cannot_bind_by_default = bind_to.is_none() && !report && local_size > sys::online_cpus();
+    if local_size == 0 || bind_to == Some(BindTo::None) || cannot_bind_by_default {
+        return Ok((None, vec![Binding::unbound(); local_size]));
+    }
+    match local_topology() {
+        Ok(t) => match bind_node(&t, host, bind_to, local_size) {
+            Ok(b) => Ok((Some(t), b)),
+            Err(e) => Err((STATUS_USAGE, e.to_string())),
+        },
+        Err(e) if bind_to.is_some() => Err((STATUS_INTERNAL, e)),
+        Err(e) => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "dosrun: warning: ranks on {host} are not bound: {e}"
+            );
+            Ok((None, vec![Binding::unbound(); local_size]))
+        }
     }
 }
 

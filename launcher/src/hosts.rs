@@ -133,10 +133,10 @@ fn parse_count(what: &str, v: &str) -> Result<usize, String> {
     if n == 0 {
         return Err(format!("{what} must be at least 1"));
     }
-    if n > crate::args::MAX_RANKS {
+    if n > crate::plan::MAX_RANKS {
         return Err(format!(
             "{what} {n} is more than {}",
-            crate::args::MAX_RANKS
+            crate::plan::MAX_RANKS
         ));
     }
     Ok(n)

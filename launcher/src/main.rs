@@ -18,62 +18,60 @@
 //!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
 //!   stdio pipes, the node's shared segment inherited);
+//! * `start`: starting one node's ranks (program, bindings, segment,
+//!   environment, spawns, binding reports), the same here and in a node
+//!   agent;
 //! * `supervise`: the poll loop: exits, output relay with back-pressure,
 //!   signals, stopped ranks (`--stall-timeout`), stopping the job on
 //!   failure, which rank to blame, exit status;
-//! * `agents`, `ctl`, `ctl_wire`: node agents on the other hosts (launch
-//!   through ssh, authenticated control connections, heartbeats), and
-//!   `agent`: the agent itself (`dosrun --agent`, hidden);
+//! * `agent`: node agents on the other hosts: `agent::pool`, dosrun's side
+//!   (launch through ssh, authenticated control connections, heartbeats),
+//!   `agent::node`, the agent itself (`dosrun --agent`, hidden), and
+//!   `agent::wire`, `agent::ctl`, their control protocol;
 //! * `stdio`: line splitting, tags and output queues;
 //! * `info`: `dosrun --info`;
 //! * `sys`: the Linux calls.
 
+mod acceptor;
 mod agent;
-mod agents;
 mod args;
 mod bind;
-mod ctl;
-mod ctl_wire;
 mod hosts;
 mod info;
 mod plan;
 mod pmi_server;
 mod refusals;
 mod spawn;
+mod start;
 mod stdio;
 mod supervise;
 mod sys;
 mod topology;
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use agents::{Agents, AgentsConfig};
-use ctl_wire::Assign;
+use agent::pool::{Agents, AgentsConfig};
+use agent::wire::Assign;
 
 use dos::config::Config;
-use dos::pmi::{self, Secret};
-use dos_transport::shm::Segment;
+use dos::pmi::Secret;
 
 use args::{Action, RunOpts};
-use bind::{BindTo, Binding, CpuMask};
+use bind::CpuMask;
 use hosts::{Host, HostKind, LocalHost};
 use plan::{Plan, Request};
-use pmi_server::Service;
-use spawn::Launcher;
-use supervise::{Supervisor, Watch, STATUS_INTERNAL};
+use spawn::{SpawnError, Spawned};
+use start::{JobEnv, Node, Outcome, Side};
+use supervise::{Supervisor, Watch, STATUS_INTERNAL, STATUS_USAGE};
 use sys::SignalFd;
 use topology::Topology;
 
-/// Exit status of a usage error.
-const STATUS_USAGE: i32 = 2;
-
 fn main() {
     dos::log::install_from_env();
-    if agent::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
-        std::process::exit(agent::run());
+    if agent::node::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
+        std::process::exit(agent::node::run());
     }
     let code = match args::parse(std::env::args_os().skip(1)) {
         Ok(Action::Help) => print_out(&args::help()),
@@ -133,47 +131,6 @@ fn make_plan(o: &RunOpts, host: &str) -> Result<Plan, String> {
         hosts::merge(&entries, &local, hosts::system_resolve).map_err(|e| e.to_string())?
     };
     Plan::build(&list, req).map_err(|e| e.to_string())
-}
-
-/// This machine's topology, restricted to the CPUs dosrun may use.
-fn local_topology() -> Result<Topology, String> {
-    let t = Topology::load().map_err(|e| e.to_string())?;
-    Ok(match CpuMask::current() {
-        Ok(m) => t.restrict(&m.pus()),
-        Err(_) => t,
-    })
-}
-
-/// The bindings of a node's `local_size` ranks on this machine (named
-/// `host`), with the topology when one was loaded; an error is (exit
-/// status, message).
-pub(crate) fn node_bindings(
-    bind_to: Option<BindTo>,
-    report: bool,
-    local_size: usize,
-    host: &str,
-) -> Result<(Option<Topology>, Vec<Binding>), (i32, String)> {
-    // The default policy binds only when ranks fit on the cores; with more
-    // ranks than online CPUs it cannot, so skip loading the topology (hwloc
-    // takes a few milliseconds, most of a job's start-up).
-    let cannot_bind_by_default = bind_to.is_none() && !report && local_size > sys::online_cpus();
-    if local_size == 0 || bind_to == Some(BindTo::None) || cannot_bind_by_default {
-        return Ok((None, vec![Binding::unbound(); local_size]));
-    }
-    match local_topology() {
-        Ok(t) => match bind::bind_node(&t, host, bind_to, local_size) {
-            Ok(b) => Ok((Some(t), b)),
-            Err(e) => Err((STATUS_USAGE, e.to_string())),
-        },
-        Err(e) if bind_to.is_some() => Err((STATUS_INTERNAL, e)),
-        Err(e) => {
-            let _ = writeln!(
-                std::io::stderr().lock(),
-                "dosrun: warning: ranks on {host} are not bound: {e}"
-            );
-            Ok((None, vec![Binding::unbound(); local_size]))
-        }
-    }
 }
 
 /// How node agents are started and watched, from the options.
@@ -279,21 +236,9 @@ fn run(o: RunOpts) -> i32 {
     let remote: Vec<usize> = (0..nnodes).filter(|&n| !plan.nodes()[n].local).collect();
     let grace = o.grace.unwrap_or(Duration::from_millis(cfg.kill_grace_ms));
     let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
-    let path = exports
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "PATH")
-        .map(|(_, v)| v.clone())
-        .or_else(|| std::env::var_os("PATH"));
     if let Err(e) = check_transports(&exports, &cfg, nnodes) {
         return fail(STATUS_USAGE, &e);
     }
-    let program = match spawn::resolve_program(&o.program, path.as_deref()) {
-        Ok(p) => p,
-        // Remote hosts resolve the program themselves; it may exist only there.
-        Err(_) if plan.nodes().iter().all(|n| !n.local) => o.program.clone().into(),
-        Err(e) => return fail(STATUS_USAGE, &e.to_string()),
-    };
     let agents_cfg = if remote.is_empty() {
         None
     } else {
@@ -305,9 +250,18 @@ fn run(o: RunOpts) -> i32 {
 
     let local_node = plan.nodes().iter().position(|n| n.local);
     let local_size = local_node.map_or(0, |id| plan.local_size(id));
-    let (topo, bindings) = match node_bindings(o.bind_to, o.report_bindings, local_size, &host) {
-        Ok(x) => x,
-        Err((code, e)) => return fail(code, &e),
+    let no_ranks: &[usize] = &[];
+    let node = Node {
+        id: local_node.unwrap_or(nnodes),
+        ranks: local_node.map_or(no_ranks, |id| &plan.nodes()[id].ranks),
+        name: local_node.map_or(&host, |id| &plan.nodes()[id].host),
+        hostname: &host,
+        bind_to: o.bind_to,
+        report_bindings: o.report_bindings,
+        program: &o.program,
+        argv0: &o.program,
+        exports: &exports,
+        shm_ring_bytes: cfg.shm_ring_bytes,
     };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),
@@ -323,7 +277,7 @@ fn run(o: RunOpts) -> i32 {
             .and_then(|a| a.first().copied())
             .ok_or_else(|| format!("cannot resolve host {h}"))
             .and_then(|a| {
-                agents::local_addr_towards(a)
+                agent::pool::local_addr_towards(a)
                     .map_err(|e| format!("no route to host {h} ({a}): {e}"))
             }) {
             Ok(ip) => ip,
@@ -341,29 +295,15 @@ fn run(o: RunOpts) -> i32 {
     }
     let node_addr = agents.as_ref().map(|a| a.addr().ip());
     // Without ranks here the service serves nobody; its name is unused.
-    let local_id = local_node.unwrap_or(nnodes);
-    let pmi_name = pmi::socket_name(jobid, local_id);
-    let local_ranks: Vec<usize> =
-        local_node.map_or(Vec::new(), |id| plan.nodes()[id].ranks.clone());
-    let service = match Service::bind(&pmi_name, local_ranks, jobid, secret.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            return fail(
-                STATUS_INTERNAL,
-                &format!("cannot listen on the wire-up socket @{pmi_name}: {e}"),
-            )
-        }
+    let (pmi_name, service) = match start::serve(&node, jobid, &secret) {
+        Ok(x) => x,
+        Err(e) => return fail(STATUS_INTERNAL, &e),
     };
-    // One segment for this node.
-    let seg = match local_node.map(|_| Segment::create(local_size, cfg.shm_ring_bytes)) {
+    // The program, the bindings and the segment of this node.
+    let prepared = match local_node.map(|_| node.prepare(Side::Launcher)) {
         None => None,
-        Some(Ok(s)) => Some(s),
-        Some(Err(e)) => {
-            return fail(
-                STATUS_INTERNAL,
-                &format!("cannot create the shared segment: {e}"),
-            )
-        }
+        Some(Ok(p)) => Some(p),
+        Some(Err(e)) => return fail(e.status, &e.why),
     };
     let signals = match SignalFd::new() {
         Ok(s) => s,
@@ -389,12 +329,6 @@ fn run(o: RunOpts) -> i32 {
         let cwd = std::env::current_dir()
             .map(|p| p.into_os_string())
             .unwrap_or_default();
-        let bind = match o.bind_to {
-            None => 0,
-            Some(BindTo::Core) => 1,
-            Some(BindTo::Numa) => 2,
-            Some(BindTo::None) => 3,
-        };
         let ms = |d: Duration| d.as_millis().min(u32::MAX as u128) as u32;
         for &n in &remote {
             let node = &plan.nodes()[n];
@@ -408,7 +342,7 @@ fn run(o: RunOpts) -> i32 {
                 cwd: cwd.clone(),
                 env: exports.clone(),
                 ranks: node.ranks.iter().map(|&r| r as u32).collect(),
-                bind,
+                bind: o.bind_to,
                 report_bindings: o.report_bindings,
                 grace_ms: ms(grace),
                 heartbeat_ms: ms(o.heartbeat_interval.unwrap_or(DEFAULT_HEARTBEAT)),
@@ -424,28 +358,16 @@ fn run(o: RunOpts) -> i32 {
         }
     }
 
-    let mut env: Vec<(OsString, OsString)> = exports;
-    env.extend(Launcher::job_env(
-        plan.size(),
-        nnodes,
+    let job = JobEnv {
+        size: plan.size(),
+        nodes: nnodes,
         jobid,
-        &pmi_name,
-        &secret,
-        seg.as_ref().map(|s| s.fd().as_raw_fd()),
-    ));
-    if let Some(ip) = node_addr {
-        env.push((pmi::ENV_NODE_ADDR.into(), ip.to_string().into()));
-    }
-    let launcher = Launcher {
-        program,
-        argv0: o.program.clone(),
-        args: o.args,
-        env,
-        shm_fd: seg.as_ref().map(|s| s.fd().as_raw_fd()),
-        nofile,
+        pmi_name: &pmi_name,
+        secret: &secret,
+        node_addr,
     };
     // Reading a terminal that is not ours would stop dosrun (SIGTTIN).
-    let relay_stdin = !sys::is_background_tty(0);
+    let relay_stdin = !sys::is_background_tty(rustix::stdio::stdin());
 
     let watch = Watch {
         grace,
@@ -465,36 +387,36 @@ fn run(o: RunOpts) -> i32 {
     if let Some(e) = start_error {
         sup.internal_failure(&e);
     }
-    for p in local_node
-        .into_iter()
-        .flat_map(|id| plan.node_placements(id))
-    {
-        let host = plan.host_of(p.rank);
-        let binding = bindings.get(p.local_rank);
-        let stdin = relay_stdin && p.rank == 0;
-        match launcher.spawn(
-            p,
-            plan.local_size(p.node_id),
-            stdin,
-            binding.and_then(Binding::mask),
-        ) {
-            Ok(s) => {
-                if o.report_bindings {
-                    let unbound = Binding::unbound();
-                    let b = binding.unwrap_or(&unbound);
-                    let line = b.report(&topo.clone().unwrap_or_default(), host, s.pid, p.rank);
-                    let _ = writeln!(std::io::stderr().lock(), "{line}");
-                }
-                sup.add(p.rank, s)
-            }
-            Err(e) => {
-                let prog = o.program.to_string_lossy();
-                sup.start_failed(p.rank, host, &prog, &e);
-                break;
-            }
-        }
+    if let Some(p) = prepared {
+        let mut out = LocalRanks {
+            sup: &mut sup,
+            host: node.name,
+            program: &o.program,
+        };
+        p.start(&node, job, &o.args, relay_stdin, nofile, &mut out);
     }
-    // The ranks hold the segment now; dosrun does not need it.
-    drop(seg);
     sup.run()
+}
+
+/// Where the ranks of dosrun's own host go as they start: to the supervisor,
+/// their binding reports to stderr.
+struct LocalRanks<'a> {
+    sup: &'a mut Supervisor,
+    host: &'a str,
+    program: &'a OsStr,
+}
+
+impl Outcome for LocalRanks<'_> {
+    fn started(&mut self, rank: usize, s: Spawned) {
+        self.sup.add(rank, s);
+    }
+
+    fn report(&mut self, line: String) {
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    fn failed(&mut self, rank: usize, _not_started: &[usize], e: &SpawnError) {
+        let prog = self.program.to_string_lossy();
+        self.sup.start_failed(rank, self.host, &prog, e);
+    }
 }

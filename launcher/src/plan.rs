@@ -17,10 +17,13 @@
 //!
 //! The ranks of a node are in increasing order, so local ranks follow rank
 //! order. The supervisor, and the node agents that start remote ranks, only
-//! ever read a plan: [`Plan::nodes`] gives every node's host and ranks, and
-//! [`Plan::node_placements`] the placements to start there.
+//! ever read a plan: [`Plan::nodes`] gives every node's host and ranks (the
+//! index in a node's ranks is the local rank), which `start` starts.
 
 use crate::hosts::{Host, HostKind};
+
+/// Most ranks one job may have.
+pub const MAX_RANKS: usize = 1 << 20;
 
 /// A node of the job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,7 +284,9 @@ impl Plan {
         &self.ranks
     }
 
-    /// The placements of the ranks of `node_id`, in local-rank order.
+    /// The placements of the ranks of `node_id`, in local-rank order (the
+    /// tests' view of a node; `start` reads [`Node::ranks`]).
+    #[cfg(test)]
     pub fn node_placements(&self, node_id: usize) -> impl Iterator<Item = Placement> + '_ {
         self.nodes
             .get(node_id)

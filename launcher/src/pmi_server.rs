@@ -18,20 +18,19 @@
 //! logged (rate-limited: [`crate::refusals`]), and nothing else changes.
 //! How connections still authenticating are bounded and which one makes
 //! room, so that strangers cannot crowd out the node's ranks, is told at
-//! [`Service`].
+//! [`crate::acceptor`], shared with the agents' control port.
 
-use std::collections::{BTreeSet, HashMap};
-use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::collections::HashMap;
+use std::io::{self, Read};
+use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use dos::pmi::wire::{self, split_frame, Reply, Request};
 use dos::pmi::{self, Secret};
-use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
-use crate::refusals::{self, RefusalLog};
+use crate::acceptor::{write_queued, AcceptTag, Acceptor, Identity, Limits};
 use crate::sys;
 
 /// A connection's number, never reused within a job.
@@ -433,25 +432,14 @@ fn fence_failure(rank: usize) -> String {
 /// Connections that may authenticate at once beyond the node's ranks that
 /// have not connected yet (so no fixed number refuses the job's own ranks).
 pub const AUTH_SLACK: usize = 64;
-/// How long a connection may stay without sending a valid hello (a rank
-/// sends its hello as soon as it has connected).
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a connection may take to authenticate.
-pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections accepted in one go, before the others are served.
-const ACCEPT_BATCH: usize = 64;
-/// How long the listener rests when dosrun is out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
+/// An authenticated connection.
 #[derive(Debug)]
 struct Conn {
     stream: UnixStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     out_off: usize,
-    /// The handshake, until it completes.
-    auth: Option<Box<Handshake>>,
-    since: Instant,
 }
 
 /// An effect the service reports to its owner.
@@ -477,63 +465,30 @@ pub enum Event {
 
 /// The wire-up service on its socket.
 ///
-/// Connections of other users are closed at once. Connections that have
-/// not authenticated yet are bounded by the node's ranks still expected
-/// plus [`AUTH_SLACK`]; at the bound, a connection that has sent nothing
-/// valid (no hello) makes room first, the oldest of them, and only then one
-/// that sent a hello but no proof. One that sends no hello within
-/// [`HELLO_TIMEOUT`], or does not complete the handshake within
-/// [`AUTH_TIMEOUT`], is closed. A rank whose connection was closed during
-/// the handshake connects again ([`dos::pmi::Client`] retries).
+/// Its connections authenticate through the shared [`Acceptor`], which
+/// closes connections of other users at once and bounds those not
+/// authenticated yet by the node's ranks still expected plus
+/// [`AUTH_SLACK`] (see [`crate::acceptor`] for which make room, and the
+/// timeouts). A rank whose connection was closed during the handshake
+/// connects again ([`dos::pmi::Client`] retries).
 #[derive(Debug)]
 pub struct Service {
-    listener: UnixListener,
+    acceptor: Acceptor<UnixListener>,
+    /// Authenticated connections.
     conns: HashMap<ConnId, Conn>,
-    /// Authenticating connections that have not sent a valid hello, by age.
-    idle: BTreeSet<ConnId>,
-    /// Authenticating connections that sent a hello, by age.
-    hailed: BTreeSet<ConnId>,
     next: ConnId,
     logic: Wireup,
-    uid: u32,
-    secret: Secret,
-    context: Vec<u8>,
     actions: Vec<Action>,
     events: Vec<Event>,
-    log: RefusalLog,
-    /// Every rank has left: refusals are not logged any more.
-    log_closed: bool,
-    /// The listener is not polled until then (out of descriptors).
-    accept_paused: Option<Instant>,
 }
 
 /// What a polled descriptor of the service is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PollTag {
-    /// The listening socket.
-    Listener,
-    /// A connection.
+    /// The listening socket or a connection authenticating.
+    Accept(AcceptTag),
+    /// An authenticated connection.
     Conn(ConnId),
-}
-
-impl refusals::Admission for Service {
-    fn oldest(&self, hailed: bool) -> Option<u64> {
-        if hailed {
-            self.hailed.first().copied()
-        } else {
-            self.idle.first().copied()
-        }
-    }
-
-    fn read_again(&mut self, id: u64) -> bool {
-        let before = self.idle.len() + self.hailed.len();
-        self.read(id);
-        self.idle.len() + self.hailed.len() < before
-    }
-
-    fn refuse(&mut self, id: u64, why: &str) {
-        self.refused(id, why);
-    }
 }
 
 impl Service {
@@ -548,32 +503,38 @@ impl Service {
         // SAFETY: listen on a socket we own; it is already listening, this
         // only changes its backlog.
         unsafe { libc::listen(listener.as_raw_fd(), libc::c_int::MAX) };
-        Ok(Service {
-            listener,
-            conns: HashMap::new(),
-            idle: BTreeSet::new(),
-            hailed: BTreeSet::new(),
-            next: 1,
-            logic: Wireup::new(ranks),
-            uid: sys::euid(),
+        let who = Identity {
             secret,
             context: pmi::auth_context(jobid),
+            id: pmi::SERVICE_ID,
+            same_user: Some(sys::euid()),
+        };
+        let limits = Limits {
+            slack: AUTH_SLACK,
+            source_slack: None,
+        };
+        Ok(Service {
+            acceptor: Acceptor::new(listener, "wire-up", who, limits),
+            conns: HashMap::new(),
+            next: 1,
+            logic: Wireup::new(ranks),
             actions: Vec::new(),
             events: Vec::new(),
-            log: RefusalLog::new("wire-up"),
-            log_closed: false,
-            accept_paused: None,
         })
     }
 
     /// Adds the descriptors to poll (and what they are) to `fds`/`tags`.
     pub fn poll_fds(&self, fds: &mut Vec<libc::pollfd>, tags: &mut Vec<PollTag>) {
-        if self.accept_paused.is_none() {
-            fds.push(pollin(self.listener.as_raw_fd()));
-            tags.push(PollTag::Listener);
-        }
+        self.acceptor.poll_fds(|p, t| {
+            fds.push(p);
+            tags.push(PollTag::Accept(t));
+        });
         for (&id, c) in &self.conns {
-            let mut p = pollin(c.stream.as_raw_fd());
+            let mut p = libc::pollfd {
+                fd: c.stream.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             if c.out_off < c.outbuf.len() {
                 p.events |= libc::POLLOUT;
             }
@@ -584,54 +545,24 @@ impl Service {
 
     /// When [`Service::expire`] has work next, if ever.
     pub fn deadline(&self) -> Option<Instant> {
-        let since = |id: Option<&ConnId>| id.and_then(|id| self.conns.get(id)).map(|c| c.since);
-        [
-            since(self.idle.first()).map(|t| t + HELLO_TIMEOUT),
-            since(self.hailed.first()).map(|t| t + AUTH_TIMEOUT),
-            self.log.deadline(),
-            self.accept_paused,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
+        self.acceptor.deadline()
     }
 
     /// Drops connections that did not authenticate in time, gives the
     /// summary of refusals when due, and resumes accepting.
     pub fn expire(&mut self, now: Instant) {
-        if self.accept_paused.is_some_and(|t| now >= t) {
-            self.accept_paused = None;
-        }
-        for (set, limit, why) in [
-            (true, HELLO_TIMEOUT, "sent no hello in time"),
-            (false, AUTH_TIMEOUT, "did not authenticate in time"),
-        ] {
-            loop {
-                let first = if set {
-                    self.idle.first()
-                } else {
-                    self.hailed.first()
-                };
-                let Some(&id) = first else { break };
-                match self.conns.get(&id) {
-                    Some(c) if now < c.since + limit => break,
-                    Some(_) => self.refused(id, why),
-                    None => {
-                        self.idle.remove(&id);
-                        self.hailed.remove(&id);
-                    }
-                }
-            }
-        }
-        if let Some(line) = self.log.poll(now).filter(|_| !self.log_closed) {
-            self.events.push(Event::Refused(line));
-        }
+        self.acceptor.expire(now);
+        self.joined();
+        self.apply();
     }
 
     /// Handles readiness of one of its descriptors.
     pub fn ready(&mut self, tag: PollTag, revents: i16) {
         match tag {
-            PollTag::Listener => self.accept(),
+            PollTag::Accept(t) => {
+                self.acceptor.ready(t, revents, self.logic.waiting());
+                self.joined();
+            }
             PollTag::Conn(id) => {
                 if revents & libc::POLLOUT != 0 {
                     self.flush(id);
@@ -653,26 +584,17 @@ impl Service {
         }
         self.logic.rank_exited(rank, &mut self.actions);
         self.apply();
-        if self.logic.all_left() && !self.log_closed {
+        if self.logic.all_left() {
             // Connections still authenticating have had their say (they
             // came before the ranks' own, or the ranks could not have
             // finished): read what they sent, so that the count is whole.
-            let waiting: Vec<ConnId> = self
-                .idle
-                .iter()
-                .chain(self.hailed.iter())
-                .copied()
-                .collect();
-            for id in waiting {
-                self.read(id);
-            }
+            self.acceptor.read_all_pending();
+            self.joined();
             self.apply();
             // The service's work is done: what was counted is told now,
             // what comes later (connections closing as the job ends) is not.
-            self.log_closed = true;
-            if let Some(line) = self.log.flush(Instant::now()) {
-                self.events.push(Event::Refused(line));
-            }
+            self.acceptor.close_log(Instant::now());
+            self.joined();
         }
     }
 
@@ -691,146 +613,44 @@ impl Service {
     }
 
     /// Most connections that may authenticate at once now.
+    #[cfg(test)]
     fn auth_limit(&self) -> usize {
         self.logic.waiting() + AUTH_SLACK
     }
 
-    fn accept(&mut self) {
-        for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
-                Ok((stream, _)) => {
-                    let same_user = sys::peer_uid(stream.as_raw_fd()).ok() == Some(self.uid);
-                    if !same_user || stream.set_nonblocking(true).is_err() {
-                        self.note_refusal("a process of another user connected".into());
-                        continue;
-                    }
-                    if self.idle.len() + self.hailed.len() >= self.auth_limit() {
-                        self.make_room();
-                    }
-                    let hs = match Handshake::new(
-                        &self.secret,
-                        &self.context,
-                        Role::Responder,
-                        pmi::SERVICE_ID,
-                    ) {
-                        Ok(h) => h,
-                        Err(_) => continue,
-                    };
-                    let id = self.next;
-                    self.next += 1;
-                    self.conns.insert(
-                        id,
-                        Conn {
-                            stream,
-                            inbuf: Vec::new(),
-                            outbuf: hs.hello().to_vec(),
-                            out_off: 0,
-                            auth: Some(Box::new(hs)),
-                            since: Instant::now(),
-                        },
-                    );
-                    self.idle.insert(id);
-                    self.flush(id);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: an idle connection makes room, or
-                    // the listener rests (it would stay readable).
-                    if !self.evict(false, "dosrun is out of file descriptors") {
-                        self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
-                        self.note_refusal(format!("cannot accept a connection: {e}"));
-                        return;
-                    }
-                }
-                Err(_) => return,
+    /// Takes the connections that authenticated (attaching them to their
+    /// ranks, and handling what they sent with their proof) and the
+    /// acceptor's refusal lines.
+    fn joined(&mut self) {
+        for j in self.acceptor.take_joined() {
+            let Ok(rank) = usize::try_from(j.peer) else {
+                self.acceptor.refuse_joined(j, "rank out of range");
+                continue;
+            };
+            let id = self.next;
+            self.next += 1;
+            self.conns.insert(
+                id,
+                Conn {
+                    stream: j.stream,
+                    inbuf: j.inbuf,
+                    outbuf: j.unsent,
+                    out_off: 0,
+                },
+            );
+            self.flush(id);
+            self.logic.attach(id, rank, &mut self.actions);
+            if self.conns.contains_key(&id) {
+                self.read(id);
             }
         }
-    }
-
-    /// At the bound of authenticating connections: closes one, preferring
-    /// one that has sent nothing valid.
-    fn make_room(&mut self) {
-        if !self.evict(false, "too many connections authenticating") {
-            self.evict(true, "too many connections authenticating");
-        }
-    }
-
-    /// Closes the oldest authenticating connection that has sent no valid
-    /// hello (`hailed`: a hello but no proof); see [`refusals::evict`].
-    fn evict(&mut self, hailed: bool, why: &str) -> bool {
-        refusals::evict(self, hailed, why)
-    }
-
-    /// Logs a refusal, rate-limited.
-    fn note_refusal(&mut self, line: String) {
-        if self.log_closed {
-            return;
-        }
-        if let Some(l) = self.log.note(Instant::now(), line) {
-            self.events.push(Event::Refused(l));
-        }
+        let lines = self.acceptor.take_lines();
+        self.events.extend(lines.into_iter().map(Event::Refused));
     }
 
     /// Forgets connection `id`.
     fn remove(&mut self, id: ConnId) {
         self.conns.remove(&id);
-        self.idle.remove(&id);
-        self.hailed.remove(&id);
-    }
-
-    /// Closes a connection that failed authentication, and logs it.
-    fn refused(&mut self, id: ConnId, why: &str) {
-        self.remove(id);
-        self.note_refusal(format!("refused a wire-up connection: {why}"));
-    }
-
-    /// Advances the handshake of `id` with what it sent; `false` when the
-    /// connection was closed.
-    fn authenticate(&mut self, id: ConnId) -> bool {
-        let Some(c) = self.conns.get_mut(&id) else {
-            return false;
-        };
-        let Some(hs) = c.auth.as_mut() else {
-            return true;
-        };
-        if hs.claimed_peer_id().is_none() {
-            if c.inbuf.len() < HELLO_LEN {
-                return true;
-            }
-            match hs.on_hello(&c.inbuf[..HELLO_LEN]) {
-                Ok(proof) => {
-                    c.outbuf.extend_from_slice(&proof);
-                    c.inbuf.drain(..HELLO_LEN);
-                    self.idle.remove(&id);
-                    self.hailed.insert(id);
-                }
-                Err(e) => {
-                    self.refused(id, &e.to_string());
-                    return false;
-                }
-            }
-        }
-        if c.inbuf.len() < PROOF_LEN {
-            self.flush(id);
-            return true;
-        }
-        let rank = match hs.on_proof(&c.inbuf[..PROOF_LEN]) {
-            Ok(r) => r,
-            Err(e) => {
-                self.refused(id, &e.to_string());
-                return false;
-            }
-        };
-        c.inbuf.drain(..PROOF_LEN);
-        c.auth = None;
-        self.idle.remove(&id);
-        self.hailed.remove(&id);
-        self.flush(id);
-        match usize::try_from(rank) {
-            Ok(r) => self.logic.attach(id, r, &mut self.actions),
-            Err(_) => self.refused(id, "rank out of range"),
-        }
-        self.conns.contains_key(&id)
     }
 
     fn read(&mut self, id: ConnId) {
@@ -859,24 +679,6 @@ impl Service {
                 }
             }
         }
-        let was_auth = c.auth.is_some();
-        if was_auth {
-            if !self.authenticate(id) {
-                return;
-            }
-            let Some(c) = self.conns.get(&id) else {
-                return;
-            };
-            if c.auth.is_some() {
-                if eof {
-                    self.refused(id, "closed during authentication");
-                }
-                return;
-            }
-        }
-        let Some(c) = self.conns.get_mut(&id) else {
-            return;
-        };
         // Handle the complete frames in order.
         let mut used = 0;
         let mut bad = false;
@@ -941,15 +743,7 @@ impl Service {
         let Some(c) = self.conns.get_mut(&id) else {
             return;
         };
-        while c.out_off < c.outbuf.len() {
-            match c.stream.write(&c.outbuf[c.out_off..]) {
-                Ok(n) => c.out_off += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                // Would block: poll for POLLOUT. Other errors: the read side
-                // sees the connection close.
-                Err(_) => break,
-            }
-        }
+        write_queued(&mut c.stream, &c.outbuf, &mut c.out_off);
         if c.out_off == c.outbuf.len() {
             c.outbuf.clear();
             c.out_off = 0;
@@ -957,18 +751,13 @@ impl Service {
     }
 }
 
-fn pollin(fd: RawFd) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::refusals::BURST;
+    use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
+    use std::io::Write;
+    use std::time::Duration;
 
     fn hello(w: &mut Wireup, conn: ConnId, rank: usize) -> Vec<Action> {
         let mut out = Vec::new();
@@ -1287,7 +1076,7 @@ mod tests {
         s.read_exact(&mut p).unwrap();
         assert_eq!(hs.on_proof(&p).unwrap(), pmi::SERVICE_ID);
         assert!(svc.logic.conn_of(0).is_some());
-        assert!(svc.idle.len() + svc.hailed.len() <= svc.auth_limit());
+        assert!(svc.acceptor.pending() <= svc.auth_limit());
         // The strangers were refused, the log stayed short.
         let lines = refusals(&mut svc);
         assert!(
@@ -1337,7 +1126,7 @@ mod tests {
         drive_for(&mut svc, 3);
         lines.extend(refusals(&mut svc));
         assert_eq!(lines.len(), BURST as usize, "{lines:?}");
-        assert!(svc.conns.is_empty());
+        assert!(svc.conns.is_empty() && svc.acceptor.pending() == 0);
         // The count comes with the next summary.
         let d = svc.deadline().unwrap();
         svc.expire(d);
@@ -1391,7 +1180,7 @@ mod tests {
         assert_eq!(made, n);
         assert_eq!(lines.len(), BURST as usize, "{lines:?}");
         assert!(lines[0].contains("another user"), "{lines:?}");
-        assert!(svc.conns.is_empty());
+        assert!(svc.conns.is_empty() && svc.acceptor.pending() == 0);
         svc.expire(svc.deadline().unwrap());
         let summary = refusals(&mut svc);
         assert!(summary[0].starts_with(&format!("refused {} more", n - BURST as usize)));

@@ -14,9 +14,10 @@
 //! No I/O: the owner gives the time, prints what comes back and polls
 //! [`RefusalLog::poll`] at [`RefusalLog::deadline`].
 //!
-//! [`evict`] is the other half of the defence, shared by the wire-up
-//! service and the control port: which authenticating connection makes room
-//! when a bound is reached.
+//! [`evict`] is the other half of the defence: which authenticating
+//! connection makes room when a bound is reached. Both serve
+//! [`crate::acceptor::Acceptor`], the one acceptor of the wire-up sockets
+//! and the control port.
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! for dosrun's own stdout or stderr, and written when those are writable.
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 use crate::sys;
 
@@ -79,19 +79,19 @@ impl LineSplitter {
 
 /// One of dosrun's own output descriptors and what waits to be written to it.
 #[derive(Debug)]
-pub struct Sink {
-    fd: RawFd,
+pub struct Sink<'fd> {
+    fd: BorrowedFd<'fd>,
     buf: Vec<u8>,
     off: usize,
     chunk: usize,
     broken: bool,
 }
 
-impl Sink {
+impl<'fd> Sink<'fd> {
     /// A sink writing to `fd` (1 or 2), which stays blocking: writes happen
     /// only after poll reports it writable, in pieces small enough for a pipe
     /// to take at once.
-    pub fn new(fd: RawFd) -> Sink {
+    pub fn new(fd: BorrowedFd<'fd>) -> Sink<'fd> {
         let chunk = if sys::is_regular_file(fd) {
             1 << 20
         } else if sys::is_fifo(fd) {
@@ -110,7 +110,7 @@ impl Sink {
 
     /// The descriptor.
     pub fn fd(&self) -> RawFd {
-        self.fd
+        self.fd.as_raw_fd()
     }
 
     /// Bytes waiting.
@@ -164,7 +164,7 @@ impl Sink {
     pub fn flush_blocking(&mut self) {
         while !self.broken && self.pending() > 0 {
             let mut p = [libc::pollfd {
-                fd: self.fd,
+                fd: self.fd.as_raw_fd(),
                 events: libc::POLLOUT,
                 revents: 0,
             }];
@@ -230,13 +230,13 @@ mod tests {
 
     #[test]
     fn sink_writes_to_a_pipe_and_notices_a_closed_reader() {
-        use std::os::fd::AsRawFd;
+        use std::os::fd::AsFd;
         let (r, w) = sys::pipe().unwrap();
-        let mut s = Sink::new(w.as_raw_fd());
+        let mut s = Sink::new(w.as_fd());
         s.push(b"hello\n");
         s.flush_blocking();
         let mut buf = [0u8; 16];
-        assert_eq!(sys::read(r.as_raw_fd(), &mut buf).unwrap(), 6);
+        assert_eq!(sys::read(r.as_fd(), &mut buf).unwrap(), 6);
         drop(r);
         s.push(b"lost\n");
         assert!(s.write_some().is_err());

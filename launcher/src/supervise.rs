@@ -2,7 +2,7 @@
 //! (pidfds), their output pipes, dosrun's stdin, stdout and stderr, the
 //! signals dosrun receives (a signalfd), the wire-up service and, in a
 //! multi-node job, the node agents (whose frames carry the remote ranks'
-//! starts, output, exits and fences, see `agents`).
+//! starts, output, exits and fences, see `agent::pool`).
 //!
 //! The loop deals in [`RankRecord`]s (rank, host, pid, status). A rank's pid
 //! is also its process group id; dosrun reaps no rank before the job ends, so
@@ -42,17 +42,20 @@
 //! writers block). Heartbeat silence is not held against an agent while its
 //! connection is not read.
 
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use crate::agents::{AgentEvent, AgentTag, Agents};
-use crate::ctl_wire::{FromAgent, ToAgent};
+use crate::agent::pool::{AgentEvent, AgentTag, Agents};
+use crate::agent::wire::{FromAgent, ToAgent};
 use crate::plan::Plan;
 use crate::pmi_server::{Event, FenceOutcome, GlobalFence, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
 use crate::sys::{self, ExitCause, SignalFd};
 
+/// Exit status of a usage error (bad options, a program that cannot run
+/// here, ranks that do not fit).
+pub const STATUS_USAGE: i32 = 2;
 /// Exit status when the job ran longer than `--timeout` (as timeout(1)).
 pub const STATUS_TIMEOUT: i32 = 124;
 /// Exit status when dosrun itself failed.
@@ -159,7 +162,7 @@ enum Tag {
 pub struct Supervisor {
     ranks: Vec<RankRecord>,
     streams: Vec<Option<Stream>>,
-    sinks: [Sink; 2],
+    sinks: [Sink<'static>; 2],
     stdin: Option<StdinRelay>,
     signals: SignalFd,
     service: Service,
@@ -240,7 +243,10 @@ impl Supervisor {
         Supervisor {
             ranks,
             streams,
-            sinks: [Sink::new(1), Sink::new(2)],
+            sinks: [
+                Sink::new(rustix::stdio::stdout()),
+                Sink::new(rustix::stdio::stderr()),
+            ],
             stdin: None,
             signals,
             service,
@@ -866,7 +872,7 @@ impl Supervisor {
             return;
         };
         let mut buf = [0u8; 64 * 1024];
-        match sys::read(fd.as_raw_fd(), &mut buf) {
+        match sys::read(fd.as_fd(), &mut buf) {
             Ok(0) => {}
             Ok(n) => {
                 s.splitter.push(&buf[..n], self.sinks[s.sink].queue());
@@ -886,7 +892,7 @@ impl Supervisor {
         };
         let mut buf = [0u8; STDIN_BUF];
         let room = STDIN_BUF - s.buf.len();
-        match sys::read(0, &mut buf[..room]) {
+        match sys::read(rustix::stdio::stdin(), &mut buf[..room]) {
             Ok(0) => s.eof = true,
             Ok(n) => s.buf.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -902,7 +908,7 @@ impl Supervisor {
         let Some(s) = self.stdin.as_mut() else {
             return;
         };
-        match sys::write(s.to.as_raw_fd(), &s.buf) {
+        match sys::write(s.to.as_fd(), &s.buf) {
             Ok(n) => {
                 s.buf.drain(..n);
             }

@@ -1,12 +1,21 @@
-//! Thin, safe wrappers over the Linux calls dosrun needs (libc directly).
+//! Thin, safe wrappers over the Linux calls dosrun needs.
 //!
-//! Every `unsafe` of the launcher outside the child set-up in `spawn` lives here.
+//! Most go through `rustix` (safe, typed, no `errno` juggling); 64 random
+//! bits come from `getrandom`. A few stay on `libc`, each for a reason given
+//! at the function: the signalfd and the signal mask ([`SignalFd`], which
+//! rustix does not wrap), the reports of stopped children
+//! ([`stop_reports`]: rustix's `waitid` does not tell which child),
+//! `poll` (dosrun's poll sets are arrays of `libc::pollfd`, which rustix's
+//! borrowed `PollFd`s would not hold across the loop), and
+//! `sysconf` ([`online_cpus`]). Every `unsafe` of the launcher outside the
+//! child set-up in `spawn` lives here.
 
-use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
+
+use rustix::fs::{Access, FileType, Mode, OFlags};
+use rustix::process::{Pid, Resource, Rlimit, Signal, WaitId, WaitIdOptions, WaitOptions};
 
 /// How a process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +97,7 @@ pub fn signal_name(sig: i32) -> &'static str {
     }
 }
 
+/// A `libc` return value as a result.
 fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -99,82 +109,59 @@ fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
 /// Opens `/dev/null` on any of descriptors 0, 1 and 2 that is closed, so that
 /// descriptors dosrun opens later never land there.
 pub fn ensure_std_fds_open() {
-    for fd in 0..3 {
-        // SAFETY: F_GETFD only queries the descriptor table.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
-            // SAFETY: a valid NUL-terminated path; the lowest free descriptor
-            // is `fd`, which is where we want it. It stays open for good.
-            unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+    // `open` takes the lowest free descriptor: while that is one of 0, 1
+    // and 2, it stays open for good (inherited, as a standard stream is).
+    while let Ok(fd) = rustix::fs::open("/dev/null", OFlags::RDWR, Mode::empty()) {
+        if fd.as_raw_fd() > 2 {
+            break;
         }
+        let _ = fd.into_raw_fd();
     }
 }
 
-/// The host name (`gethostname`), lossily decoded.
+/// The host name (`uname`'s node name), lossily decoded.
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for `len - 1` bytes, leaving room for a NUL.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) };
-    if r != 0 {
-        return "localhost".to_string();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// 64 random bits from the kernel (`getrandom`).
 pub fn random_u64() -> io::Result<u64> {
-    let mut b = [0u8; 8];
-    let mut got = 0;
-    while got < b.len() {
-        // SAFETY: writes at most `len - got` bytes into the rest of `b`.
-        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
-        if r < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        got += r as usize;
-    }
-    Ok(u64::from_ne_bytes(b))
+    getrandom::u64().map_err(io::Error::from)
 }
 
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors.
-    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: pipe2 returned two fresh descriptors that nothing else owns.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Sets or clears `O_NONBLOCK` on `fd`.
 pub fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    let fd = fd.as_raw_fd();
-    // SAFETY: F_GETFL/F_SETFL on a descriptor the caller borrows.
-    let fl = cvt(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
+    let fl = rustix::fs::fcntl_getfl(fd)?;
     let new = if on {
-        fl | libc::O_NONBLOCK
+        fl | OFlags::NONBLOCK
     } else {
-        fl & !libc::O_NONBLOCK
+        fl - OFlags::NONBLOCK
     };
     if new != fl {
-        // SAFETY: as above.
-        cvt(unsafe { libc::fcntl(fd, libc::F_SETFL, new) })?;
+        rustix::fs::fcntl_setfl(fd, new)?;
     }
     Ok(())
 }
 
+/// Process `pid` as rustix names it (`EINVAL` for 0 or less).
+fn pid_of(pid: i32) -> io::Result<Pid> {
+    Pid::from_raw(pid).ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
 /// A descriptor that becomes readable when process `pid` exits.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
-    let r = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor (close-on-exec by definition) that we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    Ok(rustix::process::pidfd_open(
+        pid_of(pid)?,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// How child `pid` ended, if it did ([`peek_exit`]); an error, which cannot
@@ -192,55 +179,37 @@ pub fn ended(pid: i32) -> Option<ExitCause> {
 /// How child `pid` ended, without reaping it (`WNOWAIT`): the zombie keeps
 /// its pid and process group reserved until [`reap`]. `None` while it runs.
 pub fn peek_exit(pid: i32) -> io::Result<Option<ExitCause>> {
-    // SAFETY: an all-zero siginfo_t is a valid value to be overwritten.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer; `pid` is our child.
-    cvt(unsafe {
-        libc::waitid(
-            libc::P_PID,
-            pid as libc::id_t,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        )
-    })?;
-    // SAFETY: waitid filled `info` for a child state change, or left it zeroed.
-    let (spid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if spid == 0 {
+    let opts = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+    let Some(st) = rustix::process::waitid(WaitId::Pid(pid_of(pid)?), opts)? else {
         return Ok(None);
-    }
-    Ok(Some(match info.si_code {
-        libc::CLD_EXITED => ExitCause::Exited(status),
-        libc::CLD_DUMPED => ExitCause::Signaled {
-            sig: status,
-            core: true,
-        },
+    };
+    Ok(Some(match st.exit_status() {
+        Some(code) if st.exited() => ExitCause::Exited(code),
         _ => ExitCause::Signaled {
-            sig: status,
-            core: false,
+            sig: st.terminating_signal().unwrap_or(0),
+            core: st.dumped(),
         },
     }))
 }
 
 /// Reaps child `pid`, waiting for it if it still runs.
 pub fn reap(pid: i32) {
-    loop {
-        let mut st = 0;
-        // SAFETY: valid out-pointer; `pid` is our child.
-        let r = unsafe { libc::waitpid(pid, &mut st, 0) };
-        if r >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            return;
-        }
-    }
+    let Ok(pid) = pid_of(pid) else { return };
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(pid), WaitOptions::empty())
+    {}
 }
 
-/// Sends `sig` to process group `pgid`. Errors (the group is gone) are ignored.
+/// Sends `sig` to process group `pgid`. Errors (the group is gone) are
+/// ignored, and so are numbers that name no signal.
 ///
 /// Callers only name groups whose leader they have not reaped, so the
 /// group id cannot have been reused.
 pub fn kill_group(pgid: i32, sig: i32) {
-    if pgid > 1 {
-        // SAFETY: kill has no memory effects.
-        unsafe { libc::kill(-pgid, sig) };
+    if let (Some(pgid), Some(sig)) = (Pid::from_raw(pgid), Signal::from_named_raw(sig)) {
+        if !pgid.is_init() {
+            let _ = rustix::process::kill_process_group(pgid, sig);
+        }
     }
 }
 
@@ -300,18 +269,15 @@ impl SignalFd {
 
     /// The next pending signal, if any.
     pub fn next(&self) -> Option<i32> {
-        // SAFETY: an all-zero signalfd_siginfo is a valid value.
-        let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-        let n = std::mem::size_of::<libc::signalfd_siginfo>();
-        // SAFETY: reads at most `n` bytes into `si`.
-        let r = unsafe {
-            libc::read(
-                self.fd(),
-                (&mut si as *mut libc::signalfd_siginfo).cast(),
-                n,
-            )
-        };
-        (r == n as isize).then_some(si.ssi_signo as i32)
+        // A `signalfd_siginfo` is 128 bytes, the signal number first.
+        let mut si = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        match rustix::io::read(&self.0, &mut si[..]) {
+            Ok(n) if n == si.len() => {
+                let signo = u32::from_ne_bytes([si[0], si[1], si[2], si[3]]);
+                i32::try_from(signo).ok()
+            }
+            _ => None,
+        }
     }
 }
 
@@ -372,134 +338,108 @@ pub fn poll(fds: &mut [libc::pollfd], timeout_ms: i32) -> io::Result<usize> {
 }
 
 /// `read(2)` into `buf`, retrying on EINTR.
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for writes of its length.
-        let r = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::io::read(fd, &mut *buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
 
 /// `write(2)` from `buf`, retrying on EINTR.
-pub fn write(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+pub fn write(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     loop {
-        // SAFETY: `buf` is valid for reads of its length.
-        let r = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if r >= 0 {
-            return Ok(r as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::io::write(fd, buf) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => return Ok(r?),
         }
     }
 }
 
+/// The type of the file open at `fd`, if it can be told.
+fn file_type(fd: BorrowedFd<'_>) -> Option<FileType> {
+    rustix::fs::fstat(fd)
+        .ok()
+        .map(|st| FileType::from_raw_mode(st.st_mode))
+}
+
 /// Whether `fd` is a pipe or FIFO (writes of at most `PIPE_BUF` bytes are
 /// atomic and do not block once poll reports it writable).
-pub fn is_fifo(fd: RawFd) -> bool {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFIFO }
+pub fn is_fifo(fd: BorrowedFd<'_>) -> bool {
+    file_type(fd) == Some(FileType::Fifo)
 }
 
 /// Whether `fd` is a regular file (always writable, never worth chunking).
-pub fn is_regular_file(fd: RawFd) -> bool {
-    // SAFETY: an all-zero stat is a valid value to be overwritten.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::fstat(fd, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG }
+pub fn is_regular_file(fd: BorrowedFd<'_>) -> bool {
+    file_type(fd) == Some(FileType::RegularFile)
 }
 
 /// Whether `fd` is a terminal that belongs to a foreground job other than
 /// ours (reading it would stop dosrun with SIGTTIN).
-pub fn is_background_tty(fd: RawFd) -> bool {
-    // SAFETY: isatty, tcgetpgrp and getpgrp only query state.
-    unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) != libc::getpgrp() }
+pub fn is_background_tty(fd: BorrowedFd<'_>) -> bool {
+    rustix::termios::isatty(fd)
+        && rustix::termios::tcgetpgrp(fd).ok() != Some(rustix::process::getpgrp())
 }
 
 /// The user id of the process at the other end of Unix socket `fd`.
-pub fn peer_uid(fd: RawFd) -> io::Result<u32> {
-    // SAFETY: an all-zero ucred is a valid value to be overwritten.
-    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: valid out-pointers sized for a ucred.
-    cvt(unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    })?;
-    Ok(cred.uid)
+pub fn peer_uid(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(rustix::net::sockopt::socket_peercred(fd)?.uid.as_raw())
 }
 
 /// The effective user id of dosrun.
 pub fn euid() -> u32 {
-    // SAFETY: geteuid cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// The pid of dosrun.
 pub fn getpid() -> i32 {
-    // SAFETY: getpid cannot fail.
-    unsafe { libc::getpid() }
+    rustix::process::getpid().as_raw_pid()
 }
 
 /// Whether `path` names a file this process may execute (`access(X_OK)`).
 pub fn executable(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    rustix::fs::access(path, Access::EXEC_OK).is_ok()
 }
 
 /// Raises the soft limit on open descriptors to the hard limit (a job with
 /// many ranks holds three descriptors per rank), returning the old limits
 /// for the ranks to get back.
 pub fn raise_nofile_limit() -> Option<libc::rlimit> {
-    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
-    let mut old: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut old) } != 0 {
+    let old = rustix::process::getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let (cur, max) = (
+        old.current.unwrap_or(libc::RLIM_INFINITY),
+        old.maximum.unwrap_or(libc::RLIM_INFINITY),
+    );
+    if cur >= max {
         return None;
     }
-    if old.rlim_cur >= old.rlim_max {
-        return None;
-    }
-    let new = libc::rlimit {
-        rlim_cur: old.rlim_max,
-        rlim_max: old.rlim_max,
+    let new = Rlimit {
+        current: old.maximum,
+        maximum: old.maximum,
     };
-    // SAFETY: valid in-pointer.
-    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0).then_some(old)
+    rustix::process::setrlimit(Resource::Nofile, new)
+        .ok()
+        .map(|()| libc::rlimit {
+            rlim_cur: cur,
+            rlim_max: max,
+        })
 }
 
 /// The current soft limit on open descriptors (`RLIMIT_NOFILE`), if known.
 pub fn nofile_limit() -> Option<u64> {
-    // SAFETY: an all-zero rlimit is a valid value to be overwritten.
-    let mut l: libc::rlimit = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointer.
-    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) } == 0).then_some(l.rlim_cur as u64)
+    let l = rustix::process::getrlimit(Resource::Nofile);
+    Some(l.current.unwrap_or(libc::RLIM_INFINITY))
 }
 
 /// The text of `errno` value `e` (`strerror`), for messages about a child.
 pub fn strerror(e: i32) -> String {
-    // SAFETY: strerror returns a pointer to a NUL-terminated string that
-    // stays valid until the next call; we copy it at once (single-threaded).
-    unsafe { CStr::from_ptr(libc::strerror(e)) }
-        .to_string_lossy()
-        .into_owned()
+    let s = io::Error::from_raw_os_error(e).to_string();
+    match s.strip_suffix(&format!(" (os error {e})")) {
+        Some(t) => t.to_string(),
+        None => s,
+    }
 }
 
 /// Number of CPUs online on this machine (at least 1).
@@ -512,6 +452,7 @@ pub fn online_cpus() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
 
     #[test]
     fn exit_causes_read_like_a_shell() {
@@ -526,6 +467,69 @@ mod tests {
         assert!(ExitCause::Exited(0).success());
         assert_eq!(signal_name(libc::SIGTERM), "SIGTERM");
         assert_eq!(signal_name(1000), "unknown signal");
+    }
+
+    #[test]
+    fn errno_texts_are_strerror_s() {
+        assert_eq!(strerror(libc::ENOENT), "No such file or directory");
+        assert_eq!(strerror(libc::EACCES), "Permission denied");
+    }
+
+    #[test]
+    fn pipes_are_close_on_exec_and_switch_blocking() {
+        let (r, w) = pipe().unwrap();
+        let fd_flags = rustix::io::fcntl_getfd(&r).unwrap();
+        assert!(fd_flags.contains(rustix::io::FdFlags::CLOEXEC));
+        assert!(is_fifo(r.as_fd()) && !is_regular_file(r.as_fd()));
+        set_nonblocking(r.as_fd(), true).unwrap();
+        let mut b = [0u8; 4];
+        assert_eq!(
+            read(r.as_fd(), &mut b).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+        assert_eq!(write(w.as_fd(), b"ab").unwrap(), 2);
+        assert_eq!(read(r.as_fd(), &mut b).unwrap(), 2);
+        set_nonblocking(r.as_fd(), false).unwrap();
+        assert!(!rustix::fs::fcntl_getfl(&r)
+            .unwrap()
+            .contains(OFlags::NONBLOCK));
+    }
+
+    #[test]
+    fn process_ids_and_limits() {
+        assert_eq!(getpid() as u32, std::process::id());
+        assert!(nofile_limit().is_some_and(|l| l > 0));
+        assert!(!hostname().is_empty());
+        // Not a signal, not a group: nothing happens.
+        kill_group(getpid(), 1000);
+        kill_group(0, libc::SIGKILL);
+    }
+
+    #[test]
+    fn a_killed_child_reads_as_signaled() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("10")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let fd = pidfd_open(pid).unwrap();
+        assert_eq!(peek_exit(pid).unwrap(), None);
+        child.kill().unwrap();
+        let mut p = [libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        assert_eq!(poll(&mut p, 10_000).unwrap(), 1);
+        let killed = ExitCause::Signaled {
+            sig: libc::SIGKILL,
+            core: false,
+        };
+        assert_eq!(ended(pid), Some(killed));
+        reap(pid);
+        assert!(peek_exit(pid).is_err());
+        // Reaped already: nothing left for the standard library to wait for.
+        assert!(child.try_wait().is_err());
     }
 
     #[test]

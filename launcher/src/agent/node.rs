@@ -1,5 +1,6 @@
-//! The node agent: `dosrun --agent`, started on a remote host by the launch
-//! agent (ssh).
+//! The node agent (`agent::node`): `dosrun --agent`, the process that runs
+//! on a remote host, started there by the launch agent (ssh); its
+//! counterpart in dosrun is [`super::pool`].
 //!
 //! It reads the bootstrap line on its stdin, connects back to dosrun's
 //! control port, authenticates, receives its node's [`Assign`]ment, creates
@@ -19,21 +20,18 @@
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::net::TcpStream;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dos::config::Config;
-use dos::pmi;
 use dos_transport::auth::{self, Role};
-use dos_transport::shm::Segment;
 
-use crate::bind::{BindTo, Binding};
-use crate::ctl::{parse_bootstrap, Bootstrap, CtlConn};
-use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
-use crate::plan::Placement;
+use super::ctl::{parse_bootstrap, Bootstrap, CtlConn};
+use super::wire::{self, Assign, FromAgent, ToAgent};
 use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
-use crate::spawn::{self, Launcher, SpawnError};
+use crate::spawn::{SpawnError, Spawned};
+use crate::start::{self, JobEnv, Node, Outcome, Side};
 use crate::sys::{self, SignalFd};
 
 /// How long the agent waits for its bootstrap, its connection and its
@@ -114,7 +112,7 @@ fn read_bootstrap() -> io::Result<Bootstrap> {
             continue;
         }
         let mut b = [0u8; 1];
-        match sys::read(0, &mut b) {
+        match sys::read(rustix::stdio::stdin(), &mut b) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
             Ok(_) if b[0] == b'\n' => break,
             Ok(_) => line.push(b[0]),
@@ -131,7 +129,7 @@ fn read_bootstrap() -> io::Result<Bootstrap> {
 
 /// How many times the agent tries to join dosrun: under a flood of
 /// connections dosrun may close ours while it authenticates (it makes room by
-/// closing the connections that sent nothing valid first; see `agents`).
+/// closing the connections that sent nothing valid first; see `agent::pool`).
 const JOIN_ATTEMPTS: u32 = 5;
 /// The wait before the second attempt; it doubles for each next one.
 const JOIN_BACKOFF: Duration = Duration::from_millis(100);
@@ -162,7 +160,7 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     let mut s = TcpStream::connect_timeout(&b.addr, SETUP_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
-    let ctx = ctl_wire::auth_context(b.jobid);
+    let ctx = wire::auth_context(b.jobid);
     let peer =
         auth::handshake(&mut s, &b.secret, &ctx, Role::Initiator, b.node as u64).map_err(|e| {
             match e {
@@ -172,7 +170,7 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
                 e => format!("authentication failed: {e}"),
             }
         })?;
-    if peer != ctl_wire::DOSRUN_ID {
+    if peer != wire::DOSRUN_ID {
         return Err(format!("{NOT_DOSRUN}dosrun presented an unexpected id"));
     }
     let mut c = CtlConn::new(s, Vec::new()).map_err(|e| e.to_string())?;
@@ -212,6 +210,8 @@ struct Agent {
     next_beat: Instant,
     kill_at: Option<Instant>,
     stdin_open: bool,
+    /// The program as dosrun gave it, in start failures.
+    program: OsString,
 }
 
 impl Agent {
@@ -222,24 +222,33 @@ impl Agent {
         signals: SignalFd,
     ) -> Result<Agent, String> {
         let host = sys::hostname();
-        let node = boot.node;
         let ranks: Vec<usize> = a.ranks.iter().map(|&r| r as usize).collect();
-        let local_size = ranks.len();
-        let pmi_name = pmi::socket_name(boot.jobid, node);
-        let service = Service::bind(&pmi_name, ranks.clone(), boot.jobid, boot.secret.clone())
-            .map_err(|e| format!("cannot listen on the wire-up socket @{pmi_name}: {e}"))?;
+        let cfg = Config::from_env().unwrap_or_default();
+        let node = Node {
+            id: boot.node,
+            ranks: &ranks,
+            name: &host,
+            hostname: &host,
+            bind_to: a.bind,
+            report_bindings: a.report_bindings,
+            program: &a.program,
+            argv0: &a.argv0,
+            exports: &a.env,
+            shm_ring_bytes: cfg.shm_ring_bytes,
+        };
+        let (pmi_name, service) = start::serve(&node, boot.jobid, &boot.secret)?;
         let node_addr = ctl
             .stream()
             .local_addr()
             .map_err(|e| format!("control socket: {e}"))?
             .ip();
-        let cfg = Config::from_env().unwrap_or_default();
         let mut agent = Agent {
             heartbeat: Duration::from_millis(u64::from(a.heartbeat_ms.max(1))),
             timeout: Duration::from_millis(u64::from(a.heartbeat_timeout_ms.max(1))),
             next_beat: Instant::now(),
             kill_at: None,
             stdin_open: true,
+            program: a.program.clone(),
             ranks: Vec::new(),
             service,
             signals,
@@ -275,123 +284,23 @@ impl Agent {
                 return Ok(agent);
             }
         }
-        let path = a
-            .env
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.clone())
-            .or_else(|| std::env::var_os("PATH"));
-        let program = match spawn::resolve_program(&a.program, path.as_deref()) {
+        let prepared = match node.prepare(Side::Agent) {
             Ok(p) => p,
             Err(e) => {
-                let status = match e {
-                    spawn::ResolveError::NotFound(_) => 127,
-                    _ => 126,
-                };
-                fail_all(&mut agent, status, &e.to_string());
+                fail_all(&mut agent, e.status, &e.why);
                 return Ok(agent);
             }
         };
-        let bind_to = match a.bind {
-            1 => Some(BindTo::Core),
-            2 => Some(BindTo::Numa),
-            3 => Some(BindTo::None),
-            _ => None,
+        let job = JobEnv {
+            size: a.size as usize,
+            nodes: a.nodes as usize,
+            jobid: boot.jobid,
+            pmi_name: &pmi_name,
+            secret: &boot.secret,
+            node_addr: Some(node_addr),
         };
-        let (topo, bindings) =
-            match crate::node_bindings(bind_to, a.report_bindings, local_size, &host) {
-                Ok(x) => x,
-                Err((status, why)) => {
-                    fail_all(&mut agent, status, &why);
-                    return Ok(agent);
-                }
-            };
-        let seg = match Segment::create(local_size, cfg.shm_ring_bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                fail_all(
-                    &mut agent,
-                    125,
-                    &format!("cannot create the shared segment: {e}"),
-                );
-                return Ok(agent);
-            }
-        };
-        let mut env: Vec<(OsString, OsString)> = a.env.clone();
-        env.extend(Launcher::job_env(
-            a.size as usize,
-            a.nodes as usize,
-            boot.jobid,
-            &pmi_name,
-            &boot.secret,
-            Some(seg.fd().as_raw_fd()),
-        ));
-        env.push((pmi::ENV_NODE_ADDR.into(), node_addr.to_string().into()));
-        let launcher = Launcher {
-            program,
-            argv0: a.argv0.clone(),
-            args: a.args.clone(),
-            env,
-            shm_fd: Some(seg.fd().as_raw_fd()),
-            nofile: sys::raise_nofile_limit(),
-        };
-        for (i, &rank) in ranks.iter().enumerate() {
-            let p = Placement {
-                rank,
-                node_id: node,
-                local_rank: i,
-            };
-            let binding = bindings.get(i);
-            match launcher.spawn(p, local_size, false, binding.and_then(Binding::mask)) {
-                Ok(s) => {
-                    agent.ctl.send(|o| {
-                        FromAgent::Started {
-                            rank: rank as u32,
-                            pid: s.pid,
-                        }
-                        .encode(o)
-                    });
-                    if a.report_bindings {
-                        let unbound = Binding::unbound();
-                        let b = binding.unwrap_or(&unbound);
-                        let line = b.report(&topo.clone().unwrap_or_default(), &host, s.pid, rank);
-                        agent.ctl.send(|o| FromAgent::Log(line).encode(o));
-                    }
-                    agent.ranks.push(LocalRank {
-                        rank,
-                        pid: s.pid,
-                        pidfd: Some(s.pidfd),
-                        pipes: [Some(s.stdout), Some(s.stderr)],
-                    });
-                }
-                Err(e) => {
-                    let prog = a.program.to_string_lossy().into_owned();
-                    agent.ctl.send(|o| {
-                        FromAgent::StartFailed {
-                            rank: rank as u32,
-                            status: e.status(),
-                            why: format!("cannot start {prog}: {e}"),
-                        }
-                        .encode(o)
-                    });
-                    // dosrun stops the job; the ranks not started are failed too.
-                    for &r in &ranks[i + 1..] {
-                        agent.ctl.send(|o| {
-                            FromAgent::StartFailed {
-                                rank: r as u32,
-                                status: e.status(),
-                                why: "not started (an earlier rank failed to start)".into(),
-                            }
-                            .encode(o)
-                        });
-                    }
-                    break;
-                }
-            }
-        }
-        // The ranks hold the segment now.
-        drop(seg);
+        let nofile = sys::raise_nofile_limit();
+        prepared.start(&node, job, &a.args, false, nofile, &mut agent);
         Ok(agent)
     }
 
@@ -506,7 +415,7 @@ impl Agent {
             Tag::Ctl => return self.on_ctl(revents),
             Tag::Stdin => {
                 let mut b = [0u8; 256];
-                match sys::read(0, &mut b) {
+                match sys::read(rustix::stdio::stdin(), &mut b) {
                     Ok(0) => self.stdin_open = false,
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -622,7 +531,7 @@ impl Agent {
             return;
         };
         let mut buf = [0u8; 64 * 1024];
-        let data = match sys::read(fd.as_raw_fd(), &mut buf) {
+        let data = match sys::read(fd.as_fd(), &mut buf) {
             Ok(0) => Vec::new(),
             Ok(n) => buf[..n].to_vec(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -661,6 +570,53 @@ impl Agent {
     fn kill_all(&self, sig: i32) {
         for r in &self.ranks {
             sys::kill_group(r.pid, sig);
+        }
+    }
+}
+
+/// The agent's ranks as they start: kept for the poll loop, and told to
+/// dosrun (with their binding reports) on the control connection.
+impl Outcome for Agent {
+    fn started(&mut self, rank: usize, s: Spawned) {
+        self.ctl.send(|o| {
+            FromAgent::Started {
+                rank: rank as u32,
+                pid: s.pid,
+            }
+            .encode(o)
+        });
+        self.ranks.push(LocalRank {
+            rank,
+            pid: s.pid,
+            pidfd: Some(s.pidfd),
+            pipes: [Some(s.stdout), Some(s.stderr)],
+        });
+    }
+
+    fn report(&mut self, line: String) {
+        self.ctl.send(|o| FromAgent::Log(line).encode(o));
+    }
+
+    fn failed(&mut self, rank: usize, not_started: &[usize], e: &SpawnError) {
+        let why = format!("cannot start {}: {e}", self.program.to_string_lossy());
+        self.ctl.send(|o| {
+            FromAgent::StartFailed {
+                rank: rank as u32,
+                status: e.status(),
+                why,
+            }
+            .encode(o)
+        });
+        // dosrun stops the job; the ranks not started are failed too.
+        for &r in not_started {
+            self.ctl.send(|o| {
+                FromAgent::StartFailed {
+                    rank: r as u32,
+                    status: e.status(),
+                    why: "not started (an earlier rank failed to start)".into(),
+                }
+                .encode(o)
+            });
         }
     }
 }

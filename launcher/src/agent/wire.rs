@@ -44,6 +44,7 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
+use crate::bind::BindTo;
 use crate::sys::ExitCause;
 use dos_transport::codec::{CodecError, Reader};
 
@@ -140,8 +141,9 @@ pub struct Assign {
     pub env: Vec<(OsString, OsString)>,
     /// The node's ranks: `ranks[i]` has local rank `i`.
     pub ranks: Vec<u32>,
-    /// `--bind-to`: 0 default, 1 core, 2 numa, 3 none.
-    pub bind: u8,
+    /// `--bind-to` (`None`: the default policy); on the wire a u8, 0
+    /// default, 1 core, 2 numa, 3 none.
+    pub bind: Option<BindTo>,
     /// `--report-bindings`.
     pub report_bindings: bool,
     /// Milliseconds between SIGTERM and SIGKILL when stopping.
@@ -307,7 +309,7 @@ impl ToAgent {
                 for &r in &a.ranks {
                     put_u32(out, r);
                 }
-                out.push(a.bind);
+                put_bind(out, a.bind);
                 out.push(u8::from(a.report_bindings));
                 put_u32(out, a.grace_ms);
                 put_u32(out, a.heartbeat_ms);
@@ -361,10 +363,7 @@ impl ToAgent {
                 for _ in 0..n {
                     a.ranks.push(r.u32()?);
                 }
-                a.bind = r.u8()?;
-                if a.bind > 3 {
-                    return Err(WireError("unknown binding policy"));
-                }
+                a.bind = bind(&mut r)?;
                 a.report_bindings = match r.u8()? {
                     0 => false,
                     1 => true,
@@ -550,6 +549,26 @@ impl From<CodecError> for WireError {
     }
 }
 
+/// The wire code of a binding policy.
+fn put_bind(out: &mut Vec<u8>, b: Option<BindTo>) {
+    out.push(match b {
+        None => 0,
+        Some(BindTo::Core) => 1,
+        Some(BindTo::Numa) => 2,
+        Some(BindTo::None) => 3,
+    });
+}
+
+fn bind(r: &mut Reader<'_>) -> Result<Option<BindTo>, WireError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(BindTo::Core)),
+        2 => Ok(Some(BindTo::Numa)),
+        3 => Ok(Some(BindTo::None)),
+        _ => Err(WireError("unknown binding policy")),
+    }
+}
+
 fn os(r: &mut Reader<'_>) -> Result<OsString, WireError> {
     Ok(OsString::from_vec(r.bytes32()?.to_vec()))
 }
@@ -595,7 +614,7 @@ mod tests {
             cwd: "/tmp".into(),
             env: vec![("X".into(), "1".into())],
             ranks: vec![4, 5],
-            bind: 1,
+            bind: Some(BindTo::Core),
             report_bindings: true,
             grace_ms: 200,
             heartbeat_ms: 200,
@@ -646,6 +665,41 @@ mod tests {
         let a = to_bytes(&ToAgent::Assign(Box::default()));
         assert_eq!(a[..8], [b'D', b'C', 1, 0x01, 50, 0, 0, 0]);
         assert_eq!(a.len(), 8 + 50);
+    }
+
+    #[test]
+    fn binding_policies_have_fixed_codes() {
+        let body = |b| {
+            let f = to_bytes(&ToAgent::Assign(Box::new(Assign {
+                bind: b,
+                ..Assign::default()
+            })));
+            // The policy follows the 36 bytes of a default assignment's
+            // numbers, empty strings and empty lists (after the 8 of the header).
+            f[8 + 36]
+        };
+        assert_eq!(body(None), 0);
+        assert_eq!(body(Some(BindTo::Core)), 1);
+        assert_eq!(body(Some(BindTo::Numa)), 2);
+        assert_eq!(body(Some(BindTo::None)), 3);
+        for b in [
+            None,
+            Some(BindTo::Core),
+            Some(BindTo::Numa),
+            Some(BindTo::None),
+        ] {
+            round_to(ToAgent::Assign(Box::new(Assign {
+                bind: b,
+                ..assign()
+            })));
+        }
+        let mut f = to_bytes(&ToAgent::Assign(Box::default()));
+        f[8 + 36] = 4;
+        let (h, body, _) = split_frame(&f).unwrap().unwrap();
+        assert_eq!(
+            ToAgent::decode(h, body),
+            Err(WireError("unknown binding policy"))
+        );
     }
 
     fn round_to(m: ToAgent) {

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Instant;
 
-use crate::ctl_wire::{self, split_frame, Header, WireError};
+use super::wire::{self, split_frame, Header, WireError};
 
 /// Most bytes read from a connection in one call (the rest waits for the
 /// next poll, so one busy agent cannot starve the others).
@@ -179,7 +179,7 @@ pub fn bootstrap_line(
 ) -> String {
     format!(
         "dos-agent-v{} {addr} {jobid:016x} {node} {secret_hex}\n",
-        ctl_wire::VERSION
+        wire::VERSION
     )
 }
 
@@ -199,7 +199,7 @@ pub struct Bootstrap {
 /// Parses a bootstrap line; `None` when malformed.
 pub fn parse_bootstrap(line: &str) -> Option<Bootstrap> {
     let mut f = line.split_ascii_whitespace();
-    if f.next()? != format!("dos-agent-v{}", ctl_wire::VERSION) {
+    if f.next()? != format!("dos-agent-v{}", wire::VERSION) {
         return None;
     }
     let b = Bootstrap {

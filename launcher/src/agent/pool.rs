@@ -1,12 +1,14 @@
-//! dosrun's side of the node agents: starting them through the launch agent
-//! (ssh), their control connections, heartbeats and failure detection.
+//! The agent pool (`agent::pool`): dosrun's side of the node agents, on the
+//! launching host: starting them through the launch agent (ssh), their
+//! control connections, heartbeats and failure detection. The agent itself
+//! is [`super::node`].
 //!
 //! For every remote node dosrun runs `LAUNCH... HOST AGENT-PATH --agent`
 //! (default `ssh -o BatchMode=yes`), writes the bootstrap line (control
 //! address, job id, node id, secret) on its stdin and keeps that pipe open
 //! for the whole job: the agent treats the end of its stdin as dosrun's end.
 //! The agent connects back to the control port, proves it holds the secret
-//! (HMAC handshake, context [`ctl_wire::auth_context`]) and gets its node's
+//! (HMAC handshake, context [`wire::auth_context`]) and gets its node's
 //! [`Assign`]ment. Both ends then send a heartbeat every interval; a node
 //! whose connection is silent for the timeout, closes, or whose launch
 //! agent exits before it connected, is lost ([`AgentEvent::Lost`]).
@@ -19,8 +21,8 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::io::{self, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -28,11 +30,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dos::pmi::Secret;
-use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
 
-use crate::ctl::{bootstrap_line, CtlConn};
-use crate::ctl_wire::{self, Assign, FromAgent, ToAgent};
-use crate::refusals::{self, RefusalLog};
+use super::ctl::{bootstrap_line, CtlConn};
+use super::wire::{self, Assign, FromAgent, ToAgent};
+use crate::acceptor::{AcceptTag, Acceptor, Identity, Limits};
 use crate::sys::{self, ExitCause};
 
 /// Control connections that may authenticate at once beyond the nodes whose
@@ -42,15 +43,6 @@ const AUTH_SLACK: usize = 64;
 /// beyond the nodes whose agent has not connected yet: a source at its
 /// bound makes room among its own connections, never among the others'.
 const SOURCE_SLACK: usize = 8;
-/// How long a control connection may stay without sending a valid hello
-/// (an agent sends its hello as soon as it has connected).
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a control connection may take to authenticate.
-const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most connections accepted in one go, before the others are served.
-const ACCEPT_BATCH: usize = 64;
-/// How long the listener rests when dosrun is out of descriptors.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// How long dosrun waits for the launch agents to exit at the end.
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 
@@ -89,10 +81,8 @@ pub enum AgentEvent {
 /// What a polled descriptor is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AgentTag {
-    /// The control listener.
-    Listener,
-    /// A connection authenticating.
-    Pending(u64),
+    /// The control listener, or a connection authenticating.
+    Accept(AcceptTag),
     /// A node's control connection.
     Conn(usize),
     /// A node's launch agent process exited.
@@ -119,39 +109,18 @@ struct Remote {
     state: State,
 }
 
-#[derive(Debug)]
-struct Pending {
-    stream: TcpStream,
-    from: Option<SocketAddr>,
-    inbuf: Vec<u8>,
-    hs: Box<Handshake>,
-    since: Instant,
-}
-
-impl Pending {
-    /// Whether it sent a valid hello.
-    fn hailed(&self) -> bool {
-        self.hs.claimed_peer_id().is_some()
-    }
-}
-
 /// The node agents of a job.
 #[derive(Debug)]
 pub struct Agents {
-    listener: TcpListener,
+    /// The control port and its connections authenticating.
+    acceptor: Acceptor<TcpListener>,
     addr: SocketAddr,
     jobid: u64,
     secret: Secret,
-    context: Vec<u8>,
     cfg: AgentsConfig,
-    pending: HashMap<u64, Pending>,
-    next_pending: u64,
     nodes: HashMap<usize, Remote>,
     next_beat: Instant,
     events: Vec<AgentEvent>,
-    log: RefusalLog,
-    /// The listener is not polled until then (out of descriptors).
-    accept_paused: Option<Instant>,
     /// The connections are read (false: back-pressure).
     reading: bool,
 }
@@ -174,20 +143,25 @@ impl Agents {
         let listener = TcpListener::bind((ip, 0))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let who = Identity {
+            secret: secret.clone(),
+            context: wire::auth_context(jobid),
+            id: wire::DOSRUN_ID,
+            same_user: None,
+        };
+        let limits = Limits {
+            slack: AUTH_SLACK,
+            source_slack: Some(SOURCE_SLACK),
+        };
         Ok(Agents {
-            listener,
+            acceptor: Acceptor::new(listener, "control", who, limits),
             addr,
             jobid,
             secret,
-            context: ctl_wire::auth_context(jobid),
             cfg,
-            pending: HashMap::new(),
-            next_pending: 1,
             nodes: HashMap::new(),
             next_beat: Instant::now(),
             events: Vec::new(),
-            log: RefusalLog::new("control"),
-            accept_paused: None,
             reading: true,
         })
     }
@@ -288,18 +262,8 @@ impl Agents {
             events,
             revents: 0,
         };
-        if self.accept_paused.is_none() {
-            out.push((
-                pfd(self.listener.as_raw_fd(), libc::POLLIN),
-                AgentTag::Listener,
-            ));
-        }
-        for (&id, p) in &self.pending {
-            out.push((
-                pfd(p.stream.as_raw_fd(), libc::POLLIN),
-                AgentTag::Pending(id),
-            ));
-        }
+        self.acceptor
+            .poll_fds(|p, t| out.push((p, AgentTag::Accept(t))));
         for (&n, r) in &self.nodes {
             if let Some(c) = &r.conn {
                 let mut ev = if self.reading { libc::POLLIN } else { 0 };
@@ -317,9 +281,7 @@ impl Agents {
     /// The next time [`Agents::tick`] has work.
     pub fn deadline(&self) -> Option<Instant> {
         let mut d = vec![self.next_beat];
-        d.extend(self.pending.values().map(Agents::expiry));
-        d.extend(self.log.deadline());
-        d.extend(self.accept_paused);
+        d.extend(self.acceptor.deadline());
         for r in self.nodes.values() {
             match r.state {
                 State::Launching => d.push(r.started + self.cfg.start_timeout),
@@ -344,26 +306,8 @@ impl Agents {
                 }
             }
         }
-        if self.accept_paused.is_some_and(|t| now >= t) {
-            self.accept_paused = None;
-        }
-        let late: Vec<(u64, bool)> = self
-            .pending
-            .iter()
-            .filter(|(_, p)| now >= Agents::expiry(p))
-            .map(|(&id, p)| (id, p.hailed()))
-            .collect();
-        for (id, hailed) in late {
-            let why = if hailed {
-                "did not authenticate in time"
-            } else {
-                "sent no hello in time"
-            };
-            self.refuse(id, why);
-        }
-        if let Some(line) = self.log.poll(now) {
-            self.events.push(AgentEvent::Refused(line));
-        }
+        self.acceptor.expire(now);
+        self.joined();
         let timeout = self.cfg.timeout;
         let start_timeout = self.cfg.start_timeout;
         let mut lost = Vec::new();
@@ -395,8 +339,11 @@ impl Agents {
     /// Handles readiness of one descriptor.
     pub fn ready(&mut self, tag: AgentTag, revents: i16) {
         match tag {
-            AgentTag::Listener => self.accept(),
-            AgentTag::Pending(id) => self.authenticate(id),
+            AgentTag::Accept(t) => {
+                let expected = self.expected();
+                self.acceptor.ready(t, revents, expected);
+                self.joined();
+            }
             AgentTag::Conn(n) => self.on_conn(n, revents),
             AgentTag::Child(n) => self.on_child(n),
         }
@@ -495,16 +442,6 @@ impl Agents {
         self.events.push(AgentEvent::Lost { node: n, why });
     }
 
-    /// When pending connection `p` times out.
-    fn expiry(p: &Pending) -> Instant {
-        p.since
-            + if p.hailed() {
-                AUTH_TIMEOUT
-            } else {
-                HELLO_TIMEOUT
-            }
-    }
-
     /// Nodes whose agent has not connected yet.
     fn expected(&self) -> usize {
         self.nodes
@@ -513,177 +450,45 @@ impl Agents {
             .count()
     }
 
-    fn accept(&mut self) {
-        for _ in 0..ACCEPT_BATCH {
-            match self.listener.accept() {
-                Ok((stream, from)) => {
-                    if stream.set_nonblocking(true).is_err() {
-                        continue;
-                    }
-                    let expected = self.expected();
-                    let ip = from.ip();
-                    let same = self
-                        .pending
-                        .values()
-                        .filter(|p| p.from.map(|a| a.ip()) == Some(ip))
-                        .count();
-                    if same >= expected + SOURCE_SLACK {
-                        self.make_room(Some(ip));
-                    } else if self.pending.len() >= expected + AUTH_SLACK {
-                        self.make_room(None);
-                    }
-                    let Ok(hs) = Handshake::new(
-                        &self.secret,
-                        &self.context,
-                        Role::Responder,
-                        ctl_wire::DOSRUN_ID,
-                    ) else {
-                        continue;
-                    };
-                    // 48 bytes on a fresh socket: the send buffer takes them.
-                    let mut s = &stream;
-                    if s.write_all(&hs.hello()).is_err() {
-                        continue;
-                    }
-                    let id = self.next_pending;
-                    self.next_pending += 1;
-                    self.pending.insert(
-                        id,
-                        Pending {
-                            stream,
-                            from: Some(from),
-                            inbuf: Vec::new(),
-                            hs: Box::new(hs),
-                            since: Instant::now(),
-                        },
-                    );
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    // Out of descriptors: a stranger makes room, or the
-                    // listener rests (it would stay readable).
-                    if !self.evict(None, false, "dosrun is out of file descriptors") {
-                        self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
-                        self.note_refusal(format!("cannot accept a control connection: {e}"));
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-    }
-
-    /// At a bound of authenticating connections (from `source`, or in
-    /// all): closes one, preferring one that has sent nothing valid.
-    fn make_room(&mut self, source: Option<IpAddr>) {
-        let why = match source {
-            Some(_) => "too many connections authenticating from this address",
-            None => "too many connections authenticating",
-        };
-        if !self.evict(source, false, why) {
-            self.evict(source, true, why);
-        }
-    }
-
-    /// Closes the oldest pending connection (from `source` if given) that
-    /// has sent no valid hello (`hailed`: a hello but no proof); see
-    /// [`refusals::evict`].
-    fn evict(&mut self, source: Option<IpAddr>, hailed: bool, why: &str) -> bool {
-        refusals::evict(
-            &mut FromSource {
-                agents: self,
-                source,
-            },
-            hailed,
-            why,
-        )
-    }
-
-    /// Logs a refusal, rate-limited.
-    fn note_refusal(&mut self, line: String) {
-        if let Some(l) = self.log.note(Instant::now(), line) {
-            self.events.push(AgentEvent::Refused(l));
-        }
-    }
-
-    fn refuse(&mut self, id: u64, why: &str) {
-        if let Some(p) = self.pending.remove(&id) {
-            let from = p.from.map_or_else(|| "?".to_string(), |a| a.to_string());
-            self.note_refusal(format!("refused a control connection from {from}: {why}"));
-        }
-    }
-
-    fn authenticate(&mut self, id: u64) {
-        let Some(p) = self.pending.get_mut(&id) else {
-            return;
-        };
-        let mut chunk = [0u8; 512];
-        let mut eof = false;
-        loop {
-            match (&p.stream).read(&mut chunk) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => {
-                    p.inbuf.extend_from_slice(&chunk[..n]);
-                    if p.inbuf.len() >= HELLO_LEN + PROOF_LEN {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    eof = true;
-                    break;
-                }
-            }
-        }
-        if p.hs.claimed_peer_id().is_none() && p.inbuf.len() >= HELLO_LEN {
-            match p.hs.on_hello(&p.inbuf[..HELLO_LEN]) {
-                Ok(proof) => {
-                    p.inbuf.drain(..HELLO_LEN);
-                    if (&p.stream).write_all(&proof).is_err() {
-                        return self.refuse(id, "cannot send the proof");
-                    }
-                }
-                Err(e) => return self.refuse(id, &e.to_string()),
-            }
-        }
-        if p.hs.claimed_peer_id().is_some() && p.inbuf.len() >= PROOF_LEN {
-            let node = match p.hs.on_proof(&p.inbuf[..PROOF_LEN]) {
-                Ok(n) => n,
-                Err(e) => return self.refuse(id, &e.to_string()),
-            };
-            p.inbuf.drain(..PROOF_LEN);
+    /// Takes the control connections that authenticated (each the agent
+    /// of a node that expects it, or refused) and the acceptor's refusal
+    /// lines.
+    fn joined(&mut self) {
+        for j in self.acceptor.take_joined() {
+            let node = j.peer;
             let fresh = usize::try_from(node)
                 .ok()
                 .and_then(|n| self.nodes.get(&n).map(|r| (n, r.state)));
             let Some((n, State::Launching)) = fresh else {
-                return self.refuse(id, &format!("node {node} is not expecting its agent"));
+                let why = format!("node {node} is not expecting its agent");
+                self.acceptor.refuse_joined(j, &why);
+                continue;
             };
-            let Some(p) = self.pending.remove(&id) else {
-                return;
-            };
-            let conn = match CtlConn::new(p.stream, p.inbuf) {
+            let mut conn = match CtlConn::new(j.stream, j.inbuf) {
                 Ok(c) => c,
-                Err(e) => return self.lose(n, format!("control connection: {e}")),
+                Err(e) => {
+                    self.lose(n, format!("control connection: {e}"));
+                    continue;
+                }
             };
             let Some(r) = self.nodes.get_mut(&n) else {
-                return;
+                continue;
             };
             r.state = State::Connected;
             let assign = r.assign.take().unwrap_or_default();
-            let mut conn = conn;
+            // The end of our handshake, if the socket did not take it yet.
+            conn.send(|o| {
+                o.extend_from_slice(&j.unsent);
+                Ok(())
+            });
             conn.send(|o| ToAgent::Assign(assign).encode(o));
             r.conn = Some(conn);
             // Frames may have come with the proof.
             self.on_conn(n, libc::POLLIN);
-            return;
         }
-        if eof {
-            self.refuse(id, "closed during authentication");
-        }
+        let lines = self.acceptor.take_lines();
+        self.events
+            .extend(lines.into_iter().map(AgentEvent::Refused));
     }
 
     fn on_conn(&mut self, n: usize, revents: i16) {
@@ -736,39 +541,13 @@ impl Agents {
     }
 }
 
-/// The pending connections of `agents` (from `source`, if given), as
-/// eviction sees them.
-struct FromSource<'a> {
-    agents: &'a mut Agents,
-    source: Option<IpAddr>,
-}
-
-impl refusals::Admission for FromSource<'_> {
-    fn oldest(&self, hailed: bool) -> Option<u64> {
-        self.agents
-            .pending
-            .iter()
-            .filter(|(_, p)| p.hailed() == hailed)
-            .filter(|(_, p)| self.source.is_none() || p.from.map(|f| f.ip()) == self.source)
-            .map(|(&id, _)| id)
-            .min()
-    }
-
-    fn read_again(&mut self, id: u64) -> bool {
-        let before = self.agents.pending.len();
-        self.agents.authenticate(id);
-        self.agents.pending.len() < before
-    }
-
-    fn refuse(&mut self, id: u64, why: &str) {
-        self.agents.refuse(id, why);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::refusals::BURST;
+    use dos_transport::auth::{Handshake, Role, HELLO_LEN, PROOF_LEN};
+    use std::io::Read;
+    use std::net::TcpStream;
 
     fn agents(jobid: u64, secret: &Secret) -> Agents {
         let cfg = AgentsConfig {
@@ -816,8 +595,7 @@ mod tests {
         let mut events = drive(&mut a, 3);
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut hs =
-            Handshake::new(&secret, &ctl_wire::auth_context(9), Role::Initiator, 0).unwrap();
+        let mut hs = Handshake::new(&secret, &wire::auth_context(9), Role::Initiator, 0).unwrap();
         s.write_all(&hs.hello()).unwrap();
         let late: Vec<TcpStream> = (0..2 * AUTH_SLACK)
             .map(|_| TcpStream::connect(addr).unwrap())
@@ -829,7 +607,7 @@ mod tests {
         events.extend(drive(&mut a, 5));
         let mut p = [0u8; PROOF_LEN];
         s.read_exact(&mut p).unwrap();
-        assert_eq!(hs.on_proof(&p).unwrap(), ctl_wire::DOSRUN_ID);
+        assert_eq!(hs.on_proof(&p).unwrap(), wire::DOSRUN_ID);
         assert_eq!(a.nodes[&0].state, State::Connected);
         let lost = events.iter().any(|e| matches!(e, AgentEvent::Lost { .. }));
         assert!(!lost, "{events:?}");
@@ -845,7 +623,7 @@ mod tests {
             "{refused:?}"
         );
         assert!(refused[0].contains("sent nothing valid"), "{refused:?}");
-        assert!(a.pending.len() <= 1 + SOURCE_SLACK);
+        assert!(a.acceptor.pending() <= 1 + SOURCE_SLACK);
         drop((early, late));
         a.finish();
     }
@@ -873,7 +651,7 @@ mod tests {
             .filter(|e| matches!(e, AgentEvent::Refused(_)))
             .count();
         assert_eq!(refused, BURST as usize);
-        assert!(a.pending.is_empty());
+        assert!(a.acceptor.pending() == 0);
         a.finish();
     }
 }
