@@ -798,8 +798,8 @@ fn start_service(shared: &Shared) {
     }
 }
 
-/// The service thread's loop; see [`crate::gate`].
-fn service(eng: &Engine, gate: &crate::gate::Gate) {
+/// The service thread's loop; see [`crate::engine::entry`].
+fn service(eng: &Engine, gate: &crate::engine::entry::Gate) {
     while !gate.stopping() {
         let seen = gate.leaves();
         std::thread::sleep(IDLE);

@@ -21,7 +21,7 @@
 //!   service thread's sleep through the waker the service registered, and
 //!   sleeps on the word (futex) until the service thread hands it over.
 //!
-//! Every access to the engine goes through [`crate::p2p::Engine::enter`]'s
+//! Every access to the engine goes through [`super::Shared::enter`]'s
 //! guard (the communicators hold the engine only behind it), so the borrow
 //! checker sees to it that no access happens outside the gate.
 
@@ -30,6 +30,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dos_transport::shm::{futex_wait, futex_wake};
+
+use super::Engine;
 
 /// Nobody drives the engine.
 const FREE: u32 = 0;
@@ -166,6 +168,18 @@ impl Gate {
     /// Whether the service thread should end.
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+}
+
+impl Engine {
+    /// Makes entering the engine take the gate from now on (the RPC service
+    /// thread is about to start). Called by the main thread inside the engine.
+    pub(crate) fn start_gating(&self) {
+        if !self.gated.get() {
+            debug_assert!(self.depth.get() > 0, "start_gating outside the engine");
+            self.gate.main_enter();
+            self.gated.set(true);
+        }
     }
 }
 
