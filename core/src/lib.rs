@@ -199,6 +199,7 @@ pub mod pmi;
 mod request;
 pub mod rma;
 pub mod rpc;
+mod services;
 pub mod testing;
 mod world;
 

@@ -71,6 +71,7 @@
 //! what it owes the others, so that they complete, and the request returns
 //! the first error.
 
+use std::cell::RefCell;
 use std::mem::size_of;
 use std::thread::ThreadId;
 
@@ -78,9 +79,11 @@ use bytemuck::Pod;
 
 use super::sched::{real, rel, Binomial, Fold, FoldRole};
 use super::{bad_buffer, check_layout, check_len, check_received, mul, ALLTOALL_WINDOW};
+use crate::engine::am::{Hooks, Service};
+use crate::engine::{Engine, ReqId};
 use crate::op::Op;
 use crate::p2p::wire::Envelope;
-use crate::p2p::{Engine, ReqId, Source, Tag, TagSel};
+use crate::p2p::{Source, Tag, TagSel};
 use crate::request::{Request, Scope};
 use crate::{Comm, Error, Result};
 
@@ -674,6 +677,39 @@ impl std::fmt::Debug for Table {
     }
 }
 
+/// Nonblocking collectives as they register with the engine: no active
+/// messages of their own (their transfers are point-to-point messages), a
+/// step of every schedule after each progress pass, and dropping the
+/// schedule of an abandoned request.
+pub(crate) static SERVICE: Service = Service {
+    name: "nonblocking collectives",
+    am: None,
+    state: || Box::new(RefCell::new(Table::default())),
+    hooks: Hooks {
+        serve: Some(|eng| {
+            if eng.nbc().borrow().busy() {
+                progress(eng)
+            } else {
+                0
+            }
+        }),
+        abandon: Some(|eng, id| {
+            if eng.nbc().borrow().busy() {
+                forget(eng, id)
+            }
+        }),
+        ..Hooks::NONE
+    },
+};
+
+impl Engine {
+    /// Nonblocking collectives in flight.
+    #[inline]
+    pub(crate) fn nbc(&self) -> &RefCell<Table> {
+        self.service(&SERVICE)
+    }
+}
+
 impl Table {
     /// True if any schedule is in flight.
     #[inline]
@@ -697,7 +733,7 @@ fn finish(eng: &Engine, mut s: Box<dyn Running>) {
 /// returns how many finished.
 pub(crate) fn progress(eng: &Engine) -> usize {
     let mut list = {
-        let mut t = eng.nbc.borrow_mut();
+        let mut t = eng.nbc().borrow_mut();
         if t.owner != Some(std::thread::current().id()) {
             return 0;
         }
@@ -713,7 +749,7 @@ pub(crate) fn progress(eng: &Engine) -> usize {
             i += 1;
         }
     }
-    let mut t = eng.nbc.borrow_mut();
+    let mut t = eng.nbc().borrow_mut();
     list.append(&mut t.active);
     t.active = list;
     n
@@ -725,7 +761,7 @@ pub(crate) fn progress(eng: &Engine) -> usize {
 #[cold]
 pub(crate) fn forget(eng: &Engine, id: ReqId) {
     let found = {
-        let mut t = eng.nbc.borrow_mut();
+        let mut t = eng.nbc().borrow_mut();
         t.active
             .iter()
             .position(|s| s.outer().0 == id)
@@ -761,7 +797,7 @@ impl Comm {
             .collect::<Result<Vec<u32>>>()?;
         let eng = self.eng.enter();
         let tag = {
-            let mut t = eng.nbc.borrow_mut();
+            let mut t = eng.nbc().borrow_mut();
             let k = t.seq.entry(self.ctx()).or_insert(0);
             let tag = -(0x1000_0000 + (*k & 0x0fff_ffff) as Tag);
             *k = k.wrapping_add(1);
@@ -800,7 +836,7 @@ impl Comm {
         if done {
             finish(&eng, boxed);
         } else {
-            eng.nbc.borrow_mut().active.push(boxed);
+            eng.nbc().borrow_mut().active.push(boxed);
         }
         drop(eng);
         Ok(s.register(&self.eng, outer.0))
@@ -1334,7 +1370,7 @@ mod tests {
             });
             assert!(matches!(res, Err(Error::PeerFailed { rank: 1 })), "{res:?}");
             let eng = w.comm().eng.enter();
-            let busy = eng.nbc.borrow().busy();
+            let busy = eng.nbc().borrow().busy();
             !busy
         });
         assert!(got[0], "the schedule outlived its failed request");

@@ -9,7 +9,6 @@ use crate::p2p::wire::{AM_BYE, AM_CTS, AM_DATA, AM_DONE, AM_EAGER, AM_FIN, AM_PU
 use crate::Error;
 
 impl Engine {
-    /// Handles one incoming event.
     /// Handles one event of a transport whose indices map to world ranks by `world`.
     pub(crate) fn on_event(&self, ev: Event<'_>, world: &[u32]) {
         let rank = |i: usize| world.get(i).map_or(usize::MAX, |&r| r as usize);
@@ -27,20 +26,18 @@ impl Engine {
             AM_DATA => self.on_data(src, data),
             AM_PUTCTS => self.on_putcts(src, data),
             AM_DONE => self.on_done(src, data),
-            crate::rma::wire::FIRST_ID..=crate::rma::wire::LAST_ID => {
-                crate::rma::target::on_am(self, src, id, data)
-            }
-            crate::rpc::wire::FIRST_ID..=crate::rpc::wire::LAST_ID => {
-                crate::rpc::on_am(self, src, id, data)
-            }
             AM_BYE => {
                 self.st.borrow_mut().departed.push(src);
                 Ok(())
             }
-            _ => Err(Error::Protocol {
-                src,
-                reason: "unknown active message id",
-            }),
+            // Every other id: the service that registered it (see `am`).
+            _ => match self.services.handler(id) {
+                Some(handle) => handle(self, src, id, data),
+                None => Err(Error::Protocol {
+                    src,
+                    reason: "unknown active message id",
+                }),
+            },
         };
         if let Err(e) = r {
             protocol_error(e);
@@ -61,7 +58,9 @@ impl Engine {
                 st.failed = Some(peer);
             }
         }
-        crate::rpc::peer_failed(self, peer);
+        if self.services_live() {
+            self.services_peer_failed(peer);
+        }
     }
 }
 

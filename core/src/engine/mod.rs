@@ -72,11 +72,10 @@ pub(crate) struct State {
     pub(crate) placing: Vec<(usize, Placed)>,
 }
 
-/// The per-process point-to-point engine.
+/// The per-process engine; see the [module docs](self).
 #[derive(Debug)]
 pub(crate) struct Engine {
-    /// Who drives the engine (see [`crate::engine::entry`]); shared with the RPC
-    /// service thread.
+    /// Who drives the engine (see [`entry`]); shared with the service thread.
     pub(crate) gate: std::sync::Arc<crate::engine::entry::Gate>,
     /// How deep the main thread is inside the engine (main thread only).
     pub(crate) depth: Cell<u32>,
@@ -85,12 +84,11 @@ pub(crate) struct Engine {
     /// With both shm and tcp: turns the shm doorbell into a tcp wake-up, so
     /// that this rank sleeps in one place (tcp's epoll) and hears both.
     pub(crate) bridge: Option<dos_transport::shm::DoorbellBridge>,
-    /// One-sided state: windows exposed by this rank, operations in flight.
-    pub(crate) rma: RefCell<crate::rma::target::Table>,
-    /// RPC state: handlers, requests to serve, calls in flight.
-    pub(crate) rpc: RefCell<crate::rpc::Table>,
-    /// Nonblocking collectives in flight (see `coll::nonblocking`).
-    pub(crate) nbc: RefCell<crate::coll::nonblocking::Table>,
+    /// The services registered with the engine: their active-message
+    /// handlers, hooks and state (see [`am`]).
+    pub(crate) services: am::Registry,
+    /// The service thread, once started (see [`entry`]).
+    pub(crate) service_thread: RefCell<Option<std::thread::JoinHandle<()>>>,
     pub(crate) links: Links,
     pub(crate) st: RefCell<State>,
     pub(crate) cfg: Config,
@@ -241,9 +239,8 @@ impl Engine {
             depth: Cell::new(0),
             gated: Cell::new(false),
             bridge,
-            rma: RefCell::default(),
-            rpc: RefCell::default(),
-            nbc: RefCell::default(),
+            services: am::Registry::new(crate::services::ALL),
+            service_thread: RefCell::new(None),
             rndv,
             chunk,
             net_chunk,
@@ -303,12 +300,12 @@ impl Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        // The RPC service thread may hold the engine: take it back first.
+        // The service thread may hold the engine: take it back first.
         if self.gated.get() {
             if self.depth.get() == 0 {
                 self.gate.main_enter();
             }
-            crate::rpc::stop_service(self);
+            self.stop_service_thread();
         }
     }
 }

@@ -142,8 +142,8 @@ impl Engine {
 
     /// A transport stopped reading a lent body of request `token`.
     pub(crate) fn on_send_done(&self, token: u64) {
-        if token & crate::rma::target::PUT_TOKEN != 0 {
-            return self.rma.borrow_mut().put_done(token);
+        if token & super::am::SERVICE_TOKEN != 0 {
+            return self.services_send_done(token);
         }
         let (id, gen) = ((token & 0xffff_ffff) as ReqId, (token >> 32) as u32);
         let mut st = self.st.borrow_mut();
@@ -163,7 +163,7 @@ impl Engine {
 }
 
 /// The generation bits a loan token carries: the top bit of a token marks
-/// one-sided puts ([`crate::rma::target::PUT_TOKEN`]).
+/// loans of services ([`super::am::SERVICE_TOKEN`]).
 pub(crate) const LOAN_GEN_MASK: u32 = 0x7fff_ffff;
 
 /// The token of a loan of request `id` in generation `gen` (`Event::SendDone`).

@@ -19,9 +19,11 @@ impl Engine {
     /// Delivers whatever has arrived; returns how many events.
     #[inline]
     pub(crate) fn progress(&self) -> usize {
-        // RPC messages gathered for other nodes leave before anything waits.
-        if self.rpc.borrow().has_batches() {
-            crate::rpc::flush_all(self);
+        // Messages that services gathered (RPC's batches for other nodes)
+        // leave before anything waits.
+        let services = self.services_live();
+        if services {
+            self.services_flush();
         }
         let l = &self.links;
         let mut n = l.local.progress(|ev| self.on_event(ev, &l.local_world));
@@ -42,13 +44,10 @@ impl Engine {
         if streams {
             self.pump_streams();
         }
-        // RPC handlers run here, outside the transports' callbacks.
-        if self.rpc.borrow().has_requests() {
-            n += crate::rpc::serve(self);
-        }
-        // So do the steps of nonblocking collectives.
-        if self.nbc.borrow().busy() {
-            n += crate::coll::nonblocking::progress(self);
+        // Services run their work here, outside the transports' callbacks
+        // (RPC handlers, the steps of nonblocking collectives).
+        if services {
+            n += self.services_serve();
         }
         n
     }
@@ -186,9 +185,6 @@ impl Engine {
     /// here.)
     #[cold]
     pub(crate) fn abandon(&self, id: ReqId) {
-        if self.nbc.borrow().busy() {
-            crate::coll::nonblocking::forget(self, id);
-        }
         let placing = match self.st.borrow().reqs.get(id as usize) {
             None
             | Some(Req {
@@ -196,6 +192,11 @@ impl Engine {
             }) => return,
             Some(req) => matches!(req.slot, Slot::Placing { .. }),
         };
+        // Services drop what refers to the request (schedules of nonblocking
+        // collectives and their transfers; one-sided replies not yet in).
+        if self.services_live() {
+            self.services_abandon(id);
+        }
         if placing {
             self.release_region(id);
         }
@@ -211,8 +212,6 @@ impl Engine {
                 st.npending -= before - q.len();
             }
         }
-        // Replies not yet in will find no one to write to.
-        self.rma.borrow_mut().forget_request(id);
         // Loans end when their connection sends or drops them; meanwhile keep
         // the transports going (never blocking on the failed peer's state).
         while self.st.borrow().reqs[id as usize].lent > 0 {
@@ -236,8 +235,10 @@ impl Engine {
     /// rank is done (so its connection closing is not taken for a failure),
     /// then hands every queued send to the transport.
     pub(crate) fn finalize(&self) -> Result<()> {
-        crate::rpc::stop_service(self);
-        crate::rpc::flush_all(self);
+        self.stop_service_thread();
+        if self.services_live() {
+            self.services_flush();
+        }
         for (peer, route) in self.links.routes.iter().enumerate() {
             if let Route::Net(_) = route {
                 match self.send_ctrl(peer, AM_BYE, &[]) {
