@@ -230,7 +230,7 @@ impl Engine {
     }
 
     /// Runs the flush hooks of the services in use.
-    #[cold]
+    #[inline(never)]
     pub(crate) fn services_flush(&self) {
         for h in self.services.live_hooks() {
             if let Some(f) = h.flush {
@@ -240,7 +240,7 @@ impl Engine {
     }
 
     /// Runs the serve hooks of the services in use; returns their events.
-    #[cold]
+    #[inline(never)]
     pub(crate) fn services_serve(&self) -> usize {
         let mut n = 0;
         for h in self.services.live_hooks() {

@@ -43,6 +43,8 @@ use pending::Pending;
 pub(crate) use routes::{Links, Route};
 pub(crate) use slots::{Req, ReqId, Slot};
 
+/// The engine's mutable state, behind one `RefCell`: request slots, the
+/// pending queue, and the queues of the point-to-point protocol beside it.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) posted: VecDeque<Posted>,
@@ -68,7 +70,7 @@ pub(crate) struct State {
     /// Last node-collective generation of each context that has slots.
     pub(crate) node_gen: [u64; dos_transport::shm::wire::COLL_CTXS],
     /// Eager messages from other nodes being read straight into their posted
-    /// receive buffers (see [`EagerPlacer`]), by sender (world rank).
+    /// receive buffers (see [`crate::p2p::eager::EagerPlacer`]), by sender (world rank).
     pub(crate) placing: Vec<(usize, Placed)>,
 }
 

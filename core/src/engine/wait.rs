@@ -21,8 +21,7 @@ impl Engine {
     pub(crate) fn progress(&self) -> usize {
         // Messages that services gathered (RPC's batches for other nodes)
         // leave before anything waits.
-        let services = self.services_live();
-        if services {
+        if self.services_live() {
             self.services_flush();
         }
         let l = &self.links;
@@ -46,7 +45,8 @@ impl Engine {
         }
         // Services run their work here, outside the transports' callbacks
         // (RPC handlers, the steps of nonblocking collectives).
-        if services {
+        // (A service may have been used for the first time just now.)
+        if self.services_live() {
             n += self.services_serve();
         }
         n
