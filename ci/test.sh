@@ -10,6 +10,9 @@ ci/deps.sh
 
 step() { printf '\n== %s ==\n' "$*"; }
 
+step "layers (ARCHITECTURE.md, \"Module rules\")"
+ci/layers.sh
+
 step "format"
 cargo fmt --all -- --check
 

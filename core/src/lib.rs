@@ -192,8 +192,8 @@ mod comm;
 pub mod config;
 pub mod datatype;
 pub mod dsm;
+mod engine;
 mod error;
-mod gate;
 pub mod group;
 pub mod log;
 pub mod op;
@@ -203,6 +203,7 @@ mod request;
 pub mod rma;
 pub mod rpc;
 mod select;
+mod services;
 pub mod testing;
 mod world;
 

@@ -102,7 +102,9 @@ pub(crate) fn prepare_net(
         Net::Verbs => match prepare_verbs(rank, size) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("rank {rank}: RDMA device present but unusable ({e}); using tcp/roce");
+                tracing::warn!(
+                    "rank {rank}: RDMA device present but unusable ({e}); using tcp/roce"
+                );
                 let mut cfg = *cfg;
                 cfg.transports.verbs = false;
                 return prepare_net(choose(&cfg)?, rank, size, ip, secret, &cfg);

@@ -6,7 +6,7 @@
 //! ranks of a class are non-overtaking and every rank calls collectives in the
 //! same order, so fixed tags are enough to keep consecutive calls apart.
 //! Nonblocking collectives, which may be outstanding several at once, take a
-//! tag per call instead (see `nonblocking.rs`); the in-place forms are in
+//! tag per call instead (see `nonblocking/`); the in-place forms are in
 //! `in_place.rs`.
 //!
 //! # Structure
@@ -107,7 +107,7 @@ mod scan;
 pub(crate) mod sched;
 mod slot;
 
-pub(crate) use slot::{COLL_CTXS, COLL_PAYLOAD};
+pub(crate) use slot::COLL_PAYLOAD;
 
 // ----- thresholds (tunable later) -----
 

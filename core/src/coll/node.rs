@@ -45,6 +45,7 @@
 //! messages, or whose buffers fail the local checks on some ranks only, are
 //! beyond repair: as in MPI, such a program is erroneous.)
 
+use std::cell::Cell;
 use std::mem::{align_of, size_of_val};
 use std::rc::Rc;
 
@@ -54,6 +55,7 @@ use dos_transport::shm::ShmIface;
 use super::bytes;
 use super::reduce::Mine;
 use super::slot::{coll_slot, CollSlot, COLL_CTXS};
+use crate::engine::am::{Hooks, Service};
 use crate::op::Op;
 use crate::p2p::{Engine, Entered};
 use crate::{Comm, Result};
@@ -163,6 +165,27 @@ fn part<'r, T: Pod>(round: &'r Round<'_>, rank: usize, len: usize) -> Result<&'r
     Ok(bytemuck::cast_slice(b))
 }
 
+/// The node collectives as they register with the engine: no messages and
+/// no hooks, only their state, the last generation of each context's slots.
+pub(crate) static SERVICE: Service = Service {
+    name: "node collectives",
+    am: None,
+    state: || Box::new(Generations::default()),
+    hooks: Hooks::NONE,
+};
+
+/// The last node-collective generation of each context that has slots.
+#[derive(Debug, Default)]
+struct Generations([Cell<u64>; COLL_CTXS]);
+
+/// Takes the next generation of context `ctx` (< `COLL_CTXS`).
+#[inline]
+fn next_gen(eng: &Engine, ctx: usize) -> u64 {
+    let g = &eng.service::<Generations>(&SERVICE).0[ctx];
+    g.set(g.get() + 1);
+    g.get()
+}
+
 impl Comm {
     /// Starts a node round for a collective of `bytes` bytes of `T`, if this
     /// communicator takes the node path for it.
@@ -175,7 +198,7 @@ impl Comm {
         eng.shm()?;
         let ctx = self.ctx() as usize;
         Some(Round {
-            gen: eng.next_node_gen(ctx),
+            gen: next_gen(&eng, ctx),
             eng,
             ctx,
             idx,

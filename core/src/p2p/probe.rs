@@ -10,7 +10,8 @@
 
 use bytemuck::Pod;
 
-use super::{sel_src, sel_tag, Engine, ReqId, Shared, Source, Status, TagSel, Unexpected};
+use super::matching::{matches, sel_src, sel_tag, Unexpected};
+use super::{Engine, ReqId, Shared, Source, Status, TagSel};
 use crate::request::{Request, Scope};
 use crate::{Comm, Result};
 
@@ -24,7 +25,7 @@ impl Engine {
         let i = st
             .unexpected
             .iter()
-            .position(|u| super::matches(ctx, src, tag, &u.env))?;
+            .position(|u| matches(ctx, src, tag, &u.env))?;
         st.unexpected.remove(i)
     }
 

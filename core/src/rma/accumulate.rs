@@ -191,7 +191,7 @@ pub(crate) fn on_getacc(eng: &Engine, src: usize, data: &[u8]) -> Result<()> {
         r.u32()? as usize,
     );
     let bytes = r.rest();
-    let reach = eng.rma.borrow().reach(win, off, len);
+    let reach = eng.rma().borrow().reach(win, off, len);
     let old = reach.and_then(|(e, o)| {
         // SAFETY: inside the exposed window; its header is mapped as long as
         // the window is exposed.
@@ -254,7 +254,7 @@ impl<T: Pod> Window<'_, T> {
             let lo = k * per;
             let out: &mut [u8] = bytemuck::cast_slice_mut(out);
             let tok = eng
-                .rma
+                .rma()
                 .borrow_mut()
                 .expect(Some((out.as_mut_ptr(), out.len())));
             let w = Writer::<32>::default()

@@ -250,7 +250,7 @@ impl<'a, T: Pod> Window<'a, T> {
         comm.allreduce_in_place(&mut id, crate::op::Max)?;
         let id = id[0];
         eng.bump_win(id + 1);
-        eng.rma.borrow_mut().expose(
+        eng.rma().borrow_mut().expose(
             id,
             Exposed {
                 data,
@@ -473,7 +473,7 @@ impl<'a, T: Pod> Window<'a, T> {
             // A small put goes out without waiting for it, from a copy that the
             // engine keeps until the transport is done with it; flush waits.
             let buf = bytes.to_vec();
-            let token = eng.rma.borrow_mut().put_token();
+            let token = eng.rma().borrow_mut().put_token();
             loop {
                 // SAFETY: `buf`'s heap bytes stay put and unchanged until the
                 // SendDone of `token` (the table owns them from `lend`), or
@@ -481,7 +481,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 match unsafe { net.put_zc(idx, buf.as_ptr(), n, key, off, token) } {
                     Ok(Sent::Done) => return Ok(()),
                     Ok(Sent::Pending) => {
-                        eng.rma.borrow_mut().lend(token, p.world, buf);
+                        eng.rma().borrow_mut().lend(token, p.world, buf);
                         return Ok(());
                     }
                     // Its send queue is full: completions make room.
@@ -558,7 +558,7 @@ impl<'a, T: Pod> Window<'a, T> {
         for (k, chunk) in out.chunks_mut(per).enumerate() {
             let eng = self.comm.eng.enter();
             let tok = eng
-                .rma
+                .rma()
                 .borrow_mut()
                 .expect(Some((chunk.as_mut_ptr(), chunk.len())));
             let w = Writer::<24>::default()
@@ -581,8 +581,8 @@ impl<'a, T: Pod> Window<'a, T> {
     /// Waits for the reply `tok`, serving others meanwhile; forgets it on error.
     fn await_reply(&self, tok: u32) -> Result<target::Reply> {
         let eng = self.comm.eng.enter();
-        let r = eng.wait_until(|e| e.rma.borrow().arrived(tok));
-        let reply = eng.rma.borrow_mut().take(tok);
+        let r = eng.wait_until(|e| e.rma().borrow().arrived(tok));
+        let reply = eng.rma().borrow_mut().take(tok);
         r?;
         Ok(reply.expect("arrived"))
     }
@@ -672,7 +672,7 @@ impl<'a, T: Pod> Window<'a, T> {
             }
         }
         let eng = self.comm.eng.enter();
-        let tok = eng.rma.borrow_mut().expect(None);
+        let tok = eng.rma().borrow_mut().expect(None);
         let w = Writer::<40>::default()
             .u32(self.id)
             .u64(off)
@@ -701,15 +701,15 @@ impl<'a, T: Pod> Window<'a, T> {
         std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
         if p.rdma.is_some() {
             let eng = self.comm.eng.enter();
-            if eng.rma.borrow().in_flight(p.world) > 0 {
-                eng.wait_until(|e| e.rma.borrow().in_flight(p.world) == 0)?;
+            if eng.rma().borrow().in_flight(p.world) > 0 {
+                eng.wait_until(|e| e.rma().borrow().in_flight(p.world) == 0)?;
             }
         }
         if self.unflushed.borrow()[target] == 0 {
             return Ok(());
         }
         let eng = self.comm.eng.enter();
-        let tok = eng.rma.borrow_mut().expect(None);
+        let tok = eng.rma().borrow_mut().expect(None);
         // The puts gathered for the target ride in the FLUSH: one message.
         let sent = {
             let mut g = self.gathered.borrow_mut();
@@ -873,7 +873,7 @@ impl<'a, T: Pod> Window<'a, T> {
         let req = s.register(&self.comm.eng, id);
         for (k, chunk) in out.chunks_mut(per).enumerate() {
             let at = off + k * per;
-            let tok = eng.rma.borrow_mut().expect_for(
+            let tok = eng.rma().borrow_mut().expect_for(
                 Some((chunk.as_mut_ptr(), chunk.len())),
                 (id, gen, None),
                 (target, at, chunk.len(), p.len),
@@ -888,7 +888,7 @@ impl<'a, T: Pod> Window<'a, T> {
                 .and_then(|()| eng.send_copy(p.world, wire::GET, w.bytes(), &[]));
             if let Err(e) = sent {
                 // This part and the ones not sent will not be answered.
-                eng.rma.borrow_mut().take(tok);
+                eng.rma().borrow_mut().take(tok);
                 eng.reply_arrived(id, gen, Err(e));
                 for _ in k + 1..chunks as usize {
                     eng.reply_arrived(id, gen, Err(Error::PeerFailed { rank: p.world }));
@@ -948,7 +948,7 @@ impl Window<'_, u64> {
         let eng = self.comm.eng.enter();
         let (id, gen) = eng.await_replies(1);
         let req = s.register(&self.comm.eng, id);
-        let tok = eng.rma.borrow_mut().expect_for(
+        let tok = eng.rma().borrow_mut().expect_for(
             None,
             (id, gen, Some(old as *mut u64)),
             (target, off, 8, p.len),
@@ -964,7 +964,7 @@ impl Window<'_, u64> {
             .send_gathered(&eng, target)
             .and_then(|()| eng.send_copy(p.world, wire::ATOMIC, w.bytes(), &[]));
         if let Err(e) = sent {
-            eng.rma.borrow_mut().take(tok);
+            eng.rma().borrow_mut().take(tok);
             eng.reply_arrived(id, gen, Err(e));
         }
         Ok(req)
@@ -996,7 +996,7 @@ impl<T: Pod> Drop for Window<'_, T> {
     fn drop(&mut self) {
         // From now on, operations that arrive are refused: the memory (the
         // caller's buffer, or our mapping) is no longer touched.
-        self.comm.eng.enter().rma.borrow_mut().withdraw(self.id);
+        self.comm.eng.enter().rma().borrow_mut().withdraw(self.id);
         if let Some(net) = self.comm.eng.enter().net() {
             for r in &self.net_regions {
                 let _ = net.mem_deregister(r);

@@ -149,7 +149,7 @@ impl<T: Pod> Window<'_, T> {
         let eng = self.comm.eng.enter();
         let world = self.parts[r].world;
         if r == self.comm.rank() {
-            eng.rma.borrow_mut().sync.note(kind, self.id, world);
+            eng.rma().borrow_mut().sync.note(kind, self.id, world);
             return Ok(());
         }
         eng.send_copy(
@@ -208,8 +208,8 @@ impl<T: Pod> Window<'_, T> {
         }
         let worlds = self.world_of(&g);
         let eng = self.comm.eng.enter();
-        eng.wait_until(|e| e.rma.borrow().sync.have_all(wire::POST, self.id, &worlds))?;
-        eng.rma
+        eng.wait_until(|e| e.rma().borrow().sync.have_all(wire::POST, self.id, &worlds))?;
+        eng.rma()
             .borrow_mut()
             .sync
             .take_all(wire::POST, self.id, &worlds);
@@ -229,8 +229,8 @@ impl<T: Pod> Window<'_, T> {
         }
         let p = &self.parts[t];
         let eng = self.comm.eng.enter();
-        if p.rdma.is_some() && eng.rma.borrow().in_flight(p.world) > 0 {
-            eng.wait_until(|e| e.rma.borrow().in_flight(p.world) == 0)?;
+        if p.rdma.is_some() && eng.rma().borrow().in_flight(p.world) > 0 {
+            eng.wait_until(|e| e.rma().borrow().in_flight(p.world) == 0)?;
         }
         self.send_gathered(&eng, t)
     }
@@ -284,7 +284,7 @@ impl<T: Pod> Window<'_, T> {
         let worlds = self.world_of(&g);
         let eng = self.comm.eng.enter();
         let r = eng.wait_until(|e| {
-            e.rma
+            e.rma()
                 .borrow()
                 .sync
                 .have_all(wire::COMPLETE, self.id, &worlds)
@@ -294,7 +294,7 @@ impl<T: Pod> Window<'_, T> {
             *self.epochs.exposure.borrow_mut() = Some(g);
             return r;
         }
-        eng.rma
+        eng.rma()
             .borrow_mut()
             .sync
             .take_all(wire::COMPLETE, self.id, &worlds);
@@ -320,7 +320,7 @@ impl<T: Pod> Window<'_, T> {
         };
         let eng = self.comm.eng.enter();
         eng.progress();
-        let mut t = eng.rma.borrow_mut();
+        let mut t = eng.rma().borrow_mut();
         if !t.sync.have_all(wire::COMPLETE, self.id, &worlds) {
             return Ok(false);
         }

@@ -6,6 +6,7 @@
 //! gone, or reaching outside one, touches nothing (it is counted, and the
 //! origin's next flush reports it).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,8 +14,9 @@ use bytemuck::Pod;
 
 use super::mapped::WinHeader;
 use super::wire::{self, Reader, Writer};
+use crate::engine::am::{self, Hooks, Ids, Service};
+use crate::engine::Engine;
 use crate::op::{self, Op};
-use crate::p2p::Engine;
 use crate::{Error, Result};
 
 /// Memory a window exposes on this rank.
@@ -60,8 +62,46 @@ pub(crate) struct Table {
 }
 
 /// The bit that marks the token of an RDMA put from a bounce buffer: its
-/// `SendDone` belongs to this table ([`Table::put_done`]), not to a request.
-pub(crate) const PUT_TOKEN: u64 = 1 << 63;
+/// `SendDone` belongs to this table ([`Table::put_done`]), not to a request
+/// (the engine hands such tokens to the services' `send_done` hooks).
+pub(crate) const PUT_TOKEN: u64 = am::SERVICE_TOKEN;
+
+/// One-sided operations as they register with the engine: the RMA block of
+/// active-message ids, and hooks for abandoned requests and finished loans.
+pub(crate) static SERVICE: Service = Service {
+    name: "rma",
+    am: Some((
+        Ids {
+            first: wire::FIRST_ID,
+            last: wire::LAST_ID,
+        },
+        on_am,
+    )),
+    state: || Box::new(RefCell::new(Table::default())),
+    hooks: Hooks {
+        // Replies not yet in will find no one to write to.
+        abandon: Some(|eng, id| eng.rma().borrow_mut().forget_request(id)),
+        send_done: Some(|eng, token| {
+            if token & PUT_TOKEN != 0 {
+                eng.rma().borrow_mut().put_done(token)
+            }
+        }),
+        ..Hooks::NONE
+    },
+};
+
+const _: () = assert!(am::RMA.holds(Ids {
+    first: wire::FIRST_ID,
+    last: wire::LAST_ID,
+}));
+
+impl Engine {
+    /// One-sided state: windows exposed by this rank, operations in flight.
+    #[inline]
+    pub(crate) fn rma(&self) -> &RefCell<Table> {
+        self.service(&SERVICE)
+    }
+}
 
 impl Table {
     pub(crate) fn expose(&mut self, id: u32, e: Exposed) {
@@ -167,7 +207,7 @@ impl Table {
 /// order; those outside the window, and a malformed rest, are refused
 /// (counted for the next FLUSH, whose reply must come whatever the body).
 fn put_gathered(eng: &Engine, src: usize, win: u32, body: &[u8]) {
-    let mut t = eng.rma.borrow_mut();
+    let mut t = eng.rma().borrow_mut();
     for entry in wire::putv_entries(body, src) {
         let Ok((off, bytes)) = entry else {
             t.refuse(src);
@@ -191,7 +231,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::PUT => {
             let (win, off) = (r.u32()?, r.u64()?);
             let bytes = r.rest();
-            let mut t = eng.rma.borrow_mut();
+            let mut t = eng.rma().borrow_mut();
             match t.reach(win, off, bytes.len()) {
                 // SAFETY: inside the exposed window, which its owner keeps
                 // valid while exposed; `bytes` is a separate buffer.
@@ -210,7 +250,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::GET => {
             let (win, off, len, tok) = (r.u32()?, r.u64()?, r.u32()? as usize, r.u32()?);
             r.end()?;
-            let reach = eng.rma.borrow().reach(win, off, len);
+            let reach = eng.rma().borrow().reach(win, off, len);
             let hdr = |st| Writer::<8>::default().u32(tok).u8(st);
             match reach {
                 Some((e, o)) => {
@@ -224,7 +264,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::GETRESP => {
             let (tok, status) = (r.u32()?, r.u8()?);
             let bytes = r.rest();
-            let mut t = eng.rma.borrow_mut();
+            let mut t = eng.rma().borrow_mut();
             if let Some(reply) = t.replies.get_mut(&tok) {
                 if let (Some((dst, cap)), wire::OK) = (reply.dst, status) {
                     // SAFETY: the waiting origin keeps `dst` valid for `cap`
@@ -241,7 +281,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::ACC => {
             let (win, off, opc, ty) = (r.u32()?, r.u64()?, r.u8()?, r.u8()?);
             let bytes = r.rest();
-            let mut t = eng.rma.borrow_mut();
+            let mut t = eng.rma().borrow_mut();
             match t.reach(win, off, bytes.len()) {
                 Some((e, o)) => {
                     // SAFETY: inside the exposed window; its header is mapped
@@ -260,7 +300,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 (r.u32()?, r.u64()?, r.u8()?, r.u32()?, r.u64()?, r.u64()?);
             r.end()?;
             let old = {
-                let t = eng.rma.borrow();
+                let t = eng.rma().borrow();
                 atomic_at(&t, win, off, kind, a, b)
             };
             let w = match old {
@@ -272,7 +312,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::ATOMRESP => {
             let (tok, status, old) = (r.u32()?, r.u8()?, r.u64()?);
             r.end()?;
-            let mut t = eng.rma.borrow_mut();
+            let mut t = eng.rma().borrow_mut();
             if let Some(reply) = t.replies.get_mut(&tok) {
                 reply.status = Some(status);
                 reply.value = old;
@@ -293,19 +333,19 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 let mut r = Reader::new(rest, src);
                 match r.u32() {
                     Ok(win) => put_gathered(eng, src, win, r.rest()),
-                    Err(_) => eng.rma.borrow_mut().refuse(src),
+                    Err(_) => eng.rma().borrow_mut().refuse(src),
                 }
             }
             // Messages from one origin are handled in order: everything it
             // sent before this FLUSH is done.
-            let refused = eng.rma.borrow_mut().refused.remove(&src).unwrap_or(0);
+            let refused = eng.rma().borrow_mut().refused.remove(&src).unwrap_or(0);
             let w = Writer::<8>::default().u32(tok).u32(refused);
             eng.send_copy(src, wire::FLUSHED, w.bytes(), &[])
         }
         wire::FLUSHED => {
             let (tok, refused) = (r.u32()?, r.u32()?);
             r.end()?;
-            if let Some(reply) = eng.rma.borrow_mut().replies.get_mut(&tok) {
+            if let Some(reply) = eng.rma().borrow_mut().replies.get_mut(&tok) {
                 reply.status = Some(wire::OK);
                 reply.value = u64::from(refused);
             }
@@ -315,7 +355,7 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
         wire::POST | wire::COMPLETE => {
             let win = r.u32()?;
             r.end()?;
-            eng.rma.borrow_mut().sync.note(id, win, src);
+            eng.rma().borrow_mut().sync.note(id, win, src);
             Ok(())
         }
         _ => Err(Error::Protocol {

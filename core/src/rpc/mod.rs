@@ -54,20 +54,21 @@
 
 pub mod wire;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fmt::Display;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytemuck::Pod;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::engine::am::{self, Hooks, Ids, Service};
+use crate::engine::{Engine, Shared};
 use crate::error::RpcFailure;
-use crate::p2p::{Engine, Shared};
 use crate::{Comm, Error, Result};
 use wire::{status, Rep, Req};
 
@@ -87,7 +88,6 @@ pub(crate) struct Table {
     inbox: VecDeque<Incoming>,
     calls: HashMap<u64, Call>,
     next_call: u64,
-    service: Option<std::thread::JoinHandle<()>>,
     /// Small requests and replies to ranks on other nodes, gathered into one
     /// BATCH message per rank (see [`enqueue`]).
     out: HashMap<usize, Vec<u8>>,
@@ -99,7 +99,6 @@ impl std::fmt::Debug for Table {
             .field("handlers", &self.handlers.len())
             .field("inbox", &self.inbox.len())
             .field("calls", &self.calls.len())
-            .field("service", &self.service.is_some())
             .finish()
     }
 }
@@ -116,6 +115,53 @@ struct Call {
     dest: usize,
     reply: Option<Outcome>,
     waker: Option<std::task::Waker>,
+}
+
+/// RPC as it registers with the engine: the RPC block of active-message ids,
+/// sending batches before the transports are polled, serving requests after,
+/// and failing the calls to a dead peer. (The service thread that answers
+/// while the main thread computes is the engine's: [`crate::engine::entry`].)
+pub(crate) static SERVICE: Service = Service {
+    name: "rpc",
+    am: Some((
+        Ids {
+            first: wire::FIRST_ID,
+            last: wire::LAST_ID,
+        },
+        on_am,
+    )),
+    state: || Box::new(RefCell::new(Table::default())),
+    hooks: Hooks {
+        // Messages gathered for other nodes leave before anything waits.
+        flush: Some(|eng| {
+            if eng.rpc().borrow().has_batches() {
+                flush_all(eng);
+            }
+        }),
+        // Handlers run outside the transports' callbacks.
+        serve: Some(|eng| {
+            if eng.rpc().borrow().has_requests() {
+                serve(eng)
+            } else {
+                0
+            }
+        }),
+        peer_failed: Some(peer_failed),
+        ..Hooks::NONE
+    },
+};
+
+const _: () = assert!(am::RPC.holds(Ids {
+    first: wire::FIRST_ID,
+    last: wire::LAST_ID,
+}));
+
+impl Engine {
+    /// RPC state: handlers, requests to serve, calls in flight.
+    #[inline]
+    pub(crate) fn rpc(&self) -> &RefCell<Table> {
+        self.service(&SERVICE)
+    }
 }
 
 impl Table {
@@ -149,7 +195,7 @@ fn enqueue(eng: &Engine, dest: usize, id: u8, hdr: &[u8], body: &[u8]) -> Result
     let small = hdr.len() + body.len() <= BATCH_MAX_MSG;
     if small && eng.net_of(dest).is_some() {
         let full = {
-            let mut t = eng.rpc.borrow_mut();
+            let mut t = eng.rpc().borrow_mut();
             let b = t.out.entry(dest).or_default();
             wire::batch_push(b, id, hdr, body);
             b.len() >= BATCH_BYTES
@@ -162,7 +208,7 @@ fn enqueue(eng: &Engine, dest: usize, id: u8, hdr: &[u8], body: &[u8]) -> Result
 
 /// Sends `dest`'s batch, if any.
 fn flush(eng: &Engine, dest: usize) -> Result<()> {
-    let Some(b) = eng.rpc.borrow_mut().out.remove(&dest) else {
+    let Some(b) = eng.rpc().borrow_mut().out.remove(&dest) else {
         return Ok(());
     };
     eng.send_copy(dest, wire::BATCH, &[], &b)
@@ -170,7 +216,7 @@ fn flush(eng: &Engine, dest: usize) -> Result<()> {
 
 /// Sends every batch (called when the engine makes progress).
 pub(crate) fn flush_all(eng: &Engine) {
-    let dests: Vec<usize> = eng.rpc.borrow().out.keys().copied().collect();
+    let dests: Vec<usize> = eng.rpc().borrow().out.keys().copied().collect();
     for d in dests {
         if let Err(e) = flush(eng, d) {
             // The calls in it fail when the peer's failure is seen; replies
@@ -197,7 +243,7 @@ fn on_one(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()> {
     match id {
         wire::REQ => {
             let (req, args) = Req::decode(data, src)?;
-            eng.rpc.borrow_mut().inbox.push_back(Incoming {
+            eng.rpc().borrow_mut().inbox.push_back(Incoming {
                 src,
                 req,
                 args: args.to_vec(),
@@ -205,7 +251,7 @@ fn on_one(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()> {
         }
         _ => {
             let (rep, payload) = Rep::decode(data, src)?;
-            let mut t = eng.rpc.borrow_mut();
+            let mut t = eng.rpc().borrow_mut();
             // A reply to a call given up (its `Pending` dropped) is dropped.
             if let Some(c) = t.calls.get_mut(&rep.call) {
                 if c.dest != src {
@@ -226,7 +272,7 @@ fn on_one(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()> {
 
 /// World rank `peer` died: its calls in flight fail.
 pub(crate) fn peer_failed(eng: &Engine, peer: usize) {
-    let mut t = eng.rpc.borrow_mut();
+    let mut t = eng.rpc().borrow_mut();
     for c in t.calls.values_mut().filter(|c| c.dest == peer) {
         c.reply.get_or_insert((PEER_FAILED, Vec::new()));
         if let Some(w) = c.waker.take() {
@@ -242,15 +288,15 @@ pub(crate) fn serve(eng: &Engine) -> usize {
     loop {
         // One at a time, the table unborrowed while a handler runs (it may
         // call, and so serve, itself).
-        let Some(inc) = eng.rpc.borrow_mut().inbox.pop_front() else {
+        let Some(inc) = eng.rpc().borrow_mut().inbox.pop_front() else {
             // The replies of this round leave together.
-            if eng.rpc.borrow().has_batches() {
+            if eng.rpc().borrow().has_batches() {
                 flush_all(eng);
             }
             return n;
         };
         n += 1;
-        let handler = eng.rpc.borrow().handlers.get(&inc.req.handler).cloned();
+        let handler = eng.rpc().borrow().handlers.get(&inc.req.handler).cloned();
         let (st, bytes) = match handler {
             None => (status::UNKNOWN, Vec::new()),
             Some(h) => {
@@ -314,7 +360,7 @@ fn start(eng: &Engine, dest: usize, name: &str, one_way: bool, args: &[u8]) -> R
     let call = if one_way {
         0
     } else {
-        let mut t = eng.rpc.borrow_mut();
+        let mut t = eng.rpc().borrow_mut();
         t.next_call += 1;
         let c = t.next_call;
         t.calls.insert(
@@ -336,7 +382,7 @@ fn start(eng: &Engine, dest: usize, name: &str, one_way: bool, args: &[u8]) -> R
     match enqueue(eng, dest, wire::REQ, &hdr, args) {
         Ok(()) => Ok(call),
         Err(e) => {
-            eng.rpc.borrow_mut().calls.remove(&call);
+            eng.rpc().borrow_mut().calls.remove(&call);
             // A target whose connection broke died (as far as anyone can tell).
             Err(match e {
                 Error::Transport(dos_transport::Error::PeerUnreachable { .. }) => {
@@ -350,7 +396,7 @@ fn start(eng: &Engine, dest: usize, name: &str, one_way: bool, args: &[u8]) -> R
 
 /// Takes the reply of `call` if it arrived.
 fn take_reply(eng: &Engine, call: u64) -> Option<Outcome> {
-    let mut t = eng.rpc.borrow_mut();
+    let mut t = eng.rpc().borrow_mut();
     t.calls.get(&call)?.reply.as_ref()?;
     t.calls.remove(&call).and_then(|c| c.reply)
 }
@@ -358,14 +404,14 @@ fn take_reply(eng: &Engine, call: u64) -> Option<Outcome> {
 /// Waits for the reply of `call`.
 fn finish(eng: &Engine, call: u64) -> Result<Outcome> {
     let r = eng.wait_until(|e| {
-        e.rpc
+        e.rpc()
             .borrow()
             .calls
             .get(&call)
             .map_or(true, |c| c.reply.is_some())
     });
     if let Err(e) = r {
-        eng.rpc.borrow_mut().calls.remove(&call);
+        eng.rpc().borrow_mut().calls.remove(&call);
         return Err(e);
     }
     take_reply(eng, call).ok_or(Error::Protocol {
@@ -558,7 +604,7 @@ impl Rpc {
         f: impl Fn(&Ctx<'_>, &[u8]) -> Outcome + Send + Sync + 'static,
     ) {
         let eng = self.comm.eng.enter();
-        eng.rpc
+        eng.rpc()
             .borrow_mut()
             .handlers
             .insert(wire::handler_id(name), Arc::new(f));
@@ -567,7 +613,7 @@ impl Rpc {
     /// Removes handler `name`; later calls to it are [`RpcFailure::UnknownHandler`].
     pub fn unregister(&self, name: &str) {
         let eng = self.comm.eng.enter();
-        eng.rpc
+        eng.rpc()
             .borrow_mut()
             .handlers
             .remove(&wire::handler_id(name));
@@ -706,7 +752,7 @@ impl<R> Pending<R> {
     pub fn test(&self) -> bool {
         let eng = self.eng.enter();
         let arrived = |e: &Engine| {
-            e.rpc
+            e.rpc()
                 .borrow()
                 .calls
                 .get(&self.call)
@@ -722,7 +768,7 @@ impl<R> Pending<R> {
 
 impl<R> Drop for Pending<R> {
     fn drop(&mut self) {
-        self.eng.enter().rpc.borrow_mut().calls.remove(&self.call);
+        self.eng.enter().rpc().borrow_mut().calls.remove(&self.call);
     }
 }
 
@@ -736,7 +782,7 @@ impl<R> Future for Pending<R> {
         let eng = this.eng.enter();
         eng.progress();
         let reply = {
-            let mut t = eng.rpc.borrow_mut();
+            let mut t = eng.rpc().borrow_mut();
             match t.calls.get_mut(&this.call) {
                 Some(c) if c.reply.is_none() => {
                     c.waker = Some(cx.waker().clone());
@@ -758,89 +804,19 @@ impl<R> Future for Pending<R> {
 
 // ----- the service thread -----------------------------------------------------
 
-/// The engine, sent to the service thread. The engine outlives the thread
-/// (dropping or finalizing the engine stops and joins it first) and the
-/// gate keeps the two threads from using it at once.
-struct EnginePtr(*const Engine);
-
-// SAFETY: see the type's docs: every use of the engine through this pointer
-// happens while the service thread holds the gate, which the main thread
-// never does at the same time, and the engine lives until the thread is joined.
-unsafe impl Send for EnginePtr {}
-
-/// How long the main thread must stay away from dos before the service
-/// thread takes the engine over.
-const IDLE: Duration = Duration::from_millis(1);
-
-/// Starts the process's RPC service thread, once, whatever the size of the
-/// world: a rank alone also calls itself (a notify, an asynchronous call)
-/// and then computes, and its handlers must run meanwhile.
+/// Starts the process's service thread (see [`crate::engine::entry`]), once,
+/// whatever the size of the world: a rank alone also calls itself (a notify,
+/// an asynchronous call) and then computes, and its handlers must run
+/// meanwhile.
 fn start_service(shared: &Shared) {
-    let eng = shared.enter();
-    if eng.rpc.borrow().service.is_some() {
-        return;
-    }
-    eng.start_gating();
-    eng.gate.set_waker(eng.waker());
-    let gate = eng.gate.clone();
-    let ptr = EnginePtr(&*eng as *const Engine);
-    let spawned = std::thread::Builder::new()
-        .name("dos-rpc".into())
-        .spawn(move || {
-            let ptr = ptr;
-            // SAFETY: see `EnginePtr`.
-            let eng = unsafe { &*ptr.0 };
-            service(eng, &gate)
-        });
-    // Without the thread, handlers still run inside this rank's dos calls.
-    if let Ok(h) = spawned {
-        eng.rpc.borrow_mut().service = Some(h);
-    }
-}
-
-/// The service thread's loop; see [`crate::gate`].
-fn service(eng: &Engine, gate: &crate::gate::Gate) {
-    while !gate.stopping() {
-        let seen = gate.leaves();
-        std::thread::sleep(IDLE);
-        if gate.stopping() {
-            return;
-        }
-        if gate.leaves() != seen || !gate.service_take() {
-            continue;
-        }
-        // The engine is ours until the main thread wants it back.
-        loop {
-            let n = eng.progress();
-            if gate.wanted() || gate.stopping() {
-                break;
-            }
-            if n == 0 {
-                let mut ready = || gate.wanted() || gate.stopping();
-                if eng.sleep(&mut ready).is_err() {
-                    // A peer died: nothing to serve; let the main thread see it.
-                    break;
-                }
-            }
-        }
-        gate.service_release();
-    }
-}
-
-/// Stops the service thread, if any: called by the main thread inside the
-/// engine (finalize) or when the engine is dropped.
-pub(crate) fn stop_service(eng: &Engine) {
-    let Some(h) = eng.rpc.borrow_mut().service.take() else {
-        return;
-    };
-    eng.gate.stop();
-    let _ = h.join();
+    shared.enter().start_service_thread();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::testing::run_threads;
+    use std::time::Duration;
 
     #[test]
     fn typed_calls_errors_and_panics_between_threads() {

@@ -1,6 +1,7 @@
-//! Who drives the engine: the thread that called [`crate::init`] (the *main*
-//! thread, inside a call into dos) or the RPC service thread (while the main
-//! thread is away computing).
+//! Entry into the engine: who drives it, the thread that called
+//! [`crate::init`] (the *main* thread, inside a call into dos) or the service
+//! thread (while the main thread is away computing); the gate that says
+//! which; and the service thread itself.
 //!
 //! The engine is single-threaded: its state lives in `RefCell`s and its
 //! transports are driven by one thread at a time. RPC needs a rank that
@@ -21,15 +22,22 @@
 //!   service thread's sleep through the waker the service registered, and
 //!   sleeps on the word (futex) until the service thread hands it over.
 //!
-//! Every access to the engine goes through [`crate::p2p::Engine::enter`]'s
+//! Every access to the engine goes through [`super::Shared::enter`]'s
 //! guard (the communicators hold the engine only behind it), so the borrow
 //! checker sees to it that no access happens outside the gate.
+//!
+//! The service thread is started by the first service that needs one (RPC,
+//! through [`Engine::start_service_thread`]); it drives the engine's progress
+//! (and so every service's hooks) and knows no service itself. Finalizing or
+//! dropping the engine stops and joins it.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use dos_transport::shm::{futex_wait, futex_wake};
+
+use super::Engine;
 
 /// Nobody drives the engine.
 const FREE: u32 = 0;
@@ -166,6 +174,98 @@ impl Gate {
     /// Whether the service thread should end.
     pub(crate) fn stopping(&self) -> bool {
         self.stop.load(Ordering::Acquire)
+    }
+}
+
+impl Engine {
+    /// Makes entering the engine take the gate from now on (the service
+    /// thread is about to start). Called by the main thread inside the engine.
+    pub(crate) fn start_gating(&self) {
+        if !self.gated.get() {
+            debug_assert!(self.depth.get() > 0, "start_gating outside the engine");
+            self.gate.main_enter();
+            self.gated.set(true);
+        }
+    }
+
+    /// Starts the process's service thread, once. Called by the main thread
+    /// inside the engine (`self` is the engine behind an `Rc`, which outlives
+    /// the thread: finalizing or dropping the engine joins it first).
+    pub(crate) fn start_service_thread(&self) {
+        if self.service_thread.borrow().is_some() {
+            return;
+        }
+        self.start_gating();
+        self.gate.set_waker(self.waker());
+        let gate = self.gate.clone();
+        let ptr = EnginePtr(self as *const Engine);
+        let spawned = std::thread::Builder::new()
+            .name("dos-rpc".into())
+            .spawn(move || {
+                let ptr = ptr;
+                // SAFETY: see `EnginePtr`.
+                let eng = unsafe { &*ptr.0 };
+                service(eng, &gate)
+            });
+        // Without the thread, services still run inside this rank's dos calls.
+        if let Ok(h) = spawned {
+            *self.service_thread.borrow_mut() = Some(h);
+        }
+    }
+
+    /// Stops the service thread, if any: called by the main thread inside
+    /// the engine (finalize) or when the engine is dropped.
+    pub(crate) fn stop_service_thread(&self) {
+        let Some(h) = self.service_thread.borrow_mut().take() else {
+            return;
+        };
+        self.gate.stop();
+        let _ = h.join();
+    }
+}
+
+// ----- the service thread -----------------------------------------------------
+
+/// The engine, sent to the service thread. The engine outlives the thread
+/// (dropping or finalizing the engine stops and joins it first) and the
+/// gate keeps the two threads from using it at once.
+struct EnginePtr(*const Engine);
+
+// SAFETY: see the type's docs: every use of the engine through this pointer
+// happens while the service thread holds the gate, which the main thread
+// never does at the same time, and the engine lives until the thread is joined.
+unsafe impl Send for EnginePtr {}
+
+/// How long the main thread must stay away from dos before the service
+/// thread takes the engine over.
+const IDLE: Duration = Duration::from_millis(1);
+
+/// The service thread's loop; see the [module docs](self).
+fn service(eng: &Engine, gate: &Gate) {
+    while !gate.stopping() {
+        let seen = gate.leaves();
+        std::thread::sleep(IDLE);
+        if gate.stopping() {
+            return;
+        }
+        if gate.leaves() != seen || !gate.service_take() {
+            continue;
+        }
+        // The engine is ours until the main thread wants it back.
+        loop {
+            let n = eng.progress();
+            if gate.wanted() || gate.stopping() {
+                break;
+            }
+            if n == 0 {
+                let mut ready = || gate.wanted() || gate.stopping();
+                if eng.sleep(&mut ready).is_err() {
+                    // A peer died: nothing to serve; let the main thread see it.
+                    break;
+                }
+            }
+        }
+        gate.service_release();
     }
 }
 

@@ -1,0 +1,311 @@
+//! Nonblocking collectives (`MPI_Ibarrier`, `MPI_Ibcast`, `MPI_Iallreduce`, ...).
+//!
+//! Each `i`-collective starts inside a [`crate::scope`] and returns an
+//! ordinary [`Request`]: wait for it, test it, or pass it to
+//! [`Request::wait_all`]/[`Request::wait_any`] with point-to-point requests.
+//! Its buffers stay borrowed until the scope ends, and the scope does not end
+//! before the collective has completed.
+//!
+//! ```
+//! use dos::op::Sum;
+//! dos::testing::run_threads(3, |world| {
+//!     let mine = [world.rank() as u64 + 1];
+//!     let mut total = [0u64];
+//!     let mut root_says = if world.rank() == 0 { [42u32] } else { [0] };
+//!     dos::scope(|s| {
+//!         let a = world.iallreduce(s, &mine, &mut total, Sum).unwrap();
+//!         let b = world.ibcast(s, &mut root_says, 0).unwrap();
+//!         // ... compute, or talk point-to-point, while both proceed ...
+//!         dos::Request::wait_all([a, b]).unwrap();
+//!     });
+//!     assert_eq!(total, [6]);
+//!     assert_eq!(root_says, [42]);
+//! });
+//! ```
+//!
+//! # Design
+//!
+//! A nonblocking collective is a *schedule*: a list of steps (send a piece of
+//! a buffer to a rank, receive one, copy, reduce, and *wait* for every
+//! transfer posted since the last wait), built up front from the rank and the
+//! communicator size, as in libNBC. The schedule lives in the engine; every
+//! time the engine makes progress on the thread that owns the world (in any
+//! dos call: a wait, a test, a send, a blocking collective, a probe) it runs
+//! the steps of each schedule until one waits for a transfer still in flight.
+//! The request the caller holds is an engine request that completes when the
+//! schedule has run its last step. (The RPC service thread, which drives the
+//! engine while the main thread computes, advances the transfers but not the
+//! schedules: a schedule may run the caller's reduction operation, which
+//! belongs to the main thread.)
+//!
+//! Messages travel on the communicator's collective class with a tag of
+//! their own per collective: the `k`-th nonblocking collective on a
+//! communicator uses tag `-(2^28 + k mod 2^28)` on every rank (ranks start
+//! collectives in the same order, as MPI requires), so any number of them can
+//! be outstanding at once, next to blocking collectives (which use small
+//! positive tags), without their messages meeting.
+//!
+//! # Algorithms
+//!
+//! | collective | schedule |
+//! | --- | --- |
+//! | `ibarrier` | dissemination, ⌈log2 n⌉ rounds |
+//! | `ibcast` | binomial tree from the root |
+//! | `ireduce` | binomial tree over rank order into rank 0 (one receive per child in flight at once), forwarded to the root |
+//! | `iallreduce`, `ireduce_scatter(_block)` | recursive doubling, folding the `n - p` extra ranks onto neighbours first |
+//! | `igather(v)`, `iscatter(v)` | direct transfers to or from the root, 32 peers at a time |
+//! | `iallgather(v)`, `ialltoall(v)` | direct exchange with every peer, 32 peers at a time |
+//! | `iscan`, `iexscan` | recursive doubling (Hillis–Steele) |
+//!
+//! Reductions combine contributions in rank order, as the blocking ones do
+//! (see the [collectives module](super)), so results equal the serial
+//! `r0 ⊕ r1 ⊕ ... ⊕ r(n-1)` also for non-commutative operations. The
+//! shared-memory slots of the blocking collectives are not used.
+//!
+//! # Errors
+//!
+//! Bad arguments (a root out of range, buffers of the wrong length) are
+//! returned by the call that starts the collective, before any communication.
+//! A transfer that fails once it runs (a message of the wrong length because
+//! ranks disagree on counts) does not stop the schedule: the rank still sends
+//! what it owes the others, so that they complete, and the request returns
+//! the first error.
+//!
+//! # Files
+//!
+//! [`plan`] builds the schedules (data, no I/O), [`run`] runs them, and
+//! [`api`] holds the communicator's `i`-collectives; this file holds the
+//! engine's table of schedules in flight and the registration with the
+//! engine.
+
+mod api;
+mod plan;
+mod run;
+
+use std::cell::RefCell;
+use std::thread::ThreadId;
+
+use bytemuck::Pod;
+
+use crate::engine::am::{Hooks, Service};
+use crate::engine::{Engine, ReqId};
+use crate::op::Op;
+use crate::p2p::Tag;
+use crate::request::{Request, Scope};
+use crate::{Comm, Result};
+use plan::Plan;
+use run::{Running, Sched};
+
+/// The engine's nonblocking collectives: schedules in flight and the
+/// sequence number of each communicator context.
+#[derive(Default)]
+pub(crate) struct Table {
+    active: Vec<Box<dyn Running>>,
+    seq: std::collections::HashMap<u32, u32>,
+    /// The thread that started the schedules (the one that owns the world).
+    owner: Option<ThreadId>,
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("nonblocking::Table")
+            .field("active", &self.active.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Nonblocking collectives as they register with the engine: no active
+/// messages of their own (their transfers are point-to-point messages), a
+/// step of every schedule after each progress pass, and dropping the
+/// schedule of an abandoned request.
+pub(crate) static SERVICE: Service = Service {
+    name: "nonblocking collectives",
+    am: None,
+    state: || Box::new(RefCell::new(Table::default())),
+    hooks: Hooks {
+        serve: Some(|eng| {
+            if eng.nbc().borrow().busy() {
+                progress(eng)
+            } else {
+                0
+            }
+        }),
+        abandon: Some(|eng, id| {
+            if eng.nbc().borrow().busy() {
+                forget(eng, id)
+            }
+        }),
+        ..Hooks::NONE
+    },
+};
+
+impl Engine {
+    /// Nonblocking collectives in flight.
+    #[inline]
+    pub(crate) fn nbc(&self) -> &RefCell<Table> {
+        self.service(&SERVICE)
+    }
+}
+
+impl Table {
+    /// True if any schedule is in flight.
+    #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        !self.active.is_empty()
+    }
+}
+
+/// Finishes a schedule: completes the caller's request.
+fn finish(eng: &Engine, mut s: Box<dyn Running>) {
+    let (id, gen) = s.outer();
+    let r = match s.take_error() {
+        None => Ok(()),
+        Some(e) => Err(e),
+    };
+    drop(s);
+    eng.reply_arrived(id, gen, r);
+}
+
+/// Advances every schedule in flight (called by the engine's progress);
+/// returns how many finished.
+pub(crate) fn progress(eng: &Engine) -> usize {
+    let mut list = {
+        let mut t = eng.nbc().borrow_mut();
+        if t.owner != Some(std::thread::current().id()) {
+            return 0;
+        }
+        std::mem::take(&mut t.active)
+    };
+    let mut n = 0;
+    let mut i = 0;
+    while i < list.len() {
+        if list[i].advance(eng) {
+            finish(eng, list.swap_remove(i));
+            n += 1;
+        } else {
+            i += 1;
+        }
+    }
+    let mut t = eng.nbc().borrow_mut();
+    list.append(&mut t.active);
+    t.active = list;
+    n
+}
+
+/// Drops the schedule behind engine request `id`, giving up its transfers
+/// (the caller's wait failed: a peer died), so that nothing touches the
+/// caller's buffers afterwards.
+#[cold]
+pub(crate) fn forget(eng: &Engine, id: ReqId) {
+    let found = {
+        let mut t = eng.nbc().borrow_mut();
+        t.active
+            .iter()
+            .position(|s| s.outer().0 == id)
+            .map(|i| t.active.swap_remove(i))
+    };
+    if let Some(mut s) = found {
+        for sub in s.in_flight() {
+            eng.abandon(sub);
+        }
+    }
+}
+
+impl Comm {
+    /// Starts `plan` on the caller's buffers and returns the request.
+    #[allow(clippy::too_many_arguments)]
+    fn start<'s, T, O>(
+        &self,
+        s: &'s Scope<'s, '_>,
+        op_name: &'static str,
+        plan: Plan,
+        send: &'s [T],
+        recv: *mut T,
+        recv_len: usize,
+        op: O,
+    ) -> Result<Request<'s>>
+    where
+        T: Pod + Send + Sync,
+        O: Op<T> + 's,
+    {
+        let n = self.size();
+        let peers = (0..n)
+            .map(|r| self.peer(r).map(|p| p as u32))
+            .collect::<Result<Vec<u32>>>()?;
+        let eng = self.eng.enter();
+        let tag = {
+            let mut t = eng.nbc().borrow_mut();
+            let k = t.seq.entry(self.ctx()).or_insert(0);
+            let tag = -(0x1000_0000 + (*k & 0x0fff_ffff) as Tag);
+            *k = k.wrapping_add(1);
+            t.owner = Some(std::thread::current().id());
+            tag
+        };
+        let outer = eng.await_replies(1);
+        let mut sched = Box::new(Sched {
+            steps: plan.steps,
+            pc: 0,
+            send: send.as_ptr(),
+            send_len: send.len(),
+            recv,
+            recv_len,
+            tmps: plan.tmps.iter().map(|&l| vec![T::zeroed(); l]).collect(),
+            op,
+            posted: Vec::new(),
+            error: None,
+            ctx: self.ctx() * 2 + 1,
+            tag,
+            rank: self.rank(),
+            peers,
+            outer,
+            par: eng.config().reduce_par_bytes,
+            op_name,
+        });
+        let done = sched.advance(&eng);
+        let boxed: Box<dyn Running + 's> = sched;
+        // SAFETY: the schedule borrows the caller's buffers and operation for
+        // `'s`. It leaves the engine's table (and is dropped) when its last
+        // step has run, which completes the outer request, or when the outer
+        // request is abandoned (`forget`); the scope waits for the outer
+        // request (or abandons it) before `'s` ends, so the schedule never
+        // outlives what it borrows.
+        let boxed: Box<dyn Running + 'static> = unsafe { std::mem::transmute(boxed) };
+        if done {
+            finish(&eng, boxed);
+        } else {
+            eng.nbc().borrow_mut().active.push(boxed);
+        }
+        drop(eng);
+        Ok(s.register(&self.eng, outer.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Error;
+
+    #[test]
+    fn a_failed_wait_drops_the_schedule_and_its_transfers() {
+        // Rank 1 dies; rank 0's wait fails, and nothing of the collective
+        // stays in the engine (no posted receive into the caller's buffer).
+        let got = crate::testing::run_cluster(&[1, 1], |w| {
+            if w.rank() == 1 {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                crate::testing::vanish(w);
+                return true;
+            }
+            let mine = vec![1u64; 5000];
+            let mut sum = vec![0u64; 5000];
+            let res = crate::scope(|s| {
+                w.iallreduce(s, &mine, &mut sum, crate::op::Sum)
+                    .unwrap()
+                    .wait()
+            });
+            assert!(matches!(res, Err(Error::PeerFailed { rank: 1 })), "{res:?}");
+            let eng = w.comm().eng.enter();
+            let busy = eng.nbc().borrow().busy();
+            !busy
+        });
+        assert!(got[0], "the schedule outlived its failed request");
+    }
+}
