@@ -121,6 +121,9 @@ fn cp_in_and_out_bit_exact_layouts_and_restart() {
         g.contains("stripe_size:  65536") && g.contains("stripe_count: 2"),
         "{g}"
     );
+    // Every command also takes a path written as cp writes the dosfs side.
+    assert_eq!(fs.ok(&["getstripe", ":/a/b/in.bin"]), g);
+    assert_eq!(fs.ok(&["getstripe", "dosfs:/a/b/in.bin"]), g);
     // setstripe on a new file makes it with that layout; on an existing one it fails.
     let g = fs.ok(&["setstripe", "-S", "1M", "-c", "-1", "-i", "2", "/wide"]);
     assert!(

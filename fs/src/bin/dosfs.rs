@@ -86,11 +86,13 @@ enum Cmd {
         long: bool,
         /// The directory (default: /).
         #[arg(default_value = "/")]
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Show a file's or directory's attributes.
     Stat {
         /// The path.
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Create a directory.
@@ -99,6 +101,7 @@ enum Cmd {
         #[arg(short = 'p')]
         parents: bool,
         /// The path.
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Remove a file or an empty directory.
@@ -107,13 +110,16 @@ enum Cmd {
         #[arg(short = 'r')]
         recursive: bool,
         /// The path.
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Rename.
     Mv {
         /// From.
+        #[arg(value_parser = in_fs)]
         from: String,
         /// To.
+        #[arg(value_parser = in_fs)]
         to: String,
     },
     /// Space used and free on every server.
@@ -137,17 +143,20 @@ enum Cmd {
         #[arg(short = 'i', long = "stripe-index", allow_hyphen_values = true)]
         index: Option<i64>,
         /// The directory or new file.
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Show a file's layout, or the one a directory gives new files.
     Getstripe {
         /// The path.
+        #[arg(value_parser = in_fs)]
         path: String,
     },
     /// Read every synced chunk and check its checksum.
     Verify {
         /// The file or tree (default: /).
         #[arg(default_value = "/")]
+        #[arg(value_parser = in_fs)]
         path: String,
     },
 }
@@ -614,6 +623,12 @@ fn remove(c: &Client, path: &str, recursive: bool) -> anyhow::Result<()> {
 }
 
 /// A dosfs path written as `:/x` or `dosfs:/x`.
+/// A path inside the file system, given plain (`/results`) or as cp names
+/// the dosfs side (`:/results`, `dosfs:/results`).
+fn in_fs(s: &str) -> Result<String, std::convert::Infallible> {
+    Ok(fs_path(s).unwrap_or(s).to_string())
+}
+
 fn fs_path(s: &str) -> Option<&str> {
     s.strip_prefix("dosfs:").or_else(|| s.strip_prefix(':'))
 }
