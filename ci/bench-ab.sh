@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Two builds of dos side by side: the same dosbench rows, runs of A and B
-# interleaved on the same machine, medians and the B/A ratio per row.
+# interleaved on the same machine, medians and the B/A ratio per row
+# (latency rows in us: lower is better; bw rows in MB/s: higher is better).
 #
 #   ci/bench-ab.sh A_DIR B_DIR [RUNS]
 #
 # A_DIR and B_DIR each hold a `dosrun` and a `dosbench` (release builds; e.g. a
 # copy of target/release before a change, and target/release after it).
 # Rows: 2-rank latency 8 B and 64 KiB and bw 8 B and 1 MiB over shm and over tcp
-# (DOS_TRANSPORTS=tcp), allreduce 8 B and 64 KiB on 2 and on 4 ranks
+# (DOS_TRANSPORTS=tcp) and over the soft-RoCE (DOS_TRANSPORTS=roce), allreduce 8 B and 64 KiB on 2 and on 4 ranks
 # (oversubscribed: exercises blocking and waking). RUNS (default 7) per build.
 set -euo pipefail
 A=${1:?A_DIR}; B=${2:?B_DIR}; RUNS=${3:-7}
@@ -32,6 +33,8 @@ row lat_shm "DOS_X=1" 2 latency 8 65536
 row lat_tcp "DOS_TRANSPORTS=tcp" 2 latency 8 65536
 row bw_shm "DOS_X=1" 2 bw 8 1048576
 row bw_tcp "DOS_TRANSPORTS=tcp" 2 bw 8 1048576
+row lat_roce "DOS_TRANSPORTS=roce" 2 latency 8 65536
+row bw_roce "DOS_TRANSPORTS=roce" 2 bw 8 1048576
 row allreduce2 "DOS_X=1" 2 allreduce 8 65536
 row allreduce4 "DOS_X=1" 4 allreduce 8 65536
 python3 - "$out" <<'PY'
