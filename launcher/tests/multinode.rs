@@ -5,6 +5,10 @@
 //! on a node's wire-up socket. After every failure no process of the job is
 //! left on any host.
 //!
+//! `dosfs_on_three_hosts`: `dosrun --fs` with a server in each node agent,
+//! a second job reading the data back, `--fs-stage-out`, and `dosfs up
+//! --hostfile` / `cp` / `down` on the cluster's hosts.
+//!
 //! Also: which rank is blamed when one is killed during collectives (a
 //! few trials; the heavy version is `blame_across_hosts_soak`), a stopped
 //! remote rank under `--stall-timeout`, and a remote output flood read
@@ -442,6 +446,21 @@ fn three_hosts_two_slots_each() {
     scenario_stopped_agent_during_wireup();
     scenario_remote_flood_is_bounded();
     kill_during_collectives(6);
+    assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+/// dosfs on the 3 hosts: `dosrun --fs` (servers in the node agents) and
+/// `dosfs up --hostfile` (the same, through dosrun), then nothing left.
+#[test]
+fn dosfs_on_three_hosts() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = serial();
+    let up = cluster(&["up", &HOSTS.to_string()]);
+    let _down = Down;
+    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
     scenario_fs_per_job();
     scenario_dosfs_up_hostfile();
     assert_nothing_left(&[], Duration::from_secs(5));
