@@ -222,7 +222,7 @@ impl FsJob {
         ip: IpAddr,
         nodes: usize,
         remote: &[usize],
-        mut agents: Option<&mut crate::agent::pool::Agents>,
+        agents: Option<&mut crate::agent::pool::Agents>,
     ) -> Result<FsEnd, String> {
         let own = match local {
             Some(n) => Some(start_server(
@@ -241,7 +241,7 @@ impl FsJob {
             written: Vec::new(),
             stage_out: self.stage_out.clone(),
         };
-        match self.collect(local, nodes, remote, agents.as_deref_mut(), &mut end) {
+        match self.collect(local, nodes, remote, agents, &mut end) {
             Ok(()) => Ok(end),
             Err(e) => {
                 let _ = end.run(None, &mut |_: String| {});

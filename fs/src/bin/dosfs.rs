@@ -63,7 +63,7 @@ enum Cmd {
         threads: usize,
     },
     /// Start N servers on this host over DIR/0 .. DIR/N-1 (--local N), or one per host of a
-    /// hostfile over DIR/<node> on each, through dosrun's node agents (--hostfile FILE); write
+    /// hostfile over DIR/NODE on each, through dosrun's node agents (--hostfile FILE); write
     /// the address file.
     Up {
         /// How many servers to start on this host.

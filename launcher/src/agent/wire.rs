@@ -27,7 +27,7 @@
 //! | 0x06 | `Heartbeat` | empty |
 //! | 0x07 | `Exit` | empty |
 //! | 0x08 | `FsServe` | bytes dir, u32 servers, 16 bytes fsid (for a new target) |
-//! | 0x09 | `FsAddrs` | 16 bytes fsid, list<str> addresses (by server index) |
+//! | 0x09 | `FsAddrs` | 16 bytes fsid, `list<str>` addresses (by server index) |
 //! | 0x81 | `Started` | u32 rank, i32 pid |
 //! | 0x82 | `StartFailed` | u32 rank, i32 status, str why |
 //! | 0x83 | `Output` | u32 rank, u8 stream (1 stdout, 2 stderr), bytes (empty: end of stream) |
