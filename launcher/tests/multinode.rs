@@ -488,13 +488,13 @@ fn scenario_fs_per_job() {
     let d = TempDir::new("mnfs");
     let dir = d.path().join("fs");
     let data = xorshift(5 << 20, 11);
-    let job = |extra: &[&str], during: &dyn Fn(&Client, &AddrFile)| {
+    let job = |extra: &[&str], code: i32, during: &dyn Fn(&Client, &AddrFile)| {
         let ctl = TempDir::new("mnfsctl");
         let c = ctl.str().to_string();
         let body = format!(
             "test -n \"$DOSFS\" || exit 9; \
              if [ $DOS_RANK = 0 ]; then cp \"$DOSFS\" {c}/tmp && mv {c}/tmp {c}/addr; fi; \
-             while [ ! -e {c}/go ]; do sleep 0.01; done"
+             while [ ! -e {c}/go ]; do sleep 0.01; done; exit {code}"
         );
         let mut args = vec!["-N", "1", "--fs", dir.to_str().unwrap()];
         args.extend_from_slice(extra);
@@ -515,14 +515,14 @@ fn scenario_fs_per_job() {
         drop(client);
         std::fs::write(ctl.path().join("go"), b"").unwrap();
         let r = child.join().unwrap();
-        assert_eq!(r.code(), 0, "{r:?}");
+        assert_eq!(r.code(), code, "{r:?}");
         for s in &f.servers {
             let a = s.addr.parse().unwrap();
             assert!(TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err());
         }
         r
     };
-    job(&[], &|c: &Client, f: &AddrFile| {
+    job(&[], 0, &|c: &Client, f: &AddrFile| {
         for (i, s) in f.servers.iter().enumerate() {
             assert!(s.addr.starts_with(&format!("198.18.0.{}:", i + 1)), "{f:?}");
         }
@@ -530,9 +530,15 @@ fn scenario_fs_per_job() {
         assert_eq!(a.layout.stripe_count as usize, HOSTS);
         c.write_at(&a, 0, &data).unwrap();
     });
+    // Failing ranks: the servers are still synced and stopped.
+    job(&[], 3, &|c: &Client, _: &AddrFile| {
+        let a = c.create("/late", None, true).unwrap();
+        c.write_at(&a, 0, b"before the failure").unwrap();
+    });
     let out = d.path().join("out");
     let r = job(
         &["--fs-stage-out", out.to_str().unwrap()],
+        0,
         &|c: &Client, _: &AddrFile| {
             let a = c.stat("/striped").unwrap();
             let mut back = vec![0; a.size as usize];
@@ -540,8 +546,12 @@ fn scenario_fs_per_job() {
             assert!(back == data, "the second job read other bytes");
         },
     );
-    assert!(r.stderr.contains("1 files copied"), "{}", r.stderr);
+    assert!(r.stderr.contains("2 files copied"), "{}", r.stderr);
     assert!(std::fs::read(out.join("striped")).unwrap() == data);
+    assert_eq!(
+        std::fs::read(out.join("late")).unwrap(),
+        b"before the failure"
+    );
 }
 
 /// `dosfs up --hostfile` on the cluster's hosts, `cp` in and out, `down`.
