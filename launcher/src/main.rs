@@ -408,7 +408,9 @@ fn run(o: RunOpts) -> i32 {
         match f.start(local_node, ip, nnodes, &remote, agents.as_mut()) {
             Ok(e) => fs_end = Some(e),
             Err(e) => {
-                if let Some(a) = agents.take() {
+                if let Some(mut a) = agents.take() {
+                    // Agents still connecting are not waited for.
+                    a.abandon_unconnected();
                     a.finish();
                 }
                 return fail(STATUS_USAGE, &format!("--fs: {e}"));

@@ -462,6 +462,7 @@ fn dosfs_on_three_hosts() {
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
     scenario_fs_per_job();
+    scenario_fs_bad_remote_target();
     scenario_dosfs_up_hostfile();
     assert_nothing_left(&[], Duration::from_secs(5));
 }
@@ -552,6 +553,25 @@ fn scenario_fs_per_job() {
         std::fs::read(out.join("late")).unwrap(),
         b"before the failure"
     );
+}
+
+/// A remote node whose target is not one (node 1's directory holds a
+/// stranger's file): the job stops before any rank runs, naming the host,
+/// and every agent leaves (the others had started their servers).
+fn scenario_fs_bad_remote_target() {
+    let d = TempDir::new("mnfsbad");
+    let dir = d.path().join("fs");
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/junk"), b"x").unwrap();
+    let r = cluster_run(&["-N", "1", "--fs", dir.to_str().unwrap()], &["true"]);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(
+        r.stderr.contains("dosrun: --fs: host 198.18.0.2 (node 1)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not a dosfs target"), "{}", r.stderr);
+    assert_nothing_left(&[], Duration::from_secs(5));
 }
 
 /// `dosfs up --hostfile` on the cluster's hosts, `cp` in and out, `down`.
