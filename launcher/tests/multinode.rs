@@ -463,6 +463,7 @@ fn dosfs_on_three_hosts() {
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
     scenario_fs_per_job();
     scenario_fs_bad_remote_target();
+    scenario_fs_dosrun_killed();
     scenario_dosfs_up_hostfile();
     assert_nothing_left(&[], Duration::from_secs(5));
 }
@@ -571,7 +572,73 @@ fn scenario_fs_bad_remote_target() {
         r.stderr
     );
     assert!(r.stderr.contains("not a dosfs target"), "{}", r.stderr);
+    // Agents still connecting are not waited for (they were, 12 s).
+    assert!(r.elapsed < Duration::from_secs(8), "{:?}", r.elapsed);
     assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+/// dosrun killed (SIGKILL) during a `--fs` job: every agent loses it,
+/// syncs and stops its server; a later job reads what was written.
+fn scenario_fs_dosrun_killed() {
+    use dos_fs::addrfile::AddrFile;
+    use dos_fs::client::Client;
+    let d = TempDir::new("mnfskill");
+    let dir = d.path().join("fs");
+    let ctl = d.path().join("ctl");
+    std::fs::create_dir_all(&ctl).unwrap();
+    let c = ctl.to_str().unwrap();
+    let body = format!(
+        "if [ $DOS_RANK = 0 ]; then cp \"$DOSFS\" {c}/tmp && mv {c}/tmp {c}/addr; fi; sleep 1000"
+    );
+    let mut child = cluster_cmd(
+        &["-N", "1", "--fs", dir.to_str().unwrap()],
+        &["sh", "-c", &body],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let p = ctl.join("addr");
+    let until = Instant::now() + common::LIMIT;
+    let f = loop {
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            break AddrFile::parse(&p, &t).unwrap();
+        }
+        assert!(Instant::now() < until, "no address file from the job");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let client = Client::new(&f);
+    let a = client.create("/k", None, true).unwrap();
+    let data = xorshift(3 << 20, 9);
+    client.write_at(&a, 0, &data).unwrap();
+    drop(client);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The agents notice at once (closed connection) and stop their servers.
+    for s in &f.servers {
+        let a = s.addr.parse().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok() {
+            assert!(Instant::now() < until, "server {} outlived dosrun", s.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_nothing_left(&[], Duration::from_secs(10));
+    let out = d.path().join("out");
+    let r = cluster_run(
+        &[
+            "-N",
+            "1",
+            "--fs",
+            dir.to_str().unwrap(),
+            "--fs-stage-out",
+            out.to_str().unwrap(),
+        ],
+        &["true"],
+    );
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(std::fs::read(out.join("k")).unwrap() == data);
 }
 
 /// `dosfs up --hostfile` on the cluster's hosts, `cp` in and out, `down`.
