@@ -143,9 +143,14 @@
 //! A server refuses a target of a newer format; peers of another protocol
 //! version get a protocol error on the first frame.
 //!
+//! ## Starting servers
+//! `dosfs serve` (one process), `dosfs up --local N` (N processes here),
+//! [`standing::start`] (a server on a thread of the caller: what `dosrun
+//! --fs` runs in dosrun and in each node agent) and `dosfs up --hostfile`
+//! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
+//!
 //! ## Not yet here (issue 10)
-//! `dosfs up --hostfile` through the node agents and `dosrun --fs` (with the
-//! launcher), `dos::io` in ranks (in `dos`), the FUSE mount, O_DIRECT and
+//! `dos::io` in ranks (in `dos`), the FUSE mount, O_DIRECT and
 //! io_uring on the servers, and `dosbench io`.
 #![deny(missing_docs)]
 
@@ -157,6 +162,7 @@ pub mod journal;
 pub mod layout;
 pub mod meta;
 pub mod server;
+pub mod standing;
 pub mod target;
 pub mod wire;
 

@@ -98,6 +98,13 @@ pub struct RunOpts {
     pub heartbeat_timeout: Option<Duration>,
     /// `--stall-timeout`: a rank stopped this long stops the job.
     pub stall_timeout: Option<Duration>,
+    /// `--fs DIR`: a dosfs server on every node over `DIR/<node id>`.
+    pub fs: Option<PathBuf>,
+    /// `--fs-stage-out PATH`: copy the file system out at the end.
+    pub fs_stage_out: Option<PathBuf>,
+    /// `--fs-addr FILE` (hidden, for `dosfs up --hostfile`): another address
+    /// file, with dosrun's pid.
+    pub fs_addr: Option<PathBuf>,
     /// The program, as given.
     pub program: OsString,
     /// Its arguments.
@@ -246,6 +253,20 @@ struct Cli {
     #[arg(long = "heartbeat-timeout", value_name = "SECS",
           value_parser = parse_heartbeat_timeout)]
     heartbeat_timeout: Option<Duration>,
+    /// Start a dosfs server on every node of the job over DIR/NODE-ID
+    /// (formatted on first use, reused after: a later job mounts the same
+    /// data); the ranks find the address file in $DOSFS (DIR/dosfs-NODE-ID.addr);
+    /// servers are synced and stopped when the job ends
+    #[arg(long = "fs", value_name = "DIR", value_parser = parse_fs_path)]
+    fs: Option<PathBuf>,
+    /// With --fs: at the end, copy the whole file system to the directory
+    /// PATH on this host before the servers stop
+    #[arg(long = "fs-stage-out", value_name = "PATH", value_parser = parse_fs_path)]
+    fs_stage_out: Option<PathBuf>,
+    /// With --fs: also write the address file to FILE here, with dosrun's
+    /// pid (`dosfs up --hostfile` runs dosrun so)
+    #[arg(long = "fs-addr", value_name = "FILE", value_parser = parse_fs_path, hide = true)]
+    fs_addr: Option<PathBuf>,
     /// Print the transports and tunables, then exit
     #[arg(long)]
     info: bool,
@@ -284,6 +305,8 @@ fn given_twice(id: &str) -> Option<&'static str> {
         "map_by" => "--map-by is given twice",
         "per_node" => "the number of ranks per node is given twice",
         "bind_to" => "--bind-to is given twice",
+        "fs" => "--fs is given twice",
+        "fs_stage_out" => "--fs-stage-out is given twice",
         _ => return None,
     })
 }
@@ -436,6 +459,9 @@ where
     if !hosts.is_empty() && cli.hostfile.is_some() {
         return Err(usage("give hosts with -H or with --hostfile, not both"));
     }
+    if cli.fs.is_none() && (cli.fs_stage_out.is_some() || cli.fs_addr.is_some()) {
+        return Err(usage("--fs-stage-out needs --fs DIR"));
+    }
     if cli.np.is_none() && hosts.is_empty() && cli.hostfile.is_none() && cli.per_node.is_none() {
         return Err(usage("missing -n N: the number of ranks"));
     }
@@ -457,6 +483,9 @@ where
         heartbeat_interval: cli.heartbeat_interval,
         heartbeat_timeout: cli.heartbeat_timeout,
         stall_timeout: cli.stall_timeout,
+        fs: cli.fs,
+        fs_stage_out: cli.fs_stage_out,
+        fs_addr: cli.fs_addr,
         program,
         args: command.collect(),
     })))
@@ -596,6 +625,13 @@ fn parse_launch_agent(v: &str) -> Result<Words, String> {
         return Err("--launch-agent: empty command".into());
     }
     Ok(Words(words))
+}
+
+fn parse_fs_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        return Err("--fs: empty path".into());
+    }
+    Ok(PathBuf::from(v))
 }
 
 fn parse_agent_path(v: &str) -> Result<PathBuf, String> {
@@ -873,6 +909,42 @@ mod tests {
     }
 
     #[test]
+    fn fs_options() {
+        let o = run(&["-n", "2", "--fs", "/scratch/fs", "--fs-stage-out=out", "p"]);
+        assert_eq!(o.fs.as_deref(), Some(std::path::Path::new("/scratch/fs")));
+        assert_eq!(o.fs_stage_out.as_deref(), Some(std::path::Path::new("out")));
+        assert_eq!(o.fs_addr, None);
+        // mpirun's one-dash spelling, and the hidden --fs-addr.
+        let o = run(&["-n", "1", "-fs", "d", "-fs-addr", "f.addr", "p"]);
+        assert_eq!(o.fs.as_deref(), Some(std::path::Path::new("d")));
+        assert_eq!(o.fs_addr.as_deref(), Some(std::path::Path::new("f.addr")));
+        let o = run(&["-n", "1", "p", "--fs", "x"]);
+        assert_eq!((o.fs, o.args.len()), (None, 2));
+        assert_eq!(
+            normalised(&["--fs", "d", "--fs-stage-out", "o", "p"]),
+            ["--fs=d", "--fs-stage-out=o", "--", "p"]
+        );
+        assert!(err(&["-n", "1", "--fs-stage-out", "o", "p"]).contains("needs --fs"));
+        assert!(err(&["-n", "1", "--fs", "a", "--fs", "b", "p"]).contains("given twice"));
+        assert!(err(&[
+            "-n",
+            "1",
+            "--fs",
+            "d",
+            "--fs-stage-out",
+            "a",
+            "--fs-stage-out",
+            "b",
+            "p"
+        ])
+        .contains("given twice"));
+        assert!(err(&["-n", "1", "--fs=", "p"]).contains("empty"));
+        assert!(err(&["-n", "1", "--fs"]).contains("--fs needs DIR"));
+        assert!(!help().contains("--fs-addr"), "hidden");
+        assert!(help().contains("--fs-stage-out"));
+    }
+
+    #[test]
     fn stall_timeout() {
         let Ok(Action::Run(o)) = p(&["--stall-timeout", "2.5", "-n", "1", "p"]) else {
             panic!("should parse");
@@ -1112,9 +1184,10 @@ mod tests {
     fn help_lists_every_option() {
         let h = help();
         assert!(h.starts_with("Usage: dosrun"));
+        // Hidden options (`--fs-addr`, for dosfs) are the exception.
         for a in Cli::command()
             .get_arguments()
-            .filter(|a| !a.is_positional())
+            .filter(|a| !a.is_positional() && !a.is_hide_set())
         {
             let name = a
                 .get_long()

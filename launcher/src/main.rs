@@ -3,7 +3,8 @@
 //! ```text
 //! dosrun [-n N] [-H HOSTS | --hostfile FILE] [--map-by slot|node] [-N N] [--oversubscribe]
 //!        [--bind-to core|numa|none] [--report-bindings] [--tag-output] [--timeout SECS]
-//!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]] [--] PROGRAM [ARGS]
+//!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]]
+//!        [--fs DIR [--fs-stage-out PATH]] [--] PROGRAM [ARGS]
 //! dosrun --topology | --info | --help | --version
 //! ```
 //!
@@ -29,6 +30,8 @@
 //!   `agent::node`, the agent itself (`dosrun --agent`, hidden), and
 //!   `agent::wire`, `agent::ctl`, their control protocol;
 //! * `stdio`: line splitting, tags and output queues;
+//! * `fsjob`: `--fs DIR`, a dosfs server per node inside dosrun and the
+//!   node agents, its address file for the ranks, stage-out at the end;
 //! * `info`: `dosrun --info`;
 //! * `sys`: the Linux calls.
 
@@ -36,6 +39,7 @@ mod acceptor;
 mod agent;
 mod args;
 mod bind;
+mod fsjob;
 mod hosts;
 mod info;
 mod plan;
@@ -236,6 +240,21 @@ fn run(o: RunOpts) -> i32 {
     let remote: Vec<usize> = (0..nnodes).filter(|&n| !plan.nodes()[n].local).collect();
     let grace = o.grace.unwrap_or(Duration::from_millis(cfg.kill_grace_ms));
     let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+    // --fs: the ranks of node N find the address file DIR/dosfs-N.addr in DOSFS.
+    let fs_dir = match o.fs.as_deref().map(fsjob::absolute).transpose() {
+        Ok(d) => d,
+        Err(e) => return fail(STATUS_USAGE, &e),
+    };
+    let node_exports = |n: usize| {
+        let mut e = exports.clone();
+        if let Some(d) = &fs_dir {
+            e.push((
+                dos_fs::addrfile::ENV.into(),
+                fsjob::addr_path(d, n).into_os_string(),
+            ));
+        }
+        e
+    };
     if let Err(e) = check_transports(&exports, &cfg, nnodes) {
         return fail(STATUS_USAGE, &e);
     }
@@ -250,6 +269,7 @@ fn run(o: RunOpts) -> i32 {
 
     let local_node = plan.nodes().iter().position(|n| n.local);
     let local_size = local_node.map_or(0, |id| plan.local_size(id));
+    let local_exports = node_exports(local_node.unwrap_or(nnodes));
     let no_ranks: &[usize] = &[];
     let node = Node {
         id: local_node.unwrap_or(nnodes),
@@ -260,7 +280,7 @@ fn run(o: RunOpts) -> i32 {
         report_bindings: o.report_bindings,
         program: &o.program,
         argv0: &o.program,
-        exports: &exports,
+        exports: &local_exports,
         shm_ring_bytes: cfg.shm_ring_bytes,
     };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
@@ -294,6 +314,29 @@ fn run(o: RunOpts) -> i32 {
         }
     }
     let node_addr = agents.as_ref().map(|a| a.addr().ip());
+    let fs_job = match &fs_dir {
+        None => None,
+        Some(dir) => {
+            let made = dos_fs::target::FsId::generate()
+                .map_err(|e| e.to_string())
+                .and_then(|fsid| Ok((fsid, fsjob::fs_secret(&secret)?)));
+            match made {
+                Ok((fsid, fs_secret)) => {
+                    if let Some(a) = agents.as_mut() {
+                        a.set_fs(dir.clone().into_os_string(), nnodes as u32, fsid.0);
+                    }
+                    Some(fsjob::FsJob {
+                        dir: dir.clone(),
+                        fsid,
+                        secret: fs_secret,
+                        stage_out: o.fs_stage_out.clone(),
+                        addr_out: o.fs_addr.clone(),
+                    })
+                }
+                Err(e) => return fail(STATUS_INTERNAL, &e),
+            }
+        }
+    };
     // Without ranks here the service serves nobody; its name is unused.
     let (pmi_name, service) = match start::serve(&node, jobid, &secret) {
         Ok(x) => x,
@@ -340,7 +383,7 @@ fn run(o: RunOpts) -> i32 {
                 argv0: o.program.clone(),
                 args: o.args.clone(),
                 cwd: cwd.clone(),
-                env: exports.clone(),
+                env: node_exports(n),
                 ranks: node.ranks.iter().map(|&r| r as u32).collect(),
                 bind: o.bind_to,
                 report_bindings: o.report_bindings,
@@ -354,6 +397,23 @@ fn run(o: RunOpts) -> i32 {
                     node.host
                 ));
                 break;
+            }
+        }
+    }
+
+    // --fs: every node's server up before any rank starts.
+    let mut fs_end = None;
+    if let (Some(f), None) = (fs_job, &start_error) {
+        let ip = node_addr.unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        match f.start(local_node, ip, nnodes, &remote, agents.as_mut()) {
+            Ok(e) => fs_end = Some(e),
+            Err(e) => {
+                if let Some(mut a) = agents.take() {
+                    // Agents still connecting are not waited for.
+                    a.abandon_unconnected();
+                    a.finish();
+                }
+                return fail(STATUS_USAGE, &format!("--fs: {e}"));
             }
         }
     }
@@ -386,6 +446,9 @@ fn run(o: RunOpts) -> i32 {
     );
     if let Some(e) = start_error {
         sup.internal_failure(&e);
+    }
+    if let Some(e) = fs_end {
+        sup.set_fs_end(e);
     }
     if let Some(p) = prepared {
         let mut out = LocalRanks {

@@ -182,6 +182,8 @@ pub struct Supervisor {
     blame_at: Option<Instant>,
     blame_window: Duration,
     stall_timeout: Option<Duration>,
+    /// `--fs`: stage-out and the local server's stop, before the agents exit.
+    fs_end: Option<crate::fsjob::FsEnd>,
 }
 
 /// How a job is watched (from the options and tunables).
@@ -264,7 +266,14 @@ impl Supervisor {
             blame_at: None,
             blame_window,
             stall_timeout,
+            fs_end: None,
         }
+    }
+
+    /// What the job's file system (`--fs`) does at the end, before the
+    /// agents exit.
+    pub fn set_fs_end(&mut self, e: crate::fsjob::FsEnd) {
+        self.fs_end = Some(e);
     }
 
     /// Takes charge of a started local rank.
@@ -801,7 +810,8 @@ impl Supervisor {
                     .collect();
                 self.sinks[1].push(format!("{line}\n").as_bytes());
             }
-            FromAgent::Heartbeat => {}
+            // The --fs frames come before the job starts (`fsjob`).
+            FromAgent::Heartbeat | FromAgent::FsUp { .. } | FromAgent::FsFailed(_) => {}
             FromAgent::Stopped { rank, sig } => {
                 if let Some(r) = self.on_node(rank, n) {
                     let stop = (sig > 0).then_some(sig);
@@ -1003,13 +1013,26 @@ impl Supervisor {
                 sys::reap(r.pid);
             }
         }
+        // The servers outlive the ranks: staged out, synced and stopped.
+        let mut fs_failed = false;
+        if let Some(e) = self.fs_end.take() {
+            let sinks = &mut self.sinks;
+            let mut say = |l: String| {
+                sinks[1].push(l.as_bytes());
+                sinks[1].push(b"\n");
+            };
+            if let Err(why) = e.run(self.agents.as_mut(), &mut say) {
+                say(format!("dosrun: --fs: {why}"));
+                fs_failed = true;
+            }
+        }
         if let Some(a) = self.agents.take() {
             a.finish();
         }
         for k in &mut self.sinks {
             k.flush_blocking();
         }
-        match self.cause {
+        let status = match self.cause {
             None => self
                 .ranks
                 .iter()
@@ -1034,6 +1057,11 @@ impl Supervisor {
                     128 + sig
                 }
             }
+        };
+        if fs_failed && status == 0 {
+            1
+        } else {
+            status
         }
     }
 }

@@ -5,6 +5,10 @@
 //! on a node's wire-up socket. After every failure no process of the job is
 //! left on any host.
 //!
+//! `dosfs_on_three_hosts`: `dosrun --fs` with a server in each node agent,
+//! a second job reading the data back, `--fs-stage-out`, and `dosfs up
+//! --hostfile` / `cp` / `down` on the cluster's hosts.
+//!
 //! Also: which rank is blamed when one is killed during collectives (a
 //! few trials; the heavy version is `blame_across_hosts_soak`), a stopped
 //! remote rank under `--stall-timeout`, and a remote output flood read
@@ -443,6 +447,251 @@ fn three_hosts_two_slots_each() {
     scenario_remote_flood_is_bounded();
     kill_during_collectives(6);
     assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+/// dosfs on the 3 hosts: `dosrun --fs` (servers in the node agents) and
+/// `dosfs up --hostfile` (the same, through dosrun), then nothing left.
+#[test]
+fn dosfs_on_three_hosts() {
+    if let Some(why) = skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let _serial = serial();
+    let up = cluster(&["up", &HOSTS.to_string()]);
+    let _down = Down;
+    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
+    scenario_fs_per_job();
+    scenario_fs_bad_remote_target();
+    scenario_fs_dosrun_killed();
+    scenario_dosfs_up_hostfile();
+    assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+fn xorshift(n: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// `dosrun --fs` on the 3 hosts (one server each, in the node agents): the
+/// test writes a file striped over the three through the address file the
+/// ranks got, a second job reads it back, a third stages it out (bit-exact);
+/// the servers are gone after each job.
+fn scenario_fs_per_job() {
+    use dos_fs::addrfile::AddrFile;
+    use dos_fs::client::Client;
+    let d = TempDir::new("mnfs");
+    let dir = d.path().join("fs");
+    let data = xorshift(5 << 20, 11);
+    let job = |extra: &[&str], code: i32, during: &dyn Fn(&Client, &AddrFile)| {
+        let ctl = TempDir::new("mnfsctl");
+        let c = ctl.str().to_string();
+        let body = format!(
+            "test -n \"$DOSFS\" || exit 9; \
+             if [ $DOS_RANK = 0 ]; then cp \"$DOSFS\" {c}/tmp && mv {c}/tmp {c}/addr; fi; \
+             while [ ! -e {c}/go ]; do sleep 0.01; done; exit {code}"
+        );
+        let mut args = vec!["-N", "1", "--fs", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mut cmd = cluster_cmd(&args, &["sh", "-c", &body]);
+        let child = std::thread::spawn(move || run_with(&mut cmd, b"", common::LIMIT));
+        let p = ctl.path().join("addr");
+        let until = Instant::now() + common::LIMIT;
+        let f = loop {
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                break AddrFile::parse(&p, &t).unwrap();
+            }
+            assert!(Instant::now() < until, "no address file from the job");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(f.servers.len(), HOSTS);
+        let client = Client::new(&f);
+        during(&client, &f);
+        drop(client);
+        std::fs::write(ctl.path().join("go"), b"").unwrap();
+        let r = child.join().unwrap();
+        assert_eq!(r.code(), code, "{r:?}");
+        for s in &f.servers {
+            let a = s.addr.parse().unwrap();
+            assert!(TcpStream::connect_timeout(&a, Duration::from_millis(500)).is_err());
+        }
+        r
+    };
+    job(&[], 0, &|c: &Client, f: &AddrFile| {
+        for (i, s) in f.servers.iter().enumerate() {
+            assert!(s.addr.starts_with(&format!("198.18.0.{}:", i + 1)), "{f:?}");
+        }
+        let a = c.create("/striped", None, true).unwrap();
+        assert_eq!(a.layout.stripe_count as usize, HOSTS);
+        c.write_at(&a, 0, &data).unwrap();
+    });
+    // Failing ranks: the servers are still synced and stopped.
+    job(&[], 3, &|c: &Client, _: &AddrFile| {
+        let a = c.create("/late", None, true).unwrap();
+        c.write_at(&a, 0, b"before the failure").unwrap();
+    });
+    let out = d.path().join("out");
+    let r = job(
+        &["--fs-stage-out", out.to_str().unwrap()],
+        0,
+        &|c: &Client, _: &AddrFile| {
+            let a = c.stat("/striped").unwrap();
+            let mut back = vec![0; a.size as usize];
+            c.read_at("/striped", &a, 0, &mut back).unwrap();
+            assert!(back == data, "the second job read other bytes");
+        },
+    );
+    assert!(r.stderr.contains("2 files copied"), "{}", r.stderr);
+    assert!(std::fs::read(out.join("striped")).unwrap() == data);
+    assert_eq!(
+        std::fs::read(out.join("late")).unwrap(),
+        b"before the failure"
+    );
+}
+
+/// A remote node whose target is not one (node 1's directory holds a
+/// stranger's file): the job stops before any rank runs, naming the host,
+/// and every agent leaves (the others had started their servers).
+fn scenario_fs_bad_remote_target() {
+    let d = TempDir::new("mnfsbad");
+    let dir = d.path().join("fs");
+    std::fs::create_dir_all(dir.join("1")).unwrap();
+    std::fs::write(dir.join("1/junk"), b"x").unwrap();
+    let r = cluster_run(&["-N", "1", "--fs", dir.to_str().unwrap()], &["true"]);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(
+        r.stderr.contains("dosrun: --fs: host 198.18.0.2 (node 1)"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("not a dosfs target"), "{}", r.stderr);
+    // Agents still connecting are not waited for (they were, 12 s).
+    assert!(r.elapsed < Duration::from_secs(8), "{:?}", r.elapsed);
+    assert_nothing_left(&[], Duration::from_secs(5));
+}
+
+/// dosrun killed (SIGKILL) during a `--fs` job: every agent loses it,
+/// syncs and stops its server; a later job reads what was written.
+fn scenario_fs_dosrun_killed() {
+    use dos_fs::addrfile::AddrFile;
+    use dos_fs::client::Client;
+    let d = TempDir::new("mnfskill");
+    let dir = d.path().join("fs");
+    let ctl = d.path().join("ctl");
+    std::fs::create_dir_all(&ctl).unwrap();
+    let c = ctl.to_str().unwrap();
+    let body = format!(
+        "if [ $DOS_RANK = 0 ]; then cp \"$DOSFS\" {c}/tmp && mv {c}/tmp {c}/addr; fi; sleep 1000"
+    );
+    let mut child = cluster_cmd(
+        &["-N", "1", "--fs", dir.to_str().unwrap()],
+        &["sh", "-c", &body],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let p = ctl.join("addr");
+    let until = Instant::now() + common::LIMIT;
+    let f = loop {
+        if let Ok(t) = std::fs::read_to_string(&p) {
+            break AddrFile::parse(&p, &t).unwrap();
+        }
+        assert!(Instant::now() < until, "no address file from the job");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let client = Client::new(&f);
+    let a = client.create("/k", None, true).unwrap();
+    let data = xorshift(3 << 20, 9);
+    client.write_at(&a, 0, &data).unwrap();
+    drop(client);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The agents notice at once (closed connection) and stop their servers.
+    for s in &f.servers {
+        let a = s.addr.parse().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok() {
+            assert!(Instant::now() < until, "server {} outlived dosrun", s.addr);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_nothing_left(&[], Duration::from_secs(10));
+    let out = d.path().join("out");
+    let r = cluster_run(
+        &[
+            "-N",
+            "1",
+            "--fs",
+            dir.to_str().unwrap(),
+            "--fs-stage-out",
+            out.to_str().unwrap(),
+        ],
+        &["true"],
+    );
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(std::fs::read(out.join("k")).unwrap() == data);
+}
+
+/// `dosfs up --hostfile` on the cluster's hosts, `cp` in and out, `down`.
+fn scenario_dosfs_up_hostfile() {
+    let d = TempDir::new("mnup");
+    let dosrun = Path::new(env!("CARGO_BIN_EXE_dosrun"));
+    let dosfs = dosrun.with_file_name("dosfs");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut b = Command::new(cargo);
+    b.args(["build", "-q", "-p", "dos-fs", "--bin", "dosfs"]);
+    if dosrun.parent().and_then(|p| p.file_name()) == Some("release".as_ref()) {
+        b.arg("--release");
+    }
+    assert!(b.status().unwrap().success());
+    let addr = d.path().join("fs.addr");
+    let fs = |args: &[&str]| {
+        let o = Command::new(&dosfs)
+            .arg("--fs")
+            .arg(&addr)
+            .args(args)
+            .output()
+            .unwrap();
+        let text =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "dosfs {args:?}: {text}");
+        text
+    };
+    let hostfile = format!("{STATE}/hostfile");
+    let target = d.path().join("t");
+    let out = fs(&[
+        "up",
+        "--hostfile",
+        &hostfile,
+        "--launch-agent",
+        &launch(),
+        "--target",
+        target.to_str().unwrap(),
+    ]);
+    assert!(out.contains("3 servers up"), "{out}");
+    let data = xorshift(9 << 20, 5);
+    let src = d.path().join("in");
+    std::fs::write(&src, &data).unwrap();
+    fs(&["cp", src.to_str().unwrap(), ":/in"]);
+    let back = d.path().join("back");
+    fs(&["cp", ":/in", back.to_str().unwrap()]);
+    assert!(std::fs::read(&back).unwrap() == data);
+    let df = fs(&["df"]);
+    assert_eq!(df.matches("198.18.0.").count(), HOSTS, "{df}");
+    fs(&["down"]);
+    assert!(!addr.exists());
+    for k in 0..HOSTS {
+        assert!(target.join(format!("{k}/dosfs-target")).is_file());
+    }
 }
 
 /// Connections held open on dosrun's control port while the agents join,

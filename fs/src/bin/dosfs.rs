@@ -62,11 +62,23 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         threads: usize,
     },
-    /// Start N servers on this host over DIR/0 .. DIR/N-1 and write the address file.
+    /// Start N servers on this host over DIR/0 .. DIR/N-1 (--local N), or one per host of a
+    /// hostfile over DIR/NODE on each, through dosrun's node agents (--hostfile FILE); write
+    /// the address file.
     Up {
         /// How many servers to start on this host.
-        #[arg(long)]
-        local: u32,
+        #[arg(
+            long,
+            required_unless_present = "hostfile",
+            conflicts_with = "hostfile"
+        )]
+        local: Option<u32>,
+        /// One server per host of FILE (dosrun's hostfile format), started by dosrun.
+        #[arg(long, value_name = "FILE")]
+        hostfile: Option<PathBuf>,
+        /// With --hostfile: how dosrun starts its node agents (dosrun's --launch-agent).
+        #[arg(long, value_name = "CMD", requires = "hostfile")]
+        launch_agent: Option<String>,
         /// The directory holding the targets.
         #[arg(long)]
         target: PathBuf,
@@ -181,11 +193,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
         } => serve(&target, &listen, fs_id.as_deref(), index, servers, threads),
         Cmd::Up {
+            local: None,
+            hostfile: Some(hostfile),
+            launch_agent,
+            target,
+            ..
+        } => up_hosts(&hostfile, &target, &fs_file, launch_agent.as_deref()),
+        Cmd::Up {
             local,
             target,
             host,
             threads,
-        } => up(local, &target, &fs_file, &host, threads),
+            ..
+        } => up(local.unwrap_or(0), &target, &fs_file, &host, threads),
         Cmd::Down => down(&fs_file),
         cmd => {
             let c = Client::open(Some(&fs_file))?;
@@ -254,7 +274,12 @@ fn is_our_server(pid: u32) -> bool {
     fs::read(format!("/proc/{pid}/cmdline"))
         .map(|c| {
             let args: Vec<&[u8]> = c.split(|&b| b == 0).collect();
-            args.iter().any(|a| a.ends_with(b"dosfs")) && args.iter().any(|a| *a == b"serve")
+            let dosfs =
+                args.iter().any(|a| a.ends_with(b"dosfs")) && args.iter().any(|a| *a == b"serve");
+            // `up --hostfile`: the dosrun that runs the servers.
+            let dosrun = args.first().is_some_and(|a| a.ends_with(b"dosrun"))
+                && args.iter().any(|a| *a == b"--fs-addr");
+            dosfs || dosrun
         })
         .unwrap_or(false)
 }
@@ -367,6 +392,45 @@ fn up(n: u32, dir: &Path, fs_file: &Path, host: &str, threads: usize) -> anyhow:
     file.write(fs_file)?;
     println!(
         "dosfs: {n} servers up (fs {fsid}); address file {}",
+        fs_file.display()
+    );
+    Ok(())
+}
+
+/// `up --hostfile`: dosrun runs the servers in its node agents (see
+/// `dos_fs::standing::launch_hosts`); the dosrun next to this dosfs, else
+/// the one on PATH.
+fn up_hosts(
+    hostfile: &Path,
+    target: &Path,
+    fs_file: &Path,
+    launch_agent: Option<&str>,
+) -> anyhow::Result<()> {
+    if let Ok(old) = AddrFile::read(fs_file) {
+        if old.servers.iter().filter_map(|s| s.pid).any(pid_alive) {
+            bail!(
+                "{} names running servers; `dosfs down` first",
+                fs_file.display()
+            );
+        }
+    }
+    let dosrun = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("dosrun")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("dosrun"));
+    let f = dos_fs::standing::launch_hosts(&dos_fs::standing::HostsSpec {
+        dosrun: &dosrun,
+        hostfile,
+        target,
+        addr_file: fs_file,
+        launch_agent,
+        timeout: Duration::from_secs(120),
+    })?;
+    println!(
+        "dosfs: {} servers up (fs {}); address file {}",
+        f.servers.len(),
+        f.fsid,
         fs_file.display()
     );
     Ok(())

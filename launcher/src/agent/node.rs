@@ -11,6 +11,12 @@
 //! continued (SIGCHLD) for dosrun's `--stall-timeout`, and stops reading
 //! their pipes while its queue towards dosrun is full (back-pressure).
 //!
+//! In a job with `--fs` it first starts the node's dosfs server (a
+//! `FsServe` frame before the assignment, see [`crate::fsjob`]), answers
+//! with its address, writes the node's address file when dosrun sends every
+//! server's (`FsAddrs`), heartbeating while it waits; the server is synced
+//! and stopped when the agent ends, however it ends.
+//!
 //! It kills its ranks (SIGKILL to their process groups) and exits when
 //! dosrun says so (`Exit`), when the control connection closes or stays
 //! silent for the heartbeat timeout, when its stdin closes (dosrun or ssh
@@ -29,6 +35,7 @@ use dos_transport::auth::{self, Role};
 
 use super::ctl::{parse_bootstrap, Bootstrap, CtlConn};
 use super::wire::{self, Assign, FromAgent, ToAgent};
+use crate::fsjob;
 use crate::pmi_server::{Event, FenceOutcome, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::start::{self, JobEnv, Node, Outcome, Side};
@@ -72,19 +79,108 @@ pub fn run() -> i32 {
         Ok(b) => b,
         Err(e) => return fail(&format!("no bootstrap on stdin: {e}")),
     };
-    let (ctl, assign) = match connect(&boot) {
-        Ok(x) => x,
-        Err(e) => return fail(&format!("cannot join dosrun at {}: {e}", boot.addr)),
+    let mut fs = None;
+    let joined = connect(&boot, &mut fs);
+    let code = match joined {
+        Err(e) if e == ENDED => 0,
+        Err(e) => fail(&format!("cannot join dosrun at {}: {e}", boot.addr)),
+        Ok((ctl, assign)) => match SignalFd::new() {
+            Err(e) => fail(&format!("signalfd: {e}")),
+            Ok(signals) => match Agent::start(boot, ctl, *assign, signals) {
+                Ok(mut a) => a.run(),
+                Err(e) => fail(&e),
+            },
+        },
     };
-    let signals = match SignalFd::new() {
-        Ok(s) => s,
-        Err(e) => return fail(&format!("signalfd: {e}")),
-    };
-    let mut a = match Agent::start(boot, ctl, *assign, signals) {
-        Ok(a) => a,
-        Err(e) => return fail(&e),
-    };
-    a.run()
+    if let Some(f) = fs {
+        f.stop();
+    }
+    code
+}
+
+/// The node's dosfs server (`--fs`) and its address file.
+struct NodeFs {
+    server: dos_fs::standing::Standing,
+    dir: std::path::PathBuf,
+    secret: dos_transport::auth::Secret,
+    node: usize,
+    wrote: bool,
+}
+
+impl NodeFs {
+    /// Syncs and stops the server, removes the address file.
+    fn stop(self) {
+        if self.wrote {
+            let _ = std::fs::remove_file(fsjob::addr_path(&self.dir, self.node));
+        }
+        if let Err(e) = self.server.stop() {
+            eprintln!(
+                "dosrun --agent on {}: dosfs server {}: {e}",
+                sys::hostname(),
+                self.dir.display()
+            );
+        }
+    }
+}
+
+/// Handles a `--fs` frame that comes before the assignment.
+fn on_fs_frame(b: &Bootstrap, c: &mut CtlConn, m: ToAgent, fs: &mut Option<NodeFs>) {
+    match m {
+        ToAgent::FsServe { dir, servers, fsid } => {
+            if fs.is_none() {
+                let dir = std::path::PathBuf::from(dir);
+                let started = c
+                    .stream()
+                    .local_addr()
+                    .map_err(|e| format!("control socket: {e}"))
+                    .and_then(|a| {
+                        let secret = fsjob::fs_secret(&b.secret)?;
+                        let s = fsjob::start_server(
+                            &dir,
+                            b.node,
+                            servers as usize,
+                            dos_fs::target::FsId(fsid),
+                            &secret,
+                            a.ip(),
+                        )?;
+                        Ok(NodeFs {
+                            server: s,
+                            dir,
+                            secret,
+                            node: b.node,
+                            wrote: false,
+                        })
+                    });
+                match started {
+                    Ok(f) => *fs = Some(f),
+                    Err(why) => {
+                        c.send(|o| FromAgent::FsFailed(why).encode(o));
+                        return;
+                    }
+                }
+            }
+            if let Some(f) = fs.as_ref() {
+                let up = FromAgent::FsUp {
+                    fsid: f.server.fsid().0,
+                    addr: f.server.addr().to_string(),
+                };
+                c.send(|o| up.encode(o));
+            }
+        }
+        ToAgent::FsAddrs { fsid, addrs } => {
+            if let Some(f) = fs.as_mut() {
+                let file = fsjob::addr_file(dos_fs::target::FsId(fsid), &f.secret, &addrs, None);
+                match fsjob::write_addr(&fsjob::addr_path(&f.dir, f.node), &file) {
+                    Ok(()) => f.wrote = true,
+                    Err(e) => {
+                        let line = format!("dosrun: host {}: {e}", sys::hostname());
+                        c.send(|o| FromAgent::Log(line).encode(o));
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 fn fail(msg: &str) -> i32 {
@@ -136,16 +232,18 @@ const JOIN_BACKOFF: Duration = Duration::from_millis(100);
 /// How a failure to join that is not worth retrying starts: the other end
 /// is not our dosrun.
 const NOT_DOSRUN: &str = "the control port is not this job's dosrun: ";
+/// Why the agent leaves when dosrun ends the job before the assignment.
+const ENDED: &str = "dosrun ended the job before it started";
 
 /// Joins dosrun, trying again when the connection fails or closes before
 /// the assignment came (not when dosrun proves to hold another secret).
-fn connect(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
+fn connect(b: &Bootstrap, fs: &mut Option<NodeFs>) -> Result<(CtlConn, Box<Assign>), String> {
     let mut wait = JOIN_BACKOFF;
     let mut attempt = 1;
     loop {
-        match connect_once(b) {
+        match connect_once(b, fs) {
             Ok(x) => return Ok(x),
-            Err(e) if attempt < JOIN_ATTEMPTS && !e.starts_with(NOT_DOSRUN) => {
+            Err(e) if attempt < JOIN_ATTEMPTS && !e.starts_with(NOT_DOSRUN) && e != ENDED => {
                 std::thread::sleep(wait);
                 wait *= 2;
                 attempt += 1;
@@ -155,8 +253,13 @@ fn connect(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     }
 }
 
-/// Connects, authenticates and receives the assignment.
-fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
+/// How often the agent says it is alive while it waits for its assignment
+/// (dosrun may be waiting for the other nodes' dosfs servers).
+const SETUP_HEARTBEAT: Duration = Duration::from_millis(200);
+
+/// Connects, authenticates and receives the assignment (starting the
+/// node's dosfs server first when dosrun asks).
+fn connect_once(b: &Bootstrap, fs: &mut Option<NodeFs>) -> Result<(CtlConn, Box<Assign>), String> {
     let mut s = TcpStream::connect_timeout(&b.addr, SETUP_TIMEOUT).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(SETUP_TIMEOUT))
         .map_err(|e| e.to_string())?;
@@ -175,27 +278,48 @@ fn connect_once(b: &Bootstrap) -> Result<(CtlConn, Box<Assign>), String> {
     }
     let mut c = CtlConn::new(s, Vec::new()).map_err(|e| e.to_string())?;
     let until = Instant::now() + SETUP_TIMEOUT;
+    let mut next_beat = Instant::now();
     loop {
-        match c.next_frame(ToAgent::decode) {
-            Ok(Some(ToAgent::Assign(a))) => return Ok((c, a)),
-            Ok(Some(_)) => {}
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
+        loop {
+            match c.next_frame(ToAgent::decode) {
+                Ok(Some(ToAgent::Assign(a))) => return Ok((c, a)),
+                // The job ended before it started here (another node's
+                // dosfs server failed).
+                Ok(Some(ToAgent::Exit)) => return Err(ENDED.into()),
+                Ok(Some(m)) => on_fs_frame(b, &mut c, m, fs),
+                Ok(None) => break,
+                Err(e) => return Err(e.to_string()),
+            }
         }
         if c.closed {
             return Err("dosrun closed the connection".into());
         }
-        let left = until.saturating_duration_since(Instant::now());
+        let now = Instant::now();
+        let left = until.saturating_duration_since(now);
         if left.is_zero() {
             return Err("no assignment from dosrun".into());
         }
+        if now >= next_beat {
+            next_beat = now + SETUP_HEARTBEAT;
+            c.send(|o| FromAgent::Heartbeat.encode(o));
+        }
+        let mut events = libc::POLLIN;
+        if c.wants_write() {
+            events |= libc::POLLOUT;
+        }
         let mut p = [libc::pollfd {
             fd: c.fd(),
-            events: libc::POLLIN,
+            events,
             revents: 0,
         }];
-        sys::poll(&mut p, left.as_millis().clamp(1, 1000) as i32).map_err(|e| e.to_string())?;
-        c.read();
+        let wait = left.min(next_beat.saturating_duration_since(now));
+        sys::poll(&mut p, wait.as_millis().clamp(1, 1000) as i32).map_err(|e| e.to_string())?;
+        if p[0].revents & libc::POLLOUT != 0 {
+            c.flush();
+        }
+        if p[0].revents != 0 {
+            c.read();
+        }
     }
 }
 
@@ -454,7 +578,11 @@ impl Agent {
         loop {
             match self.ctl.next_frame(ToAgent::decode) {
                 Ok(Some(m)) => match m {
-                    ToAgent::Assign(_) | ToAgent::Heartbeat => {}
+                    // The --fs frames come before the assignment only.
+                    ToAgent::Assign(_)
+                    | ToAgent::Heartbeat
+                    | ToAgent::FsServe { .. }
+                    | ToAgent::FsAddrs { .. } => {}
                     ToAgent::FenceDone(p) => {
                         self.service.fence_outcome(&FenceOutcome::Done(Arc::new(p)));
                         self.service_events();

@@ -123,6 +123,10 @@ pub struct Agents {
     events: Vec<AgentEvent>,
     /// The connections are read (false: back-pressure).
     reading: bool,
+    /// `--fs`: the directory, server count and id for new targets; agents
+    /// then get `FsServe` when they join and their assignment at
+    /// [`Agents::release`].
+    fs: Option<(OsString, u32, [u8; 16])>,
 }
 
 /// The address of this machine that reaches `remote` (no packet is sent:
@@ -163,6 +167,7 @@ impl Agents {
             next_beat: Instant::now(),
             events: Vec::new(),
             reading: true,
+            fs: None,
         })
     }
 
@@ -241,6 +246,50 @@ impl Agents {
             },
         );
         Ok(())
+    }
+
+    /// Every agent that joins from now on starts a dosfs server over `dir`
+    /// (`FsServe`) and waits for [`Agents::release`] for its assignment.
+    pub fn set_fs(&mut self, dir: OsString, servers: u32, fsid: [u8; 16]) {
+        self.fs = Some((dir, servers, fsid));
+    }
+
+    /// Sends node `node` the file system's addresses (`FsAddrs`), then its
+    /// assignment.
+    pub fn release(&mut self, node: usize, addrs: &ToAgent) {
+        let Some(r) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        let (Some(c), Some(a)) = (r.conn.as_mut(), r.assign.take()) else {
+            return;
+        };
+        c.send(|o| addrs.encode(o));
+        c.send(|o| ToAgent::Assign(a).encode(o));
+    }
+
+    /// One round of the agents' work outside the supervisor's loop (while
+    /// the servers start, and while the file system is staged out): waits up
+    /// to `wait` for their descriptors, handles them, sends heartbeats;
+    /// returns the events.
+    pub fn pump(&mut self, wait: Duration) -> Vec<AgentEvent> {
+        let mut set = Vec::new();
+        self.poll_fds(&mut set);
+        let mut fds: Vec<libc::pollfd> = set.iter().map(|(p, _)| *p).collect();
+        let now = Instant::now();
+        let until = self.deadline().map_or(now + wait, |d| d.min(now + wait));
+        let ms = until
+            .saturating_duration_since(now)
+            .as_millis()
+            .clamp(1, i32::MAX as u128) as i32;
+        if sys::poll(&mut fds, ms).is_ok() {
+            for (p, (_, t)) in fds.iter().zip(&set) {
+                if p.revents != 0 {
+                    self.ready(*t, p.revents);
+                }
+            }
+        }
+        self.tick(Instant::now());
+        self.take_events()
     }
 
     /// Whether the agents' connections are read (`false` while dosrun's
@@ -394,7 +443,13 @@ impl Agents {
                 c.flush_blocking(Duration::from_millis(200));
             }
         }
-        let until = Instant::now() + EXIT_WAIT;
+        // Agents sync and stop their dosfs servers before they exit.
+        let wait = if self.fs.is_some() {
+            EXIT_WAIT + dos_fs::standing::STOP_TIMEOUT
+        } else {
+            EXIT_WAIT
+        };
+        let until = Instant::now() + wait;
         loop {
             let mut fds: Vec<libc::pollfd> = self
                 .nodes
@@ -475,13 +530,26 @@ impl Agents {
                 continue;
             };
             r.state = State::Connected;
-            let assign = r.assign.take().unwrap_or_default();
             // The end of our handshake, if the socket did not take it yet.
             conn.send(|o| {
                 o.extend_from_slice(&j.unsent);
                 Ok(())
             });
-            conn.send(|o| ToAgent::Assign(assign).encode(o));
+            match &self.fs {
+                // The assignment waits for every node's server.
+                Some((dir, servers, fsid)) => conn.send(|o| {
+                    ToAgent::FsServe {
+                        dir: dir.clone(),
+                        servers: *servers,
+                        fsid: *fsid,
+                    }
+                    .encode(o)
+                }),
+                None => {
+                    let assign = r.assign.take().unwrap_or_default();
+                    conn.send(|o| ToAgent::Assign(assign).encode(o));
+                }
+            }
             r.conn = Some(conn);
             // Frames may have come with the proof.
             self.on_conn(n, libc::POLLIN);

@@ -9,7 +9,7 @@
 //! offset  size  field
 //!      0     2  magic, b"DC"
 //!      2     1  version, VERSION (1)
-//!      3     1  kind: 0x01..=0x07 dosrun -> agent, 0x81..=0x8a agent -> dosrun
+//!      3     1  kind: 0x01..=0x09 dosrun -> agent, 0x81..=0x8c agent -> dosrun
 //!      4     4  len: body length, u32 little-endian, at most MAX_BODY
 //! ```
 //!
@@ -26,6 +26,8 @@
 //! | 0x05 | `Stop` | u32 grace (ms) |
 //! | 0x06 | `Heartbeat` | empty |
 //! | 0x07 | `Exit` | empty |
+//! | 0x08 | `FsServe` | bytes dir, u32 servers, 16 bytes fsid (for a new target) |
+//! | 0x09 | `FsAddrs` | 16 bytes fsid, `list<str>` addresses (by server index) |
 //! | 0x81 | `Started` | u32 rank, i32 pid |
 //! | 0x82 | `StartFailed` | u32 rank, i32 status, str why |
 //! | 0x83 | `Output` | u32 rank, u8 stream (1 stdout, 2 stderr), bytes (empty: end of stream) |
@@ -36,6 +38,11 @@
 //! | 0x88 | `Log` | str line |
 //! | 0x89 | `Heartbeat` | empty |
 //! | 0x8a | `Stopped` | u32 rank, i32 signal that stopped it (0: it was continued) |
+//! | 0x8b | `FsUp` | 16 bytes fsid (the target's), str address |
+//! | 0x8c | `FsFailed` | str why |
+//!
+//! `FsServe`, `FsAddrs` (before `Assign`), `FsUp` and `FsFailed` exist only in
+//! jobs with `--fs` (see `crate::fsjob`).
 //!
 //! Decoding never panics, and never allocates more than the frame holds: a
 //! short, oversized or malformed frame is a [`WireError`]. Bad frames can only
@@ -84,6 +91,14 @@ pub mod kind {
     pub const HEARTBEAT_DOWN: u8 = 0x06;
     /// [`super::ToAgent::Exit`].
     pub const EXIT: u8 = 0x07;
+    /// [`super::ToAgent::FsServe`].
+    pub const FS_SERVE: u8 = 0x08;
+    /// [`super::ToAgent::FsAddrs`].
+    pub const FS_ADDRS: u8 = 0x09;
+    /// [`super::FromAgent::FsUp`].
+    pub const FS_UP: u8 = 0x8b;
+    /// [`super::FromAgent::FsFailed`].
+    pub const FS_FAILED: u8 = 0x8c;
     /// [`super::FromAgent::Started`].
     pub const STARTED: u8 = 0x81;
     /// [`super::FromAgent::StartFailed`].
@@ -174,6 +189,24 @@ pub enum ToAgent {
     Heartbeat,
     /// The job is over: kill what is left and exit.
     Exit,
+    /// Start the node's dosfs server (`--fs`), before the assignment; its
+    /// index is the agent's node id, its target `dir/<node id>`.
+    FsServe {
+        /// The `--fs` directory (absolute).
+        dir: OsString,
+        /// The number of servers (nodes).
+        servers: u32,
+        /// The file-system id for a new target.
+        fsid: [u8; 16],
+    },
+    /// Every server is up: the file system and its servers' addresses,
+    /// for the node's address file.
+    FsAddrs {
+        /// The file system's id.
+        fsid: [u8; 16],
+        /// The servers' addresses, by index.
+        addrs: Vec<String>,
+    },
 }
 
 /// A frame from an agent to dosrun.
@@ -239,6 +272,15 @@ pub enum FromAgent {
         /// The signal that stopped it; 0 when it runs again.
         sig: i32,
     },
+    /// The node's dosfs server is up.
+    FsUp {
+        /// The file system's id, as its target says.
+        fsid: [u8; 16],
+        /// Where it listens (`ip:port`).
+        addr: String,
+    },
+    /// The node's dosfs server could not start.
+    FsFailed(String),
 }
 
 fn header(kind: u8, out: &mut Vec<u8>) -> usize {
@@ -333,6 +375,20 @@ impl ToAgent {
             }
             ToAgent::Heartbeat => start = header(kind::HEARTBEAT_DOWN, out),
             ToAgent::Exit => start = header(kind::EXIT, out),
+            ToAgent::FsServe { dir, servers, fsid } => {
+                start = header(kind::FS_SERVE, out);
+                put_bytes(out, dir.as_bytes());
+                put_u32(out, *servers);
+                out.extend_from_slice(fsid);
+            }
+            ToAgent::FsAddrs { fsid, addrs } => {
+                start = header(kind::FS_ADDRS, out);
+                out.extend_from_slice(fsid);
+                put_u32(out, addrs.len() as u32);
+                for a in addrs {
+                    put_bytes(out, a.as_bytes());
+                }
+            }
         }
         finish(start, out)
     }
@@ -380,6 +436,20 @@ impl ToAgent {
             kind::STOP => ToAgent::Stop { grace_ms: r.u32()? },
             kind::HEARTBEAT_DOWN => ToAgent::Heartbeat,
             kind::EXIT => ToAgent::Exit,
+            kind::FS_SERVE => ToAgent::FsServe {
+                dir: os(&mut r)?,
+                servers: r.u32()?,
+                fsid: fsid(&mut r)?,
+            },
+            kind::FS_ADDRS => {
+                let fsid = fsid(&mut r)?;
+                let n = r.count(4)?;
+                let mut addrs = Vec::with_capacity(n);
+                for _ in 0..n {
+                    addrs.push(string(&mut r)?);
+                }
+                ToAgent::FsAddrs { fsid, addrs }
+            }
             _ => return Err(WireError("unknown frame kind for an agent")),
         };
         r.end()?;
@@ -444,6 +514,15 @@ impl FromAgent {
                 put_u32(out, *rank);
                 put_i32(out, *sig);
             }
+            FromAgent::FsUp { fsid, addr } => {
+                start = header(kind::FS_UP, out);
+                out.extend_from_slice(fsid);
+                put_bytes(out, addr.as_bytes());
+            }
+            FromAgent::FsFailed(why) => {
+                start = header(kind::FS_FAILED, out);
+                put_bytes(out, why.as_bytes());
+            }
         }
         finish(start, out)
     }
@@ -500,6 +579,11 @@ impl FromAgent {
                 rank: r.u32()?,
                 sig: r.i32()?,
             },
+            kind::FS_UP => FromAgent::FsUp {
+                fsid: fsid(&mut r)?,
+                addr: string(&mut r)?,
+            },
+            kind::FS_FAILED => FromAgent::FsFailed(string(&mut r)?),
             _ => return Err(WireError("unknown frame kind for dosrun")),
         };
         r.end()?;
@@ -575,6 +659,14 @@ fn os(r: &mut Reader<'_>) -> Result<OsString, WireError> {
 
 fn string(r: &mut Reader<'_>) -> Result<String, WireError> {
     Ok(r.str32()?.to_string())
+}
+
+fn fsid(r: &mut Reader<'_>) -> Result<[u8; 16], WireError> {
+    let mut f = [0u8; 16];
+    for b in &mut f {
+        *b = r.u8()?;
+    }
+    Ok(f)
 }
 
 fn puts(r: &mut Reader<'_>) -> Result<Puts, WireError> {
@@ -662,6 +754,43 @@ mod tests {
             }),
             [b'D', b'C', 1, 0x83, 11, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, b'h', b'i']
         );
+        let mut serve = vec![
+            b'D', b'C', 1, 0x08, 25, 0, 0, 0, 1, 0, 0, 0, b'/', 3, 0, 0, 0,
+        ];
+        serve.extend_from_slice(&[0xab; 16]);
+        assert_eq!(
+            to_bytes(&ToAgent::FsServe {
+                dir: "/".into(),
+                servers: 3,
+                fsid: [0xab; 16]
+            }),
+            serve
+        );
+        let mut addrs = vec![b'D', b'C', 1, 0x09, 31, 0, 0, 0];
+        addrs.extend_from_slice(&[1; 16]);
+        addrs.extend_from_slice(&[1, 0, 0, 0, 7, 0, 0, 0]);
+        addrs.extend_from_slice(b"1.2.3:4");
+        assert_eq!(
+            to_bytes(&ToAgent::FsAddrs {
+                fsid: [1; 16],
+                addrs: vec!["1.2.3:4".into()]
+            }),
+            addrs
+        );
+        let mut up = vec![b'D', b'C', 1, 0x8b, 21, 0, 0, 0];
+        up.extend_from_slice(&[2; 16]);
+        up.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        assert_eq!(
+            from_bytes(&FromAgent::FsUp {
+                fsid: [2; 16],
+                addr: "a".into()
+            }),
+            up
+        );
+        assert_eq!(
+            from_bytes(&FromAgent::FsFailed("no".into())),
+            [b'D', b'C', 1, 0x8c, 6, 0, 0, 0, 2, 0, 0, 0, b'n', b'o']
+        );
         let a = to_bytes(&ToAgent::Assign(Box::default()));
         assert_eq!(a[..8], [b'D', b'C', 1, 0x01, 50, 0, 0, 0]);
         assert_eq!(a.len(), 8 + 50);
@@ -728,6 +857,24 @@ mod tests {
         round_to(ToAgent::Stop { grace_ms: 200 });
         round_to(ToAgent::Heartbeat);
         round_to(ToAgent::Exit);
+        round_to(ToAgent::FsServe {
+            dir: OsString::from_vec(b"/tmp/fs \xff".to_vec()),
+            servers: 3,
+            fsid: [9; 16],
+        });
+        round_to(ToAgent::FsAddrs {
+            fsid: [4; 16],
+            addrs: vec!["198.18.0.2:4000".into(), "[::1]:5".into()],
+        });
+        round_to(ToAgent::FsAddrs {
+            fsid: [0; 16],
+            addrs: vec![],
+        });
+        round_from(FromAgent::FsUp {
+            fsid: [5; 16],
+            addr: "127.0.0.1:9".into(),
+        });
+        round_from(FromAgent::FsFailed("target of another file system".into()));
         round_from(FromAgent::Started { rank: 5, pid: 1234 });
         round_from(FromAgent::StartFailed {
             rank: 5,
@@ -789,6 +936,42 @@ mod tests {
         for n in 0..body.len() {
             assert!(ToAgent::decode(hd, &body[..n]).is_err(), "body prefix {n}");
         }
+        for m in [
+            ToAgent::FsServe {
+                dir: "/d".into(),
+                servers: 2,
+                fsid: [1; 16],
+            },
+            ToAgent::FsAddrs {
+                fsid: [1; 16],
+                addrs: vec!["a:1".into(), "b:2".into()],
+            },
+        ] {
+            let b = to_bytes(&m);
+            let (hd, body, _) = split_frame(&b).unwrap().unwrap();
+            for n in 0..body.len() {
+                assert!(ToAgent::decode(hd, &body[..n]).is_err(), "{m:?} prefix {n}");
+            }
+        }
+        let b = from_bytes(&FromAgent::FsUp {
+            fsid: [3; 16],
+            addr: "x:1".into(),
+        });
+        let (hd, body, _) = split_frame(&b).unwrap().unwrap();
+        for n in 0..body.len() {
+            assert!(
+                FromAgent::decode(hd, &body[..n]).is_err(),
+                "FsUp prefix {n}"
+            );
+        }
+        // An address list longer than the frame.
+        let h = Header {
+            kind: kind::FS_ADDRS,
+            len: 20,
+        };
+        let mut body = vec![0u8; 16];
+        body.extend_from_slice(&[0xff, 0xff, 0xff, 0x7f]);
+        assert!(ToAgent::decode(h, &body).is_err());
     }
 
     proptest! {
@@ -804,7 +987,7 @@ mod tests {
 
         #[test]
         fn valid_headers_with_random_bodies_never_panic(
-            k in prop_oneof![0x01u8..=0x07, 0x81u8..=0x89],
+            k in prop_oneof![0x01u8..=0x09, 0x81u8..=0x8c],
             body in proptest::collection::vec(any::<u8>(), 0..128),
         ) {
             let h = Header { kind: k, len: body.len() };
