@@ -41,6 +41,19 @@
 //! copy of a chunk that a partial rewrite needs happens once per chunk per
 //! sync, at the sync, not at the first small write.
 //!
+//! ## Direct I/O for whole stripes
+//! A write of a whole stripe (the writes of `cp` and of collective I/O)
+//! whose size is a multiple of 4 KiB goes to its pending chunk with
+//! `O_DIRECT` (data starts at a 4 KiB multiple, the buffer is an aligned
+//! copy), its block checksums computed from the request as it lands; the
+//! seal then only writes the header region and fsyncs. Smaller writes go
+//! through the page cache. Measured on this machine kind's disk (virtio,
+//! ext4), 1 GiB in 1 MiB writes: `dd oflag=direct` 1.3 GB/s in three runs,
+//! against 194, 715 and 509 MB/s for `dd conv=fsync` (buffered, then
+//! fsync), so direct I/O wins for data that a sync will make durable
+//! anyway; a file system that refuses `O_DIRECT` (`EINVAL`, older tmpfs)
+//! gets buffered writes.
+//!
 //! ## Integrity
 //! A read checks the header region's checksum and the checksum of every
 //! block it touches, and only those: a 4 KiB read of a 1 MiB stripe reads
@@ -74,6 +87,8 @@ const VERSION: u16 = 2;
 const V1_HEADER: usize = 32;
 const UNSEALED: u16 = 1;
 const LOCKS: usize = 64;
+/// Alignment of direct I/O (offsets, lengths and buffers).
+const DIRECT_ALIGN: u32 = 4096;
 
 /// Where data starts in a chunk of a file with `stripe_size`-byte stripes:
 /// after the header and one checksum per block, rounded up to 4 KiB.
@@ -431,6 +446,9 @@ impl ChunkStore {
                 p.checked.extend(check);
             }
         }
+        if whole && stripe_size % DIRECT_ALIGN == 0 && self.write_direct(&new, stripe_size, data)? {
+            return Ok(());
+        }
         if !data.is_empty() {
             let f = OpenOptions::new()
                 .write(true)
@@ -441,6 +459,33 @@ impl ChunkStore {
                 .map_err(|e| self.io_err("write", &new, e))?;
         }
         Ok(())
+    }
+
+    /// Writes a whole stripe into the pending chunk with `O_DIRECT`;
+    /// `false` if the target's file system refuses direct I/O (then the
+    /// caller writes through the page cache).
+    fn write_direct(&self, new: &Path, stripe_size: u32, data: &[u8]) -> Result<bool> {
+        let f = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+            .open(new)
+        {
+            Ok(f) => f,
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) => return Err(self.io_err("open", new, e)),
+        };
+        // An aligned copy of the data (safe code: an aligned window of a
+        // larger buffer).
+        let align = DIRECT_ALIGN as usize;
+        let mut buf = vec![0u8; data.len() + align];
+        let skip = buf.as_ptr().align_offset(align).min(align);
+        let aligned = &mut buf[skip..skip + data.len()];
+        aligned.copy_from_slice(data);
+        match f.write_all_at(aligned, data_offset(stripe_size)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(self.io_err("write", new, e)),
+        }
     }
 
     /// Makes the pending chunk of a stripe (an empty sparse file with an

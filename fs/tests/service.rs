@@ -509,6 +509,19 @@ fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: kill(2) on a child process this test started.
     let r = unsafe { libc::kill(child.id() as i32, sig) };
     assert_eq!(r, 0);
+    if sig == libc::SIGSTOP {
+        // kill returns before every thread has stopped: wait for state T.
+        let stat = format!("/proc/{}/stat", child.id());
+        for _ in 0..200 {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = s.rsplit(") ").next().and_then(|r| r.chars().next());
+            if state == Some('T') {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("server {} did not stop", child.id());
+    }
 }
 
 /// The rule: a server that stops (SIGSTOP: no reset, no answer) or
