@@ -161,8 +161,9 @@
 //!
 //! ## Not yet here (issue 10)
 //! `dosfs up --hostfile` through the node agents and `dosrun --fs` (with the
-//! launcher), `dos::io` in ranks (in `dos`), the FUSE mount, O_DIRECT and
-//! io_uring on the servers, and `dosbench io`.
+//! launcher), `dos::io` in ranks (in `dos`), the FUSE mount, io_uring on
+//! the servers, and `dosbench io`. Whole-stripe writes already go to disk
+//! with O_DIRECT ([`chunk`]).
 #![deny(missing_docs)]
 
 pub mod addrfile;
