@@ -1,43 +1,74 @@
-//! Chunk storage on one server: the stripes of files, each checksummed.
+//! Chunk storage on one server: the stripes of files, checksummed per block.
 //!
 //! Stripe `s` of file (inode) `i` that this server holds is one file,
-//! `chunks/<i mod 256, 2 hex>/<i hex>/<s hex>`: a 32-byte header, then the
-//! stripe's bytes from offset 0 to the highest byte written (shorter than a
-//! stripe at the end of a file; unwritten parts read as zeros).
+//! `chunks/<i mod 256, 2 hex>/<i hex>/<s hex>`: a header region of
+//! [`data_offset`]`(stripe size)` bytes (a 4 KiB multiple, so data is
+//! aligned for direct I/O), then the stripe's bytes from offset 0 to the
+//! highest byte written (shorter than a stripe at the end of a file;
+//! unwritten parts read as zeros). Format 2:
 //!
 //! ```text
-//! 0..4   "dosC"           4..6   version = 1     6..8  flags (1: unsealed)
+//! 0..4   "dosC"           4..6   version = 2     6..8  flags (1: unsealed)
 //! 8..16  inode            16..24 stripe
-//! 24..28 data length      28..32 crc32c of bytes 0..28 and the data
+//! 24..28 data length      28..32 block size (BLOCK = 64 KiB)
+//! 32..36 data offset      36..40 stripe size     40..60 zero
+//! 60..64 crc32c of the whole header region with these 4 bytes zero
+//! 64..   crc32c of each block of data (the last one may be short),
+//!        then zeros up to the data offset
 //! ```
+//!
+//! Format 1 chunks (a 32-byte header, one crc32c over the whole chunk) are
+//! still read, checked whole; their next sync rewrites them as format 2. A
+//! chunk of a newer format is refused as corrupt (naming the version).
 //!
 //! ## Writes and syncs: synced data is never replaced by a torn chunk
 //! A write never touches a synced chunk. The first write to a chunk after a
-//! sync makes a *pending* copy, `<s>.new` (the synced bytes, verified, or
-//! nothing for a new chunk; a write of a whole stripe copies nothing), and
-//! every write until the next sync goes into that copy with `pwrite`, so
-//! small writes cost one copy per chunk per sync, not one per write.
-//! [`ChunkStore::sync`] *seals* each pending chunk (computes its checksum
-//! into the header), fsyncs it, renames it over the synced chunk and fsyncs
-//! the directory. A crash at any point leaves either the old synced chunk
-//! or the new sealed one; pending copies found at start are unsynced data
-//! and are deleted. Reads see pending data (a writer reads its own writes).
+//! sync creates a *pending* chunk, `<s>.new`, a sparse file with the same
+//! layout, and writes only its own bytes there; the server remembers which
+//! ranges of the pending chunk were written (and how much of the synced
+//! chunk a truncate kept). So a small write costs its own bytes, plus, on
+//! the first touch of a synced block it covers only partly, reading that
+//! block to check its checksum (so a write never builds on corrupted
+//! bytes), once per block per sync. Reads merge the two: written ranges
+//! from the pending chunk, the rest from the synced one (a writer reads its
+//! own writes).
+//!
+//! [`ChunkStore::sync`] *seals* each pending chunk: copies the synced bytes
+//! it lacks (checked), computes the block checksums and the header, fsyncs
+//! it, renames it over the synced chunk and fsyncs the directory. A crash
+//! at any point leaves either the old synced chunk or the new sealed one;
+//! pending chunks found at start are unsynced data and are deleted. So the
+//! copy of a chunk that a partial rewrite needs happens once per chunk per
+//! sync, at the sync, not at the first small write.
+//!
+//! ## Direct I/O for whole stripes
+//! A write of a whole stripe (the writes of `cp` and of collective I/O)
+//! whose size is a multiple of 4 KiB goes to its pending chunk with
+//! `O_DIRECT` (data starts at a 4 KiB multiple, the buffer is an aligned
+//! copy), its block checksums computed from the request as it lands; the
+//! seal then only writes the header region and fsyncs. Smaller writes go
+//! through the page cache. Measured on this machine kind's disk (virtio,
+//! ext4), 1 GiB in 1 MiB writes: `dd oflag=direct` 1.3 GB/s in three runs,
+//! against 194, 715 and 509 MB/s for `dd conv=fsync` (buffered, then
+//! fsync), so direct I/O wins for data that a sync will make durable
+//! anyway; a file system that refuses `O_DIRECT` (`EINVAL`, older tmpfs)
+//! gets buffered writes.
 //!
 //! ## Integrity
-//! Every read of a synced chunk reads the whole chunk and checks its header
-//! and checksum; a mismatch is [`Error::ChunkCorrupt`] naming the inode,
-//! stripe, file offset and server, and no byte of that chunk is returned.
-//! (A whole-chunk check costs a full stripe read for a small read; the
-//! stripes that `cp` and collective I/O move are whole stripes.)
-//! [`ChunkStore::verify`] checks every synced chunk of a file.
+//! A read checks the header region's checksum and the checksum of every
+//! block it touches, and only those: a 4 KiB read of a 1 MiB stripe reads
+//! and checks one 64 KiB block, not the stripe. A mismatch is
+//! [`Error::ChunkCorrupt`] naming the inode, stripe, the file offset of the
+//! bad block (of the chunk, for a bad header) and the server, and no byte
+//! of the read is returned. [`ChunkStore::verify`] checks every block of
+//! every synced chunk of a file.
 //!
 //! ## Full disks
-//! `ENOSPC` (or `EDQUOT`) from a write or a seal is [`Error::NoSpace`]; a
-//! failed first copy is removed, and synced chunks are untouched either way.
-//! The bytes of the failed write itself are undefined until rewritten, as
-//! with POSIX `write`.
+//! `ENOSPC` (or `EDQUOT`) from a write or a seal is [`Error::NoSpace`];
+//! synced chunks are untouched either way. The bytes of the failed write
+//! itself are undefined until rewritten, as with POSIX `write`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -47,12 +78,24 @@ use std::sync::{Mutex, MutexGuard};
 use crate::error::{Error, Result};
 use crate::target::{fsync_dir, Target};
 
-/// Size of a chunk's header.
-pub const HEADER: usize = 32;
+/// Size of a chunk's fixed header (the block checksums follow it).
+pub const HEADER: usize = 64;
+/// Bytes covered by one checksum.
+pub const BLOCK: u32 = 64 << 10;
 const MAGIC: &[u8; 4] = b"dosC";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+const V1_HEADER: usize = 32;
 const UNSEALED: u16 = 1;
 const LOCKS: usize = 64;
+/// Alignment of direct I/O (offsets, lengths and buffers).
+const DIRECT_ALIGN: u32 = 4096;
+
+/// Where data starts in a chunk of a file with `stripe_size`-byte stripes:
+/// after the header and one checksum per block, rounded up to 4 KiB.
+pub fn data_offset(stripe_size: u32) -> u64 {
+    let blocks = u64::from(stripe_size.div_ceil(BLOCK));
+    (HEADER as u64 + 4 * blocks).div_ceil(4096) * 4096
+}
 
 /// What [`ChunkStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,17 +119,151 @@ pub struct SpaceInfo {
     pub free: u64,
 }
 
+/// Disjoint, non-adjacent byte ranges `start..end` (a set of offsets).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ranges(BTreeMap<u32, u32>);
+
+impl Ranges {
+    /// Adds `start..end`.
+    pub fn insert(&mut self, start: u32, end: u32) {
+        if start >= end {
+            return;
+        }
+        let (mut s, mut e) = (start, end);
+        // Merge every range touching s..e.
+        let touching: Vec<(u32, u32)> = self
+            .0
+            .range(..=e)
+            .rev()
+            .take_while(|&(_, &re)| re >= s)
+            .map(|(&rs, &re)| (rs, re))
+            .collect();
+        for (rs, re) in touching {
+            self.0.remove(&rs);
+            s = s.min(rs);
+            e = e.max(re);
+        }
+        self.0.insert(s, e);
+    }
+
+    /// Drops everything at or past `end`.
+    pub fn clip(&mut self, end: u32) {
+        let cut: Vec<(u32, u32)> = self
+            .0
+            .range(..)
+            .filter(|&(_, &e)| e > end)
+            .map(|(&s, &e)| (s, e))
+            .collect();
+        for (s, _) in cut {
+            self.0.remove(&s);
+            if s < end {
+                self.0.insert(s, end);
+            }
+        }
+    }
+
+    /// The parts of `start..end` in the set, in order.
+    pub fn inside(&self, start: u32, end: u32) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        let first = self
+            .0
+            .range(..=start)
+            .next_back()
+            .map_or(start, |(&s, _)| s);
+        for (&s, &e) in self.0.range(first..end) {
+            let (a, b) = (s.max(start), e.min(end));
+            if a < b {
+                out.push((a, b));
+            }
+        }
+        out
+    }
+
+    /// The parts of `start..end` not in the set, in order.
+    pub fn gaps(&self, start: u32, end: u32) -> Vec<(u32, u32)> {
+        let mut out = Vec::new();
+        if start >= end {
+            return out;
+        }
+        let mut at = start;
+        for (a, b) in self.inside(start, end) {
+            if a > at {
+                out.push((at, a));
+            }
+            at = b;
+        }
+        if at < end {
+            out.push((at, end));
+        }
+        out
+    }
+
+    /// The end of the last range (0 if empty).
+    pub fn end(&self) -> u32 {
+        self.0.values().next_back().copied().unwrap_or(0)
+    }
+}
+
+/// What the server remembers of a pending chunk.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    /// Ranges written into the pending chunk.
+    written: Ranges,
+    /// Bytes `0..base` not written here come from the synced chunk.
+    base: u32,
+    /// Synced blocks checked since the pending chunk was made.
+    checked: BTreeSet<u32>,
+    /// The file's stripe size.
+    stripe_size: u32,
+    /// Checksums of blocks wholly written by one write since (so a seal
+    /// need not read them back).
+    known: BTreeMap<u32, u32>,
+}
+
+impl Pending {
+    fn len(&self) -> u32 {
+        self.base.max(self.written.end())
+    }
+}
+
+/// A synced chunk, its header checked.
+#[derive(Debug)]
+struct Synced {
+    file: File,
+    len: u32,
+    data_off: u64,
+    crcs: Vec<u32>,
+    /// A format-1 chunk: its whole data, checked.
+    whole: Option<Vec<u8>>,
+}
+
 /// The chunks of one server.
 #[derive(Debug)]
 pub struct ChunkStore {
     dir: PathBuf,
     server: u32,
     locks: Vec<Mutex<()>>,
-    pending: Mutex<HashMap<u64, BTreeSet<u64>>>,
+    pending: Mutex<HashMap<u64, BTreeMap<u64, Pending>>>,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_full_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 impl ChunkStore {
@@ -137,14 +314,39 @@ impl ChunkStore {
         lock(&self.locks[(h >> 58) as usize % LOCKS])
     }
 
-    fn corrupt(&self, ino: u64, stripe: u64, stripe_size: u32, reason: impl Into<String>) -> Error {
+    fn pending_map(&self) -> MutexGuard<'_, HashMap<u64, BTreeMap<u64, Pending>>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn pending_of(&self, ino: u64, stripe: u64) -> Option<Pending> {
+        self.pending_map().get(&ino)?.get(&stripe).cloned()
+    }
+
+    fn set_pending(&self, ino: u64, stripe: u64, p: Pending) {
+        self.pending_map().entry(ino).or_default().insert(stripe, p);
+    }
+
+    fn corrupt_at(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        at: u32,
+        reason: impl Into<String>,
+    ) -> Error {
         Error::ChunkCorrupt {
             ino,
             stripe,
-            file_offset: stripe.saturating_mul(u64::from(stripe_size)),
+            file_offset: stripe
+                .saturating_mul(u64::from(stripe_size))
+                .saturating_add(u64::from(at)),
             server: self.server,
             reason: reason.into(),
         }
+    }
+
+    fn corrupt(&self, ino: u64, stripe: u64, stripe_size: u32, reason: impl Into<String>) -> Error {
+        self.corrupt_at(ino, stripe, stripe_size, 0, reason)
     }
 
     fn io_err(&self, op: &'static str, path: &Path, e: std::io::Error) -> Error {
@@ -171,49 +373,157 @@ impl ChunkStore {
     ) -> Result<()> {
         check_range(stripe_size, offset, data.len())?;
         let _g = self.lock_of(ino, stripe);
+        let end = offset + data.len() as u32;
+        let whole = offset == 0 && end == stripe_size;
+        let (_, new) = self.paths(ino, stripe);
+        let (mut p, fresh) = match self.pending_of(ino, stripe) {
+            Some(p) => (p, false),
+            None => (self.start_pending(ino, stripe, stripe_size, whole)?, true),
+        };
+        if p.stripe_size != stripe_size {
+            return Err(layout_mismatch(stripe_size, p.stripe_size));
+        }
+        let res = self.write_pending(&mut p, ino, stripe, offset, data);
+        if res.is_err() && fresh {
+            let _ = fs::remove_file(&new);
+            return res;
+        }
+        res?;
+        if whole {
+            p.base = 0;
+        }
+        p.written.insert(offset, end);
+        // Blocks this write covers whole get their checksum now; the ones
+        // it covers in part lose theirs.
+        if !data.is_empty() {
+            for b in offset / BLOCK..=(end - 1) / BLOCK {
+                let (bs, be) = (
+                    b * BLOCK,
+                    (b * BLOCK).saturating_add(BLOCK).min(stripe_size),
+                );
+                if offset <= bs && be <= end {
+                    let d = &data[(bs - offset) as usize..(be - offset) as usize];
+                    p.known.insert(b, crc32c::crc32c(d));
+                } else {
+                    p.known.remove(&b);
+                }
+            }
+        }
+        self.set_pending(ino, stripe, p);
+        Ok(())
+    }
+
+    /// The I/O of a write into the pending chunk `p`.
+    fn write_pending(
+        &self,
+        p: &mut Pending,
+        ino: u64,
+        stripe: u64,
+        offset: u32,
+        data: &[u8],
+    ) -> Result<()> {
+        let stripe_size = p.stripe_size;
+        let end = offset + data.len() as u32;
+        let whole = offset == 0 && end == stripe_size;
         let (synced, new) = self.paths(ino, stripe);
-        let whole = offset == 0 && data.len() == stripe_size as usize;
+        // Synced blocks this write covers only partly must be sound: a
+        // write never builds on corrupted bytes.
+        if p.base > 0 && !whole && !data.is_empty() {
+            let mut check = Vec::new();
+            for b in [offset / BLOCK, end.saturating_sub(1) / BLOCK] {
+                let (bs, be) = (b * BLOCK, (b * BLOCK).saturating_add(BLOCK).min(p.base));
+                let partial = bs < p.base && !(offset <= bs && end >= be);
+                if partial && !p.checked.contains(&b) && !check.contains(&b) {
+                    check.push(b);
+                }
+            }
+            if !check.is_empty() {
+                if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
+                    for &b in &check {
+                        self.read_synced_range(&s, ino, stripe, stripe_size, b * BLOCK, BLOCK)?;
+                    }
+                }
+                p.checked.extend(check);
+            }
+        }
+        if whole && stripe_size % DIRECT_ALIGN == 0 && self.write_direct(&new, stripe_size, data)? {
+            return Ok(());
+        }
+        if !data.is_empty() {
+            let f = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&new)
+                .map_err(|e| self.io_err("open", &new, e))?;
+            f.write_all_at(data, data_offset(stripe_size) + u64::from(offset))
+                .map_err(|e| self.io_err("write", &new, e))?;
+        }
+        Ok(())
+    }
+
+    /// Writes a whole stripe into the pending chunk with `O_DIRECT`;
+    /// `false` if the target's file system refuses direct I/O (then the
+    /// caller writes through the page cache).
+    fn write_direct(&self, new: &Path, stripe_size: u32, data: &[u8]) -> Result<bool> {
         let f = match OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&new)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+            .open(new)
         {
             Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let dir = self.file_dir(ino);
-                fs::create_dir_all(&dir).map_err(|e| self.io_err("create", &dir, e))?;
-                // The first write since the last sync: start from the synced bytes.
-                let base = if whole {
-                    Vec::new()
-                } else {
-                    self.read_synced(&synced, ino, stripe, stripe_size)?
-                        .unwrap_or_default()
-                };
-                let f = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&new)
-                    .map_err(|e| self.io_err("create", &new, e))?;
-                let res = f
-                    .write_all_at(&header(ino, stripe, 0, 0, UNSEALED), 0)
-                    .and_then(|()| f.write_all_at(&base, HEADER as u64));
-                if let Err(e) = res {
-                    let _ = fs::remove_file(&new);
-                    return Err(self.io_err("write", &new, e));
-                }
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(ino)
-                    .or_default()
-                    .insert(stripe);
-                f
-            }
-            Err(e) => return Err(self.io_err("open", &new, e)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) => return Err(self.io_err("open", new, e)),
         };
-        f.write_all_at(data, HEADER as u64 + u64::from(offset))
-            .map_err(|e| self.io_err("write", &new, e))
+        // An aligned copy of the data (safe code: an aligned window of a
+        // larger buffer).
+        let align = DIRECT_ALIGN as usize;
+        let mut buf = vec![0u8; data.len() + align];
+        let skip = buf.as_ptr().align_offset(align).min(align);
+        let aligned = &mut buf[skip..skip + data.len()];
+        aligned.copy_from_slice(data);
+        match f.write_all_at(aligned, data_offset(stripe_size)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) => Err(self.io_err("write", new, e)),
+        }
+    }
+
+    /// Makes the pending chunk of a stripe (an empty sparse file with an
+    /// unsealed header); `replace`: its synced bytes will not be used.
+    fn start_pending(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        replace: bool,
+    ) -> Result<Pending> {
+        let (synced, new) = self.paths(ino, stripe);
+        let base = if replace {
+            0
+        } else {
+            match self.open_synced(&synced, ino, stripe, stripe_size)? {
+                Some(s) => s.len,
+                None => 0,
+            }
+        };
+        let dir = self.file_dir(ino);
+        fs::create_dir_all(&dir).map_err(|e| self.io_err("create", &dir, e))?;
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&new)
+            .map_err(|e| self.io_err("create", &new, e))?;
+        if let Err(e) = f.write_all_at(&header(ino, stripe, 0, stripe_size, UNSEALED), 0) {
+            let _ = fs::remove_file(&new);
+            return Err(self.io_err("write", &new, e));
+        }
+        Ok(Pending {
+            base,
+            stripe_size,
+            ..Pending::default()
+        })
     }
 
     /// Reads `len` bytes at `offset` of a stripe; bytes never written
@@ -229,94 +539,242 @@ impl ChunkStore {
         check_range(stripe_size, offset, len as usize)?;
         let _g = self.lock_of(ino, stripe);
         let (synced, new) = self.paths(ino, stripe);
+        let end = offset + len;
+        let pending = self.pending_of(ino, stripe);
+        if let Some(p) = &pending {
+            if p.stripe_size != stripe_size {
+                return Err(layout_mismatch(stripe_size, p.stripe_size));
+            }
+        }
+        if pending.is_none() {
+            // Synced data only: one read of the blocks it touches, no copy.
+            let mut d = match self.open_synced(&synced, ino, stripe, stripe_size)? {
+                Some(s) => self.read_synced_range(&s, ino, stripe, stripe_size, offset, len)?,
+                None => Vec::new(),
+            };
+            d.resize(len as usize, 0);
+            return Ok(d);
+        }
         let mut out = vec![0u8; len as usize];
-        match File::open(&new) {
-            Ok(f) => {
-                let mut got = 0usize;
-                while got < out.len() {
-                    let pos = HEADER as u64 + u64::from(offset) + got as u64;
-                    match f.read_at(&mut out[got..], pos) {
-                        Ok(0) => break,
-                        Ok(n) => got += n,
-                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                        Err(e) => return Err(self.io_err("read", &new, e)),
+        // From the synced chunk: the kept base not rewritten.
+        let from_synced = match &pending {
+            None => vec![(offset, end)],
+            Some(p) => p.written.gaps(offset, end.min(p.base)),
+        };
+        if !from_synced.is_empty() {
+            if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
+                let (a, b) = (from_synced[0].0, from_synced[from_synced.len() - 1].1);
+                let d = self.read_synced_range(&s, ino, stripe, stripe_size, a, b - a)?;
+                for (x, y) in from_synced {
+                    let (x, y) = ((x - a) as usize, ((y - a) as usize).min(d.len()));
+                    if x < y {
+                        let o = (a - offset) as usize;
+                        out[o + x..o + y].copy_from_slice(&d[x..y]);
                     }
                 }
-                return Ok(out);
             }
-            Err(e) if e.kind() == ErrorKind::NotFound => {}
-            Err(e) => return Err(self.io_err("open", &new, e)),
         }
-        if let Some(mut data) = self.read_synced(&synced, ino, stripe, stripe_size)? {
-            if offset == 0 && data.len() >= len as usize {
-                // The common case, a whole stripe: no second copy.
-                data.truncate(len as usize);
-                return Ok(data);
+        if let Some(p) = &pending {
+            let parts = p.written.inside(offset, end);
+            if !parts.is_empty() {
+                let f = File::open(&new).map_err(|e| self.io_err("open", &new, e))?;
+                let base = data_offset(stripe_size);
+                for (x, y) in parts {
+                    let o = (x - offset) as usize;
+                    read_full_at(&f, &mut out[o..o + (y - x) as usize], base + u64::from(x))
+                        .map_err(|e| self.io_err("read", &new, e))?;
+                }
             }
-            let start = (offset as usize).min(data.len());
-            let end = (offset as usize + len as usize).min(data.len());
-            out[..end - start].copy_from_slice(&data[start..end]);
         }
         Ok(out)
     }
 
-    /// The verified data of a synced chunk; `None` if it does not exist.
-    fn read_synced(
+    /// Opens a synced chunk and checks its header (and block checksums'
+    /// table); `None` if it does not exist.
+    fn open_synced(
         &self,
         path: &Path,
         ino: u64,
         stripe: u64,
         stripe_size: u32,
-    ) -> Result<Option<Vec<u8>>> {
-        let b = match fs::read(path) {
-            Ok(b) => b,
+    ) -> Result<Option<Synced>> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_err("read", path, e)),
+            Err(e) => return Err(self.io_err("open", path, e)),
         };
         let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
-        if b.len() < HEADER {
+        // The header region of a format-2 chunk of this layout, in one read.
+        let mut region = vec![0u8; data_offset(stripe_size) as usize];
+        let n = read_full_at(&file, &mut region, 0).map_err(|e| self.io_err("read", path, e))?;
+        if n < V1_HEADER {
             return Err(bad("shorter than its header"));
         }
-        if &b[0..4] != MAGIC || u16::from_le_bytes([b[4], b[5]]) != VERSION {
-            return Err(bad("bad magic or version"));
+        if &region[0..4] != MAGIC {
+            return Err(bad("bad magic"));
         }
+        let field = |b: &[u8], r: std::ops::Range<usize>| {
+            let mut a = [0u8; 8];
+            a[..r.len()].copy_from_slice(&b[r]);
+            u64::from_le_bytes(a)
+        };
+        if field(&region, 8..16) != ino || field(&region, 16..24) != stripe {
+            return Err(bad("header names another chunk"));
+        }
+        let version = u16::from_le_bytes([region[4], region[5]]);
+        if version == 1 {
+            return self.open_v1(file, path, ino, stripe, stripe_size).map(Some);
+        }
+        if version != VERSION {
+            return Err(bad(&format!(
+                "chunk format {version}; this dosfs reads formats 1 and {VERSION}"
+            )));
+        }
+        if n < region.len() {
+            return Err(bad("shorter than its header"));
+        }
+        let len = field(&region, 24..28) as u32;
+        let data_off = field(&region, 32..36);
+        if field(&region, 28..32) != u64::from(BLOCK)
+            || data_off != data_offset(stripe_size)
+            || field(&region, 36..40) != u64::from(stripe_size)
+            || len > stripe_size
+        {
+            return Err(bad("header does not match the file's layout"));
+        }
+        let want = field(&region, 60..64) as u32;
+        region[60..64].fill(0);
+        if crc32c::crc32c(&region) != want {
+            return Err(bad("header checksum mismatch"));
+        }
+        let size = file
+            .metadata()
+            .map_err(|e| self.io_err("stat", path, e))?
+            .len();
+        if size != data_off + u64::from(len) {
+            return Err(bad("length does not match the header"));
+        }
+        let crcs = (0..len.div_ceil(BLOCK) as usize)
+            .map(|i| field(&region, HEADER + 4 * i..HEADER + 4 * i + 4) as u32)
+            .collect();
+        Ok(Some(Synced {
+            file,
+            len,
+            data_off,
+            crcs,
+            whole: None,
+        }))
+    }
+
+    /// A format-1 chunk: read whole and checked.
+    fn open_v1(
+        &self,
+        file: File,
+        path: &Path,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+    ) -> Result<Synced> {
+        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut b).map_err(|e| self.io_err("read", path, e))?;
         let field = |r: std::ops::Range<usize>| {
             let mut a = [0u8; 8];
             a[..r.len()].copy_from_slice(&b[r]);
             u64::from_le_bytes(a)
         };
-        if field(8..16) != ino || field(16..24) != stripe {
-            return Err(bad("header names another chunk"));
-        }
         let len = field(24..28) as usize;
-        if len != b.len() - HEADER || len > stripe_size as usize {
+        if len != b.len() - V1_HEADER || len > stripe_size as usize {
             return Err(bad("length does not match the header"));
         }
         let crc = field(28..32) as u32;
-        if crc32c::crc32c_append(crc32c::crc32c(&b[..28]), &b[HEADER..]) != crc {
+        if crc32c::crc32c_append(crc32c::crc32c(&b[..28]), &b[V1_HEADER..]) != crc {
             return Err(bad("checksum mismatch"));
         }
-        let mut b = b;
-        b.drain(..HEADER);
-        Ok(Some(b))
+        b.drain(..V1_HEADER);
+        Ok(Synced {
+            file,
+            len: len as u32,
+            data_off: V1_HEADER as u64,
+            crcs: Vec::new(),
+            whole: Some(b),
+        })
+    }
+
+    /// The checked bytes `offset..offset + len` of a synced chunk, cut at
+    /// its end; only the blocks they touch are read and checked.
+    fn read_synced_range(
+        &self,
+        s: &Synced,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u8>> {
+        let end = offset.saturating_add(len).min(s.len);
+        if offset >= end {
+            return Ok(Vec::new());
+        }
+        if let Some(w) = &s.whole {
+            return Ok(w[offset as usize..end as usize].to_vec());
+        }
+        let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
+        let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(s.len));
+        let mut d = vec![0u8; (re - rs) as usize];
+        let n = read_full_at(&s.file, &mut d, s.data_off + u64::from(rs))
+            .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
+        if n < d.len() {
+            return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
+        }
+        for b in b0..b1 {
+            let (x, y) = (
+                (b * BLOCK - rs) as usize,
+                ((b * BLOCK).saturating_add(BLOCK).min(s.len) - rs) as usize,
+            );
+            if crc32c::crc32c(&d[x..y]) != s.crcs[b as usize] {
+                return Err(self.corrupt_at(
+                    ino,
+                    stripe,
+                    stripe_size,
+                    b * BLOCK,
+                    format!(
+                        "checksum mismatch in the block at chunk offset {}",
+                        b * BLOCK
+                    ),
+                ));
+            }
+        }
+        d.truncate((end - rs) as usize);
+        d.drain(..(offset - rs) as usize);
+        Ok(d)
     }
 
     /// Seals, fsyncs and renames every pending chunk of `ino` (of every
     /// inode with `None`), then fsyncs their directories.
     pub fn sync(&self, ino: Option<u64>) -> Result<()> {
-        let work: Vec<(u64, BTreeSet<u64>)> = {
-            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let work: Vec<(u64, Vec<u64>)> = {
+            let p = self.pending_map();
             match ino {
-                Some(i) => p.remove(&i).map(|s| (i, s)).into_iter().collect(),
-                None => p.drain().collect(),
+                Some(i) => p
+                    .get(&i)
+                    .map(|m| (i, m.keys().copied().collect()))
+                    .into_iter()
+                    .collect(),
+                None => p
+                    .iter()
+                    .map(|(&i, m)| (i, m.keys().copied().collect()))
+                    .collect(),
             }
         };
         let mut first_err = None;
         for (ino, stripes) in work {
-            let mut failed = BTreeSet::new();
-            for &s in &stripes {
+            for s in stripes {
                 if let Err(e) = self.seal(ino, s) {
-                    failed.insert(s);
                     first_err.get_or_insert(e);
                 }
             }
@@ -326,10 +784,6 @@ impl ChunkStore {
             {
                 first_err.get_or_insert(e);
             }
-            if !failed.is_empty() {
-                let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-                p.entry(ino).or_default().extend(failed);
-            }
         }
         match first_err {
             Some(e) => Err(e),
@@ -337,8 +791,12 @@ impl ChunkStore {
         }
     }
 
+    /// Seals one pending chunk; on failure it stays pending.
     fn seal(&self, ino: u64, stripe: u64) -> Result<()> {
         let _g = self.lock_of(ino, stripe);
+        let Some(p) = self.pending_of(ino, stripe) else {
+            return Ok(()); // sealed by another sync meanwhile
+        };
         let (synced, new) = self.paths(ino, stripe);
         let f = match OpenOptions::new()
             .read(true)
@@ -347,31 +805,69 @@ impl ChunkStore {
             .open(&new)
         {
             Ok(f) => f,
-            // Removed (file deleted or truncated away) since it was written.
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.forget(ino, stripe);
+                return Ok(());
+            }
             Err(e) => return Err(self.io_err("open", &new, e)),
         };
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut &f, &mut b).map_err(|e| self.io_err("read", &new, e))?;
-        if b.len() < HEADER {
-            return Err(self.corrupt(ino, stripe, 0, "pending chunk lost its header"));
+        let stripe_size = p.stripe_size;
+        let data_off = data_offset(stripe_size);
+        let len = p.len();
+        // The synced bytes it keeps and lacks.
+        let gaps = p.written.gaps(0, p.base);
+        if !gaps.is_empty() {
+            if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
+                for (a, b) in gaps {
+                    let d = self.read_synced_range(&s, ino, stripe, stripe_size, a, b - a)?;
+                    f.write_all_at(&d, data_off + u64::from(a))
+                        .map_err(|e| self.io_err("write", &new, e))?;
+                }
+            }
         }
-        let len = (b.len() - HEADER) as u32;
-        let mut h = header(ino, stripe, len, 0, 0);
-        let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..28]), &b[HEADER..]);
-        h[28..32].copy_from_slice(&crc.to_le_bytes());
-        f.write_all_at(&h, 0)
+        f.set_len(data_off + u64::from(len))
+            .map_err(|e| self.io_err("truncate", &new, e))?;
+        let mut region = vec![0u8; data_off as usize];
+        region[..HEADER].copy_from_slice(&header(ino, stripe, len, stripe_size, 0));
+        let mut buf = vec![0u8; BLOCK as usize];
+        for b in 0..len.div_ceil(BLOCK) {
+            let n = ((b * BLOCK).saturating_add(BLOCK).min(len) - b * BLOCK) as usize;
+            if let Some(&c) = p.known.get(&b) {
+                if n == ((b * BLOCK).saturating_add(BLOCK).min(stripe_size) - b * BLOCK) as usize {
+                    let i = HEADER + 4 * b as usize;
+                    region[i..i + 4].copy_from_slice(&c.to_le_bytes());
+                    continue;
+                }
+            }
+            let got = read_full_at(&f, &mut buf[..n], data_off + u64::from(b * BLOCK))
+                .map_err(|e| self.io_err("read", &new, e))?;
+            buf[got..n].fill(0);
+            let i = HEADER + 4 * b as usize;
+            region[i..i + 4].copy_from_slice(&crc32c::crc32c(&buf[..n]).to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&region);
+        region[60..64].copy_from_slice(&crc.to_le_bytes());
+        f.write_all_at(&region, 0)
             .and_then(|()| f.sync_all())
             .map_err(|e| self.io_err("seal", &new, e))?;
-        fs::rename(&new, &synced).map_err(|e| self.io_err("rename", &new, e))
+        fs::rename(&new, &synced).map_err(|e| self.io_err("rename", &new, e))?;
+        self.forget(ino, stripe);
+        Ok(())
+    }
+
+    fn forget(&self, ino: u64, stripe: u64) {
+        let mut m = self.pending_map();
+        if let Some(s) = m.get_mut(&ino) {
+            s.remove(&stripe);
+            if s.is_empty() {
+                m.remove(&ino);
+            }
+        }
     }
 
     /// Removes every chunk of `ino` (after the file was deleted).
     pub fn remove(&self, ino: u64) -> Result<()> {
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ino);
+        self.pending_map().remove(&ino);
         let dir = self.file_dir(ino);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -382,14 +878,16 @@ impl ChunkStore {
     }
 
     /// Cuts the file to `size` bytes: chunks past it are removed, the chunk
-    /// holding it is shortened (as a pending copy, durable at the next sync).
+    /// holding it is shortened (pending, durable at the next sync).
     pub fn truncate(&self, ino: u64, stripe_size: u32, size: u64) -> Result<()> {
-        let ss = u64::from(stripe_size.max(1));
+        check_range(stripe_size, 0, 0)?;
+        let ss = u64::from(stripe_size);
         for stripe in self.stripes(ino)? {
             let start = stripe.saturating_mul(ss);
             let (synced, new) = self.paths(ino, stripe);
+            let _g = self.lock_of(ino, stripe);
             if start >= size {
-                let _g = self.lock_of(ino, stripe);
+                self.forget(ino, stripe);
                 for p in [&new, &synced] {
                     match fs::remove_file(p) {
                         Ok(()) => {}
@@ -399,25 +897,31 @@ impl ChunkStore {
                 }
             } else if size - start < ss {
                 let keep = (size - start) as u32;
-                // A zero-length write makes the pending copy; then cut it.
-                self.write(ino, stripe, stripe_size, 0, &[])?;
-                let _g = self.lock_of(ino, stripe);
-                let f = OpenOptions::new()
-                    .write(true)
-                    .open(&new)
-                    .map_err(|e| self.io_err("open", &new, e))?;
-                let len = f
-                    .metadata()
-                    .map_err(|e| self.io_err("stat", &new, e))?
-                    .len();
-                let want = HEADER as u64 + u64::from(keep);
-                if len > want {
-                    f.set_len(want)
-                        .map_err(|e| self.io_err("truncate", &new, e))?;
-                }
+                let mut p = match self.pending_of(ino, stripe) {
+                    Some(p) => p,
+                    None => self.start_pending(ino, stripe, stripe_size, false)?,
+                };
+                p.base = p.base.min(keep);
+                p.written.clip(keep);
+                let _ = p.known.split_off(&(keep / BLOCK));
+                self.set_pending(ino, stripe, p);
             }
         }
         Ok(())
+    }
+
+    /// Every inode with chunks here.
+    pub fn inodes(&self) -> Result<BTreeSet<u64>> {
+        let mut out = BTreeSet::new();
+        for bucket in read_dir(&self.dir)? {
+            for file_dir in read_dir(&bucket)? {
+                let name = file_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if let Ok(i) = u64::from_str_radix(name, 16) {
+                    out.insert(i);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The stripes of `ino` stored here (synced or pending).
@@ -433,8 +937,9 @@ impl ChunkStore {
         Ok(out)
     }
 
-    /// Reads and checks every synced chunk of `ino`.
+    /// Reads and checks every block of every synced chunk of `ino`.
     pub fn verify(&self, ino: u64, stripe_size: u32) -> Result<VerifyReport> {
+        check_range(stripe_size, 0, 0)?;
         let mut rep = VerifyReport::default();
         for stripe in self.stripes(ino)? {
             let _g = self.lock_of(ino, stripe);
@@ -442,10 +947,23 @@ impl ChunkStore {
             if new.exists() {
                 rep.pending += 1;
             }
-            match self.read_synced(&synced, ino, stripe, stripe_size) {
-                Ok(Some(d)) => {
+            let checked = self
+                .open_synced(&synced, ino, stripe, stripe_size)
+                .and_then(|s| match s {
+                    Some(s) => {
+                        let mut at = 0;
+                        while at < s.len {
+                            self.read_synced_range(&s, ino, stripe, stripe_size, at, BLOCK * 16)?;
+                            at = at.saturating_add(BLOCK * 16);
+                        }
+                        Ok(Some(s.len))
+                    }
+                    None => Ok(None),
+                });
+            match checked {
+                Ok(Some(len)) => {
                     rep.chunks += 1;
-                    rep.bytes += d.len() as u64;
+                    rep.bytes += u64::from(len);
                 }
                 Ok(None) => {}
                 Err(Error::ChunkCorrupt { reason, .. }) => {
@@ -485,7 +1003,8 @@ impl ChunkStore {
     }
 }
 
-fn header(ino: u64, stripe: u64, len: u32, crc: u32, flags: u16) -> [u8; HEADER] {
+/// A format-2 header (its checksum field zero).
+fn header(ino: u64, stripe: u64, len: u32, stripe_size: u32, flags: u16) -> [u8; HEADER] {
     let mut h = [0u8; HEADER];
     h[0..4].copy_from_slice(MAGIC);
     h[4..6].copy_from_slice(&VERSION.to_le_bytes());
@@ -493,8 +1012,16 @@ fn header(ino: u64, stripe: u64, len: u32, crc: u32, flags: u16) -> [u8; HEADER]
     h[8..16].copy_from_slice(&ino.to_le_bytes());
     h[16..24].copy_from_slice(&stripe.to_le_bytes());
     h[24..28].copy_from_slice(&len.to_le_bytes());
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h[28..32].copy_from_slice(&BLOCK.to_le_bytes());
+    h[32..36].copy_from_slice(&(data_offset(stripe_size) as u32).to_le_bytes());
+    h[36..40].copy_from_slice(&stripe_size.to_le_bytes());
     h
+}
+
+fn layout_mismatch(asked: u32, has: u32) -> Error {
+    Error::InvalidLayout {
+        reason: format!("a stripe size of {asked} bytes for a chunk written with {has}"),
+    }
 }
 
 fn check_range(stripe_size: u32, offset: u32, len: usize) -> Result<()> {

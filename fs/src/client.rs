@@ -9,19 +9,43 @@
 //! connection, so a large read or write moves data from every server at once.
 //!
 //! Failures are typed: a server that cannot be reached or stops answering
-//! is [`Error::ServerDown`] naming its index and address (a killed server
-//! is seen at once, as its kernel resets the connection; connecting waits
-//! at most [`CONNECT_TIMEOUT`]; a silent one is given up after
-//! [`Client::io_timeout`]); a corrupted chunk met by a read is
-//! [`Error::CorruptData`] naming the file and offset, and no bytes are
-//! returned for the read.
+//! is [`Error::ServerDown`] naming its index and address; a corrupted chunk
+//! met by a read is [`Error::CorruptData`] naming the file and offset, and
+//! no bytes are returned for the read.
+//!
+//! ## Liveness: a dead server is an error within 2 s, a slow one is not
+//! A killed server is seen at once (its kernel resets the connection). A
+//! server whose process stopped running (SIGSTOP, a hung host, a host that
+//! went off the network) resets nothing, so every wait on a server is cut
+//! into ticks of [`Liveness::silence`] (500 ms): when a tick passes with no
+//! byte from the server, the client *probes* it: a fresh TCP connection and
+//! the secret handshake ([`probe`]), which the server's accept and
+//! connection threads answer without touching its worker pool, its disk or
+//! any lock. No answer within [`Liveness::probe_timeout`] (1 s) and the
+//! operation fails with [`Error::ServerDown`] (`op` "liveness probe").
+//! Connecting is bounded the same way (TCP connect and handshake within
+//! `probe_timeout`). So a dead or unreachable server fails an operation
+//! within `silence + probe_timeout` = 1.5 s of its last byte, inside the
+//! issue's 2 s.
+//!
+//! "Within 2 s" does *not* mean that a request must be answered within
+//! 2 s: a server under load (its workers busy with large I/Os, a sync's
+//! fsync of a large file, a queue of pipelined requests) keeps answering
+//! probes, so its requests may take as long as the disk needs. What is
+//! bounded is how long a client waits on a server that gives no sign of
+//! life. A live server that makes no progress on a connection (no byte
+//! sent for [`Client::io_timeout`], default 30 s, e.g. a disk hung in the
+//! kernel) is also [`Error::ServerDown`] (`op` "wait for reply", a
+//! `TimedOut` source). Only a machine so overloaded that a runnable thread
+//! waits over a second for a CPU can be mistaken for a dead server; raise
+//! [`Liveness::probe_timeout`] there.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dos_transport::auth::{fill_random, handshake, Role, Secret};
 
@@ -33,10 +57,97 @@ use crate::meta::{Attr, DirEntry, Kind};
 use crate::target::{FsId, FsPath};
 use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpace, HEADER_LEN};
 
-/// Longest wait for a TCP connection to a server.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Default longest wait for a reply.
+/// Longest wait for a TCP connection to a server (and then its handshake).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default longest wait for progress (any byte) from a server that is alive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a client tells a dead server from a slow one (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Liveness {
+    /// Silence (no byte from the server while waiting on it) after which
+    /// the server is probed.
+    pub silence: Duration,
+    /// Longest wait for a probe (TCP connect and handshake) to succeed.
+    pub probe_timeout: Duration,
+}
+
+impl Default for Liveness {
+    fn default() -> Liveness {
+        Liveness {
+            silence: Duration::from_millis(500),
+            probe_timeout: CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// Whether server `server` at `addr` is alive: a fresh TCP connection and
+/// the secret handshake, all within `timeout`. The server answers it from
+/// its accept and connection threads, whatever its workers are doing.
+pub fn probe(
+    addr: &str,
+    server: u32,
+    fsid: &FsId,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<()> {
+    open_stream(addr, server, fsid, secret, timeout).map(drop)
+}
+
+fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
+    addr.to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other("no address"))
+}
+
+/// Connects and authenticates within `timeout`.
+fn open_stream(
+    addr: &str,
+    server: u32,
+    fsid: &FsId,
+    secret: &Secret,
+    timeout: Duration,
+) -> Result<TcpStream> {
+    let down = |op, source| Error::ServerDown {
+        server,
+        addr: addr.to_owned(),
+        op,
+        source,
+    };
+    let start = Instant::now();
+    let sa = resolve(addr).map_err(|e| down("resolve", e))?;
+    let mut stream = TcpStream::connect_timeout(&sa, timeout).map_err(|e| down("connect", e))?;
+    let _ = stream.set_nodelay(true);
+    let left = timeout
+        .saturating_sub(start.elapsed())
+        .max(Duration::from_millis(10));
+    stream
+        .set_read_timeout(Some(left))
+        .and_then(|()| stream.set_write_timeout(Some(left)))
+        .map_err(|e| down("configure", e))?;
+    let mut id = [0u8; 8];
+    fill_random(&mut id).map_err(|source| Error::Auth { server, source })?;
+    let my_id = u64::from_le_bytes(id) | 1 << 63;
+    let peer = handshake(
+        &mut stream,
+        secret,
+        &auth_context(fsid),
+        Role::Initiator,
+        my_id,
+    )
+    .map_err(|source| match source {
+        dos_transport::Error::Sys { source, .. } => down("authenticate", source),
+        source => Error::Auth { server, source },
+    })?;
+    if peer != u64::from(server) {
+        return Err(Error::WrongServer {
+            server,
+            reason:
+                "another server of the file system answers at this address (stale address file?)",
+        });
+    }
+    Ok(stream)
+}
 
 /// The pieces of `offset..offset + len` of a file with `layout`, grouped by
 /// the server that holds them, each group in file order.
@@ -143,10 +254,17 @@ pub struct Conn {
     server: u32,
     addr: String,
     next_id: u64,
+    fsid: FsId,
+    secret: Secret,
+    io_timeout: Duration,
+    liveness: Liveness,
 }
 
 impl Conn {
-    /// Connects to server `server` at `addr` and authenticates with `secret`.
+    /// Connects to server `server` at `addr` and authenticates with `secret`
+    /// (within [`CONNECT_TIMEOUT`]); a live server may then take up to
+    /// `io_timeout` without sending a byte, a dead one is given up as the
+    /// default [`Liveness`] says.
     pub fn connect(
         addr: &str,
         server: u32,
@@ -154,50 +272,110 @@ impl Conn {
         secret: &Secret,
         io_timeout: Duration,
     ) -> Result<Conn> {
-        let down = |op, source| Error::ServerDown {
-            server,
-            addr: addr.to_owned(),
-            op,
-            source,
-        };
-        let sa = addr
-            .to_socket_addrs()
-            .map_err(|e| down("resolve", e))?
-            .next()
-            .ok_or_else(|| down("resolve", std::io::Error::other("no address")))?;
-        let mut stream =
-            TcpStream::connect_timeout(&sa, CONNECT_TIMEOUT).map_err(|e| down("connect", e))?;
-        let _ = stream.set_nodelay(true);
+        Conn::connect_with(addr, server, fsid, secret, io_timeout, Liveness::default())
+    }
+
+    /// [`Conn::connect`] with explicit liveness settings.
+    pub fn connect_with(
+        addr: &str,
+        server: u32,
+        fsid: &FsId,
+        secret: &Secret,
+        io_timeout: Duration,
+        liveness: Liveness,
+    ) -> Result<Conn> {
+        let stream = open_stream(addr, server, fsid, secret, liveness.probe_timeout)?;
+        let tick = liveness.silence.max(Duration::from_millis(1));
         stream
-            .set_read_timeout(Some(io_timeout))
-            .and_then(|()| stream.set_write_timeout(Some(io_timeout)))
-            .map_err(|e| down("configure", e))?;
-        let mut id = [0u8; 8];
-        fill_random(&mut id).map_err(|source| Error::Auth { server, source })?;
-        let my_id = u64::from_le_bytes(id) | 1 << 63;
-        let peer = handshake(
-            &mut stream,
-            secret,
-            &auth_context(fsid),
-            Role::Initiator,
-            my_id,
-        )
-        .map_err(|source| match source {
-            dos_transport::Error::Sys { source, .. } => down("authenticate", source),
-            source => Error::Auth { server, source },
-        })?;
-        if peer != u64::from(server) {
-            return Err(Error::WrongServer {
+            .set_read_timeout(Some(tick))
+            .and_then(|()| stream.set_write_timeout(Some(tick)))
+            .map_err(|e| Error::ServerDown {
                 server,
-                reason: "another server of the file system answers at this address (stale address file?)",
-            });
-        }
+                addr: addr.to_owned(),
+                op: "configure",
+                source: e,
+            })?;
         Ok(Conn {
             stream,
             server,
             addr: addr.to_owned(),
             next_id: 1,
+            fsid: *fsid,
+            secret: secret.clone(),
+            io_timeout,
+            liveness,
         })
+    }
+
+    /// Called when a tick passed without progress since `last`: an error if
+    /// the server is dead (probe failed) or alive but stuck past the
+    /// I/O timeout.
+    fn check_alive(&self, last: Instant, op: &'static str) -> Result<()> {
+        if last.elapsed() >= self.io_timeout {
+            return Err(self.down(
+                op,
+                std::io::Error::new(
+                    ErrorKind::TimedOut,
+                    format!(
+                        "alive but no progress for {:.1} s",
+                        last.elapsed().as_secs_f64()
+                    ),
+                ),
+            ));
+        }
+        probe(
+            &self.addr,
+            self.server,
+            &self.fsid,
+            &self.secret,
+            self.liveness.probe_timeout,
+        )
+        .map_err(|e| match e {
+            Error::ServerDown { source, .. } => self.down("liveness probe", source),
+            e => self.down("liveness probe", std::io::Error::other(e.to_string())),
+        })
+    }
+
+    /// Fills `buf`, probing the server while it is silent.
+    fn read_full(&mut self, buf: &mut [u8], op: &'static str) -> Result<()> {
+        let mut got = 0;
+        let mut last = Instant::now();
+        while got < buf.len() {
+            match self.stream.read(&mut buf[got..]) {
+                Ok(0) => return Err(self.down(op, ErrorKind::UnexpectedEof.into())),
+                Ok(n) => {
+                    got += n;
+                    last = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.check_alive(last, op)?;
+                }
+                Err(e) => return Err(self.down(op, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf`, probing the server while it takes nothing.
+    fn write_full(&mut self, buf: &[u8], op: &'static str) -> Result<()> {
+        let mut put = 0;
+        let mut last = Instant::now();
+        while put < buf.len() {
+            match self.stream.write(&buf[put..]) {
+                Ok(0) => return Err(self.down(op, ErrorKind::WriteZero.into())),
+                Ok(n) => {
+                    put += n;
+                    last = Instant::now();
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    self.check_alive(last, op)?;
+                }
+                Err(e) => return Err(self.down(op, e)),
+            }
+        }
+        Ok(())
     }
 
     fn down(&self, op: &'static str, source: std::io::Error) -> Error {
@@ -224,22 +402,16 @@ impl Conn {
 
     /// Sends one frame.
     pub fn send(&mut self, frame: &[u8]) -> Result<()> {
-        self.stream
-            .write_all(frame)
-            .map_err(|e| self.down("send request", e))
+        self.write_full(frame, "send request")
     }
 
     /// Receives one reply.
     pub fn recv(&mut self) -> Result<(u64, Reply)> {
         let mut h = [0u8; HEADER_LEN];
-        self.stream
-            .read_exact(&mut h)
-            .map_err(|e| self.down("receive reply", e))?;
+        self.read_full(&mut h, "wait for reply")?;
         let h = Header::decode(&h)?;
         let mut body = vec![0u8; h.len as usize];
-        self.stream
-            .read_exact(&mut body)
-            .map_err(|e| self.down("receive reply", e))?;
+        self.read_full(&mut body, "receive reply")?;
         Ok((h.id, Reply::decode(h.kind, &body)?))
     }
 
@@ -293,6 +465,8 @@ pub struct Client {
     pub io_timeout: Duration,
     /// Requests in flight per server connection.
     pub window: usize,
+    /// How a dead server is told from a slow one.
+    pub liveness: Liveness,
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -309,6 +483,7 @@ impl Client {
             conns: addr.servers.iter().map(|_| Mutex::new(None)).collect(),
             io_timeout: IO_TIMEOUT,
             window: 8,
+            liveness: Liveness::default(),
         }
     }
 
@@ -337,12 +512,13 @@ impl Client {
         })?;
         let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            *g = Some(Conn::connect(
+            *g = Some(Conn::connect_with(
                 &self.addrs[server as usize],
                 server,
                 &self.fsid,
                 &self.secret,
                 self.io_timeout,
+                self.liveness,
             )?);
         }
         let Some(conn) = g.as_mut() else {

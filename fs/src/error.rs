@@ -101,7 +101,8 @@ pub enum Error {
         ino: u64,
         /// The stripe (global stripe index of the file).
         stripe: u64,
-        /// The file offset where the chunk starts.
+        /// The file offset where the chunk starts (for a bad block of a
+        /// chunk, where that block starts).
         file_offset: u64,
         /// The server holding it.
         server: u32,

@@ -168,6 +168,19 @@ impl Journal {
             .map_err(|e| Error::io("fsync", &self.path, e))
     }
 
+    /// A handle that makes every record appended so far durable, usable
+    /// without holding the journal (its owner's lock): the fsync of a sync
+    /// need not stop appends.
+    pub fn sync_handle(&self) -> Result<SyncHandle> {
+        Ok(SyncHandle {
+            file: self
+                .file
+                .try_clone()
+                .map_err(|e| Error::io("dup", &self.path, e))?,
+            path: self.path.clone(),
+        })
+    }
+
     /// Bytes in the journal.
     pub fn len(&self) -> u64 {
         self.bytes
@@ -393,5 +406,21 @@ mod tests {
         s[last] ^= 1;
         fs::write(&sp, &s).unwrap();
         assert!(matches!(reopen(&d.0), Err(Error::MetaCorrupt { .. })));
+    }
+}
+
+/// See [`Journal::sync_handle`].
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: File,
+    path: PathBuf,
+}
+
+impl SyncHandle {
+    /// Makes every record appended before the handle was taken durable.
+    pub fn sync(&self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fsync", &self.path, e))
     }
 }

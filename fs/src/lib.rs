@@ -103,13 +103,24 @@
 //! records, fsynced at sync, with snapshots bounding replay; a torn tail is
 //! dropped, damage before it stops the server with an error naming the
 //! byte; inode numbers are reserved durably in batches, so one lost with an
-//! unsynced create never names another file's chunks. Chunks are written
-//! into pending copies and sealed at sync (checksum, fsync, rename, fsync of
-//! the directory), so a torn write never replaces synced data ([`chunk`]).
+//! unsynced create never names another file's chunks. Writes go into
+//! sparse pending chunks (only the written bytes; the server remembers
+//! which ranges) and are sealed at sync (the synced bytes they lack copied
+//! in, checksums, fsync, rename, fsync of the directory), so a small write
+//! costs its own bytes and a torn write never replaces synced data
+//! ([`chunk`]).
 //!
-//! **Integrity.** Every chunk carries a crc32c over its header and data,
-//! checked on every read; a corrupted chunk is an error naming the file,
-//! offset and server, never wrong bytes. `dosfs verify` checks every chunk.
+//! **Integrity.** Every chunk carries a crc32c per 64 KiB block and one
+//! over its header; a read checks the blocks it reads; a corrupted block
+//! is an error naming the file, offset and server, never wrong bytes.
+//! `dosfs verify` checks every block of every chunk.
+//!
+//! **Liveness.** A client waiting on a server that sends nothing for
+//! 500 ms probes it with a fresh authenticated connection, which a live
+//! server answers from its accept and connection threads however busy its
+//! workers and disk are; no answer within 1 s is [`Error::ServerDown`]
+//! naming the server. So a killed, stopped or unreachable server fails
+//! operations within 1.5 s, and a slow one does not ([`client`]).
 //!
 //! **Server threads.** One reader thread per connection and a shared pool
 //! of worker threads (default 8) running requests, replies sent as each
@@ -131,15 +142,20 @@
 //! use every server involved at once.
 //!
 //! ## Resources
-//! A server holds one thread per connection and its worker pool; it stops
+//! A server holds one thread per connection (at most 64 still
+//! authenticating, 8 per source, 2 s each) and its worker pool; it stops
 //! when its process ends (`dosfs down` syncs first, then sends SIGTERM).
-//! Pending (unsynced) chunk copies of a server that stopped without a sync
-//! are deleted when it starts again.
+//! Pending (unsynced) chunks of a server that stopped without a sync are
+//! deleted when it starts again, and server 0 deletes its chunks of files
+//! the namespace no longer has (orphans of a client that died between
+//! removing a file and dropping its chunks).
 //!
 //! ## Formats and compatibility
 //! Every format carries a version: frames ([`wire::VERSION`]), the
 //! handshake ([`dos_transport::auth::VERSION`]), the target descriptor
-//! ([`target::FORMAT`]), chunk headers and journal snapshots (version 1).
+//! ([`target::FORMAT`]), chunk headers (version 2; version 1 chunks are
+//! still read and rewritten as 2 at their next sync) and journal snapshots
+//! (version 1).
 //! A server refuses a target of a newer format; peers of another protocol
 //! version get a protocol error on the first frame.
 //!
@@ -150,8 +166,9 @@
 //! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
 //!
 //! ## Not yet here (issue 10)
-//! `dos::io` in ranks (in `dos`), the FUSE mount, O_DIRECT and
-//! io_uring on the servers, and `dosbench io`.
+//! `dos::io` in ranks (in `dos`), the FUSE mount, io_uring on the servers,
+//! and `dosbench io`. Whole-stripe writes already go to disk with O_DIRECT
+//! ([`chunk`]).
 #![deny(missing_docs)]
 
 pub mod addrfile;

@@ -632,6 +632,24 @@ impl Meta {
         Ok(())
     }
 
+    /// The first half of a sync that leaves the namespace free: a handle
+    /// to fsync without holding the [`Meta`] (so creates and lookups go on
+    /// while the disk works); then [`Meta::finish_sync`].
+    pub fn sync_handle(&self) -> Result<crate::journal::SyncHandle> {
+        self.journal.sync_handle()
+    }
+
+    /// The second half of a sync after [`Meta::sync_handle`]'s fsync: a
+    /// snapshot if the journal has grown past [`Meta::snapshot_after`].
+    pub fn finish_sync(&mut self) -> Result<()> {
+        if self.journal.len() > self.snapshot_after {
+            self.journal.sync()?;
+            let state = self.save_state();
+            self.journal.snapshot(&state)?;
+        }
+        Ok(())
+    }
+
     /// The next inode number; every [`INODE_BATCH`] numbers, a reservation
     /// is journaled and made durable first.
     fn alloc_ino(&mut self) -> Result<u64> {

@@ -453,3 +453,25 @@ fn inode_numbers_are_never_reused_after_a_lost_tail() {
     let mut m = Meta::open(&t).unwrap();
     assert!(m.create(&p("/new3"), None, true).unwrap().ino > last);
 }
+
+/// A sync in two halves (the fsync outside the namespace lock): the handle
+/// taken before more creates, then the snapshot; a reopen finds everything.
+#[test]
+fn a_sync_in_two_halves_keeps_everything() {
+    let d = TempDir::new("meta-sync-halves");
+    let t = target(&d, 1);
+    let mut m = Meta::open(&t).unwrap();
+    m.snapshot_after = 0;
+    m.create(&p("/a"), None, true).unwrap();
+    let h = m.sync_handle().unwrap();
+    // Metadata goes on while the fsync would run.
+    m.mkdir(&p("/d")).unwrap();
+    h.sync().unwrap();
+    m.create(&p("/d/b"), None, true).unwrap();
+    m.finish_sync().unwrap();
+    let before = dump(&m);
+    drop(m);
+    let m = Meta::open(&t).unwrap();
+    assert_eq!(dump(&m), before);
+    assert_eq!(before.len(), 3);
+}

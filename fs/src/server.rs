@@ -24,15 +24,35 @@
 //! queue as busy as fio at QD8; io_uring is the measured next step.
 //!
 //! Metadata requests run one at a time under a mutex (the namespace is in
-//! memory; a create is a journal append and a map insert).
+//! memory; a create is a journal append and a map insert); a sync's fsync
+//! of the journal runs outside it, so metadata requests do not wait for
+//! the disk ([`Meta::sync_handle`]).
+//!
+//! ## Connections still authenticating are bounded
+//! Each connection gets a thread, so strangers must not be able to make
+//! the server spawn threads without end: at most
+//! [`ServerConfig::max_authenticating`] connections (default 64) may be in
+//! the handshake at once, and at most [`ServerConfig::max_per_source`]
+//! (default 8) from one source address; a connection over a bound is
+//! closed at once (a client connects again; a source at its bound takes
+//! room only from itself). The handshake has a *total* deadline,
+//! [`AUTH_TIMEOUT`] (2 s), not a per-read one, so a peer trickling bytes
+//! frees its slot within 2 s too. Clients' liveness probes
+//! ([`crate::client::probe`]) are handshakes: a server answers them from
+//! its accept and connection threads whatever its workers do.
+//!
+//! ## Handlers
+//! [`Server`] runs any [`Handler`]; [`Service`] is the real one. Tests wrap
+//! it (a slow handler shows that a busy server is not declared dead).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dos_transport::auth::{handshake, Role, Secret};
 
@@ -42,11 +62,29 @@ use crate::meta::{Meta, MAX_READDIR};
 use crate::target::{FsPath, Target};
 use crate::wire::{auth_context, Header, Reply, Request, ServerSpace, WireError, HEADER_LEN};
 
-/// How long a new connection may take to authenticate.
+/// How long a new connection may take to authenticate, in all.
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a worker may wait to hand a reply to a client that does not
 /// read; then the connection is closed and the worker freed.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a [`Server`] runs: a map from a request to its reply.
+pub trait Handler: Send + Sync + 'static {
+    /// The server's index (sent in the handshake).
+    fn index(&self) -> u32;
+    /// Handles one request.
+    fn handle(&self, req: Request) -> Reply;
+}
+
+impl Handler for Service {
+    fn index(&self) -> u32 {
+        self.index
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        Service::handle(self, req)
+    }
+}
 
 /// The request handler of one server.
 #[derive(Debug)]
@@ -66,11 +104,34 @@ impl Service {
         } else {
             None
         };
-        Ok(Service {
+        let svc = Service {
             index,
             meta,
             chunks: ChunkStore::open(target)?,
-        })
+        };
+        if let Some(m) = &svc.meta {
+            // Chunks of files the namespace no longer has (a client died
+            // between removing a file and dropping its chunks, or a create
+            // was lost in a crash) are removed at start.
+            let m = m.lock().unwrap_or_else(|p| p.into_inner());
+            svc.drop_orphans(|ino| m.stat_ino(ino).is_ok())?;
+        }
+        Ok(svc)
+    }
+
+    /// Removes the chunks here of every inode for which `live` is false;
+    /// returns how many inodes lost chunks. Server 0 runs it at start over
+    /// its own chunks; a data server needs the list of live inodes from the
+    /// metadata server (not yet in the protocol).
+    pub fn drop_orphans(&self, live: impl Fn(u64) -> bool) -> Result<u64> {
+        let mut n = 0;
+        for ino in self.chunks.inodes()? {
+            if !live(ino) {
+                self.chunks.remove(ino)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// This server's index.
@@ -144,7 +205,11 @@ impl Service {
             Request::Sync { ino } => {
                 self.chunks.sync(ino)?;
                 if self.meta.is_some() {
-                    self.meta()?.sync()?;
+                    // The journal's fsync runs without the namespace lock:
+                    // metadata requests go on meanwhile.
+                    let h = self.meta()?.sync_handle()?;
+                    h.sync()?;
+                    self.meta()?.finish_sync()?;
                 }
                 Reply::Ok
             }
@@ -187,6 +252,10 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Most requests of one connection queued or running at once.
     pub max_in_flight: usize,
+    /// Most connections in the handshake at once.
+    pub max_authenticating: usize,
+    /// Most connections in the handshake at once from one source address.
+    pub max_per_source: usize,
 }
 
 impl Default for ServerConfig {
@@ -194,7 +263,96 @@ impl Default for ServerConfig {
         ServerConfig {
             workers: 8,
             max_in_flight: 16,
+            max_authenticating: 64,
+            max_per_source: 8,
         }
+    }
+}
+
+/// Counts of connections in the handshake, in all and per source.
+#[derive(Debug, Default)]
+struct Authenticating {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// A slot among the connections authenticating; freed on drop.
+struct AuthSlot {
+    table: Arc<Mutex<Authenticating>>,
+    ip: IpAddr,
+}
+
+impl AuthSlot {
+    fn take(
+        table: &Arc<Mutex<Authenticating>>,
+        ip: IpAddr,
+        config: &ServerConfig,
+    ) -> Option<AuthSlot> {
+        let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = t.by_source.get(&ip).copied().unwrap_or(0);
+        if t.total >= config.max_authenticating.max(1) || mine >= config.max_per_source.max(1) {
+            return None;
+        }
+        t.total += 1;
+        *t.by_source.entry(ip).or_insert(0) += 1;
+        Some(AuthSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for AuthSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        t.total -= 1;
+        if let Some(n) = t.by_source.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_source.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A stream whose reads and writes share one deadline.
+struct Deadline<'a> {
+    stream: &'a mut TcpStream,
+    until: Instant,
+}
+
+impl Deadline<'_> {
+    fn arm(&self, write: bool) -> std::io::Result<()> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "handshake deadline passed",
+            ));
+        }
+        if write {
+            self.stream.set_write_timeout(Some(left))
+        } else {
+            self.stream.set_read_timeout(Some(left))
+        }
+    }
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.arm(false)?;
+        self.stream.read(buf)
+    }
+}
+
+impl Write for Deadline<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.arm(true)?;
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.flush()
     }
 }
 
@@ -208,8 +366,53 @@ struct ConnOut {
 
 impl ConnOut {
     fn send(&self, frame: &[u8]) {
+        self.send_parts(&[frame]);
+    }
+
+    /// Sends a reply; a data reply goes out as its 28-byte prefix and the
+    /// data itself, without copying the data into a frame.
+    fn send_reply(&self, id: u64, reply: &Reply) {
+        match reply {
+            Reply::Data(d) if d.len() <= u32::MAX as usize - 4 => {
+                let mut pre = [0u8; HEADER_LEN + 4];
+                pre[..HEADER_LEN].copy_from_slice(
+                    &Header {
+                        kind: reply.kind(),
+                        id,
+                        len: 4 + d.len() as u32,
+                    }
+                    .encode(),
+                );
+                pre[HEADER_LEN..].copy_from_slice(&(d.len() as u32).to_le_bytes());
+                self.send_parts(&[&pre, d]);
+            }
+            r => self.send(&r.encode(id)),
+        }
+    }
+
+    fn send_parts(&self, parts: &[&[u8]]) {
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        if s.write_all(frame).is_err() {
+        let (mut i, mut at) = (0, 0);
+        while i < parts.len() {
+            let bufs: Vec<std::io::IoSlice<'_>> = std::iter::once(&parts[i][at..])
+                .chain(parts[i + 1..].iter().copied())
+                .map(std::io::IoSlice::new)
+                .collect();
+            match s.write_vectored(&bufs) {
+                Ok(0) => break,
+                Ok(mut n) => {
+                    while i < parts.len() && n >= parts[i].len() - at {
+                        n -= parts[i].len() - at;
+                        i += 1;
+                        at = 0;
+                    }
+                    at += n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if i < parts.len() {
             let _ = s.shutdown(Shutdown::Both);
         }
     }
@@ -224,14 +427,23 @@ impl ConnOut {
 type Job = (u64, Request, Arc<ConnOut>);
 
 /// A storage server listening on TCP.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
-    service: Arc<Service>,
+    service: Arc<dyn Handler>,
     secret: Secret,
     context: Vec<u8>,
     config: ServerConfig,
     stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("index", &self.service.index())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -243,10 +455,21 @@ impl Server {
         addr: &str,
         config: ServerConfig,
     ) -> Result<Server> {
+        Server::bind_handler(Arc::new(service), fsid, secret, addr, config)
+    }
+
+    /// Binds `addr` for any [`Handler`].
+    pub fn bind_handler(
+        service: Arc<dyn Handler>,
+        fsid: &crate::target::FsId,
+        secret: Secret,
+        addr: &str,
+        config: ServerConfig,
+    ) -> Result<Server> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::io("listen on", addr, e))?;
         Ok(Server {
             listener,
-            service: Arc::new(service),
+            service,
             secret,
             context: auth_context(fsid),
             config,
@@ -278,15 +501,24 @@ impl Server {
             workers.push(
                 thread::Builder::new()
                     .name(format!("dosfs-worker-{i}"))
-                    .spawn(move || worker(&svc, &rx))
+                    .spawn(move || worker(svc.as_ref(), &rx))
                     .map_err(|e| Error::io("spawn", "worker thread", e))?,
             );
         }
+        let table = Arc::new(Mutex::new(Authenticating::default()));
         for conn in self.listener.incoming() {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
             let Ok(stream) = conn else { continue };
+            let Some(slot) = stream
+                .peer_addr()
+                .ok()
+                .and_then(|a| AuthSlot::take(&table, a.ip(), &self.config))
+            else {
+                // Over a bound: closed at once (dropped).
+                continue;
+            };
             let tx = tx.clone();
             let secret = self.secret.clone();
             let context = self.context.clone();
@@ -294,7 +526,7 @@ impl Server {
             let max = self.config.max_in_flight.max(1);
             let _ = thread::Builder::new()
                 .name("dosfs-conn".into())
-                .spawn(move || connection(stream, &secret, &context, index, max, &tx));
+                .spawn(move || connection(stream, slot, &secret, &context, index, max, &tx));
         }
         drop(tx);
         for w in workers {
@@ -304,12 +536,12 @@ impl Server {
     }
 }
 
-fn worker(svc: &Service, rx: &Mutex<Receiver<Job>>) {
+fn worker(svc: &dyn Handler, rx: &Mutex<Receiver<Job>>) {
     loop {
         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((id, req, out)) = job else { return };
         let reply = svc.handle(req);
-        out.send(&reply.encode(id));
+        out.send_reply(id, &reply);
         out.done();
     }
 }
@@ -317,6 +549,7 @@ fn worker(svc: &Service, rx: &Mutex<Receiver<Job>>) {
 /// Serves one connection: authenticate, then read requests and queue them.
 fn connection(
     mut stream: TcpStream,
+    slot: AuthSlot,
     secret: &Secret,
     context: &[u8],
     index: u32,
@@ -324,18 +557,19 @@ fn connection(
     tx: &SyncSender<Job>,
 ) {
     let _ = stream.set_nodelay(true);
-    if stream.set_read_timeout(Some(AUTH_TIMEOUT)).is_err()
-        || stream.set_write_timeout(Some(AUTH_TIMEOUT)).is_err()
-    {
-        return;
-    }
-    if let Err(e) = handshake(
-        &mut stream,
+    let mut timed = Deadline {
+        stream: &mut stream,
+        until: Instant::now() + AUTH_TIMEOUT,
+    };
+    let res = handshake(
+        &mut timed,
         secret,
         context,
         Role::Responder,
         u64::from(index),
-    ) {
+    );
+    drop(slot);
+    if let Err(e) = res {
         let peer = stream
             .peer_addr()
             .map(|a| a.to_string())

@@ -6,7 +6,8 @@
 //!
 //! `cp_1gib_in_and_out_bit_exact` copies 1 GiB through `dosfs up --local 3`
 //! and prints the rates; `creates_per_second` times file creates through
-//! one client.
+//! one client; `small_random_writes` times 4 KiB random writes into a
+//! synced 256 MiB file (then a sync), three rounds, and prints the median.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -113,5 +114,45 @@ fn creates_per_second() {
     println!(
         "readdir of {n} entries: {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
+    );
+}
+
+#[test]
+#[ignore = "a measurement"]
+fn small_random_writes() {
+    let up = Up::new("small", 3);
+    let c = Client::new(&AddrFile::read(&up.dir.join("dosfs.addr")).unwrap());
+    let size: u64 = 256 << 20;
+    let a = c.create("/f", None, true).unwrap();
+    let block = vec![0x5au8; 1 << 20];
+    for i in 0..size >> 20 {
+        c.write_at(&a, i << 20, &block).unwrap();
+    }
+    c.sync(&a).unwrap();
+    let n = 4096u64;
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rates = Vec::new();
+    let mut iops = Vec::new();
+    for round in 0..3u8 {
+        let data = vec![round; 4096];
+        let t = Instant::now();
+        for _ in 0..n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = (x % (size / 4096)) * 4096;
+            c.write_at(&a, off, &data).unwrap();
+        }
+        let w = t.elapsed().as_secs_f64();
+        c.sync(&a).unwrap();
+        let all = t.elapsed().as_secs_f64();
+        iops.push(n as f64 / w);
+        rates.push((n * 4096) as f64 / (1 << 20) as f64 / all);
+    }
+    iops.sort_by(f64::total_cmp);
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "{n} random 4 KiB writes into a synced 256 MiB file: median {:.0} writes/s; with the sync: {:.1} MiB/s (rounds {rates:.1?})",
+        iops[1], rates[1]
     );
 }

@@ -3,11 +3,12 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use dos_fs::addrfile::{AddrFile, ServerAddr};
 use dos_fs::client::{Client, Conn};
 use dos_fs::layout::LayoutSpec;
-use dos_fs::server::{Server, ServerConfig, Service};
+use dos_fs::server::{Handler, Server, ServerConfig, Service};
 use dos_fs::target::{FsId, Target};
 use dos_fs::wire::{Reply, Request};
 use dos_fs::Error;
@@ -309,4 +310,392 @@ fn concurrent_clients_writing_one_file_and_creating_in_one_directory() {
     setup.read_at("/shared", &a, 0, &mut back).unwrap();
     assert!(back == data, "concurrent writes lost bytes");
     assert_eq!(setup.readdir("/many").unwrap().len(), writers * 200);
+}
+
+/// One server over a fresh target, serving `wrap(service)` with `config`.
+fn start_one(
+    tag: &str,
+    config: ServerConfig,
+    wrap: impl FnOnce(Service) -> std::sync::Arc<dyn Handler>,
+) -> Fs {
+    let dir = std::env::temp_dir().join(format!("dosfs-svc-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let t = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
+    let srv = Server::bind_handler(
+        wrap(Service::open(&t).unwrap()),
+        &fsid,
+        secret.clone(),
+        "127.0.0.1:0",
+        config,
+    )
+    .unwrap();
+    let servers = vec![ServerAddr {
+        addr: srv.local_addr().unwrap().to_string(),
+        pid: None,
+    }];
+    std::thread::spawn(move || srv.serve());
+    Fs {
+        dir,
+        addr: AddrFile {
+            fsid,
+            secret,
+            servers,
+        },
+    }
+}
+
+/// A server whose reads take `delay`: busy, not dead.
+struct Slow {
+    inner: Service,
+    delay: Duration,
+}
+
+impl Handler for Slow {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        if matches!(req, Request::Read { .. }) {
+            std::thread::sleep(self.delay);
+        }
+        self.inner.handle(req)
+    }
+}
+
+#[test]
+fn a_slow_server_is_not_declared_dead_but_one_stuck_past_the_io_timeout_is() {
+    let fs = start_one("slow", ServerConfig::default(), |s| {
+        std::sync::Arc::new(Slow {
+            inner: s,
+            delay: Duration::from_millis(2600),
+        })
+    });
+    let c = Client::new(&fs.addr);
+    let a = c.create("/f", None, true).unwrap();
+    c.write_at(&a, 0, b"slow but alive").unwrap();
+    // The read takes 2.6 s, longer than a dead server may take to be seen:
+    // the server answers the probes, so the read waits and succeeds.
+    let mut buf = [0u8; 14];
+    let t = Instant::now();
+    c.read_at("/f", &a, 0, &mut buf).unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(2500));
+    assert_eq!(&buf, b"slow but alive");
+    // Alive but without progress past the client's I/O timeout: an error.
+    let mut c = Client::new(&fs.addr);
+    c.io_timeout = Duration::from_millis(1200);
+    let e = c.read_at("/f", &a, 0, &mut buf).unwrap_err();
+    match &e {
+        Error::ServerDown {
+            server: 0, source, ..
+        } => {
+            assert_eq!(source.kind(), std::io::ErrorKind::TimedOut, "{e}")
+        }
+        e => panic!("{e}"),
+    }
+}
+
+#[test]
+fn connections_still_authenticating_are_bounded_and_given_2s() {
+    let config = ServerConfig {
+        max_per_source: 3,
+        ..ServerConfig::default()
+    };
+    let fs = start_one("caps", config, |s| std::sync::Arc::new(s));
+    let addr = &fs.addr.servers[0].addr;
+    let hello_or_eof = |s: &mut TcpStream| -> usize {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; dos_transport::auth::HELLO_LEN];
+        let mut got = 0;
+        while got < b.len() {
+            match s.read(&mut b[got..]) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        got
+    };
+    // Three silent connections fill this source's slots (each got a hello).
+    let mut silent: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            assert_eq!(hello_or_eof(&mut s), dos_transport::auth::HELLO_LEN);
+            s
+        })
+        .collect();
+    // A fourth is closed at once, without a hello.
+    let mut over = TcpStream::connect(addr).unwrap();
+    assert_eq!(
+        hello_or_eof(&mut over),
+        0,
+        "a connection over the bound was served"
+    );
+    // A peer trickling a byte every 300 ms is closed within the 2 s
+    // deadline of the whole handshake, and the slots come back.
+    let t = Instant::now();
+    let mut closed = false;
+    while t.elapsed() < Duration::from_secs(6) {
+        if silent[0].write_all(&[0]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut b = [0u8; 1];
+        silent[0]
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        match silent[0].read(&mut b) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Err(e)
+                if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "a trickling peer kept its slot");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    silent.clear();
+    std::thread::sleep(Duration::from_millis(200));
+    let c = Client::new(&fs.addr);
+    assert_eq!(c.stat("/").unwrap().ino, 1);
+}
+
+/// A `dosfs serve` process (the real binary) on `dir`.
+fn serve_process(
+    bin: &str,
+    dir: &std::path::Path,
+    fsid: FsId,
+    secret: &Secret,
+    i: u32,
+    n: u32,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--target"])
+        .arg(dir)
+        .args([
+            "--fs-id",
+            &fsid.to_string(),
+            "--index",
+            &i.to_string(),
+            "--servers",
+            &n.to_string(),
+        ])
+        .env("DOSFS_SECRET", secret.to_hex())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(line.starts_with("dosfs-server"), "{line:?}");
+    (child, addr)
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: kill(2) on a child process this test started.
+    let r = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(r, 0);
+    if sig == libc::SIGSTOP {
+        // kill returns before every thread has stopped: wait for state T.
+        let stat = format!("/proc/{}/stat", child.id());
+        for _ in 0..200 {
+            let s = std::fs::read_to_string(&stat).unwrap_or_default();
+            let state = s.rsplit(") ").next().and_then(|r| r.chars().next());
+            if state == Some('T') {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("server {} did not stop", child.id());
+    }
+}
+
+/// The rule: a server that stops (SIGSTOP: no reset, no answer) or
+/// is killed makes operations on its stripes fail with an error naming it
+/// within 2 s; continued, it serves again; restarted on its target, every
+/// synced byte reads back.
+#[test]
+fn a_stopped_or_killed_server_fails_operations_within_2s_and_a_restarted_one_serves_synced_bytes() {
+    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
+        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("dosfs-svc-stop-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let _cleanup = Fs {
+        dir: dir.clone(),
+        addr: AddrFile {
+            fsid,
+            secret: secret.clone(),
+            servers: Vec::new(),
+        },
+    };
+    struct Kill(Vec<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    // Dropped before `_cleanup`: the servers end before their targets go.
+    let mut procs = Kill(Vec::new());
+    let mut servers = Vec::new();
+    for i in 0..2 {
+        let (child, addr) = serve_process(bin, &dir.join(i.to_string()), fsid, &secret, i, 2);
+        procs.0.push(child);
+        servers.push(ServerAddr { addr, pid: None });
+    }
+    let mut file = AddrFile {
+        fsid,
+        secret: secret.clone(),
+        servers,
+    };
+    let c = Client::new(&file);
+    let spec = LayoutSpec {
+        stripe_size: 65536,
+        stripe_count: 2,
+        first: 0,
+    };
+    let a = c.set_stripe("/f", spec).unwrap();
+    let data = pattern(4 * 65536, 11);
+    c.write_at(&a, 0, &data).unwrap();
+    c.sync(&a).unwrap();
+
+    // Server 1 (stripes 1 and 3) stops.
+    signal(&procs.0[1], libc::SIGSTOP);
+    let mut buf = vec![0u8; data.len()];
+    let t = Instant::now();
+    let e = c.read_at("/f", &a, 0, &mut buf).unwrap_err();
+    let took = t.elapsed();
+    assert!(matches!(e, Error::ServerDown { server: 1, .. }), "{e}");
+    assert!(took < Duration::from_secs(2), "took {took:?}: {e}");
+    assert!(e.to_string().contains(&file.servers[1].addr), "{e}");
+    // A write to its stripe, and a fresh connection to it, fail the same way.
+    let t = Instant::now();
+    let e = c.write_at(&a, 65536, b"x").unwrap_err();
+    assert!(matches!(e, Error::ServerDown { server: 1, .. }), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let e = Client::new(&file).call(1, &Request::Statfs).unwrap_err();
+    assert!(matches!(e, Error::ServerDown { server: 1, .. }), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Stripes on server 0 still read.
+    let mut first = vec![0u8; 65536];
+    c.read_at("/f", &a, 0, &mut first).unwrap();
+    assert!(first == data[..65536]);
+    // Server 0, the metadata server, stops too: metadata fails naming it.
+    signal(&procs.0[0], libc::SIGSTOP);
+    let t = Instant::now();
+    let e = c.stat("/f").unwrap_err();
+    assert!(matches!(e, Error::ServerDown { server: 0, .. }), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Continued, both serve again (the client reconnects).
+    signal(&procs.0[0], libc::SIGCONT);
+    signal(&procs.0[1], libc::SIGCONT);
+    c.read_at("/f", &a, 0, &mut buf).unwrap();
+    assert!(buf == data);
+    // Killed: seen at once.
+    let mut dead = procs.0.remove(1);
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    let t = Instant::now();
+    let e = c.read_at("/f", &a, 0, &mut buf).unwrap_err();
+    assert!(matches!(e, Error::ServerDown { server: 1, .. }), "{e}");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        t.elapsed()
+    );
+    // Restarted on its target (a new port): every synced byte reads back.
+    let (child, addr) = serve_process(bin, &dir.join("1"), fsid, &secret, 1, 2);
+    procs.0.push(child);
+    file.servers[1].addr = addr;
+    let c = Client::new(&file);
+    let a = c.stat("/f").unwrap();
+    let mut back = vec![0u8; data.len()];
+    c.read_at("/f", &a, 0, &mut back).unwrap();
+    assert!(back == data, "synced bytes changed across the restart");
+}
+
+/// A client that died between removing a file and dropping its chunks left
+/// orphans: server 0 removes them when it starts again.
+#[test]
+fn orphan_chunks_are_removed_at_start() {
+    let dir = std::env::temp_dir().join(format!("dosfs-svc-orphan-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = Fs {
+        dir: dir.clone(),
+        addr: AddrFile {
+            fsid: FsId([3; 16]),
+            secret: Secret::generate().unwrap(),
+            servers: Vec::new(),
+        },
+    };
+    let t = Target::format(&dir, FsId([3; 16]), 0, 1).unwrap();
+    let svc = Service::open(&t).unwrap();
+    let ok = |r: Reply| assert!(!matches!(r, Reply::Error(_)), "{r:?}");
+    let mut inos = Vec::new();
+    for name in ["/gone", "/kept"] {
+        let a = match svc.handle(Request::Create {
+            path: name.into(),
+            spec: None,
+            exclusive: true,
+        }) {
+            Reply::Attr(a) => a,
+            r => panic!("{r:?}"),
+        };
+        ok(svc.handle(Request::Write {
+            ino: a.ino,
+            stripe: 0,
+            stripe_size: a.layout.stripe_size,
+            offset: 0,
+            data: b"bytes".to_vec(),
+        }));
+        inos.push(a.ino);
+    }
+    ok(svc.handle(Request::Sync { ino: None }));
+    // The unlink reaches the metadata; the client dies before DropFile.
+    ok(svc.handle(Request::Unlink {
+        path: "/gone".into(),
+    }));
+    ok(svc.handle(Request::Sync { ino: None }));
+    drop(svc);
+    let chunk_dir = |ino: u64| t.chunk_dir().join(format!("{:02x}/{ino:x}", ino & 0xff));
+    assert!(chunk_dir(inos[0]).exists());
+    let _svc = Service::open(&t).unwrap();
+    assert!(
+        !chunk_dir(inos[0]).exists(),
+        "the orphan's chunks are still there"
+    );
+    assert!(chunk_dir(inos[1]).exists(), "a live file lost its chunks");
 }
