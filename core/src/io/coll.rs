@@ -256,7 +256,11 @@ impl File {
                 }
             }
         }
-        let size = if me == 0 { *local.as_ref().unwrap_or(&0) } else { 0 };
+        let size = if me == 0 {
+            *local.as_ref().unwrap_or(&0)
+        } else {
+            0
+        };
         let (_, size) = agree(&self.comm, OP, local, size)?;
         if !plan.direct {
             // Phase two: the workers send each rank its parts.

@@ -514,12 +514,7 @@ fn node_leaders(comm: &Comm) -> Result<Vec<usize>> {
     let leader = {
         let eng = comm.eng.enter();
         (0..comm.size())
-            .find(|&r| {
-                r == me
-                    || comm
-                        .peer(r)
-                        .is_ok_and(|p| eng.local_index(p).is_some())
-            })
+            .find(|&r| r == me || comm.peer(r).is_ok_and(|p| eng.local_index(p).is_some()))
             .unwrap_or(me)
     };
     let mut all = vec![0u64; comm.size()];

@@ -93,7 +93,7 @@ mod file;
 pub(crate) mod nb;
 pub mod plan;
 
-pub use error::{Error, FsErrorKind, Result};
 pub use dos_fs::layout::{Layout, LayoutSpec};
+pub use error::{Error, FsErrorKind, Result};
 pub use file::{File, Fs, Hints, Mode};
 pub use nb::IoRequest;

@@ -56,7 +56,8 @@ impl Engine {
 /// Completes the requests of finished operations; returns how many.
 fn serve(eng: &Engine) -> usize {
     let t = eng.io_table();
-    let done: Vec<(ReqId, u32)> = std::mem::take(&mut *t.done.lock().unwrap_or_else(|p| p.into_inner()));
+    let done: Vec<(ReqId, u32)> =
+        std::mem::take(&mut *t.done.lock().unwrap_or_else(|p| p.into_inner()));
     for &(id, gen) in &done {
         let handle = {
             let mut th = t.threads.borrow_mut();

@@ -87,7 +87,9 @@ pub enum PlanError {
     #[error("stripe size 0")]
     ZeroStripe,
     /// An aggregator that is not a rank, or none at all while data moves.
-    #[error("aggregator list {aggregators:?} is not a non-empty sorted list of ranks below {ranks}")]
+    #[error(
+        "aggregator list {aggregators:?} is not a non-empty sorted list of ranks below {ranks}"
+    )]
     BadAggregators {
         /// The list given.
         aggregators: Vec<usize>,
@@ -168,7 +170,11 @@ impl Plan {
     /// Bytes rank `from` exchanges with worker `to` (either direction).
     pub fn bytes_between(&self, from: usize, to: usize) -> u64 {
         self.worker_of(to).map_or(0, |w| {
-            w.parts.iter().filter(|p| p.rank == from).map(|p| p.len).sum()
+            w.parts
+                .iter()
+                .filter(|p| p.rank == from)
+                .map(|p| p.len)
+                .sum()
         })
     }
 }

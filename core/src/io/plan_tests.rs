@@ -142,7 +142,11 @@ fn apply_write(plan: &Plan, file: &mut [u8], data: &[Vec<u8>]) {
 /// Applies a read plan: workers read their extents and send each rank its
 /// parts; each rank unpacks into its buffer.
 fn apply_read(plan: &Plan, file: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = plan.packed.iter().map(|&n| vec![0xAA; n as usize]).collect();
+    let mut out: Vec<Vec<u8>> = plan
+        .packed
+        .iter()
+        .map(|&n| vec![0xAA; n as usize])
+        .collect();
     for w in &plan.workers {
         let bufs: Vec<&[u8]> = w
             .extents
