@@ -9,6 +9,8 @@
 //!   `dosfs up --local 3`, N in {1, 2, 3, 4, 7}: build the binaries first
 //!   (`cargo build --workspace --bins`, as ci/test.sh does); they are found
 //!   next to this test's executable.
+//! * Across the 3 hosts of the namespace cluster (`#[ignore]`: root, the
+//!   cluster and its lock; the command is on `iocheck_across_namespace_hosts`).
 
 #[path = "../../checks/src/iocheck.rs"]
 mod iocheck;
@@ -275,6 +277,11 @@ struct Standing {
 
 impl Standing {
     fn up(tag: &str, n: u32) -> Standing {
+        Standing::up_on(tag, n, "127.0.0.1")
+    }
+
+    /// [`Standing::up`] with the servers listening on `host`.
+    fn up_on(tag: &str, n: u32, host: &str) -> Standing {
         let dosfs = profile_dir().join("dosfs");
         assert!(
             dosfs.is_file(),
@@ -295,6 +302,8 @@ impl Standing {
             &n.to_string(),
             "--target",
             s.dir.join("targets").to_str().unwrap(),
+            "--host",
+            host,
         ]);
         assert!(o.status.success(), "dosfs up failed: {o:?}");
         s
@@ -373,4 +382,46 @@ fn iocheck_under_dosrun_with_three_servers() {
     ]);
     assert!(o.status.success(), "dosfs up again: {o:?}");
     assert_ok(&s.iocheck(3, "read", "/run7"), "iocheck: OK read 3 ranks");
+}
+
+/// The namespace cluster of `ci/cluster.sh` (3 hosts x 2 slots): servers on
+/// the bridge address, jobs of 6 and 3 ranks over the hosts (one aggregator
+/// per host), files read back by a job of another size. Needs root and the
+/// cluster lock:
+///
+/// ```text
+/// cargo build --workspace --bins
+/// flock /tmp/dos-cluster.lock cargo test -p dos --test io -- --ignored across_namespace_hosts
+/// ```
+#[test]
+#[ignore = "needs root, the namespace cluster and its lock"]
+fn iocheck_across_namespace_hosts() {
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/cluster.sh");
+    let up = Command::new(&cluster).args(["up", "3"]).output().unwrap();
+    struct Down(PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).arg("down").output();
+        }
+    }
+    let _down = Down(cluster.clone());
+    assert!(up.status.success(), "cluster.sh up 3: {up:?}");
+    let s = Standing::up_on("multi", 3, "198.18.0.254");
+    let state = "/tmp/dos-cluster";
+    let run = |n: usize, mode: &str, dir: &str| {
+        Command::new(common::dosrun())
+            .args(["--hostfile", &format!("{state}/hostfile"), "--launch-agent"])
+            .arg(format!("ssh -F {state}/ssh_config -o BatchMode=yes"))
+            .args(["-n", &n.to_string(), "--timeout", "180", "-x"])
+            .arg(format!("DOSFS={}", s.addr.display()))
+            .arg("--")
+            .arg(common::check("iocheck"))
+            .args([mode, dir])
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(6, "write", "/m6"), "iocheck: OK write 6 ranks");
+    assert_ok(&run(4, "read", "/m6"), "iocheck: OK read 4 ranks");
+    assert_ok(&run(3, "write", "/m3"), "iocheck: OK write 3 ranks");
+    assert_ok(&run(5, "read", "/m3"), "iocheck: OK read 5 ranks");
 }
