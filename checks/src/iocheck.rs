@@ -400,15 +400,17 @@ pub fn bench(comm: &Comm, fs: &Fs, args: &[String]) -> Result<(), String> {
         f.write_at_all(me * block + k * xfer, &data)
             .map_err(e("bench write_at_all"))?;
     }
+    let written = t0.elapsed().as_secs_f64();
     f.sync().map_err(e("bench sync"))?;
     let secs = t0.elapsed().as_secs_f64();
     if me == 0 {
         let total = (n * block) as f64 / (1 << 20) as f64;
         println!(
-            "iocheck: bench {n} ranks x {mib} MiB, {} KiB transfers, {}: {:.0} MiB/s ({total:.0} MiB in {secs:.3} s)",
+            "iocheck: bench {n} ranks x {mib} MiB, {} KiB transfers, {}: {:.0} MiB/s ({total:.0} MiB in {secs:.3} s, of which sync {:.3} s)",
             xfer >> 10,
             if aggregate { "aggregated" } else { "direct allowed" },
-            total / secs
+            total / secs,
+            secs - written
         );
     }
     Ok(())

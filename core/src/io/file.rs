@@ -426,8 +426,8 @@ impl File {
 
     /// Makes every write to the file that returned before this call, on any
     /// rank, durable (`MPI_File_sync`; collective). It starts with a barrier
-    /// (so sync, barrier, sync is one call here) and the ranks share the
-    /// servers out between them.
+    /// (so sync, barrier, sync is one call here); the ranks share the
+    /// servers out between them, each syncing its share at once.
     pub fn sync(&self) -> Result<()> {
         self.comm.barrier()?;
         let mut servers: Vec<u32> = self.attr.layout.server_list().collect();
@@ -435,22 +435,30 @@ impl File {
         servers.sort_unstable();
         servers.dedup();
         let (n, me) = (self.comm.size(), self.comm.rank());
-        let res = servers
+        let mine: Vec<u32> = servers
             .iter()
             .enumerate()
             .filter(|(i, _)| i % n == me)
-            .try_for_each(|(_, &s)| {
-                self.fs
-                    .client()
-                    .call(
-                        s,
-                        &Request::Sync {
-                            ino: Some(self.attr.ino),
-                        },
-                    )
-                    .map(drop)
+            .map(|(_, &s)| s)
+            .collect();
+        let (client, ino) = (self.fs.client(), self.attr.ino);
+        let sync_one = |s: u32| client.call(s, &Request::Sync { ino: Some(ino) }).map(drop);
+        // This rank's servers at once (each seals and fsyncs its chunks).
+        let res = std::thread::scope(|scope| {
+            let handles: Vec<_> = mine
+                .iter()
+                .map(|&s| (s, scope.spawn(move || sync_one(s))))
+                .collect();
+            handles.into_iter().try_for_each(|(s, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(dos_fs::Error::Remote {
+                        server: s,
+                        message: "the sync thread panicked".into(),
+                    })
+                })
             })
-            .map_err(Error::from);
+        })
+        .map_err(Error::from);
         agree(&self.comm, "sync", res, 0).map(drop)
     }
 
