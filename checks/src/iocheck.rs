@@ -23,6 +23,8 @@
 //!   pieces of which a quarter are written by nobody (data sieving keeps
 //!   the holes' bytes);
 //! * `indep`: segmented blocks of 100003 bytes written with `write_at`;
+//! * `nb`: the same with `iwrite_at`, every transfer in flight at once, and
+//!   read back with `iread_at`;
 //!
 //! then syncs and reads every file back with `read_at_all` (contiguous,
 //! another split), `read_at_all_list` (random pieces, other owners) and
@@ -230,6 +232,29 @@ pub fn write_check(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
     verify(comm, &f, "indep", n as u64 * INDEP_BLOCK)?;
     f.close().map_err(e("close"))?;
 
+    // Nonblocking: every chunk of the block in flight at once.
+    let f = open(comm, fs, &path("nb"), rw)?;
+    let base = me as u64 * INDEP_BLOCK;
+    let written: Result<Vec<usize>, dos::io::Error> = dos::scope(|s| {
+        let reqs = block
+            .chunks(INDEP_XFER)
+            .enumerate()
+            .map(|(k, chunk)| f.iwrite_at(s, base + (k * INDEP_XFER) as u64, chunk))
+            .collect::<Result<Vec<_>, _>>()?;
+        reqs.into_iter().map(|r| r.wait()).collect()
+    });
+    let written: usize = written.map_err(e("nb iwrite_at"))?.into_iter().sum();
+    if written != block.len() {
+        return Err(format!("nb: wrote {written} of {} bytes", block.len()));
+    }
+    f.sync().map_err(e("nb sync"))?;
+    verify(comm, &f, "nb", n as u64 * INDEP_BLOCK)?;
+    let mut back = vec![0u8; block.len()];
+    let got = dos::scope(|s| f.iread_at(s, base, &mut back)?.wait()).map_err(e("nb iread_at"))?;
+    if got != block.len() || back != block {
+        return Err(format!("nb: iread_at gave {got} bytes, or other bytes"));
+    }
+
     errors(comm, fs, dir)
 }
 
@@ -357,7 +382,7 @@ fn verify_here(comm: &Comm, f: &File, name: &str, size: u64) -> Result<(), Strin
 
 /// Reads every file of `dir` as a later job of any size.
 pub fn read_check(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
-    for name in ["seg", "strided", "random", "holes", "indep"] {
+    for name in ["seg", "strided", "random", "holes", "indep", "nb"] {
         let f = open(comm, fs, &format!("{dir}/{name}"), Mode::READ_ONLY)?;
         let size = f.size().map_err(e("size"))?;
         if size == 0 {
