@@ -130,8 +130,14 @@ fn e(what: &str) -> impl Fn(dos::io::Error) -> String + '_ {
     move |err| format!("{what}: {err}")
 }
 
+/// Opens `path` with aggregation rounds of two stripes, so that collective
+/// calls take several rounds.
 fn open(comm: &Comm, fs: &Fs, path: &str, mode: Mode) -> Result<File, String> {
-    File::open_with(comm, fs, path, mode, Hints::default()).map_err(e(path))
+    let hints = Hints {
+        cb_buffer: 2 * u64::from(STRIPE),
+        ..Hints::default()
+    };
+    File::open_with(comm, fs, path, mode, hints).map_err(e(path))
 }
 
 /// Writes every file of `dir`, reads them back, checks the errors.

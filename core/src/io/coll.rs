@@ -109,45 +109,46 @@ impl File {
         let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
         let plan = self.collective_plan(&mine)?;
         let me = self.comm.rank();
+        let n = self.comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
         let src = |p: &Part| packed.source(list, p);
-        let (recv, rdispls) = if plan.direct {
-            (Vec::new(), Vec::new())
-        } else {
-            // Phase one: every rank sends each aggregator its parts.
-            let n = self.comm.size();
-            let sends = plan.send_parts(me);
-            let mut scounts = vec![0usize; n];
-            let mut sbuf = Vec::with_capacity(plan.packed[me] as usize);
-            for (&w, parts) in &sends {
-                for p in parts {
-                    sbuf.extend_from_slice(src(p));
-                    scounts[w] += p.len as usize;
+        let mut res = Ok(());
+        for round in self.rounds(&plan) {
+            let (recv, rdispls) = if round.direct {
+                (Vec::new(), Vec::new())
+            } else {
+                // Phase one: every rank sends each aggregator its parts.
+                let sends = round.send_parts(me);
+                let mut scounts = vec![0usize; n];
+                let mut sbuf = Vec::new();
+                for (&w, parts) in &sends {
+                    for p in parts {
+                        sbuf.extend_from_slice(src(p));
+                        scounts[w] += p.len as usize;
+                    }
                 }
-            }
-            let mut rcounts = vec![0usize; n];
-            if let Some(w) = plan.worker_of(me) {
-                for p in &w.parts {
-                    rcounts[p.rank] += p.len as usize;
+                let mut rcounts = vec![0usize; n];
+                if let Some(w) = round.worker_of(me) {
+                    for p in &w.parts {
+                        rcounts[p.rank] += p.len as usize;
+                    }
                 }
-            }
-            let (scounts, sdispls, _) = layout_of(scounts);
-            let (rcounts, rdispls, rtotal) = layout_of(rcounts);
-            let mut recv = vec![0u8; rtotal];
-            self.comm
-                .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
-            (recv, rdispls)
-        };
-        // Phase two: the workers write.
-        let res = match plan.worker_of(me) {
-            None => Ok(()),
-            Some(w) => {
+                let (scounts, sdispls, _) = layout_of(scounts);
+                let (rcounts, rdispls, rtotal) = layout_of(rcounts);
+                let mut recv = vec![0u8; rtotal];
+                self.comm
+                    .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
+                (recv, rdispls)
+            };
+            // Phase two: the workers write (after a failure, a worker only
+            // keeps exchanging, so that every rank stays in step).
+            if let (Ok(()), Some(w)) = (&res, round.worker_of(me)) {
                 let mut cursor = rdispls.clone();
                 let sources: Vec<&[u8]> = w
                     .parts
                     .iter()
                     .map(|p| {
-                        if plan.direct {
+                        if round.direct {
                             src(p)
                         } else {
                             let c = &mut cursor[p.rank];
@@ -157,10 +158,19 @@ impl File {
                         }
                     })
                     .collect();
-                self.write_extents(w, &sources)
+                res = self.write_extents(w, &sources);
             }
-        };
+        }
         agree(&self.comm, OP, res, 0).map(drop)
+    }
+
+    /// The rounds of `plan` (see [`Plan::rounds`] and [`super::Hints::cb_buffer`]).
+    fn rounds(&self, plan: &Plan) -> Vec<Plan> {
+        plan.rounds(
+            self.hints.cb_buffer,
+            u64::from(self.attr.layout.stripe_size),
+            self.hints.sieve_hole,
+        )
     }
 
     /// A worker's writes: each extent from its one part when that part
@@ -213,7 +223,7 @@ impl File {
         let n = self.comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
         // Rank 0 learns the size for the count.
-        let mut local: Result<u64> = if me == 0 {
+        let mut res: Result<u64> = if me == 0 {
             self.fs
                 .client()
                 .stat(&self.path)
@@ -222,49 +232,51 @@ impl File {
         } else {
             Ok(0)
         };
-        // Phase one: the workers read; in the direct case straight into the
-        // rank's buffers, else into messages to each rank.
-        let mut sbuf = Vec::new();
-        let mut scounts = vec![0usize; n];
-        let worker = plan.worker_of(me).filter(|_| local.is_ok());
-        if let Some(w) = worker {
-            match self.read_extents(w) {
-                Err(e) => local = Err(e),
-                Ok(bufs) => {
-                    for p in &w.parts {
+        for round in self.rounds(&plan) {
+            // Phase one: the workers read; in the direct case straight into
+            // the rank's buffers, else into messages to each rank (zeros
+            // after a failure, so that every rank stays in step).
+            let mut sbuf = Vec::new();
+            let mut scounts = vec![0usize; n];
+            if let Some(w) = round.worker_of(me) {
+                let bufs = match &res {
+                    Ok(_) => self.read_extents(w),
+                    Err(_) => Ok(Vec::new()),
+                };
+                let bufs = bufs.unwrap_or_else(|e| {
+                    res = Err(e);
+                    Vec::new()
+                });
+                // Messages in rank order, each in part order.
+                let mut order: Vec<usize> = (0..w.parts.len()).collect();
+                order.sort_by_key(|&i| w.parts[i].rank);
+                for i in order {
+                    let p = &w.parts[i];
+                    let len = p.len as usize;
+                    let bytes = (!bufs.is_empty()).then(|| {
                         let k = extent_of(w, p);
                         let at = (p.offset - w.extents[k].offset) as usize;
-                        let bytes = &bufs[k][at..at + p.len as usize];
-                        if plan.direct {
+                        &bufs[k][at..at + len]
+                    });
+                    if round.direct {
+                        if let Some(b) = bytes {
                             let (i, off) = packed.locate(p.buf_offset);
-                            list[i].1[off..off + bytes.len()].copy_from_slice(bytes);
-                        } else {
-                            scounts[p.rank] += bytes.len();
+                            list[i].1[off..off + len].copy_from_slice(b);
                         }
-                    }
-                    if !plan.direct {
-                        // Messages in rank order, each in part order.
-                        let mut order: Vec<usize> = (0..w.parts.len()).collect();
-                        order.sort_by_key(|&i| w.parts[i].rank);
-                        for i in order {
-                            let p = &w.parts[i];
-                            let k = extent_of(w, p);
-                            let at = (p.offset - w.extents[k].offset) as usize;
-                            sbuf.extend_from_slice(&bufs[k][at..at + p.len as usize]);
+                    } else {
+                        scounts[p.rank] += len;
+                        match bytes {
+                            Some(b) => sbuf.extend_from_slice(b),
+                            None => sbuf.resize(sbuf.len() + len, 0),
                         }
                     }
                 }
             }
-        }
-        let size = if me == 0 {
-            *local.as_ref().unwrap_or(&0)
-        } else {
-            0
-        };
-        let (_, size) = agree(&self.comm, OP, local, size)?;
-        if !plan.direct {
+            if round.direct {
+                continue;
+            }
             // Phase two: the workers send each rank its parts.
-            let sends = plan.send_parts(me);
+            let sends = round.send_parts(me);
             let mut rcounts = vec![0usize; n];
             for (&w, parts) in &sends {
                 rcounts[w] = parts.iter().map(|p| p.len as usize).sum();
@@ -284,6 +296,12 @@ impl File {
                 }
             }
         }
+        let size = if me == 0 {
+            *res.as_ref().unwrap_or(&0)
+        } else {
+            0
+        };
+        let (_, size) = agree(&self.comm, OP, res, size)?;
         let count = mine
             .iter()
             .map(|&(o, l)| size.saturating_sub(o).min(l))

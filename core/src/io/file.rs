@@ -174,6 +174,10 @@ pub struct Hints {
     /// ranges do not interleave within a stripe (each rank then does its own
     /// I/O); `false` always aggregates (`romio_cb_write=enable`).
     pub direct: bool,
+    /// Bytes of file an aggregator handles per round of a collective call
+    /// (rounded up to whole stripes; ROMIO's `cb_buffer_size`): it bounds
+    /// the memory an aggregator needs, whatever the size of the call.
+    pub cb_buffer: u64,
     /// The layout of a file this open creates (`striping_unit`,
     /// `striping_factor`); `None` inherits its directory's.
     pub layout: Option<LayoutSpec>,
@@ -186,6 +190,7 @@ impl Default for Hints {
             aggregators: None,
             sieve_hole: o.sieve_hole,
             direct: o.allow_direct,
+            cb_buffer: 16 << 20,
             layout: None,
         }
     }

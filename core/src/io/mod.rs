@@ -38,7 +38,9 @@
 //!   order), through the two-phase engine of [`plan`]: file domains aligned
 //!   to stripes, one aggregator per node by default, a direct path when the
 //!   ranks' ranges do not interleave within a stripe, data sieving for small
-//!   holes. The data between ranks and aggregators travels as ordinary dos
+//!   holes, in rounds of at most [`Hints::cb_buffer`] bytes of file per
+//!   aggregator (16 MiB, ROMIO's `cb_buffer_size`), which bound an
+//!   aggregator's memory. The data between ranks and aggregators travels as ordinary dos
 //!   messages (an `alltoallv` on the file's communicator: shared memory
 //!   within a node, tcp or RDMA between nodes); aggregators do large
 //!   stripe-aligned requests to the servers.
@@ -82,10 +84,10 @@
 //!
 //! ## Not yet here
 //!
-//! Nonblocking collectives (`MPI_File_iwrite_at_all`), views (`MPI_File_set_view`; the list
-//! forms cover noncontiguous access), shared file pointers, an atomic mode,
-//! and aggregation in rounds bounded by a buffer size (an aggregator holds
-//! its whole file domain of one call in memory).
+//! Nonblocking collectives (`MPI_File_iwrite_at_all`), views
+//! (`MPI_File_set_view`; the list forms cover noncontiguous access), shared
+//! file pointers, an atomic mode, and overlap of a round's exchange with the
+//! previous round's I/O.
 
 mod coll;
 mod error;

@@ -167,6 +167,61 @@ impl Plan {
         out
     }
 
+    /// The plan cut into rounds, so that no worker handles more than
+    /// `window` bytes of file (rounded up to whole stripes of `stripe_size`)
+    /// at once (ROMIO's `cb_buffer_size`): round `i` holds the `i`-th
+    /// non-empty window of every worker's domain, with its parts (cut at
+    /// window boundaries, in the same order) and extents (sieving holes of at
+    /// most `sieve_hole` bytes). Windows are disjoint, so rounds may run one
+    /// after the other in any order. A direct plan is one round.
+    pub fn rounds(&self, window: u64, stripe_size: u64, sieve_hole: u64) -> Vec<Plan> {
+        let ss = stripe_size.max(1);
+        let window = match window.max(1).div_ceil(ss).checked_mul(ss) {
+            Some(w) if !self.direct && !self.workers.is_empty() => w,
+            _ => return vec![self.clone()],
+        };
+        let mut rounds: Vec<Vec<Worker>> = Vec::new();
+        for w in &self.workers {
+            let mut per: BTreeMap<u64, Vec<Part>> = BTreeMap::new();
+            for p in &w.parts {
+                let (mut off, end) = (p.offset, p.offset + p.len);
+                while off < end {
+                    let k = (off - w.domain.0) / window;
+                    let w_end = w.domain.0.saturating_add((k + 1).saturating_mul(window));
+                    let take = end.min(w_end) - off;
+                    per.entry(k).or_default().push(Part {
+                        rank: p.rank,
+                        offset: off,
+                        len: take,
+                        buf_offset: p.buf_offset + (off - p.offset),
+                    });
+                    off += take;
+                }
+            }
+            for (i, (k, parts)) in per.into_iter().enumerate() {
+                if rounds.len() <= i {
+                    rounds.push(Vec::new());
+                }
+                let lo = w.domain.0 + k * window;
+                let hi = lo.saturating_add(window).min(w.domain.1);
+                rounds[i].push(Worker {
+                    rank: w.rank,
+                    domain: (lo, hi),
+                    extents: extents(&parts, sieve_hole, |_, _| true),
+                    parts,
+                });
+            }
+        }
+        rounds
+            .into_iter()
+            .map(|workers| Plan {
+                direct: false,
+                workers,
+                packed: self.packed.clone(),
+            })
+            .collect()
+    }
+
     /// Bytes rank `from` exchanges with worker `to` (either direction).
     pub fn bytes_between(&self, from: usize, to: usize) -> u64 {
         self.worker_of(to).map_or(0, |w| {

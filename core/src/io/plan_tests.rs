@@ -141,12 +141,7 @@ fn apply_write(plan: &Plan, file: &mut [u8], data: &[Vec<u8>]) {
 
 /// Applies a read plan: workers read their extents and send each rank its
 /// parts; each rank unpacks into its buffer.
-fn apply_read(plan: &Plan, file: &[u8]) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = plan
-        .packed
-        .iter()
-        .map(|&n| vec![0xAA; n as usize])
-        .collect();
+fn apply_read(plan: &Plan, file: &[u8], out: &mut [Vec<u8>]) {
     for w in &plan.workers {
         let bufs: Vec<&[u8]> = w
             .extents
@@ -180,7 +175,6 @@ fn apply_read(plan: &Plan, file: &[u8]) -> Vec<Vec<u8>> {
             }
         }
     }
-    out
 }
 
 /// Whether some stripe is touched by two ranks (the model of "interleave").
@@ -237,6 +231,7 @@ proptest! {
         hole in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
         allow_direct in any::<bool>(),
         seed in any::<u8>(),
+        window in prop_oneof![Just(u64::MAX), 1u64..2000],
     ) {
         let n = accesses.len();
         let aggs = aggregators_of(n, nodes, blocked);
@@ -251,13 +246,24 @@ proptest! {
         let mut want = file0.clone();
         serial_write(&mut want, &accesses);
         let data: Vec<Vec<u8>> = (0..n).map(|r| packed_data(r, p.packed[r])).collect();
+        // In rounds of at most `window` bytes per worker (one round for MAX).
+        let rounds = p.rounds(window, ss, hole);
         let mut got = file0.clone();
-        apply_write(&p, &mut got, &data);
+        for r in &rounds {
+            check_shape(r, ss, &aggs)?;
+            for w in r.workers.iter().filter(|_| !p.direct) {
+                prop_assert!(w.domain.1 - w.domain.0 <= window.div_ceil(ss).saturating_mul(ss));
+            }
+            apply_write(r, &mut got, &data);
+        }
         prop_assert!(got == want, "plan {:?}", p);
 
         // Reads of the written file.
         let want_r = serial_read(&want, &accesses);
-        let got_r = apply_read(&p, &want);
+        let mut got_r: Vec<Vec<u8>> = p.packed.iter().map(|&n| vec![0xAA; n as usize]).collect();
+        for r in &rounds {
+            apply_read(r, &want, &mut got_r);
+        }
         prop_assert_eq!(got_r, want_r);
     }
 }
