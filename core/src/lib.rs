@@ -195,6 +195,7 @@ pub mod dsm;
 mod engine;
 mod error;
 pub mod group;
+pub mod io;
 pub mod log;
 pub mod op;
 mod p2p;

@@ -12,4 +12,5 @@ pub(crate) static ALL: &[&Service] = &[
     &crate::rpc::SERVICE,
     &crate::coll::nonblocking::SERVICE,
     &crate::coll::node::SERVICE,
+    &crate::io::nb::SERVICE,
 ];

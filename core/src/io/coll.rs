@@ -1,0 +1,344 @@
+//! The collective transfers of [`File`]: gather the access lists, plan
+//! ([`super::plan`]), exchange with the aggregators over dos messages, do
+//! the I/O, agree on the outcome.
+
+use super::error::{Error, Result};
+use super::file::{agree, File};
+use super::plan::{plan, Access, Extent, Options, Part, Plan, Worker};
+
+/// Where the bytes of each part of a rank's own list lie: the list's
+/// ranges by their start in the packed order.
+struct Packed {
+    starts: Vec<u64>,
+}
+
+impl Packed {
+    fn new(lens: impl Iterator<Item = usize>) -> Packed {
+        let mut at = 0u64;
+        let starts = lens
+            .map(|l| {
+                let s = at;
+                at += l as u64;
+                s
+            })
+            .collect();
+        Packed { starts }
+    }
+
+    /// The bytes of part `p` (of this rank) in `list`.
+    fn source<'a>(&self, list: &[(u64, &'a [u8])], p: &Part) -> &'a [u8] {
+        let (k, at) = self.locate(p.buf_offset);
+        &list[k].1[at..at + p.len as usize]
+    }
+
+    /// The range holding packed byte `buf_offset` (of a non-empty part), and
+    /// the offset inside it.
+    fn locate(&self, buf_offset: u64) -> (usize, usize) {
+        let k = self.starts.partition_point(|&s| s <= buf_offset) - 1;
+        (k, (buf_offset - self.starts[k]) as usize)
+    }
+}
+
+/// The extent of `w` holding part `p` (parts lie inside exactly one).
+fn extent_of(w: &Worker, p: &Part) -> usize {
+    w.extents.partition_point(|e| e.offset <= p.offset) - 1
+}
+
+/// Counts and displacements of an `alltoallv` from byte counts per rank.
+fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
+    let mut displs = Vec::with_capacity(counts.len());
+    let mut at = 0;
+    for &c in &counts {
+        displs.push(at);
+        at += c;
+    }
+    (counts, displs, at)
+}
+
+impl File {
+    fn plan_options(&self) -> Options {
+        Options {
+            sieve_hole: self.hints.sieve_hole,
+            allow_direct: self.hints.direct,
+        }
+    }
+
+    /// Every rank's access list, gathered.
+    fn gather_accesses(&self, mine: &Access) -> Result<Vec<Vec<(u64, u64)>>> {
+        let n = self.comm.size();
+        let mut counts = vec![0u64; n];
+        self.comm.allgather(&[mine.len() as u64], &mut counts)?;
+        let flat: Vec<u64> = mine.iter().flat_map(|&(o, l)| [o, l]).collect();
+        let (c2, displs, total) = layout_of(counts.iter().map(|&c| 2 * c as usize).collect());
+        let mut all = vec![0u64; total];
+        self.comm.allgatherv(&flat, &mut all, &c2, &displs)?;
+        Ok((0..n)
+            .map(|r| {
+                all[displs[r]..displs[r] + c2[r]]
+                    .chunks_exact(2)
+                    .map(|x| (x[0], x[1]))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The plan of one collective call with `mine` as this rank's ranges.
+    fn collective_plan(&self, mine: &Access) -> Result<Plan> {
+        let all = self.gather_accesses(mine)?;
+        let refs: Vec<&Access> = all.iter().map(Vec::as_slice).collect();
+        Ok(plan(
+            &refs,
+            u64::from(self.attr.layout.stripe_size),
+            &self.aggregators,
+            self.plan_options(),
+        )?)
+    }
+
+    /// Writes `data` at `offset` (`MPI_File_write_at_all`; collective).
+    pub fn write_at_all(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_at_all_list(&[(offset, data)])
+    }
+
+    /// Writes each `(offset, bytes)` of `list` (noncontiguous, any order;
+    /// collective, every rank with its own list, possibly empty). Where
+    /// ranges overlap, the result is as if ranks wrote in rank order and
+    /// each rank its list in order.
+    pub fn write_at_all_list(&self, list: &[(u64, &[u8])]) -> Result<()> {
+        const OP: &str = "write_at_all";
+        self.check_write(OP)?;
+        let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        let plan = self.collective_plan(&mine)?;
+        let me = self.comm.rank();
+        let n = self.comm.size();
+        let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
+        let src = |p: &Part| packed.source(list, p);
+        let mut res = Ok(());
+        for round in self.rounds(&plan) {
+            let (recv, rdispls) = if round.direct {
+                (Vec::new(), Vec::new())
+            } else {
+                // Phase one: every rank sends each aggregator its parts.
+                let sends = round.send_parts(me);
+                let mut scounts = vec![0usize; n];
+                let mut sbuf = Vec::new();
+                for (&w, parts) in &sends {
+                    for p in parts {
+                        sbuf.extend_from_slice(src(p));
+                        scounts[w] += p.len as usize;
+                    }
+                }
+                let mut rcounts = vec![0usize; n];
+                if let Some(w) = round.worker_of(me) {
+                    for p in &w.parts {
+                        rcounts[p.rank] += p.len as usize;
+                    }
+                }
+                let (scounts, sdispls, _) = layout_of(scounts);
+                let (rcounts, rdispls, rtotal) = layout_of(rcounts);
+                let mut recv = vec![0u8; rtotal];
+                self.comm
+                    .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
+                (recv, rdispls)
+            };
+            // Phase two: the workers write (after a failure, a worker only
+            // keeps exchanging, so that every rank stays in step).
+            if let (Ok(()), Some(w)) = (&res, round.worker_of(me)) {
+                let mut cursor = rdispls.clone();
+                let sources: Vec<&[u8]> = w
+                    .parts
+                    .iter()
+                    .map(|p| {
+                        if round.direct {
+                            src(p)
+                        } else {
+                            let c = &mut cursor[p.rank];
+                            let s = &recv[*c..*c + p.len as usize];
+                            *c += p.len as usize;
+                            s
+                        }
+                    })
+                    .collect();
+                res = self.write_extents(w, &sources);
+            }
+        }
+        agree(&self.comm, OP, res, 0).map(drop)
+    }
+
+    /// The rounds of `plan` (see [`Plan::rounds`] and [`super::Hints::cb_buffer`]).
+    fn rounds(&self, plan: &Plan) -> Vec<Plan> {
+        plan.rounds(
+            self.hints.cb_buffer,
+            u64::from(self.attr.layout.stripe_size),
+            self.hints.sieve_hole,
+        )
+    }
+
+    /// A worker's writes: each extent from its one part when that part
+    /// covers it, else from a buffer (read first when it has holes) with
+    /// the parts laid over it in order.
+    fn write_extents(&self, w: &Worker, sources: &[&[u8]]) -> Result<()> {
+        let mut by_extent: Vec<Vec<usize>> = vec![Vec::new(); w.extents.len()];
+        for (i, p) in w.parts.iter().enumerate() {
+            by_extent[extent_of(w, p)].push(i);
+        }
+        let c = self.fs.client();
+        for (e, parts) in w.extents.iter().zip(&by_extent) {
+            if let [only] = parts[..] {
+                let p = &w.parts[only];
+                if p.offset == e.offset && p.len == e.len {
+                    c.write_at(&self.attr, e.offset, sources[only])?;
+                    continue;
+                }
+            }
+            let mut buf = vec![0u8; e.len as usize];
+            if !e.full {
+                c.read_at(&self.path, &self.attr, e.offset, &mut buf)?;
+            }
+            for &i in parts {
+                let p = &w.parts[i];
+                let at = (p.offset - e.offset) as usize;
+                buf[at..at + p.len as usize].copy_from_slice(sources[i]);
+            }
+            c.write_at(&self.attr, e.offset, &buf)?;
+        }
+        Ok(())
+    }
+
+    /// Reads into `buf` from `offset` (`MPI_File_read_at_all`; collective);
+    /// returns how many of the bytes lie before the end of the file (the
+    /// rest read as zeros).
+    pub fn read_at_all(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.read_at_all_list(&mut [(offset, buf)])
+    }
+
+    /// Reads each `(offset, buffer)` of `list` (noncontiguous, any order;
+    /// collective); returns how many of the bytes lie before the end of the
+    /// file (the rest read as zeros).
+    pub fn read_at_all_list(&self, list: &mut [(u64, &mut [u8])]) -> Result<usize> {
+        const OP: &str = "read_at_all";
+        self.check_read(OP)?;
+        let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        let plan = self.collective_plan(&mine)?;
+        let me = self.comm.rank();
+        let n = self.comm.size();
+        let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
+        // Rank 0 learns the size for the count.
+        let mut res: Result<u64> = if me == 0 {
+            self.fs
+                .client()
+                .stat(&self.path)
+                .map(|a| a.size)
+                .map_err(Error::from)
+        } else {
+            Ok(0)
+        };
+        for round in self.rounds(&plan) {
+            // Phase one: the workers read; in the direct case straight into
+            // the rank's buffers, else into messages to each rank (zeros
+            // after a failure, so that every rank stays in step).
+            let mut sbuf = Vec::new();
+            let mut scounts = vec![0usize; n];
+            if let Some(w) = round.worker_of(me) {
+                let bufs = match &res {
+                    Ok(_) => self.read_extents(w),
+                    Err(_) => Ok(Vec::new()),
+                };
+                let bufs = bufs.unwrap_or_else(|e| {
+                    res = Err(e);
+                    Vec::new()
+                });
+                // Messages in rank order, each in part order.
+                let mut order: Vec<usize> = (0..w.parts.len()).collect();
+                order.sort_by_key(|&i| w.parts[i].rank);
+                for i in order {
+                    let p = &w.parts[i];
+                    let len = p.len as usize;
+                    let bytes = (!bufs.is_empty()).then(|| {
+                        let k = extent_of(w, p);
+                        let at = (p.offset - w.extents[k].offset) as usize;
+                        &bufs[k][at..at + len]
+                    });
+                    if round.direct {
+                        if let Some(b) = bytes {
+                            let (i, off) = packed.locate(p.buf_offset);
+                            list[i].1[off..off + len].copy_from_slice(b);
+                        }
+                    } else {
+                        scounts[p.rank] += len;
+                        match bytes {
+                            Some(b) => sbuf.extend_from_slice(b),
+                            None => sbuf.resize(sbuf.len() + len, 0),
+                        }
+                    }
+                }
+            }
+            if round.direct {
+                continue;
+            }
+            // Phase two: the workers send each rank its parts.
+            let sends = round.send_parts(me);
+            let mut rcounts = vec![0usize; n];
+            for (&w, parts) in &sends {
+                rcounts[w] = parts.iter().map(|p| p.len as usize).sum();
+            }
+            let (scounts, sdispls, _) = layout_of(scounts);
+            let (rcounts, rdispls, rtotal) = layout_of(rcounts);
+            let mut recv = vec![0u8; rtotal];
+            self.comm
+                .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
+            for (&w, parts) in &sends {
+                let mut c = rdispls[w];
+                for p in parts {
+                    let (i, off) = packed.locate(p.buf_offset);
+                    let len = p.len as usize;
+                    list[i].1[off..off + len].copy_from_slice(&recv[c..c + len]);
+                    c += len;
+                }
+            }
+        }
+        let size = if me == 0 {
+            *res.as_ref().unwrap_or(&0)
+        } else {
+            0
+        };
+        let (_, size) = agree(&self.comm, OP, res, size)?;
+        let count = mine
+            .iter()
+            .map(|&(o, l)| size.saturating_sub(o).min(l))
+            .sum::<u64>();
+        Ok(count as usize)
+    }
+
+    /// A worker's reads: every extent into a buffer.
+    fn read_extents(&self, w: &Worker) -> Result<Vec<Vec<u8>>> {
+        let c = self.fs.client();
+        w.extents
+            .iter()
+            .map(|e: &Extent| {
+                let mut buf = vec![0u8; e.len as usize];
+                c.read_at(&self.path, &self.attr, e.offset, &mut buf)?;
+                Ok(buf)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_locates_parts_past_empty_ranges() {
+        let p = Packed::new([0usize, 5, 0, 3].into_iter());
+        assert_eq!(p.locate(0), (1, 0));
+        assert_eq!(p.locate(4), (1, 4));
+        assert_eq!(p.locate(5), (3, 0));
+        assert_eq!(p.locate(7), (3, 2));
+    }
+
+    #[test]
+    fn alltoallv_layout_is_prefix_sums() {
+        let (c, d, t) = layout_of(vec![3, 0, 2]);
+        assert_eq!((c, d, t), (vec![3, 0, 2], vec![0, 3, 3], 5));
+    }
+}

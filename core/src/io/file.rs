@@ -1,0 +1,539 @@
+//! [`Fs`], [`Mode`], [`Hints`] and [`File`]: opening, independent I/O, sync,
+//! size, close; the collective transfers are in `coll.rs`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use dos_fs::addrfile::AddrFile;
+use dos_fs::client::Client;
+use dos_fs::layout::{Layout, LayoutSpec};
+use dos_fs::meta::{Attr, Kind};
+use dos_fs::wire::Request;
+
+use super::error::{Error, FsErrorKind, Result};
+use super::plan::Options;
+use crate::op::Max;
+use crate::Comm;
+
+/// A running dosfs file system, as a rank reaches it: a client with one
+/// connection per server (opened on first use). Cheap to clone; clones
+/// share the connections.
+#[derive(Clone)]
+pub struct Fs {
+    client: Arc<Client>,
+    addr: PathBuf,
+}
+
+impl std::fmt::Debug for Fs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fs")
+            .field("addr", &self.addr)
+            .field("servers", &self.client.servers())
+            .finish()
+    }
+}
+
+/// The file system [`Fs::from_env`] found last, to share its connections.
+static DEFAULT: Mutex<Option<Fs>> = Mutex::new(None);
+
+impl Fs {
+    /// The file system whose address file is `path` (written by `dosfs up`;
+    /// it holds the secret, so it must not be readable by others).
+    pub fn open(path: &Path) -> Result<Fs> {
+        let a = AddrFile::read(path)?;
+        Ok(Fs {
+            client: Arc::new(Client::new(&a)),
+            addr: path.to_owned(),
+        })
+    }
+
+    /// The file system named by `DOSFS` (an address file), else
+    /// `./dosfs.addr`; one per process, shared by every call that names the
+    /// same file.
+    pub fn from_env() -> Result<Fs> {
+        let path = AddrFile::locate(None);
+        let mut g = DEFAULT.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(fs) = g.as_ref().filter(|fs| fs.addr == path) {
+            return Ok(fs.clone());
+        }
+        let fs = Fs::open(&path)?;
+        *g = Some(fs.clone());
+        Ok(fs)
+    }
+
+    /// The blocking client underneath (for metadata calls: `mkdir`,
+    /// `set_stripe`, `readdir`, ...).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn client_arc(&self) -> Arc<Client> {
+        self.client.clone()
+    }
+
+    /// The address file this handle was made from.
+    pub fn addr_file(&self) -> &Path {
+        &self.addr
+    }
+}
+
+/// How a file is opened (`MPI_MODE_*`): an access mode, and whether to
+/// create it. Build one from a constant: `Mode::READ_WRITE.create()`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mode {
+    read: bool,
+    write: bool,
+    create: bool,
+    exclusive: bool,
+}
+
+impl Mode {
+    /// `MPI_MODE_RDONLY`.
+    pub const READ_ONLY: Mode = Mode {
+        read: true,
+        write: false,
+        create: false,
+        exclusive: false,
+    };
+    /// `MPI_MODE_WRONLY`.
+    pub const WRITE_ONLY: Mode = Mode {
+        read: false,
+        write: true,
+        create: false,
+        exclusive: false,
+    };
+    /// `MPI_MODE_RDWR`.
+    pub const READ_WRITE: Mode = Mode {
+        read: true,
+        write: true,
+        create: false,
+        exclusive: false,
+    };
+
+    /// With `MPI_MODE_CREATE`: create the file if it does not exist.
+    pub const fn create(self) -> Mode {
+        Mode {
+            create: true,
+            ..self
+        }
+    }
+
+    /// With `MPI_MODE_CREATE | MPI_MODE_EXCL`: create the file, failing
+    /// with [`FsErrorKind::Exists`] if it exists.
+    pub const fn exclusive(self) -> Mode {
+        Mode {
+            create: true,
+            exclusive: true,
+            ..self
+        }
+    }
+
+    /// Whether reads are allowed.
+    pub fn can_read(&self) -> bool {
+        self.read
+    }
+
+    /// Whether writes are allowed.
+    pub fn can_write(&self) -> bool {
+        self.write
+    }
+
+    fn name(&self) -> &'static str {
+        match (self.read, self.write) {
+            (true, false) => "read-only",
+            (false, true) => "write-only",
+            _ => "read-write",
+        }
+    }
+
+    /// MPI's rule: a read-only file cannot be created.
+    fn check(&self) -> Result<()> {
+        if self.create && !self.write {
+            return Err(Error::InvalidArgument {
+                op: "File::open",
+                reason: "a read-only file cannot be created (MPI_MODE_RDONLY with MPI_MODE_CREATE)"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Tuning of one open file (what MPI passes as info hints). Every rank
+/// must pass the same hints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hints {
+    /// Aggregators of collective calls, as sorted ranks of the file's
+    /// communicator; `None` (the default) for one per node, the lowest rank
+    /// of each (`cb_nodes` in ROMIO).
+    pub aggregators: Option<Vec<usize>>,
+    /// Holes up to this many bytes are read and written with the data
+    /// around them (data sieving; `ind_wr_buffer_size`-like); 0 turns it off.
+    pub sieve_hole: u64,
+    /// Whether collective calls may take the direct path when the ranks'
+    /// ranges do not interleave within a stripe (each rank then does its own
+    /// I/O); `false` always aggregates (`romio_cb_write=enable`).
+    pub direct: bool,
+    /// Bytes of file an aggregator handles per round of a collective call
+    /// (rounded up to whole stripes; ROMIO's `cb_buffer_size`): it bounds
+    /// the memory an aggregator needs, whatever the size of the call.
+    pub cb_buffer: u64,
+    /// The layout of a file this open creates (`striping_unit`,
+    /// `striping_factor`); `None` inherits its directory's.
+    pub layout: Option<LayoutSpec>,
+}
+
+impl Default for Hints {
+    fn default() -> Hints {
+        let o = Options::default();
+        Hints {
+            aggregators: None,
+            sieve_hole: o.sieve_hole,
+            direct: o.allow_direct,
+            cb_buffer: 16 << 20,
+            layout: None,
+        }
+    }
+}
+
+/// An open file of dosfs, shared by the ranks of a communicator
+/// (`MPI_File`). See the [module](super) for the semantics.
+///
+/// Not `Send`: like the communicator it holds, it is used by the thread that
+/// called [`crate::init`].
+#[derive(Debug)]
+pub struct File {
+    pub(super) comm: Comm,
+    pub(super) fs: Fs,
+    pub(super) path: String,
+    pub(super) attr: Attr,
+    pub(super) mode: Mode,
+    pub(super) aggregators: Vec<usize>,
+    pub(super) hints: Hints,
+    open: bool,
+}
+
+/// Longest error message carried between ranks.
+const MAX_MESSAGE: usize = 4096;
+
+/// Agrees on the outcome of a collective step: if any rank's `local` is an
+/// error, every rank returns the error of the lowest such rank (an
+/// [`Error::Fs`] identical on every rank; anything else is
+/// [`Error::Elsewhere`] on the others). Also returns the maximum of `extra`
+/// over the ranks (a size, for instance).
+pub(super) fn agree<T>(
+    comm: &Comm,
+    op: &'static str,
+    local: Result<T>,
+    extra: u64,
+) -> Result<(T, u64)> {
+    let me = comm.rank();
+    let mine = [
+        if local.is_err() {
+            u64::MAX - me as u64
+        } else {
+            0
+        },
+        extra,
+    ];
+    let mut all = [0u64; 2];
+    comm.allreduce(&mine, &mut all, Max)?;
+    if all[0] == 0 {
+        return local.map(|v| (v, all[1]));
+    }
+    let root = (u64::MAX - all[0]) as usize;
+    // The failed rank says what failed: [is_fs, kind, message length].
+    let mut hdr = [0u64; 3];
+    let mut msg = Vec::new();
+    if let (true, Err(e)) = (root == me, &local) {
+        msg = e.to_string().into_bytes();
+        msg.truncate(MAX_MESSAGE);
+        hdr = [
+            u64::from(e.fs_kind().is_some()),
+            e.fs_kind().map_or(0, FsErrorKind::code),
+            msg.len() as u64,
+        ];
+    }
+    comm.bcast(&mut hdr, root)?;
+    msg.resize((hdr[2] as usize).min(MAX_MESSAGE), 0);
+    comm.bcast(&mut msg, root)?;
+    if root == me {
+        return local.map(|v| (v, all[1]));
+    }
+    let message = String::from_utf8_lossy(&msg).into_owned();
+    Err(if hdr[0] == 1 {
+        Error::Fs {
+            kind: FsErrorKind::from_code(hdr[1]),
+            message,
+        }
+    } else {
+        Error::Elsewhere {
+            op,
+            rank: root,
+            message,
+        }
+    })
+}
+
+impl File {
+    /// Opens `path` on the file system of the environment ([`Fs::from_env`])
+    /// on every rank of `comm`. Collective; see [`File::open_with`].
+    pub fn open(comm: &Comm, path: &str, mode: Mode) -> Result<File> {
+        let (fs, _) = agree(comm, "File::open", Fs::from_env(), 0)?;
+        File::open_with(comm, &fs, path, mode, Hints::default())
+    }
+
+    /// Opens `path` of `fs` on every rank of `comm` (`MPI_File_open`).
+    /// Collective: rank 0 looks the file up (or creates it, with the layout
+    /// of `hints` if given) and broadcasts the outcome, so every rank returns
+    /// the same file or the same error ([`FsErrorKind::NotFound`],
+    /// [`FsErrorKind::Exists`], [`FsErrorKind::IsADirectory`], ...). The file
+    /// keeps a duplicate of `comm` for its collective calls.
+    pub fn open_with(comm: &Comm, fs: &Fs, path: &str, mode: Mode, hints: Hints) -> Result<File> {
+        mode.check()?;
+        let n = comm.size();
+        if let Some(a) = &hints.aggregators {
+            if a.is_empty() || a.windows(2).any(|w| w[0] >= w[1]) || a.iter().any(|&r| r >= n) {
+                return Err(Error::InvalidArgument {
+                    op: "File::open",
+                    reason: format!(
+                        "aggregators {a:?} are not a sorted non-empty list of ranks below {n}"
+                    ),
+                });
+            }
+        }
+        let comm = comm.dup()?;
+        let found = if comm.rank() == 0 {
+            lookup(fs.client(), path, mode, hints.layout)
+        } else {
+            // Placeholder until rank 0's answer arrives.
+            Ok(Attr {
+                ino: 0,
+                kind: Kind::File,
+                size: 0,
+                layout: Layout::new(1, 1, 0, 1)?,
+            })
+        };
+        let (attr, _) = agree(&comm, "File::open", found, 0)?;
+        let l = attr.layout;
+        let mut w = [
+            attr.ino,
+            attr.size,
+            u64::from(l.stripe_size),
+            u64::from(l.stripe_count),
+            u64::from(l.first),
+            u64::from(l.servers),
+        ];
+        comm.bcast(&mut w, 0)?;
+        let c = |x: u64| u32::try_from(x).unwrap_or(0);
+        let layout = Layout::new(c(w[2]), c(w[3]), c(w[4]), c(w[5]))?;
+        let attr = Attr {
+            ino: w[0],
+            kind: Kind::File,
+            size: w[1],
+            layout,
+        };
+        let aggregators = match &hints.aggregators {
+            Some(a) => a.clone(),
+            None => node_leaders(&comm)?,
+        };
+        Ok(File {
+            comm,
+            fs: fs.clone(),
+            path: path.to_owned(),
+            attr,
+            mode,
+            aggregators,
+            hints,
+            open: true,
+        })
+    }
+
+    /// Deletes `path` from `fs` (`MPI_File_delete`; not collective: call it
+    /// on one rank).
+    pub fn delete(fs: &Fs, path: &str) -> Result<()> {
+        fs.client().unlink(path)?;
+        Ok(())
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The file's layout (stripe size, count, first server).
+    pub fn layout(&self) -> Layout {
+        self.attr.layout
+    }
+
+    /// The aggregators of collective calls (ranks of the file's communicator).
+    pub fn aggregators(&self) -> &[usize] {
+        &self.aggregators
+    }
+
+    /// The file's communicator (a duplicate of the one it was opened on).
+    pub fn comm(&self) -> &Comm {
+        &self.comm
+    }
+
+    /// The file's access mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub(super) fn check_write(&self, op: &'static str) -> Result<()> {
+        if !self.mode.write {
+            return Err(Error::Access {
+                op,
+                mode: self.mode.name(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_read(&self, op: &'static str) -> Result<()> {
+        if !self.mode.read {
+            return Err(Error::Access {
+                op,
+                mode: self.mode.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `offset` (`MPI_File_write_at`; independent): straight
+    /// to the servers holding the stripes, every server at once.
+    pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
+        self.check_write("write_at")?;
+        self.fs.client().write_at(&self.attr, offset, data)?;
+        Ok(())
+    }
+
+    /// Reads into `buf` from `offset` (`MPI_File_read_at`; independent);
+    /// returns how many bytes were in the file (fewer than `buf.len()` at its
+    /// end; the rest of `buf` is left as it was).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        self.check_read("read_at")?;
+        let size = self.size()?;
+        let n = size.saturating_sub(offset).min(buf.len() as u64) as usize;
+        if n > 0 {
+            self.fs
+                .client()
+                .read_at(&self.path, &self.attr, offset, &mut buf[..n])?;
+        }
+        Ok(n)
+    }
+
+    /// The file's size in bytes (`MPI_File_get_size`; asks the metadata server).
+    pub fn size(&self) -> Result<u64> {
+        Ok(self.fs.client().stat(&self.path)?.size)
+    }
+
+    /// Makes every write to the file that returned before this call, on any
+    /// rank, durable (`MPI_File_sync`; collective). It starts with a barrier
+    /// (so sync, barrier, sync is one call here); the ranks share the
+    /// servers out between them, each syncing its share at once.
+    pub fn sync(&self) -> Result<()> {
+        self.comm.barrier()?;
+        let mut servers: Vec<u32> = self.attr.layout.server_list().collect();
+        servers.push(0);
+        servers.sort_unstable();
+        servers.dedup();
+        let (n, me) = (self.comm.size(), self.comm.rank());
+        let mine: Vec<u32> = servers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % n == me)
+            .map(|(_, &s)| s)
+            .collect();
+        let (client, ino) = (self.fs.client(), self.attr.ino);
+        let sync_one = |s: u32| client.call(s, &Request::Sync { ino: Some(ino) }).map(drop);
+        // This rank's servers at once (each seals and fsyncs its chunks).
+        let res = std::thread::scope(|scope| {
+            let handles: Vec<_> = mine
+                .iter()
+                .map(|&s| (s, scope.spawn(move || sync_one(s))))
+                .collect();
+            handles.into_iter().try_for_each(|(s, h)| {
+                h.join().unwrap_or_else(|_| {
+                    Err(dos_fs::Error::Remote {
+                        server: s,
+                        message: "the sync thread panicked".into(),
+                    })
+                })
+            })
+        })
+        .map_err(Error::from);
+        agree(&self.comm, "sync", res, 0).map(drop)
+    }
+
+    /// Sets the file's size (`MPI_File_set_size`; collective): cuts it or
+    /// extends it with zeros.
+    pub fn set_size(&self, size: u64) -> Result<()> {
+        self.check_write("set_size")?;
+        self.comm.barrier()?;
+        let res = if self.comm.rank() == 0 {
+            let c = self.fs.client();
+            c.stat(&self.path)
+                .and_then(|a| c.set_size(&a, size))
+                .map(drop)
+                .map_err(Error::from)
+        } else {
+            Ok(())
+        };
+        agree(&self.comm, "set_size", res, 0).map(drop)
+    }
+
+    /// Closes the file (`MPI_File_close`; collective). Dropping an open
+    /// `File` does the same, ignoring errors.
+    pub fn close(mut self) -> Result<()> {
+        self.open = false;
+        self.comm.barrier()?;
+        Ok(())
+    }
+}
+
+impl Drop for File {
+    fn drop(&mut self) {
+        // Collective like close; skipped while unwinding, where the other
+        // ranks may never arrive.
+        if self.open && !std::thread::panicking() {
+            let _ = self.comm.barrier();
+        }
+    }
+}
+
+/// Rank 0's part of open: find, or create, the file.
+fn lookup(c: &Client, path: &str, mode: Mode, layout: Option<LayoutSpec>) -> Result<Attr> {
+    let a = if mode.create {
+        c.create(path, layout, mode.exclusive)?
+    } else {
+        c.stat(path)?
+    };
+    if a.kind != Kind::File {
+        return Err(dos_fs::Error::IsADirectory {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    Ok(a)
+}
+
+/// The lowest rank of each node of `comm`, sorted: every rank finds the
+/// lowest rank it shares a node with (the ranks its engine reaches through
+/// the node's shared memory) and the ranks gather that.
+fn node_leaders(comm: &Comm) -> Result<Vec<usize>> {
+    let me = comm.rank();
+    let leader = {
+        let eng = comm.eng.enter();
+        (0..comm.size())
+            .find(|&r| r == me || comm.peer(r).is_ok_and(|p| eng.local_index(p).is_some()))
+            .unwrap_or(me)
+    };
+    let mut all = vec![0u64; comm.size()];
+    comm.allgather(&[leader as u64], &mut all)?;
+    let mut v: Vec<usize> = all.into_iter().map(|x| x as usize).collect();
+    v.sort_unstable();
+    v.dedup();
+    Ok(v)
+}

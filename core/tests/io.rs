@@ -1,0 +1,427 @@
+//! `dos::io` against real dosfs servers: the IOR-like patterns of the
+//! `iocheck` program (segmented, strided, random noncontiguous, with holes,
+//! independent), written and read back, then read by a job of another size.
+//!
+//! * On ranks that are threads (`run_threads`, and `run_cluster` for several
+//!   nodes, so several aggregators), with servers in this process: no
+//!   binaries needed.
+//! * Under the real `dosrun` with servers started by the real
+//!   `dosfs up --local 3`, N in {1, 2, 3, 4, 7}: build the binaries first
+//!   (`cargo build --workspace --bins`, as ci/test.sh does); they are found
+//!   next to this test's executable.
+//! * Across the 3 hosts of the namespace cluster (`#[ignore]`: root, the
+//!   cluster and its lock; the command is on `iocheck_across_namespace_hosts`).
+
+#[path = "../../checks/src/iocheck.rs"]
+mod iocheck;
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dos::io::{File, Fs, FsErrorKind, Hints, Mode};
+use dos_fs::addrfile::{AddrFile, ServerAddr};
+use dos_fs::server::{Server, ServerConfig, Service};
+use dos_fs::target::{FsId, Target};
+use dos_transport::auth::Secret;
+
+/// A file system of `n` servers on threads of this process, over
+/// temporary targets; its address file is written too.
+struct InProcess {
+    dir: PathBuf,
+    fs: Fs,
+}
+
+impl InProcess {
+    fn up(tag: &str, n: u32) -> InProcess {
+        InProcess::up_partly(tag, n, n)
+    }
+
+    /// `n` servers of which only the first `started` run (the others'
+    /// addresses refuse connections).
+    fn up_partly(tag: &str, n: u32, started: u32) -> InProcess {
+        let dir = std::env::temp_dir().join(format!("dos-io-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (fsid, secret) = (FsId::generate().unwrap(), Secret::generate().unwrap());
+        let mut servers = Vec::new();
+        for i in 0..n {
+            let target = Target::format(&dir.join(i.to_string()), fsid, i, n).unwrap();
+            if i >= started {
+                let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                servers.push(ServerAddr {
+                    addr: gone.local_addr().unwrap().to_string(),
+                    pid: None,
+                });
+                continue;
+            }
+            let server = Server::bind(
+                Service::open(&target).unwrap(),
+                &fsid,
+                secret.clone(),
+                "127.0.0.1:0",
+                ServerConfig::default(),
+            )
+            .unwrap();
+            servers.push(ServerAddr {
+                addr: server.local_addr().unwrap().to_string(),
+                pid: None,
+            });
+            std::thread::spawn(move || server.serve());
+        }
+        let addr = dir.join("fs.addr");
+        AddrFile {
+            fsid,
+            secret,
+            servers,
+        }
+        .write(&addr)
+        .unwrap();
+        InProcess {
+            fs: Fs::open(&addr).unwrap(),
+            dir,
+        }
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn all_ok(what: &str, res: Vec<Result<(), String>>) {
+    for (r, x) in res.into_iter().enumerate() {
+        if let Err(e) = x {
+            panic!("{what}: rank {r}: {e}");
+        }
+    }
+}
+
+#[test]
+fn patterns_on_thread_ranks_then_read_by_another_size() {
+    let srv = InProcess::up("threads", 3);
+    for n in [1, 2, 3, 4] {
+        let dir = format!("/t{n}");
+        let fs = &srv.fs;
+        all_ok(
+            &format!("write on {n}"),
+            dos::testing::run_threads(n, |w| iocheck::write_check(&w, fs, &dir)),
+        );
+        let m = n % 4 + 1;
+        all_ok(
+            &format!("read on {m} of what {n} wrote"),
+            dos::testing::run_threads(m, |w| iocheck::read_check(&w, fs, &dir)),
+        );
+    }
+}
+
+#[test]
+fn patterns_on_two_nodes_use_one_aggregator_per_node() {
+    let srv = InProcess::up("cluster", 3);
+    let fs = &srv.fs;
+    let aggs = dos::testing::run_cluster(&[2, 3], |w| {
+        let f =
+            File::open_with(&w, fs, "/aggs", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        f.aggregators().to_vec()
+    });
+    for a in aggs {
+        assert_eq!(a, [0, 2]);
+    }
+    all_ok(
+        "write on 2+3",
+        dos::testing::run_cluster(&[2, 3], |w| iocheck::write_check(&w, fs, "/c")),
+    );
+    all_ok(
+        "read on 1+1+1",
+        dos::testing::run_cluster(&[1, 1, 1], |w| iocheck::read_check(&w, fs, "/c")),
+    );
+}
+
+#[test]
+fn open_agrees_on_errors_and_files() {
+    let srv = InProcess::up("open", 2);
+    let fs = &srv.fs;
+    let res = dos::testing::run_threads(3, |w| {
+        // Every rank gets the same typed error.
+        let missing = File::open_with(&w, fs, "/none", Mode::READ_ONLY, Hints::default());
+        let e = missing.unwrap_err();
+        assert_eq!(e.fs_kind(), Some(FsErrorKind::NotFound), "{e}");
+        let msg = e.to_string();
+        // The same file on every rank, set_size and size.
+        let f = File::open_with(&w, fs, "/f", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        f.set_size(12345).unwrap();
+        assert_eq!(f.size().unwrap(), 12345);
+        f.set_size(10).unwrap();
+        assert_eq!(f.size().unwrap(), 10);
+        let mut buf = [7u8; 20];
+        assert_eq!(f.read_at(0, &mut buf).unwrap(), 10);
+        assert_eq!(&buf[..10], &[0; 10]);
+        assert_eq!(&buf[10..], &[7; 10]);
+        f.close().unwrap();
+        w.barrier().unwrap();
+        if w.rank() == 1 {
+            File::delete(fs, "/f").unwrap();
+        }
+        w.barrier().unwrap();
+        let gone = File::open_with(&w, fs, "/f", Mode::READ_ONLY, Hints::default());
+        assert_eq!(gone.unwrap_err().fs_kind(), Some(FsErrorKind::NotFound));
+        // A directory is not a file.
+        if w.rank() == 0 {
+            fs.client().mkdir("/d").unwrap();
+        }
+        w.barrier().unwrap();
+        let dir = File::open_with(&w, fs, "/d", Mode::READ_ONLY, Hints::default());
+        assert_eq!(dir.unwrap_err().fs_kind(), Some(FsErrorKind::IsADirectory));
+        msg
+    });
+    assert!(res.iter().all(|m| *m == res[0]), "{res:?}");
+    // Bad aggregator hints are refused before anything is sent.
+    let bad = dos::testing::run_threads(2, |w| {
+        let hints = Hints {
+            aggregators: Some(vec![1, 0]),
+            ..Hints::default()
+        };
+        matches!(
+            File::open_with(&w, fs, "/g", Mode::READ_WRITE.create(), hints),
+            Err(dos::io::Error::InvalidArgument { .. })
+        )
+    });
+    assert!(bad.iter().all(|&b| b));
+}
+
+#[test]
+fn a_server_down_is_the_same_error_on_every_rank() {
+    // Two servers formatted, the second never started: its address refuses.
+    let srv = InProcess::up_partly("down", 2, 1);
+    let fs = &srv.fs;
+    let res = dos::testing::run_threads(3, |w| {
+        let f = File::open_with(&w, fs, "/x", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        assert_eq!(f.layout().stripe_count, 2);
+        // 2 MiB from each rank: stripes on both servers.
+        let data = vec![w.rank() as u8; 2 << 20];
+        let e = f
+            .write_at_all(w.rank() as u64 * (2 << 20), &data)
+            .unwrap_err();
+        assert_eq!(e.fs_kind(), Some(FsErrorKind::ServerDown), "{e}");
+        let e2 = f.sync().unwrap_err();
+        assert_eq!(e2.fs_kind(), Some(FsErrorKind::ServerDown), "{e2}");
+        // A nonblocking write meets it too, as its request's error.
+        let e3 = dos::scope(|s| f.iwrite_at(s, 0, &data).unwrap().wait()).unwrap_err();
+        assert_eq!(e3.fs_kind(), Some(FsErrorKind::ServerDown), "{e3}");
+        e.to_string()
+    });
+    assert!(res.iter().all(|m| *m == res[0]), "{res:?}");
+    assert!(res[0].contains("server 1"), "{}", res[0]);
+}
+
+#[test]
+fn nonblocking_reads_and_writes_complete_as_requests() {
+    let srv = InProcess::up("nb", 2);
+    let fs = &srv.fs;
+    dos::testing::run_threads(2, |w| {
+        let f =
+            File::open_with(&w, fs, "/nb", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let (me, other) = (w.rank() as u64, 1 - w.rank() as u64);
+        let a = vec![me as u8 + 1; 300_000];
+        let b = vec![me as u8 + 11; 5000];
+        dos::scope(|s| {
+            let r1 = f.iwrite_at(s, me * 400_000, &a).unwrap();
+            let r2 = f.iwrite_at(s, me * 400_000 + 300_000, &b).unwrap();
+            // Messages go on meanwhile.
+            let mut x = [0u64];
+            w.sendrecv(&[me], other as usize, 0, &mut x, other as usize, 0)
+                .unwrap();
+            assert_eq!(x, [other]);
+            assert_eq!(r2.wait().unwrap(), 5000);
+            assert_eq!(r1.wait().unwrap(), 300_000);
+        });
+        f.sync().unwrap();
+        let mut back = vec![0u8; 305_000];
+        dos::scope(|s| {
+            let r = f.iread_at(s, other * 400_000, &mut back).unwrap();
+            assert_eq!(r.wait().unwrap(), 305_000);
+        });
+        assert!(back[..300_000].iter().all(|&x| x == other as u8 + 1));
+        assert!(back[300_000..].iter().all(|&x| x == other as u8 + 11));
+        // Across the end of the file (705000 bytes).
+        let mut tail = vec![9u8; 10_000];
+        dos::scope(|s| {
+            let r = f.iread_at(s, 700_000, &mut tail).unwrap();
+            while !r.test() {}
+            assert_eq!(r.wait().unwrap(), 5000);
+        });
+        assert!(tail[..5000].iter().all(|&x| x == 12));
+        assert!(tail[5000..].iter().all(|&x| x == 9));
+        let ro = File::open_with(&w, fs, "/nb", Mode::READ_ONLY, Hints::default()).unwrap();
+        let refused = dos::scope(|s| ro.iwrite_at(s, 0, &a).map(drop));
+        assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
+    });
+}
+
+// ----- under the real dosrun -----
+
+/// `target/<profile>`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+/// Servers started with the real `dosfs up --local`; stopped with
+/// `dosfs down`, and killed by pid if that fails.
+struct Standing {
+    dir: PathBuf,
+    addr: PathBuf,
+    dosfs: PathBuf,
+}
+
+impl Standing {
+    fn up(tag: &str, n: u32) -> Standing {
+        Standing::up_on(tag, n, "127.0.0.1")
+    }
+
+    /// [`Standing::up`] with the servers listening on `host`.
+    fn up_on(tag: &str, n: u32, host: &str) -> Standing {
+        let dosfs = profile_dir().join("dosfs");
+        assert!(
+            dosfs.is_file(),
+            "{} is missing: build with `cargo build --workspace --bins`",
+            dosfs.display()
+        );
+        let dir = std::env::temp_dir().join(format!("dos-io-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = Standing {
+            addr: dir.join("fs.addr"),
+            dir,
+            dosfs,
+        };
+        let o = s.dosfs(&[
+            "up",
+            "--local",
+            &n.to_string(),
+            "--target",
+            s.dir.join("targets").to_str().unwrap(),
+            "--host",
+            host,
+        ]);
+        assert!(o.status.success(), "dosfs up failed: {o:?}");
+        s
+    }
+
+    fn dosfs(&self, args: &[&str]) -> Output {
+        Command::new(&self.dosfs)
+            .arg("--fs")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `DOSFS=addr dosrun -n N iocheck MODE DIR`.
+    fn iocheck(&self, n: usize, mode: &str, dir: &str) -> Output {
+        Command::new(common::dosrun())
+            .env("DOSFS", &self.addr)
+            .args(["-n", &n.to_string(), "--timeout", "120", "--"])
+            .arg(common::check("iocheck"))
+            .args([mode, dir])
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Standing {
+    fn drop(&mut self) {
+        if let Ok(f) = AddrFile::read(&self.addr) {
+            let _ = self.dosfs(&["down"]);
+            for pid in f.servers.iter().filter_map(|s| s.pid) {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    // SAFETY: kill has no memory effects; the pid is a server this test started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn assert_ok(o: &Output, want: &str) {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && out.lines().any(|l| l == want),
+        "expected {want:?}: {}\n--- stdout ---\n{out}\n--- stderr ---\n{err}",
+        o.status
+    );
+}
+
+#[test]
+fn iocheck_under_dosrun_with_three_servers() {
+    let s = Standing::up("dosrun", 3);
+    for n in [1, 2, 3, 4, 7] {
+        let dir = format!("/run{n}");
+        assert_ok(
+            &s.iocheck(n, "write", &dir),
+            &format!("iocheck: OK write {n} ranks"),
+        );
+        let m = if n == 7 { 2 } else { n + 1 };
+        assert_ok(
+            &s.iocheck(m, "read", &dir),
+            &format!("iocheck: OK read {m} ranks"),
+        );
+    }
+    // Servers restarted on their targets still have every synced byte.
+    let o = s.dosfs(&["down"]);
+    assert!(o.status.success(), "dosfs down: {o:?}");
+    let o = s.dosfs(&[
+        "up",
+        "--local",
+        "3",
+        "--target",
+        s.dir.join("targets").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "dosfs up again: {o:?}");
+    assert_ok(&s.iocheck(3, "read", "/run7"), "iocheck: OK read 3 ranks");
+}
+
+/// The namespace cluster of `ci/cluster.sh` (3 hosts x 2 slots): servers on
+/// the bridge address, jobs of 6 and 3 ranks over the hosts (one aggregator
+/// per host), files read back by a job of another size. Needs root and the
+/// cluster lock:
+///
+/// ```text
+/// cargo build --workspace --bins
+/// flock /tmp/dos-cluster.lock cargo test -p dos --test io -- --ignored across_namespace_hosts
+/// ```
+#[test]
+#[ignore = "needs root, the namespace cluster and its lock"]
+fn iocheck_across_namespace_hosts() {
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/cluster.sh");
+    let up = Command::new(&cluster).args(["up", "3"]).output().unwrap();
+    struct Down(PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(&self.0).arg("down").output();
+        }
+    }
+    let _down = Down(cluster.clone());
+    assert!(up.status.success(), "cluster.sh up 3: {up:?}");
+    let s = Standing::up_on("multi", 3, "198.18.0.254");
+    let state = "/tmp/dos-cluster";
+    let run = |n: usize, mode: &str, dir: &str| {
+        Command::new(common::dosrun())
+            .args(["--hostfile", &format!("{state}/hostfile"), "--launch-agent"])
+            .arg(format!("ssh -F {state}/ssh_config -o BatchMode=yes"))
+            .args(["-n", &n.to_string(), "--timeout", "180", "-x"])
+            .arg(format!("DOSFS={}", s.addr.display()))
+            .arg("--")
+            .arg(common::check("iocheck"))
+            .args([mode, dir])
+            .output()
+            .unwrap()
+    };
+    assert_ok(&run(6, "write", "/m6"), "iocheck: OK write 6 ranks");
+    assert_ok(&run(4, "read", "/m6"), "iocheck: OK read 4 ranks");
+    assert_ok(&run(3, "write", "/m3"), "iocheck: OK write 3 ranks");
+    assert_ok(&run(5, "read", "/m3"), "iocheck: OK read 5 ranks");
+}
