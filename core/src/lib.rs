@@ -94,6 +94,13 @@
 //!   lock ([`Comm::dist_lock`]) and a coherent shared region
 //!   ([`Comm::shared_region`]: plain slices that every rank reads and writes,
 //!   coherent at barriers and the lock) ([`dsm`]).
+//! * **Parallel file I/O** — [`io::File`] on dosfs, MPI-IO's model: a
+//!   collective open, independent `read_at`/`write_at` and nonblocking
+//!   `iread_at`/`iwrite_at`, collective `read_at_all`/`write_at_all` (also for
+//!   lists of pieces) with two-phase aggregation on one rank per node, file
+//!   domains aligned to stripes and a direct path when ranks do not share
+//!   stripes, data sieving for small holes; `sync`, `size`, `set_size`,
+//!   `delete`; errors agreed on every rank ([`io`]).
 //!
 //! ## Plain-data types
 //!

@@ -55,10 +55,9 @@
 //! This crate depends only on `dos-transport`: its byte codec
 //! ([`dos_transport::codec`]) for every wire and disk format, and its
 //! secret handshake ([`dos_transport::auth`]) for every connection. Above
-//! it, the `dos` crate's `dos::io` (MPI-IO for ranks) will use this crate's
-//! [`wire`] protocol, [`layout`] arithmetic and [`client::plan`] over the
-//! job's own transports, and the launcher will run a [`server::Server`]
-//! inside each node agent (`dosrun --fs`). So the protocol logic has no I/O
+//! it, the `dos` crate's `dos::io` (MPI-IO for ranks) uses this crate's
+//! [`layout`] arithmetic and [`client::Client`], and the launcher runs a
+//! server inside each node agent (`dosrun --fs`, [`standing`]). So the protocol logic has no I/O
 //! of its own: [`wire`] encodes and decodes frames, [`server::Service::handle`]
 //! maps a request to a reply on one target, [`client::plan`] splits a byte
 //! range over the servers; the drivers around them are thin (a threaded TCP
@@ -166,7 +165,7 @@
 //! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
 //!
 //! ## Not yet here (issue 10)
-//! `dos::io` in ranks (in `dos`), the FUSE mount, io_uring on the servers,
+//! The FUSE mount, io_uring on the servers,
 //! and `dosbench io`. Whole-stripe writes already go to disk with O_DIRECT
 //! ([`chunk`]).
 #![deny(missing_docs)]
