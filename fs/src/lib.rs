@@ -156,6 +156,8 @@ pub mod error;
 pub mod journal;
 pub mod layout;
 pub mod meta;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod server;
 pub mod target;
 pub mod wire;
