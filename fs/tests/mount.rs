@@ -231,6 +231,13 @@ fn programs_use_the_mount_and_see_the_native_clis_files() {
     std::fs::write(m.local("newer.bin"), &newer).unwrap();
     m.ok(&["cp", "newer.bin", ":/b.bin"]);
     assert!(std::fs::read(m.m("b.bin")).unwrap() == newer);
+    // The same size again (so no size change tells the kernel): the pages
+    // cached by the read above must not be served at the next open.
+    let mut newer = newer;
+    newer.iter_mut().step_by(4096).for_each(|b| *b ^= 0x5a);
+    std::fs::write(m.local("newer.bin"), &newer).unwrap();
+    m.ok(&["cp", "newer.bin", ":/b.bin"]);
+    assert!(std::fs::read(m.m("b.bin")).unwrap() == newer);
 
     // mkdir / ls / mv / rm with the usual tools, and their errno.
     std::fs::create_dir(m.m("d2")).unwrap();
