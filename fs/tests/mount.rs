@@ -76,7 +76,13 @@ impl Mounted {
             pid: None,
         };
         let t = m.dir.join("targets");
-        m.ok(&["up", "--local", &n.to_string(), "--target", t.to_str().unwrap()]);
+        m.ok(&[
+            "up",
+            "--local",
+            &n.to_string(),
+            "--target",
+            t.to_str().unwrap(),
+        ]);
         let log = m.dir.join("mount.log");
         let out = m.ok(&[
             "mount",
@@ -135,7 +141,10 @@ impl Mounted {
         while pid_alive(pid) && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!pid_alive(pid), "the mount daemon did not exit after umount");
+        assert!(
+            !pid_alive(pid),
+            "the mount daemon did not exit after umount"
+        );
         assert!(!mounted(&self.mnt), "stale mount left in /proc/mounts");
     }
 }

@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use super::state::{Names, Push, WriteBuf};
@@ -262,7 +262,9 @@ impl DosFuse {
                 Push::Full => {
                     // The caller's bytes are in the buffer: an error of this
                     // send belongs to it, reported now.
-                    return self.flush_buf(&mut f).map_err(|e| self.fail("write", ino, &e));
+                    return self
+                        .flush_buf(&mut f)
+                        .map_err(|e| self.fail("write", ino, &e));
                 }
                 Push::FlushFirst => {
                     if let Err(e) = self.flush_buf(&mut f) {
@@ -846,4 +848,3 @@ impl Filesystem for DosFuse {
         );
     }
 }
-

@@ -257,7 +257,8 @@ pub fn daemon(
     let before = std::fs::metadata(&mountpoint)
         .map_err(|e| mount_err("mount point", &mountpoint, e))?
         .dev();
-    let fs_file = std::path::absolute(fs_file).map_err(|e| Error::io("address file", fs_file, e))?;
+    let fs_file =
+        std::path::absolute(fs_file).map_err(|e| Error::io("address file", fs_file, e))?;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -301,10 +302,7 @@ pub fn daemon(
             return Err(mount_err(
                 "mount",
                 &mountpoint,
-                std::io::Error::other(format!(
-                    "not mounted after {timeout:?}: {}",
-                    last_log()
-                )),
+                std::io::Error::other(format!("not mounted after {timeout:?}: {}", last_log())),
             ));
         }
         std::thread::sleep(Duration::from_millis(20));
