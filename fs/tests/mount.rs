@@ -7,6 +7,7 @@
 //! likewise.
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -388,4 +389,77 @@ fn fio_verifies_crc32c_through_the_mount() {
         let out = String::from_utf8_lossy(&o.stdout);
         assert!(!out.contains("verify: bad"), "{out}");
     }
+}
+
+#[test]
+fn corrupted_chunk_reads_as_eio_and_the_log_names_file_and_offset() {
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::new("corrupt", 3);
+    std::fs::write(m.local("in.bin"), random_bytes(300_000, 3)).unwrap();
+    m.ok(&["setstripe", "-S", "64K", "-c", "3", "-i", "0", "/f"]);
+    m.ok(&["cp", "in.bin", ":/f"]);
+    let ino: u64 = m
+        .ok(&["stat", "/f"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("inode: ").map(|v| v.parse().unwrap()))
+        .unwrap();
+    // Stripe 4 (offset 262144) is on server 4 % 3 = 1.
+    let chunk = m
+        .dir
+        .join(format!("targets/1/chunks/{:02x}/{ino:x}/4", ino & 0xff));
+    let mut b = std::fs::read(&chunk).unwrap();
+    b[1000] ^= 0xff;
+    std::fs::write(&chunk, &b).unwrap();
+    let e = std::fs::read(m.m("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // The first stripes still read.
+    let mut f = std::fs::File::open(m.m("f")).unwrap();
+    let mut head = vec![0u8; 4096];
+    f.read_exact(&mut head).unwrap();
+    let log = std::fs::read_to_string(m.dir.join("mount.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/f: corrupted data at offset 262144")),
+        "{log}"
+    );
+}
+
+#[test]
+fn foreground_mount_unmounts_on_sigterm() {
+    if !fuse_usable() {
+        return;
+    }
+    let mut m = Mounted::new("fg", 1);
+    // The daemon of `Mounted` goes first; then a foreground mount.
+    m.umount();
+    let before = std::fs::metadata(&m.mnt).unwrap().dev();
+    let mut child = Command::new(bin())
+        .arg("--fs")
+        .arg(&m.addr)
+        .arg("mount")
+        .arg(&m.mnt)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    m.pid = Some(child.id());
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&m.mnt).unwrap().dev() == before {
+        assert!(Instant::now() < until, "foreground mount did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "mount exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(m.m("x"), b"through the foreground mount").unwrap();
+    // SAFETY: kill has no memory effects; the pid is the child just started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success(), "mount exited with {st}");
+    assert!(!mounted(&m.mnt), "stale mount after SIGTERM");
+    m.pid = None;
+    m.ok(&["cp", ":/x", "x.out"]);
+    assert_eq!(
+        std::fs::read(m.local("x.out")).unwrap(),
+        b"through the foreground mount"
+    );
 }

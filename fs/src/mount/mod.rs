@@ -52,9 +52,9 @@
 //! SIGINT/SIGTERM, which unmount). [`daemon`] starts `dosfs mount` in the
 //! background and returns once the mount answers (the mount point's device
 //! has changed), printing the daemon's pid. [`umount`] unmounts (as
-//! `fusermount3 -u` does); the daemon then syncs and exits. As root the
-//! mount is made with `auto_unmount`, so even a killed daemon leaves no
-//! stale mount behind.
+//! `fusermount3 -u` does); the daemon then syncs and exits. A daemon that
+//! was killed (SIGKILL) leaves a dead mount ("transport endpoint is not
+//! connected") until `dosfs umount` or `fusermount3 -u` removes it.
 
 mod fs;
 pub mod state;
@@ -134,8 +134,8 @@ fn mount_dev(mountpoint: &Path) -> Option<String> {
     })
 }
 
-/// Whether `mountpoint` is a mount of the file system type `fuse.dosfs`
-/// in /proc/mounts.
+/// Whether `mountpoint` is a dosfs FUSE mount (source `dosfs`) in
+/// /proc/mounts.
 pub fn is_mounted(mountpoint: &Path) -> bool {
     let Ok(m) = std::fs::read_to_string("/proc/mounts") else {
         return false;
@@ -145,7 +145,8 @@ pub fn is_mounted(mountpoint: &Path) -> bool {
     };
     m.lines().any(|l| {
         let f: Vec<&str> = l.split(' ').collect();
-        f.len() > 2 && f[1] == want && f[2] == "fuse.dosfs"
+        // mount(2) as root gives type `fuse`, fusermount3 `fuse.dosfs`.
+        f.len() > 2 && f[0] == "dosfs" && f[1] == want && f[2].starts_with("fuse")
     })
 }
 
@@ -170,7 +171,9 @@ fn unmount_on_signal(mut unmounter: fuser::SessionUnmounter) -> std::io::Result<
             if unsafe { libc::sigwait(&set, &mut sig) } == 0 {
                 tracing::info!(target: "dosfs::mount", "signal {sig}: unmounting");
                 if let Err(e) = unmounter.unmount() {
-                    tracing::error!(target: "dosfs::mount", "unmount: {e}");
+                    // Busy, or gone: nothing will end the session; leave.
+                    tracing::error!(target: "dosfs::mount", "unmount: {e}; exiting");
+                    std::process::exit(1);
                 }
             }
         })?;
@@ -206,11 +209,11 @@ pub fn run(client: Client, mountpoint: &Path, opts: MountOptions) -> Result<()> 
         fuser::MountOption::NoAtime,
         fuser::MountOption::RW,
     ];
-    if root {
-        // fusermount3 unmounts even if this process is killed.
-        config.mount_options.push(fuser::MountOption::AutoUnmount);
-        config.acl = fuser::SessionACL::RootAndOwner;
-    }
+    // No `auto_unmount`: fusermount3 3.14's watcher exits at once when
+    // started by fuser (checked: the mount then outlives SIGTERM). As root
+    // the mount is mount(2) and the unmount umount(2); others go through
+    // fusermount3 both ways. A killed daemon leaves a dead mount that
+    // `dosfs umount` (fusermount3 -u) removes.
     config.n_threads = Some(opts.threads.max(1));
     config.clone_fd = true;
     let readahead = opts.readahead_kb;
