@@ -377,7 +377,9 @@ fn fio_verifies_crc32c_through_the_mount() {
                 "--verify_fatal=1",
                 "--end_fsync=1",
                 "--numjobs=1",
+                "--verify_state_save=0",
             ])
+            .current_dir(&m.dir)
             .output()
             .unwrap();
         assert!(
