@@ -11,10 +11,12 @@
 #                                         itself is loaded at run time, not needed to build
 #   tshark python3                        the soft-RoCE capture check (tshark decodes the
 #                                         traffic, ci/icrc_check.py checks every ICRC)
+#   fuse3 fio                             the dosfs FUSE mount's tests (fs/tests/mount.rs):
+#                                         fusermount3, and fio --verify through the mount
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
-          cmake clang libclang-dev tshark python3)
+          cmake clang libclang-dev tshark python3 fuse3 fio)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

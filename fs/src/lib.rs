@@ -177,6 +177,8 @@ pub mod error;
 pub mod journal;
 pub mod layout;
 pub mod meta;
+#[cfg(feature = "mount")]
+pub mod mount;
 pub mod server;
 pub mod standing;
 pub mod target;

@@ -171,6 +171,28 @@ enum Cmd {
         #[arg(value_parser = in_fs)]
         path: String,
     },
+    /// Mount the file system through FUSE (close-to-open; writes visible at close, durable at fsync).
+    Mount {
+        /// The directory to mount on.
+        mountpoint: PathBuf,
+        /// Run in the background: return once mounted, printing the daemon's pid.
+        #[arg(long)]
+        daemon: bool,
+        /// The background daemon's log file (default: /tmp/dosfs-mount.PID.log).
+        #[arg(long, requires = "daemon")]
+        log: Option<PathBuf>,
+        /// Threads answering the kernel's requests.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Readahead of the mount in KiB (root only; 0 keeps the kernel's).
+        #[arg(long, default_value_t = 4096)]
+        readahead_kb: u32,
+    },
+    /// Unmount a dosfs mount (as fusermount3 -u does).
+    Umount {
+        /// The mount point.
+        mountpoint: PathBuf,
+    },
 }
 
 fn main() {
@@ -207,6 +229,52 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ..
         } => up(local.unwrap_or(0), &target, &fs_file, &host, threads),
         Cmd::Down => down(&fs_file),
+        Cmd::Mount {
+            mountpoint,
+            daemon: true,
+            log,
+            threads,
+            readahead_kb,
+        } => {
+            let log = log.unwrap_or_else(dos_fs::mount::default_log);
+            let exe = std::env::current_exe().context("locate the dosfs binary")?;
+            let args = [
+                format!("--threads={threads}"),
+                format!("--readahead-kb={readahead_kb}"),
+            ];
+            let pid = dos_fs::mount::daemon(
+                &exe,
+                &fs_file,
+                &mountpoint,
+                &args,
+                &log,
+                Duration::from_secs(20),
+            )?;
+            println!(
+                "dosfs: mounted at {} (pid {pid}, log {})",
+                mountpoint.display(),
+                log.display()
+            );
+            Ok(())
+        }
+        Cmd::Mount {
+            mountpoint,
+            threads,
+            readahead_kb,
+            ..
+        } => {
+            let opts = dos_fs::mount::MountOptions {
+                threads,
+                readahead_kb,
+                ..Default::default()
+            };
+            Ok(dos_fs::mount::run(
+                Client::open(Some(&fs_file))?,
+                &mountpoint,
+                opts,
+            )?)
+        }
+        Cmd::Umount { mountpoint } => Ok(dos_fs::mount::umount(&mountpoint)?),
         cmd => {
             let c = Client::open(Some(&fs_file))?;
             client_cmd(&c, cmd)
@@ -653,6 +721,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             }
         }
         Cmd::Serve { .. } | Cmd::Up { .. } | Cmd::Down => unreachable!("handled in run"),
+        Cmd::Mount { .. } | Cmd::Umount { .. } => unreachable!("handled in run"),
     }
     Ok(())
 }

@@ -1,0 +1,467 @@
+//! The FUSE mount through the real `dosfs` binary: `up --local 3`,
+//! `mount --daemon`, unmodified programs (cp, ls, mv, rm, Python, fio) on
+//! the mount, the native CLI on the same files, and `umount`.
+//!
+//! Needs /dev/fuse and fusermount3 (Debian's fuse3; ci/deps.sh installs
+//! it); without them each test says so and passes. fio (also in ci/deps.sh)
+//! likewise.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use dos_fs::addrfile::AddrFile;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_dosfs")
+}
+
+fn have(cmd: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {cmd}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Whether FUSE can be used here; says why not.
+fn fuse_usable() -> bool {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIP: /dev/fuse is missing (no FUSE in this machine)");
+        return false;
+    }
+    if !have("fusermount3") {
+        eprintln!("SKIP: fusermount3 is missing (apt-get install fuse3; ci/deps.sh does)");
+        return false;
+    }
+    true
+}
+
+/// A file system of `n` local servers in a fresh directory, mounted at
+/// `dir/mnt`; unmounted, stopped and removed on drop.
+struct Mounted {
+    dir: PathBuf,
+    addr: PathBuf,
+    mnt: PathBuf,
+    pid: Option<u32>,
+}
+
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(')')
+                .map(|(_, r)| !r.trim_start().starts_with('Z'))
+                .unwrap_or(true)
+        })
+        .unwrap_or(false)
+}
+
+fn mounted(mnt: &Path) -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(1) == mnt.to_str())
+}
+
+impl Mounted {
+    fn new(tag: &str, n: u32) -> Mounted {
+        let dir = std::env::temp_dir().join(format!("dosfs-mount-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        let mut m = Mounted {
+            addr: dir.join("fs.addr"),
+            mnt: dir.join("mnt").canonicalize().unwrap(),
+            dir,
+            pid: None,
+        };
+        let t = m.dir.join("targets");
+        m.ok(&[
+            "up",
+            "--local",
+            &n.to_string(),
+            "--target",
+            t.to_str().unwrap(),
+        ]);
+        let log = m.dir.join("mount.log");
+        let out = m.ok(&[
+            "mount",
+            "--daemon",
+            "--log",
+            log.to_str().unwrap(),
+            m.mnt.to_str().unwrap(),
+        ]);
+        // "dosfs: mounted at MNT (pid N, log L)"
+        let pid = out
+            .split("(pid ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.parse().ok());
+        assert!(pid.is_some(), "no pid in {out:?}");
+        m.pid = pid;
+        assert!(mounted(&m.mnt), "not in /proc/mounts after mount");
+        m
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--fs")
+            .arg(&self.addr)
+            .args(args)
+            .current_dir(&self.dir)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "dosfs {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    /// A path inside the mount.
+    fn m(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    fn local(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Unmounts with `dosfs umount` and waits for the daemon to exit.
+    fn umount(&mut self) {
+        self.ok(&["umount", self.mnt.to_str().unwrap()]);
+        let pid = self.pid.take().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !pid_alive(pid),
+            "the mount daemon did not exit after umount"
+        );
+        assert!(!mounted(&self.mnt), "stale mount left in /proc/mounts");
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if mounted(&self.mnt) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.mnt)
+                .output();
+        }
+        if let Some(pid) = self.pid {
+            let until = Instant::now() + Duration::from_secs(5);
+            while pid_alive(pid) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if pid_alive(pid) {
+                // SAFETY: kill has no memory effects; the pid is the daemon this test started.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if mounted(&self.mnt) {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+        }
+        if let Ok(f) = AddrFile::read(&self.addr) {
+            let _ = self.run(&["down"]);
+            for pid in f.servers.iter().filter_map(|s| s.pid) {
+                if pid_alive(pid) {
+                    // SAFETY: as above; a server this test started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn sh(cmd: &str, args: &[&Path]) -> String {
+    let o = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+#[test]
+fn programs_use_the_mount_and_see_the_native_clis_files() {
+    if !fuse_usable() {
+        return;
+    }
+    let mut m = Mounted::new("tools", 3);
+
+    // cp in and out, bit-exact (not a multiple of the stripe size).
+    let data = random_bytes(3 * (1 << 20) + 12_345, 1);
+    std::fs::write(m.local("in.bin"), &data).unwrap();
+    std::fs::create_dir(m.m("d1")).unwrap();
+    sh("cp", &[&m.local("in.bin"), &m.m("d1/a.bin")]);
+    sh("cp", &[&m.m("d1/a.bin"), &m.local("out.bin")]);
+    assert!(std::fs::read(m.local("out.bin")).unwrap() == data);
+    assert_eq!(
+        std::fs::metadata(m.m("d1/a.bin")).unwrap().len(),
+        data.len() as u64
+    );
+
+    // The native CLI reads what was written through the mount (closed).
+    m.ok(&["cp", ":/d1/a.bin", m.local("native.bin").to_str().unwrap()]);
+    assert!(std::fs::read(m.local("native.bin")).unwrap() == data);
+
+    // ...and the mount reads what the CLI wrote.
+    let other = random_bytes(2 * (1 << 20) + 7, 2);
+    std::fs::write(m.local("other.bin"), &other).unwrap();
+    m.ok(&["cp", "other.bin", ":/b.bin"]);
+    assert!(std::fs::read(m.m("b.bin")).unwrap() == other);
+
+    // Close-to-open: a file read through the mount (its pages cached),
+    // then rewritten and grown by another client, reads new at the next open.
+    let newer = random_bytes(other.len() + (1 << 20), 3);
+    std::fs::write(m.local("newer.bin"), &newer).unwrap();
+    m.ok(&["cp", "newer.bin", ":/b.bin"]);
+    assert!(std::fs::read(m.m("b.bin")).unwrap() == newer);
+    // The same size again (so no size change tells the kernel): the pages
+    // cached by the read above must not be served at the next open.
+    let mut newer = newer;
+    newer.iter_mut().step_by(4096).for_each(|b| *b ^= 0x5a);
+    std::fs::write(m.local("newer.bin"), &newer).unwrap();
+    m.ok(&["cp", "newer.bin", ":/b.bin"]);
+    assert!(std::fs::read(m.m("b.bin")).unwrap() == newer);
+
+    // mkdir / ls / mv / rm with the usual tools, and their errno.
+    std::fs::create_dir(m.m("d2")).unwrap();
+    let e = std::fs::create_dir(m.m("d2")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+    sh("mv", &[&m.m("d1/a.bin"), &m.m("d2/moved.bin")]);
+    let ls = sh("ls", &[&m.m("d2")]);
+    assert_eq!(ls.trim(), "moved.bin");
+    assert!(sh("ls", &[&m.m("d1")]).trim().is_empty());
+    assert!(std::fs::read(m.m("d2/moved.bin")).unwrap() == data);
+    let e = std::fs::remove_dir(m.m("d2")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTEMPTY));
+    let e = std::fs::File::open(m.m("d1/a.bin")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
+    // A directory moved: what is below it moves too.
+    sh("mv", &[&m.m("d2"), &m.m("d1/d2")]);
+    assert!(std::fs::read(m.m("d1/d2/moved.bin")).unwrap() == data);
+    sh("rm", &[&m.m("d1/d2/moved.bin")]);
+    sh("rmdir", &[&m.m("d1/d2")]);
+    assert!(m.ok(&["ls", "/d1"]).trim().is_empty());
+
+    // Small writes, seeks, overwrites and truncation from Python.
+    let script = r#"
+import os, sys
+p = sys.argv[1]
+with open(p, "w") as f:
+    for i in range(20000):
+        f.write("line %d\n" % i)
+with open(p) as f:
+    lines = f.read().splitlines()
+assert len(lines) == 20000 and lines[12345] == "line 12345", len(lines)
+with open(p, "r+b") as f:
+    f.seek(5)
+    f.write(b"XYZ")
+    f.seek(0, 2)
+    f.write(b"tail")
+    f.flush()
+    os.fsync(f.fileno())
+    f.seek(0)
+    head = f.read(10)
+assert head == b"line XYZin", head
+os.truncate(p, 100)
+assert os.path.getsize(p) == 100
+with open(p, "rb") as f:
+    assert len(f.read()) == 100
+os.rename(p, p + ".2")
+assert sorted(os.listdir(os.path.dirname(p))) == sorted(["b.bin", "d1", "py.txt.2"]), os.listdir(os.path.dirname(p))
+os.unlink(p + ".2")
+print("ok")
+"#;
+    if have("python3") {
+        let o = Command::new("python3")
+            .args(["-c", script])
+            .arg(m.m("py.txt"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+            "python: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    } else {
+        eprintln!("SKIP (python part): python3 is missing");
+    }
+
+    // A directory listed over several pages of the metadata server.
+    std::fs::create_dir(m.m("many")).unwrap();
+    for i in 0..2500 {
+        std::fs::File::create(m.m(&format!("many/f{i:05}"))).unwrap();
+    }
+    let mut names: Vec<String> = std::fs::read_dir(m.m("many"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..2500).map(|i| format!("f{i:05}")).collect();
+    assert_eq!(names, want);
+
+    // Positional writes into the middle of a file, read back.
+    let mut patched = newer.clone();
+    patched[1 << 20..(1 << 20) + 5].copy_from_slice(b"hello");
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.m("b.bin"))
+            .unwrap();
+        f.seek(SeekFrom::Start(1 << 20)).unwrap();
+        f.write_all(b"hello").unwrap();
+        f.sync_all().unwrap();
+        f.seek(SeekFrom::Start((1 << 20) - 2)).unwrap();
+        let mut b = [0u8; 9];
+        f.read_exact(&mut b).unwrap();
+        let mut want = newer[(1 << 20) - 2..(1 << 20) + 7].to_vec();
+        want[2..7].copy_from_slice(b"hello");
+        assert_eq!(&b[..], &want[..]);
+    }
+
+    // Unmount: no stale mount, the daemon exits, the data stays.
+    m.umount();
+    m.ok(&["cp", ":/b.bin", m.local("after.bin").to_str().unwrap()]);
+    assert!(std::fs::read(m.local("after.bin")).unwrap() == patched);
+}
+
+#[test]
+fn fio_verifies_crc32c_through_the_mount() {
+    if !fuse_usable() {
+        return;
+    }
+    if !have("fio") {
+        eprintln!("SKIP: fio is missing (apt-get install fio; ci/deps.sh does)");
+        return;
+    }
+    let m = Mounted::new("fio", 3);
+    for (rw, bs, size) in [("write", "1M", "16M"), ("randwrite", "64k", "8M")] {
+        let o = Command::new("fio")
+            .arg(format!("--name=v-{rw}"))
+            .arg(format!("--directory={}", m.mnt.display()))
+            .arg(format!("--rw={rw}"))
+            .arg(format!("--bs={bs}"))
+            .arg(format!("--size={size}"))
+            .args([
+                "--ioengine=psync",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+                "--end_fsync=1",
+                "--numjobs=1",
+                "--verify_state_save=0",
+            ])
+            .current_dir(&m.dir)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "fio {rw} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(!out.contains("verify: bad"), "{out}");
+    }
+}
+
+#[test]
+fn corrupted_chunk_reads_as_eio_and_the_log_names_file_and_offset() {
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::new("corrupt", 3);
+    std::fs::write(m.local("in.bin"), random_bytes(300_000, 3)).unwrap();
+    m.ok(&["setstripe", "-S", "64K", "-c", "3", "-i", "0", "/f"]);
+    m.ok(&["cp", "in.bin", ":/f"]);
+    let ino: u64 = m
+        .ok(&["stat", "/f"])
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("inode: ").map(|v| v.parse().unwrap()))
+        .unwrap();
+    // Stripe 4 (offset 262144) is on server 4 % 3 = 1.
+    let chunk = m
+        .dir
+        .join(format!("targets/1/chunks/{:02x}/{ino:x}/4", ino & 0xff));
+    let mut b = std::fs::read(&chunk).unwrap();
+    b[1000] ^= 0xff;
+    std::fs::write(&chunk, &b).unwrap();
+    let e = std::fs::read(m.m("f")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    // The first stripes still read.
+    let mut f = std::fs::File::open(m.m("f")).unwrap();
+    let mut head = vec![0u8; 4096];
+    f.read_exact(&mut head).unwrap();
+    let log = std::fs::read_to_string(m.dir.join("mount.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("/f: corrupted data at offset 262144")),
+        "{log}"
+    );
+}
+
+#[test]
+fn foreground_mount_unmounts_on_sigterm() {
+    if !fuse_usable() {
+        return;
+    }
+    let mut m = Mounted::new("fg", 1);
+    // The daemon of `Mounted` goes first; then a foreground mount.
+    m.umount();
+    let before = std::fs::metadata(&m.mnt).unwrap().dev();
+    let mut child = Command::new(bin())
+        .arg("--fs")
+        .arg(&m.addr)
+        .arg("mount")
+        .arg(&m.mnt)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    m.pid = Some(child.id());
+    let until = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&m.mnt).unwrap().dev() == before {
+        assert!(Instant::now() < until, "foreground mount did not come up");
+        assert!(child.try_wait().unwrap().is_none(), "mount exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::write(m.m("x"), b"through the foreground mount").unwrap();
+    // SAFETY: kill has no memory effects; the pid is the child just started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    assert!(st.success(), "mount exited with {st}");
+    assert!(!mounted(&m.mnt), "stale mount after SIGTERM");
+    m.pid = None;
+    m.ok(&["cp", ":/x", "x.out"]);
+    assert_eq!(
+        std::fs::read(m.local("x.out")).unwrap(),
+        b"through the foreground mount"
+    );
+}
