@@ -83,9 +83,8 @@ fn run(traffic: Vec<Vec<Msg>>, sel: Vec<(Option<usize>, Option<i32>)>, mode: Rnd
             let (s, t) = *sel_iter.next().unwrap();
             // Only use a selector that some remaining message satisfies, so the
             // receive cannot block forever.
-            let eligible = |src: usize, m: &Msg| {
-                s.map_or(true, |s| s == src) && t.map_or(true, |t| t == m.tag)
-            };
+            let eligible =
+                |src: usize, m: &Msg| s.is_none_or(|s| s == src) && t.is_none_or(|t| t == m.tag);
             if !(1..n).any(|src| left[src].iter().any(|(_, m)| eligible(src, m))) {
                 continue;
             }
@@ -93,7 +92,7 @@ fn run(traffic: Vec<Vec<Msg>>, sel: Vec<(Option<usize>, Option<i32>)>, mode: Rnd
             let tag_sel = t.map_or(ANY_TAG, TagSel::Tag);
             let (data, st) = w.recv_vec::<u8>(src_sel, tag_sel).unwrap();
             let src = st.source;
-            assert!(s.map_or(true, |s| s == src));
+            assert!(s.is_none_or(|s| s == src));
             // It must be the earliest remaining message of that sender that matches.
             let pos = left[src]
                 .iter()

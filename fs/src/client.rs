@@ -897,7 +897,7 @@ mod tests {
                 }
             }
             prop_assert!(outstanding.is_empty());
-            if stop_at.map_or(true, |s| s > n) {
+            if stop_at.is_none_or(|s| s > n) {
                 prop_assert!(answered.iter().all(|&a| a));
             }
             prop_assert!(p.on_reply(999).is_err());

@@ -235,7 +235,7 @@ fn scan(buf: &[u8]) -> std::result::Result<Scan, (u64, &'static str)> {
         let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
         let seq = u64::from_le_bytes(rest[8..16].try_into().unwrap_or_default());
         let all_zero_after =
-            |from: usize| rest.get(from..).map_or(true, |t| t.iter().all(|&b| b == 0));
+            |from: usize| rest.get(from..).is_none_or(|t| t.iter().all(|&b| b == 0));
         if n == 0 || n > MAX_RECORD {
             if all_zero_after(0) {
                 return Ok(Scan { records, ..torn });

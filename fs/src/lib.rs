@@ -165,9 +165,9 @@
 //! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
 //!
 //! ## Not yet here (issue 10)
-//! The FUSE mount, io_uring on the servers,
-//! and `dosbench io`. Whole-stripe writes already go to disk with O_DIRECT
-//! ([`chunk`]).
+//! io_uring on the servers, and `dosbench io`. Whole-stripe writes already
+//! go to disk with O_DIRECT ([`chunk`]); the FUSE mount is `dosfs mount`
+//! (the `mount` module, feature `mount`).
 #![deny(missing_docs)]
 
 pub mod addrfile;

@@ -159,7 +159,7 @@ impl Binding {
                 .iter()
                 .filter(|c| {
                     c.package
-                        .map_or(true, |p| !topo.packages.iter().any(|q| q.index == p))
+                        .is_none_or(|p| !topo.packages.iter().any(|q| q.index == p))
                 })
                 .map(|c| &c.pus[..])
                 .collect(),

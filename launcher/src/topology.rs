@@ -327,7 +327,7 @@ impl Topology {
             .iter()
             .filter(|c| {
                 c.package
-                    .map_or(true, |p| !self.packages.iter().any(|q| q.index == p))
+                    .is_none_or(|p| !self.packages.iter().any(|q| q.index == p))
             })
             .collect();
         for c in orphans {

@@ -234,7 +234,7 @@ impl<T: Pod> GlobalVec<T> {
     }
 
     fn check(&self, i: usize, n: usize) -> Result<()> {
-        if i.checked_add(n).map_or(true, |end| end > self.layout.len) {
+        if i.checked_add(n).is_none_or(|end| end > self.layout.len) {
             return Err(Error::InvalidArgument {
                 op: "a global array access",
                 reason: "outside the array",

@@ -408,7 +408,7 @@ fn finish(eng: &Engine, call: u64) -> Result<Outcome> {
             .borrow()
             .calls
             .get(&call)
-            .map_or(true, |c| c.reply.is_some())
+            .is_none_or(|c| c.reply.is_some())
     });
     if let Err(e) = r {
         eng.rpc().borrow_mut().calls.remove(&call);
@@ -756,7 +756,7 @@ impl<R> Pending<R> {
                 .borrow()
                 .calls
                 .get(&self.call)
-                .map_or(true, |c| c.reply.is_some())
+                .is_none_or(|c| c.reply.is_some())
         };
         if arrived(&eng) {
             return true;

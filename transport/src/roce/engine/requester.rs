@@ -193,7 +193,7 @@ impl Qp {
         };
         match (pkt.bth.opcode, aeth.syndrome) {
             (Opcode::Acknowledge, Syndrome::Ack { .. }) => {
-                if self.req.max_ack.map_or(true, |m| p.distance_from(m) > 0) {
+                if self.req.max_ack.is_none_or(|m| p.distance_from(m) > 0) {
                     self.req.max_ack = Some(p);
                 }
                 if self.ack_through(p) {
