@@ -32,3 +32,6 @@ cargo build --workspace --bins --examples
 
 step "tests"
 cargo test --workspace
+
+step "dosfs: a 1 GiB file copied in and out bit-exact, then verified (release build)"
+cargo test -p dos-fs --release --test perf -- --ignored --nocapture cp_1gib_in_and_out_bit_exact
