@@ -94,7 +94,12 @@ fn a_flood_of_bad_connections_gives_a_short_log() {
         .iter()
         .filter(|l| l.starts_with("dosrun: refused a wire-up connection"))
         .count();
-    assert_eq!(counted + single, 3000, "{}", r.stderr);
+    // Every flood connection is refused and counted once. A rank's own
+    // connection may be refused too, when it is the oldest that sent nothing
+    // yet while too many authenticate (on a loaded machine); the rank joins
+    // again, so a few more may be counted, never fewer.
+    let total = counted + single;
+    assert!((3000..=3000 + 4 * 4).contains(&total), "{total}: {}", r.stderr);
 }
 
 /// 256 ranks (128 to a core) pass the collective check, and 1,024 start
