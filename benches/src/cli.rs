@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use crate::io::{IoOptions, Pattern};
 use crate::rawtcp;
 use crate::sched::Bench;
 use crate::suite::Options;
@@ -63,6 +64,13 @@ pub enum Command {
         /// `--iters`, `--warmup`, `--window`.
         opts: Options,
         /// JSON lines instead of a table.
+        json: bool,
+    },
+    /// The IOR-shaped file benchmark (`io [OPTIONS]`).
+    Io {
+        /// Sizes, pattern, repetitions.
+        opts: IoOptions,
+        /// A JSON line instead of a table.
         json: bool,
     },
     /// Print the usage.
@@ -122,6 +130,10 @@ enum Sub {
     /// exits; `raw-tcp ADDR:PORT [OPTIONS]` measures latency and bw over
     /// one bare TCP connection to it
     RawTcp(RawTcpArgs),
+    /// IOR-shaped file benchmark: write+sync then read, MiB/s: io [--block-size N]
+    /// [--transfer-size N] [--strided|--file-per-proc] [--collective] [--drop-caches]
+    /// [--reps N] [--path DIR] [--keep] [--json]
+    Io(IoArgs),
     /// Print this help
     #[command(hide = true)]
     Help {
@@ -160,6 +172,75 @@ struct RunFlags {
     /// Print this help, then exit
     #[arg(short = 'h', long)]
     help: bool,
+}
+
+/// The options of `io`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true, args_override_self = true)]
+struct IoArgs {
+    /// Bytes each rank writes and reads [default: 64M]
+    #[arg(short = 'b', long = "block-size", value_name = "N", value_parser = size)]
+    block: Option<usize>,
+    /// Bytes per call; divides the block [default: 1M]
+    #[arg(short = 't', long = "transfer-size", value_name = "N", value_parser = size)]
+    transfer: Option<usize>,
+    /// One shared file, the ranks' transfers interleaved (default: segmented)
+    #[arg(long, conflicts_with = "file_per_proc")]
+    strided: bool,
+    /// One file per rank instead of one shared file
+    #[arg(short = 'F', long = "file-per-proc")]
+    file_per_proc: bool,
+    /// Collective calls (write_at_all, read_at_all)
+    #[arg(short = 'c', long)]
+    collective: bool,
+    /// Drop the page cache between write and read (root)
+    #[arg(long = "drop-caches")]
+    drop_caches: bool,
+    /// Repetitions; the median is reported (at least 1) [default: 3]
+    #[arg(short = 'r', long, value_name = "N", value_parser = size)]
+    reps: Option<usize>,
+    /// Directory of the file(s): dosfs path (dos, default /) or local (MPI, default .)
+    #[arg(short = 'p', long = "path", value_name = "DIR")]
+    path: Option<String>,
+    /// Keep the file(s) afterwards
+    #[arg(long)]
+    keep: bool,
+    /// A JSON line instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Print this help, then exit
+    #[arg(short = 'h', long)]
+    help: bool,
+}
+
+impl IoArgs {
+    fn command(self) -> Result<Command> {
+        if self.help {
+            return Ok(Command::Help);
+        }
+        let d = IoOptions::default();
+        let opts = IoOptions {
+            block: self.block.map_or(d.block, |b| b as u64),
+            transfer: self.transfer.map_or(d.transfer, |t| t as u64),
+            pattern: if self.file_per_proc {
+                Pattern::FilePerProc
+            } else if self.strided {
+                Pattern::Strided
+            } else {
+                Pattern::Segmented
+            },
+            collective: self.collective,
+            drop_caches: self.drop_caches,
+            reps: self.reps.unwrap_or(d.reps),
+            dir: self.path,
+            keep: self.keep,
+        };
+        opts.check().map_err(usage_err)?;
+        Ok(Command::Io {
+            opts,
+            json: self.json,
+        })
+    }
 }
 
 /// What follows `raw-tcp`: `serve ADDR:PORT`, or `ADDR:PORT` and options.
@@ -364,6 +445,7 @@ where
         Some(Sub::Rpc(f)) => flags_command(f, |opts, json| Command::Rpc { opts, json }),
         Some(Sub::Dsm(f)) => flags_command(f, |opts, json| Command::Dsm { opts, json }),
         Some(Sub::RawTcp(a)) => raw_tcp(a),
+        Some(Sub::Io(a)) => a.command(),
         Some(Sub::Run(words)) => {
             let (first, rest) = words.split_first().expect("clap names the subcommand");
             let benches = if first == "all" {
@@ -499,6 +581,61 @@ mod tests {
             Err(Error::Usage(m)) => m,
             other => panic!("{args:?}: expected a usage error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn io_command() {
+        let c = parse([
+            "io",
+            "--block-size",
+            "64M",
+            "--transfer-size=1M",
+            "--collective",
+            "--drop-caches",
+            "--reps",
+            "5",
+            "--path",
+            "/tmp/x",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Io { opts, json } = c else {
+            panic!("{c:?}")
+        };
+        assert!(json);
+        assert_eq!(
+            (opts.block, opts.transfer, opts.reps),
+            (64 << 20, 1 << 20, 5)
+        );
+        assert_eq!(opts.pattern, Pattern::Segmented);
+        assert!(opts.collective && opts.drop_caches && !opts.keep);
+        assert_eq!(opts.dir.as_deref(), Some("/tmp/x"));
+        let Command::Io { opts, json } = parse(["io"]).unwrap() else {
+            panic!()
+        };
+        assert!(!json);
+        assert_eq!(opts, IoOptions::default());
+        let Command::Io { opts, .. } = parse(["io", "-F", "-b", "4K", "-t", "1K"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (opts.pattern, opts.block, opts.transfer),
+            (Pattern::FilePerProc, 4096, 1024)
+        );
+        let Command::Io { opts, .. } = parse(["io", "--strided"]).unwrap() else {
+            panic!()
+        };
+        assert_eq!(opts.pattern, Pattern::Strided);
+        assert_eq!(parse(["io", "--help"]).unwrap(), Command::Help);
+        assert!(
+            usage_error(&["io", "--block-size", "3M", "--transfer-size", "2M"])
+                .contains("multiple of --transfer-size")
+        );
+        usage_error(&["io", "--transfer-size", "0"]);
+        usage_error(&["io", "--reps", "0"]);
+        usage_error(&["io", "--strided", "--file-per-proc"]);
+        assert!(usage_error(&["io", "--bogus"]).contains("unknown option `--bogus`"));
+        assert!(usage().contains("io "));
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub enum Error {
         /// What was wrong.
         what: String,
     },
+    /// A file operation of `dosbench io` failed.
+    #[error("{op} failed: {what}")]
+    Io {
+        /// The operation (`File::open`, `MPI_File_write_at`, ...).
+        op: &'static str,
+        /// What went wrong.
+        what: String,
+    },
     /// The command line does not parse.
     #[error("{0}")]
     Usage(String),

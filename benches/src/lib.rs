@@ -20,9 +20,15 @@
 //! over one bare TCP connection between two hosts (`dosbench raw-tcp`), so
 //! that dos's TCP numbers can be set against what the kernel alone does.
 //!
+//! [`io`] is an IOR-shaped parallel file benchmark (`dosbench io`): write
+//! plus sync then read of a shared file or a file per rank, through
+//! `dos::io` on dosfs or MPI-IO on a local directory
+//! ([`runtime::IoRuntime`]).
+//!
 //! ```text
 //! dosrun -n 2 target/release/dosbench latency
 //! mpirun -n 2 target/mpi/release/dosbench latency      # built with --features mpi
+//! dosrun -n 2 target/release/dosbench io --block-size 64M --transfer-size 1M --collective
 //! dosbench compare results/*.json                       # medians and dos/mpi ratios
 //! dosbench raw-tcp serve 10.0.0.2:5000                  # on host B: raw TCP baseline
 //! dosbench raw-tcp 10.0.0.2:5000 --json                 # on host A
@@ -32,6 +38,7 @@
 pub mod cli;
 pub mod compare;
 mod error;
+pub mod io;
 pub mod rawtcp;
 pub mod report;
 #[cfg(all(feature = "dos", not(feature = "mpi")))]

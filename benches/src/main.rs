@@ -79,6 +79,31 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Rpc { opts, json } => rpc_main(&opts, json, false),
         Command::Dsm { opts, json } => rpc_main(&opts, json, true),
+        Command::Io { opts, json } => {
+            let rt = runtime::init().context("joining the job")?;
+            match dos_bench::io::run(&rt, &opts) {
+                Ok(Some(out)) => {
+                    let mut stdout = std::io::stdout().lock();
+                    if json {
+                        writeln!(stdout, "{}", out.json())?;
+                    } else {
+                        write!(stdout, "{}", out.table())?;
+                    }
+                    stdout.flush()?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let msg = format!(
+                        "rank {}: io failed: {:#}",
+                        rt.rank(),
+                        anyhow::Error::from(e)
+                    );
+                    rt.abort(1, &msg);
+                }
+            }
+            rt.finalize().context("leaving the job")?;
+            Ok(())
+        }
         Command::Hello => {
             let rt = runtime::init().context("joining the job")?;
             if rt.rank() == 0 {

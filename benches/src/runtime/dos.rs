@@ -217,3 +217,83 @@ impl Runtime for DosRuntime {
         self.world.finalize().map_err(err("finalize"))
     }
 }
+
+fn io_err(op: &'static str) -> impl FnOnce(::dos::io::Error) -> Error {
+    move |e| Error::Io {
+        op,
+        what: format!("{e}"),
+    }
+}
+
+/// `dos::io` on the dosfs of the environment (`DOSFS`).
+impl super::IoRuntime for DosRuntime {
+    type File = ::dos::io::File;
+    const DEFAULT_DIR: &'static str = "/";
+
+    fn file_open(&self, path: &str, per_proc: bool, write: bool) -> Result<::dos::io::File> {
+        use ::dos::io::{File, Mode};
+        let mode = if write {
+            Mode::READ_WRITE.create()
+        } else {
+            Mode::READ_ONLY
+        };
+        if per_proc {
+            let color = u32::try_from(self.world.rank()).unwrap_or(u32::MAX);
+            let me = self
+                .world
+                .split(Some(color), 0)
+                .map_err(err("split"))?
+                .ok_or(Error::Io {
+                    op: "split",
+                    what: "no communicator of one rank".into(),
+                })?;
+            File::open(&me, path, mode).map_err(io_err("File::open"))
+        } else {
+            File::open(&self.world, path, mode).map_err(io_err("File::open"))
+        }
+    }
+
+    fn file_write_at(
+        &self,
+        file: &::dos::io::File,
+        offset: u64,
+        data: &[u8],
+        collective: bool,
+    ) -> Result<()> {
+        if collective {
+            file.write_at_all(offset, data)
+                .map_err(io_err("File::write_at_all"))
+        } else {
+            file.write_at(offset, data)
+                .map_err(io_err("File::write_at"))
+        }
+    }
+
+    fn file_read_at(
+        &self,
+        file: &::dos::io::File,
+        offset: u64,
+        buf: &mut [u8],
+        collective: bool,
+    ) -> Result<usize> {
+        if collective {
+            file.read_at_all(offset, buf)
+                .map_err(io_err("File::read_at_all"))
+        } else {
+            file.read_at(offset, buf).map_err(io_err("File::read_at"))
+        }
+    }
+
+    fn file_sync(&self, file: &::dos::io::File) -> Result<()> {
+        file.sync().map_err(io_err("File::sync"))
+    }
+
+    fn file_close(&self, file: ::dos::io::File) -> Result<()> {
+        file.close().map_err(io_err("File::close"))
+    }
+
+    fn file_delete(&self, path: &str) -> Result<()> {
+        let fs = ::dos::io::Fs::from_env().map_err(io_err("Fs::from_env"))?;
+        ::dos::io::File::delete(&fs, path).map_err(io_err("File::delete"))
+    }
+}

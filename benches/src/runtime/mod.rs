@@ -193,6 +193,48 @@ pub trait Runtime {
     fn finalize(self) -> Result<()>;
 }
 
+/// What `dosbench io` needs: MPI-IO's explicit-offset calls on one file.
+///
+/// A shared file is opened by every rank of the job together; with
+/// `per_proc` each rank opens its own file alone (on a communicator of one
+/// rank). `dos::io` implements it on dosfs, MPI-IO (through `mpi::ffi`) on a
+/// local directory.
+pub trait IoRuntime: Runtime {
+    /// An open file.
+    type File;
+    /// The directory files go to when `--path` is not given.
+    const DEFAULT_DIR: &'static str;
+
+    /// Opens `path` (`MPI_File_open`): read-write and created if `write`,
+    /// read-only otherwise. Collective over the job, or over this rank alone
+    /// if `per_proc`.
+    fn file_open(&self, path: &str, per_proc: bool, write: bool) -> Result<Self::File>;
+    /// Writes all of `data` at `offset` (`MPI_File_write_at`, or
+    /// `MPI_File_write_at_all` if `collective`).
+    fn file_write_at(
+        &self,
+        file: &Self::File,
+        offset: u64,
+        data: &[u8],
+        collective: bool,
+    ) -> Result<()>;
+    /// Reads into `buf` from `offset` and returns the bytes read
+    /// (`MPI_File_read_at`, or `MPI_File_read_at_all` if `collective`).
+    fn file_read_at(
+        &self,
+        file: &Self::File,
+        offset: u64,
+        buf: &mut [u8],
+        collective: bool,
+    ) -> Result<usize>;
+    /// Makes the file's writes durable (`MPI_File_sync`). Collective over the file's ranks.
+    fn file_sync(&self, file: &Self::File) -> Result<()>;
+    /// Closes the file (`MPI_File_close`). Collective over the file's ranks.
+    fn file_close(&self, file: Self::File) -> Result<()>;
+    /// Deletes `path` (`MPI_File_delete`); one rank calls it.
+    fn file_delete(&self, path: &str) -> Result<()>;
+}
+
 /// Splits `bufs` into `n` consecutive pieces of `len` bytes (empty when `len == 0`).
 pub(crate) fn pieces(bufs: &mut [u8], len: usize, n: usize) -> impl Iterator<Item = &mut [u8]> {
     let mut rest = &mut bufs[..len * n];

@@ -445,3 +445,143 @@ impl Runtime for MpiRuntime {
         Ok(())
     }
 }
+
+/// An `MPI_File` opened by [`super::IoRuntime::file_open`]. Not closed on
+/// drop (`MPI_File_close` is collective): call [`super::IoRuntime::file_close`].
+pub struct MpiFile(ffi::MPI_File);
+
+impl std::fmt::Debug for MpiFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MpiFile").finish_non_exhaustive()
+    }
+}
+
+fn c_path(op: &'static str, path: &str) -> Result<std::ffi::CString> {
+    std::ffi::CString::new(path).map_err(|_| Error::Mpi {
+        op,
+        what: format!("path {path:?} contains a NUL byte"),
+    })
+}
+
+fn offset(op: &'static str, off: u64) -> Result<ffi::MPI_Offset> {
+    ffi::MPI_Offset::try_from(off).map_err(|_| Error::Mpi {
+        op,
+        what: format!("offset {off} does not fit MPI_Offset"),
+    })
+}
+
+/// MPI-IO (ROMIO or OMPIO, whichever the library picks) on a local directory.
+/// File operations return error codes (`MPI_ERRORS_RETURN` is MPI's default
+/// for files) and become [`Error::Mpi`].
+impl super::IoRuntime for MpiRuntime {
+    type File = MpiFile;
+    const DEFAULT_DIR: &'static str = ".";
+
+    fn file_open(&self, path: &str, per_proc: bool, write: bool) -> Result<MpiFile> {
+        const OP: &str = "MPI_File_open";
+        let name = c_path(OP, path)?;
+        let amode = if write {
+            (ffi::MPI_MODE_RDWR | ffi::MPI_MODE_CREATE) as c_int
+        } else {
+            ffi::MPI_MODE_RDONLY as c_int
+        };
+        let mut fh = std::mem::MaybeUninit::<ffi::MPI_File>::uninit();
+        // SAFETY: `name` is a NUL-terminated string that outlives the call;
+        // `fh` is a valid place for the handle; the communicators and the
+        // info constant are live for the whole job.
+        let rc = unsafe {
+            let comm = if per_proc {
+                ffi::RSMPI_COMM_SELF
+            } else {
+                self.world.as_raw()
+            };
+            ffi::MPI_File_open(
+                comm,
+                name.as_ptr(),
+                amode,
+                ffi::RSMPI_INFO_NULL,
+                fh.as_mut_ptr(),
+            )
+        };
+        mpi_ok(OP, rc)?;
+        // SAFETY: MPI_File_open succeeded, so it wrote the handle.
+        Ok(MpiFile(unsafe { fh.assume_init() }))
+    }
+
+    fn file_write_at(&self, file: &MpiFile, off: u64, data: &[u8], collective: bool) -> Result<()> {
+        let op = if collective {
+            "MPI_File_write_at_all"
+        } else {
+            "MPI_File_write_at"
+        };
+        let n = count_i32(op, data.len())?;
+        let off = offset(op, off)?;
+        let dt = u8::equivalent_datatype().as_raw();
+        // SAFETY: `data` holds `n` bytes and outlives the (blocking) call;
+        // the file handle is open; the status is ignored.
+        let rc = unsafe {
+            let buf = data.as_ptr().cast::<c_void>();
+            if collective {
+                ffi::MPI_File_write_at_all(file.0, off, buf, n, dt, ffi::RSMPI_STATUS_IGNORE)
+            } else {
+                ffi::MPI_File_write_at(file.0, off, buf, n, dt, ffi::RSMPI_STATUS_IGNORE)
+            }
+        };
+        mpi_ok(op, rc)
+    }
+
+    fn file_read_at(
+        &self,
+        file: &MpiFile,
+        off: u64,
+        buf: &mut [u8],
+        collective: bool,
+    ) -> Result<usize> {
+        let op = if collective {
+            "MPI_File_read_at_all"
+        } else {
+            "MPI_File_read_at"
+        };
+        let n = count_i32(op, buf.len())?;
+        let off = offset(op, off)?;
+        let dt = u8::equivalent_datatype().as_raw();
+        let mut status = std::mem::MaybeUninit::<ffi::MPI_Status>::uninit();
+        // SAFETY: `buf` has room for `n` bytes and outlives the (blocking)
+        // call; the file handle is open; `status` is a valid place.
+        let rc = unsafe {
+            let p = buf.as_mut_ptr().cast::<c_void>();
+            if collective {
+                ffi::MPI_File_read_at_all(file.0, off, p, n, dt, status.as_mut_ptr())
+            } else {
+                ffi::MPI_File_read_at(file.0, off, p, n, dt, status.as_mut_ptr())
+            }
+        };
+        mpi_ok(op, rc)?;
+        let mut got: c_int = 0;
+        // SAFETY: the read succeeded and filled in `status`.
+        let rc = unsafe { ffi::MPI_Get_count(status.as_ptr(), dt, &mut got) };
+        mpi_ok("MPI_Get_count", rc)?;
+        Ok(usize::try_from(got).unwrap_or(0))
+    }
+
+    fn file_sync(&self, file: &MpiFile) -> Result<()> {
+        // SAFETY: an open file handle.
+        mpi_ok("MPI_File_sync", unsafe { ffi::MPI_File_sync(file.0) })
+    }
+
+    fn file_close(&self, mut file: MpiFile) -> Result<()> {
+        // SAFETY: an open file handle, closed once (it is consumed here).
+        mpi_ok("MPI_File_close", unsafe {
+            ffi::MPI_File_close(&mut file.0)
+        })
+    }
+
+    fn file_delete(&self, path: &str) -> Result<()> {
+        const OP: &str = "MPI_File_delete";
+        let name = c_path(OP, path)?;
+        // SAFETY: a NUL-terminated string that outlives the call; a live info constant.
+        mpi_ok(OP, unsafe {
+            ffi::MPI_File_delete(name.as_ptr(), ffi::RSMPI_INFO_NULL)
+        })
+    }
+}
