@@ -99,7 +99,11 @@ fn a_flood_of_bad_connections_gives_a_short_log() {
     // yet while too many authenticate (on a loaded machine); the rank joins
     // again, so a few more may be counted, never fewer.
     let total = counted + single;
-    assert!((3000..=3000 + 4 * 4).contains(&total), "{total}: {}", r.stderr);
+    assert!(
+        (3000..=3000 + 4 * 4).contains(&total),
+        "{total}: {}",
+        r.stderr
+    );
 }
 
 /// 256 ranks (128 to a core) pass the collective check, and 1,024 start
