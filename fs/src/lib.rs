@@ -165,7 +165,8 @@
 //! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
 //!
 //! ## Not yet here (issue 10)
-//! io_uring on the servers, and `dosbench io`. Whole-stripe writes already
+//! io_uring on the servers, and the performance targets (`dosbench io`
+//! measures them against MPI-IO). Whole-stripe writes already
 //! go to disk with O_DIRECT ([`chunk`]); the FUSE mount is `dosfs mount`
 //! (the `mount` module, feature `mount`).
 #![deny(missing_docs)]
