@@ -105,6 +105,13 @@ pub struct RunOpts {
     /// `--fs-addr FILE` (hidden, for `dosfs up --hostfile`): another address
     /// file, with dosrun's pid.
     pub fs_addr: Option<PathBuf>,
+    /// `--max-restarts K`: restart the job after a failure, at most K times.
+    pub max_restarts: usize,
+    /// `--spares N`: the last N hosts are held back to replace failed hosts.
+    pub spares: usize,
+    /// `--restart-np M`: with no host to replace a failed one, restart on M
+    /// ranks.
+    pub restart_np: Option<usize>,
     /// The program, as given.
     pub program: OsString,
     /// Its arguments.
@@ -154,7 +161,22 @@ errors are listed as consequences).
 Exit status: 0 when every rank exited 0; the blamed rank's status; 124 on
 --timeout or --stall-timeout; the code given to abort; 128+N when interrupted by
 signal N; 1 when a host was lost; 2 for a usage error;
-126/127 when the program cannot be executed; 125 when dosrun itself fails.";
+126/127 when the program cannot be executed; 125 when dosrun itself fails.
+
+With --max-restarts K, a failed job (a rank killed by a signal, exiting non-zero
+or aborting, a host lost) is ended on every host and started again, at most K
+times; --timeout, --stall-timeout, interruptions and programs that cannot start
+are not restarted. Every rank sees DOS_RUN_ATTEMPT (0, then k on the k-th
+restart) and DOS_CKPT_ID (the same on every attempt of one dosrun; dosrun's own
+DOS_CKPT_ID or -x DOS_CKPT_ID if set). Ranks keep their numbers and hosts; the
+ranks of a lost host move together to a spare (--spares N: the last N hosts are
+held back), else to free slots of the other hosts, else the job restarts on
+--restart-np M ranks; a lost host is not used again. Each restart is reported in
+one line: 'dosrun: restart k/K: CAUSE; rank R on host H; checkpoint: NAME (or none
+reported); recovered in S s', where NAME is what rank 0 put under the wire-up
+key dos.ckpt.restored and S runs from the failure to that put (or to the new
+run's first fence). The exit status is 0 only if a run completed; when the
+restarts are exhausted it is the last failure's status.";
 
 /// dosrun's command line, as clap reads it after [`normalise`].
 ///
@@ -267,6 +289,18 @@ struct Cli {
     /// pid (`dosfs up --hostfile` runs dosrun so)
     #[arg(long = "fs-addr", value_name = "FILE", value_parser = parse_fs_path, hide = true)]
     fs_addr: Option<PathBuf>,
+    /// Restart the job after a failure (a rank killed, exiting non-zero or
+    /// aborting, a host lost), at most K times (default 0)
+    #[arg(long = "max-restarts", value_name = "K", value_parser = parse_max_restarts)]
+    max_restarts: Option<usize>,
+    /// With --max-restarts: hold the last N hosts back as spares that
+    /// replace lost hosts
+    #[arg(long = "spares", value_name = "N", value_parser = parse_spares)]
+    spares: Option<usize>,
+    /// With --max-restarts: when no spare nor free slot can take a lost
+    /// host's ranks, restart on M ranks (the program must allow it)
+    #[arg(long = "restart-np", value_name = "M", value_parser = parse_restart_np)]
+    restart_np: Option<usize>,
     /// Print the transports and tunables, then exit
     #[arg(long)]
     info: bool,
@@ -307,6 +341,9 @@ fn given_twice(id: &str) -> Option<&'static str> {
         "bind_to" => "--bind-to is given twice",
         "fs" => "--fs is given twice",
         "fs_stage_out" => "--fs-stage-out is given twice",
+        "max_restarts" => "--max-restarts is given twice",
+        "spares" => "--spares is given twice",
+        "restart_np" => "--restart-np is given twice",
         _ => return None,
     })
 }
@@ -465,6 +502,18 @@ where
     if cli.np.is_none() && hosts.is_empty() && cli.hostfile.is_none() && cli.per_node.is_none() {
         return Err(usage("missing -n N: the number of ranks"));
     }
+    let max_restarts = cli.max_restarts.unwrap_or(0);
+    if max_restarts == 0 && (cli.spares.is_some() || cli.restart_np.is_some()) {
+        return Err(usage("--spares and --restart-np need --max-restarts K"));
+    }
+    if cli.spares.is_some_and(|n| n > 0) && hosts.is_empty() && cli.hostfile.is_none() {
+        return Err(usage("--spares needs hosts (-H or --hostfile)"));
+    }
+    if max_restarts > 0 && cli.fs.is_some() {
+        return Err(usage(
+            "--max-restarts cannot be combined with --fs yet (use a dosfs of its own: dosfs up)",
+        ));
+    }
     Ok(Action::Run(Box::new(RunOpts {
         np: cli.np,
         hosts,
@@ -486,6 +535,9 @@ where
         fs: cli.fs,
         fs_stage_out: cli.fs_stage_out,
         fs_addr: cli.fs_addr,
+        max_restarts,
+        spares: cli.spares.unwrap_or(0),
+        restart_np: cli.restart_np,
         program,
         args: command.collect(),
     })))
@@ -539,6 +591,29 @@ fn parse_np(v: &str) -> Result<usize, String> {
 
 fn parse_per_node(v: &str) -> Result<usize, String> {
     parse_count("-N", v)
+}
+
+/// Most restarts one dosrun may make.
+pub const MAX_RESTARTS: usize = 10_000;
+
+fn parse_max_restarts(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(k) if k <= MAX_RESTARTS => Ok(k),
+        _ => Err(format!(
+            "--max-restarts: not a number from 0 to {MAX_RESTARTS}: {v:?}"
+        )),
+    }
+}
+
+fn parse_spares(v: &str) -> Result<usize, String> {
+    match v.parse::<usize>() {
+        Ok(k) if k < MAX_RANKS => Ok(k),
+        _ => Err(format!("--spares: not a number of hosts: {v:?}")),
+    }
+}
+
+fn parse_restart_np(v: &str) -> Result<usize, String> {
+    parse_count("--restart-np", v)
 }
 
 fn parse_hosts(v: &str) -> Result<HostList, String> {

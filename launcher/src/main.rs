@@ -4,7 +4,8 @@
 //! dosrun [-n N] [-H HOSTS | --hostfile FILE] [--map-by slot|node] [-N N] [--oversubscribe]
 //!        [--bind-to core|numa|none] [--report-bindings] [--tag-output] [--timeout SECS]
 //!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]]
-//!        [--fs DIR [--fs-stage-out PATH]] [--] PROGRAM [ARGS]
+//!        [--fs DIR [--fs-stage-out PATH]]
+//!        [--max-restarts K [--spares N] [--restart-np M]] [--] PROGRAM [ARGS]
 //! dosrun --topology | --info | --help | --version
 //! ```
 //!
@@ -29,6 +30,10 @@
 //!   (launch through ssh, authenticated control connections, heartbeats),
 //!   `agent::node`, the agent itself (`dosrun --agent`, hidden), and
 //!   `agent::wire`, `agent::ctl`, their control protocol;
+//! * `restart`: `--max-restarts`: which failures are restarted, where the
+//!   ranks of a lost host go (spares, free slots, `--restart-np`), the
+//!   ranks' `DOS_RUN_ATTEMPT` and `DOS_CKPT_ID`, the one-line report; the
+//!   loop over attempts is [`run`], each attempt a whole run ([`run_once`]);
 //! * `stdio`: line splitting, tags and output queues;
 //! * `fsjob`: `--fs DIR`, a dosfs server per node inside dosrun and the
 //!   node agents, its address file for the ranks, stage-out at the end;
@@ -45,6 +50,7 @@ mod info;
 mod plan;
 mod pmi_server;
 mod refusals;
+mod restart;
 mod spawn;
 mod start;
 mod stdio;
@@ -54,7 +60,7 @@ mod topology;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agent::pool::{Agents, AgentsConfig};
 use agent::wire::Assign;
@@ -68,7 +74,8 @@ use hosts::{Host, HostKind, LocalHost};
 use plan::{Plan, Request};
 use spawn::{SpawnError, Spawned};
 use start::{JobEnv, Node, Outcome, Side};
-use supervise::{Supervisor, Watch, STATUS_INTERNAL, STATUS_USAGE};
+use restart::HostPool;
+use supervise::{Ended, Supervisor, Watch, STATUS_INTERNAL, STATUS_USAGE};
 use sys::SignalFd;
 use topology::Topology;
 
@@ -108,10 +115,11 @@ fn fail(code: i32, msg: &str) -> i32 {
     code
 }
 
-/// Places the ranks: on the hosts of `-H` or the hostfile, else all on
-/// this machine (`host`), as many as asked for: locally dosrun does not
-/// insist on `--oversubscribe` (its default slots are the CPUs it may use).
-fn make_plan(o: &RunOpts, host: &str) -> Result<Plan, String> {
+/// The hosts to place the ranks on and the request: the hosts of `-H` or
+/// the hostfile, else this machine (`host`), taking as many ranks as asked
+/// for: locally dosrun does not insist on `--oversubscribe` (its default
+/// slots are the CPUs it may use).
+fn host_list(o: &RunOpts, host: &str) -> Result<(Vec<Host>, Request), String> {
     let entries = match &o.hostfile {
         Some(path) => hosts::read_hostfile(path).map_err(|e| e.to_string())?,
         None => o.hosts.clone(),
@@ -134,7 +142,7 @@ fn make_plan(o: &RunOpts, host: &str) -> Result<Plan, String> {
         let local = LocalHost::current(host.to_string());
         hosts::merge(&entries, &local, hosts::system_resolve).map_err(|e| e.to_string())?
     };
-    Plan::build(&list, req).map_err(|e| e.to_string())
+    Ok((list, req))
 }
 
 /// How node agents are started and watched, from the options.
@@ -210,7 +218,8 @@ const FDS_PER_RANK: u64 = 4;
 /// strangers' connections.
 const FDS_RESERVE: u64 = 128;
 
-/// Runs a job; returns dosrun's exit status.
+/// Runs a job, restarting it after failures (`--max-restarts`, see
+/// `restart`); returns dosrun's exit status.
 fn run(o: RunOpts) -> i32 {
     sys::ensure_std_fds_open();
 
@@ -220,10 +229,95 @@ fn run(o: RunOpts) -> i32 {
         Err(e) => return fail(STATUS_USAGE, &e.to_string()),
     };
     let host = sys::hostname();
-    let plan = match make_plan(&o, &host) {
+    let (list, req) = match host_list(&o, &host) {
+        Ok(x) => x,
+        Err(e) => return fail(STATUS_USAGE, &e),
+    };
+    let mut pool = match HostPool::new(list, o.spares) {
         Ok(p) => p,
         Err(e) => return fail(STATUS_USAGE, &e),
     };
+    let mut plan = match Plan::build(pool.active(), req) {
+        Ok(p) => p,
+        Err(e) => return fail(STATUS_USAGE, &e.to_string()),
+    };
+    // One checkpoint id for every attempt: the user's, else a new one.
+    let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+    let ckpt_id = match exports
+        .iter()
+        .rev()
+        .find(|(k, _)| k == restart::ENV_CKPT_ID)
+        .map(|(_, v)| v.clone())
+        .or_else(|| std::env::var_os(restart::ENV_CKPT_ID))
+    {
+        Some(v) => v,
+        None => match sys::random_u64() {
+            Ok(r) => format!("{r:016x}").into(),
+            Err(e) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
+        },
+    };
+    let mut pending = None;
+    let mut attempt = 0;
+    loop {
+        let extra: Vec<(OsString, OsString)> = vec![
+            (restart::ENV_RUN_ATTEMPT.into(), attempt.to_string().into()),
+            (restart::ENV_CKPT_ID.into(), ckpt_id.clone()),
+        ];
+        let ended = run_once(&o, &cfg, &host, &plan, &extra, pending.take());
+        let Some(f) = ended.failure else {
+            return ended.status;
+        };
+        if !f.restartable {
+            return ended.status;
+        }
+        if attempt >= o.max_restarts {
+            if o.max_restarts > 0 {
+                fail(
+                    ended.status,
+                    &format!(
+                        "no restarts left ({} made); exiting with the failure's status {}",
+                        o.max_restarts, ended.status
+                    ),
+                );
+            }
+            return ended.status;
+        }
+        attempt += 1;
+        match pool.replan(&plan, &f.lost, o.restart_np, req) {
+            Ok(r) => {
+                let head = restart::report_head(attempt, o.max_restarts, &f, &r.moves);
+                pending = Some((head, f.at.unwrap_or_else(Instant::now)));
+                plan = r.plan;
+            }
+            Err(e) => {
+                return fail(
+                    ended.status,
+                    &format!(
+                        "cannot restart: {e}; exiting with the failure's status {}",
+                        ended.status
+                    ),
+                )
+            }
+        }
+    }
+}
+
+/// One run of the job on `plan`, with `extra` exported to the ranks (they
+/// replace exports of the same names); `report`: this run is a restart,
+/// with the head of its report line and the failure's time.
+fn run_once(
+    o: &RunOpts,
+    cfg: &Config,
+    host: &str,
+    plan: &Plan,
+    extra: &[(OsString, OsString)],
+    report: Option<(String, Instant)>,
+) -> Ended {
+    let ended = |status| Ended {
+        status,
+        failure: None,
+    };
+    let host = host.to_string();
     let nnodes = plan.nodes().len();
     // Each node's shared segment serves a bounded number of ranks: say so now,
     // for every node, rather than when a segment is made.
@@ -231,19 +325,21 @@ fn run(o: RunOpts) -> i32 {
         if let Err(e @ dos_transport::Error::TooManyLocalRanks { .. }) =
             dos_transport::shm::wire::Layout::new(plan.local_size(id), cfg.shm_ring_bytes)
         {
-            return fail(
+            return ended(fail(
                 STATUS_USAGE,
                 &format!("{e} (host {})", plan.nodes()[id].host),
-            );
+            ));
         }
     }
     let remote: Vec<usize> = (0..nnodes).filter(|&n| !plan.nodes()[n].local).collect();
     let grace = o.grace.unwrap_or(Duration::from_millis(cfg.kill_grace_ms));
-    let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+    let mut exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+    exports.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+    exports.extend_from_slice(extra);
     // --fs: the ranks of node N find the address file DIR/dosfs-N.addr in DOSFS.
     let fs_dir = match o.fs.as_deref().map(fsjob::absolute).transpose() {
         Ok(d) => d,
-        Err(e) => return fail(STATUS_USAGE, &e),
+        Err(e) => return ended(fail(STATUS_USAGE, &e)),
     };
     let node_exports = |n: usize| {
         let mut e = exports.clone();
@@ -256,14 +352,14 @@ fn run(o: RunOpts) -> i32 {
         e
     };
     if let Err(e) = check_transports(&exports, &cfg, nnodes) {
-        return fail(STATUS_USAGE, &e);
+        return ended(fail(STATUS_USAGE, &e));
     }
     let agents_cfg = if remote.is_empty() {
         None
     } else {
-        match agents_config(&o) {
+        match agents_config(o) {
             Ok(c) => Some(c),
-            Err(e) => return fail(STATUS_USAGE, &e),
+            Err(e) => return ended(fail(STATUS_USAGE, &e)),
         }
     };
 
@@ -285,8 +381,8 @@ fn run(o: RunOpts) -> i32 {
     };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),
-        (Err(e), _) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
-        (_, Err(e)) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
+        (Err(e), _) => return ended(fail(STATUS_INTERNAL, &format!("getrandom: {e}"))),
+        (_, Err(e)) => return ended(fail(STATUS_INTERNAL, &format!("getrandom: {e}"))),
     };
     // The control port, on the address that reaches the remote hosts.
     let mut agents = None;
@@ -301,15 +397,15 @@ fn run(o: RunOpts) -> i32 {
                     .map_err(|e| format!("no route to host {h} ({a}): {e}"))
             }) {
             Ok(ip) => ip,
-            Err(e) => return fail(STATUS_USAGE, &e),
+            Err(e) => return ended(fail(STATUS_USAGE, &e)),
         };
         match Agents::bind(ip, jobid, secret.clone(), acfg) {
             Ok(a) => agents = Some(a),
             Err(e) => {
-                return fail(
+                return ended(fail(
                     STATUS_INTERNAL,
                     &format!("cannot listen on a control port on {ip}: {e}"),
-                )
+                ))
             }
         }
     }
@@ -333,36 +429,36 @@ fn run(o: RunOpts) -> i32 {
                         addr_out: o.fs_addr.clone(),
                     })
                 }
-                Err(e) => return fail(STATUS_INTERNAL, &e),
+                Err(e) => return ended(fail(STATUS_INTERNAL, &e)),
             }
         }
     };
     // Without ranks here the service serves nobody; its name is unused.
     let (pmi_name, service) = match start::serve(&node, jobid, &secret) {
         Ok(x) => x,
-        Err(e) => return fail(STATUS_INTERNAL, &e),
+        Err(e) => return ended(fail(STATUS_INTERNAL, &e)),
     };
     // The program, the bindings and the segment of this node.
     let prepared = match local_node.map(|_| node.prepare(Side::Launcher)) {
         None => None,
         Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return fail(e.status, &e.why),
+        Some(Err(e)) => return ended(fail(e.status, &e.why)),
     };
     let signals = match SignalFd::new() {
         Ok(s) => s,
-        Err(e) => return fail(STATUS_INTERNAL, &format!("signalfd: {e}")),
+        Err(e) => return ended(fail(STATUS_INTERNAL, &format!("signalfd: {e}"))),
     };
     // As many descriptors as dosrun may have (the ranks get the limit
     // they had); then check that the ranks of this host fit.
     let nofile = sys::raise_nofile_limit();
     let need = FDS_PER_RANK * local_size as u64 + FDS_RESERVE;
     if let Some(limit) = sys::nofile_limit().filter(|&l| l < need) {
-        return fail(
+        return ended(fail(
             STATUS_USAGE,
             &format!(
                 "{local_size} ranks on this host need about {need} open files in dosrun, but its limit (RLIMIT_NOFILE, hard limit included) is {limit}: raise it (ulimit -Hn) or run fewer ranks per host"
             ),
-        );
+        ));
     }
 
     // The node agents first: their ssh connections set up while the local
@@ -413,7 +509,7 @@ fn run(o: RunOpts) -> i32 {
                     a.abandon_unconnected();
                     a.finish();
                 }
-                return fail(STATUS_USAGE, &format!("--fs: {e}"));
+                return ended(fail(STATUS_USAGE, &format!("--fs: {e}")));
             }
         }
     }
@@ -449,6 +545,9 @@ fn run(o: RunOpts) -> i32 {
     }
     if let Some(e) = fs_end {
         sup.set_fs_end(e);
+    }
+    if let Some((head, since)) = report {
+        sup.restart_report(head, since);
     }
     if let Some(p) = prepared {
         let mut out = LocalRanks {

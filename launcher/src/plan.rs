@@ -268,6 +268,31 @@ impl Plan {
         Plan { nodes, ranks }
     }
 
+    /// A plan of the given nodes, each with its ranks (sorted here), as
+    /// `restart` rearranges them; `None` unless the ranks are exactly
+    /// `0..n`, each once. Nodes without ranks are dropped.
+    pub fn from_nodes(nodes: Vec<Node>) -> Option<Plan> {
+        let mut nodes: Vec<Node> = nodes.into_iter().filter(|n| !n.ranks.is_empty()).collect();
+        let total: usize = nodes.iter().map(|n| n.ranks.len()).sum();
+        let mut ranks: Vec<Option<Placement>> = vec![None; total];
+        for (node_id, n) in nodes.iter_mut().enumerate() {
+            n.ranks.sort_unstable();
+            for (local_rank, &r) in n.ranks.iter().enumerate() {
+                let slot = ranks.get_mut(r)?;
+                if slot.is_some() {
+                    return None;
+                }
+                *slot = Some(Placement {
+                    rank: r,
+                    node_id,
+                    local_rank,
+                });
+            }
+        }
+        let ranks = ranks.into_iter().collect::<Option<Vec<_>>>()?;
+        Some(Plan { nodes, ranks })
+    }
+
     /// Number of ranks.
     pub fn size(&self) -> usize {
         self.ranks.len()

@@ -94,7 +94,22 @@ pub enum Action {
     /// A rank of the node left the wire-up (finalized, disconnected or
     /// exited): job-wide fences that need it cannot complete.
     Left(usize),
+    /// A rank put a key that dosrun hears of at once, fence or not
+    /// ([`ANNOUNCED`]); the put is also an ordinary one.
+    Announce {
+        /// The rank.
+        rank: usize,
+        /// The key.
+        key: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
 }
+
+/// Keys whose puts are reported to dosrun as they come (also after the
+/// last fence): rank 0's word of the checkpoint it restored from
+/// ([`crate::restart::KEY_RESTORED`]).
+pub const ANNOUNCED: &[&str] = &[crate::restart::KEY_RESTORED];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -204,6 +219,13 @@ impl Wireup {
                 self.stored = self.stored - old + new;
                 self.pending.insert(key.to_string(), value.to_vec());
                 out.push(Action::Reply(conn, OwnedReply::Ok));
+                if ANNOUNCED.contains(&key) {
+                    out.push(Action::Announce {
+                        rank,
+                        key: key.to_string(),
+                        value: value.to_vec(),
+                    });
+                }
             }
             Request::Fence => {
                 self.slots[i] = Slot::Attached {
@@ -458,6 +480,15 @@ pub enum Event {
     FenceEnter(Puts),
     /// See [`Action::Left`].
     Left(usize),
+    /// See [`Action::Announce`].
+    Announce {
+        /// The rank.
+        rank: usize,
+        /// The key.
+        key: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
     /// A connection was refused (one line, without a prefix), or a summary
     /// of refusals (rate-limited: [`crate::refusals`]).
     Refused(String),
@@ -734,6 +765,9 @@ impl Service {
                 }
                 Action::FenceEnter(p) => self.events.push(Event::FenceEnter(p)),
                 Action::Left(r) => self.events.push(Event::Left(r)),
+                Action::Announce { rank, key, value } => {
+                    self.events.push(Event::Announce { rank, key, value })
+                }
             }
         }
     }
@@ -794,6 +828,47 @@ mod tests {
             }
         }
         res
+    }
+
+    #[test]
+    fn the_restored_checkpoint_is_announced_also_after_the_fence() {
+        let mut w = Wireup::new(vec![0, 1]);
+        hello(&mut w, 10, 0);
+        hello(&mut w, 11, 1);
+        assert_eq!(req(&mut w, 10, Request::Fence), []);
+        let enter = req(&mut w, 11, Request::Fence);
+        assert_eq!(complete(&mut w, &enter).len(), 2);
+        // After the last fence: accepted, and announced at once.
+        let key = crate::restart::KEY_RESTORED;
+        let out = req(
+            &mut w,
+            10,
+            Request::Put {
+                key,
+                value: b"heat v3 (L1)",
+            },
+        );
+        assert_eq!(
+            out,
+            [
+                ok(10),
+                Action::Announce {
+                    rank: 0,
+                    key: key.into(),
+                    value: b"heat v3 (L1)".to_vec()
+                }
+            ]
+        );
+        // Other keys are not.
+        let out = req(
+            &mut w,
+            11,
+            Request::Put {
+                key: "other",
+                value: b"x",
+            },
+        );
+        assert_eq!(out, [ok(11)]);
     }
 
     #[test]

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use crate::agent::pool::{AgentEvent, AgentTag, Agents};
 use crate::agent::wire::{FromAgent, ToAgent};
 use crate::plan::Plan;
+use crate::restart::Failure;
 use crate::pmi_server::{Event, FenceOutcome, GlobalFence, PollTag, Service};
 use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
@@ -184,6 +185,35 @@ pub struct Supervisor {
     stall_timeout: Option<Duration>,
     /// `--fs`: stage-out and the local server's stop, before the agents exit.
     fs_end: Option<crate::fsjob::FsEnd>,
+    /// The rank blamed for the stop, and its host (or the lost host).
+    culprit: (Option<usize>, Option<String>),
+    /// The stop line, without `dosrun: ` and `; stopping the job`.
+    stop_what: Option<String>,
+    /// When the first failure (cause or suspect) was seen.
+    first_evidence: Option<Instant>,
+    /// Hosts lost during the run.
+    lost_hosts: Vec<String>,
+    /// The report of the restart this run is, until it is printed.
+    restart: Option<PendingReport>,
+}
+
+/// The line of the restart this run is (see [`crate::restart`]), waiting
+/// for the checkpoint rank 0 restored, or for the wait after the fence.
+#[derive(Debug)]
+struct PendingReport {
+    head: String,
+    since: Instant,
+    fence_at: Option<Instant>,
+    report_at: Option<Instant>,
+}
+
+/// How a run ended: dosrun's exit status for it and, when it failed, why.
+#[derive(Debug)]
+pub struct Ended {
+    /// The exit status.
+    pub status: i32,
+    /// The failure, if the run failed.
+    pub failure: Option<Failure>,
 }
 
 /// How a job is watched (from the options and tunables).
@@ -267,6 +297,56 @@ impl Supervisor {
             blame_window,
             stall_timeout,
             fs_end: None,
+            culprit: (None, None),
+            stop_what: None,
+            first_evidence: None,
+            lost_hosts: Vec::new(),
+            restart: None,
+        }
+    }
+
+    /// This run is a restart: `head` is the start of its report line
+    /// ([`crate::restart::report_head`]), `since` the failure it recovers
+    /// from. The line is printed when rank 0 announces the checkpoint it
+    /// restored, or [`crate::restart::REPORT_WAIT`] after the first fence,
+    /// or when the run ends.
+    pub fn restart_report(&mut self, head: String, since: Instant) {
+        self.restart = Some(PendingReport {
+            head,
+            since,
+            fence_at: None,
+            report_at: None,
+        });
+    }
+
+    /// Prints the restart's line, if it is still pending.
+    fn report_restart(&mut self, checkpoint: Option<&str>, now: Instant) {
+        let Some(p) = self.restart.take() else {
+            return;
+        };
+        let took = match checkpoint {
+            Some(_) => Some(now.saturating_duration_since(p.since)),
+            None => p.fence_at.map(|f| f.saturating_duration_since(p.since)),
+        };
+        let line = crate::restart::report_line(&p.head, checkpoint, took);
+        self.sinks[1].push(line.as_bytes());
+        self.sinks[1].push(b"\n");
+    }
+
+    /// A rank put a key dosrun hears of at once.
+    fn on_announce(&mut self, key: &str, value: &[u8]) {
+        if key == crate::restart::KEY_RESTORED {
+            let name = String::from_utf8_lossy(value).into_owned();
+            self.report_restart(Some(&name), Instant::now());
+        }
+    }
+
+    /// Blames `rank` (on `host`) for the stop about to come, unless the job
+    /// is already stopping.
+    fn blame_rank(&mut self, rank: Option<usize>, host: Option<String>) {
+        if self.cause.is_none() {
+            let host = host.or_else(|| rank.and_then(|r| self.ranks.get(r)).map(|r| r.host.clone()));
+            self.culprit = (rank, host);
         }
     }
 
@@ -316,6 +396,7 @@ impl Supervisor {
 
     fn rank_start_failed(&mut self, rank: usize, host: &str, status: i32, why: &str) {
         self.forget(rank);
+        self.blame_rank(Some(rank), Some(host.to_string()));
         self.stop(
             Cause::StartFailed(status),
             format!("dosrun: rank {rank} on host {host}: {why}; stopping the job"),
@@ -337,8 +418,9 @@ impl Supervisor {
         }
     }
 
-    /// Runs the job to its end; returns dosrun's exit status.
-    pub fn run(mut self) -> i32 {
+    /// Runs the job to its end; returns dosrun's exit status and the
+    /// failure, if any.
+    pub fn run(mut self) -> Ended {
         let mut fds: Vec<libc::pollfd> = Vec::new();
         let mut tags: Vec<Tag> = Vec::new();
         loop {
@@ -410,6 +492,14 @@ impl Supervisor {
         if self.blame_at.is_some_and(|t| now >= t) {
             self.blame();
         }
+        if self
+            .restart
+            .as_ref()
+            .and_then(|p| p.report_at)
+            .is_some_and(|t| now >= t)
+        {
+            self.report_restart(None, now);
+        }
         if let Some(stall) = self.stall_timeout {
             let stuck = self
                 .ranks
@@ -452,6 +542,7 @@ impl Supervisor {
             self.kill_at,
             self.drain_until,
             self.blame_at,
+            self.restart.as_ref().and_then(|p| p.report_at),
             stall,
             self.service.deadline(),
             self.agents.as_ref().and_then(Agents::deadline),
@@ -641,6 +732,7 @@ impl Supervisor {
             // Killed: no peer's failure does that.
             ExitCause::Signaled { .. } => {
                 self.suspects.retain(|s| s.rank != rank);
+                self.blame_rank(Some(rank), None);
                 self.stop(
                     Cause::RankFailed(cause),
                     format!("dosrun: {what}; stopping the job"),
@@ -659,6 +751,7 @@ impl Supervisor {
             return;
         }
         self.suspects.push(Suspect { rank, cause, what });
+        self.first_evidence.get_or_insert_with(Instant::now);
         if self.blame_at.is_none() {
             self.blame_at = Some(Instant::now() + self.blame_window);
         }
@@ -675,6 +768,7 @@ impl Supervisor {
             return;
         }
         let first = self.suspects.remove(0);
+        self.blame_rank(Some(first.rank), None);
         self.stop(
             first.cause,
             format!("dosrun: {}; stopping the job", first.what),
@@ -701,6 +795,7 @@ impl Supervisor {
                         let out = self.fence.left(rank);
                         self.deliver(out);
                     }
+                    Event::Announce { key, value, .. } => self.on_announce(&key, &value),
                     // Ranks killed while they authenticate are no news.
                     Event::Refused(_) if self.cause.is_some() => {}
                     Event::Refused(why) => {
@@ -713,6 +808,13 @@ impl Supervisor {
 
     /// Hands the outcomes of the job-wide fence to the nodes.
     fn deliver(&mut self, out: Vec<(usize, FenceOutcome)>) {
+        if out.iter().any(|(_, o)| matches!(o, FenceOutcome::Done(_))) {
+            if let Some(p) = self.restart.as_mut().filter(|p| p.fence_at.is_none()) {
+                let now = Instant::now();
+                p.fence_at = Some(now);
+                p.report_at = Some(now + crate::restart::REPORT_WAIT);
+            }
+        }
         for (n, o) in out {
             if Some(n) == self.local_node {
                 self.service.fence_outcome(&o);
@@ -810,6 +912,11 @@ impl Supervisor {
                     .collect();
                 self.sinks[1].push(format!("{line}\n").as_bytes());
             }
+            FromAgent::Announce { rank, key, value } => {
+                if self.on_node(rank, n).is_some() {
+                    self.on_announce(&key, &value);
+                }
+            }
             // The --fs frames come before the job starts (`fsjob`).
             FromAgent::Heartbeat | FromAgent::FsUp { .. } | FromAgent::FsFailed(_) => {}
             FromAgent::Stopped { rank, sig } => {
@@ -830,6 +937,9 @@ impl Supervisor {
             .and_then(|a| a.host(node))
             .unwrap_or("?")
             .to_string();
+        if !self.lost_hosts.contains(&host) {
+            self.lost_hosts.push(host.clone());
+        }
         let mut live = Vec::new();
         for i in 0..self.ranks.len() {
             if self.ranks[i].node == node {
@@ -853,6 +963,7 @@ impl Supervisor {
                     .join(", ")
             ),
         };
+        self.blame_rank(live.first().copied(), Some(host.clone()));
         self.stop(
             Cause::HostLost,
             format!("dosrun: host {host} (node {node}) lost{ranks}: {why}; stopping the job"),
@@ -945,6 +1056,10 @@ impl Supervisor {
         }
         let interrupted = matches!(cause, Cause::Interrupted(_));
         self.cause = Some(cause);
+        self.first_evidence.get_or_insert_with(Instant::now);
+        let what = line.strip_prefix("dosrun: ").unwrap_or(&line);
+        let what = what.strip_suffix("; stopping the job").unwrap_or(what);
+        self.stop_what = Some(what.to_string());
         self.blame_at = None;
         self.sinks[1].push(line.as_bytes());
         self.sinks[1].push(b"\n");
@@ -998,8 +1113,9 @@ impl Supervisor {
     }
 
     /// Flushes output, reaps every rank and computes the exit status.
-    fn finish(mut self) -> i32 {
+    fn finish(mut self) -> Ended {
         self.blame();
+        self.report_restart(None, Instant::now());
         for s in self.streams.iter_mut() {
             if let Some(mut s) = s.take() {
                 s.splitter.finish(self.sinks[s.sink].queue());
@@ -1058,10 +1174,21 @@ impl Supervisor {
                 }
             }
         };
-        if fs_failed && status == 0 {
-            1
-        } else {
-            status
-        }
+        let status = if fs_failed && status == 0 { 1 } else { status };
+        let failure = (status != 0).then(|| Failure {
+            restartable: matches!(
+                self.cause,
+                Some(Cause::RankFailed(_) | Cause::Abort(_) | Cause::HostLost)
+            ),
+            what: self
+                .stop_what
+                .take()
+                .unwrap_or_else(|| format!("the job failed with status {status}")),
+            rank: self.culprit.0,
+            host: self.culprit.1.take(),
+            lost: std::mem::take(&mut self.lost_hosts),
+            at: self.first_evidence,
+        });
+        Ended { status, failure }
     }
 }

@@ -689,6 +689,11 @@ impl Agent {
                 },
                 Event::FenceEnter(p) => FromAgent::FenceEnter(p),
                 Event::Left(rank) => FromAgent::Left { rank: rank as u32 },
+                Event::Announce { rank, key, value } => FromAgent::Announce {
+                    rank: rank as u32,
+                    key,
+                    value,
+                },
                 Event::Refused(why) => FromAgent::Log(format!("dosrun: host {}: {why}", self.host)),
             };
             self.ctl.send(|o| m.encode(o));

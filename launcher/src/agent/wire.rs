@@ -9,7 +9,7 @@
 //! offset  size  field
 //!      0     2  magic, b"DC"
 //!      2     1  version, VERSION (1)
-//!      3     1  kind: 0x01..=0x09 dosrun -> agent, 0x81..=0x8c agent -> dosrun
+//!      3     1  kind: 0x01..=0x09 dosrun -> agent, 0x81..=0x8d agent -> dosrun
 //!      4     4  len: body length, u32 little-endian, at most MAX_BODY
 //! ```
 //!
@@ -40,6 +40,7 @@
 //! | 0x8a | `Stopped` | u32 rank, i32 signal that stopped it (0: it was continued) |
 //! | 0x8b | `FsUp` | 16 bytes fsid (the target's), str address |
 //! | 0x8c | `FsFailed` | str why |
+//! | 0x8d | `Announce` | u32 rank, str key, bytes value (a put dosrun hears of at once) |
 //!
 //! `FsServe`, `FsAddrs` (before `Assign`), `FsUp` and `FsFailed` exist only in
 //! jobs with `--fs` (see `crate::fsjob`).
@@ -119,6 +120,8 @@ pub mod kind {
     pub const LOG: u8 = 0x88;
     /// [`super::FromAgent::Heartbeat`].
     pub const HEARTBEAT_UP: u8 = 0x89;
+    /// [`super::FromAgent::Announce`].
+    pub const ANNOUNCE: u8 = 0x8d;
 }
 
 /// Why a frame was rejected.
@@ -281,6 +284,16 @@ pub enum FromAgent {
     },
     /// The node's dosfs server could not start.
     FsFailed(String),
+    /// A rank put a key dosrun hears of at once
+    /// (`pmi_server::ANNOUNCED`: the checkpoint a restarted run restored).
+    Announce {
+        /// The rank.
+        rank: u32,
+        /// The key.
+        key: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
 }
 
 fn header(kind: u8, out: &mut Vec<u8>) -> usize {
@@ -523,6 +536,12 @@ impl FromAgent {
                 start = header(kind::FS_FAILED, out);
                 put_bytes(out, why.as_bytes());
             }
+            FromAgent::Announce { rank, key, value } => {
+                start = header(kind::ANNOUNCE, out);
+                put_u32(out, *rank);
+                put_bytes(out, key.as_bytes());
+                put_bytes(out, value);
+            }
         }
         finish(start, out)
     }
@@ -584,6 +603,11 @@ impl FromAgent {
                 addr: string(&mut r)?,
             },
             kind::FS_FAILED => FromAgent::FsFailed(string(&mut r)?),
+            kind::ANNOUNCE => FromAgent::Announce {
+                rank: r.u32()?,
+                key: string(&mut r)?,
+                value: r.bytes32()?.to_vec(),
+            },
             _ => return Err(WireError("unknown frame kind for dosrun")),
         };
         r.end()?;
@@ -875,6 +899,11 @@ mod tests {
             addr: "127.0.0.1:9".into(),
         });
         round_from(FromAgent::FsFailed("target of another file system".into()));
+        round_from(FromAgent::Announce {
+            rank: 0,
+            key: "dos.ckpt.restored".into(),
+            value: b"heat v3 (L2)".to_vec(),
+        });
         round_from(FromAgent::Started { rank: 5, pid: 1234 });
         round_from(FromAgent::StartFailed {
             rank: 5,
