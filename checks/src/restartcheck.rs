@@ -18,6 +18,9 @@
 //! * `pid.ATTEMPT.RANK`: each rank's pid (`DOS_RUN_ATTEMPT`), for tests
 //!   that kill a rank from outside, and `host.ATTEMPT.RANK` its host name;
 //! * `state.RANK.STEP`: the rank's state after STEP;
+//! * `failed_at`, `restored_at.ATTEMPT`: wall-clock nanoseconds of the
+//!   failure on purpose and of rank 0's put after restoring (the recovery
+//!   benchmark, ci/bench-recovery.sh);
 //! * `commit`: the last step whose states every rank wrote; rank 0 writes it
 //!   (atomically, by rename) between two fences, so that every rank knows it
 //!   is durable before the next step.
@@ -105,6 +108,14 @@ fn read_u64(path: &Path) -> Result<Option<u64>, String> {
     }
 }
 
+/// The wall clock in nanoseconds since the epoch (the same on every host
+/// of the namespace cluster).
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
 fn e2s(e: dos::Error) -> String {
     e.to_string()
 }
@@ -157,12 +168,18 @@ fn run() -> Result<(), String> {
                 format!("restartcheck step {commit}").as_bytes(),
             )
             .map_err(e2s)?;
+            write_atomic(
+                &dir.join(format!("restored_at.{attempt}")),
+                &unix_nanos().to_string(),
+            )?;
         }
     }
 
     for s in commit + 1..=steps {
         if let Some(f) = fail.filter(|f| f.step == s && f.rank == rank) {
             if f.always || attempt == 0 {
+                // For the recovery benchmark: when the failure happened.
+                write_atomic(&dir.join("failed_at"), &unix_nanos().to_string())?;
                 match f.how {
                     // SAFETY: kill has no memory effects.
                     How::Kill => unsafe {
