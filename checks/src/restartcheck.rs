@@ -136,7 +136,9 @@ fn run() -> Result<(), String> {
         .unwrap_or(0);
     let id = std::env::var("DOS_CKPT_ID").unwrap_or_else(|_| "none".into());
     if id.is_empty() || id.contains('/') || id.starts_with('.') {
-        return Err(format!("DOS_CKPT_ID {id:?} is not usable as a directory name"));
+        return Err(format!(
+            "DOS_CKPT_ID {id:?} is not usable as a directory name"
+        ));
     }
     let dir = dir.join(id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -202,7 +204,9 @@ fn run() -> Result<(), String> {
             let v: [u8; 8] = v.try_into().map_err(|_| "a value is not 8 bytes")?;
             sum = sum.wrapping_add(u64::from_le_bytes(v));
         }
-        state = state.wrapping_mul(1_000_003).wrapping_add(sum + rank as u64);
+        state = state
+            .wrapping_mul(1_000_003)
+            .wrapping_add(sum + rank as u64);
         write_atomic(&dir.join(format!("state.{rank}.{s}")), &state.to_string())?;
         pmi.fence().map_err(e2s)?;
         if rank == 0 {

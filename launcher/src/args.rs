@@ -171,7 +171,8 @@ restart) and DOS_CKPT_ID (the same on every attempt of one dosrun; dosrun's own
 DOS_CKPT_ID or -x DOS_CKPT_ID if set). Ranks keep their numbers and hosts; the
 ranks of a lost host move together to a spare (--spares N: the last N hosts are
 held back), else to free slots of the other hosts, else the job restarts on
---restart-np M ranks; a lost host is not used again. Each restart is reported in
+--restart-np M ranks; a lost host is not used again. --timeout applies to each
+run. Each restart is reported in
 one line: 'dosrun: restart k/K: CAUSE; rank R on host H; checkpoint: NAME (or none
 reported); recovered in S s', where NAME is what rank 0 put under the wire-up
 key dos.ckpt.restored and S runs from the failure to that put (or to the new

@@ -33,6 +33,9 @@
 //!   new run's first completed wire-up fence, and the checkpoint is "none
 //!   reported" once [`REPORT_WAIT`] has passed after that fence or the new
 //!   run has ended.
+//! * **Per run.** `--timeout` and the other watches apply to each run;
+//!   stdin goes to rank 0 of every run (what the first took is gone).
+//!   `--fs` cannot be combined with restarts yet (a usage error).
 //! * **Exit status.** 0 only if a run completed; when the restarts are
 //!   exhausted (or no host can take a lost host's ranks), the last
 //!   failure's status, the same codes as without restarts.
@@ -282,7 +285,9 @@ pub fn report_line(head: &str, checkpoint: Option<&str>, took: Option<Duration>)
             "{head}; checkpoint: {cp}; recovered in {:.3} s ({to})",
             t.as_secs_f64()
         ),
-        None => format!("{head}; checkpoint: {cp}; not recovered (the new run ended before its wire-up)"),
+        None => format!(
+            "{head}; checkpoint: {cp}; not recovered (the new run ended before its wire-up)"
+        ),
     }
 }
 
@@ -332,8 +337,7 @@ mod tests {
 
     #[test]
     fn spares_are_the_last_hosts_and_take_a_lost_hosts_ranks_in_place() {
-        let mut pool =
-            HostPool::new(vec![host("a", 2), host("b", 2), host("c", 2)], 1).unwrap();
+        let mut pool = HostPool::new(vec![host("a", 2), host("b", 2), host("c", 2)], 1).unwrap();
         assert_eq!(pool.active().len(), 2);
         let plan = Plan::build(pool.active(), req(4)).unwrap();
         let r = pool.replan(&plan, &["a".into()], None, req(4)).unwrap();
@@ -359,8 +363,7 @@ mod tests {
 
     #[test]
     fn free_slots_take_the_ranks_together_else_spread() {
-        let mut pool =
-            HostPool::new(vec![host("a", 2), host("b", 3), host("c", 1)], 0).unwrap();
+        let mut pool = HostPool::new(vec![host("a", 2), host("b", 3), host("c", 1)], 0).unwrap();
         let plan = Plan::build(pool.active(), req(4)).unwrap();
         assert_eq!(
             hosts_of(&plan),

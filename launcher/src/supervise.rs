@@ -48,8 +48,8 @@ use std::time::{Duration, Instant};
 use crate::agent::pool::{AgentEvent, AgentTag, Agents};
 use crate::agent::wire::{FromAgent, ToAgent};
 use crate::plan::Plan;
-use crate::restart::Failure;
 use crate::pmi_server::{Event, FenceOutcome, GlobalFence, PollTag, Service};
+use crate::restart::Failure;
 use crate::spawn::{SpawnError, Spawned};
 use crate::stdio::{LineSplitter, Sink};
 use crate::sys::{self, ExitCause, SignalFd};
@@ -345,7 +345,8 @@ impl Supervisor {
     /// is already stopping.
     fn blame_rank(&mut self, rank: Option<usize>, host: Option<String>) {
         if self.cause.is_none() {
-            let host = host.or_else(|| rank.and_then(|r| self.ranks.get(r)).map(|r| r.host.clone()));
+            let host =
+                host.or_else(|| rank.and_then(|r| self.ranks.get(r)).map(|r| r.host.clone()));
             self.culprit = (rank, host);
         }
     }

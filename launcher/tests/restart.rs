@@ -87,20 +87,40 @@ fn a_killed_rank_is_restarted_from_its_checkpoint() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-kill");
     let r = run_with(
-        &mut rc(&d, "k", 4, &["--max-restarts", "3"], &prog, &["20", "5", "kill@5:1"]),
+        &mut rc(
+            &d,
+            "k",
+            4,
+            &["--max-restarts", "3"],
+            &prog,
+            &["20", "5", "kill@5:1"],
+        ),
         b"",
         LIMIT,
     );
     r.assert_no_panic();
     assert_eq!(r.code(), 0, "{r:?}");
-    assert!(r.stdout.contains("restartcheck: attempt 1 resumed from step 4"), "{r:?}");
+    assert!(
+        r.stdout
+            .contains("restartcheck: attempt 1 resumed from step 4"),
+        "{r:?}"
+    );
     assert!(r.stdout.contains(&ok_line(4, 20, 1)), "{r:?}");
     let lines = restarts(&r);
     assert_eq!(lines.len(), 1, "{r:?}");
     let l = lines[0];
-    assert!(l.starts_with("dosrun: restart 1/3: cause: rank 1 (pid "), "{l}");
-    assert!(l.contains("was killed by signal 9 (SIGKILL); failed rank 1 on host "), "{l}");
-    assert!(l.contains("; checkpoint: restartcheck step 4; recovered in "), "{l}");
+    assert!(
+        l.starts_with("dosrun: restart 1/3: cause: rank 1 (pid "),
+        "{l}"
+    );
+    assert!(
+        l.contains("was killed by signal 9 (SIGKILL); failed rank 1 on host "),
+        "{l}"
+    );
+    assert!(
+        l.contains("; checkpoint: restartcheck step 4; recovered in "),
+        "{l}"
+    );
     assert!(l.ends_with(" s (to the checkpoint's restore)"), "{l}");
     // Generous on a loaded machine; the measurement is in BENCHMARKS.md.
     assert!(recovered_secs(l) < 10.0, "{l}");
@@ -111,7 +131,14 @@ fn a_rank_exiting_non_zero_is_restarted() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-exit");
     let r = run_with(
-        &mut rc(&d, "e", 3, &["--max-restarts", "1"], &prog, &["12", "5", "exit@3:2"]),
+        &mut rc(
+            &d,
+            "e",
+            3,
+            &["--max-restarts", "1"],
+            &prog,
+            &["12", "5", "exit@3:2"],
+        ),
         b"",
         LIMIT,
     );
@@ -132,7 +159,14 @@ fn without_a_checkpoint_none_is_reported() {
     let d = TempDir::new("rs-none");
     // Killed at step 1: nothing committed, nothing restored.
     let r = run_with(
-        &mut rc(&d, "n", 2, &["--max-restarts", "1"], &prog, &["6", "5", "kill@1:0"]),
+        &mut rc(
+            &d,
+            "n",
+            2,
+            &["--max-restarts", "1"],
+            &prog,
+            &["6", "5", "kill@1:0"],
+        ),
         b"",
         LIMIT,
     );
@@ -155,7 +189,14 @@ fn a_rank_failing_on_every_attempt_exhausts_the_restarts() {
     for (fail, status) in [("kill-always@2:1", 137), ("exit-always@2:1", 3)] {
         let d = TempDir::new("rs-always");
         let r = run_with(
-            &mut rc(&d, "a", 2, &["--max-restarts", "2"], &prog, &["6", "5", fail]),
+            &mut rc(
+                &d,
+                "a",
+                2,
+                &["--max-restarts", "2"],
+                &prog,
+                &["6", "5", fail],
+            ),
             b"",
             LIMIT,
         );
@@ -197,7 +238,16 @@ fn without_max_restarts_a_failure_ends_the_job() {
 #[test]
 fn timeouts_and_start_failures_are_not_restarted() {
     let r = run_with(
-        dosrun().args(["-n", "2", "--max-restarts", "3", "--timeout", "0.3", "sleep", "30"]),
+        dosrun().args([
+            "-n",
+            "2",
+            "--max-restarts",
+            "3",
+            "--timeout",
+            "0.3",
+            "sleep",
+            "30",
+        ]),
         b"",
         LIMIT,
     );
@@ -216,7 +266,9 @@ fn timeouts_and_start_failures_are_not_restarted() {
 fn the_ranks_see_the_attempt_and_the_checkpoint_id() {
     let show = "echo $DOS_RANK $DOS_RUN_ATTEMPT $DOS_CKPT_ID";
     let r = run_with(
-        dosrun().env_remove("DOS_CKPT_ID").args(["-n", "1", "sh", "-c", show]),
+        dosrun()
+            .env_remove("DOS_CKPT_ID")
+            .args(["-n", "1", "sh", "-c", show]),
         b"",
         LIMIT,
     );
@@ -229,7 +281,9 @@ fn the_ranks_see_the_attempt_and_the_checkpoint_id() {
     );
     // The user's id: from dosrun's environment, or -x.
     let r = run_with(
-        dosrun().env("DOS_CKPT_ID", "mine").args(["-n", "1", "sh", "-c", show]),
+        dosrun()
+            .env("DOS_CKPT_ID", "mine")
+            .args(["-n", "1", "sh", "-c", show]),
         b"",
         LIMIT,
     );
@@ -246,9 +300,15 @@ fn the_ranks_see_the_attempt_and_the_checkpoint_id() {
         "{show}; if [ $DOS_RANK = 1 ] && [ $DOS_RUN_ATTEMPT -lt 2 ]; then kill -9 $$; fi; sleep 0.2"
     );
     let r = run_with(
-        dosrun()
-            .env("DOS_CKPT_ID", "same")
-            .args(["-n", "2", "--max-restarts", "5", "sh", "-c", &body]),
+        dosrun().env("DOS_CKPT_ID", "same").args([
+            "-n",
+            "2",
+            "--max-restarts",
+            "5",
+            "sh",
+            "-c",
+            &body,
+        ]),
         b"",
         LIMIT,
     );
@@ -282,7 +342,17 @@ fn restart_usage_errors() {
             "dosrun: --spares needs hosts (-H or --hostfile)",
         ),
         (
-            &["--max-restarts", "1", "--spares", "2", "-H", "localhost,127.0.0.1", "-n", "1", "true"][..],
+            &[
+                "--max-restarts",
+                "1",
+                "--spares",
+                "2",
+                "-H",
+                "localhost,127.0.0.1",
+                "-n",
+                "1",
+                "true",
+            ][..],
             "dosrun: --spares 2: only 1 host(s) given",
         ),
         (
@@ -290,7 +360,15 @@ fn restart_usage_errors() {
             "dosrun: --max-restarts: not a number",
         ),
         (
-            &["--max-restarts", "1", "--restart-np", "0", "-n", "1", "true"][..],
+            &[
+                "--max-restarts",
+                "1",
+                "--restart-np",
+                "0",
+                "-n",
+                "1",
+                "true",
+            ][..],
             "dosrun: --restart-np: the number of ranks must be at least 1",
         ),
     ] {
@@ -381,12 +459,19 @@ fn random_kills(trials: usize) {
     for t in 0..trials {
         let d = TempDir::new("rs-random");
         let id = format!("t{t}");
-        let child = rc(&d, &id, np, &["--max-restarts", "5"], &prog, &[&steps.to_string(), "10"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = rc(
+            &d,
+            &id,
+            np,
+            &["--max-restarts", "5"],
+            &prog,
+            &[&steps.to_string(), "10"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
         let pids = wait_pids(&d.path().join(&id), 0, np);
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         let victim = pids[rng.below(np as u64) as usize];
@@ -398,7 +483,11 @@ fn random_kills(trials: usize) {
         let r = finish(child);
         r.assert_no_panic();
         assert_eq!(r.code(), 0, "trial {t}: {r:?}");
-        assert!(r.stdout.contains(&ok_line(np as u64, steps, usize::from(hit))), "trial {t}: {r:?}");
+        assert!(
+            r.stdout
+                .contains(&ok_line(np as u64, steps, usize::from(hit))),
+            "trial {t}: {r:?}"
+        );
         if hit {
             let lines = restarts(&r);
             assert_eq!(lines.len(), 1, "trial {t}: {r:?}");
@@ -541,7 +630,11 @@ fn a_lost_host_is_replaced_by_the_spare() {
             l.contains("; host 198.18.0.2 excluded; ranks 2, 3 of host 198.18.0.2 to spare host 198.18.0.3"),
             "{l}"
         );
-        assert!(l.contains("failed rank 2 on host 198.18.0.2") || l.contains("failed rank 3 on host 198.18.0.2"), "{l}");
+        assert!(
+            l.contains("failed rank 2 on host 198.18.0.2")
+                || l.contains("failed rank 3 on host 198.18.0.2"),
+            "{l}"
+        );
         assert!(l.contains("; checkpoint: restartcheck step "), "{l}");
         eprintln!("across hosts: {l}");
         // Ranks 2 and 3 ran on the spare, the others stayed.
