@@ -1036,6 +1036,56 @@ mod tests {
         }
     }
 
+    #[test]
+    fn restart_options() {
+        let o = run(&[
+            "--max-restarts",
+            "3",
+            "--spares=1",
+            "-restart-np",
+            "2",
+            "-H",
+            "a,b",
+            "p",
+        ]);
+        assert_eq!((o.max_restarts, o.spares, o.restart_np), (3, 1, Some(2)));
+        let o = run(&["-n", "1", "p"]);
+        assert_eq!((o.max_restarts, o.spares, o.restart_np), (0, 0, None));
+        for (args, msg) in [
+            (
+                &["--max-restarts", "-1", "-n", "1", "p"][..],
+                "--max-restarts: not a number",
+            ),
+            (
+                &["--max-restarts", "10001", "-n", "1", "p"][..],
+                "--max-restarts: not a number",
+            ),
+            (
+                &["--max-restarts", "1", "--spares", "x", "-n", "1", "p"][..],
+                "--spares: not a number",
+            ),
+            (
+                &["--restart-np", "2", "-n", "1", "p"][..],
+                "--spares and --restart-np need --max-restarts K",
+            ),
+            (
+                &["--max-restarts", "1", "--spares", "1", "-n", "1", "p"][..],
+                "--spares needs hosts",
+            ),
+            (
+                &["--max-restarts", "1", "--fs", "/tmp/x", "-n", "1", "p"][..],
+                "--max-restarts cannot be combined with --fs",
+            ),
+            (
+                &["--max-restarts", "1", "--max-restarts", "2", "-n", "1", "p"][..],
+                "--max-restarts is given twice",
+            ),
+        ] {
+            let m = err(args);
+            assert!(m.starts_with(msg), "{args:?}: {m}");
+        }
+    }
+
     fn normalised(args: &[&str]) -> Vec<String> {
         let n = normalise(args.iter().map(OsString::from)).unwrap();
         n.argv
