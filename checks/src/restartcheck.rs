@@ -23,7 +23,8 @@
 //!   benchmark, ci/bench-recovery.sh);
 //! * `commit`: the last step whose states every rank wrote; rank 0 writes it
 //!   (atomically, by rename) between two fences, so that every rank knows it
-//!   is durable before the next step.
+//!   is durable before the next step, with the rank count that wrote it
+//!   (`STEP SIZE`; a restart on another count starts over from step 0).
 //!
 //! Step `s` (from 1): every rank puts `(rank + 1) * s`, fences, sums the
 //! values of all ranks (`sum`), and its state becomes `state * 1000003 +
@@ -108,6 +109,21 @@ fn read_u64(path: &Path) -> Result<Option<u64>, String> {
     }
 }
 
+/// The committed step and the rank count that committed it.
+fn read_commit(path: &Path) -> Result<Option<(u64, u64)>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let bad = || format!("{}: not STEP SIZE", path.display());
+    let (a, b) = text.trim().split_once(' ').ok_or_else(bad)?;
+    Ok(Some((
+        a.parse().map_err(|_| bad())?,
+        b.parse().map_err(|_| bad())?,
+    )))
+}
+
 /// The wall clock in nanoseconds since the epoch (the same on every host
 /// of the namespace cluster).
 fn unix_nanos() -> u128 {
@@ -155,7 +171,19 @@ fn run() -> Result<(), String> {
     write_atomic(&dir.join(format!("host.{attempt}.{rank}")), host.trim())?;
 
     // Resume from the last complete checkpoint.
-    let commit = read_u64(&dir.join("commit"))?.unwrap_or(0);
+    // A checkpoint of another rank count is not restorable here: the
+    // program allows it by starting over.
+    let (committed, ranks_then) = read_commit(&dir.join("commit"))?.unwrap_or((0, size as u64));
+    let commit = if ranks_then == size as u64 {
+        committed
+    } else {
+        if rank == 0 {
+            println!(
+                "restartcheck: {size} ranks now, the checkpoint of step {committed} has {ranks_then}: starting over"
+            );
+        }
+        0
+    };
     let mut state = if commit == 0 {
         0
     } else {
@@ -210,7 +238,7 @@ fn run() -> Result<(), String> {
         write_atomic(&dir.join(format!("state.{rank}.{s}")), &state.to_string())?;
         pmi.fence().map_err(e2s)?;
         if rank == 0 {
-            write_atomic(&dir.join("commit"), &s.to_string())?;
+            write_atomic(&dir.join("commit"), &format!("{s} {size}"))?;
         }
         pmi.fence().map_err(e2s)?;
     }

@@ -16,10 +16,11 @@
 //! usage errors.
 //!
 //! Across the namespace hosts of `ci/cluster.sh` (root and `ip netns`
-//! needed, else skipped with the reason): `--spares 1`, every process of one
-//! host killed (agent and ranks): the job resumes on the spare, the lost
-//! host is excluded and named in the report. The cluster is one per
-//! machine:
+//! needed, else skipped with the reason), every process of one host killed
+//! (agent and ranks): with `--spares 1` the job resumes on the spare, the
+//! lost host is excluded and named in the report; without a spare on free
+//! slots, else on fewer ranks (`--restart-np`), else dosrun gives up with
+//! the failure's status. The cluster is one per machine:
 //!
 //! ```text
 //! flock /tmp/dos-cluster.lock cargo test -p dos-launcher --test restart
@@ -568,89 +569,157 @@ fn host_processes(k: usize) -> Vec<i32> {
         .collect()
 }
 
-/// 3 hosts x 2 slots, 4 ranks, `--spares 1`: every process of host 2 is
-/// killed; the job resumes with ranks 2 and 3 on host 3, the spare.
-#[test]
-fn a_lost_host_is_replaced_by_the_spare() {
-    if let Some(why) = cluster_skip_reason() {
-        eprintln!("skipped: {why}");
-        return;
-    }
-    let Some(prog) = fixture() else { return };
-    let up = cluster(&["up", "3"]);
-    let _down = Down;
-    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
-    for trial in 0..2 {
-        let d = TempDir::new("rs-spare");
-        let id = format!("s{trial}");
-        let launch = format!("ssh -F {STATE}/ssh_config -o BatchMode=yes");
-        let hostfile = format!("{STATE}/hostfile");
-        let child = rc(
-            &d,
-            &id,
-            4,
-            &[
-                "--hostfile",
-                &hostfile,
-                "--launch-agent",
-                &launch,
-                "--max-restarts",
-                "2",
-                "--spares",
-                "1",
-            ],
-            &prog,
-            &["30", "20"],
-        )
+/// A job of `np` ranks on the cluster's 3 hosts (2 slots each) with
+/// `--max-restarts 2` and `extra`; every process of host 2 (agent and
+/// ranks) is killed once the job has run `after`. Returns dosrun's run and
+/// the fixture's directory (in `d`).
+fn kill_host_2(
+    d: &TempDir,
+    id: &str,
+    np: usize,
+    extra: &[&str],
+    after: Duration,
+) -> (Run, PathBuf) {
+    let prog = fixture().unwrap();
+    let launch = format!("ssh -F {STATE}/ssh_config -o BatchMode=yes");
+    let hostfile = format!("{STATE}/hostfile");
+    let mut opts = vec![
+        "--hostfile",
+        &hostfile,
+        "--launch-agent",
+        &launch,
+        "--max-restarts",
+        "2",
+    ];
+    opts.extend_from_slice(extra);
+    let child = rc(d, id, np, &opts, &prog, &["30", "20"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-        let dir = d.path().join(&id);
-        wait_pids(&dir, 0, 4);
-        // Let it checkpoint a few steps, then the node failure.
-        std::thread::sleep(Duration::from_millis(300 + 200 * trial));
-        let victims = host_processes(2);
-        assert!(!victims.is_empty(), "nothing runs on host 2");
-        for p in &victims {
-            // SAFETY: kill has no memory effects; the pids are our job's
-            // agent and ranks in the cluster's namespace.
-            unsafe { libc::kill(*p, libc::SIGKILL) };
-        }
-        let r = finish(child);
-        r.assert_no_panic();
+    let dir = d.path().join(id);
+    wait_pids(&dir, 0, np);
+    std::thread::sleep(after);
+    let victims = host_processes(2);
+    assert!(!victims.is_empty(), "nothing runs on host 2");
+    for p in &victims {
+        // SAFETY: kill has no memory effects; the pids are our job's agent
+        // and ranks in the cluster's namespace.
+        unsafe { libc::kill(*p, libc::SIGKILL) };
+    }
+    let r = finish(child);
+    r.assert_no_panic();
+    // Nothing of the job is left on any host.
+    let until = Instant::now() + Duration::from_secs(5);
+    while (1..=3).any(|k| !host_processes(k).is_empty()) {
+        assert!(Instant::now() < until, "processes left on the hosts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (r, dir)
+}
+
+/// The host names of attempt `a`'s ranks.
+fn hosts_of(dir: &Path, a: usize, np: usize) -> Vec<String> {
+    (0..np)
+        .map(|r| std::fs::read_to_string(dir.join(format!("host.{a}.{r}"))).unwrap())
+        .collect()
+}
+
+/// Node failures on 3 namespace hosts x 2 slots (every process of host 2
+/// killed): with `--spares 1` the job resumes on the spare (2 trials); with
+/// no spare, on the free slots of an unused host; with no room, on fewer
+/// ranks (`--restart-np`), else dosrun gives up with the failure's status.
+#[test]
+fn a_lost_host_is_replaced() {
+    if let Some(why) = cluster_skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    if fixture().is_none() {
+        return;
+    }
+    let up = cluster(&["up", "3"]);
+    let _down = Down;
+    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
+    let ms = Duration::from_millis;
+
+    // A spare: ranks 2 and 3 move to host 3, the others stay.
+    for trial in 0..2 {
+        let d = TempDir::new("rs-spare");
+        let (r, dir) = kill_host_2(
+            &d,
+            &format!("s{trial}"),
+            4,
+            &["--spares", "1"],
+            ms(300 + 200 * trial),
+        );
         assert_eq!(r.code(), 0, "{r:?}");
         assert!(r.stdout.contains(&ok_line(4, 30, 1)), "{r:?}");
         let lines = restarts(&r);
         assert_eq!(lines.len(), 1, "{r:?}");
         let l = lines[0];
-        assert!(l.starts_with("dosrun: restart 1/2: cause: "), "{l}");
         assert!(
-            l.contains("; host 198.18.0.2 excluded; ranks 2, 3 of host 198.18.0.2 to spare host 198.18.0.3"),
+            l.starts_with("dosrun: restart 1/2: cause: host 198.18.0.2 (node 1) lost"),
             "{l}"
         );
         assert!(
-            l.contains("failed rank 2 on host 198.18.0.2")
-                || l.contains("failed rank 3 on host 198.18.0.2"),
+            l.contains("; failed rank 2 on host 198.18.0.2; host 198.18.0.2 excluded; ranks 2, 3 of host 198.18.0.2 to spare host 198.18.0.3; checkpoint: restartcheck step "),
             "{l}"
         );
-        assert!(l.contains("; checkpoint: restartcheck step "), "{l}");
         eprintln!("across hosts: {l}");
-        // Ranks 2 and 3 ran on the spare, the others stayed.
-        let host = |a: usize, r: usize| {
-            std::fs::read_to_string(dir.join(format!("host.{a}.{r}"))).unwrap()
-        };
-        for r in 0..4 {
-            assert_eq!(host(0, r), format!("dos-h{}", 1 + r / 2));
-            let expect = if r < 2 { "dos-h1" } else { "dos-h3" };
-            assert_eq!(host(1, r), expect, "rank {r}");
-        }
-        // Nothing of the job is left on any host.
-        let until = Instant::now() + Duration::from_secs(5);
-        while (1..=3).any(|k| !host_processes(k).is_empty()) {
-            assert!(Instant::now() < until, "processes left on the hosts");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert_eq!(
+            hosts_of(&dir, 0, 4),
+            ["dos-h1", "dos-h1", "dos-h2", "dos-h2"]
+        );
+        assert_eq!(
+            hosts_of(&dir, 1, 4),
+            ["dos-h1", "dos-h1", "dos-h3", "dos-h3"]
+        );
     }
+
+    // No spare, but host 3 has free slots (4 ranks fill hosts 1 and 2).
+    let d = TempDir::new("rs-free");
+    let (r, dir) = kill_host_2(&d, "f", 4, &[], ms(300));
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains(&ok_line(4, 30, 1)), "{r:?}");
+    assert!(
+        restarts(&r)[0].contains(
+            "; host 198.18.0.2 excluded; ranks 2, 3 of host 198.18.0.2 to host 198.18.0.3;"
+        ),
+        "{r:?}"
+    );
+    assert_eq!(
+        hosts_of(&dir, 1, 4),
+        ["dos-h1", "dos-h1", "dos-h3", "dos-h3"]
+    );
+
+    // No room (6 ranks on 6 slots): on 4 ranks with --restart-np 4.
+    let d = TempDir::new("rs-np");
+    let (r, dir) = kill_host_2(&d, "np", 6, &["--restart-np", "4"], ms(300));
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(
+        r.stdout
+            .contains("restartcheck: 4 ranks now, the checkpoint of step "),
+        "{r:?}"
+    );
+    assert!(r.stdout.contains(&ok_line(4, 30, 1)), "{r:?}");
+    assert!(
+        restarts(&r)[0].contains("; no room for the ranks of host 198.18.0.2: the job restarts on 4 ranks (--restart-np);"),
+        "{r:?}"
+    );
+    assert_eq!(
+        hosts_of(&dir, 1, 4),
+        ["dos-h1", "dos-h1", "dos-h3", "dos-h3"]
+    );
+
+    // No room and no --restart-np: the failure's status (1, a host lost).
+    let d = TempDir::new("rs-noroom");
+    let (r, _) = kill_host_2(&d, "nr", 6, &[], ms(300));
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(restarts(&r).is_empty(), "{r:?}");
+    assert!(
+        r.stderr.contains("dosrun: cannot restart: no spare host nor free slot can take ranks 2, 3 of host 198.18.0.2"),
+        "{r:?}"
+    );
 }
