@@ -351,7 +351,7 @@ fn run_once(
         }
         e
     };
-    if let Err(e) = check_transports(&exports, &cfg, nnodes) {
+    if let Err(e) = check_transports(&exports, cfg, nnodes) {
         return ended(fail(STATUS_USAGE, &e));
     }
     let agents_cfg = if remote.is_empty() {
@@ -532,7 +532,7 @@ fn run_once(
         blame_window: Duration::from_millis(cfg.blame_window_ms),
     };
     let mut sup = Supervisor::new(
-        &plan,
+        plan,
         service,
         local_node,
         agents,

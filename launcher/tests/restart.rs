@@ -476,10 +476,10 @@ fn random_kills(trials: usize) {
         let pids = wait_pids(&d.path().join(&id), 0, np);
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         let victim = pids[rng.below(np as u64) as usize];
-        // SAFETY: kill has no memory effects; the pid is a rank of our job
-        // (not reaped before dosrun ends, so not reused). A rank that had
-        // already exited is a zombie: the kill then changes nothing.
+        // A rank that had already exited is a zombie: a kill changes nothing.
         let alive = !common::dead(victim);
+        // SAFETY: kill has no memory effects; the pid is a rank of our job
+        // (not reaped before dosrun ends, so not reused).
         let hit = alive && unsafe { libc::kill(victim, libc::SIGKILL) } == 0;
         let r = finish(child);
         r.assert_no_panic();
