@@ -296,9 +296,13 @@ fn the_ranks_see_the_attempt_and_the_checkpoint_id() {
     );
     assert_eq!(r.stdout.trim(), "0 0 x1", "{r:?}");
     // Every attempt sees the same id and its own number; rank 1 dies on
-    // attempts 0 and 1.
+    // attempts 0 and 1, once rank 0 has said its line.
+    let d = TempDir::new("rs-env");
     let body = format!(
-        "{show}; if [ $DOS_RANK = 1 ] && [ $DOS_RUN_ATTEMPT -lt 2 ]; then kill -9 $$; fi; sleep 0.2"
+        "{show}; touch {d}/seen.$DOS_RUN_ATTEMPT.$DOS_RANK; \
+         if [ $DOS_RANK = 1 ] && [ $DOS_RUN_ATTEMPT -lt 2 ]; then \
+         while [ ! -e {d}/seen.$DOS_RUN_ATTEMPT.0 ]; do sleep 0.01; done; kill -9 $$; fi; sleep 0.2",
+        d = d.str()
     );
     let r = run_with(
         dosrun().env("DOS_CKPT_ID", "same").args([
