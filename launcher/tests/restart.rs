@@ -127,6 +127,45 @@ fn a_killed_rank_is_restarted_from_its_checkpoint() {
     assert!(recovered_secs(l) < 10.0, "{l}");
 }
 
+/// A real dos program (core's `hello` example: shared-memory transport,
+/// gather and barriers): a rank killed, or aborting, on attempt 0; the
+/// peers' transport errors are consequences; attempt 1 completes.
+#[test]
+fn a_dos_program_is_restarted_after_a_kill_or_an_abort() {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_dosrun"));
+    let hello = bin.parent().unwrap().join("examples/hello");
+    if !hello.exists() {
+        eprintln!("skipped: build the examples first (cargo build -p dos --examples)");
+        return;
+    }
+    for (how, cause) in [
+        ("kill", "was killed by signal 9 (SIGKILL)"),
+        ("abort", "called abort with code 3"),
+    ] {
+        let script = format!(
+            "if [ $DOS_RUN_ATTEMPT = 0 ]; then exec {h} --fail 2:{how}; else exec {h}; fi",
+            h = hello.display()
+        );
+        let r = run_with(
+            dosrun().args(["-n", "4", "--max-restarts", "2", "sh", "-c", &script]),
+            b"",
+            LIMIT,
+        );
+        r.assert_no_panic();
+        assert_eq!(r.code(), 0, "{how}: {r:?}");
+        assert!(r.stdout.contains("hello: 4 ranks OK"), "{how}: {r:?}");
+        let lines = restarts(&r);
+        assert_eq!(lines.len(), 1, "{how}: {r:?}");
+        assert!(
+            lines[0].starts_with("dosrun: restart 1/2: cause: rank 2 (pid ")
+                && lines[0].contains(cause)
+                && lines[0].contains("; failed rank 2 on host ")
+                && lines[0].contains("; checkpoint: none reported; recovered in "),
+            "{how}: {r:?}"
+        );
+    }
+}
+
 #[test]
 fn a_rank_exiting_non_zero_is_restarted() {
     let Some(prog) = fixture() else { return };
