@@ -9,6 +9,11 @@
 //! [`GlobalFence`], in dosrun. A node keeps its own copy of the committed
 //! keys, so `get` never leaves the node.
 //!
+//! A put is accepted whenever the rank is not waiting in a fence, also
+//! after the last one; a put of a key of [`ANNOUNCED`] (rank 0's word of
+//! the checkpoint it restored after a restart) is also reported to the
+//! owner at once ([`Event::Announce`]; an agent forwards it to dosrun).
+//!
 //! [`Wireup`] is the protocol logic without I/O (connections are numbers,
 //! requests come in decoded, replies and other effects go out as
 //! [`Action`]s). [`Service`] drives it from a non-blocking abstract Unix

@@ -36,7 +36,16 @@
 //! every rank waiting on it, and is the one stall the kernel reports for
 //! certain; a rank spinning without progress is left to `--timeout`.
 //!
-//! **Back-pressure.** When one of dosrun's outputs has [`HIGH_WATER`] bytes
+//! **Restarts.** A run ends with an [`Ended`]: the exit status and, for a
+//! failure, what `crate::restart` needs to decide on a restart (the cause
+//! and whether a restart may cure it, the blamed rank and its host, the
+//! hosts lost, when the first evidence came). A restarted run holds the
+//! head of its report line and prints it when rank 0 announces the
+//! checkpoint it restored (a put of `dos.ckpt.restored`, see
+//! `pmi_server::ANNOUNCED`), `restart::REPORT_WAIT` after its first fence,
+//! or when it ends.
+//!
+
 //! queued, dosrun stops reading the ranks' pipes and the node agents'
 //! connections (the agents in turn stop reading their ranks' pipes, whose
 //! writers block). Heartbeat silence is not held against an agent while its
