@@ -166,18 +166,20 @@ signal N; 1 when a host was lost; 2 for a usage error;
 With --max-restarts K, a failed job (a rank killed by a signal, exiting non-zero
 or aborting, a host lost) is ended on every host and started again, at most K
 times; --timeout, --stall-timeout, interruptions and programs that cannot start
-are not restarted. Every rank sees DOS_RUN_ATTEMPT (0, then k on the k-th
-restart) and DOS_CKPT_ID (the same on every attempt of one dosrun; dosrun's own
-DOS_CKPT_ID or -x DOS_CKPT_ID if set). Ranks keep their numbers and hosts; the
-ranks of a lost host move together to a spare (--spares N: the last N hosts are
-held back), else to free slots of the other hosts, else the job restarts on
---restart-np M ranks; a lost host is not used again. --timeout applies to each
-run. Each restart is reported in
-one line: 'dosrun: restart k/K: CAUSE; rank R on host H; checkpoint: NAME (or none
-reported); recovered in S s', where NAME is what rank 0 put under the wire-up
-key dos.ckpt.restored and S runs from the failure to that put (or to the new
-run's first fence). The exit status is 0 only if a run completed; when the
-restarts are exhausted it is the last failure's status.";
+are not restarted, and --timeout applies to each run. Every rank sees
+DOS_RUN_ATTEMPT (0, then k on the k-th restart) and DOS_CKPT_ID (the same on
+every attempt of one dosrun; dosrun's own DOS_CKPT_ID or -x DOS_CKPT_ID if set).
+Ranks keep their numbers and hosts; a lost host is not used again and its ranks
+move together to a spare (--spares N: the last N hosts are held back), else to
+free slots of the other hosts, else the job restarts on --restart-np M ranks.
+Each restart is reported in one line:
+  dosrun: restart k/K: cause: WHAT; failed rank R on host H[; host H excluded;
+  ranks ... of host H to spare host S]; checkpoint: NAME; recovered in T s
+NAME is what rank 0 put under the wire-up key dos.ckpt.restored after restoring
+(else 'none reported'); T runs from the failure to that put (else to the new
+run's first wire-up fence). The exit status is 0 only if a run completed; when
+the restarts are exhausted, or no host can take a lost host's ranks, it is the
+last failure's status.";
 
 /// dosrun's command line, as clap reads it after [`normalise`].
 ///
