@@ -235,7 +235,7 @@ fn run(o: RunOpts) -> i32 {
     };
     let mut pool = match HostPool::new(list, o.spares) {
         Ok(p) => p,
-        Err(e) => return fail(STATUS_USAGE, &e),
+        Err(e) => return fail(STATUS_USAGE, &e.to_string()),
     };
     let mut plan = match Plan::build(pool.active(), req) {
         Ok(p) => p,

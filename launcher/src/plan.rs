@@ -352,6 +352,29 @@ mod tests {
         }
     }
 
+    #[test]
+    fn from_nodes_needs_every_rank_once() {
+        let node = |h: &str, ranks: Vec<usize>| Node {
+            host: h.into(),
+            local: false,
+            ranks,
+        };
+        let p = Plan::from_nodes(vec![
+            node("a", vec![3, 0]),
+            node("b", vec![]),
+            node("c", vec![1, 2]),
+        ])
+        .unwrap();
+        assert_eq!(p.nodes().len(), 2);
+        assert_eq!(p.nodes()[0].ranks, [0, 3]);
+        assert_eq!(p.ranks()[3].node_id, 0);
+        assert_eq!(p.ranks()[3].local_rank, 1);
+        assert_eq!(p.host_of(2), "c");
+        assert!(Plan::from_nodes(vec![node("a", vec![0, 0])]).is_none());
+        assert!(Plan::from_nodes(vec![node("a", vec![0, 2])]).is_none());
+        assert!(Plan::from_nodes(vec![node("a", vec![1]), node("b", vec![1])]).is_none());
+    }
+
     fn req(np: Option<usize>) -> Request {
         Request {
             np,

@@ -43,7 +43,7 @@
 use std::time::Duration;
 
 use crate::hosts::{Host, HostKind};
-use crate::plan::{Node, Plan, Request};
+use crate::plan::{Node, Plan, PlanError, Request};
 
 /// The ranks' variable: 0 on the first run, k on the k-th restart.
 pub const ENV_RUN_ATTEMPT: &str = "DOS_RUN_ATTEMPT";
@@ -58,6 +58,42 @@ pub const KEY_RESTORED: &str = "dos.ckpt.restored";
 pub const REPORT_WAIT: Duration = Duration::from_secs(10);
 /// Longest checkpoint name reported.
 const MAX_NAME: usize = 200;
+
+/// Why the job cannot be placed again (or spares cannot be held back).
+/// Each message is one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestartError {
+    /// `--spares N` leaves no host to run the job.
+    #[error("--spares {spares}: only {hosts} host(s) given; at least one must run the job")]
+    TooManySpares {
+        /// `--spares`.
+        spares: usize,
+        /// The hosts given.
+        hosts: usize,
+    },
+    /// No spare, no free slot, and no `--restart-np`.
+    #[error("no spare host nor free slot can take ranks {ranks} of host {host} (give --spares N, more hosts or slots, or --restart-np M)")]
+    NoRoom {
+        /// The ranks, as a list.
+        ranks: String,
+        /// The lost host.
+        host: String,
+    },
+    /// `--restart-np M` ranks do not fit the hosts left.
+    #[error("--restart-np {np}: {source} (after host {host} was lost)")]
+    RestartNp {
+        /// `--restart-np`.
+        np: usize,
+        /// Why they do not fit.
+        source: PlanError,
+        /// The lost host.
+        host: String,
+    },
+    /// The new placement lost or doubled a rank (a bug of dosrun).
+    #[error("internal error: the new placement lost or doubled a rank")]
+    Internal,
+}
 
 /// The hosts of an invocation: those the job may use, the spares, and the
 /// hosts excluded after they were lost.
@@ -80,12 +116,12 @@ pub struct Replan {
 
 impl HostPool {
     /// The hosts of `-H` or the hostfile, the last `spares` held back.
-    pub fn new(mut list: Vec<Host>, spares: usize) -> Result<HostPool, String> {
+    pub fn new(mut list: Vec<Host>, spares: usize) -> Result<HostPool, RestartError> {
         if spares > 0 && spares >= list.len() {
-            return Err(format!(
-                "--spares {spares}: only {} host(s) given; at least one must run the job",
-                list.len()
-            ));
+            return Err(RestartError::TooManySpares {
+                spares,
+                hosts: list.len(),
+            });
         }
         let held = list.split_off(list.len() - spares);
         Ok(HostPool {
@@ -115,7 +151,7 @@ impl HostPool {
         lost: &[String],
         restart_np: Option<usize>,
         req: Request,
-    ) -> Result<Replan, String> {
+    ) -> Result<Replan, RestartError> {
         let mut nodes: Vec<Node> = plan.nodes().to_vec();
         let mut moves = Vec::new();
         for name in lost {
@@ -154,24 +190,28 @@ impl HostPool {
                                 per_node: None,
                                 ..req
                             };
-                            let plan = Plan::build(&self.hosts, req).map_err(|e| {
-                                format!("--restart-np {m}: {e} (after host {from} was lost)")
+                            let plan = Plan::build(&self.hosts, req).map_err(|source| {
+                                RestartError::RestartNp {
+                                    np: m,
+                                    source,
+                                    host: from.clone(),
+                                }
                             })?;
                             moves.push(format!(
                                 "no room for the ranks of host {from}: the job restarts on {m} ranks (--restart-np)"
                             ));
                             Ok(Replan { plan, moves })
                         }
-                        None => Err(format!(
-                            "no spare host nor free slot can take ranks {} of host {from} (give --spares N, more hosts or slots, or --restart-np M)",
-                            list(&ranks)
-                        )),
+                        None => Err(RestartError::NoRoom {
+                            ranks: list(&ranks),
+                            host: from,
+                        }),
                     };
                 }
             }
         }
-        let plan = Plan::from_nodes(nodes)
-            .ok_or_else(|| "internal error: the new placement lost a rank".to_string())?;
+        // Every rank was kept, moved whole or placed in a free slot once.
+        let plan = Plan::from_nodes(nodes).ok_or(RestartError::Internal)?;
         Ok(Replan { plan, moves })
     }
 
@@ -353,7 +393,12 @@ mod tests {
         let e = pool
             .replan(&r.plan, &["b".into()], None, req(4))
             .unwrap_err();
-        assert!(e.contains("no spare host nor free slot"), "{e}");
+        assert!(matches!(e, RestartError::NoRoom { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("no spare host nor free slot can take ranks 2, 3 of host b"),
+            "{e}"
+        );
         let mut pool2 = pool.clone();
         let r2 = pool2
             .replan(&r.plan, &["b".into()], Some(2), req(4))
@@ -389,7 +434,13 @@ mod tests {
     #[test]
     fn too_many_spares_is_an_error() {
         let e = HostPool::new(vec![host("a", 2)], 1).unwrap_err();
-        assert!(e.contains("--spares 1"), "{e}");
+        assert_eq!(
+            e,
+            RestartError::TooManySpares {
+                spares: 1,
+                hosts: 1
+            }
+        );
         assert!(HostPool::new(vec![host("a", 2)], 0).is_ok());
     }
 
