@@ -35,7 +35,8 @@
 //! 0, puts the wire-up key `dos.ckpt.restored` with `restartcheck step C`:
 //! the line dosrun reports as the checkpoint used.
 //!
-//! `FAIL` (before the step's work): the rank kills itself with SIGKILL or
+//! `FAIL` (in step STEP, after its first fence, so that on a restart rank
+//! 0's put has reached dosrun first): the rank kills itself with SIGKILL or
 //! exits with status 3 at STEP, on attempt 0 only, or on every attempt
 //! (`-always`).
 
@@ -206,6 +207,15 @@ fn run() -> Result<(), String> {
     }
 
     for s in commit + 1..=steps {
+        std::thread::sleep(Duration::from_millis(step_ms));
+        pmi.put(
+            &format!("v.{s}.{rank}"),
+            &((rank as u64 + 1) * s).to_le_bytes(),
+        )
+        .map_err(e2s)?;
+        pmi.fence().map_err(e2s)?;
+        // After the step's first fence: rank 0's put of the restored
+        // checkpoint (before its first step) has reached dosrun.
         if let Some(f) = fail.filter(|f| f.step == s && f.rank == rank) {
             if f.always || attempt == 0 {
                 // For the recovery benchmark: when the failure happened.
@@ -219,13 +229,6 @@ fn run() -> Result<(), String> {
                 }
             }
         }
-        std::thread::sleep(Duration::from_millis(step_ms));
-        pmi.put(
-            &format!("v.{s}.{rank}"),
-            &((rank as u64 + 1) * s).to_le_bytes(),
-        )
-        .map_err(e2s)?;
-        pmi.fence().map_err(e2s)?;
         let mut sum = 0u64;
         for r in 0..size {
             let v = pmi.get(&format!("v.{s}.{r}")).map_err(e2s)?;
