@@ -15,7 +15,8 @@
 //!   spare (`--spares N`: the last N hosts of `-H` or the hostfile are held
 //!   back at the first run), else to one other host of the job with as many
 //!   free slots (hosts of the list that got no rank count), else spread over
-//!   the free slots, else the job restarts on `--restart-np M` ranks on the
+//!   the free slots (beyond the slots, up to `max_slots`, when the job is
+//!   `--oversubscribe`d), else the job restarts on `--restart-np M` ranks on the
 //!   hosts left ([`HostPool::replan`]). With none of these, dosrun gives up
 //!   with the failure's status.
 //! * **The ranks' side.** Every rank sees [`ENV_RUN_ATTEMPT`] (0, then k on
@@ -180,7 +181,14 @@ impl HostPool {
             self.hosts.push(s);
         }
         for (from, ranks) in orphans {
-            match self.free_slots(&mut nodes, &from, &ranks) {
+            let placed = self
+                .free_slots(&mut nodes, &from, &ranks, false)
+                .or_else(|| {
+                    req.oversubscribe
+                        .then(|| self.free_slots(&mut nodes, &from, &ranks, true))
+                        .flatten()
+                });
+            match placed {
                 Some(m) => moves.push(m),
                 None => {
                     return match restart_np {
@@ -217,12 +225,22 @@ impl HostPool {
 
     /// Places `ranks` (of lost host `from`) in free slots of the hosts in
     /// use: on one host that takes them all, else spread in host order.
-    fn free_slots(&self, nodes: &mut Vec<Node>, from: &str, ranks: &[usize]) -> Option<String> {
+    /// `over`: beyond the slots, up to `max_slots` (`--oversubscribe`).
+    fn free_slots(
+        &self,
+        nodes: &mut Vec<Node>,
+        from: &str,
+        ranks: &[usize],
+        over: bool,
+    ) -> Option<String> {
         let free: Vec<usize> = self
             .hosts
             .iter()
             .map(|h| {
-                let cap = h.max_slots.map_or(h.slots, |m| m.min(h.slots));
+                let cap = match (over, h.max_slots) {
+                    (true, m) => m.unwrap_or(usize::MAX),
+                    (false, m) => m.map_or(h.slots, |m| m.min(h.slots)),
+                };
                 let used: usize = nodes
                     .iter()
                     .filter(|n| n.host == h.name)
@@ -231,7 +249,7 @@ impl HostPool {
                 cap.saturating_sub(used)
             })
             .collect();
-        if free.iter().sum::<usize>() < ranks.len() {
+        if free.iter().fold(0usize, |a, &f| a.saturating_add(f)) < ranks.len() {
             return None;
         }
         let mut give = |h: &Host, rs: &[usize]| match nodes.iter_mut().find(|n| n.host == h.name) {
@@ -429,6 +447,22 @@ mod tests {
             hosts_of(&r.plan),
             [("a".into(), vec![0, 1]), ("c".into(), vec![2, 3])]
         );
+    }
+
+    #[test]
+    fn oversubscribed_jobs_move_beyond_the_slots() {
+        let over = Request {
+            oversubscribe: true,
+            ..req(4)
+        };
+        let mut pool = HostPool::new(vec![host("a", 2), host("b", 2)], 0).unwrap();
+        let plan = Plan::build(pool.active(), over).unwrap();
+        assert!(pool
+            .clone()
+            .replan(&plan, &["b".into()], None, req(4))
+            .is_err());
+        let r = pool.replan(&plan, &["b".into()], None, over).unwrap();
+        assert_eq!(hosts_of(&r.plan), [("a".into(), vec![0, 1, 2, 3])]);
     }
 
     #[test]
