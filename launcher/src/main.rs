@@ -256,14 +256,21 @@ fn run(o: RunOpts) -> i32 {
             Err(e) => return fail(STATUS_INTERNAL, &format!("getrandom: {e}")),
         },
     };
-    let mut pending = None;
+    let mut pending: Option<(String, Instant)> = None;
     let mut attempt = 0;
     loop {
         let extra: Vec<(OsString, OsString)> = vec![
             (restart::ENV_RUN_ATTEMPT.into(), attempt.to_string().into()),
             (restart::ENV_CKPT_ID.into(), ckpt_id.clone()),
         ];
-        let ended = run_once(&o, &cfg, &host, &plan, &extra, pending.take());
+        let report = pending.take();
+        let head = report.as_ref().map(|(h, _)| h.clone());
+        let ended = run_once(&o, &cfg, &host, &plan, &extra, report);
+        if let (Some(head), false) = (head, ended.supervised) {
+            // The restart could not even be set up: its line says so.
+            let line = restart::report_line(&head, None, None);
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
         let Some(f) = ended.failure else {
             return ended.status;
         };
@@ -316,6 +323,7 @@ fn run_once(
     let ended = |status| Ended {
         status,
         failure: None,
+        supervised: false,
     };
     let host = host.to_string();
     let nnodes = plan.nodes().len();

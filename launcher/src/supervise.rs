@@ -223,6 +223,9 @@ pub struct Ended {
     pub status: i32,
     /// The failure, if the run failed.
     pub failure: Option<Failure>,
+    /// The run got as far as its supervisor (which printed the restart's
+    /// line, if it was a restart); false when it could not be set up.
+    pub supervised: bool,
 }
 
 /// How a job is watched (from the options and tunables).
@@ -1199,6 +1202,10 @@ impl Supervisor {
             lost: std::mem::take(&mut self.lost_hosts),
             at: self.first_evidence,
         });
-        Ended { status, failure }
+        Ended {
+            status,
+            failure,
+            supervised: true,
+        }
     }
 }
