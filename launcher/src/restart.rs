@@ -18,7 +18,9 @@
 //!   the free slots (beyond the slots, up to `max_slots`, when the job is
 //!   `--oversubscribe`d), else the job restarts on `--restart-np M` ranks on the
 //!   hosts left ([`HostPool::replan`]). With none of these, dosrun gives up
-//!   with the failure's status.
+//!   with the failure's status. A spare takes the lost node's place, so
+//!   every node keeps its id (`DOS_NODE_ID`); ranks moved to free slots
+//!   join another node, and the nodes after an emptied one shift down.
 //! * **The ranks' side.** Every rank sees [`ENV_RUN_ATTEMPT`] (0, then k on
 //!   the k-th restart) and [`ENV_CKPT_ID`] (one id per dosrun invocation,
 //!   or dosrun's own `DOS_CKPT_ID` / `-x DOS_CKPT_ID`), which `dos::ckpt`
