@@ -26,6 +26,7 @@
 //! flock /tmp/dos-cluster.lock cargo test -p dos-launcher --test restart
 //! cargo test -p dos-launcher --test restart -- --ignored random_kills_soak
 //! flock /tmp/dos-cluster.lock cargo test -p dos-launcher --test restart -- --ignored lost_host_soak
+//! cargo test -p dos-launcher --test restart -- --ignored none_reported_while_the_run_goes_on
 //! ```
 //!
 //! The soaks are the issue's trials: 20 random kills on one host, and 5
@@ -835,4 +836,52 @@ fn lost_host_soak() {
         }
         assert_eq!(hosts_of(&dir, 1, 6), want, "trial {t}");
     }
+}
+
+/// Without a put of `dos.ckpt.restored`, the line comes
+/// `restart::REPORT_WAIT` (10 s) after the restarted run's first fence,
+/// while the run still goes on (a 14 s test, hence ignored):
+/// `cargo test -p dos-launcher --test restart -- --ignored none_reported_while_the_run_goes_on`.
+#[test]
+#[ignore]
+fn none_reported_while_the_run_goes_on() {
+    use std::io::BufRead;
+    let Some(prog) = fixture() else { return };
+    let d = TempDir::new("rs-wait");
+    // Rank 1 dies in step 1 (nothing committed); the new run takes 14 s.
+    let mut child = rc(
+        &d,
+        "w",
+        2,
+        &["--max-restarts", "1"],
+        &prog,
+        &["14", "1000", "kill@1:1"],
+    )
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    let err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = None;
+    for line in err.lines() {
+        let line = line.unwrap();
+        if line.starts_with("dosrun: restart 1/1: ") {
+            seen = Some((start.elapsed(), line));
+        }
+    }
+    let status = common::wait_child(&mut child, LIMIT);
+    let ended = start.elapsed();
+    assert_eq!(status.code(), Some(0));
+    let (at, line) = seen.expect("no restart line");
+    assert!(
+        line.contains("; checkpoint: none reported; recovered in "),
+        "{line}"
+    );
+    assert!(
+        at + Duration::from_secs(2) < ended,
+        "the line came at {at:?}, the job ended at {ended:?}"
+    );
+    assert!(at >= Duration::from_secs(10), "the line came at {at:?}");
 }
