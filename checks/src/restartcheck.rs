@@ -133,7 +133,11 @@ fn unix_nanos() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// A wire-up error: a peer failed (its fence cannot complete). The rank
+/// waits before it exits, so that dosrun blames the peer, not this
+/// consequence (it stops this rank meanwhile).
 fn e2s(e: dos::Error) -> String {
+    std::thread::sleep(Duration::from_millis(1000));
     e.to_string()
 }
 
