@@ -20,7 +20,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dos::io::{File, Fs, FsErrorKind, Hints, Mode};
+use dos::io::{File, Fs, FsErrorKind, Hints, Mode, View};
 use dos_fs::addrfile::{AddrFile, ServerAddr};
 use dos_fs::server::{Server, ServerConfig, Service};
 use dos_fs::target::{FsId, Target};
@@ -255,6 +255,134 @@ fn nonblocking_reads_and_writes_complete_as_requests() {
         assert!(tail[5000..].iter().all(|&x| x == 9));
         let ro = File::open_with(&w, fs, "/nb", Mode::READ_ONLY, Hints::default()).unwrap();
         let refused = dos::scope(|s| ro.iwrite_at(s, 0, &a).map(drop));
+        assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
+    });
+}
+
+/// Every rank writes the same 8 stripes, each time all of one value, and
+/// reads them back `iters` times; returns how many reads mixed two writes.
+fn overlapping_writes(w: &dos::World, fs: &Fs, path: &str, atomic: bool, iters: u64) -> u64 {
+    let hints = Hints {
+        layout: Some(dos::io::LayoutSpec {
+            stripe_size: 64 << 10,
+            stripe_count: dos::io::LayoutSpec::ALL,
+            first: dos::io::LayoutSpec::ANY,
+        }),
+        ..Hints::default()
+    };
+    let f = File::open_with(w, fs, path, Mode::READ_WRITE.create(), hints).unwrap();
+    f.set_atomicity(atomic).unwrap();
+    assert_eq!(f.atomicity(), atomic);
+    let region = 8 * (64 << 10) + 777;
+    let mut back = vec![0u8; region];
+    let mut mixed = 0;
+    for it in 0..iters {
+        let tag = (w.rank() as u64 * iters + it + 1) as u8;
+        f.write_at(0, &vec![tag; region]).unwrap();
+        assert_eq!(f.read_at(0, &mut back).unwrap(), region);
+        mixed += u64::from(back.iter().any(|&b| b != back[0]));
+    }
+    f.set_atomicity(false).unwrap();
+    f.close().unwrap();
+    mixed
+}
+
+#[test]
+fn atomic_mode_keeps_overlapping_writes_whole() {
+    let srv = InProcess::up("atomic", 3);
+    let fs = &srv.fs;
+    let mixed = dos::testing::run_threads(4, |w| overlapping_writes(&w, fs, "/a", true, 12));
+    assert_eq!(mixed, vec![0; 4], "reads that mixed two writes, by rank");
+    // Without it, the same writes may interleave (how often depends on the
+    // machine's load: only reported).
+    let mixed = dos::testing::run_threads(4, |w| overlapping_writes(&w, fs, "/b", false, 12));
+    eprintln!("without atomic mode, mixed reads by rank: {mixed:?}");
+}
+
+#[test]
+fn atomic_mode_across_nodes() {
+    let srv = InProcess::up("atomic2", 2);
+    let fs = &srv.fs;
+    let mixed = dos::testing::run_cluster(&[1, 2], |w| overlapping_writes(&w, fs, "/a", true, 6));
+    assert_eq!(mixed, vec![0; 3]);
+}
+
+#[test]
+fn views_map_offsets_and_check_them() {
+    let srv = InProcess::up("views", 2);
+    let fs = &srv.fs;
+    dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/v", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        // Interleaved 10-byte blocks, 2-byte etypes; offsets count etypes.
+        let v = View::new(2, &[(0, 10)], 20).unwrap();
+        f.set_view(10 * me, v.clone()).unwrap();
+        assert_eq!(f.view(), (10 * me, v));
+        let data: Vec<u8> = (0..40).map(|i| (me * 100 + i) as u8).collect();
+        f.write_at_all(0, &data[..20]).unwrap();
+        f.write_at(10, &data[20..]).unwrap(); // 10 etypes = 20 bytes on
+        f.sync().unwrap();
+        let mut back = vec![0u8; 36];
+        assert_eq!(f.read_at_all(2, &mut back).unwrap(), 36);
+        assert_eq!(back, data[4..]);
+        // Bytes past the end of the view's last piece in the file.
+        let mut tail = vec![7u8; 30];
+        let n = f.read_at(15, &mut tail).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(&tail[..10], &data[30..]);
+        assert_eq!(&tail[10..], &[7; 20]);
+        // An offset whose file position overflows is a typed error.
+        let e = f.write_at(u64::MAX / 2, b"xy").unwrap_err();
+        assert!(matches!(e, dos::io::Error::InvalidArgument { .. }), "{e}");
+        f.set_view(0, View::default()).unwrap();
+        let mut all = vec![0u8; 80];
+        assert_eq!(f.read_at(0, &mut all).unwrap(), 80);
+        for (k, blk) in all.chunks(10).enumerate() {
+            let (r, j) = (k as u64 % 2, k as u64 / 2);
+            let want: Vec<u8> = (0..10).map(|i| (r * 100 + j * 10 + i) as u8).collect();
+            assert_eq!(blk, &want[..], "block {k}");
+        }
+    });
+}
+
+#[test]
+fn nonblocking_collectives_complete_in_any_order() {
+    let srv = InProcess::up("nbcoll", 2);
+    let fs = &srv.fs;
+    dos::testing::run_threads(3, |w| {
+        let f = File::open_with(&w, fs, "/n", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        let block = |k: u64| vec![(k * 3 + me + 1) as u8; 5000];
+        dos::scope(|s| {
+            let mut reqs: Vec<_> = (0..3)
+                .map(|k| f.iwrite_at_all(s, (k * 3 + me) * 5000, &block(k)).unwrap())
+                .collect();
+            // Collectives on the world and the file's communicator meanwhile.
+            let mut sum = [0u64];
+            w.allreduce(&[me], &mut sum, dos::op::Sum).unwrap();
+            assert_eq!(sum, [3]);
+            f.comm().barrier().unwrap();
+            // Each rank completes them in another order; one is dropped.
+            reqs.rotate_left(me as usize);
+            let dropped = reqs.pop().unwrap();
+            for r in reqs {
+                assert_eq!(r.wait().unwrap(), 5000);
+            }
+            drop(dropped);
+        });
+        f.sync().unwrap();
+        let mut back = vec![0u8; 45_000];
+        let n = dos::scope(|s| f.iread_at_all(s, 0, &mut back).unwrap().wait()).unwrap();
+        assert_eq!(n, 45_000);
+        for (i, blk) in back.chunks(5000).enumerate() {
+            assert!(blk.iter().all(|&b| b == i as u8 + 1), "block {i}");
+        }
+        // Past the end: the count says how many were in the file.
+        let mut over = vec![0u8; 10_000];
+        let n = dos::scope(|s| f.iread_at_all(s, 40_000, &mut over).unwrap().wait()).unwrap();
+        assert_eq!(n, 5000);
+        let ro = File::open_with(&w, fs, "/n", Mode::READ_ONLY, Hints::default()).unwrap();
+        let refused = dos::scope(|s| ro.iwrite_at_all(s, 0, b"x").map(drop));
         assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
     });
 }

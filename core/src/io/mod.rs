@@ -93,9 +93,12 @@ mod coll;
 mod error;
 mod file;
 pub(crate) mod nb;
+mod nbcoll;
 pub mod plan;
+pub mod view;
 
 pub use dos_fs::layout::{Layout, LayoutSpec};
 pub use error::{Error, FsErrorKind, Result};
 pub use file::{File, Fs, Hints, Mode};
 pub use nb::IoRequest;
+pub use view::{View, ViewError};

@@ -88,38 +88,103 @@ fn abandon(eng: &Engine, id: ReqId) {
 }
 
 /// The outcome of one operation, written by its thread.
-type Outcome = Arc<Mutex<Option<dos_fs::Result<usize>>>>;
+pub(super) type Outcome = Arc<Mutex<Option<dos_fs::Result<usize>>>>;
 
-/// A nonblocking read or write in flight; see [`File::iwrite_at`].
+/// A nonblocking read or write in flight: independent ([`File::iwrite_at`],
+/// [`File::iread_at`]) or collective ([`File::iwrite_at_all`],
+/// [`File::iread_at_all`]).
 #[must_use = "an I/O request completes only when waited on (dropping it waits)"]
 #[derive(Debug)]
 pub struct IoRequest<'s> {
-    req: Request<'s>,
-    outcome: Outcome,
+    inner: RefCell<Inner<'s>>,
 }
 
-impl IoRequest<'_> {
+/// What an [`IoRequest`] waits for.
+#[derive(Debug)]
+pub(super) enum Inner<'s> {
+    /// An independent operation on a thread of its own.
+    Thread { req: Request<'s>, outcome: Outcome },
+    /// A queued collective operation of `file` (see `nbcoll.rs`); a read's
+    /// bytes go to `out`.
+    Coll {
+        file: &'s File,
+        id: u64,
+        out: Option<&'s mut [u8]>,
+    },
+    /// Finished when it started (atomic mode), or already collected.
+    Ready(Option<Result<usize>>),
+}
+
+impl<'s> IoRequest<'s> {
+    pub(super) fn from_inner(inner: Inner<'s>) -> IoRequest<'s> {
+        IoRequest {
+            inner: RefCell::new(inner),
+        }
+    }
+
     /// Waits for the operation; returns the bytes read (at most the buffer,
     /// fewer at the end of the file) or written.
     pub fn wait(self) -> Result<usize> {
-        self.req.wait()?;
-        let r = self
-            .outcome
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        match r {
-            Some(r) => Ok(r?),
-            None => Err(Error::InvalidArgument {
-                op: "IoRequest::wait",
-                reason: "the operation ended without an outcome".into(),
+        self.finish()
+    }
+
+    fn finish(&self) -> Result<usize> {
+        let inner = std::mem::replace(&mut *self.inner.borrow_mut(), Inner::Ready(None));
+        match inner {
+            Inner::Thread { req, outcome } => {
+                req.wait()?;
+                let r = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
+                match r {
+                    Some(r) => Ok(r?),
+                    None => Err(Error::InvalidArgument {
+                        op: "IoRequest::wait",
+                        reason: "the operation ended without an outcome".into(),
+                    }),
+                }
+            }
+            Inner::Coll { file, id, out } => {
+                let (n, bytes) = file.collect(id)?;
+                if let Some(out) = out {
+                    out.copy_from_slice(&bytes[..out.len()]);
+                }
+                Ok(n)
+            }
+            Inner::Ready(r) => r.unwrap_or_else(|| {
+                Err(Error::InvalidArgument {
+                    op: "IoRequest::wait",
+                    reason: "the request was collected already".into(),
+                })
             }),
         }
     }
 
-    /// Makes progress once and tells whether the operation has finished.
+    /// Makes progress once and tells whether the operation has finished. A
+    /// collective operation is carried out by its test (waiting for the
+    /// other ranks to reach it), which then returns `true`: see
+    /// [`File::iwrite_at_all`].
     pub fn test(&self) -> bool {
-        self.req.test()
+        let coll = match &*self.inner.borrow() {
+            Inner::Thread { req, .. } => return req.test(),
+            Inner::Ready(_) => return true,
+            Inner::Coll { .. } => true,
+        };
+        if coll {
+            let r = self.finish();
+            *self.inner.borrow_mut() = Inner::Ready(Some(r));
+        }
+        true
+    }
+}
+
+impl Drop for IoRequest<'_> {
+    fn drop(&mut self) {
+        // A collective operation is carried out (the other ranks count on
+        // it) and its outcome dropped; skipped while unwinding.
+        if let Inner::Coll { file, id, .. } = &*self.inner.get_mut() {
+            if !std::thread::panicking() {
+                file.forget(*id);
+            }
+        }
     }
 }
 
@@ -131,6 +196,19 @@ struct Buf(*mut u8, usize);
 unsafe impl Send for Buf {}
 
 impl File {
+    /// Whether an independent nonblocking operation is done at once, in
+    /// the caller's thread: in atomic mode (the lock belongs to the
+    /// caller's thread) or under a view with holes (several pieces).
+    fn needs_sync(&self) -> bool {
+        self.atomicity() || !self.view.borrow().1.is_contiguous()
+    }
+
+    /// The file offset of `offset` under a contiguous view.
+    fn file_offset(&self, op: &'static str, offset: u64, len: usize) -> Result<u64> {
+        let r = self.to_file(op, &[(offset, len as u64)])?;
+        Ok(r.first().map_or(offset, |r| r.0))
+    }
+
     fn start<'s>(
         &self,
         s: &'s Scope<'s, '_>,
@@ -166,10 +244,10 @@ impl File {
             }
         }
         drop(eng);
-        Ok(IoRequest {
+        Ok(IoRequest::from_inner(Inner::Thread {
             req: s.register(&self.comm.eng, id),
             outcome,
-        })
+        }))
     }
 
     /// Starts writing `data` at `offset` (`MPI_File_iwrite_at`); `data`
@@ -181,6 +259,11 @@ impl File {
         data: &'s [u8],
     ) -> Result<IoRequest<'s>> {
         self.check_write("iwrite_at")?;
+        if self.needs_sync() {
+            let r = self.write_at(offset, data).map(|()| data.len());
+            return Ok(IoRequest::from_inner(Inner::Ready(Some(r))));
+        }
+        let offset = self.file_offset("iwrite_at", offset, data.len())?;
         let buf = Buf(data.as_ptr().cast_mut(), data.len());
         self.start(s, move |c, a, _| {
             let buf = buf;
@@ -199,6 +282,11 @@ impl File {
         buf: &'s mut [u8],
     ) -> Result<IoRequest<'s>> {
         self.check_read("iread_at")?;
+        if self.needs_sync() {
+            let r = self.read_at(offset, buf);
+            return Ok(IoRequest::from_inner(Inner::Ready(Some(r))));
+        }
+        let offset = self.file_offset("iread_at", offset, buf.len())?;
         let b = Buf(buf.as_mut_ptr(), buf.len());
         self.start(s, move |c, a, path| {
             let b = b;
