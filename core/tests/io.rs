@@ -209,6 +209,15 @@ fn a_server_down_is_the_same_error_on_every_rank() {
         // A nonblocking write meets it too, as its request's error.
         let e3 = dos::scope(|s| f.iwrite_at(s, 0, &data).unwrap().wait()).unwrap_err();
         assert_eq!(e3.fs_kind(), Some(FsErrorKind::ServerDown), "{e3}");
+        // And a nonblocking collective one, agreed like the blocking one.
+        let e4 = dos::scope(|s| {
+            f.iwrite_at_all(s, w.rank() as u64 * (2 << 20), &data)
+                .unwrap()
+                .wait()
+        })
+        .unwrap_err();
+        assert_eq!(e4.fs_kind(), Some(FsErrorKind::ServerDown), "{e4}");
+        assert_eq!(e4.to_string(), e.to_string());
         e.to_string()
     });
     assert!(res.iter().all(|m| *m == res[0]), "{res:?}");
@@ -385,6 +394,44 @@ fn nonblocking_collectives_complete_in_any_order() {
         let refused = dos::scope(|s| ro.iwrite_at_all(s, 0, b"x").map(drop));
         assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
     });
+}
+
+#[test]
+fn nonblocking_collectives_start_without_waiting_for_the_others() {
+    let srv = InProcess::up("nbstart", 2);
+    let fs = &srv.fs;
+    let polls = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/s", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        if me == 1 {
+            // Rank 0 starts and tests meanwhile, without waiting for this one.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let data = vec![me as u8 + 1; 100_000];
+        let mut back = vec![0u8; 200_000];
+        dos::scope(|s| {
+            let t0 = std::time::Instant::now();
+            let r = f.iwrite_at_all(s, me * 100_000, &data).unwrap();
+            let started = t0.elapsed();
+            let mut polls = 0u32;
+            while !r.test() {
+                polls += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(r.wait().unwrap(), 100_000);
+            // A read after it, started and completed the same way.
+            let r = f.iread_at_all(s, 0, &mut back).unwrap();
+            while !r.test() {}
+            assert_eq!(r.wait().unwrap(), 200_000);
+            (started, polls)
+        })
+    });
+    let (started, polls) = polls[0];
+    assert!(
+        started < std::time::Duration::from_millis(250),
+        "{started:?}"
+    );
+    assert!(polls > 0, "rank 0's test completed before rank 1 started");
 }
 
 // ----- under the real dosrun -----

@@ -41,7 +41,7 @@ impl Packed {
 }
 
 /// The extent of `w` holding part `p` (parts lie inside exactly one).
-fn extent_of(w: &Worker, p: &Part) -> usize {
+pub(super) fn extent_of(w: &Worker, p: &Part) -> usize {
     w.extents.partition_point(|e| e.offset <= p.offset) - 1
 }
 
@@ -100,7 +100,7 @@ pub(super) fn split_mut<'a>(
 }
 
 /// Counts and displacements of an `alltoallv` from byte counts per rank.
-fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
+pub(super) fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
     let mut displs = Vec::with_capacity(counts.len());
     let mut at = 0;
     for &c in &counts {
@@ -140,6 +140,11 @@ impl File {
     /// The plan of one collective call with `mine` as this rank's ranges.
     fn collective_plan(&self, comm: &Comm, mine: &Access) -> Result<Plan> {
         let all = self.gather_accesses(comm, mine)?;
+        self.plan_of(&all)
+    }
+
+    /// The plan of every rank's access list.
+    pub(super) fn plan_of(&self, all: &[Vec<(u64, u64)>]) -> Result<Plan> {
         let refs: Vec<&Access> = all.iter().map(Vec::as_slice).collect();
         Ok(plan(
             &refs,
@@ -233,7 +238,7 @@ impl File {
     }
 
     /// The rounds of `plan` (see [`Plan::rounds`] and [`super::Hints::cb_buffer`]).
-    fn rounds(&self, plan: &Plan) -> Vec<Plan> {
+    pub(super) fn rounds(&self, plan: &Plan) -> Vec<Plan> {
         plan.rounds(
             self.hints.cb_buffer,
             u64::from(self.attr.layout.stripe_size),
@@ -244,7 +249,7 @@ impl File {
     /// A worker's writes: each extent from its one part when that part
     /// covers it, else from a buffer (read first when it has holes) with
     /// the parts laid over it in order.
-    fn write_extents(&self, w: &Worker, sources: &[&[u8]]) -> Result<()> {
+    pub(super) fn write_extents(&self, w: &Worker, sources: &[&[u8]]) -> Result<()> {
         let mut by_extent: Vec<Vec<usize>> = vec![Vec::new(); w.extents.len()];
         for (i, p) in w.parts.iter().enumerate() {
             by_extent[extent_of(w, p)].push(i);
@@ -391,7 +396,7 @@ impl File {
     }
 
     /// A worker's reads: every extent into a buffer.
-    fn read_extents(&self, w: &Worker) -> Result<Vec<Vec<u8>>> {
+    pub(super) fn read_extents(&self, w: &Worker) -> Result<Vec<Vec<u8>>> {
         let c = self.fs.client();
         w.extents
             .iter()

@@ -224,7 +224,7 @@ pub struct File {
 }
 
 /// Longest error message carried between ranks.
-const MAX_MESSAGE: usize = 4096;
+pub(super) const MAX_MESSAGE: usize = 4096;
 
 /// Agrees on the outcome of a collective step: if any rank's `local` is an
 /// error, every rank returns the error of the lowest such rank (an
@@ -343,6 +343,7 @@ impl File {
             size: w[1],
             layout,
         };
+        let queue = Queue::new(&comm)?;
         let aggregators = match &hints.aggregators {
             Some(a) => a.clone(),
             None => node_leaders(&comm)?,
@@ -357,7 +358,7 @@ impl File {
             hints,
             view: RefCell::new((0, View::default())),
             atomic: RefCell::new(None),
-            queue: RefCell::new(Queue::default()),
+            queue: RefCell::new(queue),
             open: true,
         })
     }

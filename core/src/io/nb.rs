@@ -158,21 +158,20 @@ impl<'s> IoRequest<'s> {
         }
     }
 
-    /// Makes progress once and tells whether the operation has finished. A
-    /// collective operation is carried out by its test (waiting for the
-    /// other ranks to reach it), which then returns `true`: see
-    /// [`File::iwrite_at_all`].
+    /// Makes progress once and tells whether the operation has finished
+    /// (for a collective one, advancing the file's operations without
+    /// waiting: see [`File::iwrite_at_all`]).
     pub fn test(&self) -> bool {
-        let coll = match &*self.inner.borrow() {
+        let done = match &*self.inner.borrow() {
             Inner::Thread { req, .. } => return req.test(),
             Inner::Ready(_) => return true,
-            Inner::Coll { .. } => true,
+            Inner::Coll { file, id, .. } => file.test_op(*id),
         };
-        if coll {
+        if done {
             let r = self.finish();
             *self.inner.borrow_mut() = Inner::Ready(Some(r));
         }
-        true
+        done
     }
 }
 
