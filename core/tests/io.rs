@@ -434,6 +434,55 @@ fn nonblocking_collectives_start_without_waiting_for_the_others() {
     assert!(polls > 0, "rank 0's test completed before rank 1 started");
 }
 
+/// What atomic mode costs: every rank writes its own 64 KiB blocks with
+/// `write_at` (no overlap), with and without atomic mode, side by side;
+/// prints the medians of 3 runs of 100 writes per rank. Run alone:
+///
+/// ```text
+/// cargo test --release -p dos --test io atomic_mode_cost -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn atomic_mode_cost() {
+    let srv = InProcess::up("atomcost", 3);
+    let fs = &srv.fs;
+    for layout in [&[4usize][..], &[2, 2]] {
+        let mut times = [Vec::new(), Vec::new()];
+        for run in 0..3 {
+            for (k, atomic) in [false, true].into_iter().enumerate() {
+                let t = dos::testing::run_cluster(layout, |w| {
+                    let path = format!("/cost{run}{k}");
+                    let f =
+                        File::open_with(&w, fs, &path, Mode::READ_WRITE.create(), Hints::default())
+                            .unwrap();
+                    f.set_atomicity(atomic).unwrap();
+                    let block = vec![w.rank() as u8; 64 << 10];
+                    w.barrier().unwrap();
+                    let t0 = std::time::Instant::now();
+                    for i in 0..100u64 {
+                        f.write_at((i * w.size() as u64 + w.rank() as u64) << 16, &block)
+                            .unwrap();
+                    }
+                    w.barrier().unwrap();
+                    t0.elapsed().as_secs_f64()
+                });
+                times[k].push(t[0]);
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (off, on) = (med(&mut times[0]), med(&mut times[1]));
+        eprintln!(
+            "atomic mode cost, nodes {layout:?}, 100 x 64 KiB write_at per rank: off {:.1} ms, on {:.1} ms, ratio {:.2}",
+            off * 1e3,
+            on * 1e3,
+            on / off
+        );
+    }
+}
+
 // ----- under the real dosrun -----
 
 /// `target/<profile>`.
