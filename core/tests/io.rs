@@ -309,6 +309,24 @@ fn atomic_mode_keeps_overlapping_writes_whole() {
 }
 
 #[test]
+fn atomicity_flags_must_agree() {
+    let srv = InProcess::up("atomflags", 1);
+    let fs = &srv.fs;
+    let res = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/f", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let e = f.set_atomicity(w.rank() == 0).unwrap_err();
+        assert!(!f.atomicity());
+        // Still usable, and the mode can then be set.
+        f.set_atomicity(true).unwrap();
+        assert!(f.atomicity());
+        f.write_at(w.rank() as u64, b"x").unwrap();
+        e.to_string()
+    });
+    assert!(res[0].contains("different flags"), "{res:?}");
+    assert!(res[1].contains("different flags"), "{res:?}");
+}
+
+#[test]
 fn atomic_mode_across_nodes() {
     let srv = InProcess::up("atomic2", 2);
     let fs = &srv.fs;

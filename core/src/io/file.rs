@@ -504,8 +504,8 @@ impl File {
     /// completes the nonblocking collective operations in flight on the file
     /// first. Every rank returns the same outcome.
     pub fn set_view(&self, disp: u64, view: View) -> Result<()> {
-        let res = self.drain();
-        agree(&self.comm, "set_view", res, 0)?;
+        self.drain();
+        agree(&self.comm, "set_view", Ok(()), 0)?;
         *self.view.borrow_mut() = (disp, view);
         Ok(())
     }
@@ -541,19 +541,18 @@ impl File {
     /// atomics within its node) per access, and accesses of the ranks are
     /// serialized, including those that do not overlap.
     pub fn set_atomicity(&self, atomic: bool) -> Result<()> {
-        let drained = self.drain();
+        self.drain();
         let mine = [u64::from(atomic), u64::from(!atomic)];
         let mut all = [0u64; 2];
         self.comm.allreduce(&mine, &mut all, Max)?;
-        let res = drained.and_then(|()| {
-            if all[0] == 1 && all[1] == 1 {
-                return Err(Error::InvalidArgument {
-                    op: "set_atomicity",
-                    reason: "the ranks passed different flags".into(),
-                });
-            }
+        let res = if all[0] == 1 && all[1] == 1 {
+            Err(Error::InvalidArgument {
+                op: "set_atomicity",
+                reason: "the ranks passed different flags".into(),
+            })
+        } else {
             Ok(())
-        });
+        };
         agree(&self.comm, "set_atomicity", res, 0)?;
         let had = self.atomic.borrow_mut().take();
         if let Some(w) = had {
@@ -649,12 +648,12 @@ impl File {
     /// `File` does the same, ignoring errors.
     pub fn close(mut self) -> Result<()> {
         self.open = false;
-        let res = self.drain();
+        self.drain();
         if let Some(w) = self.atomic.borrow_mut().take() {
             w.free()?;
         }
         self.comm.barrier()?;
-        res
+        Ok(())
     }
 }
 
@@ -663,7 +662,7 @@ impl Drop for File {
         // Collective like close; skipped while unwinding, where the other
         // ranks may never arrive.
         if self.open && !std::thread::panicking() {
-            let _ = self.drain();
+            self.drain();
             if let Some(w) = self.atomic.borrow_mut().take() {
                 let _ = w.free();
             }

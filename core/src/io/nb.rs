@@ -250,7 +250,9 @@ impl File {
     }
 
     /// Starts writing `data` at `offset` (`MPI_File_iwrite_at`); `data`
-    /// stays borrowed until the request completes.
+    /// stays borrowed until the request completes. In atomic mode, or under
+    /// a view with holes, the write is done at once (as [`File::write_at`])
+    /// and the request is complete.
     pub fn iwrite_at<'s>(
         &self,
         s: &'s Scope<'s, '_>,
@@ -274,6 +276,8 @@ impl File {
 
     /// Starts reading into `buf` from `offset` (`MPI_File_iread_at`); the
     /// request's [`IoRequest::wait`] says how many bytes were in the file.
+    /// In atomic mode, or under a view with holes, the read is done at once
+    /// (as [`File::read_at`]).
     pub fn iread_at<'s>(
         &self,
         s: &'s Scope<'s, '_>,

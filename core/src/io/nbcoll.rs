@@ -116,10 +116,10 @@ impl Drop for Machine {
 
 /// The file's nonblocking collective operations: in flight (oldest first),
 /// and finished but not yet collected by their requests.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Queue {
     /// The private duplicate of the file's communicator.
-    comm: Option<Comm>,
+    comm: Comm,
     /// Sequence number of the next operation.
     next: u64,
     pending: VecDeque<Box<Machine>>,
@@ -477,8 +477,10 @@ impl Queue {
     /// (collective), so that starting an operation never waits for others.
     pub(super) fn new(comm: &Comm) -> Result<Queue> {
         Ok(Queue {
-            comm: Some(comm.dup()?),
-            ..Queue::default()
+            comm: comm.dup()?,
+            next: 0,
+            pending: VecDeque::new(),
+            done: BTreeMap::new(),
         })
     }
 }
@@ -491,10 +493,7 @@ impl File {
             let mut q = self.queue.borrow_mut();
             let id = q.next;
             q.next += 1;
-            let comm = q.comm.clone().ok_or(Error::InvalidArgument {
-                op: "nonblocking collective I/O",
-                reason: "no communicator".into(),
-            })?;
+            let comm = q.comm.clone();
             q.pending.push_back(Box::new(Machine {
                 id,
                 comm,
@@ -554,9 +553,8 @@ impl File {
 
     /// Completes every operation in flight (their outcomes wait for their
     /// requests).
-    pub(super) fn drain(&self) -> Result<()> {
+    pub(super) fn drain(&self) {
         self.run_queue(None, true);
-        Ok(())
     }
 
     /// Whether operation `id` has finished, advancing the queue without
