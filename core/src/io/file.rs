@@ -12,11 +12,12 @@ use dos_fs::meta::{Attr, Kind};
 use dos_fs::wire::Request;
 
 use super::error::{Error, FsErrorKind, Result};
+use super::lock::FileLock;
 use super::nbcoll::Queue;
 use super::plan::{plan, Options};
 use super::view::View;
 use crate::op::Max;
-use crate::{Comm, LockKind, Window};
+use crate::Comm;
 
 /// A running dosfs file system, as a rank reaches it: a client with one
 /// connection per server (opened on first use). Cheap to clone; clones
@@ -215,9 +216,8 @@ pub struct File {
     pub(super) hints: Hints,
     /// The view: displacement and view ([`File::set_view`]).
     pub(super) view: RefCell<(u64, View)>,
-    /// In atomic mode, the window whose lock at rank 0 is the file's mutex
-    /// ([`File::set_atomicity`]).
-    pub(super) atomic: RefCell<Option<Window<'static, u64>>>,
+    /// In atomic mode, the file's lock ([`File::set_atomicity`]).
+    pub(super) atomic: RefCell<Option<FileLock>>,
     /// Nonblocking collective operations not yet carried out.
     pub(super) queue: RefCell<Queue>,
     open: bool,
@@ -533,13 +533,13 @@ impl File {
     /// Sets atomic mode (`MPI_File_set_atomicity`; collective, the same
     /// `atomic` on every rank). In atomic mode every access of a rank (an
     /// independent read or write, all its pieces under a view; each
-    /// aggregator's I/O of a collective round) holds the file's lock, an
-    /// exclusive lock of an RMA window at rank 0 of the file's
-    /// communicator: accesses of different ranks that overlap are then
-    /// sequentially consistent (a read sees all or none of a concurrent
-    /// write). The cost is a lock and an unlock (a few messages to rank 0,
-    /// atomics within its node) per access, and accesses of the ranks are
-    /// serialized, including those that do not overlap.
+    /// aggregator's I/O of a collective round) holds the file's lock, kept
+    /// by a lock service at rank 0 of the file's communicator: accesses of
+    /// different ranks that overlap are then sequentially consistent (a
+    /// read sees all or none of a concurrent write). The cost is a lock
+    /// request and grant (a round trip to rank 0) and an unlock message per
+    /// access, and accesses of the ranks are serialized, including those
+    /// that do not overlap (see the [manual](super#atomic-mode)).
     pub fn set_atomicity(&self, atomic: bool) -> Result<()> {
         self.drain();
         let mine = [u64::from(atomic), u64::from(!atomic)];
@@ -554,13 +554,11 @@ impl File {
             Ok(())
         };
         agree(&self.comm, "set_atomicity", res, 0)?;
-        let had = self.atomic.borrow_mut().take();
-        if let Some(w) = had {
-            w.free()?;
-        }
-        if atomic {
-            *self.atomic.borrow_mut() = Some(self.comm.win_allocate::<u64>(1)?);
-        }
+        *self.atomic.borrow_mut() = if atomic {
+            Some(FileLock::new(&self.comm)?)
+        } else {
+            None
+        };
         Ok(())
     }
 
@@ -576,9 +574,9 @@ impl File {
             drop(g);
             return f();
         };
-        w.lock(0, LockKind::Exclusive)?;
+        w.lock()?;
         let r = f();
-        let u = w.unlock(0);
+        let u = w.unlock();
         let r = r?;
         u?;
         Ok(r)
@@ -649,9 +647,7 @@ impl File {
     pub fn close(mut self) -> Result<()> {
         self.open = false;
         self.drain();
-        if let Some(w) = self.atomic.borrow_mut().take() {
-            w.free()?;
-        }
+        self.atomic.borrow_mut().take();
         self.comm.barrier()?;
         Ok(())
     }
@@ -663,9 +659,6 @@ impl Drop for File {
         // ranks may never arrive.
         if self.open && !std::thread::panicking() {
             self.drain();
-            if let Some(w) = self.atomic.borrow_mut().take() {
-                let _ = w.free();
-            }
             let _ = self.comm.barrier();
         }
     }

@@ -150,24 +150,26 @@
 //! of the file's ranks sequentially consistent, as MPI's atomic mode: a
 //! read sees all or none of a concurrent overlapping write, and two
 //! overlapping writes never interleave. It is a mutex across the file's
-//! communicator: an RMA window of one word, made by `set_atomicity`, whose
-//! exclusive passive-target lock at rank 0 every access holds (an
-//! independent read or write, with all its pieces under a view, and each
-//! aggregator's I/O of each round of a collective call; never across a
-//! collective exchange, so no rank waits for the lock while holding up the
-//! others). Nonblocking independent calls ([`File::iwrite_at`]) are done
-//! at once in atomic mode (the lock belongs to the calling thread), their
-//! request complete. The cost: a lock and an unlock per access (CPU atomics
-//! on the node's shared window within rank 0's node, an active message
-//! round trip to rank 0 from other nodes, served when rank 0 makes
-//! progress), and the ranks' accesses to the file are serialized, whether
-//! they overlap or not. `set_atomicity(false)` frees the window. Measured
-//! (`atomic_mode_cost` in core/tests/io.rs, on a loaded 2-core machine, 4
-//! ranks each writing 100 blocks of 64 KiB of their own with `write_at`):
-//! 1.5 times the time without atomic mode with the 4 ranks on one node,
-//! about 15 times with 2 nodes of 2 ranks (a lock from another node costs a
-//! few message round trips to rank 0, served only when rank 0 is in a dos
-//! call). Use it for the accesses that need it.
+//! communicator, kept by a lock service at its rank 0 over the `io` block
+//! of active messages (`LOCK`, `GRANT`, `UNLOCK`: a FIFO queue of waiters
+//! per file, one round trip to take the lock and one message to release
+//! it; rank 0's own requests touch its table directly). Every access holds
+//! it: an independent read or write (with all its pieces under a view),
+//! and each aggregator's I/O of each round of a collective call (never
+//! across a collective exchange, so no rank waits for the lock while
+//! holding up the others). Nonblocking independent calls
+//! ([`File::iwrite_at`]) are done at once in atomic mode, their request
+//! complete. The cost: the round trip per access, served when rank 0 makes
+//! progress (in any dos call; a rank waiting for the lock makes progress
+//! itself), and the ranks' accesses to the file are serialized, whether
+//! they overlap or not. Measured with `atomic_mode_cost` in
+//! core/tests/io.rs (4 ranks each writing 100 blocks of 64 KiB of their
+//! own with `write_at`, 3 servers, on a 2-core machine with a load average
+//! of 16, so only indicative): on one node 0.6 to 1.1 times the time
+//! without atomic mode; on 2 nodes of 2 ranks 6 to 29 times (each handover
+//! of the lock is two messages through rank 0; an RMA compare-and-swap lock
+//! measured 1.5 and 15 times before it was replaced). Use it for the
+//! accesses that need it.
 //!
 //! ## Nonblocking collective I/O
 //!
@@ -214,6 +216,7 @@
 mod coll;
 mod error;
 mod file;
+mod lock;
 pub(crate) mod nb;
 mod nbcoll;
 pub mod plan;

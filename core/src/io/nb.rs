@@ -21,15 +21,17 @@ use dos_fs::meta::Attr;
 
 use super::error::{Error, Result};
 use super::file::File;
-use crate::engine::am::{Hooks, Service};
+use super::lock::Locks;
+use crate::engine::am::{Hooks, Ids, Service};
 use crate::engine::{Engine, ReqId};
 use crate::request::{Request, Scope};
 
-/// The `io` service: no active messages yet (ids 48-63 are reserved for
-/// it), a `serve` hook completing finished operations and an `abandon` hook.
+/// The `io` service: the file-lock messages of atomic mode (ids 48-50 of
+/// its block 48-63, `lock.rs`), a `serve` hook completing finished
+/// operations and an `abandon` hook.
 pub(crate) static SERVICE: Service = Service {
     name: "io",
-    am: None,
+    am: Some((IO_LOCK_IDS, super::lock::on_am)),
     state: || Box::new(Table::default()),
     hooks: Hooks {
         serve: Some(serve),
@@ -45,11 +47,24 @@ struct Table {
     done: Arc<Mutex<Vec<(ReqId, u32)>>>,
     /// Threads of the operations in flight, by request.
     threads: RefCell<Vec<(ReqId, JoinHandle<()>)>>,
+    /// The file locks of atomic mode.
+    locks: RefCell<Locks>,
 }
+
+/// The ids of the lock service.
+const IO_LOCK_IDS: Ids = Ids {
+    first: super::lock::LOCK,
+    last: super::lock::GRANT,
+};
 
 impl Engine {
     fn io_table(&self) -> &Table {
         self.service(&SERVICE)
+    }
+
+    /// The file locks of atomic mode on this engine.
+    pub(super) fn io_locks(&self) -> &RefCell<Locks> {
+        &self.io_table().locks
     }
 }
 
