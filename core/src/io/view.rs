@@ -78,6 +78,10 @@ pub enum ViewError {
     /// A size, offset or file position that does not fit in `u64`.
     #[error("the view's arithmetic overflows u64")]
     Overflow,
+    /// A filetype of more segments than [`View::MAX_SEGMENTS`] (its
+    /// flattened form would not fit in memory).
+    #[error("the filetype has {0} segments, more than {max}", max = View::MAX_SEGMENTS)]
+    TooManySegments(u64),
 }
 
 /// A file view's etype and filetype; see the [module](self).
@@ -100,6 +104,9 @@ impl Default for View {
 }
 
 impl View {
+    /// The most segments a filetype may have (flattened, 16 bytes each).
+    pub const MAX_SEGMENTS: u64 = 1 << 22;
+
     /// A view of the filetype `segs` (byte `(offset, len)` segments of a
     /// tile, sorted and disjoint; empty ones are dropped; merged where they
     /// touch) tiling every `extent` bytes, with offsets counting etypes of
@@ -112,6 +119,9 @@ impl View {
     pub fn new(etype: u64, segs: &[(u64, u64)], extent: u64) -> Result<View, ViewError> {
         if etype == 0 {
             return Err(ViewError::ZeroEtype);
+        }
+        if segs.len() as u64 > View::MAX_SEGMENTS {
+            return Err(ViewError::TooManySegments(segs.len() as u64));
         }
         let mut v: Vec<(u64, u64)> = Vec::with_capacity(segs.len());
         for (index, &(offset, len)) in segs.iter().enumerate() {
@@ -167,6 +177,9 @@ impl View {
             blocklen.checked_mul(etype).ok_or(ov.clone())?,
             stride.checked_mul(etype).ok_or(ov.clone())?,
         );
+        if count > View::MAX_SEGMENTS {
+            return Err(ViewError::TooManySegments(count));
+        }
         if count > 0 && blocklen > 0 && stride < blocklen {
             return Err(ViewError::Unsorted {
                 index: 1,
@@ -223,6 +236,13 @@ impl View {
         let total = stride[0].checked_mul(sizes[0]).ok_or(ov.clone())?;
         let extent = total.checked_mul(etype).ok_or(ov.clone())?;
         let row = subsizes[d - 1].checked_mul(etype).ok_or(ov.clone())?;
+        let rows = subsizes[..d - 1]
+            .iter()
+            .try_fold(1u64, |a, &b| a.checked_mul(b))
+            .ok_or(ov.clone())?;
+        if rows > View::MAX_SEGMENTS {
+            return Err(ViewError::TooManySegments(rows));
+        }
         let mut segs = Vec::new();
         if subsizes.iter().all(|&s| s > 0) {
             // Odometer over the outer dimensions.
@@ -486,6 +506,19 @@ mod tests {
         assert!(matches!(
             View::vector(1, 3, 4, 2),
             Err(ViewError::Unsorted { .. })
+        ));
+        assert!(matches!(
+            View::vector(1, 1 << 40, 1, 2),
+            Err(ViewError::TooManySegments(_))
+        ));
+        assert!(matches!(
+            View::subarray(
+                1,
+                &[1 << 30, 1 << 30, 2],
+                &[1 << 30, 1 << 30, 1],
+                &[0, 0, 0]
+            ),
+            Err(ViewError::TooManySegments(_))
         ));
         let huge = View::contiguous(1 << 40).unwrap();
         assert_eq!(huge.map(0, 1 << 30, 1), Err(ViewError::Overflow));
