@@ -352,18 +352,30 @@ fn views_map_offsets_and_check_them() {
         let mut back = vec![0u8; 36];
         assert_eq!(f.read_at_all(2, &mut back).unwrap(), 36);
         assert_eq!(back, data[4..]);
+        // Nonblocking independent calls go through the view too.
+        let more: Vec<u8> = (0..10).map(|i| (me * 100 + 40 + i) as u8).collect();
+        let mut again = vec![0u8; 46];
+        dos::scope(|s| {
+            assert_eq!(f.iwrite_at(s, 20, &more).unwrap().wait().unwrap(), 10);
+        });
+        f.sync().unwrap();
+        dos::scope(|s| {
+            assert_eq!(f.iread_at(s, 2, &mut again).unwrap().wait().unwrap(), 46);
+        });
+        assert_eq!(&again[..36], &data[4..]);
+        assert_eq!(&again[36..], &more[..]);
         // Bytes past the end of the view's last piece in the file.
         let mut tail = vec![7u8; 30];
-        let n = f.read_at(15, &mut tail).unwrap();
+        let n = f.read_at(20, &mut tail).unwrap();
         assert_eq!(n, 10);
-        assert_eq!(&tail[..10], &data[30..]);
+        assert_eq!(&tail[..10], &more[..]);
         assert_eq!(&tail[10..], &[7; 20]);
         // An offset whose file position overflows is a typed error.
         let e = f.write_at(u64::MAX / 2, b"xy").unwrap_err();
         assert!(matches!(e, dos::io::Error::InvalidArgument { .. }), "{e}");
         f.set_view(0, View::default()).unwrap();
-        let mut all = vec![0u8; 80];
-        assert_eq!(f.read_at(0, &mut all).unwrap(), 80);
+        let mut all = vec![0u8; 100];
+        assert_eq!(f.read_at(0, &mut all).unwrap(), 100);
         for (k, blk) in all.chunks(10).enumerate() {
             let (r, j) = (k as u64 % 2, k as u64 / 2);
             let want: Vec<u8> = (0..10).map(|i| (r * 100 + j * 10 + i) as u8).collect();

@@ -14,7 +14,7 @@ use dos_fs::wire::Request;
 use super::error::{Error, FsErrorKind, Result};
 use super::lock::FileLock;
 use super::nbcoll::Queue;
-use super::plan::{plan, Options};
+use super::plan::{plan, Options, Worker};
 use super::view::View;
 use crate::op::Max;
 use crate::Comm;
@@ -461,6 +461,13 @@ impl File {
             }
             return Ok(n);
         }
+        let w = self.sieve_plan(ranges)?;
+        Ok(read_worker(c, &self.path, &self.attr, size, &w, buf)?)
+    }
+
+    /// The extents (data sieving) and parts of one rank's reads of
+    /// `ranges`, from the planner.
+    pub(super) fn sieve_plan(&self, ranges: &[(u64, u64)]) -> Result<Worker> {
         let opts = Options {
             sieve_hole: self.hints.sieve_hole,
             allow_direct: true,
@@ -471,30 +478,12 @@ impl File {
             &[0],
             opts,
         )?;
-        let mut count = 0u64;
-        if let Some(w) = p.worker_of(0) {
-            for e in &w.extents {
-                let n = size.saturating_sub(e.offset).min(e.len);
-                if n == 0 {
-                    continue;
-                }
-                let mut ebuf = vec![0u8; n as usize];
-                c.read_at(&self.path, &self.attr, e.offset, &mut ebuf)?;
-                let end = e.offset + n;
-                for part in w
-                    .parts
-                    .iter()
-                    .filter(|p| p.offset >= e.offset && p.offset < end)
-                {
-                    let take = (end.min(part.offset + part.len) - part.offset) as usize;
-                    let at = (part.offset - e.offset) as usize;
-                    let b = part.buf_offset as usize;
-                    buf[b..b + take].copy_from_slice(&ebuf[at..at + take]);
-                    count += take as u64;
-                }
-            }
-        }
-        Ok(count as usize)
+        Ok(p.workers.into_iter().next().unwrap_or(Worker {
+            rank: 0,
+            domain: (0, 0),
+            extents: Vec::new(),
+            parts: Vec::new(),
+        }))
     }
 
     /// Sets this rank's view of the file (`MPI_File_set_view`; collective,
@@ -662,6 +651,42 @@ impl Drop for File {
             let _ = self.comm.barrier();
         }
     }
+}
+
+/// Reads the extents of `w` (one rank's reads, [`File::sieve_plan`]) from a
+/// file of `size` bytes and copies its parts into `buf` (packed); returns
+/// how many bytes of the parts lay before the end of the file (only those
+/// are written).
+pub(super) fn read_worker(
+    c: &Client,
+    path: &str,
+    attr: &Attr,
+    size: u64,
+    w: &Worker,
+    buf: &mut [u8],
+) -> dos_fs::Result<usize> {
+    let mut count = 0u64;
+    for e in &w.extents {
+        let n = size.saturating_sub(e.offset).min(e.len);
+        if n == 0 {
+            continue;
+        }
+        let mut ebuf = vec![0u8; n as usize];
+        c.read_at(path, attr, e.offset, &mut ebuf)?;
+        let end = e.offset + n;
+        for part in w
+            .parts
+            .iter()
+            .filter(|p| p.offset >= e.offset && p.offset < end)
+        {
+            let take = (end.min(part.offset + part.len) - part.offset) as usize;
+            let at = (part.offset - e.offset) as usize;
+            let b = part.buf_offset as usize;
+            buf[b..b + take].copy_from_slice(&ebuf[at..at + take]);
+            count += take as u64;
+        }
+    }
+    Ok(count as usize)
 }
 
 /// Rank 0's part of open: find, or create, the file.

@@ -20,7 +20,7 @@ use dos_fs::client::Client;
 use dos_fs::meta::Attr;
 
 use super::error::{Error, Result};
-use super::file::File;
+use super::file::{read_worker, File};
 use super::lock::Locks;
 use crate::engine::am::{Hooks, Ids, Service};
 use crate::engine::{Engine, ReqId};
@@ -212,15 +212,9 @@ unsafe impl Send for Buf {}
 impl File {
     /// Whether an independent nonblocking operation is done at once, in
     /// the caller's thread: in atomic mode (the lock belongs to the
-    /// caller's thread) or under a view with holes (several pieces).
+    /// caller's thread).
     fn needs_sync(&self) -> bool {
-        self.atomicity() || !self.view.borrow().1.is_contiguous()
-    }
-
-    /// The file offset of `offset` under a contiguous view.
-    fn file_offset(&self, op: &'static str, offset: u64, len: usize) -> Result<u64> {
-        let r = self.to_file(op, &[(offset, len as u64)])?;
-        Ok(r.first().map_or(offset, |r| r.0))
+        self.atomicity()
     }
 
     fn start<'s>(
@@ -265,9 +259,10 @@ impl File {
     }
 
     /// Starts writing `data` at `offset` (`MPI_File_iwrite_at`); `data`
-    /// stays borrowed until the request completes. In atomic mode, or under
-    /// a view with holes, the write is done at once (as [`File::write_at`])
-    /// and the request is complete.
+    /// stays borrowed until the request completes. Under a view, `offset`
+    /// counts etypes and the pieces are written as by [`File::write_at`].
+    /// In atomic mode the write is done at once (the file's lock is the
+    /// calling thread's) and the request is complete.
     pub fn iwrite_at<'s>(
         &self,
         s: &'s Scope<'s, '_>,
@@ -279,20 +274,26 @@ impl File {
             let r = self.write_at(offset, data).map(|()| data.len());
             return Ok(IoRequest::from_inner(Inner::Ready(Some(r))));
         }
-        let offset = self.file_offset("iwrite_at", offset, data.len())?;
+        let ranges = self.to_file("iwrite_at", &[(offset, data.len() as u64)])?;
         let buf = Buf(data.as_ptr().cast_mut(), data.len());
         self.start(s, move |c, a, _| {
             let buf = buf;
             // SAFETY: see `Buf`; only read here.
             let data = unsafe { std::slice::from_raw_parts(buf.0, buf.1) };
-            c.write_at(a, offset, data).map(|()| data.len())
+            // The view's pieces, one request each (as `write_at`).
+            let mut at = 0usize;
+            for (o, l) in ranges {
+                c.write_at(a, o, &data[at..at + l as usize])?;
+                at += l as usize;
+            }
+            Ok(data.len())
         })
     }
 
     /// Starts reading into `buf` from `offset` (`MPI_File_iread_at`); the
     /// request's [`IoRequest::wait`] says how many bytes were in the file.
-    /// In atomic mode, or under a view with holes, the read is done at once
-    /// (as [`File::read_at`]).
+    /// Under a view, as [`File::read_at`] (data sieving). In atomic mode
+    /// the read is done at once.
     pub fn iread_at<'s>(
         &self,
         s: &'s Scope<'s, '_>,
@@ -304,13 +305,22 @@ impl File {
             let r = self.read_at(offset, buf);
             return Ok(IoRequest::from_inner(Inner::Ready(Some(r))));
         }
-        let offset = self.file_offset("iread_at", offset, buf.len())?;
+        let ranges = self.to_file("iread_at", &[(offset, buf.len() as u64)])?;
+        // Under a view, the pieces as `read_at` reads them (data sieving).
+        let sieved = match ranges.len() {
+            0 | 1 => None,
+            _ => Some(self.sieve_plan(&ranges)?),
+        };
+        let offset = ranges.first().map_or(0, |r| r.0);
         let b = Buf(buf.as_mut_ptr(), buf.len());
         self.start(s, move |c, a, path| {
             let b = b;
             // SAFETY: see `Buf`.
             let buf = unsafe { std::slice::from_raw_parts_mut(b.0, b.1) };
             let size = c.stat(path)?.size;
+            if let Some(w) = &sieved {
+                return read_worker(c, path, a, size, w, buf);
+            }
             let n = size.saturating_sub(offset).min(buf.len() as u64) as usize;
             if n > 0 {
                 c.read_at(path, a, offset, &mut buf[..n])?;
