@@ -55,12 +55,13 @@ pub enum ViewError {
         /// Its length.
         len: u64,
     },
-    /// An extent smaller than the end of the last segment.
-    #[error("extent {extent} is smaller than the end {end} of the filetype's last segment")]
+    /// An extent smaller than the span of the segments (from the first
+    /// one's start to the last one's end): tiles would overlap.
+    #[error("extent {extent} is smaller than the span {end} of the filetype's segments")]
     Extent {
         /// The extent given.
         extent: u64,
-        /// The end of the last segment.
+        /// The span of the segments.
         end: u64,
     },
     /// A filetype whose size is not a whole number of etypes.
@@ -110,7 +111,11 @@ impl View {
     /// A view of the filetype `segs` (byte `(offset, len)` segments of a
     /// tile, sorted and disjoint; empty ones are dropped; merged where they
     /// touch) tiling every `extent` bytes, with offsets counting etypes of
-    /// `etype` bytes.
+    /// `etype` bytes: tile `k`'s segments lie at `disp + k * extent +
+    /// offset`. The extent must cover the segments' span (first start to
+    /// last end); the first need not start at 0 (an MPI filetype with a
+    /// positive lower bound: its segments' offsets from the type's origin,
+    /// its extent `ub - lb`).
     ///
     /// # Errors
     /// [`ViewError`] for a zero etype, a filetype selecting nothing,
@@ -140,7 +145,10 @@ impl View {
         let Some(&(lo, ll)) = v.last() else {
             return Err(ViewError::Empty);
         };
-        let end = lo + ll;
+        // Tile k's segments lie at k * extent + offset: they do not meet
+        // the next tile's if the extent covers their span (MPI's filetypes
+        // may start past their origin: a lower bound above 0).
+        let end = lo + ll - v[0].0;
         if extent < end {
             return Err(ViewError::Extent { extent, end });
         }
@@ -421,7 +429,8 @@ mod tests {
                     segs.push((at, len * e));
                     at += len * e;
                 }
-                View::new(e, &segs, at + tail * e).unwrap()
+                // The first segment may start past 0 (a lower bound).
+                View::new(e, &segs, at - segs[0].0 + tail * e).unwrap()
             })
     }
 
@@ -492,9 +501,12 @@ mod tests {
             Err(ViewError::Unsorted { .. })
         ));
         assert!(matches!(
-            View::new(1, &[(4, 2)], 5),
+            View::new(1, &[(4, 2), (8, 1)], 4),
             Err(ViewError::Extent { .. })
         ));
+        // A lower bound of 8: tiles of 8 bytes, data at 8..16 of each.
+        let lb = View::new(1, &[(8, 8)], 8).unwrap();
+        assert_eq!(lb.map(100, 0, 20).unwrap(), vec![(108, 20)]);
         assert!(matches!(
             View::new(4, &[(0, 6)], 8),
             Err(ViewError::NotEtypes { .. })
