@@ -1,6 +1,11 @@
 //! `dos::io` against real dosfs servers: the IOR-like patterns of the
 //! `iocheck` program (segmented, strided, random noncontiguous, with holes,
-//! independent), written and read back, then read by a job of another size.
+//! independent, nonblocking; through vector, subarray and indexed views;
+//! nonblocking collectives; overlapping writes in atomic mode), written and
+//! read back, then read by a job of another size; and tests of views,
+//! nonblocking collectives (started without waiting, completed in any
+//! order) and atomic mode (reads never see two writes mixed, which they do
+//! without it) on thread ranks.
 //!
 //! * On ranks that are threads (`run_threads`, and `run_cluster` for several
 //!   nodes, so several aggregators), with servers in this process: no
