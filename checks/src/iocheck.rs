@@ -25,6 +25,22 @@
 //! * `indep`: segmented blocks of 100003 bytes written with `write_at`;
 //! * `nb`: the same with `iwrite_at`, every transfer in flight at once, and
 //!   read back with `iread_at`;
+//! * `view`: through a vector view (4-byte etypes, rank r sees every n-th
+//!   block of 3000 bytes from block r on), half with `write_at_all` and half
+//!   with `write_at` at an offset in etypes, read back through the view with
+//!   `read_at_all` (from an odd offset) and `read_at`;
+//! * `subarray`: a 40 x 100n array of 8-byte elements, rank r's 100 columns
+//!   through a subarray view, one `write_at_all`;
+//! * `indexed`: random pieces dealt to ranks, each rank's through an indexed
+//!   view, one `write_at_all`, read back through the view with `read_at`
+//!   (data sieving);
+//! * `nbcoll`: strided transfers with `iwrite_at_all`, four in flight, a
+//!   blocking `write_at_all` and a barrier on the file's communicator
+//!   meanwhile, completed in reverse order on odd ranks, read back with
+//!   `iread_at_all`;
+//! * `atomic`: in atomic mode, every rank writes the same 3 stripes + 1000
+//!   bytes, each time all of one value, and reads them back: every read
+//!   must see one write whole;
 //!
 //! then syncs and reads every file back with `read_at_all` (contiguous,
 //! another split), `read_at_all_list` (random pieces, other owners) and
@@ -38,7 +54,7 @@
 
 use std::process::ExitCode;
 
-use dos::io::{Error as IoError, File, Fs, FsErrorKind, Hints, LayoutSpec, Mode};
+use dos::io::{Error as IoError, File, Fs, FsErrorKind, Hints, LayoutSpec, Mode, View};
 use dos::Comm;
 
 const STRIPE: u32 = 64 << 10;
@@ -50,6 +66,14 @@ const RANDOM_PER_RANK: u64 = 150 << 10;
 const PIECE_MAX: u64 = 9000;
 const INDEP_BLOCK: u64 = 100_003;
 const INDEP_XFER: usize = 30_000;
+/// Blocks of the `view` file, in 4-byte etypes, and blocks per rank.
+const VIEW_BLOCK: u64 = 750;
+const VIEW_BLOCKS: u64 = 10;
+/// The `subarray` file: rows, and columns per rank, of 8-byte elements.
+const SUB_ROWS: u64 = 40;
+const SUB_COLS: u64 = 100;
+/// Writes of each rank to the `atomic` file.
+const ATOMIC_ITERS: u64 = 4;
 /// Seeds of the first and the second content.
 const S1: u64 = 0x5eed;
 const S2: u64 = 0xbeef;
@@ -261,7 +285,235 @@ pub fn write_check(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
         return Err(format!("nb: iread_at gave {got} bytes, or other bytes"));
     }
 
+    views(comm, fs, dir)?;
+    nbcoll(comm, fs, dir)?;
+    atomic(comm, fs, dir)?;
     errors(comm, fs, dir)
+}
+
+/// The content `S1` of the bytes a view selects: `len` bytes from the
+/// start of `view` at `disp`.
+fn view_bytes(view: &View, disp: u64, len: u64) -> Result<Vec<u8>, String> {
+    let ranges = view.map(disp, 0, len).map_err(|x| x.to_string())?;
+    Ok(ranges
+        .into_iter()
+        .flat_map(|(o, l)| bytes(S1, o, l))
+        .collect())
+}
+
+/// `local`, agreed: every rank fails if one does.
+fn agreed(comm: &Comm, what: &str, local: Result<(), String>) -> Result<(), String> {
+    let mut any = [0u64];
+    comm.allreduce(&[u64::from(local.is_err())], &mut any, dos::op::Max)
+        .map_err(|x| x.to_string())?;
+    match local {
+        Ok(()) if any[0] != 0 => Err(format!("{what}: another rank failed")),
+        r => r,
+    }
+}
+
+fn same(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
+    match got.iter().zip(want).position(|(a, b)| a != b) {
+        None if got.len() == want.len() => Ok(()),
+        None => Err(format!(
+            "{what}: {} bytes, expected {}",
+            got.len(),
+            want.len()
+        )),
+        Some(i) => Err(format!(
+            "{what}: byte {i} is {:#x}, expected {:#x}",
+            got[i], want[i]
+        )),
+    }
+}
+
+/// The `view`, `subarray` and `indexed` files.
+fn views(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
+    let (n, me) = (comm.size() as u64, comm.rank() as u64);
+    let rw = Mode::READ_WRITE.create();
+    let ve = |x: dos::io::ViewError| format!("view: {x}");
+
+    // A vector view: blocks r, r + n, r + 2n, ... of 3000 bytes.
+    let f = open(comm, fs, &format!("{dir}/view"), rw)?;
+    let bl = VIEW_BLOCK * 4;
+    let v = View::vector(4, VIEW_BLOCKS, VIEW_BLOCK, n * VIEW_BLOCK).map_err(ve)?;
+    let (disp, len) = (me * bl, VIEW_BLOCKS * bl);
+    let stream = view_bytes(&v, disp, len)?;
+    f.set_view(disp, v).map_err(e("view set_view"))?;
+    let half = (len / 2) as usize;
+    f.write_at_all(0, &stream[..half])
+        .map_err(e("view write_at_all"))?;
+    f.write_at(half as u64 / 4, &stream[half..])
+        .map_err(e("view write_at"))?;
+    f.sync().map_err(e("view sync"))?;
+    let mut back = vec![0u8; stream.len() - 28];
+    let got = f.read_at_all(7, &mut back).map_err(e("view read_at_all"))?;
+    let mut local = if got == back.len() {
+        same("view read_at_all", &back, &stream[28..])
+    } else {
+        Err(format!("view read_at_all: {got} of {} bytes", back.len()))
+    };
+    let mut back = vec![0u8; stream.len()];
+    let got = f.read_at(0, &mut back).map_err(e("view read_at"))?;
+    local = local.and_then(|()| {
+        if got != back.len() {
+            return Err(format!("view read_at: {got} of {} bytes", back.len()));
+        }
+        same("view read_at", &back, &stream)
+    });
+    agreed(comm, "view", local)?;
+    f.set_view(0, View::default()).map_err(e("view set_view"))?;
+    verify(comm, &f, "view", n * len)?;
+
+    // A subarray view: this rank's columns of a row-major array.
+    let f = open(comm, fs, &format!("{dir}/subarray"), rw)?;
+    let v = View::subarray(
+        8,
+        &[SUB_ROWS, n * SUB_COLS],
+        &[SUB_ROWS, SUB_COLS],
+        &[0, me * SUB_COLS],
+    )
+    .map_err(ve)?;
+    let stream = view_bytes(&v, 0, v.size())?;
+    f.set_view(0, v).map_err(e("subarray set_view"))?;
+    f.write_at_all(0, &stream)
+        .map_err(e("subarray write_at_all"))?;
+    f.sync().map_err(e("subarray sync"))?;
+    f.set_view(0, View::default())
+        .map_err(e("subarray set_view"))?;
+    verify(comm, &f, "subarray", SUB_ROWS * n * SUB_COLS * 8)?;
+
+    // An indexed view: random pieces, sorted by offset.
+    let region = n * RANDOM_PER_RANK;
+    let f = open(comm, fs, &format!("{dir}/indexed"), rw)?;
+    let mut mine: Vec<(u64, u64)> = my_pieces(13, region, n as usize, me as usize)
+        .into_iter()
+        .map(|(_, o, l)| (o, l))
+        .collect();
+    mine.sort_unstable();
+    let v = if mine.is_empty() {
+        View::default()
+    } else {
+        View::indexed(1, &mine).map_err(ve)?
+    };
+    let size: u64 = mine.iter().map(|p| p.1).sum();
+    let stream = view_bytes(&v, 0, size)?;
+    f.set_view(0, v).map_err(e("indexed set_view"))?;
+    f.write_at_all(0, &stream)
+        .map_err(e("indexed write_at_all"))?;
+    f.sync().map_err(e("indexed sync"))?;
+    let mut back = vec![0u8; stream.len()];
+    let got = f.read_at(0, &mut back).map_err(e("indexed read_at"))?;
+    let local = if got == back.len() {
+        same("indexed read_at", &back, &stream)
+    } else {
+        Err(format!("indexed read_at: {got} of {} bytes", back.len()))
+    };
+    agreed(comm, "indexed", local)?;
+    f.set_view(0, View::default())
+        .map_err(e("indexed set_view"))?;
+    verify(comm, &f, "indexed", region)
+}
+
+/// The `nbcoll` file: nonblocking collective writes and reads.
+fn nbcoll(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
+    let (n, me) = (comm.size() as u64, comm.rank() as u64);
+    let f = open(
+        comm,
+        fs,
+        &format!("{dir}/nbcoll"),
+        Mode::READ_WRITE.create(),
+    )?;
+    let off = |k: u64| (k * n + me) * STRIDE_XFER;
+    let res: Result<usize, dos::io::Error> = dos::scope(|s| {
+        let mut reqs = (0..STRIDE_COUNT / 2)
+            .map(|k| f.iwrite_at_all(s, off(k), &bytes(S1, off(k), STRIDE_XFER)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A blocking collective transfer and a barrier on the file's
+        // communicator while they are in flight.
+        for k in STRIDE_COUNT / 2..STRIDE_COUNT {
+            f.write_at_all(off(k), &bytes(S1, off(k), STRIDE_XFER))?;
+        }
+        f.comm().barrier()?;
+        if me % 2 == 1 {
+            reqs.reverse();
+        }
+        let last = reqs.pop();
+        let mut total = 0;
+        for r in reqs {
+            total += r.wait()?;
+        }
+        if let Some(r) = last {
+            while !r.test() {}
+            total += r.wait()?;
+        }
+        Ok(total)
+    });
+    let written = res.map_err(e("nbcoll iwrite_at_all"))?;
+    if written as u64 != STRIDE_COUNT / 2 * STRIDE_XFER {
+        return Err(format!("nbcoll: iwrite_at_all wrote {written} bytes"));
+    }
+    f.sync().map_err(e("nbcoll sync"))?;
+    let size = n * STRIDE_COUNT * STRIDE_XFER;
+    verify(comm, &f, "nbcoll", size)?;
+    // Read back with another split, two requests.
+    let (lo, hi) = (size * me / n, size * (me + 1) / n);
+    let mid = (lo + hi) / 2;
+    let mut a = vec![0u8; (mid - lo) as usize];
+    let mut b = vec![0u8; (hi - mid) as usize];
+    let got = dos::scope(|s| {
+        let ra = f.iread_at_all(s, lo, &mut a)?;
+        let rb = f.iread_at_all(s, mid, &mut b)?;
+        Ok::<_, dos::io::Error>(rb.wait()? + ra.wait()?)
+    })
+    .map_err(e("nbcoll iread_at_all"))?;
+    let local = if got as u64 == hi - lo {
+        same("nbcoll iread_at_all", &a, &bytes(S1, lo, mid - lo))
+            .and_then(|()| same("nbcoll iread_at_all", &b, &bytes(S1, mid, hi - mid)))
+    } else {
+        Err(format!("nbcoll iread_at_all: {got} of {} bytes", hi - lo))
+    };
+    agreed(comm, "nbcoll", local)
+}
+
+/// The `atomic` file: overlapping writes by every rank in atomic mode.
+fn atomic(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
+    let me = comm.rank() as u64;
+    let f = open(
+        comm,
+        fs,
+        &format!("{dir}/atomic"),
+        Mode::READ_WRITE.create(),
+    )?;
+    f.set_atomicity(true).map_err(e("set_atomicity"))?;
+    if !f.atomicity() {
+        return Err("atomic: atomicity() is false after set_atomicity(true)".into());
+    }
+    let region = 3 * u64::from(STRIPE) + 1000;
+    let mut local = Ok(());
+    let mut back = vec![0u8; region as usize];
+    for it in 0..ATOMIC_ITERS {
+        let tag = (me * ATOMIC_ITERS + it + 1) as u8;
+        f.write_at(0, &vec![tag; region as usize])
+            .map_err(e("atomic write_at"))?;
+        f.read_at(0, &mut back).map_err(e("atomic read_at"))?;
+        if let Some(i) = back.iter().position(|&b| b != back[0]) {
+            local = local.and(Err(format!(
+                "atomic: a read saw {:#x} at 0 and {:#x} at {i}: two writes mixed",
+                back[0], back[i]
+            )));
+        }
+    }
+    agreed(comm, "atomic", local)?;
+    f.set_atomicity(false).map_err(e("set_atomicity"))?;
+    f.sync().map_err(e("atomic sync"))?;
+    let got = f.read_at(0, &mut back).map_err(e("atomic read_at"))?;
+    let local = match back.iter().position(|&b| b != back[0]) {
+        _ if got != back.len() => Err(format!("atomic: read {got} bytes")),
+        Some(i) => Err(format!("atomic: the file mixes writes (byte {i})")),
+        None => Ok(()),
+    };
+    agreed(comm, "atomic", local)
 }
 
 /// The typed errors of open and of the access modes, the same on every rank.
@@ -388,7 +640,9 @@ fn verify_here(comm: &Comm, f: &File, name: &str, size: u64) -> Result<(), Strin
 
 /// Reads every file of `dir` as a later job of any size.
 pub fn read_check(comm: &Comm, fs: &Fs, dir: &str) -> Result<(), String> {
-    for name in ["seg", "strided", "random", "holes", "indep", "nb"] {
+    for name in [
+        "seg", "strided", "random", "holes", "indep", "nb", "view", "subarray", "indexed", "nbcoll",
+    ] {
         let f = open(comm, fs, &format!("{dir}/{name}"), Mode::READ_ONLY)?;
         let size = f.size().map_err(e("size"))?;
         if size == 0 {

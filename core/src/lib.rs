@@ -99,8 +99,11 @@
 //!   `iread_at`/`iwrite_at`, collective `read_at_all`/`write_at_all` (also for
 //!   lists of pieces) with two-phase aggregation on one rank per node, file
 //!   domains aligned to stripes and a direct path when ranks do not share
-//!   stripes, data sieving for small holes; `sync`, `size`, `set_size`,
-//!   `delete`; errors agreed on every rank ([`io`]).
+//!   stripes, data sieving for small holes; file views (vector, subarray,
+//!   indexed filetypes: `set_view`), nonblocking collectives
+//!   (`iwrite_at_all`/`iread_at_all`) and an atomic mode
+//!   (`set_atomicity`); `sync`, `size`, `set_size`, `delete`; errors
+//!   agreed on every rank ([`io`]).
 //!
 //! ## Plain-data types
 //!

@@ -1,6 +1,11 @@
 //! `dos::io` against real dosfs servers: the IOR-like patterns of the
 //! `iocheck` program (segmented, strided, random noncontiguous, with holes,
-//! independent), written and read back, then read by a job of another size.
+//! independent, nonblocking; through vector, subarray and indexed views;
+//! nonblocking collectives; overlapping writes in atomic mode), written and
+//! read back, then read by a job of another size; and tests of views,
+//! nonblocking collectives (started without waiting, completed in any
+//! order) and atomic mode (reads never see two writes mixed, which they do
+//! without it) on thread ranks.
 //!
 //! * On ranks that are threads (`run_threads`, and `run_cluster` for several
 //!   nodes, so several aggregators), with servers in this process: no
@@ -20,7 +25,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use dos::io::{File, Fs, FsErrorKind, Hints, Mode};
+use dos::io::{File, Fs, FsErrorKind, Hints, Mode, View};
 use dos_fs::addrfile::{AddrFile, ServerAddr};
 use dos_fs::server::{Server, ServerConfig, Service};
 use dos_fs::target::{FsId, Target};
@@ -209,6 +214,15 @@ fn a_server_down_is_the_same_error_on_every_rank() {
         // A nonblocking write meets it too, as its request's error.
         let e3 = dos::scope(|s| f.iwrite_at(s, 0, &data).unwrap().wait()).unwrap_err();
         assert_eq!(e3.fs_kind(), Some(FsErrorKind::ServerDown), "{e3}");
+        // And a nonblocking collective one, agreed like the blocking one.
+        let e4 = dos::scope(|s| {
+            f.iwrite_at_all(s, w.rank() as u64 * (2 << 20), &data)
+                .unwrap()
+                .wait()
+        })
+        .unwrap_err();
+        assert_eq!(e4.fs_kind(), Some(FsErrorKind::ServerDown), "{e4}");
+        assert_eq!(e4.to_string(), e.to_string());
         e.to_string()
     });
     assert!(res.iter().all(|m| *m == res[0]), "{res:?}");
@@ -257,6 +271,251 @@ fn nonblocking_reads_and_writes_complete_as_requests() {
         let refused = dos::scope(|s| ro.iwrite_at(s, 0, &a).map(drop));
         assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
     });
+}
+
+/// Every rank writes the same 8 stripes, each time all of one value, and
+/// reads them back `iters` times; returns how many reads mixed two writes.
+fn overlapping_writes(w: &dos::World, fs: &Fs, path: &str, atomic: bool, iters: u64) -> u64 {
+    let hints = Hints {
+        layout: Some(dos::io::LayoutSpec {
+            stripe_size: 64 << 10,
+            stripe_count: dos::io::LayoutSpec::ALL,
+            first: dos::io::LayoutSpec::ANY,
+        }),
+        ..Hints::default()
+    };
+    let f = File::open_with(w, fs, path, Mode::READ_WRITE.create(), hints).unwrap();
+    f.set_atomicity(atomic).unwrap();
+    assert_eq!(f.atomicity(), atomic);
+    let region = 8 * (64 << 10) + 777;
+    let mut back = vec![0u8; region];
+    let mut mixed = 0;
+    for it in 0..iters {
+        let tag = (w.rank() as u64 * iters + it + 1) as u8;
+        f.write_at(0, &vec![tag; region]).unwrap();
+        assert_eq!(f.read_at(0, &mut back).unwrap(), region);
+        mixed += u64::from(back.iter().any(|&b| b != back[0]));
+    }
+    f.set_atomicity(false).unwrap();
+    f.close().unwrap();
+    mixed
+}
+
+#[test]
+fn atomic_mode_keeps_overlapping_writes_whole() {
+    let srv = InProcess::up("atomic", 3);
+    let fs = &srv.fs;
+    let mixed = dos::testing::run_threads(4, |w| overlapping_writes(&w, fs, "/a", true, 12));
+    assert_eq!(mixed, vec![0; 4], "reads that mixed two writes, by rank");
+    // Without it, the same writes may interleave (how often depends on the
+    // machine's load: only reported).
+    let mixed = dos::testing::run_threads(4, |w| overlapping_writes(&w, fs, "/b", false, 12));
+    eprintln!("without atomic mode, mixed reads by rank: {mixed:?}");
+}
+
+#[test]
+fn atomicity_flags_must_agree() {
+    let srv = InProcess::up("atomflags", 1);
+    let fs = &srv.fs;
+    let res = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/f", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let e = f.set_atomicity(w.rank() == 0).unwrap_err();
+        assert!(!f.atomicity());
+        // Still usable, and the mode can then be set.
+        f.set_atomicity(true).unwrap();
+        assert!(f.atomicity());
+        f.write_at(w.rank() as u64, b"x").unwrap();
+        e.to_string()
+    });
+    assert!(res[0].contains("different flags"), "{res:?}");
+    assert!(res[1].contains("different flags"), "{res:?}");
+}
+
+#[test]
+fn atomic_mode_across_nodes() {
+    let srv = InProcess::up("atomic2", 2);
+    let fs = &srv.fs;
+    let mixed = dos::testing::run_cluster(&[1, 2], |w| overlapping_writes(&w, fs, "/a", true, 6));
+    assert_eq!(mixed, vec![0; 3]);
+}
+
+#[test]
+fn views_map_offsets_and_check_them() {
+    let srv = InProcess::up("views", 2);
+    let fs = &srv.fs;
+    dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/v", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        // Interleaved 10-byte blocks, 2-byte etypes; offsets count etypes.
+        let v = View::new(2, &[(0, 10)], 20).unwrap();
+        f.set_view(10 * me, v.clone()).unwrap();
+        assert_eq!(f.view(), (10 * me, v));
+        let data: Vec<u8> = (0..40).map(|i| (me * 100 + i) as u8).collect();
+        f.write_at_all(0, &data[..20]).unwrap();
+        f.write_at(10, &data[20..]).unwrap(); // 10 etypes = 20 bytes on
+        f.sync().unwrap();
+        let mut back = vec![0u8; 36];
+        assert_eq!(f.read_at_all(2, &mut back).unwrap(), 36);
+        assert_eq!(back, data[4..]);
+        // Nonblocking independent calls go through the view too.
+        let more: Vec<u8> = (0..10).map(|i| (me * 100 + 40 + i) as u8).collect();
+        let mut again = vec![0u8; 46];
+        dos::scope(|s| {
+            assert_eq!(f.iwrite_at(s, 20, &more).unwrap().wait().unwrap(), 10);
+        });
+        f.sync().unwrap();
+        dos::scope(|s| {
+            assert_eq!(f.iread_at(s, 2, &mut again).unwrap().wait().unwrap(), 46);
+        });
+        assert_eq!(&again[..36], &data[4..]);
+        assert_eq!(&again[36..], &more[..]);
+        // Bytes past the end of the view's last piece in the file.
+        let mut tail = vec![7u8; 30];
+        let n = f.read_at(20, &mut tail).unwrap();
+        assert_eq!(n, 10);
+        assert_eq!(&tail[..10], &more[..]);
+        assert_eq!(&tail[10..], &[7; 20]);
+        // An offset whose file position overflows is a typed error.
+        let e = f.write_at(u64::MAX / 2, b"xy").unwrap_err();
+        assert!(matches!(e, dos::io::Error::InvalidArgument { .. }), "{e}");
+        f.set_view(0, View::default()).unwrap();
+        let mut all = vec![0u8; 100];
+        assert_eq!(f.read_at(0, &mut all).unwrap(), 100);
+        for (k, blk) in all.chunks(10).enumerate() {
+            let (r, j) = (k as u64 % 2, k as u64 / 2);
+            let want: Vec<u8> = (0..10).map(|i| (r * 100 + j * 10 + i) as u8).collect();
+            assert_eq!(blk, &want[..], "block {k}");
+        }
+    });
+}
+
+#[test]
+fn nonblocking_collectives_complete_in_any_order() {
+    let srv = InProcess::up("nbcoll", 2);
+    let fs = &srv.fs;
+    dos::testing::run_threads(3, |w| {
+        let f = File::open_with(&w, fs, "/n", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        let block = |k: u64| vec![(k * 3 + me + 1) as u8; 5000];
+        dos::scope(|s| {
+            let mut reqs: Vec<_> = (0..3)
+                .map(|k| f.iwrite_at_all(s, (k * 3 + me) * 5000, &block(k)).unwrap())
+                .collect();
+            // Collectives on the world and the file's communicator meanwhile.
+            let mut sum = [0u64];
+            w.allreduce(&[me], &mut sum, dos::op::Sum).unwrap();
+            assert_eq!(sum, [3]);
+            f.comm().barrier().unwrap();
+            // Each rank completes them in another order; one is dropped.
+            reqs.rotate_left(me as usize);
+            let dropped = reqs.pop().unwrap();
+            for r in reqs {
+                assert_eq!(r.wait().unwrap(), 5000);
+            }
+            drop(dropped);
+        });
+        f.sync().unwrap();
+        let mut back = vec![0u8; 45_000];
+        let n = dos::scope(|s| f.iread_at_all(s, 0, &mut back).unwrap().wait()).unwrap();
+        assert_eq!(n, 45_000);
+        for (i, blk) in back.chunks(5000).enumerate() {
+            assert!(blk.iter().all(|&b| b == i as u8 + 1), "block {i}");
+        }
+        // Past the end: the count says how many were in the file.
+        let mut over = vec![0u8; 10_000];
+        let n = dos::scope(|s| f.iread_at_all(s, 40_000, &mut over).unwrap().wait()).unwrap();
+        assert_eq!(n, 5000);
+        let ro = File::open_with(&w, fs, "/n", Mode::READ_ONLY, Hints::default()).unwrap();
+        let refused = dos::scope(|s| ro.iwrite_at_all(s, 0, b"x").map(drop));
+        assert!(matches!(refused, Err(dos::io::Error::Access { .. })));
+    });
+}
+
+#[test]
+fn nonblocking_collectives_start_without_waiting_for_the_others() {
+    let srv = InProcess::up("nbstart", 2);
+    let fs = &srv.fs;
+    let polls = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/s", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        if me == 1 {
+            // Rank 0 starts and tests meanwhile, without waiting for this one.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        let data = vec![me as u8 + 1; 100_000];
+        let mut back = vec![0u8; 200_000];
+        dos::scope(|s| {
+            let t0 = std::time::Instant::now();
+            let r = f.iwrite_at_all(s, me * 100_000, &data).unwrap();
+            let started = t0.elapsed();
+            let mut polls = 0u32;
+            while !r.test() {
+                polls += 1;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            assert_eq!(r.wait().unwrap(), 100_000);
+            // A read after it, started and completed the same way.
+            let r = f.iread_at_all(s, 0, &mut back).unwrap();
+            while !r.test() {}
+            assert_eq!(r.wait().unwrap(), 200_000);
+            (started, polls)
+        })
+    });
+    let (started, polls) = polls[0];
+    assert!(
+        started < std::time::Duration::from_millis(250),
+        "{started:?}"
+    );
+    assert!(polls > 0, "rank 0's test completed before rank 1 started");
+}
+
+/// What atomic mode costs: every rank writes its own 64 KiB blocks with
+/// `write_at` (no overlap), with and without atomic mode, side by side;
+/// prints the medians of 3 runs of 100 writes per rank. Run alone:
+///
+/// ```text
+/// cargo test --release -p dos --test io atomic_mode_cost -- --ignored --nocapture
+/// ```
+#[test]
+#[ignore]
+fn atomic_mode_cost() {
+    let srv = InProcess::up("atomcost", 3);
+    let fs = &srv.fs;
+    for layout in [&[4usize][..], &[2, 2]] {
+        let mut times = [Vec::new(), Vec::new()];
+        for run in 0..3 {
+            for (k, atomic) in [false, true].into_iter().enumerate() {
+                let t = dos::testing::run_cluster(layout, |w| {
+                    let path = format!("/cost{run}{k}");
+                    let f =
+                        File::open_with(&w, fs, &path, Mode::READ_WRITE.create(), Hints::default())
+                            .unwrap();
+                    f.set_atomicity(atomic).unwrap();
+                    let block = vec![w.rank() as u8; 64 << 10];
+                    w.barrier().unwrap();
+                    let t0 = std::time::Instant::now();
+                    for i in 0..100u64 {
+                        f.write_at((i * w.size() as u64 + w.rank() as u64) << 16, &block)
+                            .unwrap();
+                    }
+                    w.barrier().unwrap();
+                    t0.elapsed().as_secs_f64()
+                });
+                times[k].push(t[0]);
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (off, on) = (med(&mut times[0]), med(&mut times[1]));
+        eprintln!(
+            "atomic mode cost, nodes {layout:?}, 100 x 64 KiB write_at per rank: off {:.1} ms, on {:.1} ms, ratio {:.2}",
+            off * 1e3,
+            on * 1e3,
+            on / off
+        );
+    }
 }
 
 // ----- under the real dosrun -----

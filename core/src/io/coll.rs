@@ -5,6 +5,7 @@
 use super::error::{Error, Result};
 use super::file::{agree, File};
 use super::plan::{plan, Access, Extent, Options, Part, Plan, Worker};
+use crate::Comm;
 
 /// Where the bytes of each part of a rank's own list lie: the list's
 /// ranges by their start in the packed order.
@@ -40,12 +41,66 @@ impl Packed {
 }
 
 /// The extent of `w` holding part `p` (parts lie inside exactly one).
-fn extent_of(w: &Worker, p: &Part) -> usize {
+pub(super) fn extent_of(w: &Worker, p: &Part) -> usize {
     w.extents.partition_point(|e| e.offset <= p.offset) - 1
 }
 
+/// The bytes of `bufs` (concatenated) cut into the file `ranges`, in order
+/// (their lengths add up to the buffers'; a range may span buffers).
+pub(super) fn split<'a>(
+    mut bufs: impl Iterator<Item = &'a [u8]>,
+    ranges: &[(u64, u64)],
+) -> Vec<(u64, &'a [u8])> {
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut cur: &'a [u8] = &[];
+    for &(o, l) in ranges {
+        let (mut at, mut left) = (o, l as usize);
+        while left > 0 {
+            while cur.is_empty() {
+                match bufs.next() {
+                    Some(b) => cur = b,
+                    None => return out,
+                }
+            }
+            let (a, b) = cur.split_at(left.min(cur.len()));
+            out.push((at, a));
+            cur = b;
+            at += a.len() as u64;
+            left -= a.len();
+        }
+    }
+    out
+}
+
+/// [`split`] of mutable buffers.
+pub(super) fn split_mut<'a>(
+    mut bufs: impl Iterator<Item = &'a mut [u8]>,
+    ranges: &[(u64, u64)],
+) -> Vec<(u64, &'a mut [u8])> {
+    let mut out = Vec::with_capacity(ranges.len());
+    let mut cur: &'a mut [u8] = &mut [];
+    for &(o, l) in ranges {
+        let (mut at, mut left) = (o, l as usize);
+        while left > 0 {
+            while cur.is_empty() {
+                match bufs.next() {
+                    Some(b) => cur = b,
+                    None => return out,
+                }
+            }
+            let n = left.min(cur.len());
+            let (a, b) = std::mem::take(&mut cur).split_at_mut(n);
+            out.push((at, a));
+            cur = b;
+            at += n as u64;
+            left -= n;
+        }
+    }
+    out
+}
+
 /// Counts and displacements of an `alltoallv` from byte counts per rank.
-fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
+pub(super) fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
     let mut displs = Vec::with_capacity(counts.len());
     let mut at = 0;
     for &c in &counts {
@@ -64,14 +119,14 @@ impl File {
     }
 
     /// Every rank's access list, gathered.
-    fn gather_accesses(&self, mine: &Access) -> Result<Vec<Vec<(u64, u64)>>> {
-        let n = self.comm.size();
+    fn gather_accesses(&self, comm: &Comm, mine: &Access) -> Result<Vec<Vec<(u64, u64)>>> {
+        let n = comm.size();
         let mut counts = vec![0u64; n];
-        self.comm.allgather(&[mine.len() as u64], &mut counts)?;
+        comm.allgather(&[mine.len() as u64], &mut counts)?;
         let flat: Vec<u64> = mine.iter().flat_map(|&(o, l)| [o, l]).collect();
         let (c2, displs, total) = layout_of(counts.iter().map(|&c| 2 * c as usize).collect());
         let mut all = vec![0u64; total];
-        self.comm.allgatherv(&flat, &mut all, &c2, &displs)?;
+        comm.allgatherv(&flat, &mut all, &c2, &displs)?;
         Ok((0..n)
             .map(|r| {
                 all[displs[r]..displs[r] + c2[r]]
@@ -83,8 +138,13 @@ impl File {
     }
 
     /// The plan of one collective call with `mine` as this rank's ranges.
-    fn collective_plan(&self, mine: &Access) -> Result<Plan> {
-        let all = self.gather_accesses(mine)?;
+    fn collective_plan(&self, comm: &Comm, mine: &Access) -> Result<Plan> {
+        let all = self.gather_accesses(comm, mine)?;
+        self.plan_of(&all)
+    }
+
+    /// The plan of every rank's access list.
+    pub(super) fn plan_of(&self, all: &[Vec<(u64, u64)>]) -> Result<Plan> {
         let refs: Vec<&Access> = all.iter().map(Vec::as_slice).collect();
         Ok(plan(
             &refs,
@@ -95,6 +155,9 @@ impl File {
     }
 
     /// Writes `data` at `offset` (`MPI_File_write_at_all`; collective).
+    /// Under a view ([`File::set_view`]), `offset` counts etypes of the
+    /// view and the data goes to its pieces of the file, through the same
+    /// two-phase engine as [`File::write_at_all_list`].
     pub fn write_at_all(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.write_at_all_list(&[(offset, data)])
     }
@@ -102,14 +165,25 @@ impl File {
     /// Writes each `(offset, bytes)` of `list` (noncontiguous, any order;
     /// collective, every rank with its own list, possibly empty). Where
     /// ranges overlap, the result is as if ranks wrote in rank order and
-    /// each rank its list in order.
+    /// each rank its list in order. Under a view, the offsets count etypes
+    /// of the view.
     pub fn write_at_all_list(&self, list: &[(u64, &[u8])]) -> Result<()> {
         const OP: &str = "write_at_all";
         self.check_write(OP)?;
+        let lens: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        let ranges = self.to_file(OP, &lens)?;
+        let flat = split(list.iter().map(|(_, d)| *d), &ranges);
+        self.write_file_list(&self.comm, &flat)
+    }
+
+    /// [`File::write_at_all_list`] of file ranges (no view), on `comm` (the
+    /// file's communicator, or the private one of nonblocking collectives).
+    pub(super) fn write_file_list(&self, comm: &Comm, list: &[(u64, &[u8])]) -> Result<()> {
+        const OP: &str = "write_at_all";
         let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
-        let plan = self.collective_plan(&mine)?;
-        let me = self.comm.rank();
-        let n = self.comm.size();
+        let plan = self.collective_plan(comm, &mine)?;
+        let me = comm.rank();
+        let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
         let src = |p: &Part| packed.source(list, p);
         let mut res = Ok(());
@@ -136,8 +210,7 @@ impl File {
                 let (scounts, sdispls, _) = layout_of(scounts);
                 let (rcounts, rdispls, rtotal) = layout_of(rcounts);
                 let mut recv = vec![0u8; rtotal];
-                self.comm
-                    .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
+                comm.alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
                 (recv, rdispls)
             };
             // Phase two: the workers write (after a failure, a worker only
@@ -158,14 +231,14 @@ impl File {
                         }
                     })
                     .collect();
-                res = self.write_extents(w, &sources);
+                res = self.locked(|| self.write_extents(w, &sources));
             }
         }
-        agree(&self.comm, OP, res, 0).map(drop)
+        agree(comm, OP, res, 0).map(drop)
     }
 
     /// The rounds of `plan` (see [`Plan::rounds`] and [`super::Hints::cb_buffer`]).
-    fn rounds(&self, plan: &Plan) -> Vec<Plan> {
+    pub(super) fn rounds(&self, plan: &Plan) -> Vec<Plan> {
         plan.rounds(
             self.hints.cb_buffer,
             u64::from(self.attr.layout.stripe_size),
@@ -176,7 +249,7 @@ impl File {
     /// A worker's writes: each extent from its one part when that part
     /// covers it, else from a buffer (read first when it has holes) with
     /// the parts laid over it in order.
-    fn write_extents(&self, w: &Worker, sources: &[&[u8]]) -> Result<()> {
+    pub(super) fn write_extents(&self, w: &Worker, sources: &[&[u8]]) -> Result<()> {
         let mut by_extent: Vec<Vec<usize>> = vec![Vec::new(); w.extents.len()];
         for (i, p) in w.parts.iter().enumerate() {
             by_extent[extent_of(w, p)].push(i);
@@ -206,21 +279,35 @@ impl File {
 
     /// Reads into `buf` from `offset` (`MPI_File_read_at_all`; collective);
     /// returns how many of the bytes lie before the end of the file (the
-    /// rest read as zeros).
+    /// rest read as zeros). Under a view, `offset` counts etypes of the view.
     pub fn read_at_all(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.read_at_all_list(&mut [(offset, buf)])
     }
 
     /// Reads each `(offset, buffer)` of `list` (noncontiguous, any order;
     /// collective); returns how many of the bytes lie before the end of the
-    /// file (the rest read as zeros).
+    /// file (the rest read as zeros). Under a view, the offsets count
+    /// etypes of the view.
     pub fn read_at_all_list(&self, list: &mut [(u64, &mut [u8])]) -> Result<usize> {
         const OP: &str = "read_at_all";
         self.check_read(OP)?;
+        let lens: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        let ranges = self.to_file(OP, &lens)?;
+        let mut flat = split_mut(list.iter_mut().map(|(_, d)| &mut **d), &ranges);
+        self.read_file_list(&self.comm, &mut flat)
+    }
+
+    /// [`File::read_at_all_list`] of file ranges (no view), on `comm`.
+    pub(super) fn read_file_list(
+        &self,
+        comm: &Comm,
+        list: &mut [(u64, &mut [u8])],
+    ) -> Result<usize> {
+        const OP: &str = "read_at_all";
         let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
-        let plan = self.collective_plan(&mine)?;
-        let me = self.comm.rank();
-        let n = self.comm.size();
+        let plan = self.collective_plan(comm, &mine)?;
+        let me = comm.rank();
+        let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
         // Rank 0 learns the size for the count.
         let mut res: Result<u64> = if me == 0 {
@@ -240,7 +327,7 @@ impl File {
             let mut scounts = vec![0usize; n];
             if let Some(w) = round.worker_of(me) {
                 let bufs = match &res {
-                    Ok(_) => self.read_extents(w),
+                    Ok(_) => self.locked(|| self.read_extents(w)),
                     Err(_) => Ok(Vec::new()),
                 };
                 let bufs = bufs.unwrap_or_else(|e| {
@@ -284,8 +371,7 @@ impl File {
             let (scounts, sdispls, _) = layout_of(scounts);
             let (rcounts, rdispls, rtotal) = layout_of(rcounts);
             let mut recv = vec![0u8; rtotal];
-            self.comm
-                .alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
+            comm.alltoallv(&sbuf, &scounts, &sdispls, &mut recv, &rcounts, &rdispls)?;
             for (&w, parts) in &sends {
                 let mut c = rdispls[w];
                 for p in parts {
@@ -301,7 +387,7 @@ impl File {
         } else {
             0
         };
-        let (_, size) = agree(&self.comm, OP, res, size)?;
+        let (_, size) = agree(comm, OP, res, size)?;
         let count = mine
             .iter()
             .map(|&(o, l)| size.saturating_sub(o).min(l))
@@ -310,7 +396,7 @@ impl File {
     }
 
     /// A worker's reads: every extent into a buffer.
-    fn read_extents(&self, w: &Worker) -> Result<Vec<Vec<u8>>> {
+    pub(super) fn read_extents(&self, w: &Worker) -> Result<Vec<Vec<u8>>> {
         let c = self.fs.client();
         w.extents
             .iter()

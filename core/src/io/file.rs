@@ -1,6 +1,7 @@
 //! [`Fs`], [`Mode`], [`Hints`] and [`File`]: opening, independent I/O, sync,
 //! size, close; the collective transfers are in `coll.rs`.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -11,7 +12,10 @@ use dos_fs::meta::{Attr, Kind};
 use dos_fs::wire::Request;
 
 use super::error::{Error, FsErrorKind, Result};
-use super::plan::Options;
+use super::lock::FileLock;
+use super::nbcoll::Queue;
+use super::plan::{plan, Options, Worker};
+use super::view::View;
 use crate::op::Max;
 use crate::Comm;
 
@@ -210,11 +214,17 @@ pub struct File {
     pub(super) mode: Mode,
     pub(super) aggregators: Vec<usize>,
     pub(super) hints: Hints,
+    /// The view: displacement and view ([`File::set_view`]).
+    pub(super) view: RefCell<(u64, View)>,
+    /// In atomic mode, the file's lock ([`File::set_atomicity`]).
+    pub(super) atomic: RefCell<Option<FileLock>>,
+    /// Nonblocking collective operations not yet carried out.
+    pub(super) queue: RefCell<Queue>,
     open: bool,
 }
 
 /// Longest error message carried between ranks.
-const MAX_MESSAGE: usize = 4096;
+pub(super) const MAX_MESSAGE: usize = 4096;
 
 /// Agrees on the outcome of a collective step: if any rank's `local` is an
 /// error, every rank returns the error of the lowest such rank (an
@@ -333,6 +343,7 @@ impl File {
             size: w[1],
             layout,
         };
+        let queue = Queue::new(&comm)?;
         let aggregators = match &hints.aggregators {
             Some(a) => a.clone(),
             None => node_leaders(&comm)?,
@@ -345,6 +356,9 @@ impl File {
             mode,
             aggregators,
             hints,
+            view: RefCell::new((0, View::default())),
+            atomic: RefCell::new(None),
+            queue: RefCell::new(queue),
             open: true,
         })
     }
@@ -402,26 +416,159 @@ impl File {
     }
 
     /// Writes `data` at `offset` (`MPI_File_write_at`; independent): straight
-    /// to the servers holding the stripes, every server at once.
+    /// to the servers holding the stripes, every server at once. Under a
+    /// view ([`File::set_view`]), `offset` counts etypes of the view and the
+    /// bytes go to the view's pieces of the file, one request each (no data
+    /// sieving: writing back a hole could undo another rank's concurrent
+    /// write of it). In atomic mode ([`File::set_atomicity`]) the whole
+    /// write holds the file's lock.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
         self.check_write("write_at")?;
-        self.fs.client().write_at(&self.attr, offset, data)?;
-        Ok(())
+        let ranges = self.to_file("write_at", &[(offset, data.len() as u64)])?;
+        self.locked(|| {
+            let c = self.fs.client();
+            let mut at = 0usize;
+            for &(o, l) in &ranges {
+                c.write_at(&self.attr, o, &data[at..at + l as usize])?;
+                at += l as usize;
+            }
+            Ok(())
+        })
     }
 
     /// Reads into `buf` from `offset` (`MPI_File_read_at`; independent);
     /// returns how many bytes were in the file (fewer than `buf.len()` at its
-    /// end; the rest of `buf` is left as it was).
+    /// end; the rest of `buf` is left as it was). Under a view, `offset`
+    /// counts etypes of the view, the count is the bytes of the view's
+    /// pieces that lie before the end of the file, and pieces separated by
+    /// holes of at most [`Hints::sieve_hole`] bytes are read as one request
+    /// (data sieving, planned by [`super::plan`]).
     pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
         self.check_read("read_at")?;
+        let ranges = self.to_file("read_at", &[(offset, buf.len() as u64)])?;
+        self.locked(|| self.read_ranges(&ranges, buf))
+    }
+
+    /// Reads the file `ranges` into `buf` (packed, in order); returns how
+    /// many bytes lay before the end of the file (only those are written).
+    pub(super) fn read_ranges(&self, ranges: &[(u64, u64)], buf: &mut [u8]) -> Result<usize> {
         let size = self.size()?;
-        let n = size.saturating_sub(offset).min(buf.len() as u64) as usize;
-        if n > 0 {
-            self.fs
-                .client()
-                .read_at(&self.path, &self.attr, offset, &mut buf[..n])?;
+        let c = self.fs.client();
+        if let [(offset, len)] = ranges[..] {
+            let n = size.saturating_sub(offset).min(len) as usize;
+            if n > 0 {
+                c.read_at(&self.path, &self.attr, offset, &mut buf[..n])?;
+            }
+            return Ok(n);
         }
-        Ok(n)
+        let w = self.sieve_plan(ranges)?;
+        Ok(read_worker(c, &self.path, &self.attr, size, &w, buf)?)
+    }
+
+    /// The extents (data sieving) and parts of one rank's reads of
+    /// `ranges`, from the planner.
+    pub(super) fn sieve_plan(&self, ranges: &[(u64, u64)]) -> Result<Worker> {
+        let opts = Options {
+            sieve_hole: self.hints.sieve_hole,
+            allow_direct: true,
+        };
+        let p = plan(
+            &[ranges],
+            u64::from(self.attr.layout.stripe_size),
+            &[0],
+            opts,
+        )?;
+        Ok(p.workers.into_iter().next().unwrap_or(Worker {
+            rank: 0,
+            domain: (0, 0),
+            extents: Vec::new(),
+            parts: Vec::new(),
+        }))
+    }
+
+    /// Sets this rank's view of the file (`MPI_File_set_view`; collective,
+    /// each rank with its own `disp` and `view`): from now on the offsets of
+    /// the read and write calls count etypes of `view` tiled from byte
+    /// `disp` on, skipping its holes (see [`super::view`]). Like MPI, it
+    /// completes the nonblocking collective operations in flight on the file
+    /// first. Every rank returns the same outcome.
+    pub fn set_view(&self, disp: u64, view: View) -> Result<()> {
+        self.drain();
+        agree(&self.comm, "set_view", Ok(()), 0)?;
+        *self.view.borrow_mut() = (disp, view);
+        Ok(())
+    }
+
+    /// This rank's view: displacement and view (`MPI_File_get_view`).
+    pub fn view(&self) -> (u64, View) {
+        self.view.borrow().clone()
+    }
+
+    /// The file ranges of `list` (`(offset, len)` pairs in the view's
+    /// etypes and bytes), in order, through the view.
+    pub(super) fn to_file(&self, op: &'static str, list: &[(u64, u64)]) -> Result<Vec<(u64, u64)>> {
+        let v = self.view.borrow();
+        let mut out = Vec::with_capacity(list.len());
+        for &(o, l) in list {
+            v.1.map_into(v.0, o, l, &mut out)
+                .map_err(|e| Error::InvalidArgument {
+                    op,
+                    reason: format!("offset {o} + {l} bytes through the view: {e}"),
+                })?;
+        }
+        Ok(out)
+    }
+
+    /// Sets atomic mode (`MPI_File_set_atomicity`; collective, the same
+    /// `atomic` on every rank). In atomic mode every access of a rank (an
+    /// independent read or write, all its pieces under a view; each
+    /// aggregator's I/O of a collective round) holds the file's lock, kept
+    /// by a lock service at rank 0 of the file's communicator: accesses of
+    /// different ranks that overlap are then sequentially consistent (a
+    /// read sees all or none of a concurrent write). The cost is a lock
+    /// request and grant (a round trip to rank 0) and an unlock message per
+    /// access, and accesses of the ranks are serialized, including those
+    /// that do not overlap (see the [manual](super#atomic-mode)).
+    pub fn set_atomicity(&self, atomic: bool) -> Result<()> {
+        self.drain();
+        let mine = [u64::from(atomic), u64::from(!atomic)];
+        let mut all = [0u64; 2];
+        self.comm.allreduce(&mine, &mut all, Max)?;
+        let res = if all[0] == 1 && all[1] == 1 {
+            Err(Error::InvalidArgument {
+                op: "set_atomicity",
+                reason: "the ranks passed different flags".into(),
+            })
+        } else {
+            Ok(())
+        };
+        agree(&self.comm, "set_atomicity", res, 0)?;
+        *self.atomic.borrow_mut() = if atomic {
+            Some(FileLock::new(&self.comm)?)
+        } else {
+            None
+        };
+        Ok(())
+    }
+
+    /// Whether the file is in atomic mode (`MPI_File_get_atomicity`).
+    pub fn atomicity(&self) -> bool {
+        self.atomic.borrow().is_some()
+    }
+
+    /// Runs `f` holding the file's lock in atomic mode, else just runs it.
+    pub(super) fn locked<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let g = self.atomic.borrow();
+        let Some(w) = g.as_ref() else {
+            drop(g);
+            return f();
+        };
+        w.lock()?;
+        let r = f();
+        let u = w.unlock();
+        let r = r?;
+        u?;
+        Ok(r)
     }
 
     /// The file's size in bytes (`MPI_File_get_size`; asks the metadata server).
@@ -488,6 +635,8 @@ impl File {
     /// `File` does the same, ignoring errors.
     pub fn close(mut self) -> Result<()> {
         self.open = false;
+        self.drain();
+        self.atomic.borrow_mut().take();
         self.comm.barrier()?;
         Ok(())
     }
@@ -498,9 +647,46 @@ impl Drop for File {
         // Collective like close; skipped while unwinding, where the other
         // ranks may never arrive.
         if self.open && !std::thread::panicking() {
+            self.drain();
             let _ = self.comm.barrier();
         }
     }
+}
+
+/// Reads the extents of `w` (one rank's reads, [`File::sieve_plan`]) from a
+/// file of `size` bytes and copies its parts into `buf` (packed); returns
+/// how many bytes of the parts lay before the end of the file (only those
+/// are written).
+pub(super) fn read_worker(
+    c: &Client,
+    path: &str,
+    attr: &Attr,
+    size: u64,
+    w: &Worker,
+    buf: &mut [u8],
+) -> dos_fs::Result<usize> {
+    let mut count = 0u64;
+    for e in &w.extents {
+        let n = size.saturating_sub(e.offset).min(e.len);
+        if n == 0 {
+            continue;
+        }
+        let mut ebuf = vec![0u8; n as usize];
+        c.read_at(path, attr, e.offset, &mut ebuf)?;
+        let end = e.offset + n;
+        for part in w
+            .parts
+            .iter()
+            .filter(|p| p.offset >= e.offset && p.offset < end)
+        {
+            let take = (end.min(part.offset + part.len) - part.offset) as usize;
+            let at = (part.offset - e.offset) as usize;
+            let b = part.buf_offset as usize;
+            buf[b..b + take].copy_from_slice(&ebuf[at..at + take]);
+            count += take as u64;
+        }
+    }
+    Ok(count as usize)
 }
 
 /// Rank 0's part of open: find, or create, the file.

@@ -2,6 +2,7 @@
 //! exactly what applying every rank's ranges one after the other gives.
 
 use super::*;
+use crate::io::view::View;
 use proptest::prelude::*;
 
 /// The byte rank `rank` writes at position `i` of its packed buffer.
@@ -265,6 +266,75 @@ proptest! {
             apply_read(r, &want, &mut got_r);
         }
         prop_assert_eq!(got_r, want_r);
+    }
+}
+
+/// A random view: segments with gaps, an extent, a displacement, and an
+/// access of it (offset in etypes, length in bytes, whole etypes).
+fn view_access() -> impl Strategy<Value = (View, u64, u64, u64)> {
+    (
+        prop_oneof![Just(1u64), Just(4), 1u64..6],
+        proptest::collection::vec((0u64..5, 1u64..4), 1..5),
+        0u64..4,
+        0u64..200,
+        0u64..30,
+        0u64..60,
+    )
+        .prop_map(|(e, gaps, tail, disp, off, len)| {
+            let mut segs = Vec::new();
+            let mut at = 0;
+            for (gap, l) in gaps {
+                at += gap * e;
+                segs.push((at, l * e));
+                at += l * e;
+            }
+            let v = View::new(e, &segs, at + tail * e).unwrap();
+            (v, disp, off, len * e)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Views through the planner: every rank's view access, mapped to file
+    /// ranges and planned, writes what a byte-by-byte serial write through
+    /// the views writes, and reads it back.
+    #[test]
+    fn views_through_the_planner_match_a_byte_model(
+        views in proptest::collection::vec(view_access(), 1..5),
+        ss in 1u64..300,
+        hole in prop_oneof![Just(0u64), 1u64..100],
+        allow_direct in any::<bool>(),
+    ) {
+        let n = views.len();
+        let accesses: Vec<Vec<(u64, u64)>> = views
+            .iter()
+            .map(|(v, d, o, l)| v.map(*d, *o, *l).unwrap())
+            .collect();
+        let end = accesses.iter().flatten().map(|r| r.0 + r.1).max().unwrap_or(0);
+        let mut want = vec![0u8; end as usize];
+        for (rank, (v, d, o, l)) in views.iter().enumerate() {
+            // Byte k of the view lies in tile k / size, at the k % size-th
+            // selected byte of the tile.
+            let sel: Vec<u64> = v.segments().iter().flat_map(|&(a, b)| a..a + b).collect();
+            for i in 0..*l {
+                let k = o * v.etype() + i;
+                let at = d + (k / v.size()) * v.extent() + sel[(k % v.size()) as usize];
+                want[at as usize] = byte(rank, i);
+            }
+        }
+        let refs: Vec<&Access> = accesses.iter().map(|a| a.as_slice()).collect();
+        let aggs: Vec<usize> = (0..n).step_by(2).collect();
+        let opts = Options { sieve_hole: hole, allow_direct };
+        let p = plan(&refs, ss, &aggs, opts).unwrap();
+        let data: Vec<Vec<u8>> = (0..n).map(|r| packed_data(r, p.packed[r])).collect();
+        let mut got = vec![0u8; end as usize];
+        apply_write(&p, &mut got, &data);
+        prop_assert_eq!(&got, &want);
+        let mut back: Vec<Vec<u8>> = p.packed.iter().map(|&k| vec![0xAA; k as usize]).collect();
+        apply_read(&p, &want, &mut back);
+        // Where views overlap, the higher rank's bytes are in the file.
+        prop_assert_eq!(back, serial_read(&want, &accesses));
     }
 }
 

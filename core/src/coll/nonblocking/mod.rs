@@ -79,6 +79,7 @@
 //! engine.
 
 mod api;
+pub(crate) mod detached;
 mod plan;
 mod run;
 
@@ -228,6 +229,40 @@ impl Comm {
         T: Pod + Send + Sync,
         O: Op<T> + 's,
     {
+        // SAFETY: the buffers and the operation are borrowed for `'s`, and
+        // the request is registered with the scope, which waits for it (or
+        // abandons it) before `'s` ends.
+        let id = unsafe {
+            self.start_detached(op_name, plan, send.as_ptr(), send.len(), recv, recv_len, op)?
+        };
+        Ok(s.register(&self.eng, id))
+    }
+
+    /// [`Comm::start`] without a scope: starts `plan` and returns the engine
+    /// request that completes with it (wait for it with the engine's `wait`,
+    /// or `is_done` and `take`; give it up with `abandon`). For callers
+    /// that own their buffers beyond one call (`dos::io`'s nonblocking
+    /// collective I/O, see [`detached`]).
+    ///
+    /// # Safety
+    /// `send[..send_len]` must stay readable, `recv[..recv_len]` writable and
+    /// untouched by anything else, and `op` alive, until the request has
+    /// completed (and been taken) or been abandoned.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn start_detached<'a, T, O>(
+        &self,
+        op_name: &'static str,
+        plan: Plan,
+        send: *const T,
+        send_len: usize,
+        recv: *mut T,
+        recv_len: usize,
+        op: O,
+    ) -> Result<ReqId>
+    where
+        T: Pod + Send + Sync,
+        O: Op<T> + 'a,
+    {
         let n = self.size();
         let peers = (0..n)
             .map(|r| self.peer(r).map(|p| p as u32))
@@ -245,8 +280,8 @@ impl Comm {
         let mut sched = Box::new(Sched {
             steps: plan.steps,
             pc: 0,
-            send: send.as_ptr(),
-            send_len: send.len(),
+            send,
+            send_len,
             recv,
             recv_len,
             tmps: plan.tmps.iter().map(|&l| vec![T::zeroed(); l]).collect(),
@@ -262,21 +297,19 @@ impl Comm {
             op_name,
         });
         let done = sched.advance(&eng);
-        let boxed: Box<dyn Running + 's> = sched;
-        // SAFETY: the schedule borrows the caller's buffers and operation for
-        // `'s`. It leaves the engine's table (and is dropped) when its last
-        // step has run, which completes the outer request, or when the outer
-        // request is abandoned (`forget`); the scope waits for the outer
-        // request (or abandons it) before `'s` ends, so the schedule never
-        // outlives what it borrows.
+        let boxed: Box<dyn Running + 'a> = sched;
+        // SAFETY: the schedule borrows the caller's buffers and operation.
+        // It leaves the engine's table (and is dropped) when its last step
+        // has run, which completes the outer request, or when the outer
+        // request is abandoned (`forget`); the caller keeps what it borrows
+        // until then (this function's contract).
         let boxed: Box<dyn Running + 'static> = unsafe { std::mem::transmute(boxed) };
         if done {
             finish(&eng, boxed);
         } else {
             eng.nbc().borrow_mut().active.push(boxed);
         }
-        drop(eng);
-        Ok(s.register(&self.eng, outer.0))
+        Ok(outer.0)
     }
 }
 
