@@ -43,8 +43,9 @@
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dos_transport::auth::{fill_random, handshake, Role, Secret};
@@ -54,6 +55,7 @@ use crate::chunk::VerifyReport;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, LayoutSpec, Piece};
 use crate::meta::{Attr, DirEntry, Kind};
+use crate::shm::{self, Region, Stream};
 use crate::target::{FsId, FsPath};
 use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpace, HEADER_LEN};
 
@@ -107,7 +109,7 @@ fn open_stream(
     fsid: &FsId,
     secret: &Secret,
     timeout: Duration,
-) -> Result<TcpStream> {
+) -> Result<Stream> {
     let down = |op, source| Error::ServerDown {
         server,
         addr: addr.to_owned(),
@@ -116,8 +118,96 @@ fn open_stream(
     };
     let start = Instant::now();
     let sa = resolve(addr).map_err(|e| down("resolve", e))?;
-    let mut stream = TcpStream::connect_timeout(&sa, timeout).map_err(|e| down("connect", e))?;
+    let stream = TcpStream::connect_timeout(&sa, timeout).map_err(|e| down("connect", e))?;
     let _ = stream.set_nodelay(true);
+    authenticate(
+        Stream::Tcp(stream),
+        addr,
+        server,
+        fsid,
+        secret,
+        timeout,
+        start,
+    )
+}
+
+/// The same-node path to server `server`, if it runs in this network
+/// namespace ([`shm`]): the Unix socket, authenticated, and the slots the
+/// server granted for a request of `want` (slots, bytes each). `Ok(None)`
+/// when no such server listens here (then TCP is the way).
+fn open_local(
+    addr: &str,
+    server: u32,
+    fsid: &FsId,
+    secret: &Secret,
+    timeout: Duration,
+    want: (u32, u32),
+) -> Result<Option<(Stream, Option<Arc<Region>>)>> {
+    let start = Instant::now();
+    let Ok(sa) = shm::socket_addr(fsid, server) else {
+        return Ok(None);
+    };
+    let Ok(sock) = UnixStream::connect_addr(&sa) else {
+        return Ok(None);
+    };
+    let mut stream = authenticate(
+        Stream::Unix(sock),
+        addr,
+        server,
+        fsid,
+        secret,
+        timeout,
+        start,
+    )?;
+    let Stream::Unix(sock) = &mut stream else {
+        return Err(Error::protocol("not a Unix socket"));
+    };
+    let down = |op, source| Error::ServerDown {
+        server,
+        addr: addr.to_owned(),
+        op,
+        source,
+    };
+    let setup = Request::ShmSetup {
+        slots: want.0,
+        slot_size: want.1,
+    };
+    sock.write_all(&setup.encode(1))
+        .map_err(|e| down("send slot setup", e))?;
+    let mut h = [0u8; HEADER_LEN];
+    let fd = shm::recv_with_fd(sock, &mut h)?;
+    let h = Header::decode(&h)?;
+    let mut body = vec![0u8; h.len as usize];
+    sock.read_exact(&mut body)
+        .map_err(|e| down("receive slot setup", e))?;
+    let region = match (Reply::decode(h.kind, &body)?, fd) {
+        (Reply::Slots { count: 0, .. }, _) => None,
+        (Reply::Slots { count, size }, Some(fd)) => {
+            Some(Arc::new(Region::attach(fd, count, size)?))
+        }
+        (Reply::Error(e), _) => return Err(e.into_error(server)),
+        _ => return Err(Error::protocol("slot setup answered without a region")),
+    };
+    Ok(Some((stream, region)))
+}
+
+/// Runs the handshake on a connected stream within what is left of
+/// `timeout` since `start`, and checks that server `server` answered.
+fn authenticate(
+    mut stream: Stream,
+    addr: &str,
+    server: u32,
+    fsid: &FsId,
+    secret: &Secret,
+    timeout: Duration,
+    start: Instant,
+) -> Result<Stream> {
+    let down = |op, source| Error::ServerDown {
+        server,
+        addr: addr.to_owned(),
+        op,
+        source,
+    };
     let left = timeout
         .saturating_sub(start.elapsed())
         .max(Duration::from_millis(10));
@@ -147,6 +237,17 @@ fn open_stream(
         });
     }
     Ok(stream)
+}
+
+/// How a connection to a server carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPath {
+    /// TCP (another node, or the same-node path is off).
+    Tcp,
+    /// The server's Unix socket, data inline (it granted no slots).
+    Local,
+    /// The server's Unix socket, data through shared slots ([`shm`]).
+    Slots,
 }
 
 /// The pieces of `offset..offset + len` of a file with `layout`, grouped by
@@ -250,7 +351,8 @@ impl Pipeline {
 /// One authenticated connection to a server.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
+    slots: Option<Arc<Region>>,
     server: u32,
     addr: String,
     next_id: u64,
@@ -284,7 +386,29 @@ impl Conn {
         io_timeout: Duration,
         liveness: Liveness,
     ) -> Result<Conn> {
-        let stream = open_stream(addr, server, fsid, secret, liveness.probe_timeout)?;
+        Conn::connect_via(addr, server, fsid, secret, io_timeout, liveness, None)
+    }
+
+    /// [`Conn::connect_with`] that first tries the same-node path
+    /// ([`shm`]) when `local` names the slots wanted (count, bytes each).
+    pub fn connect_via(
+        addr: &str,
+        server: u32,
+        fsid: &FsId,
+        secret: &Secret,
+        io_timeout: Duration,
+        liveness: Liveness,
+        local: Option<(u32, u32)>,
+    ) -> Result<Conn> {
+        let t = liveness.probe_timeout;
+        let found = match local {
+            Some(want) => open_local(addr, server, fsid, secret, t, want)?,
+            None => None,
+        };
+        let (stream, slots) = match found {
+            Some(x) => x,
+            None => (open_stream(addr, server, fsid, secret, t)?, None),
+        };
         let tick = liveness.silence.max(Duration::from_millis(1));
         stream
             .set_read_timeout(Some(tick))
@@ -297,6 +421,7 @@ impl Conn {
             })?;
         Ok(Conn {
             stream,
+            slots,
             server,
             addr: addr.to_owned(),
             next_id: 1,
@@ -305,6 +430,20 @@ impl Conn {
             io_timeout,
             liveness,
         })
+    }
+
+    /// How this connection carries data.
+    pub fn data_path(&self) -> DataPath {
+        match (&self.stream, &self.slots) {
+            (Stream::Tcp(_), _) => DataPath::Tcp,
+            (Stream::Unix(_), None) => DataPath::Local,
+            (Stream::Unix(_), Some(_)) => DataPath::Slots,
+        }
+    }
+
+    /// The data slots of a same-node connection.
+    pub fn slots(&self) -> Option<&Arc<Region>> {
+        self.slots.as_ref()
     }
 
     /// Called when a tick passed without progress since `last`: an error if
@@ -467,6 +606,13 @@ pub struct Client {
     pub window: usize,
     /// How a dead server is told from a slow one.
     pub liveness: Liveness,
+    /// Use the same-node path ([`shm`]) to servers on this node (default
+    /// on; off: TCP to every server).
+    pub local: bool,
+    /// Data slots asked of each same-node server (at least the window).
+    pub slots: u32,
+    /// Bytes per slot (pieces larger go inline on the Unix socket).
+    pub slot_size: u32,
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -484,6 +630,9 @@ impl Client {
             io_timeout: IO_TIMEOUT,
             window: 8,
             liveness: Liveness::default(),
+            local: true,
+            slots: 16,
+            slot_size: crate::layout::DEFAULT_STRIPE_SIZE,
         }
     }
 
@@ -512,13 +661,15 @@ impl Client {
         })?;
         let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            *g = Some(Conn::connect_with(
+            let want = (self.slots.max(self.window as u32), self.slot_size);
+            *g = Some(Conn::connect_via(
                 &self.addrs[server as usize],
                 server,
                 &self.fsid,
                 &self.secret,
                 self.io_timeout,
                 self.liveness,
+                self.local.then_some(want),
             )?);
         }
         let Some(conn) = g.as_mut() else {
@@ -529,6 +680,11 @@ impl Client {
             *g = None;
         }
         r
+    }
+
+    /// How the connection to `server` carries data (connecting first).
+    pub fn data_path(&self, server: u32) -> Result<DataPath> {
+        self.with_conn(server, |c| Ok(c.data_path()))
     }
 
     /// One request to server `server`.
@@ -670,28 +826,63 @@ impl Client {
             .collect()
     }
 
-    /// Sends `pieces` to `server` with up to `window` in flight.
+    /// Sends `pieces` to `server` with up to `window` in flight. On a
+    /// connection with data slots each piece that fits one gets a slot of
+    /// its own from its send to its reply (`make` and `take` are given it);
+    /// the slots bound the window.
     fn pipeline(
         &self,
         server: u32,
         pieces: &[Piece],
-        mut make: impl FnMut(u64, &Piece) -> Vec<u8>,
-        mut take: impl FnMut(&Piece, Reply) -> Result<()>,
+        mut make: impl FnMut(u64, &Piece, Option<(&Region, u32)>) -> Result<Vec<u8>>,
+        mut take: impl FnMut(&Piece, Reply, Option<(&Region, u32)>) -> Result<()>,
     ) -> Result<()> {
         let window = self.window;
         self.with_conn(server, |c| {
+            let region = c.slots.clone();
+            let window = match &region {
+                Some(r) => window.min(r.count() as usize),
+                None => window,
+            };
+            let mut free: Vec<u32> = match &region {
+                Some(r) => (0..r.count()).rev().collect(),
+                None => Vec::new(),
+            };
+            let mut owner: Vec<Option<u32>> = vec![None; pieces.len()];
             let mut pl = Pipeline::new(pieces.len(), window, c.reserve_ids(pieces.len()));
             let mut first_err = None;
             while !pl.is_done() {
                 while let Some((id, k)) = pl.poll_send() {
-                    c.send(&make(id, &pieces[k]))?;
+                    let p = &pieces[k];
+                    let slot = match &region {
+                        Some(r) if p.len <= r.slot_size() => free.pop(),
+                        _ => None,
+                    };
+                    owner[k] = slot;
+                    let r = region.as_deref();
+                    match make(id, p, slot.and_then(|s| Some((r?, s)))) {
+                        Ok(frame) => c.send(&frame)?,
+                        Err(e) => {
+                            // Nothing went out: the request is answered here.
+                            free.extend(owner[k].take());
+                            pl.on_reply(id)?;
+                            pl.stop();
+                            first_err.get_or_insert(e);
+                        }
+                    }
+                }
+                if pl.is_done() {
+                    break;
                 }
                 let (id, rep) = c.recv()?;
                 let k = pl.on_reply(id)?;
+                let slot = owner[k].take();
+                let r = region.as_deref();
                 let res = match rep {
                     Reply::Error(e) => Err(e.into_error(server)),
-                    r => take(&pieces[k], r),
+                    rep => take(&pieces[k], rep, slot.and_then(|s| Some((r?, s)))),
                 };
+                free.extend(slot);
                 if let Err(e) = res {
                     pl.stop();
                     first_err.get_or_insert(e);
@@ -743,18 +934,28 @@ impl Client {
             self.pipeline(
                 server,
                 pieces,
-                |id, p| {
+                |id, p, slot| {
                     let b = p.buf_offset as usize;
-                    encode_write(
-                        id,
-                        a.ino,
-                        p.stripe,
-                        a.layout.stripe_size,
-                        p.offset,
-                        &data[b..b + p.len as usize],
-                    )
+                    let bytes = &data[b..b + p.len as usize];
+                    Ok(match slot {
+                        Some((region, slot)) => {
+                            region.put(slot, bytes)?;
+                            Request::WriteSlot {
+                                ino: a.ino,
+                                stripe: p.stripe,
+                                stripe_size: a.layout.stripe_size,
+                                offset: p.offset,
+                                len: p.len,
+                                slot,
+                            }
+                            .encode(id)
+                        }
+                        None => {
+                            encode_write(id, a.ino, p.stripe, a.layout.stripe_size, p.offset, bytes)
+                        }
+                    })
                 },
-                |_, r| match r {
+                |_, r, _| match r {
                     Reply::Ok => Ok(()),
                     r => Err(unexpected(r)),
                 },
@@ -780,24 +981,42 @@ impl Client {
             self.pipeline(
                 server,
                 pieces,
-                |id, p| {
-                    Request::Read {
-                        ino: a.ino,
-                        stripe: p.stripe,
-                        stripe_size: a.layout.stripe_size,
-                        offset: p.offset,
-                        len: p.len,
-                    }
-                    .encode(id)
+                |id, p, slot| {
+                    Ok(match slot {
+                        Some((_, slot)) => Request::ReadSlot {
+                            ino: a.ino,
+                            stripe: p.stripe,
+                            stripe_size: a.layout.stripe_size,
+                            offset: p.offset,
+                            len: p.len,
+                            slot,
+                        }
+                        .encode(id),
+                        None => Request::Read {
+                            ino: a.ino,
+                            stripe: p.stripe,
+                            stripe_size: a.layout.stripe_size,
+                            offset: p.offset,
+                            len: p.len,
+                        }
+                        .encode(id),
+                    })
                 },
-                |p, r| match r {
-                    Reply::Data(d) if d.len() == p.len as usize => {
-                        let b = p.buf_offset as usize;
-                        let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
-                        g[b..b + d.len()].copy_from_slice(&d);
-                        Ok(())
+                |p, r, slot| {
+                    let b = p.buf_offset as usize;
+                    let n = p.len as usize;
+                    match (r, slot) {
+                        (Reply::Ok, Some((region, slot))) => {
+                            let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
+                            region.get(slot, &mut g[b..b + n])
+                        }
+                        (Reply::Data(d), None) if d.len() == n => {
+                            let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
+                            g[b..b + n].copy_from_slice(&d);
+                            Ok(())
+                        }
+                        (r, _) => Err(unexpected(r)),
                     }
-                    r => Err(unexpected(r)),
                 },
             )
         });

@@ -181,6 +181,7 @@ pub mod meta;
 #[cfg(feature = "mount")]
 pub mod mount;
 pub mod server;
+pub mod shm;
 pub mod standing;
 pub mod target;
 pub mod wire;
