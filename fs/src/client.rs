@@ -804,16 +804,37 @@ impl Client {
         Ok(new)
     }
 
-    /// Makes a file's data and the metadata durable.
+    /// Makes a file's data and the metadata durable: every server holding
+    /// its stripes, and server 0, sync at once (a sync is mostly fsyncs,
+    /// which overlap on the disk); the first error in server order wins.
     pub fn sync(&self, a: &Attr) -> Result<()> {
         let mut servers: Vec<u32> = a.layout.server_list().collect();
         servers.push(0);
         servers.sort_unstable();
         servers.dedup();
-        for s in servers {
-            self.call(s, &Request::Sync { ino: Some(a.ino) })?;
+        let req = Request::Sync { ino: Some(a.ino) };
+        if servers.len() == 1 {
+            return self.call(servers[0], &req).map(drop);
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = servers
+                .iter()
+                .map(|&s| {
+                    let req = &req;
+                    scope.spawn(move || self.call(s, req).map(drop))
+                })
+                .collect();
+            let mut res = Ok(());
+            for h in handles {
+                let r = h
+                    .join()
+                    .unwrap_or_else(|_| Err(Error::protocol("sync thread panicked")));
+                if res.is_ok() {
+                    res = r;
+                }
+            }
+            res
+        })
     }
 
     /// Space on every server; a server that fails gives its error.

@@ -541,7 +541,11 @@ impl Handler for Meter {
 fn throughput() {
     let _g = serial();
     let block: usize = 64 << 20;
-    let transfer: usize = 1 << 20;
+    let transfer: usize = std::env::var("DOSFS_TP_TRANSFER_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        << 20;
     let ranks = 2;
     for null in [true, false] {
         let meters: Arc<Mutex<Vec<Arc<Meter>>>> = Arc::default();
@@ -595,8 +599,15 @@ fn throughput() {
                         });
                     }
                 });
+                let written = t.elapsed();
                 c.sync(a).unwrap();
                 let w = (ranks * block) as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+                eprintln!(
+                    "  {}: writes {:.0} ms, sync {:.0} ms",
+                    if local { "slots" } else { "tcp" },
+                    written.as_secs_f64() * 1e3,
+                    (t.elapsed() - written).as_secs_f64() * 1e3
+                );
                 let t = Instant::now();
                 std::thread::scope(|s| {
                     for r in 0..ranks {
