@@ -1,5 +1,7 @@
 //! A storage server: the request handler ([`Service`], no I/O of its own
-//! beyond its target) and its threaded TCP driver ([`Server`]).
+//! beyond its target) and its threaded driver ([`Server`]), which listens
+//! on TCP and, for clients on its node, on an abstract Unix socket with
+//! shared data slots ([`crate::shm`]).
 //!
 //! [`Service::handle`] is a function from a [`Request`] to a [`Reply`] on
 //! one target: the metadata of the file system (server 0 only) and the
@@ -40,6 +42,19 @@
 //! frees its slot within 2 s too. Clients' liveness probes
 //! ([`crate::client::probe`]) are handshakes: a server answers them from
 //! its accept and connection threads whatever its workers do.
+//!
+//! ## Same-node connections
+//! A connection accepted on the Unix socket runs the same handshake, then
+//! must send [`Request::ShmSetup`]; the server answers with its slot region
+//! (or none) before reading requests. Slot requests are checked by the
+//! connection thread before they are queued ([`SlotTable::take`]: slot in
+//! range, length fits, slot not owned by a request in flight); a refused
+//! one is answered at once with a protocol error and the connection goes
+//! on. The worker copies a written slot out (so the checksum is of the
+//! bytes written) or reads into it, frees the slot, then replies. Slot
+//! requests on a TCP connection, or on a Unix one without slots, are
+//! refused the same way. The Unix accept loop stops with the TCP one
+//! ([`Server::serve`] shuts its listener down, which frees the name).
 //!
 //! ## Handlers
 //! [`Server`] runs any [`Handler`]; [`Service`] is the real one. Tests wrap
