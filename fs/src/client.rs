@@ -80,6 +80,8 @@ use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpac
 
 /// Longest wait for a TCP connection to a server (and then its handshake).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default [`Client::read_piece`]: four 64 KiB checksum blocks.
+pub const READ_PIECE: u32 = 256 << 10;
 /// Default longest wait for progress (any byte) from a server that is alive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -132,7 +134,16 @@ fn probe_local(
     let start = Instant::now();
     let sa = shm::socket_addr(fsid, server).map_err(down)?;
     let sock = UnixStream::connect_addr(&sa).map_err(down)?;
-    authenticate(Stream::Unix(sock), addr, server, fsid, secret, timeout, start).map(drop)
+    authenticate(
+        Stream::Unix(sock),
+        addr,
+        server,
+        fsid,
+        secret,
+        timeout,
+        start,
+    )
+    .map(drop)
 }
 
 fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
@@ -297,6 +308,39 @@ pub fn plan(layout: &Layout, offset: u64, len: u64) -> Result<BTreeMap<u32, Vec<
         by_server.entry(p.server).or_default().push(p);
     }
     Ok(by_server)
+}
+
+/// `pieces` with every piece longer than `max` cut at the multiples of
+/// `max` inside its stripe (so the parts of a stripe line up with its
+/// checksum blocks when `max` is a multiple of them); `max` 0 cuts nothing.
+///
+/// ```
+/// use dos_fs::client::{plan, split_pieces};
+/// use dos_fs::layout::Layout;
+/// let l = Layout::new(1 << 20, 1, 0, 1).unwrap();
+/// let p = split_pieces(plan(&l, 4096, 1 << 20).unwrap()[&0].clone(), 256 << 10);
+/// let lens: Vec<u32> = p.iter().map(|x| x.len).collect();
+/// assert_eq!(lens, [258048, 262144, 262144, 262144, 4096]);
+/// ```
+pub fn split_pieces(pieces: Vec<Piece>, max: u32) -> Vec<Piece> {
+    if max == 0 {
+        return pieces;
+    }
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        let (mut off, end) = (p.offset, p.offset + p.len);
+        while off < end {
+            let cut = (off / max).saturating_add(1).saturating_mul(max).min(end);
+            out.push(Piece {
+                offset: off,
+                len: cut - off,
+                buf_offset: p.buf_offset + u64::from(off - p.offset),
+                ..p
+            });
+            off = cut;
+        }
+    }
+    out
 }
 
 /// Which request of a batch to send next, and which one a reply answers:
@@ -652,6 +696,10 @@ pub struct Client {
     pub slots: u32,
     /// Bytes per slot (pieces larger go inline on the Unix socket).
     pub slot_size: u32,
+    /// Reads are cut into requests of at most this many bytes (0: one per
+    /// piece), so one large read keeps several reads in flight on each
+    /// server's disk.
+    pub read_piece: u32,
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -672,6 +720,7 @@ impl Client {
             local: true,
             slots: 16,
             slot_size: crate::layout::DEFAULT_STRIPE_SIZE,
+            read_piece: READ_PIECE,
         }
     }
 
@@ -1035,7 +1084,10 @@ impl Client {
     /// errors) from the servers holding its stripes; bytes never written
     /// read as zeros. The caller clamps to the file's size.
     pub fn read_at(&self, path: &str, a: &Attr, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let plan = plan(&a.layout, offset, buf.len() as u64)?;
+        let plan: BTreeMap<u32, Vec<Piece>> = plan(&a.layout, offset, buf.len() as u64)?
+            .into_iter()
+            .map(|(s, p)| (s, split_pieces(p, self.read_piece)))
+            .collect();
         let out = Mutex::new(buf);
         let res = self.each_server(&plan, |server, pieces| {
             self.pipeline(
@@ -1181,6 +1233,37 @@ mod tests {
             }
             prop_assert!(p.on_reply(999).is_err());
             prop_assert!(p.on_reply(1000 + n as u64).is_err());
+        }
+    }
+
+    proptest! {
+        /// Split pieces cover exactly the bytes of the pieces, in order,
+        /// none longer than the cut, none crossing a multiple of it.
+        #[test]
+        fn split_pieces_cover_the_same_bytes(ss in 1u32..5000, count in 1u32..4, off in 0u64..20000, len in 0u64..30000, max in 0u32..3000) {
+            let l = Layout::new(ss, count, 0, count).unwrap();
+            for (_, pieces) in plan(&l, off, len).unwrap() {
+                let split = split_pieces(pieces.clone(), max);
+                let mut at = 0;
+                for p in &pieces {
+                    let mut covered = 0;
+                    while covered < p.len {
+                        let q = &split[at];
+                        prop_assert_eq!((q.server, q.stripe), (p.server, p.stripe));
+                        prop_assert_eq!(q.offset, p.offset + covered);
+                        prop_assert_eq!(q.buf_offset, p.buf_offset + u64::from(covered));
+                        prop_assert!(q.len > 0);
+                        if max > 0 {
+                            prop_assert!(q.len <= max);
+                            prop_assert_eq!(q.offset / max, (q.offset + q.len - 1) / max);
+                        }
+                        covered += q.len;
+                        at += 1;
+                    }
+                    prop_assert_eq!(covered, p.len);
+                }
+                prop_assert_eq!(at, split.len());
+            }
         }
     }
 

@@ -582,6 +582,12 @@ fn throughput() {
                 }
                 let mut c = Client::new(&fs.addr);
                 c.local = local;
+                if let Some(k) = std::env::var("DOSFS_TP_READ_PIECE_KIB")
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    c.read_piece = k << 10;
+                }
                 let c = &c;
                 let path = format!("/f{rep}-{local}");
                 let a = c.create(&path, None, true).unwrap();
@@ -608,6 +614,10 @@ fn throughput() {
                     written.as_secs_f64() * 1e3,
                     (t.elapsed() - written).as_secs_f64() * 1e3
                 );
+                if std::env::var_os("DOSFS_TP_DROP").is_some() {
+                    // Cold reads (root): the page cache dropped.
+                    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+                }
                 let t = Instant::now();
                 std::thread::scope(|s| {
                     for r in 0..ranks {
