@@ -568,7 +568,9 @@ fn throughput() {
                 m
             },
         );
-        let mut results: Vec<(&str, Vec<f64>, Vec<f64>, f64, usize)> = Vec::new();
+        /// Per path: name, write and read MiB/s per rep, mean depth, max depth.
+        type Row = (&'static str, Vec<f64>, Vec<f64>, f64, usize);
+        let mut results: Vec<Row> = Vec::new();
         for local in [false, true] {
             results.push((if local { "slots" } else { "tcp" }, vec![], vec![], 0.0, 0));
         }
