@@ -485,7 +485,15 @@ impl Conn {
     ) -> Result<Conn> {
         let t = liveness.probe_timeout;
         let found = match local {
-            Some(want) => open_local(addr, server, fsid, secret, t, want)?,
+            // A same-node socket that does not prove to be this server (a
+            // stray server of the same file-system id and index, e.g. on
+            // the same targets under another secret) is not ours: the
+            // address file's TCP address is authoritative. A silent or
+            // dead one fails here, within the probe timeout.
+            Some(want) => match open_local(addr, server, fsid, secret, t, want) {
+                Err(Error::Auth { .. } | Error::WrongServer { .. }) => None,
+                r => r?,
+            },
             None => None,
         };
         let (stream, slots) = match found {

@@ -167,6 +167,45 @@ fn a_same_node_client_uses_slots_and_tcp_when_told_to() {
     assert!(back == data);
 }
 
+/// A server of the same file-system id and index already holds the
+/// same-node name (another secret: a stray server on the same targets): the
+/// new one serves TCP only, and its clients do not talk to the stray one.
+#[test]
+fn a_stray_server_on_the_same_name_is_not_used() {
+    let _g = serial();
+    let stray = start("stray", 1, "127.0.0.1", plain);
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Target::format(&dir.join("0"), stray.addr.fsid, 0, 1).unwrap();
+    let secret = Secret::generate().unwrap();
+    let srv = Server::bind(
+        Service::open(&t).unwrap(),
+        &stray.addr.fsid,
+        secret.clone(),
+        "127.0.0.1:0",
+        ServerConfig::default(),
+    )
+    .unwrap();
+    assert!(!srv.has_local_socket(), "the name is taken");
+    let real = Fs {
+        dir,
+        addr: AddrFile {
+            fsid: stray.addr.fsid,
+            secret,
+            servers: vec![ServerAddr {
+                addr: srv.local_addr().unwrap().to_string(),
+                pid: None,
+            }],
+        },
+    };
+    std::thread::spawn(move || srv.serve());
+    let c = Client::new(&real.addr);
+    assert_eq!(c.data_path(0).unwrap(), DataPath::Tcp);
+    write_read(&c, "/mine", LayoutSpec::default(), &pattern(100_000, 2));
+    let s = Client::new(&stray.addr);
+    assert!(matches!(s.stat("/mine"), Err(Error::NotFound { .. })));
+}
+
 /// Reads wait `delay` first: a slot stays owned while one is in flight.
 struct SlowReads {
     inner: Service,
