@@ -144,7 +144,10 @@
 //! 1 MiB writes about 2-3x faster this way than over loopback TCP
 //! (`fs/tests/datapath.rs`); with the disk, the rest is the servers' own
 //! work (above all the fsyncs of a sync, which [`client::Client::sync`]
-//! issues to all of a file's servers at once). Between nodes the data goes
+//! issues to all of a file's servers at once). Reads are cut into 256 KiB
+//! requests ([`client::Client::read_piece`]), so one 1 MiB read keeps
+//! several reads in flight on a server's disk (a write stays one request
+//! per stripe: a whole stripe is what goes to disk with `O_DIRECT`). Between nodes the data goes
 //! over TCP; RDMA into the slots over the job's soft-RoCE or verbs is the
 //! next step (the slot protocol is what it needs: register the region, the
 //! client writes into a slot remotely, the request names it).
