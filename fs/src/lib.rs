@@ -166,6 +166,10 @@
 //! use every server involved at once.
 //!
 //! ## Resources
+//! A same-node connection holds a region of data slots, mapped by both
+//! ends (16 x 1 MiB asked by default, at most 256 MiB; pages are allocated
+//! as used, and a client reuses its slots last-freed first, so about its
+//! window of 8 x 1 MiB is touched), freed when the connection ends.
 //! A server holds one thread per connection (at most 64 still
 //! authenticating, 8 per source, 2 s each) and its worker pool; it stops
 //! when its process ends (`dosfs down` syncs first, then sends SIGTERM).
