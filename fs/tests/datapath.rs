@@ -206,6 +206,55 @@ fn a_stray_server_on_the_same_name_is_not_used() {
     assert!(matches!(s.stat("/mine"), Err(Error::NotFound { .. })));
 }
 
+/// A stopped server frees its same-node name (its Unix accept loop ends
+/// with the TCP one), so a server started again in the same process (as
+/// `dosrun --fs` and the standing servers do) gets the same-node path.
+#[test]
+fn a_stopped_server_frees_its_name_for_the_next_one() {
+    let _g = serial();
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let t = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
+    for round in 0..2 {
+        let srv = Server::bind(
+            Service::open(&t).unwrap(),
+            &fsid,
+            secret.clone(),
+            "127.0.0.1:0",
+            ServerConfig::default(),
+        )
+        .unwrap();
+        assert!(srv.has_local_socket(), "round {round}");
+        let addr = srv.local_addr().unwrap();
+        let stop = srv.stop_flag();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(srv.serve().is_ok()));
+        let file = AddrFile {
+            fsid,
+            secret: secret.clone(),
+            servers: vec![ServerAddr {
+                addr: addr.to_string(),
+                pid: None,
+            }],
+        };
+        {
+            let c = Client::new(&file);
+            assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
+            c.mkdir(&format!("/d{round}")).unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(addr);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "serve ends"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Reads wait `delay` first: a slot stays owned while one is in flight.
 struct SlowReads {
     inner: Service,
