@@ -1,5 +1,7 @@
 //! A storage server: the request handler ([`Service`], no I/O of its own
-//! beyond its target) and its threaded TCP driver ([`Server`]).
+//! beyond its target) and its threaded driver ([`Server`]), which listens
+//! on TCP and, for clients on its node, on an abstract Unix socket with
+//! shared data slots ([`crate::shm`]).
 //!
 //! [`Service::handle`] is a function from a [`Request`] to a [`Reply`] on
 //! one target: the metadata of the file system (server 0 only) and the
@@ -41,13 +43,27 @@
 //! ([`crate::client::probe`]) are handshakes: a server answers them from
 //! its accept and connection threads whatever its workers do.
 //!
+//! ## Same-node connections
+//! A connection accepted on the Unix socket runs the same handshake, then
+//! must send [`Request::ShmSetup`]; the server answers with its slot region
+//! (or none) before reading requests. Slot requests are checked by the
+//! connection thread before they are queued ([`SlotTable::take`]: slot in
+//! range, length fits, slot not owned by a request in flight); a refused
+//! one is answered at once with a protocol error and the connection goes
+//! on. The worker copies a written slot out (so the checksum is of the
+//! bytes written) or reads into it, frees the slot, then replies. Slot
+//! requests on a TCP connection, or on a Unix one without slots, are
+//! refused the same way. The Unix accept loop stops with the TCP one
+//! ([`Server::serve`] shuts its listener down, which frees the name).
+//!
 //! ## Handlers
 //! [`Server`] runs any [`Handler`]; [`Service`] is the real one. Tests wrap
 //! it (a slow handler shows that a busy server is not declared dead).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -59,6 +75,7 @@ use dos_transport::auth::{handshake, Role, Secret};
 use crate::chunk::ChunkStore;
 use crate::error::{Error, Result};
 use crate::meta::{Meta, MAX_READDIR};
+use crate::shm::{self, Region, SlotTable, Stream};
 use crate::target::{FsPath, Target};
 use crate::wire::{auth_context, Header, Reply, Request, ServerSpace, WireError, HEADER_LEN};
 
@@ -241,6 +258,11 @@ impl Service {
                 self.chunks.truncate(ino, stripe_size, size)?;
                 Reply::Ok
             }
+            Request::ShmSetup { .. } | Request::WriteSlot { .. } | Request::ReadSlot { .. } => {
+                return Err(Error::protocol(
+                    "slot requests need a same-node connection with slots",
+                ))
+            }
         })
     }
 }
@@ -317,7 +339,7 @@ impl Drop for AuthSlot {
 
 /// A stream whose reads and writes share one deadline.
 struct Deadline<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a mut Stream,
     until: Instant,
 }
 
@@ -359,9 +381,11 @@ impl Write for Deadline<'_> {
 /// One connection's write half and its count of requests in flight.
 #[derive(Debug)]
 struct ConnOut {
-    stream: Mutex<TcpStream>,
+    stream: Mutex<Stream>,
     in_flight: Mutex<usize>,
     room: Condvar,
+    /// The data slots of a same-node connection ([`shm`]).
+    slots: Option<SlotTable>,
 }
 
 impl ConnOut {
@@ -413,7 +437,7 @@ impl ConnOut {
             }
         }
         if i < parts.len() {
-            let _ = s.shutdown(Shutdown::Both);
+            s.shutdown();
         }
     }
 
@@ -426,9 +450,11 @@ impl ConnOut {
 
 type Job = (u64, Request, Arc<ConnOut>);
 
-/// A storage server listening on TCP.
+/// A storage server listening on TCP, and on its node's abstract Unix
+/// socket for clients on the same node ([`shm`]).
 pub struct Server {
     listener: TcpListener,
+    unix: Option<UnixListener>,
     service: Arc<dyn Handler>,
     secret: Secret,
     context: Vec<u8>,
@@ -467,8 +493,23 @@ impl Server {
         config: ServerConfig,
     ) -> Result<Server> {
         let listener = TcpListener::bind(addr).map_err(|e| Error::io("listen on", addr, e))?;
+        let index = service.index();
+        // The same-node socket is an extra: without it (the name is taken
+        // by another server of this file system and index in this network
+        // namespace, which should not happen) clients use TCP.
+        let unix = match shm::socket_addr(fsid, index).and_then(|a| UnixListener::bind_addr(&a)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "dosfs server {index}: no same-node socket {}: {e}; local clients use TCP",
+                    shm::socket_name(fsid, index)
+                );
+                None
+            }
+        };
         Ok(Server {
             listener,
+            unix,
             service,
             secret,
             context: auth_context(fsid),
@@ -482,6 +523,11 @@ impl Server {
         self.listener
             .local_addr()
             .map_err(|e| Error::io("local address of", "listener", e))
+    }
+
+    /// Whether clients on this node get the same-node path ([`shm`]).
+    pub fn has_local_socket(&self) -> bool {
+        self.unix.is_some()
     }
 
     /// A flag that stops [`Server::serve`] at its next accepted connection
@@ -506,19 +552,7 @@ impl Server {
             );
         }
         let table = Arc::new(Mutex::new(Authenticating::default()));
-        for conn in self.listener.incoming() {
-            if self.stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let Ok(stream) = conn else { continue };
-            let Some(slot) = stream
-                .peer_addr()
-                .ok()
-                .and_then(|a| AuthSlot::take(&table, a.ip(), &self.config))
-            else {
-                // Over a bound: closed at once (dropped).
-                continue;
-            };
+        let spawn = |stream: Stream, slot: AuthSlot| {
             let tx = tx.clone();
             let secret = self.secret.clone();
             let context = self.context.clone();
@@ -527,7 +561,54 @@ impl Server {
             let _ = thread::Builder::new()
                 .name("dosfs-conn".into())
                 .spawn(move || connection(stream, slot, &secret, &context, index, max, &tx));
-        }
+        };
+        thread::scope(|scope| {
+            // Same-node clients: one source as far as the bounds go (their
+            // own bound is the total one).
+            let unix = self.unix.as_ref();
+            if let Some(l) = unix {
+                let local = ServerConfig {
+                    max_per_source: self.config.max_authenticating,
+                    ..self.config
+                };
+                let (table, stop, spawn) = (&table, &self.stop, &spawn);
+                scope.spawn(move || {
+                    for conn in l.incoming() {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let Ok(stream) = conn else {
+                            thread::sleep(Duration::from_millis(10));
+                            continue;
+                        };
+                        let ip = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+                        if let Some(slot) = AuthSlot::take(table, ip, &local) {
+                            spawn(Stream::Unix(stream), slot);
+                        }
+                    }
+                });
+            }
+            for conn in self.listener.incoming() {
+                if self.stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(stream) = conn else { continue };
+                let Some(slot) = stream
+                    .peer_addr()
+                    .ok()
+                    .and_then(|a| AuthSlot::take(&table, a.ip(), &self.config))
+                else {
+                    // Over a bound: closed at once (dropped).
+                    continue;
+                };
+                spawn(Stream::Tcp(stream), slot);
+            }
+            // Wake the Unix accept loop: a listening socket shut down fails
+            // its accept at once, and the name is free for a new server.
+            if let Some(l) = unix {
+                let _ = rustix::net::shutdown(l, rustix::net::Shutdown::Both);
+            }
+        });
         drop(tx);
         for w in workers {
             let _ = w.join();
@@ -540,15 +621,118 @@ fn worker(svc: &dyn Handler, rx: &Mutex<Receiver<Job>>) {
     loop {
         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((id, req, out)) = job else { return };
-        let reply = svc.handle(req);
+        let reply = match (req, &out.slots) {
+            (req @ (Request::WriteSlot { .. } | Request::ReadSlot { .. }), Some(t)) => {
+                with_slot(svc, t, req)
+            }
+            (req, _) => svc.handle(req),
+        };
         out.send_reply(id, &reply);
         out.done();
     }
 }
 
+/// Runs a slot request whose slot the connection thread gave it, and frees
+/// the slot before the reply goes out.
+fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
+    let err = |e: &Error| Reply::Error(WireError::from_error(e));
+    match req {
+        Request::WriteSlot {
+            ino,
+            stripe,
+            stripe_size,
+            offset,
+            len,
+            slot,
+        } => {
+            // A private copy: the checksum must be of the bytes written.
+            let data = t.region().get_vec(slot, len as usize);
+            t.give_back(slot);
+            match data {
+                Ok(data) => svc.handle(Request::Write {
+                    ino,
+                    stripe,
+                    stripe_size,
+                    offset,
+                    data,
+                }),
+                Err(e) => err(&e),
+            }
+        }
+        Request::ReadSlot {
+            ino,
+            stripe,
+            stripe_size,
+            offset,
+            len,
+            slot,
+        } => {
+            let rep = match svc.handle(Request::Read {
+                ino,
+                stripe,
+                stripe_size,
+                offset,
+                len,
+            }) {
+                Reply::Data(d) if d.len() == len as usize => match t.region().put(slot, &d) {
+                    Ok(()) => Reply::Ok,
+                    Err(e) => err(&e),
+                },
+                Reply::Data(_) => err(&Error::protocol("read returned another length")),
+                r => r,
+            };
+            t.give_back(slot);
+            rep
+        }
+        req => svc.handle(req),
+    }
+}
+
+/// The slot setup of a same-node connection: its first frame must be
+/// [`Request::ShmSetup`]; the answer carries the region's memfd. `None`
+/// when the connection must close (not a setup frame, or the socket failed).
+fn setup_slots(stream: &mut Stream) -> Option<Option<SlotTable>> {
+    let Stream::Unix(sock) = stream else {
+        return Some(None);
+    };
+    let mut h = [0u8; HEADER_LEN];
+    sock.read_exact(&mut h).ok()?;
+    let h = Header::decode(&h).ok()?;
+    let mut body = vec![0u8; h.len as usize];
+    sock.read_exact(&mut body).ok()?;
+    let (slots, slot_size) = match Request::decode(h.kind, &body) {
+        Ok(Request::ShmSetup { slots, slot_size }) => (slots, slot_size),
+        _ => return None,
+    };
+    let (count, size) = shm::grant(slots, slot_size);
+    let made = if count > 0 {
+        match Region::create(count, size) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("dosfs server: no data slots for a local client: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    match made {
+        Some((region, fd)) => {
+            let frame = Reply::Slots { count, size }.encode(h.id);
+            shm::send_with_fd(sock, &frame, Some(&fd)).ok()?;
+            Some(Some(SlotTable::new(region)))
+        }
+        None => {
+            let frame = Reply::Slots { count: 0, size: 0 }.encode(h.id);
+            shm::send_with_fd(sock, &frame, None).ok()?;
+            Some(None)
+        }
+    }
+}
+
 /// Serves one connection: authenticate, then read requests and queue them.
 fn connection(
-    mut stream: TcpStream,
+    mut stream: Stream,
     slot: AuthSlot,
     secret: &Secret,
     context: &[u8],
@@ -556,7 +740,9 @@ fn connection(
     max: usize,
     tx: &SyncSender<Job>,
 ) {
-    let _ = stream.set_nodelay(true);
+    if let Stream::Tcp(s) = &stream {
+        let _ = s.set_nodelay(true);
+    }
     let mut timed = Deadline {
         stream: &mut stream,
         until: Instant::now() + AUTH_TIMEOUT,
@@ -568,16 +754,23 @@ fn connection(
         Role::Responder,
         u64::from(index),
     );
-    drop(slot);
     if let Err(e) = res {
-        let peer = stream
-            .peer_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        drop(slot);
+        let peer = stream.peer();
         eprintln!("dosfs server {index}: refused connection from {peer}: {e}");
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.shutdown();
         return;
     }
+    // A same-node connection asks for its slots next (within the same
+    // deadline).
+    let slots = match setup_slots(&mut stream) {
+        Some(s) => s,
+        None => {
+            stream.shutdown();
+            return;
+        }
+    };
+    drop(slot);
     // Idle clients may stay connected; a client that stops reading its
     // replies cannot hold a worker for longer than REPLY_TIMEOUT.
     if stream.set_read_timeout(None).is_err()
@@ -592,6 +785,7 @@ fn connection(
         stream: Mutex::new(write_half),
         in_flight: Mutex::new(0),
         room: Condvar::new(),
+        slots,
     });
     loop {
         let mut h = [0u8; HEADER_LEN];
@@ -615,6 +809,18 @@ fn connection(
             }
             Err(_) => break, // a bad header: the stream is out of step
         };
+        // A slot request owns its slot from here to its reply: a slot that
+        // does not exist, is too short, or is owned already is refused now.
+        if let Request::WriteSlot { slot, len, .. } | Request::ReadSlot { slot, len, .. } = &req {
+            let taken = match &out.slots {
+                Some(t) => t.take(*slot, *len),
+                None => Err(Error::protocol("this connection has no data slots")),
+            };
+            if let Err(e) = taken {
+                out.send(&Reply::Error(WireError::from_error(&e)).encode(id));
+                continue;
+            }
+        }
         {
             let mut n = out.in_flight.lock().unwrap_or_else(|p| p.into_inner());
             while *n >= max {
@@ -626,5 +832,5 @@ fn connection(
             break;
         }
     }
-    let _ = stream.shutdown(Shutdown::Both);
+    stream.shutdown();
 }

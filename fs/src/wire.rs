@@ -7,7 +7,7 @@
 //! ```text
 //! 0..4   "dosF"
 //! 4      version (VERSION = 1)
-//! 5      kind: a request opcode (1..=18) or a reply kind (0x80..=0x86, 0xff)
+//! 5      kind: a request opcode (1..=21) or a reply kind (0x80..=0x87, 0xff)
 //! 6..8   zero
 //! 8..16  request id (a reply carries its request's id)
 //! 16..20 body length (at most MAX_BODY)
@@ -39,7 +39,9 @@ use crate::target::FsId;
 
 /// Frame magic.
 pub const MAGIC: &[u8; 4] = b"dosF";
-/// Protocol version; bump on any change of a frame.
+/// Protocol version; bump on any change of a frame. (Version 1 grew the
+/// slot requests 19-21 and reply 0x87 without a bump: they are new kinds,
+/// sent only on the Unix connections that servers speaking them offer.)
 pub const VERSION: u8 = 1;
 /// Header length.
 pub const HEADER_LEN: usize = 24;
@@ -237,6 +239,46 @@ pub enum Request {
         /// The inode.
         ino: u64,
     },
+    /// Asks for a region of data slots (first request on a same-node Unix
+    /// connection, [`crate::shm`]); answered by [`Reply::Slots`].
+    ShmSetup {
+        /// Slots wanted.
+        slots: u32,
+        /// Bytes per slot wanted.
+        slot_size: u32,
+    },
+    /// [`Request::Write`] whose bytes are in slot `slot` (data server, Unix
+    /// connections with slots).
+    WriteSlot {
+        /// The inode.
+        ino: u64,
+        /// The stripe.
+        stripe: u64,
+        /// The file's stripe size.
+        stripe_size: u32,
+        /// Offset in the stripe.
+        offset: u32,
+        /// Bytes, at the start of the slot.
+        len: u32,
+        /// The slot.
+        slot: u32,
+    },
+    /// [`Request::Read`] into slot `slot` (data server, Unix connections
+    /// with slots); answered by [`Reply::Ok`] once the slot holds the bytes.
+    ReadSlot {
+        /// The inode.
+        ino: u64,
+        /// The stripe.
+        stripe: u64,
+        /// The file's stripe size.
+        stripe_size: u32,
+        /// Offset in the stripe.
+        offset: u32,
+        /// Bytes wanted.
+        len: u32,
+        /// The slot.
+        slot: u32,
+    },
 }
 
 impl Request {
@@ -260,6 +302,9 @@ impl Request {
             Request::DropFile { .. } => 16,
             Request::Truncate { .. } => 17,
             Request::StatIno { .. } => 18,
+            Request::ShmSetup { .. } => 19,
+            Request::WriteSlot { .. } => 20,
+            Request::ReadSlot { .. } => 21,
         }
     }
 
@@ -355,6 +400,32 @@ impl Request {
                 size,
             } => {
                 w.u64(*ino).u32(*stripe_size).u64(*size);
+            }
+            Request::ShmSetup { slots, slot_size } => {
+                w.u32(*slots).u32(*slot_size);
+            }
+            Request::WriteSlot {
+                ino,
+                stripe,
+                stripe_size,
+                offset,
+                len,
+                slot,
+            }
+            | Request::ReadSlot {
+                ino,
+                stripe,
+                stripe_size,
+                offset,
+                len,
+                slot,
+            } => {
+                w.u64(*ino)
+                    .u64(*stripe)
+                    .u32(*stripe_size)
+                    .u32(*offset)
+                    .u32(*len)
+                    .u32(*slot);
             }
         }
         finish(w, self.opcode(), id)
@@ -453,6 +524,37 @@ impl Request {
             18 => Request::StatIno {
                 ino: r.u64().map_err(codec)?,
             },
+            19 => Request::ShmSetup {
+                slots: r.u32().map_err(codec)?,
+                slot_size: r.u32().map_err(codec)?,
+            },
+            20 | 21 => {
+                let ino = r.u64().map_err(codec)?;
+                let stripe = r.u64().map_err(codec)?;
+                let stripe_size = r.u32().map_err(codec)?;
+                let offset = r.u32().map_err(codec)?;
+                let len = r.u32().map_err(codec)?;
+                let slot = r.u32().map_err(codec)?;
+                if kind == 20 {
+                    Request::WriteSlot {
+                        ino,
+                        stripe,
+                        stripe_size,
+                        offset,
+                        len,
+                        slot,
+                    }
+                } else {
+                    Request::ReadSlot {
+                        ino,
+                        stripe,
+                        stripe_size,
+                        offset,
+                        len,
+                        slot,
+                    }
+                }
+            }
             k => return Err(Error::protocol(format!("unknown request opcode {k}"))),
         };
         r.end().map_err(codec)?;
@@ -676,6 +778,15 @@ pub enum Reply {
     Verify(VerifyReport),
     /// A rename, and the file it replaced (whose chunks the client drops).
     Renamed(Option<Attr>),
+    /// The data slots granted to a same-node connection (the reply to
+    /// [`Request::ShmSetup`]); a memfd of `count * size` bytes travels with
+    /// it (`SCM_RIGHTS`) unless `count` is 0.
+    Slots {
+        /// Slots granted (0: none, send data inline).
+        count: u32,
+        /// Bytes per slot (a multiple of 4096).
+        size: u32,
+    },
     /// It failed.
     Error(WireError),
 }
@@ -710,6 +821,7 @@ impl Reply {
             Reply::Space(_) => 0x84,
             Reply::Verify(_) => 0x85,
             Reply::Renamed(_) => 0x86,
+            Reply::Slots { .. } => 0x87,
             Reply::Error(_) => 0xff,
         }
     }
@@ -755,6 +867,9 @@ impl Reply {
                     w.u8(0);
                 }
             },
+            Reply::Slots { count, size } => {
+                w.u32(*count).u32(*size);
+            }
             Reply::Error(e) => {
                 w.u16(e.code as u16)
                     .u64(e.nums[0])
@@ -815,6 +930,10 @@ impl Reply {
                 0 => Reply::Renamed(None),
                 1 => Reply::Renamed(Some(get_attr(&mut r)?)),
                 _ => return Err(Error::protocol("flag byte is not 0 or 1")),
+            },
+            0x87 => Reply::Slots {
+                count: r.u32().map_err(codec)?,
+                size: r.u32().map_err(codec)?,
             },
             0xff => Reply::Error(WireError {
                 code: ErrorCode::from_u16(r.u16().map_err(codec)?),

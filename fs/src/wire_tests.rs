@@ -82,6 +82,26 @@ fn requests() -> Vec<Request> {
             size: 7,
         },
         Request::StatIno { ino: 1 },
+        Request::ShmSetup {
+            slots: 16,
+            slot_size: 1 << 20,
+        },
+        Request::WriteSlot {
+            ino: 9,
+            stripe: 3,
+            stripe_size: 4096,
+            offset: 10,
+            len: 20,
+            slot: 2,
+        },
+        Request::ReadSlot {
+            ino: 9,
+            stripe: 3,
+            stripe_size: 4096,
+            offset: 10,
+            len: 20,
+            slot: 15,
+        },
     ]
 }
 
@@ -119,6 +139,10 @@ fn replies() -> Vec<Reply> {
         }),
         Reply::Renamed(None),
         Reply::Renamed(Some(attr())),
+        Reply::Slots {
+            count: 16,
+            size: 1 << 20,
+        },
         Reply::Error(WireError::from_error(&Error::ChunkCorrupt {
             ino: 5,
             stripe: 6,
@@ -199,6 +223,39 @@ fn golden_bytes() {
         2, 0, 0, 0, b'/', b'x',
     ];
     assert_eq!(e, want);
+    let f = Request::WriteSlot {
+        ino: 5,
+        stripe: 1,
+        stripe_size: 4096,
+        offset: 2,
+        len: 3,
+        slot: 7,
+    }
+    .encode(1);
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        b'd', b'o', b's', b'F', 1, 20, 0, 0,
+        1, 0, 0, 0, 0, 0, 0, 0,
+        32, 0, 0, 0, 0, 0, 0, 0,
+        5, 0, 0, 0, 0, 0, 0, 0,               // ino
+        1, 0, 0, 0, 0, 0, 0, 0,               // stripe
+        0, 0x10, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, // stripe size, offset, len
+        7, 0, 0, 0,                           // slot
+    ];
+    assert_eq!(f, want);
+    let f = Reply::Slots {
+        count: 2,
+        size: 4096,
+    }
+    .encode(3);
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        b'd', b'o', b's', b'F', 1, 0x87, 0, 0,
+        3, 0, 0, 0, 0, 0, 0, 0,
+        8, 0, 0, 0, 0, 0, 0, 0,
+        2, 0, 0, 0, 0, 0x10, 0, 0,            // count, size
+    ];
+    assert_eq!(f, want);
 }
 
 #[test]
@@ -267,12 +324,12 @@ proptest! {
     }
 
     #[test]
-    fn mutated_frames_never_panic(i in 0usize..19, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
+    fn mutated_frames_never_panic(i in 0usize..22, pos in any::<prop::sample::Index>(), byte in any::<u8>()) {
         let mut f = requests()[i].encode(1);
         let p = pos.index(f.len());
         f[p] = byte;
         let _ = decode_request_frame(&f);
-        let mut g = replies()[i % 9].encode(1);
+        let mut g = replies()[i % 10].encode(1);
         let p = pos.index(g.len());
         g[p] = byte;
         let _ = decode_reply_frame(&g);

@@ -3,11 +3,29 @@
 //!
 //! The bytes are read as a request frame and as a reply frame. A request
 //! that decodes encodes back to the same bytes (the encoding is canonical);
-//! a reply that decodes survives an encode/decode round trip.
+//! a reply that decodes survives an encode/decode round trip. A slot
+//! request (same-node data path, `dos_fs::shm`) that decodes is checked
+//! against a server's slot table as the server does before running it: the
+//! table grants it exactly when the slot exists and the length fits, and
+//! never panics or reaches outside the region.
 #![no_main]
 
-use dos_fs::wire::{decode_reply_frame, decode_request_frame, Header, HEADER_LEN};
+use std::sync::OnceLock;
+
+use dos_fs::shm::{Region, SlotTable};
+use dos_fs::wire::{decode_reply_frame, decode_request_frame, Header, Request, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
+
+const SLOTS: u32 = 4;
+const SLOT_SIZE: u32 = 8192;
+
+fn table() -> &'static SlotTable {
+    static T: OnceLock<SlotTable> = OnceLock::new();
+    T.get_or_init(|| {
+        let (region, _fd) = Region::create(SLOTS, SLOT_SIZE).expect("a slot region");
+        SlotTable::new(region)
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() >= HEADER_LEN {
@@ -15,6 +33,17 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((id, req)) = decode_request_frame(data) {
         assert_eq!(req.encode(id), data);
+        if let Request::WriteSlot { slot, len, .. } | Request::ReadSlot { slot, len, .. } = req {
+            let t = table();
+            let fits = slot < SLOTS && len <= SLOT_SIZE;
+            assert_eq!(t.take(slot, len).is_ok(), fits);
+            if fits {
+                let mut buf = vec![0u8; len as usize];
+                t.region().get(slot, &mut buf).unwrap();
+                t.region().put(slot, &buf).unwrap();
+                t.give_back(slot);
+            }
+        }
     }
     if let Ok((id, rep)) = decode_reply_frame(data) {
         let again = rep.encode(id);

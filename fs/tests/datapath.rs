@@ -1,0 +1,760 @@
+//! The data path between clients and servers ([`dos_fs::shm`]): a client on
+//! the server's node gets the Unix socket and data slots, one elsewhere
+//! (another network namespace) TCP; the slot protocol's checks; clients
+//! that die holding slots; restarted servers.
+//!
+//! The throughput comparison (TCP against slots, a server that does no I/O
+//! against the real one) is ignored by default:
+//!
+//! ```text
+//! cargo test --release -p dos-fs --test datapath -- --ignored throughput --nocapture
+//! ```
+//!
+//! and the namespace test needs root and the namespace cluster:
+//!
+//! ```text
+//! flock /tmp/dos-cluster.lock cargo test -p dos-fs --test datapath -- --ignored namespace
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use dos_fs::addrfile::{AddrFile, ServerAddr};
+use dos_fs::client::{Client, Conn, DataPath, Liveness};
+use dos_fs::layout::LayoutSpec;
+use dos_fs::meta::Attr;
+use dos_fs::server::{Handler, Server, ServerConfig, Service};
+use dos_fs::target::{FsId, Target};
+use dos_fs::wire::{Reply, Request};
+use dos_fs::Error;
+use dos_transport::auth::Secret;
+
+/// The tests here count the process's slot mappings: one at a time.
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Fs {
+    dir: PathBuf,
+    addr: AddrFile,
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `n` servers in this process, each `wrap(service)`, listening on `host`.
+fn start(tag: &str, n: u32, host: &str, wrap: impl Fn(Service) -> Arc<dyn Handler>) -> Fs {
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let mut servers = Vec::new();
+    for i in 0..n {
+        let t = Target::format(&dir.join(i.to_string()), fsid, i, n).unwrap();
+        let srv = Server::bind_handler(
+            wrap(Service::open(&t).unwrap()),
+            &fsid,
+            secret.clone(),
+            &format!("{host}:0"),
+            ServerConfig::default(),
+        )
+        .unwrap();
+        assert!(srv.has_local_socket());
+        servers.push(ServerAddr {
+            addr: srv.local_addr().unwrap().to_string(),
+            pid: None,
+        });
+        std::thread::spawn(move || srv.serve());
+    }
+    Fs {
+        dir,
+        addr: AddrFile {
+            fsid,
+            secret,
+            servers,
+        },
+    }
+}
+
+fn plain(s: Service) -> Arc<dyn Handler> {
+    Arc::new(s)
+}
+
+fn pattern(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Mappings of slot regions in this process (client and server sides).
+fn slot_mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps")
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("dosfs-slots"))
+        .count()
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(5), "timed out: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn write_read(c: &Client, path: &str, spec: LayoutSpec, data: &[u8]) -> Attr {
+    let a = c.set_stripe(path, spec).unwrap();
+    c.write_at(&a, 0, data).unwrap();
+    c.sync(&a).unwrap();
+    let a = c.stat(path).unwrap();
+    let mut back = vec![0u8; data.len()];
+    c.read_at(path, &a, 0, &mut back).unwrap();
+    assert!(back == data, "{path}: bytes differ");
+    a
+}
+
+#[test]
+fn a_same_node_client_uses_slots_and_tcp_when_told_to() {
+    let _g = serial();
+    let fs = start("local", 3, "127.0.0.1", plain);
+    let c = Client::new(&fs.addr);
+    for s in 0..3 {
+        assert_eq!(c.data_path(s).unwrap(), DataPath::Slots);
+    }
+    let data = pattern(5 << 20, 1);
+    // 64 KiB pieces, 1 MiB pieces (one slot each), 4 MiB pieces (over a
+    // slot: inline on the Unix socket).
+    for (k, stripe) in [65536u32, 1 << 20, 4 << 20].into_iter().enumerate() {
+        let spec = LayoutSpec {
+            stripe_size: stripe,
+            ..LayoutSpec::default()
+        };
+        write_read(&c, &format!("/f{k}"), spec, &data);
+    }
+    // A client that keeps off the same-node path reads the same bytes
+    // over TCP.
+    let mut tcp = Client::new(&fs.addr);
+    tcp.local = false;
+    assert_eq!(tcp.data_path(1).unwrap(), DataPath::Tcp);
+    for k in 0..3 {
+        let path = format!("/f{k}");
+        let a = tcp.stat(&path).unwrap();
+        let mut back = vec![0u8; data.len()];
+        tcp.read_at(&path, &a, 0, &mut back).unwrap();
+        assert!(back == data);
+    }
+    // No slots asked for: the Unix socket with data inline.
+    let mut inline = Client::new(&fs.addr);
+    inline.slots = 0;
+    inline.window = 0;
+    assert_eq!(inline.data_path(0).unwrap(), DataPath::Local);
+    let a = inline.stat("/f1").unwrap();
+    let mut back = vec![0u8; data.len()];
+    inline.read_at("/f1", &a, 0, &mut back).unwrap();
+    assert!(back == data);
+}
+
+/// A server of the same file-system id and index already holds the
+/// same-node name (another secret: a stray server on the same targets): the
+/// new one serves TCP only, and its clients do not talk to the stray one.
+#[test]
+fn a_stray_server_on_the_same_name_is_not_used() {
+    let _g = serial();
+    let stray = start("stray", 1, "127.0.0.1", plain);
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-real-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Target::format(&dir.join("0"), stray.addr.fsid, 0, 1).unwrap();
+    let secret = Secret::generate().unwrap();
+    let srv = Server::bind(
+        Service::open(&t).unwrap(),
+        &stray.addr.fsid,
+        secret.clone(),
+        "127.0.0.1:0",
+        ServerConfig::default(),
+    )
+    .unwrap();
+    assert!(!srv.has_local_socket(), "the name is taken");
+    let real = Fs {
+        dir,
+        addr: AddrFile {
+            fsid: stray.addr.fsid,
+            secret,
+            servers: vec![ServerAddr {
+                addr: srv.local_addr().unwrap().to_string(),
+                pid: None,
+            }],
+        },
+    };
+    std::thread::spawn(move || srv.serve());
+    let c = Client::new(&real.addr);
+    assert_eq!(c.data_path(0).unwrap(), DataPath::Tcp);
+    write_read(&c, "/mine", LayoutSpec::default(), &pattern(100_000, 2));
+    let s = Client::new(&stray.addr);
+    assert!(matches!(s.stat("/mine"), Err(Error::NotFound { .. })));
+}
+
+/// A stopped server frees its same-node name (its Unix accept loop ends
+/// with the TCP one), so a server started again in the same process (as
+/// `dosrun --fs` and the standing servers do) gets the same-node path.
+#[test]
+fn a_stopped_server_frees_its_name_for_the_next_one() {
+    let _g = serial();
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-again-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let t = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
+    for round in 0..2 {
+        let srv = Server::bind(
+            Service::open(&t).unwrap(),
+            &fsid,
+            secret.clone(),
+            "127.0.0.1:0",
+            ServerConfig::default(),
+        )
+        .unwrap();
+        assert!(srv.has_local_socket(), "round {round}");
+        let addr = srv.local_addr().unwrap();
+        let stop = srv.stop_flag();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(srv.serve().is_ok()));
+        let file = AddrFile {
+            fsid,
+            secret: secret.clone(),
+            servers: vec![ServerAddr {
+                addr: addr.to_string(),
+                pid: None,
+            }],
+        };
+        {
+            let c = Client::new(&file);
+            assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
+            c.mkdir(&format!("/d{round}")).unwrap();
+        }
+        stop.store(true, Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(addr);
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)),
+            Ok(true),
+            "serve ends"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Reads wait `delay` first: a slot stays owned while one is in flight.
+struct SlowReads {
+    inner: Service,
+    delay: Duration,
+}
+
+impl Handler for SlowReads {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        if matches!(req, Request::Read { .. }) {
+            std::thread::sleep(self.delay);
+        }
+        self.inner.handle(req)
+    }
+}
+
+fn slow(s: Service) -> Arc<dyn Handler> {
+    Arc::new(SlowReads {
+        inner: s,
+        delay: Duration::from_millis(300),
+    })
+}
+
+fn raw_conn(fs: &Fs, local: Option<(u32, u32)>) -> Conn {
+    Conn::connect_via(
+        &fs.addr.servers[0].addr,
+        0,
+        &fs.addr.fsid,
+        &fs.addr.secret,
+        Duration::from_secs(10),
+        Liveness::default(),
+        local,
+    )
+    .unwrap()
+}
+
+fn protocol_error(r: Reply, what: &str) {
+    match r {
+        Reply::Error(e) => {
+            let e = e.into_error(0);
+            assert!(matches!(e, Error::Protocol { .. }), "{what}: {e}");
+        }
+        r => panic!("{what}: got {r:?}"),
+    }
+}
+
+#[test]
+fn bad_slot_numbers_lengths_and_owned_slots_are_typed_errors() {
+    let _g = serial();
+    let fs = start("bad", 1, "127.0.0.1", slow);
+    let c = Client::new(&fs.addr);
+    let spec = LayoutSpec {
+        stripe_size: 8192,
+        stripe_count: 1,
+        first: 0,
+    };
+    let a = c.set_stripe("/f", spec).unwrap();
+    let mut conn = raw_conn(&fs, Some((4, 4096)));
+    assert_eq!(conn.data_path(), DataPath::Slots);
+    let region = conn.slots().unwrap().clone();
+    assert_eq!((region.count(), region.slot_size()), (4, 4096));
+    let w = |slot, len| Request::WriteSlot {
+        ino: a.ino,
+        stripe: 0,
+        stripe_size: 8192,
+        offset: 0,
+        len,
+        slot,
+    };
+    let r = |slot, len| Request::ReadSlot {
+        ino: a.ino,
+        stripe: 0,
+        stripe_size: 8192,
+        offset: 0,
+        len,
+        slot,
+    };
+    for (req, what) in [
+        (w(4, 10), "slot past the end"),
+        (w(u32::MAX, 10), "slot u32::MAX"),
+        (w(0, 4097), "longer than a slot"),
+        (r(4, 10), "read: slot past the end"),
+        (r(1, u32::MAX), "read: longer than a slot"),
+    ] {
+        let id = conn.next_id();
+        conn.send(&req.encode(id)).unwrap();
+        let (rid, rep) = conn.recv().unwrap();
+        assert_eq!(rid, id);
+        protocol_error(rep, what);
+    }
+    // A slot owned by a request in flight cannot be named again.
+    region.put(2, b"0123456789").unwrap();
+    assert_eq!(conn.call(&w(2, 10)).unwrap(), Reply::Ok);
+    let first = conn.next_id();
+    conn.send(&r(2, 10).encode(first)).unwrap();
+    let second = conn.next_id();
+    conn.send(&r(2, 10).encode(second)).unwrap();
+    let (rid, rep) = conn.recv().unwrap();
+    assert_eq!(rid, second, "the refusal comes before the slow read");
+    protocol_error(rep, "slot owned");
+    let (rid, rep) = conn.recv().unwrap();
+    assert_eq!((rid, rep), (first, Reply::Ok));
+    let mut back = [0u8; 10];
+    region.get(2, &mut back).unwrap();
+    assert_eq!(&back, b"0123456789");
+    // Slot requests on TCP, and a second setup, are refused too; the
+    // connection goes on.
+    let mut tcp = raw_conn(&fs, None);
+    assert_eq!(tcp.data_path(), DataPath::Tcp);
+    let e = tcp.call(&w(0, 1)).unwrap_err();
+    assert!(matches!(e, Error::Protocol { .. }), "slots on TCP: {e}");
+    assert_eq!(tcp.call(&Request::Statfs).map(|r| r.kind()).unwrap(), 0x84);
+    assert!(matches!(
+        conn.call(&Request::ShmSetup {
+            slots: 1,
+            slot_size: 4096
+        }),
+        Err(Error::Protocol { .. })
+    ));
+    assert_eq!(conn.call(&r(2, 10)).unwrap(), Reply::Ok);
+}
+
+#[test]
+fn a_client_that_dies_holding_slots_frees_them_and_others_go_on() {
+    let _g = serial();
+    let fs = start("dies", 1, "127.0.0.1", slow);
+    let c = Client::new(&fs.addr);
+    let a = c
+        .set_stripe(
+            "/f",
+            LayoutSpec {
+                stripe_size: 8192,
+                stripe_count: 1,
+                first: 0,
+            },
+        )
+        .unwrap();
+    c.write_at(&a, 0, b"still here").unwrap();
+    let before = slot_mappings();
+    let mut conn = raw_conn(&fs, Some((8, 4096)));
+    // Client and server each map the region.
+    assert_eq!(slot_mappings(), before + 2);
+    for slot in 0..8 {
+        let id = conn.next_id();
+        let req = Request::ReadSlot {
+            ino: a.ino,
+            stripe: 0,
+            stripe_size: 8192,
+            offset: 0,
+            len: 10,
+            slot,
+        };
+        conn.send(&req.encode(id)).unwrap();
+    }
+    // It goes away with every slot owned by a request in flight.
+    drop(conn);
+    wait_for("the server drops the region", || slot_mappings() == before);
+    let mut back = [0u8; 10];
+    c.read_at("/f", &a, 0, &mut back).unwrap();
+    assert_eq!(&back, b"still here");
+}
+
+#[test]
+fn a_restarted_server_gives_the_same_client_fresh_slots() {
+    let _g = serial();
+    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
+        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("dosfs-dp-restart-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let _cleanup = Fs {
+        dir: dir.clone(),
+        addr: AddrFile {
+            fsid,
+            secret: secret.clone(),
+            servers: Vec::new(),
+        },
+    };
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let target = dir.join("0");
+    let (child, addr) = serve_process(bin, &target, fsid, &secret);
+    let mut server = Kill(child);
+    let file = AddrFile {
+        fsid,
+        secret: secret.clone(),
+        servers: vec![ServerAddr { addr, pid: None }],
+    };
+    let c = Client::new(&file);
+    assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
+    let data = pattern(3 << 20, 5);
+    let spec = LayoutSpec {
+        stripe_size: 1 << 20,
+        ..LayoutSpec::default()
+    };
+    write_read(&c, "/f", spec, &data);
+    let _ = server.0.kill();
+    let _ = server.0.wait();
+    let a = c.stat("/f").unwrap_err();
+    assert!(matches!(a, Error::ServerDown { server: 0, .. }), "{a}");
+    // Restarted on its target (on another TCP port: the same-node path is
+    // found by the file system's id and the index, not the address).
+    let (child, _addr) = serve_process(bin, &target, fsid, &secret);
+    server = Kill(child);
+    let a = c.stat("/f").unwrap();
+    assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
+    let mut back = vec![0u8; data.len()];
+    c.read_at("/f", &a, 0, &mut back).unwrap();
+    assert!(back == data, "synced bytes changed across the restart");
+    drop(server);
+}
+
+fn serve_process(
+    bin: &str,
+    dir: &Path,
+    fsid: FsId,
+    secret: &Secret,
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(bin)
+        .args(["serve", "--target"])
+        .arg(dir)
+        .args([
+            "--fs-id",
+            &fsid.to_string(),
+            "--index",
+            "0",
+            "--servers",
+            "1",
+        ])
+        .env("DOSFS_SECRET", secret.to_hex())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    assert!(line.starts_with("dosfs-server"), "{line:?}");
+    (child, addr)
+}
+
+/// Run by [`a_client_in_another_network_namespace_uses_tcp`] inside a
+/// namespace host: writes and reads a file, prints the data path.
+#[test]
+fn namespace_child() {
+    let Ok(addr) = std::env::var("DOSFS_DATAPATH_CHILD") else {
+        return;
+    };
+    let c = Client::open(Some(Path::new(&addr))).unwrap();
+    let data = pattern(3 << 20, 9);
+    write_read(&c, "/from-ns", LayoutSpec::default(), &data);
+    let paths: Vec<_> = (0..c.servers())
+        .map(|s| format!("{:?}", c.data_path(s).unwrap()))
+        .collect();
+    println!("DATAPATH {}", paths.join(","));
+}
+
+/// A client in a namespace host of the cluster cannot reach the servers'
+/// abstract sockets (they belong to the root namespace) and uses TCP; a
+/// client next to the servers uses slots; both see the same bytes.
+#[test]
+#[ignore = "needs root and the namespace cluster (flock /tmp/dos-cluster.lock)"]
+fn a_client_in_another_network_namespace_uses_tcp() {
+    let _g = serial();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let cluster = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/cluster.sh");
+    let up = std::process::Command::new(&cluster)
+        .args(["up", "1"])
+        .output()
+        .unwrap();
+    struct Down(PathBuf);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(&self.0).arg("down").output();
+        }
+    }
+    let _down = Down(cluster.clone());
+    assert!(up.status.success(), "cluster.sh up 1: {up:?}");
+    let fs = start("ns", 2, "198.18.0.254", plain);
+    let addr_file = fs.dir.join("fs.addr");
+    fs.addr.write(&addr_file).unwrap();
+    let me = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", "dos-h1"])
+        .arg(&me)
+        .args([
+            "--exact",
+            "namespace_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("DOSFS_DATAPATH_CHILD", &addr_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child: {out:?}");
+    assert!(text.contains("DATAPATH Tcp,Tcp"), "{text}");
+    let c = Client::new(&fs.addr);
+    assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
+    assert_eq!(c.data_path(1).unwrap(), DataPath::Slots);
+    let a = c.stat("/from-ns").unwrap();
+    let mut back = vec![0u8; 3 << 20];
+    c.read_at("/from-ns", &a, 0, &mut back).unwrap();
+    assert!(back == pattern(3 << 20, 9));
+}
+
+/// A handler that counts requests in flight (the queue depth a server
+/// sees) and the time spent in data requests, around `inner` or around
+/// nothing (no disk: writes dropped, reads of zeros).
+struct Meter {
+    inner: Service,
+    null: bool,
+    now: AtomicUsize,
+    max: AtomicUsize,
+    depth_sum: AtomicU64,
+    data_reqs: AtomicU64,
+    busy_ns: AtomicU64,
+}
+
+impl Handler for Meter {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        let data = matches!(req, Request::Read { .. } | Request::Write { .. });
+        if !data {
+            return self.inner.handle(req);
+        }
+        let d = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(d, Ordering::SeqCst);
+        self.depth_sum.fetch_add(d as u64, Ordering::Relaxed);
+        self.data_reqs.fetch_add(1, Ordering::Relaxed);
+        let t = Instant::now();
+        let r = match (self.null, req) {
+            (true, Request::Read { len, .. }) => Reply::Data(vec![0; len as usize]),
+            (true, _) => Reply::Ok,
+            (false, req) => self.inner.handle(req),
+        };
+        self.busy_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// 2 writers x 64 MiB in 1 MiB calls to one file striped 1 MiB over 3
+/// servers, sync, read back: TCP against slots, a null server against the
+/// real one, alternating, medians of 3. Prints MiB/s and the queue depth
+/// the servers saw.
+#[test]
+#[ignore = "a benchmark: cargo test --release -p dos-fs --test datapath -- --ignored throughput --nocapture"]
+fn throughput() {
+    let _g = serial();
+    let block: usize = 64 << 20;
+    let transfer: usize = std::env::var("DOSFS_TP_TRANSFER_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        << 20;
+    let ranks = 2;
+    for null in [true, false] {
+        let meters: Arc<Mutex<Vec<Arc<Meter>>>> = Arc::default();
+        let m2 = meters.clone();
+        let fs = start(
+            if null { "tp-null" } else { "tp" },
+            3,
+            "127.0.0.1",
+            move |s| {
+                let m = Arc::new(Meter {
+                    inner: s,
+                    null,
+                    now: AtomicUsize::new(0),
+                    max: AtomicUsize::new(0),
+                    depth_sum: AtomicU64::new(0),
+                    data_reqs: AtomicU64::new(0),
+                    busy_ns: AtomicU64::new(0),
+                });
+                m2.lock().unwrap().push(m.clone());
+                m
+            },
+        );
+        /// Per path: name, write and read MiB/s per rep, mean depth, max depth.
+        type Row = (&'static str, Vec<f64>, Vec<f64>, f64, usize);
+        let mut results: Vec<Row> = Vec::new();
+        for local in [false, true] {
+            results.push((if local { "slots" } else { "tcp" }, vec![], vec![], 0.0, 0));
+        }
+        let data = pattern(block, 3);
+        for rep in 0..3 {
+            // Alternating which path goes first.
+            let order = if rep % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in order {
+                let local = k == 1;
+                for m in meters.lock().unwrap().iter() {
+                    m.max.store(0, Ordering::SeqCst);
+                    m.depth_sum.store(0, Ordering::SeqCst);
+                    m.data_reqs.store(0, Ordering::SeqCst);
+                }
+                let mut c = Client::new(&fs.addr);
+                c.local = local;
+                if let Some(k) = std::env::var("DOSFS_TP_READ_PIECE_KIB")
+                    .ok()
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    c.read_piece = k << 10;
+                }
+                let c = &c;
+                let path = format!("/f{rep}-{local}");
+                let a = c.create(&path, None, true).unwrap();
+                let a = &a;
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    for r in 0..ranks {
+                        let data = &data;
+                        s.spawn(move || {
+                            for i in 0..block / transfer {
+                                let off = (r * block + i * transfer) as u64;
+                                c.write_at(a, off, &data[i * transfer..(i + 1) * transfer])
+                                    .unwrap();
+                            }
+                        });
+                    }
+                });
+                let written = t.elapsed();
+                c.sync(a).unwrap();
+                let w = (ranks * block) as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+                eprintln!(
+                    "  {}: writes {:.0} ms, sync {:.0} ms",
+                    if local { "slots" } else { "tcp" },
+                    written.as_secs_f64() * 1e3,
+                    (t.elapsed() - written).as_secs_f64() * 1e3
+                );
+                if std::env::var_os("DOSFS_TP_DROP").is_some() {
+                    // Cold reads (root): the page cache dropped.
+                    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+                }
+                let t = Instant::now();
+                std::thread::scope(|s| {
+                    for r in 0..ranks {
+                        let data = &data;
+                        let path = &path;
+                        s.spawn(move || {
+                            let mut buf = vec![0u8; transfer];
+                            for i in 0..block / transfer {
+                                let off = (r * block + i * transfer) as u64;
+                                c.read_at(path, a, off, &mut buf).unwrap();
+                                if !null {
+                                    assert!(buf == data[i * transfer..(i + 1) * transfer]);
+                                }
+                            }
+                        });
+                    }
+                });
+                let rd = (ranks * block) as f64 / (1 << 20) as f64 / t.elapsed().as_secs_f64();
+                let ms = meters.lock().unwrap();
+                let reqs: u64 = ms.iter().map(|m| m.data_reqs.load(Ordering::SeqCst)).sum();
+                let depth: u64 = ms.iter().map(|m| m.depth_sum.load(Ordering::SeqCst)).sum();
+                let max = ms
+                    .iter()
+                    .map(|m| m.max.load(Ordering::SeqCst))
+                    .max()
+                    .unwrap_or(0);
+                let e = &mut results[k];
+                e.1.push(w);
+                e.2.push(rd);
+                e.3 = depth as f64 / reqs.max(1) as f64;
+                e.4 = e.4.max(max);
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        for (name, mut w, mut r, depth, max) in results {
+            println!(
+                "server {:5} path {name:5}: write+sync {:7.0} MiB/s  read {:7.0} MiB/s  (mean depth per server {depth:.1}, max {max})",
+                if null { "null" } else { "disk" },
+                med(&mut w),
+                med(&mut r)
+            );
+        }
+    }
+}
