@@ -73,6 +73,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -240,6 +241,44 @@ struct Synced {
     whole: Option<Vec<u8>>,
 }
 
+/// How a [`ChunkStore`] does its I/O. The defaults are what measurements
+/// on this machine kind chose (module docs, "The disk engine"); the others
+/// exist so that `fs/tests/perf.rs` can compare them in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// Writes of at least this many bytes whose offset and length are
+    /// 4 KiB multiples go to disk with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_write_min: u32,
+    /// Reads of synced data spanning at least this many bytes of blocks
+    /// bypass the page cache with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_read_min: u32,
+    /// Chunks a sync seals at once, each on its own thread, so that their
+    /// fsyncs overlap (1: one after another).
+    pub seal_threads: usize,
+}
+
+impl Default for DiskOptions {
+    fn default() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: 256 << 10,
+            direct_read_min: 256 << 10,
+            seal_threads: 8,
+        }
+    }
+}
+
+impl DiskOptions {
+    /// Everything through the page cache, one seal at a time: the engine as
+    /// a plain buffered store (for comparisons).
+    pub fn buffered() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: u32::MAX,
+            direct_read_min: u32::MAX,
+            seal_threads: 1,
+        }
+    }
+}
+
 /// The chunks of one server.
 #[derive(Debug)]
 pub struct ChunkStore {
@@ -247,6 +286,10 @@ pub struct ChunkStore {
     server: u32,
     locks: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u64, BTreeMap<u64, Pending>>>,
+    options: DiskOptions,
+    /// False once the target's file system refused `O_DIRECT` (`EINVAL`):
+    /// from then on everything goes through the page cache.
+    direct_ok: AtomicBool,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -266,16 +309,113 @@ fn read_full_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     Ok(got)
 }
 
+/// A byte buffer whose data starts at a [`DIRECT_ALIGN`] boundary (an
+/// aligned window of a larger vector: safe code, one spare page).
+#[derive(Debug)]
+struct AlignedBuf {
+    v: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let align = DIRECT_ALIGN as usize;
+        let v = vec![0u8; len + align];
+        let start = v.as_ptr().align_offset(align).min(align);
+        AlignedBuf { v, start, len }
+    }
+
+    /// A plain buffer with the same interface (for buffered reads).
+    fn unaligned(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            v: vec![0u8; len],
+            start: 0,
+            len,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.v[self.start..self.start + self.len]
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.start..self.start + self.len]
+    }
+}
+
+/// Reads into `buf` (aligned, a 4 KiB multiple) at `pos` with `O_DIRECT`
+/// turned on for the call: the bytes read (short at the end of the file),
+/// or `None` if the file system refuses direct I/O (`EINVAL`).
+fn read_direct_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a file descriptor this `File` owns, no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // A short read that is not a 4 KiB multiple is the end of the file
+    // (a read at the unaligned offset after it would be refused).
+    let mut got = 0;
+    let res = loop {
+        if got == buf.len() {
+            break Ok(Some(got));
+        }
+        match f.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break Ok(Some(got)),
+            Ok(n) => {
+                got += n;
+                if got % DIRECT_ALIGN as usize != 0 {
+                    break Ok(Some(got));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break Ok(None),
+            Err(e) => break Err(e),
+        }
+    };
+    // SAFETY: as above; the descriptor's flags as they were.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    res
+}
+
 impl ChunkStore {
     /// Opens the chunk store of `target`, deleting pending copies that a
     /// previous run left unsynced.
     pub fn open(target: &Target) -> Result<ChunkStore> {
+        ChunkStore::open_with(target, DiskOptions::default())
+    }
+
+    /// [`ChunkStore::open`] with other [`DiskOptions`].
+    pub fn open_with(target: &Target, options: DiskOptions) -> Result<ChunkStore> {
         let dir = target.chunk_dir();
         let store = ChunkStore {
             dir,
             server: target.info().index,
             locks: (0..LOCKS).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            options: DiskOptions {
+                seal_threads: options.seal_threads.max(1),
+                ..options
+            },
+            direct_ok: AtomicBool::new(true),
         };
         store.drop_unsynced()?;
         Ok(store)
@@ -446,7 +586,9 @@ impl ChunkStore {
                 p.checked.extend(check);
             }
         }
-        if whole && stripe_size % DIRECT_ALIGN == 0 && self.write_direct(&new, stripe_size, data)? {
+        if self.direct_write(offset, data.len())
+            && self.write_direct(&new, data_offset(stripe_size) + u64::from(offset), data)?
+        {
             return Ok(());
         }
         if !data.is_empty() {
@@ -461,29 +603,38 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes a whole stripe into the pending chunk with `O_DIRECT`;
-    /// `false` if the target's file system refuses direct I/O (then the
-    /// caller writes through the page cache).
-    fn write_direct(&self, new: &Path, stripe_size: u32, data: &[u8]) -> Result<bool> {
+    /// Whether a write of `len` bytes at `offset` of a stripe goes direct.
+    fn direct_write(&self, offset: u32, len: usize) -> bool {
+        len as u64 >= u64::from(self.options.direct_write_min)
+            && offset % DIRECT_ALIGN == 0
+            && len % DIRECT_ALIGN as usize == 0
+            && self.direct_ok.load(Ordering::Relaxed)
+    }
+
+    /// Writes `data` at `pos` of the pending chunk with `O_DIRECT`; `false`
+    /// if the target's file system refuses direct I/O (then the caller
+    /// writes through the page cache, and so does every later I/O).
+    fn write_direct(&self, new: &Path, pos: u64, data: &[u8]) -> Result<bool> {
         let f = match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
             .open(new)
         {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                return Ok(false);
+            }
             Err(e) => return Err(self.io_err("open", new, e)),
         };
-        // An aligned copy of the data (safe code: an aligned window of a
-        // larger buffer).
-        let align = DIRECT_ALIGN as usize;
-        let mut buf = vec![0u8; data.len() + align];
-        let skip = buf.as_ptr().align_offset(align).min(align);
-        let aligned = &mut buf[skip..skip + data.len()];
-        aligned.copy_from_slice(data);
-        match f.write_all_at(aligned, data_offset(stripe_size)) {
+        let mut buf = AlignedBuf::new(data.len());
+        buf.as_mut().copy_from_slice(data);
+        match f.write_all_at(buf.as_ref(), pos) {
             Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
             Err(e) => Err(self.io_err("write", new, e)),
         }
     }
@@ -725,12 +876,23 @@ impl ChunkStore {
         }
         let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
         let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(s.len));
-        let mut d = vec![0u8; (re - rs) as usize];
-        let n = read_full_at(&s.file, &mut d, s.data_off + u64::from(rs))
-            .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
-        if n < d.len() {
+        let want = (re - rs) as usize;
+        let pos = s.data_off + u64::from(rs);
+        let mut buf = match self.read_direct(s, pos, want)? {
+            Some(b) => b,
+            None => {
+                let mut d = AlignedBuf::unaligned(want);
+                let n = read_full_at(&s.file, d.as_mut(), pos)
+                    .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
+                d.truncate(n);
+                d
+            }
+        };
+        if buf.len() < want {
             return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
         }
+        buf.truncate(want);
+        let d = buf.as_ref();
         for b in b0..b1 {
             let (x, y) = (
                 (b * BLOCK - rs) as usize,
@@ -749,9 +911,31 @@ impl ChunkStore {
                 ));
             }
         }
-        d.truncate((end - rs) as usize);
-        d.drain(..(offset - rs) as usize);
-        Ok(d)
+        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
+    }
+
+    /// Reads `len` bytes at `pos` of a synced chunk with `O_DIRECT` if the
+    /// options and the file system allow (`None`: read it buffered). The
+    /// length read is rounded up to 4 KiB (the chunk may end before).
+    fn read_direct(&self, s: &Synced, pos: u64, len: usize) -> Result<Option<AlignedBuf>> {
+        if (len as u64) < u64::from(self.options.direct_read_min)
+            || pos % u64::from(DIRECT_ALIGN) != 0
+            || !self.direct_ok.load(Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let mut buf = AlignedBuf::new(len.next_multiple_of(DIRECT_ALIGN as usize));
+        match read_direct_at(&s.file, buf.as_mut(), pos) {
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Ok(None) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(self.io_err("read", Path::new("chunk"), e)),
+        }
     }
 
     /// Seals, fsyncs and renames every pending chunk of `ino` (of every
@@ -771,13 +955,40 @@ impl ChunkStore {
                     .collect(),
             }
         };
-        let mut first_err = None;
-        for (ino, stripes) in work {
-            for s in stripes {
-                if let Err(e) = self.seal(ino, s) {
-                    first_err.get_or_insert(e);
-                }
+        // Seal every chunk, several at once (their fsyncs overlap: one
+        // journal commit of the target's file system serves many), then
+        // fsync each directory once.
+        let jobs: Vec<(u64, u64)> = work
+            .iter()
+            .flat_map(|(i, ss)| ss.iter().map(move |&s| (*i, s)))
+            .collect();
+        let errors = Mutex::new(Vec::new());
+        let next = AtomicUsize::new(0);
+        let seal_all = || loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(ino, s)) = jobs.get(k) else { break };
+            if let Err(e) = self.seal(ino, s) {
+                errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((k, e));
             }
+        };
+        let threads = self.options.seal_threads.min(jobs.len());
+        if threads <= 1 {
+            seal_all();
+        } else {
+            std::thread::scope(|sc| {
+                for _ in 1..threads {
+                    sc.spawn(seal_all);
+                }
+                seal_all();
+            });
+        }
+        let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        errors.sort_by_key(|(k, _)| *k);
+        let mut first_err = errors.into_iter().next().map(|(_, e)| e);
+        for (ino, _) in work {
             let dir = self.file_dir(ino);
             if let Err(e) =
                 fsync_dir(&dir).and_then(|()| fsync_dir(dir.parent().unwrap_or(&self.dir)))

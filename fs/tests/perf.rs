@@ -8,13 +8,23 @@
 //! and prints the rates; `creates_per_second` times file creates through
 //! one client; `small_random_writes` times 4 KiB random writes into a
 //! synced 256 MiB file (then a sync), three rounds, and prints the median.
+//!
+//! `disk_engine` measures the servers' disk engine alone ([`ChunkStore`],
+//! no network): 8 threads (the server's worker pool) writing whole 1 MiB
+//! stripes then one sync, and reading them back with the page cache
+//! dropped (as root; warm otherwise), for each [`DiskOptions`] variant,
+//! interleaved, 3 rounds, medians; and crc32c's rate. `DOSFS_PERF_DIR`
+//! picks the disk (default: the temporary directory). `ci/bench-io.sh`
+//! runs fio on the same directory for the comparison.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use dos_fs::addrfile::AddrFile;
+use dos_fs::chunk::{ChunkStore, DiskOptions};
 use dos_fs::client::Client;
+use dos_fs::target::{FsId, Target};
 
 struct Up {
     dir: PathBuf,
@@ -155,4 +165,128 @@ fn small_random_writes() {
         "{n} random 4 KiB writes into a synced 256 MiB file: median {:.0} writes/s; with the sync: {:.1} MiB/s (rounds {rates:.1?})",
         iops[1], rates[1]
     );
+}
+
+fn drop_caches() -> bool {
+    let _ = Command::new("sync").status();
+    std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Writes `mib` whole 1 MiB stripes of inode `ino` from `threads` threads,
+/// syncs; then drops the page cache and reads them back. MiB/s of both.
+fn engine_round(store: &ChunkStore, ino: u64, mib: u64, threads: u64) -> (f64, f64, bool) {
+    const SS: u32 = 1 << 20;
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        for w in 0..threads {
+            sc.spawn(move || {
+                let data = vec![(w as u8).wrapping_mul(37); SS as usize];
+                let mut s = w;
+                while s < mib {
+                    store.write(ino, s, SS, 0, &data).unwrap();
+                    s += threads;
+                }
+            });
+        }
+    });
+    store.sync(Some(ino)).unwrap();
+    let write = mib as f64 / t.elapsed().as_secs_f64();
+    let cold = drop_caches();
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        for w in 0..threads {
+            sc.spawn(move || {
+                let mut s = w;
+                while s < mib {
+                    let d = store.read(ino, s, SS, 0, SS).unwrap();
+                    assert_eq!(d[12345], (w as u8).wrapping_mul(37));
+                    s += threads;
+                }
+            });
+        }
+    });
+    let read = mib as f64 / t.elapsed().as_secs_f64();
+    store.remove(ino).unwrap();
+    (write, read, cold)
+}
+
+#[test]
+#[ignore = "a measurement: 256 MiB of disk per variant and round"]
+fn disk_engine() {
+    let base = std::env::var_os("DOSFS_PERF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("dosfs-perf-engine-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let target = Target::format(&base, FsId([7; 16]), 0, 1).unwrap();
+    let variants = [
+        (
+            "default (direct >= 256 KiB, 8 seals at once)",
+            DiskOptions::default(),
+        ),
+        (
+            "direct writes, buffered reads",
+            DiskOptions {
+                direct_read_min: u32::MAX,
+                ..DiskOptions::default()
+            },
+        ),
+        (
+            "direct, one seal at a time",
+            DiskOptions {
+                seal_threads: 1,
+                ..DiskOptions::default()
+            },
+        ),
+        ("buffered, one seal at a time", DiskOptions::buffered()),
+    ];
+    let stores: Vec<ChunkStore> = variants
+        .iter()
+        .map(|(_, o)| ChunkStore::open_with(&target, *o).unwrap())
+        .collect();
+    let (mib, threads, rounds) = (256, 8, 3);
+    let mut res = vec![(Vec::new(), Vec::new()); variants.len()];
+    let mut cold = true;
+    for round in 0..rounds {
+        for (i, s) in stores.iter().enumerate() {
+            let (w, r, c) = engine_round(s, 100 + (round * 10 + i) as u64, mib, threads);
+            cold &= c;
+            res[i].0.push(w);
+            res[i].1.push(r);
+        }
+    }
+    println!(
+        "| engine variant ({threads} threads, {mib} x 1 MiB stripes) | write+sync MiB/s | {} read MiB/s |",
+        if cold { "cold" } else { "warm (not root)" }
+    );
+    println!("|---|---:|---:|");
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let (w, r) = &res[i];
+        println!(
+            "| {name} | {:.0} ({:.0}-{:.0}) | {:.0} ({:.0}-{:.0}) |",
+            median(w.clone()),
+            w.iter().copied().fold(f64::MAX, f64::min),
+            w.iter().copied().fold(0.0, f64::max),
+            median(r.clone()),
+            r.iter().copied().fold(f64::MAX, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    let buf = vec![0x5au8; 64 << 20];
+    let t = Instant::now();
+    let mut x = 0;
+    for _ in 0..8 {
+        x ^= crc32c::crc32c(&buf);
+    }
+    println!(
+        "crc32c: {:.0} MiB/s on one core (checksum {x:08x})",
+        512.0 / t.elapsed().as_secs_f64()
+    );
+    drop(stores);
+    let _ = std::fs::remove_dir_all(&base);
 }
