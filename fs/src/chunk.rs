@@ -41,18 +41,49 @@
 //! copy of a chunk that a partial rewrite needs happens once per chunk per
 //! sync, at the sync, not at the first small write.
 //!
-//! ## Direct I/O for whole stripes
-//! A write of a whole stripe (the writes of `cp` and of collective I/O)
-//! whose size is a multiple of 4 KiB goes to its pending chunk with
-//! `O_DIRECT` (data starts at a 4 KiB multiple, the buffer is an aligned
-//! copy), its block checksums computed from the request as it lands; the
-//! seal then only writes the header region and fsyncs. Smaller writes go
-//! through the page cache. Measured on this machine kind's disk (virtio,
-//! ext4), 1 GiB in 1 MiB writes: `dd oflag=direct` 1.3 GB/s in three runs,
-//! against 194, 715 and 509 MB/s for `dd conv=fsync` (buffered, then
-//! fsync), so direct I/O wins for data that a sync will make durable
-//! anyway; a file system that refuses `O_DIRECT` (`EINVAL`, older tmpfs)
-//! gets buffered writes.
+//! ## The disk engine: direct I/O, parallel seals (measured)
+//! What the server's workers run, chosen by measurement on this machine
+//! kind (2 cores, one virtio disk, ext4; BENCHMARKS.md, "Parallel file
+//! I/O", has the tables and commands). [`DiskOptions`] holds the choices
+//! so that `fs/tests/perf.rs` (`disk_engine`) can time the alternatives
+//! side by side:
+//!
+//! * **Writes** of at least 256 KiB whose offset and length are 4 KiB
+//!   multiples (whole stripes: the writes of `cp`, of collective I/O and of
+//!   1 MiB transfers) go to their pending chunk with `O_DIRECT` (data starts
+//!   at a 4 KiB multiple, the buffer is an aligned copy), their block
+//!   checksums computed from the request as it lands, so the seal only
+//!   writes the header region and fsyncs. Smaller or unaligned writes go
+//!   through the page cache. fio, 1 MiB writes with a final fsync, QD1:
+//!   O_DIRECT 1.1-1.6 GiB/s against 0.27-1.0 GiB/s buffered.
+//! * **Reads** of synced data spanning at least 256 KiB of blocks use
+//!   `O_DIRECT` too (the descriptor's flag is set for the call): data that
+//!   went to disk direct is not in the page cache anyway, and a cold read
+//!   then skips the cache's copy and page allocation (fio cold 1 MiB reads:
+//!   2.5-2.9 GiB/s direct, 2.1 buffered). Small reads use the page cache,
+//!   which serves re-reads. A short direct read at the chunk's end is its
+//!   end; the blocks are checked as for any read.
+//! * **Syncs** seal up to [`DiskOptions::seal_threads`] (8) chunks at once,
+//!   each on its own thread: every chunk needs its own fsync before its
+//!   rename (that is what keeps a torn chunk from replacing synced data),
+//!   and fsyncs issued together share the file system's journal commits.
+//!   Sealing 256 stripes one at a time spent more time in fsyncs than in
+//!   writing them (144 against 612 MiB/s write+sync in `disk_engine`).
+//!   One `syncfs` per sync would be cheaper still but flushes every other
+//!   writer of the disk too, so it is not used.
+//! * **Several I/Os in flight** come from the server's pool of worker
+//!   threads ([`crate::server`]), each running blocking `pread`/`pwrite`:
+//!   fio with 8 `psync` jobs wrote 1.75 GiB/s against 1.94 GiB/s for
+//!   io_uring and 1.95 GiB/s for libaio at QD16 (reads: 3.3, 1.9 and 2.3
+//!   GiB/s), so an io_uring engine would buy at most ~10% on writes, and
+//!   nothing on reads, for unsafe ring code; it stays a possible later step.
+//! * **Checksums** (crc32c, SSE4.2 through the `crc32c` crate's run-time
+//!   detection) cost about one CPU-second per several GiB; see
+//!   `disk_engine`'s last line.
+//!
+//! A file system that refuses `O_DIRECT` (`EINVAL` at open, at the flag
+//! change, or at the I/O) gets buffered I/O from then on, for the whole
+//! store.
 //!
 //! ## Integrity
 //! A read checks the header region's checksum and the checksum of every
@@ -698,7 +729,15 @@ impl ChunkStore {
             }
         }
         if pending.is_none() {
-            // Synced data only: one read of the blocks it touches, no copy.
+            // Synced data only: a large read from the start of the chunk
+            // reads its header and blocks in one direct I/O.
+            if let Some(mut d) =
+                self.read_at_once(&synced, ino, stripe, stripe_size, offset, len)?
+            {
+                d.resize(len as usize, 0);
+                return Ok(d);
+            }
+            // Otherwise the header, then the blocks the read touches.
             let mut d = match self.open_synced(&synced, ino, stripe, stripe_size)? {
                 Some(s) => self.read_synced_range(&s, ino, stripe, stripe_size, offset, len)?,
                 None => Vec::new(),
@@ -758,10 +797,27 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err("open", path, e)),
         };
-        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
         // The header region of a format-2 chunk of this layout, in one read.
         let mut region = vec![0u8; data_offset(stripe_size) as usize];
         let n = read_full_at(&file, &mut region, 0).map_err(|e| self.io_err("read", path, e))?;
+        self.parse_synced(file, path, region, n, ino, stripe, stripe_size)
+            .map(Some)
+    }
+
+    /// A synced chunk from its open `file` and the first `n` bytes of its
+    /// header region (`region`, [`data_offset`] bytes long), checked.
+    #[allow(clippy::too_many_arguments)]
+    fn parse_synced(
+        &self,
+        file: File,
+        path: &Path,
+        mut region: Vec<u8>,
+        n: usize,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+    ) -> Result<Synced> {
+        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
         if n < V1_HEADER {
             return Err(bad("shorter than its header"));
         }
@@ -778,7 +834,7 @@ impl ChunkStore {
         }
         let version = u16::from_le_bytes([region[4], region[5]]);
         if version == 1 {
-            return self.open_v1(file, path, ino, stripe, stripe_size).map(Some);
+            return self.open_v1(file, path, ino, stripe, stripe_size);
         }
         if version != VERSION {
             return Err(bad(&format!(
@@ -812,13 +868,13 @@ impl ChunkStore {
         let crcs = (0..len.div_ceil(BLOCK) as usize)
             .map(|i| field(&region, HEADER + 4 * i..HEADER + 4 * i + 4) as u32)
             .collect();
-        Ok(Some(Synced {
+        Ok(Synced {
             file,
             len,
             data_off,
             crcs,
             whole: None,
-        }))
+        })
     }
 
     /// A format-1 chunk: read whole and checked.
@@ -893,6 +949,24 @@ impl ChunkStore {
         }
         buf.truncate(want);
         let d = buf.as_ref();
+        self.check_blocks(s, d, b0, b1, ino, stripe, stripe_size)?;
+        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
+    }
+
+    /// Checks blocks `b0..b1` of a synced chunk against its checksums; `d`
+    /// holds them, from the start of block `b0`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_blocks(
+        &self,
+        s: &Synced,
+        d: &[u8],
+        b0: u32,
+        b1: u32,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+    ) -> Result<()> {
+        let rs = b0 * BLOCK;
         for b in b0..b1 {
             let (x, y) = (
                 (b * BLOCK - rs) as usize,
@@ -911,7 +985,71 @@ impl ChunkStore {
                 ));
             }
         }
-        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
+        Ok(())
+    }
+
+    /// A large read of a synced chunk that starts in its first block, as
+    /// one direct I/O of the header region and the blocks: the checked
+    /// bytes (cut at the chunk's end), or `None` where that does not apply
+    /// (small read, direct I/O refused, a format-1 or short chunk: the
+    /// caller reads the usual way, which also names any damage).
+    fn read_at_once(
+        &self,
+        path: &Path,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        if len < self.options.direct_read_min
+            || offset >= BLOCK
+            || !self.direct_ok.load(Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(Vec::new())),
+            Err(e) => return Err(self.io_err("open", path, e)),
+        };
+        let data_off = data_offset(stripe_size) as usize;
+        let end = offset + len;
+        // Whole blocks up to the one holding the read's end.
+        let blocks_end = (end.div_ceil(BLOCK) * BLOCK).min(stripe_size) as usize;
+        let mut buf = AlignedBuf::new((data_off + blocks_end).next_multiple_of(4096));
+        let n = match read_direct_at(&file, buf.as_mut(), 0) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(self.io_err("read", path, e)),
+        };
+        if n < data_off {
+            return Ok(None);
+        }
+        let region = buf.as_ref()[..data_off].to_vec();
+        let s = self.parse_synced(file, path, region, data_off, ino, stripe, stripe_size)?;
+        if s.whole.is_some() {
+            return Ok(None);
+        }
+        let end = end.min(s.len);
+        if offset >= end {
+            return Ok(Some(Vec::new()));
+        }
+        let b1 = end.div_ceil(BLOCK);
+        let want = (b1 * BLOCK).min(s.len) as usize;
+        let d = &buf.as_ref()[data_off..n];
+        if d.len() < want {
+            return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
+        }
+        self.check_blocks(&s, &d[..want], 0, b1, ino, stripe, stripe_size)?;
+        Ok(Some(d[offset as usize..end as usize].to_vec()))
     }
 
     /// Reads `len` bytes at `pos` of a synced chunk with `O_DIRECT` if the

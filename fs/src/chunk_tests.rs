@@ -444,6 +444,14 @@ fn direct_reads_check_every_block_and_stop_at_the_chunk_end() {
         s.read(21, 0, MIB, 0, 9 * BLOCK).unwrap(),
         &a[..9 * BLOCK as usize]
     );
+    // A damaged header is caught by the one-I/O read of header and blocks.
+    raw[at] ^= 1;
+    raw[30] ^= 0x10;
+    fs::write(&p, &raw).unwrap();
+    match s.read(21, 0, MIB, 0, MIB) {
+        Err(Error::ChunkCorrupt { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

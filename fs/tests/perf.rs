@@ -11,8 +11,9 @@
 //!
 //! `disk_engine` measures the servers' disk engine alone ([`ChunkStore`],
 //! no network): 8 threads (the server's worker pool) writing whole 1 MiB
-//! stripes then one sync, and reading them back with the page cache
-//! dropped (as root; warm otherwise), for each [`DiskOptions`] variant,
+//! stripes then one sync, and 2 threads (`DOSFS_PERF_READERS`) each
+//! reading its share in order, like 2 ranks, with the page cache dropped
+//! (as root; warm otherwise), for each [`DiskOptions`] variant,
 //! interleaved, 3 rounds, medians; and crc32c's rate. `DOSFS_PERF_DIR`
 //! picks the disk (default: the temporary directory). `ci/bench-io.sh`
 //! runs fio on the same directory for the comparison.
@@ -179,7 +180,13 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Writes `mib` whole 1 MiB stripes of inode `ino` from `threads` threads,
 /// syncs; then drops the page cache and reads them back. MiB/s of both.
-fn engine_round(store: &ChunkStore, ino: u64, mib: u64, threads: u64) -> (f64, f64, bool) {
+fn engine_round(
+    store: &ChunkStore,
+    ino: u64,
+    mib: u64,
+    threads: u64,
+    readers: u64,
+) -> (f64, f64, bool) {
     const SS: u32 = 1 << 20;
     let t = Instant::now();
     std::thread::scope(|sc| {
@@ -198,14 +205,15 @@ fn engine_round(store: &ChunkStore, ino: u64, mib: u64, threads: u64) -> (f64, f
     let write = mib as f64 / t.elapsed().as_secs_f64();
     let cold = drop_caches();
     let t = Instant::now();
+    // Each reader reads its share in order (stripes r, r + readers, ...).
     std::thread::scope(|sc| {
-        for w in 0..threads {
+        for r in 0..readers {
             sc.spawn(move || {
-                let mut s = w;
+                let mut s = r;
                 while s < mib {
                     let d = store.read(ino, s, SS, 0, SS).unwrap();
-                    assert_eq!(d[12345], (w as u8).wrapping_mul(37));
-                    s += threads;
+                    assert_eq!(d[12345], ((s % threads) as u8).wrapping_mul(37));
+                    s += readers;
                 }
             });
         }
@@ -213,6 +221,43 @@ fn engine_round(store: &ChunkStore, ino: u64, mib: u64, threads: u64) -> (f64, f
     let read = mib as f64 / t.elapsed().as_secs_f64();
     store.remove(ino).unwrap();
     (write, read, cold)
+}
+
+/// fio doing what [`engine_round`] does (if fio is installed): `threads`
+/// jobs writing `mib` MiB in 1 MiB O_DIRECT writes with a final fsync,
+/// then `readers` jobs reading it with the page cache dropped. MiB/s.
+fn fio_round(dir: &std::path::Path, mib: u64, threads: u64, readers: u64) -> Option<(f64, f64)> {
+    std::fs::create_dir_all(dir).ok()?;
+    let run = |rw: &str, jobs: u64, direct: u8| -> Option<f64> {
+        let o = Command::new("fio")
+            .args([
+                "--name=f",
+                &format!("--directory={}", dir.display()),
+                &format!("--rw={rw}"),
+                "--bs=1M",
+                &format!("--size={}M", mib / threads),
+                &format!("--numjobs={jobs}"),
+                "--group_reporting",
+                &format!("--direct={direct}"),
+                "--ioengine=psync",
+                "--end_fsync=1",
+                "--output-format=terse",
+                "--terse-version=3",
+            ])
+            .output()
+            .ok()?;
+        let line = String::from_utf8_lossy(&o.stdout);
+        let f: Vec<&str> = line.trim().split(';').collect();
+        let kib: f64 = f.get(if rw == "write" { 47 } else { 6 })?.parse().ok()?;
+        Some(kib / 1024.0)
+    };
+    let w = run("write", threads, 1)?;
+    drop_caches();
+    // Each reader job reads one of the written files in order (a rate:
+    // fewer bytes than the engine's readers read).
+    let r = run("read", readers.min(threads), 1)?;
+    let _ = std::fs::remove_dir_all(dir);
+    Some((w, r))
 }
 
 #[test]
@@ -250,18 +295,27 @@ fn disk_engine() {
         .map(|(_, o)| ChunkStore::open_with(&target, *o).unwrap())
         .collect();
     let (mib, threads, rounds) = (256, 8, 3);
+    let readers = std::env::var("DOSFS_PERF_READERS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(2);
     let mut res = vec![(Vec::new(), Vec::new()); variants.len()];
+    let mut fio_res = (Vec::new(), Vec::new());
     let mut cold = true;
     for round in 0..rounds {
         for (i, s) in stores.iter().enumerate() {
-            let (w, r, c) = engine_round(s, 100 + (round * 10 + i) as u64, mib, threads);
+            let (w, r, c) = engine_round(s, 100 + (round * 10 + i) as u64, mib, threads, readers);
             cold &= c;
             res[i].0.push(w);
             res[i].1.push(r);
         }
+        if let Some((w, r)) = fio_round(&base.join("fio"), mib, threads, readers) {
+            fio_res.0.push(w);
+            fio_res.1.push(r);
+        }
     }
     println!(
-        "| engine variant ({threads} threads, {mib} x 1 MiB stripes) | write+sync MiB/s | {} read MiB/s |",
+        "| engine variant ({threads} writers, {readers} readers, {mib} x 1 MiB stripes) | write+sync MiB/s | {} read MiB/s |",
         if cold { "cold" } else { "warm (not root)" }
     );
     println!("|---|---:|---:|");
@@ -277,15 +331,37 @@ fn disk_engine() {
             r.iter().copied().fold(0.0, f64::max),
         );
     }
-    let buf = vec![0x5au8; 64 << 20];
-    let t = Instant::now();
-    let mut x = 0;
+    // crc32c per second of this thread's CPU time (the machine's load
+    // does not count), over 64 KiB blocks as the engine checks them.
+    if !fio_res.0.is_empty() {
+        let (w, r) = &fio_res;
+        println!(
+            "| fio, same files: {threads} psync jobs writing 1 MiB O_DIRECT (end fsync), {readers} reading | {:.0} ({:.0}-{:.0}) | {:.0} ({:.0}-{:.0}) |",
+            median(w.clone()),
+            w.iter().copied().fold(f64::MAX, f64::min),
+            w.iter().copied().fold(0.0, f64::max),
+            median(r.clone()),
+            r.iter().copied().fold(f64::MAX, f64::min),
+            r.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    let buf: Vec<u8> = (0..64u32 << 20).map(|i| i as u8).collect();
+    let cpu = || {
+        // SAFETY: clock_gettime fills the timespec it is given.
+        let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+    };
+    let t = cpu();
+    let mut x = 0u32;
     for _ in 0..8 {
-        x ^= crc32c::crc32c(&buf);
+        for b in buf.chunks(64 << 10) {
+            x = x.wrapping_add(crc32c::crc32c(b));
+        }
     }
     println!(
-        "crc32c: {:.0} MiB/s on one core (checksum {x:08x})",
-        512.0 / t.elapsed().as_secs_f64()
+        "crc32c: {:.0} MiB per CPU-second, 64 KiB blocks (sum {x:08x})",
+        512.0 / (cpu() - t)
     );
     drop(stores);
     let _ = std::fs::remove_dir_all(&base);
