@@ -5,6 +5,7 @@
 #
 #     ci/bench-io.sh                 # REPS=5 interleaved rounds, 2 ranks, 3 local servers
 #     REPS=3 BLOCK=32M ci/bench-io.sh
+#     CLUSTER=1 ci/bench-io.sh       # then also across the 3 namespace hosts (root)
 #
 # What it does:
 #   1. builds (unless DOSBENCH/DOSRUN/DOSFS/MPIBENCH name binaries):
@@ -25,7 +26,14 @@
 #      reads are then warm and the table says so);
 #   4. prints a markdown table: per row the median over the rounds and the
 #      spread (min-max), then the ratios the issue sets targets for; it is
-#      written to $OUT/summary.md, raw lines to $OUT/raw.tsv.
+#      written to $OUT/summary.md, raw lines to $OUT/raw.tsv;
+#   5. with CLUSTER=1, under `flock /tmp/dos-cluster.lock` (the cluster is one
+#      global resource): brings up the 3 namespace hosts (ci/cluster.sh up 3),
+#      starts dosfs on the first 1, 2 and 3 of them (`dosfs up --hostfile`,
+#      through ssh, targets in $DIR/c1..c3), and runs REPS interleaved rounds
+#      of `dosbench io --collective` with 3 ranks, one per host, against each
+#      (the scaling with the number of servers; the hosts share this machine's
+#      disk and 2 cores), then takes it all down; the table is appended.
 #
 # Environment: REPS (5), RANKS (2), BLOCK (64M per rank), TRANSFER (1M),
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
@@ -185,4 +193,58 @@ print(f"| dos collective write+sync / fio QD16 write | {ratio('dos-coll', 0, 'fi
 print(f"| dos collective read / fio QD16 read | {ratio('dos-coll', 1, 'fio-qd16', 1)} | >= 0.8 |")
 print(f"| dos independent read / fio QD1 read | {ratio('dos-ind', 1, 'fio-qd1', 1)} | >= 0.8 |")
 EOF
+
+# ---- 5. across the namespace hosts --------------------------------------------
+cluster() {
+    local state=${DOS_CLUSTER_DIR:-/tmp/dos-cluster} n round k name line
+    local launch="ssh -F $state/ssh_config -o BatchMode=yes"
+    ci/cluster.sh up 3 >&2
+    for n in 1 2 3; do
+        head -n "$n" "$state/hostfile" >"$DIR/hosts$n"
+        "$DOSFS" --fs "$DIR/c$n.addr" up --hostfile "$DIR/hosts$n" --launch-agent "$launch" \
+            --target "$DIR/c$n" >&2
+    done
+    : >"$OUT/cluster.tsv"
+    for ((round = 0; round < REPS; round++)); do
+        log "cluster round $((round + 1)) of $REPS"
+        for ((k = 0; k < 3; k++)); do
+            n=$(((k + round) % 3 + 1))
+            line=$(DOSFS="$DIR/c$n.addr" "$DOSRUN" --hostfile "$state/hostfile" --launch-agent "$launch" \
+                -n 3 --npernode 1 "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) \
+                || { log "cluster run with $n servers failed"; continue; }
+            printf 'servers-%s\t%s\n' "$n" "${line// /$'\t'}" >>"$OUT/cluster.tsv"
+        done
+    done
+    for n in 1 2 3; do
+        "$DOSFS" --fs "$DIR/c$n.addr" down >&2 || true
+    done
+    ci/cluster.sh down >&2
+    python3 - "$OUT/cluster.tsv" "$REPS" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, w, r = line.split("\t")
+    rows.setdefault(name, ([], []))
+    rows[name][0].append(float(w))
+    rows[name][1].append(float(r))
+def cell(v):
+    return f"{statistics.median(v):.0f} ({min(v):.0f}-{max(v):.0f})" if v else "—"
+print()
+print(f"Across the 3 namespace hosts: 3 ranks (one per host), collective, {sys.argv[2]} interleaved rounds:")
+print()
+print("| dosfs servers | write+sync | read |")
+print("|---:|---:|---:|")
+for n in (1, 2, 3):
+    w, r = rows.get(f"servers-{n}", ([], []))
+    print(f"| {n} | {cell(w)} | {cell(r)} |")
+PY
+}
+if [[ -n "${CLUSTER:-}" ]]; then
+    export -f cluster log wr
+    export DIR OUT REPS DOSFS DOSRUN DOSBENCH
+    export IO_ARGS_STR="${IO_ARGS[*]}"
+    # shellcheck disable=SC2016
+    flock -w 900 /tmp/dos-cluster.lock bash -c 'read -r -a IO_ARGS <<<"$IO_ARGS_STR"; cluster' >>"$OUT/summary.md" \
+        || log "the cluster run failed"
+fi
 cat "$OUT/summary.md"

@@ -349,6 +349,7 @@ fn disk_engine() {
     let cpu = || {
         // SAFETY: clock_gettime fills the timespec it is given.
         let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+        // SAFETY: `ts` is a valid out pointer for the call.
         unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
         ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
     };
