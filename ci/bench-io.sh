@@ -8,7 +8,7 @@
 #     CLUSTER=1 ci/bench-io.sh       # then also across the 3 namespace hosts (root)
 #
 # What it does:
-#   1. builds (unless DOSBENCH/DOSRUN/DOSFS/MPIBENCH name binaries):
+#   1. builds (unless DOSBENCH/DOSRUN/DOSFS_BIN/MPIBENCH name binaries):
 #        target/release/{dosbench,dosrun,dosfs}   (cargo build --release)
 #        target/mpi/release/dosbench              (--features mpi --target-dir target/mpi)
 #      and installs Open MPI and fio with apt-get if they are missing;
@@ -37,7 +37,9 @@
 #
 # Environment: REPS (5), RANKS (2), BLOCK (64M per rank), TRANSFER (1M),
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
-# OUT (target/bench-io), DOSBENCH, DOSRUN, DOSFS, MPIBENCH.
+# OUT (target/bench-io), DOSBENCH, DOSRUN, DOSFS_BIN, MPIBENCH (use these
+# binaries), DOSFS_BASE (another dosfs binary, e.g. an older commit's: its
+# servers get rows of their own, "base servers", in the same rounds).
 # Not part of the test path: numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -69,7 +71,7 @@ fi
 if ((EUID == 0)); then
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 fi
-if [[ -z "${DOSBENCH:-}" || -z "${DOSRUN:-}" || -z "${DOSFS:-}" ]]; then
+if [[ -z "${DOSBENCH:-}" || -z "${DOSRUN:-}" || -z "${DOSFS_BIN:-}" ]]; then
     log "building dosbench, dosrun and dosfs (release)"
     cargo build --release -p dos-bench -p dos-launcher -p dos-fs
 fi
@@ -79,7 +81,7 @@ if [[ -z "${MPIBENCH:-}" ]]; then
 fi
 DOSBENCH=${DOSBENCH:-$PWD/target/release/dosbench}
 DOSRUN=${DOSRUN:-$PWD/target/release/dosrun}
-DOSFS=${DOSFS:-$PWD/target/release/dosfs}
+DOSFS_BIN=${DOSFS_BIN:-$PWD/target/release/dosfs}
 MPIBENCH=${MPIBENCH:-$PWD/target/mpi/release/dosbench}
 
 mkdir -p "$OUT"
@@ -97,10 +99,18 @@ LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 rm -rf "$DIR"
 mkdir -p "$DIR/mpi" "$DIR/fio"
 ADDR=$DIR/fs.addr
-stop() { "$DOSFS" --fs "$ADDR" down >/dev/null 2>&1 || true; }
+BASE_ADDR=$DIR/base.addr
+stop() {
+    "$DOSFS_BIN" --fs "$ADDR" down >/dev/null 2>&1 || true
+    [[ -z "${DOSFS_BASE:-}" ]] || "$DOSFS_BASE" --fs "$BASE_ADDR" down >/dev/null 2>&1 || true
+}
 trap stop EXIT
 log "starting $SERVERS dosfs servers over $DIR/t"
-"$DOSFS" --fs "$ADDR" up --local "$SERVERS" --target "$DIR/t" >/dev/null
+"$DOSFS_BIN" --fs "$ADDR" up --local "$SERVERS" --target "$DIR/t" >/dev/null
+if [[ -n "${DOSFS_BASE:-}" ]]; then
+    log "starting $SERVERS dosfs servers of $DOSFS_BASE over $DIR/base"
+    "$DOSFS_BASE" --fs "$BASE_ADDR" up --local "$SERVERS" --target "$DIR/base" >/dev/null
+fi
 export DOSFS="$ADDR"
 
 # ---- 3. rounds --------------------------------------------------------------
@@ -116,6 +126,8 @@ run_one() { # name
     case $name in
     dos-ind) line=$("$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" | wr) ;;
     dos-coll) line=$("$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
+    base-ind) line=$(DOSFS=$BASE_ADDR "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" | wr) ;;
+    base-coll) line=$(DOSFS=$BASE_ADDR "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
     mpi-ind)
         line=$(mpirun --oversubscribe --mca btl self,vader -n "$RANKS" \
             "$MPIBENCH" "${IO_ARGS[@]}" --path "$DIR/mpi" | wr)
@@ -139,6 +151,7 @@ run_one() { # name
 }
 
 NAMES=(dos-ind dos-coll mpi-ind mpi-coll fio-qd1 fio-qd16)
+[[ -z "${DOSFS_BASE:-}" ]] || NAMES+=(base-ind base-coll)
 for ((round = 0; round < REPS; round++)); do
     log "round $((round + 1)) of $REPS"
     for ((k = 0; k < ${#NAMES[@]}; k++)); do
@@ -162,6 +175,8 @@ for line in open(raw):
 label = {
     "dos-ind": "dos::io, independent (write_at/read_at)",
     "dos-coll": "dos::io, collective (write_at_all/read_at_all)",
+    "base-ind": "dos::io, independent, base servers (DOSFS_BASE)",
+    "base-coll": "dos::io, collective, base servers (DOSFS_BASE)",
     "mpi-ind": "Open MPI MPI-IO, independent",
     "mpi-coll": "Open MPI MPI-IO, collective",
     "fio-qd1": "fio O_DIRECT QD1 (libaio, 1 MiB)",
@@ -201,7 +216,7 @@ cluster() {
     ci/cluster.sh up 3 >&2
     for n in 1 2 3; do
         head -n "$n" "$state/hostfile" >"$DIR/hosts$n"
-        "$DOSFS" --fs "$DIR/c$n.addr" up --hostfile "$DIR/hosts$n" --launch-agent "$launch" \
+        "$DOSFS_BIN" --fs "$DIR/c$n.addr" up --hostfile "$DIR/hosts$n" --launch-agent "$launch" \
             --target "$DIR/c$n" >&2
     done
     : >"$OUT/cluster.tsv"
@@ -216,7 +231,7 @@ cluster() {
         done
     done
     for n in 1 2 3; do
-        "$DOSFS" --fs "$DIR/c$n.addr" down >&2 || true
+        "$DOSFS_BIN" --fs "$DIR/c$n.addr" down >&2 || true
     done
     ci/cluster.sh down >&2
     python3 - "$OUT/cluster.tsv" "$REPS" <<'PY'
@@ -241,7 +256,7 @@ PY
 }
 if [[ -n "${CLUSTER:-}" ]]; then
     export -f cluster log wr
-    export DIR OUT REPS DOSFS DOSRUN DOSBENCH
+    export DIR OUT REPS DOSFS_BIN DOSRUN DOSBENCH
     export IO_ARGS_STR="${IO_ARGS[*]}"
     # shellcheck disable=SC2016
     flock -w 900 /tmp/dos-cluster.lock bash -c 'read -r -a IO_ARGS <<<"$IO_ARGS_STR"; cluster' >>"$OUT/summary.md" \
