@@ -37,7 +37,7 @@
 #
 # Environment: REPS (5), RANKS (2), BLOCK (64M per rank), TRANSFER (1M),
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
-# OUT (target/bench-io), DOSBENCH, DOSRUN, DOSFS_BIN, MPIBENCH (use these
+# OUT (target/bench-io), ONLY_CLUSTER (with CLUSTER=1: skip this host's rounds), DOSBENCH, DOSRUN, DOSFS_BIN, MPIBENCH (use these
 # binaries), DOSFS_BASE (another dosfs binary, e.g. an older commit's: its
 # servers get rows of their own, "base servers", in the same rounds).
 # Not part of the test path: numbers depend on the machine and its load.
@@ -152,7 +152,9 @@ run_one() { # name
 
 NAMES=(dos-ind dos-coll mpi-ind mpi-coll fio-qd1 fio-qd16)
 [[ -z "${DOSFS_BASE:-}" ]] || NAMES+=(base-ind base-coll)
-for ((round = 0; round < REPS; round++)); do
+# ONLY_CLUSTER=1 (with CLUSTER=1): skip the rounds on this host.
+[[ -z "${ONLY_CLUSTER:-}" ]] || NAMES=()
+for ((round = 0; round < REPS && ${#NAMES[@]}; round++)); do
     log "round $((round + 1)) of $REPS"
     for ((k = 0; k < ${#NAMES[@]}; k++)); do
         name=${NAMES[$(((k + round) % ${#NAMES[@]}))]}
@@ -225,7 +227,7 @@ cluster() {
         for ((k = 0; k < 3; k++)); do
             n=$(((k + round) % 3 + 1))
             line=$(DOSFS="$DIR/c$n.addr" "$DOSRUN" --hostfile "$state/hostfile" --launch-agent "$launch" \
-                -n 3 --npernode 1 "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) \
+                -x DOSFS -n 3 --npernode 1 "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) \
                 || { log "cluster run with $n servers failed"; continue; }
             printf 'servers-%s\t%s\n' "$n" "${line// /$'\t'}" >>"$OUT/cluster.tsv"
         done
