@@ -362,6 +362,20 @@ impl AlignedBuf {
         AlignedBuf { v, start, len }
     }
 
+    /// An aligned copy of `data` (nothing zeroed first but the padding).
+    fn copy_of(data: &[u8]) -> AlignedBuf {
+        let align = DIRECT_ALIGN as usize;
+        let mut v: Vec<u8> = Vec::with_capacity(data.len() + align);
+        let start = v.as_ptr().align_offset(align).min(align);
+        v.resize(start, 0);
+        v.extend_from_slice(data);
+        AlignedBuf {
+            v,
+            start,
+            len: data.len(),
+        }
+    }
+
     /// A plain buffer with the same interface (for buffered reads).
     fn unaligned(len: usize) -> AlignedBuf {
         AlignedBuf {
@@ -663,8 +677,7 @@ impl ChunkStore {
             }
             Err(e) => return Err(self.io_err("open", new, e)),
         };
-        let mut buf = AlignedBuf::new(data.len());
-        buf.as_mut().copy_from_slice(data);
+        let buf = AlignedBuf::copy_of(data);
         match f.write_all_at(buf.as_ref(), pos) {
             Ok(()) => Ok(true),
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
