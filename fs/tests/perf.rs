@@ -14,7 +14,7 @@
 //! stripes then one sync, and 2 threads (`DOSFS_PERF_READERS`) each
 //! reading its share in order, like 2 ranks, with the page cache dropped
 //! (as root; warm otherwise), for each [`DiskOptions`] variant,
-//! interleaved, 3 rounds, medians; and crc32c's rate. `DOSFS_PERF_DIR`
+//! interleaved with fio doing the same (if installed), 3 rounds, medians, the sync's share of write+sync, and crc32c's rate. `DOSFS_PERF_DIR`
 //! picks the disk (default: the temporary directory). `ci/bench-io.sh`
 //! runs fio on the same directory for the comparison.
 
@@ -168,6 +168,11 @@ fn small_random_writes() {
     );
 }
 
+thread_local! {
+    /// The sync's share of each write+sync time in [`engine_round`].
+    static SYNC_SHARE: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 fn drop_caches() -> bool {
     let _ = Command::new("sync").status();
     std::fs::write("/proc/sys/vm/drop_caches", "3").is_ok()
@@ -201,8 +206,11 @@ fn engine_round(
             });
         }
     });
+    let written = t.elapsed().as_secs_f64();
     store.sync(Some(ino)).unwrap();
-    let write = mib as f64 / t.elapsed().as_secs_f64();
+    let all = t.elapsed().as_secs_f64();
+    SYNC_SHARE.with(|v| v.borrow_mut().push((all - written) / all));
+    let write = mib as f64 / all;
     let cold = drop_caches();
     let t = Instant::now();
     // Each reader reads its share in order (stripes r, r + readers, ...).
@@ -300,12 +308,14 @@ fn disk_engine() {
         .and_then(|r| r.parse().ok())
         .unwrap_or(2);
     let mut res = vec![(Vec::new(), Vec::new()); variants.len()];
+    let mut sync_share = vec![Vec::new(); variants.len()];
     let mut fio_res = (Vec::new(), Vec::new());
     let mut cold = true;
     for round in 0..rounds {
         for (i, s) in stores.iter().enumerate() {
             let (w, r, c) = engine_round(s, 100 + (round * 10 + i) as u64, mib, threads, readers);
             cold &= c;
+            sync_share[i].push(SYNC_SHARE.with(|v| v.borrow_mut().pop().unwrap_or(0.0)));
             res[i].0.push(w);
             res[i].1.push(r);
         }
@@ -343,6 +353,12 @@ fn disk_engine() {
             median(r.clone()),
             r.iter().copied().fold(f64::MAX, f64::min),
             r.iter().copied().fold(0.0, f64::max),
+        );
+    }
+    for (i, (name, _)) in variants.iter().enumerate() {
+        println!(
+            "{name}: the sync took {:.0}% of write+sync (median)",
+            100.0 * median(sync_share[i].clone())
         );
     }
     let buf: Vec<u8> = (0..64u32 << 20).map(|i| i as u8).collect();
