@@ -38,8 +38,8 @@
 # Environment: REPS (5), RANKS (2), BLOCK (64M per rank), TRANSFER (1M),
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
 # OUT (target/bench-io), ONLY_CLUSTER (with CLUSTER=1: skip this host's rounds), DOSBENCH, DOSRUN, DOSFS_BIN, MPIBENCH (use these
-# binaries), DOSFS_BASE (another dosfs binary, e.g. an older commit's: its
-# servers get rows of their own, "base servers", in the same rounds).
+# binaries), DOSFS_BASE (another dosfs binary, e.g. an older commit's, its
+# file name ending in dosfs: its servers get rows of their own in the same rounds).
 # Not part of the test path: numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -96,6 +96,15 @@ fi
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- 2. servers -------------------------------------------------------------
+if [[ -n "${DOSFS_BASE:-}" && "$DOSFS_BASE" != *dosfs ]]; then
+    # `dosfs down` stops only processes whose program name ends in dosfs.
+    echo "DOSFS_BASE must name a file called ...dosfs (it is $DOSFS_BASE)" >&2
+    exit 2
+fi
+# Servers a previous run left (killed before its own `down`) go first.
+for a in "$DIR/fs.addr" "$DIR/base.addr"; do
+    [[ ! -f $a ]] || "$DOSFS_BIN" --fs "$a" down >/dev/null 2>&1 || true
+done
 rm -rf "$DIR"
 mkdir -p "$DIR/mpi" "$DIR/fio"
 ADDR=$DIR/fs.addr
