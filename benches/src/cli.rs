@@ -132,7 +132,7 @@ enum Sub {
     RawTcp(RawTcpArgs),
     /// IOR-shaped file benchmark: write+sync then read, MiB/s: io [--block-size N]
     /// [--transfer-size N] [--strided|--file-per-proc] [--collective] [--drop-caches]
-    /// [--reps N] [--path DIR] [--keep] [--json]
+    /// [--reps N] [--path DIR] [--keep] [--reorder] [--json]
     Io(IoArgs),
     /// Print this help
     #[command(hide = true)]
@@ -205,6 +205,9 @@ struct IoArgs {
     /// Keep the file(s) afterwards
     #[arg(long)]
     keep: bool,
+    /// Each rank reads the data the next rank wrote (IOR's -C)
+    #[arg(short = 'C', long)]
+    reorder: bool,
     /// A JSON line instead of a table
     #[arg(long)]
     json: bool,
@@ -234,6 +237,7 @@ impl IoArgs {
             reps: self.reps.unwrap_or(d.reps),
             dir: self.path,
             keep: self.keep,
+            reorder: self.reorder,
         };
         opts.check().map_err(usage_err)?;
         Ok(Command::Io {
@@ -626,6 +630,10 @@ mod tests {
             panic!()
         };
         assert_eq!(opts.pattern, Pattern::Strided);
+        let Command::Io { opts, .. } = parse(["io", "-C"]).unwrap() else {
+            panic!()
+        };
+        assert!(opts.reorder);
         assert_eq!(parse(["io", "--help"]).unwrap(), Command::Help);
         assert!(
             usage_error(&["io", "--block-size", "3M", "--transfer-size", "2M"])

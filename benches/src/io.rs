@@ -13,7 +13,10 @@
 //! and its bandwidth is all ranks' bytes over that time, in MiB/s. The
 //! result is the median over `--reps` repetitions. `--drop-caches` writes
 //! `3` to `/proc/sys/vm/drop_caches` (rank 0, needs root) between the write
-//! and the read, for a cold-cache read on one host.
+//! and the read, for a cold-cache read on one host. `--reorder` (IOR's
+//! `-C`) has rank `r` read what rank `r + 1` wrote (its file, with
+//! `--file-per-proc`): with one rank per node, every read is of another
+//! node's data, so no cache of the reader's node can serve it.
 //!
 //! The file operations come from [`IoRuntime`], implemented by `dos::io` and
 //! by MPI-IO, so both builds time the same pattern.
@@ -68,6 +71,8 @@ pub struct IoOptions {
     pub dir: Option<String>,
     /// Keep the file(s) after the run.
     pub keep: bool,
+    /// Each rank reads the next rank's data (IOR's `-C`).
+    pub reorder: bool,
 }
 
 impl Default for IoOptions {
@@ -81,6 +86,7 @@ impl Default for IoOptions {
             reps: 3,
             dir: None,
             keep: false,
+            reorder: false,
         }
     }
 }
@@ -147,6 +153,9 @@ pub struct IoOutcome {
     pub collective: bool,
     /// Page cache dropped before the read.
     pub drop_caches: bool,
+    /// Each rank read the next rank's data.
+    #[serde(default)]
+    pub reorder: bool,
     /// Bytes per rank.
     pub block: u64,
     /// Bytes per call.
@@ -174,7 +183,7 @@ impl IoOutcome {
     /// A small table for people.
     pub fn table(&self) -> String {
         format!(
-            "# dosbench io ({}, {} ranks): {}, {}, block {} B, transfer {} B, {} reps{}\n\
+            "# dosbench io ({}, {} ranks): {}, {}, block {} B, transfer {} B, {} reps{}{}\n\
              # Phase          MiB/s (median)\n\
              write+sync   {:>14.1}\n\
              read         {:>14.1}\n",
@@ -191,6 +200,11 @@ impl IoOutcome {
             self.reps,
             if self.drop_caches {
                 ", caches dropped before read"
+            } else {
+                ""
+            },
+            if self.reorder {
+                ", each rank reads the next rank's data"
             } else {
                 ""
             },
@@ -266,14 +280,19 @@ pub fn run<R: IoRuntime>(rt: &R, opts: &IoOptions) -> Result<Option<IoOutcome>> 
         if opts.drop_caches && rank == 0 {
             drop_caches()?;
         }
-        // Read, checking the data.
-        let f = rt.file_open(&path, per_proc, false)?;
+        // Read, checking the data: this rank's, or the next one's.
+        let src = if opts.reorder {
+            (rank + 1) % ranks
+        } else {
+            rank
+        };
+        let f = rt.file_open(&opts.file_name(&dir, src), per_proc, false)?;
         rt.barrier()?;
         let t = Instant::now();
         for i in 0..opts.transfers() {
-            let off = opts.offset(rank, ranks, i);
+            let off = opts.offset(src, ranks, i);
             let got = rt.file_read_at(&f, off, &mut buf, opts.collective)?;
-            fill(&mut check, rank, i);
+            fill(&mut check, src, i);
             if got != transfer || buf != check {
                 return Err(Error::Validation {
                     bench: "io",
@@ -301,6 +320,7 @@ pub fn run<R: IoRuntime>(rt: &R, opts: &IoOptions) -> Result<Option<IoOutcome>> 
         pattern: opts.pattern,
         collective: opts.collective,
         drop_caches: opts.drop_caches,
+        reorder: opts.reorder,
         block: opts.block,
         transfer: opts.transfer,
         reps: opts.reps,
@@ -387,6 +407,7 @@ mod tests {
             pattern: Pattern::FilePerProc,
             collective: true,
             drop_caches: false,
+            reorder: true,
             block: 1 << 26,
             transfer: 1 << 20,
             reps: 1,
@@ -401,6 +422,11 @@ mod tests {
         assert!(j.contains("\"impl\":\"dos\""), "{j}");
         let back: IoOutcome = serde_json::from_str(&j).unwrap();
         assert_eq!(back, out);
+        // Lines of earlier builds (no "reorder") still read.
+        let old = j.replace("\"reorder\":true,", "");
+        assert!(!old.contains("reorder"));
+        let back: IoOutcome = serde_json::from_str(&old).unwrap();
+        assert!(!back.reorder);
         assert!(out.table().contains("write+sync"));
     }
 }

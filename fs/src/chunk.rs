@@ -41,18 +41,54 @@
 //! copy of a chunk that a partial rewrite needs happens once per chunk per
 //! sync, at the sync, not at the first small write.
 //!
-//! ## Direct I/O for whole stripes
-//! A write of a whole stripe (the writes of `cp` and of collective I/O)
-//! whose size is a multiple of 4 KiB goes to its pending chunk with
-//! `O_DIRECT` (data starts at a 4 KiB multiple, the buffer is an aligned
-//! copy), its block checksums computed from the request as it lands; the
-//! seal then only writes the header region and fsyncs. Smaller writes go
-//! through the page cache. Measured on this machine kind's disk (virtio,
-//! ext4), 1 GiB in 1 MiB writes: `dd oflag=direct` 1.3 GB/s in three runs,
-//! against 194, 715 and 509 MB/s for `dd conv=fsync` (buffered, then
-//! fsync), so direct I/O wins for data that a sync will make durable
-//! anyway; a file system that refuses `O_DIRECT` (`EINVAL`, older tmpfs)
-//! gets buffered writes.
+//! ## The disk engine: direct I/O, parallel seals (measured)
+//! What the server's workers run, chosen by measurement on this machine
+//! kind (2 cores, one virtio disk, ext4; BENCHMARKS.md, "Parallel file
+//! I/O", has the tables and commands). [`DiskOptions`] holds the choices
+//! so that `fs/tests/perf.rs` (`disk_engine`) can time the alternatives
+//! side by side:
+//!
+//! * **Writes** of at least 256 KiB whose offset and length are 4 KiB
+//!   multiples (whole stripes: the writes of `cp`, of collective I/O and of
+//!   1 MiB transfers) go to their pending chunk with `O_DIRECT` (data starts
+//!   at a 4 KiB multiple, the buffer is an aligned copy), their block
+//!   checksums computed from the request as it lands, so the seal only
+//!   writes the header region and fsyncs. Smaller or unaligned writes go
+//!   through the page cache. fio, 1 MiB writes with a final fsync, QD1:
+//!   O_DIRECT 1.1-1.6 GiB/s against 0.27-1.0 GiB/s buffered.
+//! * **Reads** of synced data spanning at least 256 KiB of blocks use
+//!   `O_DIRECT` too (the descriptor's flag is set for the call): data that
+//!   went to disk direct is not in the page cache anyway, and a cold read
+//!   then skips the cache's copy and page allocation (fio cold 1 MiB reads:
+//!   2.5-2.9 GiB/s direct, 2.1 buffered). Such a read starting in a chunk's
+//!   first block (a whole-stripe read) fetches the header region and the
+//!   blocks in one I/O instead of two. Small reads use the page cache,
+//!   which serves re-reads. A short direct read at the chunk's end is its
+//!   end; the blocks are checked as for any read. Asking the kernel to read
+//!   the file's next chunk ahead (`posix_fadvise(WILLNEED)` at the end of a
+//!   chunk, buffered reads) was measured slower for two sequential readers
+//!   (321-549 against 584-681 MiB/s) and is not done.
+//! * **Syncs** seal up to [`DiskOptions::seal_threads`] (8) chunks at once,
+//!   each on its own thread: every chunk needs its own fsync before its
+//!   rename (that is what keeps a torn chunk from replacing synced data),
+//!   and fsyncs issued together share the file system's journal commits.
+//!   Sealing 256 stripes one at a time spent more time in fsyncs than in
+//!   writing them (144 against 612 MiB/s write+sync in `disk_engine`).
+//!   One `syncfs` per sync would be cheaper still but flushes every other
+//!   writer of the disk too, so it is not used.
+//! * **Several I/Os in flight** come from the server's pool of worker
+//!   threads ([`crate::server`]), each running blocking `pread`/`pwrite`:
+//!   fio with 8 `psync` jobs wrote 1.75 GiB/s against 1.94 GiB/s for
+//!   io_uring and 1.95 GiB/s for libaio at QD16 (reads: 3.3, 1.9 and 2.3
+//!   GiB/s), so an io_uring engine would buy at most ~10% on writes, and
+//!   nothing on reads, for unsafe ring code; it stays a possible later step.
+//! * **Checksums** (crc32c, SSE4.2 through the `crc32c` crate's run-time
+//!   detection) cost about one CPU-second per several GiB; see
+//!   `disk_engine`'s last line.
+//!
+//! A file system that refuses `O_DIRECT` (`EINVAL` at open, at the flag
+//! change, or at the I/O) gets buffered I/O from then on, for the whole
+//! store.
 //!
 //! ## Integrity
 //! A read checks the header region's checksum and the checksum of every
@@ -73,6 +109,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
@@ -240,6 +277,44 @@ struct Synced {
     whole: Option<Vec<u8>>,
 }
 
+/// How a [`ChunkStore`] does its I/O. The defaults are what measurements
+/// on this machine kind chose (module docs, "The disk engine"); the others
+/// exist so that `fs/tests/perf.rs` can compare them in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// Writes of at least this many bytes whose offset and length are
+    /// 4 KiB multiples go to disk with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_write_min: u32,
+    /// Reads of synced data spanning at least this many bytes of blocks
+    /// bypass the page cache with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_read_min: u32,
+    /// Chunks a sync seals at once, each on its own thread, so that their
+    /// fsyncs overlap (1: one after another).
+    pub seal_threads: usize,
+}
+
+impl Default for DiskOptions {
+    fn default() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: 256 << 10,
+            direct_read_min: 256 << 10,
+            seal_threads: 8,
+        }
+    }
+}
+
+impl DiskOptions {
+    /// Everything through the page cache, one seal at a time: the engine as
+    /// a plain buffered store (for comparisons).
+    pub fn buffered() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: u32::MAX,
+            direct_read_min: u32::MAX,
+            seal_threads: 1,
+        }
+    }
+}
+
 /// The chunks of one server.
 #[derive(Debug)]
 pub struct ChunkStore {
@@ -247,6 +322,10 @@ pub struct ChunkStore {
     server: u32,
     locks: Vec<Mutex<()>>,
     pending: Mutex<HashMap<u64, BTreeMap<u64, Pending>>>,
+    options: DiskOptions,
+    /// False once the target's file system refused `O_DIRECT` (`EINVAL`):
+    /// from then on everything goes through the page cache.
+    direct_ok: AtomicBool,
 }
 
 fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
@@ -266,16 +345,127 @@ fn read_full_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
     Ok(got)
 }
 
+/// A byte buffer whose data starts at a [`DIRECT_ALIGN`] boundary (an
+/// aligned window of a larger vector: safe code, one spare page).
+#[derive(Debug)]
+struct AlignedBuf {
+    v: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new(len: usize) -> AlignedBuf {
+        let align = DIRECT_ALIGN as usize;
+        let v = vec![0u8; len + align];
+        let start = v.as_ptr().align_offset(align).min(align);
+        AlignedBuf { v, start, len }
+    }
+
+    /// An aligned copy of `data` (nothing zeroed first but the padding).
+    fn copy_of(data: &[u8]) -> AlignedBuf {
+        let align = DIRECT_ALIGN as usize;
+        let mut v: Vec<u8> = Vec::with_capacity(data.len() + align);
+        let start = v.as_ptr().align_offset(align).min(align);
+        v.resize(start, 0);
+        v.extend_from_slice(data);
+        AlignedBuf {
+            v,
+            start,
+            len: data.len(),
+        }
+    }
+
+    /// A plain buffer with the same interface (for buffered reads).
+    fn unaligned(len: usize) -> AlignedBuf {
+        AlignedBuf {
+            v: vec![0u8; len],
+            start: 0,
+            len,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn truncate(&mut self, n: usize) {
+        self.len = self.len.min(n);
+    }
+
+    fn as_ref(&self) -> &[u8] {
+        &self.v[self.start..self.start + self.len]
+    }
+
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.v[self.start..self.start + self.len]
+    }
+}
+
+/// Reads into `buf` (aligned, a 4 KiB multiple) at `pos` with `O_DIRECT`
+/// turned on for the call: the bytes read (short at the end of the file),
+/// or `None` if the file system refuses direct I/O (`EINVAL`).
+fn read_direct_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<Option<usize>> {
+    use std::os::fd::AsRawFd;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl on a file descriptor this `File` owns, no pointers.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EINVAL) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    // A short read that is not a 4 KiB multiple is the end of the file
+    // (a read at the unaligned offset after it would be refused).
+    let mut got = 0;
+    let res = loop {
+        if got == buf.len() {
+            break Ok(Some(got));
+        }
+        match f.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break Ok(Some(got)),
+            Ok(n) => {
+                got += n;
+                if got % DIRECT_ALIGN as usize != 0 {
+                    break Ok(Some(got));
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break Ok(None),
+            Err(e) => break Err(e),
+        }
+    };
+    // SAFETY: as above; the descriptor's flags as they were.
+    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+    res
+}
+
 impl ChunkStore {
     /// Opens the chunk store of `target`, deleting pending copies that a
     /// previous run left unsynced.
     pub fn open(target: &Target) -> Result<ChunkStore> {
+        ChunkStore::open_with(target, DiskOptions::default())
+    }
+
+    /// [`ChunkStore::open`] with other [`DiskOptions`].
+    pub fn open_with(target: &Target, options: DiskOptions) -> Result<ChunkStore> {
         let dir = target.chunk_dir();
         let store = ChunkStore {
             dir,
             server: target.info().index,
             locks: (0..LOCKS).map(|_| Mutex::new(())).collect(),
             pending: Mutex::new(HashMap::new()),
+            options: DiskOptions {
+                seal_threads: options.seal_threads.max(1),
+                ..options
+            },
+            direct_ok: AtomicBool::new(true),
         };
         store.drop_unsynced()?;
         Ok(store)
@@ -446,7 +636,9 @@ impl ChunkStore {
                 p.checked.extend(check);
             }
         }
-        if whole && stripe_size % DIRECT_ALIGN == 0 && self.write_direct(&new, stripe_size, data)? {
+        if self.direct_write(offset, data.len())
+            && self.write_direct(&new, data_offset(stripe_size) + u64::from(offset), data)?
+        {
             return Ok(());
         }
         if !data.is_empty() {
@@ -461,29 +653,37 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Writes a whole stripe into the pending chunk with `O_DIRECT`;
-    /// `false` if the target's file system refuses direct I/O (then the
-    /// caller writes through the page cache).
-    fn write_direct(&self, new: &Path, stripe_size: u32, data: &[u8]) -> Result<bool> {
+    /// Whether a write of `len` bytes at `offset` of a stripe goes direct.
+    fn direct_write(&self, offset: u32, len: usize) -> bool {
+        len as u64 >= u64::from(self.options.direct_write_min)
+            && offset % DIRECT_ALIGN == 0
+            && len % DIRECT_ALIGN as usize == 0
+            && self.direct_ok.load(Ordering::Relaxed)
+    }
+
+    /// Writes `data` at `pos` of the pending chunk with `O_DIRECT`; `false`
+    /// if the target's file system refuses direct I/O (then the caller
+    /// writes through the page cache, and so does every later I/O).
+    fn write_direct(&self, new: &Path, pos: u64, data: &[u8]) -> Result<bool> {
         let f = match OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
             .open(new)
         {
             Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                return Ok(false);
+            }
             Err(e) => return Err(self.io_err("open", new, e)),
         };
-        // An aligned copy of the data (safe code: an aligned window of a
-        // larger buffer).
-        let align = DIRECT_ALIGN as usize;
-        let mut buf = vec![0u8; data.len() + align];
-        let skip = buf.as_ptr().align_offset(align).min(align);
-        let aligned = &mut buf[skip..skip + data.len()];
-        aligned.copy_from_slice(data);
-        match f.write_all_at(aligned, data_offset(stripe_size)) {
+        let buf = AlignedBuf::copy_of(data);
+        match f.write_all_at(buf.as_ref(), pos) {
             Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(false)
+            }
             Err(e) => Err(self.io_err("write", new, e)),
         }
     }
@@ -547,7 +747,15 @@ impl ChunkStore {
             }
         }
         if pending.is_none() {
-            // Synced data only: one read of the blocks it touches, no copy.
+            // Synced data only: a large read from the start of the chunk
+            // reads its header and blocks in one direct I/O.
+            if let Some(mut d) =
+                self.read_at_once(&synced, ino, stripe, stripe_size, offset, len)?
+            {
+                d.resize(len as usize, 0);
+                return Ok(d);
+            }
+            // Otherwise the header, then the blocks the read touches.
             let mut d = match self.open_synced(&synced, ino, stripe, stripe_size)? {
                 Some(s) => self.read_synced_range(&s, ino, stripe, stripe_size, offset, len)?,
                 None => Vec::new(),
@@ -607,10 +815,27 @@ impl ChunkStore {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.io_err("open", path, e)),
         };
-        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
         // The header region of a format-2 chunk of this layout, in one read.
         let mut region = vec![0u8; data_offset(stripe_size) as usize];
         let n = read_full_at(&file, &mut region, 0).map_err(|e| self.io_err("read", path, e))?;
+        self.parse_synced(file, path, region, n, ino, stripe, stripe_size)
+            .map(Some)
+    }
+
+    /// A synced chunk from its open `file` and the first `n` bytes of its
+    /// header region (`region`, [`data_offset`] bytes long), checked.
+    #[allow(clippy::too_many_arguments)]
+    fn parse_synced(
+        &self,
+        file: File,
+        path: &Path,
+        mut region: Vec<u8>,
+        n: usize,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+    ) -> Result<Synced> {
+        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
         if n < V1_HEADER {
             return Err(bad("shorter than its header"));
         }
@@ -627,7 +852,7 @@ impl ChunkStore {
         }
         let version = u16::from_le_bytes([region[4], region[5]]);
         if version == 1 {
-            return self.open_v1(file, path, ino, stripe, stripe_size).map(Some);
+            return self.open_v1(file, path, ino, stripe, stripe_size);
         }
         if version != VERSION {
             return Err(bad(&format!(
@@ -661,13 +886,13 @@ impl ChunkStore {
         let crcs = (0..len.div_ceil(BLOCK) as usize)
             .map(|i| field(&region, HEADER + 4 * i..HEADER + 4 * i + 4) as u32)
             .collect();
-        Ok(Some(Synced {
+        Ok(Synced {
             file,
             len,
             data_off,
             crcs,
             whole: None,
-        }))
+        })
     }
 
     /// A format-1 chunk: read whole and checked.
@@ -725,12 +950,41 @@ impl ChunkStore {
         }
         let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
         let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(s.len));
-        let mut d = vec![0u8; (re - rs) as usize];
-        let n = read_full_at(&s.file, &mut d, s.data_off + u64::from(rs))
-            .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
-        if n < d.len() {
+        let want = (re - rs) as usize;
+        let pos = s.data_off + u64::from(rs);
+        let mut buf = match self.read_direct(s, pos, want)? {
+            Some(b) => b,
+            None => {
+                let mut d = AlignedBuf::unaligned(want);
+                let n = read_full_at(&s.file, d.as_mut(), pos)
+                    .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
+                d.truncate(n);
+                d
+            }
+        };
+        if buf.len() < want {
             return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
         }
+        buf.truncate(want);
+        let d = buf.as_ref();
+        self.check_blocks(s, d, b0, b1, ino, stripe, stripe_size)?;
+        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
+    }
+
+    /// Checks blocks `b0..b1` of a synced chunk against its checksums; `d`
+    /// holds them, from the start of block `b0`.
+    #[allow(clippy::too_many_arguments)]
+    fn check_blocks(
+        &self,
+        s: &Synced,
+        d: &[u8],
+        b0: u32,
+        b1: u32,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+    ) -> Result<()> {
+        let rs = b0 * BLOCK;
         for b in b0..b1 {
             let (x, y) = (
                 (b * BLOCK - rs) as usize,
@@ -749,9 +1003,95 @@ impl ChunkStore {
                 ));
             }
         }
-        d.truncate((end - rs) as usize);
-        d.drain(..(offset - rs) as usize);
-        Ok(d)
+        Ok(())
+    }
+
+    /// A large read of a synced chunk that starts in its first block, as
+    /// one direct I/O of the header region and the blocks: the checked
+    /// bytes (cut at the chunk's end), or `None` where that does not apply
+    /// (small read, direct I/O refused, a format-1 or short chunk: the
+    /// caller reads the usual way, which also names any damage).
+    fn read_at_once(
+        &self,
+        path: &Path,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        if len < self.options.direct_read_min
+            || offset >= BLOCK
+            || !self.direct_ok.load(Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(Vec::new())),
+            Err(e) => return Err(self.io_err("open", path, e)),
+        };
+        let data_off = data_offset(stripe_size) as usize;
+        let end = offset + len;
+        // Whole blocks up to the one holding the read's end.
+        let blocks_end = (end.div_ceil(BLOCK) * BLOCK).min(stripe_size) as usize;
+        let mut buf = AlignedBuf::new((data_off + blocks_end).next_multiple_of(4096));
+        let n = match read_direct_at(&file, buf.as_mut(), 0) {
+            Ok(Some(n)) => n,
+            Ok(None) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => return Err(self.io_err("read", path, e)),
+        };
+        if n < data_off {
+            return Ok(None);
+        }
+        let region = buf.as_ref()[..data_off].to_vec();
+        let s = self.parse_synced(file, path, region, data_off, ino, stripe, stripe_size)?;
+        if s.whole.is_some() {
+            return Ok(None);
+        }
+        let end = end.min(s.len);
+        if offset >= end {
+            return Ok(Some(Vec::new()));
+        }
+        let b1 = end.div_ceil(BLOCK);
+        let want = (b1 * BLOCK).min(s.len) as usize;
+        let d = &buf.as_ref()[data_off..n];
+        if d.len() < want {
+            return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
+        }
+        self.check_blocks(&s, &d[..want], 0, b1, ino, stripe, stripe_size)?;
+        Ok(Some(d[offset as usize..end as usize].to_vec()))
+    }
+
+    /// Reads `len` bytes at `pos` of a synced chunk with `O_DIRECT` if the
+    /// options and the file system allow (`None`: read it buffered). The
+    /// length read is rounded up to 4 KiB (the chunk may end before).
+    fn read_direct(&self, s: &Synced, pos: u64, len: usize) -> Result<Option<AlignedBuf>> {
+        if (len as u64) < u64::from(self.options.direct_read_min)
+            || pos % u64::from(DIRECT_ALIGN) != 0
+            || !self.direct_ok.load(Ordering::Relaxed)
+        {
+            return Ok(None);
+        }
+        let mut buf = AlignedBuf::new(len.next_multiple_of(DIRECT_ALIGN as usize));
+        match read_direct_at(&s.file, buf.as_mut(), pos) {
+            Ok(Some(n)) => {
+                buf.truncate(n);
+                Ok(Some(buf))
+            }
+            Ok(None) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(e) => Err(self.io_err("read", Path::new("chunk"), e)),
+        }
     }
 
     /// Seals, fsyncs and renames every pending chunk of `ino` (of every
@@ -771,13 +1111,40 @@ impl ChunkStore {
                     .collect(),
             }
         };
-        let mut first_err = None;
-        for (ino, stripes) in work {
-            for s in stripes {
-                if let Err(e) = self.seal(ino, s) {
-                    first_err.get_or_insert(e);
-                }
+        // Seal every chunk, several at once (their fsyncs overlap: one
+        // journal commit of the target's file system serves many), then
+        // fsync each directory once.
+        let jobs: Vec<(u64, u64)> = work
+            .iter()
+            .flat_map(|(i, ss)| ss.iter().map(move |&s| (*i, s)))
+            .collect();
+        let errors = Mutex::new(Vec::new());
+        let next = AtomicUsize::new(0);
+        let seal_all = || loop {
+            let k = next.fetch_add(1, Ordering::Relaxed);
+            let Some(&(ino, s)) = jobs.get(k) else { break };
+            if let Err(e) = self.seal(ino, s) {
+                errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push((k, e));
             }
+        };
+        let threads = self.options.seal_threads.min(jobs.len());
+        if threads <= 1 {
+            seal_all();
+        } else {
+            std::thread::scope(|sc| {
+                for _ in 1..threads {
+                    sc.spawn(seal_all);
+                }
+                seal_all();
+            });
+        }
+        let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+        errors.sort_by_key(|(k, _)| *k);
+        let mut first_err = errors.into_iter().next().map(|(_, e)| e);
+        for (ino, _) in work {
             let dir = self.file_dir(ino);
             if let Err(e) =
                 fsync_dir(&dir).and_then(|()| fsync_dir(dir.parent().unwrap_or(&self.dir)))

@@ -396,3 +396,199 @@ fn whole_stripes_written_directly_then_partly_rewritten() {
     assert_eq!(s.read(3, 0, MIB, 0, MIB).unwrap(), want);
     assert!(s.verify(3, MIB).unwrap().bad.is_empty());
 }
+
+/// A store over `dir` with other [`DiskOptions`].
+fn store_with(dir: &Path, o: DiskOptions) -> (Target, ChunkStore) {
+    let t = Target::format(dir, FsId([1; 16]), 2, 3).unwrap();
+    let s = ChunkStore::open_with(&t, o).unwrap();
+    (t, s)
+}
+
+#[test]
+fn direct_reads_check_every_block_and_stop_at_the_chunk_end() {
+    let d = TempDir::new("chunk-direct-read");
+    let (t, s) = store(&d.0);
+    // A whole stripe (written direct) and a short one whose end is not a
+    // 4 KiB multiple (the direct read comes back short at the file's end).
+    let a = pattern(MIB as usize, 21);
+    let b = pattern(300_001, 22);
+    s.write(21, 0, MIB, 0, &a).unwrap();
+    s.write(21, 1, MIB, 0, &b).unwrap();
+    s.sync(None).unwrap();
+    assert_eq!(s.read(21, 0, MIB, 0, MIB).unwrap(), a);
+    let r = s.read(21, 1, MIB, 0, MIB).unwrap();
+    assert_eq!(&r[..300_001], &b[..]);
+    assert!(r[300_001..].iter().all(|&x| x == 0));
+    assert_eq!(
+        s.read(21, 1, MIB, 4096, 290_000).unwrap(),
+        &b[4096..294_096]
+    );
+    // The end of a chunk is not mistaken for a file system without
+    // direct I/O.
+    assert!(s.direct_ok.load(Ordering::Relaxed));
+    // A flipped bit in block 9 of the whole stripe: a direct read of the
+    // stripe is refused naming that block, and returns nothing.
+    let p = t.chunk_dir().join("15/15/0");
+    let mut raw = fs::read(&p).unwrap();
+    let at = data_offset(MIB) as usize + 9 * BLOCK as usize + 5;
+    raw[at] ^= 1;
+    fs::write(&p, &raw).unwrap();
+    match s.read(21, 0, MIB, 0, MIB) {
+        Err(Error::ChunkCorrupt { file_offset, .. }) => {
+            assert_eq!(file_offset, 9 * u64::from(BLOCK));
+        }
+        other => panic!("{other:?}"),
+    }
+    // The blocks before it still read (a read checks only its blocks).
+    assert_eq!(
+        s.read(21, 0, MIB, 0, 9 * BLOCK).unwrap(),
+        &a[..9 * BLOCK as usize]
+    );
+    // A damaged header is caught by the one-I/O read of header and blocks.
+    raw[at] ^= 1;
+    raw[30] ^= 0x10;
+    fs::write(&p, &raw).unwrap();
+    match s.read(21, 0, MIB, 0, MIB) {
+        Err(Error::ChunkCorrupt { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_refused_direct_read_falls_back_and_leaves_the_file_as_it_was() {
+    use std::os::fd::AsRawFd;
+    let d = TempDir::new("chunk-direct-fallback");
+    let p = d.0.join("f");
+    let data = pattern(3 * 4096, 23);
+    fs::write(&p, &data).unwrap();
+    let f = File::open(&p).unwrap();
+    // A buffer off the 4 KiB alignment: direct I/O refuses it (EINVAL),
+    // which is reported as "not direct" and not as an error.
+    let mut buf = AlignedBuf::new(2 * 4096 + 4096);
+    let window = &mut buf.as_mut()[1..1 + 2 * 4096];
+    match read_direct_at(&f, window, 0).unwrap() {
+        None => {}
+        // A file system that ignores alignment (tmpfs) reads it right.
+        Some(n) => assert_eq!(&window[..n], &data[..n]),
+    }
+    // SAFETY: fcntl on this test's own descriptor.
+    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
+    assert_eq!(flags & libc::O_DIRECT, 0, "O_DIRECT left on");
+    // The store with direct I/O found unusable reads and writes buffered.
+    let (_, s) = store(&d.0.join("t"));
+    s.direct_ok.store(false, Ordering::Relaxed);
+    let a = pattern(MIB as usize, 24);
+    s.write(2, 0, MIB, 0, &a).unwrap();
+    s.sync(None).unwrap();
+    assert_eq!(s.read(2, 0, MIB, 0, MIB).unwrap(), a);
+    assert!(s.verify(2, MIB).unwrap().bad.is_empty());
+}
+
+#[test]
+fn aligned_large_writes_go_direct_and_mix_with_buffered_ones() {
+    let d = TempDir::new("chunk-direct-mix");
+    let (t, s) = store(&d.0);
+    // 512 KiB at 256 KiB (direct: aligned, >= 256 KiB), a 100-byte write
+    // inside it (buffered) and an unaligned large one (buffered).
+    let mut want = vec![0u8; MIB as usize];
+    let x = pattern(512 << 10, 25);
+    s.write(30, 0, MIB, 256 << 10, &x).unwrap();
+    want[256 << 10..768 << 10].copy_from_slice(&x);
+    s.write(30, 0, MIB, 300_000, &[9; 100]).unwrap();
+    want[300_000..300_100].fill(9);
+    let y = pattern(260_000, 26);
+    s.write(30, 0, MIB, 700_001, &y).unwrap();
+    want[700_001..960_001].copy_from_slice(&y);
+    assert_eq!(
+        s.read(30, 0, MIB, 0, MIB).unwrap()[..960_001],
+        want[..960_001]
+    );
+    s.sync(None).unwrap();
+    assert_eq!(s.read(30, 0, MIB, 0, 960_001).unwrap(), &want[..960_001]);
+    assert!(s.verify(30, MIB).unwrap().bad.is_empty());
+    // The buffered engine reads what the direct one wrote, and back.
+    drop(s);
+    let s = ChunkStore::open_with(&t, DiskOptions::buffered()).unwrap();
+    assert_eq!(s.read(30, 0, MIB, 0, 960_001).unwrap(), &want[..960_001]);
+    s.write(30, 1, MIB, 0, &want).unwrap();
+    s.sync(None).unwrap();
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    assert_eq!(s.read(30, 1, MIB, 0, MIB).unwrap(), want);
+}
+
+#[test]
+fn parallel_seals_all_land_and_a_failed_one_keeps_the_synced_chunk() {
+    let d = TempDir::new("chunk-seals");
+    let (t, s) = store_with(
+        &d.0,
+        DiskOptions {
+            seal_threads: 4,
+            ..DiskOptions::default()
+        },
+    );
+    let old: Vec<Vec<u8>> = (0..12).map(|k| pattern(SS as usize, k)).collect();
+    for (k, a) in old.iter().enumerate() {
+        s.write(40, k as u64, SS, 0, a).unwrap();
+    }
+    s.sync(Some(40)).unwrap();
+    for (k, a) in old.iter().enumerate() {
+        assert_eq!(&s.read(40, k as u64, SS, 0, SS).unwrap(), a);
+    }
+    // New data for every stripe; stripe 5's pending chunk cannot be sealed
+    // (a directory took its place), the others are.
+    let new: Vec<Vec<u8>> = (0..12).map(|k| pattern(SS as usize, 100 + k)).collect();
+    for (k, a) in new.iter().enumerate() {
+        s.write(40, k as u64, SS, 0, a).unwrap();
+    }
+    let bad = t.chunk_dir().join("28/28/5.new");
+    fs::remove_file(&bad).unwrap();
+    fs::create_dir(&bad).unwrap();
+    assert!(s.sync(Some(40)).is_err());
+    for k in (0..12u64).filter(|&k| k != 5) {
+        let want = &new[k as usize];
+        assert_eq!(
+            &s.read(40, k, SS, 0, SS).unwrap()[..],
+            &want[..],
+            "stripe {k}"
+        );
+    }
+    // After a restart every synced stripe is there; 5 still has its old data.
+    fs::remove_dir(&bad).unwrap();
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    for k in 0..12u64 {
+        let want = if k == 5 { &old[5] } else { &new[k as usize] };
+        assert_eq!(
+            &s.read(40, k, SS, 0, SS).unwrap()[..],
+            &want[..],
+            "stripe {k}"
+        );
+    }
+    let v = s.verify(40, SS).unwrap();
+    assert_eq!((v.chunks, v.pending), (12, 0));
+    assert!(v.bad.is_empty());
+}
+
+/// A full disk under direct whole-stripe writes (root: a tmpfs target).
+#[test]
+fn enospc_from_a_direct_write_is_no_space_and_corrupts_nothing() {
+    let d = TempDir::new("chunk-enospc-direct");
+    let Some(m) = crate::target::tests::small_tmpfs(&d.0, "4m") else {
+        return;
+    };
+    let (_, s) = store(&m.0.join("t"));
+    let a = pattern(MIB as usize, 27);
+    s.write(1, 0, MIB, 0, &a).unwrap();
+    s.sync(None).unwrap();
+    let mut err = None;
+    for st in 1..20 {
+        if let Err(e) = s.write(1, st, MIB, 0, &a) {
+            err = Some(e);
+            break;
+        }
+    }
+    let e = err.expect("a 4 MiB target filled up");
+    assert!(matches!(e, Error::NoSpace { server: 2, .. }), "{e}");
+    assert_eq!(s.read(1, 0, MIB, 0, MIB).unwrap(), a);
+}

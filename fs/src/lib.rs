@@ -196,10 +196,14 @@
 //! ([`standing::launch_hosts`]: dosrun runs the servers in its node agents).
 //!
 //! ## Not yet here (issue 10)
-//! io_uring on the servers, RDMA between nodes, and the performance
-//! targets (`dosbench io` measures them against MPI-IO). Whole-stripe writes already
-//! go to disk with O_DIRECT ([`chunk`]); the FUSE mount is `dosfs mount`
-//! (the `mount` module, feature `mount`).
+//! RDMA between nodes (the slot protocol is shaped for it: a client would
+//! put into a registered slot over the soft-RoCE), and the performance
+//! targets: `ci/bench-io.sh` (`dosbench io` against MPI-IO and fio;
+//! BENCHMARKS.md) measures them and not all are met. The servers' disk
+//! engine is measured in [`chunk`] ("The disk engine"): O_DIRECT for large
+//! aligned writes and reads, seals in parallel, a thread pool rather than
+//! io_uring (fio put them within ~10% of each other here). The FUSE mount is
+//! `dosfs mount` (the `mount` module, feature `mount`).
 #![deny(missing_docs)]
 
 pub mod addrfile;
