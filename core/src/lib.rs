@@ -198,6 +198,7 @@ mod coll;
 mod comm;
 pub mod config;
 pub mod datatype;
+pub mod detached;
 pub mod dsm;
 mod engine;
 mod error;

@@ -1,0 +1,229 @@
+//! The library's state: the dos world, and the tables that map handles to
+//! objects (communicators, requests).
+//!
+//! dos offers `MPI_THREAD_FUNNELED`: one thread calls into MPI. The state
+//! lives in that thread's thread-local storage; the few functions that any
+//! thread may call (`MPI_Initialized`, `MPI_Finalized`, `MPI_Wtime`) read
+//! only process-wide atomics.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use dos::detached::DetachedRequest;
+use dos::Comm;
+
+use crate::abi::{self, Handle};
+use crate::error::{err, R};
+
+/// Where the library is in its life: before `MPI_Init`, running, after `MPI_Finalize`.
+static PHASE: AtomicU8 = AtomicU8::new(BEFORE);
+const BEFORE: u8 = 0;
+const RUNNING: u8 = 1;
+const AFTER: u8 = 2;
+
+/// True once `MPI_Init` has succeeded.
+pub(crate) fn initialized() -> bool {
+    PHASE.load(Ordering::Acquire) != BEFORE
+}
+
+/// True once `MPI_Finalize` has returned.
+pub(crate) fn finalized() -> bool {
+    PHASE.load(Ordering::Acquire) == AFTER
+}
+
+/// A communicator and its error handler.
+pub(crate) struct CommEntry {
+    pub comm: Comm,
+    pub errhandler: Handle,
+}
+
+/// What a request's completion yields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReqKind {
+    /// A send (an empty status).
+    Send,
+    /// A receive; a truncated message reports the selectors given.
+    Recv { source: i32, tag: i32 },
+    /// A receive from `MPI_PROC_NULL`: complete, with the `MPI_PROC_NULL` status.
+    ProcNull,
+}
+
+/// A nonblocking request in flight.
+pub(crate) struct ReqEntry {
+    pub raw: DetachedRequest,
+    pub kind: ReqKind,
+    /// The communicator whose error handler its errors go to.
+    pub comm: Handle,
+    /// Its outcome, once `MPI_Request_get_status` has seen it complete.
+    pub outcome: Option<(crate::abi::Status, Option<crate::error::Error>)>,
+}
+
+/// The state between `MPI_Init` and `MPI_Finalize`.
+pub(crate) struct State {
+    pub world: dos::World,
+    pub comms: HashMap<Handle, CommEntry>,
+    pub reqs: HashMap<Handle, ReqEntry>,
+    /// Requests given up with `MPI_Request_free` while active, and buffered
+    /// sends with their copy of the data: completed in the background, waited
+    /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
+    pub detached: Vec<(DetachedRequest, Vec<u8>)>,
+    /// The buffer of `MPI_Buffer_attach` (address, size).
+    pub attached: Option<(usize, i32)>,
+    pub thread_level: i32,
+    pub main_thread: std::thread::ThreadId,
+    next_handle: Handle,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+impl State {
+    /// A new handle value, never given before.
+    pub fn new_handle(&mut self) -> Handle {
+        let h = self.next_handle;
+        self.next_handle += 8;
+        h
+    }
+
+    /// Completes what finished among the detached requests.
+    pub fn reap(&mut self) {
+        self.detached.retain(|(r, _)| !r.test());
+    }
+}
+
+/// Starts the library: joins the dos job.
+pub(crate) fn init(required: i32) -> R<i32> {
+    if initialized() {
+        return Err(err(abi::ERR_OTHER, "MPI_Init called twice"));
+    }
+    let world = dos::init()?;
+    let me = world.rank();
+    let selfc = world
+        .split(Some(me as u32), 0)?
+        .ok_or_else(|| err(abi::ERR_INTERN, "MPI_COMM_SELF: no communicator"))?;
+    let mut comms = HashMap::new();
+    comms.insert(
+        abi::COMM_WORLD,
+        CommEntry {
+            comm: world.comm().clone(),
+            errhandler: abi::ERRORS_ARE_FATAL,
+        },
+    );
+    comms.insert(
+        abi::COMM_SELF,
+        CommEntry {
+            comm: selfc,
+            errhandler: abi::ERRORS_ARE_FATAL,
+        },
+    );
+    // dos is MPI_THREAD_FUNNELED: a request for more is answered with that.
+    let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
+    let st = State {
+        world,
+        comms,
+        reqs: HashMap::new(),
+        detached: Vec::new(),
+        attached: None,
+        thread_level: provided,
+        main_thread: std::thread::current().id(),
+        next_handle: abi::FIRST_DYNAMIC,
+    };
+    STATE.with(|s| *s.borrow_mut() = Some(st));
+    PHASE.store(RUNNING, Ordering::Release);
+    Ok(provided)
+}
+
+/// Ends the library: completes what is left, leaves the dos job.
+pub(crate) fn finalize() -> R<()> {
+    let st = STATE.with(|s| s.borrow_mut().take());
+    let Some(mut st) = st else {
+        return Err(not_running());
+    };
+    PHASE.store(AFTER, Ordering::Release);
+    for (r, _) in st.detached.drain(..) {
+        r.wait()?;
+    }
+    // Requests the program never completed (erroneous, but no reason to
+    // hang): withdrawn.
+    for (_, e) in st.reqs.drain() {
+        e.raw.abandon();
+    }
+    st.comms.clear();
+    st.world.finalize()?;
+    Ok(())
+}
+
+fn not_running() -> crate::error::Error {
+    if finalized() {
+        err(abi::ERR_OTHER, "MPI has been finalized")
+    } else {
+        err(
+            abi::ERR_OTHER,
+            "MPI_Init has not been called (or not on this thread)",
+        )
+    }
+}
+
+/// Runs `f` on the state.
+pub(crate) fn with<T>(f: impl FnOnce(&mut State) -> R<T>) -> R<T> {
+    STATE.with(|s| match s.try_borrow_mut() {
+        Ok(mut g) => match g.as_mut() {
+            Some(st) => f(st),
+            None => Err(not_running()),
+        },
+        Err(_) => Err(err(abi::ERR_OTHER, "MPI called from inside MPI")),
+    })
+}
+
+/// The communicator of handle `h` (a cheap clone).
+pub(crate) fn comm(h: Handle) -> R<Comm> {
+    with(|st| match st.comms.get(&h) {
+        Some(e) => Ok(e.comm.clone()),
+        None => Err(bad_comm(h)),
+    })
+}
+
+/// The error for an invalid communicator handle.
+pub(crate) fn bad_comm(h: Handle) -> crate::error::Error {
+    if h == abi::COMM_NULL {
+        err(abi::ERR_COMM, "MPI_COMM_NULL is not a communicator")
+    } else {
+        err(abi::ERR_COMM, format!("invalid communicator handle {h:#x}"))
+    }
+}
+
+/// The error handler of communicator `h`; that of `MPI_COMM_WORLD` if `h`
+/// is not valid; `MPI_ERRORS_ARE_FATAL` before `MPI_Init`.
+pub(crate) fn errhandler_of(h: Handle) -> Handle {
+    STATE.with(|s| match s.try_borrow() {
+        Ok(g) => match g.as_ref() {
+            Some(st) => st
+                .comms
+                .get(&h)
+                .or_else(|| st.comms.get(&abi::COMM_WORLD))
+                .map_or(abi::ERRORS_ARE_FATAL, |e| e.errhandler),
+            None => abi::ERRORS_ARE_FATAL,
+        },
+        Err(_) => abi::ERRORS_ARE_FATAL,
+    })
+}
+
+/// This process's rank in `MPI_COMM_WORLD`, when running.
+pub(crate) fn world_rank() -> Option<usize> {
+    STATE.with(|s| s.try_borrow().ok()?.as_ref().map(|st| st.world.rank()))
+}
+
+/// Ends the whole job with exit status `code` (`MPI_Abort`, fatal errors).
+pub(crate) fn abort(code: i32, msg: &str) -> ! {
+    // Through dos (the launcher learns of the abort) when running.
+    let world = STATE.with(|s| s.try_borrow_mut().ok().and_then(|mut g| g.take()));
+    match world {
+        Some(st) => st.world.abort(code, msg),
+        None => {
+            eprintln!("dos-mpi: abort: {msg}");
+            std::process::exit(if code == 0 { 1 } else { code })
+        }
+    }
+}
