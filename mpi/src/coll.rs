@@ -15,7 +15,7 @@ use crate::abi::{self, Handle};
 use crate::datatype::{self, Elem};
 use crate::error::{err, R};
 use crate::ptr::{dst, in_place, ints, src};
-use crate::reduce::{self, cast, cast_mut, typed, DynOp, Num};
+use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
 
 fn root_of(c: &Comm, root: c_int) -> R<usize> {
@@ -320,12 +320,13 @@ fn reduce_t<T: Num>(
     k: reduce::Kind,
     root: usize,
 ) -> R<()> {
-    let r = cast_mut::<T>(recv)?;
-    match send {
-        None => c.reduce_in_place(r, DynOp(k), root)?,
-        Some(s) => c.reduce(cast::<T>(s)?, r, DynOp(k), root)?,
-    }
-    Ok(())
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_in_place(r, DynOp(k), root)?,
+            Some(s) => c.reduce(&cast::<T>(s), r, DynOp(k), root)?,
+        }
+        Ok(())
+    })
 }
 
 mpi_fn! {
@@ -351,12 +352,13 @@ mpi_fn! {
 }
 
 fn allreduce_t<T: Num>(c: &Comm, send: Option<&[u8]>, recv: &mut [u8], k: reduce::Kind) -> R<()> {
-    let r = cast_mut::<T>(recv)?;
-    match send {
-        None => c.allreduce_in_place(r, DynOp(k))?,
-        Some(s) => c.allreduce(cast::<T>(s)?, r, DynOp(k))?,
-    }
-    Ok(())
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.allreduce_in_place(r, DynOp(k))?,
+            Some(s) => c.allreduce(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
 }
 
 mpi_fn! {
@@ -381,11 +383,13 @@ fn reduce_scatter_t<T: Num>(
     counts: &[usize],
     k: reduce::Kind,
 ) -> R<()> {
-    match send {
-        None => c.reduce_scatter_in_place(cast_mut::<T>(recv)?, counts, DynOp(k))?,
-        Some(s) => c.reduce_scatter(cast::<T>(s)?, cast_mut::<T>(recv)?, counts, DynOp(k))?,
-    }
-    Ok(())
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_scatter_in_place(r, counts, DynOp(k))?,
+            Some(s) => c.reduce_scatter(&cast::<T>(s), r, counts, DynOp(k))?,
+        }
+        Ok(())
+    })
 }
 
 mpi_fn! {
@@ -417,11 +421,13 @@ fn reduce_scatter_block_t<T: Num>(
     recv: &mut [u8],
     k: reduce::Kind,
 ) -> R<()> {
-    match send {
-        None => c.reduce_scatter_block_in_place(cast_mut::<T>(recv)?, DynOp(k))?,
-        Some(s) => c.reduce_scatter_block(cast::<T>(s)?, cast_mut::<T>(recv)?, DynOp(k))?,
-    }
-    Ok(())
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_scatter_block_in_place(r, DynOp(k))?,
+            Some(s) => c.reduce_scatter_block(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
 }
 
 mpi_fn! {
@@ -451,14 +457,15 @@ fn scan_t<T: Num>(
     k: reduce::Kind,
     inclusive: bool,
 ) -> R<()> {
-    let r = cast_mut::<T>(recv)?;
-    match (send, inclusive) {
-        (None, true) => c.scan_in_place(r, DynOp(k))?,
-        (None, false) => c.exscan_in_place(r, DynOp(k))?,
-        (Some(s), true) => c.scan(cast::<T>(s)?, r, DynOp(k))?,
-        (Some(s), false) => c.exscan(cast::<T>(s)?, r, DynOp(k))?,
-    }
-    Ok(())
+    with_mut::<T, _>(recv, |r| {
+        match (send, inclusive) {
+            (None, true) => c.scan_in_place(r, DynOp(k))?,
+            (None, false) => c.exscan_in_place(r, DynOp(k))?,
+            (Some(s), true) => c.scan(&cast::<T>(s), r, DynOp(k))?,
+            (Some(s), false) => c.exscan(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
 }
 
 /// # Safety

@@ -253,24 +253,40 @@ macro_rules! typed {
 }
 pub(crate) use typed;
 
-/// `bytes` as a slice of `T`: `MPI_ERR_BUFFER` if misaligned.
-pub(crate) fn cast<T: Pod>(bytes: &[u8]) -> R<&[T]> {
-    bytemuck::try_cast_slice(bytes).map_err(|e| {
-        err(
-            abi::ERR_BUFFER,
-            format!("buffer not usable for its datatype: {e:?}"),
-        )
-    })
+/// `bytes` as a slice of `T`, copied if the buffer is not aligned for `T`
+/// (MPI lets a program put an `int` at any address).
+pub(crate) fn cast<T: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    if bytes.is_empty() {
+        return std::borrow::Cow::Borrowed(&[]);
+    }
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(copy_of(bytes)),
+    }
 }
 
-/// `bytes` as a mutable slice of `T`: `MPI_ERR_BUFFER` if misaligned.
-pub(crate) fn cast_mut<T: Pod>(bytes: &mut [u8]) -> R<&mut [T]> {
-    bytemuck::try_cast_slice_mut(bytes).map_err(|e| {
-        err(
-            abi::ERR_BUFFER,
-            format!("buffer not usable for its datatype: {e:?}"),
-        )
-    })
+/// An aligned copy of `bytes` as `T`s.
+fn copy_of<T: Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>().max(1)];
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+    v
+}
+
+/// Runs `f` on `bytes` as a mutable slice of `T`, through an aligned copy
+/// (copied back afterwards) if the buffer is not aligned for `T`.
+pub(crate) fn with_mut<T: Pod, X>(bytes: &mut [u8], f: impl FnOnce(&mut [T]) -> R<X>) -> R<X> {
+    if bytes.is_empty() {
+        return f(&mut []);
+    }
+    match bytemuck::try_cast_slice_mut(bytes) {
+        Ok(s) => f(s),
+        Err(_) => {
+            let mut v: Vec<T> = copy_of(bytes);
+            let r = f(&mut v);
+            bytes.copy_from_slice(bytemuck::cast_slice(&v));
+            r
+        }
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +321,24 @@ mod tests {
             check(0x999, Elem::I32, "MPI_INT").unwrap_err().class,
             abi::ERR_OP
         );
+    }
+
+    #[test]
+    fn misaligned_buffers_go_through_a_copy() {
+        let mut raw = [0u8; 9];
+        raw[1..5].copy_from_slice(&7i32.to_ne_bytes());
+        raw[5..9].copy_from_slice(&9i32.to_ne_bytes());
+        let (head, odd) = raw.split_at_mut(1);
+        let _ = head;
+        let v = cast::<i32>(odd);
+        assert_eq!(&*v, &[7, 9]);
+        with_mut::<i32, ()>(odd, |s| {
+            s[0] += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(i32::from_ne_bytes(raw[1..5].try_into().unwrap()), 8);
+        assert!(cast::<f64>(&[]).is_empty());
     }
 
     #[test]
