@@ -208,9 +208,12 @@ mpi_fn! {
     }
 }
 
+/// A completed request of an array: its index, status and error.
+type Completed = (usize, Status, Option<Error>);
+
 /// The first completed request of `reqs` (`wait`: blocks until one is);
 /// `Ok(None)`: none active (`MPI_UNDEFINED`); `Err` as the request failed.
-fn any_done(reqs: &mut [Handle], wait: bool) -> R<Option<Option<(usize, Status, Option<Error>)>>> {
+fn any_done(reqs: &mut [Handle], wait: bool) -> R<Option<Option<Completed>>> {
     loop {
         let active: Vec<Handle> = reqs
             .iter()
