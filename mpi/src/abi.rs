@@ -60,6 +60,7 @@ pub const ERR_REQUEST: c_int = 7;
 pub const ERR_ROOT: c_int = 8;
 pub const ERR_GROUP: c_int = 9;
 pub const ERR_OP: c_int = 10;
+pub const ERR_DIMS: c_int = 12;
 pub const ERR_ARG: c_int = 13;
 pub const ERR_UNKNOWN: c_int = 14;
 pub const ERR_TRUNCATE: c_int = 15;

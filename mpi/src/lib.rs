@@ -164,6 +164,7 @@ mod comm;
 mod datatype;
 mod env;
 mod error;
+mod later;
 mod p2p;
 mod ptr;
 mod reduce;

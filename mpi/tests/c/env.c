@@ -50,6 +50,22 @@ int main(int argc, char **argv) {
     OK(MPI_Comm_rank(MPI_COMM_SELF, &r));
     CHECK(n == 1 && r == 0);
 
+    /* Small helpers: datatype names, addresses, balanced dimensions. */
+    char tname[128];
+    OK(MPI_Type_get_name(MPI_DOUBLE, tname, &len));
+    CHECK(strcmp(tname, "MPI_DOUBLE") == 0 && len == 10);
+    MPI_Datatype dt = MPI_INT;
+    OK(MPI_Type_commit(&dt));
+    MPI_Aint addr = 0;
+    OK(MPI_Get_address(&len, &addr));
+    CHECK(addr == (MPI_Aint)&len);
+    int dims[3] = {0, 0, 0};
+    OK(MPI_Dims_create(12, 3, dims));
+    CHECK(dims[0] == 3 && dims[1] == 2 && dims[2] == 2);
+    MPI_Aint lb = -1, ext = 0;
+    OK(MPI_Type_get_extent(MPI_DOUBLE_INT, &lb, &ext));
+    CHECK(lb == 0 && ext == 16);
+
     /* The status layout of the standard ABI. */
     CHECK(sizeof(MPI_Status) == 8 * sizeof(int));
     CHECK(sizeof(MPI_Count) == 8 && sizeof(MPI_Offset) == 8 && sizeof(MPI_Aint) == 8);
