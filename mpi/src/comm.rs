@@ -32,11 +32,7 @@ mpi_fn! {
 unsafe fn register(c: Option<dos::Comm>, errhandler: Handle, newcomm: *mut Handle) -> R<()> {
     let h = match c {
         None => abi::COMM_NULL,
-        Some(comm) => state::with(|st| {
-            let h = st.new_handle();
-            st.comms.insert(h, CommEntry { comm, errhandler });
-            Ok(h)
-        })?,
+        Some(comm) => state::with(|st| Ok(st.comms.insert(CommEntry { comm, errhandler })))?,
     };
     // SAFETY: as this function's contract says.
     unsafe { out(newcomm, h, "newcomm") }

@@ -273,17 +273,12 @@ pub(crate) unsafe fn new_request(
     request: *mut Handle,
 ) -> R<()> {
     let h = state::with(|st| {
-        let h = st.new_handle();
-        st.reqs.insert(
-            h,
-            ReqEntry {
-                raw,
-                kind,
-                comm,
-                outcome: None,
-            },
-        );
-        Ok(h)
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind,
+            comm,
+            outcome: None,
+        }))
     })?;
     // SAFETY: the caller's contract.
     unsafe { out(request, h, "request") }

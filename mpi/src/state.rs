@@ -7,7 +7,6 @@
 //! only process-wide atomics.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use dos::detached::DetachedRequest;
@@ -59,11 +58,97 @@ pub(crate) struct ReqEntry {
     pub outcome: Option<(crate::abi::Status, Option<crate::error::Error>)>,
 }
 
+/// Objects by handle: a slab, so that a lookup is an index (the request
+/// and communicator tables are on the path of every message).
+///
+/// The `fixed` handles (predefined ones, as `MPI_COMM_WORLD`) take the first
+/// slots; the others are `base + 8 * i`.
+pub(crate) struct Table<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+    fixed: &'static [Handle],
+    base: Handle,
+}
+
+impl<T> Table<T> {
+    pub fn new(fixed: &'static [Handle], base: Handle) -> Table<T> {
+        Table {
+            items: fixed.iter().map(|_| None).collect(),
+            free: Vec::new(),
+            fixed,
+            base,
+        }
+    }
+
+    fn index(&self, h: Handle) -> Option<usize> {
+        if let Some(i) = self.fixed.iter().position(|&f| f == h) {
+            return Some(i);
+        }
+        let off = h.checked_sub(self.base)?;
+        (off % 8 == 0).then(|| self.fixed.len() + off / 8)
+    }
+
+    fn handle(&self, i: usize) -> Handle {
+        match self.fixed.get(i) {
+            Some(&h) => h,
+            None => self.base + 8 * (i - self.fixed.len()),
+        }
+    }
+
+    /// Stores `v` under a fixed handle.
+    pub fn set(&mut self, h: Handle, v: T) {
+        let i = self.index(h).expect("a fixed handle");
+        self.items[i] = Some(v);
+    }
+
+    /// Stores `v` under a new handle.
+    pub fn insert(&mut self, v: T) -> Handle {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.items.push(None);
+                self.items.len() - 1
+            }
+        };
+        self.items[i] = Some(v);
+        self.handle(i)
+    }
+
+    pub fn get(&self, h: &Handle) -> Option<&T> {
+        self.items.get(self.index(*h)?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, h: &Handle) -> Option<&mut T> {
+        let i = self.index(*h)?;
+        self.items.get_mut(i)?.as_mut()
+    }
+
+    pub fn remove(&mut self, h: &Handle) -> Option<T> {
+        let i = self.index(*h)?;
+        let v = self.items.get_mut(i)?.take()?;
+        if i >= self.fixed.len() {
+            self.free.push(i);
+        }
+        Some(v)
+    }
+
+    /// Takes every object out.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.free.clear();
+        self.items.drain(..).flatten()
+    }
+}
+
+/// The first handle of a communicator the program makes.
+const COMM_BASE: Handle = abi::FIRST_DYNAMIC;
+/// The first handle of a request.
+const REQ_BASE: Handle = 0x4000_0000;
+
 /// The state between `MPI_Init` and `MPI_Finalize`.
 pub(crate) struct State {
     pub world: dos::World,
-    pub comms: HashMap<Handle, CommEntry>,
-    pub reqs: HashMap<Handle, ReqEntry>,
+    pub comms: Table<CommEntry>,
+    pub reqs: Table<ReqEntry>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -72,7 +157,6 @@ pub(crate) struct State {
     pub attached: Option<(usize, i32)>,
     pub thread_level: i32,
     pub main_thread: std::thread::ThreadId,
-    next_handle: Handle,
 }
 
 thread_local! {
@@ -80,13 +164,6 @@ thread_local! {
 }
 
 impl State {
-    /// A new handle value, never given before.
-    pub fn new_handle(&mut self) -> Handle {
-        let h = self.next_handle;
-        self.next_handle += 8;
-        h
-    }
-
     /// Completes what finished among the detached requests.
     pub fn reap(&mut self) {
         self.detached.retain(|(r, _)| !r.test());
@@ -103,15 +180,15 @@ pub(crate) fn init(required: i32) -> R<i32> {
     let selfc = world
         .split(Some(me as u32), 0)?
         .ok_or_else(|| err(abi::ERR_INTERN, "MPI_COMM_SELF: no communicator"))?;
-    let mut comms = HashMap::new();
-    comms.insert(
+    let mut comms = Table::new(&[abi::COMM_WORLD, abi::COMM_SELF], COMM_BASE);
+    comms.set(
         abi::COMM_WORLD,
         CommEntry {
             comm: world.comm().clone(),
             errhandler: abi::ERRORS_ARE_FATAL,
         },
     );
-    comms.insert(
+    comms.set(
         abi::COMM_SELF,
         CommEntry {
             comm: selfc,
@@ -123,12 +200,11 @@ pub(crate) fn init(required: i32) -> R<i32> {
     let st = State {
         world,
         comms,
-        reqs: HashMap::new(),
+        reqs: Table::new(&[], REQ_BASE),
         detached: Vec::new(),
         attached: None,
         thread_level: provided,
         main_thread: std::thread::current().id(),
-        next_handle: abi::FIRST_DYNAMIC,
     };
     STATE.with(|s| *s.borrow_mut() = Some(st));
     PHASE.store(RUNNING, Ordering::Release);
@@ -147,10 +223,10 @@ pub(crate) fn finalize() -> R<()> {
     }
     // Requests the program never completed (erroneous, but no reason to
     // hang): withdrawn.
-    for (_, e) in st.reqs.drain() {
+    for e in st.reqs.drain() {
         e.raw.abandon();
     }
-    st.comms.clear();
+    st.comms.drain().for_each(drop);
     st.world.finalize()?;
     Ok(())
 }
@@ -225,5 +301,36 @@ pub(crate) fn abort(code: i32, msg: &str) -> ! {
             eprintln!("dos-mpi: abort: {msg}");
             std::process::exit(if code == 0 { 1 } else { code })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn table_handles() {
+        let mut t: Table<u32> = Table::new(&[0x101, 0x102], 0x1_0000);
+        assert!(t.get(&0x101).is_none());
+        t.set(0x101, 1);
+        let a = t.insert(10);
+        let b = t.insert(11);
+        assert_eq!((a, b), (0x1_0000, 0x1_0008));
+        assert_eq!(t.get(&0x101), Some(&1));
+        assert_eq!(t.get(&a), Some(&10));
+        // Not handles of this table: below the base, misaligned, past the end.
+        for h in [0x100, 0x1_0004, 0x2_0000, 0] {
+            assert!(t.get(&h).is_none(), "{h:#x}");
+        }
+        assert_eq!(t.remove(&a), Some(10));
+        assert!(t.get(&a).is_none() && t.remove(&a).is_none());
+        // A freed slot is used again; a fixed one never is.
+        assert_eq!(t.insert(12), a);
+        assert_eq!(t.remove(&0x101), Some(1));
+        assert_eq!(t.insert(13), 0x1_0010);
+        *t.get_mut(&b).unwrap() += 1;
+        let mut all: Vec<u32> = t.drain().collect();
+        all.sort();
+        assert_eq!(all, [12, 12, 13]);
     }
 }
