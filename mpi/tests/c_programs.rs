@@ -92,7 +92,11 @@ impl std::fmt::Display for Job {
 
 /// Runs `prog` on `n` ranks under dosrun; kills the job after `limit`.
 fn run(n: usize, prog: &Path, limit: Duration) -> Job {
+    // `cargo test` puts target/<profile> on LD_LIBRARY_PATH, ahead of the
+    // programs' rpath (target/<profile>/deps): a libmpi.so that `cargo build`
+    // left there would be loaded instead of the one under test.
     let mut child = Command::new(dosrun())
+        .env_remove("LD_LIBRARY_PATH")
         .arg("-n")
         .arg(n.to_string())
         .arg(prog)
