@@ -377,7 +377,10 @@ mpi_fn! {
         }
         state::with(|st| {
             let e = st.reqs.remove(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
-            st.detached.push((e.raw, Vec::new()));
+            match e.kind {
+                ReqKind::Recv { .. } => st.freed_recvs.push(e.raw),
+                _ => st.detached.push((e.raw, Vec::new())),
+            }
             st.reap();
             Ok(())
         })?;

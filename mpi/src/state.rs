@@ -153,6 +153,9 @@ pub(crate) struct State {
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
     pub detached: Vec<(DetachedRequest, Vec<u8>)>,
+    /// Receives given up with `MPI_Request_free` while active: they complete
+    /// in the background; at `MPI_Finalize` those still unmatched are withdrawn.
+    pub freed_recvs: Vec<DetachedRequest>,
     /// The buffer of `MPI_Buffer_attach` (address, size).
     pub attached: Option<(usize, i32)>,
     pub thread_level: i32,
@@ -167,6 +170,7 @@ impl State {
     /// Completes what finished among the detached requests.
     pub fn reap(&mut self) {
         self.detached.retain(|(r, _)| !r.test());
+        self.freed_recvs.retain(|r| !r.test());
     }
 }
 
@@ -202,6 +206,7 @@ pub(crate) fn init(required: i32) -> R<i32> {
         comms,
         reqs: Table::new(&[], REQ_BASE),
         detached: Vec::new(),
+        freed_recvs: Vec::new(),
         attached: None,
         thread_level: provided,
         main_thread: std::thread::current().id(),
@@ -218,6 +223,9 @@ pub(crate) fn finalize() -> R<()> {
         return Err(not_running());
     };
     PHASE.store(AFTER, Ordering::Release);
+    for r in st.freed_recvs.drain(..) {
+        r.abandon();
+    }
     for (r, _) in st.detached.drain(..) {
         r.wait()?;
     }
