@@ -52,13 +52,19 @@ fn lib_dir() -> PathBuf {
 /// Compiles `mpi/tests/c/<file>` with the wrapper `wrapper` into
 /// `target/<profile>/mpi-tests/`; returns the program's path.
 fn compile(wrapper: &str, file: &str) -> PathBuf {
+    compile_as(wrapper, file, "", &[])
+}
+
+/// As [`compile`], the program named with `suffix`, with extra wrapper options.
+fn compile_as(wrapper: &str, file: &str, suffix: &str, extra: &[&str]) -> PathBuf {
     let lib = lib_dir();
     let out_dir = profile_dir().join("mpi-tests");
     std::fs::create_dir_all(&out_dir).expect("create target/<profile>/mpi-tests");
     let stem = Path::new(file).file_stem().unwrap().to_str().unwrap();
-    let exe = out_dir.join(stem);
+    let exe = out_dir.join(format!("{stem}{suffix}"));
     let out = Command::new(mpi_dir().join("bin").join(wrapper))
         .env("DOSMPICC_LIBDIR", &lib)
+        .args(extra)
         .args(["-Wall", "-Werror", "-O1", "-g", "-o"])
         .arg(&exe)
         .arg(mpi_dir().join("tests").join("c").join(file))
@@ -223,6 +229,23 @@ fn abort_ends_the_job_with_its_code() {
                 && j.stderr.contains(&format!("dosrun: rank {last} (pid"))
                 && j.stderr.contains("abort with code 7"),
             "abort on {n} ranks\n{j}"
+        );
+    }
+}
+
+#[test]
+fn a_program_linked_with_the_static_library() {
+    let prog = compile_as("dosmpicc", "env.c", "_static", &["-static-dos"]);
+    let ldd = Command::new("ldd").arg(&prog).output();
+    if let Ok(o) = ldd {
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(!s.contains("libmpi.so"), "linked dynamically:\n{s}");
+    }
+    for n in [1, 2] {
+        let j = run(n, &prog, LIMIT);
+        assert!(
+            j.code == Some(0) && j.stdout.contains(&format!("OK env {n} ranks")),
+            "static env on {n} ranks\n{j}"
         );
     }
 }
