@@ -162,3 +162,87 @@ pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::predefined;
+
+    /// `(name, value)` of every `#define NAME ((Kind)0x...)` in mpi.h.
+    fn header_handles(kind: &str) -> Vec<(String, usize)> {
+        let pat = format!("(({kind})0x");
+        include_str!("../include/mpi.h")
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("#define ")?;
+                let (name, val) = rest.split_once(char::is_whitespace)?;
+                let hex = val.trim().strip_prefix(&pat)?.strip_suffix(')')?;
+                Some((name.to_string(), usize::from_str_radix(hex, 16).ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_datatype_of_the_header_is_known_by_its_name() {
+        let all = header_handles("MPI_Datatype");
+        assert!(all.len() > 60, "{all:?}");
+        for (name, h) in all {
+            if name == "MPI_DATATYPE_NULL" {
+                assert!(predefined(h).is_none());
+                continue;
+            }
+            let t = predefined(h).unwrap_or_else(|| panic!("{name} = {h:#x} unknown"));
+            assert_eq!(t.name, name, "{h:#x}");
+        }
+    }
+
+    #[test]
+    fn the_header_and_the_library_agree_on_handles_and_classes() {
+        use crate::abi;
+        let h = include_str!("../include/mpi.h");
+        let comm = header_handles("MPI_Comm");
+        assert!(comm.contains(&("MPI_COMM_WORLD".into(), abi::COMM_WORLD)));
+        assert!(comm.contains(&("MPI_COMM_SELF".into(), abi::COMM_SELF)));
+        assert!(comm.contains(&("MPI_COMM_NULL".into(), abi::COMM_NULL)));
+        let eh = header_handles("MPI_Errhandler");
+        assert!(eh.contains(&("MPI_ERRORS_RETURN".into(), abi::ERRORS_RETURN)));
+        assert!(eh.contains(&("MPI_ERRORS_ARE_FATAL".into(), abi::ERRORS_ARE_FATAL)));
+        let req = header_handles("MPI_Request");
+        assert_eq!(req, [("MPI_REQUEST_NULL".to_string(), abi::REQUEST_NULL)]);
+        let ops = header_handles("MPI_Op");
+        for (name, v) in [
+            ("MPI_SUM", abi::op::SUM),
+            ("MPI_MAXLOC", abi::op::MAXLOC),
+            ("MPI_BXOR", abi::op::BXOR),
+            ("MPI_NO_OP", abi::op::NO_OP),
+        ] {
+            assert!(ops.contains(&(name.into(), v)), "{name}");
+        }
+        // Every error class of the header: the library's string starts with its name.
+        let mut n = 0;
+        for part in h.split([',', '\n']) {
+            let Some((name, val)) = part.trim().split_once(" = ") else {
+                continue;
+            };
+            if !name.starts_with("MPI_ERR_") || name == "MPI_ERR_LASTCODE" {
+                continue;
+            }
+            let v: i32 = val.trim().parse().unwrap();
+            let s = crate::error::class_string(v).unwrap_or_else(|| panic!("{name}"));
+            assert!(s.starts_with(&format!("{name}:")), "{name} = {v}: {s}");
+            n += 1;
+        }
+        assert_eq!(n, 61);
+        // Sentinels.
+        for (name, v) in [
+            ("MPI_ANY_SOURCE = ", abi::ANY_SOURCE),
+            ("MPI_PROC_NULL = ", abi::PROC_NULL),
+            ("MPI_ANY_TAG = ", abi::ANY_TAG),
+            ("MPI_UNDEFINED = ", abi::UNDEFINED),
+            ("MPI_THREAD_FUNNELED = ", abi::THREAD_FUNNELED),
+            ("MPI_COMM_TYPE_SHARED = ", abi::COMM_TYPE_SHARED),
+            ("MPI_TAG_UB = ", abi::TAG_UB),
+        ] {
+            assert!(h.contains(&format!("{name}{v}")), "{name}{v}");
+        }
+    }
+}
