@@ -150,15 +150,30 @@ mpi_fn! {
 /// # Safety
 /// `statuses` null or valid for `reqs.len()` statuses.
 unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
+    // Every entry out of the table in one visit to the state (an invalid
+    // handle fails the call before any request is taken).
+    let mut entries = state::with(|st| {
+        if let Some(h) = reqs
+            .iter()
+            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
+        {
+            return Err(err(
+                abi::ERR_REQUEST,
+                format!("invalid request handle {h:#x}"),
+            ));
+        }
+        Ok(reqs
+            .iter()
+            .map(|h| st.reqs.remove(h))
+            .collect::<Vec<Option<ReqEntry>>>())
+    })?;
     let mut first: Option<Error> = None;
     let mut any = false;
-    for (i, h) in reqs.iter_mut().enumerate() {
-        let (st, e) = if *h == abi::REQUEST_NULL {
-            (Status::empty(), None)
-        } else {
-            let e = take(*h, true)?.ok_or_else(|| err(abi::ERR_INTERN, "request vanished"))?;
-            *h = abi::REQUEST_NULL;
-            complete(e)
+    for (i, (h, e)) in reqs.iter_mut().zip(entries.iter_mut()).enumerate() {
+        *h = abi::REQUEST_NULL;
+        let (st, e) = match e.take() {
+            None => (Status::empty(), None),
+            Some(e) => complete(e),
         };
         // SAFETY: the caller's contract.
         unsafe { set_nth(statuses, i, st) };
