@@ -300,23 +300,46 @@ unsafe fn isend(
     if request.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for request"));
     }
-    // SAFETY: the caller's contract.
-    let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
-    let raw = match d {
-        None => DetachedRequest::completed(),
-        Some(d) => match mode {
+    if mode == Mode::Buffered {
+        // SAFETY: the caller's contract.
+        let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
+        if let Some(d) = d {
+            bsend_start(&c, b, d, tag)?;
+        }
+        // SAFETY: the caller's contract.
+        return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
+    }
+    // One visit to the state: the communicator is borrowed, not cloned, and
+    // the request stored in the same borrow (dos calls back into nothing here).
+    let h = state::with(|st| {
+        let c = &st
+            .comms
+            .get(&comm)
+            .ok_or_else(|| state::bad_comm(comm))?
+            .comm;
+        let len = datatype::bytes(count, dt)?;
+        let tag = send_tag(tag)?;
+        let d = dest_rank(c, dest)?;
+        // SAFETY: the caller's contract.
+        let b = unsafe { src(buf, len)? };
+        let raw = match d {
+            None => DetachedRequest::completed(),
             // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
-            Mode::Standard => unsafe { c.isend_detached(b.as_ptr(), b.len(), d, tag)? },
+            Some(d) if mode == Mode::Sync => unsafe {
+                c.issend_detached(b.as_ptr(), b.len(), d, tag)?
+            },
             // SAFETY: as above.
-            Mode::Sync => unsafe { c.issend_detached(b.as_ptr(), b.len(), d, tag)? },
-            Mode::Buffered => {
-                bsend_start(&c, b, d, tag)?;
-                DetachedRequest::completed()
-            }
-        },
-    };
+            Some(d) => unsafe { c.isend_detached(b.as_ptr(), b.len(), d, tag)? },
+        };
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind: ReqKind::Send,
+            comm,
+            outcome: None,
+        }))
+    })?;
     // SAFETY: the caller's contract.
-    unsafe { new_request(raw, ReqKind::Send, comm, request) }
+    unsafe { out(request, h, "request") }
 }
 
 mpi_fn! {
@@ -361,19 +384,23 @@ mpi_fn! {
         if request.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for request"));
         }
-        let c = state::comm(comm)?;
-        let len = datatype::bytes(count, datatype)?;
-        let t = recv_tag(tag)?;
-        let (raw, kind) = match source_sel(&c, source)? {
-            None => (DetachedRequest::completed(), ReqKind::ProcNull),
-            Some(s) => {
-                let b = dst(buf, len)?;
-                // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
-                let r = unsafe { c.irecv_detached(b.as_mut_ptr(), b.len(), s, t)? };
-                (r, ReqKind::Recv { source, tag })
-            }
-        };
-        new_request(raw, kind, comm, request)
+        // One visit to the state, as in `isend`.
+        let h = state::with(|st| {
+            let c = &st.comms.get(&comm).ok_or_else(|| state::bad_comm(comm))?.comm;
+            let len = datatype::bytes(count, datatype)?;
+            let t = recv_tag(tag)?;
+            let (raw, kind) = match source_sel(c, source)? {
+                None => (DetachedRequest::completed(), ReqKind::ProcNull),
+                Some(s) => {
+                    let b = dst(buf, len)?;
+                    // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+                    let r = unsafe { c.irecv_detached(b.as_mut_ptr(), b.len(), s, t)? };
+                    (r, ReqKind::Recv { source, tag })
+                }
+            };
+            Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None }))
+        })?;
+        out(request, h, "request")
     }
 }
 
