@@ -201,6 +201,7 @@ mod coll;
 mod comm;
 pub mod config;
 pub mod datatype;
+pub mod detached;
 pub mod dsm;
 mod engine;
 mod error;

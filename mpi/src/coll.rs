@@ -1,0 +1,514 @@
+//! The blocking collectives, on dos's algorithms.
+//!
+//! Data movement (bcast, gather, scatter, allgather, alltoall and their
+//! v-forms) moves bytes; reductions take the element type of the datatype
+//! ([`crate::reduce`]). `MPI_IN_PLACE` is taken wherever the standard allows
+//! it, through dos's in-place forms. Roots, counts, datatypes and
+//! operations are checked before anything is sent, so a bad argument is an
+//! error on the rank that gave it, never a crash.
+
+use std::ffi::{c_int, c_void};
+
+use dos::Comm;
+
+use crate::abi::{self, Handle};
+use crate::datatype::{self, Elem};
+use crate::error::{err, R};
+use crate::ptr::{dst, in_place, ints, src};
+use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
+use crate::state;
+
+fn root_of(c: &Comm, root: c_int) -> R<usize> {
+    if root >= 0 && (root as usize) < c.size() {
+        Ok(root as usize)
+    } else {
+        Err(err(
+            abi::ERR_ROOT,
+            format!("invalid root {root} in a communicator of size {}", c.size()),
+        ))
+    }
+}
+
+/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
+///
+/// # Safety
+/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
+unsafe fn layout(
+    counts: *const c_int,
+    displs: *const c_int,
+    n: usize,
+    size: usize,
+) -> R<(Vec<usize>, Vec<usize>, usize)> {
+    // SAFETY: the caller's contract.
+    let (c, d) = unsafe {
+        (
+            ints(counts, n, "counts")?,
+            ints(displs, n, "displacements")?,
+        )
+    };
+    let mut cs = Vec::with_capacity(n);
+    let mut ds = Vec::with_capacity(n);
+    let mut end = 0usize;
+    for i in 0..n {
+        let ci = datatype::count(c[i])?;
+        let di = usize::try_from(d[i])
+            .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
+        let (cb, db) = (ci * size, di * size);
+        end = end.max(db + cb);
+        cs.push(cb);
+        ds.push(db);
+    }
+    Ok((cs, ds, end))
+}
+
+mpi_fn! {
+    /// Waits until every rank of `comm` has called it.
+    fn MPI_Barrier / PMPI_Barrier(comm: Handle) on comm => {
+        state::comm(comm)?.barrier()?;
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Copies `root`'s buffer to every rank.
+    fn MPI_Bcast / PMPI_Bcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle) on comm => {
+        let c = state::comm(comm)?;
+        let len = datatype::bytes(count, datatype)?;
+        let root = root_of(&c, root)?;
+        let b = dst(buffer, len)?;
+        c.bcast(b, root)?;
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Gathers equal blocks at `root` in rank order.
+    fn MPI_Gather / PMPI_Gather(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let me = c.rank() == root;
+        if me {
+            let blk = datatype::bytes(recvcount, recvtype)?;
+            let all = dst(recvbuf, blk * c.size())?;
+            if in_place(sendbuf) {
+                c.gather_in_place(all, root)?;
+            } else {
+                let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+                check_block(s.len(), blk)?;
+                c.gather(s, all, root)?;
+            }
+        } else {
+            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            c.gather(s, &mut [], root)?;
+        }
+        Ok(())
+    }
+}
+
+/// A block sent must be as long as the block the receiver expects.
+fn check_block(sent: usize, expected: usize) -> R<()> {
+    if sent > expected {
+        Err(err(
+            abi::ERR_TRUNCATE,
+            format!("a block of {sent} bytes where {expected} are expected"),
+        ))
+    } else if sent < expected {
+        Err(err(
+            abi::ERR_COUNT,
+            format!("a block of {sent} bytes where {expected} are expected"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Gathers blocks of varying sizes at `root`, each where its displacement says.
+    fn MPI_Gatherv / PMPI_Gatherv(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+        root: c_int, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() == root {
+            let size = datatype::get(recvtype)?.size;
+            let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
+            let all = dst(recvbuf, end)?;
+            if in_place(sendbuf) {
+                let mine = all[ds[root]..ds[root] + cs[root]].to_vec();
+                c.gatherv(&mine, all, &cs, &ds, root)?;
+            } else {
+                let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+                check_block(s.len(), cs[root])?;
+                c.gatherv(s, all, &cs, &ds, root)?;
+            }
+        } else {
+            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            c.gatherv(s, &mut [], &[], &[], root)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Scatters equal blocks from `root` in rank order.
+    fn MPI_Scatter / PMPI_Scatter(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() == root {
+            let blk = datatype::bytes(sendcount, sendtype)?;
+            if in_place(recvbuf) {
+                let all = dst(sendbuf as *mut c_void, blk * c.size())?;
+                c.scatter_in_place(all, root)?;
+            } else {
+                let all = src(sendbuf, blk * c.size())?;
+                let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+                check_block(blk, r.len())?;
+                c.scatter(all, r, root)?;
+            }
+        } else {
+            let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+            c.scatter(&[], r, root)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Scatters blocks of varying sizes from `root`.
+    fn MPI_Scatterv / PMPI_Scatterv(
+        sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() == root {
+            let size = datatype::get(sendtype)?.size;
+            let (cs, ds, end) = layout(sendcounts, displs, c.size(), size)?;
+            let all = src(sendbuf, end)?;
+            if in_place(recvbuf) {
+                let mut mine = all[ds[root]..ds[root] + cs[root]].to_vec();
+                c.scatterv(all, &cs, &ds, &mut mine, root)?;
+            } else {
+                let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+                check_block(cs[root], r.len())?;
+                c.scatterv(all, &cs, &ds, r, root)?;
+            }
+        } else {
+            let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+            c.scatterv(&[], &[], &[], r, root)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Every rank gets every rank's block, in rank order.
+    fn MPI_Allgather / PMPI_Allgather(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let blk = datatype::bytes(recvcount, recvtype)?;
+        let all = dst(recvbuf, blk * c.size())?;
+        if in_place(sendbuf) {
+            c.allgather_in_place(all)?;
+        } else {
+            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            check_block(s.len(), blk)?;
+            c.allgather(s, all)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Every rank gets every rank's block, of varying sizes.
+    fn MPI_Allgatherv / PMPI_Allgatherv(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+        comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let size = datatype::get(recvtype)?.size;
+        let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
+        let all = dst(recvbuf, end)?;
+        let me = c.rank();
+        if in_place(sendbuf) {
+            let mine = all[ds[me]..ds[me] + cs[me]].to_vec();
+            c.allgatherv(&mine, all, &cs, &ds)?;
+        } else {
+            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            check_block(s.len(), cs[me])?;
+            c.allgatherv(s, all, &cs, &ds)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Block `j` of rank `i` goes to block `i` of rank `j`.
+    fn MPI_Alltoall / PMPI_Alltoall(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let blk = datatype::bytes(recvcount, recvtype)?;
+        let all = dst(recvbuf, blk * c.size())?;
+        if in_place(sendbuf) {
+            c.alltoall_in_place(all)?;
+        } else {
+            let sblk = datatype::bytes(sendcount, sendtype)?;
+            check_block(sblk, blk)?;
+            let s = src(sendbuf, sblk * c.size())?;
+            c.alltoall(s, all)?;
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Alltoall` with blocks of varying sizes and places.
+    fn MPI_Alltoallv / PMPI_Alltoallv(
+        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
+        comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let rsize = datatype::get(recvtype)?.size;
+        let (rc, rd, rend) = layout(recvcounts, rdispls, n, rsize)?;
+        let all = dst(recvbuf, rend)?;
+        if in_place(sendbuf) {
+            let copy = all.to_vec();
+            c.alltoallv(&copy, &rc, &rd, all, &rc, &rd)?;
+        } else {
+            let ssize = datatype::get(sendtype)?.size;
+            let (sc, sd, send) = layout(sendcounts, sdispls, n, ssize)?;
+            let s = src(sendbuf, send)?;
+            c.alltoallv(s, &sc, &sd, all, &rc, &rd)?;
+        }
+        Ok(())
+    }
+}
+
+// ----- reductions -----
+
+/// The element type and operation of a reduction, checked.
+fn reduction(dt: Handle, op: Handle) -> R<(Elem, reduce::Kind, usize)> {
+    let t = datatype::get(dt)?;
+    let k = reduce::check(op, t.elem, t.name)?;
+    Ok((t.elem, k, t.size))
+}
+
+fn reduce_t<T: Num>(
+    c: &Comm,
+    send: Option<&[u8]>,
+    recv: &mut [u8],
+    k: reduce::Kind,
+    root: usize,
+) -> R<()> {
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_in_place(r, DynOp(k), root)?,
+            Some(s) => c.reduce(&cast::<T>(s), r, DynOp(k), root)?,
+        }
+        Ok(())
+    })
+}
+
+mpi_fn! {
+    /// Combines every rank's buffer with `op` into `root`'s.
+    fn MPI_Reduce / PMPI_Reduce(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, root: c_int, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let len = datatype::bytes(count, datatype)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let me = c.rank() == root;
+        if me && in_place(sendbuf) {
+            let r = dst(recvbuf, len)?;
+            typed!(elem, reduce_t(&c, None, r, k, root))
+        } else {
+            let s = src(sendbuf, len)?;
+            let r = if me { dst(recvbuf, len)? } else { &mut [][..] };
+            typed!(elem, reduce_t(&c, Some(s), r, k, root))
+        }
+    }
+}
+
+fn allreduce_t<T: Num>(c: &Comm, send: Option<&[u8]>, recv: &mut [u8], k: reduce::Kind) -> R<()> {
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.allreduce_in_place(r, DynOp(k))?,
+            Some(s) => c.allreduce(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
+}
+
+mpi_fn! {
+    /// Combines every rank's buffer with `op`; every rank gets the result.
+    fn MPI_Allreduce / PMPI_Allreduce(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let len = datatype::bytes(count, datatype)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let r = dst(recvbuf, len)?;
+        let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };
+        typed!(elem, allreduce_t(&c, s, r, k))
+    }
+}
+
+fn reduce_scatter_t<T: Num>(
+    c: &Comm,
+    send: Option<&[u8]>,
+    recv: &mut [u8],
+    counts: &[usize],
+    k: reduce::Kind,
+) -> R<()> {
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_scatter_in_place(r, counts, DynOp(k))?,
+            Some(s) => c.reduce_scatter(&cast::<T>(s), r, counts, DynOp(k))?,
+        }
+        Ok(())
+    })
+}
+
+mpi_fn! {
+    /// Combines with `op`, then scatters the result in blocks of `recvcounts`.
+    fn MPI_Reduce_scatter / PMPI_Reduce_scatter(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
+        datatype: Handle, op: Handle, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let (elem, k, size) = reduction(datatype, op)?;
+        let raw = ints(recvcounts, c.size(), "recvcounts")?;
+        let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+        let total: usize = counts.iter().sum();
+        let mine = counts[c.rank()];
+        if in_place(sendbuf) {
+            let r = dst(recvbuf, total * size)?;
+            typed!(elem, reduce_scatter_t(&c, None, r, &counts, k))
+        } else {
+            let s = src(sendbuf, total * size)?;
+            let r = dst(recvbuf, mine * size)?;
+            typed!(elem, reduce_scatter_t(&c, Some(s), r, &counts, k))
+        }
+    }
+}
+
+fn reduce_scatter_block_t<T: Num>(
+    c: &Comm,
+    send: Option<&[u8]>,
+    recv: &mut [u8],
+    k: reduce::Kind,
+) -> R<()> {
+    with_mut::<T, _>(recv, |r| {
+        match send {
+            None => c.reduce_scatter_block_in_place(r, DynOp(k))?,
+            Some(s) => c.reduce_scatter_block(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
+}
+
+mpi_fn! {
+    /// `MPI_Reduce_scatter` with equal blocks.
+    fn MPI_Reduce_scatter_block / PMPI_Reduce_scatter_block(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
+        datatype: Handle, op: Handle, comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let blk = datatype::bytes(recvcount, datatype)?;
+        if in_place(sendbuf) {
+            let r = dst(recvbuf, blk * c.size())?;
+            typed!(elem, reduce_scatter_block_t(&c, None, r, k))
+        } else {
+            let s = src(sendbuf, blk * c.size())?;
+            let r = dst(recvbuf, blk)?;
+            typed!(elem, reduce_scatter_block_t(&c, Some(s), r, k))
+        }
+    }
+}
+
+fn scan_t<T: Num>(
+    c: &Comm,
+    send: Option<&[u8]>,
+    recv: &mut [u8],
+    k: reduce::Kind,
+    inclusive: bool,
+) -> R<()> {
+    with_mut::<T, _>(recv, |r| {
+        match (send, inclusive) {
+            (None, true) => c.scan_in_place(r, DynOp(k))?,
+            (None, false) => c.exscan_in_place(r, DynOp(k))?,
+            (Some(s), true) => c.scan(&cast::<T>(s), r, DynOp(k))?,
+            (Some(s), false) => c.exscan(&cast::<T>(s), r, DynOp(k))?,
+        }
+        Ok(())
+    })
+}
+
+/// # Safety
+/// The buffers valid for `count` elements of `dt`.
+unsafe fn scan(
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+    inclusive: bool,
+) -> R<()> {
+    let c = state::comm(comm)?;
+    let len = datatype::bytes(count, dt)?;
+    let (elem, k, _) = reduction(dt, op)?;
+    // SAFETY: the caller's contract.
+    let r = unsafe { dst(recvbuf, len)? };
+    let s = if in_place(sendbuf) {
+        None
+    } else {
+        // SAFETY: the caller's contract.
+        Some(unsafe { src(sendbuf, len)? })
+    };
+    typed!(elem, scan_t(&c, s, r, k, inclusive))
+}
+
+mpi_fn! {
+    /// Inclusive prefix reduction in rank order.
+    fn MPI_Scan / PMPI_Scan(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle,
+    ) on comm => {
+        scan(sendbuf, recvbuf, count, datatype, op, comm, true)
+    }
+}
+
+mpi_fn! {
+    /// Exclusive prefix reduction in rank order (rank 0's result is undefined).
+    fn MPI_Exscan / PMPI_Exscan(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle,
+    ) on comm => {
+        scan(sendbuf, recvbuf, count, datatype, op, comm, false)
+    }
+}

@@ -1,0 +1,272 @@
+//! Communicators (rank, size, dup, split, split_type, compare, free,
+//! attributes) and their error handlers; error strings and classes.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use crate::abi::{self, Handle};
+use crate::error::{class_string, err, R};
+use crate::ptr::{out, read, string};
+use crate::state::{self, CommEntry};
+
+mpi_fn! {
+    /// This process's rank in `comm`.
+    fn MPI_Comm_rank / PMPI_Comm_rank(comm: Handle, rank: *mut c_int) on comm => {
+        let c = state::comm(comm)?;
+        out(rank, c.rank() as c_int, "rank")
+    }
+}
+
+mpi_fn! {
+    /// The number of processes in `comm`.
+    fn MPI_Comm_size / PMPI_Comm_size(comm: Handle, size: *mut c_int) on comm => {
+        let c = state::comm(comm)?;
+        out(size, c.size() as c_int, "size")
+    }
+}
+
+/// Registers `c` under a new handle with `errhandler`; stores it in `newcomm`.
+///
+/// # Safety
+/// `newcomm` must be valid for a write (or null: `MPI_ERR_ARG`).
+unsafe fn register(c: Option<dos::Comm>, errhandler: Handle, newcomm: *mut Handle) -> R<()> {
+    let h = match c {
+        None => abi::COMM_NULL,
+        Some(comm) => state::with(|st| Ok(st.comms.insert(CommEntry { comm, errhandler })))?,
+    };
+    // SAFETY: as this function's contract says.
+    unsafe { out(newcomm, h, "newcomm") }
+}
+
+fn errhandler(comm: Handle) -> Handle {
+    state::errhandler_of(comm)
+}
+
+mpi_fn! {
+    /// A communicator with the same processes and a new context; it
+    /// inherits `comm`'s error handler. Collective.
+    fn MPI_Comm_dup / PMPI_Comm_dup(comm: Handle, newcomm: *mut Handle) on comm => {
+        if newcomm.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
+        }
+        let c = state::comm(comm)?;
+        let d = c.dup()?;
+        register(Some(d), errhandler(comm), newcomm)
+    }
+}
+
+mpi_fn! {
+    /// One communicator per `color` (`MPI_UNDEFINED`: none, `MPI_COMM_NULL`),
+    /// ranked by `key` then by rank in `comm`. Collective.
+    fn MPI_Comm_split / PMPI_Comm_split(comm: Handle, color: c_int, key: c_int, newcomm: *mut Handle) on comm => {
+        if newcomm.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
+        }
+        let c = state::comm(comm)?;
+        let color = match color {
+            abi::UNDEFINED => None,
+            c if c >= 0 => Some(c as u32),
+            c => return Err(err(abi::ERR_ARG, format!("invalid color {c}"))),
+        };
+        let s = c.split(color, key)?;
+        register(s, errhandler(comm), newcomm)
+    }
+}
+
+/// A color shared by exactly the ranks of `c` on this host: the lowest such rank.
+fn host_color(c: &dos::Comm) -> R<u32> {
+    const LEN: usize = 256;
+    let mut mine = [0u8; LEN];
+    let name = crate::env::hostname();
+    let n = name.len().min(LEN);
+    mine[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut all = vec![0u8; LEN * c.size()];
+    c.allgather(&mine, &mut all)?;
+    let first = all
+        .chunks(LEN)
+        .position(|h| h == mine)
+        .ok_or_else(|| err(abi::ERR_INTERN, "own host name missing"))?;
+    Ok(first as u32)
+}
+
+mpi_fn! {
+    /// `MPI_COMM_TYPE_SHARED`: one communicator per host (shared memory);
+    /// `MPI_UNDEFINED`: `MPI_COMM_NULL`. The hardware-guided types are not
+    /// supported yet (`MPI_ERR_ARG`). Collective.
+    fn MPI_Comm_split_type / PMPI_Comm_split_type(
+        comm: Handle,
+        split_type: c_int,
+        key: c_int,
+        _info: Handle,
+        newcomm: *mut Handle,
+    ) on comm => {
+        if newcomm.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
+        }
+        let c = state::comm(comm)?;
+        let color = match split_type {
+            abi::UNDEFINED => None,
+            abi::COMM_TYPE_SHARED => Some(host_color(&c)?),
+            t => return Err(err(abi::ERR_ARG, format!("split type {t} is not supported"))),
+        };
+        let s = c.split(color, key)?;
+        register(s, errhandler(comm), newcomm)
+    }
+}
+
+mpi_fn! {
+    /// Frees a communicator made by the program and sets the handle to
+    /// `MPI_COMM_NULL`; `MPI_COMM_WORLD`/`MPI_COMM_SELF` are `MPI_ERR_COMM`.
+    fn MPI_Comm_free / PMPI_Comm_free(comm: *mut Handle) on abi::COMM_WORLD => {
+        let h = read(comm, "comm")?;
+        if h == abi::COMM_WORLD || h == abi::COMM_SELF {
+            return Err(err(abi::ERR_COMM, "a predefined communicator cannot be freed"));
+        }
+        state::with(|st| st.comms.remove(&h).map(|_| ()).ok_or_else(|| state::bad_comm(h)))?;
+        out(comm, abi::COMM_NULL, "comm")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_IDENT` (same handle), `MPI_CONGRUENT` (same processes in the
+    /// same order), `MPI_SIMILAR` (same processes), else `MPI_UNEQUAL`.
+    fn MPI_Comm_compare / PMPI_Comm_compare(comm1: Handle, comm2: Handle, result: *mut c_int) on comm1 => {
+        let a = state::comm(comm1)?;
+        let b = state::comm(comm2)?;
+        let r = if comm1 == comm2 {
+            abi::IDENT
+        } else {
+            match a.group().compare(&b.group()) {
+                dos::GroupCompare::Ident => abi::CONGRUENT,
+                dos::GroupCompare::Similar => abi::SIMILAR,
+                _ => abi::UNEQUAL,
+            }
+        };
+        out(result, r, "result")
+    }
+}
+
+mpi_fn! {
+    /// Intercommunicators do not exist in dos yet: always false.
+    fn MPI_Comm_test_inter / PMPI_Comm_test_inter(comm: Handle, flag: *mut c_int) on comm => {
+        state::comm(comm)?;
+        out(flag, 0, "flag")
+    }
+}
+
+/// Values of the predefined attributes; the attribute value handed out is
+/// a pointer to one of these.
+static TAG_UB: AtomicI32 = AtomicI32::new(abi::TAG_UB_VALUE);
+static HOST: AtomicI32 = AtomicI32::new(abi::PROC_NULL);
+static IO: AtomicI32 = AtomicI32::new(abi::ANY_SOURCE);
+static WTIME_IS_GLOBAL: AtomicI32 = AtomicI32::new(0);
+static APPNUM: AtomicI32 = AtomicI32::new(0);
+static UNIVERSE_SIZE: AtomicI32 = AtomicI32::new(0);
+
+mpi_fn! {
+    /// The predefined attributes (`MPI_TAG_UB`, `MPI_HOST`, `MPI_IO`,
+    /// `MPI_WTIME_IS_GLOBAL`, `MPI_APPNUM`, `MPI_UNIVERSE_SIZE`); any other
+    /// key: `flag` false (user keyvals are not there yet).
+    fn MPI_Comm_get_attr / PMPI_Comm_get_attr(
+        comm: Handle,
+        keyval: c_int,
+        attribute_val: *mut c_void,
+        flag: *mut c_int,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let cell: Option<&'static AtomicI32> = match keyval {
+            abi::TAG_UB => Some(&TAG_UB),
+            abi::HOST => Some(&HOST),
+            abi::IO => Some(&IO),
+            abi::WTIME_IS_GLOBAL => Some(&WTIME_IS_GLOBAL),
+            abi::APPNUM => Some(&APPNUM),
+            abi::UNIVERSE_SIZE => {
+                let n = state::with(|st| Ok(st.world.size()))?;
+                UNIVERSE_SIZE.store(n as i32, Ordering::Relaxed);
+                Some(&UNIVERSE_SIZE)
+            }
+            _ => None,
+        };
+        let _ = c;
+        match cell {
+            Some(v) => {
+                out(attribute_val.cast::<*const AtomicI32>(), v as *const AtomicI32, "attribute_val")?;
+                out(flag, 1, "flag")
+            }
+            None => out(flag, 0, "flag"),
+        }
+    }
+}
+
+// ----- error handlers -----
+
+fn check_errhandler(e: Handle) -> R<()> {
+    match e {
+        abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT => Ok(()),
+        _ => Err(err(abi::ERR_ARG, format!("invalid error handler {e:#x}"))),
+    }
+}
+
+mpi_fn! {
+    /// Sets `comm`'s error handler (`MPI_ERRORS_ARE_FATAL`,
+    /// `MPI_ERRORS_ABORT` or `MPI_ERRORS_RETURN`; user handlers are not there yet).
+    fn MPI_Comm_set_errhandler / PMPI_Comm_set_errhandler(comm: Handle, errhandler: Handle) on comm => {
+        check_errhandler(errhandler)?;
+        state::with(|st| match st.comms.get_mut(&comm) {
+            Some(e) => {
+                e.errhandler = errhandler;
+                Ok(())
+            }
+            None => Err(state::bad_comm(comm)),
+        })
+    }
+}
+
+mpi_fn! {
+    /// `comm`'s error handler.
+    fn MPI_Comm_get_errhandler / PMPI_Comm_get_errhandler(comm: Handle, errhandler: *mut Handle) on comm => {
+        let e = state::with(|st| match st.comms.get(&comm) {
+            Some(e) => Ok(e.errhandler),
+            None => Err(state::bad_comm(comm)),
+        })?;
+        out(errhandler, e, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// Frees an error handler handle (the predefined ones stay).
+    fn MPI_Errhandler_free / PMPI_Errhandler_free(errhandler: *mut Handle) on abi::COMM_WORLD => {
+        let e = read(errhandler, "errhandler")?;
+        check_errhandler(e)?;
+        out(errhandler, abi::ERRHANDLER_NULL, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// Invokes `comm`'s error handler on `errorcode`.
+    fn MPI_Comm_call_errhandler / PMPI_Comm_call_errhandler(comm: Handle, errorcode: c_int) on comm => {
+        state::comm(comm)?;
+        let code = crate::error::raise("MPI_Comm_call_errhandler", comm, err(errorcode, "called by the program"));
+        let _ = code;
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// The string of an error code (a class: dos has no codes beyond the classes).
+    fn MPI_Error_string / PMPI_Error_string(errorcode: c_int, s: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
+        let text = class_string(errorcode)
+            .ok_or_else(|| err(abi::ERR_ARG, format!("invalid error code {errorcode}")))?;
+        string(s, abi::MAX_ERROR_STRING, resultlen, text)
+    }
+}
+
+mpi_fn! {
+    /// The class of an error code: every code dos returns is a class.
+    fn MPI_Error_class / PMPI_Error_class(errorcode: c_int, errorclass: *mut c_int) on abi::COMM_WORLD => {
+        if class_string(errorcode).is_none() {
+            return Err(err(abi::ERR_ARG, format!("invalid error code {errorcode}")));
+        }
+        out(errorclass, errorcode, "errorclass")
+    }
+}

@@ -1,0 +1,248 @@
+//! Datatypes: the predefined ones of the standard, each with its size and
+//! the element type reductions combine it as.
+//!
+//! Sizes are those of the C types on the LP64 Linux targets dos runs on
+//! (`long` 8 bytes, `long double` 16, `wchar_t` 4). Derived datatypes are
+//! not there yet (see the crate docs).
+
+use std::ffi::c_int;
+
+use crate::abi::{self, Handle};
+use crate::error::{err, R};
+
+/// How reductions see the elements of a datatype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Elem {
+    I8,
+    I16,
+    I32,
+    I64,
+    I128,
+    U8,
+    U16,
+    U32,
+    U64,
+    F32,
+    F64,
+    /// `MPI_C_BOOL`, `MPI_CXX_BOOL`: logical operations only.
+    Bool,
+    /// Fortran `LOGICAL` (4 bytes): logical operations only.
+    Logical,
+    /// `MPI_BYTE`: bitwise operations only.
+    Byte,
+    ComplexF32,
+    ComplexF64,
+    FloatInt,
+    DoubleInt,
+    LongInt,
+    TwoInt,
+    ShortInt,
+    TwoReal,
+    TwoDouble,
+    /// Moves as data; no predefined operation applies (long double, half
+    /// precision, characters of the packed kind).
+    Opaque,
+}
+
+/// A predefined datatype.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Predefined {
+    pub name: &'static str,
+    pub size: usize,
+    pub elem: Elem,
+}
+
+const fn p(name: &'static str, size: usize, elem: Elem) -> Option<Predefined> {
+    Some(Predefined { name, size, elem })
+}
+
+/// The predefined datatype of handle `h`.
+pub(crate) fn predefined(h: Handle) -> Option<Predefined> {
+    use Elem::*;
+    match h {
+        0x201 => p("MPI_AINT", 8, I64),
+        0x202 => p("MPI_COUNT", 8, I64),
+        0x203 => p("MPI_OFFSET", 8, I64),
+        0x207 => p("MPI_PACKED", 1, Byte),
+        0x208 => p("MPI_SHORT", 2, I16),
+        0x209 => p("MPI_INT", 4, I32),
+        0x20a => p("MPI_LONG", 8, I64),
+        0x20b => p("MPI_LONG_LONG", 8, I64),
+        0x20c => p("MPI_UNSIGNED_SHORT", 2, U16),
+        0x20d => p("MPI_UNSIGNED", 4, U32),
+        0x20e => p("MPI_UNSIGNED_LONG", 8, U64),
+        0x20f => p("MPI_UNSIGNED_LONG_LONG", 8, U64),
+        0x210 => p("MPI_FLOAT", 4, F32),
+        0x212 => p("MPI_C_FLOAT_COMPLEX", 8, ComplexF32),
+        0x213 => p("MPI_CXX_FLOAT_COMPLEX", 8, ComplexF32),
+        0x214 => p("MPI_DOUBLE", 8, F64),
+        0x216 => p("MPI_C_DOUBLE_COMPLEX", 16, ComplexF64),
+        0x217 => p("MPI_CXX_DOUBLE_COMPLEX", 16, ComplexF64),
+        0x218 => p("MPI_LOGICAL", 4, Logical),
+        0x219 => p("MPI_INTEGER", 4, I32),
+        0x21a => p("MPI_REAL", 4, F32),
+        0x21b => p("MPI_COMPLEX", 8, ComplexF32),
+        0x21c => p("MPI_DOUBLE_PRECISION", 8, F64),
+        0x21d => p("MPI_DOUBLE_COMPLEX", 16, ComplexF64),
+        0x220 => p("MPI_LONG_DOUBLE", 16, Opaque),
+        0x224 => p("MPI_C_LONG_DOUBLE_COMPLEX", 32, Opaque),
+        0x225 => p("MPI_CXX_LONG_DOUBLE_COMPLEX", 32, Opaque),
+        0x228 => p("MPI_FLOAT_INT", 8, FloatInt),
+        0x229 => p("MPI_DOUBLE_INT", 16, DoubleInt),
+        0x22a => p("MPI_LONG_INT", 16, LongInt),
+        0x22b => p("MPI_2INT", 8, TwoInt),
+        0x22c => p("MPI_SHORT_INT", 8, ShortInt),
+        0x22d => p("MPI_LONG_DOUBLE_INT", 32, Opaque),
+        0x230 => p("MPI_2REAL", 8, TwoReal),
+        0x231 => p("MPI_2DOUBLE_PRECISION", 16, TwoDouble),
+        0x232 => p("MPI_2INTEGER", 8, TwoInt),
+        0x238 => p("MPI_C_BOOL", 1, Bool),
+        0x239 => p("MPI_CXX_BOOL", 1, Bool),
+        0x23c => p("MPI_WCHAR", 4, I32),
+        0x240 => p("MPI_INT8_T", 1, I8),
+        0x241 => p("MPI_UINT8_T", 1, U8),
+        0x243 => p("MPI_CHAR", 1, I8),
+        0x244 => p("MPI_SIGNED_CHAR", 1, I8),
+        0x245 => p("MPI_UNSIGNED_CHAR", 1, U8),
+        0x247 => p("MPI_BYTE", 1, Byte),
+        0x248 => p("MPI_INT16_T", 2, I16),
+        0x249 => p("MPI_UINT16_T", 2, U16),
+        0x250 => p("MPI_INT32_T", 4, I32),
+        0x251 => p("MPI_UINT32_T", 4, U32),
+        0x258 => p("MPI_INT64_T", 8, I64),
+        0x259 => p("MPI_UINT64_T", 8, U64),
+        0x2c0 => p("MPIX_LOGICAL1", 1, Bool),
+        0x2c1 => p("MPI_INTEGER1", 1, I8),
+        0x2c2 => p("MPIX_REAL1", 1, Opaque),
+        0x2c3 => p("MPI_CHARACTER", 1, Opaque),
+        0x2c8 => p("MPIX_LOGICAL2", 2, Opaque),
+        0x2c9 => p("MPI_INTEGER2", 2, I16),
+        0x2ca => p("MPI_REAL2", 2, Opaque),
+        0x2d0 => p("MPIX_LOGICAL4", 4, Logical),
+        0x2d1 => p("MPI_INTEGER4", 4, I32),
+        0x2d2 => p("MPI_REAL4", 4, F32),
+        0x2d3 => p("MPI_COMPLEX4", 4, Opaque),
+        0x2d8 => p("MPIX_LOGICAL8", 8, Opaque),
+        0x2d9 => p("MPI_INTEGER8", 8, I64),
+        0x2da => p("MPI_REAL8", 8, F64),
+        0x2db => p("MPI_COMPLEX8", 8, ComplexF32),
+        0x2e0 => p("MPIX_LOGICAL16", 16, Opaque),
+        0x2e1 => p("MPI_INTEGER16", 16, I128),
+        0x2e2 => p("MPI_REAL16", 16, Opaque),
+        0x2e3 => p("MPI_COMPLEX16", 16, ComplexF64),
+        0x2eb => p("MPI_COMPLEX32", 32, Opaque),
+        _ => None,
+    }
+}
+
+/// The datatype of handle `h`, or `MPI_ERR_TYPE`.
+pub(crate) fn get(h: Handle) -> R<Predefined> {
+    predefined(h).ok_or_else(|| {
+        if h == abi::DATATYPE_NULL {
+            err(abi::ERR_TYPE, "MPI_DATATYPE_NULL is not a datatype")
+        } else {
+            err(abi::ERR_TYPE, format!("invalid datatype handle {h:#x}"))
+        }
+    })
+}
+
+/// A count argument as `usize`, or `MPI_ERR_COUNT` if negative.
+pub(crate) fn count(c: c_int) -> R<usize> {
+    usize::try_from(c).map_err(|_| err(abi::ERR_COUNT, format!("negative count {c}")))
+}
+
+/// `count` elements of datatype `h` in bytes.
+pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
+    let n = count(c)?;
+    let t = get(h)?;
+    n.checked_mul(t.size).ok_or_else(|| {
+        err(
+            abi::ERR_COUNT,
+            format!("{n} elements of {} overflow", t.name),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::predefined;
+
+    /// `(name, value)` of every `#define NAME ((Kind)0x...)` in mpi.h.
+    fn header_handles(kind: &str) -> Vec<(String, usize)> {
+        let pat = format!("(({kind})0x");
+        include_str!("../include/mpi.h")
+            .lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix("#define ")?;
+                let (name, val) = rest.split_once(char::is_whitespace)?;
+                let hex = val.trim().strip_prefix(&pat)?.strip_suffix(')')?;
+                Some((name.to_string(), usize::from_str_radix(hex, 16).ok()?))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_datatype_of_the_header_is_known_by_its_name() {
+        let all = header_handles("MPI_Datatype");
+        assert!(all.len() > 60, "{all:?}");
+        for (name, h) in all {
+            if name == "MPI_DATATYPE_NULL" {
+                assert!(predefined(h).is_none());
+                continue;
+            }
+            let t = predefined(h).unwrap_or_else(|| panic!("{name} = {h:#x} unknown"));
+            assert_eq!(t.name, name, "{h:#x}");
+        }
+    }
+
+    #[test]
+    fn the_header_and_the_library_agree_on_handles_and_classes() {
+        use crate::abi;
+        let h = include_str!("../include/mpi.h");
+        let comm = header_handles("MPI_Comm");
+        assert!(comm.contains(&("MPI_COMM_WORLD".into(), abi::COMM_WORLD)));
+        assert!(comm.contains(&("MPI_COMM_SELF".into(), abi::COMM_SELF)));
+        assert!(comm.contains(&("MPI_COMM_NULL".into(), abi::COMM_NULL)));
+        let eh = header_handles("MPI_Errhandler");
+        assert!(eh.contains(&("MPI_ERRORS_RETURN".into(), abi::ERRORS_RETURN)));
+        assert!(eh.contains(&("MPI_ERRORS_ARE_FATAL".into(), abi::ERRORS_ARE_FATAL)));
+        let req = header_handles("MPI_Request");
+        assert_eq!(req, [("MPI_REQUEST_NULL".to_string(), abi::REQUEST_NULL)]);
+        let ops = header_handles("MPI_Op");
+        for (name, v) in [
+            ("MPI_SUM", abi::op::SUM),
+            ("MPI_MAXLOC", abi::op::MAXLOC),
+            ("MPI_BXOR", abi::op::BXOR),
+            ("MPI_NO_OP", abi::op::NO_OP),
+        ] {
+            assert!(ops.contains(&(name.into(), v)), "{name}");
+        }
+        // Every error class of the header: the library's string starts with its name.
+        let mut n = 0;
+        for part in h.split([',', '\n']) {
+            let Some((name, val)) = part.trim().split_once(" = ") else {
+                continue;
+            };
+            if !name.starts_with("MPI_ERR_") || name == "MPI_ERR_LASTCODE" {
+                continue;
+            }
+            let v: i32 = val.trim().parse().unwrap();
+            let s = crate::error::class_string(v).unwrap_or_else(|| panic!("{name}"));
+            assert!(s.starts_with(&format!("{name}:")), "{name} = {v}: {s}");
+            n += 1;
+        }
+        assert_eq!(n, 61);
+        // Sentinels.
+        for (name, v) in [
+            ("MPI_ANY_SOURCE = ", abi::ANY_SOURCE),
+            ("MPI_PROC_NULL = ", abi::PROC_NULL),
+            ("MPI_ANY_TAG = ", abi::ANY_TAG),
+            ("MPI_UNDEFINED = ", abi::UNDEFINED),
+            ("MPI_THREAD_FUNNELED = ", abi::THREAD_FUNNELED),
+            ("MPI_COMM_TYPE_SHARED = ", abi::COMM_TYPE_SHARED),
+            ("MPI_TAG_UB = ", abi::TAG_UB),
+        ] {
+            assert!(h.contains(&format!("{name}{v}")), "{name}{v}");
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The environment: start-up and shutdown, thread levels, versions, names,
+//! clocks (MPI-5 chapter "MPI Environmental Management").
+
+use std::ffi::{c_char, c_int};
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::abi::{self, Handle};
+use crate::error::{err, R};
+use crate::ptr::{out, string};
+use crate::state;
+
+/// The library's version string (`MPI_Get_library_version`).
+pub(crate) const LIBRARY_VERSION: &str = concat!(
+    "dos-mpi ",
+    env!("CARGO_PKG_VERSION"),
+    " (the MPI C interface of dos; MPI-5 standard ABI handles; MPI_THREAD_FUNNELED)"
+);
+
+fn init(required: c_int, provided: *mut c_int) -> R<()> {
+    let p = state::init(required)?;
+    epoch();
+    if !provided.is_null() {
+        // SAFETY: non-null, and an int by the caller's contract.
+        unsafe { out(provided, p, "provided")? };
+    }
+    Ok(())
+}
+
+mpi_fn! {
+    /// Joins the job started by `dosrun` (a world of one without it).
+    fn MPI_Init / PMPI_Init(_argc: *mut c_int, _argv: *mut *mut *mut c_char) on abi::COMM_WORLD => {
+        init(abi::THREAD_SINGLE, std::ptr::null_mut())
+    }
+}
+
+mpi_fn! {
+    /// As `MPI_Init`; `provided` is at most `MPI_THREAD_FUNNELED`, the level dos supports.
+    fn MPI_Init_thread / PMPI_Init_thread(
+        _argc: *mut c_int,
+        _argv: *mut *mut *mut c_char,
+        required: c_int,
+        provided: *mut c_int,
+    ) on abi::COMM_WORLD => {
+        init(required, provided)
+    }
+}
+
+mpi_fn! {
+    /// Whether `MPI_Init` has been called (any thread, any time).
+    fn MPI_Initialized / PMPI_Initialized(flag: *mut c_int) on abi::COMM_WORLD => {
+        out(flag, state::initialized() as c_int, "flag")
+    }
+}
+
+mpi_fn! {
+    /// Whether `MPI_Finalize` has returned (any thread, any time).
+    fn MPI_Finalized / PMPI_Finalized(flag: *mut c_int) on abi::COMM_WORLD => {
+        out(flag, state::finalized() as c_int, "flag")
+    }
+}
+
+mpi_fn! {
+    /// Completes what is pending and leaves the job.
+    fn MPI_Finalize / PMPI_Finalize() on abi::COMM_WORLD => {
+        state::finalize()
+    }
+}
+
+mpi_fn! {
+    /// Ends the whole job with exit status `errorcode`; `dosrun` reports the
+    /// rank as failed, naming it.
+    fn MPI_Abort / PMPI_Abort(comm: Handle, errorcode: c_int) on comm => {
+        let who = state::world_rank().map(|r| format!("rank {r}")).unwrap_or_default();
+        state::abort(errorcode, &format!("MPI_Abort({errorcode}) called by {who}"))
+    }
+}
+
+mpi_fn! {
+    /// The thread level in force.
+    fn MPI_Query_thread / PMPI_Query_thread(provided: *mut c_int) on abi::COMM_WORLD => {
+        let l = state::with(|st| Ok(st.thread_level))?;
+        out(provided, l, "provided")
+    }
+}
+
+mpi_fn! {
+    /// Whether this is the thread that called `MPI_Init`.
+    fn MPI_Is_thread_main / PMPI_Is_thread_main(flag: *mut c_int) on abi::COMM_WORLD => {
+        let main = state::with(|st| Ok(st.main_thread == std::thread::current().id()))?;
+        out(flag, main as c_int, "flag")
+    }
+}
+
+/// This host's name.
+pub(crate) fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for its length; gethostname NUL-terminates
+    // when the name fits, and we stop at the buffer's end otherwise.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+mpi_fn! {
+    /// The host name (at most `MPI_MAX_PROCESSOR_NAME` bytes with its NUL).
+    fn MPI_Get_processor_name / PMPI_Get_processor_name(name: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
+        string(name, abi::MAX_PROCESSOR_NAME, resultlen, &hostname())
+    }
+}
+
+mpi_fn! {
+    /// The library's name and version.
+    fn MPI_Get_library_version / PMPI_Get_library_version(version: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
+        string(version, abi::MAX_LIBRARY_VERSION_STRING, resultlen, LIBRARY_VERSION)
+    }
+}
+
+mpi_fn! {
+    /// The version of the standard: 5.0.
+    fn MPI_Get_version / PMPI_Get_version(version: *mut c_int, subversion: *mut c_int) on abi::COMM_WORLD => {
+        out(version, 5, "version")?;
+        out(subversion, 0, "subversion")
+    }
+}
+
+mpi_fn! {
+    /// Reserved for spawning processes, which dos does not do.
+    fn MPI_Comm_spawn / PMPI_Comm_spawn(
+        _command: *const c_char,
+        _argv: *mut *mut c_char,
+        _maxprocs: c_int,
+        _info: Handle,
+        _root: c_int,
+        comm: Handle,
+        _intercomm: *mut Handle,
+        _errcodes: *mut c_int,
+    ) on comm => {
+        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Comm_spawn: dos starts every process with dosrun"))
+    }
+}
+
+/// The clock's origin: the first call (at `MPI_Init` at the latest).
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Seconds since an arbitrary origin in the past (the monotonic clock).
+#[no_mangle]
+pub extern "C" fn PMPI_Wtime() -> f64 {
+    epoch().elapsed().as_secs_f64()
+}
+
+/// `MPI_Wtime`: forwards to [`PMPI_Wtime`].
+#[no_mangle]
+pub extern "C" fn MPI_Wtime() -> f64 {
+    PMPI_Wtime()
+}
+
+/// The resolution of [`PMPI_Wtime`]: a nanosecond.
+#[no_mangle]
+pub extern "C" fn PMPI_Wtick() -> f64 {
+    1e-9
+}
+
+/// `MPI_Wtick`: forwards to [`PMPI_Wtick`].
+#[no_mangle]
+pub extern "C" fn MPI_Wtick() -> f64 {
+    PMPI_Wtick()
+}

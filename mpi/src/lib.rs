@@ -1,0 +1,197 @@
+//! # dos-mpi: the MPI C interface on dos
+//!
+//! This crate builds `libmpi.so` and `libmpi.a`: the MPI C functions
+//! (`MPI_*`, each with its `PMPI_*` profiling entry point) implemented on the
+//! `dos` crate, with the header `mpi/include/mpi.h` and the compiler wrappers
+//! `dosmpicc`/`dosmpicxx` (`mpi/bin/`). It is a thin layer: communicators,
+//! matching, protocols and collective algorithms are dos's own; this crate
+//! maps handles to dos objects, checks arguments as the standard requires,
+//! and turns dos's typed errors into MPI error classes.
+//!
+//! ```text
+//! dosmpicc -O2 -o hello hello.c      # cc with -I, -L, -lmpi, rpath
+//! dosrun -n 4 ./hello
+//! dosmpicc -show                     # the command it would run
+//! ```
+//!
+//! ## What is covered
+//!
+//! * **Environment** — `MPI_Init`, `MPI_Init_thread` (`provided` is at most
+//!   `MPI_THREAD_FUNNELED`, dos's level), `MPI_Initialized`, `MPI_Finalize`,
+//!   `MPI_Finalized`, `MPI_Abort` (through dos's abort: `dosrun` reports the
+//!   rank as failed, with the exit status given), `MPI_Query_thread`,
+//!   `MPI_Is_thread_main`, `MPI_Get_processor_name`,
+//!   `MPI_Get_library_version`, `MPI_Get_version` (5.0), `MPI_Wtime` (the
+//!   monotonic clock; not global), `MPI_Wtick`.
+//! * **Communicators** — `MPI_COMM_WORLD`, `MPI_COMM_SELF`, `Comm_rank`,
+//!   `Comm_size`, `Comm_dup`, `Comm_split` (`MPI_UNDEFINED` gives
+//!   `MPI_COMM_NULL`), `Comm_split_type(MPI_COMM_TYPE_SHARED)` (one
+//!   communicator per host), `Comm_free`, `Comm_compare`, `Comm_test_inter`,
+//!   `Comm_get_attr` for the predefined attributes (`MPI_TAG_UB` is
+//!   `INT_MAX`).
+//! * **Point-to-point** — `Send`, `Ssend`, `Rsend`, `Bsend` (the library
+//!   copies the data, so it completes at once; `Buffer_attach`/`detach`
+//!   accepted), `Recv`, `Isend`, `Issend`, `Irsend`, `Ibsend`, `Irecv`,
+//!   `Sendrecv`, `Sendrecv_replace`, `Probe`, `Iprobe`; `MPI_ANY_SOURCE`,
+//!   `MPI_ANY_TAG` (with the sender and tag in the status), `MPI_PROC_NULL`,
+//!   `MPI_STATUS(ES)_IGNORE`; a message longer than the receive buffer is
+//!   `MPI_ERR_TRUNCATE`. Messages between two ranks on one communicator
+//!   arrive in the order sent (dos's matching).
+//! * **Requests** — `Wait`, `Test`, `Waitall`, `Testall`, `Waitany`,
+//!   `Testany`, `Waitsome`, `Testsome` (`MPI_ERR_IN_STATUS` with each
+//!   status's `MPI_ERROR`), `Request_free` (an active request still
+//!   completes; a freed receive never matched is withdrawn at
+//!   `MPI_Finalize`), `Request_get_status`, `Test_cancelled`, `Get_count`,
+//!   `Get_elements`. A request the program never completed is withdrawn at
+//!   `MPI_Finalize` rather than waited for.
+//! * **Datatypes** — every predefined datatype of the standard for
+//!   contiguous buffers (`Type_size`, `Type_get_extent`), with the sizes of
+//!   LP64 Linux.
+//! * **Collectives** — `Barrier`, `Bcast`, `Reduce`, `Allreduce`, `Gather(v)`,
+//!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Reduce_scatter(_block)`,
+//!   `Scan`, `Exscan`, with `MPI_IN_PLACE` wherever the standard allows it,
+//!   on dos's algorithms. Every predefined operation on the types the
+//!   standard allows it for (`MPI_SUM`/`PROD` on integers, floats and
+//!   complex; `MIN`/`MAX` on integers and floats; logical ones on integers
+//!   and booleans; bitwise ones on integers and `MPI_BYTE`;
+//!   `MINLOC`/`MAXLOC` on the pair types); anything else is `MPI_ERR_OP`.
+//! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
+//!   the class and the reason, then aborts the job through dos),
+//!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`; `Comm_set_errhandler`,
+//!   `Comm_get_errhandler`, `Errhandler_free`, `Comm_call_errhandler`,
+//!   `Error_string`, `Error_class`. Arguments are checked before anything is
+//!   sent: a bad rank (`MPI_ERR_RANK`), count (`MPI_ERR_COUNT`), datatype
+//!   (`MPI_ERR_TYPE`), communicator (`MPI_ERR_COMM`), root (`MPI_ERR_ROOT`),
+//!   tag (`MPI_ERR_TAG`), operation (`MPI_ERR_OP`), a null buffer with a
+//!   nonzero count (`MPI_ERR_BUFFER`), a null output pointer (`MPI_ERR_ARG`),
+//!   an invalid request (`MPI_ERR_REQUEST`). A panic inside the library is
+//!   caught and becomes `MPI_ERR_INTERN`: nothing unwinds into C.
+//! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
+//!   every process.
+//! * Small helpers that common benchmark code calls: `Type_commit` (of a
+//!   predefined type), `Type_free` (`MPI_ERR_TYPE` for a predefined one),
+//!   `Type_get_name`, `Get_address`, `Group_free` (of `MPI_GROUP_EMPTY`),
+//!   `Dims_create`. Functions of the groups below that such code references
+//!   (Cartesian topologies, sessions, `Type_contiguous`/`vector`/`indexed`,
+//!   window creation) exist so that it links, and raise
+//!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
+//!
+//! ## Not yet
+//!
+//! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
+//! derived datatypes (contiguous, vector, indexed, struct, subarray,
+//! resized), `Pack`/`Unpack`; user operations (`Op_create`); nonblocking
+//! collectives; groups (`Comm_group`, `Group_*`, `Comm_create`);
+//! attributes and keyvals of the program's own, info objects; user error
+//! handlers; one-sided windows; MPI-IO; intercommunicators and
+//! topologies; the large-count `_c` forms beyond `Get_count_c` and
+//! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
+//! no `mpi` module). These follow in later sessions of issue 12; dos
+//! itself already has most of the machinery (see its crate docs).
+//!
+//! ## Threads
+//!
+//! dos offers `MPI_THREAD_FUNNELED`: the thread that called `MPI_Init`
+//! makes the MPI calls. The library's state is that thread's; another
+//! thread calling MPI gets `MPI_ERR_OTHER` ("MPI_Init has not been called
+//! on this thread"). `MPI_Initialized`, `MPI_Finalized`, `MPI_Wtime` and
+//! `MPI_Wtick` may be called from any thread.
+//!
+//! ## The ABI
+//!
+//! `mpi.h` uses the representation of the MPI-5 standard ABI: handles are
+//! pointers to incomplete structs (`struct MPI_ABI_Comm *`, ...), the
+//! predefined handles are the small integer values of the ABI tables
+//! (`MPI_COMM_WORLD` is `0x101`, `MPI_INT` `0x209`, `MPI_SUM` `0x21`, ...),
+//! `MPI_Status` is 8 ints with `MPI_SOURCE`, `MPI_TAG`, `MPI_ERROR` first,
+//! `MPI_Aint`/`MPI_Count`/`MPI_Offset` are 64 bits, and the error classes,
+//! sentinels (`MPI_ANY_SOURCE` = -1, `MPI_PROC_NULL` = -2, `MPI_ANY_TAG` =
+//! -31, `MPI_UNDEFINED` = -32766), thread levels and comparison results take
+//! the ABI's values. The values were taken from the ABI header that MPICH
+//! publishes (`src/binding/abi/mpi_abi.h`) and written into our own header.
+//!
+//! How far it holds: a C program compiled against this `mpi.h` passes and
+//! receives exactly the bits the ABI defines for everything this library
+//! implements, so a binary built for the standard ABI (MPICH 4.3's
+//! `mpicc_abi`, Open MPI 6's `libmpi_abi`) that calls only these functions
+//! should run against `libmpi.so` of dos once its soname matches
+//! (`libmpi_abi.so.0` in those implementations: not yet provided here), and
+//! then fails only by a missing symbol for anything not yet implemented. Not
+//! verified yet: no ABI-built binary has been run against it; the constants
+//! have not been checked one by one against the published MPI-5.0 document;
+//! callback types (user functions, error handler functions) are not there.
+//!
+//! ## Layout of the crate
+//!
+//! `abi` (constants and the status), `state` (the dos world and the handle
+//! tables: slabs, communicators from `0x10000` and requests from
+//! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
+//! strings, handlers), `ptr` (the checked reads and writes through C
+//! pointers), `datatype`, `reduce` (predefined operations as dos `Op`s), one
+//! module per group of functions: `env`, `comm`, `p2p`, `request`, `coll`,
+//! and `later` (the helpers and the not-yet functions above).
+//!
+//! ## Performance
+//!
+//! OSU's latency, bandwidth and allreduce run on this library;
+//! `CONFORMANCE.md` has them side by side with native dosbench and Open
+//! MPI. Measured so far on a loaded machine: allreduce close to native dos
+//! (a few tens of nanoseconds more per call for tiny messages), latency
+//! not distinguishable from native within that machine's scatter, and
+//! small-message bandwidth (1 to 256 bytes, windows of 64 nonblocking sends)
+//! at about 0.4 to 0.6 of native: the C layer's own cost per request
+//! (`mpi/bench/callcost.c`; about 430 instructions for an `MPI_Isend`, 510
+//! per request in `MPI_Waitall`, 184 for `MPI_Comm_size`: the thread-local
+//! state through `__tls_get_addr`, a `RefCell`, the request table, the
+//! `catch_unwind` wrapper), still to be cut. Every exported function is written once
+//! as `PMPI_X`, and `MPI_X` forwards to it (the profiling interface: a tool
+//! may define its own `MPI_X` and call `PMPI_X`).
+#![allow(unused_unsafe)]
+#![allow(clippy::missing_safety_doc)]
+
+/// Defines `PMPI_X` with the body (a block returning [`error::R`]), run
+/// under the error handler of the communicator given after `on`, and
+/// `MPI_X` forwarding to it.
+macro_rules! mpi_fn {
+    (
+        $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $comm:expr => $body:block
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        /// # Safety
+        /// Every pointer argument valid as the MPI standard requires of it.
+        #[no_mangle]
+        pub unsafe extern "C" fn $pmpi($($a: $t),*) -> ::std::ffi::c_int {
+            let comm_for_errors: $crate::abi::Handle = $comm;
+            $crate::error::finish(stringify!($mpi), comm_for_errors, || {
+                // SAFETY: the pointers are the C caller's, valid as the MPI
+                // standard requires of them (this function's contract).
+                unsafe { $body }
+            })
+        }
+
+        #[doc = concat!("`", stringify!($mpi), "`: forwards to [`", stringify!($pmpi), "`] (the profiling interface).")]
+        ///
+        /// # Safety
+        /// As for the profiling entry point.
+        #[no_mangle]
+        pub unsafe extern "C" fn $mpi($($a: $t),*) -> ::std::ffi::c_int {
+            // SAFETY: the same contract as the profiling entry point's.
+            unsafe { $pmpi($($a),*) }
+        }
+    };
+}
+
+pub mod abi;
+mod coll;
+mod comm;
+mod datatype;
+mod env;
+mod error;
+mod later;
+mod p2p;
+mod ptr;
+mod reduce;
+mod request;
+mod state;

@@ -1,0 +1,521 @@
+//! Point-to-point communication: blocking and nonblocking sends in the four
+//! modes, receives, sendrecv, probes.
+//!
+//! Every buffer is a contiguous run of `count` elements of a predefined
+//! datatype: dos moves its bytes. Standard and ready sends are dos's `send`
+//! (eager below the threshold, rendezvous above); synchronous sends are dos's
+//! `ssend`; buffered sends copy the data and send the copy in the background,
+//! so they complete at once whatever the receiver does.
+
+use std::ffi::{c_int, c_void};
+
+use dos::detached::DetachedRequest;
+use dos::{Comm, Source, TagSel};
+
+use crate::abi::{self, Handle, Status};
+use crate::datatype;
+use crate::error::{err, R};
+use crate::ptr::{dst, out, src};
+use crate::state::{self, ReqEntry, ReqKind};
+
+/// A destination rank: `None` for `MPI_PROC_NULL`.
+pub(crate) fn dest_rank(c: &Comm, dest: c_int) -> R<Option<usize>> {
+    match dest {
+        abi::PROC_NULL => Ok(None),
+        d if d >= 0 && (d as usize) < c.size() => Ok(Some(d as usize)),
+        d => Err(err(
+            abi::ERR_RANK,
+            format!("invalid rank {d} in a communicator of size {}", c.size()),
+        )),
+    }
+}
+
+/// A source selector: `None` for `MPI_PROC_NULL`.
+pub(crate) fn source_sel(c: &Comm, source: c_int) -> R<Option<Source>> {
+    match source {
+        abi::PROC_NULL => Ok(None),
+        abi::ANY_SOURCE => Ok(Some(Source::Any)),
+        s if s >= 0 && (s as usize) < c.size() => Ok(Some(Source::Rank(s as usize))),
+        s => Err(err(
+            abi::ERR_RANK,
+            format!(
+                "invalid source rank {s} in a communicator of size {}",
+                c.size()
+            ),
+        )),
+    }
+}
+
+/// A send tag: `0..=MPI_TAG_UB`.
+pub(crate) fn send_tag(tag: c_int) -> R<i32> {
+    if tag < 0 {
+        return Err(err(abi::ERR_TAG, format!("invalid tag {tag}")));
+    }
+    Ok(tag)
+}
+
+/// A receive tag selector: `MPI_ANY_TAG` or `0..=MPI_TAG_UB`.
+pub(crate) fn recv_tag(tag: c_int) -> R<TagSel> {
+    match tag {
+        abi::ANY_TAG => Ok(TagSel::Any),
+        t if t >= 0 => Ok(TagSel::Tag(t)),
+        t => Err(err(abi::ERR_TAG, format!("invalid tag {t}"))),
+    }
+}
+
+/// Stores `s` unless `p` is `MPI_STATUS_IGNORE`.
+///
+/// # Safety
+/// Unless null, `p` must be valid for a write of a status.
+pub(crate) unsafe fn set_status(p: *mut Status, s: Status) {
+    if !p.is_null() {
+        // SAFETY: non-null, and valid by the caller's contract.
+        unsafe { p.write(s) };
+    }
+}
+
+/// The status of a completed receive.
+pub(crate) fn recv_status(st: dos::Status) -> Status {
+    Status::new(st.source as c_int, st.tag, abi::SUCCESS, st.len as u64)
+}
+
+/// The status of a receive that failed with `e` (for a truncated message,
+/// the selectors asked for: dos does not report the sender of a message it
+/// truncated).
+pub(crate) fn failed_status(source: c_int, tag: c_int, e: &crate::error::Error) -> Status {
+    Status::new(source, tag, e.class, 0)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Standard,
+    Sync,
+    Buffered,
+}
+
+/// The common checks of a send; `None` for `MPI_PROC_NULL`.
+///
+/// # Safety
+/// `buf` must be valid for `count` elements of `dt` for `'a`.
+unsafe fn send_args<'a>(
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+) -> R<(Comm, Option<usize>, i32, &'a [u8])> {
+    let c = state::comm(comm)?;
+    let len = datatype::bytes(count, dt)?;
+    let tag = send_tag(tag)?;
+    let d = dest_rank(&c, dest)?;
+    // SAFETY: the caller's contract.
+    let b = unsafe { src(buf, len)? };
+    Ok((c, d, tag, b))
+}
+
+/// Starts a buffered send of a copy of `data`: it completes in the background.
+fn bsend_start(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
+    let copy = data.to_vec();
+    // SAFETY: the copy's heap buffer moves with the `Vec` into the state,
+    // which keeps it until the request completes.
+    let r = unsafe { c.isend_detached(copy.as_ptr(), copy.len(), dest, tag)? };
+    state::with(|st| {
+        st.reap();
+        st.detached.push((r, copy));
+        Ok(())
+    })
+}
+
+/// # Safety
+/// As [`send_args`].
+unsafe fn send(
+    mode: Mode,
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
+    let Some(d) = d else { return Ok(()) };
+    match mode {
+        Mode::Standard => c.send(b, d, tag)?,
+        Mode::Sync => c.ssend(b, d, tag)?,
+        Mode::Buffered => bsend_start(&c, b, d, tag)?,
+    }
+    Ok(())
+}
+
+mpi_fn! {
+    /// Standard-mode send.
+    fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
+        send(Mode::Standard, buf, count, datatype, dest, tag, comm)
+    }
+}
+
+mpi_fn! {
+    /// Synchronous send: returns once the matching receive has started.
+    fn MPI_Ssend / PMPI_Ssend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
+        send(Mode::Sync, buf, count, datatype, dest, tag, comm)
+    }
+}
+
+mpi_fn! {
+    /// Ready send: as a standard send (correct whether or not the receive is posted).
+    fn MPI_Rsend / PMPI_Rsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
+        send(Mode::Standard, buf, count, datatype, dest, tag, comm)
+    }
+}
+
+mpi_fn! {
+    /// Buffered send: completes at once; the library keeps a copy of the data.
+    fn MPI_Bsend / PMPI_Bsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
+        send(Mode::Buffered, buf, count, datatype, dest, tag, comm)
+    }
+}
+
+mpi_fn! {
+    /// Records the buffer for buffered sends (dos copies buffered sends into
+    /// memory of its own, so the buffer only bounds nothing and is returned
+    /// by `MPI_Buffer_detach`).
+    fn MPI_Buffer_attach / PMPI_Buffer_attach(buffer: *mut c_void, size: c_int) on abi::COMM_WORLD => {
+        if size < 0 {
+            return Err(err(abi::ERR_ARG, format!("negative buffer size {size}")));
+        }
+        if buffer.is_null() && size > 0 {
+            return Err(err(abi::ERR_BUFFER, "null buffer"));
+        }
+        state::with(|st| {
+            if st.attached.is_some() {
+                return Err(err(abi::ERR_BUFFER, "a buffer is already attached"));
+            }
+            st.attached = Some((buffer as usize, size));
+            Ok(())
+        })
+    }
+}
+
+mpi_fn! {
+    /// Waits for every buffered send, then returns the attached buffer.
+    fn MPI_Buffer_detach / PMPI_Buffer_detach(buffer_addr: *mut c_void, size: *mut c_int) on abi::COMM_WORLD => {
+        let (pending, att) = state::with(|st| Ok((std::mem::take(&mut st.detached), st.attached.take())))?;
+        for (r, _) in pending {
+            r.wait()?;
+        }
+        let (addr, n) = att.unwrap_or((0, 0));
+        out(buffer_addr.cast::<usize>(), addr, "buffer_addr")?;
+        out(size, n, "size")
+    }
+}
+
+/// # Safety
+/// `buf` valid for `count` elements of `dt`, `status` for a status (or null).
+unsafe fn recv(
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    status: *mut Status,
+) -> R<()> {
+    let c = state::comm(comm)?;
+    let len = datatype::bytes(count, dt)?;
+    let t = recv_tag(tag)?;
+    let Some(s) = source_sel(&c, source)? else {
+        // SAFETY: the caller's contract.
+        unsafe { set_status(status, Status::proc_null()) };
+        return Ok(());
+    };
+    // SAFETY: the caller's contract.
+    let b = unsafe { dst(buf, len)? };
+    match c.recv(b, s, t) {
+        Ok(st) => {
+            // SAFETY: the caller's contract.
+            unsafe { set_status(status, recv_status(st)) };
+            Ok(())
+        }
+        Err(e) => {
+            let e = crate::error::Error::from(e);
+            // SAFETY: the caller's contract.
+            unsafe { set_status(status, failed_status(source, tag, &e)) };
+            Err(e)
+        }
+    }
+}
+
+mpi_fn! {
+    /// Blocking receive; a longer message is `MPI_ERR_TRUNCATE`.
+    fn MPI_Recv / PMPI_Recv(
+        buf: *mut c_void,
+        count: c_int,
+        datatype: Handle,
+        source: c_int,
+        tag: c_int,
+        comm: Handle,
+        status: *mut Status,
+    ) on comm => {
+        recv(buf, count, datatype, source, tag, comm, status)
+    }
+}
+
+/// Registers a request; stores its handle.
+///
+/// # Safety
+/// `request` valid for a write (or null: `MPI_ERR_ARG`).
+pub(crate) unsafe fn new_request(
+    raw: DetachedRequest,
+    kind: ReqKind,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind,
+            comm,
+            outcome: None,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
+}
+
+/// # Safety
+/// As [`send_args`]; `request` valid for a write.
+#[allow(clippy::too_many_arguments)]
+unsafe fn isend(
+    mode: Mode,
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    if mode == Mode::Buffered {
+        // SAFETY: the caller's contract.
+        let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
+        if let Some(d) = d {
+            bsend_start(&c, b, d, tag)?;
+        }
+        // SAFETY: the caller's contract.
+        return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
+    }
+    // One visit to the state: the communicator is borrowed, not cloned, and
+    // the request stored in the same borrow (dos calls back into nothing here).
+    let h = state::with(|st| {
+        let c = &st
+            .comms
+            .get(&comm)
+            .ok_or_else(|| state::bad_comm(comm))?
+            .comm;
+        let len = datatype::bytes(count, dt)?;
+        let tag = send_tag(tag)?;
+        let d = dest_rank(c, dest)?;
+        // SAFETY: the caller's contract.
+        let b = unsafe { src(buf, len)? };
+        let raw = match d {
+            None => DetachedRequest::completed(),
+            // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+            Some(d) if mode == Mode::Sync => unsafe {
+                c.issend_detached(b.as_ptr(), b.len(), d, tag)?
+            },
+            // SAFETY: as above.
+            Some(d) => unsafe { c.isend_detached(b.as_ptr(), b.len(), d, tag)? },
+        };
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind: ReqKind::Send,
+            comm,
+            outcome: None,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
+}
+
+mpi_fn! {
+    /// Nonblocking standard send.
+    fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
+        isend(Mode::Standard, buf, count, datatype, dest, tag, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking synchronous send.
+    fn MPI_Issend / PMPI_Issend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
+        isend(Mode::Sync, buf, count, datatype, dest, tag, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking ready send (as a standard one).
+    fn MPI_Irsend / PMPI_Irsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
+        isend(Mode::Standard, buf, count, datatype, dest, tag, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking buffered send (complete at once).
+    fn MPI_Ibsend / PMPI_Ibsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
+        isend(Mode::Buffered, buf, count, datatype, dest, tag, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking receive.
+    fn MPI_Irecv / PMPI_Irecv(
+        buf: *mut c_void,
+        count: c_int,
+        datatype: Handle,
+        source: c_int,
+        tag: c_int,
+        comm: Handle,
+        request: *mut Handle,
+    ) on comm => {
+        if request.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for request"));
+        }
+        // One visit to the state, as in `isend`.
+        let h = state::with(|st| {
+            let c = &st.comms.get(&comm).ok_or_else(|| state::bad_comm(comm))?.comm;
+            let len = datatype::bytes(count, datatype)?;
+            let t = recv_tag(tag)?;
+            let (raw, kind) = match source_sel(c, source)? {
+                None => (DetachedRequest::completed(), ReqKind::ProcNull),
+                Some(s) => {
+                    let b = dst(buf, len)?;
+                    // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+                    let r = unsafe { c.irecv_detached(b.as_mut_ptr(), b.len(), s, t)? };
+                    (r, ReqKind::Recv { source, tag })
+                }
+            };
+            Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None }))
+        })?;
+        out(request, h, "request")
+    }
+}
+
+/// # Safety
+/// The buffers valid for their counts, `status` for a status (or null).
+#[allow(clippy::too_many_arguments)]
+unsafe fn sendrecv(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    dest: c_int,
+    sendtag: c_int,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    source: c_int,
+    recvtag: c_int,
+    comm: Handle,
+    status: *mut Status,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    let (c, d, stag, sb) = unsafe { send_args(sendbuf, sendcount, sendtype, dest, sendtag, comm)? };
+    let rlen = datatype::bytes(recvcount, recvtype)?;
+    let rt = recv_tag(recvtag)?;
+    let s = source_sel(&c, source)?;
+    // SAFETY: the caller's contract.
+    let rb = unsafe { dst(recvbuf, rlen)? };
+    let r = match (d, s) {
+        (None, None) => Ok(None),
+        (Some(d), None) => c.send(sb, d, stag).map(|()| None),
+        (None, Some(s)) => c.recv(rb, s, rt).map(Some),
+        (Some(d), Some(s)) => c.sendrecv(sb, d, stag, rb, s, rt).map(Some),
+    };
+    let (st, r) = match r {
+        Ok(None) => (Status::proc_null(), Ok(())),
+        Ok(Some(st)) => (recv_status(st), Ok(())),
+        Err(e) => {
+            let e = crate::error::Error::from(e);
+            (failed_status(source, recvtag, &e), Err(e))
+        }
+    };
+    // SAFETY: the caller's contract.
+    unsafe { set_status(status, st) };
+    r
+}
+
+mpi_fn! {
+    /// Sends and receives at once, without deadlock whatever the peers' order.
+    fn MPI_Sendrecv / PMPI_Sendrecv(
+        sendbuf: *const c_void,
+        sendcount: c_int,
+        sendtype: Handle,
+        dest: c_int,
+        sendtag: c_int,
+        recvbuf: *mut c_void,
+        recvcount: c_int,
+        recvtype: Handle,
+        source: c_int,
+        recvtag: c_int,
+        comm: Handle,
+        status: *mut Status,
+    ) on comm => {
+        sendrecv(sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status)
+    }
+}
+
+mpi_fn! {
+    /// Sends the buffer and receives into it.
+    fn MPI_Sendrecv_replace / PMPI_Sendrecv_replace(
+        buf: *mut c_void,
+        count: c_int,
+        datatype: Handle,
+        dest: c_int,
+        sendtag: c_int,
+        source: c_int,
+        recvtag: c_int,
+        comm: Handle,
+        status: *mut Status,
+    ) on comm => {
+        let len = datatype::bytes(count, datatype)?;
+        let copy = src(buf, len)?.to_vec();
+        sendrecv(copy.as_ptr().cast(), count, datatype, dest, sendtag, buf, count, datatype, source, recvtag, comm, status)
+    }
+}
+
+mpi_fn! {
+    /// Waits for a matching message and describes it.
+    fn MPI_Probe / PMPI_Probe(source: c_int, tag: c_int, comm: Handle, status: *mut Status) on comm => {
+        let c = state::comm(comm)?;
+        let t = recv_tag(tag)?;
+        let st = match source_sel(&c, source)? {
+            None => Status::proc_null(),
+            Some(s) => recv_status(c.probe(s, t)?),
+        };
+        set_status(status, st);
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Describes a matching message if one has arrived.
+    fn MPI_Iprobe / PMPI_Iprobe(source: c_int, tag: c_int, comm: Handle, flag: *mut c_int, status: *mut Status) on comm => {
+        if flag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for flag"));
+        }
+        let c = state::comm(comm)?;
+        let t = recv_tag(tag)?;
+        let found = match source_sel(&c, source)? {
+            None => Some(Status::proc_null()),
+            Some(s) => c.iprobe(s, t)?.map(recv_status),
+        };
+        out(flag, found.is_some() as c_int, "flag")?;
+        if let Some(st) = found {
+            set_status(status, st);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,350 @@
+//! The predefined reduction operations on the predefined datatypes.
+//!
+//! [`DynOp`] implements dos's [`dos::op::Op`] for every element type a
+//! datatype maps to ([`Elem`]), so MPI's reductions run on dos's own
+//! collective algorithms. [`check`] says first whether the standard allows
+//! the operation on the type (`MPI_ERR_OP` if not).
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::abi::{self, op, Handle};
+use crate::datatype::Elem;
+use crate::error::{err, R};
+
+/// A predefined operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Sum,
+    Prod,
+    Min,
+    Max,
+    Land,
+    Lor,
+    Lxor,
+    Band,
+    Bor,
+    Bxor,
+    MinLoc,
+    MaxLoc,
+}
+
+/// The operation of handle `h`, checked against element type `elem`.
+pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
+    use Elem::*;
+    let k = match h {
+        op::SUM => Kind::Sum,
+        op::PROD => Kind::Prod,
+        op::MIN => Kind::Min,
+        op::MAX => Kind::Max,
+        op::LAND => Kind::Land,
+        op::LOR => Kind::Lor,
+        op::LXOR => Kind::Lxor,
+        op::BAND => Kind::Band,
+        op::BOR => Kind::Bor,
+        op::BXOR => Kind::Bxor,
+        op::MINLOC => Kind::MinLoc,
+        op::MAXLOC => Kind::MaxLoc,
+        op::REPLACE | op::NO_OP => {
+            return Err(err(
+                abi::ERR_OP,
+                "MPI_REPLACE and MPI_NO_OP are for one-sided accumulate only",
+            ))
+        }
+        op::NULL => return Err(err(abi::ERR_OP, "MPI_OP_NULL is not an operation")),
+        _ => return Err(err(abi::ERR_OP, format!("invalid operation handle {h:#x}"))),
+    };
+    let int = matches!(elem, I8 | I16 | I32 | I64 | I128 | U8 | U16 | U32 | U64);
+    let float = matches!(elem, F32 | F64);
+    let complex = matches!(elem, ComplexF32 | ComplexF64);
+    let pair = matches!(
+        elem,
+        FloatInt | DoubleInt | LongInt | TwoInt | ShortInt | TwoReal | TwoDouble
+    );
+    let ok = match k {
+        Kind::Sum | Kind::Prod => int || float || complex,
+        Kind::Min | Kind::Max => int || float,
+        Kind::Land | Kind::Lor | Kind::Lxor => int || matches!(elem, Bool | Logical),
+        Kind::Band | Kind::Bor | Kind::Bxor => int || elem == Byte,
+        Kind::MinLoc | Kind::MaxLoc => pair,
+    };
+    if ok {
+        Ok(k)
+    } else {
+        Err(err(
+            abi::ERR_OP,
+            format!("operation {k:?} is not defined on {tname}"),
+        ))
+    }
+}
+
+/// An element type that the predefined operations combine.
+pub(crate) trait Num: Pod + Send + Sync {
+    /// `a ⊕ b`, `a` from the lower ranks.
+    fn apply(k: Kind, a: Self, b: Self) -> Self;
+}
+
+macro_rules! int {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline]
+            fn apply(k: Kind, a: $t, b: $t) -> $t {
+                match k {
+                    Kind::Sum => a.wrapping_add(b),
+                    Kind::Prod => a.wrapping_mul(b),
+                    Kind::Min => a.min(b),
+                    Kind::Max => a.max(b),
+                    Kind::Land => ((a != 0) && (b != 0)) as $t,
+                    Kind::Lor => ((a != 0) || (b != 0)) as $t,
+                    Kind::Lxor => ((a != 0) != (b != 0)) as $t,
+                    Kind::Band => a & b,
+                    Kind::Bor => a | b,
+                    Kind::Bxor => a ^ b,
+                    Kind::MinLoc | Kind::MaxLoc => a,
+                }
+            }
+        }
+    )*};
+}
+int!(i8, i16, i32, i64, i128, u8, u16, u32, u64);
+
+macro_rules! float {
+    ($($t:ty),*) => {$(
+        impl Num for $t {
+            #[inline]
+            fn apply(k: Kind, a: $t, b: $t) -> $t {
+                match k {
+                    Kind::Sum => a + b,
+                    Kind::Prod => a * b,
+                    Kind::Min => if b < a { b } else { a },
+                    Kind::Max => if b > a { b } else { a },
+                    _ => a,
+                }
+            }
+        }
+    )*};
+}
+float!(f32, f64);
+
+macro_rules! complex {
+    ($name:ident, $t:ty) => {
+        /// A C complex number (`re`, `im`).
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        #[repr(C)]
+        pub(crate) struct $name {
+            re: $t,
+            im: $t,
+        }
+        impl Num for $name {
+            #[inline]
+            fn apply(k: Kind, a: $name, b: $name) -> $name {
+                match k {
+                    Kind::Sum => $name {
+                        re: a.re + b.re,
+                        im: a.im + b.im,
+                    },
+                    Kind::Prod => $name {
+                        re: a.re * b.re - a.im * b.im,
+                        im: a.re * b.im + a.im * b.re,
+                    },
+                    _ => a,
+                }
+            }
+        }
+    };
+}
+complex!(ComplexF32, f32);
+complex!(ComplexF64, f64);
+
+macro_rules! pair {
+    ($name:ident { v: $v:ty, $(pad0: $p0:ty,)? i: $i:ty $(, pad: $p:ty)? }) => {
+        /// A (value, index) pair for `MPI_MINLOC`/`MPI_MAXLOC`, laid out as the C struct.
+        #[derive(Debug, Clone, Copy, PartialEq, Pod, Zeroable)]
+        #[repr(C)]
+        pub(crate) struct $name {
+            v: $v,
+            $(pad0: $p0,)?
+            i: $i,
+            $(pad: $p,)?
+        }
+        impl Num for $name {
+            #[inline]
+            fn apply(k: Kind, a: $name, b: $name) -> $name {
+                let pick_a = match k {
+                    Kind::MinLoc => a.v < b.v || (a.v == b.v && a.i <= b.i),
+                    Kind::MaxLoc => a.v > b.v || (a.v == b.v && a.i <= b.i),
+                    _ => true,
+                };
+                if pick_a { a } else { b }
+            }
+        }
+    };
+}
+pair!(FloatInt { v: f32, i: i32 });
+pair!(DoubleInt {
+    v: f64,
+    i: i32,
+    pad: i32
+});
+pair!(LongInt {
+    v: i64,
+    i: i32,
+    pad: i32
+});
+pair!(TwoInt { v: i32, i: i32 });
+pair!(ShortInt {
+    v: i16,
+    pad0: i16,
+    i: i32
+});
+pair!(TwoReal { v: f32, i: f32 });
+pair!(TwoDouble { v: f64, i: f64 });
+
+/// A predefined operation as a dos operation on any [`Num`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DynOp(pub Kind);
+
+impl<T: Num> dos::op::Op<T> for DynOp {
+    #[inline]
+    fn apply_left(&self, a: &[T], inout: &mut [T]) {
+        for (o, &x) in inout.iter_mut().zip(a) {
+            *o = T::apply(self.0, x, *o);
+        }
+    }
+    #[inline]
+    fn apply_right(&self, inout: &mut [T], b: &[T]) {
+        for (o, &x) in inout.iter_mut().zip(b) {
+            *o = T::apply(self.0, *o, x);
+        }
+    }
+}
+
+/// Calls `$f::<T>($args)` with `T` the Rust type of element type `$elem`.
+macro_rules! typed {
+    ($elem:expr, $f:ident($($a:expr),* $(,)?)) => {{
+        use $crate::datatype::Elem as E;
+        use $crate::reduce as rd;
+        match $elem {
+            E::I8 => $f::<i8>($($a),*),
+            E::I16 => $f::<i16>($($a),*),
+            E::I32 | E::Logical => $f::<i32>($($a),*),
+            E::I64 => $f::<i64>($($a),*),
+            E::I128 => $f::<i128>($($a),*),
+            E::U8 | E::Bool | E::Byte => $f::<u8>($($a),*),
+            E::U16 => $f::<u16>($($a),*),
+            E::U32 => $f::<u32>($($a),*),
+            E::U64 => $f::<u64>($($a),*),
+            E::F32 => $f::<f32>($($a),*),
+            E::F64 => $f::<f64>($($a),*),
+            E::ComplexF32 => $f::<rd::ComplexF32>($($a),*),
+            E::ComplexF64 => $f::<rd::ComplexF64>($($a),*),
+            E::FloatInt => $f::<rd::FloatInt>($($a),*),
+            E::DoubleInt => $f::<rd::DoubleInt>($($a),*),
+            E::LongInt => $f::<rd::LongInt>($($a),*),
+            E::TwoInt => $f::<rd::TwoInt>($($a),*),
+            E::ShortInt => $f::<rd::ShortInt>($($a),*),
+            E::TwoReal => $f::<rd::TwoReal>($($a),*),
+            E::TwoDouble => $f::<rd::TwoDouble>($($a),*),
+            E::Opaque => Err($crate::error::err(
+                $crate::abi::ERR_OP,
+                "no predefined operation applies to this datatype",
+            )),
+        }
+    }};
+}
+pub(crate) use typed;
+
+/// `bytes` as a slice of `T`, copied if the buffer is not aligned for `T`
+/// (MPI lets a program put an `int` at any address).
+pub(crate) fn cast<T: Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
+    if bytes.is_empty() {
+        return std::borrow::Cow::Borrowed(&[]);
+    }
+    match bytemuck::try_cast_slice(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(copy_of(bytes)),
+    }
+}
+
+/// An aligned copy of `bytes` as `T`s.
+fn copy_of<T: Pod>(bytes: &[u8]) -> Vec<T> {
+    let mut v = vec![T::zeroed(); bytes.len() / std::mem::size_of::<T>().max(1)];
+    bytemuck::cast_slice_mut::<T, u8>(&mut v).copy_from_slice(bytes);
+    v
+}
+
+/// Runs `f` on `bytes` as a mutable slice of `T`, through an aligned copy
+/// (copied back afterwards) if the buffer is not aligned for `T`.
+pub(crate) fn with_mut<T: Pod, X>(bytes: &mut [u8], f: impl FnOnce(&mut [T]) -> R<X>) -> R<X> {
+    if bytes.is_empty() {
+        return f(&mut []);
+    }
+    match bytemuck::try_cast_slice_mut(bytes) {
+        Ok(s) => f(s),
+        Err(_) => {
+            let mut v: Vec<T> = copy_of(bytes);
+            let r = f(&mut v);
+            bytes.copy_from_slice(bytemuck::cast_slice(&v));
+            r
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dos::op::Op;
+
+    #[test]
+    fn pairs_have_the_c_layout() {
+        assert_eq!(std::mem::size_of::<DoubleInt>(), 16);
+        assert_eq!(std::mem::size_of::<ShortInt>(), 8);
+        assert_eq!(std::mem::size_of::<LongInt>(), 16);
+    }
+
+    #[test]
+    fn minloc_takes_the_lower_index_on_ties() {
+        let mut x = [TwoInt { v: 3, i: 5 }, TwoInt { v: 1, i: 9 }];
+        DynOp(Kind::MinLoc).apply_right(&mut x, &[TwoInt { v: 3, i: 2 }, TwoInt { v: 2, i: 0 }]);
+        assert_eq!(x, [TwoInt { v: 3, i: 2 }, TwoInt { v: 1, i: 9 }]);
+        DynOp(Kind::MaxLoc).apply_left(&[TwoInt { v: 7, i: 1 }, TwoInt { v: 1, i: 1 }], &mut x);
+        assert_eq!(x, [TwoInt { v: 7, i: 1 }, TwoInt { v: 1, i: 1 }]);
+    }
+
+    #[test]
+    fn ops_are_checked_against_types() {
+        assert!(check(op::BAND, Elem::F64, "MPI_DOUBLE").is_err());
+        assert!(check(op::SUM, Elem::F64, "MPI_DOUBLE").is_ok());
+        assert!(check(op::MINLOC, Elem::I32, "MPI_INT").is_err());
+        assert!(check(op::LAND, Elem::Bool, "MPI_C_BOOL").is_ok());
+        assert!(check(op::REPLACE, Elem::I32, "MPI_INT").is_err());
+        assert_eq!(
+            check(0x999, Elem::I32, "MPI_INT").unwrap_err().class,
+            abi::ERR_OP
+        );
+    }
+
+    #[test]
+    fn misaligned_buffers_go_through_a_copy() {
+        let mut raw = [0u8; 9];
+        raw[1..5].copy_from_slice(&7i32.to_ne_bytes());
+        raw[5..9].copy_from_slice(&9i32.to_ne_bytes());
+        let (head, odd) = raw.split_at_mut(1);
+        let _ = head;
+        let v = cast::<i32>(odd);
+        assert_eq!(&*v, &[7, 9]);
+        with_mut::<i32, ()>(odd, |s| {
+            s[0] += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(i32::from_ne_bytes(raw[1..5].try_into().unwrap()), 8);
+        assert!(cast::<f64>(&[]).is_empty());
+    }
+
+    #[test]
+    fn complex_product() {
+        let mut x = [ComplexF64 { re: 1.0, im: 2.0 }];
+        DynOp(Kind::Prod).apply_right(&mut x, &[ComplexF64 { re: 3.0, im: -1.0 }]);
+        assert_eq!(x, [ComplexF64 { re: 5.0, im: 5.0 }]);
+    }
+}

@@ -1,0 +1,509 @@
+//! Completing requests: the `Wait*` and `Test*` families, `Request_free`,
+//! `Request_get_status`; and what a status tells (`Get_count`).
+
+use std::ffi::c_int;
+
+use dos::detached::DetachedRequest;
+
+use crate::abi::{self, Handle, Status};
+use crate::datatype;
+use crate::error::{err, Error, R};
+use crate::p2p::{failed_status, recv_status, set_status};
+use crate::ptr::{out, read};
+use crate::state::{self, ReqEntry, ReqKind};
+
+/// Waits for `e` (at once if it has completed) and returns its status and result.
+fn complete(e: ReqEntry) -> (Status, Option<Error>) {
+    if let Some(o) = e.outcome {
+        return o;
+    }
+    match e.kind {
+        ReqKind::ProcNull => (Status::proc_null(), None),
+        ReqKind::Send => match e.raw.wait() {
+            Ok(_) => (Status::empty(), None),
+            Err(x) => {
+                let x = Error::from(x);
+                (
+                    Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0),
+                    Some(x),
+                )
+            }
+        },
+        ReqKind::Recv { source, tag } => match e.raw.wait() {
+            Ok(st) => (recv_status(st), None),
+            Err(x) => {
+                let x = Error::from(x);
+                (failed_status(source, tag, &x), Some(x))
+            }
+        },
+    }
+}
+
+fn done(e: &ReqEntry) -> bool {
+    e.outcome.is_some() || e.raw.test()
+}
+
+/// Takes request `h` out of the table if it has completed (`wait`: waits for it).
+fn take(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
+    state::with(|st| {
+        let e = st
+            .reqs
+            .get(&h)
+            .ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+        if wait || done(e) {
+            Ok(st.reqs.remove(&h))
+        } else {
+            Ok(None)
+        }
+    })
+}
+
+/// Blocks until one of the requests `hs` may have completed.
+fn block_any(hs: &[Handle]) -> R<()> {
+    state::with(|st| {
+        let refs: Vec<&DetachedRequest> = hs
+            .iter()
+            .filter_map(|h| st.reqs.get(h))
+            .map(|e| &e.raw)
+            .collect();
+        DetachedRequest::wait_any_done(&refs).map_err(Error::from)
+    })
+}
+
+/// The requests array of `count` handles.
+///
+/// # Safety
+/// Unless null, `p` valid for `count` handles.
+unsafe fn handles<'a>(p: *mut Handle, count: c_int) -> R<&'a mut [Handle]> {
+    let n = datatype::count(count)?;
+    if n == 0 {
+        return Ok(&mut []);
+    }
+    if p.is_null() {
+        return Err(err(abi::ERR_ARG, "null array of requests"));
+    }
+    // SAFETY: non-null, `n` handles by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
+}
+
+/// Stores status `i` of an array (unless `MPI_STATUSES_IGNORE`).
+///
+/// # Safety
+/// Unless null, `p` valid for at least `i + 1` statuses.
+unsafe fn set_nth(p: *mut Status, i: usize, s: Status) {
+    if !p.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { p.add(i).write(s) };
+    }
+}
+
+/// Completes request `*req` (waiting, or only if done), sets it to
+/// `MPI_REQUEST_NULL`; `None` if `wait` is false and it is not done.
+///
+/// # Safety
+/// `req` valid for a handle.
+unsafe fn finish_one(req: *mut Handle, wait: bool) -> R<Option<(Status, Option<Error>)>> {
+    // SAFETY: the caller's contract.
+    let h = unsafe { read(req, "request")? };
+    if h == abi::REQUEST_NULL {
+        return Ok(Some((Status::empty(), None)));
+    }
+    let Some(e) = take(h, wait)? else {
+        return Ok(None);
+    };
+    let r = complete(e);
+    // SAFETY: the caller's contract.
+    unsafe { out(req, abi::REQUEST_NULL, "request")? };
+    Ok(Some(r))
+}
+
+mpi_fn! {
+    /// Waits for a request; sets it to `MPI_REQUEST_NULL`.
+    fn MPI_Wait / PMPI_Wait(request: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
+        let (st, e) = finish_one(request, true)?.unwrap_or((Status::empty(), None));
+        set_status(status, st);
+        e.map_or(Ok(()), Err)
+    }
+}
+
+mpi_fn! {
+    /// Tells whether a request has completed (then as `MPI_Wait`).
+    fn MPI_Test / PMPI_Test(request: *mut Handle, flag: *mut c_int, status: *mut Status) on abi::COMM_WORLD => {
+        if flag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for flag"));
+        }
+        match finish_one(request, false)? {
+            None => out(flag, 0, "flag"),
+            Some((st, e)) => {
+                out(flag, 1, "flag")?;
+                set_status(status, st);
+                e.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+/// Completes all of `reqs` (they have completed, or `wait`); fills the
+/// statuses; `MPI_ERR_IN_STATUS` if one failed (its own class when the
+/// statuses are ignored).
+///
+/// # Safety
+/// `statuses` null or valid for `reqs.len()` statuses.
+unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
+    // Every entry out of the table in one visit to the state (an invalid
+    // handle fails the call before any request is taken).
+    let mut entries = state::with(|st| {
+        if let Some(h) = reqs
+            .iter()
+            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
+        {
+            return Err(err(
+                abi::ERR_REQUEST,
+                format!("invalid request handle {h:#x}"),
+            ));
+        }
+        Ok(reqs
+            .iter()
+            .map(|h| st.reqs.remove(h))
+            .collect::<Vec<Option<ReqEntry>>>())
+    })?;
+    let mut first: Option<Error> = None;
+    let mut any = false;
+    for (i, (h, e)) in reqs.iter_mut().zip(entries.iter_mut()).enumerate() {
+        *h = abi::REQUEST_NULL;
+        let (st, e) = match e.take() {
+            None => (Status::empty(), None),
+            Some(e) => complete(e),
+        };
+        // SAFETY: the caller's contract.
+        unsafe { set_nth(statuses, i, st) };
+        if let Some(e) = e {
+            any = true;
+            first.get_or_insert(e);
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some(e) if statuses.is_null() || !any => Err(e),
+        Some(e) => Err(err(
+            abi::ERR_IN_STATUS,
+            format!("a request failed: {}", e.msg),
+        )),
+    }
+}
+
+mpi_fn! {
+    /// Waits for every request.
+    fn MPI_Waitall / PMPI_Waitall(count: c_int, array_of_requests: *mut Handle, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
+        let reqs = handles(array_of_requests, count)?;
+        complete_all(reqs, array_of_statuses)
+    }
+}
+
+mpi_fn! {
+    /// Tells whether every request has completed (then as `MPI_Waitall`).
+    fn MPI_Testall / PMPI_Testall(count: c_int, array_of_requests: *mut Handle, flag: *mut c_int, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
+        if flag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for flag"));
+        }
+        let reqs = handles(array_of_requests, count)?;
+        let all = state::with(|st| {
+            let mut all = true;
+            for h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
+                let e = st.reqs.get(h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+                all &= done(e);
+            }
+            Ok(all)
+        })?;
+        out(flag, all as c_int, "flag")?;
+        if all {
+            complete_all(reqs, array_of_statuses)?;
+        }
+        Ok(())
+    }
+}
+
+/// A completed request of an array: its index, status and error.
+type Completed = (usize, Status, Option<Error>);
+
+/// The first completed request of `reqs` (`wait`: blocks until one is);
+/// `Ok(None)`: none active (`MPI_UNDEFINED`); `Err` as the request failed.
+fn any_done(reqs: &mut [Handle], wait: bool) -> R<Option<Option<Completed>>> {
+    loop {
+        let active: Vec<Handle> = reqs
+            .iter()
+            .copied()
+            .filter(|&h| h != abi::REQUEST_NULL)
+            .collect();
+        if active.is_empty() {
+            return Ok(None);
+        }
+        for (i, h) in reqs.iter_mut().enumerate() {
+            if *h == abi::REQUEST_NULL {
+                continue;
+            }
+            if let Some(e) = take(*h, false)? {
+                *h = abi::REQUEST_NULL;
+                let (st, x) = complete(e);
+                return Ok(Some(Some((i, st, x))));
+            }
+        }
+        if !wait {
+            return Ok(Some(None));
+        }
+        block_any(&active)?;
+    }
+}
+
+mpi_fn! {
+    /// Waits until one request completes; its index (or `MPI_UNDEFINED`).
+    fn MPI_Waitany / PMPI_Waitany(count: c_int, array_of_requests: *mut Handle, index: *mut c_int, status: *mut Status) on abi::COMM_WORLD => {
+        if index.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for index"));
+        }
+        let reqs = handles(array_of_requests, count)?;
+        match any_done(reqs, true)? {
+            None | Some(None) => {
+                out(index, abi::UNDEFINED, "index")?;
+                set_status(status, Status::empty());
+                Ok(())
+            }
+            Some(Some((i, st, e))) => {
+                out(index, i as c_int, "index")?;
+                set_status(status, st);
+                e.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+mpi_fn! {
+    /// Tells whether one request has completed (then as `MPI_Waitany`).
+    fn MPI_Testany / PMPI_Testany(count: c_int, array_of_requests: *mut Handle, index: *mut c_int, flag: *mut c_int, status: *mut Status) on abi::COMM_WORLD => {
+        if index.is_null() || flag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for index or flag"));
+        }
+        let reqs = handles(array_of_requests, count)?;
+        match any_done(reqs, false)? {
+            None => {
+                out(flag, 1, "flag")?;
+                out(index, abi::UNDEFINED, "index")?;
+                set_status(status, Status::empty());
+                Ok(())
+            }
+            Some(None) => {
+                out(flag, 0, "flag")?;
+                out(index, abi::UNDEFINED, "index")
+            }
+            Some(Some((i, st, e))) => {
+                out(flag, 1, "flag")?;
+                out(index, i as c_int, "index")?;
+                set_status(status, st);
+                e.map_or(Ok(()), Err)
+            }
+        }
+    }
+}
+
+/// Completes every completed request of `reqs` (`wait`: at least one).
+///
+/// # Safety
+/// `outcount` valid for an int, `indices` and `statuses` for `reqs.len()` entries (or null statuses).
+unsafe fn some(
+    reqs: &mut [Handle],
+    wait: bool,
+    outcount: *mut c_int,
+    indices: *mut c_int,
+    statuses: *mut Status,
+) -> R<()> {
+    if outcount.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for outcount"));
+    }
+    loop {
+        let active: Vec<Handle> = reqs
+            .iter()
+            .copied()
+            .filter(|&h| h != abi::REQUEST_NULL)
+            .collect();
+        if active.is_empty() {
+            // SAFETY: the caller's contract.
+            return unsafe { out(outcount, abi::UNDEFINED, "outcount") };
+        }
+        let mut n = 0usize;
+        let mut first: Option<Error> = None;
+        for (i, h) in reqs.iter_mut().enumerate() {
+            if *h == abi::REQUEST_NULL {
+                continue;
+            }
+            if let Some(e) = take(*h, false)? {
+                *h = abi::REQUEST_NULL;
+                let (st, x) = complete(e);
+                if indices.is_null() {
+                    return Err(err(abi::ERR_ARG, "null array of indices"));
+                }
+                // SAFETY: the caller's contract: `indices` holds `reqs.len()` ints.
+                unsafe { indices.add(n).write(i as c_int) };
+                // SAFETY: as above for the statuses.
+                unsafe { set_nth(statuses, n, st) };
+                n += 1;
+                if let Some(x) = x {
+                    first.get_or_insert(x);
+                }
+            }
+        }
+        if n > 0 || !wait {
+            // SAFETY: the caller's contract.
+            unsafe { out(outcount, n as c_int, "outcount")? };
+            return match first {
+                None => Ok(()),
+                Some(x) if statuses.is_null() => Err(x),
+                Some(x) => Err(err(
+                    abi::ERR_IN_STATUS,
+                    format!("a request failed: {}", x.msg),
+                )),
+            };
+        }
+        block_any(&active)?;
+    }
+}
+
+mpi_fn! {
+    /// Waits until at least one request completes; completes all that have.
+    fn MPI_Waitsome / PMPI_Waitsome(incount: c_int, array_of_requests: *mut Handle, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
+        let reqs = handles(array_of_requests, incount)?;
+        some(reqs, true, outcount, array_of_indices, array_of_statuses)
+    }
+}
+
+mpi_fn! {
+    /// Completes every request that has completed (perhaps none).
+    fn MPI_Testsome / PMPI_Testsome(incount: c_int, array_of_requests: *mut Handle, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
+        let reqs = handles(array_of_requests, incount)?;
+        some(reqs, false, outcount, array_of_indices, array_of_statuses)
+    }
+}
+
+mpi_fn! {
+    /// Gives up the handle; an active request still completes (in the background).
+    fn MPI_Request_free / PMPI_Request_free(request: *mut Handle) on abi::COMM_WORLD => {
+        let h = read(request, "request")?;
+        if h == abi::REQUEST_NULL {
+            return Err(err(abi::ERR_REQUEST, "MPI_REQUEST_NULL cannot be freed"));
+        }
+        state::with(|st| {
+            let e = st.reqs.remove(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+            match e.kind {
+                ReqKind::Recv { .. } => st.freed_recvs.push(e.raw),
+                _ => st.detached.push((e.raw, Vec::new())),
+            }
+            st.reap();
+            Ok(())
+        })?;
+        out(request, abi::REQUEST_NULL, "request")
+    }
+}
+
+mpi_fn! {
+    /// Whether a request has completed, without freeing it.
+    fn MPI_Request_get_status / PMPI_Request_get_status(request: Handle, flag: *mut c_int, status: *mut Status) on abi::COMM_WORLD => {
+        if flag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for flag"));
+        }
+        if request == abi::REQUEST_NULL {
+            out(flag, 1, "flag")?;
+            set_status(status, Status::empty());
+            return Ok(());
+        }
+        let st = state::with(|st| {
+            let e = st.reqs.get_mut(&request).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {request:#x}")))?;
+            if e.outcome.is_none() && e.raw.test() {
+                let raw = std::mem::replace(&mut e.raw, DetachedRequest::completed());
+                let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None });
+                e.outcome = Some(o);
+            }
+            Ok(e.outcome.as_ref().map(|o| o.0))
+        })?;
+        out(flag, st.is_some() as c_int, "flag")?;
+        if let Some(s) = st {
+            set_status(status, s);
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Whether the request of a status was cancelled (dos cancels nothing yet).
+    fn MPI_Test_cancelled / PMPI_Test_cancelled(status: *const Status, flag: *mut c_int) on abi::COMM_WORLD => {
+        let s = read(status, "status")?;
+        out(flag, s.cancelled() as c_int, "flag")
+    }
+}
+
+/// Whole elements of `dt` in the bytes a status reports, or `MPI_UNDEFINED`.
+///
+/// # Safety
+/// `status` valid for a read.
+unsafe fn elements(status: *const Status, dt: Handle) -> R<i64> {
+    // SAFETY: the caller's contract.
+    let s = unsafe { read(status, "status")? };
+    let t = datatype::get(dt)?;
+    let b = s.bytes();
+    Ok(if b % t.size as u64 != 0 {
+        abi::UNDEFINED as i64
+    } else {
+        (b / t.size as u64) as i64
+    })
+}
+
+fn to_int(n: i64) -> c_int {
+    c_int::try_from(n).unwrap_or(abi::UNDEFINED)
+}
+
+mpi_fn! {
+    /// The number of elements of `datatype` received (`MPI_UNDEFINED` if not whole).
+    fn MPI_Get_count / PMPI_Get_count(status: *const Status, datatype: Handle, count: *mut c_int) on abi::COMM_WORLD => {
+        let n = elements(status, datatype)?;
+        out(count, to_int(n), "count")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Get_count` with a 64-bit count.
+    fn MPI_Get_count_c / PMPI_Get_count_c(status: *const Status, datatype: Handle, count: *mut i64) on abi::COMM_WORLD => {
+        let n = elements(status, datatype)?;
+        out(count, n, "count")
+    }
+}
+
+mpi_fn! {
+    /// The number of basic elements received (for predefined types: `MPI_Get_count`).
+    fn MPI_Get_elements / PMPI_Get_elements(status: *const Status, datatype: Handle, count: *mut c_int) on abi::COMM_WORLD => {
+        let n = elements(status, datatype)?;
+        out(count, to_int(n), "count")
+    }
+}
+
+mpi_fn! {
+    /// The size in bytes of a datatype.
+    fn MPI_Type_size / PMPI_Type_size(datatype: Handle, size: *mut c_int) on abi::COMM_WORLD => {
+        let t = datatype::get(datatype)?;
+        out(size, t.size as c_int, "size")
+    }
+}
+
+mpi_fn! {
+    /// The size in bytes of a datatype, 64-bit.
+    fn MPI_Type_size_c / PMPI_Type_size_c(datatype: Handle, size: *mut i64) on abi::COMM_WORLD => {
+        let t = datatype::get(datatype)?;
+        out(size, t.size as i64, "size")
+    }
+}
+
+mpi_fn! {
+    /// Lower bound (0) and extent (the size) of a predefined datatype.
+    fn MPI_Type_get_extent / PMPI_Type_get_extent(datatype: Handle, lb: *mut isize, extent: *mut isize) on abi::COMM_WORLD => {
+        let t = datatype::get(datatype)?;
+        out(lb, 0, "lb")?;
+        out(extent, t.size as isize, "extent")
+    }
+}

@@ -1,0 +1,344 @@
+//! The library's state: the dos world, and the tables that map handles to
+//! objects (communicators, requests).
+//!
+//! dos offers `MPI_THREAD_FUNNELED`: one thread calls into MPI. The state
+//! lives in that thread's thread-local storage; the few functions that any
+//! thread may call (`MPI_Initialized`, `MPI_Finalized`, `MPI_Wtime`) read
+//! only process-wide atomics.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use dos::detached::DetachedRequest;
+use dos::Comm;
+
+use crate::abi::{self, Handle};
+use crate::error::{err, R};
+
+/// Where the library is in its life: before `MPI_Init`, running, after `MPI_Finalize`.
+static PHASE: AtomicU8 = AtomicU8::new(BEFORE);
+const BEFORE: u8 = 0;
+const RUNNING: u8 = 1;
+const AFTER: u8 = 2;
+
+/// True once `MPI_Init` has succeeded.
+pub(crate) fn initialized() -> bool {
+    PHASE.load(Ordering::Acquire) != BEFORE
+}
+
+/// True once `MPI_Finalize` has returned.
+pub(crate) fn finalized() -> bool {
+    PHASE.load(Ordering::Acquire) == AFTER
+}
+
+/// A communicator and its error handler.
+pub(crate) struct CommEntry {
+    pub comm: Comm,
+    pub errhandler: Handle,
+}
+
+/// What a request's completion yields.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReqKind {
+    /// A send (an empty status).
+    Send,
+    /// A receive; a truncated message reports the selectors given.
+    Recv { source: i32, tag: i32 },
+    /// A receive from `MPI_PROC_NULL`: complete, with the `MPI_PROC_NULL` status.
+    ProcNull,
+}
+
+/// A nonblocking request in flight.
+pub(crate) struct ReqEntry {
+    pub raw: DetachedRequest,
+    pub kind: ReqKind,
+    /// The communicator whose error handler its errors go to.
+    pub comm: Handle,
+    /// Its outcome, once `MPI_Request_get_status` has seen it complete.
+    pub outcome: Option<(crate::abi::Status, Option<crate::error::Error>)>,
+}
+
+/// Objects by handle: a slab, so that a lookup is an index (the request
+/// and communicator tables are on the path of every message).
+///
+/// The `fixed` handles (predefined ones, as `MPI_COMM_WORLD`) take the first
+/// slots; the others are `base + 8 * i`.
+pub(crate) struct Table<T> {
+    items: Vec<Option<T>>,
+    free: Vec<usize>,
+    fixed: &'static [Handle],
+    base: Handle,
+}
+
+impl<T> Table<T> {
+    pub fn new(fixed: &'static [Handle], base: Handle) -> Table<T> {
+        Table {
+            items: fixed.iter().map(|_| None).collect(),
+            free: Vec::new(),
+            fixed,
+            base,
+        }
+    }
+
+    fn index(&self, h: Handle) -> Option<usize> {
+        if let Some(i) = self.fixed.iter().position(|&f| f == h) {
+            return Some(i);
+        }
+        let off = h.checked_sub(self.base)?;
+        (off % 8 == 0).then(|| self.fixed.len() + off / 8)
+    }
+
+    fn handle(&self, i: usize) -> Handle {
+        match self.fixed.get(i) {
+            Some(&h) => h,
+            None => self.base + 8 * (i - self.fixed.len()),
+        }
+    }
+
+    /// Stores `v` under a fixed handle.
+    pub fn set(&mut self, h: Handle, v: T) {
+        let i = self.index(h).expect("a fixed handle");
+        self.items[i] = Some(v);
+    }
+
+    /// Stores `v` under a new handle.
+    pub fn insert(&mut self, v: T) -> Handle {
+        let i = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.items.push(None);
+                self.items.len() - 1
+            }
+        };
+        self.items[i] = Some(v);
+        self.handle(i)
+    }
+
+    pub fn get(&self, h: &Handle) -> Option<&T> {
+        self.items.get(self.index(*h)?)?.as_ref()
+    }
+
+    pub fn get_mut(&mut self, h: &Handle) -> Option<&mut T> {
+        let i = self.index(*h)?;
+        self.items.get_mut(i)?.as_mut()
+    }
+
+    pub fn remove(&mut self, h: &Handle) -> Option<T> {
+        let i = self.index(*h)?;
+        let v = self.items.get_mut(i)?.take()?;
+        if i >= self.fixed.len() {
+            self.free.push(i);
+        }
+        Some(v)
+    }
+
+    /// Takes every object out.
+    pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.free.clear();
+        self.items.drain(..).flatten()
+    }
+}
+
+/// The first handle of a communicator the program makes.
+const COMM_BASE: Handle = abi::FIRST_DYNAMIC;
+/// The first handle of a request.
+const REQ_BASE: Handle = 0x4000_0000;
+
+/// The state between `MPI_Init` and `MPI_Finalize`.
+pub(crate) struct State {
+    pub world: dos::World,
+    pub comms: Table<CommEntry>,
+    pub reqs: Table<ReqEntry>,
+    /// Requests given up with `MPI_Request_free` while active, and buffered
+    /// sends with their copy of the data: completed in the background, waited
+    /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
+    pub detached: Vec<(DetachedRequest, Vec<u8>)>,
+    /// Receives given up with `MPI_Request_free` while active: they complete
+    /// in the background; at `MPI_Finalize` those still unmatched are withdrawn.
+    pub freed_recvs: Vec<DetachedRequest>,
+    /// The buffer of `MPI_Buffer_attach` (address, size).
+    pub attached: Option<(usize, i32)>,
+    pub thread_level: i32,
+    pub main_thread: std::thread::ThreadId,
+}
+
+thread_local! {
+    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+}
+
+impl State {
+    /// Completes what finished among the detached requests.
+    pub fn reap(&mut self) {
+        self.detached.retain(|(r, _)| !r.test());
+        self.freed_recvs.retain(|r| !r.test());
+    }
+}
+
+/// Starts the library: joins the dos job.
+pub(crate) fn init(required: i32) -> R<i32> {
+    if initialized() {
+        return Err(err(abi::ERR_OTHER, "MPI_Init called twice"));
+    }
+    let world = dos::init()?;
+    let me = world.rank();
+    let selfc = world
+        .split(Some(me as u32), 0)?
+        .ok_or_else(|| err(abi::ERR_INTERN, "MPI_COMM_SELF: no communicator"))?;
+    let mut comms = Table::new(&[abi::COMM_WORLD, abi::COMM_SELF], COMM_BASE);
+    comms.set(
+        abi::COMM_WORLD,
+        CommEntry {
+            comm: world.comm().clone(),
+            errhandler: abi::ERRORS_ARE_FATAL,
+        },
+    );
+    comms.set(
+        abi::COMM_SELF,
+        CommEntry {
+            comm: selfc,
+            errhandler: abi::ERRORS_ARE_FATAL,
+        },
+    );
+    // dos is MPI_THREAD_FUNNELED: a request for more is answered with that.
+    let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
+    let st = State {
+        world,
+        comms,
+        reqs: Table::new(&[], REQ_BASE),
+        detached: Vec::new(),
+        freed_recvs: Vec::new(),
+        attached: None,
+        thread_level: provided,
+        main_thread: std::thread::current().id(),
+    };
+    STATE.with(|s| *s.borrow_mut() = Some(st));
+    PHASE.store(RUNNING, Ordering::Release);
+    Ok(provided)
+}
+
+/// Ends the library: completes what is left, leaves the dos job.
+pub(crate) fn finalize() -> R<()> {
+    let st = STATE.with(|s| s.borrow_mut().take());
+    let Some(mut st) = st else {
+        return Err(not_running());
+    };
+    PHASE.store(AFTER, Ordering::Release);
+    for r in st.freed_recvs.drain(..) {
+        r.abandon();
+    }
+    for (r, _) in st.detached.drain(..) {
+        r.wait()?;
+    }
+    // Requests the program never completed (erroneous, but no reason to
+    // hang): withdrawn.
+    for e in st.reqs.drain() {
+        e.raw.abandon();
+    }
+    st.comms.drain().for_each(drop);
+    st.world.finalize()?;
+    Ok(())
+}
+
+fn not_running() -> crate::error::Error {
+    if finalized() {
+        err(abi::ERR_OTHER, "MPI has been finalized")
+    } else {
+        err(
+            abi::ERR_OTHER,
+            "MPI_Init has not been called (or not on this thread)",
+        )
+    }
+}
+
+/// Runs `f` on the state.
+pub(crate) fn with<T>(f: impl FnOnce(&mut State) -> R<T>) -> R<T> {
+    STATE.with(|s| match s.try_borrow_mut() {
+        Ok(mut g) => match g.as_mut() {
+            Some(st) => f(st),
+            None => Err(not_running()),
+        },
+        Err(_) => Err(err(abi::ERR_OTHER, "MPI called from inside MPI")),
+    })
+}
+
+/// The communicator of handle `h` (a cheap clone).
+pub(crate) fn comm(h: Handle) -> R<Comm> {
+    with(|st| match st.comms.get(&h) {
+        Some(e) => Ok(e.comm.clone()),
+        None => Err(bad_comm(h)),
+    })
+}
+
+/// The error for an invalid communicator handle.
+pub(crate) fn bad_comm(h: Handle) -> crate::error::Error {
+    if h == abi::COMM_NULL {
+        err(abi::ERR_COMM, "MPI_COMM_NULL is not a communicator")
+    } else {
+        err(abi::ERR_COMM, format!("invalid communicator handle {h:#x}"))
+    }
+}
+
+/// The error handler of communicator `h`; that of `MPI_COMM_WORLD` if `h`
+/// is not valid; `MPI_ERRORS_ARE_FATAL` before `MPI_Init`.
+pub(crate) fn errhandler_of(h: Handle) -> Handle {
+    STATE.with(|s| match s.try_borrow() {
+        Ok(g) => match g.as_ref() {
+            Some(st) => st
+                .comms
+                .get(&h)
+                .or_else(|| st.comms.get(&abi::COMM_WORLD))
+                .map_or(abi::ERRORS_ARE_FATAL, |e| e.errhandler),
+            None => abi::ERRORS_ARE_FATAL,
+        },
+        Err(_) => abi::ERRORS_ARE_FATAL,
+    })
+}
+
+/// This process's rank in `MPI_COMM_WORLD`, when running.
+pub(crate) fn world_rank() -> Option<usize> {
+    STATE.with(|s| s.try_borrow().ok()?.as_ref().map(|st| st.world.rank()))
+}
+
+/// Ends the whole job with exit status `code` (`MPI_Abort`, fatal errors).
+pub(crate) fn abort(code: i32, msg: &str) -> ! {
+    // Through dos (the launcher learns of the abort) when running.
+    let world = STATE.with(|s| s.try_borrow_mut().ok().and_then(|mut g| g.take()));
+    match world {
+        Some(st) => st.world.abort(code, msg),
+        None => {
+            eprintln!("dos-mpi: abort: {msg}");
+            std::process::exit(if code == 0 { 1 } else { code })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Table;
+
+    #[test]
+    fn table_handles() {
+        let mut t: Table<u32> = Table::new(&[0x101, 0x102], 0x1_0000);
+        assert!(t.get(&0x101).is_none());
+        t.set(0x101, 1);
+        let a = t.insert(10);
+        let b = t.insert(11);
+        assert_eq!((a, b), (0x1_0000, 0x1_0008));
+        assert_eq!(t.get(&0x101), Some(&1));
+        assert_eq!(t.get(&a), Some(&10));
+        // Not handles of this table: below the base, misaligned, past the end.
+        for h in [0x100, 0x1_0004, 0x2_0000, 0] {
+            assert!(t.get(&h).is_none(), "{h:#x}");
+        }
+        assert_eq!(t.remove(&a), Some(10));
+        assert!(t.get(&a).is_none() && t.remove(&a).is_none());
+        // A freed slot is used again; a fixed one never is.
+        assert_eq!(t.insert(12), a);
+        assert_eq!(t.remove(&0x101), Some(1));
+        assert_eq!(t.insert(13), 0x1_0010);
+        *t.get_mut(&b).unwrap() += 1;
+        let mut all: Vec<u32> = t.drain().collect();
+        all.sort();
+        assert_eq!(all, [12, 12, 13]);
+    }
+}

@@ -1,0 +1,292 @@
+//! The C (and C++) test programs of `mpi/tests/c`, compiled with `dosmpicc`
+//! (`dosmpicxx`) against this build's `libmpi.so` and run under the real
+//! `dosrun` on 1 to 4 ranks.
+//!
+//! Needs `dosrun` built in the same profile (`cargo build -p dos-launcher
+//! --bin dosrun`, or `cargo build --workspace --bins` as `ci/test.sh` does)
+//! and a C and C++ compiler (`cc`, `c++`; `ci/deps.sh` installs gcc and g++).
+//! Each program prints `OK <name> <n> ranks` on rank 0 when every check
+//! passed; a failed check aborts the job through `MPI_Abort`.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `target/<profile>`: this test runs as `target/<profile>/deps/c_programs-*`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    exe.parent()
+        .and_then(Path::parent)
+        .unwrap_or_else(|| panic!("{} is not in target/<profile>/deps", exe.display()))
+        .to_path_buf()
+}
+
+fn dosrun() -> PathBuf {
+    let p = profile_dir().join("dosrun");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first with `cargo build -p dos-launcher --bin dosrun`",
+        p.display()
+    );
+    p
+}
+
+fn mpi_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory of this build's `libmpi.so`: `target/<profile>/deps`,
+/// where `cargo test` puts every crate type of the library it builds for
+/// the tests (only `cargo build` copies them up to `target/<profile>`).
+fn lib_dir() -> PathBuf {
+    let deps = profile_dir().join("deps");
+    assert!(
+        deps.join("libmpi.so").is_file(),
+        "{} has no libmpi.so: build it with `cargo build -p dos-mpi`",
+        deps.display()
+    );
+    deps
+}
+
+/// Compiles `mpi/tests/c/<file>` with the wrapper `wrapper` into
+/// `target/<profile>/mpi-tests/`; returns the program's path.
+fn compile(wrapper: &str, file: &str) -> PathBuf {
+    compile_as(wrapper, file, "", &[])
+}
+
+/// As [`compile`], the program named with `suffix`, with extra wrapper options.
+fn compile_as(wrapper: &str, file: &str, suffix: &str, extra: &[&str]) -> PathBuf {
+    let lib = lib_dir();
+    let out_dir = profile_dir().join("mpi-tests");
+    std::fs::create_dir_all(&out_dir).expect("create target/<profile>/mpi-tests");
+    let stem = Path::new(file).file_stem().unwrap().to_str().unwrap();
+    let exe = out_dir.join(format!("{stem}{suffix}"));
+    let out = Command::new(mpi_dir().join("bin").join(wrapper))
+        .env("DOSMPICC_LIBDIR", &lib)
+        .args(extra)
+        .args(["-Wall", "-Werror", "-O1", "-g", "-o"])
+        .arg(&exe)
+        .arg(mpi_dir().join("tests").join("c").join(file))
+        .output()
+        .unwrap_or_else(|e| panic!("run {wrapper}: {e}"));
+    assert!(
+        out.status.success(),
+        "{wrapper} {file} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// A finished job.
+struct Job {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl std::fmt::Display for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// Runs `prog` on `n` ranks under dosrun; kills the job after `limit`.
+fn run(n: usize, prog: &Path, limit: Duration) -> Job {
+    // `cargo test` puts target/<profile> on LD_LIBRARY_PATH, ahead of the
+    // programs' rpath (target/<profile>/deps): a libmpi.so that `cargo build`
+    // left there would be loaded instead of the one under test.
+    let mut child = Command::new(dosrun())
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("-n")
+        .arg(n.to_string())
+        .arg(prog)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dosrun");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for dosrun") {
+            break Some(st);
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let job = Job {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    };
+    assert!(
+        status.is_some(),
+        "{} on {n} ranks timed out\n{job}",
+        prog.display()
+    );
+    job
+}
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// Compiles `file` and runs it on 1, 2, 3 and 4 ranks; each run must succeed
+/// and print its OK line.
+fn passes(wrapper: &str, file: &str) {
+    let prog = compile(wrapper, file);
+    let name = prog.file_name().unwrap().to_str().unwrap().to_string();
+    for n in 1..=4 {
+        let j = run(n, &prog, LIMIT);
+        let want = format!("OK {name} {n} ranks");
+        assert!(
+            j.code == Some(0) && j.stdout.lines().any(|l| l == want),
+            "{name} on {n} ranks: expected exit 0 and {want:?}\n{j}"
+        );
+    }
+}
+
+#[test]
+fn environment() {
+    passes("dosmpicc", "env.c");
+}
+
+#[test]
+fn point_to_point() {
+    passes("dosmpicc", "p2p.c");
+}
+
+#[test]
+fn nonblocking_and_every_wait_and_test() {
+    passes("dosmpicc", "nb.c");
+}
+
+#[test]
+fn communicators_and_error_handlers() {
+    passes("dosmpicc", "comm.c");
+}
+
+#[test]
+fn collectives() {
+    passes("dosmpicc", "coll.c");
+}
+
+#[test]
+fn bad_arguments_return_the_standard_error_classes() {
+    passes("dosmpicc", "errors.c");
+}
+
+#[test]
+fn a_cxx_program_through_dosmpicxx() {
+    passes("dosmpicxx", "cxx.cpp");
+}
+
+#[test]
+fn errors_are_fatal_by_default_and_dosrun_reports_the_rank() {
+    let prog = compile("dosmpicc", "fatal.c");
+    for n in [1, 3] {
+        let j = run(n, &prog, LIMIT);
+        let last = n - 1;
+        assert!(
+            j.code.is_some_and(|c| c != 0)
+                && !j.stdout.contains("not reached")
+                && j.stderr
+                    .contains(&format!("rank {last}: MPI_Send: MPI_ERR_RANK"))
+                && j.stderr.contains(&format!("dosrun: rank {last} (pid")),
+            "fatal on {n} ranks\n{j}"
+        );
+    }
+}
+
+#[test]
+fn abort_ends_the_job_with_its_code() {
+    let prog = compile("dosmpicc", "abort.c");
+    for n in [1, 2, 4] {
+        let j = run(n, &prog, LIMIT);
+        let last = n - 1;
+        assert!(
+            j.code == Some(7)
+                && !j.stdout.contains("not reached")
+                && j.stderr.contains(&format!("dosrun: rank {last} (pid"))
+                && j.stderr.contains("abort with code 7"),
+            "abort on {n} ranks\n{j}"
+        );
+    }
+}
+
+#[test]
+fn a_program_linked_with_the_static_library() {
+    let prog = compile_as("dosmpicc", "env.c", "_static", &["-static-dos"]);
+    let ldd = Command::new("ldd").arg(&prog).output();
+    if let Ok(o) = ldd {
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(!s.contains("libmpi.so"), "linked dynamically:\n{s}");
+    }
+    for n in [1, 2] {
+        let j = run(n, &prog, LIMIT);
+        assert!(
+            j.code == Some(0) && j.stdout.contains(&format!("OK env {n} ranks")),
+            "static env on {n} ranks\n{j}"
+        );
+    }
+}
+
+#[test]
+fn dosmpicc_shows_its_command() {
+    let lib = lib_dir();
+    let out = Command::new(mpi_dir().join("bin/dosmpicc"))
+        .env("DOSMPICC_LIBDIR", &lib)
+        .args(["-show", "-O2", "-o", "x", "x.c"])
+        .output()
+        .expect("run dosmpicc -show");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let inc = mpi_dir().join("include").canonicalize().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(s.starts_with("cc "), "{s}");
+    assert!(s.contains(&format!("-I{}", inc.display())), "{s}");
+    assert!(s.contains("-lmpi") && s.contains("-Wl,-rpath,"), "{s}");
+    assert!(s.contains("-O2 -o x x.c"), "{s}");
+    // -c compiles only: no link flags.
+    let out = Command::new(mpi_dir().join("bin/dosmpicxx"))
+        .env("DOSMPICC_LIBDIR", &lib)
+        .args(["-show", "-c", "y.cpp"])
+        .output()
+        .expect("run dosmpicxx -show");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.starts_with("c++ ") && !s.contains("-lmpi"), "{s}");
+}
+
+#[test]
+fn the_pkg_config_file_gives_the_flags() {
+    let Ok(out) = Command::new("pkg-config")
+        .arg("--cflags")
+        .arg("--libs")
+        .arg(mpi_dir().join("dos-mpi.pc"))
+        .output()
+    else {
+        eprintln!("pkg-config is not installed: skipped");
+        return;
+    };
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(s.contains("/include") && s.contains("-lmpi"), "{s}");
+}
