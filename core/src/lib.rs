@@ -196,6 +196,7 @@
 
 mod coll;
 mod comm;
+pub mod ckpt;
 pub mod config;
 pub mod datatype;
 pub mod dsm;
