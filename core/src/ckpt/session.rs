@@ -859,9 +859,11 @@ impl<'w> Ckpt<'w> {
             }
         }
         let received = crate::scope(|s| -> crate::Result<Vec<(usize, i32, Vec<u8>)>> {
-            for (t, tag, b) in &out {
-                let _ = self.comm.isend(s, b, *t, *tag)?;
-            }
+            // Kept until the receives are done (a dropped request waits).
+            let _sends = out
+                .iter()
+                .map(|(t, tag, b)| self.comm.isend(s, b, *t, *tag))
+                .collect::<crate::Result<Vec<_>>>()?;
             expect
                 .iter()
                 .map(|&(h, tag)| Ok((h, tag, self.comm.recv_vec::<u8>(h, tag)?.0)))

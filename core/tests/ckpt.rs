@@ -1,0 +1,333 @@
+//! `dos::ckpt`: checkpoints and restarts of ranks run as threads (the
+//! restart is a second job with `attempt = 1` on the same directory), and
+//! through `dosrun` with a real program (`heat_ckpt`), a run that fails
+//! after checkpointing and a second run with `DOS_RUN_ATTEMPT=1`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use dos::ckpt::{Ckpt, Data, Error, Options, Slot};
+use dos::config::Config;
+use dos::dsm::Distribution;
+use dos::testing::{run_cluster, run_threads};
+
+/// A fresh directory for one test's L1.
+fn scratch(test: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dos-ckpt-test-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn opts(dir: &Path, attempt: u32, levels: u8, by_rank: bool) -> Options {
+    let mut o = Options::from_config(&Config::default()).unwrap();
+    o.id = "t".into();
+    o.dir = dir.to_path_buf();
+    o.attempt = attempt;
+    o.levels = levels;
+    o.group_by_rank = by_rank;
+    o.fs = None;
+    o
+}
+
+/// Rank `r`'s state at version `v`.
+fn state(r: usize, v: u64) -> Vec<f64> {
+    (0..1000).map(|i| (r * 1_000_000 + i) as f64 * 0.5 + v as f64).collect()
+}
+
+/// Writes versions 1 and 2 of "s" on `n` ranks (threads).
+fn write_two(dir: &Path, n: usize, levels: u8, by_rank: bool) {
+    run_threads(n, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(dir, 0, levels, by_rank)).unwrap();
+        assert_eq!(ck.latest().unwrap(), None, "a first run restores nothing");
+        for v in 1..=2u64 {
+            let u = state(w.rank(), v);
+            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)]).unwrap();
+        }
+    });
+}
+
+/// Restores on `n` ranks; returns each rank's (version, line).
+fn restore(dir: &Path, n: usize, levels: u8, by_rank: bool) -> Vec<(u64, String)> {
+    run_threads(n, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(dir, 1, levels, by_rank)).unwrap();
+        let mut u = vec![0.0; 1000];
+        let mut v = 0u64;
+        let got = ck
+            .recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)])
+            .unwrap()
+            .expect("a checkpoint to restore");
+        assert_eq!(got.1, v);
+        assert_eq!(u, state(w.rank(), v), "rank {} restored bit-identical", w.rank());
+        (v, ck.restored().unwrap().to_string())
+    })
+}
+
+fn rm(p: PathBuf) {
+    let _ = std::fs::remove_dir_all(&p);
+    let _ = std::fs::remove_file(&p);
+}
+
+/// Removes rank `o`'s own L1 files (and its parity) of `s` v`v`.
+fn lose_own(dir: &Path, v: u64, o: usize) {
+    let d = dir.join("dos-ckpt-t").join(format!("s.v{v}"));
+    rm(d.join(format!("r{o}")));
+    rm(d.join(format!("r{o}.manifest")));
+    rm(d.join(format!("x{o}.parity")));
+}
+
+const L12: u8 = 1 | 2;
+const L123: u8 = 1 | 2 | 4;
+const L13: u8 = 1 | 4;
+
+#[test]
+fn a_restart_restores_the_newest_checkpoint_bit_identical() {
+    let dir = scratch("newest");
+    write_two(&dir, 3, L123, true);
+    let got = restore(&dir, 3, L123, true);
+    assert!(got.iter().all(|(v, l)| *v == 2 && l.starts_with("s v2 from L1")), "{got:?}");
+}
+
+#[test]
+fn a_rank_that_lost_its_l1_is_rebuilt_from_its_partner() {
+    let dir = scratch("partner");
+    write_two(&dir, 4, L12, true);
+    lose_own(&dir, 2, 1);
+    let got = restore(&dir, 4, L12, true);
+    assert!(got.iter().all(|(v, l)| *v == 2 && l.contains("from L2 (1 of 4")), "{got:?}");
+    // The rebuilt rank's files are back in L1: a second restart reads L1.
+    let got = restore(&dir, 4, L12, true);
+    assert!(got[0].1.contains("from L1"), "{got:?}");
+}
+
+#[test]
+fn a_rank_without_l1_and_partner_copy_is_rebuilt_from_xor_parity() {
+    let dir = scratch("xor");
+    write_two(&dir, 4, L13, true);
+    lose_own(&dir, 2, 2);
+    let got = restore(&dir, 4, L13, true);
+    assert!(got.iter().all(|(v, l)| *v == 2 && l.contains("from L3 (1 of 4")), "{got:?}");
+}
+
+#[test]
+fn two_lost_members_of_one_set_fall_back_to_the_previous_checkpoint() {
+    let dir = scratch("xor2");
+    write_two(&dir, 3, L13, true);
+    lose_own(&dir, 2, 0);
+    lose_own(&dir, 2, 1);
+    let got = restore(&dir, 3, L13, true);
+    assert!(got.iter().all(|(v, _)| *v == 1), "{got:?}");
+}
+
+#[test]
+fn a_corrupt_file_falls_back_to_the_previous_checkpoint() {
+    let dir = scratch("corrupt");
+    write_two(&dir, 2, 1, true);
+    let f = dir.join("dos-ckpt-t/s.v2/r1/memory.bin");
+    let mut b = std::fs::read(&f).unwrap();
+    b[40] ^= 0x10;
+    std::fs::write(&f, b).unwrap();
+    let got = restore(&dir, 2, 1, true);
+    assert!(got.iter().all(|(v, l)| *v == 1 && l.starts_with("s v1 from L1")), "{got:?}");
+}
+
+#[test]
+fn a_lost_node_is_rebuilt_from_the_other_nodes() {
+    // Two simulated nodes of two ranks; the failure group is the node.
+    let dir = scratch("node");
+    run_cluster(&[2, 2], |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 0, L123, false)).unwrap();
+        let u = state(w.rank(), 7);
+        ck.checkpoint("s", 7, &[Data::slice(&u), Data::value(&7u64)]).unwrap();
+    });
+    // Node 1 (ranks 2 and 3) is lost: its own files, parity and the partner
+    // copies it kept (of ranks 0 and 1).
+    for o in [2, 3] {
+        lose_own(&dir, 7, o);
+    }
+    for o in [0, 1] {
+        rm(dir.join(format!("dos-ckpt-t/s.v7/p{o}.bundle")));
+    }
+    let got = run_cluster(&[2, 2], |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 1, L123, false)).unwrap();
+        let mut u = vec![0.0; 1000];
+        let mut v = 0u64;
+        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]).unwrap().unwrap();
+        assert_eq!(u, state(w.rank(), 7));
+        ck.restored().unwrap().to_string()
+    });
+    assert!(got[0].contains("s v7 from L2 (2 of 4"), "{got:?}");
+}
+
+/// Saves a global array of `len` on `n` ranks, restores it on each `m`.
+#[test]
+fn global_arrays_restore_onto_other_rank_counts() {
+    let len = 1001;
+    for (n, m, d1, d2) in [
+        (4, 3, Distribution::Block, Distribution::Block),
+        (2, 5, Distribution::BlockCyclic { block: 7 }, Distribution::Block),
+        (3, 3, Distribution::Block, Distribution::BlockCyclic { block: 3 }),
+    ] {
+        let dir = scratch(&format!("gv{n}{m}"));
+        run_threads(n, |w| {
+            let mut ck = Ckpt::with_options(&w, opts(&dir, 0, 1, false)).unwrap();
+            let mut g = w.global_vec::<u64>(len, d1).unwrap();
+            g.par_for_each_local(|i, x| *x = (i * i) as u64 + 3);
+            g.sync().unwrap();
+            ck.checkpoint("g", 5, &[Data::global(&mut g)]).unwrap();
+            g.free().unwrap();
+        });
+        run_threads(m, |w| {
+            let mut ck = Ckpt::with_options(&w, opts(&dir, 1, 1, false)).unwrap();
+            let g = w.global_vec::<u64>(len, d2).unwrap();
+            let got = ck.recover(&mut [Slot::global(&g)]).unwrap();
+            assert_eq!(got, Some(("g".to_string(), 5)));
+            let mut all = vec![0u64; len];
+            g.get_range(0, &mut all).unwrap();
+            for (i, x) in all.iter().enumerate() {
+                assert_eq!(*x, (i * i) as u64 + 3, "{n} -> {m}: element {i}");
+            }
+            g.sync().unwrap();
+            g.free().unwrap();
+        });
+    }
+}
+
+#[test]
+fn per_rank_data_onto_another_rank_count_is_a_typed_error() {
+    let dir = scratch("count");
+    write_two(&dir, 3, 1, false);
+    let errs = run_threads(2, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 1, 1, false)).unwrap();
+        let mut u = vec![0.0; 1000];
+        let mut v = 0u64;
+        let e = ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]);
+        e.unwrap_err()
+    });
+    for e in errs {
+        assert!(matches!(e, Error::RankCount { saved: 3, now: 2, .. }), "{e}");
+    }
+}
+
+#[test]
+fn slots_that_do_not_match_are_a_typed_error() {
+    let dir = scratch("shape");
+    write_two(&dir, 2, 1, false);
+    let errs = run_threads(2, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 1, 1, false)).unwrap();
+        let mut u = vec![0.0; 999];
+        let mut v = 0u64;
+        let e = ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]);
+        e.unwrap_err()
+    });
+    assert!(errs.iter().all(|e| matches!(e, Error::Shape(_))), "{errs:?}");
+}
+
+#[test]
+fn the_file_api_agrees_on_validity_and_falls_back_when_a_rank_rejects() {
+    let dir = scratch("files");
+    run_threads(3, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 0, L123, true)).unwrap();
+        for round in 1..=3u8 {
+            let v = ck.start_output("f").unwrap();
+            assert_eq!(v, u64::from(round));
+            let p = ck.route_file("part.dat").unwrap();
+            std::fs::write(&p, [round, w.rank() as u8]).unwrap();
+            // Round 3 is invalid on rank 1: invalid everywhere.
+            let valid = !(round == 3 && w.rank() == 1);
+            assert_eq!(ck.complete_output(valid).unwrap(), round != 3);
+        }
+        assert!(ck.route_file("x").is_err(), "no output open");
+    });
+    let seen = run_threads(3, |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 1, L123, true)).unwrap();
+        assert!(ck.have_restart().unwrap());
+        let (_, v) = ck.start_restart().unwrap();
+        let b = std::fs::read(ck.route_file("part.dat").unwrap()).unwrap();
+        assert_eq!(b, [v as u8, w.rank() as u8]);
+        // Rank 2 finds v2 unusable: everyone falls back to v1.
+        assert!(!ck.complete_restart(w.rank() != 2).unwrap());
+        let (_, v1) = ck.start_restart().unwrap();
+        let b = std::fs::read(ck.route_file("part.dat").unwrap()).unwrap();
+        assert_eq!(b, [v1 as u8, w.rank() as u8]);
+        assert!(ck.complete_restart(true).unwrap());
+        (v, v1)
+    });
+    assert!(seen.iter().all(|&s| s == (2, 1)), "{seen:?}");
+}
+
+#[test]
+fn need_checkpoint_answers_the_same_everywhere() {
+    let dir = scratch("need");
+    let answers = run_threads(3, |w| {
+        let mut o = opts(&dir, 0, 1, false);
+        o.policy.every = 3;
+        let mut ck = Ckpt::with_options(&w, o).unwrap();
+        let mut yes = Vec::new();
+        for step in 0..9u64 {
+            // Rank-dependent time between calls must not matter.
+            std::thread::sleep(std::time::Duration::from_millis(w.rank() as u64));
+            if ck.need_checkpoint().unwrap() {
+                yes.push(step);
+                ck.checkpoint("n", step, &[Data::value(&step)]).unwrap();
+            }
+        }
+        yes
+    });
+    assert!(answers.iter().all(|a| *a == vec![2, 5, 8]), "{answers:?}");
+}
+
+#[test]
+fn only_the_last_k_checkpoints_are_kept() {
+    let dir = scratch("keep");
+    run_threads(2, |w| {
+        let mut o = opts(&dir, 0, L12, true);
+        o.keep = 2;
+        let mut ck = Ckpt::with_options(&w, o).unwrap();
+        for v in 1..=5u64 {
+            ck.checkpoint("k", v, &[Data::value(&v)]).unwrap();
+        }
+    });
+    let mut left: Vec<String> = std::fs::read_dir(dir.join("dos-ckpt-t"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("k."))
+        .collect();
+    left.sort();
+    assert_eq!(left, ["k.v4", "k.v5"]);
+}
+
+#[test]
+fn l4_is_written_in_the_background_and_restores_when_l1_is_gone() {
+    let dir = scratch("l4");
+    let fs = scratch("l4-target");
+    let with_fs = |attempt| {
+        let mut o = opts(&dir, attempt, 1 | 8, false);
+        o.fs = Some(dos::ckpt::l4::Remote::Dir(fs.clone()));
+        o.fs_every = 2;
+        o
+    };
+    run_threads(2, |w| {
+        let mut ck = Ckpt::with_options(&w, with_fs(0)).unwrap();
+        for v in 1..=3u64 {
+            let u = state(w.rank(), v);
+            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)]).unwrap();
+        }
+        assert!(ck.wait_fs().unwrap());
+    });
+    // Checkpoints 1 and 3 went to L4 (every 2nd).
+    assert!(fs.join("dos-ckpt-t/s.v1/COMPLETE").is_file());
+    assert!(!fs.join("dos-ckpt-t/s.v2").exists());
+    assert!(fs.join("dos-ckpt-t/s.v3/COMPLETE").is_file());
+    std::fs::remove_dir_all(dir.join("dos-ckpt-t")).unwrap();
+    let got = run_threads(2, |w| {
+        let mut ck = Ckpt::with_options(&w, with_fs(1)).unwrap();
+        let mut u = vec![0.0; 1000];
+        let mut v = 0u64;
+        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]).unwrap().unwrap();
+        assert_eq!(u, state(w.rank(), v));
+        ck.restored().unwrap().to_string()
+    });
+    assert!(got[0].starts_with("s v3 from L4"), "{got:?}");
+}
