@@ -194,9 +194,9 @@
 //! run the same build, as with MPI.
 #![deny(missing_docs)]
 
+pub mod ckpt;
 mod coll;
 mod comm;
-pub mod ckpt;
 pub mod config;
 pub mod datatype;
 pub mod dsm;

@@ -33,7 +33,9 @@ fn opts(dir: &Path, attempt: u32, levels: u8, by_rank: bool) -> Options {
 
 /// Rank `r`'s state at version `v`.
 fn state(r: usize, v: u64) -> Vec<f64> {
-    (0..1000).map(|i| (r * 1_000_000 + i) as f64 * 0.5 + v as f64).collect()
+    (0..1000)
+        .map(|i| (r * 1_000_000 + i) as f64 * 0.5 + v as f64)
+        .collect()
 }
 
 /// Writes versions 1 and 2 of "s" on `n` ranks (threads).
@@ -43,7 +45,8 @@ fn write_two(dir: &Path, n: usize, levels: u8, by_rank: bool) {
         assert_eq!(ck.latest().unwrap(), None, "a first run restores nothing");
         for v in 1..=2u64 {
             let u = state(w.rank(), v);
-            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)]).unwrap();
+            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)])
+                .unwrap();
         }
     });
 }
@@ -59,7 +62,12 @@ fn restore(dir: &Path, n: usize, levels: u8, by_rank: bool) -> Vec<(u64, String)
             .unwrap()
             .expect("a checkpoint to restore");
         assert_eq!(got.1, v);
-        assert_eq!(u, state(w.rank(), v), "rank {} restored bit-identical", w.rank());
+        assert_eq!(
+            u,
+            state(w.rank(), v),
+            "rank {} restored bit-identical",
+            w.rank()
+        );
         (v, ck.restored().unwrap().to_string())
     })
 }
@@ -86,7 +94,11 @@ fn a_restart_restores_the_newest_checkpoint_bit_identical() {
     let dir = scratch("newest");
     write_two(&dir, 3, L123, true);
     let got = restore(&dir, 3, L123, true);
-    assert!(got.iter().all(|(v, l)| *v == 2 && l.starts_with("s v2 from L1")), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(v, l)| *v == 2 && l.starts_with("s v2 from L1")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -95,7 +107,11 @@ fn a_rank_that_lost_its_l1_is_rebuilt_from_its_partner() {
     write_two(&dir, 4, L12, true);
     lose_own(&dir, 2, 1);
     let got = restore(&dir, 4, L12, true);
-    assert!(got.iter().all(|(v, l)| *v == 2 && l.contains("from L2 (1 of 4")), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(v, l)| *v == 2 && l.contains("from L2 (1 of 4")),
+        "{got:?}"
+    );
     // The rebuilt rank's files are back in L1: a second restart reads L1.
     let got = restore(&dir, 4, L12, true);
     assert!(got[0].1.contains("from L1"), "{got:?}");
@@ -107,7 +123,11 @@ fn a_rank_without_l1_and_partner_copy_is_rebuilt_from_xor_parity() {
     write_two(&dir, 4, L13, true);
     lose_own(&dir, 2, 2);
     let got = restore(&dir, 4, L13, true);
-    assert!(got.iter().all(|(v, l)| *v == 2 && l.contains("from L3 (1 of 4")), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(v, l)| *v == 2 && l.contains("from L3 (1 of 4")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -129,7 +149,11 @@ fn a_corrupt_file_falls_back_to_the_previous_checkpoint() {
     b[40] ^= 0x10;
     std::fs::write(&f, b).unwrap();
     let got = restore(&dir, 2, 1, true);
-    assert!(got.iter().all(|(v, l)| *v == 1 && l.starts_with("s v1 from L1")), "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(v, l)| *v == 1 && l.starts_with("s v1 from L1")),
+        "{got:?}"
+    );
 }
 
 #[test]
@@ -139,7 +163,8 @@ fn a_lost_node_is_rebuilt_from_the_other_nodes() {
     run_cluster(&[2, 2], |w| {
         let mut ck = Ckpt::with_options(&w, opts(&dir, 0, L123, false)).unwrap();
         let u = state(w.rank(), 7);
-        ck.checkpoint("s", 7, &[Data::slice(&u), Data::value(&7u64)]).unwrap();
+        ck.checkpoint("s", 7, &[Data::slice(&u), Data::value(&7u64)])
+            .unwrap();
     });
     // Node 1 (ranks 2 and 3) is lost: its own files, parity and the partner
     // copies it kept (of ranks 0 and 1).
@@ -153,7 +178,9 @@ fn a_lost_node_is_rebuilt_from_the_other_nodes() {
         let mut ck = Ckpt::with_options(&w, opts(&dir, 1, L123, false)).unwrap();
         let mut u = vec![0.0; 1000];
         let mut v = 0u64;
-        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]).unwrap().unwrap();
+        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)])
+            .unwrap()
+            .unwrap();
         assert_eq!(u, state(w.rank(), 7));
         ck.restored().unwrap().to_string()
     });
@@ -166,8 +193,18 @@ fn global_arrays_restore_onto_other_rank_counts() {
     let len = 1001;
     for (n, m, d1, d2) in [
         (4, 3, Distribution::Block, Distribution::Block),
-        (2, 5, Distribution::BlockCyclic { block: 7 }, Distribution::Block),
-        (3, 3, Distribution::Block, Distribution::BlockCyclic { block: 3 }),
+        (
+            2,
+            5,
+            Distribution::BlockCyclic { block: 7 },
+            Distribution::Block,
+        ),
+        (
+            3,
+            3,
+            Distribution::Block,
+            Distribution::BlockCyclic { block: 3 },
+        ),
     ] {
         let dir = scratch(&format!("gv{n}{m}"));
         run_threads(n, |w| {
@@ -206,7 +243,17 @@ fn per_rank_data_onto_another_rank_count_is_a_typed_error() {
         e.unwrap_err()
     });
     for e in errs {
-        assert!(matches!(e, Error::RankCount { saved: 3, now: 2, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::RankCount {
+                    saved: 3,
+                    now: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 }
 
@@ -221,7 +268,10 @@ fn slots_that_do_not_match_are_a_typed_error() {
         let e = ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]);
         e.unwrap_err()
     });
-    assert!(errs.iter().all(|e| matches!(e, Error::Shape(_))), "{errs:?}");
+    assert!(
+        errs.iter().all(|e| matches!(e, Error::Shape(_))),
+        "{errs:?}"
+    );
 }
 
 #[test]
@@ -312,7 +362,8 @@ fn l4_is_written_in_the_background_and_restores_when_l1_is_gone() {
         let mut ck = Ckpt::with_options(&w, with_fs(0)).unwrap();
         for v in 1..=3u64 {
             let u = state(w.rank(), v);
-            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)]).unwrap();
+            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)])
+                .unwrap();
         }
         assert!(ck.wait_fs().unwrap());
     });
@@ -325,9 +376,137 @@ fn l4_is_written_in_the_background_and_restores_when_l1_is_gone() {
         let mut ck = Ckpt::with_options(&w, with_fs(1)).unwrap();
         let mut u = vec![0.0; 1000];
         let mut v = 0u64;
-        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)]).unwrap().unwrap();
+        ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut v)])
+            .unwrap()
+            .unwrap();
         assert_eq!(u, state(w.rank(), v));
         ck.restored().unwrap().to_string()
     });
     assert!(got[0].starts_with("s v3 from L4"), "{got:?}");
+}
+
+// ---- through dosrun, with the heat_ckpt example ----
+
+/// Runs `heat_ckpt ARGS` on `n` ranks under dosrun with the checkpoint
+/// tunables `env` (through `env`, so that they win over dosrun's).
+fn heat(n: usize, env: &[String], args: &[&str]) -> common::Job {
+    let prog = common::example("heat_ckpt");
+    let mut a: Vec<String> = env.to_vec();
+    a.push(prog.display().to_string());
+    a.extend(args.iter().map(|s| s.to_string()));
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    common::run(n, Path::new("/usr/bin/env"), &a)
+}
+
+fn env(dir: &Path, id: &str, attempt: u32, extra: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        format!("DOS_CKPT_DIR={}", dir.display()),
+        format!("DOS_CKPT_ID={id}"),
+        format!("DOS_RUN_ATTEMPT={attempt}"),
+    ];
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// The result line of rank 0.
+fn result(j: &common::Job) -> String {
+    j.stdout
+        .lines()
+        .find(|l| l.contains(" steps: sum "))
+        .unwrap_or_else(|| panic!("no result line\n{j}"))
+        .to_string()
+}
+
+fn restored(j: &common::Job) -> String {
+    j.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("heat_ckpt: restored "))
+        .unwrap_or_else(|| panic!("no restore line\n{j}"))
+        .to_string()
+}
+
+const HEAT: &[&str] = &["--size", "40", "--steps", "24", "--every", "4"];
+
+/// An undisturbed run's result line.
+fn reference(dir: &Path) -> String {
+    let j = heat(3, &env(dir, "ref", 0, &[]), HEAT);
+    j.assert_success();
+    result(&j)
+}
+
+/// Run 1 fails after step `at` (rank 1; `kill`: by SIGKILL); returns its job.
+fn failing_run(dir: &Path, id: &str, n: usize, at: u64, kill: bool, extra: &[&str]) -> common::Job {
+    let at = at.to_string();
+    let mut args = HEAT.to_vec();
+    args.extend(["--fail-at", &at, "--fail-rank", "1"]);
+    if kill {
+        args.push("--kill");
+    }
+    let j = heat(n, &env(dir, id, 0, extra), &args);
+    assert!(!j.status.success(), "run 1 must fail\n{j}");
+    j
+}
+
+#[test]
+fn dosrun_a_failed_run_restarts_from_its_checkpoint_bit_identical() {
+    let dir = scratch("dosrun-exit");
+    let want = reference(&dir);
+    failing_run(&dir, "exit", 3, 10, false, &[]);
+    let j = heat(3, &env(&dir, "exit", 1, &[]), HEAT);
+    j.assert_success();
+    assert_eq!(restored(&j), "heat v8 from L1 (0 of 3 ranks rebuilt)");
+    assert_eq!(result(&j), want);
+}
+
+#[test]
+fn dosrun_a_killed_rank_restarts_and_a_corrupt_checkpoint_falls_back() {
+    let dir = scratch("dosrun-kill");
+    let want = reference(&dir);
+    failing_run(&dir, "kill", 3, 14, true, &["DOS_CKPT_LEVELS=1"]);
+    // Corrupt rank 2's newest file: the checksum catches it, v8 is used.
+    let f = dir.join("dos-ckpt-kill/heat.v12/r2/memory.bin");
+    let mut b = std::fs::read(&f).unwrap();
+    let mid = b.len() / 2;
+    b[mid] ^= 0x01;
+    std::fs::write(&f, b).unwrap();
+    let j = heat(3, &env(&dir, "kill", 1, &["DOS_CKPT_LEVELS=1"]), HEAT);
+    j.assert_success();
+    assert_eq!(restored(&j), "heat v8 from L1 (0 of 3 ranks rebuilt)");
+    assert_eq!(result(&j), want);
+}
+
+#[test]
+fn dosrun_a_lost_l1_is_rebuilt_from_the_partner_or_parity() {
+    let dir = scratch("dosrun-lost");
+    let want = reference(&dir);
+    // Every rank its own failure group: partners and XOR sets on one host.
+    for (levels, id, lvl) in [("1,2", "l2", "L2"), ("1,3", "l3", "L3")] {
+        let extra = [&*format!("DOS_CKPT_LEVELS={levels}"), "DOS_CKPT_GROUP=rank"];
+        failing_run(&dir, id, 3, 10, false, &extra);
+        lose_own_of(&dir.join(format!("dos-ckpt-{id}/heat.v8")), 1);
+        let j = heat(3, &env(&dir, id, 1, &extra), HEAT);
+        j.assert_success();
+        assert_eq!(
+            restored(&j),
+            format!("heat v8 from {lvl} (1 of 3 ranks rebuilt)")
+        );
+        assert_eq!(result(&j), want);
+    }
+}
+
+#[test]
+fn dosrun_global_array_state_restarts_on_fewer_ranks() {
+    let dir = scratch("dosrun-fewer");
+    let want = reference(&dir);
+    failing_run(&dir, "fewer", 4, 10, false, &[]);
+    let j = heat(2, &env(&dir, "fewer", 1, &[]), HEAT);
+    j.assert_success();
+    assert!(restored(&j).starts_with("heat v8 from L1"), "{j}");
+    assert_eq!(result(&j), want);
+}
+
+fn lose_own_of(version_dir: &Path, o: usize) {
+    rm(version_dir.join(format!("r{o}")));
+    rm(version_dir.join(format!("r{o}.manifest")));
+    rm(version_dir.join(format!("x{o}.parity")));
 }

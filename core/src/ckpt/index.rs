@@ -235,7 +235,14 @@ pub fn check_name(name: &str) -> Result<()> {
 }
 
 /// Writes rank `o`'s files and then its manifest; returns the bytes written.
-pub fn write_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize, files: &Files) -> Result<u64> {
+pub fn write_own(
+    disk: &dyn Disk,
+    d: &Dirs,
+    name: &str,
+    v: u64,
+    o: usize,
+    files: &Files,
+) -> Result<u64> {
     let dir = d.files(name, v, o);
     for (f, data) in files {
         disk.write_atomic(&dir.join(f), data)?;
@@ -244,7 +251,14 @@ pub fn write_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize, files:
 }
 
 /// Writes the manifest of rank `o`'s `files` (already on disk).
-pub fn seal_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize, files: &Files) -> Result<u64> {
+pub fn seal_own(
+    disk: &dyn Disk,
+    d: &Dirs,
+    name: &str,
+    v: u64,
+    o: usize,
+    files: &Files,
+) -> Result<u64> {
     let m = Manifest {
         files: files
             .iter()
@@ -259,10 +273,11 @@ pub fn seal_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize, files: 
 /// Rank `o`'s files, checked against its manifest.
 pub fn read_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize) -> Result<Files> {
     let mpath = d.manifest(name, v, o);
-    let m: Manifest = postcard::from_bytes(&read_sealed(disk, &mpath)?).map_err(|_| Error::Corrupt {
-        path: mpath.clone(),
-        reason: "the manifest does not decode",
-    })?;
+    let m: Manifest =
+        postcard::from_bytes(&read_sealed(disk, &mpath)?).map_err(|_| Error::Corrupt {
+            path: mpath.clone(),
+            reason: "the manifest does not decode",
+        })?;
     let dir = d.files(name, v, o);
     m.files
         .into_iter()
@@ -282,7 +297,12 @@ pub fn read_own(disk: &dyn Disk, d: &Dirs, name: &str, v: u64, o: usize) -> Resu
 
 /// The newest complete checkpoint in `index` whose files of rank `o` verify
 /// (a single rank's view: the distributed restart adds partner and parity).
-pub fn newest_own(disk: &dyn Disk, d: &Dirs, index: &Index, o: usize) -> Option<(String, u64, Files)> {
+pub fn newest_own(
+    disk: &dyn Disk,
+    d: &Dirs,
+    index: &Index,
+    o: usize,
+) -> Option<(String, u64, Files)> {
     index
         .entries
         .iter()
@@ -361,7 +381,10 @@ mod tests {
                 let done = commit(&disk, &d, 3, keep).is_ok();
                 disk.budget.set(None);
                 let got = restorable(&disk, &d);
-                assert!(matches!(got, Some(2) | Some(3)), "crash after {k} ops: {got:?}");
+                assert!(
+                    matches!(got, Some(2) | Some(3)),
+                    "crash after {k} ops: {got:?}"
+                );
                 if done {
                     assert_eq!(got, Some(3));
                     break;
@@ -370,7 +393,13 @@ mod tests {
                 commit(&disk, &d, 4, keep).unwrap();
                 assert_eq!(restorable(&disk, &d), Some(4));
                 let idx = Index::load(&disk, &d.index(0)).unwrap();
-                assert!(idx.entries.iter().filter(|e| e.state == State::Complete).count() <= keep);
+                assert!(
+                    idx.entries
+                        .iter()
+                        .filter(|e| e.state == State::Complete)
+                        .count()
+                        <= keep
+                );
                 k += 1;
             }
             assert!(k > 5, "the protocol has several steps");
@@ -382,12 +411,19 @@ mod tests {
         let mut idx = Index::default();
         for v in 0..5 {
             let mut e = entry(v, v);
-            e.state = if v == 2 { State::Failed } else { State::Complete };
+            e.state = if v == 2 {
+                State::Failed
+            } else {
+                State::Complete
+            };
             idx.put(e);
         }
         let gone: Vec<u64> = idx.retire(2).iter().map(|e| e.version).collect();
         assert_eq!(gone, vec![0, 1, 2]);
-        assert_eq!(idx.entries.iter().map(|e| e.version).collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(
+            idx.entries.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
     }
 
     #[test]

@@ -39,7 +39,11 @@ impl Remote {
         }
         if let Some(dir) = spec.strip_prefix("dosfs:") {
             let client = dos_fs::client::Client::open(None)?;
-            let dir = if dir.starts_with('/') { dir.to_string() } else { format!("/{dir}") };
+            let dir = if dir.starts_with('/') {
+                dir.to_string()
+            } else {
+                format!("/{dir}")
+            };
             return Ok(Some(Remote::Dosfs {
                 client: Arc::new(client),
                 dir,
@@ -87,7 +91,9 @@ impl Remote {
                 let a = match client.stat(&path) {
                     Ok(a) => a,
                     Err(dos_fs::Error::NotFound { .. }) => {
-                        return Err(Error::file("read", path)(std::io::ErrorKind::NotFound.into()))
+                        return Err(Error::file("read", path)(
+                            std::io::ErrorKind::NotFound.into(),
+                        ))
                     }
                     Err(e) => return Err(e.into()),
                 };
@@ -161,7 +167,9 @@ impl Flusher {
                             false
                         }
                     };
-                    d.lock().unwrap_or_else(|p| p.into_inner()).push((j.seq, ok));
+                    d.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((j.seq, ok));
                 }
             })
             .ok();

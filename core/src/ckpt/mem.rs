@@ -30,7 +30,9 @@ impl<'a> Data<'a> {
 
     /// A serde value (this rank's; restores onto the same rank count).
     pub fn value<T: Serialize>(v: &T) -> Data<'a> {
-        Data(Item::Value(postcard::to_stdvec(v).map_err(|e| e.to_string())))
+        Data(Item::Value(
+            postcard::to_stdvec(v).map_err(|e| e.to_string()),
+        ))
     }
 
     /// This rank's part of a global array (restores onto any rank count,
@@ -163,7 +165,9 @@ impl Image {
 
     /// Whether the image holds per-rank pieces (slices, values).
     pub(crate) fn has_per_rank(&self) -> bool {
-        self.items.iter().any(|i| !matches!(i, Saved::Global { .. }))
+        self.items
+            .iter()
+            .any(|i| !matches!(i, Saved::Global { .. }))
     }
 }
 
@@ -195,7 +199,11 @@ pub(crate) fn check(img: &Image, slots: &[Slot<'_>], same_ranks: bool) -> Result
                     )));
                 }
             }
-            _ => return Err(Error::Shape(format!("piece {k}: another kind of data was saved"))),
+            _ => {
+                return Err(Error::Shape(format!(
+                    "piece {k}: another kind of data was saved"
+                )))
+            }
         }
     }
     Ok(())

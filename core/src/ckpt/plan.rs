@@ -122,24 +122,40 @@ mod tests {
     fn everything_local_reads_own() {
         let a = vec![vec![OWN | PARITY, 0], vec![PARTNER, OWN | PARITY]];
         let p = plan(2, 2, &a, &[]).unwrap();
-        assert_eq!(p, vec![Source::Own { holder: 0 }, Source::Own { holder: 1 }]);
+        assert_eq!(
+            p,
+            vec![Source::Own { holder: 0 }, Source::Own { holder: 1 }]
+        );
         assert_eq!(describe(&p), ("L1", 0));
     }
 
     #[test]
     fn a_lost_rank_comes_from_its_partner_or_from_parity() {
         // Rank 1 lost its L1; rank 2 holds its partner copy.
-        let a = vec![vec![OWN | PARITY, 0, 0], vec![0, 0, 0], vec![0, PARTNER, OWN | PARITY]];
+        let a = vec![
+            vec![OWN | PARITY, 0, 0],
+            vec![0, 0, 0],
+            vec![0, PARTNER, OWN | PARITY],
+        ];
         let sets = vec![vec![0, 1, 2]];
         let p = plan(3, 3, &a, &sets).unwrap();
         assert_eq!(p[1], Source::Partner { holder: 2 });
         assert_eq!(describe(&p), ("L2", 1));
         // Without the partner copy: XOR from 0 and 2, rebuilt on 1.
-        let a = vec![vec![OWN | PARITY, 0, 0], vec![0, 0, 0], vec![0, 0, OWN | PARITY]];
+        let a = vec![
+            vec![OWN | PARITY, 0, 0],
+            vec![0, 0, 0],
+            vec![0, 0, OWN | PARITY],
+        ];
         let p = plan(3, 3, &a, &sets).unwrap();
         assert_eq!(
             p[1],
-            Source::Xor { index: 1, set: vec![0, 1, 2], holders: vec![0, usize::MAX, 2], root: 1 }
+            Source::Xor {
+                index: 1,
+                set: vec![0, 1, 2],
+                holders: vec![0, usize::MAX, 2],
+                root: 1
+            }
         );
         // Two members lost: nothing rebuilds rank 1.
         let a = vec![vec![OWN | PARITY, 0, 0], vec![0, 0, 0], vec![0, 0, 0]];

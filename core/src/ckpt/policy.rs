@@ -69,13 +69,25 @@ mod tests {
             cost: cost.map(Duration::from_secs),
         };
         assert!(!Policy::default().due(s(100, 100, Some(1))));
-        let every = Policy { every: 3, ..Default::default() };
+        let every = Policy {
+            every: 3,
+            ..Default::default()
+        };
         assert!(!every.due(s(2, 0, None)) && every.due(s(3, 0, None)));
-        let period = Policy { period: Duration::from_secs(10), ..Default::default() };
+        let period = Policy {
+            period: Duration::from_secs(10),
+            ..Default::default()
+        };
         assert!(!period.due(s(9, 9, None)) && period.due(s(1, 10, None)));
         // C = 2 s, MTBF = 3600 s: sqrt(2 * 2 * 3600) = 120 s.
-        let auto = Policy { mtbf: Duration::from_secs(3600), ..Default::default() };
-        assert_eq!(young(Duration::from_secs(2), Duration::from_secs(3600)), Duration::from_secs(120));
+        let auto = Policy {
+            mtbf: Duration::from_secs(3600),
+            ..Default::default()
+        };
+        assert_eq!(
+            young(Duration::from_secs(2), Duration::from_secs(3600)),
+            Duration::from_secs(120)
+        );
         assert!(auto.due(s(1, 0, None)), "first call measures the cost");
         assert!(!auto.due(s(5, 119, Some(2))) && auto.due(s(5, 120, Some(2))));
     }

@@ -95,7 +95,13 @@ fn program_id() -> String {
         .unwrap_or_else(|| "dos".into());
     let s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(100)
         .collect();
     if s.is_empty() {
@@ -255,7 +261,12 @@ impl<'w> Ckpt<'w> {
     pub fn checkpoint(&mut self, name: &str, version: u64, data: &[Data<'_>]) -> Result<()> {
         check_name(name)?;
         let img = Image::of(self.comm.rank(), data);
-        let files = img.map(|i| vec![(MEMORY.to_string(), postcard::to_stdvec(&i).expect("an image serializes"))]);
+        let files = img.map(|i| {
+            vec![(
+                MEMORY.to_string(),
+                postcard::to_stdvec(&i).expect("an image serializes"),
+            )]
+        });
         let ok = self.commit(name, version, files, true)?;
         if ok {
             Ok(())
@@ -271,7 +282,10 @@ impl<'w> Ckpt<'w> {
     /// when none survived; collective).
     pub fn latest(&mut self) -> Result<Option<(String, u64)>> {
         self.search()?;
-        Ok(self.found.as_ref().map(|f| (f.entry.name.clone(), f.entry.version)))
+        Ok(self
+            .found
+            .as_ref()
+            .map(|f| (f.entry.name.clone(), f.entry.version)))
     }
 
     /// On a restart, restores the newest restorable checkpoint into `slots`
@@ -292,7 +306,9 @@ impl<'w> Ckpt<'w> {
         for (o, files) in &found.mine {
             match decode_image(files) {
                 Ok(img) if img.rank as usize == *o => images.push(img),
-                Ok(_) => first_err = first_err.or(Some(Error::Shape("an image of another rank".into()))),
+                Ok(_) => {
+                    first_err = first_err.or(Some(Error::Shape("an image of another rank".into())))
+                }
                 Err(e) => first_err = first_err.or(Some(e)),
             }
         }
@@ -319,7 +335,9 @@ impl<'w> Ckpt<'w> {
         flags[0] = u8::from(res.is_err() || any[1] == 1);
         self.comm.allreduce(&flags[..1], &mut any[..1], Max)?;
         if any[0] == 1 {
-            return Err(res.err().unwrap_or(Error::Shape("some rank's slots do not match".into())));
+            return Err(res
+                .err()
+                .unwrap_or(Error::Shape("some rank's slots do not match".into())));
         }
         for img in &images {
             if same {
@@ -360,7 +378,13 @@ impl<'w> Ckpt<'w> {
                 reason: "an output or restart is already open",
             });
         }
-        let mine = self.index.entries.iter().map(|e| e.version + 1).max().unwrap_or(1);
+        let mine = self
+            .index
+            .entries
+            .iter()
+            .map(|e| e.version + 1)
+            .max()
+            .unwrap_or(1);
         let mut v = [0u64];
         self.comm.allreduce(&[mine], &mut v, Max)?;
         let dir = self.l1.files(name, v[0], self.comm.rank());
@@ -385,8 +409,12 @@ impl<'w> Ckpt<'w> {
         }
         let me = self.comm.rank();
         match (&self.phase, &self.found) {
-            (Phase::Output { name, version }, _) => Ok(self.l1.files(name, *version, me).join(file)),
-            (Phase::Restart, Some(f)) => Ok(self.l1.files(&f.entry.name, f.entry.version, me).join(file)),
+            (Phase::Output { name, version }, _) => {
+                Ok(self.l1.files(name, *version, me).join(file))
+            }
+            (Phase::Restart, Some(f)) => {
+                Ok(self.l1.files(&f.entry.name, f.entry.version, me).join(file))
+            }
             _ => Err(Error::Usage {
                 op: "route_file",
                 reason: "neither an output nor a restart is open",
@@ -398,7 +426,8 @@ impl<'w> Ckpt<'w> {
     /// `valid` and wrote its part at every level, the same answer on every
     /// rank. A `false` output is not restorable.
     pub fn complete_output(&mut self, valid: bool) -> Result<bool> {
-        let Phase::Output { name, version } = std::mem::replace(&mut self.phase, Phase::Idle) else {
+        let Phase::Output { name, version } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
             return Err(Error::Usage {
                 op: "complete_output",
                 reason: "no output is open",
@@ -455,7 +484,10 @@ impl<'w> Ckpt<'w> {
         self.phase = Phase::Idle;
         let mut all = [0u8];
         self.comm.allreduce(&[u8::from(valid)], &mut all, Min)?;
-        let f = self.found.take().expect("an open restart has its checkpoint");
+        let f = self
+            .found
+            .take()
+            .expect("an open restart has its checkpoint");
         if all[0] == 1 {
             self.report(&f.line)?;
             return Ok(true);
@@ -485,7 +517,10 @@ impl<'w> Ckpt<'w> {
     // ---- internals ----
 
     fn store_index(&self) {
-        if let Err(e) = self.index.store(&RealDisk, &self.l1.index(self.comm.rank())) {
+        if let Err(e) = self
+            .index
+            .store(&RealDisk, &self.l1.index(self.comm.rank()))
+        {
             tracing::warn!("storing the checkpoint index: {e}");
         }
     }
@@ -494,7 +529,13 @@ impl<'w> Ckpt<'w> {
     /// part or the local reason it has none, to be written to L1 (`write`)
     /// or already there (the file API). Returns whether every rank
     /// wrote every part.
-    fn commit(&mut self, name: &str, version: u64, files: Result<Files>, write: bool) -> Result<bool> {
+    fn commit(
+        &mut self,
+        name: &str,
+        version: u64,
+        files: Result<Files>,
+        write: bool,
+    ) -> Result<bool> {
         let t0 = Instant::now();
         self.settle_fs()?;
         let (me, n) = (self.comm.rank(), self.comm.size());
@@ -572,7 +613,8 @@ impl<'w> Ckpt<'w> {
                     let to = (i + step) % k;
                     let from = (i + k - step) % k;
                     let out = xor::chunk_for(&bund, i, to, c);
-                    self.comm.sendrecv(&out, set[to], TAG_XOR, &mut inc, set[from], TAG_XOR)?;
+                    self.comm
+                        .sendrecv(&out, set[to], TAG_XOR, &mut inc, set[from], TAG_XOR)?;
                     xor::xor_into(&mut segment, &inc);
                 }
                 let p = Parity {
@@ -589,7 +631,11 @@ impl<'w> Ckpt<'w> {
         let mut all = [0u8];
         self.comm.allreduce(&[u8::from(ok)], &mut all, Min)?;
         let complete = all[0] == 1;
-        entry.state = if complete { State::Complete } else { State::Failed };
+        entry.state = if complete {
+            State::Complete
+        } else {
+            State::Failed
+        };
         self.index.put(entry.clone());
         self.store_index();
         if complete {
@@ -602,7 +648,9 @@ impl<'w> Ckpt<'w> {
             // L4, in the background.
             if let Some(f) = &self.flusher {
                 if (self.taken - 1) % self.opts.fs_every == 0 {
-                    let rel = rel_root(&self.opts.id).join(format!("{name}.v{version}")).join(format!("r{me}.bundle"));
+                    let rel = rel_root(&self.opts.id)
+                        .join(format!("{name}.v{version}"))
+                        .join(format!("r{me}.bundle"));
                     if f.submit(entry.seq, rel, seal(&bund)) {
                         let mut e = entry.clone();
                         e.levels |= level::FS;
@@ -663,7 +711,9 @@ impl<'w> Ckpt<'w> {
         self.fs_pending.remove(0);
         if low[0] == 2 && self.comm.rank() == 0 {
             if let Some(r) = &self.opts.fs {
-                let rel = rel_root(&self.opts.id).join(format!("{}.v{}", e.name, e.version)).join("COMPLETE");
+                let rel = rel_root(&self.opts.id)
+                    .join(format!("{}.v{}", e.name, e.version))
+                    .join("COMPLETE");
                 let b = postcard::to_stdvec(&e).expect("an entry serializes");
                 if let Err(err) = r.write(&rel, &seal(&b)) {
                     tracing::warn!("marking L4 checkpoint complete: {err}");
@@ -827,7 +877,12 @@ impl<'w> Ckpt<'w> {
                         expect.push((*holder, tag));
                     }
                 }
-                Source::Xor { index, set, holders, root } => {
+                Source::Xor {
+                    index,
+                    set,
+                    holders,
+                    root,
+                } => {
                     let root = if n == m { o } else { *root };
                     for (k, &h) in holders.iter().enumerate() {
                         if k == *index {
@@ -841,7 +896,13 @@ impl<'w> Ckpt<'w> {
                                     let mut msg = Vec::with_capacity(16 + set.len() * c);
                                     msg.extend_from_slice(&par.c.to_le_bytes());
                                     msg.extend_from_slice(&par.lens[*index].to_le_bytes());
-                                    msg.extend(xor::contribution(k, set.len(), &bundle(f), &par.segment, c));
+                                    msg.extend(xor::contribution(
+                                        k,
+                                        set.len(),
+                                        &bundle(f),
+                                        &par.segment,
+                                        c,
+                                    ));
                                     msg
                                 }
                                 _ => Vec::new(),
@@ -880,7 +941,9 @@ impl<'w> Ckpt<'w> {
             }
         }
         for (o, sum) in sums {
-            let Source::Xor { index, set, .. } = &p[o] else { continue };
+            let Source::Xor { index, set, .. } = &p[o] else {
+                continue;
+            };
             if sum.len() < 16 {
                 ok = false;
                 continue;
@@ -921,7 +984,11 @@ impl<'w> Ckpt<'w> {
             "{} v{} from {lvl} ({rebuilt} of {n} ranks rebuilt{})",
             e.name,
             e.version,
-            if n == m { String::new() } else { format!(", onto {m} ranks") }
+            if n == m {
+                String::new()
+            } else {
+                format!(", onto {m} ranks")
+            }
         );
         got.sort_by_key(|(o, _)| *o);
         Ok(Some(Found {
@@ -939,7 +1006,9 @@ impl<'w> Ckpt<'w> {
         let mut ok = true;
         if let Some(r) = &self.opts.fs {
             for o in (0..n).filter(|&o| if n == m { o == me } else { o % m == me }) {
-                let rel = rel_root(&self.opts.id).join(format!("{}.v{}", e.name, e.version)).join(format!("r{o}.bundle"));
+                let rel = rel_root(&self.opts.id)
+                    .join(format!("{}.v{}", e.name, e.version))
+                    .join(format!("r{o}.bundle"));
                 match r.read(&rel).and_then(|b| {
                     let p = super::store::unseal(&rel, &b)?.to_vec();
                     unbundle(&rel, &p)
@@ -973,7 +1042,16 @@ impl<'w> Ckpt<'w> {
         Ok(Some(Found {
             entry: e.clone(),
             mine: got,
-            line: format!("{} v{} from L4 ({n} ranks read back{})", e.name, e.version, if n == m { String::new() } else { format!(", onto {m} ranks") }),
+            line: format!(
+                "{} v{} from L4 ({n} ranks read back{})",
+                e.name,
+                e.version,
+                if n == m {
+                    String::new()
+                } else {
+                    format!(", onto {m} ranks")
+                }
+            ),
         }))
     }
 }
@@ -1056,7 +1134,9 @@ fn allgather_bytes(comm: &Comm, bytes: &[u8]) -> crate::Result<Vec<Vec<u8>>> {
         .collect();
     let mut all = vec![0u8; counts.iter().sum()];
     comm.allgatherv(bytes, &mut all, &counts, &displs)?;
-    Ok((0..n).map(|r| all[displs[r]..displs[r] + counts[r]].to_vec()).collect())
+    Ok((0..n)
+        .map(|r| all[displs[r]..displs[r] + counts[r]].to_vec())
+        .collect())
 }
 
 /// The lowest rank that shares this rank's node (its shared memory).
