@@ -12,12 +12,27 @@ use dos::config::Config;
 use dos::dsm::Distribution;
 use dos::testing::{run_cluster, run_threads};
 
-/// A fresh directory for one test's L1.
-fn scratch(test: &str) -> PathBuf {
+/// A fresh directory for one test's L1, removed when dropped.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(test: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("dos-ckpt-test-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 fn opts(dir: &Path, attempt: u32, levels: u8, by_rank: bool) -> Options {
@@ -354,7 +369,7 @@ fn l4_is_written_in_the_background_and_restores_when_l1_is_gone() {
     let fs = scratch("l4-target");
     let with_fs = |attempt| {
         let mut o = opts(&dir, attempt, 1 | 8, false);
-        o.fs = Some(dos::ckpt::l4::Remote::Dir(fs.clone()));
+        o.fs = Some(dos::ckpt::l4::Remote::Dir(fs.to_path_buf()));
         o.fs_every = 2;
         o
     };

@@ -153,7 +153,7 @@ impl Index {
             .filter(|e| e.state == State::Complete)
             .map(|e| e.seq)
             .collect();
-        let Some(&oldest_kept) = complete.iter().rev().take(keep.max(1)).last() else {
+        let Some(&oldest_kept) = complete.get(complete.len().saturating_sub(keep.max(1))) else {
             return Vec::new();
         };
         let newest = complete.last().copied().unwrap_or(0);

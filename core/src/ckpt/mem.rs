@@ -50,10 +50,11 @@ impl<'a> Data<'a> {
 pub struct Slot<'a>(SlotItem<'a>);
 
 type Put<'a> = Box<dyn FnMut(usize, &[u8]) -> crate::Result<()> + 'a>;
+type Take<'a> = Box<dyn FnMut(&[u8]) -> Result<()> + 'a>;
 
 enum SlotItem<'a> {
     Bytes(&'a mut [u8]),
-    Value(Box<dyn FnMut(&[u8]) -> Result<()> + 'a>),
+    Value(Take<'a>),
     Global {
         len: usize,
         elem: usize,

@@ -23,14 +23,16 @@
 //!
 //! ```
 //! use dos::ckpt::{Ckpt, Data, Slot};
-//! # std::env::set_var("DOS_CKPT_DIR", std::env::temp_dir());
+//! # let dir = std::env::temp_dir().join(format!("dos-ckpt-doc-{}", std::process::id()));
+//! # std::env::set_var("DOS_CKPT_DIR", &dir);
 //! # std::env::set_var("DOS_CKPT_ID", "doc-example");
 //! let world = dos::init().unwrap();
 //! let mut ck = Ckpt::new(&world).unwrap();
 //! let mut u = vec![0.0f64; 1000];
 //! let mut step = 0u64;
 //! // On a restart (DOS_RUN_ATTEMPT > 0), resume from the newest checkpoint.
-//! if let Some((_, v)) = ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut step)]).unwrap() {
+//! let restored = ck.recover(&mut [Slot::slice(&mut u), Slot::value(&mut step)]).unwrap();
+//! if let Some((_, v)) = restored {
 //!     assert_eq!(v, step);
 //! }
 //! while step < 20 {
@@ -40,7 +42,12 @@
 //!         ck.checkpoint("demo", step, &[Data::slice(&u), Data::value(&step)]).unwrap();
 //!     }
 //! }
+//! # drop(ck);
+//! # std::fs::remove_dir_all(&dir).unwrap();
 //! ```
+//!
+//! (Bind the result of `recover` before using the restored variables: the
+//! slots borrow them until the end of the statement.)
 //!
 //! ## When to checkpoint
 //!
