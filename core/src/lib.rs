@@ -101,6 +101,12 @@
 //!   domains aligned to stripes and a direct path when ranks do not share
 //!   stripes, data sieving for small holes; `sync`, `size`, `set_size`,
 //!   `delete`; errors agreed on every rank ([`io`]).
+//! * **Checkpoint/restart** — [`ckpt::Ckpt`]: save slices, global arrays and
+//!   serde values (`checkpoint`/`recover`) or routed files (`start_output`,
+//!   `route_file`, `complete_output`) at levels node-local, partner copy, XOR
+//!   parity and dosfs (in the background); on a restart under `dosrun
+//!   --max-restarts`, the newest checkpoint the surviving levels can rebuild
+//!   is restored, global arrays onto any rank count ([`ckpt`]).
 //!
 //! ## Plain-data types
 //!
