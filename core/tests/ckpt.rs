@@ -525,3 +525,88 @@ fn lose_own_of(version_dir: &Path, o: usize) {
     rm(version_dir.join(format!("r{o}.manifest")));
     rm(version_dir.join(format!("x{o}.parity")));
 }
+
+#[test]
+fn dosckpt_lists_and_removes_checkpoints() {
+    let dir = scratch("dosckpt");
+    write_two(&dir, 2, L12, true);
+    // Version 3 fails on rank 1: listed as failed.
+    run_threads(2, |w| {
+        let mut o = opts(&dir, 0, L12, true);
+        o.attempt = 1; // keep the history
+        let mut ck = Ckpt::with_options(&w, o).unwrap();
+        ck.start_output("s").unwrap();
+        assert!(!ck.complete_output(w.rank() == 0).unwrap());
+    });
+    let bin = common::dosrun().with_file_name("dosckpt");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let d = dir.to_str().unwrap();
+    let (ok, out, err) = run(&["list", d]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("ID"), "{out}");
+    let row = |v: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("s v{v} ")))
+            .copied()
+            .unwrap_or_else(|| panic!("{out}"))
+    };
+    assert!(
+        row("1").contains("complete") && row("1").contains("L1+L2"),
+        "{out}"
+    );
+    assert!(row("2").contains("complete"), "{out}");
+    assert!(row("3").contains("failed"), "{out}");
+    let (ok, _, err) = run(&["rm", "t", "s", "1", "--dir", d]);
+    assert!(ok, "{err}");
+    let (_, out, _) = run(&["list", d]);
+    assert!(!out.contains("s v1 ") && out.contains("s v2 "), "{out}");
+    let (ok, _, err) = run(&["rm", "nosuch", "--dir", d]);
+    assert!(!ok && err.contains("dos-ckpt-nosuch"), "{err}");
+    let (ok, _, _) = run(&["rm", "t", "--dir", d]);
+    assert!(ok);
+    let (_, out, _) = run(&["list", d]);
+    assert!(out.starts_with("no checkpoints"), "{out}");
+}
+
+/// 20 trials: a random rank killed (SIGKILL) after a random step, then the
+/// restart; every result bit-identical to the undisturbed run. Heavy:
+/// `cargo test -p dos --test ckpt -- --ignored kill_soak`.
+#[test]
+#[ignore]
+fn kill_soak() {
+    let dir = scratch("soak");
+    let want = reference(&dir);
+    let mut seed = std::process::id() as u64;
+    for trial in 0..20 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let at = 1 + (seed >> 33) % 23;
+        let rank = ((seed >> 20) % 3).to_string();
+        let id = format!("soak{trial}");
+        let at_s = at.to_string();
+        let mut args = HEAT.to_vec();
+        args.extend(["--fail-at", &at_s, "--fail-rank", &rank, "--kill"]);
+        let j = heat(3, &env(&dir, &id, 0, &[]), &args);
+        assert!(!j.status.success(), "{j}");
+        let j = heat(3, &env(&dir, &id, 1, &[]), HEAT);
+        j.assert_success();
+        assert_eq!(
+            result(&j),
+            want,
+            "trial {trial}: killed rank {rank} after step {at}"
+        );
+    }
+}

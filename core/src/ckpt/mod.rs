@@ -113,6 +113,7 @@
 //! same number are read by rank `o % m` (from its node's L1 or its partner
 //! copy).
 
+pub mod catalog;
 pub mod error;
 pub mod groups;
 pub mod index;
