@@ -580,7 +580,13 @@ impl<'w> Ckpt<'w> {
             Ok(b) => entry.bytes = b,
             Err(e) => note(Err(e)),
         }
-        let bund = bundle(&files);
+        // The one byte string the other levels protect (not built for L1 alone).
+        let fs_due = self.flusher.is_some() && self.taken % self.opts.fs_every == 0;
+        let bund = if levels & (level::PARTNER | level::XOR) != 0 || fs_due {
+            bundle(&files)
+        } else {
+            Vec::new()
+        };
         // L2: a copy to the partner; keep the copies of those we partner.
         if levels & level::PARTNER != 0 {
             let partners = groups::partners(&self.groups);
@@ -647,7 +653,7 @@ impl<'w> Ckpt<'w> {
             }
             // L4, in the background.
             if let Some(f) = &self.flusher {
-                if (self.taken - 1) % self.opts.fs_every == 0 {
+                if fs_due {
                     let rel = rel_root(&self.opts.id)
                         .join(format!("{name}.v{version}"))
                         .join(format!("r{me}.bundle"));
