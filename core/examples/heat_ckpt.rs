@@ -137,10 +137,7 @@ fn run(a: Args) -> Result<(), Box<dyn Error>> {
     let mine = hi - lo;
     let up = (rank > 0 && mine > 0).then(|| rank - 1);
     let down = (hi < n && mine > 0).then_some(rank + 1);
-    let attempt: u32 = std::env::var("DOS_RUN_ATTEMPT")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let attempt = world.config().run_attempt;
     let mut above = vec![0.0; n];
     let mut below = vec![0.0; n];
     let mut next = vec![0.0; mine * n];

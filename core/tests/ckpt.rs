@@ -610,3 +610,120 @@ fn kill_soak() {
         );
     }
 }
+
+#[test]
+fn bad_checkpoint_tunables_are_typed_errors() {
+    let cfg = |var: &'static str, val: &'static str| {
+        Config::parse(move |n| (n == var).then(|| val.to_string()))
+    };
+    for (var, val) in [
+        ("DOS_CKPT_LEVELS", "1,5"),
+        ("DOS_CKPT_XOR_SET", "1"),
+        ("DOS_CKPT_KEEP", "0"),
+        ("DOS_CKPT_GROUP", "rack"),
+        ("DOS_CKPT_FS_EVERY", "0"),
+        ("DOS_RUN_ATTEMPT", "-1"),
+    ] {
+        assert!(
+            matches!(cfg(var, val), Err(dos::Error::Environment { var: v, .. }) if v == var),
+            "{var}={val}"
+        );
+    }
+    let c = cfg("DOS_CKPT_LEVELS", "L2, 3").unwrap();
+    assert_eq!(c.ckpt_levels, 2 | 4);
+    let c = cfg("DOS_CKPT_ID", "a/b").unwrap();
+    assert!(matches!(
+        Options::from_config(&c),
+        Err(Error::Usage {
+            op: "DOS_CKPT_ID",
+            ..
+        })
+    ));
+    let o = Options::from_config(&cfg("DOS_CKPT_LEVELS", "2").unwrap()).unwrap();
+    assert_eq!(o.levels, 1 | 2, "L1 is always written");
+    assert!(o.fs.is_none());
+}
+
+/// dosfs servers of one test (`dosfs up --local`), stopped on drop.
+struct Dosfs {
+    dir: Scratch,
+    addr: PathBuf,
+    bin: PathBuf,
+}
+
+impl Dosfs {
+    fn up(tag: &str) -> Dosfs {
+        let bin = common::dosrun().with_file_name("dosfs");
+        assert!(
+            bin.is_file(),
+            "{} is missing: cargo build --workspace --bins",
+            bin.display()
+        );
+        let dir = scratch(tag);
+        let fs = Dosfs {
+            addr: dir.join("fs.addr"),
+            dir,
+            bin,
+        };
+        let targets = fs.dir.join("targets");
+        let o = fs.cmd(&[
+            "up",
+            "--local",
+            "2",
+            "--target",
+            targets.to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+        ]);
+        assert!(o.status.success(), "dosfs up: {o:?}");
+        fs
+    }
+
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(&self.bin)
+            .arg("--fs")
+            .arg(&self.addr)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Dosfs {
+    fn drop(&mut self) {
+        if let Ok(f) = dos_fs::addrfile::AddrFile::read(&self.addr) {
+            let _ = self.cmd(&["down"]);
+            for pid in f.servers.iter().filter_map(|s| s.pid) {
+                if Path::new(&format!("/proc/{pid}")).exists() {
+                    // SAFETY: kill has no memory effects; the pid is a server this test started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn dosrun_l4_on_dosfs_restores_when_every_l1_is_lost() {
+    let dir = scratch("dosrun-l4");
+    let want = reference(&dir);
+    let fs = Dosfs::up("dosfs-l4");
+    let extra = [
+        &*format!("DOSFS={}", fs.addr.display()),
+        "DOS_CKPT_LEVELS=1,4",
+        "DOS_CKPT_FS=dosfs:/ckpt",
+        "DOS_CKPT_FS_EVERY=2",
+    ];
+    failing_run(&dir, "l4", 3, 14, false, &extra);
+    // Every node's L1 is gone: L4 has v4 and v12 (every 2nd checkpoint) if
+    // their background writes were marked complete, else an older one.
+    std::fs::remove_dir_all(dir.join("dos-ckpt-l4")).unwrap();
+    let j = heat(3, &env(&dir, "l4", 1, &extra), HEAT);
+    j.assert_success();
+    let r = restored(&j);
+    assert!(
+        r.starts_with("heat v") && r.contains("from L4 (3 ranks read back)"),
+        "{r}"
+    );
+    assert_eq!(result(&j), want);
+}

@@ -122,8 +122,15 @@ impl Remote {
             Remote::Dir(d) => RealDisk.remove_all(&d.join(rel)),
             Remote::Dosfs { client, dir } => {
                 let path = Remote::fs_path(dir, rel);
-                for name in self.list(rel)? {
-                    self.remove_all(&rel.join(name))?;
+                match client.stat(&path) {
+                    Ok(a) if a.kind == dos_fs::meta::Kind::Dir => {
+                        for name in self.list(rel)? {
+                            self.remove_all(&rel.join(name))?;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(dos_fs::Error::NotFound { .. }) => return Ok(()),
+                    Err(e) => return Err(e.into()),
                 }
                 match client.unlink(&path) {
                     Ok(_) | Err(dos_fs::Error::NotFound { .. }) => Ok(()),

@@ -237,9 +237,12 @@ impl<'w> Ckpt<'w> {
     }
 
     /// Whether to checkpoint now, the same answer on every rank (decided on
-    /// rank 0 by the [`Policy`]; collective).
+    /// rank 0 by the [`Policy`]; collective). Also marks the L4 checkpoints
+    /// whose background writes finished on every rank.
     pub fn need_checkpoint(&mut self) -> Result<bool> {
         self.calls += 1;
+        // Background L4 writes that finished get their marker here too.
+        self.settle_fs()?;
         let mut yes = [u8::from(self.opts.policy.due(Since {
             calls: self.calls,
             elapsed: self.since.elapsed(),
