@@ -715,8 +715,9 @@ fn dosrun_l4_on_dosfs_restores_when_every_l1_is_lost() {
         "DOS_CKPT_FS_EVERY=2",
     ];
     failing_run(&dir, "l4", 3, 14, false, &extra);
-    // Every node's L1 is gone: L4 has v4 and v12 (every 2nd checkpoint) if
-    // their background writes were marked complete, else an older one.
+    // Every node's L1 is gone. L4 got v4 and v12 (every 2nd checkpoint);
+    // v4 was marked complete when v12 was queued (one in flight at most),
+    // v12 never was: the run failed before its next checkpoint.
     std::fs::remove_dir_all(dir.join("dos-ckpt-l4")).unwrap();
     let j = heat(3, &env(&dir, "l4", 1, &extra), HEAT);
     j.assert_success();

@@ -250,6 +250,43 @@ pub fn write_own(
     seal_own(disk, d, name, v, o, files)
 }
 
+/// Writes rank `o`'s one file `file`, the concatenation of `parts` (not
+/// copied), then its manifest; returns the bytes written.
+pub fn write_own_parts(
+    disk: &dyn Disk,
+    d: &Dirs,
+    name: &str,
+    v: u64,
+    o: usize,
+    file: &str,
+    parts: &[&[u8]],
+) -> Result<u64> {
+    disk.write_atomic_parts(&d.files(name, v, o).join(file), parts)?;
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let crc = parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p));
+    write_manifest(
+        disk,
+        d,
+        name,
+        v,
+        o,
+        vec![(file.to_string(), len as u64, crc)],
+    )?;
+    Ok(len as u64)
+}
+
+fn write_manifest(
+    disk: &dyn Disk,
+    d: &Dirs,
+    name: &str,
+    v: u64,
+    o: usize,
+    files: Vec<(String, u64, u32)>,
+) -> Result<()> {
+    let b = postcard::to_stdvec(&Manifest { files }).expect("a manifest serializes");
+    disk.write_atomic(&d.manifest(name, v, o), &seal(&b))
+}
+
 /// Writes the manifest of rank `o`'s `files` (already on disk).
 pub fn seal_own(
     disk: &dyn Disk,
@@ -259,14 +296,11 @@ pub fn seal_own(
     o: usize,
     files: &Files,
 ) -> Result<u64> {
-    let m = Manifest {
-        files: files
-            .iter()
-            .map(|(f, b)| (f.clone(), b.len() as u64, crc32c::crc32c(b)))
-            .collect(),
-    };
-    let b = postcard::to_stdvec(&m).expect("a manifest serializes");
-    disk.write_atomic(&d.manifest(name, v, o), &seal(&b))?;
+    let m = files
+        .iter()
+        .map(|(f, b)| (f.clone(), b.len() as u64, crc32c::crc32c(b)))
+        .collect();
+    write_manifest(disk, d, name, v, o, m)?;
     Ok(files.iter().map(|(_, b)| b.len() as u64).sum())
 }
 

@@ -7,7 +7,10 @@
 //! flush thread writes its sealed bundle `r<o>.bundle`; once every rank's
 //! write is done (checked collectively at the next checkpoint, or by
 //! [`super::Ckpt::wait_fs`]), rank 0 writes the `COMPLETE` marker, which
-//! holds the index entry. A restart trusts only marked checkpoints.
+//! holds the index entry. A restart trusts only marked checkpoints. At most
+//! one L4 checkpoint is in flight: when the next is due, the previous one
+//! is waited for (and marked) first, so memory stays bounded and a
+//! checkpoint is never more than one L4 interval from being marked.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

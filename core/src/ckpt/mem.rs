@@ -110,7 +110,7 @@ fn to_vec<T: Pod>(b: &[u8]) -> Vec<T> {
 }
 
 /// A saved piece.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Saved {
     Bytes(Vec<u8>),
     Value(Vec<u8>),
@@ -123,43 +123,134 @@ pub(crate) enum Saved {
     },
 }
 
-/// One rank's `memory.bin`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One rank's `memory.bin`, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Image {
     pub rank: u32,
     pub items: Vec<Saved>,
 }
 
+/// A piece as described in the header of `memory.bin` (its bytes follow the
+/// header, in order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Meta {
+    Bytes(u64),
+    Value(u64),
+    Global {
+        len: u64,
+        ranks: u32,
+        block: u64,
+        cyclic: bool,
+        bytes: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    rank: u32,
+    items: Vec<Meta>,
+}
+
 /// The file name of the memory image among a rank's files.
 pub(crate) const MEMORY: &str = "memory.bin";
 
-impl Image {
-    pub(crate) fn of(rank: usize, data: &[Data<'_>]) -> Result<Image> {
-        let items = data
-            .iter()
-            .map(|d| {
-                Ok(match &d.0 {
-                    Item::Bytes(b) => Saved::Bytes(b.to_vec()),
-                    Item::Value(Ok(v)) => Saved::Value(v.clone()),
-                    Item::Value(Err(e)) => return Err(Error::Serde(e.clone())),
-                    Item::Global { bytes, layout } => {
-                        let (block, cyclic) = match layout.distribution() {
-                            Distribution::Block => (0, false),
-                            Distribution::BlockCyclic { block } => (block as u64, true),
-                        };
-                        Saved::Global {
-                            len: layout.len() as u64,
-                            ranks: layout.ranks() as u32,
-                            block,
-                            cyclic,
-                            data: bytes.to_vec(),
-                        }
+/// The pieces' bytes of `memory.bin`, borrowed (they follow the
+/// [`header`] in the file, in order, without being copied).
+pub(crate) fn parts<'d>(data: &'d [Data<'_>]) -> Result<Vec<&'d [u8]>> {
+    data.iter()
+        .map(|d| match &d.0 {
+            Item::Bytes(b) => Ok(*b),
+            Item::Value(Ok(v)) => Ok(v.as_slice()),
+            Item::Value(Err(e)) => Err(Error::Serde(e.clone())),
+            Item::Global { bytes, .. } => Ok(*bytes),
+        })
+        .collect()
+}
+
+/// The header of `memory.bin`: its length (8 bytes LE), then the pieces'
+/// descriptions (postcard).
+pub(crate) fn header(rank: usize, data: &[Data<'_>]) -> Result<Vec<u8>> {
+    let items = data
+        .iter()
+        .map(|d| {
+            Ok(match &d.0 {
+                Item::Bytes(b) => Meta::Bytes(b.len() as u64),
+                Item::Value(Ok(v)) => Meta::Value(v.len() as u64),
+                Item::Value(Err(e)) => return Err(Error::Serde(e.clone())),
+                Item::Global { bytes, layout } => {
+                    let (block, cyclic) = match layout.distribution() {
+                        Distribution::Block => (0, false),
+                        Distribution::BlockCyclic { block } => (block as u64, true),
+                    };
+                    Meta::Global {
+                        len: layout.len() as u64,
+                        ranks: layout.ranks() as u32,
+                        block,
+                        cyclic,
+                        bytes: bytes.len() as u64,
                     }
+                }
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let h = postcard::to_stdvec(&Header {
+        rank: rank as u32,
+        items,
+    })
+    .expect("a header serializes");
+    let mut out = (h.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    Ok(out)
+}
+
+impl Image {
+    /// Decodes a `memory.bin`.
+    pub(crate) fn decode(b: &[u8]) -> Result<Image> {
+        let bad = || Error::Corrupt {
+            path: MEMORY.into(),
+            reason: "the memory image does not decode",
+        };
+        let hl = b.get(..8).ok_or_else(bad)?;
+        let hl = u64::from_le_bytes(hl.try_into().expect("8 bytes")) as usize;
+        let hb = b
+            .get(8..8usize.checked_add(hl).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        let h: Header = postcard::from_bytes(hb).map_err(|_| bad())?;
+        let mut at = 8 + hl;
+        let mut take = |n: u64| -> Result<Vec<u8>> {
+            let end = at.checked_add(n as usize).ok_or_else(bad)?;
+            let v = b.get(at..end).ok_or_else(bad)?.to_vec();
+            at = end;
+            Ok(v)
+        };
+        let items = h
+            .items
+            .into_iter()
+            .map(|m| {
+                Ok(match m {
+                    Meta::Bytes(n) => Saved::Bytes(take(n)?),
+                    Meta::Value(n) => Saved::Value(take(n)?),
+                    Meta::Global {
+                        len,
+                        ranks,
+                        block,
+                        cyclic,
+                        bytes,
+                    } => Saved::Global {
+                        len,
+                        ranks,
+                        block,
+                        cyclic,
+                        data: take(bytes)?,
+                    },
                 })
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<Vec<_>>>()?;
+        if at != b.len() {
+            return Err(bad());
+        }
         Ok(Image {
-            rank: rank as u32,
+            rank: h.rank,
             items,
         })
     }

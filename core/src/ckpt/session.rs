@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{Error, Result};
 use super::groups;
-use super::index::{check_name, level, read_own, seal_own, write_own, Dirs, Entry, Index, State};
+use super::index::{
+    check_name, level, read_own, seal_own, write_own, write_own_parts, Dirs, Entry, Index, State,
+};
 use super::l4::{Flusher, Remote};
 use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
@@ -118,6 +120,14 @@ struct Parity {
     lens: Vec<u64>,
     c: u64,
     segment: Vec<u8>,
+}
+
+/// A rank's part of a checkpoint being written.
+enum Part<'a> {
+    /// The memory API's `memory.bin`, as parts written one after the other.
+    Memory(Vec<&'a [u8]>),
+    /// The file API's files, already in L1.
+    Routed(Files),
 }
 
 /// A checkpoint found for a restart, rebuilt.
@@ -263,14 +273,16 @@ impl<'w> Ckpt<'w> {
     /// previous checkpoint stays the newest.
     pub fn checkpoint(&mut self, name: &str, version: u64, data: &[Data<'_>]) -> Result<()> {
         check_name(name)?;
-        let img = Image::of(self.comm.rank(), data);
-        let files = img.map(|i| {
-            vec![(
-                MEMORY.to_string(),
-                postcard::to_stdvec(&i).expect("an image serializes"),
-            )]
-        });
-        let ok = self.commit(name, version, files, true)?;
+        let me = self.comm.rank();
+        let part = mem::header(me, data).and_then(|h| Ok((h, mem::parts(data)?)));
+        let ok = match &part {
+            Ok((h, p)) => {
+                let mut all: Vec<&[u8]> = vec![h];
+                all.extend(p);
+                self.commit(name, version, Ok(Part::Memory(all)))?
+            }
+            Err(_) => self.commit(name, version, Err(part.err().expect("an error")))?,
+        };
         if ok {
             Ok(())
         } else {
@@ -444,7 +456,7 @@ impl<'w> Ckpt<'w> {
                 reason: "the application said its output is invalid",
             })
         };
-        self.commit(&name, version, files, false)
+        self.commit(&name, version, files.map(Part::Routed))
     }
 
     /// Whether there is a checkpoint to restart from (collective).
@@ -529,18 +541,18 @@ impl<'w> Ckpt<'w> {
     }
 
     /// The commit protocol (see [`super::index`]); `files` is this rank's
-    /// part or the local reason it has none, to be written to L1 (`write`)
-    /// or already there (the file API). Returns whether every rank
+    /// part (the memory image to write to L1, or the routed files already
+    /// there) or the local reason it has none. Returns whether every rank
     /// wrote every part.
-    fn commit(
-        &mut self,
-        name: &str,
-        version: u64,
-        files: Result<Files>,
-        write: bool,
-    ) -> Result<bool> {
+    fn commit(&mut self, name: &str, version: u64, files: Result<Part<'_>>) -> Result<bool> {
         let t0 = Instant::now();
         self.settle_fs()?;
+        let fs_due = self.flusher.is_some() && self.taken % self.opts.fs_every == 0;
+        if fs_due {
+            // At most one L4 checkpoint in flight: the previous one is
+            // finished (and marked) before the next is queued.
+            self.wait_fs()?;
+        }
         let (me, n) = (self.comm.rank(), self.comm.size());
         let levels = self.opts.levels;
         let mut entry = Entry {
@@ -570,23 +582,26 @@ impl<'w> Ckpt<'w> {
             Ok(f) => f,
             Err(e) => {
                 note(Err(e));
-                Vec::new()
+                Part::Routed(Vec::new())
             }
         };
         // L1: the files (the file API wrote them already), then the manifest.
-        let wrote = if write {
-            write_own(&RealDisk, &self.l1, name, version, me, &files)
-        } else {
-            seal_own(&RealDisk, &self.l1, name, version, me, &files)
+        let wrote = match &files {
+            Part::Memory(parts) => {
+                write_own_parts(&RealDisk, &self.l1, name, version, me, MEMORY, parts)
+            }
+            Part::Routed(f) => seal_own(&RealDisk, &self.l1, name, version, me, f),
         };
         match wrote {
             Ok(b) => entry.bytes = b,
             Err(e) => note(Err(e)),
         }
         // The one byte string the other levels protect (not built for L1 alone).
-        let fs_due = self.flusher.is_some() && self.taken % self.opts.fs_every == 0;
         let bund = if levels & (level::PARTNER | level::XOR) != 0 || fs_due {
-            bundle(&files)
+            match &files {
+                Part::Memory(parts) => bundle(&vec![(MEMORY.to_string(), parts.concat())]),
+                Part::Routed(f) => bundle(f),
+            }
         } else {
             Vec::new()
         };
@@ -1088,10 +1103,7 @@ fn decode_image(files: &Files) -> Result<Image> {
     let (_, b) = files.iter().find(|(f, _)| f == MEMORY).ok_or_else(|| {
         Error::Shape("the checkpoint was written with the file API, not the memory API".into())
     })?;
-    postcard::from_bytes(b).map_err(|_| Error::Corrupt {
-        path: PathBuf::from(MEMORY),
-        reason: "the memory image does not decode",
-    })
+    Image::decode(b)
 }
 
 /// The files in `dir`, sorted by name.

@@ -81,6 +81,11 @@ pub trait Disk {
     /// Writes `path` so that it is either wholly there or not at all (a
     /// temporary file renamed).
     fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()>;
+    /// [`Disk::write_atomic`] of the concatenation of `parts` (without
+    /// concatenating them, where the disk can).
+    fn write_atomic_parts(&self, path: &Path, parts: &[&[u8]]) -> Result<()> {
+        self.write_atomic(path, &parts.concat())
+    }
     /// Removes `path` and everything under it; a missing path is fine.
     fn remove_all(&self, path: &Path) -> Result<()>;
     /// The names in directory `dir` (empty when it does not exist).
@@ -103,6 +108,20 @@ impl Disk for RealDisk {
         let tmp = tmp_name(path);
         let mut f = std::fs::File::create(&tmp).map_err(Error::file("create", &tmp))?;
         f.write_all(data).map_err(Error::file("write", &tmp))?;
+        f.sync_data().map_err(Error::file("sync", &tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(Error::file("rename", path))
+    }
+
+    fn write_atomic_parts(&self, path: &Path, parts: &[&[u8]]) -> Result<()> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(Error::file("create", dir))?;
+        let tmp = tmp_name(path);
+        let mut f = std::fs::File::create(&tmp).map_err(Error::file("create", &tmp))?;
+        for p in parts {
+            f.write_all(p).map_err(Error::file("write", &tmp))?;
+        }
         f.sync_data().map_err(Error::file("sync", &tmp))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(Error::file("rename", path))
