@@ -202,6 +202,52 @@ fn a_lost_node_is_rebuilt_from_the_other_nodes() {
     assert!(got[0].contains("s v7 from L2 (2 of 4"), "{got:?}");
 }
 
+#[test]
+fn a_lost_node_restarts_on_fewer_ranks_with_global_array_state() {
+    // Two simulated nodes of two ranks; node 1 is lost and the job comes
+    // back on node 0 alone (`--restart-np 2`): ranks 0 and 1 take over the
+    // parts of old ranks 2 and 3 from the partner copies they hold.
+    let dir = scratch("node-np");
+    let len = 999;
+    run_cluster(&[2, 2], |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 0, L12, false)).unwrap();
+        let mut g = w.global_vec::<u32>(len, Distribution::Block).unwrap();
+        g.par_for_each_local(|i, x| *x = (i as u32) ^ 0x5a5a);
+        g.sync().unwrap();
+        ck.checkpoint("g", 3, &[Data::global(&mut g)]).unwrap();
+        g.free().unwrap();
+    });
+    for o in [2, 3] {
+        let d = dir.join("dos-ckpt-t/g.v3");
+        rm(d.join(format!("r{o}")));
+        rm(d.join(format!("r{o}.manifest")));
+    }
+    for o in [0, 1] {
+        rm(dir.join(format!("dos-ckpt-t/g.v3/p{o}.bundle")));
+    }
+    let lines = run_cluster(&[2], |w| {
+        let mut ck = Ckpt::with_options(&w, opts(&dir, 1, L12, false)).unwrap();
+        let g = w.global_vec::<u32>(len, Distribution::Block).unwrap();
+        assert_eq!(
+            ck.recover(&mut [Slot::global(&g)]).unwrap(),
+            Some(("g".into(), 3))
+        );
+        let mut all = vec![0u32; len];
+        g.get_range(0, &mut all).unwrap();
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, x)| *x == (i as u32) ^ 0x5a5a));
+        g.sync().unwrap();
+        g.free().unwrap();
+        ck.restored().unwrap().to_string()
+    });
+    assert_eq!(
+        lines[0],
+        "g v3 from L2 (2 of 4 ranks rebuilt, onto 2 ranks)"
+    );
+}
+
 /// Saves a global array of `len` on `n` ranks, restores it on each `m`.
 #[test]
 fn global_arrays_restore_onto_other_rank_counts() {
