@@ -274,14 +274,14 @@ impl<'w> Ckpt<'w> {
     pub fn checkpoint(&mut self, name: &str, version: u64, data: &[Data<'_>]) -> Result<()> {
         check_name(name)?;
         let me = self.comm.rank();
-        let part = mem::header(me, data).and_then(|h| Ok((h, mem::parts(data)?)));
-        let ok = match &part {
-            Ok((h, p)) => {
-                let mut all: Vec<&[u8]> = vec![h];
+        let ok = match (mem::header(me, data), mem::parts(data)) {
+            (Ok(h), Ok(p)) => {
+                let mut all: Vec<&[u8]> = vec![&h];
                 all.extend(p);
                 self.commit(name, version, Ok(Part::Memory(all)))?
             }
-            Err(_) => self.commit(name, version, Err(part.err().expect("an error")))?,
+            // A local failure still takes part in the agreement.
+            (Err(e), _) | (_, Err(e)) => self.commit(name, version, Err(e))?,
         };
         if ok {
             Ok(())
