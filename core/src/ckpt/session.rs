@@ -16,7 +16,9 @@ use super::l4::{Flusher, Remote};
 use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
-use super::store::{bundle, read_sealed, seal, unbundle, Disk, Files, RealDisk};
+use super::store::{
+    bundle, bundle_one, read_sealed, seal, unbundle, write_sealed, Disk, Files, RealDisk,
+};
 use super::xor;
 use crate::config::Config;
 use crate::op::{Max, Min};
@@ -113,13 +115,47 @@ fn program_id() -> String {
     }
 }
 
-/// A rank's XOR parity file.
-#[derive(Debug, Serialize, Deserialize)]
+/// A rank's XOR parity file: the header's length (u64 LE), the header
+/// (postcard: set, lengths, chunk), then the segment.
+#[derive(Debug)]
 struct Parity {
     set: Vec<u32>,
     lens: Vec<u64>,
     c: u64,
     segment: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ParityHead {
+    set: Vec<u32>,
+    lens: Vec<u64>,
+    c: u64,
+}
+
+impl Parity {
+    fn head(&self) -> Vec<u8> {
+        let h = postcard::to_stdvec(&ParityHead {
+            set: self.set.clone(),
+            lens: self.lens.clone(),
+            c: self.c,
+        })
+        .expect("a parity header serializes");
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend_from_slice(&h);
+        out
+    }
+
+    fn decode(b: &[u8]) -> Option<Parity> {
+        let hl = u64::from_le_bytes(b.get(..8)?.try_into().ok()?) as usize;
+        let h: ParityHead = postcard::from_bytes(b.get(8..8usize.checked_add(hl)?)?).ok()?;
+        let segment = b.get(8 + hl..)?.to_vec();
+        (segment.len() as u64 == h.c).then_some(Parity {
+            set: h.set,
+            lens: h.lens,
+            c: h.c,
+            segment,
+        })
+    }
 }
 
 /// A rank's part of a checkpoint being written.
@@ -599,7 +635,7 @@ impl<'w> Ckpt<'w> {
         // The one byte string the other levels protect (not built for L1 alone).
         let bund = if levels & (level::PARTNER | level::XOR) != 0 || fs_due {
             match &files {
-                Part::Memory(parts) => bundle(&vec![(MEMORY.to_string(), parts.concat())]),
+                Part::Memory(parts) => bundle_one(MEMORY, parts),
                 Part::Routed(f) => bundle(f),
             }
         } else {
@@ -617,7 +653,11 @@ impl<'w> Ckpt<'w> {
                         .collect()
                 })?;
                 for (q, b) in got {
-                    note(RealDisk.write_atomic(&self.l1.partner(name, version, q), &seal(&b)));
+                    note(write_sealed(
+                        &RealDisk,
+                        &self.l1.partner(name, version, q),
+                        &b,
+                    ));
                 }
             }
         }
@@ -647,8 +687,13 @@ impl<'w> Ckpt<'w> {
                     c: c as u64,
                     segment,
                 };
-                let b = postcard::to_stdvec(&p).expect("parity serializes");
-                note(RealDisk.write_atomic(&self.l1.parity(name, version, me), &seal(&b)));
+                let mut b = p.head();
+                b.extend_from_slice(&p.segment);
+                note(write_sealed(
+                    &RealDisk,
+                    &self.l1.parity(name, version, me),
+                    &b,
+                ));
             }
         }
         // Agreement: complete only if every rank wrote every part.
@@ -852,7 +897,7 @@ impl<'w> Ckpt<'w> {
                     own.insert(o, f);
                 }
                 if let Ok(b) = read_sealed(&RealDisk, &d.parity(&e.name, e.version, o)) {
-                    if let Ok(p) = postcard::from_bytes::<Parity>(&b) {
+                    if let Some(p) = Parity::decode(&b) {
                         avail[o] |= have::PARITY;
                         parity.insert(o, p);
                     }

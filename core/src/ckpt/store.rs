@@ -15,16 +15,28 @@ use super::error::{Error, Result};
 const MAGIC: &[u8; 8] = b"DOSCKPT1";
 const HEADER: usize = 24;
 
+/// The header of a sealed file holding `payload`.
+pub fn seal_header(payload: &[u8]) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    h[16..20].copy_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    let c = crc32c::crc32c(&h[..20]);
+    h[20..].copy_from_slice(&c.to_le_bytes());
+    h
+}
+
 /// `payload` with its header.
 pub fn seal(payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    let h = crc32c::crc32c(&out);
-    out.extend_from_slice(&h.to_le_bytes());
+    out.extend_from_slice(&seal_header(payload));
     out.extend_from_slice(payload);
     out
+}
+
+/// Writes `payload` sealed at `path` (atomically, without copying it).
+pub fn write_sealed(disk: &dyn Disk, path: &Path, payload: &[u8]) -> Result<()> {
+    disk.write_atomic_parts(path, &[&seal_header(payload), payload])
 }
 
 /// The payload of a sealed file, checked.
@@ -54,17 +66,68 @@ pub fn unseal<'a>(path: &Path, bytes: &'a [u8]) -> Result<&'a [u8]> {
 /// One rank's files of one checkpoint: `(name, contents)`.
 pub type Files = Vec<(String, Vec<u8>)>;
 
-/// A rank's files as one byte string (what partners and XOR sets protect).
+/// A rank's files as one byte string (what partners and XOR sets protect):
+/// the number of files (u32 LE), then for each its name's length (u32 LE),
+/// name, contents' length (u64 LE) and contents.
 pub fn bundle(files: &Files) -> Vec<u8> {
-    postcard::to_stdvec(files).expect("a list of byte strings serializes")
+    let size = 4 + files
+        .iter()
+        .map(|(n, b)| 12 + n.len() + b.len())
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&(files.len() as u32).to_le_bytes());
+    for (n, b) in files {
+        out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+        out.extend_from_slice(n.as_bytes());
+        out.extend_from_slice(&(b.len() as u64).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// The [`bundle`] of one file `name` whose contents are the concatenation
+/// of `parts` (one copy of the data).
+pub fn bundle_one(name: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(16 + name.len() + len);
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(&(len as u64).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
 }
 
 /// The files of a [`bundle`].
 pub fn unbundle(path: &Path, bytes: &[u8]) -> Result<Files> {
-    postcard::from_bytes(bytes).map_err(|_| Error::Corrupt {
+    let bad = || Error::Corrupt {
         path: path.to_path_buf(),
         reason: "the bundle does not decode",
-    })
+    };
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8]> {
+        let end = at.checked_add(n).ok_or_else(bad)?;
+        let s = bytes.get(at..end).ok_or_else(bad)?;
+        at = end;
+        Ok(s)
+    };
+    let count = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
+    let mut files = Vec::new();
+    for _ in 0..count {
+        let nl = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes")) as usize;
+        let name = std::str::from_utf8(take(nl)?)
+            .map_err(|_| bad())?
+            .to_string();
+        let bl = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+        let b = take(usize::try_from(bl).map_err(|_| bad())?)?.to_vec();
+        files.push((name, b));
+    }
+    if at != bytes.len() {
+        return Err(bad());
+    }
+    Ok(files)
 }
 
 /// A rank's manifest: its files, their lengths and checksums.
@@ -261,6 +324,12 @@ mod tests {
     fn bundles_round_trip() {
         let f: Files = vec![("a".into(), vec![1, 2]), ("b".into(), vec![])];
         assert_eq!(unbundle(Path::new("x"), &bundle(&f)).unwrap(), f);
-        assert!(unbundle(Path::new("x"), &[0xff, 0xff, 0xff]).is_err());
+        let b = bundle(&f);
+        let one = bundle_one("m", &[b"ab", b"", b"c"]);
+        assert_eq!(one, bundle(&vec![("m".into(), b"abc".to_vec())]));
+        for n in 0..b.len() {
+            assert!(unbundle(Path::new("x"), &b[..n]).is_err(), "cut at {n}");
+        }
+        assert!(unbundle(Path::new("x"), &[0xff, 0xff, 0xff, 0xff, 1]).is_err());
     }
 }
