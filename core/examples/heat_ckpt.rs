@@ -15,8 +15,8 @@
 //! dosrun -n 4 --max-restarts 3 target/release/examples/heat_ckpt --size 256 --steps 400 --every 20
 //! ```
 //!
-//! Rank 0 prints `heat_ckpt: restored <what>` after a restore and at the
-//! end `heat_ckpt: N x N grid, T steps: sum S bits B probe P`. To test
+//! Rank 0 prints `heat_ckpt: restored <what>` and the time the restore
+//! took after a restore, and at the end `heat_ckpt: N x N grid, T steps: sum S bits B probe P`. To test
 //! recovery, `--fail-at STEP --fail-rank R` makes rank R exit with status 3
 //! after step STEP on the first attempt (`--kill` instead kills it with
 //! SIGKILL); `--delay-ms D` sleeps D ms per step.
@@ -118,11 +118,16 @@ fn run(a: Args) -> Result<(), Box<dyn Error>> {
     // Contiguous blocks of whole rows: one block of `rows` rows per rank.
     let rows = n.div_ceil(size);
     let mut u = world.global_vec::<f64>(n * n, Distribution::BlockCyclic { block: rows * n })?;
+    let t0 = std::time::Instant::now();
     let restored = ck.recover(&mut [Slot::global(&u)])?;
     let mut step = match restored {
         Some((_, v)) => {
             if rank == 0 {
                 println!("heat_ckpt: restored {}", ck.restored().unwrap_or("?"));
+                println!(
+                    "heat_ckpt: the restore took {:.1} ms",
+                    t0.elapsed().as_secs_f64() * 1e3
+                );
             }
             v
         }

@@ -633,6 +633,7 @@ impl<'w> Ckpt<'w> {
             Err(e) => note(Err(e)),
         }
         // The one byte string the other levels protect (not built for L1 alone).
+        let t_l1 = t0.elapsed();
         let bund = if levels & (level::PARTNER | level::XOR) != 0 || fs_due {
             match &files {
                 Part::Memory(parts) => bundle_one(MEMORY, parts),
@@ -641,6 +642,7 @@ impl<'w> Ckpt<'w> {
         } else {
             Vec::new()
         };
+        let t_bundle = t0.elapsed();
         // L2: a copy to the partner; keep the copies of those we partner.
         if levels & level::PARTNER != 0 {
             let partners = groups::partners(&self.groups);
@@ -661,6 +663,7 @@ impl<'w> Ckpt<'w> {
                 }
             }
         }
+        let t_l2 = t0.elapsed();
         // L3: XOR parity in this rank's set.
         if levels & level::XOR != 0 {
             let sets = groups::xor_sets(&self.groups, self.opts.xor_set);
@@ -696,6 +699,13 @@ impl<'w> Ckpt<'w> {
                 ));
             }
         }
+        let t_l3 = t0.elapsed();
+        tracing::debug!(
+            "checkpoint {name} v{version}: L1 {t_l1:?}, bundle {:?}, L2 {:?}, L3 {:?}",
+            t_bundle - t_l1,
+            t_l2 - t_bundle,
+            t_l3 - t_l2
+        );
         // Agreement: complete only if every rank wrote every part.
         let mut all = [0u8];
         self.comm.allreduce(&[u8::from(ok)], &mut all, Min)?;
