@@ -17,7 +17,8 @@ use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
 use super::store::{
-    bundle, bundle_one, read_sealed, seal, unbundle, write_sealed, Disk, Files, RealDisk,
+    bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed, Disk, Files,
+    RealDisk,
 };
 use super::xor;
 use crate::config::Config;
@@ -634,7 +635,12 @@ impl<'w> Ckpt<'w> {
         }
         // The one byte string the other levels protect (not built for L1 alone).
         let t_l1 = t0.elapsed();
-        let bund = if levels & (level::PARTNER | level::XOR) != 0 || fs_due {
+        // The memory image goes to the partner as its parts (no copy) unless
+        // the bundle is built anyway (for L3 or L4).
+        let need_bundle = levels & level::XOR != 0
+            || fs_due
+            || (levels & level::PARTNER != 0 && matches!(files, Part::Routed(_)));
+        let bund = if need_bundle {
             match &files {
                 Part::Memory(parts) => bundle_one(MEMORY, parts),
                 Part::Routed(f) => bundle(f),
@@ -647,19 +653,61 @@ impl<'w> Ckpt<'w> {
         if levels & level::PARTNER != 0 {
             let partners = groups::partners(&self.groups);
             if let Some(p) = partners[me] {
+                let (prefix, pieces): (Vec<u8>, Vec<&[u8]>) = match &files {
+                    Part::Memory(parts) if !need_bundle => {
+                        let len = parts.iter().map(|x| x.len()).sum();
+                        (bundle_prefix(MEMORY, len), parts.clone())
+                    }
+                    _ => (Vec::new(), vec![&bund[..]]),
+                };
+                // A first message: the pieces' count and lengths, and the
+                // bundle's prefix; then the pieces.
+                let mut meta = (pieces.len() as u32).to_le_bytes().to_vec();
+                for x in &pieces {
+                    meta.extend_from_slice(&(x.len() as u64).to_le_bytes());
+                }
+                meta.extend_from_slice(&prefix);
                 let from: Vec<usize> = (0..n).filter(|&q| partners[q] == Some(me)).collect();
-                let got = crate::scope(|s| -> crate::Result<Vec<(usize, Vec<u8>)>> {
-                    let _send = self.comm.isend(s, &bund, p, TAG_PARTNER)?;
-                    from.iter()
-                        .map(|&q| Ok((q, self.comm.recv_vec::<u8>(q, TAG_PARTNER)?.0)))
-                        .collect()
+                let got = crate::scope(|s| -> crate::Result<Vec<(usize, Option<Vec<u8>>)>> {
+                    let mut sends = vec![self.comm.isend(s, &meta, p, TAG_PARTNER)?];
+                    for x in &pieces {
+                        sends.push(self.comm.isend(s, x, p, TAG_PARTNER)?);
+                    }
+                    let mut got = Vec::new();
+                    for &q in &from {
+                        let (m, _) = self.comm.recv_vec::<u8>(q, TAG_PARTNER)?;
+                        let Some((lens, prefix)) = parse_meta(&m) else {
+                            // A malformed announcement: the copy is lost, and
+                            // the pieces that follow cannot be told apart.
+                            got.push((q, None));
+                            continue;
+                        };
+                        let total: usize = lens.iter().sum();
+                        let mut buf = Vec::with_capacity(prefix.len() + total);
+                        buf.extend_from_slice(prefix);
+                        buf.resize(prefix.len() + total, 0);
+                        let mut at = prefix.len();
+                        for l in lens {
+                            self.comm.recv(&mut buf[at..at + l], q, TAG_PARTNER)?;
+                            at += l;
+                        }
+                        got.push((q, Some(buf)));
+                    }
+                    drop(sends);
+                    Ok(got)
                 })?;
                 for (q, b) in got {
-                    note(write_sealed(
-                        &RealDisk,
-                        &self.l1.partner(name, version, q),
-                        &b,
-                    ));
+                    match b {
+                        Some(b) => note(write_sealed(
+                            &RealDisk,
+                            &self.l1.partner(name, version, q),
+                            &b,
+                        )),
+                        None => note(Err(Error::Usage {
+                            op: "a partner copy",
+                            reason: "malformed announcement from the partner",
+                        })),
+                    }
                 }
             }
         }
@@ -1133,6 +1181,19 @@ impl<'w> Ckpt<'w> {
             ),
         }))
     }
+}
+
+/// The pieces' lengths and the bundle prefix of a partner announcement.
+fn parse_meta(m: &[u8]) -> Option<(Vec<usize>, &[u8])> {
+    let k = u32::from_le_bytes(m.get(..4)?.try_into().ok()?) as usize;
+    let end = k.checked_mul(8)?.checked_add(4)?;
+    let lens = m
+        .get(4..end)?
+        .chunks_exact(8)
+        .map(|c| usize::try_from(u64::from_le_bytes(c.try_into().expect("8 bytes"))).ok())
+        .collect::<Option<Vec<_>>>()?;
+    lens.iter().try_fold(0usize, |a, &l| a.checked_add(l))?;
+    Some((lens, &m[end..]))
 }
 
 /// XORs a contribution (`c`, `len`, chunks) into the running sum for `o`.

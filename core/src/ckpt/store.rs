@@ -85,15 +85,23 @@ pub fn bundle(files: &Files) -> Vec<u8> {
     out
 }
 
-/// The [`bundle`] of one file `name` whose contents are the concatenation
-/// of `parts` (one copy of the data).
-pub fn bundle_one(name: &str, parts: &[&[u8]]) -> Vec<u8> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(16 + name.len() + len);
+/// The start of the [`bundle`] of one file `name` of `len` bytes (its
+/// contents follow).
+pub fn bundle_prefix(name: &str, len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + name.len());
     out.extend_from_slice(&1u32.to_le_bytes());
     out.extend_from_slice(&(name.len() as u32).to_le_bytes());
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(&(len as u64).to_le_bytes());
+    out
+}
+
+/// The [`bundle`] of one file `name` whose contents are the concatenation
+/// of `parts` (one copy of the data).
+pub fn bundle_one(name: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = bundle_prefix(name, len);
+    out.reserve(len);
     for p in parts {
         out.extend_from_slice(p);
     }
