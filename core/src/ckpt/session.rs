@@ -17,8 +17,8 @@ use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
 use super::store::{
-    bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed, Disk, Files,
-    RealDisk,
+    bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed,
+    write_sealed_parts, Disk, Files, RealDisk,
 };
 use super::xor;
 use crate::config::Config;
@@ -727,7 +727,7 @@ impl<'w> Ckpt<'w> {
                 for step in 1..k {
                     let to = (i + step) % k;
                     let from = (i + k - step) % k;
-                    let out = xor::chunk_for(&bund, i, to, c);
+                    let out = xor::chunk_ref(&bund, i, to, c);
                     self.comm
                         .sendrecv(&out, set[to], TAG_XOR, &mut inc, set[from], TAG_XOR)?;
                     xor::xor_into(&mut segment, &inc);
@@ -738,12 +738,11 @@ impl<'w> Ckpt<'w> {
                     c: c as u64,
                     segment,
                 };
-                let mut b = p.head();
-                b.extend_from_slice(&p.segment);
-                note(write_sealed(
+                let head = p.head();
+                note(write_sealed_parts(
                     &RealDisk,
                     &self.l1.parity(name, version, me),
-                    &b,
+                    &[&head, &p.segment],
                 ));
             }
         }

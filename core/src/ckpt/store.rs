@@ -36,7 +36,23 @@ pub fn seal(payload: &[u8]) -> Vec<u8> {
 
 /// Writes `payload` sealed at `path` (atomically, without copying it).
 pub fn write_sealed(disk: &dyn Disk, path: &Path, payload: &[u8]) -> Result<()> {
-    disk.write_atomic_parts(path, &[&seal_header(payload), payload])
+    write_sealed_parts(disk, path, &[payload])
+}
+
+/// Writes the concatenation of `parts` sealed at `path` (without
+/// concatenating them).
+pub fn write_sealed_parts(disk: &dyn Disk, path: &Path, parts: &[&[u8]]) -> Result<()> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let crc = parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p));
+    let mut h = [0u8; HEADER];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..16].copy_from_slice(&(len as u64).to_le_bytes());
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    let c = crc32c::crc32c(&h[..20]);
+    h[20..].copy_from_slice(&c.to_le_bytes());
+    let mut all: Vec<&[u8]> = vec![&h];
+    all.extend_from_slice(parts);
+    disk.write_atomic_parts(path, &all)
 }
 
 /// The payload of a sealed file, checked.
@@ -326,6 +342,15 @@ mod tests {
         for n in 0..s.len() {
             assert!(unseal(p, &s[..n]).is_err(), "cut at {n}");
         }
+    }
+
+    #[test]
+    fn sealed_parts_read_back_as_one_payload() {
+        let d = MemDisk::default();
+        let p = Path::new("/s");
+        write_sealed_parts(&d, p, &[b"ab", b"", b"cde"]).unwrap();
+        assert_eq!(read_sealed(&d, p).unwrap(), b"abcde");
+        assert_eq!(d.read(p).unwrap(), seal(b"abcde"));
     }
 
     #[test]

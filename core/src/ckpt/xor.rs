@@ -48,6 +48,16 @@ pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// The chunk of member `i`'s `data` for segment `j`: a slice of `data`
+/// when it lies wholly inside, else a zero-padded copy.
+pub fn chunk_ref(data: &[u8], i: usize, j: usize, c: usize) -> std::borrow::Cow<'_, [u8]> {
+    let start = slot(i, j) * c;
+    match data.get(start..start + c) {
+        Some(s) => std::borrow::Cow::Borrowed(s),
+        None => std::borrow::Cow::Owned(chunk_for(data, i, j, c)),
+    }
+}
+
 /// The chunk of member `i`'s `data` for segment `j`, padded to `c` bytes.
 pub fn chunk_for(data: &[u8], i: usize, j: usize, c: usize) -> Vec<u8> {
     let mut out = vec![0u8; c];
@@ -125,6 +135,17 @@ mod tests {
             let (d, p) = rebuild(&data, &parity, m);
             prop_assert_eq!(&d, &data[m]);
             prop_assert_eq!(&p, &parity[m]);
+        }
+    }
+
+    #[test]
+    fn chunk_refs_equal_padded_chunks() {
+        let d: Vec<u8> = (0..100).collect();
+        for (i, j) in [(0, 1), (0, 2), (2, 0), (2, 1)] {
+            assert_eq!(
+                &*chunk_ref(&d, i, j, 40),
+                chunk_for(&d, i, j, 40).as_slice()
+            );
         }
     }
 
