@@ -73,6 +73,15 @@ pub enum Command {
         /// A JSON line instead of a table.
         json: bool,
     },
+    /// Checkpoint bandwidth per level (`ckpt [OPTIONS]`, dos only).
+    Ckpt {
+        /// Bytes per rank, repetitions, directory.
+        size: usize,
+        /// Repetitions.
+        reps: usize,
+        /// The L1 directory.
+        dir: Option<String>,
+    },
     /// Print the usage.
     Help,
 }
@@ -134,6 +143,9 @@ enum Sub {
     /// [--transfer-size N] [--strided|--file-per-proc] [--collective] [--drop-caches]
     /// [--reps N] [--path DIR] [--keep] [--reorder] [--json]
     Io(IoArgs),
+    /// Checkpoint bandwidth per level of dos::ckpt vs memcpy, /dev/shm and p2p (dos
+    /// only): ckpt [--size N] [--reps N] [--dir DIR]
+    Ckpt(CkptArgs),
     /// Print this help
     #[command(hide = true)]
     Help {
@@ -214,6 +226,21 @@ struct IoArgs {
     /// Print this help, then exit
     #[arg(short = 'h', long)]
     help: bool,
+}
+
+/// The options of `ckpt`.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+struct CkptArgs {
+    /// Bytes each rank saves [default: 64M]
+    #[arg(short = 's', long, value_name = "N", value_parser = size)]
+    size: Option<usize>,
+    /// Repetitions; the median is reported [default: 5]
+    #[arg(short = 'r', long, value_name = "N", value_parser = size)]
+    reps: Option<usize>,
+    /// The L1 directory [default: /dev/shm]
+    #[arg(long, value_name = "DIR")]
+    dir: Option<String>,
 }
 
 impl IoArgs {
@@ -450,6 +477,11 @@ where
         Some(Sub::Dsm(f)) => flags_command(f, |opts, json| Command::Dsm { opts, json }),
         Some(Sub::RawTcp(a)) => raw_tcp(a),
         Some(Sub::Io(a)) => a.command(),
+        Some(Sub::Ckpt(a)) => Ok(Command::Ckpt {
+            size: a.size.unwrap_or(64 << 20),
+            reps: a.reps.unwrap_or(5).max(1),
+            dir: a.dir,
+        }),
         Some(Sub::Run(words)) => {
             let (first, rest) = words.split_first().expect("clap names the subcommand");
             let benches = if first == "all" {

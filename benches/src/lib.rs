@@ -35,6 +35,8 @@
 //! ```
 #![warn(missing_docs)]
 
+#[cfg(all(feature = "dos", not(feature = "mpi")))]
+pub mod ckpt;
 pub mod cli;
 pub mod compare;
 mod error;

@@ -79,6 +79,7 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Rpc { opts, json } => rpc_main(&opts, json, false),
         Command::Dsm { opts, json } => rpc_main(&opts, json, true),
+        Command::Ckpt { size, reps, dir } => ckpt_main(size, reps, dir),
         Command::Io { opts, json } => {
             let rt = runtime::init().context("joining the job")?;
             match dos_bench::io::run(&rt, &opts) {
@@ -198,6 +199,38 @@ fn rpc_main(opts: &dos_bench::suite::Options, json: bool, dsm: bool) -> anyhow::
     }
     w.finalize().context("leaving the job")?;
     Ok(())
+}
+
+/// `dosbench ckpt`: checkpoint bandwidth per level.
+#[cfg(all(feature = "dos", not(feature = "mpi")))]
+fn ckpt_main(size: usize, reps: usize, dir: Option<String>) -> anyhow::Result<()> {
+    let w = dos::init().context("joining the job")?;
+    let opts = dos_bench::ckpt::CkptOptions { size, reps, dir };
+    let rows = match dos_bench::ckpt::run(&w, &opts) {
+        Ok(r) => r,
+        Err(e) => w.abort(1, &format!("rank {}: ckpt failed: {e}", w.rank())),
+    };
+    if w.rank() == 0 {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "# dosbench ckpt (dos, {} ranks, {}): {} per rank, median of {reps}",
+            w.size(),
+            w.transport_name(),
+            size
+        )?;
+        for r in &rows {
+            writeln!(out, "{:<36}{:>12.1} {}", r.what, r.value, r.unit)?;
+        }
+    }
+    w.finalize().context("leaving the job")?;
+    Ok(())
+}
+
+/// `dosbench ckpt` needs the dos build.
+#[cfg(not(all(feature = "dos", not(feature = "mpi"))))]
+fn ckpt_main(_size: usize, _reps: usize, _dir: Option<String>) -> anyhow::Result<()> {
+    anyhow::bail!("ckpt measures dos::ckpt: it needs the default (dos) build of dosbench")
 }
 
 /// `dosbench rpc` and `dsm` need the dos build.

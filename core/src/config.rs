@@ -205,6 +205,54 @@ tunables! {
         default "warn",
         parse LogFilter::parse_var,
         help "which messages dos and dos-transport write on stderr: a level (error, warn, info, debug, trace, off) or comma-separated directives target=level, e.g. warn,dos_transport::roce=debug (tracing's EnvFilter syntax; targets are module paths)";
+    ckpt_id: &'static str = "DOS_CKPT_ID",
+        default "auto",
+        parse ckpt_text,
+        help "dos::ckpt: the job-stable id that names a job's checkpoints (dosrun sets it the same on every attempt of one invocation); auto: the program's name. Letters, digits, _ and - only";
+    run_attempt: u32 = "DOS_RUN_ATTEMPT",
+        default "0",
+        parse number,
+        help "dos::ckpt: which run of the job this is, set by dosrun --max-restarts: 0 on the first run, k on the k-th restart (a restart looks for checkpoints to restore)";
+    ckpt_dir: &'static str = "DOS_CKPT_DIR",
+        default "/dev/shm",
+        parse ckpt_text,
+        help "dos::ckpt: node-local directory of level 1 (L1) checkpoints, /dev/shm or a local disk; each job's under dos-ckpt-<DOS_CKPT_ID>";
+    ckpt_levels: u8 = "DOS_CKPT_LEVELS",
+        default "1,2,3",
+        parse ckpt_levels,
+        help "dos::ckpt: redundancy levels written, a comma list of 1 (node-local), 2 (a partner copy on another node), 3 (XOR parity across a set of nodes) and 4 (dosfs, every DOS_CKPT_FS_EVERY-th checkpoint, written in the background)";
+    ckpt_xor_set: usize = "DOS_CKPT_XOR_SET",
+        default "8",
+        parse ckpt_xor_set,
+        help "dos::ckpt: failure groups (nodes) per XOR parity set of level 3 (at least 2; with fewer nodes, one set spans them all)";
+    ckpt_group: &'static str = "DOS_CKPT_GROUP",
+        default "node",
+        parse ckpt_group,
+        help "dos::ckpt: the unit that fails together, node or rank (rank: every rank its own failure group, to exercise levels 2 and 3 on one host)";
+    ckpt_fs: &'static str = "DOS_CKPT_FS",
+        default "",
+        parse ckpt_text,
+        help "dos::ckpt: level 4 target: dosfs:/DIR (a directory in the dosfs whose address file $DOSFS or ./dosfs.addr names) or a directory path (a parallel file system's mount); empty: no level 4";
+    ckpt_fs_every: u64 = "DOS_CKPT_FS_EVERY",
+        default "10",
+        parse positive,
+        help "dos::ckpt: every this many checkpoints one also goes to level 4";
+    ckpt_keep: usize = "DOS_CKPT_KEEP",
+        default "2",
+        parse ckpt_keep,
+        help "dos::ckpt: complete checkpoints kept per level; older ones are deleted";
+    ckpt_interval: u64 = "DOS_CKPT_INTERVAL",
+        default "0",
+        parse number,
+        help "dos::ckpt: need_checkpoint says yes every this many calls (0: not by count)";
+    ckpt_seconds: u64 = "DOS_CKPT_SECONDS",
+        default "0",
+        parse number,
+        help "dos::ckpt: need_checkpoint says yes when this many seconds passed since the last checkpoint (0: not by time)";
+    ckpt_mtbf: u64 = "DOS_CKPT_MTBF",
+        default "0",
+        parse number,
+        help "dos::ckpt: the job's mean time between failures in seconds; need_checkpoint then checkpoints at Young's interval sqrt(2 * cost * MTBF) from the measured cost of a checkpoint (0: off)";
 }
 
 impl Default for Config {
@@ -351,6 +399,65 @@ impl LogFilter {
             });
         }
         Ok(LogFilter(intern(s)))
+    }
+}
+
+/// Text of a checkpoint tunable (kept for the process's life).
+fn ckpt_text(_var: &'static str, s: &str) -> Result<&'static str> {
+    Ok(intern(s.trim()))
+}
+
+/// `DOS_CKPT_LEVELS`: a comma list of 1, 2, 3 and 4, as bits 1, 2, 4, 8.
+fn ckpt_levels(var: &'static str, s: &str) -> Result<u8> {
+    let mut bits = 0u8;
+    for l in s.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+        bits |= match l.trim_start_matches(['L', 'l']) {
+            "1" => 1,
+            "2" => 2,
+            "3" => 4,
+            "4" => 8,
+            _ => {
+                return Err(Error::Environment {
+                    var,
+                    reason: "must be a comma list of the levels 1, 2, 3 and 4",
+                })
+            }
+        };
+    }
+    Ok(bits)
+}
+
+/// `DOS_CKPT_XOR_SET`: at least 2.
+fn ckpt_xor_set(var: &'static str, s: &str) -> Result<usize> {
+    match number(var, s)? {
+        n if n >= 2 => Ok(n),
+        _ => Err(Error::Environment {
+            var,
+            reason: "an XOR set has at least 2 members",
+        }),
+    }
+}
+
+/// `DOS_CKPT_KEEP`: at least 1.
+fn ckpt_keep(var: &'static str, s: &str) -> Result<usize> {
+    match number(var, s)? {
+        n if n >= 1 => Ok(n),
+        _ => Err(Error::Environment {
+            var,
+            reason: "at least 1 checkpoint is kept",
+        }),
+    }
+}
+
+/// `DOS_CKPT_GROUP`: node or rank.
+fn ckpt_group(var: &'static str, s: &str) -> Result<&'static str> {
+    match s.trim() {
+        "node" => Ok("node"),
+        "rank" => Ok("rank"),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be node or rank",
+        }),
     }
 }
 

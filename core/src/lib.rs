@@ -104,6 +104,12 @@
 //!   (`iwrite_at_all`/`iread_at_all`) and an atomic mode
 //!   (`set_atomicity`); `sync`, `size`, `set_size`, `delete`; errors
 //!   agreed on every rank ([`io`]).
+//! * **Checkpoint/restart** — [`ckpt::Ckpt`]: save slices, global arrays and
+//!   serde values (`checkpoint`/`recover`) or routed files (`start_output`,
+//!   `route_file`, `complete_output`) at levels node-local, partner copy, XOR
+//!   parity and dosfs (in the background); on a restart under `dosrun
+//!   --max-restarts`, the newest checkpoint the surviving levels can rebuild
+//!   is restored, global arrays onto any rank count ([`ckpt`]).
 //!
 //! ## Plain-data types
 //!
@@ -197,6 +203,7 @@
 //! run the same build, as with MPI.
 #![deny(missing_docs)]
 
+pub mod ckpt;
 mod coll;
 mod comm;
 pub mod config;

@@ -232,6 +232,16 @@ impl World {
         &self.cfg
     }
 
+    /// Tells the launcher `value` under `key` with a wire-up `put` and no
+    /// fence (`dos::ckpt` reports the checkpoint a restart used as
+    /// `dos.ckpt.restored`). Without `dosrun`, does nothing.
+    pub fn publish(&self, key: &str, value: &[u8]) -> Result<()> {
+        match &self.pmi {
+            Some(p) => p.borrow_mut().put(key, value),
+            None => Ok(()),
+        }
+    }
+
     /// Ends the whole job with exit status `code`, printing `msg` (`MPI_Abort`).
     pub fn abort(&self, code: i32, msg: &str) -> ! {
         if let Some(p) = &self.pmi {

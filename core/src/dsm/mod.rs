@@ -99,6 +99,20 @@ impl Layout {
         self.len
     }
 
+    /// The distribution this layout was made from.
+    pub fn distribution(&self) -> Distribution {
+        if self.cyclic {
+            Distribution::BlockCyclic { block: self.block }
+        } else {
+            Distribution::Block
+        }
+    }
+
+    /// Number of ranks the elements are spread over.
+    pub fn ranks(&self) -> usize {
+        self.ranks
+    }
+
     /// Whether the array has no element.
     pub fn is_empty(&self) -> bool {
         self.len == 0
