@@ -54,8 +54,8 @@ pub const ENV_RUN_ATTEMPT: &str = "DOS_RUN_ATTEMPT";
 /// invocation, new per invocation unless the user set it.
 pub const ENV_CKPT_ID: &str = "DOS_CKPT_ID";
 /// The wire-up key rank 0 puts after restoring: one UTF-8 line naming the
-/// checkpoint used.
-pub const KEY_RESTORED: &str = "dos.ckpt.restored";
+/// checkpoint used (`dos::ckpt` puts it).
+pub const KEY_RESTORED: &str = dos::ckpt::RESTORED_KEY;
 /// How long after the restarted run's first fence dosrun waits for
 /// [`KEY_RESTORED`] before it reports "none reported".
 pub const REPORT_WAIT: Duration = Duration::from_secs(10);
