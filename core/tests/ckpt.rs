@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use dos::ckpt::{Ckpt, Data, Error, Options, Slot};
 use dos::config::Config;
@@ -773,4 +774,107 @@ fn dosrun_l4_on_dosfs_restores_when_every_l1_is_lost() {
         "{r}"
     );
     assert_eq!(result(&j), want);
+}
+
+// ---- the whole loop: dosrun --max-restarts and dos::ckpt together ----
+
+/// The pids of dosrun's children (its ranks on this host), in order.
+fn children(dosrun: i32) -> Vec<i32> {
+    let mut v = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{dosrun}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                v.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    v.sort_unstable();
+    v
+}
+
+/// `trials` runs of `heat_ckpt` on 3 ranks under `dosrun --max-restarts 5`;
+/// in each, a random rank is killed (SIGKILL) from outside at a random
+/// moment. Every run ends with status 0 and the bits of the undisturbed
+/// run, and dosrun's restart line names the killed pid and the checkpoint
+/// the ranks restored.
+fn killed_from_outside(trials: usize) {
+    let dir = scratch("max-restarts");
+    const ARGS: &[&str] = &["--size", "40", "--steps", "60", "--every", "4", "--delay-ms", "4"];
+    let reference = {
+        let j = heat(3, &env(&dir, "mr-ref", 0, &[]), ARGS);
+        j.assert_success();
+        result(&j)
+    };
+    let prog = common::example("heat_ckpt");
+    let ckdir = format!("DOS_CKPT_DIR={}", dir.display());
+    let mut seed = u64::from(std::process::id()) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut next = |m: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % m
+    };
+    for trial in 0..trials {
+        let mut args = vec![ckdir.as_str(), prog.to_str().unwrap()];
+        args.extend_from_slice(ARGS);
+        let job = common::start_with(
+            3,
+            Duration::from_secs(60),
+            &["--max-restarts", "5"],
+            Path::new("/usr/bin/env"),
+            &args,
+        );
+        // Wait for the three ranks, then a random moment of the run (60
+        // steps of at least 4 ms).
+        let t0 = Instant::now();
+        let ranks = loop {
+            let c = children(job.pid());
+            if c.len() == 3 || t0.elapsed() > Duration::from_secs(20) {
+                break c;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(ranks.len(), 3, "trial {trial}: the ranks did not start");
+        std::thread::sleep(Duration::from_millis(next(200)));
+        let victim = ranks[next(3) as usize];
+        let alive = !common::dead(victim);
+        // SAFETY: kill has no memory effects; the pid is a rank of our job,
+        // a child of dosrun not reaped before dosrun ends, so not reused.
+        let hit = alive && unsafe { libc::kill(victim, libc::SIGKILL) } == 0;
+        let j = job.finish();
+        j.assert_no_panic();
+        assert!(j.status.success(), "trial {trial}\n{j}");
+        assert_eq!(result(&j), reference, "trial {trial}: killed {victim}\n{j}");
+        let restarts: Vec<&str> = common::dosrun_lines(&j)
+            .into_iter()
+            .filter(|l| l.starts_with("dosrun: restart "))
+            .collect();
+        if hit && j.stdout.contains("heat_ckpt: restored ") {
+            assert_eq!(restarts.len(), 1, "trial {trial}\n{j}");
+            let line = restarts[0];
+            assert!(
+                line.starts_with("dosrun: restart 1/5: ")
+                    && line.contains(&format!("(pid {victim})"))
+                    && line.contains("SIGKILL")
+                    && line.contains("checkpoint: heat v"),
+                "trial {trial}: {line}"
+            );
+        } else if hit {
+            // Killed before the first checkpoint: the run starts over.
+            assert_eq!(restarts.len(), 1, "trial {trial}\n{j}");
+        }
+    }
+}
+
+#[test]
+fn dosrun_max_restarts_brings_heat_back_after_kills_from_outside() {
+    killed_from_outside(3);
+}
+
+/// The 20 trials on one host:
+/// `cargo test -p dos --test ckpt -- --ignored max_restarts_soak`.
+#[test]
+#[ignore]
+fn max_restarts_soak() {
+    killed_from_outside(20);
 }
