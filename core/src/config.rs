@@ -216,7 +216,7 @@ tunables! {
     ckpt_dir: &'static str = "DOS_CKPT_DIR",
         default "/dev/shm",
         parse ckpt_text,
-        help "dos::ckpt: node-local directory of level 1 (L1) checkpoints, /dev/shm or a local disk; each job's under dos-ckpt-<DOS_CKPT_ID>";
+        help "dos::ckpt: node-local directory of level 1 (L1) checkpoints, /dev/shm or a local disk; each job's under dos-ckpt-<DOS_CKPT_ID>; {node} in it becomes the node's address (node-local directories on a shared file system)";
     ckpt_levels: u8 = "DOS_CKPT_LEVELS",
         default "1,2,3",
         parse ckpt_levels,

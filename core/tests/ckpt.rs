@@ -799,7 +799,16 @@ fn children(dosrun: i32) -> Vec<i32> {
 /// the ranks restored.
 fn killed_from_outside(trials: usize) {
     let dir = scratch("max-restarts");
-    const ARGS: &[&str] = &["--size", "40", "--steps", "60", "--every", "4", "--delay-ms", "4"];
+    const ARGS: &[&str] = &[
+        "--size",
+        "40",
+        "--steps",
+        "60",
+        "--every",
+        "4",
+        "--delay-ms",
+        "4",
+    ];
     let reference = {
         let j = heat(3, &env(&dir, "mr-ref", 0, &[]), ARGS);
         j.assert_success();

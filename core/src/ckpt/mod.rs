@@ -63,7 +63,9 @@
 //! [`crate::config`]):
 //!
 //! * **L1**, always: every rank's files in the node-local `DOS_CKPT_DIR`
-//!   (`/dev/shm` by default) under `dos-ckpt-<DOS_CKPT_ID>`. The id is
+//!   (`/dev/shm` by default; `{node}` in it becomes the node's address,
+//!   for node-local directories on a shared file system) under
+//!   `dos-ckpt-<DOS_CKPT_ID>`. The id is
 //!   stable across the attempts of one `dosrun` (it sets it), so a
 //!   restarted rank on the same host finds its files; without dosrun it is
 //!   the program's name. A first run (`DOS_RUN_ATTEMPT=0`) clears its id's

@@ -72,7 +72,7 @@ impl Options {
         Ok(Options {
             id,
             attempt: cfg.run_attempt,
-            dir: PathBuf::from(cfg.ckpt_dir),
+            dir: node_dir(cfg.ckpt_dir, std::env::var(crate::pmi::ENV_NODE_ADDR).ok()),
             levels: cfg.ckpt_levels | level::LOCAL,
             xor_set: cfg.ckpt_xor_set,
             group_by_rank: cfg.ckpt_group == "rank",
@@ -90,6 +90,34 @@ impl Options {
             },
         })
     }
+}
+
+/// `DOS_CKPT_DIR` with `{node}` replaced by the node's address on the
+/// job's network (`DOS_NODE_ADDR`; `local` in a one-node job). Hosts that
+/// share a file system (the namespace hosts of the tests, or a shared
+/// /tmp) still get node-local L1 this way: what a lost node held is gone
+/// from the restarted job's view, as on separate disks.
+fn node_dir(dir: &str, node_addr: Option<String>) -> PathBuf {
+    if !dir.contains("{node}") {
+        return PathBuf::from(dir);
+    }
+    let node = node_addr.unwrap_or_else(|| "local".into());
+    let node: String = node
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let node = if node.chars().all(|c| c == '.') {
+        "_".into()
+    } else {
+        node
+    };
+    PathBuf::from(dir.replace("{node}", &node))
 }
 
 /// The program's name, made a safe id (`DOS_CKPT_ID=auto`).
@@ -1282,4 +1310,35 @@ fn node_leader(comm: &Comm) -> usize {
     (0..comm.size())
         .find(|&r| r == me || comm.peer(r).is_ok_and(|p| eng.local_index(p).is_some()))
         .unwrap_or(me)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::node_dir;
+    use std::path::PathBuf;
+
+    #[test]
+    fn node_placeholder_names_the_node() {
+        assert_eq!(
+            node_dir("/dev/shm", Some("198.18.0.2".into())),
+            PathBuf::from("/dev/shm")
+        );
+        assert_eq!(
+            node_dir("/tmp/ck/{node}", Some("198.18.0.2".into())),
+            PathBuf::from("/tmp/ck/198.18.0.2")
+        );
+        assert_eq!(
+            node_dir("/tmp/ck/{node}", None),
+            PathBuf::from("/tmp/ck/local")
+        );
+        assert_eq!(
+            node_dir("/tmp/{node}", Some("../x/y".into())),
+            PathBuf::from("/tmp/.._x_y"),
+            "no separator can come from the address"
+        );
+        assert_eq!(
+            node_dir("/tmp/{node}", Some("..".into())),
+            PathBuf::from("/tmp/_")
+        );
+    }
 }
