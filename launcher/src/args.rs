@@ -140,7 +140,9 @@ Long options also take one dash (-np, -tag-output), one-letter options two
 (--x), and a value after '=' (--np=4).
 
 Without -H or --hostfile every rank runs on this machine, as many as -n asks for
-(no --oversubscribe needed here). localhost, 127.0.0.1, this machine's name and
+(no --oversubscribe needed here); inside a Slurm allocation (salloc, sbatch) the
+hosts and slots are the allocation's (SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE),
+-n defaults to its task count and node agents start through srun. localhost, 127.0.0.1, this machine's name and
 addresses all name this machine. For the ranks of every other host dosrun starts
 a node agent there through the launch agent; the agent connects back to dosrun
 over TCP, proves it holds the job's secret and starts, binds and watches its
@@ -453,8 +455,20 @@ where
     Ok(out)
 }
 
-/// Parses dosrun's arguments (without `argv[0]`).
+/// Parses dosrun's arguments (without `argv[0]`), outside a Slurm
+/// allocation.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn parse<I>(argv: I) -> Result<Action, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    parse_in(argv, false)
+}
+
+/// Parses dosrun's arguments (without `argv[0]`); `in_allocation`: dosrun
+/// runs inside a Slurm allocation, which gives the hosts and `-n` when the
+/// command line does not (see `slurm`).
+pub fn parse_in<I>(argv: I, in_allocation: bool) -> Result<Action, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
@@ -502,15 +516,26 @@ where
     if cli.fs.is_none() && (cli.fs_stage_out.is_some() || cli.fs_addr.is_some()) {
         return Err(usage("--fs-stage-out needs --fs DIR"));
     }
-    if cli.np.is_none() && hosts.is_empty() && cli.hostfile.is_none() && cli.per_node.is_none() {
+    if cli.np.is_none()
+        && hosts.is_empty()
+        && cli.hostfile.is_none()
+        && cli.per_node.is_none()
+        && !in_allocation
+    {
         return Err(usage("missing -n N: the number of ranks"));
     }
     let max_restarts = cli.max_restarts.unwrap_or(0);
     if max_restarts == 0 && (cli.spares.is_some() || cli.restart_np.is_some()) {
         return Err(usage("--spares and --restart-np need --max-restarts K"));
     }
-    if cli.spares.is_some_and(|n| n > 0) && hosts.is_empty() && cli.hostfile.is_none() {
-        return Err(usage("--spares needs hosts (-H or --hostfile)"));
+    if cli.spares.is_some_and(|n| n > 0)
+        && hosts.is_empty()
+        && cli.hostfile.is_none()
+        && !in_allocation
+    {
+        return Err(usage(
+            "--spares needs hosts (-H, --hostfile or a Slurm allocation)",
+        ));
     }
     if max_restarts > 0 && cli.fs.is_some() {
         return Err(usage(

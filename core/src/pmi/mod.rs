@@ -7,6 +7,8 @@
 //!
 //! * [`wire`]: the protocol's frames (versioned, little-endian, bounded).
 //! * [`Client`]: the rank side, blocking, used by `dos::init`.
+//! * [`slurm`]: Slurm's compressed host and count lists
+//!   (`SLURM_JOB_NODELIST`, `SLURM_TASKS_PER_NODE`), pure parsers.
 //!
 //! # The launcher's environment
 //!
@@ -48,6 +50,7 @@
 //! finalized without entering it) fails on every rank waiting in it.
 
 mod client;
+pub mod slurm;
 pub mod wire;
 
 pub use client::Client;
