@@ -7,6 +7,9 @@
 //!
 //! * [`wire`]: the protocol's frames (versioned, little-endian, bounded).
 //! * [`Client`]: the rank side, blocking, used by `dos::init`.
+//! * [`simple`], [`pmi2`]: the codecs of the standard PMI-1 ("simple")
+//!   and PMI-2 wire protocols that MPICH, hydra and Slurm speak (sans I/O);
+//!   `dosrun` serves PMI-1 to MPICH programs with [`simple`].
 //! * [`slurm`]: Slurm's compressed host and count lists
 //!   (`SLURM_JOB_NODELIST`, `SLURM_TASKS_PER_NODE`), pure parsers.
 //!
@@ -50,6 +53,8 @@
 //! finalized without entering it) fails on every rank waiting in it.
 
 mod client;
+pub mod pmi2;
+pub mod simple;
 pub mod slurm;
 pub mod wire;
 
