@@ -13,10 +13,12 @@
 #                                         traffic, ci/icrc_check.py checks every ICRC)
 #   fuse3 fio                             the dosfs FUSE mount's tests (fs/tests/mount.rs):
 #                                         fusermount3, and fio --verify through the mount
+#   mpich                                 MPICH programs under dosrun --mpi pmi1
+#                                         (launcher/tests/mpich.rs compiles with mpicc.mpich)
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
-          cmake clang libclang-dev tshark python3 fuse3 fio)
+          cmake clang libclang-dev tshark python3 fuse3 fio mpich)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -107,6 +107,8 @@ pub struct RunOpts {
     pub fs_addr: Option<PathBuf>,
     /// `--max-restarts K`: restart the job after a failure, at most K times.
     pub max_restarts: usize,
+    /// `--mpi pmi1`: serve the ranks PMI-1 (MPICH programs), see `pmi1`.
+    pub pmi1: bool,
     /// `--spares N`: the last N hosts are held back to replace failed hosts.
     pub spares: usize,
     /// `--restart-np M`: with no host to replace a failed one, restart on M
@@ -232,6 +234,11 @@ struct Cli {
     /// Print each rank's binding on stderr
     #[arg(long = "report-bindings")]
     report_bindings: bool,
+    /// pmi1: serve each rank the PMI-1 wire-up of MPICH programs (PMI_FD,
+    /// PMI_RANK, PMI_SIZE), as mpiexec.hydra does; none: only dos's own
+    /// (default)
+    #[arg(long = "mpi", value_name = "pmi1|none", value_parser = parse_mpi)]
+    mpi: Option<bool>,
     /// Transports the ranks may use: a comma list of shm, tcp, roce and
     /// verbs (default: shm within a host; between hosts verbs when an RDMA
     /// device is there and dosrun was built with the verbs feature, else
@@ -564,6 +571,7 @@ where
         fs_stage_out: cli.fs_stage_out,
         fs_addr: cli.fs_addr,
         max_restarts,
+        pmi1: cli.mpi.unwrap_or(false),
         spares: cli.spares.unwrap_or(0),
         restart_np: cli.restart_np,
         program,
@@ -663,6 +671,16 @@ fn parse_map_by(v: &str) -> Result<MapBy, String> {
         "node" => Ok(MapBy::Node),
         _ => Err(format!(
             "--map-by: unknown value {v:?} (expected slot or node)"
+        )),
+    }
+}
+
+fn parse_mpi(v: &str) -> Result<bool, String> {
+    match v {
+        "pmi1" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(format!(
+            "--mpi: unknown value {v:?} (expected pmi1 or none)"
         )),
     }
 }

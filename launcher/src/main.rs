@@ -18,6 +18,9 @@
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
+//! * `pmi1`: `--mpi pmi1`, MPICH programs: a bridge per rank that serves
+//!   it PMI-1 on `PMI_FD` over dos's wire-up (`dosrun --pmi1-bridge`,
+//!   hidden);
 //! * `refusals`: the rate-limited log of refused connections (wire-up
 //!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
@@ -50,6 +53,7 @@ mod fsjob;
 mod hosts;
 mod info;
 mod plan;
+mod pmi1;
 mod pmi_server;
 mod refusals;
 mod restart;
@@ -86,6 +90,9 @@ fn main() {
     dos::log::install_from_env();
     if agent::node::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
         std::process::exit(agent::node::run());
+    }
+    if pmi1::is_bridge_mode(std::env::args_os().nth(1).as_deref()) {
+        std::process::exit(pmi1::run(std::env::args_os().collect()));
     }
     let alloc = slurm::Allocation::from_env(|n| std::env::var(n).ok());
     let in_allocation = !matches!(alloc, Ok(None));
@@ -260,6 +267,27 @@ fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmErr
     if from_slurm && o.launch_agent.is_none() {
         o.launch_agent = Some(slurm::srun_launch());
     }
+    // --mpi pmi1: every rank runs through its PMI-1 bridge, dosrun itself.
+    if o.pmi1 {
+        let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+        if let Err(e) = spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref()) {
+            return fail(STATUS_USAGE, &e.to_string());
+        }
+        let me = match &o.agent_path {
+            Some(p) => p.clone(),
+            None => match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    return fail(
+                        STATUS_INTERNAL,
+                        &format!("cannot find dosrun's own path for the PMI-1 bridges: {e}"),
+                    )
+                }
+            },
+        };
+        o.args = pmi1::bridge_args(&o.program, &o.program, &o.args);
+        o.program = me.into_os_string();
+    }
     let mut pool = match HostPool::new(list, o.spares) {
         Ok(p) => p,
         Err(e) => return fail(STATUS_USAGE, &e.to_string()),
@@ -286,10 +314,24 @@ fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmErr
     let mut pending: Option<(String, Instant)> = None;
     let mut attempt = 0;
     loop {
-        let extra: Vec<(OsString, OsString)> = vec![
+        let mut extra: Vec<(OsString, OsString)> = vec![
             (restart::ENV_RUN_ATTEMPT.into(), attempt.to_string().into()),
             (restart::ENV_CKPT_ID.into(), ckpt_id.clone()),
         ];
+        if o.pmi1 {
+            let mut node_of = vec![0; plan.size()];
+            for (id, n) in plan.nodes().iter().enumerate() {
+                for &r in &n.ranks {
+                    if let Some(x) = node_of.get_mut(r) {
+                        *x = id;
+                    }
+                }
+            }
+            extra.push((
+                pmi1::ENV_PROCESS_MAPPING.into(),
+                dos::pmi::simple::process_mapping(&node_of).into(),
+            ));
+        }
         let report = pending.take();
         let head = report.as_ref().map(|(h, _)| h.clone());
         let ended = run_once(&o, &cfg, &host, &plan, &extra, report);

@@ -20,6 +20,9 @@
 //! | `cmd=finalize` | `cmd=finalize_ack` |
 //! | `cmd=abort exitcode=N [msg=TEXT]` | none |
 //!
+//! [`process_mapping`] writes the value of the key `PMI_process_mapping`,
+//! which tells MPICH which ranks share a node.
+//!
 //! Lines are at most [`MAX_LINE`] bytes (newline excluded); a longer line,
 //! a line that is not UTF-8, a missing or repeated field, a number that
 //! does not parse or an unknown command is a [`SimpleError`]; parsing never
@@ -479,6 +482,35 @@ impl<'a> Response<'a> {
     }
 }
 
+/// The `PMI_process_mapping` value of a job whose rank `r` runs on node
+/// `node_of[r]`: MPICH's `(vector,(node,count,ranks),...)`, each triple
+/// saying that `count` nodes from `node` on each hold `ranks` consecutive
+/// ranks, the triples in rank order.
+pub fn process_mapping(node_of: &[usize]) -> String {
+    // Runs of consecutive ranks on one node.
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &n in node_of {
+        match runs.last_mut() {
+            Some((node, len)) if *node == n => *len += 1,
+            _ => runs.push((n, 1)),
+        }
+    }
+    // Runs of equal length on consecutive nodes make one triple.
+    let mut triples: Vec<(usize, usize, usize)> = Vec::new();
+    for (node, len) in runs {
+        match triples.last_mut() {
+            Some((start, count, ranks)) if *ranks == len && *start + *count == node => *count += 1,
+            _ => triples.push((node, 1, len)),
+        }
+    }
+    let mut s = String::from("(vector");
+    for (node, count, ranks) in triples {
+        let _ = write!(s, ",({node},{count},{ranks})");
+    }
+    s.push(')');
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,6 +682,18 @@ mod tests {
             Command::parse(&"x".repeat(MAX_LINE + 1)),
             Err(SimpleError::TooLong)
         );
+    }
+
+    #[test]
+    fn process_mappings() {
+        assert_eq!(process_mapping(&[0, 0, 0]), "(vector,(0,1,3))");
+        assert_eq!(process_mapping(&[0, 0, 1, 1, 2, 2]), "(vector,(0,3,2))");
+        assert_eq!(
+            process_mapping(&[0, 0, 1, 1, 2]),
+            "(vector,(0,2,2),(2,1,1))"
+        );
+        assert_eq!(process_mapping(&[0, 1, 0, 1]), "(vector,(0,2,1),(0,2,1))");
+        assert_eq!(process_mapping(&[]), "(vector)");
     }
 
     #[test]

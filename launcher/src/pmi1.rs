@@ -1,0 +1,363 @@
+//! `dosrun --mpi pmi1`: MPICH programs under dosrun, through PMI-1.
+//!
+//! A program built with MPICH (`mpicc.mpich`) finds its launcher through
+//! PMI-1's "simple" protocol ([`dos::pmi::simple`]) on the descriptor named
+//! by `PMI_FD`, and learns its rank and the job's size from `PMI_RANK` and
+//! `PMI_SIZE`. With `--mpi pmi1` every rank is started through a bridge,
+//! `dosrun --pmi1-bridge PROGRAM ARGV0 ARGS...` (hidden), which:
+//!
+//! * makes a socket pair and starts the program as its child with one end
+//!   inherited as `PMI_FD`, `PMI_RANK`=`DOS_RANK`, `PMI_SIZE`=`DOS_SIZE`,
+//!   in the bridge's process group, with the parent-death signal;
+//! * answers the program's PMI-1 commands, translating the key-value space
+//!   to dos's own wire-up ([`dos::pmi::Client`], connected at `init`):
+//!   `put` is a put, `barrier_in` a fence, `get` a get (after the fence, as
+//!   PMI-1 has it), `abort` the job's abort (dosrun's usual report and
+//!   status), `finalize` the client's finalize; `get_maxes`, `get_appnum`
+//!   (0), `get_universe_size` (the job's size) and `get_my_kvsname`
+//!   (`dos-JOBID`) are answered by the bridge; `get` of
+//!   `PMI_process_mapping` is answered from `DOS_PMI_PROCESS_MAPPING`, which
+//!   dosrun computes from its plan ([`dos::pmi::simple::process_mapping`]);
+//! * exits as the program did: with its status, or killed by the same
+//!   signal, so that dosrun's report, blame and exit status are those of a
+//!   dos program. The signals dosrun forwards to a rank's process group
+//!   (INT, TERM, HUP, USR1, USR2, QUIT) are ignored by the bridge and at
+//!   their default in the program, which decides.
+//!
+//! A line the bridge cannot parse, or a wire-up call that fails (a fence
+//! fails when another rank ended), leaves the program waiting unanswered
+//! for up to 5 s, so that dosrun, which is stopping the job, ends it and
+//! blames the rank that failed first; after that the bridge ends the
+//! program (SIGKILL) after a line on stderr naming the rank and the
+//! problem, and exits 1. Standard streams are the program's
+//! own (inherited), so `--tag-output` and stdin work unchanged. Ranks on
+//! other hosts run their bridge from the agent's dosrun (`--agent-path`).
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+
+use dos::pmi::simple::{split_line, Command as Pmi, Response};
+use dos::pmi::{self, Client};
+
+/// The hidden first argument of the bridge mode.
+pub const BRIDGE_ARG: &str = "--pmi1-bridge";
+/// What dosrun exports to the bridges: the `PMI_process_mapping` value.
+pub const ENV_PROCESS_MAPPING: &str = "DOS_PMI_PROCESS_MAPPING";
+/// The sizes the bridge announces (`get_maxes`), those of hydra.
+const KVSNAME_MAX: u32 = 256;
+const KEYLEN_MAX: u32 = 64;
+const VALLEN_MAX: u32 = 1024;
+/// The signals dosrun forwards, which the bridge leaves to the program.
+const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGQUIT,
+];
+
+/// Whether the argument list asks for the bridge mode.
+pub fn is_bridge_mode(first: Option<&OsStr>) -> bool {
+    first == Some(OsStr::new(BRIDGE_ARG))
+}
+
+/// The bridge's arguments for `program` (resolved) run as `argv0 args`.
+pub fn bridge_args(program: &OsStr, argv0: &OsStr, args: &[OsString]) -> Vec<OsString> {
+    let mut v = vec![
+        OsString::from(BRIDGE_ARG),
+        program.to_os_string(),
+        argv0.to_os_string(),
+    ];
+    v.extend_from_slice(args);
+    v
+}
+
+/// Runs the bridge; `argv` is dosrun's whole argument list. Returns the
+/// exit status (or does not return: killed by the program's signal).
+pub fn run(argv: Vec<OsString>) -> i32 {
+    let rank = std::env::var(pmi::ENV_RANK).unwrap_or_else(|_| "0".into());
+    let say = |msg: &str| {
+        let _ = writeln!(io::stderr().lock(), "dosrun: rank {rank}: PMI-1: {msg}");
+    };
+    let [_, _, program, argv0, args @ ..] = argv.as_slice() else {
+        say("usage: dosrun --pmi1-bridge PROGRAM ARGV0 [ARGS...]");
+        return 2;
+    };
+    let size = std::env::var(pmi::ENV_SIZE).unwrap_or_else(|_| "1".into());
+    let (ours, theirs) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            say(&format!("socketpair: {e}"));
+            return 125;
+        }
+    };
+    for &sig in &FORWARDED {
+        // SAFETY: setting a signal's disposition to SIG_IGN.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+    let fd = theirs.as_raw_fd();
+    let parent = std::process::id() as i32;
+    let mut cmd = Command::new(program);
+    cmd.arg0(argv0)
+        .args(args)
+        .env("PMI_FD", fd.to_string())
+        .env("PMI_RANK", &rank)
+        .env("PMI_SIZE", &size);
+    // SAFETY: between fork and exec only async-signal-safe calls: fcntl,
+    // prctl, getppid, signal.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            for &sig in &FORWARDED {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let status = match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
+                _ => 126,
+            };
+            say(&format!("cannot start {}: {e}", program.to_string_lossy()));
+            return status;
+        }
+    };
+    drop(OwnedFd::from(theirs));
+    let mut bridge = Bridge {
+        rank: rank.parse().unwrap_or(0),
+        size: size.parse().unwrap_or(1),
+        client: None,
+        mapping: std::env::var(ENV_PROCESS_MAPPING).ok(),
+    };
+    let mut ours = ours;
+    if let Err(e) = bridge.serve(&mut ours) {
+        // A fence fails because another rank ended: dosrun is stopping the
+        // job and blames that rank, unless this one exits first. The
+        // program waits (unanswered) until dosrun ends it, or HOLD passes.
+        let until = std::time::Instant::now() + HOLD;
+        while std::time::Instant::now() < until {
+            match child.try_wait() {
+                Ok(Some(st)) => return exit_as(st),
+                Ok(None) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Err(_) => break,
+            }
+        }
+        say(&e);
+        let _ = child.kill();
+        let _ = child.wait();
+        return 1;
+    }
+    drop(ours);
+    match child.wait() {
+        Ok(st) => exit_as(st),
+        Err(e) => {
+            say(&format!("wait: {e}"));
+            125
+        }
+    }
+}
+
+/// How long the bridge leaves dosrun to end a program whose wire-up call
+/// failed before ending it itself.
+const HOLD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Exits as the program did: its status, or its signal raised again here.
+fn exit_as(st: std::process::ExitStatus) -> i32 {
+    {
+        match (st.code(), st.signal()) {
+            (Some(c), _) => c,
+            (None, Some(sig)) => {
+                // SAFETY: back to the default disposition, then the signal
+                // the program died of, to ourselves.
+                unsafe {
+                    libc::signal(sig, libc::SIG_DFL);
+                    libc::raise(sig);
+                }
+                128 + sig
+            }
+            _ => 1,
+        }
+    }
+}
+
+/// The bridge's state.
+struct Bridge {
+    rank: usize,
+    size: usize,
+    client: Option<Client>,
+    mapping: Option<String>,
+}
+
+impl Bridge {
+    /// Answers the program until it closes its end; `Err` is the line to
+    /// print before ending it.
+    fn serve(&mut self, s: &mut UnixStream) -> Result<(), String> {
+        let mut buf: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut out = Vec::new();
+        loop {
+            while let Some((line, used)) = split_line(&buf).map_err(|e| e.to_string())? {
+                out.clear();
+                let cmd = Pmi::parse(line).map_err(|e| format!("{e} in {line:?}"))?;
+                self.answer(cmd, &mut out)?;
+                buf.drain(..used);
+                if !out.is_empty() {
+                    if let Err(e) = s.write_all(&out) {
+                        // The program is gone: its exit tells the rest.
+                        let _ = e;
+                        return Ok(());
+                    }
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) => return Ok(()),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A reset connection: the program exited.
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn client(&mut self) -> Result<&mut Client, String> {
+        if self.client.is_none() {
+            match Client::from_env() {
+                Ok(Some(c)) => self.client = Some(c),
+                Ok(None) => return Err("not started by dosrun (no DOS_PMI_ADDR)".into()),
+                Err(e) => return Err(format!("cannot reach dosrun's wire-up: {e}")),
+            }
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| "no wire-up client".to_string())
+    }
+
+    fn answer(&mut self, cmd: Pmi<'_>, out: &mut Vec<u8>) -> Result<(), String> {
+        let kvsname = format!(
+            "dos-{}",
+            std::env::var(pmi::ENV_JOBID).unwrap_or_else(|_| "0".into())
+        );
+        let reply = |r: Response<'_>, out: &mut Vec<u8>| r.encode(out).map_err(|e| e.to_string());
+        match cmd {
+            Pmi::Init { version, .. } => {
+                self.client()?;
+                reply(
+                    Response::Init {
+                        version: 1,
+                        subversion: 1,
+                        rc: if version == 1 { 0 } else { -1 },
+                    },
+                    out,
+                )
+            }
+            Pmi::GetMaxes => reply(
+                Response::Maxes {
+                    kvsname_max: KVSNAME_MAX,
+                    keylen_max: KEYLEN_MAX,
+                    vallen_max: VALLEN_MAX,
+                },
+                out,
+            ),
+            Pmi::GetAppnum => reply(Response::Appnum(0), out),
+            Pmi::GetUniverseSize => reply(
+                Response::UniverseSize(u32::try_from(self.size).unwrap_or(u32::MAX)),
+                out,
+            ),
+            Pmi::GetMyKvsname => reply(Response::MyKvsname(&kvsname), out),
+            Pmi::Put { key, value, .. } => {
+                self.client()?
+                    .put(key, value.as_bytes())
+                    .map_err(|e| format!("put {key}: {e}"))?;
+                reply(
+                    Response::PutResult {
+                        rc: 0,
+                        msg: "success",
+                    },
+                    out,
+                )
+            }
+            Pmi::Get { key, .. } => {
+                if key == "PMI_process_mapping" {
+                    let v = self
+                        .mapping
+                        .clone()
+                        .unwrap_or_else(|| dos::pmi::simple::process_mapping(&vec![0; self.size]));
+                    return reply(
+                        Response::GetResult {
+                            rc: 0,
+                            msg: "success",
+                            value: Some(&v),
+                        },
+                        out,
+                    );
+                }
+                match self.client()?.get(key) {
+                    Ok(v) => {
+                        let v = String::from_utf8(v)
+                            .map_err(|_| format!("get {key}: the value is not text"))?;
+                        reply(
+                            Response::GetResult {
+                                rc: 0,
+                                msg: "success",
+                                value: Some(&v),
+                            },
+                            out,
+                        )
+                    }
+                    Err(dos::Error::KeyNotFound { .. }) => reply(
+                        Response::GetResult {
+                            rc: -1,
+                            msg: "key_not_found",
+                            value: None,
+                        },
+                        out,
+                    ),
+                    Err(e) => Err(format!("get {key}: {e}")),
+                }
+            }
+            Pmi::BarrierIn => {
+                self.client()?
+                    .fence()
+                    .map_err(|e| format!("barrier: {e}"))?;
+                reply(Response::BarrierOut, out)
+            }
+            Pmi::Finalize => {
+                if let Some(c) = self.client.as_mut() {
+                    c.finalize().map_err(|e| format!("finalize: {e}"))?;
+                }
+                reply(Response::FinalizeAck, out)
+            }
+            Pmi::Abort { code, msg } => {
+                let msg = msg.unwrap_or("MPI_Abort").to_string();
+                let rank = self.rank;
+                self.client()?
+                    .abort(code, &msg)
+                    .map_err(|e| format!("rank {rank}: abort: {e}"))?;
+                Ok(())
+            }
+        }
+    }
+}
