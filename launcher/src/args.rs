@@ -823,6 +823,36 @@ mod tests {
     }
 
     #[test]
+    fn mpi_and_the_allocation() {
+        assert!(!run(&["-n", "1", "p"]).pmi1);
+        assert!(run(&["--mpi", "pmi1", "-n", "1", "p"]).pmi1);
+        assert!(run(&["-mpi=pmi1", "-n", "1", "p"]).pmi1);
+        assert!(!run(&["--mpi", "pmi1", "--mpi", "none", "-n", "1", "p"]).pmi1);
+        assert!(err(&["--mpi", "pmix", "-n", "1", "p"]).contains("expected pmi1 or none"));
+        // In an allocation -n and the hosts may be left out.
+        assert_eq!(err(&["p"]), "missing -n N: the number of ranks");
+        let Ok(Action::Run(o)) = parse_in(["p".into()], true) else {
+            panic!("p in an allocation");
+        };
+        assert_eq!((o.np, o.hosts.len()), (None, 0));
+        assert!(parse_in(
+            [
+                "--max-restarts".into(),
+                "1".into(),
+                "--spares".into(),
+                "1".into(),
+                "p".into()
+            ],
+            true
+        )
+        .is_ok());
+        assert!(
+            err(&["--max-restarts", "1", "--spares", "1", "-n", "2", "p"])
+                .contains("a Slurm allocation")
+        );
+    }
+
+    #[test]
     fn rank_count_spellings() {
         for a in [
             &["-n", "4", "prog"][..],

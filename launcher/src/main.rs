@@ -5,7 +5,8 @@
 //!        [--bind-to core|numa|none] [--report-bindings] [--tag-output] [--timeout SECS]
 //!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]]
 //!        [--fs DIR [--fs-stage-out PATH]]
-//!        [--max-restarts K [--spares N] [--restart-np M]] [--] PROGRAM [ARGS]
+//!        [--max-restarts K [--spares N] [--restart-np M]] [--mpi pmi1|none]
+//!        [--] PROGRAM [ARGS]
 //! dosrun --topology | --info | --help | --version
 //! ```
 //!
