@@ -281,6 +281,60 @@ fn scenario_failing_remote_rank() {
     assert_nothing_left(&d.pids(), Duration::from_secs(5));
 }
 
+/// An MPICH program (tests/mpich/cpi.c, compiled with mpicc.mpich) across
+/// the hosts with `--mpi pmi1`: its PMI-1 wire-up through the bridges and
+/// the node agents; a remote rank exiting 3 is blamed as for dos programs.
+fn scenario_mpich_across_hosts() {
+    let found = Command::new("mpicc.mpich")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("mpich scenario skipped: mpicc.mpich not found (ci/deps.sh installs mpich)");
+        return;
+    }
+    let d = TempDir::new("mn-mpich");
+    let exe = d.path().join("cpi");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mpich/cpi.c");
+    let out = Command::new("mpicc.mpich")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lm")
+        .output()
+        .expect("run mpicc.mpich");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = exe.to_str().unwrap();
+    let r = cluster_run(&["--mpi", "pmi1"], &[exe]);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("pi is approximately 3.14159265"), "{r:?}");
+    assert!(r.stdout.contains("ranks 6\n"), "{r:?}");
+    for k in 1..=HOSTS {
+        let on = r
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with(&format!(" of 6 on dos-h{k}")))
+            .count();
+        assert_eq!(on, 2, "host dos-h{k}: {r:?}");
+    }
+    let r = cluster_run(&["--mpi", "pmi1"], &[exe, "exit", "4", "3"]);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 3, "{r:?}");
+    assert!(
+        r.dosrun_lines()
+            .iter()
+            .any(|l| l.starts_with("dosrun: rank 4 (pid ")
+                && l.contains("on host 198.18.0.3 exited with status 3; stopping the job")),
+        "{r:?}"
+    );
+}
+
 fn scenario_killed_remote_rank() {
     let d = TempDir::new("mn-kill");
     let (child, pids) = start_sleepers(&d, &[]);
@@ -436,6 +490,7 @@ fn three_hosts_two_slots_each() {
     scenario_placement_and_environment();
     scenario_output_relay();
     scenario_failing_remote_rank();
+    scenario_mpich_across_hosts();
     scenario_killed_remote_rank();
     scenario_killed_agent();
     scenario_cut_link();
