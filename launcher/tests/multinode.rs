@@ -335,6 +335,51 @@ fn scenario_mpich_across_hosts() {
     );
 }
 
+/// dosrun in a (simulated) Slurm allocation of the 3 hosts: no hostfile,
+/// no -n; the node agents start through `srun`, here a stand-in that runs
+/// its command on `--nodelist`'s host through the cluster's ssh.
+fn scenario_slurm_allocation() {
+    let d = TempDir::new("mn-slurm");
+    let log = d.path().join("srun.log");
+    let srun = d.path().join("srun");
+    std::fs::write(
+        &srun,
+        format!(
+            "#!/bin/sh\n\
+             for a; do case $a in --nodelist=*) host=${{a#--nodelist=}};; --*) ;; *) break;; esac; shift; done\n\
+             echo \"$host\" >> {log}\n\
+             exec ssh -F {STATE}/ssh_config -o BatchMode=yes \"$host\" \"$@\"\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&srun, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = common::dosrun();
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLURM_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("SLURM_JOB_ID", "77")
+        .env("SLURM_JOB_NODELIST", "198.18.0.[1-3]")
+        .env("SLURM_TASKS_PER_NODE", "2(x3)")
+        .env(
+            "PATH",
+            format!("{}:{}", d.str(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .args(["sh", "-c", "echo $DOS_RANK/$DOS_SIZE on $(hostname)"]);
+    let r = run_with(&mut c, b"", common::LIMIT);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 0, "{r:?}");
+    let want: Vec<String> = (0..6)
+        .map(|i| format!("{i}/6 on dos-h{}", i / 2 + 1))
+        .collect();
+    assert_eq!(sorted(&r.stdout), want, "{r:?}");
+    let mut hosts = sorted(&std::fs::read_to_string(&log).unwrap());
+    hosts.dedup();
+    assert_eq!(hosts, ["198.18.0.1", "198.18.0.2", "198.18.0.3"], "{r:?}");
+}
+
 fn scenario_killed_remote_rank() {
     let d = TempDir::new("mn-kill");
     let (child, pids) = start_sleepers(&d, &[]);
@@ -491,6 +536,7 @@ fn three_hosts_two_slots_each() {
     scenario_output_relay();
     scenario_failing_remote_rank();
     scenario_mpich_across_hosts();
+    scenario_slurm_allocation();
     scenario_killed_remote_rank();
     scenario_killed_agent();
     scenario_cut_link();
