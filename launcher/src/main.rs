@@ -268,10 +268,16 @@ fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmErr
     if from_slurm && o.launch_agent.is_none() {
         o.launch_agent = Some(slurm::srun_launch());
     }
-    // --mpi pmi1: every rank runs through its PMI-1 bridge, dosrun itself.
+    // --mpi pmi1: every rank runs through its PMI-1 bridge, dosrun itself;
+    // the program is looked up here first (if ranks may run here), as it
+    // would be without the bridge.
     if o.pmi1 {
         let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
-        if let Err(e) = spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref()) {
+        let here = list.iter().any(|h| h.kind == HostKind::Local);
+        if let (true, Err(e)) = (
+            here,
+            spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref()),
+        ) {
             return fail(STATUS_USAGE, &e.to_string());
         }
         let me = match &o.agent_path {

@@ -24,12 +24,12 @@
 //!   (INT, TERM, HUP, USR1, USR2, QUIT) are ignored by the bridge and at
 //!   their default in the program, which decides.
 //!
-//! A line the bridge cannot parse, or a wire-up call that fails (a fence
-//! fails when another rank ended), leaves the program waiting unanswered
-//! for up to 5 s, so that dosrun, which is stopping the job, ends it and
-//! blames the rank that failed first; after that the bridge ends the
-//! program (SIGKILL) after a line on stderr naming the rank and the
-//! problem, and exits 1. Standard streams are the program's
+//! A wire-up call that fails (a fence fails when another rank ended)
+//! leaves the program waiting unanswered for up to 5 s, so that dosrun,
+//! which is stopping the job, ends it and blames the rank that failed
+//! first; after that, or at once for a line that is no PMI-1, the bridge
+//! ends the program (SIGKILL) after a line on stderr naming the rank and
+//! the problem, and exits 1. Standard streams are the program's
 //! own (inherited), so `--tag-output` and stdin work unchanged. Ranks on
 //! other hosts run their bridge from the agent's dosrun (`--agent-path`).
 
@@ -153,11 +153,12 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         mapping: std::env::var(ENV_PROCESS_MAPPING).ok(),
     };
     let mut ours = ours;
-    if let Err(e) = bridge.serve(&mut ours) {
+    if let Err((e, hold)) = bridge.serve(&mut ours) {
         // A fence fails because another rank ended: dosrun is stopping the
         // job and blames that rank, unless this one exits first. The
         // program waits (unanswered) until dosrun ends it, or HOLD passes.
-        let until = std::time::Instant::now() + HOLD;
+        // A line that is no PMI-1 is this rank's own fault: no wait.
+        let until = std::time::Instant::now() + if hold { HOLD } else { Default::default() };
         while std::time::Instant::now() < until {
             match child.try_wait() {
                 Ok(Some(st)) => return exit_as(st),
@@ -213,16 +214,17 @@ struct Bridge {
 
 impl Bridge {
     /// Answers the program until it closes its end; `Err` is the line to
-    /// print before ending it.
-    fn serve(&mut self, s: &mut UnixStream) -> Result<(), String> {
+    /// print before ending it, and whether the failure is a wire-up call's
+    /// (then dosrun is given time to end the job first).
+    fn serve(&mut self, s: &mut UnixStream) -> Result<(), (String, bool)> {
         let mut buf: Vec<u8> = Vec::new();
         let mut chunk = [0u8; 4096];
         let mut out = Vec::new();
         loop {
-            while let Some((line, used)) = split_line(&buf).map_err(|e| e.to_string())? {
+            while let Some((line, used)) = split_line(&buf).map_err(|e| (e.to_string(), false))? {
                 out.clear();
-                let cmd = Pmi::parse(line).map_err(|e| format!("{e} in {line:?}"))?;
-                self.answer(cmd, &mut out)?;
+                let cmd = Pmi::parse(line).map_err(|e| (format!("{e} in {line:?}"), false))?;
+                self.answer(cmd, &mut out).map_err(|e| (e, true))?;
                 buf.drain(..used);
                 if !out.is_empty() {
                     if let Err(e) = s.write_all(&out) {

@@ -162,3 +162,78 @@ fn pmi1_usage_errors() {
     lines.sort();
     assert_eq!(lines, ["0/2", "1/2"], "{r:?}");
 }
+
+/// The PMI-1 conversation itself, without MPICH: each rank (bash, on the
+/// inherited PMI_FD) inits, reads the maxes, its kvsname and the process
+/// mapping, puts its key, enters the barrier, reads the other rank's key
+/// and a missing one, and finalizes.
+#[test]
+fn pmi1_conversation_from_a_shell() {
+    let script = r#"
+fd=$PMI_FD
+ask() { echo "$1" >&$fd; read -r reply <&$fd; echo "$PMI_RANK> $reply"; }
+ask "cmd=init pmi_version=1 pmi_subversion=1"
+ask "cmd=get_maxes"
+ask "cmd=get_appnum"
+ask "cmd=get_universe_size"
+ask "cmd=get_my_kvsname"
+kvs=${reply#*kvsname=}; kvs=${kvs%% *}
+ask "cmd=get kvsname=$kvs key=PMI_process_mapping"
+ask "cmd=put kvsname=$kvs key=card-$PMI_RANK value=addr=$PMI_RANK;x"
+ask "cmd=barrier_in"
+ask "cmd=get kvsname=$kvs key=card-$((1 - PMI_RANK))"
+ask "cmd=get kvsname=$kvs key=nothing"
+ask "cmd=finalize"
+"#;
+    let r = go(&["--mpi", "pmi1", "-n", "2", "bash", "-c", script]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    for rank in 0..2 {
+        let other = 1 - rank;
+        let got: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{rank}> ")))
+            .collect();
+        assert_eq!(got.len(), 11, "{r:?}");
+        assert_eq!(
+            got[0],
+            "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0"
+        );
+        assert_eq!(
+            got[1],
+            "cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024 rc=0"
+        );
+        assert_eq!(got[2], "cmd=appnum appnum=0 rc=0");
+        assert_eq!(got[3], "cmd=universe_size size=2 rc=0");
+        assert!(got[4].starts_with("cmd=my_kvsname kvsname=dos-"), "{r:?}");
+        assert_eq!(
+            got[5],
+            "cmd=get_result rc=0 msg=success value=(vector,(0,1,2))"
+        );
+        assert_eq!(got[6], "cmd=put_result rc=0 msg=success");
+        assert_eq!(got[7], "cmd=barrier_out");
+        assert_eq!(
+            got[8],
+            format!("cmd=get_result rc=0 msg=success value=addr={other};x")
+        );
+        assert_eq!(got[9], "cmd=get_result rc=-1 msg=key_not_found");
+        assert_eq!(got[10], "cmd=finalize_ack");
+    }
+    // A line that is no PMI-1 ends the rank with a line naming it.
+    let r = go(&[
+        "--mpi",
+        "pmi1",
+        "-n",
+        "1",
+        "bash",
+        "-c",
+        "echo 'cmd=fly' >&$PMI_FD; sleep 30",
+    ]);
+    assert_ne!(r.code(), 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("dosrun: rank 0: PMI-1: unknown command \"fly\" in \"cmd=fly\""),
+        "{r:?}"
+    );
+    assert!(r.elapsed < std::time::Duration::from_secs(4), "{r:?}");
+}
