@@ -13,8 +13,11 @@
 //! * `-n` defaults to the allocation's task count (the sum of the slots);
 //! * node agents start through `srun` ([`SRUN_LAUNCH`]: one step of one task
 //!   per host, `--kill-on-bad-exit`, no CPU binding of the agent, no PMI
-//!   plug-in, the whole node for the step so that its ranks may use every
-//!   CPU of the allocation) instead of ssh, as Open MPI and hydra do;
+//!   plug-in, `--overlap` so that the steps of several dosruns in one
+//!   allocation do not wait for each other; without `--exact` a step has
+//!   every CPU of the job on its node, so the agent's ranks may use them
+//!   all) instead of ssh, as Open MPI and hydra do. The options are those
+//!   of Slurm 22.05's srun (Debian 12's; `--whole` does not exist there);
 //!   `--launch-agent` still overrides it. With `-H` or a hostfile dosrun
 //!   keeps ssh, since those hosts need not belong to the allocation.
 //!
@@ -35,7 +38,6 @@ pub const SRUN_LAUNCH: &[&str] = &[
     "--cpu-bind=none",
     "--mpi=none",
     "--overlap",
-    "--whole",
     "--input=0",
 ];
 
