@@ -107,8 +107,10 @@ pub struct RunOpts {
     pub fs_addr: Option<PathBuf>,
     /// `--max-restarts K`: restart the job after a failure, at most K times.
     pub max_restarts: usize,
-    /// `--mpi pmi1`: serve the ranks PMI-1 (MPICH programs), see `pmi1`.
-    pub pmi1: bool,
+    /// `--mpi pmi1` (`Some(true)`) or `none` (`Some(false)`): serve the
+    /// ranks PMI-1 (MPICH programs), see `pmi1`; `None`: when the program
+    /// links MPICH.
+    pub pmi1: Option<bool>,
     /// `--spares N`: the last N hosts are held back to replace failed hosts.
     pub spares: usize,
     /// `--restart-np M`: with no host to replace a failed one, restart on M
@@ -236,7 +238,7 @@ struct Cli {
     report_bindings: bool,
     /// pmi1: serve each rank the PMI-1 wire-up of MPICH programs (PMI_FD,
     /// PMI_RANK, PMI_SIZE), as mpiexec.hydra does; none: only dos's own
-    /// (default)
+    /// (default: pmi1 when the program links MPICH's libmpich)
     #[arg(long = "mpi", value_name = "pmi1|none", value_parser = parse_mpi)]
     mpi: Option<bool>,
     /// Transports the ranks may use: a comma list of shm, tcp, roce and
@@ -571,7 +573,7 @@ where
         fs_stage_out: cli.fs_stage_out,
         fs_addr: cli.fs_addr,
         max_restarts,
-        pmi1: cli.mpi.unwrap_or(false),
+        pmi1: cli.mpi,
         spares: cli.spares.unwrap_or(0),
         restart_np: cli.restart_np,
         program,
@@ -824,10 +826,13 @@ mod tests {
 
     #[test]
     fn mpi_and_the_allocation() {
-        assert!(!run(&["-n", "1", "p"]).pmi1);
-        assert!(run(&["--mpi", "pmi1", "-n", "1", "p"]).pmi1);
-        assert!(run(&["-mpi=pmi1", "-n", "1", "p"]).pmi1);
-        assert!(!run(&["--mpi", "pmi1", "--mpi", "none", "-n", "1", "p"]).pmi1);
+        assert_eq!(run(&["-n", "1", "p"]).pmi1, None);
+        assert_eq!(run(&["--mpi", "pmi1", "-n", "1", "p"]).pmi1, Some(true));
+        assert_eq!(run(&["-mpi=pmi1", "-n", "1", "p"]).pmi1, Some(true));
+        assert_eq!(
+            run(&["--mpi", "pmi1", "--mpi", "none", "-n", "1", "p"]).pmi1,
+            Some(false)
+        );
         assert!(err(&["--mpi", "pmix", "-n", "1", "p"]).contains("expected pmi1 or none"));
         // In an allocation -n and the hosts may be left out.
         assert_eq!(err(&["p"]), "missing -n N: the number of ranks");

@@ -19,9 +19,9 @@
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
-//! * `pmi1`: `--mpi pmi1`, MPICH programs: a bridge per rank that serves
-//!   it PMI-1 on `PMI_FD` over dos's wire-up (`dosrun --pmi1-bridge`,
-//!   hidden);
+//! * `pmi1`: MPICH programs (found in the program's ELF `DT_NEEDED`, or
+//!   `--mpi pmi1`): a bridge per rank that serves it PMI-1 on `PMI_FD`
+//!   over dos's wire-up (`dosrun --pmi1-bridge`, hidden);
 //! * `refusals`: the rate-limited log of refused connections (wire-up
 //!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
@@ -268,16 +268,21 @@ fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmErr
     if from_slurm && o.launch_agent.is_none() {
         o.launch_agent = Some(slurm::srun_launch());
     }
-    // --mpi pmi1: every rank runs through its PMI-1 bridge, dosrun itself;
-    // the program is looked up here first (if ranks may run here), as it
-    // would be without the bridge.
-    if o.pmi1 {
+    // --mpi pmi1, or a program linking MPICH without --mpi: every rank runs
+    // through its PMI-1 bridge, dosrun itself; the program is looked up
+    // here first (if ranks may run here), as it would be without the bridge.
+    let here = list.iter().any(|h| h.kind == HostKind::Local);
+    let resolved = here.then(|| {
         let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
-        let here = list.iter().any(|h| h.kind == HostKind::Local);
-        if let (true, Err(e)) = (
-            here,
-            spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref()),
-        ) {
+        spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref())
+    });
+    let pmi1 = match o.pmi1 {
+        Some(b) => b,
+        None => matches!(&resolved, Some(Ok(p)) if pmi1::links_mpich(p)),
+    };
+    o.pmi1 = Some(pmi1);
+    if pmi1 {
+        if let Some(Err(e)) = resolved {
             return fail(STATUS_USAGE, &e.to_string());
         }
         let me = match &o.agent_path {
@@ -325,7 +330,7 @@ fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmErr
             (restart::ENV_RUN_ATTEMPT.into(), attempt.to_string().into()),
             (restart::ENV_CKPT_ID.into(), ckpt_id.clone()),
         ];
-        if o.pmi1 {
+        if o.pmi1 == Some(true) {
             let mut node_of = vec![0; plan.size()];
             for (id, n) in plan.nodes().iter().enumerate() {
                 for &r in &n.ranks {

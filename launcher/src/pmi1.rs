@@ -1,9 +1,14 @@
-//! `dosrun --mpi pmi1`: MPICH programs under dosrun, through PMI-1.
+//! MPICH programs under dosrun, through PMI-1.
 //!
 //! A program built with MPICH (`mpicc.mpich`) finds its launcher through
 //! PMI-1's "simple" protocol ([`dos::pmi::simple`]) on the descriptor named
 //! by `PMI_FD`, and learns its rank and the job's size from `PMI_RANK` and
-//! `PMI_SIZE`. With `--mpi pmi1` every rank is started through a bridge,
+//! `PMI_SIZE`. dosrun serves it when the program links MPICH (its ELF
+//! `DT_NEEDED` names `libmpich.so*` or `libmpi.so.12`: [`links_mpich`],
+//! checked where dosrun runs ranks itself), or with `--mpi pmi1` (a script
+//! that starts an MPICH program, a static one, or a program only on other
+//! hosts); `--mpi none` turns it off. Every rank is then started through a
+//! bridge,
 //! `dosrun --pmi1-bridge PROGRAM ARGV0 ARGS...` (hidden), which:
 //!
 //! * makes a socket pair and starts the program as its child with one end
@@ -360,6 +365,198 @@ impl Bridge {
                     .map_err(|e| format!("rank {rank}: abort: {e}"))?;
                 Ok(())
             }
+        }
+    }
+}
+
+/// Longest dynamic section and string table read when looking for MPICH.
+const MAX_ELF_READ: u64 = 1 << 20;
+
+/// Whether the ELF executable at `path` links MPICH (a `DT_NEEDED` entry
+/// `libmpich.so*` or MPICH's ABI `libmpi.so.12`): then dosrun serves it
+/// PMI-1 without `--mpi pmi1`. Reads at most a few bounded pieces of the
+/// file; anything that is not a little-endian ELF64 with a dynamic section
+/// (a script, a static program, a truncated file) is `false`.
+pub fn links_mpich(path: &std::path::Path) -> bool {
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    needed(&mut f)
+        .unwrap_or_default()
+        .iter()
+        .any(|n| n.starts_with("libmpich.so") || n == "libmpi.so.12")
+}
+
+/// The `DT_NEEDED` names of a little-endian ELF64 file; `None` when it is
+/// not one or is malformed.
+fn needed(f: &mut (impl Read + std::io::Seek)) -> Option<Vec<String>> {
+    use std::io::SeekFrom;
+    let mut read_at = |off: u64, len: u64| -> Option<Vec<u8>> {
+        if len > MAX_ELF_READ {
+            return None;
+        }
+        f.seek(SeekFrom::Start(off)).ok()?;
+        let mut v = vec![0u8; usize::try_from(len).ok()?];
+        f.read_exact(&mut v).ok()?;
+        Some(v)
+    };
+    let u16_at = |b: &[u8], o: usize| -> Option<u64> {
+        Some(u64::from(u16::from_le_bytes(
+            b.get(o..o + 2)?.try_into().ok()?,
+        )))
+    };
+    let u64_at = |b: &[u8], o: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(b.get(o..o + 8)?.try_into().ok()?))
+    };
+    let h = read_at(0, 64)?;
+    // Magic, ELFCLASS64, ELFDATA2LSB.
+    if h[..4] != *b"\x7fELF" || h[4] != 2 || h[5] != 1 {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(&h, 32)?, u16_at(&h, 54)?, u16_at(&h, 56)?);
+    if phentsize < 56 || phnum > 512 {
+        return None;
+    }
+    let ph = read_at(phoff, phentsize * phnum)?;
+    // (type, offset, vaddr, filesz) of each program header.
+    let phdrs: Vec<(u32, u64, u64, u64)> = (0..phnum as usize)
+        .map(|i| {
+            let b = &ph[i * phentsize as usize..];
+            Some((
+                u32::try_from(u64_at(b, 0)? & 0xffff_ffff).ok()?,
+                u64_at(b, 8)?,
+                u64_at(b, 16)?,
+                u64_at(b, 32)?,
+            ))
+        })
+        .collect::<Option<_>>()?;
+    const PT_LOAD: u32 = 1;
+    const PT_DYNAMIC: u32 = 2;
+    let &(_, dyn_off, _, dyn_size) = phdrs.iter().find(|p| p.0 == PT_DYNAMIC)?;
+    let dynamic = read_at(dyn_off, dyn_size)?;
+    let (mut strtab, mut strsz, mut needed) = (None, None, Vec::new());
+    for e in dynamic.chunks_exact(16) {
+        let (tag, val) = (u64_at(e, 0)?, u64_at(e, 8)?);
+        match tag {
+            0 => break,
+            1 => needed.push(val),
+            5 => strtab = Some(val),
+            10 => strsz = Some(val),
+            _ => {}
+        }
+    }
+    let (addr, size) = (strtab?, strsz?);
+    let &(_, off, vaddr, _) = phdrs
+        .iter()
+        .find(|p| p.0 == PT_LOAD && p.2 <= addr && addr - p.2 < p.3)?;
+    let table = read_at(off.checked_add(addr - vaddr)?, size)?;
+    Some(
+        needed
+            .into_iter()
+            .filter_map(|o| {
+                let s = table.get(usize::try_from(o).ok()?..)?;
+                let end = s.iter().position(|&b| b == 0)?;
+                Some(String::from_utf8_lossy(&s[..end]).into_owned())
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Cursor;
+
+    /// A minimal ELF64: one PT_LOAD over the whole file at vaddr 0x1000,
+    /// one PT_DYNAMIC, a string table with `libs`.
+    fn elf(libs: &[&str]) -> Vec<u8> {
+        let mut strtab = vec![0u8];
+        let mut offs = Vec::new();
+        for l in libs {
+            offs.push(strtab.len() as u64);
+            strtab.extend_from_slice(l.as_bytes());
+            strtab.push(0);
+        }
+        let phoff = 64u64;
+        let dyn_off = phoff + 2 * 56;
+        let ndyn = libs.len() as u64 + 3;
+        let str_off = dyn_off + ndyn * 16;
+        let total = str_off + strtab.len() as u64;
+        let mut b = vec![0u8; 64];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[32..40].copy_from_slice(&phoff.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&2u16.to_le_bytes());
+        let ph = |t: u32, off: u64, vaddr: u64, size: u64| {
+            let mut p = vec![0u8; 56];
+            p[..4].copy_from_slice(&t.to_le_bytes());
+            p[8..16].copy_from_slice(&off.to_le_bytes());
+            p[16..24].copy_from_slice(&vaddr.to_le_bytes());
+            p[32..40].copy_from_slice(&size.to_le_bytes());
+            p
+        };
+        b.extend(ph(1, 0, 0x1000, total));
+        b.extend(ph(2, dyn_off, 0x1000 + dyn_off, ndyn * 16));
+        let mut dynent = |tag: u64, val: u64| {
+            b.extend_from_slice(&tag.to_le_bytes());
+            b.extend_from_slice(&val.to_le_bytes());
+        };
+        for o in &offs {
+            dynent(1, *o);
+        }
+        dynent(5, 0x1000 + str_off);
+        dynent(10, strtab.len() as u64);
+        dynent(0, 0);
+        b.extend_from_slice(&strtab);
+        b
+    }
+
+    #[test]
+    fn finds_the_needed_libraries() {
+        let libs = ["libmpich.so.12", "libc.so.6"];
+        assert_eq!(
+            needed(&mut Cursor::new(elf(&libs))),
+            Some(libs.map(String::from).to_vec())
+        );
+        // The detection itself, on files.
+        let dir = std::env::temp_dir().join(format!("dosrun-pmi1-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (libs, want) in [
+            (&["libmpich.so.12", "libc.so.6"][..], true),
+            (&["libmpi.so.12"], true),
+            (&["libmpi.so.40", "libc.so.6"], false),
+            (&["libc.so.6"], false),
+        ] {
+            let p = dir.join("prog");
+            std::fs::write(&p, elf(libs)).unwrap();
+            assert_eq!(links_mpich(&p), want, "{libs:?}");
+        }
+        std::fs::write(dir.join("script"), "#!/bin/sh\n").unwrap();
+        assert!(!links_mpich(&dir.join("script")));
+        assert!(!links_mpich(&dir.join("missing")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        // This test program is an ELF that does not link MPICH.
+        let me = std::env::current_exe().unwrap();
+        assert!(needed(&mut std::fs::File::open(&me).unwrap()).is_some_and(|n| !n.is_empty()));
+        assert!(!links_mpich(&me));
+    }
+
+    #[test]
+    fn truncated_files_are_not_elf() {
+        let full = elf(&["libmpich.so.12"]);
+        for n in 0..full.len() {
+            assert_eq!(needed(&mut Cursor::new(&full[..n])), None, "{n}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn corrupted_files_never_panic(at in 0usize..200, byte in any::<u8>()) {
+            let mut b = elf(&["libmpich.so.12", "libc.so.6"]);
+            let i = at % b.len();
+            b[i] = byte;
+            let _ = needed(&mut Cursor::new(b));
         }
     }
 }

@@ -1,7 +1,8 @@
 //! MPICH programs under `dosrun --mpi pmi1` on this host: a cpi-shaped
 //! program (tests/mpich/cpi.c: MPI_Bcast, MPI_Reduce) compiled here with
 //! Debian's `mpicc.mpich` (package mpich, ch4:ucx, PMI-1 to its launcher),
-//! run on 1, 2 and 3 ranks; a rank that exits 3 or calls MPI_Abort, with
+//! run on 1, 2 and 3 ranks; found as an MPICH program without the option,
+//! `--mpi none`; a rank that exits 3 or calls MPI_Abort, with
 //! dosrun's usual report and status; `--tag-output`; nothing left running.
 //! Skipped, saying so, when `mpicc.mpich` is missing (ci/deps.sh installs
 //! it).
@@ -104,6 +105,21 @@ fn cpi_runs_on_1_2_and_3_ranks() {
     assert_eq!(r.code(), 0, "{r:?}");
     assert!(r.stdout.contains("[1,1]<stdout>:rank 1 of 2 on "), "{r:?}");
     assert!(r.stdout.contains("[1,0]<stdout>:ranks 2\n"), "{r:?}");
+    assert_none_left(exe_s);
+}
+
+#[test]
+fn mpich_programs_are_found_without_the_option() {
+    let d = TempDir::new("cpi-auto");
+    let Some(exe) = own_copy(&d) else { return };
+    let exe_s = exe.as_str();
+    let r = go(&["-n", "2", exe_s]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("ranks 2\n"), "{r:?}");
+    // --mpi none: no PMI-1; MPICH then runs each rank as a job of its own.
+    let r = go(&["--mpi", "none", "-n", "2", exe_s]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(r.stdout.matches("ranks 1\n").count(), 2, "{r:?}");
     assert_none_left(exe_s);
 }
 
