@@ -253,3 +253,48 @@ ask "cmd=finalize"
     );
     assert!(r.elapsed < std::time::Duration::from_secs(4), "{r:?}");
 }
+
+/// A dos program started by another launcher as one of several ranks
+/// (MPICH's mpiexec.hydra: PMI-1; Open MPI's mpirun: PMIx) fails at once
+/// with an error naming the launcher's variable and pointing to dosrun,
+/// instead of running as several worlds of one. Alone it runs.
+#[test]
+fn dos_programs_under_other_launchers_say_why_they_cannot_join() {
+    let probe = common::probe();
+    let have = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let launchers: &[(&str, &[&str], &str)] = &[
+        (
+            "mpiexec.hydra",
+            &[],
+            "PMI_SIZE: started as one of several ranks by a PMI launcher",
+        ),
+        (
+            "mpirun.openmpi",
+            &["--oversubscribe"],
+            "PMIX_RANK: started by a PMIx launcher",
+        ),
+    ];
+    for (launcher, extra, want) in launchers {
+        if !have(launcher) {
+            eprintln!("{launcher} skipped: not installed");
+            continue;
+        }
+        let mut c = Command::new(launcher);
+        c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .args(*extra)
+            .args(["-n", "2", probe]);
+        let r = common::run_with(&mut c, b"", common::LIMIT);
+        assert_ne!(r.code(), 0, "{launcher}: {r:?}");
+        assert!(r.stderr.contains(want), "{launcher}: {r:?}");
+        assert!(
+            r.stderr.contains("start the program with dosrun"),
+            "{launcher}: {r:?}"
+        );
+    }
+}

@@ -42,7 +42,12 @@
 //! fails to prove the secret is not retried.
 //!
 //! A program started without `dosrun` has no `DOS_PMI_ADDR`;
-//! [`Client::from_env`] then returns `Ok(None)`.
+//! [`Client::from_env`] then returns `Ok(None)` (a world of one), unless
+//! another launcher started it as one of several ranks: `PMI_SIZE` above 1
+//! (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`) or `PMIX_RANK` (Open MPI's
+//! `mpirun`, `srun --mpi=pmix`). Direct launch is not supported yet, so that
+//! is an [`crate::Error::Environment`] naming the variable and pointing to
+//! dosrun, rather than several ranks each believing itself rank 0 of 1.
 //!
 //! # Semantics
 //!
