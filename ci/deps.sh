@@ -15,10 +15,12 @@
 #                                         fusermount3, and fio --verify through the mount
 #   gcc g++                               the MPI C interface's tests (mpi/tests): C and C++
 #                                         programs compiled with dosmpicc/dosmpicxx
+#   mpich                                 MPICH programs under dosrun --mpi pmi1
+#                                         (launcher/tests/mpich.rs compiles with mpicc.mpich)
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
-          cmake clang libclang-dev tshark python3 fuse3 fio gcc g++)
+          cmake clang libclang-dev tshark python3 fuse3 fio gcc g++ mpich)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")

@@ -107,6 +107,10 @@ pub struct RunOpts {
     pub fs_addr: Option<PathBuf>,
     /// `--max-restarts K`: restart the job after a failure, at most K times.
     pub max_restarts: usize,
+    /// `--mpi pmi1` (`Some(true)`) or `none` (`Some(false)`): serve the
+    /// ranks PMI-1 (MPICH programs), see `pmi1`; `None`: when the program
+    /// links MPICH.
+    pub pmi1: Option<bool>,
     /// `--spares N`: the last N hosts are held back to replace failed hosts.
     pub spares: usize,
     /// `--restart-np M`: with no host to replace a failed one, restart on M
@@ -140,7 +144,9 @@ Long options also take one dash (-np, -tag-output), one-letter options two
 (--x), and a value after '=' (--np=4).
 
 Without -H or --hostfile every rank runs on this machine, as many as -n asks for
-(no --oversubscribe needed here). localhost, 127.0.0.1, this machine's name and
+(no --oversubscribe needed here); inside a Slurm allocation (salloc, sbatch) the
+hosts and slots are the allocation's (SLURM_JOB_NODELIST, SLURM_TASKS_PER_NODE),
+-n defaults to its task count and node agents start through srun. localhost, 127.0.0.1, this machine's name and
 addresses all name this machine. For the ranks of every other host dosrun starts
 a node agent there through the launch agent; the agent connects back to dosrun
 over TCP, proves it holds the job's secret and starts, binds and watches its
@@ -230,6 +236,11 @@ struct Cli {
     /// Print each rank's binding on stderr
     #[arg(long = "report-bindings")]
     report_bindings: bool,
+    /// pmi1: serve each rank the PMI-1 wire-up of MPICH programs (PMI_FD,
+    /// PMI_RANK, PMI_SIZE), as mpiexec.hydra does; none: only dos's own
+    /// (default: pmi1 when the program links MPICH's libmpich)
+    #[arg(long = "mpi", value_name = "pmi1|none", value_parser = parse_mpi)]
+    mpi: Option<bool>,
     /// Transports the ranks may use: a comma list of shm, tcp, roce and
     /// verbs (default: shm within a host; between hosts verbs when an RDMA
     /// device is there and dosrun was built with the verbs feature, else
@@ -453,8 +464,20 @@ where
     Ok(out)
 }
 
-/// Parses dosrun's arguments (without `argv[0]`).
+/// Parses dosrun's arguments (without `argv[0]`), outside a Slurm
+/// allocation.
+#[cfg_attr(not(test), allow(dead_code))]
 pub fn parse<I>(argv: I) -> Result<Action, UsageError>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    parse_in(argv, false)
+}
+
+/// Parses dosrun's arguments (without `argv[0]`); `in_allocation`: dosrun
+/// runs inside a Slurm allocation, which gives the hosts and `-n` when the
+/// command line does not (see `slurm`).
+pub fn parse_in<I>(argv: I, in_allocation: bool) -> Result<Action, UsageError>
 where
     I: IntoIterator<Item = OsString>,
 {
@@ -502,15 +525,26 @@ where
     if cli.fs.is_none() && (cli.fs_stage_out.is_some() || cli.fs_addr.is_some()) {
         return Err(usage("--fs-stage-out needs --fs DIR"));
     }
-    if cli.np.is_none() && hosts.is_empty() && cli.hostfile.is_none() && cli.per_node.is_none() {
+    if cli.np.is_none()
+        && hosts.is_empty()
+        && cli.hostfile.is_none()
+        && cli.per_node.is_none()
+        && !in_allocation
+    {
         return Err(usage("missing -n N: the number of ranks"));
     }
     let max_restarts = cli.max_restarts.unwrap_or(0);
     if max_restarts == 0 && (cli.spares.is_some() || cli.restart_np.is_some()) {
         return Err(usage("--spares and --restart-np need --max-restarts K"));
     }
-    if cli.spares.is_some_and(|n| n > 0) && hosts.is_empty() && cli.hostfile.is_none() {
-        return Err(usage("--spares needs hosts (-H or --hostfile)"));
+    if cli.spares.is_some_and(|n| n > 0)
+        && hosts.is_empty()
+        && cli.hostfile.is_none()
+        && !in_allocation
+    {
+        return Err(usage(
+            "--spares needs hosts (-H, --hostfile or a Slurm allocation)",
+        ));
     }
     if max_restarts > 0 && cli.fs.is_some() {
         return Err(usage(
@@ -539,6 +573,7 @@ where
         fs_stage_out: cli.fs_stage_out,
         fs_addr: cli.fs_addr,
         max_restarts,
+        pmi1: cli.mpi,
         spares: cli.spares.unwrap_or(0),
         restart_np: cli.restart_np,
         program,
@@ -638,6 +673,16 @@ fn parse_map_by(v: &str) -> Result<MapBy, String> {
         "node" => Ok(MapBy::Node),
         _ => Err(format!(
             "--map-by: unknown value {v:?} (expected slot or node)"
+        )),
+    }
+}
+
+fn parse_mpi(v: &str) -> Result<bool, String> {
+    match v {
+        "pmi1" => Ok(true),
+        "none" => Ok(false),
+        _ => Err(format!(
+            "--mpi: unknown value {v:?} (expected pmi1 or none)"
         )),
     }
 }
@@ -777,6 +822,39 @@ mod tests {
             Err(UsageError(m)) => m,
             other => panic!("{args:?} should fail: {other:?}"),
         }
+    }
+
+    #[test]
+    fn mpi_and_the_allocation() {
+        assert_eq!(run(&["-n", "1", "p"]).pmi1, None);
+        assert_eq!(run(&["--mpi", "pmi1", "-n", "1", "p"]).pmi1, Some(true));
+        assert_eq!(run(&["-mpi=pmi1", "-n", "1", "p"]).pmi1, Some(true));
+        assert_eq!(
+            run(&["--mpi", "pmi1", "--mpi", "none", "-n", "1", "p"]).pmi1,
+            Some(false)
+        );
+        assert!(err(&["--mpi", "pmix", "-n", "1", "p"]).contains("expected pmi1 or none"));
+        // In an allocation -n and the hosts may be left out.
+        assert_eq!(err(&["p"]), "missing -n N: the number of ranks");
+        let Ok(Action::Run(o)) = parse_in(["p".into()], true) else {
+            panic!("p in an allocation");
+        };
+        assert_eq!((o.np, o.hosts.len()), (None, 0));
+        assert!(parse_in(
+            [
+                "--max-restarts".into(),
+                "1".into(),
+                "--spares".into(),
+                "1".into(),
+                "p".into()
+            ],
+            true
+        )
+        .is_ok());
+        assert!(
+            err(&["--max-restarts", "1", "--spares", "1", "-n", "2", "p"])
+                .contains("a Slurm allocation")
+        );
     }
 
     #[test]

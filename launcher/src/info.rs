@@ -113,6 +113,7 @@ pub fn render(lookup: impl Fn(&str) -> Option<String>) -> String {
         (v >> 8) & 0xff,
         v & 0xff
     );
+    let _ = writeln!(s, "{}", crate::slurm::launch_line(&lookup));
     let _ = writeln!(s);
     let _ = writeln!(s, "Tunables (environment variables):");
     for t in TUNABLES {
@@ -145,6 +146,7 @@ mod tests {
         );
         assert!(text.contains("  verbs "), "{text}");
         assert!(text.contains("Binding: hwloc (API 2."), "{text}");
+        assert!(text.contains("\nLaunch: ssh "), "{text}");
         for t in TUNABLES {
             assert!(text.contains(t.name), "{}", t.name);
         }

@@ -5,17 +5,23 @@
 //!        [--bind-to core|numa|none] [--report-bindings] [--tag-output] [--timeout SECS]
 //!        [--grace MS] [--stall-timeout SECS] [-x NAME[=VALUE]]
 //!        [--fs DIR [--fs-stage-out PATH]]
-//!        [--max-restarts K [--spares N] [--restart-np M]] [--] PROGRAM [ARGS]
+//!        [--max-restarts K [--spares N] [--restart-np M]] [--mpi pmi1|none]
+//!        [--] PROGRAM [ARGS]
 //! dosrun --topology | --info | --help | --version
 //! ```
 //!
 //! Modules, in the order a job goes through them:
 //! * `args`: the command line (mpirun's conventions);
 //! * `hosts`: `-H` lists and hostfiles, which hosts are this machine;
+//! * `slurm`: inside a Slurm allocation, its hosts and slots, `-n`'s
+//!   default, node agents started through srun;
 //! * `plan`: which host runs which rank;
 //! * `topology`, `bind`: this machine's cores through hwloc, and the CPUs
 //!   each local rank is bound to;
 //! * `pmi_server`: the wire-up service the ranks connect to (`dos::pmi`);
+//! * `pmi1`: MPICH programs (found in the program's ELF `DT_NEEDED`, or
+//!   `--mpi pmi1`): a bridge per rank that serves it PMI-1 on `PMI_FD`
+//!   over dos's wire-up (`dosrun --pmi1-bridge`, hidden);
 //! * `refusals`: the rate-limited log of refused connections (wire-up
 //!   socket and control port);
 //! * `spawn`: starting a rank (own process group, parent-death signal,
@@ -48,9 +54,11 @@ mod fsjob;
 mod hosts;
 mod info;
 mod plan;
+mod pmi1;
 mod pmi_server;
 mod refusals;
 mod restart;
+mod slurm;
 mod spawn;
 mod start;
 mod stdio;
@@ -84,7 +92,12 @@ fn main() {
     if agent::node::is_agent_mode(std::env::args_os().nth(1).as_deref()) {
         std::process::exit(agent::node::run());
     }
-    let code = match args::parse(std::env::args_os().skip(1)) {
+    if pmi1::is_bridge_mode(std::env::args_os().nth(1).as_deref()) {
+        std::process::exit(pmi1::run(std::env::args_os().collect()));
+    }
+    let alloc = slurm::Allocation::from_env(|n| std::env::var(n).ok());
+    let in_allocation = !matches!(alloc, Ok(None));
+    let code = match args::parse_in(std::env::args_os().skip(1), in_allocation) {
         Ok(Action::Help) => print_out(&args::help()),
         Ok(Action::Version) => print_out(&format!("dosrun {}\n", env!("CARGO_PKG_VERSION"))),
         Ok(Action::Info) => print_out(&info::render(|n| std::env::var(n).ok())),
@@ -95,7 +108,7 @@ fn main() {
             }
             Err(e) => fail(STATUS_INTERNAL, &e.to_string()),
         },
-        Ok(Action::Run(o)) => run(*o),
+        Ok(Action::Run(o)) => run(*o, &alloc),
         Err(e) => fail(STATUS_USAGE, &format!("{e} (see dosrun --help)")),
     };
     std::process::exit(code);
@@ -115,20 +128,38 @@ fn fail(code: i32, msg: &str) -> i32 {
     code
 }
 
-/// The hosts to place the ranks on and the request: the hosts of `-H` or
-/// the hostfile, else this machine (`host`), taking as many ranks as asked
+/// The hosts to place the ranks on, the request, and whether the hosts are
+/// a Slurm allocation's: the hosts of `-H` or the hostfile, else those of
+/// the allocation dosrun runs in (`alloc`, whose task count is then `-n`'s
+/// default), else this machine (`host`), taking as many ranks as asked
 /// for: locally dosrun does not insist on `--oversubscribe` (its default
 /// slots are the CPUs it may use).
-fn host_list(o: &RunOpts, host: &str) -> Result<(Vec<Host>, Request), String> {
-    let entries = match &o.hostfile {
-        Some(path) => hosts::read_hostfile(path).map_err(|e| e.to_string())?,
-        None => o.hosts.clone(),
-    };
+fn host_list(
+    o: &RunOpts,
+    host: &str,
+    alloc: &Result<Option<slurm::Allocation>, slurm::SlurmError>,
+) -> Result<(Vec<Host>, Request, bool), String> {
     let mut req = Request {
         np: o.np,
         per_node: o.per_node,
         map_by: o.map_by,
         oversubscribe: o.oversubscribe,
+    };
+    let mut from_slurm = false;
+    let entries = match &o.hostfile {
+        Some(path) => hosts::read_hostfile(path).map_err(|e| e.to_string())?,
+        None if o.hosts.is_empty() => match alloc {
+            Ok(None) => Vec::new(),
+            Ok(Some(a)) => {
+                from_slurm = true;
+                if req.np.is_none() && req.per_node.is_none() {
+                    req.np = Some(a.tasks());
+                }
+                a.hosts.clone()
+            }
+            Err(e) => return Err(format!("inside a Slurm allocation: {e}")),
+        },
+        None => o.hosts.clone(),
     };
     let list = if entries.is_empty() {
         req.oversubscribe = true;
@@ -142,7 +173,7 @@ fn host_list(o: &RunOpts, host: &str) -> Result<(Vec<Host>, Request), String> {
         let local = LocalHost::current(host.to_string());
         hosts::merge(&entries, &local, hosts::system_resolve).map_err(|e| e.to_string())?
     };
-    Ok((list, req))
+    Ok((list, req, from_slurm))
 }
 
 /// How node agents are started and watched, from the options.
@@ -220,7 +251,7 @@ const FDS_RESERVE: u64 = 128;
 
 /// Runs a job, restarting it after failures (`--max-restarts`, see
 /// `restart`); returns dosrun's exit status.
-fn run(o: RunOpts) -> i32 {
+fn run(mut o: RunOpts, alloc: &Result<Option<slurm::Allocation>, slurm::SlurmError>) -> i32 {
     sys::ensure_std_fds_open();
 
     // Everything that can be checked is checked before anything starts.
@@ -229,10 +260,46 @@ fn run(o: RunOpts) -> i32 {
         Err(e) => return fail(STATUS_USAGE, &e.to_string()),
     };
     let host = sys::hostname();
-    let (list, req) = match host_list(&o, &host) {
+    let (list, req, from_slurm) = match host_list(&o, &host, alloc) {
         Ok(x) => x,
         Err(e) => return fail(STATUS_USAGE, &e),
     };
+    // The allocation's hosts: node agents through srun unless told otherwise.
+    if from_slurm && o.launch_agent.is_none() {
+        o.launch_agent = Some(slurm::srun_launch());
+    }
+    // --mpi pmi1, or a program linking MPICH without --mpi: every rank runs
+    // through its PMI-1 bridge, dosrun itself; the program is looked up
+    // here first (if ranks may run here), as it would be without the bridge.
+    let here = list.iter().any(|h| h.kind == HostKind::Local);
+    let resolved = here.then(|| {
+        let exports = args::resolve_exports(&o.exports, |n| std::env::var_os(n));
+        spawn::resolve_program(&o.program, start::ranks_path(&exports).as_deref())
+    });
+    let pmi1 = match o.pmi1 {
+        Some(b) => b,
+        None => matches!(&resolved, Some(Ok(p)) if pmi1::links_mpich(p)),
+    };
+    o.pmi1 = Some(pmi1);
+    if pmi1 {
+        if let Some(Err(e)) = resolved {
+            return fail(STATUS_USAGE, &e.to_string());
+        }
+        let me = match &o.agent_path {
+            Some(p) => p.clone(),
+            None => match std::env::current_exe() {
+                Ok(p) => p,
+                Err(e) => {
+                    return fail(
+                        STATUS_INTERNAL,
+                        &format!("cannot find dosrun's own path for the PMI-1 bridges: {e}"),
+                    )
+                }
+            },
+        };
+        o.args = pmi1::bridge_args(&o.program, &o.program, &o.args);
+        o.program = me.into_os_string();
+    }
     let mut pool = match HostPool::new(list, o.spares) {
         Ok(p) => p,
         Err(e) => return fail(STATUS_USAGE, &e.to_string()),
@@ -259,10 +326,24 @@ fn run(o: RunOpts) -> i32 {
     let mut pending: Option<(String, Instant)> = None;
     let mut attempt = 0;
     loop {
-        let extra: Vec<(OsString, OsString)> = vec![
+        let mut extra: Vec<(OsString, OsString)> = vec![
             (restart::ENV_RUN_ATTEMPT.into(), attempt.to_string().into()),
             (restart::ENV_CKPT_ID.into(), ckpt_id.clone()),
         ];
+        if o.pmi1 == Some(true) {
+            let mut node_of = vec![0; plan.size()];
+            for (id, n) in plan.nodes().iter().enumerate() {
+                for &r in &n.ranks {
+                    if let Some(x) = node_of.get_mut(r) {
+                        *x = id;
+                    }
+                }
+            }
+            extra.push((
+                pmi1::ENV_PROCESS_MAPPING.into(),
+                dos::pmi::simple::process_mapping(&node_of).into(),
+            ));
+        }
         let report = pending.take();
         let head = report.as_ref().map(|(h, _)| h.clone());
         let ended = run_once(&o, &cfg, &host, &plan, &extra, report);

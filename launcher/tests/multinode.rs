@@ -281,6 +281,105 @@ fn scenario_failing_remote_rank() {
     assert_nothing_left(&d.pids(), Duration::from_secs(5));
 }
 
+/// An MPICH program (tests/mpich/cpi.c, compiled with mpicc.mpich) across
+/// the hosts with `--mpi pmi1`: its PMI-1 wire-up through the bridges and
+/// the node agents; a remote rank exiting 3 is blamed as for dos programs.
+fn scenario_mpich_across_hosts() {
+    let found = Command::new("mpicc.mpich")
+        .arg("-v")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("mpich scenario skipped: mpicc.mpich not found (ci/deps.sh installs mpich)");
+        return;
+    }
+    let d = TempDir::new("mn-mpich");
+    let exe = d.path().join("cpi");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mpich/cpi.c");
+    let out = Command::new("mpicc.mpich")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .arg("-lm")
+        .output()
+        .expect("run mpicc.mpich");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exe = exe.to_str().unwrap();
+    let r = cluster_run(&["--mpi", "pmi1"], &[exe]);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("pi is approximately 3.14159265"), "{r:?}");
+    assert!(r.stdout.contains("ranks 6\n"), "{r:?}");
+    for k in 1..=HOSTS {
+        let on = r
+            .stdout
+            .lines()
+            .filter(|l| l.ends_with(&format!(" of 6 on dos-h{k}")))
+            .count();
+        assert_eq!(on, 2, "host dos-h{k}: {r:?}");
+    }
+    let r = cluster_run(&["--mpi", "pmi1"], &[exe, "exit", "4", "3"]);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 3, "{r:?}");
+    assert!(
+        r.dosrun_lines()
+            .iter()
+            .any(|l| l.starts_with("dosrun: rank 4 (pid ")
+                && l.contains("on host 198.18.0.3 exited with status 3; stopping the job")),
+        "{r:?}"
+    );
+}
+
+/// dosrun in a (simulated) Slurm allocation of the 3 hosts: no hostfile,
+/// no -n; the node agents start through `srun`, here a stand-in that runs
+/// its command on `--nodelist`'s host through the cluster's ssh.
+fn scenario_slurm_allocation() {
+    let d = TempDir::new("mn-slurm");
+    let log = d.path().join("srun.log");
+    let srun = d.path().join("srun");
+    std::fs::write(
+        &srun,
+        format!(
+            "#!/bin/sh\n\
+             for a; do case $a in --nodelist=*) host=${{a#--nodelist=}};; --*) ;; *) break;; esac; shift; done\n\
+             echo \"$host\" >> {log}\n\
+             exec ssh -F {STATE}/ssh_config -o BatchMode=yes \"$host\" \"$@\"\n",
+            log = log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&srun, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut c = common::dosrun();
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("SLURM_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("SLURM_JOB_ID", "77")
+        .env("SLURM_JOB_NODELIST", "198.18.0.[1-3]")
+        .env("SLURM_TASKS_PER_NODE", "2(x3)")
+        .env(
+            "PATH",
+            format!("{}:{}", d.str(), std::env::var("PATH").unwrap_or_default()),
+        )
+        .args(["sh", "-c", "echo $DOS_RANK/$DOS_SIZE on $(hostname)"]);
+    let r = run_with(&mut c, b"", common::LIMIT);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 0, "{r:?}");
+    let want: Vec<String> = (0..6)
+        .map(|i| format!("{i}/6 on dos-h{}", i / 2 + 1))
+        .collect();
+    assert_eq!(sorted(&r.stdout), want, "{r:?}");
+    let mut hosts = sorted(&std::fs::read_to_string(&log).unwrap());
+    hosts.dedup();
+    assert_eq!(hosts, ["198.18.0.1", "198.18.0.2", "198.18.0.3"], "{r:?}");
+}
+
 fn scenario_killed_remote_rank() {
     let d = TempDir::new("mn-kill");
     let (child, pids) = start_sleepers(&d, &[]);
@@ -436,6 +535,8 @@ fn three_hosts_two_slots_each() {
     scenario_placement_and_environment();
     scenario_output_relay();
     scenario_failing_remote_rank();
+    scenario_mpich_across_hosts();
+    scenario_slurm_allocation();
     scenario_killed_remote_rank();
     scenario_killed_agent();
     scenario_cut_link();

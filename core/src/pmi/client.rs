@@ -120,6 +120,40 @@ impl Wiring {
     }
 }
 
+/// Why a program started without dosrun cannot run as a world of one: it
+/// was started as one of several ranks by another launcher, whose wire-up
+/// dos does not speak yet (every rank would otherwise think itself rank 0
+/// of 1). `None`: a program started alone (also by `mpirun -n 1`,
+/// `srun -n 1`), which runs as a world of one.
+///
+/// * PMIx (Open MPI's `mpirun`, `srun --mpi=pmix`): `PMIX_RANK` set, with
+///   `OMPI_COMM_WORLD_SIZE` or `PMI_SIZE` above 1 or neither given;
+/// * PMI-1 or PMI-2 (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`):
+///   `PMI_SIZE` above 1.
+///
+/// A plain `srun -n N` (no PMI plug-in) is not recognised: Slurm's own
+/// variables do not tell its steps from a batch script's.
+fn foreign_launcher(lookup: impl Fn(&str) -> Option<String>) -> Option<Error> {
+    let size = |var: &str| lookup(var).and_then(|v| v.trim().parse::<u64>().ok());
+    let several = |var: &str| size(var).is_some_and(|n| n > 1);
+    if lookup("PMIX_RANK").is_some() {
+        let known = size("OMPI_COMM_WORLD_SIZE").or(size("PMI_SIZE"));
+        if known.is_none_or(|n| n > 1) {
+            return Some(env(
+                "PMIX_RANK",
+                "started by a PMIx launcher (Open MPI's mpirun, srun --mpi=pmix), which dos does not speak: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+            ));
+        }
+    }
+    if several("PMI_SIZE") {
+        return Some(env(
+            "PMI_SIZE",
+            "started as one of several ranks by a PMI launcher (mpiexec.hydra, srun --mpi=pmi2), which dos does not speak yet: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+        ));
+    }
+    None
+}
+
 /// Whether joining may succeed if tried again: the connection could not be
 /// made or closed during the handshake (the service was busy), as opposed
 /// to a service that failed to prove the job's secret.
@@ -168,7 +202,10 @@ impl Client {
     pub fn from_env() -> Result<Option<Client>> {
         let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         let Some(w) = Wiring::parse(lookup)? else {
-            return Ok(None);
+            return match foreign_launcher(lookup) {
+                Some(e) => Err(e),
+                None => Ok(None),
+            };
         };
         if let Some(fd) = w.shm_fd {
             // SAFETY: F_GETFD only reads the descriptor flags of `fd`, open or not.
@@ -525,6 +562,33 @@ mod tests {
     #[test]
     fn no_launcher_is_none() {
         assert!(Wiring::parse(vars(&[("DOS_RANK", "0")])).unwrap().is_none());
+        // Started by another launcher, as one of several ranks: an error
+        // that names it; alone: a world of one.
+        let foreign = |v: &[(&str, &str)]| {
+            foreign_launcher(vars(v)).map(|e| match e {
+                Error::Environment { var, .. } => var,
+                other => panic!("{other}"),
+            })
+        };
+        assert_eq!(foreign(&[]), None);
+        assert_eq!(foreign(&[("PMI_SIZE", "1"), ("PMI_RANK", "0")]), None);
+        assert_eq!(
+            foreign(&[("PMI_SIZE", "4"), ("PMI_FD", "3")]),
+            Some("PMI_SIZE")
+        );
+        assert_eq!(foreign(&[("PMIX_RANK", "0")]), Some("PMIX_RANK"));
+        assert_eq!(
+            foreign(&[("PMIX_RANK", "2"), ("OMPI_COMM_WORLD_SIZE", "4")]),
+            Some("PMIX_RANK")
+        );
+        assert_eq!(
+            foreign(&[("PMIX_RANK", "0"), ("OMPI_COMM_WORLD_SIZE", "1")]),
+            None
+        );
+        assert_eq!(
+            foreign(&[("SLURM_NTASKS", "4"), ("SLURM_PROCID", "1")]),
+            None
+        );
     }
 
     #[test]

@@ -7,6 +7,11 @@
 //!
 //! * [`wire`]: the protocol's frames (versioned, little-endian, bounded).
 //! * [`Client`]: the rank side, blocking, used by `dos::init`.
+//! * [`simple`], [`pmi2`]: the codecs of the standard PMI-1 ("simple")
+//!   and PMI-2 wire protocols that MPICH, hydra and Slurm speak (sans I/O);
+//!   `dosrun` serves PMI-1 to MPICH programs with [`simple`].
+//! * [`slurm`]: Slurm's compressed host and count lists
+//!   (`SLURM_JOB_NODELIST`, `SLURM_TASKS_PER_NODE`), pure parsers.
 //!
 //! # The launcher's environment
 //!
@@ -37,7 +42,12 @@
 //! fails to prove the secret is not retried.
 //!
 //! A program started without `dosrun` has no `DOS_PMI_ADDR`;
-//! [`Client::from_env`] then returns `Ok(None)`.
+//! [`Client::from_env`] then returns `Ok(None)` (a world of one), unless
+//! another launcher started it as one of several ranks: `PMI_SIZE` above 1
+//! (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`) or `PMIX_RANK` (Open MPI's
+//! `mpirun`, `srun --mpi=pmix`). Direct launch is not supported yet, so that
+//! is an [`crate::Error::Environment`] naming the variable and pointing to
+//! dosrun, rather than several ranks each believing itself rank 0 of 1.
 //!
 //! # Semantics
 //!
@@ -48,6 +58,9 @@
 //! finalized without entering it) fails on every rank waiting in it.
 
 mod client;
+pub mod pmi2;
+pub mod simple;
+pub mod slurm;
 pub mod wire;
 
 pub use client::Client;

@@ -1,0 +1,300 @@
+//! MPICH programs under `dosrun --mpi pmi1` on this host: a cpi-shaped
+//! program (tests/mpich/cpi.c: MPI_Bcast, MPI_Reduce) compiled here with
+//! Debian's `mpicc.mpich` (package mpich, ch4:ucx, PMI-1 to its launcher),
+//! run on 1, 2 and 3 ranks; found as an MPICH program without the option,
+//! `--mpi none`; a rank that exits 3 or calls MPI_Abort, with
+//! dosrun's usual report and status; `--tag-output`; nothing left running.
+//! Skipped, saying so, when `mpicc.mpich` is missing (ci/deps.sh installs
+//! it).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{run, Run, TempDir};
+
+/// The compiled program, or `None` (skip) without mpicc.mpich.
+fn cpi() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<(TempDir, PathBuf)>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let found = Command::new("mpicc.mpich")
+                .arg("-v")
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !found {
+                eprintln!(
+                    "skipped: mpicc.mpich not found (apt-get install mpich; ci/deps.sh does)"
+                );
+                return None;
+            }
+            let d = TempDir::new("mpich");
+            let exe = d.path().join("cpi");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mpich/cpi.c");
+            let out = Command::new("mpicc.mpich")
+                .arg("-O1")
+                .arg("-o")
+                .arg(&exe)
+                .arg(&src)
+                .arg("-lm")
+                .output()
+                .expect("run mpicc.mpich");
+            assert!(
+                out.status.success(),
+                "mpicc.mpich failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some((d, exe))
+        })
+        .as_ref()
+        .map(|(_, p)| p.as_path())
+}
+
+/// A copy of the program of this test's own (so that the processes of
+/// tests running at once are told apart), in `d`.
+fn own_copy(d: &TempDir) -> Option<String> {
+    let exe = d.path().join("cpi");
+    std::fs::copy(cpi()?, &exe).unwrap();
+    Some(exe.to_str().unwrap().to_string())
+}
+
+fn go(args: &[&str]) -> Run {
+    let r = run(args);
+    r.assert_no_panic();
+    r
+}
+
+/// No process runs the program any more.
+fn assert_none_left(exe: &str) {
+    let exe = std::fs::canonicalize(exe).unwrap();
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid = e.file_name().into_string().ok()?;
+            pid.parse::<i32>().ok()?;
+            (std::fs::read_link(e.path().join("exe")).ok()? == exe).then_some(pid)
+        })
+        .collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[test]
+fn cpi_runs_on_1_2_and_3_ranks() {
+    let d = TempDir::new("cpi");
+    let Some(exe) = own_copy(&d) else { return };
+    let exe_s = exe.as_str();
+    for n in [1, 2, 3] {
+        let ns = n.to_string();
+        let r = go(&["--mpi", "pmi1", "-n", &ns, exe_s]);
+        assert_eq!(r.code(), 0, "{r:?}");
+        assert!(r.stdout.contains("pi is approximately 3.14159265"), "{r:?}");
+        assert!(r.stdout.contains(&format!("ranks {n}\n")), "{r:?}");
+        for rank in 0..n {
+            assert!(
+                r.stdout.contains(&format!("rank {rank} of {n} on ")),
+                "{r:?}"
+            );
+        }
+        assert!(r.dosrun_lines().is_empty(), "{r:?}");
+    }
+    // --tag-output tags the program's lines as a dos program's.
+    let r = go(&["--tag-output", "--mpi", "pmi1", "-n", "2", exe_s]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("[1,1]<stdout>:rank 1 of 2 on "), "{r:?}");
+    assert!(r.stdout.contains("[1,0]<stdout>:ranks 2\n"), "{r:?}");
+    assert_none_left(exe_s);
+}
+
+#[test]
+fn mpich_programs_are_found_without_the_option() {
+    let d = TempDir::new("cpi-auto");
+    let Some(exe) = own_copy(&d) else { return };
+    let exe_s = exe.as_str();
+    let r = go(&["-n", "2", exe_s]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("ranks 2\n"), "{r:?}");
+    // --mpi none: no PMI-1; MPICH then runs each rank as a job of its own.
+    let r = go(&["--mpi", "none", "-n", "2", exe_s]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(r.stdout.matches("ranks 1\n").count(), 2, "{r:?}");
+    assert_none_left(exe_s);
+}
+
+#[test]
+fn a_failed_rank_gives_the_usual_report_and_status() {
+    let d = TempDir::new("cpi");
+    let Some(exe) = own_copy(&d) else { return };
+    let exe_s = exe.as_str();
+    let r = go(&["--mpi", "pmi1", "-n", "3", exe_s, "exit", "1", "3"]);
+    assert_eq!(r.code(), 3, "{r:?}");
+    let blamed = r
+        .dosrun_lines()
+        .into_iter()
+        .find(|l| l.contains("stopping the job"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        blamed.starts_with("dosrun: rank 1 (pid ") && blamed.contains("exited with status 3"),
+        "{r:?}"
+    );
+    let r = go(&["--mpi", "pmi1", "-n", "3", exe_s, "abort", "2", "7"]);
+    assert_eq!(r.code(), 7, "{r:?}");
+    assert!(
+        r.dosrun_lines().iter().any(
+            |l| l.starts_with("dosrun: rank 2 (pid ") && l.contains("called abort with code 7")
+        ),
+        "{r:?}"
+    );
+    assert_none_left(exe_s);
+}
+
+#[test]
+fn pmi1_usage_errors() {
+    let r = go(&["--mpi", "pmix", "-n", "1", "true"]);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert!(r.stderr.contains("--mpi: unknown value \"pmix\""), "{r:?}");
+    let r = go(&["--mpi", "pmi1", "-n", "1", "no-such-program-here"]);
+    assert_eq!(r.code(), 2, "{r:?}");
+    assert_eq!(
+        r.dosrun_lines(),
+        ["dosrun: no-such-program-here: command not found in PATH"],
+        "{r:?}"
+    );
+    // A program that speaks no PMI runs as it would without the option.
+    let r = go(&[
+        "--mpi",
+        "pmi1",
+        "-n",
+        "2",
+        "sh",
+        "-c",
+        "echo $PMI_RANK/$PMI_SIZE; exit 4",
+    ]);
+    assert_eq!(r.code(), 4, "{r:?}");
+    let mut lines: Vec<&str> = r.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["0/2", "1/2"], "{r:?}");
+}
+
+/// The PMI-1 conversation itself, without MPICH: each rank (bash, on the
+/// inherited PMI_FD) inits, reads the maxes, its kvsname and the process
+/// mapping, puts its key, enters the barrier, reads the other rank's key
+/// and a missing one, and finalizes.
+#[test]
+fn pmi1_conversation_from_a_shell() {
+    let script = r#"
+fd=$PMI_FD
+ask() { echo "$1" >&$fd; read -r reply <&$fd; echo "$PMI_RANK> $reply"; }
+ask "cmd=init pmi_version=1 pmi_subversion=1"
+ask "cmd=get_maxes"
+ask "cmd=get_appnum"
+ask "cmd=get_universe_size"
+ask "cmd=get_my_kvsname"
+kvs=${reply#*kvsname=}; kvs=${kvs%% *}
+ask "cmd=get kvsname=$kvs key=PMI_process_mapping"
+ask "cmd=put kvsname=$kvs key=card-$PMI_RANK value=addr=$PMI_RANK;x"
+ask "cmd=barrier_in"
+ask "cmd=get kvsname=$kvs key=card-$((1 - PMI_RANK))"
+ask "cmd=get kvsname=$kvs key=nothing"
+ask "cmd=finalize"
+"#;
+    let r = go(&["--mpi", "pmi1", "-n", "2", "bash", "-c", script]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    for rank in 0..2 {
+        let other = 1 - rank;
+        let got: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{rank}> ")))
+            .collect();
+        assert_eq!(got.len(), 11, "{r:?}");
+        assert_eq!(
+            got[0],
+            "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0"
+        );
+        assert_eq!(
+            got[1],
+            "cmd=maxes kvsname_max=256 keylen_max=64 vallen_max=1024 rc=0"
+        );
+        assert_eq!(got[2], "cmd=appnum appnum=0 rc=0");
+        assert_eq!(got[3], "cmd=universe_size size=2 rc=0");
+        assert!(got[4].starts_with("cmd=my_kvsname kvsname=dos-"), "{r:?}");
+        assert_eq!(
+            got[5],
+            "cmd=get_result rc=0 msg=success value=(vector,(0,1,2))"
+        );
+        assert_eq!(got[6], "cmd=put_result rc=0 msg=success");
+        assert_eq!(got[7], "cmd=barrier_out");
+        assert_eq!(
+            got[8],
+            format!("cmd=get_result rc=0 msg=success value=addr={other};x")
+        );
+        assert_eq!(got[9], "cmd=get_result rc=-1 msg=key_not_found");
+        assert_eq!(got[10], "cmd=finalize_ack");
+    }
+    // A line that is no PMI-1 ends the rank with a line naming it.
+    let r = go(&[
+        "--mpi",
+        "pmi1",
+        "-n",
+        "1",
+        "bash",
+        "-c",
+        "echo 'cmd=fly' >&$PMI_FD; sleep 30",
+    ]);
+    assert_ne!(r.code(), 0, "{r:?}");
+    assert!(
+        r.stderr
+            .contains("dosrun: rank 0: PMI-1: unknown command \"fly\" in \"cmd=fly\""),
+        "{r:?}"
+    );
+    assert!(r.elapsed < std::time::Duration::from_secs(4), "{r:?}");
+}
+
+/// A dos program started by another launcher as one of several ranks
+/// (MPICH's mpiexec.hydra: PMI-1; Open MPI's mpirun: PMIx) fails at once
+/// with an error naming the launcher's variable and pointing to dosrun,
+/// instead of running as several worlds of one. Alone it runs.
+#[test]
+fn dos_programs_under_other_launchers_say_why_they_cannot_join() {
+    let probe = common::probe();
+    let have = |p: &str| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let launchers: &[(&str, &[&str], &str)] = &[
+        (
+            "mpiexec.hydra",
+            &[],
+            "PMI_SIZE: started as one of several ranks by a PMI launcher",
+        ),
+        (
+            "mpirun.openmpi",
+            &["--oversubscribe"],
+            "PMIX_RANK: started by a PMIx launcher",
+        ),
+    ];
+    for (launcher, extra, want) in launchers {
+        if !have(launcher) {
+            eprintln!("{launcher} skipped: not installed");
+            continue;
+        }
+        let mut c = Command::new(launcher);
+        c.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+            .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+            .args(*extra)
+            .args(["-n", "2", probe]);
+        let r = common::run_with(&mut c, b"", common::LIMIT);
+        assert_ne!(r.code(), 0, "{launcher}: {r:?}");
+        assert!(r.stderr.contains(want), "{launcher}: {r:?}");
+        assert!(
+            r.stderr.contains("start the program with dosrun"),
+            "{launcher}: {r:?}"
+        );
+    }
+}
