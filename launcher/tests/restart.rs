@@ -885,3 +885,157 @@ fn none_reported_while_the_run_goes_on() {
     );
     assert!(at >= Duration::from_secs(10), "the line came at {at:?}");
 }
+
+// ---- dos::ckpt and the restart loop across hosts: heat_ckpt ----
+
+/// core's `heat_ckpt` example (built by `cargo build --workspace --examples`).
+fn heat_ckpt() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_dosrun"));
+    let p = bin.parent().unwrap().join("examples/heat_ckpt");
+    assert!(
+        p.is_file(),
+        "{} is missing: build the examples first (cargo build --workspace --examples)",
+        p.display()
+    );
+    p
+}
+
+const HEAT: &[&str] = &[
+    "--size",
+    "64",
+    "--steps",
+    "120",
+    "--every",
+    "4",
+    "--delay-ms",
+    "8",
+];
+
+/// The result line of heat_ckpt's rank 0.
+fn heat_result(r: &Run) -> Option<&str> {
+    r.stdout.lines().find(|l| l.contains(" steps: sum "))
+}
+
+/// `trials` node failures on `nhosts` namespace hosts x 2 slots, the last
+/// a spare: heat_ckpt on the other hosts' slots, checkpointing every 4
+/// steps at levels L1, L2 and L3 with L1 in a directory per node
+/// (`DOS_CKPT_DIR=.../{node}`: the hosts share /tmp, so this is what makes
+/// L1 node-local); every process of a random working host is killed at a
+/// random moment. The job must come back on the spare, rebuild the lost
+/// node's checkpoint from its partner copy or the XOR parity, and end with
+/// the bits of an undisturbed run.
+fn heat_node_failures(trials: usize, nhosts: usize) {
+    let prog = heat_ckpt();
+    let np = 2 * (nhosts - 1);
+    let d = TempDir::new("rs-heat");
+    let reference = {
+        let mut c = dosrun();
+        c.args(["-n", &np.to_string(), "-x"])
+            .arg(format!("DOS_CKPT_DIR={}/ref", d.str()))
+            .arg(&prog)
+            .args(HEAT);
+        let r = finish(
+            c.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        assert_eq!(r.code(), 0, "{r:?}");
+        heat_result(&r).expect("a result line").to_string()
+    };
+    let up = cluster(&["up", &nhosts.to_string()]);
+    let _down = Down;
+    assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
+    let mut rng = Rng::new();
+    let launch = format!("ssh -F {STATE}/ssh_config -o BatchMode=yes");
+    let hostfile = format!("{STATE}/hostfile");
+    let spare = format!("198.18.0.{nhosts}");
+    for t in 0..trials {
+        let victim = 1 + rng.below(nhosts as u64 - 1) as usize;
+        let mut c = dosrun();
+        c.env("DOS_CKPT_ID", format!("heat{t}"))
+            .args([
+                "-n",
+                &np.to_string(),
+                "--hostfile",
+                &hostfile,
+                "--launch-agent",
+                &launch,
+            ])
+            .args(["--max-restarts", "3", "--spares", "1", "-x"])
+            .arg(format!("DOS_CKPT_DIR={}/{{node}}", d.str()))
+            .args(["-x", "DOS_CKPT_LEVELS=1,2,3"])
+            .arg(&prog)
+            .args(HEAT);
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The victim host runs its agent and two ranks; then a random
+        // moment past the first checkpoints.
+        let until = Instant::now() + Duration::from_secs(20);
+        while host_processes(victim).len() < 3 {
+            assert!(
+                Instant::now() < until,
+                "trial {t}: host {victim} never ran its ranks"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(250 + rng.below(400)));
+        for p in host_processes(victim) {
+            // SAFETY: kill has no memory effects; the pids are our job's
+            // agent and ranks in the cluster's namespace.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+        let r = finish(child);
+        r.assert_no_panic();
+        assert_eq!(r.code(), 0, "trial {t}, host {victim}: {r:?}");
+        assert_eq!(
+            heat_result(&r),
+            Some(reference.as_str()),
+            "trial {t}: {r:?}"
+        );
+        let lines = restarts(&r);
+        assert_eq!(lines.len(), 1, "trial {t}: {r:?}");
+        let lost = format!("198.18.0.{victim}");
+        assert!(
+            lines[0].contains(&format!("host {lost} (node "))
+                && lines[0].contains(&format!(" to spare host {spare};")),
+            "trial {t}: {}",
+            lines[0]
+        );
+        // The lost node's two ranks were rebuilt on the spare from L2 or L3.
+        assert!(
+            lines[0].contains("checkpoint: heat v")
+                && (lines[0].contains(" from L2 (2 of ") || lines[0].contains(" from L3 (2 of ")),
+            "trial {t}: {}",
+            lines[0]
+        );
+        eprintln!("trial {t}: {}", lines[0]);
+    }
+}
+
+/// One node failure on 3 hosts (2 working, a spare).
+#[test]
+fn heat_ckpt_comes_back_on_the_spare_from_partner_or_parity() {
+    if let Some(why) = cluster_skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    heat_node_failures(1, 3);
+}
+
+/// The 5 node failures on 4 hosts with a spare:
+/// `flock /tmp/dos-cluster.lock cargo test -p dos-launcher --test restart -- --ignored heat_node_failure_soak`.
+#[test]
+#[ignore]
+fn heat_node_failure_soak() {
+    if let Some(why) = cluster_skip_reason() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    heat_node_failures(5, 4);
+}
