@@ -32,3 +32,10 @@ cargo test --release -p dos-launcher --test scale -- --ignored
 step "across the namespace hosts: 64 blame trials, rmacheck over roce 20 times (debug build, as in CI)"
 cargo build --workspace --bins --examples
 cargo test -p dos-launcher --test multinode -- --ignored
+
+step "recovery: 20 random kills of heat_ckpt and of restartcheck under --max-restarts, 20 checkpoint kill trials"
+cargo test -p dos --test ckpt -- --ignored max_restarts_soak kill_soak
+cargo test -p dos-launcher --test restart -- --ignored random_kills_soak
+
+step "recovery across the namespace hosts: 5 node failures each (restartcheck, heat_ckpt from L2/L3 on a spare)"
+cargo test -p dos-launcher --test restart -- --ignored lost_host_soak heat_node_failure_soak
