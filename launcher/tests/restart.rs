@@ -40,7 +40,16 @@ mod restartcheck;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// The namespace cluster is one per machine: the tests of this file that
+/// bring it up run one at a time (cargo runs a file's tests in parallel).
+static CLUSTER: Mutex<()> = Mutex::new(());
+
+fn cluster_lock() -> MutexGuard<'static, ()> {
+    CLUSTER.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 use common::{dosrun, run_with, Run, TempDir, LIMIT};
 
@@ -388,7 +397,7 @@ fn restart_usage_errors() {
         ),
         (
             &["--max-restarts", "1", "--spares", "1", "-n", "1", "true"][..],
-            "dosrun: --spares needs hosts (-H or --hostfile)",
+            "dosrun: --spares needs hosts (-H, --hostfile or a Slurm allocation)",
         ),
         (
             &[
@@ -700,6 +709,7 @@ fn a_lost_host_is_replaced() {
     if fixture().is_none() {
         return;
     }
+    let _cluster = cluster_lock();
     let up = cluster(&["up", "3"]);
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
@@ -800,6 +810,7 @@ fn lost_host_soak() {
     if fixture().is_none() {
         return;
     }
+    let _cluster = cluster_lock();
     let up = cluster(&["up", "4"]);
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
@@ -944,6 +955,7 @@ fn heat_node_failures(trials: usize, nhosts: usize) {
         assert_eq!(r.code(), 0, "{r:?}");
         heat_result(&r).expect("a result line").to_string()
     };
+    let _cluster = cluster_lock();
     let up = cluster(&["up", &nhosts.to_string()]);
     let _down = Down;
     assert_eq!(up.code(), 0, "cluster.sh up: {up:?}");
