@@ -13,6 +13,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::io::{IoOptions, Pattern};
+use crate::md::MdOptions;
 use crate::rawtcp;
 use crate::sched::Bench;
 use crate::suite::Options;
@@ -70,6 +71,13 @@ pub enum Command {
     Io {
         /// Sizes, pattern, repetitions.
         opts: IoOptions,
+        /// A JSON line instead of a table.
+        json: bool,
+    },
+    /// The mdtest-shaped metadata benchmark (`md [OPTIONS]`).
+    Md {
+        /// Files, placement, repetitions.
+        opts: MdOptions,
         /// A JSON line instead of a table.
         json: bool,
     },
@@ -134,6 +142,9 @@ enum Sub {
     /// [--transfer-size N] [--strided|--file-per-proc] [--collective] [--drop-caches]
     /// [--reps N] [--path DIR] [--keep] [--json]
     Io(IoArgs),
+    /// mdtest-shaped metadata benchmark: create, stat, remove, ops/s: md [--files N]
+    /// [--reps N] [--path DIR] [--posix] [--shared-only] [--json]
+    Md(MdArgs),
     /// Print this help
     #[command(hide = true)]
     Help {
@@ -237,6 +248,54 @@ impl IoArgs {
         };
         opts.check().map_err(usage_err)?;
         Ok(Command::Io {
+            opts,
+            json: self.json,
+        })
+    }
+}
+
+/// What follows `md`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct MdArgs {
+    /// Files each rank creates, stats and removes per placement [default: 1000]
+    #[arg(short = 'n', long = "files", value_name = "N", value_parser = size)]
+    files: Option<usize>,
+    /// Repetitions; the median is reported (at least 1) [default: 3]
+    #[arg(short = 'r', long, value_name = "N", value_parser = size)]
+    reps: Option<usize>,
+    /// Directory for the benchmark's directories: dosfs path (default /) or local (--posix, MPI; default .)
+    #[arg(short = 'p', long = "path", value_name = "DIR")]
+    path: Option<String>,
+    /// The process's own file calls on a local path (a FUSE mount, the local disk)
+    #[arg(long)]
+    posix: bool,
+    /// Only the shared-directory placement
+    #[arg(long = "shared-only")]
+    shared_only: bool,
+    /// A JSON line instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Print this help, then exit
+    #[arg(short = 'h', long)]
+    help: bool,
+}
+
+impl MdArgs {
+    fn command(self) -> Result<Command> {
+        if self.help {
+            return Ok(Command::Help);
+        }
+        let d = MdOptions::default();
+        let opts = MdOptions {
+            files: self.files.map_or(d.files, |n| n as u64),
+            reps: self.reps.unwrap_or(d.reps),
+            dir: self.path,
+            posix: self.posix,
+            shared_only: self.shared_only,
+        };
+        opts.check().map_err(usage_err)?;
+        Ok(Command::Md {
             opts,
             json: self.json,
         })
@@ -446,6 +505,7 @@ where
         Some(Sub::Dsm(f)) => flags_command(f, |opts, json| Command::Dsm { opts, json }),
         Some(Sub::RawTcp(a)) => raw_tcp(a),
         Some(Sub::Io(a)) => a.command(),
+        Some(Sub::Md(a)) => a.command(),
         Some(Sub::Run(words)) => {
             let (first, rest) = words.split_first().expect("clap names the subcommand");
             let benches = if first == "all" {

@@ -177,6 +177,7 @@ pub mod client;
 pub mod error;
 pub mod journal;
 pub mod layout;
+pub mod lock;
 pub mod meta;
 #[cfg(feature = "mount")]
 pub mod mount;

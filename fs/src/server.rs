@@ -92,6 +92,8 @@ pub struct Service {
     index: u32,
     meta: Option<Mutex<Meta>>,
     chunks: ChunkStore,
+    /// One server per target, held while the service lives ([`crate::lock`]).
+    _lock: crate::lock::TargetLock,
 }
 
 impl Service {
@@ -99,6 +101,7 @@ impl Service {
     /// server 0.
     pub fn open(target: &Target) -> Result<Service> {
         let index = target.info().index;
+        let lock = crate::lock::TargetLock::acquire(target.dir())?;
         let meta = if index == 0 {
             Some(Mutex::new(Meta::open(target)?))
         } else {
@@ -108,6 +111,7 @@ impl Service {
             index,
             meta,
             chunks: ChunkStore::open(target)?,
+            _lock: lock,
         };
         if let Some(m) = &svc.meta {
             // Chunks of files the namespace no longer has (a client died
