@@ -237,6 +237,24 @@ impl Service {
                 self.chunks.remove(ino)?;
                 Reply::Ok
             }
+            Request::ListChunks { after, limit } => {
+                let limit = limit.clamp(1, MAX_READDIR) as usize;
+                let all = self.chunks.inodes()?;
+                let mut it = all.range(after.saturating_add(1)..);
+                let entries = it
+                    .by_ref()
+                    .take(limit)
+                    .map(|&ino| crate::meta::DirEntry {
+                        name: String::new(),
+                        ino,
+                        kind: crate::meta::Kind::File,
+                    })
+                    .collect();
+                Reply::Entries {
+                    entries,
+                    more: it.next().is_some(),
+                }
+            }
             Request::Truncate {
                 ino,
                 stripe_size,

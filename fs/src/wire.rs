@@ -237,6 +237,15 @@ pub enum Request {
         /// The inode.
         ino: u64,
     },
+    /// The inodes this server holds chunks of (synced or pending), in
+    /// order, after `after`: [`Reply::Entries`] with empty names and kind
+    /// file (orphan collection, `Client::collect_orphans`).
+    ListChunks {
+        /// Inodes above this one.
+        after: u64,
+        /// Most wanted.
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -260,6 +269,7 @@ impl Request {
             Request::DropFile { .. } => 16,
             Request::Truncate { .. } => 17,
             Request::StatIno { .. } => 18,
+            Request::ListChunks { .. } => 19,
         }
     }
 
@@ -348,6 +358,9 @@ impl Request {
             }
             Request::DropFile { ino } | Request::StatIno { ino } => {
                 w.u64(*ino);
+            }
+            Request::ListChunks { after, limit } => {
+                w.u64(*after).u32(*limit);
             }
             Request::Truncate {
                 ino,
@@ -452,6 +465,10 @@ impl Request {
             },
             18 => Request::StatIno {
                 ino: r.u64().map_err(codec)?,
+            },
+            19 => Request::ListChunks {
+                after: r.u64().map_err(codec)?,
+                limit: r.u32().map_err(codec)?,
             },
             k => return Err(Error::protocol(format!("unknown request opcode {k}"))),
         };

@@ -82,6 +82,7 @@ fn requests() -> Vec<Request> {
             size: 7,
         },
         Request::StatIno { ino: 1 },
+        Request::ListChunks { after: 7, limit: 3 },
     ]
 }
 
