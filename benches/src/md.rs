@@ -395,6 +395,14 @@ mod dos_impl {
         fn md_create(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::create(path),
+                DosMd::Fs(fs, _) if std::env::var_os("DOSBENCH_MD_BARE").is_some() => fs
+                    .client()
+                    .create(path, None, true)
+                    .map(drop)
+                    .map_err(|e| Error::Io {
+                        op: "create",
+                        what: format!("{path}: {e}"),
+                    }),
                 DosMd::Fs(fs, me) => {
                     let mode = Mode::READ_WRITE.create().exclusive();
                     File::open_with(me, fs, path, mode, Hints::default())
