@@ -143,7 +143,7 @@ enum Sub {
     /// [--reps N] [--path DIR] [--keep] [--json]
     Io(IoArgs),
     /// mdtest-shaped metadata benchmark: create, stat, remove, ops/s: md [--files N]
-    /// [--reps N] [--path DIR] [--posix] [--shared-only] [--json]
+    /// [--reps N] [--path DIR] [--posix|--bare] [--shared-only] [--json]
     Md(MdArgs),
     /// Print this help
     #[command(hide = true)]
@@ -273,6 +273,9 @@ struct MdArgs {
     /// Only the shared-directory placement
     #[arg(long = "shared-only")]
     shared_only: bool,
+    /// dos: create with one client request instead of File::open and close
+    #[arg(long, conflicts_with = "posix")]
+    bare: bool,
     /// A JSON line instead of a table
     #[arg(long)]
     json: bool,
@@ -293,6 +296,7 @@ impl MdArgs {
             dir: self.path,
             posix: self.posix,
             shared_only: self.shared_only,
+            bare: self.bare,
         };
         opts.check().map_err(usage_err)?;
         Ok(Command::Md {
@@ -879,5 +883,18 @@ mod tests {
             assert!(m.contains("\n\nUsage: dosbench"), "{args:?}: {m}");
         }
         assert!(!usage().contains("\n\n\n"));
+    }
+
+    #[test]
+    fn md_options() {
+        let Command::Md { opts, json } = parse(["md", "-n", "10", "--bare", "--json"]).unwrap()
+        else {
+            panic!("not md");
+        };
+        assert!(json && opts.bare && !opts.posix);
+        assert_eq!(opts.files, 10);
+        assert_eq!(opts.reps, 3);
+        assert!(parse(["md", "-n", "0"]).is_err());
+        assert!(parse(["md", "--bare", "--posix"]).is_err());
     }
 }

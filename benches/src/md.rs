@@ -17,7 +17,9 @@
 //! * dos (default): `dos::io` on the dosfs of `DOSFS`. A create is
 //!   `File::open` with `Mode::create().exclusive()` on a communicator of this
 //!   rank alone, then `File::close` (mdtest's open-with-O_CREAT and close);
-//!   a stat is the file system's stat; a remove is `File::delete`.
+//!   a stat is the file system's stat; a remove is `File::delete`. With
+//!   `--bare`, a create is the file system client's one create request
+//!   (`dos::io::Fs::client`), which shows what `File::open` adds.
 //! * `--posix` (and always in the MPI build): the process's own file calls
 //!   (`open(O_CREAT|O_EXCL)`+`close`, `stat`, `unlink`) on a local
 //!   directory: a dosfs FUSE mount (`dosfs mount`), or the local disk for
@@ -44,6 +46,9 @@ pub struct MdOptions {
     pub posix: bool,
     /// Only the shared-directory placement.
     pub shared_only: bool,
+    /// dos: create with the file system client's create (one request)
+    /// instead of `File::open` on a one-rank communicator and `close`.
+    pub bare: bool,
 }
 
 impl Default for MdOptions {
@@ -54,6 +59,7 @@ impl Default for MdOptions {
             dir: None,
             posix: false,
             shared_only: false,
+            bare: false,
         }
     }
 }
@@ -78,7 +84,7 @@ pub trait MdRuntime: Runtime {
     /// The directory used when `--path` is not given.
     fn md_default_dir(posix: bool) -> &'static str;
     /// Prepares the run. Collective.
-    fn md_begin(&self, posix: bool) -> Result<Self::Md>;
+    fn md_begin(&self, opts: &MdOptions) -> Result<Self::Md>;
     /// Creates directory `path`.
     fn md_mkdir(&self, md: &Self::Md, path: &str) -> Result<()>;
     /// Creates the empty file `path` (it must not exist), and closes it.
@@ -223,7 +229,7 @@ fn join(dir: &str, name: &str) -> String {
 pub fn run<R: MdRuntime>(rt: &R, opts: &MdOptions) -> Result<Option<MdOutcome>> {
     opts.check().map_err(Error::Usage)?;
     let (rank, ranks) = (rt.rank(), rt.size());
-    let md = rt.md_begin(opts.posix)?;
+    let md = rt.md_begin(opts)?;
     let dir = opts
         .dir
         .clone()
@@ -281,6 +287,8 @@ pub fn run<R: MdRuntime>(rt: &R, opts: &MdOptions) -> Result<Option<MdOutcome>> 
         implementation: rt.name().into(),
         api: if opts.posix || rt.name() == "mpi" {
             "posix".into()
+        } else if opts.bare {
+            "dos-fs client".into()
         } else {
             "dos::io".into()
         },
@@ -348,6 +356,8 @@ mod dos_impl {
         Posix,
         /// The file system and a communicator of this rank alone.
         Fs(Fs, ::dos::Comm),
+        /// The file system; creates with its client's create (`--bare`).
+        Bare(Fs),
     }
 
     impl MdRuntime for DosRuntime {
@@ -361,9 +371,12 @@ mod dos_impl {
             }
         }
 
-        fn md_begin(&self, posix: bool) -> Result<DosMd> {
-            if posix {
+        fn md_begin(&self, opts: &MdOptions) -> Result<DosMd> {
+            if opts.posix {
                 return Ok(DosMd::Posix);
+            }
+            if opts.bare {
+                return Ok(DosMd::Bare(Fs::from_env().map_err(io_err("Fs::from_env"))?));
             }
             let w = self.world();
             let me = w
@@ -385,24 +398,27 @@ mod dos_impl {
         fn md_mkdir(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::mkdir(path),
-                DosMd::Fs(fs, _) => fs.client().mkdir(path).map(drop).map_err(|e| Error::Io {
-                    op: "mkdir",
-                    what: format!("{path}: {e}"),
-                }),
+                DosMd::Fs(fs, _) | DosMd::Bare(fs) => {
+                    fs.client().mkdir(path).map(drop).map_err(|e| Error::Io {
+                        op: "mkdir",
+                        what: format!("{path}: {e}"),
+                    })
+                }
             }
         }
 
         fn md_create(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::create(path),
-                DosMd::Fs(fs, _) if std::env::var_os("DOSBENCH_MD_BARE").is_some() => fs
-                    .client()
-                    .create(path, None, true)
-                    .map(drop)
-                    .map_err(|e| Error::Io {
-                        op: "create",
-                        what: format!("{path}: {e}"),
-                    }),
+                DosMd::Bare(fs) => {
+                    fs.client()
+                        .create(path, None, true)
+                        .map(drop)
+                        .map_err(|e| Error::Io {
+                            op: "create",
+                            what: format!("{path}: {e}"),
+                        })
+                }
                 DosMd::Fs(fs, me) => {
                     let mode = Mode::READ_WRITE.create().exclusive();
                     File::open_with(me, fs, path, mode, Hints::default())
@@ -416,27 +432,33 @@ mod dos_impl {
         fn md_stat(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::stat(path),
-                DosMd::Fs(fs, _) => fs.client().stat(path).map(drop).map_err(|e| Error::Io {
-                    op: "stat",
-                    what: format!("{path}: {e}"),
-                }),
+                DosMd::Fs(fs, _) | DosMd::Bare(fs) => {
+                    fs.client().stat(path).map(drop).map_err(|e| Error::Io {
+                        op: "stat",
+                        what: format!("{path}: {e}"),
+                    })
+                }
             }
         }
 
         fn md_remove(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::remove(path),
-                DosMd::Fs(fs, _) => File::delete(fs, path).map_err(io_err("File::delete")),
+                DosMd::Fs(fs, _) | DosMd::Bare(fs) => {
+                    File::delete(fs, path).map_err(io_err("File::delete"))
+                }
             }
         }
 
         fn md_rmdir(&self, md: &DosMd, path: &str) -> Result<()> {
             match md {
                 DosMd::Posix => posix::rmdir(path),
-                DosMd::Fs(fs, _) => fs.client().unlink(path).map(drop).map_err(|e| Error::Io {
-                    op: "rmdir",
-                    what: format!("{path}: {e}"),
-                }),
+                DosMd::Fs(fs, _) | DosMd::Bare(fs) => {
+                    fs.client().unlink(path).map(drop).map_err(|e| Error::Io {
+                        op: "rmdir",
+                        what: format!("{path}: {e}"),
+                    })
+                }
             }
         }
     }
@@ -451,7 +473,7 @@ impl MdRuntime for crate::runtime::mpi::MpiRuntime {
         "."
     }
 
-    fn md_begin(&self, _: bool) -> Result<()> {
+    fn md_begin(&self, _: &MdOptions) -> Result<()> {
         Ok(())
     }
 
