@@ -362,14 +362,37 @@ fn a_second_server_on_a_busy_target_is_refused() {
     fs.ok(&["cp", fs.local("src").to_str().unwrap(), "dosfs:/f"]);
     let pid = fs.file().servers[0].pid.unwrap();
     let t = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_dosfs"))
+    let mut second = Command::new(env!("CARGO_BIN_EXE_dosfs"))
         .args(["serve", "--target"])
         .arg(fs.targets().join("0"))
         .env("DOSFS_SECRET", "00".repeat(32))
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success(), "a second server started: {e}");
+    // A second server that starts serving would never exit: bounded wait.
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut e = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut e)
+        .unwrap();
+    assert!(
+        matches!(status, Some(st) if !st.success()),
+        "a second server started on a busy target: {e}"
+    );
     assert!(
         e.contains("target in use by another dosfs server") && e.contains(&format!("pid {pid}")),
         "{e}"

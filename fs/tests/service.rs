@@ -850,4 +850,12 @@ fn orphan_chunks_on_data_servers_are_collected() {
     c.read_at("/d/kept", &files[1], 0, &mut back).unwrap();
     assert!(back == data);
     assert!(c.collect_orphans().unwrap().is_empty());
+    // A removal with every server up reaches every server of the layout.
+    c.unlink("/d/kept").unwrap();
+    for s in 0..3 {
+        assert!(
+            !holds(s, files[1].ino),
+            "server {s} kept a removed file's chunk"
+        );
+    }
 }
