@@ -13,6 +13,7 @@ use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::io::{IoOptions, Pattern};
+use crate::md::MdOptions;
 use crate::rawtcp;
 use crate::sched::Bench;
 use crate::suite::Options;
@@ -82,6 +83,13 @@ pub enum Command {
         /// The L1 directory.
         dir: Option<String>,
     },
+    /// The mdtest-shaped metadata benchmark (`md [OPTIONS]`).
+    Md {
+        /// Files, placement, repetitions.
+        opts: MdOptions,
+        /// A JSON line instead of a table.
+        json: bool,
+    },
     /// Print the usage.
     Help,
 }
@@ -146,6 +154,9 @@ enum Sub {
     /// Checkpoint bandwidth per level of dos::ckpt vs memcpy, /dev/shm and p2p (dos
     /// only): ckpt [--size N] [--reps N] [--dir DIR]
     Ckpt(CkptArgs),
+    /// mdtest-shaped metadata benchmark: create, stat, remove, ops/s: md [--files N]
+    /// [--reps N] [--path DIR] [--posix|--bare] [--shared-only] [--json]
+    Md(MdArgs),
     /// Print this help
     #[command(hide = true)]
     Help {
@@ -268,6 +279,58 @@ impl IoArgs {
         };
         opts.check().map_err(usage_err)?;
         Ok(Command::Io {
+            opts,
+            json: self.json,
+        })
+    }
+}
+
+/// What follows `md`.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct MdArgs {
+    /// Files each rank creates, stats and removes per placement [default: 1000]
+    #[arg(short = 'n', long = "files", value_name = "N", value_parser = size)]
+    files: Option<usize>,
+    /// Repetitions; the median is reported (at least 1) [default: 3]
+    #[arg(short = 'r', long, value_name = "N", value_parser = size)]
+    reps: Option<usize>,
+    /// Directory for the benchmark's directories: dosfs path (default /) or local (--posix, MPI; default .)
+    #[arg(short = 'p', long = "path", value_name = "DIR")]
+    path: Option<String>,
+    /// The process's own file calls on a local path (a FUSE mount, the local disk)
+    #[arg(long)]
+    posix: bool,
+    /// Only the shared-directory placement
+    #[arg(long = "shared-only")]
+    shared_only: bool,
+    /// dos: create with one client request instead of File::open and close
+    #[arg(long, conflicts_with = "posix")]
+    bare: bool,
+    /// A JSON line instead of a table
+    #[arg(long)]
+    json: bool,
+    /// Print this help, then exit
+    #[arg(short = 'h', long)]
+    help: bool,
+}
+
+impl MdArgs {
+    fn command(self) -> Result<Command> {
+        if self.help {
+            return Ok(Command::Help);
+        }
+        let d = MdOptions::default();
+        let opts = MdOptions {
+            files: self.files.map_or(d.files, |n| n as u64),
+            reps: self.reps.unwrap_or(d.reps),
+            dir: self.path,
+            posix: self.posix,
+            shared_only: self.shared_only,
+            bare: self.bare,
+        };
+        opts.check().map_err(usage_err)?;
+        Ok(Command::Md {
             opts,
             json: self.json,
         })
@@ -482,6 +545,7 @@ where
             reps: a.reps.unwrap_or(5).max(1),
             dir: a.dir,
         }),
+        Some(Sub::Md(a)) => a.command(),
         Some(Sub::Run(words)) => {
             let (first, rest) = words.split_first().expect("clap names the subcommand");
             let benches = if first == "all" {
@@ -859,5 +923,18 @@ mod tests {
             assert!(m.contains("\n\nUsage: dosbench"), "{args:?}: {m}");
         }
         assert!(!usage().contains("\n\n\n"));
+    }
+
+    #[test]
+    fn md_options() {
+        let Command::Md { opts, json } = parse(["md", "-n", "10", "--bare", "--json"]).unwrap()
+        else {
+            panic!("not md");
+        };
+        assert!(json && opts.bare && !opts.posix);
+        assert_eq!(opts.files, 10);
+        assert_eq!(opts.reps, 3);
+        assert!(parse(["md", "-n", "0"]).is_err());
+        assert!(parse(["md", "--bare", "--posix"]).is_err());
     }
 }

@@ -41,6 +41,7 @@ pub mod cli;
 pub mod compare;
 mod error;
 pub mod io;
+pub mod md;
 pub mod rawtcp;
 pub mod report;
 #[cfg(all(feature = "dos", not(feature = "mpi")))]

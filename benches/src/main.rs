@@ -105,6 +105,31 @@ fn real_main() -> anyhow::Result<()> {
             rt.finalize().context("leaving the job")?;
             Ok(())
         }
+        Command::Md { opts, json } => {
+            let rt = runtime::init().context("joining the job")?;
+            match dos_bench::md::run(&rt, &opts) {
+                Ok(Some(out)) => {
+                    let mut stdout = std::io::stdout().lock();
+                    if json {
+                        writeln!(stdout, "{}", out.json())?;
+                    } else {
+                        write!(stdout, "{}", out.table())?;
+                    }
+                    stdout.flush()?;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let msg = format!(
+                        "rank {}: md failed: {:#}",
+                        rt.rank(),
+                        anyhow::Error::from(e)
+                    );
+                    rt.abort(1, &msg);
+                }
+            }
+            rt.finalize().context("leaving the job")?;
+            Ok(())
+        }
         Command::Hello => {
             let rt = runtime::init().context("joining the job")?;
             if rt.rank() == 0 {

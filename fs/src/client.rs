@@ -1156,6 +1156,52 @@ impl Client {
         })
     }
 
+    /// Removes, on every server, the chunks of inodes the namespace no
+    /// longer has: a file removed while a server holding its stripes was
+    /// down, a client that died between the unlink and the chunk drops, a
+    /// create lost with the journal's unsynced tail. Returns the (server,
+    /// inode) pairs dropped. Safe while clients work: a chunk exists only
+    /// after its file's create returned, so an inode server 0 does not know
+    /// (asked after the chunk was listed) is gone for good, and inode
+    /// numbers are never reused. A server that is down is an error naming
+    /// it (the others are collected first).
+    pub fn collect_orphans(&self) -> Result<Vec<(u32, u64)>> {
+        let mut dropped = Vec::new();
+        let mut down = None;
+        for s in 0..self.servers() {
+            let mut after = 0;
+            loop {
+                let page = match self.call(s, &Request::ListChunks { after, limit: 4096 }) {
+                    Ok(Reply::Entries { entries, more }) => (entries, more),
+                    Ok(r) => return Err(unexpected(r)),
+                    Err(e @ Error::ServerDown { .. }) => {
+                        down.get_or_insert(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                for e in &page.0 {
+                    match self.call(0, &Request::StatIno { ino: e.ino }) {
+                        Ok(_) => {}
+                        Err(Error::NotFound { .. }) => {
+                            self.call(s, &Request::DropFile { ino: e.ino })?;
+                            dropped.push((s, e.ino));
+                        }
+                        Err(err) => return Err(err),
+                    }
+                }
+                match page.0.last() {
+                    Some(l) if page.1 => after = l.ino,
+                    _ => break,
+                }
+            }
+        }
+        match down {
+            Some(e) => Err(e),
+            None => Ok(dropped),
+        }
+    }
+
     /// Checks every synced chunk of the file or tree at `path`.
     pub fn verify(&self, path: &str) -> Result<VerifySummary> {
         let mut sum = VerifySummary::default();

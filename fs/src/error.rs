@@ -70,6 +70,14 @@ pub enum Error {
         /// The newest format this build reads.
         supported: u32,
     },
+    /// Another server runs on this target ([`crate::lock`]).
+    #[error("{}: target in use by another dosfs server{}; stop it first (two servers on one target would corrupt it)", dir.display(), holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    TargetBusy {
+        /// The target directory.
+        dir: PathBuf,
+        /// The holder's pid, as it wrote it in the lock file.
+        holder: Option<u32>,
+    },
     /// A target descriptor or on-disk structure that cannot be parsed.
     #[error("{path}: malformed: {reason}")]
     Malformed {

@@ -25,6 +25,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use dos_transport::codec::{Reader, Writer};
 
@@ -285,6 +287,12 @@ pub struct Meta {
     /// create may have been lost with the journal's unsynced tail, while data
     /// servers still hold chunks under it) is never given to another file.
     reserved: u64,
+    /// Inode numbers below this are reserved by a record known to be on
+    /// disk; [`Meta::alloc_ino`] hands out only these. Raised by the thread
+    /// that fsyncs the next reservation ahead of need.
+    durable: Arc<AtomicU64>,
+    /// A reservation's fsync is running on its thread.
+    refilling: Arc<AtomicBool>,
     servers: u32,
     journal: Journal,
     /// Journal size after which [`Meta::sync`] writes a snapshot.
@@ -301,6 +309,8 @@ impl Meta {
             inodes: HashMap::new(),
             next_ino: ROOT + 1,
             reserved: ROOT + 1,
+            durable: Arc::new(AtomicU64::new(ROOT + 1)),
+            refilling: Arc::new(AtomicBool::new(false)),
             servers: target.info().servers,
             journal,
             snapshot_after: SNAPSHOT_AFTER,
@@ -331,6 +341,7 @@ impl Meta {
         }
         m.next_ino = m.next_ino.max(m.reserved);
         m.reserved = m.next_ino;
+        m.durable.store(m.next_ino, Ordering::Release);
         Ok(m)
     }
 
@@ -650,13 +661,47 @@ impl Meta {
         Ok(())
     }
 
-    /// The next inode number; every [`INODE_BATCH`] numbers, a reservation
-    /// is journaled and made durable first.
+    /// The next inode number, always one below a reservation known to be
+    /// durable. Half-way through a reservation the next one is journaled
+    /// and fsynced on a thread of its own (the namespace lock is not held
+    /// over the disk: creates go on meanwhile); only when the durable
+    /// numbers run out before that fsync is done (or it failed) does a
+    /// create wait for the fsync itself.
     fn alloc_ino(&mut self) -> Result<u64> {
-        if self.next_ino >= self.reserved {
-            let upto = self.next_ino + INODE_BATCH;
-            self.commit(Op::Reserve { upto })?;
+        let durable = self.durable.load(Ordering::Acquire);
+        if self.next_ino >= durable {
+            if self.reserved <= self.next_ino {
+                let upto = self.next_ino + INODE_BATCH;
+                self.commit(Op::Reserve { upto })?;
+            }
             self.journal.sync()?;
+            self.durable.fetch_max(self.reserved, Ordering::AcqRel);
+        } else if durable - self.next_ino <= INODE_BATCH / 2
+            && self.reserved == durable
+            && !self.refilling.swap(true, Ordering::AcqRel)
+        {
+            let upto = durable + INODE_BATCH;
+            let handle = self
+                .commit(Op::Reserve { upto })
+                .and_then(|()| self.journal.sync_handle());
+            match handle {
+                Ok(h) => {
+                    let (d, busy) = (self.durable.clone(), self.refilling.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("dosfs-reserve".into())
+                        .spawn(move || {
+                            if h.sync().is_ok() {
+                                d.fetch_max(upto, Ordering::AcqRel);
+                            }
+                            busy.store(false, Ordering::Release);
+                        });
+                    if spawned.is_err() {
+                        self.refilling.store(false, Ordering::Release);
+                    }
+                }
+                // Not fatal for this create: its number is durable already.
+                Err(_) => self.refilling.store(false, Ordering::Release),
+            }
         }
         Ok(self.next_ino)
     }

@@ -279,6 +279,15 @@ pub enum Request {
         /// The slot.
         slot: u32,
     },
+    /// The inodes this server holds chunks of (synced or pending), in
+    /// order, after `after`: [`Reply::Entries`] with empty names and kind
+    /// file (orphan collection, `Client::collect_orphans`).
+    ListChunks {
+        /// Inodes above this one.
+        after: u64,
+        /// Most wanted.
+        limit: u32,
+    },
 }
 
 impl Request {
@@ -305,6 +314,7 @@ impl Request {
             Request::ShmSetup { .. } => 19,
             Request::WriteSlot { .. } => 20,
             Request::ReadSlot { .. } => 21,
+            Request::ListChunks { .. } => 22,
         }
     }
 
@@ -393,6 +403,9 @@ impl Request {
             }
             Request::DropFile { ino } | Request::StatIno { ino } => {
                 w.u64(*ino);
+            }
+            Request::ListChunks { after, limit } => {
+                w.u64(*after).u32(*limit);
             }
             Request::Truncate {
                 ino,
@@ -555,6 +568,10 @@ impl Request {
                     }
                 }
             }
+            22 => Request::ListChunks {
+                after: r.u64().map_err(codec)?,
+                limit: r.u32().map_err(codec)?,
+            },
             k => return Err(Error::protocol(format!("unknown request opcode {k}"))),
         };
         r.end().map_err(codec)?;

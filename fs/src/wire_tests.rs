@@ -102,6 +102,7 @@ fn requests() -> Vec<Request> {
             len: 20,
             slot: 15,
         },
+        Request::ListChunks { after: 7, limit: 3 },
     ]
 }
 

@@ -351,3 +351,69 @@ fn serve_refuses_a_target_of_another_server_or_a_newer_format() {
         "{e}"
     );
 }
+
+/// A second server on a target in use (`dosfs serve` twice, or two
+/// `dosrun --fs DIR` jobs) is refused with a message naming the target and
+/// the running server's pid, and the running server's files are untouched.
+#[test]
+fn a_second_server_on_a_busy_target_is_refused() {
+    let fs = Fs::up("busy", 1);
+    let src = random_file(&fs.local("src"), 100_000, 3);
+    fs.ok(&["cp", fs.local("src").to_str().unwrap(), "dosfs:/f"]);
+    let pid = fs.file().servers[0].pid.unwrap();
+    let t = Instant::now();
+    let mut second = Command::new(env!("CARGO_BIN_EXE_dosfs"))
+        .args(["serve", "--target"])
+        .arg(fs.targets().join("0"))
+        .env("DOSFS_SECRET", "00".repeat(32))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second server that starts serving would never exit: bounded wait.
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(10) {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut e = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut e)
+        .unwrap();
+    assert!(
+        matches!(status, Some(st) if !st.success()),
+        "a second server started on a busy target: {e}"
+    );
+    assert!(
+        e.contains("target in use by another dosfs server") && e.contains(&format!("pid {pid}")),
+        "{e}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    fs.ok(&["cp", "dosfs:/f", fs.local("back").to_str().unwrap()]);
+    assert!(std::fs::read(fs.local("back")).unwrap() == src);
+    // Once the first is down, the target serves again.
+    fs.ok(&["down"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dosfs"))
+        .args(["serve", "--target"])
+        .arg(fs.targets().join("0"))
+        .env("DOSFS_SECRET", "00".repeat(32))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("dosfs-server 0 listening"), "{line:?}");
+}

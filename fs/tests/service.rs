@@ -699,3 +699,163 @@ fn orphan_chunks_are_removed_at_start() {
     );
     assert!(chunk_dir(inos[1]).exists(), "a live file lost its chunks");
 }
+
+/// Metadata rates at each layer, side by side in one run (a measurement,
+/// not a check): `Service::handle` in this thread (the metadata server's own
+/// cost: namespace lock, B-tree insert, journal append), then over TCP with
+/// 1, 2 and 4 client threads creating in one directory, then 100,000 files
+/// in one directory in steps (creates must not slow down as it grows).
+/// `cargo test --release -p dos-fs --test service md_rates -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn md_rates() {
+    let n = 20_000u64;
+    let dir = std::env::temp_dir().join(format!("dosfs-svc-mdrate-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let t = Target::format(&dir, FsId([9; 16]), 0, 1).unwrap();
+    let svc = Service::open(&t).unwrap();
+    let _ = svc.handle(Request::Mkdir { path: "/d".into() });
+    let t0 = Instant::now();
+    for i in 0..n {
+        let r = svc.handle(Request::Create {
+            path: format!("/d/f{i}"),
+            spec: None,
+            exclusive: true,
+        });
+        assert!(matches!(r, Reply::Attr(_)), "{r:?}");
+    }
+    let s = t0.elapsed().as_secs_f64();
+    println!("Service::handle create: {:.0}/s", n as f64 / s);
+    let t0 = Instant::now();
+    for i in 0..n {
+        let r = svc.handle(Request::Stat {
+            path: format!("/d/f{i}"),
+        });
+        assert!(matches!(r, Reply::Attr(_)), "{r:?}");
+    }
+    println!(
+        "Service::handle stat:   {:.0}/s",
+        n as f64 / t0.elapsed().as_secs_f64()
+    );
+    drop(svc);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let fs = start("mdrate", 1);
+    let c = Client::new(&fs.addr);
+    c.mkdir("/d").unwrap();
+    for threads in [1u64, 2, 4] {
+        let per = n / threads;
+        let t0 = Instant::now();
+        std::thread::scope(|s| {
+            for k in 0..threads {
+                let addr = &fs.addr;
+                s.spawn(move || {
+                    let c = Client::new(addr);
+                    for i in 0..per {
+                        c.create(&format!("/d/t{threads}.{k}.{i}"), None, true)
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        println!(
+            "TCP create, {threads} client threads, one directory: {:.0}/s",
+            (per * threads) as f64 / t0.elapsed().as_secs_f64()
+        );
+    }
+    // One directory growing to 100,000 entries: the rate of each step.
+    c.mkdir("/big").unwrap();
+    let step = 25_000u64;
+    for k in 0..4 {
+        let t0 = Instant::now();
+        for i in 0..step {
+            c.create(&format!("/big/f{}", k * step + i), None, true)
+                .unwrap();
+        }
+        println!(
+            "one directory, entries {}..{}: {:.0} creates/s",
+            k * step,
+            (k + 1) * step,
+            step as f64 / t0.elapsed().as_secs_f64()
+        );
+    }
+    assert_eq!(c.stat("/big").unwrap().size, 4 * step);
+}
+
+/// A file removed while a server holding its stripes did not get the drop
+/// (a client that died after the unlink, or a server that was down) leaves
+/// chunks on data servers, which server 0's start-up sweep cannot see:
+/// `collect_orphans` (run by `dosfs verify /`) drops them on every server
+/// and keeps every live file's chunks.
+#[test]
+fn orphan_chunks_on_data_servers_are_collected() {
+    let fs = start("orphans", 3);
+    let c = Client::new(&fs.addr);
+    c.mkdir("/d").unwrap();
+    c.set_stripe(
+        "/d",
+        LayoutSpec {
+            stripe_size: 65536,
+            stripe_count: 3,
+            first: 0,
+        },
+    )
+    .unwrap();
+    let data = pattern(3 * 65536, 5);
+    let mut files = Vec::new();
+    for name in ["/d/gone", "/d/kept"] {
+        let a = c.create(name, None, true).unwrap();
+        c.write_at(&a, 0, &data).unwrap();
+        c.sync(&a).unwrap();
+        files.push(a);
+    }
+    // Only the metadata server hears of the removal.
+    c.call(
+        0,
+        &Request::Unlink {
+            path: "/d/gone".into(),
+        },
+    )
+    .unwrap();
+    let holds = |s: u32, ino: u64| match c
+        .call(
+            s,
+            &Request::ListChunks {
+                after: 0,
+                limit: 100,
+            },
+        )
+        .unwrap()
+    {
+        Reply::Entries { entries, .. } => entries.iter().any(|e| e.ino == ino),
+        r => panic!("{r:?}"),
+    };
+    for s in 0..3 {
+        assert!(holds(s, files[0].ino), "server {s} had no chunk to lose");
+    }
+    let mut dropped = c.collect_orphans().unwrap();
+    dropped.sort_unstable();
+    assert_eq!(
+        dropped,
+        vec![(0, files[0].ino), (1, files[0].ino), (2, files[0].ino)]
+    );
+    for s in 0..3 {
+        assert!(!holds(s, files[0].ino), "server {s} kept the orphan");
+        assert!(
+            holds(s, files[1].ino),
+            "server {s} lost a live file's chunk"
+        );
+    }
+    let mut back = vec![0; data.len()];
+    c.read_at("/d/kept", &files[1], 0, &mut back).unwrap();
+    assert!(back == data);
+    assert!(c.collect_orphans().unwrap().is_empty());
+    // A removal with every server up reaches every server of the layout.
+    c.unlink("/d/kept").unwrap();
+    for s in 0..3 {
+        assert!(
+            !holds(s, files[1].ino),
+            "server {s} kept a removed file's chunk"
+        );
+    }
+}

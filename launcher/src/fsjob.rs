@@ -30,7 +30,18 @@
 //!   signal to dosrun), dosrun first copies the file system out if asked
 //!   (`--fs-stage-out PATH`, while the servers still run; heartbeats keep
 //!   flowing), then stops its own server and tells the agents to exit; each
-//!   server is synced before it stops. A killed dosrun still gets its
+//!   server is synced before it stops.
+//!
+//!   **A failed job is staged out too**, and dosrun's exit status stays
+//!   the job's (the failed rank's code; a failed copy adds its own line).
+//!   What a failed job wrote (partial results, its last checkpoint, logs)
+//!   is what one inspects or restarts from, and the targets in `DIR` may be
+//!   on nodes a later job does not get; BeeOND does the same (its stage-out
+//!   runs at `beeond stop`, whatever the job's status). A job that should
+//!   not keep a failed run's output deletes `PATH` itself on a non-zero
+//!   status. The copy is of what the servers hold when the ranks are gone:
+//!   writes a rank had not synced are included (the servers are still up),
+//!   a rank killed mid-write leaves a file cut where it stopped. A killed dosrun still gets its
 //!   agents' servers synced: an agent that loses dosrun stops its server the
 //!   same way.
 //! * **Standing file systems** (`dosfs up --hostfile`): the same job with a

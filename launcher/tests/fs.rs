@@ -153,6 +153,33 @@ fn fs_servers_stop_synced_when_a_rank_fails() {
     assert_eq!(r.code(), 0, "{r:?}");
 }
 
+/// `--fs-stage-out` of a job whose rank failed: the file system is staged
+/// out anyway (what a failed job wrote is what one inspects, or restarts
+/// from), and dosrun's status is still the failed rank's.
+#[test]
+fn fs_stage_out_of_a_failed_job_copies_anyway_and_keeps_the_failure() {
+    let d = TempDir::new("fsfailout");
+    let dir = d.path().join("fs");
+    let out = d.path().join("staged");
+    let r = with_job(
+        2,
+        &dir,
+        &["--fs-stage-out", out.to_str().unwrap()],
+        3,
+        |c, _| {
+            c.mkdir("/ckpt").unwrap();
+            let a = c.create("/ckpt/step7", None, true).unwrap();
+            c.write_at(&a, 0, b"state before the failure").unwrap();
+        },
+    );
+    assert_eq!(r.code(), 3, "{r:?}");
+    assert!(r.stderr.contains("1 files copied"), "{}", r.stderr);
+    assert_eq!(
+        std::fs::read(out.join("ckpt/step7")).unwrap(),
+        b"state before the failure"
+    );
+}
+
 /// A target of another file system stops the job before any rank runs.
 #[test]
 fn fs_refuses_a_foreign_target() {

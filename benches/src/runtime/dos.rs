@@ -26,6 +26,11 @@ impl DosRuntime {
         DosRuntime { world }
     }
 
+    /// The world (for benchmarks that need more of dos than [`Runtime`] has).
+    pub fn world(&self) -> &::dos::World {
+        &self.world
+    }
+
     /// The world back (for example to end it with `dos::testing::vanish`).
     pub fn into_world(self) -> ::dos::World {
         self.world

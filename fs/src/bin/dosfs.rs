@@ -164,7 +164,8 @@ enum Cmd {
         #[arg(value_parser = in_fs)]
         path: String,
     },
-    /// Read every synced chunk and check its checksum.
+    /// Read every synced chunk and check its checksum; on the whole file
+    /// system (/), also remove chunks of files that no longer exist.
     Verify {
         /// The file or tree (default: /).
         #[arg(default_value = "/")]
@@ -716,6 +717,17 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                 v.bad.len(),
                 v.total.pending
             );
+            // Chunks of files the namespace no longer has (removed while a
+            // server was down, a crashed client or create): dropped.
+            if path == "/" {
+                let gone = c.collect_orphans()?;
+                let files: std::collections::BTreeSet<u64> = gone.iter().map(|g| g.1).collect();
+                println!(
+                    "removed orphan chunks of {} deleted files ({} server-files)",
+                    files.len(),
+                    gone.len()
+                );
+            }
             if !v.bad.is_empty() {
                 bail!("{} corrupted chunk(s)", v.bad.len());
             }
