@@ -28,7 +28,17 @@
 //!   `MPI_COMM_NULL`), `Comm_split_type(MPI_COMM_TYPE_SHARED)` (one
 //!   communicator per host), `Comm_free`, `Comm_compare`, `Comm_test_inter`,
 //!   `Comm_get_attr` for the predefined attributes (`MPI_TAG_UB` is
-//!   `INT_MAX`).
+//!   `INT_MAX`), `Comm_create` (collective over the communicator),
+//!   `Comm_create_group` (collective over the group's members only),
+//!   `Comm_idup` (done at once: its request is complete).
+//! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
+//!   for a non-member), `Group_incl`, `Group_excl`, `Group_range_incl`,
+//!   `Group_range_excl`, `Group_union`, `Group_intersection`,
+//!   `Group_difference` (an empty result is `MPI_GROUP_EMPTY`),
+//!   `Group_compare`, `Group_translate_ranks` (`MPI_UNDEFINED` for a process
+//!   not in the other group, `MPI_PROC_NULL` kept), `Group_free`; a rank
+//!   outside the group or listed twice is `MPI_ERR_RANK`, an invalid or
+//!   freed group `MPI_ERR_GROUP`.
 //! * **Point-to-point** — `Send`, `Ssend`, `Rsend`, `Bsend` (the library
 //!   copies the data, so it completes at once; `Buffer_attach`/`detach`
 //!   accepted), `Recv`, `Isend`, `Issend`, `Irsend`, `Ibsend`, `Irecv`,
@@ -81,8 +91,7 @@
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
 //! derived datatypes (contiguous, vector, indexed, struct, subarray,
 //! resized), `Pack`/`Unpack`; user operations (`Op_create`); nonblocking
-//! collectives; groups (`Comm_group`, `Group_*`, `Comm_create`);
-//! attributes and keyvals of the program's own, info objects; user error
+//! collectives; attributes and keyvals of the program's own, info objects; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -128,7 +137,7 @@
 //! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
 //! strings, handlers), `ptr` (the checked reads and writes through C
 //! pointers), `datatype`, `reduce` (predefined operations as dos `Op`s), one
-//! module per group of functions: `env`, `comm`, `p2p`, `request`, `coll`,
+//! module per group of functions: `env`, `comm`, `group`, `p2p`, `request`, `coll`,
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -189,6 +198,7 @@ mod comm;
 mod datatype;
 mod env;
 mod error;
+mod group;
 mod later;
 mod p2p;
 mod ptr;

@@ -141,6 +141,8 @@ impl<T> Table<T> {
 
 /// The first handle of a communicator the program makes.
 const COMM_BASE: Handle = abi::FIRST_DYNAMIC;
+/// The first handle of a group.
+const GROUP_BASE: Handle = 0x2000_0000;
 /// The first handle of a request.
 const REQ_BASE: Handle = 0x4000_0000;
 
@@ -149,6 +151,8 @@ pub(crate) struct State {
     pub world: dos::World,
     pub comms: Table<CommEntry>,
     pub reqs: Table<ReqEntry>,
+    /// Groups (`MPI_GROUP_EMPTY` is the fixed slot).
+    pub groups: Table<dos::Group>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -201,10 +205,13 @@ pub(crate) fn init(required: i32) -> R<i32> {
     );
     // dos is MPI_THREAD_FUNNELED: a request for more is answered with that.
     let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
+    let mut groups = Table::new(&[abi::GROUP_EMPTY], GROUP_BASE);
+    groups.set(abi::GROUP_EMPTY, world.comm().group().incl(&[])?);
     let st = State {
         world,
         comms,
         reqs: Table::new(&[], REQ_BASE),
+        groups,
         detached: Vec::new(),
         freed_recvs: Vec::new(),
         attached: None,
@@ -235,6 +242,7 @@ pub(crate) fn finalize() -> R<()> {
         e.raw.abandon();
     }
     st.comms.drain().for_each(drop);
+    st.groups.drain().for_each(drop);
     st.world.finalize()?;
     Ok(())
 }

@@ -186,6 +186,11 @@ fn communicators_and_error_handlers() {
 }
 
 #[test]
+fn groups_and_communicators_from_groups() {
+    passes("dosmpicc", "groups.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
