@@ -65,6 +65,13 @@
 //!   complex; `MIN`/`MAX` on integers and floats; logical ones on integers
 //!   and booleans; bitwise ones on integers and `MPI_BYTE`;
 //!   `MINLOC`/`MAXLOC` on the pair types); anything else is `MPI_ERR_OP`.
+//! * **User operations** — `Op_create` (commutative or not), `Op_free`,
+//!   `Op_commutative`, in every reduction above: the C function is called on
+//!   whole buffers with the datatype's handle, and a non-commutative
+//!   operation is combined in rank order. On the predefined datatypes dos
+//!   reduces (not yet on `long double` and the other opaque ones:
+//!   `MPI_ERR_UNSUPPORTED_OPERATION`, nor on derived datatypes). A freed
+//!   operation is `MPI_ERR_OP`.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
 //!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`; `Comm_set_errhandler`,
@@ -90,7 +97,7 @@
 //!
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
 //! derived datatypes (contiguous, vector, indexed, struct, subarray,
-//! resized), `Pack`/`Unpack`; user operations (`Op_create`); nonblocking
+//! resized), `Pack`/`Unpack`; nonblocking
 //! collectives; attributes and keyvals of the program's own, info objects; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
@@ -136,7 +143,8 @@
 //! tables: slabs, communicators from `0x10000` and requests from
 //! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
 //! strings, handlers), `ptr` (the checked reads and writes through C
-//! pointers), `datatype`, `reduce` (predefined operations as dos `Op`s), one
+//! pointers), `datatype`, `reduce` (predefined and user operations as dos
+//! `Op`s), `userop` (`Op_create`), one
 //! module per group of functions: `env`, `comm`, `group`, `p2p`, `request`, `coll`,
 //! and `later` (the helpers and the not-yet functions above).
 //!
@@ -205,3 +213,4 @@ mod ptr;
 mod reduce;
 mod request;
 mod state;
+mod userop;

@@ -143,6 +143,8 @@ impl<T> Table<T> {
 const COMM_BASE: Handle = abi::FIRST_DYNAMIC;
 /// The first handle of a group.
 const GROUP_BASE: Handle = 0x2000_0000;
+/// The first handle of a user operation.
+const OP_BASE: Handle = 0x3000_0000;
 /// The first handle of a request.
 const REQ_BASE: Handle = 0x4000_0000;
 
@@ -153,6 +155,8 @@ pub(crate) struct State {
     pub reqs: Table<ReqEntry>,
     /// Groups (`MPI_GROUP_EMPTY` is the fixed slot).
     pub groups: Table<dos::Group>,
+    /// User reduction operations (`MPI_Op_create`).
+    pub ops: Table<crate::reduce::UserFn>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -212,6 +216,7 @@ pub(crate) fn init(required: i32) -> R<i32> {
         comms,
         reqs: Table::new(&[], REQ_BASE),
         groups,
+        ops: Table::new(&[], OP_BASE),
         detached: Vec::new(),
         freed_recvs: Vec::new(),
         attached: None,

@@ -191,6 +191,11 @@ fn groups_and_communicators_from_groups() {
 }
 
 #[test]
+fn user_operations_in_rank_order() {
+    passes("dosmpicc", "userop.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
