@@ -120,7 +120,9 @@ pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
         }
         op::NULL => return Err(err(abi::ERR_OP, "MPI_OP_NULL is not an operation")),
         _ => {
-            let u = crate::state::with(|st| Ok(st.ops.get(&h).copied()))?
+            let u = crate::state::with(|st| Ok(st.ops.get(&h).copied()))
+                .ok()
+                .flatten()
                 .ok_or_else(|| err(abi::ERR_OP, format!("invalid operation handle {h:#x}")))?;
             if elem == Elem::Opaque {
                 return Err(err(
