@@ -54,6 +54,16 @@
 //!   `MPI_Finalize`), `Request_get_status`, `Test_cancelled`, `Get_count`,
 //!   `Get_elements`. A request the program never completed is withdrawn at
 //!   `MPI_Finalize` rather than waited for.
+//! * **Persistent requests** — `Send_init`, `Ssend_init`, `Rsend_init`,
+//!   `Bsend_init`, `Recv_init`, `Start`, `Startall`: every `Wait*`/`Test*`
+//!   form, `Request_get_status` and `Request_free` take them; a completed
+//!   one becomes inactive and keeps its handle, an inactive one counts as
+//!   `MPI_REQUEST_NULL`; starting an active one is `MPI_ERR_REQUEST`.
+//! * **Matched probes and cancel** — `Mprobe`, `Improbe` (`MPI_PROC_NULL`
+//!   gives `MPI_MESSAGE_NO_PROC`), `Mrecv`, `Imrecv` (receives at once: the
+//!   message is matched already); `Cancel` withdraws a receive not yet
+//!   matched (`Test_cancelled` then says so); a send is not cancelled, as the
+//!   standard allows: it completes normally.
 //! * **Datatypes** — every predefined datatype of the standard for
 //!   contiguous buffers (`Type_size`, `Type_get_extent`), with the sizes of
 //!   LP64 Linux.
@@ -87,16 +97,14 @@
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_commit` (of a
 //!   predefined type), `Type_free` (`MPI_ERR_TYPE` for a predefined one),
-//!   `Type_get_name`, `Get_address`, `Group_free` (of `MPI_GROUP_EMPTY`),
-//!   `Dims_create`. Functions of the groups below that such code references
+//!   `Type_get_name`, `Get_address`, `Dims_create`. Functions of the groups below that such code references
 //!   (Cartesian topologies, sessions, `Type_contiguous`/`vector`/`indexed`,
 //!   window creation) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
 //!
-//! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
-//! derived datatypes (contiguous, vector, indexed, struct, subarray,
+//! Derived datatypes (contiguous, vector, indexed, struct, subarray,
 //! resized), `Pack`/`Unpack`; nonblocking
 //! collectives; attributes and keyvals of the program's own, info objects; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
@@ -145,7 +153,8 @@
 //! strings, handlers), `ptr` (the checked reads and writes through C
 //! pointers), `datatype`, `reduce` (predefined and user operations as dos
 //! `Op`s), `userop` (`Op_create`), one
-//! module per group of functions: `env`, `comm`, `group`, `p2p`, `request`, `coll`,
+//! module per group of functions: `env`, `comm`, `group`, `p2p`, `persist`,
+//! `request`, `coll`,
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -209,6 +218,7 @@ mod error;
 mod group;
 mod later;
 mod p2p;
+mod persist;
 mod ptr;
 mod reduce;
 mod request;

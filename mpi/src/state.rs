@@ -157,6 +157,10 @@ pub(crate) struct State {
     pub groups: Table<dos::Group>,
     /// User reduction operations (`MPI_Op_create`).
     pub ops: Table<crate::reduce::UserFn>,
+    /// Persistent requests (`MPI_Send_init`, ...).
+    pub persist: Table<crate::persist::Persist>,
+    /// Matched messages (`MPI_Mprobe`).
+    pub messages: Table<crate::persist::Matched>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -217,6 +221,8 @@ pub(crate) fn init(required: i32) -> R<i32> {
         reqs: Table::new(&[], REQ_BASE),
         groups,
         ops: Table::new(&[], OP_BASE),
+        persist: Table::new(&[], crate::persist::PERSIST_BASE),
+        messages: Table::new(&[], crate::persist::MESSAGE_BASE),
         detached: Vec::new(),
         freed_recvs: Vec::new(),
         attached: None,
@@ -248,6 +254,8 @@ pub(crate) fn finalize() -> R<()> {
     }
     st.comms.drain().for_each(drop);
     st.groups.drain().for_each(drop);
+    st.persist.drain().for_each(drop);
+    st.messages.drain().for_each(drop);
     st.world.finalize()?;
     Ok(())
 }

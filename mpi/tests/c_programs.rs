@@ -196,6 +196,11 @@ fn user_operations_in_rank_order() {
 }
 
 #[test]
+fn persistent_requests_matched_probes_and_cancel() {
+    passes("dosmpicc", "persist.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
