@@ -93,6 +93,14 @@
 //!   nonzero count (`MPI_ERR_BUFFER`), a null output pointer (`MPI_ERR_ARG`),
 //!   an invalid request (`MPI_ERR_REQUEST`). A panic inside the library is
 //!   caught and becomes `MPI_ERR_INTERN`: nothing unwinds into C.
+//! * **Info objects** — `Info_create`, `Info_set`, `Info_get`,
+//!   `Info_get_valuelen`, `Info_get_string`, `Info_delete`,
+//!   `Info_get_nkeys`, `Info_get_nthkey`, `Info_dup`, `Info_free`;
+//!   `MPI_INFO_NULL`, and `MPI_INFO_ENV` (read-only: `maxprocs`, `host`).
+//!   A key of 0 or `MPI_MAX_INFO_KEY` characters or more is
+//!   `MPI_ERR_INFO_KEY`, a value too long `MPI_ERR_INFO_VALUE`, deleting an
+//!   absent key `MPI_ERR_INFO_NOKEY`, an invalid handle `MPI_ERR_INFO`.
+//!   Functions taking an info argument ignore its hints for now.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_commit` (of a
@@ -106,7 +114,7 @@
 //!
 //! Derived datatypes (contiguous, vector, indexed, struct, subarray,
 //! resized), `Pack`/`Unpack`; nonblocking
-//! collectives; attributes and keyvals of the program's own, info objects; user error
+//! collectives; attributes and keyvals of the program's own; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -154,7 +162,7 @@
 //! pointers), `datatype`, `reduce` (predefined and user operations as dos
 //! `Op`s), `userop` (`Op_create`), one
 //! module per group of functions: `env`, `comm`, `group`, `p2p`, `persist`,
-//! `request`, `coll`,
+//! `request`, `coll`, `info`,
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -216,6 +224,7 @@ mod datatype;
 mod env;
 mod error;
 mod group;
+mod info;
 mod later;
 mod p2p;
 mod persist;

@@ -161,6 +161,8 @@ pub(crate) struct State {
     pub persist: Table<crate::persist::Persist>,
     /// Matched messages (`MPI_Mprobe`).
     pub messages: Table<crate::persist::Matched>,
+    /// Info objects (`MPI_INFO_ENV` is the fixed slot).
+    pub infos: Table<crate::info::Info>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -215,6 +217,8 @@ pub(crate) fn init(required: i32) -> R<i32> {
     let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
     let mut groups = Table::new(&[abi::GROUP_EMPTY], GROUP_BASE);
     groups.set(abi::GROUP_EMPTY, world.comm().group().incl(&[])?);
+    let mut infos = Table::new(&[abi::INFO_ENV], crate::info::INFO_BASE);
+    infos.set(abi::INFO_ENV, crate::info::env_info(world.size()));
     let st = State {
         world,
         comms,
@@ -223,6 +227,7 @@ pub(crate) fn init(required: i32) -> R<i32> {
         ops: Table::new(&[], OP_BASE),
         persist: Table::new(&[], crate::persist::PERSIST_BASE),
         messages: Table::new(&[], crate::persist::MESSAGE_BASE),
+        infos,
         detached: Vec::new(),
         freed_recvs: Vec::new(),
         attached: None,
@@ -256,6 +261,7 @@ pub(crate) fn finalize() -> R<()> {
     st.groups.drain().for_each(drop);
     st.persist.drain().for_each(drop);
     st.messages.drain().for_each(drop);
+    st.infos.drain().for_each(drop);
     st.world.finalize()?;
     Ok(())
 }

@@ -201,6 +201,11 @@ fn persistent_requests_matched_probes_and_cancel() {
 }
 
 #[test]
+fn info_objects() {
+    passes("dosmpicc", "info.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
