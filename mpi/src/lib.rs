@@ -151,7 +151,8 @@
 //! then fails only by a missing symbol for anything not yet implemented. Not
 //! verified yet: no ABI-built binary has been run against it; the constants
 //! have not been checked one by one against the published MPI-5.0 document;
-//! callback types (user functions, error handler functions) are not there.
+//! of the callback types only `MPI_User_function` is there (not the error
+//! handler functions).
 //!
 //! ## Layout of the crate
 //!
