@@ -91,6 +91,15 @@ int main(int argc, char **argv) {
             affine w = chain(0, size - 1, i);
             CHECK(r[i].a == w.a && r[i].b == w.b);
         }
+    /* At another root: still in rank order (a tree rooted there would not be). */
+    for (int root2 = 1; root2 < size; root2++) {
+        OK(MPI_Reduce(m, r, N, MPI_2INT, comp, root2, MPI_COMM_WORLD));
+        if (rank == root2)
+            for (int i = 0; i < N; i++) {
+                affine w = chain(0, size - 1, i);
+                CHECK(r[i].a == w.a && r[i].b == w.b);
+            }
+    }
     OK(MPI_Scan(m, r, N, MPI_2INT, comp, MPI_COMM_WORLD));
     for (int i = 0; i < N; i++) {
         affine w = chain(0, rank, i);
