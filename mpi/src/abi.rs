@@ -33,6 +33,8 @@ pub mod op {
 pub const COMM_NULL: usize = 0x100;
 pub const COMM_WORLD: usize = 0x101;
 pub const COMM_SELF: usize = 0x102;
+pub const GROUP_NULL: usize = 0x108;
+pub const GROUP_EMPTY: usize = 0x109;
 pub const INFO_NULL: usize = 0x130;
 pub const INFO_ENV: usize = 0x131;
 pub const ERRHANDLER_NULL: usize = 0x140;

@@ -76,17 +76,6 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
-    /// Frees a group handle: `MPI_GROUP_EMPTY` stays; groups are not there yet.
-    fn MPI_Group_free / PMPI_Group_free(group: *mut Handle) on abi::COMM_WORLD => {
-        let g = read(group, "group")?;
-        if g == 0x109 {
-            return out(group, 0x108, "group");
-        }
-        Err(err(abi::ERR_GROUP, format!("invalid group handle {g:#x}")))
-    }
-}
-
 /// Balanced dimensions: fills the zeros of `dims` so that the product of
 /// all is `nnodes`, the filled ones as close to each other as possible and
 /// in non-increasing order.

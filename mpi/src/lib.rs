@@ -28,7 +28,17 @@
 //!   `MPI_COMM_NULL`), `Comm_split_type(MPI_COMM_TYPE_SHARED)` (one
 //!   communicator per host), `Comm_free`, `Comm_compare`, `Comm_test_inter`,
 //!   `Comm_get_attr` for the predefined attributes (`MPI_TAG_UB` is
-//!   `INT_MAX`).
+//!   `INT_MAX`), `Comm_create` (collective over the communicator),
+//!   `Comm_create_group` (collective over the group's members only),
+//!   `Comm_idup` (done at once: its request is complete).
+//! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
+//!   for a non-member), `Group_incl`, `Group_excl`, `Group_range_incl`,
+//!   `Group_range_excl`, `Group_union`, `Group_intersection`,
+//!   `Group_difference` (an empty result is `MPI_GROUP_EMPTY`),
+//!   `Group_compare`, `Group_translate_ranks` (`MPI_UNDEFINED` for a process
+//!   not in the other group, `MPI_PROC_NULL` kept), `Group_free`; a rank
+//!   outside the group or listed twice is `MPI_ERR_RANK`, an invalid or
+//!   freed group `MPI_ERR_GROUP`.
 //! * **Point-to-point** — `Send`, `Ssend`, `Rsend`, `Bsend` (the library
 //!   copies the data, so it completes at once; `Buffer_attach`/`detach`
 //!   accepted), `Recv`, `Isend`, `Issend`, `Irsend`, `Ibsend`, `Irecv`,
@@ -44,6 +54,16 @@
 //!   `MPI_Finalize`), `Request_get_status`, `Test_cancelled`, `Get_count`,
 //!   `Get_elements`. A request the program never completed is withdrawn at
 //!   `MPI_Finalize` rather than waited for.
+//! * **Persistent requests** — `Send_init`, `Ssend_init`, `Rsend_init`,
+//!   `Bsend_init`, `Recv_init`, `Start`, `Startall`: every `Wait*`/`Test*`
+//!   form, `Request_get_status` and `Request_free` take them; a completed
+//!   one becomes inactive and keeps its handle, an inactive one counts as
+//!   `MPI_REQUEST_NULL`; starting an active one is `MPI_ERR_REQUEST`.
+//! * **Matched probes and cancel** — `Mprobe`, `Improbe` (`MPI_PROC_NULL`
+//!   gives `MPI_MESSAGE_NO_PROC`), `Mrecv`, `Imrecv` (receives at once: the
+//!   message is matched already); `Cancel` withdraws a receive not yet
+//!   matched (`Test_cancelled` then says so); a send is not cancelled, as the
+//!   standard allows: it completes normally.
 //! * **Datatypes** — every predefined datatype of the standard for
 //!   contiguous buffers (`Type_size`, `Type_get_extent`), with the sizes of
 //!   LP64 Linux.
@@ -55,6 +75,13 @@
 //!   complex; `MIN`/`MAX` on integers and floats; logical ones on integers
 //!   and booleans; bitwise ones on integers and `MPI_BYTE`;
 //!   `MINLOC`/`MAXLOC` on the pair types); anything else is `MPI_ERR_OP`.
+//! * **User operations** — `Op_create` (commutative or not), `Op_free`,
+//!   `Op_commutative`, in every reduction above: the C function is called on
+//!   whole buffers with the datatype's handle, and a non-commutative
+//!   operation is combined in rank order. On the predefined datatypes dos
+//!   reduces (not yet on `long double` and the other opaque ones:
+//!   `MPI_ERR_UNSUPPORTED_OPERATION`, nor on derived datatypes). A freed
+//!   operation is `MPI_ERR_OP`.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
 //!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`; `Comm_set_errhandler`,
@@ -66,23 +93,28 @@
 //!   nonzero count (`MPI_ERR_BUFFER`), a null output pointer (`MPI_ERR_ARG`),
 //!   an invalid request (`MPI_ERR_REQUEST`). A panic inside the library is
 //!   caught and becomes `MPI_ERR_INTERN`: nothing unwinds into C.
+//! * **Info objects** — `Info_create`, `Info_set`, `Info_get`,
+//!   `Info_get_valuelen`, `Info_get_string`, `Info_delete`,
+//!   `Info_get_nkeys`, `Info_get_nthkey`, `Info_dup`, `Info_free`;
+//!   `MPI_INFO_NULL`, and `MPI_INFO_ENV` (read-only: `maxprocs`, `host`).
+//!   A key of 0 or `MPI_MAX_INFO_KEY` characters or more is
+//!   `MPI_ERR_INFO_KEY`, a value too long `MPI_ERR_INFO_VALUE`, deleting an
+//!   absent key `MPI_ERR_INFO_NOKEY`, an invalid handle `MPI_ERR_INFO`.
+//!   Functions taking an info argument ignore its hints for now.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_commit` (of a
 //!   predefined type), `Type_free` (`MPI_ERR_TYPE` for a predefined one),
-//!   `Type_get_name`, `Get_address`, `Group_free` (of `MPI_GROUP_EMPTY`),
-//!   `Dims_create`. Functions of the groups below that such code references
+//!   `Type_get_name`, `Get_address`, `Dims_create`. Functions of the groups below that such code references
 //!   (Cartesian topologies, sessions, `Type_contiguous`/`vector`/`indexed`,
 //!   window creation) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
 //!
-//! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
-//! derived datatypes (contiguous, vector, indexed, struct, subarray,
-//! resized), `Pack`/`Unpack`; user operations (`Op_create`); nonblocking
-//! collectives; groups (`Comm_group`, `Group_*`, `Comm_create`);
-//! attributes and keyvals of the program's own, info objects; user error
+//! Derived datatypes (contiguous, vector, indexed, struct, subarray,
+//! resized), `Pack`/`Unpack`; nonblocking
+//! collectives; attributes and keyvals of the program's own; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -119,7 +151,8 @@
 //! then fails only by a missing symbol for anything not yet implemented. Not
 //! verified yet: no ABI-built binary has been run against it; the constants
 //! have not been checked one by one against the published MPI-5.0 document;
-//! callback types (user functions, error handler functions) are not there.
+//! of the callback types only `MPI_User_function` is there (not the error
+//! handler functions).
 //!
 //! ## Layout of the crate
 //!
@@ -127,8 +160,10 @@
 //! tables: slabs, communicators from `0x10000` and requests from
 //! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
 //! strings, handlers), `ptr` (the checked reads and writes through C
-//! pointers), `datatype`, `reduce` (predefined operations as dos `Op`s), one
-//! module per group of functions: `env`, `comm`, `p2p`, `request`, `coll`,
+//! pointers), `datatype`, `reduce` (predefined and user operations as dos
+//! `Op`s), `userop` (`Op_create`), one
+//! module per group of functions: `env`, `comm`, `group`, `p2p`, `persist`,
+//! `request`, `coll`, `info`,
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -189,9 +224,13 @@ mod comm;
 mod datatype;
 mod env;
 mod error;
+mod group;
+mod info;
 mod later;
 mod p2p;
+mod persist;
 mod ptr;
 mod reduce;
 mod request;
 mod state;
+mod userop;

@@ -5,6 +5,8 @@
 //! collective algorithms. [`check`] says first whether the standard allows
 //! the operation on the type (`MPI_ERR_OP` if not).
 
+use std::ffi::{c_int, c_void};
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::abi::{self, op, Handle};
@@ -26,6 +28,72 @@ pub(crate) enum Kind {
     Bxor,
     MinLoc,
     MaxLoc,
+    /// A user operation (`MPI_Op_create`), called on datatype handle `dt`.
+    User {
+        f: UserFn,
+        dt: Handle,
+    },
+}
+
+/// The C function of a user operation: `inoutvec[i] = invec[i] ∘ inoutvec[i]`
+/// for `*len` elements of `*datatype`.
+pub(crate) type CUserFn = unsafe extern "C" fn(
+    invec: *mut c_void,
+    inoutvec: *mut c_void,
+    len: *mut c_int,
+    datatype: *mut Handle,
+);
+
+/// A user operation: its function, and whether it commutes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UserFn {
+    pub f: CUserFn,
+    pub commute: bool,
+}
+
+impl PartialEq for UserFn {
+    fn eq(&self, o: &UserFn) -> bool {
+        self.f as usize == o.f as usize && self.commute == o.commute
+    }
+}
+impl Eq for UserFn {}
+
+/// The handle of the predefined datatype named `name` (the reduction path
+/// sees the datatype's description, and a user function wants its handle).
+fn handle_named(name: &str) -> Handle {
+    static NAMES: std::sync::OnceLock<Vec<(&'static str, Handle)>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            (0x200..0x300)
+                .filter_map(|h| crate::datatype::predefined(h).map(|t| (t.name, h)))
+                .collect()
+        })
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(abi::DATATYPE_NULL, |&(_, h)| h)
+}
+
+/// `inout = a ∘ inout` through the user's C function, in chunks of at most
+/// `INT_MAX` elements.
+fn call_user<T: Pod>(u: UserFn, dt: Handle, a: &[T], inout: &mut [T]) {
+    let mut dt = dt;
+    for (x, o) in a
+        .chunks(i32::MAX as usize)
+        .zip(inout.chunks_mut(i32::MAX as usize))
+    {
+        let mut len = x.len().min(o.len()) as c_int;
+        // SAFETY: the user function reads `len` elements at `invec` and
+        // updates `len` at `inoutvec`, as the standard requires of it; it
+        // gets a pointer to its own copy of the datatype handle.
+        unsafe {
+            (u.f)(
+                x.as_ptr() as *mut c_void,
+                o.as_mut_ptr().cast::<c_void>(),
+                &mut len,
+                &mut dt,
+            )
+        };
+    }
 }
 
 /// The operation of handle `h`, checked against element type `elem`.
@@ -51,7 +119,22 @@ pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
             ))
         }
         op::NULL => return Err(err(abi::ERR_OP, "MPI_OP_NULL is not an operation")),
-        _ => return Err(err(abi::ERR_OP, format!("invalid operation handle {h:#x}"))),
+        _ => {
+            let u = crate::state::with(|st| Ok(st.ops.get(&h).copied()))
+                .ok()
+                .flatten()
+                .ok_or_else(|| err(abi::ERR_OP, format!("invalid operation handle {h:#x}")))?;
+            if elem == Elem::Opaque {
+                return Err(err(
+                    abi::ERR_UNSUPPORTED_OPERATION,
+                    format!("user operations on {tname} are not supported yet"),
+                ));
+            }
+            return Ok(Kind::User {
+                f: u,
+                dt: handle_named(tname),
+            });
+        }
     };
     let int = matches!(elem, I8 | I16 | I32 | I64 | I128 | U8 | U16 | U32 | U64);
     let float = matches!(elem, F32 | F64);
@@ -66,6 +149,7 @@ pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
         Kind::Land | Kind::Lor | Kind::Lxor => int || matches!(elem, Bool | Logical),
         Kind::Band | Kind::Bor | Kind::Bxor => int || elem == Byte,
         Kind::MinLoc | Kind::MaxLoc => pair,
+        Kind::User { .. } => true,
     };
     if ok {
         Ok(k)
@@ -99,7 +183,7 @@ macro_rules! int {
                     Kind::Band => a & b,
                     Kind::Bor => a | b,
                     Kind::Bxor => a ^ b,
-                    Kind::MinLoc | Kind::MaxLoc => a,
+                    Kind::MinLoc | Kind::MaxLoc | Kind::User { .. } => a,
                 }
             }
         }
@@ -206,14 +290,31 @@ pub(crate) struct DynOp(pub Kind);
 impl<T: Num> dos::op::Op<T> for DynOp {
     #[inline]
     fn apply_left(&self, a: &[T], inout: &mut [T]) {
+        if let Kind::User { f, dt } = self.0 {
+            return call_user(f, dt, a, inout);
+        }
         for (o, &x) in inout.iter_mut().zip(a) {
             *o = T::apply(self.0, x, *o);
         }
     }
     #[inline]
     fn apply_right(&self, inout: &mut [T], b: &[T]) {
+        if let Kind::User { f, dt } = self.0 {
+            // The user function updates its second argument: b ∘ ... is
+            // not what is asked, so combine into a copy of `b` and move it back.
+            let mut t = b.to_vec();
+            call_user(f, dt, inout, &mut t);
+            inout.copy_from_slice(&t[..inout.len()]);
+            return;
+        }
         for (o, &x) in inout.iter_mut().zip(b) {
             *o = T::apply(self.0, *o, x);
+        }
+    }
+    fn commutative(&self) -> bool {
+        match self.0 {
+            Kind::User { f, .. } => f.commute,
+            _ => true,
         }
     }
 }

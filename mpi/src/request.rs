@@ -9,6 +9,7 @@ use crate::abi::{self, Handle, Status};
 use crate::datatype;
 use crate::error::{err, Error, R};
 use crate::p2p::{failed_status, recv_status, set_status};
+use crate::persist::{self, around, is_persistent};
 use crate::ptr::{out, read};
 use crate::state::{self, ReqEntry, ReqKind};
 
@@ -120,7 +121,10 @@ unsafe fn finish_one(req: *mut Handle, wait: bool) -> R<Option<(Status, Option<E
 mpi_fn! {
     /// Waits for a request; sets it to `MPI_REQUEST_NULL`.
     fn MPI_Wait / PMPI_Wait(request: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
-        let (st, e) = finish_one(request, true)?.unwrap_or((Status::empty(), None));
+        let mut one = [read(request, "request")?];
+        let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), true));
+        out(request, one[0], "request")?;
+        let (st, e) = r?.unwrap_or((Status::empty(), None));
         set_status(status, st);
         e.map_or(Ok(()), Err)
     }
@@ -132,7 +136,10 @@ mpi_fn! {
         if flag.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for flag"));
         }
-        match finish_one(request, false)? {
+        let mut one = [read(request, "request")?];
+        let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), false));
+        out(request, one[0], "request")?;
+        match r? {
             None => out(flag, 0, "flag"),
             Some((st, e)) => {
                 out(flag, 1, "flag")?;
@@ -196,7 +203,7 @@ mpi_fn! {
     /// Waits for every request.
     fn MPI_Waitall / PMPI_Waitall(count: c_int, array_of_requests: *mut Handle, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
         let reqs = handles(array_of_requests, count)?;
-        complete_all(reqs, array_of_statuses)
+        around(reqs, |reqs| complete_all(reqs, array_of_statuses))
     }
 }
 
@@ -207,10 +214,23 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for flag"));
         }
         let reqs = handles(array_of_requests, count)?;
+        around(reqs, |reqs| testall(reqs, flag, array_of_statuses))
+    }
+}
+
+/// `MPI_Testall` on requests that are not persistent.
+///
+/// # Safety
+/// `flag` valid for an int, `array_of_statuses` as for [`complete_all`].
+unsafe fn testall(reqs: &mut [Handle], flag: *mut c_int, array_of_statuses: *mut Status) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
         let all = state::with(|st| {
             let mut all = true;
             for h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
-                let e = st.reqs.get(h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+                let e = st.reqs.get(h).ok_or_else(|| {
+                    err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}"))
+                })?;
                 all &= done(e);
             }
             Ok(all)
@@ -262,7 +282,7 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for index"));
         }
         let reqs = handles(array_of_requests, count)?;
-        match any_done(reqs, true)? {
+        match around(reqs, |reqs| any_done(reqs, true))? {
             None | Some(None) => {
                 out(index, abi::UNDEFINED, "index")?;
                 set_status(status, Status::empty());
@@ -284,7 +304,7 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for index or flag"));
         }
         let reqs = handles(array_of_requests, count)?;
-        match any_done(reqs, false)? {
+        match around(reqs, |reqs| any_done(reqs, false))? {
             None => {
                 out(flag, 1, "flag")?;
                 out(index, abi::UNDEFINED, "index")?;
@@ -371,7 +391,7 @@ mpi_fn! {
     /// Waits until at least one request completes; completes all that have.
     fn MPI_Waitsome / PMPI_Waitsome(incount: c_int, array_of_requests: *mut Handle, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
         let reqs = handles(array_of_requests, incount)?;
-        some(reqs, true, outcount, array_of_indices, array_of_statuses)
+        around(reqs, |reqs| some(reqs, true, outcount, array_of_indices, array_of_statuses))
     }
 }
 
@@ -379,7 +399,7 @@ mpi_fn! {
     /// Completes every request that has completed (perhaps none).
     fn MPI_Testsome / PMPI_Testsome(incount: c_int, array_of_requests: *mut Handle, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut Status) on abi::COMM_WORLD => {
         let reqs = handles(array_of_requests, incount)?;
-        some(reqs, false, outcount, array_of_indices, array_of_statuses)
+        around(reqs, |reqs| some(reqs, false, outcount, array_of_indices, array_of_statuses))
     }
 }
 
@@ -390,6 +410,14 @@ mpi_fn! {
         if h == abi::REQUEST_NULL {
             return Err(err(abi::ERR_REQUEST, "MPI_REQUEST_NULL cannot be freed"));
         }
+        let h = if is_persistent(h) {
+            match persist::remove(h)? {
+                None => return out(request, abi::REQUEST_NULL, "request"),
+                Some(inner) => inner,
+            }
+        } else {
+            h
+        };
         state::with(|st| {
             let e = st.reqs.remove(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
             match e.kind {
@@ -409,6 +437,7 @@ mpi_fn! {
         if flag.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for flag"));
         }
+        let request = persist::stand_in(request)?.unwrap_or(abi::REQUEST_NULL);
         if request == abi::REQUEST_NULL {
             out(flag, 1, "flag")?;
             set_status(status, Status::empty());
@@ -432,7 +461,7 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// Whether the request of a status was cancelled (dos cancels nothing yet).
+    /// Whether the request of a status was cancelled (`MPI_Cancel` of a receive).
     fn MPI_Test_cancelled / PMPI_Test_cancelled(status: *const Status, flag: *mut c_int) on abi::COMM_WORLD => {
         let s = read(status, "status")?;
         out(flag, s.cancelled() as c_int, "flag")

@@ -141,6 +141,10 @@ impl<T> Table<T> {
 
 /// The first handle of a communicator the program makes.
 const COMM_BASE: Handle = abi::FIRST_DYNAMIC;
+/// The first handle of a group.
+const GROUP_BASE: Handle = 0x2000_0000;
+/// The first handle of a user operation.
+const OP_BASE: Handle = 0x3000_0000;
 /// The first handle of a request.
 const REQ_BASE: Handle = 0x4000_0000;
 
@@ -149,6 +153,16 @@ pub(crate) struct State {
     pub world: dos::World,
     pub comms: Table<CommEntry>,
     pub reqs: Table<ReqEntry>,
+    /// Groups (`MPI_GROUP_EMPTY` is the fixed slot).
+    pub groups: Table<dos::Group>,
+    /// User reduction operations (`MPI_Op_create`).
+    pub ops: Table<crate::reduce::UserFn>,
+    /// Persistent requests (`MPI_Send_init`, ...).
+    pub persist: Table<crate::persist::Persist>,
+    /// Matched messages (`MPI_Mprobe`).
+    pub messages: Table<crate::persist::Matched>,
+    /// Info objects (`MPI_INFO_ENV` is the fixed slot).
+    pub infos: Table<crate::info::Info>,
     /// Requests given up with `MPI_Request_free` while active, and buffered
     /// sends with their copy of the data: completed in the background, waited
     /// for at `MPI_Finalize` and `MPI_Buffer_detach`.
@@ -201,10 +215,19 @@ pub(crate) fn init(required: i32) -> R<i32> {
     );
     // dos is MPI_THREAD_FUNNELED: a request for more is answered with that.
     let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
+    let mut groups = Table::new(&[abi::GROUP_EMPTY], GROUP_BASE);
+    groups.set(abi::GROUP_EMPTY, world.comm().group().incl(&[])?);
+    let mut infos = Table::new(&[abi::INFO_ENV], crate::info::INFO_BASE);
+    infos.set(abi::INFO_ENV, crate::info::env_info(world.size()));
     let st = State {
         world,
         comms,
         reqs: Table::new(&[], REQ_BASE),
+        groups,
+        ops: Table::new(&[], OP_BASE),
+        persist: Table::new(&[], crate::persist::PERSIST_BASE),
+        messages: Table::new(&[], crate::persist::MESSAGE_BASE),
+        infos,
         detached: Vec::new(),
         freed_recvs: Vec::new(),
         attached: None,
@@ -235,6 +258,10 @@ pub(crate) fn finalize() -> R<()> {
         e.raw.abandon();
     }
     st.comms.drain().for_each(drop);
+    st.groups.drain().for_each(drop);
+    st.persist.drain().for_each(drop);
+    st.messages.drain().for_each(drop);
+    st.infos.drain().for_each(drop);
     st.world.finalize()?;
     Ok(())
 }

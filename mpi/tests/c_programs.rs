@@ -186,6 +186,26 @@ fn communicators_and_error_handlers() {
 }
 
 #[test]
+fn groups_and_communicators_from_groups() {
+    passes("dosmpicc", "groups.c");
+}
+
+#[test]
+fn user_operations_in_rank_order() {
+    passes("dosmpicc", "userop.c");
+}
+
+#[test]
+fn persistent_requests_matched_probes_and_cancel() {
+    passes("dosmpicc", "persist.c");
+}
+
+#[test]
+fn info_objects() {
+    passes("dosmpicc", "info.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
