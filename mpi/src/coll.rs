@@ -136,7 +136,7 @@ mpi_fn! {
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
-            let size = datatype::get(recvtype)?.size;
+            let size = datatype::dense_size(recvtype)?;
             let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
             let all = dst(recvbuf, end)?;
             if in_place(sendbuf) {
@@ -193,7 +193,7 @@ mpi_fn! {
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
-            let size = datatype::get(sendtype)?.size;
+            let size = datatype::dense_size(sendtype)?;
             let (cs, ds, end) = layout(sendcounts, displs, c.size(), size)?;
             let all = src(sendbuf, end)?;
             if in_place(recvbuf) {
@@ -241,7 +241,7 @@ mpi_fn! {
         comm: Handle,
     ) on comm => {
         let c = state::comm(comm)?;
-        let size = datatype::get(recvtype)?.size;
+        let size = datatype::dense_size(recvtype)?;
         let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
         let all = dst(recvbuf, end)?;
         let me = c.rank();
@@ -288,14 +288,14 @@ mpi_fn! {
     ) on comm => {
         let c = state::comm(comm)?;
         let n = c.size();
-        let rsize = datatype::get(recvtype)?.size;
+        let rsize = datatype::dense_size(recvtype)?;
         let (rc, rd, rend) = layout(recvcounts, rdispls, n, rsize)?;
         let all = dst(recvbuf, rend)?;
         if in_place(sendbuf) {
             let copy = all.to_vec();
             c.alltoallv(&copy, &rc, &rd, all, &rc, &rd)?;
         } else {
-            let ssize = datatype::get(sendtype)?.size;
+            let ssize = datatype::dense_size(sendtype)?;
             let (sc, sd, send) = layout(sendcounts, sdispls, n, ssize)?;
             let s = src(sendbuf, send)?;
             c.alltoallv(s, &sc, &sd, all, &rc, &rd)?;
