@@ -264,6 +264,13 @@ pub(crate) fn count(c: c_int) -> R<usize> {
     usize::try_from(c).map_err(|_| err(abi::ERR_COUNT, format!("negative count {c}")))
 }
 
+/// True for a handle in the derived range (one comparison: the fast
+/// path's only extra cost).
+#[inline]
+pub(crate) fn is_derived(h: Handle) -> bool {
+    h >= DERIVED_BASE
+}
+
 /// How `count` elements of a datatype lie in a buffer.
 pub(crate) enum Layout {
     /// One run of this many bytes at the buffer: zero copy.
@@ -308,7 +315,7 @@ pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
     match layout(c, h)? {
         Layout::Dense(n) => Ok(n),
         Layout::Packed { .. } => Err(err(
-            abi::ERR_TYPE,
+            abi::ERR_UNSUPPORTED_OPERATION,
             "a noncontiguous derived datatype is not supported by this function yet",
         )),
     }

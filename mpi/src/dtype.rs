@@ -324,6 +324,7 @@ impl Type {
 
     /// The span `[lo, hi)` of bytes relative to the buffer that `count`
     /// elements touch (empty if no data).
+    #[cfg_attr(not(test), allow(dead_code))]
     pub fn span(&self, count: usize) -> R<(isize, isize)> {
         if count == 0 || self.size == 0 {
             return Ok((0, 0));

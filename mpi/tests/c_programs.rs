@@ -186,6 +186,11 @@ fn communicators_and_error_handlers() {
 }
 
 #[test]
+fn derived_datatypes() {
+    passes("dosmpicc", "types.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
