@@ -12,11 +12,12 @@ use std::ffi::{c_int, c_void};
 use dos::Comm;
 
 use crate::abi::{self, Handle};
-use crate::datatype::{self, Elem};
+use crate::datatype::{self, Elem, Layout};
 use crate::error::{err, R};
 use crate::ptr::{dst, in_place, ints, src};
 use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
+use crate::types::Staged;
 
 fn root_of(c: &Comm, root: c_int) -> R<usize> {
     if root >= 0 && (root as usize) < c.size() {
@@ -73,6 +74,13 @@ mpi_fn! {
     /// Copies `root`'s buffer to every rank.
     fn MPI_Bcast / PMPI_Bcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle) on comm => {
         let c = state::comm(comm)?;
+        if datatype::is_derived(datatype) {
+            let n = datatype::count(count)?;
+            let root = root_of(&c, root)?;
+            let mut s = Staged::new(buffer, n, datatype, c.rank() == root)?;
+            c.bcast(s.bytes()?, root)?;
+            return if c.rank() == root { Ok(()) } else { s.finish() };
+        }
         let len = datatype::bytes(count, datatype)?;
         let root = root_of(&c, root)?;
         let b = dst(buffer, len)?;
@@ -88,6 +96,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Some(root), comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         let me = c.rank() == root;
@@ -162,6 +173,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
@@ -219,6 +233,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, None, comm);
+        }
         let c = state::comm(comm)?;
         let blk = datatype::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
@@ -264,6 +281,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm);
+        }
         let c = state::comm(comm)?;
         let blk = datatype::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
@@ -301,6 +321,151 @@ mpi_fn! {
             c.alltoallv(s, &sc, &sd, all, &rc, &rd)?;
         }
         Ok(())
+    }
+}
+
+// ----- the equal-block collectives with derived datatypes -----
+
+/// The byte length of `n` elements of `dt` (dense or packed).
+fn packed_len(n: usize, dt: Handle) -> R<usize> {
+    Ok(match datatype::layout_n(n, dt)? {
+        Layout::Dense(l) => l,
+        Layout::Packed { len, .. } => len,
+    })
+}
+
+/// Elements of `count` blocks for `size` ranks, checked.
+fn all_blocks(count: c_int, size: usize) -> R<usize> {
+    datatype::count(count)?
+        .checked_mul(size)
+        .ok_or_else(|| err(abi::ERR_COUNT, "the blocks of all ranks overflow"))
+}
+
+/// `Gather` (at `Some(root)`) or `Allgather` (`None`) through packed
+/// blocks: each block's bytes are its type signature's, packed.
+///
+/// # Safety
+/// The buffers valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_gather(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: Option<c_int>,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root.map(|r| root_of(&c, r)).transpose()?;
+        let receives = root.is_none_or(|r| r == c.rank());
+        let mut all = if receives {
+            let n = all_blocks(recvcount, c.size())?;
+            Some(Staged::new(recvbuf, n, recvtype, in_place(sendbuf))?)
+        } else {
+            None
+        };
+        if in_place(sendbuf) {
+            let a = all
+                .as_mut()
+                .expect("in place only where receiving")
+                .bytes()?;
+            match root {
+                Some(r) => c.gather_in_place(a, r)?,
+                None => c.allgather_in_place(a)?,
+            }
+        } else {
+            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            let s = s.bytes()?;
+            match (&mut all, root) {
+                (Some(a), Some(r)) => {
+                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    c.gather(s, a.bytes()?, r)?
+                }
+                (None, Some(r)) => c.gather(s, &mut [], r)?,
+                (Some(a), None) => {
+                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    c.allgather(s, a.bytes()?)?
+                }
+                (None, None) => unreachable!("allgather receives everywhere"),
+            }
+        }
+        match all {
+            Some(a) => a.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `Scatter` through packed blocks.
+///
+/// # Safety
+/// The buffers valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_scatter(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() == root {
+            let n = all_blocks(sendcount, c.size())?;
+            let mut all = Staged::new(sendbuf, n, sendtype, true)?;
+            if in_place(recvbuf) {
+                return Ok(c.scatter_in_place(all.bytes()?, root)?);
+            }
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+            check_block(blk, r.bytes()?.len())?;
+            c.scatter(all.bytes()?, r.bytes()?, root)?;
+            r.finish()
+        } else {
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            c.scatter(&[], r.bytes()?, root)?;
+            r.finish()
+        }
+    }
+}
+
+/// `Alltoall` through packed blocks.
+///
+/// # Safety
+/// The buffers valid for their counts.
+unsafe fn staged_alltoall(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let n = all_blocks(recvcount, c.size())?;
+        let mut all = Staged::new(recvbuf, n, recvtype, in_place(sendbuf))?;
+        if in_place(sendbuf) {
+            c.alltoall_in_place(all.bytes()?)?;
+        } else {
+            let sn = all_blocks(sendcount, c.size())?;
+            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+            check_block(blk, packed_len(datatype::count(recvcount)?, recvtype)?)?;
+            let mut s = Staged::new(sendbuf, sn, sendtype, true)?;
+            c.alltoall(s.bytes()?, all.bytes()?)?;
+        }
+        all.finish()
     }
 }
 

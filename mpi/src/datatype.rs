@@ -286,7 +286,11 @@ pub(crate) enum Layout {
 /// The layout of `c` elements of the committed datatype `h`.
 #[inline]
 pub(crate) fn layout(c: c_int, h: Handle) -> R<Layout> {
-    let n = count(c)?;
+    layout_n(count(c)?, h)
+}
+
+/// [`layout`] of `n` elements.
+pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
     if let Some(t) = predefined(h) {
         return n.checked_mul(t.size).map(Layout::Dense).ok_or_else(|| {
             err(

@@ -305,3 +305,55 @@ mpi_fn! {
         out(position, (p + len) as c_int, "position")
     }
 }
+
+/// A buffer of `n` elements of a datatype as one run of bytes: the buffer
+/// itself when the type is dense, else a temporary packed from it (if
+/// asked) and unpacked into it by [`Staged::finish`].
+pub(crate) struct Staged {
+    l: Layout,
+    tmp: Vec<u8>,
+    buf: *mut c_void,
+}
+
+impl Staged {
+    /// # Safety
+    /// `buf` valid for `n` elements of `dt`.
+    pub unsafe fn new(buf: *const c_void, n: usize, dt: Handle, fill: bool) -> R<Staged> {
+        let l = datatype::layout_n(n, dt)?;
+        let tmp = match &l {
+            Layout::Dense(_) => Vec::new(),
+            // SAFETY: the caller's contract.
+            Layout::Packed { len, .. } if fill => unsafe { pack_to_vec(buf, &l)? },
+            Layout::Packed { len, .. } => vec![0; *len],
+        };
+        Ok(Staged {
+            l,
+            tmp,
+            buf: buf as *mut c_void,
+        })
+    }
+
+    /// The bytes.
+    ///
+    /// # Safety
+    /// As for [`Staged::new`]; the buffer writable if written.
+    pub unsafe fn bytes<'a>(&'a mut self) -> R<&'a mut [u8]> {
+        match self.l {
+            // SAFETY: the caller's contract.
+            Layout::Dense(n) => unsafe { crate::ptr::dst(self.buf, n) },
+            Layout::Packed { .. } => Ok(&mut self.tmp[..]),
+        }
+    }
+
+    /// Unpacks a temporary into the buffer.
+    ///
+    /// # Safety
+    /// As for [`Staged::new`], the buffer writable.
+    pub unsafe fn finish(self) -> R<()> {
+        if let Layout::Packed { .. } = self.l {
+            // SAFETY: the caller's contract.
+            unsafe { unpack_from(&self.tmp, self.buf, &self.l)? };
+        }
+        Ok(())
+    }
+}

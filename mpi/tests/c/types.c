@@ -316,6 +316,44 @@ int main(int argc, char **argv) {
         OK(MPI_Type_free(&t));
     }
 
+    /* Collectives with noncontiguous types (packed blocks). */
+    {
+        int a[N], r[N];
+        MPI_Datatype v, v2;
+        OK(MPI_Type_vector(3, 2, 4, MPI_INT, &v));
+        v = commit(v);
+        OK(MPI_Type_vector(2, 1, 2, MPI_INT, &v2)); /* ints 0 and 2, extent 3 ints */
+        v2 = commit(v2);
+        for (int i = 0; i < N; i++) a[i] = rank == 0 ? val(0, i) : -1;
+        OK(MPI_Bcast(a, 1, v, 0, MPI_COMM_WORLD));
+        for (int i = 0; i < N; i++) {
+            int in = (i < 10) && (i % 4 < 2);
+            CHECK(a[i] == (in || rank == 0 ? val(0, i) : -1));
+        }
+        /* Allgather: send ints 0 and 2 as one v2, receive plain ints. */
+        for (int i = 0; i < N; i++) a[i] = val(rank, i), r[i] = -1;
+        OK(MPI_Allgather(a, 1, v2, r, 2, MPI_INT, MPI_COMM_WORLD));
+        for (int q = 0; q < size; q++) CHECK(r[2 * q] == val(q, 0) && r[2 * q + 1] == val(q, 2));
+        /* Gather plain ints into v2 blocks 3 ints apart at the root. */
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Gather(a, 2, MPI_INT, r, 1, v2, 0, MPI_COMM_WORLD));
+        if (rank == 0)
+            for (int q = 0; q < size; q++)
+                CHECK(r[3 * q] == val(q, 0) && r[3 * q + 1] == -1 && r[3 * q + 2] == val(q, 1));
+        /* Scatter v2 blocks from the root as plain ints. */
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Scatter(a, 1, v2, r, 2, MPI_INT, 0, MPI_COMM_WORLD));
+        CHECK(r[0] == val(0, 3 * rank) && r[1] == val(0, 3 * rank + 2) && r[2] == -1);
+        /* Alltoall v2 to v2: block j of rank i to block i of rank j. */
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Alltoall(a, 1, v2, r, 1, v2, MPI_COMM_WORLD));
+        for (int q = 0; q < size; q++)
+            CHECK(r[3 * q] == val(q, 3 * rank) && r[3 * q + 1] == -1 &&
+                  r[3 * q + 2] == val(q, 3 * rank + 2));
+        OK(MPI_Type_free(&v));
+        OK(MPI_Type_free(&v2));
+    }
+
     /* Errors. */
     OK(MPI_Type_vector(2, 1, 2, MPI_INT, &t)); /* not committed */
     {
