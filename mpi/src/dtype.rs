@@ -610,6 +610,7 @@ mod tests {
             // SAFETY: `origin` minus `lo - pad` is inside `mem`: the span fits.
             let origin = unsafe { mem.as_ptr().offset(pad - lo) };
             let mut packed = vec![0u8; t.packed_len(count).unwrap()];
+            // SAFETY: the span of `count` elements lies inside `mem`.
             unsafe { t.pack(origin, count, &mut packed) };
             let mut expect = Vec::new();
             let ext = t.extent();
@@ -624,6 +625,7 @@ mod tests {
             let mut back = vec![0u8; len];
             // SAFETY: as above.
             let borigin = unsafe { back.as_mut_ptr().offset(pad - lo) };
+            // SAFETY: the span of `count` elements lies inside `back`.
             unsafe { t.unpack(&packed, borigin, count) };
             for i in 0..count {
                 for &(o, s) in &map {

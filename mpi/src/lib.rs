@@ -44,9 +44,31 @@
 //!   `MPI_Finalize`), `Request_get_status`, `Test_cancelled`, `Get_count`,
 //!   `Get_elements`. A request the program never completed is withdrawn at
 //!   `MPI_Finalize` rather than waited for.
-//! * **Datatypes** — every predefined datatype of the standard for
-//!   contiguous buffers (`Type_size`, `Type_get_extent`), with the sizes of
-//!   LP64 Linux.
+//! * **Datatypes** — every predefined datatype of the standard, with the
+//!   sizes of LP64 Linux; derived datatypes: `Type_contiguous`, `vector`,
+//!   `create_hvector`, `indexed`, `create_hindexed`,
+//!   `create_indexed_block`, `create_hindexed_block`, `create_struct`
+//!   (upper bound padded to the strictest alignment inside, as C lays out
+//!   structs), `create_resized`, `create_subarray` (`MPI_ORDER_C` and
+//!   `MPI_ORDER_FORTRAN`); `Type_commit`, `Type_free` (types built from a
+//!   freed one keep working), `Type_dup`; `Type_size(_x)`,
+//!   `Type_get_extent(_x)`, `Type_get_true_extent(_x)`; `Get_count`
+//!   (`MPI_UNDEFINED` for a partial element), `Get_elements(_x)` (basic
+//!   elements, also of a partial element); `Pack`, `Unpack`, `Pack_size`.
+//!   A type is compiled when built to a flattened list of `(offset, length)`
+//!   runs (module `dtype`, checked against a serial model by property
+//!   tests). A *dense* type (one run per element, extent equal to size)
+//!   moves with zero copy like a predefined one; any other is packed into a
+//!   temporary buffer before sending and unpacked after receiving, in
+//!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv`, `Isend`/`Irsend`/
+//!   `Ibsend` (a packed copy sent in the background: the request completes
+//!   at once), `Bcast`, `Gather`, `Scatter`, `Allgather`, `Alltoall`
+//!   (including `MPI_IN_PLACE`). Messages match by bytes of the type
+//!   signature. Bad arguments: a negative count or block length, or a type
+//!   whose size or bounds overflow, is `MPI_ERR_COUNT`; an uncommitted type
+//!   in communication, `MPI_DATATYPE_NULL`, or freeing a predefined type is
+//!   `MPI_ERR_TYPE`; a malformed subarray `MPI_ERR_ARG`; `Pack` beyond the
+//!   output or `Unpack` beyond the input `MPI_ERR_TRUNCATE`.
 //! * **Collectives** — `Barrier`, `Bcast`, `Reduce`, `Allreduce`, `Gather(v)`,
 //!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Reduce_scatter(_block)`,
 //!   `Scan`, `Exscan`, with `MPI_IN_PLACE` wherever the standard allows it,
@@ -68,19 +90,24 @@
 //!   caught and becomes `MPI_ERR_INTERN`: nothing unwinds into C.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
-//! * Small helpers that common benchmark code calls: `Type_commit` (of a
-//!   predefined type), `Type_free` (`MPI_ERR_TYPE` for a predefined one),
-//!   `Type_get_name`, `Get_address`, `Group_free` (of `MPI_GROUP_EMPTY`),
-//!   `Dims_create`. Functions of the groups below that such code references
-//!   (Cartesian topologies, sessions, `Type_contiguous`/`vector`/`indexed`,
-//!   window creation) exist so that it links, and raise
+//! * Small helpers that common benchmark code calls: `Type_get_name`,
+//!   `Get_address`, `Group_free` (of `MPI_GROUP_EMPTY`), `Dims_create`.
+//!   Functions of the groups below that such code references (Cartesian
+//!   topologies, sessions, window creation) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
 //!
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
-//! derived datatypes (contiguous, vector, indexed, struct, subarray,
-//! resized), `Pack`/`Unpack`; user operations (`Op_create`); nonblocking
+//! for noncontiguous derived datatypes: `Irecv` and `Issend`
+//! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
+//! in the request table), `Sendrecv_replace`, the v-forms of the
+//! collectives, reductions (a derived type is `MPI_ERR_OP`; a dense one
+//! moves but does not reduce), the nonblocking collectives
+//! (`MPI_ERR_UNSUPPORTED_OPERATION` where they take a noncontiguous type);
+//! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
+//! derived types (`Type_get_name` gives an empty string), the large-count
+//! `_c` constructors, `Pack_external`; user operations (`Op_create`); nonblocking
 //! collectives; groups (`Comm_group`, `Group_*`, `Comm_create`);
 //! attributes and keyvals of the program's own, info objects; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
@@ -127,8 +154,10 @@
 //! tables: slabs, communicators from `0x10000` and requests from
 //! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
 //! strings, handlers), `ptr` (the checked reads and writes through C
-//! pointers), `datatype`, `reduce` (predefined operations as dos `Op`s), one
-//! module per group of functions: `env`, `comm`, `p2p`, `request`, `coll`,
+//! pointers), `datatype` (predefined types and the table of derived ones),
+//! `dtype` (derived types compiled to runs, sans-IO), `reduce` (predefined
+//! operations as dos `Op`s), one module per group of functions: `env`,
+//! `comm`, `p2p`, `request`, `coll`, `types` (constructors, `Pack`),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance

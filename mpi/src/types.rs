@@ -162,7 +162,7 @@ mpi_fn! {
     /// A copy of a datatype, committed if it was.
     fn MPI_Type_dup / PMPI_Type_dup(oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
-        let committed = matches!(datatype::layout(0, oldtype), Ok(_));
+        let committed = datatype::layout(0, oldtype).is_ok();
         new(newtype, Ok((*o).clone()))?;
         if committed {
             datatype::commit(*newtype)?;
@@ -337,7 +337,7 @@ impl Staged {
     ///
     /// # Safety
     /// As for [`Staged::new`]; the buffer writable if written.
-    pub unsafe fn bytes<'a>(&'a mut self) -> R<&'a mut [u8]> {
+    pub unsafe fn bytes(&mut self) -> R<&mut [u8]> {
         match self.l {
             // SAFETY: the caller's contract.
             Layout::Dense(n) => unsafe { crate::ptr::dst(self.buf, n) },
