@@ -60,7 +60,7 @@
 //!   tests). A *dense* type (one run per element, extent equal to size)
 //!   moves with zero copy like a predefined one; any other is packed into a
 //!   temporary buffer before sending and unpacked after receiving, in
-//!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv`, `Isend`/`Irsend`/
+//!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv(_replace)`, `Isend`/`Irsend`/
 //!   `Ibsend` (a packed copy sent in the background: the request completes
 //!   at once), `Bcast`, `Gather`, `Scatter`, `Allgather`, `Alltoall`
 //!   (including `MPI_IN_PLACE`). Messages match by bytes of the type
@@ -101,7 +101,7 @@
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
 //! for noncontiguous derived datatypes: `Irecv` and `Issend`
 //! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
-//! in the request table), `Sendrecv_replace`, the v-forms of the
+//! in the request table), the v-forms of the
 //! collectives, reductions (a derived type is `MPI_ERR_OP`; a dense one
 //! moves but does not reduce), the nonblocking collectives
 //! (`MPI_ERR_UNSUPPORTED_OPERATION` where they take a noncontiguous type);

@@ -4,7 +4,7 @@
 //! A buffer of a predefined or dense derived datatype is one run of bytes
 //! that dos moves as it is (zero copy). A noncontiguous derived datatype is
 //! packed into a temporary buffer before sending and unpacked from one after
-//! receiving (blocking sends and receives, `Sendrecv`; `Isend`/`Irsend` of
+//! receiving (blocking sends and receives, `Sendrecv(_replace)`; `Isend`/`Irsend` of
 //! such a type send a packed copy in the background and complete at once).
 //! Matching counts bytes of the type signature: a receive of a different
 //! type of the same size takes the message. `Irecv`/`Issend` of a
@@ -577,6 +577,14 @@ mpi_fn! {
         comm: Handle,
         status: *mut Status,
     ) on comm => {
+        let l = datatype::layout(count, datatype)?;
+        if let Layout::Packed { len, .. } = l {
+            // The packed copy goes as bytes; the receive unpacks into `buf`.
+            let copy = crate::types::pack_to_vec(buf, &l)?;
+            let n = c_int::try_from(len).map_err(|_| err(abi::ERR_COUNT, "the packed message exceeds INT_MAX bytes"))?;
+            const BYTE: Handle = 0x247;
+            return sendrecv(copy.as_ptr().cast(), n, BYTE, dest, sendtag, buf, count, datatype, source, recvtag, comm, status);
+        }
         let len = datatype::bytes(count, datatype)?;
         let copy = src(buf, len)?.to_vec();
         sendrecv(copy.as_ptr().cast(), count, datatype, dest, sendtag, buf, count, datatype, source, recvtag, comm, status)

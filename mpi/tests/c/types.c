@@ -57,6 +57,19 @@ static void ring(MPI_Datatype dt, int count, const int *idx, int nidx) {
                 if (!t2[i]) CHECK(rbuf[i] == -1);
         }
     }
+    /* Sendrecv_replace: the same positions replaced, the others kept. */
+    {
+        int x[N];
+        for (int i = 0; i < N; i++) x[i] = val(rank, i);
+        OK(MPI_Sendrecv_replace(x, count, dt, next, 6, prev, 6, MPI_COMM_WORLD, &st));
+        int t3[N] = {0};
+        for (int k = 0; k < nidx; k++) {
+            CHECK(x[idx[k]] == val(prev, idx[k]));
+            t3[idx[k]] = 1;
+        }
+        for (int i = 0; i < N; i++)
+            if (!t3[i]) CHECK(x[i] == val(rank, i));
+    }
     /* Nonblocking send of a packed copy. */
     MPI_Request rq;
     for (int i = 0; i < N; i++) rbuf[i] = -1;
