@@ -17,7 +17,7 @@ use crate::error::{err, R};
 use crate::ptr::{dst, in_place, ints, src};
 use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
-use crate::types::Staged;
+use crate::types::{Staged, VStaged};
 
 fn root_of(c: &Comm, root: c_int) -> R<usize> {
     if root >= 0 && (root as usize) < c.size() {
@@ -144,6 +144,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, Some(root), comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
@@ -204,6 +207,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_scatterv(sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
@@ -257,6 +263,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, None, comm);
+        }
         let c = state::comm(comm)?;
         let size = datatype::dense_size(recvtype)?;
         let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
@@ -306,6 +315,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm);
+        }
         let c = state::comm(comm)?;
         let n = c.size();
         let rsize = datatype::dense_size(recvtype)?;
@@ -466,6 +478,128 @@ unsafe fn staged_alltoall(
             c.alltoall(s.bytes()?, all.bytes()?)?;
         }
         all.finish()
+    }
+}
+
+/// `Gatherv` (at `Some(root)`) or `Allgatherv` (`None`) through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_gatherv(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    displs: *const c_int,
+    recvtype: Handle,
+    root: Option<c_int>,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root.map(|r| root_of(&c, r)).transpose()?;
+        let me = c.rank();
+        if root.is_some_and(|r| r != me) {
+            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            c.gatherv(s.bytes()?, &mut [], &[], &[], root.expect("rooted"))?;
+            return Ok(());
+        }
+        let mut v = VStaged::new(
+            recvbuf,
+            recvcounts,
+            displs,
+            c.size(),
+            recvtype,
+            in_place(sendbuf),
+        )?;
+        let mine;
+        let mut st;
+        let s: &[u8] = if in_place(sendbuf) {
+            mine = v.tmp[v.ds[me]..v.ds[me] + v.cs[me]].to_vec();
+            &mine
+        } else {
+            st = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            st.bytes()?
+        };
+        check_block(s.len(), v.cs[me])?;
+        match root {
+            Some(r) => c.gatherv(s, &mut v.tmp, &v.cs, &v.ds, r)?,
+            None => c.allgatherv(s, &mut v.tmp, &v.cs, &v.ds)?,
+        }
+        v.finish()
+    }
+}
+
+/// `Scatterv` through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_scatterv(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    displs: *const c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() != root {
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            c.scatterv(&[], &[], &[], r.bytes()?, root)?;
+            return r.finish();
+        }
+        let v = VStaged::new(sendbuf, sendcounts, displs, c.size(), sendtype, true)?;
+        if in_place(recvbuf) {
+            let mut mine = v.tmp[v.ds[root]..v.ds[root] + v.cs[root]].to_vec();
+            c.scatterv(&v.tmp, &v.cs, &v.ds, &mut mine, root)?;
+            return Ok(());
+        }
+        let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+        check_block(v.cs[root], r.bytes()?.len())?;
+        c.scatterv(&v.tmp, &v.cs, &v.ds, r.bytes()?, root)?;
+        r.finish()
+    }
+}
+
+/// `Alltoallv` through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_alltoallv(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let mut r = VStaged::new(recvbuf, recvcounts, rdispls, n, recvtype, in_place(sendbuf))?;
+        if in_place(sendbuf) {
+            let copy = r.tmp.clone();
+            c.alltoallv(&copy, &r.cs, &r.ds, &mut r.tmp, &r.cs, &r.ds)?;
+        } else {
+            let s = VStaged::new(sendbuf, sendcounts, sdispls, n, sendtype, true)?;
+            c.alltoallv(&s.tmp, &s.cs, &s.ds, &mut r.tmp, &r.cs, &r.ds)?;
+        }
+        r.finish()
     }
 }
 

@@ -62,8 +62,8 @@
 //!   temporary buffer before sending and unpacked after receiving, in
 //!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv(_replace)`, `Isend`/`Irsend`/
 //!   `Ibsend` (a packed copy sent in the background: the request completes
-//!   at once), `Bcast`, `Gather`, `Scatter`, `Allgather`, `Alltoall`
-//!   (including `MPI_IN_PLACE`). Messages match by bytes of the type
+//!   at once), `Bcast`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
+//!   `Alltoall(v)` (including `MPI_IN_PLACE`; each block packed in turn). Messages match by bytes of the type
 //!   signature. Bad arguments: a negative count or block length, or a type
 //!   whose size or bounds overflow, is `MPI_ERR_COUNT`; an uncommitted type
 //!   in communication, `MPI_DATATYPE_NULL`, or freeing a predefined type is
@@ -101,8 +101,7 @@
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
 //! for noncontiguous derived datatypes: `Irecv` and `Issend`
 //! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
-//! in the request table), the v-forms of the
-//! collectives, reductions (a derived type is `MPI_ERR_OP`; a dense one
+//! in the request table), `Alltoallw`, reductions (a derived type is `MPI_ERR_OP`; a dense one
 //! moves but does not reduce), the nonblocking collectives
 //! (`MPI_ERR_UNSUPPORTED_OPERATION` where they take a noncontiguous type);
 //! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of

@@ -357,3 +357,106 @@ impl Staged {
         Ok(())
     }
 }
+
+/// The blocks of a v-form collective (`counts[i]` elements of a datatype
+/// at `displs[i]` extents from the buffer) packed one after another into a
+/// temporary: `cs`/`ds` are their byte lengths and offsets there.
+pub(crate) struct VStaged {
+    ty: crate::dtype::Shared,
+    buf: *mut c_void,
+    counts: Vec<usize>,
+    offs: Vec<isize>,
+    pub cs: Vec<usize>,
+    pub ds: Vec<usize>,
+    pub tmp: Vec<u8>,
+}
+
+impl VStaged {
+    /// # Safety
+    /// `counts` and `displs` valid for `n` ints, `buf` for the blocks.
+    pub unsafe fn new(
+        buf: *const c_void,
+        counts: *const c_int,
+        displs: *const c_int,
+        n: usize,
+        dt: Handle,
+        fill: bool,
+    ) -> R<VStaged> {
+        datatype::layout_n(0, dt)?; // committed
+        let ty = datatype::ty(dt)?;
+        // SAFETY: the caller's contract.
+        let (c, d) = unsafe {
+            (
+                crate::ptr::ints(counts, n, "counts")?,
+                crate::ptr::ints(displs, n, "displacements")?,
+            )
+        };
+        let mut v = VStaged {
+            buf: buf as *mut c_void,
+            counts: Vec::with_capacity(n),
+            offs: Vec::with_capacity(n),
+            cs: Vec::with_capacity(n),
+            ds: Vec::with_capacity(n),
+            tmp: Vec::new(),
+            ty,
+        };
+        let mut pos = 0usize;
+        for i in 0..n {
+            let ci = datatype::count(c[i])?;
+            let len = v.ty.packed_len(ci)?;
+            let off = (d[i] as isize)
+                .checked_mul(v.ty.extent())
+                .ok_or_else(|| err(abi::ERR_COUNT, "a displacement overflows"))?;
+            v.counts.push(ci);
+            v.offs.push(off);
+            v.cs.push(len);
+            v.ds.push(pos);
+            pos = pos
+                .checked_add(len)
+                .ok_or_else(|| err(abi::ERR_COUNT, "the blocks overflow"))?;
+        }
+        v.tmp = vec![0; pos];
+        if fill && pos > 0 {
+            if buf.is_null() {
+                return Err(err(abi::ERR_BUFFER, format!("null buffer for {pos} bytes")));
+            }
+            for i in 0..n {
+                let (ds, cs) = (v.ds[i], v.cs[i]);
+                // SAFETY: the caller's contract: each block lies in the buffer.
+                unsafe {
+                    v.ty.pack(
+                        buf.cast::<u8>().offset(v.offs[i]),
+                        v.counts[i],
+                        &mut v.tmp[ds..ds + cs],
+                    )
+                };
+            }
+        }
+        Ok(v)
+    }
+
+    /// Unpacks every block into the buffer.
+    ///
+    /// # Safety
+    /// As for [`VStaged::new`], the buffer writable.
+    pub unsafe fn finish(self) -> R<()> {
+        if self.tmp.is_empty() {
+            return Ok(());
+        }
+        if self.buf.is_null() {
+            return Err(err(abi::ERR_BUFFER, "null buffer"));
+        }
+        for i in 0..self.counts.len() {
+            let d = &self.tmp[self.ds[i]..self.ds[i] + self.cs[i]];
+            // SAFETY: the caller's contract.
+            unsafe {
+                self.ty.unpack(
+                    d,
+                    self.buf.cast::<u8>().offset(self.offs[i]),
+                    self.counts[i],
+                )
+            };
+        }
+        Ok(())
+    }
+}

@@ -363,6 +363,41 @@ int main(int argc, char **argv) {
         for (int q = 0; q < size; q++)
             CHECK(r[3 * q] == val(q, 3 * rank) && r[3 * q + 1] == -1 &&
                   r[3 * q + 2] == val(q, 3 * rank + 2));
+        /* v-forms: rank q's block is q+1 v2 elements (2 ints each), placed
+         * at displacement 3q (in extents of 3 ints) at the receiver. */
+        int rc[4], dp[4], sc[4], sd[4];
+        for (int q = 0; q < size; q++) rc[q] = q + 1, dp[q] = q * (q + 1) / 2 + q;
+        for (int i = 0; i < N; i++) a[i] = val(rank, i), r[i] = -1;
+        /* Gatherv: each rank sends 2(rank+1) plain ints. */
+        OK(MPI_Gatherv(a, 2 * (rank + 1), MPI_INT, r, rc, dp, v2, 0, MPI_COMM_WORLD));
+        if (rank == 0)
+            for (int q = 0; q < size; q++)
+                for (int e = 0; e < q + 1; e++) {
+                    int at = 3 * (dp[q] + e);
+                    CHECK(r[at] == val(q, 2 * e) && r[at + 1] == -1 && r[at + 2] == val(q, 2 * e + 1));
+                }
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Allgatherv(a, 2 * (rank + 1), MPI_INT, r, rc, dp, v2, MPI_COMM_WORLD));
+        for (int q = 0; q < size; q++)
+            for (int e = 0; e < q + 1; e++) {
+                int at = 3 * (dp[q] + e);
+                CHECK(r[at] == val(q, 2 * e) && r[at + 1] == -1 && r[at + 2] == val(q, 2 * e + 1));
+            }
+        /* Scatterv from v2 blocks back to plain ints. */
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Scatterv(a, rc, dp, v2, r, 2 * (rank + 1), MPI_INT, 0, MPI_COMM_WORLD));
+        for (int e = 0; e < rank + 1; e++) {
+            int at = 3 * (dp[rank] + e);
+            CHECK(r[2 * e] == val(0, at) && r[2 * e + 1] == val(0, at + 2));
+        }
+        CHECK(r[2 * (rank + 1)] == -1);
+        /* Alltoallv: one v2 to each rank, at displacement q (3q ints). */
+        for (int q = 0; q < size; q++) sc[q] = 1, sd[q] = q;
+        for (int i = 0; i < N; i++) r[i] = -1;
+        OK(MPI_Alltoallv(a, sc, sd, v2, r, sc, sd, v2, MPI_COMM_WORLD));
+        for (int q = 0; q < size; q++)
+            CHECK(r[3 * q] == val(q, 3 * rank) && r[3 * q + 1] == -1 &&
+                  r[3 * q + 2] == val(q, 3 * rank + 2));
         OK(MPI_Type_free(&v));
         OK(MPI_Type_free(&v2));
     }
