@@ -101,9 +101,9 @@
 //! Persistent requests, matched probes (`Mprobe`/`Mrecv`), `MPI_Cancel`;
 //! for noncontiguous derived datatypes: `Irecv` and `Issend`
 //! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
-//! in the request table), `Alltoallw`, reductions (a derived type is `MPI_ERR_OP`; a dense one
-//! moves but does not reduce), the nonblocking collectives
-//! (`MPI_ERR_UNSUPPORTED_OPERATION` where they take a noncontiguous type);
+//! in the request table), `Alltoallw`; reductions on derived types
+//! (`MPI_ERR_UNSUPPORTED_OPERATION` for a noncontiguous one, `MPI_ERR_OP`
+//! even for a dense one such as a contiguous run of `MPI_DOUBLE`);
 //! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
 //! derived types (`Type_get_name` gives an empty string), the large-count
 //! `_c` constructors, `Pack_external`; user operations (`Op_create`); nonblocking

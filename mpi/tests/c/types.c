@@ -409,6 +409,17 @@ int main(int argc, char **argv) {
         FAILS(MPI_ERR_TYPE, MPI_Send(x, 1, t, next, 20, MPI_COMM_WORLD));
         FAILS(MPI_ERR_TYPE, MPI_Recv(x, 1, t, prev, 20, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
     }
+    OK(MPI_Type_commit(&t));
+    {
+        /* Not yet for noncontiguous types: a clean error, nothing posted. */
+        int x[4] = {0};
+        MPI_Request rq = MPI_REQUEST_NULL;
+        FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Irecv(x, 1, t, prev, 21, MPI_COMM_WORLD, &rq));
+        FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Issend(x, 1, t, next, 21, MPI_COMM_WORLD, &rq));
+        CHECK(rq == MPI_REQUEST_NULL);
+        FAILS(MPI_ERR_UNSUPPORTED_OPERATION,
+              MPI_Allreduce(MPI_IN_PLACE, x, 1, t, MPI_SUM, MPI_COMM_WORLD));
+    }
     OK(MPI_Type_free(&t));
     u = t; /* MPI_DATATYPE_NULL now */
     FAILS(MPI_ERR_TYPE, MPI_Type_commit(&u));
