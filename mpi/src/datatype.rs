@@ -310,6 +310,9 @@ pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
     if ty.dense() {
         return Ok(Layout::Dense(len));
     }
+    // The elements' offsets must not overflow either (checked once here,
+    // so packing can compute them unchecked).
+    ty.span(n)?;
     Ok(Layout::Packed { ty, count: n, len })
 }
 

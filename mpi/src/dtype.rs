@@ -324,7 +324,6 @@ impl Type {
 
     /// The span `[lo, hi)` of bytes relative to the buffer that `count`
     /// elements touch (empty if no data).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn span(&self, count: usize) -> R<(isize, isize)> {
         if count == 0 || self.size == 0 {
             return Ok((0, 0));
@@ -333,7 +332,7 @@ impl Type {
             .ok()
             .and_then(|c| c.checked_mul(self.extent()))
             .ok_or_else(overflow)?;
-        let lo = self.true_lb + last.min(0);
+        let lo = self.true_lb.checked_add(last.min(0)).ok_or_else(overflow)?;
         let hi = self.true_ub.checked_add(last.max(0)).ok_or_else(overflow)?;
         Ok((lo, hi))
     }

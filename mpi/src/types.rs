@@ -404,6 +404,7 @@ impl VStaged {
         for i in 0..n {
             let ci = datatype::count(c[i])?;
             let len = v.ty.packed_len(ci)?;
+            v.ty.span(ci)?;
             let off = (d[i] as isize)
                 .checked_mul(v.ty.extent())
                 .ok_or_else(|| err(abi::ERR_COUNT, "a displacement overflows"))?;
