@@ -436,6 +436,14 @@ int main(int argc, char **argv) {
     u = MPI_INT;
     FAILS(MPI_ERR_TYPE, MPI_Type_free(&u));
     /* Sizes beyond 2^64 bytes: overflow, not a wrapped type. */
+    /* Elements whose offsets overflow: refused before anything is read. */
+    OK(MPI_Type_create_resized(MPI_INT, 0, (MPI_Aint)1 << 62, &t));
+    OK(MPI_Type_commit(&t));
+    {
+        int x[4] = {0};
+        FAILS(MPI_ERR_COUNT, MPI_Send(x, 4, t, next, 22, MPI_COMM_WORLD));
+    }
+    OK(MPI_Type_free(&t));
     OK(MPI_Type_contiguous(INT_MAX, MPI_DOUBLE, &t));
     FAILS(MPI_ERR_COUNT, MPI_Type_contiguous(INT_MAX, t, &u));
     OK(MPI_Type_free(&t));
