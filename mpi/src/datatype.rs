@@ -290,6 +290,7 @@ pub(crate) fn layout(c: c_int, h: Handle) -> R<Layout> {
 }
 
 /// [`layout`] of `n` elements.
+#[inline]
 pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
     if let Some(t) = predefined(h) {
         return n.checked_mul(t.size).map(Layout::Dense).ok_or_else(|| {
@@ -299,6 +300,13 @@ pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
             )
         });
     }
+    derived_layout(n, h)
+}
+
+/// [`layout_n`] of a derived type: out of line, so the predefined path
+/// stays what it was.
+#[inline(never)]
+fn derived_layout(n: usize, h: Handle) -> R<Layout> {
     let (ty, committed) = derived(h)?;
     if !committed {
         return Err(err(
@@ -318,8 +326,23 @@ pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
 
 /// `count` elements of datatype `h` in bytes, for the functions that move
 /// one run of bytes: a noncontiguous derived type is `MPI_ERR_TYPE` there.
+#[inline]
 pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
-    match layout(c, h)? {
+    let n = count(c)?;
+    if let Some(t) = predefined(h) {
+        return n.checked_mul(t.size).ok_or_else(|| {
+            err(
+                abi::ERR_COUNT,
+                format!("{n} elements of {} overflow", t.name),
+            )
+        });
+    }
+    derived_bytes(n, h)
+}
+
+#[inline(never)]
+fn derived_bytes(n: usize, h: Handle) -> R<usize> {
+    match derived_layout(n, h)? {
         Layout::Dense(n) => Ok(n),
         Layout::Packed { .. } => Err(err(
             abi::ERR_UNSUPPORTED_OPERATION,

@@ -140,12 +140,16 @@ unsafe fn send_args_len<'a>(
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
+#[inline]
 unsafe fn send_bytes(
     buf: *const c_void,
     count: c_int,
     dt: Handle,
     keep: &mut Vec<u8>,
 ) -> R<(*const c_void, usize)> {
+    if !datatype::is_derived(dt) {
+        return Ok((buf, datatype::bytes(count, dt)?));
+    }
     match datatype::layout(count, dt)? {
         Layout::Dense(n) => Ok((buf, n)),
         l => {
@@ -269,7 +273,11 @@ unsafe fn recv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
-    let l = datatype::layout(count, dt)?;
+    let l = if datatype::is_derived(dt) {
+        datatype::layout(count, dt)?
+    } else {
+        Layout::Dense(datatype::bytes(count, dt)?)
+    };
     let t = recv_tag(tag)?;
     let Some(s) = source_sel(&c, source)? else {
         // SAFETY: the caller's contract.
