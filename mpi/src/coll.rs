@@ -12,11 +12,12 @@ use std::ffi::{c_int, c_void};
 use dos::Comm;
 
 use crate::abi::{self, Handle};
-use crate::datatype::{self, Elem};
+use crate::datatype::{self, Elem, Layout};
 use crate::error::{err, R};
 use crate::ptr::{dst, in_place, ints, src};
 use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
+use crate::types::{Staged, VStaged};
 
 fn root_of(c: &Comm, root: c_int) -> R<usize> {
     if root >= 0 && (root as usize) < c.size() {
@@ -73,6 +74,13 @@ mpi_fn! {
     /// Copies `root`'s buffer to every rank.
     fn MPI_Bcast / PMPI_Bcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle) on comm => {
         let c = state::comm(comm)?;
+        if datatype::is_derived(datatype) {
+            let n = datatype::count(count)?;
+            let root = root_of(&c, root)?;
+            let mut s = Staged::new(buffer, n, datatype, c.rank() == root)?;
+            c.bcast(s.bytes()?, root)?;
+            return if c.rank() == root { Ok(()) } else { s.finish() };
+        }
         let len = datatype::bytes(count, datatype)?;
         let root = root_of(&c, root)?;
         let b = dst(buffer, len)?;
@@ -88,6 +96,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Some(root), comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         let me = c.rank() == root;
@@ -133,10 +144,13 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, Some(root), comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
-            let size = datatype::get(recvtype)?.size;
+            let size = datatype::dense_size(recvtype)?;
             let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
             let all = dst(recvbuf, end)?;
             if in_place(sendbuf) {
@@ -162,6 +176,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
@@ -190,10 +207,13 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_scatterv(sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
-            let size = datatype::get(sendtype)?.size;
+            let size = datatype::dense_size(sendtype)?;
             let (cs, ds, end) = layout(sendcounts, displs, c.size(), size)?;
             let all = src(sendbuf, end)?;
             if in_place(recvbuf) {
@@ -219,6 +239,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, None, comm);
+        }
         let c = state::comm(comm)?;
         let blk = datatype::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
@@ -240,8 +263,11 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, None, comm);
+        }
         let c = state::comm(comm)?;
-        let size = datatype::get(recvtype)?.size;
+        let size = datatype::dense_size(recvtype)?;
         let (cs, ds, end) = layout(recvcounts, displs, c.size(), size)?;
         let all = dst(recvbuf, end)?;
         let me = c.rank();
@@ -264,6 +290,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm);
+        }
         let c = state::comm(comm)?;
         let blk = datatype::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
@@ -286,21 +315,291 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
+            return staged_alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm);
+        }
         let c = state::comm(comm)?;
         let n = c.size();
-        let rsize = datatype::get(recvtype)?.size;
+        let rsize = datatype::dense_size(recvtype)?;
         let (rc, rd, rend) = layout(recvcounts, rdispls, n, rsize)?;
         let all = dst(recvbuf, rend)?;
         if in_place(sendbuf) {
             let copy = all.to_vec();
             c.alltoallv(&copy, &rc, &rd, all, &rc, &rd)?;
         } else {
-            let ssize = datatype::get(sendtype)?.size;
+            let ssize = datatype::dense_size(sendtype)?;
             let (sc, sd, send) = layout(sendcounts, sdispls, n, ssize)?;
             let s = src(sendbuf, send)?;
             c.alltoallv(s, &sc, &sd, all, &rc, &rd)?;
         }
         Ok(())
+    }
+}
+
+// ----- the equal-block collectives with derived datatypes -----
+
+/// The byte length of `n` elements of `dt` (dense or packed).
+fn packed_len(n: usize, dt: Handle) -> R<usize> {
+    Ok(match datatype::layout_n(n, dt)? {
+        Layout::Dense(l) => l,
+        Layout::Packed { len, .. } => len,
+    })
+}
+
+/// Elements of `count` blocks for `size` ranks, checked.
+fn all_blocks(count: c_int, size: usize) -> R<usize> {
+    datatype::count(count)?
+        .checked_mul(size)
+        .ok_or_else(|| err(abi::ERR_COUNT, "the blocks of all ranks overflow"))
+}
+
+/// `Gather` (at `Some(root)`) or `Allgather` (`None`) through packed
+/// blocks: each block's bytes are its type signature's, packed.
+///
+/// # Safety
+/// The buffers valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_gather(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: Option<c_int>,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root.map(|r| root_of(&c, r)).transpose()?;
+        let receives = root.is_none_or(|r| r == c.rank());
+        let mut all = if receives {
+            let n = all_blocks(recvcount, c.size())?;
+            Some(Staged::new(recvbuf, n, recvtype, in_place(sendbuf))?)
+        } else {
+            None
+        };
+        if in_place(sendbuf) {
+            let a = all
+                .as_mut()
+                .expect("in place only where receiving")
+                .bytes()?;
+            match root {
+                Some(r) => c.gather_in_place(a, r)?,
+                None => c.allgather_in_place(a)?,
+            }
+        } else {
+            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            let s = s.bytes()?;
+            match (&mut all, root) {
+                (Some(a), Some(r)) => {
+                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    c.gather(s, a.bytes()?, r)?
+                }
+                (None, Some(r)) => c.gather(s, &mut [], r)?,
+                (Some(a), None) => {
+                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    c.allgather(s, a.bytes()?)?
+                }
+                (None, None) => unreachable!("allgather receives everywhere"),
+            }
+        }
+        match all {
+            Some(a) => a.finish(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `Scatter` through packed blocks.
+///
+/// # Safety
+/// The buffers valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_scatter(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() == root {
+            let n = all_blocks(sendcount, c.size())?;
+            let mut all = Staged::new(sendbuf, n, sendtype, true)?;
+            if in_place(recvbuf) {
+                return Ok(c.scatter_in_place(all.bytes()?, root)?);
+            }
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+            check_block(blk, r.bytes()?.len())?;
+            c.scatter(all.bytes()?, r.bytes()?, root)?;
+            r.finish()
+        } else {
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            c.scatter(&[], r.bytes()?, root)?;
+            r.finish()
+        }
+    }
+}
+
+/// `Alltoall` through packed blocks.
+///
+/// # Safety
+/// The buffers valid for their counts.
+unsafe fn staged_alltoall(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let n = all_blocks(recvcount, c.size())?;
+        let mut all = Staged::new(recvbuf, n, recvtype, in_place(sendbuf))?;
+        if in_place(sendbuf) {
+            c.alltoall_in_place(all.bytes()?)?;
+        } else {
+            let sn = all_blocks(sendcount, c.size())?;
+            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+            check_block(blk, packed_len(datatype::count(recvcount)?, recvtype)?)?;
+            let mut s = Staged::new(sendbuf, sn, sendtype, true)?;
+            c.alltoall(s.bytes()?, all.bytes()?)?;
+        }
+        all.finish()
+    }
+}
+
+/// `Gatherv` (at `Some(root)`) or `Allgatherv` (`None`) through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_gatherv(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    displs: *const c_int,
+    recvtype: Handle,
+    root: Option<c_int>,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root.map(|r| root_of(&c, r)).transpose()?;
+        let me = c.rank();
+        if root.is_some_and(|r| r != me) {
+            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            c.gatherv(s.bytes()?, &mut [], &[], &[], root.expect("rooted"))?;
+            return Ok(());
+        }
+        let mut v = VStaged::new(
+            recvbuf,
+            recvcounts,
+            displs,
+            c.size(),
+            recvtype,
+            in_place(sendbuf),
+        )?;
+        let mine;
+        let mut st;
+        let s: &[u8] = if in_place(sendbuf) {
+            mine = v.tmp[v.ds[me]..v.ds[me] + v.cs[me]].to_vec();
+            &mine
+        } else {
+            st = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            st.bytes()?
+        };
+        check_block(s.len(), v.cs[me])?;
+        match root {
+            Some(r) => c.gatherv(s, &mut v.tmp, &v.cs, &v.ds, r)?,
+            None => c.allgatherv(s, &mut v.tmp, &v.cs, &v.ds)?,
+        }
+        v.finish()
+    }
+}
+
+/// `Scatterv` through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_scatterv(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    displs: *const c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        if c.rank() != root {
+            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            c.scatterv(&[], &[], &[], r.bytes()?, root)?;
+            return r.finish();
+        }
+        let v = VStaged::new(sendbuf, sendcounts, displs, c.size(), sendtype, true)?;
+        if in_place(recvbuf) {
+            let mut mine = v.tmp[v.ds[root]..v.ds[root] + v.cs[root]].to_vec();
+            c.scatterv(&v.tmp, &v.cs, &v.ds, &mut mine, root)?;
+            return Ok(());
+        }
+        let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+        check_block(v.cs[root], r.bytes()?.len())?;
+        c.scatterv(&v.tmp, &v.cs, &v.ds, r.bytes()?, root)?;
+        r.finish()
+    }
+}
+
+/// `Alltoallv` through packed blocks.
+///
+/// # Safety
+/// The buffers and arrays valid for their counts.
+#[allow(clippy::too_many_arguments)]
+unsafe fn staged_alltoallv(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let mut r = VStaged::new(recvbuf, recvcounts, rdispls, n, recvtype, in_place(sendbuf))?;
+        if in_place(sendbuf) {
+            let copy = r.tmp.clone();
+            c.alltoallv(&copy, &r.cs, &r.ds, &mut r.tmp, &r.cs, &r.ds)?;
+        } else {
+            let s = VStaged::new(sendbuf, sendcounts, sdispls, n, sendtype, true)?;
+            c.alltoallv(&s.tmp, &s.cs, &s.ds, &mut r.tmp, &r.cs, &r.ds)?;
+        }
+        r.finish()
     }
 }
 

@@ -2,12 +2,22 @@
 //! the element type reductions combine it as.
 //!
 //! Sizes are those of the C types on the LP64 Linux targets dos runs on
-//! (`long` 8 bytes, `long double` 16, `wchar_t` 4). Derived datatypes are
-//! not there yet (see the crate docs).
+//! (`long` 8 bytes, `long double` 16, `wchar_t` 4).
+//!
+//! Derived datatypes (compiled by [`crate::dtype`]) live in a table of the
+//! MPI thread, with handles from [`DERIVED_BASE`]; a predefined handle never
+//! looks at it, so contiguous buffers of predefined types cost what they did.
+//! A derived type is *dense* when `count` elements are one run of
+//! `count * size` bytes at the buffer: such a type takes the zero-copy path
+//! everywhere; others are packed into a temporary buffer by the functions
+//! that support them (see [`layout`]).
 
+use std::cell::RefCell;
 use std::ffi::c_int;
+use std::sync::Arc;
 
 use crate::abi::{self, Handle};
+use crate::dtype::{Shared, Type};
 use crate::error::{err, R};
 
 /// How reductions see the elements of a datatype.
@@ -135,15 +145,118 @@ pub(crate) fn predefined(h: Handle) -> Option<Predefined> {
     }
 }
 
-/// The datatype of handle `h`, or `MPI_ERR_TYPE`.
-pub(crate) fn get(h: Handle) -> R<Predefined> {
-    predefined(h).ok_or_else(|| {
-        if h == abi::DATATYPE_NULL {
-            err(abi::ERR_TYPE, "MPI_DATATYPE_NULL is not a datatype")
-        } else {
-            err(abi::ERR_TYPE, format!("invalid datatype handle {h:#x}"))
-        }
+/// The first handle of a derived datatype.
+pub(crate) const DERIVED_BASE: Handle = 0x2000_0000;
+
+struct Entry {
+    ty: Shared,
+    committed: bool,
+}
+
+thread_local! {
+    static TABLE: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn bad_handle(h: Handle) -> crate::error::Error {
+    if h == abi::DATATYPE_NULL {
+        err(abi::ERR_TYPE, "MPI_DATATYPE_NULL is not a datatype")
+    } else {
+        err(abi::ERR_TYPE, format!("invalid datatype handle {h:#x}"))
+    }
+}
+
+/// The derived type of handle `h` and whether it is committed.
+fn derived(h: Handle) -> R<(Shared, bool)> {
+    let i = h.checked_sub(DERIVED_BASE).ok_or_else(|| bad_handle(h))?;
+    TABLE.with(|t| {
+        t.borrow()
+            .get(i)
+            .and_then(|e| e.as_ref())
+            .map(|e| (e.ty.clone(), e.committed))
+            .ok_or_else(|| bad_handle(h))
     })
+}
+
+/// Stores a new (uncommitted) derived type; its handle.
+pub(crate) fn insert(ty: Type) -> Handle {
+    TABLE.with(|t| {
+        let mut t = t.borrow_mut();
+        let e = Some(Entry {
+            ty: Arc::new(ty),
+            committed: false,
+        });
+        let i = match t.iter().position(Option::is_none) {
+            Some(i) => {
+                t[i] = e;
+                i
+            }
+            None => {
+                t.push(e);
+                t.len() - 1
+            }
+        };
+        DERIVED_BASE + i
+    })
+}
+
+/// Commits a datatype (a predefined one is always committed).
+pub(crate) fn commit(h: Handle) -> R<()> {
+    if predefined(h).is_some() {
+        return Ok(());
+    }
+    derived(h)?;
+    TABLE.with(|t| {
+        if let Some(Some(e)) = t.borrow_mut().get_mut(h - DERIVED_BASE) {
+            e.committed = true;
+        }
+    });
+    Ok(())
+}
+
+/// Frees a derived datatype (types built from it keep their own copy).
+pub(crate) fn free(h: Handle) -> R<()> {
+    if let Some(t) = predefined(h) {
+        return Err(err(
+            abi::ERR_TYPE,
+            format!("{} is predefined and cannot be freed", t.name),
+        ));
+    }
+    derived(h)?;
+    TABLE.with(|t| t.borrow_mut()[h - DERIVED_BASE] = None);
+    Ok(())
+}
+
+/// Alignment of a predefined type inside a struct (LP64 Linux).
+fn align_of(t: &Predefined) -> usize {
+    match t.elem {
+        Elem::ComplexF32 | Elem::TwoInt | Elem::FloatInt | Elem::ShortInt | Elem::TwoReal => 4,
+        Elem::ComplexF64 | Elem::DoubleInt | Elem::LongInt | Elem::TwoDouble => 8,
+        _ => t.size.clamp(1, 16),
+    }
+}
+
+/// The compiled form of any datatype (committed or not).
+pub(crate) fn ty(h: Handle) -> R<Shared> {
+    match predefined(h) {
+        Some(p) => Ok(Arc::new(Type::basic(p.size, align_of(&p)))),
+        None => Ok(derived(h)?.0),
+    }
+}
+
+/// The datatype of handle `h` (a derived one as an opaque type of its
+/// size: no reduction applies), or `MPI_ERR_TYPE`.
+pub(crate) fn get(h: Handle) -> R<Predefined> {
+    match predefined(h) {
+        Some(p) => Ok(p),
+        None => {
+            let (t, _) = derived(h)?;
+            Ok(Predefined {
+                name: "",
+                size: t.size,
+                elem: Elem::Opaque,
+            })
+        }
+    }
 }
 
 /// A count argument as `usize`, or `MPI_ERR_COUNT` if negative.
@@ -151,16 +264,106 @@ pub(crate) fn count(c: c_int) -> R<usize> {
     usize::try_from(c).map_err(|_| err(abi::ERR_COUNT, format!("negative count {c}")))
 }
 
-/// `count` elements of datatype `h` in bytes.
+/// True for a handle in the derived range (one comparison: the fast
+/// path's only extra cost).
+#[inline]
+pub(crate) fn is_derived(h: Handle) -> bool {
+    h >= DERIVED_BASE
+}
+
+/// How `count` elements of a datatype lie in a buffer.
+pub(crate) enum Layout {
+    /// One run of this many bytes at the buffer: zero copy.
+    Dense(usize),
+    /// Anything else: packed to `len` bytes through the compiled type.
+    Packed {
+        ty: Shared,
+        count: usize,
+        len: usize,
+    },
+}
+
+/// The layout of `c` elements of the committed datatype `h`.
+#[inline]
+pub(crate) fn layout(c: c_int, h: Handle) -> R<Layout> {
+    layout_n(count(c)?, h)
+}
+
+/// [`layout`] of `n` elements.
+#[inline]
+pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
+    if let Some(t) = predefined(h) {
+        return n.checked_mul(t.size).map(Layout::Dense).ok_or_else(|| {
+            err(
+                abi::ERR_COUNT,
+                format!("{n} elements of {} overflow", t.name),
+            )
+        });
+    }
+    derived_layout(n, h)
+}
+
+/// [`layout_n`] of a derived type: out of line, so the predefined path
+/// stays what it was.
+#[inline(never)]
+fn derived_layout(n: usize, h: Handle) -> R<Layout> {
+    let (ty, committed) = derived(h)?;
+    if !committed {
+        return Err(err(
+            abi::ERR_TYPE,
+            format!("datatype {h:#x} is not committed"),
+        ));
+    }
+    let len = ty.packed_len(n)?;
+    if ty.dense() {
+        return Ok(Layout::Dense(len));
+    }
+    // The elements' offsets must not overflow either (checked once here,
+    // so packing can compute them unchecked).
+    ty.span(n)?;
+    Ok(Layout::Packed { ty, count: n, len })
+}
+
+/// `count` elements of datatype `h` in bytes, for the functions that move
+/// one run of bytes: a noncontiguous derived type is `MPI_ERR_TYPE` there.
+#[inline]
 pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
     let n = count(c)?;
-    let t = get(h)?;
-    n.checked_mul(t.size).ok_or_else(|| {
-        err(
-            abi::ERR_COUNT,
-            format!("{n} elements of {} overflow", t.name),
-        )
-    })
+    if let Some(t) = predefined(h) {
+        return n.checked_mul(t.size).ok_or_else(|| {
+            err(
+                abi::ERR_COUNT,
+                format!("{n} elements of {} overflow", t.name),
+            )
+        });
+    }
+    derived_bytes(n, h)
+}
+
+#[inline(never)]
+fn derived_bytes(n: usize, h: Handle) -> R<usize> {
+    match derived_layout(n, h)? {
+        Layout::Dense(n) => Ok(n),
+        Layout::Packed { .. } => Err(err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "a noncontiguous derived datatype is not supported by this function yet",
+        )),
+    }
+}
+
+/// Basic elements of `h` in `bytes` received (`MPI_UNDEFINED` if they do
+/// not end on a basic element).
+pub(crate) fn basic_elements(bytes: u64, h: Handle) -> R<i64> {
+    let t = ty(h)?;
+    Ok(t.elements_in(bytes)
+        .and_then(|n| i64::try_from(n).ok())
+        .unwrap_or(abi::UNDEFINED as i64))
+}
+
+/// The size of one element of `h` for functions that place blocks by
+/// element counts: a committed dense type only.
+pub(crate) fn dense_size(h: Handle) -> R<usize> {
+    bytes(1, h)
 }
 
 #[cfg(test)]

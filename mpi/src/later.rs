@@ -12,7 +12,7 @@ use std::ffi::{c_char, c_int, c_void};
 use crate::abi::{self, Handle};
 use crate::datatype;
 use crate::error::{err, R};
-use crate::ptr::{ints, out, read, string};
+use crate::ptr::{ints, out, string};
 
 macro_rules! not_yet {
     ($($mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* ) ;)*) => {$(
@@ -35,30 +35,11 @@ not_yet! {
     MPI_Group_from_session_pset / PMPI_Group_from_session_pset(session: Handle, pset_name: *const c_char, newgroup: *mut Handle);
     MPI_Session_init / PMPI_Session_init(info: Handle, errhandler: Handle, session: *mut Handle);
     MPI_Session_finalize / PMPI_Session_finalize(session: *mut Handle);
-    MPI_Type_contiguous / PMPI_Type_contiguous(count: c_int, oldtype: Handle, newtype: *mut Handle);
-    MPI_Type_vector / PMPI_Type_vector(count: c_int, blocklength: c_int, stride: c_int, oldtype: Handle, newtype: *mut Handle);
-    MPI_Type_indexed / PMPI_Type_indexed(count: c_int, blocklengths: *const c_int, displacements: *const c_int, oldtype: Handle, newtype: *mut Handle);
     MPI_Win_create / PMPI_Win_create(base: *mut c_void, size: isize, disp_unit: c_int, info: Handle, comm: Handle, win: *mut Handle);
     MPI_Win_allocate / PMPI_Win_allocate(size: isize, disp_unit: c_int, info: Handle, comm: Handle, baseptr: *mut c_void, win: *mut Handle);
     MPI_Win_create_dynamic / PMPI_Win_create_dynamic(info: Handle, comm: Handle, win: *mut Handle);
     MPI_Win_attach / PMPI_Win_attach(win: Handle, base: *mut c_void, size: isize);
     MPI_Win_free / PMPI_Win_free(win: *mut Handle);
-}
-
-mpi_fn! {
-    /// Committing a predefined datatype changes nothing (derived ones are not there yet).
-    fn MPI_Type_commit / PMPI_Type_commit(datatype: *mut Handle) on abi::COMM_WORLD => {
-        datatype::get(read(datatype, "datatype")?)?;
-        Ok(())
-    }
-}
-
-mpi_fn! {
-    /// Predefined datatypes cannot be freed (`MPI_ERR_TYPE`); derived ones are not there yet.
-    fn MPI_Type_free / PMPI_Type_free(datatype: *mut Handle) on abi::COMM_WORLD => {
-        let t = datatype::get(read(datatype, "datatype")?)?;
-        Err(err(abi::ERR_TYPE, format!("{} is predefined and cannot be freed", t.name)))
-    }
 }
 
 mpi_fn! {

@@ -64,9 +64,31 @@
 //!   message is matched already); `Cancel` withdraws a receive not yet
 //!   matched (`Test_cancelled` then says so); a send is not cancelled, as the
 //!   standard allows: it completes normally.
-//! * **Datatypes** — every predefined datatype of the standard for
-//!   contiguous buffers (`Type_size`, `Type_get_extent`), with the sizes of
-//!   LP64 Linux.
+//! * **Datatypes** — every predefined datatype of the standard, with the
+//!   sizes of LP64 Linux; derived datatypes: `Type_contiguous`, `vector`,
+//!   `create_hvector`, `indexed`, `create_hindexed`,
+//!   `create_indexed_block`, `create_hindexed_block`, `create_struct`
+//!   (upper bound padded to the strictest alignment inside, as C lays out
+//!   structs), `create_resized`, `create_subarray` (`MPI_ORDER_C` and
+//!   `MPI_ORDER_FORTRAN`); `Type_commit`, `Type_free` (types built from a
+//!   freed one keep working), `Type_dup`; `Type_size(_x)`,
+//!   `Type_get_extent(_x)`, `Type_get_true_extent(_x)`; `Get_count`
+//!   (`MPI_UNDEFINED` for a partial element), `Get_elements(_x)` (basic
+//!   elements, also of a partial element); `Pack`, `Unpack`, `Pack_size`.
+//!   A type is compiled when built to a flattened list of `(offset, length)`
+//!   runs (module `dtype`, checked against a serial model by property
+//!   tests). A *dense* type (one run per element, extent equal to size)
+//!   moves with zero copy like a predefined one; any other is packed into a
+//!   temporary buffer before sending and unpacked after receiving, in
+//!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv(_replace)`, `Isend`/`Irsend`/
+//!   `Ibsend` (a packed copy sent in the background: the request completes
+//!   at once), `Bcast`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
+//!   `Alltoall(v)` (including `MPI_IN_PLACE`; each block packed in turn). Messages match by bytes of the type
+//!   signature. Bad arguments: a negative count or block length, or a type
+//!   whose size or bounds overflow, is `MPI_ERR_COUNT`; an uncommitted type
+//!   in communication, `MPI_DATATYPE_NULL`, or freeing a predefined type is
+//!   `MPI_ERR_TYPE`; a malformed subarray `MPI_ERR_ARG`; `Pack` beyond the
+//!   output or `Unpack` beyond the input `MPI_ERR_TRUNCATE`.
 //! * **Collectives** — `Barrier`, `Bcast`, `Reduce`, `Allreduce`, `Gather(v)`,
 //!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Reduce_scatter(_block)`,
 //!   `Scan`, `Exscan`, with `MPI_IN_PLACE` wherever the standard allows it,
@@ -103,18 +125,24 @@
 //!   Functions taking an info argument ignore its hints for now.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
-//! * Small helpers that common benchmark code calls: `Type_commit` (of a
-//!   predefined type), `Type_free` (`MPI_ERR_TYPE` for a predefined one),
-//!   `Type_get_name`, `Get_address`, `Dims_create`. Functions of the groups below that such code references
-//!   (Cartesian topologies, sessions, `Type_contiguous`/`vector`/`indexed`,
-//!   window creation) exist so that it links, and raise
+//! * Small helpers that common benchmark code calls: `Type_get_name`,
+//!   `Get_address`, `Dims_create`.
+//!   Functions of the groups below that such code references (Cartesian
+//!   topologies, sessions, window creation) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
 //!
-//! Derived datatypes (contiguous, vector, indexed, struct, subarray,
-//! resized), `Pack`/`Unpack`; nonblocking
-//! collectives; attributes and keyvals of the program's own; user error
+//! For noncontiguous derived datatypes: `Irecv` and `Issend`
+//! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
+//! in the request table), `Alltoallw`; reductions on derived types
+//! (`MPI_ERR_UNSUPPORTED_OPERATION` for a noncontiguous one, `MPI_ERR_OP`
+//! even for a dense one such as a contiguous run of `MPI_DOUBLE`);
+//! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
+//! derived types (`Type_get_name` gives an empty string), the large-count
+//! `_c` constructors, `Pack_external`; user operations on derived types and
+//! on `long double`; nonblocking collectives; attributes and keyvals of the
+//! program's own; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -160,10 +188,11 @@
 //! tables: slabs, communicators from `0x10000` and requests from
 //! `0x4000_0000` in steps of 8, so a lookup is an index), `error` (classes,
 //! strings, handlers), `ptr` (the checked reads and writes through C
-//! pointers), `datatype`, `reduce` (predefined and user operations as dos
-//! `Op`s), `userop` (`Op_create`), one
-//! module per group of functions: `env`, `comm`, `group`, `p2p`, `persist`,
-//! `request`, `coll`, `info`,
+//! pointers), `datatype` (predefined types and the table of derived ones),
+//! `dtype` (derived types compiled to runs, sans-IO), `reduce` (predefined
+//! and user operations as dos `Op`s), `userop` (`Op_create`), one module per
+//! group of functions: `env`, `comm`, `group`, `p2p`, `persist`, `request`,
+//! `coll`, `info`, `types` (constructors, `Pack`),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -222,6 +251,7 @@ pub mod abi;
 mod coll;
 mod comm;
 mod datatype;
+mod dtype;
 mod env;
 mod error;
 mod group;
@@ -233,4 +263,5 @@ mod ptr;
 mod reduce;
 mod request;
 mod state;
+mod types;
 mod userop;

@@ -1,8 +1,14 @@
 //! Point-to-point communication: blocking and nonblocking sends in the four
 //! modes, receives, sendrecv, probes.
 //!
-//! Every buffer is a contiguous run of `count` elements of a predefined
-//! datatype: dos moves its bytes. Standard and ready sends are dos's `send`
+//! A buffer of a predefined or dense derived datatype is one run of bytes
+//! that dos moves as it is (zero copy). A noncontiguous derived datatype is
+//! packed into a temporary buffer before sending and unpacked from one after
+//! receiving (blocking sends and receives, `Sendrecv(_replace)`; `Isend`/`Irsend` of
+//! such a type send a packed copy in the background and complete at once).
+//! Matching counts bytes of the type signature: a receive of a different
+//! type of the same size takes the message. `Irecv`/`Issend` of a
+//! noncontiguous type are `MPI_ERR_UNSUPPORTED_OPERATION` for now. Standard and ready sends are dos's `send`
 //! (eager below the threshold, rendezvous above); synchronous sends are dos's
 //! `ssend`; buffered sends copy the data and send the copy in the background,
 //! so they complete at once whatever the receiver does.
@@ -13,7 +19,7 @@ use dos::detached::DetachedRequest;
 use dos::{Comm, Source, TagSel};
 
 use crate::abi::{self, Handle, Status};
-use crate::datatype;
+use crate::datatype::{self, Layout};
 use crate::error::{err, R};
 use crate::ptr::{dst, out, src};
 use crate::state::{self, ReqEntry, ReqKind};
@@ -107,11 +113,51 @@ unsafe fn send_args<'a>(
 ) -> R<(Comm, Option<usize>, i32, &'a [u8])> {
     let c = state::comm(comm)?;
     let len = datatype::bytes(count, dt)?;
+    // SAFETY: the caller's contract.
+    unsafe { send_args_len(c, buf, len, dest, tag) }
+}
+
+/// [`send_args`] for `len` bytes at `buf`, the communicator looked up.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes for `'a`.
+unsafe fn send_args_len<'a>(
+    c: Comm,
+    buf: *const c_void,
+    len: usize,
+    dest: c_int,
+    tag: c_int,
+) -> R<(Comm, Option<usize>, i32, &'a [u8])> {
     let tag = send_tag(tag)?;
     let d = dest_rank(&c, dest)?;
     // SAFETY: the caller's contract.
     let b = unsafe { src(buf, len)? };
     Ok((c, d, tag, b))
+}
+
+/// The bytes to send for `count` elements of `dt` at `buf`: the buffer
+/// itself for a dense type, else a packed copy kept in `keep`.
+///
+/// # Safety
+/// `buf` valid for `count` elements of `dt`.
+#[inline]
+unsafe fn send_bytes(
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    keep: &mut Vec<u8>,
+) -> R<(*const c_void, usize)> {
+    if !datatype::is_derived(dt) {
+        return Ok((buf, datatype::bytes(count, dt)?));
+    }
+    match datatype::layout(count, dt)? {
+        Layout::Dense(n) => Ok((buf, n)),
+        l => {
+            // SAFETY: the caller's contract.
+            *keep = unsafe { crate::types::pack_to_vec(buf, &l)? };
+            Ok((keep.as_ptr().cast(), keep.len()))
+        }
+    }
 }
 
 /// Starts a buffered send of a copy of `data`: it completes in the background.
@@ -138,8 +184,12 @@ unsafe fn send(
     tag: c_int,
     comm: Handle,
 ) -> R<()> {
+    let c = state::comm(comm)?;
+    let mut keep = Vec::new();
     // SAFETY: the caller's contract.
-    let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
+    let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+    // SAFETY: `p` is the caller's buffer or `keep`.
+    let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
     let Some(d) = d else { return Ok(()) };
     match mode {
         Mode::Standard => c.send(b, d, tag)?,
@@ -223,17 +273,32 @@ unsafe fn recv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
-    let len = datatype::bytes(count, dt)?;
+    let l = if datatype::is_derived(dt) {
+        datatype::layout(count, dt)?
+    } else {
+        Layout::Dense(datatype::bytes(count, dt)?)
+    };
     let t = recv_tag(tag)?;
     let Some(s) = source_sel(&c, source)? else {
         // SAFETY: the caller's contract.
         unsafe { set_status(status, Status::proc_null()) };
         return Ok(());
     };
-    // SAFETY: the caller's contract.
-    let b = unsafe { dst(buf, len)? };
+    let mut tmp = Vec::new();
+    let b = match &l {
+        // SAFETY: the caller's contract.
+        Layout::Dense(len) => unsafe { dst(buf, *len)? },
+        Layout::Packed { len, .. } => {
+            tmp.resize(*len, 0);
+            &mut tmp[..]
+        }
+    };
     match c.recv(b, s, t) {
         Ok(st) => {
+            if let Layout::Packed { .. } = l {
+                // SAFETY: the caller's contract.
+                unsafe { crate::types::unpack_from(&tmp[..st.len], buf, &l)? };
+            }
             // SAFETY: the caller's contract.
             unsafe { set_status(status, recv_status(st)) };
             Ok(())
@@ -299,6 +364,27 @@ unsafe fn isend(
 ) -> R<()> {
     if request.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    if datatype::is_derived(dt) && !matches!(datatype::layout(count, dt)?, Layout::Dense(_)) {
+        if mode == Mode::Sync {
+            return Err(err(
+                abi::ERR_UNSUPPORTED_OPERATION,
+                "MPI_Issend of a noncontiguous datatype is not implemented yet",
+            ));
+        }
+        // A packed copy sent in the background, as a buffered send (the
+        // standard lets a standard-mode send buffer).
+        let c = state::comm(comm)?;
+        let mut keep = Vec::new();
+        // SAFETY: the caller's contract.
+        let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+        // SAFETY: `p` is `keep`.
+        let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
+        if let Some(d) = d {
+            bsend_start(&c, b, d, tag)?;
+        }
+        // SAFETY: the caller's contract.
+        return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
     }
     if mode == Mode::Buffered {
         // SAFETY: the caller's contract.
@@ -421,13 +507,24 @@ unsafe fn sendrecv(
     comm: Handle,
     status: *mut Status,
 ) -> R<()> {
+    let c = state::comm(comm)?;
+    let mut keep = Vec::new();
     // SAFETY: the caller's contract.
-    let (c, d, stag, sb) = unsafe { send_args(sendbuf, sendcount, sendtype, dest, sendtag, comm)? };
-    let rlen = datatype::bytes(recvcount, recvtype)?;
+    let (p, len) = unsafe { send_bytes(sendbuf, sendcount, sendtype, &mut keep)? };
+    // SAFETY: `p` is the caller's buffer or `keep`.
+    let (c, d, stag, sb) = unsafe { send_args_len(c, p, len, dest, sendtag)? };
+    let rl = datatype::layout(recvcount, recvtype)?;
     let rt = recv_tag(recvtag)?;
     let s = source_sel(&c, source)?;
-    // SAFETY: the caller's contract.
-    let rb = unsafe { dst(recvbuf, rlen)? };
+    let mut tmp = Vec::new();
+    let rb = match &rl {
+        // SAFETY: the caller's contract.
+        Layout::Dense(len) => unsafe { dst(recvbuf, *len)? },
+        Layout::Packed { len, .. } => {
+            tmp.resize(*len, 0);
+            &mut tmp[..]
+        }
+    };
     let r = match (d, s) {
         (None, None) => Ok(None),
         (Some(d), None) => c.send(sb, d, stag).map(|()| None),
@@ -436,7 +533,15 @@ unsafe fn sendrecv(
     };
     let (st, r) = match r {
         Ok(None) => (Status::proc_null(), Ok(())),
-        Ok(Some(st)) => (recv_status(st), Ok(())),
+        Ok(Some(st)) => {
+            let r = if let Layout::Packed { .. } = rl {
+                // SAFETY: the caller's contract.
+                unsafe { crate::types::unpack_from(&tmp[..st.len], recvbuf, &rl) }
+            } else {
+                Ok(())
+            };
+            (recv_status(st), r)
+        }
         Err(e) => {
             let e = crate::error::Error::from(e);
             (failed_status(source, recvtag, &e), Err(e))
@@ -480,6 +585,14 @@ mpi_fn! {
         comm: Handle,
         status: *mut Status,
     ) on comm => {
+        let l = datatype::layout(count, datatype)?;
+        if let Layout::Packed { len, .. } = l {
+            // The packed copy goes as bytes; the receive unpacks into `buf`.
+            let copy = crate::types::pack_to_vec(buf, &l)?;
+            let n = c_int::try_from(len).map_err(|_| err(abi::ERR_COUNT, "the packed message exceeds INT_MAX bytes"))?;
+            const BYTE: Handle = 0x247;
+            return sendrecv(copy.as_ptr().cast(), n, BYTE, dest, sendtag, buf, count, datatype, source, recvtag, comm, status);
+        }
         let len = datatype::bytes(count, datatype)?;
         let copy = src(buf, len)?.to_vec();
         sendrecv(copy.as_ptr().cast(), count, datatype, dest, sendtag, buf, count, datatype, source, recvtag, comm, status)

@@ -477,6 +477,9 @@ unsafe fn elements(status: *const Status, dt: Handle) -> R<i64> {
     let s = unsafe { read(status, "status")? };
     let t = datatype::get(dt)?;
     let b = s.bytes();
+    if t.size == 0 {
+        return Ok(0);
+    }
     Ok(if b % t.size as u64 != 0 {
         abi::UNDEFINED as i64
     } else {
@@ -505,9 +508,9 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// The number of basic elements received (for predefined types: `MPI_Get_count`).
+    /// The number of basic elements received (`MPI_UNDEFINED` if not whole).
     fn MPI_Get_elements / PMPI_Get_elements(status: *const Status, datatype: Handle, count: *mut c_int) on abi::COMM_WORLD => {
-        let n = elements(status, datatype)?;
+        let n = datatype::basic_elements(read(status, "status")?.bytes(), datatype)?;
         out(count, to_int(n), "count")
     }
 }
@@ -529,10 +532,10 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// Lower bound (0) and extent (the size) of a predefined datatype.
+    /// Lower bound and extent of a datatype.
     fn MPI_Type_get_extent / PMPI_Type_get_extent(datatype: Handle, lb: *mut isize, extent: *mut isize) on abi::COMM_WORLD => {
-        let t = datatype::get(datatype)?;
-        out(lb, 0, "lb")?;
-        out(extent, t.size as isize, "extent")
+        let t = datatype::ty(datatype)?;
+        out(lb, t.lb, "lb")?;
+        out(extent, t.extent(), "extent")
     }
 }

@@ -206,6 +206,11 @@ fn info_objects() {
 }
 
 #[test]
+fn derived_datatypes() {
+    passes("dosmpicc", "types.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }
