@@ -1069,13 +1069,14 @@ impl<'w> Ckpt<'w> {
                                     let mut msg = Vec::with_capacity(16 + set.len() * c);
                                     msg.extend_from_slice(&par.c.to_le_bytes());
                                     msg.extend_from_slice(&par.lens[*index].to_le_bytes());
-                                    msg.extend(xor::contribution(
+                                    xor::contribution_into(
+                                        &mut msg,
                                         k,
                                         set.len(),
                                         &bundle(f),
                                         &par.segment,
                                         c,
-                                    ));
+                                    );
                                     msg
                                 }
                                 _ => Vec::new(),
