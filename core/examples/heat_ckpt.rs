@@ -19,7 +19,10 @@
 //! took after a restore, and at the end `heat_ckpt: N x N grid, T steps: sum S bits B probe P`. To test
 //! recovery, `--fail-at STEP --fail-rank R` makes rank R exit with status 3
 //! after step STEP on the first attempt (`--kill` instead kills it with
-//! SIGKILL); `--delay-ms D` sleeps D ms per step.
+//! SIGKILL); `--die-in-checkpoint V --fail-rank R` makes rank R die by
+//! SIGKILL in the middle of writing its L1 file of checkpoint version V on
+//! the first attempt (the test hook [`Ckpt::die_during_checkpoint`]);
+//! `--delay-ms D` sleeps D ms per step.
 
 use std::error::Error;
 use std::process::ExitCode;
@@ -30,7 +33,7 @@ use dos::dsm::Distribution;
 const ALPHA: f64 = 0.2;
 const TAG_UP: dos::Tag = 1;
 const TAG_DOWN: dos::Tag = 2;
-const USAGE: &str = "usage: heat_ckpt [--size N] [--steps T] [--every K] [--fail-at STEP] [--fail-rank R] [--kill] [--delay-ms D]";
+const USAGE: &str = "usage: heat_ckpt [--size N] [--steps T] [--every K] [--fail-at STEP] [--fail-rank R] [--kill] [--die-in-checkpoint V] [--delay-ms D]";
 
 #[derive(Debug, Clone, Copy)]
 struct Args {
@@ -40,6 +43,7 @@ struct Args {
     fail_at: Option<u64>,
     fail_rank: usize,
     kill: bool,
+    die_in: Option<u64>,
     delay_ms: u64,
 }
 
@@ -51,6 +55,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         fail_at: None,
         fail_rank: 0,
         kill: false,
+        die_in: None,
         delay_ms: 0,
     };
     while let Some(arg) = it.next() {
@@ -61,6 +66,7 @@ fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--fail-at" => a.fail_at = Some(number(&arg, it.next())?),
             "--fail-rank" => a.fail_rank = number(&arg, it.next())?,
             "--kill" => a.kill = true,
+            "--die-in-checkpoint" => a.die_in = Some(number(&arg, it.next())?),
             "--delay-ms" => a.delay_ms = number(&arg, it.next())?,
             "-h" | "--help" => return Err(USAGE.to_string()),
             _ => return Err(format!("unexpected argument {arg:?}\n{USAGE}")),
@@ -115,6 +121,9 @@ fn run(a: Args) -> Result<(), Box<dyn Error>> {
     let world = dos::init()?;
     let (rank, size, n) = (world.rank(), world.size(), a.n);
     let mut ck = Ckpt::new(&world)?;
+    if let (Some(v), true) = (a.die_in, rank == a.fail_rank) {
+        ck.die_during_checkpoint(v);
+    }
     // Contiguous blocks of whole rows: one block of `rows` rows per rank.
     let rows = n.div_ceil(size);
     let mut u = world.global_vec::<f64>(n * n, Distribution::BlockCyclic { block: rows * n })?;

@@ -880,6 +880,47 @@ fn dosrun_max_restarts_brings_heat_back_after_kills_from_outside() {
     killed_from_outside(3);
 }
 
+/// A rank that dies (SIGKILL) in the middle of writing its L1 file of
+/// v12, under `dosrun --max-restarts 3`: the restarted run restores v8,
+/// the previous complete checkpoint, and ends with the undisturbed bits.
+#[test]
+fn dosrun_max_restarts_a_death_during_a_checkpoint_falls_back_to_the_previous_one() {
+    let dir = scratch("die-in-ckpt");
+    let want = reference(&dir);
+    let prog = common::example("heat_ckpt");
+    let ckdir = format!("DOS_CKPT_DIR={}", dir.display());
+    let mut args = vec!["DOS_CKPT_ID=die", ckdir.as_str(), prog.to_str().unwrap()];
+    args.extend_from_slice(HEAT);
+    args.extend(["--die-in-checkpoint", "12", "--fail-rank", "1"]);
+    let j = common::run_with(
+        3,
+        &["--max-restarts", "3"],
+        Path::new("/usr/bin/env"),
+        &args,
+    );
+    j.assert_no_panic();
+    assert!(j.status.success(), "{j}");
+    let died = format!(
+        "dying by SIGKILL in the middle of writing {}",
+        dir.join("dos-ckpt-die/heat.v12/r1/memory.bin").display()
+    );
+    assert!(j.stderr.contains(&died), "{j}");
+    assert_eq!(restored(&j), "heat v8 from L1 (0 of 3 ranks rebuilt)");
+    let restarts: Vec<&str> = common::dosrun_lines(&j)
+        .into_iter()
+        .filter(|l| l.starts_with("dosrun: restart "))
+        .collect();
+    assert_eq!(restarts.len(), 1, "{j}");
+    assert!(
+        restarts[0].starts_with("dosrun: restart 1/3: ")
+            && restarts[0].contains("SIGKILL")
+            && restarts[0].contains("checkpoint: heat v8"),
+        "{}",
+        restarts[0]
+    );
+    assert_eq!(result(&j), want);
+}
+
 /// The 20 trials on one host:
 /// `cargo test -p dos --test ckpt -- --ignored max_restarts_soak`.
 #[test]

@@ -18,7 +18,7 @@ use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
 use super::store::{
     bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed,
-    write_sealed_parts, Disk, Files, RealDisk,
+    write_sealed_parts, DieMidWrite, Disk, Files, RealDisk,
 };
 use super::xor;
 use crate::config::Config;
@@ -235,6 +235,8 @@ pub struct Ckpt<'w> {
     found: Option<Found>,
     searched: bool,
     restored: Option<String>,
+    /// Test hook: the version during whose L1 write this rank dies.
+    die_in: Option<u64>,
 }
 
 const TAG_PARTNER: i32 = 1 << 20;
@@ -303,6 +305,7 @@ impl<'w> Ckpt<'w> {
             found: None,
             searched: false,
             restored: None,
+            die_in: None,
         })
     }
 
@@ -330,6 +333,17 @@ impl<'w> Ckpt<'w> {
     /// The cost of the last checkpoint (without its background L4 write).
     pub fn last_cost(&self) -> Option<Duration> {
         self.cost
+    }
+
+    /// Test hook (fault injection, not for applications): on the first
+    /// attempt of a run (`DOS_RUN_ATTEMPT` 0), this rank dies by SIGKILL in
+    /// the middle of writing its L1 file of checkpoint version `version`,
+    /// with half of the file on disk under its temporary name and the
+    /// checkpoint not complete anywhere. A restart must fall back to the
+    /// previous complete checkpoint (`heat_ckpt --die-in-checkpoint`,
+    /// tests/ckpt.rs).
+    pub fn die_during_checkpoint(&mut self, version: u64) {
+        self.die_in = (self.opts.attempt == 0).then_some(version);
     }
 
     /// Saves `data` as checkpoint `name` version `version` (collective;
@@ -651,11 +665,16 @@ impl<'w> Ckpt<'w> {
             }
         };
         // L1: the files (the file API wrote them already), then the manifest.
+        let disk: &dyn Disk = if self.die_in == Some(version) {
+            &DieMidWrite
+        } else {
+            &RealDisk
+        };
         let wrote = match &files {
             Part::Memory(parts) => {
-                write_own_parts(&RealDisk, &self.l1, name, version, me, MEMORY, parts)
+                write_own_parts(disk, &self.l1, name, version, me, MEMORY, parts)
             }
-            Part::Routed(f) => seal_own(&RealDisk, &self.l1, name, version, me, f),
+            Part::Routed(f) => seal_own(disk, &self.l1, name, version, me, f),
         };
         match wrote {
             Ok(b) => entry.bytes = b,
@@ -1050,13 +1069,14 @@ impl<'w> Ckpt<'w> {
                                     let mut msg = Vec::with_capacity(16 + set.len() * c);
                                     msg.extend_from_slice(&par.c.to_le_bytes());
                                     msg.extend_from_slice(&par.lens[*index].to_le_bytes());
-                                    msg.extend(xor::contribution(
+                                    xor::contribution_into(
+                                        &mut msg,
                                         k,
                                         set.len(),
                                         &bundle(f),
                                         &par.segment,
                                         c,
-                                    ));
+                                    );
                                     msg
                                 }
                                 _ => Vec::new(),

@@ -241,6 +241,47 @@ impl Disk for RealDisk {
     }
 }
 
+/// Test hook (fault injection, not for applications): a disk whose atomic
+/// write puts the first half of the data under the temporary name, syncs
+/// it, and then kills this process with SIGKILL, so the file is never
+/// renamed into place (a rank that dies in the middle of writing its L1
+/// file; see [`super::Ckpt::die_during_checkpoint`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DieMidWrite;
+
+impl Disk for DieMidWrite {
+    fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        RealDisk.read(path)
+    }
+
+    fn write_atomic(&self, path: &Path, data: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(Error::file("create", dir))?;
+        let tmp = tmp_name(path);
+        let mut f = std::fs::File::create(&tmp).map_err(Error::file("create", &tmp))?;
+        f.write_all(&data[..data.len() / 2])
+            .map_err(Error::file("write", &tmp))?;
+        f.sync_data().map_err(Error::file("sync", &tmp))?;
+        eprintln!(
+            "dos::ckpt: dying by SIGKILL in the middle of writing {} (test hook)",
+            path.display()
+        );
+        // SAFETY: sends a signal to this process; no memory effects.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        // SIGKILL cannot be caught; never reached.
+        std::process::abort()
+    }
+
+    fn remove_all(&self, path: &Path) -> Result<()> {
+        RealDisk.remove_all(path)
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        RealDisk.list(dir)
+    }
+}
+
 /// The temporary name `path` is written under before its rename.
 pub fn tmp_name(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();

@@ -26,25 +26,54 @@ pub fn slot(i: usize, j: usize) -> usize {
     }
 }
 
-/// Chunk `k` of `data` (zero-padded to `c` bytes), XORed into `dst`.
-fn xor_chunk(dst: &mut [u8], data: &[u8], k: usize, c: usize) {
+/// Chunk `k` of `data`, cut to at most `c` bytes (shorter, or empty, at the
+/// end of `data`: the rest is the zero padding).
+fn chunk(data: &[u8], k: usize, c: usize) -> &[u8] {
     let start = (k * c).min(data.len());
     let end = ((k + 1) * c).min(data.len());
-    xor_into(&mut dst[..end - start], &data[start..end]);
+    &data[start..end]
 }
 
-/// `dst ^= src` (equal lengths), eight bytes at a time.
+/// `dst ^= src` (equal lengths). A plain byte-wise loop: LLVM vectorises it
+/// to the widest registers the target has.
 pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     debug_assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (a, b) in (&mut d).zip(&mut s) {
-        let x = u64::from_ne_bytes(a.try_into().expect("8 bytes"))
-            ^ u64::from_ne_bytes(b.try_into().expect("8 bytes"));
-        a.copy_from_slice(&x.to_ne_bytes());
+    for (a, b) in dst.iter_mut().zip(src) {
+        *a ^= *b;
     }
-    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *a ^= b;
+}
+
+/// Bytes of `dst` filled per pass of [`xor_of`]: small enough that the
+/// destination block stays in the L1 cache while every source is XORed in.
+const BLOCK: usize = 16 << 10;
+
+/// `dst` = the XOR of `srcs`, each zero-padded (or cut) to `dst.len()`: the
+/// first source is copied, the others XORed in, block by block, so `dst`
+/// is written once and never read back from memory.
+pub fn xor_of(dst: &mut [u8], srcs: &[&[u8]]) {
+    let mut start = 0;
+    while start < dst.len() {
+        let end = (start + BLOCK).min(dst.len());
+        let d = &mut dst[start..end];
+        let mut filled = 0;
+        for (k, s) in srcs.iter().enumerate() {
+            let s = s.get(start..).unwrap_or(&[]);
+            let s = &s[..s.len().min(d.len())];
+            if k == 0 {
+                d[..s.len()].copy_from_slice(s);
+                filled = s.len();
+            } else {
+                // Past `filled`, `d` is still to be zeroed: copy there.
+                let x = s.len().min(filled);
+                xor_into(&mut d[..x], &s[..x]);
+                if s.len() > filled {
+                    d[filled..s.len()].copy_from_slice(&s[filled..]);
+                    filled = s.len();
+                }
+            }
+        }
+        d[filled..].fill(0);
+        start = end;
     }
 }
 
@@ -60,8 +89,9 @@ pub fn chunk_ref(data: &[u8], i: usize, j: usize, c: usize) -> std::borrow::Cow<
 
 /// The chunk of member `i`'s `data` for segment `j`, padded to `c` bytes.
 pub fn chunk_for(data: &[u8], i: usize, j: usize, c: usize) -> Vec<u8> {
-    let mut out = vec![0u8; c];
-    xor_chunk(&mut out, data, slot(i, j), c);
+    let mut out = Vec::with_capacity(c);
+    out.extend_from_slice(chunk(data, slot(i, j), c));
+    out.resize(c, 0);
     out
 }
 
@@ -70,12 +100,18 @@ pub fn chunk_for(data: &[u8], i: usize, j: usize, c: usize) -> Vec<u8> {
 pub fn encode(data: &[&[u8]]) -> Vec<Vec<u8>> {
     let n = data.len();
     let c = chunk_len(data.iter().map(|d| d.len()).max().unwrap_or(0), n);
+    let mut srcs = Vec::with_capacity(n);
     (0..n)
         .map(|j| {
+            srcs.clear();
+            srcs.extend(
+                data.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != j)
+                    .map(|(i, d)| chunk(d, slot(i, j), c)),
+            );
             let mut p = vec![0u8; c];
-            for (i, d) in data.iter().enumerate().filter(|&(i, _)| i != j) {
-                xor_chunk(&mut p, d, slot(i, j), c);
-            }
+            xor_of(&mut p, &srcs);
             p
         })
         .collect()
@@ -84,16 +120,32 @@ pub fn encode(data: &[&[u8]]) -> Vec<Vec<u8>> {
 /// What survivor `i` sends to rebuild a lost member: `n` chunks of `c`
 /// bytes; its own place holds its parity segment `parity`.
 pub fn contribution(i: usize, n: usize, data: &[u8], parity: &[u8], c: usize) -> Vec<u8> {
-    let mut out = vec![0u8; n * c];
-    for j in 0..n {
-        let dst = &mut out[j * c..(j + 1) * c];
-        if j == i {
-            dst.copy_from_slice(parity);
-        } else {
-            xor_chunk(dst, data, slot(i, j), c);
-        }
-    }
+    let mut out = Vec::with_capacity(n * c);
+    contribution_into(&mut out, i, n, data, parity, c);
     out
+}
+
+/// [`contribution`], appended to `out` (one pass over the data: each chunk
+/// copied once, only the padding zeroed).
+pub fn contribution_into(
+    out: &mut Vec<u8>,
+    i: usize,
+    n: usize,
+    data: &[u8],
+    parity: &[u8],
+    c: usize,
+) {
+    out.reserve(n * c);
+    for j in 0..n {
+        let piece = if j == i {
+            parity
+        } else {
+            chunk(data, slot(i, j), c)
+        };
+        let piece = &piece[..piece.len().min(c)];
+        out.extend_from_slice(piece);
+        out.resize(out.len() + (c - piece.len()), 0);
+    }
 }
 
 /// From the XOR of all survivors' contributions, the lost member `m`'s data
@@ -135,6 +187,25 @@ mod tests {
             let (d, p) = rebuild(&data, &parity, m);
             prop_assert_eq!(&d, &data[m]);
             prop_assert_eq!(&p, &parity[m]);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn xor_of_equals_padded_xors(
+            srcs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40_000), 0..5),
+            len in 0usize..40_000,
+        ) {
+            let mut want = vec![0u8; len];
+            for s in &srcs {
+                for (a, b) in want.iter_mut().zip(s) {
+                    *a ^= b;
+                }
+            }
+            let refs: Vec<&[u8]> = srcs.iter().map(Vec::as_slice).collect();
+            let mut got = vec![0xa5u8; len];
+            xor_of(&mut got, &refs);
+            prop_assert_eq!(got, want);
         }
     }
 
