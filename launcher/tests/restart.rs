@@ -76,6 +76,11 @@ fn rc(d: &TempDir, id: &str, np: usize, extra: &[&str], prog: &Path, args: &[&st
     c
 }
 
+/// [`rc`] run to its end (no input, the usual limit).
+fn run_rc(d: &TempDir, id: &str, np: usize, extra: &[&str], prog: &Path, args: &[&str]) -> Run {
+    run_with(&mut rc(d, id, np, extra, prog, args), b"", LIMIT)
+}
+
 fn ok_line(np: u64, steps: u64, attempt: usize) -> String {
     format!(
         "restartcheck: OK result={} steps={steps} ranks={np} attempt={attempt}",
@@ -101,17 +106,13 @@ fn recovered_secs(line: &str) -> f64 {
 fn a_killed_rank_is_restarted_from_its_checkpoint() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-kill");
-    let r = run_with(
-        &mut rc(
-            &d,
-            "k",
-            4,
-            &["--max-restarts", "3"],
-            &prog,
-            &["20", "5", "kill@5:1"],
-        ),
-        b"",
-        LIMIT,
+    let r = run_rc(
+        &d,
+        "k",
+        4,
+        &["--max-restarts", "3"],
+        &prog,
+        &["20", "5", "kill@5:1"],
     );
     r.assert_no_panic();
     assert_eq!(r.code(), 0, "{r:?}");
@@ -184,17 +185,13 @@ fn a_dos_program_is_restarted_after_a_kill_or_an_abort() {
 fn a_rank_exiting_non_zero_is_restarted() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-exit");
-    let r = run_with(
-        &mut rc(
-            &d,
-            "e",
-            3,
-            &["--max-restarts", "1"],
-            &prog,
-            &["12", "5", "exit@3:2"],
-        ),
-        b"",
-        LIMIT,
+    let r = run_rc(
+        &d,
+        "e",
+        3,
+        &["--max-restarts", "1"],
+        &prog,
+        &["12", "5", "exit@3:2"],
     );
     assert_eq!(r.code(), 0, "{r:?}");
     assert!(r.stdout.contains(&ok_line(3, 12, 1)), "{r:?}");
@@ -212,17 +209,13 @@ fn without_a_checkpoint_none_is_reported() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-none");
     // Killed at step 1: nothing committed, nothing restored.
-    let r = run_with(
-        &mut rc(
-            &d,
-            "n",
-            2,
-            &["--max-restarts", "1"],
-            &prog,
-            &["6", "5", "kill@1:0"],
-        ),
-        b"",
-        LIMIT,
+    let r = run_rc(
+        &d,
+        "n",
+        2,
+        &["--max-restarts", "1"],
+        &prog,
+        &["6", "5", "kill@1:0"],
     );
     assert_eq!(r.code(), 0, "{r:?}");
     assert!(r.stdout.contains("resumed from step 0"), "{r:?}");
@@ -242,17 +235,13 @@ fn a_rank_failing_on_every_attempt_exhausts_the_restarts() {
     let Some(prog) = fixture() else { return };
     for (fail, status) in [("kill-always@2:1", 137), ("exit-always@2:1", 3)] {
         let d = TempDir::new("rs-always");
-        let r = run_with(
-            &mut rc(
-                &d,
-                "a",
-                2,
-                &["--max-restarts", "2"],
-                &prog,
-                &["6", "5", fail],
-            ),
-            b"",
-            LIMIT,
+        let r = run_rc(
+            &d,
+            "a",
+            2,
+            &["--max-restarts", "2"],
+            &prog,
+            &["6", "5", fail],
         );
         r.assert_no_panic();
         assert_eq!(r.code(), status, "{fail}: {r:?}");
@@ -279,11 +268,7 @@ fn a_rank_failing_on_every_attempt_exhausts_the_restarts() {
 fn without_max_restarts_a_failure_ends_the_job() {
     let Some(prog) = fixture() else { return };
     let d = TempDir::new("rs-zero");
-    let r = run_with(
-        &mut rc(&d, "z", 2, &[], &prog, &["6", "5", "kill@2:1"]),
-        b"",
-        LIMIT,
-    );
+    let r = run_rc(&d, "z", 2, &[], &prog, &["6", "5", "kill@2:1"]);
     assert_eq!(r.code(), 137, "{r:?}");
     assert!(restarts(&r).is_empty(), "{r:?}");
     assert!(!r.stderr.contains("no restarts left"), "{r:?}");
