@@ -21,6 +21,7 @@
 //! assert_eq!(got, sent);
 //! ```
 
+pub use crate::coll::nonblocking::ffi::{BlockLayout, NbColl};
 use crate::comm::Comm;
 use crate::p2p::{ReqId, Shared, Source, Status, Tag, TagSel};
 use crate::Result;
@@ -110,6 +111,14 @@ impl Comm {
 }
 
 impl DetachedRequest {
+    /// The request for engine request `id` (a nonblocking collective's,
+    /// see [`Comm::icoll_detached`]).
+    pub(crate) fn from_engine(eng: Shared, id: ReqId) -> DetachedRequest {
+        DetachedRequest {
+            inner: Some((eng, id)),
+        }
+    }
+
     /// A request that is already complete.
     pub fn completed() -> DetachedRequest {
         DetachedRequest { inner: None }

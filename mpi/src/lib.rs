@@ -257,6 +257,7 @@ mod error;
 mod group;
 mod info;
 mod later;
+mod nbc;
 mod p2p;
 mod persist;
 mod ptr;

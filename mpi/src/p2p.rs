@@ -343,6 +343,7 @@ pub(crate) unsafe fn new_request(
             kind,
             comm,
             outcome: None,
+            after: None,
         }))
     })?;
     // SAFETY: the caller's contract.
@@ -422,6 +423,7 @@ unsafe fn isend(
             kind: ReqKind::Send,
             comm,
             outcome: None,
+            after: None,
         }))
     })?;
     // SAFETY: the caller's contract.
@@ -484,7 +486,7 @@ mpi_fn! {
                     (r, ReqKind::Recv { source, tag })
                 }
             };
-            Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None }))
+            Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None, after: None }))
         })?;
         out(request, h, "request")
     }

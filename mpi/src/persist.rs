@@ -431,6 +431,7 @@ mpi_fn! {
                 kind: ReqKind::Send,
                 comm: abi::COMM_WORLD,
                 outcome: Some((s, r.err())),
+                after: None,
             }))
         })?;
         out(request, h, "request")

@@ -1,5 +1,29 @@
 //! Completing requests: the `Wait*` and `Test*` families, `Request_free`,
 //! `Request_get_status`; and what a status tells (`Get_count`).
+//!
+//! Every nonblocking operation is one entry of the request table
+//! ([`ReqEntry`]): a dos [`DetachedRequest`] (its transfers, completed by
+//! dos's engine), a [`ReqKind`] saying what status its completion yields,
+//! and an optional [`After`] hook: work done once the transfers have
+//! completed without error, before the status is returned (unpacking a
+//! noncontiguous receive from its temporary, copying a reduction's result
+//! back into a misaligned buffer) and which owns what must live until then
+//! (temporaries, packed copies). Every `Wait*`/`Test*` form completes any
+//! kind the same way, so point-to-point and nonblocking collective requests
+//! mix in one array.
+//!
+//! Adding a kind of request (a one-sided request-based operation, an MPI-IO
+//! one): start the operation as a `DetachedRequest` (or a completed one
+//! with the outcome stored in `outcome`), insert a `ReqEntry` with a
+//! `ReqKind` (a new variant if its status differs: one match arm in
+//! `complete_raw` below) and an `after` hook for what it must do at the
+//! end; nothing else here changes.
+//!
+//! Progress is dos's weak progress: transfers and the schedules of
+//! nonblocking collectives advance inside MPI calls (any wait, test, send,
+//! probe or collective), not in the background while the program computes
+//! outside MPI (dos's RPC thread moves bytes already in flight, but never
+//! runs a schedule's next step).
 
 use std::ffi::c_int;
 
@@ -13,14 +37,38 @@ use crate::persist::{self, around, is_persistent};
 use crate::ptr::{out, read};
 use crate::state::{self, ReqEntry, ReqKind};
 
-/// Waits for `e` (at once if it has completed) and returns its status and result.
-fn complete(e: ReqEntry) -> (Status, Option<Error>) {
+/// Work a request does when its transfers have completed without error
+/// (see the [module docs](self)), given the status so far; dropped unrun if
+/// they failed or the request is withdrawn at `MPI_Finalize`. What it
+/// captures lives until then.
+pub(crate) type After = Box<dyn FnOnce(&Status) -> R<()>>;
+
+/// Waits for `e` (at once if it has completed) and returns its status and
+/// result, after running its [`After`] hook.
+fn complete(mut e: ReqEntry) -> (Status, Option<Error>) {
+    let after = e.after.take();
+    let (st, x) = complete_raw(e);
+    match (after, x) {
+        (Some(f), None) => match f(&st) {
+            Ok(()) => (st, None),
+            Err(x) => {
+                let mut st = st;
+                st.MPI_ERROR = x.class;
+                (st, Some(x))
+            }
+        },
+        (_, x) => (st, x),
+    }
+}
+
+/// [`complete`] without the hook.
+fn complete_raw(e: ReqEntry) -> (Status, Option<Error>) {
     if let Some(o) = e.outcome {
         return o;
     }
     match e.kind {
         ReqKind::ProcNull => (Status::proc_null(), None),
-        ReqKind::Send => match e.raw.wait() {
+        ReqKind::Send | ReqKind::Coll => match e.raw.wait() {
             Ok(_) => (Status::empty(), None),
             Err(x) => {
                 let x = Error::from(x);
@@ -419,7 +467,20 @@ mpi_fn! {
             h
         };
         state::with(|st| {
-            let e = st.reqs.remove(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+            let e = st.reqs.get(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
+            if matches!(e.kind, ReqKind::Coll) {
+                // MPI-4 5.12: freeing a nonblocking collective's request is erroneous.
+                return Err(err(abi::ERR_REQUEST, "the request of a nonblocking collective cannot be freed: complete it"));
+            }
+            if e.after.is_some() && !e.raw.is_done() {
+                return Err(err(abi::ERR_UNSUPPORTED_OPERATION, "freeing an active request of a noncontiguous datatype is not supported: complete it"));
+            }
+            let e = st.reqs.remove(&h).expect("present");
+            if e.after.is_some() {
+                // Done already: its hook (an unpack) runs now.
+                let _ = complete(e);
+                return Ok(());
+            }
             match e.kind {
                 ReqKind::Recv { .. } => st.freed_recvs.push(e.raw),
                 _ => st.detached.push((e.raw, Vec::new())),
@@ -447,7 +508,8 @@ mpi_fn! {
             let e = st.reqs.get_mut(&request).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {request:#x}")))?;
             if e.outcome.is_none() && e.raw.test() {
                 let raw = std::mem::replace(&mut e.raw, DetachedRequest::completed());
-                let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None });
+                let after = e.after.take();
+                let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None, after });
                 e.outcome = Some(o);
             }
             Ok(e.outcome.as_ref().map(|o| o.0))

@@ -46,6 +46,9 @@ pub(crate) enum ReqKind {
     Recv { source: i32, tag: i32 },
     /// A receive from `MPI_PROC_NULL`: complete, with the `MPI_PROC_NULL` status.
     ProcNull,
+    /// A nonblocking collective (an empty status; `MPI_Request_free` is
+    /// erroneous for it).
+    Coll,
 }
 
 /// A nonblocking request in flight.
@@ -56,6 +59,8 @@ pub(crate) struct ReqEntry {
     pub comm: Handle,
     /// Its outcome, once `MPI_Request_get_status` has seen it complete.
     pub outcome: Option<(crate::abi::Status, Option<crate::error::Error>)>,
+    /// What runs when it completes (see [`crate::request::After`]).
+    pub after: Option<crate::request::After>,
 }
 
 /// Objects by handle: a slab, so that a lookup is an index (the request

@@ -216,6 +216,11 @@ fn collectives() {
 }
 
 #[test]
+fn nonblocking_collectives_against_a_serial_model() {
+    passes("dosmpicc", "nbc_coll.c");
+}
+
+#[test]
 fn bad_arguments_return_the_standard_error_classes() {
     passes("dosmpicc", "errors.c");
 }

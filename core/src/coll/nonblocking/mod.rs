@@ -80,6 +80,7 @@
 
 mod api;
 pub(crate) mod detached;
+pub(crate) mod ffi;
 mod plan;
 mod run;
 

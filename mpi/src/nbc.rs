@@ -1,0 +1,835 @@
+//! The nonblocking collectives (`MPI_Ibarrier`, `MPI_Ibcast`, ...,
+//! `MPI_Iexscan`), on dos's schedule engine.
+//!
+//! Each call checks its arguments as the blocking form does (same error
+//! classes, before anything is sent), then starts the schedule of dos's
+//! nonblocking collective (`Comm::icoll_detached`: the same algorithms as
+//! dos's scoped `i`-collectives) and returns an ordinary request of the
+//! request table, of kind `ReqKind::Coll`: every `Wait*`/`Test*` form
+//! completes it, alone or mixed with point-to-point requests, and its
+//! status is the empty one. `MPI_Request_free` of it is `MPI_ERR_REQUEST`
+//! (erroneous by the standard); a request never completed is withdrawn at
+//! `MPI_Finalize`.
+//!
+//! Progress is weak, as in dos: a schedule advances inside MPI calls (any
+//! wait or test, and any other call that enters dos's engine: sends,
+//! receives, probes, blocking collectives), never while the program
+//! computes outside MPI. A program that overlaps computation with a
+//! nonblocking collective gets overlap for the transfers dos's progress
+//! thread moves, and should call `MPI_Test` now and then for the rest.
+//!
+//! Several collectives may be outstanding at once, on one communicator or
+//! several: each has a tag of its own (dos numbers them per communicator in
+//! the order started, which MPI requires to be the same on every rank).
+//!
+//! Buffers: data-movement collectives move bytes; derived datatypes go
+//! through a packed temporary ([`Staged`]/[`VStaged`], as in the blocking
+//! forms) that is unpacked into the caller's buffer when the request
+//! completes (the request's [`After`] hook). Reductions take the element
+//! type of the datatype; a buffer not aligned for it, and the extra copies
+//! `MPI_IN_PLACE` needs (the contribution of `Iallgather`, `Ialltoall(v)`,
+//! `Ireduce_scatter(_block)`, `Iscan`, `Iexscan`), are temporaries the
+//! request owns until it completes.
+
+use std::ffi::{c_int, c_void};
+
+use dos::detached::{DetachedRequest, NbColl};
+use dos::Comm;
+
+use crate::abi::{self, Handle};
+use crate::datatype::{self, Layout};
+use crate::error::{err, R};
+use crate::ptr::{in_place, ints, out};
+use crate::reduce::{self, DynOp, Num};
+use crate::request::After;
+use crate::state::{self, ReqEntry, ReqKind};
+use crate::types::{Staged, VStaged};
+
+/// The operation of a data-movement collective (never called).
+struct Move;
+
+impl dos::op::Op<u8> for Move {
+    fn apply_left(&self, _: &[u8], _: &mut [u8]) {}
+    fn apply_right(&self, _: &mut [u8], _: &[u8]) {}
+}
+
+/// What a request keeps until it completes, and does then: each job runs
+/// in order when the collective has completed (unpacks, copies back); the
+/// objects a job captures live until then.
+#[derive(Default)]
+struct Keep {
+    jobs: Vec<Box<dyn FnOnce() -> R<()>>>,
+}
+
+impl Keep {
+    /// Keeps `x` alive until completion.
+    fn hold<X: 'static>(&mut self, x: X) {
+        self.jobs.push(Box::new(move || {
+            drop(x);
+            Ok(())
+        }));
+    }
+
+    /// Unpacks `s` into its buffer at completion.
+    fn unpack(&mut self, s: Staged) {
+        // SAFETY: the buffer is the caller's, valid until the request
+        // completes (MPI's rule for nonblocking calls).
+        self.jobs.push(Box::new(move || unsafe { s.finish() }));
+    }
+
+    /// Unpacks `v` into its buffer at completion.
+    fn vunpack(&mut self, v: VStaged) {
+        // SAFETY: as for `unpack`.
+        self.jobs.push(Box::new(move || unsafe { v.finish() }));
+    }
+
+    fn into_after(self) -> Option<After> {
+        if self.jobs.is_empty() {
+            return None;
+        }
+        let jobs = self.jobs;
+        Some(Box::new(move |_| {
+            let mut first = Ok(());
+            for j in jobs {
+                let r = j();
+                if first.is_ok() {
+                    first = r;
+                }
+            }
+            first
+        }))
+    }
+}
+
+/// The request argument, checked before anything starts.
+fn request_arg(request: *mut Handle) -> R<()> {
+    if request.is_null() {
+        Err(err(abi::ERR_ARG, "null pointer for request"))
+    } else {
+        Ok(())
+    }
+}
+
+/// Registers a started collective; stores its handle.
+///
+/// # Safety
+/// `request` valid for a write.
+unsafe fn register(raw: DetachedRequest, keep: Keep, comm: Handle, request: *mut Handle) -> R<()> {
+    let after = keep.into_after();
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind: ReqKind::Coll,
+            comm,
+            outcome: None,
+            after,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
+}
+
+fn root_of(c: &Comm, root: c_int) -> R<usize> {
+    if root >= 0 && (root as usize) < c.size() {
+        Ok(root as usize)
+    } else {
+        Err(err(
+            abi::ERR_ROOT,
+            format!("invalid root {root} in a communicator of size {}", c.size()),
+        ))
+    }
+}
+
+/// A block sent must be as long as the block the receiver expects.
+fn check_block(sent: usize, expected: usize) -> R<()> {
+    if sent > expected {
+        Err(err(
+            abi::ERR_TRUNCATE,
+            format!("a block of {sent} bytes where {expected} are expected"),
+        ))
+    } else if sent < expected {
+        Err(err(
+            abi::ERR_COUNT,
+            format!("a block of {sent} bytes where {expected} are expected"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// The byte length of `n` elements of `dt` (dense or packed).
+fn packed_len(n: usize, dt: Handle) -> R<usize> {
+    Ok(match datatype::layout_n(n, dt)? {
+        Layout::Dense(l) => l,
+        Layout::Packed { len, .. } => len,
+    })
+}
+
+/// Elements of `count` blocks for `size` ranks, checked.
+fn all_blocks(count: c_int, size: usize) -> R<usize> {
+    datatype::count(count)?
+        .checked_mul(size)
+        .ok_or_else(|| err(abi::ERR_COUNT, "the blocks of all ranks overflow"))
+}
+
+/// `n` elements of `dt` at `buf` as bytes (packed if `fill` and the type is
+/// not dense); the staging is kept in `keep`, unpacked at completion if
+/// `unpack`. Returns the bytes' address and length.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt` until the request completes.
+unsafe fn stage(
+    keep: &mut Keep,
+    buf: *const c_void,
+    n: usize,
+    dt: Handle,
+    fill: bool,
+    unpack: bool,
+) -> R<(*mut u8, usize)> {
+    // SAFETY: the caller's contract.
+    let mut s = unsafe { Staged::new(buf, n, dt, fill)? };
+    // SAFETY: as above.
+    let b = unsafe { s.bytes()? };
+    let (p, l) = (b.as_mut_ptr(), b.len());
+    if unpack {
+        keep.unpack(s);
+    } else {
+        keep.hold(s);
+    }
+    Ok((p, l))
+}
+
+/// A copy of `len` bytes at `p`, kept until completion; its address.
+///
+/// # Safety
+/// `p` valid for `len` bytes.
+unsafe fn copy_kept(keep: &mut Keep, p: *const u8, len: usize) -> *const u8 {
+    let v: Vec<u8> = if len == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { std::slice::from_raw_parts(p, len) }.to_vec()
+    };
+    let q = v.as_ptr();
+    keep.hold(v);
+    q
+}
+
+/// Starts a byte collective and registers it.
+///
+/// # Safety
+/// The buffers valid until completion; `request` for a write.
+#[allow(clippy::too_many_arguments)]
+unsafe fn start_bytes(
+    c: &Comm,
+    what: NbColl<'_>,
+    send: (*const u8, usize),
+    recv: (*mut u8, usize),
+    keep: Keep,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    let raw = unsafe { c.icoll_detached(what, send.0, send.1, recv.0, recv.1, Move)? };
+    // SAFETY: the caller's contract.
+    unsafe { register(raw, keep, comm, request) }
+}
+
+const NOTHING: (*const u8, usize) = (std::ptr::null(), 0);
+const NOWHERE: (*mut u8, usize) = (std::ptr::null_mut(), 0);
+
+mpi_fn! {
+    /// Starts a barrier: completes once every rank has started it.
+    fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        start_bytes(&c, NbColl::Barrier, NOTHING, NOWHERE, Keep::default(), comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts copying `root`'s buffer to every rank.
+    fn MPI_Ibcast / PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let n = datatype::count(count)?;
+        let root = root_of(&c, root)?;
+        let me = c.rank() == root;
+        let mut keep = Keep::default();
+        let b = stage(&mut keep, buffer, n, datatype, me, !me)?;
+        start_bytes(&c, NbColl::Bcast { root }, NOTHING, b, keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts gathering equal blocks at `root` in rank order.
+    fn MPI_Igather / PMPI_Igather(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let mut keep = Keep::default();
+        if c.rank() != root {
+            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            let what = NbColl::Gather { root, blk: s.1, in_place: false };
+            return start_bytes(&c, what, (s.0, s.1), NOWHERE, keep, comm, request);
+        }
+        let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
+        let ip = in_place(sendbuf);
+        let r = stage(&mut keep, recvbuf, all_blocks(recvcount, c.size())?, recvtype, ip, true)?;
+        let s = if ip {
+            NOTHING
+        } else {
+            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            check_block(s.1, blk)?;
+            (s.0 as *const u8, s.1)
+        };
+        start_bytes(&c, NbColl::Gather { root, blk, in_place: ip }, s, r, keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts scattering equal blocks from `root` in rank order.
+    fn MPI_Iscatter / PMPI_Iscatter(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let mut keep = Keep::default();
+        if c.rank() != root {
+            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let what = NbColl::Scatter { root, blk: r.1, in_place: false };
+            return start_bytes(&c, what, NOTHING, r, keep, comm, request);
+        }
+        let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+        let s = stage(&mut keep, sendbuf, all_blocks(sendcount, c.size())?, sendtype, true, false)?;
+        let ip = in_place(recvbuf);
+        let r = if ip {
+            NOWHERE
+        } else {
+            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            check_block(blk, r.1)?;
+            r
+        };
+        start_bytes(&c, NbColl::Scatter { root, blk, in_place: ip }, (s.0, s.1), r, keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts gathering every rank's block at every rank, in rank order.
+    fn MPI_Iallgather / PMPI_Iallgather(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let mut keep = Keep::default();
+        let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
+        let ip = in_place(sendbuf);
+        let r = stage(&mut keep, recvbuf, all_blocks(recvcount, c.size())?, recvtype, ip, true)?;
+        let s = if ip {
+            // The contribution is this rank's block of the receive buffer.
+            (copy_kept(&mut keep, r.0.add(c.rank() * blk), blk), blk)
+        } else {
+            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            check_block(s.1, blk)?;
+            (s.0 as *const u8, s.1)
+        };
+        start_bytes(&c, NbColl::Allgather, s, r, keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts sending block `j` of rank `i` to block `i` of rank `j`.
+    fn MPI_Ialltoall / PMPI_Ialltoall(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let mut keep = Keep::default();
+        let ip = in_place(sendbuf);
+        let r = stage(&mut keep, recvbuf, all_blocks(recvcount, c.size())?, recvtype, ip, true)?;
+        let s = if ip {
+            (copy_kept(&mut keep, r.0, r.1), r.1)
+        } else {
+            let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
+            check_block(packed_len(datatype::count(sendcount)?, sendtype)?, blk)?;
+            let s = stage(&mut keep, sendbuf, all_blocks(sendcount, c.size())?, sendtype, true, false)?;
+            (s.0 as *const u8, s.1)
+        };
+        start_bytes(&c, NbColl::Alltoall, s, r, keep, comm, request)
+    }
+}
+
+// ----- the v-forms -----
+
+/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
+///
+/// # Safety
+/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
+unsafe fn layout(
+    counts: *const c_int,
+    displs: *const c_int,
+    n: usize,
+    size: usize,
+) -> R<(Vec<usize>, Vec<usize>, usize)> {
+    // SAFETY: the caller's contract.
+    let (c, d) = unsafe {
+        (
+            ints(counts, n, "counts")?,
+            ints(displs, n, "displacements")?,
+        )
+    };
+    let mut cs = Vec::with_capacity(n);
+    let mut ds = Vec::with_capacity(n);
+    let mut end = 0usize;
+    for i in 0..n {
+        let ci = datatype::count(c[i])?;
+        let di = usize::try_from(d[i])
+            .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
+        let (cb, db) = (
+            ci.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
+            di.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_ARG, "a displacement overflows"))?,
+        );
+        end = end.max(db + cb);
+        cs.push(cb);
+        ds.push(db);
+    }
+    Ok((cs, ds, end))
+}
+
+/// The blocks of a v-form buffer as bytes: the caller's buffer for a
+/// predefined datatype, a packed temporary for a derived one (unpacked at
+/// completion if `unpack`). Returns the address, length and byte layout.
+///
+/// # Safety
+/// The buffer and arrays valid for the blocks until completion.
+#[allow(clippy::too_many_arguments)]
+unsafe fn vstage(
+    keep: &mut Keep,
+    buf: *const c_void,
+    counts: *const c_int,
+    displs: *const c_int,
+    n: usize,
+    dt: Handle,
+    fill: bool,
+    unpack: bool,
+) -> R<(*mut u8, usize, Vec<usize>, Vec<usize>)> {
+    if datatype::is_derived(dt) {
+        // SAFETY: the caller's contract.
+        let mut v = unsafe { VStaged::new(buf, counts, displs, n, dt, fill)? };
+        let (p, l) = (v.tmp.as_mut_ptr(), v.tmp.len());
+        let (cs, ds) = (v.cs.clone(), v.ds.clone());
+        if unpack {
+            keep.vunpack(v);
+        } else {
+            keep.hold(v);
+        }
+        return Ok((p, l, cs, ds));
+    }
+    let size = datatype::dense_size(dt)?;
+    // SAFETY: the caller's contract.
+    let (cs, ds, end) = unsafe { layout(counts, displs, n, size)? };
+    if end > 0 && buf.is_null() {
+        return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
+    }
+    Ok((buf as *mut u8, end, cs, ds))
+}
+
+mpi_fn! {
+    /// Starts gathering blocks of varying sizes at `root`.
+    fn MPI_Igatherv / PMPI_Igatherv(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+        root: c_int, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        gatherv(&c, Some(root), sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts gathering blocks of varying sizes at every rank.
+    fn MPI_Iallgatherv / PMPI_Iallgatherv(
+        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+        comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        gatherv(&c, None, sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request)
+    }
+}
+
+/// `Igatherv` (at `Some(root)`) or `Iallgatherv` (`None`).
+///
+/// # Safety
+/// The buffers and arrays valid for their counts; `request` for a write.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gatherv(
+    c: &Comm,
+    root: Option<usize>,
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    displs: *const c_int,
+    recvtype: Handle,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let me = c.rank();
+        let mut keep = Keep::default();
+        if let Some(root) = root.filter(|&r| r != me) {
+            let s = stage(
+                &mut keep,
+                sendbuf,
+                datatype::count(sendcount)?,
+                sendtype,
+                true,
+                false,
+            )?;
+            let what = NbColl::Gatherv {
+                root,
+                layout: (&[], &[]),
+            };
+            return start_bytes(c, what, (s.0, s.1), NOWHERE, keep, comm, request);
+        }
+        let ip = in_place(sendbuf);
+        let (rp, rl, cs, ds) = vstage(
+            &mut keep,
+            recvbuf,
+            recvcounts,
+            displs,
+            c.size(),
+            recvtype,
+            ip,
+            true,
+        )?;
+        let s = if ip {
+            (copy_kept(&mut keep, rp.add(ds[me]), cs[me]), cs[me])
+        } else {
+            let s = stage(
+                &mut keep,
+                sendbuf,
+                datatype::count(sendcount)?,
+                sendtype,
+                true,
+                false,
+            )?;
+            check_block(s.1, cs[me])?;
+            (s.0 as *const u8, s.1)
+        };
+        let layout = (&cs[..], &ds[..]);
+        let what = match root {
+            Some(root) => NbColl::Gatherv { root, layout },
+            None => NbColl::Allgatherv { layout },
+        };
+        start_bytes(c, what, s, (rp, rl), keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts scattering blocks of varying sizes from `root`.
+    fn MPI_Iscatterv / PMPI_Iscatterv(
+        sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+        root: c_int, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let mut keep = Keep::default();
+        if c.rank() != root {
+            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let what = NbColl::Scatterv { root, layout: (&[], &[]) };
+            return start_bytes(&c, what, NOTHING, r, keep, comm, request);
+        }
+        let (sp, sl, cs, ds) =
+            vstage(&mut keep, sendbuf, sendcounts, displs, c.size(), sendtype, true, false)?;
+        let r = if in_place(recvbuf) {
+            // The root's block stays where it is: the schedule's copy of it
+            // goes to a scratch buffer.
+            let mut v = vec![0u8; cs[root]];
+            let p = v.as_mut_ptr();
+            keep.hold(v);
+            (p, cs[root])
+        } else {
+            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            check_block(cs[root], r.1)?;
+            r
+        };
+        let what = NbColl::Scatterv { root, layout: (&cs, &ds) };
+        start_bytes(&c, what, (sp, sl), r, keep, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// Starts `MPI_Alltoall` with blocks of varying sizes and places.
+    fn MPI_Ialltoallv / PMPI_Ialltoallv(
+        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
+        comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let mut keep = Keep::default();
+        let ip = in_place(sendbuf);
+        let (rp, rl, rc, rd) = vstage(&mut keep, recvbuf, recvcounts, rdispls, n, recvtype, ip, true)?;
+        if ip {
+            let s = copy_kept(&mut keep, rp, rl);
+            let what = NbColl::Alltoallv { send: (&rc, &rd), recv: (&rc, &rd) };
+            return start_bytes(&c, what, (s, rl), (rp, rl), keep, comm, request);
+        }
+        let (sp, sl, sc, sd) = vstage(&mut keep, sendbuf, sendcounts, sdispls, n, sendtype, true, false)?;
+        let what = NbColl::Alltoallv { send: (&sc, &sd), recv: (&rc, &rd) };
+        start_bytes(&c, what, (sp, sl), (rp, rl), keep, comm, request)
+    }
+}
+
+// ----- reductions -----
+
+/// `len` bytes at `p` as `T`s for the schedule: the caller's buffer if it
+/// is aligned for `T`, else an aligned copy kept in `keep` (copied back
+/// into the buffer at completion if `back`). Returns the address and the
+/// number of elements.
+///
+/// # Safety
+/// `p` valid for `len` bytes (written if `back`) until completion.
+unsafe fn typed_buf<T: Num>(
+    keep: &mut Keep,
+    p: *mut u8,
+    len: usize,
+    back: bool,
+) -> (*mut T, usize) {
+    let n = len / std::mem::size_of::<T>().max(1);
+    if n == 0 {
+        return (std::ptr::null_mut(), 0);
+    }
+    if (p as usize) % std::mem::align_of::<T>() == 0 {
+        return (p as *mut T, n);
+    }
+    let mut v = vec![T::zeroed(); n];
+    // SAFETY: the caller's contract; `v` holds `n * size_of::<T>() <= len` bytes.
+    unsafe {
+        std::ptr::copy_nonoverlapping(p, v.as_mut_ptr() as *mut u8, n * std::mem::size_of::<T>())
+    };
+    let q = v.as_mut_ptr();
+    if back {
+        keep.jobs.push(Box::new(move || {
+            // SAFETY: the caller's contract: `p` writable until completion.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    v.as_ptr() as *const u8,
+                    p,
+                    n * std::mem::size_of::<T>(),
+                )
+            };
+            Ok(())
+        }));
+    } else {
+        keep.hold(v);
+    }
+    (q, n)
+}
+
+/// Starts reduction `what` of `T`s with `k` and registers it.
+///
+/// # Safety
+/// The buffers valid until completion; `request` for a write.
+#[allow(clippy::too_many_arguments)]
+unsafe fn start_reduce<T: Num>(
+    c: &Comm,
+    what: NbColl<'_>,
+    send: (*const u8, usize),
+    recv: (*mut u8, usize),
+    k: reduce::Kind,
+    mut keep: Keep,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let (sp, sn) = typed_buf::<T>(&mut keep, send.0 as *mut u8, send.1, false);
+        let (rp, rn) = typed_buf::<T>(&mut keep, recv.0, recv.1, true);
+        let raw = c.icoll_detached(what, sp as *const T, sn, rp, rn, DynOp(k))?;
+        register(raw, keep, comm, request)
+    }
+}
+
+/// The element type and operation of a reduction, checked.
+fn reduction(dt: Handle, op: Handle) -> R<(crate::datatype::Elem, reduce::Kind, usize)> {
+    let t = datatype::get(dt)?;
+    let k = reduce::check(op, t.elem, t.name)?;
+    Ok((t.elem, k, t.size))
+}
+
+/// `count` elements of `dt` at `p` as bytes, null checked.
+///
+/// # Safety
+/// None beyond the caller's (no access here).
+unsafe fn span(p: *const c_void, len: usize) -> R<*mut u8> {
+    if len > 0 && p.is_null() {
+        return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
+    }
+    Ok(p as *mut u8)
+}
+
+mpi_fn! {
+    /// Starts combining every rank's buffer with `op` into `root`'s.
+    fn MPI_Ireduce / PMPI_Ireduce(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let root = root_of(&c, root)?;
+        let len = datatype::bytes(count, datatype)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let me = c.rank() == root;
+        let ip = me && in_place(sendbuf);
+        let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
+        let r = if me { (span(recvbuf, len)?, len) } else { NOWHERE };
+        let what = NbColl::Reduce { root, in_place: ip };
+        reduce::typed!(elem, start_reduce(&c, what, s, r, k, Keep::default(), comm, request))
+    }
+}
+
+mpi_fn! {
+    /// Starts combining every rank's buffer with `op`; every rank gets the result.
+    fn MPI_Iallreduce / PMPI_Iallreduce(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let len = datatype::bytes(count, datatype)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let ip = in_place(sendbuf);
+        let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
+        let r = (span(recvbuf, len)?, len);
+        let what = NbColl::Allreduce { in_place: ip };
+        reduce::typed!(elem, start_reduce(&c, what, s, r, k, Keep::default(), comm, request))
+    }
+}
+
+mpi_fn! {
+    /// Starts combining with `op` and scattering the result in blocks of `recvcounts`.
+    fn MPI_Ireduce_scatter / PMPI_Ireduce_scatter(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
+        datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let (elem, k, size) = reduction(datatype, op)?;
+        let raw = ints(recvcounts, c.size(), "recvcounts")?;
+        let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+        let total = counts.iter().try_fold(0usize, |a, &x| a.checked_add(x))
+            .and_then(|t| t.checked_mul(size))
+            .ok_or_else(|| err(abi::ERR_COUNT, "the counts overflow"))?;
+        let mine = counts[c.rank()] * size;
+        let mut keep = Keep::default();
+        let s = if in_place(sendbuf) {
+            let p = span(recvbuf, total)?;
+            (copy_kept(&mut keep, p, total), total)
+        } else {
+            (span(sendbuf, total)? as *const u8, total)
+        };
+        let r = (span(recvbuf, mine)?, mine);
+        let what = NbColl::ReduceScatter { counts: &counts };
+        reduce::typed!(elem, start_reduce(&c, what, s, r, k, keep, comm, request))
+    }
+}
+
+mpi_fn! {
+    /// Starts `MPI_Ireduce_scatter` with equal blocks.
+    fn MPI_Ireduce_scatter_block / PMPI_Ireduce_scatter_block(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
+        datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let (elem, k, _) = reduction(datatype, op)?;
+        let blk = datatype::bytes(recvcount, datatype)?;
+        let total = blk.checked_mul(c.size()).ok_or_else(|| err(abi::ERR_COUNT, "the blocks overflow"))?;
+        let mut keep = Keep::default();
+        let s = if in_place(sendbuf) {
+            let p = span(recvbuf, total)?;
+            (copy_kept(&mut keep, p, total), total)
+        } else {
+            (span(sendbuf, total)? as *const u8, total)
+        };
+        let r = (span(recvbuf, blk)?, blk);
+        reduce::typed!(elem, start_reduce(&c, NbColl::ReduceScatterBlock, s, r, k, keep, comm, request))
+    }
+}
+
+/// `Iscan` (`inclusive`) or `Iexscan`.
+///
+/// # Safety
+/// The buffers valid for `count` elements of `dt` until completion.
+#[allow(clippy::too_many_arguments)]
+unsafe fn iscan(
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+    request: *mut Handle,
+    inclusive: bool,
+) -> R<()> {
+    request_arg(request)?;
+    let c = state::comm(comm)?;
+    let len = datatype::bytes(count, dt)?;
+    let (elem, k, _) = reduction(dt, op)?;
+    let mut keep = Keep::default();
+    // SAFETY: the caller's contract.
+    unsafe {
+        let r = (span(recvbuf, len)?, len);
+        let s = if in_place(sendbuf) {
+            (copy_kept(&mut keep, r.0, len), len)
+        } else {
+            (span(sendbuf, len)? as *const u8, len)
+        };
+        let what = NbColl::Scan { inclusive };
+        reduce::typed!(elem, start_reduce(&c, what, s, r, k, keep, comm, request))
+    }
+}
+
+mpi_fn! {
+    /// Starts an inclusive prefix reduction in rank order.
+    fn MPI_Iscan / PMPI_Iscan(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        iscan(sendbuf, recvbuf, count, datatype, op, comm, request, true)
+    }
+}
+
+mpi_fn! {
+    /// Starts an exclusive prefix reduction in rank order (rank 0's result is undefined).
+    fn MPI_Iexscan / PMPI_Iexscan(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+        datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
+    ) on comm => {
+        iscan(sendbuf, recvbuf, count, datatype, op, comm, request, false)
+    }
+}
