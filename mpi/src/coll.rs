@@ -636,8 +636,8 @@ mpi_fn! {
     ) on comm => {
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
-        let len = datatype::bytes(count, datatype)?;
         let (elem, k, _) = reduction(datatype, op)?;
+        let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
         if me && in_place(sendbuf) {
             let r = dst(recvbuf, len)?;
@@ -667,8 +667,8 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         let c = state::comm(comm)?;
-        let len = datatype::bytes(count, datatype)?;
         let (elem, k, _) = reduction(datatype, op)?;
+        let len = datatype::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
         let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };
         typed!(elem, allreduce_t(&c, s, r, k))
@@ -779,8 +779,8 @@ unsafe fn scan(
     inclusive: bool,
 ) -> R<()> {
     let c = state::comm(comm)?;
-    let len = datatype::bytes(count, dt)?;
     let (elem, k, _) = reduction(dt, op)?;
+    let len = datatype::bytes(count, dt)?;
     // SAFETY: the caller's contract.
     let r = unsafe { dst(recvbuf, len)? };
     let s = if in_place(sendbuf) {

@@ -701,8 +701,8 @@ mpi_fn! {
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
-        let len = datatype::bytes(count, datatype)?;
         let (elem, k, _) = reduction(datatype, op)?;
+        let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
         let ip = me && in_place(sendbuf);
         let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
@@ -720,8 +720,8 @@ mpi_fn! {
     ) on comm => {
         request_arg(request)?;
         let c = state::comm(comm)?;
-        let len = datatype::bytes(count, datatype)?;
         let (elem, k, _) = reduction(datatype, op)?;
+        let len = datatype::bytes(count, datatype)?;
         let ip = in_place(sendbuf);
         let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
         let r = (span(recvbuf, len)?, len);
@@ -798,8 +798,8 @@ unsafe fn iscan(
 ) -> R<()> {
     request_arg(request)?;
     let c = state::comm(comm)?;
-    let len = datatype::bytes(count, dt)?;
     let (elem, k, _) = reduction(dt, op)?;
+    let len = datatype::bytes(count, dt)?;
     let mut keep = Keep::default();
     // SAFETY: the caller's contract.
     unsafe {

@@ -22,6 +22,7 @@ use crate::abi::{self, Handle, Status};
 use crate::datatype::{self, Layout};
 use crate::error::{err, R};
 use crate::ptr::{dst, out, src};
+use crate::request::After;
 use crate::state::{self, ReqEntry, ReqKind};
 
 /// A destination rank: `None` for `MPI_PROC_NULL`.
@@ -368,10 +369,28 @@ unsafe fn isend(
     }
     if datatype::is_derived(dt) && !matches!(datatype::layout(count, dt)?, Layout::Dense(_)) {
         if mode == Mode::Sync {
-            return Err(err(
-                abi::ERR_UNSUPPORTED_OPERATION,
-                "MPI_Issend of a noncontiguous datatype is not implemented yet",
-            ));
+            // The packed copy lives in the request's hook until it completes.
+            let c = state::comm(comm)?;
+            let mut keep = Vec::new();
+            // SAFETY: the caller's contract.
+            let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+            // SAFETY: `p` is `keep`.
+            let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
+            let raw = match d {
+                None => DetachedRequest::completed(),
+                // SAFETY: `keep` (its heap buffer) moves into the hook and
+                // lives until the request completes.
+                Some(d) => unsafe { c.issend_detached(b.as_ptr(), b.len(), d, tag)? },
+            };
+            let after: After = Box::new(move |_| {
+                drop(keep);
+                Ok(())
+            });
+            let h = state::with(|st| {
+                Ok(st.reqs.insert(ReqEntry { raw, kind: ReqKind::Send, comm, outcome: None, after: Some(after) }))
+            })?;
+            // SAFETY: the caller's contract.
+            return unsafe { out(request, h, "request") };
         }
         // A packed copy sent in the background, as a buffered send (the
         // standard lets a standard-mode send buffer).
@@ -472,6 +491,11 @@ mpi_fn! {
         if request.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for request"));
         }
+        if datatype::is_derived(datatype) {
+            if let l @ Layout::Packed { .. } = datatype::layout(count, datatype)? {
+                return irecv_packed(buf, l, source, tag, comm, request);
+            }
+        }
         // One visit to the state, as in `isend`.
         let h = state::with(|st| {
             let c = &st.comms.get(&comm).ok_or_else(|| state::bad_comm(comm))?.comm;
@@ -490,6 +514,45 @@ mpi_fn! {
         })?;
         out(request, h, "request")
     }
+}
+
+/// `MPI_Irecv` of a noncontiguous datatype: into a temporary, unpacked into
+/// `buf` (as far as the message goes) when the request completes.
+///
+/// # Safety
+/// `buf` valid for layout `l` until the request completes; `request` for a write.
+#[cold]
+unsafe fn irecv_packed(
+    buf: *mut c_void,
+    l: Layout,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    let c = state::comm(comm)?;
+    let t = recv_tag(tag)?;
+    let Layout::Packed { len, .. } = l else {
+        return Err(err(abi::ERR_INTERN, "irecv_packed of a dense layout"));
+    };
+    let (raw, kind, after) = match source_sel(&c, source)? {
+        None => (DetachedRequest::completed(), ReqKind::ProcNull, None),
+        Some(s) => {
+            let mut tmp = vec![0u8; len];
+            // SAFETY: `tmp`'s heap buffer moves into the hook, which lives
+            // until the request completes.
+            let r = unsafe { c.irecv_detached(tmp.as_mut_ptr(), len, s, t)? };
+            let after: After = Box::new(move |st: &Status| {
+                let got = (st.bytes() as usize).min(tmp.len());
+                // SAFETY: the caller keeps `buf` until the request completes (MPI's rule).
+                unsafe { crate::types::unpack_from(&tmp[..got], buf, &l) }
+            });
+            (r, ReqKind::Recv { source, tag }, Some(after))
+        }
+    };
+    let h = state::with(|st| Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None, after })))?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
 }
 
 /// # Safety

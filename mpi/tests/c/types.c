@@ -411,14 +411,28 @@ int main(int argc, char **argv) {
     }
     OK(MPI_Type_commit(&t));
     {
-        /* Not yet for noncontiguous types: a clean error, nothing posted. */
-        int x[4] = {0};
-        MPI_Request rq = MPI_REQUEST_NULL;
-        FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Irecv(x, 1, t, prev, 21, MPI_COMM_WORLD, &rq));
-        FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Issend(x, 1, t, next, 21, MPI_COMM_WORLD, &rq));
-        CHECK(rq == MPI_REQUEST_NULL);
-        FAILS(MPI_ERR_UNSUPPORTED_OPERATION,
-              MPI_Allreduce(MPI_IN_PLACE, x, 1, t, MPI_SUM, MPI_COMM_WORLD));
+        /* Irecv and Issend of a noncontiguous type: unpacked at completion. */
+        int x[4] = {-1, -1, -1, -1}, y[4], x2[8], z[3] = {5, 6, 7};
+        for (int i = 0; i < 4; i++) y[i] = val(rank, i);
+        for (int i = 0; i < 8; i++) x2[i] = -1;
+        MPI_Request rq[4];
+        MPI_Status st[4];
+        OK(MPI_Irecv(x, 1, t, prev, 21, MPI_COMM_WORLD, &rq[0]));
+        OK(MPI_Issend(y, 1, t, next, 21, MPI_COMM_WORLD, &rq[1]));
+        /* A shorter message: only what arrived is unpacked. */
+        OK(MPI_Irecv(x2, 2, t, prev, 22, MPI_COMM_WORLD, &rq[2]));
+        OK(MPI_Isend(z, 3, MPI_INT, next, 22, MPI_COMM_WORLD, &rq[3]));
+        OK(MPI_Waitall(4, rq, st));
+        CHECK(x[0] == val(prev, 0) && x[1] == -1 && x[2] == val(prev, 2) && x[3] == -1);
+        int cnt = -1;
+        OK(MPI_Get_count(&st[0], t, &cnt));
+        CHECK(cnt == 1);
+        CHECK(st[0].MPI_SOURCE == prev && st[0].MPI_TAG == 21);
+        CHECK(x2[0] == 5 && x2[2] == 6 && x2[3] == 7 && x2[5] == -1 && x2[1] == -1); /* extent 3 */
+        OK(MPI_Get_elements(&st[2], t, &cnt));
+        CHECK(cnt == 3);
+        /* A reduction on a noncontiguous type: MPI_ERR_OP. */
+        FAILS(MPI_ERR_OP, MPI_Allreduce(MPI_IN_PLACE, x, 1, t, MPI_SUM, MPI_COMM_WORLD));
     }
     OK(MPI_Type_free(&t));
     u = t; /* MPI_DATATYPE_NULL now */
