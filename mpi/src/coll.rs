@@ -14,6 +14,7 @@ use dos::Comm;
 use crate::abi::{self, Handle};
 use crate::datatype::{self, Elem, Layout};
 use crate::error::{err, R};
+use crate::nbc::WBlocks;
 use crate::ptr::{dst, in_place, ints, src};
 use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
@@ -334,6 +335,49 @@ mpi_fn! {
         }
         Ok(())
     }
+}
+
+mpi_fn! {
+    /// `MPI_Alltoallv` with a datatype per block and displacements in bytes.
+    fn MPI_Alltoallw / PMPI_Alltoallw(
+        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
+        comm: Handle,
+    ) on comm => {
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let r = WBlocks::new(recvbuf, recvcounts, rdispls, recvtypes, n)?;
+        let (send, scs, sds) = if in_place(sendbuf) {
+            (r.pack()?, r.cs.clone(), r.ds.clone())
+        } else {
+            let s = WBlocks::new(sendbuf, sendcounts, sdispls, sendtypes, n)?;
+            (s.pack()?, s.cs, s.ds)
+        };
+        let mut tmp = vec![0u8; r.total()];
+        c.alltoallv(&send, &scs, &sds, &mut tmp, &r.cs, &r.ds)?;
+        r.unpack(&tmp)
+    }
+}
+
+mpi_fn! {
+    /// `inoutbuf[i] = inbuf[i] op inoutbuf[i]` on this process only.
+    fn MPI_Reduce_local / PMPI_Reduce_local(
+        inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle,
+    ) on abi::COMM_WORLD => {
+        let (elem, k, _) = reduction(datatype, op)?;
+        let len = datatype::bytes(count, datatype)?;
+        let a = src(inbuf, len)?;
+        let io = dst(inoutbuf, len)?;
+        typed!(elem, reduce_local_t(a, io, k))
+    }
+}
+
+fn reduce_local_t<T: Num>(a: &[u8], inout: &mut [u8], k: reduce::Kind) -> R<()> {
+    let a = cast::<T>(a);
+    with_mut::<T, _>(inout, |io| {
+        dos::op::Op::<T>::apply_left(&DynOp(k), &a, io);
+        Ok(())
+    })
 }
 
 // ----- the equal-block collectives with derived datatypes -----

@@ -833,3 +833,136 @@ mpi_fn! {
         iscan(sendbuf, recvbuf, count, datatype, op, comm, request, false)
     }
 }
+
+// ----- alltoallw: a datatype and a byte displacement per block -----
+
+/// The blocks of an `Alltoallw` buffer: block `i` is `counts[i]` elements
+/// of `types[i]` at byte `displs[i]` of the buffer.
+pub(crate) struct WBlocks {
+    layouts: Vec<(Layout, usize)>,
+    buf: *mut c_void,
+    /// Byte lengths and offsets of the blocks packed one after another.
+    pub cs: Vec<usize>,
+    pub ds: Vec<usize>,
+}
+
+impl WBlocks {
+    /// # Safety
+    /// The arrays valid for `n` entries (or null: `MPI_ERR_ARG`).
+    pub unsafe fn new(
+        buf: *const c_void,
+        counts: *const c_int,
+        displs: *const c_int,
+        types: *const Handle,
+        n: usize,
+    ) -> R<WBlocks> {
+        // SAFETY: the caller's contract.
+        let (c, d) = unsafe {
+            (
+                ints(counts, n, "counts")?,
+                ints(displs, n, "displacements")?,
+            )
+        };
+        if n > 0 && types.is_null() {
+            return Err(err(abi::ERR_ARG, "null array of datatypes"));
+        }
+        let mut layouts = Vec::with_capacity(n);
+        let (mut cs, mut ds, mut at) = (Vec::with_capacity(n), Vec::with_capacity(n), 0usize);
+        for i in 0..n {
+            // SAFETY: `types` holds `n` handles (the caller's contract).
+            let t = unsafe { *types.add(i) };
+            let l = datatype::layout(c[i], t)?;
+            let len = match &l {
+                Layout::Dense(x) => *x,
+                Layout::Packed { len, .. } => *len,
+            };
+            let off = usize::try_from(d[i])
+                .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
+            if len > 0 && buf.is_null() {
+                return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
+            }
+            layouts.push((l, off));
+            cs.push(len);
+            ds.push(at);
+            at = at
+                .checked_add(len)
+                .ok_or_else(|| err(abi::ERR_COUNT, "the blocks overflow"))?;
+        }
+        Ok(WBlocks {
+            layouts,
+            buf: buf as *mut c_void,
+            cs,
+            ds,
+        })
+    }
+
+    /// Bytes of all blocks packed.
+    pub fn total(&self) -> usize {
+        self.cs.iter().sum()
+    }
+
+    /// The blocks packed one after another.
+    ///
+    /// # Safety
+    /// The buffer valid for the blocks.
+    pub unsafe fn pack(&self) -> R<Vec<u8>> {
+        let mut v = Vec::with_capacity(self.total());
+        for (l, off) in &self.layouts {
+            // SAFETY: the caller's contract.
+            let p = unsafe { (self.buf as *const u8).add(*off) } as *const c_void;
+            match l {
+                // SAFETY: as above.
+                Layout::Dense(len) => v.extend_from_slice(unsafe { crate::ptr::src(p, *len)? }),
+                // SAFETY: as above.
+                Layout::Packed { .. } => {
+                    v.extend_from_slice(&unsafe { crate::types::pack_to_vec(p, l)? })
+                }
+            }
+        }
+        Ok(v)
+    }
+
+    /// Unpacks `data` (the blocks packed one after another) into the buffer.
+    ///
+    /// # Safety
+    /// The buffer valid and writable for the blocks.
+    pub unsafe fn unpack(&self, data: &[u8]) -> R<()> {
+        for (i, (l, off)) in self.layouts.iter().enumerate() {
+            // SAFETY: the caller's contract.
+            let p = unsafe { (self.buf as *mut u8).add(*off) } as *mut c_void;
+            // SAFETY: as above.
+            unsafe { crate::types::unpack_from(&data[self.ds[i]..self.ds[i] + self.cs[i]], p, l)? };
+        }
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// Starts `MPI_Alltoallv` with a datatype per block and displacements in bytes.
+    fn MPI_Ialltoallw / PMPI_Ialltoallw(
+        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle,
+        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
+        comm: Handle, request: *mut Handle,
+    ) on comm => {
+        request_arg(request)?;
+        let c = state::comm(comm)?;
+        let n = c.size();
+        let r = WBlocks::new(recvbuf, recvcounts, rdispls, recvtypes, n)?;
+        let (send, scs, sds) = if in_place(sendbuf) {
+            (r.pack()?, r.cs.clone(), r.ds.clone())
+        } else {
+            let s = WBlocks::new(sendbuf, sendcounts, sdispls, sendtypes, n)?;
+            (s.pack()?, s.cs, s.ds)
+        };
+        let (rcs, rds) = (r.cs.clone(), r.ds.clone());
+        let mut tmp = vec![0u8; r.total()];
+        let (rp, rl) = (tmp.as_mut_ptr(), tmp.len());
+        let what = NbColl::Alltoallv { send: (&scs, &sds), recv: (&rcs, &rds) };
+        let (sp, sl) = (send.as_ptr(), send.len());
+        let mut keep = Keep::default();
+        keep.hold(send);
+        // SAFETY: the caller keeps the buffer until the request completes.
+        keep.jobs.push(Box::new(move || unsafe { r.unpack(&tmp) }));
+        start_bytes(&c, what, (sp, sl), (rp, rl), keep, comm, request)
+    }
+}

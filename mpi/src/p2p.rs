@@ -387,7 +387,13 @@ unsafe fn isend(
                 Ok(())
             });
             let h = state::with(|st| {
-                Ok(st.reqs.insert(ReqEntry { raw, kind: ReqKind::Send, comm, outcome: None, after: Some(after) }))
+                Ok(st.reqs.insert(ReqEntry {
+                    raw,
+                    kind: ReqKind::Send,
+                    comm,
+                    outcome: None,
+                    after: Some(after),
+                }))
             })?;
             // SAFETY: the caller's contract.
             return unsafe { out(request, h, "request") };
@@ -550,7 +556,15 @@ unsafe fn irecv_packed(
             (r, ReqKind::Recv { source, tag }, Some(after))
         }
     };
-    let h = state::with(|st| Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None, after })))?;
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind,
+            comm,
+            outcome: None,
+            after,
+        }))
+    })?;
     // SAFETY: the caller's contract.
     unsafe { out(request, h, "request") }
 }

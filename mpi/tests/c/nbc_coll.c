@@ -310,6 +310,50 @@ static void overlapped(void) {
     OK(MPI_Comm_free(&dup));
 }
 
+/* Alltoallw and Ialltoallw: a datatype and a byte displacement per block;
+ * Reduce_local. */
+static void alltoallw(MPI_Comm comm) {
+    int r, s;
+    MPI_Comm_rank(comm, &r);
+    MPI_Comm_size(comm, &s);
+    MPI_Datatype vec;
+    OK(MPI_Type_vector(2, 1, 2, MPI_INT, &vec)); /* 2 ints, extent 3 */
+    OK(MPI_Type_commit(&vec));
+    int sb[8], rb[12], ib[12], nb[12];
+    int sc[4], sd[4], rc[4], rd[4];
+    MPI_Datatype st[4], rt[4];
+    for (int p = 0; p < s; p++) {
+        sc[p] = 2, sd[p] = 8 * p, st[p] = MPI_INT;
+        rc[p] = 1, rd[p] = 12 * p, rt[p] = vec;
+        sb[2 * p] = val(r, 10 * p);
+        sb[2 * p + 1] = val(r, 10 * p + 1);
+        for (int i = 0; i < 3; i++) rb[3 * p + i] = nb[3 * p + i] = ib[3 * p + i] = -1;
+        ib[3 * p] = val(r, 10 * p);
+        ib[3 * p + 2] = val(r, 10 * p + 1);
+    }
+    OK(MPI_Alltoallw(sb, sc, sd, st, rb, rc, rd, rt, comm));
+    MPI_Request q[2];
+    OK(MPI_Ialltoallw(sb, sc, sd, st, nb, rc, rd, rt, comm, &q[0]));
+    OK(MPI_Ialltoallw(MPI_IN_PLACE, NULL, NULL, NULL, ib, rc, rd, rt, comm, &q[1]));
+    OK(MPI_Waitall(2, q, MPI_STATUSES_IGNORE));
+    for (int p = 0; p < s; p++) {
+        int *bufs[3] = {rb, nb, ib};
+        for (int k = 0; k < 3; k++) {
+            CHECK(bufs[k][3 * p] == val(p, 10 * r));
+            CHECK(bufs[k][3 * p + 1] == -1);
+            CHECK(bufs[k][3 * p + 2] == val(p, 10 * r + 1));
+        }
+    }
+    OK(MPI_Type_free(&vec));
+
+    int in[3] = {1, 2, 3}, io[3] = {10, 20, 30};
+    OK(MPI_Reduce_local(in, io, 3, MPI_INT, MPI_SUM));
+    CHECK(io[0] == 11 && io[1] == 22 && io[2] == 33);
+    double din[2] = {5, -1}, dio[2] = {2, 3};
+    OK(MPI_Reduce_local(din, dio, 2, MPI_DOUBLE, MPI_MAX));
+    CHECK(dio[0] == 5 && dio[1] == 3);
+}
+
 static void bad_arguments(void) {
     OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     int x = 1, y;
@@ -327,6 +371,8 @@ static void bad_arguments(void) {
     FAILS(MPI_ERR_BUFFER, MPI_Ibcast(NULL, 2, MPI_INT, 0, MPI_COMM_WORLD, &q));
     FAILS(MPI_ERR_TYPE, MPI_Iallgather(&x, 1, MPI_DATATYPE_NULL, &y, 1, MPI_INT, MPI_COMM_WORLD, &q));
     FAILS(MPI_ERR_ARG, MPI_Iallgatherv(&x, 1, MPI_INT, &y, NULL, NULL, MPI_INT, MPI_COMM_WORLD, &q));
+    FAILS(MPI_ERR_OP, MPI_Reduce_local(&x, &y, 1, MPI_DOUBLE, MPI_BAND));
+    FAILS(MPI_ERR_BUFFER, MPI_Reduce_local(NULL, &y, 1, MPI_INT, MPI_SUM));
     CHECK(q == MPI_REQUEST_NULL);
     /* Freeing a nonblocking collective's request is erroneous: refused. */
     OK(MPI_Ibarrier(MPI_COMM_WORLD, &q));
@@ -353,6 +399,7 @@ int main(int argc, char **argv) {
     data_movement(rev);
     reductions(rev);
     OK(MPI_Comm_free(&rev));
+    alltoallw(MPI_COMM_WORLD);
     overlapped();
     bad_arguments();
     OK(MPI_Barrier(MPI_COMM_WORLD));
