@@ -82,21 +82,39 @@
 //!   temporary buffer before sending and unpacked after receiving, in
 //!   `Send`/`Ssend`/`Rsend`/`Bsend`, `Recv`, `Sendrecv(_replace)`, `Isend`/`Irsend`/
 //!   `Ibsend` (a packed copy sent in the background: the request completes
-//!   at once), `Bcast`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
-//!   `Alltoall(v)` (including `MPI_IN_PLACE`; each block packed in turn). Messages match by bytes of the type
+//!   at once), `Issend` (the packed copy lives with the request), `Irecv`
+//!   (received into a temporary, unpacked as far as the message goes when
+//!   the request completes: the request's completion hook, module
+//!   `request`), `Bcast`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
+//!   `Alltoall(v,w)` and their nonblocking forms (including `MPI_IN_PLACE`;
+//!   each block packed in turn). Messages match by bytes of the type
 //!   signature. Bad arguments: a negative count or block length, or a type
 //!   whose size or bounds overflow, is `MPI_ERR_COUNT`; an uncommitted type
 //!   in communication, `MPI_DATATYPE_NULL`, or freeing a predefined type is
 //!   `MPI_ERR_TYPE`; a malformed subarray `MPI_ERR_ARG`; `Pack` beyond the
 //!   output or `Unpack` beyond the input `MPI_ERR_TRUNCATE`.
 //! * **Collectives** — `Barrier`, `Bcast`, `Reduce`, `Allreduce`, `Gather(v)`,
-//!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Reduce_scatter(_block)`,
-//!   `Scan`, `Exscan`, with `MPI_IN_PLACE` wherever the standard allows it,
-//!   on dos's algorithms. Every predefined operation on the types the
+//!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Alltoallw` (a datatype and
+//!   a byte displacement per block), `Reduce_scatter(_block)`, `Scan`,
+//!   `Exscan`, `Reduce_local`, with `MPI_IN_PLACE` wherever the standard
+//!   allows it, on dos's algorithms. Every predefined operation on the types the
 //!   standard allows it for (`MPI_SUM`/`PROD` on integers, floats and
 //!   complex; `MIN`/`MAX` on integers and floats; logical ones on integers
 //!   and booleans; bitwise ones on integers and `MPI_BYTE`;
-//!   `MINLOC`/`MAXLOC` on the pair types); anything else is `MPI_ERR_OP`.
+//!   `MINLOC`/`MAXLOC` on the pair types); anything else is `MPI_ERR_OP`,
+//!   also a predefined operation on a derived datatype.
+//! * **Nonblocking collectives** — `Ibarrier`, `Ibcast`, `Ireduce`,
+//!   `Iallreduce`, `Igather(v)`, `Iscatter(v)`, `Iallgather(v)`,
+//!   `Ialltoall(v,w)`, `Ireduce_scatter(_block)`, `Iscan`, `Iexscan` (module
+//!   `nbc`), with `MPI_IN_PLACE` and derived datatypes as in the blocking
+//!   forms, on dos's own nonblocking collectives (schedules run by dos's
+//!   engine, not a blocking collective in a thread). Their requests are
+//!   ordinary ones: every `Wait*`/`Test*` form completes them, mixed with
+//!   point-to-point requests; any number may be outstanding, on one
+//!   communicator or several. `Request_free` of one is `MPI_ERR_REQUEST`
+//!   (erroneous in the standard). Progress is weak, as in dos: a schedule
+//!   advances inside MPI calls (any wait, test, send, receive, probe or
+//!   collective), not while the program computes outside MPI.
 //! * **User operations** — `Op_create` (commutative or not), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative
@@ -133,15 +151,15 @@
 //!
 //! ## Not yet
 //!
-//! For noncontiguous derived datatypes: `Irecv` and `Issend`
-//! (`MPI_ERR_UNSUPPORTED_OPERATION`: the unpack at completion needs a hook
-//! in the request table), `Alltoallw`; reductions on derived types
-//! (`MPI_ERR_UNSUPPORTED_OPERATION` for a noncontiguous one, `MPI_ERR_OP`
-//! even for a dense one such as a contiguous run of `MPI_DOUBLE`);
+//! Reductions on derived types (`MPI_ERR_OP`, even for a dense one such as
+//! a contiguous run of `MPI_DOUBLE`: the datatype table does not record the
+//! predefined type a derived one is made of); `Request_free` of an active
+//! noncontiguous `Irecv`/`Issend` (`MPI_ERR_UNSUPPORTED_OPERATION`: complete
+//! it instead); persistent collectives (`MPI_Bcast_init`, ...);
 //! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
 //! derived types (`Type_get_name` gives an empty string), the large-count
 //! `_c` constructors, `Pack_external`; user operations on derived types and
-//! on `long double`; nonblocking collectives; attributes and keyvals of the
+//! on `long double`; attributes and keyvals of the
 //! program's own; user error
 //! handlers; one-sided windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
@@ -192,7 +210,7 @@
 //! `dtype` (derived types compiled to runs, sans-IO), `reduce` (predefined
 //! and user operations as dos `Op`s), `userop` (`Op_create`), one module per
 //! group of functions: `env`, `comm`, `group`, `p2p`, `persist`, `request`,
-//! `coll`, `info`, `types` (constructors, `Pack`),
+//! `coll`, `nbc` (nonblocking collectives), `info`, `types` (constructors, `Pack`),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
