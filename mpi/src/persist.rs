@@ -281,7 +281,7 @@ mpi_fn! {
                     raw.abandon();
                     let mut s = Status::new(source, tag, abi::SUCCESS, 0);
                     s.private[2] = 1;
-                    e.outcome = Some((s, None));
+                    e.outcome = Some(Box::new((s, None)));
                 }
             }
             Ok(())
@@ -430,7 +430,7 @@ mpi_fn! {
                 raw: DetachedRequest::completed(),
                 kind: ReqKind::Send,
                 comm: abi::COMM_WORLD,
-                outcome: Some((s, r.err())),
+                outcome: Some(Box::new((s, r.err()))),
                 after: None,
             }))
         })?;

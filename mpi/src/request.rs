@@ -64,7 +64,7 @@ fn complete(mut e: ReqEntry) -> (Status, Option<Error>) {
 /// [`complete`] without the hook.
 fn complete_raw(e: ReqEntry) -> (Status, Option<Error>) {
     if let Some(o) = e.outcome {
-        return o;
+        return *o;
     }
     match e.kind {
         ReqKind::ProcNull => (Status::proc_null(), None),
@@ -198,6 +198,11 @@ mpi_fn! {
     }
 }
 
+thread_local! {
+    /// The entries `complete_all` takes out of the table, reused.
+    static SCRATCH: std::cell::Cell<Vec<Option<ReqEntry>>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Completes all of `reqs` (they have completed, or `wait`); fills the
 /// statuses; `MPI_ERR_IN_STATUS` if one failed (its own class when the
 /// statuses are ignored).
@@ -207,7 +212,10 @@ mpi_fn! {
 unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
     // Every entry out of the table in one visit to the state (an invalid
     // handle fails the call before any request is taken).
-    let mut entries = state::with(|st| {
+    // The entries go to a vector kept between calls (no allocation per call).
+    let mut entries = SCRATCH.take();
+    entries.clear();
+    state::with(|st| {
         if let Some(h) = reqs
             .iter()
             .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
@@ -217,10 +225,8 @@ unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
                 format!("invalid request handle {h:#x}"),
             ));
         }
-        Ok(reqs
-            .iter()
-            .map(|h| st.reqs.remove(h))
-            .collect::<Vec<Option<ReqEntry>>>())
+        entries.extend(reqs.iter().map(|h| st.reqs.remove(h)));
+        Ok(())
     })?;
     let mut first: Option<Error> = None;
     let mut any = false;
@@ -237,6 +243,8 @@ unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
             first.get_or_insert(e);
         }
     }
+    entries.clear();
+    SCRATCH.set(entries);
     match first {
         None => Ok(()),
         Some(e) if statuses.is_null() || !any => Err(e),
@@ -510,7 +518,7 @@ mpi_fn! {
                 let raw = std::mem::replace(&mut e.raw, DetachedRequest::completed());
                 let after = e.after.take();
                 let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None, after });
-                e.outcome = Some(o);
+                e.outcome = Some(Box::new(o));
             }
             Ok(e.outcome.as_ref().map(|o| o.0))
         })?;

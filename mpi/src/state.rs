@@ -57,8 +57,9 @@ pub(crate) struct ReqEntry {
     pub kind: ReqKind,
     /// The communicator whose error handler its errors go to.
     pub comm: Handle,
-    /// Its outcome, once `MPI_Request_get_status` has seen it complete.
-    pub outcome: Option<(crate::abi::Status, Option<crate::error::Error>)>,
+    /// Its outcome, once `MPI_Request_get_status` has seen it complete
+    /// (boxed: rare, and the entry moves on every request's path).
+    pub outcome: Option<Box<(crate::abi::Status, Option<crate::error::Error>)>>,
     /// What runs when it completes (see [`crate::request::After`]).
     pub after: Option<crate::request::After>,
 }
