@@ -913,9 +913,10 @@ impl WBlocks {
             match l {
                 // SAFETY: as above.
                 Layout::Dense(len) => v.extend_from_slice(unsafe { crate::ptr::src(p, *len)? }),
-                // SAFETY: as above.
                 Layout::Packed { .. } => {
-                    v.extend_from_slice(&unsafe { crate::types::pack_to_vec(p, l)? })
+                    // SAFETY: as above.
+                    let packed = unsafe { crate::types::pack_to_vec(p, l)? };
+                    v.extend_from_slice(&packed)
                 }
             }
         }
