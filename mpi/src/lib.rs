@@ -115,6 +115,13 @@
 //!   (erroneous in the standard). Progress is weak, as in dos: a schedule
 //!   advances inside MPI calls (any wait, test, send, receive, probe or
 //!   collective), not while the program computes outside MPI.
+//! * **Persistent collectives** (MPI-4) — `Barrier_init`, `Bcast_init`,
+//!   `Reduce_init`, `Allreduce_init`, `Gather(v)_init`, `Scatter(v)_init`,
+//!   `Allgather(v)_init`, `Alltoall(v,w)_init`, `Reduce_scatter(_block)_init`,
+//!   `Scan_init`, `Exscan_init`: each `MPI_Start`/`Startall` starts the
+//!   nonblocking collective with the arguments given at init (checked then:
+//!   a bad argument is the error of `MPI_Start`); the info argument is
+//!   ignored.
 //! * **User operations** — `Op_create` (commutative or not), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative
@@ -155,7 +162,8 @@
 //! a contiguous run of `MPI_DOUBLE`: the datatype table does not record the
 //! predefined type a derived one is made of); `Request_free` of an active
 //! noncontiguous `Irecv`/`Issend` (`MPI_ERR_UNSUPPORTED_OPERATION`: complete
-//! it instead); persistent collectives (`MPI_Bcast_init`, ...);
+//! it instead); the checks of a persistent collective's arguments at init
+//! (they are checked at `MPI_Start`);
 //! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
 //! derived types (`Type_get_name` gives an empty string), the large-count
 //! `_c` constructors, `Pack_external`; user operations on derived types and

@@ -967,3 +967,45 @@ mpi_fn! {
         start_bytes(&c, what, (sp, sl), (rp, rl), keep, comm, request)
     }
 }
+
+// ----- persistent collectives (MPI-4): each `MPI_Start` starts the
+// nonblocking collective with the arguments given at init -----
+
+/// Defines `MPI_X_init` from `PMPI_IX`: the arguments (checked when the
+/// request is started: an error then is returned by `MPI_Start`) kept as
+/// given, the buffers and arrays by address as the standard lets it.
+macro_rules! coll_init {
+    ($($mpi:ident / $pmpi:ident => $inb:ident ( $($a:ident : $t:ty),* ) ;)*) => {$(
+        mpi_fn! {
+            /// A persistent collective (MPI-4): `MPI_Start` starts its nonblocking form.
+            fn $mpi / $pmpi($($a: $t,)* comm: Handle, _info: Handle, request: *mut Handle) on comm => {
+                let start: crate::persist::Starter = std::rc::Rc::new(move |r: *mut Handle| {
+                    // SAFETY: the arguments as given at init, valid until the
+                    // request is freed (the standard's rule for persistent requests).
+                    unsafe { $inb($($a,)* comm, r) }
+                });
+                crate::persist::coll_init(comm, request, start)
+            }
+        }
+    )*};
+}
+
+coll_init! {
+    MPI_Barrier_init / PMPI_Barrier_init => PMPI_Ibarrier();
+    MPI_Bcast_init / PMPI_Bcast_init => PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int);
+    MPI_Reduce_init / PMPI_Reduce_init => PMPI_Ireduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle, root: c_int);
+    MPI_Allreduce_init / PMPI_Allreduce_init => PMPI_Iallreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
+    MPI_Gather_init / PMPI_Gather_init => PMPI_Igather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
+    MPI_Scatter_init / PMPI_Scatter_init => PMPI_Iscatter(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
+    MPI_Allgather_init / PMPI_Allgather_init => PMPI_Iallgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle);
+    MPI_Alltoall_init / PMPI_Alltoall_init => PMPI_Ialltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle);
+    MPI_Gatherv_init / PMPI_Gatherv_init => PMPI_Igatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, root: c_int);
+    MPI_Scatterv_init / PMPI_Scatterv_init => PMPI_Iscatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
+    MPI_Allgatherv_init / PMPI_Allgatherv_init => PMPI_Iallgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle);
+    MPI_Alltoallv_init / PMPI_Alltoallv_init => PMPI_Ialltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle);
+    MPI_Alltoallw_init / PMPI_Alltoallw_init => PMPI_Ialltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle);
+    MPI_Reduce_scatter_init / PMPI_Reduce_scatter_init => PMPI_Ireduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: Handle, op: Handle);
+    MPI_Reduce_scatter_block_init / PMPI_Reduce_scatter_block_init => PMPI_Ireduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: Handle, op: Handle);
+    MPI_Scan_init / PMPI_Scan_init => PMPI_Iscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
+    MPI_Exscan_init / PMPI_Exscan_init => PMPI_Iexscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
+}

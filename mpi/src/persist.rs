@@ -51,7 +51,13 @@ pub(crate) enum Op {
     Rsend,
     Bsend,
     Recv,
+    /// A persistent collective (`MPI_Bcast_init`, ...): its starter.
+    Coll,
 }
+
+/// What starts a persistent collective: the nonblocking collective with the
+/// arguments given at init, storing its request.
+pub(crate) type Starter = std::rc::Rc<dyn Fn(*mut Handle) -> c_int>;
 
 /// A persistent request: its arguments and the active request, if any.
 pub(crate) struct Persist {
@@ -63,6 +69,8 @@ pub(crate) struct Persist {
     tag: c_int,
     comm: Handle,
     active: Option<Handle>,
+    /// The starter of a persistent collective.
+    coll: Option<Starter>,
 }
 
 /// Runs `f` on `reqs` with each persistent request replaced by its active
@@ -165,6 +173,7 @@ unsafe fn init(
         tag,
         comm,
         active: None,
+        coll: None,
     };
     let h = state::with(|st| Ok(st.persist.insert(p)))?;
     // SAFETY: the caller's contract.
@@ -196,6 +205,32 @@ mpi_fn! {
     }
 }
 
+/// Registers a persistent collective on `comm` that `start` starts (the
+/// arguments checked by the caller); stores its handle.
+///
+/// # Safety
+/// `request` valid for a write (or null).
+pub(crate) unsafe fn coll_init(comm: Handle, request: *mut Handle, start: Starter) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    state::comm(comm)?;
+    let p = Persist {
+        op: Op::Coll,
+        buf: 0,
+        count: 0,
+        dt: abi::DATATYPE_NULL,
+        peer: 0,
+        tag: 0,
+        comm,
+        active: None,
+        coll: Some(start),
+    };
+    let h = state::with(|st| Ok(st.persist.insert(p)))?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
+}
+
 /// Starts persistent request `h`.
 ///
 /// # Safety
@@ -212,9 +247,18 @@ unsafe fn start(h: Handle) -> R<()> {
                 "the persistent request is already active",
             ));
         }
-        Ok((p.op, p.buf, p.count, p.dt, p.peer, p.tag, p.comm))
+        Ok((
+            p.op,
+            p.buf,
+            p.count,
+            p.dt,
+            p.peer,
+            p.tag,
+            p.comm,
+            p.coll.clone(),
+        ))
     })?;
-    let (op, buf, count, dt, peer, tag, comm) = p;
+    let (op, buf, count, dt, peer, tag, comm, coll) = p;
     let mut inner: Handle = abi::REQUEST_NULL;
     // SAFETY: the arguments were checked at init; the buffer is the caller's.
     let rc = unsafe {
@@ -225,6 +269,10 @@ unsafe fn start(h: Handle) -> R<()> {
             Op::Rsend => crate::p2p::PMPI_Irsend(b, count, dt, peer, tag, comm, &mut inner),
             Op::Bsend => crate::p2p::PMPI_Ibsend(b, count, dt, peer, tag, comm, &mut inner),
             Op::Recv => crate::p2p::PMPI_Irecv(b, count, dt, peer, tag, comm, &mut inner),
+            Op::Coll => match &coll {
+                Some(f) => f(&mut inner),
+                None => abi::ERR_INTERN,
+            },
         }
     };
     if rc != abi::SUCCESS {

@@ -221,6 +221,11 @@ fn nonblocking_collectives_against_a_serial_model() {
 }
 
 #[test]
+fn persistent_collectives_started_many_times() {
+    passes("dosmpicc", "nbc_persist.c");
+}
+
+#[test]
 fn bad_arguments_return_the_standard_error_classes() {
     passes("dosmpicc", "errors.c");
 }
