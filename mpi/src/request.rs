@@ -88,12 +88,22 @@ fn complete_raw(e: ReqEntry) -> (Status, Option<Error>) {
     }
 }
 
+/// True if `e` has completed (without making progress).
 fn done(e: &ReqEntry) -> bool {
-    e.outcome.is_some() || e.raw.test()
+    e.outcome.is_some() || e.raw.is_done()
 }
 
-/// Takes request `h` out of the table if it has completed (`wait`: waits for it).
-fn take(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
+/// Makes progress once, outside the state's borrow: progress may run a
+/// nonblocking collective's next step, hence a user operation, which may
+/// call MPI.
+fn progress() -> R<()> {
+    state::comm(abi::COMM_WORLD)?.progress();
+    Ok(())
+}
+
+/// Takes request `h` out of the table if it has completed, without making
+/// progress (`wait`: takes it anyway; the caller waits for it).
+fn take_now(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
     state::with(|st| {
         let e = st
             .reqs
@@ -107,16 +117,47 @@ fn take(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
     })
 }
 
-/// Blocks until one of the requests `hs` may have completed.
+/// Takes request `h` out of the table if it has completed, after one
+/// progress pass if it had not (`wait`: waits for it).
+fn take(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
+    if let Some(e) = take_now(h, wait)? {
+        return Ok(Some(e));
+    }
+    progress()?;
+    take_now(h, false)
+}
+
+/// Blocks until one of the requests `hs` may have completed. Their dos
+/// requests leave the table while it waits (placeholders stand in), so that
+/// the state is not borrowed while the engine runs schedules and user
+/// operations.
 fn block_any(hs: &[Handle]) -> R<()> {
-    state::with(|st| {
-        let refs: Vec<&DetachedRequest> = hs
+    let raws: Vec<(Handle, DetachedRequest)> = state::with(|st| {
+        Ok(hs
             .iter()
-            .filter_map(|h| st.reqs.get(h))
-            .map(|e| &e.raw)
-            .collect();
-        DetachedRequest::wait_any_done(&refs).map_err(Error::from)
-    })
+            .filter_map(|&h| {
+                let e = st.reqs.get_mut(&h)?;
+                Some((
+                    h,
+                    std::mem::replace(&mut e.raw, DetachedRequest::completed()),
+                ))
+            })
+            .collect())
+    })?;
+    let refs: Vec<&DetachedRequest> = raws.iter().map(|(_, r)| r).collect();
+    let r = DetachedRequest::wait_any_done(&refs).map_err(Error::from);
+    drop(refs);
+    state::with(|st| {
+        for (h, raw) in raws {
+            match st.reqs.get_mut(&h) {
+                Some(e) => e.raw = raw,
+                // Freed meanwhile (by a user operation): let it finish in the background.
+                None => st.detached.push((raw, Vec::new())),
+            }
+        }
+        Ok(())
+    })?;
+    r
 }
 
 /// The requests array of `count` handles.
@@ -281,16 +322,23 @@ mpi_fn! {
 unsafe fn testall(reqs: &mut [Handle], flag: *mut c_int, array_of_statuses: *mut Status) -> R<()> {
     // SAFETY: the caller's contract.
     unsafe {
-        let all = state::with(|st| {
-            let mut all = true;
-            for h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
-                let e = st.reqs.get(h).ok_or_else(|| {
-                    err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}"))
-                })?;
-                all &= done(e);
-            }
-            Ok(all)
-        })?;
+        let check = |reqs: &[Handle]| {
+            state::with(|st| {
+                let mut all = true;
+                for h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
+                    let e = st.reqs.get(h).ok_or_else(|| {
+                        err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}"))
+                    })?;
+                    all &= done(e);
+                }
+                Ok(all)
+            })
+        };
+        let mut all = check(reqs)?;
+        if !all {
+            progress()?;
+            all = check(reqs)?;
+        }
         out(flag, all as c_int, "flag")?;
         if all {
             complete_all(reqs, array_of_statuses)?;
@@ -314,14 +362,19 @@ fn any_done(reqs: &mut [Handle], wait: bool) -> R<Option<Option<Completed>>> {
         if active.is_empty() {
             return Ok(None);
         }
-        for (i, h) in reqs.iter_mut().enumerate() {
-            if *h == abi::REQUEST_NULL {
-                continue;
+        for pass in 0..2 {
+            if pass == 1 {
+                progress()?;
             }
-            if let Some(e) = take(*h, false)? {
-                *h = abi::REQUEST_NULL;
-                let (st, x) = complete(e);
-                return Ok(Some(Some((i, st, x))));
+            for (i, h) in reqs.iter_mut().enumerate() {
+                if *h == abi::REQUEST_NULL {
+                    continue;
+                }
+                if let Some(e) = take_now(*h, false)? {
+                    *h = abi::REQUEST_NULL;
+                    let (st, x) = complete(e);
+                    return Ok(Some(Some((i, st, x))));
+                }
             }
         }
         if !wait {
@@ -407,11 +460,12 @@ unsafe fn some(
         }
         let mut n = 0usize;
         let mut first: Option<Error> = None;
+        progress()?;
         for (i, h) in reqs.iter_mut().enumerate() {
             if *h == abi::REQUEST_NULL {
                 continue;
             }
-            if let Some(e) = take(*h, false)? {
+            if let Some(e) = take_now(*h, false)? {
                 *h = abi::REQUEST_NULL;
                 let (st, x) = complete(e);
                 if indices.is_null() {
@@ -512,9 +566,10 @@ mpi_fn! {
             set_status(status, Status::empty());
             return Ok(());
         }
+        progress()?;
         let st = state::with(|st| {
             let e = st.reqs.get_mut(&request).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {request:#x}")))?;
-            if e.outcome.is_none() && e.raw.test() {
+            if e.outcome.is_none() && e.raw.is_done() {
                 let raw = std::mem::replace(&mut e.raw, DetachedRequest::completed());
                 let after = e.after.take();
                 let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None, after });

@@ -354,6 +354,41 @@ static void alltoallw(MPI_Comm comm) {
     CHECK(dio[0] == 5 && dio[1] == 3);
 }
 
+/* A user operation that calls MPI (as generic ones do: MPI_Type_size,
+ * MPI_Comm_rank) runs inside the progress of MPI_Test and friends: the
+ * library must not hold its own state then. */
+static void add_calling_mpi(void *in, void *io, int *len, MPI_Datatype *dt) {
+    int sz, rk;
+    CHECK(MPI_Type_size(*dt, &sz) == MPI_SUCCESS && sz == 4);
+    CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &rk) == MPI_SUCCESS && rk == me);
+    for (int i = 0; i < *len; i++) ((int *)io)[i] += ((int *)in)[i];
+}
+
+static void user_op_calling_mpi(void) {
+    MPI_Op op;
+    OK(MPI_Op_create(add_calling_mpi, 1, &op));
+    int x = me + 1, y, flag, idx, out, ind[1];
+    MPI_Request r;
+    for (int form = 0; form < 4; form++) {
+        y = 0;
+        OK(MPI_Iallreduce(&x, &y, 1, MPI_INT, op, MPI_COMM_WORLD, &r));
+        switch (form) {
+        case 0:
+            flag = 0;
+            while (!flag) OK(MPI_Test(&r, &flag, MPI_STATUS_IGNORE));
+            break;
+        case 1: OK(MPI_Waitany(1, &r, &idx, MPI_STATUS_IGNORE)); break;
+        case 2:
+            flag = 0;
+            while (!flag) OK(MPI_Testall(1, &r, &flag, MPI_STATUSES_IGNORE));
+            break;
+        default: OK(MPI_Waitsome(1, &r, &out, ind, MPI_STATUSES_IGNORE)); break;
+        }
+        CHECK(y == n * (n + 1) / 2);
+    }
+    OK(MPI_Op_free(&op));
+}
+
 static void bad_arguments(void) {
     OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
     int x = 1, y;
@@ -400,6 +435,7 @@ int main(int argc, char **argv) {
     reductions(rev);
     OK(MPI_Comm_free(&rev));
     alltoallw(MPI_COMM_WORLD);
+    user_op_calling_mpi();
     overlapped();
     bad_arguments();
     OK(MPI_Barrier(MPI_COMM_WORLD));
