@@ -243,3 +243,78 @@ impl Comm {
         Ok(DetachedRequest::from_engine(self.eng.clone(), id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::run::NoOp as NoOpFor;
+    use super::NbColl;
+    use crate::op::Sum;
+    use crate::Error;
+
+    #[test]
+    fn detached_collectives_complete_and_check_their_arguments() {
+        crate::testing::run_threads(3, |w| {
+            let c = w.comm();
+            let me = w.rank() as u64;
+            let mine = [me + 1, 10 * (me + 1)];
+            let mut sum = [0u64; 2];
+            let counts = [1usize, 2, 3];
+            let displs = [0usize, 1, 3];
+            let part = vec![me; counts[w.rank()]];
+            let mut all = [9u64; 6];
+            // SAFETY: the buffers outlive the requests, waited for below.
+            let (a, g) = unsafe {
+                let a = c.icoll_detached(
+                    NbColl::Allreduce { in_place: false },
+                    mine.as_ptr(),
+                    2,
+                    sum.as_mut_ptr(),
+                    2,
+                    Sum,
+                );
+                let layout = (&counts[..], &displs[..]);
+                let g = c.icoll_detached(
+                    NbColl::Allgatherv { layout },
+                    part.as_ptr(),
+                    part.len(),
+                    all.as_mut_ptr(),
+                    6,
+                    NoOpFor,
+                );
+                (a.unwrap(), g.unwrap())
+            };
+            g.wait().unwrap();
+            a.wait().unwrap();
+            assert_eq!(sum, [6, 60]);
+            assert_eq!(all, [0, 1, 1, 2, 2, 2]);
+            // Bad arguments: typed errors, nothing started.
+            // SAFETY: nothing is started.
+            unsafe {
+                let bad_root = c.icoll_detached::<u64, _>(
+                    NbColl::Bcast { root: 3 },
+                    std::ptr::null(),
+                    0,
+                    sum.as_mut_ptr(),
+                    2,
+                    NoOpFor,
+                );
+                assert!(
+                    matches!(bad_root, Err(Error::InvalidRank { .. })),
+                    "{bad_root:?}"
+                );
+                let short = c.icoll_detached(
+                    NbColl::Allreduce { in_place: false },
+                    mine.as_ptr(),
+                    2,
+                    sum.as_mut_ptr(),
+                    1,
+                    Sum,
+                );
+                assert!(
+                    matches!(short, Err(Error::InvalidBuffer { .. })),
+                    "{short:?}"
+                );
+            }
+        });
+    }
+}
