@@ -256,6 +256,7 @@ mod env;
 mod error;
 mod group;
 mod info;
+mod io;
 mod later;
 mod p2p;
 mod persist;
