@@ -105,7 +105,7 @@
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
 
-use dos::io::{Error as IoError, File, FsErrorKind, Fs, Hints, LayoutSpec, Mode, View};
+use dos::io::{Error as IoError, File, Fs, FsErrorKind, Hints, LayoutSpec, Mode, View};
 
 use crate::abi::{self, Handle, Status};
 use crate::datatype::{self, Layout};
@@ -153,8 +153,19 @@ const ERR_UNSUPPORTED_DATAREP: c_int = 57;
 /// ROMIO's driver prefixes other than ours: a name with one is not a
 /// dosfs path.
 const OTHER_PREFIXES: &[&str] = &[
-    "ufs:", "nfs:", "lustre:", "gpfs:", "pvfs2:", "panfs:", "xfs:", "testfs:", "daos:",
-    "gekkofs:", "beegfs:", "ime:", "quobytefs:",
+    "ufs:",
+    "nfs:",
+    "lustre:",
+    "gpfs:",
+    "pvfs2:",
+    "panfs:",
+    "xfs:",
+    "testfs:",
+    "daos:",
+    "gekkofs:",
+    "beegfs:",
+    "ime:",
+    "quobytefs:",
 ];
 
 /// An open file and what MPI keeps beside it.
@@ -282,7 +293,10 @@ macro_rules! file_fn {
             // SAFETY: the pointers are the C caller's, valid as the MPI
             // standard requires of them (this function's contract).
             let fh_for_errors: Handle = unsafe { $fh };
-            finish(stringify!($mpi), fh_for_errors, || unsafe { $body })
+            finish(stringify!($mpi), fh_for_errors, || {
+                // SAFETY: as above, the C caller's pointers.
+                unsafe { $body }
+            })
         }
 
         #[doc = concat!("`", stringify!($mpi), "`: forwards to [`", stringify!($pmpi), "`] (the profiling interface).")]
@@ -563,7 +577,11 @@ file_fn! {
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
-unsafe fn gather<'a>(buf: *const c_void, count: c_int, dt: Handle) -> R<std::borrow::Cow<'a, [u8]>> {
+unsafe fn gather<'a>(
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+) -> R<std::borrow::Cow<'a, [u8]>> {
     match datatype::layout(count, dt)? {
         // SAFETY: the caller's contract.
         Layout::Dense(n) => Ok(std::borrow::Cow::Borrowed(unsafe { src(buf, n) }?)),
@@ -641,7 +659,14 @@ enum At {
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
-unsafe fn write(fh: Handle, at: At, buf: *const c_void, count: c_int, dt: Handle, kind: Kind) -> R<u64> {
+unsafe fn write(
+    fh: Handle,
+    at: At,
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    kind: Kind,
+) -> R<u64> {
     // SAFETY: the caller's contract.
     let data = unsafe { gather(buf, count, dt) }?;
     with(fh, |e| {
@@ -666,7 +691,14 @@ unsafe fn write(fh: Handle, at: At, buf: *const c_void, count: c_int, dt: Handle
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
-unsafe fn read_into(fh: Handle, at: At, buf: *mut c_void, count: c_int, dt: Handle, kind: Kind) -> R<u64> {
+unsafe fn read_into(
+    fh: Handle,
+    at: At,
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    kind: Kind,
+) -> R<u64> {
     with(fh, |e| {
         let o = match at {
             At::Offset(o) => offset(o)?,
@@ -848,9 +880,11 @@ fn view_of(etype: &Shared, filetype: &Shared) -> R<View> {
     View::new(es, &segs, extent).map_err(|e| {
         use dos::io::ViewError as V;
         let class = match e {
-            V::ZeroEtype | V::Empty | V::Unsorted { .. } | V::Extent { .. } | V::NotEtypes { .. } => {
-                abi::ERR_TYPE
-            }
+            V::ZeroEtype
+            | V::Empty
+            | V::Unsorted { .. }
+            | V::Extent { .. }
+            | V::NotEtypes { .. } => abi::ERR_TYPE,
             _ => abi::ERR_ARG,
         };
         err(class, format!("the view: {e}"))
@@ -1214,7 +1248,9 @@ mod tests {
     #[test]
     fn hints_map_onto_dos_io() {
         let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let h = hints_of(
             &p(&[

@@ -361,7 +361,11 @@ fn run_with(n: usize, dosrun_args: &[&std::ffi::OsStr], prog: &Path, args: &[&st
         stdout: t_out.join().unwrap(),
         stderr: t_err.join().unwrap(),
     };
-    assert!(status.is_some(), "{} on {n} ranks timed out\n{job}", prog.display());
+    assert!(
+        status.is_some(),
+        "{} on {n} ranks timed out\n{job}",
+        prog.display()
+    );
     job
 }
 
@@ -404,7 +408,11 @@ fn mpi_io_on_the_jobs_dosfs() {
         for n in 1..=4 {
             let fs = FsDir::new(&format!("{name}-{n}"));
             let j = run_with(n, &fs.args(), &prog, &[]);
-            expect_ok(&j, &format!("{name} on {n} ranks"), &format!("OK {name} {n} ranks"));
+            expect_ok(
+                &j,
+                &format!("{name} on {n} ranks"),
+                &format!("OK {name} {n} ranks"),
+            );
         }
     }
 }
@@ -415,10 +423,18 @@ fn an_mpi_io_file_is_read_by_a_later_job_with_another_rank_count() {
     for (w, readers) in [(3, [2, 4]), (4, [1, 3])] {
         let fs = FsDir::new(&format!("reread-{w}"));
         let j = run_with(w, &fs.args(), &prog, &["write"]);
-        expect_ok(&j, &format!("write on {w} ranks"), &format!("OK write {w} ranks"));
+        expect_ok(
+            &j,
+            &format!("write on {w} ranks"),
+            &format!("OK write {w} ranks"),
+        );
         for r in readers {
             let j = run_with(r, &fs.args(), &prog, &["read"]);
-            expect_ok(&j, &format!("read on {r} ranks after {w}"), &format!("OK read {r} ranks"));
+            expect_ok(
+                &j,
+                &format!("read on {r} ranks after {w}"),
+                &format!("OK read {r} ranks"),
+            );
         }
     }
     // Without a dosfs in the job: MPI_ERR_IO with a message, no crash.
