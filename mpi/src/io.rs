@@ -29,9 +29,9 @@
 //! `MPI_ERR_NO_SUCH_FILE`; a directory or an invalid dosfs name
 //! `MPI_ERR_BAD_FILE`. `DELETE_ON_CLOSE` deletes the file in
 //! `MPI_File_close`; `APPEND` sets the initial file pointer to the end;
-//! `UNIQUE_OPEN` is accepted (dosfs needs no hint); `SEQUENTIAL` is
-//! `MPI_ERR_UNSUPPORTED_OPERATION` (it is for shared file pointers, not
-//! here). A write to a file opened read-only, or a read of one opened
+//! `UNIQUE_OPEN` and `SEQUENTIAL` are accepted (dosfs needs no hint
+//! for either; with `SEQUENTIAL` the program uses the shared file pointer,
+//! as the standard requires, which is not checked). A write to a file opened read-only, or a read of one opened
 //! write-only, is `MPI_ERR_ACCESS`; a full target `MPI_ERR_NO_SPACE`;
 //! another failure of the file system (a server down, a corrupt chunk)
 //! `MPI_ERR_IO` with dosfs's message; an invalid `MPI_File` (or
@@ -84,7 +84,25 @@
 //! `get_byte_offset`, `set_view`, `get_view`, `sync`, `get_size`,
 //! `set_size`, `preallocate`, `get_amode`, `get_group`, `set_info`,
 //! `get_info`, `set_atomicity`, `get_atomicity`, `set_errhandler`,
-//! `get_errhandler`, `call_errhandler`, `get_type_extent`.
+//! `get_errhandler`, `call_errhandler`, `get_type_extent`; the shared file
+//! pointer: `read_shared`, `write_shared`, `iread_shared`, `iwrite_shared`,
+//! `read_ordered`, `write_ordered`, `seek_shared`, `get_position_shared`.
+//!
+//! ## The shared file pointer
+//!
+//! One `u64` (in etypes of the view) in a `dos::Window` of the file's
+//! communicator, at its rank 0, allocated by `MPI_File_open`. An
+//! independent access (`write_shared`) takes its position with one atomic
+//! fetch-and-add of its size, then reads or writes there: concurrent ones
+//! never overlap and each lands whole, in some order. Between ranks of one
+//! node the add is a CPU atomic on the shared mapping; from another node it
+//! is a message that rank 0 serves when it calls into dos (MPI's weak
+//! progress: a rank 0 computing for long delays the others' shared
+//! accesses). The `_ordered` forms gather the ranks' sizes, rank 0 moves the
+//! pointer once past all of them, and the ranks access their shares in rank
+//! order with the two-phase collective. `seek_shared` and `set_view` wait for
+//! every rank (a barrier) before rank 0 moves the pointer, so no access of a
+//! rank that has not arrived yet is served after the move.
 //!
 //! The nonblocking forms do their I/O in the call and return a completed
 //! request (the standard allows it; the request is waited for and tested
@@ -96,10 +114,8 @@
 //! nonblocking exchanges) need a scope that lives as long as the request,
 //! which the C interface does not have yet.
 //!
-//! Not here: shared file pointers (`read_shared`, `write_shared`,
-//! `read_ordered`, `write_ordered`, `seek_shared`, `get_position_shared`,
-//! `iread_shared`, `iwrite_shared`: `MPI_ERR_UNSUPPORTED_OPERATION`), the
-//! split collectives (`_begin`/`_end`), user error handlers for files,
+//! Not here: the split collectives (`_begin`/`_end`), user error handlers
+//! for files,
 //! `Register_datarep`, the large-count `_c` forms, and a local POSIX driver.
 
 use std::cell::RefCell;
@@ -131,6 +147,9 @@ const MODE_SEQUENTIAL: c_int = 64;
 const MODE_UNIQUE_OPEN: c_int = 128;
 const MODE_WRONLY: c_int = 256;
 const MODE_ALL: c_int = 511;
+
+/// `MPI_DISPLACEMENT_CURRENT`.
+const DISPLACEMENT_CURRENT: i64 = -255;
 
 // `MPI_SEEK_*`.
 const SEEK_CUR: c_int = 601;
@@ -182,6 +201,9 @@ struct Entry {
     etype: (Handle, Shared),
     filetype: (Handle, Shared),
     datarep: String,
+    /// The shared file pointer (etypes of the view): one `u64` at rank 0
+    /// of the file's communicator, moved by atomic fetch-and-add.
+    shared: dos::Window<'static, u64>,
 }
 
 /// The open files, and the error handler of `MPI_FILE_NULL` (the default
@@ -456,12 +478,6 @@ fn mode_of(amode: c_int) -> R<Mode> {
     if amode & MODE_RDWR != 0 && amode & MODE_SEQUENTIAL != 0 {
         return bad("MPI_MODE_RDWR with MPI_MODE_SEQUENTIAL");
     }
-    if amode & MODE_SEQUENTIAL != 0 {
-        return Err(err(
-            abi::ERR_UNSUPPORTED_OPERATION,
-            "MPI_MODE_SEQUENTIAL (shared file pointers) is not supported by dos-mpi",
-        ));
-    }
     let _ = MODE_UNIQUE_OPEN; // accepted: dosfs needs no hint for it
     let m = if amode & MODE_RDONLY != 0 {
         Mode::READ_ONLY
@@ -509,6 +525,7 @@ file_fn! {
         } else {
             0
         };
+        let shared = file.comm().win_allocate::<u64>(1)?;
         let byte = datatype::ty(BYTE)?;
         let e = Entry {
             file,
@@ -521,6 +538,7 @@ file_fn! {
             etype: (BYTE, byte.clone()),
             filetype: (BYTE, byte),
             datarep: "native".into(),
+            shared,
         };
         let h = FILES.with(|f| {
             let mut g = f.borrow_mut();
@@ -554,6 +572,7 @@ file_fn! {
         })?;
         let (path, fs, del) = (e.file.path().to_owned(), e.fs.clone(), e.amode & MODE_DELETE_ON_CLOSE != 0);
         let rank = e.file.comm().rank();
+        drop(e.shared);
         e.file.close().map_err(io_err)?;
         if del && rank == 0 {
             File::delete(&fs, &path).map_err(io_err)?;
@@ -905,12 +924,39 @@ file_fn! {
         if rep != "native" && rep != "internal" {
             return Err(err(ERR_UNSUPPORTED_DATAREP, format!("data representation {rep:?}: only \"native\" (and \"internal\", the same here)")));
         }
-        let d = u64::try_from(disp).map_err(|_| err(abi::ERR_ARG, format!("displacement {disp}: MPI_DISPLACEMENT_CURRENT needs MPI_MODE_SEQUENTIAL, others must be >= 0")))?;
+        let current = disp == DISPLACEMENT_CURRENT;
+        let d = if current { 0 } else {
+            u64::try_from(disp).map_err(|_| err(abi::ERR_ARG, format!("displacement {disp}: must be >= 0 (or MPI_DISPLACEMENT_CURRENT)")))?
+        };
         let et = committed(etype, "etype")?;
         let ft = committed(filetype, "filetype")?;
         let view = view_of(&et, &ft)?;
         let pairs = info_pairs(info)?;
         with(fh, |e| {
+            // The shared pointer goes back to 0 too, once every rank has
+            // arrived (set_view's own agreement is the barrier after it).
+            e.file.comm().barrier()?;
+            let d = if current {
+                if e.amode & MODE_SEQUENTIAL == 0 {
+                    return Err(err(abi::ERR_ARG, "MPI_DISPLACEMENT_CURRENT needs a file opened with MPI_MODE_SEQUENTIAL"));
+                }
+                // The byte where the shared pointer is, through the old view.
+                let at = shared_take(e, 0)?;
+                let (d0, v) = e.file.view();
+                let byte = v
+                    .map(d0, at, 1)
+                    .map_err(|x| err(abi::ERR_ARG, x.to_string()))?
+                    .first()
+                    .map_or(d0, |r| r.0);
+                // Every rank has read it before rank 0 resets it.
+                e.file.comm().barrier()?;
+                byte
+            } else {
+                d
+            };
+            if e.file.comm().rank() == 0 {
+                e.shared.swap(0, 0, 0)?;
+            }
             e.file.set_view(d, view).map_err(io_err)?;
             e.disp = d;
             e.etype = (etype, et);
@@ -1183,28 +1229,197 @@ file_fn! {
     }
 }
 
-macro_rules! shared_not_here {
-    ($($mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* ) ;)*) => {$(
+/// The position of the shared file pointer: where an access of `n`
+/// etypes starts, moving the pointer past it (`n` = 0: just reads it).
+fn shared_take(e: &Entry, n: u64) -> R<u64> {
+    Ok(e.shared.fetch_add(0, 0, n)?)
+}
+
+/// An independent transfer at the shared file pointer; the bytes moved.
+///
+/// # Safety
+/// `buf` valid for `count` elements of `dt` (written when `!write`).
+unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: c_int, dt: Handle) -> R<u64> {
+    if write {
+        // SAFETY: the caller's contract.
+        let data = unsafe { gather(buf, count, dt) }?;
+        with(fh, |e| {
+            let n = etypes(e, data.len())?;
+            if e.amode & MODE_RDONLY != 0 {
+                return Err(err(ERR_ACCESS, "a write to a file opened read-only"));
+            }
+            let at = shared_take(e, n)?;
+            e.file.write_at(at, &data).map_err(io_err)?;
+            Ok(data.len() as u64)
+        })
+    } else {
+        with(fh, |e| {
+            // SAFETY: the caller's contract.
+            let n = unsafe {
+                scatter(buf, count, dt, |b| {
+                    let n = etypes(e, b.len())?;
+                    if e.amode & MODE_WRONLY != 0 {
+                        return Err(err(ERR_ACCESS, "a read of a file opened write-only"));
+                    }
+                    let at = shared_take(e, n)?;
+                    e.file.read_at(at, b).map_err(io_err)
+                })
+            }?;
+            Ok(n as u64)
+        })
+    }
+}
+
+/// A collective transfer in rank order at the shared file pointer
+/// (`_ordered`): the ranks' sizes are gathered, rank 0 moves the pointer
+/// past all of them, and each rank accesses its share collectively.
+///
+/// # Safety
+/// As [`shared_io`].
+unsafe fn ordered_io(
+    fh: Handle,
+    write: bool,
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+) -> R<u64> {
+    let one = |e: &Entry, len: usize| -> R<u64> {
+        let n = etypes(e, len)?;
+        let c = e.file.comm();
+        let mut all = vec![0u64; c.size()];
+        c.allgather(&[n], &mut all)?;
+        let before: u64 = all[..c.rank()].iter().sum();
+        let total: u64 = all.iter().sum();
+        let mut base = [0u64];
+        if c.rank() == 0 {
+            base[0] = shared_take(e, total)?;
+        }
+        c.bcast(&mut base, 0)?;
+        Ok(base[0] + before)
+    };
+    if write {
+        // SAFETY: the caller's contract.
+        let data = unsafe { gather(buf, count, dt) }?;
+        with(fh, |e| {
+            let at = one(e, data.len())?;
+            e.file.write_at_all(at, &data).map_err(io_err)?;
+            Ok(data.len() as u64)
+        })
+    } else {
+        with(fh, |e| {
+            // SAFETY: the caller's contract.
+            let n = unsafe {
+                scatter(buf, count, dt, |b| {
+                    let at = one(e, b.len())?;
+                    e.file.read_at_all(at, b).map_err(io_err)
+                })
+            }?;
+            Ok(n as u64)
+        })
+    }
+}
+
+macro_rules! shared_fns {
+    ($($mpi:ident / $pmpi:ident, $f:ident, $w:ident, $doc:literal;)*) => {$(
         file_fn! {
-            /// Shared file pointers are not supported: `MPI_ERR_UNSUPPORTED_OPERATION`.
-            fn $mpi / $pmpi ( fh: Handle $(, $a : $t)* ) on fh => {
-                $(let _ = $a;)*
-                with(fh, |_| Ok(()))?;
-                Err(err(abi::ERR_UNSUPPORTED_OPERATION, concat!(stringify!($mpi), ": shared file pointers are not supported by dos-mpi")))
+            #[doc = $doc]
+            fn $mpi / $pmpi(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle, status: *mut Status) on fh => {
+                let n = $f(fh, is_write!($w), buf as *mut c_void, count, datatype)?;
+                set_status(status, status_of(n));
+                Ok(())
             }
         }
     )*};
 }
 
-shared_not_here! {
-    MPI_File_read_shared / PMPI_File_read_shared(buf: *mut c_void, count: c_int, datatype: Handle, status: *mut Status);
-    MPI_File_write_shared / PMPI_File_write_shared(buf: *const c_void, count: c_int, datatype: Handle, status: *mut Status);
-    MPI_File_read_ordered / PMPI_File_read_ordered(buf: *mut c_void, count: c_int, datatype: Handle, status: *mut Status);
-    MPI_File_write_ordered / PMPI_File_write_ordered(buf: *const c_void, count: c_int, datatype: Handle, status: *mut Status);
-    MPI_File_iread_shared / PMPI_File_iread_shared(buf: *mut c_void, count: c_int, datatype: Handle, request: *mut Handle);
-    MPI_File_iwrite_shared / PMPI_File_iwrite_shared(buf: *const c_void, count: c_int, datatype: Handle, request: *mut Handle);
-    MPI_File_seek_shared / PMPI_File_seek_shared(offset: i64, whence: c_int);
-    MPI_File_get_position_shared / PMPI_File_get_position_shared(offset: *mut i64);
+macro_rules! is_write {
+    (w) => {
+        true
+    };
+    (r) => {
+        false
+    };
+}
+
+shared_fns! {
+    MPI_File_write_shared / PMPI_File_write_shared, shared_io, w, "Writes at the shared file pointer (independent; the pointer moves atomically).";
+    MPI_File_read_shared / PMPI_File_read_shared, shared_io, r, "Reads at the shared file pointer (independent; the pointer moves atomically).";
+    MPI_File_write_ordered / PMPI_File_write_ordered, ordered_io, w, "Writes at the shared file pointer in rank order (collective).";
+    MPI_File_read_ordered / PMPI_File_read_ordered, ordered_io, r, "Reads at the shared file pointer in rank order (collective).";
+}
+
+macro_rules! nb_shared_fns {
+    ($($mpi:ident / $pmpi:ident, $w:ident, $doc:literal;)*) => {$(
+        file_fn! {
+            #[doc = $doc]
+            fn $mpi / $pmpi(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle, request: *mut Handle) on fh => {
+                if request.is_null() {
+                    return Err(err(abi::ERR_ARG, "null pointer for request"));
+                }
+                let n = shared_io(fh, is_write!($w), buf as *mut c_void, count, datatype)?;
+                done_request(n, request)
+            }
+        }
+    )*};
+}
+
+nb_shared_fns! {
+    MPI_File_iwrite_shared / PMPI_File_iwrite_shared, w, "Nonblocking write at the shared file pointer (done in the call).";
+    MPI_File_iread_shared / PMPI_File_iread_shared, r, "Nonblocking read at the shared file pointer (done in the call).";
+}
+
+/// Rank 0's part of `MPI_File_seek_shared`: moves the pointer.
+fn seek_shared_root(e: &Entry, offset: i64, whence: c_int) -> R<()> {
+    let base = match whence {
+        SEEK_SET => 0i128,
+        SEEK_CUR => shared_take(e, 0)? as i128,
+        _ => view_end(e, e.file.size().map_err(io_err)?) as i128,
+    };
+    let p = base + offset as i128;
+    let p = u64::try_from(p).map_err(|_| {
+        err(
+            abi::ERR_ARG,
+            format!("seek to {p}: before the start of the view"),
+        )
+    })?;
+    e.shared.swap(0, 0, p)?;
+    Ok(())
+}
+
+file_fn! {
+    /// Moves the shared file pointer (collective, the same arguments on every rank).
+    fn MPI_File_seek_shared / PMPI_File_seek_shared(fh: Handle, offset: i64, whence: c_int) on fh => {
+        with(fh, |e| {
+            let c = e.file.comm().clone();
+            // Every rank checks; rank 0 moves the pointer once every rank
+            // has arrived (its accesses before the call are done); all agree.
+            c.barrier()?;
+            let mut res: R<()> = Ok(());
+            if ![SEEK_SET, SEEK_CUR, SEEK_END].contains(&whence) {
+                res = Err(err(abi::ERR_ARG, format!("whence {whence}: not MPI_SEEK_SET, MPI_SEEK_CUR or MPI_SEEK_END")));
+            }
+            if res.is_ok() && c.rank() == 0 {
+                res = seek_shared_root(e, offset, whence);
+            }
+            let mut flag = [u64::from(res.is_err())];
+            let mut all = [0u64];
+            c.allreduce(&flag, &mut all, dos::op::Max)?;
+            flag[0] = all[0];
+            match res {
+                Err(x) => Err(x),
+                Ok(()) if flag[0] != 0 => Err(err(abi::ERR_ARG, "MPI_File_seek_shared failed on another rank")),
+                Ok(()) => Ok(()),
+            }
+        })
+    }
+}
+
+file_fn! {
+    /// The shared file pointer, in etypes of the view.
+    fn MPI_File_get_position_shared / PMPI_File_get_position_shared(fh: Handle, offset: *mut i64) on fh => {
+        let p = with(fh, |e| shared_take(e, 0))?;
+        out(offset, p as i64, "offset")
+    }
 }
 
 #[cfg(test)]
@@ -1239,10 +1454,7 @@ mod tests {
         ] {
             assert_eq!(mode_of(bad).unwrap_err().class, ERR_AMODE, "{bad:#x}");
         }
-        assert_eq!(
-            mode_of(MODE_WRONLY | MODE_SEQUENTIAL).unwrap_err().class,
-            abi::ERR_UNSUPPORTED_OPERATION
-        );
+        assert!(mode_of(MODE_WRONLY | MODE_SEQUENTIAL).is_ok());
     }
 
     #[test]

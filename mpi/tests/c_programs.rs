@@ -402,7 +402,7 @@ fn expect_ok(j: &Job, what: &str, want: &str) {
 
 #[test]
 fn mpi_io_on_the_jobs_dosfs() {
-    for file in ["io_basic.c", "io_views.c"] {
+    for file in ["io_basic.c", "io_views.c", "io_shared.c"] {
         let prog = compile("dosmpicc", file);
         let name = prog.file_name().unwrap().to_str().unwrap().to_string();
         for n in 1..=4 {
