@@ -114,8 +114,13 @@
 //! nonblocking exchanges) need a scope that lives as long as the request,
 //! which the C interface does not have yet.
 //!
-//! Not here: the split collectives (`_begin`/`_end`), user error handlers
-//! for files,
+//! The split collectives (`read_all_begin`/`_end`, `write_all_*`,
+//! `read_at_all_*`, `write_at_all_*`, `read_ordered_*`, `write_ordered_*`)
+//! do the collective transfer in `_begin` and report it in `_end`; a second
+//! `_begin` before the `_end`, or an `_end` without its `_begin`, is
+//! `MPI_ERR_OTHER`.
+//!
+//! Not here: user error handlers for files,
 //! `Register_datarep`, the large-count `_c` forms, and a local POSIX driver.
 
 use std::cell::RefCell;
@@ -204,6 +209,9 @@ struct Entry {
     /// The shared file pointer (etypes of the view): one `u64` at rank 0
     /// of the file's communicator, moved by atomic fetch-and-add.
     shared: dos::Window<'static, u64>,
+    /// The split collective begun and not yet ended: its name and the
+    /// bytes it moved (`_begin` does the transfer, `_end` reports it).
+    split: Option<(&'static str, u64)>,
 }
 
 /// The open files, and the error handler of `MPI_FILE_NULL` (the default
@@ -539,6 +547,7 @@ file_fn! {
             filetype: (BYTE, byte),
             datarep: "native".into(),
             shared,
+            split: None,
         };
         let h = FILES.with(|f| {
             let mut g = f.borrow_mut();
@@ -1420,6 +1429,114 @@ file_fn! {
         let p = with(fh, |e| shared_take(e, 0))?;
         out(offset, p as i64, "offset")
     }
+}
+
+/// Records the start of split collective `name` on `fh` (one at a time
+/// per file, as the standard says).
+fn split_check(fh: Handle, name: &'static str) -> R<()> {
+    with(fh, |e| match e.split {
+        Some((other, _)) => Err(err(
+            abi::ERR_OTHER,
+            format!("{name}: the split collective {other} is not ended yet"),
+        )),
+        None => Ok(()),
+    })
+}
+
+fn split_begun(fh: Handle, name: &'static str, bytes: u64) -> R<()> {
+    with(fh, |e| {
+        e.split = Some((name, bytes));
+        Ok(())
+    })
+}
+
+/// Ends split collective `name` on `fh`; the bytes it moved.
+fn split_end(fh: Handle, name: &'static str) -> R<u64> {
+    with(fh, |e| match e.split {
+        Some((n, b)) if n == name => {
+            e.split = None;
+            Ok(b)
+        }
+        Some((n, _)) => Err(err(
+            abi::ERR_OTHER,
+            format!("the split collective begun is {n}, not {name}"),
+        )),
+        None => Err(err(
+            abi::ERR_OTHER,
+            format!("no split collective {name} was begun on this file"),
+        )),
+    })
+}
+
+macro_rules! split_fns {
+    ($($begin:ident / $pbegin:ident, $end:ident / $pend:ident, $name:literal, $w:ident, $how:ident;)*) => {$(
+        file_fn! {
+            /// Begins a split collective: the transfer is done here (collectively).
+            fn $begin / $pbegin(fh: Handle, offset: i64, buf: ptr_ty!($w), count: c_int, datatype: Handle) on fh => {
+                split_check(fh, $name)?;
+                let n = split_do!($how, $w, fh, offset, buf, count, datatype)?;
+                split_begun(fh, $name, n)
+            }
+        }
+        file_fn! {
+            /// Ends a split collective: its status.
+            fn $end / $pend(fh: Handle, buf: ptr_ty!($w), status: *mut Status) on fh => {
+                let _ = buf;
+                let n = split_end(fh, $name)?;
+                set_status(status, status_of(n));
+                Ok(())
+            }
+        }
+    )*};
+}
+
+macro_rules! split_do {
+    (at, $w:ident, $fh:expr, $o:expr, $buf:expr, $c:expr, $dt:expr) => {
+        do_io!($w, $fh, At::Offset($o), $buf, $c, $dt, Kind::Collective)
+    };
+    (ptr, $w:ident, $fh:expr, $o:expr, $buf:expr, $c:expr, $dt:expr) => {{
+        let _ = $o;
+        do_io!($w, $fh, At::Pointer, $buf, $c, $dt, Kind::Collective)
+    }};
+    (ordered, $w:ident, $fh:expr, $o:expr, $buf:expr, $c:expr, $dt:expr) => {{
+        let _ = $o;
+        ordered_io($fh, is_write!($w), $buf as *mut c_void, $c, $dt)
+    }};
+}
+
+split_fns! {
+    MPI_File_write_at_all_begin / PMPI_File_write_at_all_begin, MPI_File_write_at_all_end / PMPI_File_write_at_all_end, "write_at_all", w, at;
+    MPI_File_read_at_all_begin / PMPI_File_read_at_all_begin, MPI_File_read_at_all_end / PMPI_File_read_at_all_end, "read_at_all", r, at;
+}
+
+/// The split collectives without an offset.
+macro_rules! split_fns_nooff {
+    ($($begin:ident / $pbegin:ident, $end:ident / $pend:ident, $name:literal, $w:ident, $how:ident;)*) => {$(
+        file_fn! {
+            /// Begins a split collective: the transfer is done here (collectively).
+            fn $begin / $pbegin(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle) on fh => {
+                split_check(fh, $name)?;
+                let n = split_do!($how, $w, fh, 0, buf, count, datatype)?;
+                split_begun(fh, $name, n)
+            }
+        }
+        file_fn! {
+            /// Ends a split collective: its status.
+            fn $end / $pend(fh: Handle, buf: ptr_ty!($w), status: *mut Status) on fh => {
+                let _ = buf;
+                let n = split_end(fh, $name)?;
+                set_status(status, status_of(n));
+                Ok(())
+            }
+        }
+    )*};
+}
+
+split_fns_nooff! {
+    MPI_File_write_all_begin / PMPI_File_write_all_begin, MPI_File_write_all_end / PMPI_File_write_all_end, "write_all", w, ptr;
+    MPI_File_read_all_begin / PMPI_File_read_all_begin, MPI_File_read_all_end / PMPI_File_read_all_end, "read_all", r, ptr;
+    MPI_File_write_ordered_begin / PMPI_File_write_ordered_begin, MPI_File_write_ordered_end / PMPI_File_write_ordered_end, "write_ordered", w, ordered;
+    MPI_File_read_ordered_begin / PMPI_File_read_ordered_begin, MPI_File_read_ordered_end / PMPI_File_read_ordered_end, "read_ordered", r, ordered;
 }
 
 #[cfg(test)]

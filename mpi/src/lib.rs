@@ -145,7 +145,8 @@
 //!   `get_type_extent`; `MPI_FILE_NULL`; the shared file pointer
 //!   (`read_shared`, `write_shared`, `iread_shared`, `iwrite_shared`,
 //!   `read_ordered`, `write_ordered`, `seek_shared`, `get_position_shared`:
-//!   an atomic counter in a dos window at rank 0). IOR
+//!   an atomic counter in a dos window at rank 0), the split collectives
+//!   (`_begin`/`_end`: the transfer is done in `_begin`). IOR
 //!   (`-a MPIIO`) runs on it: `CONFORMANCE.md`.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
@@ -167,8 +168,8 @@
 //! `_c` constructors, `Pack_external`; user operations on derived types and
 //! on `long double`; nonblocking collectives; attributes and keyvals of the
 //! program's own; user error
-//! handlers; one-sided windows; MPI-IO's split collectives, `external32`
-//! and a local POSIX driver; intercommunicators and
+//! handlers; one-sided windows; MPI-IO's `external32`, user error handlers
+//! for files and a local POSIX driver; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos

@@ -104,6 +104,20 @@ int main(int argc, char **argv) {
     OK(MPI_File_iread_at(fh, tail + rank * 4, &got, 1, MPI_INT, &req[1]));
     OK(MPI_Waitall(2, req, MPI_STATUSES_IGNORE));
 
+    /* Split collectives: one at a time per file; end without begin fails. */
+    OK(MPI_File_write_at_all_begin(fh, tail + rank * 4, &one, 1, MPI_INT));
+    FAILS(MPI_ERR_OTHER, MPI_File_read_all_begin(fh, &got, 1, MPI_INT));
+    FAILS(MPI_ERR_OTHER, MPI_File_read_at_all_end(fh, &got, &st));
+    OK(MPI_File_write_at_all_end(fh, &one, &st));
+    OK(MPI_Get_count(&st, MPI_INT, &count));
+    CHECK(count == 1);
+    FAILS(MPI_ERR_OTHER, MPI_File_write_at_all_end(fh, &one, &st));
+    OK(MPI_File_sync(fh));
+    got = 0;
+    OK(MPI_File_read_at_all_begin(fh, tail + peer * 4, &got, 1, MPI_INT));
+    OK(MPI_File_read_at_all_end(fh, &got, &st));
+    CHECK(got == 1000 + peer);
+
     /* Individual file pointer. */
     MPI_Offset pos;
     OK(MPI_File_seek(fh, (MPI_Offset)rank * N * 4, MPI_SEEK_SET));
