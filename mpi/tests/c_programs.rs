@@ -437,6 +437,17 @@ fn an_mpi_io_file_is_read_by_a_later_job_with_another_rank_count() {
             );
         }
     }
+    // A file error under MPI_ERRORS_ARE_FATAL ends the job, and says why.
+    let fs = FsDir::new("fatal");
+    let j = run_with(2, &fs.args(), &prog, &["write"]);
+    expect_ok(&j, "write on 2 ranks", "OK write 2 ranks");
+    let j = run_with(2, &fs.args(), &prog, &["fatal"]);
+    assert!(
+        j.code != Some(0)
+            && !j.stdout.contains("not reached")
+            && j.stderr.contains("MPI_File_write_at: MPI_ERR_ACCESS"),
+        "a fatal file error: {j}"
+    );
     // Without a dosfs in the job: MPI_ERR_IO with a message, no crash.
     let j = run_with(2, &[], &prog, &["nofs"]);
     expect_ok(&j, "a job without dosfs", "OK nofs 2 ranks");

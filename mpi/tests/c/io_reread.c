@@ -22,6 +22,13 @@ int main(int argc, char **argv) {
         /* A job without a dosfs: a clear error, not a crash. */
         FAILS(MPI_ERR_IO, MPI_File_open(MPI_COMM_WORLD, "/io_persist", MPI_MODE_RDONLY, MPI_INFO_NULL, &fh));
         FAILS(MPI_ERR_IO, MPI_File_delete("/io_persist", MPI_INFO_NULL));
+    } else if (strcmp(argv[1], "fatal") == 0) {
+        /* MPI_ERRORS_ARE_FATAL as the default of files: a write to a file
+         * opened read-only ends the job. */
+        OK(MPI_File_set_errhandler(MPI_FILE_NULL, MPI_ERRORS_ARE_FATAL));
+        OK(MPI_File_open(MPI_COMM_WORLD, "/io_persist", MPI_MODE_RDONLY, MPI_INFO_NULL, &fh));
+        MPI_File_write_at(fh, 0, buf, 1, MPI_INT, &st);
+        printf("not reached\n");
     } else if (strcmp(argv[1], "write") == 0) {
         CHECK(NBLK % n == 0);
         int per = NBLK / n;
