@@ -212,6 +212,8 @@ struct Entry {
     /// The split collective begun and not yet ended: its name and the
     /// bytes it moved (`_begin` does the transfer, `_end` reports it).
     split: Option<(&'static str, u64)>,
+    /// The view's filetype holds no data: only accesses of 0 bytes.
+    empty_view: bool,
 }
 
 /// The open files, and the error handler of `MPI_FILE_NULL` (the default
@@ -548,6 +550,7 @@ file_fn! {
             datarep: "native".into(),
             shared,
             split: None,
+            empty_view: false,
         };
         let h = FILES.with(|f| {
             let mut g = f.borrow_mut();
@@ -659,6 +662,12 @@ fn offset(o: i64) -> R<u64> {
 
 /// Checks that `bytes` are whole etypes of `e`; returns their number.
 fn etypes(e: &Entry, bytes: usize) -> R<u64> {
+    if e.empty_view && bytes > 0 {
+        return Err(err(
+            ERR_IO,
+            format!("an access of {bytes} bytes through a view whose filetype holds no data"),
+        ));
+    }
     let es = e.etype.1.size.max(1) as u64;
     if bytes as u64 % es != 0 {
         return Err(err(
@@ -737,10 +746,9 @@ unsafe fn read_into(
             scatter(buf, count, dt, |b| {
                 etypes(e, b.len())?;
                 match kind {
-                    Kind::Independent => e.file.read_at(o, b),
-                    Kind::Collective => e.file.read_at_all(o, b),
+                    Kind::Independent => e.file.read_at(o, b).map_err(io_err),
+                    Kind::Collective => read_all_keeping_tail(e, o, b),
                 }
-                .map_err(io_err)
             })
         }?;
         if let At::Pointer = at {
@@ -751,6 +759,29 @@ unsafe fn read_into(
         }
         Ok(n as u64)
     })
+}
+
+/// A collective read that leaves the bytes of `b` past the end of the file
+/// as they were, as the standard says (`dos::io` zeroes them): when the
+/// access may reach the end, the tail is saved and put back.
+fn read_all_keeping_tail(e: &Entry, o: u64, b: &mut [u8]) -> R<usize> {
+    let size = e.file.size().map_err(io_err)?;
+    let (disp, view) = e.file.view();
+    let ranges = view
+        .map(disp, o, b.len() as u64)
+        .map_err(|x| err(abi::ERR_ARG, x.to_string()))?;
+    let before: u64 = ranges
+        .iter()
+        .map(|&(at, len)| size.saturating_sub(at).min(len))
+        .sum();
+    let before = before as usize;
+    let saved = (before < b.len()).then(|| b[before..].to_vec());
+    let n = e.file.read_at_all(o, b).map_err(io_err)?;
+    if let Some(t) = saved {
+        let from = n.max(before);
+        b[from..].copy_from_slice(&t[from - before..]);
+    }
+    Ok(n)
 }
 
 fn status_of(bytes: u64) -> Status {
@@ -887,32 +918,37 @@ nb_ptr_fns! {
     MPI_File_iread_all / PMPI_File_iread_all, Collective, r, "Nonblocking collective read at the individual file pointer (done in the call).";
 }
 
-/// The `dos::io` view of an etype and a filetype.
-fn view_of(etype: &Shared, filetype: &Shared) -> R<View> {
+/// The `dos::io` view of an etype and a filetype; `None` for a filetype
+/// of no data (legal: a rank that takes no part of the file).
+///
+/// A filetype whose displacements are negative, decreasing or overlapping
+/// is `MPI_ERR_IO`, as MPICH's ROMIO answers (the standard names no class);
+/// one that is not whole etypes `MPI_ERR_TYPE`.
+fn view_of(etype: &Shared, filetype: &Shared) -> R<Option<View>> {
     let es = etype.size as u64;
     if es == 0 {
         return Err(err(abi::ERR_TYPE, "an etype of 0 bytes"));
+    }
+    if filetype.size == 0 {
+        return Ok(None);
     }
     let mut segs = Vec::with_capacity(filetype.segs.len());
     for &(o, l) in &filetype.segs {
         let o = u64::try_from(o).map_err(|_| {
             err(
-                abi::ERR_TYPE,
+                ERR_IO,
                 format!("the filetype has a negative displacement {o}"),
             )
         })?;
         segs.push((o, l as u64));
     }
     let extent = u64::try_from(filetype.extent())
-        .map_err(|_| err(abi::ERR_TYPE, "the filetype has a negative extent"))?;
-    View::new(es, &segs, extent).map_err(|e| {
+        .map_err(|_| err(ERR_IO, "the filetype has a negative extent"))?;
+    View::new(es, &segs, extent).map(Some).map_err(|e| {
         use dos::io::ViewError as V;
         let class = match e {
-            V::ZeroEtype
-            | V::Empty
-            | V::Unsorted { .. }
-            | V::Extent { .. }
-            | V::NotEtypes { .. } => abi::ERR_TYPE,
+            V::ZeroEtype | V::Empty | V::NotEtypes { .. } => abi::ERR_TYPE,
+            V::Unsorted { .. } | V::Extent { .. } => ERR_IO,
             _ => abi::ERR_ARG,
         };
         err(class, format!("the view: {e}"))
@@ -929,19 +965,23 @@ fn committed(h: Handle, what: &str) -> R<Shared> {
 file_fn! {
     /// Sets this rank's view (collective; resets the individual file pointer).
     fn MPI_File_set_view / PMPI_File_set_view(fh: Handle, disp: i64, etype: Handle, filetype: Handle, datarep: *const c_char, info: Handle) on fh => {
-        let rep = text(datarep, "datarep")?;
-        if rep != "native" && rep != "internal" {
-            return Err(err(ERR_UNSUPPORTED_DATAREP, format!("data representation {rep:?}: only \"native\" (and \"internal\", the same here)")));
-        }
         let current = disp == DISPLACEMENT_CURRENT;
-        let d = if current { 0 } else {
-            u64::try_from(disp).map_err(|_| err(abi::ERR_ARG, format!("displacement {disp}: must be >= 0 (or MPI_DISPLACEMENT_CURRENT)")))?
-        };
-        let et = committed(etype, "etype")?;
-        let ft = committed(filetype, "filetype")?;
-        let view = view_of(&et, &ft)?;
-        let pairs = info_pairs(info)?;
+        let local = view_args(disp, etype, filetype, datarep, info);
         with(fh, |e| {
+            // Every rank's own checks first, agreed (also the barrier
+            // before the shared pointer moves): no rank is left waiting in
+            // a collective that another one never enters.
+            let mut all = [0u64];
+            e.file.comm().allreduce(&[u64::from(local.is_err())], &mut all, dos::op::Max)?;
+            let (d, rep, et, ft, view, pairs) = match local {
+                Err(x) => return Err(x),
+                Ok(_) if all[0] != 0 => {
+                    return Err(err(ERR_IO, "MPI_File_set_view: the view is wrong on another rank"))
+                }
+                Ok(v) => v,
+            };
+            let empty = view.is_none();
+            let view = view.unwrap_or_default();
             // The shared pointer goes back to 0 too, once every rank has
             // arrived (set_view's own agreement is the barrier after it).
             e.file.comm().barrier()?;
@@ -971,11 +1011,59 @@ file_fn! {
             e.etype = (etype, et);
             e.filetype = (filetype, ft);
             e.datarep = rep;
+            e.empty_view = empty;
             e.pos = 0;
             merge(&mut e.info, pairs);
             Ok(())
         })
     }
+}
+
+/// The checked arguments of `MPI_File_set_view`: displacement (0 for
+/// `MPI_DISPLACEMENT_CURRENT`), data representation, etype, filetype, its
+/// view, the info pairs.
+///
+/// # Safety
+/// `datarep` a C string (or null).
+#[allow(clippy::type_complexity)]
+unsafe fn view_args(
+    disp: i64,
+    etype: Handle,
+    filetype: Handle,
+    datarep: *const c_char,
+    info: Handle,
+) -> R<(
+    u64,
+    String,
+    Shared,
+    Shared,
+    Option<View>,
+    Vec<(String, String)>,
+)> {
+    // SAFETY: the caller's contract.
+    let rep = unsafe { text(datarep, "datarep") }?;
+    if rep != "native" && rep != "internal" {
+        return Err(err(
+            ERR_UNSUPPORTED_DATAREP,
+            format!(
+                "data representation {rep:?}: only \"native\" (and \"internal\", the same here)"
+            ),
+        ));
+    }
+    let d = if disp == DISPLACEMENT_CURRENT {
+        0
+    } else {
+        u64::try_from(disp).map_err(|_| {
+            err(
+                abi::ERR_ARG,
+                format!("displacement {disp}: must be >= 0 (or MPI_DISPLACEMENT_CURRENT)"),
+            )
+        })?
+    };
+    let et = committed(etype, "etype")?;
+    let ft = committed(filetype, "filetype")?;
+    let view = view_of(&et, &ft)?;
+    Ok((d, rep, et, ft, view, info_pairs(info)?))
 }
 
 /// Sets the pairs of `new` in `info` (a key set again takes the new value).
@@ -1611,13 +1699,19 @@ mod tests {
         // vector(3 blocks of 2 ints, stride 4 ints) resized to 64 bytes.
         let v = Type::vector(3, 2, 4, &int).unwrap();
         let v = Arc::new(Type::resized(0, 64, &v).unwrap());
-        let view = view_of(&int, &v).unwrap();
+        let view = view_of(&int, &v).unwrap().unwrap();
         assert_eq!(view.segments(), &[(0, 8), (16, 8), (32, 8)]);
         assert_eq!((view.extent(), view.etype()), (64, 4));
         assert_eq!(view.map(100, 5, 8).unwrap(), vec![(136, 4), (164, 4)]);
-        // A negative displacement is not a filetype.
+        // A negative displacement is not a filetype (MPI_ERR_IO, as ROMIO).
         let neg = Arc::new(Type::hindexed(&[1], &[-4], &int).unwrap());
-        assert_eq!(view_of(&int, &neg).unwrap_err().class, abi::ERR_TYPE);
+        assert_eq!(view_of(&int, &neg).unwrap_err().class, ERR_IO);
+        // Nor are decreasing ones.
+        let dec = Arc::new(Type::hindexed(&[1, 1], &[8, 0], &int).unwrap());
+        assert_eq!(view_of(&int, &dec).unwrap_err().class, ERR_IO);
+        // A filetype of no data is a view of nothing (a rank without data).
+        let none = Arc::new(Type::hindexed(&[], &[], &int).unwrap());
+        assert_eq!(view_of(&int, &none).unwrap(), None);
         // A filetype that is not whole etypes.
         let three = Arc::new(Type::basic(3, 1));
         let eight = Arc::new(Type::basic(8, 8));

@@ -142,6 +142,49 @@ int main(int argc, char **argv) {
     OK(MPI_File_close(&fh));
     OK(MPI_Type_free(&sub));
 
+    /* A rank whose filetype holds no data takes part with 0 bytes (the last
+     * rank here); a bad view on one rank only fails on every rank, none
+     * waits; a collective read past the end leaves the rest of the buffer. */
+    {
+        MPI_File f2;
+        OK(MPI_File_open(MPI_COMM_WORLD, "io_views_edge", MPI_MODE_RDWR | MPI_MODE_CREATE, MPI_INFO_NULL, &f2));
+        MPI_Datatype none, ft2;
+        int zero = 0;
+        OK(MPI_Type_indexed(0, &zero, &zero, MPI_INT, &none));
+        OK(MPI_Type_commit(&none));
+        int last = rank == n - 1 && n > 1;
+        ft2 = last ? none : MPI_INT;
+        OK(MPI_File_set_view(f2, (MPI_Offset)rank * 40, MPI_INT, ft2, "native", MPI_INFO_NULL));
+        int ten[10];
+        for (int i = 0; i < 10; i++) ten[i] = rank * 10 + i;
+        OK(MPI_File_write_at_all(f2, 0, ten, last ? 0 : 10, MPI_INT, &st));
+        OK(MPI_Get_count(&st, MPI_INT, &count));
+        CHECK(count == (last ? 0 : 10));
+        if (last) FAILS(MPI_ERR_IO, MPI_File_write_at(f2, 0, ten, 1, MPI_INT, &st));
+        OK(MPI_File_sync(f2));
+        MPI_Datatype three2;
+        OK(MPI_Type_contiguous(3, MPI_BYTE, &three2));
+        OK(MPI_Type_commit(&three2));
+        if (rank == 0) {
+            FAILS(MPI_ERR_TYPE, MPI_File_set_view(f2, 0, MPI_INT, three2, "native", MPI_INFO_NULL));
+        } else {
+            FAILS(MPI_ERR_IO, MPI_File_set_view(f2, 0, MPI_INT, MPI_INT, "native", MPI_INFO_NULL));
+        }
+        OK(MPI_Type_free(&three2));
+        OK(MPI_File_set_view(f2, 0, MPI_BYTE, MPI_BYTE, "native", MPI_INFO_NULL));
+        int writers = n > 1 ? n - 1 : 1;
+        int big[64];
+        for (int i = 0; i < 64; i++) big[i] = 99;
+        /* The file has 10 ints per writer; read 10 more than that. */
+        OK(MPI_File_read_at_all(f2, 0, big, writers * 10 + 10, MPI_INT, &st));
+        OK(MPI_Get_count(&st, MPI_INT, &count));
+        CHECK(count == writers * 10);
+        for (int i = 0; i < writers * 10; i++) CHECK(big[i] == i);
+        for (int i = writers * 10; i < 64; i++) CHECK(big[i] == 99);
+        OK(MPI_Type_free(&none));
+        OK(MPI_File_close(&f2));
+    }
+
     report_ok("io_views");
     MPI_Finalize();
     return 0;
