@@ -54,12 +54,17 @@
 //! [`dos::io::View::new`] unchanged: one representation, the flattened
 //! list, on both sides (no new constructor in `dos::io` was needed). The
 //! filetype's runs must be in increasing order of offset and not negative
-//! (the standard's rule for filetypes; else `MPI_ERR_TYPE`), its size a
-//! whole number of etypes (else `MPI_ERR_TYPE`); `datarep` `native` (or
+//! (the standard's rule for filetypes; else `MPI_ERR_IO`, the class MPICH's
+//! ROMIO gives and its tests expect), its size a whole number of etypes
+//! (else `MPI_ERR_TYPE`); a filetype of no data is allowed (a rank that
+//! takes no part: only accesses of 0 bytes, others `MPI_ERR_IO`). The ranks
+//! agree on the outcome of `MPI_File_set_view`: a bad view on one rank is
+//! an error on all (`MPI_ERR_IO` on the others), none waits; `datarep` `native` (or
 //! `internal`, the same here); `external32` is
 //! `MPI_ERR_UNSUPPORTED_DATAREP`. Offsets of every call count etypes of the
 //! view, as in MPI. The count of a status is the bytes that lay before the
-//! end of the file (`MPI_Get_count` divides it by the buffer type's size).
+//! end of the file (`MPI_Get_count` divides it by the buffer type's size);
+//! the buffer past them is left as it was, in collective reads too.
 //!
 //! ## Hints
 //!
