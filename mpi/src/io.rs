@@ -125,8 +125,14 @@
 //! `_begin` before the `_end`, or an `_end` without its `_begin`, is
 //! `MPI_ERR_OTHER`.
 //!
+//! The large-count `_c` forms of the reads and writes (`read_at_c`,
+//! `write_at_all_c`, `read_c`, `write_all_c`, `read_shared_c`,
+//! `write_ordered_c`, `iread_at_c`, ...) take an `MPI_Count`.
+//!
 //! Not here: user error handlers for files,
-//! `Register_datarep`, the large-count `_c` forms, and a local POSIX driver.
+//! `Register_datarep`, the `_c` forms of the nonblocking and split
+//! collective calls other than `iread_at_c`/`iwrite_at_c`, and a local POSIX
+//! driver.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -613,12 +619,8 @@ file_fn! {
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
-unsafe fn gather<'a>(
-    buf: *const c_void,
-    count: c_int,
-    dt: Handle,
-) -> R<std::borrow::Cow<'a, [u8]>> {
-    match datatype::layout(count, dt)? {
+unsafe fn gather<'a>(buf: *const c_void, count: i64, dt: Handle) -> R<std::borrow::Cow<'a, [u8]>> {
+    match datatype::layout_n(elements(count)?, dt)? {
         // SAFETY: the caller's contract.
         Layout::Dense(n) => Ok(std::borrow::Cow::Borrowed(unsafe { src(buf, n) }?)),
         Layout::Packed { ty, count, len } => {
@@ -640,11 +642,11 @@ unsafe fn gather<'a>(
 /// `buf` valid for `count` elements of `dt`.
 unsafe fn scatter(
     buf: *mut c_void,
-    count: c_int,
+    count: i64,
     dt: Handle,
     read: impl FnOnce(&mut [u8]) -> R<usize>,
 ) -> R<usize> {
-    match datatype::layout(count, dt)? {
+    match datatype::layout_n(elements(count)?, dt)? {
         // SAFETY: the caller's contract.
         Layout::Dense(n) => read(unsafe { dst(buf, n) }?),
         Layout::Packed { ty, count, len } => {
@@ -658,6 +660,11 @@ unsafe fn scatter(
             Ok(n)
         }
     }
+}
+
+/// A count argument (`int` or `MPI_Count`), or `MPI_ERR_COUNT` if negative.
+fn elements(count: i64) -> R<usize> {
+    usize::try_from(count).map_err(|_| err(abi::ERR_COUNT, format!("negative count {count}")))
 }
 
 /// A file offset argument, or `MPI_ERR_ARG` if negative.
@@ -705,7 +712,7 @@ unsafe fn write(
     fh: Handle,
     at: At,
     buf: *const c_void,
-    count: c_int,
+    count: i64,
     dt: Handle,
     kind: Kind,
 ) -> R<u64> {
@@ -737,7 +744,7 @@ unsafe fn read_into(
     fh: Handle,
     at: At,
     buf: *mut c_void,
-    count: c_int,
+    count: i64,
     dt: Handle,
     kind: Kind,
 ) -> R<u64> {
@@ -818,7 +825,7 @@ macro_rules! write_fns {
         file_fn! {
             #[doc = $doc]
             fn $mpi / $pmpi(fh: Handle, offset: i64, buf: *const c_void, count: c_int, datatype: Handle, status: *mut Status) on fh => {
-                let n = write(fh, At::Offset(offset), buf, count, datatype, Kind::$kind)?;
+                let n = write(fh, At::Offset(offset), buf, i64::from(count), datatype, Kind::$kind)?;
                 set_status(status, status_of(n));
                 Ok(())
             }
@@ -836,7 +843,7 @@ macro_rules! read_fns {
         file_fn! {
             #[doc = $doc]
             fn $mpi / $pmpi(fh: Handle, offset: i64, buf: *mut c_void, count: c_int, datatype: Handle, status: *mut Status) on fh => {
-                let n = read_into(fh, At::Offset(offset), buf, count, datatype, Kind::$kind)?;
+                let n = read_into(fh, At::Offset(offset), buf, i64::from(count), datatype, Kind::$kind)?;
                 set_status(status, status_of(n));
                 Ok(())
             }
@@ -854,7 +861,7 @@ macro_rules! ptr_fns {
         file_fn! {
             #[doc = $doc]
             fn $mpi / $pmpi(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle, status: *mut Status) on fh => {
-                let n = do_io!($w, fh, At::Pointer, buf, count, datatype, Kind::$kind)?;
+                let n = do_io!($w, fh, At::Pointer, buf, i64::from(count), datatype, Kind::$kind)?;
                 set_status(status, status_of(n));
                 Ok(())
             }
@@ -887,7 +894,7 @@ macro_rules! nb_at_fns {
                 if request.is_null() {
                     return Err(err(abi::ERR_ARG, "null pointer for request"));
                 }
-                let n = do_io!($w, fh, At::Offset(offset), buf, count, datatype, Kind::$kind)?;
+                let n = do_io!($w, fh, At::Offset(offset), buf, i64::from(count), datatype, Kind::$kind)?;
                 done_request(n, request)
             }
         }
@@ -909,7 +916,7 @@ macro_rules! nb_ptr_fns {
                 if request.is_null() {
                     return Err(err(abi::ERR_ARG, "null pointer for request"));
                 }
-                let n = do_io!($w, fh, At::Pointer, buf, count, datatype, Kind::$kind)?;
+                let n = do_io!($w, fh, At::Pointer, buf, i64::from(count), datatype, Kind::$kind)?;
                 done_request(n, request)
             }
         }
@@ -1341,7 +1348,7 @@ fn shared_take(e: &Entry, n: u64) -> R<u64> {
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt` (written when `!write`).
-unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: c_int, dt: Handle) -> R<u64> {
+unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: Handle) -> R<u64> {
     if write {
         // SAFETY: the caller's contract.
         let data = unsafe { gather(buf, count, dt) }?;
@@ -1378,13 +1385,7 @@ unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: c_int, dt:
 ///
 /// # Safety
 /// As [`shared_io`].
-unsafe fn ordered_io(
-    fh: Handle,
-    write: bool,
-    buf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-) -> R<u64> {
+unsafe fn ordered_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: Handle) -> R<u64> {
     let one = |e: &Entry, len: usize| -> R<u64> {
         let n = etypes(e, len)?;
         let c = e.file.comm();
@@ -1426,7 +1427,7 @@ macro_rules! shared_fns {
         file_fn! {
             #[doc = $doc]
             fn $mpi / $pmpi(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle, status: *mut Status) on fh => {
-                let n = $f(fh, is_write!($w), buf as *mut c_void, count, datatype)?;
+                let n = $f(fh, is_write!($w), buf as *mut c_void, i64::from(count), datatype)?;
                 set_status(status, status_of(n));
                 Ok(())
             }
@@ -1458,7 +1459,7 @@ macro_rules! nb_shared_fns {
                 if request.is_null() {
                     return Err(err(abi::ERR_ARG, "null pointer for request"));
                 }
-                let n = shared_io(fh, is_write!($w), buf as *mut c_void, count, datatype)?;
+                let n = shared_io(fh, is_write!($w), buf as *mut c_void, i64::from(count), datatype)?;
                 done_request(n, request)
             }
         }
@@ -1567,7 +1568,7 @@ macro_rules! split_fns {
             /// Begins a split collective: the transfer is done here (collectively).
             fn $begin / $pbegin(fh: Handle, offset: i64, buf: ptr_ty!($w), count: c_int, datatype: Handle) on fh => {
                 split_check(fh, $name)?;
-                let n = split_do!($how, $w, fh, offset, buf, count, datatype)?;
+                let n = split_do!($how, $w, fh, offset, buf, i64::from(count), datatype)?;
                 split_begun(fh, $name, n)
             }
         }
@@ -1609,7 +1610,7 @@ macro_rules! split_fns_nooff {
             /// Begins a split collective: the transfer is done here (collectively).
             fn $begin / $pbegin(fh: Handle, buf: ptr_ty!($w), count: c_int, datatype: Handle) on fh => {
                 split_check(fh, $name)?;
-                let n = split_do!($how, $w, fh, 0, buf, count, datatype)?;
+                let n = split_do!($how, $w, fh, 0, buf, i64::from(count), datatype)?;
                 split_begun(fh, $name, n)
             }
         }
@@ -1630,6 +1631,93 @@ split_fns_nooff! {
     MPI_File_read_all_begin / PMPI_File_read_all_begin, MPI_File_read_all_end / PMPI_File_read_all_end, "read_all", r, ptr;
     MPI_File_write_ordered_begin / PMPI_File_write_ordered_begin, MPI_File_write_ordered_end / PMPI_File_write_ordered_end, "write_ordered", w, ordered;
     MPI_File_read_ordered_begin / PMPI_File_read_ordered_begin, MPI_File_read_ordered_end / PMPI_File_read_ordered_end, "read_ordered", r, ordered;
+}
+
+/// The large-count (`MPI_Count`) forms: the same transfers.
+macro_rules! c_forms {
+    ($($mpi:ident / $pmpi:ident ( $fh:ident : $fht:ty $(, $a:ident : $t:ty)* ) => $body:block)*) => {$(
+        file_fn! {
+            /// The large-count form (`MPI_Count` count) of the function without `_c`.
+            fn $mpi / $pmpi ( $fh: $fht $(, $a : $t)* ) on $fh => $body
+        }
+    )*};
+}
+
+c_forms! {
+    MPI_File_write_at_c / PMPI_File_write_at_c(fh: Handle, offset: i64, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = write(fh, At::Offset(offset), buf, count, datatype, Kind::Independent)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_write_at_all_c / PMPI_File_write_at_all_c(fh: Handle, offset: i64, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = write(fh, At::Offset(offset), buf, count, datatype, Kind::Collective)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_at_c / PMPI_File_read_at_c(fh: Handle, offset: i64, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = read_into(fh, At::Offset(offset), buf, count, datatype, Kind::Independent)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_at_all_c / PMPI_File_read_at_all_c(fh: Handle, offset: i64, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = read_into(fh, At::Offset(offset), buf, count, datatype, Kind::Collective)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_write_c / PMPI_File_write_c(fh: Handle, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = write(fh, At::Pointer, buf, count, datatype, Kind::Independent)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_write_all_c / PMPI_File_write_all_c(fh: Handle, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = write(fh, At::Pointer, buf, count, datatype, Kind::Collective)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_c / PMPI_File_read_c(fh: Handle, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = read_into(fh, At::Pointer, buf, count, datatype, Kind::Independent)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_all_c / PMPI_File_read_all_c(fh: Handle, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = read_into(fh, At::Pointer, buf, count, datatype, Kind::Collective)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_write_shared_c / PMPI_File_write_shared_c(fh: Handle, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = shared_io(fh, true, buf as *mut c_void, count, datatype)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_shared_c / PMPI_File_read_shared_c(fh: Handle, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = shared_io(fh, false, buf, count, datatype)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_write_ordered_c / PMPI_File_write_ordered_c(fh: Handle, buf: *const c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = ordered_io(fh, true, buf as *mut c_void, count, datatype)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_read_ordered_c / PMPI_File_read_ordered_c(fh: Handle, buf: *mut c_void, count: i64, datatype: Handle, status: *mut Status) => {
+        let n = ordered_io(fh, false, buf, count, datatype)?;
+        set_status(status, status_of(n));
+        Ok(())
+    }
+    MPI_File_iwrite_at_c / PMPI_File_iwrite_at_c(fh: Handle, offset: i64, buf: *const c_void, count: i64, datatype: Handle, request: *mut Handle) => {
+        if request.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for request"));
+        }
+        let n = write(fh, At::Offset(offset), buf, count, datatype, Kind::Independent)?;
+        done_request(n, request)
+    }
+    MPI_File_iread_at_c / PMPI_File_iread_at_c(fh: Handle, offset: i64, buf: *mut c_void, count: i64, datatype: Handle, request: *mut Handle) => {
+        if request.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for request"));
+        }
+        let n = read_into(fh, At::Offset(offset), buf, count, datatype, Kind::Independent)?;
+        done_request(n, request)
+    }
 }
 
 #[cfg(test)]

@@ -104,6 +104,15 @@ int main(int argc, char **argv) {
     OK(MPI_File_iread_at(fh, tail + rank * 4, &got, 1, MPI_INT, &req[1]));
     OK(MPI_Waitall(2, req, MPI_STATUSES_IGNORE));
 
+    /* Large-count forms. */
+    MPI_Count big = 1;
+    OK(MPI_File_write_at_c(fh, tail + rank * 4, &one, big, MPI_INT, &st));
+    OK(MPI_File_sync(fh));
+    got = 0;
+    OK(MPI_File_read_at_all_c(fh, tail + peer * 4, &got, big, MPI_INT, &st));
+    CHECK(got == 1000 + peer);
+    FAILS(MPI_ERR_COUNT, MPI_File_read_at_c(fh, 0, &got, (MPI_Count)-1, MPI_INT, &st));
+
     /* Split collectives: one at a time per file; end without begin fails. */
     OK(MPI_File_write_at_all_begin(fh, tail + rank * 4, &one, 1, MPI_INT));
     FAILS(MPI_ERR_OTHER, MPI_File_read_all_begin(fh, &got, 1, MPI_INT));
