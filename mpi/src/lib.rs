@@ -148,6 +148,31 @@
 //!   `MPI_ERR_INFO_KEY`, a value too long `MPI_ERR_INFO_VALUE`, deleting an
 //!   absent key `MPI_ERR_INFO_NOKEY`, an invalid handle `MPI_ERR_INFO`.
 //!   Functions taking an info argument ignore its hints for now.
+//! * **MPI-IO** (module `io`) — files of the job's dosfs (`dosrun --fs DIR`,
+//!   or `DOSFS=addrfile` for a standing one; every name is a dosfs path,
+//!   a relative one from its root, `dosfs:` accepted as a prefix, other
+//!   ROMIO prefixes `MPI_ERR_BAD_FILE`, no dosfs `MPI_ERR_IO`) on
+//!   `dos::io`: `File_open` (collective; every amode flag, with
+//!   `MPI_ERR_AMODE`, `MPI_ERR_NO_SUCH_FILE`, `MPI_ERR_FILE_EXISTS`,
+//!   `MPI_ERR_NOT_SAME`), `close` (`DELETE_ON_CLOSE`), `delete`,
+//!   `read_at`/`write_at`, `read_at_all`/`write_at_all` (two-phase),
+//!   `iread_at`/`iwrite_at`/`iread_at_all`/`iwrite_at_all` and the
+//!   individual-pointer forms `read`/`write`/`read_all`/`write_all`/`iread`/
+//!   `iwrite`/`iread_all`/`iwrite_all` (the nonblocking ones complete in the
+//!   call), `seek`, `get_position`, `get_byte_offset`, `set_view`/`get_view`
+//!   (etype and filetype from any datatype above: its flattened runs are
+//!   the `dos::io::View`), `sync`, `get_size`/`set_size`/`preallocate`,
+//!   `get_amode`, `get_group`, `set_info`/`get_info` (`striping_unit`,
+//!   `striping_factor`, `cb_nodes`, `cb_buffer_size`, `romio_cb_*`,
+//!   `romio_ds_*` applied at open; others kept), `set_atomicity`/
+//!   `get_atomicity`, `set_errhandler`/`get_errhandler` (files return
+//!   errors by default: `MPI_ERRORS_RETURN`), `call_errhandler`,
+//!   `get_type_extent`; `MPI_FILE_NULL`; the shared file pointer
+//!   (`read_shared`, `write_shared`, `iread_shared`, `iwrite_shared`,
+//!   `read_ordered`, `write_ordered`, `seek_shared`, `get_position_shared`:
+//!   an atomic counter in a dos window at rank 0), the split collectives
+//!   (`_begin`/`_end`: the transfer is done in `_begin`). IOR
+//!   (`-a MPIIO`) runs on it: `CONFORMANCE.md`.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_get_name`,
@@ -169,7 +194,8 @@
 //! `_c` constructors, `Pack_external`; user operations on derived types and
 //! on `long double`; attributes and keyvals of the
 //! program's own; user error
-//! handlers; one-sided windows; MPI-IO; intercommunicators and
+//! handlers; one-sided windows; MPI-IO's `external32`, user error handlers
+//! for files and a local POSIX driver; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
@@ -219,6 +245,7 @@
 //! and user operations as dos `Op`s), `userop` (`Op_create`), one module per
 //! group of functions: `env`, `comm`, `group`, `p2p`, `persist`, `request`,
 //! `coll`, `nbc` (nonblocking collectives), `info`, `types` (constructors, `Pack`),
+//! `io` (MPI-IO),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -286,6 +313,7 @@ mod env;
 mod error;
 mod group;
 mod info;
+mod io;
 mod later;
 mod nbc;
 mod p2p;

@@ -325,3 +325,140 @@ fn the_pkg_config_file_gives_the_flags() {
     assert!(out.status.success(), "{out:?}");
     assert!(s.contains("/include") && s.contains("-lmpi"), "{s}");
 }
+
+/// Runs `prog args` on `n` ranks under `dosrun`, with `dosrun_args` before
+/// the program (`--fs DIR` for a dosfs of the job); kills it after [`LIMIT`].
+fn run_with(n: usize, dosrun_args: &[&std::ffi::OsStr], prog: &Path, args: &[&str]) -> Job {
+    let mut child = Command::new(dosrun())
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("DOSFS")
+        .arg("-n")
+        .arg(n.to_string())
+        .args(dosrun_args)
+        .arg(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dosrun");
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = so.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = se.read_to_string(&mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for dosrun") {
+            break Some(st);
+        }
+        if t0.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let job = Job {
+        code: status.and_then(|s| s.code()),
+        stdout: t_out.join().unwrap(),
+        stderr: t_err.join().unwrap(),
+    };
+    assert!(
+        status.is_some(),
+        "{} on {n} ranks timed out\n{job}",
+        prog.display()
+    );
+    job
+}
+
+/// A fresh directory for a job's dosfs (`dosrun --fs`), removed on drop.
+struct FsDir(PathBuf);
+
+impl FsDir {
+    fn new(tag: &str) -> FsDir {
+        let d = profile_dir()
+            .join("mpi-tests")
+            .join(format!("fs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("create the dosfs directory");
+        FsDir(d)
+    }
+
+    fn args(&self) -> [&std::ffi::OsStr; 2] {
+        ["--fs".as_ref(), self.0.as_os_str()]
+    }
+}
+
+impl Drop for FsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn expect_ok(j: &Job, what: &str, want: &str) {
+    assert!(
+        j.code == Some(0) && j.stdout.lines().any(|l| l == want),
+        "{what}: expected exit 0 and {want:?}\n{j}"
+    );
+}
+
+#[test]
+fn mpi_io_on_the_jobs_dosfs() {
+    for file in ["io_basic.c", "io_views.c", "io_shared.c"] {
+        let prog = compile("dosmpicc", file);
+        let name = prog.file_name().unwrap().to_str().unwrap().to_string();
+        for n in 1..=4 {
+            let fs = FsDir::new(&format!("{name}-{n}"));
+            let j = run_with(n, &fs.args(), &prog, &[]);
+            expect_ok(
+                &j,
+                &format!("{name} on {n} ranks"),
+                &format!("OK {name} {n} ranks"),
+            );
+        }
+    }
+}
+
+#[test]
+fn an_mpi_io_file_is_read_by_a_later_job_with_another_rank_count() {
+    let prog = compile("dosmpicc", "io_reread.c");
+    for (w, readers) in [(3, [2, 4]), (4, [1, 3])] {
+        let fs = FsDir::new(&format!("reread-{w}"));
+        let j = run_with(w, &fs.args(), &prog, &["write"]);
+        expect_ok(
+            &j,
+            &format!("write on {w} ranks"),
+            &format!("OK write {w} ranks"),
+        );
+        for r in readers {
+            let j = run_with(r, &fs.args(), &prog, &["read"]);
+            expect_ok(
+                &j,
+                &format!("read on {r} ranks after {w}"),
+                &format!("OK read {r} ranks"),
+            );
+        }
+    }
+    // A file error under MPI_ERRORS_ARE_FATAL ends the job, and says why.
+    let fs = FsDir::new("fatal");
+    let j = run_with(2, &fs.args(), &prog, &["write"]);
+    expect_ok(&j, "write on 2 ranks", "OK write 2 ranks");
+    let j = run_with(2, &fs.args(), &prog, &["fatal"]);
+    assert!(
+        j.code != Some(0)
+            && !j.stdout.contains("not reached")
+            && j.stderr.contains("MPI_File_write_at: MPI_ERR_ACCESS"),
+        "a fatal file error: {j}"
+    );
+    // Without a dosfs in the job: MPI_ERR_IO with a message, no crash.
+    let j = run_with(2, &[], &prog, &["nofs"]);
+    expect_ok(&j, "a job without dosfs", "OK nofs 2 ranks");
+}
