@@ -248,6 +248,7 @@ pub mod lock;
 pub mod meta;
 #[cfg(feature = "mount")]
 pub mod mount;
+pub mod rdma;
 pub mod server;
 pub mod shm;
 pub mod standing;
