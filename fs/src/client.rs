@@ -649,7 +649,9 @@ impl Conn {
             // answer the setup within the probe timeout is down.
             let t = liveness.probe_timeout;
             let _ = c.stream.set_read_timeout(Some(t));
-            let budget = liveness.silence + liveness.probe_timeout;
+            // The server's endpoint answers from its own thread, as it
+            // answers a probe: silent for the probe timeout, it is down.
+            let budget = liveness.probe_timeout;
             let got = open_rdma(&mut c.stream, addr, server, secret, want, budget)?;
             let tick = liveness.silence.max(Duration::from_millis(1));
             c.stream
@@ -1197,6 +1199,10 @@ impl Client {
                     let r = region.as_ref();
                     match make(id, p, slot.and_then(|s| Some((r?, s)))) {
                         Ok(frame) => c.send(&frame)?,
+                        // An RDMA write to a dead server: the requests in
+                        // flight will not be answered either (the
+                        // connection is dropped).
+                        Err(e @ Error::ServerDown { .. }) => return Err(e),
                         Err(e) => {
                             // Nothing went out: the request is answered here.
                             free.extend(owner[k].take());
@@ -1218,6 +1224,9 @@ impl Client {
                     rep => take(&pieces[k], rep, slot.and_then(|s| Some((r?, s)))),
                 };
                 free.extend(slot);
+                if let Err(e @ Error::ServerDown { .. }) = res {
+                    return Err(e);
+                }
                 if let Err(e) = res {
                     pl.stop();
                     first_err.get_or_insert(e);

@@ -45,13 +45,19 @@
 //!
 //! ## Failures
 //! The client's endpoint gives a silent server up after
-//! [`Liveness::silence`](crate::client::Liveness::silence) +
 //! [`Liveness::probe_timeout`](crate::client::Liveness::probe_timeout)
-//! without progress (its retry budget), and at once when the server's UDP
-//! port is closed (a killed server: the kernel's port-unreachable), so an
-//! RDMA operation on a dead server is [`Error::ServerDown`] within the same
-//! 1.5 s as a wait on its TCP connection. The server's endpoint (and with
-//! it the region) goes when the connection ends.
+//! (1 s) without progress (its retry budget): the server's endpoint
+//! answers from a thread of its own, as the server answers a liveness
+//! probe, so a second of silence from it means what a failed probe means.
+//! An RDMA operation on a dead or stopped server is thus
+//! [`Error::ServerDown`] (`op` "rdma write" or "rdma read") about a second
+//! after its last answer (measured 1.1-1.2 s from `SIGKILL` or `SIGSTOP`
+//! to the error, `fs/tests/rdma.rs`), inside the 1.5 s of a wait on its TCP
+//! connection; the client then gives the connection up without waiting for
+//! the replies still in flight on it. (A killed server's UDP port answers
+//! "unreachable", but the soft-RoCE acts on that only when an endpoint
+//! leaves; the budget is what bounds the wait.) The server's endpoint (and
+//! with it the region) goes when the connection ends.
 //!
 //! ## Choosing it
 //! [`Transport`] (`DOS_FS_TRANSPORT=auto|tcp|roce`, read by

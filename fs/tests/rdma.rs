@@ -293,9 +293,10 @@ fn bad_slots_and_setups_from_an_rdma_client_are_refused_and_it_goes_on() {
     protocol_error(junk.call(&w(0, 1)), "slots on a connection granted none");
 }
 
-/// Kills a `dosfs serve` process while a client writes to it by RDMA: the
-/// write fails with the server's ServerDown within 2 s of the kill.
-pub fn kill_mid_transfer(bin_prefix: &[&str], listen: &str, expect: DataPath) {
+/// Kills (`SIGKILL`: its sockets close) or stops (`SIGSTOP`: it goes
+/// silent) a `dosfs serve` process while a client writes to it by RDMA: the
+/// write fails with the server's ServerDown within 2 s.
+pub fn kill_mid_transfer(bin_prefix: &[&str], listen: &str, expect: DataPath, signal: i32) {
     let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
         eprintln!("skipped: the dosfs binary is not built (feature cli)");
         return;
@@ -363,11 +364,13 @@ pub fn kill_mid_transfer(bin_prefix: &[&str], listen: &str, expect: DataPath) {
         .expect("a first write");
     std::thread::sleep(Duration::from_millis(100));
     let killed = Instant::now();
+    // SAFETY: a signal to our own child, which has not been waited for.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let (e, at) = writer.join().unwrap();
     child.kill().unwrap();
     let _ = child.wait();
-    let (e, at) = writer.join().unwrap();
     let took = at.saturating_duration_since(killed);
-    eprintln!("killed mid-transfer: {e} after {took:?}");
+    eprintln!("signal {signal} mid-transfer: {e} after {took:?}");
     assert!(matches!(e, Error::ServerDown { server: 0, .. }), "{e}");
     assert!(took < Duration::from_secs(2), "{took:?}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -376,7 +379,13 @@ pub fn kill_mid_transfer(bin_prefix: &[&str], listen: &str, expect: DataPath) {
 #[test]
 fn a_server_killed_mid_transfer_is_a_typed_error_within_2s() {
     let _g = serial();
-    kill_mid_transfer(&[], "127.0.0.1:0", DataPath::Roce);
+    kill_mid_transfer(&[], "127.0.0.1:0", DataPath::Roce, libc::SIGKILL);
+}
+
+#[test]
+fn a_server_stopped_mid_transfer_is_a_typed_error_within_2s() {
+    let _g = serial();
+    kill_mid_transfer(&[], "127.0.0.1:0", DataPath::Roce, libc::SIGSTOP);
 }
 
 fn cluster() -> PathBuf {
@@ -467,10 +476,13 @@ fn namespace_roce() {
     assert!(text.contains("DATAPATH roce,roce"), "{text}");
     assert!(text.contains("EXACT ok"), "{text}");
     eprintln!("round trips from dos-h1 in {:?}", t.elapsed());
-    kill_mid_transfer(
-        &["ip", "netns", "exec", "dos-h2"],
-        "198.18.0.2:0",
-        DataPath::Roce,
-    );
+    for signal in [libc::SIGKILL, libc::SIGSTOP] {
+        kill_mid_transfer(
+            &["ip", "netns", "exec", "dos-h2"],
+            "198.18.0.2:0",
+            DataPath::Roce,
+            signal,
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
