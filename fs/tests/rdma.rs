@@ -409,6 +409,127 @@ fn namespace_child() {
     println!("EXACT ok");
 }
 
+/// Run by [`namespace_throughput`] inside a namespace host: 64 MiB
+/// written in 1 MiB calls, synced, read back, over TCP and over RDMA in
+/// turn, 3 rounds; prints MiB/s per round.
+#[test]
+fn namespace_tp_child() {
+    let Ok(addr) = std::env::var("DOSFS_RDMA_TP_CHILD") else {
+        return;
+    };
+    let file = AddrFile::read(Path::new(&addr)).unwrap();
+    let total = 64usize << 20;
+    let chunk = 1usize << 20;
+    let data = pattern(chunk, 5);
+    for round in 0..3 {
+        for t in [Transport::Tcp, Transport::Roce] {
+            let mut c = Client::new(&file);
+            c.transport = t;
+            let path = format!("/tp-{round}-{t:?}");
+            let a = c.create(&path, None, true).unwrap();
+            let paths: Vec<_> = (0..c.servers())
+                .map(|s| c.data_path(s).unwrap().to_string())
+                .collect();
+            let t0 = Instant::now();
+            for k in 0..total / chunk {
+                c.write_at(&a, (k * chunk) as u64, &data).unwrap();
+            }
+            let w_nosync = t0.elapsed();
+            c.sync(&a).unwrap();
+            let w = t0.elapsed();
+            let a = c.stat(&path).unwrap();
+            let mut back = vec![0u8; chunk];
+            let t1 = Instant::now();
+            for k in 0..total / chunk {
+                c.read_at(&path, &a, (k * chunk) as u64, &mut back).unwrap();
+            }
+            let r = t1.elapsed();
+            assert!(back == data);
+            let mib = (total >> 20) as f64;
+            println!(
+                "TP round {round} {t:?} paths {} write {:.0} MiB/s (before sync {:.0}) read {:.0} MiB/s",
+                paths.join(","),
+                mib / w.as_secs_f64(),
+                mib / w_nosync.as_secs_f64(),
+                mib / r.as_secs_f64()
+            );
+            c.unlink(&path).unwrap();
+        }
+    }
+}
+
+/// Throughput between namespace hosts, TCP against RDMA (a benchmark):
+/// 2 servers on dos-h2, a client on dos-h1.
+///
+/// ```text
+/// cargo build --release -p dos-fs --bins
+/// flock /tmp/dos-cluster.lock cargo test --release -p dos-fs --test rdma -- --ignored namespace_throughput --nocapture
+/// ```
+#[test]
+#[ignore = "a benchmark on the namespace cluster (root, flock /tmp/dos-cluster.lock)"]
+fn namespace_throughput() {
+    let _g = serial();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: not root");
+        return;
+    }
+    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
+        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+        return;
+    };
+    let up = std::process::Command::new(cluster())
+        .args(["up", "2"])
+        .output()
+        .unwrap();
+    struct Down;
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(cluster()).arg("down").output();
+        }
+    }
+    let _down = Down;
+    assert!(up.status.success(), "cluster.sh up 2: {up:?}");
+    let dir = std::env::temp_dir().join(format!("dosfs-rdma-tp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let addr_file = dir.join("fs.addr");
+    let servers = std::env::var("DOSFS_TP_SERVERS").unwrap_or_else(|_| "2".into());
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", "dos-h2", bin, "up", "--local", &servers])
+        .arg("--target")
+        .arg(dir.join("t"))
+        .args(["--host", "198.18.0.2", "--fs"])
+        .arg(&addr_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "dosfs up: {out:?}");
+    struct Stop(PathBuf, &'static str);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "exec", "dos-h2", self.1, "down", "--fs"])
+                .arg(&self.0)
+                .output();
+        }
+    }
+    let _stop = Stop(addr_file.clone(), bin);
+    let me = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", "dos-h1"])
+        .arg(&me)
+        .args(["--exact", "namespace_tp_child", "--nocapture"])
+        .env("DOSFS_RDMA_TP_CHILD", &addr_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child: {out:?}");
+    for l in text.lines().filter(|l| l.starts_with("TP ")) {
+        println!("{l}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Servers on namespace host dos-h2, a client on dos-h1 told
 /// `DOS_FS_TRANSPORT=roce`: it gets RDMA to both, and every byte round
 /// trips. Then a client here (root namespace, over the bridge) writing by
