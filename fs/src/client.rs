@@ -25,6 +25,12 @@
 //! 0.8-1.5 GiB/s over loopback TCP; [`Client::local`] `= false` keeps a
 //! client on TCP.
 //!
+//! A TCP connection may carry its data by RDMA instead ([`crate::rdma`],
+//! [`Client::transport`], `DOS_FS_TRANSPORT=roce`): its first request asks
+//! for slots in the server's memory, and the same slot protocol runs with
+//! RDMA WRITEs into them and RDMA READs out of them ([`Slots`],
+//! [`DataPath::Roce`]). A server that grants none leaves it on TCP.
+//!
 //! Failures are typed: a server that cannot be reached or stops answering
 //! is [`Error::ServerDown`] naming its index and address; a corrupted chunk
 //! met by a read is [`Error::CorruptData`] naming the file and offset, and
@@ -264,10 +270,7 @@ fn open_rdma(
     let Stream::Tcp(tcp) = &*stream else {
         return Ok(None);
     };
-    let ip = tcp
-        .local_addr()
-        .map_err(|e| down("local address", e))?
-        .ip();
+    let ip = tcp.local_addr().map_err(|e| down("local address", e))?.ip();
     let setup = match ClientSetup::prepare(ip, secret, budget) {
         Ok(s) => s,
         Err(e) => {

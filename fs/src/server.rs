@@ -63,6 +63,19 @@
 //! refused the same way. The Unix accept loop stops with the TCP one
 //! ([`Server::serve`] shuts its listener down, which frees the name).
 //!
+//! ## RDMA connections
+//! A TCP connection whose first request is [`Request::RoceSetup`] gets a
+//! soft-RoCE endpoint of its own, bound to the address the client reached,
+//! and a region of slots registered with it ([`crate::rdma::accept`]); the
+//! reply carries the endpoint's address and the region's remote key. Its
+//! slot requests then go through the same [`SlotTable`] checks and the
+//! same worker code as a same-node connection's: the client RDMA-wrote the
+//! slot before naming it, or RDMA-reads it after the reply. A setup that is
+//! not the first request, or on a Unix connection, is a protocol error; one
+//! that cannot be served (no endpoint, a bad address, [`ServerConfig::rdma`]
+//! off) is answered with no slots. The endpoint is dropped before the
+//! region (field order of the connection's shared state).
+//!
 //! ## Handlers
 //! [`Server`] runs any [`Handler`]; [`Service`] is the real one. Tests wrap
 //! it (a slow handler shows that a busy server is not declared dead).

@@ -597,6 +597,24 @@ fn namespace_roce() {
     assert!(text.contains("DATAPATH roce,roce"), "{text}");
     assert!(text.contains("EXACT ok"), "{text}");
     eprintln!("round trips from dos-h1 in {:?}", t.elapsed());
+    // `dosfs df` on dos-h1 shows the data path.
+    let df = std::process::Command::new("ip")
+        .args(["netns", "exec", "dos-h1", bin, "df", "--fs"])
+        .arg(&addr_file)
+        .env("DOS_FS_TRANSPORT", "roce")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&df.stdout);
+    assert!(df.status.success(), "df: {df:?}");
+    assert_eq!(text.matches(" roce").count(), 2, "{text}");
+    let df = std::process::Command::new("ip")
+        .args(["netns", "exec", "dos-h1", bin, "df", "--fs"])
+        .arg(&addr_file)
+        .env("DOS_FS_TRANSPORT", "tcp")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&df.stdout);
+    assert_eq!(text.matches(" tcp").count(), 2, "{text}");
     for signal in [libc::SIGKILL, libc::SIGSTOP] {
         kill_mid_transfer(
             &["ip", "netns", "exec", "dos-h2"],
