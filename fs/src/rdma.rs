@@ -15,7 +15,7 @@
 //! [`CLIENT`]), connects it to the client's address, creates a region of
 //! slots as for a same-node client ([`crate::shm::grant`] clamps it),
 //! registers it, and answers
-//! [`Reply::RoceSlots`](crate::wire::Reply::RoceSlots): how many slots of
+//! [`Reply::RoceSlots`]: how many slots of
 //! what size, its address and the region's remote key. The client checks
 //! the grant ([`check_grant`]) and connects. Packets are authenticated
 //! with keys derived from the file system's secret and a fresh nonce per
@@ -420,7 +420,7 @@ mod tests {
         ));
         // A key the server did not give (another region number): refused
         // by the server's endpoint.
-        let good = slots.rkey().clone();
+        let good = *slots.rkey();
         let mut bad = good.as_bytes().to_vec();
         bad[1] ^= 0x55;
         slots.set_rkey(RemoteKey::from_bytes(&bad).unwrap());
