@@ -425,6 +425,12 @@ fn namespace_tp_child() {
         for t in [Transport::Tcp, Transport::Roce] {
             let mut c = Client::new(&file);
             c.transport = t;
+            if let Some(p) = std::env::var("DOSFS_TP_READ_PIECE")
+                .ok()
+                .and_then(|v| v.parse().ok())
+            {
+                c.read_piece = p;
+            }
             let path = format!("/tp-{round}-{t:?}");
             let a = c.create(&path, None, true).unwrap();
             let paths: Vec<_> = (0..c.servers())
@@ -520,6 +526,10 @@ fn namespace_throughput() {
         .arg(&me)
         .args(["--exact", "namespace_tp_child", "--nocapture"])
         .env("DOSFS_RDMA_TP_CHILD", &addr_file)
+        .env(
+            "DOSFS_TP_READ_PIECE",
+            std::env::var("DOSFS_TP_READ_PIECE").unwrap_or_default(),
+        )
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
