@@ -308,7 +308,16 @@ fn open_rdma(
             size,
             addr: their,
             rkey,
-        } => Ok(Some(Arc::new(setup.connect(count, size, &their, &rkey)?))),
+        } => match setup.connect(count, size, &their, &rkey) {
+            Ok(slots) => Ok(Some(Arc::new(slots))),
+            // A grant this client cannot use (out of bounds, an address it
+            // cannot reach): the connection is in step and carries data
+            // inline, as with no grant.
+            Err(e) => {
+                tracing::warn!(server, %addr, "dosfs: unusable RDMA grant ({e}); TCP");
+                Ok(None)
+            }
+        },
         // A server that does not know the request.
         Reply::Error(e) => {
             tracing::info!(server, %addr, "dosfs: no RDMA ({}); TCP", e.message);

@@ -196,6 +196,11 @@ pub fn accept(
         .and_then(|p| p.with_retry_budget(SERVER_RETRY_BUDGET))
         .map_err(transport_error)?;
     let addr = prepared.address();
+    if addr.is_empty() {
+        return Err(Error::protocol(
+            "the soft-RoCE has no address here (IPv4 only)",
+        ));
+    }
     let iface = prepared
         .connect(&[None, Some(client_addr.to_vec())])
         .map_err(transport_error)?;

@@ -635,3 +635,72 @@ fn namespace_roce() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A server (here a fake one) whose grant the client cannot use: slots
+/// out of bounds, or an address that does not decode. The client stays on
+/// TCP on the same connection, in step: its next request is answered.
+#[test]
+fn an_unusable_grant_leaves_the_client_on_tcp() {
+    use std::io::{Read, Write};
+    let _g = serial();
+    let fsid = FsId::generate().unwrap();
+    let secret = Secret::generate().unwrap();
+    let grants = [
+        (shm_max_slots() + 1, 4096, vec![1u8; 25]),
+        (4, 4095, vec![1u8; 25]),
+        (4, 4096, vec![0xffu8; 3]),
+    ];
+    for (count, size, addr) in grants {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap().to_string();
+        let (s2, c2) = (secret.clone(), fsid);
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            let ctx = dos_fs::wire::auth_context(&c2);
+            dos_transport::auth::handshake(
+                &mut s,
+                &s2,
+                &ctx,
+                dos_transport::auth::Role::Responder,
+                0,
+            )
+            .unwrap();
+            // Two requests: the setup, then a statfs.
+            for _ in 0..2 {
+                let mut h = [0u8; dos_fs::wire::HEADER_LEN];
+                s.read_exact(&mut h).unwrap();
+                let h = dos_fs::wire::Header::decode(&h).unwrap();
+                let mut body = vec![0u8; h.len as usize];
+                s.read_exact(&mut body).unwrap();
+                let reply = match Request::decode(h.kind, &body).unwrap() {
+                    Request::RoceSetup { .. } => Reply::RoceSlots {
+                        count,
+                        size,
+                        addr: addr.clone(),
+                        rkey: vec![b'R'; 21],
+                    },
+                    _ => Reply::Ok,
+                };
+                s.write_all(&reply.encode(h.id)).unwrap();
+            }
+        });
+        let mut conn = Conn::connect_opts(
+            &at,
+            0,
+            &fsid,
+            &secret,
+            Duration::from_secs(10),
+            Liveness::default(),
+            None,
+            Some((4, 4096)),
+        )
+        .unwrap();
+        assert_eq!(conn.data_path(), DataPath::Tcp, "{count} x {size}");
+        assert_eq!(conn.call(&Request::Statfs).unwrap(), Reply::Ok);
+        fake.join().unwrap();
+    }
+}
+
+fn shm_max_slots() -> u32 {
+    dos_fs::shm::MAX_SLOTS
+}
