@@ -179,8 +179,10 @@
 //! thread answers the one-sided operations. `auto` (the default) is TCP:
 //! between two namespace hosts of the test cluster (veth, 2 shared cores)
 //! the soft-RoCE, which builds, checksums, authenticates and acknowledges
-//! every 4 KiB packet in user space, moved 1 MiB writes at about 0.7x and
-//! 256 KiB reads at about 0.2-0.3x the kernel's TCP (ARCHITECTURE.md). A
+//! every 4 KiB packet in user space, moved 1 MiB writes at about 0.8x and
+//! reads (256 KiB pieces) at about 0.4x the kernel's TCP (medians of 9
+//! rounds of 64 MiB on a loaded machine, `fs/tests/rdma.rs`,
+//! `namespace_throughput`; ARCHITECTURE.md). A
 //! server that cannot set up RDMA grants no slots and the client stays on
 //! TCP; `dosfs df` shows each server's data path. With an RDMA device the
 //! same protocol fits verbs (register the region with the device, send
