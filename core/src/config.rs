@@ -189,6 +189,10 @@ tunables! {
         default "1",
         parse flag,
         help "1: every soft-RoCE packet carries a 16-byte tag (keyed BLAKE3 from the job's secret, one key per queue pair and direction) and forged or renumbered packets are dropped; 0: plain RoCEv2 packets, for interoperating with RoCE devices (queue pairs still take packets only from their peer's address and port). Every rank of a job must say the same";
+    fs_transport: &'static str = "DOS_FS_TRANSPORT",
+        default "auto",
+        parse fs_transport,
+        help "dosfs clients (dos::io, dosfs, the FUSE mount): how servers on other nodes are reached: tcp, roce (requests over TCP, data by one-sided RDMA into the servers' slots over the soft-RoCE; TCP when a server grants no slots) or auto (tcp: faster than the soft-RoCE on the test cluster's veth, ARCHITECTURE.md); servers on the client's own node are reached through shared slots whatever this says. Read by dos_fs::client::Client::new";
     kill_grace_ms: u64 = "DOS_KILL_GRACE_MS",
         default "200",
         parse number,
@@ -450,6 +454,19 @@ fn ckpt_keep(var: &'static str, s: &str) -> Result<usize> {
 }
 
 /// `DOS_CKPT_GROUP`: node or rank.
+/// `DOS_FS_TRANSPORT`: the words of `dos_fs::rdma::Transport::parse`.
+fn fs_transport(var: &'static str, s: &str) -> Result<&'static str> {
+    match s.trim() {
+        "" | "auto" => Ok("auto"),
+        "tcp" => Ok("tcp"),
+        "roce" => Ok("roce"),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be auto, tcp or roce",
+        }),
+    }
+}
+
 fn ckpt_group(var: &'static str, s: &str) -> Result<&'static str> {
     match s.trim() {
         "node" => Ok("node"),
@@ -523,6 +540,24 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn fs_transport_is_auto_tcp_or_roce() {
+        let get = |v: &str| {
+            let v = v.to_owned();
+            Config::parse(move |n| (n == "DOS_FS_TRANSPORT").then(|| v.clone()))
+        };
+        assert_eq!(get("roce").unwrap().fs_transport, "roce");
+        assert_eq!(get(" tcp").unwrap().fs_transport, "tcp");
+        assert_eq!(get("auto").unwrap().fs_transport, "auto");
+        assert!(matches!(
+            get("verbs"),
+            Err(Error::Environment {
+                var: "DOS_FS_TRANSPORT",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -25,6 +25,12 @@
 //! 0.8-1.5 GiB/s over loopback TCP; [`Client::local`] `= false` keeps a
 //! client on TCP.
 //!
+//! A TCP connection may carry its data by RDMA instead ([`crate::rdma`],
+//! [`Client::transport`], `DOS_FS_TRANSPORT=roce`): its first request asks
+//! for slots in the server's memory, and the same slot protocol runs with
+//! RDMA WRITEs into them and RDMA READs out of them ([`Slots`],
+//! [`DataPath::Roce`]). A server that grants none leaves it on TCP.
+//!
 //! Failures are typed: a server that cannot be reached or stops answering
 //! is [`Error::ServerDown`] naming its index and address; a corrupted chunk
 //! met by a read is [`Error::CorruptData`] naming the file and offset, and
@@ -74,6 +80,7 @@ use crate::chunk::VerifyReport;
 use crate::error::{Error, Result};
 use crate::layout::{Layout, LayoutSpec, Piece};
 use crate::meta::{Attr, DirEntry, Kind};
+use crate::rdma::{ClientSetup, RdmaError, RdmaSlots, Transport};
 use crate::shm::{self, Region, Stream};
 use crate::target::{FsId, FsPath};
 use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpace, HEADER_LEN};
@@ -241,6 +248,85 @@ fn open_local(
     Ok(Some((stream, region)))
 }
 
+/// Asks server `server` on the fresh TCP connection `stream` for RDMA slots
+/// ([`crate::rdma`]): `want` (slots, bytes each), a soft-RoCE endpoint
+/// given up after `budget` without progress. `Ok(None)` when the server
+/// grants none or does not know the request (the connection stays on TCP,
+/// in step); an error when the server fails to answer.
+fn open_rdma(
+    stream: &mut Stream,
+    addr: &str,
+    server: u32,
+    secret: &Secret,
+    want: (u32, u32),
+    budget: Duration,
+) -> Result<Option<Arc<RdmaSlots>>> {
+    let down = |op, source| Error::ServerDown {
+        server,
+        addr: addr.to_owned(),
+        op,
+        source,
+    };
+    let Stream::Tcp(tcp) = &*stream else {
+        return Ok(None);
+    };
+    let ip = tcp.local_addr().map_err(|e| down("local address", e))?.ip();
+    let setup = match ClientSetup::prepare(ip, secret, budget) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(server, %addr, "dosfs: no soft-RoCE endpoint here ({e}); TCP");
+            return Ok(None);
+        }
+    };
+    let req = Request::RoceSetup {
+        slots: want.0,
+        slot_size: want.1,
+        addr: setup.address(),
+    };
+    stream
+        .write_all(&req.encode(1))
+        .map_err(|e| down("send RDMA setup", e))?;
+    let mut h = [0u8; HEADER_LEN];
+    stream
+        .read_exact(&mut h)
+        .map_err(|e| down("receive RDMA setup", e))?;
+    let h = Header::decode(&h)?;
+    let mut body = vec![0u8; h.len as usize];
+    stream
+        .read_exact(&mut body)
+        .map_err(|e| down("receive RDMA setup", e))?;
+    if h.id != 1 {
+        return Err(Error::protocol("RDMA setup answered with another id"));
+    }
+    match Reply::decode(h.kind, &body)? {
+        Reply::RoceSlots { count: 0, .. } => {
+            tracing::info!(server, %addr, "dosfs: the server grants no RDMA slots; TCP");
+            Ok(None)
+        }
+        Reply::RoceSlots {
+            count,
+            size,
+            addr: their,
+            rkey,
+        } => match setup.connect(count, size, &their, &rkey) {
+            Ok(slots) => Ok(Some(Arc::new(slots))),
+            // A grant this client cannot use (out of bounds, an address it
+            // cannot reach): the connection is in step and carries data
+            // inline, as with no grant.
+            Err(e) => {
+                tracing::warn!(server, %addr, "dosfs: unusable RDMA grant ({e}); TCP");
+                Ok(None)
+            }
+        },
+        // A server that does not know the request.
+        Reply::Error(e) => {
+            tracing::info!(server, %addr, "dosfs: no RDMA ({}); TCP", e.message);
+            Ok(None)
+        }
+        r => Err(unexpected(r)),
+    }
+}
+
 /// Runs the handshake on a connected stream within what is left of
 /// `timeout` since `start`, and checks that server `server` answered.
 fn authenticate(
@@ -298,6 +384,89 @@ pub enum DataPath {
     Local,
     /// The server's Unix socket, data through shared slots ([`shm`]).
     Slots,
+    /// TCP for requests, data by RDMA into and out of the server's slots
+    /// over the soft-RoCE ([`crate::rdma`]).
+    Roce,
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataPath::Tcp => "tcp",
+            DataPath::Local => "unix",
+            DataPath::Slots => "shm",
+            DataPath::Roce => "roce",
+        })
+    }
+}
+
+/// A connection's data slots: shared with a server on this node, or the
+/// server's reached by RDMA. Either way a piece owns a slot from its
+/// request to its reply, and the server handles the slot request the same.
+#[derive(Debug, Clone)]
+pub enum Slots {
+    /// A shared region mapped here ([`shm`]).
+    Shm(Arc<Region>),
+    /// The server's region, reached by one-sided soft-RoCE operations.
+    Roce {
+        /// The slots.
+        rdma: Arc<RdmaSlots>,
+        /// The server (for errors).
+        server: u32,
+        /// Its address (for errors).
+        addr: Arc<str>,
+    },
+}
+
+impl Slots {
+    /// Number of slots.
+    pub fn count(&self) -> u32 {
+        match self {
+            Slots::Shm(r) => r.count(),
+            Slots::Roce { rdma, .. } => rdma.count(),
+        }
+    }
+
+    /// Bytes per slot.
+    pub fn slot_size(&self) -> u32 {
+        match self {
+            Slots::Shm(r) => r.slot_size(),
+            Slots::Roce { rdma, .. } => rdma.slot_size(),
+        }
+    }
+
+    fn rdma_error(server: u32, addr: &str, op: &'static str, e: RdmaError) -> Error {
+        match e {
+            RdmaError::Down(e) => Error::ServerDown {
+                server,
+                addr: addr.to_owned(),
+                op,
+                source: std::io::Error::new(ErrorKind::ConnectionReset, e.to_string()),
+            },
+            RdmaError::Other(e) => e,
+        }
+    }
+
+    /// Puts `data` into slot `slot` (a copy, or an RDMA WRITE that the
+    /// server acknowledged).
+    pub fn put(&self, slot: u32, data: &[u8]) -> Result<()> {
+        match self {
+            Slots::Shm(r) => r.put(slot, data),
+            Slots::Roce { rdma, server, addr } => rdma
+                .put(slot, data)
+                .map_err(|e| Self::rdma_error(*server, addr, "rdma write", e)),
+        }
+    }
+
+    /// Fills `out` from the start of slot `slot`.
+    pub fn get(&self, slot: u32, out: &mut [u8]) -> Result<()> {
+        match self {
+            Slots::Shm(r) => r.get(slot, out),
+            Slots::Roce { rdma, server, addr } => rdma
+                .get(slot, out)
+                .map_err(|e| Self::rdma_error(*server, addr, "rdma read", e)),
+        }
+    }
 }
 
 /// The pieces of `offset..offset + len` of a file with `layout`, grouped by
@@ -435,7 +604,7 @@ impl Pipeline {
 #[derive(Debug)]
 pub struct Conn {
     stream: Stream,
-    slots: Option<Arc<Region>>,
+    slots: Option<Slots>,
     server: u32,
     addr: String,
     next_id: u64,
@@ -470,6 +639,44 @@ impl Conn {
         liveness: Liveness,
     ) -> Result<Conn> {
         Conn::connect_via(addr, server, fsid, secret, io_timeout, liveness, None)
+    }
+
+    /// [`Conn::connect_via`] that, on TCP, also asks for RDMA slots
+    /// ([`crate::rdma`]) when `rdma` names the slots wanted (count, bytes
+    /// each).
+    #[allow(clippy::too_many_arguments)]
+    pub fn connect_opts(
+        addr: &str,
+        server: u32,
+        fsid: &FsId,
+        secret: &Secret,
+        io_timeout: Duration,
+        liveness: Liveness,
+        local: Option<(u32, u32)>,
+        rdma: Option<(u32, u32)>,
+    ) -> Result<Conn> {
+        let mut c = Conn::connect_via(addr, server, fsid, secret, io_timeout, liveness, local)?;
+        if let (Some(want), Stream::Tcp(_)) = (rdma, &c.stream) {
+            // Bounded like the connection itself: a server that does not
+            // answer the setup within the probe timeout is down.
+            let t = liveness.probe_timeout;
+            let _ = c.stream.set_read_timeout(Some(t));
+            // The server's endpoint answers from its own thread, as it
+            // answers a probe: silent for the probe timeout, it is down.
+            let budget = liveness.probe_timeout;
+            let got = open_rdma(&mut c.stream, addr, server, secret, want, budget)?;
+            let tick = liveness.silence.max(Duration::from_millis(1));
+            c.stream
+                .set_read_timeout(Some(tick))
+                .map_err(|e| c.down("configure", e))?;
+            c.slots = got.map(|rdma| Slots::Roce {
+                rdma,
+                server,
+                addr: addr.into(),
+            });
+        }
+        tracing::debug!(server, %addr, path = %c.data_path(), "dosfs: connected");
+        Ok(c)
     }
 
     /// [`Conn::connect_with`] that first tries the same-node path
@@ -512,7 +719,7 @@ impl Conn {
             })?;
         Ok(Conn {
             stream,
-            slots,
+            slots: slots.map(Slots::Shm),
             server,
             addr: addr.to_owned(),
             next_id: 1,
@@ -526,6 +733,7 @@ impl Conn {
     /// How this connection carries data.
     pub fn data_path(&self) -> DataPath {
         match (&self.stream, &self.slots) {
+            (Stream::Tcp(_), Some(Slots::Roce { .. })) => DataPath::Roce,
             (Stream::Tcp(_), _) => DataPath::Tcp,
             (Stream::Unix(_), None) => DataPath::Local,
             (Stream::Unix(_), Some(_)) => DataPath::Slots,
@@ -534,7 +742,23 @@ impl Conn {
 
     /// The data slots of a same-node connection.
     pub fn slots(&self) -> Option<&Arc<Region>> {
+        match &self.slots {
+            Some(Slots::Shm(r)) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The data slots of the connection, shared or RDMA.
+    pub fn data_slots(&self) -> Option<&Slots> {
         self.slots.as_ref()
+    }
+
+    /// The RDMA slots of a TCP connection ([`crate::rdma`]).
+    pub fn rdma_slots(&self) -> Option<&Arc<RdmaSlots>> {
+        match &self.slots {
+            Some(Slots::Roce { rdma, .. }) => Some(rdma),
+            _ => None,
+        }
     }
 
     /// Called when a tick passed without progress since `last`: an error if
@@ -702,8 +926,11 @@ pub struct Client {
     pub local: bool,
     /// Data slots asked of each same-node server (at least the window).
     pub slots: u32,
-    /// Bytes per slot (pieces larger go inline on the Unix socket).
+    /// Bytes per slot (pieces larger go inline).
     pub slot_size: u32,
+    /// How servers on other nodes are reached: TCP, or RDMA into their
+    /// slots over the soft-RoCE ([`crate::rdma`]; `DOS_FS_TRANSPORT`).
+    pub transport: Transport,
     /// Reads are cut into requests of at most this many bytes (0: one per
     /// piece), so one large read keeps several reads in flight on each
     /// server's disk.
@@ -728,6 +955,10 @@ impl Client {
             local: true,
             slots: 16,
             slot_size: crate::layout::DEFAULT_STRIPE_SIZE,
+            transport: Transport::from_env().unwrap_or_else(|e| {
+                tracing::warn!("dosfs: {e}; using auto");
+                Transport::Auto
+            }),
             read_piece: READ_PIECE,
         }
     }
@@ -758,7 +989,7 @@ impl Client {
         let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
             let want = (self.slots.max(self.window as u32), self.slot_size);
-            *g = Some(Conn::connect_via(
+            *g = Some(Conn::connect_opts(
                 &self.addrs[server as usize],
                 server,
                 &self.fsid,
@@ -766,6 +997,7 @@ impl Client {
                 self.io_timeout,
                 self.liveness,
                 self.local.then_some(want),
+                self.transport.wants_roce().then_some(want),
             )?);
         }
         let Some(conn) = g.as_mut() else {
@@ -951,8 +1183,8 @@ impl Client {
         &self,
         server: u32,
         pieces: &[Piece],
-        mut make: impl FnMut(u64, &Piece, Option<(&Region, u32)>) -> Result<Vec<u8>>,
-        mut take: impl FnMut(&Piece, Reply, Option<(&Region, u32)>) -> Result<()>,
+        mut make: impl FnMut(u64, &Piece, Option<(&Slots, u32)>) -> Result<Vec<u8>>,
+        mut take: impl FnMut(&Piece, Reply, Option<(&Slots, u32)>) -> Result<()>,
     ) -> Result<()> {
         let window = self.window;
         self.with_conn(server, |c| {
@@ -976,9 +1208,13 @@ impl Client {
                         _ => None,
                     };
                     owner[k] = slot;
-                    let r = region.as_deref();
+                    let r = region.as_ref();
                     match make(id, p, slot.and_then(|s| Some((r?, s)))) {
                         Ok(frame) => c.send(&frame)?,
+                        // An RDMA write to a dead server: the requests in
+                        // flight will not be answered either (the
+                        // connection is dropped).
+                        Err(e @ Error::ServerDown { .. }) => return Err(e),
                         Err(e) => {
                             // Nothing went out: the request is answered here.
                             free.extend(owner[k].take());
@@ -994,12 +1230,15 @@ impl Client {
                 let (id, rep) = c.recv()?;
                 let k = pl.on_reply(id)?;
                 let slot = owner[k].take();
-                let r = region.as_deref();
+                let r = region.as_ref();
                 let res = match rep {
                     Reply::Error(e) => Err(e.into_error(server)),
                     rep => take(&pieces[k], rep, slot.and_then(|s| Some((r?, s)))),
                 };
                 free.extend(slot);
+                if let Err(e @ Error::ServerDown { .. }) = res {
+                    return Err(e);
+                }
                 if let Err(e) = res {
                     pl.stop();
                     first_err.get_or_insert(e);
@@ -1126,9 +1365,18 @@ impl Client {
                     let b = p.buf_offset as usize;
                     let n = p.len as usize;
                     match (r, slot) {
-                        (Reply::Ok, Some((region, slot))) => {
+                        (Reply::Ok, Some((slots @ Slots::Shm(_), slot))) => {
                             let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
-                            region.get(slot, &mut g[b..b + n])
+                            slots.get(slot, &mut g[b..b + n])
+                        }
+                        (Reply::Ok, Some((slots, slot))) => {
+                            // An RDMA READ takes a while: not under the
+                            // lock the other servers' pieces need.
+                            let mut tmp = vec![0u8; n];
+                            slots.get(slot, &mut tmp)?;
+                            let mut g = out.lock().unwrap_or_else(|e| e.into_inner());
+                            g[b..b + n].copy_from_slice(&tmp);
+                            Ok(())
                         }
                         (Reply::Data(d), None) if d.len() == n => {
                             let mut g = out.lock().unwrap_or_else(|e| e.into_inner());

@@ -62,7 +62,8 @@
 //! maps a request to a reply on one target, [`client::plan`] splits a byte
 //! range over the servers; the drivers around them are thin (a threaded
 //! server on TCP and a same-node Unix socket, a blocking client; [`shm`]
-//! holds the same-node path's slots).
+//! holds the same-node path's slots, [`rdma`] the between-node RDMA into
+//! the same slots).
 //!
 //! ## Design decisions (with the reasons; copied to ARCHITECTURE.md)
 //!
@@ -161,10 +162,31 @@
 //! issues to all of a file's servers at once). Reads are cut into 256 KiB
 //! requests ([`client::Client::read_piece`]), so one 1 MiB read keeps
 //! several reads in flight on a server's disk (a write stays one request
-//! per stripe: a whole stripe is what goes to disk with `O_DIRECT`). Between nodes the data goes
-//! over TCP; RDMA into the slots over the job's soft-RoCE or verbs is the
-//! next step (the slot protocol is what it needs: register the region, the
-//! client writes into a slot remotely, the request names it).
+//! per stripe: a whole stripe is what goes to disk with `O_DIRECT`).
+//!
+//! **Between nodes: TCP by default, RDMA into the same slots on request.**
+//! The TCP connection is the control path (handshake, every request and
+//! reply). A client told `DOS_FS_TRANSPORT=roce` ([`rdma::Transport`])
+//! asks on it for slots reached by RDMA ([`rdma`]): client and server each
+//! bind a soft-RoCE endpoint to their side's address of that TCP
+//! connection, exchange addresses over it, and the server registers a
+//! region of slots (one endpoint and region per client connection). A
+//! write is an RDMA WRITE into a slot, then a `WriteSlot` naming it; a read
+//! is a `ReadSlot`, then an RDMA READ of the slot. The server handles the
+//! slot requests exactly as a same-node client's — one slot table, one set
+//! of checks (slot number, length, ownership), one worker path — so how the
+//! bytes reached the slot does not matter to it, and its endpoint's own
+//! thread answers the one-sided operations. `auto` (the default) is TCP:
+//! between two namespace hosts of the test cluster (veth, 2 shared cores)
+//! the soft-RoCE, which builds, checksums, authenticates and acknowledges
+//! every 4 KiB packet in user space, moved 1 MiB writes at about 0.8x and
+//! reads (256 KiB pieces) at about 0.4x the kernel's TCP (medians of 9
+//! rounds of 64 MiB on a loaded machine, `fs/tests/rdma.rs`,
+//! `namespace_throughput`; ARCHITECTURE.md). A
+//! server that cannot set up RDMA grants no slots and the client stays on
+//! TCP; `dosfs df` shows each server's data path. With an RDMA device the
+//! same protocol fits verbs (register the region with the device, send
+//! its rkey); that backend is not wired here (no device to test on).
 //!
 //! **Security.** Every connection runs the mutual HMAC challenge-response of
 //! [`dos_transport::auth`] with the file system's secret, bound to the
@@ -180,6 +202,9 @@
 //! use every server involved at once.
 //!
 //! ## Resources
+//! An RDMA connection holds, on the server, a soft-RoCE endpoint (a UDP
+//! socket and its driver thread) and a region of slots like a same-node
+//! connection's, and on the client an endpoint, until the connection ends.
 //! A same-node connection holds a region of data slots, mapped by both
 //! ends (16 x 1 MiB asked by default, at most 256 MiB; pages are allocated
 //! as used, and a client reuses its slots last-freed first, so about its
@@ -248,6 +273,7 @@ pub mod lock;
 pub mod meta;
 #[cfg(feature = "mount")]
 pub mod mount;
+pub mod rdma;
 pub mod server;
 pub mod shm;
 pub mod standing;

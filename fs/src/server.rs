@@ -63,6 +63,19 @@
 //! refused the same way. The Unix accept loop stops with the TCP one
 //! ([`Server::serve`] shuts its listener down, which frees the name).
 //!
+//! ## RDMA connections
+//! A TCP connection whose first request is [`Request::RoceSetup`] gets a
+//! soft-RoCE endpoint of its own, bound to the address the client reached,
+//! and a region of slots registered with it ([`crate::rdma::accept`]); the
+//! reply carries the endpoint's address and the region's remote key. Its
+//! slot requests then go through the same [`SlotTable`] checks and the
+//! same worker code as a same-node connection's: the client RDMA-wrote the
+//! slot before naming it, or RDMA-reads it after the reply. A setup that is
+//! not the first request, or on a Unix connection, is a protocol error; one
+//! that cannot be served (no endpoint, a bad address, [`ServerConfig::rdma`]
+//! off) is answered with no slots. The endpoint is dropped before the
+//! region (field order of the connection's shared state).
+//!
 //! ## Handlers
 //! [`Server`] runs any [`Handler`]; [`Service`] is the real one. Tests wrap
 //! it (a slow handler shows that a busy server is not declared dead).
@@ -73,7 +86,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -82,6 +95,7 @@ use dos_transport::auth::{handshake, Role, Secret};
 use crate::chunk::ChunkStore;
 use crate::error::{Error, Result};
 use crate::meta::{Meta, MAX_READDIR};
+use crate::rdma::{self, ServerRdma};
 use crate::shm::{self, Region, SlotTable, Stream};
 use crate::target::{FsPath, Target};
 use crate::wire::{auth_context, Header, Reply, Request, ServerSpace, WireError, HEADER_LEN};
@@ -287,9 +301,12 @@ impl Service {
                 self.chunks.truncate(ino, stripe_size, size)?;
                 Reply::Ok
             }
-            Request::ShmSetup { .. } | Request::WriteSlot { .. } | Request::ReadSlot { .. } => {
+            Request::ShmSetup { .. }
+            | Request::RoceSetup { .. }
+            | Request::WriteSlot { .. }
+            | Request::ReadSlot { .. } => {
                 return Err(Error::protocol(
-                    "slot requests need a same-node connection with slots",
+                    "slot requests need a connection with data slots (same-node or RDMA)",
                 ))
             }
         })
@@ -307,6 +324,9 @@ pub struct ServerConfig {
     pub max_authenticating: usize,
     /// Most connections in the handshake at once from one source address.
     pub max_per_source: usize,
+    /// Whether TCP clients may ask for RDMA slots over the soft-RoCE
+    /// ([`crate::rdma`]); off, they are granted none and stay on TCP.
+    pub rdma: bool,
 }
 
 impl Default for ServerConfig {
@@ -316,6 +336,7 @@ impl Default for ServerConfig {
             max_in_flight: 16,
             max_authenticating: 64,
             max_per_source: 8,
+            rdma: true,
         }
     }
 }
@@ -413,8 +434,13 @@ struct ConnOut {
     stream: Mutex<Stream>,
     in_flight: Mutex<usize>,
     room: Condvar,
-    /// The data slots of a same-node connection ([`shm`]).
-    slots: Option<SlotTable>,
+    /// The soft-RoCE endpoint of an RDMA connection ([`crate::rdma`]).
+    /// Declared before `slots`, so dropped first: the endpoint's thread
+    /// writes into the slots' region until it stops.
+    rdma: OnceLock<ServerRdma>,
+    /// The data slots of a same-node connection ([`shm`]) or of an RDMA one:
+    /// the same table and the same checks, however the bytes arrive.
+    slots: OnceLock<SlotTable>,
 }
 
 impl ConnOut {
@@ -585,11 +611,14 @@ impl Server {
             let tx = tx.clone();
             let secret = self.secret.clone();
             let context = self.context.clone();
-            let max = self.config.max_in_flight.max(1);
+            let limits = Limits {
+                max: self.config.max_in_flight.max(1),
+                rdma: self.config.rdma,
+            };
             let svc = self.service.clone();
             let _ = thread::Builder::new()
                 .name("dosfs-conn".into())
-                .spawn(move || connection(stream, slot, &secret, &context, max, &tx, &svc));
+                .spawn(move || connection(stream, slot, &secret, &context, limits, &tx, &svc));
         };
         thread::scope(|scope| {
             // Same-node clients: one source as far as the bounds go (their
@@ -650,7 +679,7 @@ fn worker(svc: &dyn Handler, rx: &Mutex<Receiver<Job>>) {
     loop {
         let job = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
         let Ok((id, req, out)) = job else { return };
-        let reply = match (req, &out.slots) {
+        let reply = match (req, out.slots.get()) {
             (req @ (Request::WriteSlot { .. } | Request::ReadSlot { .. }), Some(t)) => {
                 with_slot(svc, t, req)
             }
@@ -759,16 +788,67 @@ fn setup_slots(stream: &mut Stream) -> Option<Option<SlotTable>> {
     }
 }
 
+/// What a connection may do.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    /// Requests in flight.
+    max: usize,
+    /// Whether RDMA slots may be granted.
+    rdma: bool,
+}
+
+/// The answer to [`Request::RoceSetup`] on a TCP connection: an endpoint
+/// and registered slots ([`rdma::accept`]) installed in `out`, or no slots.
+fn setup_rdma(
+    stream: &Stream,
+    out: &ConnOut,
+    secret: &Secret,
+    index: u32,
+    slots: u32,
+    size: u32,
+    addr: &[u8],
+) -> Reply {
+    let none = Reply::RoceSlots {
+        count: 0,
+        size: 0,
+        addr: Vec::new(),
+        rkey: Vec::new(),
+    };
+    let Stream::Tcp(s) = stream else {
+        return none;
+    };
+    let ip = match s.local_addr() {
+        Ok(a) => a.ip(),
+        Err(_) => return none,
+    };
+    match rdma::accept(ip, secret, slots, size, addr) {
+        Ok((ep, table, reply)) => {
+            // Both are empty: this runs once, on the first request.
+            let _ = out.rdma.set(ep);
+            let _ = out.slots.set(table);
+            reply
+        }
+        Err(e) => {
+            eprintln!(
+                "dosfs server {index}: no RDMA slots for {}: {e}; it stays on TCP",
+                stream.peer()
+            );
+            none
+        }
+    }
+}
+
 /// Serves one connection: authenticate, then read requests and queue them.
 fn connection(
     mut stream: Stream,
     slot: AuthSlot,
     secret: &Secret,
     context: &[u8],
-    max: usize,
+    limits: Limits,
     tx: &SyncSender<Job>,
     svc: &Arc<dyn Handler>,
 ) {
+    let max = limits.max;
     let index = svc.index();
     if let Stream::Tcp(s) = &stream {
         let _ = s.set_nodelay(true);
@@ -815,8 +895,13 @@ fn connection(
         stream: Mutex::new(write_half),
         in_flight: Mutex::new(0),
         room: Condvar::new(),
-        slots,
+        rdma: OnceLock::new(),
+        slots: OnceLock::new(),
     });
+    if let Some(t) = slots {
+        let _ = out.slots.set(t);
+    }
+    let mut first = true;
     loop {
         let mut h = [0u8; HEADER_LEN];
         if stream.read_exact(&mut h).is_err() {
@@ -839,10 +924,36 @@ fn connection(
             }
             Err(_) => break, // a bad header: the stream is out of step
         };
+        // RDMA slots: asked for by the first request of a TCP connection.
+        if let Request::RoceSetup {
+            slots,
+            slot_size,
+            addr,
+        } = &req
+        {
+            let reply = if first && !stream.is_unix() && limits.rdma {
+                setup_rdma(&stream, &out, secret, index, *slots, *slot_size, addr)
+            } else if first && !stream.is_unix() {
+                Reply::RoceSlots {
+                    count: 0,
+                    size: 0,
+                    addr: Vec::new(),
+                    rkey: Vec::new(),
+                }
+            } else {
+                Reply::Error(WireError::from_error(&Error::protocol(
+                    "RDMA setup must be the first request of a TCP connection",
+                )))
+            };
+            first = false;
+            out.send_reply(id, &reply);
+            continue;
+        }
+        first = false;
         // A slot request owns its slot from here to its reply: a slot that
         // does not exist, is too short, or is owned already is refused now.
         if let Request::WriteSlot { slot, len, .. } | Request::ReadSlot { slot, len, .. } = &req {
-            let taken = match &out.slots {
+            let taken = match out.slots.get() {
                 Some(t) => t.take(*slot, *len),
                 None => Err(Error::protocol("this connection has no data slots")),
             };

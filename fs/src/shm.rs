@@ -156,6 +156,22 @@ impl Region {
         self.size
     }
 
+    /// Where the region starts in this process (to register it for RDMA,
+    /// [`crate::rdma`]).
+    pub fn base(&self) -> *mut u8 {
+        self.map.as_ptr()
+    }
+
+    /// Bytes in all.
+    pub fn len(&self) -> usize {
+        self.count as usize * self.size as usize
+    }
+
+    /// Whether the region has no bytes (never: a region has a slot).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn check(&self, slot: u32, len: usize) -> Result<*mut u8> {
         if slot >= self.count {
             return Err(Error::protocol(format!(

@@ -7,7 +7,7 @@
 //! ```text
 //! 0..4   "dosF"
 //! 4      version (VERSION = 1)
-//! 5      kind: a request opcode (1..=21) or a reply kind (0x80..=0x87, 0xff)
+//! 5      kind: a request opcode (1..=23) or a reply kind (0x80..=0x88, 0xff)
 //! 6..8   zero
 //! 8..16  request id (a reply carries its request's id)
 //! 16..20 body length (at most MAX_BODY)
@@ -41,7 +41,9 @@ use crate::target::FsId;
 pub const MAGIC: &[u8; 4] = b"dosF";
 /// Protocol version; bump on any change of a frame. (Version 1 grew the
 /// slot requests 19-21 and reply 0x87 without a bump: they are new kinds,
-/// sent only on the Unix connections that servers speaking them offer.)
+/// sent only on the Unix connections that servers speaking them offer; so
+/// did the RDMA setup, request 23 and reply 0x88: a server that does not
+/// know it answers with a protocol error, and the client stays on TCP.)
 pub const VERSION: u8 = 1;
 /// Header length.
 pub const HEADER_LEN: usize = 24;
@@ -110,6 +112,21 @@ impl Header {
 
 fn codec(e: CodecError) -> Error {
     Error::protocol(e.reason())
+}
+
+/// Longest RoCE address or remote key a frame may carry.
+pub const MAX_RDMA_BLOB: usize = 64;
+
+/// A length-prefixed byte string of at most [`MAX_RDMA_BLOB`] bytes.
+fn blob(r: &mut Reader<'_>, what: &str) -> Result<Vec<u8>> {
+    let b = r.bytes32().map_err(codec)?;
+    if b.len() > MAX_RDMA_BLOB {
+        return Err(Error::protocol(format!(
+            "{what} of {} bytes is over {MAX_RDMA_BLOB}",
+            b.len()
+        )));
+    }
+    Ok(b.to_vec())
 }
 
 /// A request from a client.
@@ -279,6 +296,17 @@ pub enum Request {
         /// The slot.
         slot: u32,
     },
+    /// Asks for data slots reached by RDMA over the soft-RoCE (first request
+    /// on a TCP connection, [`crate::rdma`]), sending the client's RoCE
+    /// connection address; answered by [`Reply::RoceSlots`].
+    RoceSetup {
+        /// Slots wanted.
+        slots: u32,
+        /// Bytes per slot wanted.
+        slot_size: u32,
+        /// The client's soft-RoCE address (at most [`MAX_RDMA_BLOB`] bytes).
+        addr: Vec<u8>,
+    },
     /// The inodes this server holds chunks of (synced or pending), in
     /// order, after `after`: [`Reply::Entries`] with empty names and kind
     /// file (orphan collection, `Client::collect_orphans`).
@@ -315,6 +343,7 @@ impl Request {
             Request::WriteSlot { .. } => 20,
             Request::ReadSlot { .. } => 21,
             Request::ListChunks { .. } => 22,
+            Request::RoceSetup { .. } => 23,
         }
     }
 
@@ -416,6 +445,13 @@ impl Request {
             }
             Request::ShmSetup { slots, slot_size } => {
                 w.u32(*slots).u32(*slot_size);
+            }
+            Request::RoceSetup {
+                slots,
+                slot_size,
+                addr,
+            } => {
+                w.u32(*slots).u32(*slot_size).bytes32(addr);
             }
             Request::WriteSlot {
                 ino,
@@ -571,6 +607,11 @@ impl Request {
             22 => Request::ListChunks {
                 after: r.u64().map_err(codec)?,
                 limit: r.u32().map_err(codec)?,
+            },
+            23 => Request::RoceSetup {
+                slots: r.u32().map_err(codec)?,
+                slot_size: r.u32().map_err(codec)?,
+                addr: blob(&mut r, "RoCE address")?,
             },
             k => return Err(Error::protocol(format!("unknown request opcode {k}"))),
         };
@@ -804,6 +845,19 @@ pub enum Reply {
         /// Bytes per slot (a multiple of 4096).
         size: u32,
     },
+    /// The RDMA data slots granted to a TCP connection (the reply to
+    /// [`Request::RoceSetup`], [`crate::rdma`]): the server's soft-RoCE
+    /// address and the remote key of its region of `count * size` bytes.
+    RoceSlots {
+        /// Slots granted (0: none, send data inline over TCP).
+        count: u32,
+        /// Bytes per slot (a multiple of 4096).
+        size: u32,
+        /// The server's soft-RoCE address (empty when `count` is 0).
+        addr: Vec<u8>,
+        /// The remote key of the slot region (empty when `count` is 0).
+        rkey: Vec<u8>,
+    },
     /// It failed.
     Error(WireError),
 }
@@ -839,6 +893,7 @@ impl Reply {
             Reply::Verify(_) => 0x85,
             Reply::Renamed(_) => 0x86,
             Reply::Slots { .. } => 0x87,
+            Reply::RoceSlots { .. } => 0x88,
             Reply::Error(_) => 0xff,
         }
     }
@@ -886,6 +941,14 @@ impl Reply {
             },
             Reply::Slots { count, size } => {
                 w.u32(*count).u32(*size);
+            }
+            Reply::RoceSlots {
+                count,
+                size,
+                addr,
+                rkey,
+            } => {
+                w.u32(*count).u32(*size).bytes32(addr).bytes32(rkey);
             }
             Reply::Error(e) => {
                 w.u16(e.code as u16)
@@ -951,6 +1014,12 @@ impl Reply {
             0x87 => Reply::Slots {
                 count: r.u32().map_err(codec)?,
                 size: r.u32().map_err(codec)?,
+            },
+            0x88 => Reply::RoceSlots {
+                count: r.u32().map_err(codec)?,
+                size: r.u32().map_err(codec)?,
+                addr: blob(&mut r, "RoCE address")?,
+                rkey: blob(&mut r, "remote key")?,
             },
             0xff => Reply::Error(WireError {
                 code: ErrorCode::from_u16(r.u16().map_err(codec)?),

@@ -86,6 +86,11 @@ fn requests() -> Vec<Request> {
             slots: 16,
             slot_size: 1 << 20,
         },
+        Request::RoceSetup {
+            slots: 16,
+            slot_size: 1 << 20,
+            addr: (0..25).collect(),
+        },
         Request::WriteSlot {
             ino: 9,
             stripe: 3,
@@ -143,6 +148,18 @@ fn replies() -> Vec<Reply> {
         Reply::Slots {
             count: 16,
             size: 1 << 20,
+        },
+        Reply::RoceSlots {
+            count: 16,
+            size: 1 << 20,
+            addr: vec![7; 25],
+            rkey: vec![b'R'; 21],
+        },
+        Reply::RoceSlots {
+            count: 0,
+            size: 0,
+            addr: Vec::new(),
+            rkey: Vec::new(),
         },
         Reply::Error(WireError::from_error(&Error::ChunkCorrupt {
             ino: 5,
@@ -257,6 +274,68 @@ fn golden_bytes() {
         2, 0, 0, 0, 0, 0x10, 0, 0,            // count, size
     ];
     assert_eq!(f, want);
+}
+
+#[test]
+fn rdma_setup_frames_are_golden_and_their_blobs_bounded() {
+    let f = Request::RoceSetup {
+        slots: 2,
+        slot_size: 4096,
+        addr: vec![9, 8, 7],
+    }
+    .encode(1);
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        b'd', b'o', b's', b'F', 1, 23, 0, 0,
+        1, 0, 0, 0, 0, 0, 0, 0,
+        15, 0, 0, 0, 0, 0, 0, 0,
+        2, 0, 0, 0, 0, 0x10, 0, 0,            // slots, slot size
+        3, 0, 0, 0, 9, 8, 7,                  // address
+    ];
+    assert_eq!(f, want);
+    let f = Reply::RoceSlots {
+        count: 2,
+        size: 4096,
+        addr: vec![1],
+        rkey: vec![2, 3],
+    }
+    .encode(3);
+    #[rustfmt::skip]
+    let want: &[u8] = &[
+        b'd', b'o', b's', b'F', 1, 0x88, 0, 0,
+        3, 0, 0, 0, 0, 0, 0, 0,
+        19, 0, 0, 0, 0, 0, 0, 0,
+        2, 0, 0, 0, 0, 0x10, 0, 0,            // count, size
+        1, 0, 0, 0, 1,                        // address
+        2, 0, 0, 0, 2, 3,                     // remote key
+    ];
+    assert_eq!(f, want);
+    // An address or key over MAX_RDMA_BLOB is refused, at the limit taken.
+    let long = vec![0u8; crate::wire::MAX_RDMA_BLOB + 1];
+    let req = |addr: Vec<u8>| Request::RoceSetup {
+        slots: 1,
+        slot_size: 4096,
+        addr,
+    };
+    assert!(decode_request_frame(&req(long.clone()).encode(1)).is_err());
+    let ok = req(long[1..].to_vec());
+    assert_eq!(decode_request_frame(&ok.encode(1)).unwrap(), (1, ok));
+    let rep = |addr: Vec<u8>, rkey: Vec<u8>| Reply::RoceSlots {
+        count: 1,
+        size: 4096,
+        addr,
+        rkey,
+    };
+    assert!(decode_reply_frame(&rep(long.clone(), Vec::new()).encode(1)).is_err());
+    assert!(decode_reply_frame(&rep(Vec::new(), long.clone()).encode(1)).is_err());
+    // Truncated or with a byte too many: refused.
+    let f = rep(vec![1], vec![2]).encode(1);
+    for cut in HEADER_LEN..f.len() {
+        let mut b = f[..cut].to_vec();
+        let len = (cut - HEADER_LEN) as u32;
+        b[16..20].copy_from_slice(&len.to_le_bytes());
+        assert!(decode_reply_frame(&b).is_err(), "cut at {cut}");
+    }
 }
 
 #[test]

@@ -7,13 +7,17 @@
 //! request (same-node data path, `dos_fs::shm`) that decodes is checked
 //! against a server's slot table as the server does before running it: the
 //! table grants it exactly when the slot exists and the length fits, and
-//! never panics or reaches outside the region.
+//! never panics or reaches outside the region. An RDMA grant that decodes
+//! (`Reply::RoceSlots`, `dos_fs::rdma`) is checked as a client does before
+//! it connects: accepted exactly when it is what a server could grant.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use dos_fs::shm::{Region, SlotTable};
-use dos_fs::wire::{decode_reply_frame, decode_request_frame, Header, Request, HEADER_LEN};
+use dos_fs::wire::{
+    decode_reply_frame, decode_request_frame, Header, Reply, Request, HEADER_LEN,
+};
 use libfuzzer_sys::fuzz_target;
 
 const SLOTS: u32 = 4;
@@ -46,6 +50,10 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     if let Ok((id, rep)) = decode_reply_frame(data) {
+        if let Reply::RoceSlots { count, size, .. } = &rep {
+            let ok = *count > 0 && dos_fs::shm::grant(*count, *size) == (*count, *size);
+            assert_eq!(dos_fs::rdma::check_grant(*count, *size).is_ok(), ok);
+        }
         let again = rep.encode(id);
         assert_eq!(decode_reply_frame(&again).unwrap(), (id, rep));
     }

@@ -636,7 +636,7 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Mv { from, to } => c.rename(&from, &to)?,
         Cmd::Df => {
             println!(
-                "{:>6} {:<22} {:>12} {:>12} {:>12} {:>5} {:>8}",
+                "{:>6} {:<22} {:>12} {:>12} {:>12} {:>5} {:>8}  path",
                 "server", "address", "size", "used", "free", "use%", "inodes"
             );
             let mut down = 0;
@@ -650,8 +650,13 @@ fn client_cmd(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                         } else {
                             "-".into()
                         };
+                        // How this client reaches the server: shm (same
+                        // node), tcp, or roce (DOS_FS_TRANSPORT).
+                        let path = c
+                            .data_path(i as u32)
+                            .map_or_else(|_| "-".to_owned(), |p| p.to_string());
                         println!(
-                            "{:>6} {:<22} {:>12} {:>12} {:>12} {:>4}% {:>8}",
+                            "{:>6} {:<22} {:>12} {:>12} {:>12} {:>4}% {:>8}  {path}",
                             s.server,
                             addr_of(c, i),
                             human(s.total),
