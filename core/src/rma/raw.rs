@@ -1,0 +1,357 @@
+//! Accumulates on a byte window with the operation and element type named by
+//! codes at run time, for language bindings (the MPI C library) whose
+//! datatypes and operations are values, not Rust types.
+//!
+//! [`Window::<u8>::accumulate_raw`], [`Window::<u8>::get_accumulate_raw`] and
+//! [`Window::<u8>::compare_swap_raw`] take byte offsets and byte buffers.
+//! They travel like the typed ones ([`Window::accumulate`],
+//! [`Window::get_accumulate`]): in place under the window's accumulate lock
+//! for a part mapped here, else as ACC or GETACC messages that the target
+//! serves under the same lock. So every accumulate, typed or raw, fetching
+//! or not, is atomic per element with respect to the others.
+//!
+//! The codes: element types are those of [`AccType::CODE`] (`i32` = 1 ...
+//! `u16` = 10); operations those of [`AccOp::CODE`] (`Replace` = 0, `Sum` =
+//! 1, `Prod`, `Min`, `Max`, `BitAnd`, `BitOr`, `BitXor` = 7, [`NoOp`] = 8)
+//! and the ones only this module knows: [`LAND`], [`LOR`], [`LXOR`] (logical
+//! operations on integers, as C's `&&`, `||`, `!=` of truth values) and the
+//! compare-and-swap [`CAS`]. [`Replace`](crate::op::Replace) and [`NoOp`]
+//! apply to the type [`BYTES`] (any data, moved as bytes).
+//!
+//! ```
+//! use dos::rma::raw;
+//! use dos::rma::AccType;
+//! let got = dos::testing::run_threads(2, |world| {
+//!     let win = world.win_allocate::<u8>(8).unwrap();
+//!     win.fence().unwrap();
+//!     // Both add 5 to rank 0's i64 (code 3) with Sum (code 1).
+//!     win.accumulate_raw(&5i64.to_ne_bytes(), 0, 0, 1, <i64 as AccType>::CODE).unwrap();
+//!     win.fence().unwrap();
+//!     let mut old = [0u8; 8];
+//!     win.compare_swap_raw(&10i64.to_ne_bytes(), &7i64.to_ne_bytes(), &mut old, 0, 0, 3).unwrap();
+//!     win.fence().unwrap();
+//!     let mut now = [0u8; 8];
+//!     win.get_accumulate_raw(&[], &mut now, 0, 0, raw::NO_OP, raw::BYTES).unwrap();
+//!     i64::from_ne_bytes(now)
+//! });
+//! assert!(got.iter().all(|&v| v == 7));
+//! ```
+
+use super::accumulate::NoOp;
+use super::mapped::WinHeader;
+use super::target::{AccOp, AccType};
+use super::wire::{self, Writer};
+use super::{am_chunk, Window, AM_CHUNK};
+use crate::{Error, Result};
+
+/// Element type code for plain bytes (with `Replace` and [`NoOp`] only).
+pub const BYTES: u8 = <u8 as AccType>::CODE;
+/// Operation code of [`NoOp`].
+pub const NO_OP: u8 = NoOp::CODE;
+/// Compare-and-swap: the operands are the value to compare with, then the
+/// value to store; the result is the old value.
+pub const CAS: u8 = 9;
+/// Logical and of truth values (nonzero is true; the result is 0 or 1).
+pub const LAND: u8 = 10;
+/// Logical or.
+pub const LOR: u8 = 11;
+/// Logical exclusive or.
+pub const LXOR: u8 = 12;
+
+/// Bytes of one element of type code `ty`, or `None` for an unknown code.
+pub fn type_size(ty: u8) -> Option<usize> {
+    Some(match ty {
+        7 | 8 => 1,
+        9 | 10 => 2,
+        1 | 2 | 5 => 4,
+        3 | 4 | 6 => 8,
+        _ => return None,
+    })
+}
+
+/// True if operation `op` applies to element type `ty` here.
+pub fn supported(op: u8, ty: u8) -> bool {
+    let float = matches!(ty, 5 | 6);
+    match op {
+        0 | NO_OP | CAS => type_size(ty).is_some(),
+        1..=4 => type_size(ty).is_some(),
+        5..=7 | LAND | LOR | LXOR => type_size(ty).is_some() && !float,
+        _ => false,
+    }
+}
+
+/// Reads element `i` of an integer type as `i128` (sign as its type).
+fn int_at(ty: u8, b: &[u8]) -> i128 {
+    match ty {
+        1 => i32::from_ne_bytes(b[..4].try_into().expect("4")) as i128,
+        2 => u32::from_ne_bytes(b[..4].try_into().expect("4")) as i128,
+        3 => i64::from_ne_bytes(b[..8].try_into().expect("8")) as i128,
+        4 => u64::from_ne_bytes(b[..8].try_into().expect("8")) as i128,
+        7 => b[0] as i128,
+        8 => b[0] as i8 as i128,
+        9 => i16::from_ne_bytes(b[..2].try_into().expect("2")) as i128,
+        10 => u16::from_ne_bytes(b[..2].try_into().expect("2")) as i128,
+        _ => 0,
+    }
+}
+
+/// `cur[i] = cur[i] op src[i]` for the operations only this module knows
+/// (the logical ones); false for anything else.
+fn combine_logical(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+    let Some(sz) = type_size(ty) else {
+        return false;
+    };
+    if matches!(ty, 5 | 6) || cur.len() != src.len() || cur.len() % sz != 0 {
+        return false;
+    }
+    for (c, s) in cur.chunks_exact_mut(sz).zip(src.chunks_exact(sz)) {
+        let (a, b) = (int_at(ty, c) != 0, int_at(ty, s) != 0);
+        let r = match op {
+            LAND => a && b,
+            LOR => a || b,
+            LXOR => a != b,
+            _ => return false,
+        };
+        c.fill(0);
+        // The value 1 in the element's byte order.
+        if cfg!(target_endian = "little") {
+            c[0] = r as u8;
+        } else {
+            c[sz - 1] = r as u8;
+        }
+    }
+    true
+}
+
+/// Under the accumulate lock: the old `len` bytes at `dst`, and the update
+/// of an operation only this module knows ([`CAS`], [`LAND`], [`LOR`],
+/// [`LXOR`]); `None` if the request does not make sense.
+///
+/// # Safety
+/// `dst` is valid for `len` bytes of window memory.
+pub(crate) unsafe fn update(
+    header: &WinHeader,
+    dst: *mut u8,
+    opc: u8,
+    ty: u8,
+    len: usize,
+    bytes: &[u8],
+) -> Option<Vec<u8>> {
+    let sz = type_size(ty)?;
+    if len % sz != 0 || !supported(opc, ty) {
+        return None;
+    }
+    let want = if opc == CAS { 2 * len } else { len };
+    if bytes.len() != want || (opc == CAS && len != sz) {
+        return None;
+    }
+    let mut old = vec![0u8; len];
+    header.acc_lock();
+    // SAFETY: the caller vouches for `len` bytes at `dst`.
+    unsafe { std::ptr::copy_nonoverlapping(dst, old.as_mut_ptr(), len) };
+    let new = if opc == CAS {
+        (old[..] == bytes[..len]).then(|| bytes[len..].to_vec())
+    } else {
+        let mut cur = old.clone();
+        combine_logical(opc, ty, &mut cur, bytes).then_some(cur)
+    };
+    if let Some(n) = &new {
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(n.as_ptr(), dst, len) };
+    }
+    header.acc_unlock();
+    Some(old)
+}
+
+fn unsupported(op: u8, ty: u8) -> Error {
+    Error::InvalidArgument {
+        op: "accumulate",
+        reason: if type_size(ty).is_none() {
+            "unknown element type code"
+        } else if op > LXOR {
+            "unknown operation code"
+        } else {
+            "operation not defined on this element type"
+        },
+    }
+}
+
+impl Window<'_, u8> {
+    /// Combines `src` (whole elements of type code `ty`) into `target`'s part
+    /// from byte `off` with operation code `op` (`MPI_Accumulate`); each
+    /// element atomically with respect to other accumulates. Complete at the
+    /// target after a flush, like [`Window::accumulate`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an unknown or unsupported pair of
+    /// codes, or [`CAS`]; [`Error::RemoteAccess`] outside the target's part.
+    pub fn accumulate_raw(&self, src: &[u8], target: usize, off: usize, op: u8, ty: u8) -> Result<()> {
+        if !supported(op, ty) || op == CAS {
+            return Err(unsupported(op, ty));
+        }
+        let sz = type_size(ty).unwrap_or(1);
+        if src.len() % sz != 0 {
+            return Err(Error::InvalidBuffer {
+                op: "accumulate",
+                reason: format!("{} bytes are not whole elements of {sz} bytes", src.len()),
+            });
+        }
+        let (off, _) = self.span(target, off, src.len())?;
+        if op == NO_OP || src.is_empty() {
+            return Ok(());
+        }
+        if op >= LAND {
+            // Only the fetching path knows these: its reply is dropped.
+            let mut old = vec![0u8; src.len()];
+            return self.get_accumulate_raw(src, &mut old, target, off, op, ty);
+        }
+        let p = &self.parts[target];
+        if let (Some(d), Some(h)) = (p.data, p.header) {
+            // SAFETY: inside the target's mapped part; its header is mapped.
+            let ok = unsafe { super::target::accumulate_coded(&*h, d.add(off), op, ty, src) };
+            return if ok { Ok(()) } else { Err(unsupported(op, ty)) };
+        }
+        let per = (AM_CHUNK / sz).max(1) * sz;
+        for (k, chunk) in src.chunks(per).enumerate() {
+            let w = Writer::<16>::default()
+                .u32(self.id)
+                .u64((off + k * per) as u64)
+                .u8(op)
+                .u8(ty);
+            let eng = self.comm.eng.enter();
+            self.send_gathered(&eng, target)?;
+            eng.send_copy(p.world, wire::ACC, w.bytes(), chunk)?;
+        }
+        self.note_sent(target);
+        Ok(())
+    }
+
+    /// Combines `src` into `target`'s part from byte `off` with operation
+    /// code `op` and returns the bytes from before into `result`
+    /// (`MPI_Get_accumulate`, `MPI_Fetch_and_op`); with [`NO_OP`] `src` is
+    /// empty (an atomic read). Complete on return.
+    ///
+    /// # Errors
+    /// As [`Window::accumulate_raw`]; [`Error::InvalidBuffer`] if `src` and
+    /// `result` differ in length.
+    pub fn get_accumulate_raw(
+        &self,
+        src: &[u8],
+        result: &mut [u8],
+        target: usize,
+        off: usize,
+        op: u8,
+        ty: u8,
+    ) -> Result<()> {
+        if !supported(op, ty) || op == CAS {
+            return Err(unsupported(op, ty));
+        }
+        let noop = op == NO_OP;
+        let sz = type_size(ty).unwrap_or(1);
+        if (!noop && src.len() != result.len()) || result.len() % sz != 0 {
+            return Err(Error::InvalidBuffer {
+                op: "get_accumulate",
+                reason: format!(
+                    "{} operand bytes for {} result bytes of elements of {sz}",
+                    src.len(),
+                    result.len()
+                ),
+            });
+        }
+        let src = if noop { &[][..] } else { src };
+        self.fetch_coded(src, result, target, off, op, ty, sz)
+    }
+
+    /// Compares the element of type code `ty` at byte `off` of `target`'s
+    /// part with `compare` and stores `new` there if equal; the old element
+    /// lands in `result` (`MPI_Compare_and_swap`). Atomic with respect to
+    /// the other accumulates; complete on return.
+    pub fn compare_swap_raw(
+        &self,
+        new: &[u8],
+        compare: &[u8],
+        result: &mut [u8],
+        target: usize,
+        off: usize,
+        ty: u8,
+    ) -> Result<()> {
+        let sz = type_size(ty).ok_or_else(|| unsupported(CAS, ty))?;
+        if new.len() != sz || compare.len() != sz || result.len() != sz {
+            return Err(Error::InvalidBuffer {
+                op: "compare_swap",
+                reason: format!("operands and result must be one element of {sz} bytes"),
+            });
+        }
+        let operands = [compare, new].concat();
+        self.fetch_coded(&operands, result, target, off, CAS, ty, sz)
+    }
+
+    /// The fetching update behind [`Window::get_accumulate_raw`] and
+    /// [`Window::compare_swap_raw`]: in place, or GETACC messages.
+    #[allow(clippy::too_many_arguments)]
+    fn fetch_coded(
+        &self,
+        src: &[u8],
+        result: &mut [u8],
+        target: usize,
+        off: usize,
+        op: u8,
+        ty: u8,
+        sz: usize,
+    ) -> Result<()> {
+        let (off, n) = self.span(target, off, result.len())?;
+        if n == 0 {
+            return Ok(());
+        }
+        let p = &self.parts[target];
+        if let (Some(d), Some(h)) = (p.data, p.header) {
+            // SAFETY: inside the target's mapped part; its header is mapped.
+            let old = unsafe {
+                super::accumulate::get_accumulate_coded(&*h, d.add(off), op, ty, n, src)
+            };
+            return match old {
+                Some(o) => {
+                    result.copy_from_slice(&o);
+                    Ok(())
+                }
+                None => Err(unsupported(op, ty)),
+            };
+        }
+        let eng = self.comm.eng.enter();
+        let per = if op == CAS {
+            n
+        } else {
+            (am_chunk(&eng, p.world) / sz).max(1) * sz
+        };
+        for (k, out) in result.chunks_mut(per).enumerate() {
+            let lo = k * per;
+            let tok = eng
+                .rma()
+                .borrow_mut()
+                .expect(Some((out.as_mut_ptr(), out.len())));
+            let w = Writer::<32>::default()
+                .u32(self.id)
+                .u64((off + lo) as u64)
+                .u8(op)
+                .u8(ty)
+                .u32(tok)
+                .u32(out.len() as u32);
+            let operands: &[u8] = if src.is_empty() {
+                &[]
+            } else if op == CAS {
+                src
+            } else {
+                &src[lo..lo + out.len()]
+            };
+            let status = self
+                .send_gathered(&eng, target)
+                .and_then(|()| eng.send_copy(p.world, wire::GETACC, w.bytes(), operands))
+                .and_then(|()| self.await_reply(tok))
+                .map(|r| r.status);
+            if status? != Some(wire::OK) {
+                return Err(self.refused(target, off, n));
+            }
+        }
+        Ok(())
+    }
+}
