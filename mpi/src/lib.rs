@@ -262,6 +262,7 @@ mod persist;
 mod ptr;
 mod reduce;
 mod request;
+mod rma;
 mod state;
 mod types;
 mod userop;

@@ -315,3 +315,13 @@ fn the_pkg_config_file_gives_the_flags() {
     assert!(out.status.success(), "{out:?}");
     assert!(s.contains("/include") && s.contains("-lmpi"), "{s}");
 }
+
+#[test]
+fn one_sided_every_sync_mode_and_operation_against_a_serial_model() {
+    passes("dosmpicc", "rma_ops.c");
+}
+
+#[test]
+fn one_sided_bad_arguments_return_their_classes() {
+    passes("dosmpicc", "rma_errors.c");
+}

@@ -185,7 +185,14 @@ impl Window<'_, u8> {
     /// # Errors
     /// [`Error::InvalidArgument`] for an unknown or unsupported pair of
     /// codes, or [`CAS`]; [`Error::RemoteAccess`] outside the target's part.
-    pub fn accumulate_raw(&self, src: &[u8], target: usize, off: usize, op: u8, ty: u8) -> Result<()> {
+    pub fn accumulate_raw(
+        &self,
+        src: &[u8],
+        target: usize,
+        off: usize,
+        op: u8,
+        ty: u8,
+    ) -> Result<()> {
         if !supported(op, ty) || op == CAS {
             return Err(unsupported(op, ty));
         }
@@ -306,9 +313,8 @@ impl Window<'_, u8> {
         let p = &self.parts[target];
         if let (Some(d), Some(h)) = (p.data, p.header) {
             // SAFETY: inside the target's mapped part; its header is mapped.
-            let old = unsafe {
-                super::accumulate::get_accumulate_coded(&*h, d.add(off), op, ty, n, src)
-            };
+            let old =
+                unsafe { super::accumulate::get_accumulate_coded(&*h, d.add(off), op, ty, n, src) };
             return match old {
                 Some(o) => {
                     result.copy_from_slice(&o);
