@@ -169,7 +169,9 @@ macro_rules! win_fn {
         /// Every pointer argument valid as the MPI standard requires of it.
         #[no_mangle]
         pub unsafe extern "C" fn $pmpi($($a: $t),*) -> ::std::ffi::c_int {
-            let win_for_errors: Handle = $win;
+            // SAFETY: the expression reads only arguments that the caller
+            // vouches for (this function's contract).
+            let win_for_errors: Handle = unsafe { $win };
             let mut failed: Option<Error> = None;
             let code = crate::error::finish(stringify!($mpi), abi::COMM_WORLD, || {
                 // SAFETY: the pointers are the C caller's, valid as the MPI
@@ -368,7 +370,7 @@ win_fn! {
 
 win_fn! {
     /// Frees a window (collective): every rank's operations complete first.
-    fn MPI_Win_free / PMPI_Win_free(win: *mut Handle) on if win.is_null() { WIN_NULL } else { unsafe { *win } } => {
+    fn MPI_Win_free / PMPI_Win_free(win: *mut Handle) on handle_at(win) => {
         if win.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for win"));
         }
@@ -382,6 +384,19 @@ win_fn! {
         let w = WINS.with(|t| t.borrow_mut().remove(&h)).expect("checked above");
         *win = WIN_NULL;
         w.win.free().map_err(derr)
+    }
+}
+
+/// The handle `p` points to (`MPI_WIN_NULL` for a null pointer).
+///
+/// # Safety
+/// `p` null or valid for a read.
+unsafe fn handle_at(p: *const Handle) -> Handle {
+    if p.is_null() {
+        WIN_NULL
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { *p }
     }
 }
 
@@ -677,9 +692,10 @@ impl Side {
         }
         Ok(match self {
             Side::Dense(0) => std::borrow::Cow::Borrowed(&[]),
-            // SAFETY: the caller's buffer holds the data.
             Side::Dense(n) => {
-                std::borrow::Cow::Borrowed(unsafe { std::slice::from_raw_parts(buf, *n) })
+                // SAFETY: the caller's buffer holds the data.
+                let s = unsafe { std::slice::from_raw_parts(buf, *n) };
+                std::borrow::Cow::Borrowed(s)
             }
             Side::Typed(t, c, n) => {
                 let mut v = vec![0u8; *n];
