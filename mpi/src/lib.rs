@@ -131,7 +131,13 @@
 //!   and `Win_shared_query` (every rank of the node communicator reaches the
 //!   others' parts with loads and stores; the parts are separate mappings,
 //!   not one contiguous block: as with the `alloc_shared_noncontig` hint),
-//!   `Win_free`; synchronization: `Win_fence` (the `MPI_MODE_*` assertions
+//!   `Win_create_dynamic`, `Win_attach`, `Win_detach` (dos's windows have
+//!   fixed memory, so the data path of a dynamic window is built on dos's
+//!   RPC: each operation is a call of one handler at the target, which
+//!   checks the address range against what is attached there and applies
+//!   it under one lock; a round trip each, complete when it returns; the
+//!   synchronization is an empty dos window's), `Win_free`;
+//!   synchronization: `Win_fence` (the `MPI_MODE_*` assertions
 //!   accepted, `NOSUCCEED` ends the epoch), `Win_post`/`start`/`complete`/
 //!   `wait`/`test`, `Win_lock`/`unlock` (shared and exclusive),
 //!   `Win_lock_all`/`unlock_all`, `Win_flush(_all)`, `Win_flush_local(_all)`
@@ -167,13 +173,13 @@
 //!   (`MPI_ERR_OP`), origin and target data of different sizes
 //!   (`MPI_ERR_TYPE`). Tests: `mpi/tests/c/rma_ops.c` (every synchronization
 //!   mode and operation against a serial model, shared windows, derived
-//!   types) and `rma_errors.c`.
+//!   types), `rma_dynamic.c` and `rma_errors.c`.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_get_name`,
 //!   `Get_address`, `Dims_create`.
 //!   Functions of the groups below that such code references (Cartesian
-//!   topologies, sessions, dynamic windows) exist so that it links, and raise
+//!   topologies, sessions) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
@@ -188,9 +194,9 @@
 //! `_c` constructors, `Pack_external`; user operations on derived types and
 //! on `long double`; nonblocking collectives; attributes and keyvals of the
 //! program's own; user error
-//! handlers; dynamic windows (`Win_create_dynamic`, `Win_attach`,
-//! `Win_detach`), `MINLOC`/`MAXLOC` and complex types in one-sided
-//! accumulates, user error handlers on windows; MPI-IO; intercommunicators and
+//! handlers; `MINLOC`/`MAXLOC`, complex and `long double` types in
+//! one-sided accumulates, user error handlers and attributes of the
+//! program's own on windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos

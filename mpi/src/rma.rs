@@ -45,6 +45,7 @@ pub(crate) const LOCK_EXCLUSIVE: c_int = 22;
 const WIN_UNIFIED: c_int = 31;
 const FLAVOR_ALLOCATE: c_int = 41;
 const FLAVOR_CREATE: c_int = 42;
+const FLAVOR_DYNAMIC: c_int = 43;
 const FLAVOR_SHARED: c_int = 44;
 const WIN_BASE_KEY: c_int = 20001;
 const WIN_DISP_UNIT_KEY: c_int = 20002;
@@ -57,9 +58,11 @@ const MODE_ALL: c_int = 1024 | 2048 | 4096 | 8192 | 16384;
 const ERR_ASSERT: c_int = 22;
 const ERR_DISP: c_int = 26;
 const ERR_LOCKTYPE: c_int = 37;
+const ERR_RMA_ATTACH: c_int = 47;
 const ERR_RMA_RANGE: c_int = 49;
 const ERR_RMA_SHARED: c_int = 50;
 const ERR_RMA_SYNC: c_int = 51;
+const ERR_RMA_FLAVOR: c_int = 52;
 const ERR_SIZE: c_int = 55;
 const ERR_WIN: c_int = 60;
 
@@ -97,6 +100,8 @@ pub(crate) struct Win {
     name: String,
     info: crate::info::Info,
     epochs: Epochs,
+    /// A dynamic window: every rank's key of its attached memory ([`dynamic`]).
+    dyn_keys: Option<Vec<u64>>,
 }
 
 thread_local! {
@@ -254,6 +259,7 @@ unsafe fn register(
             locks: vec![false; comm.size()],
             ..Epochs::default()
         },
+        dyn_keys: None,
     };
     let h = WINS.with(|t| t.borrow_mut().insert(w));
     // SAFETY: the caller's contract.
@@ -343,8 +349,8 @@ win_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
         }
         let (n, du, p) = with(win, |w| {
-            if w.attrs.flavor != FLAVOR_SHARED && w.attrs.flavor != FLAVOR_ALLOCATE {
-                return Err(err(52, "not a window of Win_allocate_shared"));
+            if w.dyn_keys.is_some() || w.attrs.flavor == FLAVOR_CREATE {
+                return Err(err(ERR_RMA_FLAVOR, "not a window of Win_allocate_shared"));
             }
             let np = w.comm.size();
             let r = if rank == abi::PROC_NULL {
@@ -383,7 +389,12 @@ win_fn! {
         })?;
         let w = WINS.with(|t| t.borrow_mut().remove(&h)).expect("checked above");
         *win = WIN_NULL;
-        w.win.free().map_err(derr)
+        let key = w.dyn_keys.as_ref().map(|k| k[w.comm.rank()]);
+        let r = w.win.free().map_err(derr);
+        if let Some(k) = key {
+            dynamic::forget(k);
+        }
+        r
     }
 }
 
@@ -830,6 +841,10 @@ fn target(
     if disp < 0 {
         return Err(err(ERR_DISP, format!("negative displacement {disp}")));
     }
+    if w.dyn_keys.is_some() {
+        // Absolute addresses: the target checks them against what it attached.
+        return Ok(Some((r, disp as usize)));
+    }
     let len = w.win.len_of(r).map_err(derr)?;
     let base = (disp as usize)
         .checked_mul(w.units[r])
@@ -883,9 +898,11 @@ unsafe fn put(
         let data = unsafe { o.pack(origin as *const u8)? };
         let mut pos = 0;
         for (off, l) in tr {
-            w.win
-                .put(&data[pos..pos + l], r, (base as isize + off) as usize)
-                .map_err(derr)?;
+            let at = (base as isize + off) as usize;
+            match &w.dyn_keys {
+                Some(k) => dynamic::put(&w.comm, k[r], r, at, &data[pos..pos + l])?,
+                None => w.win.put(&data[pos..pos + l], r, at).map_err(derr)?,
+            }
             pos += l;
         }
         Ok(())
@@ -916,7 +933,7 @@ unsafe fn get(
         if o.len() > 0 && origin.is_null() {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
-        if let (Side::Dense(n), [(0, _)]) = (&o, tr.as_slice()) {
+        if let (Side::Dense(n), [(0, _)], None) = (&o, tr.as_slice(), &w.dyn_keys) {
             // SAFETY: the origin buffer has room for `n` bytes.
             let dst = unsafe { std::slice::from_raw_parts_mut(origin as *mut u8, *n) };
             return w.win.get(dst, r, base).map_err(derr);
@@ -924,9 +941,11 @@ unsafe fn get(
         let mut data = vec![0u8; o.len()];
         let mut pos = 0;
         for (off, l) in tr {
-            w.win
-                .get(&mut data[pos..pos + l], r, (base as isize + off) as usize)
-                .map_err(derr)?;
+            let at = (base as isize + off) as usize;
+            match &w.dyn_keys {
+                Some(k) => dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?,
+                None => w.win.get(&mut data[pos..pos + l], r, at).map_err(derr)?,
+            }
             pos += l;
         }
         // SAFETY: the origin buffer has room for `ocount` elements.
@@ -982,9 +1001,14 @@ unsafe fn accumulate(
             None => {
                 let mut pos = 0;
                 for (off, l) in tr {
-                    w.win
-                        .accumulate_raw(&data[pos..pos + l], r, at(off), opc, ty)
-                        .map_err(derr)?;
+                    let d = &data[pos..pos + l];
+                    match &w.dyn_keys {
+                        Some(k) => {
+                            let mut old = vec![0u8; if noop { 0 } else { l }];
+                            dynamic::acc(&w.comm, k[r], r, at(off), opc, ty, d, &mut old)?
+                        }
+                        None => w.win.accumulate_raw(d, r, at(off), opc, ty).map_err(derr)?,
+                    }
                     pos += l;
                 }
             }
@@ -1002,9 +1026,14 @@ unsafe fn accumulate(
                 let mut pos = 0;
                 for (off, l) in tr {
                     let src = if noop { &[][..] } else { &data[pos..pos + l] };
-                    w.win
-                        .get_accumulate_raw(src, &mut old[pos..pos + l], r, at(off), opc, ty)
-                        .map_err(derr)?;
+                    let o = &mut old[pos..pos + l];
+                    match &w.dyn_keys {
+                        Some(k) => dynamic::acc(&w.comm, k[r], r, at(off), opc, ty, src, o)?,
+                        None => w
+                            .win
+                            .get_accumulate_raw(src, o, r, at(off), opc, ty)
+                            .map_err(derr)?,
+                    }
                     pos += l;
                 }
                 // SAFETY: the result buffer has room for its elements.
@@ -1081,7 +1110,13 @@ win_fn! {
             let new = std::slice::from_raw_parts(origin_addr as *const u8, n);
             let cmp = std::slice::from_raw_parts(compare_addr as *const u8, n);
             let res = std::slice::from_raw_parts_mut(result_addr as *mut u8, n);
-            w.win.compare_swap_raw(new, cmp, res, r, base, ty).map_err(derr)
+            match &w.dyn_keys {
+                Some(k) => {
+                    let ops = [cmp, new].concat();
+                    dynamic::acc(&w.comm, k[r], r, base, raw::CAS, ty, &ops, res)
+                }
+                None => w.win.compare_swap_raw(new, cmp, res, r, base, ty).map_err(derr),
+            }
         })
     }
 }
@@ -1266,25 +1301,261 @@ win_fn! {
 }
 
 mpi_fn! {
-    /// Dynamic windows are not implemented yet: `MPI_ERR_UNSUPPORTED_OPERATION`.
+    /// Creates a window without memory (collective); each rank attaches
+    /// its own with `Win_attach`, and displacements are addresses.
     fn MPI_Win_create_dynamic / PMPI_Win_create_dynamic(info: Handle, comm: Handle, win: *mut Handle) on comm => {
-        let _ = (info, win);
-        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Win_create_dynamic is not implemented yet in dos-mpi"))
+        let _ = info;
+        if win.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for win"));
+        }
+        let c = state::comm(comm)?;
+        let key = dynamic::create(&c);
+        let mut keys = vec![0u64; c.size()];
+        c.allgather(&[key], &mut keys).map_err(derr)?;
+        // Synchronization (fence, locks, post/start) is dos's window's.
+        let w = c.win_allocate::<u8>(0).map_err(derr)?;
+        register(w, c, std::ptr::null_mut(), 0, 1, FLAVOR_DYNAMIC, win)?;
+        with(*win, |w| {
+            w.dyn_keys = Some(keys);
+            Ok(())
+        })
+    }
+}
+
+/// The key of the memory a dynamic window attaches here.
+fn dyn_key(w: &Win) -> R<u64> {
+    match &w.dyn_keys {
+        Some(k) => Ok(k[w.comm.rank()]),
+        None => Err(err(
+            ERR_RMA_FLAVOR,
+            "not a window of MPI_Win_create_dynamic",
+        )),
     }
 }
 
 win_fn! {
-    /// Dynamic windows are not implemented yet: `MPI_ERR_UNSUPPORTED_OPERATION`.
+    /// Attaches `size` bytes at `base` to a dynamic window.
     fn MPI_Win_attach / PMPI_Win_attach(win: Handle, base: *mut c_void, size: isize) on win => {
-        let _ = (base, size);
-        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Win_attach is not implemented yet in dos-mpi (dynamic windows)"))
+        let n = size_arg(size)?;
+        if base.is_null() && n > 0 {
+            return Err(err(ERR_RMA_ATTACH, "null base with a nonzero size"));
+        }
+        let key = with(win, |w| dyn_key(w))?;
+        dynamic::attach(key, base as usize, n)
     }
 }
 
 win_fn! {
-    /// Dynamic windows are not implemented yet: `MPI_ERR_UNSUPPORTED_OPERATION`.
+    /// Detaches the memory attached at `base`.
     fn MPI_Win_detach / PMPI_Win_detach(win: Handle, base: *const c_void) on win => {
-        let _ = base;
-        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Win_detach is not implemented yet in dos-mpi (dynamic windows)"))
+        let key = with(win, |w| dyn_key(w))?;
+        dynamic::detach(key, base as usize)
+    }
+}
+
+/// Dynamic windows, on dos's RPC: each process keeps the memory attached
+/// to each of its dynamic windows; origins send puts, gets, accumulates and
+/// compare-and-swaps as calls of one handler, which checks the address
+/// range against what is attached and applies the operation under one lock
+/// (so accumulates are atomic per element). Every call is a round trip:
+/// complete at the target when it returns.
+mod dynamic {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    use dos::rma::raw;
+
+    use crate::abi;
+    use crate::error::{err, Error, R};
+
+    const HANDLER: &str = "dos-mpi.rma.dynamic";
+    const PUT: u8 = 1;
+    const GET: u8 = 2;
+    const ACC: u8 = 3;
+
+    /// Attached regions `(address, length)` by window key.
+    static ATTACHED: Mutex<Option<HashMap<u64, Vec<(usize, usize)>>>> = Mutex::new(None);
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+
+    fn table<T>(f: impl FnOnce(&mut HashMap<u64, Vec<(usize, usize)>>) -> T) -> T {
+        let mut g = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
+        f(g.get_or_insert_with(HashMap::new))
+    }
+
+    /// A new key, and the handler registered.
+    pub(super) fn create(comm: &dos::Comm) -> u64 {
+        comm.rpc()
+            .register_pod::<u8, u8, String, _>(HANDLER, |_ctx, args| serve(args));
+        let key = NEXT.fetch_add(1, Ordering::Relaxed);
+        table(|t| t.insert(key, Vec::new()));
+        key
+    }
+
+    pub(super) fn forget(key: u64) {
+        table(|t| t.remove(&key));
+    }
+
+    pub(super) fn attach(key: u64, base: usize, len: usize) -> R<()> {
+        table(|t| {
+            let v = t.entry(key).or_default();
+            if v.iter().any(|&(b, l)| base < b + l && b < base + len) {
+                return Err(err(
+                    super::ERR_RMA_ATTACH,
+                    "the memory overlaps memory attached already",
+                ));
+            }
+            v.push((base, len));
+            Ok(())
+        })
+    }
+
+    pub(super) fn detach(key: u64, base: usize) -> R<()> {
+        table(|t| {
+            let v = t.entry(key).or_default();
+            match v.iter().position(|&(b, _)| b == base) {
+                Some(i) => {
+                    v.remove(i);
+                    Ok(())
+                }
+                None => Err(err(
+                    super::ERR_RMA_ATTACH,
+                    format!("nothing is attached at {base:#x}"),
+                )),
+            }
+        })
+    }
+
+    /// Serves one call: `kind u8 | key u64 | addr u64 | op u8 | ty u8 | len u64 | bytes`.
+    fn serve(a: &[u8]) -> Result<Vec<u8>, String> {
+        if a.len() < 27 {
+            return Err("short request".into());
+        }
+        let u64_at = |i: usize| u64::from_ne_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let (kind, key, addr, op, ty, len) = (
+            a[0],
+            u64_at(1),
+            u64_at(9) as usize,
+            a[17],
+            a[18],
+            u64_at(19) as usize,
+        );
+        let bytes = &a[27..];
+        // One lock for the table and the memory: accumulates are atomic.
+        let g = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
+        let regions = g
+            .as_ref()
+            .and_then(|t| t.get(&key))
+            .ok_or("no such window")?;
+        let inside = regions
+            .iter()
+            .any(|&(b, l)| addr >= b && addr.checked_add(len).is_some_and(|e| e <= b + l));
+        if !inside {
+            return Err(format!(
+                "range: {len} bytes at {addr:#x} are not attached to the window"
+            ));
+        }
+        let p = addr as *mut u8;
+        match kind {
+            PUT if bytes.len() == len => {
+                // SAFETY: inside memory the target attached (MPI: valid until detached).
+                unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, len) };
+                Ok(Vec::new())
+            }
+            // SAFETY: as above.
+            GET => Ok(unsafe { std::slice::from_raw_parts(p, len) }.to_vec()),
+            ACC => {
+                // SAFETY: as above; the lock serializes every access through here.
+                let cur = unsafe { std::slice::from_raw_parts_mut(p, len) };
+                let old = cur.to_vec();
+                if op == raw::CAS {
+                    if bytes.len() != 2 * len {
+                        return Err("bad compare-and-swap".into());
+                    }
+                    if old[..] == bytes[..len] {
+                        cur.copy_from_slice(&bytes[len..]);
+                    }
+                } else if !raw::apply(op, ty, cur, bytes) {
+                    return Err("operation not supported on this type".into());
+                }
+                Ok(old)
+            }
+            _ => Err("malformed request".into()),
+        }
+    }
+
+    fn call(comm: &dos::Comm, rank: usize, head: [u8; 27], bytes: &[u8]) -> R<Vec<u8>> {
+        let mut a = Vec::with_capacity(27 + bytes.len());
+        a.extend_from_slice(&head);
+        a.extend_from_slice(bytes);
+        comm.rpc()
+            .call_pod::<u8, u8>(rank, HANDLER, &a)
+            .map_err(|e| match &e {
+                dos::Error::Rpc {
+                    failure: dos::RpcFailure::Failed(m),
+                    ..
+                } if m.starts_with("range") => err(super::ERR_RMA_RANGE, m.clone()),
+                _ => Error::from(e),
+            })
+    }
+
+    fn head(kind: u8, key: u64, addr: usize, op: u8, ty: u8, len: usize) -> [u8; 27] {
+        let mut h = [0u8; 27];
+        h[0] = kind;
+        h[1..9].copy_from_slice(&key.to_ne_bytes());
+        h[9..17].copy_from_slice(&(addr as u64).to_ne_bytes());
+        h[17] = op;
+        h[18] = ty;
+        h[19..27].copy_from_slice(&(len as u64).to_ne_bytes());
+        h
+    }
+
+    pub(super) fn put(comm: &dos::Comm, key: u64, rank: usize, addr: usize, data: &[u8]) -> R<()> {
+        call(comm, rank, head(PUT, key, addr, 0, 0, data.len()), data).map(drop)
+    }
+
+    pub(super) fn get(
+        comm: &dos::Comm,
+        key: u64,
+        rank: usize,
+        addr: usize,
+        out: &mut [u8],
+    ) -> R<()> {
+        let b = call(comm, rank, head(GET, key, addr, 0, 0, out.len()), &[])?;
+        if b.len() != out.len() {
+            return Err(err(abi::ERR_INTERN, "short reply to a get"));
+        }
+        out.copy_from_slice(&b);
+        Ok(())
+    }
+
+    /// An accumulate (or compare-and-swap: `ops` is compare then new); the
+    /// old bytes land in `old` (empty: not wanted).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn acc(
+        comm: &dos::Comm,
+        key: u64,
+        rank: usize,
+        addr: usize,
+        op: u8,
+        ty: u8,
+        ops: &[u8],
+        old: &mut [u8],
+    ) -> R<()> {
+        let len = if op == raw::CAS {
+            ops.len() / 2
+        } else if op == raw::NO_OP {
+            old.len()
+        } else {
+            ops.len()
+        };
+        let b = call(comm, rank, head(ACC, key, addr, op, ty, len), ops)?;
+        if !old.is_empty() {
+            if b.len() != old.len() {
+                return Err(err(abi::ERR_INTERN, "short reply to an accumulate"));
+            }
+            old.copy_from_slice(&b);
+        }
+        Ok(())
     }
 }

@@ -325,3 +325,8 @@ fn one_sided_every_sync_mode_and_operation_against_a_serial_model() {
 fn one_sided_bad_arguments_return_their_classes() {
     passes("dosmpicc", "rma_errors.c");
 }
+
+#[test]
+fn one_sided_dynamic_windows() {
+    passes("dosmpicc", "rma_dynamic.c");
+}

@@ -123,6 +123,67 @@ fn combine_logical(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
     true
 }
 
+/// `cur[i] = cur[i] op src[i]` on bytes of element type `ty`, for any
+/// operation code but [`CAS`] (the caller provides the atomicity); false for
+/// an unsupported pair or bytes that are not whole elements. For a
+/// binding's own path to memory dos does not hold (dynamic windows).
+pub fn apply(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+    use crate::op::{self as o, Op};
+    if !supported(op, ty) || op == CAS {
+        return false;
+    }
+    let sz = type_size(ty).unwrap_or(1);
+    if op == NO_OP {
+        return true;
+    }
+    if cur.len() != src.len() || cur.len() % sz != 0 {
+        return false;
+    }
+    if op >= LAND {
+        return combine_logical(op, ty, cur, src);
+    }
+    fn typed<T: AccType, O: Op<T>>(cur: &mut [u8], src: &[u8], op: O) -> bool {
+        let sz = std::mem::size_of::<T>();
+        let mut a: Vec<T> = cur
+            .chunks_exact(sz)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        let b: Vec<T> = src
+            .chunks_exact(sz)
+            .map(bytemuck::pod_read_unaligned)
+            .collect();
+        op.apply_right(&mut a, &b);
+        cur.copy_from_slice(bytemuck::cast_slice(&a));
+        true
+    }
+    macro_rules! by_op {
+        ($t:ty, [$($code:literal => $o:expr),*]) => {
+            match op {
+                $($code => typed::<$t, _>(cur, src, $o),)*
+                _ => false,
+            }
+        };
+    }
+    macro_rules! ints {
+        ($t:ty) => {
+            by_op!($t, [0 => o::Replace, 1 => o::Sum, 2 => o::Prod, 3 => o::Min, 4 => o::Max, 5 => o::BitAnd, 6 => o::BitOr, 7 => o::BitXor])
+        };
+    }
+    match ty {
+        1 => ints!(i32),
+        2 => ints!(u32),
+        3 => ints!(i64),
+        4 => ints!(u64),
+        5 => by_op!(f32, [0 => o::Replace, 1 => o::Sum, 2 => o::Prod, 3 => o::Min, 4 => o::Max]),
+        6 => by_op!(f64, [0 => o::Replace, 1 => o::Sum, 2 => o::Prod, 3 => o::Min, 4 => o::Max]),
+        7 => ints!(u8),
+        8 => ints!(i8),
+        9 => ints!(i16),
+        10 => ints!(u16),
+        _ => false,
+    }
+}
+
 /// Under the accumulate lock: the old `len` bytes at `dst`, and the update
 /// of an operation only this module knows ([`CAS`], [`LAND`], [`LOR`],
 /// [`LXOR`]); `None` if the request does not make sense.

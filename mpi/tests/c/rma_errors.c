@@ -63,7 +63,20 @@ int main(int argc, char **argv) {
     /* A freed or null window: MPI_ERR_WIN (through MPI_COMM_WORLD's handler). */
     FAILS(MPI_ERR_WIN, MPI_Win_fence(0, win));
     FAILS(MPI_ERR_WIN, MPI_Win_fence(0, MPI_WIN_NULL));
-    FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &win));
+    /* Flavors: attaching to an allocated window, querying a dynamic one. */
+    MPI_Win a, d;
+    OK(MPI_Win_allocate(8, 1, MPI_INFO_NULL, MPI_COMM_WORLD, &mem, &a));
+    OK(MPI_Win_set_errhandler(a, MPI_ERRORS_RETURN));
+    FAILS(MPI_ERR_RMA_FLAVOR, MPI_Win_attach(a, v, sizeof v));
+    OK(MPI_Win_free(&a));
+    OK(MPI_Win_create_dynamic(MPI_INFO_NULL, MPI_COMM_WORLD, &d));
+    OK(MPI_Win_set_errhandler(d, MPI_ERRORS_RETURN));
+    MPI_Aint qs;
+    int qd;
+    void *qp;
+    FAILS(MPI_ERR_RMA_FLAVOR, MPI_Win_shared_query(d, 0, &qs, &qd, &qp));
+    FAILS(MPI_ERR_SIZE, MPI_Win_attach(d, v, -1));
+    OK(MPI_Win_free(&d));
     report_ok("rma_errors");
     MPI_Finalize();
     return 0;
