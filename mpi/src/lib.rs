@@ -163,7 +163,9 @@
 //!   `MPI_ERRORS_ARE_FATAL` by default), `Win_set/get_info` (kept, no hint
 //!   changes anything), `Win_set/get_name`. Errors: a bad rank
 //!   (`MPI_ERR_RANK`), a negative displacement or `disp_unit`
-//!   (`MPI_ERR_DISP`), a negative size (`MPI_ERR_SIZE`), an access outside
+//!   (`MPI_ERR_DISP`), a negative size (`MPI_ERR_SIZE`), the wrong flavor
+//!   (`MPI_ERR_RMA_FLAVOR`), memory attached twice or not attached
+//!   (`MPI_ERR_RMA_ATTACH`), an access outside
 //!   the target's window (`MPI_ERR_RMA_RANGE`, before anything is sent),
 //!   communication outside an epoch that reaches the target, an unlock
 //!   without a lock, a flush outside a passive-target epoch, a second lock,
