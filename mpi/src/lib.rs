@@ -148,9 +148,10 @@
 //!   buffer is free and a get's data is in place; every `Wait*`/`Test*` takes
 //!   them). Derived datatypes on both sides: the origin's packed, the
 //!   target's cut into contiguous runs. Accumulates take every predefined
-//!   operation but `MINLOC`/`MAXLOC` on the integer and floating types
-//!   (`SUM`, `PROD`, `MIN`, `MAX`; bitwise on integers and `MPI_BYTE`;
-//!   `LAND`/`LOR`/`LXOR` on integers and booleans), `MPI_REPLACE` and
+//!   operation on the types the standard allows it for (`SUM`, `PROD`,
+//!   `MIN`, `MAX` on integers and floats, `SUM`/`PROD` on complex; bitwise
+//!   on integers and `MPI_BYTE`; `LAND`/`LOR`/`LXOR` on integers and
+//!   booleans; `MINLOC`/`MAXLOC` on the pair types), `MPI_REPLACE` and
 //!   `MPI_NO_OP` on any type; they run at the target (or in place for a
 //!   mapped part) under the window's accumulate lock, so accumulates with
 //!   the same basic type are atomic per element, fetching or not, as the
@@ -196,8 +197,8 @@
 //! `_c` constructors, `Pack_external`; user operations on derived types and
 //! on `long double`; nonblocking collectives; attributes and keyvals of the
 //! program's own; user error
-//! handlers; `MINLOC`/`MAXLOC`, complex and `long double` types in
-//! one-sided accumulates, user error handlers and attributes of the
+//! handlers; `long double` types in one-sided accumulates (other than
+//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
 //! program's own on windows; MPI-IO; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,

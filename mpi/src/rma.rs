@@ -754,12 +754,8 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
         o::LAND => raw::LAND,
         o::LOR => raw::LOR,
         o::LXOR => raw::LXOR,
-        o::MINLOC | o::MAXLOC => {
-            return Err(err(
-                abi::ERR_UNSUPPORTED_OPERATION,
-                "MPI_MINLOC/MPI_MAXLOC in one-sided accumulates are not supported yet",
-            ))
-        }
+        o::MINLOC => raw::MINLOC,
+        o::MAXLOC => raw::MAXLOC,
         _ => {
             return Err(err(
                 abi::ERR_OP,
@@ -787,6 +783,15 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
         Elem::U64 => 4,
         Elem::F32 => 5,
         Elem::F64 => 6,
+        Elem::ComplexF32 => raw::COMPLEX_F32,
+        Elem::ComplexF64 => raw::COMPLEX_F64,
+        Elem::FloatInt => raw::FLOAT_INT,
+        Elem::DoubleInt => raw::DOUBLE_INT,
+        Elem::LongInt => raw::LONG_INT,
+        Elem::TwoInt => raw::TWO_INT,
+        Elem::ShortInt => raw::SHORT_INT,
+        Elem::TwoReal => raw::TWO_F32,
+        Elem::TwoDouble => raw::TWO_F64,
         _ => {
             return Err(err(
                 abi::ERR_UNSUPPORTED_OPERATION,
@@ -796,11 +801,20 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     };
     let logical = matches!(opc, raw::LAND | raw::LOR | raw::LXOR);
     let bitwise = matches!(opc, 5..=7);
+    let loc = matches!(opc, raw::MINLOC | raw::MAXLOC);
     let ok = match e {
         Elem::Byte => bitwise,
         Elem::Bool | Elem::Logical => logical,
         Elem::F32 | Elem::F64 => opc <= 4,
-        _ => true,
+        Elem::ComplexF32 | Elem::ComplexF64 => opc == 1 || opc == 2,
+        Elem::FloatInt
+        | Elem::DoubleInt
+        | Elem::LongInt
+        | Elem::TwoInt
+        | Elem::ShortInt
+        | Elem::TwoReal
+        | Elem::TwoDouble => loc,
+        _ => !loc,
     };
     if !ok || !raw::supported(opc, ty) {
         return Err(err(

@@ -106,7 +106,7 @@ pub(crate) unsafe fn get_accumulate_coded(
     len: usize,
     bytes: &[u8],
 ) -> Option<Vec<u8>> {
-    if opc >= super::raw::CAS {
+    if opc >= super::raw::CAS || ty >= super::raw::COMPLEX_F32 {
         // SAFETY: forwarded from the caller.
         return unsafe { super::raw::update(header, dst, opc, ty, len, bytes) };
     }

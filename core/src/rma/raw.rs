@@ -14,9 +14,14 @@
 //! `u16` = 10); operations those of [`AccOp::CODE`] (`Replace` = 0, `Sum` =
 //! 1, `Prod`, `Min`, `Max`, `BitAnd`, `BitOr`, `BitXor` = 7, [`NoOp`] = 8)
 //! and the ones only this module knows: [`LAND`], [`LOR`], [`LXOR`] (logical
-//! operations on integers, as C's `&&`, `||`, `!=` of truth values) and the
-//! compare-and-swap [`CAS`]. [`Replace`](crate::op::Replace) and [`NoOp`]
-//! apply to the type [`BYTES`] (any data, moved as bytes).
+//! operations on integers, as C's `&&`, `||`, `!=` of truth values),
+//! [`MINLOC`] and [`MAXLOC`] on the value-index pair types ([`FLOAT_INT`]
+//! ... [`TWO_F64`], laid out as C lays out the structs), sums and products
+//! of complex numbers ([`COMPLEX_F32`], [`COMPLEX_F64`]) and the
+//! compare-and-swap [`CAS`] (integer types). [`Replace`](crate::op::Replace)
+//! and [`NoOp`] apply to the type [`BYTES`] (any data, moved as bytes).
+//! The operations only this module knows travel as fetching updates
+//! (GETACC) even when no result is wanted.
 //!
 //! ```
 //! use dos::rma::raw;
@@ -58,6 +63,32 @@ pub const LOR: u8 = 11;
 /// Logical exclusive or.
 pub const LXOR: u8 = 12;
 
+/// Minimum value and its index (`MPI_MINLOC`), on the pair types.
+pub const MINLOC: u8 = 13;
+/// Maximum value and its index (`MPI_MAXLOC`).
+pub const MAXLOC: u8 = 14;
+
+/// Element type codes beyond [`AccType`]'s: complex numbers (real part
+/// first) ...
+pub const COMPLEX_F32: u8 = 20;
+/// ... of two `f64`.
+pub const COMPLEX_F64: u8 = 21;
+/// Value-index pairs as C lays out `struct { value; int index; }`:
+/// `float` and `int` (8 bytes).
+pub const FLOAT_INT: u8 = 22;
+/// `double` and `int` (16 bytes, padded).
+pub const DOUBLE_INT: u8 = 23;
+/// `long` and `int` (16 bytes, padded).
+pub const LONG_INT: u8 = 24;
+/// Two `int`s.
+pub const TWO_INT: u8 = 25;
+/// `short` and `int` (8 bytes, the index at 4).
+pub const SHORT_INT: u8 = 26;
+/// Two `float`s (the index a float too).
+pub const TWO_F32: u8 = 27;
+/// Two `double`s.
+pub const TWO_F64: u8 = 28;
+
 /// Bytes of one element of type code `ty`, or `None` for an unknown code.
 pub fn type_size(ty: u8) -> Option<usize> {
     Some(match ty {
@@ -65,6 +96,8 @@ pub fn type_size(ty: u8) -> Option<usize> {
         9 | 10 => 2,
         1 | 2 | 5 => 4,
         3 | 4 | 6 => 8,
+        COMPLEX_F32 | FLOAT_INT | TWO_INT | SHORT_INT | TWO_F32 => 8,
+        COMPLEX_F64 | DOUBLE_INT | LONG_INT | TWO_F64 => 16,
         _ => return None,
     })
 }
@@ -72,12 +105,97 @@ pub fn type_size(ty: u8) -> Option<usize> {
 /// True if operation `op` applies to element type `ty` here.
 pub fn supported(op: u8, ty: u8) -> bool {
     let float = matches!(ty, 5 | 6);
+    let basic = (1..=10).contains(&ty);
+    let complex = matches!(ty, COMPLEX_F32 | COMPLEX_F64);
+    let pair = (FLOAT_INT..=TWO_F64).contains(&ty);
     match op {
-        0 | NO_OP | CAS => type_size(ty).is_some(),
-        1..=4 => type_size(ty).is_some(),
-        5..=7 | LAND | LOR | LXOR => type_size(ty).is_some() && !float,
+        0 | NO_OP => type_size(ty).is_some(),
+        CAS => basic,
+        1 | 2 => basic || complex,
+        3 | 4 => basic,
+        5..=7 | LAND | LOR | LXOR => basic && !float,
+        MINLOC | MAXLOC => pair,
         _ => false,
     }
+}
+
+/// A number read from window bytes, for comparisons.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+enum Num {
+    F(f64),
+    I(i128),
+}
+
+/// Reads a number of kind `k` (`b'f'` f32, `b'd'` f64, `b's'` i16, `b'i'`
+/// i32, `b'l'` i64) at byte `off` of `b`.
+fn num(k: u8, b: &[u8], off: usize) -> Num {
+    let at = |n: usize| &b[off..off + n];
+    match k {
+        b'f' => Num::F(f32::from_ne_bytes(at(4).try_into().expect("4")) as f64),
+        b'd' => Num::F(f64::from_ne_bytes(at(8).try_into().expect("8"))),
+        b's' => Num::I(i16::from_ne_bytes(at(2).try_into().expect("2")) as i128),
+        b'i' => Num::I(i32::from_ne_bytes(at(4).try_into().expect("4")) as i128),
+        _ => Num::I(i64::from_ne_bytes(at(8).try_into().expect("8")) as i128),
+    }
+}
+
+/// `cur[i] = cur[i] op src[i]` for complex sums and products and the
+/// value-index pairs' `MINLOC`/`MAXLOC`; false for anything else.
+fn combine_ext(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+    let Some(sz) = type_size(ty) else {
+        return false;
+    };
+    if cur.len() != src.len() || cur.len() % sz != 0 {
+        return false;
+    }
+    for (c, s) in cur.chunks_exact_mut(sz).zip(src.chunks_exact(sz)) {
+        match (ty, op) {
+            (COMPLEX_F32 | COMPLEX_F64, 1 | 2) => {
+                let k = if ty == COMPLEX_F32 { b'f' } else { b'd' };
+                let h = sz / 2;
+                let f = |b: &[u8], o| match num(k, b, o) {
+                    Num::F(x) => x,
+                    Num::I(_) => 0.0,
+                };
+                let (a, b, x, y) = (f(c, 0), f(c, h), f(s, 0), f(s, h));
+                let (re, im) = if op == 1 {
+                    (a + x, b + y)
+                } else {
+                    (a * x - b * y, a * y + b * x)
+                };
+                if ty == COMPLEX_F32 {
+                    c[..4].copy_from_slice(&(re as f32).to_ne_bytes());
+                    c[4..8].copy_from_slice(&(im as f32).to_ne_bytes());
+                } else {
+                    c[..8].copy_from_slice(&re.to_ne_bytes());
+                    c[8..16].copy_from_slice(&im.to_ne_bytes());
+                }
+            }
+            (_, MINLOC | MAXLOC) => {
+                // (value kind, index kind, index offset)
+                let (vk, ik, io) = match ty {
+                    FLOAT_INT => (b'f', b'i', 4),
+                    DOUBLE_INT => (b'd', b'i', 8),
+                    LONG_INT => (b'l', b'i', 8),
+                    TWO_INT => (b'i', b'i', 4),
+                    SHORT_INT => (b's', b'i', 4),
+                    TWO_F32 => (b'f', b'f', 4),
+                    TWO_F64 => (b'd', b'd', 8),
+                    _ => return false,
+                };
+                let (a, b) = (num(vk, c, 0), num(vk, s, 0));
+                let better = if op == MINLOC { b < a } else { b > a };
+                if better {
+                    c.copy_from_slice(s);
+                } else if a == b && num(ik, s, io) < num(ik, c, io) {
+                    let n = if ik == b'd' { 8 } else { 4 };
+                    c[io..io + n].copy_from_slice(&s[io..io + n]);
+                }
+            }
+            _ => return false,
+        }
+    }
+    true
 }
 
 /// Reads element `i` of an integer type as `i128` (sign as its type).
@@ -138,6 +256,9 @@ pub fn apply(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
     }
     if cur.len() != src.len() || cur.len() % sz != 0 {
         return false;
+    }
+    if op >= MINLOC || ty >= COMPLEX_F32 {
+        return combine_ext(op, ty, cur, src);
     }
     if op >= LAND {
         return combine_logical(op, ty, cur, src);
@@ -202,7 +323,11 @@ pub(crate) unsafe fn update(
     if len % sz != 0 || !supported(opc, ty) {
         return None;
     }
-    let want = if opc == CAS { 2 * len } else { len };
+    let want = match opc {
+        CAS => 2 * len,
+        NO_OP => 0,
+        _ => len,
+    };
     if bytes.len() != want || (opc == CAS && len != sz) {
         return None;
     }
@@ -212,9 +337,11 @@ pub(crate) unsafe fn update(
     unsafe { std::ptr::copy_nonoverlapping(dst, old.as_mut_ptr(), len) };
     let new = if opc == CAS {
         (old[..] == bytes[..len]).then(|| bytes[len..].to_vec())
+    } else if opc == NO_OP {
+        None
     } else {
         let mut cur = old.clone();
-        combine_logical(opc, ty, &mut cur, bytes).then_some(cur)
+        apply(opc, ty, &mut cur, bytes).then_some(cur)
     };
     if let Some(n) = &new {
         // SAFETY: as above.
@@ -229,7 +356,7 @@ fn unsupported(op: u8, ty: u8) -> Error {
         op: "accumulate",
         reason: if type_size(ty).is_none() {
             "unknown element type code"
-        } else if op > LXOR {
+        } else if op > MAXLOC {
             "unknown operation code"
         } else {
             "operation not defined on this element type"
@@ -268,7 +395,7 @@ impl Window<'_, u8> {
         if op == NO_OP || src.is_empty() {
             return Ok(());
         }
-        if op >= LAND {
+        if op >= LAND || ty >= COMPLEX_F32 {
             // Only the fetching path knows these: its reply is dropped.
             let mut old = vec![0u8; src.len()];
             return self.get_accumulate_raw(src, &mut old, target, off, op, ty);

@@ -48,6 +48,8 @@ int main(int argc, char **argv) {
     FAILS(MPI_ERR_TYPE, MPI_Put(v, 2, MPI_INT, 0, 0, 1, MPI_INT, win));
     FAILS(MPI_ERR_OP, MPI_Accumulate(v, 1, MPI_DOUBLE, 0, 0, 1, MPI_DOUBLE, MPI_BAND, win));
     FAILS(MPI_ERR_OP, MPI_Accumulate(v, 1, MPI_INT, 0, 0, 1, MPI_INT, MPI_OP_NULL, win));
+    FAILS(MPI_ERR_OP, MPI_Accumulate(v, 1, MPI_INT, 0, 0, 1, MPI_INT, MPI_MINLOC, win));
+    FAILS(MPI_ERR_OP, MPI_Accumulate(v, 1, MPI_2INT, 0, 0, 1, MPI_2INT, MPI_SUM, win));
     FAILS(MPI_ERR_TYPE, MPI_Compare_and_swap(v, v, v, MPI_DOUBLE, 0, 0, win));
     FAILS(MPI_ERR_BUFFER, MPI_Put(NULL, 1, MPI_INT, 0, 0, 1, MPI_INT, win));
     /* Nothing above changed anything: the window is still zero. */

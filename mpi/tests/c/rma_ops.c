@@ -233,6 +233,40 @@ static void accumulates(void) {
     OK(MPI_Get_accumulate(NULL, 0, MPI_BYTE, &got, 1, MPI_BYTE, 0, 3, 1, MPI_BYTE, MPI_NO_OP, wb));
     OK(MPI_Win_fence(0, wb));
     CHECK(got == want);
+    /* MINLOC/MAXLOC on (double, int) pairs and complex SUM/PROD, into
+     * rank 0's window of 2 pairs + 2 complex doubles (48 bytes). */
+    typedef struct { double v; int i; } di_t;
+    typedef struct { double re, im; } cd_t;
+    unsigned char *mx;
+    MPI_Win wx;
+    OK(MPI_Win_allocate(2 * sizeof(di_t) + 2 * sizeof(cd_t), 1, MPI_INFO_NULL, MPI_COMM_WORLD, &mx, &wx));
+    di_t *pairs = (di_t *)mx;
+    cd_t *cx = (cd_t *)(mx + 2 * sizeof(di_t));
+    pairs[0].v = 50; pairs[0].i = 1000; /* for MINLOC */
+    pairs[1].v = -50; pairs[1].i = 1000; /* for MAXLOC */
+    cx[0].re = 1; cx[0].im = 0; /* SUM */
+    cx[1].re = 1; cx[1].im = 0; /* PROD */
+    OK(MPI_Win_fence(0, wx));
+    /* Values (rank % 2) * 10: ties broken by the smaller index. */
+    di_t me = {(rank % 2) * 10.0, rank};
+    OK(MPI_Accumulate(&me, 1, MPI_DOUBLE_INT, 0, 0, 1, MPI_DOUBLE_INT, MPI_MINLOC, wx));
+    OK(MPI_Accumulate(&me, 1, MPI_DOUBLE_INT, 0, sizeof(di_t), 1, MPI_DOUBLE_INT, MPI_MAXLOC, wx));
+    cd_t z = {1, 1}; /* 1 + i */
+    OK(MPI_Accumulate(&z, 1, MPI_C_DOUBLE_COMPLEX, 0, 2 * sizeof(di_t), 1, MPI_C_DOUBLE_COMPLEX, MPI_SUM, wx));
+    OK(MPI_Accumulate(&z, 1, MPI_C_DOUBLE_COMPLEX, 0, 2 * sizeof(di_t) + sizeof(cd_t), 1, MPI_C_DOUBLE_COMPLEX, MPI_PROD, wx));
+    OK(MPI_Win_fence(0, wx));
+    if (rank == 0) {
+        CHECK(pairs[0].v == 0 && pairs[0].i == 0);
+        if (size > 1) CHECK(pairs[1].v == 10 && pairs[1].i == 1);
+        else CHECK(pairs[1].v == 0 && pairs[1].i == 0);
+        CHECK(cx[0].re == 1 + size && cx[0].im == size);
+        /* (1 + i)^n */
+        double re = 1, im = 0;
+        for (int r = 0; r < size; r++) { double t = re - im; im = re + im; re = t; }
+        CHECK(cx[1].re == re && cx[1].im == im);
+    }
+    OK(MPI_Win_fence(0, wx));
+    OK(MPI_Win_free(&wx));
     OK(MPI_Win_free(&wi));
     OK(MPI_Win_free(&wd));
     OK(MPI_Win_free(&wb));
