@@ -549,3 +549,68 @@ impl Window<'_, u8> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ints(v: &[i32]) -> Vec<u8> {
+        v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    #[test]
+    fn every_code_against_a_model() {
+        // Classic and logical operations on i32.
+        let (a, b) = ([5, 0, -3, 7], [2, 4, 0, 7]);
+        for (op, f) in [
+            (
+                1u8,
+                (|x: i32, y: i32| x.wrapping_add(y)) as fn(i32, i32) -> i32,
+            ),
+            (2, |x, y| x.wrapping_mul(y)),
+            (3, |x, y| x.min(y)),
+            (4, |x, y| x.max(y)),
+            (5, |x, y| x & y),
+            (6, |x, y| x | y),
+            (7, |x, y| x ^ y),
+            (LAND, |x, y| (x != 0 && y != 0) as i32),
+            (LOR, |x, y| (x != 0 || y != 0) as i32),
+            (LXOR, |x, y| ((x != 0) != (y != 0)) as i32),
+            (0, |_, y| y),
+        ] {
+            let mut cur = ints(&a);
+            assert!(apply(op, 1, &mut cur, &ints(&b)), "op {op}");
+            let want: Vec<i32> = a.iter().zip(&b).map(|(&x, &y)| f(x, y)).collect();
+            assert_eq!(cur, ints(&want), "op {op}");
+        }
+        // Bitwise operations do not apply to floats, MINLOC only to pairs.
+        assert!(!apply(5, 6, &mut [0; 8], &[0; 8]));
+        assert!(!apply(MINLOC, 1, &mut [0; 4], &[0; 4]));
+        assert!(!supported(CAS, COMPLEX_F64));
+    }
+
+    #[test]
+    fn minloc_maxloc_and_complex() {
+        // (double, int) pairs, 16 bytes each; ties go to the smaller index.
+        let pair = |v: f64, i: i32| {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&v.to_ne_bytes());
+            b[8..12].copy_from_slice(&i.to_ne_bytes());
+            b
+        };
+        let mut cur = pair(3.0, 7);
+        assert!(apply(MINLOC, DOUBLE_INT, &mut cur, &pair(3.0, 2)));
+        assert_eq!(cur, pair(3.0, 2));
+        assert!(apply(MINLOC, DOUBLE_INT, &mut cur, &pair(4.0, 0)));
+        assert_eq!(cur, pair(3.0, 2));
+        assert!(apply(MAXLOC, DOUBLE_INT, &mut cur, &pair(4.0, 9)));
+        assert_eq!(cur, pair(4.0, 9));
+        // (1 + 2i)(3 - i) = 5 + 5i.
+        let c = |re: f32, im: f32| [re.to_ne_bytes(), im.to_ne_bytes()].concat();
+        let mut cur = c(1.0, 2.0);
+        assert!(apply(2, COMPLEX_F32, &mut cur, &c(3.0, -1.0)));
+        assert_eq!(cur, c(5.0, 5.0));
+        assert!(apply(1, COMPLEX_F32, &mut cur, &c(1.0, 1.0)));
+        assert_eq!(cur, c(6.0, 6.0));
+    }
+}
