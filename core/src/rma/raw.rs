@@ -33,7 +33,8 @@
 //!     win.accumulate_raw(&5i64.to_ne_bytes(), 0, 0, 1, <i64 as AccType>::CODE).unwrap();
 //!     win.fence().unwrap();
 //!     let mut old = [0u8; 8];
-//!     win.compare_swap_raw(&10i64.to_ne_bytes(), &7i64.to_ne_bytes(), &mut old, 0, 0, 3).unwrap();
+//!     // Both try 10 -> 7 (new value first, then the one to compare with).
+//!     win.compare_swap_raw(&7i64.to_ne_bytes(), &10i64.to_ne_bytes(), &mut old, 0, 0, 3).unwrap();
 //!     win.fence().unwrap();
 //!     let mut now = [0u8; 8];
 //!     win.get_accumulate_raw(&[], &mut now, 0, 0, raw::NO_OP, raw::BYTES).unwrap();
