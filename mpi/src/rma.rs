@@ -109,19 +109,33 @@ thread_local! {
 }
 
 /// Runs `f` on window `h`.
+#[inline]
 fn with<T>(h: Handle, f: impl FnOnce(&mut Win) -> R<T>) -> R<T> {
-    // Fails unless MPI is running (and on the thread that called MPI_Init).
-    state::with(|_| Ok(()))?;
+    // The table is this thread's and emptied at MPI_Finalize: a window found
+    // means MPI is running on this thread.
     WINS.with(|t| {
         let mut t = t
             .try_borrow_mut()
             .map_err(|_| err(abi::ERR_OTHER, "MPI called from inside MPI"))?;
         match t.get_mut(&h) {
             Some(w) => f(w),
-            None if h == WIN_NULL => Err(err(ERR_WIN, "MPI_WIN_NULL is not a window")),
-            None => Err(err(ERR_WIN, format!("invalid window handle {h:#x}"))),
+            None => Err(no_window(h)),
         }
     })
+}
+
+/// The error for handle `h`, which names no window of this thread.
+#[cold]
+fn no_window(h: Handle) -> Error {
+    // Not running (or another thread) says so first.
+    if let Err(e) = state::with(|_| Ok(())) {
+        return e;
+    }
+    if h == WIN_NULL {
+        err(ERR_WIN, "MPI_WIN_NULL is not a window")
+    } else {
+        err(ERR_WIN, format!("invalid window handle {h:#x}"))
+    }
 }
 
 /// The error handler of window `h`, if it is one.
@@ -728,11 +742,29 @@ impl Side {
     }
 
     /// Runs at the target, relative to the displacement.
-    fn runs(&self) -> Vec<(isize, usize)> {
+    fn runs(&self) -> Runs {
         match self {
-            Side::Dense(0) => Vec::new(),
-            Side::Dense(n) => vec![(0, *n)],
-            Side::Typed(t, c, _) => runs(t, *c),
+            Side::Dense(0) => Runs::One([]),
+            Side::Dense(n) => Runs::Dense([(0, *n)]),
+            Side::Typed(t, c, _) => Runs::Many(runs(t, *c)),
+        }
+    }
+}
+
+/// The runs of a target datatype; one without allocating for a dense one.
+enum Runs {
+    One([(isize, usize); 0]),
+    Dense([(isize, usize); 1]),
+    Many(Vec<(isize, usize)>),
+}
+
+impl std::ops::Deref for Runs {
+    type Target = [(isize, usize)];
+    fn deref(&self) -> &[(isize, usize)] {
+        match self {
+            Runs::One(r) => r,
+            Runs::Dense(r) => r,
+            Runs::Many(v) => v,
         }
     }
 }
@@ -911,7 +943,7 @@ unsafe fn put(
         // SAFETY: the origin buffer holds `ocount` elements.
         let data = unsafe { o.pack(origin as *const u8)? };
         let mut pos = 0;
-        for (off, l) in tr {
+        for &(off, l) in tr.iter() {
             let at = (base as isize + off) as usize;
             match &w.dyn_keys {
                 Some(k) => dynamic::put(&w.comm, k[r], r, at, &data[pos..pos + l])?,
@@ -947,14 +979,14 @@ unsafe fn get(
         if o.len() > 0 && origin.is_null() {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
-        if let (Side::Dense(n), [(0, _)], None) = (&o, tr.as_slice(), &w.dyn_keys) {
+        if let (Side::Dense(n), [(0, _)], None) = (&o, &*tr, &w.dyn_keys) {
             // SAFETY: the origin buffer has room for `n` bytes.
             let dst = unsafe { std::slice::from_raw_parts_mut(origin as *mut u8, *n) };
             return w.win.get(dst, r, base).map_err(derr);
         }
         let mut data = vec![0u8; o.len()];
         let mut pos = 0;
-        for (off, l) in tr {
+        for &(off, l) in tr.iter() {
             let at = (base as isize + off) as usize;
             match &w.dyn_keys {
                 Some(k) => dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?,
@@ -1014,7 +1046,7 @@ unsafe fn accumulate(
         match &res {
             None => {
                 let mut pos = 0;
-                for (off, l) in tr {
+                for &(off, l) in tr.iter() {
                     let d = &data[pos..pos + l];
                     match &w.dyn_keys {
                         Some(k) => {
@@ -1038,7 +1070,7 @@ unsafe fn accumulate(
                 }
                 let mut old = vec![0u8; t.len()];
                 let mut pos = 0;
-                for (off, l) in tr {
+                for &(off, l) in tr.iter() {
                     let src = if noop { &[][..] } else { &data[pos..pos + l] };
                     let o = &mut old[pos..pos + l];
                     match &w.dyn_keys {
