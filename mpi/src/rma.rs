@@ -96,6 +96,8 @@ pub(crate) struct Win {
     attrs: Box<Attrs>,
     /// Every rank's displacement unit.
     units: Vec<usize>,
+    /// Every rank's size in bytes (the range checks need no call into dos).
+    sizes: Vec<usize>,
     errhandler: Handle,
     name: String,
     info: crate::info::Info,
@@ -251,6 +253,10 @@ unsafe fn register(
     flavor: c_int,
     out_win: *mut Handle,
 ) -> R<()> {
+    let sizes = (0..comm.size())
+        .map(|r| win.len_of(r))
+        .collect::<dos::Result<Vec<usize>>>()
+        .map_err(derr)?;
     let mut units = vec![0u64; comm.size()];
     comm.allgather(&[disp_unit as u64], &mut units)
         .map_err(derr)?;
@@ -266,6 +272,7 @@ unsafe fn register(
             model: WIN_UNIFIED,
         }),
         units: units.iter().map(|&u| u as usize).collect(),
+        sizes,
         errhandler: abi::ERRORS_ARE_FATAL,
         name: String::new(),
         info: Vec::new(),
@@ -891,7 +898,7 @@ fn target(
         // Absolute addresses: the target checks them against what it attached.
         return Ok(Some((r, disp as usize)));
     }
-    let len = w.win.len_of(r).map_err(derr)?;
+    let len = w.sizes[r];
     let base = (disp as usize)
         .checked_mul(w.units[r])
         .ok_or_else(|| err(ERR_DISP, format!("displacement {disp} overflows")))?;
@@ -930,6 +937,28 @@ unsafe fn put(
     ttype: Handle,
     win: Handle,
 ) -> R<()> {
+    if otype == ttype && ocount == tcount && ocount > 0 {
+        if let Some(p) = datatype::predefined(otype) {
+            // The common case: one run of a predefined type on both sides.
+            let n = (ocount as usize)
+                .checked_mul(p.size)
+                .ok_or_else(|| err(abi::ERR_COUNT, "the count overflows"))?;
+            if origin.is_null() {
+                return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
+            }
+            // SAFETY: the origin buffer holds `ocount` elements.
+            let data = unsafe { std::slice::from_raw_parts(origin as *const u8, n) };
+            return with(win, |w| {
+                let Some((r, at)) = target(w, rank, disp, &[(0, n)], "MPI_Put")? else {
+                    return Ok(());
+                };
+                match &w.dyn_keys {
+                    Some(k) => dynamic::put(&w.comm, k[r], r, at, data),
+                    None => w.win.put(data, r, at).map_err(derr),
+                }
+            });
+        }
+    }
     let o = Side::new(ocount, otype)?;
     let t = Side::new(tcount, ttype)?;
     with(win, |w| {
