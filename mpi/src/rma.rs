@@ -1450,10 +1450,11 @@ mod dynamic {
     const ACC: u8 = 3;
 
     /// Attached regions `(address, length)` by window key.
-    static ATTACHED: Mutex<Option<HashMap<u64, Vec<(usize, usize)>>>> = Mutex::new(None);
+    type Regions = HashMap<u64, Vec<(usize, usize)>>;
+    static ATTACHED: Mutex<Option<Regions>> = Mutex::new(None);
     static NEXT: AtomicU64 = AtomicU64::new(1);
 
-    fn table<T>(f: impl FnOnce(&mut HashMap<u64, Vec<(usize, usize)>>) -> T) -> T {
+    fn table<T>(f: impl FnOnce(&mut Regions) -> T) -> T {
         let mut g = ATTACHED.lock().unwrap_or_else(|p| p.into_inner());
         f(g.get_or_insert_with(HashMap::new))
     }
