@@ -415,7 +415,9 @@ impl<'a, T: Pod> Window<'a, T> {
     }
 
     fn part(&self, target: usize) -> Result<&Part> {
-        self.parts.get(target).ok_or(Error::InvalidRank {
+        // `ok_or_else`: the error is built (and dropped) only when needed,
+        // not on every put and flush.
+        self.parts.get(target).ok_or_else(|| Error::InvalidRank {
             rank: target,
             size: self.parts.len(),
         })
