@@ -415,12 +415,15 @@ impl<'a, T: Pod> Window<'a, T> {
     }
 
     fn part(&self, target: usize) -> Result<&Part> {
-        // `ok_or_else`: the error is built (and dropped) only when needed,
-        // not on every put and flush.
-        self.parts.get(target).ok_or_else(|| Error::InvalidRank {
-            rank: target,
-            size: self.parts.len(),
-        })
+        // A match, not `ok_or`: the error is built (and dropped) only when
+        // needed, not on every put and flush.
+        match self.parts.get(target) {
+            Some(p) => Ok(p),
+            None => Err(Error::InvalidRank {
+                rank: target,
+                size: self.parts.len(),
+            }),
+        }
     }
 
     /// Byte offset and length of `count` elements at `disp` of `target`'s
