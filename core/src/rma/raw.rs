@@ -590,6 +590,64 @@ mod tests {
         assert!(!supported(CAS, COMPLEX_F64));
     }
 
+    /// Every kind of raw call to a part on another node (messages, not the
+    /// mapping): ACC with a classic code, GETACC with the codes only this
+    /// module knows, CAS, and the refusals.
+    #[test]
+    fn raw_calls_between_nodes() {
+        let got = crate::testing::run_cluster(&[1, 1], |w| {
+            let win = w.win_allocate::<u8>(32).unwrap();
+            win.fence().unwrap();
+            let me = w.rank() as i32;
+            // Both add rank + 1 to rank 1's int at 0 (ACC), OR in 1 << rank at 4
+            // (LOR through GETACC, reply dropped).
+            win.accumulate_raw(&(me + 1).to_ne_bytes(), 1, 0, 1, 1)
+                .unwrap();
+            win.accumulate_raw(&(1i32 << me).to_ne_bytes(), 1, 4, LOR, 1)
+                .unwrap();
+            // MAXLOC of (rank * 10, rank) into the (int, int) pair at 8.
+            let mut pair = [0u8; 8];
+            pair[..4].copy_from_slice(&(me * 10).to_ne_bytes());
+            pair[4..].copy_from_slice(&me.to_ne_bytes());
+            let mut old = [0u8; 8];
+            win.get_accumulate_raw(&pair, &mut old, 1, 8, MAXLOC, TWO_INT)
+                .unwrap();
+            win.fence().unwrap();
+            // Rank 0 swaps 3 -> 99 at 0: matches (1 + 2).
+            let mut prev = [0u8; 4];
+            if me == 0 {
+                win.compare_swap_raw(
+                    &99i32.to_ne_bytes(),
+                    &3i32.to_ne_bytes(),
+                    &mut prev,
+                    1,
+                    0,
+                    1,
+                )
+                .unwrap();
+            }
+            win.fence().unwrap();
+            let mut now = [0u8; 16];
+            win.get_accumulate_raw(&[], &mut now, 1, 0, NO_OP, BYTES)
+                .unwrap();
+            // Outside the part, and a pair the module does not know.
+            let far = win.accumulate_raw(&[0; 4], 1, 30, 1, 1).is_err();
+            let bad = win.accumulate_raw(&[0; 8], 1, 0, MINLOC, 1).is_err();
+            win.fence().unwrap();
+            let i = |b: &[u8]| i32::from_ne_bytes(b.try_into().unwrap());
+            (
+                i(&now[..4]),
+                i(&now[4..8]),
+                i(&now[8..12]),
+                i(&now[12..16]),
+                far && bad,
+            )
+        });
+        for g in got {
+            assert_eq!(g, (99, 1, 10, 1, true));
+        }
+    }
+
     #[test]
     fn minloc_maxloc_and_complex() {
         // (double, int) pairs, 16 bytes each; ties go to the smaller index.
