@@ -35,11 +35,6 @@ not_yet! {
     MPI_Group_from_session_pset / PMPI_Group_from_session_pset(session: Handle, pset_name: *const c_char, newgroup: *mut Handle);
     MPI_Session_init / PMPI_Session_init(info: Handle, errhandler: Handle, session: *mut Handle);
     MPI_Session_finalize / PMPI_Session_finalize(session: *mut Handle);
-    MPI_Win_create / PMPI_Win_create(base: *mut c_void, size: isize, disp_unit: c_int, info: Handle, comm: Handle, win: *mut Handle);
-    MPI_Win_allocate / PMPI_Win_allocate(size: isize, disp_unit: c_int, info: Handle, comm: Handle, baseptr: *mut c_void, win: *mut Handle);
-    MPI_Win_create_dynamic / PMPI_Win_create_dynamic(info: Handle, comm: Handle, win: *mut Handle);
-    MPI_Win_attach / PMPI_Win_attach(win: Handle, base: *mut c_void, size: isize);
-    MPI_Win_free / PMPI_Win_free(win: *mut Handle);
 }
 
 mpi_fn! {

@@ -173,12 +173,66 @@
 //!   an atomic counter in a dos window at rank 0), the split collectives
 //!   (`_begin`/`_end`: the transfer is done in `_begin`). IOR
 //!   (`-a MPIIO`) runs on it: `CONFORMANCE.md`.
+//! * **One-sided** (module `rma`, on dos's windows, `dos::rma`) —
+//!   `Win_create` (the caller's memory, reached through dos's active
+//!   messages), `Win_allocate` (memory dos allocates: ranks of one node map
+//!   each other's parts, so their puts, gets and accumulates are plain copies
+//!   under the window's accumulate lock, no message), `Win_allocate_shared`
+//!   and `Win_shared_query` (every rank of the node communicator reaches the
+//!   others' parts with loads and stores; the parts are separate mappings,
+//!   not one contiguous block: as with the `alloc_shared_noncontig` hint),
+//!   `Win_create_dynamic`, `Win_attach`, `Win_detach` (dos's windows have
+//!   fixed memory, so the data path of a dynamic window is built on dos's
+//!   RPC: each operation is a call of one handler at the target, which
+//!   checks the address range against what is attached there and applies
+//!   it under one lock; a round trip each, complete when it returns; the
+//!   synchronization is an empty dos window's), `Win_free`;
+//!   synchronization: `Win_fence` (the `MPI_MODE_*` assertions
+//!   accepted, `NOSUCCEED` ends the epoch), `Win_post`/`start`/`complete`/
+//!   `wait`/`test`, `Win_lock`/`unlock` (shared and exclusive),
+//!   `Win_lock_all`/`unlock_all`, `Win_flush(_all)`, `Win_flush_local(_all)`
+//!   (complete at the target too), `Win_sync`; communication: `Put`, `Get`,
+//!   `Accumulate`, `Get_accumulate`, `Fetch_and_op`, `Compare_and_swap`,
+//!   and `Rput`, `Rget`, `Raccumulate`, `Rget_accumulate` (passive-target
+//!   epochs only; their requests are complete when returned: the origin
+//!   buffer is free and a get's data is in place; every `Wait*`/`Test*` takes
+//!   them). Derived datatypes on both sides: the origin's packed, the
+//!   target's cut into contiguous runs. Accumulates take every predefined
+//!   operation on the types the standard allows it for (`SUM`, `PROD`,
+//!   `MIN`, `MAX` on integers and floats, `SUM`/`PROD` on complex; bitwise
+//!   on integers and `MPI_BYTE`; `LAND`/`LOR`/`LXOR` on integers and
+//!   booleans; `MINLOC`/`MAXLOC` on the pair types), `MPI_REPLACE` and
+//!   `MPI_NO_OP` on any type; they run at the target (or in place for a
+//!   mapped part) under the window's accumulate lock, so accumulates with
+//!   the same basic type are atomic per element, fetching or not, as the
+//!   standard requires; `Compare_and_swap` on integer, logical and byte
+//!   types. The basic type of an accumulate is that of the origin or target
+//!   datatype, whichever is predefined. `Win_get_group`, `Win_get_attr`
+//!   (`MPI_WIN_BASE`, `MPI_WIN_SIZE`, `MPI_WIN_DISP_UNIT`,
+//!   `MPI_WIN_CREATE_FLAVOR`, `MPI_WIN_MODEL` = `MPI_WIN_UNIFIED`),
+//!   `Win_set/get_errhandler` (a window's errors go to its own handler,
+//!   `MPI_ERRORS_ARE_FATAL` by default), `Win_set/get_info` (kept, no hint
+//!   changes anything), `Win_set/get_name`. Errors: a bad rank
+//!   (`MPI_ERR_RANK`), a negative displacement or `disp_unit`
+//!   (`MPI_ERR_DISP`), a negative size (`MPI_ERR_SIZE`), the wrong flavor
+//!   (`MPI_ERR_RMA_FLAVOR`), memory attached twice or not attached
+//!   (`MPI_ERR_RMA_ATTACH`), an access outside
+//!   the target's window (`MPI_ERR_RMA_RANGE`, before anything is sent),
+//!   communication outside an epoch that reaches the target, an unlock
+//!   without a lock, a flush outside a passive-target epoch, a second lock,
+//!   freeing a window inside an epoch (`MPI_ERR_RMA_SYNC`), an invalid or
+//!   freed window (`MPI_ERR_WIN`), a bad lock type (`MPI_ERR_LOCKTYPE`) or
+//!   assertion (`MPI_ERR_ASSERT`), an operation not defined on the type
+//!   (`MPI_ERR_OP`), origin and target data of different sizes
+//!   (`MPI_ERR_TYPE`). Tests: `mpi/tests/c/rma_ops.c` (every synchronization
+//!   mode and operation against a serial model, shared windows, derived
+//!   types), `rma_dynamic.c` and `rma_errors.c`.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
 //! * Small helpers that common benchmark code calls: `Type_get_name`,
 //!   `Get_address`, `Dims_create`.
 //!   Functions of the groups below that such code references (Cartesian
-//!   topologies, sessions, window creation) exist so that it links, and raise
+//!   topologies, sessions) exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
 //!
 //! ## Not yet
@@ -194,7 +248,9 @@
 //! `_c` constructors, `Pack_external`; user operations on derived types and
 //! on `long double`; attributes and keyvals of the
 //! program's own; user error
-//! handlers; one-sided windows; MPI-IO's `external32`, user error handlers
+//! handlers; `long double` types in one-sided accumulates (other than
+//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
+//! program's own on windows; MPI-IO's `external32`, user error handlers
 //! for files and a local POSIX driver; intercommunicators and
 //! topologies; the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -245,7 +301,7 @@
 //! and user operations as dos `Op`s), `userop` (`Op_create`), one module per
 //! group of functions: `env`, `comm`, `group`, `p2p`, `persist`, `request`,
 //! `coll`, `nbc` (nonblocking collectives), `info`, `types` (constructors, `Pack`),
-//! `io` (MPI-IO),
+//! `io` (MPI-IO), `rma` (windows),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -321,6 +377,7 @@ mod persist;
 mod ptr;
 mod reduce;
 mod request;
+mod rma;
 mod state;
 mod types;
 mod userop;

@@ -252,6 +252,8 @@ pub(crate) fn finalize() -> R<()> {
         return Err(not_running());
     };
     PHASE.store(AFTER, Ordering::Release);
+    // Windows the program did not free go before dos leaves the job.
+    crate::rma::forget_all();
     for r in st.freed_recvs.drain(..) {
         r.abandon();
     }

@@ -462,3 +462,18 @@ fn an_mpi_io_file_is_read_by_a_later_job_with_another_rank_count() {
     let j = run_with(2, &[], &prog, &["nofs"]);
     expect_ok(&j, "a job without dosfs", "OK nofs 2 ranks");
 }
+
+#[test]
+fn one_sided_every_sync_mode_and_operation_against_a_serial_model() {
+    passes("dosmpicc", "rma_ops.c");
+}
+
+#[test]
+fn one_sided_bad_arguments_return_their_classes() {
+    passes("dosmpicc", "rma_errors.c");
+}
+
+#[test]
+fn one_sided_dynamic_windows() {
+    passes("dosmpicc", "rma_dynamic.c");
+}

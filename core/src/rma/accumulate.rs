@@ -98,7 +98,7 @@ pub(crate) unsafe fn get_accumulate_at<T: Pod, O: Op<T>>(
 ///
 /// # Safety
 /// `dst` is valid for `len` bytes of window memory.
-unsafe fn get_accumulate_coded(
+pub(crate) unsafe fn get_accumulate_coded(
     header: &WinHeader,
     dst: *mut u8,
     opc: u8,
@@ -106,6 +106,10 @@ unsafe fn get_accumulate_coded(
     len: usize,
     bytes: &[u8],
 ) -> Option<Vec<u8>> {
+    if opc >= super::raw::CAS || ty >= super::raw::COMPLEX_F32 {
+        // SAFETY: forwarded from the caller.
+        return unsafe { super::raw::update(header, dst, opc, ty, len, bytes) };
+    }
     /// Decodes the operands and runs the typed update.
     ///
     /// # Safety

@@ -26,6 +26,10 @@
 //!   and post/start/complete/wait between groups of ranks ([`pscw`]:
 //!   [`Window::post`], [`Window::start`], [`Window::complete`],
 //!   [`Window::wait`], [`Window::test`]).
+//! * Run-time codes instead of types, for language bindings ([`raw`]):
+//!   [`Window::accumulate_raw`], [`Window::get_accumulate_raw`] and
+//!   [`Window::compare_swap_raw`] on a byte window, with the logical
+//!   operations and a compare-and-swap of any integer width besides.
 //! * The window's communicator ([`Window::comm`]) and slices of window
 //!   memory: this rank's part ([`Window::local`], [`Window::local_mut`]) and
 //!   a node peer's ([`Window::node_part_mut`]) ([`local`](mod@local)).
@@ -73,6 +77,7 @@ pub mod accumulate;
 pub mod local;
 pub(crate) mod mapped;
 pub mod pscw;
+pub mod raw;
 pub(crate) mod target;
 pub(crate) mod wire;
 
@@ -410,10 +415,15 @@ impl<'a, T: Pod> Window<'a, T> {
     }
 
     fn part(&self, target: usize) -> Result<&Part> {
-        self.parts.get(target).ok_or(Error::InvalidRank {
-            rank: target,
-            size: self.parts.len(),
-        })
+        // A match, not `ok_or`: the error is built (and dropped) only when
+        // needed, not on every put and flush.
+        match self.parts.get(target) {
+            Some(p) => Ok(p),
+            None => Err(Error::InvalidRank {
+                rank: target,
+                size: self.parts.len(),
+            }),
+        }
     }
 
     /// Byte offset and length of `count` elements at `disp` of `target`'s

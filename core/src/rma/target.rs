@@ -474,7 +474,7 @@ pub(crate) unsafe fn accumulate<T: Pod + Send + Sync, O: Op<T>>(
 ///
 /// # Safety
 /// `dst` is valid for `bytes.len()` bytes of window memory.
-unsafe fn accumulate_coded(
+pub(crate) unsafe fn accumulate_coded(
     header: &WinHeader,
     dst: *mut u8,
     opc: u8,
