@@ -145,7 +145,7 @@ use crate::dtype::Shared;
 use crate::error::{err, Error, R};
 use crate::p2p::set_status;
 use crate::ptr::{dst, out, read, src, string};
-use crate::state::{self, ReqEntry, ReqKind};
+use crate::state;
 
 /// `MPI_FILE_NULL`.
 pub(crate) const FILE_NULL: Handle = 0x118;
@@ -805,20 +805,8 @@ fn status_of(bytes: u64) -> Status {
 /// # Safety
 /// `request` valid for a write.
 unsafe fn done_request(bytes: u64, request: *mut Handle) -> R<()> {
-    if request.is_null() {
-        return Err(err(abi::ERR_ARG, "null pointer for request"));
-    }
-    let h = state::with(|st| {
-        Ok(st.reqs.insert(ReqEntry {
-            raw: dos::detached::DetachedRequest::completed(),
-            kind: ReqKind::Send,
-            comm: abi::COMM_WORLD,
-            outcome: Some(Box::new((status_of(bytes), None))),
-            after: None,
-        }))
-    })?;
     // SAFETY: the caller's contract.
-    unsafe { out(request, h, "request") }
+    unsafe { crate::request::insert_completed(Some(status_of(bytes)), request) }
 }
 
 macro_rules! write_fns {

@@ -664,3 +664,27 @@ mpi_fn! {
         out(extent, t.extent(), "extent")
     }
 }
+
+/// Stores a request that is complete already (the transfer was done in the
+/// call, as one-sided `R*` operations and MPI-IO's nonblocking forms do) and
+/// writes its handle to `request`; `status`, if any, is what `Wait`/`Test`
+/// report for it.
+///
+/// # Safety
+/// `request` null or valid for a write.
+pub(crate) unsafe fn insert_completed(status: Option<Status>, request: *mut Handle) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(ReqEntry {
+            raw: DetachedRequest::completed(),
+            kind: ReqKind::Send,
+            comm: abi::COMM_WORLD,
+            outcome: status.map(|s| Box::new((s, None))),
+            after: None,
+        }))
+    })?;
+    // SAFETY: checked not null; the caller's contract.
+    unsafe { out(request, h, "request") }
+}

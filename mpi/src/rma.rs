@@ -25,7 +25,6 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
-use dos::detached::DetachedRequest;
 use dos::rma::{raw, LockKind, Window};
 
 use crate::abi::{self, Handle};
@@ -33,7 +32,7 @@ use crate::datatype::{self, Elem, Layout};
 use crate::dtype::Type;
 use crate::error::{err, Error, R};
 use crate::ptr::out;
-use crate::state::{self, ReqEntry, ReqKind, Table};
+use crate::state::{self, Table};
 
 /// `MPI_WIN_NULL`.
 pub(crate) const WIN_NULL: Handle = 0x110;
@@ -1199,19 +1198,8 @@ win_fn! {
 /// A request that is complete: the request-based operations finish their
 /// local part before returning.
 unsafe fn done_request(request: *mut Handle) -> R<()> {
-    if request.is_null() {
-        return Err(err(abi::ERR_ARG, "null pointer for request"));
-    }
-    let h = state::with(|st| {
-        Ok(st.reqs.insert(ReqEntry {
-            raw: DetachedRequest::completed(),
-            kind: ReqKind::Send,
-            comm: abi::COMM_WORLD,
-            outcome: None,
-        }))
-    })?;
-    // SAFETY: checked not null.
-    unsafe { out(request, h, "request") }
+    // SAFETY: the caller's contract.
+    unsafe { crate::request::insert_completed(None, request) }
 }
 
 win_fn! {
