@@ -58,6 +58,7 @@
 //! finalized without entering it) fails on every rank waiting in it.
 
 mod client;
+pub mod direct;
 pub mod pmi2;
 pub mod simple;
 pub mod slurm;
