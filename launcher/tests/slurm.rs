@@ -10,10 +10,9 @@
 //! in turn: `salloc -N 3 dosrun collcheck` (and `-n 6`), an `sbatch --wait`
 //! script running dosrun, a rank that exits 3 and one killed by SIGKILL under
 //! salloc and under sbatch (the job's exit status and dosrun's report), a dos
-//! program started directly by `srun -n 6 --mpi=pmi2` (refused in
-//! `dos::init` with a clear error naming dosrun, as long as direct launch
-//! is not supported), and after each: no job in `squeue` and no process of
-//! the job left on any host. Build the checks first:
+//! program started directly by `srun -n 6 --mpi=pmi2` (p2pcheck; and a rank
+//! that exits 3 or is killed there), and after each: no job in `squeue` and
+//! no process of the job left on any host. Build the checks first:
 //!
 //! ```text
 //! cargo build -p dos-launcher -p dos-checks --bins
@@ -389,10 +388,35 @@ fn on_a_real_slurm_cluster() {
         assert_nothing_left(&format!("sbatch ({name})"));
     }
 
-    // Direct launch: a dos program started by srun is refused by dos::init
-    // with a clear error (dosrun, or srun's agents through it, is the way).
-    let r = slurm_run(slurm("srun").args(["-N", "3", "-n", "6", "--mpi=pmi2", &collcheck]));
-    assert_ne!(r.code(), 0, "{r:?}");
-    assert!(r.stderr.contains("dosrun"), "{r:?}");
-    assert_nothing_left("srun --mpi=pmi2 collcheck");
+    // Direct launch: srun starts the dos program's ranks itself; dos::init
+    // joins through Slurm's PMI server (mpi/pmi2, PMI-1 wire protocol).
+    let p2pcheck = bin("p2pcheck");
+    let r = slurm_run(slurm("srun").args(["-N", "3", "-n", "6", "--mpi=pmi2", &p2pcheck]));
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("p2pcheck: OK 6 ranks"), "{r:?}");
+    assert!(!r.stderr.contains("dos: "), "{r:?}");
+    assert_nothing_left("srun --mpi=pmi2 p2pcheck");
+    // A rank that exits 3 or is killed: srun ends the others
+    // (--kill-on-bad-exit), its status and report are Slurm's: the largest
+    // of the tasks' statuses (143 when the others' SIGTERM is the largest).
+    for (how, codes, want) in [
+        ("exit 3", [3, 143], "dos-h3: task 4: Exited with exit code 3"),
+        ("kill -9 $$", [137, 143], "dos-h3: task 4: Killed"),
+    ] {
+        let body = format!("if [ \"$PMI_RANK\" = 4 ]; then {how}; fi; exec {p2pcheck}");
+        let r = slurm_run(slurm("srun").args([
+            "-N",
+            "3",
+            "-n",
+            "6",
+            "--mpi=pmi2",
+            "--kill-on-bad-exit=1",
+            "sh",
+            "-c",
+            &body,
+        ]));
+        assert!(codes.contains(&r.code()), "{how}: {r:?}");
+        assert!(r.stderr.contains(want), "{how}: {r:?}");
+        assert_nothing_left(&format!("srun --mpi=pmi2, a rank that fails ({how})"));
+    }
 }

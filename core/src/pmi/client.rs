@@ -141,14 +141,14 @@ fn foreign_launcher(lookup: impl Fn(&str) -> Option<String>) -> Option<Error> {
         if known.is_none_or(|n| n > 1) {
             return Some(env(
                 "PMIX_RANK",
-                "started by a PMIx launcher (Open MPI's mpirun, srun --mpi=pmix), which dos does not speak: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+                "started by a PMIx launcher (Open MPI's mpirun, srun --mpi=pmix), which dos does not speak: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it), srun --mpi=pmi2 or mpiexec.hydra",
             ));
         }
     }
     if several("PMI_SIZE") {
         return Some(env(
             "PMI_SIZE",
-            "started as one of several ranks by a PMI launcher (mpiexec.hydra, srun --mpi=pmi2), which dos does not speak yet: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+            "started as one of several ranks by a PMI launcher without PMI_FD (a server reached through PMI_PORT), which dos does not speak: start the program with dosrun, srun --mpi=pmi2 or mpiexec.hydra",
         ));
     }
     None
