@@ -8,9 +8,8 @@
 #   ompi    Open MPI's mpirun in the same allocation (its daemons through srun)
 #
 # each with a plain program (`true`: the launch alone) and with a program
-# that joins the job (`init`: dos's hello for dosrun; an MPI_Init/Finalize
-# C program for mpirun). Direct launch of a dos program by srun is not
-# supported (dos::init refuses it), so `direct` runs `true` only.
+# that joins the job (dos's hello example: dos::init, a line, finalize; for
+# mpirun an MPI_Init/MPI_Finalize C program).
 #
 #   flock /tmp/dos-cluster.lock ci/bench-startup.sh [TRIALS]     default 10
 #
@@ -45,6 +44,8 @@ mpicc -O2 -o "$dir/mpi_init" "$dir/mpi_init.c"
 bash ci/cluster.sh slurm 3 >/dev/null
 state=/tmp/dos-cluster
 export SLURM_CONF=$state/slurm/slurm.conf
+# Open MPI refuses root without both.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 # The allocation-side cases run inside one salloc, which runs this script
 # again with `inside`: every case of a trial then starts in the same state.
@@ -56,10 +57,11 @@ cases=(
 	"$dosrun true"
 	"$dosrun $hello"
 	"srun -n 6 --mpi=none true"
+	"srun -n 6 --mpi=pmi2 $hello"
 	"mpirun -n 6 --mca plm slurm true"
 	"mpirun -n 6 --mca plm slurm $dir/mpi_init"
 )
-names=("srun agents: dosrun true" "srun agents: dosrun hello" "direct: srun -n 6 true" "ompi: mpirun true" "ompi: mpirun mpi_init")
+names=("srun agents: dosrun true" "srun agents: dosrun hello" "direct: srun -n 6 true" "direct: srun --mpi=pmi2 hello" "ompi: mpirun true" "ompi: mpirun mpi_init")
 ssh_cases=(
 	"$dosrun --hostfile $state/hostfile --launch-agent 'ssh -F $state/ssh_config -o BatchMode=yes' -n 6 true"
 	"$dosrun --hostfile $state/hostfile --launch-agent 'ssh -F $state/ssh_config -o BatchMode=yes' -n 6 $hello"
