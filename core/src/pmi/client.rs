@@ -122,13 +122,13 @@ impl Wiring {
 
 /// Why a program started without dosrun cannot run as a world of one: it
 /// was started as one of several ranks by another launcher, whose wire-up
-/// dos does not speak yet (every rank would otherwise think itself rank 0
-/// of 1). `None`: a program started alone (also by `mpirun -n 1`,
+/// dos does not speak (every rank would otherwise think itself rank 0 of 1).
+/// Called only without `PMI_FD` (with it, the rank joins directly). `None`: a program started alone (also by `mpirun -n 1`,
 /// `srun -n 1`), which runs as a world of one.
 ///
 /// * PMIx (Open MPI's `mpirun`, `srun --mpi=pmix`): `PMIX_RANK` set, with
 ///   `OMPI_COMM_WORLD_SIZE` or `PMI_SIZE` above 1 or neither given;
-/// * PMI-1 or PMI-2 (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`):
+/// * PMI-1 or PMI-2 without `PMI_FD` (a server reached through `PMI_PORT`):
 ///   `PMI_SIZE` above 1.
 ///
 /// A plain `srun -n N` (no PMI plug-in) is not recognised: Slurm's own
