@@ -400,7 +400,11 @@ fn on_a_real_slurm_cluster() {
     // (--kill-on-bad-exit), its status and report are Slurm's: the largest
     // of the tasks' statuses (143 when the others' SIGTERM is the largest).
     for (how, codes, want) in [
-        ("exit 3", [3, 143], "dos-h3: task 4: Exited with exit code 3"),
+        (
+            "exit 3",
+            [3, 143],
+            "dos-h3: task 4: Exited with exit code 3",
+        ),
         ("kill -9 $$", [137, 143], "dos-h3: task 4: Killed"),
     ] {
         let body = format!("if [ \"$PMI_RANK\" = 4 ]; then {how}; fi; exec {p2pcheck}");

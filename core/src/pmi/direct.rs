@@ -430,6 +430,130 @@ fn first_address() -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
+    use std::io::{BufRead, BufReader};
+
+    /// A PMI-1 server for one rank of a job of `size` on one end of a
+    /// socket pair, answering as Slurm's plug-in does (no `msg`), or with
+    /// `garbage` after init. Returns the rank's end.
+    fn fake_server(size: usize, garbage: bool) -> (RawFd, std::thread::JoinHandle<()>) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut kvs: HashMap<String, String> = HashMap::new();
+            kvs.insert(
+                "PMI_process_mapping".into(),
+                format!("(vector,(0,1,{size}))"),
+            );
+            let mut w = b.try_clone().unwrap();
+            for line in BufReader::new(b).lines() {
+                let Ok(line) = line else { return };
+                let mut out = Vec::new();
+                let r = match Command::parse(&line).unwrap() {
+                    Command::Init { .. } => {
+                        "cmd=response_to_init pmi_version=1 pmi_subversion=1 rc=0".to_string()
+                    }
+                    _ if garbage => "cmd=what\n".to_string(),
+                    Command::GetMyKvsname => "cmd=my_kvsname kvsname=kvs_42_0 rc=0".into(),
+                    Command::Put { key, value, .. } => {
+                        kvs.insert(key.into(), value.into());
+                        "cmd=put_result rc=0".into()
+                    }
+                    Command::Get { key, .. } => match kvs.get(key) {
+                        Some(v) => format!("cmd=get_result rc=0 value={v}"),
+                        None => "cmd=get_result rc=-1".into(),
+                    },
+                    Command::BarrierIn => "cmd=barrier_out".into(),
+                    Command::Finalize => "cmd=finalize_ack".into(),
+                    _ => return,
+                };
+                out.extend_from_slice(r.as_bytes());
+                out.push(b'\n');
+                if w.write_all(&out).is_err() {
+                    return;
+                }
+            }
+        });
+        (a.into_raw_fd(), t)
+    }
+
+    fn vars(v: Vec<(&'static str, String)>) -> impl Fn(&str) -> Option<String> {
+        move |n| v.iter().find(|(k, _)| *k == n).map(|(_, x)| x.clone())
+    }
+
+    #[test]
+    fn joins_a_pmi1_server_alone_on_its_node() {
+        let (fd, t) = fake_server(1, false);
+        let j = join(
+            vars(vec![
+                ("PMI_FD", fd.to_string()),
+                ("PMI_RANK", "0".into()),
+                ("PMI_SIZE", "1".into()),
+            ]),
+            Some(Duration::from_secs(10)),
+            16384,
+        )
+        .unwrap();
+        assert_eq!((j.rank, j.size, j.local_rank, j.local_size), (0, 1, 0, 1));
+        assert_eq!((j.node_id, j.nnodes, j.node_addr), (0, 1, None));
+        // The segment local rank 0 made is attachable.
+        let seg = Segment::attach(unsafe { std::os::fd::OwnedFd::from_raw_fd(j.shm_fd) }).unwrap();
+        assert_eq!(seg.layout().nranks, 1);
+        let mut c = j.conn;
+        c.put("tcp.0", &[0, 1, 0xfe, 0xff]).unwrap();
+        c.barrier().unwrap();
+        assert_eq!(c.get("tcp.0").unwrap(), [0, 1, 0xfe, 0xff]);
+        assert!(matches!(c.get("nope"), Err(Error::KeyNotFound { .. })));
+        c.finalize().unwrap();
+        drop(c);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn bad_servers_and_variables_are_typed_errors() {
+        // A server that answers nonsense: a protocol error, not a hang.
+        let (fd, t) = fake_server(1, true);
+        let e = join(
+            vars(vec![
+                ("PMI_FD", fd.to_string()),
+                ("PMI_RANK", "0".into()),
+                ("PMI_SIZE", "1".into()),
+            ]),
+            Some(Duration::from_secs(10)),
+            16384,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::WireupProtocol { .. }), "{e}");
+        t.join().unwrap();
+        // A server that is gone: an I/O error.
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let e = join(
+            vars(vec![
+                ("PMI_FD", a.into_raw_fd().to_string()),
+                ("PMI_RANK", "0".into()),
+                ("PMI_SIZE", "2".into()),
+            ]),
+            Some(Duration::from_secs(10)),
+            16384,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::Wireup { .. }), "{e}");
+        let var = |v| match join(vars(v), None, 16384) {
+            Err(Error::Environment { var, .. }) => var,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(var(vec![("PMI_RANK", "0".into())]), "PMI_FD");
+        assert_eq!(var(vec![("PMI_FD", "x".into())]), "PMI_FD");
+        assert_eq!(var(vec![("PMI_FD", "987654".into())]), "PMI_FD");
+        assert_eq!(
+            var(vec![
+                ("PMI_FD", "0".into()),
+                ("PMI_RANK", "3".into()),
+                ("PMI_SIZE", "3".into())
+            ]),
+            "PMI_RANK"
+        );
+    }
 
     #[test]
     fn process_mappings_expand() {
