@@ -496,7 +496,9 @@ mod tests {
         assert_eq!((j.rank, j.size, j.local_rank, j.local_size), (0, 1, 0, 1));
         assert_eq!((j.node_id, j.nnodes, j.node_addr), (0, 1, None));
         // The segment local rank 0 made is attachable.
-        let seg = Segment::attach(unsafe { std::os::fd::OwnedFd::from_raw_fd(j.shm_fd) }).unwrap();
+        // SAFETY: join handed this descriptor to us; nothing else owns it.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(j.shm_fd) };
+        let seg = Segment::attach(fd).unwrap();
         assert_eq!(seg.layout().nranks, 1);
         let mut c = j.conn;
         c.put("tcp.0", &[0, 1, 0xfe, 0xff]).unwrap();
