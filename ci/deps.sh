@@ -17,10 +17,14 @@
 #                                         programs compiled with dosmpicc/dosmpicxx
 #   mpich                                 MPICH programs under dosrun --mpi pmi1
 #                                         (launcher/tests/mpich.rs compiles with mpicc.mpich)
+#   slurm-wlm                             the Slurm test cluster (ci/cluster.sh slurm,
+#                                         launcher/tests/slurm.rs); a policy-rc.d that
+#                                         exits 101 keeps its post-install scripts (and
+#                                         munge's) from starting the system's daemons
 set -euo pipefail
 
 packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-client nftables
-          cmake clang libclang-dev tshark python3 fuse3 fio gcc g++ mpich)
+          cmake clang libclang-dev tshark python3 fuse3 fio gcc g++ mpich slurm-wlm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -39,4 +43,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "deps: installing ${missing[*]}" >&2
 "${sudo[@]}" apt-get update
-DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}"
+# No service starts while installing (slurmctld, slurmd, munged): the tests
+# start their own. Ours only if there is none.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    own_policy=1
+fi
+rc=0
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y "${missing[@]}" || rc=$?
+if [ "$own_policy" = 1 ]; then
+    "${sudo[@]}" rm -f "$policy"
+fi
+exit "$rc"

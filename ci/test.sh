@@ -36,5 +36,8 @@ cargo test --workspace
 step "dosfs: a client in another network namespace gets TCP, one on the servers' node slots (namespace cluster; skipped when not root)"
 cargo test -p dos-fs --test datapath -- --ignored a_client_in_another_network_namespace_uses_tcp
 
+step "Slurm: salloc/sbatch/srun on a real Slurm in the namespace cluster (ci/cluster.sh slurm 3; needs root and slurm-wlm)"
+cargo test -p dos-launcher --test slurm -- --ignored on_a_real_slurm_cluster
+
 step "dosfs: a 1 GiB file copied in and out bit-exact, then verified (release build)"
 cargo test -p dos-fs --release --test perf -- --ignored --nocapture cp_1gib_in_and_out_bit_exact

@@ -1,5 +1,6 @@
 //! `dos::pmi::simple`: `split_line`, `Command::parse` and `Response::parse`,
-//! the PMI-1 lines MPICH programs send to dosrun.
+//! the PMI-1 lines MPICH programs send to dosrun, and
+//! `dos::pmi::direct::parse_process_mapping` (a value from a PMI server).
 //!
 //! The bytes are read as a stream of lines; what parses and encodes again
 //! must parse to the same message.
@@ -25,6 +26,9 @@ fuzz_target!(|data: &[u8]| {
                 let again = std::str::from_utf8(&out).unwrap();
                 assert_eq!(Response::parse(again.trim_end_matches('\n')), Ok(r));
             }
+        }
+        if let Some(m) = dos::pmi::direct::parse_process_mapping(line, 64) {
+            assert_eq!(m.len(), 64);
         }
         rest = &rest[used..];
     }

@@ -122,13 +122,13 @@ impl Wiring {
 
 /// Why a program started without dosrun cannot run as a world of one: it
 /// was started as one of several ranks by another launcher, whose wire-up
-/// dos does not speak yet (every rank would otherwise think itself rank 0
-/// of 1). `None`: a program started alone (also by `mpirun -n 1`,
+/// dos does not speak (every rank would otherwise think itself rank 0 of 1).
+/// Called only without `PMI_FD` (with it, the rank joins directly). `None`: a program started alone (also by `mpirun -n 1`,
 /// `srun -n 1`), which runs as a world of one.
 ///
 /// * PMIx (Open MPI's `mpirun`, `srun --mpi=pmix`): `PMIX_RANK` set, with
 ///   `OMPI_COMM_WORLD_SIZE` or `PMI_SIZE` above 1 or neither given;
-/// * PMI-1 or PMI-2 (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`):
+/// * PMI-1 or PMI-2 without `PMI_FD` (a server reached through `PMI_PORT`):
 ///   `PMI_SIZE` above 1.
 ///
 /// A plain `srun -n N` (no PMI plug-in) is not recognised: Slurm's own
@@ -141,14 +141,14 @@ fn foreign_launcher(lookup: impl Fn(&str) -> Option<String>) -> Option<Error> {
         if known.is_none_or(|n| n > 1) {
             return Some(env(
                 "PMIX_RANK",
-                "started by a PMIx launcher (Open MPI's mpirun, srun --mpi=pmix), which dos does not speak: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+                "started by a PMIx launcher (Open MPI's mpirun, srun --mpi=pmix), which dos does not speak: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it), srun --mpi=pmi2 or mpiexec.hydra",
             ));
         }
     }
     if several("PMI_SIZE") {
         return Some(env(
             "PMI_SIZE",
-            "started as one of several ranks by a PMI launcher (mpiexec.hydra, srun --mpi=pmi2), which dos does not speak yet: start the program with dosrun (inside a Slurm allocation dosrun takes its hosts from it)",
+            "started as one of several ranks by a PMI launcher without PMI_FD (a server reached through PMI_PORT), which dos does not speak: start the program with dosrun, srun --mpi=pmi2 or mpiexec.hydra",
         ));
     }
     None
@@ -191,6 +191,9 @@ pub struct Client {
     w: Wiring,
     buf: Vec<u8>,
     finalized: bool,
+    /// Direct launch: the other launcher's PMI-1 server instead of dosrun's
+    /// service (then `stream` is a copy of its socket, unused).
+    direct: Option<super::direct::Direct>,
 }
 
 impl Client {
@@ -202,6 +205,9 @@ impl Client {
     pub fn from_env() -> Result<Option<Client>> {
         let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
         let Some(w) = Wiring::parse(lookup)? else {
+            if lookup("PMI_FD").is_some() && lookup("PMIX_RANK").is_none() {
+                return Client::direct(lookup).map(Some);
+            }
             return match foreign_launcher(lookup) {
                 Some(e) => Err(e),
                 None => Ok(None),
@@ -214,6 +220,35 @@ impl Client {
             }
         }
         Client::connect(w).map(Some)
+    }
+
+    /// Joins a job started by another launcher's PMI-1 server (`PMI_FD`):
+    /// see [`super::direct`].
+    fn direct(lookup: impl Fn(&str) -> Option<String>) -> Result<Client> {
+        let cfg = crate::config::Config::from_env().unwrap_or_default();
+        let limit =
+            (cfg.wireup_timeout_ms > 0).then(|| Duration::from_millis(cfg.wireup_timeout_ms));
+        let j = super::direct::join(lookup, limit, cfg.shm_ring_bytes)?;
+        let stream = j.conn.socket_copy()?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+            finalized: false,
+            w: Wiring {
+                rank: j.rank,
+                size: j.size,
+                local_rank: j.local_rank,
+                local_size: j.local_size,
+                node_id: j.node_id,
+                nnodes: j.nnodes,
+                node_addr: j.node_addr,
+                jobid: j.jobid,
+                secret: j.secret,
+                addr: String::new(),
+                shm_fd: Some(j.shm_fd),
+            },
+            direct: Some(j.conn),
+        })
     }
 
     /// Connects and authenticates, retrying [`JOIN_ATTEMPTS`] times when
@@ -256,6 +291,7 @@ impl Client {
             buf: Vec::with_capacity(256),
             finalized: false,
             w,
+            direct: None,
         };
         c.authenticate()?;
         Ok(c)
@@ -355,6 +391,9 @@ impl Client {
     /// Keys are 1 to [`wire::MAX_KEY`] bytes, values at most [`wire::MAX_VALUE`].
     /// Putting a key again before the fence replaces its value.
     pub fn put(&mut self, key: &str, value: &[u8]) -> Result<()> {
+        if let Some(d) = &mut self.direct {
+            return d.put(key, value);
+        }
         match self.call("put", Request::Put { key, value })? {
             Answer::Ok => Ok(()),
             _ => Err(unexpected()),
@@ -363,6 +402,9 @@ impl Client {
 
     /// Waits until every rank of the job has entered the fence.
     pub fn fence(&mut self) -> Result<()> {
+        if let Some(d) = &mut self.direct {
+            return d.barrier();
+        }
         match self.call("fence", Request::Fence)? {
             Answer::FenceDone => Ok(()),
             _ => Err(unexpected()),
@@ -373,6 +415,9 @@ impl Client {
     ///
     /// [`Error::KeyNotFound`] when no rank put it before that fence.
     pub fn get(&mut self, key: &str) -> Result<Vec<u8>> {
+        if let Some(d) = &mut self.direct {
+            return d.get(key);
+        }
         match self.call("get", Request::Get { key })? {
             Answer::Value(v) => Ok(v),
             Answer::NotFound => Err(Error::KeyNotFound {
@@ -389,6 +434,13 @@ impl Client {
     /// every rank of the job, this one included, so the caller normally
     /// exits right after.
     pub fn abort(&mut self, code: i32, msg: &str) -> Result<()> {
+        if let Some(d) = &mut self.direct {
+            // PMI-1 carries no message (MPICH prints its own): say it here.
+            if !msg.is_empty() {
+                eprintln!("dos: rank {} aborts the job: {msg}", self.w.rank);
+            }
+            return d.abort(code);
+        }
         let mut end = msg.len().min(wire::MAX_MSG);
         while !msg.is_char_boundary(end) {
             end -= 1;
@@ -417,6 +469,17 @@ impl Client {
     ///
     /// Every later call fails.
     pub fn finalize(&mut self) -> Result<()> {
+        if let Some(d) = &mut self.direct {
+            if self.finalized {
+                return Err(Error::InvalidArgument {
+                    op: "finalize",
+                    reason: "the wire-up client is finalized",
+                });
+            }
+            d.finalize()?;
+            self.finalized = true;
+            return Ok(());
+        }
         match self.call("finalize", Request::Finalize)? {
             Answer::Ok => {
                 self.finalized = true;

@@ -10,6 +10,10 @@
 //! * [`simple`], [`pmi2`]: the codecs of the standard PMI-1 ("simple")
 //!   and PMI-2 wire protocols that MPICH, hydra and Slurm speak (sans I/O);
 //!   `dosrun` serves PMI-1 to MPICH programs with [`simple`].
+//! * [`direct`]: direct launch, the rank side of PMI-1 under `srun
+//!   --mpi=pmi2` and `mpiexec.hydra` (no dosrun): [`Client::from_env`] uses it
+//!   when `PMI_FD` is set; the node's shared segment is made by its local
+//!   rank 0 and opened by the others through `/proc/<pid>/fd`.
 //! * [`slurm`]: Slurm's compressed host and count lists
 //!   (`SLURM_JOB_NODELIST`, `SLURM_TASKS_PER_NODE`), pure parsers.
 //!
@@ -41,13 +45,15 @@
 //! connects again, a few times with a growing, jittered wait; a service that
 //! fails to prove the secret is not retried.
 //!
-//! A program started without `dosrun` has no `DOS_PMI_ADDR`;
-//! [`Client::from_env`] then returns `Ok(None)` (a world of one), unless
-//! another launcher started it as one of several ranks: `PMI_SIZE` above 1
-//! (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`) or `PMIX_RANK` (Open MPI's
-//! `mpirun`, `srun --mpi=pmix`). Direct launch is not supported yet, so that
-//! is an [`crate::Error::Environment`] naming the variable and pointing to
-//! dosrun, rather than several ranks each believing itself rank 0 of 1.
+//! A program started without `dosrun` has no `DOS_PMI_ADDR`. With `PMI_FD`
+//! (MPICH's `mpiexec.hydra`, `srun --mpi=pmi2`) it joins the job directly
+//! ([`direct`]). Otherwise [`Client::from_env`] returns `Ok(None)` (a world
+//! of one), unless another launcher started it as one of several ranks in a
+//! way dos does not speak: `PMIX_RANK` (Open MPI's `mpirun`, `srun
+//! --mpi=pmix`: PMIx only) or `PMI_SIZE` above 1 without `PMI_FD`. That is an
+//! [`crate::Error::Environment`] naming the variable and the alternatives
+//! (dosrun, `srun --mpi=pmi2`, `mpiexec.hydra`), rather than several ranks
+//! each believing itself rank 0 of 1.
 //!
 //! # Semantics
 //!
@@ -58,6 +64,7 @@
 //! finalized without entering it) fails on every rank waiting in it.
 
 mod client;
+pub mod direct;
 pub mod pmi2;
 pub mod simple;
 pub mod slurm;

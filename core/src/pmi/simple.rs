@@ -414,13 +414,14 @@ impl<'a> Response<'a> {
             "appnum" => Response::Appnum(p.num("appnum", "appnum")?),
             "universe_size" => Response::UniverseSize(p.num("universe_size", "size")?),
             "my_kvsname" => Response::MyKvsname(p.get("my_kvsname", "kvsname")?),
+            // Slurm's mpi/pmi2 plug-in sends no `msg`: empty then.
             "put_result" => Response::PutResult {
                 rc: p.num("put_result", "rc")?,
-                msg: p.get("put_result", "msg")?,
+                msg: p.opt("msg").unwrap_or(""),
             },
             "get_result" => Response::GetResult {
                 rc: p.num("get_result", "rc")?,
-                msg: p.get("get_result", "msg")?,
+                msg: p.opt("msg").unwrap_or(""),
                 value: p.opt("value"),
             },
             "barrier_out" => Response::BarrierOut,
@@ -581,6 +582,19 @@ mod tests {
                 msg: "key_x_not_found",
                 value: None
             })
+        );
+        // Slurm's mpi/pmi2 plug-in answers PMI-1 clients without `msg`.
+        assert_eq!(
+            Response::parse("cmd=get_result rc=0 value=(vector,(0,1,2))"),
+            Ok(Response::GetResult {
+                rc: 0,
+                msg: "",
+                value: Some("(vector,(0,1,2))")
+            })
+        );
+        assert_eq!(
+            Response::parse("cmd=put_result rc=0"),
+            Ok(Response::PutResult { rc: 0, msg: "" })
         );
     }
 

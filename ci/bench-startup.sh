@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Job start-up for 3 hosts x 2 ranks on the namespace cluster with a real
+# Slurm (ci/cluster.sh slurm 3), measured in one run, interleaved:
+#
+#   ssh     dosrun --hostfile with ssh node agents (outside any allocation)
+#   srun    dosrun inside the allocation: node agents started by srun
+#   direct  srun -n 6 itself (no dosrun; a plain program: see below)
+#   ompi    Open MPI's mpirun in the same allocation (its daemons through srun)
+#
+# each with a plain program (`true`: the launch alone) and with a program
+# that joins the job (dos's hello example: dos::init, a line, finalize; for
+# mpirun an MPI_Init/MPI_Finalize C program).
+#
+#   flock /tmp/dos-cluster.lock ci/bench-startup.sh [TRIALS]     default 10
+#
+# Needs root, slurm-wlm (ci/deps.sh), Open MPI's mpicc/mpirun, and builds a
+# release dosrun and dos's hello example. Takes the namespace cluster: brings
+# it up with Slurm, and down at the end. Prints, per command, the median and
+# the minimum wall time in ms.
+set -euo pipefail
+trials=${1:-10}
+cd "$(dirname "$0")/.."
+root=$PWD
+cargo build -q --release -p dos-launcher --bin dosrun
+cargo build -q --release -p dos --example hello
+dosrun=$root/target/release/dosrun
+hello=$root/target/release/examples/hello
+dir=$(mktemp -d /tmp/bench-startup.XXXXXX)
+cleanup() {
+	bash "$root/ci/cluster.sh" down >/dev/null 2>&1 || true
+	rm -rf "$dir"
+}
+trap cleanup EXIT
+cat >"$dir/mpi_init.c" <<'EOF'
+#include <mpi.h>
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Finalize();
+    return 0;
+}
+EOF
+mpicc -O2 -o "$dir/mpi_init" "$dir/mpi_init.c"
+bash ci/cluster.sh slurm 3 >/dev/null
+state=/tmp/dos-cluster
+export SLURM_CONF=$state/slurm/slurm.conf
+# Open MPI refuses root without both.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+# The allocation-side cases run inside one salloc, which runs this script
+# again with `inside`: every case of a trial then starts in the same state.
+cat >"$dir/inside.sh" <<EOF
+#!/usr/bin/env bash
+set -eu
+trials=\$1
+cases=(
+	"$dosrun true"
+	"$dosrun $hello"
+	"srun -n 6 --mpi=none true"
+	"srun -n 6 --mpi=pmi2 $hello"
+	"mpirun -n 6 --mca plm slurm true"
+	"mpirun -n 6 --mca plm slurm $dir/mpi_init"
+)
+names=("srun agents: dosrun true" "srun agents: dosrun hello" "direct: srun -n 6 true" "direct: srun --mpi=pmi2 hello" "ompi: mpirun true" "ompi: mpirun mpi_init")
+ssh_cases=(
+	"$dosrun --hostfile $state/hostfile --launch-agent 'ssh -F $state/ssh_config -o BatchMode=yes' -n 6 true"
+	"$dosrun --hostfile $state/hostfile --launch-agent 'ssh -F $state/ssh_config -o BatchMode=yes' -n 6 $hello"
+)
+ssh_names=("ssh agents: dosrun true" "ssh agents: dosrun hello")
+all=("\${ssh_cases[@]}" "\${cases[@]}")
+alln=("\${ssh_names[@]}" "\${names[@]}")
+for i in "\${!all[@]}"; do : >"$dir/t\$i"; done
+for _ in \$(seq "\$trials"); do
+	for i in "\${!all[@]}"; do
+		if [ "\$i" -lt "\${#ssh_cases[@]}" ]; then
+			# Outside the allocation: no SLURM_* variable reaches dosrun.
+			run=(env \$(env | grep -o '^SLURM_[A-Z_]*' | grep -v '^SLURM_CONF\$' | sed 's/^/-u /') bash -c "\${all[\$i]}")
+		else
+			run=(bash -c "\${all[\$i]}")
+		fi
+		t0=\$(date +%s%N)
+		if ! "\${run[@]}" >/dev/null 2>"$dir/err"; then
+			echo "failed: \${alln[\$i]}: \$(tail -3 "$dir/err")" >&2
+		fi
+		t1=\$(date +%s%N)
+		echo \$(((t1 - t0) / 1000)) >>"$dir/t\$i"
+	done
+done
+for i in "\${!all[@]}"; do
+	sort -n "$dir/t\$i" | awk -v what="\${alln[\$i]}" '
+		{ v[NR] = \$1 }
+		END { printf "%-30s median %7.1f ms  min %7.1f ms\n", what, v[int((NR + 1) / 2)] / 1000, v[1] / 1000 }'
+done
+EOF
+chmod +x "$dir/inside.sh"
+echo "start-up, 3 hosts x 2 ranks, $trials trials interleaved ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
+salloc -N 3 -n 6 --quiet "$dir/inside.sh" "$trials"
