@@ -12,13 +12,13 @@ use super::groups;
 use super::index::{
     check_name, level, read_own, seal_own, write_own, write_own_parts, Dirs, Entry, Index, State,
 };
-use super::l4::{Flusher, Remote};
+use super::l4::{Body, Flusher, Remote};
 use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
 use super::store::{
-    bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed_parts,
-    DieMidWrite, Disk, Files, MappedWrite, Mapping, RealDisk,
+    bundle, bundle_one, bundle_prefix, header_for, read_sealed, seal, seal_header, unbundle,
+    write_sealed_parts, DieMidWrite, Disk, Files, MappedWrite, Mapping, RealDisk,
 };
 use super::xor;
 use crate::config::Config;
@@ -613,6 +613,9 @@ impl<'w> Ckpt<'w> {
     /// complete ones (collective). Returns whether all succeeded.
     pub fn wait_fs(&mut self) -> Result<bool> {
         let mut all_ok = true;
+        if let (Some(f), false) = (&self.flusher, self.fs_pending.is_empty()) {
+            f.hurry();
+        }
         while !self.fs_pending.is_empty() {
             let before = self.fs_pending.len();
             all_ok &= self.settle_fs()?;
@@ -706,9 +709,8 @@ impl<'w> Ckpt<'w> {
         // The memory image goes to the partner as its parts (no copy) unless
         // the bundle is built anyway (for L3 or L4).
         let need_bundle = levels & level::XOR != 0
-            || fs_due
-            || (levels & level::PARTNER != 0 && matches!(files, Part::Routed(_)));
-        let bund = if need_bundle {
+            || (matches!(files, Part::Routed(_)) && (fs_due || levels & level::PARTNER != 0));
+        let mut bund = if need_bundle {
             match &files {
                 Part::Memory(parts) => bundle_one(MEMORY, parts),
                 Part::Routed(f) => bundle(f),
@@ -890,7 +892,35 @@ impl<'w> Ckpt<'w> {
                     let rel = rel_root(&self.opts.id)
                         .join(format!("{name}.v{version}"))
                         .join(format!("r{me}.bundle"));
-                    if f.submit(entry.seq, rel, seal(&bund)) {
+                    // The memory image: the L1 file itself, sealed with
+                    // the crc32c L1 computed (nothing copied or summed
+                    // here); else the bundle built for L3 or routed files.
+                    let from_l1 = match (&files, parts_crc, bund.is_empty()) {
+                        (Part::Memory(parts), Some(c), true) => {
+                            let len: usize = parts.iter().map(|x| x.len()).sum();
+                            let prefix = bundle_prefix(MEMORY, len);
+                            let crc = crc32c::crc32c_combine(crc32c::crc32c(&prefix), c, len);
+                            let l1 = self.l1.files(name, version, me).join(MEMORY);
+                            std::fs::File::open(&l1).ok().map(|file| {
+                                let mut head =
+                                    header_for((prefix.len() + len) as u64, crc).to_vec();
+                                head.extend_from_slice(&prefix);
+                                (head, Body::File(file, len as u64))
+                            })
+                        }
+                        _ => None,
+                    };
+                    let (head, body) = match from_l1 {
+                        Some(x) => x,
+                        None => {
+                            let b = match &files {
+                                Part::Memory(parts) if bund.is_empty() => bundle_one(MEMORY, parts),
+                                _ => std::mem::take(&mut bund),
+                            };
+                            (seal_header(&b).to_vec(), Body::Bytes(b))
+                        }
+                    };
+                    if f.submit(entry.seq, rel, head, body) {
                         let mut e = entry.clone();
                         e.levels |= level::FS;
                         self.fs_pending.push(e);
