@@ -1,8 +1,11 @@
 //! `dosbench ckpt`: checkpoint bandwidth per level of `dos::ckpt`, against
 //! plain copies measured in the same run (dos only).
 //!
-//! Every rank saves a slice of `--size` bytes. Rows (medians of `--reps`,
-//! each the slowest rank's time):
+//! Every rank saves a slice of `--size` bytes. Every configuration is
+//! measured once per round, `--reps` rounds after two untimed warm-up
+//! rounds (steady state: buffers allocated, and the partner copies reuse
+//! the memory of retired ones); rows are medians over the rounds, each
+//! the slowest rank's time:
 //!
 //! * `memcpy` (RAM to RAM) and `write to DIR` (a plain file write into the
 //!   L1 directory, /dev/shm by default: the baseline of L1);
@@ -81,60 +84,14 @@ pub fn run(w: &World, o: &CkptOptions) -> Res<Vec<Row>> {
         })
     };
 
-    let mut copy = vec![0u8; n];
-    let t = (0..reps)
-        .map(|_| {
-            timed(w, || {
-                copy.copy_from_slice(&data);
-                std::hint::black_box(&copy);
-                Ok(())
-            })
-        })
-        .collect::<Res<Vec<_>>>()?;
-    row("memcpy", mibs(n, median(t)));
-    drop(copy);
-
+    // Every configuration is measured once per round, the rounds one
+    // after the other, so that a change of load on a shared machine hits
+    // them all alike; each row is the median over the rounds.
     let file = dir.join(format!("dosbench-ckpt-{}-{}", std::process::id(), w.rank()));
-    let t = (0..reps)
-        .map(|_| timed(w, || Ok(std::fs::write(&file, &data)?)))
-        .collect::<Res<Vec<_>>>()?;
-    let _ = std::fs::remove_file(&file);
-    let shm = median(t);
-    row("write to DIR (L1 baseline)", mibs(n, shm));
-
     let peer = w.rank() ^ 1;
-    let mut inc = vec![0u8; n];
-    let p2p = if peer < w.size() || w.size() == 1 {
-        let t = (0..reps)
-            .map(|_| {
-                timed(w, || {
-                    if peer < w.size() {
-                        w.sendrecv(&data, peer, 7, &mut inc, peer, 7)?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect::<Res<Vec<_>>>()?;
-        median(t)
-    } else {
-        f64::NAN
-    };
-    row("p2p exchange (L2 baseline)", mibs(n, p2p));
-    drop(inc);
-
-    // XOR: 8 members of n/8 bytes, one core.
+    let paired = peer < w.size();
     let members: Vec<&[u8]> = data.chunks(n.div_ceil(8).max(1)).collect();
-    let t = (0..reps)
-        .map(|_| {
-            timed(w, || {
-                std::hint::black_box(dos::ckpt::xor::encode(&members));
-                Ok(())
-            })
-        })
-        .collect::<Res<Vec<_>>>()?;
-    row("xor encode, 1 core (per core)", mibs(n, median(t)));
-
-    let level = |levels: u8| -> Res<f64> {
+    let session = |levels: u8| -> Res<Ckpt<'_>> {
         let mut opts = Options::from_config(w.config())?;
         opts.id = format!("dosbench-{levels}");
         opts.dir = dir.clone();
@@ -143,23 +100,66 @@ pub fn run(w: &World, o: &CkptOptions) -> Res<Vec<Row>> {
         opts.group_by_rank = true;
         opts.fs = None;
         opts.keep = 1;
-        let mut ck = Ckpt::with_options(w, opts)?;
-        let mut t = Vec::new();
-        for v in 0..reps as u64 {
-            t.push(timed(w, || {
+        Ok(Ckpt::with_options(w, opts)?)
+    };
+    let mut sessions = [session(1)?, session(1 | 2)?, session(1 | 4)?];
+    let mut copy = vec![0u8; n];
+    let mut inc = vec![0u8; n];
+    // Warm-up, not timed: the buffers, the files and the spare partner
+    // copy that the steady state reuses (see `dos::ckpt::store::MappedWrite`).
+    const WARM: u64 = 2;
+    for v in 0..WARM {
+        std::fs::write(&file, &data)?;
+        if paired {
+            w.sendrecv(&data, peer, 7, &mut inc, peer, 7)?;
+        }
+        for ck in &mut sessions {
+            ck.checkpoint("bench", v, &[Data::slice(&data)])?;
+        }
+    }
+    let mut t: Vec<Vec<f64>> = vec![Vec::new(); 7];
+    for v in WARM..WARM + reps as u64 {
+        t[0].push(timed(w, || {
+            copy.copy_from_slice(&data);
+            std::hint::black_box(&copy);
+            Ok(())
+        })?);
+        t[1].push(timed(w, || Ok(std::fs::write(&file, &data)?))?);
+        t[2].push(timed(w, || {
+            if paired {
+                w.sendrecv(&data, peer, 7, &mut inc, peer, 7)?;
+            }
+            Ok(())
+        })?);
+        t[3].push(timed(w, || {
+            std::hint::black_box(dos::ckpt::xor::encode(&members));
+            Ok(())
+        })?);
+        for (i, ck) in sessions.iter_mut().enumerate() {
+            t[4 + i].push(timed(w, || {
                 Ok(ck.checkpoint("bench", v, &[Data::slice(&data)])?)
             })?);
         }
-        drop(ck);
-        w.barrier()?;
-        if w.local_rank() == 0 {
+    }
+    let _ = std::fs::remove_file(&file);
+    drop(sessions);
+    w.barrier()?;
+    if w.local_rank() == 0 {
+        for levels in [1, 1 | 2, 1 | 4] {
             let _ = std::fs::remove_dir_all(dir.join(format!("dos-ckpt-dosbench-{levels}")));
         }
-        Ok(median(t))
+    }
+    let m: Vec<f64> = t.into_iter().map(median).collect();
+    let p2p = if paired || w.size() == 1 {
+        m[2]
+    } else {
+        f64::NAN
     };
-    let l1 = level(1)?;
-    let l12 = level(1 | 2)?;
-    let l13 = level(1 | 4)?;
+    row("memcpy", mibs(n, m[0]));
+    row("write to DIR (L1 baseline)", mibs(n, m[1]));
+    row("p2p exchange (L2 baseline)", mibs(n, p2p));
+    row("xor encode, 1 core (per core)", mibs(n, m[3]));
+    let (l1, l12, l13) = (m[4], m[5], m[6]);
     row("checkpoint L1", mibs(n, l1));
     row("checkpoint L1+L2", mibs(n, l12));
     row("  L2 part alone", mibs(n, (l12 - l1).max(1e-9)));

@@ -133,6 +133,48 @@ fn a_rank_that_lost_its_l1_is_rebuilt_from_its_partner() {
     assert!(got[0].1.contains("from L1"), "{got:?}");
 }
 
+/// A partner copy is received into the file of a retired one (its memory
+/// reused, not freed and allocated again) and restores bit-identical.
+#[test]
+fn partner_copies_reuse_the_files_of_retired_ones() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = scratch("recycle");
+    let root = dir.join("dos-ckpt-t");
+    run_threads(2, |w| {
+        let mut o = opts(&dir, 0, L12, true);
+        o.keep = 1;
+        let mut ck = Ckpt::with_options(&w, o).unwrap();
+        let q = 1 - w.rank();
+        let copy = |v: u64| root.join(format!("s.v{v}")).join(format!("p{q}.bundle"));
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        let save = |ck: &mut Ckpt, v: u64| {
+            let u = state(w.rank(), v);
+            ck.checkpoint("s", v, &[Data::slice(&u), Data::value(&v)])
+                .unwrap();
+        };
+        save(&mut ck, 1);
+        let first = ino(&copy(1));
+        save(&mut ck, 2);
+        // v1 is retired: its copy becomes the spare (in the background).
+        let spare = root.join(format!("spare.p{q}"));
+        let until = Instant::now() + Duration::from_secs(20);
+        while !spare.exists() {
+            assert!(Instant::now() < until, "no spare copy after v1 retired");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        save(&mut ck, 3);
+        assert_eq!(ino(&copy(3)), first, "v3's copy is v1's file, reused");
+        assert!(!copy(1).exists() && !spare.exists());
+    });
+    lose_own(&dir, 3, 1);
+    let got = restore(&dir, 2, L12, true);
+    assert!(
+        got.iter()
+            .all(|(v, l)| *v == 3 && l.contains("from L2 (1 of 2")),
+        "{got:?}"
+    );
+}
+
 #[test]
 fn a_rank_without_l1_and_partner_copy_is_rebuilt_from_xor_parity() {
     let dir = scratch("xor");

@@ -38,7 +38,13 @@
 //!   run has ended.
 //! * **Per run.** `--timeout` and the other watches apply to each run;
 //!   stdin goes to rank 0 of every run (what the first took is gone).
-//!   `--fs` cannot be combined with restarts yet (a usage error).
+//!   `--fs` cannot be combined with restarts yet (a usage error): its
+//!   servers live in the processes of one run (dosrun and its agents), and
+//!   dosfs stripes every file over all targets without redundancy, so a
+//!   lost node's target takes a part of every striped file (every L4
+//!   checkpoint) with it; bringing the servers back per run is not enough.
+//!   A standing file system (`dosfs up`, which outlives the runs) with
+//!   `DOS_CKPT_FS=dosfs:/DIR` is the way to combine restarts and dosfs.
 //! * **Exit status.** 0 only if a run completed; when the restarts are
 //!   exhausted (or no host can take a lost host's ranks), the last
 //!   failure's status, the same codes as without restarts.

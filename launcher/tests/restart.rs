@@ -981,7 +981,18 @@ fn heat_node_failures(trials: usize, nhosts: usize) {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        std::thread::sleep(Duration::from_millis(250 + rng.below(400)));
+        // Past the first complete checkpoint (a fixed delay is not enough
+        // on a loaded machine: a kill before it is a restart from scratch,
+        // with nothing to rebuild), then a random moment.
+        let node_dir = Path::new(d.str()).join(format!("198.18.0.{victim}"));
+        while !has_complete_checkpoint(&node_dir, &format!("heat{t}")) {
+            assert!(
+                Instant::now() < until + Duration::from_secs(40),
+                "trial {t}: no checkpoint complete on host {victim}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
         for p in host_processes(victim) {
             // SAFETY: kill has no memory effects; the pids are our job's
             // agent and ranks in the cluster's namespace.
@@ -1013,6 +1024,15 @@ fn heat_node_failures(trials: usize, nhosts: usize) {
         );
         eprintln!("trial {t}: {}", lines[0]);
     }
+}
+
+/// Whether an index of job `id` under the node directory `dir` records a
+/// complete checkpoint (every rank wrote every level).
+fn has_complete_checkpoint(dir: &Path, id: &str) -> bool {
+    dos::ckpt::catalog::list(dir).is_ok_and(|l| {
+        l.iter()
+            .any(|c| c.id == id && c.state == dos::ckpt::index::State::Complete)
+    })
 }
 
 /// One node failure on 3 hosts (2 working, a spare).

@@ -203,6 +203,11 @@ impl Dirs {
     pub fn partner(&self, name: &str, v: u64, o: usize) -> PathBuf {
         self.version(name, v).join(format!("p{o}.bundle"))
     }
+    /// The spare file a retired partner copy of rank `o` is kept in, so
+    /// the next copy reuses its memory (see [`super::store::MappedWrite`]).
+    pub fn spare(&self, o: usize) -> PathBuf {
+        self.root.join(format!("spare.p{o}"))
+    }
     /// Rank `o`'s parity segment.
     pub fn parity(&self, name: &str, v: u64, o: usize) -> PathBuf {
         self.version(name, v).join(format!("x{o}.parity"))
@@ -251,7 +256,7 @@ pub fn write_own(
 }
 
 /// Writes rank `o`'s one file `file`, the concatenation of `parts` (not
-/// copied), then its manifest; returns the bytes written.
+/// copied), then its manifest; returns the bytes written and their crc32c.
 pub fn write_own_parts(
     disk: &dyn Disk,
     d: &Dirs,
@@ -260,7 +265,7 @@ pub fn write_own_parts(
     o: usize,
     file: &str,
     parts: &[&[u8]],
-) -> Result<u64> {
+) -> Result<(u64, u32)> {
     disk.write_atomic_parts(&d.files(name, v, o).join(file), parts)?;
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let crc = parts.iter().fold(0, |c, p| crc32c::crc32c_append(c, p));
@@ -272,7 +277,7 @@ pub fn write_own_parts(
         o,
         vec![(file.to_string(), len as u64, crc)],
     )?;
-    Ok(len as u64)
+    Ok((len as u64, crc))
 }
 
 fn write_manifest(

@@ -72,7 +72,10 @@
 //!   old checkpoints.
 //! * **L2** (`DOS_CKPT_LEVELS` has 2): a copy of each rank's files on its
 //!   partner in another failure group (node), sent over the job's
-//!   transports.
+//!   transports. The partner receives it straight into a shared mapping of
+//!   the copy's file (the transfer is the write), sealed with the sender's
+//!   crc32c; a retired copy is kept as a spare file whose memory (and
+//!   mapping) the next copy reuses ([`store::MappedWrite`]).
 //! * **L3** (has 3): XOR parity across sets of `DOS_CKPT_XOR_SET` (8)
 //!   failure groups, each member storing `1/(n-1)` of its size ([`xor`]);
 //!   any one lost member of a set is rebuilt.
@@ -90,7 +93,8 @@
 //! manifest. Each rank keeps an index ([`index`]) of the checkpoints and
 //! their states, updated by a crash-safe commit protocol; a checkpoint is
 //! complete only once every rank wrote every level; the last
-//! `DOS_CKPT_KEEP` complete ones are kept and older ones deleted.
+//! `DOS_CKPT_KEEP` complete ones are kept and older ones deleted (by a
+//! background thread, once the index no longer names them).
 //!
 //! ## Restart
 //!

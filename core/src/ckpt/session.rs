@@ -12,13 +12,13 @@ use super::groups;
 use super::index::{
     check_name, level, read_own, seal_own, write_own, write_own_parts, Dirs, Entry, Index, State,
 };
-use super::l4::{Flusher, Remote};
+use super::l4::{Body, Flusher, Remote};
 use super::mem::{self, Data, Image, Slot, MEMORY};
 use super::plan::{self, have, Source};
 use super::policy::{Policy, Since};
 use super::store::{
-    bundle, bundle_one, bundle_prefix, read_sealed, seal, unbundle, write_sealed,
-    write_sealed_parts, DieMidWrite, Disk, Files, RealDisk,
+    bundle, bundle_one, bundle_prefix, header_for, read_sealed, seal, seal_header, unbundle,
+    write_sealed_parts, DieMidWrite, Disk, Files, MappedWrite, Mapping, RealDisk,
 };
 use super::xor;
 use crate::config::Config;
@@ -237,6 +237,17 @@ pub struct Ckpt<'w> {
     restored: Option<String>,
     /// Test hook: the version during whose L1 write this rank dies.
     die_in: Option<u64>,
+    /// Mappings of the partner copies this rank holds, newest last (see
+    /// [`MappedWrite`]).
+    mappings: Vec<Mapping>,
+    /// Retired versions whose files are being removed in the background.
+    retiring: Vec<(String, u64, std::thread::JoinHandle<()>)>,
+}
+
+impl Drop for Ckpt<'_> {
+    fn drop(&mut self) {
+        self.wait_retired(None);
+    }
 }
 
 const TAG_PARTNER: i32 = 1 << 20;
@@ -306,6 +317,8 @@ impl<'w> Ckpt<'w> {
             searched: false,
             restored: None,
             die_in: None,
+            mappings: Vec::new(),
+            retiring: Vec::new(),
         })
     }
 
@@ -482,7 +495,9 @@ impl<'w> Ckpt<'w> {
         let mut v = [0u64];
         self.comm.allreduce(&[mine], &mut v, Max)?;
         let dir = self.l1.files(name, v[0], self.comm.rank());
-        // Leftovers of an earlier attempt at this version go.
+        // Leftovers of an earlier attempt at this version go (and a
+        // background removal of the same version ends first).
+        self.wait_retired(Some((name, v[0])));
         RealDisk.remove_all(&dir)?;
         std::fs::create_dir_all(&dir).map_err(Error::file("create", &dir))?;
         self.phase = Phase::Output {
@@ -598,6 +613,9 @@ impl<'w> Ckpt<'w> {
     /// complete ones (collective). Returns whether all succeeded.
     pub fn wait_fs(&mut self) -> Result<bool> {
         let mut all_ok = true;
+        if let (Some(f), false) = (&self.flusher, self.fs_pending.is_empty()) {
+            f.hurry();
+        }
         while !self.fs_pending.is_empty() {
             let before = self.fs_pending.len();
             all_ok &= self.settle_fs()?;
@@ -625,6 +643,8 @@ impl<'w> Ckpt<'w> {
     /// wrote every part.
     fn commit(&mut self, name: &str, version: u64, files: Result<Part<'_>>) -> Result<bool> {
         let t0 = Instant::now();
+        // A version written again waits for its old files' removal.
+        self.wait_retired(Some((name, version)));
         self.settle_fs()?;
         let fs_due = self.flusher.is_some() && self.taken % self.opts.fs_every == 0;
         if fs_due {
@@ -670,9 +690,13 @@ impl<'w> Ckpt<'w> {
         } else {
             &RealDisk
         };
+        let mut parts_crc = None;
         let wrote = match &files {
             Part::Memory(parts) => {
-                write_own_parts(disk, &self.l1, name, version, me, MEMORY, parts)
+                write_own_parts(disk, &self.l1, name, version, me, MEMORY, parts).map(|(b, c)| {
+                    parts_crc = Some(c);
+                    b
+                })
             }
             Part::Routed(f) => seal_own(disk, &self.l1, name, version, me, f),
         };
@@ -685,9 +709,8 @@ impl<'w> Ckpt<'w> {
         // The memory image goes to the partner as its parts (no copy) unless
         // the bundle is built anyway (for L3 or L4).
         let need_bundle = levels & level::XOR != 0
-            || fs_due
-            || (levels & level::PARTNER != 0 && matches!(files, Part::Routed(_)));
-        let bund = if need_bundle {
+            || (matches!(files, Part::Routed(_)) && (fs_due || levels & level::PARTNER != 0));
+        let mut bund = if need_bundle {
             match &files {
                 Part::Memory(parts) => bundle_one(MEMORY, parts),
                 Part::Routed(f) => bundle(f),
@@ -707,15 +730,31 @@ impl<'w> Ckpt<'w> {
                     }
                     _ => (Vec::new(), vec![&bund[..]]),
                 };
-                // A first message: the pieces' count and lengths, and the
-                // bundle's prefix; then the pieces.
+                // The copy's crc32c, from the one L1 computed where it can
+                // (the partner seals its copy with it rather than making a
+                // pass of its own: the copy is checked when it is read).
+                let crc = match (&files, parts_crc) {
+                    (Part::Memory(parts), Some(c)) => {
+                        // The bundle's prefix, then the parts L1 summed.
+                        let len = parts.iter().map(|x| x.len()).sum();
+                        let head = crc32c::crc32c(&bundle_prefix(MEMORY, len));
+                        crc32c::crc32c_combine(head, c, len)
+                    }
+                    _ => pieces
+                        .iter()
+                        .fold(crc32c::crc32c(&prefix), |c, x| crc32c::crc32c_append(c, x)),
+                };
+                // A first message: the pieces' count and lengths, the
+                // copy's crc32c and the bundle's prefix; then the pieces.
                 let mut meta = (pieces.len() as u32).to_le_bytes().to_vec();
                 for x in &pieces {
                     meta.extend_from_slice(&(x.len() as u64).to_le_bytes());
                 }
+                meta.extend_from_slice(&crc.to_le_bytes());
                 meta.extend_from_slice(&prefix);
                 let from: Vec<usize> = (0..n).filter(|&q| partners[q] == Some(me)).collect();
-                let got = crate::scope(|s| -> crate::Result<Vec<(usize, Option<Vec<u8>>)>> {
+                type Got = Vec<(usize, Result<(MappedWrite, u32)>)>;
+                let got = crate::scope(|s| -> crate::Result<Got> {
                     let mut sends = vec![self.comm.isend(s, &meta, p, TAG_PARTNER)?];
                     for x in &pieces {
                         sends.push(self.comm.isend(s, x, p, TAG_PARTNER)?);
@@ -723,39 +762,58 @@ impl<'w> Ckpt<'w> {
                     let mut got = Vec::new();
                     for &q in &from {
                         let (m, _) = self.comm.recv_vec::<u8>(q, TAG_PARTNER)?;
-                        let Some((lens, prefix)) = parse_meta(&m) else {
+                        let Some((lens, crc, prefix)) = parse_meta(&m) else {
                             // A malformed announcement: the copy is lost, and
                             // the pieces that follow cannot be told apart.
-                            got.push((q, None));
+                            got.push((
+                                q,
+                                Err(Error::Usage {
+                                    op: "a partner copy",
+                                    reason: "malformed announcement from the partner",
+                                }),
+                            ));
                             continue;
                         };
-                        let total: usize = lens.iter().sum();
-                        let mut buf = Vec::with_capacity(prefix.len() + total);
-                        buf.extend_from_slice(prefix);
-                        buf.resize(prefix.len() + total, 0);
-                        let mut at = prefix.len();
-                        for l in lens {
-                            self.comm.recv(&mut buf[at..at + l], q, TAG_PARTNER)?;
-                            at += l;
+                        let total = prefix.len() + lens.iter().sum::<usize>();
+                        // Received straight into the copy's file (mapped).
+                        let dest = self.l1.partner(name, version, q);
+                        let spare = self.l1.spare(q);
+                        let cache = &mut self.mappings;
+                        match MappedWrite::create(&dest, total, Some(&spare), cache) {
+                            Ok(mut w) => {
+                                let buf = w.payload();
+                                buf[..prefix.len()].copy_from_slice(prefix);
+                                let mut at = prefix.len();
+                                for l in lens {
+                                    self.comm.recv(&mut buf[at..at + l], q, TAG_PARTNER)?;
+                                    at += l;
+                                }
+                                got.push((q, Ok((w, crc))));
+                            }
+                            Err(e) => {
+                                // No room for the copy: drain the pieces.
+                                for l in lens {
+                                    let mut scratch = vec![0u8; l];
+                                    self.comm.recv(&mut scratch, q, TAG_PARTNER)?;
+                                }
+                                got.push((q, Err(e)));
+                            }
                         }
-                        got.push((q, Some(buf)));
                     }
                     drop(sends);
                     Ok(got)
                 })?;
-                for (q, b) in got {
-                    match b {
-                        Some(b) => note(write_sealed(
-                            &RealDisk,
-                            &self.l1.partner(name, version, q),
-                            &b,
-                        )),
-                        None => note(Err(Error::Usage {
-                            op: "a partner copy",
-                            reason: "malformed announcement from the partner",
-                        })),
+                for (_, r) in got {
+                    match r.and_then(|(w, crc)| w.commit(crc)) {
+                        Ok(m) => self.mappings.push(m),
+                        Err(e) => note(Err(e)),
                     }
                 }
+                // The mappings of the copies kept and of the spare: the
+                // ones the next copies can reuse (older ones go).
+                let most = (self.opts.keep + 1) * from.len();
+                let extra = self.mappings.len().saturating_sub(most);
+                self.mappings.drain(..extra);
             }
         }
         let t_l2 = t0.elapsed();
@@ -815,8 +873,18 @@ impl<'w> Ckpt<'w> {
             self.taken += 1;
             let gone = self.index.retire(self.opts.keep);
             self.store_index();
+            // The retired versions' files go in the background: the index
+            // no longer names them (stored above), so a crash before they
+            // are gone leaves only garbage that the next fresh run clears.
             for e in gone {
-                self.remove_mine(&e);
+                let paths = self.paths_of(&e);
+                let spawned = std::thread::Builder::new()
+                    .name("dos-ckpt-retire".into())
+                    .spawn(move || remove_paths(&paths));
+                match spawned {
+                    Ok(h) => self.retiring.push((e.name.clone(), e.version, h)),
+                    Err(_) => remove_paths(&self.paths_of(&e)),
+                }
             }
             // L4, in the background.
             if let Some(f) = &self.flusher {
@@ -824,7 +892,35 @@ impl<'w> Ckpt<'w> {
                     let rel = rel_root(&self.opts.id)
                         .join(format!("{name}.v{version}"))
                         .join(format!("r{me}.bundle"));
-                    if f.submit(entry.seq, rel, seal(&bund)) {
+                    // The memory image: the L1 file itself, sealed with
+                    // the crc32c L1 computed (nothing copied or summed
+                    // here); else the bundle built for L3 or routed files.
+                    let from_l1 = match (&files, parts_crc, bund.is_empty()) {
+                        (Part::Memory(parts), Some(c), true) => {
+                            let len: usize = parts.iter().map(|x| x.len()).sum();
+                            let prefix = bundle_prefix(MEMORY, len);
+                            let crc = crc32c::crc32c_combine(crc32c::crc32c(&prefix), c, len);
+                            let l1 = self.l1.files(name, version, me).join(MEMORY);
+                            std::fs::File::open(&l1).ok().map(|file| {
+                                let mut head =
+                                    header_for((prefix.len() + len) as u64, crc).to_vec();
+                                head.extend_from_slice(&prefix);
+                                (head, Body::File(file, len as u64))
+                            })
+                        }
+                        _ => None,
+                    };
+                    let (head, body) = match from_l1 {
+                        Some(x) => x,
+                        None => {
+                            let b = match &files {
+                                Part::Memory(parts) if bund.is_empty() => bundle_one(MEMORY, parts),
+                                _ => std::mem::take(&mut bund),
+                            };
+                            (seal_header(&b).to_vec(), Body::Bytes(b))
+                        }
+                    };
+                    if f.submit(entry.seq, rel, head, body) {
                         let mut e = entry.clone();
                         e.levels |= level::FS;
                         self.fs_pending.push(e);
@@ -841,27 +937,48 @@ impl<'w> Ckpt<'w> {
     }
 
     /// Removes this rank's files of checkpoint `e` from L1.
-    fn remove_mine(&self, e: &Entry) {
+    fn remove_mine(&mut self, e: &Entry) {
+        self.wait_retired(Some((&e.name, e.version)));
+        remove_paths(&self.paths_of(e));
+    }
+
+    /// This rank's files of checkpoint `e` in L1: what goes, and the
+    /// partner copies kept as spares for the next copies to reuse.
+    fn paths_of(&self, e: &Entry) -> Retire {
         let me = self.comm.rank();
         let d = &self.l1;
-        let mut paths = vec![
+        let remove = vec![
             d.files(&e.name, e.version, me),
             d.manifest(&e.name, e.version, me),
             d.parity(&e.name, e.version, me),
         ];
+        let mut recycle = Vec::new();
         let partners = groups::partners(&e.groups.iter().map(|&g| g as usize).collect::<Vec<_>>());
         for (q, p) in partners.iter().enumerate() {
             if *p == Some(me) {
-                paths.push(d.partner(&e.name, e.version, q));
+                recycle.push((d.partner(&e.name, e.version, q), d.spare(q)));
             }
         }
-        for p in paths {
-            if let Err(err) = RealDisk.remove_all(&p) {
-                tracing::warn!("{err}");
+        Retire {
+            remove,
+            recycle,
+            dir: d.version(&e.name, e.version),
+        }
+    }
+
+    /// Waits for the background removal of `(name, version)` (every one
+    /// with `None`), and reaps the finished ones.
+    fn wait_retired(&mut self, which: Option<(&str, u64)>) {
+        let mut keep = Vec::new();
+        for (n, v, h) in self.retiring.drain(..) {
+            let hit = which.is_none_or(|(wn, wv)| wn == n && wv == v);
+            if hit || h.is_finished() {
+                let _ = h.join();
+            } else {
+                keep.push((n, v, h));
             }
         }
-        // The version's directory goes with its last file.
-        let _ = std::fs::remove_dir(d.version(&e.name, e.version));
+        self.retiring = keep;
     }
 
     /// Marks the L4 checkpoints every rank has flushed (collective).
@@ -1230,8 +1347,38 @@ impl<'w> Ckpt<'w> {
     }
 }
 
-/// The pieces' lengths and the bundle prefix of a partner announcement.
-fn parse_meta(m: &[u8]) -> Option<(Vec<usize>, &[u8])> {
+/// The files of a checkpoint that goes (see `Ckpt::paths_of`).
+#[derive(Debug)]
+struct Retire {
+    /// Files and trees removed.
+    remove: Vec<PathBuf>,
+    /// Partner copies renamed to spares `(from, to)` (the memory of a
+    /// tmpfs file is reused by the next copy instead of freed and
+    /// allocated again; /dev/shm then holds between checkpoints what it
+    /// holds during one).
+    recycle: Vec<(PathBuf, PathBuf)>,
+    /// The version's directory, removed if empty.
+    dir: PathBuf,
+}
+
+/// Removes a retired checkpoint's files (see [`Retire`]).
+fn remove_paths(r: &Retire) {
+    for (from, to) in &r.recycle {
+        if std::fs::rename(from, to).is_err() {
+            let _ = std::fs::remove_file(from);
+        }
+    }
+    for p in &r.remove {
+        if let Err(err) = RealDisk.remove_all(p) {
+            tracing::warn!("{err}");
+        }
+    }
+    let _ = std::fs::remove_dir(&r.dir);
+}
+
+/// The pieces' lengths, the copy's crc32c and the bundle prefix of a
+/// partner announcement.
+fn parse_meta(m: &[u8]) -> Option<(Vec<usize>, u32, &[u8])> {
     let k = u32::from_le_bytes(m.get(..4)?.try_into().ok()?) as usize;
     let end = k.checked_mul(8)?.checked_add(4)?;
     let lens = m
@@ -1240,7 +1387,8 @@ fn parse_meta(m: &[u8]) -> Option<(Vec<usize>, &[u8])> {
         .map(|c| usize::try_from(u64::from_le_bytes(c.try_into().expect("8 bytes"))).ok())
         .collect::<Option<Vec<_>>>()?;
     lens.iter().try_fold(0usize, |a, &l| a.checked_add(l))?;
-    Some((lens, &m[end..]))
+    let crc = u32::from_le_bytes(m.get(end..end + 4)?.try_into().ok()?);
+    Some((lens, crc, &m[end + 4..]))
 }
 
 /// XORs a contribution (`c`, `len`, chunks) into the running sum for `o`.
