@@ -27,14 +27,11 @@ macro_rules! not_yet {
 }
 
 not_yet! {
-    MPI_Cart_create / PMPI_Cart_create(comm: Handle, ndims: c_int, dims: *const c_int, periods: *const c_int, reorder: c_int, comm_cart: *mut Handle);
-    MPI_Cart_coords / PMPI_Cart_coords(comm: Handle, rank: c_int, maxdims: c_int, coords: *mut c_int);
-    MPI_Cart_rank / PMPI_Cart_rank(comm: Handle, coords: *const c_int, rank: *mut c_int);
-    MPI_Dist_graph_neighbors / PMPI_Dist_graph_neighbors(comm: Handle, maxindegree: c_int, sources: *mut c_int, sourceweights: *mut c_int, maxoutdegree: c_int, destinations: *mut c_int, destweights: *mut c_int);
     MPI_Comm_create_from_group / PMPI_Comm_create_from_group(group: Handle, stringtag: *const c_char, info: Handle, errhandler: Handle, newcomm: *mut Handle);
     MPI_Group_from_session_pset / PMPI_Group_from_session_pset(session: Handle, pset_name: *const c_char, newgroup: *mut Handle);
     MPI_Session_init / PMPI_Session_init(info: Handle, errhandler: Handle, session: *mut Handle);
     MPI_Session_finalize / PMPI_Session_finalize(session: *mut Handle);
+    MPI_Comm_spawn_multiple / PMPI_Comm_spawn_multiple(count: c_int, commands: *mut *mut c_char, argvs: *mut *mut *mut c_char, maxprocs: *const c_int, infos: *const Handle, root: c_int, comm: Handle, intercomm: *mut Handle, errcodes: *mut c_int);
     MPI_Win_create / PMPI_Win_create(base: *mut c_void, size: isize, disp_unit: c_int, info: Handle, comm: Handle, win: *mut Handle);
     MPI_Win_allocate / PMPI_Win_allocate(size: isize, disp_unit: c_int, info: Handle, comm: Handle, baseptr: *mut c_void, win: *mut Handle);
     MPI_Win_create_dynamic / PMPI_Win_create_dynamic(info: Handle, comm: Handle, win: *mut Handle);
@@ -42,12 +39,77 @@ not_yet! {
     MPI_Win_free / PMPI_Win_free(win: *mut Handle);
 }
 
+// Declared in mpi.h for rsmpi (dosbench's `mpi` build calls them): until the
+// window (mpi/src/rma.rs) and file (mpi/src/io.rs) modules define them, they
+// exist here so that such programs link. Each line goes when its real
+// function lands (a duplicate symbol otherwise).
+not_yet! {
+    MPI_Win_lock / PMPI_Win_lock(lock_type: c_int, rank: c_int, assert: c_int, win: Handle);
+    MPI_Win_unlock / PMPI_Win_unlock(rank: c_int, win: Handle);
+    MPI_Win_lock_all / PMPI_Win_lock_all(assert: c_int, win: Handle);
+    MPI_Win_unlock_all / PMPI_Win_unlock_all(win: Handle);
+    MPI_Win_flush / PMPI_Win_flush(rank: c_int, win: Handle);
+    MPI_Put / PMPI_Put(origin: *const c_void, ocount: c_int, otype: Handle, target: c_int, disp: isize, tcount: c_int, ttype: Handle, win: Handle);
+    MPI_Get / PMPI_Get(origin: *mut c_void, ocount: c_int, otype: Handle, target: c_int, disp: isize, tcount: c_int, ttype: Handle, win: Handle);
+    MPI_Fetch_and_op / PMPI_Fetch_and_op(origin: *const c_void, result: *mut c_void, datatype: Handle, target: c_int, disp: isize, op: Handle, win: Handle);
+    MPI_File_open / PMPI_File_open(comm: Handle, filename: *const c_char, amode: c_int, info: Handle, fh: *mut Handle);
+    MPI_File_close / PMPI_File_close(fh: *mut Handle);
+    MPI_File_delete / PMPI_File_delete(filename: *const c_char, info: Handle);
+    MPI_File_sync / PMPI_File_sync(fh: Handle);
+    MPI_File_read_at / PMPI_File_read_at(fh: Handle, offset: i64, buf: *mut c_void, count: c_int, datatype: Handle, status: *mut c_void);
+    MPI_File_read_at_all / PMPI_File_read_at_all(fh: Handle, offset: i64, buf: *mut c_void, count: c_int, datatype: Handle, status: *mut c_void);
+    MPI_File_write_at / PMPI_File_write_at(fh: Handle, offset: i64, buf: *const c_void, count: c_int, datatype: Handle, status: *mut c_void);
+    MPI_File_write_at_all / PMPI_File_write_at_all(fh: Handle, offset: i64, buf: *const c_void, count: c_int, datatype: Handle, status: *mut c_void);
+}
+
 mpi_fn! {
-    /// The name of a predefined datatype (`MPI_INT`, ...).
+    /// The name of a datatype: the one `MPI_Type_set_name` gave, else a
+    /// predefined type's own (`MPI_INT`, ...), else the empty string.
     fn MPI_Type_get_name / PMPI_Type_get_name(datatype: Handle, type_name: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
         let t = datatype::get(datatype)?;
-        string(type_name, 128, resultlen, t.name)
+        let n = crate::attr::name(crate::attr::Kind::Type, datatype).unwrap_or_else(|| t.name.to_string());
+        string(type_name, abi::MAX_OBJECT_NAME, resultlen, &n)
     }
+}
+
+/// Fortran handle conversion: the handle's bits as an `MPI_Fint` (every
+/// handle of dos fits in 31 bits) and back.
+macro_rules! c2f {
+    ($($c2f:ident / $pc2f:ident, $f2c:ident / $pf2c:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($pc2f), "`: the handle as an integer.")]
+        #[no_mangle]
+        pub extern "C" fn $pc2f(h: Handle) -> c_int {
+            h as c_int
+        }
+        #[doc = concat!("`", stringify!($c2f), "`: forwards to the profiling entry point.")]
+        #[no_mangle]
+        pub extern "C" fn $c2f(h: Handle) -> c_int {
+            $pc2f(h)
+        }
+        #[doc = concat!("`", stringify!($pf2c), "`: the integer as a handle.")]
+        #[no_mangle]
+        pub extern "C" fn $pf2c(f: c_int) -> Handle {
+            f as u32 as Handle
+        }
+        #[doc = concat!("`", stringify!($f2c), "`: forwards to the profiling entry point.")]
+        #[no_mangle]
+        pub extern "C" fn $f2c(f: c_int) -> Handle {
+            $pf2c(f)
+        }
+    )*};
+}
+
+c2f! {
+    MPI_Comm_c2f / PMPI_Comm_c2f, MPI_Comm_f2c / PMPI_Comm_f2c;
+    MPI_Errhandler_c2f / PMPI_Errhandler_c2f, MPI_Errhandler_f2c / PMPI_Errhandler_f2c;
+    MPI_File_c2f / PMPI_File_c2f, MPI_File_f2c / PMPI_File_f2c;
+    MPI_Group_c2f / PMPI_Group_c2f, MPI_Group_f2c / PMPI_Group_f2c;
+    MPI_Info_c2f / PMPI_Info_c2f, MPI_Info_f2c / PMPI_Info_f2c;
+    MPI_Message_c2f / PMPI_Message_c2f, MPI_Message_f2c / PMPI_Message_f2c;
+    MPI_Op_c2f / PMPI_Op_c2f, MPI_Op_f2c / PMPI_Op_f2c;
+    MPI_Request_c2f / PMPI_Request_c2f, MPI_Request_f2c / PMPI_Request_f2c;
+    MPI_Type_c2f / PMPI_Type_c2f, MPI_Type_f2c / PMPI_Type_f2c;
+    MPI_Win_c2f / PMPI_Win_c2f, MPI_Win_f2c / PMPI_Win_f2c;
 }
 
 mpi_fn! {

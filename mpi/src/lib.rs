@@ -248,6 +248,7 @@ macro_rules! mpi_fn {
 }
 
 pub mod abi;
+mod attr;
 mod coll;
 mod comm;
 mod datatype;
@@ -263,5 +264,6 @@ mod ptr;
 mod reduce;
 mod request;
 mod state;
+mod topo;
 mod types;
 mod userop;

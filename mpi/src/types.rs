@@ -153,7 +153,12 @@ mpi_fn! {
 mpi_fn! {
     /// Frees a derived datatype (`MPI_ERR_TYPE` for a predefined one).
     fn MPI_Type_free / PMPI_Type_free(datatype: *mut Handle) on abi::COMM_WORLD => {
-        datatype::free(read(datatype, "datatype")?)?;
+        let h = read(datatype, "datatype")?;
+        if datatype::is_derived(h) {
+            // The attributes' delete callbacks first.
+            crate::attr::delete_all(crate::attr::Kind::Type, h)?;
+        }
+        datatype::free(h)?;
         out(datatype, abi::DATATYPE_NULL, "datatype")
     }
 }
@@ -167,7 +172,7 @@ mpi_fn! {
         if committed {
             datatype::commit(*newtype)?;
         }
-        Ok(())
+        crate::attr::copy_all(crate::attr::Kind::Type, oldtype, *newtype)
     }
 }
 
