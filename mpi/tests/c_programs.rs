@@ -315,3 +315,18 @@ fn the_pkg_config_file_gives_the_flags() {
     assert!(out.status.success(), "{out:?}");
     assert!(s.contains("/include") && s.contains("-lmpi"), "{s}");
 }
+
+#[test]
+fn attributes_keyvals_callbacks_and_names() {
+    passes("dosmpicc", "attr.c");
+}
+
+#[test]
+fn user_error_handlers_and_added_error_classes() {
+    passes("dosmpicc", "errhan.c");
+}
+
+#[test]
+fn topologies_against_a_serial_model() {
+    passes("dosmpicc", "topo.c");
+}
