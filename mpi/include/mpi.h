@@ -463,8 +463,8 @@ int MPI_Dims_create(int nnodes, int ndims, int dims[]);
 /* ---- attributes, names, user error handlers, topologies, handle conversion ---- */
 /* topology kinds (MPI_Topo_test) */
 enum { MPI_CART = 211, MPI_GRAPH = 212, MPI_DIST_GRAPH = 213 };
-#define MPI_UNWEIGHTED    ((int *)2)
-#define MPI_WEIGHTS_EMPTY ((int *)3)
+#define MPI_UNWEIGHTED    ((int *)10)
+#define MPI_WEIGHTS_EMPTY ((int *)11)
 
 typedef int (MPI_Comm_copy_attr_function)(MPI_Comm oldcomm, int comm_keyval, void *extra_state,
                                           void *attribute_val_in, void *attribute_val_out,
@@ -563,6 +563,21 @@ int MPI_Dist_graph_create(MPI_Comm comm_old, int n, const int sources[], const i
 int MPI_Dist_graph_neighbors(MPI_Comm comm, int maxindegree, int sources[], int *sourceweights,
                              int maxoutdegree, int destinations[], int *destweights);
 int MPI_Dist_graph_neighbors_count(MPI_Comm comm, int *indegree, int *outdegree, int *weighted);
+
+/* datatype envelopes and contents */
+enum {
+    MPI_COMBINER_NAMED = 101, MPI_COMBINER_DUP = 102, MPI_COMBINER_CONTIGUOUS = 103,
+    MPI_COMBINER_VECTOR = 104, MPI_COMBINER_HVECTOR = 105, MPI_COMBINER_INDEXED = 106,
+    MPI_COMBINER_HINDEXED = 107, MPI_COMBINER_INDEXED_BLOCK = 108,
+    MPI_COMBINER_HINDEXED_BLOCK = 109, MPI_COMBINER_STRUCT = 110, MPI_COMBINER_SUBARRAY = 111,
+    MPI_COMBINER_DARRAY = 112, MPI_COMBINER_F90_REAL = 113, MPI_COMBINER_F90_COMPLEX = 114,
+    MPI_COMBINER_F90_INTEGER = 115, MPI_COMBINER_RESIZED = 116
+};
+int MPI_Type_get_envelope(MPI_Datatype datatype, int *num_integers, int *num_addresses,
+                          int *num_datatypes, int *combiner);
+int MPI_Type_get_contents(MPI_Datatype datatype, int max_integers, int max_addresses,
+                          int max_datatypes, int array_of_integers[],
+                          MPI_Aint array_of_addresses[], MPI_Datatype array_of_datatypes[]);
 
 /* Fortran handle conversion (the C handle's bits as an integer: dos's handles fit in 31 bits) */
 MPI_Fint MPI_Comm_c2f(MPI_Comm comm);

@@ -115,8 +115,8 @@ pub const CART: c_int = 211;
 pub const GRAPH: c_int = 212;
 pub const DIST_GRAPH: c_int = 213;
 /// `MPI_UNWEIGHTED` and `MPI_WEIGHTS_EMPTY` (pointer values).
-pub const UNWEIGHTED: usize = 2;
-pub const WEIGHTS_EMPTY: usize = 3;
+pub const UNWEIGHTED: usize = 10;
+pub const WEIGHTS_EMPTY: usize = 11;
 
 /// String lengths.
 pub const MAX_ERROR_STRING: usize = 512;
