@@ -521,9 +521,6 @@ int MPI_Comm_create_errhandler(MPI_Comm_errhandler_function *comm_errhandler_fn,
 int MPI_Add_error_class(int *errorclass);
 int MPI_Add_error_code(int errorclass, int *errorcode);
 int MPI_Add_error_string(int errorcode, const char *string);
-int MPI_Remove_error_class(int errorclass);
-int MPI_Remove_error_code(int errorcode);
-int MPI_Remove_error_string(int errorcode);
 
 int MPI_Comm_get_parent(MPI_Comm *parent);
 int MPI_Comm_disconnect(MPI_Comm *comm);

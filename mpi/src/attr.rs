@@ -357,7 +357,9 @@ pub(crate) fn set_name(kind: Kind, h: Handle, name: *const c_char) -> R<()> {
 
 /// The name of object `h` set by the program.
 pub(crate) fn name(kind: Kind, h: Handle) -> Option<String> {
-    with(|s| Ok(s.names.get(&(kind, h)).cloned())).ok().flatten()
+    with(|s| Ok(s.names.get(&(kind, h)).cloned()))
+        .ok()
+        .flatten()
 }
 
 /// The callback pointer as the library keeps it.

@@ -5,9 +5,9 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::abi::{self, Handle};
+use crate::error::HandlerKind;
 use crate::error::{class_string, err, R};
 use crate::ptr::{out, read, string};
-use crate::error::HandlerKind;
 use crate::state::{self, CommEntry};
 
 mpi_fn! {
@@ -182,7 +182,10 @@ mpi_fn! {
 /// The error for the intercommunicator functions on an intracommunicator.
 fn not_inter(comm: Handle) -> R<()> {
     state::comm(comm)?;
-    Err(err(abi::ERR_COMM, "not an intercommunicator (dos has none yet)"))
+    Err(err(
+        abi::ERR_COMM,
+        "not an intercommunicator (dos has none yet)",
+    ))
 }
 
 mpi_fn! {

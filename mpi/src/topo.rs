@@ -207,7 +207,10 @@ unsafe fn read_cart(ndims: c_int, dims: *const c_int, periods: *const c_int) -> 
     // SAFETY: as above.
     let p = unsafe { int_vec(periods, nd, "periods") }?;
     if let Some(&bad) = d.iter().find(|&&x| x <= 0) {
-        return Err(err(abi::ERR_DIMS, format!("dimension {bad} is not positive")));
+        return Err(err(
+            abi::ERR_DIMS,
+            format!("dimension {bad} is not positive"),
+        ));
     }
     let cart = Cart {
         dims: d,
@@ -370,7 +373,10 @@ fn check_graph(nnodes: usize, index: &[i32], edges: &[i32]) -> R<()> {
         prev = i;
     }
     if let Some(&e) = edges.iter().find(|&&e| e < 0 || e as usize >= nnodes) {
-        return Err(err(abi::ERR_RANK, format!("edge to {e}, not a node of the graph")));
+        return Err(err(
+            abi::ERR_RANK,
+            format!("edge to {e}, not a node of the graph"),
+        ));
     }
     Ok(())
 }
@@ -387,7 +393,12 @@ fn neighbors_of(index: &[i32], edges: &[i32], rank: c_int) -> R<Vec<i32>> {
     let r = usize::try_from(rank)
         .ok()
         .filter(|&r| r < index.len())
-        .ok_or_else(|| err(abi::ERR_RANK, format!("rank {rank} is not a node of the graph")))?;
+        .ok_or_else(|| {
+            err(
+                abi::ERR_RANK,
+                format!("rank {rank} is not a node of the graph"),
+            )
+        })?;
     let lo = if r == 0 { 0 } else { index[r - 1] as usize };
     let hi = index[r] as usize;
     Ok(edges[lo..hi].to_vec())
@@ -473,7 +484,10 @@ unsafe fn weights(p: *const c_int, n: usize, what: &str) -> R<Option<Vec<i32>>> 
 
 fn check_ranks(v: &[i32], size: usize, what: &str) -> R<()> {
     match v.iter().find(|&&r| r < 0 || r as usize >= size) {
-        Some(&r) => Err(err(abi::ERR_RANK, format!("{what}: rank {r} is not in the communicator of {size}"))),
+        Some(&r) => Err(err(
+            abi::ERR_RANK,
+            format!("{what}: rank {r} is not in the communicator of {size}"),
+        )),
         None => Ok(()),
     }
 }
@@ -577,7 +591,13 @@ fn dist_of(h: Handle) -> R<Topo> {
             // A graph communicator answers too: its neighbours both ways.
             let me = state::comm(h)?.rank() as c_int;
             let n = neighbors_of(&index, &edges, me)?;
-            Ok(Topo::Dist { sourceweights: vec![1; n.len()], destweights: vec![1; n.len()], sources: n.clone(), dests: n, weighted: false })
+            Ok(Topo::Dist {
+                sourceweights: vec![1; n.len()],
+                destweights: vec![1; n.len()],
+                sources: n.clone(),
+                dests: n,
+                weighted: false,
+            })
         }
         Some(Topo::Cart(cart)) => {
             let me = state::comm(h)?.rank();
@@ -587,7 +607,13 @@ fn dist_of(h: Handle) -> R<Topo> {
                 n.push(s.map_or(abi::PROC_NULL, |r| r as i32));
                 n.push(t.map_or(abi::PROC_NULL, |r| r as i32));
             }
-            Ok(Topo::Dist { sourceweights: vec![1; n.len()], destweights: vec![1; n.len()], sources: n.clone(), dests: n, weighted: false })
+            Ok(Topo::Dist {
+                sourceweights: vec![1; n.len()],
+                destweights: vec![1; n.len()],
+                sources: n.clone(),
+                dests: n,
+                weighted: false,
+            })
         }
         None => Err(no_topo(h, "distributed graph")),
     }
@@ -646,7 +672,10 @@ mod tests {
     #[test]
     fn coords_and_ranks_match_the_model() {
         for dims in [vec![4], vec![2, 3], vec![3, 1, 2], vec![2, 2, 2]] {
-            let cart = Cart { periods: vec![false; dims.len()], dims: dims.clone() };
+            let cart = Cart {
+                periods: vec![false; dims.len()],
+                dims: dims.clone(),
+            };
             for (r, c) in model(&dims).iter().enumerate() {
                 assert_eq!(&cart.coords(r), c);
                 assert_eq!(cart.rank(c), Some(r));
@@ -656,7 +685,10 @@ mod tests {
 
     #[test]
     fn shifts_wrap_only_where_periodic() {
-        let cart = Cart { dims: vec![2, 3], periods: vec![false, true] };
+        let cart = Cart {
+            dims: vec![2, 3],
+            periods: vec![false, true],
+        };
         // rank 0 = (0,0): along dim 1 (periodic) the source is (0,2) = 2.
         assert_eq!(cart.shift(0, 1, 1), (Some(2), Some(1)));
         // along dim 0 (not periodic): no source, dest (1,0) = 3.

@@ -82,7 +82,12 @@ fn envelope(h: Handle) -> R<(c_int, usize, usize, usize)> {
         e.borrow()
             .get(&h)
             .map(|v| (v.combiner, v.ints.len(), v.addrs.len(), v.types.len()))
-            .ok_or_else(|| err(abi::ERR_TYPE, format!("datatype {h:#x} has no recorded constructor")))
+            .ok_or_else(|| {
+                err(
+                    abi::ERR_TYPE,
+                    format!("datatype {h:#x} has no recorded constructor"),
+                )
+            })
     })
 }
 
