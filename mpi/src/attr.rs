@@ -512,3 +512,71 @@ mpi_fn! {
         set_name(Kind::Type, datatype, type_name)
     }
 }
+
+// The MPI-1 names (deprecated since MPI-2.0, still in the standard ABI):
+// the communicator functions under their old names.
+
+mpi_fn! {
+    /// `MPI_Comm_create_keyval` under its MPI-1 name.
+    fn MPI_Keyval_create / PMPI_Keyval_create(copy_fn: CCopy, delete_fn: CDelete, keyval: *mut c_int, extra_state: *mut c_void) on abi::COMM_WORLD => {
+        if keyval.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for keyval"));
+        }
+        let k = create_keyval(Kind::Comm, fn_addr(copy_fn), fn_addr(delete_fn), extra_state as usize)?;
+        out(keyval, k, "keyval")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_free_keyval` under its MPI-1 name.
+    fn MPI_Keyval_free / PMPI_Keyval_free(keyval: *mut c_int) on abi::COMM_WORLD => {
+        free_keyval(Kind::Comm, read(keyval, "keyval")?)?;
+        out(keyval, abi::KEYVAL_INVALID, "keyval")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_set_attr` under its MPI-1 name.
+    fn MPI_Attr_put / PMPI_Attr_put(comm: Handle, keyval: c_int, attribute_val: *mut c_void) on comm => {
+        state::comm(comm)?;
+        set(Kind::Comm, comm, keyval, attribute_val as usize)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_delete_attr` under its MPI-1 name.
+    fn MPI_Attr_delete / PMPI_Attr_delete(comm: Handle, keyval: c_int) on comm => {
+        state::comm(comm)?;
+        delete(Kind::Comm, comm, keyval)
+    }
+}
+
+/// `MPI_Attr_get`: `MPI_Comm_get_attr` under its MPI-1 name.
+///
+/// # Safety
+/// As `MPI_Comm_get_attr`.
+#[no_mangle]
+pub unsafe extern "C" fn PMPI_Attr_get(
+    comm: Handle,
+    keyval: c_int,
+    attribute_val: *mut c_void,
+    flag: *mut c_int,
+) -> c_int {
+    // SAFETY: the same contract.
+    unsafe { crate::comm::PMPI_Comm_get_attr(comm, keyval, attribute_val, flag) }
+}
+
+/// `MPI_Attr_get`: forwards to [`PMPI_Attr_get`].
+///
+/// # Safety
+/// As `MPI_Comm_get_attr`.
+#[no_mangle]
+pub unsafe extern "C" fn MPI_Attr_get(
+    comm: Handle,
+    keyval: c_int,
+    attribute_val: *mut c_void,
+    flag: *mut c_int,
+) -> c_int {
+    // SAFETY: the same contract.
+    unsafe { PMPI_Attr_get(comm, keyval, attribute_val, flag) }
+}
