@@ -410,3 +410,64 @@ mpi_fn! {
         crate::error::add_string(errorcode, text)
     }
 }
+
+// The MPI-1 names of the communicator error handler functions (removed
+// from the standard in MPI-3.0; MPICH's tests still call them).
+
+mpi_fn! {
+    /// `MPI_Comm_create_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_create / PMPI_Errhandler_create(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
+        }
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(HandlerKind::Comm, f)?;
+        out(errhandler, h, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_set_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_set / PMPI_Errhandler_set(comm: Handle, errhandler: Handle) on comm => {
+        check_errhandler(errhandler)?;
+        state::with(|st| match st.comms.get_mut(&comm) {
+            Some(e) => {
+                e.errhandler = errhandler;
+                Ok(())
+            }
+            None => Err(state::bad_comm(comm)),
+        })
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_get_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_get / PMPI_Errhandler_get(comm: Handle, errhandler: *mut Handle) on comm => {
+        let e = state::with(|st| match st.comms.get(&comm) {
+            Some(e) => Ok(e.errhandler),
+            None => Err(state::bad_comm(comm)),
+        })?;
+        out(errhandler, e, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// Removes an added error class (it must have no codes left).
+    fn MPI_Remove_error_class / PMPI_Remove_error_class(errorclass: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_added(errorclass, true)
+    }
+}
+
+mpi_fn! {
+    /// Removes an added error code.
+    fn MPI_Remove_error_code / PMPI_Remove_error_code(errorcode: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_added(errorcode, false)
+    }
+}
+
+mpi_fn! {
+    /// Removes the string of an added code or class.
+    fn MPI_Remove_error_string / PMPI_Remove_error_string(errorcode: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_string(errorcode)
+    }
+}

@@ -314,3 +314,42 @@ pub(crate) fn added_string(code: c_int) -> Option<String> {
             .then(|| a.strings.get(&code).cloned().unwrap_or_default())
     })
 }
+
+/// Removes an added class (`class`: true; it must have no codes) or code.
+pub(crate) fn remove_added(code: c_int, class: bool) -> R<()> {
+    added(|a| {
+        let is_class = a.class_of.get(&code) == Some(&code);
+        if !a.class_of.contains_key(&code) || is_class != class {
+            let what = if class { "class" } else { "code" };
+            return Err(err(
+                abi::ERR_ARG,
+                format!("{code} is not an error {what} the program added"),
+            ));
+        }
+        if class && a.class_of.iter().any(|(&k, &c)| c == code && k != code) {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("error class {code} still has codes"),
+            ));
+        }
+        if a.strings.contains_key(&code) {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("error {code} still has a string"),
+            ));
+        }
+        a.class_of.remove(&code);
+        Ok(())
+    })
+}
+
+/// Removes the string of an added code or class.
+pub(crate) fn remove_string(code: c_int) -> R<()> {
+    added(|a| match a.strings.remove(&code) {
+        Some(_) => Ok(()),
+        None => Err(err(
+            abi::ERR_ARG,
+            format!("error {code} has no string the program added"),
+        )),
+    })
+}
