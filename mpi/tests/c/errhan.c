@@ -81,6 +81,28 @@ int main(int argc, char **argv) {
     FAILS(MPI_ERR_ARG, MPI_Comm_create_errhandler(NULL, &eh));
     FAILS(MPI_ERR_ARG, MPI_Error_string(987654, s, &len));
 
+    /* Removing: a class with codes cannot go; a code with a string neither. */
+    int c3, d3;
+    OK(MPI_Add_error_class(&c3));
+    OK(MPI_Add_error_code(c3, &d3));
+    OK(MPI_Add_error_string(d3, "to be removed"));
+    FAILS(MPI_ERR_ARG, MPI_Remove_error_class(c3));
+    FAILS(MPI_ERR_ARG, MPI_Remove_error_code(d3));
+    OK(MPI_Remove_error_string(d3));
+    OK(MPI_Remove_error_code(d3));
+    FAILS(MPI_ERR_ARG, MPI_Error_class(d3, &cls));
+    OK(MPI_Remove_error_class(c3));
+    FAILS(MPI_ERR_ARG, MPI_Remove_error_class(c3));
+
+    /* The MPI-1 names. */
+    MPI_Errhandler eh1;
+    OK(MPI_Errhandler_create(handler, &eh1));
+    OK(MPI_Errhandler_set(d, eh1));
+    rc = MPI_Send(&buf, 1, MPI_INT, 0, -3, d);
+    CHECK(rc == MPI_ERR_TAG && last_comm == d);
+    calls--;
+    OK(MPI_Errhandler_free(&eh1));
+
     /* Freeing the handler: the communicators it is set on keep it. */
     OK(MPI_Errhandler_free(&eh));
     CHECK(eh == MPI_ERRHANDLER_NULL);
