@@ -100,6 +100,9 @@ pub const UNEQUAL: c_int = 104;
 
 // Split types.
 pub const COMM_TYPE_SHARED: c_int = 1001;
+pub const COMM_TYPE_HW_UNGUIDED: c_int = 1002;
+pub const COMM_TYPE_HW_GUIDED: c_int = 1003;
+pub const COMM_TYPE_RESOURCE_GUIDED: c_int = 1004;
 
 // Attribute keys of MPI_COMM_WORLD.
 pub const TAG_UB: c_int = 10001;

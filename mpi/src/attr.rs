@@ -492,11 +492,14 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// A communicator's name: the program's, `MPI_COMM_WORLD`/`MPI_COMM_SELF`
-    /// for those, else the empty string.
+    /// A communicator's name: the program's, `MPI_COMM_WORLD`/`MPI_COMM_SELF`/
+    /// `MPI_COMM_NULL` for those (MPI-4.1), else the empty string.
     fn MPI_Comm_get_name / PMPI_Comm_get_name(comm: Handle, comm_name: *mut c_char, resultlen: *mut c_int) on comm => {
-        state::comm(comm)?;
+        if comm != abi::COMM_NULL {
+            state::comm(comm)?;
+        }
         let n = name(Kind::Comm, comm).unwrap_or_else(|| match comm {
+            abi::COMM_NULL => "MPI_COMM_NULL".into(),
             abi::COMM_WORLD => "MPI_COMM_WORLD".into(),
             abi::COMM_SELF => "MPI_COMM_SELF".into(),
             _ => String::new(),

@@ -103,8 +103,9 @@ fn host_color(c: &dos::Comm) -> R<u32> {
 
 mpi_fn! {
     /// `MPI_COMM_TYPE_SHARED`: one communicator per host (shared memory);
-    /// `MPI_UNDEFINED`: `MPI_COMM_NULL`. The hardware-guided types are not
-    /// supported yet (`MPI_ERR_ARG`). Collective.
+    /// `MPI_UNDEFINED`: `MPI_COMM_NULL`; the hardware types
+    /// (`HW_UNGUIDED`, `HW_GUIDED`, `RESOURCE_GUIDED`): `MPI_COMM_NULL` (no
+    /// level below the host). Collective.
     fn MPI_Comm_split_type / PMPI_Comm_split_type(
         comm: Handle,
         split_type: c_int,
@@ -119,6 +120,9 @@ mpi_fn! {
         let color = match split_type {
             abi::UNDEFINED => None,
             abi::COMM_TYPE_SHARED => Some(host_color(&c)?),
+            // The hardware types: dos knows no finer level than the host,
+            // and the standard allows MPI_COMM_NULL when there is none.
+            abi::COMM_TYPE_HW_UNGUIDED | abi::COMM_TYPE_HW_GUIDED | abi::COMM_TYPE_RESOURCE_GUIDED => None,
             t => return Err(err(abi::ERR_ARG, format!("split type {t} is not supported"))),
         };
         let s = c.split(color, key)?;
@@ -469,5 +473,31 @@ mpi_fn! {
     /// Removes the string of an added code or class.
     fn MPI_Remove_error_string / PMPI_Remove_error_string(errorcode: c_int) on abi::COMM_WORLD => {
         crate::error::remove_string(errorcode)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_dup`; the info hints are not used by dos.
+    fn MPI_Comm_dup_with_info / PMPI_Comm_dup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle) on comm => {
+        let _ = info;
+        let rc = PMPI_Comm_dup(comm, newcomm);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_dup failed")) }
+    }
+}
+
+mpi_fn! {
+    /// Accepted; dos uses no communicator hints.
+    fn MPI_Comm_set_info / PMPI_Comm_set_info(comm: Handle, info: Handle) on comm => {
+        let _ = info;
+        state::comm(comm).map(|_| ())
+    }
+}
+
+mpi_fn! {
+    /// The hints in use: none (a new, empty info object).
+    fn MPI_Comm_get_info / PMPI_Comm_get_info(comm: Handle, info_used: *mut Handle) on comm => {
+        state::comm(comm)?;
+        let rc = crate::info::PMPI_Info_create(info_used);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Info_create failed")) }
     }
 }
