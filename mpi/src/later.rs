@@ -139,7 +139,7 @@ fn dims_create(nnodes: usize, dims: &mut [c_int]) -> R<()> {
             format!("{nnodes} nodes do not divide into the fixed dimensions"),
         ));
     }
-    let mut rest = nnodes / fixed;
+    let rest = nnodes / fixed;
     if free == 0 {
         return if rest == 1 {
             Ok(())
@@ -150,32 +150,71 @@ fn dims_create(nnodes: usize, dims: &mut [c_int]) -> R<()> {
             ))
         };
     }
-    // Prime factors, largest first, each onto the currently smallest dimension.
-    let mut factors = Vec::new();
-    let mut p = 2;
-    while rest > 1 {
-        while rest % p == 0 {
-            factors.push(p);
-            rest /= p;
-        }
-        p += 1;
-        if p * p > rest && rest > 1 {
-            factors.push(rest);
-            break;
-        }
-    }
-    factors.sort_unstable_by(|a, b| b.cmp(a));
-    let mut free_dims = vec![1usize; free];
-    for f in factors {
-        let i = (0..free).min_by_key(|&i| free_dims[i]).expect("free > 0");
-        free_dims[i] *= f;
-    }
-    free_dims.sort_unstable_by(|a, b| b.cmp(a));
-    let mut it = free_dims.into_iter();
+    // The most balanced split of `rest` into `free` factors: the smallest
+    // difference between the largest and the smallest, in non-increasing order.
+    let mut best: Option<Vec<usize>> = None;
+    let mut cur = Vec::with_capacity(free);
+    let divs = divisors(rest);
+    balanced(rest, free, rest, &divs, &mut cur, &mut best);
+    let mut it = best.expect("1 always splits").into_iter();
     for d in dims.iter_mut().filter(|d| **d == 0) {
         *d = it.next().expect("one per free dimension") as c_int;
     }
     Ok(())
+}
+
+/// The divisors of `n`, ascending.
+fn divisors(n: usize) -> Vec<usize> {
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    let mut d = 1;
+    while d * d <= n {
+        if n % d == 0 {
+            small.push(d);
+            if d * d != n {
+                large.push(n / d);
+            }
+        }
+        d += 1;
+    }
+    small.extend(large.into_iter().rev());
+    small
+}
+
+/// Every non-increasing list of `k` factors (each at most `max`) of `n`
+/// after `cur`; keeps in `best` the one with the smallest spread. `divs`:
+/// the divisors of the original number (those of `n` are among them).
+fn balanced(
+    n: usize,
+    k: usize,
+    max: usize,
+    divs: &[usize],
+    cur: &mut Vec<usize>,
+    best: &mut Option<Vec<usize>>,
+) {
+    let spread = |v: &[usize]| v[0] - v[v.len() - 1];
+    if k == 1 {
+        if n <= max {
+            cur.push(n);
+            if best.as_ref().is_none_or(|b| spread(cur) < spread(b)) {
+                *best = Some(cur.clone());
+            }
+            cur.pop();
+        }
+        return;
+    }
+    // The next factor d: a divisor of n, at most `max`, with d^k >= n (the
+    // rest are no larger).
+    for &d in divs {
+        if d > max || d > n {
+            break;
+        }
+        if n % d != 0 || d.checked_pow(k as u32).is_some_and(|p| p < n) {
+            continue;
+        }
+        cur.push(d);
+        balanced(n / d, k - 1, d, divs, cur, best);
+        cur.pop();
+    }
 }
 
 mpi_fn! {
@@ -212,5 +251,19 @@ mod tests {
         let mut d = [0, 0];
         dims_create(1, &mut d).unwrap();
         assert_eq!(d, [1, 1]);
+        // Balanced, not greedy: 72 is 9 x 8, not 12 x 6.
+        let mut d = [0, 0];
+        dims_create(72, &mut d).unwrap();
+        assert_eq!(d, [9, 8]);
+        let mut d = [0, 0, 0];
+        dims_create(72, &mut d).unwrap();
+        assert_eq!(d, [6, 4, 3]);
+        let mut d = [0, 0, 0];
+        dims_create(1000, &mut d).unwrap();
+        assert_eq!(d, [10, 10, 10]);
+        // A large prime: one divisor list, no search through every number.
+        let mut d = [0, 0];
+        dims_create(2_147_483_647, &mut d).unwrap();
+        assert_eq!(d, [2_147_483_647, 1]);
     }
 }

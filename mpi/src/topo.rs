@@ -473,10 +473,14 @@ mpi_fn! {
     }
 }
 
-/// Reads weights: `MPI_UNWEIGHTED` (or `MPI_WEIGHTS_EMPTY`) gives `None`.
+/// Reads weights: `MPI_UNWEIGHTED` gives `None`; `MPI_WEIGHTS_EMPTY` (for
+/// no edges, yet weighted) gives weights of 1.
 unsafe fn weights(p: *const c_int, n: usize, what: &str) -> R<Option<Vec<i32>>> {
-    if p as usize == abi::UNWEIGHTED || p as usize == abi::WEIGHTS_EMPTY {
+    if p as usize == abi::UNWEIGHTED {
         return Ok(None);
+    }
+    if p as usize == abi::WEIGHTS_EMPTY {
+        return Ok(Some(vec![1; n]));
     }
     // SAFETY: the caller's array of `n` ints.
     Ok(Some(unsafe { int_vec(p, n, what) }?))

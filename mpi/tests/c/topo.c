@@ -141,6 +141,16 @@ int main(int argc, char **argv) {
     CHECK(s1 == from && d1 == to);
     OK(MPI_Comm_free(&dg));
 
+    /* No edges but weighted: MPI_WEIGHTS_EMPTY. */
+    OK(MPI_Dist_graph_create_adjacent(MPI_COMM_WORLD, 0, NULL, MPI_WEIGHTS_EMPTY, 0, NULL, MPI_WEIGHTS_EMPTY, MPI_INFO_NULL, 0, &dg));
+    OK(MPI_Dist_graph_neighbors_count(dg, &indeg, &outdeg, &weighted));
+    CHECK(indeg == 0 && outdeg == 0 && weighted);
+    OK(MPI_Comm_free(&dg));
+    /* Dims_create is balanced: 72 in 2-D is 9 x 8. */
+    int d72[2] = {0, 0};
+    OK(MPI_Dims_create(72, 2, d72));
+    CHECK(d72[0] == 9 && d72[1] == 8);
+
     /* Bad arguments. */
     int bad[2] = {size + 1, 1};
     MPI_Comm x;
