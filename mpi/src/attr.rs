@@ -22,7 +22,8 @@
 //!   code fails the call with it;
 //! * a freed keyval (`MPI_*_free_keyval` sets the program's variable to
 //!   `MPI_KEYVAL_INVALID`) cannot be used for new attributes, but the
-//!   attributes already set keep it alive, callbacks included;
+//!   attributes already set keep it alive, callbacks included (freeing it
+//!   again meanwhile is accepted);
 //! * a keyval of one kind used on another kind of object is
 //!   `MPI_ERR_KEYVAL`, as is an unknown one.
 
@@ -141,13 +142,16 @@ fn bad_keyval(kind: Kind, k: c_int) -> crate::error::Error {
     )
 }
 
-/// Frees a keyval: no new attributes with it; those set stay.
+/// Frees a keyval: no new attributes with it; those set stay. Freeing it
+/// again while attributes keep it alive is accepted (erroneous by the
+/// standard; MPICH accepts it too, and its tests free a keyval from inside
+/// the keyval's own delete callback).
 pub(crate) fn free_keyval(kind: Kind, k: c_int) -> R<()> {
     with(|s| {
         let kv = s
             .keyvals
             .get_mut(&k)
-            .filter(|kv| kv.kind == kind && !kv.freed)
+            .filter(|kv| kv.kind == kind)
             .ok_or_else(|| bad_keyval(kind, k))?;
         kv.freed = true;
         if kv.uses == 0 {

@@ -126,10 +126,15 @@ int main(int argc, char **argv) {
     OK(MPI_Comm_get_attr(d, k1_copy, &v, &flag));
     CHECK(flag && v == (void *)(MPI_Aint)1011);
     FAILS(MPI_ERR_KEYVAL, MPI_Comm_set_attr(MPI_COMM_WORLD, k1_copy, NULL));
+    /* Freed again while alive: accepted (as MPICH does). */
+    int k1_again = k1_copy;
+    OK(MPI_Comm_free_keyval(&k1_again));
     deletes = 0;
     norder = 0;
     OK(MPI_Comm_free(&d));
     CHECK(deletes == 2 && order[0] == 2 && order[1] == 1011);
+    /* Now unused: gone. */
+    FAILS(MPI_ERR_KEYVAL, MPI_Comm_free_keyval(&k1_copy));
 
     /* A failing delete callback fails MPI_Comm_delete_attr with its code. */
     int kf;
