@@ -195,7 +195,11 @@ fn balanced(
     if k == 1 {
         if n <= max {
             cur.push(n);
-            if best.as_ref().is_none_or(|b| spread(cur) < spread(b)) {
+            // Ties go to the larger leading factors (as MPICH's, whose
+            // tests check e.g. 5040 in 3-D = 21 x 16 x 15, not 20 x 18 x 14).
+            if best.as_ref().is_none_or(|b| {
+                (spread(cur), std::cmp::Reverse(&cur[..])) < (spread(b), std::cmp::Reverse(&b[..]))
+            }) {
                 *best = Some(cur.clone());
             }
             cur.pop();
@@ -261,6 +265,13 @@ mod tests {
         let mut d = [0, 0, 0];
         dims_create(1000, &mut d).unwrap();
         assert_eq!(d, [10, 10, 10]);
+        // Equal spreads: the larger leading factors.
+        let mut d = [0, 0, 0];
+        dims_create(5040, &mut d).unwrap();
+        assert_eq!(d, [21, 16, 15]);
+        let mut d = [0, 0, 0];
+        dims_create(6240, &mut d).unwrap();
+        assert_eq!(d, [26, 16, 15]);
         // A large prime: one divisor list, no search through every number.
         let mut d = [0, 0];
         dims_create(2_147_483_647, &mut d).unwrap();
