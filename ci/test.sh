@@ -33,6 +33,9 @@ cargo build --workspace --bins --examples
 step "tests"
 cargo test --workspace
 
+step "rsmpi: dosbench built with the mpi crate against dos's libmpi, run under dosrun (target/rsmpi)"
+ci/rsmpi.sh
+
 step "dosfs: a client in another network namespace gets TCP, one on the servers' node slots (namespace cluster; skipped when not root)"
 cargo test -p dos-fs --test datapath -- --ignored a_client_in_another_network_namespace_uses_tcp
 

@@ -62,6 +62,7 @@ pub const ERR_REQUEST: c_int = 7;
 pub const ERR_ROOT: c_int = 8;
 pub const ERR_GROUP: c_int = 9;
 pub const ERR_OP: c_int = 10;
+pub const ERR_TOPOLOGY: c_int = 11;
 pub const ERR_DIMS: c_int = 12;
 pub const ERR_ARG: c_int = 13;
 pub const ERR_UNKNOWN: c_int = 14;
@@ -70,6 +71,8 @@ pub const ERR_OTHER: c_int = 16;
 pub const ERR_INTERN: c_int = 17;
 pub const ERR_PENDING: c_int = 18;
 pub const ERR_IN_STATUS: c_int = 19;
+pub const ERR_KEYVAL: c_int = 36;
+pub const ERR_NO_MEM: c_int = 39;
 pub const ERR_PROC_ABORTED: c_int = 44;
 pub const ERR_UNSUPPORTED_OPERATION: c_int = 58;
 pub const ERR_ERRHANDLER: c_int = 61;
@@ -81,6 +84,7 @@ pub const PROC_NULL: c_int = -2;
 pub const ROOT: c_int = -3;
 pub const ANY_TAG: c_int = -31;
 pub const UNDEFINED: c_int = -32766;
+pub const KEYVAL_INVALID: c_int = -127;
 
 // Thread levels.
 pub const THREAD_SINGLE: c_int = 0;
@@ -96,6 +100,9 @@ pub const UNEQUAL: c_int = 104;
 
 // Split types.
 pub const COMM_TYPE_SHARED: c_int = 1001;
+pub const COMM_TYPE_HW_UNGUIDED: c_int = 1002;
+pub const COMM_TYPE_HW_GUIDED: c_int = 1003;
+pub const COMM_TYPE_RESOURCE_GUIDED: c_int = 1004;
 
 // Attribute keys of MPI_COMM_WORLD.
 pub const TAG_UB: c_int = 10001;
@@ -103,12 +110,22 @@ pub const IO: c_int = 10002;
 pub const HOST: c_int = 10003;
 pub const WTIME_IS_GLOBAL: c_int = 10004;
 pub const APPNUM: c_int = 10005;
+pub const LASTUSEDCODE: c_int = 10006;
 pub const UNIVERSE_SIZE: c_int = 10007;
+
+// Topology kinds (`MPI_Topo_test`).
+pub const CART: c_int = 211;
+pub const GRAPH: c_int = 212;
+pub const DIST_GRAPH: c_int = 213;
+/// `MPI_UNWEIGHTED` and `MPI_WEIGHTS_EMPTY` (pointer values).
+pub const UNWEIGHTED: usize = 10;
+pub const WEIGHTS_EMPTY: usize = 11;
 
 /// String lengths.
 pub const MAX_ERROR_STRING: usize = 512;
 pub const MAX_LIBRARY_VERSION_STRING: usize = 8192;
 pub const MAX_PROCESSOR_NAME: usize = 256;
+pub const MAX_OBJECT_NAME: usize = 128;
 
 /// The largest tag (`MPI_TAG_UB`): dos takes every non-negative `i32`.
 pub const TAG_UB_VALUE: c_int = i32::MAX;

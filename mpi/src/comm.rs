@@ -5,6 +5,7 @@ use std::ffi::{c_char, c_int, c_void};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use crate::abi::{self, Handle};
+use crate::error::HandlerKind;
 use crate::error::{class_string, err, R};
 use crate::ptr::{out, read, string};
 use crate::state::{self, CommEntry};
@@ -51,7 +52,18 @@ mpi_fn! {
         }
         let c = state::comm(comm)?;
         let d = c.dup()?;
-        register(Some(d), errhandler(comm), newcomm)
+        register(Some(d), errhandler(comm), newcomm)?;
+        let new = *newcomm;
+        crate::topo::copy(comm, new);
+        if let Err(e) = crate::attr::copy_all(crate::attr::Kind::Comm, comm, new) {
+            // A copy callback failed: the new communicator is not made.
+            let _ = crate::attr::delete_all(crate::attr::Kind::Comm, new);
+            crate::topo::forget(new);
+            state::with(|st| Ok(st.comms.remove(&new)))?;
+            out(newcomm, abi::COMM_NULL, "newcomm")?;
+            return Err(e);
+        }
+        Ok(())
     }
 }
 
@@ -91,8 +103,9 @@ fn host_color(c: &dos::Comm) -> R<u32> {
 
 mpi_fn! {
     /// `MPI_COMM_TYPE_SHARED`: one communicator per host (shared memory);
-    /// `MPI_UNDEFINED`: `MPI_COMM_NULL`. The hardware-guided types are not
-    /// supported yet (`MPI_ERR_ARG`). Collective.
+    /// `MPI_UNDEFINED`: `MPI_COMM_NULL`; the hardware types
+    /// (`HW_UNGUIDED`, `HW_GUIDED`, `RESOURCE_GUIDED`): `MPI_COMM_NULL` (no
+    /// level below the host). Collective.
     fn MPI_Comm_split_type / PMPI_Comm_split_type(
         comm: Handle,
         split_type: c_int,
@@ -107,6 +120,9 @@ mpi_fn! {
         let color = match split_type {
             abi::UNDEFINED => None,
             abi::COMM_TYPE_SHARED => Some(host_color(&c)?),
+            // The hardware types: dos knows no finer level than the host,
+            // and the standard allows MPI_COMM_NULL when there is none.
+            abi::COMM_TYPE_HW_UNGUIDED | abi::COMM_TYPE_HW_GUIDED | abi::COMM_TYPE_RESOURCE_GUIDED => None,
             t => return Err(err(abi::ERR_ARG, format!("split type {t} is not supported"))),
         };
         let s = c.split(color, key)?;
@@ -122,6 +138,10 @@ mpi_fn! {
         if h == abi::COMM_WORLD || h == abi::COMM_SELF {
             return Err(err(abi::ERR_COMM, "a predefined communicator cannot be freed"));
         }
+        state::comm(h)?;
+        // The attributes' delete callbacks first (they may use the communicator).
+        crate::attr::delete_all(crate::attr::Kind::Comm, h)?;
+        crate::topo::forget(h);
         state::with(|st| st.comms.remove(&h).map(|_| ()).ok_or_else(|| state::bad_comm(h)))?;
         out(comm, abi::COMM_NULL, "comm")
     }
@@ -147,6 +167,65 @@ mpi_fn! {
 }
 
 mpi_fn! {
+    /// No parent: dos starts every process (`MPI_COMM_NULL`).
+    fn MPI_Comm_get_parent / PMPI_Comm_get_parent(parent: *mut Handle) on abi::COMM_WORLD => {
+        out(parent, abi::COMM_NULL, "parent")
+    }
+}
+
+mpi_fn! {
+    /// As `MPI_Comm_free` (every operation on a communicator here completes
+    /// before it returns).
+    fn MPI_Comm_disconnect / PMPI_Comm_disconnect(comm: *mut Handle) on abi::COMM_WORLD => {
+        PMPI_Comm_free(comm);
+        let h = read(comm, "comm")?;
+        if h == abi::COMM_NULL { Ok(()) } else { Err(state::bad_comm(h)) }
+    }
+}
+
+/// The error for the intercommunicator functions on an intracommunicator.
+fn not_inter(comm: Handle) -> R<()> {
+    state::comm(comm)?;
+    Err(err(
+        abi::ERR_COMM,
+        "not an intercommunicator (dos has none yet)",
+    ))
+}
+
+mpi_fn! {
+    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
+    fn MPI_Comm_remote_size / PMPI_Comm_remote_size(comm: Handle, size: *mut c_int) on comm => {
+        let _ = size;
+        not_inter(comm)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
+    fn MPI_Comm_remote_group / PMPI_Comm_remote_group(comm: Handle, group: *mut Handle) on comm => {
+        let _ = group;
+        not_inter(comm)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
+    fn MPI_Intercomm_merge / PMPI_Intercomm_merge(intercomm: Handle, high: c_int, newcomm: *mut Handle) on intercomm => {
+        let _ = (high, newcomm);
+        not_inter(intercomm)
+    }
+}
+
+mpi_fn! {
+    /// Intercommunicators are not in dos yet: `MPI_ERR_UNSUPPORTED_OPERATION`.
+    fn MPI_Intercomm_create / PMPI_Intercomm_create(local_comm: Handle, local_leader: c_int, peer_comm: Handle, remote_leader: c_int, tag: c_int, newcomm: *mut Handle) on local_comm => {
+        let _ = (local_leader, peer_comm, remote_leader, tag, newcomm);
+        state::comm(local_comm)?;
+        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Intercomm_create: intercommunicators are not in dos yet"))
+    }
+}
+
+mpi_fn! {
     /// Intercommunicators do not exist in dos yet: always false.
     fn MPI_Comm_test_inter / PMPI_Comm_test_inter(comm: Handle, flag: *mut c_int) on comm => {
         state::comm(comm)?;
@@ -162,11 +241,12 @@ static IO: AtomicI32 = AtomicI32::new(abi::ANY_SOURCE);
 static WTIME_IS_GLOBAL: AtomicI32 = AtomicI32::new(0);
 static APPNUM: AtomicI32 = AtomicI32::new(0);
 static UNIVERSE_SIZE: AtomicI32 = AtomicI32::new(0);
+static LASTUSEDCODE: AtomicI32 = AtomicI32::new(abi::ERR_LASTCODE);
 
 mpi_fn! {
     /// The predefined attributes (`MPI_TAG_UB`, `MPI_HOST`, `MPI_IO`,
     /// `MPI_WTIME_IS_GLOBAL`, `MPI_APPNUM`, `MPI_UNIVERSE_SIZE`); any other
-    /// key: `flag` false (user keyvals are not there yet).
+    /// key: the program's attribute (`flag` false if not set).
     fn MPI_Comm_get_attr / PMPI_Comm_get_attr(
         comm: Handle,
         keyval: c_int,
@@ -180,6 +260,10 @@ mpi_fn! {
             abi::IO => Some(&IO),
             abi::WTIME_IS_GLOBAL => Some(&WTIME_IS_GLOBAL),
             abi::APPNUM => Some(&APPNUM),
+            abi::LASTUSEDCODE => {
+                LASTUSEDCODE.store(crate::error::last_used_code(), Ordering::Relaxed);
+                Some(&LASTUSEDCODE)
+            }
             abi::UNIVERSE_SIZE => {
                 let n = state::with(|st| Ok(st.world.size()))?;
                 UNIVERSE_SIZE.store(n as i32, Ordering::Relaxed);
@@ -193,7 +277,13 @@ mpi_fn! {
                 out(attribute_val.cast::<*const AtomicI32>(), v as *const AtomicI32, "attribute_val")?;
                 out(flag, 1, "flag")
             }
-            None => out(flag, 0, "flag"),
+            None => match crate::attr::get(crate::attr::Kind::Comm, comm, keyval)? {
+                Some(v) => {
+                    out(attribute_val.cast::<usize>(), v, "attribute_val")?;
+                    out(flag, 1, "flag")
+                }
+                None => out(flag, 0, "flag"),
+            },
         }
     }
 }
@@ -201,15 +291,12 @@ mpi_fn! {
 // ----- error handlers -----
 
 fn check_errhandler(e: Handle) -> R<()> {
-    match e {
-        abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT => Ok(()),
-        _ => Err(err(abi::ERR_ARG, format!("invalid error handler {e:#x}"))),
-    }
+    crate::error::check_handler(e, HandlerKind::Comm)
 }
 
 mpi_fn! {
     /// Sets `comm`'s error handler (`MPI_ERRORS_ARE_FATAL`,
-    /// `MPI_ERRORS_ABORT` or `MPI_ERRORS_RETURN`; user handlers are not there yet).
+    /// `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`, or one of `MPI_Comm_create_errhandler`).
     fn MPI_Comm_set_errhandler / PMPI_Comm_set_errhandler(comm: Handle, errhandler: Handle) on comm => {
         check_errhandler(errhandler)?;
         state::with(|st| match st.comms.get_mut(&comm) {
@@ -234,10 +321,15 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// Frees an error handler handle (the predefined ones stay).
+    /// Frees an error handler handle (the predefined ones stay; a user one
+    /// stays usable by the objects it is set on).
     fn MPI_Errhandler_free / PMPI_Errhandler_free(errhandler: *mut Handle) on abi::COMM_WORLD => {
         let e = read(errhandler, "errhandler")?;
-        check_errhandler(e)?;
+        if !matches!(e, abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT)
+            && crate::error::user_errhandler(e).is_none()
+        {
+            return Err(err(abi::ERR_ARG, format!("invalid error handler {e:#x}")));
+        }
         out(errhandler, abi::ERRHANDLER_NULL, "errhandler")
     }
 }
@@ -253,20 +345,159 @@ mpi_fn! {
 }
 
 mpi_fn! {
-    /// The string of an error code (a class: dos has no codes beyond the classes).
+    /// The string of an error code: a predefined class's, or the one the
+    /// program set with `MPI_Add_error_string` (empty if none).
     fn MPI_Error_string / PMPI_Error_string(errorcode: c_int, s: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
         let text = class_string(errorcode)
+            .map(str::to_string)
+            .or_else(|| crate::error::added_string(errorcode))
             .ok_or_else(|| err(abi::ERR_ARG, format!("invalid error code {errorcode}")))?;
-        string(s, abi::MAX_ERROR_STRING, resultlen, text)
+        string(s, abi::MAX_ERROR_STRING, resultlen, &text)
     }
 }
 
 mpi_fn! {
-    /// The class of an error code: every code dos returns is a class.
+    /// The class of an error code: every code dos itself returns is a
+    /// class; an added code belongs to the class it was added to.
     fn MPI_Error_class / PMPI_Error_class(errorcode: c_int, errorclass: *mut c_int) on abi::COMM_WORLD => {
-        if class_string(errorcode).is_none() {
-            return Err(err(abi::ERR_ARG, format!("invalid error code {errorcode}")));
+        let c = crate::error::class_of(errorcode)
+            .ok_or_else(|| err(abi::ERR_ARG, format!("invalid error code {errorcode}")))?;
+        out(errorclass, c, "errorclass")
+    }
+}
+
+mpi_fn! {
+    /// An error handler for communicators calling `function(&comm, &code)`.
+    fn MPI_Comm_create_errhandler / PMPI_Comm_create_errhandler(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
         }
-        out(errorclass, errorcode, "errorclass")
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(HandlerKind::Comm, f)?;
+        out(errhandler, h, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// A new error class (above `MPI_ERR_LASTCODE`; `MPI_LASTUSEDCODE` follows).
+    fn MPI_Add_error_class / PMPI_Add_error_class(errorclass: *mut c_int) on abi::COMM_WORLD => {
+        if errorclass.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errorclass"));
+        }
+        out(errorclass, crate::error::add_class(), "errorclass")
+    }
+}
+
+mpi_fn! {
+    /// A new error code of `errorclass`.
+    fn MPI_Add_error_code / PMPI_Add_error_code(errorclass: c_int, errorcode: *mut c_int) on abi::COMM_WORLD => {
+        if errorcode.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errorcode"));
+        }
+        out(errorcode, crate::error::add_code(errorclass)?, "errorcode")
+    }
+}
+
+mpi_fn! {
+    /// The string of an added code or class (`MPI_Error_string` gives it).
+    fn MPI_Add_error_string / PMPI_Add_error_string(errorcode: c_int, s: *const c_char) on abi::COMM_WORLD => {
+        if s.is_null() {
+            return Err(err(abi::ERR_ARG, "null string"));
+        }
+        let text = std::ffi::CStr::from_ptr(s).to_string_lossy().into_owned();
+        if text.len() >= abi::MAX_ERROR_STRING {
+            return Err(err(abi::ERR_ARG, "string longer than MPI_MAX_ERROR_STRING"));
+        }
+        if class_string(errorcode).is_some() {
+            return Err(err(abi::ERR_ARG, "the string of a predefined class cannot change"));
+        }
+        crate::error::add_string(errorcode, text)
+    }
+}
+
+// The MPI-1 names of the communicator error handler functions (removed
+// from the standard in MPI-3.0; MPICH's tests still call them).
+
+mpi_fn! {
+    /// `MPI_Comm_create_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_create / PMPI_Errhandler_create(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
+        }
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(HandlerKind::Comm, f)?;
+        out(errhandler, h, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_set_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_set / PMPI_Errhandler_set(comm: Handle, errhandler: Handle) on comm => {
+        check_errhandler(errhandler)?;
+        state::with(|st| match st.comms.get_mut(&comm) {
+            Some(e) => {
+                e.errhandler = errhandler;
+                Ok(())
+            }
+            None => Err(state::bad_comm(comm)),
+        })
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_get_errhandler` under its MPI-1 name.
+    fn MPI_Errhandler_get / PMPI_Errhandler_get(comm: Handle, errhandler: *mut Handle) on comm => {
+        let e = state::with(|st| match st.comms.get(&comm) {
+            Some(e) => Ok(e.errhandler),
+            None => Err(state::bad_comm(comm)),
+        })?;
+        out(errhandler, e, "errhandler")
+    }
+}
+
+mpi_fn! {
+    /// Removes an added error class (it must have no codes left).
+    fn MPI_Remove_error_class / PMPI_Remove_error_class(errorclass: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_added(errorclass, true)
+    }
+}
+
+mpi_fn! {
+    /// Removes an added error code.
+    fn MPI_Remove_error_code / PMPI_Remove_error_code(errorcode: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_added(errorcode, false)
+    }
+}
+
+mpi_fn! {
+    /// Removes the string of an added code or class.
+    fn MPI_Remove_error_string / PMPI_Remove_error_string(errorcode: c_int) on abi::COMM_WORLD => {
+        crate::error::remove_string(errorcode)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_dup`; the info hints are not used by dos.
+    fn MPI_Comm_dup_with_info / PMPI_Comm_dup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle) on comm => {
+        let _ = info;
+        let rc = PMPI_Comm_dup(comm, newcomm);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_dup failed")) }
+    }
+}
+
+mpi_fn! {
+    /// Accepted; dos uses no communicator hints.
+    fn MPI_Comm_set_info / PMPI_Comm_set_info(comm: Handle, info: Handle) on comm => {
+        let _ = info;
+        state::comm(comm).map(|_| ())
+    }
+}
+
+mpi_fn! {
+    /// The hints in use: none (a new, empty info object).
+    fn MPI_Comm_get_info / PMPI_Comm_get_info(comm: Handle, info_used: *mut Handle) on comm => {
+        state::comm(comm)?;
+        let rc = crate::info::PMPI_Info_create(info_used);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Info_create failed")) }
     }
 }

@@ -1,7 +1,7 @@
 //! The environment: start-up and shutdown, thread levels, versions, names,
 //! clocks (MPI-5 chapter "MPI Environmental Management").
 
-use std::ffi::{c_char, c_int};
+use std::ffi::{c_char, c_int, c_void};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -171,4 +171,91 @@ pub extern "C" fn PMPI_Wtick() -> f64 {
 #[no_mangle]
 pub extern "C" fn MPI_Wtick() -> f64 {
     PMPI_Wtick()
+}
+
+// ----- the tool information interface (MPI_T): dos exposes no variables -----
+
+/// `MPI_T_ERR_INVALID_INDEX` (the standard ABI's value).
+const T_ERR_INVALID_INDEX: c_int = 1007;
+/// `MPI_T_ERR_INVALID_HANDLE`.
+const T_ERR_INVALID_HANDLE: c_int = 1010;
+
+macro_rules! mpi_t {
+    ($(#[doc = $doc:literal])* fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* ) => $body:block) => {
+        $(#[doc = $doc])*
+        ///
+        /// # Safety
+        /// Pointer arguments valid as the standard requires (MPI_T returns
+        /// its codes directly: no error handler is involved).
+        #[no_mangle]
+        pub unsafe extern "C" fn $pmpi($($a: $t),*) -> c_int {
+            $(let _ = &$a;)*
+            $body
+        }
+        #[doc = concat!("`", stringify!($mpi), "`: forwards to [`", stringify!($pmpi), "`].")]
+        ///
+        /// # Safety
+        /// As for the profiling entry point.
+        #[no_mangle]
+        pub unsafe extern "C" fn $mpi($($a: $t),*) -> c_int {
+            // SAFETY: the same contract.
+            unsafe { $pmpi($($a),*) }
+        }
+    };
+}
+
+mpi_t! {
+    /// Starts the tool interface: `provided` is dos's thread level.
+    fn MPI_T_init_thread / PMPI_T_init_thread(required: c_int, provided: *mut c_int) => {
+        if !provided.is_null() {
+            // SAFETY: non-null: the caller's int.
+            unsafe { *provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED) };
+        }
+        abi::SUCCESS
+    }
+}
+
+mpi_t! {
+    /// Ends the tool interface.
+    fn MPI_T_finalize / PMPI_T_finalize() => { abi::SUCCESS }
+}
+
+mpi_t! {
+    /// No control variables.
+    fn MPI_T_cvar_get_num / PMPI_T_cvar_get_num(num: *mut c_int) => {
+        if !num.is_null() {
+            // SAFETY: non-null: the caller's int.
+            unsafe { *num = 0 };
+        }
+        abi::SUCCESS
+    }
+}
+
+mpi_t! {
+    /// No control variables: every index is invalid.
+    fn MPI_T_cvar_get_info / PMPI_T_cvar_get_info(index: c_int, name: *mut c_char, name_len: *mut c_int, verbosity: *mut c_int, datatype: *mut Handle, enumtype: *mut Handle, desc: *mut c_char, desc_len: *mut c_int, bind: *mut c_int, scope: *mut c_int) => {
+        T_ERR_INVALID_INDEX
+    }
+}
+
+mpi_t! {
+    /// No control variables: every index is invalid.
+    fn MPI_T_cvar_handle_alloc / PMPI_T_cvar_handle_alloc(index: c_int, obj: *mut c_void, handle: *mut Handle, count: *mut c_int) => {
+        T_ERR_INVALID_INDEX
+    }
+}
+
+mpi_t! {
+    /// No handles exist.
+    fn MPI_T_cvar_handle_free / PMPI_T_cvar_handle_free(handle: *mut Handle) => { T_ERR_INVALID_HANDLE }
+}
+
+mpi_t! {
+    /// No handles exist.
+    fn MPI_T_cvar_read / PMPI_T_cvar_read(handle: Handle, buf: *mut c_void) => { T_ERR_INVALID_HANDLE }
+}
+
+mpi_t! {
+    /// No handles exist.
+    fn MPI_T_cvar_write / PMPI_T_cvar_write(handle: Handle, buf: *const c_void) => { T_ERR_INVALID_HANDLE }
 }

@@ -7,6 +7,7 @@
 //! `dos::World::abort`, which `dosrun` reports as a failed rank.
 
 use std::ffi::c_int;
+use std::sync::Mutex;
 
 use crate::abi::{self, Handle};
 
@@ -144,12 +145,211 @@ pub(crate) fn raise(func: &str, comm: Handle, e: Error) -> c_int {
     if handler == abi::ERRORS_RETURN {
         return e.class;
     }
-    let name = class_string(e.class).unwrap_or("unknown error class");
-    let name = name.split(':').next().unwrap_or(name);
+    if let Some((_, f)) = user_errhandler(handler) {
+        // The program's handler, called with the communicator and the code;
+        // if it returns, so does the function, with the code.
+        let obj = if crate::state::comm(comm).is_ok() {
+            comm
+        } else {
+            abi::COMM_WORLD
+        };
+        return call_user(f, obj, e.class);
+    }
+    let name = class_string(e.class)
+        .map(str::to_string)
+        .or_else(|| added_string(e.class))
+        .unwrap_or_else(|| "unknown error class".into());
+    let name = name.split(':').next().unwrap_or(&name).to_string();
     let rank = crate::state::world_rank()
         .map(|r| format!("rank {r}"))
         .unwrap_or_else(|| "a rank".into());
     eprintln!("dos-mpi: {rank}: {func}: {name}: {}", e.msg);
     eprintln!("dos-mpi: {rank}: the error handler is MPI_ERRORS_ARE_FATAL: aborting the job");
     crate::state::abort(e.class.max(1), &format!("{func}: {name}"))
+}
+
+// ----- user error handlers -----
+
+/// The kind of object a user error handler is for (the file and window
+/// modules make theirs with [`create_errhandler`] and check them with
+/// [`check_handler`]).
+#[allow(dead_code)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HandlerKind {
+    Comm,
+    File,
+    Win,
+    Session,
+}
+
+/// `handler(&object, &code)` (the C signature has a trailing `...`, which
+/// the caller may leave empty).
+pub(crate) type HandlerFn = unsafe extern "C" fn(*mut Handle, *mut c_int);
+
+/// The first handle of a user error handler.
+const ERRH_BASE: Handle = 0x7c00_0000;
+
+/// The error handlers the program made (never reused: a freed one may still
+/// be set on an object, as the standard allows).
+static HANDLERS: Mutex<Vec<(HandlerKind, usize)>> = Mutex::new(Vec::new());
+
+/// A new error handler of `kind` calling `f`; the generic piece behind
+/// `MPI_Comm_create_errhandler` (files and windows use it too).
+pub(crate) fn create_errhandler(kind: HandlerKind, f: usize) -> R<Handle> {
+    if f == 0 {
+        return Err(err(abi::ERR_ARG, "null error handler function"));
+    }
+    let mut t = HANDLERS.lock().unwrap_or_else(|p| p.into_inner());
+    t.push((kind, f));
+    Ok(ERRH_BASE + 8 * (t.len() - 1))
+}
+
+/// The kind and function of a user error handler handle.
+pub(crate) fn user_errhandler(h: Handle) -> Option<(HandlerKind, usize)> {
+    let off = h.checked_sub(ERRH_BASE)?;
+    if off % 8 != 0 {
+        return None;
+    }
+    let t = HANDLERS.lock().unwrap_or_else(|p| p.into_inner());
+    t.get(off / 8).copied()
+}
+
+/// Calls user handler function `f` on object `obj` with `code`; returns the code.
+pub(crate) fn call_user(f: usize, obj: Handle, code: c_int) -> c_int {
+    // SAFETY: `f` is the program's handler function, as given to
+    // MPI_*_create_errhandler.
+    let f: HandlerFn = unsafe { std::mem::transmute::<usize, HandlerFn>(f) };
+    let mut o = obj;
+    let mut c = code;
+    // SAFETY: a C function called with the arguments the standard specifies.
+    unsafe { f(&mut o, &mut c) };
+    code
+}
+
+/// Whether `h` is an error handler that may be set on an object of `kind`.
+pub(crate) fn check_handler(h: Handle, kind: HandlerKind) -> R<()> {
+    match h {
+        abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT => Ok(()),
+        _ => match user_errhandler(h) {
+            Some((k, _)) if k == kind => Ok(()),
+            Some((k, _)) => Err(err(
+                abi::ERR_ARG,
+                format!("error handler {h:#x} is for {k:?} objects, not {kind:?}"),
+            )),
+            None => Err(err(abi::ERR_ARG, format!("invalid error handler {h:#x}"))),
+        },
+    }
+}
+
+// ----- error classes and codes the program adds -----
+
+/// Classes and codes of `MPI_Add_error_class`/`code`, above `MPI_ERR_LASTCODE`.
+#[derive(Default)]
+struct Added {
+    /// code -> class (a class maps to itself).
+    class_of: std::collections::BTreeMap<c_int, c_int>,
+    strings: std::collections::HashMap<c_int, String>,
+}
+
+static ADDED: Mutex<Option<Added>> = Mutex::new(None);
+
+fn added<T>(f: impl FnOnce(&mut Added) -> T) -> T {
+    let mut g = ADDED.lock().unwrap_or_else(|p| p.into_inner());
+    f(g.get_or_insert_with(Added::default))
+}
+
+/// The largest code or class in use (`MPI_LASTUSEDCODE`).
+pub(crate) fn last_used_code() -> c_int {
+    added(|a| a.class_of.keys().next_back().copied())
+        .unwrap_or(abi::ERR_LASTCODE)
+        .max(abi::ERR_LASTCODE)
+}
+
+/// A new error class.
+pub(crate) fn add_class() -> c_int {
+    let c = last_used_code() + 1;
+    added(|a| a.class_of.insert(c, c));
+    c
+}
+
+/// A new error code of `class` (a predefined or an added class).
+pub(crate) fn add_code(class: c_int) -> R<c_int> {
+    let ok = class_string(class).is_some() || added(|a| a.class_of.get(&class) == Some(&class));
+    if !ok {
+        return Err(err(abi::ERR_ARG, format!("{class} is not an error class")));
+    }
+    let c = last_used_code() + 1;
+    added(|a| a.class_of.insert(c, class));
+    Ok(c)
+}
+
+/// Sets the string of an added code or class.
+pub(crate) fn add_string(code: c_int, s: String) -> R<()> {
+    added(|a| {
+        if !a.class_of.contains_key(&code) {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("{code} is not an error code the program added"),
+            ));
+        }
+        a.strings.insert(code, s);
+        Ok(())
+    })
+}
+
+/// The class of `code`: itself for a predefined class, the class it was
+/// added to for an added code.
+pub(crate) fn class_of(code: c_int) -> Option<c_int> {
+    if class_string(code).is_some() {
+        return Some(code);
+    }
+    added(|a| a.class_of.get(&code).copied())
+}
+
+/// The string of an added code or class (empty until one is set).
+pub(crate) fn added_string(code: c_int) -> Option<String> {
+    added(|a| {
+        a.class_of
+            .contains_key(&code)
+            .then(|| a.strings.get(&code).cloned().unwrap_or_default())
+    })
+}
+
+/// Removes an added class (`class`: true; it must have no codes) or code.
+pub(crate) fn remove_added(code: c_int, class: bool) -> R<()> {
+    added(|a| {
+        let is_class = a.class_of.get(&code) == Some(&code);
+        if !a.class_of.contains_key(&code) || is_class != class {
+            let what = if class { "class" } else { "code" };
+            return Err(err(
+                abi::ERR_ARG,
+                format!("{code} is not an error {what} the program added"),
+            ));
+        }
+        if class && a.class_of.iter().any(|(&k, &c)| c == code && k != code) {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("error class {code} still has codes"),
+            ));
+        }
+        if a.strings.contains_key(&code) {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("error {code} still has a string"),
+            ));
+        }
+        a.class_of.remove(&code);
+        Ok(())
+    })
+}
+
+/// Removes the string of an added code or class.
+pub(crate) fn remove_string(code: c_int) -> R<()> {
+    added(|a| match a.strings.remove(&code) {
+        Some(_) => Ok(()),
+        None => Err(err(
+            abi::ERR_ARG,
+            format!("error {code} has no string the program added"),
+        )),
+    })
 }

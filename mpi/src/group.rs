@@ -271,7 +271,15 @@ mpi_fn! {
         }
         let c = state::comm(comm)?;
         let g = group(g)?;
-        let made = c.create(&g)?;
+        // Every process of `comm` calls; the groups given may differ between
+        // processes as long as they are disjoint (MPI-2.2): one split, the
+        // color naming the group (its first member), the key the rank in it.
+        if g.translate_ranks(&(0..g.size()).collect::<Vec<_>>(), &c.group())?.iter().any(Option::is_none) {
+            return Err(err(abi::ERR_GROUP, "the group is not a subset of the communicator's"));
+        }
+        let color = g.rank().and_then(|_| g.members().iter().min().map(|&m| m as u32));
+        let key = g.rank().map_or(0, |r| r as i32);
+        let made = c.split(color, key)?;
         register_comm(made, comm, newcomm)
     }
 }

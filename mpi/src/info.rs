@@ -249,3 +249,17 @@ mpi_fn! {
         out(info, abi::INFO_NULL, "info")
     }
 }
+
+mpi_fn! {
+    /// A new info object with the contents of `MPI_INFO_ENV` (argc and
+    /// argv are not looked at: dos starts every process the same way).
+    fn MPI_Info_create_env / PMPI_Info_create_env(argc: c_int, argv: *mut *mut std::ffi::c_char, info: *mut Handle) on abi::COMM_WORLD => {
+        let _ = (argc, argv);
+        if info.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for info"));
+        }
+        let c = with_info(abi::INFO_ENV, false, |i| Ok(i.clone()))?;
+        let h = state::with(|st| Ok(st.infos.insert(c)))?;
+        out(info, h, "info")
+    }
+}

@@ -27,22 +27,61 @@ macro_rules! not_yet {
 }
 
 not_yet! {
-    MPI_Cart_create / PMPI_Cart_create(comm: Handle, ndims: c_int, dims: *const c_int, periods: *const c_int, reorder: c_int, comm_cart: *mut Handle);
-    MPI_Cart_coords / PMPI_Cart_coords(comm: Handle, rank: c_int, maxdims: c_int, coords: *mut c_int);
-    MPI_Cart_rank / PMPI_Cart_rank(comm: Handle, coords: *const c_int, rank: *mut c_int);
-    MPI_Dist_graph_neighbors / PMPI_Dist_graph_neighbors(comm: Handle, maxindegree: c_int, sources: *mut c_int, sourceweights: *mut c_int, maxoutdegree: c_int, destinations: *mut c_int, destweights: *mut c_int);
     MPI_Comm_create_from_group / PMPI_Comm_create_from_group(group: Handle, stringtag: *const c_char, info: Handle, errhandler: Handle, newcomm: *mut Handle);
     MPI_Group_from_session_pset / PMPI_Group_from_session_pset(session: Handle, pset_name: *const c_char, newgroup: *mut Handle);
     MPI_Session_init / PMPI_Session_init(info: Handle, errhandler: Handle, session: *mut Handle);
     MPI_Session_finalize / PMPI_Session_finalize(session: *mut Handle);
+    MPI_Comm_spawn_multiple / PMPI_Comm_spawn_multiple(count: c_int, commands: *mut *mut c_char, argvs: *mut *mut *mut c_char, maxprocs: *const c_int, infos: *const Handle, root: c_int, comm: Handle, intercomm: *mut Handle, errcodes: *mut c_int);
 }
 
 mpi_fn! {
-    /// The name of a predefined datatype (`MPI_INT`, ...).
+    /// The name of a datatype: the one `MPI_Type_set_name` gave, else a
+    /// predefined type's own (`MPI_INT`, ...), else the empty string.
     fn MPI_Type_get_name / PMPI_Type_get_name(datatype: Handle, type_name: *mut c_char, resultlen: *mut c_int) on abi::COMM_WORLD => {
         let t = datatype::get(datatype)?;
-        string(type_name, 128, resultlen, t.name)
+        let n = crate::attr::name(crate::attr::Kind::Type, datatype).unwrap_or_else(|| t.name.to_string());
+        string(type_name, abi::MAX_OBJECT_NAME, resultlen, &n)
     }
+}
+
+/// Fortran handle conversion: the handle's bits as an `MPI_Fint` (every
+/// handle of dos fits in 31 bits) and back.
+macro_rules! c2f {
+    ($($c2f:ident / $pc2f:ident, $f2c:ident / $pf2c:ident;)*) => {$(
+        #[doc = concat!("`", stringify!($pc2f), "`: the handle as an integer.")]
+        #[no_mangle]
+        pub extern "C" fn $pc2f(h: Handle) -> c_int {
+            h as c_int
+        }
+        #[doc = concat!("`", stringify!($c2f), "`: forwards to the profiling entry point.")]
+        #[no_mangle]
+        pub extern "C" fn $c2f(h: Handle) -> c_int {
+            $pc2f(h)
+        }
+        #[doc = concat!("`", stringify!($pf2c), "`: the integer as a handle.")]
+        #[no_mangle]
+        pub extern "C" fn $pf2c(f: c_int) -> Handle {
+            f as u32 as Handle
+        }
+        #[doc = concat!("`", stringify!($f2c), "`: forwards to the profiling entry point.")]
+        #[no_mangle]
+        pub extern "C" fn $f2c(f: c_int) -> Handle {
+            $pf2c(f)
+        }
+    )*};
+}
+
+c2f! {
+    MPI_Comm_c2f / PMPI_Comm_c2f, MPI_Comm_f2c / PMPI_Comm_f2c;
+    MPI_Errhandler_c2f / PMPI_Errhandler_c2f, MPI_Errhandler_f2c / PMPI_Errhandler_f2c;
+    MPI_File_c2f / PMPI_File_c2f, MPI_File_f2c / PMPI_File_f2c;
+    MPI_Group_c2f / PMPI_Group_c2f, MPI_Group_f2c / PMPI_Group_f2c;
+    MPI_Info_c2f / PMPI_Info_c2f, MPI_Info_f2c / PMPI_Info_f2c;
+    MPI_Message_c2f / PMPI_Message_c2f, MPI_Message_f2c / PMPI_Message_f2c;
+    MPI_Op_c2f / PMPI_Op_c2f, MPI_Op_f2c / PMPI_Op_f2c;
+    MPI_Request_c2f / PMPI_Request_c2f, MPI_Request_f2c / PMPI_Request_f2c;
+    MPI_Type_c2f / PMPI_Type_c2f, MPI_Type_f2c / PMPI_Type_f2c;
+    MPI_Win_c2f / PMPI_Win_c2f, MPI_Win_f2c / PMPI_Win_f2c;
 }
 
 mpi_fn! {
@@ -72,7 +111,7 @@ fn dims_create(nnodes: usize, dims: &mut [c_int]) -> R<()> {
             format!("{nnodes} nodes do not divide into the fixed dimensions"),
         ));
     }
-    let mut rest = nnodes / fixed;
+    let rest = nnodes / fixed;
     if free == 0 {
         return if rest == 1 {
             Ok(())
@@ -83,32 +122,75 @@ fn dims_create(nnodes: usize, dims: &mut [c_int]) -> R<()> {
             ))
         };
     }
-    // Prime factors, largest first, each onto the currently smallest dimension.
-    let mut factors = Vec::new();
-    let mut p = 2;
-    while rest > 1 {
-        while rest % p == 0 {
-            factors.push(p);
-            rest /= p;
-        }
-        p += 1;
-        if p * p > rest && rest > 1 {
-            factors.push(rest);
-            break;
-        }
-    }
-    factors.sort_unstable_by(|a, b| b.cmp(a));
-    let mut free_dims = vec![1usize; free];
-    for f in factors {
-        let i = (0..free).min_by_key(|&i| free_dims[i]).expect("free > 0");
-        free_dims[i] *= f;
-    }
-    free_dims.sort_unstable_by(|a, b| b.cmp(a));
-    let mut it = free_dims.into_iter();
+    // The most balanced split of `rest` into `free` factors: the smallest
+    // difference between the largest and the smallest, in non-increasing order.
+    let mut best: Option<Vec<usize>> = None;
+    let mut cur = Vec::with_capacity(free);
+    let divs = divisors(rest);
+    balanced(rest, free, rest, &divs, &mut cur, &mut best);
+    let mut it = best.expect("1 always splits").into_iter();
     for d in dims.iter_mut().filter(|d| **d == 0) {
         *d = it.next().expect("one per free dimension") as c_int;
     }
     Ok(())
+}
+
+/// The divisors of `n`, ascending.
+fn divisors(n: usize) -> Vec<usize> {
+    let (mut small, mut large) = (Vec::new(), Vec::new());
+    let mut d = 1;
+    while d * d <= n {
+        if n % d == 0 {
+            small.push(d);
+            if d * d != n {
+                large.push(n / d);
+            }
+        }
+        d += 1;
+    }
+    small.extend(large.into_iter().rev());
+    small
+}
+
+/// Every non-increasing list of `k` factors (each at most `max`) of `n`
+/// after `cur`; keeps in `best` the one with the smallest spread. `divs`:
+/// the divisors of the original number (those of `n` are among them).
+fn balanced(
+    n: usize,
+    k: usize,
+    max: usize,
+    divs: &[usize],
+    cur: &mut Vec<usize>,
+    best: &mut Option<Vec<usize>>,
+) {
+    let spread = |v: &[usize]| v[0] - v[v.len() - 1];
+    if k == 1 {
+        if n <= max {
+            cur.push(n);
+            // Ties go to the larger leading factors (as MPICH's, whose
+            // tests check e.g. 5040 in 3-D = 21 x 16 x 15, not 20 x 18 x 14).
+            if best.as_ref().is_none_or(|b| {
+                (spread(cur), std::cmp::Reverse(&cur[..])) < (spread(b), std::cmp::Reverse(&b[..]))
+            }) {
+                *best = Some(cur.clone());
+            }
+            cur.pop();
+        }
+        return;
+    }
+    // The next factor d: a divisor of n, at most `max`, with d^k >= n (the
+    // rest are no larger).
+    for &d in divs {
+        if d > max || d > n {
+            break;
+        }
+        if n % d != 0 || d.checked_pow(k as u32).is_some_and(|p| p < n) {
+            continue;
+        }
+        cur.push(d);
+        balanced(n / d, k - 1, d, divs, cur, best);
+        cur.pop();
+    }
 }
 
 mpi_fn! {
@@ -145,5 +227,26 @@ mod tests {
         let mut d = [0, 0];
         dims_create(1, &mut d).unwrap();
         assert_eq!(d, [1, 1]);
+        // Balanced, not greedy: 72 is 9 x 8, not 12 x 6.
+        let mut d = [0, 0];
+        dims_create(72, &mut d).unwrap();
+        assert_eq!(d, [9, 8]);
+        let mut d = [0, 0, 0];
+        dims_create(72, &mut d).unwrap();
+        assert_eq!(d, [6, 4, 3]);
+        let mut d = [0, 0, 0];
+        dims_create(1000, &mut d).unwrap();
+        assert_eq!(d, [10, 10, 10]);
+        // Equal spreads: the larger leading factors.
+        let mut d = [0, 0, 0];
+        dims_create(5040, &mut d).unwrap();
+        assert_eq!(d, [21, 16, 15]);
+        let mut d = [0, 0, 0];
+        dims_create(6240, &mut d).unwrap();
+        assert_eq!(d, [26, 16, 15]);
+        // A large prime: one divisor list, no search through every number.
+        let mut d = [0, 0];
+        dims_create(2_147_483_647, &mut d).unwrap();
+        assert_eq!(d, [2_147_483_647, 1]);
     }
 }

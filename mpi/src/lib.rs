@@ -28,9 +28,36 @@
 //!   `MPI_COMM_NULL`), `Comm_split_type(MPI_COMM_TYPE_SHARED)` (one
 //!   communicator per host), `Comm_free`, `Comm_compare`, `Comm_test_inter`,
 //!   `Comm_get_attr` for the predefined attributes (`MPI_TAG_UB` is
-//!   `INT_MAX`), `Comm_create` (collective over the communicator),
+//!   `INT_MAX`, `MPI_LASTUSEDCODE` follows `MPI_Add_error_code`),
+//!   `Comm_create` (collective over the communicator),
 //!   `Comm_create_group` (collective over the group's members only),
-//!   `Comm_idup` (done at once: its request is complete).
+//!   `Comm_idup` (done at once: its request is complete),
+//!   `Comm_get_parent` (`MPI_COMM_NULL`), `Comm_disconnect` (as `Comm_free`);
+//!   `Comm_remote_size`/`remote_group`/`Intercomm_merge` are `MPI_ERR_COMM`
+//!   and `Intercomm_create` `MPI_ERR_UNSUPPORTED_OPERATION` (no
+//!   intercommunicators).
+//! * **Attributes and names** (module `attr`) — `Comm_create_keyval`,
+//!   `Comm_free_keyval`, `Comm_set_attr`, `Comm_get_attr`,
+//!   `Comm_delete_attr`, the same for `Type_*`, and `Win_create_keyval`/
+//!   `free_keyval` (the windows use the same store): copy callbacks run on
+//!   `Comm_dup`/`Type_dup` (`MPI_*_NULL_COPY_FN` never copies,
+//!   `MPI_*_DUP_FN` copies the value), delete callbacks on delete, on
+//!   replacing a value, and on `Comm_free`/`Type_free` in the reverse order
+//!   of setting (`MPI_COMM_SELF`'s first thing in `MPI_Finalize`); a
+//!   callback's error code fails the call; a freed keyval lives on while
+//!   attributes use it; an unknown keyval or one of another kind is
+//!   `MPI_ERR_KEYVAL`. `Comm_set_name`/`get_name` (`MPI_COMM_WORLD` and
+//!   `MPI_COMM_SELF` are named so), `Type_set_name`/`get_name`.
+//! * **Topologies** (module `topo`) — `Cart_create`, `Cart_get`,
+//!   `Cart_rank`, `Cart_coords`, `Cart_shift`, `Cart_sub`, `Cart_map`,
+//!   `Cartdim_get`, `Dims_create`, `Graph_create`, `Graph_get`,
+//!   `Graph_neighbors(_count)`, `Graphdims_get`, `Graph_map`,
+//!   `Dist_graph_create`, `Dist_graph_create_adjacent`,
+//!   `Dist_graph_neighbors(_count)` (also on Cartesian and graph
+//!   communicators), `Topo_test`. `reorder` keeps the ranks; processes
+//!   beyond the topology's size get `MPI_COMM_NULL`; `Comm_dup` keeps the
+//!   topology. Bad arguments: `MPI_ERR_TOPOLOGY` (no such topology),
+//!   `MPI_ERR_DIMS`, `MPI_ERR_RANK`, `MPI_ERR_ARG`.
 //! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
 //!   for a non-member), `Group_incl`, `Group_excl`, `Group_range_incl`,
 //!   `Group_range_excl`, `Group_union`, `Group_intersection`,
@@ -87,7 +114,10 @@
 //!   the request completes: the request's completion hook, module
 //!   `request`), `Bcast`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
 //!   `Alltoall(v,w)` and their nonblocking forms (including `MPI_IN_PLACE`;
-//!   each block packed in turn). Messages match by bytes of the type
+//!   each block packed in turn).
+//!   `Type_get_envelope`/`Type_get_contents` give back the constructor and
+//!   its arguments (derived types among them as new handles).
+//!   Messages match by bytes of the type
 //!   signature. Bad arguments: a negative count or block length, or a type
 //!   whose size or bounds overflow, is `MPI_ERR_COUNT`; an uncommitted type
 //!   in communication, `MPI_DATATYPE_NULL`, or freeing a predefined type is
@@ -131,8 +161,14 @@
 //!   operation is `MPI_ERR_OP`.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
-//!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`; `Comm_set_errhandler`,
-//!   `Comm_get_errhandler`, `Errhandler_free`, `Comm_call_errhandler`,
+//!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`, and the program's own:
+//!   `Comm_create_errhandler` (the function is called with the
+//!   communicator and the error code of any error raised under it, then the
+//!   MPI function returns the code; the generic pieces in `error` let files
+//!   and windows make theirs); `Comm_set_errhandler`, `Comm_get_errhandler`
+//!   (inherited by `Comm_dup`), `Errhandler_free` (the objects it is set on
+//!   keep it), `Comm_call_errhandler`, `Add_error_class`, `Add_error_code`,
+//!   `Add_error_string` (classes and codes above `MPI_ERR_LASTCODE`),
 //!   `Error_string`, `Error_class`. Arguments are checked before anything is
 //!   sent: a bad rank (`MPI_ERR_RANK`), count (`MPI_ERR_COUNT`), datatype
 //!   (`MPI_ERR_TYPE`), communicator (`MPI_ERR_COMM`), root (`MPI_ERR_ROOT`),
@@ -229,11 +265,18 @@
 //!   types), `rma_dynamic.c` and `rma_errors.c`.
 //! * `MPI_Comm_spawn` is `MPI_ERR_UNSUPPORTED_OPERATION`: `dosrun` starts
 //!   every process.
-//! * Small helpers that common benchmark code calls: `Type_get_name`,
-//!   `Get_address`, `Dims_create`.
-//!   Functions of the groups below that such code references (Cartesian
-//!   topologies, sessions) exist so that it links, and raise
+//! * Small helpers that common benchmark code calls: `Get_address`, and the
+//!   handle conversions `MPI_*_c2f`/`MPI_*_f2c` (the handle's bits as an
+//!   `MPI_Fint`: every handle of dos fits in 31 bits; rsmpi calls them).
+//!   Functions of the groups below that such code references (sessions)
+//!   exist so that it links, and raise
 //!   `MPI_ERR_UNSUPPORTED_OPERATION` naming themselves when called.
+//! * **rsmpi** (the `mpi` crate) builds against this library: its
+//!   `build-probe-mpi` runs `$MPICC -show` (`MPICC=mpi/bin/dosmpicc`; `-show`
+//!   alone prints the full command with `-I`, `-L`, `-l`), and `mpi-sys`'s
+//!   bindgen reads `mpi.h`. `ci/rsmpi.sh` builds dosbench with `--features
+//!   mpi` this way (target/rsmpi) and runs it under dosrun (the library is
+//!   found through `LD_LIBRARY_PATH`: rsmpi passes no rpath).
 //!
 //! ## Not yet
 //!
@@ -243,16 +286,14 @@
 //! noncontiguous `Irecv`/`Issend` (`MPI_ERR_UNSUPPORTED_OPERATION`: complete
 //! it instead); the checks of a persistent collective's arguments at init
 //! (they are checked at `MPI_Start`);
-//! `Type_create_darray`, `Type_get_envelope`/`get_contents`, names of
-//! derived types (`Type_get_name` gives an empty string), the large-count
+//! `Type_create_darray`, the large-count
 //! `_c` constructors, `Pack_external`; user operations on derived types and
-//! on `long double`; attributes and keyvals of the
-//! program's own; user error
-//! handlers; `long double` types in one-sided accumulates (other than
+//! on `long double`; `long double` types in one-sided accumulates (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
 //! program's own on windows; MPI-IO's `external32`, user error handlers
-//! for files and a local POSIX driver; intercommunicators and
-//! topologies; the large-count `_c` forms beyond `Get_count_c` and
+//! for files and a local POSIX driver; intercommunicators; neighbourhood
+//! collectives; `MPI_Remove_error_*`;
+//! the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
 //! itself already has most of the machinery (see its crate docs).
@@ -286,9 +327,13 @@
 //! (`libmpi_abi.so.0` in those implementations: not yet provided here), and
 //! then fails only by a missing symbol for anything not yet implemented. Not
 //! verified yet: no ABI-built binary has been run against it; the constants
-//! have not been checked one by one against the published MPI-5.0 document;
-//! of the callback types only `MPI_User_function` is there (not the error
-//! handler functions).
+//! have not been checked one by one against the published MPI-5.0 document.
+//! Checked against MPICH's current `mpi_abi.h` (commit 6a79bf6, 2026-12):
+//! the topology kinds (`MPI_CART` 211...), `MPI_UNWEIGHTED` (10),
+//! `MPI_WEIGHTS_EMPTY` (11), the combiners (101...), the `MPI_*_DUP_FN`/
+//! `NULL_COPY_FN` values (1 and 0) agree; several older constants of this
+//! header do not (that header has `MPI_IDENT` 201, `MPI_COMM_TYPE_SHARED`
+//! 221, `MPI_TAG_UB` 501, `MPI_KEYVAL_INVALID` 0): to be aligned.
 //!
 //! ## Layout of the crate
 //!
@@ -300,8 +345,9 @@
 //! `dtype` (derived types compiled to runs, sans-IO), `reduce` (predefined
 //! and user operations as dos `Op`s), `userop` (`Op_create`), one module per
 //! group of functions: `env`, `comm`, `group`, `p2p`, `persist`, `request`,
-//! `coll`, `nbc` (nonblocking collectives), `info`, `types` (constructors, `Pack`),
-//! `io` (MPI-IO), `rma` (windows),
+//! `coll`, `nbc` (nonblocking collectives), `info`, `types` (constructors,
+//! `Pack`, envelopes), `io` (MPI-IO), `rma` (windows), `attr` (attributes,
+//! keyvals, names), `topo` (topologies),
 //! and `later` (the helpers and the not-yet functions above).
 //!
 //! ## Performance
@@ -361,6 +407,7 @@ macro_rules! mpi_fn {
 }
 
 pub mod abi;
+mod attr;
 mod coll;
 mod comm;
 mod datatype;
@@ -379,5 +426,6 @@ mod reduce;
 mod request;
 mod rma;
 mod state;
+mod topo;
 mod types;
 mod userop;

@@ -247,6 +247,13 @@ pub(crate) fn init(required: i32) -> R<i32> {
 
 /// Ends the library: completes what is left, leaves the dos job.
 pub(crate) fn finalize() -> R<()> {
+    if initialized() && !finalized() {
+        // The attributes of MPI_COMM_SELF go first, as if it were freed
+        // (their delete callbacks may still call MPI).
+        crate::attr::delete_all(crate::attr::Kind::Comm, abi::COMM_SELF)?;
+    }
+    crate::attr::clear();
+    crate::topo::clear();
     let st = STATE.with(|s| s.borrow_mut().take());
     let Some(mut st) = st else {
         return Err(not_running());

@@ -27,6 +27,124 @@ unsafe fn arr<'a, T>(p: *const T, n: c_int, what: &str) -> R<&'a [T]> {
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
+/// `MPI_COMBINER_*` (the standard ABI's values).
+mod combiner {
+    use std::ffi::c_int;
+    pub const NAMED: c_int = 101;
+    pub const DUP: c_int = 102;
+    pub const CONTIGUOUS: c_int = 103;
+    pub const VECTOR: c_int = 104;
+    pub const HVECTOR: c_int = 105;
+    pub const INDEXED: c_int = 106;
+    pub const HINDEXED: c_int = 107;
+    pub const INDEXED_BLOCK: c_int = 108;
+    pub const HINDEXED_BLOCK: c_int = 109;
+    pub const STRUCT: c_int = 110;
+    pub const SUBARRAY: c_int = 111;
+    pub const RESIZED: c_int = 116;
+}
+
+/// How a derived datatype was made (`MPI_Type_get_envelope`/`get_contents`).
+struct Envelope {
+    combiner: c_int,
+    ints: Vec<c_int>,
+    addrs: Vec<isize>,
+    types: Vec<Handle>,
+}
+
+thread_local! {
+    static ENVELOPES: std::cell::RefCell<std::collections::HashMap<Handle, Envelope>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+/// Records the constructor and arguments of the new type `h`.
+fn record(h: Handle, combiner: c_int, ints: Vec<c_int>, addrs: Vec<isize>, types: Vec<Handle>) {
+    ENVELOPES.with(|e| {
+        e.borrow_mut().insert(
+            h,
+            Envelope {
+                combiner,
+                ints,
+                addrs,
+                types,
+            },
+        )
+    });
+}
+
+/// `(combiner, #ints, #addresses, #types)` of a datatype.
+fn envelope(h: Handle) -> R<(c_int, usize, usize, usize)> {
+    if datatype::predefined(h).is_some() {
+        return Ok((combiner::NAMED, 0, 0, 0));
+    }
+    datatype::ty(h)?;
+    ENVELOPES.with(|e| {
+        e.borrow()
+            .get(&h)
+            .map(|v| (v.combiner, v.ints.len(), v.addrs.len(), v.types.len()))
+            .ok_or_else(|| {
+                err(
+                    abi::ERR_TYPE,
+                    format!("datatype {h:#x} has no recorded constructor"),
+                )
+            })
+    })
+}
+
+mpi_fn! {
+    /// The combiner of a datatype and the numbers of its constructor's arguments.
+    fn MPI_Type_get_envelope / PMPI_Type_get_envelope(datatype: Handle, num_integers: *mut c_int, num_addresses: *mut c_int, num_datatypes: *mut c_int, comb: *mut c_int) on abi::COMM_WORLD => {
+        let (c, ni, na, nt) = envelope(datatype)?;
+        out(num_integers, ni as c_int, "num_integers")?;
+        out(num_addresses, na as c_int, "num_addresses")?;
+        out(num_datatypes, nt as c_int, "num_datatypes")?;
+        out(comb, c, "combiner")
+    }
+}
+
+mpi_fn! {
+    /// The arguments a derived datatype was made with; the derived types
+    /// among them are new handles (duplicates) the program frees.
+    fn MPI_Type_get_contents / PMPI_Type_get_contents(datatype: Handle, max_integers: c_int, max_addresses: c_int, max_datatypes: c_int, integers: *mut c_int, addresses: *mut isize, datatypes: *mut Handle) on abi::COMM_WORLD => {
+        let (c, ni, na, nt) = envelope(datatype)?;
+        if c == combiner::NAMED {
+            return Err(err(abi::ERR_TYPE, "MPI_Type_get_contents of a predefined datatype"));
+        }
+        if (max_integers as i64) < ni as i64 || (max_addresses as i64) < na as i64 || (max_datatypes as i64) < nt as i64 {
+            return Err(err(abi::ERR_ARG, "the output arrays are smaller than MPI_Type_get_envelope says"));
+        }
+        let (ints, addrs, types) = ENVELOPES.with(|e| {
+            let e = e.borrow();
+            let v = &e[&datatype];
+            (v.ints.clone(), v.addrs.clone(), v.types.clone())
+        });
+        for (i, v) in ints.iter().enumerate() {
+            out(integers.add(i), *v, "array_of_integers")?;
+        }
+        for (i, v) in addrs.iter().enumerate() {
+            out(addresses.add(i), *v, "array_of_addresses")?;
+        }
+        for (i, &t) in types.iter().enumerate() {
+            let h = if datatype::is_derived(t) {
+                let o = datatype::ty(t)?;
+                let committed = datatype::layout(0, t).is_ok();
+                let d = datatype::insert((*o).clone());
+                if committed {
+                    datatype::commit(d)?;
+                }
+                if let Some(env) = ENVELOPES.with(|e| e.borrow().get(&t).map(|v| (v.combiner, v.ints.clone(), v.addrs.clone(), v.types.clone()))) {
+                    record(d, env.0, env.1, env.2, env.3);
+                }
+                d
+            } else {
+                t
+            };
+            out(datatypes.add(i), h, "array_of_datatypes")?;
+        }
+        Ok(())
+    }
+}
+
 fn i64s(v: &[c_int]) -> Vec<i64> {
     v.iter().map(|&x| i64::from(x)).collect()
 }
@@ -44,7 +162,9 @@ mpi_fn! {
     /// `count` copies of `oldtype` end to end.
     fn MPI_Type_contiguous / PMPI_Type_contiguous(count: c_int, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
-        new(newtype, Type::contiguous(count.into(), &o))
+        new(newtype, Type::contiguous(count.into(), &o))?;
+        record(*newtype, combiner::CONTIGUOUS, vec![count], vec![], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -52,7 +172,9 @@ mpi_fn! {
     /// `count` blocks of `blocklength`, `stride` elements apart.
     fn MPI_Type_vector / PMPI_Type_vector(count: c_int, blocklength: c_int, stride: c_int, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
-        new(newtype, Type::vector(count.into(), blocklength.into(), stride.into(), &o))
+        new(newtype, Type::vector(count.into(), blocklength.into(), stride.into(), &o))?;
+        record(*newtype, combiner::VECTOR, vec![count, blocklength, stride], vec![], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -60,7 +182,9 @@ mpi_fn! {
     /// `count` blocks of `blocklength`, `stride` bytes apart.
     fn MPI_Type_create_hvector / PMPI_Type_create_hvector(count: c_int, blocklength: c_int, stride: isize, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
-        new(newtype, Type::hvector(count.into(), blocklength.into(), stride, &o))
+        new(newtype, Type::hvector(count.into(), blocklength.into(), stride, &o))?;
+        record(*newtype, combiner::HVECTOR, vec![count, blocklength], vec![stride], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -70,7 +194,9 @@ mpi_fn! {
         let o = datatype::ty(oldtype)?;
         let b = arr(blocklengths, count, "array_of_blocklengths")?;
         let d = arr(displacements, count, "array_of_displacements")?;
-        new(newtype, Type::indexed(&i64s(b), &i64s(d), &o))
+        new(newtype, Type::indexed(&i64s(b), &i64s(d), &o))?;
+        record(*newtype, combiner::INDEXED, [&[count][..], b, d].concat(), vec![], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -80,7 +206,9 @@ mpi_fn! {
         let o = datatype::ty(oldtype)?;
         let b = arr(blocklengths, count, "array_of_blocklengths")?;
         let d = arr(displacements, count, "array_of_displacements")?;
-        new(newtype, Type::hindexed(&i64s(b), d, &o))
+        new(newtype, Type::hindexed(&i64s(b), d, &o))?;
+        record(*newtype, combiner::HINDEXED, [&[count][..], b].concat(), d.to_vec(), vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -90,7 +218,9 @@ mpi_fn! {
         let o = datatype::ty(oldtype)?;
         let d = arr(displacements, count, "array_of_displacements")?;
         let b = vec![i64::from(blocklength); d.len()];
-        new(newtype, Type::indexed(&b, &i64s(d), &o))
+        new(newtype, Type::indexed(&b, &i64s(d), &o))?;
+        record(*newtype, combiner::INDEXED_BLOCK, [&[count, blocklength][..], d].concat(), vec![], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -100,7 +230,9 @@ mpi_fn! {
         let o = datatype::ty(oldtype)?;
         let d = arr(displacements, count, "array_of_displacements")?;
         let b = vec![i64::from(blocklength); d.len()];
-        new(newtype, Type::hindexed(&b, d, &o))
+        new(newtype, Type::hindexed(&b, d, &o))?;
+        record(*newtype, combiner::HINDEXED_BLOCK, vec![count, blocklength], d.to_vec(), vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -112,7 +244,9 @@ mpi_fn! {
         let t = arr(types, count, "array_of_types")?;
         let ts = t.iter().map(|&h| datatype::ty(h)).collect::<R<Vec<_>>>()?;
         let refs: Vec<&Type> = ts.iter().map(|t| &**t).collect();
-        new(newtype, Type::structure(&i64s(b), d, &refs))
+        new(newtype, Type::structure(&i64s(b), d, &refs))?;
+        record(*newtype, combiner::STRUCT, [&[count][..], b].concat(), d.to_vec(), t.to_vec());
+        Ok(())
     }
 }
 
@@ -120,7 +254,9 @@ mpi_fn! {
     /// `oldtype` with the given lower bound and extent.
     fn MPI_Type_create_resized / PMPI_Type_create_resized(oldtype: Handle, lb: isize, extent: isize, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
-        new(newtype, Type::resized(lb, extent, &o))
+        new(newtype, Type::resized(lb, extent, &o))?;
+        record(*newtype, combiner::RESIZED, vec![], vec![lb, extent], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -139,7 +275,9 @@ mpi_fn! {
         let s = arr(sizes, ndims, "array_of_sizes")?;
         let ss = arr(subsizes, ndims, "array_of_subsizes")?;
         let st = arr(starts, ndims, "array_of_starts")?;
-        new(newtype, Type::subarray(&i64s(s), &i64s(ss), &i64s(st), c_order, &o))
+        new(newtype, Type::subarray(&i64s(s), &i64s(ss), &i64s(st), c_order, &o))?;
+        record(*newtype, combiner::SUBARRAY, [&[ndims][..], s, ss, st, &[order][..]].concat(), vec![], vec![oldtype]);
+        Ok(())
     }
 }
 
@@ -153,7 +291,12 @@ mpi_fn! {
 mpi_fn! {
     /// Frees a derived datatype (`MPI_ERR_TYPE` for a predefined one).
     fn MPI_Type_free / PMPI_Type_free(datatype: *mut Handle) on abi::COMM_WORLD => {
-        datatype::free(read(datatype, "datatype")?)?;
+        let h = read(datatype, "datatype")?;
+        if datatype::is_derived(h) {
+            // The attributes' delete callbacks first.
+            crate::attr::delete_all(crate::attr::Kind::Type, h)?;
+        }
+        datatype::free(h)?;
         out(datatype, abi::DATATYPE_NULL, "datatype")
     }
 }
@@ -164,10 +307,11 @@ mpi_fn! {
         let o = datatype::ty(oldtype)?;
         let committed = datatype::layout(0, oldtype).is_ok();
         new(newtype, Ok((*o).clone()))?;
+        record(*newtype, combiner::DUP, vec![], vec![], vec![oldtype]);
         if committed {
             datatype::commit(*newtype)?;
         }
-        Ok(())
+        crate::attr::copy_all(crate::attr::Kind::Type, oldtype, *newtype)
     }
 }
 

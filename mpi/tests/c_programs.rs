@@ -477,3 +477,18 @@ fn one_sided_bad_arguments_return_their_classes() {
 fn one_sided_dynamic_windows() {
     passes("dosmpicc", "rma_dynamic.c");
 }
+
+#[test]
+fn attributes_keyvals_callbacks_and_names() {
+    passes("dosmpicc", "attr.c");
+}
+
+#[test]
+fn user_error_handlers_and_added_error_classes() {
+    passes("dosmpicc", "errhan.c");
+}
+
+#[test]
+fn topologies_against_a_serial_model() {
+    passes("dosmpicc", "topo.c");
+}

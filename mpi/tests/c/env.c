@@ -41,8 +41,10 @@ int main(int argc, char **argv) {
     OK(MPI_Comm_size(MPI_COMM_WORLD, &n));
     OK(MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_UNIVERSE_SIZE, &usize, &flag));
     CHECK(flag == 1 && *usize == n);
-    OK(MPI_Comm_get_attr(MPI_COMM_WORLD, 12345, &usize, &flag));
-    CHECK(flag == 0);
+    /* A key that is neither predefined nor the program's is MPI_ERR_KEYVAL. */
+    OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
+    FAILS(MPI_ERR_KEYVAL, MPI_Comm_get_attr(MPI_COMM_WORLD, 12345, &usize, &flag));
+    OK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_ARE_FATAL));
 
     /* MPI_COMM_SELF is a communicator of one. */
     int r = -1;

@@ -78,7 +78,10 @@ int main(int argc, char **argv) {
           MPI_Comm_spawn("x", MPI_ARGV_NULL, 1, MPI_INFO_NULL, 0, MPI_COMM_SELF, &c, MPI_ERRCODES_IGNORE));
 
     /* Groups not implemented yet say so cleanly. */
-    FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Cart_coords(MPI_COMM_WORLD, 0, 0, NULL));
+    MPI_Session sess;
+    FAILS(MPI_ERR_UNSUPPORTED_OPERATION, MPI_Session_init(MPI_INFO_NULL, MPI_ERRORS_RETURN, &sess));
+    /* A topology function on a communicator without one. */
+    FAILS(MPI_ERR_TOPOLOGY, MPI_Cart_coords(MPI_COMM_WORLD, 0, 0, NULL));
     MPI_Datatype pt = MPI_INT;
     FAILS(MPI_ERR_TYPE, MPI_Type_free(&pt));
     FAILS(MPI_ERR_DIMS, MPI_Dims_create(12, 2, (int[]){5, 0}));

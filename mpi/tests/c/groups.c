@@ -143,6 +143,24 @@ int main(int argc, char **argv) {
     OK(MPI_Group_free(&e));
     OK(MPI_Group_free(&world));
 
+    /* MPI_Comm_create with a different (disjoint) group on each side:
+     * the even ranks and the odd ranks (MPI-2.2). */
+    {
+        MPI_Group wg, pg;
+        int par[4], np = 0;
+        for (int i = rank % 2; i < size && np < 4; i += 2) par[np++] = i;
+        OK(MPI_Comm_group(MPI_COMM_WORLD, &wg));
+        OK(MPI_Group_incl(wg, np, par, &pg));
+        MPI_Comm pc;
+        OK(MPI_Comm_create(MPI_COMM_WORLD, pg, &pc));
+        int ps, pr;
+        OK(MPI_Comm_size(pc, &ps));
+        OK(MPI_Comm_rank(pc, &pr));
+        CHECK(ps == np && pr == rank / 2);
+        OK(MPI_Comm_free(&pc));
+        OK(MPI_Group_free(&pg));
+        OK(MPI_Group_free(&wg));
+    }
     report_ok("groups");
     OK(MPI_Finalize());
     return 0;

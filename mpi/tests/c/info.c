@@ -80,6 +80,15 @@ int main(int argc, char **argv) {
     FAILS(MPI_ERR_INFO, MPI_Info_free(&keep));
     OK(MPI_Info_free(&copy));
 
+    /* MPI_Info_create_env: a new object with MPI_INFO_ENV's keys. */
+    MPI_Info envi;
+    int envkeys, newkeys;
+    OK(MPI_Info_create_env(argc, argv, &envi));
+    OK(MPI_Info_get_nkeys(MPI_INFO_ENV, &envkeys));
+    OK(MPI_Info_get_nkeys(envi, &newkeys));
+    CHECK(envi != MPI_INFO_ENV && envkeys == newkeys);
+    OK(MPI_Info_set(envi, "mine", "1"));
+    OK(MPI_Info_free(&envi));
     report_ok("info");
     OK(MPI_Finalize());
     return 0;
