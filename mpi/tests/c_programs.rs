@@ -98,54 +98,7 @@ impl std::fmt::Display for Job {
 
 /// Runs `prog` on `n` ranks under dosrun; kills the job after `limit`.
 fn run(n: usize, prog: &Path, limit: Duration) -> Job {
-    // `cargo test` puts target/<profile> on LD_LIBRARY_PATH, ahead of the
-    // programs' rpath (target/<profile>/deps): a libmpi.so that `cargo build`
-    // left there would be loaded instead of the one under test.
-    let mut child = Command::new(dosrun())
-        .env_remove("LD_LIBRARY_PATH")
-        .arg("-n")
-        .arg(n.to_string())
-        .arg(prog)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start dosrun");
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = so.read_to_string(&mut s);
-        s
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = se.read_to_string(&mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for dosrun") {
-            break Some(st);
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let job = Job {
-        code: status.and_then(|s| s.code()),
-        stdout: t_out.join().unwrap(),
-        stderr: t_err.join().unwrap(),
-    };
-    assert!(
-        status.is_some(),
-        "{} on {n} ranks timed out\n{job}",
-        prog.display()
-    );
-    job
+    run_full(n, &[], prog, &[], limit)
 }
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -329,6 +282,21 @@ fn the_pkg_config_file_gives_the_flags() {
 /// Runs `prog args` on `n` ranks under `dosrun`, with `dosrun_args` before
 /// the program (`--fs DIR` for a dosfs of the job); kills it after [`LIMIT`].
 fn run_with(n: usize, dosrun_args: &[&std::ffi::OsStr], prog: &Path, args: &[&str]) -> Job {
+    run_full(n, dosrun_args, prog, args, LIMIT)
+}
+
+/// Runs `prog args` on `n` ranks under `dosrun`, with `dosrun_args` before
+/// the program; kills the job after `limit`.
+fn run_full(
+    n: usize,
+    dosrun_args: &[&std::ffi::OsStr],
+    prog: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> Job {
+    // `cargo test` puts target/<profile> on LD_LIBRARY_PATH, ahead of the
+    // programs' rpath (target/<profile>/deps): a libmpi.so that `cargo build`
+    // left there would be loaded instead of the one under test.
     let mut child = Command::new(dosrun())
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("DOSFS")
@@ -359,7 +327,7 @@ fn run_with(n: usize, dosrun_args: &[&std::ffi::OsStr], prog: &Path, args: &[&st
         if let Some(st) = child.try_wait().expect("wait for dosrun") {
             break Some(st);
         }
-        if t0.elapsed() > LIMIT {
+        if t0.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             break None;
