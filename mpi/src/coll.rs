@@ -651,7 +651,7 @@ unsafe fn staged_alltoallv(
 
 /// The element type and operation of a reduction, checked.
 fn reduction(dt: Handle, op: Handle) -> R<(Elem, reduce::Kind, usize)> {
-    let t = datatype::get(dt)?;
+    let t = datatype::for_reduction(dt)?;
     let k = reduce::check(op, t.elem, t.name)?;
     Ok((t.elem, k, t.size))
 }

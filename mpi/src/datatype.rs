@@ -238,7 +238,7 @@ fn align_of(t: &Predefined) -> usize {
 /// The compiled form of any datatype (committed or not).
 pub(crate) fn ty(h: Handle) -> R<Shared> {
     match predefined(h) {
-        Some(p) => Ok(Arc::new(Type::basic(p.size, align_of(&p)))),
+        Some(p) => Ok(Arc::new(Type::basic(p.size, align_of(&p)).of_handle(h))),
         None => Ok(derived(h)?.0),
     }
 }
@@ -447,5 +447,30 @@ mod tests {
         ] {
             assert!(h.contains(&format!("{name}{v}")), "{name}{v}");
         }
+    }
+}
+
+/// The element type a reduction on `h` combines: a predefined type's own;
+/// for a derived type whose `count` elements are one dense run of a single
+/// predefined type (`MPI_Type_contiguous(4, MPI_DOUBLE)`, a struct of
+/// doubles without holes), that type's, with the derived type's size; any
+/// other derived type is opaque (`MPI_ERR_OP` for the predefined
+/// operations, as the standard allows).
+pub(crate) fn for_reduction(h: Handle) -> R<Predefined> {
+    if let Some(p) = predefined(h) {
+        return Ok(p);
+    }
+    let (t, _) = derived(h)?;
+    match t.base.and_then(predefined) {
+        Some(b) if t.dense() => Ok(Predefined {
+            name: b.name,
+            size: t.size,
+            elem: b.elem,
+        }),
+        _ => Ok(Predefined {
+            name: "",
+            size: t.size,
+            elem: Elem::Opaque,
+        }),
     }
 }

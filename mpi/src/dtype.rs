@@ -40,6 +40,9 @@ pub(crate) struct Type {
     /// For `Get_elements` of a partial element: the basic sizes, in order
     /// (only kept while short; `None` beyond [`MAP_LIMIT`]).
     pub basics: Option<Vec<usize>>,
+    /// The one predefined type (its handle) every basic element is, if
+    /// there is one: what a reduction on a derived type combines.
+    pub base: Option<usize>,
 }
 
 /// Most basic elements kept in [`Type::basics`].
@@ -87,7 +90,14 @@ impl Type {
             sticky: false,
             segs: vec![(0, size)],
             basics: Some(vec![size]),
+            base: None,
         }
+    }
+
+    /// The same type, recorded as the predefined type of handle `h`.
+    pub fn of_handle(mut self, h: usize) -> Type {
+        self.base = Some(h);
+        self
     }
 
     pub fn extent(&self) -> isize {
@@ -116,9 +126,12 @@ impl Type {
             sticky: false,
             segs: Vec::new(),
             basics: Some(Vec::new()),
+            base: None,
         };
         let mut any = false;
         let mut any_data = false;
+        // The basic type shared by every block with data (None once mixed).
+        let mut base: Option<Option<usize>> = None;
         for &(k, d, old) in blocks {
             if k == 0 {
                 continue;
@@ -159,6 +172,13 @@ impl Type {
                 .ok_or_else(overflow)?;
             t.align = t.align.max(old.align);
             t.sticky |= old.sticky;
+            if old.size > 0 {
+                base = match base {
+                    None => Some(old.base),
+                    Some(b) if b == old.base => Some(b),
+                    Some(_) => Some(None),
+                };
+            }
             if old.segs.is_empty() {
                 continue;
             }
@@ -190,6 +210,7 @@ impl Type {
                 }
             }
         }
+        t.base = base.flatten();
         if is_struct && !t.sticky && any {
             let a = t.align as isize;
             let ext = t.ub - t.lb;

@@ -157,8 +157,15 @@
 //!   whole buffers with the datatype's handle, and a non-commutative
 //!   operation is combined in rank order. On the predefined datatypes dos
 //!   reduces (not yet on `long double` and the other opaque ones:
-//!   `MPI_ERR_UNSUPPORTED_OPERATION`, nor on derived datatypes). A freed
-//!   operation is `MPI_ERR_OP`.
+//!   `MPI_ERR_UNSUPPORTED_OPERATION`). A freed operation is `MPI_ERR_OP`.
+//! * **Reductions on derived datatypes** — a derived type whose elements
+//!   are one dense run of a single predefined type (`Type_contiguous(4,
+//!   MPI_DOUBLE)`, a struct of ints without holes, a contiguous run of
+//!   `MPI_DOUBLE_INT`) is reduced as that type, by predefined and user
+//!   operations alike (a user function is called with the predefined type
+//!   and the count of its elements); any other derived type (with holes, or
+//!   mixing types) is `MPI_ERR_OP` for the predefined operations, as the
+//!   standard allows, and `MPI_ERR_UNSUPPORTED_OPERATION` for user ones.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
 //!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`, and the program's own:
@@ -280,15 +287,13 @@
 //!
 //! ## Not yet
 //!
-//! Reductions on derived types (`MPI_ERR_OP`, even for a dense one such as
-//! a contiguous run of `MPI_DOUBLE`: the datatype table does not record the
-//! predefined type a derived one is made of); `Request_free` of an active
+//! User operations on derived types with holes or of mixed types;
+//! `Request_free` of an active
 //! noncontiguous `Irecv`/`Issend` (`MPI_ERR_UNSUPPORTED_OPERATION`: complete
 //! it instead); the checks of a persistent collective's arguments at init
 //! (they are checked at `MPI_Start`);
 //! `Type_create_darray`, the large-count
-//! `_c` constructors, `Pack_external`; user operations on derived types and
-//! on `long double`; `long double` types in one-sided accumulates (other than
+//! `_c` constructors, `Pack_external`; user operations on `long double`; `long double` types in one-sided accumulates (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
 //! program's own on windows; MPI-IO's `external32`, user error handlers
 //! for files and a local POSIX driver; intercommunicators; neighbourhood
