@@ -366,6 +366,31 @@ pub(crate) fn dense_size(h: Handle) -> R<usize> {
     bytes(1, h)
 }
 
+/// The element type a reduction on `h` combines: a predefined type's own;
+/// for a derived type whose `count` elements are one dense run of a single
+/// predefined type (`MPI_Type_contiguous(4, MPI_DOUBLE)`, a struct of
+/// doubles without holes), that type's, with the derived type's size; any
+/// other derived type is opaque (`MPI_ERR_OP` for the predefined
+/// operations, as the standard allows).
+pub(crate) fn for_reduction(h: Handle) -> R<Predefined> {
+    if let Some(p) = predefined(h) {
+        return Ok(p);
+    }
+    let (t, _) = derived(h)?;
+    match t.base.and_then(predefined) {
+        Some(b) if t.dense() => Ok(Predefined {
+            name: b.name,
+            size: t.size,
+            elem: b.elem,
+        }),
+        _ => Ok(Predefined {
+            name: "",
+            size: t.size,
+            elem: Elem::Opaque,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::predefined;
@@ -447,30 +472,5 @@ mod tests {
         ] {
             assert!(h.contains(&format!("{name}{v}")), "{name}{v}");
         }
-    }
-}
-
-/// The element type a reduction on `h` combines: a predefined type's own;
-/// for a derived type whose `count` elements are one dense run of a single
-/// predefined type (`MPI_Type_contiguous(4, MPI_DOUBLE)`, a struct of
-/// doubles without holes), that type's, with the derived type's size; any
-/// other derived type is opaque (`MPI_ERR_OP` for the predefined
-/// operations, as the standard allows).
-pub(crate) fn for_reduction(h: Handle) -> R<Predefined> {
-    if let Some(p) = predefined(h) {
-        return Ok(p);
-    }
-    let (t, _) = derived(h)?;
-    match t.base.and_then(predefined) {
-        Some(b) if t.dense() => Ok(Predefined {
-            name: b.name,
-            size: t.size,
-            elem: b.elem,
-        }),
-        _ => Ok(Predefined {
-            name: "",
-            size: t.size,
-            elem: Elem::Opaque,
-        }),
     }
 }
