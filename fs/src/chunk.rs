@@ -488,7 +488,10 @@ fn apply_record(map: &mut Map<Entry>, rec: &[u8]) -> Option<()> {
                     || stripe_size == 0
                     || stripe_size > crate::layout::MAX_STRIPE_SIZE
                     || len > stripe_size
-                    || stripe.checked_mul(u64::from(stripe_size))?.checked_add(u64::from(stripe_size))? > i64::MAX as u64
+                    || stripe
+                        .checked_mul(u64::from(stripe_size))?
+                        .checked_add(u64::from(stripe_size))?
+                        > i64::MAX as u64
                 {
                     return None;
                 }
@@ -608,7 +611,10 @@ impl ChunkStore {
     }
 
     fn set_pending(&self, ino: u64, stripe: u64, p: Pending) {
-        lock(&self.pending).entry(ino).or_default().insert(stripe, p);
+        lock(&self.pending)
+            .entry(ino)
+            .or_default()
+            .insert(stripe, p);
     }
 
     fn entry_of(&self, ino: u64, stripe: u64) -> Option<Entry> {
@@ -734,18 +740,22 @@ impl ChunkStore {
                 return Err(layout_mismatch(stripe_size, e.stripe_size));
             }
         }
+        let mut fresh = false;
         let mut p = match self.pending_of(ino, stripe) {
             Some(p) => p,
-            None => Pending {
-                slot: entry.as_ref().map_or(0, |e| 1 - e.slot),
-                base: if whole {
-                    0
-                } else {
-                    entry.as_ref().map_or(0, |e| e.len)
-                },
-                stripe_size,
-                ..Pending::default()
-            },
+            None => {
+                fresh = true;
+                Pending {
+                    slot: entry.as_ref().map_or(0, |e| 1 - e.slot),
+                    base: if whole {
+                        0
+                    } else {
+                        entry.as_ref().map_or(0, |e| e.len)
+                    },
+                    stripe_size,
+                    ..Pending::default()
+                }
+            }
         };
         if p.stripe_size != stripe_size {
             return Err(layout_mismatch(stripe_size, p.stripe_size));
@@ -770,6 +780,9 @@ impl ChunkStore {
                 .ok_or_else(|| Error::InvalidLayout {
                     reason: "data object vanished".into(),
                 })?;
+            if fresh && self.direct_write(pos, stripe_size as usize) {
+                self.preallocate(&o, pos, stripe_size)?;
+            }
             let at = pos + u64::from(offset);
             let crcs = self.write_object(&o, at, offset, stripe_size, data)?;
             if whole {
@@ -789,6 +802,42 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Whether a write of `len` bytes at byte `at` of an object goes direct.
+    fn direct_write(&self, at: u64, len: usize) -> bool {
+        len as u64 >= u64::from(self.options.direct_write_min)
+            && at % u64::from(DIRECT_ALIGN) == 0
+            && len % DIRECT_ALIGN as usize == 0
+    }
+
+    /// Allocates the stripe's `stripe_size` bytes at `pos` of object `o`
+    /// before its first direct write since a sync (`fallocate`, extending
+    /// the object's size): ext4 lets direct writes into allocated blocks
+    /// below the file's size run in parallel (a shared inode lock), while
+    /// writes into holes or past the end take it alone, one at a time
+    /// (module docs, "The disk engine"). A file system without
+    /// `fallocate` just skips it; `ENOSPC` is [`Error::NoSpace`] before any
+    /// byte is written.
+    fn preallocate(&self, o: &Object, pos: u64, stripe_size: u32) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on a descriptor this `Object` owns, no pointers.
+        let r = unsafe {
+            libc::fallocate(
+                o.file.as_raw_fd(),
+                0,
+                pos as libc::off_t,
+                libc::off_t::from(stripe_size),
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => Ok(()),
+            _ => Err(self.io_err("fallocate", &o.path, e)),
+        }
+    }
+
     /// Writes `data` at byte `at` of object `o` (stripe offset `offset`):
     /// direct if large and aligned, else buffered. Returns the checksums of
     /// the stripe's blocks that `data` covers whole.
@@ -804,17 +853,17 @@ impl ChunkStore {
         let mut crcs = BTreeMap::new();
         // The whole blocks, as (block, range in data).
         let whole_blocks = (offset / BLOCK..=(end - 1) / BLOCK).filter_map(|b| {
-            let (bs, be) = (b * BLOCK, (b * BLOCK).saturating_add(BLOCK).min(stripe_size));
+            let (bs, be) = (
+                b * BLOCK,
+                (b * BLOCK).saturating_add(BLOCK).min(stripe_size),
+            );
             (offset <= bs && be <= end).then(|| (b, (bs - offset) as usize..(be - offset) as usize))
         });
-        let direct = data.len() as u64 >= u64::from(self.options.direct_write_min)
-            && at % u64::from(DIRECT_ALIGN) == 0
-            && data.len() % DIRECT_ALIGN as usize == 0;
-        if direct {
+        if self.direct_write(at, data.len()) {
             if let Some(f) = self.direct_file(o) {
                 // One pass: copy each block into the aligned buffer and
                 // checksum it while it is in the cache.
-                let mut buf = AlignedBuf::with_capacity(data.len());
+                let mut buf = take_write_buf(data.len());
                 let mut done = 0;
                 for (b, r) in whole_blocks.clone() {
                     if r.start > done {
@@ -825,7 +874,9 @@ impl ChunkStore {
                     done = r.end;
                 }
                 buf.extend(&data[done..]);
-                match f.write_all_at(buf.as_ref(), at) {
+                let res = f.write_all_at(buf.as_ref(), at);
+                give_write_buf(buf);
+                match res {
                     Ok(()) => return Ok(crcs),
                     Err(e) if refuses_direct(&e) => {
                         self.direct_ok.store(false, Ordering::Relaxed);
@@ -896,8 +947,12 @@ impl ChunkStore {
             if let Some(o) = self.object(ino, p.slot, false)? {
                 for (x, y) in parts {
                     let i = (x - offset) as usize;
-                    read_full_at(&o.file, &mut out[i..i + (y - x) as usize], pos + u64::from(x))
-                        .map_err(|e| self.io_err("read", &o.path, e))?;
+                    read_full_at(
+                        &o.file,
+                        &mut out[i..i + (y - x) as usize],
+                        pos + u64::from(x),
+                    )
+                    .map_err(|e| self.io_err("read", &o.path, e))?;
                 }
             }
         }
@@ -906,7 +961,14 @@ impl ChunkStore {
 
     /// The checked bytes `offset..offset + len` of synced stripe `e`, cut
     /// at its end; only the blocks they touch are read and checked.
-    fn read_entry(&self, ino: u64, stripe: u64, e: &Entry, offset: u32, len: u32) -> Result<Vec<u8>> {
+    fn read_entry(
+        &self,
+        ino: u64,
+        stripe: u64,
+        e: &Entry,
+        offset: u32,
+        len: u32,
+    ) -> Result<Vec<u8>> {
         let end = offset.saturating_add(len).min(e.len);
         if offset >= end {
             return Ok(Vec::new());
@@ -914,15 +976,25 @@ impl ChunkStore {
         let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
         let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(e.len));
         let want = (re - rs) as usize;
-        let short = || self.corrupt_at(ino, stripe, e.stripe_size, rs, "the data object is shorter than the chunk map says");
+        let short = || {
+            self.corrupt_at(
+                ino,
+                stripe,
+                e.stripe_size,
+                rs,
+                "the data object is shorter than the chunk map says",
+            )
+        };
         let Some(o) = self.object(ino, e.slot, false)? else {
             return Err(short());
         };
         let pos = stripe * u64::from(e.stripe_size) + u64::from(rs);
         let mut buf = None;
-        if want as u64 >= u64::from(self.options.direct_read_min) && pos % u64::from(DIRECT_ALIGN) == 0 {
+        if want as u64 >= u64::from(self.options.direct_read_min)
+            && pos % u64::from(DIRECT_ALIGN) == 0
+        {
             if let Some(f) = self.direct_file(&o) {
-                let mut b = AlignedBuf::new(want.next_multiple_of(DIRECT_ALIGN as usize));
+                let mut b = take_read_buf(want.next_multiple_of(DIRECT_ALIGN as usize));
                 match read_direct(f, b.as_mut(), pos) {
                     Ok(n) => {
                         b.truncate(n);
@@ -958,11 +1030,16 @@ impl ChunkStore {
                     stripe,
                     e.stripe_size,
                     b * BLOCK,
-                    format!("checksum mismatch in the block at stripe offset {}", b * BLOCK),
+                    format!(
+                        "checksum mismatch in the block at stripe offset {}",
+                        b * BLOCK
+                    ),
                 ));
             }
         }
-        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
+        let out = d[(offset - rs) as usize..(end - rs) as usize].to_vec();
+        give_read_buf(buf);
+        Ok(out)
     }
 
     /// Makes every pending stripe of `ino` (of every inode with `None`)
@@ -972,7 +1049,9 @@ impl ChunkStore {
         let work: Vec<(u64, u64, Pending)> = {
             let p = lock(&self.pending);
             let one = |i: u64, m: &BTreeMap<u64, Pending>| {
-                m.iter().map(move |(&s, p)| (i, s, p.clone())).collect::<Vec<_>>()
+                m.iter()
+                    .map(move |(&s, p)| (i, s, p.clone()))
+                    .collect::<Vec<_>>()
             };
             match ino {
                 Some(i) => p.get(&i).map(|m| one(i, m)).unwrap_or_default(),
@@ -994,7 +1073,11 @@ impl ChunkStore {
         self.flush_all(&objs)?;
         let created: Vec<u64> = {
             let mut c = lock(&self.created);
-            let mine: Vec<u64> = c.iter().copied().filter(|i| objects.iter().any(|o| o.0 == *i)).collect();
+            let mine: Vec<u64> = c
+                .iter()
+                .copied()
+                .filter(|i| objects.iter().any(|o| o.0 == *i))
+                .collect();
             for i in &mine {
                 c.remove(i);
             }
@@ -1014,9 +1097,11 @@ impl ChunkStore {
         if !entries.is_empty() {
             let mut j = lock(&self.journal);
             for rec in commit_records(&entries) {
-                j.append(&rec).map_err(|e| self.mark_no_space(e, "chunk journal append"))?;
+                j.append(&rec)
+                    .map_err(|e| self.mark_no_space(e, "chunk journal append"))?;
             }
-            j.sync().map_err(|e| self.mark_no_space(e, "chunk journal sync"))?;
+            j.sync()
+                .map_err(|e| self.mark_no_space(e, "chunk journal sync"))?;
         }
         // 4. The map points at the new bytes; the old ones are let go.
         let mut superseded = Vec::new();
@@ -1199,7 +1284,11 @@ impl ChunkStore {
         let _x = self.exclusive();
         let gone: Vec<(u64, Entry)> = lock(&self.map)
             .get(&ino)
-            .map(|m| m.range(first_gone..).map(|(&s, e)| (s, e.clone())).collect())
+            .map(|m| {
+                m.range(first_gone..)
+                    .map(|(&s, e)| (s, e.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         if !gone.is_empty() {
             let mut rec = vec![REC_CUT];
@@ -1219,7 +1308,11 @@ impl ChunkStore {
         }
         for (stripe, e) in gone {
             if let Ok(Some(o)) = self.object(ino, e.slot, false) {
-                punch(&o.file, stripe * u64::from(e.stripe_size), u64::from(e.stripe_size));
+                punch(
+                    &o.file,
+                    stripe * u64::from(e.stripe_size),
+                    u64::from(e.stripe_size),
+                );
             }
         }
         if size % ss != 0 {
@@ -1339,6 +1432,59 @@ impl ChunkStore {
     pub fn server(&self) -> u32 {
         self.server
     }
+}
+
+thread_local! {
+    /// The aligned buffer of this thread's last direct read, reused: a
+    /// fresh one costs a page fault per 4 KiB when the disk fills it.
+    static READ_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An aligned buffer of `len` bytes (contents undefined), this thread's
+/// cached one if it is large enough.
+fn take_read_buf(len: usize) -> AlignedBuf {
+    match READ_BUF.with(|b| b.borrow_mut().take()) {
+        Some(mut b)
+            if b.v.len() - b.start >= len && b.v.len() - b.start <= 2 * len.max(1 << 20) =>
+        {
+            b.len = len;
+            b
+        }
+        _ => AlignedBuf::new(len),
+    }
+}
+
+/// Keeps `b` (an aligned one) for this thread's next [`take_read_buf`].
+fn give_read_buf(b: AlignedBuf) {
+    if (b.v.as_ptr() as usize + b.start) % DIRECT_ALIGN as usize == 0 {
+        READ_BUF.with(|c| *c.borrow_mut() = Some(b));
+    }
+}
+
+thread_local! {
+    /// The aligned buffer of this thread's last direct write, reused.
+    static WRITE_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An empty aligned buffer for `cap` bytes ([`AlignedBuf::with_capacity`]),
+/// this thread's cached one if it fits.
+fn take_write_buf(cap: usize) -> AlignedBuf {
+    match WRITE_BUF.with(|b| b.borrow_mut().take()) {
+        Some(mut b)
+            if b.v.capacity() >= b.start + cap
+                && b.v.capacity() <= 2 * (cap.max(1 << 20) + DIRECT_ALIGN as usize) =>
+        {
+            b.v.truncate(b.start);
+            b.len = 0;
+            b
+        }
+        _ => AlignedBuf::with_capacity(cap),
+    }
+}
+
+/// Keeps `b` for this thread's next [`take_write_buf`].
+fn give_write_buf(b: AlignedBuf) {
+    WRITE_BUF.with(|c| *c.borrow_mut() = Some(b));
 }
 
 /// Gives back the space of `len` bytes at `pos` of a data object (best

@@ -75,7 +75,10 @@ fn a_crash_between_data_and_commit_keeps_the_synced_data() {
     s.write(8, 3, SS, 0, b"fresh, never committed").unwrap();
     let (path, pos, len) = s.locate(8, 2).unwrap();
     assert_eq!((pos, len), (2 * u64::from(SS), SS));
-    assert_eq!(fs::read(&path).unwrap()[pos as usize..][..SS as usize], a[..]);
+    assert_eq!(
+        fs::read(&path).unwrap()[pos as usize..][..SS as usize],
+        a[..]
+    );
     // The data is flushed, then the commit does not happen (a crash).
     s.fail_before_commit.store(true, Ordering::Relaxed);
     assert!(s.sync(None).is_err());
@@ -102,8 +105,7 @@ fn a_crash_between_data_and_commit_keeps_the_synced_data() {
 /// The data object of `ino` that does not hold its synced stripes (slot 1
 /// for a file written once).
 fn s_other(t: &Target, ino: u64) -> PathBuf {
-    t.chunk_dir()
-        .join(format!("{:02x}/{ino:x}/d1", ino & 0xff))
+    t.chunk_dir().join(format!("{:02x}/{ino:x}/d1", ino & 0xff))
 }
 
 #[test]
@@ -152,7 +154,17 @@ fn a_target_of_the_old_format_is_refused_with_a_clear_message() {
     assert!(text.contains("format 2"), "{text}");
     fs::write(&desc, text.replace("format 2", "format 1")).unwrap();
     let e = Target::open(&d.0, crate::target::Expect::default()).unwrap_err();
-    assert!(matches!(e, Error::OldFormat { found: 1, supported: 2, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::OldFormat {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("format 1 is older"), "{e}");
 }
 #[test]
@@ -347,7 +359,6 @@ fn a_read_checks_only_the_blocks_it_reads() {
         Err(Error::ChunkCorrupt { .. })
     ));
 }
-
 
 #[test]
 fn a_stripe_size_other_than_the_pending_chunks_is_refused() {

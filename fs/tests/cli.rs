@@ -336,10 +336,7 @@ fn serve_refuses_a_target_of_another_server_or_a_newer_format() {
     let d = fs.targets().join("1/dosfs-target");
     let text = std::fs::read_to_string(&d)
         .unwrap()
-        .replace(
-            &format!("format {}", dos_fs::target::FORMAT),
-            "format 9",
-        );
+        .replace(&format!("format {}", dos_fs::target::FORMAT), "format 9");
     std::fs::write(&d, &text).unwrap();
     let o = serve("1", &[]);
     let e = String::from_utf8_lossy(&o.stderr);
