@@ -65,11 +65,25 @@
 //!   Consecutive stripes of a file land at consecutive offsets of one
 //!   object, so large writes are large sequential writes. Smaller or
 //!   unaligned writes go through the page cache.
+//! * **Preallocation**: the first direct write to a stripe since a sync
+//!   first `fallocate`s the stripe's range (extending the object). ext4
+//!   runs direct writes into allocated blocks below the file's size under
+//!   a shared inode lock, in parallel; writes into holes or past the end
+//!   take it exclusively, so the server's 8 workers writing one object
+//!   would go one at a time. `disk_engine`, load 17, two runs: write+sync
+//!   570 MiB/s median before (no preallocation, no buffer reuse), 914
+//!   after (fio 1376 and 1362 in the same runs).
+//! * **Syncs** cost one `fdatasync` per data object written (8 at once)
+//!   and one of the journal: 1-4% of write+sync in `disk_engine` (the
+//!   format-1 engine's per-chunk fsync and rename took 8-15% with 8 at
+//!   once, 73-84% one at a time).
 //! * **Reads** of synced data spanning at least 256 KiB use `O_DIRECT` (a
 //!   second descriptor of the object opened with the flag); the map is in
 //!   memory, so a read is one `pread` and the checks of the blocks it
 //!   touches, without opening or parsing anything per stripe. Objects'
-//!   descriptors are cached (up to [`OPEN_OBJECTS`]).
+//!   descriptors are cached (up to [`OPEN_OBJECTS`]), and so is each
+//!   worker thread's aligned buffer (a fresh one costs a page fault per
+//!   4 KiB as the disk fills it).
 //! * **Several I/Os in flight** come from the server's pool of worker
 //!   threads ([`crate::server`]), each running blocking `pread`/`pwrite`
 //!   (fio: 8 psync jobs within ~10% of io_uring/libaio QD16 on this
@@ -780,10 +794,15 @@ impl ChunkStore {
                 .ok_or_else(|| Error::InvalidLayout {
                     reason: "data object vanished".into(),
                 })?;
-            if fresh && self.direct_write(pos, stripe_size as usize) {
+            let at = pos + u64::from(offset);
+            // Only for a stripe written by large direct writes: a small
+            // write allocates its own bytes.
+            if fresh
+                && self.direct_write(at, data.len())
+                && self.direct_write(pos, stripe_size as usize)
+            {
                 self.preallocate(&o, pos, stripe_size)?;
             }
-            let at = pos + u64::from(offset);
             let crcs = self.write_object(&o, at, offset, stripe_size, data)?;
             if whole {
                 p.base = 0;
