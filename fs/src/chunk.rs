@@ -132,7 +132,7 @@ const LOCKS: usize = 64;
 /// Alignment of direct I/O (offsets, lengths and buffers).
 const DIRECT_ALIGN: u32 = 4096;
 /// The journal is folded into a snapshot when it grows past this.
-const SNAPSHOT_AT: u64 = 64 << 20;
+const SNAPSHOT_AT: u64 = if cfg!(test) { 4096 } else { 64 << 20 };
 
 const REC_COMMIT: u8 = 1;
 const REC_CUT: u8 = 2;
