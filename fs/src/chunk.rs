@@ -1,149 +1,153 @@
-//! Chunk storage on one server: the stripes of files, checksummed per block.
+//! Data storage on one server: one data object per (file, server), the
+//! stripes in place, a checksummed map committed by a journal.
 //!
-//! Stripe `s` of file (inode) `i` that this server holds is one file,
-//! `chunks/<i mod 256, 2 hex>/<i hex>/<s hex>`: a header region of
-//! [`data_offset`]`(stripe size)` bytes (a 4 KiB multiple, so data is
-//! aligned for direct I/O), then the stripe's bytes from offset 0 to the
-//! highest byte written (shorter than a stripe at the end of a file;
-//! unwritten parts read as zeros). Format 2:
+//! ## On disk (target format 2)
+//! The stripes of file (inode) `i` that this server holds live in two
+//! *data objects*, `chunks/<i mod 256, 2 hex>/<i hex>/d0` and `.../d1`
+//! (sparse files, like a Lustre OST object): stripe `s` of a file with
+//! `S`-byte stripes is at byte `s * S` of one of them, its *slot*. Nothing
+//! in an object says what it holds; the **chunk map** does: for every
+//! synced stripe, its slot, its length (bytes `0..len` of the stripe; the
+//! rest reads as zeros), the file's stripe size and a crc32c of every
+//! 64 KiB block ([`BLOCK`]). The map lives in memory and on disk as the
+//! journal `chunks/journal` (records of [`crate::journal`]: a torn tail is
+//! cut, damage elsewhere refuses to start) and its snapshot
+//! `chunks/snapshot`. Records (little-endian):
 //!
 //! ```text
-//! 0..4   "dosC"           4..6   version = 2     6..8  flags (1: unsealed)
-//! 8..16  inode            16..24 stripe
-//! 24..28 data length      28..32 block size (BLOCK = 64 KiB)
-//! 32..36 data offset      36..40 stripe size     40..60 zero
-//! 60..64 crc32c of the whole header region with these 4 bytes zero
-//! 64..   crc32c of each block of data (the last one may be short),
-//!        then zeros up to the data offset
+//! 1 commit: u32 n, then n entries:
+//!           ino u64, stripe u64, slot u8, stripe size u32, len u32,
+//!           crc32c u32 x ceil(len / 64 KiB)
+//! 2 cut:    ino u64, first stripe u64   (stripes >= it are gone: truncate)
+//! 3 drop:   ino u64                     (the file is gone)
 //! ```
 //!
-//! Format 1 chunks (a 32-byte header, one crc32c over the whole chunk) are
-//! still read, checked whole; their next sync rewrites them as format 2. A
-//! chunk of a newer format is refused as corrupt (naming the version).
+//! The snapshot is one commit record of the whole map.
 //!
-//! ## Writes and syncs: synced data is never replaced by a torn chunk
-//! A write never touches a synced chunk. The first write to a chunk after a
-//! sync creates a *pending* chunk, `<s>.new`, a sparse file with the same
-//! layout, and writes only its own bytes there; the server remembers which
-//! ranges of the pending chunk were written (and how much of the synced
-//! chunk a truncate kept). So a small write costs its own bytes, plus, on
-//! the first touch of a synced block it covers only partly, reading that
-//! block to check its checksum (so a write never builds on corrupted
-//! bytes), once per block per sync. Reads merge the two: written ranges
-//! from the pending chunk, the rest from the synced one (a writer reads its
-//! own writes).
+//! ## Writes and syncs: synced data is never overwritten
+//! A write to a stripe the map does not hold (a fresh region) goes to slot
+//! 0 in place. A write to a synced stripe goes to its *other* slot: the
+//! synced bytes are not touched until a later commit says they are no
+//! longer current. The server remembers, per pending stripe, which ranges
+//! of the new slot were written, how much of the synced stripe a truncate
+//! kept, and the checksums of blocks wholly written by one write (computed
+//! while the data is copied into the aligned buffer of a direct write).
+//! Reads merge the two (a writer reads its own writes).
 //!
-//! [`ChunkStore::sync`] *seals* each pending chunk: copies the synced bytes
-//! it lacks (checked), computes the block checksums and the header, fsyncs
-//! it, renames it over the synced chunk and fsyncs the directory. A crash
-//! at any point leaves either the old synced chunk or the new sealed one;
-//! pending chunks found at start are unsynced data and are deleted. So the
-//! copy of a chunk that a partial rewrite needs happens once per chunk per
-//! sync, at the sync, not at the first small write.
+//! [`ChunkStore::sync`] is a **group commit**: for every pending stripe
+//! of the file (of every file with `None`) it copies the synced bytes the
+//! new slot lacks (checked), computes the checksums it does not know yet,
+//! then `fdatasync`s each data object written (several at once), then
+//! appends ONE journal record naming every stripe with its new slot,
+//! length and checksums, and `fdatasync`s the journal. Only then does the
+//! map point at the new bytes; the superseded slot's range is then punched
+//! out (`fallocate(PUNCH_HOLE)`) to give the space back. A crash before
+//! the journal's fdatasync leaves the map as it was: the old synced bytes
+//! read back and the new ones are unreferenced (a torn journal tail is
+//! dropped at start). So a sync costs one fdatasync per data object and
+//! one of the journal, not an fsync and a rename per stripe as format 1
+//! did. A sync excludes reads and writes on this server for its duration
+//! (they are short: the data went to disk with the writes).
 //!
-//! ## The disk engine: direct I/O, parallel seals (measured)
-//! What the server's workers run, chosen by measurement on this machine
-//! kind (2 cores, one virtio disk, ext4; BENCHMARKS.md, "Parallel file
-//! I/O", has the tables and commands). [`DiskOptions`] holds the choices
-//! so that `fs/tests/perf.rs` (`disk_engine`) can time the alternatives
-//! side by side:
+//! Truncates (a `cut` record) and removals (`drop`) are committed to the
+//! journal at once, before anything is deleted.
 //!
-//! * **Writes** of at least 256 KiB whose offset and length are 4 KiB
-//!   multiples (whole stripes: the writes of `cp`, of collective I/O and of
-//!   1 MiB transfers) go to their pending chunk with `O_DIRECT` (data starts
-//!   at a 4 KiB multiple, the buffer is an aligned copy), their block
-//!   checksums computed from the request as it lands, so the seal only
-//!   writes the header region and fsyncs. Smaller or unaligned writes go
-//!   through the page cache. fio, 1 MiB writes with a final fsync, QD1:
-//!   O_DIRECT 1.1-1.6 GiB/s against 0.27-1.0 GiB/s buffered.
-//! * **Reads** of synced data spanning at least 256 KiB of blocks use
-//!   `O_DIRECT` too (the descriptor's flag is set for the call): data that
-//!   went to disk direct is not in the page cache anyway, and a cold read
-//!   then skips the cache's copy and page allocation (fio cold 1 MiB reads:
-//!   2.5-2.9 GiB/s direct, 2.1 buffered). Such a read starting in a chunk's
-//!   first block (a whole-stripe read) fetches the header region and the
-//!   blocks in one I/O instead of two. Small reads use the page cache,
-//!   which serves re-reads. A short direct read at the chunk's end is its
-//!   end; the blocks are checked as for any read. Asking the kernel to read
-//!   the file's next chunk ahead (`posix_fadvise(WILLNEED)` at the end of a
-//!   chunk, buffered reads) was measured slower for two sequential readers
-//!   (321-549 against 584-681 MiB/s) and is not done.
-//! * **Syncs** seal up to [`DiskOptions::seal_threads`] (8) chunks at once,
-//!   each on its own thread: every chunk needs its own fsync before its
-//!   rename (that is what keeps a torn chunk from replacing synced data),
-//!   and fsyncs issued together share the file system's journal commits.
-//!   Sealing 256 stripes one at a time spent more time in fsyncs than in
-//!   writing them (144 against 612 MiB/s write+sync in `disk_engine`).
-//!   One `syncfs` per sync would be cheaper still but flushes every other
-//!   writer of the disk too, so it is not used.
+//! ## The disk engine (measured)
+//! [`DiskOptions`] holds the choices so that `fs/tests/perf.rs`
+//! (`disk_engine`) can time alternatives side by side (BENCHMARKS.md,
+//! "Parallel file I/O", has the tables and commands):
+//!
+//! * **Writes** of at least 256 KiB whose object offset and length are
+//!   4 KiB multiples (whole stripes: the writes of `cp`, of collective I/O
+//!   and of 1 MiB transfers) go to their data object with `O_DIRECT`; the
+//!   aligned copy and the block checksums are one pass (each 64 KiB block
+//!   is checksummed right after it is copied, while it is in the cache).
+//!   Consecutive stripes of a file land at consecutive offsets of one
+//!   object, so large writes are large sequential writes. Smaller or
+//!   unaligned writes go through the page cache.
+//! * **Preallocation**: the first direct write to a stripe since a sync
+//!   first `fallocate`s the stripe's range (extending the object). ext4
+//!   runs direct writes into allocated blocks below the file's size under
+//!   a shared inode lock, in parallel; writes into holes or past the end
+//!   take it exclusively, so the server's 8 workers writing one object
+//!   would go one at a time. `disk_engine`, load 17, two runs: write+sync
+//!   570 MiB/s median before (no preallocation, no buffer reuse), 914
+//!   after (fio 1376 and 1362 in the same runs).
+//! * **Syncs** cost one `fdatasync` per data object written (8 at once)
+//!   and one of the journal: 1-4% of write+sync in `disk_engine` (the
+//!   format-1 engine's per-chunk fsync and rename took 8-15% with 8 at
+//!   once, 73-84% one at a time).
+//! * **Reads** of synced data spanning at least 256 KiB use `O_DIRECT` (a
+//!   second descriptor of the object opened with the flag); the map is in
+//!   memory, so a read is one `pread` and the checks of the blocks it
+//!   touches, without opening or parsing anything per stripe. Objects'
+//!   descriptors are cached (up to [`OPEN_OBJECTS`]), and so is each
+//!   worker thread's aligned buffer (a fresh one costs a page fault per
+//!   4 KiB as the disk fills it).
 //! * **Several I/Os in flight** come from the server's pool of worker
-//!   threads ([`crate::server`]), each running blocking `pread`/`pwrite`:
-//!   fio with 8 `psync` jobs wrote 1.75 GiB/s against 1.94 GiB/s for
-//!   io_uring and 1.95 GiB/s for libaio at QD16 (reads: 3.3, 1.9 and 2.3
-//!   GiB/s), so an io_uring engine would buy at most ~10% on writes, and
-//!   nothing on reads, for unsafe ring code; it stays a possible later step.
-//! * **Checksums** (crc32c, SSE4.2 through the `crc32c` crate's run-time
-//!   detection) cost about one CPU-second per several GiB; see
-//!   `disk_engine`'s last line.
+//!   threads ([`crate::server`]), each running blocking `pread`/`pwrite`
+//!   (fio: 8 psync jobs within ~10% of io_uring/libaio QD16 on this
+//!   machine kind).
+//! * **Checksums**: crc32c with SSE4.2 (the `crc32c` crate).
 //!
-//! A file system that refuses `O_DIRECT` (`EINVAL` at open, at the flag
-//! change, or at the I/O) gets buffered I/O from then on, for the whole
-//! store.
+//! A file system that refuses `O_DIRECT` (`EINVAL`) gets buffered I/O
+//! from then on, for the whole store.
 //!
 //! ## Integrity
-//! A read checks the header region's checksum and the checksum of every
-//! block it touches, and only those: a 4 KiB read of a 1 MiB stripe reads
-//! and checks one 64 KiB block, not the stripe. A mismatch is
-//! [`Error::ChunkCorrupt`] naming the inode, stripe, the file offset of the
-//! bad block (of the chunk, for a bad header) and the server, and no byte
-//! of the read is returned. [`ChunkStore::verify`] checks every block of
-//! every synced chunk of a file.
+//! A read checks the checksum of every block it touches, and only those.
+//! A mismatch is [`Error::ChunkCorrupt`] naming the inode, stripe, the file
+//! offset of the bad block and the server, and no byte of the read is
+//! returned. [`ChunkStore::verify`] checks every block of every synced
+//! stripe of a file. A partial write over a synced block first checks it
+//! (a write never builds on corrupted bytes).
 //!
 //! ## Full disks
-//! `ENOSPC` (or `EDQUOT`) from a write or a seal is [`Error::NoSpace`];
-//! synced chunks are untouched either way. The bytes of the failed write
-//! itself are undefined until rewritten, as with POSIX `write`.
+//! `ENOSPC` (or `EDQUOT`) from a write, a sync's fdatasync or the journal
+//! is [`Error::NoSpace`]; the map, and so every synced byte, is unchanged.
+//! The bytes of the failed write itself are undefined until rewritten, as
+//! with POSIX `write`.
+//!
+//! ## Older targets
+//! Format 1 targets (one file per stripe with its own header) are refused
+//! by [`crate::target::Target::open`] with [`Error::OldFormat`]: copy the
+//! data out with the dosfs that wrote it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 
 use crate::error::{Error, Result};
+use crate::journal::Journal;
 use crate::target::{fsync_dir, Target};
 
-/// Size of a chunk's fixed header (the block checksums follow it).
-pub const HEADER: usize = 64;
 /// Bytes covered by one checksum.
 pub const BLOCK: u32 = 64 << 10;
-const MAGIC: &[u8; 4] = b"dosC";
-const VERSION: u16 = 2;
-const V1_HEADER: usize = 32;
-const UNSEALED: u16 = 1;
+/// Data objects whose descriptors a store keeps open.
+pub const OPEN_OBJECTS: usize = 256;
 const LOCKS: usize = 64;
 /// Alignment of direct I/O (offsets, lengths and buffers).
 const DIRECT_ALIGN: u32 = 4096;
+/// The journal is folded into a snapshot when it grows past this.
+const SNAPSHOT_AT: u64 = if cfg!(test) { 4096 } else { 64 << 20 };
 
-/// Where data starts in a chunk of a file with `stripe_size`-byte stripes:
-/// after the header and one checksum per block, rounded up to 4 KiB.
-pub fn data_offset(stripe_size: u32) -> u64 {
-    let blocks = u64::from(stripe_size.div_ceil(BLOCK));
-    (HEADER as u64 + 4 * blocks).div_ceil(4096) * 4096
-}
+const REC_COMMIT: u8 = 1;
+const REC_CUT: u8 = 2;
+const REC_DROP: u8 = 3;
 
 /// What [`ChunkStore::verify`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Synced chunks checked.
+    /// Synced stripes checked.
     pub chunks: u64,
     /// Their data bytes.
     pub bytes: u64,
-    /// Chunks written but not synced (not checked: they have no checksum yet).
+    /// Stripes written but not synced (not checked: they have no checksum yet).
     pub pending: u64,
-    /// Bad chunks: stripe and reason.
+    /// Bad stripes: stripe and reason.
     pub bad: Vec<(u64, String)>,
 }
 
@@ -244,107 +248,6 @@ impl Ranges {
     }
 }
 
-/// What the server remembers of a pending chunk.
-#[derive(Debug, Clone, Default)]
-struct Pending {
-    /// Ranges written into the pending chunk.
-    written: Ranges,
-    /// Bytes `0..base` not written here come from the synced chunk.
-    base: u32,
-    /// Synced blocks checked since the pending chunk was made.
-    checked: BTreeSet<u32>,
-    /// The file's stripe size.
-    stripe_size: u32,
-    /// Checksums of blocks wholly written by one write since (so a seal
-    /// need not read them back).
-    known: BTreeMap<u32, u32>,
-}
-
-impl Pending {
-    fn len(&self) -> u32 {
-        self.base.max(self.written.end())
-    }
-}
-
-/// A synced chunk, its header checked.
-#[derive(Debug)]
-struct Synced {
-    file: File,
-    len: u32,
-    data_off: u64,
-    crcs: Vec<u32>,
-    /// A format-1 chunk: its whole data, checked.
-    whole: Option<Vec<u8>>,
-}
-
-/// How a [`ChunkStore`] does its I/O. The defaults are what measurements
-/// on this machine kind chose (module docs, "The disk engine"); the others
-/// exist so that `fs/tests/perf.rs` can compare them in one run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DiskOptions {
-    /// Writes of at least this many bytes whose offset and length are
-    /// 4 KiB multiples go to disk with `O_DIRECT` (`u32::MAX`: never).
-    pub direct_write_min: u32,
-    /// Reads of synced data spanning at least this many bytes of blocks
-    /// bypass the page cache with `O_DIRECT` (`u32::MAX`: never).
-    pub direct_read_min: u32,
-    /// Chunks a sync seals at once, each on its own thread, so that their
-    /// fsyncs overlap (1: one after another).
-    pub seal_threads: usize,
-}
-
-impl Default for DiskOptions {
-    fn default() -> DiskOptions {
-        DiskOptions {
-            direct_write_min: 256 << 10,
-            direct_read_min: 256 << 10,
-            seal_threads: 8,
-        }
-    }
-}
-
-impl DiskOptions {
-    /// Everything through the page cache, one seal at a time: the engine as
-    /// a plain buffered store (for comparisons).
-    pub fn buffered() -> DiskOptions {
-        DiskOptions {
-            direct_write_min: u32::MAX,
-            direct_read_min: u32::MAX,
-            seal_threads: 1,
-        }
-    }
-}
-
-/// The chunks of one server.
-#[derive(Debug)]
-pub struct ChunkStore {
-    dir: PathBuf,
-    server: u32,
-    locks: Vec<Mutex<()>>,
-    pending: Mutex<HashMap<u64, BTreeMap<u64, Pending>>>,
-    options: DiskOptions,
-    /// False once the target's file system refused `O_DIRECT` (`EINVAL`):
-    /// from then on everything goes through the page cache.
-    direct_ok: AtomicBool,
-}
-
-fn lock(m: &Mutex<()>) -> MutexGuard<'_, ()> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn read_full_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
-    let mut got = 0;
-    while got < buf.len() {
-        match f.read_at(&mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(got)
-}
-
 /// A byte buffer whose data starts at a [`DIRECT_ALIGN`] boundary (an
 /// aligned window of a larger vector: safe code, one spare page).
 #[derive(Debug)]
@@ -362,18 +265,19 @@ impl AlignedBuf {
         AlignedBuf { v, start, len }
     }
 
-    /// An aligned copy of `data` (nothing zeroed first but the padding).
-    fn copy_of(data: &[u8]) -> AlignedBuf {
+    /// An empty buffer for `cap` bytes, filled by [`AlignedBuf::extend`].
+    fn with_capacity(cap: usize) -> AlignedBuf {
         let align = DIRECT_ALIGN as usize;
-        let mut v: Vec<u8> = Vec::with_capacity(data.len() + align);
+        let mut v: Vec<u8> = Vec::with_capacity(cap + align);
         let start = v.as_ptr().align_offset(align).min(align);
         v.resize(start, 0);
-        v.extend_from_slice(data);
-        AlignedBuf {
-            v,
-            start,
-            len: data.len(),
-        }
+        AlignedBuf { v, start, len: 0 }
+    }
+
+    /// Appends `d` (within the capacity, so the data stays aligned).
+    fn extend(&mut self, d: &[u8]) {
+        self.v.extend_from_slice(d);
+        self.len += d.len();
     }
 
     /// A plain buffer with the same interface (for buffered reads).
@@ -402,53 +306,242 @@ impl AlignedBuf {
     }
 }
 
-/// Reads into `buf` (aligned, a 4 KiB multiple) at `pos` with `O_DIRECT`
-/// turned on for the call: the bytes read (short at the end of the file),
-/// or `None` if the file system refuses direct I/O (`EINVAL`).
-fn read_direct_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<Option<usize>> {
-    use std::os::fd::AsRawFd;
-    let fd = f.as_raw_fd();
-    // SAFETY: fcntl on a file descriptor this `File` owns, no pointers.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(std::io::Error::last_os_error());
+/// A synced stripe, as the map holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    slot: u8,
+    stripe_size: u32,
+    len: u32,
+    crcs: Vec<u32>,
+}
+
+/// What the server remembers of a stripe written since its last sync.
+#[derive(Debug, Clone, Default)]
+struct Pending {
+    /// The slot written (the one the map does not point at).
+    slot: u8,
+    /// Ranges written there.
+    written: Ranges,
+    /// Bytes `0..base` not written here come from the synced stripe.
+    base: u32,
+    /// Synced blocks checked since the stripe became pending.
+    checked: BTreeSet<u32>,
+    /// The file's stripe size.
+    stripe_size: u32,
+    /// Checksums of blocks wholly written by one write since (so a sync
+    /// need not read them back).
+    known: BTreeMap<u32, u32>,
+}
+
+impl Pending {
+    fn len(&self) -> u32 {
+        self.base.max(self.written.end())
     }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_DIRECT) } < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::EINVAL) => Ok(None),
-            _ => Err(e),
-        };
-    }
-    // A short read that is not a 4 KiB multiple is the end of the file
-    // (a read at the unaligned offset after it would be refused).
-    let mut got = 0;
-    let res = loop {
-        if got == buf.len() {
-            break Ok(Some(got));
+}
+
+/// The open descriptors of one data object.
+#[derive(Debug)]
+struct Object {
+    path: PathBuf,
+    file: File,
+    /// The same object opened with `O_DIRECT` (`None`: refused).
+    direct: OnceLock<Option<File>>,
+}
+
+/// How a [`ChunkStore`] does its I/O. The defaults are what measurements
+/// on this machine kind chose (module docs, "The disk engine"); the others
+/// exist so that `fs/tests/perf.rs` can compare them in one run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskOptions {
+    /// Writes of at least this many bytes whose offset and length are
+    /// 4 KiB multiples go to disk with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_write_min: u32,
+    /// Reads of synced data spanning at least this many bytes of blocks
+    /// bypass the page cache with `O_DIRECT` (`u32::MAX`: never).
+    pub direct_read_min: u32,
+    /// Data objects a sync flushes at once, each `fdatasync` on its own
+    /// thread (1: one after another).
+    pub seal_threads: usize,
+}
+
+impl Default for DiskOptions {
+    fn default() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: 256 << 10,
+            direct_read_min: 256 << 10,
+            seal_threads: 8,
         }
+    }
+}
+
+impl DiskOptions {
+    /// Everything through the page cache, one flush at a time: the engine
+    /// as a plain buffered store (for comparisons).
+    pub fn buffered() -> DiskOptions {
+        DiskOptions {
+            direct_write_min: u32::MAX,
+            direct_read_min: u32::MAX,
+            seal_threads: 1,
+        }
+    }
+}
+
+type Map<T> = HashMap<u64, BTreeMap<u64, T>>;
+
+/// The data of one server.
+#[derive(Debug)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    server: u32,
+    locks: Vec<Mutex<()>>,
+    /// Reads, writes and truncates share it; a sync or a removal holds it
+    /// alone.
+    gate: RwLock<()>,
+    map: Mutex<Map<Entry>>,
+    pending: Mutex<Map<Pending>>,
+    journal: Mutex<Journal>,
+    objects: Mutex<HashMap<(u64, u8), Arc<Object>>>,
+    /// Inodes whose directory or objects were created since the last sync
+    /// (their directories are fsynced before the commit).
+    created: Mutex<HashSet<u64>>,
+    options: DiskOptions,
+    /// False once the target's file system refused `O_DIRECT` (`EINVAL`):
+    /// from then on everything goes through the page cache.
+    direct_ok: AtomicBool,
+    /// Tests: the next sync fails after its data fdatasync, before the
+    /// journal commit (a crash at that point, as far as the disk goes).
+    #[cfg(test)]
+    fail_before_commit: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read_full_at(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
         match f.read_at(&mut buf[got..], pos + got as u64) {
-            Ok(0) => break Ok(Some(got)),
-            Ok(n) => {
-                got += n;
-                if got % DIRECT_ALIGN as usize != 0 {
-                    break Ok(Some(got));
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Whether an I/O error says the file system refuses direct I/O.
+fn refuses_direct(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINVAL)
+}
+
+/// Little-endian reader of a journal payload.
+struct Cursor<'a>(&'a [u8]);
+
+impl Cursor<'_> {
+    fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
+        let (a, b) = self.0.split_first_chunk::<N>()?;
+        self.0 = b;
+        Some(*a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|a| a[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take::<4>().map(u32::from_le_bytes)
+    }
+    fn u64(&mut self) -> Option<u64> {
+        self.take::<8>().map(u64::from_le_bytes)
+    }
+}
+
+fn encode_entry(out: &mut Vec<u8>, ino: u64, stripe: u64, e: &Entry) {
+    out.extend_from_slice(&ino.to_le_bytes());
+    out.extend_from_slice(&stripe.to_le_bytes());
+    out.push(e.slot);
+    out.extend_from_slice(&e.stripe_size.to_le_bytes());
+    out.extend_from_slice(&e.len.to_le_bytes());
+    for c in &e.crcs {
+        out.extend_from_slice(&c.to_le_bytes());
+    }
+}
+
+/// Commit records for `entries`, each under the journal's record bound.
+fn commit_records(entries: &[(u64, u64, Entry)]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < entries.len() {
+        let mut body = Vec::new();
+        let mut n = 0u32;
+        while i < entries.len() && (n == 0 || body.len() < crate::journal::MAX_RECORD / 2) {
+            let (ino, stripe, e) = &entries[i];
+            encode_entry(&mut body, *ino, *stripe, e);
+            n += 1;
+            i += 1;
+        }
+        let mut rec = vec![REC_COMMIT];
+        rec.extend_from_slice(&n.to_le_bytes());
+        rec.extend_from_slice(&body);
+        out.push(rec);
+    }
+    out
+}
+
+/// Applies one journal record (or the snapshot) to the map; `None` if it
+/// does not parse.
+fn apply_record(map: &mut Map<Entry>, rec: &[u8]) -> Option<()> {
+    let mut c = Cursor(rec);
+    match c.u8()? {
+        REC_COMMIT => {
+            let n = c.u32()?;
+            for _ in 0..n {
+                let (ino, stripe, slot) = (c.u64()?, c.u64()?, c.u8()?);
+                let (stripe_size, len) = (c.u32()?, c.u32()?);
+                if slot > 1
+                    || stripe_size == 0
+                    || stripe_size > crate::layout::MAX_STRIPE_SIZE
+                    || len > stripe_size
+                    || stripe
+                        .checked_mul(u64::from(stripe_size))?
+                        .checked_add(u64::from(stripe_size))?
+                        > i64::MAX as u64
+                {
+                    return None;
+                }
+                let crcs = (0..len.div_ceil(BLOCK))
+                    .map(|_| c.u32())
+                    .collect::<Option<Vec<u32>>>()?;
+                map.entry(ino).or_default().insert(
+                    stripe,
+                    Entry {
+                        slot,
+                        stripe_size,
+                        len,
+                        crcs,
+                    },
+                );
+            }
+        }
+        REC_CUT => {
+            let (ino, first) = (c.u64()?, c.u64()?);
+            if let Some(m) = map.get_mut(&ino) {
+                let _ = m.split_off(&first);
+                if m.is_empty() {
+                    map.remove(&ino);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => break Ok(None),
-            Err(e) => break Err(e),
         }
-    };
-    // SAFETY: as above; the descriptor's flags as they were.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
-    res
+        REC_DROP => {
+            map.remove(&c.u64()?);
+        }
+        _ => return None,
+    }
+    c.0.is_empty().then_some(())
 }
 
 impl ChunkStore {
-    /// Opens the chunk store of `target`, deleting pending copies that a
-    /// previous run left unsynced.
+    /// Opens the store of `target`: replays its journal into the map.
     pub fn open(target: &Target) -> Result<ChunkStore> {
         ChunkStore::open_with(target, DiskOptions::default())
     }
@@ -456,32 +549,37 @@ impl ChunkStore {
     /// [`ChunkStore::open`] with other [`DiskOptions`].
     pub fn open_with(target: &Target, options: DiskOptions) -> Result<ChunkStore> {
         let dir = target.chunk_dir();
-        let store = ChunkStore {
+        let (journal, replay) = Journal::open(&dir)?;
+        let mut map = Map::new();
+        let bad = |path: &str| Error::MetaCorrupt {
+            path: dir.join(path),
+            offset: 0,
+            reason: "a chunk map record does not parse",
+        };
+        if let Some((_, snap)) = &replay.snapshot {
+            apply_record(&mut map, snap).ok_or_else(|| bad("snapshot"))?;
+        }
+        for r in &replay.records {
+            apply_record(&mut map, r).ok_or_else(|| bad("journal"))?;
+        }
+        Ok(ChunkStore {
             dir,
             server: target.info().index,
             locks: (0..LOCKS).map(|_| Mutex::new(())).collect(),
+            gate: RwLock::new(()),
+            map: Mutex::new(map),
             pending: Mutex::new(HashMap::new()),
+            journal: Mutex::new(journal),
+            objects: Mutex::new(HashMap::new()),
+            created: Mutex::new(HashSet::new()),
             options: DiskOptions {
                 seal_threads: options.seal_threads.max(1),
                 ..options
             },
             direct_ok: AtomicBool::new(true),
-        };
-        store.drop_unsynced()?;
-        Ok(store)
-    }
-
-    fn drop_unsynced(&self) -> Result<()> {
-        for bucket in read_dir(&self.dir)? {
-            for file_dir in read_dir(&bucket)? {
-                for chunk in read_dir(&file_dir)? {
-                    if chunk.extension().is_some_and(|e| e == "new") {
-                        fs::remove_file(&chunk).map_err(|e| Error::io("remove", &chunk, e))?;
-                    }
-                }
-            }
-        }
-        Ok(())
+            #[cfg(test)]
+            fail_before_commit: AtomicBool::new(false),
+        })
     }
 
     fn file_dir(&self, ino: u64) -> PathBuf {
@@ -490,12 +588,22 @@ impl ChunkStore {
             .join(format!("{ino:x}"))
     }
 
-    fn paths(&self, ino: u64, stripe: u64) -> (PathBuf, PathBuf) {
-        let d = self.file_dir(ino);
-        (
-            d.join(format!("{stripe:x}")),
-            d.join(format!("{stripe:x}.new")),
-        )
+    /// The path of data object `slot` (0 or 1) of `ino`.
+    pub fn object_path(&self, ino: u64, slot: u8) -> PathBuf {
+        self.file_dir(ino).join(format!("d{slot}"))
+    }
+
+    /// Where the synced bytes of a stripe are: the data object's path, the
+    /// byte offset of the stripe in it and the stripe's length (for tests
+    /// and tools that inspect the disk).
+    pub fn locate(&self, ino: u64, stripe: u64) -> Option<(PathBuf, u64, u32)> {
+        let m = lock(&self.map);
+        let e = m.get(&ino)?.get(&stripe)?;
+        Some((
+            self.object_path(ino, e.slot),
+            stripe * u64::from(e.stripe_size),
+            e.len,
+        ))
     }
 
     fn lock_of(&self, ino: u64, stripe: u64) -> MutexGuard<'_, ()> {
@@ -504,16 +612,27 @@ impl ChunkStore {
         lock(&self.locks[(h >> 58) as usize % LOCKS])
     }
 
-    fn pending_map(&self) -> MutexGuard<'_, HashMap<u64, BTreeMap<u64, Pending>>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    fn shared(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.gate.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn exclusive(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pending_of(&self, ino: u64, stripe: u64) -> Option<Pending> {
-        self.pending_map().get(&ino)?.get(&stripe).cloned()
+        lock(&self.pending).get(&ino)?.get(&stripe).cloned()
     }
 
     fn set_pending(&self, ino: u64, stripe: u64, p: Pending) {
-        self.pending_map().entry(ino).or_default().insert(stripe, p);
+        lock(&self.pending)
+            .entry(ino)
+            .or_default()
+            .insert(stripe, p);
+    }
+
+    fn entry_of(&self, ino: u64, stripe: u64) -> Option<Entry> {
+        lock(&self.map).get(&ino)?.get(&stripe).cloned()
     }
 
     fn corrupt_at(
@@ -535,12 +654,11 @@ impl ChunkStore {
         }
     }
 
-    fn corrupt(&self, ino: u64, stripe: u64, stripe_size: u32, reason: impl Into<String>) -> Error {
-        self.corrupt_at(ino, stripe, stripe_size, 0, reason)
+    fn io_err(&self, op: &'static str, path: &Path, e: std::io::Error) -> Error {
+        self.mark_no_space(Error::io(op, path, e), op)
     }
 
-    fn io_err(&self, op: &'static str, path: &Path, e: std::io::Error) -> Error {
-        let err = Error::io(op, path, e);
+    fn mark_no_space(&self, err: Error, op: &'static str) -> Error {
         if err.is_no_space() {
             Error::NoSpace {
                 op,
@@ -549,6 +667,69 @@ impl ChunkStore {
         } else {
             err
         }
+    }
+
+    /// The open data object `slot` of `ino`; `create`: make it if missing
+    /// (else `None` when it does not exist).
+    fn object(&self, ino: u64, slot: u8, create: bool) -> Result<Option<Arc<Object>>> {
+        if let Some(o) = lock(&self.objects).get(&(ino, slot)) {
+            return Ok(Some(o.clone()));
+        }
+        let path = self.object_path(ino, slot);
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).custom_flags(libc::O_NOFOLLOW);
+        let file = match opts.open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound && create => {
+                let dir = self.file_dir(ino);
+                fs::create_dir_all(&dir).map_err(|e| self.io_err("create", &dir, e))?;
+                lock(&self.created).insert(ino);
+                opts.create(true)
+                    .open(&path)
+                    .map_err(|e| self.io_err("create", &path, e))?
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(self.io_err("open", &path, e)),
+        };
+        let o = Arc::new(Object {
+            path,
+            file,
+            direct: OnceLock::new(),
+        });
+        let mut objs = lock(&self.objects);
+        if objs.len() >= OPEN_OBJECTS {
+            objs.clear();
+        }
+        Ok(Some(objs.entry((ino, slot)).or_insert(o).clone()))
+    }
+
+    /// The object's `O_DIRECT` descriptor, if direct I/O is allowed.
+    fn direct_file<'a>(&self, o: &'a Object) -> Option<&'a File> {
+        if !self.direct_ok.load(Ordering::Relaxed) {
+            return None;
+        }
+        let f = o.direct.get_or_init(|| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
+                .open(&o.path)
+                .ok()
+        });
+        if f.is_none() {
+            self.direct_ok.store(false, Ordering::Relaxed);
+        }
+        f.as_ref()
+    }
+
+    /// Byte offset of stripe `stripe` in its objects.
+    fn stripe_pos(stripe: u64, stripe_size: u32) -> Result<u64> {
+        stripe
+            .checked_mul(u64::from(stripe_size))
+            .filter(|p| p.saturating_add(u64::from(stripe_size)) <= i64::MAX as u64)
+            .ok_or_else(|| Error::InvalidLayout {
+                reason: format!("stripe {stripe} of {stripe_size} bytes is past the largest file"),
+            })
     }
 
     /// Writes `data` at `offset` in stripe `stripe` of inode `ino`, whose
@@ -562,172 +743,179 @@ impl ChunkStore {
         data: &[u8],
     ) -> Result<()> {
         check_range(stripe_size, offset, data.len())?;
+        let pos = Self::stripe_pos(stripe, stripe_size)?;
+        let _s = self.shared();
         let _g = self.lock_of(ino, stripe);
         let end = offset + data.len() as u32;
         let whole = offset == 0 && end == stripe_size;
-        let (_, new) = self.paths(ino, stripe);
-        let (mut p, fresh) = match self.pending_of(ino, stripe) {
-            Some(p) => (p, false),
-            None => (self.start_pending(ino, stripe, stripe_size, whole)?, true),
+        let entry = self.entry_of(ino, stripe);
+        if let Some(e) = &entry {
+            if e.stripe_size != stripe_size {
+                return Err(layout_mismatch(stripe_size, e.stripe_size));
+            }
+        }
+        let mut fresh = false;
+        let mut p = match self.pending_of(ino, stripe) {
+            Some(p) => p,
+            None => {
+                fresh = true;
+                Pending {
+                    slot: entry.as_ref().map_or(0, |e| 1 - e.slot),
+                    base: if whole {
+                        0
+                    } else {
+                        entry.as_ref().map_or(0, |e| e.len)
+                    },
+                    stripe_size,
+                    ..Pending::default()
+                }
+            }
         };
         if p.stripe_size != stripe_size {
             return Err(layout_mismatch(stripe_size, p.stripe_size));
         }
-        let res = self.write_pending(&mut p, ino, stripe, offset, data);
-        if res.is_err() && fresh {
-            let _ = fs::remove_file(&new);
-            return res;
-        }
-        res?;
-        if whole {
-            p.base = 0;
-        }
-        p.written.insert(offset, end);
-        // Blocks this write covers whole get their checksum now; the ones
-        // it covers in part lose theirs.
-        if !data.is_empty() {
-            for b in offset / BLOCK..=(end - 1) / BLOCK {
-                let (bs, be) = (
-                    b * BLOCK,
-                    (b * BLOCK).saturating_add(BLOCK).min(stripe_size),
-                );
-                if offset <= bs && be <= end {
-                    let d = &data[(bs - offset) as usize..(be - offset) as usize];
-                    p.known.insert(b, crc32c::crc32c(d));
-                } else {
-                    p.known.remove(&b);
+        // Synced blocks this write covers only partly must be sound: a
+        // write never builds on corrupted bytes.
+        if let (Some(e), false, false) = (&entry, whole, data.is_empty()) {
+            if p.base > 0 {
+                for b in [offset / BLOCK, (end - 1) / BLOCK] {
+                    let (bs, be) = (b * BLOCK, (b * BLOCK).saturating_add(BLOCK).min(p.base));
+                    let partial = bs < p.base && !(offset <= bs && end >= be);
+                    if partial && !p.checked.contains(&b) {
+                        self.read_entry(ino, stripe, e, b * BLOCK, BLOCK)?;
+                        p.checked.insert(b);
+                    }
                 }
             }
+        }
+        if !data.is_empty() {
+            let o = self
+                .object(ino, p.slot, true)?
+                .ok_or_else(|| Error::InvalidLayout {
+                    reason: "data object vanished".into(),
+                })?;
+            let at = pos + u64::from(offset);
+            // Only for a stripe written by large direct writes: a small
+            // write allocates its own bytes.
+            if fresh
+                && self.direct_write(at, data.len())
+                && self.direct_write(pos, stripe_size as usize)
+            {
+                self.preallocate(&o, pos, stripe_size)?;
+            }
+            let crcs = self.write_object(&o, at, offset, stripe_size, data)?;
+            if whole {
+                p.base = 0;
+            }
+            p.written.insert(offset, end);
+            for b in offset / BLOCK..=(end - 1) / BLOCK {
+                match crcs.get(&b) {
+                    Some(&c) => p.known.insert(b, c),
+                    None => p.known.remove(&b),
+                };
+            }
+        } else if whole {
+            p.base = 0;
         }
         self.set_pending(ino, stripe, p);
         Ok(())
     }
 
-    /// The I/O of a write into the pending chunk `p`.
-    fn write_pending(
-        &self,
-        p: &mut Pending,
-        ino: u64,
-        stripe: u64,
-        offset: u32,
-        data: &[u8],
-    ) -> Result<()> {
-        let stripe_size = p.stripe_size;
-        let end = offset + data.len() as u32;
-        let whole = offset == 0 && end == stripe_size;
-        let (synced, new) = self.paths(ino, stripe);
-        // Synced blocks this write covers only partly must be sound: a
-        // write never builds on corrupted bytes.
-        if p.base > 0 && !whole && !data.is_empty() {
-            let mut check = Vec::new();
-            for b in [offset / BLOCK, end.saturating_sub(1) / BLOCK] {
-                let (bs, be) = (b * BLOCK, (b * BLOCK).saturating_add(BLOCK).min(p.base));
-                let partial = bs < p.base && !(offset <= bs && end >= be);
-                if partial && !p.checked.contains(&b) && !check.contains(&b) {
-                    check.push(b);
-                }
-            }
-            if !check.is_empty() {
-                if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
-                    for &b in &check {
-                        self.read_synced_range(&s, ino, stripe, stripe_size, b * BLOCK, BLOCK)?;
-                    }
-                }
-                p.checked.extend(check);
-            }
-        }
-        if self.direct_write(offset, data.len())
-            && self.write_direct(&new, data_offset(stripe_size) + u64::from(offset), data)?
-        {
+    /// Whether a write of `len` bytes at byte `at` of an object goes direct.
+    fn direct_write(&self, at: u64, len: usize) -> bool {
+        len as u64 >= u64::from(self.options.direct_write_min)
+            && at % u64::from(DIRECT_ALIGN) == 0
+            && len % DIRECT_ALIGN as usize == 0
+    }
+
+    /// Allocates the stripe's `stripe_size` bytes at `pos` of object `o`
+    /// before its first direct write since a sync (`fallocate`, extending
+    /// the object's size): ext4 lets direct writes into allocated blocks
+    /// below the file's size run in parallel (a shared inode lock), while
+    /// writes into holes or past the end take it alone, one at a time
+    /// (module docs, "The disk engine"). A file system without
+    /// `fallocate` just skips it; `ENOSPC` is [`Error::NoSpace`] before any
+    /// byte is written.
+    fn preallocate(&self, o: &Object, pos: u64, stripe_size: u32) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fallocate on a descriptor this `Object` owns, no pointers.
+        let r = unsafe {
+            libc::fallocate(
+                o.file.as_raw_fd(),
+                0,
+                pos as libc::off_t,
+                libc::off_t::from(stripe_size),
+            )
+        };
+        if r == 0 {
             return Ok(());
         }
-        if !data.is_empty() {
-            let f = OpenOptions::new()
-                .write(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&new)
-                .map_err(|e| self.io_err("open", &new, e))?;
-            f.write_all_at(data, data_offset(stripe_size) + u64::from(offset))
-                .map_err(|e| self.io_err("write", &new, e))?;
-        }
-        Ok(())
-    }
-
-    /// Whether a write of `len` bytes at `offset` of a stripe goes direct.
-    fn direct_write(&self, offset: u32, len: usize) -> bool {
-        len as u64 >= u64::from(self.options.direct_write_min)
-            && offset % DIRECT_ALIGN == 0
-            && len % DIRECT_ALIGN as usize == 0
-            && self.direct_ok.load(Ordering::Relaxed)
-    }
-
-    /// Writes `data` at `pos` of the pending chunk with `O_DIRECT`; `false`
-    /// if the target's file system refuses direct I/O (then the caller
-    /// writes through the page cache, and so does every later I/O).
-    fn write_direct(&self, new: &Path, pos: u64, data: &[u8]) -> Result<bool> {
-        let f = match OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECT)
-            .open(new)
-        {
-            Ok(f) => f,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.direct_ok.store(false, Ordering::Relaxed);
-                return Ok(false);
-            }
-            Err(e) => return Err(self.io_err("open", new, e)),
-        };
-        let buf = AlignedBuf::copy_of(data);
-        match f.write_all_at(buf.as_ref(), pos) {
-            Ok(()) => Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                self.direct_ok.store(false, Ordering::Relaxed);
-                Ok(false)
-            }
-            Err(e) => Err(self.io_err("write", new, e)),
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS) | Some(libc::EINVAL) => Ok(()),
+            _ => Err(self.io_err("fallocate", &o.path, e)),
         }
     }
 
-    /// Makes the pending chunk of a stripe (an empty sparse file with an
-    /// unsealed header); `replace`: its synced bytes will not be used.
-    fn start_pending(
+    /// Writes `data` at byte `at` of object `o` (stripe offset `offset`):
+    /// direct if large and aligned, else buffered. Returns the checksums of
+    /// the stripe's blocks that `data` covers whole.
+    fn write_object(
         &self,
-        ino: u64,
-        stripe: u64,
+        o: &Object,
+        at: u64,
+        offset: u32,
         stripe_size: u32,
-        replace: bool,
-    ) -> Result<Pending> {
-        let (synced, new) = self.paths(ino, stripe);
-        let base = if replace {
-            0
-        } else {
-            match self.open_synced(&synced, ino, stripe, stripe_size)? {
-                Some(s) => s.len,
-                None => 0,
+        data: &[u8],
+    ) -> Result<BTreeMap<u32, u32>> {
+        let end = offset + data.len() as u32;
+        let mut crcs = BTreeMap::new();
+        // The whole blocks, as (block, range in data).
+        let whole_blocks = (offset / BLOCK..=(end - 1) / BLOCK).filter_map(|b| {
+            let (bs, be) = (
+                b * BLOCK,
+                (b * BLOCK).saturating_add(BLOCK).min(stripe_size),
+            );
+            (offset <= bs && be <= end).then(|| (b, (bs - offset) as usize..(be - offset) as usize))
+        });
+        if self.direct_write(at, data.len()) {
+            if let Some(f) = self.direct_file(o) {
+                // One pass: copy each block into the aligned buffer and
+                // checksum it while it is in the cache.
+                let mut buf = take_write_buf(data.len());
+                let mut done = 0;
+                for (b, r) in whole_blocks.clone() {
+                    if r.start > done {
+                        buf.extend(&data[done..r.start]);
+                    }
+                    buf.extend(&data[r.clone()]);
+                    crcs.insert(b, crc32c::crc32c(&data[r.clone()]));
+                    done = r.end;
+                }
+                buf.extend(&data[done..]);
+                let res = f.write_all_at(buf.as_ref(), at);
+                give_write_buf(buf);
+                match res {
+                    Ok(()) => return Ok(crcs),
+                    Err(e) if refuses_direct(&e) => {
+                        self.direct_ok.store(false, Ordering::Relaxed);
+                        crcs.clear();
+                    }
+                    Err(e) => return Err(self.io_err("write", &o.path, e)),
+                }
             }
-        };
-        let dir = self.file_dir(ino);
-        fs::create_dir_all(&dir).map_err(|e| self.io_err("create", &dir, e))?;
-        let f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&new)
-            .map_err(|e| self.io_err("create", &new, e))?;
-        if let Err(e) = f.write_all_at(&header(ino, stripe, 0, stripe_size, UNSEALED), 0) {
-            let _ = fs::remove_file(&new);
-            return Err(self.io_err("write", &new, e));
         }
-        Ok(Pending {
-            base,
-            stripe_size,
-            ..Pending::default()
-        })
+        o.file
+            .write_all_at(data, at)
+            .map_err(|e| self.io_err("write", &o.path, e))?;
+        for (b, r) in whole_blocks {
+            crcs.insert(b, crc32c::crc32c(&data[r]));
+        }
+        Ok(crcs)
     }
 
     /// Reads `len` bytes at `offset` of a stripe; bytes never written
-    /// (holes, past the chunk's end) read as zeros.
+    /// (holes, past the stripe's end) read as zeros.
     pub fn read(
         &self,
         ino: u64,
@@ -737,504 +925,365 @@ impl ChunkStore {
         len: u32,
     ) -> Result<Vec<u8>> {
         check_range(stripe_size, offset, len as usize)?;
+        let pos = Self::stripe_pos(stripe, stripe_size)?;
+        let _s = self.shared();
         let _g = self.lock_of(ino, stripe);
-        let (synced, new) = self.paths(ino, stripe);
         let end = offset + len;
-        let pending = self.pending_of(ino, stripe);
-        if let Some(p) = &pending {
-            if p.stripe_size != stripe_size {
-                return Err(layout_mismatch(stripe_size, p.stripe_size));
+        let entry = self.entry_of(ino, stripe);
+        if let Some(e) = &entry {
+            if e.stripe_size != stripe_size {
+                return Err(layout_mismatch(stripe_size, e.stripe_size));
             }
         }
-        if pending.is_none() {
-            // Synced data only: a large read from the start of the chunk
-            // reads its header and blocks in one direct I/O.
-            if let Some(mut d) =
-                self.read_at_once(&synced, ino, stripe, stripe_size, offset, len)?
-            {
-                d.resize(len as usize, 0);
-                return Ok(d);
-            }
-            // Otherwise the header, then the blocks the read touches.
-            let mut d = match self.open_synced(&synced, ino, stripe, stripe_size)? {
-                Some(s) => self.read_synced_range(&s, ino, stripe, stripe_size, offset, len)?,
+        let pending = self.pending_of(ino, stripe);
+        let Some(p) = pending else {
+            let mut d = match &entry {
+                Some(e) => self.read_entry(ino, stripe, e, offset, len)?,
                 None => Vec::new(),
             };
             d.resize(len as usize, 0);
             return Ok(d);
+        };
+        if p.stripe_size != stripe_size {
+            return Err(layout_mismatch(stripe_size, p.stripe_size));
         }
         let mut out = vec![0u8; len as usize];
-        // From the synced chunk: the kept base not rewritten.
-        let from_synced = match &pending {
-            None => vec![(offset, end)],
-            Some(p) => p.written.gaps(offset, end.min(p.base)),
-        };
-        if !from_synced.is_empty() {
-            if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
-                let (a, b) = (from_synced[0].0, from_synced[from_synced.len() - 1].1);
-                let d = self.read_synced_range(&s, ino, stripe, stripe_size, a, b - a)?;
-                for (x, y) in from_synced {
-                    let (x, y) = ((x - a) as usize, ((y - a) as usize).min(d.len()));
-                    if x < y {
-                        let o = (a - offset) as usize;
-                        out[o + x..o + y].copy_from_slice(&d[x..y]);
-                    }
+        // From the synced stripe: the kept base not rewritten.
+        let from_synced = p.written.gaps(offset, end.min(p.base));
+        if let (Some(e), false) = (&entry, from_synced.is_empty()) {
+            let (a, b) = (from_synced[0].0, from_synced[from_synced.len() - 1].1);
+            let d = self.read_entry(ino, stripe, e, a, b - a)?;
+            for (x, y) in from_synced {
+                let (x, y) = ((x - a) as usize, ((y - a) as usize).min(d.len()));
+                if x < y {
+                    let o = (a - offset) as usize;
+                    out[o + x..o + y].copy_from_slice(&d[x..y]);
                 }
             }
         }
-        if let Some(p) = &pending {
-            let parts = p.written.inside(offset, end);
-            if !parts.is_empty() {
-                let f = File::open(&new).map_err(|e| self.io_err("open", &new, e))?;
-                let base = data_offset(stripe_size);
+        let parts = p.written.inside(offset, end);
+        if !parts.is_empty() {
+            if let Some(o) = self.object(ino, p.slot, false)? {
                 for (x, y) in parts {
-                    let o = (x - offset) as usize;
-                    read_full_at(&f, &mut out[o..o + (y - x) as usize], base + u64::from(x))
-                        .map_err(|e| self.io_err("read", &new, e))?;
+                    let i = (x - offset) as usize;
+                    read_full_at(
+                        &o.file,
+                        &mut out[i..i + (y - x) as usize],
+                        pos + u64::from(x),
+                    )
+                    .map_err(|e| self.io_err("read", &o.path, e))?;
                 }
             }
         }
         Ok(out)
     }
 
-    /// Opens a synced chunk and checks its header (and block checksums'
-    /// table); `None` if it does not exist.
-    fn open_synced(
+    /// The checked bytes `offset..offset + len` of synced stripe `e`, cut
+    /// at its end; only the blocks they touch are read and checked.
+    fn read_entry(
         &self,
-        path: &Path,
         ino: u64,
         stripe: u64,
-        stripe_size: u32,
-    ) -> Result<Option<Synced>> {
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.io_err("open", path, e)),
-        };
-        // The header region of a format-2 chunk of this layout, in one read.
-        let mut region = vec![0u8; data_offset(stripe_size) as usize];
-        let n = read_full_at(&file, &mut region, 0).map_err(|e| self.io_err("read", path, e))?;
-        self.parse_synced(file, path, region, n, ino, stripe, stripe_size)
-            .map(Some)
-    }
-
-    /// A synced chunk from its open `file` and the first `n` bytes of its
-    /// header region (`region`, [`data_offset`] bytes long), checked.
-    #[allow(clippy::too_many_arguments)]
-    fn parse_synced(
-        &self,
-        file: File,
-        path: &Path,
-        mut region: Vec<u8>,
-        n: usize,
-        ino: u64,
-        stripe: u64,
-        stripe_size: u32,
-    ) -> Result<Synced> {
-        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
-        if n < V1_HEADER {
-            return Err(bad("shorter than its header"));
-        }
-        if &region[0..4] != MAGIC {
-            return Err(bad("bad magic"));
-        }
-        let field = |b: &[u8], r: std::ops::Range<usize>| {
-            let mut a = [0u8; 8];
-            a[..r.len()].copy_from_slice(&b[r]);
-            u64::from_le_bytes(a)
-        };
-        if field(&region, 8..16) != ino || field(&region, 16..24) != stripe {
-            return Err(bad("header names another chunk"));
-        }
-        let version = u16::from_le_bytes([region[4], region[5]]);
-        if version == 1 {
-            return self.open_v1(file, path, ino, stripe, stripe_size);
-        }
-        if version != VERSION {
-            return Err(bad(&format!(
-                "chunk format {version}; this dosfs reads formats 1 and {VERSION}"
-            )));
-        }
-        if n < region.len() {
-            return Err(bad("shorter than its header"));
-        }
-        let len = field(&region, 24..28) as u32;
-        let data_off = field(&region, 32..36);
-        if field(&region, 28..32) != u64::from(BLOCK)
-            || data_off != data_offset(stripe_size)
-            || field(&region, 36..40) != u64::from(stripe_size)
-            || len > stripe_size
-        {
-            return Err(bad("header does not match the file's layout"));
-        }
-        let want = field(&region, 60..64) as u32;
-        region[60..64].fill(0);
-        if crc32c::crc32c(&region) != want {
-            return Err(bad("header checksum mismatch"));
-        }
-        let size = file
-            .metadata()
-            .map_err(|e| self.io_err("stat", path, e))?
-            .len();
-        if size != data_off + u64::from(len) {
-            return Err(bad("length does not match the header"));
-        }
-        let crcs = (0..len.div_ceil(BLOCK) as usize)
-            .map(|i| field(&region, HEADER + 4 * i..HEADER + 4 * i + 4) as u32)
-            .collect();
-        Ok(Synced {
-            file,
-            len,
-            data_off,
-            crcs,
-            whole: None,
-        })
-    }
-
-    /// A format-1 chunk: read whole and checked.
-    fn open_v1(
-        &self,
-        file: File,
-        path: &Path,
-        ino: u64,
-        stripe: u64,
-        stripe_size: u32,
-    ) -> Result<Synced> {
-        let bad = |r: &str| self.corrupt(ino, stripe, stripe_size, r);
-        let mut b = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut b).map_err(|e| self.io_err("read", path, e))?;
-        let field = |r: std::ops::Range<usize>| {
-            let mut a = [0u8; 8];
-            a[..r.len()].copy_from_slice(&b[r]);
-            u64::from_le_bytes(a)
-        };
-        let len = field(24..28) as usize;
-        if len != b.len() - V1_HEADER || len > stripe_size as usize {
-            return Err(bad("length does not match the header"));
-        }
-        let crc = field(28..32) as u32;
-        if crc32c::crc32c_append(crc32c::crc32c(&b[..28]), &b[V1_HEADER..]) != crc {
-            return Err(bad("checksum mismatch"));
-        }
-        b.drain(..V1_HEADER);
-        Ok(Synced {
-            file,
-            len: len as u32,
-            data_off: V1_HEADER as u64,
-            crcs: Vec::new(),
-            whole: Some(b),
-        })
-    }
-
-    /// The checked bytes `offset..offset + len` of a synced chunk, cut at
-    /// its end; only the blocks they touch are read and checked.
-    fn read_synced_range(
-        &self,
-        s: &Synced,
-        ino: u64,
-        stripe: u64,
-        stripe_size: u32,
+        e: &Entry,
         offset: u32,
         len: u32,
     ) -> Result<Vec<u8>> {
-        let end = offset.saturating_add(len).min(s.len);
+        let end = offset.saturating_add(len).min(e.len);
         if offset >= end {
             return Ok(Vec::new());
         }
-        if let Some(w) = &s.whole {
-            return Ok(w[offset as usize..end as usize].to_vec());
-        }
         let (b0, b1) = (offset / BLOCK, end.div_ceil(BLOCK));
-        let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(s.len));
+        let (rs, re) = (b0 * BLOCK, (b1 * BLOCK).min(e.len));
         let want = (re - rs) as usize;
-        let pos = s.data_off + u64::from(rs);
-        let mut buf = match self.read_direct(s, pos, want)? {
+        let short = || {
+            self.corrupt_at(
+                ino,
+                stripe,
+                e.stripe_size,
+                rs,
+                "the data object is shorter than the chunk map says",
+            )
+        };
+        let Some(o) = self.object(ino, e.slot, false)? else {
+            return Err(short());
+        };
+        let pos = stripe * u64::from(e.stripe_size) + u64::from(rs);
+        let mut buf = None;
+        if want as u64 >= u64::from(self.options.direct_read_min)
+            && pos % u64::from(DIRECT_ALIGN) == 0
+        {
+            if let Some(f) = self.direct_file(&o) {
+                let mut b = take_read_buf(want.next_multiple_of(DIRECT_ALIGN as usize));
+                match read_direct(f, b.as_mut(), pos) {
+                    Ok(n) => {
+                        b.truncate(n);
+                        buf = Some(b);
+                    }
+                    Err(e) if refuses_direct(&e) => self.direct_ok.store(false, Ordering::Relaxed),
+                    Err(err) => return Err(self.io_err("read", &o.path, err)),
+                }
+            }
+        }
+        let buf = match buf {
             Some(b) => b,
             None => {
                 let mut d = AlignedBuf::unaligned(want);
-                let n = read_full_at(&s.file, d.as_mut(), pos)
-                    .map_err(|e| self.io_err("read", Path::new("chunk"), e))?;
+                let n = read_full_at(&o.file, d.as_mut(), pos)
+                    .map_err(|err| self.io_err("read", &o.path, err))?;
                 d.truncate(n);
                 d
             }
         };
         if buf.len() < want {
-            return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
+            return Err(short());
         }
-        buf.truncate(want);
-        let d = buf.as_ref();
-        self.check_blocks(s, d, b0, b1, ino, stripe, stripe_size)?;
-        Ok(d[(offset - rs) as usize..(end - rs) as usize].to_vec())
-    }
-
-    /// Checks blocks `b0..b1` of a synced chunk against its checksums; `d`
-    /// holds them, from the start of block `b0`.
-    #[allow(clippy::too_many_arguments)]
-    fn check_blocks(
-        &self,
-        s: &Synced,
-        d: &[u8],
-        b0: u32,
-        b1: u32,
-        ino: u64,
-        stripe: u64,
-        stripe_size: u32,
-    ) -> Result<()> {
-        let rs = b0 * BLOCK;
+        let d = &buf.as_ref()[..want];
         for b in b0..b1 {
             let (x, y) = (
                 (b * BLOCK - rs) as usize,
-                ((b * BLOCK).saturating_add(BLOCK).min(s.len) - rs) as usize,
+                ((b * BLOCK).saturating_add(BLOCK).min(e.len) - rs) as usize,
             );
-            if crc32c::crc32c(&d[x..y]) != s.crcs[b as usize] {
+            if crc32c::crc32c(&d[x..y]) != e.crcs[b as usize] {
                 return Err(self.corrupt_at(
                     ino,
                     stripe,
-                    stripe_size,
+                    e.stripe_size,
                     b * BLOCK,
                     format!(
-                        "checksum mismatch in the block at chunk offset {}",
+                        "checksum mismatch in the block at stripe offset {}",
                         b * BLOCK
                     ),
                 ));
             }
         }
-        Ok(())
+        let out = d[(offset - rs) as usize..(end - rs) as usize].to_vec();
+        give_read_buf(buf);
+        Ok(out)
     }
 
-    /// A large read of a synced chunk that starts in its first block, as
-    /// one direct I/O of the header region and the blocks: the checked
-    /// bytes (cut at the chunk's end), or `None` where that does not apply
-    /// (small read, direct I/O refused, a format-1 or short chunk: the
-    /// caller reads the usual way, which also names any damage).
-    fn read_at_once(
-        &self,
-        path: &Path,
-        ino: u64,
-        stripe: u64,
-        stripe_size: u32,
-        offset: u32,
-        len: u32,
-    ) -> Result<Option<Vec<u8>>> {
-        if len < self.options.direct_read_min
-            || offset >= BLOCK
-            || !self.direct_ok.load(Ordering::Relaxed)
-        {
-            return Ok(None);
-        }
-        let file = match OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(Vec::new())),
-            Err(e) => return Err(self.io_err("open", path, e)),
-        };
-        let data_off = data_offset(stripe_size) as usize;
-        let end = offset + len;
-        // Whole blocks up to the one holding the read's end.
-        let blocks_end = (end.div_ceil(BLOCK) * BLOCK).min(stripe_size) as usize;
-        let mut buf = AlignedBuf::new((data_off + blocks_end).next_multiple_of(4096));
-        let n = match read_direct_at(&file, buf.as_mut(), 0) {
-            Ok(Some(n)) => n,
-            Ok(None) => {
-                self.direct_ok.store(false, Ordering::Relaxed);
-                return Ok(None);
-            }
-            Err(e) => return Err(self.io_err("read", path, e)),
-        };
-        if n < data_off {
-            return Ok(None);
-        }
-        let region = buf.as_ref()[..data_off].to_vec();
-        let s = self.parse_synced(file, path, region, data_off, ino, stripe, stripe_size)?;
-        if s.whole.is_some() {
-            return Ok(None);
-        }
-        let end = end.min(s.len);
-        if offset >= end {
-            return Ok(Some(Vec::new()));
-        }
-        let b1 = end.div_ceil(BLOCK);
-        let want = (b1 * BLOCK).min(s.len) as usize;
-        let d = &buf.as_ref()[data_off..n];
-        if d.len() < want {
-            return Err(self.corrupt(ino, stripe, stripe_size, "shorter than its header says"));
-        }
-        self.check_blocks(&s, &d[..want], 0, b1, ino, stripe, stripe_size)?;
-        Ok(Some(d[offset as usize..end as usize].to_vec()))
-    }
-
-    /// Reads `len` bytes at `pos` of a synced chunk with `O_DIRECT` if the
-    /// options and the file system allow (`None`: read it buffered). The
-    /// length read is rounded up to 4 KiB (the chunk may end before).
-    fn read_direct(&self, s: &Synced, pos: u64, len: usize) -> Result<Option<AlignedBuf>> {
-        if (len as u64) < u64::from(self.options.direct_read_min)
-            || pos % u64::from(DIRECT_ALIGN) != 0
-            || !self.direct_ok.load(Ordering::Relaxed)
-        {
-            return Ok(None);
-        }
-        let mut buf = AlignedBuf::new(len.next_multiple_of(DIRECT_ALIGN as usize));
-        match read_direct_at(&s.file, buf.as_mut(), pos) {
-            Ok(Some(n)) => {
-                buf.truncate(n);
-                Ok(Some(buf))
-            }
-            Ok(None) => {
-                self.direct_ok.store(false, Ordering::Relaxed);
-                Ok(None)
-            }
-            Err(e) => Err(self.io_err("read", Path::new("chunk"), e)),
-        }
-    }
-
-    /// Seals, fsyncs and renames every pending chunk of `ino` (of every
-    /// inode with `None`), then fsyncs their directories.
+    /// Makes every pending stripe of `ino` (of every inode with `None`)
+    /// durable: one group commit (module docs).
     pub fn sync(&self, ino: Option<u64>) -> Result<()> {
-        let work: Vec<(u64, Vec<u64>)> = {
-            let p = self.pending_map();
+        let _x = self.exclusive();
+        let work: Vec<(u64, u64, Pending)> = {
+            let p = lock(&self.pending);
+            let one = |i: u64, m: &BTreeMap<u64, Pending>| {
+                m.iter()
+                    .map(move |(&s, p)| (i, s, p.clone()))
+                    .collect::<Vec<_>>()
+            };
             match ino {
-                Some(i) => p
-                    .get(&i)
-                    .map(|m| (i, m.keys().copied().collect()))
-                    .into_iter()
-                    .collect(),
-                None => p
-                    .iter()
-                    .map(|(&i, m)| (i, m.keys().copied().collect()))
-                    .collect(),
+                Some(i) => p.get(&i).map(|m| one(i, m)).unwrap_or_default(),
+                None => p.iter().flat_map(|(&i, m)| one(i, m)).collect(),
             }
         };
-        // Seal every chunk, several at once (their fsyncs overlap: one
-        // journal commit of the target's file system serves many), then
-        // fsync each directory once.
-        let jobs: Vec<(u64, u64)> = work
+        // 1. Complete each new slot and compute its checksums.
+        let mut entries = Vec::with_capacity(work.len());
+        let mut objects: BTreeSet<(u64, u8)> = BTreeSet::new();
+        for (ino, stripe, p) in &work {
+            entries.push((*ino, *stripe, self.seal(*ino, *stripe, p)?));
+            objects.insert((*ino, p.slot));
+        }
+        // 2. The data (several objects at once), and new directories.
+        let objs: Vec<Arc<Object>> = objects
             .iter()
-            .flat_map(|(i, ss)| ss.iter().map(move |&s| (*i, s)))
-            .collect();
-        let errors = Mutex::new(Vec::new());
+            .filter_map(|&(i, s)| self.object(i, s, false).transpose())
+            .collect::<Result<_>>()?;
+        self.flush_all(&objs)?;
+        let created: Vec<u64> = {
+            let mut c = lock(&self.created);
+            let mine: Vec<u64> = c
+                .iter()
+                .copied()
+                .filter(|i| objects.iter().any(|o| o.0 == *i))
+                .collect();
+            for i in &mine {
+                c.remove(i);
+            }
+            mine
+        };
+        for i in created {
+            let dir = self.file_dir(i);
+            fsync_dir(&dir).and_then(|()| fsync_dir(dir.parent().unwrap_or(&self.dir)))?;
+        }
+        #[cfg(test)]
+        if self.fail_before_commit.swap(false, Ordering::Relaxed) {
+            return Err(Error::InvalidLayout {
+                reason: "test: failed before the commit".into(),
+            });
+        }
+        // 3. One commit.
+        if !entries.is_empty() {
+            let mut j = lock(&self.journal);
+            for rec in commit_records(&entries) {
+                j.append(&rec)
+                    .map_err(|e| self.mark_no_space(e, "chunk journal append"))?;
+            }
+            j.sync()
+                .map_err(|e| self.mark_no_space(e, "chunk journal sync"))?;
+        }
+        // 4. The map points at the new bytes; the old ones are let go.
+        let mut superseded = Vec::new();
+        {
+            let mut m = lock(&self.map);
+            let mut pm = lock(&self.pending);
+            for (ino, stripe, e) in entries {
+                if let Some(ps) = pm.get_mut(&ino) {
+                    ps.remove(&stripe);
+                    if ps.is_empty() {
+                        pm.remove(&ino);
+                    }
+                }
+                let (ss, slot) = (e.stripe_size, e.slot);
+                if let Some(old) = m.entry(ino).or_default().insert(stripe, e) {
+                    if old.slot != slot {
+                        superseded.push((ino, 1 - slot, stripe * u64::from(ss), ss));
+                    }
+                }
+            }
+        }
+        for (ino, slot, pos, len) in superseded {
+            if let Ok(Some(o)) = self.object(ino, slot, false) {
+                punch(&o.file, pos, u64::from(len));
+            }
+        }
+        self.maybe_snapshot()
+    }
+
+    /// Completes the new slot of a pending stripe: copies the kept synced
+    /// bytes it lacks, zero-fills what was never written up to its length,
+    /// and returns its map entry.
+    fn seal(&self, ino: u64, stripe: u64, p: &Pending) -> Result<Entry> {
+        let ss = p.stripe_size;
+        let pos = stripe * u64::from(ss);
+        let len = p.len();
+        let o = self
+            .object(ino, p.slot, true)?
+            .ok_or_else(|| Error::InvalidLayout {
+                reason: "data object vanished".into(),
+            })?;
+        let gaps = p.written.gaps(0, p.base);
+        if !gaps.is_empty() {
+            if let Some(e) = self.entry_of(ino, stripe) {
+                for (a, b) in gaps {
+                    let d = self.read_entry(ino, stripe, &e, a, b - a)?;
+                    o.file
+                        .write_all_at(&d, pos + u64::from(a))
+                        .map_err(|e| self.io_err("write", &o.path, e))?;
+                }
+            }
+        }
+        // Never-written holes below `len` must read as zeros, whatever an
+        // older version left in this slot.
+        let gaps: Vec<(u32, u32)> = {
+            let mut all = p.written.clone();
+            if p.base > 0 {
+                all.insert(0, p.base);
+            }
+            all.gaps(0, len)
+        };
+        for (a, b) in gaps {
+            o.file
+                .write_all_at(&vec![0u8; (b - a) as usize], pos + u64::from(a))
+                .map_err(|e| self.io_err("write", &o.path, e))?;
+        }
+        let mut crcs = Vec::with_capacity(len.div_ceil(BLOCK) as usize);
+        let mut buf = vec![0u8; BLOCK as usize];
+        for b in 0..len.div_ceil(BLOCK) {
+            let n = ((b * BLOCK).saturating_add(BLOCK).min(len) - b * BLOCK) as usize;
+            let full = ((b * BLOCK).saturating_add(BLOCK).min(ss) - b * BLOCK) as usize;
+            if let (Some(&c), true) = (p.known.get(&b), n == full) {
+                crcs.push(c);
+                continue;
+            }
+            let got = read_full_at(&o.file, &mut buf[..n], pos + u64::from(b * BLOCK))
+                .map_err(|e| self.io_err("read", &o.path, e))?;
+            buf[got..n].fill(0);
+            crcs.push(crc32c::crc32c(&buf[..n]));
+        }
+        Ok(Entry {
+            slot: p.slot,
+            stripe_size: ss,
+            len,
+            crcs,
+        })
+    }
+
+    /// `fdatasync`s the objects, up to `seal_threads` at once.
+    fn flush_all(&self, objs: &[Arc<Object>]) -> Result<()> {
         let next = AtomicUsize::new(0);
-        let seal_all = || loop {
+        let first_err = Mutex::new(None);
+        let run = || loop {
             let k = next.fetch_add(1, Ordering::Relaxed);
-            let Some(&(ino, s)) = jobs.get(k) else { break };
-            if let Err(e) = self.seal(ino, s) {
-                errors
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((k, e));
+            let Some(o) = objs.get(k) else { break };
+            if let Err(e) = o.file.sync_data() {
+                lock(&first_err).get_or_insert(self.io_err("fdatasync", &o.path, e));
             }
         };
-        let threads = self.options.seal_threads.min(jobs.len());
+        let threads = self.options.seal_threads.min(objs.len());
         if threads <= 1 {
-            seal_all();
+            run();
         } else {
             std::thread::scope(|sc| {
                 for _ in 1..threads {
-                    sc.spawn(seal_all);
+                    sc.spawn(run);
                 }
-                seal_all();
+                run();
             });
         }
-        let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-        errors.sort_by_key(|(k, _)| *k);
-        let mut first_err = errors.into_iter().next().map(|(_, e)| e);
-        for (ino, _) in work {
-            let dir = self.file_dir(ino);
-            if let Err(e) =
-                fsync_dir(&dir).and_then(|()| fsync_dir(dir.parent().unwrap_or(&self.dir)))
-            {
-                first_err.get_or_insert(e);
-            }
-        }
-        match first_err {
+        match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Err(e),
             None => Ok(()),
         }
     }
 
-    /// Seals one pending chunk; on failure it stays pending.
-    fn seal(&self, ino: u64, stripe: u64) -> Result<()> {
-        let _g = self.lock_of(ino, stripe);
-        let Some(p) = self.pending_of(ino, stripe) else {
-            return Ok(()); // sealed by another sync meanwhile
-        };
-        let (synced, new) = self.paths(ino, stripe);
-        let f = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&new)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                self.forget(ino, stripe);
-                return Ok(());
-            }
-            Err(e) => return Err(self.io_err("open", &new, e)),
-        };
-        let stripe_size = p.stripe_size;
-        let data_off = data_offset(stripe_size);
-        let len = p.len();
-        // The synced bytes it keeps and lacks.
-        let gaps = p.written.gaps(0, p.base);
-        if !gaps.is_empty() {
-            if let Some(s) = self.open_synced(&synced, ino, stripe, stripe_size)? {
-                for (a, b) in gaps {
-                    let d = self.read_synced_range(&s, ino, stripe, stripe_size, a, b - a)?;
-                    f.write_all_at(&d, data_off + u64::from(a))
-                        .map_err(|e| self.io_err("write", &new, e))?;
-                }
-            }
+    /// Folds the journal into a snapshot once it is large.
+    fn maybe_snapshot(&self) -> Result<()> {
+        let mut j = lock(&self.journal);
+        if j.len() < SNAPSHOT_AT {
+            return Ok(());
         }
-        f.set_len(data_off + u64::from(len))
-            .map_err(|e| self.io_err("truncate", &new, e))?;
-        let mut region = vec![0u8; data_off as usize];
-        region[..HEADER].copy_from_slice(&header(ino, stripe, len, stripe_size, 0));
-        let mut buf = vec![0u8; BLOCK as usize];
-        for b in 0..len.div_ceil(BLOCK) {
-            let n = ((b * BLOCK).saturating_add(BLOCK).min(len) - b * BLOCK) as usize;
-            if let Some(&c) = p.known.get(&b) {
-                if n == ((b * BLOCK).saturating_add(BLOCK).min(stripe_size) - b * BLOCK) as usize {
-                    let i = HEADER + 4 * b as usize;
-                    region[i..i + 4].copy_from_slice(&c.to_le_bytes());
-                    continue;
-                }
-            }
-            let got = read_full_at(&f, &mut buf[..n], data_off + u64::from(b * BLOCK))
-                .map_err(|e| self.io_err("read", &new, e))?;
-            buf[got..n].fill(0);
-            let i = HEADER + 4 * b as usize;
-            region[i..i + 4].copy_from_slice(&crc32c::crc32c(&buf[..n]).to_le_bytes());
+        let all: Vec<(u64, u64, Entry)> = {
+            let m = lock(&self.map);
+            m.iter()
+                .flat_map(|(&i, s)| s.iter().map(move |(&st, e)| (i, st, e.clone())))
+                .collect()
+        };
+        let mut body = Vec::new();
+        for (i, s, e) in &all {
+            encode_entry(&mut body, *i, *s, e);
         }
-        let crc = crc32c::crc32c(&region);
-        region[60..64].copy_from_slice(&crc.to_le_bytes());
-        f.write_all_at(&region, 0)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| self.io_err("seal", &new, e))?;
-        fs::rename(&new, &synced).map_err(|e| self.io_err("rename", &new, e))?;
-        self.forget(ino, stripe);
-        Ok(())
+        let mut rec = vec![REC_COMMIT];
+        rec.extend_from_slice(&(all.len() as u32).to_le_bytes());
+        rec.extend_from_slice(&body);
+        j.snapshot(&rec)
+            .map_err(|e| self.mark_no_space(e, "chunk map snapshot"))
     }
 
-    fn forget(&self, ino: u64, stripe: u64) {
-        let mut m = self.pending_map();
-        if let Some(s) = m.get_mut(&ino) {
-            s.remove(&stripe);
-            if s.is_empty() {
-                m.remove(&ino);
-            }
-        }
+    /// Appends `rec` to the journal and makes it durable.
+    fn commit_now(&self, rec: &[u8]) -> Result<()> {
+        let mut j = lock(&self.journal);
+        j.append(rec)
+            .and_then(|()| j.sync())
+            .map_err(|e| self.mark_no_space(e, "chunk journal append"))
     }
 
-    /// Removes every chunk of `ino` (after the file was deleted).
+    /// Removes every stripe of `ino` (after the file was deleted).
     pub fn remove(&self, ino: u64) -> Result<()> {
-        self.pending_map().remove(&ino);
+        let _x = self.exclusive();
+        lock(&self.pending).remove(&ino);
+        lock(&self.created).remove(&ino);
+        {
+            let mut objs = lock(&self.objects);
+            objs.remove(&(ino, 0));
+            objs.remove(&(ino, 1));
+        }
+        if lock(&self.map).contains_key(&ino) {
+            let mut rec = vec![REC_DROP];
+            rec.extend_from_slice(&ino.to_le_bytes());
+            self.commit_now(&rec)?;
+            lock(&self.map).remove(&ino);
+        }
         let dir = self.file_dir(ino);
         match fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -1244,30 +1293,64 @@ impl ChunkStore {
         fsync_dir(dir.parent().unwrap_or(&self.dir))
     }
 
-    /// Cuts the file to `size` bytes: chunks past it are removed, the chunk
-    /// holding it is shortened (pending, durable at the next sync).
+    /// Cuts the file to `size` bytes: stripes past it are gone at once
+    /// (committed), the stripe holding it is shortened (pending, durable at
+    /// the next sync).
     pub fn truncate(&self, ino: u64, stripe_size: u32, size: u64) -> Result<()> {
         check_range(stripe_size, 0, 0)?;
         let ss = u64::from(stripe_size);
-        for stripe in self.stripes(ino)? {
-            let start = stripe.saturating_mul(ss);
-            let (synced, new) = self.paths(ino, stripe);
-            let _g = self.lock_of(ino, stripe);
-            if start >= size {
-                self.forget(ino, stripe);
-                for p in [&new, &synced] {
-                    match fs::remove_file(p) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == ErrorKind::NotFound => {}
-                        Err(e) => return Err(self.io_err("remove", p, e)),
-                    }
+        let first_gone = size.div_ceil(ss);
+        let _x = self.exclusive();
+        let gone: Vec<(u64, Entry)> = lock(&self.map)
+            .get(&ino)
+            .map(|m| {
+                m.range(first_gone..)
+                    .map(|(&s, e)| (s, e.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !gone.is_empty() {
+            let mut rec = vec![REC_CUT];
+            rec.extend_from_slice(&ino.to_le_bytes());
+            rec.extend_from_slice(&first_gone.to_le_bytes());
+            self.commit_now(&rec)?;
+            let mut m = lock(&self.map);
+            if let Some(s) = m.get_mut(&ino) {
+                let _ = s.split_off(&first_gone);
+                if s.is_empty() {
+                    m.remove(&ino);
                 }
-            } else if size - start < ss {
-                let keep = (size - start) as u32;
-                let mut p = match self.pending_of(ino, stripe) {
-                    Some(p) => p,
-                    None => self.start_pending(ino, stripe, stripe_size, false)?,
-                };
+            }
+        }
+        if let Some(ps) = lock(&self.pending).get_mut(&ino) {
+            let _ = ps.split_off(&first_gone);
+        }
+        for (stripe, e) in gone {
+            if let Ok(Some(o)) = self.object(ino, e.slot, false) {
+                punch(
+                    &o.file,
+                    stripe * u64::from(e.stripe_size),
+                    u64::from(e.stripe_size),
+                );
+            }
+        }
+        if size % ss != 0 {
+            let stripe = size / ss;
+            let keep = (size % ss) as u32;
+            let entry = self.entry_of(ino, stripe);
+            let p = match self.pending_of(ino, stripe) {
+                Some(p) => Some(p),
+                None => entry.as_ref().map(|e| Pending {
+                    slot: 1 - e.slot,
+                    base: e.len,
+                    stripe_size: e.stripe_size,
+                    ..Pending::default()
+                }),
+            };
+            if let Some(mut p) = p {
+                if p.stripe_size != stripe_size {
+                    return Err(layout_mismatch(stripe_size, p.stripe_size));
+                }
                 p.base = p.base.min(keep);
                 p.written.clip(keep);
                 let _ = p.known.split_off(&(keep / BLOCK));
@@ -1277,10 +1360,15 @@ impl ChunkStore {
         Ok(())
     }
 
-    /// Every inode with chunks here.
+    /// Every inode with data here (synced, pending, or objects on disk).
     pub fn inodes(&self) -> Result<BTreeSet<u64>> {
-        let mut out = BTreeSet::new();
+        let mut out: BTreeSet<u64> = lock(&self.map).keys().copied().collect();
+        out.extend(lock(&self.pending).keys().copied());
         for bucket in read_dir(&self.dir)? {
+            let name = bucket.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.len() != 2 || !bucket.is_dir() {
+                continue;
+            }
             for file_dir in read_dir(&bucket)? {
                 let name = file_dir.file_name().and_then(|n| n.to_str()).unwrap_or("");
                 if let Ok(i) = u64::from_str_radix(name, 16) {
@@ -1293,51 +1381,46 @@ impl ChunkStore {
 
     /// The stripes of `ino` stored here (synced or pending).
     pub fn stripes(&self, ino: u64) -> Result<BTreeSet<u64>> {
-        let mut out = BTreeSet::new();
-        for p in read_dir(&self.file_dir(ino))? {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let hex = name.strip_suffix(".new").unwrap_or(name);
-            if let Ok(s) = u64::from_str_radix(hex, 16) {
-                out.insert(s);
-            }
+        let mut out: BTreeSet<u64> = lock(&self.map)
+            .get(&ino)
+            .map(|m| m.keys().copied().collect())
+            .unwrap_or_default();
+        if let Some(p) = lock(&self.pending).get(&ino) {
+            out.extend(p.keys().copied());
         }
         Ok(out)
     }
 
-    /// Reads and checks every block of every synced chunk of `ino`.
+    /// Reads and checks every block of every synced stripe of `ino`.
     pub fn verify(&self, ino: u64, stripe_size: u32) -> Result<VerifyReport> {
         check_range(stripe_size, 0, 0)?;
-        let mut rep = VerifyReport::default();
-        for stripe in self.stripes(ino)? {
-            let _g = self.lock_of(ino, stripe);
-            let (synced, new) = self.paths(ino, stripe);
-            if new.exists() {
-                rep.pending += 1;
-            }
-            let checked = self
-                .open_synced(&synced, ino, stripe, stripe_size)
-                .and_then(|s| match s {
-                    Some(s) => {
-                        let mut at = 0;
-                        while at < s.len {
-                            self.read_synced_range(&s, ino, stripe, stripe_size, at, BLOCK * 16)?;
-                            at = at.saturating_add(BLOCK * 16);
-                        }
-                        Ok(Some(s.len))
-                    }
-                    None => Ok(None),
-                });
+        let _s = self.shared();
+        let mut rep = VerifyReport {
+            pending: lock(&self.pending).get(&ino).map_or(0, |p| p.len() as u64),
+            ..VerifyReport::default()
+        };
+        let entries: Vec<(u64, Entry)> = lock(&self.map)
+            .get(&ino)
+            .map(|m| m.iter().map(|(&s, e)| (s, e.clone())).collect())
+            .unwrap_or_default();
+        for (stripe, e) in entries {
+            rep.chunks += 1;
+            let checked = if e.stripe_size != stripe_size {
+                Err(layout_mismatch(stripe_size, e.stripe_size))
+            } else {
+                let mut at = 0;
+                let mut r = Ok(());
+                while at < e.len && r.is_ok() {
+                    r = self.read_entry(ino, stripe, &e, at, BLOCK * 16).map(|_| ());
+                    at = at.saturating_add(BLOCK * 16);
+                }
+                r
+            };
             match checked {
-                Ok(Some(len)) => {
-                    rep.chunks += 1;
-                    rep.bytes += u64::from(len);
-                }
-                Ok(None) => {}
-                Err(Error::ChunkCorrupt { reason, .. }) => {
-                    rep.chunks += 1;
-                    rep.bad.push((stripe, reason));
-                }
-                Err(e) => return Err(e),
+                Ok(()) => rep.bytes += u64::from(e.len),
+                Err(Error::ChunkCorrupt { reason, .. }) => rep.bad.push((stripe, reason)),
+                Err(Error::InvalidLayout { reason }) => rep.bad.push((stripe, reason)),
+                Err(err) => return Err(err),
             }
         }
         Ok(rep)
@@ -1370,19 +1453,94 @@ impl ChunkStore {
     }
 }
 
-/// A format-2 header (its checksum field zero).
-fn header(ino: u64, stripe: u64, len: u32, stripe_size: u32, flags: u16) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    h[0..4].copy_from_slice(MAGIC);
-    h[4..6].copy_from_slice(&VERSION.to_le_bytes());
-    h[6..8].copy_from_slice(&flags.to_le_bytes());
-    h[8..16].copy_from_slice(&ino.to_le_bytes());
-    h[16..24].copy_from_slice(&stripe.to_le_bytes());
-    h[24..28].copy_from_slice(&len.to_le_bytes());
-    h[28..32].copy_from_slice(&BLOCK.to_le_bytes());
-    h[32..36].copy_from_slice(&(data_offset(stripe_size) as u32).to_le_bytes());
-    h[36..40].copy_from_slice(&stripe_size.to_le_bytes());
-    h
+thread_local! {
+    /// The aligned buffer of this thread's last direct read, reused: a
+    /// fresh one costs a page fault per 4 KiB when the disk fills it.
+    static READ_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An aligned buffer of `len` bytes (contents undefined), this thread's
+/// cached one if it is large enough.
+fn take_read_buf(len: usize) -> AlignedBuf {
+    match READ_BUF.with(|b| b.borrow_mut().take()) {
+        Some(mut b)
+            if b.v.len() - b.start >= len && b.v.len() - b.start <= 2 * len.max(1 << 20) =>
+        {
+            b.len = len;
+            b
+        }
+        _ => AlignedBuf::new(len),
+    }
+}
+
+/// Keeps `b` (an aligned one) for this thread's next [`take_read_buf`].
+fn give_read_buf(b: AlignedBuf) {
+    if (b.v.as_ptr() as usize + b.start) % DIRECT_ALIGN as usize == 0 {
+        READ_BUF.with(|c| *c.borrow_mut() = Some(b));
+    }
+}
+
+thread_local! {
+    /// The aligned buffer of this thread's last direct write, reused.
+    static WRITE_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// An empty aligned buffer for `cap` bytes ([`AlignedBuf::with_capacity`]),
+/// this thread's cached one if it fits.
+fn take_write_buf(cap: usize) -> AlignedBuf {
+    match WRITE_BUF.with(|b| b.borrow_mut().take()) {
+        Some(mut b)
+            if b.v.capacity() >= b.start + cap
+                && b.v.capacity() <= 2 * (cap.max(1 << 20) + DIRECT_ALIGN as usize) =>
+        {
+            b.v.truncate(b.start);
+            b.len = 0;
+            b
+        }
+        _ => AlignedBuf::with_capacity(cap),
+    }
+}
+
+/// Keeps `b` for this thread's next [`take_write_buf`].
+fn give_write_buf(b: AlignedBuf) {
+    WRITE_BUF.with(|c| *c.borrow_mut() = Some(b));
+}
+
+/// Gives back the space of `len` bytes at `pos` of a data object (best
+/// effort: a file system without hole punching keeps the bytes, which the
+/// map no longer references).
+fn punch(f: &File, pos: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: fallocate on a descriptor this `File` owns, no pointers.
+    unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            pos as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+}
+
+/// Reads into `buf` (aligned, a 4 KiB multiple) at `pos` through an
+/// `O_DIRECT` descriptor: the bytes read (short at the end of the file).
+fn read_direct(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                // A short read that is not a 4 KiB multiple is the end.
+                if got % DIRECT_ALIGN as usize != 0 {
+                    break;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn layout_mismatch(asked: u32, has: u32) -> Error {

@@ -63,24 +63,110 @@ fn restart_keeps_synced_data_and_drops_unsynced() {
 }
 
 #[test]
-fn a_torn_pending_chunk_never_replaces_synced_data() {
+fn a_crash_between_data_and_commit_keeps_the_synced_data() {
     let d = TempDir::new("chunk-torn");
     let (t, s) = store(&d.0);
     let a = pattern(SS as usize, 4);
     s.write(8, 2, SS, 0, &a).unwrap();
     s.sync(None).unwrap();
+    // An overwrite lands in the other slot, whole or torn: the synced one
+    // is not touched.
     s.write(8, 2, SS, 10, b"zzzz").unwrap();
+    s.write(8, 3, SS, 0, b"fresh, never committed").unwrap();
+    let (path, pos, len) = s.locate(8, 2).unwrap();
+    assert_eq!((pos, len), (2 * u64::from(SS), SS));
+    assert_eq!(
+        fs::read(&path).unwrap()[pos as usize..][..SS as usize],
+        a[..]
+    );
+    // The data is flushed, then the commit does not happen (a crash).
+    s.fail_before_commit.store(true, Ordering::Relaxed);
+    assert!(s.sync(None).is_err());
     drop(s);
-    // A crash in the middle of writing the pending copy: cut it short.
-    let new = t.chunk_dir().join("08/8/2.new");
-    assert!(new.exists());
-    let f = OpenOptions::new().write(true).open(&new).unwrap();
-    f.set_len(HEADER as u64 + 5).unwrap();
+    // Half-written bytes in the new slot change nothing either.
+    let other = s_other(&t, 8);
+    let f = OpenOptions::new().write(true).open(&other).unwrap();
+    f.write_all_at(b"torn", 2 * u64::from(SS) + 100).unwrap();
     let s = ChunkStore::open(&t).unwrap();
-    assert!(!new.exists());
     assert_eq!(s.read(8, 2, SS, 0, SS).unwrap(), a);
+    assert_eq!(s.read(8, 3, SS, 0, 4).unwrap(), vec![0; 4]);
+    let v = s.verify(8, SS).unwrap();
+    assert_eq!((v.chunks, v.pending, v.bad.len()), (1, 0, 0));
+    // A later overwrite and sync commit normally.
+    s.write(8, 2, SS, 10, b"yyyy").unwrap();
+    s.sync(None).unwrap();
+    let mut want = a.clone();
+    want[10..14].copy_from_slice(b"yyyy");
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    assert_eq!(s.read(8, 2, SS, 0, SS).unwrap(), want);
 }
 
+/// The data object of `ino` that does not hold its synced stripes (slot 1
+/// for a file written once).
+fn s_other(t: &Target, ino: u64) -> PathBuf {
+    t.chunk_dir().join(format!("{:02x}/{ino:x}/d1", ino & 0xff))
+}
+
+#[test]
+fn a_torn_journal_tail_is_dropped_and_damage_before_it_refused() {
+    let d = TempDir::new("chunk-journal");
+    let (t, s) = store(&d.0);
+    let a = pattern(SS as usize, 30);
+    s.write(11, 0, SS, 0, &a).unwrap();
+    s.sync(None).unwrap();
+    s.write(11, 1, SS, 0, &a).unwrap();
+    s.sync(None).unwrap();
+    drop(s);
+    let j = t.chunk_dir().join("journal");
+    let good = fs::read(&j).unwrap();
+    // A record cut by a crash: the stripe it named was never synced.
+    let mut torn = good.clone();
+    torn.truncate(good.len() - 7);
+    fs::write(&j, &torn).unwrap();
+    let s = ChunkStore::open(&t).unwrap();
+    assert_eq!(s.read(11, 0, SS, 0, SS).unwrap(), a);
+    assert_eq!(s.stripes(11).unwrap().into_iter().collect::<Vec<_>>(), [0]);
+    // Stripe 1 is written and committed again after the cut tail.
+    s.write(11, 1, SS, 0, &a).unwrap();
+    s.sync(None).unwrap();
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    assert_eq!(s.read(11, 1, SS, 0, SS).unwrap(), a);
+    drop(s);
+    // A flipped bit in the first record, with good records after it, is
+    // corruption: the server does not start on a silently shorter map.
+    let mut bad = fs::read(&j).unwrap();
+    bad[20] ^= 1;
+    fs::write(&j, &bad).unwrap();
+    assert!(matches!(
+        ChunkStore::open(&t),
+        Err(Error::MetaCorrupt { .. })
+    ));
+}
+
+#[test]
+fn a_target_of_the_old_format_is_refused_with_a_clear_message() {
+    let d = TempDir::new("chunk-oldformat");
+    let (t, _) = store(&d.0);
+    let desc = t.dir().join(crate::target::DESCRIPTOR);
+    let text = fs::read_to_string(&desc).unwrap();
+    assert!(text.contains("format 2"), "{text}");
+    fs::write(&desc, text.replace("format 2", "format 1")).unwrap();
+    let e = Target::open(&d.0, crate::target::Expect::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::OldFormat {
+                found: 1,
+                supported: 2,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("format 1 is older"), "{e}");
+}
 #[test]
 fn corruption_is_reported_with_file_offset_and_never_returned() {
     let d = TempDir::new("chunk-corrupt");
@@ -88,10 +174,7 @@ fn corruption_is_reported_with_file_offset_and_never_returned() {
     s.write(9, 4, SS, 0, &pattern(SS as usize, 5)).unwrap();
     s.write(9, 5, SS, 0, &pattern(100, 6)).unwrap();
     s.sync(None).unwrap();
-    let p = t.chunk_dir().join("09/9/4");
-    let mut b = fs::read(&p).unwrap();
-    b[HEADER + 77] ^= 0x40;
-    fs::write(&p, &b).unwrap();
+    flip(&s, 9, 4, 77, 0x40);
     let e = s.read(9, 4, SS, 0, 16).unwrap_err();
     match &e {
         Error::ChunkCorrupt {
@@ -117,12 +200,18 @@ fn corruption_is_reported_with_file_offset_and_never_returned() {
     s.write(9, 4, SS, 0, &pattern(SS as usize, 7)).unwrap();
     s.sync(None).unwrap();
     assert_eq!(s.read(9, 4, SS, 0, SS).unwrap(), pattern(SS as usize, 7));
-    // A chunk renamed to another stripe's name is caught by its header.
-    fs::copy(t.chunk_dir().join("09/9/5"), t.chunk_dir().join("09/9/6")).unwrap();
-    assert!(matches!(
-        s.read(9, 6, SS, 0, 1),
-        Err(Error::ChunkCorrupt { stripe: 6, .. })
-    ));
+    assert!(s.verify(9, SS).unwrap().bad.is_empty());
+    drop(t);
+}
+
+/// Flips bits `mask` of byte `at` of the synced stripe `stripe` of `ino`.
+fn flip(s: &ChunkStore, ino: u64, stripe: u64, at: u64, mask: u8) {
+    let (p, pos, _) = s.locate(ino, stripe).unwrap();
+    let f = OpenOptions::new().read(true).write(true).open(&p).unwrap();
+    let mut b = [0u8];
+    f.read_exact_at(&mut b, pos + at).unwrap();
+    b[0] ^= mask;
+    f.write_all_at(&b, pos + at).unwrap();
 }
 
 #[test]
@@ -190,9 +279,9 @@ fn a_small_write_after_a_sync_copies_nothing() {
     let a = pattern(MIB as usize, 11);
     s.write(4, 0, MIB, 0, &a).unwrap();
     s.sync(None).unwrap();
-    // A 4 KiB write: the pending chunk holds its header and that block only.
+    // A 4 KiB write: the other slot holds that block only.
     s.write(4, 0, MIB, 300_000, &[7u8; 4096]).unwrap();
-    let new = t.chunk_dir().join("04/4/0.new");
+    let new = s_other(&t, 4);
     use std::os::unix::fs::MetadataExt;
     let allocated = fs::metadata(&new).unwrap().blocks() * 512;
     assert!(
@@ -241,11 +330,8 @@ fn a_read_checks_only_the_blocks_it_reads() {
     s.write(2, 1, MIB, 0, &a).unwrap();
     s.sync(None).unwrap();
     // Flip a byte in block 3 of the data.
-    let p = t.chunk_dir().join("02/2/1");
-    let mut b = fs::read(&p).unwrap();
-    let at = data_offset(MIB) as usize + 3 * BLOCK as usize + 5;
-    b[at] ^= 1;
-    fs::write(&p, &b).unwrap();
+    flip(&s, 2, 1, 3 * u64::from(BLOCK) + 5, 1);
+    drop(t);
     // Blocks 0-2 and 4.. still read; block 3 is an error at its offset.
     assert_eq!(
         s.read(2, 1, MIB, 0, 3 * BLOCK).unwrap(),
@@ -272,41 +358,6 @@ fn a_read_checks_only_the_blocks_it_reads() {
         s.write(2, 1, MIB, 3 * BLOCK + 1, b"no"),
         Err(Error::ChunkCorrupt { .. })
     ));
-}
-
-#[test]
-fn format_1_chunks_are_read_and_newer_formats_refused() {
-    let d = TempDir::new("chunk-v1");
-    let (t, s) = store(&d.0);
-    let data = pattern(5000, 13);
-    // A format-1 chunk as the previous dosfs wrote it.
-    let mut h = vec![0u8; 32];
-    h[0..4].copy_from_slice(b"dosC");
-    h[4..6].copy_from_slice(&1u16.to_le_bytes());
-    h[8..16].copy_from_slice(&6u64.to_le_bytes());
-    h[16..24].copy_from_slice(&0u64.to_le_bytes());
-    h[24..28].copy_from_slice(&5000u32.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&h[..28]), &data);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
-    h.extend_from_slice(&data);
-    let dir = t.chunk_dir().join("06/6");
-    fs::create_dir_all(&dir).unwrap();
-    fs::write(dir.join("0"), &h).unwrap();
-    assert_eq!(s.read(6, 0, SS, 0, 5000).unwrap(), data);
-    // A small write and a sync rewrite it as format 2.
-    s.write(6, 0, SS, 4, b"v2").unwrap();
-    s.sync(None).unwrap();
-    let b = fs::read(dir.join("0")).unwrap();
-    assert_eq!(u16::from_le_bytes([b[4], b[5]]), VERSION);
-    let mut want = data.clone();
-    want[4..6].copy_from_slice(b"v2");
-    assert_eq!(s.read(6, 0, SS, 0, 5000).unwrap(), want);
-    // A newer format is refused, naming it.
-    let mut b = b;
-    b[4] = 9;
-    fs::write(dir.join("0"), &b).unwrap();
-    let e = s.read(6, 0, SS, 0, 1).unwrap_err();
-    assert!(e.to_string().contains("format 9"), "{e}");
 }
 
 #[test]
@@ -428,11 +479,7 @@ fn direct_reads_check_every_block_and_stop_at_the_chunk_end() {
     assert!(s.direct_ok.load(Ordering::Relaxed));
     // A flipped bit in block 9 of the whole stripe: a direct read of the
     // stripe is refused naming that block, and returns nothing.
-    let p = t.chunk_dir().join("15/15/0");
-    let mut raw = fs::read(&p).unwrap();
-    let at = data_offset(MIB) as usize + 9 * BLOCK as usize + 5;
-    raw[at] ^= 1;
-    fs::write(&p, &raw).unwrap();
+    flip(&s, 21, 0, 9 * u64::from(BLOCK) + 5, 1);
     match s.read(21, 0, MIB, 0, MIB) {
         Err(Error::ChunkCorrupt { file_offset, .. }) => {
             assert_eq!(file_offset, 9 * u64::from(BLOCK));
@@ -444,37 +491,12 @@ fn direct_reads_check_every_block_and_stop_at_the_chunk_end() {
         s.read(21, 0, MIB, 0, 9 * BLOCK).unwrap(),
         &a[..9 * BLOCK as usize]
     );
-    // A damaged header is caught by the one-I/O read of header and blocks.
-    raw[at] ^= 1;
-    raw[30] ^= 0x10;
-    fs::write(&p, &raw).unwrap();
-    match s.read(21, 0, MIB, 0, MIB) {
-        Err(Error::ChunkCorrupt { reason, .. }) => assert!(reason.contains("header"), "{reason}"),
-        other => panic!("{other:?}"),
-    }
+    drop(t);
 }
 
 #[test]
-fn a_refused_direct_read_falls_back_and_leaves_the_file_as_it_was() {
-    use std::os::fd::AsRawFd;
+fn a_store_without_direct_io_reads_and_writes_buffered() {
     let d = TempDir::new("chunk-direct-fallback");
-    let p = d.0.join("f");
-    let data = pattern(3 * 4096, 23);
-    fs::write(&p, &data).unwrap();
-    let f = File::open(&p).unwrap();
-    // A buffer off the 4 KiB alignment: direct I/O refuses it (EINVAL),
-    // which is reported as "not direct" and not as an error.
-    let mut buf = AlignedBuf::new(2 * 4096 + 4096);
-    let window = &mut buf.as_mut()[1..1 + 2 * 4096];
-    match read_direct_at(&f, window, 0).unwrap() {
-        None => {}
-        // A file system that ignores alignment (tmpfs) reads it right.
-        Some(n) => assert_eq!(&window[..n], &data[..n]),
-    }
-    // SAFETY: fcntl on this test's own descriptor.
-    let flags = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) };
-    assert_eq!(flags & libc::O_DIRECT, 0, "O_DIRECT left on");
-    // The store with direct I/O found unusable reads and writes buffered.
     let (_, s) = store(&d.0.join("t"));
     s.direct_ok.store(false, Ordering::Relaxed);
     let a = pattern(MIB as usize, 24);
@@ -483,7 +505,6 @@ fn a_refused_direct_read_falls_back_and_leaves_the_file_as_it_was() {
     assert_eq!(s.read(2, 0, MIB, 0, MIB).unwrap(), a);
     assert!(s.verify(2, MIB).unwrap().bad.is_empty());
 }
-
 #[test]
 fn aligned_large_writes_go_direct_and_mix_with_buffered_ones() {
     let d = TempDir::new("chunk-direct-mix");
@@ -518,7 +539,7 @@ fn aligned_large_writes_go_direct_and_mix_with_buffered_ones() {
 }
 
 #[test]
-fn parallel_seals_all_land_and_a_failed_one_keeps_the_synced_chunk() {
+fn parallel_flushes_all_land_and_a_failed_sync_keeps_the_synced_stripes() {
     let d = TempDir::new("chunk-seals");
     let (t, s) = store_with(
         &d.0,
@@ -528,48 +549,46 @@ fn parallel_seals_all_land_and_a_failed_one_keeps_the_synced_chunk() {
         },
     );
     let old: Vec<Vec<u8>> = (0..12).map(|k| pattern(SS as usize, k)).collect();
+    // Stripes of several files, synced together (one commit).
     for (k, a) in old.iter().enumerate() {
-        s.write(40, k as u64, SS, 0, a).unwrap();
+        s.write(40 + k as u64 % 3, k as u64, SS, 0, a).unwrap();
     }
-    s.sync(Some(40)).unwrap();
+    s.sync(None).unwrap();
     for (k, a) in old.iter().enumerate() {
-        assert_eq!(&s.read(40, k as u64, SS, 0, SS).unwrap(), a);
+        assert_eq!(&s.read(40 + k as u64 % 3, k as u64, SS, 0, SS).unwrap(), a);
     }
-    // New data for every stripe; stripe 5's pending chunk cannot be sealed
-    // (a directory took its place), the others are.
+    // New data for every stripe; the sync fails before its commit: a
+    // writer still reads its writes, a restart finds the old data.
     let new: Vec<Vec<u8>> = (0..12).map(|k| pattern(SS as usize, 100 + k)).collect();
     for (k, a) in new.iter().enumerate() {
-        s.write(40, k as u64, SS, 0, a).unwrap();
+        s.write(40 + k as u64 % 3, k as u64, SS, 0, a).unwrap();
     }
-    let bad = t.chunk_dir().join("28/28/5.new");
-    fs::remove_file(&bad).unwrap();
-    fs::create_dir(&bad).unwrap();
-    assert!(s.sync(Some(40)).is_err());
-    for k in (0..12u64).filter(|&k| k != 5) {
-        let want = &new[k as usize];
-        assert_eq!(
-            &s.read(40, k, SS, 0, SS).unwrap()[..],
-            &want[..],
-            "stripe {k}"
-        );
+    s.fail_before_commit.store(true, Ordering::Relaxed);
+    assert!(s.sync(None).is_err());
+    for (k, a) in new.iter().enumerate() {
+        assert_eq!(&s.read(40 + k as u64 % 3, k as u64, SS, 0, SS).unwrap(), a);
     }
-    // After a restart every synced stripe is there; 5 still has its old data.
-    fs::remove_dir(&bad).unwrap();
     drop(s);
     let s = ChunkStore::open(&t).unwrap();
-    for k in 0..12u64 {
-        let want = if k == 5 { &old[5] } else { &new[k as usize] };
-        assert_eq!(
-            &s.read(40, k, SS, 0, SS).unwrap()[..],
-            &want[..],
-            "stripe {k}"
-        );
+    for (k, a) in old.iter().enumerate() {
+        assert_eq!(&s.read(40 + k as u64 % 3, k as u64, SS, 0, SS).unwrap(), a);
     }
-    let v = s.verify(40, SS).unwrap();
-    assert_eq!((v.chunks, v.pending), (12, 0));
-    assert!(v.bad.is_empty());
+    // Written again and synced: every stripe is new after a restart.
+    for (k, a) in new.iter().enumerate() {
+        s.write(40 + k as u64 % 3, k as u64, SS, 0, a).unwrap();
+    }
+    s.sync(None).unwrap();
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    for (k, a) in new.iter().enumerate() {
+        assert_eq!(&s.read(40 + k as u64 % 3, k as u64, SS, 0, SS).unwrap(), a);
+    }
+    for ino in 40..43 {
+        let v = s.verify(ino, SS).unwrap();
+        assert_eq!((v.chunks, v.pending), (4, 0));
+        assert!(v.bad.is_empty());
+    }
 }
-
 /// A full disk under direct whole-stripe writes (root: a tmpfs target).
 #[test]
 fn enospc_from_a_direct_write_is_no_space_and_corrupts_nothing() {
@@ -591,4 +610,37 @@ fn enospc_from_a_direct_write_is_no_space_and_corrupts_nothing() {
     let e = err.expect("a 4 MiB target filled up");
     assert!(matches!(e, Error::NoSpace { server: 2, .. }), "{e}");
     assert_eq!(s.read(1, 0, MIB, 0, MIB).unwrap(), a);
+}
+
+#[test]
+fn the_chunk_map_survives_snapshots_of_its_journal() {
+    let d = TempDir::new("chunk-snapshot");
+    let (t, s) = store(&d.0);
+    // Enough commits to pass the (test-sized) snapshot bound several
+    // times, with rewrites (slot flips), a cut and a removed file between.
+    for round in 0..40u8 {
+        for st in 0..4u64 {
+            s.write(50, st, SS, 0, &pattern(SS as usize, round ^ st as u8))
+                .unwrap();
+        }
+        s.write(51, u64::from(round), SS, 0, &[round; 10]).unwrap();
+        s.sync(None).unwrap();
+    }
+    s.truncate(51, SS, 20 * u64::from(SS)).unwrap();
+    s.write(52, 0, SS, 0, b"gone").unwrap();
+    s.sync(None).unwrap();
+    s.remove(52).unwrap();
+    assert!(t.chunk_dir().join("snapshot").exists());
+    drop(s);
+    let s = ChunkStore::open(&t).unwrap();
+    for st in 0..4u64 {
+        assert_eq!(
+            s.read(50, st, SS, 0, SS).unwrap(),
+            pattern(SS as usize, 39 ^ st as u8)
+        );
+    }
+    assert_eq!(s.stripes(51).unwrap().len(), 20);
+    assert_eq!(s.read(51, 19, SS, 0, 10).unwrap(), vec![19; 10]);
+    assert!(s.stripes(52).unwrap().is_empty());
+    assert!(s.verify(50, SS).unwrap().bad.is_empty());
 }

@@ -70,6 +70,17 @@ pub enum Error {
         /// The newest format this build reads.
         supported: u32,
     },
+    /// A target written by an older dosfs, in a format this one no longer
+    /// reads.
+    #[error("{dir}: target format {found} is older than this dosfs reads ({supported} and later: one data object per file and a chunk map journal instead of one file per stripe); read it with the dosfs that wrote it (`dosfs cp` out) and format a new target")]
+    OldFormat {
+        /// The directory.
+        dir: PathBuf,
+        /// The format version in the target.
+        found: u32,
+        /// The oldest format this build reads.
+        supported: u32,
+    },
     /// Another server runs on this target ([`crate::lock`]).
     #[error("{}: target in use by another dosfs server{}; stop it first (two servers on one target would corrupt it)", dir.display(), holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     TargetBusy {

@@ -105,9 +105,10 @@
 //! **Data placement.** Each file has a RAID-0 [`layout::Layout`] (stripe
 //! size, stripe count, first server) fixed at create and inherited from its
 //! directory; default 1 MiB stripes over *all* servers (the reasons are in
-//! [`layout`]). A server stores each of its stripes of a file as one chunk
-//! file named by (inode, stripe) — never by a user's path — so names cannot
-//! steer anything on the target. Clients compute which server holds which
+//! [`layout`]). A server stores its stripes of a file in one data object
+//! named by the inode (stripe `s` at byte `s` x stripe size; a second
+//! object takes rewrites of synced stripes) — never by a user's path — so
+//! names cannot steer anything on the target. Clients compute which server holds which
 //! stripe and talk to it directly; the metadata server carries no file data
 //! except for the stripes it holds itself as a data server.
 //!
@@ -118,15 +119,16 @@
 //! records, fsynced at sync, with snapshots bounding replay; a torn tail is
 //! dropped, damage before it stops the server with an error naming the
 //! byte; inode numbers are reserved durably in batches, so one lost with an
-//! unsynced create never names another file's chunks. Writes go into
-//! sparse pending chunks (only the written bytes; the server remembers
-//! which ranges) and are sealed at sync (the synced bytes they lack copied
-//! in, checksums, fsync, rename, fsync of the directory), so a small write
-//! costs its own bytes and a torn write never replaces synced data
-//! ([`chunk`]).
+//! unsynced create never names another file's chunks. Writes of fresh
+//! regions go in place, rewrites of synced stripes to the other data
+//! object (only the written bytes; the server remembers which ranges); a
+//! sync is one group commit (the data objects' fdatasync, then ONE record
+//! of the server's chunk map journal with every stripe's slot, length and
+//! block checksums, fdatasync), so a small write costs its own bytes and a
+//! torn write never replaces synced data ([`chunk`]).
 //!
-//! **Integrity.** Every chunk carries a crc32c per 64 KiB block and one
-//! over its header; a read checks the blocks it reads; a corrupted block
+//! **Integrity.** Every synced stripe has a crc32c per 64 KiB block in the
+//! chunk map; a read checks the blocks it reads; a corrupted block
 //! is an error naming the file, offset and server, never wrong bytes.
 //! `dosfs verify` checks every block of every chunk.
 //!
@@ -212,8 +214,8 @@
 //! A server holds one thread per connection (at most 64 still
 //! authenticating, 8 per source, 2 s each) and its worker pool; it stops
 //! when its process ends (`dosfs down` syncs first, then sends SIGTERM).
-//! Pending (unsynced) chunks of a server that stopped without a sync are
-//! deleted when it starts again.
+//! Pending (unsynced) writes of a server that stopped without a sync are
+//! not in its chunk map when it starts again, so they are not there.
 //!
 //! **Orphan chunks.** Removing a file (`unlink`, a rename over it) is a
 //! namespace change on server 0 followed by a drop of the file's chunks on
@@ -240,10 +242,10 @@
 //! requests are new kinds in version 1, used only on the connections that
 //! offer slots), the
 //! handshake ([`dos_transport::auth::VERSION`]), the target descriptor
-//! ([`target::FORMAT`]), chunk headers (version 2; version 1 chunks are
-//! still read and rewritten as 2 at their next sync) and journal snapshots
-//! (version 1).
-//! A server refuses a target of a newer format; peers of another protocol
+//! ([`target::FORMAT`] 2: data objects and a chunk map journal; format-1
+//! targets, one file per stripe, are refused with a message saying how to
+//! move their data) and journal snapshots (version 1).
+//! A server refuses a target of a newer or an older format; peers of another protocol
 //! version get a protocol error on the first frame.
 //!
 //! ## Starting servers
@@ -258,7 +260,7 @@
 //! targets: `ci/bench-io.sh` (`dosbench io` against MPI-IO and fio;
 //! BENCHMARKS.md; `dosbench md` the metadata rates) measures them and not all are met. The servers' disk
 //! engine is measured in [`chunk`] ("The disk engine"): O_DIRECT for large
-//! aligned writes and reads, seals in parallel, a thread pool rather than
+//! aligned writes and reads, one group commit per sync, a thread pool rather than
 //! io_uring (fio put them within ~10% of each other here). The FUSE mount is
 //! `dosfs mount` (the `mount` module, feature `mount`).
 #![deny(missing_docs)]

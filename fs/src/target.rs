@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! dosfs target
-//! format 1
+//! format 2
 //! fsid 5f0c...(32 hex digits)
 //! index 0
 //! servers 3
@@ -15,7 +15,9 @@
 //! [`Target::open`] reads it and refuses, with a typed error, a directory that
 //! is not a target ([`Error::NotATarget`]), a target of another file system
 //! ([`Error::WrongFileSystem`]), of another server ([`Error::WrongServerIndex`])
-//! or of a newer format ([`Error::NewerFormat`]). [`Target::format`] writes it
+//! or of a newer format ([`Error::NewerFormat`]) or an older one
+//! ([`Error::OldFormat`]: format 1 stored one file per stripe; format 2 one
+//! data object per file and a chunk map journal, see [`crate::chunk`]). [`Target::format`] writes it
 //! (atomically: temporary file, fsync, rename, fsync of the directory), and
 //! only into an empty directory or one that already is the same target.
 //!
@@ -43,7 +45,11 @@ use crate::error::{Error, Result};
 /// The descriptor file in a target.
 pub const DESCRIPTOR: &str = "dosfs-target";
 /// The newest target format this build reads and writes.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// The oldest target format this build reads (older ones are refused with
+/// [`Error::OldFormat`]: format 1 kept one file per stripe, see
+/// [`crate::chunk`]).
+pub const MIN_FORMAT: u32 = 2;
 /// Longest name of one path component, in bytes.
 pub const MAX_NAME: usize = 255;
 /// Longest path, in bytes.
@@ -134,6 +140,13 @@ impl TargetInfo {
                 dir: path.parent().unwrap_or(path).to_owned(),
                 found: format,
                 supported: FORMAT,
+            });
+        }
+        if format < MIN_FORMAT {
+            return Err(Error::OldFormat {
+                dir: path.parent().unwrap_or(path).to_owned(),
+                found: format,
+                supported: MIN_FORMAT,
             });
         }
         let fsid = FsId::parse(field("fsid")?).ok_or_else(|| bad("fsid is not 32 hex digits"))?;
@@ -547,15 +560,15 @@ pub(crate) mod tests {
         let p = d.0.join(DESCRIPTOR);
         let text = fs::read_to_string(&p)
             .unwrap()
-            .replace("format 1", "format 2");
+            .replace("format 2", "format 3");
         fs::write(&p, text).unwrap();
         let e = Target::open(&d.0, Expect::default()).unwrap_err();
         assert!(
             matches!(
                 e,
                 Error::NewerFormat {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),

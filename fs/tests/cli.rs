@@ -225,9 +225,10 @@ fn corrupted_chunk_is_found_by_verify_and_refused_by_read() {
     // Stripe 4 (offset 262144) is on server 4 % 3 = 1.
     let chunk = fs
         .targets()
-        .join(format!("1/chunks/{:02x}/{ino:x}/4", ino & 0xff));
+        .join(format!("1/chunks/{:02x}/{ino:x}/d0", ino & 0xff));
+    // Its data object holds it at 4 x 64 KiB (fs/src/chunk.rs).
     let mut b = std::fs::read(&chunk).unwrap();
-    b[1000] ^= 0xff;
+    b[262_144 + 1000] ^= 0xff;
     std::fs::write(&chunk, &b).unwrap();
     let o = fs.run(&["verify"]);
     assert!(!o.status.success());
@@ -335,12 +336,20 @@ fn serve_refuses_a_target_of_another_server_or_a_newer_format() {
     let d = fs.targets().join("1/dosfs-target");
     let text = std::fs::read_to_string(&d)
         .unwrap()
-        .replace("format 1", "format 9");
-    std::fs::write(&d, text).unwrap();
+        .replace(&format!("format {}", dos_fs::target::FORMAT), "format 9");
+    std::fs::write(&d, &text).unwrap();
     let o = serve("1", &[]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success() && e.contains("format 9 is newer"),
+        "{e}"
+    );
+    // A target written by the dosfs of format 1 (one file per stripe).
+    std::fs::write(&d, text.replace("format 9", "format 1")).unwrap();
+    let o = serve("1", &[]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("format 1 is older"),
         "{e}"
     );
     // A directory that is not a target.

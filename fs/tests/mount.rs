@@ -438,9 +438,10 @@ fn corrupted_chunk_reads_as_eio_and_the_log_names_file_and_offset() {
     // Stripe 4 (offset 262144) is on server 4 % 3 = 1.
     let chunk = m
         .dir
-        .join(format!("targets/1/chunks/{:02x}/{ino:x}/4", ino & 0xff));
+        .join(format!("targets/1/chunks/{:02x}/{ino:x}/d0", ino & 0xff));
+    // Its data object holds it at 4 x 64 KiB (fs/src/chunk.rs).
     let mut b = std::fs::read(&chunk).unwrap();
-    b[1000] ^= 0xff;
+    b[262_144 + 1000] ^= 0xff;
     std::fs::write(&chunk, &b).unwrap();
     let e = std::fs::read(m.m("f")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");

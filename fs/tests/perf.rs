@@ -279,7 +279,7 @@ fn disk_engine() {
     let target = Target::format(&base, FsId([7; 16]), 0, 1).unwrap();
     let variants = [
         (
-            "default (direct >= 256 KiB, 8 seals at once)",
+            "default (direct >= 256 KiB, 8 object flushes at once)",
             DiskOptions::default(),
         ),
         (
@@ -290,13 +290,13 @@ fn disk_engine() {
             },
         ),
         (
-            "direct, one seal at a time",
+            "direct, one object flush at a time",
             DiskOptions {
                 seal_threads: 1,
                 ..DiskOptions::default()
             },
         ),
-        ("buffered, one seal at a time", DiskOptions::buffered()),
+        ("buffered, one flush at a time", DiskOptions::buffered()),
     ];
     let stores: Vec<ChunkStore> = variants
         .iter()

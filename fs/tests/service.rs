@@ -146,9 +146,10 @@ fn corrupted_chunk_is_reported_by_read_and_verify() {
     // Stripe 3 lives on server 1: flip a byte of it on disk.
     let p = fs
         .dir
-        .join(format!("1/chunks/{:02x}/{:x}/3", a.ino & 0xff, a.ino));
+        .join(format!("1/chunks/{:02x}/{:x}/d0", a.ino & 0xff, a.ino));
+    // Its data object holds it at 3 x 4096 (fs/src/chunk.rs).
     let mut b = std::fs::read(&p).unwrap();
-    b[100] ^= 1;
+    b[12_288 + 100] ^= 1;
     std::fs::write(&p, &b).unwrap();
     let a = c.stat("/f").unwrap();
     let mut buf = vec![0u8; 4 * 4096];
