@@ -205,6 +205,10 @@ tunables! {
         default "120000",
         parse number,
         help "milliseconds a rank waits for an answer of its node's wire-up service (dosrun or its node agent) before it fails with an error naming the stall; 0: no limit";
+    pmi: crate::pmi::direct::Version = "DOS_PMI",
+        default "auto",
+        parse pmi_version,
+        help "direct launch (a dos program started by srun or mpiexec.hydra, PMI_FD set): the PMI wire protocol spoken to the launcher's server: 1 (PMI-1, simple), 2 (PMI-2) or auto (PMI-2 under Slurm, SLURM_JOB_ID or SLURM_STEP_ID set; else PMI-1, as to MPICH's hydra)";
     log: LogFilter = "DOS_LOG",
         default "warn",
         parse LogFilter::parse_var,
@@ -463,6 +467,19 @@ fn fs_transport(var: &'static str, s: &str) -> Result<&'static str> {
         _ => Err(Error::Environment {
             var,
             reason: "must be auto, tcp or roce",
+        }),
+    }
+}
+
+fn pmi_version(var: &'static str, s: &str) -> Result<crate::pmi::direct::Version> {
+    use crate::pmi::direct::Version;
+    match s.trim() {
+        "" | "auto" => Ok(Version::Auto),
+        "1" => Ok(Version::V1),
+        "2" => Ok(Version::V2),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be auto, 1 or 2",
         }),
     }
 }
