@@ -191,7 +191,7 @@ pub struct Client {
     w: Wiring,
     buf: Vec<u8>,
     finalized: bool,
-    /// Direct launch: the other launcher's PMI-1 server instead of dosrun's
+    /// Direct launch: the other launcher's PMI server (PMI-1 or PMI-2) instead of dosrun's
     /// service (then `stream` is a copy of its socket, unused).
     direct: Option<super::direct::Direct>,
 }
@@ -222,7 +222,7 @@ impl Client {
         Client::connect(w).map(Some)
     }
 
-    /// Joins a job started by another launcher's PMI-1 server (`PMI_FD`):
+    /// Joins a job started by another launcher's PMI server (`PMI_FD`):
     /// see [`super::direct`].
     fn direct(lookup: impl Fn(&str) -> Option<String>) -> Result<Client> {
         let cfg = crate::config::Config::from_env().unwrap_or_default();

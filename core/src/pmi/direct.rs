@@ -1,16 +1,44 @@
 //! Direct launch: a dos program started by another launcher's PMI server
 //! (`srun --mpi=pmi2`, MPICH's `mpiexec.hydra`) instead of `dosrun`.
 //!
-//! Both servers speak PMI-1's "simple" wire protocol ([`super::simple`]) on
-//! the descriptor `PMI_FD` they pass (Slurm's `mpi/pmi2` plug-in serves
-//! PMI-1 clients as well as PMI-2 ones), with `PMI_RANK` and `PMI_SIZE`. The
-//! rank learns:
+//! Both servers are reached on the descriptor `PMI_FD` they pass, with
+//! `PMI_RANK` and `PMI_SIZE`. The rank speaks:
+//!
+//! * **PMI-2** ([`super::pmi2`]) to Slurm's `mpi/pmi2` plug-in: the PMI-1
+//!   style line `cmd=init pmi_version=2 pmi_subversion=0`, answered by
+//!   `cmd=response_to_init ... pmi_version=2 ... rc=0`; then framed
+//!   messages: `fullinit` (`pmijobid` from `PMI_JOBID`, `pmirank`,
+//!   `threaded=FALSE`: Slurm refuses a `fullinit` without any of them) whose
+//!   `rank` and `size` must be `PMI_RANK` and `PMI_SIZE`, `job-getid`,
+//!   `info-getjobattr key=PMI_process_mapping`, `kvs-put`, `kvs-fence`,
+//!   `kvs-get` (`jobid`, `srcid=-1`, `key`), `finalize`, and `abort`
+//!   (`isworld=TRUE`, `msg`; PMI-2 carries no exit code: Slurm kills the
+//!   step). Every answer must be the matching `*-response` with `rc=0`.
+//! * **PMI-1** ("simple", [`super::simple`]) to MPICH's `mpiexec.hydra`:
+//!   `init`, `get_my_kvsname`, `get` of `PMI_process_mapping`, `put`,
+//!   `barrier_in`, `get`, `finalize`, `abort`.
+//!
+//! Which one is the tunable `DOS_PMI` ([`Version`]): `auto` (the default)
+//! speaks PMI-2 when `SLURM_JOB_ID` or `SLURM_STEP_ID` is set (Slurm sets
+//! them with `PMI_FD`; hydra sets `PMI_FD` without them), else PMI-1; `1` or
+//! `2` forces one (hydra serves PMI-2 as well, Slurm's plug-in PMI-1 as
+//! well). It is decided from the environment rather than by trying PMI-2
+//! first because Slurm's plug-in fixes the protocol of the whole step at the
+//! first `init` it gets: all ranks must ask for the same. A server that
+//! answers a PMI-2 `init` with `pmi_version=1` and `rc=0` is spoken to in
+//! PMI-1 on the same connection; one that refuses (`rc` not 0) is an error
+//! (`DOS_PMI=1` then asks for PMI-1). With `DOS_LOG=dos::pmi::direct=debug`
+//! each rank says which it spoke ("direct launch over PMI-2 ...").
+//!
+//! The rank learns:
 //!
 //! * its rank and the job's size from `PMI_RANK`, `PMI_SIZE`;
-//! * the node of every rank from the key `PMI_process_mapping` (MPICH's
+//! * the node of every rank from `PMI_process_mapping` (a job attribute in
+//!   PMI-2, a key of the key-value space in PMI-1; MPICH's
 //!   `(vector,(node,count,ranks),...)`, [`parse_process_mapping`]): its node
 //!   id, the number of nodes, its local rank and the node's rank count;
-//! * the job's id: a hash of the key-value space's name;
+//! * the job's id: a hash of the key-value space's name (PMI-1) or of the
+//!   id `job-getid` gives (PMI-2);
 //! * this node's address (multi-node jobs): `DOS_NODE_ADDR` if set, else
 //!   the first IPv4 address of an interface that is up and not loopback.
 //!
@@ -28,8 +56,9 @@
 //!   ranks crash.
 //!
 //! `put`, `fence` and `get` then map to PMI-1's `put`, `barrier_in` and
-//! `get`; values are sent as hex (PMI-1 values cannot hold spaces or
-//! newlines). `abort` is PMI-1's `abort`, `finalize` its `finalize`.
+//! `get` or PMI-2's `kvs-put`, `kvs-fence` and `kvs-get`; values are sent
+//! as hex (PMI-1 values cannot hold spaces or newlines). `abort` and
+//! `finalize` are the protocol's own.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
