@@ -578,6 +578,22 @@ mod tests {
     }
 
     #[test]
+    fn dos_pmi_is_auto_1_or_2() {
+        use crate::pmi::direct::Version;
+        let v = |s: &str| Config::parse(|n| (n == "DOS_PMI").then(|| s.into())).map(|c| c.pmi);
+        assert_eq!(Config::default().pmi, Version::Auto);
+        assert_eq!(v("1").unwrap(), Version::V1);
+        assert_eq!(v(" 2 ").unwrap(), Version::V2);
+        assert_eq!(v("auto").unwrap(), Version::Auto);
+        for bad in ["3", "pmi2", "x"] {
+            assert!(
+                matches!(v(bad), Err(Error::Environment { var: "DOS_PMI", .. })),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn bad_values_are_typed_errors() {
         let e = Config::parse(|n| (n == "DOS_EAGER_LIMIT").then(|| "lots".into()));
         assert!(matches!(
