@@ -205,6 +205,10 @@ tunables! {
         default "120000",
         parse number,
         help "milliseconds a rank waits for an answer of its node's wire-up service (dosrun or its node agent) before it fails with an error naming the stall; 0: no limit";
+    pmi: crate::pmi::direct::Version = "DOS_PMI",
+        default "auto",
+        parse pmi_version,
+        help "direct launch (a dos program started by srun or mpiexec.hydra, PMI_FD set): the PMI wire protocol spoken to the launcher's server: 1 (PMI-1, simple), 2 (PMI-2) or auto (PMI-2 under Slurm, SLURM_JOB_ID or SLURM_STEP_ID set; else PMI-1, as to MPICH's hydra)";
     log: LogFilter = "DOS_LOG",
         default "warn",
         parse LogFilter::parse_var,
@@ -467,6 +471,19 @@ fn fs_transport(var: &'static str, s: &str) -> Result<&'static str> {
     }
 }
 
+fn pmi_version(var: &'static str, s: &str) -> Result<crate::pmi::direct::Version> {
+    use crate::pmi::direct::Version;
+    match s.trim() {
+        "" | "auto" => Ok(Version::Auto),
+        "1" => Ok(Version::V1),
+        "2" => Ok(Version::V2),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be auto, 1 or 2",
+        }),
+    }
+}
+
 fn ckpt_group(var: &'static str, s: &str) -> Result<&'static str> {
     match s.trim() {
         "node" => Ok("node"),
@@ -558,6 +575,22 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn dos_pmi_is_auto_1_or_2() {
+        use crate::pmi::direct::Version;
+        let v = |s: &str| Config::parse(|n| (n == "DOS_PMI").then(|| s.into())).map(|c| c.pmi);
+        assert_eq!(Config::default().pmi, Version::Auto);
+        assert_eq!(v("1").unwrap(), Version::V1);
+        assert_eq!(v(" 2 ").unwrap(), Version::V2);
+        assert_eq!(v("auto").unwrap(), Version::Auto);
+        for bad in ["3", "pmi2", "x"] {
+            assert!(
+                matches!(v(bad), Err(Error::Environment { var: "DOS_PMI", .. })),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

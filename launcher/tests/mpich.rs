@@ -255,7 +255,7 @@ ask "cmd=finalize"
 }
 
 /// A dos program started by another launcher as one of several ranks:
-/// under MPICH's mpiexec.hydra (PMI-1) it joins the job directly (rank,
+/// under MPICH's mpiexec.hydra (PMI-1, as its debug line says) it joins the job directly (rank,
 /// size and node-local ranks from the PMI server, addresses through its
 /// key-value space, the node's shared segment made by local rank 0), and
 /// collectives and point-to-point across the ranks check out; under Open
@@ -282,12 +282,36 @@ fn dos_programs_under_other_launchers() {
             ("p2pcheck", "3", "p2pcheck: OK 3 ranks"),
         ] {
             let mut c = Command::new("mpiexec.hydra");
-            c.args(["-n", n, &check(prog)]);
+            c.env_remove("SLURM_JOB_ID")
+                .env_remove("SLURM_STEP_ID")
+                .env("DOS_LOG", "warn,dos::pmi::direct=debug")
+                .args(["-n", n, &check(prog)]);
             let r = common::run_with(&mut c, b"", common::LIMIT);
             r.assert_no_panic();
             assert_eq!(r.code(), 0, "{prog}: {r:?}");
             assert!(r.stdout.contains(want), "{prog}: {r:?}");
+            // Every rank spoke PMI-1 (auto: no Slurm variables).
+            assert_eq!(
+                r.stderr.matches("direct launch over PMI-1").count(),
+                n.parse::<usize>().unwrap(),
+                "{prog}: {r:?}"
+            );
         }
+        // Hydra serves PMI-2 too: DOS_PMI=2 speaks it there (a real PMI-2
+        // server on one host; hydra pads the length header on the left).
+        let mut c = Command::new("mpiexec.hydra");
+        c.env("DOS_PMI", "2")
+            .env("DOS_LOG", "warn,dos::pmi::direct=debug")
+            .args(["-n", "3", &check("p2pcheck")]);
+        let r = common::run_with(&mut c, b"", common::LIMIT);
+        r.assert_no_panic();
+        assert_eq!(r.code(), 0, "DOS_PMI=2: {r:?}");
+        assert!(r.stdout.contains("p2pcheck: OK 3 ranks"), "{r:?}");
+        assert_eq!(
+            r.stderr.matches("direct launch over PMI-2").count(),
+            3,
+            "{r:?}"
+        );
     } else {
         eprintln!(
             "hydra skipped: mpiexec.hydra or the checks (cargo build -p dos-checks --bins) missing"

@@ -10,7 +10,8 @@
 //! in turn: `salloc -N 3 dosrun collcheck` (and `-n 6`), an `sbatch --wait`
 //! script running dosrun, a rank that exits 3 and one killed by SIGKILL under
 //! salloc and under sbatch (the job's exit status and dosrun's report), a dos
-//! program started directly by `srun -n 6 --mpi=pmi2` (p2pcheck; and a rank
+//! program started directly by `srun -n 6 --mpi=pmi2` (p2pcheck over PMI-2,
+//! as each rank's debug line shows, and over PMI-1 with `DOS_PMI=1`; and a rank
 //! that exits 3 or is killed there), and after each: no job in `squeue` and
 //! no process of the job left on any host. Build the checks first:
 //!
@@ -389,12 +390,41 @@ fn on_a_real_slurm_cluster() {
     }
 
     // Direct launch: srun starts the dos program's ranks itself; dos::init
-    // joins through Slurm's PMI server (mpi/pmi2, PMI-1 wire protocol).
+    // joins through Slurm's PMI server (mpi/pmi2) in PMI-2's wire protocol,
+    // which each rank says in a debug line.
     let p2pcheck = bin("p2pcheck");
-    let r = slurm_run(slurm("srun").args(["-N", "3", "-n", "6", "--mpi=pmi2", &p2pcheck]));
+    let r = slurm_run(
+        slurm("srun")
+            .env("DOS_LOG", "warn,dos::pmi::direct=debug")
+            .args(["-N", "3", "-n", "6", "--mpi=pmi2", &p2pcheck]),
+    );
     assert_eq!(r.code(), 0, "{r:?}");
     assert!(r.stdout.contains("p2pcheck: OK 6 ranks"), "{r:?}");
-    assert!(!r.stderr.contains("dos: "), "{r:?}");
+    assert_eq!(
+        r.stderr.matches("direct launch over PMI-2").count(),
+        6,
+        "{r:?}"
+    );
+    assert!(
+        !r.stderr
+            .lines()
+            .any(|l| l.contains("dos: ") && !l.contains("direct launch over PMI-2")),
+        "{r:?}"
+    );
+    // DOS_PMI=1: the same over PMI-1 (Slurm's plug-in serves both).
+    let r = slurm_run(
+        slurm("srun")
+            .env("DOS_LOG", "warn,dos::pmi::direct=debug")
+            .env("DOS_PMI", "1")
+            .args(["-N", "3", "-n", "6", "--mpi=pmi2", &p2pcheck]),
+    );
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stdout.contains("p2pcheck: OK 6 ranks"), "{r:?}");
+    assert_eq!(
+        r.stderr.matches("direct launch over PMI-1").count(),
+        6,
+        "{r:?}"
+    );
     assert_nothing_left("srun --mpi=pmi2 p2pcheck");
     // A rank that exits 3 or is killed: srun ends the others
     // (--kill-on-bad-exit), its status and report are Slurm's: the largest

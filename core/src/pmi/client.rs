@@ -191,7 +191,7 @@ pub struct Client {
     w: Wiring,
     buf: Vec<u8>,
     finalized: bool,
-    /// Direct launch: the other launcher's PMI-1 server instead of dosrun's
+    /// Direct launch: the other launcher's PMI server (PMI-1 or PMI-2) instead of dosrun's
     /// service (then `stream` is a copy of its socket, unused).
     direct: Option<super::direct::Direct>,
 }
@@ -222,13 +222,13 @@ impl Client {
         Client::connect(w).map(Some)
     }
 
-    /// Joins a job started by another launcher's PMI-1 server (`PMI_FD`):
+    /// Joins a job started by another launcher's PMI server (`PMI_FD`):
     /// see [`super::direct`].
     fn direct(lookup: impl Fn(&str) -> Option<String>) -> Result<Client> {
         let cfg = crate::config::Config::from_env().unwrap_or_default();
         let limit =
             (cfg.wireup_timeout_ms > 0).then(|| Duration::from_millis(cfg.wireup_timeout_ms));
-        let j = super::direct::join(lookup, limit, cfg.shm_ring_bytes)?;
+        let j = super::direct::join(lookup, limit, cfg.shm_ring_bytes, cfg.pmi)?;
         let stream = j.conn.socket_copy()?;
         Ok(Client {
             stream,
@@ -436,10 +436,10 @@ impl Client {
     pub fn abort(&mut self, code: i32, msg: &str) -> Result<()> {
         if let Some(d) = &mut self.direct {
             // PMI-1 carries no message (MPICH prints its own): say it here.
-            if !msg.is_empty() {
+            if !msg.is_empty() && d.version() == 1 {
                 eprintln!("dos: rank {} aborts the job: {msg}", self.w.rank);
             }
-            return d.abort(code);
+            return d.abort(code, msg);
         }
         let mut end = msg.len().min(wire::MAX_MSG);
         while !msg.is_char_boundary(end) {

@@ -1,16 +1,44 @@
 //! Direct launch: a dos program started by another launcher's PMI server
 //! (`srun --mpi=pmi2`, MPICH's `mpiexec.hydra`) instead of `dosrun`.
 //!
-//! Both servers speak PMI-1's "simple" wire protocol ([`super::simple`]) on
-//! the descriptor `PMI_FD` they pass (Slurm's `mpi/pmi2` plug-in serves
-//! PMI-1 clients as well as PMI-2 ones), with `PMI_RANK` and `PMI_SIZE`. The
-//! rank learns:
+//! Both servers are reached on the descriptor `PMI_FD` they pass, with
+//! `PMI_RANK` and `PMI_SIZE`. The rank speaks:
+//!
+//! * **PMI-2** ([`super::pmi2`]) to Slurm's `mpi/pmi2` plug-in: the PMI-1
+//!   style line `cmd=init pmi_version=2 pmi_subversion=0`, answered by
+//!   `cmd=response_to_init ... pmi_version=2 ... rc=0`; then framed
+//!   messages: `fullinit` (`pmijobid` from `PMI_JOBID`, `pmirank`,
+//!   `threaded=FALSE`: Slurm refuses a `fullinit` without any of them) whose
+//!   `rank` and `size` must be `PMI_RANK` and `PMI_SIZE`, `job-getid`,
+//!   `info-getjobattr key=PMI_process_mapping`, `kvs-put`, `kvs-fence`,
+//!   `kvs-get` (`jobid`, `srcid=-1`, `key`), `finalize`, and `abort`
+//!   (`isworld=TRUE`, `msg`; PMI-2 carries no exit code: Slurm kills the
+//!   step). Every answer must be the matching `*-response` with `rc=0`.
+//! * **PMI-1** ("simple", [`super::simple`]) to MPICH's `mpiexec.hydra`:
+//!   `init`, `get_my_kvsname`, `get` of `PMI_process_mapping`, `put`,
+//!   `barrier_in`, `get`, `finalize`, `abort`.
+//!
+//! Which one is the tunable `DOS_PMI` ([`Version`]): `auto` (the default)
+//! speaks PMI-2 when `SLURM_JOB_ID` or `SLURM_STEP_ID` is set (Slurm sets
+//! them with `PMI_FD`; hydra sets `PMI_FD` without them), else PMI-1; `1` or
+//! `2` forces one (hydra serves PMI-2 as well, Slurm's plug-in PMI-1 as
+//! well). It is decided from the environment rather than by trying PMI-2
+//! first because Slurm's plug-in fixes the protocol of the whole step at the
+//! first `init` it gets: all ranks must ask for the same. A server that
+//! answers a PMI-2 `init` with `pmi_version=1` and `rc=0` is spoken to in
+//! PMI-1 on the same connection; one that refuses (`rc` not 0) is an error
+//! (`DOS_PMI=1` then asks for PMI-1). With `DOS_LOG=dos::pmi::direct=debug`
+//! each rank says which it spoke ("direct launch over PMI-2 ...").
+//!
+//! The rank learns:
 //!
 //! * its rank and the job's size from `PMI_RANK`, `PMI_SIZE`;
-//! * the node of every rank from the key `PMI_process_mapping` (MPICH's
+//! * the node of every rank from `PMI_process_mapping` (a job attribute in
+//!   PMI-2, a key of the key-value space in PMI-1; MPICH's
 //!   `(vector,(node,count,ranks),...)`, [`parse_process_mapping`]): its node
 //!   id, the number of nodes, its local rank and the node's rank count;
-//! * the job's id: a hash of the key-value space's name;
+//! * the job's id: a hash of the key-value space's name (PMI-1) or of the
+//!   id `job-getid` gives (PMI-2);
 //! * this node's address (multi-node jobs): `DOS_NODE_ADDR` if set, else
 //!   the first IPv4 address of an interface that is up and not loopback.
 //!
@@ -28,8 +56,9 @@
 //!   ranks crash.
 //!
 //! `put`, `fence` and `get` then map to PMI-1's `put`, `barrier_in` and
-//! `get`; values are sent as hex (PMI-1 values cannot hold spaces or
-//! newlines). `abort` is PMI-1's `abort`, `finalize` its `finalize`.
+//! `get` or PMI-2's `kvs-put`, `kvs-fence` and `kvs-get`; values are sent
+//! as hex (PMI-1 values cannot hold spaces or newlines). `abort` and
+//! `finalize` are the protocol's own.
 
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
@@ -40,18 +69,56 @@ use std::time::Duration;
 use dos_transport::auth::Secret;
 use dos_transport::shm::Segment;
 
+use super::pmi2::{self, Message};
 use super::simple::{split_line, Command, Response};
 use crate::{Error, Result};
 
 /// The largest job this accepts from `PMI_SIZE`.
 const MAX_SIZE: usize = 1 << 20;
 
-/// A PMI-1 connection to the launcher's server.
+/// A connection to the launcher's PMI server, PMI-1 or PMI-2.
 #[derive(Debug)]
 pub(super) struct Direct {
     stream: UnixStream,
-    kvsname: String,
+    proto: Proto,
     rbuf: Vec<u8>,
+}
+
+/// The protocol spoken after the handshake, with what it names the job by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Proto {
+    /// PMI-1 ("simple"), the key-value space's name.
+    Simple { kvsname: String },
+    /// PMI-2, the job's id (`job-getid`).
+    Pmi2 { jobid: String },
+}
+
+/// Which PMI version a directly launched rank speaks (`DOS_PMI`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// PMI-2 under Slurm (`SLURM_JOB_ID` or `SLURM_STEP_ID` set), else PMI-1.
+    Auto,
+    /// PMI-1 ("simple").
+    V1,
+    /// PMI-2.
+    V2,
+}
+
+impl Version {
+    /// The version to speak given the environment `lookup`.
+    fn resolve(self, lookup: &impl Fn(&str) -> Option<String>) -> u32 {
+        match self {
+            Version::V1 => 1,
+            Version::V2 => 2,
+            Version::Auto => {
+                if lookup("SLURM_JOB_ID").is_some() || lookup("SLURM_STEP_ID").is_some() {
+                    2
+                } else {
+                    1
+                }
+            }
+        }
+    }
 }
 
 /// What a directly launched rank learnt while joining.
@@ -80,10 +147,12 @@ fn protocol(reason: &'static str) -> Error {
 
 /// Joins the job of the PMI server behind `PMI_FD`: see the module doc.
 /// `ring_bytes`: the shared segment's ring size (`DOS_SHM_RING_BYTES`).
+/// `version`: which PMI to speak (`DOS_PMI`).
 pub(super) fn join(
     lookup: impl Fn(&str) -> Option<String>,
     timeout: Option<Duration>,
     ring_bytes: usize,
+    version: Version,
 ) -> Result<Joined> {
     let num = |var: &'static str| -> Result<usize> {
         lookup(var)
@@ -118,30 +187,15 @@ pub(super) fn join(
     stream.set_read_timeout(timeout).map_err(io)?;
     let mut conn = Direct {
         stream,
-        kvsname: String::new(),
+        proto: Proto::Simple {
+            kvsname: String::new(),
+        },
         rbuf: Vec::with_capacity(256),
     };
-    conn.send(
-        "init",
-        &Command::Init {
-            version: 1,
-            subversion: 1,
-        },
-    )?;
-    match conn.recv("init", |r| match r {
-        Response::Init { rc, .. } => Ok(rc),
-        _ => Err(protocol("PMI server: unexpected answer to init")),
-    })? {
-        0 => {}
-        _ => return Err(protocol("the PMI server refused PMI-1 (init rc != 0)")),
-    }
-    conn.send("get_my_kvsname", &Command::GetMyKvsname)?;
-    conn.kvsname = conn.recv("get_my_kvsname", |r| match r {
-        Response::MyKvsname(k) => Ok(k.to_string()),
-        _ => Err(protocol("PMI server: unexpected answer to get_my_kvsname")),
-    })?;
+    let want = version.resolve(&lookup);
+    conn.handshake(want, rank, size, &lookup)?;
     let mapping = conn
-        .get_text("PMI_process_mapping")?
+        .job_attr("PMI_process_mapping")?
         .ok_or(protocol("the PMI server has no PMI_process_mapping"))?;
     let node_of = parse_process_mapping(&mapping, size)
         .ok_or(protocol("PMI_process_mapping is malformed"))?;
@@ -204,7 +258,7 @@ pub(super) fn join(
             dos_transport::shm::mem::open_peer_fd(pid, fd)?.into_raw_fd()
         }
     };
-    let jobid = conn.kvsname.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+    let jobid = conn.name().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
     Ok(Joined {
@@ -229,6 +283,188 @@ impl Direct {
             op: "connect",
             source,
         })
+    }
+
+    /// The PMI version this connection speaks after its handshake.
+    pub(super) fn version(&self) -> u32 {
+        match self.proto {
+            Proto::Simple { .. } => 1,
+            Proto::Pmi2 { .. } => 2,
+        }
+    }
+
+    /// `init` asking for PMI-`want`, then PMI-1's `get_my_kvsname` or
+    /// PMI-2's `fullinit` and `job-getid`. A server that answers a PMI-2
+    /// `init` with PMI-1 (`pmi_version=1`, `rc=0`) is spoken to in PMI-1 on
+    /// the same connection.
+    fn handshake(
+        &mut self,
+        want: u32,
+        rank: usize,
+        size: usize,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        let (version, subversion) = if want == 2 { (2, 0) } else { (1, 1) };
+        self.send(
+            "init",
+            &Command::Init {
+                version,
+                subversion,
+            },
+        )?;
+        let (rc, got) = self.recv("init", |r| match r {
+            Response::Init { rc, version, .. } => Ok((rc, version)),
+            _ => Err(protocol("PMI server: unexpected answer to init")),
+        })?;
+        if rc != 0 {
+            return Err(protocol(if want == 2 {
+                "the PMI server refused PMI-2 (init rc != 0; DOS_PMI=1 asks for PMI-1)"
+            } else {
+                "the PMI server refused PMI-1 (init rc != 0)"
+            }));
+        }
+        if want == 2 && got == 2 {
+            self.fullinit(rank, size, lookup)?;
+            tracing::debug!(
+                "direct launch over PMI-2 (rank {rank} of {size}, job {})",
+                self.name()
+            );
+            return Ok(());
+        }
+        if got != 1 {
+            return Err(protocol(
+                "the PMI server answered init with another version",
+            ));
+        }
+        self.send("get_my_kvsname", &Command::GetMyKvsname)?;
+        let kvsname = self.recv("get_my_kvsname", |r| match r {
+            Response::MyKvsname(k) => Ok(k.to_string()),
+            _ => Err(protocol("PMI server: unexpected answer to get_my_kvsname")),
+        })?;
+        self.proto = Proto::Simple { kvsname };
+        tracing::debug!(
+            "direct launch over PMI-1 (rank {rank} of {size}, job {})",
+            self.name()
+        );
+        Ok(())
+    }
+
+    /// PMI-2's `fullinit` (the rank and size must be those of `PMI_RANK`
+    /// and `PMI_SIZE`) and `job-getid`.
+    fn fullinit(
+        &mut self,
+        rank: usize,
+        size: usize,
+        lookup: &impl Fn(&str) -> Option<String>,
+    ) -> Result<()> {
+        // Slurm wants pmijobid, pmirank and threaded (else rc != 0).
+        let pmijobid = lookup("PMI_JOBID").unwrap_or_else(|| "-1".into());
+        let r = self.call2(
+            "fullinit",
+            &Message::new(
+                "fullinit",
+                &[
+                    ("pmijobid", &pmijobid),
+                    ("pmirank", &rank.to_string()),
+                    ("threaded", "FALSE"),
+                ],
+            ),
+            "fullinit-response",
+        )?;
+        let n = |k: &str| r.get(k).and_then(|v| v.trim().parse::<usize>().ok());
+        if n("rank") != Some(rank) || n("size") != Some(size) {
+            return Err(protocol(
+                "PMI-2 fullinit: the server's rank and size are not PMI_RANK and PMI_SIZE",
+            ));
+        }
+        let r = self.call2(
+            "job-getid",
+            &Message::new("job-getid", &[]),
+            "job-getid-response",
+        )?;
+        let jobid = r
+            .get("jobid")
+            .ok_or(protocol("PMI-2 job-getid: no jobid in the answer"))?
+            .to_string();
+        self.proto = Proto::Pmi2 { jobid };
+        Ok(())
+    }
+
+    /// The job's name: the key-value space's (PMI-1) or the job id (PMI-2).
+    fn name(&self) -> &str {
+        match &self.proto {
+            Proto::Simple { kvsname } => kvsname,
+            Proto::Pmi2 { jobid } => jobid,
+        }
+    }
+
+    /// A job attribute: PMI-2's `info-getjobattr`, or under PMI-1 the key
+    /// of the same name in the key-value space.
+    fn job_attr(&mut self, key: &str) -> Result<Option<String>> {
+        if let Proto::Simple { .. } = self.proto {
+            return self.get_text(key);
+        }
+        let r = self.call2(
+            "info-getjobattr",
+            &Message::new("info-getjobattr", &[("key", key)]),
+            "info-getjobattr-response",
+        )?;
+        found(&r)
+    }
+
+    /// Sends a PMI-2 message.
+    fn send2(&mut self, op: &'static str, m: &Message) -> Result<()> {
+        let mut out = Vec::with_capacity(128);
+        m.encode(&mut out)
+            .map_err(|_| protocol("a PMI-2 message cannot be encoded"))?;
+        self.stream
+            .write_all(&out)
+            .map_err(|source| Error::Wireup { op, source })
+    }
+
+    /// Sends `m` and reads the answer, which must be the command `answer`
+    /// with `rc=0`.
+    fn call2(&mut self, op: &'static str, m: &Message, answer: &str) -> Result<Message> {
+        self.send2(op, m)?;
+        let r = loop {
+            match pmi2::decode(&self.rbuf) {
+                Ok(Some((msg, used))) => {
+                    self.rbuf.drain(..used);
+                    break msg;
+                }
+                Ok(None) => {}
+                Err(_) => return Err(protocol("the PMI server sent a malformed PMI-2 message")),
+            }
+            self.fill(op)?;
+        };
+        if r.cmd() != answer {
+            return Err(protocol("PMI-2: the server answered with another command"));
+        }
+        match r.get("rc").map(str::trim) {
+            Some("0") => Ok(r),
+            Some(_) => Err(protocol("PMI-2: the server refused a request (rc != 0)")),
+            None => Err(protocol("PMI-2: an answer without rc")),
+        }
+    }
+
+    /// Reads more bytes from the server into `rbuf`.
+    fn fill(&mut self, op: &'static str) -> Result<()> {
+        let mut chunk = [0u8; 1024];
+        let n = self
+            .stream
+            .read(&mut chunk)
+            .map_err(|source| Error::Wireup { op, source })?;
+        if n == 0 {
+            return Err(Error::Wireup {
+                op,
+                source: io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the PMI server closed the connection",
+                ),
+            });
+        }
+        self.rbuf.extend_from_slice(&chunk[..n]);
+        Ok(())
     }
 
     fn send(&mut self, op: &'static str, c: &Command<'_>) -> Result<()> {
@@ -258,26 +494,18 @@ impl Direct {
                 Ok(None) => {}
                 Err(_) => return Err(protocol("the PMI server sent a malformed line")),
             }
-            let mut chunk = [0u8; 1024];
-            let n = self
-                .stream
-                .read(&mut chunk)
-                .map_err(|source| Error::Wireup { op, source })?;
-            if n == 0 {
-                return Err(Error::Wireup {
-                    op,
-                    source: io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the PMI server closed the connection",
-                    ),
-                });
-            }
-            self.rbuf.extend_from_slice(&chunk[..n]);
+            self.fill(op)?;
         }
     }
 
     fn put_text(&mut self, key: &str, value: &str) -> Result<()> {
-        let kvsname = self.kvsname.clone();
+        let kvsname = match &self.proto {
+            Proto::Simple { kvsname } => kvsname.clone(),
+            Proto::Pmi2 { .. } => {
+                let m = Message::new("kvs-put", &[("key", key), ("value", value)]);
+                return self.call2("put", &m, "kvs-put-response").map(drop);
+            }
+        };
         self.send(
             "put",
             &Command::Put {
@@ -296,7 +524,17 @@ impl Direct {
     }
 
     fn get_text(&mut self, key: &str) -> Result<Option<String>> {
-        let kvsname = self.kvsname.clone();
+        let kvsname = match &self.proto {
+            Proto::Simple { kvsname } => kvsname.clone(),
+            Proto::Pmi2 { jobid } => {
+                let m = Message::new(
+                    "kvs-get",
+                    &[("jobid", jobid), ("srcid", "-1"), ("key", key)],
+                );
+                let r = self.call2("get", &m, "kvs-get-response")?;
+                return found(&r);
+            }
+        };
         self.send(
             "get",
             &Command::Get {
@@ -316,6 +554,10 @@ impl Direct {
     }
 
     pub(super) fn barrier(&mut self) -> Result<()> {
+        if let Proto::Pmi2 { .. } = self.proto {
+            let m = Message::new("kvs-fence", &[]);
+            return self.call2("fence", &m, "kvs-fence-response").map(drop);
+        }
         self.send("fence", &Command::BarrierIn)?;
         self.recv("fence", |r| match r {
             Response::BarrierOut => Ok(()),
@@ -348,16 +590,42 @@ impl Direct {
             .collect()
     }
 
-    pub(super) fn abort(&mut self, code: i32) -> Result<()> {
+    /// PMI-1's `abort` with `code`, or PMI-2's `abort` of the whole job
+    /// (`isworld`, `msg`: PMI-2 carries no exit code; Slurm kills the step).
+    pub(super) fn abort(&mut self, code: i32, msg: &str) -> Result<()> {
+        if let Proto::Pmi2 { .. } = self.proto {
+            let msg = format!("exit code {code}: {msg}");
+            return self.send2(
+                "abort",
+                &Message::new("abort", &[("isworld", "TRUE"), ("msg", &msg)]),
+            );
+        }
         self.send("abort", &Command::Abort { code, msg: None })
     }
 
     pub(super) fn finalize(&mut self) -> Result<()> {
+        if let Proto::Pmi2 { .. } = self.proto {
+            let m = Message::new("finalize", &[]);
+            return self.call2("finalize", &m, "finalize-response").map(drop);
+        }
         self.send("finalize", &Command::Finalize)?;
         self.recv("finalize", |r| match r {
             Response::FinalizeAck => Ok(()),
             _ => Err(protocol("PMI server: unexpected answer to finalize")),
         })
+    }
+}
+
+/// The value of a PMI-2 answer with `found` and `value`.
+fn found(r: &Message) -> Result<Option<String>> {
+    match r.get("found") {
+        Some("TRUE" | "true") => Ok(Some(
+            r.get("value")
+                .ok_or(protocol("PMI-2: found=TRUE without a value"))?
+                .to_string(),
+        )),
+        Some("FALSE" | "false") => Ok(None),
+        _ => Err(protocol("PMI-2: an answer without found=TRUE or FALSE")),
     }
 }
 
@@ -491,6 +759,7 @@ mod tests {
             ]),
             Some(Duration::from_secs(10)),
             16384,
+            Version::Auto,
         )
         .unwrap();
         assert_eq!((j.rank, j.size, j.local_rank, j.local_size), (0, 1, 0, 1));
@@ -522,6 +791,7 @@ mod tests {
             ]),
             Some(Duration::from_secs(10)),
             16384,
+            Version::Auto,
         )
         .unwrap_err();
         assert!(matches!(e, Error::WireupProtocol { .. }), "{e}");
@@ -537,10 +807,11 @@ mod tests {
             ]),
             Some(Duration::from_secs(10)),
             16384,
+            Version::Auto,
         )
         .unwrap_err();
         assert!(matches!(e, Error::Wireup { .. }), "{e}");
-        let var = |v| match join(vars(v), None, 16384) {
+        let var = |v| match join(vars(v), None, 16384, Version::Auto) {
             Err(Error::Environment { var, .. }) => var,
             other => panic!("{other:?}"),
         };
@@ -555,6 +826,332 @@ mod tests {
             ]),
             "PMI_RANK"
         );
+    }
+
+    /// How a scripted PMI-2 server misbehaves.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Fault {
+        None,
+        /// Answers a PMI-2 `init` with PMI-1 (as an old server would).
+        Downgrade,
+        /// Refuses `init` (`rc=-1`).
+        RefuseInit,
+        /// Answers `fullinit` with `rc=14`.
+        RefuseFullinit,
+        /// Sends a malformed frame after `fullinit`.
+        Garbage,
+        /// Says nothing after `init` (the read timeout must end the wait).
+        Silent,
+    }
+
+    /// A PMI-2 server for rank `rank` of `size` ranks (two a node), on one
+    /// end of a socket pair, answering as Slurm's mpi/pmi2 plug-in does
+    /// (field order and all). Records the commands it got.
+    fn fake_pmi2_server(
+        rank: usize,
+        size: usize,
+        fault: Fault,
+    ) -> (RawFd, std::thread::JoinHandle<Vec<String>>) {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut kvs: HashMap<String, String> = HashMap::new();
+            let mut pending: HashMap<String, String> = HashMap::new();
+            // The PMI-1 style init line.
+            let mut line = Vec::new();
+            let mut byte = [0u8; 1];
+            while b.read_exact(&mut byte).is_ok() && byte[0] != b'\n' {
+                line.push(byte[0]);
+            }
+            let line = String::from_utf8(line).unwrap();
+            seen.push(line.clone());
+            let answer = match fault {
+                Fault::RefuseInit => "cmd=response_to_init rc=-1 pmi_version=2 pmi_subversion=0\n",
+                Fault::Downgrade => "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1\n",
+                _ => "cmd=response_to_init rc=0 pmi_version=2 pmi_subversion=0\n",
+            };
+            if b.write_all(answer.as_bytes()).is_err() || fault == Fault::RefuseInit {
+                return seen;
+            }
+            if fault == Fault::Downgrade {
+                // PMI-1 from here on.
+                let mut w = b.try_clone().unwrap();
+                for l in BufReader::new(b).lines() {
+                    let Ok(l) = l else { break };
+                    seen.push(l.clone());
+                    let r = match Command::parse(&l).unwrap() {
+                        Command::GetMyKvsname => "cmd=my_kvsname kvsname=kvs_7_0 rc=0".into(),
+                        Command::Get {
+                            key: "PMI_process_mapping",
+                            ..
+                        } => "cmd=get_result rc=0 value=(vector,(0,1,1))".into(),
+                        Command::Get { key, .. } => match kvs.get(key) {
+                            Some(v) => format!("cmd=get_result rc=0 value={v}"),
+                            None => "cmd=get_result rc=-1".into(),
+                        },
+                        Command::Put { key, value, .. } => {
+                            kvs.insert(key.into(), value.into());
+                            "cmd=put_result rc=0".to_string()
+                        }
+                        Command::BarrierIn => "cmd=barrier_out".into(),
+                        _ => break,
+                    };
+                    if w.write_all(format!("{r}\n").as_bytes()).is_err() {
+                        break;
+                    }
+                }
+                return seen;
+            }
+            if fault == Fault::Silent {
+                let mut sink = Vec::new();
+                let _ = b.read_to_end(&mut sink);
+                return seen;
+            }
+            let mut buf = Vec::new();
+            loop {
+                let m = loop {
+                    match pmi2::decode(&buf).unwrap() {
+                        Some((m, used)) => {
+                            buf.drain(..used);
+                            break Some(m);
+                        }
+                        None => {
+                            let mut chunk = [0u8; 512];
+                            match b.read(&mut chunk) {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                    }
+                };
+                let Some(m) = m else { return seen };
+                seen.push(format!("{:?}", m.pairs));
+                let mk = |p: &[(&str, &str)]| {
+                    let mut m = Message::new(p[0].1, &[]);
+                    m.pairs
+                        .extend(p[1..].iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                    m
+                };
+                let (rank_s, size_s) = (rank.to_string(), size.to_string());
+                let r = match m.cmd() {
+                    "fullinit" if fault == Fault::RefuseFullinit => {
+                        mk(&[("cmd", "fullinit-response"), ("rc", "14")])
+                    }
+                    "fullinit" => mk(&[
+                        ("cmd", "fullinit-response"),
+                        ("rc", "0"),
+                        ("pmi-version", "2"),
+                        ("pmi-subversion", "0"),
+                        ("rank", &rank_s),
+                        ("size", &size_s),
+                        ("appnum", "-1"),
+                        ("debugged", "FALSE"),
+                        ("pmiverbose", "FALSE"),
+                    ]),
+                    _ if fault == Fault::Garbage => {
+                        let _ = b.write_all(b"9x    cmd=what;");
+                        continue;
+                    }
+                    "job-getid" => mk(&[
+                        ("cmd", "job-getid-response"),
+                        ("rc", "0"),
+                        ("jobid", "77.0"),
+                    ]),
+                    "info-getjobattr" => {
+                        let v = format!("(vector,(0,{},2))", size.div_ceil(2));
+                        mk(&[
+                            ("cmd", "info-getjobattr-response"),
+                            ("rc", "0"),
+                            ("found", "TRUE"),
+                            ("value", &v),
+                        ])
+                    }
+                    "kvs-put" => {
+                        pending
+                            .insert(m.get("key").unwrap().into(), m.get("value").unwrap().into());
+                        mk(&[("cmd", "kvs-put-response"), ("rc", "0")])
+                    }
+                    "kvs-fence" => {
+                        kvs.extend(pending.drain());
+                        // What the other ranks put.
+                        kvs.insert("dos.secret".into(), "ab".repeat(32));
+                        kvs.insert("dos.shm.0".into(), "1:1".into());
+                        mk(&[("cmd", "kvs-fence-response"), ("rc", "0")])
+                    }
+                    "kvs-get" => {
+                        assert_eq!(m.get("jobid"), Some("77.0"));
+                        assert_eq!(m.get("srcid"), Some("-1"));
+                        match kvs.get(m.get("key").unwrap()) {
+                            Some(v) => mk(&[
+                                ("cmd", "kvs-get-response"),
+                                ("rc", "0"),
+                                ("found", "TRUE"),
+                                ("value", v),
+                            ]),
+                            None => {
+                                mk(&[("cmd", "kvs-get-response"), ("rc", "0"), ("found", "FALSE")])
+                            }
+                        }
+                    }
+                    "finalize" => mk(&[("cmd", "finalize-response"), ("rc", "0")]),
+                    _ => return seen,
+                };
+                let mut out = Vec::new();
+                r.encode(&mut out).unwrap();
+                if b.write_all(&out).is_err() {
+                    return seen;
+                }
+            }
+        });
+        (a.into_raw_fd(), t)
+    }
+
+    fn pmi_vars(fd: RawFd, rank: usize, size: usize, slurm: bool) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("PMI_FD", fd.to_string()),
+            ("PMI_RANK", rank.to_string()),
+            ("PMI_SIZE", size.to_string()),
+            ("PMI_JOBID", "77.0".to_string()),
+        ];
+        if slurm {
+            v.push(("SLURM_JOB_ID", "77".into()));
+        }
+        v
+    }
+
+    #[test]
+    fn joins_a_pmi2_server_under_slurm() {
+        // Rank 0 of 4, two a node: rank 0 makes the node's segment.
+        let (fd, t) = fake_pmi2_server(0, 4, Fault::None);
+        let j = join(
+            vars(pmi_vars(fd, 0, 4, true)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::Auto,
+        )
+        .unwrap();
+        assert_eq!(j.conn.version(), 2);
+        assert_eq!((j.rank, j.size, j.local_rank, j.local_size), (0, 4, 0, 2));
+        assert_eq!((j.node_id, j.nnodes), (0, 2));
+        assert!(j.node_addr.is_some());
+        // SAFETY: join handed this descriptor to us; nothing else owns it.
+        drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(j.shm_fd) });
+        let mut c = j.conn;
+        c.put("tcp.0", &[0, 1, 0xfe, 0xff]).unwrap();
+        // Not visible before the fence (Slurm's kvs-put is staged).
+        assert!(matches!(c.get("tcp.0"), Err(Error::KeyNotFound { .. })));
+        c.barrier().unwrap();
+        assert_eq!(c.get("tcp.0").unwrap(), [0, 1, 0xfe, 0xff]);
+        c.finalize().unwrap();
+        drop(c);
+        let seen = t.join().unwrap();
+        assert_eq!(seen[0], "cmd=init pmi_version=2 pmi_subversion=0");
+        let fullinit = &seen[1];
+        for f in [
+            "\"fullinit\"",
+            "(\"pmijobid\", \"77.0\")",
+            "(\"pmirank\", \"0\")",
+            "(\"threaded\", \"FALSE\")",
+        ] {
+            assert!(fullinit.contains(f), "{fullinit}");
+        }
+        assert!(seen[2].contains("job-getid"), "{seen:?}");
+        assert!(
+            seen[3].contains("info-getjobattr") && seen[3].contains("PMI_process_mapping"),
+            "{seen:?}"
+        );
+        assert!(seen.iter().any(|s| s.contains("kvs-fence")), "{seen:?}");
+        assert!(seen.last().unwrap().contains("finalize"), "{seen:?}");
+    }
+
+    #[test]
+    fn the_pmi_version_follows_dos_pmi_and_the_environment() {
+        // Without Slurm's variables auto speaks PMI-1 (hydra) ...
+        let (fd, t) = fake_server(1, false);
+        let j = join(
+            vars(pmi_vars(fd, 0, 1, false)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::Auto,
+        )
+        .unwrap();
+        assert_eq!(j.conn.version(), 1);
+        drop(j);
+        t.join().unwrap();
+        // ... and DOS_PMI=2 forces PMI-2 there.
+        let (fd, t) = fake_pmi2_server(1, 2, Fault::None);
+        let j = join(
+            vars(pmi_vars(fd, 1, 2, false)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::V2,
+        );
+        // Rank 1 of a node needs rank 0's segment: this server's is fake,
+        // so that fails; the protocol was PMI-2 up to there.
+        drop(j);
+        let seen = t.join().unwrap();
+        assert_eq!(seen[0], "cmd=init pmi_version=2 pmi_subversion=0");
+        // DOS_PMI=1 under Slurm speaks PMI-1.
+        let (fd, t) = fake_server(1, false);
+        let j = join(
+            vars(pmi_vars(fd, 0, 1, true)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::V1,
+        )
+        .unwrap();
+        assert_eq!(j.conn.version(), 1);
+        drop(j);
+        t.join().unwrap();
+        // A server that answers PMI-2's init with PMI-1: PMI-1 on the same
+        // connection.
+        let (fd, t) = fake_pmi2_server(0, 1, Fault::Downgrade);
+        let j = join(
+            vars(pmi_vars(fd, 0, 1, true)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::Auto,
+        )
+        .unwrap();
+        assert_eq!(j.conn.version(), 1);
+        drop(j);
+        let seen = t.join().unwrap();
+        assert!(seen[1].starts_with("cmd=get_my_kvsname"), "{seen:?}");
+    }
+
+    #[test]
+    fn bad_pmi2_servers_are_typed_errors() {
+        for fault in [
+            Fault::RefuseInit,
+            Fault::RefuseFullinit,
+            Fault::Garbage,
+            Fault::Silent,
+        ] {
+            let (fd, t) = fake_pmi2_server(0, 1, fault);
+            let e = join(
+                vars(pmi_vars(fd, 0, 1, true)),
+                Some(Duration::from_millis(300)),
+                16384,
+                Version::Auto,
+            )
+            .unwrap_err();
+            match fault {
+                Fault::Silent => assert!(matches!(e, Error::Wireup { .. }), "{e}"),
+                _ => assert!(matches!(e, Error::WireupProtocol { .. }), "{e}"),
+            }
+            t.join().unwrap();
+        }
+        // A fullinit whose rank is not PMI_RANK.
+        let (fd, t) = fake_pmi2_server(1, 2, Fault::None);
+        let e = join(
+            vars(pmi_vars(fd, 0, 2, true)),
+            Some(Duration::from_secs(10)),
+            16384,
+            Version::Auto,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::WireupProtocol { .. }), "{e}");
+        t.join().unwrap();
     }
 
     #[test]

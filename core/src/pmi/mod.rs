@@ -10,8 +10,9 @@
 //! * [`simple`], [`pmi2`]: the codecs of the standard PMI-1 ("simple")
 //!   and PMI-2 wire protocols that MPICH, hydra and Slurm speak (sans I/O);
 //!   `dosrun` serves PMI-1 to MPICH programs with [`simple`].
-//! * [`direct`]: direct launch, the rank side of PMI-1 under `srun
-//!   --mpi=pmi2` and `mpiexec.hydra` (no dosrun): [`Client::from_env`] uses it
+//! * [`direct`]: direct launch, the rank side of PMI-2 under `srun
+//!   --mpi=pmi2` and of PMI-1 under `mpiexec.hydra` (no dosrun; `DOS_PMI`):
+//!   [`Client::from_env`] uses it
 //!   when `PMI_FD` is set; the node's shared segment is made by its local
 //!   rank 0 and opened by the others through `/proc/<pid>/fd`.
 //! * [`slurm`]: Slurm's compressed host and count lists

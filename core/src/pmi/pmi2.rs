@@ -2,7 +2,8 @@
 //! client speak it. Sans I/O: bytes in, bytes out.
 //!
 //! A message is a 6-byte header, the length of the body in ASCII decimal
-//! padded with spaces on the right (`"22    "`), then the body:
+//! padded with spaces (on the right as Slurm writes it, `"22    "`, or on
+//! the left as MPICH's hydra does, `"    22"`; both are read), then the body:
 //! `key=value;` pairs, the first being `cmd=NAME;`. A `;` inside a value is
 //! doubled (`;;`). [`decode`] reads one message into a [`Message`] (its
 //! pairs, in order), [`Message::encode`] writes one, and [`Command`] is the
@@ -175,19 +176,29 @@ fn bad_header(h: &[u8]) -> Pmi2Error {
     }
 }
 
-fn check_header_prefix(h: &[u8]) -> Result<(), Pmi2Error> {
-    let digits = h.iter().take_while(|b| b.is_ascii_digit()).count();
-    if (digits == 0 && !h.is_empty()) || h[digits..].iter().any(|&b| b != b' ') {
+/// The digits of a header or of its first bytes: spaces, decimal digits,
+/// spaces (Slurm pads on the right, `%-6d`; MPICH's hydra on the left,
+/// `%6d`). A complete header needs a digit.
+fn header_digits(h: &[u8]) -> Result<&[u8], Pmi2Error> {
+    let lead = h.iter().take_while(|&&b| b == b' ').count();
+    let digits = h[lead..].iter().take_while(|b| b.is_ascii_digit()).count();
+    if h[lead + digits..].iter().any(|&b| b != b' ') || (digits == 0 && lead + digits < h.len()) {
         return Err(bad_header(h));
     }
-    Ok(())
+    Ok(&h[lead..lead + digits])
+}
+
+fn check_header_prefix(h: &[u8]) -> Result<(), Pmi2Error> {
+    header_digits(h).map(drop)
 }
 
 fn header_len(h: &[u8]) -> Result<usize, Pmi2Error> {
-    check_header_prefix(h)?;
-    let digits = h.iter().take_while(|b| b.is_ascii_digit()).count();
+    let digits = header_digits(h)?;
+    if digits.is_empty() {
+        return Err(bad_header(h));
+    }
     // At most 6 digits: no overflow.
-    Ok(h[..digits]
+    Ok(digits
         .iter()
         .fold(0usize, |a, &b| a * 10 + usize::from(b - b'0')))
 }
@@ -465,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn headers_padded_on_either_side_are_read() {
+        // Hydra writes "%6d", Slurm "%-6d".
+        for h in ["   13 ", "    13", "13    "] {
+            let mut b = h.as_bytes().to_vec();
+            b.extend_from_slice(b"cmd=finalize;");
+            let (m, used) = decode(&b).unwrap().unwrap();
+            assert_eq!((m.cmd(), used), ("finalize", 19), "{h:?}");
+        }
+        // Incomplete headers wait; wrong ones are refused at once.
+        assert_eq!(decode(b"   "), Ok(None));
+        assert_eq!(decode(b"  1"), Ok(None));
+        for bad in [&b"      "[..], b" 1 2  ", b"x", b"  1x"] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn messages_are_framed_as_slurm_does() {
         let m = Message::new("kvs-put", &[("key", "a"), ("value", "x;y")]);
         assert_eq!(bytes(&m), b"29    cmd=kvs-put;key=a;value=x;;y;");
@@ -500,7 +528,7 @@ mod tests {
         use Pmi2Error::*;
         let bad = |b: &[u8]| decode(b).unwrap_err();
         assert!(matches!(bad(b"x"), BadHeader { .. }));
-        assert!(matches!(bad(b" 5    "), BadHeader { .. }));
+        assert!(matches!(bad(b" 5 x  "), BadHeader { .. }));
         assert!(matches!(bad(b"1 2   "), BadHeader { .. }));
         assert_eq!(bad(b"999999"), TooLong { len: 999_999 });
         assert_eq!(bad(b"4     cmd="), BadPair { at: 0 });
