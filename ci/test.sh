@@ -39,6 +39,13 @@ ci/rsmpi.sh
 step "dosfs: a client in another network namespace gets TCP, one on the servers' node slots (namespace cluster; skipped when not root)"
 cargo test -p dos-fs --test datapath -- --ignored a_client_in_another_network_namespace_uses_tcp
 
+step "dosfs: data by RDMA (soft-RoCE) from another namespace host into the servers' slots, and a server killed mid-transfer (namespace cluster)"
+cargo test -p dos-fs --test rdma -- --ignored namespace_roce
+
+step "recovery, the issue's trials: 20 random kills of heat_ckpt on one host, 5 node failures on 4 namespace hosts with a spare"
+cargo test -p dos --test ckpt -- --ignored max_restarts_soak
+cargo test -p dos-launcher --test restart -- --ignored heat_node_failure_soak
+
 step "Slurm: salloc/sbatch/srun on a real Slurm in the namespace cluster (ci/cluster.sh slurm 3; needs root and slurm-wlm)"
 cargo test -p dos-launcher --test slurm -- --ignored on_a_real_slurm_cluster
 
