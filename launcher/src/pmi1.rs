@@ -1,4 +1,4 @@
-//! MPICH programs under dosrun, through PMI-1.
+//! MPICH programs under dosrun, through PMI-1 (and PMI-2 when asked).
 //!
 //! A program built with MPICH (`mpicc.mpich`) finds its launcher through
 //! PMI-1's "simple" protocol ([`dos::pmi::simple`]) on the descriptor named
@@ -28,6 +28,21 @@
 //!   dos program. The signals dosrun forwards to a rank's process group
 //!   (INT, TERM, HUP, USR1, USR2, QUIT) are ignored by the bridge and at
 //!   their default in the program, which decides.
+//!
+//! A program whose `init` asks for `pmi_version=2` (MPICH built for
+//! PMI-2, or a dos program with `DOS_PMI=2` and no `DOS_PMI_ADDR`) is
+//! answered `pmi_version=2 pmi_subversion=0 rc=0` and then served PMI-2's
+//! length-prefixed messages ([`dos::pmi::pmi2`]) on the same socket, by
+//! the same put, fence, get, abort and finalize as PMI-1's: `fullinit`
+//! (its `pmirank` must be the rank's; answered with rank, size, appnum 0,
+//! the job id as `spawner-jobid`), `job-getid` (`dos-JOBID`),
+//! `info-getjobattr` (`PMI_process_mapping`; any other key is not found),
+//! `kvs-put`, `kvs-fence` (the barrier after which the puts are visible),
+//! `kvs-get` (found or not), `abort` (exit code 1: PMI-2 carries none),
+//! `finalize` (answered, then the conversation ends). Node attributes
+//! would need a space shared by the node's bridges: `info-getnodeattr`
+//! finds none and `info-putnodeattr` is refused (`rc=-1`). A malformed
+//! message is the rank's own fault, as a line that is no PMI-1.
 //!
 //! A wire-up call that fails (a fence fails when another rank ended)
 //! leaves the program waiting unanswered for up to 5 s, so that dosrun,

@@ -421,6 +421,17 @@ ask "cmd=finalize;"
         assert_eq!(got[8], "cmd=kvs-get-response;rc=0;found=FALSE;");
         assert_eq!(got[9], "cmd=finalize-response;rc=0;");
     }
+    // PMI-2's abort: dosrun's usual report, naming the rank and message.
+    let script = r#"echo 'cmd=init pmi_version=2 pmi_subversion=0' >&$PMI_FD; read -r r <&$PMI_FD
+if [ "$PMI_RANK" = 1 ]; then b='cmd=abort;isworld=TRUE;msg=boom;'; printf '%-6d%s' "${#b}" "$b" >&$PMI_FD; fi
+sleep 30"#;
+    let r = go(&["--mpi", "pmi1", "-n", "2", "bash", "-c", script]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains("rank 1 (pid") && r.stderr.contains("called abort with code 1: boom"),
+        "{r:?}"
+    );
+    assert!(r.elapsed < std::time::Duration::from_secs(10), "{r:?}");
     // Malformed frames: a bad length header, an unknown command, another
     // rank's fullinit. The rank ends at once, named, and the job fails.
     for (frame, want) in [
