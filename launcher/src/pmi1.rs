@@ -322,7 +322,8 @@ impl Bridge {
             return send(pmi2::fullinit_response(rank, size, &kvsname()), out);
         }
         match pmi2::Command::from_message(m).map_err(|e| own(e.to_string()))? {
-            pmi2::Command::FullInit { .. } => unreachable!("answered above"),
+            // Answered above (the typed view is never reached for it).
+            pmi2::Command::FullInit { .. } => Err(own("fullinit: unexpected".into())),
             pmi2::Command::JobGetId => send(
                 pmi2::Message::new("job-getid-response", &[("jobid", &kvsname()), ("rc", "0")]),
                 out,
