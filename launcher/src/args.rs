@@ -237,7 +237,8 @@ struct Cli {
     #[arg(long = "report-bindings")]
     report_bindings: bool,
     /// pmi1: serve each rank the PMI-1 wire-up of MPICH programs (PMI_FD,
-    /// PMI_RANK, PMI_SIZE), as mpiexec.hydra does; none: only dos's own
+    /// PMI_RANK, PMI_SIZE), and PMI-2 to a rank that asks for it at init,
+    /// as mpiexec.hydra does; none: only dos's own
     /// (default: pmi1 when the program links MPICH's libmpich)
     #[arg(long = "mpi", value_name = "pmi1|none", value_parser = parse_mpi)]
     mpi: Option<bool>,

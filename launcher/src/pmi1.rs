@@ -1,4 +1,4 @@
-//! MPICH programs under dosrun, through PMI-1.
+//! MPICH programs under dosrun, through PMI-1 (and PMI-2 when asked).
 //!
 //! A program built with MPICH (`mpicc.mpich`) finds its launcher through
 //! PMI-1's "simple" protocol ([`dos::pmi::simple`]) on the descriptor named
@@ -29,6 +29,21 @@
 //!   (INT, TERM, HUP, USR1, USR2, QUIT) are ignored by the bridge and at
 //!   their default in the program, which decides.
 //!
+//! A program whose `init` asks for `pmi_version=2` (MPICH built for
+//! PMI-2, or a dos program with `DOS_PMI=2` and no `DOS_PMI_ADDR`) is
+//! answered `pmi_version=2 pmi_subversion=0 rc=0` and then served PMI-2's
+//! length-prefixed messages ([`dos::pmi::pmi2`]) on the same socket, by
+//! the same put, fence, get, abort and finalize as PMI-1's: `fullinit`
+//! (its `pmirank` must be the rank's; answered with rank, size, appnum 0,
+//! the job id as `spawner-jobid`), `job-getid` (`dos-JOBID`),
+//! `info-getjobattr` (`PMI_process_mapping`; any other key is not found),
+//! `kvs-put`, `kvs-fence` (the barrier after which the puts are visible),
+//! `kvs-get` (found or not), `abort` (exit code 1: PMI-2 carries none),
+//! `finalize` (answered, then the conversation ends). Node attributes
+//! would need a space shared by the node's bridges: `info-getnodeattr`
+//! finds none and `info-putnodeattr` is refused (`rc=-1`). A malformed
+//! message is the rank's own fault, as a line that is no PMI-1.
+//!
 //! A wire-up call that fails (a fence fails when another rank ended)
 //! leaves the program waiting unanswered for up to 5 s, so that dosrun,
 //! which is stopping the job, ends it and blames the rank that failed
@@ -45,6 +60,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
 
+use dos::pmi::pmi2;
 use dos::pmi::simple::{split_line, Command as Pmi, Response};
 use dos::pmi::{self, Client};
 
@@ -87,7 +103,13 @@ pub fn bridge_args(program: &OsStr, argv0: &OsStr, args: &[OsString]) -> Vec<OsS
 pub fn run(argv: Vec<OsString>) -> i32 {
     let rank = std::env::var(pmi::ENV_RANK).unwrap_or_else(|_| "0".into());
     let say = |msg: &str| {
-        let _ = writeln!(io::stderr().lock(), "dosrun: rank {rank}: PMI-1: {msg}");
+        // PMI-2's errors name their protocol themselves.
+        let proto = if msg.starts_with("PMI-2: ") {
+            ""
+        } else {
+            "PMI-1: "
+        };
+        let _ = writeln!(io::stderr().lock(), "dosrun: rank {rank}: {proto}{msg}");
     };
     let [_, _, program, argv0, args @ ..] = argv.as_slice() else {
         say("usage: dosrun --pmi1-bridge PROGRAM ARGV0 [ARGS...]");
@@ -156,6 +178,8 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         size: size.parse().unwrap_or(1),
         client: None,
         mapping: std::env::var(ENV_PROCESS_MAPPING).ok(),
+        pmi2: false,
+        finalized2: false,
     };
     let mut ours = ours;
     if let Err((e, hold)) = bridge.serve(&mut ours) {
@@ -215,6 +239,10 @@ struct Bridge {
     size: usize,
     client: Option<Client>,
     mapping: Option<String>,
+    /// PMI-2 was asked for at `init`: framed messages follow.
+    pmi2: bool,
+    /// PMI-2's `finalize` was answered: the conversation is over.
+    finalized2: bool,
 }
 
 impl Bridge {
@@ -226,10 +254,26 @@ impl Bridge {
         let mut chunk = [0u8; 4096];
         let mut out = Vec::new();
         loop {
-            while let Some((line, used)) = split_line(&buf).map_err(|e| (e.to_string(), false))? {
+            loop {
                 out.clear();
-                let cmd = Pmi::parse(line).map_err(|e| (format!("{e} in {line:?}"), false))?;
-                self.answer(cmd, &mut out).map_err(|e| (e, true))?;
+                let used = if self.pmi2 {
+                    let Some((m, used)) = pmi2::decode(&buf)
+                        .map_err(|e| (format!("PMI-2: malformed message: {e}"), false))?
+                    else {
+                        break;
+                    };
+                    self.answer2(&m, &mut out)?;
+                    used
+                } else {
+                    let Some((line, used)) =
+                        split_line(&buf).map_err(|e| (e.to_string(), false))?
+                    else {
+                        break;
+                    };
+                    let cmd = Pmi::parse(line).map_err(|e| (format!("{e} in {line:?}"), false))?;
+                    self.answer(cmd, &mut out).map_err(|e| (e, true))?;
+                    used
+                };
                 buf.drain(..used);
                 if !out.is_empty() {
                     if let Err(e) = s.write_all(&out) {
@@ -237,6 +281,10 @@ impl Bridge {
                         let _ = e;
                         return Ok(());
                     }
+                }
+                if self.finalized2 {
+                    // PMI-2's finalize ends the conversation.
+                    return Ok(());
                 }
             }
             match s.read(&mut chunk) {
@@ -247,6 +295,137 @@ impl Bridge {
                 Err(_) => return Ok(()),
             }
         }
+    }
+
+    /// Answers one PMI-2 message; `Err` as for [`Bridge::serve`].
+    fn answer2(&mut self, m: &pmi2::Message, out: &mut Vec<u8>) -> Result<(), (String, bool)> {
+        let own = |e: String| (format!("PMI-2: {e}"), false);
+        let wireup = |e: String| (format!("PMI-2: {e}"), true);
+        let send = |m: pmi2::Message, out: &mut Vec<u8>| {
+            m.encode(out)
+                .map_err(|e| (format!("PMI-2: cannot encode an answer: {e}"), false))
+        };
+        // MPICH's and dos's fullinit carry pmijobid, pmirank and threaded
+        // (no pmiversion, which the typed view wants): read it as it is.
+        if m.cmd() == "fullinit" {
+            let rank = m
+                .get("pmirank")
+                .ok_or_else(|| own("fullinit without pmirank".into()))?;
+            if rank.trim().parse::<usize>().ok() != Some(self.rank) {
+                return Err(own(format!(
+                    "fullinit: pmirank {rank:?} is not this rank ({})",
+                    self.rank
+                )));
+            }
+            let size = u32::try_from(self.size).unwrap_or(u32::MAX);
+            let rank = u32::try_from(self.rank).unwrap_or(u32::MAX);
+            return send(pmi2::fullinit_response(rank, size, &kvsname()), out);
+        }
+        match pmi2::Command::from_message(m).map_err(|e| own(e.to_string()))? {
+            // Answered above (the typed view is never reached for it).
+            pmi2::Command::FullInit { .. } => Err(own("fullinit: unexpected".into())),
+            pmi2::Command::JobGetId => send(
+                pmi2::Message::new("job-getid-response", &[("jobid", &kvsname()), ("rc", "0")]),
+                out,
+            ),
+            pmi2::Command::GetJobAttr { key } => {
+                let v = (key == "PMI_process_mapping").then(|| self.mapping());
+                send(
+                    pmi2::found_response("info-getjobattr-response", v.as_deref()),
+                    out,
+                )
+            }
+            // Node attributes would need a space shared by the node's
+            // bridges, which dosrun has not: none is found, none is kept.
+            pmi2::Command::GetNodeAttr { .. } => {
+                send(pmi2::found_response("info-getnodeattr-response", None), out)
+            }
+            pmi2::Command::PutNodeAttr { .. } => send(
+                pmi2::Message::new(
+                    "info-putnodeattr-response",
+                    &[
+                        ("rc", "-1"),
+                        ("errmsg", "node attributes are not supported"),
+                    ],
+                ),
+                out,
+            ),
+            pmi2::Command::KvsPut { key, value } => {
+                self.put(&key, &value).map_err(wireup)?;
+                send(pmi2::Message::new("kvs-put-response", &[("rc", "0")]), out)
+            }
+            pmi2::Command::KvsFence => {
+                self.fence().map_err(wireup)?;
+                send(
+                    pmi2::Message::new("kvs-fence-response", &[("rc", "0")]),
+                    out,
+                )
+            }
+            pmi2::Command::KvsGet { key, .. } => {
+                let v = self.get(&key).map_err(wireup)?;
+                send(pmi2::found_response("kvs-get-response", v.as_deref()), out)
+            }
+            pmi2::Command::Finalize => {
+                self.finalize().map_err(wireup)?;
+                self.finalized2 = true;
+                send(pmi2::Message::new("finalize-response", &[("rc", "0")]), out)
+            }
+            pmi2::Command::Abort { msg, .. } => {
+                // PMI-2 carries no exit code: 1, as MPI_Abort's default.
+                let msg = if msg.is_empty() {
+                    "MPI_Abort".into()
+                } else {
+                    msg
+                };
+                self.abort(1, &msg).map_err(wireup)
+            }
+        }
+    }
+
+    /// The `PMI_process_mapping` value.
+    fn mapping(&self) -> String {
+        self.mapping
+            .clone()
+            .unwrap_or_else(|| dos::pmi::simple::process_mapping(&vec![0; self.size]))
+    }
+
+    /// A put into the job's key-value space (PMI-1 `put`, PMI-2 `kvs-put`).
+    fn put(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.client()?
+            .put(key, value.as_bytes())
+            .map_err(|e| format!("put {key}: {e}"))
+    }
+
+    /// A get from the key-value space (after a fence); `None`: no such key.
+    fn get(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.client()?.get(key) {
+            Ok(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|_| format!("get {key}: the value is not text")),
+            Err(dos::Error::KeyNotFound { .. }) => Ok(None),
+            Err(e) => Err(format!("get {key}: {e}")),
+        }
+    }
+
+    /// The barrier over all ranks after which the puts are visible (PMI-1
+    /// `barrier_in`, PMI-2 `kvs-fence`).
+    fn fence(&mut self) -> Result<(), String> {
+        self.client()?.fence().map_err(|e| format!("barrier: {e}"))
+    }
+
+    fn finalize(&mut self) -> Result<(), String> {
+        if let Some(c) = self.client.as_mut() {
+            c.finalize().map_err(|e| format!("finalize: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// The job's abort: dosrun's report names this rank and `msg`.
+    fn abort(&mut self, code: i32, msg: &str) -> Result<(), String> {
+        let rank = self.rank;
+        self.client()?
+            .abort(code, msg)
+            .map_err(|e| format!("rank {rank}: abort: {e}"))
     }
 
     fn client(&mut self) -> Result<&mut Client, String> {
@@ -263,19 +442,20 @@ impl Bridge {
     }
 
     fn answer(&mut self, cmd: Pmi<'_>, out: &mut Vec<u8>) -> Result<(), String> {
-        let kvsname = format!(
-            "dos-{}",
-            std::env::var(pmi::ENV_JOBID).unwrap_or_else(|_| "0".into())
-        );
+        let kvsname = kvsname();
         let reply = |r: Response<'_>, out: &mut Vec<u8>| r.encode(out).map_err(|e| e.to_string());
         match cmd {
             Pmi::Init { version, .. } => {
                 self.client()?;
+                // PMI-2 is asked for with `pmi_version=2`; its framed
+                // messages follow on the same connection.
+                let (version, subversion) = if version == 2 { (2, 0) } else { (1, 1) };
+                self.pmi2 = version == 2;
                 reply(
                     Response::Init {
-                        version: 1,
-                        subversion: 1,
-                        rc: if version == 1 { 0 } else { -1 },
+                        version,
+                        subversion,
+                        rc: 0,
                     },
                     out,
                 )
@@ -295,9 +475,7 @@ impl Bridge {
             ),
             Pmi::GetMyKvsname => reply(Response::MyKvsname(&kvsname), out),
             Pmi::Put { key, value, .. } => {
-                self.client()?
-                    .put(key, value.as_bytes())
-                    .map_err(|e| format!("put {key}: {e}"))?;
+                self.put(key, value)?;
                 reply(
                     Response::PutResult {
                         rc: 0,
@@ -307,66 +485,46 @@ impl Bridge {
                 )
             }
             Pmi::Get { key, .. } => {
-                if key == "PMI_process_mapping" {
-                    let v = self
-                        .mapping
-                        .clone()
-                        .unwrap_or_else(|| dos::pmi::simple::process_mapping(&vec![0; self.size]));
-                    return reply(
-                        Response::GetResult {
+                let v = if key == "PMI_process_mapping" {
+                    Some(self.mapping())
+                } else {
+                    self.get(key)?
+                };
+                reply(
+                    match &v {
+                        Some(v) => Response::GetResult {
                             rc: 0,
                             msg: "success",
-                            value: Some(&v),
+                            value: Some(v),
                         },
-                        out,
-                    );
-                }
-                match self.client()?.get(key) {
-                    Ok(v) => {
-                        let v = String::from_utf8(v)
-                            .map_err(|_| format!("get {key}: the value is not text"))?;
-                        reply(
-                            Response::GetResult {
-                                rc: 0,
-                                msg: "success",
-                                value: Some(&v),
-                            },
-                            out,
-                        )
-                    }
-                    Err(dos::Error::KeyNotFound { .. }) => reply(
-                        Response::GetResult {
+                        None => Response::GetResult {
                             rc: -1,
                             msg: "key_not_found",
                             value: None,
                         },
-                        out,
-                    ),
-                    Err(e) => Err(format!("get {key}: {e}")),
-                }
+                    },
+                    out,
+                )
             }
             Pmi::BarrierIn => {
-                self.client()?
-                    .fence()
-                    .map_err(|e| format!("barrier: {e}"))?;
+                self.fence()?;
                 reply(Response::BarrierOut, out)
             }
             Pmi::Finalize => {
-                if let Some(c) = self.client.as_mut() {
-                    c.finalize().map_err(|e| format!("finalize: {e}"))?;
-                }
+                self.finalize()?;
                 reply(Response::FinalizeAck, out)
             }
-            Pmi::Abort { code, msg } => {
-                let msg = msg.unwrap_or("MPI_Abort").to_string();
-                let rank = self.rank;
-                self.client()?
-                    .abort(code, &msg)
-                    .map_err(|e| format!("rank {rank}: abort: {e}"))?;
-                Ok(())
-            }
+            Pmi::Abort { code, msg } => self.abort(code, msg.unwrap_or("MPI_Abort")),
         }
     }
+}
+
+/// The job's key-value space name, PMI-2's job id as well: `dos-JOBID`.
+fn kvsname() -> String {
+    format!(
+        "dos-{}",
+        std::env::var(pmi::ENV_JOBID).unwrap_or_else(|_| "0".into())
+    )
 }
 
 /// Longest dynamic section and string table read when looking for MPICH.

@@ -333,3 +333,128 @@ fn dos_programs_under_other_launchers() {
         eprintln!("mpirun.openmpi skipped: not installed");
     }
 }
+
+/// dosrun's PMI server speaks PMI-2 as well: dos programs whose direct
+/// launch asks for it (`DOS_PMI=2`, and no `DOS_PMI_ADDR`, which would
+/// make them use dosrun's own wire-up) run under `--mpi pmi1`, every rank
+/// saying so; a conversation from a shell (init, fullinit, job-getid,
+/// job attributes, put, fence, get, finalize); malformed frames end the
+/// rank at once with a line naming it, never a hang.
+#[test]
+fn pmi2_under_dosrun() {
+    let check = Path::new(env!("CARGO_BIN_EXE_dosrun")).with_file_name("p2pcheck");
+    if check.exists() {
+        let mut c = common::dosrun();
+        c.env("DOS_PMI", "2")
+            .env("DOS_LOG", "warn,dos::pmi::direct=debug")
+            // Without DOS_PMI_ADDR a dos program joins through PMI_FD
+            // (direct launch), as under srun or hydra.
+            .args(["--mpi", "pmi1", "-n", "3", "env", "-u", "DOS_PMI_ADDR"])
+            .arg(&check);
+        let r = common::run_with(&mut c, b"", common::LIMIT);
+        r.assert_no_panic();
+        assert_eq!(r.code(), 0, "{r:?}");
+        assert!(r.stdout.contains("p2pcheck: OK 3 ranks"), "{r:?}");
+        assert_eq!(
+            r.stderr.matches("direct launch over PMI-2").count(),
+            3,
+            "{r:?}"
+        );
+    } else {
+        eprintln!("p2pcheck skipped: build it first (cargo build -p dos-checks --bins)");
+    }
+    // PMI-2 by hand: 6-character length, then the body.
+    let script = r#"
+fd=$PMI_FD
+echo "cmd=init pmi_version=2 pmi_subversion=0" >&$fd
+read -r reply <&$fd; echo "$PMI_RANK> $reply"
+ask() {
+  printf '%-6d%s' "${#1}" "$1" >&$fd
+  read -r -N 6 len <&$fd; read -r -N "$((len))" reply <&$fd
+  echo "$PMI_RANK> $reply"
+}
+ask "cmd=fullinit;pmijobid=-1;pmirank=$PMI_RANK;threaded=FALSE;"
+ask "cmd=job-getid;"
+ask "cmd=info-getjobattr;key=PMI_process_mapping;"
+ask "cmd=info-getjobattr;key=nothing;"
+ask "cmd=kvs-put;key=card-$PMI_RANK;value=addr=$PMI_RANK;"
+ask "cmd=kvs-fence;"
+ask "cmd=kvs-get;jobid=x;srcid=-1;key=card-$((1 - PMI_RANK));"
+ask "cmd=kvs-get;jobid=x;srcid=-1;key=nothing;"
+ask "cmd=finalize;"
+"#;
+    let r = go(&["--mpi", "pmi1", "-n", "2", "bash", "-c", script]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    for rank in 0..2 {
+        let other = 1 - rank;
+        let got: Vec<&str> = r
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(&format!("{rank}> ")))
+            .collect();
+        assert_eq!(got.len(), 10, "{r:?}");
+        assert_eq!(
+            got[0],
+            "cmd=response_to_init pmi_version=2 pmi_subversion=0 rc=0"
+        );
+        assert!(
+            got[1].starts_with(&format!(
+                "cmd=fullinit-response;pmi-version=2;pmi-subversion=0;rank={rank};size=2;appnum=0;spawner-jobid=dos-"
+            )) && got[1].ends_with(";rc=0;"),
+            "{r:?}"
+        );
+        assert!(
+            got[2].starts_with("cmd=job-getid-response;jobid=dos-"),
+            "{r:?}"
+        );
+        assert_eq!(
+            got[3],
+            "cmd=info-getjobattr-response;rc=0;found=TRUE;value=(vector,(0,1,2));"
+        );
+        assert_eq!(got[4], "cmd=info-getjobattr-response;rc=0;found=FALSE;");
+        assert_eq!(got[5], "cmd=kvs-put-response;rc=0;");
+        assert_eq!(got[6], "cmd=kvs-fence-response;rc=0;");
+        assert_eq!(
+            got[7],
+            format!("cmd=kvs-get-response;rc=0;found=TRUE;value=addr={other};")
+        );
+        assert_eq!(got[8], "cmd=kvs-get-response;rc=0;found=FALSE;");
+        assert_eq!(got[9], "cmd=finalize-response;rc=0;");
+    }
+    // PMI-2's abort: dosrun's usual report, naming the rank and message.
+    let script = r#"echo 'cmd=init pmi_version=2 pmi_subversion=0' >&$PMI_FD; read -r r <&$PMI_FD
+if [ "$PMI_RANK" = 1 ]; then b='cmd=abort;isworld=TRUE;msg=boom;'; printf '%-6d%s' "${#b}" "$b" >&$PMI_FD; fi
+sleep 30"#;
+    let r = go(&["--mpi", "pmi1", "-n", "2", "bash", "-c", script]);
+    assert_eq!(r.code(), 1, "{r:?}");
+    assert!(
+        r.stderr.contains("rank 1 (pid") && r.stderr.contains("called abort with code 1: boom"),
+        "{r:?}"
+    );
+    assert!(r.elapsed < std::time::Duration::from_secs(10), "{r:?}");
+    // Malformed frames: a bad length header, an unknown command, another
+    // rank's fullinit. The rank ends at once, named, and the job fails.
+    for (frame, want) in [
+        ("zzzzzzcmd=finalize;", "PMI-2: malformed message"),
+        ("8     cmd=fly;", "PMI-2: unknown"),
+        (
+            "50    cmd=fullinit;pmijobid=-1;pmirank=5;threaded=FALSE;",
+            "pmirank",
+        ),
+    ] {
+        let script = format!(
+            "echo 'cmd=init pmi_version=2 pmi_subversion=0' >&$PMI_FD; read -r r <&$PMI_FD; printf '%s' '{frame}' >&$PMI_FD; sleep 30"
+        );
+        let r = go(&["--mpi", "pmi1", "-n", "1", "bash", "-c", &script]);
+        assert_ne!(r.code(), 0, "{frame}: {r:?}");
+        assert!(
+            r.stderr.contains("dosrun: rank 0: PMI-2: "),
+            "{frame}: {r:?}"
+        );
+        assert!(r.stderr.contains(want), "{frame}: {r:?}");
+        assert!(
+            r.elapsed < std::time::Duration::from_secs(4),
+            "{frame}: {r:?}"
+        );
+    }
+}
