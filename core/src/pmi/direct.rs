@@ -748,6 +748,12 @@ mod tests {
         move |n| v.iter().find(|(k, _)| *k == n).map(|(_, x)| x.clone())
     }
 
+    /// Joins through `vars` speaking `version`, with the tests' timeout
+    /// and ring size.
+    fn join_as(vars: impl Fn(&str) -> Option<String>, version: Version) -> Result<Joined> {
+        join(vars, Some(Duration::from_secs(10)), 16384, version)
+    }
+
     #[test]
     fn joins_a_pmi1_server_alone_on_its_node() {
         let (fd, t) = fake_server(1, false);
@@ -1023,13 +1029,7 @@ mod tests {
     fn joins_a_pmi2_server_under_slurm() {
         // Rank 0 of 4, two a node: rank 0 makes the node's segment.
         let (fd, t) = fake_pmi2_server(0, 4, Fault::None);
-        let j = join(
-            vars(pmi_vars(fd, 0, 4, true)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::Auto,
-        )
-        .unwrap();
+        let j = join_as(vars(pmi_vars(fd, 0, 4, true)), Version::Auto).unwrap();
         assert_eq!(j.conn.version(), 2);
         assert_eq!((j.rank, j.size, j.local_rank, j.local_size), (0, 4, 0, 2));
         assert_eq!((j.node_id, j.nnodes), (0, 2));
@@ -1068,24 +1068,13 @@ mod tests {
     fn the_pmi_version_follows_dos_pmi_and_the_environment() {
         // Without Slurm's variables auto speaks PMI-1 (hydra) ...
         let (fd, t) = fake_server(1, false);
-        let j = join(
-            vars(pmi_vars(fd, 0, 1, false)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::Auto,
-        )
-        .unwrap();
+        let j = join_as(vars(pmi_vars(fd, 0, 1, false)), Version::Auto).unwrap();
         assert_eq!(j.conn.version(), 1);
         drop(j);
         t.join().unwrap();
         // ... and DOS_PMI=2 forces PMI-2 there.
         let (fd, t) = fake_pmi2_server(1, 2, Fault::None);
-        let j = join(
-            vars(pmi_vars(fd, 1, 2, false)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::V2,
-        );
+        let j = join_as(vars(pmi_vars(fd, 1, 2, false)), Version::V2);
         // Rank 1 of a node needs rank 0's segment: this server's is fake,
         // so that fails; the protocol was PMI-2 up to there.
         drop(j);
@@ -1093,26 +1082,14 @@ mod tests {
         assert_eq!(seen[0], "cmd=init pmi_version=2 pmi_subversion=0");
         // DOS_PMI=1 under Slurm speaks PMI-1.
         let (fd, t) = fake_server(1, false);
-        let j = join(
-            vars(pmi_vars(fd, 0, 1, true)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::V1,
-        )
-        .unwrap();
+        let j = join_as(vars(pmi_vars(fd, 0, 1, true)), Version::V1).unwrap();
         assert_eq!(j.conn.version(), 1);
         drop(j);
         t.join().unwrap();
         // A server that answers PMI-2's init with PMI-1: PMI-1 on the same
         // connection.
         let (fd, t) = fake_pmi2_server(0, 1, Fault::Downgrade);
-        let j = join(
-            vars(pmi_vars(fd, 0, 1, true)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::Auto,
-        )
-        .unwrap();
+        let j = join_as(vars(pmi_vars(fd, 0, 1, true)), Version::Auto).unwrap();
         assert_eq!(j.conn.version(), 1);
         drop(j);
         let seen = t.join().unwrap();
@@ -1143,13 +1120,7 @@ mod tests {
         }
         // A fullinit whose rank is not PMI_RANK.
         let (fd, t) = fake_pmi2_server(1, 2, Fault::None);
-        let e = join(
-            vars(pmi_vars(fd, 0, 2, true)),
-            Some(Duration::from_secs(10)),
-            16384,
-            Version::Auto,
-        )
-        .unwrap_err();
+        let e = join_as(vars(pmi_vars(fd, 0, 2, true)), Version::Auto).unwrap_err();
         assert!(matches!(e, Error::WireupProtocol { .. }), "{e}");
         t.join().unwrap();
     }
