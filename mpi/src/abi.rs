@@ -184,3 +184,363 @@ impl Status {
 }
 
 const _: () = assert!(std::mem::size_of::<Status>() == 8 * std::mem::size_of::<c_int>());
+
+/// The header check: every constant of `mpi/include/mpi.h`, as a C compiler
+/// sees it after the whole header (so a `#define` after an enum member of
+/// the same name, which silently changes its value, is caught), against the
+/// header's own text and against the library's values.
+#[cfg(test)]
+mod header_check {
+    use std::collections::BTreeMap;
+    use std::process::Command;
+
+    const HEADER: &str = include_str!("../include/mpi.h");
+
+    /// A constant's textual value, as far as the text says one.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Text {
+        Value(i64),
+        Alias(String),
+        Other,
+    }
+
+    fn int(v: &str) -> Option<i64> {
+        let v = v.trim();
+        let (neg, v) = match v.strip_prefix('-') {
+            Some(r) => (true, r.trim()),
+            None => (false, v),
+        };
+        let n = match v.strip_prefix("0x").or_else(|| v.strip_prefix("0X")) {
+            Some(h) => i64::from_str_radix(h, 16).ok()?,
+            None => v.parse().ok()?,
+        };
+        Some(if neg { -n } else { n })
+    }
+
+    fn is_const_name(n: &str) -> bool {
+        (n.starts_with("MPI_") || n.starts_with("MPIX_"))
+            && n.len() > 4
+            && n.chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+    }
+
+    /// Every constant of the header: `#define NAME value` (not function-like)
+    /// and the members of every `enum { ... }`, each with how often it is
+    /// defined.
+    fn header_constants() -> (BTreeMap<String, Text>, BTreeMap<String, usize>) {
+        let mut text = BTreeMap::new();
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        // Comments out, lines joined for the enums.
+        let mut clean = String::new();
+        let mut rest = HEADER;
+        while let Some(i) = rest.find("/*") {
+            clean.push_str(&rest[..i]);
+            rest = rest[i..].split_once("*/").map_or("", |x| x.1);
+        }
+        clean.push_str(rest);
+        for line in clean.lines() {
+            let Some(d) = line.trim_start().strip_prefix("#define ") else {
+                continue;
+            };
+            let name: String = d
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let after = &d[name.len()..];
+            if !is_const_name(&name) || after.starts_with('(') {
+                continue;
+            }
+            let v = after.trim();
+            let t = if let Some(n) = int(v) {
+                Text::Value(n)
+            } else if let Some(h) = v
+                .strip_prefix("((")
+                .and_then(|x| x.split_once(")0x"))
+                .and_then(|(_, h)| h.strip_suffix(')'))
+            {
+                i64::from_str_radix(h, 16).map_or(Text::Other, Text::Value)
+            } else if is_const_name(v) {
+                Text::Alias(v.to_string())
+            } else {
+                Text::Other
+            };
+            *seen.entry(name.clone()).or_default() += 1;
+            text.insert(name, t);
+        }
+        let mut r = clean.as_str();
+        while let Some(i) = r.find("enum") {
+            r = &r[i + 4..];
+            let body = r.trim_start();
+            let Some(body) = body.strip_prefix('{') else {
+                continue;
+            };
+            let Some((body, after)) = body.split_once('}') else {
+                break;
+            };
+            r = after;
+            for m in body.split(',') {
+                let Some((n, v)) = m.split_once('=') else {
+                    continue;
+                };
+                let n = n.trim().to_string();
+                if !is_const_name(&n) {
+                    continue;
+                }
+                let t = int(v).map_or_else(
+                    || {
+                        let v = v.trim();
+                        if is_const_name(v) {
+                            Text::Alias(v.to_string())
+                        } else {
+                            Text::Other
+                        }
+                    },
+                    Text::Value,
+                );
+                *seen.entry(n.clone()).or_default() += 1;
+                text.insert(n, t);
+            }
+        }
+        (text, seen)
+    }
+
+    /// Each name's value as the C compiler sees it after the whole header
+    /// (a pointer's bits as an integer).
+    fn compiled(names: &[&String]) -> BTreeMap<String, i64> {
+        let dir = std::env::temp_dir().join(format!("dos-mpi-abi-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut c = String::from("#include <mpi.h>\n#include <stdio.h>\n#include <stdint.h>\nint main(void) {\n");
+        for n in names {
+            c.push_str(&format!(
+                "    printf(\"%s %lld\\n\", \"{n}\", (long long)(intptr_t)({n}));\n"
+            ));
+        }
+        c.push_str("    return 0;\n}\n");
+        let src = dir.join("consts.c");
+        let exe = dir.join("consts");
+        std::fs::write(&src, c).unwrap();
+        let inc = concat!(env!("CARGO_MANIFEST_DIR"), "/include");
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        let o = Command::new(&cc)
+            .args(["-std=c99", "-Wall", "-Werror", "-I", inc, "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .unwrap_or_else(|e| panic!("{cc}: {e}"));
+        assert!(
+            o.status.success(),
+            "the constants program does not compile:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = Command::new(&exe).output().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (n, v) = l.split_once(' ').unwrap();
+                (n.to_string(), v.parse().unwrap())
+            })
+            .collect()
+    }
+
+    /// The library's value of every constant it has, by C name.
+    fn library() -> Vec<(&'static str, i64)> {
+        use super::*;
+        use crate::types::{combiner, ORDER_C, ORDER_FORTRAN};
+        let u = |v: usize| v as i64;
+        let i = |v: std::ffi::c_int| v as i64;
+        vec![
+            ("MPI_OP_NULL", u(op::NULL)),
+            ("MPI_SUM", u(op::SUM)),
+            ("MPI_MIN", u(op::MIN)),
+            ("MPI_MAX", u(op::MAX)),
+            ("MPI_PROD", u(op::PROD)),
+            ("MPI_BAND", u(op::BAND)),
+            ("MPI_BOR", u(op::BOR)),
+            ("MPI_BXOR", u(op::BXOR)),
+            ("MPI_LAND", u(op::LAND)),
+            ("MPI_LOR", u(op::LOR)),
+            ("MPI_LXOR", u(op::LXOR)),
+            ("MPI_MINLOC", u(op::MINLOC)),
+            ("MPI_MAXLOC", u(op::MAXLOC)),
+            ("MPI_REPLACE", u(op::REPLACE)),
+            ("MPI_NO_OP", u(op::NO_OP)),
+            ("MPI_COMM_NULL", u(COMM_NULL)),
+            ("MPI_COMM_WORLD", u(COMM_WORLD)),
+            ("MPI_COMM_SELF", u(COMM_SELF)),
+            ("MPI_GROUP_NULL", u(GROUP_NULL)),
+            ("MPI_GROUP_EMPTY", u(GROUP_EMPTY)),
+            ("MPI_INFO_NULL", u(INFO_NULL)),
+            ("MPI_INFO_ENV", u(INFO_ENV)),
+            ("MPI_ERRHANDLER_NULL", u(ERRHANDLER_NULL)),
+            ("MPI_ERRORS_ARE_FATAL", u(ERRORS_ARE_FATAL)),
+            ("MPI_ERRORS_RETURN", u(ERRORS_RETURN)),
+            ("MPI_ERRORS_ABORT", u(ERRORS_ABORT)),
+            ("MPI_REQUEST_NULL", u(REQUEST_NULL)),
+            ("MPI_DATATYPE_NULL", u(DATATYPE_NULL)),
+            ("MPI_WIN_NULL", u(crate::rma::WIN_NULL)),
+            ("MPI_FILE_NULL", u(crate::io::FILE_NULL)),
+            ("MPI_IN_PLACE", u(IN_PLACE)),
+            ("MPI_SUCCESS", i(SUCCESS)),
+            ("MPI_ERR_BUFFER", i(ERR_BUFFER)),
+            ("MPI_ERR_COUNT", i(ERR_COUNT)),
+            ("MPI_ERR_TYPE", i(ERR_TYPE)),
+            ("MPI_ERR_TAG", i(ERR_TAG)),
+            ("MPI_ERR_COMM", i(ERR_COMM)),
+            ("MPI_ERR_RANK", i(ERR_RANK)),
+            ("MPI_ERR_REQUEST", i(ERR_REQUEST)),
+            ("MPI_ERR_ROOT", i(ERR_ROOT)),
+            ("MPI_ERR_GROUP", i(ERR_GROUP)),
+            ("MPI_ERR_OP", i(ERR_OP)),
+            ("MPI_ERR_TOPOLOGY", i(ERR_TOPOLOGY)),
+            ("MPI_ERR_DIMS", i(ERR_DIMS)),
+            ("MPI_ERR_ARG", i(ERR_ARG)),
+            ("MPI_ERR_UNKNOWN", i(ERR_UNKNOWN)),
+            ("MPI_ERR_TRUNCATE", i(ERR_TRUNCATE)),
+            ("MPI_ERR_OTHER", i(ERR_OTHER)),
+            ("MPI_ERR_INTERN", i(ERR_INTERN)),
+            ("MPI_ERR_PENDING", i(ERR_PENDING)),
+            ("MPI_ERR_IN_STATUS", i(ERR_IN_STATUS)),
+            ("MPI_ERR_KEYVAL", i(ERR_KEYVAL)),
+            ("MPI_ERR_NO_MEM", i(ERR_NO_MEM)),
+            ("MPI_ERR_PROC_ABORTED", i(ERR_PROC_ABORTED)),
+            ("MPI_ERR_UNSUPPORTED_OPERATION", i(ERR_UNSUPPORTED_OPERATION)),
+            ("MPI_ERR_ERRHANDLER", i(ERR_ERRHANDLER)),
+            ("MPI_ERR_LASTCODE", i(ERR_LASTCODE)),
+            ("MPI_ANY_SOURCE", i(ANY_SOURCE)),
+            ("MPI_PROC_NULL", i(PROC_NULL)),
+            ("MPI_ROOT", i(ROOT)),
+            ("MPI_ANY_TAG", i(ANY_TAG)),
+            ("MPI_UNDEFINED", i(UNDEFINED)),
+            ("MPI_KEYVAL_INVALID", i(KEYVAL_INVALID)),
+            ("MPI_THREAD_SINGLE", i(THREAD_SINGLE)),
+            ("MPI_THREAD_FUNNELED", i(THREAD_FUNNELED)),
+            ("MPI_THREAD_SERIALIZED", i(THREAD_SERIALIZED)),
+            ("MPI_THREAD_MULTIPLE", i(THREAD_MULTIPLE)),
+            ("MPI_IDENT", i(IDENT)),
+            ("MPI_CONGRUENT", i(CONGRUENT)),
+            ("MPI_SIMILAR", i(SIMILAR)),
+            ("MPI_UNEQUAL", i(UNEQUAL)),
+            ("MPI_COMM_TYPE_SHARED", i(COMM_TYPE_SHARED)),
+            ("MPI_COMM_TYPE_HW_UNGUIDED", i(COMM_TYPE_HW_UNGUIDED)),
+            ("MPI_COMM_TYPE_HW_GUIDED", i(COMM_TYPE_HW_GUIDED)),
+            ("MPI_COMM_TYPE_RESOURCE_GUIDED", i(COMM_TYPE_RESOURCE_GUIDED)),
+            ("MPI_TAG_UB", i(TAG_UB)),
+            ("MPI_IO", i(IO)),
+            ("MPI_HOST", i(HOST)),
+            ("MPI_WTIME_IS_GLOBAL", i(WTIME_IS_GLOBAL)),
+            ("MPI_APPNUM", i(APPNUM)),
+            ("MPI_LASTUSEDCODE", i(LASTUSEDCODE)),
+            ("MPI_UNIVERSE_SIZE", i(UNIVERSE_SIZE)),
+            ("MPI_CART", i(CART)),
+            ("MPI_GRAPH", i(GRAPH)),
+            ("MPI_DIST_GRAPH", i(DIST_GRAPH)),
+            ("MPI_UNWEIGHTED", u(UNWEIGHTED)),
+            ("MPI_WEIGHTS_EMPTY", u(WEIGHTS_EMPTY)),
+            ("MPI_MAX_ERROR_STRING", u(MAX_ERROR_STRING)),
+            ("MPI_MAX_LIBRARY_VERSION_STRING", u(MAX_LIBRARY_VERSION_STRING)),
+            ("MPI_MAX_PROCESSOR_NAME", u(MAX_PROCESSOR_NAME)),
+            ("MPI_MAX_OBJECT_NAME", u(MAX_OBJECT_NAME)),
+            ("MPI_LOCK_SHARED", i(crate::rma::LOCK_SHARED)),
+            ("MPI_LOCK_EXCLUSIVE", i(crate::rma::LOCK_EXCLUSIVE)),
+            ("MPI_ORDER_C", i(ORDER_C)),
+            ("MPI_ORDER_FORTRAN", i(ORDER_FORTRAN)),
+            ("MPI_DISTRIBUTE_NONE", i(crate::types::DISTRIBUTE_NONE)),
+            ("MPI_DISTRIBUTE_BLOCK", i(crate::types::DISTRIBUTE_BLOCK)),
+            ("MPI_DISTRIBUTE_CYCLIC", i(crate::types::DISTRIBUTE_CYCLIC)),
+            ("MPI_DISTRIBUTE_DFLT_DARG", i(crate::types::DISTRIBUTE_DFLT_DARG)),
+            ("MPI_TYPECLASS_INTEGER", i(crate::types::TYPECLASS_INTEGER)),
+            ("MPI_TYPECLASS_REAL", i(crate::types::TYPECLASS_REAL)),
+            ("MPI_TYPECLASS_COMPLEX", i(crate::types::TYPECLASS_COMPLEX)),
+            ("MPI_COMBINER_DARRAY", i(combiner::DARRAY)),
+            ("MPI_COMBINER_F90_REAL", i(combiner::F90_REAL)),
+            ("MPI_COMBINER_F90_COMPLEX", i(combiner::F90_COMPLEX)),
+            ("MPI_COMBINER_F90_INTEGER", i(combiner::F90_INTEGER)),
+            ("MPI_COMBINER_NAMED", i(combiner::NAMED)),
+            ("MPI_COMBINER_DUP", i(combiner::DUP)),
+            ("MPI_COMBINER_CONTIGUOUS", i(combiner::CONTIGUOUS)),
+            ("MPI_COMBINER_VECTOR", i(combiner::VECTOR)),
+            ("MPI_COMBINER_HVECTOR", i(combiner::HVECTOR)),
+            ("MPI_COMBINER_INDEXED", i(combiner::INDEXED)),
+            ("MPI_COMBINER_HINDEXED", i(combiner::HINDEXED)),
+            ("MPI_COMBINER_INDEXED_BLOCK", i(combiner::INDEXED_BLOCK)),
+            ("MPI_COMBINER_HINDEXED_BLOCK", i(combiner::HINDEXED_BLOCK)),
+            ("MPI_COMBINER_STRUCT", i(combiner::STRUCT)),
+            ("MPI_COMBINER_SUBARRAY", i(combiner::SUBARRAY)),
+            ("MPI_COMBINER_RESIZED", i(combiner::RESIZED)),
+        ]
+    }
+
+    /// The whole check; one test so that the C program is built once.
+    #[test]
+    fn every_header_constant_compiles_to_its_text_and_the_librarys_value() {
+        let (text, seen) = header_constants();
+        assert!(text.len() > 250, "only {} constants found", text.len());
+        // 1. Defined once: a second definition (a `#define` after an enum
+        //    member, or two `#define`s) is the hazard this check exists for.
+        let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
+        assert!(twice.is_empty(), "defined more than once in mpi.h: {twice:?}");
+        // 2. What the compiler sees is what the text says.
+        let names: Vec<&String> = text.keys().collect();
+        let got = compiled(&names);
+        assert_eq!(got.len(), text.len(), "the program printed every constant");
+        let resolve = |n: &str| -> Option<i64> {
+            let mut n = n.to_string();
+            for _ in 0..4 {
+                match text.get(&n)? {
+                    Text::Value(v) => return Some(*v),
+                    Text::Alias(a) => n = a.clone(),
+                    Text::Other => return None,
+                }
+            }
+            None
+        };
+        let mut bad = Vec::new();
+        for n in &names {
+            if let Some(v) = resolve(n) {
+                if got[*n] != v {
+                    bad.push(format!("{n}: text {v}, compiled {}", got[*n]));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "mpi.h disagrees with itself:\n{}", bad.join("\n"));
+        // 3. The library's values.
+        for (n, v) in library() {
+            let g = got.get(n).unwrap_or_else(|| panic!("{n} is not in mpi.h"));
+            assert_eq!(*g, v, "{n}: mpi.h {g:#x}, the library {v:#x}");
+        }
+        // Every predefined datatype: the library knows the handle by that
+        // name (aliases by their target's), and the error classes' strings
+        // start with their names.
+        let mut types = 0;
+        for n in &names {
+            let v = got[*n];
+            let is_type = HEADER.contains(&format!("#define {n} ")) && {
+                let line = HEADER
+                    .lines()
+                    .find(|l| l.starts_with(&format!("#define {n} ")))
+                    .unwrap_or("");
+                line.contains("(MPI_Datatype)")
+                    || matches!(text.get(*n), Some(Text::Alias(a)) if HEADER.contains(&format!("#define {a} ")) && HEADER.lines().any(|l| l.starts_with(&format!("#define {a} ")) && l.contains("(MPI_Datatype)")))
+            };
+            if is_type && n.as_str() != "MPI_DATATYPE_NULL" {
+                let p = crate::datatype::predefined(v as usize)
+                    .unwrap_or_else(|| panic!("{n} = {v:#x} is unknown to the library"));
+                let target = match text.get(*n) {
+                    Some(Text::Alias(a)) => a.as_str(),
+                    _ => n.as_str(),
+                };
+                let synonym = matches!(text.get(p.name), Some(Text::Alias(a)) if a == target);
+                assert!(p.name == target || synonym, "{n} = {v:#x} is named {}", p.name);
+                types += 1;
+            }
+            if n.starts_with("MPI_ERR_") && n.as_str() != "MPI_ERR_LASTCODE" {
+                let s = crate::error::class_string(v as std::ffi::c_int)
+                    .unwrap_or_else(|| panic!("{n} = {v} has no string"));
+                assert!(s.starts_with(&format!("{n}:")), "{n} = {v}: {s}");
+            }
+        }
+        assert!(types > 60, "{types} datatypes");
+    }
+}

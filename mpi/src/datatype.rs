@@ -83,7 +83,8 @@ pub(crate) fn predefined(h: Handle) -> Option<Predefined> {
         0x20e => p("MPI_UNSIGNED_LONG", 8, U64),
         0x20f => p("MPI_UNSIGNED_LONG_LONG", 8, U64),
         0x210 => p("MPI_FLOAT", 4, F32),
-        0x212 => p("MPI_C_FLOAT_COMPLEX", 8, ComplexF32),
+        // Named by its synonym MPI_C_COMPLEX (the header's alias), as MPICH does.
+        0x212 => p("MPI_C_COMPLEX", 8, ComplexF32),
         0x213 => p("MPI_CXX_FLOAT_COMPLEX", 8, ComplexF32),
         0x214 => p("MPI_DOUBLE", 8, F64),
         0x216 => p("MPI_C_DOUBLE_COMPLEX", 16, ComplexF64),
@@ -226,6 +227,34 @@ pub(crate) fn free(h: Handle) -> R<()> {
     Ok(())
 }
 
+/// The pair types whose C struct has padding (`MPI_DOUBLE_INT`,
+/// `MPI_LONG_INT`, `MPI_SHORT_INT`, `MPI_LONG_DOUBLE_INT`): their size
+/// is that of the two members (12 for `MPI_DOUBLE_INT`), their extent that
+/// of the struct (16), as the standard and the C compiler say. Such a type
+/// moves packed, like a derived one.
+#[inline]
+pub(crate) fn padded(h: Handle) -> bool {
+    matches!(h, 0x229 | 0x22a | 0x22c | 0x22d)
+}
+
+/// The compiled form of a padded pair type: `{value; int}` with the C
+/// struct's offsets and padding.
+fn pair_type(h: Handle) -> Type {
+    let (vh, vsize) = match h {
+        0x229 => (0x214, 8),  // double
+        0x22a => (0x20a, 8),  // long
+        0x22c => (0x208, 2),  // short
+        _ => (0x220, 16),     // long double
+    };
+    let v = Type::basic(vsize, vsize).of_handle(vh);
+    let i = Type::basic(4, 4).of_handle(0x209);
+    let off = vsize.max(4) as isize;
+    // Cannot fail: two small blocks.
+    Type::structure(&[1, 1], &[0, off], &[&v, &i])
+        .expect("a pair type compiles")
+        .of_handle(h)
+}
+
 /// Alignment of a predefined type inside a struct (LP64 Linux).
 fn align_of(t: &Predefined) -> usize {
     match t.elem {
@@ -238,6 +267,7 @@ fn align_of(t: &Predefined) -> usize {
 /// The compiled form of any datatype (committed or not).
 pub(crate) fn ty(h: Handle) -> R<Shared> {
     match predefined(h) {
+        Some(_) if padded(h) => Ok(Arc::new(pair_type(h))),
         Some(p) => Ok(Arc::new(Type::basic(p.size, align_of(&p)).of_handle(h))),
         None => Ok(derived(h)?.0),
     }
@@ -247,6 +277,10 @@ pub(crate) fn ty(h: Handle) -> R<Shared> {
 /// size: no reduction applies), or `MPI_ERR_TYPE`.
 pub(crate) fn get(h: Handle) -> R<Predefined> {
     match predefined(h) {
+        Some(p) if padded(h) => Ok(Predefined {
+            size: pair_type(h).size,
+            ..p
+        }),
         Some(p) => Ok(p),
         None => {
             let (t, _) = derived(h)?;
@@ -264,10 +298,17 @@ pub(crate) fn count(c: c_int) -> R<usize> {
     usize::try_from(c).map_err(|_| err(abi::ERR_COUNT, format!("negative count {c}")))
 }
 
-/// True for a handle in the derived range (one comparison: the fast
-/// path's only extra cost).
+/// True for a handle whose elements may not be one run of `size` bytes
+/// each: a derived type, or a padded pair type ([`padded`]). Such handles
+/// take [`layout`] rather than [`bytes`].
 #[inline]
 pub(crate) fn is_derived(h: Handle) -> bool {
+    h >= DERIVED_BASE || padded(h)
+}
+
+/// True for a handle of the derived types' table.
+#[inline]
+pub(crate) fn in_table(h: Handle) -> bool {
     h >= DERIVED_BASE
 }
 
@@ -307,7 +348,11 @@ pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
 /// stays what it was.
 #[inline(never)]
 fn derived_layout(n: usize, h: Handle) -> R<Layout> {
-    let (ty, committed) = derived(h)?;
+    let (ty, committed) = if padded(h) {
+        (ty(h)?, true)
+    } else {
+        derived(h)?
+    };
     if !committed {
         return Err(err(
             abi::ERR_TYPE,
@@ -342,6 +387,12 @@ pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
 
 #[inline(never)]
 fn derived_bytes(n: usize, h: Handle) -> R<usize> {
+    if let Some(p) = dense_pairs(h)? {
+        // Pairs end to end with their padding, as reductions see them.
+        return n.checked_mul(p.size).ok_or_else(|| {
+            err(abi::ERR_COUNT, format!("{n} elements of {h:#x} overflow"))
+        });
+    }
     match derived_layout(n, h)? {
         Layout::Dense(n) => Ok(n),
         Layout::Packed { .. } => Err(err(
@@ -376,6 +427,9 @@ pub(crate) fn for_reduction(h: Handle) -> R<Predefined> {
     if let Some(p) = predefined(h) {
         return Ok(p);
     }
+    if let Some(p) = dense_pairs(h)? {
+        return Ok(p);
+    }
     let (t, _) = derived(h)?;
     match t.base.and_then(predefined) {
         Some(b) if t.dense() => Ok(Predefined {
@@ -389,6 +443,26 @@ pub(crate) fn for_reduction(h: Handle) -> R<Predefined> {
             elem: Elem::Opaque,
         }),
     }
+}
+
+/// For a derived type that is `k` padded pairs end to end (contiguous of
+/// `MPI_DOUBLE_INT`, say): the pair's description with the derived type's
+/// extent as its size, what a reduction walks over. `None` otherwise.
+fn dense_pairs(h: Handle) -> R<Option<Predefined>> {
+    if !in_table(h) {
+        return Ok(None);
+    }
+    let (t, _) = derived(h)?;
+    let Some(b) = t.base.filter(|&b| padded(b)) else {
+        return Ok(None);
+    };
+    let pair = pair_type(b);
+    let p = predefined(b).expect("a padded type is predefined");
+    Ok(t.repeats(&pair).then(|| Predefined {
+        name: p.name,
+        size: t.extent() as usize,
+        elem: p.elem,
+    }))
 }
 
 #[cfg(test)]
@@ -419,6 +493,10 @@ mod tests {
                 continue;
             }
             let t = predefined(h).unwrap_or_else(|| panic!("{name} = {h:#x} unknown"));
+            if name == "MPI_C_FLOAT_COMPLEX" {
+                assert_eq!(t.name, "MPI_C_COMPLEX", "the synonym's name");
+                continue;
+            }
             assert_eq!(t.name, name, "{h:#x}");
         }
     }

@@ -37,15 +37,57 @@ pub(crate) struct Type {
     pub sticky: bool,
     /// `(offset, len)` of the data of one element, type-map order, merged.
     pub segs: Vec<(isize, usize)>,
-    /// For `Get_elements` of a partial element: the basic sizes, in order
-    /// (only kept while short; `None` beyond [`MAP_LIMIT`]).
-    pub basics: Option<Vec<usize>>,
+    /// The type map's basic elements in order, run-length encoded (for
+    /// `Get_elements` of a partial element and for `external32`); only
+    /// kept while short (`None` beyond [`MAP_LIMIT`] runs).
+    pub basics: Option<Vec<Basic>>,
     /// The one predefined type (its handle) every basic element is, if
     /// there is one: what a reduction on a derived type combines.
     pub base: Option<usize>,
 }
 
-/// Most basic elements kept in [`Type::basics`].
+/// `n` basic elements of `size` bytes, of the predefined type of handle
+/// `h` (0 when not known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Basic {
+    pub n: usize,
+    pub size: usize,
+    pub h: usize,
+}
+
+/// Appends `k` copies of `runs` to `to`, merging equal neighbours; `false`
+/// (and `to` unspecified) past [`MAP_LIMIT`] runs.
+fn push_basics(to: &mut Vec<Basic>, runs: &[Basic], k: usize) -> bool {
+    if k == 0 {
+        return true;
+    }
+    if let [one] = runs {
+        // One run repeated k times is one run.
+        let Some(n) = one.n.checked_mul(k) else {
+            return false;
+        };
+        let b = Basic { n, ..*one };
+        match to.last_mut() {
+            Some(l) if l.size == b.size && l.h == b.h => l.n = l.n.saturating_add(b.n),
+            _ => to.push(b),
+        }
+        return to.len() <= MAP_LIMIT;
+    }
+    for _ in 0..k {
+        for &b in runs {
+            match to.last_mut() {
+                Some(l) if l.size == b.size && l.h == b.h => l.n = l.n.saturating_add(b.n),
+                _ => to.push(b),
+            }
+        }
+        if to.len() > MAP_LIMIT {
+            return false;
+        }
+    }
+    true
+}
+
+/// Most runs kept in [`Type::basics`].
 const MAP_LIMIT: usize = 4096;
 
 /// Most segments one type may flatten to.
@@ -89,7 +131,7 @@ impl Type {
             align: align.max(1),
             sticky: false,
             segs: vec![(0, size)],
-            basics: Some(vec![size]),
+            basics: Some(vec![Basic { n: 1, size, h: 0 }]),
             base: None,
         }
     }
@@ -97,6 +139,11 @@ impl Type {
     /// The same type, recorded as the predefined type of handle `h`.
     pub fn of_handle(mut self, h: usize) -> Type {
         self.base = Some(h);
+        if let Some(b) = &mut self.basics {
+            if let [one] = &mut b[..] {
+                one.h = h;
+            }
+        }
         self
     }
 
@@ -110,6 +157,26 @@ impl Type {
         self.segs.len() <= 1
             && self.segs.first().is_none_or(|&(o, _)| o == 0)
             && self.extent() == self.size as isize
+    }
+
+    /// True if one element of this type is `k >= 1` elements of `unit`
+    /// end to end (at `unit`'s extent, from offset 0), with the extent of
+    /// those `k`: the memory of a C array of `k` units.
+    pub fn repeats(&self, unit: &Type) -> bool {
+        if unit.size == 0 || self.size % unit.size != 0 || self.lb != 0 {
+            return false;
+        }
+        let k = self.size / unit.size;
+        if k == 0 || self.extent() != unit.extent() * k as isize {
+            return false;
+        }
+        let mut want = Vec::new();
+        for i in 0..k {
+            for &(o, l) in &unit.segs {
+                let _ = push_seg(&mut want, i as isize * unit.extent() + o, l);
+            }
+        }
+        want == self.segs
     }
 
     /// The general constructor: blocks of `(blocklen, byte displacement,
@@ -186,12 +253,8 @@ impl Type {
                 // One run for the whole block.
                 push_seg(&mut t.segs, d, k * old.size)?;
                 if let (Some(b), Some(ob)) = (&mut t.basics, &old.basics) {
-                    if b.len() + k.saturating_mul(ob.len()) > MAP_LIMIT {
+                    if !push_basics(b, ob, k) {
                         t.basics = None;
-                    } else {
-                        for _ in 0..k {
-                            b.extend_from_slice(ob);
-                        }
                     }
                 }
                 continue;
@@ -202,10 +265,8 @@ impl Type {
                     push_seg(&mut t.segs, add(base, o)?, l)?;
                 }
                 if let (Some(b), Some(ob)) = (&mut t.basics, &old.basics) {
-                    if b.len() + ob.len() > MAP_LIMIT {
+                    if !push_basics(b, ob, 1) {
                         t.basics = None;
-                    } else {
-                        b.extend_from_slice(ob);
                     }
                 }
             }
@@ -338,6 +399,119 @@ impl Type {
         Type::resized(0, total, &placed)
     }
 
+    /// `darray`: the part of a `gsizes` array (of `old`) that process
+    /// `rank` of a `psizes` process grid (row-major, as the standard says
+    /// whatever the array order) owns, for each dimension distributed
+    /// [`Distrib::None`], [`Distrib::Block`] or [`Distrib::Cyclic`] with
+    /// its distribution argument (`None`: the default). Lower bound 0,
+    /// extent the whole array's, as `subarray`.
+    pub fn darray(
+        size: i64,
+        rank: i64,
+        dims: &[(i64, Distrib, Option<i64>, i64)],
+        c_order: bool,
+        old: &Type,
+    ) -> R<Type> {
+        let n = dims.len();
+        if n == 0 {
+            return Err(err(abi::ERR_ARG, "darray: ndims must be positive"));
+        }
+        if size < 1 || rank < 0 || rank >= size {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("darray: rank {rank} of a size {size} process grid"),
+            ));
+        }
+        let mut procs: i64 = 1;
+        for (i, &(g, d, a, p)) in dims.iter().enumerate() {
+            if g < 1 || p < 1 {
+                return Err(err(
+                    abi::ERR_ARG,
+                    format!("darray dimension {i}: gsize {g} and psize {p} must be positive"),
+                ));
+            }
+            if d == Distrib::None && p != 1 {
+                return Err(err(
+                    abi::ERR_ARG,
+                    format!("darray dimension {i}: MPI_DISTRIBUTE_NONE with psize {p} (must be 1)"),
+                ));
+            }
+            match (d, a) {
+                (_, Some(a)) if a < 1 => {
+                    return Err(err(
+                        abi::ERR_ARG,
+                        format!("darray dimension {i}: distribution argument {a}"),
+                    ))
+                }
+                (Distrib::Block, Some(a)) if a.saturating_mul(p) < g => {
+                    return Err(err(
+                        abi::ERR_ARG,
+                        format!("darray dimension {i}: blocks of {a} on {p} processes do not cover {g}"),
+                    ))
+                }
+                _ => {}
+            }
+            procs = procs.checked_mul(p).ok_or_else(overflow)?;
+        }
+        if procs != size {
+            return Err(err(
+                abi::ERR_ARG,
+                format!("darray: the process grid has {procs} processes, not {size}"),
+            ));
+        }
+        // This process's coordinates, row-major.
+        let mut coords = vec![0i64; n];
+        let mut r = rank;
+        for i in (0..n).rev() {
+            coords[i] = r % dims[i].3;
+            r /= dims[i].3;
+        }
+        // From the fastest-varying dimension.
+        let order: Vec<usize> = if c_order {
+            (0..n).rev().collect()
+        } else {
+            (0..n).collect()
+        };
+        let mut t = old.clone();
+        let mut stride = old.extent(); // bytes of one index step along `dim`
+        for &dim in &order {
+            let (g, d, a, p) = dims[dim];
+            let c = coords[dim];
+            // (start index, length) of this process's blocks along `dim`.
+            let mut blocks: Vec<(i64, i64)> = Vec::new();
+            match d {
+                Distrib::None => blocks.push((0, g)),
+                Distrib::Block => {
+                    let b = a.unwrap_or((g + p - 1) / p);
+                    let start = c.saturating_mul(b);
+                    let len = b.min(g - start);
+                    if len > 0 {
+                        blocks.push((start, len));
+                    }
+                }
+                Distrib::Cyclic => {
+                    let b = a.unwrap_or(1);
+                    let step = b.checked_mul(p).ok_or_else(overflow)?;
+                    let mut s = c.saturating_mul(b);
+                    while s < g {
+                        blocks.push((s, b.min(g - s)));
+                        s = s.checked_add(step).ok_or_else(overflow)?;
+                    }
+                }
+            }
+            let lens: Vec<i64> = blocks.iter().map(|b| b.1).collect();
+            let displs = blocks
+                .iter()
+                .map(|b| (b.0 as isize).checked_mul(stride).ok_or_else(overflow))
+                .collect::<R<Vec<_>>>()?;
+            // `t`'s extent is `stride`: one index step along `dim`.
+            let placed = Type::hindexed(&lens, &displs, &t)?;
+            stride = (g as isize).checked_mul(stride).ok_or_else(overflow)?;
+            t = Type::resized(0, stride, &placed)?;
+        }
+        Ok(t)
+    }
+
     /// Bytes `count` elements pack to.
     pub fn packed_len(&self, count: usize) -> R<usize> {
         count.checked_mul(self.size).ok_or_else(overflow)
@@ -391,7 +565,7 @@ impl Type {
         let mut pos = 0;
         self.runs(count, |o, l| {
             // SAFETY: the caller's contract: every run lies inside the span.
-            let s = unsafe { std::slice::from_raw_parts(base.offset(o), l) };
+            let s = unsafe { std::slice::from_raw_parts(base.wrapping_offset(o), l) };
             out[pos..pos + l].copy_from_slice(s);
             pos += l;
         });
@@ -410,7 +584,7 @@ impl Type {
                 return;
             }
             // SAFETY: the caller's contract: every run lies inside the span.
-            let d = unsafe { std::slice::from_raw_parts_mut(base.offset(o), l) };
+            let d = unsafe { std::slice::from_raw_parts_mut(base.wrapping_offset(o), l) };
             d.copy_from_slice(&data[pos..pos + l]);
             pos += l;
         });
@@ -428,18 +602,28 @@ impl Type {
         if rest == 0 {
             return Some(n);
         }
-        for &s in self.basics.as_ref()? {
-            if rest == 0 {
-                break;
+        for b in self.basics.as_ref()? {
+            if rest == 0 || b.size == 0 {
+                continue;
             }
-            if s > rest {
+            let whole = (rest / b.size).min(b.n);
+            rest -= whole * b.size;
+            n += whole as u64;
+            if whole < b.n && rest > 0 {
+                // Ends inside this basic element.
                 return None;
             }
-            rest -= s;
-            n += 1;
         }
         (rest == 0).then_some(n)
     }
+}
+
+/// How `darray` distributes one dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Distrib {
+    None,
+    Block,
+    Cyclic,
 }
 
 /// A shared compiled type.

@@ -417,6 +417,7 @@ mod coll;
 mod comm;
 mod datatype;
 mod dtype;
+mod external;
 mod env;
 mod error;
 mod group;

@@ -14,6 +14,17 @@ use crate::ptr::{out, read};
 pub const ORDER_C: c_int = 56;
 pub const ORDER_FORTRAN: c_int = 57;
 
+/// `MPI_DISTRIBUTE_*` (the standard ABI's values).
+pub const DISTRIBUTE_NONE: c_int = 16;
+pub const DISTRIBUTE_BLOCK: c_int = 17;
+pub const DISTRIBUTE_CYCLIC: c_int = 18;
+pub const DISTRIBUTE_DFLT_DARG: c_int = 19;
+
+/// `MPI_TYPECLASS_*` (the standard ABI's values).
+pub const TYPECLASS_INTEGER: c_int = 192;
+pub const TYPECLASS_REAL: c_int = 193;
+pub const TYPECLASS_COMPLEX: c_int = 194;
+
 /// `n` values at `p` (an `MPI_ERR_ARG` if null with `n > 0`).
 unsafe fn arr<'a, T>(p: *const T, n: c_int, what: &str) -> R<&'a [T]> {
     let n = datatype::count(n)?;
@@ -28,7 +39,7 @@ unsafe fn arr<'a, T>(p: *const T, n: c_int, what: &str) -> R<&'a [T]> {
 }
 
 /// `MPI_COMBINER_*` (the standard ABI's values).
-mod combiner {
+pub(crate) mod combiner {
     use std::ffi::c_int;
     pub const NAMED: c_int = 101;
     pub const DUP: c_int = 102;
@@ -41,6 +52,10 @@ mod combiner {
     pub const HINDEXED_BLOCK: c_int = 109;
     pub const STRUCT: c_int = 110;
     pub const SUBARRAY: c_int = 111;
+    pub const DARRAY: c_int = 112;
+    pub const F90_REAL: c_int = 113;
+    pub const F90_COMPLEX: c_int = 114;
+    pub const F90_INTEGER: c_int = 115;
     pub const RESIZED: c_int = 116;
 }
 
@@ -125,7 +140,7 @@ mpi_fn! {
             out(addresses.add(i), *v, "array_of_addresses")?;
         }
         for (i, &t) in types.iter().enumerate() {
-            let h = if datatype::is_derived(t) {
+            let h = if datatype::in_table(t) {
                 let o = datatype::ty(t)?;
                 let committed = datatype::layout(0, t).is_ok();
                 let d = datatype::insert((*o).clone());
@@ -282,6 +297,273 @@ mpi_fn! {
 }
 
 mpi_fn! {
+    /// The part of a distributed `ndims`-dimensional array that process
+    /// `rank` of `size` owns (HPF-style block/cyclic distributions over a
+    /// row-major process grid).
+    fn MPI_Type_create_darray / PMPI_Type_create_darray(size: c_int, rank: c_int, ndims: c_int, gsizes: *const c_int, distribs: *const c_int, dargs: *const c_int, psizes: *const c_int, order: c_int, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
+        use crate::dtype::Distrib;
+        let o = datatype::ty(oldtype)?;
+        if ndims <= 0 {
+            return Err(err(abi::ERR_ARG, format!("darray of {ndims} dimensions")));
+        }
+        let c_order = match order {
+            ORDER_C => true,
+            ORDER_FORTRAN => false,
+            o => return Err(err(abi::ERR_ARG, format!("invalid order {o}"))),
+        };
+        let g = arr(gsizes, ndims, "array_of_gsizes")?;
+        let d = arr(distribs, ndims, "array_of_distribs")?;
+        let a = arr(dargs, ndims, "array_of_dargs")?;
+        let p = arr(psizes, ndims, "array_of_psizes")?;
+        let mut dims = Vec::with_capacity(g.len());
+        for i in 0..g.len() {
+            let dist = match d[i] {
+                DISTRIBUTE_NONE => Distrib::None,
+                DISTRIBUTE_BLOCK => Distrib::Block,
+                DISTRIBUTE_CYCLIC => Distrib::Cyclic,
+                x => return Err(err(abi::ERR_ARG, format!("invalid distribution {x} in dimension {i}"))),
+            };
+            let darg = (a[i] != DISTRIBUTE_DFLT_DARG).then_some(i64::from(a[i]));
+            dims.push((i64::from(g[i]), dist, darg, i64::from(p[i])));
+        }
+        new(newtype, Type::darray(size.into(), rank.into(), &dims, c_order, &o))?;
+        record(*newtype, combiner::DARRAY, [&[size, rank, ndims][..], g, d, a, p, &[order][..]].concat(), vec![], vec![oldtype]);
+        Ok(())
+    }
+}
+
+/// The predefined type of `class` whose size is `size` bytes: what
+/// `MPI_Type_match_size` returns.
+fn match_size(class: c_int, size: c_int) -> R<Handle> {
+    let candidates: &[Handle] = match class {
+        // MPI_SIGNED_CHAR, MPI_SHORT, MPI_INT, MPI_LONG, MPI_INTEGER16
+        TYPECLASS_INTEGER => &[0x244, 0x208, 0x209, 0x20a, 0x2e1],
+        // MPI_FLOAT, MPI_DOUBLE, MPI_LONG_DOUBLE
+        TYPECLASS_REAL => &[0x210, 0x214, 0x220],
+        // MPI_C_FLOAT_COMPLEX, MPI_C_DOUBLE_COMPLEX, MPI_C_LONG_DOUBLE_COMPLEX
+        TYPECLASS_COMPLEX => &[0x212, 0x216, 0x224],
+        c => return Err(err(abi::ERR_ARG, format!("invalid type class {c}"))),
+    };
+    candidates
+        .iter()
+        .copied()
+        .find(|&h| datatype::predefined(h).is_some_and(|p| p.size as i64 == i64::from(size)))
+        .ok_or_else(|| err(abi::ERR_ARG, format!("no predefined type of class {class} has {size} bytes")))
+}
+
+mpi_fn! {
+    /// A predefined type of type class `typeclass` and `size` bytes.
+    fn MPI_Type_match_size / PMPI_Type_match_size(typeclass: c_int, size: c_int, datatype: *mut Handle) on abi::COMM_WORLD => {
+        out(datatype, match_size(typeclass, size)?, "datatype")
+    }
+}
+
+/// The Fortran-90 parameterised type that holds `p` decimal digits and a
+/// decimal exponent range `r` (`None`: not asked), made as a derived copy
+/// of the predefined type chosen, so that its envelope says how it was
+/// asked for (`MPI_COMBINER_F90_*` with `p`, `r`).
+fn f90(kind: c_int, p: c_int, r: c_int, newtype: *mut Handle) -> R<()> {
+    const UNDEF: c_int = abi::UNDEFINED;
+    let pick = |table: &[(c_int, c_int, Handle)]| {
+        table
+            .iter()
+            .find(|&&(mp, mr, _)| (p == UNDEF || p <= mp) && (r == UNDEF || r <= mr))
+            .map(|t| t.2)
+    };
+    let (h, ints) = match kind {
+        combiner::F90_REAL | combiner::F90_COMPLEX => {
+            if p == UNDEF && r == UNDEF {
+                return Err(err(abi::ERR_ARG, "MPI_Type_create_f90_real/complex: p and r both MPI_UNDEFINED"));
+            }
+            // (precision, range) of REAL4, REAL8, and this platform's long double.
+            let reals = if kind == combiner::F90_REAL {
+                [(6, 37, 0x2d2), (15, 307, 0x2da), (18, 4931, 0x220)]
+            } else {
+                [(6, 37, 0x2db), (15, 307, 0x2e3), (18, 4931, 0x224)]
+            };
+            (pick(&reals), vec![p, r])
+        }
+        _ => {
+            let ints = [(2, 0, 0x2c1), (4, 0, 0x2c9), (9, 0, 0x2d1), (18, 0, 0x2d9), (38, 0, 0x2e1)];
+            let h = ints.iter().find(|&&(mr, _, _)| r <= mr).map(|t| t.2);
+            (h, vec![r])
+        }
+    };
+    let h = h.ok_or_else(|| err(abi::ERR_ARG, format!("no type holds precision {p} and range {r}")))?;
+    let t = datatype::ty(h)?;
+    // SAFETY: `newtype` is checked by `new`.
+    unsafe { new(newtype, Ok((*t).clone()))? };
+    // SAFETY: written by `new`.
+    let nh = unsafe { *newtype };
+    datatype::commit(nh)?;
+    record(nh, kind, ints, vec![], vec![]);
+    Ok(())
+}
+
+mpi_fn! {
+    /// A real type of at least `p` decimal digits and exponent range `r`.
+    fn MPI_Type_create_f90_real / PMPI_Type_create_f90_real(p: c_int, r: c_int, newtype: *mut Handle) on abi::COMM_WORLD => {
+        f90(combiner::F90_REAL, p, r, newtype)
+    }
+}
+
+mpi_fn! {
+    /// A complex type of at least `p` decimal digits and exponent range `r`.
+    fn MPI_Type_create_f90_complex / PMPI_Type_create_f90_complex(p: c_int, r: c_int, newtype: *mut Handle) on abi::COMM_WORLD => {
+        f90(combiner::F90_COMPLEX, p, r, newtype)
+    }
+}
+
+mpi_fn! {
+    /// An integer type of at least `r` decimal digits.
+    fn MPI_Type_create_f90_integer / PMPI_Type_create_f90_integer(r: c_int, newtype: *mut Handle) on abi::COMM_WORLD => {
+        f90(combiner::F90_INTEGER, 0, r, newtype)
+    }
+}
+
+// ----- the large-count (`_c`) forms: `MPI_Count` arguments -----
+
+/// A count as `c_int` for the recorded envelope (MPI keeps the large
+/// counts in the addresses of `_c` types; dos records what fits).
+fn small(n: i64, what: &str) -> R<c_int> {
+    c_int::try_from(n).map_err(|_| err(abi::ERR_COUNT, format!("{what} {n} beyond INT_MAX is not supported yet")))
+}
+
+/// `n` `MPI_Count` values at `p` as i64s.
+unsafe fn counts<'a>(p: *const i64, n: i64, what: &str) -> R<&'a [i64]> {
+    let n = small(n, "count")?;
+    // SAFETY: the caller's contract.
+    unsafe { arr(p, n, what) }
+}
+
+mpi_fn! {
+    /// `MPI_Type_contiguous` with an `MPI_Count`.
+    fn MPI_Type_contiguous_c / PMPI_Type_contiguous_c(count: i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
+        let o = datatype::ty(oldtype)?;
+        new(newtype, Type::contiguous(count, &o))?;
+        record(*newtype, combiner::CONTIGUOUS, vec![small(count, "count")?], vec![], vec![oldtype]);
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Type_vector` with `MPI_Count`s.
+    fn MPI_Type_vector_c / PMPI_Type_vector_c(count: i64, blocklength: i64, stride: i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
+        let o = datatype::ty(oldtype)?;
+        new(newtype, Type::vector(count, blocklength, stride, &o))?;
+        record(*newtype, combiner::VECTOR, vec![small(count, "count")?, small(blocklength, "blocklength")?, small(stride, "stride")?], vec![], vec![oldtype]);
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Type_create_hindexed` with `MPI_Count`s.
+    fn MPI_Type_create_hindexed_c / PMPI_Type_create_hindexed_c(count: i64, blocklengths: *const i64, displacements: *const i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
+        let o = datatype::ty(oldtype)?;
+        let b = counts(blocklengths, count, "array_of_blocklengths")?;
+        let d = counts(displacements, count, "array_of_displacements")?;
+        let d: Vec<isize> = d.iter().map(|&x| x as isize).collect();
+        new(newtype, Type::hindexed(b, &d, &o))?;
+        let bi = b.iter().map(|&x| small(x, "block length")).collect::<R<Vec<_>>>()?;
+        record(*newtype, combiner::HINDEXED, [&[small(count, "count")?][..], &bi].concat(), d, vec![oldtype]);
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Type_create_indexed_block` with `MPI_Count`s.
+    fn MPI_Type_create_indexed_block_c / PMPI_Type_create_indexed_block_c(count: i64, blocklength: i64, displacements: *const i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
+        let o = datatype::ty(oldtype)?;
+        let d = counts(displacements, count, "array_of_displacements")?;
+        let b = vec![blocklength; d.len()];
+        new(newtype, Type::indexed(&b, d, &o))?;
+        let di = d.iter().map(|&x| small(x, "displacement")).collect::<R<Vec<_>>>()?;
+        record(*newtype, combiner::INDEXED_BLOCK, [&[small(count, "count")?, small(blocklength, "blocklength")?][..], &di].concat(), vec![], vec![oldtype]);
+        Ok(())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Type_get_true_extent` as `MPI_Count`.
+    fn MPI_Type_get_true_extent_c / PMPI_Type_get_true_extent_c(datatype: Handle, true_lb: *mut i64, true_extent: *mut i64) on abi::COMM_WORLD => {
+        let t = datatype::ty(datatype)?;
+        out(true_lb, t.true_lb as i64, "true_lb")?;
+        out(true_extent, (t.true_ub - t.true_lb) as i64, "true_extent")
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Type_get_extent` as `MPI_Count`.
+    fn MPI_Type_get_extent_c / PMPI_Type_get_extent_c(datatype: Handle, lb: *mut i64, extent: *mut i64) on abi::COMM_WORLD => {
+        let t = datatype::ty(datatype)?;
+        out(lb, t.lb as i64, "lb")?;
+        out(extent, t.extent() as i64, "extent")
+    }
+}
+
+mpi_fn! {
+    /// Basic elements received, as `MPI_Count` (the `_c` form).
+    fn MPI_Get_elements_c / PMPI_Get_elements_c(status: *const abi::Status, datatype: Handle, count: *mut i64) on abi::COMM_WORLD => {
+        let n = datatype::basic_elements(read(status, "status")?.bytes(), datatype)?;
+        out(count, n, "count")
+    }
+}
+
+/// Sets a status's received bytes to `count` basic elements of `h`.
+unsafe fn set_elements(status: *mut abi::Status, h: Handle, count: i64) -> R<()> {
+    if count < 0 {
+        return Err(err(abi::ERR_COUNT, format!("negative count {count}")));
+    }
+    let t = datatype::ty(h)?;
+    // Whole elements, then the first basic elements of one more.
+    let (whole, part) = if t.nbasic == 0 {
+        (0, 0)
+    } else {
+        (count as u64 / t.nbasic as u64, count as u64 % t.nbasic as u64)
+    };
+    let mut bytes = whole
+        .checked_mul(t.size as u64)
+        .ok_or_else(|| err(abi::ERR_COUNT, "the count overflows"))?;
+    let mut left = part;
+    for b in t.basics.as_deref().unwrap_or(&[]) {
+        let k = left.min(b.n as u64);
+        bytes += k * b.size as u64;
+        left -= k;
+    }
+    if left > 0 {
+        return Err(err(abi::ERR_UNSUPPORTED_OPERATION, "a partial element of a datatype with a long type map"));
+    }
+    // SAFETY: the caller's contract.
+    let mut s = unsafe { read(status, "status")? };
+    let keep = s.private[2];
+    s = abi::Status { private: abi::Status::new(0, 0, 0, bytes).private, ..s };
+    s.private[2] = keep;
+    // SAFETY: the caller's contract.
+    unsafe { out(status, s, "status") }
+}
+
+mpi_fn! {
+    /// Sets the elements a status reports (for generalized requests).
+    fn MPI_Status_set_elements / PMPI_Status_set_elements(status: *mut abi::Status, datatype: Handle, count: c_int) on abi::COMM_WORLD => {
+        set_elements(status, datatype, count.into())
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Status_set_elements` with an `MPI_Count`.
+    fn MPI_Status_set_elements_x / PMPI_Status_set_elements_x(status: *mut abi::Status, datatype: Handle, count: i64) on abi::COMM_WORLD => {
+        set_elements(status, datatype, count)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Status_set_elements` with an `MPI_Count` (the `_c` form).
+    fn MPI_Status_set_elements_c / PMPI_Status_set_elements_c(status: *mut abi::Status, datatype: Handle, count: i64) on abi::COMM_WORLD => {
+        set_elements(status, datatype, count)
+    }
+}
+
+mpi_fn! {
     /// Commits a datatype for communication.
     fn MPI_Type_commit / PMPI_Type_commit(datatype: *mut Handle) on abi::COMM_WORLD => {
         datatype::commit(read(datatype, "datatype")?)
@@ -292,7 +574,7 @@ mpi_fn! {
     /// Frees a derived datatype (`MPI_ERR_TYPE` for a predefined one).
     fn MPI_Type_free / PMPI_Type_free(datatype: *mut Handle) on abi::COMM_WORLD => {
         let h = read(datatype, "datatype")?;
-        if datatype::is_derived(h) {
+        if datatype::in_table(h) {
             // The attributes' delete callbacks first.
             crate::attr::delete_all(crate::attr::Kind::Type, h)?;
         }
@@ -368,6 +650,15 @@ mpi_fn! {
     }
 }
 
+/// True if `count` elements of `ty` at a null base (`MPI_BOTTOM`) lie at
+/// absolute addresses, none in the first page: what a type built with
+/// `MPI_Get_address` displacements describes. A null buffer with any
+/// other type is `MPI_ERR_BUFFER`.
+fn absolute(ty: &Type, count: usize) -> R<bool> {
+    let (lo, _) = ty.span(count)?;
+    Ok(lo >= 4096)
+}
+
 /// Packs `count` elements of `h` at `buf` into a new buffer (or borrows it
 /// when dense).
 ///
@@ -379,7 +670,7 @@ pub(crate) unsafe fn pack_to_vec(buf: *const c_void, l: &Layout) -> R<Vec<u8>> {
     };
     let mut v = vec![0u8; *len];
     if *len > 0 {
-        if buf.is_null() {
+        if buf.is_null() && !absolute(ty, *count)? {
             return Err(err(abi::ERR_BUFFER, format!("null buffer for {len} bytes")));
         }
         // SAFETY: the caller's contract.
@@ -422,7 +713,7 @@ pub(crate) unsafe fn unpack_from(data: &[u8], buf: *mut c_void, l: &Layout) -> R
             d.copy_from_slice(&data[..n]);
         }
         Layout::Packed { ty, count, .. } => {
-            if !data.is_empty() && buf.is_null() {
+            if !data.is_empty() && buf.is_null() && !absolute(ty, *count)? {
                 return Err(err(abi::ERR_BUFFER, "null buffer"));
             }
             // SAFETY: the caller's contract.
