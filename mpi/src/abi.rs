@@ -309,7 +309,9 @@ mod header_check {
     fn compiled(names: &[&String]) -> BTreeMap<String, i64> {
         let dir = std::env::temp_dir().join(format!("dos-mpi-abi-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut c = String::from("#include <mpi.h>\n#include <stdio.h>\n#include <stdint.h>\nint main(void) {\n");
+        let mut c = String::from(
+            "#include <mpi.h>\n#include <stdio.h>\n#include <stdint.h>\nint main(void) {\n",
+        );
         for n in names {
             c.push_str(&format!(
                 "    printf(\"%s %lld\\n\", \"{n}\", (long long)(intptr_t)({n}));\n"
@@ -405,7 +407,10 @@ mod header_check {
             ("MPI_ERR_KEYVAL", i(ERR_KEYVAL)),
             ("MPI_ERR_NO_MEM", i(ERR_NO_MEM)),
             ("MPI_ERR_PROC_ABORTED", i(ERR_PROC_ABORTED)),
-            ("MPI_ERR_UNSUPPORTED_OPERATION", i(ERR_UNSUPPORTED_OPERATION)),
+            (
+                "MPI_ERR_UNSUPPORTED_OPERATION",
+                i(ERR_UNSUPPORTED_OPERATION),
+            ),
             ("MPI_ERR_ERRHANDLER", i(ERR_ERRHANDLER)),
             ("MPI_ERR_LASTCODE", i(ERR_LASTCODE)),
             ("MPI_ANY_SOURCE", i(ANY_SOURCE)),
@@ -425,7 +430,10 @@ mod header_check {
             ("MPI_COMM_TYPE_SHARED", i(COMM_TYPE_SHARED)),
             ("MPI_COMM_TYPE_HW_UNGUIDED", i(COMM_TYPE_HW_UNGUIDED)),
             ("MPI_COMM_TYPE_HW_GUIDED", i(COMM_TYPE_HW_GUIDED)),
-            ("MPI_COMM_TYPE_RESOURCE_GUIDED", i(COMM_TYPE_RESOURCE_GUIDED)),
+            (
+                "MPI_COMM_TYPE_RESOURCE_GUIDED",
+                i(COMM_TYPE_RESOURCE_GUIDED),
+            ),
             ("MPI_TAG_UB", i(TAG_UB)),
             ("MPI_IO", i(IO)),
             ("MPI_HOST", i(HOST)),
@@ -439,7 +447,10 @@ mod header_check {
             ("MPI_UNWEIGHTED", u(UNWEIGHTED)),
             ("MPI_WEIGHTS_EMPTY", u(WEIGHTS_EMPTY)),
             ("MPI_MAX_ERROR_STRING", u(MAX_ERROR_STRING)),
-            ("MPI_MAX_LIBRARY_VERSION_STRING", u(MAX_LIBRARY_VERSION_STRING)),
+            (
+                "MPI_MAX_LIBRARY_VERSION_STRING",
+                u(MAX_LIBRARY_VERSION_STRING),
+            ),
             ("MPI_MAX_PROCESSOR_NAME", u(MAX_PROCESSOR_NAME)),
             ("MPI_MAX_OBJECT_NAME", u(MAX_OBJECT_NAME)),
             ("MPI_LOCK_SHARED", i(crate::rma::LOCK_SHARED)),
@@ -449,7 +460,10 @@ mod header_check {
             ("MPI_DISTRIBUTE_NONE", i(crate::types::DISTRIBUTE_NONE)),
             ("MPI_DISTRIBUTE_BLOCK", i(crate::types::DISTRIBUTE_BLOCK)),
             ("MPI_DISTRIBUTE_CYCLIC", i(crate::types::DISTRIBUTE_CYCLIC)),
-            ("MPI_DISTRIBUTE_DFLT_DARG", i(crate::types::DISTRIBUTE_DFLT_DARG)),
+            (
+                "MPI_DISTRIBUTE_DFLT_DARG",
+                i(crate::types::DISTRIBUTE_DFLT_DARG),
+            ),
             ("MPI_TYPECLASS_INTEGER", i(crate::types::TYPECLASS_INTEGER)),
             ("MPI_TYPECLASS_REAL", i(crate::types::TYPECLASS_REAL)),
             ("MPI_TYPECLASS_COMPLEX", i(crate::types::TYPECLASS_COMPLEX)),
@@ -480,7 +494,10 @@ mod header_check {
         // 1. Defined once: a second definition (a `#define` after an enum
         //    member, or two `#define`s) is the hazard this check exists for.
         let twice: Vec<_> = seen.iter().filter(|(_, &n)| n > 1).collect();
-        assert!(twice.is_empty(), "defined more than once in mpi.h: {twice:?}");
+        assert!(
+            twice.is_empty(),
+            "defined more than once in mpi.h: {twice:?}"
+        );
         // 2. What the compiler sees is what the text says.
         let names: Vec<&String> = text.keys().collect();
         let got = compiled(&names);
@@ -504,7 +521,11 @@ mod header_check {
                 }
             }
         }
-        assert!(bad.is_empty(), "mpi.h disagrees with itself:\n{}", bad.join("\n"));
+        assert!(
+            bad.is_empty(),
+            "mpi.h disagrees with itself:\n{}",
+            bad.join("\n")
+        );
         // 3. The library's values.
         for (n, v) in library() {
             let g = got.get(n).unwrap_or_else(|| panic!("{n} is not in mpi.h"));
@@ -516,14 +537,15 @@ mod header_check {
         let mut types = 0;
         for n in &names {
             let v = got[*n];
-            let is_type = HEADER.contains(&format!("#define {n} ")) && {
-                let line = HEADER
-                    .lines()
-                    .find(|l| l.starts_with(&format!("#define {n} ")))
-                    .unwrap_or("");
-                line.contains("(MPI_Datatype)")
-                    || matches!(text.get(*n), Some(Text::Alias(a)) if HEADER.contains(&format!("#define {a} ")) && HEADER.lines().any(|l| l.starts_with(&format!("#define {a} ")) && l.contains("(MPI_Datatype)")))
-            };
+            let is_type = HEADER.contains(&format!("#define {n} "))
+                && {
+                    let line = HEADER
+                        .lines()
+                        .find(|l| l.starts_with(&format!("#define {n} ")))
+                        .unwrap_or("");
+                    line.contains("(MPI_Datatype)")
+                        || matches!(text.get(*n), Some(Text::Alias(a)) if HEADER.contains(&format!("#define {a} ")) && HEADER.lines().any(|l| l.starts_with(&format!("#define {a} ")) && l.contains("(MPI_Datatype)")))
+                };
             if is_type && n.as_str() != "MPI_DATATYPE_NULL" {
                 let p = crate::datatype::predefined(v as usize)
                     .unwrap_or_else(|| panic!("{n} = {v:#x} is unknown to the library"));
@@ -532,7 +554,11 @@ mod header_check {
                     _ => n.as_str(),
                 };
                 let synonym = matches!(text.get(p.name), Some(Text::Alias(a)) if a == target);
-                assert!(p.name == target || synonym, "{n} = {v:#x} is named {}", p.name);
+                assert!(
+                    p.name == target || synonym,
+                    "{n} = {v:#x} is named {}",
+                    p.name
+                );
                 types += 1;
             }
             if n.starts_with("MPI_ERR_") && n.as_str() != "MPI_ERR_LASTCODE" {

@@ -364,6 +364,9 @@ mpi_fn! {
     fn MPI_Reduce_local / PMPI_Reduce_local(
         inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle,
     ) on abi::COMM_WORLD => {
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return g.local(inbuf, inoutbuf, count);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let a = src(inbuf, len)?;
@@ -680,6 +683,9 @@ mpi_fn! {
     ) on comm => {
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return g.reduce(&c, sendbuf, recvbuf, datatype::count(count)?, root);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
@@ -711,6 +717,9 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return g.allreduce(&c, sendbuf, recvbuf, datatype::count(count)?, None);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
@@ -742,6 +751,11 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            let raw = ints(recvcounts, c.size(), "recvcounts")?;
+            let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+            return g.reduce_scatter(&c, sendbuf, recvbuf, &counts);
+        }
         let (elem, k, size) = reduction(datatype, op)?;
         let raw = ints(recvcounts, c.size(), "recvcounts")?;
         let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
@@ -780,6 +794,9 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return g.reduce_scatter(&c, sendbuf, recvbuf, &vec![datatype::count(recvcount)?; c.size()]);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let blk = datatype::bytes(recvcount, datatype)?;
         if in_place(sendbuf) {
@@ -823,6 +840,18 @@ unsafe fn scan(
     inclusive: bool,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    if let Some(g) = crate::userop::general(dt, op)? {
+        // SAFETY: the caller's contract.
+        return unsafe {
+            g.allreduce(
+                &c,
+                sendbuf,
+                recvbuf,
+                datatype::count(count)?,
+                Some(inclusive),
+            )
+        };
+    }
     let (elem, k, _) = reduction(dt, op)?;
     let len = datatype::bytes(count, dt)?;
     // SAFETY: the caller's contract.

@@ -49,6 +49,10 @@ pub(crate) enum Elem {
     ShortInt,
     TwoReal,
     TwoDouble,
+    /// C `long double` (x87 extended on x86-64: [`crate::ldouble`]).
+    LongDouble,
+    ComplexLongDouble,
+    LongDoubleInt,
     /// Moves as data; no predefined operation applies (long double, half
     /// precision, characters of the packed kind).
     Opaque,
@@ -60,6 +64,15 @@ pub(crate) struct Predefined {
     pub name: &'static str,
     pub size: usize,
     pub elem: Elem,
+}
+
+/// A `long double` element type where its operations exist, else opaque.
+const fn ld(e: Elem) -> Elem {
+    if crate::ldouble::supported() {
+        e
+    } else {
+        Elem::Opaque
+    }
 }
 
 const fn p(name: &'static str, size: usize, elem: Elem) -> Option<Predefined> {
@@ -95,15 +108,15 @@ pub(crate) fn predefined(h: Handle) -> Option<Predefined> {
         0x21b => p("MPI_COMPLEX", 8, ComplexF32),
         0x21c => p("MPI_DOUBLE_PRECISION", 8, F64),
         0x21d => p("MPI_DOUBLE_COMPLEX", 16, ComplexF64),
-        0x220 => p("MPI_LONG_DOUBLE", 16, Opaque),
-        0x224 => p("MPI_C_LONG_DOUBLE_COMPLEX", 32, Opaque),
-        0x225 => p("MPI_CXX_LONG_DOUBLE_COMPLEX", 32, Opaque),
+        0x220 => p("MPI_LONG_DOUBLE", 16, ld(LongDouble)),
+        0x224 => p("MPI_C_LONG_DOUBLE_COMPLEX", 32, ld(ComplexLongDouble)),
+        0x225 => p("MPI_CXX_LONG_DOUBLE_COMPLEX", 32, ld(ComplexLongDouble)),
         0x228 => p("MPI_FLOAT_INT", 8, FloatInt),
         0x229 => p("MPI_DOUBLE_INT", 16, DoubleInt),
         0x22a => p("MPI_LONG_INT", 16, LongInt),
         0x22b => p("MPI_2INT", 8, TwoInt),
         0x22c => p("MPI_SHORT_INT", 8, ShortInt),
-        0x22d => p("MPI_LONG_DOUBLE_INT", 32, Opaque),
+        0x22d => p("MPI_LONG_DOUBLE_INT", 32, ld(LongDoubleInt)),
         0x230 => p("MPI_2REAL", 8, TwoReal),
         0x231 => p("MPI_2DOUBLE_PRECISION", 16, TwoDouble),
         0x232 => p("MPI_2INTEGER", 8, TwoInt),
@@ -241,10 +254,10 @@ pub(crate) fn padded(h: Handle) -> bool {
 /// struct's offsets and padding.
 fn pair_type(h: Handle) -> Type {
     let (vh, vsize) = match h {
-        0x229 => (0x214, 8),  // double
-        0x22a => (0x20a, 8),  // long
-        0x22c => (0x208, 2),  // short
-        _ => (0x220, 16),     // long double
+        0x229 => (0x214, 8), // double
+        0x22a => (0x20a, 8), // long
+        0x22c => (0x208, 2), // short
+        _ => (0x220, 16),    // long double
     };
     let v = Type::basic(vsize, vsize).of_handle(vh);
     let i = Type::basic(4, 4).of_handle(0x209);
@@ -334,6 +347,9 @@ pub(crate) fn layout(c: c_int, h: Handle) -> R<Layout> {
 #[inline]
 pub(crate) fn layout_n(n: usize, h: Handle) -> R<Layout> {
     if let Some(t) = predefined(h) {
+        if padded(h) {
+            return derived_layout(n, h);
+        }
         return n.checked_mul(t.size).map(Layout::Dense).ok_or_else(|| {
             err(
                 abi::ERR_COUNT,
@@ -389,9 +405,9 @@ pub(crate) fn bytes(c: c_int, h: Handle) -> R<usize> {
 fn derived_bytes(n: usize, h: Handle) -> R<usize> {
     if let Some(p) = dense_pairs(h)? {
         // Pairs end to end with their padding, as reductions see them.
-        return n.checked_mul(p.size).ok_or_else(|| {
-            err(abi::ERR_COUNT, format!("{n} elements of {h:#x} overflow"))
-        });
+        return n
+            .checked_mul(p.size)
+            .ok_or_else(|| err(abi::ERR_COUNT, format!("{n} elements of {h:#x} overflow")));
     }
     match derived_layout(n, h)? {
         Layout::Dense(n) => Ok(n),

@@ -446,7 +446,9 @@ impl Type {
                 (Distrib::Block, Some(a)) if a.saturating_mul(p) < g => {
                     return Err(err(
                         abi::ERR_ARG,
-                        format!("darray dimension {i}: blocks of {a} on {p} processes do not cover {g}"),
+                        format!(
+                            "darray dimension {i}: blocks of {a} on {p} processes do not cover {g}"
+                        ),
                     ))
                 }
                 _ => {}

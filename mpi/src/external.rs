@@ -54,10 +54,10 @@ fn conv(b: &Basic) -> Conv {
         kind,
     };
     match b.h {
-        0x20a => one(8, 4, Kind::Signed),                // MPI_LONG
-        0x20e => one(8, 4, Kind::Unsigned),              // MPI_UNSIGNED_LONG
-        0x23c => one(4, 2, Kind::Unsigned),              // MPI_WCHAR
-        0x220 => one(16, 16, Kind::LongDouble),          // MPI_LONG_DOUBLE
+        0x20a => one(8, 4, Kind::Signed),       // MPI_LONG
+        0x20e => one(8, 4, Kind::Unsigned),     // MPI_UNSIGNED_LONG
+        0x23c => one(4, 2, Kind::Unsigned),     // MPI_WCHAR
+        0x220 => one(16, 16, Kind::LongDouble), // MPI_LONG_DOUBLE
         0x224 | 0x225 => Conv {
             // long double complex
             parts: 2,

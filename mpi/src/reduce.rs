@@ -137,11 +137,11 @@ pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
         }
     };
     let int = matches!(elem, I8 | I16 | I32 | I64 | I128 | U8 | U16 | U32 | U64);
-    let float = matches!(elem, F32 | F64);
-    let complex = matches!(elem, ComplexF32 | ComplexF64);
+    let float = matches!(elem, F32 | F64 | LongDouble);
+    let complex = matches!(elem, ComplexF32 | ComplexF64 | ComplexLongDouble);
     let pair = matches!(
         elem,
-        FloatInt | DoubleInt | LongInt | TwoInt | ShortInt | TwoReal | TwoDouble
+        FloatInt | DoubleInt | LongInt | TwoInt | ShortInt | TwoReal | TwoDouble | LongDoubleInt
     );
     let ok = match k {
         Kind::Sum | Kind::Prod => int || float || complex,
@@ -345,6 +345,9 @@ macro_rules! typed {
             E::ShortInt => $f::<rd::ShortInt>($($a),*),
             E::TwoReal => $f::<rd::TwoReal>($($a),*),
             E::TwoDouble => $f::<rd::TwoDouble>($($a),*),
+            E::LongDouble => $f::<$crate::ldouble::LongDouble>($($a),*),
+            E::ComplexLongDouble => $f::<$crate::ldouble::ComplexLongDouble>($($a),*),
+            E::LongDoubleInt => $f::<$crate::ldouble::LongDoubleInt>($($a),*),
             E::Opaque => Err($crate::error::err(
                 $crate::abi::ERR_OP,
                 "no predefined operation applies to this datatype",

@@ -702,6 +702,11 @@ impl Side {
         if dt == abi::DATATYPE_NULL {
             return Err(err(abi::ERR_TYPE, "MPI_DATATYPE_NULL"));
         }
+        if datatype::padded(dt) {
+            // A padded pair type (MPI_DOUBLE_INT...) moves as whole C
+            // structs here: the accumulates combine them as structs.
+            return Ok(Side::Dense(datatype::bytes(count, dt)?));
+        }
         Ok(match datatype::layout(count, dt)? {
             Layout::Dense(n) => Side::Dense(n),
             Layout::Packed { ty, count, len } => Side::Typed(ty, count, len),

@@ -348,7 +348,12 @@ fn match_size(class: c_int, size: c_int) -> R<Handle> {
         .iter()
         .copied()
         .find(|&h| datatype::predefined(h).is_some_and(|p| p.size as i64 == i64::from(size)))
-        .ok_or_else(|| err(abi::ERR_ARG, format!("no predefined type of class {class} has {size} bytes")))
+        .ok_or_else(|| {
+            err(
+                abi::ERR_ARG,
+                format!("no predefined type of class {class} has {size} bytes"),
+            )
+        })
 }
 
 mpi_fn! {
@@ -373,7 +378,10 @@ fn f90(kind: c_int, p: c_int, r: c_int, newtype: *mut Handle) -> R<()> {
     let (h, ints) = match kind {
         combiner::F90_REAL | combiner::F90_COMPLEX => {
             if p == UNDEF && r == UNDEF {
-                return Err(err(abi::ERR_ARG, "MPI_Type_create_f90_real/complex: p and r both MPI_UNDEFINED"));
+                return Err(err(
+                    abi::ERR_ARG,
+                    "MPI_Type_create_f90_real/complex: p and r both MPI_UNDEFINED",
+                ));
             }
             // (precision, range) of REAL4, REAL8, and this platform's long double.
             let reals = if kind == combiner::F90_REAL {
@@ -384,12 +392,23 @@ fn f90(kind: c_int, p: c_int, r: c_int, newtype: *mut Handle) -> R<()> {
             (pick(&reals), vec![p, r])
         }
         _ => {
-            let ints = [(2, 0, 0x2c1), (4, 0, 0x2c9), (9, 0, 0x2d1), (18, 0, 0x2d9), (38, 0, 0x2e1)];
+            let ints = [
+                (2, 0, 0x2c1),
+                (4, 0, 0x2c9),
+                (9, 0, 0x2d1),
+                (18, 0, 0x2d9),
+                (38, 0, 0x2e1),
+            ];
             let h = ints.iter().find(|&&(mr, _, _)| r <= mr).map(|t| t.2);
             (h, vec![r])
         }
     };
-    let h = h.ok_or_else(|| err(abi::ERR_ARG, format!("no type holds precision {p} and range {r}")))?;
+    let h = h.ok_or_else(|| {
+        err(
+            abi::ERR_ARG,
+            format!("no type holds precision {p} and range {r}"),
+        )
+    })?;
     let t = datatype::ty(h)?;
     // SAFETY: `newtype` is checked by `new`.
     unsafe { new(newtype, Ok((*t).clone()))? };
@@ -426,7 +445,12 @@ mpi_fn! {
 /// A count as `c_int` for the recorded envelope (MPI keeps the large
 /// counts in the addresses of `_c` types; dos records what fits).
 fn small(n: i64, what: &str) -> R<c_int> {
-    c_int::try_from(n).map_err(|_| err(abi::ERR_COUNT, format!("{what} {n} beyond INT_MAX is not supported yet")))
+    c_int::try_from(n).map_err(|_| {
+        err(
+            abi::ERR_COUNT,
+            format!("{what} {n} beyond INT_MAX is not supported yet"),
+        )
+    })
 }
 
 /// `n` `MPI_Count` values at `p` as i64s.
@@ -519,7 +543,10 @@ unsafe fn set_elements(status: *mut abi::Status, h: Handle, count: i64) -> R<()>
     let (whole, part) = if t.nbasic == 0 {
         (0, 0)
     } else {
-        (count as u64 / t.nbasic as u64, count as u64 % t.nbasic as u64)
+        (
+            count as u64 / t.nbasic as u64,
+            count as u64 % t.nbasic as u64,
+        )
     };
     let mut bytes = whole
         .checked_mul(t.size as u64)
@@ -531,12 +558,18 @@ unsafe fn set_elements(status: *mut abi::Status, h: Handle, count: i64) -> R<()>
         left -= k;
     }
     if left > 0 {
-        return Err(err(abi::ERR_UNSUPPORTED_OPERATION, "a partial element of a datatype with a long type map"));
+        return Err(err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "a partial element of a datatype with a long type map",
+        ));
     }
     // SAFETY: the caller's contract.
     let mut s = unsafe { read(status, "status")? };
     let keep = s.private[2];
-    s = abi::Status { private: abi::Status::new(0, 0, 0, bytes).private, ..s };
+    s = abi::Status {
+        private: abi::Status::new(0, 0, 0, bytes).private,
+        ..s
+    };
     s.private[2] = keep;
     // SAFETY: the caller's contract.
     unsafe { out(status, s, "status") }

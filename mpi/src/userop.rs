@@ -10,7 +10,7 @@
 //! reduces (every one but `long double`, `MPI_REAL16`, `MPI_COMPLEX32` and
 //! the other opaque ones, which are `MPI_ERR_UNSUPPORTED_OPERATION`).
 
-use std::ffi::c_int;
+use std::ffi::{c_int, c_void};
 
 use crate::abi::{self, op, Handle};
 use crate::error::{err, R};
@@ -63,5 +63,269 @@ mpi_fn! {
             user(op)?.commute
         };
         out(commute, c as c_int, "commute")
+    }
+}
+
+// ----- user operations on datatypes the typed reductions cannot walk -----
+
+/// A user operation on a datatype with holes, of mixed basic types, or of
+/// an opaque predefined type (`MPI_REAL16`...): dos's reduction algorithms
+/// combine slices of one fixed-size element type, so these take a path of
+/// their own. The contributions travel packed (dos's gather, allgather,
+/// alltoall(v)); the ranks that need a result unpack each contribution
+/// into a buffer laid out as the datatype says (extent, holes, lower bound)
+/// and call the user's function on those, in rank order (`c0 ∘ c1 ∘ ...`,
+/// right for non-commutative operations too), then unpack the result into
+/// the program's buffer. The function thus sees exactly the layout it
+/// was written for, as the standard requires. Memory is the sum of the
+/// contributions a rank folds (`n × count × size` at a reduce's root).
+pub(crate) struct General {
+    f: UserFn,
+    dt: Handle,
+    ty: crate::dtype::Shared,
+}
+
+/// The general path for `op` on `dt`, if it is the one to take: a user
+/// operation on a datatype that [`crate::datatype::for_reduction`] leaves
+/// opaque. `None` for everything the typed reductions handle.
+pub(crate) fn general(dt: Handle, op: Handle) -> R<Option<General>> {
+    if is_predefined(op) {
+        return Ok(None);
+    }
+    let Some(f) = state::with(|st| Ok(st.ops.get(&op).copied()))? else {
+        return Ok(None);
+    };
+    if crate::datatype::for_reduction(dt)?.elem != crate::datatype::Elem::Opaque {
+        return Ok(None);
+    }
+    crate::datatype::layout_n(0, dt)?; // committed
+    Ok(Some(General {
+        f,
+        dt,
+        ty: crate::datatype::ty(dt)?,
+    }))
+}
+
+/// A buffer laid out for `count` elements of a type: `base` is where the
+/// element at offset 0 would be.
+struct Typed {
+    mem: Vec<u8>,
+    lo: isize,
+}
+
+impl Typed {
+    fn base(&mut self) -> *mut u8 {
+        self.mem.as_mut_ptr().wrapping_offset(-self.lo)
+    }
+}
+
+impl General {
+    /// Bytes of `count` packed elements.
+    fn len(&self, count: usize) -> R<usize> {
+        self.ty.packed_len(count)
+    }
+
+    /// `count` elements at `buf`, packed.
+    ///
+    /// # Safety
+    /// `buf` valid for `count` elements of the type.
+    unsafe fn pack(&self, buf: *const c_void, count: usize) -> R<Vec<u8>> {
+        let l = crate::datatype::layout_n(count, self.dt)?;
+        match &l {
+            // SAFETY: the caller's contract.
+            crate::datatype::Layout::Dense(n) => Ok(unsafe { crate::ptr::src(buf, *n)? }.to_vec()),
+            // SAFETY: the caller's contract.
+            crate::datatype::Layout::Packed { .. } => unsafe { crate::types::pack_to_vec(buf, &l) },
+        }
+    }
+
+    /// Unpacks `data` (`count` elements) into the program's `buf`.
+    ///
+    /// # Safety
+    /// `buf` valid for writes of `count` elements of the type.
+    unsafe fn unpack(&self, data: &[u8], buf: *mut c_void, count: usize) -> R<()> {
+        let l = crate::datatype::layout_n(count, self.dt)?;
+        // SAFETY: the caller's contract.
+        unsafe { crate::types::unpack_from(data, buf, &l) }
+    }
+
+    /// A zeroed typed buffer for `count` elements holding `data`.
+    fn typed(&self, data: &[u8], count: usize) -> R<Typed> {
+        let (lo, hi) = self.ty.span(count)?;
+        let mut t = Typed {
+            mem: vec![0u8; (hi - lo) as usize],
+            lo,
+        };
+        let base = t.base();
+        // SAFETY: `base` plus the span of `count` elements is `mem`.
+        unsafe { self.ty.unpack(data, base, count) };
+        Ok(t)
+    }
+
+    /// `a ∘ b` of `count` packed elements each, through the user function
+    /// on typed buffers; the result packed.
+    fn combine(&self, a: &[u8], b: &[u8], count: usize) -> R<Vec<u8>> {
+        let mut ta = self.typed(a, count)?;
+        let mut tb = self.typed(b, count)?;
+        let mut len =
+            c_int::try_from(count).map_err(|_| err(abi::ERR_COUNT, "count beyond INT_MAX"))?;
+        let mut dt = self.dt;
+        // SAFETY: both buffers hold `count` elements laid out as the type
+        // says; the function combines `len` of them (the standard's
+        // contract for user functions).
+        unsafe { (self.f.f)(ta.base().cast(), tb.base().cast(), &mut len, &mut dt) };
+        let mut out = vec![0u8; self.len(count)?];
+        let base = tb.base();
+        // SAFETY: as in `typed`.
+        unsafe { self.ty.pack(base, count, &mut out) };
+        Ok(out)
+    }
+
+    /// The contributions `parts` (each `count` packed elements), combined
+    /// in order; `None` if there are none.
+    fn fold<'a>(
+        &self,
+        mut parts: impl Iterator<Item = &'a [u8]>,
+        count: usize,
+    ) -> R<Option<Vec<u8>>> {
+        let Some(first) = parts.next() else {
+            return Ok(None);
+        };
+        let mut acc = first.to_vec();
+        for p in parts {
+            acc = self.combine(&acc, p, count)?;
+        }
+        Ok(Some(acc))
+    }
+
+    /// `MPI_Reduce`.
+    ///
+    /// # Safety
+    /// The buffers valid for `count` elements of the type (`recvbuf` at the root).
+    pub unsafe fn reduce(
+        &self,
+        c: &dos::Comm,
+        sendbuf: *const c_void,
+        recvbuf: *mut c_void,
+        count: usize,
+        root: usize,
+    ) -> R<()> {
+        let me = c.rank() == root;
+        let src = if me && sendbuf as usize == abi::IN_PLACE {
+            recvbuf as *const c_void
+        } else {
+            sendbuf
+        };
+        // SAFETY: the caller's contract.
+        let mine = unsafe { self.pack(src, count)? };
+        let len = mine.len();
+        let mut all = vec![0u8; if me { len * c.size() } else { 0 }];
+        c.gather(&mine, &mut all, root)?;
+        if me && len > 0 {
+            if let Some(r) = self.fold(all.chunks(len), count)? {
+                // SAFETY: the caller's contract.
+                unsafe { self.unpack(&r, recvbuf, count)? };
+            }
+        }
+        Ok(())
+    }
+
+    /// `MPI_Allreduce` (`inclusive: None`), `MPI_Scan` (`Some(true)`) and
+    /// `MPI_Exscan` (`Some(false)`: rank 0's buffer is left alone).
+    ///
+    /// # Safety
+    /// The buffers valid for `count` elements of the type.
+    pub unsafe fn allreduce(
+        &self,
+        c: &dos::Comm,
+        sendbuf: *const c_void,
+        recvbuf: *mut c_void,
+        count: usize,
+        scan: Option<bool>,
+    ) -> R<()> {
+        let src = if sendbuf as usize == abi::IN_PLACE {
+            recvbuf as *const c_void
+        } else {
+            sendbuf
+        };
+        // SAFETY: the caller's contract.
+        let mine = unsafe { self.pack(src, count)? };
+        let len = mine.len();
+        let mut all = vec![0u8; len * c.size()];
+        c.allgather(&mine, &mut all)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let upto = match scan {
+            None => c.size(),
+            Some(true) => c.rank() + 1,
+            Some(false) => c.rank(),
+        };
+        if let Some(r) = self.fold(all.chunks(len).take(upto), count)? {
+            // SAFETY: the caller's contract.
+            unsafe { self.unpack(&r, recvbuf, count)? };
+        }
+        Ok(())
+    }
+
+    /// `MPI_Reduce_scatter` (`counts[i]` elements to rank `i`; equal
+    /// counts for `MPI_Reduce_scatter_block`).
+    ///
+    /// # Safety
+    /// `sendbuf` valid for the sum of `counts`, `recvbuf` for this rank's
+    /// count (or the sum, with `MPI_IN_PLACE`).
+    pub unsafe fn reduce_scatter(
+        &self,
+        c: &dos::Comm,
+        sendbuf: *const c_void,
+        recvbuf: *mut c_void,
+        counts: &[usize],
+    ) -> R<()> {
+        let total: usize = counts.iter().sum();
+        let src = if sendbuf as usize == abi::IN_PLACE {
+            recvbuf as *const c_void
+        } else {
+            sendbuf
+        };
+        // SAFETY: the caller's contract.
+        let send = unsafe { self.pack(src, total)? };
+        let (n, me) = (c.size(), c.rank());
+        let sc = counts.iter().map(|&k| self.len(k)).collect::<R<Vec<_>>>()?;
+        let mut sd = Vec::with_capacity(n);
+        let mut at = 0;
+        for &l in &sc {
+            sd.push(at);
+            at += l;
+        }
+        let mine = sc[me];
+        let rc = vec![mine; n];
+        let rd: Vec<usize> = (0..n).map(|i| i * mine).collect();
+        let mut all = vec![0u8; mine * n];
+        c.alltoallv(&send, &sc, &sd, &mut all, &rc, &rd)?;
+        if mine == 0 {
+            return Ok(());
+        }
+        if let Some(r) = self.fold(all.chunks(mine), counts[me])? {
+            // SAFETY: the caller's contract.
+            unsafe { self.unpack(&r, recvbuf, counts[me])? };
+        }
+        Ok(())
+    }
+
+    /// `MPI_Reduce_local`: the user function on the program's buffers.
+    ///
+    /// # Safety
+    /// The buffers valid for `count` elements of the type.
+    pub unsafe fn local(&self, inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int) -> R<()> {
+        if count == 0 {
+            return Ok(());
+        }
+        if inbuf.is_null() || inoutbuf.is_null() {
+            return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
+        }
+        let (mut len, mut dt) = (count, self.dt);
+        // SAFETY: the caller's contract.
+        unsafe { (self.f.f)(inbuf as *mut c_void, inoutbuf, &mut len, &mut dt) };
+        Ok(())
     }
 }

@@ -164,6 +164,21 @@ fn derived_datatypes() {
 }
 
 #[test]
+fn pair_types_have_the_c_structs_size_and_extent() {
+    passes("dosmpicc", "types_pairs.c");
+}
+
+#[test]
+fn darray_external32_match_size_f90_and_large_counts() {
+    passes("dosmpicc", "types_layouts.c");
+}
+
+#[test]
+fn user_ops_on_types_with_holes_and_long_double_reductions() {
+    passes("dosmpicc", "types_userop.c");
+}
+
+#[test]
 fn collectives() {
     passes("dosmpicc", "coll.c");
 }

@@ -27,7 +27,12 @@ static void ring_of_types(void) {
         memset(in, 0, sizeof in);
         MPI_Status st;
         OK(MPI_Sendrecv(out, 7, types[t], next, t, in, 7, types[t], prev, t, MPI_COMM_WORLD, &st));
-        for (int i = 0; i < 7 * sz; i++) CHECK(in[i] == (unsigned char)(prev * 31 + t * 7 + i));
+        MPI_Aint lb = 0, ext = 0;
+        OK(MPI_Type_get_extent(types[t], &lb, &ext));
+        /* The padded pair types (MPI_DOUBLE_INT: 12 bytes of data in 16)
+         * are checked member by member in types_pairs.c. */
+        if (ext == sz)
+            for (int i = 0; i < 7 * sz; i++) CHECK(in[i] == (unsigned char)(prev * 31 + t * 7 + i));
         int count = -1;
         OK(MPI_Get_count(&st, types[t], &count));
         CHECK(count == 7 && st.MPI_SOURCE == prev && st.MPI_TAG == t);
@@ -104,7 +109,7 @@ int main(int argc, char **argv) {
     OK(MPI_Get_count(&st, MPI_FLOAT, &count));
     CHECK(count == 10);
     OK(MPI_Get_count(&st, MPI_DOUBLE_INT, &count));
-    CHECK(count == MPI_UNDEFINED); /* 40 bytes are not whole 16-byte pairs */
+    CHECK(count == MPI_UNDEFINED); /* 40 bytes are not whole 12-byte pairs */
     double got[5] = {0};
     OK(MPI_Recv(got, 5, MPI_DOUBLE, prev, 11, MPI_COMM_WORLD, MPI_STATUS_IGNORE));
     CHECK(got[4] == 5.0);
