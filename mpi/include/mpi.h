@@ -455,7 +455,7 @@ int MPI_Exscan_init(const void *sendbuf, void *recvbuf, int count, MPI_Datatype 
                     MPI_Op op, MPI_Comm comm, MPI_Info info, MPI_Request *request);
 
 /* ---- derived datatypes ---- */
-enum { MPI_ORDER_C = 56, MPI_ORDER_FORTRAN = 57 };
+enum { MPI_ORDER_C = 12, MPI_ORDER_FORTRAN = 15 };
 enum {
     MPI_DISTRIBUTE_NONE = 16, MPI_DISTRIBUTE_BLOCK = 17, MPI_DISTRIBUTE_CYCLIC = 18,
     MPI_DISTRIBUTE_DFLT_DARG = 19

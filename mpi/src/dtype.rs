@@ -290,6 +290,26 @@ impl Type {
     pub fn hvector(n: i64, blocklen: i64, stride: isize, old: &Type) -> R<Type> {
         let n = count(n, "count")?;
         let k = count(blocklen, "block length")?;
+        if n > 0 && k > 0 && old.dense() && old.extent() > 0 {
+            if let Some(row) = (k as isize).checked_mul(old.extent()) {
+                if row == stride {
+                    // Blocks end to end: the same type map and bounds as one block.
+                    let all = i64::try_from(n)
+                        .ok()
+                        .and_then(|n| n.checked_mul(blocklen))
+                        .ok_or_else(overflow)?;
+                    return Type::contiguous(all, old);
+                }
+            }
+        }
+        let pieces = old.segs.len().max(1);
+        if n.saturating_mul(pieces) > SEG_LIMIT {
+            // Refused before any allocation: the flattened form would not fit.
+            return Err(err(
+                abi::ERR_COUNT,
+                format!("a vector of {n} blocks of {pieces} pieces each is beyond the {SEG_LIMIT} pieces a datatype may have"),
+            ));
+        }
         let mut b = Vec::with_capacity(n);
         for i in 0..n {
             let d = (i as isize).checked_mul(stride).ok_or_else(overflow)?;
@@ -911,6 +931,26 @@ mod tests {
         assert_eq!(
             Type::subarray(&[], &[], &[], true, &int).unwrap_err().class,
             abi::ERR_ARG
+        );
+        // A vector too fragmented to flatten is refused before allocating
+        // (it used to build a list of a billion blocks and abort).
+        let four = Type::contiguous(4, &int).unwrap();
+        assert_eq!(
+            Type::vector(i64::from(i32::MAX / 2), 1, 3, &four)
+                .unwrap_err()
+                .class,
+            abi::ERR_COUNT
+        );
+        // One whose blocks are end to end is a contiguous run.
+        let v = Type::vector(i64::from(i32::MAX), 1, 1, &int).unwrap();
+        assert_eq!(v.segs, [(0, 4 * i32::MAX as usize)]);
+        assert_eq!(
+            (v.size, v.extent(), v.nbasic),
+            (
+                4 * i32::MAX as usize,
+                4 * i32::MAX as isize,
+                i32::MAX as usize
+            )
         );
     }
 }

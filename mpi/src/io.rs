@@ -1080,7 +1080,7 @@ fn merge(info: &mut Vec<(String, String)>, new: Vec<(String, String)>) {
 /// A handle for `t` to give back to the program: the predefined one
 /// itself, a new committed copy of a derived one (the program frees it).
 fn handle_out(h: Handle, t: &Shared) -> R<Handle> {
-    if !datatype::is_derived(h) {
+    if !datatype::in_table(h) {
         return Ok(h);
     }
     let n = datatype::insert((**t).clone());

@@ -155,9 +155,38 @@
 //! * **User operations** — `Op_create` (commutative or not), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative
-//!   operation is combined in rank order. On the predefined datatypes dos
-//!   reduces (not yet on `long double` and the other opaque ones:
-//!   `MPI_ERR_UNSUPPORTED_OPERATION`). A freed operation is `MPI_ERR_OP`.
+//!   operation is combined in rank order. On every datatype: one dos
+//!   reduces as a typed slice gets the function on whole buffers; any other
+//!   (holes, mixed basic types, opaque predefined ones such as
+//!   `MPI_REAL16`) takes `userop::General`: contributions travel packed and
+//!   the function is called on buffers laid out as the datatype says, with
+//!   the datatype's own handle, in rank order (blocking forms and
+//!   `Reduce_local`; the nonblocking and persistent forms still refuse
+//!   them with `MPI_ERR_UNSUPPORTED_OPERATION`). A freed operation is
+//!   `MPI_ERR_OP`.
+//! * **`long double`** — `MPI_LONG_DOUBLE`, `MPI_C_LONG_DOUBLE_COMPLEX`
+//!   and `MPI_LONG_DOUBLE_INT` reduce with `SUM`/`PROD`/`MIN`/`MAX` (`SUM`
+//!   and `PROD` for the complex one, `MINLOC`/`MAXLOC` for the pair) on the
+//!   x87 unit, rounding as the C program's own `long double` does
+//!   (`ldouble`; x86-64 only).
+//! * **Pair types** — `MPI_DOUBLE_INT`, `MPI_LONG_INT`, `MPI_SHORT_INT`
+//!   and `MPI_LONG_DOUBLE_INT` have the size of their two members (12, 12,
+//!   6, 20) and the extent of the C struct (16, 16, 8, 32), as the standard
+//!   and MPICH say: they move packed like derived types (the receiver's
+//!   padding is not written) and count two basic elements each; reductions
+//!   and one-sided accumulates combine them as the C structs.
+//! * **More datatypes** — `Type_create_darray` (block, cyclic(k), none; C
+//!   and Fortran order; row-major process grids), `Pack_external`,
+//!   `Unpack_external`, `Pack_external_size` (`"external32"`: big-endian,
+//!   the standard's sizes, `long double` as binary128; module `external`),
+//!   `Type_match_size`, `Type_create_f90_real/complex/integer` (the matching
+//!   predefined type with an `MPI_COMBINER_F90_*` envelope), the `_c`
+//!   constructors `Type_contiguous_c`, `Type_vector_c`,
+//!   `Type_create_hindexed_c`, `Type_create_indexed_block_c`,
+//!   `Type_get_extent_c`, `Type_get_true_extent_c`, `Get_elements_c`
+//!   (counts beyond `INT_MAX` in a type's envelope are `MPI_ERR_COUNT`),
+//!   `Status_set_elements(_x,_c)`, and `Pack`/`Unpack`/sends from
+//!   `MPI_BOTTOM` with a type of absolute addresses.
 //! * **Reductions on derived datatypes** — a derived type whose elements
 //!   are one dense run of a single predefined type (`Type_contiguous(4,
 //!   MPI_DOUBLE)`, a struct of ints without holes, a contiguous run of
@@ -165,7 +194,7 @@
 //!   operations alike (a user function is called with the predefined type
 //!   and the count of its elements); any other derived type (with holes, or
 //!   mixing types) is `MPI_ERR_OP` for the predefined operations, as the
-//!   standard allows, and `MPI_ERR_UNSUPPORTED_OPERATION` for user ones.
+//!   standard allows, and goes to the general path above for user ones.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
 //!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`, and the program's own:
@@ -287,13 +316,17 @@
 //!
 //! ## Not yet
 //!
-//! User operations on derived types with holes or of mixed types;
+//! User operations on derived types with holes or of mixed types in the
+//! nonblocking and persistent reductions;
 //! `Request_free` of an active
 //! noncontiguous `Irecv`/`Issend` (`MPI_ERR_UNSUPPORTED_OPERATION`: complete
 //! it instead); the checks of a persistent collective's arguments at init
 //! (they are checked at `MPI_Start`);
-//! `Type_create_darray`, the large-count
-//! `_c` constructors, `Pack_external`; user operations on `long double`; `long double` types in one-sided accumulates (other than
+//! the large-count `_c` constructors not listed above (`Type_indexed_c`,
+//! `Type_create_struct_c`...); the MPI-1 functions removed in MPI-3.0
+//! (`MPI_Type_extent`/`lb`/`ub`/`hvector`/`hindexed`/`struct`,
+//! `MPI_LB`/`MPI_UB`), which the standard ABI does not have either;
+//! `long double` types in one-sided accumulates (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
 //! program's own on windows; MPI-IO's `external32`, user error handlers
 //! for files and a local POSIX driver; intercommunicators; neighbourhood

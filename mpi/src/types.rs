@@ -10,9 +10,9 @@ use crate::dtype::Type;
 use crate::error::{err, R};
 use crate::ptr::{out, read};
 
-/// `MPI_ORDER_C` and `MPI_ORDER_FORTRAN`.
-pub const ORDER_C: c_int = 56;
-pub const ORDER_FORTRAN: c_int = 57;
+/// `MPI_ORDER_C` and `MPI_ORDER_FORTRAN` (the standard ABI's values).
+pub const ORDER_C: c_int = 12;
+pub const ORDER_FORTRAN: c_int = 15;
 
 /// `MPI_DISTRIBUTE_*` (the standard ABI's values).
 pub const DISTRIBUTE_NONE: c_int = 16;
@@ -442,8 +442,9 @@ mpi_fn! {
 
 // ----- the large-count (`_c`) forms: `MPI_Count` arguments -----
 
-/// A count as `c_int` for the recorded envelope (MPI keeps the large
-/// counts in the addresses of `_c` types; dos records what fits).
+/// A count as `c_int` for the recorded envelope: a `_c` type whose
+/// arguments do not fit has no `MPI_Type_get_envelope` form (the standard's
+/// `_c` envelope is not implemented), so none is recorded for it.
 fn small(n: i64, what: &str) -> R<c_int> {
     c_int::try_from(n).map_err(|_| {
         err(
@@ -465,7 +466,10 @@ mpi_fn! {
     fn MPI_Type_contiguous_c / PMPI_Type_contiguous_c(count: i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
         new(newtype, Type::contiguous(count, &o))?;
-        record(*newtype, combiner::CONTIGUOUS, vec![small(count, "count")?], vec![], vec![oldtype]);
+        // A count beyond INT_MAX has no MPI_Type_get_envelope form: not recorded.
+        if let Ok(c) = small(count, "count") {
+            record(*newtype, combiner::CONTIGUOUS, vec![c], vec![], vec![oldtype]);
+        }
         Ok(())
     }
 }
@@ -475,7 +479,9 @@ mpi_fn! {
     fn MPI_Type_vector_c / PMPI_Type_vector_c(count: i64, blocklength: i64, stride: i64, oldtype: Handle, newtype: *mut Handle) on abi::COMM_WORLD => {
         let o = datatype::ty(oldtype)?;
         new(newtype, Type::vector(count, blocklength, stride, &o))?;
-        record(*newtype, combiner::VECTOR, vec![small(count, "count")?, small(blocklength, "blocklength")?, small(stride, "stride")?], vec![], vec![oldtype]);
+        if let (Ok(c), Ok(k), Ok(st)) = (small(count, "count"), small(blocklength, "blocklength"), small(stride, "stride")) {
+            record(*newtype, combiner::VECTOR, vec![c, k, st], vec![], vec![oldtype]);
+        }
         Ok(())
     }
 }
@@ -488,8 +494,10 @@ mpi_fn! {
         let d = counts(displacements, count, "array_of_displacements")?;
         let d: Vec<isize> = d.iter().map(|&x| x as isize).collect();
         new(newtype, Type::hindexed(b, &d, &o))?;
-        let bi = b.iter().map(|&x| small(x, "block length")).collect::<R<Vec<_>>>()?;
-        record(*newtype, combiner::HINDEXED, [&[small(count, "count")?][..], &bi].concat(), d, vec![oldtype]);
+        let bi = b.iter().map(|&x| small(x, "block length")).collect::<R<Vec<_>>>();
+        if let (Ok(bi), Ok(c)) = (bi, small(count, "count")) {
+            record(*newtype, combiner::HINDEXED, [&[c][..], &bi].concat(), d, vec![oldtype]);
+        }
         Ok(())
     }
 }
@@ -501,8 +509,10 @@ mpi_fn! {
         let d = counts(displacements, count, "array_of_displacements")?;
         let b = vec![blocklength; d.len()];
         new(newtype, Type::indexed(&b, d, &o))?;
-        let di = d.iter().map(|&x| small(x, "displacement")).collect::<R<Vec<_>>>()?;
-        record(*newtype, combiner::INDEXED_BLOCK, [&[small(count, "count")?, small(blocklength, "blocklength")?][..], &di].concat(), vec![], vec![oldtype]);
+        let di = d.iter().map(|&x| small(x, "displacement")).collect::<R<Vec<_>>>();
+        if let (Ok(di), Ok(c), Ok(k)) = (di, small(count, "count"), small(blocklength, "blocklength")) {
+            record(*newtype, combiner::INDEXED_BLOCK, [&[c, k][..], &di].concat(), vec![], vec![oldtype]);
+        }
         Ok(())
     }
 }

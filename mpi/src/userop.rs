@@ -1,14 +1,15 @@
 //! User reduction operations: `MPI_Op_create`, `MPI_Op_free`,
-//! `MPI_Op_commutative`.
+//! `MPI_Op_commutative`, and the reductions dos's typed algorithms cannot
+//! run for them ([`General`]).
 //!
 //! A user operation is a handle in the state's table; the reductions find
 //! it through [`crate::reduce::check`] and call its C function on whole
 //! buffers with the datatype's handle, as the standard describes. A
 //! non-commutative one is combined in rank order (dos's ordered
 //! reduction, see `dos::op`); a commutative one lets dos's algorithms
-//! combine in any order. They apply to the predefined datatypes that dos
-//! reduces (every one but `long double`, `MPI_REAL16`, `MPI_COMPLEX32` and
-//! the other opaque ones, which are `MPI_ERR_UNSUPPORTED_OPERATION`).
+//! combine in any order. On a datatype those algorithms cannot walk as a
+//! slice of one element type (holes, mixed basic types, an opaque
+//! predefined type), the blocking reductions take [`General`] instead.
 
 use std::ffi::{c_int, c_void};
 
