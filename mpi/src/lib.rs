@@ -190,11 +190,11 @@
 //! * **Reductions on derived datatypes** — a derived type whose elements
 //!   are one dense run of a single predefined type (`Type_contiguous(4,
 //!   MPI_DOUBLE)`, a struct of ints without holes, a contiguous run of
-//!   `MPI_DOUBLE_INT`) is reduced as that type, by predefined and user
-//!   operations alike (a user function is called with the predefined type
-//!   and the count of its elements); any other derived type (with holes, or
-//!   mixing types) is `MPI_ERR_OP` for the predefined operations, as the
-//!   standard allows, and goes to the general path above for user ones.
+//!   `MPI_DOUBLE_INT`) is reduced as that type by the predefined
+//!   operations; any other derived type (with holes, or mixing types) is
+//!   `MPI_ERR_OP` for them, as the standard allows. A user operation on any
+//!   derived type takes the general path above: its function gets the
+//!   program's datatype and a count of its elements.
 //! * **Errors** — `MPI_ERRORS_ARE_FATAL` (the default: prints the function,
 //!   the class and the reason, then aborts the job through dos),
 //!   `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`, and the program's own:

@@ -676,6 +676,13 @@ unsafe fn start_reduce<T: Num>(
 
 /// The element type and operation of a reduction, checked.
 fn reduction(dt: Handle, op: Handle) -> R<(crate::datatype::Elem, reduce::Kind, usize)> {
+    if crate::userop::general(dt, op)?.is_some() {
+        // The blocking forms fold these in the C layer (`userop::General`).
+        return Err(err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "a user operation on a derived or opaque datatype in a nonblocking or persistent reduction is not supported yet",
+        ));
+    }
     let t = datatype::for_reduction(dt)?;
     let k = reduce::check(op, t.elem, t.name)?;
     Ok((t.elem, k, t.size))

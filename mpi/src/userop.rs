@@ -87,8 +87,9 @@ pub(crate) struct General {
 }
 
 /// The general path for `op` on `dt`, if it is the one to take: a user
-/// operation on a datatype that [`crate::datatype::for_reduction`] leaves
-/// opaque. `None` for everything the typed reductions handle.
+/// operation on a derived datatype, or on a predefined one that
+/// [`crate::datatype::for_reduction`] leaves opaque. `None` for everything
+/// the typed reductions handle.
 pub(crate) fn general(dt: Handle, op: Handle) -> R<Option<General>> {
     if is_predefined(op) {
         return Ok(None);
@@ -96,7 +97,13 @@ pub(crate) fn general(dt: Handle, op: Handle) -> R<Option<General>> {
     let Some(f) = state::with(|st| Ok(st.ops.get(&op).copied()))? else {
         return Ok(None);
     };
-    if crate::datatype::for_reduction(dt)?.elem != crate::datatype::Elem::Opaque {
+    // A derived type goes this way even when dos could reduce it as a
+    // slice of its basic type: the function must be called with the
+    // program's datatype and a count of its elements, and dos's algorithms
+    // split buffers at basic elements, not at the derived type's.
+    if !crate::datatype::in_table(dt)
+        && crate::datatype::for_reduction(dt)?.elem != crate::datatype::Elem::Opaque
+    {
         return Ok(None);
     }
     crate::datatype::layout_n(0, dt)?; // committed

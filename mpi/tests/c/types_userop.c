@@ -64,6 +64,20 @@ static void same(const int *got, const int *want, int hole) {
     for (int j = 1; j < 8; j += 2) CHECK(got[j] == hole);
 }
 
+/* On a dense derived type the function still gets that type and a count
+ * of its elements (not MPI_INT and three times the count). */
+static MPI_Datatype tri;
+static void trimax(void *in, void *inout, int *len, MPI_Datatype *dt) {
+    CHECK(*dt == tri);
+    for (int k = 0; k < *len; k++) {
+        const int *a = (const int *)in + 3 * k;
+        int *b = (int *)inout + 3 * k;
+        /* lexicographic max of the triples (associative, commutative) */
+        if (a[0] > b[0] || (a[0] == b[0] && (a[1] > b[1] || (a[1] == b[1] && a[2] > b[2]))))
+            b[0] = a[0], b[1] = a[1], b[2] = a[2];
+    }
+}
+
 typedef struct { int n; double x; } nx_t;
 static void nxsum(void *in, void *inout, int *len, MPI_Datatype *dt) {
     (void)dt;
@@ -140,6 +154,20 @@ static void user_ops_on_holes(void) {
 
     OK(MPI_Op_free(&op));
     OK(MPI_Type_free(&mat));
+
+    /* A dense derived type: 5 triples, a user op over triples. */
+    OK(MPI_Type_contiguous(3, MPI_INT, &tri));
+    OK(MPI_Type_commit(&tri));
+    OK(MPI_Op_create(trimax, 1, &op));
+    int t3[15], m3[16];
+    for (int k = 0; k < 5; k++) t3[3 * k] = k, t3[3 * k + 1] = rank % 2, t3[3 * k + 2] = rank;
+    m3[15] = -3;
+    OK(MPI_Allreduce(t3, m3, 5, tri, op, MPI_COMM_WORLD));
+    int top1 = size > 1 ? 1 : 0, top2 = size > 1 ? (size % 2 == 0 ? size - 1 : size - 2) : 0;
+    for (int k = 0; k < 5; k++) CHECK(m3[3 * k] == k && m3[3 * k + 1] == top1 && m3[3 * k + 2] == top2);
+    CHECK(m3[15] == -3);
+    OK(MPI_Op_free(&op));
+    OK(MPI_Type_free(&tri));
 
     /* A struct of mixed types. */
     int bl[2] = {1, 1};
