@@ -679,3 +679,45 @@ fn a_second_client_sees_a_file_closed_through_the_mount() {
     std::fs::write(mnt2.join("g"), b"from the second mount").unwrap();
     assert_eq!(std::fs::read(m.m("g")).unwrap(), b"from the second mount");
 }
+
+/// A data server killed before a program writes through the mount: rows
+/// are sent from a write-behind thread, so the error may come at a later
+/// write than the one whose bytes failed, but it comes, as EIO, at a write
+/// or at close (never a silent success), and nothing hangs.
+#[test]
+fn a_killed_server_fails_a_write_or_the_close_with_eio() {
+    use std::os::fd::IntoRawFd;
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::new("wkill", 2);
+    m.ok(&["mkdir", "/d"]);
+    m.ok(&["setstripe", "-S", "64K", "-c", "-1", "/d"]);
+    let file = AddrFile::read(&m.addr).unwrap();
+    let victim = file.servers[1].pid.unwrap();
+    // SAFETY: kill has no memory effects; the pid is a server this test started.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    while pid_alive(victim) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let path = m.m("d/f");
+    let chunk = random_bytes(1 << 20, 8);
+    let r = within(Duration::from_secs(20), move || {
+        let mut f = std::fs::File::create(path).unwrap();
+        for k in 0..8 {
+            if let Err(e) = f.write_all(&chunk) {
+                return Err((format!("write {k}"), errno_of(&e)));
+            }
+        }
+        let fd = f.into_raw_fd();
+        // SAFETY: `fd` is the file's own descriptor, closed once here.
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(("close".into(), errno_of(&std::io::Error::last_os_error())));
+        }
+        Ok(())
+    })
+    .expect("writing through the mount hung");
+    let (at, errno) = r.expect_err("8 MiB written and closed with a server dead");
+    eprintln!("EIO at {at}");
+    assert_eq!(errno, libc::EIO, "at {at}");
+}

@@ -31,8 +31,13 @@
 //! (stripe size x stripe count, 1 to 16 MiB: [`state::WriteBuf`]) and sent
 //! as one [`Client::write_at`], which writes to every server of the row at
 //! once; the kernel serialises a file's writes, so without this only one
-//! server would be busy at a time. Reads go straight to the servers holding
-//! the stripes; several requests run at once ([`MountOptions::threads`]).
+//! server would be busy at a time. A full row is sent from a thread while
+//! the kernel's next writes fill the buffer (one row in flight per file;
+//! a close, fsync, read or truncate of the file waits for it, and its error
+//! goes to the file's next write, close or fsync). Reads go straight to the
+//! servers holding the stripes; several requests run at once
+//! ([`MountOptions::threads`]), and lookups in one directory run in
+//! parallel (`FUSE_PARALLEL_DIROPS`).
 //!
 //! **What is not there.** dosfs keeps no modes, owners or times: files show
 //! 0644 and directories 0755, owned by the user who mounted, with the mount
