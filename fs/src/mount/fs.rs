@@ -673,14 +673,21 @@ impl Filesystem for DosFuse {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // Close-to-open: fresh attributes at every open, and the kernel
-        // drops its cached pages of the file (no FOPEN_KEEP_CACHE).
+        // drops its cached pages of the file (no FOPEN_KEEP_CACHE). A
+        // read-only handle writes nothing, so its close needs no flush
+        // request (the handles that wrote flush at their own close).
+        let fopen = if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
+        };
         match self.stat_ino(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
             Ok(a) => {
                 self.open_file(a);
-                reply.opened(FileHandle(ino.0), FopenFlags::empty());
+                reply.opened(FileHandle(ino.0), fopen);
             }
             Err(e) => reply.error(self.fail("open", ino.0, &e)),
         }

@@ -16,7 +16,8 @@
 //! ([`MountOptions::attr_timeout`], default 0), names for 1 s
 //! ([`MountOptions::entry_timeout`]). Writes are **visible at close**:
 //! `close` (FUSE flush) sends the file's buffered writes to the servers,
-//! where every client reads them; they are **durable at `fsync`** (a dosfs
+//! where every client reads them (a read-only handle's close asks nothing:
+//! `FOPEN_NOFLUSH`); they are **durable at `fsync`** (a dosfs
 //! sync of the file) and at unmount (a sync of every server). Close does
 //! not sync: that is MPI-IO's rule, and it keeps creating many small files
 //! cheap; a program that needs durability calls fsync, as it would on any
