@@ -426,3 +426,41 @@ fn a_second_server_on_a_busy_target_is_refused() {
     let _ = child.wait();
     assert!(line.starts_with("dosfs-server 0 listening"), "{line:?}");
 }
+
+/// `flock LOCK dosfs up ...` (as the cluster scripts run it): the servers
+/// left running do not inherit the caller's descriptors, so the lock is free
+/// once `up` returned. Before the fix they held it until `dosfs down`, and
+/// the next `flock` on it (`CLUSTER=1 ci/bench-io.sh`) waited.
+#[test]
+fn servers_started_under_a_lock_do_not_hold_it() {
+    if Command::new("flock").arg("--version").output().is_err() {
+        eprintln!("skipped: no flock(1)");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("dosfs-cli-lock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fs = Fs {
+        addr: dir.join("fs.addr"),
+        dir,
+    };
+    let lock = fs.dir.join("l.lock");
+    let up = Command::new("flock")
+        .arg(&lock)
+        .arg(env!("CARGO_BIN_EXE_dosfs"))
+        .arg("--fs")
+        .arg(&fs.addr)
+        .args(["up", "--local", "2", "--target"])
+        .arg(fs.targets())
+        .output()
+        .unwrap();
+    assert!(up.status.success(), "{up:?}");
+    assert_eq!(fs.file().servers.len(), 2);
+    let free = Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap();
+    assert!(free.success(), "the servers hold the lock `up` ran under");
+}

@@ -16,9 +16,11 @@
 //! flock /tmp/dos-cluster.lock cargo test -p dos-fs --test datapath -- --ignored namespace
 //! ```
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dos_fs::addrfile::{AddrFile, ServerAddr};
@@ -31,71 +33,14 @@ use dos_fs::wire::{Reply, Request};
 use dos_fs::Error;
 use dos_transport::auth::Secret;
 
-/// The tests here count the process's slot mappings: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
-}
+use common::{pattern, plain, serial, serve_process, start_with, Fs, Serve};
 
-struct Fs {
-    dir: PathBuf,
-    addr: AddrFile,
-}
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `n` servers in this process, each `wrap(service)`, listening on `host`.
+/// `n` servers in this process, each `wrap(service)`, listening on `host`,
+/// each with its same-node socket.
 fn start(tag: &str, n: u32, host: &str, wrap: impl Fn(Service) -> Arc<dyn Handler>) -> Fs {
-    let dir = std::env::temp_dir().join(format!("dosfs-dp-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let fsid = FsId::generate().unwrap();
-    let secret = Secret::generate().unwrap();
-    let mut servers = Vec::new();
-    for i in 0..n {
-        let t = Target::format(&dir.join(i.to_string()), fsid, i, n).unwrap();
-        let srv = Server::bind_handler(
-            wrap(Service::open(&t).unwrap()),
-            &fsid,
-            secret.clone(),
-            &format!("{host}:0"),
-            ServerConfig::default(),
-        )
-        .unwrap();
-        assert!(srv.has_local_socket());
-        servers.push(ServerAddr {
-            addr: srv.local_addr().unwrap().to_string(),
-            pid: None,
-        });
-        std::thread::spawn(move || srv.serve());
-    }
-    Fs {
-        dir,
-        addr: AddrFile {
-            fsid,
-            secret,
-            servers,
-        },
-    }
-}
-
-fn plain(s: Service) -> Arc<dyn Handler> {
-    Arc::new(s)
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let fs = start_with(&format!("dp-{tag}"), n, host, ServerConfig::default(), wrap);
+    assert!(fs.local_sockets.iter().all(|&l| l));
+    fs
 }
 
 /// Mappings of slot regions in this process (client and server sides).
@@ -174,8 +119,7 @@ fn a_same_node_client_uses_slots_and_tcp_when_told_to() {
 fn a_stray_server_on_the_same_name_is_not_used() {
     let _g = serial();
     let stray = start("stray", 1, "127.0.0.1", plain);
-    let dir = std::env::temp_dir().join(format!("dosfs-dp-real-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("dp-real");
     let t = Target::format(&dir.join("0"), stray.addr.fsid, 0, 1).unwrap();
     let secret = Secret::generate().unwrap();
     let srv = Server::bind(
@@ -197,6 +141,7 @@ fn a_stray_server_on_the_same_name_is_not_used() {
                 pid: None,
             }],
         },
+        local_sockets: vec![false],
     };
     std::thread::spawn(move || srv.serve());
     let c = Client::new(&real.addr);
@@ -212,8 +157,7 @@ fn a_stray_server_on_the_same_name_is_not_used() {
 #[test]
 fn a_stopped_server_frees_its_name_for_the_next_one() {
     let _g = serial();
-    let dir = std::env::temp_dir().join(format!("dosfs-dp-again-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("dp-again");
     let fsid = FsId::generate().unwrap();
     let secret = Secret::generate().unwrap();
     let t = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
@@ -423,22 +367,13 @@ fn a_client_that_dies_holding_slots_frees_them_and_others_go_on() {
 #[test]
 fn a_restarted_server_gives_the_same_client_fresh_slots() {
     let _g = serial();
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
-        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+    let Some(bin) = common::dosfs_bin() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("dosfs-dp-restart-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("dp-restart");
     let fsid = FsId::generate().unwrap();
     let secret = Secret::generate().unwrap();
-    let _cleanup = Fs {
-        dir: dir.clone(),
-        addr: AddrFile {
-            fsid,
-            secret: secret.clone(),
-            servers: Vec::new(),
-        },
-    };
+    let _cleanup = common::Cleanup(dir.clone());
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -447,7 +382,7 @@ fn a_restarted_server_gives_the_same_client_fresh_slots() {
         }
     }
     let target = dir.join("0");
-    let (child, addr) = serve_process(bin, &target, fsid, &secret);
+    let (child, addr) = serve_process(bin, &target, fsid, &secret, Serve::default());
     let mut server = Kill(child);
     let file = AddrFile {
         fsid,
@@ -468,7 +403,7 @@ fn a_restarted_server_gives_the_same_client_fresh_slots() {
     assert!(matches!(a, Error::ServerDown { server: 0, .. }), "{a}");
     // Restarted on its target (on another TCP port: the same-node path is
     // found by the file system's id and the index, not the address).
-    let (child, _addr) = serve_process(bin, &target, fsid, &secret);
+    let (child, _addr) = serve_process(bin, &target, fsid, &secret, Serve::default());
     server = Kill(child);
     let a = c.stat("/f").unwrap();
     assert_eq!(c.data_path(0).unwrap(), DataPath::Slots);
@@ -476,38 +411,6 @@ fn a_restarted_server_gives_the_same_client_fresh_slots() {
     c.read_at("/f", &a, 0, &mut back).unwrap();
     assert!(back == data, "synced bytes changed across the restart");
     drop(server);
-}
-
-fn serve_process(
-    bin: &str,
-    dir: &Path,
-    fsid: FsId,
-    secret: &Secret,
-) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--target"])
-        .arg(dir)
-        .args([
-            "--fs-id",
-            &fsid.to_string(),
-            "--index",
-            "0",
-            "--servers",
-            "1",
-        ])
-        .env("DOSFS_SECRET", secret.to_hex())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(line.starts_with("dosfs-server"), "{line:?}");
-    (child, addr)
 }
 
 /// Run by [`a_client_in_another_network_namespace_uses_tcp`] inside a

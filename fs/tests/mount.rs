@@ -679,3 +679,76 @@ fn a_second_client_sees_a_file_closed_through_the_mount() {
     std::fs::write(mnt2.join("g"), b"from the second mount").unwrap();
     assert_eq!(std::fs::read(m.m("g")).unwrap(), b"from the second mount");
 }
+
+/// A data server killed before a program writes through the mount: rows
+/// are sent from a write-behind thread, so the error may come at a later
+/// write than the one whose bytes failed, but it comes, as EIO, at a write
+/// or at close (never a silent success), and nothing hangs.
+#[test]
+fn a_killed_server_fails_a_write_or_the_close_with_eio() {
+    use std::os::fd::IntoRawFd;
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::new("wkill", 2);
+    m.ok(&["mkdir", "/d"]);
+    // Rows of 2 MiB, written 1 MiB at a time: rows go by write-behind.
+    m.ok(&["setstripe", "-S", "1M", "-c", "-1", "/d"]);
+    let file = AddrFile::read(&m.addr).unwrap();
+    let victim = file.servers[1].pid.unwrap();
+    // SAFETY: kill has no memory effects; the pid is a server this test started.
+    assert_eq!(unsafe { libc::kill(victim as i32, libc::SIGKILL) }, 0);
+    while pid_alive(victim) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let path = m.m("d/f");
+    let chunk = random_bytes(1 << 20, 8);
+    let r = within(Duration::from_secs(20), move || {
+        let mut f = std::fs::File::create(path).unwrap();
+        for k in 0..8 {
+            if let Err(e) = f.write_all(&chunk) {
+                return Err((format!("write {k}"), errno_of(&e)));
+            }
+        }
+        let fd = f.into_raw_fd();
+        // SAFETY: `fd` is the file's own descriptor, closed once here.
+        if unsafe { libc::close(fd) } != 0 {
+            return Err(("close".into(), errno_of(&std::io::Error::last_os_error())));
+        }
+        Ok(())
+    })
+    .expect("writing through the mount hung");
+    let (at, errno) = r.expect_err("8 MiB written and closed with a server dead");
+    eprintln!("EIO at {at}");
+    assert_eq!(errno, libc::EIO, "at {at}");
+}
+
+/// Rows sent by write-behind while the next fills, a partial last row, then
+/// writes out of order over bytes already sent: the file reads back as the
+/// writes made it (in order), through the mount and through the CLI.
+#[test]
+fn write_behind_rows_and_rewrites_read_back_exact() {
+    use std::os::unix::fs::FileExt;
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::new("wb", 2);
+    m.ok(&["mkdir", "/d"]);
+    m.ok(&["setstripe", "-S", "1M", "-c", "-1", "/d"]);
+    let mut want = random_bytes(9 << 20, 12);
+    let f = std::fs::File::create(m.m("d/f")).unwrap();
+    for (k, c) in want.chunks(1 << 20).enumerate() {
+        f.write_all_at(c, (k << 20) as u64).unwrap();
+    }
+    // Over the first row (long sent) and across the in-flight one.
+    let patch = random_bytes(3 << 19, 13);
+    for off in [1000usize, (7 << 20) - 5000] {
+        f.write_all_at(&patch, off as u64).unwrap();
+        want[off..off + patch.len()].copy_from_slice(&patch);
+    }
+    drop(f);
+    assert!(std::fs::read(m.m("d/f")).unwrap() == want, "mount");
+    let out = m.local("back");
+    m.ok(&["cp", ":/d/f", out.to_str().unwrap()]);
+    assert!(std::fs::read(&out).unwrap() == want, "cli");
+}

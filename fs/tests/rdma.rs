@@ -13,80 +13,30 @@
 //! flock /tmp/dos-cluster.lock cargo test -p dos-fs --test rdma -- --ignored namespace --nocapture
 //! ```
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use common::{
+    dosfs_bin, fresh_dir, is_root, pattern, plain, serial, serve_process, start_with, Fs, NsFs,
+    Serve,
+};
 
 use dos_fs::addrfile::{AddrFile, ServerAddr};
 use dos_fs::client::{Client, Conn, DataPath, Liveness};
 use dos_fs::layout::LayoutSpec;
 use dos_fs::rdma::Transport;
-use dos_fs::server::{Server, ServerConfig, Service};
-use dos_fs::target::{FsId, Target};
+use dos_fs::server::ServerConfig;
+use dos_fs::target::FsId;
 use dos_fs::wire::{Reply, Request};
 use dos_fs::Error;
 use dos_transport::auth::Secret;
 
-fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-struct Fs {
-    dir: PathBuf,
-    addr: AddrFile,
-}
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// `n` servers in this process on 127.0.0.1.
 fn start(tag: &str, n: u32, config: ServerConfig) -> Fs {
-    let dir = std::env::temp_dir().join(format!("dosfs-rdma-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let fsid = FsId::generate().unwrap();
-    let secret = Secret::generate().unwrap();
-    let mut servers = Vec::new();
-    for i in 0..n {
-        let t = Target::format(&dir.join(i.to_string()), fsid, i, n).unwrap();
-        let srv = Server::bind(
-            Service::open(&t).unwrap(),
-            &fsid,
-            secret.clone(),
-            "127.0.0.1:0",
-            config,
-        )
-        .unwrap();
-        servers.push(ServerAddr {
-            addr: srv.local_addr().unwrap().to_string(),
-            pid: None,
-        });
-        std::thread::spawn(move || srv.serve());
-    }
-    Fs {
-        dir,
-        addr: AddrFile {
-            fsid,
-            secret,
-            servers,
-        },
-    }
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    start_with(&format!("rdma-{tag}"), n, "127.0.0.1", config, plain)
 }
 
 /// A client that reaches every server by RDMA (none by the same-node path).
@@ -297,42 +247,18 @@ fn bad_slots_and_setups_from_an_rdma_client_are_refused_and_it_goes_on() {
 /// silent) a `dosfs serve` process while a client writes to it by RDMA: the
 /// write fails with the server's ServerDown within 2 s.
 pub fn kill_mid_transfer(bin_prefix: &[&str], listen: &str, expect: DataPath, signal: i32) {
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
-        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+    let Some(bin) = dosfs_bin() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("dosfs-rdma-kill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = fresh_dir("rdma-kill");
     let fsid = FsId::generate().unwrap();
     let secret = Secret::generate().unwrap();
-    let target = dir.join("0");
-    let mut cmd = std::process::Command::new(bin_prefix.first().copied().unwrap_or(bin));
-    cmd.args(bin_prefix.iter().skip(1));
-    if !bin_prefix.is_empty() {
-        cmd.arg(bin);
-    }
-    let mut child = cmd
-        .args(["serve", "--listen", listen, "--target"])
-        .arg(&target)
-        .args([
-            "--fs-id",
-            &fsid.to_string(),
-            "--index",
-            "0",
-            "--servers",
-            "1",
-        ])
-        .env("DOSFS_SECRET", secret.to_hex())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("dosfs-server"), "{line:?}");
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let how = Serve {
+        prefix: bin_prefix,
+        listen: Some(listen),
+        ..Serve::default()
+    };
+    let (mut child, addr) = serve_process(bin, &dir.join("0"), fsid, &secret, how);
     let file = AddrFile {
         fsid,
         secret,
@@ -386,10 +312,6 @@ fn a_server_killed_mid_transfer_is_a_typed_error_within_2s() {
 fn a_server_stopped_mid_transfer_is_a_typed_error_within_2s() {
     let _g = serial();
     kill_mid_transfer(&[], "127.0.0.1:0", DataPath::Roce, libc::SIGSTOP);
-}
-
-fn cluster() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../ci/cluster.sh")
 }
 
 /// Run by [`namespace_roce`] inside a namespace host: the exact round
@@ -475,51 +397,15 @@ fn namespace_tp_child() {
 #[ignore = "a benchmark on the namespace cluster (root, flock /tmp/dos-cluster.lock)"]
 fn namespace_throughput() {
     let _g = serial();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: not root");
-        return;
-    }
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
-        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+    let Some(bin) = dosfs_bin().filter(|_| is_root()) else {
         return;
     };
-    let up = std::process::Command::new(cluster())
-        .args(["up", "2"])
-        .output()
-        .unwrap();
-    struct Down;
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(cluster()).arg("down").output();
-        }
-    }
-    let _down = Down;
-    assert!(up.status.success(), "cluster.sh up 2: {up:?}");
-    let dir = std::env::temp_dir().join(format!("dosfs-rdma-tp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let addr_file = dir.join("fs.addr");
-    let servers = std::env::var("DOSFS_TP_SERVERS").unwrap_or_else(|_| "2".into());
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", "dos-h2", bin, "up", "--local", &servers])
-        .arg("--target")
-        .arg(dir.join("t"))
-        .args(["--host", "198.18.0.2", "--fs"])
-        .arg(&addr_file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "dosfs up: {out:?}");
-    struct Stop(PathBuf, &'static str);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "exec", "dos-h2", self.1, "down", "--fs"])
-                .arg(&self.0)
-                .output();
-        }
-    }
-    let _stop = Stop(addr_file.clone(), bin);
+    let servers = std::env::var("DOSFS_TP_SERVERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let ns = NsFs::up(bin, "rdma-tp", servers);
+    let addr_file = ns.addr_file.clone();
     let me = std::env::current_exe().unwrap();
     let out = std::process::Command::new("ip")
         .args(["netns", "exec", "dos-h1"])
@@ -537,7 +423,6 @@ fn namespace_throughput() {
     for l in text.lines().filter(|l| l.starts_with("TP ")) {
         println!("{l}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Servers on namespace host dos-h2, a client on dos-h1 told
@@ -548,50 +433,11 @@ fn namespace_throughput() {
 #[ignore = "needs root and the namespace cluster (flock /tmp/dos-cluster.lock)"]
 fn namespace_roce() {
     let _g = serial();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: not root");
-        return;
-    }
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
-        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+    let Some(bin) = dosfs_bin().filter(|_| is_root()) else {
         return;
     };
-    let up = std::process::Command::new(cluster())
-        .args(["up", "2"])
-        .output()
-        .unwrap();
-    struct Down;
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(cluster()).arg("down").output();
-        }
-    }
-    let _down = Down;
-    assert!(up.status.success(), "cluster.sh up 2: {up:?}");
-    let dir = std::env::temp_dir().join(format!("dosfs-rdma-ns-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let addr_file = dir.join("fs.addr");
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", "dos-h2", bin, "up", "--local", "2"])
-        .arg("--target")
-        .arg(dir.join("t"))
-        .args(["--host", "198.18.0.2", "--fs"])
-        .arg(&addr_file)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "dosfs up: {out:?}");
-    struct Stop(PathBuf, &'static str);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("ip")
-                .args(["netns", "exec", "dos-h2", self.1, "down", "--fs"])
-                .arg(&self.0)
-                .output();
-        }
-    }
-    let _stop = Stop(addr_file.clone(), bin);
+    let ns = NsFs::up(bin, "rdma-ns", 2);
+    let addr_file = ns.addr_file.clone();
     let me = std::env::current_exe().unwrap();
     let t = Instant::now();
     let out = std::process::Command::new("ip")
@@ -633,7 +479,6 @@ fn namespace_roce() {
             signal,
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A server (here a fake one) whose grant the client cannot use: slots

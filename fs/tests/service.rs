@@ -1,75 +1,21 @@
 //! Servers and clients in one process, over real TCP on loopback.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dos_fs::addrfile::{AddrFile, ServerAddr};
 use dos_fs::client::{Client, Conn};
 use dos_fs::layout::LayoutSpec;
-use dos_fs::server::{Handler, Server, ServerConfig, Service};
+use dos_fs::server::{Handler, ServerConfig, Service};
 use dos_fs::target::{FsId, Target};
 use dos_fs::wire::{Reply, Request};
 use dos_fs::Error;
 use dos_transport::auth::Secret;
 
-struct Fs {
-    dir: PathBuf,
-    addr: AddrFile,
-}
-
-impl Drop for Fs {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// `n` servers on fresh targets, each serving from its own thread.
-fn start(tag: &str, n: u32) -> Fs {
-    let dir = std::env::temp_dir().join(format!("dosfs-svc-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let fsid = FsId::generate().unwrap();
-    let secret = Secret::generate().unwrap();
-    let mut servers = Vec::new();
-    for i in 0..n {
-        let t = Target::format(&dir.join(i.to_string()), fsid, i, n).unwrap();
-        let svc = Service::open(&t).unwrap();
-        let srv = Server::bind(
-            svc,
-            &fsid,
-            secret.clone(),
-            "127.0.0.1:0",
-            ServerConfig::default(),
-        )
-        .unwrap();
-        servers.push(ServerAddr {
-            addr: srv.local_addr().unwrap().to_string(),
-            pid: None,
-        });
-        std::thread::spawn(move || srv.serve());
-    }
-    Fs {
-        dir,
-        addr: AddrFile {
-            fsid,
-            secret,
-            servers,
-        },
-    }
-}
-
-fn pattern(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
+use common::{pattern, serve_process, start_with, Cleanup, Fs, Serve};
 
 #[test]
 fn striped_write_and_read_back_bit_exact() {
@@ -313,38 +259,18 @@ fn concurrent_clients_writing_one_file_and_creating_in_one_directory() {
     assert_eq!(setup.readdir("/many").unwrap().len(), writers * 200);
 }
 
+/// `n` servers in this process on fresh targets.
+fn start(tag: &str, n: u32) -> Fs {
+    common::start(&format!("svc-{tag}"), n)
+}
+
 /// One server over a fresh target, serving `wrap(service)` with `config`.
 fn start_one(
     tag: &str,
     config: ServerConfig,
-    wrap: impl FnOnce(Service) -> std::sync::Arc<dyn Handler>,
+    wrap: impl Fn(Service) -> std::sync::Arc<dyn Handler>,
 ) -> Fs {
-    let dir = std::env::temp_dir().join(format!("dosfs-svc-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let fsid = FsId::generate().unwrap();
-    let secret = Secret::generate().unwrap();
-    let t = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
-    let srv = Server::bind_handler(
-        wrap(Service::open(&t).unwrap()),
-        &fsid,
-        secret.clone(),
-        "127.0.0.1:0",
-        config,
-    )
-    .unwrap();
-    let servers = vec![ServerAddr {
-        addr: srv.local_addr().unwrap().to_string(),
-        pid: None,
-    }];
-    std::thread::spawn(move || srv.serve());
-    Fs {
-        dir,
-        addr: AddrFile {
-            fsid,
-            secret,
-            servers,
-        },
-    }
+    start_with(&format!("svc-{tag}"), 1, "127.0.0.1", config, wrap)
 }
 
 /// A server whose reads take `delay`: busy, not dead.
@@ -471,41 +397,6 @@ fn connections_still_authenticating_are_bounded_and_given_2s() {
     assert_eq!(c.stat("/").unwrap().ino, 1);
 }
 
-/// A `dosfs serve` process (the real binary) on `dir`.
-fn serve_process(
-    bin: &str,
-    dir: &std::path::Path,
-    fsid: FsId,
-    secret: &Secret,
-    i: u32,
-    n: u32,
-) -> (std::process::Child, String) {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(bin)
-        .args(["serve", "--target"])
-        .arg(dir)
-        .args([
-            "--fs-id",
-            &fsid.to_string(),
-            "--index",
-            &i.to_string(),
-            "--servers",
-            &n.to_string(),
-        ])
-        .env("DOSFS_SECRET", secret.to_hex())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
-    assert!(line.starts_with("dosfs-server"), "{line:?}");
-    (child, addr)
-}
-
 fn signal(child: &std::process::Child, sig: i32) {
     // SAFETY: kill(2) on a child process this test started.
     let r = unsafe { libc::kill(child.id() as i32, sig) };
@@ -531,22 +422,13 @@ fn signal(child: &std::process::Child, sig: i32) {
 /// synced byte reads back.
 #[test]
 fn a_stopped_or_killed_server_fails_operations_within_2s_and_a_restarted_one_serves_synced_bytes() {
-    let Some(bin) = option_env!("CARGO_BIN_EXE_dosfs") else {
-        eprintln!("skipped: the dosfs binary is not built (feature cli)");
+    let Some(bin) = common::dosfs_bin() else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("dosfs-svc-stop-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("svc-stop");
     let fsid = FsId::generate().unwrap();
     let secret = Secret::generate().unwrap();
-    let _cleanup = Fs {
-        dir: dir.clone(),
-        addr: AddrFile {
-            fsid,
-            secret: secret.clone(),
-            servers: Vec::new(),
-        },
-    };
+    let _cleanup = Cleanup(dir.clone());
     struct Kill(Vec<std::process::Child>);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -560,7 +442,17 @@ fn a_stopped_or_killed_server_fails_operations_within_2s_and_a_restarted_one_ser
     let mut procs = Kill(Vec::new());
     let mut servers = Vec::new();
     for i in 0..2 {
-        let (child, addr) = serve_process(bin, &dir.join(i.to_string()), fsid, &secret, i, 2);
+        let (child, addr) = serve_process(
+            bin,
+            &dir.join(i.to_string()),
+            fsid,
+            &secret,
+            Serve {
+                index: i,
+                servers: 2,
+                ..Serve::default()
+            },
+        );
         procs.0.push(child);
         servers.push(ServerAddr { addr, pid: None });
     }
@@ -638,7 +530,17 @@ fn a_stopped_or_killed_server_fails_operations_within_2s_and_a_restarted_one_ser
         t.elapsed()
     );
     // Restarted on its target (a new port): every synced byte reads back.
-    let (child, addr) = serve_process(bin, &dir.join("1"), fsid, &secret, 1, 2);
+    let (child, addr) = serve_process(
+        bin,
+        &dir.join("1"),
+        fsid,
+        &secret,
+        Serve {
+            index: 1,
+            servers: 2,
+            ..Serve::default()
+        },
+    );
     procs.0.push(child);
     file.servers[1].addr = addr;
     let c = Client::new(&file);
@@ -652,16 +554,8 @@ fn a_stopped_or_killed_server_fails_operations_within_2s_and_a_restarted_one_ser
 /// orphans: server 0 removes them when it starts again.
 #[test]
 fn orphan_chunks_are_removed_at_start() {
-    let dir = std::env::temp_dir().join(format!("dosfs-svc-orphan-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _cleanup = Fs {
-        dir: dir.clone(),
-        addr: AddrFile {
-            fsid: FsId([3; 16]),
-            secret: Secret::generate().unwrap(),
-            servers: Vec::new(),
-        },
-    };
+    let dir = common::fresh_dir("svc-orphan");
+    let _cleanup = Cleanup(dir.clone());
     let t = Target::format(&dir, FsId([3; 16]), 0, 1).unwrap();
     let svc = Service::open(&t).unwrap();
     let ok = |r: Reply| assert!(!matches!(r, Reply::Error(_)), "{r:?}");
@@ -711,8 +605,7 @@ fn orphan_chunks_are_removed_at_start() {
 #[ignore]
 fn md_rates() {
     let n = 20_000u64;
-    let dir = std::env::temp_dir().join(format!("dosfs-svc-mdrate-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = common::fresh_dir("svc-mdrate");
     let t = Target::format(&dir, FsId([9; 16]), 0, 1).unwrap();
     let svc = Service::open(&t).unwrap();
     let _ = svc.handle(Request::Mkdir { path: "/d".into() });

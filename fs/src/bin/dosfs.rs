@@ -196,7 +196,46 @@ enum Cmd {
     },
 }
 
+/// Marks every descriptor this process inherited beyond stdin, stdout and
+/// stderr close-on-exec, so the servers, the mount daemon and the dosrun
+/// that `up`, `mount --daemon` and `up --hostfile` leave running do not
+/// hold them. A lock held by the caller (`flock /tmp/dos-cluster.lock
+/// dosfs up ...`) would otherwise stay held by long-lived servers after the
+/// caller ended, and the next user of the lock would wait for them (how
+/// `CLUSTER=1 ci/bench-io.sh` hung at its start); a pipe of the caller
+/// (`$(dosfs up ...)`) would not see its end. This process keeps them
+/// until it exits.
+fn no_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC changes only descriptor
+    // flags; it touches no memory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: one descriptor at a time.
+    let Ok(dir) = fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number changes only its flags (a
+        // number already closed, such as read_dir's own, gives EBADF).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 fn main() {
+    no_inherited_fds();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
         eprintln!("dosfs: error: {e:#}");

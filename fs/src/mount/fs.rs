@@ -40,7 +40,13 @@ struct OpenFile {
     /// the next write, flush or fsync of the file.
     deferred: Option<Errno>,
     opens: u32,
+    /// A full row being sent by a write-behind thread while the next one
+    /// fills ([`DosFuse::send_behind`]); it hands back its buffer.
+    sending: Option<Sending>,
 }
+
+/// A write-behind send in flight: its result and its buffer (reused).
+type Sending = std::thread::JoinHandle<(Result<()>, Vec<u8>)>;
 
 /// A directory being listed: one page of entries, fetched as the kernel
 /// asks for offsets past it. Offsets: 0 is `.`, 1 is `..`, entry `i` of
@@ -58,7 +64,7 @@ struct DirCursor {
 /// The mounted file system.
 #[derive(Debug)]
 pub struct DosFuse {
-    client: Client,
+    client: Arc<Client>,
     opts: MountOptions,
     names: RwLock<Names>,
     files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
@@ -89,7 +95,7 @@ impl DosFuse {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         DosFuse {
-            client,
+            client: Arc::new(client),
             opts,
             names: RwLock::new(Names::new()),
             files: Mutex::new(HashMap::new()),
@@ -208,6 +214,7 @@ impl DosFuse {
                 buf: WriteBuf::new(cap),
                 deferred: None,
                 opens: 0,
+                sending: None,
             }))
         });
         let mut g = lock(f);
@@ -215,7 +222,7 @@ impl DosFuse {
         // Close-to-open: the attributes read at open are the ones used.
         let keep = g.attr.size.max(g.buf.end());
         g.attr = a;
-        if !g.buf.is_empty() {
+        if !g.buf.is_empty() || g.sending.is_some() {
             g.attr.size = g.attr.size.max(keep);
         }
         drop(g);
@@ -226,8 +233,51 @@ impl DosFuse {
         lock(&self.files).get(&ino).cloned()
     }
 
-    /// Sends the buffered writes of `f` to the servers.
+    /// Waits for the write-behind send of `f` in flight, if any, and gives
+    /// its result.
+    fn wait_send(&self, f: &mut OpenFile) -> Result<()> {
+        let Some(h) = f.sending.take() else {
+            return Ok(());
+        };
+        match h.join() {
+            Ok((r, data)) => {
+                f.buf.recycle(data);
+                r
+            }
+            Err(_) => Err(Error::Protocol {
+                reason: "the write-behind thread panicked".into(),
+            }),
+        }
+    }
+
+    /// Sends a full row `data` at `off` from a thread, so the kernel's next
+    /// writes fill the buffer meanwhile (one send in flight per file: the
+    /// previous one is waited for first, and its error is this write's).
+    fn send_behind(&self, f: &mut OpenFile, off: u64, data: Vec<u8>) -> Result<()> {
+        self.wait_send(f)?;
+        f.attr.size = f.attr.size.max(off + data.len() as u64);
+        let (client, attr) = (self.client.clone(), f.attr);
+        let spawned = std::thread::Builder::new()
+            .name("dosfs-wb".into())
+            .spawn(move || {
+                let r = client.write_at(&attr, off, &data);
+                (r, data)
+            });
+        match spawned {
+            Ok(h) => {
+                f.sending = Some(h);
+                Ok(())
+            }
+            // No thread (out of resources): the row was not sent, and
+            // this write fails with the reason.
+            Err(e) => Err(Error::io("spawn", "write-behind thread", e)),
+        }
+    }
+
+    /// Sends the buffered writes of `f` to the servers (after any send in
+    /// flight).
     fn flush_buf(&self, f: &mut OpenFile) -> Result<()> {
+        self.wait_send(f)?;
         if let Some((off, data)) = f.buf.take() {
             let r = self.client.write_at(&f.attr, off, &data);
             f.attr.size = f.attr.size.max(off + data.len() as u64);
@@ -260,10 +310,14 @@ impl DosFuse {
             match f.buf.push(off, data) {
                 Push::Buffered => return Ok(()),
                 Push::Full => {
-                    // The caller's bytes are in the buffer: an error of this
-                    // send belongs to it, reported now.
+                    // The row goes from a thread; its error goes to the
+                    // next write, close or fsync (an error of the previous
+                    // row's send is this write's).
+                    let Some((off, data)) = f.buf.take() else {
+                        return Ok(());
+                    };
                     return self
-                        .flush_buf(&mut f)
+                        .send_behind(&mut f, off, data)
                         .map_err(|e| self.fail("write", ino, &e));
                 }
                 Push::FlushFirst => {
@@ -272,6 +326,10 @@ impl DosFuse {
                     }
                 }
                 Push::Direct => {
+                    // After the row in flight: writes stay in order.
+                    if let Err(e) = self.wait_send(&mut f) {
+                        return Err(self.fail("write", ino, &e));
+                    }
                     let r = self.client.write_at(&f.attr, off, data);
                     f.attr.size = f.attr.size.max(off + data.len() as u64);
                     return r.map_err(|e| self.fail("write", ino, &e));
@@ -453,6 +511,10 @@ impl Filesystem for DosFuse {
             let _ = config.set_max_readahead(n);
         }
         let _ = config.set_max_background(64);
+        // Lookups (and listings) of one directory run at once: a shared
+        // directory's stats are not serialised by FUSE (creates still are,
+        // by the VFS's directory lock, as on any file system).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
         Ok(())
     }
 
@@ -568,6 +630,7 @@ impl Filesystem for DosFuse {
                 if let Some(f) = self.file(a.ino) {
                     let mut g = lock(&f);
                     let _ = g.buf.take();
+                    let _ = self.wait_send(&mut g);
                 }
                 reply.ok()
             }
@@ -610,14 +673,21 @@ impl Filesystem for DosFuse {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // Close-to-open: fresh attributes at every open, and the kernel
-        // drops its cached pages of the file (no FOPEN_KEEP_CACHE).
+        // drops its cached pages of the file (no FOPEN_KEEP_CACHE). A
+        // read-only handle writes nothing, so its close needs no flush
+        // request (the handles that wrote flush at their own close).
+        let fopen = if flags.0 & libc::O_ACCMODE == libc::O_RDONLY {
+            FopenFlags::FOPEN_NOFLUSH
+        } else {
+            FopenFlags::empty()
+        };
         match self.stat_ino(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
             Ok(a) => {
                 self.open_file(a);
-                reply.opened(FileHandle(ino.0), FopenFlags::empty());
+                reply.opened(FileHandle(ino.0), fopen);
             }
             Err(e) => reply.error(self.fail("open", ino.0, &e)),
         }

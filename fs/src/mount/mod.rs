@@ -16,7 +16,8 @@
 //! ([`MountOptions::attr_timeout`], default 0), names for 1 s
 //! ([`MountOptions::entry_timeout`]). Writes are **visible at close**:
 //! `close` (FUSE flush) sends the file's buffered writes to the servers,
-//! where every client reads them; they are **durable at `fsync`** (a dosfs
+//! where every client reads them (a read-only handle's close asks nothing:
+//! `FOPEN_NOFLUSH`); they are **durable at `fsync`** (a dosfs
 //! sync of the file) and at unmount (a sync of every server). Close does
 //! not sync: that is MPI-IO's rule, and it keeps creating many small files
 //! cheap; a program that needs durability calls fsync, as it would on any
@@ -31,8 +32,13 @@
 //! (stripe size x stripe count, 1 to 16 MiB: [`state::WriteBuf`]) and sent
 //! as one [`Client::write_at`], which writes to every server of the row at
 //! once; the kernel serialises a file's writes, so without this only one
-//! server would be busy at a time. Reads go straight to the servers holding
-//! the stripes; several requests run at once ([`MountOptions::threads`]).
+//! server would be busy at a time. A full row is sent from a thread while
+//! the kernel's next writes fill the buffer (one row in flight per file;
+//! a close, fsync, read or truncate of the file waits for it, and its error
+//! goes to the file's next write, close or fsync). Reads go straight to the
+//! servers holding the stripes; several requests run at once
+//! ([`MountOptions::threads`]), and lookups in one directory run in
+//! parallel (`FUSE_PARALLEL_DIROPS`).
 //!
 //! **What is not there.** dosfs keeps no modes, owners or times: files show
 //! 0644 and directories 0755, owned by the user who mounted, with the mount
