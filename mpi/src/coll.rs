@@ -20,7 +20,8 @@ use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
 use crate::types::{Staged, VStaged};
 
-fn root_of(c: &Comm, root: c_int) -> R<usize> {
+/// `root` as a rank of `c`, or `MPI_ERR_ROOT` (blocking and nonblocking forms).
+pub(crate) fn root_of(c: &Comm, root: c_int) -> R<usize> {
     if root >= 0 && (root as usize) < c.size() {
         Ok(root as usize)
     } else {
@@ -31,11 +32,16 @@ fn root_of(c: &Comm, root: c_int) -> R<usize> {
     }
 }
 
-/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
+/// Counts and displacements (in elements of `size` bytes) as bytes, checked:
+/// the one argument check of every v-form, blocking ([`crate::coll`]) and
+/// nonblocking ([`crate::nbc`]). A negative count is `MPI_ERR_COUNT`, a
+/// negative displacement `MPI_ERR_ARG`, and a block whose byte length or end
+/// does not fit in memory is an error, never an overflow. Returns the byte
+/// counts, the byte displacements and the end of the furthest block.
 ///
 /// # Safety
 /// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-unsafe fn layout(
+pub(crate) unsafe fn layout(
     counts: *const c_int,
     displs: *const c_int,
     n: usize,
@@ -55,8 +61,16 @@ unsafe fn layout(
         let ci = datatype::count(c[i])?;
         let di = usize::try_from(d[i])
             .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
-        let (cb, db) = (ci * size, di * size);
-        end = end.max(db + cb);
+        let (cb, db) = (
+            ci.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
+            di.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_ARG, "a displacement overflows"))?,
+        );
+        let e = db
+            .checked_add(cb)
+            .ok_or_else(|| err(abi::ERR_ARG, "a block ends beyond memory"))?;
+        end = end.max(e);
         cs.push(cb);
         ds.push(db);
     }
@@ -122,7 +136,7 @@ mpi_fn! {
 }
 
 /// A block sent must be as long as the block the receiver expects.
-fn check_block(sent: usize, expected: usize) -> R<()> {
+pub(crate) fn check_block(sent: usize, expected: usize) -> R<()> {
     if sent > expected {
         Err(err(
             abi::ERR_TRUNCATE,

@@ -37,6 +37,7 @@ use dos::detached::{DetachedRequest, NbColl};
 use dos::Comm;
 
 use crate::abi::{self, Handle};
+use crate::coll::{check_block, layout, root_of};
 use crate::datatype::{self, Layout};
 use crate::error::{err, R};
 use crate::ptr::{in_place, ints, out};
@@ -127,34 +128,6 @@ unsafe fn register(raw: DetachedRequest, keep: Keep, comm: Handle, request: *mut
     })?;
     // SAFETY: the caller's contract.
     unsafe { out(request, h, "request") }
-}
-
-fn root_of(c: &Comm, root: c_int) -> R<usize> {
-    if root >= 0 && (root as usize) < c.size() {
-        Ok(root as usize)
-    } else {
-        Err(err(
-            abi::ERR_ROOT,
-            format!("invalid root {root} in a communicator of size {}", c.size()),
-        ))
-    }
-}
-
-/// A block sent must be as long as the block the receiver expects.
-fn check_block(sent: usize, expected: usize) -> R<()> {
-    if sent > expected {
-        Err(err(
-            abi::ERR_TRUNCATE,
-            format!("a block of {sent} bytes where {expected} are expected"),
-        ))
-    } else if sent < expected {
-        Err(err(
-            abi::ERR_COUNT,
-            format!("a block of {sent} bytes where {expected} are expected"),
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// The byte length of `n` elements of `dt` (dense or packed).
@@ -371,43 +344,6 @@ mpi_fn! {
 }
 
 // ----- the v-forms -----
-
-/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
-///
-/// # Safety
-/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-unsafe fn layout(
-    counts: *const c_int,
-    displs: *const c_int,
-    n: usize,
-    size: usize,
-) -> R<(Vec<usize>, Vec<usize>, usize)> {
-    // SAFETY: the caller's contract.
-    let (c, d) = unsafe {
-        (
-            ints(counts, n, "counts")?,
-            ints(displs, n, "displacements")?,
-        )
-    };
-    let mut cs = Vec::with_capacity(n);
-    let mut ds = Vec::with_capacity(n);
-    let mut end = 0usize;
-    for i in 0..n {
-        let ci = datatype::count(c[i])?;
-        let di = usize::try_from(d[i])
-            .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
-        let (cb, db) = (
-            ci.checked_mul(size)
-                .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
-            di.checked_mul(size)
-                .ok_or_else(|| err(abi::ERR_ARG, "a displacement overflows"))?,
-        );
-        end = end.max(db + cb);
-        cs.push(cb);
-        ds.push(db);
-    }
-    Ok((cs, ds, end))
-}
 
 /// The blocks of a v-form buffer as bytes: the caller's buffer for a
 /// predefined datatype, a packed temporary for a derived one (unpacked at
