@@ -460,3 +460,8 @@ fn user_error_handlers_and_added_error_classes() {
 fn topologies_against_a_serial_model() {
     passes("dosmpicc", "topo.c");
 }
+
+#[test]
+fn alloc_mem_and_the_programs_window_attributes() {
+    passes("dosmpicc", "alloc_winattr.c");
+}
