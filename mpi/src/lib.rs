@@ -58,6 +58,11 @@
 //!   beyond the topology's size get `MPI_COMM_NULL`; `Comm_dup` keeps the
 //!   topology. Bad arguments: `MPI_ERR_TOPOLOGY` (no such topology),
 //!   `MPI_ERR_DIMS`, `MPI_ERR_RANK`, `MPI_ERR_ARG`.
+//! * **Neighbourhood collectives** (module `neighbor`) —
+//!   `Neighbor_allgather(v)`, `Neighbor_alltoall(v,w)` and the `Ineighbor_*`
+//!   forms (complete on return) on Cartesian, graph and distributed-graph
+//!   communicators, one packed message per peer on the collective context.
+//! * **Memory** — `Alloc_mem`/`Free_mem` (the C heap; hints ignored).
 //! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
 //!   for a non-member), `Group_incl`, `Group_excl`, `Group_range_incl`,
 //!   `Group_range_excl`, `Group_union`, `Group_intersection`,
@@ -294,10 +299,9 @@
 //! (they are checked at `MPI_Start`);
 //! `Type_create_darray`, the large-count
 //! `_c` constructors, `Pack_external`; user operations on `long double`; `long double` types in one-sided accumulates (other than
-//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
-//! program's own on windows; MPI-IO's `external32`, user error handlers
-//! for files and a local POSIX driver; intercommunicators; neighbourhood
-//! collectives; `MPI_Remove_error_*`;
+//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's `external32`, user error handlers
+//! for files and a local POSIX driver; intercommunicators;
+//! persistent neighbourhood collectives (`MPI_Neighbor_*_init`);
 //! the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
@@ -424,6 +428,7 @@ mod info;
 mod io;
 mod later;
 mod nbc;
+mod neighbor;
 mod p2p;
 mod persist;
 mod ptr;

@@ -465,3 +465,8 @@ fn topologies_against_a_serial_model() {
 fn alloc_mem_and_the_programs_window_attributes() {
     passes("dosmpicc", "alloc_winattr.c");
 }
+
+#[test]
+fn neighbourhood_collectives_on_every_topology() {
+    passes("dosmpicc", "neighbor.c");
+}
