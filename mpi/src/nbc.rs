@@ -613,7 +613,7 @@ unsafe fn start_reduce<T: Num>(
 /// The element type and operation of a reduction, checked.
 fn reduction(dt: Handle, op: Handle) -> R<(crate::datatype::Elem, reduce::Kind, usize)> {
     let t = datatype::for_reduction(dt)?;
-    let k = reduce::check(op, t.elem, t.name)?;
+    let k = reduce::check_on(op, dt, &t)?;
     Ok((t.elem, k, t.size))
 }
 

@@ -470,3 +470,8 @@ fn alloc_mem_and_the_programs_window_attributes() {
 fn neighbourhood_collectives_on_every_topology() {
     passes("dosmpicc", "neighbor.c");
 }
+
+#[test]
+fn user_operations_on_whole_elements_of_a_derived_type() {
+    passes("dosmpicc", "userop_derived.c");
+}
