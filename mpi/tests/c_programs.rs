@@ -475,3 +475,8 @@ fn neighbourhood_collectives_on_every_topology() {
 fn user_operations_on_whole_elements_of_a_derived_type() {
     passes("dosmpicc", "userop_derived.c");
 }
+
+#[test]
+fn request_get_status_any_all_some_and_aint_arithmetic() {
+    passes("dosmpicc", "status_peek.c");
+}
