@@ -55,9 +55,10 @@ impl Block {
     /// `addr` valid for the block.
     unsafe fn pack(&self) -> R<Vec<u8>> {
         match self.layout()? {
-            // SAFETY: the caller's contract.
             Layout::Dense(n) => {
-                Ok(unsafe { crate::ptr::src(self.addr as *const c_void, n)? }.to_vec())
+                // SAFETY: the caller's contract.
+                let s = unsafe { crate::ptr::src(self.addr as *const c_void, n)? };
+                Ok(s.to_vec())
             }
             // SAFETY: the caller's contract.
             l => unsafe { pack_to_vec(self.addr as *const c_void, &l) },
