@@ -156,7 +156,9 @@
 //!   `Scan_init`, `Exscan_init`: each `MPI_Start`/`Startall` starts the
 //!   nonblocking collective with the arguments given at init (checked then:
 //!   a bad argument is the error of `MPI_Start`); the info argument is
-//!   ignored.
+//!   ignored. Each has a context of its own, made at init (a duplicate of
+//!   the communicator kept until `MPI_Finalize`), so they match in init
+//!   order whatever the order of the starts, as MPI-4 says.
 //! * **User operations** — `Op_create` (commutative or not), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative

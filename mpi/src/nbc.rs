@@ -907,6 +907,26 @@ mpi_fn! {
 // ----- persistent collectives (MPI-4): each `MPI_Start` starts the
 // nonblocking collective with the arguments given at init -----
 
+/// A context of its own for one persistent collective, made at its
+/// `*_init` (collective, in init order on every rank): MPI-4 matches
+/// persistent collectives by the order of their initialization, not of
+/// their `MPI_Start`s (MPICH's coll/p_order starts a bcast and a barrier in
+/// opposite orders on different ranks). A duplicate of `comm` without its
+/// attributes (no copy callback runs), with its error handler; it lives
+/// until `MPI_Finalize`.
+fn own_context(comm: Handle) -> R<Handle> {
+    let d = state::comm(comm)?.dup()?;
+    let errhandler = state::errhandler_of(comm);
+    let h = state::with(|st| {
+        Ok(st.comms.insert(state::CommEntry {
+            comm: d,
+            errhandler,
+        }))
+    })?;
+    crate::topo::copy(comm, h);
+    Ok(h)
+}
+
 /// Defines `MPI_X_init` from `PMPI_IX`: the arguments (checked when the
 /// request is started: an error then is returned by `MPI_Start`) kept as
 /// given, the buffers and arrays by address as the standard lets it.
@@ -915,10 +935,11 @@ macro_rules! coll_init {
         mpi_fn! {
             /// A persistent collective (MPI-4): `MPI_Start` starts its nonblocking form.
             fn $mpi / $pmpi($($a: $t,)* comm: Handle, _info: Handle, request: *mut Handle) on comm => {
+                let own = own_context(comm)?;
                 let start: crate::persist::Starter = std::rc::Rc::new(move |r: *mut Handle| {
                     // SAFETY: the arguments as given at init, valid until the
                     // request is freed (the standard's rule for persistent requests).
-                    unsafe { $inb($($a,)* comm, r) }
+                    unsafe { $inb($($a,)* own, r) }
                 });
                 crate::persist::coll_init(comm, request, start)
             }

@@ -480,3 +480,8 @@ fn user_operations_on_whole_elements_of_a_derived_type() {
 fn request_get_status_any_all_some_and_aint_arithmetic() {
     passes("dosmpicc", "status_peek.c");
 }
+
+#[test]
+fn persistent_collectives_match_in_init_order() {
+    passes("dosmpicc", "persist_order.c");
+}
