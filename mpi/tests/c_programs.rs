@@ -485,3 +485,17 @@ fn request_get_status_any_all_some_and_aint_arithmetic() {
 fn persistent_collectives_match_in_init_order() {
     passes("dosmpicc", "persist_order.c");
 }
+
+#[test]
+fn a_files_own_error_handler() {
+    let prog = compile("dosmpicc", "io_errhandler.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_errhandler-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_errhandler on {n} ranks"),
+            &format!("OK io_errhandler {n} ranks"),
+        );
+    }
+}
