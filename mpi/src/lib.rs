@@ -301,8 +301,8 @@
 //! (they are checked at `MPI_Start`);
 //! `Type_create_darray`, the large-count
 //! `_c` constructors, `Pack_external`; user operations on `long double`; `long double` types in one-sided accumulates (other than
-//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's `external32`, user error handlers
-//! for files and a local POSIX driver; intercommunicators;
+//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's `external32` and a
+//! local POSIX driver; intercommunicators;
 //! persistent neighbourhood collectives (`MPI_Neighbor_*_init`);
 //! the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
