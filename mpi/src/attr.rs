@@ -480,6 +480,23 @@ mpi_fn! {
 }
 
 mpi_fn! {
+    /// Sets a window attribute of one of the program's keyvals (the
+    /// predefined `MPI_WIN_BASE`... cannot be set: `MPI_ERR_KEYVAL`).
+    fn MPI_Win_set_attr / PMPI_Win_set_attr(win: Handle, win_keyval: c_int, attribute_val: *mut c_void) on abi::COMM_WORLD => {
+        crate::rma::check(win)?;
+        set(Kind::Win, win, win_keyval, attribute_val as usize)
+    }
+}
+
+mpi_fn! {
+    /// Deletes a window attribute (its delete callback runs).
+    fn MPI_Win_delete_attr / PMPI_Win_delete_attr(win: Handle, win_keyval: c_int) on abi::COMM_WORLD => {
+        crate::rma::check(win)?;
+        delete(Kind::Win, win, win_keyval)
+    }
+}
+
+mpi_fn! {
     /// Frees a window keyval; sets it to `MPI_KEYVAL_INVALID`.
     fn MPI_Win_free_keyval / PMPI_Win_free_keyval(keyval: *mut c_int) on abi::COMM_WORLD => {
         free_keyval(Kind::Win, read(keyval, "keyval")?)?;

@@ -20,7 +20,8 @@ use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
 use crate::types::{Staged, VStaged};
 
-fn root_of(c: &Comm, root: c_int) -> R<usize> {
+/// `root` as a rank of `c`, or `MPI_ERR_ROOT` (blocking and nonblocking forms).
+pub(crate) fn root_of(c: &Comm, root: c_int) -> R<usize> {
     if root >= 0 && (root as usize) < c.size() {
         Ok(root as usize)
     } else {
@@ -31,11 +32,16 @@ fn root_of(c: &Comm, root: c_int) -> R<usize> {
     }
 }
 
-/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
+/// Counts and displacements (in elements of `size` bytes) as bytes, checked:
+/// the one argument check of every v-form, blocking ([`crate::coll`]) and
+/// nonblocking ([`crate::nbc`]). A negative count is `MPI_ERR_COUNT`, a
+/// negative displacement `MPI_ERR_ARG`, and a block whose byte length or end
+/// does not fit in memory is an error, never an overflow. Returns the byte
+/// counts, the byte displacements and the end of the furthest block.
 ///
 /// # Safety
 /// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-unsafe fn layout(
+pub(crate) unsafe fn layout(
     counts: *const c_int,
     displs: *const c_int,
     n: usize,
@@ -55,8 +61,16 @@ unsafe fn layout(
         let ci = datatype::count(c[i])?;
         let di = usize::try_from(d[i])
             .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
-        let (cb, db) = (ci * size, di * size);
-        end = end.max(db + cb);
+        let (cb, db) = (
+            ci.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
+            di.checked_mul(size)
+                .ok_or_else(|| err(abi::ERR_ARG, "a displacement overflows"))?,
+        );
+        let e = db
+            .checked_add(cb)
+            .ok_or_else(|| err(abi::ERR_ARG, "a block ends beyond memory"))?;
+        end = end.max(e);
         cs.push(cb);
         ds.push(db);
     }
@@ -122,7 +136,7 @@ mpi_fn! {
 }
 
 /// A block sent must be as long as the block the receiver expects.
-fn check_block(sent: usize, expected: usize) -> R<()> {
+pub(crate) fn check_block(sent: usize, expected: usize) -> R<()> {
     if sent > expected {
         Err(err(
             abi::ERR_TRUNCATE,
@@ -655,8 +669,37 @@ unsafe fn staged_alltoallv(
 /// The element type and operation of a reduction, checked.
 fn reduction(dt: Handle, op: Handle) -> R<(Elem, reduce::Kind, usize)> {
     let t = datatype::for_reduction(dt)?;
-    let k = reduce::check(op, t.elem, t.name)?;
+    let k = reduce::check_on(op, dt, &t)?;
     Ok((t.elem, k, t.size))
+}
+
+/// A reduction with a user operation on whole elements of `unit` bytes
+/// (see [`reduce::whole_elements`]): the buffers are gathered at `root`,
+/// which combines them in rank order; `out` is `root`'s result buffer.
+fn user_whole(
+    c: &Comm,
+    mine: &[u8],
+    out: Option<&mut [u8]>,
+    k: reduce::Kind,
+    unit: usize,
+    root: usize,
+) -> R<()> {
+    let len = mine.len();
+    let me = c.rank() == root;
+    // u64 storage: the user function sees its elements aligned.
+    let mut all = vec![0u64; if me { (len * c.size()).div_ceil(8) } else { 0 }];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut all);
+    let n = if me { len * c.size() } else { 0 };
+    c.gather(mine, &mut bytes[..n], root)?;
+    if let Some(out) = out {
+        if me {
+            let mut acc = vec![0u64; len.div_ceil(8)];
+            let a: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut acc)[..len];
+            reduce::fold_user_bytes(k, unit, &bytes[..n], a);
+            out.copy_from_slice(a);
+        }
+    }
+    Ok(())
 }
 
 fn reduce_t<T: Num>(
@@ -686,9 +729,14 @@ mpi_fn! {
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.reduce(&c, sendbuf, recvbuf, datatype::count(count)?, root);
         }
-        let (elem, k, _) = reduction(datatype, op)?;
+        let (elem, k, unit) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
+        if reduce::whole_elements(k) {
+            let mine = if me && in_place(sendbuf) { dst(recvbuf, len)?.to_vec() } else { src(sendbuf, len)?.to_vec() };
+            let r = if me { Some(dst(recvbuf, len)?) } else { None };
+            return user_whole(&c, &mine, r, k, unit, root);
+        }
         if me && in_place(sendbuf) {
             let r = dst(recvbuf, len)?;
             typed!(elem, reduce_t(&c, None, r, k, root))
@@ -720,10 +768,16 @@ mpi_fn! {
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.allreduce(&c, sendbuf, recvbuf, datatype::count(count)?, None);
         }
-        let (elem, k, _) = reduction(datatype, op)?;
+        let (elem, k, unit) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
         let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };
+        if reduce::whole_elements(k) {
+            let mine = s.map_or_else(|| r.to_vec(), <[u8]>::to_vec);
+            user_whole(&c, &mine, Some(&mut *r), k, unit, 0)?;
+            c.bcast(r, 0)?;
+            return Ok(());
+        }
         typed!(elem, allreduce_t(&c, s, r, k))
     }
 }

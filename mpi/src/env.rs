@@ -143,6 +143,39 @@ mpi_fn! {
     }
 }
 
+mpi_fn! {
+    /// Memory for the program (`MPI_Alloc_mem`): from the C heap, so that
+    /// one-sided windows and message buffers may use it like any other; dos
+    /// needs no special registration. The info hints are accepted and
+    /// ignored. A negative size is `MPI_ERR_SIZE`, no memory `MPI_ERR_NO_MEM`.
+    fn MPI_Alloc_mem / PMPI_Alloc_mem(size: isize, _info: Handle, baseptr: *mut c_void) on abi::COMM_WORLD => {
+        if baseptr.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
+        }
+        let n = usize::try_from(size)
+            .map_err(|_| err(ERR_SIZE, format!("negative size {size}")))?;
+        // SAFETY: malloc of a positive size (0 asks for one byte, so that
+        // the pointer is distinct and can be given to MPI_Free_mem).
+        let p = unsafe { libc::malloc(n.max(1)) };
+        if p.is_null() {
+            return Err(err(abi::ERR_NO_MEM, format!("no memory for {n} bytes")));
+        }
+        out(baseptr.cast::<*mut c_void>(), p, "baseptr")
+    }
+}
+
+mpi_fn! {
+    /// Frees memory of `MPI_Alloc_mem` (a null pointer is ignored).
+    fn MPI_Free_mem / PMPI_Free_mem(base: *mut c_void) on abi::COMM_WORLD => {
+        // SAFETY: the caller's contract: `base` came from MPI_Alloc_mem.
+        unsafe { libc::free(base) };
+        Ok(())
+    }
+}
+
+/// `MPI_ERR_SIZE`.
+const ERR_SIZE: c_int = 55;
+
 /// The clock's origin: the first call (at `MPI_Init` at the latest).
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();

@@ -41,8 +41,10 @@
 //! Errors go to the file's error handler: `MPI_ERRORS_RETURN` by default,
 //! as the standard says for files; `MPI_File_set_errhandler(MPI_FILE_NULL,
 //! ...)` changes the default for files opened later and for
-//! `MPI_File_open`/`MPI_File_delete` themselves. The predefined handlers
-//! only (no `MPI_File_create_errhandler` yet).
+//! `MPI_File_open`/`MPI_File_delete` themselves. A handler of
+//! `MPI_File_create_errhandler` is called with the file (`MPI_FILE_NULL`
+//! for open and delete) and the error code; if it returns, the function
+//! returns the code.
 //!
 //! ## Data and views
 //!
@@ -302,14 +304,19 @@ fn finish(func: &str, fh: Handle, body: impl FnOnce() -> R<()>) -> c_int {
     });
     match r {
         Ok(()) => abi::SUCCESS,
-        Err(e) => raise(func, errhandler_of(fh), e),
+        Err(e) => raise(func, fh, errhandler_of(fh), e),
     }
 }
 
-/// Invokes `handler` on `e`: returns the class, or ends the job.
-fn raise(func: &str, handler: Handle, e: Error) -> c_int {
+/// Invokes `handler` on `e` for file `fh`: returns the class, or ends the job.
+fn raise(func: &str, fh: Handle, handler: Handle, e: Error) -> c_int {
     if handler == abi::ERRORS_RETURN {
         return e.class;
+    }
+    if let Some((_, f)) = crate::error::user_errhandler(handler) {
+        // The program's handler (MPI_File_create_errhandler), called with
+        // the file and the code; if it returns, so does the function.
+        return crate::error::call_user(f, fh, e.class);
     }
     let name = crate::error::class_string(e.class).unwrap_or("unknown error class");
     let name = name.split(':').next().unwrap_or(name);
@@ -1272,12 +1279,18 @@ file_fn! {
 }
 
 fn check_errhandler(e: Handle) -> R<()> {
-    match e {
-        abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT => Ok(()),
-        _ => Err(err(
-            abi::ERR_ARG,
-            format!("invalid error handler {e:#x} (the predefined ones only)"),
-        )),
+    crate::error::check_handler(e, crate::error::HandlerKind::File)
+}
+
+mpi_fn! {
+    /// An error handler for files calling `function(&file, &code)`.
+    fn MPI_File_create_errhandler / PMPI_File_create_errhandler(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
+        }
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(crate::error::HandlerKind::File, f)?;
+        out(errhandler, h, "errhandler")
     }
 }
 

@@ -1,5 +1,7 @@
 //! Functions whose groups are not implemented yet, and the few small ones
-//! that OSU's and other suites' common code calls beside them.
+//! that OSU's and other suites' common code calls beside them
+//! (`Get_address`, `Aint_add`/`Aint_diff`, MPI-4.1's
+//! `Request_get_status_any`/`all`/`some` on top of `Request_get_status`).
 //!
 //! The unimplemented ones exist so that programs which reference them
 //! (most often in code paths they do not take) link; called, they raise
@@ -88,6 +90,144 @@ mpi_fn! {
     /// The address of a location, as an `MPI_Aint`.
     fn MPI_Get_address / PMPI_Get_address(location: *const c_void, address: *mut isize) on abi::COMM_WORLD => {
         out(address, location as isize, "address")
+    }
+}
+
+/// `MPI_Aint_add`: `base + disp`, wrapping as address arithmetic does.
+#[no_mangle]
+pub extern "C" fn PMPI_Aint_add(base: isize, disp: isize) -> isize {
+    base.wrapping_add(disp)
+}
+
+/// `MPI_Aint_add`: forwards to [`PMPI_Aint_add`].
+#[no_mangle]
+pub extern "C" fn MPI_Aint_add(base: isize, disp: isize) -> isize {
+    PMPI_Aint_add(base, disp)
+}
+
+/// `MPI_Aint_diff`: `addr1 - addr2`, wrapping as address arithmetic does.
+#[no_mangle]
+pub extern "C" fn PMPI_Aint_diff(addr1: isize, addr2: isize) -> isize {
+    addr1.wrapping_sub(addr2)
+}
+
+/// `MPI_Aint_diff`: forwards to [`PMPI_Aint_diff`].
+#[no_mangle]
+pub extern "C" fn MPI_Aint_diff(addr1: isize, addr2: isize) -> isize {
+    PMPI_Aint_diff(addr1, addr2)
+}
+
+/// One request's `MPI_Request_get_status`: `None` for `MPI_REQUEST_NULL`,
+/// else whether it is complete (its status written to `status` if so).
+///
+/// # Safety
+/// `status` null or valid for a write.
+unsafe fn peek(r: Handle, status: *mut abi::Status) -> R<Option<bool>> {
+    if r == abi::REQUEST_NULL {
+        return Ok(None);
+    }
+    let mut flag: c_int = 0;
+    // SAFETY: `flag` is ours, `status` the caller's.
+    let rc = unsafe { crate::request::PMPI_Request_get_status(r, &mut flag, status) };
+    if rc != abi::SUCCESS {
+        return Err(err(
+            rc,
+            "MPI_Request_get_status failed on one of the requests",
+        ));
+    }
+    Ok(Some(flag != 0))
+}
+
+/// The requests of an array argument (null with a nonzero count: `MPI_ERR_ARG`).
+///
+/// # Safety
+/// `reqs` valid for `count` handles.
+unsafe fn req_array<'a>(count: c_int, reqs: *const Handle) -> R<&'a [Handle]> {
+    let n = usize::try_from(count)
+        .map_err(|_| err(abi::ERR_COUNT, format!("negative count {count}")))?;
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if reqs.is_null() {
+        return Err(err(abi::ERR_ARG, "null array of requests"));
+    }
+    // SAFETY: the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts(reqs, n) })
+}
+
+/// The `i`-th status of an array (or null for `MPI_STATUSES_IGNORE`).
+fn nth(statuses: *mut abi::Status, i: usize) -> *mut abi::Status {
+    if statuses.is_null() {
+        statuses
+    } else {
+        statuses.wrapping_add(i)
+    }
+}
+
+mpi_fn! {
+    /// MPI-4.1: whether any of the requests is complete, without freeing
+    /// it; `index` is `MPI_UNDEFINED` (and `flag` true) if none is active.
+    fn MPI_Request_get_status_any / PMPI_Request_get_status_any(count: c_int, array_of_requests: *const Handle, index: *mut c_int, flag: *mut c_int, status: *mut abi::Status) on abi::COMM_WORLD => {
+        let reqs = req_array(count, array_of_requests)?;
+        let mut active = false;
+        for (i, &r) in reqs.iter().enumerate() {
+            match peek(r, status)? {
+                Some(true) => {
+                    out(index, i as c_int, "index")?;
+                    return out(flag, 1, "flag");
+                }
+                Some(false) => active = true,
+                None => {}
+            }
+        }
+        out(index, abi::UNDEFINED, "index")?;
+        out(flag, (!active) as c_int, "flag")
+    }
+}
+
+mpi_fn! {
+    /// MPI-4.1: whether all of the requests are complete, without freeing
+    /// them (their statuses written if so).
+    fn MPI_Request_get_status_all / PMPI_Request_get_status_all(count: c_int, array_of_requests: *const Handle, flag: *mut c_int, array_of_statuses: *mut abi::Status) on abi::COMM_WORLD => {
+        let reqs = req_array(count, array_of_requests)?;
+        let mut all = true;
+        for &r in reqs {
+            if peek(r, std::ptr::null_mut())? == Some(false) {
+                all = false;
+            }
+        }
+        if all && !array_of_statuses.is_null() {
+            for (i, &r) in reqs.iter().enumerate() {
+                // A null request gets the empty status.
+                let rc = crate::request::PMPI_Request_get_status(r, &mut 0, nth(array_of_statuses, i));
+                if rc != abi::SUCCESS {
+                    return Err(err(rc, "MPI_Request_get_status failed on one of the requests"));
+                }
+            }
+        }
+        out(flag, all as c_int, "flag")
+    }
+}
+
+mpi_fn! {
+    /// MPI-4.1: which of the requests are complete, without freeing them;
+    /// `outcount` is `MPI_UNDEFINED` if none is active.
+    fn MPI_Request_get_status_some / PMPI_Request_get_status_some(incount: c_int, array_of_requests: *const Handle, outcount: *mut c_int, array_of_indices: *mut c_int, array_of_statuses: *mut abi::Status) on abi::COMM_WORLD => {
+        let reqs = req_array(incount, array_of_requests)?;
+        let mut active = false;
+        let mut k = 0usize;
+        for (i, &r) in reqs.iter().enumerate() {
+            match peek(r, nth(array_of_statuses, k))? {
+                Some(true) => {
+                    active = true;
+                    out(array_of_indices.wrapping_add(k), i as c_int, "array_of_indices")?;
+                    k += 1;
+                }
+                Some(false) => active = true,
+                None => {}
+            }
+        }
+        out(outcount, if active { k as c_int } else { abi::UNDEFINED }, "outcount")
     }
 }
 

@@ -58,6 +58,11 @@
 //!   beyond the topology's size get `MPI_COMM_NULL`; `Comm_dup` keeps the
 //!   topology. Bad arguments: `MPI_ERR_TOPOLOGY` (no such topology),
 //!   `MPI_ERR_DIMS`, `MPI_ERR_RANK`, `MPI_ERR_ARG`.
+//! * **Neighbourhood collectives** (module `neighbor`) —
+//!   `Neighbor_allgather(v)`, `Neighbor_alltoall(v,w)` and the `Ineighbor_*`
+//!   forms (complete on return) on Cartesian, graph and distributed-graph
+//!   communicators, one packed message per peer on the collective context.
+//! * **Memory** — `Alloc_mem`/`Free_mem` (the C heap; hints ignored).
 //! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
 //!   for a non-member), `Group_incl`, `Group_excl`, `Group_range_incl`,
 //!   `Group_range_excl`, `Group_union`, `Group_intersection`,
@@ -151,7 +156,9 @@
 //!   `Scan_init`, `Exscan_init`: each `MPI_Start`/`Startall` starts the
 //!   nonblocking collective with the arguments given at init (checked then:
 //!   a bad argument is the error of `MPI_Start`); the info argument is
-//!   ignored.
+//!   ignored. Each has a context of its own, made at init (a duplicate of
+//!   the communicator kept until `MPI_Finalize`), so they match in init
+//!   order whatever the order of the starts, as MPI-4 says.
 //! * **User operations** — `Op_create` (commutative or not), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative
@@ -327,10 +334,9 @@
 //! (`MPI_Type_extent`/`lb`/`ub`/`hvector`/`hindexed`/`struct`,
 //! `MPI_LB`/`MPI_UB`), which the standard ABI does not have either;
 //! `long double` types in one-sided accumulates (other than
-//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers and attributes of the
-//! program's own on windows; MPI-IO's `external32`, user error handlers
-//! for files and a local POSIX driver; intercommunicators; neighbourhood
-//! collectives; `MPI_Remove_error_*`;
+//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's
+//! `external32` and a local POSIX driver; intercommunicators; persistent
+//! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
@@ -459,6 +465,7 @@ mod io;
 mod later;
 mod ldouble;
 mod nbc;
+mod neighbor;
 mod p2p;
 mod persist;
 mod ptr;

@@ -37,6 +37,7 @@ use dos::detached::{DetachedRequest, NbColl};
 use dos::Comm;
 
 use crate::abi::{self, Handle};
+use crate::coll::{check_block, layout, root_of};
 use crate::datatype::{self, Layout};
 use crate::error::{err, R};
 use crate::ptr::{in_place, ints, out};
@@ -127,34 +128,6 @@ unsafe fn register(raw: DetachedRequest, keep: Keep, comm: Handle, request: *mut
     })?;
     // SAFETY: the caller's contract.
     unsafe { out(request, h, "request") }
-}
-
-fn root_of(c: &Comm, root: c_int) -> R<usize> {
-    if root >= 0 && (root as usize) < c.size() {
-        Ok(root as usize)
-    } else {
-        Err(err(
-            abi::ERR_ROOT,
-            format!("invalid root {root} in a communicator of size {}", c.size()),
-        ))
-    }
-}
-
-/// A block sent must be as long as the block the receiver expects.
-fn check_block(sent: usize, expected: usize) -> R<()> {
-    if sent > expected {
-        Err(err(
-            abi::ERR_TRUNCATE,
-            format!("a block of {sent} bytes where {expected} are expected"),
-        ))
-    } else if sent < expected {
-        Err(err(
-            abi::ERR_COUNT,
-            format!("a block of {sent} bytes where {expected} are expected"),
-        ))
-    } else {
-        Ok(())
-    }
 }
 
 /// The byte length of `n` elements of `dt` (dense or packed).
@@ -371,43 +344,6 @@ mpi_fn! {
 }
 
 // ----- the v-forms -----
-
-/// Counts and displacements (in elements of `size` bytes) as bytes, checked.
-///
-/// # Safety
-/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-unsafe fn layout(
-    counts: *const c_int,
-    displs: *const c_int,
-    n: usize,
-    size: usize,
-) -> R<(Vec<usize>, Vec<usize>, usize)> {
-    // SAFETY: the caller's contract.
-    let (c, d) = unsafe {
-        (
-            ints(counts, n, "counts")?,
-            ints(displs, n, "displacements")?,
-        )
-    };
-    let mut cs = Vec::with_capacity(n);
-    let mut ds = Vec::with_capacity(n);
-    let mut end = 0usize;
-    for i in 0..n {
-        let ci = datatype::count(c[i])?;
-        let di = usize::try_from(d[i])
-            .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
-        let (cb, db) = (
-            ci.checked_mul(size)
-                .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
-            di.checked_mul(size)
-                .ok_or_else(|| err(abi::ERR_ARG, "a displacement overflows"))?,
-        );
-        end = end.max(db + cb);
-        cs.push(cb);
-        ds.push(db);
-    }
-    Ok((cs, ds, end))
-}
 
 /// The blocks of a v-form buffer as bytes: the caller's buffer for a
 /// predefined datatype, a packed temporary for a derived one (unpacked at
@@ -684,7 +620,7 @@ fn reduction(dt: Handle, op: Handle) -> R<(crate::datatype::Elem, reduce::Kind, 
         ));
     }
     let t = datatype::for_reduction(dt)?;
-    let k = reduce::check(op, t.elem, t.name)?;
+    let k = reduce::check_on(op, dt, &t)?;
     Ok((t.elem, k, t.size))
 }
 
@@ -978,6 +914,26 @@ mpi_fn! {
 // ----- persistent collectives (MPI-4): each `MPI_Start` starts the
 // nonblocking collective with the arguments given at init -----
 
+/// A context of its own for one persistent collective, made at its
+/// `*_init` (collective, in init order on every rank): MPI-4 matches
+/// persistent collectives by the order of their initialization, not of
+/// their `MPI_Start`s (MPICH's coll/p_order starts a bcast and a barrier in
+/// opposite orders on different ranks). A duplicate of `comm` without its
+/// attributes (no copy callback runs), with its error handler; it lives
+/// until `MPI_Finalize`.
+fn own_context(comm: Handle) -> R<Handle> {
+    let d = state::comm(comm)?.dup()?;
+    let errhandler = state::errhandler_of(comm);
+    let h = state::with(|st| {
+        Ok(st.comms.insert(state::CommEntry {
+            comm: d,
+            errhandler,
+        }))
+    })?;
+    crate::topo::copy(comm, h);
+    Ok(h)
+}
+
 /// Defines `MPI_X_init` from `PMPI_IX`: the arguments (checked when the
 /// request is started: an error then is returned by `MPI_Start`) kept as
 /// given, the buffers and arrays by address as the standard lets it.
@@ -986,10 +942,11 @@ macro_rules! coll_init {
         mpi_fn! {
             /// A persistent collective (MPI-4): `MPI_Start` starts its nonblocking form.
             fn $mpi / $pmpi($($a: $t,)* comm: Handle, _info: Handle, request: *mut Handle) on comm => {
+                let own = own_context(comm)?;
                 let start: crate::persist::Starter = std::rc::Rc::new(move |r: *mut Handle| {
                     // SAFETY: the arguments as given at init, valid until the
                     // request is freed (the standard's rule for persistent requests).
-                    unsafe { $inb($($a,)* comm, r) }
+                    unsafe { $inb($($a,)* own, r) }
                 });
                 crate::persist::coll_init(comm, request, start)
             }

@@ -4,6 +4,15 @@
 //! datatype maps to ([`Elem`]), so MPI's reductions run on dos's own
 //! collective algorithms. [`check`] says first whether the standard allows
 //! the operation on the type (`MPI_ERR_OP` if not).
+//!
+//! A user operation is called with the program's datatype handle and a
+//! count of its elements ([`check_on`]). On a dense derived datatype of
+//! several basic elements (a `Type_contiguous(9, MPI_INT)` matrix), dos's
+//! algorithms would cut buffers between basic elements, so `MPI_Reduce` and
+//! `MPI_Allreduce` then gather the whole buffers at the root and combine
+//! them in rank order ([`fold_user_bytes`]); the other reductions with such
+//! an operation are correct while dos does not split the buffer (small
+//! ones), which is not yet guaranteed for large ones.
 
 use std::ffi::{c_int, c_void};
 
@@ -28,10 +37,16 @@ pub(crate) enum Kind {
     Bxor,
     MinLoc,
     MaxLoc,
-    /// A user operation (`MPI_Op_create`), called on datatype handle `dt`.
+    /// A user operation (`MPI_Op_create`), called on datatype handle `dt`,
+    /// each element of which is `per` elements of the reduced basic type
+    /// (1 for a predefined `dt`; a dense derived one, such as a
+    /// `Type_contiguous(9, MPI_INT)` matrix, is reduced as its basic type
+    /// but the user function is called with the program's handle and a
+    /// count of whole elements of it).
     User {
         f: UserFn,
         dt: Handle,
+        per: usize,
     },
 }
 
@@ -73,18 +88,18 @@ fn handle_named(name: &str) -> Handle {
         .map_or(abi::DATATYPE_NULL, |&(_, h)| h)
 }
 
-/// `inout = a ∘ inout` through the user's C function, in chunks of at most
-/// `INT_MAX` elements.
-fn call_user<T: Pod>(u: UserFn, dt: Handle, a: &[T], inout: &mut [T]) {
+/// `inout = a ∘ inout` through the user's C function, `per` basic elements
+/// to one element of `dt`, in chunks of at most `INT_MAX` elements of `dt`.
+fn call_user<T: Pod>(u: UserFn, dt: Handle, per: usize, a: &[T], inout: &mut [T]) {
     let mut dt = dt;
-    for (x, o) in a
-        .chunks(i32::MAX as usize)
-        .zip(inout.chunks_mut(i32::MAX as usize))
-    {
-        let mut len = x.len().min(o.len()) as c_int;
-        // SAFETY: the user function reads `len` elements at `invec` and
-        // updates `len` at `inoutvec`, as the standard requires of it; it
-        // gets a pointer to its own copy of the datatype handle.
+    let per = per.max(1);
+    let chunk = (i32::MAX as usize / per).max(1) * per;
+    for (x, o) in a.chunks(chunk).zip(inout.chunks_mut(chunk)) {
+        let mut len = (x.len().min(o.len()) / per) as c_int;
+        // SAFETY: the user function reads `len` elements of `dt` (each `per`
+        // basic elements) at `invec` and updates `len` at `inoutvec`, as the
+        // standard requires of it; it gets a pointer to its own copy of the
+        // datatype handle.
         unsafe {
             (u.f)(
                 x.as_ptr() as *mut c_void,
@@ -93,6 +108,59 @@ fn call_user<T: Pod>(u: UserFn, dt: Handle, a: &[T], inout: &mut [T]) {
                 &mut dt,
             )
         };
+    }
+}
+
+/// Whether `k` is a user operation on a derived datatype of several basic
+/// elements: dos's algorithms cut buffers into blocks of basic elements,
+/// which may split one of the program's elements, so such reductions go
+/// through [`fold_user_bytes`] on whole buffers instead.
+pub(crate) fn whole_elements(k: Kind) -> bool {
+    matches!(k, Kind::User { per, .. } if per > 1)
+}
+
+/// `acc = part(0) ∘ part(1) ∘ ... ∘ part(n-1)` in rank order, for a user
+/// operation on elements of `unit` bytes; `parts` holds the `n` ranks'
+/// buffers of `acc.len()` bytes each, one after the other.
+pub(crate) fn fold_user_bytes(k: Kind, unit: usize, parts: &[u8], acc: &mut [u8]) {
+    let Kind::User { f, dt, .. } = k else {
+        return;
+    };
+    let len = acc.len();
+    if len == 0 {
+        return;
+    }
+    let n = parts.len() / len;
+    acc.copy_from_slice(&parts[(n - 1) * len..]);
+    for r in (0..n - 1).rev() {
+        // acc = part(r) ∘ acc: the user function updates its second argument.
+        call_user(f, dt, unit, &parts[r * len..(r + 1) * len], acc);
+    }
+}
+
+/// The operation of handle `h` on datatype `dt` whose reduction type (of
+/// [`crate::datatype::for_reduction`]) is `t`: [`check`], and a user
+/// operation is given the program's handle `dt` with whole elements of it.
+pub(crate) fn check_on(h: Handle, dt: Handle, t: &crate::datatype::Predefined) -> R<Kind> {
+    match check(h, t.elem, t.name)? {
+        Kind::User { f, dt: base, .. } if crate::datatype::is_derived(dt) => {
+            let bsize = crate::datatype::predefined(base).map_or(0, |b| b.size);
+            if bsize == 0 || t.size % bsize != 0 {
+                return Err(err(
+                    abi::ERR_UNSUPPORTED_OPERATION,
+                    format!(
+                        "user operations on this derived type of {} are not supported yet",
+                        t.name
+                    ),
+                ));
+            }
+            Ok(Kind::User {
+                f,
+                dt,
+                per: t.size / bsize,
+            })
+        }
+        k => Ok(k),
     }
 }
 
@@ -133,6 +201,7 @@ pub(crate) fn check(h: Handle, elem: Elem, tname: &str) -> R<Kind> {
             return Ok(Kind::User {
                 f: u,
                 dt: handle_named(tname),
+                per: 1,
             });
         }
     };
@@ -290,8 +359,8 @@ pub(crate) struct DynOp(pub Kind);
 impl<T: Num> dos::op::Op<T> for DynOp {
     #[inline]
     fn apply_left(&self, a: &[T], inout: &mut [T]) {
-        if let Kind::User { f, dt } = self.0 {
-            return call_user(f, dt, a, inout);
+        if let Kind::User { f, dt, per } = self.0 {
+            return call_user(f, dt, per, a, inout);
         }
         for (o, &x) in inout.iter_mut().zip(a) {
             *o = T::apply(self.0, x, *o);
@@ -299,11 +368,11 @@ impl<T: Num> dos::op::Op<T> for DynOp {
     }
     #[inline]
     fn apply_right(&self, inout: &mut [T], b: &[T]) {
-        if let Kind::User { f, dt } = self.0 {
+        if let Kind::User { f, dt, per } = self.0 {
             // The user function updates its second argument: b ∘ ... is
             // not what is asked, so combine into a copy of `b` and move it back.
             let mut t = b.to_vec();
-            call_user(f, dt, inout, &mut t);
+            call_user(f, dt, per, inout, &mut t);
             inout.copy_from_slice(&t[..inout.len()]);
             return;
         }

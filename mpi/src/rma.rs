@@ -111,6 +111,12 @@ thread_local! {
 
 /// Runs `f` on window `h`.
 #[inline]
+/// `MPI_ERR_WIN` unless `h` is a live window (for the attribute calls of
+/// [`crate::attr`]).
+pub(crate) fn check(h: Handle) -> R<()> {
+    with(h, |_| Ok(()))
+}
+
 fn with<T>(h: Handle, f: impl FnOnce(&mut Win) -> R<T>) -> R<T> {
     // The table is this thread's and emptied at MPI_Finalize: a window found
     // means MPI is running on this thread.
@@ -407,6 +413,8 @@ win_fn! {
             }
             Ok(())
         })?;
+        // The program's attributes go first (their delete callbacks see the window).
+        crate::attr::delete_all(crate::attr::Kind::Win, h)?;
         let w = WINS.with(|t| t.borrow_mut().remove(&h)).expect("checked above");
         *win = WIN_NULL;
         let key = w.dyn_keys.as_ref().map(|k| k[w.comm.rank()]);
@@ -1283,6 +1291,11 @@ win_fn! {
                 _ => None,
             })
         })?;
+        // The program's own keyvals: the attribute store (crate::attr).
+        let v = match v {
+            Some(p) => Some(p),
+            None => crate::attr::get(crate::attr::Kind::Win, win, win_keyval)?.map(|x| x as *mut c_void),
+        };
         if let Some(p) = v {
             *(attribute_val as *mut *mut c_void) = p;
         }

@@ -623,6 +623,30 @@ fn dist_of(h: Handle) -> R<Topo> {
     }
 }
 
+/// The neighbours of `h` for the neighbourhood collectives
+/// ([`crate::neighbor`]).
+pub(crate) struct Neighbours {
+    pub(crate) sources: Vec<i32>,
+    pub(crate) dests: Vec<i32>,
+    /// A Cartesian topology: slot `2d` is the -1 neighbour of dimension `d`,
+    /// `2d + 1` the +1 one (a block sent to +1 fills the receiver's -1 slot).
+    pub(crate) cart: bool,
+}
+
+/// The in- and out-neighbours of any topology of `h` (`MPI_ERR_TOPOLOGY`
+/// without one).
+pub(crate) fn neighbours(h: Handle) -> R<Neighbours> {
+    let cart = matches!(get(h), Some(Topo::Cart(_)));
+    let Topo::Dist { sources, dests, .. } = dist_of(h)? else {
+        unreachable!("dist_of gives a distributed graph")
+    };
+    Ok(Neighbours {
+        sources,
+        dests,
+        cart,
+    })
+}
+
 mpi_fn! {
     /// In- and out-degree, and whether the graph has weights.
     fn MPI_Dist_graph_neighbors_count / PMPI_Dist_graph_neighbors_count(comm: Handle, indegree: *mut c_int, outdegree: *mut c_int, weighted: *mut c_int) on comm => {

@@ -475,3 +475,42 @@ fn user_error_handlers_and_added_error_classes() {
 fn topologies_against_a_serial_model() {
     passes("dosmpicc", "topo.c");
 }
+
+#[test]
+fn alloc_mem_and_the_programs_window_attributes() {
+    passes("dosmpicc", "alloc_winattr.c");
+}
+
+#[test]
+fn neighbourhood_collectives_on_every_topology() {
+    passes("dosmpicc", "neighbor.c");
+}
+
+#[test]
+fn user_operations_on_whole_elements_of_a_derived_type() {
+    passes("dosmpicc", "userop_derived.c");
+}
+
+#[test]
+fn request_get_status_any_all_some_and_aint_arithmetic() {
+    passes("dosmpicc", "status_peek.c");
+}
+
+#[test]
+fn persistent_collectives_match_in_init_order() {
+    passes("dosmpicc", "persist_order.c");
+}
+
+#[test]
+fn a_files_own_error_handler() {
+    let prog = compile("dosmpicc", "io_errhandler.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_errhandler-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_errhandler on {n} ranks"),
+            &format!("OK io_errhandler {n} ranks"),
+        );
+    }
+}

@@ -1,0 +1,455 @@
+//! Neighbourhood collectives (`MPI_Neighbor_allgather(v)`,
+//! `MPI_Neighbor_alltoall(v,w)` and their nonblocking `MPI_Ineighbor_*`
+//! forms) on Cartesian, graph and distributed-graph communicators.
+//!
+//! The neighbours are those of [`crate::topo::neighbours`]: for a Cartesian
+//! topology, per dimension the one at -1 then the one at +1
+//! (`MPI_PROC_NULL` at a non-periodic edge: its block is neither sent nor
+//! touched); for a graph, the node's neighbours both ways; for a
+//! distributed graph, the sources and the destinations in the order given.
+//! Every block is packed, and all blocks for one peer travel in one message
+//! of a byte `alltoallv` on the communicator's collective context, so user
+//! point-to-point traffic (`MPI_ANY_TAG` included) never sees them. Blocks
+//! to the same peer are matched in order: the k-th block from rank `a` to
+//! rank `b` fills the k-th slot of `b` whose source is `a`, except on a
+//! Cartesian topology, where a block sent towards +1 fills the receiver's
+//! -1 slot and the reverse, which is what makes periodic dimensions of size
+//! 1 and 2 correct.
+//!
+//! The nonblocking forms complete in the call (like MPI-IO's nonblocking
+//! forms): the request they return is complete. Every rank takes part in
+//! the exchange, as in any collective of the communicator.
+
+use std::ffi::{c_int, c_void};
+
+use crate::abi::{self, Handle};
+use crate::datatype::{self, Layout};
+use crate::error::{err, R};
+use crate::ptr::ints;
+use crate::state;
+use crate::types::{pack_to_vec, unpack_from};
+
+/// One block of a neighbourhood collective: where, how many, of what.
+#[derive(Clone, Copy)]
+struct Block {
+    addr: *mut u8,
+    count: usize,
+    dt: Handle,
+}
+
+impl Block {
+    fn layout(&self) -> R<Layout> {
+        datatype::layout_n(self.count, self.dt)
+    }
+
+    fn bytes(&self) -> R<usize> {
+        Ok(match self.layout()? {
+            Layout::Dense(n) => n,
+            Layout::Packed { len, .. } => len,
+        })
+    }
+
+    /// The block packed.
+    ///
+    /// # Safety
+    /// `addr` valid for the block.
+    unsafe fn pack(&self) -> R<Vec<u8>> {
+        match self.layout()? {
+            Layout::Dense(n) => {
+                // SAFETY: the caller's contract.
+                let s = unsafe { crate::ptr::src(self.addr as *const c_void, n)? };
+                Ok(s.to_vec())
+            }
+            // SAFETY: the caller's contract.
+            l => unsafe { pack_to_vec(self.addr as *const c_void, &l) },
+        }
+    }
+
+    /// `data` unpacked into the block.
+    ///
+    /// # Safety
+    /// `addr` valid for the block.
+    unsafe fn unpack(&self, data: &[u8]) -> R<()> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let l = self.layout()?;
+        if let Layout::Dense(n) = l {
+            // SAFETY: the caller's contract.
+            let d = unsafe { crate::ptr::dst(self.addr as *mut c_void, n)? };
+            let k = n.min(data.len());
+            d[..k].copy_from_slice(&data[..k]);
+            return Ok(());
+        }
+        // SAFETY: the caller's contract.
+        unsafe { unpack_from(data, self.addr as *mut c_void, &l) }
+    }
+}
+
+/// The extent of `dt` in bytes (the stride of consecutive blocks).
+fn extent(dt: Handle) -> R<isize> {
+    Ok(datatype::ty(dt)?.extent())
+}
+
+/// `base + off` bytes (the caller vouches for the address).
+fn at(base: *const c_void, off: isize) -> *mut u8 {
+    (base as *mut u8).wrapping_offset(off)
+}
+
+/// Equal blocks of `count` elements of `dt`, one per neighbour, from `base`.
+fn equal_blocks(base: *const c_void, count: c_int, dt: Handle, n: usize) -> R<Vec<Block>> {
+    let c = datatype::count(count)?;
+    let stride = extent(dt)?
+        .checked_mul(c as isize)
+        .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?;
+    Ok((0..n)
+        .map(|i| Block {
+            addr: at(base, stride * i as isize),
+            count: c,
+            dt,
+        })
+        .collect())
+}
+
+/// Blocks at `displs` (in extents of `dt`) of `counts` elements.
+///
+/// # Safety
+/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
+unsafe fn v_blocks(
+    base: *const c_void,
+    counts: *const c_int,
+    displs: *const c_int,
+    dt: Handle,
+    n: usize,
+) -> R<Vec<Block>> {
+    // SAFETY: the caller's contract.
+    let (c, d) = unsafe {
+        (
+            ints(counts, n, "counts")?,
+            ints(displs, n, "displacements")?,
+        )
+    };
+    let e = extent(dt)?;
+    (0..n)
+        .map(|i| {
+            Ok(Block {
+                addr: at(base, e * d[i] as isize),
+                count: datatype::count(c[i])?,
+                dt,
+            })
+        })
+        .collect()
+}
+
+/// Blocks at byte `displs` of `counts` elements of `types[i]`.
+///
+/// # Safety
+/// The arrays valid for `n` elements (or null: `MPI_ERR_ARG`).
+unsafe fn w_blocks(
+    base: *const c_void,
+    counts: *const c_int,
+    displs: *const isize,
+    types: *const Handle,
+    n: usize,
+) -> R<Vec<Block>> {
+    if n > 0 && (displs.is_null() || types.is_null()) {
+        return Err(err(abi::ERR_ARG, "null displacements or datatypes"));
+    }
+    // SAFETY: the caller's contract.
+    let c = unsafe { ints(counts, n, "counts")? };
+    (0..n)
+        .map(|i| {
+            // SAFETY: the caller's contract: n elements.
+            let (d, t) = unsafe { (*displs.add(i), *types.add(i)) };
+            datatype::get(t)?;
+            Ok(Block {
+                addr: at(base, d),
+                count: datatype::count(c[i])?,
+                dt: t,
+            })
+        })
+        .collect()
+}
+
+/// Runs one neighbourhood exchange on `comm`: `sends[j]` goes to
+/// destination `j`, `recvs[i]` is filled from source `i`.
+///
+/// # Safety
+/// Every block valid for its elements.
+unsafe fn exchange(comm: Handle, sends: &[Block], recvs: &[Block]) -> R<()> {
+    let c = state::comm(comm)?;
+    let nb = crate::topo::neighbours(comm)?;
+    if sends.len() != nb.dests.len() || recvs.len() != nb.sources.len() {
+        return Err(err(
+            abi::ERR_INTERN,
+            "neighbour blocks do not match the topology",
+        ));
+    }
+    let n = c.size();
+    let peer = |r: i32| -> R<Option<usize>> {
+        if r == abi::PROC_NULL {
+            return Ok(None);
+        }
+        usize::try_from(r)
+            .ok()
+            .filter(|&p| p < n)
+            .map(Some)
+            .ok_or_else(|| {
+                err(
+                    abi::ERR_RANK,
+                    format!("neighbour {r} outside the communicator"),
+                )
+            })
+    };
+    // The receiver's slot a block fills, as a key to order blocks per peer.
+    let key = |j: usize| if nb.cart { j ^ 1 } else { j };
+    let mut out: Vec<Vec<(usize, Vec<u8>)>> = vec![Vec::new(); n];
+    for (j, (b, &d)) in sends.iter().zip(&nb.dests).enumerate() {
+        if let Some(p) = peer(d)? {
+            // SAFETY: the caller's contract.
+            out[p].push((key(j), unsafe { b.pack()? }));
+        }
+    }
+    let mut scounts = vec![0usize; n];
+    let mut sdata = Vec::new();
+    let mut sdispls = vec![0usize; n];
+    for (p, list) in out.iter_mut().enumerate() {
+        list.sort_by_key(|(k, _)| *k);
+        sdispls[p] = sdata.len();
+        for (_, v) in list.iter() {
+            sdata.extend_from_slice(v);
+        }
+        scounts[p] = sdata.len() - sdispls[p];
+    }
+    // What comes from each peer, slot by slot in order.
+    let mut inn: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+    for (i, (b, &s)) in recvs.iter().zip(&nb.sources).enumerate() {
+        if let Some(p) = peer(s)? {
+            inn[p].push((i, b.bytes()?));
+        }
+    }
+    let mut rcounts = vec![0usize; n];
+    let mut rdispls = vec![0usize; n];
+    let mut total = 0usize;
+    for p in 0..n {
+        rdispls[p] = total;
+        rcounts[p] = inn[p].iter().map(|&(_, l)| l).sum();
+        total += rcounts[p];
+    }
+    let mut rdata = vec![0u8; total];
+    c.alltoallv(&sdata, &scounts, &sdispls, &mut rdata, &rcounts, &rdispls)?;
+    for p in 0..n {
+        let mut off = rdispls[p];
+        for &(i, l) in &inn[p] {
+            // SAFETY: the caller's contract.
+            unsafe { recvs[i].unpack(&rdata[off..off + l])? };
+            off += l;
+        }
+    }
+    Ok(())
+}
+
+/// The in- and out-degree of `comm`'s topology.
+fn degrees(comm: Handle) -> R<(usize, usize)> {
+    let nb = crate::topo::neighbours(comm)?;
+    Ok((nb.sources.len(), nb.dests.len()))
+}
+
+fn no_in_place(p: *const c_void) -> R<()> {
+    if crate::ptr::in_place(p) {
+        return Err(err(
+            abi::ERR_ARG,
+            "MPI_IN_PLACE is not allowed in a neighbourhood collective",
+        ));
+    }
+    Ok(())
+}
+
+/// The nonblocking form: the exchange in the call, a complete request.
+///
+/// # Safety
+/// `request` valid for a write.
+unsafe fn done(r: R<()>, request: *mut Handle) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_REQUEST, "null pointer for request"));
+    }
+    r?;
+    // SAFETY: the caller's contract.
+    unsafe { crate::request::insert_completed(None, request) }
+}
+
+unsafe fn allgather(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    no_in_place(sendbuf)?;
+    let (ind, outd) = degrees(comm)?;
+    let s = equal_blocks(sendbuf, sendcount, sendtype, 1)?[0];
+    let sends = vec![s; outd];
+    let recvs = equal_blocks(recvbuf, recvcount, recvtype, ind)?;
+    // SAFETY: the caller's contract.
+    unsafe { exchange(comm, &sends, &recvs) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn allgatherv(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    displs: *const c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    no_in_place(sendbuf)?;
+    let (ind, outd) = degrees(comm)?;
+    let s = equal_blocks(sendbuf, sendcount, sendtype, 1)?[0];
+    let sends = vec![s; outd];
+    // SAFETY: the caller's contract.
+    let recvs = unsafe { v_blocks(recvbuf, recvcounts, displs, recvtype, ind)? };
+    // SAFETY: the caller's contract.
+    unsafe { exchange(comm, &sends, &recvs) }
+}
+
+unsafe fn alltoall(
+    sendbuf: *const c_void,
+    sendcount: c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcount: c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    no_in_place(sendbuf)?;
+    let (ind, outd) = degrees(comm)?;
+    let sends = equal_blocks(sendbuf, sendcount, sendtype, outd)?;
+    let recvs = equal_blocks(recvbuf, recvcount, recvtype, ind)?;
+    // SAFETY: the caller's contract.
+    unsafe { exchange(comm, &sends, &recvs) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn alltoallv(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const c_int,
+    sendtype: Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const c_int,
+    recvtype: Handle,
+    comm: Handle,
+) -> R<()> {
+    no_in_place(sendbuf)?;
+    let (ind, outd) = degrees(comm)?;
+    // SAFETY: the caller's contract.
+    let (sends, recvs) = unsafe {
+        (
+            v_blocks(sendbuf, sendcounts, sdispls, sendtype, outd)?,
+            v_blocks(recvbuf, recvcounts, rdispls, recvtype, ind)?,
+        )
+    };
+    // SAFETY: the caller's contract.
+    unsafe { exchange(comm, &sends, &recvs) }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe fn alltoallw(
+    sendbuf: *const c_void,
+    sendcounts: *const c_int,
+    sdispls: *const isize,
+    sendtypes: *const Handle,
+    recvbuf: *mut c_void,
+    recvcounts: *const c_int,
+    rdispls: *const isize,
+    recvtypes: *const Handle,
+    comm: Handle,
+) -> R<()> {
+    no_in_place(sendbuf)?;
+    let (ind, outd) = degrees(comm)?;
+    // SAFETY: the caller's contract.
+    let (sends, recvs) = unsafe {
+        (
+            w_blocks(sendbuf, sendcounts, sdispls, sendtypes, outd)?,
+            w_blocks(recvbuf, recvcounts, rdispls, recvtypes, ind)?,
+        )
+    };
+    // SAFETY: the caller's contract.
+    unsafe { exchange(comm, &sends, &recvs) }
+}
+
+mpi_fn! {
+    /// Gathers one block from every in-neighbour (`sendbuf` goes to every out-neighbour).
+    fn MPI_Neighbor_allgather / PMPI_Neighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
+        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm)
+    }
+}
+
+mpi_fn! {
+    /// [`MPI_Neighbor_allgather`] with a count and displacement per in-neighbour.
+    fn MPI_Neighbor_allgatherv / PMPI_Neighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle) on comm => {
+        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm)
+    }
+}
+
+mpi_fn! {
+    /// Block `j` to out-neighbour `j`, block `i` from in-neighbour `i`.
+    fn MPI_Neighbor_alltoall / PMPI_Neighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
+        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm)
+    }
+}
+
+mpi_fn! {
+    /// [`MPI_Neighbor_alltoall`] with counts and displacements per neighbour.
+    fn MPI_Neighbor_alltoallv / PMPI_Neighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle) on comm => {
+        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm)
+    }
+}
+
+mpi_fn! {
+    /// [`MPI_Neighbor_alltoall`] with byte displacements and a datatype per neighbour.
+    fn MPI_Neighbor_alltoallw / PMPI_Neighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle) on comm => {
+        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking [`MPI_Neighbor_allgather`] (complete on return).
+    fn MPI_Ineighbor_allgather / PMPI_Ineighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        done(allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm), request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking [`MPI_Neighbor_allgatherv`] (complete on return).
+    fn MPI_Ineighbor_allgatherv / PMPI_Ineighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        done(allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm), request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking [`MPI_Neighbor_alltoall`] (complete on return).
+    fn MPI_Ineighbor_alltoall / PMPI_Ineighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        done(alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm), request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking [`MPI_Neighbor_alltoallv`] (complete on return).
+    fn MPI_Ineighbor_alltoallv / PMPI_Ineighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        done(alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm), request)
+    }
+}
+
+mpi_fn! {
+    /// Nonblocking [`MPI_Neighbor_alltoallw`] (complete on return).
+    fn MPI_Ineighbor_alltoallw / PMPI_Ineighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle, request: *mut Handle) on comm => {
+        done(alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm), request)
+    }
+}
