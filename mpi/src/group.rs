@@ -31,6 +31,15 @@ fn group(h: Handle) -> R<Group> {
 /// # Safety
 /// `newgroup` valid for a write (or null: `MPI_ERR_ARG`).
 unsafe fn register(g: Group, newgroup: *mut Handle) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe { register_group(g, newgroup) }
+}
+
+/// [`register`], for the other modules.
+///
+/// # Safety
+/// `newgroup` valid for a write (or null: `MPI_ERR_ARG`).
+pub(crate) unsafe fn register_group(g: Group, newgroup: *mut Handle) -> R<()> {
     if newgroup.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for newgroup"));
     }
@@ -106,6 +115,9 @@ unsafe fn range_list(n: c_int, p: *const [c_int; 3], size: usize) -> R<Vec<usize
 mpi_fn! {
     /// The group of `comm`'s processes, in rank order.
     fn MPI_Comm_group / PMPI_Comm_group(comm: Handle, group: *mut Handle) on comm => {
+        if let Some(g) = crate::inter::local_group(comm)? {
+            return register(g, group);
+        }
         let c = state::comm(comm)?;
         register(c.group(), group)
     }
@@ -269,6 +281,10 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
+        if crate::inter::is_inter(comm) {
+            let g = group(g)?;
+            return out(newcomm, crate::inter::create(comm, &g)?, "newcomm");
+        }
         let c = state::comm(comm)?;
         let g = group(g)?;
         // Every process of `comm` calls; the groups given may differ between
@@ -292,6 +308,7 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
+        crate::inter::deny(comm)?;
         let c = state::comm(comm)?;
         let g = group(g)?;
         if g.rank().is_none() {
@@ -307,6 +324,11 @@ mpi_fn! {
     fn MPI_Comm_idup / PMPI_Comm_idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
         if newcomm.is_null() || request.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm or request"));
+        }
+        if crate::inter::is_inter(comm) {
+            out(newcomm, crate::inter::dup(comm)?, "newcomm")?;
+            crate::attr::copy_all(crate::attr::Kind::Comm, comm, *newcomm)?;
+            return crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request);
         }
         let c = state::comm(comm)?;
         let d = c.dup()?;

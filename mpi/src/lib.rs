@@ -421,6 +421,7 @@ mod env;
 mod error;
 mod group;
 mod info;
+mod inter;
 mod io;
 mod later;
 mod nbc;

@@ -460,3 +460,8 @@ fn user_error_handlers_and_added_error_classes() {
 fn topologies_against_a_serial_model() {
     passes("dosmpicc", "topo.c");
 }
+
+#[test]
+fn intercommunicators_create_merge_split_and_point_to_point() {
+    passes("dosmpicc", "inter_comm.c");
+}
