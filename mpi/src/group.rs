@@ -17,7 +17,7 @@ use crate::ptr::{ints, out, read};
 use crate::state::{self, CommEntry, ReqKind};
 
 /// The group of handle `h` (a clone).
-fn group(h: Handle) -> R<Group> {
+pub(crate) fn group(h: Handle) -> R<Group> {
     state::with(|st| match st.groups.get(&h) {
         Some(g) => Ok(g.clone()),
         None if h == abi::GROUP_NULL => Err(err(abi::ERR_GROUP, "MPI_GROUP_NULL is not a group")),
@@ -334,5 +334,14 @@ mpi_fn! {
         let d = c.dup()?;
         register_comm(Some(d), comm, newcomm)?;
         crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_idup`; the info hints are not used by dos.
+    fn MPI_Comm_idup_with_info / PMPI_Comm_idup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
+        let _ = info;
+        let rc = PMPI_Comm_idup(comm, newcomm, request);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_idup failed")) }
     }
 }

@@ -224,6 +224,27 @@ fn world_group(members: &[usize]) -> R<Group> {
     state::with(|st| Ok(st.world.comm().group().incl(members)?))
 }
 
+/// The common part of `MPI_Intercomm_create` and
+/// `MPI_Intercomm_create_from_groups`: over the local intracommunicator
+/// `c`, whose rank `leader` holds `link` to the other leader.
+fn join(c: &Comm, leader: usize, link: Option<&Link>, errhandler: Handle) -> R<Handle> {
+    let lo = c.dup()?;
+    let mut mine = vec![local_free(&lo)?];
+    mine.extend(lo.group().members().iter().map(|&m| m as u64));
+    let theirs = swap(&lo, leader, link, &mine)?;
+    let (&free, remote) = theirs
+        .split_first()
+        .ok_or_else(|| err(abi::ERR_INTERN, "empty answer from the remote leader"))?;
+    let remote = to_usize(remote);
+    if remote.iter().any(|r| lo.group().members().contains(r)) {
+        return Err(err(abi::ERR_COMM, "the local and remote groups overlap"));
+    }
+    let ctx = u32::try_from(free.max(mine[0])).map_err(|_| err(abi::ERR_INTERN, "context ids exhausted"))?;
+    lo.reserve_contexts(ctx + 2);
+    let h = build(lo, ctx, remote, errhandler)?;
+    Ok(h)
+}
+
 mpi_fn! {
     /// An intercommunicator between `local_comm`'s group and the group
     /// whose leader is `remote_leader` in `peer_comm`; the leaders talk over
@@ -269,20 +290,7 @@ mpi_fn! {
         if verdict[0] != 0 {
             return Err(err(verdict[0] as c_int, "MPI_Intercomm_create: bad argument at the local leader"));
         }
-        let lo = c.dup()?;
-        let mut mine = vec![local_free(&lo)?];
-        mine.extend(lo.group().members().iter().map(|&m| m as u64));
-        let theirs = swap(&lo, leader, link.as_ref(), &mine)?;
-        let (&free, remote) = theirs
-            .split_first()
-            .ok_or_else(|| err(abi::ERR_INTERN, "empty answer from the remote leader"))?;
-        let remote = to_usize(remote);
-        if remote.iter().any(|r| lo.group().members().contains(r)) {
-            return Err(err(abi::ERR_COMM, "the local and remote groups overlap"));
-        }
-        let ctx = u32::try_from(free.max(mine[0])).map_err(|_| err(abi::ERR_INTERN, "context ids exhausted"))?;
-        lo.reserve_contexts(ctx + 2);
-        let h = build(lo, ctx, remote, state::errhandler_of(local_comm))?;
+        let h = join(&c, leader, link.as_ref(), state::errhandler_of(local_comm))?;
         out(newcomm, h, "newcomm")
     }
 }
@@ -1205,5 +1213,68 @@ pub(crate) unsafe fn done(r: R<()>, comm: Handle, request: *mut Handle) -> R<()>
             comm,
             request,
         )
+    }
+}
+
+/// A tag in `0..2^28` from the string tag of the `_from_group(s)` functions.
+fn string_tag(t: &str) -> i32 {
+    // FNV-1a, folded to 27 bits and made even (the leaders use the odd one).
+    let mut h: u32 = 0x811c_9dc5;
+    for b in t.bytes() {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    ((h ^ (h >> 27)) & 0x07ff_fffe) as i32
+}
+
+mpi_fn! {
+    /// An intercommunicator between `local_group` (which holds this
+    /// process) and `remote_group`, without a parent communicator (MPI-4):
+    /// each group forms over `MPI_COMM_WORLD`'s processes, as
+    /// `MPI_Comm_create_group` does, with a tag made from `stringtag`; the
+    /// two leaders (`local_leader`, `remote_leader`, ranks in their groups)
+    /// pair up the same way. `info` is not used.
+    fn MPI_Intercomm_create_from_groups / PMPI_Intercomm_create_from_groups(
+        local_group: Handle,
+        local_leader: c_int,
+        remote_group: Handle,
+        remote_leader: c_int,
+        stringtag: *const std::ffi::c_char,
+        info: Handle,
+        errhandler: Handle,
+        newintercomm: *mut Handle,
+    ) on abi::COMM_WORLD => {
+        let _ = info;
+        if newintercomm.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for newintercomm"));
+        }
+        crate::error::check_handler(errhandler, crate::error::HandlerKind::Comm)?;
+        if stringtag.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for stringtag"));
+        }
+        let tag = string_tag(&std::ffi::CStr::from_ptr(stringtag).to_string_lossy());
+        let lg = crate::group::group(local_group)?;
+        let rg = crate::group::group(remote_group)?;
+        let me = lg.rank().ok_or_else(|| err(abi::ERR_GROUP, "the calling process is not in local_group"))?;
+        let check = |r: c_int, g: &Group, what: &str| -> R<usize> {
+            if r >= 0 && (r as usize) < g.size() {
+                Ok(r as usize)
+            } else {
+                Err(err(abi::ERR_RANK, format!("invalid {what} {r} in a group of {}", g.size())))
+            }
+        };
+        let ll = check(local_leader, &lg, "local leader")?;
+        let rl = check(remote_leader, &rg, "remote leader")?;
+        let world = state::with(|st| Ok(st.world.comm().clone()))?;
+        let local = world.create_group(&lg, tag)?;
+        let link = if me == ll {
+            let (a, b) = (lg.members()[ll], rg.members()[rl]);
+            let pair = world_group(&[a.min(b), a.max(b)])?;
+            let pc = world.create_group(&pair, tag + 1)?;
+            Some((pc, usize::from(b > a), 0))
+        } else {
+            None
+        };
+        let h = join(&local, ll, link.as_ref(), errhandler)?;
+        out(newintercomm, h, "newintercomm")
     }
 }

@@ -465,3 +465,8 @@ fn topologies_against_a_serial_model() {
 fn intercommunicators_create_merge_split_and_point_to_point() {
     passes("dosmpicc", "inter_comm.c");
 }
+
+#[test]
+fn intercommunicator_collectives_root_semantics_and_nonblocking_forms() {
+    passes("dosmpicc", "inter_coll.c");
+}
