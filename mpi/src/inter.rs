@@ -239,7 +239,8 @@ fn join(c: &Comm, leader: usize, link: Option<&Link>, errhandler: Handle) -> R<H
     if remote.iter().any(|r| lo.group().members().contains(r)) {
         return Err(err(abi::ERR_COMM, "the local and remote groups overlap"));
     }
-    let ctx = u32::try_from(free.max(mine[0])).map_err(|_| err(abi::ERR_INTERN, "context ids exhausted"))?;
+    let ctx = u32::try_from(free.max(mine[0]))
+        .map_err(|_| err(abi::ERR_INTERN, "context ids exhausted"))?;
     lo.reserve_contexts(ctx + 2);
     let h = build(lo, ctx, remote, errhandler)?;
     Ok(h)
@@ -794,6 +795,18 @@ pub(crate) unsafe fn reduce_scatter_block(
     unsafe { reduce_scatter(sbuf, rbuf, cs.as_ptr(), dt, op, comm) }
 }
 
+/// `n` ints at `p`, if given.
+///
+/// # Safety
+/// `p` valid for `n` ints when given.
+unsafe fn opt_ints<'a>(p: Option<*const c_int>, n: usize, what: &str) -> R<Option<&'a [c_int]>> {
+    match p {
+        // SAFETY: the caller's contract.
+        Some(p) => Ok(Some(unsafe { crate::ptr::ints(p, n, what)? })),
+        None => Ok(None),
+    }
+}
+
 /// `MPI_Gatherv` (and `MPI_Gather`, with `displs` null: blocks in order):
 /// every process of the other group sends to the root.
 ///
@@ -817,14 +830,13 @@ pub(crate) unsafe fn gatherv(
         Side::Root => {
             let n = x.remote.len();
             let mut recvs = Vec::with_capacity(n);
-            // SAFETY: the caller's contract.
-            let counts = match rcounts {
-                Some(p) => Some(unsafe { crate::ptr::ints(p, n, "recvcounts")? }),
-                None => None,
-            };
-            let ds = match rcounts {
-                Some(_) => Some(unsafe { crate::ptr::ints(displs, n, "displs")? }),
-                None => None,
+            // SAFETY: the caller's contract: counts and displacements for
+            // every remote process when given.
+            let (counts, ds) = unsafe {
+                (
+                    opt_ints(rcounts, n, "recvcounts")?,
+                    opt_ints(rcounts.map(|_| displs), n, "displs")?,
+                )
             };
             for i in 0..n {
                 let (c, b) = match (counts, ds) {
@@ -869,14 +881,13 @@ pub(crate) unsafe fn scatterv(
     match side(&x, root)? {
         Side::Root => {
             let n = x.remote.len();
-            // SAFETY: the caller's contract.
-            let counts = match scounts {
-                Some(p) => Some(unsafe { crate::ptr::ints(p, n, "sendcounts")? }),
-                None => None,
-            };
-            let ds = match scounts {
-                Some(_) => Some(unsafe { crate::ptr::ints(displs, n, "displs")? }),
-                None => None,
+            // SAFETY: the caller's contract: counts and displacements for
+            // every remote process when given.
+            let (counts, ds) = unsafe {
+                (
+                    opt_ints(scounts, n, "sendcounts")?,
+                    opt_ints(scounts.map(|_| displs), n, "displs")?,
+                )
             };
             let mut sends = Vec::with_capacity(n);
             for i in 0..n {
@@ -1060,15 +1071,13 @@ pub(crate) unsafe fn allgatherv(
     comm: Handle,
 ) -> R<()> {
     let n = remote_n(comm)?;
-    // SAFETY: the caller's contract.
-    let (counts, ds) = match rcounts {
-        Some(p) => unsafe {
-            (
-                Some(crate::ptr::ints(p, n, "recvcounts")?),
-                Some(crate::ptr::ints(displs, n, "displs")?),
-            )
-        },
-        None => (None, None),
+    // SAFETY: the caller's contract: counts and displacements for every
+    // remote process when given.
+    let (counts, ds) = unsafe {
+        (
+            opt_ints(rcounts, n, "recvcounts")?,
+            opt_ints(rcounts.map(|_| displs), n, "displs")?,
+        )
     };
     let send = Blocks {
         counts: None,
@@ -1108,19 +1117,16 @@ pub(crate) unsafe fn alltoallv(
 ) -> R<()> {
     let n = remote_n(comm)?;
     // SAFETY: the caller's contract.
-    let two = |p: Option<(*const c_int, *const c_int)>| -> R<(Option<&[c_int]>, Option<&[c_int]>)> {
-        match p {
-            Some((c, d)) => unsafe {
-                Ok((
-                    Some(crate::ptr::ints(c, n, "counts")?),
-                    Some(crate::ptr::ints(d, n, "displs")?),
-                ))
-            },
-            None => Ok((None, None)),
-        }
+    // SAFETY: the caller's contract: counts and displacements for every
+    // remote process when given.
+    let (sc, sd, rc, rd) = unsafe {
+        (
+            opt_ints(scounts.map(|p| p.0), n, "sendcounts")?,
+            opt_ints(scounts.map(|p| p.1), n, "sdispls")?,
+            opt_ints(rcounts.map(|p| p.0), n, "recvcounts")?,
+            opt_ints(rcounts.map(|p| p.1), n, "rdispls")?,
+        )
     };
-    let (sc, sd) = two(scounts)?;
-    let (rc, rd) = two(rcounts)?;
     let send = Blocks {
         counts: sc,
         count: scount,
@@ -1162,12 +1168,11 @@ pub(crate) unsafe fn alltoallw(
         if n > 0 && p.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for the datatypes"));
         }
+        if n == 0 {
+            return Ok(&[]);
+        }
         // SAFETY: the caller's contract: `n` handles.
-        Ok(if n == 0 {
-            &[]
-        } else {
-            unsafe { std::slice::from_raw_parts(p, n) }
-        })
+        Ok(unsafe { std::slice::from_raw_parts(p, n) })
     };
     // SAFETY: the caller's contract.
     let (sc, sd, rc, rd) = unsafe {
