@@ -432,6 +432,57 @@ impl Comm {
     }
 }
 
+/// Building blocks for communicators made above dos, as the MPI library's
+/// intercommunicators: the caller agrees on a context id among every process
+/// that will use it (the largest [`Comm::free_context`] of them), reserves
+/// it everywhere, and builds communicators over lists of world ranks.
+impl Comm {
+    /// The lowest context id not yet used on this process.
+    pub fn free_context(&self) -> u32 {
+        self.eng.enter().next_ctx()
+    }
+
+    /// Marks every context id below `upto` as used on this process.
+    pub fn reserve_contexts(&self, upto: u32) {
+        self.eng.enter().bump_ctx(upto)
+    }
+
+    /// A communicator on context `ctx` whose rank `i` is world rank
+    /// `members[i]`; this process must be among them. Every member must
+    /// build it with the same `ctx` and `members`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if this process is not a member.
+    pub fn with_members(&self, ctx: u32, members: &[usize]) -> Result<Comm> {
+        let me = self.peer(self.rank)?;
+        let rank = members
+            .iter()
+            .position(|&m| m == me)
+            .ok_or(Error::InvalidArgument {
+                op: "with_members",
+                reason: "the calling process is not a member",
+            })?;
+        let peers: Rc<[u32]> = members.iter().map(|&m| m as u32).collect();
+        Ok(Comm::new(self.eng.clone(), ctx, rank, peers))
+    }
+
+    /// One side of an intercommunicator on context `ctx`: point-to-point
+    /// rank `d` is world rank `remote[d]`, and messages sent carry `rank`
+    /// (this process's rank in its own group) as their source, so that a
+    /// receive names the sender by its rank in the remote group. Only the
+    /// point-to-point operations are meaningful on it (no collectives, no
+    /// `group`).
+    pub fn remote_view(&self, ctx: u32, rank: usize, remote: &[usize]) -> Comm {
+        Comm {
+            eng: self.eng.clone(),
+            ctx,
+            rank,
+            peers: remote.iter().map(|&m| m as u32).collect(),
+            node: None,
+        }
+    }
+}
+
 #[cold]
 fn bad_rank(rank: usize, size: usize) -> Error {
     Error::InvalidRank { rank, size }

@@ -80,6 +80,9 @@ pub(crate) unsafe fn layout(
 mpi_fn! {
     /// Waits until every rank of `comm` has called it.
     fn MPI_Barrier / PMPI_Barrier(comm: Handle) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::barrier(comm);
+        }
         state::comm(comm)?.barrier()?;
         Ok(())
     }
@@ -88,6 +91,9 @@ mpi_fn! {
 mpi_fn! {
     /// Copies `root`'s buffer to every rank.
     fn MPI_Bcast / PMPI_Bcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::bcast(buffer, count, datatype, root, comm);
+        }
         let c = state::comm(comm)?;
         if datatype::is_derived(datatype) {
             let n = datatype::count(count)?;
@@ -111,6 +117,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Some(root), comm);
         }
@@ -159,6 +168,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, Some(root), comm);
         }
@@ -191,6 +203,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
         }
@@ -222,6 +237,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_scatterv(sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
         }
@@ -254,6 +272,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, None, comm);
         }
@@ -278,6 +299,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, None, comm);
         }
@@ -305,6 +329,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm);
         }
@@ -330,6 +357,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
         comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm);
+        }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm);
         }
@@ -358,6 +388,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
         comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm);
+        }
         let c = state::comm(comm)?;
         let n = c.size();
         let r = WBlocks::new(recvbuf, recvcounts, rdispls, recvtypes, n)?;
@@ -724,6 +757,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
         datatype: Handle, op: Handle, root: c_int, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::reduce(sendbuf, recvbuf, count, datatype, op, root, comm);
+        }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
@@ -764,6 +800,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+        }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.allreduce(&c, sendbuf, recvbuf, datatype::count(count)?, None);
@@ -804,6 +843,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::reduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm);
+        }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
             let raw = ints(recvcounts, c.size(), "recvcounts")?;
@@ -847,6 +889,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
+        }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.reduce_scatter(&c, sendbuf, recvbuf, &vec![datatype::count(recvcount)?; c.size()]);
@@ -893,6 +938,7 @@ unsafe fn scan(
     comm: Handle,
     inclusive: bool,
 ) -> R<()> {
+    crate::inter::deny(comm)?;
     let c = state::comm(comm)?;
     if let Some(g) = crate::userop::general(dt, op)? {
         // SAFETY: the caller's contract.

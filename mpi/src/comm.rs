@@ -13,6 +13,9 @@ use crate::state::{self, CommEntry};
 mpi_fn! {
     /// This process's rank in `comm`.
     fn MPI_Comm_rank / PMPI_Comm_rank(comm: Handle, rank: *mut c_int) on comm => {
+        if let Some((_, r)) = crate::inter::local_size_rank(comm) {
+            return out(rank, r as c_int, "rank");
+        }
         let c = state::comm(comm)?;
         out(rank, c.rank() as c_int, "rank")
     }
@@ -21,6 +24,9 @@ mpi_fn! {
 mpi_fn! {
     /// The number of processes in `comm`.
     fn MPI_Comm_size / PMPI_Comm_size(comm: Handle, size: *mut c_int) on comm => {
+        if let Some((n, _)) = crate::inter::local_size_rank(comm) {
+            return out(size, n as c_int, "size");
+        }
         let c = state::comm(comm)?;
         out(size, c.size() as c_int, "size")
     }
@@ -50,15 +56,20 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
-        let c = state::comm(comm)?;
-        let d = c.dup()?;
-        register(Some(d), errhandler(comm), newcomm)?;
+        if crate::inter::is_inter(comm) {
+            out(newcomm, crate::inter::dup(comm)?, "newcomm")?;
+        } else {
+            let c = state::comm(comm)?;
+            let d = c.dup()?;
+            register(Some(d), errhandler(comm), newcomm)?;
+        }
         let new = *newcomm;
         crate::topo::copy(comm, new);
         if let Err(e) = crate::attr::copy_all(crate::attr::Kind::Comm, comm, new) {
             // A copy callback failed: the new communicator is not made.
             let _ = crate::attr::delete_all(crate::attr::Kind::Comm, new);
             crate::topo::forget(new);
+            crate::inter::forget(new);
             state::with(|st| Ok(st.comms.remove(&new)))?;
             out(newcomm, abi::COMM_NULL, "newcomm")?;
             return Err(e);
@@ -80,6 +91,9 @@ mpi_fn! {
             c if c >= 0 => Some(c as u32),
             c => return Err(err(abi::ERR_ARG, format!("invalid color {c}"))),
         };
+        if crate::inter::is_inter(comm) {
+            return out(newcomm, crate::inter::split(comm, color, key)?, "newcomm");
+        }
         let s = c.split(color, key)?;
         register(s, errhandler(comm), newcomm)
     }
@@ -116,6 +130,7 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
+        crate::inter::deny(comm)?;
         let c = state::comm(comm)?;
         let color = match split_type {
             abi::UNDEFINED => None,
@@ -142,6 +157,7 @@ mpi_fn! {
         // The attributes' delete callbacks first (they may use the communicator).
         crate::attr::delete_all(crate::attr::Kind::Comm, h)?;
         crate::topo::forget(h);
+        crate::inter::forget(h);
         state::with(|st| st.comms.remove(&h).map(|_| ()).ok_or_else(|| state::bad_comm(h)))?;
         out(comm, abi::COMM_NULL, "comm")
     }
@@ -151,6 +167,9 @@ mpi_fn! {
     /// `MPI_IDENT` (same handle), `MPI_CONGRUENT` (same processes in the
     /// same order), `MPI_SIMILAR` (same processes), else `MPI_UNEQUAL`.
     fn MPI_Comm_compare / PMPI_Comm_compare(comm1: Handle, comm2: Handle, result: *mut c_int) on comm1 => {
+        if crate::inter::is_inter(comm1) || crate::inter::is_inter(comm2) {
+            return out(result, crate::inter::compare(comm1, comm2)?, "result");
+        }
         let a = state::comm(comm1)?;
         let b = state::comm(comm2)?;
         let r = if comm1 == comm2 {
@@ -183,53 +202,32 @@ mpi_fn! {
     }
 }
 
-/// The error for the intercommunicator functions on an intracommunicator.
-fn not_inter(comm: Handle) -> R<()> {
-    state::comm(comm)?;
-    Err(err(
-        abi::ERR_COMM,
-        "not an intercommunicator (dos has none yet)",
-    ))
-}
-
 mpi_fn! {
-    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
+    /// The number of processes in the remote group of an intercommunicator
+    /// (`MPI_ERR_COMM` on an intracommunicator).
     fn MPI_Comm_remote_size / PMPI_Comm_remote_size(comm: Handle, size: *mut c_int) on comm => {
-        let _ = size;
-        not_inter(comm)
+        let n = crate::inter::remote_size(comm)?;
+        out(size, n as c_int, "size")
     }
 }
 
 mpi_fn! {
-    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
+    /// The remote group of an intercommunicator (`MPI_ERR_COMM` on an
+    /// intracommunicator).
     fn MPI_Comm_remote_group / PMPI_Comm_remote_group(comm: Handle, group: *mut Handle) on comm => {
-        let _ = group;
-        not_inter(comm)
+        if group.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for group"));
+        }
+        let g = crate::inter::remote_group(comm)?;
+        crate::group::register_group(g, group)
     }
 }
 
 mpi_fn! {
-    /// `MPI_ERR_COMM`: every communicator of dos is an intracommunicator.
-    fn MPI_Intercomm_merge / PMPI_Intercomm_merge(intercomm: Handle, high: c_int, newcomm: *mut Handle) on intercomm => {
-        let _ = (high, newcomm);
-        not_inter(intercomm)
-    }
-}
-
-mpi_fn! {
-    /// Intercommunicators are not in dos yet: `MPI_ERR_UNSUPPORTED_OPERATION`.
-    fn MPI_Intercomm_create / PMPI_Intercomm_create(local_comm: Handle, local_leader: c_int, peer_comm: Handle, remote_leader: c_int, tag: c_int, newcomm: *mut Handle) on local_comm => {
-        let _ = (local_leader, peer_comm, remote_leader, tag, newcomm);
-        state::comm(local_comm)?;
-        Err(err(abi::ERR_UNSUPPORTED_OPERATION, "MPI_Intercomm_create: intercommunicators are not in dos yet"))
-    }
-}
-
-mpi_fn! {
-    /// Intercommunicators do not exist in dos yet: always false.
+    /// True for an intercommunicator.
     fn MPI_Comm_test_inter / PMPI_Comm_test_inter(comm: Handle, flag: *mut c_int) on comm => {
         state::comm(comm)?;
-        out(flag, 0, "flag")
+        out(flag, c_int::from(crate::inter::is_inter(comm)), "flag")
     }
 }
 

@@ -17,7 +17,7 @@ use crate::ptr::{ints, out, read};
 use crate::state::{self, CommEntry, ReqKind};
 
 /// The group of handle `h` (a clone).
-fn group(h: Handle) -> R<Group> {
+pub(crate) fn group(h: Handle) -> R<Group> {
     state::with(|st| match st.groups.get(&h) {
         Some(g) => Ok(g.clone()),
         None if h == abi::GROUP_NULL => Err(err(abi::ERR_GROUP, "MPI_GROUP_NULL is not a group")),
@@ -31,6 +31,15 @@ fn group(h: Handle) -> R<Group> {
 /// # Safety
 /// `newgroup` valid for a write (or null: `MPI_ERR_ARG`).
 unsafe fn register(g: Group, newgroup: *mut Handle) -> R<()> {
+    // SAFETY: the caller's contract.
+    unsafe { register_group(g, newgroup) }
+}
+
+/// [`register`], for the other modules.
+///
+/// # Safety
+/// `newgroup` valid for a write (or null: `MPI_ERR_ARG`).
+pub(crate) unsafe fn register_group(g: Group, newgroup: *mut Handle) -> R<()> {
     if newgroup.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for newgroup"));
     }
@@ -106,6 +115,9 @@ unsafe fn range_list(n: c_int, p: *const [c_int; 3], size: usize) -> R<Vec<usize
 mpi_fn! {
     /// The group of `comm`'s processes, in rank order.
     fn MPI_Comm_group / PMPI_Comm_group(comm: Handle, group: *mut Handle) on comm => {
+        if let Some(g) = crate::inter::local_group(comm)? {
+            return register(g, group);
+        }
         let c = state::comm(comm)?;
         register(c.group(), group)
     }
@@ -269,6 +281,10 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
+        if crate::inter::is_inter(comm) {
+            let g = group(g)?;
+            return out(newcomm, crate::inter::create(comm, &g)?, "newcomm");
+        }
         let c = state::comm(comm)?;
         let g = group(g)?;
         // Every process of `comm` calls; the groups given may differ between
@@ -292,6 +308,7 @@ mpi_fn! {
         if newcomm.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm"));
         }
+        crate::inter::deny(comm)?;
         let c = state::comm(comm)?;
         let g = group(g)?;
         if g.rank().is_none() {
@@ -308,9 +325,23 @@ mpi_fn! {
         if newcomm.is_null() || request.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm or request"));
         }
+        if crate::inter::is_inter(comm) {
+            out(newcomm, crate::inter::dup(comm)?, "newcomm")?;
+            crate::attr::copy_all(crate::attr::Kind::Comm, comm, *newcomm)?;
+            return crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request);
+        }
         let c = state::comm(comm)?;
         let d = c.dup()?;
         register_comm(Some(d), comm, newcomm)?;
         crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_idup`; the info hints are not used by dos.
+    fn MPI_Comm_idup_with_info / PMPI_Comm_idup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
+        let _ = info;
+        let rc = PMPI_Comm_idup(comm, newcomm, request);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_idup failed")) }
     }
 }

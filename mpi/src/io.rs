@@ -526,6 +526,7 @@ fn mode_of(amode: c_int) -> R<Mode> {
 file_fn! {
     /// Opens a file of the job's dosfs on every rank of `comm` (collective).
     fn MPI_File_open / PMPI_File_open(comm: Handle, filename: *const c_char, amode: c_int, info: Handle, fh: *mut Handle) on FILE_NULL => {
+        crate::inter::deny(comm)?;
         if fh.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for fh"));
         }

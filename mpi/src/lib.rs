@@ -32,10 +32,32 @@
 //!   `Comm_create` (collective over the communicator),
 //!   `Comm_create_group` (collective over the group's members only),
 //!   `Comm_idup` (done at once: its request is complete),
-//!   `Comm_get_parent` (`MPI_COMM_NULL`), `Comm_disconnect` (as `Comm_free`);
-//!   `Comm_remote_size`/`remote_group`/`Intercomm_merge` are `MPI_ERR_COMM`
-//!   and `Intercomm_create` `MPI_ERR_UNSUPPORTED_OPERATION` (no
-//!   intercommunicators).
+//!   `Comm_get_parent` (`MPI_COMM_NULL`), `Comm_disconnect` (as `Comm_free`),
+//!   `Comm_idup_with_info`.
+//! * **Intercommunicators** (module `inter`) — `Intercomm_create` (the
+//!   leaders talk over the peer communicator with the tag given),
+//!   `Intercomm_create_from_groups` (MPI-4; the groups form over the
+//!   world's processes, keyed by the string tag), `Intercomm_merge`
+//!   (the `high = false` group first; on a tie the group whose leader has
+//!   the lower world rank), `Comm_test_inter`, `Comm_remote_size`,
+//!   `Comm_remote_group`; `Comm_size`/`rank`/`group` give the local group;
+//!   `Comm_dup`/`idup`, `Comm_split` and `Comm_create` with MPI-2 semantics
+//!   (each color/subset joins the remote processes of the same color/subset;
+//!   `MPI_COMM_NULL` if there are none), `Comm_compare` (`MPI_CONGRUENT`
+//!   when both groups match), `Comm_free`, names and attributes.
+//!   Point-to-point in every form addresses the remote group (`MPI_SOURCE`
+//!   is a remote rank). The collectives `Barrier`, `Bcast`, `Reduce`,
+//!   `Allreduce`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
+//!   `Alltoall(v,w)`, `Reduce_scatter(_block)` follow the intercommunicator
+//!   rules (`MPI_ROOT`/`MPI_PROC_NULL` in the root's group, the other
+//!   group's data); their `I*` and persistent forms run to completion in
+//!   the call (the request is complete). Functions defined on
+//!   intracommunicators only (`Scan`/`Exscan`/`Iscan`/`Iexscan`,
+//!   `Comm_split_type`, `Comm_create_group`, `Cart_create`, `Graph_create`,
+//!   `Dist_graph_create*`, `Win_create`/`allocate*`, `File_open`, and
+//!   `Intercomm_create` with an intercommunicator as local communicator)
+//!   return `MPI_ERR_COMM` on one. `Comm_spawn` stays
+//!   `MPI_ERR_UNSUPPORTED_OPERATION`.
 //! * **Attributes and names** (module `attr`) — `Comm_create_keyval`,
 //!   `Comm_free_keyval`, `Comm_set_attr`, `Comm_get_attr`,
 //!   `Comm_delete_attr`, the same for `Type_*`, and `Win_create_keyval`/
@@ -335,7 +357,7 @@
 //! `MPI_LB`/`MPI_UB`), which the standard ABI does not have either;
 //! `long double` types in one-sided accumulates (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's
-//! `external32` and a local POSIX driver; intercommunicators; persistent
+//! `external32` and a local POSIX driver; persistent
 //! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond `Get_count_c` and
 //! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
@@ -461,6 +483,7 @@ mod error;
 mod external;
 mod group;
 mod info;
+mod inter;
 mod io;
 mod later;
 mod ldouble;

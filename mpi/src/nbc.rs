@@ -214,6 +214,9 @@ const NOWHERE: (*mut u8, usize) = (std::ptr::null_mut(), 0);
 mpi_fn! {
     /// Starts a barrier: completes once every rank has started it.
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::barrier(comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         start_bytes(&c, NbColl::Barrier, NOTHING, NOWHERE, Keep::default(), comm, request)
@@ -223,6 +226,9 @@ mpi_fn! {
 mpi_fn! {
     /// Starts copying `root`'s buffer to every rank.
     fn MPI_Ibcast / PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::bcast(buffer, count, datatype, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let n = datatype::count(count)?;
@@ -241,6 +247,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
@@ -271,6 +280,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
@@ -301,6 +313,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let mut keep = Keep::default();
@@ -326,6 +341,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let mut keep = Keep::default();
@@ -390,6 +408,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
@@ -404,6 +425,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         gatherv(&c, None, sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, request)
@@ -488,6 +512,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
@@ -523,6 +550,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let n = c.size();
@@ -641,6 +671,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
         datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::reduce(sendbuf, recvbuf, count, datatype, op, root, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
@@ -661,6 +694,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::allreduce(sendbuf, recvbuf, count, datatype, op, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let (elem, k, _) = reduction(datatype, op)?;
@@ -679,6 +715,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::reduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let (elem, k, size) = reduction(datatype, op)?;
@@ -707,6 +746,9 @@ mpi_fn! {
         sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let (elem, k, _) = reduction(datatype, op)?;
@@ -739,6 +781,7 @@ unsafe fn iscan(
     request: *mut Handle,
     inclusive: bool,
 ) -> R<()> {
+    crate::inter::deny(comm)?;
     request_arg(request)?;
     let c = state::comm(comm)?;
     let (elem, k, _) = reduction(dt, op)?;
@@ -888,6 +931,9 @@ mpi_fn! {
         recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
+        if crate::inter::is_inter(comm) {
+            return crate::inter::done(crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm), comm, request);
+        }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let n = c.size();

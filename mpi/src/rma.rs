@@ -328,6 +328,7 @@ unsafe fn allocate(
 mpi_fn! {
     /// Creates a window over the caller's memory (collective).
     fn MPI_Win_create / PMPI_Win_create(base: *mut c_void, size: isize, disp_unit: c_int, info: Handle, comm: Handle, win: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = info;
         let n = size_arg(size)?;
         let du = unit_arg(disp_unit)?;
@@ -353,6 +354,7 @@ mpi_fn! {
 mpi_fn! {
     /// Creates a window over memory the library allocates (collective).
     fn MPI_Win_allocate / PMPI_Win_allocate(size: isize, disp_unit: c_int, info: Handle, comm: Handle, baseptr: *mut c_void, win: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = info;
         allocate(size, disp_unit, comm, baseptr, win, FLAVOR_ALLOCATE)
     }
@@ -362,6 +364,7 @@ mpi_fn! {
     /// Creates a window whose memory every rank of the (one-node)
     /// communicator reaches with loads and stores (collective).
     fn MPI_Win_allocate_shared / PMPI_Win_allocate_shared(size: isize, disp_unit: c_int, info: Handle, comm: Handle, baseptr: *mut c_void, win: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = info;
         allocate(size, disp_unit, comm, baseptr, win, FLAVOR_SHARED)
     }
@@ -1385,6 +1388,7 @@ mpi_fn! {
     /// Creates a window without memory (collective); each rank attaches
     /// its own with `Win_attach`, and displacements are addresses.
     fn MPI_Win_create_dynamic / PMPI_Win_create_dynamic(info: Handle, comm: Handle, win: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = info;
         if win.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for win"));

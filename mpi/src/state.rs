@@ -254,6 +254,7 @@ pub(crate) fn finalize() -> R<()> {
     }
     crate::attr::clear();
     crate::topo::clear();
+    crate::inter::clear();
     let st = STATE.with(|s| s.borrow_mut().take());
     let Some(mut st) = st else {
         return Err(not_running());

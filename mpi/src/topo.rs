@@ -231,6 +231,7 @@ mpi_fn! {
     /// A communicator with a Cartesian grid of `dims` (row-major ranks).
     /// Collective.
     fn MPI_Cart_create / PMPI_Cart_create(comm: Handle, ndims: c_int, dims: *const c_int, periods: *const c_int, reorder: c_int, comm_cart: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = reorder;
         state::comm(comm)?;
         let cart = read_cart(ndims, dims, periods)?;
@@ -408,6 +409,7 @@ mpi_fn! {
     /// A communicator with a general graph (`index`, `edges` as the
     /// standard defines them). Collective.
     fn MPI_Graph_create / PMPI_Graph_create(comm: Handle, nnodes: c_int, index: *const c_int, edges: *const c_int, reorder: c_int, comm_graph: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = reorder;
         state::comm(comm)?;
         let n = len(nnodes, abi::ERR_ARG, "nnodes")?;
@@ -507,6 +509,7 @@ mpi_fn! {
     /// A distributed graph from each process's own in- and out-neighbours.
     /// Collective.
     fn MPI_Dist_graph_create_adjacent / PMPI_Dist_graph_create_adjacent(comm: Handle, indegree: c_int, sources: *const c_int, sourceweights: *const c_int, outdegree: c_int, destinations: *const c_int, destweights: *const c_int, info: Handle, reorder: c_int, comm_dist_graph: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = (info, reorder);
         let size = state::comm(comm)?.size();
         let ni = len(indegree, abi::ERR_ARG, "indegree")?;
@@ -533,6 +536,7 @@ mpi_fn! {
     /// A distributed graph from edges any process may give: `n` sources,
     /// each with `degrees[i]` destinations (and weights). Collective.
     fn MPI_Dist_graph_create / PMPI_Dist_graph_create(comm: Handle, n: c_int, sources: *const c_int, degrees: *const c_int, destinations: *const c_int, weights_: *const c_int, info: Handle, reorder: c_int, comm_dist_graph: *mut Handle) on comm => {
+        crate::inter::deny(comm)?;
         let _ = (info, reorder);
         let c = state::comm(comm)?;
         let size = c.size();

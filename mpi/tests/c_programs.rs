@@ -514,3 +514,13 @@ fn a_files_own_error_handler() {
         );
     }
 }
+
+#[test]
+fn intercommunicators_create_merge_split_and_point_to_point() {
+    passes("dosmpicc", "inter_comm.c");
+}
+
+#[test]
+fn intercommunicator_collectives_root_semantics_and_nonblocking_forms() {
+    passes("dosmpicc", "inter_coll.c");
+}
