@@ -198,7 +198,8 @@ pub fn markdown(rows: &[Compared]) -> String {
     let with_raw = rows.iter().any(|c| c.raw_runs > 0);
     let with_spread = rows.iter().any(|c| c.runs.0 > 1 || c.runs.1 > 1);
     let mut s = String::new();
-    let mut head = "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict |".to_string();
+    let mut head =
+        "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict |".to_string();
     let mut rule = "|---|---:|---:|---|---:|---:|---:|---|".to_string();
     if with_spread {
         head.push_str(" dos min-max | mpi min-max |");
@@ -234,7 +235,12 @@ pub fn markdown(rows: &[Compared]) -> String {
             c.verdict(),
         );
         if with_spread {
-            let _ = write!(s, " {} | {} |", fmt_range(c.dos_range), fmt_range(c.mpi_range));
+            let _ = write!(
+                s,
+                " {} | {} |",
+                fmt_range(c.dos_range),
+                fmt_range(c.mpi_range)
+            );
         }
         if with_raw {
             let _ = writeln!(
