@@ -24,9 +24,9 @@
 #      mpicc and with dos's mpi/bin/dosmpicc (libmpi of the dos-mpi crate), run
 #      interleaved per size like the rest: C path against C path, no Rust
 #      binding layer on the MPI side (C_ANCHOR=0 skips it);
-#   5. times job start-up of `dosbench hello` (init + finalize only) on 2 and 4
-#      ranks under dosrun and under mpirun, in one hyperfine command (or a
-#      plain loop), medians;
+#   5. times job start-up of `dosbench hello` (init + finalize only), and of
+#      benches/c/hello.c built for each side, on 2 and 4 ranks under dosrun
+#      and under mpirun, in one hyperfine command (or a plain loop), medians;
 #   6. prints one markdown report (per benchmark and size: the median over
 #      REPS of each side, dos/mpi, a verdict, and each side's min-max over
 #      the REPS runs) and writes it to $OUT/summary.md, ready to paste
@@ -182,7 +182,9 @@ if [[ $C_ANCHOR != 0 && -z "${CLUSTER:-}" ]]; then
     mkdir -p "$OUT"
     # The same C source, once per MPI: C path against C path.
     if ! { mpicc -O2 -o "$OUT/pingpong-mpi" benches/c/pingpong.c &&
-        DOSMPICC_LIBDIR=$PWD/target/release mpi/bin/dosmpicc -O2 -o "$OUT/pingpong-dos" benches/c/pingpong.c; }; then
+        mpicc -O2 -o "$OUT/hello-mpi" benches/c/hello.c &&
+        DOSMPICC_LIBDIR=$PWD/target/release mpi/bin/dosmpicc -O2 -o "$OUT/pingpong-dos" benches/c/pingpong.c &&
+        DOSMPICC_LIBDIR=$PWD/target/release mpi/bin/dosmpicc -O2 -o "$OUT/hello-dos" benches/c/hello.c; }; then
         C_ANCHOR=0
         log "the C anchor did not build: skipped"
     fi
@@ -349,6 +351,11 @@ for n in 2 4; do
     if ((n <= $(nproc))); then dl=("${DOSRUN_ARGS[@]}") ml=("${MPIRUN_ARGS[@]}"); else dl=("${DOSRUN_OVER[@]}") ml=("${MPIRUN_OVER[@]}"); fi
     ((DOS_OK)) && cmds+=("$DOSRUN -n $n ${dl[*]} $DOSBENCH hello")
     cmds+=("mpirun -n $n ${ml[*]} $MPIBENCH hello")
+    # The same C MPI_Init/MPI_Finalize program under both (benches/c/hello.c).
+    if [[ $C_ANCHOR != 0 ]]; then
+        ((DOS_OK)) && cmds+=("$DOSRUN -n $n ${dl[*]} $OUT/hello-dos")
+        cmds+=("mpirun -n $n ${ml[*]} $OUT/hello-mpi")
+    fi
 done
 log "job start-up: hello on 2 and 4 ranks"
 if have hyperfine && have jq; then
@@ -376,7 +383,7 @@ else
         done
     } >"$startup_md"
 fi
-STARTUP_TITLE="Job start-up, \`dosbench hello\` (init + finalize) on 2 and 4 ranks ($STARTUP_RUNS runs each, one hyperfine command):"
+STARTUP_TITLE="Job start-up, \`dosbench hello\` and benches/c/hello.c (init + finalize) on 2 and 4 ranks ($STARTUP_RUNS runs each, one hyperfine command):"
 fi
 
 # ---- 5. report -------------------------------------------------------------------
