@@ -56,7 +56,8 @@
 # C_ANCHOR (1), CLUSTER (unset), BENCH_ARGS
 # (extra dosbench options for every 2-rank run), BENCHES (all eleven, in order;
 # with CLUSTER=1 the point-to-point and one-sided ones),
-# DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (30), DOSBENCH and DOSRUN (use these
+# DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (30), MPIBENCH (an rsmpi dosbench to
+# use instead of building target/mpi), DOSBENCH and DOSRUN (use these
 # binaries instead of building the dos variant), TRANSPORTS (with CLUSTER=1:
 # dosrun's --transports between the hosts, e.g. shm,roce for the soft-RoCE, whose
 # one-sided operations are RDMA WRITE/READ/atomics; default: dosrun's choice, tcp).
@@ -171,12 +172,16 @@ else
         cargo build --release -p dos-mpi || { C_ANCHOR=0; log "libmpi (dos-mpi) build failed: no C anchor"; }
     fi
 fi
-log "building dosbench (mpi) into target/mpi"
-cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
+if [[ -n "${MPIBENCH:-}" ]]; then
+    log "using the given MPI build: $MPIBENCH"
+else
+    log "building dosbench (mpi) into target/mpi"
+    cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
+fi
 
 DOSBENCH=${DOSBENCH:-$PWD/target/release/dosbench}
 DOSRUN=${DOSRUN:-$PWD/target/release/dosrun}
-MPIBENCH=$PWD/target/mpi/release/dosbench
+MPIBENCH=${MPIBENCH:-$PWD/target/mpi/release/dosbench}
 [[ -x $DOSBENCH && -x $DOSRUN ]] || DOS_OK=0
 if [[ $C_ANCHOR != 0 && -z "${CLUSTER:-}" ]]; then
     mkdir -p "$OUT"
@@ -227,7 +232,7 @@ run_dos() { # ranks launcher-args... -- program-args...
     ((DOS_OK)) || return 0
     local cmd=("$DOSBENCH" "$@" --json) out=$OUT/dos.jsonl
     [[ $PROG == c ]] && cmd=("$OUT/pingpong-dos" --impl dos "$@") out=$OUT/c-dos.jsonl
-    if ! timeout 900 "$DOSRUN" -n "$n" "${largs[@]}" "${cmd[@]}" >>"$out" 2>>"$OUT/dos.err"; then
+    if ! timeout 900 "$DOSRUN" -n "$n" "${largs[@]}" "${cmd[@]}" </dev/null >>"$out" 2>>"$OUT/dos.err"; then
         echo "dos ($PROG) -n $n $*" >>"$OUT/failures.txt"
         log "dos run failed: -n $n $* (see $OUT/dos.err)"
     fi
@@ -239,7 +244,7 @@ run_mpi() {
     shift
     local cmd=("$MPIBENCH" "$@" --json) out=$OUT/mpi.jsonl
     [[ $PROG == c ]] && cmd=("$OUT/pingpong-mpi" --impl mpi "$@") out=$OUT/c-mpi.jsonl
-    if ! timeout 900 mpirun -n "$n" "${largs[@]}" "${cmd[@]}" >>"$out" 2>>"$OUT/mpi.err"; then
+    if ! timeout 900 mpirun -n "$n" "${largs[@]}" "${cmd[@]}" </dev/null >>"$out" 2>>"$OUT/mpi.err"; then
         echo "mpi ($PROG) -n $n $*" >>"$OUT/failures.txt"
         log "mpi run failed: -n $n $* (see $OUT/mpi.err)"
     fi
@@ -263,12 +268,13 @@ TURN=0
 sweep() { # ranks dos-args mpi-args bench-name program-args...
     local n=$1 dl=$2 ml=$3 b=$4 lo hi; shift 4
     local -a range
-    while read -r lo hi; do
+    # The bands come on descriptor 3: the launchers read (and would eat) stdin.
+    while read -r -u 3 lo hi; do
         range=()
         [[ $lo == - ]] || range=(--min-size "$lo" --max-size "$hi")
         TURN=$((TURN + 1))
         pair "$TURN" "$n" "$dl" "$ml" "$@" "${range[@]}"
-    done < <(bands "$b")
+    done 3< <(bands "$b")
 }
 
 if [[ -n "${CLUSTER:-}" ]]; then
