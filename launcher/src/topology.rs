@@ -355,7 +355,7 @@ impl Topology {
 /// machine stores what [`Topology::load`] found in a small text file; later
 /// jobs read it back if the machine still looks the same.
 ///
-/// "The same" is a [`fingerprint`]: the boot (`boot_id`), the online and
+/// "The same" is a [`cache::fingerprint`]: the boot (`boot_id`), the online and
 /// present CPUs and NUMA nodes, the CPUs and memory nodes this process may
 /// use and its cgroup, every `HWLOC_*` variable, and dosrun's version and
 /// the file format. Any difference is a miss: hwloc loads the topology and
