@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # dos versus Open MPI on this machine, side by side, in one command:
 #
-#     ci/bench-compare.sh                 # REPS=5, full OSU size ranges
-#     REPS=3 QUICK=1 ci/bench-compare.sh  # a few minutes: fewer iterations, sizes up to 64K
+#     ci/bench-compare.sh                 # REPS=7, full OSU size ranges, one size per job
+#     QUICK=1 ci/bench-compare.sh         # sizes up to 64K, 1000 iterations
 #     CLUSTER=1 ci/bench-compare.sh       # across hosts: TCP between namespace hosts (root)
 #
 # What it does:
@@ -10,17 +10,27 @@
 #      hyperfine, with apt-get) and builds two dosbench binaries:
 #        target/release/dosbench      dos   (run under target/release/dosrun)
 #        target/mpi/release/dosbench  MPI   (cargo --features mpi --target-dir target/mpi)
-#   2. runs every benchmark on 2 ranks, INTERLEAVED (dos latency, mpi latency,
-#      dos bw, mpi bw, ...), REPS times, alternating which one goes first
+#   2. runs every benchmark on 2 ranks, INTERLEAVED WITHIN EACH SIZE: one short
+#      job per size (BAND sizes per job), dos then MPI or MPI then dos, the
+#      order alternating from job to job, and the whole sweep REPS times; so
+#      whatever phase the machine is in (its speed changes by 2x over minutes
+#      on this VM) hits both sides of every row alike
 #      (two-sided and collectives, then one-sided: put_lat get_lat put_bw atomic_lat);
 #      Open MPI runs with `--mca btl self,vader --bind-to core`, dosrun with
 #      `--bind-to core` when it has that option (override with DOSRUN_FLAGS);
 #   3. the same for allreduce of 8 bytes on 4 ranks on the 2 cores (oversubscribed);
-#   4. times job start-up of `dosbench hello` (init + finalize only) on 4 ranks
-#      under dosrun and under mpirun, with hyperfine (or a plain loop);
-#   5. prints one markdown report (medians over REPS and dos/mpi ratios per
-#      benchmark and size) and writes it to $OUT/summary.md, ready to paste
-#      into BENCHMARKS.md. Raw JSON lines stay in $OUT/{dos,mpi}.jsonl.
+#   4. the C anchor: benches/c/pingpong.c (an OSU-style ping-pong latency and
+#      window-of-64 bandwidth loop in plain C MPI), compiled with Open MPI's
+#      mpicc and with dos's mpi/bin/dosmpicc (libmpi of the dos-mpi crate), run
+#      interleaved per size like the rest: C path against C path, no Rust
+#      binding layer on the MPI side (C_ANCHOR=0 skips it);
+#   5. times job start-up of `dosbench hello` (init + finalize only), and of
+#      benches/c/hello.c built for each side, on 2 and 4 ranks under dosrun
+#      and under mpirun, in one hyperfine command (or a plain loop), medians;
+#   6. prints one markdown report (per benchmark and size: the median over
+#      REPS of each side, dos/mpi, a verdict, and each side's min-max over
+#      the REPS runs) and writes it to $OUT/summary.md, ready to paste
+#      into BENCHMARKS.md. Raw JSON lines stay in $OUT/{dos,mpi,c-dos,c-mpi}.jsonl.
 #
 # With CLUSTER=1 (as root) it compares across hosts instead: it brings up the
 # test cluster (ci/cluster.sh up 3), runs latency, bw, bibw and the one-sided
@@ -38,29 +48,82 @@
 # skipped; its column then shows "—". Not part of the default test path: the
 # numbers depend on the machine, so nothing here can pass or fail CI.
 #
-# Environment: REPS (5), OUT (target/bench-compare, or target/bench-cluster
-# with CLUSTER=1), QUICK (unset), CLUSTER (unset), BENCH_ARGS
+# Environment: REPS (7), OUT (target/bench-compare, or target/bench-cluster
+# with CLUSTER=1), QUICK (unset: sizes up to MAX_SIZE=64K, ITERS=1000),
+# MAX_SIZE (largest size; default each benchmark's own, 4M or 1M), BAND (1:
+# sizes per job; more makes fewer, longer jobs), ITERS (2000) and WARMUP (200)
+# (dosbench's --iters/--warmup: the small-message counts; a tenth above 8K),
+# C_ANCHOR (1), CLUSTER (unset), BENCH_ARGS
 # (extra dosbench options for every 2-rank run), BENCHES (all eleven, in order;
 # with CLUSTER=1 the point-to-point and one-sided ones),
-# DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (20), DOSBENCH and DOSRUN (use these
+# DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (30), MPIBENCH (an rsmpi dosbench to
+# use instead of building target/mpi), DOSBENCH and DOSRUN (use these
 # binaries instead of building the dos variant), TRANSPORTS (with CLUSTER=1:
 # dosrun's --transports between the hosts, e.g. shm,roce for the soft-RoCE, whose
 # one-sided operations are RDMA WRITE/READ/atomics; default: dosrun's choice, tcp).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-REPS=${REPS:-5}
+REPS=${REPS:-7}
 if [[ -n "${CLUSTER:-}" ]]; then
     OUT=${OUT:-target/bench-cluster}
     DEFAULT_BENCHES="latency bw bibw put_lat get_lat put_bw atomic_lat"
 fi
 OUT=${OUT:-target/bench-compare}
-STARTUP_RUNS=${STARTUP_RUNS:-20}
+STARTUP_RUNS=${STARTUP_RUNS:-30}
+BAND=${BAND:-1}
+C_ANCHOR=${C_ANCHOR:-1}
 read -r -a BENCHES <<<"${BENCHES:-${DEFAULT_BENCHES:-latency bw bibw allreduce bcast alltoall barrier put_lat get_lat put_bw atomic_lat}}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
 if [[ -n "${QUICK:-}" ]]; then
-    EXTRA+=(--max-size 64K --iters 1000 --warmup 100)
+    MAX_SIZE=${MAX_SIZE:-64K}
+    ITERS=${ITERS:-1000}
+    WARMUP=${WARMUP:-100}
 fi
+ITERS=${ITERS:-2000}
+WARMUP=${WARMUP:-200}
+MAX_SIZE=${MAX_SIZE:-}
+# Shorter runs than dosbench's OSU defaults (10000 small-message
+# iterations): more of them fit, interleaved, in the same time.
+if [[ " ${BENCH_ARGS:-} " != *" --iters "* ]]; then
+    EXTRA+=(--iters "$ITERS" --warmup "$WARMUP")
+fi
+
+# "64K" -> 65536.
+bytes() {
+    local v=$1
+    case $v in
+        *[Kk]) echo $((${v%?} << 10)) ;;
+        *[Mm]) echo $((${v%?} << 20)) ;;
+        *) echo $((v)) ;;
+    esac
+}
+# The jobs of one benchmark's sweep: one line "MIN MAX" per job (BAND
+# consecutive sizes of the OSU schedule: 0 for latency, then powers of two),
+# or "-" for the unsized ones (barrier; atomic_lat's 8 bytes).
+bands() {
+    local b=$1 lo hi s sizes=()
+    case $b in
+        barrier | atomic_lat) echo -; return ;;
+        latency | c-latency) lo=0 ;;
+        allreduce) lo=8 ;;
+        *) lo=1 ;;
+    esac
+    case $b in
+        latency | bw | bibw | put_lat | get_lat | put_bw) hi=$((4 << 20)) ;;
+        *) hi=$((1 << 20)) ;;
+    esac
+    if [[ -n $MAX_SIZE ]] && (($(bytes "$MAX_SIZE") < hi)); then
+        hi=$(bytes "$MAX_SIZE")
+    fi
+    ((lo == 0)) && sizes+=(0)
+    for ((s = lo > 1 ? lo : 1; s <= hi; s *= 2)); do sizes+=("$s"); done
+    for ((s = 0; s < ${#sizes[@]}; s += BAND)); do
+        local last=$((s + BAND - 1))
+        ((last < ${#sizes[@]})) || last=$((${#sizes[@]} - 1))
+        echo "${sizes[$s]} ${sizes[$last]}"
+    done
+}
 
 log() { printf '== %s\n' "$*" >&2; }
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -69,13 +132,14 @@ have() { command -v "$1" >/dev/null 2>&1; }
 install_missing() {
     local pkgs=() p
     if have dpkg-query; then
-        for p in openmpi-bin libopenmpi-dev clang libclang-dev; do
+        for p in openmpi-bin libopenmpi-dev clang libclang-dev jq; do
             dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || pkgs+=("$p")
         done
     else
         have mpirun || pkgs+=(openmpi-bin)
         have mpicc || pkgs+=(libopenmpi-dev)
         have clang || pkgs+=(clang libclang-dev)
+        have jq || pkgs+=(jq)
     fi
     if ((${#pkgs[@]})); then
         log "installing ${pkgs[*]}"
@@ -104,14 +168,32 @@ if [[ -n "${DOSBENCH:-}" ]]; then
 else
     log "building dosbench (dos) and dosrun"
     cargo build --release -p dos-bench -p dos-launcher || { DOS_OK=0; log "dos build failed: MPI only"; }
+    if [[ $C_ANCHOR != 0 && -z "${CLUSTER:-}" ]]; then
+        cargo build --release -p dos-mpi || { C_ANCHOR=0; log "libmpi (dos-mpi) build failed: no C anchor"; }
+    fi
 fi
-log "building dosbench (mpi) into target/mpi"
-cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
+if [[ -n "${MPIBENCH:-}" ]]; then
+    log "using the given MPI build: $MPIBENCH"
+else
+    log "building dosbench (mpi) into target/mpi"
+    cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
+fi
 
 DOSBENCH=${DOSBENCH:-$PWD/target/release/dosbench}
 DOSRUN=${DOSRUN:-$PWD/target/release/dosrun}
-MPIBENCH=$PWD/target/mpi/release/dosbench
+MPIBENCH=${MPIBENCH:-$PWD/target/mpi/release/dosbench}
 [[ -x $DOSBENCH && -x $DOSRUN ]] || DOS_OK=0
+if [[ $C_ANCHOR != 0 && -z "${CLUSTER:-}" ]]; then
+    mkdir -p "$OUT"
+    # The same C source, once per MPI: C path against C path.
+    if ! { mpicc -O2 -o "$OUT/pingpong-mpi" benches/c/pingpong.c &&
+        mpicc -O2 -o "$OUT/hello-mpi" benches/c/hello.c &&
+        DOSMPICC_LIBDIR=$PWD/target/release mpi/bin/dosmpicc -O2 -o "$OUT/pingpong-dos" benches/c/pingpong.c &&
+        DOSMPICC_LIBDIR=$PWD/target/release mpi/bin/dosmpicc -O2 -o "$OUT/hello-dos" benches/c/hello.c; }; then
+        C_ANCHOR=0
+        log "the C anchor did not build: skipped"
+    fi
+fi
 
 if [[ -z "${DOSRUN_FLAGS+x}" ]]; then
     DOSRUN_FLAGS=""
@@ -135,16 +217,23 @@ if awk -v l="${LOAD_START%% *}" 'BEGIN { exit !(l > 0.5) }'; then
 fi
 : >"$OUT/dos.jsonl"
 : >"$OUT/mpi.jsonl"
+: >"$OUT/c-dos.jsonl"
+: >"$OUT/c-mpi.jsonl"
 : >"$OUT/failures.txt"
 
-run_dos() { # ranks launcher-args... -- dosbench-args...
+# The program each side runs: dosbench (PROG=bench: adds --json), or the C
+# anchor (PROG=c: prints JSON itself; its output goes to c-*.jsonl).
+PROG=bench
+run_dos() { # ranks launcher-args... -- program-args...
     local n=$1; shift
     local largs=()
     while [[ $1 != -- ]]; do largs+=("$1"); shift; done
     shift
     ((DOS_OK)) || return 0
-    if ! timeout 900 "$DOSRUN" -n "$n" "${largs[@]}" "$DOSBENCH" "$@" --json >>"$OUT/dos.jsonl" 2>>"$OUT/dos.err"; then
-        echo "dos -n $n $*" >>"$OUT/failures.txt"
+    local cmd=("$DOSBENCH" "$@" --json) out=$OUT/dos.jsonl
+    [[ $PROG == c ]] && cmd=("$OUT/pingpong-dos" --impl dos "$@") out=$OUT/c-dos.jsonl
+    if ! timeout 900 "$DOSRUN" -n "$n" "${largs[@]}" "${cmd[@]}" </dev/null >>"$out" 2>>"$OUT/dos.err"; then
+        echo "dos ($PROG) -n $n $*" >>"$OUT/failures.txt"
         log "dos run failed: -n $n $* (see $OUT/dos.err)"
     fi
 }
@@ -153,23 +242,39 @@ run_mpi() {
     local largs=()
     while [[ $1 != -- ]]; do largs+=("$1"); shift; done
     shift
-    if ! timeout 900 mpirun -n "$n" "${largs[@]}" "$MPIBENCH" "$@" --json >>"$OUT/mpi.jsonl" 2>>"$OUT/mpi.err"; then
-        echo "mpi -n $n $*" >>"$OUT/failures.txt"
+    local cmd=("$MPIBENCH" "$@" --json) out=$OUT/mpi.jsonl
+    [[ $PROG == c ]] && cmd=("$OUT/pingpong-mpi" --impl mpi "$@") out=$OUT/c-mpi.jsonl
+    if ! timeout 900 mpirun -n "$n" "${largs[@]}" "${cmd[@]}" </dev/null >>"$out" 2>>"$OUT/mpi.err"; then
+        echo "mpi ($PROG) -n $n $*" >>"$OUT/failures.txt"
         log "mpi run failed: -n $n $* (see $OUT/mpi.err)"
     fi
 }
-pair() { # rep ranks dos-launcher-args(string) mpi-launcher-args(string) dosbench-args...
-    local rep=$1 n=$2 dl=$3 ml=$4; shift 4
+pair() { # turn ranks dos-launcher-args(string) mpi-launcher-args(string) program-args...
+    local turn=$1 n=$2 dl=$3 ml=$4; shift 4
     local -a d m
     read -r -a d <<<"$dl"
     read -r -a m <<<"$ml"
-    if ((rep % 2)); then
+    if ((turn % 2)); then
         run_dos "$n" "${d[@]}" -- "$@"
         run_mpi "$n" "${m[@]}" -- "$@"
     else
         run_mpi "$n" "${m[@]}" -- "$@"
         run_dos "$n" "${d[@]}" -- "$@"
     fi
+}
+TURN=0
+# One benchmark's sweep, one pair of jobs per band of sizes, which side goes
+# first alternating from pair to pair.
+sweep() { # ranks dos-args mpi-args bench-name program-args...
+    local n=$1 dl=$2 ml=$3 b=$4 lo hi; shift 4
+    local -a range
+    # The bands come on descriptor 3: the launchers read (and would eat) stdin.
+    while read -r -u 3 lo hi; do
+        range=()
+        [[ $lo == - ]] || range=(--min-size "$lo" --max-size "$hi")
+        TURN=$((TURN + 1))
+        pair "$TURN" "$n" "$dl" "$ml" "$@" "${range[@]}"
+    done 3< <(bands "$b")
 }
 
 if [[ -n "${CLUSTER:-}" ]]; then
@@ -200,7 +305,7 @@ if [[ -n "${CLUSTER:-}" ]]; then
     for ((rep = 1; rep <= REPS; rep++)); do
         for b in "${BENCHES[@]}"; do
             log "rep $rep/$REPS: $b across two hosts"
-            pair "$rep" 2 "$D2" "$M2" "$b" "${EXTRA[@]}"
+            sweep 2 "$D2" "$M2" "$b" "$b" "${EXTRA[@]}"
         done
         log "rep $rep/$REPS: raw TCP between the same hosts"
         PORT=$((PORT + 1))
@@ -227,30 +332,51 @@ if [[ -n "${CLUSTER:-}" ]]; then
     fi
     STARTUP_TITLE="Job start-up, \`dosbench hello\` on 3 hosts x 2 ranks through ssh (ssh-shared: ControlMaster connections opened beforehand; ssh-plain: a new ssh connection per host and job):"
 else
-# ---- 2 and 3. interleaved benchmark runs -------------------------------------
+# ---- 2, 3 and 4. interleaved benchmark runs -----------------------------------
 for ((rep = 1; rep <= REPS; rep++)); do
+    PROG=bench
     for b in "${BENCHES[@]}"; do
         log "rep $rep/$REPS: $b"
-        pair "$rep" 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" "$b" "${EXTRA[@]}"
+        sweep 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" "$b" "$b" "${EXTRA[@]}"
     done
     log "rep $rep/$REPS: allreduce 8 B on 4 ranks (oversubscribed)"
-    pair "$rep" 4 "${DOSRUN_OVER[*]}" "${MPIRUN_OVER[*]}" allreduce --min-size 8 --max-size 8 --iters 2000 --warmup 200
+    TURN=$((TURN + 1))
+    pair "$TURN" 4 "${DOSRUN_OVER[*]}" "${MPIRUN_OVER[*]}" allreduce --min-size 8 --max-size 8 --iters 2000 --warmup 200
+    if [[ $C_ANCHOR != 0 ]]; then
+        PROG=c
+        log "rep $rep/$REPS: C anchor, latency and bw"
+        sweep 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" c-latency --only latency --iters "$ITERS" --warmup "$WARMUP"
+        sweep 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" bw --only bw --iters "$ITERS" --warmup "$WARMUP"
+    fi
 done
 
-# ---- 4. job start-up ------------------------------------------------------------
+# ---- 5. job start-up ------------------------------------------------------------
 startup_md=$OUT/startup.md
-dos_hello="$DOSRUN -n 4 ${DOSRUN_OVER[*]} $DOSBENCH hello"
-mpi_hello="mpirun -n 4 ${MPIRUN_OVER[*]} $MPIBENCH hello"
-log "job start-up: hello on 4 ranks"
-cmds=("$mpi_hello")
-((DOS_OK)) && cmds=("$dos_hello" "$mpi_hello")
-if have hyperfine; then
-    hyperfine --style basic --warmup 3 --runs "$STARTUP_RUNS" --ignore-failure \
-        --export-markdown "$startup_md" "${cmds[@]}" >&2
+cmds=()
+for n in 2 4; do
+    if ((n <= $(nproc))); then dl=("${DOSRUN_ARGS[@]}") ml=("${MPIRUN_ARGS[@]}"); else dl=("${DOSRUN_OVER[@]}") ml=("${MPIRUN_OVER[@]}"); fi
+    ((DOS_OK)) && cmds+=("$DOSRUN -n $n ${dl[*]} $DOSBENCH hello")
+    cmds+=("mpirun -n $n ${ml[*]} $MPIBENCH hello")
+    # The same C MPI_Init/MPI_Finalize program under both (benches/c/hello.c).
+    if [[ $C_ANCHOR != 0 ]]; then
+        ((DOS_OK)) && cmds+=("$DOSRUN -n $n ${dl[*]} $OUT/hello-dos")
+        cmds+=("mpirun -n $n ${ml[*]} $OUT/hello-mpi")
+    fi
+done
+log "job start-up: hello on 2 and 4 ranks"
+if have hyperfine && have jq; then
+    # -N: no shell between hyperfine and the launcher (a shell costs ~1 ms).
+    hyperfine -N --style basic --warmup 3 --runs "$STARTUP_RUNS" --ignore-failure \
+        --export-json "$OUT/startup.json" "${cmds[@]}" >&2
+    {
+        echo "| Command | Median [ms] | Min [ms] | Max [ms] | Mean [ms] | Runs |"
+        echo "|:---|---:|---:|---:|---:|---:|"
+        jq -r '.results[] | "| `\(.command)` | \(.median * 1000 * 10 | round / 10) | \(.min * 1000 * 10 | round / 10) | \(.max * 1000 * 10 | round / 10) | \(.mean * 1000 * 10 | round / 10) | \(.times | length) |"' "$OUT/startup.json"
+    } >"$startup_md"
 else
     {
-        echo "| Command | Mean [ms] | Median [ms] | Runs |"
-        echo "|:---|---:|---:|---:|"
+        echo "| Command | Median [ms] | Min [ms] | Max [ms] | Mean [ms] | Runs |"
+        echo "|:---|---:|---:|---:|---:|---:|"
         for c in "${cmds[@]}"; do
             for ((i = 0; i < STARTUP_RUNS; i++)); do
                 t0=$(date +%s%N)
@@ -259,11 +385,11 @@ else
                 echo $(((t1 - t0) / 1000))
             done | sort -n | awk -v c="\`$c\`" '{v[NR]=$1; s+=$1}
                 END {m = (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2;
-                     printf "| %s | %.1f | %.1f | %d |\n", c, s/NR/1000, m/1000, NR}'
+                     printf "| %s | %.1f | %.1f | %.1f | %.1f | %d |\n", c, m/1000, v[1]/1000, v[NR]/1000, s/NR/1000, NR}'
         done
     } >"$startup_md"
 fi
-STARTUP_TITLE="Job start-up, \`dosbench hello\` (init + finalize) on 4 ranks:"
+STARTUP_TITLE="Job start-up, \`dosbench hello\` and benches/c/hello.c (init + finalize) on 2 and 4 ranks ($STARTUP_RUNS runs each, one hyperfine command):"
 fi
 
 # ---- 5. report -------------------------------------------------------------------
@@ -280,10 +406,16 @@ summary=$OUT/summary.md
         echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
     fi
     echo "Load average (1, 5, 15 min) before: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Medians over $REPS interleaved runs${QUICK:+ (QUICK: sizes up to 64K, 1000 iterations)}${BENCH_ARGS:+, options \`$BENCH_ARGS\`}."
+    echo "Medians and min-max over $REPS repetitions, dos and MPI alternating within each size (${BAND} size(s) per job; \`${EXTRA[*]}\`${MAX_SIZE:+, sizes up to $MAX_SIZE})."
     echo "dos/mpi below 1 is better for dos in us, above 1 in MB/s; \"even\" is within ±5%."
     echo
     "$CMP" compare "$OUT/dos.jsonl" "$OUT/mpi.jsonl" ${CLUSTER:+"$OUT/raw.jsonl"}
+    if [[ -z "${CLUSTER:-}" && $C_ANCHOR != 0 && -s $OUT/c-mpi.jsonl ]]; then
+        echo
+        echo "C anchor: benches/c/pingpong.c, the same C source built with mpicc (mpi) and with dosmpicc (dos, libmpi of dos-mpi):"
+        echo
+        "$CMP" compare "$OUT/c-dos.jsonl" "$OUT/c-mpi.jsonl"
+    fi
     echo
     echo "$STARTUP_TITLE"
     echo

@@ -6,6 +6,11 @@
 //! `dos/mpi` is their ratio: below 1 is better for dos on latencies, above 1
 //! on bandwidths.
 //!
+//! With more than one run of either side, the table also shows each side's
+//! spread over runs, `min-max`, after the verdict: the repetitions of
+//! `ci/bench-compare.sh` run in whatever phase the machine is in, and a
+//! ratio of medians means little when the ranges overlap widely.
+//!
 //! Results labelled `raw` (`dosbench raw-tcp`: the bare kernel TCP stack
 //! between the same hosts) form an optional third column: when the input
 //! holds any, the table gains `raw` and `dos/raw` columns, and the `runs`
@@ -40,6 +45,10 @@ pub struct Compared {
     pub mpi: Option<f64>,
     /// Median of the raw TCP baseline's values, if it ran.
     pub raw: Option<f64>,
+    /// Smallest and largest of dos's values over runs.
+    pub dos_range: Option<(f64, f64)>,
+    /// Smallest and largest of MPI's values over runs.
+    pub mpi_range: Option<(f64, f64)>,
     /// Runs behind each median (dos, MPI).
     pub runs: (usize, usize),
     /// Runs behind the raw median.
@@ -131,11 +140,30 @@ pub fn compare(outcomes: &[Outcome]) -> Vec<Compared> {
             unit,
             dos: median(&d),
             mpi: median(&m),
+            dos_range: range(&d),
+            mpi_range: range(&m),
             raw: median(&raw),
             runs: (d.len(), m.len()),
             raw_runs: raw.len(),
         })
         .collect()
+}
+
+/// The smallest and largest of `xs`; `None` when empty or holding a NaN.
+pub fn range(xs: &[f64]) -> Option<(f64, f64)> {
+    if xs.is_empty() || xs.iter().any(|x| x.is_nan()) {
+        return None;
+    }
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some((lo, hi))
+}
+
+fn fmt_range(r: Option<(f64, f64)>) -> String {
+    match r {
+        None => "—".to_string(),
+        Some((lo, hi)) => format!("{}-{}", fmt_value(Some(lo)), fmt_value(Some(hi))),
+    }
 }
 
 /// A human size: `512`, `4K`, `1M`.
@@ -163,24 +191,26 @@ fn fmt_ratio(r: Option<f64>) -> String {
         .unwrap_or_else(|| "—".to_string())
 }
 
-/// The comparison as a markdown table; with `raw` and `dos/raw` columns
-/// when any row has a raw TCP value.
+/// The comparison as a markdown table; with `dos min-max` and `mpi
+/// min-max` columns when any row has more than one run of a side, and `raw`
+/// and `dos/raw` columns when any row has a raw TCP value.
 pub fn markdown(rows: &[Compared]) -> String {
     let with_raw = rows.iter().any(|c| c.raw_runs > 0);
+    let with_spread = rows.iter().any(|c| c.runs.0 > 1 || c.runs.1 > 1);
     let mut s = String::new();
-    if with_raw {
-        let _ = writeln!(
-            s,
-            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | raw | dos/raw | runs |"
-        );
-        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|");
-    } else {
-        let _ = writeln!(
-            s,
-            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | runs |"
-        );
-        let _ = writeln!(s, "|---|---:|---:|---|---:|---:|---:|---|---:|");
+    let mut head =
+        "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict |".to_string();
+    let mut rule = "|---|---:|---:|---|---:|---:|---:|---|".to_string();
+    if with_spread {
+        head.push_str(" dos min-max | mpi min-max |");
+        rule.push_str("---:|---:|");
     }
+    if with_raw {
+        head.push_str(" raw | dos/raw |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(s, "{head} runs |");
+    let _ = writeln!(s, "{rule}---:|");
     for c in rows {
         let ratio = fmt_ratio(c.ratio());
         let unit = match c.unit {
@@ -204,6 +234,14 @@ pub fn markdown(rows: &[Compared]) -> String {
             ratio,
             c.verdict(),
         );
+        if with_spread {
+            let _ = write!(
+                s,
+                " {} | {} |",
+                fmt_range(c.dos_range),
+                fmt_range(c.mpi_range)
+            );
+        }
         if with_raw {
             let _ = writeln!(
                 s,
@@ -270,9 +308,23 @@ mod tests {
         assert_eq!(bw.verdict(), "mpi better"); // less bandwidth is worse
         let md = markdown(&c);
         assert!(
-            md.contains("| latency | 2 | 1K | us | 1.20 | 2.00 | 0.60 | dos better | 3/3 |"),
+            md.contains(
+                "| latency | 2 | 1K | us | 1.20 | 2.00 | 0.60 | dos better | 1.00-9.00 | 2.00-2.20 | 3/3 |"
+            ),
             "{md}"
         );
+        // bw has one run a side: its spread is a single value.
+        assert!(
+            md.contains("| bw | 2 | 1K | MB/s | 900 | 1000 | 0.90 | mpi better | 900-900 | 1000-1000 | 1/1 |"),
+            "{md}"
+        );
+        assert!(md.starts_with(
+            "| benchmark | ranks | size (B) | unit | dos | mpi | dos/mpi | verdict | dos min-max | mpi min-max | runs |\n\
+             |---|---:|---:|---|---:|---:|---:|---|---:|---:|---:|\n"
+        ));
+        assert_eq!(range(&[3.0, 1.0, 2.0]), Some((1.0, 3.0)));
+        assert_eq!(range(&[]), None);
+        assert_eq!(range(&[1.0, f64::NAN]), None);
     }
 
     #[test]

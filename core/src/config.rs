@@ -193,6 +193,10 @@ tunables! {
         default "auto",
         parse fs_transport,
         help "dosfs clients (dos::io, dosfs, the FUSE mount): how servers on other nodes are reached: tcp, roce (requests over TCP, data by one-sided RDMA into the servers' slots over the soft-RoCE; TCP when a server grants no slots) or auto (tcp: faster than the soft-RoCE on the test cluster's veth, ARCHITECTURE.md); servers on the client's own node are reached through shared slots whatever this says. Read by dos_fs::client::Client::new";
+    topology_cache: &'static str = "DOS_TOPOLOGY_CACHE",
+        default "auto",
+        parse topology_cache,
+        help "where dosrun and its node agents keep this machine's hwloc topology between jobs, so that binding ranks does not cost a hwloc load per job (auto: $XDG_RUNTIME_DIR/dos, else /tmp/dos-UID; off: hwloc every time; or an absolute directory); an entry is used only while boot, online CPUs, allowed CPUs, cgroup and HWLOC_* variables are unchanged";
     kill_grace_ms: u64 = "DOS_KILL_GRACE_MS",
         default "200",
         parse number,
@@ -484,6 +488,19 @@ fn pmi_version(var: &'static str, s: &str) -> Result<crate::pmi::direct::Version
     }
 }
 
+/// `DOS_TOPOLOGY_CACHE`: `auto`, `off` or an absolute directory.
+fn topology_cache(var: &'static str, s: &str) -> Result<&'static str> {
+    match s.trim() {
+        "" | "auto" => Ok("auto"),
+        "off" => Ok("off"),
+        d if d.starts_with('/') => Ok(intern(d)),
+        _ => Err(Error::Environment {
+            var,
+            reason: "must be auto, off or an absolute directory",
+        }),
+    }
+}
+
 fn ckpt_group(var: &'static str, s: &str) -> Result<&'static str> {
     match s.trim() {
         "node" => Ok("node"),
@@ -510,6 +527,22 @@ fn intern(s: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topology_cache_setting() {
+        assert_eq!(Config::default().topology_cache, "auto");
+        let c =
+            |v: &'static str| Config::parse(move |n| (n == "DOS_TOPOLOGY_CACHE").then(|| v.into()));
+        assert_eq!(c("off").unwrap().topology_cache, "off");
+        assert_eq!(c(" /var/tmp/x ").unwrap().topology_cache, "/var/tmp/x");
+        assert!(matches!(
+            c("relative/dir"),
+            Err(Error::Environment {
+                var: "DOS_TOPOLOGY_CACHE",
+                ..
+            })
+        ));
+    }
 
     #[test]
     fn defaults_parse() {

@@ -250,9 +250,13 @@ pub fn bind_node(
     }
 }
 
-/// This machine's topology, restricted to the CPUs dosrun may use.
-fn local_topology() -> Result<Topology, String> {
-    let t = Topology::load().map_err(|e| e.to_string())?;
+/// This machine's topology, restricted to the CPUs dosrun may use; read
+/// from the topology cache in `cache` when it holds this machine's
+/// (`crate::topology::cache`).
+fn local_topology(cache: Option<&std::path::Path>) -> Result<Topology, String> {
+    let key = crate::topology::cache::fingerprint(std::env::vars_os());
+    let t =
+        crate::topology::cache::load_or(cache, &key, Topology::load).map_err(|e| e.to_string())?;
     Ok(match CpuMask::current() {
         Ok(m) => t.restrict(&m.pus()),
         Err(_) => t,
@@ -260,13 +264,14 @@ fn local_topology() -> Result<Topology, String> {
 }
 
 /// The bindings of a node's `local_size` ranks on this machine (named
-/// `host`), with the topology when one was loaded; an error is (exit
-/// status, message).
+/// `host`), with the topology when one was loaded (from the topology cache
+/// directory `cache` if it has it); an error is (exit status, message).
 pub fn node_bindings(
     bind_to: Option<BindTo>,
     report: bool,
     local_size: usize,
     host: &str,
+    cache: Option<&std::path::Path>,
 ) -> Result<(Option<Topology>, Vec<Binding>), (i32, String)> {
     // The default policy binds only when ranks fit on the cores; with more
     // ranks than online CPUs it cannot, so skip loading the topology (hwloc
@@ -275,7 +280,7 @@ pub fn node_bindings(
     if local_size == 0 || bind_to == Some(BindTo::None) || cannot_bind_by_default {
         return Ok((None, vec![Binding::unbound(); local_size]));
     }
-    match local_topology() {
+    match local_topology(cache) {
         Ok(t) => match bind_node(&t, host, bind_to, local_size) {
             Ok(b) => Ok((Some(t), b)),
             Err(e) => Err((STATUS_USAGE, e.to_string())),
@@ -356,7 +361,6 @@ impl CpuMask {
 }
 
 /// Parses a kernel CPU list (`0-3,8,10-11`); `None` if malformed.
-#[cfg(test)]
 pub fn parse_cpu_list(s: &str) -> Option<Vec<usize>> {
     let mut out = Vec::new();
     for part in s.trim().split(',').filter(|p| !p.is_empty()) {

@@ -467,6 +467,7 @@ fn run_once(
         argv0: &o.program,
         exports: &local_exports,
         shm_ring_bytes: cfg.shm_ring_bytes,
+        topology_cache: cfg.topology_cache,
     };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),

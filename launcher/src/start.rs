@@ -64,6 +64,9 @@ pub struct Node<'a> {
     pub exports: &'a [(OsString, OsString)],
     /// Bytes of each ring of the node's shared segment.
     pub shm_ring_bytes: usize,
+    /// `DOS_TOPOLOGY_CACHE`: where the machine's topology is cached
+    /// (`crate::topology::cache::dir`).
+    pub topology_cache: &'a str,
 }
 
 /// Why a node's ranks cannot start; nothing has started.
@@ -153,6 +156,7 @@ impl Node<'_> {
             self.report_bindings,
             local_size,
             self.hostname,
+            crate::topology::cache::dir(self.topology_cache).as_deref(),
         )
         .map_err(|(status, why)| PrepareError { status, why })?;
         let seg = Segment::create(local_size, self.shm_ring_bytes).map_err(|e| PrepareError {

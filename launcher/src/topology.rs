@@ -349,6 +349,260 @@ impl Topology {
     }
 }
 
+/// The topology cache: hwloc reads some 140 files of /sys and loads its
+/// plugins, a few milliseconds of CPU (tens of wall milliseconds on a busy
+/// machine), which was most of a small job's start-up. The first job on a
+/// machine stores what [`Topology::load`] found in a small text file; later
+/// jobs read it back if the machine still looks the same.
+///
+/// "The same" is a [`cache::fingerprint`]: the boot (`boot_id`), the online and
+/// present CPUs and NUMA nodes, the CPUs and memory nodes this process may
+/// use and its cgroup, every `HWLOC_*` variable, and dosrun's version and
+/// the file format. Any difference is a miss: hwloc loads the topology and
+/// the file is rewritten. A file that cannot be read, parsed, or that is not
+/// the user's own (or is writable by others) is a miss too, never an error.
+/// One thing the key does not see is a new libhwloc installed without a
+/// reboot; `DOS_TOPOLOGY_CACHE=off` (or removing the directory) covers it.
+///
+/// Where: `DOS_TOPOLOGY_CACHE` (`auto`: `$XDG_RUNTIME_DIR/dos`, else
+/// `/tmp/dos-<uid>`; `off`; or a directory), one file per fingerprint named
+/// by its hash, written to a temporary name and renamed into place so
+/// concurrent jobs never read half a file.
+pub mod cache {
+    use std::ffi::OsString;
+    use std::fmt::Write as _;
+    use std::fs;
+    use std::io::Write as _;
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+    use std::path::{Path, PathBuf};
+
+    use super::{Core, NumaNode, Package, Topology, TopologyError};
+
+    /// First line of a cache file; bump when the format changes.
+    const MAGIC: &str = "dos-topology-cache 1";
+
+    /// Where the cache lives, from `DOS_TOPOLOGY_CACHE`: `None` when it is
+    /// `off` or no directory can be named.
+    pub fn dir(setting: &str) -> Option<PathBuf> {
+        match setting {
+            "off" => None,
+            "auto" | "" => {
+                let uid = crate::sys::euid();
+                match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                    Some(d) => Some(Path::new(&d).join("dos")),
+                    None => Some(std::env::temp_dir().join(format!("dos-{uid}"))),
+                }
+            }
+            d => Some(PathBuf::from(d)),
+        }
+    }
+
+    /// What a cached topology must have been read under: see the module
+    /// docs. `env` is the process environment (only `HWLOC_*` counts).
+    pub fn fingerprint(env: impl Iterator<Item = (OsString, OsString)>) -> String {
+        let mut k = String::new();
+        let _ = writeln!(k, "{MAGIC} dosrun {}", env!("CARGO_PKG_VERSION"));
+        for f in [
+            "/proc/sys/kernel/random/boot_id",
+            "/sys/devices/system/cpu/online",
+            "/sys/devices/system/cpu/present",
+            "/sys/devices/system/node/online",
+            "/proc/self/cgroup",
+        ] {
+            let v = fs::read_to_string(f).unwrap_or_default();
+            let _ = writeln!(k, "{f}: {}", v.trim().replace('\n', " | "));
+        }
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        for l in status
+            .lines()
+            .filter(|l| l.starts_with("Cpus_allowed_list:") || l.starts_with("Mems_allowed_list:"))
+        {
+            let _ = writeln!(k, "{}", l.split_whitespace().collect::<Vec<_>>().join(" "));
+        }
+        let mut hw: Vec<String> = env
+            .filter(|(n, _)| n.to_string_lossy().starts_with("HWLOC_"))
+            .map(|(n, v)| format!("{}={}", n.to_string_lossy(), v.to_string_lossy()))
+            .collect();
+        hw.sort();
+        for v in hw {
+            let _ = writeln!(k, "env {v}");
+        }
+        k
+    }
+
+    /// FNV-1a, 64 bits: names the file of a fingerprint (the file holds the
+    /// whole fingerprint, which is what is compared).
+    fn hash(s: &str) -> u64 {
+        s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    }
+
+    /// The file of `key` in `dir`.
+    pub fn path(dir: &Path, key: &str) -> PathBuf {
+        dir.join(format!("topology-{:016x}", hash(key)))
+    }
+
+    /// The topology: from the cache in `dir` when it holds one for `key`,
+    /// else from `load`, then stored there for the next job. Problems with
+    /// the cache are misses; only `load`'s error is returned.
+    pub fn load_or(
+        dir: Option<&Path>,
+        key: &str,
+        load: impl FnOnce() -> Result<Topology, TopologyError>,
+    ) -> Result<Topology, TopologyError> {
+        let Some(dir) = dir else {
+            return load();
+        };
+        let file = path(dir, key);
+        if let Some(t) = read(&file).and_then(|text| decode(&text, key)) {
+            return Ok(t);
+        }
+        let t = load()?;
+        // Not written (a read-only or foreign directory): the next job
+        // loads with hwloc again, which is all a cache failure costs.
+        let _ = store(dir, &file, &encode(&t, key));
+        Ok(t)
+    }
+
+    /// The file's text, if it is ours and no one else may write it.
+    fn read(file: &Path) -> Option<String> {
+        let f = fs::File::open(file).ok()?;
+        let m = f.metadata().ok()?;
+        if !m.is_file() || m.uid() != crate::sys::euid() || m.mode() & 0o022 != 0 {
+            return None;
+        }
+        std::io::read_to_string(f).ok()
+    }
+
+    fn store(dir: &Path, file: &Path, text: &str) -> std::io::Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        let m = fs::metadata(dir)?;
+        if m.uid() != crate::sys::euid() || m.mode() & 0o022 != 0 {
+            return Err(std::io::Error::other("directory not private to this user"));
+        }
+        let tmp = dir.join(format!(
+            ".topology-{}-{:x}",
+            std::process::id(),
+            crate::sys::random_u64().unwrap_or(0)
+        ));
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let r = f
+            .write_all(text.as_bytes())
+            .and_then(|()| fs::rename(&tmp, file));
+        if r.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        r
+    }
+
+    fn opt(v: Option<usize>) -> String {
+        v.map_or_else(|| "-".to_string(), |v| v.to_string())
+    }
+
+    fn list(pus: &[usize]) -> String {
+        if pus.is_empty() {
+            "-".to_string()
+        } else {
+            super::cpu_list(pus)
+        }
+    }
+
+    /// The cache file's text: the magic line, the fingerprint's length and
+    /// text, then one line per object (`P`ackage, `N`UMA node, `C`ore) of
+    /// numbers, with `-` for none.
+    pub fn encode(t: &Topology, key: &str) -> String {
+        let mut s = format!("{MAGIC}\n{}\n{key}", key.len());
+        for p in &t.packages {
+            let _ = writeln!(s, "P {} {} {}", p.index, opt(p.os_index), list(&p.pus));
+        }
+        for n in &t.numa_nodes {
+            let _ = writeln!(
+                s,
+                "N {} {} {} {}",
+                n.index,
+                opt(n.os_index),
+                n.memory,
+                list(&n.pus)
+            );
+        }
+        for c in &t.cores {
+            let _ = writeln!(
+                s,
+                "C {} {} {} {}",
+                c.index,
+                opt(c.os_index),
+                opt(c.package),
+                list(&c.pus)
+            );
+        }
+        s.push_str("end\n");
+        s
+    }
+
+    /// The topology `text` holds if it was stored under `key` and is whole.
+    pub fn decode(text: &str, key: &str) -> Option<Topology> {
+        let rest = text.strip_prefix(MAGIC)?.strip_prefix('\n')?;
+        let (len, rest) = rest.split_once('\n')?;
+        let len: usize = len.parse().ok()?;
+        if rest.get(..len)? != key {
+            return None;
+        }
+        let mut t = Topology::default();
+        let mut ended = false;
+        for line in rest[len..].lines() {
+            if ended {
+                return None;
+            }
+            let f: Vec<&str> = line.split(' ').collect();
+            let num = |s: &str| s.parse::<usize>().ok();
+            let opt = |s: &str| {
+                if s == "-" {
+                    Some(None)
+                } else {
+                    num(s).map(Some)
+                }
+            };
+            let pus = |s: &str| {
+                if s == "-" {
+                    Some(Vec::new())
+                } else {
+                    crate::bind::parse_cpu_list(s)
+                }
+            };
+            match f.as_slice() {
+                ["P", i, os, p] => t.packages.push(Package {
+                    index: num(i)?,
+                    os_index: opt(os)?,
+                    pus: pus(p)?,
+                }),
+                ["N", i, os, mem, p] => t.numa_nodes.push(NumaNode {
+                    index: num(i)?,
+                    os_index: opt(os)?,
+                    memory: mem.parse().ok()?,
+                    pus: pus(p)?,
+                }),
+                ["C", i, os, pkg, p] => t.cores.push(Core {
+                    index: num(i)?,
+                    os_index: opt(os)?,
+                    package: opt(pkg)?,
+                    pus: pus(p)?,
+                }),
+                ["end"] => ended = true,
+                _ => return None,
+            }
+        }
+        (ended && !t.pus().is_empty()).then_some(t)
+    }
+}
+
 fn idx(i: Option<usize>) -> String {
     i.map_or_else(|| "?".to_string(), |i| i.to_string())
 }
@@ -459,6 +713,135 @@ mod tests {
         assert!(text.contains("dosrun may run on PUs 0,4 only"), "{text}");
         let one = Topology::synthetic(1, 1, 1, 1).render("x", None);
         assert!(one.starts_with("Host x: 1 package, 1 NUMA node, 1 core, 1 PU\n"));
+    }
+
+    /// A fresh private directory for one cache test.
+    fn cache_dir(name: &str) -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("dos-topocache-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn cache_text_round_trips() {
+        for t in [
+            Topology::synthetic(2, 2, 2, 1),
+            Topology::synthetic(1, 4, 1, 2),
+            Topology::synthetic(2, 2, 1, 1).restrict(&[0, 1]),
+        ] {
+            let text = cache::encode(&t, "key\nwith lines\n");
+            assert_eq!(cache::decode(&text, "key\nwith lines\n"), Some(t.clone()));
+            // Another key, a cut file, a bad line: misses, not errors.
+            assert_eq!(cache::decode(&text, "key\nwith lines\nmore\n"), None);
+            assert_eq!(
+                cache::decode(&text[..text.len() - 4], "key\nwith lines\n"),
+                None
+            );
+            let bad = text.replacen("C 0", "C x", 1);
+            assert_eq!(cache::decode(&bad, "key\nwith lines\n"), None);
+            assert_eq!(cache::decode("", "k"), None);
+            assert_eq!(cache::decode("dos-topology-cache 1\n999\nk", "k"), None);
+        }
+        let mut unknown = Topology::synthetic(1, 2, 1, 1);
+        unknown.cores[1].package = None;
+        unknown.packages[0].os_index = None;
+        let text = cache::encode(&unknown, "k\n");
+        assert_eq!(cache::decode(&text, "k\n"), Some(unknown));
+    }
+
+    #[test]
+    fn cache_hits_only_for_the_same_fingerprint() {
+        let dir = cache_dir("hits");
+        let loads = std::cell::Cell::new(0);
+        let machine = |t: Topology| {
+            let loads = &loads;
+            move || {
+                loads.set(loads.get() + 1);
+                Ok(t)
+            }
+        };
+        let a = Topology::synthetic(1, 2, 1, 1);
+        let b = Topology::synthetic(2, 2, 2, 1);
+        // First job: hwloc, then stored.
+        let got = cache::load_or(Some(&dir), "machine A\n", machine(a.clone())).unwrap();
+        assert_eq!((got, loads.get()), (a.clone(), 1));
+        // Same fingerprint: from the file, hwloc not called.
+        let got = cache::load_or(Some(&dir), "machine A\n", machine(b.clone())).unwrap();
+        assert_eq!((got, loads.get()), (a.clone(), 1));
+        // Anything in the fingerprint differs: hwloc again.
+        let got =
+            cache::load_or(Some(&dir), "machine A, CPU 1 offline\n", machine(b.clone())).unwrap();
+        assert_eq!((got, loads.get()), (b.clone(), 2));
+        // A damaged file is a miss and is rewritten.
+        let file = cache::path(&dir, "machine A\n");
+        std::fs::write(&file, "dos-topology-cache 1\ngarbage").unwrap();
+        let got = cache::load_or(Some(&dir), "machine A\n", machine(b.clone())).unwrap();
+        assert_eq!((got, loads.get()), (b.clone(), 3));
+        let got = cache::load_or(Some(&dir), "machine A\n", machine(a.clone())).unwrap();
+        assert_eq!((got, loads.get()), (b.clone(), 3));
+        // A file others may write is not trusted.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let got = cache::load_or(Some(&dir), "machine A\n", machine(a.clone())).unwrap();
+        assert_eq!((got, loads.get()), (a.clone(), 4));
+        // Off: hwloc every time, nothing written.
+        let off = cache_dir("off");
+        cache::load_or(None, "machine A\n", machine(a.clone())).unwrap();
+        cache::load_or(None, "machine A\n", machine(a.clone())).unwrap();
+        assert_eq!(loads.get(), 6);
+        assert!(!off.exists());
+        // hwloc's error comes through; the cache's own problems never do.
+        let err = cache::load_or(Some(&dir), "machine C\n", || Err(TopologyError::NoPus));
+        assert!(matches!(err, Err(TopologyError::NoPus)));
+        let unwritable = std::path::Path::new("/proc/no-such-dir/cache");
+        let got = cache::load_or(Some(unwritable), "k\n", machine(a.clone())).unwrap();
+        assert_eq!(got, a);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn fingerprint_sees_hwloc_variables_and_the_machine() {
+        let plain = cache::fingerprint(std::iter::empty());
+        let same = cache::fingerprint([("PATH".into(), "/bin".into())].into_iter());
+        assert_eq!(plain, same);
+        let hw =
+            cache::fingerprint([("HWLOC_XMLFILE".into(), "/tmp/other.xml".into())].into_iter());
+        assert_ne!(plain, hw);
+        assert!(plain.contains("Cpus_allowed_list:"), "{plain}");
+        assert!(
+            plain.contains("/sys/devices/system/cpu/online: "),
+            "{plain}"
+        );
+        assert!(
+            cache::path(std::path::Path::new("/d"), &plain)
+                != cache::path(std::path::Path::new("/d"), &hw)
+        );
+    }
+
+    #[test]
+    fn cache_directory_setting() {
+        assert_eq!(cache::dir("off"), None);
+        assert_eq!(cache::dir("/x/y"), Some("/x/y".into()));
+        let auto = cache::dir("auto").unwrap();
+        assert!(
+            auto.ends_with("dos")
+                || auto
+                    .file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("dos-")
+        );
+    }
+
+    #[test]
+    fn this_machine_through_the_cache() {
+        let dir = cache_dir("real");
+        let key = cache::fingerprint(std::env::vars_os());
+        let fresh = cache::load_or(Some(&dir), &key, Topology::load).unwrap();
+        let cached = cache::load_or(Some(&dir), &key, || Err(TopologyError::NoPus)).unwrap();
+        assert_eq!(fresh, cached);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -359,6 +359,7 @@ impl Agent {
             argv0: &a.argv0,
             exports: &a.env,
             shm_ring_bytes: cfg.shm_ring_bytes,
+            topology_cache: cfg.topology_cache,
         };
         let (pmi_name, service) = start::serve(&node, boot.jobid, &boot.secret)?;
         let node_addr = ctl
