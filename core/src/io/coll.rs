@@ -259,7 +259,7 @@ impl File {
             if let [only] = parts[..] {
                 let p = &w.parts[only];
                 if p.offset == e.offset && p.len == e.len {
-                    c.write_at(&self.attr, e.offset, sources[only])?;
+                    c.write_behind(&self.attr, e.offset, sources[only])?;
                     continue;
                 }
             }
@@ -272,7 +272,7 @@ impl File {
                 let at = (p.offset - e.offset) as usize;
                 buf[at..at + p.len as usize].copy_from_slice(sources[i]);
             }
-            c.write_at(&self.attr, e.offset, &buf)?;
+            c.write_behind(&self.attr, e.offset, &buf)?;
         }
         Ok(())
     }
