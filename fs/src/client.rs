@@ -25,6 +25,11 @@
 //! 0.8-1.5 GiB/s over loopback TCP; [`Client::local`] `= false` keeps a
 //! client on TCP.
 //!
+//! [`Client::write_behind`] is [`Client::write_at`] without waiting for the
+//! replies: several writes of successive calls stay in flight on each
+//! server (the crate docs, "Write-behind"); every other request waits for
+//! its server's write-behind replies, and [`Client::flush`] for all.
+//!
 //! A TCP connection may carry its data by RDMA instead ([`crate::rdma`],
 //! [`Client::transport`], `DOS_FS_TRANSPORT=roce`): its first request asks
 //! for slots in the server's memory, and the same slot protocol runs with

@@ -309,13 +309,17 @@ impl File {
         let me = comm.rank();
         let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
-        // Rank 0 learns the size for the count.
+        // Rank 0 learns the size for the count (no request when a size seen
+        // before covers every rank's extents).
         let mut res: Result<u64> = if me == 0 {
-            self.fs
-                .client()
-                .stat(&self.path)
-                .map(|a| a.size)
-                .map_err(Error::from)
+            let end = plan
+                .workers
+                .iter()
+                .flat_map(|w| w.extents.last())
+                .map(|e| e.offset.saturating_add(e.len))
+                .max()
+                .unwrap_or(0);
+            self.size_at_least(end)
         } else {
             Ok(0)
         };
