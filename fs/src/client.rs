@@ -94,6 +94,8 @@ use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpac
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`Client::read_piece`]: four 64 KiB checksum blocks.
 pub const READ_PIECE: u32 = 256 << 10;
+/// Default [`Client::behind_window`] (`DOS_FS_WRITE_BEHIND`).
+pub const BEHIND_WINDOW: usize = 16;
 /// Default longest wait for progress (any byte) from a server that is alive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -995,7 +997,9 @@ pub struct Client {
     /// server's disk.
     pub read_piece: u32,
     /// Writes in flight per connection by [`Client::write_behind`] (at
-    /// most the slots on a same-node connection).
+    /// most the slots on a same-node connection); 0 makes it
+    /// [`Client::write_at`] (`DOS_FS_WRITE_BEHIND`, default
+    /// [`BEHIND_WINDOW`]).
     pub behind_window: usize,
     /// The first error of a write-behind request of each file, kept until
     /// [`Client::write_behind`] or [`Client::flush`] of that file reports it.
@@ -1025,7 +1029,15 @@ impl Client {
                 Transport::Auto
             }),
             read_piece: READ_PIECE,
-            behind_window: 16,
+            behind_window: match std::env::var("DOS_FS_WRITE_BEHIND") {
+                Err(_) => BEHIND_WINDOW,
+                Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                    tracing::warn!(
+                        "dosfs: DOS_FS_WRITE_BEHIND={v} is not a number; using {BEHIND_WINDOW}"
+                    );
+                    BEHIND_WINDOW
+                }),
+            },
             deferred: Mutex::new(BTreeMap::new()),
         }
     }
@@ -1474,8 +1486,11 @@ impl Client {
                 path: format!("#{}", a.ino),
             });
         }
+        if self.behind_window == 0 {
+            return self.write_at(a, offset, data);
+        }
         let plan = plan(&a.layout, offset, data.len() as u64)?;
-        let window = self.behind_window.max(1);
+        let window = self.behind_window;
         self.each_server(&plan, |server, pieces| {
             self.with_conn_opt(server, false, |c| {
                 for p in pieces {

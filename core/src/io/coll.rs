@@ -2,7 +2,7 @@
 //! ([`super::plan`]), exchange with the aggregators over dos messages, do
 //! the I/O, agree on the outcome.
 
-use super::error::{Error, Result};
+use super::error::Result;
 use super::file::{agree, File};
 use super::plan::{plan, Access, Extent, Options, Part, Plan, Worker};
 use crate::Comm;
