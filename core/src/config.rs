@@ -194,9 +194,9 @@ tunables! {
         parse fs_transport,
         help "dosfs clients (dos::io, dosfs, the FUSE mount): how servers on other nodes are reached: tcp, roce (requests over TCP, data by one-sided RDMA into the servers' slots over the soft-RoCE; TCP when a server grants no slots) or auto (tcp: faster than the soft-RoCE on the test cluster's veth, ARCHITECTURE.md); servers on the client's own node are reached through shared slots whatever this says. Read by dos_fs::client::Client::new";
     fs_write_behind: u64 = "DOS_FS_WRITE_BEHIND",
-        default "16",
+        default "0",
         parse number,
-        help "dosfs clients (dos::io): writes left in flight per server by a write that returns once its bytes are sent (write-behind; errors come with the file's next write, sync or close); 0: every write waits for its reply. Read by dos_fs::client::Client::new";
+        help "dosfs clients (dos::io): writes left in flight per server by a write that returns once its bytes are sent (write-behind; errors come with the file's next write, sync or close); 0 (the default, measured faster on a loaded 2-core node; BENCHMARKS.md): every write waits for its reply. Read by dos_fs::client::Client::new";
     kill_grace_ms: u64 = "DOS_KILL_GRACE_MS",
         default "200",
         parse number,

@@ -26,9 +26,11 @@
 //! client on TCP.
 //!
 //! [`Client::write_behind`] is [`Client::write_at`] without waiting for the
-//! replies: several writes of successive calls stay in flight on each
-//! server (the crate docs, "Write-behind"); every other request waits for
-//! its server's write-behind replies, and [`Client::flush`] for all.
+//! replies when [`Client::behind_window`] is set (`DOS_FS_WRITE_BEHIND`;
+//! off by default, as measured): several writes of successive calls stay
+//! in flight on each server (the crate docs, "Write-behind"); every other
+//! request waits for its server's write-behind replies, and
+//! [`Client::flush`] for all.
 //!
 //! A TCP connection may carry its data by RDMA instead ([`crate::rdma`],
 //! [`Client::transport`], `DOS_FS_TRANSPORT=roce`): its first request asks
@@ -94,8 +96,10 @@ use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpac
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`Client::read_piece`]: four 64 KiB checksum blocks.
 pub const READ_PIECE: u32 = 256 << 10;
-/// Default [`Client::behind_window`] (`DOS_FS_WRITE_BEHIND`).
-pub const BEHIND_WINDOW: usize = 16;
+/// Default [`Client::behind_window`] (`DOS_FS_WRITE_BEHIND`): 0, off. On
+/// the loaded 2-core machine 16 measured 0.55-0.62x of off and 4 gave
+/// 1.17x (independent) but 0.62x (collective) (BENCHMARKS.md, session 9).
+pub const BEHIND_WINDOW: usize = 0;
 /// Default longest wait for progress (any byte) from a server that is alive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -801,6 +801,13 @@ impl Handler for Writes {
     }
 }
 
+/// A client that writes behind with 16 in flight per server.
+fn behind_client(fs: &Fs) -> Client {
+    let mut c = Client::new(&fs.addr);
+    c.behind_window = 16;
+    c
+}
+
 fn writes_server(tag: &str, slow_byte: u8, bad_byte: u8) -> (Fs, Arc<Writes>) {
     let keep: Arc<Mutex<Option<Arc<Writes>>>> = Arc::default();
     let k = keep.clone();
@@ -827,7 +834,7 @@ fn writes_server(tag: &str, slow_byte: u8, bad_byte: u8) -> (Fs, Arc<Writes>) {
 fn write_behind_keeps_several_writes_in_flight_and_lands_them_all() {
     let _s = serial();
     let (fs, w) = writes_server("behind", 7, 0xff);
-    let c = Client::new(&fs.addr);
+    let c = behind_client(&fs);
     let a = c
         .set_stripe(
             "/wb",
@@ -868,7 +875,7 @@ fn write_behind_keeps_several_writes_in_flight_and_lands_them_all() {
 fn write_behind_keeps_overlapping_writes_in_order() {
     let _s = serial();
     let (fs, _w) = writes_server("order", 1, 0xff);
-    let c = Client::new(&fs.addr);
+    let c = behind_client(&fs);
     let a = c
         .set_stripe(
             "/o",
@@ -901,7 +908,7 @@ fn write_behind_keeps_overlapping_writes_in_order() {
 fn write_behind_reports_a_failed_write_at_the_next_flush() {
     let _s = serial();
     let (fs, _w) = writes_server("fail", 0xfe, 9);
-    let c = Client::new(&fs.addr);
+    let c = behind_client(&fs);
     let spec = LayoutSpec {
         stripe_size: 1 << 20,
         stripe_count: 1,
