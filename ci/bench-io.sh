@@ -39,7 +39,10 @@
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
 # OUT (target/bench-io), ONLY_CLUSTER (with CLUSTER=1: skip this host's rounds), DOSBENCH, DOSRUN, DOSFS_BIN, MPIBENCH (use these
 # binaries), DOSFS_BASE (another dosfs binary, e.g. an older commit's, its
-# file name ending in dosfs: its servers get rows of their own in the same rounds).
+# file name ending in dosfs: its servers get rows of their own in the same rounds),
+# DOSBENCH_BASE (another dosbench, e.g. an older commit's: it gets the "base" rows,
+# against the DOSFS_BASE servers if given, else the same servers; a client-side
+# before/after in one run).
 # Not part of the test path: numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -121,6 +124,9 @@ if [[ -n "${DOSFS_BASE:-}" ]]; then
     "$DOSFS_BASE" --fs "$BASE_ADDR" up --local "$SERVERS" --target "$DIR/base" >/dev/null
 fi
 export DOSFS="$ADDR"
+BASE_BENCH=${DOSBENCH_BASE:-$DOSBENCH}
+BASE_FS=$ADDR
+[[ -z "${DOSFS_BASE:-}" ]] || BASE_FS=$BASE_ADDR
 
 # ---- 3. rounds --------------------------------------------------------------
 RAW=$OUT/raw.tsv
@@ -135,8 +141,8 @@ run_one() { # name
     case $name in
     dos-ind) line=$("$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" | wr) ;;
     dos-coll) line=$("$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
-    base-ind) line=$(DOSFS=$BASE_ADDR "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" | wr) ;;
-    base-coll) line=$(DOSFS=$BASE_ADDR "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
+    base-ind) line=$(DOSFS=$BASE_FS "$DOSRUN" -n "$RANKS" "$BASE_BENCH" "${IO_ARGS[@]}" | wr) ;;
+    base-coll) line=$(DOSFS=$BASE_FS "$DOSRUN" -n "$RANKS" "$BASE_BENCH" "${IO_ARGS[@]}" --collective | wr) ;;
     mpi-ind)
         line=$(mpirun --oversubscribe --mca btl self,vader -n "$RANKS" \
             "$MPIBENCH" "${IO_ARGS[@]}" --path "$DIR/mpi" | wr)
@@ -160,7 +166,7 @@ run_one() { # name
 }
 
 NAMES=(dos-ind dos-coll mpi-ind mpi-coll fio-qd1 fio-qd16)
-[[ -z "${DOSFS_BASE:-}" ]] || NAMES+=(base-ind base-coll)
+[[ -z "${DOSFS_BASE:-}${DOSBENCH_BASE:-}" ]] || NAMES+=(base-ind base-coll)
 # ONLY_CLUSTER=1 (with CLUSTER=1): skip the rounds on this host.
 [[ -z "${ONLY_CLUSTER:-}" ]] || NAMES=()
 for ((round = 0; round < REPS && ${#NAMES[@]}; round++)); do
@@ -186,8 +192,8 @@ for line in open(raw):
 label = {
     "dos-ind": "dos::io, independent (write_at/read_at)",
     "dos-coll": "dos::io, collective (write_at_all/read_at_all)",
-    "base-ind": "dos::io, independent, base servers (DOSFS_BASE)",
-    "base-coll": "dos::io, collective, base servers (DOSFS_BASE)",
+    "base-ind": "dos::io, independent, base (DOSFS_BASE / DOSBENCH_BASE)",
+    "base-coll": "dos::io, collective, base (DOSFS_BASE / DOSBENCH_BASE)",
     "mpi-ind": "Open MPI MPI-IO, independent",
     "mpi-coll": "Open MPI MPI-IO, collective",
     "fio-qd1": "fio O_DIRECT QD1 (libaio, 1 MiB)",
@@ -218,6 +224,10 @@ print(f"| dos collective write+sync / MPI-IO collective | {ratio('dos-coll', 0, 
 print(f"| dos collective write+sync / fio QD16 write | {ratio('dos-coll', 0, 'fio-qd16', 0)} | >= 0.8 |")
 print(f"| dos collective read / fio QD16 read | {ratio('dos-coll', 1, 'fio-qd16', 1)} | >= 0.8 |")
 print(f"| dos independent read / fio QD1 read | {ratio('dos-ind', 1, 'fio-qd1', 1)} | >= 0.8 |")
+if "base-coll" in rows:
+    print(f"| base collective write+sync / MPI-IO collective | {ratio('base-coll', 0, 'mpi-coll', 0)} | (before) |")
+    print(f"| base collective write+sync / fio QD16 write | {ratio('base-coll', 0, 'fio-qd16', 0)} | (before) |")
+    print(f"| base collective read / fio QD16 read | {ratio('base-coll', 1, 'fio-qd16', 1)} | (before) |")
 EOF
 
 # ---- 5. across the namespace hosts --------------------------------------------

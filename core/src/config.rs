@@ -197,6 +197,10 @@ tunables! {
         default "auto",
         parse topology_cache,
         help "where dosrun and its node agents keep this machine's hwloc topology between jobs, so that binding ranks does not cost a hwloc load per job (auto: $XDG_RUNTIME_DIR/dos, else /tmp/dos-UID; off: hwloc every time; or an absolute directory); an entry is used only while boot, online CPUs, allowed CPUs, cgroup and HWLOC_* variables are unchanged";
+    fs_write_behind: u64 = "DOS_FS_WRITE_BEHIND",
+        default "0",
+        parse number,
+        help "dosfs clients (dos::io): writes left in flight per server by a write that returns once its bytes are sent (write-behind; errors come with the file's next write, sync or close); 0 (the default, measured faster on a loaded 2-core node; BENCHMARKS.md): every write waits for its reply. Read by dos_fs::client::Client::new";
     kill_grace_ms: u64 = "DOS_KILL_GRACE_MS",
         default "200",
         parse number,

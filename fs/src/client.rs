@@ -25,6 +25,13 @@
 //! 0.8-1.5 GiB/s over loopback TCP; [`Client::local`] `= false` keeps a
 //! client on TCP.
 //!
+//! [`Client::write_behind`] is [`Client::write_at`] without waiting for the
+//! replies when [`Client::behind_window`] is set (`DOS_FS_WRITE_BEHIND`;
+//! off by default, as measured): several writes of successive calls stay
+//! in flight on each server (the crate docs, "Write-behind"); every other
+//! request waits for its server's write-behind replies, and
+//! [`Client::flush`] for all.
+//!
 //! A TCP connection may carry its data by RDMA instead ([`crate::rdma`],
 //! [`Client::transport`], `DOS_FS_TRANSPORT=roce`): its first request asks
 //! for slots in the server's memory, and the same slot protocol runs with
@@ -89,6 +96,10 @@ use crate::wire::{auth_context, encode_write, Header, Reply, Request, ServerSpac
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default [`Client::read_piece`]: four 64 KiB checksum blocks.
 pub const READ_PIECE: u32 = 256 << 10;
+/// Default [`Client::behind_window`] (`DOS_FS_WRITE_BEHIND`): 0, off. On
+/// the loaded 2-core machine 16 measured 0.55-0.62x of off and 4 gave
+/// 1.17x (independent) but 0.62x (collective) (BENCHMARKS.md, session 9).
+pub const BEHIND_WINDOW: usize = 0;
 /// Default longest wait for progress (any byte) from a server that is alive.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -612,6 +623,31 @@ pub struct Conn {
     secret: Secret,
     io_timeout: Duration,
     liveness: Liveness,
+    /// Requests sent by [`Client::write_behind`] and not yet answered, by id.
+    behind: BTreeMap<u64, Behind>,
+}
+
+/// A request sent by [`Client::write_behind`] whose reply is still to come:
+/// a piece of a write (its slot is taken until then) or a grow-only size.
+#[derive(Debug, Clone, Copy)]
+struct Behind {
+    ino: u64,
+    /// (stripe, offset in it, length) of a write; `None` for a size.
+    range: Option<(u64, u32, u32)>,
+    slot: Option<u32>,
+}
+
+impl Behind {
+    /// Whether this write touches bytes of `p` of file `ino` (then `p` must
+    /// wait for it: the server's workers may run requests in any order).
+    fn overlaps(&self, ino: u64, p: &Piece) -> bool {
+        match self.range {
+            Some((s, o, l)) => {
+                self.ino == ino && s == p.stripe && o < p.offset + p.len && p.offset < o + l
+            }
+            None => false,
+        }
+    }
 }
 
 impl Conn {
@@ -727,7 +763,36 @@ impl Conn {
             secret: secret.clone(),
             io_timeout,
             liveness,
+            behind: BTreeMap::new(),
         })
+    }
+
+    /// Writes in flight ([`Client::write_behind`]) on this connection.
+    pub fn behind(&self) -> usize {
+        self.behind.len()
+    }
+
+    /// A data slot no write in flight owns.
+    fn free_slot(&self) -> Option<u32> {
+        let n = self.slots.as_ref()?.count();
+        (0..n).find(|&s| !self.behind.values().any(|b| b.slot == Some(s)))
+    }
+
+    /// Waits for the reply to one request in flight; returns its file and
+    /// whether it succeeded (an error reply is the `Err` inside).
+    fn reap_one(&mut self) -> Result<(u64, Result<()>)> {
+        let (id, rep) = self.recv()?;
+        let b = self
+            .behind
+            .remove(&id)
+            .ok_or_else(|| Error::protocol("reply to a request not in flight"))?;
+        Ok((
+            b.ino,
+            match rep {
+                Reply::Error(e) => Err(e.into_error(self.server)),
+                _ => Ok(()),
+            },
+        ))
     }
 
     /// How this connection carries data.
@@ -935,6 +1000,14 @@ pub struct Client {
     /// piece), so one large read keeps several reads in flight on each
     /// server's disk.
     pub read_piece: u32,
+    /// Writes in flight per connection by [`Client::write_behind`] (at
+    /// most the slots on a same-node connection); 0 makes it
+    /// [`Client::write_at`] (`DOS_FS_WRITE_BEHIND`, default
+    /// [`BEHIND_WINDOW`]).
+    pub behind_window: usize,
+    /// The first error of a write-behind request of each file, kept until
+    /// [`Client::write_behind`] or [`Client::flush`] of that file reports it.
+    deferred: Mutex<BTreeMap<u64, Error>>,
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -960,6 +1033,16 @@ impl Client {
                 Transport::Auto
             }),
             read_piece: READ_PIECE,
+            behind_window: match std::env::var("DOS_FS_WRITE_BEHIND") {
+                Err(_) => BEHIND_WINDOW,
+                Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                    tracing::warn!(
+                        "dosfs: DOS_FS_WRITE_BEHIND={v} is not a number; using {BEHIND_WINDOW}"
+                    );
+                    BEHIND_WINDOW
+                }),
+            },
+            deferred: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -980,8 +1063,21 @@ impl Client {
     }
 
     /// Runs `f` on the connection to `server`, connecting first if needed;
-    /// a connection that failed is dropped (the next use reconnects).
+    /// a connection that failed is dropped (the next use reconnects). The
+    /// write-behind requests of the connection are answered first
+    /// ([`Client::write_behind`]), so `f` sees their effects.
     pub fn with_conn<T>(&self, server: u32, f: impl FnOnce(&mut Conn) -> Result<T>) -> Result<T> {
+        self.with_conn_opt(server, true, f)
+    }
+
+    /// [`Client::with_conn`], the write-behind requests first answered or
+    /// (`settle` false) left in flight.
+    fn with_conn_opt<T>(
+        &self,
+        server: u32,
+        settle: bool,
+        f: impl FnOnce(&mut Conn) -> Result<T>,
+    ) -> Result<T> {
         let slot = self.conns.get(server as usize).ok_or(Error::WrongServer {
             server,
             reason: "no such server in the address file",
@@ -1003,11 +1099,57 @@ impl Client {
         let Some(conn) = g.as_mut() else {
             return Err(Error::protocol("no connection"));
         };
-        let r = f(conn);
-        if let Err(Error::ServerDown { .. } | Error::Protocol { .. }) = &r {
-            *g = None;
+        let r = if settle {
+            self.settle(conn).and_then(|()| f(conn))
+        } else {
+            f(conn)
+        };
+        if let Err(e @ (Error::ServerDown { .. } | Error::Protocol { .. })) = &r {
+            if let Some(c) = g.take() {
+                self.lost(&c, e);
+            }
         }
         r
+    }
+
+    /// Keeps `e` as the error of file `ino` unless it has one already.
+    fn defer(&self, ino: u64, e: Error) {
+        let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        d.entry(ino).or_insert(e);
+    }
+
+    /// The kept error of file `ino`, taken.
+    fn take_deferred(&self, ino: u64) -> Result<()> {
+        let mut d = self.deferred.lock().unwrap_or_else(|p| p.into_inner());
+        d.remove(&ino).map_or(Ok(()), Err)
+    }
+
+    /// Waits for every write-behind reply of `c`, keeping their errors.
+    fn settle(&self, c: &mut Conn) -> Result<()> {
+        while !c.behind.is_empty() {
+            let (ino, r) = c.reap_one()?;
+            if let Err(e) = r {
+                self.defer(ino, e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A connection dropped after `e` with write-behind requests in flight:
+    /// their files get an error naming the server (their bytes may be lost).
+    fn lost(&self, c: &Conn, e: &Error) {
+        let inos: std::collections::BTreeSet<u64> = c.behind.values().map(|b| b.ino).collect();
+        for ino in inos {
+            self.defer(
+                ino,
+                Error::ServerDown {
+                    server: c.server,
+                    addr: c.addr.clone(),
+                    op: "write (in flight)",
+                    source: std::io::Error::new(ErrorKind::ConnectionAborted, e.to_string()),
+                },
+            );
+        }
     }
 
     /// How the connection to `server` carries data (connecting first).
@@ -1325,6 +1467,131 @@ impl Client {
             })?;
         }
         Ok(())
+    }
+
+    /// [`Client::write_at`] that does not wait for the servers' replies:
+    /// it returns once every piece is sent, its bytes copied into a slot
+    /// (same node, or RDMA) or into the request frame, so `data` may be
+    /// reused at once, and the file's grow-only size is sent the same way.
+    /// Up to [`Client::behind_window`] requests stay in flight per server
+    /// (and at most one slot each), so a caller writing 1 MiB at a time
+    /// keeps that many writes on the servers' disks.
+    ///
+    /// Every other request to a server first waits for that server's
+    /// write-behind replies (a read, a sync, a stat see the writes), and a
+    /// write waits for an earlier one in flight that overlaps it (the
+    /// server may run requests in any order). A write that failed on the
+    /// server is reported by the next `write_behind` or [`Client::flush`]
+    /// of the same file; a server lost with writes in flight is
+    /// [`Error::ServerDown`] there.
+    pub fn write_behind(&self, a: &Attr, offset: u64, data: &[u8]) -> Result<()> {
+        if a.kind != Kind::File {
+            return Err(Error::IsADirectory {
+                path: format!("#{}", a.ino),
+            });
+        }
+        if self.behind_window == 0 {
+            return self.write_at(a, offset, data);
+        }
+        let plan = plan(&a.layout, offset, data.len() as u64)?;
+        let window = self.behind_window;
+        self.each_server(&plan, |server, pieces| {
+            self.with_conn_opt(server, false, |c| {
+                for p in pieces {
+                    let bytes = &data[p.buf_offset as usize..][..p.len as usize];
+                    let fits = c.slots.as_ref().is_some_and(|r| p.len <= r.slot_size());
+                    let slot = loop {
+                        let slot = if fits { c.free_slot() } else { None };
+                        let busy = c.behind.len() >= window
+                            || (fits && slot.is_none())
+                            || c.behind.values().any(|b| b.overlaps(a.ino, p));
+                        if !busy {
+                            break slot;
+                        }
+                        let (ino, r) = c.reap_one()?;
+                        if let Err(e) = r {
+                            self.defer(ino, e);
+                        }
+                    };
+                    let id = c.next_id();
+                    let frame = match (slot, &c.slots) {
+                        (Some(slot), Some(region)) => {
+                            region.put(slot, bytes)?;
+                            Request::WriteSlot {
+                                ino: a.ino,
+                                stripe: p.stripe,
+                                stripe_size: a.layout.stripe_size,
+                                offset: p.offset,
+                                len: p.len,
+                                slot,
+                            }
+                            .encode(id)
+                        }
+                        _ => {
+                            encode_write(id, a.ino, p.stripe, a.layout.stripe_size, p.offset, bytes)
+                        }
+                    };
+                    c.send(&frame)?;
+                    c.behind.insert(
+                        id,
+                        Behind {
+                            ino: a.ino,
+                            range: Some((p.stripe, p.offset, p.len)),
+                            slot,
+                        },
+                    );
+                }
+                Ok(())
+            })
+        })?;
+        if !data.is_empty() {
+            let req = Request::SetSize {
+                ino: a.ino,
+                size: offset + data.len() as u64,
+                grow_only: true,
+            };
+            self.with_conn_opt(0, false, |c| {
+                while c.behind.len() >= window {
+                    let (ino, r) = c.reap_one()?;
+                    if let Err(e) = r {
+                        self.defer(ino, e);
+                    }
+                }
+                let id = c.next_id();
+                c.send(&req.encode(id))?;
+                c.behind.insert(
+                    id,
+                    Behind {
+                        ino: a.ino,
+                        range: None,
+                        slot: None,
+                    },
+                );
+                Ok(())
+            })?;
+        }
+        self.take_deferred(a.ino)
+    }
+
+    /// Waits for every write-behind request of this client
+    /// ([`Client::write_behind`]) on every open connection; returns the
+    /// first error of file `ino`'s (others stay for their files).
+    pub fn flush(&self, ino: u64) -> Result<()> {
+        let mut res = Ok(());
+        for (server, slot) in self.conns.iter().enumerate() {
+            let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(c) = g.as_mut() else { continue };
+            if let Err(e) = self.settle(c) {
+                if let Some(c) = g.take() {
+                    self.lost(&c, &e);
+                }
+                tracing::debug!(server, "dosfs: flush: {e}");
+            }
+        }
+        if let Err(e) = self.take_deferred(ino) {
+            res = Err(e);
+        }
+        res
     }
 
     /// Reads `buf.len()` bytes at `offset` of file `a` (named `path` in

@@ -166,6 +166,24 @@
 //! several reads in flight on a server's disk (a write stays one request
 //! per stripe: a whole stripe is what goes to disk with `O_DIRECT`).
 //!
+//! **Write-behind: requests in flight across calls.** A rank writing 1 MiB
+//! at a time (IOR's transfers, MPI-IO's `write_at`) makes one request per
+//! call, so waiting for each reply leaves one I/O per rank on the disk.
+//! [`client::Client::write_behind`], which `dos::io` uses for every write,
+//! returns once the bytes are in a slot (or the request frame), so the
+//! caller's buffer is free, and leaves the reply to come: up to
+//! [`client::Client::behind_window`] writes per server stay in flight
+//! (`DOS_FS_WRITE_BEHIND`; **0, off, by default**: on the loaded 2-core
+//! test machine 16 in flight measured 0.55-0.62x of off, BENCHMARKS.md),
+//! plus the grow-only size on server 0, sent the same way. Any other request
+//! to a server waits for that server's write-behind replies first (a read,
+//! stat or sync sees the writes), and a write waits for an earlier
+//! overlapping one (the server's workers may run requests in any order). A
+//! write that failed on its server is reported by the next write or
+//! [`client::Client::flush`] of that file (`dos::io` flushes in `sync`,
+//! `set_size`, `close` and before an atomic-mode write drops its lock), as
+//! POSIX write-back reports errors at `fsync`.
+//!
 //! **Between nodes: TCP by default, RDMA into the same slots on request.**
 //! The TCP connection is the control path (handshake, every request and
 //! reply). A client told `DOS_FS_TRANSPORT=roce` ([`rdma::Transport`])

@@ -661,3 +661,174 @@ fn throughput() {
         }
     }
 }
+
+/// A handler that holds every write whose first byte is `slow_byte` for
+/// `delay`, fails every write whose first byte is `bad_byte`, and counts
+/// the writes in flight at once.
+struct Writes {
+    inner: Service,
+    slow_byte: u8,
+    bad_byte: u8,
+    delay: Duration,
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+impl Handler for Writes {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        let first = match &req {
+            Request::Write { data, .. } => data.first().copied(),
+            _ => None,
+        };
+        let Some(first) = first else {
+            return self.inner.handle(req);
+        };
+        let d = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(d, Ordering::SeqCst);
+        if first == self.slow_byte {
+            std::thread::sleep(self.delay);
+        }
+        let r = if first == self.bad_byte {
+            Reply::Error(dos_fs::wire::WireError::from_error(&Error::InvalidLayout {
+                reason: "test: this write fails".into(),
+            }))
+        } else {
+            self.inner.handle(req)
+        };
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+}
+
+/// A client that writes behind with 16 in flight per server.
+fn behind_client(fs: &Fs) -> Client {
+    let mut c = Client::new(&fs.addr);
+    c.behind_window = 16;
+    c
+}
+
+fn writes_server(tag: &str, slow_byte: u8, bad_byte: u8) -> (Fs, Arc<Writes>) {
+    let keep: Arc<Mutex<Option<Arc<Writes>>>> = Arc::default();
+    let k = keep.clone();
+    let fs = start(tag, 1, "127.0.0.1", move |s| {
+        let w = Arc::new(Writes {
+            inner: s,
+            slow_byte,
+            bad_byte,
+            delay: Duration::from_millis(300),
+            now: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+        });
+        *k.lock().unwrap() = Some(w.clone());
+        w
+    });
+    let w = keep.lock().unwrap().take().unwrap();
+    (fs, w)
+}
+
+/// `write_behind` keeps several 1 MiB writes (one piece each) on the
+/// server at once, where `write_at` has one: the queue depth of a caller
+/// that writes a transfer at a time. All bytes read back after a flush.
+#[test]
+fn write_behind_keeps_several_writes_in_flight_and_lands_them_all() {
+    let _s = serial();
+    let (fs, w) = writes_server("behind", 7, 0xff);
+    let c = behind_client(&fs);
+    let a = c
+        .set_stripe(
+            "/wb",
+            LayoutSpec {
+                stripe_size: 1 << 20,
+                stripe_count: 1,
+                ..LayoutSpec::default()
+            },
+        )
+        .unwrap();
+    let mut data = pattern(8 << 20, 3);
+    for k in 0..8 {
+        data[k << 20] = 7; // every transfer is held by the server
+    }
+    let t = Instant::now();
+    for k in 0..8usize {
+        c.write_behind(&a, (k as u64) << 20, &data[k << 20..(k + 1) << 20])
+            .unwrap();
+    }
+    let sent = t.elapsed();
+    c.flush(a.ino).unwrap();
+    assert!(
+        w.max.load(Ordering::SeqCst) >= 2,
+        "at most {} writes in flight (sent in {sent:?})",
+        w.max.load(Ordering::SeqCst)
+    );
+    c.sync(&a).unwrap();
+    let a = c.stat("/wb").unwrap();
+    assert_eq!(a.size, 8 << 20);
+    let mut back = vec![0u8; 8 << 20];
+    c.read_at("/wb", &a, 0, &mut back).unwrap();
+    assert!(back == data, "bytes differ");
+}
+
+/// A write behind an overlapping one still in flight waits for it: the
+/// later bytes win even when the server would have run it first.
+#[test]
+fn write_behind_keeps_overlapping_writes_in_order() {
+    let _s = serial();
+    let (fs, _w) = writes_server("order", 1, 0xff);
+    let c = behind_client(&fs);
+    let a = c
+        .set_stripe(
+            "/o",
+            LayoutSpec {
+                stripe_size: 1 << 20,
+                stripe_count: 1,
+                ..LayoutSpec::default()
+            },
+        )
+        .unwrap();
+    // The first write is held 300 ms; the second, over the same bytes, not.
+    c.write_behind(&a, 0, &vec![1u8; 256 << 10]).unwrap();
+    c.write_behind(&a, 4096, &vec![2u8; 64 << 10]).unwrap();
+    c.flush(a.ino).unwrap();
+    let a = c.stat("/o").unwrap();
+    let mut back = vec![0u8; 256 << 10];
+    c.read_at("/o", &a, 0, &mut back).unwrap();
+    assert!(back[..4096].iter().all(|&b| b == 1));
+    assert!(
+        back[4096..4096 + (64 << 10)].iter().all(|&b| b == 2),
+        "the earlier write overtook the later one"
+    );
+    assert!(back[4096 + (64 << 10)..].iter().all(|&b| b == 1));
+}
+
+/// A write that fails on the server after `write_behind` returned is
+/// reported by the file's next write or flush, once, and not to
+/// another file's.
+#[test]
+fn write_behind_reports_a_failed_write_at_the_next_flush() {
+    let _s = serial();
+    let (fs, _w) = writes_server("fail", 0xfe, 9);
+    let c = behind_client(&fs);
+    let spec = LayoutSpec {
+        stripe_size: 1 << 20,
+        stripe_count: 1,
+        ..LayoutSpec::default()
+    };
+    let a = c.set_stripe("/f", spec).unwrap();
+    let b = c.set_stripe("/g", spec).unwrap();
+    c.write_behind(&b, 0, &[5u8; 8192]).unwrap();
+    // Reported by the write itself (its reply came while it waited for
+    // room) or by the flush: exactly once.
+    let r1 = c.write_behind(&a, 0, &[9u8; 8192]);
+    let r2 = c.flush(a.ino);
+    let e = match (r1, r2) {
+        (Err(e), Ok(())) | (Ok(()), Err(e)) => e,
+        r => panic!("not reported exactly once: {r:?}"),
+    };
+    assert!(e.to_string().contains("this write fails"), "{e}");
+    c.flush(a.ino).unwrap();
+    c.flush(b.ino).unwrap();
+}

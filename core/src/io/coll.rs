@@ -2,7 +2,7 @@
 //! ([`super::plan`]), exchange with the aggregators over dos messages, do
 //! the I/O, agree on the outcome.
 
-use super::error::{Error, Result};
+use super::error::Result;
 use super::file::{agree, File};
 use super::plan::{plan, Access, Extent, Options, Part, Plan, Worker};
 use crate::Comm;
@@ -259,7 +259,7 @@ impl File {
             if let [only] = parts[..] {
                 let p = &w.parts[only];
                 if p.offset == e.offset && p.len == e.len {
-                    c.write_at(&self.attr, e.offset, sources[only])?;
+                    c.write_behind(&self.attr, e.offset, sources[only])?;
                     continue;
                 }
             }
@@ -272,7 +272,7 @@ impl File {
                 let at = (p.offset - e.offset) as usize;
                 buf[at..at + p.len as usize].copy_from_slice(sources[i]);
             }
-            c.write_at(&self.attr, e.offset, &buf)?;
+            c.write_behind(&self.attr, e.offset, &buf)?;
         }
         Ok(())
     }
@@ -309,13 +309,17 @@ impl File {
         let me = comm.rank();
         let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
-        // Rank 0 learns the size for the count.
+        // Rank 0 learns the size for the count (no request when a size seen
+        // before covers every rank's extents).
         let mut res: Result<u64> = if me == 0 {
-            self.fs
-                .client()
-                .stat(&self.path)
-                .map(|a| a.size)
-                .map_err(Error::from)
+            let end = plan
+                .workers
+                .iter()
+                .flat_map(|w| w.extents.last())
+                .map(|e| e.offset.saturating_add(e.len))
+                .max()
+                .unwrap_or(0);
+            self.size_at_least(end)
         } else {
             Ok(0)
         };

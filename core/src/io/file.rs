@@ -220,6 +220,9 @@ pub struct File {
     pub(super) atomic: RefCell<Option<FileLock>>,
     /// Nonblocking collective operations not yet carried out.
     pub(super) queue: RefCell<Queue>,
+    /// A size the file had (or exceeded) when last asked: files only grow
+    /// but by [`File::set_size`], so a read below it needs no stat.
+    pub(super) known_size: std::cell::Cell<u64>,
     open: bool,
 }
 
@@ -359,6 +362,7 @@ impl File {
             view: RefCell::new((0, View::default())),
             atomic: RefCell::new(None),
             queue: RefCell::new(queue),
+            known_size: std::cell::Cell::new(0),
             open: true,
         })
     }
@@ -429,7 +433,7 @@ impl File {
             let c = self.fs.client();
             let mut at = 0usize;
             for &(o, l) in &ranges {
-                c.write_at(&self.attr, o, &data[at..at + l as usize])?;
+                c.write_behind(&self.attr, o, &data[at..at + l as usize])?;
                 at += l as usize;
             }
             Ok(())
@@ -452,7 +456,8 @@ impl File {
     /// Reads the file `ranges` into `buf` (packed, in order); returns how
     /// many bytes lay before the end of the file (only those are written).
     pub(super) fn read_ranges(&self, ranges: &[(u64, u64)], buf: &mut [u8]) -> Result<usize> {
-        let size = self.size()?;
+        let end = ranges.iter().map(|&(o, l)| o.saturating_add(l)).max();
+        let size = self.size_at_least(end.unwrap_or(0))?;
         let c = self.fs.client();
         if let [(offset, len)] = ranges[..] {
             let n = size.saturating_sub(offset).min(len) as usize;
@@ -564,7 +569,11 @@ impl File {
             return f();
         };
         w.lock()?;
-        let r = f();
+        // The writes land before the lock goes (they are written behind).
+        let r = f().and_then(|v| {
+            self.fs.client().flush(self.attr.ino)?;
+            Ok(v)
+        });
         let u = w.unlock();
         let r = r?;
         u?;
@@ -573,7 +582,20 @@ impl File {
 
     /// The file's size in bytes (`MPI_File_get_size`; asks the metadata server).
     pub fn size(&self) -> Result<u64> {
-        Ok(self.fs.client().stat(&self.path)?.size)
+        let size = self.fs.client().stat(&self.path)?.size;
+        self.known_size.set(size);
+        Ok(size)
+    }
+
+    /// The file's size when it is known to be at least `end` (no request),
+    /// else [`File::size`]. A file shrinks only by [`File::set_size`]
+    /// (collective, which sets the known size), so a read below a size
+    /// seen before needs not ask the metadata server again.
+    pub(super) fn size_at_least(&self, end: u64) -> Result<u64> {
+        match self.known_size.get() {
+            k if k >= end => Ok(k),
+            _ => self.size(),
+        }
     }
 
     /// Makes every write to the file that returned before this call, on any
@@ -581,6 +603,8 @@ impl File {
     /// (so sync, barrier, sync is one call here); the ranks share the
     /// servers out between them, each syncing its share at once.
     pub fn sync(&self) -> Result<()> {
+        // This rank's writes in flight first (their errors are agreed below).
+        let flushed = self.fs.client().flush(self.attr.ino);
         self.comm.barrier()?;
         let mut servers: Vec<u32> = self.attr.layout.server_list().collect();
         servers.push(0);
@@ -596,21 +620,24 @@ impl File {
         let (client, ino) = (self.fs.client(), self.attr.ino);
         let sync_one = |s: u32| client.call(s, &Request::Sync { ino: Some(ino) }).map(drop);
         // This rank's servers at once (each seals and fsyncs its chunks).
-        let res = std::thread::scope(|scope| {
-            let handles: Vec<_> = mine
-                .iter()
-                .map(|&s| (s, scope.spawn(move || sync_one(s))))
-                .collect();
-            handles.into_iter().try_for_each(|(s, h)| {
-                h.join().unwrap_or_else(|_| {
-                    Err(dos_fs::Error::Remote {
-                        server: s,
-                        message: "the sync thread panicked".into(),
+        let res = flushed
+            .and_then(|()| {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = mine
+                        .iter()
+                        .map(|&s| (s, scope.spawn(move || sync_one(s))))
+                        .collect();
+                    handles.into_iter().try_for_each(|(s, h)| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(dos_fs::Error::Remote {
+                                server: s,
+                                message: "the sync thread panicked".into(),
+                            })
+                        })
                     })
                 })
             })
-        })
-        .map_err(Error::from);
+            .map_err(Error::from);
         agree(&self.comm, "sync", res, 0).map(drop)
     }
 
@@ -618,8 +645,11 @@ impl File {
     /// extends it with zeros.
     pub fn set_size(&self, size: u64) -> Result<()> {
         self.check_write("set_size")?;
+        let flushed = self.fs.client().flush(self.attr.ino);
         self.comm.barrier()?;
-        let res = if self.comm.rank() == 0 {
+        let res = if let Err(e) = flushed {
+            Err(e.into())
+        } else if self.comm.rank() == 0 {
             let c = self.fs.client();
             c.stat(&self.path)
                 .and_then(|a| c.set_size(&a, size))
@@ -628,6 +658,7 @@ impl File {
         } else {
             Ok(())
         };
+        self.known_size.set(0);
         agree(&self.comm, "set_size", res, 0).map(drop)
     }
 
@@ -636,9 +667,10 @@ impl File {
     pub fn close(mut self) -> Result<()> {
         self.open = false;
         self.drain();
+        let flushed = self.fs.client().flush(self.attr.ino);
         self.atomic.borrow_mut().take();
         self.comm.barrier()?;
-        Ok(())
+        Ok(flushed?)
     }
 }
 
@@ -648,6 +680,7 @@ impl Drop for File {
         // ranks may never arrive.
         if self.open && !std::thread::panicking() {
             self.drain();
+            let _ = self.fs.client().flush(self.attr.ino);
             let _ = self.comm.barrier();
         }
     }
