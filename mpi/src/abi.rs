@@ -196,6 +196,26 @@ impl Status {
 
 const _: () = assert!(std::mem::size_of::<Status>() == 8 * std::mem::size_of::<c_int>());
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dos answers any level from `MPI_THREAD_FUNNELED` up with it, and
+    /// anything below (or a value that is no level) with `MPI_THREAD_SINGLE`:
+    /// never a value that is not a level.
+    #[test]
+    fn provided_thread_level_is_always_a_level() {
+        assert_eq!(provided_thread_level(THREAD_SINGLE), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(THREAD_FUNNELED), THREAD_FUNNELED);
+        assert_eq!(provided_thread_level(THREAD_SERIALIZED), THREAD_FUNNELED);
+        assert_eq!(provided_thread_level(THREAD_MULTIPLE), THREAD_FUNNELED);
+        // The draft's values of the levels: not levels of the standard ABI.
+        assert_eq!(provided_thread_level(1), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(7), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(-5), THREAD_SINGLE);
+    }
+}
+
 /// The header check: every constant of `mpi/include/mpi.h`, as a C compiler
 /// sees it after the whole header (so a `#define` after an enum member of
 /// the same name, which silently changes its value, is caught), against the
