@@ -39,8 +39,8 @@ pub const INFO_NULL: usize = 0x130;
 pub const INFO_ENV: usize = 0x131;
 pub const ERRHANDLER_NULL: usize = 0x140;
 pub const ERRORS_ARE_FATAL: usize = 0x141;
-pub const ERRORS_RETURN: usize = 0x142;
-pub const ERRORS_ABORT: usize = 0x143;
+pub const ERRORS_RETURN: usize = 0x143;
+pub const ERRORS_ABORT: usize = 0x142;
 pub const REQUEST_NULL: usize = 0x180;
 pub const DATATYPE_NULL: usize = 0x200;
 
@@ -73,45 +73,56 @@ pub const ERR_PENDING: c_int = 18;
 pub const ERR_IN_STATUS: c_int = 19;
 pub const ERR_KEYVAL: c_int = 36;
 pub const ERR_NO_MEM: c_int = 39;
-pub const ERR_PROC_ABORTED: c_int = 44;
-pub const ERR_UNSUPPORTED_OPERATION: c_int = 58;
+pub const ERR_PROC_ABORTED: c_int = 58;
+pub const ERR_UNSUPPORTED_OPERATION: c_int = 55;
 pub const ERR_ERRHANDLER: c_int = 61;
 pub const ERR_LASTCODE: c_int = 0x3fff;
 
 // Sentinels.
 pub const ANY_SOURCE: c_int = -1;
-pub const PROC_NULL: c_int = -2;
-pub const ROOT: c_int = -3;
-pub const ANY_TAG: c_int = -31;
+pub const PROC_NULL: c_int = -3;
+pub const ROOT: c_int = -4;
+pub const ANY_TAG: c_int = -2;
 pub const UNDEFINED: c_int = -32766;
-pub const KEYVAL_INVALID: c_int = -127;
+pub const KEYVAL_INVALID: c_int = 0;
 
 // Thread levels.
 pub const THREAD_SINGLE: c_int = 0;
-pub const THREAD_FUNNELED: c_int = 1;
-pub const THREAD_SERIALIZED: c_int = 2;
-pub const THREAD_MULTIPLE: c_int = 7;
+pub const THREAD_FUNNELED: c_int = 1024;
+pub const THREAD_SERIALIZED: c_int = 2048;
+pub const THREAD_MULTIPLE: c_int = 4096;
+
+/// The thread level dos provides for a `required` one: `MPI_THREAD_FUNNELED`
+/// for any request of it or more (the standard ABI's levels increase with
+/// their values), else `MPI_THREAD_SINGLE`.
+pub fn provided_thread_level(required: c_int) -> c_int {
+    if required >= THREAD_FUNNELED {
+        THREAD_FUNNELED
+    } else {
+        THREAD_SINGLE
+    }
+}
 
 // Comparisons.
-pub const IDENT: c_int = 101;
-pub const CONGRUENT: c_int = 102;
-pub const SIMILAR: c_int = 103;
-pub const UNEQUAL: c_int = 104;
+pub const IDENT: c_int = 201;
+pub const CONGRUENT: c_int = 202;
+pub const SIMILAR: c_int = 203;
+pub const UNEQUAL: c_int = 204;
 
 // Split types.
-pub const COMM_TYPE_SHARED: c_int = 1001;
-pub const COMM_TYPE_HW_UNGUIDED: c_int = 1002;
-pub const COMM_TYPE_HW_GUIDED: c_int = 1003;
-pub const COMM_TYPE_RESOURCE_GUIDED: c_int = 1004;
+pub const COMM_TYPE_SHARED: c_int = 221;
+pub const COMM_TYPE_HW_UNGUIDED: c_int = 222;
+pub const COMM_TYPE_HW_GUIDED: c_int = 223;
+pub const COMM_TYPE_RESOURCE_GUIDED: c_int = 224;
 
 // Attribute keys of MPI_COMM_WORLD.
-pub const TAG_UB: c_int = 10001;
-pub const IO: c_int = 10002;
-pub const HOST: c_int = 10003;
-pub const WTIME_IS_GLOBAL: c_int = 10004;
-pub const APPNUM: c_int = 10005;
-pub const LASTUSEDCODE: c_int = 10006;
-pub const UNIVERSE_SIZE: c_int = 10007;
+pub const TAG_UB: c_int = 501;
+pub const IO: c_int = 502;
+pub const HOST: c_int = 503;
+pub const WTIME_IS_GLOBAL: c_int = 504;
+pub const APPNUM: c_int = 505;
+pub const LASTUSEDCODE: c_int = 506;
+pub const UNIVERSE_SIZE: c_int = 507;
 
 // Topology kinds (`MPI_Topo_test`).
 pub const CART: c_int = 211;
@@ -185,6 +196,26 @@ impl Status {
 
 const _: () = assert!(std::mem::size_of::<Status>() == 8 * std::mem::size_of::<c_int>());
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// dos answers any level from `MPI_THREAD_FUNNELED` up with it, and
+    /// anything below (or a value that is no level) with `MPI_THREAD_SINGLE`:
+    /// never a value that is not a level.
+    #[test]
+    fn provided_thread_level_is_always_a_level() {
+        assert_eq!(provided_thread_level(THREAD_SINGLE), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(THREAD_FUNNELED), THREAD_FUNNELED);
+        assert_eq!(provided_thread_level(THREAD_SERIALIZED), THREAD_FUNNELED);
+        assert_eq!(provided_thread_level(THREAD_MULTIPLE), THREAD_FUNNELED);
+        // The draft's values of the levels: not levels of the standard ABI.
+        assert_eq!(provided_thread_level(1), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(7), THREAD_SINGLE);
+        assert_eq!(provided_thread_level(-5), THREAD_SINGLE);
+    }
+}
+
 /// The header check: every constant of `mpi/include/mpi.h`, as a C compiler
 /// sees it after the whole header (so a `#define` after an enum member of
 /// the same name, which silently changes its value, is caught), against the
@@ -228,11 +259,16 @@ mod header_check {
     /// and the members of every `enum { ... }`, each with how often it is
     /// defined.
     fn header_constants() -> (BTreeMap<String, Text>, BTreeMap<String, usize>) {
+        constants_of(HEADER)
+    }
+
+    /// The constants of any header text, as [`header_constants`] reads them.
+    fn constants_of(header: &str) -> (BTreeMap<String, Text>, BTreeMap<String, usize>) {
         let mut text = BTreeMap::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         // Comments out, lines joined for the enums.
         let mut clean = String::new();
-        let mut rest = HEADER;
+        let mut rest = header;
         while let Some(i) = rest.find("/*") {
             clean.push_str(&rest[..i]);
             rest = rest[i..].split_once("*/").map_or("", |x| x.1);
@@ -307,10 +343,16 @@ mod header_check {
     /// Each name's value as the C compiler sees it after the whole header
     /// (a pointer's bits as an integer).
     fn compiled(names: &[&String]) -> BTreeMap<String, i64> {
-        let dir = std::env::temp_dir().join(format!("dos-mpi-abi-{}", std::process::id()));
+        compiled_with(names, "<mpi.h>", "mpi")
+    }
+
+    /// As [`compiled`], with `include` (`<mpi.h>` or a quoted path) as the
+    /// header; `tag` names the scratch directory.
+    fn compiled_with(names: &[&String], include: &str, tag: &str) -> BTreeMap<String, i64> {
+        let dir = std::env::temp_dir().join(format!("dos-mpi-abi-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut c = String::from(
-            "#include <mpi.h>\n#include <stdio.h>\n#include <stdint.h>\nint main(void) {\n",
+        let mut c = format!(
+            "#include {include}\n#include <stdio.h>\n#include <stdint.h>\nint main(void) {{\n"
         );
         for n in names {
             c.push_str(&format!(
@@ -568,5 +610,50 @@ mod header_check {
             }
         }
         assert!(types > 60, "{types} datatypes");
+    }
+    /// Every constant `mpi.h` shares with the standard ABI's own header has
+    /// the ABI's value, both as compiled. Runs when `MPI_ABI_H` names that
+    /// header (MPICH 4.3+: `src/binding/abi/mpi_abi.h`), e.g.
+    /// `MPI_ABI_H=/path/to/mpi_abi.h cargo test -p dos-mpi --lib header_check`;
+    /// without it the test says so and passes.
+    #[test]
+    fn every_shared_constant_has_the_standard_abi_value() {
+        let Some(path) = std::env::var_os("MPI_ABI_H") else {
+            eprintln!("MPI_ABI_H is not set: the comparison with mpi_abi.h is skipped");
+            return;
+        };
+        let path = std::path::PathBuf::from(path);
+        let abi_text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("MPI_ABI_H={}: {e}", path.display()));
+        let (ours, _) = header_constants();
+        let (theirs, _) = constants_of(&abi_text);
+        let shared: Vec<&String> = ours.keys().filter(|n| theirs.contains_key(*n)).collect();
+        assert!(
+            shared.len() > 250,
+            "only {} names shared with {}: not the standard ABI header?",
+            shared.len(),
+            path.display()
+        );
+        // Own scratch directories: the other test compiles at the same time.
+        let a = compiled_with(&shared, "<mpi.h>", "ours");
+        let b = compiled_with(&shared, &format!("\"{}\"", path.display()), "std");
+        let bad: Vec<String> = shared
+            .iter()
+            .filter(|n| a[**n] != b[**n])
+            .map(|n| format!("{n}: mpi.h {}, mpi_abi.h {}", a[*n], b[*n]))
+            .collect();
+        assert!(
+            bad.is_empty(),
+            "{} of {} shared constants differ from {}:\n{}",
+            bad.len(),
+            shared.len(),
+            path.display(),
+            bad.join("\n")
+        );
+        let missing: Vec<&String> = ours.keys().filter(|n| !theirs.contains_key(*n)).collect();
+        eprintln!(
+            "{} constants equal to mpi_abi.h; only in mpi.h: {missing:?}",
+            shared.len()
+        );
     }
 }

@@ -242,7 +242,7 @@ mpi_t! {
     fn MPI_T_init_thread / PMPI_T_init_thread(required: c_int, provided: *mut c_int) => {
         if !provided.is_null() {
             // SAFETY: non-null: the caller's int.
-            unsafe { *provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED) };
+            unsafe { *provided = abi::provided_thread_level(required) };
         }
         abi::SUCCESS
     }

@@ -167,12 +167,12 @@ const MODE_WRONLY: c_int = 256;
 const MODE_ALL: c_int = 511;
 
 /// `MPI_DISPLACEMENT_CURRENT`.
-const DISPLACEMENT_CURRENT: i64 = -255;
+const DISPLACEMENT_CURRENT: i64 = -1;
 
 // `MPI_SEEK_*`.
-const SEEK_CUR: c_int = 601;
-const SEEK_END: c_int = 602;
-const SEEK_SET: c_int = 603;
+const SEEK_CUR: c_int = 401;
+const SEEK_END: c_int = 402;
+const SEEK_SET: c_int = 403;
 
 // Error classes of files.
 const ERR_ACCESS: c_int = 20;
@@ -185,7 +185,7 @@ const ERR_IO: c_int = 35;
 const ERR_NOT_SAME: c_int = 40;
 const ERR_NO_SPACE: c_int = 41;
 const ERR_NO_SUCH_FILE: c_int = 42;
-const ERR_UNSUPPORTED_DATAREP: c_int = 57;
+const ERR_UNSUPPORTED_DATAREP: c_int = 54;
 
 /// ROMIO's driver prefixes other than ours: a name with one is not a
 /// dosfs path.

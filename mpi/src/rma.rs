@@ -39,31 +39,31 @@ pub(crate) const WIN_NULL: Handle = 0x110;
 /// The first handle of a window.
 const WIN_BASE: Handle = 0x0900_0000;
 
-pub(crate) const LOCK_SHARED: c_int = 21;
-pub(crate) const LOCK_EXCLUSIVE: c_int = 22;
-const WIN_UNIFIED: c_int = 31;
-const FLAVOR_ALLOCATE: c_int = 41;
-const FLAVOR_CREATE: c_int = 42;
-const FLAVOR_DYNAMIC: c_int = 43;
-const FLAVOR_SHARED: c_int = 44;
-const WIN_BASE_KEY: c_int = 20001;
-const WIN_DISP_UNIT_KEY: c_int = 20002;
-const WIN_SIZE_KEY: c_int = 20003;
-const WIN_CREATE_FLAVOR_KEY: c_int = 20004;
-const WIN_MODEL_KEY: c_int = 20005;
+pub(crate) const LOCK_SHARED: c_int = 302;
+pub(crate) const LOCK_EXCLUSIVE: c_int = 301;
+const WIN_UNIFIED: c_int = 321;
+const FLAVOR_ALLOCATE: c_int = 312;
+const FLAVOR_CREATE: c_int = 311;
+const FLAVOR_DYNAMIC: c_int = 313;
+const FLAVOR_SHARED: c_int = 314;
+const WIN_BASE_KEY: c_int = 601;
+const WIN_DISP_UNIT_KEY: c_int = 602;
+const WIN_SIZE_KEY: c_int = 603;
+const WIN_CREATE_FLAVOR_KEY: c_int = 604;
+const WIN_MODEL_KEY: c_int = 605;
 const MODE_NOSUCCEED: c_int = 16384;
 const MODE_ALL: c_int = 1024 | 2048 | 4096 | 8192 | 16384;
 
 const ERR_ASSERT: c_int = 22;
 const ERR_DISP: c_int = 26;
 const ERR_LOCKTYPE: c_int = 37;
-const ERR_RMA_ATTACH: c_int = 47;
-const ERR_RMA_RANGE: c_int = 49;
-const ERR_RMA_SHARED: c_int = 50;
-const ERR_RMA_SYNC: c_int = 51;
-const ERR_RMA_FLAVOR: c_int = 52;
-const ERR_SIZE: c_int = 55;
-const ERR_WIN: c_int = 60;
+const ERR_RMA_ATTACH: c_int = 46;
+const ERR_RMA_RANGE: c_int = 48;
+const ERR_RMA_SHARED: c_int = 49;
+const ERR_RMA_SYNC: c_int = 50;
+const ERR_RMA_FLAVOR: c_int = 57;
+const ERR_SIZE: c_int = 52;
+const ERR_WIN: c_int = 56;
 
 /// Attribute values, boxed so that `Win_get_attr` can hand out pointers.
 struct Attrs {

@@ -220,7 +220,7 @@ pub(crate) fn init(required: i32) -> R<i32> {
         },
     );
     // dos is MPI_THREAD_FUNNELED: a request for more is answered with that.
-    let provided = required.clamp(abi::THREAD_SINGLE, abi::THREAD_FUNNELED);
+    let provided = abi::provided_thread_level(required);
     let mut groups = Table::new(&[abi::GROUP_EMPTY], GROUP_BASE);
     groups.set(abi::GROUP_EMPTY, world.comm().group().incl(&[])?);
     let mut infos = Table::new(&[abi::INFO_ENV], crate::info::INFO_BASE);
