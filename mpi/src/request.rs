@@ -66,31 +66,57 @@ fn complete_raw(e: ReqEntry) -> (Status, Option<Error>) {
     if let Some(o) = e.outcome {
         return *o;
     }
-    match e.kind {
-        ReqKind::ProcNull => (Status::proc_null(), None),
-        ReqKind::Send | ReqKind::Coll => match e.raw.wait() {
-            Ok(_) => (Status::empty(), None),
-            Err(x) => {
-                let x = Error::from(x);
-                (
-                    Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0),
-                    Some(x),
-                )
-            }
-        },
-        ReqKind::Recv { source, tag } => match e.raw.wait() {
-            Ok(st) => (recv_status(st), None),
-            Err(x) => {
-                let x = Error::from(x);
-                (failed_status(source, tag, &x), Some(x))
-            }
-        },
+    if let ReqKind::ProcNull = e.kind {
+        return (Status::proc_null(), None);
     }
+    outcome_of(e.kind, e.raw.wait())
 }
 
 /// True if `e` has completed (without making progress).
 fn done(e: &ReqEntry) -> bool {
     e.outcome.is_some() || e.raw.is_done()
+}
+
+/// Completes request `h` inside the state's borrow if that is safe: it has
+/// completed already and has no [`After`] hook (so nothing runs that could
+/// call MPI: no progress, no user function). One lookup, no move of the
+/// entry to a caller; `None` (the request untouched) otherwise.
+#[inline]
+fn quick(st: &mut state::State, h: Handle) -> Option<(Status, Option<Error>)> {
+    let e = st.reqs.get_mut(&h)?;
+    if e.after.is_some() {
+        return None;
+    }
+    let r = match e.outcome.take() {
+        Some(o) => *o,
+        None => {
+            let r = e.raw.try_take()?;
+            outcome_of(e.kind, r)
+        }
+    };
+    st.reqs.remove(&h);
+    Some(r)
+}
+
+/// The status and error of a request of `kind` whose transfers ended with `r`.
+#[inline]
+fn outcome_of(kind: ReqKind, r: dos::Result<dos::Status>) -> (Status, Option<Error>) {
+    match (kind, r) {
+        (ReqKind::ProcNull, _) => (Status::proc_null(), None),
+        (ReqKind::Send | ReqKind::Coll, Ok(_)) => (Status::empty(), None),
+        (ReqKind::Send | ReqKind::Coll, Err(x)) => {
+            let x = Error::from(x);
+            (
+                Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0),
+                Some(x),
+            )
+        }
+        (ReqKind::Recv { .. }, Ok(st)) => (recv_status(st), None),
+        (ReqKind::Recv { source, tag }, Err(x)) => {
+            let x = Error::from(x);
+            (failed_status(source, tag, &x), Some(x))
+        }
+    }
 }
 
 /// Makes progress once, outside the state's borrow: progress may run a
@@ -210,7 +236,16 @@ unsafe fn finish_one(req: *mut Handle, wait: bool) -> R<Option<(Status, Option<E
 mpi_fn! {
     /// Waits for a request; sets it to `MPI_REQUEST_NULL`.
     fn MPI_Wait / PMPI_Wait(request: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
-        let mut one = [read(request, "request")?];
+        let h = read(request, "request")?;
+        if !is_persistent(h) && h != abi::REQUEST_NULL {
+            // Completed already: in one visit to the state.
+            if let Some((st, e)) = state::with(|st| Ok(quick(st, h)))? {
+                *request = abi::REQUEST_NULL;
+                set_status(status, st);
+                return e.map_or(Ok(()), Err);
+            }
+        }
+        let mut one = [h];
         let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), true));
         out(request, one[0], "request")?;
         let (st, e) = r?.unwrap_or((Status::empty(), None));
@@ -225,7 +260,17 @@ mpi_fn! {
         if flag.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for flag"));
         }
-        let mut one = [read(request, "request")?];
+        let h = read(request, "request")?;
+        if !is_persistent(h) && h != abi::REQUEST_NULL {
+            // Completed already: in one visit to the state.
+            if let Some((st, e)) = state::with(|st| Ok(quick(st, h)))? {
+                *request = abi::REQUEST_NULL;
+                out(flag, 1, "flag")?;
+                set_status(status, st);
+                return e.map_or(Ok(()), Err);
+            }
+        }
+        let mut one = [h];
         let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), false));
         out(request, one[0], "request")?;
         match r? {
@@ -239,10 +284,10 @@ mpi_fn! {
     }
 }
 
-thread_local! {
-    /// The entries `complete_all` takes out of the table, reused.
-    static SCRATCH: std::cell::Cell<Vec<Option<ReqEntry>>> = const { std::cell::Cell::new(Vec::new()) };
-}
+/// The entries `complete_all` takes out of the table (with their index),
+/// kept between calls (no allocation per call; taken, so that a call from
+/// inside, by a hook, finds it empty and makes its own).
+static SCRATCH: state::Local<Vec<(usize, ReqEntry)>> = state::Local::new(Vec::new());
 
 /// Completes all of `reqs` (they have completed, or `wait`); fills the
 /// statuses; `MPI_ERR_IN_STATUS` if one failed (its own class when the
@@ -254,7 +299,12 @@ unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
     // Every entry out of the table in one visit to the state (an invalid
     // handle fails the call before any request is taken).
     // The entries go to a vector kept between calls (no allocation per call).
-    let mut entries = SCRATCH.take();
+    // Those completed already (and without a hook) are completed in the same
+    // visit, their entries never leaving the table; only the others go to
+    // the vector, to be waited for outside the state's borrow.
+    let mut first: Option<Error> = None;
+    let mut any = false;
+    let mut entries = SCRATCH.with(std::mem::take).unwrap_or_default();
     entries.clear();
     state::with(|st| {
         if let Some(h) = reqs
@@ -266,17 +316,38 @@ unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
                 format!("invalid request handle {h:#x}"),
             ));
         }
-        entries.extend(reqs.iter().map(|h| st.reqs.remove(h)));
+        for (i, h) in reqs.iter_mut().enumerate() {
+            if *h == abi::REQUEST_NULL {
+                // SAFETY: the caller's contract.
+                unsafe { set_nth(statuses, i, Status::empty()) };
+                continue;
+            }
+            match quick(st, *h) {
+                Some((s, e)) => {
+                    *h = abi::REQUEST_NULL;
+                    // SAFETY: the caller's contract.
+                    unsafe { set_nth(statuses, i, s) };
+                    if let Some(e) = e {
+                        any = true;
+                        first.get_or_insert(e);
+                    }
+                }
+                None => match st.reqs.remove(h) {
+                    Some(e) => entries.push((i, e)),
+                    // The same handle twice (erroneous): done at its first.
+                    None => {
+                        *h = abi::REQUEST_NULL;
+                        // SAFETY: the caller's contract.
+                        unsafe { set_nth(statuses, i, Status::empty()) };
+                    }
+                },
+            }
+        }
         Ok(())
     })?;
-    let mut first: Option<Error> = None;
-    let mut any = false;
-    for (i, (h, e)) in reqs.iter_mut().zip(entries.iter_mut()).enumerate() {
-        *h = abi::REQUEST_NULL;
-        let (st, e) = match e.take() {
-            None => (Status::empty(), None),
-            Some(e) => complete(e),
-        };
+    for (i, e) in entries.drain(..) {
+        reqs[i] = abi::REQUEST_NULL;
+        let (st, e) = complete(e);
         // SAFETY: the caller's contract.
         unsafe { set_nth(statuses, i, st) };
         if let Some(e) = e {
@@ -284,8 +355,11 @@ unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
             first.get_or_insert(e);
         }
     }
-    entries.clear();
-    SCRATCH.set(entries);
+    let _ = SCRATCH.with(|v| {
+        if v.capacity() < entries.capacity() {
+            *v = entries;
+        }
+    });
     match first {
         None => Ok(()),
         Some(e) if statuses.is_null() || !any => Err(e),

@@ -21,7 +21,6 @@
 //! Errors go to the window's error handler (`MPI_Win_set_errhandler`;
 //! `MPI_ERRORS_ARE_FATAL` by default, as the standard says).
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use crate::datatype::{self, Elem, Layout};
 use crate::dtype::Type;
 use crate::error::{err, Error, R};
 use crate::ptr::out;
-use crate::state::{self, Table};
+use crate::state::{self, Local, Table};
 
 /// `MPI_WIN_NULL`.
 pub(crate) const WIN_NULL: Handle = 0x110;
@@ -105,24 +104,22 @@ pub(crate) struct Win {
     dyn_keys: Option<Vec<u64>>,
 }
 
-thread_local! {
-    static WINS: RefCell<Table<Win>> = RefCell::new(Table::new(&[], WIN_BASE));
-}
+/// The windows (reached only on MPI's thread, as the state).
+static WINS: Local<Table<Win>> = Local::new(Table::empty(WIN_BASE));
 
 /// Runs `f` on window `h`.
 #[inline]
 fn with<T>(h: Handle, f: impl FnOnce(&mut Win) -> R<T>) -> R<T> {
     // The table is this thread's and emptied at MPI_Finalize: a window found
     // means MPI is running on this thread.
-    WINS.with(|t| {
-        let mut t = t
-            .try_borrow_mut()
-            .map_err(|_| err(abi::ERR_OTHER, "MPI called from inside MPI"))?;
-        match t.get_mut(&h) {
-            Some(w) => f(w),
-            None => Err(no_window(h)),
+    match WINS.with(|t| t.get_mut(&h).map(f)) {
+        Some(Some(r)) => r,
+        Some(None) => Err(no_window(h)),
+        None if state::on_mpi_thread() => {
+            Err(err(abi::ERR_OTHER, "MPI called from inside MPI"))
         }
-    })
+        None => Err(no_window(h)),
+    }
 }
 
 /// The error for handle `h`, which names no window of this thread.
@@ -141,7 +138,7 @@ fn no_window(h: Handle) -> Error {
 
 /// The error handler of window `h`, if it is one.
 fn errhandler_of(h: Handle) -> Option<Handle> {
-    WINS.with(|t| t.try_borrow().ok()?.get(&h).map(|w| w.errhandler))
+    WINS.with(|t| t.get(&h).map(|w| w.errhandler)).flatten()
 }
 
 /// Invokes the error handler of window `win` on `e` (that of
@@ -169,11 +166,7 @@ fn fatal(func: &str, e: &Error) -> ! {
 /// Drops the windows the program did not free (at `MPI_Finalize`, before
 /// dos leaves the job).
 pub(crate) fn forget_all() {
-    WINS.with(|t| {
-        if let Ok(mut t) = t.try_borrow_mut() {
-            t.drain().for_each(drop);
-        }
-    });
+    WINS.with(|t| t.drain().for_each(drop));
 }
 
 /// Defines `PMPI_X`, whose errors go to the handler of the window given
@@ -281,7 +274,9 @@ unsafe fn register(
         },
         dyn_keys: None,
     };
-    let h = WINS.with(|t| t.borrow_mut().insert(w));
+    let h = WINS
+        .with(|t| t.insert(w))
+        .ok_or_else(|| err(abi::ERR_OTHER, "MPI called from inside MPI"))?;
     // SAFETY: the caller's contract.
     unsafe { out(out_win, h, "win") }
 }
@@ -407,7 +402,10 @@ win_fn! {
             }
             Ok(())
         })?;
-        let w = WINS.with(|t| t.borrow_mut().remove(&h)).expect("checked above");
+        let w = WINS
+        .with(|t| t.remove(&h))
+        .flatten()
+        .ok_or_else(|| err(ERR_WIN, format!("invalid window handle {h:#x}")))?;
         *win = WIN_NULL;
         let key = w.dyn_keys.as_ref().map(|k| k[w.comm.rank()]);
         let r = w.win.free().map_err(derr);
