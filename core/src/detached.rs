@@ -171,6 +171,17 @@ impl DetachedRequest {
         Some(r)
     }
 
+    /// Waits (making progress, spinning then sleeping) until the request
+    /// has completed, without taking its result: [`DetachedRequest::try_take`]
+    /// then returns it. An error means a peer failed and the request will
+    /// not complete.
+    pub fn wait_done(&self) -> Result<()> {
+        match &self.inner {
+            None => Ok(()),
+            Some((eng, id)) => eng.enter().wait_until(|e| e.is_done(*id)),
+        }
+    }
+
     /// Makes progress once and tells whether the request has completed;
     /// [`DetachedRequest::wait`] then returns at once.
     pub fn test(&self) -> bool {

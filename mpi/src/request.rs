@@ -238,12 +238,20 @@ mpi_fn! {
     fn MPI_Wait / PMPI_Wait(request: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
         let h = read(request, "request")?;
         if !is_persistent(h) && h != abi::REQUEST_NULL {
-            // Completed already: in one visit to the state.
+            // Completed already: in one visit to the state; else waited
+            // for in the table.
             if let Some((st, e)) = state::with(|st| Ok(quick(st, h)))? {
                 *request = abi::REQUEST_NULL;
                 set_status(status, st);
                 return e.map_or(Ok(()), Err);
             }
+            let mut one = [h];
+            let mut st = Status::empty();
+            let r = complete_list(&mut one, &mut st);
+            *request = one[0];
+            let e = r?;
+            set_status(status, st);
+            return e.map_or(Ok(()), Err);
         }
         let mut one = [h];
         let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), true));
@@ -284,90 +292,128 @@ mpi_fn! {
     }
 }
 
-/// The entries `complete_all` takes out of the table (with their index),
-/// kept between calls (no allocation per call; taken, so that a call from
-/// inside, by a hook, finds it empty and makes its own).
-static SCRATCH: state::Local<Vec<(usize, ReqEntry)>> = state::Local::new(Vec::new());
-
 /// Completes all of `reqs` (they have completed, or `wait`); fills the
 /// statuses; `MPI_ERR_IN_STATUS` if one failed (its own class when the
 /// statuses are ignored).
 ///
+/// The entries stay in the table: one that has completed is completed there
+/// ([`quick`]); for one that has not, only its dos request leaves the table
+/// while this waits for it outside the state's borrow (progress may run a
+/// nonblocking collective's user operation, which may call MPI), and the
+/// entry is completed when it is back. Entries with an [`After`] hook are
+/// taken out and completed as before.
+///
 /// # Safety
 /// `statuses` null or valid for `reqs.len()` statuses.
 unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
-    // Every entry out of the table in one visit to the state (an invalid
-    // handle fails the call before any request is taken).
-    // The entries go to a vector kept between calls (no allocation per call).
-    // Those completed already (and without a hook) are completed in the same
-    // visit, their entries never leaving the table; only the others go to
-    // the vector, to be waited for outside the state's borrow.
-    let mut first: Option<Error> = None;
-    let mut any = false;
-    let mut entries = SCRATCH.with(std::mem::take).unwrap_or_default();
-    entries.clear();
-    state::with(|st| {
-        if let Some(h) = reqs
-            .iter()
-            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
-        {
-            return Err(err(
-                abi::ERR_REQUEST,
-                format!("invalid request handle {h:#x}"),
-            ));
-        }
-        for (i, h) in reqs.iter_mut().enumerate() {
-            if *h == abi::REQUEST_NULL {
-                // SAFETY: the caller's contract.
-                unsafe { set_nth(statuses, i, Status::empty()) };
-                continue;
-            }
-            match quick(st, *h) {
-                Some((s, e)) => {
-                    *h = abi::REQUEST_NULL;
-                    // SAFETY: the caller's contract.
-                    unsafe { set_nth(statuses, i, s) };
-                    if let Some(e) = e {
-                        any = true;
-                        first.get_or_insert(e);
-                    }
-                }
-                None => match st.reqs.remove(h) {
-                    Some(e) => entries.push((i, e)),
-                    // The same handle twice (erroneous): done at its first.
-                    None => {
-                        *h = abi::REQUEST_NULL;
-                        // SAFETY: the caller's contract.
-                        unsafe { set_nth(statuses, i, Status::empty()) };
-                    }
-                },
-            }
-        }
-        Ok(())
-    })?;
-    for (i, e) in entries.drain(..) {
-        reqs[i] = abi::REQUEST_NULL;
-        let (st, e) = complete(e);
-        // SAFETY: the caller's contract.
-        unsafe { set_nth(statuses, i, st) };
-        if let Some(e) = e {
-            any = true;
-            first.get_or_insert(e);
-        }
-    }
-    let _ = SCRATCH.with(|v| {
-        if v.capacity() < entries.capacity() {
-            *v = entries;
-        }
-    });
-    match first {
+    // SAFETY: the caller's contract.
+    match unsafe { complete_list(reqs, statuses)? } {
         None => Ok(()),
-        Some(e) if statuses.is_null() || !any => Err(e),
+        Some(e) if statuses.is_null() => Err(e),
         Some(e) => Err(err(
             abi::ERR_IN_STATUS,
             format!("a request failed: {}", e.msg),
         )),
     }
+}
+
+/// [`complete_all`] but for its result: `Err` for an invalid handle (no
+/// request completed), else the first request's error, if one failed.
+///
+/// # Safety
+/// As [`complete_all`].
+unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<Error>> {
+    let mut first: Option<Error> = None;
+    let mut note = |i: usize, s: Status, e: Option<Error>| {
+        // SAFETY: the caller's contract.
+        unsafe { set_nth(statuses, i, s) };
+        if let Some(e) = e {
+            first.get_or_insert(e);
+        }
+    };
+    // An invalid handle fails the call before any request is completed.
+    state::with(|st| {
+        match reqs
+            .iter()
+            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
+        {
+            Some(h) => Err(err(
+                abi::ERR_REQUEST,
+                format!("invalid request handle {h:#x}"),
+            )),
+            None => Ok(()),
+        }
+    })?;
+    for i in 0..reqs.len() {
+        let h = reqs[i];
+        if h == abi::REQUEST_NULL {
+            note(i, Status::empty(), None);
+            continue;
+        }
+        loop {
+            // Completed already (the common case once a first wait has
+            // made progress for all): in one visit; else its dos request
+            // out, to wait for.
+            let step = state::with(|st| {
+                if let Some(r) = quick(st, h) {
+                    return Ok(Step::Done(r));
+                }
+                Ok(match st.reqs.get_mut(&h) {
+                    // The same handle twice (erroneous): done at its first.
+                    None => Step::Done((Status::empty(), None)),
+                    Some(e) if e.after.is_some() => Step::Hook(st.reqs.remove(&h)),
+                    Some(e) => Step::Wait(std::mem::replace(
+                        &mut e.raw,
+                        DetachedRequest::completed(),
+                    )),
+                })
+            })?;
+            match step {
+                Step::Done((s, e)) => {
+                    note(i, s, e);
+                    break;
+                }
+                Step::Hook(e) => {
+                    let (s, e) = e.map_or((Status::empty(), None), complete);
+                    note(i, s, e);
+                    break;
+                }
+                Step::Wait(raw) => {
+                    let failed = raw.wait_done().is_err();
+                    state::with(|st| {
+                        match st.reqs.get_mut(&h) {
+                            Some(e) => e.raw = raw,
+                            // Freed meanwhile (by a user operation): let it
+                            // finish in the background.
+                            None => st.detached.push((raw, Vec::new())),
+                        }
+                        Ok(())
+                    })?;
+                    if failed {
+                        // It will not complete (a peer failed): completed as
+                        // the general path does, which reports the error.
+                        let e = state::with(|st| Ok(st.reqs.remove(&h)))?;
+                        let (s, e) = e.map_or((Status::empty(), None), complete);
+                        note(i, s, e);
+                        break;
+                    }
+                    // Complete now: the next turn takes it.
+                }
+            }
+        }
+        reqs[i] = abi::REQUEST_NULL;
+    }
+    Ok(first)
+}
+
+/// What [`complete_all`] does next with one request.
+enum Step {
+    /// Completed, with its status and error.
+    Done((Status, Option<Error>)),
+    /// One with a hook, taken out of the table (`None`: gone meanwhile).
+    Hook(Option<ReqEntry>),
+    /// Not complete: its dos request, to wait for.
+    Wait(DetachedRequest),
 }
 
 mpi_fn! {

@@ -623,6 +623,16 @@ win_fn! {
 
 /// Flushes `rank` (`None`: all) inside a passive-target epoch.
 fn flush(win: Handle, rank: Option<c_int>) -> R<()> {
+    if let Some(r) = rank.and_then(|r| usize::try_from(r).ok()) {
+        // The common case, a locked target, without building a result.
+        let done = WINS.with(|t| {
+            let w = t.get_mut(&win)?;
+            (w.epochs.lock_all || *w.epochs.locks.get(r)?).then(|| w.win.flush(r))
+        });
+        if let Some(Some(x)) = done {
+            return x.map_err(derr);
+        }
+    }
     with(win, |w| match rank {
         Some(r) if r == abi::PROC_NULL => Ok(()),
         Some(r) => {
@@ -923,6 +933,45 @@ fn mismatch(a: usize, b: usize) -> Error {
     )
 }
 
+/// `MPI_Put` of `count` elements of predefined type `dt` on both sides to a
+/// window of memory mapped from its target (`Win_allocate`, `_shared`)
+/// inside an epoch that reaches `rank`, within the target's part: straight
+/// to dos's [`Window::put`], its result. `None` if any of that does not hold
+/// (the general path then checks again and reports what is wrong).
+///
+/// # Safety
+/// `origin` (not null) valid for `count` elements of `dt`.
+#[inline]
+unsafe fn put_fast(
+    origin: *const c_void,
+    count: c_int,
+    dt: Handle,
+    rank: c_int,
+    disp: isize,
+    win: Handle,
+) -> Option<dos::Result<()>> {
+    let size = datatype::predefined(dt)?.size;
+    let n = (count as usize).checked_mul(size)?;
+    let r = usize::try_from(rank).ok()?;
+    let disp = usize::try_from(disp).ok()?;
+    WINS.with(|t| {
+        let w = t.get_mut(&win)?;
+        let e = &w.epochs;
+        let open = *e.locks.get(r)? || e.lock_all || e.fence;
+        if w.dyn_keys.is_some() || !open {
+            return None;
+        }
+        let at = disp.checked_mul(*w.units.get(r)?)?;
+        if at.checked_add(n)? > *w.sizes.get(r)? {
+            return None;
+        }
+        // SAFETY: the caller's contract: `count` elements of `dt`.
+        let data = unsafe { std::slice::from_raw_parts(origin as *const u8, n) };
+        Some(w.win.put(data, r, at))
+    })
+    .flatten()
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn put(
     origin: *const c_void,
@@ -934,7 +983,12 @@ unsafe fn put(
     ttype: Handle,
     win: Handle,
 ) -> R<()> {
-    if otype == ttype && ocount == tcount && ocount > 0 {
+    if otype == ttype && ocount == tcount && ocount > 0 && !origin.is_null() {
+        // The fastest case: every check passes without building a result.
+        // SAFETY: the caller's contract; `origin` is not null.
+        if let Some(r) = unsafe { put_fast(origin, ocount, otype, rank, disp, win) } {
+            return r.map_err(derr);
+        }
         if let Some(p) = datatype::predefined(otype) {
             // The common case: one run of a predefined type on both sides.
             let n = (ocount as usize)
