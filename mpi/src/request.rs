@@ -362,10 +362,9 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
                     // The same handle twice (erroneous): done at its first.
                     None => Step::Done((Status::empty(), None)),
                     Some(e) if e.after.is_some() => Step::Hook(st.reqs.remove(&h)),
-                    Some(e) => Step::Wait(std::mem::replace(
-                        &mut e.raw,
-                        DetachedRequest::completed(),
-                    )),
+                    Some(e) => {
+                        Step::Wait(std::mem::replace(&mut e.raw, DetachedRequest::completed()))
+                    }
                 })
             })?;
             match step {

@@ -115,9 +115,7 @@ fn with<T>(h: Handle, f: impl FnOnce(&mut Win) -> R<T>) -> R<T> {
     match WINS.with(|t| t.get_mut(&h).map(f)) {
         Some(Some(r)) => r,
         Some(None) => Err(no_window(h)),
-        None if state::on_mpi_thread() => {
-            Err(err(abi::ERR_OTHER, "MPI called from inside MPI"))
-        }
+        None if state::on_mpi_thread() => Err(err(abi::ERR_OTHER, "MPI called from inside MPI")),
         None => Err(no_window(h)),
     }
 }
