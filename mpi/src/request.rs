@@ -344,8 +344,8 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
             None => Ok(()),
         }
     })?;
-    for i in 0..reqs.len() {
-        let h = reqs[i];
+    for (i, slot) in reqs.iter_mut().enumerate() {
+        let h = *slot;
         if h == abi::REQUEST_NULL {
             note(i, Status::empty(), None);
             continue;
@@ -400,7 +400,7 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
                 }
             }
         }
-        reqs[i] = abi::REQUEST_NULL;
+        *slot = abi::REQUEST_NULL;
     }
     Ok(first)
 }

@@ -10,7 +10,7 @@
 //! Why not a `thread_local!`: in a shared library (libmpi.so) every visit to
 //! thread-local storage goes through `__tls_get_addr` and the key's
 //! registration check, some 30 instructions, and a small-message `MPI_Isend`
-//! + `MPI_Wait` visits the state several times. A [`Local`] costs a compare
+//! and its `MPI_Wait` visit the state several times. A [`Local`] costs a compare
 //! of `pthread_self()` (one load from the thread pointer) and a flag.
 
 use std::cell::{Cell, UnsafeCell};
