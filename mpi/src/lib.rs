@@ -456,7 +456,16 @@
 //! entry smaller and `MPI_Waitall` allocation-free (callgrind, a rank
 //! sending to itself, inclusive of dos: 790 to 753 instructions per request
 //! in `Waitall`, 548 to 480 per `MPI_Wait`); small-message bandwidth is
-//! still about half of native (CONFORMANCE.md). Every exported function is written once
+//! still about half of native (CONFORMANCE.md). Session 9 took the state
+//! and the window table out of thread-local storage (a process-wide cell
+//! reached by the `MPI_Init` thread only, `state::Local`), completes
+//! requests that have finished inside the table (`Wait`, `Test`,
+//! `Waitall`: no move of the entry, one engine entry through
+//! `DetachedRequest::try_take`), waits for the others with only their dos
+//! request out of the table, and sends a put of one predefined type inside
+//! a lock, and its flush, straight to dos's window; the counts before and
+//! after are in BENCHMARKS.md ("The C layer's hot path",
+//! `mpi/bench/callgrind.sh`). Every exported function is written once
 //! as `PMPI_X`, and `MPI_X` forwards to it (the profiling interface: a tool
 //! may define its own `MPI_X` and call `PMPI_X`).
 #![allow(unused_unsafe)]

@@ -66,31 +66,57 @@ fn complete_raw(e: ReqEntry) -> (Status, Option<Error>) {
     if let Some(o) = e.outcome {
         return *o;
     }
-    match e.kind {
-        ReqKind::ProcNull => (Status::proc_null(), None),
-        ReqKind::Send | ReqKind::Coll => match e.raw.wait() {
-            Ok(_) => (Status::empty(), None),
-            Err(x) => {
-                let x = Error::from(x);
-                (
-                    Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0),
-                    Some(x),
-                )
-            }
-        },
-        ReqKind::Recv { source, tag } => match e.raw.wait() {
-            Ok(st) => (recv_status(st), None),
-            Err(x) => {
-                let x = Error::from(x);
-                (failed_status(source, tag, &x), Some(x))
-            }
-        },
+    if let ReqKind::ProcNull = e.kind {
+        return (Status::proc_null(), None);
     }
+    outcome_of(e.kind, e.raw.wait())
 }
 
 /// True if `e` has completed (without making progress).
 fn done(e: &ReqEntry) -> bool {
     e.outcome.is_some() || e.raw.is_done()
+}
+
+/// Completes request `h` inside the state's borrow if that is safe: it has
+/// completed already and has no [`After`] hook (so nothing runs that could
+/// call MPI: no progress, no user function). One lookup, no move of the
+/// entry to a caller; `None` (the request untouched) otherwise.
+#[inline]
+fn quick(st: &mut state::State, h: Handle) -> Option<(Status, Option<Error>)> {
+    let e = st.reqs.get_mut(&h)?;
+    if e.after.is_some() {
+        return None;
+    }
+    let r = match e.outcome.take() {
+        Some(o) => *o,
+        None => {
+            let r = e.raw.try_take()?;
+            outcome_of(e.kind, r)
+        }
+    };
+    st.reqs.remove(&h);
+    Some(r)
+}
+
+/// The status and error of a request of `kind` whose transfers ended with `r`.
+#[inline]
+fn outcome_of(kind: ReqKind, r: dos::Result<dos::Status>) -> (Status, Option<Error>) {
+    match (kind, r) {
+        (ReqKind::ProcNull, _) => (Status::proc_null(), None),
+        (ReqKind::Send | ReqKind::Coll, Ok(_)) => (Status::empty(), None),
+        (ReqKind::Send | ReqKind::Coll, Err(x)) => {
+            let x = Error::from(x);
+            (
+                Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0),
+                Some(x),
+            )
+        }
+        (ReqKind::Recv { .. }, Ok(st)) => (recv_status(st), None),
+        (ReqKind::Recv { source, tag }, Err(x)) => {
+            let x = Error::from(x);
+            (failed_status(source, tag, &x), Some(x))
+        }
+    }
 }
 
 /// Makes progress once, outside the state's borrow: progress may run a
@@ -210,7 +236,24 @@ unsafe fn finish_one(req: *mut Handle, wait: bool) -> R<Option<(Status, Option<E
 mpi_fn! {
     /// Waits for a request; sets it to `MPI_REQUEST_NULL`.
     fn MPI_Wait / PMPI_Wait(request: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
-        let mut one = [read(request, "request")?];
+        let h = read(request, "request")?;
+        if !is_persistent(h) && h != abi::REQUEST_NULL {
+            // Completed already: in one visit to the state; else waited
+            // for in the table.
+            if let Some((st, e)) = state::with(|st| Ok(quick(st, h)))? {
+                *request = abi::REQUEST_NULL;
+                set_status(status, st);
+                return e.map_or(Ok(()), Err);
+            }
+            let mut one = [h];
+            let mut st = Status::empty();
+            let r = complete_list(&mut one, &mut st);
+            *request = one[0];
+            let e = r?;
+            set_status(status, st);
+            return e.map_or(Ok(()), Err);
+        }
+        let mut one = [h];
         let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), true));
         out(request, one[0], "request")?;
         let (st, e) = r?.unwrap_or((Status::empty(), None));
@@ -225,7 +268,17 @@ mpi_fn! {
         if flag.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for flag"));
         }
-        let mut one = [read(request, "request")?];
+        let h = read(request, "request")?;
+        if !is_persistent(h) && h != abi::REQUEST_NULL {
+            // Completed already: in one visit to the state.
+            if let Some((st, e)) = state::with(|st| Ok(quick(st, h)))? {
+                *request = abi::REQUEST_NULL;
+                out(flag, 1, "flag")?;
+                set_status(status, st);
+                return e.map_or(Ok(()), Err);
+            }
+        }
+        let mut one = [h];
         let r = around(&mut one, |a| finish_one(a.as_mut_ptr(), false));
         out(request, one[0], "request")?;
         match r? {
@@ -239,61 +292,127 @@ mpi_fn! {
     }
 }
 
-thread_local! {
-    /// The entries `complete_all` takes out of the table, reused.
-    static SCRATCH: std::cell::Cell<Vec<Option<ReqEntry>>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
 /// Completes all of `reqs` (they have completed, or `wait`); fills the
 /// statuses; `MPI_ERR_IN_STATUS` if one failed (its own class when the
 /// statuses are ignored).
 ///
+/// The entries stay in the table: one that has completed is completed there
+/// ([`quick`]); for one that has not, only its dos request leaves the table
+/// while this waits for it outside the state's borrow (progress may run a
+/// nonblocking collective's user operation, which may call MPI), and the
+/// entry is completed when it is back. Entries with an [`After`] hook are
+/// taken out and completed as before.
+///
 /// # Safety
 /// `statuses` null or valid for `reqs.len()` statuses.
 unsafe fn complete_all(reqs: &mut [Handle], statuses: *mut Status) -> R<()> {
-    // Every entry out of the table in one visit to the state (an invalid
-    // handle fails the call before any request is taken).
-    // The entries go to a vector kept between calls (no allocation per call).
-    let mut entries = SCRATCH.take();
-    entries.clear();
-    state::with(|st| {
-        if let Some(h) = reqs
-            .iter()
-            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
-        {
-            return Err(err(
-                abi::ERR_REQUEST,
-                format!("invalid request handle {h:#x}"),
-            ));
-        }
-        entries.extend(reqs.iter().map(|h| st.reqs.remove(h)));
-        Ok(())
-    })?;
-    let mut first: Option<Error> = None;
-    let mut any = false;
-    for (i, (h, e)) in reqs.iter_mut().zip(entries.iter_mut()).enumerate() {
-        *h = abi::REQUEST_NULL;
-        let (st, e) = match e.take() {
-            None => (Status::empty(), None),
-            Some(e) => complete(e),
-        };
-        // SAFETY: the caller's contract.
-        unsafe { set_nth(statuses, i, st) };
-        if let Some(e) = e {
-            any = true;
-            first.get_or_insert(e);
-        }
-    }
-    entries.clear();
-    SCRATCH.set(entries);
-    match first {
+    // SAFETY: the caller's contract.
+    match unsafe { complete_list(reqs, statuses)? } {
         None => Ok(()),
-        Some(e) if statuses.is_null() || !any => Err(e),
+        Some(e) if statuses.is_null() => Err(e),
         Some(e) => Err(err(
             abi::ERR_IN_STATUS,
             format!("a request failed: {}", e.msg),
         )),
     }
+}
+
+/// [`complete_all`] but for its result: `Err` for an invalid handle (no
+/// request completed), else the first request's error, if one failed.
+///
+/// # Safety
+/// As [`complete_all`].
+unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<Error>> {
+    let mut first: Option<Error> = None;
+    let mut note = |i: usize, s: Status, e: Option<Error>| {
+        // SAFETY: the caller's contract.
+        unsafe { set_nth(statuses, i, s) };
+        if let Some(e) = e {
+            first.get_or_insert(e);
+        }
+    };
+    // An invalid handle fails the call before any request is completed.
+    state::with(|st| {
+        match reqs
+            .iter()
+            .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
+        {
+            Some(h) => Err(err(
+                abi::ERR_REQUEST,
+                format!("invalid request handle {h:#x}"),
+            )),
+            None => Ok(()),
+        }
+    })?;
+    for (i, slot) in reqs.iter_mut().enumerate() {
+        let h = *slot;
+        if h == abi::REQUEST_NULL {
+            note(i, Status::empty(), None);
+            continue;
+        }
+        loop {
+            // Completed already (the common case once a first wait has
+            // made progress for all): in one visit; else its dos request
+            // out, to wait for.
+            let step = state::with(|st| {
+                if let Some(r) = quick(st, h) {
+                    return Ok(Step::Done(r));
+                }
+                Ok(match st.reqs.get_mut(&h) {
+                    // The same handle twice (erroneous): done at its first.
+                    None => Step::Done((Status::empty(), None)),
+                    Some(e) if e.after.is_some() => Step::Hook(st.reqs.remove(&h)),
+                    Some(e) => {
+                        Step::Wait(std::mem::replace(&mut e.raw, DetachedRequest::completed()))
+                    }
+                })
+            })?;
+            match step {
+                Step::Done((s, e)) => {
+                    note(i, s, e);
+                    break;
+                }
+                Step::Hook(e) => {
+                    let (s, e) = e.map_or((Status::empty(), None), complete);
+                    note(i, s, e);
+                    break;
+                }
+                Step::Wait(raw) => {
+                    let failed = raw.wait_done().is_err();
+                    state::with(|st| {
+                        match st.reqs.get_mut(&h) {
+                            Some(e) => e.raw = raw,
+                            // Freed meanwhile (by a user operation): let it
+                            // finish in the background.
+                            None => st.detached.push((raw, Vec::new())),
+                        }
+                        Ok(())
+                    })?;
+                    if failed {
+                        // It will not complete (a peer failed): completed as
+                        // the general path does, which reports the error.
+                        let e = state::with(|st| Ok(st.reqs.remove(&h)))?;
+                        let (s, e) = e.map_or((Status::empty(), None), complete);
+                        note(i, s, e);
+                        break;
+                    }
+                    // Complete now: the next turn takes it.
+                }
+            }
+        }
+        *slot = abi::REQUEST_NULL;
+    }
+    Ok(first)
+}
+
+/// What [`complete_all`] does next with one request.
+enum Step {
+    /// Completed, with its status and error.
+    Done((Status, Option<Error>)),
+    /// One with a hook, taken out of the table (`None`: gone meanwhile).
+    Hook(Option<ReqEntry>),
+    /// Not complete: its dos request, to wait for.
+    Wait(DetachedRequest),
 }
 
 mpi_fn! {

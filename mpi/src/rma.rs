@@ -21,7 +21,6 @@
 //! Errors go to the window's error handler (`MPI_Win_set_errhandler`;
 //! `MPI_ERRORS_ARE_FATAL` by default, as the standard says).
 
-use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void};
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use crate::datatype::{self, Elem, Layout};
 use crate::dtype::Type;
 use crate::error::{err, Error, R};
 use crate::ptr::out;
-use crate::state::{self, Table};
+use crate::state::{self, Local, Table};
 
 /// `MPI_WIN_NULL`.
 pub(crate) const WIN_NULL: Handle = 0x110;
@@ -105,9 +104,8 @@ pub(crate) struct Win {
     dyn_keys: Option<Vec<u64>>,
 }
 
-thread_local! {
-    static WINS: RefCell<Table<Win>> = RefCell::new(Table::new(&[], WIN_BASE));
-}
+/// The windows (reached only on MPI's thread, as the state).
+static WINS: Local<Table<Win>> = Local::new(Table::empty(WIN_BASE));
 
 /// Runs `f` on window `h`.
 #[inline]
@@ -120,15 +118,12 @@ pub(crate) fn check(h: Handle) -> R<()> {
 fn with<T>(h: Handle, f: impl FnOnce(&mut Win) -> R<T>) -> R<T> {
     // The table is this thread's and emptied at MPI_Finalize: a window found
     // means MPI is running on this thread.
-    WINS.with(|t| {
-        let mut t = t
-            .try_borrow_mut()
-            .map_err(|_| err(abi::ERR_OTHER, "MPI called from inside MPI"))?;
-        match t.get_mut(&h) {
-            Some(w) => f(w),
-            None => Err(no_window(h)),
-        }
-    })
+    match WINS.with(|t| t.get_mut(&h).map(f)) {
+        Some(Some(r)) => r,
+        Some(None) => Err(no_window(h)),
+        None if state::on_mpi_thread() => Err(err(abi::ERR_OTHER, "MPI called from inside MPI")),
+        None => Err(no_window(h)),
+    }
 }
 
 /// The error for handle `h`, which names no window of this thread.
@@ -147,7 +142,7 @@ fn no_window(h: Handle) -> Error {
 
 /// The error handler of window `h`, if it is one.
 fn errhandler_of(h: Handle) -> Option<Handle> {
-    WINS.with(|t| t.try_borrow().ok()?.get(&h).map(|w| w.errhandler))
+    WINS.with(|t| t.get(&h).map(|w| w.errhandler)).flatten()
 }
 
 /// Invokes the error handler of window `win` on `e` (that of
@@ -175,11 +170,7 @@ fn fatal(func: &str, e: &Error) -> ! {
 /// Drops the windows the program did not free (at `MPI_Finalize`, before
 /// dos leaves the job).
 pub(crate) fn forget_all() {
-    WINS.with(|t| {
-        if let Ok(mut t) = t.try_borrow_mut() {
-            t.drain().for_each(drop);
-        }
-    });
+    WINS.with(|t| t.drain().for_each(drop));
 }
 
 /// Defines `PMPI_X`, whose errors go to the handler of the window given
@@ -287,7 +278,9 @@ unsafe fn register(
         },
         dyn_keys: None,
     };
-    let h = WINS.with(|t| t.borrow_mut().insert(w));
+    let h = WINS
+        .with(|t| t.insert(w))
+        .ok_or_else(|| err(abi::ERR_OTHER, "MPI called from inside MPI"))?;
     // SAFETY: the caller's contract.
     unsafe { out(out_win, h, "win") }
 }
@@ -418,7 +411,10 @@ win_fn! {
         })?;
         // The program's attributes go first (their delete callbacks see the window).
         crate::attr::delete_all(crate::attr::Kind::Win, h)?;
-        let w = WINS.with(|t| t.borrow_mut().remove(&h)).expect("checked above");
+        let w = WINS
+        .with(|t| t.remove(&h))
+        .flatten()
+        .ok_or_else(|| err(ERR_WIN, format!("invalid window handle {h:#x}")))?;
         *win = WIN_NULL;
         let key = w.dyn_keys.as_ref().map(|k| k[w.comm.rank()]);
         let r = w.win.free().map_err(derr);
@@ -636,6 +632,16 @@ win_fn! {
 
 /// Flushes `rank` (`None`: all) inside a passive-target epoch.
 fn flush(win: Handle, rank: Option<c_int>) -> R<()> {
+    if let Some(r) = rank.and_then(|r| usize::try_from(r).ok()) {
+        // The common case, a locked target, without building a result.
+        let done = WINS.with(|t| {
+            let w = t.get_mut(&win)?;
+            (w.epochs.lock_all || *w.epochs.locks.get(r)?).then(|| w.win.flush(r))
+        });
+        if let Some(Some(x)) = done {
+            return x.map_err(derr);
+        }
+    }
     with(win, |w| match rank {
         Some(r) if r == abi::PROC_NULL => Ok(()),
         Some(r) => {
@@ -941,6 +947,45 @@ fn mismatch(a: usize, b: usize) -> Error {
     )
 }
 
+/// `MPI_Put` of `count` elements of predefined type `dt` on both sides to a
+/// window of memory mapped from its target (`Win_allocate`, `_shared`)
+/// inside an epoch that reaches `rank`, within the target's part: straight
+/// to dos's [`Window::put`], its result. `None` if any of that does not hold
+/// (the general path then checks again and reports what is wrong).
+///
+/// # Safety
+/// `origin` (not null) valid for `count` elements of `dt`.
+#[inline]
+unsafe fn put_fast(
+    origin: *const c_void,
+    count: c_int,
+    dt: Handle,
+    rank: c_int,
+    disp: isize,
+    win: Handle,
+) -> Option<dos::Result<()>> {
+    let size = datatype::predefined(dt)?.size;
+    let n = (count as usize).checked_mul(size)?;
+    let r = usize::try_from(rank).ok()?;
+    let disp = usize::try_from(disp).ok()?;
+    WINS.with(|t| {
+        let w = t.get_mut(&win)?;
+        let e = &w.epochs;
+        let open = *e.locks.get(r)? || e.lock_all || e.fence;
+        if w.dyn_keys.is_some() || !open {
+            return None;
+        }
+        let at = disp.checked_mul(*w.units.get(r)?)?;
+        if at.checked_add(n)? > *w.sizes.get(r)? {
+            return None;
+        }
+        // SAFETY: the caller's contract: `count` elements of `dt`.
+        let data = unsafe { std::slice::from_raw_parts(origin as *const u8, n) };
+        Some(w.win.put(data, r, at))
+    })
+    .flatten()
+}
+
 #[allow(clippy::too_many_arguments)]
 unsafe fn put(
     origin: *const c_void,
@@ -952,7 +997,12 @@ unsafe fn put(
     ttype: Handle,
     win: Handle,
 ) -> R<()> {
-    if otype == ttype && ocount == tcount && ocount > 0 {
+    if otype == ttype && ocount == tcount && ocount > 0 && !origin.is_null() {
+        // The fastest case: every check passes without building a result.
+        // SAFETY: the caller's contract; `origin` is not null.
+        if let Some(r) = unsafe { put_fast(origin, ocount, otype, rank, disp, win) } {
+            return r.map_err(derr);
+        }
         if let Some(p) = datatype::predefined(otype) {
             // The common case: one run of a predefined type on both sides.
             let n = (ocount as usize)

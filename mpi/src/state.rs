@@ -2,12 +2,19 @@
 //! objects (communicators, requests).
 //!
 //! dos offers `MPI_THREAD_FUNNELED`: one thread calls into MPI. The state
-//! lives in that thread's thread-local storage; the few functions that any
-//! thread may call (`MPI_Initialized`, `MPI_Finalized`, `MPI_Wtime`) read
-//! only process-wide atomics.
+//! is a process-wide [`Local`] that only the thread which called `MPI_Init`
+//! may reach (another thread is told MPI is not running on it); the few
+//! functions that any thread may call (`MPI_Initialized`, `MPI_Finalized`,
+//! `MPI_Wtime`) read only process-wide atomics.
+//!
+//! Why not a `thread_local!`: in a shared library (libmpi.so) every visit to
+//! thread-local storage goes through `__tls_get_addr` and the key's
+//! registration check, some 30 instructions, and a small-message `MPI_Isend`
+//! and its `MPI_Wait` visit the state several times. A [`Local`] costs a compare
+//! of `pthread_self()` (one load from the thread pointer) and a flag.
 
-use std::cell::RefCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::cell::{Cell, UnsafeCell};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use dos::detached::DetachedRequest;
 use dos::Comm;
@@ -86,6 +93,17 @@ impl<T> Table<T> {
         }
     }
 
+    /// A table without fixed handles, usable in a `static`.
+    pub const fn empty(base: Handle) -> Table<T> {
+        Table {
+            items: Vec::new(),
+            free: Vec::new(),
+            fixed: &[],
+            base,
+        }
+    }
+
+    #[inline]
     fn index(&self, h: Handle) -> Option<usize> {
         if let Some(i) = self.fixed.iter().position(|&f| f == h) {
             return Some(i);
@@ -182,9 +200,72 @@ pub(crate) struct State {
     pub main_thread: std::thread::ThreadId,
 }
 
-thread_local! {
-    static STATE: RefCell<Option<State>> = const { RefCell::new(None) };
+/// The thread that called `MPI_Init` (its `pthread_self()`; 0: none yet).
+static OWNER: AtomicUsize = AtomicUsize::new(0);
+
+/// This thread's id as [`OWNER`] keeps it.
+#[inline]
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
 }
+
+/// True if this thread is the one that called `MPI_Init`.
+#[inline]
+pub(crate) fn on_mpi_thread() -> bool {
+    OWNER.load(Ordering::Acquire) == this_thread()
+}
+
+/// A value of the library's that only the thread which called `MPI_Init`
+/// may reach (dos is `MPI_THREAD_FUNNELED`), borrowed by one call at a time:
+/// a cheaper `thread_local!` + `RefCell` (see the [module docs](self)).
+pub(crate) struct Local<T> {
+    busy: Cell<bool>,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: `busy` and `value` are touched only on the thread that called
+// MPI_Init (`on_mpi_thread`, checked by every access below), so never by two
+// threads at once; a thread that gets the id of that thread after it ended
+// finds what it left, as if it were the same thread.
+unsafe impl<T> Sync for Local<T> {}
+
+impl<T> Local<T> {
+    pub const fn new(v: T) -> Local<T> {
+        Local {
+            busy: Cell::new(false),
+            value: UnsafeCell::new(v),
+        }
+    }
+
+    /// Runs `f` on the value; `None` on another thread than MPI's, or while
+    /// the value is borrowed already (a call into MPI from inside MPI).
+    #[inline]
+    pub fn with<U>(&self, f: impl FnOnce(&mut T) -> U) -> Option<U> {
+        if !on_mpi_thread() || self.busy.replace(true) {
+            return None;
+        }
+        struct Release<'a>(&'a Cell<bool>);
+        impl Drop for Release<'_> {
+            #[inline]
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let _release = Release(&self.busy);
+        // SAFETY: on MPI's thread (so no other thread reaches `value`) and
+        // not borrowed (`busy` was false and is true until `_release` drops).
+        Some(f(unsafe { &mut *self.value.get() }))
+    }
+
+    /// True if the value is borrowed (only meaningful on MPI's thread).
+    #[inline]
+    fn busy(&self) -> bool {
+        self.busy.get()
+    }
+}
+
+static STATE: Local<Option<State>> = Local::new(None);
 
 impl State {
     /// Completes what finished among the detached requests.
@@ -196,9 +277,22 @@ impl State {
 
 /// Starts the library: joins the dos job.
 pub(crate) fn init(required: i32) -> R<i32> {
-    if initialized() {
+    if initialized()
+        || OWNER
+            .compare_exchange(0, this_thread(), Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+    {
         return Err(err(abi::ERR_OTHER, "MPI_Init called twice"));
     }
+    let r = init_here(required);
+    if r.is_err() {
+        OWNER.store(0, Ordering::Release);
+    }
+    r
+}
+
+/// [`init`] once this thread is [`OWNER`].
+fn init_here(required: i32) -> R<i32> {
     let world = dos::init()?;
     let me = world.rank();
     let selfc = world
@@ -240,7 +334,9 @@ pub(crate) fn init(required: i32) -> R<i32> {
         thread_level: provided,
         main_thread: std::thread::current().id(),
     };
-    STATE.with(|s| *s.borrow_mut() = Some(st));
+    STATE
+        .with(|s| *s = Some(st))
+        .ok_or_else(|| err(abi::ERR_INTERN, "the state is borrowed during MPI_Init"))?;
     PHASE.store(RUNNING, Ordering::Release);
     Ok(provided)
 }
@@ -254,9 +350,11 @@ pub(crate) fn finalize() -> R<()> {
     }
     crate::attr::clear();
     crate::topo::clear();
+    if on_mpi_thread() && STATE.busy() {
+        return Err(err(abi::ERR_OTHER, "MPI called from inside MPI"));
+    }
     crate::inter::clear();
-    let st = STATE.with(|s| s.borrow_mut().take());
-    let Some(mut st) = st else {
+    let Some(mut st) = STATE.with(|s| s.take()).flatten() else {
         return Err(not_running());
     };
     PHASE.store(AFTER, Ordering::Release);
@@ -294,14 +392,22 @@ fn not_running() -> crate::error::Error {
 }
 
 /// Runs `f` on the state.
+#[inline]
 pub(crate) fn with<T>(f: impl FnOnce(&mut State) -> R<T>) -> R<T> {
-    STATE.with(|s| match s.try_borrow_mut() {
-        Ok(mut g) => match g.as_mut() {
-            Some(st) => f(st),
-            None => Err(not_running()),
-        },
-        Err(_) => Err(err(abi::ERR_OTHER, "MPI called from inside MPI")),
-    })
+    match STATE.with(|s| s.as_mut().map(f)) {
+        Some(Some(r)) => r,
+        _ => Err(refused()),
+    }
+}
+
+/// Why [`with`] could not reach the state.
+#[cold]
+fn refused() -> crate::error::Error {
+    if on_mpi_thread() && STATE.busy() {
+        err(abi::ERR_OTHER, "MPI called from inside MPI")
+    } else {
+        not_running()
+    }
 }
 
 /// The communicator of handle `h` (a cheap clone).
@@ -324,28 +430,29 @@ pub(crate) fn bad_comm(h: Handle) -> crate::error::Error {
 /// The error handler of communicator `h`; that of `MPI_COMM_WORLD` if `h`
 /// is not valid; `MPI_ERRORS_ARE_FATAL` before `MPI_Init`.
 pub(crate) fn errhandler_of(h: Handle) -> Handle {
-    STATE.with(|s| match s.try_borrow() {
-        Ok(g) => match g.as_ref() {
-            Some(st) => st
-                .comms
+    STATE
+        .with(|s| {
+            let st = s.as_ref()?;
+            st.comms
                 .get(&h)
                 .or_else(|| st.comms.get(&abi::COMM_WORLD))
-                .map_or(abi::ERRORS_ARE_FATAL, |e| e.errhandler),
-            None => abi::ERRORS_ARE_FATAL,
-        },
-        Err(_) => abi::ERRORS_ARE_FATAL,
-    })
+                .map(|e| e.errhandler)
+        })
+        .flatten()
+        .unwrap_or(abi::ERRORS_ARE_FATAL)
 }
 
 /// This process's rank in `MPI_COMM_WORLD`, when running.
 pub(crate) fn world_rank() -> Option<usize> {
-    STATE.with(|s| s.try_borrow().ok()?.as_ref().map(|st| st.world.rank()))
+    STATE
+        .with(|s| s.as_ref().map(|st| st.world.rank()))
+        .flatten()
 }
 
 /// Ends the whole job with exit status `code` (`MPI_Abort`, fatal errors).
 pub(crate) fn abort(code: i32, msg: &str) -> ! {
     // Through dos (the launcher learns of the abort) when running.
-    let world = STATE.with(|s| s.try_borrow_mut().ok().and_then(|mut g| g.take()));
+    let world = STATE.with(|s| s.take()).flatten();
     match world {
         Some(st) => st.world.abort(code, msg),
         None => {

@@ -524,3 +524,22 @@ fn intercommunicators_create_merge_split_and_point_to_point() {
 fn intercommunicator_collectives_root_semantics_and_nonblocking_forms() {
     passes("dosmpicc", "inter_coll.c");
 }
+
+#[test]
+fn completed_requests_complete_on_the_fast_path_as_on_the_general_one() {
+    passes("dosmpicc", "fastpath.c");
+}
+
+#[test]
+fn a_second_thread_calling_mpi_is_refused() {
+    let prog = compile_as("dosmpicc", "other_thread.c", "", &["-pthread"]);
+    let j = run(1, &prog, LIMIT);
+    assert!(
+        j.code.is_some_and(|c| c != 0)
+            && j.stdout.contains("MPI_Initialized and MPI_Wtime work")
+            && !j.stdout.contains("not reached")
+            && j.stderr.contains("MPI_Comm_size")
+            && j.stderr.contains("not on this thread"),
+        "a call from another thread\n{j}"
+    );
+}
