@@ -88,6 +88,10 @@ pub struct MountOptions {
     pub attr_timeout: Duration,
     /// Readahead of the mount in KiB (0: leave the kernel's).
     pub readahead_kb: u32,
+    /// The kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): `write(2)`
+    /// returns once the page cache has the bytes. Off by default: it
+    /// breaks close-to-open across clients (see the module docs).
+    pub writeback_cache: bool,
 }
 
 impl Default for MountOptions {
@@ -97,6 +101,7 @@ impl Default for MountOptions {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::ZERO,
             readahead_kb: 4096,
+            writeback_cache: false,
         }
     }
 }
