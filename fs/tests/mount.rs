@@ -75,6 +75,11 @@ impl Mounted {
     /// With `tmpfs_mib`, the targets live on a tmpfs of that size (None if
     /// it cannot be mounted here: not root).
     fn with_targets_on(tag: &str, n: u32, tmpfs_mib: Option<u32>) -> Option<Mounted> {
+        Mounted::with(tag, n, tmpfs_mib, &[])
+    }
+
+    /// As [`Mounted::with_targets_on`], with more `dosfs mount` arguments.
+    fn with(tag: &str, n: u32, tmpfs_mib: Option<u32>, extra: &[&str]) -> Option<Mounted> {
         let dir = std::env::temp_dir().join(format!("dosfs-mount-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("mnt")).unwrap();
@@ -110,13 +115,15 @@ impl Mounted {
             t.to_str().unwrap(),
         ]);
         let log = m.dir.join("mount.log");
-        let out = m.ok(&[
+        let mut args = vec![
             "mount",
             "--daemon",
             "--log",
             log.to_str().unwrap(),
             m.mnt.to_str().unwrap(),
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let out = m.ok(&args);
         // "dosfs: mounted at MNT (pid N, log L)"
         let pid = out
             .split("(pid ")
@@ -751,4 +758,78 @@ fn write_behind_rows_and_rewrites_read_back_exact() {
     let out = m.local("back");
     m.ok(&["cp", ":/d/f", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == want, "cli");
+}
+
+/// The kernel's writeback cache (`mount --writeback-cache`, where the kernel
+/// keeps a cached file's size and ignores the servers'): writes through the
+/// mount (rewrites, a truncate, an append) read back exact through the
+/// mount and the CLI, and close-to-open holds: at its next open the mount
+/// sees a file another client grew, shrank or rewrote at the same size
+/// after the mount had read (cached) it. Without the generation raised at
+/// such an open, the grown file reads short and the shrunk one long.
+#[test]
+fn writeback_cache_keeps_exact_data_and_close_to_open() {
+    use std::os::unix::fs::FileExt;
+    if !fuse_usable() {
+        return;
+    }
+    let m = Mounted::with("wbc", 2, None, &["--writeback-cache"]).unwrap();
+    let cli_in = |data: &[u8], tag: &str| {
+        std::fs::write(m.local(tag), data).unwrap();
+        m.ok(&["cp", m.local(tag).to_str().unwrap(), ":/f"]);
+    };
+    let cli_out = || {
+        let out = m.local("out");
+        let _ = std::fs::remove_file(&out);
+        m.ok(&["cp", ":/f", out.to_str().unwrap()]);
+        std::fs::read(&out).unwrap()
+    };
+    let one = random_bytes((3 << 20) + 7, 20);
+    std::fs::write(m.m("f"), &one).unwrap();
+    assert!(cli_out() == one, "the CLI after a close through the mount");
+    assert!(std::fs::read(m.m("f")).unwrap() == one, "mount");
+    // Another client grows, shrinks, rewrites at the same size.
+    let grown = random_bytes((4 << 20) + 11, 21);
+    cli_in(&grown, "grown");
+    let back = std::fs::read(m.m("f")).unwrap();
+    assert_eq!(back.len(), grown.len(), "grown: size at the next open");
+    assert!(back == grown, "grown: bytes");
+    assert_eq!(
+        std::fs::metadata(m.m("f")).unwrap().len(),
+        grown.len() as u64
+    );
+    let shrunk = random_bytes((1 << 20) + 3, 22);
+    cli_in(&shrunk, "shrunk");
+    let back = std::fs::read(m.m("f")).unwrap();
+    assert_eq!(back.len(), shrunk.len(), "shrunk: size at the next open");
+    assert!(back == shrunk, "shrunk: bytes");
+    let mut same = shrunk.clone();
+    same.iter_mut().step_by(4096).for_each(|b| *b ^= 0x5a);
+    cli_in(&same, "same");
+    assert!(
+        std::fs::read(m.m("f")).unwrap() == same,
+        "same size: stale pages"
+    );
+    // Through the mount: a rewrite inside, a truncate, an append.
+    let mut want = same;
+    {
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(m.m("f"))
+            .unwrap();
+        let patch = random_bytes(300_000, 23);
+        f.write_all_at(&patch, 5000).unwrap();
+        want[5000..5000 + patch.len()].copy_from_slice(&patch);
+        f.set_len(700_001).unwrap();
+        want.truncate(700_001);
+        let tail = random_bytes(2 << 20, 24);
+        f.write_all_at(&tail, 700_001).unwrap();
+        want.extend_from_slice(&tail);
+    }
+    assert!(
+        std::fs::read(m.m("f")).unwrap() == want,
+        "mount after rewrites"
+    );
+    assert!(cli_out() == want, "the CLI after rewrites");
 }

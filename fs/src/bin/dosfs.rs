@@ -188,6 +188,10 @@ enum Cmd {
         /// Readahead of the mount in KiB (root only; 0 keeps the kernel's).
         #[arg(long, default_value_t = 4096)]
         readahead_kb: u32,
+        /// The kernel's writeback cache: faster writes; the kernel keeps
+        /// file sizes (see `dos_fs::mount`).
+        #[arg(long)]
+        writeback_cache: bool,
     },
     /// Unmount a dosfs mount (as fusermount3 -u does).
     Umount {
@@ -275,13 +279,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             log,
             threads,
             readahead_kb,
+            writeback_cache,
         } => {
             let log = log.unwrap_or_else(dos_fs::mount::default_log);
             let exe = std::env::current_exe().context("locate the dosfs binary")?;
-            let args = [
+            let mut args = vec![
                 format!("--threads={threads}"),
                 format!("--readahead-kb={readahead_kb}"),
             ];
+            if writeback_cache {
+                args.push("--writeback-cache".into());
+            }
             let pid = dos_fs::mount::daemon(
                 &exe,
                 &fs_file,
@@ -301,11 +309,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             mountpoint,
             threads,
             readahead_kb,
+            writeback_cache,
             ..
         } => {
             let opts = dos_fs::mount::MountOptions {
                 threads,
                 readahead_kb,
+                writeback_cache,
                 ..Default::default()
             };
             Ok(dos_fs::mount::run(

@@ -61,6 +61,22 @@ struct DirCursor {
     more: bool,
 }
 
+/// With the writeback cache, what the kernel's inode of a file holds: the
+/// kernel then keeps its own size of a cached file and ignores the size in
+/// every reply ([`DosFuse::stale_in_kernel`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct KernelInode {
+    /// The generation given with the file's entries; raised to make the
+    /// kernel drop an inode whose size is stale.
+    gen: u64,
+    /// The size the kernel's inode has: from the entry that made it, then
+    /// this mount's writes and truncates.
+    size: u64,
+    /// The generation was raised and the kernel may still hold the old
+    /// inode: every entry replied may make the new one.
+    pending: bool,
+}
+
 /// The mounted file system.
 #[derive(Debug)]
 pub struct DosFuse {
@@ -69,6 +85,8 @@ pub struct DosFuse {
     names: RwLock<Names>,
     files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
     dirs: Mutex<HashMap<u64, DirCursor>>,
+    /// Files' kernel inodes (writeback-cache mode only).
+    kernel: Mutex<HashMap<u64, KernelInode>>,
     next_fh: AtomicU64,
     uid: u32,
     gid: u32,
@@ -100,6 +118,7 @@ impl DosFuse {
             names: RwLock::new(Names::new()),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
+            kernel: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             uid,
             gid,
@@ -197,9 +216,64 @@ impl DosFuse {
     }
 
     fn entry(&self, parent: u64, name: &OsStr, a: &Attr, reply: ReplyEntry) {
-        self.names_mut()
-            .entered(parent, &name.to_string_lossy(), a.ino);
-        reply.entry(&self.opts.entry_timeout, &self.fattr(a), Generation(0));
+        let fa = self.fattr(a);
+        let gen = self.entered(parent, name, a, fa.size);
+        reply.entry(&self.opts.entry_timeout, &fa, Generation(gen));
+    }
+
+    /// Records that the kernel is handed `a` (of size `size`) as `name`
+    /// in `parent`; gives the generation to reply with.
+    fn entered(&self, parent: u64, name: &OsStr, a: &Attr, size: u64) -> u64 {
+        let mut names = self.names_mut();
+        let fresh = names.lookups(a.ino) == 0;
+        names.entered(parent, &name.to_string_lossy(), a.ino);
+        if !self.opts.writeback_cache || a.kind != Kind::File {
+            return 0;
+        }
+        let mut k = lock(&self.kernel);
+        let e = k.entry(a.ino).or_default();
+        // A new kernel inode takes this size; an inode the kernel already
+        // holds keeps its own.
+        if fresh || e.pending {
+            e.size = size;
+        }
+        e.gen
+    }
+
+    /// Writeback-cache mode: whether the kernel's inode of `a` (no handle
+    /// of this mount has it open) has a size other than the servers'
+    /// (another client wrote or truncated the file). Then its generation
+    /// is raised and the open fails with ESTALE: the kernel looks the name
+    /// up again (`LOOKUP_REVAL`), finds the new generation, drops the old
+    /// inode and makes a new one with the servers' size, and retries the
+    /// open. Once per change: a second mismatch (a race with another
+    /// writer) opens with the kernel's size.
+    fn stale_in_kernel(&self, a: &Attr) -> bool {
+        if !self.opts.writeback_cache || self.file(a.ino).is_some() {
+            return false;
+        }
+        let mut k = lock(&self.kernel);
+        let Some(e) = k.get_mut(&a.ino) else {
+            return false;
+        };
+        if e.size == a.size || e.pending {
+            e.pending = false;
+            return false;
+        }
+        e.gen += 1;
+        e.pending = true;
+        true
+    }
+
+    /// Writeback-cache mode: the kernel's inode of `ino` now has `size`
+    /// (a truncate), or at least `grown` (a write).
+    fn kernel_size(&self, ino: u64, size: Option<u64>, grown: u64) {
+        if !self.opts.writeback_cache {
+            return;
+        }
+        if let Some(e) = lock(&self.kernel).get_mut(&ino) {
+            e.size = size.unwrap_or(e.size).max(grown);
+        }
     }
 
     fn open_file(&self, a: Attr) -> Arc<Mutex<OpenFile>> {
@@ -515,6 +589,11 @@ impl Filesystem for DosFuse {
         // directory's stats are not serialised by FUSE (creates still are,
         // by the VFS's directory lock, as on any file system).
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        if self.opts.writeback_cache {
+            if let Err(e) = config.add_capabilities(fuser::InitFlags::FUSE_WRITEBACK_CACHE) {
+                tracing::warn!(target: "dosfs::mount", "no writeback cache in this kernel ({e:?})");
+            }
+        }
         Ok(())
     }
 
@@ -542,7 +621,11 @@ impl Filesystem for DosFuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.names_mut().forget(ino.0, nlookup);
+        let mut names = self.names_mut();
+        names.forget(ino.0, nlookup);
+        if names.lookups(ino.0) == 0 {
+            lock(&self.kernel).remove(&ino.0);
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -593,6 +676,7 @@ impl Filesystem for DosFuse {
                     g.attr = a;
                 }
                 drop(g);
+                self.kernel_size(ino.0, Some(size), 0);
                 reply.attr(&self.ttl(&a), &self.fattr(&a));
             }
             Err(e) => reply.error(self.fail("truncate", ino.0, &e)),
@@ -685,6 +769,7 @@ impl Filesystem for DosFuse {
         };
         match self.stat_ino(ino.0) {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
+            Ok(a) if self.stale_in_kernel(&a) => reply.error(Errno::ESTALE),
             Ok(a) => {
                 self.open_file(a);
                 reply.opened(FileHandle(ino.0), fopen);
@@ -717,13 +802,13 @@ impl Filesystem for DosFuse {
         match r {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
             Ok(a) => {
-                self.names_mut()
-                    .entered(parent.0, &name.to_string_lossy(), a.ino);
                 self.open_file(a);
+                let fa = self.fattr(&a);
+                let gen = self.entered(parent.0, name, &a, fa.size);
                 reply.created(
                     &self.opts.entry_timeout,
-                    &self.fattr(&a),
-                    Generation(0),
+                    &fa,
+                    Generation(gen),
                     FileHandle(a.ino),
                     FopenFlags::empty(),
                 );
@@ -764,6 +849,7 @@ impl Filesystem for DosFuse {
         let Ok(n) = u32::try_from(data.len()) else {
             return reply.error(Errno::EINVAL);
         };
+        self.kernel_size(ino.0, None, offset + u64::from(n));
         match self.write_inner(ino.0, offset, data) {
             Ok(()) => reply.written(n),
             Err(e) => reply.error(e),

@@ -40,6 +40,27 @@
 //! ([`MountOptions::threads`]), and lookups in one directory run in
 //! parallel (`FUSE_PARALLEL_DIROPS`).
 //!
+//! **Writeback cache** (`dosfs mount --writeback-cache`,
+//! [`MountOptions::writeback_cache`]; off by default). The kernel's
+//! `FUSE_WRITEBACK_CACHE`: `write(2)` returns once the page cache holds the
+//! bytes and the kernel sends them in the background, up to 1 MiB a request
+//! (`max_pages` is capped by the kernel's `fs.fuse.max_pages_limit`, 256
+//! pages), so a program's write no longer waits for a mount thread. Close
+//! (the kernel writes the dirty pages, then FLUSH) and fsync keep their
+//! meaning; a write error (ENOSPC, EIO) comes at close or fsync rather than
+//! at the write. The catch: the kernel then keeps its own size of a cached
+//! file and ignores the size in every reply, so it would not see another
+//! client grow or shrink the file. Close-to-open is kept at `open`: the
+//! mount knows the size the kernel's inode has (from the entry that made
+//! it, then this mount's writes and truncates); when the servers' differs
+//! and no handle of this mount has the file open, the entry's generation
+//! is raised and the open fails with ESTALE, on which the VFS looks the
+//! name up again (`LOOKUP_REVAL`), drops the old inode for one with the
+//! servers' size and retries the open, invisibly to the program. What it
+//! does not cover: `stat` of a cached, unopened file shows the kernel's
+//! size until the next open, and a file this mount holds open keeps its
+//! size while open (as NFS).
+//!
 //! **What is not there.** dosfs keeps no modes, owners or times: files show
 //! 0644 and directories 0755, owned by the user who mounted, with the mount
 //! time as every time; chmod, chown and utimes succeed and change nothing.
@@ -88,6 +109,10 @@ pub struct MountOptions {
     pub attr_timeout: Duration,
     /// Readahead of the mount in KiB (0: leave the kernel's).
     pub readahead_kb: u32,
+    /// The kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): `write(2)`
+    /// returns once the page cache has the bytes. Off by default: it
+    /// breaks close-to-open across clients (see the module docs).
+    pub writeback_cache: bool,
 }
 
 impl Default for MountOptions {
@@ -97,6 +122,7 @@ impl Default for MountOptions {
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::ZERO,
             readahead_kb: 4096,
+            writeback_cache: false,
         }
     }
 }

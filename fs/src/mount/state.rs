@@ -51,6 +51,12 @@ impl Names {
         e.lookups += 1;
     }
 
+    /// The kernel's lookup count of `ino` (0: the kernel holds no inode
+    /// for it, so the next entry replied makes a new one).
+    pub fn lookups(&self, ino: u64) -> u64 {
+        self.map.get(&ino).map_or(0, |e| e.lookups)
+    }
+
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&mut self, ino: u64, n: u64) {
         if let Some(e) = self.map.get_mut(&ino) {
