@@ -551,11 +551,28 @@ fn minloc_maxloc(cfg: Config) {
 
 // ----- across simulated nodes -----
 
+/// Runs every check of `p2pcheck` on `w`, panicking at once on a mismatch.
+///
+/// A rank that returned its error instead would leave the job: its peers
+/// would then wait for it forever in the barrier after the check (a rank of a
+/// thread job cannot be seen to end), and the test would hang where it should
+/// fail. A panic aborts the whole test process instead (see
+/// `dos::testing::run_threads`); the message goes straight to stderr first,
+/// since the test harness's captured output dies with the process.
+fn check_or_fail(w: &dos::World, nodes: &[usize]) -> Result<(), String> {
+    p2pcheck::check_all(w).map_err(|e| {
+        use std::io::Write;
+        let msg = format!("{nodes:?} rank {}: {e}", w.rank());
+        let _ = writeln!(std::io::stderr(), "p2pcheck failed: {msg}");
+        panic!("p2pcheck failed: {msg}")
+    })
+}
+
 #[test]
 fn every_feature_across_nodes() {
     // Shared memory inside a node, TCP between nodes: 2, 3, 4 and 7 ranks.
     for nodes in [&[1usize, 1][..], &[2, 1], &[1, 1, 2], &[3, 2, 2]] {
-        let r = run_cluster(nodes, |w| p2pcheck::check_all(&w));
+        let r = run_cluster(nodes, |w| check_or_fail(&w, nodes));
         for (rank, x) in r.into_iter().enumerate() {
             x.unwrap_or_else(|e| panic!("{nodes:?} rank {rank}: {e}"));
         }
@@ -578,7 +595,7 @@ fn roce() -> Config {
 fn every_feature_across_nodes_over_roce() {
     // The soft-RoCE between nodes: rendezvous by RDMA put into the receiver's buffer.
     for nodes in [&[1usize, 1][..], &[2, 2]] {
-        let r = run_cluster_with(nodes, roce(), |w| p2pcheck::check_all(&w));
+        let r = run_cluster_with(nodes, roce(), |w| check_or_fail(&w, nodes));
         for (rank, x) in r.into_iter().enumerate() {
             x.unwrap_or_else(|e| panic!("{nodes:?} rank {rank}: {e}"));
         }

@@ -54,6 +54,10 @@ impl Engine {
 
     /// Makes progress until `done()` holds: spin, then yield, then block.
     ///
+    /// `done` is called until it first returns true, and never after, so it
+    /// may act on what it finds (as [`crate::Comm::mprobe`]'s takes the
+    /// message it matched).
+    ///
     /// The clock is read only every [`POLLS_PER_CLOCK`] idle polls while
     /// spinning, so a message that arrives quickly costs no clock read at all.
     #[inline]
@@ -86,7 +90,18 @@ impl Engine {
             } else if waited < self.spin + self.yield_for {
                 std::thread::yield_now();
             } else {
-                self.block(&mut || done(self))?;
+                // The transport asks `done` once more before it sleeps. If it
+                // holds then, it must not be asked again: a `done` that takes
+                // what it found (a matched probe takes the message out of the
+                // queue) would take a second one and lose the first.
+                let mut met = false;
+                self.block(&mut || {
+                    met = met || done(self);
+                    met
+                })?;
+                if met {
+                    return Ok(());
+                }
             }
         }
     }
