@@ -413,7 +413,7 @@
 //!   `MPI_T_*` tool functions, ~135 large-count `*_c` forms, the 22 ABI
 //!   handle conversions `MPI_*_toint`/`MPI_*_fromint` (dos has the older
 //!   `*_c2f`/`*_f2c`), `MPI_Abi_get_version`/`MPI_Abi_get_info` and the
-//!   Fortran-info calls, the neighbourhood collectives, sessions,
+//!   Fortran-info calls, sessions,
 //!   partitioned communication, dynamic processes (ports, connect/accept,
 //!   name publishing), generalized requests, `MPI_Status_get_*`/`set_*`,
 //!   the MPI-4.1 buffer calls. A binary calling one fails at load time
