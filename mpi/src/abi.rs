@@ -73,6 +73,7 @@ pub const ERR_PENDING: c_int = 18;
 pub const ERR_IN_STATUS: c_int = 19;
 pub const ERR_KEYVAL: c_int = 36;
 pub const ERR_NO_MEM: c_int = 39;
+pub const ERR_SIZE: c_int = 52;
 pub const ERR_PROC_ABORTED: c_int = 58;
 pub const ERR_UNSUPPORTED_OPERATION: c_int = 55;
 pub const ERR_ERRHANDLER: c_int = 61;
@@ -448,6 +449,7 @@ mod header_check {
             ("MPI_ERR_IN_STATUS", i(ERR_IN_STATUS)),
             ("MPI_ERR_KEYVAL", i(ERR_KEYVAL)),
             ("MPI_ERR_NO_MEM", i(ERR_NO_MEM)),
+            ("MPI_ERR_SIZE", i(ERR_SIZE)),
             ("MPI_ERR_PROC_ABORTED", i(ERR_PROC_ABORTED)),
             (
                 "MPI_ERR_UNSUPPORTED_OPERATION",

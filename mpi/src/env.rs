@@ -153,7 +153,7 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
         }
         let n = usize::try_from(size)
-            .map_err(|_| err(ERR_SIZE, format!("negative size {size}")))?;
+            .map_err(|_| err(abi::ERR_SIZE, format!("negative size {size}")))?;
         // SAFETY: malloc of a positive size (0 asks for one byte, so that
         // the pointer is distinct and can be given to MPI_Free_mem).
         let p = unsafe { libc::malloc(n.max(1)) };
@@ -172,9 +172,6 @@ mpi_fn! {
         Ok(())
     }
 }
-
-/// `MPI_ERR_SIZE`.
-const ERR_SIZE: c_int = 55;
 
 /// The clock's origin: the first call (at `MPI_Init` at the latest).
 fn epoch() -> Instant {

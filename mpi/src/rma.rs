@@ -61,7 +61,7 @@ const ERR_RMA_RANGE: c_int = 48;
 const ERR_RMA_SHARED: c_int = 49;
 const ERR_RMA_SYNC: c_int = 50;
 const ERR_RMA_FLAVOR: c_int = 57;
-const ERR_SIZE: c_int = 52;
+use abi::ERR_SIZE;
 const ERR_WIN: c_int = 56;
 
 /// Attribute values, boxed so that `Win_get_attr` can hand out pointers.
