@@ -133,7 +133,7 @@ install_missing() {
     local pkgs=() p
     if have dpkg-query; then
         for p in openmpi-bin libopenmpi-dev clang libclang-dev jq; do
-            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || pkgs+=("$p")
+            [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *'ok installed'* ]] || pkgs+=("$p")
         done
     else
         have mpirun || pkgs+=(openmpi-bin)
@@ -197,7 +197,7 @@ fi
 
 if [[ -z "${DOSRUN_FLAGS+x}" ]]; then
     DOSRUN_FLAGS=""
-    if ((DOS_OK)) && "$DOSRUN" --help 2>&1 | grep -q -- '--bind-to'; then
+    if ((DOS_OK)) && grep -q -- '--bind-to' < <("$DOSRUN" --help 2>&1); then
         DOSRUN_FLAGS="--bind-to core"
     fi
 fi
@@ -206,7 +206,7 @@ read -r -a MPIRUN_ARGS <<<"${MPIRUN_FLAGS:---mca btl self,vader --bind-to core}"
 # More ranks than cores: no binding, and tell Open MPI it is oversubscribed.
 MPIRUN_OVER=(--mca btl self,vader --bind-to none --oversubscribe)
 DOSRUN_OVER=()
-if ((DOS_OK)) && "$DOSRUN" --help 2>&1 | grep -q -- '--bind-to'; then
+if ((DOS_OK)) && grep -q -- '--bind-to' < <("$DOSRUN" --help 2>&1); then
     DOSRUN_OVER=(--bind-to none)
 fi
 

@@ -133,7 +133,7 @@ host_number() {
         "$NET".*) h=${h#"$NET".} ;;
     esac
     [[ "$h" =~ ^[0-9]+$ ]] && [ "$h" -ge 1 ] && [ "$h" -le "$MAX_HOSTS" ] || die "unknown host: $1"
-    ip netns list 2>/dev/null | awk '{print $1}' | grep -qx "dos-h$h" || die "no such host: $1 (dos-h$h is not up)"
+    grep -qx "dos-h$h" < <(ip netns list 2>/dev/null | awk '{print $1}') || die "no such host: $1 (dos-h$h is not up)"
     echo "$h"
 }
 
@@ -142,7 +142,7 @@ our_sshd() {
     local pid=$1
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     [ -r "/proc/$pid/cmdline" ] || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "-f $STATE/h[0-9]*/sshd_config" || return 1
+    grep -q -- "-f $STATE/h[0-9]*/sshd_config" < <(tr '\0' ' ' <"/proc/$pid/cmdline") || return 1
 }
 
 # Is pid $1 running (a zombie waiting for its reaper is not)?
@@ -392,7 +392,7 @@ our_slurm() {
     local pid=$1
     [[ "$pid" =~ ^[0-9]+$ ]] || return 1
     [ -r "/proc/$pid/environ" ] || return 1
-    tr '\0' '\n' <"/proc/$pid/environ" | grep -qx "SLURM_CONF=$STATE/slurm/slurm.conf" || return 1
+    grep -qx "SLURM_CONF=$STATE/slurm/slurm.conf" < <(tr '\0' '\n' <"/proc/$pid/environ") || return 1
 }
 
 slurm_down() {
@@ -507,7 +507,7 @@ loss_of() {
     local rules
     rules=$(ip netns exec "$1" nft list table netdev dos_loss 2>/dev/null || true)
     p=$(echo "$rules" | grep -o 'mod 100 < [0-9]*' | head -1 | awk '{print $4}' || true)
-    if [ -z "$p" ] && echo "$rules" | grep -q 'drop'; then p=100; fi
+    if [ -z "$p" ] && grep -q 'drop' <<<"$rules"; then p=100; fi
     echo "${p:-0}"
 }
 

@@ -27,7 +27,7 @@ packages=(libhwloc-dev libudev-dev pkg-config iproute2 openssh-server openssh-cl
           cmake clang libclang-dev tshark python3 fuse3 fio gcc g++ mpich slurm-wlm)
 missing=()
 for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *'ok installed'* ]] || missing+=("$p")
 done
 if [ "${#missing[@]}" -eq 0 ]; then
     exit 0

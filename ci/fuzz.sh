@@ -33,7 +33,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 sanitizer=${FUZZ_SANITIZER:-none}
-if [ "$sanitizer" != none ] && ! rustc --version | grep -q nightly; then
+if [ "$sanitizer" != none ] && ! [[ "$(rustc --version)" == *nightly* ]]; then
 	export RUSTC_BOOTSTRAP=1
 fi
 

@@ -46,9 +46,12 @@ dosrun=$lib/dosrun
 # rsmpi passes -L and -l on, not the rpath: the library is found through this.
 export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 
-if ! ldd "$rs" | grep -q "libmpi.so => $lib/libmpi.so"; then
+# ldd's output is taken whole first: `ldd | grep -q` under pipefail fails
+# whenever grep exits on its match before ldd has written the rest (SIGPIPE).
+deps=$(ldd "$rs")
+if ! grep -qF "libmpi.so => $lib/libmpi.so" <<<"$deps"; then
   echo "rsmpi.sh: $rs does not load dos's libmpi.so:" >&2
-  ldd "$rs" | grep mpi >&2
+  grep mpi <<<"$deps" >&2 || true
   exit 1
 fi
 
