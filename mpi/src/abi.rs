@@ -71,6 +71,10 @@ pub const ERR_OTHER: c_int = 16;
 pub const ERR_INTERN: c_int = 17;
 pub const ERR_PENDING: c_int = 18;
 pub const ERR_IN_STATUS: c_int = 19;
+pub const ERR_INFO_KEY: c_int = 31;
+pub const ERR_INFO_NOKEY: c_int = 32;
+pub const ERR_INFO_VALUE: c_int = 33;
+pub const ERR_INFO: c_int = 34;
 pub const ERR_KEYVAL: c_int = 36;
 pub const ERR_NO_MEM: c_int = 39;
 pub const ERR_SIZE: c_int = 52;
@@ -447,6 +451,10 @@ mod header_check {
             ("MPI_ERR_INTERN", i(ERR_INTERN)),
             ("MPI_ERR_PENDING", i(ERR_PENDING)),
             ("MPI_ERR_IN_STATUS", i(ERR_IN_STATUS)),
+            ("MPI_ERR_INFO_KEY", i(ERR_INFO_KEY)),
+            ("MPI_ERR_INFO_NOKEY", i(ERR_INFO_NOKEY)),
+            ("MPI_ERR_INFO_VALUE", i(ERR_INFO_VALUE)),
+            ("MPI_ERR_INFO", i(ERR_INFO)),
             ("MPI_ERR_KEYVAL", i(ERR_KEYVAL)),
             ("MPI_ERR_NO_MEM", i(ERR_NO_MEM)),
             ("MPI_ERR_SIZE", i(ERR_SIZE)),

@@ -11,7 +11,7 @@
 
 use std::ffi::{c_char, c_int, CStr};
 
-use crate::abi::{self, Handle};
+use crate::abi::{self, Handle, ERR_INFO, ERR_INFO_KEY, ERR_INFO_NOKEY, ERR_INFO_VALUE};
 use crate::error::{err, R};
 use crate::ptr::{out, read};
 use crate::state;
@@ -19,10 +19,6 @@ use crate::state;
 /// The first handle of an info object.
 pub(crate) const INFO_BASE: Handle = 0x7000_0000;
 
-const ERR_INFO_KEY: c_int = 31;
-const ERR_INFO_NOKEY: c_int = 32;
-const ERR_INFO_VALUE: c_int = 33;
-const ERR_INFO: c_int = 34;
 const MAX_KEY: usize = 256;
 const MAX_VAL: usize = 1024;
 

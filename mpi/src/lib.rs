@@ -507,6 +507,7 @@ macro_rules! mpi_fn {
 
 pub mod abi;
 mod attr;
+mod bsend;
 mod coll;
 mod comm;
 mod datatype;
@@ -523,6 +524,7 @@ mod ldouble;
 mod nbc;
 mod neighbor;
 mod p2p;
+mod p2p4;
 mod persist;
 mod ptr;
 mod reduce;

@@ -7,11 +7,14 @@
 //! receiving (blocking sends and receives, `Sendrecv(_replace)`; `Isend`/`Irsend` of
 //! such a type send a packed copy in the background and complete at once).
 //! Matching counts bytes of the type signature: a receive of a different
-//! type of the same size takes the message. `Irecv`/`Issend` of a
-//! noncontiguous type are `MPI_ERR_UNSUPPORTED_OPERATION` for now. Standard and ready sends are dos's `send`
+//! type of the same size takes the message (`Irecv` of a noncontiguous type
+//! receives into a temporary unpacked at completion). Standard and ready sends are dos's `send`
 //! (eager below the threshold, rendezvous above); synchronous sends are dos's
 //! `ssend`; buffered sends copy the data and send the copy in the background,
-//! so they complete at once whatever the receiver does.
+//! so they complete at once whatever the receiver does, within the attached
+//! buffer ([`crate::bsend`]). `MPI_DATATYPE_NULL` is accepted with
+//! `MPI_PROC_NULL` as the peer (nothing moves). The MPI-4 functions
+//! (`MPI_Isendrecv(_replace)`, the `_c` forms) are in [`crate::p2p4`].
 
 use std::ffi::{c_int, c_void};
 
@@ -70,14 +73,49 @@ pub(crate) fn recv_tag(tag: c_int) -> R<TagSel> {
     }
 }
 
-/// Stores `s` unless `p` is `MPI_STATUS_IGNORE`.
+/// `MPI_BYTE`.
+pub(crate) const BYTE: Handle = 0x247;
+
+/// The count and datatype a transfer with `peer` moves: `MPI_DATATYPE_NULL`
+/// with `MPI_PROC_NULL` as the peer is accepted (nothing moves; MPICH's
+/// `recvnull` relies on it) as zero bytes; anything else as given.
+#[inline]
+pub(crate) fn null_peer_type(peer: c_int, n: usize, dt: Handle) -> (usize, Handle) {
+    if peer == abi::PROC_NULL && dt == abi::DATATYPE_NULL {
+        (0, BYTE)
+    } else {
+        (n, dt)
+    }
+}
+
+/// `n` elements of datatype `dt` as one run of bytes (a noncontiguous
+/// derived type is `MPI_ERR_UNSUPPORTED_OPERATION` here: callers pack it).
+#[inline]
+pub(crate) fn bytes_n(n: usize, dt: Handle) -> R<usize> {
+    match datatype::layout_n(n, dt)? {
+        Layout::Dense(len) => Ok(len),
+        Layout::Packed { .. } => Err(err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "a noncontiguous derived datatype is not supported by this function",
+        )),
+    }
+}
+
+/// Stores `s` unless `p` is `MPI_STATUS_IGNORE`, all but its `MPI_ERROR`:
+/// a function that completes one operation leaves that field as the
+/// program set it (MPI-4.1 section 3.2.5; the error is the return code).
 ///
 /// # Safety
 /// Unless null, `p` must be valid for a write of a status.
 pub(crate) unsafe fn set_status(p: *mut Status, s: Status) {
     if !p.is_null() {
-        // SAFETY: non-null, and valid by the caller's contract.
-        unsafe { p.write(s) };
+        // SAFETY: non-null, and valid by the caller's contract; each field
+        // written in place (the error field is neither read nor written).
+        unsafe {
+            std::ptr::addr_of_mut!((*p).MPI_SOURCE).write(s.MPI_SOURCE);
+            std::ptr::addr_of_mut!((*p).MPI_TAG).write(s.MPI_TAG);
+            std::ptr::addr_of_mut!((*p).private).write(s.private);
+        }
     }
 }
 
@@ -94,7 +132,7 @@ pub(crate) fn failed_status(source: c_int, tag: c_int, e: &crate::error::Error) 
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Standard,
     Sync,
     Buffered,
@@ -106,14 +144,14 @@ enum Mode {
 /// `buf` must be valid for `count` elements of `dt` for `'a`.
 unsafe fn send_args<'a>(
     buf: *const c_void,
-    count: c_int,
+    n: usize,
     dt: Handle,
     dest: c_int,
     tag: c_int,
     comm: Handle,
 ) -> R<(Comm, Option<usize>, i32, &'a [u8])> {
     let c = state::comm(comm)?;
-    let len = datatype::bytes(count, dt)?;
+    let len = bytes_n(n, dt)?;
     // SAFETY: the caller's contract.
     unsafe { send_args_len(c, buf, len, dest, tag) }
 }
@@ -122,7 +160,7 @@ unsafe fn send_args<'a>(
 ///
 /// # Safety
 /// `buf` must be valid for `len` bytes for `'a`.
-unsafe fn send_args_len<'a>(
+pub(crate) unsafe fn send_args_len<'a>(
     c: Comm,
     buf: *const c_void,
     len: usize,
@@ -136,22 +174,22 @@ unsafe fn send_args_len<'a>(
     Ok((c, d, tag, b))
 }
 
-/// The bytes to send for `count` elements of `dt` at `buf`: the buffer
+/// The bytes to send for `n` elements of `dt` at `buf`: the buffer
 /// itself for a dense type, else a packed copy kept in `keep`.
 ///
 /// # Safety
-/// `buf` valid for `count` elements of `dt`.
+/// `buf` valid for `n` elements of `dt`.
 #[inline]
-unsafe fn send_bytes(
+pub(crate) unsafe fn send_bytes(
     buf: *const c_void,
-    count: c_int,
+    n: usize,
     dt: Handle,
     keep: &mut Vec<u8>,
 ) -> R<(*const c_void, usize)> {
     if !datatype::is_derived(dt) {
-        return Ok((buf, datatype::bytes(count, dt)?));
+        return Ok((buf, bytes_n(n, dt)?));
     }
-    match datatype::layout(count, dt)? {
+    match datatype::layout_n(n, dt)? {
         Layout::Dense(n) => Ok((buf, n)),
         l => {
             // SAFETY: the caller's contract.
@@ -161,8 +199,9 @@ unsafe fn send_bytes(
     }
 }
 
-/// Starts a buffered send of a copy of `data`: it completes in the background.
-fn bsend_start(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
+/// Starts a send of a copy of `data` that completes in the background (not
+/// counted against the attached buffer: see [`crate::bsend`] for buffered sends).
+fn send_copy(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
     let copy = data.to_vec();
     // SAFETY: the copy's heap buffer moves with the `Vec` into the state,
     // which keeps it until the request completes.
@@ -176,26 +215,27 @@ fn bsend_start(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
 
 /// # Safety
 /// As [`send_args`].
-unsafe fn send(
+pub(crate) unsafe fn send(
     mode: Mode,
     buf: *const c_void,
-    count: c_int,
+    n: usize,
     dt: Handle,
     dest: c_int,
     tag: c_int,
     comm: Handle,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    let (n, dt) = null_peer_type(dest, n, dt);
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
-    let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+    let (p, len) = unsafe { send_bytes(buf, n, dt, &mut keep)? };
     // SAFETY: `p` is the caller's buffer or `keep`.
     let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
     let Some(d) = d else { return Ok(()) };
     match mode {
         Mode::Standard => c.send(b, d, tag)?,
         Mode::Sync => c.ssend(b, d, tag)?,
-        Mode::Buffered => bsend_start(&c, b, d, tag)?,
+        Mode::Buffered => crate::bsend::start(&c, b, d, tag)?,
     }
     Ok(())
 }
@@ -203,70 +243,36 @@ unsafe fn send(
 mpi_fn! {
     /// Standard-mode send.
     fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
-        send(Mode::Standard, buf, count, datatype, dest, tag, comm)
+        send(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
 
 mpi_fn! {
     /// Synchronous send: returns once the matching receive has started.
     fn MPI_Ssend / PMPI_Ssend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
-        send(Mode::Sync, buf, count, datatype, dest, tag, comm)
+        send(Mode::Sync, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
 
 mpi_fn! {
     /// Ready send: as a standard send (correct whether or not the receive is posted).
     fn MPI_Rsend / PMPI_Rsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
-        send(Mode::Standard, buf, count, datatype, dest, tag, comm)
+        send(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
 
 mpi_fn! {
     /// Buffered send: completes at once; the library keeps a copy of the data.
     fn MPI_Bsend / PMPI_Bsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
-        send(Mode::Buffered, buf, count, datatype, dest, tag, comm)
-    }
-}
-
-mpi_fn! {
-    /// Records the buffer for buffered sends (dos copies buffered sends into
-    /// memory of its own, so the buffer only bounds nothing and is returned
-    /// by `MPI_Buffer_detach`).
-    fn MPI_Buffer_attach / PMPI_Buffer_attach(buffer: *mut c_void, size: c_int) on abi::COMM_WORLD => {
-        if size < 0 {
-            return Err(err(abi::ERR_ARG, format!("negative buffer size {size}")));
-        }
-        if buffer.is_null() && size > 0 {
-            return Err(err(abi::ERR_BUFFER, "null buffer"));
-        }
-        state::with(|st| {
-            if st.attached.is_some() {
-                return Err(err(abi::ERR_BUFFER, "a buffer is already attached"));
-            }
-            st.attached = Some((buffer as usize, size));
-            Ok(())
-        })
-    }
-}
-
-mpi_fn! {
-    /// Waits for every buffered send, then returns the attached buffer.
-    fn MPI_Buffer_detach / PMPI_Buffer_detach(buffer_addr: *mut c_void, size: *mut c_int) on abi::COMM_WORLD => {
-        let (pending, att) = state::with(|st| Ok((std::mem::take(&mut st.detached), st.attached.take())))?;
-        for (r, _) in pending {
-            r.wait()?;
-        }
-        let (addr, n) = att.unwrap_or((0, 0));
-        out(buffer_addr.cast::<usize>(), addr, "buffer_addr")?;
-        out(size, n, "size")
+        send(Mode::Buffered, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
 
 /// # Safety
 /// `buf` valid for `count` elements of `dt`, `status` for a status (or null).
-unsafe fn recv(
+pub(crate) unsafe fn recv(
     buf: *mut c_void,
-    count: c_int,
+    n: usize,
     dt: Handle,
     source: c_int,
     tag: c_int,
@@ -274,10 +280,11 @@ unsafe fn recv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    let (n, dt) = null_peer_type(source, n, dt);
     let l = if datatype::is_derived(dt) {
-        datatype::layout(count, dt)?
+        datatype::layout_n(n, dt)?
     } else {
-        Layout::Dense(datatype::bytes(count, dt)?)
+        Layout::Dense(bytes_n(n, dt)?)
     };
     let t = recv_tag(tag)?;
     let Some(s) = source_sel(&c, source)? else {
@@ -324,7 +331,7 @@ mpi_fn! {
         comm: Handle,
         status: *mut Status,
     ) on comm => {
-        recv(buf, count, datatype, source, tag, comm, status)
+        recv(buf, datatype::count(count)?, datatype, source, tag, comm, status)
     }
 }
 
@@ -354,10 +361,10 @@ pub(crate) unsafe fn new_request(
 /// # Safety
 /// As [`send_args`]; `request` valid for a write.
 #[allow(clippy::too_many_arguments)]
-unsafe fn isend(
+pub(crate) unsafe fn isend(
     mode: Mode,
     buf: *const c_void,
-    count: c_int,
+    n: usize,
     dt: Handle,
     dest: c_int,
     tag: c_int,
@@ -367,13 +374,14 @@ unsafe fn isend(
     if request.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for request"));
     }
-    if datatype::is_derived(dt) && !matches!(datatype::layout(count, dt)?, Layout::Dense(_)) {
+    let (n, dt) = null_peer_type(dest, n, dt);
+    if datatype::is_derived(dt) && !matches!(datatype::layout_n(n, dt)?, Layout::Dense(_)) {
         if mode == Mode::Sync {
             // The packed copy lives in the request's hook until it completes.
             let c = state::comm(comm)?;
             let mut keep = Vec::new();
             // SAFETY: the caller's contract.
-            let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+            let (p, len) = unsafe { send_bytes(buf, n, dt, &mut keep)? };
             // SAFETY: `p` is `keep`.
             let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
             let raw = match d {
@@ -403,20 +411,24 @@ unsafe fn isend(
         let c = state::comm(comm)?;
         let mut keep = Vec::new();
         // SAFETY: the caller's contract.
-        let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
+        let (p, len) = unsafe { send_bytes(buf, n, dt, &mut keep)? };
         // SAFETY: `p` is `keep`.
         let (c, d, tag, b) = unsafe { send_args_len(c, p, len, dest, tag)? };
         if let Some(d) = d {
-            bsend_start(&c, b, d, tag)?;
+            if mode == Mode::Buffered {
+                crate::bsend::start(&c, b, d, tag)?;
+            } else {
+                send_copy(&c, b, d, tag)?;
+            }
         }
         // SAFETY: the caller's contract.
         return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
     }
     if mode == Mode::Buffered {
         // SAFETY: the caller's contract.
-        let (c, d, tag, b) = unsafe { send_args(buf, count, dt, dest, tag, comm)? };
+        let (c, d, tag, b) = unsafe { send_args(buf, n, dt, dest, tag, comm)? };
         if let Some(d) = d {
-            bsend_start(&c, b, d, tag)?;
+            crate::bsend::start(&c, b, d, tag)?;
         }
         // SAFETY: the caller's contract.
         return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
@@ -429,7 +441,7 @@ unsafe fn isend(
             .get(&comm)
             .ok_or_else(|| state::bad_comm(comm))?
             .comm;
-        let len = datatype::bytes(count, dt)?;
+        let len = bytes_n(n, dt)?;
         let tag = send_tag(tag)?;
         let d = dest_rank(c, dest)?;
         // SAFETY: the caller's contract.
@@ -458,28 +470,28 @@ unsafe fn isend(
 mpi_fn! {
     /// Nonblocking standard send.
     fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
-        isend(Mode::Standard, buf, count, datatype, dest, tag, comm, request)
+        isend(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
 
 mpi_fn! {
     /// Nonblocking synchronous send.
     fn MPI_Issend / PMPI_Issend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
-        isend(Mode::Sync, buf, count, datatype, dest, tag, comm, request)
+        isend(Mode::Sync, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
 
 mpi_fn! {
     /// Nonblocking ready send (as a standard one).
     fn MPI_Irsend / PMPI_Irsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
-        isend(Mode::Standard, buf, count, datatype, dest, tag, comm, request)
+        isend(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
 
 mpi_fn! {
     /// Nonblocking buffered send (complete at once).
     fn MPI_Ibsend / PMPI_Ibsend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
-        isend(Mode::Buffered, buf, count, datatype, dest, tag, comm, request)
+        isend(Mode::Buffered, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
 
@@ -494,32 +506,63 @@ mpi_fn! {
         comm: Handle,
         request: *mut Handle,
     ) on comm => {
-        if request.is_null() {
-            return Err(err(abi::ERR_ARG, "null pointer for request"));
-        }
-        if datatype::is_derived(datatype) {
-            if let l @ Layout::Packed { .. } = datatype::layout(count, datatype)? {
-                return irecv_packed(buf, l, source, tag, comm, request);
-            }
-        }
-        // One visit to the state, as in `isend`.
-        let h = state::with(|st| {
-            let c = &st.comms.get(&comm).ok_or_else(|| state::bad_comm(comm))?.comm;
-            let len = datatype::bytes(count, datatype)?;
-            let t = recv_tag(tag)?;
-            let (raw, kind) = match source_sel(c, source)? {
-                None => (DetachedRequest::completed(), ReqKind::ProcNull),
-                Some(s) => {
-                    let b = dst(buf, len)?;
-                    // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
-                    let r = unsafe { c.irecv_detached(b.as_mut_ptr(), b.len(), s, t)? };
-                    (r, ReqKind::Recv { source, tag })
-                }
-            };
-            Ok(st.reqs.insert(ReqEntry { raw, kind, comm, outcome: None, after: None }))
-        })?;
-        out(request, h, "request")
+        irecv(buf, datatype::count(count)?, datatype, source, tag, comm, request)
     }
+}
+
+/// `MPI_Irecv` of `n` elements.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `datatype` until the request completes;
+/// `request` for a write.
+pub(crate) unsafe fn irecv(
+    buf: *mut c_void,
+    n: usize,
+    datatype: Handle,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    let (n, datatype) = null_peer_type(source, n, datatype);
+    if datatype::is_derived(datatype) {
+        if let l @ Layout::Packed { .. } = datatype::layout_n(n, datatype)? {
+            // SAFETY: the caller's contract.
+            return unsafe { irecv_packed(buf, l, source, tag, comm, request) };
+        }
+    }
+    // One visit to the state, as in `isend`.
+    let h = state::with(|st| {
+        let c = &st
+            .comms
+            .get(&comm)
+            .ok_or_else(|| state::bad_comm(comm))?
+            .comm;
+        let len = bytes_n(n, datatype)?;
+        let t = recv_tag(tag)?;
+        let (raw, kind) = match source_sel(c, source)? {
+            None => (DetachedRequest::completed(), ReqKind::ProcNull),
+            Some(s) => {
+                // SAFETY: the caller's contract.
+                let b = unsafe { dst(buf, len)? };
+                // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+                let r = unsafe { c.irecv_detached(b.as_mut_ptr(), b.len(), s, t)? };
+                (r, ReqKind::Recv { source, tag })
+            }
+        };
+        Ok(st.reqs.insert(ReqEntry {
+            raw,
+            kind,
+            comm,
+            outcome: None,
+            after: None,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
 }
 
 /// `MPI_Irecv` of a noncontiguous datatype: into a temporary, unpacked into
@@ -572,14 +615,14 @@ unsafe fn irecv_packed(
 /// # Safety
 /// The buffers valid for their counts, `status` for a status (or null).
 #[allow(clippy::too_many_arguments)]
-unsafe fn sendrecv(
+pub(crate) unsafe fn sendrecv(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: usize,
     sendtype: Handle,
     dest: c_int,
     sendtag: c_int,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: usize,
     recvtype: Handle,
     source: c_int,
     recvtag: c_int,
@@ -587,12 +630,14 @@ unsafe fn sendrecv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    let (sendcount, sendtype) = null_peer_type(dest, sendcount, sendtype);
+    let (recvcount, recvtype) = null_peer_type(source, recvcount, recvtype);
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
     let (p, len) = unsafe { send_bytes(sendbuf, sendcount, sendtype, &mut keep)? };
     // SAFETY: `p` is the caller's buffer or `keep`.
     let (c, d, stag, sb) = unsafe { send_args_len(c, p, len, dest, sendtag)? };
-    let rl = datatype::layout(recvcount, recvtype)?;
+    let rl = datatype::layout_n(recvcount, recvtype)?;
     let rt = recv_tag(recvtag)?;
     let s = source_sel(&c, source)?;
     let mut tmp = Vec::new();
@@ -647,7 +692,7 @@ mpi_fn! {
         comm: Handle,
         status: *mut Status,
     ) on comm => {
-        sendrecv(sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source, recvtag, comm, status)
+        sendrecv(sendbuf, datatype::count(sendcount)?, sendtype, dest, sendtag, recvbuf, datatype::count(recvcount)?, recvtype, source, recvtag, comm, status)
     }
 }
 
@@ -664,17 +709,68 @@ mpi_fn! {
         comm: Handle,
         status: *mut Status,
     ) on comm => {
-        let l = datatype::layout(count, datatype)?;
-        if let Layout::Packed { len, .. } = l {
-            // The packed copy goes as bytes; the receive unpacks into `buf`.
-            let copy = crate::types::pack_to_vec(buf, &l)?;
-            let n = c_int::try_from(len).map_err(|_| err(abi::ERR_COUNT, "the packed message exceeds INT_MAX bytes"))?;
-            const BYTE: Handle = 0x247;
-            return sendrecv(copy.as_ptr().cast(), n, BYTE, dest, sendtag, buf, count, datatype, source, recvtag, comm, status);
-        }
-        let len = datatype::bytes(count, datatype)?;
-        let copy = src(buf, len)?.to_vec();
-        sendrecv(copy.as_ptr().cast(), count, datatype, dest, sendtag, buf, count, datatype, source, recvtag, comm, status)
+        sendrecv_replace(buf, datatype::count(count)?, datatype, dest, sendtag, source, recvtag, comm, status)
+    }
+}
+
+/// A copy of the `n` elements of `dt` at `buf` to send: packed bytes (the
+/// count and type to send them with are returned beside).
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt`.
+pub(crate) unsafe fn copy_out(
+    buf: *const c_void,
+    n: usize,
+    dt: Handle,
+) -> R<(Vec<u8>, usize, Handle)> {
+    let l = datatype::layout_n(n, dt)?;
+    if let Layout::Packed { .. } = l {
+        // SAFETY: the caller's contract.
+        let copy = unsafe { crate::types::pack_to_vec(buf, &l)? };
+        let len = copy.len();
+        return Ok((copy, len, BYTE));
+    }
+    let len = bytes_n(n, dt)?;
+    // SAFETY: the caller's contract.
+    let copy = unsafe { src(buf, len)? }.to_vec();
+    Ok((copy, n, dt))
+}
+
+/// `MPI_Sendrecv_replace` of `n` elements.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `datatype`, `status` for a status (or null).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sendrecv_replace(
+    buf: *mut c_void,
+    n: usize,
+    datatype: Handle,
+    dest: c_int,
+    sendtag: c_int,
+    source: c_int,
+    recvtag: c_int,
+    comm: Handle,
+    status: *mut Status,
+) -> R<()> {
+    let (sn, st) = null_peer_type(dest, n, datatype);
+    // SAFETY: the caller's contract.
+    let (copy, sn, st) = unsafe { copy_out(buf, sn, st)? };
+    // SAFETY: `copy` lives through the call; `buf` by the caller's contract.
+    unsafe {
+        sendrecv(
+            copy.as_ptr().cast(),
+            sn,
+            st,
+            dest,
+            sendtag,
+            buf,
+            n,
+            datatype,
+            source,
+            recvtag,
+            comm,
+            status,
+        )
     }
 }
 

@@ -194,8 +194,8 @@ pub(crate) struct State {
     /// Receives given up with `MPI_Request_free` while active: they complete
     /// in the background; at `MPI_Finalize` those still unmatched are withdrawn.
     pub freed_recvs: Vec<DetachedRequest>,
-    /// The buffer of `MPI_Buffer_attach` (address, size).
-    pub attached: Option<(usize, i32)>,
+    /// Buffered sends in flight and the buffer of `MPI_Buffer_attach`.
+    pub bsend: crate::bsend::Bsends,
     pub thread_level: i32,
     pub main_thread: std::thread::ThreadId,
 }
@@ -330,7 +330,7 @@ fn init_here(required: i32) -> R<i32> {
         infos,
         detached: Vec::new(),
         freed_recvs: Vec::new(),
-        attached: None,
+        bsend: Default::default(),
         thread_level: provided,
         main_thread: std::thread::current().id(),
     };
@@ -364,6 +364,9 @@ pub(crate) fn finalize() -> R<()> {
         r.abandon();
     }
     for (r, _) in st.detached.drain(..) {
+        r.wait()?;
+    }
+    for (r, _) in st.bsend.pending.drain(..) {
         r.wait()?;
     }
     // Requests the program never completed (erroneous, but no reason to

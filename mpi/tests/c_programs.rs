@@ -543,3 +543,8 @@ fn a_second_thread_calling_mpi_is_refused() {
         "a call from another thread\n{j}"
     );
 }
+
+#[test]
+fn mpi4_point_to_point_isendrecv_large_counts_bounded_bsend_and_statuses() {
+    passes("dosmpicc", "p2p_mpi4.c");
+}
