@@ -8,13 +8,21 @@
 //! absent key is `MPI_ERR_INFO_NOKEY`, an invalid handle `MPI_ERR_INFO`.
 //! The functions that take an info argument elsewhere accept any valid one
 //! and ignore its hints for now.
+//!
+//! As MPI-4 allows, the info functions work before `MPI_Init` and after
+//! `MPI_Finalize` too: the objects made then live in a table of this
+//! module's, which `MPI_Init` takes into the state (handles unchanged) and
+//! `MPI_Finalize` gives back. Outside `MPI_Init`..`MPI_Finalize`,
+//! `MPI_INFO_ENV` holds `host` only (`maxprocs` is the job's size, known
+//! once dos has started).
 
 use std::ffi::{c_char, c_int, CStr};
+use std::sync::Mutex;
 
 use crate::abi::{self, Handle, ERR_INFO, ERR_INFO_KEY, ERR_INFO_NOKEY, ERR_INFO_VALUE};
 use crate::error::{err, R};
 use crate::ptr::{out, read};
-use crate::state;
+use crate::state::{self, Table};
 
 /// The first handle of an info object.
 pub(crate) const INFO_BASE: Handle = 0x7000_0000;
@@ -33,6 +41,49 @@ pub(crate) fn env_info(size: usize) -> Info {
     ]
 }
 
+/// The info objects while MPI is not running (see the [module docs](self)).
+static OUTSIDE: Mutex<Option<Table<Info>>> = Mutex::new(None);
+
+/// What `MPI_INFO_ENV` holds outside `MPI_Init`..`MPI_Finalize`.
+fn env_outside() -> Info {
+    vec![("host".to_string(), crate::env::hostname())]
+}
+
+/// A table with only `MPI_INFO_ENV`, as it is outside `MPI_Init`..`MPI_Finalize`.
+fn fresh() -> Table<Info> {
+    let mut t = Table::new(&[abi::INFO_ENV], INFO_BASE);
+    t.set(abi::INFO_ENV, env_outside());
+    t
+}
+
+/// The table `MPI_Init` takes into the state, `MPI_INFO_ENV` filled in for
+/// a job of `size` processes.
+pub(crate) fn take_outside(size: usize) -> Table<Info> {
+    let mut t = OUTSIDE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+        .unwrap_or_else(fresh);
+    t.set(abi::INFO_ENV, env_info(size));
+    t
+}
+
+/// Takes back the table at `MPI_Finalize`.
+pub(crate) fn give_back(mut t: Table<Info>) {
+    t.set(abi::INFO_ENV, env_outside());
+    *OUTSIDE.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+}
+
+/// Runs `f` on the table of info objects: the state's while MPI runs, else
+/// this module's.
+fn with_table<T>(f: impl FnOnce(&mut Table<Info>) -> R<T>) -> R<T> {
+    if state::initialized() && !state::finalized() {
+        return state::with(|st| f(&mut st.infos));
+    }
+    let mut g = OUTSIDE.lock().unwrap_or_else(|p| p.into_inner());
+    f(g.get_or_insert_with(fresh))
+}
+
 fn bad(h: Handle) -> crate::error::Error {
     if h == abi::INFO_NULL {
         err(ERR_INFO, "MPI_INFO_NULL is not an info object")
@@ -46,7 +97,7 @@ fn with_info<T>(h: Handle, write: bool, f: impl FnOnce(&mut Info) -> R<T>) -> R<
     if write && h == abi::INFO_ENV {
         return Err(err(ERR_INFO, "MPI_INFO_ENV cannot be changed"));
     }
-    state::with(|st| f(st.infos.get_mut(&h).ok_or_else(|| bad(h))?))
+    with_table(|t| f(t.get_mut(&h).ok_or_else(|| bad(h))?))
 }
 
 /// A C string argument, checked.
@@ -107,7 +158,7 @@ mpi_fn! {
         if info.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for info"));
         }
-        let h = state::with(|st| Ok(st.infos.insert(Vec::new())))?;
+        let h = with_table(|t| Ok(t.insert(Vec::new())))?;
         out(info, h, "info")
     }
 }
@@ -229,7 +280,7 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for newinfo"));
         }
         let c = with_info(info, false, |i| Ok(i.clone()))?;
-        let h = state::with(|st| Ok(st.infos.insert(c)))?;
+        let h = with_table(|t| Ok(t.insert(c)))?;
         out(newinfo, h, "newinfo")
     }
 }
@@ -241,7 +292,7 @@ mpi_fn! {
         if h == abi::INFO_ENV {
             return Err(err(ERR_INFO, "MPI_INFO_ENV cannot be freed"));
         }
-        state::with(|st| st.infos.remove(&h).map(|_| ()).ok_or_else(|| bad(h)))?;
+        with_table(|t| t.remove(&h).map(|_| ()).ok_or_else(|| bad(h)))?;
         out(info, abi::INFO_NULL, "info")
     }
 }
@@ -255,7 +306,7 @@ mpi_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for info"));
         }
         let c = with_info(abi::INFO_ENV, false, |i| Ok(i.clone()))?;
-        let h = state::with(|st| Ok(st.infos.insert(c)))?;
+        let h = with_table(|t| Ok(t.insert(c)))?;
         out(info, h, "info")
     }
 }

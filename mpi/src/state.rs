@@ -317,8 +317,8 @@ fn init_here(required: i32) -> R<i32> {
     let provided = abi::provided_thread_level(required);
     let mut groups = Table::new(&[abi::GROUP_EMPTY], GROUP_BASE);
     groups.set(abi::GROUP_EMPTY, world.comm().group().incl(&[])?);
-    let mut infos = Table::new(&[abi::INFO_ENV], crate::info::INFO_BASE);
-    infos.set(abi::INFO_ENV, crate::info::env_info(world.size()));
+    // Info objects made before MPI_Init keep their handles.
+    let infos = crate::info::take_outside(world.size());
     let st = State {
         world,
         comms,
@@ -378,7 +378,8 @@ pub(crate) fn finalize() -> R<()> {
     st.groups.drain().for_each(drop);
     st.persist.drain().for_each(drop);
     st.messages.drain().for_each(drop);
-    st.infos.drain().for_each(drop);
+    // Info objects stay usable after MPI_Finalize (MPI-4).
+    crate::info::give_back(std::mem::replace(&mut st.infos, Table::empty(0)));
     st.world.finalize()?;
     Ok(())
 }

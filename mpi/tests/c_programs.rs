@@ -548,3 +548,8 @@ fn a_second_thread_calling_mpi_is_refused() {
 fn mpi4_point_to_point_isendrecv_large_counts_bounded_bsend_and_statuses() {
     passes("dosmpicc", "p2p_mpi4.c");
 }
+
+#[test]
+fn info_objects_before_mpi_init_and_after_mpi_finalize() {
+    passes("dosmpicc", "info_outside.c");
+}
