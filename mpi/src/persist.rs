@@ -420,7 +420,16 @@ unsafe fn mrecv(
 ) -> R<()> {
     // SAFETY: the caller's contract.
     let h = unsafe { read(message, "message")? };
-    let len = crate::datatype::bytes(count, dt)?;
+    let (n, dt) = crate::p2p::null_peer_type(
+        if h == MESSAGE_NO_PROC {
+            abi::PROC_NULL
+        } else {
+            0
+        },
+        crate::datatype::count(count)?,
+        dt,
+    );
+    let l = crate::datatype::layout_n(n, dt)?;
     if h == MESSAGE_NO_PROC {
         // SAFETY: the caller's contract.
         unsafe {
@@ -428,8 +437,16 @@ unsafe fn mrecv(
             return out(message, MESSAGE_NULL, "message");
         }
     }
-    // SAFETY: the caller's contract.
-    let b = unsafe { dst(buf, len)? };
+    // A noncontiguous type: received into a temporary, unpacked after.
+    let mut tmp = Vec::new();
+    let b = match &l {
+        // SAFETY: the caller's contract.
+        crate::datatype::Layout::Dense(len) => unsafe { dst(buf, *len)? },
+        crate::datatype::Layout::Packed { len, .. } => {
+            tmp.resize(*len, 0);
+            &mut tmp[..]
+        }
+    };
     let m = state::with(|st| {
         st.messages
             .remove(&h)
@@ -444,6 +461,10 @@ unsafe fn mrecv(
     unsafe { out(message, MESSAGE_NULL, "message")? };
     match c.mrecv(m.msg, b) {
         Ok(st) => {
+            if let crate::datatype::Layout::Packed { .. } = l {
+                // SAFETY: the caller's contract.
+                unsafe { crate::types::unpack_from(&tmp[..st.len], buf, &l)? };
+            }
             // SAFETY: the caller's contract.
             unsafe { set_status(status, recv_status(st)) };
             Ok(())
@@ -473,6 +494,11 @@ mpi_fn! {
         }
         let mut s = Status::empty();
         let r = mrecv(buf, count, datatype, message, &mut s);
+        if let Err(e) = &r {
+            // `mrecv` leaves the error field alone (a single completion's rule);
+            // the request's status carries it for the `Wait*` arrays.
+            s.MPI_ERROR = e.class;
+        }
         let h = state::with(|st| {
             Ok(st.reqs.insert(state::ReqEntry {
                 raw: DetachedRequest::completed(),

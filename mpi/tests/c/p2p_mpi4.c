@@ -3,7 +3,7 @@
  * sends bounded by the attached buffer with MPI_Buffer_flush/iflush,
  * MPI_DATATYPE_NULL with MPI_PROC_NULL, the status setters and getters, and
  * the MPI_ERROR field left alone by the functions that complete one
- * operation. */
+ * operation; MPI_Mrecv/MPI_Imrecv of a noncontiguous type. */
 #include <string.h>
 #include "check.h"
 
@@ -251,6 +251,38 @@ static void statuses(void) {
     CHECK(s2.MPI_ERROR == MPI_ERR_TOPOLOGY && s2.MPI_SOURCE == rank);
 }
 
+static void matched_noncontiguous(void) {
+    int rank, size, next, prev;
+    ring(&rank, &size, &next, &prev);
+    int out[N], in[N];
+    for (int i = 0; i < N; i++) out[i] = rank * 1000 + i;
+    MPI_Datatype every2;
+    OK(MPI_Type_vector(N / 2, 1, 2, MPI_INT, &every2));
+    OK(MPI_Type_commit(&every2));
+    MPI_Request r;
+    MPI_Message m;
+    MPI_Status st;
+    for (int round = 0; round < 2; round++) {
+        OK(MPI_Isend(out, N / 2, MPI_INT, next, 30 + round, MPI_COMM_WORLD, &r));
+        for (int i = 0; i < N; i++) in[i] = -1;
+        st.MPI_ERROR = MPI_ERR_DIMS;
+        OK(MPI_Mprobe(prev, 30 + round, MPI_COMM_WORLD, &m, &st));
+        CHECK(st.MPI_ERROR == MPI_ERR_DIMS && st.MPI_SOURCE == prev);
+        if (round == 0) {
+            OK(MPI_Mrecv(in, 1, every2, &m, &st));
+        } else {
+            MPI_Request q;
+            OK(MPI_Imrecv(in, 1, every2, &m, &q));
+            OK(MPI_Wait(&q, &st));
+        }
+        CHECK(m == MPI_MESSAGE_NULL && st.MPI_ERROR == MPI_ERR_DIMS && st.MPI_TAG == 30 + round);
+        for (int i = 0; i < N; i++)
+            CHECK(in[i] == (i % 2 == 0 ? prev * 1000 + i / 2 : -1));
+        OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
+    }
+    OK(MPI_Type_free(&every2));
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -259,6 +291,7 @@ int main(int argc, char **argv) {
     proc_null_with_datatype_null();
     bounded_buffer();
     statuses();
+    matched_noncontiguous();
     MPI_Barrier(MPI_COMM_WORLD);
     report_ok("p2p_mpi4");
     MPI_Finalize();
