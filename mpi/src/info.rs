@@ -13,8 +13,8 @@
 //! `MPI_Finalize` too: the objects made then live in a table of this
 //! module's, which `MPI_Init` takes into the state (handles unchanged) and
 //! `MPI_Finalize` gives back. Outside `MPI_Init`..`MPI_Finalize`,
-//! `MPI_INFO_ENV` holds `host` only (`maxprocs` is the job's size, known
-//! once dos has started).
+//! `MPI_INFO_ENV` holds what it holds inside when `dosrun` started the
+//! program (`maxprocs` from its environment), else `host` only.
 
 use std::ffi::{c_char, c_int, CStr};
 use std::sync::Mutex;
@@ -44,9 +44,14 @@ pub(crate) fn env_info(size: usize) -> Info {
 /// The info objects while MPI is not running (see the [module docs](self)).
 static OUTSIDE: Mutex<Option<Table<Info>>> = Mutex::new(None);
 
-/// What `MPI_INFO_ENV` holds outside `MPI_Init`..`MPI_Finalize`.
+/// What `MPI_INFO_ENV` holds outside `MPI_Init`..`MPI_Finalize`: the same
+/// as inside when `dosrun` started the program (the job's size is in its
+/// environment), else `host` only.
 fn env_outside() -> Info {
-    vec![("host".to_string(), crate::env::hostname())]
+    match dos::pmi::size_from_env() {
+        Some(n) => env_info(n),
+        None => vec![("host".to_string(), crate::env::hostname())],
+    }
 }
 
 /// A table with only `MPI_INFO_ENV`, as it is outside `MPI_Init`..`MPI_Finalize`.

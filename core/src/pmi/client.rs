@@ -196,6 +196,16 @@ pub struct Client {
     direct: Option<super::direct::Direct>,
 }
 
+/// The job's size as `dosrun`'s environment gives it, without connecting
+/// to anything: `None` when the program was not started by `dosrun` (or the
+/// variables are malformed, which [`Client::from_env`] then reports). For a
+/// library that must tell the size before joining the job (MPI-4's
+/// `MPI_INFO_ENV` before `MPI_Init`).
+pub fn size_from_env() -> Option<usize> {
+    let lookup = |name: &str| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned());
+    Wiring::parse(lookup).ok().flatten().map(|w| w.size)
+}
+
 impl Client {
     /// Connects to the wire-up service named by the launcher's environment.
     ///

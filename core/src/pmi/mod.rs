@@ -71,7 +71,7 @@ pub mod simple;
 pub mod slurm;
 pub mod wire;
 
-pub use client::Client;
+pub use client::{size_from_env, Client};
 pub use dos_transport::auth::Secret;
 
 /// Rank of the process in the job.

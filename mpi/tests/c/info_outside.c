@@ -45,10 +45,12 @@ int main(int argc, char **argv) {
     CHECK(has(a, "color", "blue") && has(b, "shape", "round"));
     OK(MPI_Info_get_nkeys(a, &n));
     CHECK(n == 1);
-    /* MPI_INFO_ENV now knows the job's size. */
+    /* MPI_INFO_ENV knows the job's size, and knew it before MPI_Init
+     * (MPI_Info_create_env gives the same before and after). */
     char want[32];
     snprintf(want, sizeof want, "%d", size);
     CHECK(has(MPI_INFO_ENV, "maxprocs", want));
+    CHECK(has(env1, "maxprocs", want));
     FAILS(MPI_ERR_INFO_NOKEY, MPI_Info_delete(a, "nothing"));
     FAILS(MPI_ERR_INFO, MPI_Info_get_nkeys(gone, &n));
     OK(MPI_Info_set(a, "during", "init"));
