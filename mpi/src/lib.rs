@@ -515,6 +515,7 @@ mod dtype;
 mod env;
 mod error;
 mod external;
+mod greq;
 mod group;
 mod info;
 mod inter;

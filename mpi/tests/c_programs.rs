@@ -553,3 +553,8 @@ fn mpi4_point_to_point_isendrecv_large_counts_bounded_bsend_and_statuses() {
 fn info_objects_before_mpi_init_and_after_mpi_finalize() {
     passes("dosmpicc", "info_outside.c");
 }
+
+#[test]
+fn generalized_requests_complete_with_the_query_functions_status() {
+    passes("dosmpicc", "greq.c");
+}
