@@ -10,9 +10,14 @@
 //! when that completes the persistent one becomes inactive again and keeps
 //! its handle. An inactive one is treated as `MPI_REQUEST_NULL` is, as the
 //! standard says.
+//! A request of a derived datatype holds a committed copy of the type, so
+//! the program may free its own after the `_init` call (the copy goes with
+//! `MPI_Request_free`); noncontiguous types are packed by the `I*` call each
+//! `MPI_Start` makes.
 //!
-//! `MPI_Imrecv` receives at once (the message is already matched, so this
-//! waits only for its data) and returns a complete request.
+//! `MPI_Mrecv` of a noncontiguous type receives into a temporary and
+//! unpacks. `MPI_Imrecv` receives at once (the message is already matched,
+//! so this waits only for its data) and returns a complete request.
 //!
 //! `MPI_Cancel` withdraws a receive not yet matched (its status then says
 //! cancelled: `MPI_Test_cancelled`); a send is never cancelled (the
@@ -126,12 +131,16 @@ pub(crate) fn stand_in(h: Handle) -> R<Option<Handle>> {
 
 /// Removes persistent request `h`; its active request, if any.
 pub(crate) fn remove(h: Handle) -> R<Option<Handle>> {
-    state::with(|st| {
+    let p = state::with(|st| {
         st.persist
             .remove(&h)
-            .map(|p| p.active)
             .ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))
-    })
+    })?;
+    if p.op != Op::Coll && crate::datatype::in_table(p.dt) {
+        // The request's own copy of a derived type (see `init`).
+        crate::datatype::free(p.dt)?;
+    }
+    Ok(p.active)
 }
 
 /// Checks the arguments as the nonblocking call would, then registers.
@@ -153,7 +162,12 @@ unsafe fn init(
         return Err(err(abi::ERR_ARG, "null pointer for request"));
     }
     let c = state::comm(comm)?;
-    let len = crate::datatype::bytes(count, dt)?;
+    // A noncontiguous type is fine: `MPI_Start` starts `MPI_Isend`/`MPI_Irecv`,
+    // which pack and unpack.
+    let len = match crate::datatype::layout(count, dt)? {
+        crate::datatype::Layout::Dense(n) => n,
+        crate::datatype::Layout::Packed { len, .. } => len,
+    };
     if len > 0 && buf.is_null() {
         return Err(err(abi::ERR_BUFFER, format!("null buffer for {len} bytes")));
     }
@@ -164,6 +178,15 @@ unsafe fn init(
         crate::p2p::send_tag(tag)?;
         crate::p2p::dest_rank(&c, peer)?;
     }
+    // A derived type may be freed while the request lives (MPI: the
+    // request keeps using it): the request holds a committed copy of its own.
+    let dt = if crate::datatype::in_table(dt) {
+        let copy = crate::datatype::insert((*crate::datatype::ty(dt)?).clone());
+        crate::datatype::commit(copy)?;
+        copy
+    } else {
+        dt
+    };
     let p = Persist {
         op,
         buf: buf as usize,

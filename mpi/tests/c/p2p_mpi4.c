@@ -3,7 +3,8 @@
  * sends bounded by the attached buffer with MPI_Buffer_flush/iflush,
  * MPI_DATATYPE_NULL with MPI_PROC_NULL, the status setters and getters, and
  * the MPI_ERROR field left alone by the functions that complete one
- * operation; MPI_Mrecv/MPI_Imrecv of a noncontiguous type. */
+ * operation; MPI_Mrecv/MPI_Imrecv of a noncontiguous type; persistent
+ * requests whose derived type is freed after their init. */
 #include <string.h>
 #include "check.h"
 
@@ -283,6 +284,35 @@ static void matched_noncontiguous(void) {
     OK(MPI_Type_free(&every2));
 }
 
+/* A persistent request keeps using a derived type freed after its init. */
+static void persistent_keeps_its_type(void) {
+    int rank, size, next, prev;
+    ring(&rank, &size, &next, &prev);
+    MPI_Datatype dup, every2;
+    OK(MPI_Type_dup(MPI_INT, &dup));
+    OK(MPI_Type_vector(N / 2, 1, 2, MPI_INT, &every2));
+    OK(MPI_Type_commit(&every2));
+    int v = -1, w = rank, out[N], in[N];
+    for (int i = 0; i < N; i++) out[i] = rank * 1000 + i;
+    MPI_Request r[4];
+    OK(MPI_Recv_init(&v, 1, dup, prev, 40, MPI_COMM_WORLD, &r[0]));
+    OK(MPI_Send_init(&w, 1, dup, next, 40, MPI_COMM_WORLD, &r[1]));
+    OK(MPI_Recv_init(in, 1, every2, prev, 41, MPI_COMM_WORLD, &r[2]));
+    OK(MPI_Send_init(out, 1, every2, next, 41, MPI_COMM_WORLD, &r[3]));
+    OK(MPI_Type_free(&dup));
+    OK(MPI_Type_free(&every2));
+    for (int round = 0; round < 3; round++) {
+        v = -1;
+        for (int i = 0; i < N; i++) in[i] = -1;
+        OK(MPI_Startall(4, r));
+        OK(MPI_Waitall(4, r, MPI_STATUSES_IGNORE));
+        CHECK(v == prev);
+        for (int i = 0; i < N; i++)
+            CHECK(in[i] == (i % 2 == 0 ? prev * 1000 + i : -1));
+    }
+    for (int i = 0; i < 4; i++) OK(MPI_Request_free(&r[i]));
+}
+
 int main(int argc, char **argv) {
     MPI_Init(&argc, &argv);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
@@ -292,6 +322,7 @@ int main(int argc, char **argv) {
     bounded_buffer();
     statuses();
     matched_noncontiguous();
+    persistent_keeps_its_type();
     MPI_Barrier(MPI_COMM_WORLD);
     report_ok("p2p_mpi4");
     MPI_Finalize();
