@@ -94,13 +94,23 @@
 //!   outside the group or listed twice is `MPI_ERR_RANK`, an invalid or
 //!   freed group `MPI_ERR_GROUP`.
 //! * **Point-to-point** — `Send`, `Ssend`, `Rsend`, `Bsend` (the library
-//!   copies the data, so it completes at once; `Buffer_attach`/`detach`
-//!   accepted), `Recv`, `Isend`, `Issend`, `Irsend`, `Ibsend`, `Irecv`,
-//!   `Sendrecv`, `Sendrecv_replace`, `Probe`, `Iprobe`; `MPI_ANY_SOURCE`,
+//!   copies the data, so it completes at once, within the buffer of
+//!   `Buffer_attach(_c)`: `MPI_ERR_BUFFER` beyond it; none attached or
+//!   `MPI_BUFFER_AUTOMATIC`: unbounded; `Buffer_detach(_c)`,
+//!   `Buffer_flush`, `Buffer_iflush`), `Recv`, `Isend`, `Issend`, `Irsend`,
+//!   `Ibsend`, `Irecv`, `Sendrecv`, `Sendrecv_replace`, MPI-4's
+//!   `Isendrecv`, `Isendrecv_replace`, and the large-count `_c` form of
+//!   each of these, `Probe`, `Iprobe`; `MPI_ANY_SOURCE`,
 //!   `MPI_ANY_TAG` (with the sender and tag in the status), `MPI_PROC_NULL`,
 //!   `MPI_STATUS(ES)_IGNORE`; a message longer than the receive buffer is
 //!   `MPI_ERR_TRUNCATE`. Messages between two ranks on one communicator
-//!   arrive in the order sent (dos's matching).
+//!   arrive in the order sent (dos's matching). A function that completes
+//!   one operation leaves its status's `MPI_ERROR` as the program set it;
+//!   `MPI_DATATYPE_NULL` is accepted with `MPI_PROC_NULL` as the peer.
+//!   `Status_set_source`/`tag`/`error`/`cancelled` and MPI-4.1's
+//!   `Status_get_source`/`tag`/`error`.
+//! * **Generalized requests** — `Grequest_start`, `Grequest_complete`
+//!   (the query function is called at `Grequest_complete`).
 //! * **Requests** — `Wait`, `Test`, `Waitall`, `Testall`, `Waitany`,
 //!   `Testany`, `Waitsome`, `Testsome` (`MPI_ERR_IN_STATUS` with each
 //!   status's `MPI_ERROR`), `Request_free` (an active request still
@@ -245,6 +255,7 @@
 //!   `Info_get_valuelen`, `Info_get_string`, `Info_delete`,
 //!   `Info_get_nkeys`, `Info_get_nthkey`, `Info_dup`, `Info_free`;
 //!   `MPI_INFO_NULL`, and `MPI_INFO_ENV` (read-only: `maxprocs`, `host`).
+//!   They work before `MPI_Init` and after `MPI_Finalize` too (MPI-4).
 //!   A key of 0 or `MPI_MAX_INFO_KEY` characters or more is
 //!   `MPI_ERR_INFO_KEY`, a value too long `MPI_ERR_INFO_VALUE`, deleting an
 //!   absent key `MPI_ERR_INFO_NOKEY`, an invalid handle `MPI_ERR_INFO`.
@@ -359,8 +370,9 @@
 //! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's
 //! `external32` and a local POSIX driver; persistent
 //! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
-//! the large-count `_c` forms beyond `Get_count_c` and
-//! `Type_size_c`; sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
+//! the large-count `_c` forms beyond those of point-to-point, `Get_count_c`
+//! and `Type_size_c`; the per-communicator and per-session buffers of
+//! MPI-4.1 (`MPI_Comm_attach_buffer`, ...); sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
 //! itself already has most of the machinery (see its crate docs).
 //!
@@ -415,8 +427,8 @@
 //!   `*_c2f`/`*_f2c`), `MPI_Abi_get_version`/`MPI_Abi_get_info` and the
 //!   Fortran-info calls, sessions,
 //!   partitioned communication, dynamic processes (ports, connect/accept,
-//!   name publishing), generalized requests, `MPI_Status_get_*`/`set_*`,
-//!   the MPI-4.1 buffer calls. A binary calling one fails at load time
+//!   name publishing), the MPI-4.1 per-communicator and per-session buffer
+//!   calls. A binary calling one fails at load time
 //!   (unresolved symbol) rather than misbehaving;
 //! * constants: 78 names of `mpi_abi.h` are not in `mpi.h` (the `MPI_T_*`
 //!   enumerations, `MPI_ABI_VERSION`/`SUBVERSION`, `MPI_ERR_ABI`,
