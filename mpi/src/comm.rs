@@ -119,7 +119,8 @@ mpi_fn! {
     /// `MPI_COMM_TYPE_SHARED`: one communicator per host (shared memory);
     /// `MPI_UNDEFINED`: `MPI_COMM_NULL`; the hardware types
     /// (`HW_UNGUIDED`, `HW_GUIDED`, `RESOURCE_GUIDED`): `MPI_COMM_NULL` (no
-    /// level below the host). Collective.
+    /// level below the host). Collective: the ranks may pass different
+    /// types (some `MPI_UNDEFINED`, as MPI-4 allows).
     fn MPI_Comm_split_type / PMPI_Comm_split_type(
         comm: Handle,
         split_type: c_int,
@@ -132,9 +133,15 @@ mpi_fn! {
         }
         crate::inter::deny(comm)?;
         let c = state::comm(comm)?;
+        if !matches!(split_type, abi::UNDEFINED | abi::COMM_TYPE_SHARED | abi::COMM_TYPE_HW_UNGUIDED | abi::COMM_TYPE_HW_GUIDED | abi::COMM_TYPE_RESOURCE_GUIDED) {
+            return Err(err(abi::ERR_ARG, format!("split type {split_type} is not supported")));
+        }
+        // Every rank runs the same collectives whatever type it passes
+        // (ranks may mix MPI_COMM_TYPE_SHARED with MPI_UNDEFINED).
+        let host = host_color(&c)?;
         let color = match split_type {
             abi::UNDEFINED => None,
-            abi::COMM_TYPE_SHARED => Some(host_color(&c)?),
+            abi::COMM_TYPE_SHARED => Some(host),
             // The hardware types: dos knows no finer level than the host,
             // and the standard allows MPI_COMM_NULL when there is none.
             abi::COMM_TYPE_HW_UNGUIDED | abi::COMM_TYPE_HW_GUIDED | abi::COMM_TYPE_RESOURCE_GUIDED => None,

@@ -558,3 +558,8 @@ fn info_objects_before_mpi_init_and_after_mpi_finalize() {
 fn generalized_requests_complete_with_the_query_functions_status() {
     passes("dosmpicc", "greq.c");
 }
+
+#[test]
+fn split_type_with_different_types_on_different_ranks() {
+    passes("dosmpicc", "split_type_mixed.c");
+}
