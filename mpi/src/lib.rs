@@ -105,7 +105,8 @@
 //!   `MPI_STATUS(ES)_IGNORE`; a message longer than the receive buffer is
 //!   `MPI_ERR_TRUNCATE`. Messages between two ranks on one communicator
 //!   arrive in the order sent (dos's matching). A function that completes
-//!   one operation leaves its status's `MPI_ERROR` as the program set it;
+//!   one operation successfully leaves its status's `MPI_ERROR` as the
+//!   program set it (after a failure it holds the error class);
 //!   `MPI_DATATYPE_NULL` is accepted with `MPI_PROC_NULL` as the peer.
 //!   `Status_set_source`/`tag`/`error`/`cancelled` and MPI-4.1's
 //!   `Status_get_source`/`tag`/`error`.

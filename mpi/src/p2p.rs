@@ -101,20 +101,25 @@ pub(crate) fn bytes_n(n: usize, dt: Handle) -> R<usize> {
     }
 }
 
-/// Stores `s` unless `p` is `MPI_STATUS_IGNORE`, all but its `MPI_ERROR`:
-/// a function that completes one operation leaves that field as the
-/// program set it (MPI-4.1 section 3.2.5; the error is the return code).
+/// Stores `s` unless `p` is `MPI_STATUS_IGNORE`. A function that completes
+/// one operation successfully leaves `MPI_ERROR` as the program set it
+/// (MPI-4.1 section 3.2.5: only the functions returning several statuses
+/// update it); after a failure the field is undefined by the standard, and
+/// dos stores the error class there too (besides returning it).
 ///
 /// # Safety
 /// Unless null, `p` must be valid for a write of a status.
 pub(crate) unsafe fn set_status(p: *mut Status, s: Status) {
     if !p.is_null() {
         // SAFETY: non-null, and valid by the caller's contract; each field
-        // written in place (the error field is neither read nor written).
+        // written in place (the error field is not read).
         unsafe {
             std::ptr::addr_of_mut!((*p).MPI_SOURCE).write(s.MPI_SOURCE);
             std::ptr::addr_of_mut!((*p).MPI_TAG).write(s.MPI_TAG);
             std::ptr::addr_of_mut!((*p).private).write(s.private);
+            if s.MPI_ERROR != abi::SUCCESS {
+                std::ptr::addr_of_mut!((*p).MPI_ERROR).write(s.MPI_ERROR);
+            }
         }
     }
 }

@@ -517,11 +517,6 @@ mpi_fn! {
         }
         let mut s = Status::empty();
         let r = mrecv(buf, count, datatype, message, &mut s);
-        if let Err(e) = &r {
-            // `mrecv` leaves the error field alone (a single completion's rule);
-            // the request's status carries it for the `Wait*` arrays.
-            s.MPI_ERROR = e.class;
-        }
         let h = state::with(|st| {
             Ok(st.reqs.insert(state::ReqEntry {
                 raw: DetachedRequest::completed(),
