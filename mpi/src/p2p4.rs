@@ -1,6 +1,7 @@
 //! The MPI-4 point-to-point functions: `MPI_Isendrecv`,
 //! `MPI_Isendrecv_replace`, the large-count `_c` forms of the blocking and
-//! nonblocking sends and receives (`MPI_Send_c`, ..., `MPI_Sendrecv_replace_c`),
+//! nonblocking sends and receives (`MPI_Send_c`, ..., `MPI_Sendrecv_replace_c`,
+//! `MPI_Mrecv_c`, `MPI_Imrecv_c`),
 //! and the status setters and getters (`MPI_Status_set_source`, `_tag`,
 //! `_error`, `_cancelled`; MPI-4.1's `MPI_Status_get_source`, `_tag`,
 //! `_error`).
@@ -390,6 +391,20 @@ mpi_fn! {
         status: *mut Status,
     ) on comm => {
         p2p::sendrecv_replace(buf, count_c(count)?, datatype, dest, sendtag, source, recvtag, comm, status)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Mrecv` with an `MPI_Count` count.
+    fn MPI_Mrecv_c / PMPI_Mrecv_c(buf: *mut c_void, count: i64, datatype: Handle, message: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
+        crate::persist::mrecv(buf, count_c(count)?, datatype, message, status)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Imrecv` with an `MPI_Count` count.
+    fn MPI_Imrecv_c / PMPI_Imrecv_c(buf: *mut c_void, count: i64, datatype: Handle, message: *mut Handle, request: *mut Handle) on abi::COMM_WORLD => {
+        crate::persist::imrecv(buf, count_c(count)?, datatype, message, request)
     }
 }
 

@@ -434,9 +434,9 @@ mpi_fn! {
 /// # Safety
 /// `buf` valid for `count` elements of `dt`, `message` for a handle,
 /// `status` for a status (or null).
-unsafe fn mrecv(
+pub(crate) unsafe fn mrecv(
     buf: *mut c_void,
-    count: c_int,
+    count: usize,
     dt: Handle,
     message: *mut Handle,
     status: *mut Status,
@@ -449,7 +449,7 @@ unsafe fn mrecv(
         } else {
             0
         },
-        crate::datatype::count(count)?,
+        count,
         dt,
     );
     let l = crate::datatype::layout_n(n, dt)?;
@@ -504,7 +504,7 @@ unsafe fn mrecv(
 mpi_fn! {
     /// Receives a matched message.
     fn MPI_Mrecv / PMPI_Mrecv(buf: *mut c_void, count: c_int, datatype: Handle, message: *mut Handle, status: *mut Status) on abi::COMM_WORLD => {
-        mrecv(buf, count, datatype, message, status)
+        mrecv(buf, crate::datatype::count(count)?, datatype, message, status)
     }
 }
 
@@ -512,20 +512,36 @@ mpi_fn! {
     /// Receives a matched message (at once: it is matched already) and
     /// returns a complete request carrying its status.
     fn MPI_Imrecv / PMPI_Imrecv(buf: *mut c_void, count: c_int, datatype: Handle, message: *mut Handle, request: *mut Handle) on abi::COMM_WORLD => {
-        if request.is_null() {
-            return Err(err(abi::ERR_ARG, "null pointer for request"));
-        }
-        let mut s = Status::empty();
-        let r = mrecv(buf, count, datatype, message, &mut s);
-        let h = state::with(|st| {
-            Ok(st.reqs.insert(state::ReqEntry {
-                raw: DetachedRequest::completed(),
-                kind: ReqKind::Send,
-                comm: abi::COMM_WORLD,
-                outcome: Some(Box::new((s, r.err()))),
-                after: None,
-            }))
-        })?;
-        out(request, h, "request")
+        imrecv(buf, crate::datatype::count(count)?, datatype, message, request)
     }
+}
+
+/// `MPI_Imrecv` of `count` elements.
+///
+/// # Safety
+/// As [`mrecv`]; `request` valid for a write.
+pub(crate) unsafe fn imrecv(
+    buf: *mut c_void,
+    count: usize,
+    datatype: Handle,
+    message: *mut Handle,
+    request: *mut Handle,
+) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    let mut s = Status::empty();
+    // SAFETY: the caller's contract.
+    let r = unsafe { mrecv(buf, count, datatype, message, &mut s) };
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(state::ReqEntry {
+            raw: DetachedRequest::completed(),
+            kind: ReqKind::Send,
+            comm: abi::COMM_WORLD,
+            outcome: Some(Box::new((s, r.err()))),
+            after: None,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(request, h, "request") }
 }

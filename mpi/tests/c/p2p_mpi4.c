@@ -263,7 +263,7 @@ static void matched_noncontiguous(void) {
     MPI_Request r;
     MPI_Message m;
     MPI_Status st;
-    for (int round = 0; round < 2; round++) {
+    for (int round = 0; round < 4; round++) {
         OK(MPI_Isend(out, N / 2, MPI_INT, next, 30 + round, MPI_COMM_WORLD, &r));
         for (int i = 0; i < N; i++) in[i] = -1;
         st.MPI_ERROR = MPI_ERR_DIMS;
@@ -271,9 +271,15 @@ static void matched_noncontiguous(void) {
         CHECK(st.MPI_ERROR == MPI_ERR_DIMS && st.MPI_SOURCE == prev);
         if (round == 0) {
             OK(MPI_Mrecv(in, 1, every2, &m, &st));
-        } else {
+        } else if (round == 1) {
             MPI_Request q;
             OK(MPI_Imrecv(in, 1, every2, &m, &q));
+            OK(MPI_Wait(&q, &st));
+        } else if (round == 2) {
+            OK(MPI_Mrecv_c(in, (MPI_Count) 1, every2, &m, &st));
+        } else {
+            MPI_Request q;
+            OK(MPI_Imrecv_c(in, (MPI_Count) 1, every2, &m, &q));
             OK(MPI_Wait(&q, &st));
         }
         CHECK(m == MPI_MESSAGE_NULL && st.MPI_ERROR == MPI_ERR_DIMS && st.MPI_TAG == 30 + round);
@@ -281,6 +287,8 @@ static void matched_noncontiguous(void) {
             CHECK(in[i] == (i % 2 == 0 ? prev * 1000 + i / 2 : -1));
         OK(MPI_Wait(&r, MPI_STATUS_IGNORE));
     }
+    m = MPI_MESSAGE_NULL;
+    FAILS(MPI_ERR_COUNT, MPI_Mrecv_c(in, (MPI_Count) -1, MPI_INT, &m, &st));
     OK(MPI_Type_free(&every2));
 }
 
