@@ -107,6 +107,16 @@ pub struct MountOptions {
     /// How long the kernel caches a file's attributes (0: asked each time,
     /// which close-to-open needs for sizes).
     pub attr_timeout: Duration,
+    /// How long a name found missing stays missing for this mount: the
+    /// kernel's negative entries, and the directory listings that answer
+    /// lookups of missing names ([`state::Listings`]). Zero: every lookup
+    /// asks the metadata server.
+    pub negative_timeout: Duration,
+    /// Answer lookups of missing names from directory listings kept for
+    /// `negative_timeout` ([`state::Listings`]; off by default: a name
+    /// another client makes may then stay invisible that long even if this
+    /// mount never looked it up, which close-to-open does not allow).
+    pub negative_listings: bool,
     /// Readahead of the mount in KiB (0: leave the kernel's).
     pub readahead_kb: u32,
     /// The kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): `write(2)`
@@ -121,6 +131,8 @@ impl Default for MountOptions {
             threads: 4,
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::ZERO,
+            negative_timeout: Duration::from_secs(1),
+            negative_listings: false,
             readahead_kb: 4096,
             writeback_cache: false,
         }
