@@ -880,6 +880,7 @@ fn missing_names_are_cached_for_the_negative_time_and_creates_ask_the_server() {
             .read(true)
             .write(true)
             .create(true)
+            .truncate(false)
             .open(m.m("d/x"))
             .unwrap();
         let mut got = Vec::new();
