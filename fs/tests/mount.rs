@@ -833,3 +833,104 @@ fn writeback_cache_keeps_exact_data_and_close_to_open() {
     );
     assert!(cli_out() == want, "the CLI after rewrites");
 }
+
+/// With `--negative-listings`, a name found missing stays missing for the
+/// mount's negative time (the kernel's negative entry, and the mount's
+/// listing of the directory, which answers lookups of other missing names
+/// there without the metadata server), and no longer; a create is still decided by the metadata
+/// server (O_EXCL of a name another client made is EEXIST, O_CREAT opens
+/// it), and a name this mount makes is seen at once.
+#[test]
+fn missing_names_are_cached_for_the_negative_time_and_creates_ask_the_server() {
+    if !fuse_usable() {
+        return;
+    }
+    let neg = Duration::from_secs(3);
+    let m = Mounted::with(
+        "neg",
+        1,
+        None,
+        &["--negative-ms", "3000", "--negative-listings"],
+    )
+    .unwrap();
+    std::fs::create_dir(m.m("d")).unwrap();
+    let t0 = Instant::now();
+    let missing = |p: &Path| matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    assert!(missing(&m.m("d/x")));
+    // Another client (the CLI) makes x and y.
+    std::fs::write(m.local("src"), b"made by the CLI").unwrap();
+    let src = m.local("src");
+    m.ok(&["cp", src.to_str().unwrap(), "dosfs:/d/x"]);
+    m.ok(&["cp", src.to_str().unwrap(), "dosfs:/d/y"]);
+    if t0.elapsed() < neg {
+        // x: the kernel's negative entry; y: never looked up, answered
+        // from the mount's listing of d (fetched when x was missing).
+        assert!(missing(&m.m("d/x")), "x seen within the negative time");
+        assert!(missing(&m.m("d/y")), "y asked of the server: no listing");
+        let excl = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(m.m("d/y"));
+        assert_eq!(
+            excl.map(drop).map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EEXIST)),
+            "O_EXCL of a name another client made"
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(m.m("d/x"))
+            .unwrap();
+        let mut got = Vec::new();
+        f.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"made by the CLI", "O_CREAT opens the existing file");
+    } else {
+        eprintln!("SKIP (the within-time checks): the machine took longer than {neg:?}");
+    }
+    // What this mount makes is seen at once, whatever is cached.
+    std::fs::write(m.m("d/z"), b"z").unwrap();
+    assert_eq!(std::fs::read(m.m("d/z")).unwrap(), b"z");
+    std::fs::rename(m.m("d/z"), m.m("d/w")).unwrap();
+    assert_eq!(std::fs::read(m.m("d/w")).unwrap(), b"z");
+    // After the negative time every name is seen.
+    std::thread::sleep(neg.saturating_sub(t0.elapsed()) + Duration::from_millis(200));
+    assert_eq!(std::fs::read(m.m("d/y")).unwrap(), b"made by the CLI");
+    assert_eq!(std::fs::read(m.m("d/x")).unwrap(), b"made by the CLI");
+    let mut names: Vec<String> = std::fs::read_dir(m.m("d"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["w", "x", "y"]);
+}
+
+/// By default the kernel keeps a missing name missing for the negative
+/// time (a repeated stat of it costs no request) and no longer: a name
+/// another client makes after this mount looked it up shows within that
+/// time; a name never looked up shows at once (no listings by default).
+#[test]
+fn the_kernel_keeps_a_missing_name_for_the_negative_time_only() {
+    if !fuse_usable() {
+        return;
+    }
+    let neg = Duration::from_secs(3);
+    let m = Mounted::with("negk", 1, None, &["--negative-ms", "3000"]).unwrap();
+    let missing = |p: &Path| matches!(std::fs::metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+    let t0 = Instant::now();
+    assert!(missing(&m.m("x")));
+    std::fs::write(m.local("src"), b"cli").unwrap();
+    let src = m.local("src");
+    m.ok(&["cp", src.to_str().unwrap(), "dosfs:/x"]);
+    m.ok(&["cp", src.to_str().unwrap(), "dosfs:/y"]);
+    // Never looked up here: seen at once (close-to-open for names).
+    assert_eq!(std::fs::read(m.m("y")).unwrap(), b"cli");
+    if t0.elapsed() < neg {
+        assert!(missing(&m.m("x")), "no negative entry kept");
+    } else {
+        eprintln!("SKIP (the within-time check): the machine took longer than {neg:?}");
+    }
+    std::thread::sleep(neg.saturating_sub(t0.elapsed()) + Duration::from_millis(200));
+    assert_eq!(std::fs::read(m.m("x")).unwrap(), b"cli");
+}

@@ -192,6 +192,17 @@ enum Cmd {
         /// file sizes (see `dos_fs::mount`).
         #[arg(long)]
         writeback_cache: bool,
+        /// How long, in ms, a name found missing stays missing for this
+        /// mount (the kernel's negative entries and the mount's directory
+        /// listings; 0: every lookup asks the metadata server).
+        #[arg(long, default_value_t = 1000)]
+        negative_ms: u64,
+        /// Answer lookups of missing names from a listing of the directory
+        /// kept for the negative time: a create costs one metadata request
+        /// instead of two, but a name another client makes may stay
+        /// invisible that long even if never looked up (see `dos_fs::mount`).
+        #[arg(long)]
+        negative_listings: bool,
     },
     /// Unmount a dosfs mount (as fusermount3 -u does).
     Umount {
@@ -280,13 +291,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
             readahead_kb,
             writeback_cache,
+            negative_ms,
+            negative_listings,
         } => {
             let log = log.unwrap_or_else(dos_fs::mount::default_log);
             let exe = std::env::current_exe().context("locate the dosfs binary")?;
             let mut args = vec![
                 format!("--threads={threads}"),
                 format!("--readahead-kb={readahead_kb}"),
+                format!("--negative-ms={negative_ms}"),
             ];
+            if negative_listings {
+                args.push("--negative-listings".into());
+            }
             if writeback_cache {
                 args.push("--writeback-cache".into());
             }
@@ -310,12 +327,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             threads,
             readahead_kb,
             writeback_cache,
+            negative_ms,
+            negative_listings,
             ..
         } => {
             let opts = dos_fs::mount::MountOptions {
                 threads,
                 readahead_kb,
                 writeback_cache,
+                negative_timeout: Duration::from_millis(negative_ms),
+                negative_listings,
                 ..Default::default()
             };
             Ok(dos_fs::mount::run(

@@ -1,10 +1,11 @@
 //! The FUSE file system: kernel requests mapped onto [`Client`] calls.
 
 use std::collections::HashMap;
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
@@ -13,7 +14,7 @@ use fuser::{
     WriteFlags,
 };
 
-use super::state::{Names, Push, WriteBuf};
+use super::state::{Listings, Names, Push, WriteBuf};
 use super::{errno, MountOptions};
 use crate::client::Client;
 use crate::error::{Error, Result};
@@ -83,6 +84,8 @@ pub struct DosFuse {
     client: Arc<Client>,
     opts: MountOptions,
     names: RwLock<Names>,
+    /// Listings answering lookups of missing names ([`Listings`]).
+    listings: Mutex<Listings>,
     files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
     dirs: Mutex<HashMap<u64, DirCursor>>,
     /// Files' kernel inodes (writeback-cache mode only).
@@ -112,10 +115,16 @@ impl DosFuse {
     pub fn new(client: Client, opts: MountOptions) -> DosFuse {
         // SAFETY: getuid/getgid have no preconditions.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let listings = Listings::new(if opts.negative_listings {
+            opts.negative_timeout
+        } else {
+            Duration::ZERO
+        });
         DosFuse {
             client: Arc::new(client),
             opts,
             names: RwLock::new(Names::new()),
+            listings: Mutex::new(listings),
             files: Mutex::new(HashMap::new()),
             dirs: Mutex::new(HashMap::new()),
             kernel: Mutex::new(HashMap::new()),
@@ -192,6 +201,71 @@ impl DosFuse {
         match a.kind {
             Kind::File => self.opts.attr_timeout,
             Kind::Dir => self.opts.entry_timeout,
+        }
+    }
+
+    /// Answers a lookup "no such entry": a negative entry the kernel keeps
+    /// for [`MountOptions::negative_timeout`] (plain ENOENT when zero).
+    fn negative(&self, reply: ReplyEntry) {
+        let ttl = self.opts.negative_timeout;
+        if ttl.is_zero() {
+            return reply.error(Errno::ENOENT);
+        }
+        // Node id 0: the kernel keeps the name as missing for `ttl`.
+        let fa = FileAttr {
+            ino: INodeNo(0),
+            size: 0,
+            blocks: 0,
+            atime: self.started,
+            mtime: self.started,
+            ctime: self.started,
+            crtime: self.started,
+            kind: FileType::RegularFile,
+            perm: 0,
+            nlink: 0,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        reply.entry(&ttl, &fa, Generation(0));
+    }
+
+    /// After a lookup in `dir` found nothing: fetches `dir`'s listing (one
+    /// page; a larger directory gets none) unless one is valid or being
+    /// fetched, so the next lookups of missing names in `dir` are answered
+    /// without the metadata server ([`Listings`]).
+    fn list_dir(&self, dir: u64) {
+        let started = Instant::now();
+        if !lock(&self.listings).start_fetch(dir, started) {
+            return;
+        }
+        let path = self.names().path(dir).map(|p| p.to_string());
+        let got = path.map_err(|_| ()).and_then(|path| {
+            self.client
+                .call(
+                    0,
+                    &Wire::Readdir {
+                        path,
+                        after: String::new(),
+                        limit: crate::meta::MAX_READDIR,
+                    },
+                )
+                .map_err(|_| ())
+        });
+        let mut l = lock(&self.listings);
+        match got {
+            Ok(Reply::Entries { entries, more }) => {
+                let names = (!more).then(|| {
+                    entries
+                        .into_iter()
+                        .map(|e| e.name)
+                        .collect::<HashSet<String>>()
+                });
+                l.fetched(dir, names, false, started);
+            }
+            _ => l.fetched(dir, None, true, started),
         }
     }
 
@@ -564,6 +638,11 @@ impl DosFuse {
         self.client
             .rename(&from, &to)
             .map_err(|e| self.fail("rename", parent.0, &e))?;
+        {
+            let mut l = lock(&self.listings);
+            l.removed(parent.0, name_str(name)?);
+            l.added(newparent.0, new_name);
+        }
         let moved = lookup(newparent, new_name).ok().flatten();
         let mut names = self.names_mut();
         if let Some(old) = replaced.filter(|&o| Some(o) != moved) {
@@ -611,11 +690,18 @@ impl Filesystem for DosFuse {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
+        if lock(&self.listings).absent(parent.0, name_s, Instant::now()) {
+            return self.negative(reply);
+        }
         match self.attr_req(&Wire::Lookup {
             parent: parent.0,
             name: name_s.to_owned(),
         }) {
             Ok(a) => self.entry(parent.0, name, &a, reply),
+            Err(Error::NotFound { .. }) => {
+                self.list_dir(parent.0);
+                self.negative(reply)
+            }
             Err(e) => reply.error(self.fail("lookup", parent.0, &e)),
         }
     }
@@ -697,7 +783,10 @@ impl Filesystem for DosFuse {
             Err(e) => return reply.error(e),
         };
         match self.client.mkdir(&path) {
-            Ok(a) => self.entry(parent.0, name, &a, reply),
+            Ok(a) => {
+                lock(&self.listings).added(parent.0, &name.to_string_lossy());
+                self.entry(parent.0, name, &a, reply)
+            }
             Err(e) => reply.error(self.fail("mkdir", parent.0, &e)),
         }
     }
@@ -710,6 +799,7 @@ impl Filesystem for DosFuse {
         match self.client.unlink(&path) {
             Ok(a) => {
                 self.names_mut().removed(a.ino);
+                lock(&self.listings).removed(parent.0, &name.to_string_lossy());
                 // Buffered writes of a removed file have nowhere to go.
                 if let Some(f) = self.file(a.ino) {
                     let mut g = lock(&f);
@@ -735,6 +825,10 @@ impl Filesystem for DosFuse {
         match self.client.unlink(&path) {
             Ok(a) => {
                 self.names_mut().removed(a.ino);
+                let mut l = lock(&self.listings);
+                l.removed(parent.0, &name.to_string_lossy());
+                l.drop_dir(a.ino);
+                drop(l);
                 reply.ok()
             }
             Err(e) => reply.error(self.fail("rmdir", parent.0, &e)),
@@ -802,6 +896,7 @@ impl Filesystem for DosFuse {
         match r {
             Ok(a) if a.kind == Kind::Dir => reply.error(Errno::EISDIR),
             Ok(a) => {
+                lock(&self.listings).added(parent.0, &name.to_string_lossy());
                 self.open_file(a);
                 let fa = self.fattr(&a);
                 let gen = self.entered(parent.0, name, &a, fa.size);

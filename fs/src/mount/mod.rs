@@ -14,7 +14,22 @@
 //! the metadata server and the kernel drops its cached pages of the file
 //! (no `FOPEN_KEEP_CACHE`); file attributes are not cached by the kernel
 //! ([`MountOptions::attr_timeout`], default 0), names for 1 s
-//! ([`MountOptions::entry_timeout`]). Writes are **visible at close**:
+//! ([`MountOptions::entry_timeout`]). A name found missing is kept missing
+//! by the kernel for [`MountOptions::negative_timeout`] (1 s, `dosfs mount
+//! --negative-ms`; 0 turns it off), as NFS keeps negative entries (for
+//! longer): a program that stats or opens a missing name again, or probes
+//! many (Python's imports), costs no request, and a name another client
+//! makes after this mount looked it up is seen within that time. Creates
+//! are not affected: the kernel always asks again before `O_EXCL`, and a
+//! create is always the metadata server's decision (EEXIST, or the
+//! existing file for `O_CREAT`). With `--negative-listings`
+//! ([`MountOptions::negative_listings`], off by default) the mount also
+//! keeps, for the same time, a listing of each small directory in which a
+//! lookup found nothing ([`state::Listings`]), and answers lookups of
+//! missing names there itself, so a create is one metadata request instead
+//! of two; the price is that a name another client makes stays invisible
+//! for up to that time even if this mount never looked it up, which
+//! close-to-open does not allow, hence opt-in. Writes are **visible at close**:
 //! `close` (FUSE flush) sends the file's buffered writes to the servers,
 //! where every client reads them (a read-only handle's close asks nothing:
 //! `FOPEN_NOFLUSH`); they are **durable at `fsync`** (a dosfs
@@ -107,6 +122,16 @@ pub struct MountOptions {
     /// How long the kernel caches a file's attributes (0: asked each time,
     /// which close-to-open needs for sizes).
     pub attr_timeout: Duration,
+    /// How long a name found missing stays missing for this mount: the
+    /// kernel's negative entries, and the directory listings that answer
+    /// lookups of missing names ([`state::Listings`]). Zero: every lookup
+    /// asks the metadata server.
+    pub negative_timeout: Duration,
+    /// Answer lookups of missing names from directory listings kept for
+    /// `negative_timeout` ([`state::Listings`]; off by default: a name
+    /// another client makes may then stay invisible that long even if this
+    /// mount never looked it up, which close-to-open does not allow).
+    pub negative_listings: bool,
     /// Readahead of the mount in KiB (0: leave the kernel's).
     pub readahead_kb: u32,
     /// The kernel's writeback cache (`FUSE_WRITEBACK_CACHE`): `write(2)`
@@ -121,6 +146,8 @@ impl Default for MountOptions {
             threads: 4,
             entry_timeout: Duration::from_secs(1),
             attr_timeout: Duration::ZERO,
+            negative_timeout: Duration::from_secs(1),
+            negative_listings: false,
             readahead_kb: 4096,
             writeback_cache: false,
         }

@@ -1,8 +1,10 @@
 //! The mount's bookkeeping, without I/O: which name each inode the kernel
-//! knows was found under ([`Names`]), and the write-behind buffer of an open
-//! file ([`WriteBuf`]).
+//! knows was found under ([`Names`]), the directory listings that answer
+//! lookups of missing names ([`Listings`]), and the write-behind buffer of
+//! an open file ([`WriteBuf`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::meta::ROOT;
@@ -127,6 +129,151 @@ impl Names {
     }
 }
 
+/// Most directories with a listing kept at once ([`Listings`]).
+pub const LISTINGS_MAX: usize = 64;
+
+/// One directory's names as of a listing, and the names this mount added
+/// to it since.
+#[derive(Debug)]
+struct Listing {
+    /// `None`: no usable listing (too large, or being fetched).
+    names: Option<HashSet<String>>,
+    /// Until when `names` (or the verdict "too large") holds.
+    until: Instant,
+    /// A fetch is running: names added meanwhile, merged when it lands.
+    fetching: Option<Vec<String>>,
+}
+
+/// Directory listings that answer the kernel's lookups of names that do
+/// not exist without asking the metadata server.
+///
+/// A create through FUSE is a lookup of the new name (which finds nothing),
+/// then the create: two metadata requests. After a lookup that found
+/// nothing in directory `d`, the mount fetches `d`'s listing (one readdir
+/// page, only for directories of at most one page); for the next `ttl`
+/// (the mount's name-cache time) a lookup in `d` of a name that is not in
+/// the listing is answered "no such entry" at once. Names this mount
+/// creates, makes or renames into `d` are added to the listing (also while
+/// a fetch is running: [`Listings::fetched`] merges them), so the mount
+/// never denies a name it made itself. A name another client makes in `d`
+/// is seen once the listing expires, at most `ttl` later: the same bound
+/// as names already cached (a name another client removed stays visible for
+/// up to the same time). A create is always decided by the metadata server,
+/// so `O_CREAT|O_EXCL` of a name another client made meanwhile still fails
+/// with EEXIST, and `O_CREAT` opens the existing file.
+#[derive(Debug)]
+pub struct Listings {
+    dirs: HashMap<u64, Listing>,
+    ttl: Duration,
+}
+
+impl Listings {
+    /// Listings valid for `ttl` (zero: none are kept).
+    pub fn new(ttl: Duration) -> Listings {
+        Listings {
+            dirs: HashMap::new(),
+            ttl,
+        }
+    }
+
+    /// Whether `name` is known missing from directory `dir` at `now`.
+    pub fn absent(&self, dir: u64, name: &str, now: Instant) -> bool {
+        match self.dirs.get(&dir) {
+            Some(Listing {
+                names: Some(names),
+                until,
+                ..
+            }) => now < *until && !names.contains(name),
+            _ => false,
+        }
+    }
+
+    /// Whether a listing of `dir` should be fetched at `now` (none is
+    /// valid and none is being fetched); if so, the fetch is registered and
+    /// must end with [`Listings::fetched`].
+    pub fn start_fetch(&mut self, dir: u64, now: Instant) -> bool {
+        if self.ttl.is_zero() {
+            return false;
+        }
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            if l.fetching.is_some() || now < l.until {
+                return false;
+            }
+            l.names = None;
+            l.fetching = Some(Vec::new());
+            return true;
+        }
+        if self.dirs.len() >= LISTINGS_MAX {
+            self.dirs
+                .retain(|_, l| l.fetching.is_some() || now < l.until);
+            if self.dirs.len() >= LISTINGS_MAX {
+                return false;
+            }
+        }
+        self.dirs.insert(
+            dir,
+            Listing {
+                names: None,
+                until: now,
+                fetching: Some(Vec::new()),
+            },
+        );
+        true
+    }
+
+    /// The fetch of `dir` that started at `started` ended: `names` is the
+    /// whole directory, or `None` if it could not be listed in one page
+    /// (then no listing is kept for `ttl`) or the fetch failed (then none
+    /// is kept, and the next lookup may try again).
+    pub fn fetched(
+        &mut self,
+        dir: u64,
+        names: Option<HashSet<String>>,
+        failed: bool,
+        started: Instant,
+    ) {
+        let Some(l) = self.dirs.get_mut(&dir) else {
+            return;
+        };
+        let added = l.fetching.take().unwrap_or_default();
+        if failed {
+            l.names = None;
+            l.until = started;
+            return;
+        }
+        l.names = names.map(|mut n| {
+            n.extend(added);
+            n
+        });
+        // Valid from when the listing was asked for.
+        l.until = started + self.ttl;
+    }
+
+    /// This mount made `name` in `dir` (create, mkdir, rename target).
+    pub fn added(&mut self, dir: u64, name: &str) {
+        if let Some(l) = self.dirs.get_mut(&dir) {
+            if let Some(n) = &mut l.names {
+                n.insert(name.to_owned());
+            }
+            if let Some(f) = &mut l.fetching {
+                f.push(name.to_owned());
+            }
+        }
+    }
+
+    /// This mount removed `name` from `dir` (unlink, rmdir, rename source).
+    pub fn removed(&mut self, dir: u64, name: &str) {
+        if let Some(Listing { names: Some(n), .. }) = self.dirs.get_mut(&dir) {
+            n.remove(name);
+        }
+    }
+
+    /// Directory `dir` is gone: its listing too.
+    pub fn drop_dir(&mut self, dir: u64) {
+        self.dirs.remove(&dir);
+    }
+}
+
 /// What [`WriteBuf::push`] decided for one write.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Push {
@@ -224,6 +371,71 @@ impl WriteBuf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn listings_answer_missing_names_within_their_time_only() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(1);
+        let mut l = Listings::new(ttl);
+        assert!(!l.absent(5, "x", t0), "nothing is known before a listing");
+        assert!(l.start_fetch(5, t0));
+        assert!(!l.start_fetch(5, t0), "one fetch at a time");
+        assert!(!l.absent(5, "x", t0), "nothing is known while fetching");
+        l.fetched(5, Some(["a".to_owned()].into_iter().collect()), false, t0);
+        assert!(l.absent(5, "x", t0));
+        assert!(!l.absent(5, "a", t0), "a listed name goes to the server");
+        assert!(!l.absent(6, "x", t0), "another directory");
+        assert!(!l.start_fetch(5, t0 + ttl / 2), "still valid");
+        // Expired: nothing is known, and a new fetch may start.
+        assert!(!l.absent(5, "x", t0 + ttl));
+        assert!(l.start_fetch(5, t0 + ttl));
+    }
+
+    #[test]
+    fn names_this_mount_adds_are_never_denied_even_during_a_fetch() {
+        let t0 = Instant::now();
+        let mut l = Listings::new(Duration::from_secs(1));
+        assert!(l.start_fetch(5, t0));
+        // Made while the listing was in flight, and so missing from it.
+        l.added(5, "made");
+        l.fetched(5, Some(HashSet::new()), false, t0);
+        assert!(!l.absent(5, "made", t0));
+        assert!(l.absent(5, "other", t0));
+        l.added(5, "later");
+        assert!(!l.absent(5, "later", t0));
+        l.removed(5, "later");
+        assert!(l.absent(5, "later", t0));
+        l.drop_dir(5);
+        assert!(!l.absent(5, "other", t0));
+    }
+
+    #[test]
+    fn too_large_failed_and_disabled_listings_answer_nothing() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(1);
+        let mut l = Listings::new(ttl);
+        assert!(l.start_fetch(5, t0));
+        l.fetched(5, None, false, t0);
+        assert!(!l.absent(5, "x", t0));
+        assert!(
+            !l.start_fetch(5, t0),
+            "a too-large directory is not listed again at once"
+        );
+        assert!(l.start_fetch(6, t0));
+        l.fetched(6, Some(HashSet::new()), true, t0);
+        assert!(!l.absent(6, "x", t0));
+        assert!(l.start_fetch(6, t0), "a failed fetch may be tried again");
+        let mut off = Listings::new(Duration::ZERO);
+        assert!(!off.start_fetch(5, t0));
+        // Bounded: at most LISTINGS_MAX directories at once.
+        let mut many = Listings::new(ttl);
+        for d in 0..LISTINGS_MAX as u64 {
+            assert!(many.start_fetch(d, t0));
+            many.fetched(d, Some(HashSet::new()), false, t0);
+        }
+        assert!(!many.start_fetch(1000, t0));
+        assert!(many.start_fetch(1000, t0 + ttl), "expired ones make room");
+    }
 
     #[test]
     fn paths_follow_renames_and_forgets() {
