@@ -123,6 +123,10 @@ const T_REDUCE: c_int = 5;
 const T_GATHER: c_int = 6;
 const T_SCATTER: c_int = 7;
 const T_ALL: c_int = 8;
+const T_IDUP: c_int = 9;
+
+/// `MPI_UINT64_T`.
+const UINT64: Handle = 0x259;
 
 /// The link between the two leaders: a communicator, the other leader's
 /// rank in it and the tag.
@@ -385,6 +389,88 @@ pub(crate) fn create(comm: Handle, g: &Group) -> R<Handle> {
 pub(crate) fn dup(comm: Handle) -> R<Handle> {
     let x = inter(comm)?;
     split(comm, Some(0), x.rank as i32)
+}
+
+/// `MPI_Comm_idup` on an intercommunicator: the leader with the lower
+/// world rank takes a slot of context ids (see `comm.rs`, `IDUP_BASE`) and
+/// sends it to every other process of both groups, on the hidden
+/// communicators' point-to-point contexts (which no collective uses). The
+/// slot's first id is the new intercommunicator's, the next the hidden
+/// view's, the one after the hidden local group's.
+///
+/// # Safety
+/// `newcomm` valid until the request completes; `request` for a write.
+pub(crate) unsafe fn idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) -> R<()> {
+    let x = inter(comm)?;
+    let lo = state::comm(x.lo)?;
+    let eh = state::errhandler_of(comm);
+    let (nl, nr) = (x.local.len(), x.remote.len());
+    let root_here = x.local[0] < x.remote[0];
+    let mut ctx = Box::new([0u64]);
+    let mut parts = Vec::new();
+    let mut start = || -> R<()> {
+        if root_here && x.rank == 0 {
+            ctx[0] = crate::comm::idup_slot()?;
+            let to = (1..nl).map(|p| (p, x.lo)).chain((0..nr).map(|p| (p, x.hi)));
+            for (peer, on) in to {
+                let mut q = abi::REQUEST_NULL;
+                // SAFETY: `ctx` lives in the request's hook until completion.
+                ck(
+                    unsafe {
+                        crate::p2p::PMPI_Isend(
+                            ctx.as_ptr().cast(),
+                            1,
+                            UINT64,
+                            peer as c_int,
+                            T_IDUP,
+                            on,
+                            &mut q,
+                        )
+                    },
+                    "idup",
+                )?;
+                parts.push(q);
+            }
+        } else {
+            let (from, on) = if root_here { (0, x.lo) } else { (0, x.hi) };
+            let mut q = abi::REQUEST_NULL;
+            // SAFETY: as above.
+            ck(
+                unsafe {
+                    crate::p2p::PMPI_Irecv(
+                        ctx.as_mut_ptr().cast(),
+                        1,
+                        UINT64,
+                        from,
+                        T_IDUP,
+                        on,
+                        &mut q,
+                    )
+                },
+                "idup",
+            )?;
+            parts.push(q);
+        }
+        Ok(())
+    };
+    let started = start();
+    let after: crate::request::After = Box::new(move |_| {
+        let c = crate::comm::idup_ctx(ctx[0])?;
+        let lo2 = lo.with_members(c + 2, &x.local)?;
+        let h = build(lo2, c, x.remote.clone(), eh)?;
+        // SAFETY: the program keeps `newcomm` valid until the request
+        // completes (MPI's rule for nonblocking calls).
+        unsafe { out(newcomm, h, "newcomm")? };
+        crate::attr::copy_all(crate::attr::Kind::Comm, comm, h)
+    });
+    // The parts started are completed with the request, even if one
+    // failed to start.
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        crate::request::insert_compound(parts, state::ReqKind::Coll, comm, after, request)
+    };
+    started?;
+    r
 }
 
 /// `MPI_Comm_compare` when either is an intercommunicator.

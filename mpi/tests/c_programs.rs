@@ -543,3 +543,8 @@ fn a_second_thread_calling_mpi_is_refused() {
         "a call from another thread\n{j}"
     );
 }
+
+#[test]
+fn comm_idup_is_nonblocking_on_intra_and_intercommunicators() {
+    passes("dosmpicc", "idup.c");
+}
