@@ -252,7 +252,7 @@ mpi_fn! {
     /// Starts a barrier: completes once every rank has started it.
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::barrier(comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ibarrier(comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -264,7 +264,7 @@ mpi_fn! {
     /// Starts copying `root`'s buffer to every rank.
     fn MPI_Ibcast / PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::bcast(buffer, count, datatype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ibcast(buffer, count, datatype, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -285,7 +285,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -318,7 +318,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -351,7 +351,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -379,7 +379,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -446,7 +446,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -463,7 +463,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -550,7 +550,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -588,7 +588,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -820,7 +820,7 @@ mpi_fn! {
         datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce(sendbuf, recvbuf, count, datatype, op, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce(sendbuf, recvbuf, count, datatype, op, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -846,7 +846,7 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allreduce(sendbuf, recvbuf, count, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::iallreduce(sendbuf, recvbuf, count, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -906,7 +906,7 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -1113,7 +1113,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;

@@ -548,3 +548,8 @@ fn a_second_thread_calling_mpi_is_refused() {
 fn comm_idup_is_nonblocking_on_intra_and_intercommunicators() {
     passes("dosmpicc", "idup.c");
 }
+
+#[test]
+fn neighbourhood_and_intercommunicator_nonblocking_collectives_progress_after_the_call() {
+    passes("dosmpicc", "nbc_overlap.c");
+}
