@@ -134,7 +134,7 @@ pub(crate) fn idup_slot() -> R<u64> {
 pub(crate) fn idup_ctx(x: u64) -> R<u32> {
     u32::try_from(x)
         .ok()
-        .filter(|&c| c >= IDUP_BASE && c < u32::MAX / 2 - 4)
+        .filter(|c| (IDUP_BASE..u32::MAX / 2 - 4).contains(c))
         .ok_or_else(|| {
             err(
                 abi::ERR_INTERN,
@@ -150,7 +150,7 @@ mpi_fn! {
     /// A duplicate of `comm` (as `MPI_Comm_dup`), made without blocking:
     /// `*newcomm` is set when the request completes. The context id comes
     /// from the root in a nonblocking broadcast; see the comment above
-    /// [`IDUP_BASE`].
+    /// `IDUP_BASE`.
     fn MPI_Comm_idup / PMPI_Comm_idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
         if newcomm.is_null() || request.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for newcomm or request"));

@@ -422,40 +422,28 @@ pub(crate) unsafe fn idup(comm: Handle, newcomm: *mut Handle, request: *mut Hand
             for (peer, on) in to {
                 let mut q = abi::REQUEST_NULL;
                 // SAFETY: `ctx` lives in the request's hook until completion.
-                ck(
-                    unsafe {
-                        crate::p2p::PMPI_Isend(
-                            ctx.as_ptr().cast(),
-                            1,
-                            UINT64,
-                            peer as c_int,
-                            T_IDUP,
-                            on,
-                            &mut q,
-                        )
-                    },
-                    "idup",
-                )?;
+                let rc = unsafe {
+                    crate::p2p::PMPI_Isend(
+                        ctx.as_ptr().cast(),
+                        1,
+                        UINT64,
+                        peer as c_int,
+                        T_IDUP,
+                        on,
+                        &mut q,
+                    )
+                };
+                ck(rc, "idup")?;
                 parts.push(q);
             }
         } else {
             let (from, on) = if root_here { (0, x.lo) } else { (0, x.hi) };
             let mut q = abi::REQUEST_NULL;
             // SAFETY: as above.
-            ck(
-                unsafe {
-                    crate::p2p::PMPI_Irecv(
-                        ctx.as_mut_ptr().cast(),
-                        1,
-                        UINT64,
-                        from,
-                        T_IDUP,
-                        on,
-                        &mut q,
-                    )
-                },
-                "idup",
-            )?;
+            let rc = unsafe {
+                crate::p2p::PMPI_Irecv(ctx.as_mut_ptr().cast(), 1, UINT64, from, T_IDUP, on, &mut q)
+            };
+            ck(rc, "idup")?;
             parts.push(q);
         }
         Ok(())
@@ -772,10 +760,8 @@ unsafe fn fold_from(
     Ok(Some(Box::new(move |_| {
         for t in tmps.iter_mut().rev() {
             // SAFETY: both hold `count` elements of `dt`.
-            ck(
-                unsafe { crate::coll::PMPI_Reduce_local(t.ptr(), rbuf, count, dt, op) },
-                "reduction",
-            )?;
+            let rc = unsafe { crate::coll::PMPI_Reduce_local(t.ptr(), rbuf, count, dt, op) };
+            ck(rc, "reduction")?;
         }
         Ok(())
     })))

@@ -303,6 +303,7 @@ fn request_arg(request: *mut Handle) -> R<*mut Handle> {
     Ok(request)
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn allgather(
     sendbuf: *const c_void,
     sendcount: c_int,
@@ -344,6 +345,7 @@ unsafe fn allgatherv(
     unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn alltoall(
     sendbuf: *const c_void,
     sendcount: c_int,
