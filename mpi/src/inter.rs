@@ -28,8 +28,7 @@
 //! their transfers between the groups in the call, straight from and to
 //! every remote process (no step on the local group, so no ordering
 //! against the local group's collectives), and complete in `Wait`/`Test`,
-//! which then fold a reduction's contributions; `MPI_Ireduce_scatter`
-//! (uneven blocks) still runs its blocking form in the call. Functions the standard
+//! which then fold a reduction's contributions. Functions the standard
 //! defines on intracommunicators only (`MPI_Scan`, `MPI_Exscan`,
 //! `MPI_Cart_create`, `MPI_Comm_split_type`, windows, files, ...) return
 //! `MPI_ERR_COMM` on one.
@@ -821,6 +820,72 @@ pub(crate) unsafe fn iallreduce(
     unsafe { fold_from(&x, (0..n).collect(), rbuf, count, dt, op, &sends) }
 }
 
+/// `MPI_Ireduce_scatter`'s body: the senders do not know how the other
+/// group cuts the result (its `recvcounts`), so every process sends its
+/// whole buffer to every remote process; each folds the whole vectors at
+/// completion and keeps its own block.
+///
+/// # Safety
+/// As `MPI_Ireduce_scatter`.
+pub(crate) unsafe fn ireduce_scatter(
+    sbuf: *const c_void,
+    rbuf: *mut c_void,
+    counts: *const c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    if crate::ptr::in_place(sbuf) {
+        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
+    }
+    // SAFETY: the caller's contract.
+    let cs = unsafe { crate::ptr::ints(counts, x.local.len(), "recvcounts")? };
+    let mut before: c_int = 0;
+    let mut total: c_int = 0;
+    for (i, &c) in cs.iter().enumerate() {
+        crate::datatype::count(c)?;
+        if i == x.rank {
+            before = total;
+        }
+        total = total
+            .checked_add(c)
+            .ok_or_else(|| err(abi::ERR_COUNT, "the counts add up past the largest int"))?;
+    }
+    let mine = cs[x.rank];
+    let n = x.remote.len() as c_int;
+    let sends: Vec<_> = (0..n).map(|r| (sbuf, total, dt, r)).collect();
+    let mut acc = Tmp::new(total as usize, dt)?;
+    // SAFETY: `acc` moves into the hook, which outlives the transfers.
+    let fold = unsafe { fold_from(&x, (0..n).collect(), acc.ptr(), total, dt, op, &sends)? };
+    Ok(Some(Box::new(move |st| {
+        if let Some(f) = fold {
+            f(st)?;
+        }
+        let from = at(acc.ptr(), 1, before as isize, dt)?;
+        // SAFETY: `from` holds `mine` elements of `dt` (inside `acc`),
+        // `rbuf` is the program's buffer for them; a copy through
+        // `MPI_COMM_SELF` keeps the datatype's layout on both sides.
+        let rc = unsafe {
+            crate::p2p::PMPI_Sendrecv(
+                from,
+                mine,
+                dt,
+                0,
+                T_NB,
+                rbuf,
+                mine,
+                dt,
+                0,
+                T_NB,
+                abi::COMM_SELF as Handle,
+                std::ptr::null_mut(),
+            )
+        };
+        ck(rc, "reduce_scatter")
+    })))
+}
+
 /// `MPI_Ireduce_scatter_block`'s body: every process sends its block `i`
 /// to remote process `i`, and folds the blocks it receives at completion.
 ///
@@ -1489,24 +1554,6 @@ pub(crate) unsafe fn alltoallw(
     };
     // SAFETY: the caller's contract.
     unsafe { exchange_blocks(sbuf, &send, false, rbuf, &recv, comm) }
-}
-
-/// A nonblocking collective on an intercommunicator: `r` is the outcome
-/// of the blocking form, run in the call; the request is complete.
-///
-/// # Safety
-/// `request` valid for a write.
-pub(crate) unsafe fn done(r: R<()>, comm: Handle, request: *mut Handle) -> R<()> {
-    r?;
-    // SAFETY: the caller's contract.
-    unsafe {
-        crate::p2p::new_request(
-            dos::detached::DetachedRequest::completed(),
-            state::ReqKind::Coll,
-            comm,
-            request,
-        )
-    }
 }
 
 /// A tag in `0..2^28` from the string tag of the `_from_group(s)` functions.

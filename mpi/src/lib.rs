@@ -53,8 +53,8 @@
 //!   `Alltoall(v,w)`, `Reduce_scatter(_block)` follow the intercommunicator
 //!   rules (`MPI_ROOT`/`MPI_PROC_NULL` in the root's group, the other
 //!   group's data); their `I*` and persistent forms post their transfers
-//!   in the call and complete in `Wait`/`Test` (reductions fold then),
-//!   except `Ireduce_scatter`, still run in the call. Functions defined on
+//!   in the call and complete in `Wait`/`Test` (reductions fold then).
+//!   Functions defined on
 //!   intracommunicators only (`Scan`/`Exscan`/`Iscan`/`Iexscan`,
 //!   `Comm_split_type`, `Comm_create_group`, `Cart_create`, `Graph_create`,
 //!   `Dist_graph_create*`, `Win_create`/`allocate*`, `File_open`, and

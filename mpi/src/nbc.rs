@@ -870,7 +870,7 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;

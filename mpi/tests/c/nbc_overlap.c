@@ -2,7 +2,8 @@
  * starts each only after receiving from every other rank, which sends
  * after starting it (this deadlocks if the call waits for the others):
  * MPI_Ineighbor_alltoall on a ring, the intercommunicator MPI_Ibcast,
- * MPI_Iallreduce and MPI_Ibarrier. Also the nonblocking reductions with a
+ * MPI_Iallreduce and MPI_Ibarrier (then its MPI_Ireduce_scatter with
+ * uneven blocks and MPI_Ireduce). Also the nonblocking reductions with a
  * user operation on a derived datatype (Ireduce, Iallreduce, Iscan,
  * Ireduce_scatter_block), against the sums they must give. */
 #include "check.h"
@@ -125,6 +126,39 @@ int main(int argc, char **argv) {
         OK(MPI_Waitall(3, q, MPI_STATUSES_IGNORE));
         CHECK(v == 4242);
         CHECK(sum == rsize * (rsize + 1) / 2);
+
+        /* Ireduce_scatter with uneven blocks (local rank 0 takes all but
+         * one element per other local process; both groups' vectors have
+         * lsize * rsize elements) and Ireduce to the even group's rank 0. */
+        {
+            int lsize, T, k, before, rsum = 0, *cnt, *vec, *res, red = -1;
+            OK(MPI_Comm_size(ic, &lsize));
+            T = lsize * rsize;
+            for (k = 0; k < size; k++)
+                if (k % 2 != rank % 2)
+                    rsum += k;
+            cnt = malloc(sizeof(int) * lsize);
+            vec = malloc(sizeof(int) * T);
+            res = malloc(sizeof(int) * T);
+            for (k = 0; k < lsize; k++)
+                cnt[k] = k == 0 ? T - (lsize - 1) : 1;
+            for (k = 0; k < T; k++)
+                vec[k] = rank + k;
+            before = lrank == 0 ? 0 : T - (lsize - 1) + (lrank - 1);
+            OK(MPI_Ireduce_scatter(vec, res, cnt, MPI_INT, MPI_SUM, ic, &q[0]));
+            {
+                int root = rank % 2 == 0 ? (lrank == 0 ? MPI_ROOT : MPI_PROC_NULL) : 0;
+                OK(MPI_Ireduce(&rank, &red, 1, MPI_INT, MPI_SUM, root, ic, &q[1]));
+            }
+            OK(MPI_Waitall(2, q, MPI_STATUSES_IGNORE));
+            for (k = 0; k < cnt[lrank]; k++)
+                CHECK(res[k] == rsum + rsize * (before + k));
+            if (rank == 0)
+                CHECK(red == rsum);
+            free(cnt);
+            free(vec);
+            free(res);
+        }
         OK(MPI_Comm_free(&ic));
         OK(MPI_Comm_free(&local));
     }
