@@ -706,35 +706,6 @@ fn reduction(dt: Handle, op: Handle) -> R<(Elem, reduce::Kind, usize)> {
     Ok((t.elem, k, t.size))
 }
 
-/// A reduction with a user operation on whole elements of `unit` bytes
-/// (see [`reduce::whole_elements`]): the buffers are gathered at `root`,
-/// which combines them in rank order; `out` is `root`'s result buffer.
-fn user_whole(
-    c: &Comm,
-    mine: &[u8],
-    out: Option<&mut [u8]>,
-    k: reduce::Kind,
-    unit: usize,
-    root: usize,
-) -> R<()> {
-    let len = mine.len();
-    let me = c.rank() == root;
-    // u64 storage: the user function sees its elements aligned.
-    let mut all = vec![0u64; if me { (len * c.size()).div_ceil(8) } else { 0 }];
-    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut all);
-    let n = if me { len * c.size() } else { 0 };
-    c.gather(mine, &mut bytes[..n], root)?;
-    if let Some(out) = out {
-        if me {
-            let mut acc = vec![0u64; len.div_ceil(8)];
-            let a: &mut [u8] = &mut bytemuck::cast_slice_mut(&mut acc)[..len];
-            reduce::fold_user_bytes(k, unit, &bytes[..n], a);
-            out.copy_from_slice(a);
-        }
-    }
-    Ok(())
-}
-
 fn reduce_t<T: Num>(
     c: &Comm,
     send: Option<&[u8]>,
@@ -765,14 +736,9 @@ mpi_fn! {
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.reduce(&c, sendbuf, recvbuf, datatype::count(count)?, root);
         }
-        let (elem, k, unit) = reduction(datatype, op)?;
+        let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
-        if reduce::whole_elements(k) {
-            let mine = if me && in_place(sendbuf) { dst(recvbuf, len)?.to_vec() } else { src(sendbuf, len)?.to_vec() };
-            let r = if me { Some(dst(recvbuf, len)?) } else { None };
-            return user_whole(&c, &mine, r, k, unit, root);
-        }
         if me && in_place(sendbuf) {
             let r = dst(recvbuf, len)?;
             typed!(elem, reduce_t(&c, None, r, k, root))
@@ -807,16 +773,10 @@ mpi_fn! {
         if let Some(g) = crate::userop::general(datatype, op)? {
             return g.allreduce(&c, sendbuf, recvbuf, datatype::count(count)?, None);
         }
-        let (elem, k, unit) = reduction(datatype, op)?;
+        let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
         let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };
-        if reduce::whole_elements(k) {
-            let mine = s.map_or_else(|| r.to_vec(), <[u8]>::to_vec);
-            user_whole(&c, &mine, Some(&mut *r), k, unit, 0)?;
-            c.bcast(r, 0)?;
-            return Ok(());
-        }
         typed!(elem, allreduce_t(&c, s, r, k))
     }
 }

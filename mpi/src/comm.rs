@@ -63,18 +63,128 @@ mpi_fn! {
             let d = c.dup()?;
             register(Some(d), errhandler(comm), newcomm)?;
         }
-        let new = *newcomm;
-        crate::topo::copy(comm, new);
-        if let Err(e) = crate::attr::copy_all(crate::attr::Kind::Comm, comm, new) {
-            // A copy callback failed: the new communicator is not made.
-            let _ = crate::attr::delete_all(crate::attr::Kind::Comm, new);
-            crate::topo::forget(new);
-            crate::inter::forget(new);
-            state::with(|st| Ok(st.comms.remove(&new)))?;
-            out(newcomm, abi::COMM_NULL, "newcomm")?;
-            return Err(e);
+        inherit(comm, newcomm)
+    }
+}
+
+/// What a duplicate `*newcomm` of `comm` takes from it: the topology and
+/// the attributes (through their copy callbacks). If a callback fails, the
+/// duplicate is freed and `*newcomm` is `MPI_COMM_NULL`.
+///
+/// # Safety
+/// `newcomm` valid for a read and a write.
+unsafe fn inherit(comm: Handle, newcomm: *mut Handle) -> R<()> {
+    // SAFETY: the caller's contract.
+    let new = unsafe { read(newcomm, "newcomm")? };
+    crate::topo::copy(comm, new);
+    if let Err(e) = crate::attr::copy_all(crate::attr::Kind::Comm, comm, new) {
+        // A copy callback failed: the new communicator is not made.
+        let _ = crate::attr::delete_all(crate::attr::Kind::Comm, new);
+        crate::topo::forget(new);
+        crate::inter::forget(new);
+        state::with(|st| Ok(st.comms.remove(&new)))?;
+        // SAFETY: the caller's contract.
+        unsafe { out(newcomm, abi::COMM_NULL, "newcomm")? };
+        return Err(e);
+    }
+    Ok(())
+}
+
+// ----- MPI_Comm_idup -----
+//
+// A nonblocking dup cannot agree on a context id the way a blocking one
+// does (the largest free id of the processes, reserved at once): while it
+// is pending a process may create other communicators, and two dups
+// pending on one process may complete in either order, so an id agreed
+// that way may be taken meanwhile or agreed twice. So the new context
+// comes from a range of its own, above every id dos hands out
+// ([`IDUP_BASE`]): one process (the root, rank 0 of the communicator; on
+// an intercommunicator the leader with the lower world rank) takes the
+// next of its own slots there, numbered by its world rank so that no two
+// processes' slots meet, and sends it to the others, in a nonblocking
+// broadcast ordered with the communicator's collectives (on an
+// intercommunicator, point-to-point messages on the hidden communicators'
+// contexts, which no collective uses). A slot is four ids (an
+// intercommunicator takes three). Contexts that high have no node-level
+// shared-memory collective slots (dos's first contexts only), so the
+// collectives of a communicator made by `MPI_Comm_idup` take the
+// point-to-point algorithms.
+
+/// The first context id of `MPI_Comm_idup`'s range.
+pub(crate) const IDUP_BASE: u32 = 1 << 30;
+
+/// The next slot of this process in the range.
+static IDUP_NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh slot of four context ids for a nonblocking dup, unique in the
+/// job: its first id.
+pub(crate) fn idup_slot() -> R<u64> {
+    let (me, n) = state::with(|st| Ok((st.world.comm().rank(), st.world.comm().size())))?;
+    let k = IDUP_NEXT.fetch_add(1, Ordering::Relaxed);
+    let slot = k
+        .checked_mul(n as u64)
+        .and_then(|x| x.checked_add(me as u64))
+        .and_then(|x| x.checked_mul(4))
+        .filter(|&x| x + 4 <= u64::from(IDUP_BASE))
+        .ok_or_else(|| err(abi::ERR_INTERN, "MPI_Comm_idup: context ids exhausted"))?;
+    Ok(u64::from(IDUP_BASE) + slot)
+}
+
+/// The context id `x` received by a nonblocking dup, checked.
+pub(crate) fn idup_ctx(x: u64) -> R<u32> {
+    u32::try_from(x)
+        .ok()
+        .filter(|c| (IDUP_BASE..u32::MAX / 2 - 4).contains(c))
+        .ok_or_else(|| {
+            err(
+                abi::ERR_INTERN,
+                format!("MPI_Comm_idup: bad context id {x}"),
+            )
+        })
+}
+
+/// `MPI_UINT64_T`.
+const UINT64: Handle = 0x259;
+
+mpi_fn! {
+    /// A duplicate of `comm` (as `MPI_Comm_dup`), made without blocking:
+    /// `*newcomm` is set when the request completes. The context id comes
+    /// from the root in a nonblocking broadcast; see the comment above
+    /// `IDUP_BASE`.
+    fn MPI_Comm_idup / PMPI_Comm_idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
+        if newcomm.is_null() || request.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for newcomm or request"));
         }
-        Ok(())
+        if crate::inter::is_inter(comm) {
+            return crate::inter::idup(comm, newcomm, request);
+        }
+        let c = state::comm(comm)?;
+        let eh = errhandler(comm);
+        let mut ctx = Box::new([if c.rank() == 0 { idup_slot()? } else { 0 }]);
+        let mut part = abi::REQUEST_NULL;
+        let rc = crate::nbc::PMPI_Ibcast(ctx.as_mut_ptr().cast(), 1, UINT64, 0, comm, &mut part);
+        if rc != abi::SUCCESS {
+            return Err(err(rc, "MPI_Comm_idup: the broadcast of the context id failed to start"));
+        }
+        let after: crate::request::After = Box::new(move |_| {
+            let d = c.with_members(idup_ctx(ctx[0])?, c.group().members())?;
+            // SAFETY: the program keeps `newcomm` valid until the request
+            // completes (MPI's rule for nonblocking calls).
+            unsafe {
+                register(Some(d), eh, newcomm)?;
+                inherit(comm, newcomm)
+            }
+        });
+        crate::request::insert_compound(vec![part], state::ReqKind::Coll, comm, after, request)
+    }
+}
+
+mpi_fn! {
+    /// `MPI_Comm_idup`; the info hints are not used by dos.
+    fn MPI_Comm_idup_with_info / PMPI_Comm_idup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
+        let _ = info;
+        let rc = PMPI_Comm_idup(comm, newcomm, request);
+        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_idup failed")) }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Groups (`MPI_Comm_group`, `MPI_Group_*`) and the communicators made
 //! from them (`MPI_Comm_create`, `MPI_Comm_create_group`), on dos's
-//! [`dos::Group`] and [`dos::Comm::create`]/[`dos::Comm::create_group`];
-//! `MPI_Comm_idup` (a dup whose request is complete at once).
+//! [`dos::Group`] and [`dos::Comm::create`]/[`dos::Comm::create_group`].
+//! (`MPI_Comm_idup` is in `comm.rs`, beside `MPI_Comm_dup`.)
 //!
 //! A group is a value: building and combining groups never communicates.
 //! Ranks out of range are `MPI_ERR_RANK`, an invalid group handle
@@ -14,7 +14,7 @@ use dos::Group;
 use crate::abi::{self, Handle};
 use crate::error::{err, R};
 use crate::ptr::{ints, out, read};
-use crate::state::{self, CommEntry, ReqKind};
+use crate::state::{self, CommEntry};
 
 /// The group of handle `h` (a clone).
 pub(crate) fn group(h: Handle) -> R<Group> {
@@ -316,32 +316,5 @@ mpi_fn! {
         }
         let made = c.create_group(&g, tag)?;
         register_comm(Some(made), comm, newcomm)
-    }
-}
-
-mpi_fn! {
-    /// `MPI_Comm_dup`, done at once: the request is already complete.
-    fn MPI_Comm_idup / PMPI_Comm_idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
-        if newcomm.is_null() || request.is_null() {
-            return Err(err(abi::ERR_ARG, "null pointer for newcomm or request"));
-        }
-        if crate::inter::is_inter(comm) {
-            out(newcomm, crate::inter::dup(comm)?, "newcomm")?;
-            crate::attr::copy_all(crate::attr::Kind::Comm, comm, *newcomm)?;
-            return crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request);
-        }
-        let c = state::comm(comm)?;
-        let d = c.dup()?;
-        register_comm(Some(d), comm, newcomm)?;
-        crate::p2p::new_request(dos::detached::DetachedRequest::completed(), ReqKind::Send, comm, request)
-    }
-}
-
-mpi_fn! {
-    /// `MPI_Comm_idup`; the info hints are not used by dos.
-    fn MPI_Comm_idup_with_info / PMPI_Comm_idup_with_info(comm: Handle, info: Handle, newcomm: *mut Handle, request: *mut Handle) on comm => {
-        let _ = info;
-        let rc = PMPI_Comm_idup(comm, newcomm, request);
-        if rc == abi::SUCCESS { Ok(()) } else { Err(err(rc, "MPI_Comm_idup failed")) }
     }
 }

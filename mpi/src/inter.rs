@@ -24,8 +24,11 @@
 //! larger (and reserve it on every process), as `dos::Comm::split` does
 //! within one group.
 //!
-//! The nonblocking collectives on an intercommunicator run to completion
-//! in the call and return a completed request. Functions the standard
+//! The nonblocking collectives on an intercommunicator ([`start`]) post
+//! their transfers between the groups in the call, straight from and to
+//! every remote process (no step on the local group, so no ordering
+//! against the local group's collectives), and complete in `Wait`/`Test`,
+//! which then fold a reduction's contributions. Functions the standard
 //! defines on intracommunicators only (`MPI_Scan`, `MPI_Exscan`,
 //! `MPI_Cart_create`, `MPI_Comm_split_type`, windows, files, ...) return
 //! `MPI_ERR_COMM` on one.
@@ -123,6 +126,13 @@ const T_REDUCE: c_int = 5;
 const T_GATHER: c_int = 6;
 const T_SCATTER: c_int = 7;
 const T_ALL: c_int = 8;
+const T_IDUP: c_int = 9;
+/// The nonblocking forms' own traffic (data-movement ones use their
+/// blocking form's tags).
+const T_NB: c_int = 10;
+
+/// `MPI_UINT64_T`.
+const UINT64: Handle = 0x259;
 
 /// The link between the two leaders: a communicator, the other leader's
 /// rank in it and the tag.
@@ -387,6 +397,76 @@ pub(crate) fn dup(comm: Handle) -> R<Handle> {
     split(comm, Some(0), x.rank as i32)
 }
 
+/// `MPI_Comm_idup` on an intercommunicator: the leader with the lower
+/// world rank takes a slot of context ids (see `comm.rs`, `IDUP_BASE`) and
+/// sends it to every other process of both groups, on the hidden
+/// communicators' point-to-point contexts (which no collective uses). The
+/// slot's first id is the new intercommunicator's, the next the hidden
+/// view's, the one after the hidden local group's.
+///
+/// # Safety
+/// `newcomm` valid until the request completes; `request` for a write.
+pub(crate) unsafe fn idup(comm: Handle, newcomm: *mut Handle, request: *mut Handle) -> R<()> {
+    let x = inter(comm)?;
+    let lo = state::comm(x.lo)?;
+    let eh = state::errhandler_of(comm);
+    let (nl, nr) = (x.local.len(), x.remote.len());
+    let root_here = x.local[0] < x.remote[0];
+    let mut ctx = Box::new([0u64]);
+    let mut parts = Vec::new();
+    let mut start = || -> R<()> {
+        if root_here && x.rank == 0 {
+            ctx[0] = crate::comm::idup_slot()?;
+            let to = (1..nl).map(|p| (p, x.lo)).chain((0..nr).map(|p| (p, x.hi)));
+            for (peer, on) in to {
+                let mut q = abi::REQUEST_NULL;
+                // SAFETY: `ctx` lives in the request's hook until completion.
+                let rc = unsafe {
+                    crate::p2p::PMPI_Isend(
+                        ctx.as_ptr().cast(),
+                        1,
+                        UINT64,
+                        peer as c_int,
+                        T_IDUP,
+                        on,
+                        &mut q,
+                    )
+                };
+                ck(rc, "idup")?;
+                parts.push(q);
+            }
+        } else {
+            let (from, on) = if root_here { (0, x.lo) } else { (0, x.hi) };
+            let mut q = abi::REQUEST_NULL;
+            // SAFETY: as above.
+            let rc = unsafe {
+                crate::p2p::PMPI_Irecv(ctx.as_mut_ptr().cast(), 1, UINT64, from, T_IDUP, on, &mut q)
+            };
+            ck(rc, "idup")?;
+            parts.push(q);
+        }
+        Ok(())
+    };
+    let started = start();
+    let after: crate::request::After = Box::new(move |_| {
+        let c = crate::comm::idup_ctx(ctx[0])?;
+        let lo2 = lo.with_members(c + 2, &x.local)?;
+        let h = build(lo2, c, x.remote.clone(), eh)?;
+        // SAFETY: the program keeps `newcomm` valid until the request
+        // completes (MPI's rule for nonblocking calls).
+        unsafe { out(newcomm, h, "newcomm")? };
+        crate::attr::copy_all(crate::attr::Kind::Comm, comm, h)
+    });
+    // The parts started are completed with the request, even if one
+    // failed to start.
+    // SAFETY: the caller's contract.
+    let r = unsafe {
+        crate::request::insert_compound(parts, state::ReqKind::Coll, comm, after, request)
+    };
+    started?;
+    r
+}
+
 /// `MPI_Comm_compare` when either is an intercommunicator.
 pub(crate) fn compare(a: Handle, b: Handle) -> R<c_int> {
     state::comm(a)?;
@@ -539,12 +619,303 @@ unsafe fn exchange(
             reqs.push(q);
         }
     }
+    if POSTED.with(|p| p.borrow().is_some()) {
+        // Started for a nonblocking form: its request completes them.
+        POSTED.with(|p| p.borrow_mut().as_mut().map(|v| v.extend(reqs)));
+        return first;
+    }
     // SAFETY: `reqs` holds `len` request handles.
     let rc = unsafe {
         crate::request::PMPI_Waitall(reqs.len() as c_int, reqs.as_mut_ptr(), std::ptr::null_mut())
     };
     first?;
     ck(rc, "wait")
+}
+
+thread_local! {
+    /// While a nonblocking form runs its blocking body ([`start`]): the
+    /// requests [`exchange`] started, not waited for.
+    static POSTED: RefCell<Option<Vec<Handle>>> = const { RefCell::new(None) };
+}
+
+/// The nonblocking form of an intercommunicator collective: `f`, a
+/// blocking body made of [`exchange`]s only (every transfer between the
+/// groups, no step on the local group), runs with its transfers started
+/// and not waited for; they become the parts of a compound request
+/// ([`crate::request::insert_compound`]) stored in `*request`, completed
+/// by `Wait`/`Test`, after which the hook `f` returned runs (a reduction's
+/// fold). So nothing in the call waits for another process.
+///
+/// # Safety
+/// The buffers `f` uses valid until the request completes; `request` valid
+/// for a write.
+pub(crate) unsafe fn start(
+    comm: Handle,
+    request: *mut Handle,
+    f: impl FnOnce() -> R<Option<crate::request::After>>,
+) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    POSTED.with(|p| *p.borrow_mut() = Some(Vec::new()));
+    let r = f();
+    let mut parts = POSTED.with(|p| p.borrow_mut().take()).unwrap_or_default();
+    let after = match r {
+        Ok(a) => a.unwrap_or_else(|| Box::new(|_| Ok(()))),
+        Err(e) => {
+            // What started must still complete before the buffers go.
+            // SAFETY: `parts` holds request handles.
+            unsafe {
+                crate::request::PMPI_Waitall(
+                    parts.len() as c_int,
+                    parts.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                );
+            }
+            return Err(e);
+        }
+    };
+    // SAFETY: the caller's contract.
+    unsafe { crate::request::insert_compound(parts, state::ReqKind::Coll, comm, after, request) }
+}
+
+/// `MPI_Ibarrier`'s body: an empty message to and from every remote
+/// process (the request completes once all of the other group have
+/// entered).
+pub(crate) fn ibarrier(comm: Handle) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    let n = x.remote.len() as c_int;
+    let sends: Vec<_> = (0..n)
+        .map(|r| (std::ptr::null::<c_void>(), 0, BYTE, r))
+        .collect();
+    let recvs: Vec<_> = (0..n)
+        .map(|r| (std::ptr::null_mut::<c_void>(), 0, BYTE, r))
+        .collect();
+    // SAFETY: no data.
+    unsafe { exchange(x.hi, &sends, &recvs, T_NB) }?;
+    Ok(None)
+}
+
+/// `MPI_Ibcast`'s body: the root sends to every process of the other group.
+///
+/// # Safety
+/// As `MPI_Ibcast`.
+pub(crate) unsafe fn ibcast(
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    let (sends, recvs) = match side(&x, root)? {
+        Side::Root => (
+            (0..x.remote.len() as c_int)
+                .map(|r| (buf.cast_const(), count, dt, r))
+                .collect(),
+            Vec::new(),
+        ),
+        Side::Idle => (Vec::new(), Vec::new()),
+        Side::Leaf(r) => (Vec::new(), vec![(buf, count, dt, r)]),
+    };
+    // SAFETY: the caller's contract.
+    unsafe { exchange(x.hi, &sends, &recvs, T_NB) }?;
+    Ok(None)
+}
+
+/// Receives `count` elements of `dt` from each remote process in `from`
+/// for a reduction: the last one's straight into `rbuf`, the others' into
+/// temporaries; the hook folds them into `rbuf` in rank order
+/// (`b0 op (b1 op (... op b_last))`, right for non-commutative operations).
+///
+/// # Safety
+/// `rbuf` valid for `count` elements until the request completes.
+unsafe fn fold_from(
+    x: &Inter,
+    from: Vec<c_int>,
+    rbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    sends: &[(*const c_void, c_int, Handle, c_int)],
+) -> R<Option<crate::request::After>> {
+    let k = crate::datatype::count(count)?;
+    let mut tmps = Vec::with_capacity(from.len());
+    let mut recvs = Vec::with_capacity(from.len());
+    for (j, &r) in from.iter().enumerate() {
+        if j + 1 == from.len() {
+            recvs.push((rbuf, count, dt, r));
+        } else {
+            let mut t = Tmp::new(k, dt)?;
+            recvs.push((t.ptr(), count, dt, r));
+            tmps.push(t);
+        }
+    }
+    // SAFETY: the caller's contract; the temporaries move into the hook.
+    unsafe { exchange(x.hi, sends, &recvs, T_NB) }?;
+    if tmps.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Box::new(move |_| {
+        for t in tmps.iter_mut().rev() {
+            // SAFETY: both hold `count` elements of `dt`.
+            let rc = unsafe { crate::coll::PMPI_Reduce_local(t.ptr(), rbuf, count, dt, op) };
+            ck(rc, "reduction")?;
+        }
+        Ok(())
+    })))
+}
+
+/// `MPI_Ireduce`'s body: every process of the other group sends its data
+/// to the root, which folds them at completion.
+///
+/// # Safety
+/// As `MPI_Ireduce`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn ireduce(
+    sbuf: *const c_void,
+    rbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    root: c_int,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    match side(&x, root)? {
+        Side::Root => {
+            let from = (0..x.remote.len() as c_int).collect();
+            // SAFETY: the caller's contract.
+            unsafe { fold_from(&x, from, rbuf, count, dt, op, &[]) }
+        }
+        Side::Idle => Ok(None),
+        Side::Leaf(r) => {
+            // SAFETY: the caller's contract.
+            unsafe { exchange(x.hi, &[(sbuf, count, dt, r)], &[], T_NB) }?;
+            Ok(None)
+        }
+    }
+}
+
+/// `MPI_Iallreduce`'s body: every process sends its data to every process
+/// of the other group, and folds what it receives at completion.
+///
+/// # Safety
+/// As `MPI_Iallreduce`.
+pub(crate) unsafe fn iallreduce(
+    sbuf: *const c_void,
+    rbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    if crate::ptr::in_place(sbuf) {
+        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
+    }
+    let n = x.remote.len() as c_int;
+    let sends: Vec<_> = (0..n).map(|r| (sbuf, count, dt, r)).collect();
+    // SAFETY: the caller's contract.
+    unsafe { fold_from(&x, (0..n).collect(), rbuf, count, dt, op, &sends) }
+}
+
+/// `MPI_Ireduce_scatter`'s body: the senders do not know how the other
+/// group cuts the result (its `recvcounts`), so every process sends its
+/// whole buffer to every remote process; each folds the whole vectors at
+/// completion and keeps its own block.
+///
+/// # Safety
+/// As `MPI_Ireduce_scatter`.
+pub(crate) unsafe fn ireduce_scatter(
+    sbuf: *const c_void,
+    rbuf: *mut c_void,
+    counts: *const c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    if crate::ptr::in_place(sbuf) {
+        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
+    }
+    // SAFETY: the caller's contract.
+    let cs = unsafe { crate::ptr::ints(counts, x.local.len(), "recvcounts")? };
+    let mut before: c_int = 0;
+    let mut total: c_int = 0;
+    for (i, &c) in cs.iter().enumerate() {
+        crate::datatype::count(c)?;
+        if i == x.rank {
+            before = total;
+        }
+        total = total
+            .checked_add(c)
+            .ok_or_else(|| err(abi::ERR_COUNT, "the counts add up past the largest int"))?;
+    }
+    let mine = cs[x.rank];
+    let n = x.remote.len() as c_int;
+    let sends: Vec<_> = (0..n).map(|r| (sbuf, total, dt, r)).collect();
+    let mut acc = Tmp::new(total as usize, dt)?;
+    // SAFETY: `acc` moves into the hook, which outlives the transfers.
+    let fold = unsafe { fold_from(&x, (0..n).collect(), acc.ptr(), total, dt, op, &sends)? };
+    Ok(Some(Box::new(move |st| {
+        if let Some(f) = fold {
+            f(st)?;
+        }
+        let from = at(acc.ptr(), 1, before as isize, dt)?;
+        // SAFETY: `from` holds `mine` elements of `dt` (inside `acc`),
+        // `rbuf` is the program's buffer for them; a copy through
+        // `MPI_COMM_SELF` keeps the datatype's layout on both sides.
+        let rc = unsafe {
+            crate::p2p::PMPI_Sendrecv(
+                from,
+                mine,
+                dt,
+                0,
+                T_NB,
+                rbuf,
+                mine,
+                dt,
+                0,
+                T_NB,
+                abi::COMM_SELF as Handle,
+                std::ptr::null_mut(),
+            )
+        };
+        ck(rc, "reduce_scatter")
+    })))
+}
+
+/// `MPI_Ireduce_scatter_block`'s body: every process sends its block `i`
+/// to remote process `i`, and folds the blocks it receives at completion.
+///
+/// # Safety
+/// As `MPI_Ireduce_scatter_block`.
+pub(crate) unsafe fn ireduce_scatter_block(
+    sbuf: *const c_void,
+    rbuf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    op: Handle,
+    comm: Handle,
+) -> R<Option<crate::request::After>> {
+    let x = inter(comm)?;
+    if crate::ptr::in_place(sbuf) {
+        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
+    }
+    let n = x.remote.len() as c_int;
+    let sends = (0..n)
+        .map(|r| {
+            Ok((
+                at(sbuf, r as isize, count as isize, dt)?.cast_const(),
+                count,
+                dt,
+                r,
+            ))
+        })
+        .collect::<R<Vec<_>>>()?;
+    // SAFETY: the caller's contract.
+    unsafe { fold_from(&x, (0..n).collect(), rbuf, count, dt, op, &sends) }
 }
 
 /// `MPI_Barrier`: returns once every process of both groups has entered.
@@ -850,12 +1221,7 @@ pub(crate) unsafe fn gatherv(
         }
         Side::Idle => Ok(()),
         // SAFETY: the caller's contract.
-        Side::Leaf(r) => unsafe {
-            ck(
-                crate::p2p::PMPI_Send(sbuf, scount, stype, r, T_GATHER, x.hi),
-                "gather",
-            )
-        },
+        Side::Leaf(r) => unsafe { exchange(x.hi, &[(sbuf, scount, stype, r)], &[], T_GATHER) },
     }
 }
 
@@ -902,20 +1268,7 @@ pub(crate) unsafe fn scatterv(
         }
         Side::Idle => Ok(()),
         // SAFETY: the caller's contract.
-        Side::Leaf(r) => unsafe {
-            ck(
-                crate::p2p::PMPI_Recv(
-                    rbuf,
-                    rcount,
-                    rtype,
-                    r,
-                    T_SCATTER,
-                    x.hi,
-                    std::ptr::null_mut(),
-                ),
-                "scatter",
-            )
-        },
+        Side::Leaf(r) => unsafe { exchange(x.hi, &[], &[(rbuf, rcount, rtype, r)], T_SCATTER) },
     }
 }
 
@@ -1201,24 +1554,6 @@ pub(crate) unsafe fn alltoallw(
     };
     // SAFETY: the caller's contract.
     unsafe { exchange_blocks(sbuf, &send, false, rbuf, &recv, comm) }
-}
-
-/// A nonblocking collective on an intercommunicator: `r` is the outcome
-/// of the blocking form, run in the call; the request is complete.
-///
-/// # Safety
-/// `request` valid for a write.
-pub(crate) unsafe fn done(r: R<()>, comm: Handle, request: *mut Handle) -> R<()> {
-    r?;
-    // SAFETY: the caller's contract.
-    unsafe {
-        crate::p2p::new_request(
-            dos::detached::DetachedRequest::completed(),
-            state::ReqKind::Coll,
-            comm,
-            request,
-        )
-    }
 }
 
 /// A tag in `0..2^28` from the string tag of the `_from_group(s)` functions.

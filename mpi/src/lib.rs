@@ -31,7 +31,9 @@
 //!   `INT_MAX`, `MPI_LASTUSEDCODE` follows `MPI_Add_error_code`),
 //!   `Comm_create` (collective over the communicator),
 //!   `Comm_create_group` (collective over the group's members only),
-//!   `Comm_idup` (done at once: its request is complete),
+//!   `Comm_idup` (nonblocking: the root sends a context id of the idup
+//!   range in a nonblocking broadcast; the communicator is made when the
+//!   request completes),
 //!   `Comm_get_parent` (`MPI_COMM_NULL`), `Comm_disconnect` (as `Comm_free`),
 //!   `Comm_idup_with_info`.
 //! * **Intercommunicators** (module `inter`) — `Intercomm_create` (the
@@ -50,8 +52,9 @@
 //!   `Allreduce`, `Gather(v)`, `Scatter(v)`, `Allgather(v)`,
 //!   `Alltoall(v,w)`, `Reduce_scatter(_block)` follow the intercommunicator
 //!   rules (`MPI_ROOT`/`MPI_PROC_NULL` in the root's group, the other
-//!   group's data); their `I*` and persistent forms run to completion in
-//!   the call (the request is complete). Functions defined on
+//!   group's data); their `I*` and persistent forms post their transfers
+//!   in the call and complete in `Wait`/`Test` (reductions fold then).
+//!   Functions defined on
 //!   intracommunicators only (`Scan`/`Exscan`/`Iscan`/`Iexscan`,
 //!   `Comm_split_type`, `Comm_create_group`, `Cart_create`, `Graph_create`,
 //!   `Dist_graph_create*`, `Win_create`/`allocate*`, `File_open`, and
@@ -82,7 +85,7 @@
 //!   `MPI_ERR_DIMS`, `MPI_ERR_RANK`, `MPI_ERR_ARG`.
 //! * **Neighbourhood collectives** (module `neighbor`) —
 //!   `Neighbor_allgather(v)`, `Neighbor_alltoall(v,w)` and the `Ineighbor_*`
-//!   forms (complete on return) on Cartesian, graph and distributed-graph
+//!   forms (started in the call, unpacked at completion) on Cartesian, graph and distributed-graph
 //!   communicators, one packed message per peer on the collective context.
 //! * **Memory** — `Alloc_mem`/`Free_mem` (the C heap; hints ignored).
 //! * **Groups** — `Comm_group`, `Group_size`, `Group_rank` (`MPI_UNDEFINED`
@@ -200,9 +203,9 @@
 //!   (holes, mixed basic types, opaque predefined ones such as
 //!   `MPI_REAL16`) takes `userop::General`: contributions travel packed and
 //!   the function is called on buffers laid out as the datatype says, with
-//!   the datatype's own handle, in rank order (blocking forms and
-//!   `Reduce_local`; the nonblocking and persistent forms still refuse
-//!   them with `MPI_ERR_UNSUPPORTED_OPERATION`). A freed operation is
+//!   the datatype's own handle, in rank order (blocking, nonblocking and
+//!   persistent forms, and `Reduce_local`; the nonblocking ones fold when
+//!   the request completes). A freed operation is
 //!   `MPI_ERR_OP`.
 //! * **`long double`** — `MPI_LONG_DOUBLE`, `MPI_C_LONG_DOUBLE_COMPLEX`
 //!   and `MPI_LONG_DOUBLE_INT` reduce with `SUM`/`PROD`/`MIN`/`MAX` (`SUM`

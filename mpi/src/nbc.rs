@@ -130,6 +130,43 @@ unsafe fn register(raw: DetachedRequest, keep: Keep, comm: Handle, request: *mut
     unsafe { out(request, h, "request") }
 }
 
+/// Starts the byte collective `what` from `send` into `recv`, both owned
+/// by the request until it completes; then `finish` gets the received
+/// bytes (to unpack or fold them). Stores the request in `*request`.
+///
+/// # Safety
+/// `request` valid for a write; whatever `finish` writes valid until the
+/// request completes.
+pub(crate) unsafe fn start_owned(
+    c: &Comm,
+    what: NbColl<'_>,
+    send: Vec<u8>,
+    mut recv: Vec<u8>,
+    finish: impl FnOnce(&[u8]) -> R<()> + 'static,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // SAFETY: both vectors move into the request's hook, which keeps
+    // their heap buffers (whose addresses do not change) until completion.
+    let raw = unsafe {
+        c.icoll_detached(
+            what,
+            send.as_ptr(),
+            send.len(),
+            recv.as_mut_ptr(),
+            recv.len(),
+            Move,
+        )?
+    };
+    let mut keep = Keep::default();
+    keep.jobs.push(Box::new(move || {
+        drop(send);
+        finish(&recv)
+    }));
+    // SAFETY: the caller's contract.
+    unsafe { register(raw, keep, comm, request) }
+}
+
 /// The byte length of `n` elements of `dt` (dense or packed).
 fn packed_len(n: usize, dt: Handle) -> R<usize> {
     Ok(match datatype::layout_n(n, dt)? {
@@ -215,7 +252,7 @@ mpi_fn! {
     /// Starts a barrier: completes once every rank has started it.
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::barrier(comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ibarrier(comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -227,7 +264,7 @@ mpi_fn! {
     /// Starts copying `root`'s buffer to every rank.
     fn MPI_Ibcast / PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::bcast(buffer, count, datatype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ibcast(buffer, count, datatype, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -248,7 +285,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -281,7 +318,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -314,7 +351,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -342,7 +379,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -409,7 +446,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -426,7 +463,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -513,7 +550,7 @@ mpi_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -551,7 +588,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -640,15 +677,126 @@ unsafe fn start_reduce<T: Num>(
     }
 }
 
+/// Which reduction a [`start_general`] runs.
+enum Gen<'a> {
+    /// `MPI_Ireduce` to `root`.
+    Reduce { root: usize },
+    /// `MPI_Iallreduce` (`None`), `MPI_Iscan` (`Some(true)`), `MPI_Iexscan`
+    /// (`Some(false)`).
+    All { scan: Option<bool> },
+    /// `MPI_Ireduce_scatter(_block)` with `counts` elements per rank.
+    Scatter { counts: &'a [usize] },
+}
+
+/// A nonblocking reduction with a user operation on a derived (or opaque)
+/// datatype: as the blocking forms ([`crate::userop::General`]), every
+/// contribution is packed (in the call), the packed contributions are
+/// gathered by a nonblocking byte collective, and the user function folds
+/// them in rank order when the request completes, on buffers laid out as
+/// the datatype says; the result is unpacked into `recvbuf` then.
+///
+/// # Safety
+/// The buffers valid for their elements until the request completes;
+/// `request` for a write.
+#[allow(clippy::too_many_arguments)]
+unsafe fn start_general(
+    g: crate::userop::General,
+    c: &Comm,
+    what: Gen<'_>,
+    sendbuf: *const c_void,
+    recvbuf: *mut c_void,
+    count: usize,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    let src = if in_place(sendbuf) {
+        recvbuf as *const c_void
+    } else {
+        sendbuf
+    };
+    let (n, me) = (c.size(), c.rank());
+    let total = match what {
+        Gen::Scatter { counts } => counts.iter().sum(),
+        _ => count,
+    };
+    // SAFETY: the caller's contract.
+    let mine = unsafe { g.pack(src, total)? };
+    match what {
+        Gen::Reduce { root } => {
+            let len = mine.len();
+            let at_root = me == root;
+            let recv = vec![0u8; if at_root { len * n } else { 0 }];
+            let nb = NbColl::Gather {
+                root,
+                blk: len,
+                in_place: false,
+            };
+            let finish = move |all: &[u8]| -> R<()> {
+                if at_root && len > 0 {
+                    if let Some(r) = g.fold(all.chunks(len), count)? {
+                        // SAFETY: the caller's contract.
+                        unsafe { g.unpack(&r, recvbuf, count)? };
+                    }
+                }
+                Ok(())
+            };
+            // SAFETY: the caller's contract.
+            unsafe { start_owned(c, nb, mine, recv, finish, comm, request) }
+        }
+        Gen::All { scan } => {
+            let len = mine.len();
+            let upto = match scan {
+                None => n,
+                Some(true) => me + 1,
+                Some(false) => me,
+            };
+            let recv = vec![0u8; len * n];
+            let finish = move |all: &[u8]| -> R<()> {
+                if len > 0 {
+                    if let Some(r) = g.fold(all.chunks(len).take(upto), count)? {
+                        // SAFETY: the caller's contract.
+                        unsafe { g.unpack(&r, recvbuf, count)? };
+                    }
+                }
+                Ok(())
+            };
+            // SAFETY: the caller's contract.
+            unsafe { start_owned(c, NbColl::Allgather, mine, recv, finish, comm, request) }
+        }
+        Gen::Scatter { counts } => {
+            let sc = counts.iter().map(|&k| g.len(k)).collect::<R<Vec<_>>>()?;
+            let mut sd = Vec::with_capacity(n);
+            let mut at = 0;
+            for &l in &sc {
+                sd.push(at);
+                at += l;
+            }
+            let len = sc[me];
+            let rc = vec![len; n];
+            let rd: Vec<usize> = (0..n).map(|i| i * len).collect();
+            let recv = vec![0u8; len * n];
+            let mine_count = counts[me];
+            let finish = move |all: &[u8]| -> R<()> {
+                if len > 0 {
+                    if let Some(r) = g.fold(all.chunks(len), mine_count)? {
+                        // SAFETY: the caller's contract.
+                        unsafe { g.unpack(&r, recvbuf, mine_count)? };
+                    }
+                }
+                Ok(())
+            };
+            let nb = NbColl::Alltoallv {
+                send: (&sc, &sd),
+                recv: (&rc, &rd),
+            };
+            // SAFETY: the caller's contract.
+            unsafe { start_owned(c, nb, mine, recv, finish, comm, request) }
+        }
+    }
+}
+
 /// The element type and operation of a reduction, checked.
 fn reduction(dt: Handle, op: Handle) -> R<(crate::datatype::Elem, reduce::Kind, usize)> {
-    if crate::userop::general(dt, op)?.is_some() {
-        // The blocking forms fold these in the C layer (`userop::General`).
-        return Err(err(
-            abi::ERR_UNSUPPORTED_OPERATION,
-            "a user operation on a derived or opaque datatype in a nonblocking or persistent reduction is not supported yet",
-        ));
-    }
     let t = datatype::for_reduction(dt)?;
     let k = reduce::check_on(op, dt, &t)?;
     Ok((t.elem, k, t.size))
@@ -672,11 +820,14 @@ mpi_fn! {
         datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce(sendbuf, recvbuf, count, datatype, op, root, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce(sendbuf, recvbuf, count, datatype, op, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return start_general(g, &c, Gen::Reduce { root }, sendbuf, recvbuf, datatype::count(count)?, comm, request);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let me = c.rank() == root;
@@ -695,10 +846,13 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::allreduce(sendbuf, recvbuf, count, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::iallreduce(sendbuf, recvbuf, count, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            return start_general(g, &c, Gen::All { scan: None }, sendbuf, recvbuf, datatype::count(count)?, comm, request);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = datatype::bytes(count, datatype)?;
         let ip = in_place(sendbuf);
@@ -716,10 +870,15 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            let raw = ints(recvcounts, c.size(), "recvcounts")?;
+            let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+            return start_general(g, &c, Gen::Scatter { counts: &counts }, sendbuf, recvbuf, 0, comm, request);
+        }
         let (elem, k, size) = reduction(datatype, op)?;
         let raw = ints(recvcounts, c.size(), "recvcounts")?;
         let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
@@ -747,10 +906,14 @@ mpi_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
+        if let Some(g) = crate::userop::general(datatype, op)? {
+            let counts = vec![datatype::count(recvcount)?; c.size()];
+            return start_general(g, &c, Gen::Scatter { counts: &counts }, sendbuf, recvbuf, 0, comm, request);
+        }
         let (elem, k, _) = reduction(datatype, op)?;
         let blk = datatype::bytes(recvcount, datatype)?;
         let total = blk.checked_mul(c.size()).ok_or_else(|| err(abi::ERR_COUNT, "the blocks overflow"))?;
@@ -784,6 +947,24 @@ unsafe fn iscan(
     crate::inter::deny(comm)?;
     request_arg(request)?;
     let c = state::comm(comm)?;
+    if let Some(g) = crate::userop::general(dt, op)? {
+        let what = Gen::All {
+            scan: Some(inclusive),
+        };
+        // SAFETY: the caller's contract.
+        return unsafe {
+            start_general(
+                g,
+                &c,
+                what,
+                sendbuf,
+                recvbuf,
+                datatype::count(count)?,
+                comm,
+                request,
+            )
+        };
+    }
     let (elem, k, _) = reduction(dt, op)?;
     let len = datatype::bytes(count, dt)?;
     let mut keep = Keep::default();
@@ -932,7 +1113,7 @@ mpi_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::done(crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm), comm, request);
+            return crate::inter::start(comm, request, || crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;

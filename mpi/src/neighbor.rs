@@ -16,9 +16,12 @@
 //! -1 slot and the reverse, which is what makes periodic dimensions of size
 //! 1 and 2 correct.
 //!
-//! The nonblocking forms complete in the call (like MPI-IO's nonblocking
-//! forms): the request they return is complete. Every rank takes part in
-//! the exchange, as in any collective of the communicator.
+//! The nonblocking forms pack the blocks in the call and start the byte
+//! exchange as a nonblocking collective; it progresses in the engine (in
+//! any MPI call, as dos's other nonblocking collectives) and the received
+//! blocks are unpacked when `Wait`/`Test` completes the request. Every
+//! rank takes part in the exchange, as in any collective of the
+//! communicator.
 
 use std::ffi::{c_int, c_void};
 
@@ -172,11 +175,20 @@ unsafe fn w_blocks(
 }
 
 /// Runs one neighbourhood exchange on `comm`: `sends[j]` goes to
-/// destination `j`, `recvs[i]` is filled from source `i`.
+/// destination `j`, `recvs[i]` is filled from source `i`. With `start`, the
+/// nonblocking form: the exchange is started (a nonblocking byte
+/// `alltoallv`) and its request stored in `*nb`; the blocks are unpacked
+/// when it completes.
 ///
 /// # Safety
-/// Every block valid for its elements.
-unsafe fn exchange(comm: Handle, sends: &[Block], recvs: &[Block]) -> R<()> {
+/// Every block valid for its elements (until the request completes with
+/// `start`); `start` valid for a write.
+unsafe fn exchange(
+    comm: Handle,
+    sends: &[Block],
+    recvs: &[Block],
+    start: Option<*mut Handle>,
+) -> R<()> {
     let c = state::comm(comm)?;
     let nb = crate::topo::neighbours(comm)?;
     if sends.len() != nb.dests.len() || recvs.len() != nb.sources.len() {
@@ -236,17 +248,35 @@ unsafe fn exchange(comm: Handle, sends: &[Block], recvs: &[Block]) -> R<()> {
         rcounts[p] = inn[p].iter().map(|&(_, l)| l).sum();
         total += rcounts[p];
     }
-    let mut rdata = vec![0u8; total];
-    c.alltoallv(&sdata, &scounts, &sdispls, &mut rdata, &rcounts, &rdispls)?;
-    for p in 0..n {
-        let mut off = rdispls[p];
-        for &(i, l) in &inn[p] {
-            // SAFETY: the caller's contract.
-            unsafe { recvs[i].unpack(&rdata[off..off + l])? };
-            off += l;
+    let recvs = recvs.to_vec();
+    let at = rdispls.clone();
+    let unpack = move |rdata: &[u8]| -> R<()> {
+        for p in 0..n {
+            let mut off = at[p];
+            for &(i, l) in &inn[p] {
+                // SAFETY: the caller's contract.
+                unsafe { recvs[i].unpack(&rdata[off..off + l])? };
+                off += l;
+            }
+        }
+        Ok(())
+    };
+    let rdata = vec![0u8; total];
+    match start {
+        None => {
+            let mut rdata = rdata;
+            c.alltoallv(&sdata, &scounts, &sdispls, &mut rdata, &rcounts, &rdispls)?;
+            unpack(&rdata)
+        }
+        Some(request) => {
+            let what = dos::detached::NbColl::Alltoallv {
+                send: (&scounts, &sdispls),
+                recv: (&rcounts, &rdispls),
+            };
+            // SAFETY: the blocks are the caller's; the request is stored in `*request`.
+            unsafe { crate::nbc::start_owned(&c, what, sdata, rdata, unpack, comm, request) }
         }
     }
-    Ok(())
 }
 
 /// The in- and out-degree of `comm`'s topology.
@@ -265,19 +295,15 @@ fn no_in_place(p: *const c_void) -> R<()> {
     Ok(())
 }
 
-/// The nonblocking form: the exchange in the call, a complete request.
-///
-/// # Safety
-/// `request` valid for a write.
-unsafe fn done(r: R<()>, request: *mut Handle) -> R<()> {
+/// The request argument of a nonblocking form, checked.
+fn request_arg(request: *mut Handle) -> R<*mut Handle> {
     if request.is_null() {
         return Err(err(abi::ERR_REQUEST, "null pointer for request"));
     }
-    r?;
-    // SAFETY: the caller's contract.
-    unsafe { crate::request::insert_completed(None, request) }
+    Ok(request)
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn allgather(
     sendbuf: *const c_void,
     sendcount: c_int,
@@ -286,6 +312,7 @@ unsafe fn allgather(
     recvcount: c_int,
     recvtype: Handle,
     comm: Handle,
+    nb: Option<*mut Handle>,
 ) -> R<()> {
     no_in_place(sendbuf)?;
     let (ind, outd) = degrees(comm)?;
@@ -293,7 +320,7 @@ unsafe fn allgather(
     let sends = vec![s; outd];
     let recvs = equal_blocks(recvbuf, recvcount, recvtype, ind)?;
     // SAFETY: the caller's contract.
-    unsafe { exchange(comm, &sends, &recvs) }
+    unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -306,6 +333,7 @@ unsafe fn allgatherv(
     displs: *const c_int,
     recvtype: Handle,
     comm: Handle,
+    nb: Option<*mut Handle>,
 ) -> R<()> {
     no_in_place(sendbuf)?;
     let (ind, outd) = degrees(comm)?;
@@ -314,9 +342,10 @@ unsafe fn allgatherv(
     // SAFETY: the caller's contract.
     let recvs = unsafe { v_blocks(recvbuf, recvcounts, displs, recvtype, ind)? };
     // SAFETY: the caller's contract.
-    unsafe { exchange(comm, &sends, &recvs) }
+    unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn alltoall(
     sendbuf: *const c_void,
     sendcount: c_int,
@@ -325,13 +354,14 @@ unsafe fn alltoall(
     recvcount: c_int,
     recvtype: Handle,
     comm: Handle,
+    nb: Option<*mut Handle>,
 ) -> R<()> {
     no_in_place(sendbuf)?;
     let (ind, outd) = degrees(comm)?;
     let sends = equal_blocks(sendbuf, sendcount, sendtype, outd)?;
     let recvs = equal_blocks(recvbuf, recvcount, recvtype, ind)?;
     // SAFETY: the caller's contract.
-    unsafe { exchange(comm, &sends, &recvs) }
+    unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -345,6 +375,7 @@ unsafe fn alltoallv(
     rdispls: *const c_int,
     recvtype: Handle,
     comm: Handle,
+    nb: Option<*mut Handle>,
 ) -> R<()> {
     no_in_place(sendbuf)?;
     let (ind, outd) = degrees(comm)?;
@@ -356,7 +387,7 @@ unsafe fn alltoallv(
         )
     };
     // SAFETY: the caller's contract.
-    unsafe { exchange(comm, &sends, &recvs) }
+    unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -370,6 +401,7 @@ unsafe fn alltoallw(
     rdispls: *const isize,
     recvtypes: *const Handle,
     comm: Handle,
+    nb: Option<*mut Handle>,
 ) -> R<()> {
     no_in_place(sendbuf)?;
     let (ind, outd) = degrees(comm)?;
@@ -381,75 +413,75 @@ unsafe fn alltoallw(
         )
     };
     // SAFETY: the caller's contract.
-    unsafe { exchange(comm, &sends, &recvs) }
+    unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
 mpi_fn! {
     /// Gathers one block from every in-neighbour (`sendbuf` goes to every out-neighbour).
     fn MPI_Neighbor_allgather / PMPI_Neighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
-        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm)
+        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
     }
 }
 
 mpi_fn! {
     /// [`MPI_Neighbor_allgather`] with a count and displacement per in-neighbour.
     fn MPI_Neighbor_allgatherv / PMPI_Neighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle) on comm => {
-        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm)
+        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, None)
     }
 }
 
 mpi_fn! {
     /// Block `j` to out-neighbour `j`, block `i` from in-neighbour `i`.
     fn MPI_Neighbor_alltoall / PMPI_Neighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
-        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm)
+        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
     }
 }
 
 mpi_fn! {
     /// [`MPI_Neighbor_alltoall`] with counts and displacements per neighbour.
     fn MPI_Neighbor_alltoallv / PMPI_Neighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle) on comm => {
-        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm)
+        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, None)
     }
 }
 
 mpi_fn! {
     /// [`MPI_Neighbor_alltoall`] with byte displacements and a datatype per neighbour.
     fn MPI_Neighbor_alltoallw / PMPI_Neighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle) on comm => {
-        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm)
+        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, None)
     }
 }
 
 mpi_fn! {
     /// Nonblocking [`MPI_Neighbor_allgather`] (complete on return).
     fn MPI_Ineighbor_allgather / PMPI_Ineighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        done(allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm), request)
+        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
 mpi_fn! {
     /// Nonblocking [`MPI_Neighbor_allgatherv`] (complete on return).
     fn MPI_Ineighbor_allgatherv / PMPI_Ineighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        done(allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm), request)
+        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
 mpi_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoall`] (complete on return).
     fn MPI_Ineighbor_alltoall / PMPI_Ineighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        done(alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm), request)
+        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
 mpi_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoallv`] (complete on return).
     fn MPI_Ineighbor_alltoallv / PMPI_Ineighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        done(alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm), request)
+        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
 mpi_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoallw`] (complete on return).
     fn MPI_Ineighbor_alltoallw / PMPI_Ineighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle, request: *mut Handle) on comm => {
-        done(alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm), request)
+        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, Some(request_arg(request)?))
     }
 }

@@ -6,13 +6,10 @@
 //! the operation on the type (`MPI_ERR_OP` if not).
 //!
 //! A user operation is called with the program's datatype handle and a
-//! count of its elements ([`check_on`]). On a dense derived datatype of
-//! several basic elements (a `Type_contiguous(9, MPI_INT)` matrix), dos's
-//! algorithms would cut buffers between basic elements, so `MPI_Reduce` and
-//! `MPI_Allreduce` then gather the whole buffers at the root and combine
-//! them in rank order ([`fold_user_bytes`]); the other reductions with such
-//! an operation are correct while dos does not split the buffer (small
-//! ones), which is not yet guaranteed for large ones.
+//! count of its elements ([`check_on`]). A user operation on a derived
+//! datatype never reaches this module's typed path: every reduction takes
+//! [`crate::userop::general`] first, which packs whole elements of the
+//! program's type and calls the function on them in rank order.
 
 use std::ffi::{c_int, c_void};
 
@@ -108,33 +105,6 @@ fn call_user<T: Pod>(u: UserFn, dt: Handle, per: usize, a: &[T], inout: &mut [T]
                 &mut dt,
             )
         };
-    }
-}
-
-/// Whether `k` is a user operation on a derived datatype of several basic
-/// elements: dos's algorithms cut buffers into blocks of basic elements,
-/// which may split one of the program's elements, so such reductions go
-/// through [`fold_user_bytes`] on whole buffers instead.
-pub(crate) fn whole_elements(k: Kind) -> bool {
-    matches!(k, Kind::User { per, .. } if per > 1)
-}
-
-/// `acc = part(0) ∘ part(1) ∘ ... ∘ part(n-1)` in rank order, for a user
-/// operation on elements of `unit` bytes; `parts` holds the `n` ranks'
-/// buffers of `acc.len()` bytes each, one after the other.
-pub(crate) fn fold_user_bytes(k: Kind, unit: usize, parts: &[u8], acc: &mut [u8]) {
-    let Kind::User { f, dt, .. } = k else {
-        return;
-    };
-    let len = acc.len();
-    if len == 0 {
-        return;
-    }
-    let n = parts.len() / len;
-    acc.copy_from_slice(&parts[(n - 1) * len..]);
-    for r in (0..n - 1).rev() {
-        // acc = part(r) ∘ acc: the user function updates its second argument.
-        call_user(f, dt, unit, &parts[r * len..(r + 1) * len], acc);
     }
 }
 

@@ -19,13 +19,25 @@
 //! `complete_raw` below) and an `after` hook for what it must do at the
 //! end; nothing else here changes.
 //!
+//! A *compound* request ([`insert_compound`]) stands for several requests
+//! of the table (the point-to-point transfers of an intercommunicator's
+//! nonblocking collective, the agreement of `MPI_Comm_idup`): it is
+//! complete once all of them are, which every `Wait*`/`Test*` form and
+//! `MPI_Request_get_status` check without blocking in a `Test`. Its
+//! [`After`] hook then runs (building the new communicator, folding a
+//! reduction), outside the state's borrow as every hook: hooks may call
+//! MPI (a user operation, an attribute copy callback).
+//!
 //! Progress is dos's weak progress: transfers and the schedules of
 //! nonblocking collectives advance inside MPI calls (any wait, test, send,
 //! probe or collective), not in the background while the program computes
 //! outside MPI (dos's RPC thread moves bytes already in flight, but never
 //! runs a schedule's next step).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use dos::detached::DetachedRequest;
 
@@ -42,6 +54,128 @@ use crate::state::{self, ReqEntry, ReqKind};
 /// they failed or the request is withdrawn at `MPI_Finalize`. What it
 /// captures lives until then.
 pub(crate) type After = Box<dyn FnOnce(&Status) -> R<()>>;
+
+thread_local! {
+    /// The parts of each compound request (see the [module docs](self)).
+    static PARTS: RefCell<HashMap<Handle, Vec<Handle>>> = RefCell::new(HashMap::new());
+}
+
+/// How many compound requests have parts pending (the fast path: none).
+static COMPOUNDS: AtomicUsize = AtomicUsize::new(0);
+
+/// Stores a compound request: complete when every request of `parts` (of
+/// the table, not persistent) is; then `after` runs. Writes its handle to
+/// `request`. The parts must not be given to the program.
+///
+/// # Safety
+/// `request` null or valid for a write.
+pub(crate) unsafe fn insert_compound(
+    parts: Vec<Handle>,
+    kind: ReqKind,
+    comm: Handle,
+    after: After,
+    request: *mut Handle,
+) -> R<()> {
+    if request.is_null() {
+        return Err(err(abi::ERR_ARG, "null pointer for request"));
+    }
+    let h = state::with(|st| {
+        Ok(st.reqs.insert(ReqEntry {
+            raw: DetachedRequest::completed(),
+            kind,
+            comm,
+            outcome: None,
+            after: Some(after),
+        }))
+    })?;
+    let parts: Vec<Handle> = parts
+        .into_iter()
+        .filter(|&p| p != abi::REQUEST_NULL)
+        .collect();
+    if !parts.is_empty() {
+        PARTS.with(|m| m.borrow_mut().insert(h, parts));
+        COMPOUNDS.fetch_add(1, Ordering::Relaxed);
+    }
+    // SAFETY: checked not null; the caller's contract.
+    unsafe { out(request, h, "request") }
+}
+
+/// True if `h` is a compound request whose parts are pending.
+#[inline]
+fn is_compound(h: Handle) -> bool {
+    COMPOUNDS.load(Ordering::Relaxed) != 0 && PARTS.with(|m| m.borrow().contains_key(&h))
+}
+
+/// `hs` with each compound request replaced by its pending parts.
+fn expand(hs: &[Handle]) -> Vec<Handle> {
+    if COMPOUNDS.load(Ordering::Relaxed) == 0 {
+        return hs.to_vec();
+    }
+    let mut out = Vec::with_capacity(hs.len());
+    for &h in hs {
+        match PARTS.with(|m| m.borrow().get(&h).cloned()) {
+            Some(p) => out.extend(expand(&p)),
+            None => out.push(h),
+        }
+    }
+    out
+}
+
+/// Completes the parts of compound request `h` if they have all completed
+/// (`wait`: waiting for them); true once `h` has no parts pending (then it
+/// completes as any request with a hook: its hook runs, or the error of a
+/// part is its outcome). True at once for any other request.
+fn settle(h: Handle, wait: bool) -> R<bool> {
+    if !is_compound(h) {
+        return Ok(true);
+    }
+    if !wait {
+        let parts = PARTS
+            .with(|m| m.borrow().get(&h).cloned())
+            .unwrap_or_default();
+        for p in parts {
+            if !settle(p, false)? {
+                return Ok(false);
+            }
+            let ready = state::with(|st| Ok(st.reqs.get(&p).is_none_or(done)))?;
+            if !ready {
+                progress()?;
+                if !state::with(|st| Ok(st.reqs.get(&p).is_none_or(done)))? {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+    let Some(mut parts) = PARTS.with(|m| m.borrow_mut().remove(&h)) else {
+        // Settled meanwhile (by a hook that waited on it).
+        return Ok(true);
+    };
+    COMPOUNDS.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: no statuses.
+    let failed = unsafe { complete_list(&mut parts, std::ptr::null_mut()) };
+    let failed = match failed {
+        Ok(x) => x,
+        Err(x) => Some(x),
+    };
+    if let Some(x) = failed {
+        state::with(|st| {
+            if let Some(e) = st.reqs.get_mut(&h) {
+                e.after = None;
+                let s = Status::new(abi::ANY_SOURCE, abi::ANY_TAG, x.class, 0);
+                e.outcome = Some(Box::new((s, Some(x))));
+            }
+            Ok(())
+        })?;
+    }
+    Ok(true)
+}
+
+/// Forgets every compound request's parts (`MPI_Finalize` withdraws the
+/// requests themselves).
+pub(crate) fn clear_compounds() {
+    PARTS.with(|m| m.borrow_mut().clear());
+    COMPOUNDS.store(0, Ordering::Relaxed);
+}
 
 /// Waits for `e` (at once if it has completed) and returns its status and
 /// result, after running its [`After`] hook.
@@ -130,6 +264,9 @@ fn progress() -> R<()> {
 /// Takes request `h` out of the table if it has completed, without making
 /// progress (`wait`: takes it anyway; the caller waits for it).
 fn take_now(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
+    if !settle(h, wait)? {
+        return Ok(None);
+    }
     state::with(|st| {
         let e = st
             .reqs
@@ -158,6 +295,7 @@ fn take(h: Handle, wait: bool) -> R<Option<ReqEntry>> {
 /// the state is not borrowed while the engine runs schedules and user
 /// operations.
 fn block_any(hs: &[Handle]) -> R<()> {
+    let hs = &expand(hs)[..];
     let raws: Vec<(Handle, DetachedRequest)> = state::with(|st| {
         Ok(hs
             .iter()
@@ -350,6 +488,7 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
             note(i, Status::empty(), None);
             continue;
         }
+        settle(h, true)?;
         loop {
             // Completed already (the common case once a first wait has
             // made progress for all): in one visit; else its dos request
@@ -442,6 +581,11 @@ unsafe fn testall(reqs: &mut [Handle], flag: *mut c_int, array_of_statuses: *mut
     // SAFETY: the caller's contract.
     unsafe {
         let check = |reqs: &[Handle]| {
+            for &h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
+                if !settle(h, false)? {
+                    return Ok(false);
+                }
+            }
             state::with(|st| {
                 let mut all = true;
                 for h in reqs.iter().filter(|&&h| h != abi::REQUEST_NULL) {
@@ -647,28 +791,37 @@ mpi_fn! {
         } else {
             h
         };
-        state::with(|st| {
+        // A compound request whose parts have completed becomes an
+        // ordinary one with a hook.
+        settle(h, false)?;
+        let hook = state::with(|st| {
             let e = st.reqs.get(&h).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {h:#x}")))?;
-            if matches!(e.kind, ReqKind::Coll) {
-                // MPI-4 5.12: freeing a nonblocking collective's request is erroneous.
-                return Err(err(abi::ERR_REQUEST, "the request of a nonblocking collective cannot be freed: complete it"));
+            let complete = e.outcome.is_some() || (e.raw.is_done() && !is_compound(h));
+            if matches!(e.kind, ReqKind::Coll) && e.outcome.is_none() {
+                // MPI-4 6.12: freeing a nonblocking collective's request is
+                // erroneous, refused; but one the program has seen complete
+                // (`MPI_Request_get_status`, as MPICH's tests do) is freed.
+                return Err(err(abi::ERR_REQUEST, "the request of a nonblocking collective cannot be freed unless MPI_Request_get_status has seen it complete: complete it"));
             }
-            if e.after.is_some() && !e.raw.is_done() {
+            if e.after.is_some() && !complete {
                 return Err(err(abi::ERR_UNSUPPORTED_OPERATION, "freeing an active request of a noncontiguous datatype is not supported: complete it"));
             }
             let e = st.reqs.remove(&h).expect("present");
             if e.after.is_some() {
-                // Done already: its hook (an unpack) runs now.
-                let _ = complete(e);
-                return Ok(());
+                // Done already: its hook (an unpack) runs below, outside
+                // the state's borrow.
+                return Ok(Some(e));
             }
             match e.kind {
                 ReqKind::Recv { .. } => st.freed_recvs.push(e.raw),
                 _ => st.detached.push((e.raw, Vec::new())),
             }
             st.reap();
-            Ok(())
+            Ok(None)
         })?;
+        if let Some(e) = hook {
+            let _ = complete(e);
+        }
         out(request, abi::REQUEST_NULL, "request")
     }
 }
@@ -686,14 +839,30 @@ mpi_fn! {
             return Ok(());
         }
         progress()?;
-        let st = state::with(|st| {
+        if !settle(request, false)? {
+            return out(flag, 0, "flag");
+        }
+        // Completed and not seen so far: its hook runs outside the state's
+        // borrow (it may call MPI), the outcome is kept for the completion.
+        let fresh = state::with(|st| {
             let e = st.reqs.get_mut(&request).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {request:#x}")))?;
             if e.outcome.is_none() && e.raw.is_done() {
                 let raw = std::mem::replace(&mut e.raw, DetachedRequest::completed());
-                let after = e.after.take();
-                let o = complete(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None, after });
-                e.outcome = Some(Box::new(o));
+                return Ok(Some(ReqEntry { raw, kind: e.kind, comm: e.comm, outcome: None, after: e.after.take() }));
             }
+            Ok(None)
+        })?;
+        if let Some(e) = fresh {
+            let o = complete(e);
+            state::with(|st| {
+                if let Some(e) = st.reqs.get_mut(&request) {
+                    e.outcome = Some(Box::new(o));
+                }
+                Ok(())
+            })?;
+        }
+        let st = state::with(|st| {
+            let e = st.reqs.get(&request).ok_or_else(|| err(abi::ERR_REQUEST, format!("invalid request handle {request:#x}")))?;
             Ok(e.outcome.as_ref().map(|o| o.0))
         })?;
         out(flag, st.is_some() as c_int, "flag")?;

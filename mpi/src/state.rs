@@ -354,6 +354,7 @@ pub(crate) fn finalize() -> R<()> {
         return Err(err(abi::ERR_OTHER, "MPI called from inside MPI"));
     }
     crate::inter::clear();
+    crate::request::clear_compounds();
     let Some(mut st) = STATE.with(|s| s.take()).flatten() else {
         return Err(not_running());
     };

@@ -129,7 +129,7 @@ impl Typed {
 
 impl General {
     /// Bytes of `count` packed elements.
-    fn len(&self, count: usize) -> R<usize> {
+    pub(crate) fn len(&self, count: usize) -> R<usize> {
         self.ty.packed_len(count)
     }
 
@@ -137,7 +137,7 @@ impl General {
     ///
     /// # Safety
     /// `buf` valid for `count` elements of the type.
-    unsafe fn pack(&self, buf: *const c_void, count: usize) -> R<Vec<u8>> {
+    pub(crate) unsafe fn pack(&self, buf: *const c_void, count: usize) -> R<Vec<u8>> {
         let l = crate::datatype::layout_n(count, self.dt)?;
         match &l {
             // SAFETY: the caller's contract.
@@ -151,7 +151,7 @@ impl General {
     ///
     /// # Safety
     /// `buf` valid for writes of `count` elements of the type.
-    unsafe fn unpack(&self, data: &[u8], buf: *mut c_void, count: usize) -> R<()> {
+    pub(crate) unsafe fn unpack(&self, data: &[u8], buf: *mut c_void, count: usize) -> R<()> {
         let l = crate::datatype::layout_n(count, self.dt)?;
         // SAFETY: the caller's contract.
         unsafe { crate::types::unpack_from(data, buf, &l) }
@@ -191,7 +191,7 @@ impl General {
 
     /// The contributions `parts` (each `count` packed elements), combined
     /// in order; `None` if there are none.
-    fn fold<'a>(
+    pub(crate) fn fold<'a>(
         &self,
         mut parts: impl Iterator<Item = &'a [u8]>,
         count: usize,

@@ -563,3 +563,13 @@ fn generalized_requests_complete_with_the_query_functions_status() {
 fn split_type_with_different_types_on_different_ranks() {
     passes("dosmpicc", "split_type_mixed.c");
 }
+
+#[test]
+fn comm_idup_is_nonblocking_on_intra_and_intercommunicators() {
+    passes("dosmpicc", "idup.c");
+}
+
+#[test]
+fn neighbourhood_and_intercommunicator_nonblocking_collectives_progress_after_the_call() {
+    passes("dosmpicc", "nbc_overlap.c");
+}
