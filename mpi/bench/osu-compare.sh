@@ -20,7 +20,8 @@
 #     mpirun -n 2 ... osu-ompi/osu_latency ...   OSU on Open MPI
 # for latency / `dosbench latency`, bw / `bw`, allreduce `-T mpi_float` /
 # `allreduce` (f32 sum), put_latency (`MPI_Win_allocate` + lock + put + flush) /
-# `put_lat`, with the same sizes and iteration counts on both sides. OSU is built
+# `put_lat`, with the same sizes and iteration counts on both sides (dosbench with
+# --json, for its full precision). OSU is built
 # with FLOAT_PRECISION=3 so that sub-microsecond latencies are not rounded to
 # 0.01 us. Note that osu_put_latency reads `MPI_Wtime` twice per iteration inside
 # its timed loop and dosbench put_lat does not: that cost is in OSU's column.
@@ -32,6 +33,11 @@
 #   Open MPI: latency at most Open MPI's, bandwidth at least Open MPI's.
 # Raw outputs stay in $OUT/raw/. The numbers depend on the machine and its load:
 # nothing here can pass or fail CI.
+#
+# With DOS_BASE_LIB=DIR (a directory holding another build's libmpi.so, e.g. a copy
+# of target/release/libmpi.so made before a change), a fourth column runs the same
+# OSU binaries with that library (LD_LIBRARY_PATH): an A/B of the C layer in the
+# same run, printed as "OSU on dos (base)" and "dos/base".
 #
 # Environment: REPS (5, or the first argument), OUT (target/osu-compare), OSU_SRC
 # (required unless $OUT/osu-dos and $OUT/osu-ompi already hold the programs),
@@ -113,7 +119,7 @@ native_args() {
     if [[ $1 == bw ]]; then
         i=$((ITERS / 100 > 0 ? ITERS / 100 : 1)); x=$((WARMUP / 100 > 0 ? WARMUP / 100 : 1))
     fi
-    echo " -m ${r%%:*} -M ${r##*:} --iters $i --warmup $x"
+    echo " -m ${r%%:*} -M ${r##*:} --iters $i --warmup $x --json"
 }
 run_one() { # column bench rep
     local f=$OUT/raw/$2.$1.$3.txt args
@@ -122,6 +128,8 @@ run_one() { # column bench rep
         "$rel/dosrun" "${DOSRUN_ARGS[@]}" -n 2 "$OUT/osu-dos/${args[0]}" "${args[@]:1}" >"$f" 2>&1 ;;
     native) read -r -a args <<<"$(native_args "$2")"
         "$rel/dosrun" "${DOSRUN_ARGS[@]}" -n 2 "$rel/dosbench" "${args[@]}" >"$f" 2>&1 ;;
+    base) read -r -a args <<<"$(osu_args "$2")"
+        LD_LIBRARY_PATH=$DOS_BASE_LIB "$rel/dosrun" "${DOSRUN_ARGS[@]}" -n 2 "$OUT/osu-dos/${args[0]}" "${args[@]:1}" >"$f" 2>&1 ;;
     ompi) read -r -a args <<<"$(osu_args "$2")"
         mpirun -n 2 "${MPIRUN_ARGS[@]}" "$OUT/osu-ompi/${args[0]}" "${args[@]:1}" >"$f" 2>&1 ;;
     esac || log "$1 $2 (rep $3) failed: $f"
@@ -131,10 +139,14 @@ mkdir -p "$OUT/raw"
 rm -f "$OUT"/raw/*.txt
 log "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 cols=(dos native ompi)
+if [[ -n ${DOS_BASE_LIB:-} ]]; then
+    [[ -e $DOS_BASE_LIB/libmpi.so ]] || { log "no $DOS_BASE_LIB/libmpi.so"; exit 2; }
+    cols+=(base)
+fi
 for ((rep = 0; rep < REPS; rep++)); do
     for b in "${BENCHES[@]}"; do
-        for ((k = 0; k < 3; k++)); do
-            c=${cols[$(((rep + k) % 3))]}
+        for ((k = 0; k < ${#cols[@]}; k++)); do
+            c=${cols[$(((rep + k) % ${#cols[@]}))]}
             run_one "$c" "$b" "$rep"
         done
     done
@@ -144,13 +156,21 @@ log "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ----- medians, ratios, targets -----
 python3 - "$OUT/raw" "${ROWS:-}" "${BENCHES[@]}" <<'EOF' | tee "$OUT/summary.md"
-import glob, os, re, statistics, sys
+import glob, json, os, re, statistics, sys
 raw, rows, benches = sys.argv[1], sys.argv[2], sys.argv[3:]
 want = {int(s) for s in rows.split()} if rows.strip() else None
 num = re.compile(r"^\s*(\d+)\s+([0-9.]+)")
 def table(path):
+    # OSU's table, or dosbench's --json line (full precision)
     out = {}
     for line in open(path, errors="replace"):
+        if line.startswith("{"):
+            try:
+                for r in json.loads(line).get("rows", []):
+                    out[int(r["size"])] = float(r["avg"])
+            except (ValueError, KeyError, TypeError):
+                pass
+            continue
         m = num.match(line)
         if m:
             out[int(m.group(1))] = float(m.group(2))
@@ -158,12 +178,14 @@ def table(path):
 unit = {"latency": "us", "bw": "MB/s", "allreduce": "us", "put": "us"}
 label = {"latency": "latency", "bw": "bw", "allreduce": "allreduce `MPI_FLOAT` / f32",
          "put": "put latency"}
-print("| benchmark | size | OSU on dos | dosbench (native) | OSU on Open MPI | dos/native | vs native | vs Open MPI |")
-print("|---|---:|---:|---:|---:|---:|---|---|")
+has_base = bool(glob.glob(os.path.join(raw, "*.base.*.txt")))
+extra_h, extra_s = (" OSU on dos (base) | dos/base |", "---:|---:|") if has_base else ("", "")
+print("| benchmark | size | OSU on dos | dosbench (native) | OSU on Open MPI |" + extra_h + " dos/native | vs native | vs Open MPI |")
+print("|---|---:|---:|---:|---:|" + extra_s + "---:|---|---|")
 met = failed = 0
 for b in benches:
     vals = {}
-    for col in ("dos", "native", "ompi"):
+    for col in ("dos", "native", "ompi", "base"):
         for f in sorted(glob.glob(os.path.join(raw, f"{b}.{col}.*.txt"))):
             for size, v in table(f).items():
                 vals.setdefault(size, {}).setdefault(col, []).append(v)
@@ -184,7 +206,11 @@ for b in benches:
         for ok in (okn, oko):
             if ok is True: met += 1
             elif ok is False: failed += 1
-        print(f"| {label[b]} ({unit[b]}) | {size} | {fmt(d)} | {fmt(n)} | {fmt(o)} | {ratio} | {verdict(okn)} | {verdict(oko)} |")
+        extra = ""
+        if has_base:
+            a = med.get("base")
+            extra = f" {fmt(a)} | {'—' if d is None or not a else f'{d / a:.2f}'} |"
+        print(f"| {label[b]} ({unit[b]}) | {size} | {fmt(d)} | {fmt(n)} | {fmt(o)} |{extra} {ratio} | {verdict(okn)} | {verdict(oko)} |")
 print()
 print(f"targets met: {met}, not met: {failed} (medians of the runs in {raw})")
 EOF
