@@ -161,6 +161,31 @@ unsafe fn send_bytes(
     }
 }
 
+/// The common case of a blocking call's buffer: `count` elements of a
+/// predefined, unpadded datatype at `buf` (not null unless empty), `tag`
+/// not negative: its bytes, without building a `Result`. `None` for
+/// anything else: the general path checks again and reports what is wrong.
+///
+/// # Safety
+/// `buf` valid for `count` elements of `dt` for `'a`.
+#[inline]
+unsafe fn dense_buffer<'a>(buf: *const c_void, count: c_int, dt: Handle) -> Option<&'a [u8]> {
+    if datatype::is_derived(dt) {
+        return None;
+    }
+    let len = usize::try_from(count)
+        .ok()?
+        .checked_mul(datatype::predefined(dt)?.size)?;
+    if len == 0 {
+        return Some(&[]);
+    }
+    if buf.is_null() {
+        return None;
+    }
+    // SAFETY: not null, and valid for `len` bytes by the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+}
+
 /// Starts a buffered send of a copy of `data`: it completes in the background.
 fn bsend_start(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
     let copy = data.to_vec();
@@ -186,6 +211,16 @@ unsafe fn send(
     comm: Handle,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    if mode == Mode::Standard && tag >= 0 {
+        // The common case straight to dos's blocking send.
+        // SAFETY: the caller's contract.
+        if let Some(b) = unsafe { dense_buffer(buf, count, dt) } {
+            if let Some(d) = usize::try_from(dest).ok().filter(|&d| d < c.size()) {
+                c.send(b, d, tag)?;
+                return Ok(());
+            }
+        }
+    }
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
     let (p, len) = unsafe { send_bytes(buf, count, dt, &mut keep)? };
@@ -274,6 +309,49 @@ unsafe fn recv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
+    let quick = if tag == abi::ANY_TAG || tag >= 0 {
+        // SAFETY: the caller's contract (the buffer is only written through `b`).
+        unsafe { dense_buffer(buf.cast_const(), count, dt) }
+    } else {
+        None
+    };
+    let sel = match source {
+        abi::ANY_SOURCE => Some(Source::Any),
+        s => usize::try_from(s)
+            .ok()
+            .filter(|&s| s < c.size())
+            .map(Source::Rank),
+    };
+    if let (Some(b), Some(s)) = (quick, sel) {
+        // The common case straight to dos's blocking receive.
+        let len = b.len();
+        let b: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: `buf` is not null (`dense_buffer`) and is the caller's
+            // receive buffer, valid for writes of `len` bytes (the caller's
+            // contract); the shared view `b` of it is not used again.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+        };
+        let t = if tag == abi::ANY_TAG {
+            TagSel::Any
+        } else {
+            TagSel::Tag(tag)
+        };
+        return match c.recv(b, s, t) {
+            Ok(st) => {
+                // SAFETY: the caller's contract.
+                unsafe { set_status(status, recv_status(st)) };
+                Ok(())
+            }
+            Err(e) => {
+                let e = crate::error::Error::from(e);
+                // SAFETY: the caller's contract.
+                unsafe { set_status(status, failed_status(source, tag, &e)) };
+                Err(e)
+            }
+        };
+    }
     let l = if datatype::is_derived(dt) {
         datatype::layout(count, dt)?
     } else {
