@@ -543,3 +543,8 @@ fn a_second_thread_calling_mpi_is_refused() {
         "a call from another thread\n{j}"
     );
 }
+
+#[test]
+fn blocking_and_one_sided_fast_paths_match_the_general_ones() {
+    passes("dosmpicc", "blocking_fast.c");
+}
