@@ -20,7 +20,7 @@ for run in "cc_small cc_small" "cc_put cc_put" "cc_block1 cc_block 1" "cc_block2
   name=$1 prog=$2; shift 2
   "$rel/dosrun" -n 1 valgrind --tool=callgrind --callgrind-out-file="$out/$name.cg" "$out/$prog" "$@" > /dev/null 2>&1
 done
-# calls per function in the two programs (see their sources)
+# calls per function in the programs (see their sources)
 per() { # file function calls [label]
   local n
   n=$(callgrind_annotate --inclusive=yes "$out/$1.cg" 2>/dev/null | grep -E ":$2 \[" | head -1 | awk '{gsub(",", "", $1); print $1}')

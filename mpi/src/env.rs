@@ -187,6 +187,8 @@ fn monotonic() -> (i64, i64) {
     // SAFETY: `ts` is valid for the write; CLOCK_MONOTONIC exists on every
     // Linux, so the call does not fail.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    // `time_t` and `c_long` are `i64` on 64-bit Linux, not everywhere.
+    #[allow(clippy::unnecessary_cast)]
     (ts.tv_sec as i64, ts.tv_nsec as i64)
 }
 

@@ -12,6 +12,11 @@
 //! (eager below the threshold, rendezvous above); synchronous sends are dos's
 //! `ssend`; buffered sends copy the data and send the copy in the background,
 //! so they complete at once whatever the receiver does.
+//!
+//! Blocking `MPI_Send` (standard mode) and `MPI_Recv` of a predefined type
+//! with ordinary arguments take a fast path straight to dos's blocking
+//! `send`/`recv` (`dense_buffer`: checks that build no `Result`); any other
+//! case takes the general path, which checks again and reports the error.
 
 use std::ffi::{c_int, c_void};
 
