@@ -365,8 +365,8 @@ fn zip_with<T: Copy>(inout: &mut [T], other: &[T], f: impl Fn(T, T) -> T) {
 ///
 /// The operation is chosen once, not per element: in each arm `T::apply`
 /// sees a constant kind, its `match` folds away and the loop is a plain
-/// element-wise loop that the compiler vectorizes (a `Sum` of `f32`s as dos's
-/// own `op::Sum` is), where one loop over a `match` was not.
+/// element-wise loop that the compiler may vectorize, as it may dos's own
+/// `op::Sum` (one loop over a `match` depended on the compiler unswitching it).
 #[inline]
 fn combine<T: Num>(k: Kind, inout: &mut [T], other: &[T], left: bool) {
     macro_rules! arms {
