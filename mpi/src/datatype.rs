@@ -79,8 +79,35 @@ const fn p(name: &'static str, size: usize, elem: Elem) -> Option<Predefined> {
     Some(Predefined { name, size, elem })
 }
 
+/// The first handle of the predefined datatypes' range (the standard ABI
+/// gives them `0x200..0x300`).
+const PREDEFINED_FIRST: Handle = 0x200;
+
+/// [`lookup`] of every handle of `0x200..0x300`, by `h - 0x200`: the
+/// datatype of every message goes through [`predefined`], and an index is a
+/// few instructions where the `match` was some twenty.
+static PREDEFINED: [Option<Predefined>; 256] = {
+    let mut t = [None; 256];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = lookup(PREDEFINED_FIRST + i);
+        i += 1;
+    }
+    t
+};
+
 /// The predefined datatype of handle `h`.
+#[inline]
 pub(crate) fn predefined(h: Handle) -> Option<Predefined> {
+    match PREDEFINED.get(h.wrapping_sub(PREDEFINED_FIRST)) {
+        Some(p) => *p,
+        None => None,
+    }
+}
+
+/// The predefined datatype of handle `h`: the definition that
+/// [`PREDEFINED`] tabulates.
+const fn lookup(h: Handle) -> Option<Predefined> {
     use Elem::*;
     match h {
         0x201 => p("MPI_AINT", 8, I64),
@@ -497,6 +524,25 @@ mod tests {
                 Some((name.to_string(), usize::from_str_radix(hex, 16).ok()?))
             })
             .collect()
+    }
+
+    #[test]
+    fn the_table_of_predefined_types_is_their_definition() {
+        let handles = (0..0x1000).chain([
+            usize::MAX,
+            usize::MAX - 0x1ff,
+            super::DERIVED_BASE,
+            super::DERIVED_BASE + 8,
+        ]);
+        let mut known = 0;
+        for h in handles {
+            assert_eq!(predefined(h), super::lookup(h), "{h:#x}");
+            known += usize::from(predefined(h).is_some());
+        }
+        assert!(known > 60, "{known}");
+        assert_eq!(predefined(0x210).map(|p| p.size), Some(4), "MPI_FLOAT");
+        assert_eq!(predefined(0x1ff), None);
+        assert_eq!(predefined(0x300), None);
     }
 
     #[test]

@@ -15,6 +15,11 @@
 //! buffer ([`crate::bsend`]). `MPI_DATATYPE_NULL` is accepted with
 //! `MPI_PROC_NULL` as the peer (nothing moves). The MPI-4 functions
 //! (`MPI_Isendrecv(_replace)`, the `_c` forms) are in [`crate::p2p4`].
+//!
+//! Blocking `MPI_Send` (standard mode) and `MPI_Recv` of a predefined type
+//! with ordinary arguments take a fast path straight to dos's blocking
+//! `send`/`recv` (`dense_buffer`: checks that build no `Result`); any other
+//! case takes the general path, which checks again and reports the error.
 
 use std::ffi::{c_int, c_void};
 
@@ -204,6 +209,29 @@ pub(crate) unsafe fn send_bytes(
     }
 }
 
+/// The common case of a blocking call's buffer: `n` elements of a
+/// predefined, unpadded datatype at `buf` (not null unless empty), `tag`
+/// not negative: its bytes, without building a `Result`. `None` for
+/// anything else: the general path checks again and reports what is wrong.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt` for `'a`.
+#[inline]
+unsafe fn dense_buffer<'a>(buf: *const c_void, n: usize, dt: Handle) -> Option<&'a [u8]> {
+    if datatype::is_derived(dt) {
+        return None;
+    }
+    let len = n.checked_mul(datatype::predefined(dt)?.size)?;
+    if len == 0 {
+        return Some(&[]);
+    }
+    if buf.is_null() {
+        return None;
+    }
+    // SAFETY: not null, and valid for `len` bytes by the caller's contract.
+    Some(unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), len) })
+}
+
 /// Starts a send of a copy of `data` that completes in the background (not
 /// counted against the attached buffer: see [`crate::bsend`] for buffered sends).
 fn send_copy(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
@@ -231,6 +259,16 @@ pub(crate) unsafe fn send(
 ) -> R<()> {
     let c = state::comm(comm)?;
     let (n, dt) = null_peer_type(dest, n, dt);
+    if mode == Mode::Standard && tag >= 0 {
+        // The common case straight to dos's blocking send.
+        // SAFETY: the caller's contract.
+        if let Some(b) = unsafe { dense_buffer(buf, n, dt) } {
+            if let Some(d) = usize::try_from(dest).ok().filter(|&d| d < c.size()) {
+                c.send(b, d, tag)?;
+                return Ok(());
+            }
+        }
+    }
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
     let (p, len) = unsafe { send_bytes(buf, n, dt, &mut keep)? };
@@ -286,6 +324,49 @@ pub(crate) unsafe fn recv(
 ) -> R<()> {
     let c = state::comm(comm)?;
     let (n, dt) = null_peer_type(source, n, dt);
+    let quick = if tag == abi::ANY_TAG || tag >= 0 {
+        // SAFETY: the caller's contract (the buffer is only written through `b`).
+        unsafe { dense_buffer(buf.cast_const(), n, dt) }
+    } else {
+        None
+    };
+    let sel = match source {
+        abi::ANY_SOURCE => Some(Source::Any),
+        s => usize::try_from(s)
+            .ok()
+            .filter(|&s| s < c.size())
+            .map(Source::Rank),
+    };
+    if let (Some(b), Some(s)) = (quick, sel) {
+        // The common case straight to dos's blocking receive.
+        let len = b.len();
+        let b: &mut [u8] = if len == 0 {
+            &mut []
+        } else {
+            // SAFETY: `buf` is not null (`dense_buffer`) and is the caller's
+            // receive buffer, valid for writes of `len` bytes (the caller's
+            // contract); the shared view `b` of it is not used again.
+            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+        };
+        let t = if tag == abi::ANY_TAG {
+            TagSel::Any
+        } else {
+            TagSel::Tag(tag)
+        };
+        return match c.recv(b, s, t) {
+            Ok(st) => {
+                // SAFETY: the caller's contract.
+                unsafe { set_status(status, recv_status(st)) };
+                Ok(())
+            }
+            Err(e) => {
+                let e = crate::error::Error::from(e);
+                // SAFETY: the caller's contract.
+                unsafe { set_status(status, failed_status(source, tag, &e)) };
+                Err(e)
+            }
+        };
+    }
     let l = if datatype::is_derived(dt) {
         datatype::layout_n(n, dt)?
     } else {

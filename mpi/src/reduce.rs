@@ -322,6 +322,46 @@ pair!(ShortInt {
 pair!(TwoReal { v: f32, i: f32 });
 pair!(TwoDouble { v: f64, i: f64 });
 
+/// `inout[i] = f(inout[i], other[i])`.
+#[inline(always)]
+fn zip_with<T: Copy>(inout: &mut [T], other: &[T], f: impl Fn(T, T) -> T) {
+    for (o, &x) in inout.iter_mut().zip(other) {
+        *o = f(*o, x);
+    }
+}
+
+/// Combines `other` into `inout` with predefined operation `k`: `other` is
+/// the left operand if `left` (from the lower ranks), else the right one.
+///
+/// The operation is chosen once, not per element: in each arm `T::apply`
+/// sees a constant kind, its `match` folds away and the loop is a plain
+/// element-wise loop that the compiler may vectorize, as it may dos's own
+/// `op::Sum` (one loop over a `match` depended on the compiler unswitching it).
+#[inline]
+fn combine<T: Num>(k: Kind, inout: &mut [T], other: &[T], left: bool) {
+    macro_rules! arms {
+        ($($kind:ident),*) => {
+            match k {
+                $(Kind::$kind => {
+                    if left {
+                        zip_with(inout, other, |o, x| T::apply(Kind::$kind, x, o))
+                    } else {
+                        zip_with(inout, other, |o, x| T::apply(Kind::$kind, o, x))
+                    }
+                })*
+                _ => {
+                    if left {
+                        zip_with(inout, other, |o, x| T::apply(k, x, o))
+                    } else {
+                        zip_with(inout, other, |o, x| T::apply(k, o, x))
+                    }
+                }
+            }
+        };
+    }
+    arms!(Sum, Prod, Min, Max, Band, Bor, Bxor, MinLoc, MaxLoc)
+}
+
 /// A predefined operation as a dos operation on any [`Num`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct DynOp(pub Kind);
@@ -332,9 +372,7 @@ impl<T: Num> dos::op::Op<T> for DynOp {
         if let Kind::User { f, dt, per } = self.0 {
             return call_user(f, dt, per, a, inout);
         }
-        for (o, &x) in inout.iter_mut().zip(a) {
-            *o = T::apply(self.0, x, *o);
-        }
+        combine(self.0, inout, a, true);
     }
     #[inline]
     fn apply_right(&self, inout: &mut [T], b: &[T]) {
@@ -346,9 +384,7 @@ impl<T: Num> dos::op::Op<T> for DynOp {
             inout.copy_from_slice(&t[..inout.len()]);
             return;
         }
-        for (o, &x) in inout.iter_mut().zip(b) {
-            *o = T::apply(self.0, *o, x);
-        }
+        combine(self.0, inout, b, false);
     }
     fn commutative(&self) -> bool {
         match self.0 {
@@ -436,6 +472,44 @@ pub(crate) fn with_mut<T: Pod, X>(bytes: &mut [u8], f: impl FnOnce(&mut [T]) -> 
 mod tests {
     use super::*;
     use dos::op::Op;
+
+    /// `DynOp` chooses the loop per operation (`combine`): the same results,
+    /// element by element, as one `Num::apply` per element, on both sides.
+    #[test]
+    fn the_loop_per_operation_is_apply_per_element() {
+        fn check<T: Num + PartialEq + std::fmt::Debug>(a: &[T], b: &[T]) {
+            use Kind::*;
+            for k in [
+                Sum, Prod, Min, Max, Land, Lor, Lxor, Band, Bor, Bxor, MinLoc, MaxLoc,
+            ] {
+                let mut left = b.to_vec();
+                DynOp(k).apply_left(a, &mut left);
+                let mut right = a.to_vec();
+                DynOp(k).apply_right(&mut right, b);
+                for i in 0..a.len() {
+                    assert_eq!(left[i], T::apply(k, a[i], b[i]), "{k:?} left {i}");
+                    assert_eq!(right[i], T::apply(k, a[i], b[i]), "{k:?} right {i}");
+                }
+            }
+        }
+        let ints: Vec<i32> = (0..37).map(|i| (i * 7919) % 23 - 11).collect();
+        let others: Vec<i32> = (0..37).map(|i| (i * 104_729) % 19 - 9).collect();
+        check(&ints, &others);
+        let f: Vec<f32> = ints.iter().map(|&x| x as f32 * 0.5).collect();
+        let g: Vec<f32> = others.iter().map(|&x| x as f32 * 0.25).collect();
+        check(&f, &g);
+        let p: Vec<TwoInt> = ints
+            .iter()
+            .zip(&others)
+            .map(|(&v, &i)| TwoInt { v, i })
+            .collect();
+        let q: Vec<TwoInt> = others
+            .iter()
+            .zip(&ints)
+            .map(|(&v, &i)| TwoInt { v, i })
+            .collect();
+        check(&p, &q);
+    }
 
     #[test]
     fn pairs_have_the_c_layout() {

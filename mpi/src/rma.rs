@@ -175,10 +175,40 @@ pub(crate) fn forget_all() {
 
 /// Defines `PMPI_X`, whose errors go to the handler of the window given
 /// after `on`, and `MPI_X` forwarding to it.
+///
+/// With `fast { .. }` before the body: an expression of type
+/// `Option<dos::Result<()>>` tried first, outside the wrapper that turns a
+/// panic into `MPI_ERR_INTERN` (the wrapper's result plumbing is some 40-70
+/// instructions, as much as dos's own put): `Some` if it did the call (its
+/// outcome, an error going to the window's handler), `None` to run the body.
+/// It must only take paths that cannot panic on any input: a panic there
+/// would abort the process (it cannot unwind out of `extern "C"`), which
+/// `dosrun` reports as a failed rank.
 macro_rules! win_fn {
     (
         $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $win:expr, fast $fast:block => $body:block
+    ) => {
+        win_fn! {
+            $(#[doc = $doc])*
+            fn $mpi / $pmpi ( $($a : $t),* ) on $win => $body
+            @fast $fast
+        }
+    };
+    (
+        $(#[doc = $doc:literal])*
         fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $win:expr => $body:block
+    ) => {
+        win_fn! {
+            $(#[doc = $doc])*
+            fn $mpi / $pmpi ( $($a : $t),* ) on $win => $body
+            @fast { None::<dos::Result<()>> }
+        }
+    };
+    (
+        $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $win:expr => $body:block
+        @fast $fast:block
     ) => {
         $(#[doc = $doc])*
         ///
@@ -189,6 +219,14 @@ macro_rules! win_fn {
             // SAFETY: the expression reads only arguments that the caller
             // vouches for (this function's contract).
             let win_for_errors: Handle = unsafe { $win };
+            // SAFETY: as the body's (this function's contract).
+            #[allow(unused_unsafe)]
+            let quick: Option<dos::Result<()>> = unsafe { $fast };
+            match quick {
+                Some(Ok(())) => return abi::SUCCESS,
+                Some(Err(e)) => return raise(stringify!($mpi), win_for_errors, derr(e)),
+                None => {}
+            }
             let mut failed: Option<Error> = None;
             let code = crate::error::finish(stringify!($mpi), abi::COMM_WORLD, || {
                 // SAFETY: the pointers are the C caller's, valid as the MPI
@@ -630,17 +668,23 @@ win_fn! {
     }
 }
 
+/// `MPI_Win_flush` of a locked target straight to dos's [`Window::flush`],
+/// its result; `None` if the target is not locked, not a rank, or the
+/// window not valid (the general path then reports what is wrong).
+#[inline]
+fn flush_fast(win: Handle, rank: c_int) -> Option<dos::Result<()>> {
+    let r = usize::try_from(rank).ok()?;
+    WINS.with(|t| {
+        let w = t.get_mut(&win)?;
+        (w.epochs.lock_all || *w.epochs.locks.get(r)?).then(|| w.win.flush(r))
+    })
+    .flatten()
+}
+
 /// Flushes `rank` (`None`: all) inside a passive-target epoch.
 fn flush(win: Handle, rank: Option<c_int>) -> R<()> {
-    if let Some(r) = rank.and_then(|r| usize::try_from(r).ok()) {
-        // The common case, a locked target, without building a result.
-        let done = WINS.with(|t| {
-            let w = t.get_mut(&win)?;
-            (w.epochs.lock_all || *w.epochs.locks.get(r)?).then(|| w.win.flush(r))
-        });
-        if let Some(Some(x)) = done {
-            return x.map_err(derr);
-        }
+    if let Some(x) = rank.and_then(|r| flush_fast(win, r)) {
+        return x.map_err(derr);
     }
     with(win, |w| match rank {
         Some(r) if r == abi::PROC_NULL => Ok(()),
@@ -665,7 +709,7 @@ fn flush(win: Handle, rank: Option<c_int>) -> R<()> {
 
 win_fn! {
     /// Completes the operations to `rank` at the target.
-    fn MPI_Win_flush / PMPI_Win_flush(rank: c_int, win: Handle) on win => { flush(win, Some(rank)) }
+    fn MPI_Win_flush / PMPI_Win_flush(rank: c_int, win: Handle) on win, fast { flush_fast(win, rank) } => { flush(win, Some(rank)) }
 }
 win_fn! {
     /// Completes every operation at its target.
@@ -1186,7 +1230,13 @@ unsafe fn accumulate(
 
 win_fn! {
     /// Writes origin data into the target's window.
-    fn MPI_Put / PMPI_Put(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle) on win => {
+    fn MPI_Put / PMPI_Put(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle) on win, fast {
+        if origin_datatype == target_datatype && origin_count == target_count && origin_count > 0 && !origin_addr.is_null() {
+            put_fast(origin_addr, origin_count, origin_datatype, target_rank, target_disp, win)
+        } else {
+            None
+        }
+    } => {
         put(origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win)
     }
 }

@@ -573,3 +573,8 @@ fn comm_idup_is_nonblocking_on_intra_and_intercommunicators() {
 fn neighbourhood_and_intercommunicator_nonblocking_collectives_progress_after_the_call() {
     passes("dosmpicc", "nbc_overlap.c");
 }
+
+#[test]
+fn blocking_and_one_sided_fast_paths_match_the_general_ones() {
+    passes("dosmpicc", "blocking_fast.c");
+}
