@@ -153,6 +153,10 @@ tunables! {
         default "131072",
         parse ring_bytes,
         help "bytes of each shared-memory ring (one per ordered pair of ranks on a node that talks, carved on first use from a pool of at most 1 TiB of address space; a power of two >= 16384)";
+    shm_fence: bool = "DOS_SHM_FENCE",
+        default "0",
+        parse flag,
+        help "1: a rank that sends through shared memory makes a full fence before it looks whether the receiver sleeps (about 100 ns per message here); 0: no fence when the kernel offers membarrier's expedited global barrier, which a rank about to sleep runs instead (ARCHITECTURE.md, shared-memory transport)";
     spin_us: Option<u32> = "DOS_SPIN_US",
         default "auto",
         parse auto_number,
