@@ -25,7 +25,7 @@ pub struct Tunable {
 /// Which rendezvous protocol large messages use (`DOS_RNDV`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RndvMode {
-    /// Pipelined unless the node is oversubscribed.
+    /// Pipelined unless the node is oversubscribed or crowded (see `engine::crowd`).
     Auto,
     /// Chunks through the rings; sender and receiver copy concurrently.
     Pipeline,
@@ -140,7 +140,7 @@ tunables! {
     rndv: RndvMode = "DOS_RNDV",
         default "auto",
         parse RndvMode::parse,
-        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores)";
+        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores, and for each message while the node's one-minute load average exceeds its CPUs: then one of the two ranks is often off its CPU and the pipeline waits for it)";
     rndv_chunk: usize = "DOS_RNDV_CHUNK",
         default "16384",
         parse chunk,
