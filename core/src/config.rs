@@ -25,7 +25,7 @@ pub struct Tunable {
 /// Which rendezvous protocol large messages use (`DOS_RNDV`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RndvMode {
-    /// Pipelined unless the node is oversubscribed.
+    /// Pipelined unless the node is oversubscribed or crowded (see `engine::crowd`).
     Auto,
     /// Chunks through the rings; sender and receiver copy concurrently.
     Pipeline,
@@ -140,7 +140,7 @@ tunables! {
     rndv: RndvMode = "DOS_RNDV",
         default "auto",
         parse RndvMode::parse,
-        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores)";
+        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores, and for each message while the node's one-minute load average exceeds its CPUs: then one of the two ranks is often off its CPU and the pipeline waits for it)";
     rndv_chunk: usize = "DOS_RNDV_CHUNK",
         default "16384",
         parse chunk,
@@ -153,6 +153,10 @@ tunables! {
         default "131072",
         parse ring_bytes,
         help "bytes of each shared-memory ring (one per ordered pair of ranks on a node that talks, carved on first use from a pool of at most 1 TiB of address space; a power of two >= 16384)";
+    shm_fence: bool = "DOS_SHM_FENCE",
+        default "0",
+        parse flag,
+        help "1: a rank that sends through shared memory makes a full fence before it looks whether the receiver sleeps (about 100 ns per message here); 0: no fence when the kernel offers membarrier's expedited global barrier, which a rank about to sleep runs instead (ARCHITECTURE.md, shared-memory transport)";
     spin_us: Option<u32> = "DOS_SPIN_US",
         default "auto",
         parse auto_number,

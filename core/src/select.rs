@@ -34,9 +34,21 @@ pub(crate) struct Place {
 
 /// The node-local transport of rank `local_rank` of a node: shared memory
 /// on `seg`, or, without a segment, a loopback endpoint (a rank alone).
-pub(crate) fn local(seg: Option<Arc<Segment>>, local_rank: usize) -> Result<Transport> {
+/// `fence`: senders fence before they look whether their receiver sleeps
+/// (`DOS_SHM_FENCE`) instead of relying on the sleeper's `membarrier`.
+pub(crate) fn local(
+    seg: Option<Arc<Segment>>,
+    local_rank: usize,
+    fence: bool,
+) -> Result<Transport> {
     Ok(match seg {
-        Some(seg) => Transport::Shm(ShmIface::new(seg, local_rank)?),
+        Some(seg) => {
+            let mut shm = ShmIface::new(seg, local_rank)?;
+            if fence {
+                shm.force_fences();
+            }
+            Transport::Shm(shm)
+        }
         None => Transport::Loopback(Loopback::new()),
     })
 }

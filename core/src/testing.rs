@@ -63,7 +63,7 @@ pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config
                 let seg = seg.clone();
                 let f = &f;
                 s.spawn(move || {
-                    let shm = select::local(Some(seg), i).expect("attach");
+                    let shm = select::local(Some(seg), i, cfg.shm_fence).expect("attach");
                     let links = Links::single_node(shm);
                     let eng = Shared::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
@@ -154,7 +154,8 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
                 let (secret, addrs, published) = (&secret, &addrs, &published);
                 s.spawn(move || {
                     let Place { node, local } = places[r];
-                    let shm = select::local(Some(segs[node].clone()), local).expect("attach");
+                    let shm = select::local(Some(segs[node].clone()), local, cfg.shm_fence)
+                        .expect("attach");
                     let routes = Routes::new(r, places, per_node[node], true).expect("routes");
                     let links = if multi {
                         let prep = select::prepare_net(

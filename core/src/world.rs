@@ -76,7 +76,7 @@ pub fn init() -> Result<World> {
     }
     let Some(mut pmi) = Client::from_env()? else {
         drop(joined);
-        let links = Links::single_node(select::local(None, 0)?);
+        let links = Links::single_node(select::local(None, 0, cfg.shm_fence)?);
         let eng = Shared::new(Engine::new(links, cfg, 1));
         return Ok(World::from_parts(eng, 0, vec![0].into(), None, 0, 1));
     };
@@ -100,7 +100,7 @@ pub fn init() -> Result<World> {
     let allow = cfg.transports;
     let links = if pmi.nnodes() > 1 || !allow.shm {
         // Within a node, shared memory if allowed; a rank alone otherwise.
-        let local = select::local(allow.shm.then(|| Arc::new(seg)), local_rank)?;
+        let local = select::local(allow.shm.then(|| Arc::new(seg)), local_rank, cfg.shm_fence)?;
         if !allow.network() {
             return Err(Error::Environment {
                 var: "DOS_TRANSPORTS",
@@ -109,7 +109,7 @@ pub fn init() -> Result<World> {
         }
         connect_nodes(&mut pmi, local, &cfg)?
     } else {
-        let shm = select::local(Some(Arc::new(seg)), local_rank)?;
+        let shm = select::local(Some(Arc::new(seg)), local_rank, cfg.shm_fence)?;
         if local_size != size {
             return Err(Error::Environment {
                 var: "DOS_NNODES",

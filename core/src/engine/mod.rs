@@ -20,6 +20,7 @@
 //! shutdown. The engine names no service (see ARCHITECTURE.md, "Module rules").
 
 pub(crate) mod am;
+pub(crate) mod crowd;
 pub(crate) mod dispatch;
 pub(crate) mod entry;
 pub(crate) mod pending;
@@ -100,8 +101,11 @@ pub(crate) struct Engine {
     pub(crate) eager_limit: usize,
     /// Eager limit towards peers on other nodes.
     pub(crate) net_eager_limit: usize,
-    /// Rendezvous protocol in force.
+    /// Rendezvous protocol in force (`Auto`: chosen per message, see
+    /// [`Engine::rndv_mode`]).
     pub(crate) rndv: RndvMode,
+    /// How crowded the node's CPUs are, for `rndv == Auto`.
+    pub(crate) crowding: crowd::Crowding,
     /// Bytes per pipelined chunk through shared memory.
     pub(crate) chunk: usize,
     /// Bytes per pipelined chunk over the network.
@@ -209,7 +213,6 @@ impl Engine {
         st.pending.resize_with(npeers, VecDeque::new);
         let rndv = match cfg.rndv {
             RndvMode::Auto if oversubscribed => RndvMode::Cma,
-            RndvMode::Auto => RndvMode::Pipeline,
             m => m,
         };
         let chunk = cfg.rndv_chunk.min(max_am.saturating_sub(DATA_HDR)).max(1);
@@ -233,6 +236,7 @@ impl Engine {
             services: am::Registry::new(crate::services::ALL),
             service_thread: RefCell::new(None),
             rndv,
+            crowding: crowd::Crowding::new(node_cpus()),
             chunk,
             net_chunk,
             eager_limit: cfg.eager_limit.min(max_eager),

@@ -85,7 +85,9 @@ impl Engine {
     ) {
         // CMA reaches only peers on this node; everyone else streams.
         let mode = match self.local_index(peer) {
-            Some(_) if self.links.local.caps().rma && !rkey.as_bytes().is_empty() => self.rndv,
+            Some(_) if self.links.local.caps().rma && !rkey.as_bytes().is_empty() => {
+                self.rndv_mode()
+            }
             _ => RndvMode::Pipeline,
         };
         match mode {
@@ -131,6 +133,18 @@ impl Engine {
                     .and_then(|()| truncation(status, cap));
                 Self::complete(&mut self.st.borrow_mut(), id, r);
             }
+        }
+    }
+
+    /// The protocol for a rendezvous from a peer on this node that offered
+    /// its key: `DOS_RNDV`, or under `auto` the pipeline while the node's
+    /// CPUs are not crowded and a single copy by the receiver while they are
+    /// (see [`crate::engine::crowd`]).
+    pub(crate) fn rndv_mode(&self) -> RndvMode {
+        match self.rndv {
+            RndvMode::Auto if self.crowding.crowded() => RndvMode::Cma,
+            RndvMode::Auto => RndvMode::Pipeline,
+            m => m,
         }
     }
 

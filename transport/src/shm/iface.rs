@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::ep::{Push, RxRing, TxRing};
 use super::mem::{cma_copy, CmaKey, Dir, Segment};
-use super::progress::{futex_wait, notify};
+use super::progress::{futex_wait, notify, Barriers, FALLBACK_SLEEP};
 use super::wire::{RankCtl, RingCtl, Slot, SLOTS};
 use crate::{
     check_bounds, ActiveMessages, AmId, Caps, Error, Event, Iface, MemRegion, Progress, RemoteKey,
@@ -45,6 +45,8 @@ pub struct ShmIface {
     next_rx: Cell<usize>,
     /// Whether this rank reported an exhausted ring pool (once is enough).
     said_exhausted: Cell<bool>,
+    /// How sends are ordered against sleepers (`progress.rs`).
+    barriers: Barriers,
 }
 
 /// A ring towards this rank, and its producer.
@@ -83,6 +85,7 @@ impl ShmIface {
             ctls,
             next_rx: Cell::new(0),
             said_exhausted: Cell::new(false),
+            barriers: Barriers::new(),
         };
         // A second endpoint of the same rank would be a second producer of
         // its rings: refused.
@@ -98,6 +101,20 @@ impl ShmIface {
         }
         it.seg.note_attached();
         Ok(it)
+    }
+
+    /// Makes this endpoint's sends fence before they look whether their
+    /// receiver sleeps, as they did before the asymmetric barrier
+    /// (`DOS_SHM_FENCE=1`; for comparisons, and for a kernel whose
+    /// `membarrier` misbehaves).
+    pub fn force_fences(&mut self) {
+        self.barriers = self.barriers.fenced();
+    }
+
+    /// Whether this endpoint's sends skip the fence (its process registered
+    /// for `membarrier`'s expedited global barrier).
+    pub fn fence_free(&self) -> bool {
+        self.barriers.registered()
     }
 
     /// Carves a ring towards `peer` from the pool and announces it in the
@@ -204,12 +221,12 @@ impl ShmIface {
     /// rank published something (in a slot) that they may wait for.
     #[inline]
     pub fn wake<I: IntoIterator<Item = usize>>(&self, ranks: I) {
-        std::sync::atomic::fence(Ordering::SeqCst);
+        self.barriers.light();
         for r in ranks {
             if r < self.n && r != self.me {
                 let c = self.ctl(r);
                 if c.sleeping.load(Ordering::Relaxed) != 0 {
-                    super::progress::ring(&c.doorbell);
+                    super::progress::ring_once(&c.sleeping, &c.doorbell);
                 }
             }
         }
@@ -223,7 +240,11 @@ impl ShmIface {
         let c = self.ctl(self.me);
         let bell = c.doorbell.load(Ordering::Acquire);
         c.sleeping.store(1, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
+        let timeout = if self.barriers.heavy() {
+            timeout
+        } else {
+            timeout.min(FALLBACK_SLEEP)
+        };
         if !self.any_ready() && !ready() {
             futex_wait(&c.doorbell, bell, timeout);
         }
@@ -234,12 +255,13 @@ impl ShmIface {
     /// Announces that this rank is about to sleep somewhere else (in another
     /// transport's wait, woken through [`DoorbellBridge`]); returns false,
     /// with the announcement withdrawn, if a ring has a record or `ready()`
-    /// holds, so the caller must not sleep. Pair with [`ShmIface::end_sleep`].
+    /// holds, so the caller must not sleep (also when the barrier that makes
+    /// sleeping safe failed, see `progress.rs`). Pair with
+    /// [`ShmIface::end_sleep`].
     pub fn begin_sleep(&self, ready: &mut dyn FnMut() -> bool) -> bool {
         let c = self.ctl(self.me);
         c.sleeping.store(1, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.any_ready() || ready() {
+        if !self.barriers.heavy() || self.any_ready() || ready() {
             c.sleeping.store(0, Ordering::Relaxed);
             return false;
         }
@@ -334,7 +356,7 @@ impl ActiveMessages for ShmIface {
         match ring.push(id, hdr, payload) {
             Push::Done => {
                 let c = self.ctl(peer);
-                notify(&c.sleeping, &c.doorbell);
+                notify(self.barriers, &c.sleeping, &c.doorbell);
                 Ok(())
             }
             Push::Full => Err(Error::Busy { peer }),
@@ -561,6 +583,86 @@ mod bridge_tests {
         // A rank that is not asleep is not rung at all (no needless wake-ups).
         a.am_send(1, 1, b"y", b"").unwrap();
         assert!(rx.recv_timeout(Duration::from_millis(200)).is_err());
+    }
+
+    /// The bell of a sleeping rank rings once per sleep, not once per
+    /// message: a window of small messages to a rank that went to sleep (or
+    /// was descheduled just after saying so) used to make a `futex_wake`
+    /// system call for each of them.
+    #[test]
+    fn a_sleeper_is_rung_once_for_many_messages() {
+        let seg = Arc::new(Segment::create(3, 1 << 16).unwrap());
+        let a = ShmIface::new(seg.clone(), 0).unwrap();
+        let b = ShmIface::new(seg.clone(), 1).unwrap();
+        let c = ShmIface::new(seg, 2).unwrap();
+        let bell = |it: &ShmIface| it.ctl(1).doorbell.load(Ordering::Acquire);
+        let before = bell(&a);
+        assert!(b.begin_sleep(&mut || false));
+        for i in 0..64u8 {
+            a.am_send(1, 1, &[i], b"").unwrap();
+            c.am_send(1, 1, &[i], b"").unwrap();
+        }
+        // Node collectives wake through the same bell.
+        c.wake([1]);
+        assert_eq!(
+            bell(&a).wrapping_sub(before),
+            1,
+            "one ring for 128 messages"
+        );
+        b.end_sleep();
+        let mut n = 0;
+        while b.progress(|_| n += 1) > 0 {}
+        assert_eq!(n, 128);
+        // The next sleep is rung again.
+        assert!(b.begin_sleep(&mut || false));
+        a.am_send(1, 1, b"z", b"").unwrap();
+        assert_eq!(bell(&a).wrapping_sub(before), 2);
+        b.end_sleep();
+    }
+
+    /// No wake-up is lost while senders skip their fence (or make it, with
+    /// `force_fences`): a receiver that sleeps with a long timeout between
+    /// messages still gets every one of them quickly. A lost wake-up shows
+    /// as a sleep of the whole timeout (10 s).
+    #[test]
+    fn no_wake_up_is_lost_with_or_without_fences() {
+        for fenced in [false, true] {
+            let seg = Arc::new(Segment::create(2, 1 << 16).unwrap());
+            let mut a = ShmIface::new(seg.clone(), 0).unwrap();
+            if fenced {
+                a.force_fences();
+            }
+            let b = ShmIface::new(seg, 1).unwrap();
+            const N: usize = 2000;
+            let t0 = std::time::Instant::now();
+            let sender = std::thread::spawn(move || {
+                for i in 0..N {
+                    // Spread the sends so that the receiver often sleeps in between.
+                    if i % 3 == 0 {
+                        std::thread::yield_now();
+                    }
+                    while a.am_send(1, 1, &(i as u32).to_le_bytes(), b"").is_err() {
+                        std::thread::yield_now();
+                    }
+                }
+                a
+            });
+            let mut got = 0;
+            let mut slowest = Duration::ZERO;
+            while got < N {
+                if b.progress(|_| got += 1) == 0 {
+                    let t = std::time::Instant::now();
+                    b.wait_or(Duration::from_secs(10), &mut || false).unwrap();
+                    slowest = slowest.max(t.elapsed());
+                }
+            }
+            let _a = sender.join().unwrap();
+            assert!(
+                slowest < Duration::from_secs(5),
+                "a sleep lasted {slowest:?} (fenced: {fenced}, total {:?})",
+                t0.elapsed()
+            );
+        }
     }
 }
 
