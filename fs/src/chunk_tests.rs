@@ -660,13 +660,13 @@ fn reads_into_a_buffer_match_reads_and_check_every_block() {
     s.write(41, 1, MIB, 0, &b).unwrap();
     s.sync(None).unwrap();
     let cases: [(u64, u32, u32); 7] = [
-        (0, 0, MIB),             // whole stripe: direct into the buffer
+        (0, 0, MIB),               // whole stripe: direct into the buffer
         (0, 256 << 10, 256 << 10), // a read piece: direct
-        (1, 0, 300_001),         // to the stripe's unaligned end: direct
-        (1, 0, MIB),             // past the end: zeros after it
-        (1, 262_144, 37_857),    // small: general path
-        (0, 4097, 300_000),      // unaligned offset: general path
-        (0, 0, 0),               // nothing
+        (1, 0, 300_001),           // to the stripe's unaligned end: direct
+        (1, 0, MIB),               // past the end: zeros after it
+        (1, 262_144, 37_857),      // small: general path
+        (0, 4097, 300_000),        // unaligned offset: general path
+        (0, 0, 0),                 // nothing
     ];
     with_staging(MIB as usize, |out| {
         for (stripe, off, len) in cases {

@@ -115,7 +115,14 @@ pub trait Handler: Send + Sync + 'static {
 
     /// A [`Request::Write`] whose bytes the caller holds (a slot's, staged):
     /// by default the request, with a copy of `data`.
-    fn write_from(&self, ino: u64, stripe: u64, stripe_size: u32, offset: u32, data: &[u8]) -> Reply {
+    fn write_from(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> Reply {
         self.handle(Request::Write {
             ino,
             stripe,
@@ -149,9 +156,9 @@ pub trait Handler: Send + Sync + 'static {
                 out[..d.len()].copy_from_slice(&d);
                 Reply::Ok
             }
-            Reply::Data(_) => {
-                Reply::Error(WireError::from_error(&Error::protocol("read returned another length")))
-            }
+            Reply::Data(_) => Reply::Error(WireError::from_error(&Error::protocol(
+                "read returned another length",
+            ))),
             r => r,
         }
     }
@@ -166,7 +173,14 @@ impl Handler for Service {
         Service::handle(self, req)
     }
 
-    fn write_from(&self, ino: u64, stripe: u64, stripe_size: u32, offset: u32, data: &[u8]) -> Reply {
+    fn write_from(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> Reply {
         match self.chunks.write(ino, stripe, stripe_size, offset, data) {
             Ok(()) => Reply::Ok,
             Err(e) => Reply::Error(WireError::from_error(&e)),

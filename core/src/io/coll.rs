@@ -323,7 +323,9 @@ impl File {
                 .map(|e| e.offset.saturating_add(e.len))
                 .max()
                 .unwrap_or(0);
-            published.map_err(super::Error::from).and_then(|()| self.size_at_least(end))
+            published
+                .map_err(super::Error::from)
+                .and_then(|()| self.size_at_least(end))
         } else {
             published.map(|()| 0).map_err(super::Error::from)
         };
