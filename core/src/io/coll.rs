@@ -118,28 +118,11 @@ impl File {
         }
     }
 
-    /// Every rank's access list, gathered. One allgather of each rank's
-    /// count and first range, which is all of it when no rank has more than
-    /// one range (a 1 MiB `write_at_all`: one collective, not two); else an
-    /// allgatherv of the lists follows.
+    /// Every rank's access list, gathered.
     fn gather_accesses(&self, comm: &Comm, mine: &Access) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = comm.size();
-        let first = mine.first().copied().unwrap_or((0, 0));
-        let mut heads = vec![0u64; 3 * n];
-        comm.allgather(&[mine.len() as u64, first.0, first.1], &mut heads)?;
-        let counts: Vec<u64> = heads.chunks_exact(3).map(|h| h[0]).collect();
-        if counts.iter().all(|&c| c <= 1) {
-            return Ok(heads
-                .chunks_exact(3)
-                .map(|h| {
-                    if h[0] == 1 {
-                        vec![(h[1], h[2])]
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect());
-        }
+        let mut counts = vec![0u64; n];
+        comm.allgather(&[mine.len() as u64], &mut counts)?;
         let flat: Vec<u64> = mine.iter().flat_map(|&(o, l)| [o, l]).collect();
         let (c2, displs, total) = layout_of(counts.iter().map(|&c| 2 * c as usize).collect());
         let mut all = vec![0u64; total];
