@@ -42,7 +42,9 @@
 # file name ending in dosfs: its servers get rows of their own in the same rounds),
 # DOSBENCH_BASE (another dosbench, e.g. an older commit's: it gets the "base" rows,
 # against the DOSFS_BASE servers if given, else the same servers; a client-side
-# before/after in one run).
+# before/after in one run), ROWS (only these rows, e.g. "dos-coll base-coll
+# fio-qd16": dos-ind dos-coll base-ind base-coll mpi-ind mpi-coll fio-qd1 fio-qd16;
+# without mpi rows MPIBENCH is not built).
 # Not part of the test path: numbers depend on the machine and its load.
 set -euo pipefail
 
@@ -78,7 +80,7 @@ if [[ -z "${DOSBENCH:-}" || -z "${DOSRUN:-}" || -z "${DOSFS_BIN:-}" ]]; then
     log "building dosbench, dosrun and dosfs (release)"
     cargo build --release -p dos-bench -p dos-launcher -p dos-fs
 fi
-if [[ -z "${MPIBENCH:-}" ]]; then
+if [[ -z "${MPIBENCH:-}" && "${ROWS:-mpi}" == *mpi* ]]; then
     log "building dosbench (mpi) into target/mpi"
     cargo build --release -p dos-bench --no-default-features --features mpi --target-dir target/mpi
 fi
@@ -167,6 +169,8 @@ run_one() { # name
 
 NAMES=(dos-ind dos-coll mpi-ind mpi-coll fio-qd1 fio-qd16)
 [[ -z "${DOSFS_BASE:-}${DOSBENCH_BASE:-}" ]] || NAMES+=(base-ind base-coll)
+# ROWS="dos-coll base-coll fio-qd16" (names as above): only these rows.
+[[ -z "${ROWS:-}" ]] || read -r -a NAMES <<<"$ROWS"
 # ONLY_CLUSTER=1 (with CLUSTER=1): skip the rounds on this host.
 [[ -z "${ONLY_CLUSTER:-}" ]] || NAMES=()
 for ((round = 0; round < REPS && ${#NAMES[@]}; round++)); do
@@ -228,6 +232,11 @@ if "base-coll" in rows:
     print(f"| base collective write+sync / MPI-IO collective | {ratio('base-coll', 0, 'mpi-coll', 0)} | (before) |")
     print(f"| base collective write+sync / fio QD16 write | {ratio('base-coll', 0, 'fio-qd16', 0)} | (before) |")
     print(f"| base collective read / fio QD16 read | {ratio('base-coll', 1, 'fio-qd16', 1)} | (before) |")
+    print(f"| dos collective / base collective, write+sync | {ratio('dos-coll', 0, 'base-coll', 0)} | (after / before) |")
+    print(f"| dos collective / base collective, read | {ratio('dos-coll', 1, 'base-coll', 1)} | (after / before) |")
+if "base-ind" in rows:
+    print(f"| dos independent / base independent, write+sync | {ratio('dos-ind', 0, 'base-ind', 0)} | (after / before) |")
+    print(f"| dos independent / base independent, read | {ratio('dos-ind', 1, 'base-ind', 1)} | (after / before) |")
 EOF
 
 # ---- 5. across the namespace hosts --------------------------------------------

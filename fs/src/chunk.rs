@@ -880,6 +880,23 @@ impl ChunkStore {
         });
         if self.direct_write(at, data.len()) {
             if let Some(f) = self.direct_file(o) {
+                // Already aligned (a slot's bytes staged by the server,
+                // [`with_staging`]): checksummed and written from where
+                // they are.
+                if data.as_ptr() as usize % DIRECT_ALIGN as usize == 0 {
+                    for (b, r) in whole_blocks.clone() {
+                        crcs.insert(b, crc32c::crc32c(&data[r]));
+                    }
+                    match f.write_all_at(data, at) {
+                        Ok(()) => return Ok(crcs),
+                        Err(e) if refuses_direct(&e) => {
+                            self.direct_ok.store(false, Ordering::Relaxed);
+                            crcs.clear();
+                        }
+                        Err(e) => return Err(self.io_err("write", &o.path, e)),
+                    }
+                    return self.write_buffered(o, at, data, whole_blocks);
+                }
                 // One pass: copy each block into the aligned buffer and
                 // checksum it while it is in the cache.
                 let mut buf = take_write_buf(data.len());
@@ -905,13 +922,24 @@ impl ChunkStore {
                 }
             }
         }
+        self.write_buffered(o, at, data, whole_blocks)
+    }
+
+    /// The buffered write of [`ChunkStore::write_object`] and the
+    /// checksums of `whole_blocks`.
+    fn write_buffered(
+        &self,
+        o: &Object,
+        at: u64,
+        data: &[u8],
+        whole_blocks: impl Iterator<Item = (u32, std::ops::Range<usize>)>,
+    ) -> Result<BTreeMap<u32, u32>> {
         o.file
             .write_all_at(data, at)
             .map_err(|e| self.io_err("write", &o.path, e))?;
-        for (b, r) in whole_blocks {
-            crcs.insert(b, crc32c::crc32c(&data[r]));
-        }
-        Ok(crcs)
+        Ok(whole_blocks
+            .map(|(b, r)| (b, crc32c::crc32c(&data[r])))
+            .collect())
     }
 
     /// Reads `len` bytes at `offset` of a stripe; bytes never written
@@ -976,6 +1004,116 @@ impl ChunkStore {
             }
         }
         Ok(out)
+    }
+
+    /// [`ChunkStore::read`] into `out` (at least `len` bytes; all of it may
+    /// be used as scratch, the first `len` bytes are the data). A synced
+    /// stripe read in whole checksum blocks into an aligned `out` is one
+    /// `O_DIRECT` read straight into it, the blocks checked there: no copy
+    /// (a server's reply slot, [`crate::shm`]). Anything else is
+    /// [`ChunkStore::read`] and one copy.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_into(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+        out: &mut [u8],
+    ) -> Result<()> {
+        check_range(stripe_size, offset, len as usize)?;
+        if out.len() < len as usize {
+            return Err(Error::protocol("a read buffer shorter than the read"));
+        }
+        {
+            let _s = self.shared();
+            let _g = self.lock_of(ino, stripe);
+            let entry = self.entry_of(ino, stripe);
+            if let (Some(e), None) = (&entry, self.pending_of(ino, stripe)) {
+                if e.stripe_size != stripe_size {
+                    return Err(layout_mismatch(stripe_size, e.stripe_size));
+                }
+                if self.read_entry_direct(ino, stripe, e, offset, len, out)? {
+                    return Ok(());
+                }
+            }
+        }
+        let d = self.read(ino, stripe, stripe_size, offset, len)?;
+        out[..d.len()].copy_from_slice(&d);
+        Ok(())
+    }
+
+    /// The fast case of [`ChunkStore::read_into`]: `offset..offset + len`
+    /// is whole checksum blocks (or ends at the stripe's end) of synced
+    /// stripe `e`, large enough for `O_DIRECT`, and `out` is aligned with
+    /// room for the read rounded up to [`DIRECT_ALIGN`]. `false` when it is
+    /// not that case (nothing read).
+    fn read_entry_direct(
+        &self,
+        ino: u64,
+        stripe: u64,
+        e: &Entry,
+        offset: u32,
+        len: u32,
+        out: &mut [u8],
+    ) -> Result<bool> {
+        let end = offset.saturating_add(len);
+        let want = len as usize;
+        let dma = want.next_multiple_of(DIRECT_ALIGN as usize);
+        let pos = stripe * u64::from(e.stripe_size) + u64::from(offset);
+        if len < self.options.direct_read_min
+            || offset % BLOCK != 0
+            || end > e.len
+            || (end % BLOCK != 0 && end != e.len)
+            || pos % u64::from(DIRECT_ALIGN) != 0
+            || out.len() < dma
+            || out.as_ptr() as usize % DIRECT_ALIGN as usize != 0
+        {
+            return Ok(false);
+        }
+        let Some(o) = self.object(ino, e.slot, false)? else {
+            return Ok(false);
+        };
+        let Some(f) = self.direct_file(&o) else {
+            return Ok(false);
+        };
+        let n = match read_direct(f, &mut out[..dma], pos) {
+            Ok(n) => n,
+            Err(err) if refuses_direct(&err) => {
+                self.direct_ok.store(false, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Err(err) => return Err(self.io_err("read", &o.path, err)),
+        };
+        if n < want {
+            return Err(self.corrupt_at(
+                ino,
+                stripe,
+                e.stripe_size,
+                offset,
+                "the data object is shorter than the chunk map says",
+            ));
+        }
+        for b in offset / BLOCK..end.div_ceil(BLOCK) {
+            let (x, y) = (
+                (b * BLOCK - offset) as usize,
+                ((b * BLOCK).saturating_add(BLOCK).min(end) - offset) as usize,
+            );
+            if crc32c::crc32c(&out[x..y]) != e.crcs[b as usize] {
+                return Err(self.corrupt_at(
+                    ino,
+                    stripe,
+                    e.stripe_size,
+                    b * BLOCK,
+                    format!(
+                        "checksum mismatch in the block at stripe offset {}",
+                        b * BLOCK
+                    ),
+                ));
+            }
+        }
+        Ok(true)
     }
 
     /// The checked bytes `offset..offset + len` of synced stripe `e`, cut
@@ -1478,6 +1616,28 @@ fn give_read_buf(b: AlignedBuf) {
     if (b.v.as_ptr() as usize + b.start) % DIRECT_ALIGN as usize == 0 {
         READ_BUF.with(|c| *c.borrow_mut() = Some(b));
     }
+}
+
+thread_local! {
+    /// This thread's staging buffer ([`with_staging`]), reused.
+    static STAGE_BUF: std::cell::RefCell<Option<AlignedBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on an aligned private buffer of `len` bytes (contents
+/// undefined), this thread's cached one if it fits. A server copies a
+/// slot's bytes into it and hands them to [`ChunkStore::write`], which then
+/// writes them with `O_DIRECT` from there: one copy from the slot to the
+/// disk, and the checksums are of the private bytes, which the client
+/// cannot change under them.
+pub fn with_staging<R>(len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+    let mut b = match STAGE_BUF.with(|b| b.borrow_mut().take()) {
+        Some(b) if b.v.len() - b.start >= len && b.v.len() - b.start <= 2 * len.max(1 << 20) => b,
+        _ => AlignedBuf::new(len),
+    };
+    b.len = len;
+    let r = f(b.as_mut());
+    STAGE_BUF.with(|c| *c.borrow_mut() = Some(b));
+    r
 }
 
 thread_local! {

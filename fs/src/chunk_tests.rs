@@ -644,3 +644,74 @@ fn the_chunk_map_survives_snapshots_of_its_journal() {
     assert!(s.stripes(52).unwrap().is_empty());
     assert!(s.verify(50, SS).unwrap().bad.is_empty());
 }
+
+/// `read_into` an aligned buffer (a server's reply slot): the same bytes
+/// as `read` in every case, the fast path (one direct read into the
+/// buffer) included; its checksums are checked there, and a pending
+/// rewrite, an unaligned buffer or a range past the stripe's end take the
+/// general path.
+#[test]
+fn reads_into_a_buffer_match_reads_and_check_every_block() {
+    let d = TempDir::new("chunk-read-into");
+    let (t, s) = store(&d.0);
+    let a = pattern(MIB as usize, 41);
+    let b = pattern(300_001, 42);
+    s.write(41, 0, MIB, 0, &a).unwrap();
+    s.write(41, 1, MIB, 0, &b).unwrap();
+    s.sync(None).unwrap();
+    let cases: [(u64, u32, u32); 7] = [
+        (0, 0, MIB),               // whole stripe: direct into the buffer
+        (0, 256 << 10, 256 << 10), // a read piece: direct
+        (1, 0, 300_001),           // to the stripe's unaligned end: direct
+        (1, 0, MIB),               // past the end: zeros after it
+        (1, 262_144, 37_857),      // small: general path
+        (0, 4097, 300_000),        // unaligned offset: general path
+        (0, 0, 0),                 // nothing
+    ];
+    with_staging(MIB as usize, |out| {
+        for (stripe, off, len) in cases {
+            out.fill(0xee);
+            s.read_into(41, stripe, MIB, off, len, out).unwrap();
+            let want = s.read(41, stripe, MIB, off, len).unwrap();
+            assert!(out[..len as usize] == want[..], "{stripe} {off} {len}");
+        }
+        // A buffer shorter than the read is an error, not a panic.
+        assert!(s.read_into(41, 0, MIB, 0, MIB, &mut out[..100]).is_err());
+    });
+    // An unaligned buffer: the same bytes.
+    let mut v = vec![0u8; MIB as usize + 1];
+    s.read_into(41, 0, MIB, 0, MIB, &mut v[1..]).unwrap();
+    assert!(v[1..] == a[..]);
+    assert!(s.direct_ok.load(Ordering::Relaxed));
+    // A flipped bit in block 9: refused naming the block, on both paths.
+    flip(&s, 41, 0, 9 * u64::from(BLOCK) + 5, 1);
+    with_staging(MIB as usize, |out| {
+        match s.read_into(41, 0, MIB, 0, MIB, out) {
+            Err(Error::ChunkCorrupt { file_offset, .. }) => {
+                assert_eq!(file_offset, 9 * u64::from(BLOCK));
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+    assert!(matches!(
+        s.read_into(41, 0, MIB, 0, MIB, &mut v[1..]),
+        Err(Error::ChunkCorrupt { .. })
+    ));
+    // A pending rewrite of the whole stripe, written from an aligned
+    // buffer (no copy): read back before and after its sync.
+    let c = pattern(MIB as usize, 43);
+    with_staging(MIB as usize, |buf| {
+        buf.copy_from_slice(&c);
+        s.write(41, 0, MIB, 0, buf).unwrap();
+    });
+    with_staging(MIB as usize, |out| {
+        s.read_into(41, 0, MIB, 0, MIB, out).unwrap();
+        assert!(out[..] == c[..]);
+        s.sync(None).unwrap();
+        out.fill(0);
+        s.read_into(41, 0, MIB, 0, MIB, out).unwrap();
+        assert!(out[..] == c[..]);
+    });
+    assert!(s.verify(41, MIB).unwrap().bad.is_empty());
+    drop(t);
+}

@@ -628,12 +628,12 @@ pub struct Conn {
 }
 
 /// A request sent by [`Client::write_behind`] whose reply is still to come:
-/// a piece of a write (its slot is taken until then) or a grow-only size.
+/// a piece of a write (its slot is taken until then).
 #[derive(Debug, Clone, Copy)]
 struct Behind {
     ino: u64,
-    /// (stripe, offset in it, length) of a write; `None` for a size.
-    range: Option<(u64, u32, u32)>,
+    /// (stripe, offset in it, length) of the write.
+    range: (u64, u32, u32),
     slot: Option<u32>,
 }
 
@@ -641,12 +641,8 @@ impl Behind {
     /// Whether this write touches bytes of `p` of file `ino` (then `p` must
     /// wait for it: the server's workers may run requests in any order).
     fn overlaps(&self, ino: u64, p: &Piece) -> bool {
-        match self.range {
-            Some((s, o, l)) => {
-                self.ino == ino && s == p.stripe && o < p.offset + p.len && p.offset < o + l
-            }
-            None => false,
-        }
+        let (s, o, l) = self.range;
+        self.ino == ino && s == p.stripe && o < p.offset + p.len && p.offset < o + l
     }
 }
 
@@ -1008,6 +1004,9 @@ pub struct Client {
     /// The first error of a write-behind request of each file, kept until
     /// [`Client::write_behind`] or [`Client::flush`] of that file reports it.
     deferred: Mutex<BTreeMap<u64, Error>>,
+    /// The end of each file's [`Client::write_behind`] writes not yet told
+    /// to the metadata server (grow-only; sent by [`Client::publish_size`]).
+    grow: Mutex<BTreeMap<u64, u64>>,
 }
 
 fn unexpected(r: Reply) -> Error {
@@ -1043,6 +1042,7 @@ impl Client {
                 }),
             },
             deferred: Mutex::new(BTreeMap::new()),
+            grow: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -1278,6 +1278,7 @@ impl Client {
     /// its stripes, and server 0, sync at once (a sync is mostly fsyncs,
     /// which overlap on the disk); the first error in server order wins.
     pub fn sync(&self, a: &Attr) -> Result<()> {
+        self.publish_size(a.ino)?;
         let mut servers: Vec<u32> = a.layout.server_list().collect();
         servers.push(0);
         servers.sort_unstable();
@@ -1422,6 +1423,20 @@ impl Client {
     /// Writes `data` at `offset` of file `a` straight to the servers holding
     /// its stripes, then grows its size (not durable until [`Client::sync`]).
     pub fn write_at(&self, a: &Attr, offset: u64, data: &[u8]) -> Result<()> {
+        self.write_data(a, offset, data)?;
+        if !data.is_empty() {
+            self.attr(&Request::SetSize {
+                ino: a.ino,
+                size: offset + data.len() as u64,
+                grow_only: true,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The data of [`Client::write_at`], each server's pieces pipelined,
+    /// waiting for every reply; the size is left to the caller.
+    fn write_data(&self, a: &Attr, offset: u64, data: &[u8]) -> Result<()> {
         if a.kind != Kind::File {
             return Err(Error::IsADirectory {
                 path: format!("#{}", a.ino),
@@ -1458,24 +1473,24 @@ impl Client {
                     r => Err(unexpected(r)),
                 },
             )
-        })?;
-        if !data.is_empty() {
-            self.attr(&Request::SetSize {
-                ino: a.ino,
-                size: offset + data.len() as u64,
-                grow_only: true,
-            })?;
-        }
-        Ok(())
+        })
     }
 
     /// [`Client::write_at`] that does not wait for the servers' replies:
     /// it returns once every piece is sent, its bytes copied into a slot
     /// (same node, or RDMA) or into the request frame, so `data` may be
-    /// reused at once, and the file's grow-only size is sent the same way.
-    /// Up to [`Client::behind_window`] requests stay in flight per server
-    /// (and at most one slot each), so a caller writing 1 MiB at a time
-    /// keeps that many writes on the servers' disks.
+    /// reused at once. Up to [`Client::behind_window`] requests stay in
+    /// flight per server (and at most one slot each), so a caller writing
+    /// 1 MiB at a time keeps that many writes on the servers' disks; with a
+    /// window of 0 each call waits for its replies, as `write_at` does.
+    ///
+    /// The file's size is not sent per write: the client keeps the end its
+    /// writes reached and tells the metadata server once, at
+    /// [`Client::publish_size`] (which [`Client::flush`] and
+    /// [`Client::sync`] call), so a 1 MiB write is one request to one
+    /// server instead of that and a `SetSize` round trip to server 0.
+    /// Until then other clients see the file's old size (MPI-IO's
+    /// non-atomic rule: writes are visible to others after sync).
     ///
     /// Every other request to a server first waits for that server's
     /// write-behind replies (a read, a sync, a stat see the writes), and a
@@ -1491,7 +1506,9 @@ impl Client {
             });
         }
         if self.behind_window == 0 {
-            return self.write_at(a, offset, data);
+            self.write_data(a, offset, data)?;
+            self.grow_to(a.ino, offset + data.len() as u64, data.is_empty());
+            return self.take_deferred(a.ino);
         }
         let plan = plan(&a.layout, offset, data.len() as u64)?;
         let window = self.behind_window;
@@ -1536,7 +1553,7 @@ impl Client {
                         id,
                         Behind {
                             ino: a.ino,
-                            range: Some((p.stripe, p.offset, p.len)),
+                            range: (p.stripe, p.offset, p.len),
                             slot,
                         },
                     );
@@ -1544,33 +1561,45 @@ impl Client {
                 Ok(())
             })
         })?;
-        if !data.is_empty() {
-            let req = Request::SetSize {
-                ino: a.ino,
-                size: offset + data.len() as u64,
-                grow_only: true,
-            };
-            self.with_conn_opt(0, false, |c| {
-                while c.behind.len() >= window {
-                    let (ino, r) = c.reap_one()?;
-                    if let Err(e) = r {
-                        self.defer(ino, e);
-                    }
-                }
-                let id = c.next_id();
-                c.send(&req.encode(id))?;
-                c.behind.insert(
-                    id,
-                    Behind {
-                        ino: a.ino,
-                        range: None,
-                        slot: None,
-                    },
-                );
-                Ok(())
-            })?;
-        }
+        self.grow_to(a.ino, offset + data.len() as u64, data.is_empty());
         self.take_deferred(a.ino)
+    }
+
+    /// Notes that file `ino` reaches `end` (unless the write was `empty`):
+    /// the size goes to the metadata server at [`Client::publish_size`].
+    fn grow_to(&self, ino: u64, end: u64, empty: bool) {
+        if empty {
+            return;
+        }
+        let mut g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let e = g.entry(ino).or_insert(0);
+        *e = (*e).max(end);
+    }
+
+    /// Tells the metadata server the size file `ino`'s
+    /// [`Client::write_behind`] writes reached, if they grew it (one
+    /// grow-only `SetSize`; nothing when there is none to tell).
+    /// [`Client::flush`] and [`Client::sync`] do it; so must a caller
+    /// before it asks for the size expecting to see its own writes.
+    pub fn publish_size(&self, ino: u64) -> Result<()> {
+        let end = {
+            let mut g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+            g.remove(&ino)
+        };
+        let Some(size) = end else { return Ok(()) };
+        self.attr(&Request::SetSize {
+            ino,
+            size,
+            grow_only: true,
+        })
+        .map(drop)
+    }
+
+    /// The end of file `ino`'s writes not yet published
+    /// ([`Client::publish_size`]), if any.
+    pub fn unpublished_size(&self, ino: u64) -> Option<u64> {
+        let g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        g.get(&ino).copied()
     }
 
     /// Waits for every write-behind request of this client
@@ -1591,7 +1620,8 @@ impl Client {
         if let Err(e) = self.take_deferred(ino) {
             res = Err(e);
         }
-        res
+        let published = self.publish_size(ino);
+        res.and(published)
     }
 
     /// Reads `buf.len()` bytes at `offset` of file `a` (named `path` in

@@ -157,7 +157,12 @@
 //! copy into the slot and a read one copy out, with no TCP stack and no
 //! frame building. Slots belong to a request until its reply and bound the
 //! requests in flight; the server checks every slot number and length
-//! (a wrong one is a typed protocol error). A server that does no I/O takes
+//! (a wrong one is a typed protocol error). On the server a slot write is
+//! copied once, into a private aligned buffer the disk engine writes with
+//! `O_DIRECT` and checksums in place (the checksum is of the bytes written,
+//! which the client cannot change under it), and a read of whole checksum
+//! blocks of a synced stripe goes from the disk straight into the slot
+//! ([`chunk::ChunkStore::read_into`]). A server that does no I/O takes
 //! 1 MiB writes about 2-3x faster this way than over loopback TCP
 //! (`fs/tests/datapath.rs`); with the disk, the rest is the servers' own
 //! work (above all the fsyncs of a sync, which [`client::Client::sync`]
@@ -175,7 +180,9 @@
 //! [`client::Client::behind_window`] writes per server stay in flight
 //! (`DOS_FS_WRITE_BEHIND`; **0, off, by default**: on the loaded 2-core
 //! test machine 16 in flight measured 0.55-0.62x of off, BENCHMARKS.md),
-//! plus the grow-only size on server 0, sent the same way. Any other request
+//! and the file's grow-only size goes to server 0 once, at the next
+//! [`client::Client::publish_size`] (every flush), not after each write, so
+//! a 1 MiB write is one request to one server. Any other request
 //! to a server waits for that server's write-behind replies first (a read,
 //! stat or sync sees the writes), and a write waits for an earlier
 //! overlapping one (the server's workers may run requests in any order). A

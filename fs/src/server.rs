@@ -112,6 +112,56 @@ pub trait Handler: Send + Sync + 'static {
     fn index(&self) -> u32;
     /// Handles one request.
     fn handle(&self, req: Request) -> Reply;
+
+    /// A [`Request::Write`] whose bytes the caller holds (a slot's, staged):
+    /// by default the request, with a copy of `data`.
+    fn write_from(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> Reply {
+        self.handle(Request::Write {
+            ino,
+            stripe,
+            stripe_size,
+            offset,
+            data: data.to_vec(),
+        })
+    }
+
+    /// A [`Request::Read`] of `len` bytes into `out` (at least `len` bytes,
+    /// all of it usable as scratch): [`Reply::Ok`] when the first `len`
+    /// bytes of `out` are the data. By default the request and one copy.
+    #[allow(clippy::too_many_arguments)]
+    fn read_into(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+        out: &mut [u8],
+    ) -> Reply {
+        match self.handle(Request::Read {
+            ino,
+            stripe,
+            stripe_size,
+            offset,
+            len,
+        }) {
+            Reply::Data(d) if d.len() == len as usize && out.len() >= d.len() => {
+                out[..d.len()].copy_from_slice(&d);
+                Reply::Ok
+            }
+            Reply::Data(_) => Reply::Error(WireError::from_error(&Error::protocol(
+                "read returned another length",
+            ))),
+            r => r,
+        }
+    }
 }
 
 impl Handler for Service {
@@ -121,6 +171,38 @@ impl Handler for Service {
 
     fn handle(&self, req: Request) -> Reply {
         Service::handle(self, req)
+    }
+
+    fn write_from(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        data: &[u8],
+    ) -> Reply {
+        match self.chunks.write(ino, stripe, stripe_size, offset, data) {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error(WireError::from_error(&e)),
+        }
+    }
+
+    fn read_into(
+        &self,
+        ino: u64,
+        stripe: u64,
+        stripe_size: u32,
+        offset: u32,
+        len: u32,
+        out: &mut [u8],
+    ) -> Reply {
+        match self
+            .chunks
+            .read_into(ino, stripe, stripe_size, offset, len, out)
+        {
+            Ok(()) => Reply::Ok,
+            Err(e) => Reply::Error(WireError::from_error(&e)),
+        }
     }
 }
 
@@ -691,7 +773,11 @@ fn worker(svc: &dyn Handler, rx: &Mutex<Receiver<Job>>) {
 }
 
 /// Runs a slot request whose slot the connection thread gave it, and frees
-/// the slot before the reply goes out.
+/// the slot before the reply goes out. A write's bytes are copied once, into
+/// a private aligned buffer the disk engine writes from (the checksum must
+/// be of the bytes written, which the client could change in the slot); a
+/// read goes from the disk straight into the slot when it can
+/// ([`Handler::read_into`]).
 fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
     let err = |e: &Error| Reply::Error(WireError::from_error(e));
     match req {
@@ -702,21 +788,14 @@ fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
             offset,
             len,
             slot,
-        } => {
-            // A private copy: the checksum must be of the bytes written.
-            let data = t.region().get_vec(slot, len as usize);
+        } => crate::chunk::with_staging(len as usize, |buf| {
+            let copied = t.region().get(slot, buf);
             t.give_back(slot);
-            match data {
-                Ok(data) => svc.handle(Request::Write {
-                    ino,
-                    stripe,
-                    stripe_size,
-                    offset,
-                    data,
-                }),
+            match copied {
+                Ok(()) => svc.write_from(ino, stripe, stripe_size, offset, buf),
                 Err(e) => err(&e),
             }
-        }
+        }),
         Request::ReadSlot {
             ino,
             stripe,
@@ -725,19 +804,12 @@ fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
             len,
             slot,
         } => {
-            let rep = match svc.handle(Request::Read {
-                ino,
-                stripe,
-                stripe_size,
-                offset,
-                len,
-            }) {
-                Reply::Data(d) if d.len() == len as usize => match t.region().put(slot, &d) {
-                    Ok(()) => Reply::Ok,
-                    Err(e) => err(&e),
-                },
-                Reply::Data(_) => err(&Error::protocol("read returned another length")),
-                r => r,
+            // SAFETY: the connection thread took `slot` for this request
+            // (`SlotTable::take`) and it is given back only below, after
+            // the last use of `out`: no other reference to it exists here.
+            let rep = match unsafe { t.region().slot_mut(slot) } {
+                Ok(out) => svc.read_into(ino, stripe, stripe_size, offset, len, out),
+                Err(e) => err(&e),
             };
             t.give_back(slot);
             rep

@@ -189,6 +189,24 @@ impl Region {
         Ok(unsafe { self.map.as_ptr().add(slot as usize * self.size as usize) })
     }
 
+    /// Slot `slot` whole, as a byte slice a server reads into (no copy).
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the slot (taken from its [`SlotTable`] for a request
+    /// and not given back) and makes no other reference to it while the
+    /// slice lives. The peer may write the slot only by breaking the
+    /// protocol (it gave it to this request until the reply); the bytes it
+    /// then gets back are wrong for it alone, the server only reads and
+    /// writes plain bytes there.
+    #[allow(clippy::mut_from_ref)] // the slot table hands each slot out once
+    pub unsafe fn slot_mut(&self, slot: u32) -> Result<&mut [u8]> {
+        let p = self.check(slot, self.size as usize)?;
+        // SAFETY: `p..p + size` is slot `slot`, inside the mapping (checked),
+        // which lives as long as `self`; exclusive by the caller's contract.
+        Ok(unsafe { std::slice::from_raw_parts_mut(p, self.size as usize) })
+    }
+
     /// Copies `data` into slot `slot`.
     pub fn put(&self, slot: u32, data: &[u8]) -> Result<()> {
         let p = self.check(slot, data.len())?;

@@ -832,3 +832,84 @@ fn write_behind_reports_a_failed_write_at_the_next_flush() {
     c.flush(a.ino).unwrap();
     c.flush(b.ino).unwrap();
 }
+
+/// A handler that counts the `SetSize` requests it answers.
+struct Sizes {
+    inner: Service,
+    set_sizes: AtomicUsize,
+}
+
+impl Handler for Sizes {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        if matches!(req, Request::SetSize { .. }) {
+            self.set_sizes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.inner.handle(req)
+    }
+}
+
+/// `write_behind` (every `dos::io` write) tells the metadata server the
+/// file's size once, at the flush, not after every write: a 1 MiB write is
+/// one request to one server. Until then another client sees the old size
+/// (MPI-IO's rule: others see writes after a sync); after it, the size and
+/// every byte.
+#[test]
+fn write_behind_tells_the_size_once_at_the_flush() {
+    let _s = serial();
+    let keep: Arc<Mutex<Vec<Arc<Sizes>>>> = Arc::default();
+    let k = keep.clone();
+    let fs = start("sizes", 2, "127.0.0.1", move |s| {
+        let h = Arc::new(Sizes {
+            inner: s,
+            set_sizes: AtomicUsize::new(0),
+        });
+        k.lock().unwrap().push(h.clone());
+        h
+    });
+    let count = || -> usize {
+        keep.lock()
+            .unwrap()
+            .iter()
+            .map(|h| h.set_sizes.load(Ordering::SeqCst))
+            .sum()
+    };
+    let other = Client::new(&fs.addr);
+    for window in [0usize, 4] {
+        let mut c = Client::new(&fs.addr);
+        c.behind_window = window;
+        let path = format!("/size{window}");
+        let a = c
+            .set_stripe(
+                &path,
+                LayoutSpec {
+                    stripe_size: 1 << 20,
+                    stripe_count: 2,
+                    ..LayoutSpec::default()
+                },
+            )
+            .unwrap();
+        let data = pattern(8 << 20, 11);
+        let before = count();
+        for k in 0..8usize {
+            c.write_behind(&a, (k as u64) << 20, &data[k << 20..(k + 1) << 20])
+                .unwrap();
+        }
+        assert_eq!(c.unpublished_size(a.ino), Some(8 << 20), "window {window}");
+        assert_eq!(other.stat(&path).unwrap().size, 0, "window {window}");
+        c.flush(a.ino).unwrap();
+        assert_eq!(count() - before, 1, "window {window}: SetSize requests");
+        assert_eq!(c.unpublished_size(a.ino), None);
+        let a = other.stat(&path).unwrap();
+        assert_eq!(a.size, 8 << 20, "window {window}");
+        let mut back = vec![0u8; 8 << 20];
+        other.read_at(&path, &a, 0, &mut back).unwrap();
+        assert!(back == data, "window {window}: bytes differ");
+        // Nothing new to tell: a second flush sends nothing.
+        c.flush(a.ino).unwrap();
+        assert_eq!(count() - before, 1, "window {window}");
+    }
+}

@@ -305,6 +305,10 @@ impl File {
     ) -> Result<usize> {
         const OP: &str = "read_at_all";
         let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
+        // Every rank's written end reaches the metadata server before the
+        // plan's allgather, so rank 0's size below counts the writes of
+        // earlier collective calls (whose aggregators hold their ends).
+        let published = self.fs.client().publish_size(self.attr.ino);
         let plan = self.collective_plan(comm, &mine)?;
         let me = comm.rank();
         let n = comm.size();
@@ -319,9 +323,11 @@ impl File {
                 .map(|e| e.offset.saturating_add(e.len))
                 .max()
                 .unwrap_or(0);
-            self.size_at_least(end)
+            published
+                .map_err(super::Error::from)
+                .and_then(|()| self.size_at_least(end))
         } else {
-            Ok(0)
+            published.map(|()| 0).map_err(super::Error::from)
         };
         for round in self.rounds(&plan) {
             // Phase one: the workers read; in the direct case straight into

@@ -580,9 +580,13 @@ impl File {
         Ok(r)
     }
 
-    /// The file's size in bytes (`MPI_File_get_size`; asks the metadata server).
+    /// The file's size in bytes (`MPI_File_get_size`; asks the metadata
+    /// server, after telling it where this rank's writes reached: other
+    /// ranks' writes count after a [`File::sync`]).
     pub fn size(&self) -> Result<u64> {
-        let size = self.fs.client().stat(&self.path)?.size;
+        let c = self.fs.client();
+        c.publish_size(self.attr.ino)?;
+        let size = c.stat(&self.path)?.size;
         self.known_size.set(size);
         Ok(size)
     }

@@ -162,7 +162,16 @@ impl Machine {
                 Err(e) => return Some(Err(e)),
             }
             let next = match self.stage {
-                Stage::Queued => self.start_counts(),
+                Stage::Queued => {
+                    // A read's rank 0 asks for the size after the lists'
+                    // allgather: every rank's written end is told first.
+                    if let (Kind::Read { .. }, Ok(())) = (&self.kind, &self.res) {
+                        if let Err(e) = f.fs.client().publish_size(f.attr.ino) {
+                            self.res = Err(e.into());
+                        }
+                    }
+                    self.start_counts()
+                }
                 Stage::Counts => self.start_lists(),
                 Stage::Lists => self.plan(f).and_then(|()| self.next_round(f)),
                 Stage::Exchange => {
