@@ -543,3 +543,8 @@ fn a_second_thread_calling_mpi_is_refused() {
         "a call from another thread\n{j}"
     );
 }
+
+#[test]
+fn mpi_init_sends_no_message_and_comm_self_still_works() {
+    passes("dosmpicc", "init_local.c");
+}
