@@ -24,8 +24,8 @@
 //!   over dos's wire-up (`dosrun --pmi1-bridge`, hidden);
 //! * `refusals`: the rate-limited log of refused connections (wire-up
 //!   socket and control port);
-//! * `spawn`: starting a rank (own process group, parent-death signal,
-//!   stdio pipes, the node's shared segment inherited);
+//! * `spawn`: starting a rank (a vfork-style `clone`, own process group,
+//!   parent-death signal, stdio pipes, the node's shared segment inherited);
 //! * `start`: starting one node's ranks (program, bindings, segment,
 //!   environment, spawns, binding reports), the same here and in a node
 //!   agent;

@@ -4,15 +4,20 @@
 //! `PR_SET_PDEATHSIG(SIGKILL)` so that it dies with dosrun however dosrun
 //! ends, its stdout and stderr on pipes to dosrun, and the node's shared
 //! segment inherited at the descriptor number named by `DOS_SHM_FD`.
+//!
+//! [`Launcher::spawner`] prepares, once per node, what all ranks share
+//! (argv and the environment as C strings, the child's stack); each
+//! [`Spawner::spawn`] is then one `clone(CLONE_VM | CLONE_VFORK |
+//! CLONE_PIDFD)` whose child sets itself up and execs, in the manner of
+//! `posix_spawn`, rather than a `fork` of dosrun (see [`Spawner`]).
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use dos::pmi::{self, Secret};
 
@@ -172,14 +177,160 @@ impl Launcher {
         v
     }
 
+    /// Makes what every spawn of this job shares, once: the program, its
+    /// arguments and the environment as C strings, `/dev/null`, the child's
+    /// stack and the list of signals to reset. All signals stay blocked in
+    /// dosrun while the [`Spawner`] lives (see [`Spawner`]).
+    ///
+    /// Must be called from dosrun's main thread, as [`Spawner::spawn`].
+    pub fn spawner(&self) -> Result<Spawner, SpawnError> {
+        let step = |what| move |err| SpawnError { what, err };
+        let cstr = |s: &OsStr| {
+            CString::new(s.as_bytes()).map_err(|_| SpawnError {
+                what: "exec",
+                err: io::Error::new(io::ErrorKind::InvalidInput, "a NUL byte in an argument"),
+            })
+        };
+        let path = cstr(self.program.as_os_str())?;
+        let mut argv = vec![cstr(&self.argv0)?];
+        for a in &self.args {
+            argv.push(cstr(a)?);
+        }
+        let env = merged_env(std::env::vars_os(), &self.env, &RANK_VARS)
+            .into_iter()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                cstr(&kv)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let devnull = std::fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
+        let stack = ChildStack::new().map_err(step("mmap"))?;
+        let reset = signals_to_reset();
+        let saved_mask = block_all_signals().map_err(step("sigprocmask"))?;
+        let argv_ptrs = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        // A file the kernel cannot exec (no `#!`) runs under the shell, as
+        // `execvp` does it: `/bin/sh path args...`.
+        let sh_argv_ptrs = [SHELL.as_ptr(), path.as_ptr()]
+            .into_iter()
+            .chain(argv[1..].iter().map(|a| a.as_ptr()))
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        Ok(Spawner {
+            path,
+            _argv: argv,
+            argv_ptrs,
+            sh_argv_ptrs,
+            env,
+            devnull: devnull.into(),
+            stack,
+            reset,
+            saved_mask,
+            parent: sys::getpid(),
+            shm_fd: self.shm_fd,
+            nofile: self.nofile,
+        })
+    }
+}
+
+/// The shell that runs a program file without `#!` (as `execvp` does).
+const SHELL: &std::ffi::CStr = c"/bin/sh";
+
+/// The variables that differ between the ranks of a node, set by
+/// [`Spawner::spawn`].
+const RANK_VARS: [&str; 4] = [
+    pmi::ENV_RANK,
+    pmi::ENV_LOCAL_RANK,
+    pmi::ENV_LOCAL_SIZE,
+    pmi::ENV_NODE_ID,
+];
+
+/// The environment a rank starts with, as `Command` would make it: dosrun's
+/// own (`inherited`), each of `set` replacing the variable of its name or
+/// added at the end (a later one wins), without the variables named in
+/// `without` (the per-rank ones, added at each spawn).
+pub fn merged_env(
+    inherited: impl IntoIterator<Item = (OsString, OsString)>,
+    set: &[(OsString, OsString)],
+    without: &[&str],
+) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = inherited.into_iter().collect();
+    for (k, v) in set {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(e) => e.1 = v.clone(),
+            None => env.push((k.clone(), v.clone())),
+        }
+    }
+    env.retain(|(k, _)| !without.iter().any(|w| k == w));
+    env
+}
+
+/// Starts a node's ranks, one [`Spawner::spawn`] each.
+///
+/// A rank is started the way `posix_spawn` starts a process:
+/// `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`. The child runs on a
+/// stack of its own inside dosrun's memory, so nothing is copied (a
+/// `fork` copies dosrun's page tables and write-protects its pages, which
+/// then fault on every first write after each fork), makes the set-up
+/// calls of [`child_setup`] and `execve`s; dosrun sleeps until the exec
+/// has replaced the child's memory (or the child failed, leaving its
+/// `errno` in the [`ChildArgs`] they share), and gets the pidfd from the
+/// same call. Everything the child reads (argv, envp, the stack) is made
+/// before: the child allocates nothing.
+///
+/// While a `Spawner` lives, every signal is blocked in dosrun (dosrun is
+/// single-threaded: the mask is the process's): a handler of dosrun must
+/// never run in a child that shares its memory. The child resets the
+/// signals that are not at their default and clears its mask before it
+/// execs. Dropping the `Spawner` restores dosrun's mask.
+pub struct Spawner {
+    path: CString,
+    /// Owns what `argv_ptrs` points to.
+    _argv: Vec<CString>,
+    argv_ptrs: Vec<*const libc::c_char>,
+    /// The argv of the shell, for a file without `#!` (see `child_exec`).
+    sh_argv_ptrs: Vec<*const libc::c_char>,
+    env: Vec<CString>,
+    devnull: OwnedFd,
+    stack: ChildStack,
+    reset: Vec<libc::c_int>,
+    saved_mask: libc::sigset_t,
+    parent: i32,
+    shm_fd: Option<RawFd>,
+    nofile: Option<libc::rlimit>,
+}
+
+impl fmt::Debug for Spawner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spawner")
+            .field("path", &self.path)
+            .field("argc", &self._argv.len())
+            .field("envc", &self.env.len())
+            .finish()
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        // SAFETY: restores the mask saved by `block_all_signals`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.saved_mask, std::ptr::null_mut()) };
+    }
+}
+
+impl Spawner {
     /// Starts the rank placed at `p` on a node of `local_size` ranks.
     /// `stdin`: give it a pipe for dosrun's stdin, or `/dev/null`.
-    /// `affinity`: the CPUs it may run on, set between fork and exec.
+    /// `affinity`: the CPUs it may run on, set before the exec.
     ///
     /// Must be called from dosrun's main thread: the parent-death signal
-    /// fires when the thread that forked the child ends.
+    /// fires when the thread that started the child ends.
     pub fn spawn(
-        &self,
+        &mut self,
         p: Placement,
         local_size: usize,
         stdin: bool,
@@ -188,11 +339,11 @@ impl Launcher {
         let step = |what| move |err| SpawnError { what, err };
         let (out_r, out_w) = sys::pipe().map_err(step("pipe"))?;
         let (err_r, err_w) = sys::pipe().map_err(step("pipe"))?;
-        let (in_w, in_stdio) = if stdin {
+        let (in_w, in_r) = if stdin {
             let (r, w) = sys::pipe().map_err(step("pipe"))?;
-            (Some(w), Stdio::from(r))
+            (Some(w), Some(r))
         } else {
-            (None, Stdio::null())
+            (None, None)
         };
         for fd in [Some(&out_r), Some(&err_r), in_w.as_ref()]
             .into_iter()
@@ -200,42 +351,70 @@ impl Launcher {
         {
             sys::set_nonblocking(fd.as_fd(), true).map_err(step("fcntl"))?;
         }
-
-        let mut cmd = Command::new(&self.program);
-        cmd.arg0(&self.argv0)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(pmi::ENV_RANK, p.rank.to_string())
-            .env(pmi::ENV_LOCAL_RANK, p.local_rank.to_string())
-            .env(pmi::ENV_LOCAL_SIZE, local_size.to_string())
-            .env(pmi::ENV_NODE_ID, p.node_id.to_string())
-            .stdin(in_stdio)
-            .stdout(Stdio::from(out_w))
-            .stderr(Stdio::from(err_w))
-            .process_group(0);
-        let parent = sys::getpid();
-        let shm_fd = self.shm_fd;
-        let nofile = self.nofile;
-        // SAFETY: the closure runs in the child between fork and exec; it only
-        // makes async-signal-safe system calls and allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || child_setup(parent, shm_fd, nofile, affinity.as_ref()));
-        }
-        // `cmd` (and with it our copies of the child's pipe ends) is dropped
-        // when this returns, so the rank holds the only write ends.
-        let child = cmd.spawn().map_err(step("exec"))?;
-        let pid = child.id() as i32;
-        let pidfd = match sys::pidfd_open(pid) {
-            Ok(fd) => fd,
-            Err(err) => {
-                sys::kill_group(pid, libc::SIGKILL);
-                sys::reap(pid);
-                return Err(SpawnError {
-                    what: "pidfd_open",
-                    err,
-                });
-            }
+        let rank_env = [
+            (pmi::ENV_RANK, p.rank),
+            (pmi::ENV_LOCAL_RANK, p.local_rank),
+            (pmi::ENV_LOCAL_SIZE, local_size),
+            (pmi::ENV_NODE_ID, p.node_id),
+        ]
+        .map(|(k, v)| CString::new(format!("{k}={v}")).expect("no NUL in a number"));
+        let envp: Vec<*const libc::c_char> = self
+            .env
+            .iter()
+            .chain(rank_env.iter())
+            .map(|c| c.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let stdin_fd = in_r.as_ref().unwrap_or(&self.devnull).as_raw_fd();
+        let args = ChildArgs {
+            path: self.path.as_ptr(),
+            argv: self.argv_ptrs.as_ptr(),
+            sh_argv: self.sh_argv_ptrs.as_ptr(),
+            envp: envp.as_ptr(),
+            stdio: [stdin_fd, out_w.as_raw_fd(), err_w.as_raw_fd()],
+            parent: self.parent,
+            shm_fd: self.shm_fd,
+            nofile: self.nofile,
+            affinity: affinity.as_ref(),
+            reset: &self.reset,
+            err: AtomicI32::new(0),
         };
+        let mut pidfd: libc::c_int = -1;
+        // SAFETY: `child_main` runs on `self.stack`, which nothing else
+        // uses, and only reads `args` (and writes its `err`), all of which
+        // outlive the call: CLONE_VFORK suspends this thread until the
+        // child has exec'd or exited, and then the child no longer uses
+        // this memory. All signals are blocked (see `Spawner`), so no
+        // handler of dosrun runs on the child's stack. With CLONE_PIDFD the
+        // kernel writes the pidfd to `pidfd`.
+        let pid = unsafe {
+            libc::clone(
+                child_main,
+                self.stack.top(),
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                (&args as *const ChildArgs<'_>).cast_mut().cast(),
+                &mut pidfd as *mut libc::c_int,
+            )
+        };
+        if pid < 0 {
+            return Err(SpawnError {
+                what: "clone",
+                err: io::Error::last_os_error(),
+            });
+        }
+        // SAFETY: CLONE_PIDFD made this descriptor for us.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        let failed = args.err.load(Ordering::Acquire);
+        // Our copies of the child's ends close here: it holds the only ones.
+        drop((out_w, err_w, in_r));
+        if failed != 0 {
+            // It has exited (status 127) without exec'ing.
+            sys::reap(pid);
+            return Err(SpawnError {
+                what: "exec",
+                err: io::Error::from_raw_os_error(failed),
+            });
+        }
         Ok(Spawned {
             pid,
             pidfd,
@@ -246,15 +425,192 @@ impl Launcher {
     }
 }
 
-/// Runs in the child after fork, before exec: parent-death signal (and
-/// the check that the parent is still there), the segment kept open at its
-/// number, default signal dispositions and mask, the descriptor limit, the
-/// affinity. Only async-signal-safe calls. Also used for launch agents.
+/// What the child of [`Spawner::spawn`] reads; it lives on dosrun's stack,
+/// which the child shares.
+struct ChildArgs<'a> {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    sh_argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    /// Its stdin, stdout and stderr, moved to 0, 1, 2.
+    stdio: [RawFd; 3],
+    parent: i32,
+    shm_fd: Option<RawFd>,
+    nofile: Option<libc::rlimit>,
+    affinity: Option<&'a CpuMask>,
+    reset: &'a [libc::c_int],
+    /// The child's `errno` when it could not exec; 0 if it did.
+    err: AtomicI32,
+}
+
+/// The child of [`Spawner::spawn`]: moves its standard streams into place,
+/// makes its own process group, does [`child_setup`] and execs; on failure
+/// leaves the error in `err` and exits with 127. Allocates nothing and
+/// makes only async-signal-safe calls.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `Spawner::spawn` passed, alive
+    // until this child execs or exits (CLONE_VFORK).
+    let a = unsafe { &*(arg as *const ChildArgs<'_>) };
+    let e = match child_exec(a) {
+        Err(e) => e.raw_os_error().unwrap_or(libc::EINVAL),
+        Ok(never) => match never {},
+    };
+    a.err
+        .store(if e == 0 { libc::EINVAL } else { e }, Ordering::Release);
+    // SAFETY: _exit ends the child at once, running nothing of dosrun's.
+    unsafe { libc::_exit(127) }
+}
+
+/// The steps of [`child_main`] up to the exec, which returns only on failure.
+fn child_exec(a: &ChildArgs<'_>) -> io::Result<std::convert::Infallible> {
+    for (target, &fd) in a.stdio.iter().enumerate() {
+        let target = target as RawFd;
+        // SAFETY: both are open descriptors of this process (dosrun keeps
+        // 0, 1 and 2 open, so `fd` is never one of them; if it were,
+        // clearing close-on-exec keeps it).
+        let r = unsafe {
+            if fd == target {
+                libc::fcntl(fd, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, target)
+            }
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: setpgid(0, 0) makes this process a group leader; no memory.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    child_setup(a.parent, a.shm_fd, a.nofile, a.affinity, a.reset)?;
+    // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and
+    // null-terminated arrays that outlive this call (see `ChildArgs`).
+    unsafe { libc::execve(a.path, a.argv, a.envp) };
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ENOEXEC) {
+        // Not a binary and no `#!`: a shell script, as `execvp` has it.
+        // SAFETY: as above; `sh_argv` is null-terminated and outlives us.
+        unsafe { libc::execve(SHELL.as_ptr(), a.sh_argv, a.envp) };
+        return Err(io::Error::last_os_error());
+    }
+    Err(err)
+}
+
+/// The stack the child of [`Spawner::spawn`] runs on before it execs:
+/// anonymous memory with an inaccessible page below it, so that an
+/// overflow faults rather than writes into dosrun's heap.
+struct ChildStack {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+impl ChildStack {
+    /// Bytes the child may use: its calls are a few system calls deep.
+    const USABLE: usize = 64 << 10;
+
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: sysconf reads a constant.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .unwrap_or(4096)
+            .max(4096);
+        let len = Self::USABLE + page;
+        // SAFETY: a fresh anonymous private mapping; no existing memory.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base, len };
+        // SAFETY: the lowest page of the mapping just made.
+        if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The initial stack pointer (the stack grows down), 16-byte aligned.
+    fn top(&self) -> *mut libc::c_void {
+        // SAFETY: one past the end of the mapping, which is page-aligned.
+        unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no child runs on it any more
+        // (each spawn returns after its child exec'd or exited).
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// Blocks every signal in the calling thread; returns the previous mask.
+fn block_all_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: all-zero sigset_t values are valid storage; the calls only
+    // write to them.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let r = libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        if r != 0 {
+            return Err(io::Error::from_raw_os_error(r));
+        }
+        Ok(old)
+    }
+}
+
+/// The size of the kernel's signal mask, for `rt_sigaction`.
+const KERNEL_SIGSET_BYTES: usize = 8;
+
+/// The signals whose disposition in dosrun is not the default (ignored or
+/// handled): the ones a rank must reset before it execs, since a rank
+/// starts, as under mpirun, with every disposition at its default. Asked
+/// of the kernel directly (`rt_sigaction`): the C library refuses the
+/// signals it reserves for itself (32 and 33 in glibc).
+pub(crate) fn signals_to_reset() -> Vec<libc::c_int> {
+    (1..libc::SIGRTMAX() + 1)
+        .filter(|&sig| sig != libc::SIGKILL && sig != libc::SIGSTOP)
+        .filter(|&sig| {
+            // The kernel's sigaction: handler, flags, restorer, mask.
+            let mut old = [0u64; 4];
+            // SAFETY: a null new action only reads the current one into
+            // `old`, which is large enough for the kernel's structure.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<u64>(),
+                    old.as_mut_ptr(),
+                    KERNEL_SIGSET_BYTES,
+                )
+            };
+            // Unknown: reset it to be sure.
+            r != 0 || old[0] != 0
+        })
+        .collect()
+}
+
+/// Runs in the child before exec: parent-death signal (and the check that
+/// the parent is still there), the segment kept open at its number,
+/// default dispositions for the signals of `reset` (from
+/// [`signals_to_reset`]) and an empty mask, the descriptor limit, the
+/// affinity. Only async-signal-safe calls, no allocation. Also used for
+/// launch agents.
 pub(crate) fn child_setup(
     parent: i32,
     shm_fd: Option<RawFd>,
     nofile: Option<libc::rlimit>,
     affinity: Option<&CpuMask>,
+    reset: &[libc::c_int],
 ) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number and touches no memory.
     if unsafe {
@@ -287,30 +643,26 @@ pub(crate) fn child_setup(
     // rank starts, as under mpirun, with every disposition at its default
     // and an empty mask, so that a forwarded SIGINT does what it says.
     // Dispositions first, so that no signal pending under the mask runs
-    // an inherited disposition when the mask is cleared.
+    // an inherited disposition when the mask is cleared. An all-zero
+    // kernel sigaction, whatever its layout on this architecture, is
+    // SIG_DFL with no flags and an empty mask.
+    let dfl = [0u64; 4];
+    for &sig in reset {
+        // SAFETY: the kernel reads the action from `dfl`; setting SIG_DFL
+        // for a signal that cannot be caught fails harmlessly (EINVAL).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                KERNEL_SIGSET_BYTES,
+            )
+        };
+    }
     // SAFETY: an all-zero sigset_t is valid storage for sigemptyset; the
-    // calls are async-signal-safe and only touch `set`; setting SIG_DFL
-    // for a signal that cannot be caught fails harmlessly (EINVAL).
+    // calls are async-signal-safe and only touch `set`.
     unsafe {
-        for sig in 1..libc::SIGRTMAX() + 1 {
-            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
-                continue;
-            }
-            if libc::signal(sig, libc::SIG_DFL) == libc::SIG_ERR {
-                // The C library reserves a few signals for itself (32, 33
-                // in glibc) and refuses them: ask the kernel directly. An
-                // all-zero kernel sigaction, whatever its layout on this
-                // architecture, is SIG_DFL with no flags and an empty mask.
-                let dfl = [0u64; 4];
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    sig,
-                    dfl.as_ptr(),
-                    std::ptr::null_mut::<u64>(),
-                    8usize,
-                );
-            }
-        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         if libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) != 0 {
@@ -376,6 +728,33 @@ mod tests {
             .to_string();
         assert_eq!(msg, "nope: command not found in PATH");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn merged_env_overrides_in_place_and_drops_per_rank_names() {
+        let o = |k: &str, v: &str| (OsString::from(k), OsString::from(v));
+        let inherited = vec![o("A", "1"), o("DOS_RANK", "9"), o("B", "2")];
+        let set = [o("B", "3"), o("C", "4"), o("C", "5"), o("DOS_SIZE", "2")];
+        assert_eq!(
+            merged_env(inherited, &set, &RANK_VARS),
+            [o("A", "1"), o("B", "3"), o("C", "5"), o("DOS_SIZE", "2")]
+        );
+    }
+
+    #[test]
+    fn ignored_and_handled_signals_are_reset() {
+        // On a thread of its own is not enough: dispositions are the
+        // process's. SIGURG is default-ignored but not SIG_IGN: it is not
+        // listed until set so, and setting it back removes it again.
+        let sig = libc::SIGURG;
+        assert!(!signals_to_reset().contains(&sig));
+        // SAFETY: SIG_IGN for SIGURG, which nothing in the tests uses.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+        let listed = signals_to_reset().contains(&sig);
+        // SAFETY: back to the default.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+        assert!(listed);
+        assert!(!signals_to_reset().contains(&libc::SIGKILL));
     }
 
     #[test]

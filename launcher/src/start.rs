@@ -176,7 +176,7 @@ impl Prepared {
     /// Starts the ranks of `node` in local-rank order, stopping at the first
     /// that cannot start. `stdin`: rank 0, if it is here, reads dosrun's
     /// stdin. `nofile`: the descriptor limits the ranks get back.
-    /// Must be called from the main thread (see [`Launcher::spawn`]).
+    /// Must be called from the main thread (see [`crate::spawn::Spawner::spawn`]).
     pub fn start(
         self,
         node: &Node<'_>,
@@ -208,6 +208,15 @@ impl Prepared {
             nofile,
         };
         let local_size = node.ranks.len();
+        let mut spawner = match launcher.spawner() {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some((&first, rest)) = node.ranks.split_first() {
+                    out.failed(first, rest, &e);
+                }
+                return;
+            }
+        };
         for (i, &rank) in node.ranks.iter().enumerate() {
             let p = Placement {
                 rank,
@@ -215,7 +224,7 @@ impl Prepared {
                 local_rank: i,
             };
             let binding = self.bindings.get(i);
-            match launcher.spawn(
+            match spawner.spawn(
                 p,
                 local_size,
                 stdin && rank == 0,
@@ -237,6 +246,8 @@ impl Prepared {
                 }
             }
         }
+        // dosrun's signal mask back (see `Spawner`).
+        drop(spawner);
         // The ranks hold the segment now.
         drop(self.seg);
     }

@@ -315,6 +315,52 @@ fn exec_failure_in_the_child_is_reported() {
     assert!(lines[0].contains("cannot start"), "{}", lines[0]);
 }
 
+/// A program file without `#!` runs under `/bin/sh`, as `execvp` runs it;
+/// a file that is neither a binary the kernel takes nor a script of the
+/// shell still fails as the shell says (here 127: a command not found).
+#[test]
+fn a_script_without_an_interpreter_line_runs_under_the_shell() {
+    let d = TempDir::new("noshebang");
+    let script = d.path().join("script");
+    std::fs::write(&script, "echo plain $DOS_RANK \"$1\"\n").unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let r = run(&["-n", "2", script.to_str().unwrap(), "arg one"]);
+    r.assert_no_panic();
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(
+        sorted_lines(&r.stdout),
+        ["plain 0 arg one", "plain 1 arg one"]
+    );
+}
+
+/// Every rank gets its own `DOS_RANK`, `DOS_LOCAL_RANK`, `DOS_LOCAL_SIZE`
+/// and `DOS_NODE_ID`, also when dosrun's own environment has them (a
+/// dosrun started by a rank), and the variables dosrun inherited.
+#[test]
+fn per_rank_variables_replace_inherited_ones() {
+    let r = run_with(
+        common::dosrun()
+            .env("DOS_RANK", "77")
+            .env("DOS_LOCAL_SIZE", "99")
+            .env("START64_INHERITED", "yes")
+            .args([
+                "-n",
+                "3",
+                "sh",
+                "-c",
+                "echo $DOS_RANK $DOS_LOCAL_RANK $DOS_LOCAL_SIZE $DOS_NODE_ID $START64_INHERITED; \
+                 env | grep -c '^DOS_RANK='",
+            ]),
+        b"",
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert_eq!(
+        sorted_lines(&r.stdout),
+        ["0 0 3 0 yes", "1", "1", "1", "1 1 3 0 yes", "2 2 3 0 yes"]
+    );
+}
+
 #[test]
 fn a_rank_exiting_early_with_success_does_not_stop_the_others() {
     let r = run(&[

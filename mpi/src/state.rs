@@ -295,9 +295,14 @@ pub(crate) fn init(required: i32) -> R<i32> {
 fn init_here(required: i32) -> R<i32> {
     let world = dos::init()?;
     let me = world.rank();
-    let selfc = world
-        .split(Some(me as u32), 0)?
-        .ok_or_else(|| err(abi::ERR_INTERN, "MPI_COMM_SELF: no communicator"))?;
+    // MPI_COMM_SELF without a word to anyone: a split would send every
+    // rank's color to every rank (n^2 messages, a ring of the shared
+    // segment touched per pair: most of a 64-rank MPI_Init). Only this
+    // process uses the context, so it takes the next free one here; every
+    // rank takes the same id (1, after the world's 0), as a split would.
+    let ctx = world.free_context();
+    world.reserve_contexts(ctx + 1);
+    let selfc = world.with_members(ctx, &[me])?;
     let mut comms = Table::new(&[abi::COMM_WORLD, abi::COMM_SELF], COMM_BASE);
     comms.set(
         abi::COMM_WORLD,

@@ -578,3 +578,8 @@ fn neighbourhood_and_intercommunicator_nonblocking_collectives_progress_after_th
 fn blocking_and_one_sided_fast_paths_match_the_general_ones() {
     passes("dosmpicc", "blocking_fast.c");
 }
+
+#[test]
+fn mpi_init_sends_no_message_and_comm_self_still_works() {
+    passes("dosmpicc", "init_local.c");
+}

@@ -209,10 +209,11 @@ impl Agents {
             .stdout(Stdio::null())
             .process_group(0);
         let parent = sys::getpid();
+        let reset = crate::spawn::signals_to_reset();
         // SAFETY: the closure runs in the child between fork and exec and
         // only makes async-signal-safe calls (see `spawn::child_setup`).
         unsafe {
-            cmd.pre_exec(move || crate::spawn::child_setup(parent, None, None, None));
+            cmd.pre_exec(move || crate::spawn::child_setup(parent, None, None, None, &reset));
         }
         let child = cmd.spawn()?;
         let pid = child.id() as i32;
