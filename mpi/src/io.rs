@@ -141,7 +141,10 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use dos::io::{Error as IoError, File, Fs, FsErrorKind, Hints, LayoutSpec, Mode, View};
 
-use crate::abi::{self, Handle, Status};
+use crate::abi::{
+    self, Handle, Status, ERR_ACCESS, ERR_AMODE, ERR_BAD_FILE, ERR_FILE, ERR_FILE_EXISTS, ERR_INFO,
+    ERR_IO, ERR_NOT_SAME, ERR_NO_SPACE, ERR_NO_SUCH_FILE, ERR_UNSUPPORTED_DATAREP,
+};
 use crate::datatype::{self, Layout};
 use crate::dtype::Shared;
 use crate::error::{err, Error, R};
@@ -173,19 +176,6 @@ const DISPLACEMENT_CURRENT: i64 = -1;
 const SEEK_CUR: c_int = 401;
 const SEEK_END: c_int = 402;
 const SEEK_SET: c_int = 403;
-
-// Error classes of files.
-const ERR_ACCESS: c_int = 20;
-const ERR_AMODE: c_int = 21;
-const ERR_BAD_FILE: c_int = 23;
-const ERR_FILE_EXISTS: c_int = 28;
-const ERR_FILE: c_int = 30;
-const ERR_INFO: c_int = 34;
-const ERR_IO: c_int = 35;
-const ERR_NOT_SAME: c_int = 40;
-const ERR_NO_SPACE: c_int = 41;
-const ERR_NO_SUCH_FILE: c_int = 42;
-const ERR_UNSUPPORTED_DATAREP: c_int = 54;
 
 /// ROMIO's driver prefixes other than ours: a name with one is not a
 /// dosfs path.

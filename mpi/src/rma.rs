@@ -26,7 +26,10 @@ use std::sync::Arc;
 
 use dos::rma::{raw, LockKind, Window};
 
-use crate::abi::{self, Handle};
+use crate::abi::{
+    self, Handle, ERR_ASSERT, ERR_DISP, ERR_INFO, ERR_LOCKTYPE, ERR_RMA_ATTACH, ERR_RMA_FLAVOR,
+    ERR_RMA_RANGE, ERR_RMA_SHARED, ERR_RMA_SYNC, ERR_SIZE, ERR_WIN,
+};
 use crate::datatype::{self, Elem, Layout};
 use crate::dtype::Type;
 use crate::error::{err, Error, R};
@@ -52,17 +55,6 @@ const WIN_CREATE_FLAVOR_KEY: c_int = 604;
 const WIN_MODEL_KEY: c_int = 605;
 const MODE_NOSUCCEED: c_int = 16384;
 const MODE_ALL: c_int = 1024 | 2048 | 4096 | 8192 | 16384;
-
-const ERR_ASSERT: c_int = 22;
-const ERR_DISP: c_int = 26;
-const ERR_LOCKTYPE: c_int = 37;
-const ERR_RMA_ATTACH: c_int = 46;
-const ERR_RMA_RANGE: c_int = 48;
-const ERR_RMA_SHARED: c_int = 49;
-const ERR_RMA_SYNC: c_int = 50;
-const ERR_RMA_FLAVOR: c_int = 57;
-use abi::ERR_SIZE;
-const ERR_WIN: c_int = 56;
 
 /// Attribute values, boxed so that `Win_get_attr` can hand out pointers.
 struct Attrs {
@@ -240,6 +232,14 @@ fn unit_arg(disp_unit: c_int) -> R<usize> {
 }
 
 /// Registers a new window and stores its handle in `out_win`.
+/// Lends dos's accumulates the `long double` arithmetic ([`crate::ldouble`]):
+/// every process does so before it exposes a window, so a target has it
+/// when an origin's accumulate arrives.
+fn foreign_arithmetic() {
+    // False when done already: the first registration stays.
+    let _ = raw::set_foreign(crate::ldouble::combine);
+}
+
 unsafe fn register(
     mut win: Window<'static, u8>,
     comm: dos::Comm,
@@ -249,6 +249,7 @@ unsafe fn register(
     flavor: c_int,
     out_win: *mut Handle,
 ) -> R<()> {
+    foreign_arithmetic();
     let sizes = (0..comm.size())
         .map(|r| win.len_of(r))
         .collect::<dos::Result<Vec<usize>>>()
@@ -829,7 +830,7 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     let Some(e) = elem else {
         return Err(err(
             abi::ERR_UNSUPPORTED_OPERATION,
-            "an accumulate whose origin and target datatypes are both derived supports only MPI_REPLACE and MPI_NO_OP yet",
+            "an accumulate on a derived datatype built from several basic types (or from padded pairs) supports only MPI_REPLACE and MPI_NO_OP",
         ));
     };
     let ty = match e {
@@ -852,6 +853,9 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
         Elem::ShortInt => raw::SHORT_INT,
         Elem::TwoReal => raw::TWO_F32,
         Elem::TwoDouble => raw::TWO_F64,
+        Elem::LongDouble if crate::ldouble::supported() => raw::LONG_DOUBLE,
+        Elem::ComplexLongDouble if crate::ldouble::supported() => raw::COMPLEX_LONG_DOUBLE,
+        Elem::LongDoubleInt if crate::ldouble::supported() => raw::LONG_DOUBLE_INT,
         _ => {
             return Err(err(
                 abi::ERR_UNSUPPORTED_OPERATION,
@@ -865,15 +869,16 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     let ok = match e {
         Elem::Byte => bitwise,
         Elem::Bool | Elem::Logical => logical,
-        Elem::F32 | Elem::F64 => opc <= 4,
-        Elem::ComplexF32 | Elem::ComplexF64 => opc == 1 || opc == 2,
+        Elem::F32 | Elem::F64 | Elem::LongDouble => opc <= 4,
+        Elem::ComplexF32 | Elem::ComplexF64 | Elem::ComplexLongDouble => opc == 1 || opc == 2,
         Elem::FloatInt
         | Elem::DoubleInt
         | Elem::LongInt
         | Elem::TwoInt
         | Elem::ShortInt
         | Elem::TwoReal
-        | Elem::TwoDouble => loc,
+        | Elem::TwoDouble
+        | Elem::LongDoubleInt => loc,
         _ => !loc,
     };
     if !ok || !raw::supported(opc, ty) {
@@ -885,9 +890,18 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     Ok((opc, ty))
 }
 
-/// The basic element of a predefined datatype.
+/// The basic element of a predefined datatype, or of a derived one whose
+/// basic elements are all of one predefined type (not a padded pair: its
+/// derived types carry the pair's value and index as separate pieces).
 fn elem_of(dt: Handle) -> Option<Elem> {
-    datatype::predefined(dt).map(|p| p.elem)
+    if let Some(p) = datatype::predefined(dt) {
+        return Some(p.elem);
+    }
+    let base = datatype::ty(dt).ok()?.base?;
+    if datatype::padded(base) {
+        return None;
+    }
+    datatype::predefined(base).map(|p| p.elem)
 }
 
 /// Checks target `rank`, the displacement and that `runs` lie inside its
@@ -1120,6 +1134,31 @@ unsafe fn accumulate(
         None => None,
     };
     let elem = elem_of(ttype).or_else(|| if noop { None } else { elem_of(otype) });
+    if !noop && op != abi::op::REPLACE {
+        let pair = pair_of(ttype)
+            .or_else(|| pair_of(otype))
+            .or_else(|| result.and_then(|r| pair_of(r.2)));
+        if let Some(pair) = pair {
+            let (opc, ty) = acc_codes(op, datatype::predefined(pair.h).map(|p| p.elem))?;
+            let o = o.as_ref().map(|o| (o, otype));
+            let res = res
+                .as_ref()
+                .map(|(p, s)| (*p, s, result.map_or(0, |r| r.2)));
+            return unsafe {
+                accumulate_pairs(
+                    origin,
+                    o,
+                    res,
+                    rank,
+                    disp,
+                    (&t, ttype),
+                    (opc, ty),
+                    pair,
+                    win,
+                )
+            };
+        }
+    }
     let (opc, ty) = acc_codes(op, elem)?;
     with(win, |w| {
         let tr = t.runs();
@@ -1179,6 +1218,166 @@ unsafe fn accumulate(
                 // SAFETY: the result buffer has room for its elements.
                 unsafe { rs.unpack(&old, *rp as *mut u8) };
             }
+        }
+        Ok(())
+    })
+}
+
+/// A padded value-index pair type (`MPI_DOUBLE_INT`, `MPI_LONG_INT`,
+/// `MPI_LONG_DOUBLE_INT`) as the accumulates see it: in a derived type its
+/// value and index are packed (`data` bytes), at the target the operation
+/// combines whole C structs (`full` bytes, the index at `index`).
+#[derive(Clone, Copy)]
+struct Pair {
+    h: Handle,
+    data: usize,
+    full: usize,
+}
+
+/// The pair type a derived datatype is made of, if it is one of those.
+fn pair_of(dt: Handle) -> Option<Pair> {
+    if datatype::predefined(dt).is_some() {
+        return None;
+    }
+    let h = datatype::ty(dt).ok()?.base?;
+    let (index, full) = match h {
+        0x229 | 0x22a => (8, 16),
+        0x22d => (16, 32),
+        _ => return None,
+    };
+    Some(Pair {
+        h,
+        data: index + 4,
+        full,
+    })
+}
+
+impl Pair {
+    /// Packed pairs to C structs (padding zero).
+    fn to_structs(self, packed: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; packed.len() / self.data * self.full];
+        for (s, p) in v
+            .chunks_exact_mut(self.full)
+            .zip(packed.chunks_exact(self.data))
+        {
+            s[..self.data].copy_from_slice(p);
+        }
+        v
+    }
+
+    /// C structs to packed pairs.
+    fn from_structs(self, full: &[u8]) -> Vec<u8> {
+        full.chunks_exact(self.full)
+            .flat_map(|s| &s[..self.data])
+            .copied()
+            .collect()
+    }
+}
+
+/// An accumulate (`MINLOC`, `MAXLOC`) on a derived datatype of padded pairs
+/// on either side: each element combined at the target as one C struct
+/// (its padding is the target element's own), so the target's pairs must
+/// lie at least a struct apart.
+///
+/// # Safety
+/// The buffers hold their counts of their datatypes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_pairs(
+    origin: *const c_void,
+    o: Option<(&Side, Handle)>,
+    res: Option<(*mut c_void, &Side, Handle)>,
+    rank: c_int,
+    disp: isize,
+    (t, ttype): (&Side, Handle),
+    (opc, ty): (u8, u8),
+    pair: Pair,
+    win: Handle,
+) -> R<()> {
+    let unsupported = || {
+        err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "an accumulate on pairs whose target elements lie closer than the C struct",
+        )
+    };
+    // The target's elements: one struct each.
+    let elems: Vec<(isize, usize)> = if datatype::padded(ttype) {
+        (0..t.len() / pair.full)
+            .map(|k| ((k * pair.full) as isize, pair.full))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for &(off, l) in t.runs().iter() {
+            if l != pair.data {
+                return Err(unsupported());
+            }
+            v.push((off, pair.full));
+        }
+        v
+    };
+    let mut sorted: Vec<isize> = elems.iter().map(|e| e.0).collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[1] - w[0] < pair.full as isize) {
+        return Err(unsupported());
+    }
+    let packed_len = elems.len() * pair.data;
+    // The origin's pairs, as structs.
+    let data = match o {
+        // SAFETY: the origin buffer holds its elements.
+        Some((o, dt)) => {
+            let d = unsafe { o.pack(origin as *const u8)? };
+            let packed = if datatype::padded(dt) {
+                pair.from_structs(&d)
+            } else {
+                d.into_owned()
+            };
+            if packed.len() != packed_len {
+                return Err(mismatch(packed.len(), packed_len));
+            }
+            pair.to_structs(&packed)
+        }
+        None => Vec::new(),
+    };
+    if let Some((rp, rs, dt)) = res {
+        let want = if datatype::padded(dt) {
+            elems.len() * pair.full
+        } else {
+            packed_len
+        };
+        if rs.len() != want {
+            return Err(mismatch(rs.len(), want));
+        }
+        if want > 0 && rp.is_null() {
+            return Err(err(
+                abi::ERR_BUFFER,
+                "null result buffer with a nonzero count",
+            ));
+        }
+    }
+    with(win, |w| {
+        let Some((r, base)) = target(w, rank, disp, &elems, "accumulate")? else {
+            return Ok(());
+        };
+        let mut old = vec![0u8; elems.len() * pair.full];
+        for (k, &(off, l)) in elems.iter().enumerate() {
+            let at = (base as isize + off) as usize;
+            let src = &data[k * l..(k + 1) * l];
+            let o = &mut old[k * l..(k + 1) * l];
+            match &w.dyn_keys {
+                Some(keys) => dynamic::acc(&w.comm, keys[r], r, at, opc, ty, src, o)?,
+                None => w
+                    .win
+                    .get_accumulate_raw(src, o, r, at, opc, ty)
+                    .map_err(derr)?,
+            }
+        }
+        if let Some((rp, rs, dt)) = res {
+            let bytes = if datatype::padded(dt) {
+                old
+            } else {
+                pair.from_structs(&old)
+            };
+            // SAFETY: the result buffer has room for its elements.
+            unsafe { rs.unpack(&bytes, rp as *mut u8) };
         }
         Ok(())
     })
@@ -1395,7 +1594,12 @@ win_fn! {
 win_fn! {
     /// The window's name (empty unless set).
     fn MPI_Win_get_name / PMPI_Win_get_name(win: Handle, win_name: *mut c_char, resultlen: *mut c_int) on win => {
-        let n = with(win, |w| Ok(w.name.clone()))?;
+        // MPICH names the null handle too (the standard leaves it open).
+        let n = if win == WIN_NULL {
+            "MPI_WIN_NULL".to_owned()
+        } else {
+            with(win, |w| Ok(w.name.clone()))?
+        };
         let bytes = n.as_bytes();
         if win_name.is_null() || resultlen.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for win_name or resultlen"));
@@ -1413,7 +1617,7 @@ win_fn! {
         let kv = if info == abi::INFO_NULL {
             Vec::new()
         } else {
-            state::with(|st| st.infos.get(&info).cloned().ok_or_else(|| err(34, format!("invalid info handle {info:#x}"))))?
+            state::with(|st| st.infos.get(&info).cloned().ok_or_else(|| err(ERR_INFO, format!("invalid info handle {info:#x}"))))?
         };
         with(win, |w| {
             w.info = kv;

@@ -543,3 +543,10 @@ fn a_second_thread_calling_mpi_is_refused() {
         "a call from another thread\n{j}"
     );
 }
+
+// ---- branch mpirma (session 10): rma, io, datatype ----
+
+#[test]
+fn accumulates_on_derived_types_long_double_and_pair_vectors() {
+    passes("dosmpicc", "rma_derived_acc.c");
+}

@@ -90,6 +90,34 @@ pub const TWO_F32: u8 = 27;
 /// Two `double`s.
 pub const TWO_F64: u8 = 28;
 
+/// Element types whose arithmetic the binding supplies ([`set_foreign`]):
+/// C's `long double` (x87 extended in 16 bytes on x86-64) ...
+pub const LONG_DOUBLE: u8 = 29;
+/// ... `long double _Complex` (32 bytes) ...
+pub const COMPLEX_LONG_DOUBLE: u8 = 30;
+/// ... and `struct { long double value; int index; }` (32 bytes, padded).
+pub const LONG_DOUBLE_INT: u8 = 31;
+
+/// `cur[i] = cur[i] op src[i]` on whole elements of a foreign type code;
+/// false for a pair it does not define.
+pub type ForeignCombine = fn(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool;
+
+static FOREIGN: std::sync::OnceLock<ForeignCombine> = std::sync::OnceLock::new();
+
+/// Registers the arithmetic of the foreign element types ([`LONG_DOUBLE`],
+/// [`COMPLEX_LONG_DOUBLE`], [`LONG_DOUBLE_INT`]): a binding whose language
+/// has them (the MPI C library) calls this once before its first window,
+/// in every process, since the target of an accumulate applies it. Without
+/// it those codes are refused like unknown ones. Returns false (and keeps
+/// the first) if one was registered already.
+pub fn set_foreign(f: ForeignCombine) -> bool {
+    FOREIGN.set(f).is_ok()
+}
+
+fn foreign(ty: u8) -> bool {
+    matches!(ty, LONG_DOUBLE | COMPLEX_LONG_DOUBLE | LONG_DOUBLE_INT)
+}
+
 /// Bytes of one element of type code `ty`, or `None` for an unknown code.
 pub fn type_size(ty: u8) -> Option<usize> {
     Some(match ty {
@@ -99,6 +127,8 @@ pub fn type_size(ty: u8) -> Option<usize> {
         3 | 4 | 6 => 8,
         COMPLEX_F32 | FLOAT_INT | TWO_INT | SHORT_INT | TWO_F32 => 8,
         COMPLEX_F64 | DOUBLE_INT | LONG_INT | TWO_F64 => 16,
+        LONG_DOUBLE if FOREIGN.get().is_some() => 16,
+        COMPLEX_LONG_DOUBLE | LONG_DOUBLE_INT if FOREIGN.get().is_some() => 32,
         _ => return None,
     })
 }
@@ -109,6 +139,14 @@ pub fn supported(op: u8, ty: u8) -> bool {
     let basic = (1..=10).contains(&ty);
     let complex = matches!(ty, COMPLEX_F32 | COMPLEX_F64);
     let pair = (FLOAT_INT..=TWO_F64).contains(&ty);
+    if foreign(ty) && type_size(ty).is_some() {
+        return match (op, ty) {
+            (0 | NO_OP, _) => true,
+            (1..=4, LONG_DOUBLE) | (1 | 2, COMPLEX_LONG_DOUBLE) => true,
+            (MINLOC | MAXLOC, LONG_DOUBLE_INT) => true,
+            _ => false,
+        };
+    }
     match op {
         0 | NO_OP => type_size(ty).is_some(),
         CAS => basic,
@@ -148,6 +186,9 @@ fn combine_ext(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
     };
     if cur.len() != src.len() || cur.len() % sz != 0 {
         return false;
+    }
+    if foreign(ty) {
+        return FOREIGN.get().is_some_and(|f| f(op, ty, cur, src));
     }
     for (c, s) in cur.chunks_exact_mut(sz).zip(src.chunks_exact(sz)) {
         match (ty, op) {
