@@ -94,6 +94,10 @@ pub(crate) struct Win {
     epochs: Epochs,
     /// A dynamic window: every rank's key of its attached memory ([`dynamic`]).
     dyn_keys: Option<Vec<u64>>,
+    /// A shared window (`Win_allocate_shared`): every rank's part lies in
+    /// rank 0's at these offsets, one after the other, as the standard's
+    /// default (contiguous) layout wants.
+    shared: Option<Vec<usize>>,
 }
 
 /// The windows (reached only on MPI's thread, as the state).
@@ -183,9 +187,15 @@ macro_rules! win_fn {
             let win_for_errors: Handle = unsafe { $win };
             let mut failed: Option<Error> = None;
             let code = crate::error::finish(stringify!($mpi), abi::COMM_WORLD, || {
-                // SAFETY: the pointers are the C caller's, valid as the MPI
-                // standard requires of them (this function's contract).
-                let r: R<()> = unsafe { $body };
+                // The body in a closure of its own: its `?` must end the
+                // body with the error (for the window's handler), not this
+                // closure (which would give it to MPI_COMM_WORLD's).
+                #[allow(clippy::redundant_closure_call)]
+                let r: R<()> = (|| {
+                    // SAFETY: the pointers are the C caller's, valid as the
+                    // MPI standard requires of them (this function's contract).
+                    unsafe { $body }
+                })();
                 if let Err(e) = r {
                     failed = Some(e);
                 }
@@ -240,6 +250,7 @@ fn foreign_arithmetic() {
     let _ = raw::set_foreign(crate::ldouble::combine);
 }
 
+#[allow(clippy::too_many_arguments)]
 unsafe fn register(
     mut win: Window<'static, u8>,
     comm: dos::Comm,
@@ -247,13 +258,20 @@ unsafe fn register(
     size: usize,
     disp_unit: usize,
     flavor: c_int,
+    shared: Option<(Vec<usize>, Vec<usize>)>,
     out_win: *mut Handle,
 ) -> R<()> {
     foreign_arithmetic();
-    let sizes = (0..comm.size())
-        .map(|r| win.len_of(r))
-        .collect::<dos::Result<Vec<usize>>>()
-        .map_err(derr)?;
+    let (sizes, shared) = match shared {
+        Some((sizes, offsets)) => (sizes, Some(offsets)),
+        None => (
+            (0..comm.size())
+                .map(|r| win.len_of(r))
+                .collect::<dos::Result<Vec<usize>>>()
+                .map_err(derr)?,
+            None,
+        ),
+    };
     let mut units = vec![0u64; comm.size()];
     comm.allgather(&[disp_unit as u64], &mut units)
         .map_err(derr)?;
@@ -278,6 +296,7 @@ unsafe fn register(
             ..Epochs::default()
         },
         dyn_keys: None,
+        shared,
     };
     let h = WINS
         .with(|t| t.insert(w))
@@ -300,23 +319,76 @@ unsafe fn allocate(
         return Err(err(abi::ERR_ARG, "null pointer for baseptr or win"));
     }
     let c = state::comm(comm)?;
-    let mut w = c.win_allocate::<u8>(n).map_err(derr)?;
     if flavor == FLAVOR_SHARED {
-        // Every part must be mapped here: the ranks share one node.
-        for r in 0..c.size() {
-            if w.node_part_mut(r).map_err(derr)?.is_none() && w.len_of(r).map_err(derr)? > 0 {
-                return Err(err(
-                    ERR_RMA_SHARED,
-                    format!("rank {r} of the communicator is on another node"),
-                ));
-            }
-        }
+        return unsafe { allocate_shared(n, du, c, baseptr, win) };
     }
+    let mut w = c.win_allocate::<u8>(n).map_err(derr)?;
     let base = w.local_mut().as_mut_ptr();
     // SAFETY: `baseptr` points to a `void *` (checked not null above).
     unsafe { *(baseptr as *mut *mut u8) = base };
     // SAFETY: the caller's contract.
-    unsafe { register(w, c, base, n, du, flavor, win) }
+    unsafe { register(w, c, base, n, du, flavor, None, win) }
+}
+
+/// `Win_allocate_shared`: rank 0 of `c` allocates every rank's part, one
+/// after the other (the contiguous layout the standard makes the default;
+/// MPICH's tests index across parts from the first rank's base); the
+/// others' dos parts are empty and the operations on rank `r` go to rank
+/// 0's part at `r`'s offset ([`target`]). Locks and epochs stay per rank.
+///
+/// # Safety
+/// `baseptr` (not null) points to a `void *`; `win` to a handle.
+unsafe fn allocate_shared(
+    n: usize,
+    du: usize,
+    c: dos::Comm,
+    baseptr: *mut c_void,
+    win: *mut Handle,
+) -> R<()> {
+    let mut all = vec![0u64; c.size()];
+    c.allgather(&[n as u64], &mut all).map_err(derr)?;
+    let sizes: Vec<usize> = all.iter().map(|&x| x as usize).collect();
+    let mut offsets = Vec::with_capacity(sizes.len());
+    let mut total = 0usize;
+    for &s in &sizes {
+        offsets.push(total);
+        total = total
+            .checked_add(s)
+            .ok_or_else(|| err(ERR_SIZE, "the parts' sizes overflow"))?;
+    }
+    let mine = if c.rank() == 0 { total } else { 0 };
+    let mut w = c.win_allocate::<u8>(mine).map_err(derr)?;
+    // Every rank must map rank 0's part: the ranks share one node.
+    let seg = match w.node_part_mut(0).map_err(derr)? {
+        Some(p) => p.as_mut_ptr(),
+        None if total == 0 => std::ptr::null_mut(),
+        None => {
+            return Err(err(
+                ERR_RMA_SHARED,
+                "rank 0 of the communicator is on another node",
+            ))
+        }
+    };
+    let base = if n == 0 {
+        std::ptr::null_mut()
+    } else {
+        seg.wrapping_add(offsets[c.rank()])
+    };
+    // SAFETY: `baseptr` points to a `void *` (the caller checked it).
+    unsafe { *(baseptr as *mut *mut u8) = base };
+    // SAFETY: the caller's contract.
+    unsafe {
+        register(
+            w,
+            c,
+            base,
+            n,
+            du,
+            FLAVOR_SHARED,
+            Some((sizes, offsets)),
+            win,
+        )
+    }
 }
 
 mpi_fn! {
@@ -341,7 +413,7 @@ mpi_fn! {
             unsafe { std::slice::from_raw_parts_mut(base as *mut u8, n) }
         };
         let w = c.win_create(buf).map_err(derr)?;
-        register(w, c, base as *mut u8, n, du, FLAVOR_CREATE, win)
+        register(w, c, base as *mut u8, n, du, FLAVOR_CREATE, None, win)
     }
 }
 
@@ -372,23 +444,30 @@ win_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
         }
         let (n, du, p) = with(win, |w| {
-            if w.dyn_keys.is_some() || w.attrs.flavor == FLAVOR_CREATE {
-                return Err(err(ERR_RMA_FLAVOR, "not a window of Win_allocate_shared"));
-            }
             let np = w.comm.size();
             let r = if rank == abi::PROC_NULL {
-                (0..np).find(|&r| w.win.len_of(r).unwrap_or(0) > 0).unwrap_or(0)
+                (0..np).find(|&r| w.sizes[r] > 0).unwrap_or(0)
             } else {
                 check_rank(rank, np)?
             };
-            let n = w.win.len_of(r).map_err(derr)?;
-            let du = w.units[r];
-            let p = match w.win.node_part_mut(r).map_err(derr)? {
-                Some(s) => s.as_mut_ptr(),
-                None if n == 0 => std::ptr::null_mut(),
-                None => return Err(err(ERR_RMA_SHARED, format!("rank {r}'s part is not mapped here"))),
+            let (n, du) = (w.sizes[r], w.units[r]);
+            // MPI-4.1: any flavor; memory not reachable with loads and
+            // stores here is size 0 and a null base.
+            let p = if n == 0 {
+                None
+            } else if let Some(offsets) = &w.shared {
+                w.win.node_part_mut(0).map_err(derr)?.map(|s| s.as_mut_ptr().wrapping_add(offsets[r]))
+            } else if w.dyn_keys.is_some() {
+                None
+            } else if w.attrs.flavor == FLAVOR_CREATE {
+                (r == w.comm.rank()).then_some(w.base)
+            } else {
+                w.win.node_part_mut(r).map_err(derr)?.map(|s| s.as_mut_ptr())
             };
-            Ok((n, du, p))
+            Ok(match p {
+                Some(p) => (n, du, p),
+                None => (0, du, std::ptr::null_mut()),
+            })
         })?;
         out(size, n as isize, "size")?;
         out(disp_unit, du as c_int, "disp_unit")?;
@@ -738,10 +817,15 @@ impl Side {
         }
     }
 
+    /// True for a null buffer that cannot hold this side's data: one of a
+    /// derived type may be `MPI_BOTTOM` (its displacements are addresses).
+    fn null_refused(&self, buf: *const u8) -> bool {
+        buf.is_null() && matches!(self, Side::Dense(n) if *n > 0)
+    }
+
     /// The data at `buf`, packed.
     unsafe fn pack(&self, buf: *const u8) -> R<std::borrow::Cow<'static, [u8]>> {
-        let n = self.len();
-        if n > 0 && buf.is_null() {
+        if self.null_refused(buf) {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
         Ok(match self {
@@ -951,6 +1035,10 @@ fn target(
             ));
         }
     }
+    if let Some(offsets) = &w.shared {
+        // Rank r's part is in rank 0's ([`allocate_shared`]).
+        return Ok(Some((0, offsets[r] + base)));
+    }
     Ok(Some((r, base)))
 }
 
@@ -986,7 +1074,7 @@ unsafe fn put_fast(
         let w = t.get_mut(&win)?;
         let e = &w.epochs;
         let open = *e.locks.get(r)? || e.lock_all || e.fence;
-        if w.dyn_keys.is_some() || !open {
+        if w.dyn_keys.is_some() || w.shared.is_some() || !open {
             return None;
         }
         let at = disp.checked_mul(*w.units.get(r)?)?;
@@ -1084,7 +1172,7 @@ unsafe fn get(
         if o.len() != t.len() {
             return Err(mismatch(o.len(), t.len()));
         }
-        if o.len() > 0 && origin.is_null() {
+        if o.null_refused(origin as *const u8) {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
         if let (Side::Dense(n), [(0, _)], None) = (&o, &*tr, &w.dyn_keys) {
@@ -1195,7 +1283,7 @@ unsafe fn accumulate(
                 if rs.len() != t.len() {
                     return Err(mismatch(rs.len(), t.len()));
                 }
-                if rs.len() > 0 && rp.is_null() {
+                if rs.null_refused(*rp as *const u8) {
                     return Err(err(
                         abi::ERR_BUFFER,
                         "null result buffer with a nonzero count",
@@ -1346,7 +1434,7 @@ unsafe fn accumulate_pairs(
         if rs.len() != want {
             return Err(mismatch(rs.len(), want));
         }
-        if want > 0 && rp.is_null() {
+        if rs.null_refused(rp as *const u8) {
             return Err(err(
                 abi::ERR_BUFFER,
                 "null result buffer with a nonzero count",
@@ -1470,7 +1558,7 @@ unsafe fn done_request(request: *mut Handle) -> R<()> {
 win_fn! {
     /// `MPI_Put` with a request (complete at once: the data is copied).
     fn MPI_Rput / PMPI_Rput(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         put(origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win)?;
         done_request(request)
     }
@@ -1479,7 +1567,7 @@ win_fn! {
 win_fn! {
     /// `MPI_Get` with a request (the data is in place when it returns).
     fn MPI_Rget / PMPI_Rget(origin_addr: *mut c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         get(origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win)?;
         done_request(request)
     }
@@ -1488,7 +1576,7 @@ win_fn! {
 win_fn! {
     /// `MPI_Accumulate` with a request.
     fn MPI_Raccumulate / PMPI_Raccumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, op: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         accumulate(origin_addr, origin_count, origin_datatype, None, target_rank, target_disp, target_count, target_datatype, op, win)?;
         done_request(request)
     }
@@ -1497,15 +1585,20 @@ win_fn! {
 win_fn! {
     /// `MPI_Get_accumulate` with a request.
     fn MPI_Rget_accumulate / PMPI_Rget_accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, result_addr: *mut c_void, result_count: c_int, result_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, op: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         accumulate(origin_addr, origin_count, origin_datatype, Some((result_addr, result_count, result_datatype)), target_rank, target_disp, target_count, target_datatype, op, win)?;
         done_request(request)
     }
 }
 
 /// The request-based operations belong to passive-target epochs only.
-fn rma_only(win: Handle) -> R<()> {
+/// One to `MPI_PROC_NULL` does nothing and passes (MPICH's rmanull locks
+/// `MPI_PROC_NULL`, which opens no epoch, and then posts them).
+fn rma_only(win: Handle, rank: c_int) -> R<()> {
     with(win, |w| {
+        if rank == abi::PROC_NULL {
+            return Ok(());
+        }
         if w.epochs.lock_all || w.epochs.locks.iter().any(|&l| l) {
             Ok(())
         } else {
@@ -1653,7 +1746,7 @@ mpi_fn! {
         c.allgather(&[key], &mut keys).map_err(derr)?;
         // Synchronization (fence, locks, post/start) is dos's window's.
         let w = c.win_allocate::<u8>(0).map_err(derr)?;
-        register(w, c, std::ptr::null_mut(), 0, 1, FLAVOR_DYNAMIC, win)?;
+        register(w, c, std::ptr::null_mut(), 0, 1, FLAVOR_DYNAMIC, None, win)?;
         with(*win, |w| {
             w.dyn_keys = Some(keys);
             Ok(())

@@ -550,3 +550,8 @@ fn a_second_thread_calling_mpi_is_refused() {
 fn accumulates_on_derived_types_long_double_and_pair_vectors() {
     passes("dosmpicc", "rma_derived_acc.c");
 }
+
+#[test]
+fn shared_window_layout_queries_proc_null_requests_and_mpi_bottom() {
+    passes("dosmpicc", "rma_shared_layout.c");
+}
