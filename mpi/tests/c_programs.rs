@@ -555,3 +555,17 @@ fn accumulates_on_derived_types_long_double_and_pair_vectors() {
 fn shared_window_layout_queries_proc_null_requests_and_mpi_bottom() {
     passes("dosmpicc", "rma_shared_layout.c");
 }
+
+#[test]
+fn mpi_io_external32_views() {
+    let prog = compile("dosmpicc", "io_external32.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_external32-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_external32 on {n} ranks"),
+            &format!("OK io_external32 {n} ranks"),
+        );
+    }
+}
