@@ -989,6 +989,9 @@ fn view_of(etype: &Shared, filetype: &Shared) -> R<Option<View>> {
     if filetype.size == 0 {
         return Ok(None);
     }
+    if !filetype.flat {
+        return Err(err(abi::ERR_COUNT, "a filetype of more than 2^24 pieces"));
+    }
     let mut segs = Vec::with_capacity(filetype.segs.len());
     for &(o, l) in &filetype.segs {
         let o = u64::try_from(o).map_err(|_| {

@@ -569,3 +569,8 @@ fn mpi_io_external32_views() {
         );
     }
 }
+
+#[test]
+fn a_datatype_of_too_many_pieces_answers_queries_and_refuses_data() {
+    passes("dosmpicc", "types_unlisted.c");
+}
