@@ -320,6 +320,7 @@ unsafe fn allocate(
     }
     let c = state::comm(comm)?;
     if flavor == FLAVOR_SHARED {
+        // SAFETY: the caller's contract; `baseptr` checked not null above.
         return unsafe { allocate_shared(n, du, c, baseptr, win) };
     }
     let mut w = c.win_allocate::<u8>(n).map_err(derr)?;
@@ -1232,6 +1233,7 @@ unsafe fn accumulate(
             let res = res
                 .as_ref()
                 .map(|(p, s)| (*p, s, result.map_or(0, |r| r.2)));
+            // SAFETY: the caller's contract: the buffers hold their counts.
             return unsafe {
                 accumulate_pairs(
                     origin,
@@ -1354,7 +1356,7 @@ impl Pair {
     }
 
     /// C structs to packed pairs.
-    fn from_structs(self, full: &[u8]) -> Vec<u8> {
+    fn to_packed(self, full: &[u8]) -> Vec<u8> {
         full.chunks_exact(self.full)
             .flat_map(|s| &s[..self.data])
             .copied()
@@ -1410,11 +1412,11 @@ unsafe fn accumulate_pairs(
     let packed_len = elems.len() * pair.data;
     // The origin's pairs, as structs.
     let data = match o {
-        // SAFETY: the origin buffer holds its elements.
         Some((o, dt)) => {
+            // SAFETY: the origin buffer holds its elements.
             let d = unsafe { o.pack(origin as *const u8)? };
             let packed = if datatype::padded(dt) {
-                pair.from_structs(&d)
+                pair.to_packed(&d)
             } else {
                 d.into_owned()
             };
@@ -1462,7 +1464,7 @@ unsafe fn accumulate_pairs(
             let bytes = if datatype::padded(dt) {
                 old
             } else {
-                pair.from_structs(&old)
+                pair.to_packed(&old)
             };
             // SAFETY: the result buffer has room for its elements.
             unsafe { rs.unpack(&bytes, rp as *mut u8) };

@@ -140,12 +140,13 @@ pub fn supported(op: u8, ty: u8) -> bool {
     let complex = matches!(ty, COMPLEX_F32 | COMPLEX_F64);
     let pair = (FLOAT_INT..=TWO_F64).contains(&ty);
     if foreign(ty) && type_size(ty).is_some() {
-        return match (op, ty) {
-            (0 | NO_OP, _) => true,
-            (1..=4, LONG_DOUBLE) | (1 | 2, COMPLEX_LONG_DOUBLE) => true,
-            (MINLOC | MAXLOC, LONG_DOUBLE_INT) => true,
-            _ => false,
-        };
+        return matches!(
+            (op, ty),
+            (0 | NO_OP, _)
+                | (1..=4, LONG_DOUBLE)
+                | (1 | 2, COMPLEX_LONG_DOUBLE)
+                | (MINLOC | MAXLOC, LONG_DOUBLE_INT)
+        );
     }
     match op {
         0 | NO_OP => type_size(ty).is_some(),
