@@ -1861,6 +1861,25 @@ mod dynamic {
         })
     }
 
+    /// True if attached `regions` (base, length) cover `[lo, hi)`, one
+    /// region or several end to end (MPICH's tests attach the two halves
+    /// of one array and access across the seam).
+    fn covered(regions: &[(usize, usize)], lo: usize, hi: usize) -> bool {
+        let mut at = lo;
+        while at < hi {
+            let next = regions
+                .iter()
+                .filter(|&&(b, l)| b <= at && at < b.saturating_add(l))
+                .map(|&(b, l)| b.saturating_add(l))
+                .max();
+            match next {
+                Some(end) => at = end,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Serves one call: `kind u8 | key u64 | addr u64 | op u8 | ty u8 | len u64 | bytes`.
     fn serve(a: &[u8]) -> Result<Vec<u8>, String> {
         if a.len() < 27 {
@@ -1882,9 +1901,9 @@ mod dynamic {
             .as_ref()
             .and_then(|t| t.get(&key))
             .ok_or("no such window")?;
-        let inside = regions
-            .iter()
-            .any(|&(b, l)| addr >= b && addr.checked_add(len).is_some_and(|e| e <= b + l));
+        let inside = addr
+            .checked_add(len)
+            .is_some_and(|end| covered(regions, addr, end));
         if !inside {
             return Err(format!(
                 "range: {len} bytes at {addr:#x} are not attached to the window"

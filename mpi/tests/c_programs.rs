@@ -574,3 +574,8 @@ fn mpi_io_external32_views() {
 fn a_datatype_of_too_many_pieces_answers_queries_and_refuses_data() {
     passes("dosmpicc", "types_unlisted.c");
 }
+
+#[test]
+fn dynamic_window_accesses_across_adjacent_attached_regions() {
+    passes("dosmpicc", "rma_dynamic_seam.c");
+}
