@@ -18,7 +18,10 @@
 //! [`MINLOC`] and [`MAXLOC`] on the value-index pair types ([`FLOAT_INT`]
 //! ... [`TWO_F64`], laid out as C lays out the structs), sums and products
 //! of complex numbers ([`COMPLEX_F32`], [`COMPLEX_F64`]) and the
-//! compare-and-swap [`CAS`] (integer types). [`Replace`](crate::op::Replace)
+//! compare-and-swap [`CAS`] (integer types); and the foreign element types
+//! ([`LONG_DOUBLE`], [`COMPLEX_LONG_DOUBLE`], [`LONG_DOUBLE_INT`]) whose
+//! arithmetic a binding lends with [`set_foreign`] (Rust has no x87
+//! `long double`; the MPI C library has it). [`Replace`](crate::op::Replace)
 //! and [`NoOp`] apply to the type [`BYTES`] (any data, moved as bytes).
 //! The operations only this module knows travel as fetching updates
 //! (GETACC) even when no result is wanted.
