@@ -146,6 +146,13 @@ fn errhandler_of(h: Handle) -> Option<Handle> {
 pub(crate) fn raise(func: &str, win: Handle, e: Error) -> c_int {
     match errhandler_of(win) {
         Some(abi::ERRORS_RETURN) => e.class,
+        Some(h) if crate::error::user_errhandler(h).is_some() => {
+            // The program's (MPI_Win_create_errhandler), called with the
+            // window and the code; if it returns, so does the function.
+            let (_, f) =
+                crate::error::user_errhandler(h).unwrap_or((crate::error::HandlerKind::Win, 0));
+            crate::error::call_user(f, win, e.class)
+        }
         Some(_) => fatal(func, &e),
         None => crate::error::raise(func, abi::COMM_WORLD, e),
     }
@@ -445,6 +452,10 @@ win_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
         }
         let (n, du, p) = with(win, |w| {
+            if w.dyn_keys.is_some() {
+                // MPI-4.1: erroneous on a dynamic window.
+                return Err(err(ERR_RMA_FLAVOR, "Win_shared_query on a dynamic window"));
+            }
             let np = w.comm.size();
             let r = if rank == abi::PROC_NULL {
                 (0..np).find(|&r| w.sizes[r] > 0).unwrap_or(0)
@@ -458,8 +469,6 @@ win_fn! {
                 None
             } else if let Some(offsets) = &w.shared {
                 w.win.node_part_mut(0).map_err(derr)?.map(|s| s.as_mut_ptr().wrapping_add(offsets[r]))
-            } else if w.dyn_keys.is_some() {
-                None
             } else if w.attrs.flavor == FLAVOR_CREATE {
                 (r == w.comm.rank()).then_some(w.base)
             } else {
@@ -1653,13 +1662,36 @@ win_fn! {
 win_fn! {
     /// Sets the window's error handler (`MPI_ERRORS_ARE_FATAL`, `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`).
     fn MPI_Win_set_errhandler / PMPI_Win_set_errhandler(win: Handle, errhandler: Handle) on win => {
-        if !matches!(errhandler, abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT) {
+        let user = crate::error::user_errhandler(errhandler).is_some();
+        if !user && !matches!(errhandler, abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT) {
             return Err(err(abi::ERR_ERRHANDLER, format!("invalid error handler {errhandler:#x}")));
         }
+        crate::error::check_handler(errhandler, crate::error::HandlerKind::Win)?;
         with(win, |w| {
             w.errhandler = errhandler;
             Ok(())
         })
+    }
+}
+
+mpi_fn! {
+    /// A window error handler calling the program's function with the
+    /// window and the error code.
+    fn MPI_Win_create_errhandler / PMPI_Win_create_errhandler(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
+        }
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(crate::error::HandlerKind::Win, f)?;
+        out(errhandler, h, "errhandler")
+    }
+}
+
+win_fn! {
+    /// Invokes the window's error handler on `errorcode`.
+    fn MPI_Win_call_errhandler / PMPI_Win_call_errhandler(win: Handle, errorcode: c_int) on win => {
+        with(win, |_| Ok(()))?;
+        Err(err(errorcode, "MPI_Win_call_errhandler"))
     }
 }
 

@@ -579,3 +579,8 @@ fn a_datatype_of_too_many_pieces_answers_queries_and_refuses_data() {
 fn dynamic_window_accesses_across_adjacent_attached_regions() {
     passes("dosmpicc", "rma_dynamic_seam.c");
 }
+
+#[test]
+fn window_error_handlers_of_the_program() {
+    passes("dosmpicc", "rma_errhandler.c");
+}
