@@ -1232,6 +1232,20 @@ unsafe fn accumulate(
         None => None,
     };
     let elem = elem_of(ttype).or_else(|| if noop { None } else { elem_of(otype) });
+    if elem.is_none() && t.len() == 0 && o.as_ref().is_none_or(|o| o.len() == 0) {
+        // No data (an empty derived type has no basic type): only the
+        // operation (predefined, for integers or for pairs) and the epoch
+        // are checked.
+        acc_codes(op, Some(Elem::I32)).or_else(|_| acc_codes(op, Some(Elem::TwoInt)))?;
+        if let Some((_, rs)) = &res {
+            if rs.len() != 0 {
+                return Err(mismatch(rs.len(), 0));
+            }
+        }
+        return with(win, |w| {
+            target(w, rank, disp, &[], "accumulate").map(|_| ())
+        });
+    }
     if !noop && op != abi::op::REPLACE {
         let pair = pair_of(ttype)
             .or_else(|| pair_of(otype))

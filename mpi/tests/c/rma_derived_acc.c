@@ -233,6 +233,23 @@ int main(int argc, char **argv) {
     OK(MPI_Win_get_name(MPI_WIN_NULL, name, &len));
     CHECK(strcmp(name, "MPI_WIN_NULL") == 0 && len == (int)strlen("MPI_WIN_NULL"));
 
+    /* An empty derived type on both sides: nothing moves, no error. */
+    {
+        MPI_Datatype none;
+        MPI_Win win;
+        int *mem, one = 1, res = 7;
+        OK(MPI_Type_contiguous(0, MPI_INT, &none));
+        OK(MPI_Type_commit(&none));
+        OK(MPI_Win_allocate(sizeof(int), sizeof(int), MPI_INFO_NULL, MPI_COMM_WORLD, &mem, &win));
+        OK(MPI_Win_fence(0, win));
+        OK(MPI_Accumulate(&one, 1, none, 0, 0, 1, none, MPI_SUM, win));
+        OK(MPI_Get_accumulate(&one, 1, none, &res, 1, none, 0, 0, 1, none, MPI_SUM, win));
+        OK(MPI_Win_fence(0, win));
+        CHECK(res == 7);
+        OK(MPI_Win_free(&win));
+        OK(MPI_Type_free(&none));
+    }
+
     derived_both_sides(0);
     derived_both_sides(1);
     long_double();
