@@ -604,6 +604,51 @@ mod tests {
         v.iter().flat_map(|x| x.to_ne_bytes()).collect()
     }
 
+    /// A stand-in for a binding's arithmetic: `LONG_DOUBLE` sums as
+    /// 128-bit integers, everything else refused.
+    fn fake_foreign(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+        if (op, ty) != (1, LONG_DOUBLE) {
+            return false;
+        }
+        for (c, s) in cur.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+            let a = u128::from_ne_bytes(c.try_into().unwrap());
+            let b = u128::from_ne_bytes(s.try_into().unwrap());
+            c.copy_from_slice(&(a + b).to_ne_bytes());
+        }
+        true
+    }
+
+    #[test]
+    fn foreign_types_use_the_registered_arithmetic() {
+        // The registration is global: the first one stays (no other test
+        // registers one).
+        set_foreign(fake_foreign);
+        assert!(
+            !set_foreign(fake_foreign),
+            "a second registration is refused"
+        );
+        assert_eq!(type_size(LONG_DOUBLE), Some(16));
+        assert_eq!(type_size(LONG_DOUBLE_INT), Some(32));
+        assert!(supported(1, LONG_DOUBLE) && supported(NO_OP, LONG_DOUBLE));
+        assert!(supported(MAXLOC, LONG_DOUBLE_INT) && !supported(MAXLOC, LONG_DOUBLE));
+        assert!(
+            !supported(5, LONG_DOUBLE),
+            "no bitwise operations on long double"
+        );
+        let mut cur: Vec<u8> = [3u128, 4].iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let src: Vec<u8> = [10u128, 20].iter().flat_map(|x| x.to_ne_bytes()).collect();
+        assert!(apply(1, LONG_DOUBLE, &mut cur, &src));
+        let got: Vec<u128> = cur
+            .chunks_exact(16)
+            .map(|c| u128::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [13, 24]);
+        // The binding's function refuses a product: so does apply.
+        assert!(!apply(2, LONG_DOUBLE, &mut cur, &src));
+        // Not whole elements.
+        assert!(!apply(1, LONG_DOUBLE, &mut cur[..8], &src[..8]));
+    }
+
     #[test]
     fn every_code_against_a_model() {
         // Classic and logical operations on i32.
