@@ -75,6 +75,26 @@ pub const ERR_INFO_KEY: c_int = 31;
 pub const ERR_INFO_NOKEY: c_int = 32;
 pub const ERR_INFO_VALUE: c_int = 33;
 pub const ERR_INFO: c_int = 34;
+// Error classes of windows and files (rma.rs, io.rs).
+pub const ERR_ACCESS: c_int = 20;
+pub const ERR_AMODE: c_int = 21;
+pub const ERR_ASSERT: c_int = 22;
+pub const ERR_BAD_FILE: c_int = 23;
+pub const ERR_DISP: c_int = 26;
+pub const ERR_FILE_EXISTS: c_int = 28;
+pub const ERR_FILE: c_int = 30;
+pub const ERR_IO: c_int = 35;
+pub const ERR_LOCKTYPE: c_int = 37;
+pub const ERR_NOT_SAME: c_int = 40;
+pub const ERR_NO_SPACE: c_int = 41;
+pub const ERR_NO_SUCH_FILE: c_int = 42;
+pub const ERR_RMA_ATTACH: c_int = 46;
+pub const ERR_RMA_RANGE: c_int = 48;
+pub const ERR_RMA_SHARED: c_int = 49;
+pub const ERR_RMA_SYNC: c_int = 50;
+pub const ERR_UNSUPPORTED_DATAREP: c_int = 54;
+pub const ERR_WIN: c_int = 56;
+pub const ERR_RMA_FLAVOR: c_int = 57;
 pub const ERR_KEYVAL: c_int = 36;
 pub const ERR_NO_MEM: c_int = 39;
 pub const ERR_SIZE: c_int = 52;
@@ -455,6 +475,25 @@ mod header_check {
             ("MPI_ERR_INFO_NOKEY", i(ERR_INFO_NOKEY)),
             ("MPI_ERR_INFO_VALUE", i(ERR_INFO_VALUE)),
             ("MPI_ERR_INFO", i(ERR_INFO)),
+            ("MPI_ERR_ACCESS", i(ERR_ACCESS)),
+            ("MPI_ERR_AMODE", i(ERR_AMODE)),
+            ("MPI_ERR_ASSERT", i(ERR_ASSERT)),
+            ("MPI_ERR_BAD_FILE", i(ERR_BAD_FILE)),
+            ("MPI_ERR_DISP", i(ERR_DISP)),
+            ("MPI_ERR_FILE_EXISTS", i(ERR_FILE_EXISTS)),
+            ("MPI_ERR_FILE", i(ERR_FILE)),
+            ("MPI_ERR_IO", i(ERR_IO)),
+            ("MPI_ERR_LOCKTYPE", i(ERR_LOCKTYPE)),
+            ("MPI_ERR_NOT_SAME", i(ERR_NOT_SAME)),
+            ("MPI_ERR_NO_SPACE", i(ERR_NO_SPACE)),
+            ("MPI_ERR_NO_SUCH_FILE", i(ERR_NO_SUCH_FILE)),
+            ("MPI_ERR_RMA_ATTACH", i(ERR_RMA_ATTACH)),
+            ("MPI_ERR_RMA_RANGE", i(ERR_RMA_RANGE)),
+            ("MPI_ERR_RMA_SHARED", i(ERR_RMA_SHARED)),
+            ("MPI_ERR_RMA_SYNC", i(ERR_RMA_SYNC)),
+            ("MPI_ERR_UNSUPPORTED_DATAREP", i(ERR_UNSUPPORTED_DATAREP)),
+            ("MPI_ERR_WIN", i(ERR_WIN)),
+            ("MPI_ERR_RMA_FLAVOR", i(ERR_RMA_FLAVOR)),
             ("MPI_ERR_KEYVAL", i(ERR_KEYVAL)),
             ("MPI_ERR_NO_MEM", i(ERR_NO_MEM)),
             ("MPI_ERR_SIZE", i(ERR_SIZE)),

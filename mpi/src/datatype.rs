@@ -403,6 +403,12 @@ fn derived_layout(n: usize, h: Handle) -> R<Layout> {
         ));
     }
     let len = ty.packed_len(n)?;
+    if !ty.flat && len > 0 {
+        return Err(err(
+            abi::ERR_COUNT,
+            format!("datatype {h:#x} has too many pieces to move data (more than 2^24): only its size, bounds and elements are known"),
+        ));
+    }
     if ty.dense() {
         return Ok(Layout::Dense(len));
     }

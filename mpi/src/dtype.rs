@@ -11,6 +11,12 @@
 //! resized type is inside it (an explicit bound); `create_resized` sets both.
 //! The true bounds are those of the bytes actually described.
 //!
+//! A vector whose flattened list would pass 2^24 segments is kept without
+//! it ([`Type::flat`] false): its size, bounds and element counts are
+//! computed from its first and last blocks, so the queries answer exactly,
+//! while the data paths ([`crate::datatype::layout`], MPI-IO views) refuse
+//! it with `MPI_ERR_COUNT`; types built on it inherit that.
+//!
 //! Arithmetic is checked: a type whose size, offsets or bounds overflow is
 //! `MPI_ERR_COUNT`; a negative count or block length `MPI_ERR_COUNT`; a
 //! malformed subarray `MPI_ERR_ARG`.
@@ -44,6 +50,11 @@ pub(crate) struct Type {
     /// The one predefined type (its handle) every basic element is, if
     /// there is one: what a reduction on a derived type combines.
     pub base: Option<usize>,
+    /// False for a type whose pieces were not listed ([`Type::segs`] empty)
+    /// because they are more than [`SEG_LIMIT`]: its size, bounds and
+    /// elements are exact, but it cannot move data ([`Type::dense`] false;
+    /// the data paths refuse it with `MPI_ERR_COUNT`).
+    pub flat: bool,
 }
 
 /// `n` basic elements of `size` bytes, of the predefined type of handle
@@ -133,6 +144,7 @@ impl Type {
             segs: vec![(0, size)],
             basics: Some(vec![Basic { n: 1, size, h: 0 }]),
             base: None,
+            flat: true,
         }
     }
 
@@ -154,7 +166,8 @@ impl Type {
     /// True if `count` elements are one run of `count * size` bytes starting
     /// at the buffer: the zero-copy case.
     pub fn dense(&self) -> bool {
-        self.segs.len() <= 1
+        self.flat
+            && self.segs.len() <= 1
             && self.segs.first().is_none_or(|&(o, _)| o == 0)
             && self.extent() == self.size as isize
     }
@@ -163,6 +176,9 @@ impl Type {
     /// end to end (at `unit`'s extent, from offset 0), with the extent of
     /// those `k`: the memory of a C array of `k` units.
     pub fn repeats(&self, unit: &Type) -> bool {
+        if !self.flat || !unit.flat {
+            return false;
+        }
         if unit.size == 0 || self.size % unit.size != 0 || self.lb != 0 {
             return false;
         }
@@ -194,6 +210,7 @@ impl Type {
             segs: Vec::new(),
             basics: Some(Vec::new()),
             base: None,
+            flat: true,
         };
         let mut any = false;
         let mut any_data = false;
@@ -246,7 +263,17 @@ impl Type {
                     Some(_) => Some(None),
                 };
             }
-            if old.segs.is_empty() {
+            if !old.flat {
+                // Pieces not listed inside: none listed here either.
+                t.flat = false;
+                t.segs = Vec::new();
+            }
+            if !t.flat || old.segs.is_empty() {
+                if let (Some(b), Some(ob)) = (&mut t.basics, &old.basics) {
+                    if !push_basics(b, ob, k) {
+                        t.basics = None;
+                    }
+                }
                 continue;
             }
             if old.dense() {
@@ -303,12 +330,9 @@ impl Type {
             }
         }
         let pieces = old.segs.len().max(1);
-        if n.saturating_mul(pieces) > SEG_LIMIT {
-            // Refused before any allocation: the flattened form would not fit.
-            return Err(err(
-                abi::ERR_COUNT,
-                format!("a vector of {n} blocks of {pieces} pieces each is beyond the {SEG_LIMIT} pieces a datatype may have"),
-            ));
+        if n.saturating_mul(pieces) > SEG_LIMIT || !old.flat {
+            // The flattened form would not fit: the type's numbers only.
+            return Type::unlisted_vector(n, k, stride, old);
         }
         let mut b = Vec::with_capacity(n);
         for i in 0..n {
@@ -316,6 +340,40 @@ impl Type {
             b.push((k, d, old));
         }
         Type::blocks(&b, false)
+    }
+
+    /// `n` blocks of `k` elements of `old`, `stride` bytes apart, without
+    /// listing their pieces ([`Type::flat`] false): the numbers are those
+    /// [`Type::blocks`] gives, from the first and the last block.
+    fn unlisted_vector(n: usize, k: usize, stride: isize, old: &Type) -> R<Type> {
+        let one = Type::blocks(&[(k, 0, old)], false)?;
+        let mut t = one.clone();
+        t.flat = false;
+        t.segs = Vec::new();
+        if n == 0 || k == 0 {
+            return Type::blocks(&[], false);
+        }
+        let last = isize::try_from(n - 1)
+            .ok()
+            .and_then(|i| i.checked_mul(stride))
+            .ok_or_else(overflow)?;
+        let add = |a: isize, b: isize| a.checked_add(b).ok_or_else(overflow);
+        t.lb = one.lb.min(add(one.lb, last)?);
+        t.ub = one.ub.max(add(one.ub, last)?);
+        if one.size > 0 {
+            t.true_lb = one.true_lb.min(add(one.true_lb, last)?);
+            t.true_ub = one.true_ub.max(add(one.true_ub, last)?);
+        }
+        t.size = n.checked_mul(one.size).ok_or_else(overflow)?;
+        t.nbasic = n.checked_mul(one.nbasic).ok_or_else(overflow)?;
+        t.basics = match &one.basics {
+            Some(b) => {
+                let mut v = Vec::new();
+                push_basics(&mut v, b, n).then_some(v)
+            }
+            None => None,
+        };
+        Ok(t)
     }
 
     /// `vector`: `stride` in elements of `old`.

@@ -160,6 +160,49 @@ fn ext_size(count: usize, h: Handle) -> R<usize> {
         .ok_or_else(|| err(abi::ERR_COUNT, "external32 size overflows"))
 }
 
+/// `MPI_ERR_UNSUPPORTED_DATAREP` unless every basic element of `h` has
+/// the same size in external32 as here: the files of MPI-IO keep their
+/// views' offsets in the types' own sizes, so only such types are
+/// converted there (not `MPI_LONG`, `MPI_UNSIGNED_LONG`, `MPI_WCHAR`).
+pub(crate) fn same_size(h: Handle) -> R<Vec<Basic>> {
+    let runs = runs(h)?;
+    if let Some(b) = runs.iter().find(|b| {
+        let c = conv(b);
+        c.native != c.ext
+    }) {
+        return Err(err(
+            abi::ERR_UNSUPPORTED_DATAREP,
+            format!(
+                "external32 file data of a datatype holding {}, whose external32 size differs from its size here",
+                datatype::predefined(b.h).map_or("an element", |p| p.name)
+            ),
+        ));
+    }
+    Ok(runs)
+}
+
+/// `count` elements of `h` packed natively (`native`) to external32, the
+/// same length ([`same_size`]).
+pub(crate) fn to_file(native: &[u8], count: usize, h: Handle) -> R<Vec<u8>> {
+    let runs = same_size(h)?;
+    let mut out = vec![0u8; native.len()];
+    if count > 0 && native.len() % count == 0 {
+        encode(native, count, &runs, &mut out);
+    }
+    Ok(out)
+}
+
+/// external32 `ext` to `count` elements of `h` packed natively, the same
+/// length ([`same_size`]).
+pub(crate) fn from_file(ext: &[u8], count: usize, h: Handle) -> R<Vec<u8>> {
+    let runs = same_size(h)?;
+    let mut out = vec![0u8; ext.len()];
+    if count > 0 && ext.len() % count == 0 {
+        decode(ext, count, &runs, &mut out);
+    }
+    Ok(out)
+}
+
 /// Native packed bytes (the type's own packing) to external32.
 fn encode(native: &[u8], count: usize, runs: &[Basic], out: &mut [u8]) {
     let (mut i, mut o) = (0, 0);

@@ -62,7 +62,10 @@
 //! takes no part: only accesses of 0 bytes, others `MPI_ERR_IO`). The ranks
 //! agree on the outcome of `MPI_File_set_view`: a bad view on one rank is
 //! an error on all (`MPI_ERR_IO` on the others), none waits; `datarep` `native` (or
-//! `internal`, the same here); `external32` is
+//! `internal`, the same here) or `external32`: the data is converted to
+//! and from big-endian on its way ([`crate::external`]), for types whose
+//! external32 size is their size here (views keep their offsets), others
+//! (`MPI_LONG`, `MPI_UNSIGNED_LONG`, `MPI_WCHAR`) being
 //! `MPI_ERR_UNSUPPORTED_DATAREP`. Offsets of every call count etypes of the
 //! view, as in MPI. The count of a status is the bytes that lay before the
 //! end of the file (`MPI_Get_count` divides it by the buffer type's size);
@@ -141,7 +144,10 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 
 use dos::io::{Error as IoError, File, Fs, FsErrorKind, Hints, LayoutSpec, Mode, View};
 
-use crate::abi::{self, Handle, Status};
+use crate::abi::{
+    self, Handle, Status, ERR_ACCESS, ERR_AMODE, ERR_BAD_FILE, ERR_FILE, ERR_FILE_EXISTS, ERR_INFO,
+    ERR_IO, ERR_NOT_SAME, ERR_NO_SPACE, ERR_NO_SUCH_FILE, ERR_UNSUPPORTED_DATAREP,
+};
 use crate::datatype::{self, Layout};
 use crate::dtype::Shared;
 use crate::error::{err, Error, R};
@@ -173,19 +179,6 @@ const DISPLACEMENT_CURRENT: i64 = -1;
 const SEEK_CUR: c_int = 401;
 const SEEK_END: c_int = 402;
 const SEEK_SET: c_int = 403;
-
-// Error classes of files.
-const ERR_ACCESS: c_int = 20;
-const ERR_AMODE: c_int = 21;
-const ERR_BAD_FILE: c_int = 23;
-const ERR_FILE_EXISTS: c_int = 28;
-const ERR_FILE: c_int = 30;
-const ERR_INFO: c_int = 34;
-const ERR_IO: c_int = 35;
-const ERR_NOT_SAME: c_int = 40;
-const ERR_NO_SPACE: c_int = 41;
-const ERR_NO_SUCH_FILE: c_int = 42;
-const ERR_UNSUPPORTED_DATAREP: c_int = 54;
 
 /// ROMIO's driver prefixes other than ours: a name with one is not a
 /// dosfs path.
@@ -227,6 +220,14 @@ struct Entry {
     split: Option<(&'static str, u64)>,
     /// The view's filetype holds no data: only accesses of 0 bytes.
     empty_view: bool,
+}
+
+impl Entry {
+    /// The view's data representation is `external32` (big-endian in the
+    /// file, converted by [`crate::external`]).
+    fn external32(&self) -> bool {
+        self.datarep == "external32"
+    }
 }
 
 /// The open files, and the error handler of `MPI_FILE_NULL` (the default
@@ -627,7 +628,18 @@ file_fn! {
 ///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`.
-unsafe fn gather<'a>(buf: *const c_void, count: i64, dt: Handle) -> R<std::borrow::Cow<'a, [u8]>> {
+unsafe fn gather<'a>(
+    buf: *const c_void,
+    count: i64,
+    dt: Handle,
+    ext: bool,
+) -> R<std::borrow::Cow<'a, [u8]>> {
+    if ext {
+        // SAFETY: the caller's contract.
+        let native = unsafe { gather(buf, count, dt, false) }?;
+        let out = crate::external::to_file(&native, elements(count)?, dt)?;
+        return Ok(std::borrow::Cow::Owned(out));
+    }
     match datatype::layout_n(elements(count)?, dt)? {
         // SAFETY: the caller's contract.
         Layout::Dense(n) => Ok(std::borrow::Cow::Borrowed(unsafe { src(buf, n) }?)),
@@ -652,9 +664,43 @@ unsafe fn scatter(
     buf: *mut c_void,
     count: i64,
     dt: Handle,
+    ext: bool,
     read: impl FnOnce(&mut [u8]) -> R<usize>,
 ) -> R<usize> {
-    match datatype::layout_n(elements(count)?, dt)? {
+    let n = elements(count)?;
+    if ext {
+        let len = match datatype::layout_n(n, dt)? {
+            Layout::Dense(len) => len,
+            Layout::Packed { len, .. } => len,
+        };
+        // Checked before anything is read.
+        crate::external::same_size(dt)?;
+        let mut file = vec![0u8; len];
+        let got = read(&mut file)?;
+        let native = crate::external::from_file(&file, n, dt)?;
+        // SAFETY: the caller's contract.
+        return unsafe {
+            scatter_native(buf, n, dt, |b| {
+                b[..got].copy_from_slice(&native[..got]);
+                Ok(got)
+            })
+        };
+    }
+    // SAFETY: the caller's contract.
+    unsafe { scatter_native(buf, n, dt, read) }
+}
+
+/// [`scatter`] of data as it is in memory.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt`.
+unsafe fn scatter_native(
+    buf: *mut c_void,
+    n: usize,
+    dt: Handle,
+    read: impl FnOnce(&mut [u8]) -> R<usize>,
+) -> R<usize> {
+    match datatype::layout_n(n, dt)? {
         // SAFETY: the caller's contract.
         Layout::Dense(n) => read(unsafe { dst(buf, n) }?),
         Layout::Packed { ty, count, len } => {
@@ -724,8 +770,9 @@ unsafe fn write(
     dt: Handle,
     kind: Kind,
 ) -> R<u64> {
+    let ext = with(fh, |e| Ok(e.external32()))?;
     // SAFETY: the caller's contract.
-    let data = unsafe { gather(buf, count, dt) }?;
+    let data = unsafe { gather(buf, count, dt, ext) }?;
     with(fh, |e| {
         let n = etypes(e, data.len())?;
         let o = match at {
@@ -761,9 +808,10 @@ unsafe fn read_into(
             At::Offset(o) => offset(o)?,
             At::Pointer => e.pos,
         };
+        let ext = e.external32();
         // SAFETY: the caller's contract.
         let n = unsafe {
-            scatter(buf, count, dt, |b| {
+            scatter(buf, count, dt, ext, |b| {
                 etypes(e, b.len())?;
                 match kind {
                     Kind::Independent => e.file.read_at(o, b).map_err(io_err),
@@ -941,6 +989,9 @@ fn view_of(etype: &Shared, filetype: &Shared) -> R<Option<View>> {
     if filetype.size == 0 {
         return Ok(None);
     }
+    if !filetype.flat {
+        return Err(err(abi::ERR_COUNT, "a filetype of more than 2^24 pieces"));
+    }
     let mut segs = Vec::with_capacity(filetype.segs.len());
     for &(o, l) in &filetype.segs {
         let o = u64::try_from(o).map_err(|_| {
@@ -1051,11 +1102,11 @@ unsafe fn view_args(
 )> {
     // SAFETY: the caller's contract.
     let rep = unsafe { text(datarep, "datarep") }?;
-    if rep != "native" && rep != "internal" {
+    if rep != "native" && rep != "internal" && rep != "external32" {
         return Err(err(
             ERR_UNSUPPORTED_DATAREP,
             format!(
-                "data representation {rep:?}: only \"native\" (and \"internal\", the same here)"
+                "data representation {rep:?}: only \"native\", \"internal\" (the same here) and \"external32\""
             ),
         ));
     }
@@ -1071,6 +1122,10 @@ unsafe fn view_args(
     };
     let et = committed(etype, "etype")?;
     let ft = committed(filetype, "filetype")?;
+    if rep == "external32" {
+        crate::external::same_size(etype)?;
+        crate::external::same_size(filetype)?;
+    }
     let view = view_of(&et, &ft)?;
     Ok((d, rep, et, ft, view, info_pairs(info)?))
 }
@@ -1352,9 +1407,10 @@ fn shared_take(e: &Entry, n: u64) -> R<u64> {
 /// # Safety
 /// `buf` valid for `count` elements of `dt` (written when `!write`).
 unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: Handle) -> R<u64> {
+    let ext = with(fh, |e| Ok(e.external32()))?;
     if write {
         // SAFETY: the caller's contract.
-        let data = unsafe { gather(buf, count, dt) }?;
+        let data = unsafe { gather(buf, count, dt, ext) }?;
         with(fh, |e| {
             let n = etypes(e, data.len())?;
             if e.amode & MODE_RDONLY != 0 {
@@ -1368,7 +1424,7 @@ unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: H
         with(fh, |e| {
             // SAFETY: the caller's contract.
             let n = unsafe {
-                scatter(buf, count, dt, |b| {
+                scatter(buf, count, dt, ext, |b| {
                     let n = etypes(e, b.len())?;
                     if e.amode & MODE_WRONLY != 0 {
                         return Err(err(ERR_ACCESS, "a read of a file opened write-only"));
@@ -1403,9 +1459,10 @@ unsafe fn ordered_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: 
         c.bcast(&mut base, 0)?;
         Ok(base[0] + before)
     };
+    let ext = with(fh, |e| Ok(e.external32()))?;
     if write {
         // SAFETY: the caller's contract.
-        let data = unsafe { gather(buf, count, dt) }?;
+        let data = unsafe { gather(buf, count, dt, ext) }?;
         with(fh, |e| {
             let at = one(e, data.len())?;
             e.file.write_at_all(at, &data).map_err(io_err)?;
@@ -1415,7 +1472,7 @@ unsafe fn ordered_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: 
         with(fh, |e| {
             // SAFETY: the caller's contract.
             let n = unsafe {
-                scatter(buf, count, dt, |b| {
+                scatter(buf, count, dt, ext, |b| {
                     let at = one(e, b.len())?;
                     e.file.read_at_all(at, b).map_err(io_err)
                 })

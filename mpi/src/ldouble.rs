@@ -182,6 +182,49 @@ impl Num for LongDoubleInt {
     }
 }
 
+/// The one-sided accumulates' arithmetic on these types
+/// ([`dos::rma::raw::set_foreign`]): `cur[i] = cur[i] op src[i]` on whole
+/// elements, with dos's operation codes (Sum 1, Prod 2, Min 3, Max 4,
+/// `MINLOC`, `MAXLOC`); false for a pair the standard does not define or
+/// where `long double` is not implemented here.
+pub(crate) fn combine(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+    use dos::rma::raw;
+    let k = match op {
+        1 => Kind::Sum,
+        2 => Kind::Prod,
+        3 => Kind::Min,
+        4 => Kind::Max,
+        raw::MINLOC => Kind::MinLoc,
+        raw::MAXLOC => Kind::MaxLoc,
+        _ => return false,
+    };
+    fn each<T: Num>(k: Kind, cur: &mut [u8], src: &[u8]) -> bool {
+        let sz = std::mem::size_of::<T>();
+        if cur.len() != src.len() || cur.len() % sz != 0 {
+            return false;
+        }
+        for (c, s) in cur.chunks_exact_mut(sz).zip(src.chunks_exact(sz)) {
+            let a: T = bytemuck::pod_read_unaligned(c);
+            let b: T = bytemuck::pod_read_unaligned(s);
+            c.copy_from_slice(bytemuck::bytes_of(&T::apply(k, a, b)));
+        }
+        true
+    }
+    if !supported() {
+        return false;
+    }
+    match (ty, k) {
+        (raw::LONG_DOUBLE, Kind::Sum | Kind::Prod | Kind::Min | Kind::Max) => {
+            each::<LongDouble>(k, cur, src)
+        }
+        (raw::COMPLEX_LONG_DOUBLE, Kind::Sum | Kind::Prod) => {
+            each::<ComplexLongDouble>(k, cur, src)
+        }
+        (raw::LONG_DOUBLE_INT, Kind::MinLoc | Kind::MaxLoc) => each::<LongDoubleInt>(k, cur, src),
+        _ => false,
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;

@@ -277,7 +277,9 @@
 //!   `iwrite`/`iread_all`/`iwrite_all` (the nonblocking ones complete in the
 //!   call), `seek`, `get_position`, `get_byte_offset`, `set_view`/`get_view`
 //!   (etype and filetype from any datatype above: its flattened runs are
-//!   the `dos::io::View`), `sync`, `get_size`/`set_size`/`preallocate`,
+//!   the `dos::io::View`; data representations `native`, `internal` and
+//!   `external32`, the last converted on the way for types of the same
+//!   size there), `sync`, `get_size`/`set_size`/`preallocate`,
 //!   `get_amode`, `get_group`, `set_info`/`get_info` (`striping_unit`,
 //!   `striping_factor`, `cb_nodes`, `cb_buffer_size`, `romio_cb_*`,
 //!   `romio_ds_*` applied at open; others kept), `set_atomicity`/
@@ -295,8 +297,10 @@
 //!   each other's parts, so their puts, gets and accumulates are plain copies
 //!   under the window's accumulate lock, no message), `Win_allocate_shared`
 //!   and `Win_shared_query` (every rank of the node communicator reaches the
-//!   others' parts with loads and stores; the parts are separate mappings,
-//!   not one contiguous block: as with the `alloc_shared_noncontig` hint),
+//!   others' parts with loads and stores; rank 0 allocates them all, one
+//!   after the other, the standard's default contiguous layout;
+//!   `Win_shared_query` answers on every flavor, memory not reachable here
+//!   being size 0 and a null base),
 //!   `Win_create_dynamic`, `Win_attach`, `Win_detach` (dos's windows have
 //!   fixed memory, so the data path of a dynamic window is built on dos's
 //!   RPC: each operation is a call of one handler at the target, which
@@ -310,7 +314,7 @@
 //!   (complete at the target too), `Win_sync`; communication: `Put`, `Get`,
 //!   `Accumulate`, `Get_accumulate`, `Fetch_and_op`, `Compare_and_swap`,
 //!   and `Rput`, `Rget`, `Raccumulate`, `Rget_accumulate` (passive-target
-//!   epochs only; their requests are complete when returned: the origin
+//!   epochs only, `MPI_PROC_NULL` as a target aside; their requests are complete when returned: the origin
 //!   buffer is free and a get's data is in place; every `Wait*`/`Test*` takes
 //!   them). Derived datatypes on both sides: the origin's packed, the
 //!   target's cut into contiguous runs. Accumulates take every predefined
@@ -322,8 +326,14 @@
 //!   mapped part) under the window's accumulate lock, so accumulates with
 //!   the same basic type are atomic per element, fetching or not, as the
 //!   standard requires; `Compare_and_swap` on integer, logical and byte
-//!   types. The basic type of an accumulate is that of the origin or target
-//!   datatype, whichever is predefined. `Win_get_group`, `Win_get_attr`
+//!   types; `long double` (sums, products, min, max, `MINLOC`/`MAXLOC` on
+//!   `MPI_LONG_DOUBLE_INT`) with the x87 arithmetic of module `ldouble`,
+//!   lent to dos's accumulates (`dos::rma::raw::set_foreign`). The basic
+//!   type of an accumulate is that of the origin or target datatype,
+//!   whichever is predefined, or the one basic type a derived datatype is
+//!   made of; derived types of the padded pairs (`MPI_DOUBLE_INT`,
+//!   `MPI_LONG_INT`, `MPI_LONG_DOUBLE_INT`) combine each pair as its C
+//!   struct. A derived origin may address memory from `MPI_BOTTOM`. `Win_get_group`, `Win_get_attr`
 //!   (`MPI_WIN_BASE`, `MPI_WIN_SIZE`, `MPI_WIN_DISP_UNIT`,
 //!   `MPI_WIN_CREATE_FLAVOR`, `MPI_WIN_MODEL` = `MPI_WIN_UNIFIED`),
 //!   `Win_set/get_errhandler` (a window's errors go to its own handler,
@@ -370,9 +380,11 @@
 //! `Type_create_struct_c`...); the MPI-1 functions removed in MPI-3.0
 //! (`MPI_Type_extent`/`lb`/`ub`/`hvector`/`hindexed`/`struct`,
 //! `MPI_LB`/`MPI_UB`), which the standard ABI does not have either;
-//! `long double` types in one-sided accumulates (other than
-//! `MPI_REPLACE`/`MPI_NO_OP`), user error handlers on windows; MPI-IO's
-//! `external32` and a local POSIX driver; persistent
+//! accumulates on derived types of several basic types (other than
+//! `MPI_REPLACE`/`MPI_NO_OP`) or of `MPI_SHORT_INT`; user error handlers
+//! on windows; MPI-IO's `external32` for types whose size differs there
+//! (`MPI_LONG`...), filetypes with overlapping pieces (even read-only), and
+//! a local POSIX driver; persistent
 //! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond those of point-to-point, `Get_count_c`
 //! and `Type_size_c`; the per-communicator and per-session buffers of

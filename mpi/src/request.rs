@@ -932,7 +932,8 @@ mpi_fn! {
     /// The size in bytes of a datatype.
     fn MPI_Type_size / PMPI_Type_size(datatype: Handle, size: *mut c_int) on abi::COMM_WORLD => {
         let t = datatype::get(datatype)?;
-        out(size, t.size as c_int, "size")
+        // Beyond an int: MPI_UNDEFINED, as the standard says.
+        out(size, c_int::try_from(t.size).unwrap_or(abi::UNDEFINED), "size")
     }
 }
 

@@ -26,7 +26,10 @@ use std::sync::Arc;
 
 use dos::rma::{raw, LockKind, Window};
 
-use crate::abi::{self, Handle};
+use crate::abi::{
+    self, Handle, ERR_ASSERT, ERR_DISP, ERR_INFO, ERR_LOCKTYPE, ERR_RMA_ATTACH, ERR_RMA_FLAVOR,
+    ERR_RMA_RANGE, ERR_RMA_SHARED, ERR_RMA_SYNC, ERR_SIZE, ERR_WIN,
+};
 use crate::datatype::{self, Elem, Layout};
 use crate::dtype::Type;
 use crate::error::{err, Error, R};
@@ -52,17 +55,6 @@ const WIN_CREATE_FLAVOR_KEY: c_int = 604;
 const WIN_MODEL_KEY: c_int = 605;
 const MODE_NOSUCCEED: c_int = 16384;
 const MODE_ALL: c_int = 1024 | 2048 | 4096 | 8192 | 16384;
-
-const ERR_ASSERT: c_int = 22;
-const ERR_DISP: c_int = 26;
-const ERR_LOCKTYPE: c_int = 37;
-const ERR_RMA_ATTACH: c_int = 46;
-const ERR_RMA_RANGE: c_int = 48;
-const ERR_RMA_SHARED: c_int = 49;
-const ERR_RMA_SYNC: c_int = 50;
-const ERR_RMA_FLAVOR: c_int = 57;
-use abi::ERR_SIZE;
-const ERR_WIN: c_int = 56;
 
 /// Attribute values, boxed so that `Win_get_attr` can hand out pointers.
 struct Attrs {
@@ -102,6 +94,10 @@ pub(crate) struct Win {
     epochs: Epochs,
     /// A dynamic window: every rank's key of its attached memory ([`dynamic`]).
     dyn_keys: Option<Vec<u64>>,
+    /// A shared window (`Win_allocate_shared`): every rank's part lies in
+    /// rank 0's at these offsets, one after the other, as the standard's
+    /// default (contiguous) layout wants.
+    shared: Option<Vec<usize>>,
 }
 
 /// The windows (reached only on MPI's thread, as the state).
@@ -150,6 +146,13 @@ fn errhandler_of(h: Handle) -> Option<Handle> {
 pub(crate) fn raise(func: &str, win: Handle, e: Error) -> c_int {
     match errhandler_of(win) {
         Some(abi::ERRORS_RETURN) => e.class,
+        Some(h) if crate::error::user_errhandler(h).is_some() => {
+            // The program's (MPI_Win_create_errhandler), called with the
+            // window and the code; if it returns, so does the function.
+            let (_, f) =
+                crate::error::user_errhandler(h).unwrap_or((crate::error::HandlerKind::Win, 0));
+            crate::error::call_user(f, win, e.class)
+        }
         Some(_) => fatal(func, &e),
         None => crate::error::raise(func, abi::COMM_WORLD, e),
     }
@@ -229,9 +232,15 @@ macro_rules! win_fn {
             }
             let mut failed: Option<Error> = None;
             let code = crate::error::finish(stringify!($mpi), abi::COMM_WORLD, || {
-                // SAFETY: the pointers are the C caller's, valid as the MPI
-                // standard requires of them (this function's contract).
-                let r: R<()> = unsafe { $body };
+                // The body in a closure of its own: its `?` must end the
+                // body with the error (for the window's handler), not this
+                // closure (which would give it to MPI_COMM_WORLD's).
+                #[allow(clippy::redundant_closure_call)]
+                let r: R<()> = (|| {
+                    // SAFETY: the pointers are the C caller's, valid as the
+                    // MPI standard requires of them (this function's contract).
+                    unsafe { $body }
+                })();
                 if let Err(e) = r {
                     failed = Some(e);
                 }
@@ -278,6 +287,15 @@ fn unit_arg(disp_unit: c_int) -> R<usize> {
 }
 
 /// Registers a new window and stores its handle in `out_win`.
+/// Lends dos's accumulates the `long double` arithmetic ([`crate::ldouble`]):
+/// every process does so before it exposes a window, so a target has it
+/// when an origin's accumulate arrives.
+fn foreign_arithmetic() {
+    // False when done already: the first registration stays.
+    let _ = raw::set_foreign(crate::ldouble::combine);
+}
+
+#[allow(clippy::too_many_arguments)]
 unsafe fn register(
     mut win: Window<'static, u8>,
     comm: dos::Comm,
@@ -285,12 +303,20 @@ unsafe fn register(
     size: usize,
     disp_unit: usize,
     flavor: c_int,
+    shared: Option<(Vec<usize>, Vec<usize>)>,
     out_win: *mut Handle,
 ) -> R<()> {
-    let sizes = (0..comm.size())
-        .map(|r| win.len_of(r))
-        .collect::<dos::Result<Vec<usize>>>()
-        .map_err(derr)?;
+    foreign_arithmetic();
+    let (sizes, shared) = match shared {
+        Some((sizes, offsets)) => (sizes, Some(offsets)),
+        None => (
+            (0..comm.size())
+                .map(|r| win.len_of(r))
+                .collect::<dos::Result<Vec<usize>>>()
+                .map_err(derr)?,
+            None,
+        ),
+    };
     let mut units = vec![0u64; comm.size()];
     comm.allgather(&[disp_unit as u64], &mut units)
         .map_err(derr)?;
@@ -315,6 +341,7 @@ unsafe fn register(
             ..Epochs::default()
         },
         dyn_keys: None,
+        shared,
     };
     let h = WINS
         .with(|t| t.insert(w))
@@ -337,23 +364,77 @@ unsafe fn allocate(
         return Err(err(abi::ERR_ARG, "null pointer for baseptr or win"));
     }
     let c = state::comm(comm)?;
-    let mut w = c.win_allocate::<u8>(n).map_err(derr)?;
     if flavor == FLAVOR_SHARED {
-        // Every part must be mapped here: the ranks share one node.
-        for r in 0..c.size() {
-            if w.node_part_mut(r).map_err(derr)?.is_none() && w.len_of(r).map_err(derr)? > 0 {
-                return Err(err(
-                    ERR_RMA_SHARED,
-                    format!("rank {r} of the communicator is on another node"),
-                ));
-            }
-        }
+        // SAFETY: the caller's contract; `baseptr` checked not null above.
+        return unsafe { allocate_shared(n, du, c, baseptr, win) };
     }
+    let mut w = c.win_allocate::<u8>(n).map_err(derr)?;
     let base = w.local_mut().as_mut_ptr();
     // SAFETY: `baseptr` points to a `void *` (checked not null above).
     unsafe { *(baseptr as *mut *mut u8) = base };
     // SAFETY: the caller's contract.
-    unsafe { register(w, c, base, n, du, flavor, win) }
+    unsafe { register(w, c, base, n, du, flavor, None, win) }
+}
+
+/// `Win_allocate_shared`: rank 0 of `c` allocates every rank's part, one
+/// after the other (the contiguous layout the standard makes the default;
+/// MPICH's tests index across parts from the first rank's base); the
+/// others' dos parts are empty and the operations on rank `r` go to rank
+/// 0's part at `r`'s offset ([`target`]). Locks and epochs stay per rank.
+///
+/// # Safety
+/// `baseptr` (not null) points to a `void *`; `win` to a handle.
+unsafe fn allocate_shared(
+    n: usize,
+    du: usize,
+    c: dos::Comm,
+    baseptr: *mut c_void,
+    win: *mut Handle,
+) -> R<()> {
+    let mut all = vec![0u64; c.size()];
+    c.allgather(&[n as u64], &mut all).map_err(derr)?;
+    let sizes: Vec<usize> = all.iter().map(|&x| x as usize).collect();
+    let mut offsets = Vec::with_capacity(sizes.len());
+    let mut total = 0usize;
+    for &s in &sizes {
+        offsets.push(total);
+        total = total
+            .checked_add(s)
+            .ok_or_else(|| err(ERR_SIZE, "the parts' sizes overflow"))?;
+    }
+    let mine = if c.rank() == 0 { total } else { 0 };
+    let mut w = c.win_allocate::<u8>(mine).map_err(derr)?;
+    // Every rank must map rank 0's part: the ranks share one node.
+    let seg = match w.node_part_mut(0).map_err(derr)? {
+        Some(p) => p.as_mut_ptr(),
+        None if total == 0 => std::ptr::null_mut(),
+        None => {
+            return Err(err(
+                ERR_RMA_SHARED,
+                "rank 0 of the communicator is on another node",
+            ))
+        }
+    };
+    let base = if n == 0 {
+        std::ptr::null_mut()
+    } else {
+        seg.wrapping_add(offsets[c.rank()])
+    };
+    // SAFETY: `baseptr` points to a `void *` (the caller checked it).
+    unsafe { *(baseptr as *mut *mut u8) = base };
+    // SAFETY: the caller's contract.
+    unsafe {
+        register(
+            w,
+            c,
+            base,
+            n,
+            du,
+            FLAVOR_SHARED,
+            Some((sizes, offsets)),
+            win,
+        )
+    }
 }
 
 mpi_fn! {
@@ -378,7 +459,7 @@ mpi_fn! {
             unsafe { std::slice::from_raw_parts_mut(base as *mut u8, n) }
         };
         let w = c.win_create(buf).map_err(derr)?;
-        register(w, c, base as *mut u8, n, du, FLAVOR_CREATE, win)
+        register(w, c, base as *mut u8, n, du, FLAVOR_CREATE, None, win)
     }
 }
 
@@ -409,23 +490,32 @@ win_fn! {
             return Err(err(abi::ERR_ARG, "null pointer for baseptr"));
         }
         let (n, du, p) = with(win, |w| {
-            if w.dyn_keys.is_some() || w.attrs.flavor == FLAVOR_CREATE {
-                return Err(err(ERR_RMA_FLAVOR, "not a window of Win_allocate_shared"));
+            if w.dyn_keys.is_some() {
+                // MPI-4.1: erroneous on a dynamic window.
+                return Err(err(ERR_RMA_FLAVOR, "Win_shared_query on a dynamic window"));
             }
             let np = w.comm.size();
             let r = if rank == abi::PROC_NULL {
-                (0..np).find(|&r| w.win.len_of(r).unwrap_or(0) > 0).unwrap_or(0)
+                (0..np).find(|&r| w.sizes[r] > 0).unwrap_or(0)
             } else {
                 check_rank(rank, np)?
             };
-            let n = w.win.len_of(r).map_err(derr)?;
-            let du = w.units[r];
-            let p = match w.win.node_part_mut(r).map_err(derr)? {
-                Some(s) => s.as_mut_ptr(),
-                None if n == 0 => std::ptr::null_mut(),
-                None => return Err(err(ERR_RMA_SHARED, format!("rank {r}'s part is not mapped here"))),
+            let (n, du) = (w.sizes[r], w.units[r]);
+            // MPI-4.1: any flavor; memory not reachable with loads and
+            // stores here is size 0 and a null base.
+            let p = if n == 0 {
+                None
+            } else if let Some(offsets) = &w.shared {
+                w.win.node_part_mut(0).map_err(derr)?.map(|s| s.as_mut_ptr().wrapping_add(offsets[r]))
+            } else if w.attrs.flavor == FLAVOR_CREATE {
+                (r == w.comm.rank()).then_some(w.base)
+            } else {
+                w.win.node_part_mut(r).map_err(derr)?.map(|s| s.as_mut_ptr())
             };
-            Ok((n, du, p))
+            Ok(match p {
+                Some(p) => (n, du, p),
+                None => (0, du, std::ptr::null_mut()),
+            })
         })?;
         out(size, n as isize, "size")?;
         out(disp_unit, du as c_int, "disp_unit")?;
@@ -781,10 +871,15 @@ impl Side {
         }
     }
 
+    /// True for a null buffer that cannot hold this side's data: one of a
+    /// derived type may be `MPI_BOTTOM` (its displacements are addresses).
+    fn null_refused(&self, buf: *const u8) -> bool {
+        buf.is_null() && matches!(self, Side::Dense(n) if *n > 0)
+    }
+
     /// The data at `buf`, packed.
     unsafe fn pack(&self, buf: *const u8) -> R<std::borrow::Cow<'static, [u8]>> {
-        let n = self.len();
-        if n > 0 && buf.is_null() {
+        if self.null_refused(buf) {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
         Ok(match self {
@@ -873,7 +968,7 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     let Some(e) = elem else {
         return Err(err(
             abi::ERR_UNSUPPORTED_OPERATION,
-            "an accumulate whose origin and target datatypes are both derived supports only MPI_REPLACE and MPI_NO_OP yet",
+            "an accumulate on a derived datatype built from several basic types (or from padded pairs) supports only MPI_REPLACE and MPI_NO_OP",
         ));
     };
     let ty = match e {
@@ -896,6 +991,9 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
         Elem::ShortInt => raw::SHORT_INT,
         Elem::TwoReal => raw::TWO_F32,
         Elem::TwoDouble => raw::TWO_F64,
+        Elem::LongDouble if crate::ldouble::supported() => raw::LONG_DOUBLE,
+        Elem::ComplexLongDouble if crate::ldouble::supported() => raw::COMPLEX_LONG_DOUBLE,
+        Elem::LongDoubleInt if crate::ldouble::supported() => raw::LONG_DOUBLE_INT,
         _ => {
             return Err(err(
                 abi::ERR_UNSUPPORTED_OPERATION,
@@ -909,15 +1007,16 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     let ok = match e {
         Elem::Byte => bitwise,
         Elem::Bool | Elem::Logical => logical,
-        Elem::F32 | Elem::F64 => opc <= 4,
-        Elem::ComplexF32 | Elem::ComplexF64 => opc == 1 || opc == 2,
+        Elem::F32 | Elem::F64 | Elem::LongDouble => opc <= 4,
+        Elem::ComplexF32 | Elem::ComplexF64 | Elem::ComplexLongDouble => opc == 1 || opc == 2,
         Elem::FloatInt
         | Elem::DoubleInt
         | Elem::LongInt
         | Elem::TwoInt
         | Elem::ShortInt
         | Elem::TwoReal
-        | Elem::TwoDouble => loc,
+        | Elem::TwoDouble
+        | Elem::LongDoubleInt => loc,
         _ => !loc,
     };
     if !ok || !raw::supported(opc, ty) {
@@ -929,9 +1028,18 @@ fn acc_codes(op: Handle, elem: Option<Elem>) -> R<(u8, u8)> {
     Ok((opc, ty))
 }
 
-/// The basic element of a predefined datatype.
+/// The basic element of a predefined datatype, or of a derived one whose
+/// basic elements are all of one predefined type (not a padded pair: its
+/// derived types carry the pair's value and index as separate pieces).
 fn elem_of(dt: Handle) -> Option<Elem> {
-    datatype::predefined(dt).map(|p| p.elem)
+    if let Some(p) = datatype::predefined(dt) {
+        return Some(p.elem);
+    }
+    let base = datatype::ty(dt).ok()?.base?;
+    if datatype::padded(base) {
+        return None;
+    }
+    datatype::predefined(base).map(|p| p.elem)
 }
 
 /// Checks target `rank`, the displacement and that `runs` lie inside its
@@ -981,6 +1089,10 @@ fn target(
             ));
         }
     }
+    if let Some(offsets) = &w.shared {
+        // Rank r's part is in rank 0's ([`allocate_shared`]).
+        return Ok(Some((0, offsets[r] + base)));
+    }
     Ok(Some((r, base)))
 }
 
@@ -1016,7 +1128,7 @@ unsafe fn put_fast(
         let w = t.get_mut(&win)?;
         let e = &w.epochs;
         let open = *e.locks.get(r)? || e.lock_all || e.fence;
-        if w.dyn_keys.is_some() || !open {
+        if w.dyn_keys.is_some() || w.shared.is_some() || !open {
             return None;
         }
         let at = disp.checked_mul(*w.units.get(r)?)?;
@@ -1114,7 +1226,7 @@ unsafe fn get(
         if o.len() != t.len() {
             return Err(mismatch(o.len(), t.len()));
         }
-        if o.len() > 0 && origin.is_null() {
+        if o.null_refused(origin as *const u8) {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
         if let (Side::Dense(n), [(0, _)], None) = (&o, &*tr, &w.dyn_keys) {
@@ -1164,6 +1276,46 @@ unsafe fn accumulate(
         None => None,
     };
     let elem = elem_of(ttype).or_else(|| if noop { None } else { elem_of(otype) });
+    if elem.is_none() && t.len() == 0 && o.as_ref().is_none_or(|o| o.len() == 0) {
+        // No data (an empty derived type has no basic type): only the
+        // operation (predefined, for integers or for pairs) and the epoch
+        // are checked.
+        acc_codes(op, Some(Elem::I32)).or_else(|_| acc_codes(op, Some(Elem::TwoInt)))?;
+        if let Some((_, rs)) = &res {
+            if rs.len() != 0 {
+                return Err(mismatch(rs.len(), 0));
+            }
+        }
+        return with(win, |w| {
+            target(w, rank, disp, &[], "accumulate").map(|_| ())
+        });
+    }
+    if !noop && op != abi::op::REPLACE {
+        let pair = pair_of(ttype)
+            .or_else(|| pair_of(otype))
+            .or_else(|| result.and_then(|r| pair_of(r.2)));
+        if let Some(pair) = pair {
+            let (opc, ty) = acc_codes(op, datatype::predefined(pair.h).map(|p| p.elem))?;
+            let o = o.as_ref().map(|o| (o, otype));
+            let res = res
+                .as_ref()
+                .map(|(p, s)| (*p, s, result.map_or(0, |r| r.2)));
+            // SAFETY: the caller's contract: the buffers hold their counts.
+            return unsafe {
+                accumulate_pairs(
+                    origin,
+                    o,
+                    res,
+                    rank,
+                    disp,
+                    (&t, ttype),
+                    (opc, ty),
+                    pair,
+                    win,
+                )
+            };
+        }
+    }
     let (opc, ty) = acc_codes(op, elem)?;
     with(win, |w| {
         let tr = t.runs();
@@ -1200,7 +1352,7 @@ unsafe fn accumulate(
                 if rs.len() != t.len() {
                     return Err(mismatch(rs.len(), t.len()));
                 }
-                if rs.len() > 0 && rp.is_null() {
+                if rs.null_refused(*rp as *const u8) {
                     return Err(err(
                         abi::ERR_BUFFER,
                         "null result buffer with a nonzero count",
@@ -1223,6 +1375,166 @@ unsafe fn accumulate(
                 // SAFETY: the result buffer has room for its elements.
                 unsafe { rs.unpack(&old, *rp as *mut u8) };
             }
+        }
+        Ok(())
+    })
+}
+
+/// A padded value-index pair type (`MPI_DOUBLE_INT`, `MPI_LONG_INT`,
+/// `MPI_LONG_DOUBLE_INT`) as the accumulates see it: in a derived type its
+/// value and index are packed (`data` bytes), at the target the operation
+/// combines whole C structs (`full` bytes, the index at `index`).
+#[derive(Clone, Copy)]
+struct Pair {
+    h: Handle,
+    data: usize,
+    full: usize,
+}
+
+/// The pair type a derived datatype is made of, if it is one of those.
+fn pair_of(dt: Handle) -> Option<Pair> {
+    if datatype::predefined(dt).is_some() {
+        return None;
+    }
+    let h = datatype::ty(dt).ok()?.base?;
+    let (index, full) = match h {
+        0x229 | 0x22a => (8, 16),
+        0x22d => (16, 32),
+        _ => return None,
+    };
+    Some(Pair {
+        h,
+        data: index + 4,
+        full,
+    })
+}
+
+impl Pair {
+    /// Packed pairs to C structs (padding zero).
+    fn to_structs(self, packed: &[u8]) -> Vec<u8> {
+        let mut v = vec![0u8; packed.len() / self.data * self.full];
+        for (s, p) in v
+            .chunks_exact_mut(self.full)
+            .zip(packed.chunks_exact(self.data))
+        {
+            s[..self.data].copy_from_slice(p);
+        }
+        v
+    }
+
+    /// C structs to packed pairs.
+    fn to_packed(self, full: &[u8]) -> Vec<u8> {
+        full.chunks_exact(self.full)
+            .flat_map(|s| &s[..self.data])
+            .copied()
+            .collect()
+    }
+}
+
+/// An accumulate (`MINLOC`, `MAXLOC`) on a derived datatype of padded pairs
+/// on either side: each element combined at the target as one C struct
+/// (its padding is the target element's own), so the target's pairs must
+/// lie at least a struct apart.
+///
+/// # Safety
+/// The buffers hold their counts of their datatypes.
+#[allow(clippy::too_many_arguments)]
+unsafe fn accumulate_pairs(
+    origin: *const c_void,
+    o: Option<(&Side, Handle)>,
+    res: Option<(*mut c_void, &Side, Handle)>,
+    rank: c_int,
+    disp: isize,
+    (t, ttype): (&Side, Handle),
+    (opc, ty): (u8, u8),
+    pair: Pair,
+    win: Handle,
+) -> R<()> {
+    let unsupported = || {
+        err(
+            abi::ERR_UNSUPPORTED_OPERATION,
+            "an accumulate on pairs whose target elements lie closer than the C struct",
+        )
+    };
+    // The target's elements: one struct each.
+    let elems: Vec<(isize, usize)> = if datatype::padded(ttype) {
+        (0..t.len() / pair.full)
+            .map(|k| ((k * pair.full) as isize, pair.full))
+            .collect()
+    } else {
+        let mut v = Vec::new();
+        for &(off, l) in t.runs().iter() {
+            if l != pair.data {
+                return Err(unsupported());
+            }
+            v.push((off, pair.full));
+        }
+        v
+    };
+    let mut sorted: Vec<isize> = elems.iter().map(|e| e.0).collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).any(|w| w[1] - w[0] < pair.full as isize) {
+        return Err(unsupported());
+    }
+    let packed_len = elems.len() * pair.data;
+    // The origin's pairs, as structs.
+    let data = match o {
+        Some((o, dt)) => {
+            // SAFETY: the origin buffer holds its elements.
+            let d = unsafe { o.pack(origin as *const u8)? };
+            let packed = if datatype::padded(dt) {
+                pair.to_packed(&d)
+            } else {
+                d.into_owned()
+            };
+            if packed.len() != packed_len {
+                return Err(mismatch(packed.len(), packed_len));
+            }
+            pair.to_structs(&packed)
+        }
+        None => Vec::new(),
+    };
+    if let Some((rp, rs, dt)) = res {
+        let want = if datatype::padded(dt) {
+            elems.len() * pair.full
+        } else {
+            packed_len
+        };
+        if rs.len() != want {
+            return Err(mismatch(rs.len(), want));
+        }
+        if rs.null_refused(rp as *const u8) {
+            return Err(err(
+                abi::ERR_BUFFER,
+                "null result buffer with a nonzero count",
+            ));
+        }
+    }
+    with(win, |w| {
+        let Some((r, base)) = target(w, rank, disp, &elems, "accumulate")? else {
+            return Ok(());
+        };
+        let mut old = vec![0u8; elems.len() * pair.full];
+        for (k, &(off, l)) in elems.iter().enumerate() {
+            let at = (base as isize + off) as usize;
+            let src = &data[k * l..(k + 1) * l];
+            let o = &mut old[k * l..(k + 1) * l];
+            match &w.dyn_keys {
+                Some(keys) => dynamic::acc(&w.comm, keys[r], r, at, opc, ty, src, o)?,
+                None => w
+                    .win
+                    .get_accumulate_raw(src, o, r, at, opc, ty)
+                    .map_err(derr)?,
+            }
+        }
+        if let Some((rp, rs, dt)) = res {
+            let bytes = if datatype::padded(dt) {
+                old
+            } else {
+                pair.to_packed(&old)
+            };
+            // SAFETY: the result buffer has room for its elements.
+            unsafe { rs.unpack(&bytes, rp as *mut u8) };
         }
         Ok(())
     })
@@ -1321,7 +1633,7 @@ unsafe fn done_request(request: *mut Handle) -> R<()> {
 win_fn! {
     /// `MPI_Put` with a request (complete at once: the data is copied).
     fn MPI_Rput / PMPI_Rput(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         put(origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win)?;
         done_request(request)
     }
@@ -1330,7 +1642,7 @@ win_fn! {
 win_fn! {
     /// `MPI_Get` with a request (the data is in place when it returns).
     fn MPI_Rget / PMPI_Rget(origin_addr: *mut c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         get(origin_addr, origin_count, origin_datatype, target_rank, target_disp, target_count, target_datatype, win)?;
         done_request(request)
     }
@@ -1339,7 +1651,7 @@ win_fn! {
 win_fn! {
     /// `MPI_Accumulate` with a request.
     fn MPI_Raccumulate / PMPI_Raccumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, op: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         accumulate(origin_addr, origin_count, origin_datatype, None, target_rank, target_disp, target_count, target_datatype, op, win)?;
         done_request(request)
     }
@@ -1348,15 +1660,20 @@ win_fn! {
 win_fn! {
     /// `MPI_Get_accumulate` with a request.
     fn MPI_Rget_accumulate / PMPI_Rget_accumulate(origin_addr: *const c_void, origin_count: c_int, origin_datatype: Handle, result_addr: *mut c_void, result_count: c_int, result_datatype: Handle, target_rank: c_int, target_disp: isize, target_count: c_int, target_datatype: Handle, op: Handle, win: Handle, request: *mut Handle) on win => {
-        rma_only(win)?;
+        rma_only(win, target_rank)?;
         accumulate(origin_addr, origin_count, origin_datatype, Some((result_addr, result_count, result_datatype)), target_rank, target_disp, target_count, target_datatype, op, win)?;
         done_request(request)
     }
 }
 
 /// The request-based operations belong to passive-target epochs only.
-fn rma_only(win: Handle) -> R<()> {
+/// One to `MPI_PROC_NULL` does nothing and passes (MPICH's rmanull locks
+/// `MPI_PROC_NULL`, which opens no epoch, and then posts them).
+fn rma_only(win: Handle, rank: c_int) -> R<()> {
     with(win, |w| {
+        if rank == abi::PROC_NULL {
+            return Ok(());
+        }
         if w.epochs.lock_all || w.epochs.locks.iter().any(|&l| l) {
             Ok(())
         } else {
@@ -1409,13 +1726,36 @@ win_fn! {
 win_fn! {
     /// Sets the window's error handler (`MPI_ERRORS_ARE_FATAL`, `MPI_ERRORS_ABORT`, `MPI_ERRORS_RETURN`).
     fn MPI_Win_set_errhandler / PMPI_Win_set_errhandler(win: Handle, errhandler: Handle) on win => {
-        if !matches!(errhandler, abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT) {
+        let user = crate::error::user_errhandler(errhandler).is_some();
+        if !user && !matches!(errhandler, abi::ERRORS_ARE_FATAL | abi::ERRORS_RETURN | abi::ERRORS_ABORT) {
             return Err(err(abi::ERR_ERRHANDLER, format!("invalid error handler {errhandler:#x}")));
         }
+        crate::error::check_handler(errhandler, crate::error::HandlerKind::Win)?;
         with(win, |w| {
             w.errhandler = errhandler;
             Ok(())
         })
+    }
+}
+
+mpi_fn! {
+    /// A window error handler calling the program's function with the
+    /// window and the error code.
+    fn MPI_Win_create_errhandler / PMPI_Win_create_errhandler(function: Option<crate::error::HandlerFn>, errhandler: *mut Handle) on abi::COMM_WORLD => {
+        if errhandler.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for errhandler"));
+        }
+        let f = function.map_or(0, |f| f as usize);
+        let h = crate::error::create_errhandler(crate::error::HandlerKind::Win, f)?;
+        out(errhandler, h, "errhandler")
+    }
+}
+
+win_fn! {
+    /// Invokes the window's error handler on `errorcode`.
+    fn MPI_Win_call_errhandler / PMPI_Win_call_errhandler(win: Handle, errorcode: c_int) on win => {
+        with(win, |_| Ok(()))?;
+        Err(err(errorcode, "MPI_Win_call_errhandler"))
     }
 }
 
@@ -1445,7 +1785,12 @@ win_fn! {
 win_fn! {
     /// The window's name (empty unless set).
     fn MPI_Win_get_name / PMPI_Win_get_name(win: Handle, win_name: *mut c_char, resultlen: *mut c_int) on win => {
-        let n = with(win, |w| Ok(w.name.clone()))?;
+        // MPICH names the null handle too (the standard leaves it open).
+        let n = if win == WIN_NULL {
+            "MPI_WIN_NULL".to_owned()
+        } else {
+            with(win, |w| Ok(w.name.clone()))?
+        };
         let bytes = n.as_bytes();
         if win_name.is_null() || resultlen.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for win_name or resultlen"));
@@ -1463,7 +1808,7 @@ win_fn! {
         let kv = if info == abi::INFO_NULL {
             Vec::new()
         } else {
-            state::with(|st| st.infos.get(&info).cloned().ok_or_else(|| err(34, format!("invalid info handle {info:#x}"))))?
+            state::with(|st| st.infos.get(&info).cloned().ok_or_else(|| err(ERR_INFO, format!("invalid info handle {info:#x}"))))?
         };
         with(win, |w| {
             w.info = kv;
@@ -1499,7 +1844,7 @@ mpi_fn! {
         c.allgather(&[key], &mut keys).map_err(derr)?;
         // Synchronization (fence, locks, post/start) is dos's window's.
         let w = c.win_allocate::<u8>(0).map_err(derr)?;
-        register(w, c, std::ptr::null_mut(), 0, 1, FLAVOR_DYNAMIC, win)?;
+        register(w, c, std::ptr::null_mut(), 0, 1, FLAVOR_DYNAMIC, None, win)?;
         with(*win, |w| {
             w.dyn_keys = Some(keys);
             Ok(())
@@ -1612,6 +1957,25 @@ mod dynamic {
         })
     }
 
+    /// True if attached `regions` (base, length) cover `[lo, hi)`, one
+    /// region or several end to end (MPICH's tests attach the two halves
+    /// of one array and access across the seam).
+    fn covered(regions: &[(usize, usize)], lo: usize, hi: usize) -> bool {
+        let mut at = lo;
+        while at < hi {
+            let next = regions
+                .iter()
+                .filter(|&&(b, l)| b <= at && at < b.saturating_add(l))
+                .map(|&(b, l)| b.saturating_add(l))
+                .max();
+            match next {
+                Some(end) => at = end,
+                None => return false,
+            }
+        }
+        true
+    }
+
     /// Serves one call: `kind u8 | key u64 | addr u64 | op u8 | ty u8 | len u64 | bytes`.
     fn serve(a: &[u8]) -> Result<Vec<u8>, String> {
         if a.len() < 27 {
@@ -1633,9 +1997,9 @@ mod dynamic {
             .as_ref()
             .and_then(|t| t.get(&key))
             .ok_or("no such window")?;
-        let inside = regions
-            .iter()
-            .any(|&(b, l)| addr >= b && addr.checked_add(len).is_some_and(|e| e <= b + l));
+        let inside = addr
+            .checked_add(len)
+            .is_some_and(|end| covered(regions, addr, end));
         if !inside {
             return Err(format!(
                 "range: {len} bytes at {addr:#x} are not attached to the window"

@@ -583,3 +583,45 @@ fn blocking_and_one_sided_fast_paths_match_the_general_ones() {
 fn mpi_init_sends_no_message_and_comm_self_still_works() {
     passes("dosmpicc", "init_local.c");
 }
+
+#[test]
+// ---- branch mpirma (session 10): rma, io, datatype ----
+
+#[test]
+fn accumulates_on_derived_types_long_double_and_pair_vectors() {
+    passes("dosmpicc", "rma_derived_acc.c");
+}
+
+#[test]
+fn shared_window_layout_queries_proc_null_requests_and_mpi_bottom() {
+    passes("dosmpicc", "rma_shared_layout.c");
+}
+
+#[test]
+fn mpi_io_external32_views() {
+    let prog = compile("dosmpicc", "io_external32.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_external32-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_external32 on {n} ranks"),
+            &format!("OK io_external32 {n} ranks"),
+        );
+    }
+}
+
+#[test]
+fn a_datatype_of_too_many_pieces_answers_queries_and_refuses_data() {
+    passes("dosmpicc", "types_unlisted.c");
+}
+
+#[test]
+fn dynamic_window_accesses_across_adjacent_attached_regions() {
+    passes("dosmpicc", "rma_dynamic_seam.c");
+}
+
+#[test]
+fn window_error_handlers_of_the_program() {
+    passes("dosmpicc", "rma_errhandler.c");
+}

@@ -18,7 +18,10 @@
 //! [`MINLOC`] and [`MAXLOC`] on the value-index pair types ([`FLOAT_INT`]
 //! ... [`TWO_F64`], laid out as C lays out the structs), sums and products
 //! of complex numbers ([`COMPLEX_F32`], [`COMPLEX_F64`]) and the
-//! compare-and-swap [`CAS`] (integer types). [`Replace`](crate::op::Replace)
+//! compare-and-swap [`CAS`] (integer types); and the foreign element types
+//! ([`LONG_DOUBLE`], [`COMPLEX_LONG_DOUBLE`], [`LONG_DOUBLE_INT`]) whose
+//! arithmetic a binding lends with [`set_foreign`] (Rust has no x87
+//! `long double`; the MPI C library has it). [`Replace`](crate::op::Replace)
 //! and [`NoOp`] apply to the type [`BYTES`] (any data, moved as bytes).
 //! The operations only this module knows travel as fetching updates
 //! (GETACC) even when no result is wanted.
@@ -90,6 +93,34 @@ pub const TWO_F32: u8 = 27;
 /// Two `double`s.
 pub const TWO_F64: u8 = 28;
 
+/// Element types whose arithmetic the binding supplies ([`set_foreign`]):
+/// C's `long double` (x87 extended in 16 bytes on x86-64) ...
+pub const LONG_DOUBLE: u8 = 29;
+/// ... `long double _Complex` (32 bytes) ...
+pub const COMPLEX_LONG_DOUBLE: u8 = 30;
+/// ... and `struct { long double value; int index; }` (32 bytes, padded).
+pub const LONG_DOUBLE_INT: u8 = 31;
+
+/// `cur[i] = cur[i] op src[i]` on whole elements of a foreign type code;
+/// false for a pair it does not define.
+pub type ForeignCombine = fn(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool;
+
+static FOREIGN: std::sync::OnceLock<ForeignCombine> = std::sync::OnceLock::new();
+
+/// Registers the arithmetic of the foreign element types ([`LONG_DOUBLE`],
+/// [`COMPLEX_LONG_DOUBLE`], [`LONG_DOUBLE_INT`]): a binding whose language
+/// has them (the MPI C library) calls this once before its first window,
+/// in every process, since the target of an accumulate applies it. Without
+/// it those codes are refused like unknown ones. Returns false (and keeps
+/// the first) if one was registered already.
+pub fn set_foreign(f: ForeignCombine) -> bool {
+    FOREIGN.set(f).is_ok()
+}
+
+fn foreign(ty: u8) -> bool {
+    matches!(ty, LONG_DOUBLE | COMPLEX_LONG_DOUBLE | LONG_DOUBLE_INT)
+}
+
 /// Bytes of one element of type code `ty`, or `None` for an unknown code.
 pub fn type_size(ty: u8) -> Option<usize> {
     Some(match ty {
@@ -99,6 +130,8 @@ pub fn type_size(ty: u8) -> Option<usize> {
         3 | 4 | 6 => 8,
         COMPLEX_F32 | FLOAT_INT | TWO_INT | SHORT_INT | TWO_F32 => 8,
         COMPLEX_F64 | DOUBLE_INT | LONG_INT | TWO_F64 => 16,
+        LONG_DOUBLE if FOREIGN.get().is_some() => 16,
+        COMPLEX_LONG_DOUBLE | LONG_DOUBLE_INT if FOREIGN.get().is_some() => 32,
         _ => return None,
     })
 }
@@ -109,6 +142,15 @@ pub fn supported(op: u8, ty: u8) -> bool {
     let basic = (1..=10).contains(&ty);
     let complex = matches!(ty, COMPLEX_F32 | COMPLEX_F64);
     let pair = (FLOAT_INT..=TWO_F64).contains(&ty);
+    if foreign(ty) && type_size(ty).is_some() {
+        return matches!(
+            (op, ty),
+            (0 | NO_OP, _)
+                | (1..=4, LONG_DOUBLE)
+                | (1 | 2, COMPLEX_LONG_DOUBLE)
+                | (MINLOC | MAXLOC, LONG_DOUBLE_INT)
+        );
+    }
     match op {
         0 | NO_OP => type_size(ty).is_some(),
         CAS => basic,
@@ -148,6 +190,9 @@ fn combine_ext(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
     };
     if cur.len() != src.len() || cur.len() % sz != 0 {
         return false;
+    }
+    if foreign(ty) {
+        return FOREIGN.get().is_some_and(|f| f(op, ty, cur, src));
     }
     for (c, s) in cur.chunks_exact_mut(sz).zip(src.chunks_exact(sz)) {
         match (ty, op) {
@@ -557,6 +602,51 @@ mod tests {
 
     fn ints(v: &[i32]) -> Vec<u8> {
         v.iter().flat_map(|x| x.to_ne_bytes()).collect()
+    }
+
+    /// A stand-in for a binding's arithmetic: `LONG_DOUBLE` sums as
+    /// 128-bit integers, everything else refused.
+    fn fake_foreign(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
+        if (op, ty) != (1, LONG_DOUBLE) {
+            return false;
+        }
+        for (c, s) in cur.chunks_exact_mut(16).zip(src.chunks_exact(16)) {
+            let a = u128::from_ne_bytes(c.try_into().unwrap());
+            let b = u128::from_ne_bytes(s.try_into().unwrap());
+            c.copy_from_slice(&(a + b).to_ne_bytes());
+        }
+        true
+    }
+
+    #[test]
+    fn foreign_types_use_the_registered_arithmetic() {
+        // The registration is global: the first one stays (no other test
+        // registers one).
+        set_foreign(fake_foreign);
+        assert!(
+            !set_foreign(fake_foreign),
+            "a second registration is refused"
+        );
+        assert_eq!(type_size(LONG_DOUBLE), Some(16));
+        assert_eq!(type_size(LONG_DOUBLE_INT), Some(32));
+        assert!(supported(1, LONG_DOUBLE) && supported(NO_OP, LONG_DOUBLE));
+        assert!(supported(MAXLOC, LONG_DOUBLE_INT) && !supported(MAXLOC, LONG_DOUBLE));
+        assert!(
+            !supported(5, LONG_DOUBLE),
+            "no bitwise operations on long double"
+        );
+        let mut cur: Vec<u8> = [3u128, 4].iter().flat_map(|x| x.to_ne_bytes()).collect();
+        let src: Vec<u8> = [10u128, 20].iter().flat_map(|x| x.to_ne_bytes()).collect();
+        assert!(apply(1, LONG_DOUBLE, &mut cur, &src));
+        let got: Vec<u128> = cur
+            .chunks_exact(16)
+            .map(|c| u128::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(got, [13, 24]);
+        // The binding's function refuses a product: so does apply.
+        assert!(!apply(2, LONG_DOUBLE, &mut cur, &src));
+        // Not whole elements.
+        assert!(!apply(1, LONG_DOUBLE, &mut cur[..8], &src[..8]));
     }
 
     #[test]
