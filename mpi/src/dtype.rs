@@ -990,15 +990,15 @@ mod tests {
             Type::subarray(&[], &[], &[], true, &int).unwrap_err().class,
             abi::ERR_ARG
         );
-        // A vector too fragmented to flatten is refused before allocating
-        // (it used to build a list of a billion blocks and abort).
+        // A vector too fragmented to flatten is kept unlisted, without
+        // allocating its pieces (it used to build a list of a billion blocks
+        // and abort): exact size and bounds, no segments.
         let four = Type::contiguous(4, &int).unwrap();
-        assert_eq!(
-            Type::vector(i64::from(i32::MAX / 2), 1, 3, &four)
-                .unwrap_err()
-                .class,
-            abi::ERR_COUNT
-        );
+        let n = i32::MAX as usize / 2;
+        let v = Type::vector(i64::from(i32::MAX / 2), 1, 3, &four).unwrap();
+        assert!(!v.flat && v.segs.is_empty());
+        assert_eq!(v.size, n * 16);
+        assert_eq!(v.ub, ((n - 1) * 48 + 16) as isize);
         // One whose blocks are end to end is a contiguous run.
         let v = Type::vector(i64::from(i32::MAX), 1, 1, &int).unwrap();
         assert_eq!(v.segs, [(0, 4 * i32::MAX as usize)]);

@@ -585,9 +585,6 @@ fn mpi_init_sends_no_message_and_comm_self_still_works() {
 }
 
 #[test]
-// ---- branch mpirma (session 10): rma, io, datatype ----
-
-#[test]
 fn accumulates_on_derived_types_long_double_and_pair_vectors() {
     passes("dosmpicc", "rma_derived_acc.c");
 }

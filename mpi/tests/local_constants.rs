@@ -60,7 +60,10 @@ fn private_constants_match_the_header() {
         let text = fs::read_to_string(&path).expect("source");
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
-            let Some(rest) = line.strip_prefix("const ") else {
+            let Some(rest) = line
+                .strip_prefix("const ")
+                .or_else(|| line.strip_prefix("pub(crate) const "))
+            else {
                 continue;
             };
             let Some((name, rest)) = rest.split_once(": c_int = ") else {
@@ -82,8 +85,10 @@ fn private_constants_match_the_header() {
             }
         }
     }
+    // The copies shrink as values move into abi.rs (session 10 moved the
+    // error classes); this floor only catches a pattern that no longer matches.
     assert!(
-        checked >= 20,
+        checked >= 12,
         "only {checked} private constants found: is the pattern stale?"
     );
     assert!(
