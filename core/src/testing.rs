@@ -15,6 +15,7 @@
 //! assert_eq!(sums, vec![3, 3, 3]);
 //! ```
 
+use std::io::Write;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::{Arc, Barrier, Mutex};
@@ -40,34 +41,50 @@ pub fn run_threads<R: Send, F: Fn(World) -> R + Sync>(n: usize, f: F) -> Vec<R> 
 
 /// Runs rank `r`'s part of a job of `size` ranks; see [`run_threads`] for why
 /// a panic aborts.
-fn rank_or_abort<R>(r: usize, size: usize, part: impl FnOnce() -> R) -> R {
+fn rank_or_abort<R>(r: usize, size: usize, test: &str, part: impl FnOnce() -> R) -> R {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(part)) {
         Ok(v) => v,
         Err(p) if size == 1 => std::panic::resume_unwind(p),
-        Err(_) => {
-            tracing::error!(
-                "rank {r} of {size} panicked (message above); aborting, \
-                 since the other ranks may wait for it forever"
+        Err(p) => {
+            // The test harness captures the panic message and would never print it,
+            // since the process aborts first: it goes to stderr itself, past the capture.
+            let what = p
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(a panic without a message)");
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "dos::testing: rank {r} of {size} of test {test} panicked: {what}\n\
+                 aborting, since the other ranks may wait for it forever"
             );
             std::process::abort()
         }
     }
 }
 
+/// The name of the calling thread, which the test harness names after the test.
+fn test_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_string()
+}
+
 /// Like [`run_threads`], with explicit tunables instead of the environment's.
 pub fn run_threads_with<R: Send, F: Fn(World) -> R + Sync>(n: usize, cfg: Config, f: F) -> Vec<R> {
     let seg = Arc::new(Segment::create(n, cfg.shm_ring_bytes.min(1 << 16)).expect("segment"));
+    let test = test_name();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|i| {
                 let seg = seg.clone();
-                let f = &f;
+                let (f, test) = (&f, &test);
                 s.spawn(move || {
                     let shm = select::local(Some(seg), i, cfg.shm_fence).expect("attach");
                     let links = Links::single_node(shm);
                     let eng = Shared::new(Engine::new(links, cfg, n));
                     let peers: Rc<[u32]> = (0..n as u32).collect();
-                    rank_or_abort(i, n, || f(World::from_parts(eng, i, peers, None, i, n)))
+                    rank_or_abort(i, n, test, || {
+                        f(World::from_parts(eng, i, peers, None, i, n))
+                    })
                 })
             })
             .collect();
@@ -147,10 +164,11 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
     let multi = per_node.len() > 1;
     let addrs = Mutex::new(vec![None::<Vec<u8>>; size]);
     let published = Barrier::new(size);
+    let test = test_name();
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..size)
             .map(|r| {
-                let (f, places, segs) = (&f, &places, &segs);
+                let (f, places, segs, test) = (&f, &places, &segs, &test);
                 let (secret, addrs, published) = (&secret, &addrs, &published);
                 s.spawn(move || {
                     let Place { node, local } = places[r];
@@ -181,7 +199,7 @@ pub fn run_cluster_with<R: Send, F: Fn(World) -> R + Sync>(
                     };
                     let eng = Shared::new(Engine::new(links, cfg, per_node[node]));
                     let peers: Rc<[u32]> = (0..size as u32).collect();
-                    rank_or_abort(r, size, || {
+                    rank_or_abort(r, size, test, || {
                         f(World::from_parts(
                             eng,
                             r,

@@ -21,7 +21,7 @@ fn a_panicking_rank_aborts_the_process_instead_of_hanging() {
         .args([
             "--exact",
             "a_panicking_rank_aborts_the_process_instead_of_hanging",
-            "--nocapture",
+            // Captured output, as under `cargo test`: the message must get out anyway.
             "--test-threads=1",
         ])
         .env("DOS_HARNESS_CHILD", "1")
@@ -49,5 +49,10 @@ fn a_panicking_rank_aborts_the_process_instead_of_hanging() {
         .unwrap();
     assert!(!status.success(), "{err}");
     assert!(err.contains("rank 1 gives up"), "{err}");
-    assert!(err.contains("rank 1 of 2 panicked"), "{err}");
+    assert!(
+        err.contains(
+            "rank 1 of 2 of test a_panicking_rank_aborts_the_process_instead_of_hanging panicked"
+        ),
+        "{err}"
+    );
 }
