@@ -410,8 +410,16 @@ impl File {
             published.map(|()| 0).map_err(super::Error::from)
         };
         for round in self.rounds(&plan) {
-            // Phase one: the workers read; in the direct case straight into
-            // the rank's buffers, else into messages to each rank (zeros
+            // The direct case: each rank reads straight into its buffers.
+            if round.direct {
+                if let (Ok(_), Some(w)) = (&res, round.worker_of(me)) {
+                    if let Err(e) = self.locked(|| self.read_direct(w, list, &packed)) {
+                        res = Err(e);
+                    }
+                }
+                continue;
+            }
+            // Phase one: the workers read into messages to each rank (zeros
             // after a failure, so that every rank stays in step).
             let mut sbuf = Vec::new();
             let mut scounts = vec![0usize; n];
@@ -435,22 +443,12 @@ impl File {
                         let at = (p.offset - w.extents[k].offset) as usize;
                         &bufs[k][at..at + len]
                     });
-                    if round.direct {
-                        if let Some(b) = bytes {
-                            let (i, off) = packed.locate(p.buf_offset);
-                            list[i].1[off..off + len].copy_from_slice(b);
-                        }
-                    } else {
-                        scounts[p.rank] += len;
-                        match bytes {
-                            Some(b) => sbuf.extend_from_slice(b),
-                            None => sbuf.resize(sbuf.len() + len, 0),
-                        }
+                    scounts[p.rank] += len;
+                    match bytes {
+                        Some(b) => sbuf.extend_from_slice(b),
+                        None => sbuf.resize(sbuf.len() + len, 0),
                     }
                 }
-            }
-            if round.direct {
-                continue;
             }
             // Phase two: the workers send each rank its parts.
             let sends = round.send_parts(me);
