@@ -43,7 +43,8 @@
 # DOSBENCH_BASE (another dosbench, e.g. an older commit's: it gets the "base" rows,
 # against the DOSFS_BASE servers if given, else the same servers; a client-side
 # before/after in one run), ROWS (only these rows, e.g. "dos-coll base-coll
-# fio-qd16": dos-ind dos-coll base-ind base-coll mpi-ind mpi-coll fio-qd1 fio-qd16;
+# fio-qd16": dos-ind dos-coll base-ind base-coll wb-ind wb-coll mpi-ind mpi-coll fio-qd1 fio-qd16;
+# wb-*: the rows run with DOS_FS_WRITE_BEHIND=$WB, default 8, only when named);
 # without mpi rows MPIBENCH is not built).
 # Not part of the test path: numbers depend on the machine and its load.
 set -euo pipefail
@@ -54,6 +55,7 @@ RANKS=${RANKS:-2}
 BLOCK=${BLOCK:-64M}
 TRANSFER=${TRANSFER:-1M}
 SERVERS=${SERVERS:-3}
+WB=${WB:-8}
 DIR=${DIR:-/tmp/dos-bench-io}
 OUT=${OUT:-target/bench-io}
 
@@ -145,6 +147,8 @@ run_one() { # name
     dos-coll) line=$("$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
     base-ind) line=$(DOSFS=$BASE_FS "$DOSRUN" -n "$RANKS" "$BASE_BENCH" "${IO_ARGS[@]}" | wr) ;;
     base-coll) line=$(DOSFS=$BASE_FS "$DOSRUN" -n "$RANKS" "$BASE_BENCH" "${IO_ARGS[@]}" --collective | wr) ;;
+    wb-ind) line=$(DOS_FS_WRITE_BEHIND=$WB "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" | wr) ;;
+    wb-coll) line=$(DOS_FS_WRITE_BEHIND=$WB "$DOSRUN" -n "$RANKS" "$DOSBENCH" "${IO_ARGS[@]}" --collective | wr) ;;
     mpi-ind)
         line=$(mpirun --oversubscribe --mca btl self,vader -n "$RANKS" \
             "$MPIBENCH" "${IO_ARGS[@]}" --path "$DIR/mpi" | wr)
@@ -184,9 +188,9 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---- 4. table ---------------------------------------------------------------
 python3 - "$RAW" "$RANKS" "$BLOCK" "$TRANSFER" "$SERVERS" "$REPS" "$COLD" "$LOAD_START" "$LOAD_END" \
-    "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" >"$OUT/summary.md" <<'EOF'
+    "$(git rev-parse --short HEAD 2>/dev/null || echo '?')" "$WB" >"$OUT/summary.md" <<'EOF'
 import statistics, sys
-raw, ranks, block, transfer, servers, reps, cold, l0, l1, commit = sys.argv[1:]
+raw, ranks, block, transfer, servers, reps, cold, l0, l1, commit, wb = sys.argv[1:]
 rows = {}
 for line in open(raw):
     name, w, r = line.split("\t")
@@ -198,6 +202,8 @@ label = {
     "dos-coll": "dos::io, collective (write_at_all/read_at_all)",
     "base-ind": "dos::io, independent, base (DOSFS_BASE / DOSBENCH_BASE)",
     "base-coll": "dos::io, collective, base (DOSFS_BASE / DOSBENCH_BASE)",
+    "wb-ind": f"dos::io, independent, DOS_FS_WRITE_BEHIND={wb}",
+    "wb-coll": f"dos::io, collective, DOS_FS_WRITE_BEHIND={wb}",
     "mpi-ind": "Open MPI MPI-IO, independent",
     "mpi-coll": "Open MPI MPI-IO, collective",
     "fio-qd1": "fio O_DIRECT QD1 (libaio, 1 MiB)",

@@ -697,3 +697,37 @@ fn iocheck_across_namespace_hosts() {
     assert_ok(&run(3, "write", "/m3"), "iocheck: OK write 3 ranks");
     assert_ok(&run(5, "read", "/m3"), "iocheck: OK read 5 ranks");
 }
+
+/// Segmented collective calls (the ranks' spans share no stripe: the direct
+/// path, one allgather and each rank on its own): lists with holes written,
+/// read back by another rank, and a read across the end of the file counts
+/// each rank's own bytes below the size.
+#[test]
+fn direct_collective_calls_count_each_ranks_bytes() {
+    let srv = InProcess::up("direct", 2);
+    let fs = &srv.fs;
+    const SEG: u64 = 3 << 20;
+    dos::testing::run_threads(3, |w| {
+        let f = File::open_with(&w, fs, "/d", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        let (a, b) = (vec![me as u8 + 1; 100_000], vec![me as u8 + 11; 50_000]);
+        f.write_at_all_list(&[(me * SEG, &a), (me * SEG + 200_000, &b)])
+            .unwrap();
+        f.sync().unwrap();
+        // The next rank's segment, its hole reading as zeros.
+        let next = (me + 1) % 3;
+        let mut back = vec![9u8; 250_000];
+        assert_eq!(f.read_at_all(next * SEG, &mut back).unwrap(), 250_000);
+        assert!(back[..100_000].iter().all(|&x| x == next as u8 + 1));
+        assert!(back[100_000..200_000].iter().all(|&x| x == 0));
+        assert!(back[200_000..].iter().all(|&x| x == next as u8 + 11));
+        // The file ends at 2 * SEG + 250000: the last rank reads past it.
+        let mut tail = vec![9u8; 100_000];
+        let n = f.read_at_all(me * SEG + 200_000, &mut tail).unwrap();
+        assert_eq!(n, if me == 2 { 50_000 } else { 100_000 });
+        assert!(tail[..50_000].iter().all(|&x| x == me as u8 + 11));
+        assert!(tail[50_000..]
+            .iter()
+            .all(|&x| x == 0 || (me == 2 && x == 9)));
+    });
+}

@@ -1024,7 +1024,7 @@ impl ChunkStore {
     ) -> Result<()> {
         check_range(stripe_size, offset, len as usize)?;
         if out.len() < len as usize {
-            return Err(Error::protocol("a read buffer shorter than the read"));
+            return Err(short_read_buffer());
         }
         {
             let _s = self.shared();
@@ -1095,12 +1095,29 @@ impl ChunkStore {
                 "the data object is shorter than the chunk map says",
             ));
         }
-        for b in offset / BLOCK..end.div_ceil(BLOCK) {
+        self.verify_blocks(ino, stripe, e, offset, end, &out[..want])?;
+        Ok(true)
+    }
+
+    /// Checks `data`, the bytes `start..end` of synced stripe `e`, against
+    /// its block checksums: `start` is a block boundary, and `end` one too
+    /// or the stripe's end (the last block may be short).
+    fn verify_blocks(
+        &self,
+        ino: u64,
+        stripe: u64,
+        e: &Entry,
+        start: u32,
+        end: u32,
+        data: &[u8],
+    ) -> Result<()> {
+        debug_assert!(start % BLOCK == 0 && data.len() == (end - start) as usize);
+        for b in start / BLOCK..end.div_ceil(BLOCK) {
             let (x, y) = (
-                (b * BLOCK - offset) as usize,
-                ((b * BLOCK).saturating_add(BLOCK).min(end) - offset) as usize,
+                (b * BLOCK - start) as usize,
+                ((b * BLOCK).saturating_add(BLOCK).min(end) - start) as usize,
             );
-            if crc32c::crc32c(&out[x..y]) != e.crcs[b as usize] {
+            if e.crcs.get(b as usize) != Some(&crc32c::crc32c(&data[x..y])) {
                 return Err(self.corrupt_at(
                     ino,
                     stripe,
@@ -1113,7 +1130,7 @@ impl ChunkStore {
                 ));
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The checked bytes `offset..offset + len` of synced stripe `e`, cut
@@ -1176,24 +1193,7 @@ impl ChunkStore {
             return Err(short());
         }
         let d = &buf.as_ref()[..want];
-        for b in b0..b1 {
-            let (x, y) = (
-                (b * BLOCK - rs) as usize,
-                ((b * BLOCK).saturating_add(BLOCK).min(e.len) - rs) as usize,
-            );
-            if crc32c::crc32c(&d[x..y]) != e.crcs[b as usize] {
-                return Err(self.corrupt_at(
-                    ino,
-                    stripe,
-                    e.stripe_size,
-                    b * BLOCK,
-                    format!(
-                        "checksum mismatch in the block at stripe offset {}",
-                        b * BLOCK
-                    ),
-                ));
-            }
-        }
+        self.verify_blocks(ino, stripe, e, rs, re, d)?;
         let out = d[(offset - rs) as usize..(end - rs) as usize].to_vec();
         give_read_buf(buf);
         Ok(out)
@@ -1701,6 +1701,12 @@ fn read_direct(f: &File, buf: &mut [u8], pos: u64) -> std::io::Result<usize> {
         }
     }
     Ok(got)
+}
+
+/// A read into a buffer shorter than the read (every read-into path says
+/// this, the chunk store's and a handler's default).
+pub(crate) fn short_read_buffer() -> Error {
+    Error::protocol("a read buffer shorter than the read")
 }
 
 fn layout_mismatch(asked: u32, has: u32) -> Error {

@@ -145,6 +145,9 @@ pub trait Handler: Send + Sync + 'static {
         len: u32,
         out: &mut [u8],
     ) -> Reply {
+        if out.len() < len as usize {
+            return error_reply(&crate::chunk::short_read_buffer());
+        }
         match self.handle(Request::Read {
             ino,
             stripe,
@@ -152,13 +155,11 @@ pub trait Handler: Send + Sync + 'static {
             offset,
             len,
         }) {
-            Reply::Data(d) if d.len() == len as usize && out.len() >= d.len() => {
+            Reply::Data(d) if d.len() == len as usize => {
                 out[..d.len()].copy_from_slice(&d);
                 Reply::Ok
             }
-            Reply::Data(_) => Reply::Error(WireError::from_error(&Error::protocol(
-                "read returned another length",
-            ))),
+            Reply::Data(_) => error_reply(&Error::protocol("read returned another length")),
             r => r,
         }
     }
@@ -181,10 +182,7 @@ impl Handler for Service {
         offset: u32,
         data: &[u8],
     ) -> Reply {
-        match self.chunks.write(ino, stripe, stripe_size, offset, data) {
-            Ok(()) => Reply::Ok,
-            Err(e) => Reply::Error(WireError::from_error(&e)),
-        }
+        ok_reply(self.chunks.write(ino, stripe, stripe_size, offset, data))
     }
 
     fn read_into(
@@ -196,14 +194,21 @@ impl Handler for Service {
         len: u32,
         out: &mut [u8],
     ) -> Reply {
-        match self
-            .chunks
-            .read_into(ino, stripe, stripe_size, offset, len, out)
-        {
-            Ok(()) => Reply::Ok,
-            Err(e) => Reply::Error(WireError::from_error(&e)),
-        }
+        ok_reply(
+            self.chunks
+                .read_into(ino, stripe, stripe_size, offset, len, out),
+        )
     }
+}
+
+/// The reply that reports `e` (the one conversion of every path's errors).
+fn error_reply(e: &Error) -> Reply {
+    Reply::Error(WireError::from_error(e))
+}
+
+/// [`Reply::Ok`], or the reply that reports the error.
+fn ok_reply(r: Result<()>) -> Reply {
+    r.map_or_else(|e| error_reply(&e), |()| Reply::Ok)
 }
 
 /// The request handler of one server.
@@ -265,10 +270,7 @@ impl Service {
 
     /// Handles one request.
     pub fn handle(&self, req: Request) -> Reply {
-        match self.try_handle(req) {
-            Ok(r) => r,
-            Err(e) => Reply::Error(WireError::from_error(&e)),
-        }
+        self.try_handle(req).unwrap_or_else(|e| error_reply(&e))
     }
 
     fn meta(&self) -> Result<std::sync::MutexGuard<'_, Meta>> {
@@ -779,7 +781,6 @@ fn worker(svc: &dyn Handler, rx: &Mutex<Receiver<Job>>) {
 /// read goes from the disk straight into the slot when it can
 /// ([`Handler::read_into`]).
 fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
-    let err = |e: &Error| Reply::Error(WireError::from_error(e));
     match req {
         Request::WriteSlot {
             ino,
@@ -793,7 +794,7 @@ fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
             t.give_back(slot);
             match copied {
                 Ok(()) => svc.write_from(ino, stripe, stripe_size, offset, buf),
-                Err(e) => err(&e),
+                Err(e) => error_reply(&e),
             }
         }),
         Request::ReadSlot {
@@ -809,7 +810,7 @@ fn with_slot(svc: &dyn Handler, t: &SlotTable, req: Request) -> Reply {
             // the last use of `out`: no other reference to it exists here.
             let rep = match unsafe { t.region().slot_mut(slot) } {
                 Ok(out) => svc.read_into(ino, stripe, stripe_size, offset, len, out),
-                Err(e) => err(&e),
+                Err(e) => error_reply(&e),
             };
             t.give_back(slot);
             rep
@@ -991,7 +992,7 @@ fn connection(
             Ok((id, Err(e))) => {
                 // A body we cannot read: answer, and keep the connection (the
                 // frame boundary is intact).
-                out.send(&Reply::Error(WireError::from_error(&e)).encode(id));
+                out.send(&error_reply(&e).encode(id));
                 continue;
             }
             Err(_) => break, // a bad header: the stream is out of step
@@ -1013,9 +1014,9 @@ fn connection(
                     rkey: Vec::new(),
                 }
             } else {
-                Reply::Error(WireError::from_error(&Error::protocol(
+                error_reply(&Error::protocol(
                     "RDMA setup must be the first request of a TCP connection",
-                )))
+                ))
             };
             first = false;
             out.send_reply(id, &reply);
@@ -1030,7 +1031,7 @@ fn connection(
                 None => Err(Error::protocol("this connection has no data slots")),
             };
             if let Err(e) = taken {
-                out.send(&Reply::Error(WireError::from_error(&e)).encode(id));
+                out.send(&error_reply(&e).encode(id));
                 continue;
             }
         }
@@ -1065,4 +1066,40 @@ fn connection(
         }
     }
     stream.shutdown();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handler that answers every read with `len` bytes of 7.
+    struct Sevens;
+
+    impl Handler for Sevens {
+        fn index(&self) -> u32 {
+            0
+        }
+
+        fn handle(&self, req: Request) -> Reply {
+            match req {
+                Request::Read { len, .. } => Reply::Data(vec![7; len as usize]),
+                _ => Reply::Ok,
+            }
+        }
+    }
+
+    #[test]
+    fn default_read_into_says_what_is_wrong() {
+        let mut out = [0u8; 8];
+        assert_eq!(Sevens.read_into(1, 0, 4096, 0, 8, &mut out), Reply::Ok);
+        assert_eq!(out, [7; 8]);
+        // A short buffer is named as such (not as a reply of another length),
+        // with the chunk store's words.
+        match Sevens.read_into(1, 0, 4096, 0, 9, &mut out) {
+            Reply::Error(e) => {
+                assert_eq!(e, WireError::from_error(&crate::chunk::short_read_buffer()));
+            }
+            r => panic!("{r:?}"),
+        }
+    }
 }

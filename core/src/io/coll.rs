@@ -1,10 +1,20 @@
 //! The collective transfers of [`File`]: gather the access lists, plan
 //! ([`super::plan`]), exchange with the aggregators over dos messages, do
 //! the I/O, agree on the outcome.
+//!
+//! A call starts with one allgather of each rank's [`Summary`] (its number
+//! of ranges and their span), which decides the path ([`decide`]). When no
+//! stripe lies in two ranks' spans, each rank does its own I/O and the call
+//! ends there: one collective, no exchange, and (as for independent I/O)
+//! each rank's outcome is its own. Otherwise the lists are gathered (not
+//! when every rank has at most one range: the summaries are the lists),
+//! planned, exchanged in rounds, and the outcome agreed.
 
 use super::error::Result;
 use super::file::{agree, File};
-use super::plan::{plan, Access, Extent, Options, Part, Plan, Worker};
+use super::plan::{
+    decide, direct_worker, plan, Access, Extent, Options, Part, Path, Plan, Summary, Worker,
+};
 use crate::Comm;
 
 /// Where the bytes of each part of a rank's own list lie: the list's
@@ -99,6 +109,13 @@ pub(super) fn split_mut<'a>(
     out
 }
 
+/// How many bytes of the ranges `mine` lie below `size`.
+fn count_below(mine: &Access, size: u64) -> usize {
+    mine.iter()
+        .map(|&(o, l)| size.saturating_sub(o).min(l))
+        .sum::<u64>() as usize
+}
+
 /// Counts and displacements of an `alltoallv` from byte counts per rank.
 pub(super) fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
     let mut displs = Vec::with_capacity(counts.len());
@@ -110,6 +127,14 @@ pub(super) fn layout_of(counts: Vec<usize>) -> (Vec<usize>, Vec<usize>, usize) {
     (counts, displs, at)
 }
 
+/// A collective call's plan and its path.
+struct Call {
+    plan: Plan,
+    /// The direct path decided from the summaries: the plan holds this
+    /// rank's worker only, and the call needs no further collective.
+    alone: bool,
+}
+
 impl File {
     fn plan_options(&self) -> Options {
         Options {
@@ -118,11 +143,14 @@ impl File {
         }
     }
 
-    /// Every rank's access list, gathered.
-    fn gather_accesses(&self, comm: &Comm, mine: &Access) -> Result<Vec<Vec<(u64, u64)>>> {
+    /// Every rank's access list, gathered, given each rank's count.
+    fn gather_accesses(
+        &self,
+        comm: &Comm,
+        mine: &Access,
+        counts: &[u64],
+    ) -> Result<Vec<Vec<(u64, u64)>>> {
         let n = comm.size();
-        let mut counts = vec![0u64; n];
-        comm.allgather(&[mine.len() as u64], &mut counts)?;
         let flat: Vec<u64> = mine.iter().flat_map(|&(o, l)| [o, l]).collect();
         let (c2, displs, total) = layout_of(counts.iter().map(|&c| 2 * c as usize).collect());
         let mut all = vec![0u64; total];
@@ -137,10 +165,42 @@ impl File {
             .collect())
     }
 
-    /// The plan of one collective call with `mine` as this rank's ranges.
-    fn collective_plan(&self, comm: &Comm, mine: &Access) -> Result<Plan> {
-        let all = self.gather_accesses(comm, mine)?;
-        self.plan_of(&all)
+    /// The plan of one collective call with `mine` as this rank's ranges:
+    /// one allgather of the summaries, and the lists only when the path
+    /// needs them (see the module's docs).
+    fn collective_plan(&self, comm: &Comm, mine: &Access) -> Result<Call> {
+        let n = comm.size();
+        let mut words = vec![0u64; 3 * n];
+        comm.allgather(&Summary::of(mine).to_words(), &mut words)?;
+        let sums: Vec<Summary> = words
+            .chunks_exact(3)
+            .map(|w| Summary::from_words([w[0], w[1], w[2]]))
+            .collect();
+        let ss = u64::from(self.attr.layout.stripe_size);
+        let plan = match decide(&sums, ss, self.hints.direct)? {
+            Path::Direct => {
+                let me = comm.rank();
+                let mut packed = vec![0u64; n];
+                packed[me] = mine.iter().map(|r| r.1).sum();
+                return Ok(Call {
+                    plan: Plan {
+                        direct: true,
+                        workers: direct_worker(me, mine, self.hints.sieve_hole)?
+                            .into_iter()
+                            .collect(),
+                        packed,
+                    },
+                    alone: true,
+                });
+            }
+            Path::Known(all) => self.plan_of(&all)?,
+            Path::Gather => {
+                let counts: Vec<u64> = sums.iter().map(|s| s.count).collect();
+                let all = self.gather_accesses(comm, mine, &counts)?;
+                self.plan_of(&all)?
+            }
+        };
+        Ok(Call { plan, alone: false })
     }
 
     /// The plan of every rank's access list.
@@ -181,11 +241,20 @@ impl File {
     pub(super) fn write_file_list(&self, comm: &Comm, list: &[(u64, &[u8])]) -> Result<()> {
         const OP: &str = "write_at_all";
         let mine: Vec<(u64, u64)> = list.iter().map(|(o, d)| (*o, d.len() as u64)).collect();
-        let plan = self.collective_plan(comm, &mine)?;
+        let Call { plan, alone } = self.collective_plan(comm, &mine)?;
         let me = comm.rank();
         let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
         let src = |p: &Part| packed.source(list, p);
+        if alone {
+            return match plan.worker_of(me) {
+                Some(w) => {
+                    let sources: Vec<&[u8]> = w.parts.iter().map(src).collect();
+                    self.locked(|| self.write_extents(w, &sources))
+                }
+                None => Ok(()),
+            };
+        }
         let mut res = Ok(());
         for round in self.rounds(&plan) {
             let (recv, rdispls) = if round.direct {
@@ -309,10 +378,21 @@ impl File {
         // plan's allgather, so rank 0's size below counts the writes of
         // earlier collective calls (whose aggregators hold their ends).
         let published = self.fs.client().publish_size(self.attr.ino);
-        let plan = self.collective_plan(comm, &mine)?;
+        let Call { plan, alone } = self.collective_plan(comm, &mine)?;
         let me = comm.rank();
         let n = comm.size();
         let packed = Packed::new(list.iter().map(|(_, d)| d.len()));
+        if alone {
+            // This rank's own reads, and its own size for the count (every
+            // rank published its written end before the allgather).
+            published?;
+            if let Some(w) = plan.worker_of(me) {
+                self.locked(|| self.read_direct(w, list, &packed))?;
+            }
+            let end = mine.iter().map(|&(o, l)| o + l).max().unwrap_or(0);
+            let size = self.size_at_least(end)?;
+            return Ok(count_below(&mine, size));
+        }
         // Rank 0 learns the size for the count (no request when a size seen
         // before covers every rank's extents).
         let mut res: Result<u64> = if me == 0 {
@@ -330,8 +410,16 @@ impl File {
             published.map(|()| 0).map_err(super::Error::from)
         };
         for round in self.rounds(&plan) {
-            // Phase one: the workers read; in the direct case straight into
-            // the rank's buffers, else into messages to each rank (zeros
+            // The direct case: each rank reads straight into its buffers.
+            if round.direct {
+                if let (Ok(_), Some(w)) = (&res, round.worker_of(me)) {
+                    if let Err(e) = self.locked(|| self.read_direct(w, list, &packed)) {
+                        res = Err(e);
+                    }
+                }
+                continue;
+            }
+            // Phase one: the workers read into messages to each rank (zeros
             // after a failure, so that every rank stays in step).
             let mut sbuf = Vec::new();
             let mut scounts = vec![0usize; n];
@@ -355,22 +443,12 @@ impl File {
                         let at = (p.offset - w.extents[k].offset) as usize;
                         &bufs[k][at..at + len]
                     });
-                    if round.direct {
-                        if let Some(b) = bytes {
-                            let (i, off) = packed.locate(p.buf_offset);
-                            list[i].1[off..off + len].copy_from_slice(b);
-                        }
-                    } else {
-                        scounts[p.rank] += len;
-                        match bytes {
-                            Some(b) => sbuf.extend_from_slice(b),
-                            None => sbuf.resize(sbuf.len() + len, 0),
-                        }
+                    scounts[p.rank] += len;
+                    match bytes {
+                        Some(b) => sbuf.extend_from_slice(b),
+                        None => sbuf.resize(sbuf.len() + len, 0),
                     }
                 }
-            }
-            if round.direct {
-                continue;
             }
             // Phase two: the workers send each rank its parts.
             let sends = round.send_parts(me);
@@ -398,11 +476,45 @@ impl File {
             0
         };
         let (_, size) = agree(comm, OP, res, size)?;
-        let count = mine
-            .iter()
-            .map(|&(o, l)| size.saturating_sub(o).min(l))
-            .sum::<u64>();
-        Ok(count as usize)
+        Ok(count_below(&mine, size))
+    }
+
+    /// A direct worker's reads into its own rank's buffers: an extent that
+    /// is exactly one part goes straight into the buffer, others through a
+    /// buffer of their own.
+    fn read_direct(
+        &self,
+        w: &Worker,
+        list: &mut [(u64, &mut [u8])],
+        packed: &Packed,
+    ) -> Result<()> {
+        let c = self.fs.client();
+        let mut by_extent: Vec<Vec<usize>> = vec![Vec::new(); w.extents.len()];
+        for (i, p) in w.parts.iter().enumerate() {
+            by_extent[extent_of(w, p)].push(i);
+        }
+        for (e, parts) in w.extents.iter().zip(&by_extent) {
+            if let [only] = parts[..] {
+                let p = &w.parts[only];
+                let (i, off) = packed.locate(p.buf_offset);
+                if p.offset == e.offset && p.len == e.len && off + p.len as usize <= list[i].1.len()
+                {
+                    let dst = &mut list[i].1[off..off + p.len as usize];
+                    c.read_at(&self.path, &self.attr, e.offset, dst)?;
+                    continue;
+                }
+            }
+            let mut buf = vec![0u8; e.len as usize];
+            c.read_at(&self.path, &self.attr, e.offset, &mut buf)?;
+            for &k in parts {
+                let p = &w.parts[k];
+                let (i, off) = packed.locate(p.buf_offset);
+                let at = (p.offset - e.offset) as usize;
+                let len = p.len as usize;
+                list[i].1[off..off + len].copy_from_slice(&buf[at..at + len]);
+            }
+        }
+        Ok(())
     }
 
     /// A worker's reads: every extent into a buffer.

@@ -37,7 +37,10 @@
 //!   [`File::read_at_all_list`] (a list of `(offset, buffer)` pairs, any
 //!   order), through the two-phase engine of [`plan`]: file domains aligned
 //!   to stripes, one aggregator per node by default, a direct path when the
-//!   ranks' ranges do not interleave within a stripe, data sieving for small
+//!   ranks' ranges do not interleave within a stripe (decided by one
+//!   allgather of each rank's range summary; when the ranks' spans share no
+//!   stripe that allgather is the call's only collective, and each rank's
+//!   outcome is its own, as for independent I/O), data sieving for small
 //!   holes, in rounds of at most [`Hints::cb_buffer`] bytes of file per
 //!   aggregator (16 MiB, ROMIO's `cb_buffer_size`), which bound an
 //!   aggregator's memory. The data between ranks and aggregators travels as ordinary dos

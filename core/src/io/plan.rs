@@ -22,6 +22,13 @@
 //!   would only add a copy: each rank is its own [`Worker`] for its own
 //!   ranges, and nothing is exchanged. Two ranks never touch the same stripe,
 //!   so they never contend for a chunk on a server.
+//!   Every call first gathers one [`Summary`] per rank (its number of
+//!   ranges and their span): when no stripe lies in two ranks' spans
+//!   ([`decide`] gives [`Path::Direct`]), each rank plans its own worker
+//!   ([`direct_worker`]) without seeing the others' lists, and it is the
+//!   worker the full planner would give it. Only when spans share a stripe
+//!   are the lists gathered and planned here (possibly still direct, when
+//!   the ranges themselves do not interleave).
 //! * **Aggregated**: the covering range of every access, from the stripe
 //!   holding its first byte to the stripe holding its last, is split into
 //!   contiguous *file domains* of whole stripes, as even as stripes allow,
@@ -250,21 +257,8 @@ pub fn plan(
     let mut packed = vec![0u64; n];
     let mut ranges: Vec<Vec<Part>> = Vec::with_capacity(n);
     for (rank, acc) in accesses.iter().enumerate() {
-        let mut mine = Vec::with_capacity(acc.len());
-        for &(offset, len) in acc.iter() {
-            if offset.checked_add(len).is_none() {
-                return Err(PlanError::Overflow { rank, offset, len });
-            }
-            if len > 0 {
-                mine.push(Part {
-                    rank,
-                    offset,
-                    len,
-                    buf_offset: packed[rank],
-                });
-            }
-            packed[rank] += len;
-        }
+        let (mine, len) = parts_of(rank, acc)?;
+        packed[rank] = len;
         ranges.push(mine);
     }
     let owners = stripe_owners(&ranges, stripe_size);
@@ -366,6 +360,179 @@ pub fn plan(
         workers,
         packed,
     })
+}
+
+/// `rank`'s non-empty ranges as parts with their packed offsets, and the
+/// length of its packed buffer.
+fn parts_of(rank: usize, acc: &Access) -> Result<(Vec<Part>, u64), PlanError> {
+    let mut mine = Vec::with_capacity(acc.len());
+    let mut packed = 0u64;
+    for &(offset, len) in acc {
+        if offset.checked_add(len).is_none() {
+            return Err(PlanError::Overflow { rank, offset, len });
+        }
+        if len > 0 {
+            mine.push(Part {
+                rank,
+                offset,
+                len,
+                buf_offset: packed,
+            });
+        }
+        packed += len;
+    }
+    Ok((mine, packed))
+}
+
+/// What a rank tells the others at the start of a collective call: how many
+/// ranges it accesses and the span they cover. One allgather of these
+/// decides the path ([`decide`]); in the direct case it is the only
+/// collective of the call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// The number of ranges (empty ones included), or [`Summary::OVERFLOW`]
+    /// when one of them ends past `u64::MAX` (then `first` and `end` are
+    /// that range's offset and length, for the error every rank reports).
+    pub count: u64,
+    /// The first byte of its non-empty ranges (0 when there are none).
+    pub first: u64,
+    /// One past their last byte (0 when there are none).
+    pub end: u64,
+}
+
+impl Summary {
+    /// The `count` of a list with a range that overflows.
+    pub const OVERFLOW: u64 = u64::MAX;
+
+    /// The summary of one rank's access list.
+    pub fn of(acc: &Access) -> Summary {
+        let mut s = Summary {
+            count: acc.len() as u64,
+            first: u64::MAX,
+            end: 0,
+        };
+        for &(offset, len) in acc {
+            let Some(end) = offset.checked_add(len) else {
+                return Summary {
+                    count: Summary::OVERFLOW,
+                    first: offset,
+                    end: len,
+                };
+            };
+            if len > 0 {
+                s.first = s.first.min(offset);
+                s.end = s.end.max(end);
+            }
+        }
+        if s.end == 0 {
+            s.first = 0;
+        }
+        s
+    }
+
+    /// As the three words of the allgather.
+    pub fn to_words(self) -> [u64; 3] {
+        [self.count, self.first, self.end]
+    }
+
+    /// From the three words of the allgather.
+    pub fn from_words(w: [u64; 3]) -> Summary {
+        Summary {
+            count: w[0],
+            first: w[1],
+            end: w[2],
+        }
+    }
+}
+
+/// How a collective call proceeds, decided from every rank's [`Summary`]
+/// (every rank decides the same).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Path {
+    /// No stripe lies in the spans of two ranks (the IOR segmented pattern):
+    /// each rank reads or writes its own ranges ([`direct_worker`]); no
+    /// list is gathered and nothing is exchanged. The full planner would
+    /// give the same workers (its direct case covers this one).
+    Direct,
+    /// No rank has more than one range: the summaries are the lists (one
+    /// per rank), to plan with [`plan`] without gathering them.
+    Known(Vec<Vec<(u64, u64)>>),
+    /// The lists must be gathered (their counts are the summaries').
+    Gather,
+}
+
+/// The path of a collective call from every rank's summary over a file of
+/// `stripe_size` byte stripes (direct only if `allow_direct`).
+pub fn decide(
+    summaries: &[Summary],
+    stripe_size: u64,
+    allow_direct: bool,
+) -> Result<Path, PlanError> {
+    if stripe_size == 0 {
+        return Err(PlanError::ZeroStripe);
+    }
+    if let Some((rank, s)) = summaries
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.count == Summary::OVERFLOW)
+    {
+        return Err(PlanError::Overflow {
+            rank,
+            offset: s.first,
+            len: s.end,
+        });
+    }
+    if allow_direct {
+        let mut spans: Vec<(u64, u64)> = summaries
+            .iter()
+            .filter(|s| s.first < s.end)
+            .map(|s| (s.first / stripe_size, (s.end - 1) / stripe_size))
+            .collect();
+        spans.sort_unstable();
+        if spans.windows(2).all(|w| w[0].1 < w[1].0) {
+            return Ok(Path::Direct);
+        }
+    }
+    if summaries.iter().all(|s| s.count <= 1) {
+        return Ok(Path::Known(
+            summaries
+                .iter()
+                .map(|s| {
+                    if s.first < s.end {
+                        vec![(s.first, s.end - s.first)]
+                    } else {
+                        Vec::new()
+                    }
+                })
+                .collect(),
+        ));
+    }
+    Ok(Path::Gather)
+}
+
+/// On the [`Path::Direct`] path, rank `rank`'s own worker for its list
+/// `acc` (`None` if it has no bytes to move): its ranges as parts, in list
+/// order, and their extents, holes of at most `sieve_hole` bytes filled
+/// (every hole lies inside the rank's span, whose stripes no other rank
+/// touches). A one-rank [`Plan`] of it has `direct` set.
+pub fn direct_worker(
+    rank: usize,
+    acc: &Access,
+    sieve_hole: u64,
+) -> Result<Option<Worker>, PlanError> {
+    let (parts, _) = parts_of(rank, acc)?;
+    let (Some(lo), Some(hi)) = (
+        parts.iter().map(|p| p.offset).min(),
+        parts.iter().map(|p| p.offset + p.len).max(),
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(Worker {
+        rank,
+        domain: (lo, hi),
+        extents: extents(&parts, sieve_hole, |_, _| true),
+        parts,
+    }))
 }
 
 /// Runs of stripes touched by each rank, as sorted disjoint `(first, last,

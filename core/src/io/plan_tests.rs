@@ -431,3 +431,172 @@ fn bad_input_is_a_typed_error() {
     let p = plan(&refs, 10, &[], Options::default()).unwrap();
     assert!(p.workers.is_empty());
 }
+
+/// IOR's segmented pattern with random ranges: rank `r`'s ranges lie in its
+/// own block `r * block..(r + 1) * block` (not aligned to stripes in
+/// general, so neighbouring ranks may still share a stripe); some ranks
+/// have none.
+fn segmented_lists() -> impl Strategy<Value = Vec<Vec<(u64, u64)>>> {
+    (1usize..7, 50u64..600).prop_flat_map(|(n, block)| {
+        proptest::collection::vec(proptest::collection::vec((0..block, 0u64..250), 0..5), n)
+            .prop_map(move |lists| {
+                lists
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, l)| {
+                        l.into_iter()
+                            .map(|(o, len)| (r as u64 * block + o, len.min(block - o)))
+                            .collect()
+                    })
+                    .collect()
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(600))]
+
+    /// The path decided from the summaries alone gives the file bytes (and
+    /// read buffers) of the two-phase path and of the serial model, each
+    /// rank planning only its own list when it is direct.
+    #[test]
+    fn summary_path_matches_two_phase(
+        accesses in prop_oneof![access_lists(), segmented_lists()],
+        ss in 1u64..700,
+        nodes in 1usize..5,
+        blocked in any::<bool>(),
+        hole in prop_oneof![Just(0u64), 1u64..200, Just(u64::MAX)],
+        seed in any::<u8>(),
+    ) {
+        let n = accesses.len();
+        let aggs = aggregators_of(n, nodes, blocked);
+        let refs: Vec<&Access> = accesses.iter().map(|a| a.as_slice()).collect();
+        let sums: Vec<Summary> = accesses.iter().map(|a| Summary::of(a)).collect();
+        for s in &sums {
+            prop_assert_eq!(Summary::from_words(s.to_words()), *s);
+        }
+        let path = decide(&sums, ss, true).unwrap();
+        prop_assert_eq!(decide(&sums, ss, false).unwrap() == Path::Direct, false);
+        let full = plan(&refs, ss, &aggs, Options { sieve_hole: hole, allow_direct: true }).unwrap();
+        let two = plan(&refs, ss, &aggs, Options { sieve_hole: hole, allow_direct: false }).unwrap();
+
+        let file0: Vec<u8> = (0..FILE).map(|i| (i as u8) ^ seed).collect();
+        let mut want = file0.clone();
+        serial_write(&mut want, &accesses);
+        let data: Vec<Vec<u8>> = (0..n).map(|r| packed_data(r, two.packed[r])).collect();
+        let mut got_two = file0.clone();
+        for r in two.rounds(u64::MAX, ss, hole) {
+            apply_write(&r, &mut got_two, &data);
+        }
+        prop_assert!(got_two == want);
+        if sums.iter().all(|s| s.count <= 1) {
+            prop_assert_eq!(path == Path::Direct, !interleaved(&accesses, ss));
+        }
+        match path {
+            Path::Direct => {
+                prop_assert!(!interleaved(&accesses, ss));
+                prop_assert!(full.direct);
+                let mine: Vec<Plan> = (0..n)
+                    .filter_map(|r| direct_worker(r, &accesses[r], hole).unwrap())
+                    .map(|w| Plan { direct: true, workers: vec![w], packed: full.packed.clone() })
+                    .collect();
+                let workers: Vec<Worker> = mine.iter().map(|p| p.workers[0].clone()).collect();
+                prop_assert_eq!(&workers, &full.workers);
+                // Together they have the shape of one plan (disjoint extents).
+                let joint = Plan { direct: true, workers, packed: full.packed.clone() };
+                check_shape(&joint, ss, &aggs)?;
+                // Each rank writes on its own, against the file as it was.
+                let mut got = file0.clone();
+                for p in &mine {
+                    let mut alone = file0.clone();
+                    apply_write(p, &mut alone, &data);
+                    for e in &p.workers[0].extents {
+                        let r = e.offset as usize..(e.offset + e.len) as usize;
+                        got[r.clone()].copy_from_slice(&alone[r]);
+                    }
+                }
+                prop_assert!(got == want, "direct plans {:?}", mine);
+                let mut got_r: Vec<Vec<u8>> =
+                    full.packed.iter().map(|&n| vec![0xAA; n as usize]).collect();
+                for p in &mine {
+                    apply_read(p, &want, &mut got_r);
+                }
+                prop_assert_eq!(got_r, serial_read(&want, &accesses));
+            }
+            Path::Known(lists) => {
+                prop_assert!(sums.iter().all(|s| s.count <= 1));
+                let refs: Vec<&Access> = lists.iter().map(|a| a.as_slice()).collect();
+                let known = plan(&refs, ss, &aggs, Options { sieve_hole: hole, allow_direct: true }).unwrap();
+                prop_assert_eq!(known, full);
+            }
+            Path::Gather => {
+                prop_assert!(sums.iter().any(|s| s.count > 1));
+            }
+        }
+    }
+}
+
+#[test]
+fn summaries_decide_the_path() {
+    let ss = 100;
+    let seg: Vec<Vec<(u64, u64)>> = (0..3)
+        .map(|r| vec![(300 * r, 100), (300 * r + 150, 150)])
+        .collect();
+    let sums: Vec<Summary> = seg.iter().map(|a| Summary::of(a)).collect();
+    assert_eq!(
+        sums[1],
+        Summary {
+            count: 2,
+            first: 300,
+            end: 600
+        }
+    );
+    assert_eq!(decide(&sums, ss, true), Ok(Path::Direct));
+    assert_eq!(decide(&sums, ss, false), Ok(Path::Gather));
+    // Spans sharing stripe 2 (ranks 0 and 1 at 250..350): the lists decide.
+    assert_eq!(decide(&sums, 250, true), Ok(Path::Gather));
+    // One range each, interleaved: the summaries are the lists.
+    let one = [
+        Summary::of(&[(0, 10)]),
+        Summary::of(&[(5, 10)]),
+        Summary::of(&[]),
+    ];
+    assert_eq!(
+        decide(&one, ss, true),
+        Ok(Path::Known(vec![vec![(0, 10)], vec![(5, 10)], vec![]]))
+    );
+    // Empty ranges and empty ranks do not count for the span.
+    let e = [Summary::of(&[(50, 0), (0, 10)]), Summary::of(&[(5, 0)])];
+    assert_eq!(
+        e[1],
+        Summary {
+            count: 1,
+            first: 0,
+            end: 0
+        }
+    );
+    assert_eq!(decide(&e, ss, true), Ok(Path::Direct));
+}
+
+#[test]
+fn bad_summaries_are_a_typed_error_on_every_rank() {
+    let bad = [
+        Summary::of(&[(0, 10)]),
+        Summary::of(&[(1, 1), (u64::MAX, 2)]),
+    ];
+    assert_eq!(bad[1].count, Summary::OVERFLOW);
+    assert_eq!(
+        decide(&bad, 10, true),
+        Err(PlanError::Overflow {
+            rank: 1,
+            offset: u64::MAX,
+            len: 2
+        })
+    );
+    assert_eq!(decide(&bad[..1], 0, true), Err(PlanError::ZeroStripe));
+    assert!(matches!(
+        direct_worker(0, &[(u64::MAX, 2)], 0),
+        Err(PlanError::Overflow { rank: 0, .. })
+    ));
+    assert_eq!(direct_worker(0, &[(7, 0)], 0), Ok(None));
+}
