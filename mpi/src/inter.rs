@@ -508,6 +508,11 @@ pub(crate) fn remote_group(comm: Handle) -> R<Group> {
     world_group(&inter(comm)?.remote)
 }
 
+/// The size of the local group.
+pub(crate) fn local_size(comm: Handle) -> R<usize> {
+    Ok(inter(comm)?.local.len())
+}
+
 /// The size of the remote group (`MPI_Comm_remote_size`).
 pub(crate) fn remote_size(comm: Handle) -> R<usize> {
     Ok(inter(comm)?.remote.len())

@@ -533,6 +533,46 @@ macro_rules! mpi_fn {
     };
 }
 
+/// Defines a collective once for both count widths: a core
+/// `unsafe fn $core<C: Wide, D: Wide>` holding the body (`C` the type of
+/// counts, `D` of displacements), `MPI_X`/`PMPI_X` with `int` for both, and
+/// `MPI_X_c`/`PMPI_X_c` with `MPI_Count` and `MPI_Aint` (see
+/// [`large`](crate::large)). Argument types name `C` and `D`; the file
+/// imports `crate::large::{C, D}` (the `int` forms' types) and the `_c`
+/// forms shadow them in a block of their own.
+macro_rules! coll_fn {
+    (
+        $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident, $mpic:ident / $pmpic:ident = $core:ident ( $($a:ident : $t:ty),* $(,)? ) on $comm:expr => $body:block
+    ) => {
+        /// The core of
+        #[doc = concat!("`", stringify!($mpi), "` and `", stringify!($mpic), "`.")]
+        ///
+        /// # Safety
+        /// Every pointer argument valid as the MPI standard requires of it.
+        #[allow(clippy::too_many_arguments, unused_unsafe)]
+        pub(crate) unsafe fn $core<C: $crate::large::Wide, D: $crate::large::Wide>($($a: $t),*) -> $crate::error::R<()> {
+            // SAFETY: this function's contract.
+            unsafe { $body }
+        }
+
+        mpi_fn! {
+            $(#[doc = $doc])*
+            fn $mpi / $pmpi ($($a: $t),*) on $comm => { $core::<C, D>($($a),*) }
+        }
+
+        const _: () = {
+            type C = $crate::large::Count;
+            type D = $crate::large::Aint;
+            mpi_fn! {
+                $(#[doc = $doc])*
+                /// (The large-count form, MPI-4.)
+                fn $mpic / $pmpic ($($a: $t),*) on $comm => { $core::<C, D>($($a),*) }
+            }
+        };
+    };
+}
+
 pub mod abi;
 mod attr;
 mod bsend;
@@ -548,6 +588,7 @@ mod group;
 mod info;
 mod inter;
 mod io;
+mod large;
 mod later;
 mod ldouble;
 mod nbc;
