@@ -426,7 +426,7 @@ coll_fn! {
         inbuf: *const c_void, inoutbuf: *mut c_void, count: C, datatype: Handle, op: Handle,
     ) on abi::COMM_WORLD => {
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.local(inbuf, inoutbuf, count.narrow()?);
+            return g.local(inbuf, inoutbuf, large::count(count)?);
         }
         let (elem, k, _) = reduction(datatype, op)?;
         let len = large::bytes(count, datatype)?;

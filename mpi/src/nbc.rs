@@ -1284,3 +1284,16 @@ coll_init_c! {
     MPI_Scan_init / PMPI_Scan_init, MPI_Scan_init_c / PMPI_Scan_init_c => iscan_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle);
     MPI_Exscan_init / PMPI_Exscan_init, MPI_Exscan_init_c / PMPI_Exscan_init_c => iexscan_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle);
 }
+
+use crate::neighbor::{
+    ineighbor_allgather_core, ineighbor_allgatherv_core, ineighbor_alltoall_core,
+    ineighbor_alltoallv_core, ineighbor_alltoallw_core,
+};
+
+coll_init_c! {
+    MPI_Neighbor_allgather_init / PMPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init_c / PMPI_Neighbor_allgather_init_c => ineighbor_allgather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Neighbor_allgatherv_init / PMPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init_c / PMPI_Neighbor_allgatherv_init_c => ineighbor_allgatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle);
+    MPI_Neighbor_alltoall_init / PMPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init_c / PMPI_Neighbor_alltoall_init_c => ineighbor_alltoall_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Neighbor_alltoallv_init / PMPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init_c / PMPI_Neighbor_alltoallv_init_c => ineighbor_alltoallv_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle);
+    MPI_Neighbor_alltoallw_init / PMPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init_c / PMPI_Neighbor_alltoallw_init_c => ineighbor_alltoallw_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const isize, recvtypes: *const Handle);
+}
