@@ -587,6 +587,7 @@ mod greq;
 mod group;
 mod info;
 mod inter;
+mod inter_nb;
 mod io;
 mod large;
 mod later;

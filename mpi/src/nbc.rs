@@ -253,7 +253,7 @@ mpi_fn! {
     /// Starts a barrier: completes once every rank has started it.
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ibarrier(comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ibarrier(comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -265,7 +265,7 @@ coll_fn! {
     /// Starts copying `root`'s buffer to every rank.
     fn MPI_Ibcast / PMPI_Ibcast, MPI_Ibcast_c / PMPI_Ibcast_c = ibcast_core(buffer: *mut c_void, count: C, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ibcast(buffer, count.narrow()?, datatype, root, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ibcast(buffer, count.narrow()?, datatype, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -286,7 +286,7 @@ coll_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::gather(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::gather(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -319,7 +319,7 @@ coll_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::scatter(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::scatter(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -352,7 +352,7 @@ coll_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, None, std::ptr::null(), recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, None, std::ptr::null(), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -380,7 +380,7 @@ coll_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount.narrow()?, None, sendtype, recvbuf, recvcount.narrow()?, None, recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount.narrow()?, None, sendtype, recvbuf, recvcount.narrow()?, None, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -451,7 +451,7 @@ coll_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let (mut k1, mut k2) = (Vec::new(), Vec::new());
                 let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
                 let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
@@ -473,7 +473,7 @@ coll_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let (mut k1, mut k2) = (Vec::new(), Vec::new());
                 let n = crate::inter::remote_size(comm)?;
                 let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
@@ -565,7 +565,7 @@ coll_fn! {
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let (mut k1, mut k2) = (Vec::new(), Vec::new());
                 let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
                 let (sc, sd) = (C::ints(sendcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
@@ -608,7 +608,7 @@ coll_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
                 let n = crate::inter::remote_size(comm)?;
                 let [k0, k1, k2, k3] = &mut k;
@@ -847,7 +847,7 @@ coll_fn! {
         datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ireduce(sendbuf, recvbuf, count.narrow()?, datatype, op, root, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ireduce(sendbuf, recvbuf, count.narrow()?, datatype, op, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -873,7 +873,7 @@ coll_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::iallreduce(sendbuf, recvbuf, count.narrow()?, datatype, op, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::iallreduce(sendbuf, recvbuf, count.narrow()?, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -897,10 +897,10 @@ coll_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let mut k = Vec::new();
                 let rc = C::ints(recvcounts, crate::inter::local_size(comm)?, &mut k)?;
-                crate::inter::ireduce_scatter(sendbuf, recvbuf, rc, datatype, op, comm)
+                crate::inter_nb::ireduce_scatter(sendbuf, recvbuf, rc, datatype, op, comm)
             });
         }
         request_arg(request)?;
@@ -937,7 +937,7 @@ coll_fn! {
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter_block(sendbuf, recvbuf, recvcount.narrow()?, datatype, op, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ireduce_scatter_block(sendbuf, recvbuf, recvcount.narrow()?, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -1138,7 +1138,7 @@ coll_fn! {
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || {
+            return crate::inter_nb::start(comm, request, || {
                 let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
                 let n = crate::inter::remote_size(comm)?;
                 let [k0, k1, k2, k3] = &mut k;
