@@ -5,7 +5,9 @@
 //! ([`crate::reduce`]). `MPI_IN_PLACE` is taken wherever the standard allows
 //! it, through dos's in-place forms. Roots, counts, datatypes and
 //! operations are checked before anything is sent, so a bad argument is an
-//! error on the rank that gave it, never a crash.
+//! error on the rank that gave it, never a crash. Each collective is one
+//! core generic over the width of its counts, serving `MPI_X` and the
+//! large-count `MPI_X_c` ([`crate::large`], [`coll_fn!`](crate::coll_fn)).
 
 use std::ffi::{c_int, c_void};
 
