@@ -1070,7 +1070,10 @@ impl WBlocks {
                 Layout::Packed { len, .. } => *len,
             };
             let off = large::displ(d[i])?;
-            if len > 0 && buf.is_null() {
+            // A null buffer is `MPI_BOTTOM`: the displacements are then
+            // addresses (`MPI_Get_address`), beyond `INT_MAX` in the `_c`
+            // form; only a block at address 0 is a null buffer.
+            if len > 0 && (buf as usize).wrapping_add(off) == 0 {
                 return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
             }
             layouts.push((l, off));
@@ -1100,13 +1103,14 @@ impl WBlocks {
     pub unsafe fn pack(&self) -> R<Vec<u8>> {
         let mut v = Vec::with_capacity(self.total());
         for (l, off) in &self.layouts {
-            // SAFETY: the caller's contract.
-            let p = unsafe { (self.buf as *const u8).add(*off) } as *const c_void;
+            // The block's address: the buffer (or `MPI_BOTTOM`) plus its
+            // displacement.
+            let p = (self.buf as *const u8).wrapping_add(*off) as *const c_void;
             match l {
-                // SAFETY: as above.
+                // SAFETY: the caller's contract: the buffer valid for the blocks.
                 Layout::Dense(len) => v.extend_from_slice(unsafe { crate::ptr::src(p, *len)? }),
                 Layout::Packed { .. } => {
-                    // SAFETY: as above.
+                    // SAFETY: as for a dense block.
                     let packed = unsafe { crate::types::pack_to_vec(p, l)? };
                     v.extend_from_slice(&packed)
                 }
@@ -1121,9 +1125,9 @@ impl WBlocks {
     /// The buffer valid and writable for the blocks.
     pub unsafe fn unpack(&self, data: &[u8]) -> R<()> {
         for (i, (l, off)) in self.layouts.iter().enumerate() {
-            // SAFETY: the caller's contract.
-            let p = unsafe { (self.buf as *mut u8).add(*off) } as *mut c_void;
-            // SAFETY: as above.
+            // The block's address, as in `pack`.
+            let p = (self.buf as *mut u8).wrapping_add(*off) as *mut c_void;
+            // SAFETY: the caller's contract: the buffer valid and writable for the blocks.
             unsafe { crate::types::unpack_from(&data[self.ds[i]..self.ds[i] + self.cs[i]], p, l)? };
         }
         Ok(())

@@ -108,6 +108,22 @@ int main(int argc, char **argv) {
     OK(MPI_Alltoallw_c(s, cnt2, dsp, ts, r, cnt2, dsp2, ts, w));
     for (int p = 0; p < n; p++) CHECK(r[p] == 77 * p + me);
 
+    /* Alltoallw_c from and to MPI_BOTTOM: the displacements are addresses,
+     * beyond INT_MAX on 64-bit Linux (the int form cannot say them). */
+    int wsend[MAXN], wrecv[MAXN];
+    MPI_Aint big_seen = 0;
+    for (int p = 0; p < n; p++) {
+        wsend[p] = 31 * me + p;
+        wrecv[p] = -1;
+        OK(MPI_Get_address(&wsend[p], &dsp[p]));
+        OK(MPI_Get_address(&wrecv[p], &dsp2[p]));
+        if (dsp[p] > INT32_MAX) big_seen = 1;
+        cnt2[p] = 1, ts[p] = MPI_INT;
+    }
+    OK(MPI_Alltoallw_c(MPI_BOTTOM, cnt2, dsp, ts, MPI_BOTTOM, cnt2, dsp2, ts, w));
+    for (int p = 0; p < n; p++) CHECK(wrecv[p] == 31 * p + me);
+    if (me == 0 && big_seen) printf("large: alltoallw_c with displacements beyond INT_MAX\n");
+
     /* Reductions */
     for (int i = 0; i < B; i++) x[i] = me + i;
     OK(MPI_Allreduce_c(x, y, B, MPI_INT, MPI_SUM, w));
