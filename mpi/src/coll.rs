@@ -5,7 +5,9 @@
 //! ([`crate::reduce`]). `MPI_IN_PLACE` is taken wherever the standard allows
 //! it, through dos's in-place forms. Roots, counts, datatypes and
 //! operations are checked before anything is sent, so a bad argument is an
-//! error on the rank that gave it, never a crash.
+//! error on the rank that gave it, never a crash. Each collective is one
+//! core generic over the width of its counts, serving `MPI_X` and the
+//! large-count `MPI_X_c` ([`crate::large`], [`coll_fn!`](crate::coll_fn)).
 
 use std::ffi::{c_int, c_void};
 
@@ -14,8 +16,9 @@ use dos::Comm;
 use crate::abi::{self, Handle};
 use crate::datatype::{self, Elem, Layout};
 use crate::error::{err, R};
+use crate::large::{self, arr, Wide, C, D};
 use crate::nbc::WBlocks;
-use crate::ptr::{dst, in_place, ints, src};
+use crate::ptr::{dst, in_place, src};
 use crate::reduce::{self, cast, typed, with_mut, DynOp, Num};
 use crate::state;
 use crate::types::{Staged, VStaged};
@@ -40,27 +43,21 @@ pub(crate) fn root_of(c: &Comm, root: c_int) -> R<usize> {
 /// counts, the byte displacements and the end of the furthest block.
 ///
 /// # Safety
-/// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-pub(crate) unsafe fn layout(
-    counts: *const c_int,
-    displs: *const c_int,
+/// `counts`/`displs` valid for `n` values (or null: `MPI_ERR_ARG`).
+pub(crate) unsafe fn layout<C: Wide, D: Wide>(
+    counts: *const C,
+    displs: *const D,
     n: usize,
     size: usize,
 ) -> R<(Vec<usize>, Vec<usize>, usize)> {
     // SAFETY: the caller's contract.
-    let (c, d) = unsafe {
-        (
-            ints(counts, n, "counts")?,
-            ints(displs, n, "displacements")?,
-        )
-    };
+    let (c, d) = unsafe { (arr(counts, n, "counts")?, arr(displs, n, "displacements")?) };
     let mut cs = Vec::with_capacity(n);
     let mut ds = Vec::with_capacity(n);
     let mut end = 0usize;
     for i in 0..n {
-        let ci = datatype::count(c[i])?;
-        let di = usize::try_from(d[i])
-            .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
+        let ci = large::count(c[i])?;
+        let di = large::displ(d[i])?;
         let (cb, db) = (
             ci.checked_mul(size)
                 .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?,
@@ -88,21 +85,21 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Copies `root`'s buffer to every rank.
-    fn MPI_Bcast / PMPI_Bcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle) on comm => {
+    fn MPI_Bcast / PMPI_Bcast, MPI_Bcast_c / PMPI_Bcast_c = bcast_core(buffer: *mut c_void, count: C, datatype: Handle, root: c_int, comm: Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::bcast(buffer, count, datatype, root, comm);
+            return crate::inter::bcast(buffer, count.narrow()?, datatype, root, comm);
         }
         let c = state::comm(comm)?;
         if datatype::is_derived(datatype) {
-            let n = datatype::count(count)?;
+            let n = large::count(count)?;
             let root = root_of(&c, root)?;
             let mut s = Staged::new(buffer, n, datatype, c.rank() == root)?;
             c.bcast(s.bytes()?, root)?;
             return if c.rank() == root { Ok(()) } else { s.finish() };
         }
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let root = root_of(&c, root)?;
         let b = dst(buffer, len)?;
         c.bcast(b, root)?;
@@ -110,15 +107,15 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Gathers equal blocks at `root` in rank order.
-    fn MPI_Gather / PMPI_Gather(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Gather / PMPI_Gather, MPI_Gather_c / PMPI_Gather_c = gather_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+            return crate::inter::gather(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, Some(root), comm);
@@ -127,17 +124,17 @@ mpi_fn! {
         let root = root_of(&c, root)?;
         let me = c.rank() == root;
         if me {
-            let blk = datatype::bytes(recvcount, recvtype)?;
+            let blk = large::bytes(recvcount, recvtype)?;
             let all = dst(recvbuf, blk * c.size())?;
             if in_place(sendbuf) {
                 c.gather_in_place(all, root)?;
             } else {
-                let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+                let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
                 check_block(s.len(), blk)?;
                 c.gather(s, all, root)?;
             }
         } else {
-            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
             c.gather(s, &mut [], root)?;
         }
         Ok(())
@@ -161,15 +158,18 @@ pub(crate) fn check_block(sent: usize, expected: usize) -> R<()> {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Gathers blocks of varying sizes at `root`, each where its displacement says.
-    fn MPI_Gatherv / PMPI_Gatherv(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+    fn MPI_Gatherv / PMPI_Gatherv, MPI_Gatherv_c / PMPI_Gatherv_c = gatherv_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm);
+            let (mut k1, mut k2) = (Vec::new(), Vec::new());
+            let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
+            let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+            return crate::inter::gatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, Some(rc), 0, rd, recvtype, root, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, Some(root), comm);
@@ -184,27 +184,27 @@ mpi_fn! {
                 let mine = all[ds[root]..ds[root] + cs[root]].to_vec();
                 c.gatherv(&mine, all, &cs, &ds, root)?;
             } else {
-                let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+                let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
                 check_block(s.len(), cs[root])?;
                 c.gatherv(s, all, &cs, &ds, root)?;
             }
         } else {
-            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
             c.gatherv(s, &mut [], &[], &[], root)?;
         }
         Ok(())
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Scatters equal blocks from `root` in rank order.
-    fn MPI_Scatter / PMPI_Scatter(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Scatter / PMPI_Scatter, MPI_Scatter_c / PMPI_Scatter_c = scatter_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
+            return crate::inter::scatter(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm);
@@ -212,33 +212,36 @@ mpi_fn! {
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() == root {
-            let blk = datatype::bytes(sendcount, sendtype)?;
+            let blk = large::bytes(sendcount, sendtype)?;
             if in_place(recvbuf) {
                 let all = dst(sendbuf as *mut c_void, blk * c.size())?;
                 c.scatter_in_place(all, root)?;
             } else {
                 let all = src(sendbuf, blk * c.size())?;
-                let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+                let r = dst(recvbuf, large::bytes(recvcount, recvtype)?)?;
                 check_block(blk, r.len())?;
                 c.scatter(all, r, root)?;
             }
         } else {
-            let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+            let r = dst(recvbuf, large::bytes(recvcount, recvtype)?)?;
             c.scatter(&[], r, root)?;
         }
         Ok(())
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Scatters blocks of varying sizes from `root`.
-    fn MPI_Scatterv / PMPI_Scatterv(
-        sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Scatterv / PMPI_Scatterv, MPI_Scatterv_c / PMPI_Scatterv_c = scatterv_core(
+        sendbuf: *const c_void, sendcounts: *const C, displs: *const D, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
+            let (mut k1, mut k2) = (Vec::new(), Vec::new());
+            let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
+            let (sc, sd) = (C::ints(sendcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+            return crate::inter::scatterv(sendbuf, Some(sc), 0, sd, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_scatterv(sendbuf, sendcounts, displs, sendtype, recvbuf, recvcount, recvtype, root, comm);
@@ -253,38 +256,38 @@ mpi_fn! {
                 let mut mine = all[ds[root]..ds[root] + cs[root]].to_vec();
                 c.scatterv(all, &cs, &ds, &mut mine, root)?;
             } else {
-                let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+                let r = dst(recvbuf, large::bytes(recvcount, recvtype)?)?;
                 check_block(cs[root], r.len())?;
                 c.scatterv(all, &cs, &ds, r, root)?;
             }
         } else {
-            let r = dst(recvbuf, datatype::bytes(recvcount, recvtype)?)?;
+            let r = dst(recvbuf, large::bytes(recvcount, recvtype)?)?;
             c.scatterv(&[], &[], &[], r, root)?;
         }
         Ok(())
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Every rank gets every rank's block, in rank order.
-    fn MPI_Allgather / PMPI_Allgather(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Allgather / PMPI_Allgather, MPI_Allgather_c / PMPI_Allgather_c = allgather_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm);
+            return crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, None, std::ptr::null(), recvtype, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, None, comm);
         }
         let c = state::comm(comm)?;
-        let blk = datatype::bytes(recvcount, recvtype)?;
+        let blk = large::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
         if in_place(sendbuf) {
             c.allgather_in_place(all)?;
         } else {
-            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
             check_block(s.len(), blk)?;
             c.allgather(s, all)?;
         }
@@ -292,15 +295,18 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Every rank gets every rank's block, of varying sizes.
-    fn MPI_Allgatherv / PMPI_Allgatherv(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+    fn MPI_Allgatherv / PMPI_Allgatherv, MPI_Allgatherv_c / PMPI_Allgatherv_c = allgatherv_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle,
         comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm);
+            let (mut k1, mut k2) = (Vec::new(), Vec::new());
+            let n = crate::inter::remote_size(comm)?;
+            let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+            return crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, 0, Some(rc), rd, recvtype, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_gatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, None, comm);
@@ -314,7 +320,7 @@ mpi_fn! {
             let mine = all[ds[me]..ds[me] + cs[me]].to_vec();
             c.allgatherv(&mine, all, &cs, &ds)?;
         } else {
-            let s = src(sendbuf, datatype::bytes(sendcount, sendtype)?)?;
+            let s = src(sendbuf, large::bytes(sendcount, sendtype)?)?;
             check_block(s.len(), cs[me])?;
             c.allgatherv(s, all, &cs, &ds)?;
         }
@@ -322,26 +328,26 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Block `j` of rank `i` goes to block `i` of rank `j`.
-    fn MPI_Alltoall / PMPI_Alltoall(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Alltoall / PMPI_Alltoall, MPI_Alltoall_c / PMPI_Alltoall_c = alltoall_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm);
+            return crate::inter::alltoallv(sendbuf, sendcount.narrow()?, None, sendtype, recvbuf, recvcount.narrow()?, None, recvtype, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm);
         }
         let c = state::comm(comm)?;
-        let blk = datatype::bytes(recvcount, recvtype)?;
+        let blk = large::bytes(recvcount, recvtype)?;
         let all = dst(recvbuf, blk * c.size())?;
         if in_place(sendbuf) {
             c.alltoall_in_place(all)?;
         } else {
-            let sblk = datatype::bytes(sendcount, sendtype)?;
+            let sblk = large::bytes(sendcount, sendtype)?;
             check_block(sblk, blk)?;
             let s = src(sendbuf, sblk * c.size())?;
             c.alltoall(s, all)?;
@@ -350,15 +356,20 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// `MPI_Alltoall` with blocks of varying sizes and places.
-    fn MPI_Alltoallv / PMPI_Alltoallv(
-        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
+    fn MPI_Alltoallv / PMPI_Alltoallv, MPI_Alltoallv_c / PMPI_Alltoallv_c = alltoallv_core(
+        sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle,
         comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm);
+            let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+            let n = crate::inter::remote_size(comm)?;
+            let [k0, k1, k2, k3] = &mut k;
+            let (sc, sd) = (C::ints(sendcounts, n, k0)?, D::ints(sdispls, n, k1)?);
+            let (rc, rd) = (C::ints(recvcounts, n, k2)?, D::ints(rdispls, n, k3)?);
+            return crate::inter::alltoallv(sendbuf, 0, Some((sc, sd)), sendtype, recvbuf, 0, Some((rc, rd)), recvtype, comm);
         }
         if datatype::is_derived(sendtype) || datatype::is_derived(recvtype) {
             return staged_alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm);
@@ -381,15 +392,20 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// `MPI_Alltoallv` with a datatype per block and displacements in bytes.
-    fn MPI_Alltoallw / PMPI_Alltoallw(
-        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
+    fn MPI_Alltoallw / PMPI_Alltoallw, MPI_Alltoallw_c / PMPI_Alltoallw_c = alltoallw_core(
+        sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtypes: *const Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtypes: *const Handle,
         comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm);
+            let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+            let n = crate::inter::remote_size(comm)?;
+            let [k0, k1, k2, k3] = &mut k;
+            let (sc, sd) = (C::ints(sendcounts, n, k0)?, D::ints(sdispls, n, k1)?);
+            let (rc, rd) = (C::ints(recvcounts, n, k2)?, D::ints(rdispls, n, k3)?);
+            return crate::inter::alltoallw(sendbuf, sc, sd, sendtypes, recvbuf, rc, rd, recvtypes, comm);
         }
         let c = state::comm(comm)?;
         let n = c.size();
@@ -406,16 +422,16 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// `inoutbuf[i] = inbuf[i] op inoutbuf[i]` on this process only.
-    fn MPI_Reduce_local / PMPI_Reduce_local(
-        inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle,
+    fn MPI_Reduce_local / PMPI_Reduce_local, MPI_Reduce_local_c / PMPI_Reduce_local_c = reduce_local_core(
+        inbuf: *const c_void, inoutbuf: *mut c_void, count: C, datatype: Handle, op: Handle,
     ) on abi::COMM_WORLD => {
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.local(inbuf, inoutbuf, count);
+            return g.local(inbuf, inoutbuf, large::count(count)?);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let a = src(inbuf, len)?;
         let io = dst(inoutbuf, len)?;
         typed!(elem, reduce_local_t(a, io, k))
@@ -441,8 +457,8 @@ fn packed_len(n: usize, dt: Handle) -> R<usize> {
 }
 
 /// Elements of `count` blocks for `size` ranks, checked.
-fn all_blocks(count: c_int, size: usize) -> R<usize> {
-    datatype::count(count)?
+fn all_blocks<C: Wide>(count: C, size: usize) -> R<usize> {
+    large::count(count)?
         .checked_mul(size)
         .ok_or_else(|| err(abi::ERR_COUNT, "the blocks of all ranks overflow"))
 }
@@ -453,12 +469,12 @@ fn all_blocks(count: c_int, size: usize) -> R<usize> {
 /// # Safety
 /// The buffers valid for their counts.
 #[allow(clippy::too_many_arguments)]
-unsafe fn staged_gather(
+unsafe fn staged_gather<C: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     root: Option<c_int>,
     comm: Handle,
@@ -484,16 +500,16 @@ unsafe fn staged_gather(
                 None => c.allgather_in_place(a)?,
             }
         } else {
-            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            let mut s = Staged::new(sendbuf, large::count(sendcount)?, sendtype, true)?;
             let s = s.bytes()?;
             match (&mut all, root) {
                 (Some(a), Some(r)) => {
-                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    check_block(s.len(), packed_len(large::count(recvcount)?, recvtype)?)?;
                     c.gather(s, a.bytes()?, r)?
                 }
                 (None, Some(r)) => c.gather(s, &mut [], r)?,
                 (Some(a), None) => {
-                    check_block(s.len(), packed_len(datatype::count(recvcount)?, recvtype)?)?;
+                    check_block(s.len(), packed_len(large::count(recvcount)?, recvtype)?)?;
                     c.allgather(s, a.bytes()?)?
                 }
                 (None, None) => unreachable!("allgather receives everywhere"),
@@ -511,12 +527,12 @@ unsafe fn staged_gather(
 /// # Safety
 /// The buffers valid for their counts.
 #[allow(clippy::too_many_arguments)]
-unsafe fn staged_scatter(
+unsafe fn staged_scatter<C: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     root: c_int,
     comm: Handle,
@@ -531,13 +547,13 @@ unsafe fn staged_scatter(
             if in_place(recvbuf) {
                 return Ok(c.scatter_in_place(all.bytes()?, root)?);
             }
-            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
-            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+            let mut r = Staged::new(recvbuf, large::count(recvcount)?, recvtype, false)?;
+            let blk = packed_len(large::count(sendcount)?, sendtype)?;
             check_block(blk, r.bytes()?.len())?;
             c.scatter(all.bytes()?, r.bytes()?, root)?;
             r.finish()
         } else {
-            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            let mut r = Staged::new(recvbuf, large::count(recvcount)?, recvtype, false)?;
             c.scatter(&[], r.bytes()?, root)?;
             r.finish()
         }
@@ -548,12 +564,12 @@ unsafe fn staged_scatter(
 ///
 /// # Safety
 /// The buffers valid for their counts.
-unsafe fn staged_alltoall(
+unsafe fn staged_alltoall<C: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     comm: Handle,
 ) -> R<()> {
@@ -566,8 +582,8 @@ unsafe fn staged_alltoall(
             c.alltoall_in_place(all.bytes()?)?;
         } else {
             let sn = all_blocks(sendcount, c.size())?;
-            let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
-            check_block(blk, packed_len(datatype::count(recvcount)?, recvtype)?)?;
+            let blk = packed_len(large::count(sendcount)?, sendtype)?;
+            check_block(blk, packed_len(large::count(recvcount)?, recvtype)?)?;
             let mut s = Staged::new(sendbuf, sn, sendtype, true)?;
             c.alltoall(s.bytes()?, all.bytes()?)?;
         }
@@ -580,13 +596,13 @@ unsafe fn staged_alltoall(
 /// # Safety
 /// The buffers and arrays valid for their counts.
 #[allow(clippy::too_many_arguments)]
-unsafe fn staged_gatherv(
+unsafe fn staged_gatherv<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
-    displs: *const c_int,
+    recvcounts: *const C,
+    displs: *const D,
     recvtype: Handle,
     root: Option<c_int>,
     comm: Handle,
@@ -597,14 +613,15 @@ unsafe fn staged_gatherv(
         let root = root.map(|r| root_of(&c, r)).transpose()?;
         let me = c.rank();
         if root.is_some_and(|r| r != me) {
-            let mut s = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            let mut s = Staged::new(sendbuf, large::count(sendcount)?, sendtype, true)?;
             c.gatherv(s.bytes()?, &mut [], &[], &[], root.expect("rooted"))?;
             return Ok(());
         }
+        let (mut k1, mut k2) = (Vec::new(), Vec::new());
         let mut v = VStaged::new(
             recvbuf,
-            recvcounts,
-            displs,
+            C::ints(recvcounts, c.size(), &mut k1)?,
+            D::ints(displs, c.size(), &mut k2)?,
             c.size(),
             recvtype,
             in_place(sendbuf),
@@ -615,7 +632,7 @@ unsafe fn staged_gatherv(
             mine = v.tmp[v.ds[me]..v.ds[me] + v.cs[me]].to_vec();
             &mine
         } else {
-            st = Staged::new(sendbuf, datatype::count(sendcount)?, sendtype, true)?;
+            st = Staged::new(sendbuf, large::count(sendcount)?, sendtype, true)?;
             st.bytes()?
         };
         check_block(s.len(), v.cs[me])?;
@@ -632,13 +649,13 @@ unsafe fn staged_gatherv(
 /// # Safety
 /// The buffers and arrays valid for their counts.
 #[allow(clippy::too_many_arguments)]
-unsafe fn staged_scatterv(
+unsafe fn staged_scatterv<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcounts: *const c_int,
-    displs: *const c_int,
+    sendcounts: *const C,
+    displs: *const D,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     root: c_int,
     comm: Handle,
@@ -648,17 +665,22 @@ unsafe fn staged_scatterv(
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if c.rank() != root {
-            let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+            let mut r = Staged::new(recvbuf, large::count(recvcount)?, recvtype, false)?;
             c.scatterv(&[], &[], &[], r.bytes()?, root)?;
             return r.finish();
         }
-        let v = VStaged::new(sendbuf, sendcounts, displs, c.size(), sendtype, true)?;
+        let (mut k1, mut k2) = (Vec::new(), Vec::new());
+        let (sc, sd) = (
+            C::ints(sendcounts, c.size(), &mut k1)?,
+            D::ints(displs, c.size(), &mut k2)?,
+        );
+        let v = VStaged::new(sendbuf, sc, sd, c.size(), sendtype, true)?;
         if in_place(recvbuf) {
             let mut mine = v.tmp[v.ds[root]..v.ds[root] + v.cs[root]].to_vec();
             c.scatterv(&v.tmp, &v.cs, &v.ds, &mut mine, root)?;
             return Ok(());
         }
-        let mut r = Staged::new(recvbuf, datatype::count(recvcount)?, recvtype, false)?;
+        let mut r = Staged::new(recvbuf, large::count(recvcount)?, recvtype, false)?;
         check_block(v.cs[root], r.bytes()?.len())?;
         c.scatterv(&v.tmp, &v.cs, &v.ds, r.bytes()?, root)?;
         r.finish()
@@ -670,14 +692,14 @@ unsafe fn staged_scatterv(
 /// # Safety
 /// The buffers and arrays valid for their counts.
 #[allow(clippy::too_many_arguments)]
-unsafe fn staged_alltoallv(
+unsafe fn staged_alltoallv<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcounts: *const c_int,
-    sdispls: *const c_int,
+    sendcounts: *const C,
+    sdispls: *const D,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
-    rdispls: *const c_int,
+    recvcounts: *const C,
+    rdispls: *const D,
     recvtype: Handle,
     comm: Handle,
 ) -> R<()> {
@@ -685,12 +707,16 @@ unsafe fn staged_alltoallv(
     unsafe {
         let c = state::comm(comm)?;
         let n = c.size();
-        let mut r = VStaged::new(recvbuf, recvcounts, rdispls, n, recvtype, in_place(sendbuf))?;
+        let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let [k0, k1, k2, k3] = &mut k;
+        let (rc, rd) = (C::ints(recvcounts, n, k0)?, D::ints(rdispls, n, k1)?);
+        let mut r = VStaged::new(recvbuf, rc, rd, n, recvtype, in_place(sendbuf))?;
         if in_place(sendbuf) {
             let copy = r.tmp.clone();
             c.alltoallv(&copy, &r.cs, &r.ds, &mut r.tmp, &r.cs, &r.ds)?;
         } else {
-            let s = VStaged::new(sendbuf, sendcounts, sdispls, n, sendtype, true)?;
+            let (sc, sd) = (C::ints(sendcounts, n, k2)?, D::ints(sdispls, n, k3)?);
+            let s = VStaged::new(sendbuf, sc, sd, n, sendtype, true)?;
             c.alltoallv(&s.tmp, &s.cs, &s.ds, &mut r.tmp, &r.cs, &r.ds)?;
         }
         r.finish()
@@ -722,22 +748,22 @@ fn reduce_t<T: Num>(
     })
 }
 
-mpi_fn! {
+coll_fn! {
     /// Combines every rank's buffer with `op` into `root`'s.
-    fn MPI_Reduce / PMPI_Reduce(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Reduce / PMPI_Reduce, MPI_Reduce_c / PMPI_Reduce_c = reduce_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, root: c_int, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::reduce(sendbuf, recvbuf, count, datatype, op, root, comm);
+            return crate::inter::reduce(sendbuf, recvbuf, count.narrow()?, datatype, op, root, comm);
         }
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.reduce(&c, sendbuf, recvbuf, datatype::count(count)?, root);
+            return g.reduce(&c, sendbuf, recvbuf, large::count(count)?, root);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let me = c.rank() == root;
         if me && in_place(sendbuf) {
             let r = dst(recvbuf, len)?;
@@ -760,21 +786,21 @@ fn allreduce_t<T: Num>(c: &Comm, send: Option<&[u8]>, recv: &mut [u8], k: reduce
     })
 }
 
-mpi_fn! {
+coll_fn! {
     /// Combines every rank's buffer with `op`; every rank gets the result.
-    fn MPI_Allreduce / PMPI_Allreduce(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Allreduce / PMPI_Allreduce, MPI_Allreduce_c / PMPI_Allreduce_c = allreduce_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::allreduce(sendbuf, recvbuf, count, datatype, op, comm);
+            return crate::inter::allreduce(sendbuf, recvbuf, count.narrow()?, datatype, op, comm);
         }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.allreduce(&c, sendbuf, recvbuf, datatype::count(count)?, None);
+            return g.allreduce(&c, sendbuf, recvbuf, large::count(count)?, None);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
         let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };
         typed!(elem, allreduce_t(&c, s, r, k))
@@ -797,24 +823,26 @@ fn reduce_scatter_t<T: Num>(
     })
 }
 
-mpi_fn! {
+coll_fn! {
     /// Combines with `op`, then scatters the result in blocks of `recvcounts`.
-    fn MPI_Reduce_scatter / PMPI_Reduce_scatter(
-        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
+    fn MPI_Reduce_scatter / PMPI_Reduce_scatter, MPI_Reduce_scatter_c / PMPI_Reduce_scatter_c = reduce_scatter_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const C,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::reduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm);
+            let mut k = Vec::new();
+            let rc = C::ints(recvcounts, crate::inter::local_size(comm)?, &mut k)?;
+            return crate::inter::reduce_scatter(sendbuf, recvbuf, rc, datatype, op, comm);
         }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            let raw = ints(recvcounts, c.size(), "recvcounts")?;
-            let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+            let raw = arr(recvcounts, c.size(), "recvcounts")?;
+            let counts = raw.iter().map(|&x| large::count(x)).collect::<R<Vec<usize>>>()?;
             return g.reduce_scatter(&c, sendbuf, recvbuf, &counts);
         }
         let (elem, k, size) = reduction(datatype, op)?;
-        let raw = ints(recvcounts, c.size(), "recvcounts")?;
-        let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+        let raw = arr(recvcounts, c.size(), "recvcounts")?;
+        let counts = raw.iter().map(|&x| large::count(x)).collect::<R<Vec<usize>>>()?;
         let total: usize = counts.iter().sum();
         let mine = counts[c.rank()];
         if in_place(sendbuf) {
@@ -843,21 +871,21 @@ fn reduce_scatter_block_t<T: Num>(
     })
 }
 
-mpi_fn! {
+coll_fn! {
     /// `MPI_Reduce_scatter` with equal blocks.
-    fn MPI_Reduce_scatter_block / PMPI_Reduce_scatter_block(
-        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
+    fn MPI_Reduce_scatter_block / PMPI_Reduce_scatter_block, MPI_Reduce_scatter_block_c / PMPI_Reduce_scatter_block_c = reduce_scatter_block_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: C,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm);
+            return crate::inter::reduce_scatter_block(sendbuf, recvbuf, recvcount.narrow()?, datatype, op, comm);
         }
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.reduce_scatter(&c, sendbuf, recvbuf, &vec![datatype::count(recvcount)?; c.size()]);
+            return g.reduce_scatter(&c, sendbuf, recvbuf, &vec![large::count(recvcount)?; c.size()]);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let blk = datatype::bytes(recvcount, datatype)?;
+        let blk = large::bytes(recvcount, datatype)?;
         if in_place(sendbuf) {
             let r = dst(recvbuf, blk * c.size())?;
             typed!(elem, reduce_scatter_block_t(&c, None, r, k))
@@ -889,10 +917,10 @@ fn scan_t<T: Num>(
 
 /// # Safety
 /// The buffers valid for `count` elements of `dt`.
-unsafe fn scan(
+unsafe fn scan<C: Wide>(
     sendbuf: *const c_void,
     recvbuf: *mut c_void,
-    count: c_int,
+    count: C,
     dt: Handle,
     op: Handle,
     comm: Handle,
@@ -902,18 +930,10 @@ unsafe fn scan(
     let c = state::comm(comm)?;
     if let Some(g) = crate::userop::general(dt, op)? {
         // SAFETY: the caller's contract.
-        return unsafe {
-            g.allreduce(
-                &c,
-                sendbuf,
-                recvbuf,
-                datatype::count(count)?,
-                Some(inclusive),
-            )
-        };
+        return unsafe { g.allreduce(&c, sendbuf, recvbuf, large::count(count)?, Some(inclusive)) };
     }
     let (elem, k, _) = reduction(dt, op)?;
-    let len = datatype::bytes(count, dt)?;
+    let len = large::bytes(count, dt)?;
     // SAFETY: the caller's contract.
     let r = unsafe { dst(recvbuf, len)? };
     let s = if in_place(sendbuf) {
@@ -925,20 +945,20 @@ unsafe fn scan(
     typed!(elem, scan_t(&c, s, r, k, inclusive))
 }
 
-mpi_fn! {
+coll_fn! {
     /// Inclusive prefix reduction in rank order.
-    fn MPI_Scan / PMPI_Scan(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Scan / PMPI_Scan, MPI_Scan_c / PMPI_Scan_c = scan_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         scan(sendbuf, recvbuf, count, datatype, op, comm, true)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Exclusive prefix reduction in rank order (rank 0's result is undefined).
-    fn MPI_Exscan / PMPI_Exscan(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Exscan / PMPI_Exscan, MPI_Exscan_c / PMPI_Exscan_c = exscan_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle,
     ) on comm => {
         scan(sendbuf, recvbuf, count, datatype, op, comm, false)

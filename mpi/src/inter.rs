@@ -24,7 +24,8 @@
 //! larger (and reserve it on every process), as `dos::Comm::split` does
 //! within one group.
 //!
-//! The nonblocking collectives on an intercommunicator ([`start`]) post
+//! The nonblocking collectives on an intercommunicator
+//! ([`crate::inter_nb`]) post
 //! their transfers between the groups in the call, straight from and to
 //! every remote process (no step on the local group, so no ordering
 //! against the local group's collectives), and complete in `Wait`/`Test`,
@@ -49,15 +50,15 @@ use crate::state::{self, CommEntry};
 #[derive(Clone)]
 pub(crate) struct Inter {
     /// Hidden intracommunicator of the local group.
-    lo: Handle,
+    pub(crate) lo: Handle,
     /// Hidden view of the remote group, for the collectives.
-    hi: Handle,
+    pub(crate) hi: Handle,
     /// World rank of each process of the local group, in rank order.
-    local: Vec<usize>,
+    pub(crate) local: Vec<usize>,
     /// World rank of each process of the remote group, in rank order.
-    remote: Vec<usize>,
+    pub(crate) remote: Vec<usize>,
     /// This process's rank in the local group.
-    rank: usize,
+    pub(crate) rank: usize,
 }
 
 thread_local! {
@@ -116,7 +117,7 @@ pub(crate) fn clear() {
 }
 
 /// `MPI_BYTE`.
-const BYTE: Handle = 0x247;
+pub(crate) const BYTE: Handle = 0x247;
 
 /// Tags of the hidden traffic between the groups.
 const T_LEN: i32 = 2;
@@ -129,7 +130,7 @@ const T_ALL: c_int = 8;
 const T_IDUP: c_int = 9;
 /// The nonblocking forms' own traffic (data-movement ones use their
 /// blocking form's tags).
-const T_NB: c_int = 10;
+pub(crate) const T_NB: c_int = 10;
 
 /// `MPI_UINT64_T`.
 const UINT64: Handle = 0x259;
@@ -226,7 +227,7 @@ fn not_inter(comm: Handle) -> crate::error::Error {
 }
 
 /// The parts of intercommunicator `comm`, or `MPI_ERR_COMM`.
-fn inter(comm: Handle) -> R<Inter> {
+pub(crate) fn inter(comm: Handle) -> R<Inter> {
     get(comm).ok_or_else(|| not_inter(comm))
 }
 
@@ -508,6 +509,11 @@ pub(crate) fn remote_group(comm: Handle) -> R<Group> {
     world_group(&inter(comm)?.remote)
 }
 
+/// The size of the local group.
+pub(crate) fn local_size(comm: Handle) -> R<usize> {
+    Ok(inter(comm)?.local.len())
+}
+
 /// The size of the remote group (`MPI_Comm_remote_size`).
 pub(crate) fn remote_size(comm: Handle) -> R<usize> {
     Ok(inter(comm)?.remote.len())
@@ -516,7 +522,7 @@ pub(crate) fn remote_size(comm: Handle) -> R<usize> {
 // ----- collectives -----
 
 /// A library call's return code as a result.
-fn ck(rc: c_int, what: &str) -> R<()> {
+pub(crate) fn ck(rc: c_int, what: &str) -> R<()> {
     if rc == abi::SUCCESS {
         Ok(())
     } else {
@@ -526,13 +532,13 @@ fn ck(rc: c_int, what: &str) -> R<()> {
 
 /// A buffer for `count` elements of `dt` (its own memory, laid out as a
 /// user buffer of that type would be).
-struct Tmp {
+pub(crate) struct Tmp {
     buf: Vec<u8>,
     shift: isize,
 }
 
 impl Tmp {
-    fn new(count: usize, dt: Handle) -> R<Tmp> {
+    pub(crate) fn new(count: usize, dt: Handle) -> R<Tmp> {
         let t = crate::datatype::ty(dt)?;
         let span = if count == 0 {
             0
@@ -545,13 +551,13 @@ impl Tmp {
         })
     }
 
-    fn ptr(&mut self) -> *mut c_void {
+    pub(crate) fn ptr(&mut self) -> *mut c_void {
         self.buf.as_mut_ptr().wrapping_offset(self.shift).cast()
     }
 }
 
 /// Which side of a rooted collective this process is on.
-enum Side {
+pub(crate) enum Side {
     /// The root (`MPI_ROOT`).
     Root,
     /// Another process of the root's group (`MPI_PROC_NULL`).
@@ -560,7 +566,7 @@ enum Side {
     Leaf(c_int),
 }
 
-fn side(x: &Inter, root: c_int) -> R<Side> {
+pub(crate) fn side(x: &Inter, root: c_int) -> R<Side> {
     match root {
         abi::ROOT => Ok(Side::Root),
         abi::PROC_NULL => Ok(Side::Idle),
@@ -576,7 +582,7 @@ fn side(x: &Inter, root: c_int) -> R<Side> {
 }
 
 /// The address of element block `i` of `count` elements of `dt` in `buf`.
-fn at(buf: *const c_void, i: isize, count: isize, dt: Handle) -> R<*mut c_void> {
+pub(crate) fn at(buf: *const c_void, i: isize, count: isize, dt: Handle) -> R<*mut c_void> {
     let ext = crate::datatype::ty(dt)?.extent();
     Ok(buf
         .cast::<u8>()
@@ -589,7 +595,7 @@ fn at(buf: *const c_void, i: isize, count: isize, dt: Handle) -> R<*mut c_void> 
 ///
 /// # Safety
 /// The buffers valid for the library's calls.
-unsafe fn exchange(
+pub(crate) unsafe fn exchange(
     hi: Handle,
     sends: &[(*const c_void, c_int, Handle, c_int)],
     recvs: &[(*mut c_void, c_int, Handle, c_int)],
@@ -619,11 +625,10 @@ unsafe fn exchange(
             reqs.push(q);
         }
     }
-    if POSTED.with(|p| p.borrow().is_some()) {
+    let Some(mut reqs) = crate::inter_nb::divert(reqs) else {
         // Started for a nonblocking form: its request completes them.
-        POSTED.with(|p| p.borrow_mut().as_mut().map(|v| v.extend(reqs)));
         return first;
-    }
+    };
     // SAFETY: `reqs` holds `len` request handles.
     let rc = unsafe {
         crate::request::PMPI_Waitall(reqs.len() as c_int, reqs.as_mut_ptr(), std::ptr::null_mut())
@@ -632,290 +637,39 @@ unsafe fn exchange(
     ck(rc, "wait")
 }
 
-thread_local! {
-    /// While a nonblocking form runs its blocking body ([`start`]): the
-    /// requests [`exchange`] started, not waited for.
-    static POSTED: RefCell<Option<Vec<Handle>>> = const { RefCell::new(None) };
-}
-
-/// The nonblocking form of an intercommunicator collective: `f`, a
-/// blocking body made of [`exchange`]s only (every transfer between the
-/// groups, no step on the local group), runs with its transfers started
-/// and not waited for; they become the parts of a compound request
-/// ([`crate::request::insert_compound`]) stored in `*request`, completed
-/// by `Wait`/`Test`, after which the hook `f` returned runs (a reduction's
-/// fold). So nothing in the call waits for another process.
-///
-/// # Safety
-/// The buffers `f` uses valid until the request completes; `request` valid
-/// for a write.
-pub(crate) unsafe fn start(
-    comm: Handle,
-    request: *mut Handle,
-    f: impl FnOnce() -> R<Option<crate::request::After>>,
-) -> R<()> {
-    if request.is_null() {
-        return Err(err(abi::ERR_ARG, "null pointer for request"));
+/// The prologue of every reduction on an intercommunicator, blocking or
+/// not: the intercommunicator, and `MPI_IN_PLACE` refused (the standard
+/// allows it on intracommunicators only).
+pub(crate) fn reducing(comm: Handle, sbuf: *const c_void) -> R<Inter> {
+    let x = inter(comm)?;
+    if crate::ptr::in_place(sbuf) {
+        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
     }
-    POSTED.with(|p| *p.borrow_mut() = Some(Vec::new()));
-    let r = f();
-    let mut parts = POSTED.with(|p| p.borrow_mut().take()).unwrap_or_default();
-    let after = match r {
-        Ok(a) => a.unwrap_or_else(|| Box::new(|_| Ok(()))),
-        Err(e) => {
-            // What started must still complete before the buffers go.
-            // SAFETY: `parts` holds request handles.
-            unsafe {
-                crate::request::PMPI_Waitall(
-                    parts.len() as c_int,
-                    parts.as_mut_ptr(),
-                    std::ptr::null_mut(),
-                );
-            }
-            return Err(e);
-        }
-    };
-    // SAFETY: the caller's contract.
-    unsafe { crate::request::insert_compound(parts, state::ReqKind::Coll, comm, after, request) }
+    Ok(x)
 }
 
-/// `MPI_Ibarrier`'s body: an empty message to and from every remote
-/// process (the request completes once all of the other group have
-/// entered).
-pub(crate) fn ibarrier(comm: Handle) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    let n = x.remote.len() as c_int;
-    let sends: Vec<_> = (0..n)
-        .map(|r| (std::ptr::null::<c_void>(), 0, BYTE, r))
-        .collect();
-    let recvs: Vec<_> = (0..n)
-        .map(|r| (std::ptr::null_mut::<c_void>(), 0, BYTE, r))
-        .collect();
-    // SAFETY: no data.
-    unsafe { exchange(x.hi, &sends, &recvs, T_NB) }?;
-    Ok(None)
-}
-
-/// `MPI_Ibcast`'s body: the root sends to every process of the other group.
+/// The `recvcounts` of a reduce-scatter on `x` (one per local process),
+/// checked: the counts, where each block starts, and the total, which must
+/// fit in an int (the transfers take int counts).
 ///
 /// # Safety
-/// As `MPI_Ibcast`.
-pub(crate) unsafe fn ibcast(
-    buf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    root: c_int,
-    comm: Handle,
-) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    let (sends, recvs) = match side(&x, root)? {
-        Side::Root => (
-            (0..x.remote.len() as c_int)
-                .map(|r| (buf.cast_const(), count, dt, r))
-                .collect(),
-            Vec::new(),
-        ),
-        Side::Idle => (Vec::new(), Vec::new()),
-        Side::Leaf(r) => (Vec::new(), vec![(buf, count, dt, r)]),
-    };
-    // SAFETY: the caller's contract.
-    unsafe { exchange(x.hi, &sends, &recvs, T_NB) }?;
-    Ok(None)
-}
-
-/// Receives `count` elements of `dt` from each remote process in `from`
-/// for a reduction: the last one's straight into `rbuf`, the others' into
-/// temporaries; the hook folds them into `rbuf` in rank order
-/// (`b0 op (b1 op (... op b_last))`, right for non-commutative operations).
-///
-/// # Safety
-/// `rbuf` valid for `count` elements until the request completes.
-unsafe fn fold_from(
+/// `counts` valid for the local group's size.
+pub(crate) unsafe fn blocks_of<'a>(
     x: &Inter,
-    from: Vec<c_int>,
-    rbuf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    op: Handle,
-    sends: &[(*const c_void, c_int, Handle, c_int)],
-) -> R<Option<crate::request::After>> {
-    let k = crate::datatype::count(count)?;
-    let mut tmps = Vec::with_capacity(from.len());
-    let mut recvs = Vec::with_capacity(from.len());
-    for (j, &r) in from.iter().enumerate() {
-        if j + 1 == from.len() {
-            recvs.push((rbuf, count, dt, r));
-        } else {
-            let mut t = Tmp::new(k, dt)?;
-            recvs.push((t.ptr(), count, dt, r));
-            tmps.push(t);
-        }
-    }
-    // SAFETY: the caller's contract; the temporaries move into the hook.
-    unsafe { exchange(x.hi, sends, &recvs, T_NB) }?;
-    if tmps.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Box::new(move |_| {
-        for t in tmps.iter_mut().rev() {
-            // SAFETY: both hold `count` elements of `dt`.
-            let rc = unsafe { crate::coll::PMPI_Reduce_local(t.ptr(), rbuf, count, dt, op) };
-            ck(rc, "reduction")?;
-        }
-        Ok(())
-    })))
-}
-
-/// `MPI_Ireduce`'s body: every process of the other group sends its data
-/// to the root, which folds them at completion.
-///
-/// # Safety
-/// As `MPI_Ireduce`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn ireduce(
-    sbuf: *const c_void,
-    rbuf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    op: Handle,
-    root: c_int,
-    comm: Handle,
-) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    match side(&x, root)? {
-        Side::Root => {
-            let from = (0..x.remote.len() as c_int).collect();
-            // SAFETY: the caller's contract.
-            unsafe { fold_from(&x, from, rbuf, count, dt, op, &[]) }
-        }
-        Side::Idle => Ok(None),
-        Side::Leaf(r) => {
-            // SAFETY: the caller's contract.
-            unsafe { exchange(x.hi, &[(sbuf, count, dt, r)], &[], T_NB) }?;
-            Ok(None)
-        }
-    }
-}
-
-/// `MPI_Iallreduce`'s body: every process sends its data to every process
-/// of the other group, and folds what it receives at completion.
-///
-/// # Safety
-/// As `MPI_Iallreduce`.
-pub(crate) unsafe fn iallreduce(
-    sbuf: *const c_void,
-    rbuf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    op: Handle,
-    comm: Handle,
-) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
-    let n = x.remote.len() as c_int;
-    let sends: Vec<_> = (0..n).map(|r| (sbuf, count, dt, r)).collect();
-    // SAFETY: the caller's contract.
-    unsafe { fold_from(&x, (0..n).collect(), rbuf, count, dt, op, &sends) }
-}
-
-/// `MPI_Ireduce_scatter`'s body: the senders do not know how the other
-/// group cuts the result (its `recvcounts`), so every process sends its
-/// whole buffer to every remote process; each folds the whole vectors at
-/// completion and keeps its own block.
-///
-/// # Safety
-/// As `MPI_Ireduce_scatter`.
-pub(crate) unsafe fn ireduce_scatter(
-    sbuf: *const c_void,
-    rbuf: *mut c_void,
     counts: *const c_int,
-    dt: Handle,
-    op: Handle,
-    comm: Handle,
-) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
+) -> R<(&'a [c_int], Vec<c_int>, c_int)> {
     // SAFETY: the caller's contract.
     let cs = unsafe { crate::ptr::ints(counts, x.local.len(), "recvcounts")? };
-    let mut before: c_int = 0;
+    let mut displs = Vec::with_capacity(cs.len());
     let mut total: c_int = 0;
-    for (i, &c) in cs.iter().enumerate() {
+    for &c in cs {
         crate::datatype::count(c)?;
-        if i == x.rank {
-            before = total;
-        }
+        displs.push(total);
         total = total
             .checked_add(c)
             .ok_or_else(|| err(abi::ERR_COUNT, "the counts add up past the largest int"))?;
     }
-    let mine = cs[x.rank];
-    let n = x.remote.len() as c_int;
-    let sends: Vec<_> = (0..n).map(|r| (sbuf, total, dt, r)).collect();
-    let mut acc = Tmp::new(total as usize, dt)?;
-    // SAFETY: `acc` moves into the hook, which outlives the transfers.
-    let fold = unsafe { fold_from(&x, (0..n).collect(), acc.ptr(), total, dt, op, &sends)? };
-    Ok(Some(Box::new(move |st| {
-        if let Some(f) = fold {
-            f(st)?;
-        }
-        let from = at(acc.ptr(), 1, before as isize, dt)?;
-        // SAFETY: `from` holds `mine` elements of `dt` (inside `acc`),
-        // `rbuf` is the program's buffer for them; a copy through
-        // `MPI_COMM_SELF` keeps the datatype's layout on both sides.
-        let rc = unsafe {
-            crate::p2p::PMPI_Sendrecv(
-                from,
-                mine,
-                dt,
-                0,
-                T_NB,
-                rbuf,
-                mine,
-                dt,
-                0,
-                T_NB,
-                abi::COMM_SELF as Handle,
-                std::ptr::null_mut(),
-            )
-        };
-        ck(rc, "reduce_scatter")
-    })))
-}
-
-/// `MPI_Ireduce_scatter_block`'s body: every process sends its block `i`
-/// to remote process `i`, and folds the blocks it receives at completion.
-///
-/// # Safety
-/// As `MPI_Ireduce_scatter_block`.
-pub(crate) unsafe fn ireduce_scatter_block(
-    sbuf: *const c_void,
-    rbuf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    op: Handle,
-    comm: Handle,
-) -> R<Option<crate::request::After>> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
-    let n = x.remote.len() as c_int;
-    let sends = (0..n)
-        .map(|r| {
-            Ok((
-                at(sbuf, r as isize, count as isize, dt)?.cast_const(),
-                count,
-                dt,
-                r,
-            ))
-        })
-        .collect::<R<Vec<_>>>()?;
-    // SAFETY: the caller's contract.
-    unsafe { fold_from(&x, (0..n).collect(), rbuf, count, dt, op, &sends) }
+    Ok((cs, displs, total))
 }
 
 /// `MPI_Barrier`: returns once every process of both groups has entered.
@@ -1084,10 +838,7 @@ pub(crate) unsafe fn allreduce(
     op: Handle,
     comm: Handle,
 ) -> R<()> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
+    let x = reducing(comm, sbuf)?;
     // SAFETY: the caller's contract.
     unsafe {
         reduce_swap(&x, sbuf, rbuf, count, dt, op)?;
@@ -1111,21 +862,9 @@ pub(crate) unsafe fn reduce_scatter(
     op: Handle,
     comm: Handle,
 ) -> R<()> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
+    let x = reducing(comm, sbuf)?;
     // SAFETY: the caller's contract.
-    let cs = unsafe { crate::ptr::ints(counts, x.local.len(), "recvcounts")? };
-    let mut displs = Vec::with_capacity(cs.len());
-    let mut total: c_int = 0;
-    for &c in cs {
-        crate::datatype::count(c)?;
-        displs.push(total);
-        total = total
-            .checked_add(c)
-            .ok_or_else(|| err(abi::ERR_COUNT, "the counts add up past the largest int"))?;
-    }
+    let (cs, displs, total) = unsafe { blocks_of(&x, counts)? };
     let mut all = Tmp::new(total as usize, dt)?;
     // SAFETY: the caller's contract; `all` holds `total` elements.
     unsafe {
@@ -1317,10 +1056,7 @@ unsafe fn exchange_blocks(
     recv: &Blocks<'_>,
     comm: Handle,
 ) -> R<()> {
-    let x = inter(comm)?;
-    if crate::ptr::in_place(sbuf) {
-        return Err(err(abi::ERR_ARG, "MPI_IN_PLACE on an intercommunicator"));
-    }
+    let x = reducing(comm, sbuf)?;
     let n = x.remote.len();
     let mut sends = Vec::with_capacity(n);
     let mut recvs = Vec::with_capacity(n);

@@ -168,7 +168,14 @@
 //!   `Scatter(v)`, `Allgather(v)`, `Alltoall(v)`, `Alltoallw` (a datatype and
 //!   a byte displacement per block), `Reduce_scatter(_block)`, `Scan`,
 //!   `Exscan`, `Reduce_local`, with `MPI_IN_PLACE` wherever the standard
-//!   allows it, on dos's algorithms. Every predefined operation on the types the
+//!   allows it, on dos's algorithms. Every collective below (blocking,
+//!   nonblocking, persistent, neighbourhood) also has its MPI-4
+//!   large-count form (`MPI_Bcast_c`, `MPI_Ialltoallw_c`,
+//!   `MPI_Allreduce_init_c`, ...: `MPI_Count` counts, `MPI_Aint`
+//!   displacements) from the same code (module `large`): a count is checked
+//!   into memory's range, never truncated; where an inner path takes `int`
+//!   counts (intercommunicators, derived datatypes in the v/w-forms) a
+//!   larger one is `MPI_ERR_COUNT`. Every predefined operation on the types the
 //!   standard allows it for (`MPI_SUM`/`PROD` on integers, floats and
 //!   complex; `MIN`/`MAX` on integers and floats; logical ones on integers
 //!   and booleans; bitwise ones on integers and `MPI_BYTE`;
@@ -189,13 +196,18 @@
 //! * **Persistent collectives** (MPI-4) — `Barrier_init`, `Bcast_init`,
 //!   `Reduce_init`, `Allreduce_init`, `Gather(v)_init`, `Scatter(v)_init`,
 //!   `Allgather(v)_init`, `Alltoall(v,w)_init`, `Reduce_scatter(_block)_init`,
-//!   `Scan_init`, `Exscan_init`: each `MPI_Start`/`Startall` starts the
+//!   `Scan_init`, `Exscan_init`, and the neighbourhood ones
+//!   (`Neighbor_allgather(v)_init`, `Neighbor_alltoall(v,w)_init`): each `MPI_Start`/`Startall` starts the
 //!   nonblocking collective with the arguments given at init (checked then:
 //!   a bad argument is the error of `MPI_Start`); the info argument is
 //!   ignored. Each has a context of its own, made at init (a duplicate of
 //!   the communicator kept until `MPI_Finalize`), so they match in init
 //!   order whatever the order of the starts, as MPI-4 says.
-//! * **User operations** — `Op_create` (commutative or not), `Op_free`,
+//! * **User operations** — `Op_create` (commutative or not), `Op_create_c`
+//!   (MPI-4: the function's length is an `MPI_Count`, so one call covers
+//!   any count; an `Op_create` function is called in chunks of at most
+//!   `INT_MAX` elements where the elements are a typed slice, and a larger
+//!   count is `MPI_ERR_COUNT` where it takes one call), `Op_free`,
 //!   `Op_commutative`, in every reduction above: the C function is called on
 //!   whole buffers with the datatype's handle, and a non-commutative
 //!   operation is combined in rank order. On every datatype: one dos
@@ -384,10 +396,9 @@
 //! `MPI_REPLACE`/`MPI_NO_OP`) or of `MPI_SHORT_INT`; user error handlers
 //! on windows; MPI-IO's `external32` for types whose size differs there
 //! (`MPI_LONG`...), filetypes with overlapping pieces (even read-only), and
-//! a local POSIX driver; persistent
-//! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
-//! the large-count `_c` forms beyond those of point-to-point, `Get_count_c`
-//! and `Type_size_c`; the per-communicator and per-session buffers of
+//! a local POSIX driver; `MPI_Remove_error_*`;
+//! the large-count `_c` forms beyond those of point-to-point, the
+//! collectives, `Op_create_c`, `Get_count_c` and `Type_size_c`; the per-communicator and per-session buffers of
 //! MPI-4.1 (`MPI_Comm_attach_buffer`, ...); sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
 //! itself already has most of the machinery (see its crate docs).
@@ -533,6 +544,46 @@ macro_rules! mpi_fn {
     };
 }
 
+/// Defines a collective once for both count widths: a core
+/// `unsafe fn $core<C: Wide, D: Wide>` holding the body (`C` the type of
+/// counts, `D` of displacements), `MPI_X`/`PMPI_X` with `int` for both, and
+/// `MPI_X_c`/`PMPI_X_c` with `MPI_Count` and `MPI_Aint` (see
+/// [`large`](crate::large)). Argument types name `C` and `D`; the file
+/// imports `crate::large::{C, D}` (the `int` forms' types) and the `_c`
+/// forms shadow them in a block of their own.
+macro_rules! coll_fn {
+    (
+        $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident, $mpic:ident / $pmpic:ident = $core:ident ( $($a:ident : $t:ty),* $(,)? ) on $comm:expr => $body:block
+    ) => {
+        /// The core of
+        #[doc = concat!("`", stringify!($mpi), "` and `", stringify!($mpic), "`.")]
+        ///
+        /// # Safety
+        /// Every pointer argument valid as the MPI standard requires of it.
+        #[allow(clippy::too_many_arguments, unused_unsafe)]
+        pub(crate) unsafe fn $core<C: $crate::large::Wide, D: $crate::large::Wide>($($a: $t),*) -> $crate::error::R<()> {
+            // SAFETY: this function's contract.
+            unsafe { $body }
+        }
+
+        mpi_fn! {
+            $(#[doc = $doc])*
+            fn $mpi / $pmpi ($($a: $t),*) on $comm => { $core::<C, D>($($a),*) }
+        }
+
+        const _: () = {
+            type C = $crate::large::Count;
+            type D = $crate::large::Aint;
+            mpi_fn! {
+                $(#[doc = $doc])*
+                /// (The large-count form, MPI-4.)
+                fn $mpic / $pmpic ($($a: $t),*) on $comm => { $core::<C, D>($($a),*) }
+            }
+        };
+    };
+}
+
 pub mod abi;
 mod attr;
 mod bsend;
@@ -547,7 +598,9 @@ mod greq;
 mod group;
 mod info;
 mod inter;
+mod inter_nb;
 mod io;
+mod large;
 mod later;
 mod ldouble;
 mod nbc;

@@ -40,7 +40,8 @@ use crate::abi::{self, Handle};
 use crate::coll::{check_block, layout, root_of};
 use crate::datatype::{self, Layout};
 use crate::error::{err, R};
-use crate::ptr::{in_place, ints, out};
+use crate::large::{self, arr, Wide, C, D};
+use crate::ptr::{in_place, out};
 use crate::reduce::{self, DynOp, Num};
 use crate::request::After;
 use crate::state::{self, ReqEntry, ReqKind};
@@ -176,8 +177,8 @@ fn packed_len(n: usize, dt: Handle) -> R<usize> {
 }
 
 /// Elements of `count` blocks for `size` ranks, checked.
-fn all_blocks(count: c_int, size: usize) -> R<usize> {
-    datatype::count(count)?
+fn all_blocks<C: Wide>(count: C, size: usize) -> R<usize> {
+    large::count(count)?
         .checked_mul(size)
         .ok_or_else(|| err(abi::ERR_COUNT, "the blocks of all ranks overflow"))
 }
@@ -252,7 +253,7 @@ mpi_fn! {
     /// Starts a barrier: completes once every rank has started it.
     fn MPI_Ibarrier / PMPI_Ibarrier(comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ibarrier(comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ibarrier(comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -260,15 +261,15 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts copying `root`'s buffer to every rank.
-    fn MPI_Ibcast / PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
+    fn MPI_Ibcast / PMPI_Ibcast, MPI_Ibcast_c / PMPI_Ibcast_c = ibcast_core(buffer: *mut c_void, count: C, datatype: Handle, root: c_int, comm: Handle, request: *mut Handle) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ibcast(buffer, count, datatype, root, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ibcast(buffer, count.narrow()?, datatype, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
-        let n = datatype::count(count)?;
+        let n = large::count(count)?;
         let root = root_of(&c, root)?;
         let me = c.rank() == root;
         let mut keep = Keep::default();
@@ -277,32 +278,32 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts gathering equal blocks at `root` in rank order.
-    fn MPI_Igather / PMPI_Igather(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Igather / PMPI_Igather, MPI_Igather_c / PMPI_Igather_c = igather_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::gather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::gather(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         let mut keep = Keep::default();
         if c.rank() != root {
-            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            let s = stage(&mut keep, sendbuf, large::count(sendcount)?, sendtype, true, false)?;
             let what = NbColl::Gather { root, blk: s.1, in_place: false };
             return start_bytes(&c, what, (s.0, s.1), NOWHERE, keep, comm, request);
         }
-        let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
+        let blk = packed_len(large::count(recvcount)?, recvtype)?;
         let ip = in_place(sendbuf);
         let r = stage(&mut keep, recvbuf, all_blocks(recvcount, c.size())?, recvtype, ip, true)?;
         let s = if ip {
             NOTHING
         } else {
-            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            let s = stage(&mut keep, sendbuf, large::count(sendcount)?, sendtype, true, false)?;
             check_block(s.1, blk)?;
             (s.0 as *const u8, s.1)
         };
@@ -310,32 +311,32 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts scattering equal blocks from `root` in rank order.
-    fn MPI_Iscatter / PMPI_Iscatter(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Iscatter / PMPI_Iscatter, MPI_Iscatter_c / PMPI_Iscatter_c = iscatter_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::scatter(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::scatter(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         let mut keep = Keep::default();
         if c.rank() != root {
-            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let r = stage(&mut keep, recvbuf, large::count(recvcount)?, recvtype, false, true)?;
             let what = NbColl::Scatter { root, blk: r.1, in_place: false };
             return start_bytes(&c, what, NOTHING, r, keep, comm, request);
         }
-        let blk = packed_len(datatype::count(sendcount)?, sendtype)?;
+        let blk = packed_len(large::count(sendcount)?, sendtype)?;
         let s = stage(&mut keep, sendbuf, all_blocks(sendcount, c.size())?, sendtype, true, false)?;
         let ip = in_place(recvbuf);
         let r = if ip {
             NOWHERE
         } else {
-            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let r = stage(&mut keep, recvbuf, large::count(recvcount)?, recvtype, false, true)?;
             check_block(blk, r.1)?;
             r
         };
@@ -343,27 +344,27 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts gathering every rank's block at every rank, in rank order.
-    fn MPI_Iallgather / PMPI_Iallgather(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Iallgather / PMPI_Iallgather, MPI_Iallgather_c / PMPI_Iallgather_c = iallgather_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcount, None, std::ptr::null(), recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, recvcount.narrow()?, None, std::ptr::null(), recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let mut keep = Keep::default();
-        let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
+        let blk = packed_len(large::count(recvcount)?, recvtype)?;
         let ip = in_place(sendbuf);
         let r = stage(&mut keep, recvbuf, all_blocks(recvcount, c.size())?, recvtype, ip, true)?;
         let s = if ip {
             // The contribution is this rank's block of the receive buffer.
             (copy_kept(&mut keep, r.0.add(c.rank() * blk), blk), blk)
         } else {
-            let s = stage(&mut keep, sendbuf, datatype::count(sendcount)?, sendtype, true, false)?;
+            let s = stage(&mut keep, sendbuf, large::count(sendcount)?, sendtype, true, false)?;
             check_block(s.1, blk)?;
             (s.0 as *const u8, s.1)
         };
@@ -371,15 +372,15 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts sending block `j` of rank `i` to block `i` of rank `j`.
-    fn MPI_Ialltoall / PMPI_Ialltoall(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Ialltoall / PMPI_Ialltoall, MPI_Ialltoall_c / PMPI_Ialltoall_c = ialltoall_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount, None, sendtype, recvbuf, recvcount, None, recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || crate::inter::alltoallv(sendbuf, sendcount.narrow()?, None, sendtype, recvbuf, recvcount.narrow()?, None, recvtype, comm).map(|()| None));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -389,8 +390,8 @@ mpi_fn! {
         let s = if ip {
             (copy_kept(&mut keep, r.0, r.1), r.1)
         } else {
-            let blk = packed_len(datatype::count(recvcount)?, recvtype)?;
-            check_block(packed_len(datatype::count(sendcount)?, sendtype)?, blk)?;
+            let blk = packed_len(large::count(recvcount)?, recvtype)?;
+            check_block(packed_len(large::count(sendcount)?, sendtype)?, blk)?;
             let s = stage(&mut keep, sendbuf, all_blocks(sendcount, c.size())?, sendtype, true, false)?;
             (s.0 as *const u8, s.1)
         };
@@ -407,11 +408,11 @@ mpi_fn! {
 /// # Safety
 /// The buffer and arrays valid for the blocks until completion.
 #[allow(clippy::too_many_arguments)]
-unsafe fn vstage(
+unsafe fn vstage<C: Wide, D: Wide>(
     keep: &mut Keep,
     buf: *const c_void,
-    counts: *const c_int,
-    displs: *const c_int,
+    counts: *const C,
+    displs: *const D,
     n: usize,
     dt: Handle,
     fill: bool,
@@ -419,7 +420,11 @@ unsafe fn vstage(
 ) -> R<(*mut u8, usize, Vec<usize>, Vec<usize>)> {
     if datatype::is_derived(dt) {
         // SAFETY: the caller's contract.
-        let mut v = unsafe { VStaged::new(buf, counts, displs, n, dt, fill)? };
+        let mut v = unsafe {
+            let (mut k1, mut k2) = (Vec::new(), Vec::new());
+            let (cs, ds) = (C::ints(counts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+            VStaged::new(buf, cs, ds, n, dt, fill)?
+        };
         let (p, l) = (v.tmp.as_mut_ptr(), v.tmp.len());
         let (cs, ds) = (v.cs.clone(), v.ds.clone());
         if unpack {
@@ -438,15 +443,20 @@ unsafe fn vstage(
     Ok((buf as *mut u8, end, cs, ds))
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts gathering blocks of varying sizes at `root`.
-    fn MPI_Igatherv / PMPI_Igatherv(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+    fn MPI_Igatherv / PMPI_Igatherv, MPI_Igatherv_c / PMPI_Igatherv_c = igatherv_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::gatherv(sendbuf, sendcount, sendtype, recvbuf, Some(recvcounts), 0, displs, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || {
+                let (mut k1, mut k2) = (Vec::new(), Vec::new());
+                let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
+                let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+                crate::inter::gatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, Some(rc), 0, rd, recvtype, root, comm).map(|()| None)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -455,15 +465,20 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts gathering blocks of varying sizes at every rank.
-    fn MPI_Iallgatherv / PMPI_Iallgatherv(
-        sendbuf: *const c_void, sendcount: c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle,
+    fn MPI_Iallgatherv / PMPI_Iallgatherv, MPI_Iallgatherv_c / PMPI_Iallgatherv_c = iallgatherv_core(
+        sendbuf: *const c_void, sendcount: C, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::allgatherv(sendbuf, sendcount, sendtype, recvbuf, 0, Some(recvcounts), displs, recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || {
+                let (mut k1, mut k2) = (Vec::new(), Vec::new());
+                let n = crate::inter::remote_size(comm)?;
+                let (rc, rd) = (C::ints(recvcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+                crate::inter::allgatherv(sendbuf, sendcount.narrow()?, sendtype, recvbuf, 0, Some(rc), rd, recvtype, comm).map(|()| None)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -476,15 +491,15 @@ mpi_fn! {
 /// # Safety
 /// The buffers and arrays valid for their counts; `request` for a write.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gatherv(
+unsafe fn gatherv<C: Wide, D: Wide>(
     c: &Comm,
     root: Option<usize>,
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
-    displs: *const c_int,
+    recvcounts: *const C,
+    displs: *const D,
     recvtype: Handle,
     comm: Handle,
     request: *mut Handle,
@@ -497,7 +512,7 @@ unsafe fn gatherv(
             let s = stage(
                 &mut keep,
                 sendbuf,
-                datatype::count(sendcount)?,
+                large::count(sendcount)?,
                 sendtype,
                 true,
                 false,
@@ -525,7 +540,7 @@ unsafe fn gatherv(
             let s = stage(
                 &mut keep,
                 sendbuf,
-                datatype::count(sendcount)?,
+                large::count(sendcount)?,
                 sendtype,
                 true,
                 false,
@@ -542,22 +557,27 @@ unsafe fn gatherv(
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts scattering blocks of varying sizes from `root`.
-    fn MPI_Iscatterv / PMPI_Iscatterv(
-        sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle,
+    fn MPI_Iscatterv / PMPI_Iscatterv, MPI_Iscatterv_c / PMPI_Iscatterv_c = iscatterv_core(
+        sendbuf: *const c_void, sendcounts: *const C, displs: *const D, sendtype: Handle,
+        recvbuf: *mut c_void, recvcount: C, recvtype: Handle,
         root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::scatterv(sendbuf, Some(sendcounts), 0, displs, sendtype, recvbuf, recvcount, recvtype, root, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || {
+                let (mut k1, mut k2) = (Vec::new(), Vec::new());
+                let n = if root == abi::ROOT { crate::inter::remote_size(comm)? } else { 0 };
+                let (sc, sd) = (C::ints(sendcounts, n, &mut k1)?, D::ints(displs, n, &mut k2)?);
+                crate::inter::scatterv(sendbuf, Some(sc), 0, sd, sendtype, recvbuf, recvcount.narrow()?, recvtype, root, comm).map(|()| None)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         let mut keep = Keep::default();
         if c.rank() != root {
-            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let r = stage(&mut keep, recvbuf, large::count(recvcount)?, recvtype, false, true)?;
             let what = NbColl::Scatterv { root, layout: (&[], &[]) };
             return start_bytes(&c, what, NOTHING, r, keep, comm, request);
         }
@@ -571,7 +591,7 @@ mpi_fn! {
             keep.hold(v);
             (p, cs[root])
         } else {
-            let r = stage(&mut keep, recvbuf, datatype::count(recvcount)?, recvtype, false, true)?;
+            let r = stage(&mut keep, recvbuf, large::count(recvcount)?, recvtype, false, true)?;
             check_block(cs[root], r.1)?;
             r
         };
@@ -580,15 +600,22 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts `MPI_Alltoall` with blocks of varying sizes and places.
-    fn MPI_Ialltoallv / PMPI_Ialltoallv(
-        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle,
+    fn MPI_Ialltoallv / PMPI_Ialltoallv, MPI_Ialltoallv_c / PMPI_Ialltoallv_c = ialltoallv_core(
+        sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::alltoallv(sendbuf, 0, Some((sendcounts, sdispls)), sendtype, recvbuf, 0, Some((recvcounts, rdispls)), recvtype, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || {
+                let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+                let n = crate::inter::remote_size(comm)?;
+                let [k0, k1, k2, k3] = &mut k;
+                let (sc, sd) = (C::ints(sendcounts, n, k0)?, D::ints(sdispls, n, k1)?);
+                let (rc, rd) = (C::ints(recvcounts, n, k2)?, D::ints(rdispls, n, k3)?);
+                crate::inter::alltoallv(sendbuf, 0, Some((sc, sd)), sendtype, recvbuf, 0, Some((rc, rd)), recvtype, comm).map(|()| None)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -813,23 +840,23 @@ unsafe fn span(p: *const c_void, len: usize) -> R<*mut u8> {
     Ok(p as *mut u8)
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts combining every rank's buffer with `op` into `root`'s.
-    fn MPI_Ireduce / PMPI_Ireduce(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Ireduce / PMPI_Ireduce, MPI_Ireduce_c / PMPI_Ireduce_c = ireduce_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, root: c_int, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ireduce(sendbuf, recvbuf, count, datatype, op, root, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ireduce(sendbuf, recvbuf, count.narrow()?, datatype, op, root, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         let root = root_of(&c, root)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return start_general(g, &c, Gen::Reduce { root }, sendbuf, recvbuf, datatype::count(count)?, comm, request);
+            return start_general(g, &c, Gen::Reduce { root }, sendbuf, recvbuf, large::count(count)?, comm, request);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let me = c.rank() == root;
         let ip = me && in_place(sendbuf);
         let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
@@ -839,22 +866,22 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts combining every rank's buffer with `op`; every rank gets the result.
-    fn MPI_Iallreduce / PMPI_Iallreduce(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Iallreduce / PMPI_Iallreduce, MPI_Iallreduce_c / PMPI_Iallreduce_c = iallreduce_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::iallreduce(sendbuf, recvbuf, count, datatype, op, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::iallreduce(sendbuf, recvbuf, count.narrow()?, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            return start_general(g, &c, Gen::All { scan: None }, sendbuf, recvbuf, datatype::count(count)?, comm, request);
+            return start_general(g, &c, Gen::All { scan: None }, sendbuf, recvbuf, large::count(count)?, comm, request);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let len = datatype::bytes(count, datatype)?;
+        let len = large::bytes(count, datatype)?;
         let ip = in_place(sendbuf);
         let s = if ip { NOTHING } else { (span(sendbuf, len)? as *const u8, len) };
         let r = (span(recvbuf, len)?, len);
@@ -863,25 +890,29 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts combining with `op` and scattering the result in blocks of `recvcounts`.
-    fn MPI_Ireduce_scatter / PMPI_Ireduce_scatter(
-        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int,
+    fn MPI_Ireduce_scatter / PMPI_Ireduce_scatter, MPI_Ireduce_scatter_c / PMPI_Ireduce_scatter_c = ireduce_scatter_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const C,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter(sendbuf, recvbuf, recvcounts, datatype, op, comm));
+            return crate::inter_nb::start(comm, request, || {
+                let mut k = Vec::new();
+                let rc = C::ints(recvcounts, crate::inter::local_size(comm)?, &mut k)?;
+                crate::inter_nb::ireduce_scatter(sendbuf, recvbuf, rc, datatype, op, comm)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            let raw = ints(recvcounts, c.size(), "recvcounts")?;
-            let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+            let raw = arr(recvcounts, c.size(), "recvcounts")?;
+            let counts = raw.iter().map(|&x| large::count(x)).collect::<R<Vec<usize>>>()?;
             return start_general(g, &c, Gen::Scatter { counts: &counts }, sendbuf, recvbuf, 0, comm, request);
         }
         let (elem, k, size) = reduction(datatype, op)?;
-        let raw = ints(recvcounts, c.size(), "recvcounts")?;
-        let counts = raw.iter().map(|&x| datatype::count(x)).collect::<R<Vec<usize>>>()?;
+        let raw = arr(recvcounts, c.size(), "recvcounts")?;
+        let counts = raw.iter().map(|&x| large::count(x)).collect::<R<Vec<usize>>>()?;
         let total = counts.iter().try_fold(0usize, |a, &x| a.checked_add(x))
             .and_then(|t| t.checked_mul(size))
             .ok_or_else(|| err(abi::ERR_COUNT, "the counts overflow"))?;
@@ -899,23 +930,23 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts `MPI_Ireduce_scatter` with equal blocks.
-    fn MPI_Ireduce_scatter_block / PMPI_Ireduce_scatter_block(
-        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int,
+    fn MPI_Ireduce_scatter_block / PMPI_Ireduce_scatter_block, MPI_Ireduce_scatter_block_c / PMPI_Ireduce_scatter_block_c = ireduce_scatter_block_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: C,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::ireduce_scatter_block(sendbuf, recvbuf, recvcount, datatype, op, comm));
+            return crate::inter_nb::start(comm, request, || crate::inter_nb::ireduce_scatter_block(sendbuf, recvbuf, recvcount.narrow()?, datatype, op, comm));
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
         if let Some(g) = crate::userop::general(datatype, op)? {
-            let counts = vec![datatype::count(recvcount)?; c.size()];
+            let counts = vec![large::count(recvcount)?; c.size()];
             return start_general(g, &c, Gen::Scatter { counts: &counts }, sendbuf, recvbuf, 0, comm, request);
         }
         let (elem, k, _) = reduction(datatype, op)?;
-        let blk = datatype::bytes(recvcount, datatype)?;
+        let blk = large::bytes(recvcount, datatype)?;
         let total = blk.checked_mul(c.size()).ok_or_else(|| err(abi::ERR_COUNT, "the blocks overflow"))?;
         let mut keep = Keep::default();
         let s = if in_place(sendbuf) {
@@ -934,10 +965,10 @@ mpi_fn! {
 /// # Safety
 /// The buffers valid for `count` elements of `dt` until completion.
 #[allow(clippy::too_many_arguments)]
-unsafe fn iscan(
+unsafe fn iscan<C: Wide>(
     sendbuf: *const c_void,
     recvbuf: *mut c_void,
-    count: c_int,
+    count: C,
     dt: Handle,
     op: Handle,
     comm: Handle,
@@ -959,14 +990,14 @@ unsafe fn iscan(
                 what,
                 sendbuf,
                 recvbuf,
-                datatype::count(count)?,
+                large::count(count)?,
                 comm,
                 request,
             )
         };
     }
     let (elem, k, _) = reduction(dt, op)?;
-    let len = datatype::bytes(count, dt)?;
+    let len = large::bytes(count, dt)?;
     let mut keep = Keep::default();
     // SAFETY: the caller's contract.
     unsafe {
@@ -981,20 +1012,20 @@ unsafe fn iscan(
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts an inclusive prefix reduction in rank order.
-    fn MPI_Iscan / PMPI_Iscan(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Iscan / PMPI_Iscan, MPI_Iscan_c / PMPI_Iscan_c = iscan_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         iscan(sendbuf, recvbuf, count, datatype, op, comm, request, true)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts an exclusive prefix reduction in rank order (rank 0's result is undefined).
-    fn MPI_Iexscan / PMPI_Iexscan(
-        sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int,
+    fn MPI_Iexscan / PMPI_Iexscan, MPI_Iexscan_c / PMPI_Iexscan_c = iexscan_core(
+        sendbuf: *const c_void, recvbuf: *mut c_void, count: C,
         datatype: Handle, op: Handle, comm: Handle, request: *mut Handle,
     ) on comm => {
         iscan(sendbuf, recvbuf, count, datatype, op, comm, request, false)
@@ -1016,20 +1047,15 @@ pub(crate) struct WBlocks {
 impl WBlocks {
     /// # Safety
     /// The arrays valid for `n` entries (or null: `MPI_ERR_ARG`).
-    pub unsafe fn new(
+    pub unsafe fn new<C: Wide, D: Wide>(
         buf: *const c_void,
-        counts: *const c_int,
-        displs: *const c_int,
+        counts: *const C,
+        displs: *const D,
         types: *const Handle,
         n: usize,
     ) -> R<WBlocks> {
         // SAFETY: the caller's contract.
-        let (c, d) = unsafe {
-            (
-                ints(counts, n, "counts")?,
-                ints(displs, n, "displacements")?,
-            )
-        };
+        let (c, d) = unsafe { (arr(counts, n, "counts")?, arr(displs, n, "displacements")?) };
         if n > 0 && types.is_null() {
             return Err(err(abi::ERR_ARG, "null array of datatypes"));
         }
@@ -1038,14 +1064,16 @@ impl WBlocks {
         for i in 0..n {
             // SAFETY: `types` holds `n` handles (the caller's contract).
             let t = unsafe { *types.add(i) };
-            let l = datatype::layout(c[i], t)?;
+            let l = datatype::layout_n(large::count(c[i])?, t)?;
             let len = match &l {
                 Layout::Dense(x) => *x,
                 Layout::Packed { len, .. } => *len,
             };
-            let off = usize::try_from(d[i])
-                .map_err(|_| err(abi::ERR_ARG, format!("negative displacement {}", d[i])))?;
-            if len > 0 && buf.is_null() {
+            let off = large::displ(d[i])?;
+            // A null buffer is `MPI_BOTTOM`: the displacements are then
+            // addresses (`MPI_Get_address`), beyond `INT_MAX` in the `_c`
+            // form; only a block at address 0 is a null buffer.
+            if len > 0 && (buf as usize).wrapping_add(off) == 0 {
                 return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
             }
             layouts.push((l, off));
@@ -1075,13 +1103,14 @@ impl WBlocks {
     pub unsafe fn pack(&self) -> R<Vec<u8>> {
         let mut v = Vec::with_capacity(self.total());
         for (l, off) in &self.layouts {
-            // SAFETY: the caller's contract.
-            let p = unsafe { (self.buf as *const u8).add(*off) } as *const c_void;
+            // The block's address: the buffer (or `MPI_BOTTOM`) plus its
+            // displacement.
+            let p = (self.buf as *const u8).wrapping_add(*off) as *const c_void;
             match l {
-                // SAFETY: as above.
+                // SAFETY: the caller's contract: the buffer valid for the blocks.
                 Layout::Dense(len) => v.extend_from_slice(unsafe { crate::ptr::src(p, *len)? }),
                 Layout::Packed { .. } => {
-                    // SAFETY: as above.
+                    // SAFETY: as for a dense block.
                     let packed = unsafe { crate::types::pack_to_vec(p, l)? };
                     v.extend_from_slice(&packed)
                 }
@@ -1096,24 +1125,31 @@ impl WBlocks {
     /// The buffer valid and writable for the blocks.
     pub unsafe fn unpack(&self, data: &[u8]) -> R<()> {
         for (i, (l, off)) in self.layouts.iter().enumerate() {
-            // SAFETY: the caller's contract.
-            let p = unsafe { (self.buf as *mut u8).add(*off) } as *mut c_void;
-            // SAFETY: as above.
+            // The block's address, as in `pack`.
+            let p = (self.buf as *mut u8).wrapping_add(*off) as *mut c_void;
+            // SAFETY: the caller's contract: the buffer valid and writable for the blocks.
             unsafe { crate::types::unpack_from(&data[self.ds[i]..self.ds[i] + self.cs[i]], p, l)? };
         }
         Ok(())
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Starts `MPI_Alltoallv` with a datatype per block and displacements in bytes.
-    fn MPI_Ialltoallw / PMPI_Ialltoallw(
-        sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle,
-        recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle,
+    fn MPI_Ialltoallw / PMPI_Ialltoallw, MPI_Ialltoallw_c / PMPI_Ialltoallw_c = ialltoallw_core(
+        sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtypes: *const Handle,
+        recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtypes: *const Handle,
         comm: Handle, request: *mut Handle,
     ) on comm => {
         if crate::inter::is_inter(comm) {
-            return crate::inter::start(comm, request, || crate::inter::alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm).map(|()| None));
+            return crate::inter_nb::start(comm, request, || {
+                let mut k = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+                let n = crate::inter::remote_size(comm)?;
+                let [k0, k1, k2, k3] = &mut k;
+                let (sc, sd) = (C::ints(sendcounts, n, k0)?, D::ints(sdispls, n, k1)?);
+                let (rc, rd) = (C::ints(recvcounts, n, k2)?, D::ints(rdispls, n, k3)?);
+                crate::inter::alltoallw(sendbuf, sc, sd, sendtypes, recvbuf, rc, rd, recvtypes, comm).map(|()| None)
+            });
         }
         request_arg(request)?;
         let c = state::comm(comm)?;
@@ -1181,22 +1217,87 @@ macro_rules! coll_init {
     )*};
 }
 
+/// Defines `MPI_X_init` and `MPI_X_init_c` from the core of `MPI_IX` and
+/// `MPI_IX_c` (see [`coll_fn!`](crate::coll_fn)): as [`coll_init!`], with
+/// the errors of a start reported as the nonblocking form reports them.
+macro_rules! coll_init_c {
+    ($($mpi:ident / $pmpi:ident, $mpic:ident / $pmpic:ident => $core:ident ( $($a:ident : $t:ty),* ) ;)*) => {$(
+        mpi_fn! {
+            /// A persistent collective (MPI-4): `MPI_Start` starts its nonblocking form.
+            fn $mpi / $pmpi($($a: $t,)* comm: Handle, _info: Handle, request: *mut Handle) on comm => {
+                persistent(comm, request, move |own, r| {
+                    // SAFETY: the arguments as given at init, valid until the
+                    // request is freed (the standard's rule for persistent requests).
+                    unsafe { $core::<C, D>($($a,)* own, r) }
+                })
+            }
+        }
+        const _: () = {
+            type C = $crate::large::Count;
+            type D = $crate::large::Aint;
+            mpi_fn! {
+                /// A persistent collective, large-count form (MPI-4).
+                fn $mpic / $pmpic($($a: $t,)* comm: Handle, _info: Handle, request: *mut Handle) on comm => {
+                    persistent(comm, request, move |own, r| {
+                        // SAFETY: as for the `int` form.
+                        unsafe { $core::<C, D>($($a,)* own, r) }
+                    })
+                }
+            }
+        };
+    )*};
+}
+
+/// A persistent collective on a context of its own whose start runs
+/// `start(own, request)`.
+///
+/// # Safety
+/// `request` valid for a write.
+unsafe fn persistent(
+    comm: Handle,
+    request: *mut Handle,
+    start: impl Fn(Handle, *mut Handle) -> R<()> + 'static,
+) -> R<()> {
+    let own = own_context(comm)?;
+    let start: crate::persist::Starter = std::rc::Rc::new(move |r: *mut Handle| {
+        crate::error::finish("MPI_Start", own, || start(own, r))
+    });
+    // SAFETY: the caller's contract.
+    unsafe { crate::persist::coll_init(comm, request, start) }
+}
+
 coll_init! {
     MPI_Barrier_init / PMPI_Barrier_init => PMPI_Ibarrier();
-    MPI_Bcast_init / PMPI_Bcast_init => PMPI_Ibcast(buffer: *mut c_void, count: c_int, datatype: Handle, root: c_int);
-    MPI_Reduce_init / PMPI_Reduce_init => PMPI_Ireduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle, root: c_int);
-    MPI_Allreduce_init / PMPI_Allreduce_init => PMPI_Iallreduce(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
-    MPI_Gather_init / PMPI_Gather_init => PMPI_Igather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
-    MPI_Scatter_init / PMPI_Scatter_init => PMPI_Iscatter(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
-    MPI_Allgather_init / PMPI_Allgather_init => PMPI_Iallgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle);
-    MPI_Alltoall_init / PMPI_Alltoall_init => PMPI_Ialltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle);
-    MPI_Gatherv_init / PMPI_Gatherv_init => PMPI_Igatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, root: c_int);
-    MPI_Scatterv_init / PMPI_Scatterv_init => PMPI_Iscatterv(sendbuf: *const c_void, sendcounts: *const c_int, displs: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, root: c_int);
-    MPI_Allgatherv_init / PMPI_Allgatherv_init => PMPI_Iallgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle);
-    MPI_Alltoallv_init / PMPI_Alltoallv_init => PMPI_Ialltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle);
-    MPI_Alltoallw_init / PMPI_Alltoallw_init => PMPI_Ialltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtypes: *const Handle);
-    MPI_Reduce_scatter_init / PMPI_Reduce_scatter_init => PMPI_Ireduce_scatter(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const c_int, datatype: Handle, op: Handle);
-    MPI_Reduce_scatter_block_init / PMPI_Reduce_scatter_block_init => PMPI_Ireduce_scatter_block(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: c_int, datatype: Handle, op: Handle);
-    MPI_Scan_init / PMPI_Scan_init => PMPI_Iscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
-    MPI_Exscan_init / PMPI_Exscan_init => PMPI_Iexscan(sendbuf: *const c_void, recvbuf: *mut c_void, count: c_int, datatype: Handle, op: Handle);
+}
+
+coll_init_c! {
+    MPI_Bcast_init / PMPI_Bcast_init, MPI_Bcast_init_c / PMPI_Bcast_init_c => ibcast_core(buffer: *mut c_void, count: C, datatype: Handle, root: c_int);
+    MPI_Reduce_init / PMPI_Reduce_init, MPI_Reduce_init_c / PMPI_Reduce_init_c => ireduce_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle, root: c_int);
+    MPI_Allreduce_init / PMPI_Allreduce_init, MPI_Allreduce_init_c / PMPI_Allreduce_init_c => iallreduce_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle);
+    MPI_Gather_init / PMPI_Gather_init, MPI_Gather_init_c / PMPI_Gather_init_c => igather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, root: c_int);
+    MPI_Scatter_init / PMPI_Scatter_init, MPI_Scatter_init_c / PMPI_Scatter_init_c => iscatter_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, root: c_int);
+    MPI_Allgather_init / PMPI_Allgather_init, MPI_Allgather_init_c / PMPI_Allgather_init_c => iallgather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Alltoall_init / PMPI_Alltoall_init, MPI_Alltoall_init_c / PMPI_Alltoall_init_c => ialltoall_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Gatherv_init / PMPI_Gatherv_init, MPI_Gatherv_init_c / PMPI_Gatherv_init_c => igatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle, root: c_int);
+    MPI_Scatterv_init / PMPI_Scatterv_init, MPI_Scatterv_init_c / PMPI_Scatterv_init_c => iscatterv_core(sendbuf: *const c_void, sendcounts: *const C, displs: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, root: c_int);
+    MPI_Allgatherv_init / PMPI_Allgatherv_init, MPI_Allgatherv_init_c / PMPI_Allgatherv_init_c => iallgatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle);
+    MPI_Alltoallv_init / PMPI_Alltoallv_init, MPI_Alltoallv_init_c / PMPI_Alltoallv_init_c => ialltoallv_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle);
+    MPI_Alltoallw_init / PMPI_Alltoallw_init, MPI_Alltoallw_init_c / PMPI_Alltoallw_init_c => ialltoallw_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtypes: *const Handle);
+    MPI_Reduce_scatter_init / PMPI_Reduce_scatter_init, MPI_Reduce_scatter_init_c / PMPI_Reduce_scatter_init_c => ireduce_scatter_core(sendbuf: *const c_void, recvbuf: *mut c_void, recvcounts: *const C, datatype: Handle, op: Handle);
+    MPI_Reduce_scatter_block_init / PMPI_Reduce_scatter_block_init, MPI_Reduce_scatter_block_init_c / PMPI_Reduce_scatter_block_init_c => ireduce_scatter_block_core(sendbuf: *const c_void, recvbuf: *mut c_void, recvcount: C, datatype: Handle, op: Handle);
+    MPI_Scan_init / PMPI_Scan_init, MPI_Scan_init_c / PMPI_Scan_init_c => iscan_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle);
+    MPI_Exscan_init / PMPI_Exscan_init, MPI_Exscan_init_c / PMPI_Exscan_init_c => iexscan_core(sendbuf: *const c_void, recvbuf: *mut c_void, count: C, datatype: Handle, op: Handle);
+}
+
+use crate::neighbor::{
+    ineighbor_allgather_core, ineighbor_allgatherv_core, ineighbor_alltoall_core,
+    ineighbor_alltoallv_core, ineighbor_alltoallw_core,
+};
+
+coll_init_c! {
+    MPI_Neighbor_allgather_init / PMPI_Neighbor_allgather_init, MPI_Neighbor_allgather_init_c / PMPI_Neighbor_allgather_init_c => ineighbor_allgather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Neighbor_allgatherv_init / PMPI_Neighbor_allgatherv_init, MPI_Neighbor_allgatherv_init_c / PMPI_Neighbor_allgatherv_init_c => ineighbor_allgatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle);
+    MPI_Neighbor_alltoall_init / PMPI_Neighbor_alltoall_init, MPI_Neighbor_alltoall_init_c / PMPI_Neighbor_alltoall_init_c => ineighbor_alltoall_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle);
+    MPI_Neighbor_alltoallv_init / PMPI_Neighbor_alltoallv_init, MPI_Neighbor_alltoallv_init_c / PMPI_Neighbor_alltoallv_init_c => ineighbor_alltoallv_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle);
+    MPI_Neighbor_alltoallw_init / PMPI_Neighbor_alltoallw_init, MPI_Neighbor_alltoallw_init_c / PMPI_Neighbor_alltoallw_init_c => ineighbor_alltoallw_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const isize, recvtypes: *const Handle);
 }

@@ -23,12 +23,12 @@
 //! rank takes part in the exchange, as in any collective of the
 //! communicator.
 
-use std::ffi::{c_int, c_void};
+use std::ffi::c_void;
 
 use crate::abi::{self, Handle};
 use crate::datatype::{self, Layout};
 use crate::error::{err, R};
-use crate::ptr::ints;
+use crate::large::{self, arr, Wide, C, D};
 use crate::state;
 use crate::types::{pack_to_vec, unpack_from};
 
@@ -100,8 +100,8 @@ fn at(base: *const c_void, off: isize) -> *mut u8 {
 }
 
 /// Equal blocks of `count` elements of `dt`, one per neighbour, from `base`.
-fn equal_blocks(base: *const c_void, count: c_int, dt: Handle, n: usize) -> R<Vec<Block>> {
-    let c = datatype::count(count)?;
+fn equal_blocks<C: Wide>(base: *const c_void, count: C, dt: Handle, n: usize) -> R<Vec<Block>> {
+    let c = large::count(count)?;
     let stride = extent(dt)?
         .checked_mul(c as isize)
         .ok_or_else(|| err(abi::ERR_COUNT, "a block overflows"))?;
@@ -118,26 +118,21 @@ fn equal_blocks(base: *const c_void, count: c_int, dt: Handle, n: usize) -> R<Ve
 ///
 /// # Safety
 /// `counts`/`displs` valid for `n` ints (or null: `MPI_ERR_ARG`).
-unsafe fn v_blocks(
+unsafe fn v_blocks<C: Wide, D: Wide>(
     base: *const c_void,
-    counts: *const c_int,
-    displs: *const c_int,
+    counts: *const C,
+    displs: *const D,
     dt: Handle,
     n: usize,
 ) -> R<Vec<Block>> {
     // SAFETY: the caller's contract.
-    let (c, d) = unsafe {
-        (
-            ints(counts, n, "counts")?,
-            ints(displs, n, "displacements")?,
-        )
-    };
+    let (c, d) = unsafe { (arr(counts, n, "counts")?, arr(displs, n, "displacements")?) };
     let e = extent(dt)?;
     (0..n)
         .map(|i| {
             Ok(Block {
-                addr: at(base, e * d[i] as isize),
-                count: datatype::count(c[i])?,
+                addr: at(base, e.wrapping_mul(d[i].wide() as isize)),
+                count: large::count(c[i])?,
                 dt,
             })
         })
@@ -148,9 +143,9 @@ unsafe fn v_blocks(
 ///
 /// # Safety
 /// The arrays valid for `n` elements (or null: `MPI_ERR_ARG`).
-unsafe fn w_blocks(
+unsafe fn w_blocks<C: Wide>(
     base: *const c_void,
-    counts: *const c_int,
+    counts: *const C,
     displs: *const isize,
     types: *const Handle,
     n: usize,
@@ -159,7 +154,7 @@ unsafe fn w_blocks(
         return Err(err(abi::ERR_ARG, "null displacements or datatypes"));
     }
     // SAFETY: the caller's contract.
-    let c = unsafe { ints(counts, n, "counts")? };
+    let c = unsafe { arr(counts, n, "counts")? };
     (0..n)
         .map(|i| {
             // SAFETY: the caller's contract: n elements.
@@ -167,7 +162,7 @@ unsafe fn w_blocks(
             datatype::get(t)?;
             Ok(Block {
                 addr: at(base, d),
-                count: datatype::count(c[i])?,
+                count: large::count(c[i])?,
                 dt: t,
             })
         })
@@ -304,12 +299,12 @@ fn request_arg(request: *mut Handle) -> R<*mut Handle> {
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn allgather(
+unsafe fn allgather<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     comm: Handle,
     nb: Option<*mut Handle>,
@@ -324,13 +319,13 @@ unsafe fn allgather(
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn allgatherv(
+unsafe fn allgatherv<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
-    displs: *const c_int,
+    recvcounts: *const C,
+    displs: *const D,
     recvtype: Handle,
     comm: Handle,
     nb: Option<*mut Handle>,
@@ -346,12 +341,12 @@ unsafe fn allgatherv(
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn alltoall(
+unsafe fn alltoall<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcount: c_int,
+    sendcount: C,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcount: c_int,
+    recvcount: C,
     recvtype: Handle,
     comm: Handle,
     nb: Option<*mut Handle>,
@@ -365,14 +360,14 @@ unsafe fn alltoall(
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn alltoallv(
+unsafe fn alltoallv<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcounts: *const c_int,
-    sdispls: *const c_int,
+    sendcounts: *const C,
+    sdispls: *const D,
     sendtype: Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
-    rdispls: *const c_int,
+    recvcounts: *const C,
+    rdispls: *const D,
     recvtype: Handle,
     comm: Handle,
     nb: Option<*mut Handle>,
@@ -391,13 +386,13 @@ unsafe fn alltoallv(
 }
 
 #[allow(clippy::too_many_arguments)]
-unsafe fn alltoallw(
+unsafe fn alltoallw<C: Wide, D: Wide>(
     sendbuf: *const c_void,
-    sendcounts: *const c_int,
+    sendcounts: *const C,
     sdispls: *const isize,
     sendtypes: *const Handle,
     recvbuf: *mut c_void,
-    recvcounts: *const c_int,
+    recvcounts: *const C,
     rdispls: *const isize,
     recvtypes: *const Handle,
     comm: Handle,
@@ -416,72 +411,72 @@ unsafe fn alltoallw(
     unsafe { exchange(comm, &sends, &recvs, nb) }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Gathers one block from every in-neighbour (`sendbuf` goes to every out-neighbour).
-    fn MPI_Neighbor_allgather / PMPI_Neighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
-        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
+    fn MPI_Neighbor_allgather / PMPI_Neighbor_allgather, MPI_Neighbor_allgather_c / PMPI_Neighbor_allgather_c = neighbor_allgather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, comm: Handle) on comm => {
+        allgather::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// [`MPI_Neighbor_allgather`] with a count and displacement per in-neighbour.
-    fn MPI_Neighbor_allgatherv / PMPI_Neighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle) on comm => {
-        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, None)
+    fn MPI_Neighbor_allgatherv / PMPI_Neighbor_allgatherv, MPI_Neighbor_allgatherv_c / PMPI_Neighbor_allgatherv_c = neighbor_allgatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle, comm: Handle) on comm => {
+        allgatherv::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, None)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Block `j` to out-neighbour `j`, block `i` from in-neighbour `i`.
-    fn MPI_Neighbor_alltoall / PMPI_Neighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle) on comm => {
-        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
+    fn MPI_Neighbor_alltoall / PMPI_Neighbor_alltoall, MPI_Neighbor_alltoall_c / PMPI_Neighbor_alltoall_c = neighbor_alltoall_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, comm: Handle) on comm => {
+        alltoall::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, None)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// [`MPI_Neighbor_alltoall`] with counts and displacements per neighbour.
-    fn MPI_Neighbor_alltoallv / PMPI_Neighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle) on comm => {
-        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, None)
+    fn MPI_Neighbor_alltoallv / PMPI_Neighbor_alltoallv, MPI_Neighbor_alltoallv_c / PMPI_Neighbor_alltoallv_c = neighbor_alltoallv_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle, comm: Handle) on comm => {
+        alltoallv::<C, D>(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, None)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// [`MPI_Neighbor_alltoall`] with byte displacements and a datatype per neighbour.
-    fn MPI_Neighbor_alltoallw / PMPI_Neighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle) on comm => {
-        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, None)
+    fn MPI_Neighbor_alltoallw / PMPI_Neighbor_alltoallw, MPI_Neighbor_alltoallw_c / PMPI_Neighbor_alltoallw_c = neighbor_alltoallw_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const isize, recvtypes: *const Handle, comm: Handle) on comm => {
+        alltoallw::<C, D>(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, None)
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Nonblocking [`MPI_Neighbor_allgather`] (complete on return).
-    fn MPI_Ineighbor_allgather / PMPI_Ineighbor_allgather(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        allgather(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
+    fn MPI_Ineighbor_allgather / PMPI_Ineighbor_allgather, MPI_Ineighbor_allgather_c / PMPI_Ineighbor_allgather_c = ineighbor_allgather_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        allgather::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Nonblocking [`MPI_Neighbor_allgatherv`] (complete on return).
-    fn MPI_Ineighbor_allgatherv / PMPI_Ineighbor_allgatherv(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, displs: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        allgatherv(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, Some(request_arg(request)?))
+    fn MPI_Ineighbor_allgatherv / PMPI_Ineighbor_allgatherv, MPI_Ineighbor_allgatherv_c / PMPI_Ineighbor_allgatherv_c = ineighbor_allgatherv_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, displs: *const D, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        allgatherv::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcounts, displs, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoall`] (complete on return).
-    fn MPI_Ineighbor_alltoall / PMPI_Ineighbor_alltoall(sendbuf: *const c_void, sendcount: c_int, sendtype: Handle, recvbuf: *mut c_void, recvcount: c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        alltoall(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
+    fn MPI_Ineighbor_alltoall / PMPI_Ineighbor_alltoall, MPI_Ineighbor_alltoall_c / PMPI_Ineighbor_alltoall_c = ineighbor_alltoall_core(sendbuf: *const c_void, sendcount: C, sendtype: Handle, recvbuf: *mut c_void, recvcount: C, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        alltoall::<C, D>(sendbuf, sendcount, sendtype, recvbuf, recvcount, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoallv`] (complete on return).
-    fn MPI_Ineighbor_alltoallv / PMPI_Ineighbor_alltoallv(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const c_int, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const c_int, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
-        alltoallv(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, Some(request_arg(request)?))
+    fn MPI_Ineighbor_alltoallv / PMPI_Ineighbor_alltoallv, MPI_Ineighbor_alltoallv_c / PMPI_Ineighbor_alltoallv_c = ineighbor_alltoallv_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const D, sendtype: Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const D, recvtype: Handle, comm: Handle, request: *mut Handle) on comm => {
+        alltoallv::<C, D>(sendbuf, sendcounts, sdispls, sendtype, recvbuf, recvcounts, rdispls, recvtype, comm, Some(request_arg(request)?))
     }
 }
 
-mpi_fn! {
+coll_fn! {
     /// Nonblocking [`MPI_Neighbor_alltoallw`] (complete on return).
-    fn MPI_Ineighbor_alltoallw / PMPI_Ineighbor_alltoallw(sendbuf: *const c_void, sendcounts: *const c_int, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const c_int, rdispls: *const isize, recvtypes: *const Handle, comm: Handle, request: *mut Handle) on comm => {
-        alltoallw(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, Some(request_arg(request)?))
+    fn MPI_Ineighbor_alltoallw / PMPI_Ineighbor_alltoallw, MPI_Ineighbor_alltoallw_c / PMPI_Ineighbor_alltoallw_c = ineighbor_alltoallw_core(sendbuf: *const c_void, sendcounts: *const C, sdispls: *const isize, sendtypes: *const Handle, recvbuf: *mut c_void, recvcounts: *const C, rdispls: *const isize, recvtypes: *const Handle, comm: Handle, request: *mut Handle) on comm => {
+        alltoallw::<C, D>(sendbuf, sendcounts, sdispls, sendtypes, recvbuf, recvcounts, rdispls, recvtypes, comm, Some(request_arg(request)?))
     }
 }

@@ -56,19 +56,101 @@ pub(crate) type CUserFn = unsafe extern "C" fn(
     datatype: *mut Handle,
 );
 
+/// The C function of a large-count user operation (`MPI_Op_create_c`,
+/// `MPI_User_function_c`): `*len` is an `MPI_Count`.
+pub(crate) type CUserFnC = unsafe extern "C" fn(
+    invec: *mut c_void,
+    inoutvec: *mut c_void,
+    len: *mut i64,
+    datatype: *mut Handle,
+);
+
+/// A user function of either width.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum UserCall {
+    /// `MPI_User_function` (of `MPI_Op_create`): an `int` length.
+    Int(CUserFn),
+    /// `MPI_User_function_c` (of `MPI_Op_create_c`): an `MPI_Count` length.
+    Count(CUserFnC),
+}
+
 /// A user operation: its function, and whether it commutes.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct UserFn {
-    pub f: CUserFn,
+    pub f: UserCall,
     pub commute: bool,
 }
 
 impl PartialEq for UserFn {
     fn eq(&self, o: &UserFn) -> bool {
-        self.f as usize == o.f as usize && self.commute == o.commute
+        let addr = |f: &UserCall| match *f {
+            UserCall::Int(f) => (0, f as usize),
+            UserCall::Count(f) => (1, f as usize),
+        };
+        addr(&self.f) == addr(&o.f) && self.commute == o.commute
     }
 }
 impl Eq for UserFn {}
+
+impl UserFn {
+    /// The most elements one call of the function takes.
+    pub(crate) fn max_len(&self) -> usize {
+        match self.f {
+            UserCall::Int(_) => i32::MAX as usize,
+            UserCall::Count(_) => i64::MAX as usize,
+        }
+    }
+
+    /// `len` elements of `dt` at `inv` combined into `inout` by one call,
+    /// or `MPI_ERR_COUNT` if `len` is beyond what the function takes.
+    ///
+    /// # Safety
+    /// Both buffers valid for `len` elements of `dt` (the standard's
+    /// contract for user functions).
+    pub(crate) unsafe fn call(
+        &self,
+        inv: *mut c_void,
+        inout: *mut c_void,
+        len: usize,
+        dt: &mut Handle,
+    ) -> R<()> {
+        if len > self.max_len() {
+            return Err(err(
+                abi::ERR_COUNT,
+                format!("{len} elements for a user function of MPI_Op_create (at most INT_MAX; MPI_Op_create_c takes more)"),
+            ));
+        }
+        // SAFETY: the caller's contract; `len` checked.
+        unsafe { self.call_in_bounds(inv, inout, len, dt) };
+        Ok(())
+    }
+
+    /// [`UserFn::call`] with `len` at most [`UserFn::max_len`].
+    ///
+    /// # Safety
+    /// As [`UserFn::call`], and `len <= self.max_len()`.
+    unsafe fn call_in_bounds(
+        &self,
+        inv: *mut c_void,
+        inout: *mut c_void,
+        len: usize,
+        dt: &mut Handle,
+    ) {
+        debug_assert!(len <= self.max_len());
+        match self.f {
+            UserCall::Int(f) => {
+                let mut l = len as c_int;
+                // SAFETY: the caller's contract; `l` fits.
+                unsafe { f(inv, inout, &mut l, dt) }
+            }
+            UserCall::Count(f) => {
+                let mut l = len as i64;
+                // SAFETY: as above.
+                unsafe { f(inv, inout, &mut l, dt) }
+            }
+        }
+    }
+}
 
 /// The handle of the predefined datatype named `name` (the reduction path
 /// sees the datatype's description, and a user function wants its handle).
@@ -86,22 +168,24 @@ fn handle_named(name: &str) -> Handle {
 }
 
 /// `inout = a ∘ inout` through the user's C function, `per` basic elements
-/// to one element of `dt`, in chunks of at most `INT_MAX` elements of `dt`.
+/// to one element of `dt`, in chunks of at most the elements of `dt` one
+/// call takes (`INT_MAX` for `MPI_Op_create`'s functions).
 fn call_user<T: Pod>(u: UserFn, dt: Handle, per: usize, a: &[T], inout: &mut [T]) {
     let mut dt = dt;
     let per = per.max(1);
-    let chunk = (i32::MAX as usize / per).max(1) * per;
+    let chunk = (u.max_len() / per).max(1) * per;
     for (x, o) in a.chunks(chunk).zip(inout.chunks_mut(chunk)) {
-        let mut len = (x.len().min(o.len()) / per) as c_int;
+        let len = x.len().min(o.len()) / per;
         // SAFETY: the user function reads `len` elements of `dt` (each `per`
         // basic elements) at `invec` and updates `len` at `inoutvec`, as the
         // standard requires of it; it gets a pointer to its own copy of the
         // datatype handle.
+        // `len` is at most `chunk / per`, within `u.max_len()`.
         unsafe {
-            (u.f)(
+            u.call_in_bounds(
                 x.as_ptr() as *mut c_void,
                 o.as_mut_ptr().cast::<c_void>(),
-                &mut len,
+                len,
                 &mut dt,
             )
         };

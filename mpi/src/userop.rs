@@ -16,7 +16,7 @@ use std::ffi::{c_int, c_void};
 use crate::abi::{self, op, Handle};
 use crate::error::{err, R};
 use crate::ptr::{out, read};
-use crate::reduce::{CUserFn, UserFn};
+use crate::reduce::{CUserFn, CUserFnC, UserCall, UserFn};
 use crate::state;
 
 fn is_predefined(h: Handle) -> bool {
@@ -30,9 +30,35 @@ mpi_fn! {
         if op.is_null() {
             return Err(err(abi::ERR_ARG, "null pointer for op"));
         }
-        let h = state::with(|st| Ok(st.ops.insert(UserFn { f, commute: commute != 0 })))?;
-        out(op, h, "op")
+        create(UserCall::Int(f), commute, op)
     }
+}
+
+mpi_fn! {
+    /// `MPI_Op_create` with a large-count function (MPI-4): `user_fn` is
+    /// called with an `MPI_Count` length.
+    fn MPI_Op_create_c / PMPI_Op_create_c(user_fn: Option<CUserFnC>, commute: c_int, op: *mut Handle) on abi::COMM_WORLD => {
+        let f = user_fn.ok_or_else(|| err(abi::ERR_ARG, "null user function"))?;
+        if op.is_null() {
+            return Err(err(abi::ERR_ARG, "null pointer for op"));
+        }
+        create(UserCall::Count(f), commute, op)
+    }
+}
+
+/// Registers a user operation and writes its handle to `op`.
+///
+/// # Safety
+/// `op` valid for a write.
+unsafe fn create(f: UserCall, commute: c_int, op: *mut Handle) -> R<()> {
+    let h = state::with(|st| {
+        Ok(st.ops.insert(UserFn {
+            f,
+            commute: commute != 0,
+        }))
+    })?;
+    // SAFETY: the caller's contract.
+    unsafe { out(op, h, "op") }
 }
 
 /// The user operation of handle `h`, or `MPI_ERR_OP`.
@@ -175,13 +201,14 @@ impl General {
     fn combine(&self, a: &[u8], b: &[u8], count: usize) -> R<Vec<u8>> {
         let mut ta = self.typed(a, count)?;
         let mut tb = self.typed(b, count)?;
-        let mut len =
-            c_int::try_from(count).map_err(|_| err(abi::ERR_COUNT, "count beyond INT_MAX"))?;
         let mut dt = self.dt;
         // SAFETY: both buffers hold `count` elements laid out as the type
-        // says; the function combines `len` of them (the standard's
-        // contract for user functions).
-        unsafe { (self.f.f)(ta.base().cast(), tb.base().cast(), &mut len, &mut dt) };
+        // says; the function combines them (the standard's contract for
+        // user functions).
+        unsafe {
+            self.f
+                .call(ta.base().cast(), tb.base().cast(), count, &mut dt)?
+        };
         let mut out = vec![0u8; self.len(count)?];
         let base = tb.base();
         // SAFETY: as in `typed`.
@@ -324,16 +351,15 @@ impl General {
     ///
     /// # Safety
     /// The buffers valid for `count` elements of the type.
-    pub unsafe fn local(&self, inbuf: *const c_void, inoutbuf: *mut c_void, count: c_int) -> R<()> {
+    pub unsafe fn local(&self, inbuf: *const c_void, inoutbuf: *mut c_void, count: usize) -> R<()> {
         if count == 0 {
             return Ok(());
         }
         if inbuf.is_null() || inoutbuf.is_null() {
             return Err(err(abi::ERR_BUFFER, "null buffer with a nonzero count"));
         }
-        let (mut len, mut dt) = (count, self.dt);
+        let mut dt = self.dt;
         // SAFETY: the caller's contract.
-        unsafe { (self.f.f)(inbuf as *mut c_void, inoutbuf, &mut len, &mut dt) };
-        Ok(())
+        unsafe { self.f.call(inbuf as *mut c_void, inoutbuf, count, &mut dt) }
     }
 }

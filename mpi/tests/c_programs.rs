@@ -622,3 +622,8 @@ fn dynamic_window_accesses_across_adjacent_attached_regions() {
 fn window_error_handlers_of_the_program() {
     passes("dosmpicc", "rma_errhandler.c");
 }
+
+#[test]
+fn large_count_collectives_and_op_create_c() {
+    passes("dosmpicc", "coll_large.c");
+}
