@@ -622,3 +622,8 @@ fn dynamic_window_accesses_across_adjacent_attached_regions() {
 fn window_error_handlers_of_the_program() {
     passes("dosmpicc", "rma_errhandler.c");
 }
+
+#[test]
+fn nonblocking_fast_paths_and_waitall_batches_match_the_general_ones() {
+    passes("dosmpicc", "nonblocking_fast.c");
+}
