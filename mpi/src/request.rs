@@ -228,7 +228,7 @@ fn quick(st: &mut state::State, h: Handle) -> Option<(Status, Option<Error>)> {
             outcome_of(e.kind, r)
         }
     };
-    st.reqs.remove(&h);
+    st.reqs.discard(&h);
     Some(r)
 }
 
