@@ -16,10 +16,15 @@
 //! `MPI_PROC_NULL` as the peer (nothing moves). The MPI-4 functions
 //! (`MPI_Isendrecv(_replace)`, the `_c` forms) are in [`crate::p2p4`].
 //!
-//! Blocking `MPI_Send` (standard mode) and `MPI_Recv` of a predefined type
-//! with ordinary arguments take a fast path straight to dos's blocking
-//! `send`/`recv` (`dense_buffer`: checks that build no `Result`); any other
-//! case takes the general path, which checks again and reports the error.
+//! `MPI_Send` (standard mode), `MPI_Recv`, `MPI_Isend` and `MPI_Irecv` of a
+//! predefined type with ordinary arguments take a fast path straight to
+//! dos's `send`/`recv`/`isend_detached`/`irecv_detached`, tried before the
+//! error wrapper (`p2p_fn!`: no `catch_unwind`, no `Result` plumbing; checks
+//! that build no `Result`, the communicator looked up once); any other case
+//! takes the general path, which checks again and reports the error. An
+//! error of dos's on the fast path goes to the communicator's handler as on
+//! the general one; a panic inside dos there aborts the process (it cannot
+//! unwind through `extern "C"`) instead of returning `MPI_ERR_INTERN`.
 
 use std::ffi::{c_int, c_void};
 

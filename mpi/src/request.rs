@@ -28,6 +28,11 @@
 //! reduction), outside the state's borrow as every hook: hooks may call
 //! MPI (a user operation, an attribute copy callback).
 //!
+//! `MPI_Waitall` completes the requests in order; those that have completed
+//! and have no hook are completed together in one visit to the state (after
+//! the first pending one has been waited for, the rest that finished
+//! meanwhile too), and leave the table without being moved out of it.
+//!
 //! Progress is dos's weak progress: transfers and the schedules of
 //! nonblocking collectives advance inside MPI calls (any wait, test, send,
 //! probe or collective), not in the background while the program computes
