@@ -16,10 +16,15 @@
 //! `MPI_PROC_NULL` as the peer (nothing moves). The MPI-4 functions
 //! (`MPI_Isendrecv(_replace)`, the `_c` forms) are in [`crate::p2p4`].
 //!
-//! Blocking `MPI_Send` (standard mode) and `MPI_Recv` of a predefined type
-//! with ordinary arguments take a fast path straight to dos's blocking
-//! `send`/`recv` (`dense_buffer`: checks that build no `Result`); any other
-//! case takes the general path, which checks again and reports the error.
+//! `MPI_Send` (standard mode), `MPI_Recv`, `MPI_Isend` and `MPI_Irecv` of a
+//! predefined type with ordinary arguments take a fast path straight to
+//! dos's `send`/`recv`/`isend_detached`/`irecv_detached`, tried before the
+//! error wrapper (`p2p_fn!`: no `catch_unwind`, no `Result` plumbing; checks
+//! that build no `Result`, the communicator looked up once); any other case
+//! takes the general path, which checks again and reports the error. An
+//! error of dos's on the fast path goes to the communicator's handler as on
+//! the general one; a panic inside dos there aborts the process (it cannot
+//! unwind through `extern "C"`) instead of returning `MPI_ERR_INTERN`.
 
 use std::ffi::{c_int, c_void};
 
@@ -28,10 +33,55 @@ use dos::{Comm, Source, TagSel};
 
 use crate::abi::{self, Handle, Status};
 use crate::datatype::{self, Layout};
-use crate::error::{err, R};
+use crate::error::{err, raise, R};
 use crate::ptr::{dst, out, src};
 use crate::request::After;
 use crate::state::{self, ReqEntry, ReqKind};
+
+/// [`mpi_fn!`] with a `fast` expression tried first, outside the error
+/// wrapper (`catch_unwind` and the error handler's `Result` plumbing): an
+/// `Option<c_int>`, `Some` with the function's return code when it did the
+/// call (an error of dos's already given to the communicator's handler),
+/// `None` to run the body (the general path, which checks everything again
+/// and reports what is wrong). The fast expressions take only checks that
+/// cannot panic; a panic inside dos there aborts the process (it cannot
+/// unwind through `extern "C"`), which `dosrun` reports as a failed rank,
+/// where the wrapper would have returned `MPI_ERR_INTERN`.
+macro_rules! p2p_fn {
+    (
+        $(#[doc = $doc:literal])*
+        fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $comm:expr,
+        fast $fast:block => $body:block
+    ) => {
+        $(#[doc = $doc])*
+        ///
+        /// # Safety
+        /// Every pointer argument valid as the MPI standard requires of it.
+        #[no_mangle]
+        pub unsafe extern "C" fn $pmpi($($a: $t),*) -> ::std::ffi::c_int {
+            // SAFETY: the pointers are the C caller's, valid as the MPI
+            // standard requires of them (this function's contract).
+            if let Some(code) = unsafe { $fast } {
+                return code;
+            }
+            let comm_for_errors: $crate::abi::Handle = $comm;
+            $crate::error::finish(stringify!($mpi), comm_for_errors, || {
+                // SAFETY: as above.
+                unsafe { $body }
+            })
+        }
+
+        #[doc = concat!("`", stringify!($mpi), "`: forwards to [`", stringify!($pmpi), "`] (the profiling interface).")]
+        ///
+        /// # Safety
+        /// As for the profiling entry point.
+        #[no_mangle]
+        pub unsafe extern "C" fn $mpi($($a: $t),*) -> ::std::ffi::c_int {
+            // SAFETY: the same contract as the profiling entry point's.
+            unsafe { $pmpi($($a),*) }
+        }
+    };
+}
 
 /// A destination rank: `None` for `MPI_PROC_NULL`.
 pub(crate) fn dest_rank(c: &Comm, dest: c_int) -> R<Option<usize>> {
@@ -97,6 +147,9 @@ pub(crate) fn null_peer_type(peer: c_int, n: usize, dt: Handle) -> (usize, Handl
 /// derived type is `MPI_ERR_UNSUPPORTED_OPERATION` here: callers pack it).
 #[inline]
 pub(crate) fn bytes_n(n: usize, dt: Handle) -> R<usize> {
+    if let Some(len) = dense_len(n, dt) {
+        return Ok(len);
+    }
     match datatype::layout_n(n, dt)? {
         Layout::Dense(len) => Ok(len),
         Layout::Packed { .. } => Err(err(
@@ -209,6 +262,28 @@ pub(crate) unsafe fn send_bytes(
     }
 }
 
+/// The length of `n` elements of a predefined, unpadded datatype, without
+/// building a `Result`; `None` for anything else (a derived or padded type,
+/// an invalid handle, an overflow): the caller's general path reports it.
+#[inline]
+pub(crate) fn dense_len(n: usize, dt: Handle) -> Option<usize> {
+    if datatype::is_derived(dt) {
+        return None;
+    }
+    n.checked_mul(datatype::predefined(dt)?.size)
+}
+
+/// The communicator of handle `h` (a cheap clone), without building a
+/// `Result`: `None` for anything unusual (an invalid handle, MPI not
+/// running on this thread, a call from inside MPI), which the caller's
+/// general path reports.
+#[inline]
+fn comm_quick(h: Handle) -> Option<Comm> {
+    state::with(|st| Ok(st.comms.get(&h).map(|e| e.comm.clone())))
+        .ok()
+        .flatten()
+}
+
 /// The common case of a blocking call's buffer: `n` elements of a
 /// predefined, unpadded datatype at `buf` (not null unless empty), `tag`
 /// not negative: its bytes, without building a `Result`. `None` for
@@ -218,10 +293,7 @@ pub(crate) unsafe fn send_bytes(
 /// `buf` valid for `n` elements of `dt` for `'a`.
 #[inline]
 unsafe fn dense_buffer<'a>(buf: *const c_void, n: usize, dt: Handle) -> Option<&'a [u8]> {
-    if datatype::is_derived(dt) {
-        return None;
-    }
-    let len = n.checked_mul(datatype::predefined(dt)?.size)?;
+    let len = dense_len(n, dt)?;
     if len == 0 {
         return Some(&[]);
     }
@@ -246,6 +318,59 @@ fn send_copy(c: &Comm, data: &[u8], dest: usize, tag: i32) -> R<()> {
     })
 }
 
+/// The common case of a blocking standard-mode send (a predefined type, a
+/// rank of `c`, a tag not negative, a buffer not null unless empty)
+/// straight to dos's blocking send, checked without building a `Result`;
+/// `None` (nothing done) for anything else, which the general path checks
+/// again and reports.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt`.
+#[inline]
+unsafe fn send_common(
+    c: &Comm,
+    buf: *const c_void,
+    n: usize,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+) -> Option<dos::Result<()>> {
+    if tag < 0 {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let b = unsafe { dense_buffer(buf, n, dt)? };
+    let d = usize::try_from(dest).ok().filter(|&d| d < c.size())?;
+    Some(c.send(b, d, tag))
+}
+
+/// `MPI_Send`'s common case before the error wrapper (`catch_unwind` and
+/// the handler's `Result` plumbing, see [`p2p_fn`]): `None` to take the
+/// general path.
+///
+/// # Safety
+/// As [`send`].
+#[inline]
+unsafe fn send_quick(
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+) -> Option<c_int> {
+    let n = usize::try_from(count).ok()?;
+    let c = comm_quick(comm)?;
+    // SAFETY: the caller's contract.
+    match unsafe { send_common(&c, buf, n, dt, dest, tag)? } {
+        Ok(()) => Some(abi::SUCCESS),
+        Err(e) => {
+            drop(c);
+            Some(raise("MPI_Send", comm, e.into()))
+        }
+    }
+}
+
 /// # Safety
 /// As [`send_args`].
 pub(crate) unsafe fn send(
@@ -258,17 +383,13 @@ pub(crate) unsafe fn send(
     comm: Handle,
 ) -> R<()> {
     let c = state::comm(comm)?;
-    let (n, dt) = null_peer_type(dest, n, dt);
-    if mode == Mode::Standard && tag >= 0 {
-        // The common case straight to dos's blocking send.
+    if mode == Mode::Standard {
         // SAFETY: the caller's contract.
-        if let Some(b) = unsafe { dense_buffer(buf, n, dt) } {
-            if let Some(d) = usize::try_from(dest).ok().filter(|&d| d < c.size()) {
-                c.send(b, d, tag)?;
-                return Ok(());
-            }
+        if let Some(r) = unsafe { send_common(&c, buf, n, dt, dest, tag) } {
+            return Ok(r?);
         }
     }
+    let (n, dt) = null_peer_type(dest, n, dt);
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
     let (p, len) = unsafe { send_bytes(buf, n, dt, &mut keep)? };
@@ -283,9 +404,10 @@ pub(crate) unsafe fn send(
     Ok(())
 }
 
-mpi_fn! {
+p2p_fn! {
     /// Standard-mode send.
-    fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
+    fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm,
+    fast { send_quick(buf, count, datatype, dest, tag, comm) } => {
         send(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
@@ -311,6 +433,84 @@ mpi_fn! {
     }
 }
 
+/// The common case of a blocking receive (a predefined type, a rank of `c`
+/// or `MPI_ANY_SOURCE`, a tag not negative or `MPI_ANY_TAG`, a buffer not
+/// null unless empty) straight to dos's blocking receive, checked without
+/// building a `Result`; the status stored. `None` (nothing done) for
+/// anything else, which the general path checks again and reports.
+///
+/// # Safety
+/// `buf` valid for `n` elements of `dt`, `status` for a status (or null).
+#[inline]
+unsafe fn recv_common(
+    c: &Comm,
+    buf: *mut c_void,
+    n: usize,
+    dt: Handle,
+    source: c_int,
+    tag: c_int,
+    status: *mut Status,
+) -> Option<R<()>> {
+    let t = match tag {
+        abi::ANY_TAG => TagSel::Any,
+        t if t >= 0 => TagSel::Tag(t),
+        _ => return None,
+    };
+    let s = match source {
+        abi::ANY_SOURCE => Source::Any,
+        s => Source::Rank(usize::try_from(s).ok().filter(|&s| s < c.size())?),
+    };
+    let len = dense_len(n, dt)?;
+    let b: &mut [u8] = if len == 0 {
+        &mut []
+    } else if buf.is_null() {
+        return None;
+    } else {
+        // SAFETY: not null, and the caller's receive buffer, valid for
+        // writes of `len` bytes (the caller's contract).
+        unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
+    };
+    Some(match c.recv(b, s, t) {
+        Ok(st) => {
+            // SAFETY: the caller's contract.
+            unsafe { set_status(status, recv_status(st)) };
+            Ok(())
+        }
+        Err(e) => {
+            let e = crate::error::Error::from(e);
+            // SAFETY: the caller's contract.
+            unsafe { set_status(status, failed_status(source, tag, &e)) };
+            Err(e)
+        }
+    })
+}
+
+/// `MPI_Recv`'s common case before the error wrapper (see [`send_quick`]).
+///
+/// # Safety
+/// As [`recv`].
+#[inline]
+unsafe fn recv_quick(
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    status: *mut Status,
+) -> Option<c_int> {
+    let n = usize::try_from(count).ok()?;
+    let c = comm_quick(comm)?;
+    // SAFETY: the caller's contract.
+    match unsafe { recv_common(&c, buf, n, dt, source, tag, status)? } {
+        Ok(()) => Some(abi::SUCCESS),
+        Err(e) => {
+            drop(c);
+            Some(raise("MPI_Recv", comm, e))
+        }
+    }
+}
+
 /// # Safety
 /// `buf` valid for `count` elements of `dt`, `status` for a status (or null).
 pub(crate) unsafe fn recv(
@@ -323,50 +523,11 @@ pub(crate) unsafe fn recv(
     status: *mut Status,
 ) -> R<()> {
     let c = state::comm(comm)?;
-    let (n, dt) = null_peer_type(source, n, dt);
-    let quick = if tag == abi::ANY_TAG || tag >= 0 {
-        // SAFETY: the caller's contract (the buffer is only written through `b`).
-        unsafe { dense_buffer(buf.cast_const(), n, dt) }
-    } else {
-        None
-    };
-    let sel = match source {
-        abi::ANY_SOURCE => Some(Source::Any),
-        s => usize::try_from(s)
-            .ok()
-            .filter(|&s| s < c.size())
-            .map(Source::Rank),
-    };
-    if let (Some(b), Some(s)) = (quick, sel) {
-        // The common case straight to dos's blocking receive.
-        let len = b.len();
-        let b: &mut [u8] = if len == 0 {
-            &mut []
-        } else {
-            // SAFETY: `buf` is not null (`dense_buffer`) and is the caller's
-            // receive buffer, valid for writes of `len` bytes (the caller's
-            // contract); the shared view `b` of it is not used again.
-            unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
-        };
-        let t = if tag == abi::ANY_TAG {
-            TagSel::Any
-        } else {
-            TagSel::Tag(tag)
-        };
-        return match c.recv(b, s, t) {
-            Ok(st) => {
-                // SAFETY: the caller's contract.
-                unsafe { set_status(status, recv_status(st)) };
-                Ok(())
-            }
-            Err(e) => {
-                let e = crate::error::Error::from(e);
-                // SAFETY: the caller's contract.
-                unsafe { set_status(status, failed_status(source, tag, &e)) };
-                Err(e)
-            }
-        };
+    // SAFETY: the caller's contract.
+    if let Some(r) = unsafe { recv_common(&c, buf, n, dt, source, tag, status) } {
+        return r;
     }
+    let (n, dt) = null_peer_type(source, n, dt);
     let l = if datatype::is_derived(dt) {
         datatype::layout_n(n, dt)?
     } else {
@@ -406,7 +567,7 @@ pub(crate) unsafe fn recv(
     }
 }
 
-mpi_fn! {
+p2p_fn! {
     /// Blocking receive; a longer message is `MPI_ERR_TRUNCATE`.
     fn MPI_Recv / PMPI_Recv(
         buf: *mut c_void,
@@ -416,7 +577,8 @@ mpi_fn! {
         tag: c_int,
         comm: Handle,
         status: *mut Status,
-    ) on comm => {
+    ) on comm,
+    fast { recv_quick(buf, count, datatype, source, tag, comm, status) } => {
         recv(buf, datatype::count(count)?, datatype, source, tag, comm, status)
     }
 }
@@ -553,9 +715,134 @@ pub(crate) unsafe fn isend(
     unsafe { out(request, h, "request") }
 }
 
-mpi_fn! {
+/// A buffer pointer for dos: `buf`, or a dangling (aligned, not null) one
+/// when empty (the program may pass null for an empty buffer).
+#[inline]
+fn nonnull_or_empty(buf: *const c_void, len: usize) -> Option<*const u8> {
+    if len == 0 {
+        Some(std::ptr::NonNull::<u8>::dangling().as_ptr())
+    } else if buf.is_null() {
+        None
+    } else {
+        Some(buf.cast())
+    }
+}
+
+/// Stores a new request of the common case (one visit to the state) and
+/// writes its handle; the return code of [`p2p_fn`]'s fast expression.
+/// `start` starts the transfer on the communicator: `None` if the
+/// arguments are not for the fast path (nothing started).
+///
+/// # Safety
+/// `request` not null and valid for a write.
+#[inline]
+unsafe fn new_request_quick(
+    func: &str,
+    comm: Handle,
+    kind: ReqKind,
+    request: *mut Handle,
+    start: impl FnOnce(&Comm) -> Option<dos::Result<DetachedRequest>>,
+) -> Option<c_int> {
+    let r = state::with(|st| {
+        let Some(e) = st.comms.get(&comm) else {
+            return Ok(None);
+        };
+        Ok(start(&e.comm).map(|r| {
+            r.map(|raw| {
+                st.reqs.insert(ReqEntry {
+                    raw,
+                    kind,
+                    comm,
+                    outcome: None,
+                    after: None,
+                })
+            })
+        }))
+    })
+    .ok()??;
+    match r {
+        Ok(h) => {
+            // SAFETY: the caller's contract.
+            unsafe { request.write(h) };
+            Some(abi::SUCCESS)
+        }
+        Err(e) => Some(raise(func, comm, e.into())),
+    }
+}
+
+/// `MPI_Isend`'s common case before the error wrapper (a predefined type,
+/// a rank, a tag not negative; see [`send_quick`]): `None` to take the
+/// general path.
+///
+/// # Safety
+/// As [`isend`].
+#[inline]
+unsafe fn isend_quick(
+    buf: *const c_void,
+    count: c_int,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> Option<c_int> {
+    if request.is_null() || tag < 0 {
+        return None;
+    }
+    let len = dense_len(usize::try_from(count).ok()?, dt)?;
+    let p = nonnull_or_empty(buf, len)?;
+    // SAFETY: `request` checked; the caller's contract.
+    unsafe {
+        new_request_quick("MPI_Isend", comm, ReqKind::Send, request, |c| {
+            let d = usize::try_from(dest).ok().filter(|&d| d < c.size())?;
+            // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+            Some(c.isend_detached(p, len, d, tag))
+        })
+    }
+}
+
+/// `MPI_Irecv`'s common case before the error wrapper (see [`isend_quick`]).
+///
+/// # Safety
+/// As [`irecv`].
+#[inline]
+unsafe fn irecv_quick(
+    buf: *mut c_void,
+    count: c_int,
+    dt: Handle,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> Option<c_int> {
+    if request.is_null() {
+        return None;
+    }
+    let t = match tag {
+        abi::ANY_TAG => TagSel::Any,
+        t if t >= 0 => TagSel::Tag(t),
+        _ => return None,
+    };
+    let len = dense_len(usize::try_from(count).ok()?, dt)?;
+    let p = nonnull_or_empty(buf, len)?.cast_mut();
+    let kind = ReqKind::Recv { source, tag };
+    // SAFETY: `request` checked; the caller's contract.
+    unsafe {
+        new_request_quick("MPI_Irecv", comm, kind, request, |c| {
+            let s = match source {
+                abi::ANY_SOURCE => Source::Any,
+                s => Source::Rank(usize::try_from(s).ok().filter(|&s| s < c.size())?),
+            };
+            // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
+            Some(c.irecv_detached(p, len, s, t))
+        })
+    }
+}
+
+p2p_fn! {
     /// Nonblocking standard send.
-    fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
+    fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm,
+    fast { isend_quick(buf, count, datatype, dest, tag, comm, request) } => {
         isend(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
@@ -581,7 +868,7 @@ mpi_fn! {
     }
 }
 
-mpi_fn! {
+p2p_fn! {
     /// Nonblocking receive.
     fn MPI_Irecv / PMPI_Irecv(
         buf: *mut c_void,
@@ -591,7 +878,8 @@ mpi_fn! {
         tag: c_int,
         comm: Handle,
         request: *mut Handle,
-    ) on comm => {
+    ) on comm,
+    fast { irecv_quick(buf, count, datatype, source, tag, comm, request) } => {
         irecv(buf, datatype::count(count)?, datatype, source, tag, comm, request)
     }
 }

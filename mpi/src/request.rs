@@ -28,6 +28,11 @@
 //! reduction), outside the state's borrow as every hook: hooks may call
 //! MPI (a user operation, an attribute copy callback).
 //!
+//! `MPI_Waitall` completes the requests in order; those that have completed
+//! and have no hook are completed together in one visit to the state (after
+//! the first pending one has been waited for, the rest that finished
+//! meanwhile too), and leave the table without being moved out of it.
+//!
 //! Progress is dos's weak progress: transfers and the schedules of
 //! nonblocking collectives advance inside MPI calls (any wait, test, send,
 //! probe or collective), not in the background while the program computes
@@ -228,7 +233,7 @@ fn quick(st: &mut state::State, h: Handle) -> Option<(Status, Option<Error>)> {
             outcome_of(e.kind, r)
         }
     };
-    st.reqs.remove(&h);
+    st.reqs.discard(&h);
     Some(r)
 }
 
@@ -469,23 +474,26 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
             first.get_or_insert(e);
         }
     };
-    // An invalid handle fails the call before any request is completed.
-    state::with(|st| {
-        match reqs
+    // An invalid handle fails the call before any request is completed;
+    // then those at the front that have completed and have no hook are
+    // completed in the same visit to the state.
+    let mut i = state::with(|st| {
+        if let Some(h) = reqs
             .iter()
             .find(|&&h| h != abi::REQUEST_NULL && st.reqs.get(&h).is_none())
         {
-            Some(h) => Err(err(
+            return Err(err(
                 abi::ERR_REQUEST,
                 format!("invalid request handle {h:#x}"),
-            )),
-            None => Ok(()),
+            ));
         }
+        Ok(batch(st, reqs, 0, &mut note))
     })?;
-    for (i, slot) in reqs.iter_mut().enumerate() {
-        let h = *slot;
+    while i < reqs.len() {
+        let h = reqs[i];
         if h == abi::REQUEST_NULL {
             note(i, Status::empty(), None);
+            i += 1;
             continue;
         }
         settle(h, true)?;
@@ -539,9 +547,44 @@ unsafe fn complete_list(reqs: &mut [Handle], statuses: *mut Status) -> R<Option<
                 }
             }
         }
-        *slot = abi::REQUEST_NULL;
+        reqs[i] = abi::REQUEST_NULL;
+        i += 1;
+        if i < reqs.len() {
+            // The wait above made progress for the others too: those that
+            // completed meanwhile, in one visit.
+            i = state::with(|st| Ok(batch(st, reqs, i, &mut note)))?;
+        }
     }
     Ok(first)
+}
+
+/// Completes `reqs[from..]` in order, inside the state's borrow, as long as
+/// each has completed and has no hook ([`quick`]), and none is compound
+/// (none is while no compound request is pending); each is noted and set
+/// to `MPI_REQUEST_NULL`. Returns the index of the first one left.
+fn batch(
+    st: &mut state::State,
+    reqs: &mut [Handle],
+    from: usize,
+    note: &mut impl FnMut(usize, Status, Option<Error>),
+) -> usize {
+    if COMPOUNDS.load(Ordering::Relaxed) != 0 {
+        return from;
+    }
+    let mut i = from;
+    while let Some(&h) = reqs.get(i) {
+        if h == abi::REQUEST_NULL {
+            note(i, Status::empty(), None);
+        } else {
+            let Some((s, e)) = quick(st, h) else {
+                break;
+            };
+            note(i, s, e);
+            reqs[i] = abi::REQUEST_NULL;
+        }
+        i += 1;
+    }
+    i
 }
 
 /// What [`complete_all`] does next with one request.

@@ -627,3 +627,8 @@ fn window_error_handlers_of_the_program() {
 fn large_count_collectives_and_op_create_c() {
     passes("dosmpicc", "coll_large.c");
 }
+
+#[test]
+fn nonblocking_fast_paths_and_waitall_batches_match_the_general_ones() {
+    passes("dosmpicc", "nonblocking_fast.c");
+}
