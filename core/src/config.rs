@@ -164,7 +164,7 @@ tunables! {
     spin_us: Option<u32> = "DOS_SPIN_US",
         default "auto",
         parse auto_number,
-        help "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000 while the node is free, 50 while other work crowds its CPUs, 0 when ranks outnumber cores; the crowding is the one of DOS_RNDV=auto)";
+        help "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores; the crowding signal is the one of DOS_RNDV=auto)";
     yield_us: Option<u32> = "DOS_YIELD_US",
         default "auto",
         parse auto_number,

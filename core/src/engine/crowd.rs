@@ -15,13 +15,17 @@
 //!
 //! What each level means ([`Policy`]): while the ranks have CPUs to
 //! themselves a waiter polls for a millisecond (a message 0.2 us away should
-//! not pay a wake-up), and large messages take the pipelined rendezvous (16
-//! KiB chunks through the ring, sender and receiver copying at once). When
-//! the CPUs are shared, the rank we wait for may be the one that needs our
-//! CPU: a waiter hands it over early (`sched_yield`), and large messages take
-//! the receiver's single copy (`process_vm_readv`), which needs nothing from
-//! the sender, whereas the pipeline stalls at every ring's worth of chunks
-//! while one of the two is off its CPU. Measured on this 2-core VM, load
+//! not pay a wake-up), then yields for 50 us before it sleeps, and large
+//! messages take the pipelined rendezvous (16 KiB chunks through the ring,
+//! sender and receiver copying at once). When other work crowds the CPUs, a
+//! waiter still polls for a millisecond (a rank that sleeps then waits
+//! behind the others for a CPU once woken) but yields for 500 us before it
+//! sleeps, and large messages take the receiver's single copy
+//! (`process_vm_readv`), which needs nothing from the sender, whereas the
+//! pipeline stalls at every ring's worth of chunks while one of the two is
+//! off its CPU. When this job's own ranks outnumber the CPUs, the rank we
+//! wait for may be the one that needs our CPU: a waiter hands it over at once
+//! (no spinning, `sched_yield` for 500 us). Measured on this 2-core VM, load
 //! average 19-23, `dosbench bw`, GB/s of the pipeline against CMA:
 //! 0.60/0.93 at 64 KiB, 0.51/0.83 at 256 KiB, 0.36/1.09 at 1 MiB.
 //!
@@ -135,9 +139,13 @@ pub(crate) fn policy(crowd: Crowd, set: Settings) -> Policy {
     } = set;
     let (spin, yield_for, auto_rndv) = match crowd {
         Crowd::Free => (1000, 50, RndvMode::Pipeline),
-        // Spin a little: the peer may well be running on the other CPU,
-        // and a wake-up costs more than 50 us of polling.
-        Crowd::Crowded => (50, 500, RndvMode::Cma),
+        // Still spin the full millisecond: a rank that blocks on a crowded
+        // node waits behind others for a CPU once woken (8-byte allreduce,
+        // 2 ranks, load 14: spinning 50 us made the median 15 us in one run
+        // of five, 0.25 in another of seven, against 0.20-0.22 with 1000).
+        // But yield longer before sleeping: the other work gets the CPU
+        // while the rank still needs no wake-up.
+        Crowd::Crowded => (1000, 500, RndvMode::Cma),
         Crowd::Oversubscribed => (0, 500, RndvMode::Cma),
     };
     let us = |v: u32| Duration::from_micros(v as u64);
@@ -292,7 +300,7 @@ mod tests {
         assert_eq!((free.spin, free.yield_for), (ms(1000), ms(50)));
         assert_eq!(free.rndv, RndvMode::Pipeline);
         let crowded = policy(Crowd::Crowded, auto());
-        assert_eq!((crowded.spin, crowded.yield_for), (ms(50), ms(500)));
+        assert_eq!((crowded.spin, crowded.yield_for), (ms(1000), ms(500)));
         assert_eq!(crowded.rndv, RndvMode::Cma);
         let over = policy(Crowd::Oversubscribed, auto());
         assert_eq!((over.spin, over.yield_for), (ms(0), ms(500)));
