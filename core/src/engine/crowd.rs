@@ -183,11 +183,7 @@ impl Crowding {
         Crowding {
             local_ranks,
             cpus,
-            policies: [
-                p(Crowd::Free),
-                p(Crowd::Crowded),
-                p(Crowd::Oversubscribed),
-            ],
+            policies: [p(Crowd::Free), p(Crowd::Crowded), p(Crowd::Oversubscribed)],
             at: Cell::new(None),
             level: Cell::new(first),
         }
@@ -305,7 +301,10 @@ mod tests {
         let over = policy(Crowd::Oversubscribed, auto());
         assert_eq!((over.spin, over.yield_for), (ms(0), ms(500)));
         assert_eq!(over.rndv, RndvMode::Cma);
-        let given = policy(Crowd::Oversubscribed, set(Some(7), Some(9), RndvMode::Pipeline));
+        let given = policy(
+            Crowd::Oversubscribed,
+            set(Some(7), Some(9), RndvMode::Pipeline),
+        );
         assert_eq!((given.spin, given.yield_for), (ms(7), ms(9)));
         assert_eq!(given.rndv, RndvMode::Pipeline);
         assert_eq!(given.rndv_for(1000), RndvMode::Pipeline);

@@ -878,7 +878,10 @@ mod pool_tests {
         }
         assert_eq!(drain(&b).len(), 4);
         let quiet = seg.resident_bytes().unwrap() - r0;
-        assert!(quiet < (ring / 4) as u64, "a quiet ring holds {quiet} bytes");
+        assert!(
+            quiet < (ring / 4) as u64,
+            "a quiet ring holds {quiet} bytes"
+        );
         // 64-byte records: 100 of them are more than a page.
         for k in 0..100u8 {
             a.am_send(1, 1, &[k; 40], b"").unwrap();
