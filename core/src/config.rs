@@ -25,7 +25,7 @@ pub struct Tunable {
 /// Which rendezvous protocol large messages use (`DOS_RNDV`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RndvMode {
-    /// Pipelined unless the node is oversubscribed or crowded (see `engine::crowd`).
+    /// Pipelined unless the node is oversubscribed or crowded (the engine's one crowding signal).
     Auto,
     /// Chunks through the rings; sender and receiver copy concurrently.
     Pipeline,
@@ -130,7 +130,7 @@ macro_rules! tunables {
 
 tunables! {
     eager_limit: usize = "DOS_EAGER_LIMIT",
-        default "16384",
+        default "8192",
         parse number,
         help "largest point-to-point message (bytes) sent eagerly through the rings; larger ones use rendezvous with a single copy";
     net_eager_limit: usize = "DOS_NET_EAGER_LIMIT",
@@ -140,7 +140,11 @@ tunables! {
     rndv: RndvMode = "DOS_RNDV",
         default "auto",
         parse RndvMode::parse,
-        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma when ranks outnumber cores, and for each message while the node's one-minute load average exceeds its CPUs: then one of the two ranks is often off its CPU and the pipeline waits for it)";
+        help "rendezvous protocol for large messages: pipeline (chunks through the rings, both ranks copy), cma (the receiver copies once with process_vm_readv), auto (pipeline, or cma while the node is crowded: ranks outnumber cores, or both the one-minute load average and the threads runnable now exceed the CPUs; then one of the two ranks is often off its CPU and the pipeline waits for it; the same signal as DOS_SPIN_US's auto)";
+    rndv_cma_max: usize = "DOS_RNDV_CMA_MAX",
+        default "65536",
+        parse number,
+        help "under DOS_RNDV=auto, rendezvous messages between ranks of a node up to this many bytes take the receiver's single copy (process_vm_readv) even while the node is free (above it: the pipeline while free); 0: the pipeline for all sizes while free";
     rndv_chunk: usize = "DOS_RNDV_CHUNK",
         default "16384",
         parse chunk,
@@ -160,11 +164,11 @@ tunables! {
     spin_us: Option<u32> = "DOS_SPIN_US",
         default "auto",
         parse auto_number,
-        help "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores)";
+        help "microseconds a waiting rank polls before it starts yielding the CPU (auto: 1000, or 0 when ranks outnumber cores; the crowding signal is the one of DOS_RNDV=auto)";
     yield_us: Option<u32> = "DOS_YIELD_US",
         default "auto",
         parse auto_number,
-        help "microseconds a waiting rank then polls with sched_yield between polls before it blocks in the kernel (auto: 50, or 500 when ranks outnumber cores)";
+        help "microseconds a waiting rank then polls with sched_yield between polls before it blocks in the kernel (auto: 50 while the node is free, 500 while it is crowded or ranks outnumber cores)";
     reduce_par_bytes: usize = "DOS_REDUCE_PAR_BYTES",
         default "1048576",
         parse number,
@@ -555,7 +559,8 @@ mod tests {
     #[test]
     fn defaults_parse() {
         let c = Config::default();
-        assert_eq!(c.eager_limit, 16384);
+        assert_eq!(c.eager_limit, 8192);
+        assert_eq!(c.rndv_cma_max, 65536);
         assert_eq!(c.spin_us, None);
         assert_eq!(c.roce_retry_budget_ms, 30_000);
         assert!(c.roce_auth);

@@ -140,14 +140,16 @@
 //!
 //! ## Protocols and waiting
 //!
-//! Messages up to `DOS_EAGER_LIMIT` bytes are copied into the destination's
-//! ring and out of it into the posted buffer; larger ones are announced and
-//! then pipelined in chunks through the rings, both ranks copying at once
-//! (`DOS_RNDV`: with more ranks than cores, or when asked, the receiver
-//! fetches them with one copy across address spaces, Linux CMA). A rank waiting for
-//! a message polls for a short while, then yields, then sleeps on a futex that
-//! a sender rings only when the rank is asleep, so jobs with more ranks than
-//! cores still make quick progress. All tunables are in [`config`].
+//! Messages up to `DOS_EAGER_LIMIT` (8 KiB) are copied into the destination's
+//! ring and out of it into the posted buffer; larger ones are announced and,
+//! up to `DOS_RNDV_CMA_MAX` (64 KiB), fetched by the receiver with one copy
+//! across address spaces (Linux CMA); above that they are pipelined in chunks
+//! through the rings, both ranks copying at once, unless the node's CPUs are
+//! crowded (more ranks than cores, or other work), when the receiver's single
+//! copy is taken again (`DOS_RNDV`). A rank waiting for a message polls for a
+//! short while, then yields, then sleeps on a futex that a sender rings only
+//! when the rank is asleep, so jobs with more ranks than cores still make
+//! quick progress; how long each depends on the same crowding. All tunables are in [`config`].
 //!
 //! ## Testing without a launcher
 //!

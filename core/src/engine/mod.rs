@@ -31,11 +31,10 @@ pub(crate) mod wait;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::time::Duration;
 
 use dos_transport::Iface;
 
-use crate::config::{Config, RndvMode};
+use crate::config::Config;
 use crate::p2p::eager::Placed;
 use crate::p2p::matching::{Posted, Unexpected};
 use crate::p2p::rendezvous::Stream;
@@ -94,17 +93,11 @@ pub(crate) struct Engine {
     pub(crate) links: Links,
     pub(crate) st: RefCell<State>,
     pub(crate) cfg: Config,
-    /// How long a waiter polls before yielding.
-    pub(crate) spin: Duration,
-    /// How long it then polls with `sched_yield` in between, before blocking.
-    pub(crate) yield_for: Duration,
     pub(crate) eager_limit: usize,
     /// Eager limit towards peers on other nodes.
     pub(crate) net_eager_limit: usize,
-    /// Rendezvous protocol in force (`Auto`: chosen per message, see
-    /// [`Engine::rndv_mode`]).
-    pub(crate) rndv: RndvMode,
-    /// How crowded the node's CPUs are, for `rndv == Auto`.
+    /// How crowded the node's CPUs are: how long waiters spin and yield,
+    /// and which rendezvous protocol large messages take (see [`crowd`]).
     pub(crate) crowding: crowd::Crowding,
     /// Bytes per pipelined chunk through shared memory.
     pub(crate) chunk: usize,
@@ -181,15 +174,18 @@ pub(crate) fn node_cpus() -> usize {
 impl Engine {
     /// An engine over `links`; `local_ranks` is how many ranks share this node's CPUs.
     pub(crate) fn new(links: Links, cfg: Config, local_ranks: usize) -> Engine {
-        let oversubscribed = local_ranks > node_cpus();
-        // With more ranks than cores, the rank we wait for may need our core:
-        // give it away at once (sched_yield), and sleep only after a while.
-        let spin_us = cfg.spin_us.unwrap_or(if oversubscribed { 0 } else { 1000 });
-        let yield_us = cfg
-            .yield_us
-            .unwrap_or(if oversubscribed { 500 } else { 50 });
-        let spin = Duration::from_micros(spin_us as u64);
-        let yield_for = Duration::from_micros(yield_us as u64);
+        // Waiting and the rendezvous protocol follow one signal: how crowded
+        // the node's CPUs are (by this job's ranks, or by other work).
+        let crowding = crowd::Crowding::new(
+            local_ranks,
+            node_cpus(),
+            crowd::Settings {
+                spin_us: cfg.spin_us,
+                yield_us: cfg.yield_us,
+                rndv: cfg.rndv,
+                cma_max: cfg.rndv_cma_max,
+            },
+        );
         // Limits that hold on every route; eager messages go by the peer's
         // route, so each route's eager limit is bounded by its own transport
         // (a 64 KiB message to another node is eager even though it would
@@ -211,10 +207,6 @@ impl Engine {
             ..State::default()
         };
         st.pending.resize_with(npeers, VecDeque::new);
-        let rndv = match cfg.rndv {
-            RndvMode::Auto if oversubscribed => RndvMode::Cma,
-            m => m,
-        };
         let chunk = cfg.rndv_chunk.min(max_am.saturating_sub(DATA_HDR)).max(1);
         // Over the network the chunks are frames lent to the socket (no copy
         // on the sending side); see `DOS_NET_CHUNK` for the size.
@@ -235,8 +227,7 @@ impl Engine {
             bridge,
             services: am::Registry::new(crate::services::ALL),
             service_thread: RefCell::new(None),
-            rndv,
-            crowding: crowd::Crowding::new(node_cpus()),
+            crowding,
             chunk,
             net_chunk,
             eager_limit: cfg.eager_limit.min(max_eager),
@@ -244,8 +235,6 @@ impl Engine {
             links,
             st: RefCell::new(st),
             cfg,
-            spin,
-            yield_for,
         }
     }
 

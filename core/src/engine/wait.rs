@@ -52,7 +52,8 @@ impl Engine {
         n
     }
 
-    /// Makes progress until `done()` holds: spin, then yield, then block.
+    /// Makes progress until `done()` holds: spin, then yield, then block
+    /// (for how long each: [`super::crowd`], read when the wait goes idle).
     ///
     /// `done` is called until it first returns true, and never after, so it
     /// may act on what it finds (as [`crate::Comm::mprobe`]'s takes the
@@ -64,6 +65,9 @@ impl Engine {
     pub(crate) fn wait_until(&self, mut done: impl FnMut(&Self) -> bool) -> Result<()> {
         let mut idle = 0u32;
         let mut since: Option<Instant> = None;
+        // The policy of the node's crowding as last read (no reading here);
+        // it is read again when a wait goes idle (below).
+        let mut pol = *self.crowding.current();
         loop {
             if done(self) {
                 return Ok(());
@@ -74,20 +78,22 @@ impl Engine {
                 continue;
             }
             idle = idle.wrapping_add(1);
-            if idle % POLLS_PER_CLOCK != 0 && !self.spin.is_zero() {
+            if idle % POLLS_PER_CLOCK != 0 && !pol.spin.is_zero() {
                 std::hint::spin_loop();
                 continue;
             }
             let waited = match since {
                 Some(t0) => t0.elapsed(),
                 None => {
-                    since = Some(Instant::now());
+                    let now = Instant::now();
+                    since = Some(now);
+                    pol = *self.crowding.at(now);
                     Duration::ZERO
                 }
             };
-            if waited < self.spin {
+            if waited < pol.spin {
                 std::hint::spin_loop();
-            } else if waited < self.spin + self.yield_for {
+            } else if waited < pol.spin + pol.yield_for {
                 std::thread::yield_now();
             } else {
                 // The transport asks `done` once more before it sleeps. If it

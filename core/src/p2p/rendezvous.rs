@@ -86,7 +86,7 @@ impl Engine {
         // CMA reaches only peers on this node; everyone else streams.
         let mode = match self.local_index(peer) {
             Some(_) if self.links.local.caps().rma && !rkey.as_bytes().is_empty() => {
-                self.rndv_mode()
+                self.rndv_mode(status.len)
             }
             _ => RndvMode::Pipeline,
         };
@@ -137,15 +137,11 @@ impl Engine {
     }
 
     /// The protocol for a rendezvous from a peer on this node that offered
-    /// its key: `DOS_RNDV`, or under `auto` the pipeline while the node's
-    /// CPUs are not crowded and a single copy by the receiver while they are
-    /// (see [`crate::engine::crowd`]).
-    pub(crate) fn rndv_mode(&self) -> RndvMode {
-        match self.rndv {
-            RndvMode::Auto if self.crowding.crowded() => RndvMode::Cma,
-            RndvMode::Auto => RndvMode::Pipeline,
-            m => m,
-        }
+    /// its key, for `len` bytes: `DOS_RNDV`, or under `auto` a single copy
+    /// by the receiver up to `DOS_RNDV_CMA_MAX` and while the node's CPUs are
+    /// crowded, else the pipeline (see [`crate::engine::crowd`]).
+    pub(crate) fn rndv_mode(&self, len: usize) -> RndvMode {
+        self.crowding.now().rndv_for(len)
     }
 
     /// Ends the registration of a `Placing` request (so that nothing more is

@@ -863,6 +863,35 @@ mod pool_tests {
         assert_eq!(got.len(), 2 + 500 + 72);
     }
 
+    /// A ring that has carried a page is mapped whole at once (no page fault
+    /// per page on its first lap, ep.rs `populate`); one that carried a
+    /// message or two is not, so rings a job barely uses cost no memory.
+    #[test]
+    fn a_ring_in_use_is_populated_whole_and_a_quiet_one_is_not() {
+        let ring = 128 << 10;
+        let seg = Arc::new(Segment::create(2, ring).unwrap());
+        let a = ShmIface::new(seg.clone(), 0).unwrap();
+        let b = ShmIface::new(seg.clone(), 1).unwrap();
+        let r0 = seg.resident_bytes().unwrap();
+        for k in 0..4u8 {
+            a.am_send(1, 1, &[k; 40], b"").unwrap();
+        }
+        assert_eq!(drain(&b).len(), 4);
+        let quiet = seg.resident_bytes().unwrap() - r0;
+        assert!(
+            quiet < (ring / 4) as u64,
+            "a quiet ring holds {quiet} bytes"
+        );
+        // 64-byte records: 100 of them are more than a page.
+        for k in 0..100u8 {
+            a.am_send(1, 1, &[k; 40], b"").unwrap();
+            let got = drain(&b);
+            assert_eq!(got, vec![(0, 1, vec![k; 40])]);
+        }
+        let used = seg.resident_bytes().unwrap() - r0;
+        assert!(used >= ring as u64, "a ring in use holds {used} bytes");
+    }
+
     /// A node of 1024 ranks (as endpoints driven by one thread): a ring and an
     /// all-to-one round work, with one ring per pair that talked, and the
     /// segment holds a few MiB, not 1024^2 rings (128 GiB).
