@@ -622,3 +622,22 @@ fn dynamic_window_accesses_across_adjacent_attached_regions() {
 fn window_error_handlers_of_the_program() {
     passes("dosmpicc", "rma_errhandler.c");
 }
+
+#[test]
+fn overlapping_filetypes_on_read_only_files() {
+    let prog = compile("dosmpicc", "io_view_overlap.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_view_overlap-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_view_overlap on {n} ranks"),
+            &format!("OK io_view_overlap {n} ranks"),
+        );
+    }
+}
+
+#[test]
+fn dims_create_balances_every_factor() {
+    passes("dosmpicc", "dims_balanced.c");
+}
