@@ -54,10 +54,12 @@
 //! flattened by the library's datatypes (`dtype`: `(offset, length)` runs
 //! in type order, with the extent) and hands the runs to
 //! [`dos::io::View::new`] unchanged: one representation, the flattened
-//! list, on both sides (no new constructor in `dos::io` was needed). The
-//! filetype's runs must be in increasing order of offset and not negative
-//! (the standard's rule for filetypes; else `MPI_ERR_IO`, the class MPICH's
-//! ROMIO gives and its tests expect), its size a whole number of etypes
+//! list, on both sides. The filetype's runs must not be negative, their
+//! offsets must not decrease, and on a file opened for writing they must
+//! not overlap (the standard's rules for filetypes; else `MPI_ERR_IO`, the
+//! class MPICH's ROMIO gives and its tests expect); on a file opened
+//! read-only overlapping runs are taken ([`dos::io::View::with_overlaps`]:
+//! the bytes covered twice are read twice), its size a whole number of etypes
 //! (else `MPI_ERR_TYPE`); a filetype of no data is allowed (a rank that
 //! takes no part: only accesses of 0 bytes, others `MPI_ERR_IO`). The ranks
 //! agree on the outcome of `MPI_File_set_view`: a bad view on one rank is

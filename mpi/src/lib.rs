@@ -383,7 +383,7 @@
 //! accumulates on derived types of several basic types (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`) or of `MPI_SHORT_INT`; user error handlers
 //! on windows; MPI-IO's `external32` for types whose size differs there
-//! (`MPI_LONG`...), filetypes with overlapping pieces (even read-only), and
+//! (`MPI_LONG`...) and
 //! a local POSIX driver; persistent
 //! neighbourhood collectives (`MPI_Neighbor_*_init`); `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond those of point-to-point, `Get_count_c`
