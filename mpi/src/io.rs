@@ -54,10 +54,12 @@
 //! flattened by the library's datatypes (`dtype`: `(offset, length)` runs
 //! in type order, with the extent) and hands the runs to
 //! [`dos::io::View::new`] unchanged: one representation, the flattened
-//! list, on both sides (no new constructor in `dos::io` was needed). The
-//! filetype's runs must be in increasing order of offset and not negative
-//! (the standard's rule for filetypes; else `MPI_ERR_IO`, the class MPICH's
-//! ROMIO gives and its tests expect), its size a whole number of etypes
+//! list, on both sides. The filetype's runs must not be negative, their
+//! offsets must not decrease, and on a file opened for writing they must
+//! not overlap (the standard's rules for filetypes; else `MPI_ERR_IO`, the
+//! class MPICH's ROMIO gives and its tests expect); on a file opened
+//! read-only overlapping runs are taken ([`dos::io::View::with_overlaps`]:
+//! the bytes covered twice are read twice), its size a whole number of etypes
 //! (else `MPI_ERR_TYPE`); a filetype of no data is allowed (a rank that
 //! takes no part: only accesses of 0 bytes, others `MPI_ERR_IO`). The ranks
 //! agree on the outcome of `MPI_File_set_view`: a bad view on one rank is
@@ -978,10 +980,11 @@ nb_ptr_fns! {
 /// The `dos::io` view of an etype and a filetype; `None` for a filetype
 /// of no data (legal: a rank that takes no part of the file).
 ///
-/// A filetype whose displacements are negative, decreasing or overlapping
-/// is `MPI_ERR_IO`, as MPICH's ROMIO answers (the standard names no class);
+/// A filetype whose displacements are negative, decreasing or (unless
+/// `rdonly`: a file opened read-only, where MPI allows them) overlapping is
+/// `MPI_ERR_IO`, as MPICH's ROMIO answers (the standard names no class);
 /// one that is not whole etypes `MPI_ERR_TYPE`.
-fn view_of(etype: &Shared, filetype: &Shared) -> R<Option<View>> {
+fn view_of(etype: &Shared, filetype: &Shared, rdonly: bool) -> R<Option<View>> {
     let es = etype.size as u64;
     if es == 0 {
         return Err(err(abi::ERR_TYPE, "an etype of 0 bytes"));
@@ -1004,7 +1007,12 @@ fn view_of(etype: &Shared, filetype: &Shared) -> R<Option<View>> {
     }
     let extent = u64::try_from(filetype.extent())
         .map_err(|_| err(ERR_IO, "the filetype has a negative extent"))?;
-    View::new(es, &segs, extent).map(Some).map_err(|e| {
+    let view = if rdonly {
+        View::with_overlaps(es, &segs, extent)
+    } else {
+        View::new(es, &segs, extent)
+    };
+    view.map(Some).map_err(|e| {
         use dos::io::ViewError as V;
         let class = match e {
             V::ZeroEtype | V::Empty | V::NotEtypes { .. } => abi::ERR_TYPE,
@@ -1026,7 +1034,9 @@ file_fn! {
     /// Sets this rank's view (collective; resets the individual file pointer).
     fn MPI_File_set_view / PMPI_File_set_view(fh: Handle, disp: i64, etype: Handle, filetype: Handle, datarep: *const c_char, info: Handle) on fh => {
         let current = disp == DISPLACEMENT_CURRENT;
-        let local = view_args(disp, etype, filetype, datarep, info);
+        // Overlapping filetypes are allowed on a file opened read-only.
+        let rdonly = with(fh, |e| Ok(e.amode & MODE_RDONLY != 0))?;
+        let local = view_args(disp, etype, filetype, datarep, info, rdonly);
         with(fh, |e| {
             // Every rank's own checks first, agreed (also the barrier
             // before the shared pointer moves): no rank is left waiting in
@@ -1092,6 +1102,7 @@ unsafe fn view_args(
     filetype: Handle,
     datarep: *const c_char,
     info: Handle,
+    rdonly: bool,
 ) -> R<(
     u64,
     String,
@@ -1126,7 +1137,7 @@ unsafe fn view_args(
         crate::external::same_size(etype)?;
         crate::external::same_size(filetype)?;
     }
-    let view = view_of(&et, &ft)?;
+    let view = view_of(&et, &ft, rdonly)?;
     Ok((d, rep, et, ft, view, info_pairs(info)?))
 }
 
@@ -1852,22 +1863,31 @@ mod tests {
         // vector(3 blocks of 2 ints, stride 4 ints) resized to 64 bytes.
         let v = Type::vector(3, 2, 4, &int).unwrap();
         let v = Arc::new(Type::resized(0, 64, &v).unwrap());
-        let view = view_of(&int, &v).unwrap().unwrap();
+        let view = view_of(&int, &v, false).unwrap().unwrap();
         assert_eq!(view.segments(), &[(0, 8), (16, 8), (32, 8)]);
         assert_eq!((view.extent(), view.etype()), (64, 4));
         assert_eq!(view.map(100, 5, 8).unwrap(), vec![(136, 4), (164, 4)]);
         // A negative displacement is not a filetype (MPI_ERR_IO, as ROMIO).
         let neg = Arc::new(Type::hindexed(&[1], &[-4], &int).unwrap());
-        assert_eq!(view_of(&int, &neg).unwrap_err().class, ERR_IO);
+        assert_eq!(view_of(&int, &neg, false).unwrap_err().class, ERR_IO);
         // Nor are decreasing ones.
         let dec = Arc::new(Type::hindexed(&[1, 1], &[8, 0], &int).unwrap());
-        assert_eq!(view_of(&int, &dec).unwrap_err().class, ERR_IO);
+        assert_eq!(view_of(&int, &dec, false).unwrap_err().class, ERR_IO);
+        assert_eq!(view_of(&int, &dec, true).unwrap_err().class, ERR_IO);
+        // Overlapping ones only on a file opened read-only.
+        let over = Arc::new(Type::hindexed(&[3, 1], &[0, 4], &int).unwrap());
+        assert_eq!(view_of(&int, &over, false).unwrap_err().class, ERR_IO);
+        let v = view_of(&int, &over, true).unwrap().unwrap();
+        assert_eq!(v.segments(), &[(0, 12), (4, 4)]);
         // A filetype of no data is a view of nothing (a rank without data).
         let none = Arc::new(Type::hindexed(&[], &[], &int).unwrap());
-        assert_eq!(view_of(&int, &none).unwrap(), None);
+        assert_eq!(view_of(&int, &none, false).unwrap(), None);
         // A filetype that is not whole etypes.
         let three = Arc::new(Type::basic(3, 1));
         let eight = Arc::new(Type::basic(8, 8));
-        assert_eq!(view_of(&eight, &three).unwrap_err().class, abi::ERR_TYPE);
+        assert_eq!(
+            view_of(&eight, &three, false).unwrap_err().class,
+            abi::ERR_TYPE
+        );
     }
 }

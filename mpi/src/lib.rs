@@ -395,10 +395,10 @@
 //! accumulates on derived types of several basic types (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`) or of `MPI_SHORT_INT`; user error handlers
 //! on windows; MPI-IO's `external32` for types whose size differs there
-//! (`MPI_LONG`...), filetypes with overlapping pieces (even read-only), and
-//! a local POSIX driver; `MPI_Remove_error_*`;
+//! (`MPI_LONG`...) and a local POSIX driver; `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond those of point-to-point, the
-//! collectives, `Op_create_c`, `Get_count_c` and `Type_size_c`; the per-communicator and per-session buffers of
+//! collectives, `Op_create_c`, `Get_count_c` and `Type_size_c`; the
+//! per-communicator and per-session buffers of
 //! MPI-4.1 (`MPI_Comm_attach_buffer`, ...); sessions; `MPI_T`. Fortran is out of scope (no `mpif.h`,
 //! no `mpi` module). These follow in later sessions of issue 12; dos
 //! itself already has most of the machinery (see its crate docs).

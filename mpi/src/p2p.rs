@@ -1003,27 +1003,17 @@ pub(crate) unsafe fn sendrecv(
     comm: Handle,
     status: *mut Status,
 ) -> R<()> {
-    let c = state::comm(comm)?;
-    let (sendcount, sendtype) = null_peer_type(dest, sendcount, sendtype);
-    let (recvcount, recvtype) = null_peer_type(source, recvcount, recvtype);
-    let mut keep = Vec::new();
     // SAFETY: the caller's contract.
-    let (p, len) = unsafe { send_bytes(sendbuf, sendcount, sendtype, &mut keep)? };
-    // SAFETY: `p` is the caller's buffer or `keep`.
-    let (c, d, stag, sb) = unsafe { send_args_len(c, p, len, dest, sendtag)? };
-    let rl = datatype::layout_n(recvcount, recvtype)?;
-    let rt = recv_tag(recvtag)?;
-    let s = source_sel(&c, source)?;
-    let mut tmp = Vec::new();
-    let rb = match &rl {
-        // SAFETY: the caller's contract.
-        Layout::Dense(len) => unsafe { dst(recvbuf, *len)? },
-        Layout::Packed { len, .. } => {
-            tmp.resize(*len, 0);
-            &mut tmp[..]
-        }
+    let x = unsafe {
+        crate::p2p4::Exchange::new(
+            sendbuf, sendcount, sendtype, dest, sendtag, recvbuf, recvcount, recvtype, source,
+            recvtag, comm,
+        )?
     };
-    let r = match (d, s) {
+    // SAFETY: the caller's buffers (or `x`'s copies) live through the call.
+    let (sb, rb) = unsafe { (x.send_bytes(), x.recv_bytes()) };
+    let (c, stag, rt) = (&x.comm, x.send_tag, x.recv_tag);
+    let r = match (x.dest, x.source) {
         (None, None) => Ok(None),
         (Some(d), None) => c.send(sb, d, stag).map(|()| None),
         (None, Some(s)) => c.recv(rb, s, rt).map(Some),
@@ -1032,12 +1022,8 @@ pub(crate) unsafe fn sendrecv(
     let (st, r) = match r {
         Ok(None) => (Status::proc_null(), Ok(())),
         Ok(Some(st)) => {
-            let r = if let Layout::Packed { .. } = rl {
-                // SAFETY: the caller's contract.
-                unsafe { crate::types::unpack_from(&tmp[..st.len], recvbuf, &rl) }
-            } else {
-                Ok(())
-            };
+            // SAFETY: the caller's contract.
+            let r = unsafe { crate::p2p4::unpack_received(&x.layout, &x.tmp, st.len, recvbuf) };
             (recv_status(st), r)
         }
         Err(e) => {

@@ -35,8 +35,149 @@ fn count_c(c: i64) -> R<usize> {
     usize::try_from(c).map_err(|_| err(abi::ERR_COUNT, format!("negative count {c}")))
 }
 
-/// `MPI_Isendrecv` of `sn` elements of `stype` from `sendbuf` (or the bytes
-/// of `keep`, when given: `MPI_Isendrecv_replace`'s copy) and `rn` of
+/// The checked arguments of a send and a receive made together
+/// (`MPI_Sendrecv`, `MPI_Isendrecv`, their `_replace` and `_c` forms): the
+/// one normalisation of counts, datatypes, ranks and tags that the blocking
+/// forms ([`crate::p2p::sendrecv`]) and the nonblocking ones here share.
+/// Every argument is checked before anything moves.
+pub(crate) struct Exchange {
+    /// The communicator.
+    pub(crate) comm: dos::Comm,
+    /// The destination; `None` for `MPI_PROC_NULL`.
+    pub(crate) dest: Option<usize>,
+    /// The send tag.
+    pub(crate) send_tag: i32,
+    send: *const u8,
+    send_len: usize,
+    /// A packed copy of a noncontiguous send buffer (else empty); `send`
+    /// points into its heap buffer, which does not move with the `Vec`.
+    pub(crate) keep: Vec<u8>,
+    /// The source; `None` for `MPI_PROC_NULL`.
+    pub(crate) source: Option<dos::Source>,
+    /// The receive tag selector.
+    pub(crate) recv_tag: dos::TagSel,
+    /// The receive buffer's layout.
+    pub(crate) layout: Layout,
+    recv: *mut u8,
+    recv_len: usize,
+    /// The temporary a noncontiguous receive lands in (else empty); `recv`
+    /// points into its heap buffer.
+    pub(crate) tmp: Vec<u8>,
+}
+
+impl Exchange {
+    /// Checks and normalises the arguments: `MPI_DATATYPE_NULL` with
+    /// `MPI_PROC_NULL`, a packed copy of a noncontiguous send buffer, a
+    /// temporary for a noncontiguous receive.
+    ///
+    /// # Safety
+    /// The buffers valid for their counts of their types while the
+    /// `Exchange` (or what its pointers are handed to) is in use.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn new(
+        sendbuf: *const c_void,
+        sn: usize,
+        stype: Handle,
+        dest: c_int,
+        sendtag: c_int,
+        recvbuf: *mut c_void,
+        rn: usize,
+        rtype: Handle,
+        source: c_int,
+        recvtag: c_int,
+        comm: Handle,
+    ) -> R<Exchange> {
+        let c = state::comm(comm)?;
+        let (sn, stype) = p2p::null_peer_type(dest, sn, stype);
+        let (rn, rtype) = p2p::null_peer_type(source, rn, rtype);
+        let mut keep = Vec::new();
+        // SAFETY: the caller's contract.
+        let (p, len) = unsafe { p2p::send_bytes(sendbuf, sn, stype, &mut keep)? };
+        // SAFETY: `p` is the caller's buffer or `keep`'s heap buffer, which
+        // moves with `keep` into the `Exchange` unchanged.
+        let (comm, dest, send_tag, sb) = unsafe { p2p::send_args_len(c, p, len, dest, sendtag)? };
+        let layout = datatype::layout_n(rn, rtype)?;
+        let recv_tag = p2p::recv_tag(recvtag)?;
+        let source = p2p::source_sel(&comm, source)?;
+        let mut tmp = Vec::new();
+        let (recv, recv_len) = match &layout {
+            Layout::Dense(len) => {
+                // SAFETY: the caller's contract.
+                let b = unsafe { dst(recvbuf, *len)? };
+                (b.as_mut_ptr(), *len)
+            }
+            Layout::Packed { len, .. } => {
+                tmp.resize(*len, 0);
+                (tmp.as_mut_ptr(), *len)
+            }
+        };
+        Ok(Exchange {
+            comm,
+            dest,
+            send_tag,
+            send: sb.as_ptr(),
+            send_len: sb.len(),
+            keep,
+            source,
+            recv_tag,
+            layout,
+            recv,
+            recv_len,
+            tmp,
+        })
+    }
+
+    /// The bytes to send.
+    ///
+    /// # Safety
+    /// As [`Exchange::new`]: the caller's send buffer still valid (or
+    /// `keep` still alive).
+    pub(crate) unsafe fn send_bytes<'a>(&self) -> &'a [u8] {
+        if self.send_len == 0 {
+            return &[];
+        }
+        // SAFETY: checked by `new` for this length; valid by the contract.
+        unsafe { std::slice::from_raw_parts(self.send, self.send_len) }
+    }
+
+    /// Where the message is received: pointer and length.
+    pub(crate) fn recv_target(&self) -> (*mut u8, usize) {
+        (self.recv, self.recv_len)
+    }
+
+    /// The bytes to receive into.
+    ///
+    /// # Safety
+    /// As [`Exchange::new`]; no other reference to the receive buffer in use.
+    pub(crate) unsafe fn recv_bytes<'a>(&self) -> &'a mut [u8] {
+        if self.recv_len == 0 {
+            return &mut [];
+        }
+        // SAFETY: checked by `new` for this length; valid by the contract.
+        unsafe { std::slice::from_raw_parts_mut(self.recv, self.recv_len) }
+    }
+}
+
+/// After a receive of `got` bytes into `tmp`: unpacks them into `recvbuf`
+/// for a noncontiguous layout (nothing to do for a dense one).
+///
+/// # Safety
+/// `recvbuf` valid for `layout`.
+pub(crate) unsafe fn unpack_received(
+    layout: &Layout,
+    tmp: &[u8],
+    got: usize,
+    recvbuf: *mut c_void,
+) -> R<()> {
+    if let Layout::Packed { .. } = layout {
+        let got = got.min(tmp.len());
+        // SAFETY: the caller's contract.
+        unsafe { crate::types::unpack_from(&tmp[..got], recvbuf, layout)? };
+    }
+    Ok(())
+}
+
+/// `MPI_Isendrecv` of `sn` elements of `stype` from `sendbuf` and `rn` of
 /// `rtype` into `recvbuf`.
 ///
 /// # Safety
@@ -60,31 +201,27 @@ unsafe fn isendrecv(
     if request.is_null() {
         return Err(err(abi::ERR_ARG, "null pointer for request"));
     }
-    let c = state::comm(comm)?;
-    let (sn, stype) = p2p::null_peer_type(dest, sn, stype);
-    let (rn, rtype) = p2p::null_peer_type(source, rn, rtype);
-    // Every argument is checked before anything starts.
-    let mut keep = Vec::new();
     // SAFETY: the caller's contract.
-    let (p, len) = unsafe { p2p::send_bytes(sendbuf, sn, stype, &mut keep)? };
-    // SAFETY: `p` is the caller's buffer or `keep` (whose heap buffer moves
-    // into the hook below, unchanged).
-    let (c, d, stag, sb) = unsafe { p2p::send_args_len(c, p, len, dest, sendtag)? };
-    let rl = datatype::layout_n(rn, rtype)?;
-    let rt = p2p::recv_tag(recvtag)?;
-    let s = p2p::source_sel(&c, source)?;
-    let mut tmp = Vec::new();
-    let (rp, rlen) = match &rl {
-        Layout::Dense(len) => {
-            // SAFETY: the caller's contract.
-            let b = unsafe { dst(recvbuf, *len)? };
-            (b.as_mut_ptr(), *len)
-        }
-        Layout::Packed { len, .. } => {
-            tmp.resize(*len, 0);
-            (tmp.as_mut_ptr(), *len)
-        }
+    let x = unsafe {
+        Exchange::new(
+            sendbuf, sn, stype, dest, sendtag, recvbuf, rn, rtype, source, recvtag, comm,
+        )?
     };
+    // SAFETY: the caller keeps `sendbuf` until the request completes; `keep`
+    // moves into the hook below.
+    let sb = unsafe { x.send_bytes() };
+    let (rp, rlen) = x.recv_target();
+    let Exchange {
+        comm: c,
+        dest: d,
+        send_tag: stag,
+        keep,
+        source: s,
+        recv_tag: rt,
+        layout: rl,
+        tmp,
+        ..
+    } = x;
     let recv = match s {
         None => None,
         // SAFETY: the caller keeps `recvbuf` until the request completes;
@@ -116,12 +253,8 @@ unsafe fn isendrecv(
             Box::new(move |st: &Status| {
                 send.wait()?;
                 drop(keep);
-                if let Layout::Packed { .. } = rl {
-                    let got = (st.bytes() as usize).min(tmp.len());
-                    // SAFETY: the caller keeps `recvbuf` until the request completes.
-                    unsafe { crate::types::unpack_from(&tmp[..got], recvbuf, &rl)? };
-                }
-                Ok(())
+                // SAFETY: the caller keeps `recvbuf` until the request completes.
+                unsafe { unpack_received(&rl, &tmp, st.bytes() as usize, recvbuf) }
             }),
         ),
         // From `MPI_PROC_NULL`: the request is the send's.

@@ -632,3 +632,22 @@ fn large_count_collectives_and_op_create_c() {
 fn nonblocking_fast_paths_and_waitall_batches_match_the_general_ones() {
     passes("dosmpicc", "nonblocking_fast.c");
 }
+
+#[test]
+fn overlapping_filetypes_on_read_only_files() {
+    let prog = compile("dosmpicc", "io_view_overlap.c");
+    for n in [1, 3] {
+        let fs = FsDir::new(&format!("io_view_overlap-{n}"));
+        let j = run_with(n, &fs.args(), &prog, &[]);
+        expect_ok(
+            &j,
+            &format!("io_view_overlap on {n} ranks"),
+            &format!("OK io_view_overlap {n} ranks"),
+        );
+    }
+}
+
+#[test]
+fn dims_create_balances_every_factor() {
+    passes("dosmpicc", "dims_balanced.c");
+}

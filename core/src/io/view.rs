@@ -2,8 +2,8 @@
 //! and in which order.
 //!
 //! A [`View`] is an *etype* (the unit offsets count in, `etype` bytes) and a
-//! *filetype*: a list of `(offset, len)` byte segments, sorted and disjoint,
-//! inside a tile of [`View::extent`] bytes. The filetype tiles the file from
+//! *filetype*: a list of `(offset, len)` byte segments, sorted and disjoint
+//! (for reading only, [`View::with_overlaps`]: overlapping), inside a tile of [`View::extent`] bytes. The filetype tiles the file from
 //! a displacement `disp` on: tile `k` starts at `disp + k * extent`. The
 //! rank sees the concatenation of every tile's segments, and nothing of the
 //! holes between them; after [`super::File::set_view`], the offsets of
@@ -122,6 +122,28 @@ impl View {
     /// segments out of order or overlapping, an extent short of the last
     /// segment's end, or a size that is not whole etypes.
     pub fn new(etype: u64, segs: &[(u64, u64)], extent: u64) -> Result<View, ViewError> {
+        View::build(etype, segs, extent, false)
+    }
+
+    /// [`View::new`] for a file opened read-only: the segments' starts must
+    /// still not decrease, but a segment may overlap the ones before it (MPI
+    /// forbids overlapping filetypes only on files opened for writing). Such
+    /// a view maps the bytes covered twice into the stream twice, in the
+    /// filetype's order; [`View::map`] then returns overlapping ranges, which
+    /// the planner reads as it reads any list.
+    ///
+    /// # Errors
+    /// As [`View::new`], except for overlaps.
+    pub fn with_overlaps(etype: u64, segs: &[(u64, u64)], extent: u64) -> Result<View, ViewError> {
+        View::build(etype, segs, extent, true)
+    }
+
+    fn build(
+        etype: u64,
+        segs: &[(u64, u64)],
+        extent: u64,
+        overlaps: bool,
+    ) -> Result<View, ViewError> {
         if etype == 0 {
             return Err(ViewError::ZeroEtype);
         }
@@ -129,26 +151,31 @@ impl View {
             return Err(ViewError::TooManySegments(segs.len() as u64));
         }
         let mut v: Vec<(u64, u64)> = Vec::with_capacity(segs.len());
+        // The start of the last segment given (merged ones keep the first's)
+        // and the furthest end so far.
+        let (mut prev, mut max_end) = (0u64, 0u64);
         for (index, &(offset, len)) in segs.iter().enumerate() {
             if len == 0 {
                 continue;
             }
-            offset.checked_add(len).ok_or(ViewError::Overflow)?;
+            let end = offset.checked_add(len).ok_or(ViewError::Overflow)?;
             match v.last_mut() {
-                Some(last) if offset < last.0 + last.1 => {
+                Some(_) if offset < prev || (!overlaps && offset < max_end) => {
                     return Err(ViewError::Unsorted { index, offset, len })
                 }
-                Some(last) if offset == last.0 + last.1 => last.1 += len,
+                Some(last) if offset == last.0 + last.1 && offset >= max_end => last.1 += len,
                 _ => v.push((offset, len)),
             }
+            prev = offset;
+            max_end = max_end.max(end);
         }
-        let Some(&(lo, ll)) = v.last() else {
+        let Some(&(first, _)) = v.first() else {
             return Err(ViewError::Empty);
         };
         // Tile k's segments lie at k * extent + offset: they do not meet
         // the next tile's if the extent covers their span (MPI's filetypes
         // may start past their origin: a lower bound above 0).
-        let end = lo + ll - v[0].0;
+        let end = max_end - first;
         if extent < end {
             return Err(ViewError::Extent { extent, end });
         }
@@ -318,7 +345,8 @@ impl View {
     }
 
     /// The filetype's segments, byte `(offset, len)` within a tile, sorted,
-    /// disjoint, not touching.
+    /// disjoint, not touching (for a view of [`View::with_overlaps`]: starts
+    /// not decreasing, overlaps kept).
     pub fn segments(&self) -> &[(u64, u64)] {
         &self.segs
     }
@@ -538,5 +566,38 @@ mod tests {
             View::new(1, &[(0, 1)], u64::MAX).unwrap().map(0, 2, 1),
             Err(ViewError::Overflow)
         );
+    }
+
+    #[test]
+    fn overlaps_only_for_reading_and_never_decreasing() {
+        // MPICH's tst_fileview: ints at 0..3 and 1 (bytes 0..12 and 4..8).
+        let segs = [(0, 12), (4, 4)];
+        assert!(matches!(
+            View::new(4, &segs, 12),
+            Err(ViewError::Unsorted { index: 1, .. })
+        ));
+        let v = View::with_overlaps(4, &segs, 12).unwrap();
+        assert_eq!(v.segments(), &segs);
+        assert_eq!((v.size(), v.extent()), (16, 12));
+        // The stream: bytes 0..12, 4..8, then the next tile at 12.
+        assert_eq!(
+            v.map(0, 0, 40).unwrap(),
+            vec![(0, 12), (4, 4), (12, 12), (16, 4), (24, 8)]
+        );
+        assert_eq!(
+            expand(&v.map(0, 0, 40).unwrap()),
+            model(&v, 0, 0, 40),
+            "the map agrees with the serial model"
+        );
+        // Decreasing starts stay an error, after a merge too.
+        assert!(matches!(
+            View::with_overlaps(1, &[(0, 4), (4, 4), (2, 1)], 8),
+            Err(ViewError::Unsorted { index: 2, .. })
+        ));
+        // The extent must cover the furthest end, not the last segment's.
+        assert!(matches!(
+            View::with_overlaps(1, &[(0, 8), (2, 1)], 4),
+            Err(ViewError::Extent { end: 8, .. })
+        ));
     }
 }
