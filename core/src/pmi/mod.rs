@@ -96,6 +96,12 @@ pub const ENV_PMI_ADDR: &str = "DOS_PMI_ADDR";
 pub const ENV_JOB_SECRET: &str = "DOS_JOB_SECRET";
 /// Descriptor number of the node's inherited shared segment.
 pub const ENV_SHM_FD: &str = "DOS_SHM_FD";
+/// Descriptor number of the rank's end of a socket pair already joined to
+/// the node's wire-up service (the launcher made the pair and kept the other
+/// end): the rank speaks the wire-up protocol on it without connecting or
+/// authenticating. Unset, or not such a socket, the rank connects to
+/// [`ENV_PMI_ADDR`] and authenticates with the job's secret.
+pub const ENV_PMI_FD: &str = "DOS_PMI_FD";
 
 /// The authenticated id of the wire-up service (ranks use their rank).
 pub const SERVICE_ID: u64 = u64::MAX;
