@@ -24,6 +24,13 @@
 //! How connections still authenticating are bounded and which one makes
 //! room, so that strangers cannot crowd out the node's ranks, is told at
 //! [`crate::acceptor`], shared with the agents' control port.
+//!
+//! Ranks started by this service's owner do not connect: each gets one end
+//! of a socket pair (`DOS_PMI_FD`, [`crate::spawn::Launcher::pmi_pair`]) and
+//! the owner hands the other to [`Service::adopt`]. Such a connection needs
+//! no proof (only that rank holds its peer) and attaches to its rank with
+//! its first request; closed before any (a wrapper closed the descriptor),
+//! it goes away silently and the rank may still connect to the socket.
 
 use std::collections::HashMap;
 use std::io::{self, Read};

@@ -3,7 +3,9 @@
 //! Each rank is a child of dosrun in its own process group, with
 //! `PR_SET_PDEATHSIG(SIGKILL)` so that it dies with dosrun however dosrun
 //! ends, its stdout and stderr on pipes to dosrun, and the node's shared
-//! segment inherited at the descriptor number named by `DOS_SHM_FD`.
+//! segment inherited at the descriptor number named by `DOS_SHM_FD`, and
+//! (with [`Launcher::pmi_pair`]) one end of a socket pair joined to the
+//! node's wire-up service at the number named by `DOS_PMI_FD`.
 //!
 //! [`Launcher::spawner`] prepares, once per node, what all ranks share
 //! (argv and the environment as C strings, the child's stack); each

@@ -1,4 +1,6 @@
-//! The rank side of the wire-up service: one blocking connection to `dosrun`.
+//! The rank side of the wire-up service: one blocking connection to `dosrun`,
+//! the inherited socket pair of `DOS_PMI_FD` or, without it, a connection to
+//! `DOS_PMI_ADDR` that authenticates (see [the module](super)).
 //!
 //! Every read waits at most `DOS_WIREUP_TIMEOUT_MS` (120 s; 0: no limit), the
 //! authentication at most 30 s: a service that stops answering (its dosrun
@@ -167,11 +169,11 @@ fn foreign_launcher(lookup: impl Fn(&str) -> Option<String>) -> Option<Error> {
 
 /// Takes `fd` as the rank's end of the launcher's socket pair if it is one:
 /// an open, connected, unnamed Unix stream socket whose peer runs as this
-/// user. Anything else (a wrapper between dosrun and the program closed it,
+/// user in a process other than `me` (this one). Anything else (a wrapper between dosrun and the program closed it,
 /// and the number now names another file) is left alone: `None`, and the
 /// rank connects to the service's address instead. The socket taken is
 /// made close-on-exec, so programs this rank starts do not inherit it.
-fn joined_socket(fd: RawFd) -> Option<UnixStream> {
+fn joined_socket(fd: RawFd, me: libc::pid_t) -> Option<UnixStream> {
     use std::os::fd::FromRawFd;
     if fd < 0 {
         return None;
@@ -210,8 +212,10 @@ fn joined_socket(fd: RawFd) -> Option<UnixStream> {
             &mut len,
         )
     };
+    // The peer runs as this user, and is not this process (a pair this
+    // program made itself after a wrapper freed the number).
     // SAFETY: geteuid cannot fail.
-    if r != 0 || cred.uid != unsafe { libc::geteuid() } {
+    if r != 0 || cred.uid != unsafe { libc::geteuid() } || cred.pid == me {
         return None;
     }
     // A socket pair's ends are unnamed: the peer's address is only its
@@ -315,7 +319,14 @@ impl Client {
     /// Joins through the launcher's socket pair (`DOS_PMI_FD`) if this
     /// process holds it, else by connecting to the service's address.
     fn join(w: Wiring) -> Result<Client> {
-        match w.pmi_fd.and_then(joined_socket) {
+        // SAFETY: getpid cannot fail.
+        Client::join_as(w, unsafe { libc::getpid() })
+    }
+
+    /// [`Client::join`] for the process `me` (tests take a pair they made
+    /// themselves as the launcher's by naming another process).
+    fn join_as(w: Wiring, me: libc::pid_t) -> Result<Client> {
+        match w.pmi_fd.and_then(|fd| joined_socket(fd, me)) {
             Some(stream) => Client::preconnected(w, stream),
             None => Client::connect(w),
         }
@@ -877,6 +888,10 @@ mod tests {
         server.join().unwrap();
     }
 
+    /// A process id that is not this test's: pairs the test makes count
+    /// as made by the launcher.
+    const OTHER: libc::pid_t = -1;
+
     /// A close-on-exec pipe: (read end, write end).
     fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
         use std::os::fd::FromRawFd;
@@ -914,30 +929,30 @@ mod tests {
         let fd = a.into_raw_fd();
         // SAFETY: clears close-on-exec on a descriptor this test owns.
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
-        let taken = joined_socket(fd).expect("a socket pair's end");
+        // Made by this process: not the launcher's.
+        assert!(joined_socket(fd, std::process::id() as libc::pid_t).is_none());
+        let taken = joined_socket(fd, OTHER).expect("a socket pair's end");
         // SAFETY: reads the flags of an open descriptor.
-        assert_eq!(
-            unsafe { libc::fcntl(fd, libc::F_GETFD) } & libc::FD_CLOEXEC,
-            libc::FD_CLOEXEC
-        );
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
         drop(taken);
-        // A closed number, a pipe, a file, a negative number: not taken.
-        assert!(joined_socket(fd).is_none());
-        assert!(joined_socket(-1).is_none());
+        // A negative number, a pipe, a file: not taken. (A closed number is
+        // not tried here: another test's thread may have reused it.)
+        assert!(joined_socket(-1, OTHER).is_none());
         let (r, _w) = pipe();
-        assert!(joined_socket(r.as_raw_fd()).is_none());
+        assert!(joined_socket(r.as_raw_fd(), OTHER).is_none());
         let f = std::fs::File::open("/proc/self/stat").unwrap();
-        assert!(joined_socket(f.as_raw_fd()).is_none());
+        assert!(joined_socket(f.as_raw_fd(), OTHER).is_none());
         // A connection to a named socket (the service's own kind): not taken.
         let name = format!("dos-test-pair-{}", std::process::id());
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         let l = UnixListener::bind_addr(&addr).unwrap();
         let c = UnixStream::connect_addr(&addr).unwrap();
         let _accepted = l.accept().unwrap();
-        assert!(joined_socket(c.as_raw_fd()).is_none());
+        assert!(joined_socket(c.as_raw_fd(), OTHER).is_none());
         // A datagram pair: not taken.
         let (d, _e) = std::os::unix::net::UnixDatagram::pair().unwrap();
-        assert!(joined_socket(d.as_raw_fd()).is_none());
+        assert!(joined_socket(d.as_raw_fd(), OTHER).is_none());
     }
 
     /// With the launcher's socket pair the rank speaks the wire-up protocol
@@ -953,7 +968,7 @@ mod tests {
         let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
         w.addr = format!("@dos-test-nobody-listens-pair-{}", std::process::id());
         w.pmi_fd = Some(ours.into_raw_fd());
-        let mut c = Client::join(w.clone()).unwrap();
+        let mut c = Client::join_as(w.clone(), OTHER).unwrap();
         c.fence().unwrap();
         c.finalize().unwrap();
         server.join().unwrap();
@@ -964,7 +979,7 @@ mod tests {
         let (r, _w) = pipe();
         w.pmi_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&r));
         assert!(matches!(
-            Client::join(w),
+            Client::join_as(w, OTHER),
             Err(Error::Wireup { op: "connect", .. })
         ));
         // Still open: the client did not take it.
