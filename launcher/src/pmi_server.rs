@@ -670,10 +670,11 @@ impl Service {
         self.logic.rank_exited(rank, &mut self.actions);
         self.apply();
         if self.logic.all_left() {
-            // Connections still authenticating have had their say (they
-            // came before the ranks' own, or the ranks could not have
-            // finished): read what they sent, so that the count is whole.
-            self.acceptor.read_all_pending();
+            // Connections still authenticating, or still in the backlog
+            // (the node's own ranks joined on their socket pairs, not
+            // behind them), came before the job's end: take them and read
+            // what they sent, so that the count is whole.
+            self.acceptor.drain_backlog(self.logic.waiting());
             self.joined();
             self.apply();
             // The service's work is done: what was counted is told now,
