@@ -51,6 +51,11 @@ pub fn install(filter: LogFilter, rank: Option<usize>) -> bool {
     if let Some(r) = rank {
         RANK.store(r, Ordering::Relaxed);
     }
+    // A second call (`dos::init` installs before it knows the rank, then
+    // again with it) builds no subscriber only to have it refused.
+    if tracing::dispatcher::has_been_set() {
+        return false;
+    }
     tracing::subscriber::set_global_default(subscriber(filter, std::io::stderr)).is_ok()
 }
 

@@ -48,6 +48,8 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most connections accepted in one go, before the others are served.
 const ACCEPT_BATCH: usize = 64;
+/// Most connections [`Acceptor::drain_backlog`] takes at the end.
+const DRAIN_MAX: usize = 1 << 14;
 /// How long the listener rests when dosrun is out of descriptors.
 pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -278,7 +280,9 @@ impl<L: Listen> Acceptor<L> {
     /// the owner still waits for (they widen the bounds).
     pub fn ready(&mut self, tag: AcceptTag, revents: i16, expected: usize) {
         match tag {
-            AcceptTag::Listener => self.accept(expected),
+            AcceptTag::Listener => {
+                self.accept(expected);
+            }
             AcceptTag::Pending(id) => {
                 if revents & libc::POLLOUT != 0 {
                     self.flush(id);
@@ -331,10 +335,31 @@ impl<L: Listen> Acceptor<L> {
         }
     }
 
-    fn accept(&mut self, expected: usize) {
+    /// Takes what waits in the listener's backlog (at most [`DRAIN_MAX`]
+    /// connections) and reads every authenticating connection once more:
+    /// the owner's work is done, and connections made before that are
+    /// answered and counted, not reset with the listener.
+    pub fn drain_backlog(&mut self, expected: usize) {
+        let mut taken = 0;
+        while taken < DRAIN_MAX {
+            let n = self.accept(expected);
+            if n == 0 {
+                break;
+            }
+            taken += n;
+            self.read_all_pending();
+        }
+        self.read_all_pending();
+    }
+
+    /// Accepts up to [`ACCEPT_BATCH`] connections; returns how many it took
+    /// from the backlog.
+    fn accept(&mut self, expected: usize) -> usize {
+        let mut taken = 0;
         for _ in 0..ACCEPT_BATCH {
             match self.listener.accept_one() {
                 Ok((stream, from)) => {
+                    taken += 1;
                     if let Some(uid) = self.who.same_user {
                         if sys::peer_uid(stream.as_fd()).ok() != Some(uid) {
                             self.note_refusal("a process of another user connected".into());
@@ -376,12 +401,13 @@ impl<L: Listen> Acceptor<L> {
                         self.accept_paused = Some(Instant::now() + ACCEPT_PAUSE);
                         let line = format!("cannot accept a {} connection: {e}", self.what);
                         self.note_refusal(line);
-                        return;
+                        return taken;
                     }
                 }
-                Err(_) => return,
+                Err(_) => return taken,
             }
         }
+        taken
     }
 
     /// Makes room for one more connection from `source` at a bound.

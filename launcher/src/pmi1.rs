@@ -127,11 +127,22 @@ pub fn run(argv: Vec<OsString>) -> i32 {
         // SAFETY: setting a signal's disposition to SIG_IGN.
         unsafe { libc::signal(sig, libc::SIG_IGN) };
     }
+    // The bridge's own socket pair to dosrun's service (`DOS_PMI_FD`) is
+    // the bridge's: the program neither inherits it nor hears of it.
+    if let Some(pfd) = std::env::var(pmi::ENV_PMI_FD)
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok())
+    {
+        // SAFETY: F_SETFD on a descriptor number dosrun gave this process;
+        // on a number that is not open it fails harmlessly.
+        unsafe { libc::fcntl(pfd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     let fd = theirs.as_raw_fd();
     let parent = std::process::id() as i32;
     let mut cmd = Command::new(program);
     cmd.arg0(argv0)
         .args(args)
+        .env_remove(pmi::ENV_PMI_FD)
         .env("PMI_FD", fd.to_string())
         .env("PMI_RANK", &rank)
         .env("PMI_SIZE", &size);

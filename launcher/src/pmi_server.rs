@@ -24,6 +24,13 @@
 //! How connections still authenticating are bounded and which one makes
 //! room, so that strangers cannot crowd out the node's ranks, is told at
 //! [`crate::acceptor`], shared with the agents' control port.
+//!
+//! Ranks started by this service's owner do not connect: each gets one end
+//! of a socket pair (`DOS_PMI_FD`, [`crate::spawn::Launcher::pmi_pair`]) and
+//! the owner hands the other to [`Service::adopt`]. Such a connection needs
+//! no proof (only that rank holds its peer) and attaches to its rank with
+//! its first request; closed before any (a wrapper closed the descriptor),
+//! it goes away silently and the rank may still connect to the socket.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -467,6 +474,11 @@ struct Conn {
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     out_off: usize,
+    /// A socket pair's end given to this job rank ([`Service::adopt`]),
+    /// attached to it once the first bytes come: a pair whose rank closed
+    /// it unused (a wrapper closed the descriptor) goes away silently, and
+    /// the rank may still connect to the socket.
+    pair_rank: Option<usize>,
 }
 
 /// An effect the service reports to its owner.
@@ -611,8 +623,45 @@ impl Service {
         self.apply();
     }
 
+    /// Takes `stream`, dosrun's end of a socket pair whose other end job
+    /// rank `rank` inherits (`DOS_PMI_FD`): a connection that needs no
+    /// authentication, since only that rank holds its peer. It attaches to
+    /// the rank with its first request.
+    pub fn adopt(&mut self, rank: usize, stream: UnixStream) {
+        if stream.set_nonblocking(true).is_err() {
+            // Dropped: the rank sees the pair closed and connects instead.
+            return;
+        }
+        let id = self.next;
+        self.next += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                stream,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                out_off: 0,
+                pair_rank: Some(rank),
+            },
+        );
+    }
+
     /// Job rank `rank`'s process ended.
     pub fn rank_exited(&mut self, rank: usize) {
+        // A socket pair it never used: what it sent is read (and attached)
+        // now, else the pair goes.
+        let pair = self
+            .conns
+            .iter()
+            .find(|(_, c)| c.pair_rank == Some(rank))
+            .map(|(&id, _)| id);
+        if let Some(id) = pair {
+            self.read(id);
+            self.apply();
+            if self.conns.get(&id).is_some_and(|c| c.pair_rank.is_some()) {
+                self.remove(id);
+            }
+        }
         // Take what it sent before it went (a Finalize, say) first.
         if let Some(conn) = self.logic.conn_of(rank) {
             self.read(conn);
@@ -621,10 +670,11 @@ impl Service {
         self.logic.rank_exited(rank, &mut self.actions);
         self.apply();
         if self.logic.all_left() {
-            // Connections still authenticating have had their say (they
-            // came before the ranks' own, or the ranks could not have
-            // finished): read what they sent, so that the count is whole.
-            self.acceptor.read_all_pending();
+            // Connections still authenticating, or still in the backlog
+            // (the node's own ranks joined on their socket pairs, not
+            // behind them), came before the job's end: take them and read
+            // what they sent, so that the count is whole.
+            self.acceptor.drain_backlog(self.logic.waiting());
             self.joined();
             self.apply();
             // The service's work is done: what was counted is told now,
@@ -672,6 +722,7 @@ impl Service {
                     inbuf: j.inbuf,
                     outbuf: j.unsent,
                     out_off: 0,
+                    pair_rank: None,
                 },
             );
             self.flush(id);
@@ -715,6 +766,23 @@ impl Service {
                 }
             }
         }
+        if let Some(rank) = c.pair_rank {
+            if c.inbuf.is_empty() {
+                if eof {
+                    // Closed unused: the rank connects, or is gone.
+                    self.remove(id);
+                }
+                return;
+            }
+            c.pair_rank = None;
+            self.logic.attach(id, rank, &mut self.actions);
+            if self.actions.contains(&Action::Close(id)) {
+                return;
+            }
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
         // Handle the complete frames in order.
         let mut used = 0;
         let mut bad = false;
@@ -1149,6 +1217,91 @@ mod tests {
         s.read_exact(&mut h).unwrap();
         let proof = hs.on_hello(&h).unwrap();
         s.write_all(&proof).unwrap();
+    }
+
+    /// Sends `r` on `s` and reads the 8-byte reply header's kind.
+    fn ask(s: &mut UnixStream, r: Request<'_>) -> u8 {
+        let mut f = Vec::new();
+        r.encode(&mut f).unwrap();
+        s.write_all(&f).unwrap();
+        let mut h = [0u8; 8];
+        s.read_exact(&mut h).unwrap();
+        h[3]
+    }
+
+    /// Ranks given a socket pair (`DOS_PMI_FD`) are served on it without
+    /// a handshake; a pair its rank closed unused does not count as the
+    /// rank leaving: the rank connects and authenticates instead, and the
+    /// fence of both completes.
+    #[test]
+    fn socket_pairs_need_no_handshake_and_an_unused_one_is_no_departure() {
+        let (mut svc, addr, secret) = test_service("pair", 2);
+        let (ours0, mut r0) = UnixStream::pair().unwrap();
+        let (ours1, r1) = UnixStream::pair().unwrap();
+        svc.adopt(0, ours0);
+        svc.adopt(1, ours1);
+        r0.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Rank 1's wrapper closed its end; rank 1 connects.
+        drop(r1);
+        drive_for(&mut svc, 3);
+        assert!(
+            svc.take_events()
+                .iter()
+                .all(|e| !matches!(e, Event::Left(_))),
+            "an unused pair is no departure"
+        );
+        let th = std::thread::spawn(move || {
+            let mut s = UnixStream::connect_addr(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let ctx = pmi::auth_context(7);
+            dos_transport::auth::handshake(&mut s, &secret, &ctx, Role::Initiator, 1).unwrap();
+            let put = Request::Put {
+                key: "k",
+                value: b"v",
+            };
+            (ask(&mut s, put), ask(&mut s, Request::Fence))
+        });
+        let th0 = std::thread::spawn(move || {
+            let fence = ask(&mut r0, Request::Fence);
+            (fence, ask(&mut r0, Request::Get { key: "k" }), r0)
+        });
+        let until = Instant::now() + Duration::from_secs(10);
+        while !(th.is_finished() && th0.is_finished()) && Instant::now() < until {
+            drive_once(&mut svc);
+            for e in svc.take_events() {
+                if let Event::FenceEnter(p) = e {
+                    svc.fence_outcome(&FenceOutcome::Done(std::sync::Arc::new(p)));
+                }
+            }
+        }
+        let (put, fence1) = th.join().unwrap();
+        let (fence0, get, _r0) = th0.join().unwrap();
+        assert_eq!(put, wire::kind::OK);
+        assert_eq!(
+            (fence0, fence1),
+            (wire::kind::FENCE_DONE, wire::kind::FENCE_DONE)
+        );
+        assert_eq!(get, wire::kind::VALUE);
+    }
+
+    /// A pair's rank that exits having used it is read first (its Finalize
+    /// counts); one that exits without using it has left.
+    #[test]
+    fn a_pair_is_read_when_its_rank_exits() {
+        let (mut svc, _addr, _secret) = test_service("pair-exit", 2);
+        let (ours0, mut r0) = UnixStream::pair().unwrap();
+        let (ours1, r1) = UnixStream::pair().unwrap();
+        svc.adopt(0, ours0);
+        svc.adopt(1, ours1);
+        let mut f = Vec::new();
+        Request::Finalize.encode(&mut f).unwrap();
+        r0.write_all(&f).unwrap();
+        drop(r0);
+        svc.rank_exited(0);
+        svc.rank_exited(1);
+        drop(r1);
+        assert_eq!(svc.logic.slots, [Slot::Finalized, Slot::Gone]);
+        assert!(svc.conns.is_empty());
     }
 
     /// Held connections that send nothing, more than the slack, arriving

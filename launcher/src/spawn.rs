@@ -3,7 +3,9 @@
 //! Each rank is a child of dosrun in its own process group, with
 //! `PR_SET_PDEATHSIG(SIGKILL)` so that it dies with dosrun however dosrun
 //! ends, its stdout and stderr on pipes to dosrun, and the node's shared
-//! segment inherited at the descriptor number named by `DOS_SHM_FD`.
+//! segment inherited at the descriptor number named by `DOS_SHM_FD`, and
+//! (with [`Launcher::pmi_pair`]) one end of a socket pair joined to the
+//! node's wire-up service at the number named by `DOS_PMI_FD`.
 //!
 //! [`Launcher::spawner`] prepares, once per node, what all ranks share
 //! (argv and the environment as C strings, the child's stack); each
@@ -16,6 +18,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -108,6 +111,10 @@ pub struct Launcher {
     pub shm_fd: Option<RawFd>,
     /// Descriptor limits to give back to the ranks (dosrun raised its own).
     pub nofile: Option<libc::rlimit>,
+    /// Give each rank one end of a socket pair for the wire-up
+    /// (`DOS_PMI_FD`), the other end in [`Spawned::pmi`] for the node's
+    /// service: the rank neither connects nor authenticates.
+    pub pmi_pair: bool,
 }
 
 /// A started rank.
@@ -123,6 +130,8 @@ pub struct Spawned {
     pub stdout: OwnedFd,
     /// Read end of its stderr (non-blocking).
     pub stderr: OwnedFd,
+    /// dosrun's end of the rank's wire-up socket pair ([`Launcher::pmi_pair`]).
+    pub pmi: Option<UnixStream>,
 }
 
 /// Why a rank could not be started.
@@ -234,6 +243,7 @@ impl Launcher {
             parent: sys::getpid(),
             shm_fd: self.shm_fd,
             nofile: self.nofile,
+            pmi_pair: self.pmi_pair,
         })
     }
 }
@@ -243,11 +253,12 @@ const SHELL: &std::ffi::CStr = c"/bin/sh";
 
 /// The variables that differ between the ranks of a node, set by
 /// [`Spawner::spawn`].
-const RANK_VARS: [&str; 4] = [
+const RANK_VARS: [&str; 5] = [
     pmi::ENV_RANK,
     pmi::ENV_LOCAL_RANK,
     pmi::ENV_LOCAL_SIZE,
     pmi::ENV_NODE_ID,
+    pmi::ENV_PMI_FD,
 ];
 
 /// The environment a rank starts with, as `Command` would make it: dosrun's
@@ -303,6 +314,7 @@ pub struct Spawner {
     parent: i32,
     shm_fd: Option<RawFd>,
     nofile: Option<libc::rlimit>,
+    pmi_pair: bool,
 }
 
 impl fmt::Debug for Spawner {
@@ -351,13 +363,25 @@ impl Spawner {
         {
             sys::set_nonblocking(fd.as_fd(), true).map_err(step("fcntl"))?;
         }
-        let rank_env = [
-            (pmi::ENV_RANK, p.rank),
-            (pmi::ENV_LOCAL_RANK, p.local_rank),
-            (pmi::ENV_LOCAL_SIZE, local_size),
-            (pmi::ENV_NODE_ID, p.node_id),
+        let (pmi_ours, pmi_theirs) = if self.pmi_pair {
+            let (a, b) = sys::socketpair().map_err(step("socketpair"))?;
+            (Some(a), Some(b))
+        } else {
+            (None, None)
+        };
+        let pmi_fd = pmi_theirs.as_ref().map(|s| s.as_raw_fd());
+        let rank_env: Vec<CString> = [
+            (pmi::ENV_RANK, Some(p.rank)),
+            (pmi::ENV_LOCAL_RANK, Some(p.local_rank)),
+            (pmi::ENV_LOCAL_SIZE, Some(local_size)),
+            (pmi::ENV_NODE_ID, Some(p.node_id)),
+            (pmi::ENV_PMI_FD, pmi_fd.map(|fd| fd as usize)),
         ]
-        .map(|(k, v)| CString::new(format!("{k}={v}")).expect("no NUL in a number"));
+        .into_iter()
+        .filter_map(|(k, v)| {
+            v.map(|v| CString::new(format!("{k}={v}")).expect("no NUL in a number"))
+        })
+        .collect();
         let envp: Vec<*const libc::c_char> = self
             .env
             .iter()
@@ -374,6 +398,7 @@ impl Spawner {
             stdio: [stdin_fd, out_w.as_raw_fd(), err_w.as_raw_fd()],
             parent: self.parent,
             shm_fd: self.shm_fd,
+            pmi_fd,
             nofile: self.nofile,
             affinity: affinity.as_ref(),
             reset: &self.reset,
@@ -406,7 +431,7 @@ impl Spawner {
         let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
         let failed = args.err.load(Ordering::Acquire);
         // Our copies of the child's ends close here: it holds the only ones.
-        drop((out_w, err_w, in_r));
+        drop((out_w, err_w, in_r, pmi_theirs));
         if failed != 0 {
             // It has exited (status 127) without exec'ing.
             sys::reap(pid);
@@ -421,6 +446,7 @@ impl Spawner {
             stdin: in_w,
             stdout: out_r,
             stderr: err_r,
+            pmi: pmi_ours,
         })
     }
 }
@@ -436,6 +462,8 @@ struct ChildArgs<'a> {
     stdio: [RawFd; 3],
     parent: i32,
     shm_fd: Option<RawFd>,
+    /// Its end of the wire-up socket pair, kept open at its number.
+    pmi_fd: Option<RawFd>,
     nofile: Option<libc::rlimit>,
     affinity: Option<&'a CpuMask>,
     reset: &'a [libc::c_int],
@@ -482,6 +510,13 @@ fn child_exec(a: &ChildArgs<'_>) -> io::Result<std::convert::Infallible> {
     // SAFETY: setpgid(0, 0) makes this process a group leader; no memory.
     if unsafe { libc::setpgid(0, 0) } != 0 {
         return Err(io::Error::last_os_error());
+    }
+    if let Some(fd) = a.pmi_fd {
+        // Close-on-exec in dosrun; the rank keeps it at the same number.
+        // SAFETY: F_SETFD on the socket dosrun made for this child.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
     }
     child_setup(a.parent, a.shm_fd, a.nofile, a.affinity, a.reset)?;
     // SAFETY: `path`, `argv` and `envp` are NUL-terminated strings and

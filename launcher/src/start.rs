@@ -206,6 +206,7 @@ impl Prepared {
             env,
             shm_fd: Some(shm_fd),
             nofile,
+            pmi_pair: true,
         };
         let local_size = node.ranks.len();
         let mut spawner = match launcher.spawner() {

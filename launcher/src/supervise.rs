@@ -376,6 +376,9 @@ impl Supervisor {
         };
         r.pid = s.pid;
         r.pidfd = Some(s.pidfd);
+        if let Some(p) = s.pmi {
+            self.service.adopt(rank, p);
+        }
         for (k, fd) in [s.stdout, s.stderr].into_iter().enumerate() {
             if let Some(Some(st)) = self.streams.get_mut(2 * rank + k) {
                 st.fd = Some(fd);

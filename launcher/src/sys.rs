@@ -12,6 +12,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 
 use rustix::fs::{Access, FileType, Mode, OFlags};
@@ -135,6 +136,17 @@ pub fn random_u64() -> io::Result<u64> {
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// A close-on-exec pair of connected Unix stream sockets.
+pub fn socketpair() -> io::Result<(UnixStream, UnixStream)> {
+    let (a, b) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    Ok((UnixStream::from(a), UnixStream::from(b)))
 }
 
 /// Sets or clears `O_NONBLOCK` on `fd`.

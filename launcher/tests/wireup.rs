@@ -97,3 +97,30 @@ fn the_probe_alone_is_not_under_dosrun() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not started by dosrun"));
 }
+
+/// Each rank inherits one end of a socket pair joined to the service
+/// (`DOS_PMI_FD`) and joins through it.
+#[test]
+fn ranks_join_through_their_socket_pair() {
+    let script = format!(
+        "case $(readlink /proc/$$/fd/\"$DOS_PMI_FD\") in socket:*) exec {} ;; *) exit 9 ;; esac",
+        probe()
+    );
+    let r = run(&["-n", "3", "sh", "-c", &script]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stderr.is_empty(), "{r:?}");
+    expect_sums(3, &r.stdout);
+}
+
+/// A wrapper that closes the descriptor before the program runs: the rank
+/// connects to the service's socket and authenticates instead, and the
+/// unused pair does not count as the rank leaving the wire-up.
+#[test]
+fn a_rank_whose_wrapper_closed_its_pair_connects_instead() {
+    // bash: dash takes only one-digit descriptor numbers in redirections.
+    let script = format!("eval \"exec $DOS_PMI_FD<&-\"; exec {}", probe());
+    let r = run(&["-n", "3", "bash", "-c", &script]);
+    assert_eq!(r.code(), 0, "{r:?}");
+    assert!(r.stderr.is_empty(), "{r:?}");
+    expect_sums(3, &r.stdout);
+}

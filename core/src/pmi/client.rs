@@ -1,4 +1,6 @@
-//! The rank side of the wire-up service: one blocking connection to `dosrun`.
+//! The rank side of the wire-up service: one blocking connection to `dosrun`,
+//! the inherited socket pair of `DOS_PMI_FD` or, without it, a connection to
+//! `DOS_PMI_ADDR` that authenticates (see [the module](super)).
 //!
 //! Every read waits at most `DOS_WIREUP_TIMEOUT_MS` (120 s; 0: no limit), the
 //! authentication at most 30 s: a service that stops answering (its dosrun
@@ -17,8 +19,8 @@ use dos_transport::auth::{self, Role, Secret};
 use super::wire::{self, Header, Reply, Request, HEADER_LEN};
 use super::{
     auth_context, parse_hex64, ENV_JOBID, ENV_JOB_SECRET, ENV_LOCAL_RANK, ENV_LOCAL_SIZE,
-    ENV_NNODES, ENV_NODE_ADDR, ENV_NODE_ID, ENV_PMI_ADDR, ENV_RANK, ENV_SHM_FD, ENV_SIZE,
-    SERVICE_ID,
+    ENV_NNODES, ENV_NODE_ADDR, ENV_NODE_ID, ENV_PMI_ADDR, ENV_PMI_FD, ENV_RANK, ENV_SHM_FD,
+    ENV_SIZE, SERVICE_ID,
 };
 use crate::{Error, Result};
 
@@ -47,6 +49,8 @@ struct Wiring {
     secret: Secret,
     addr: String,
     shm_fd: Option<RawFd>,
+    /// `DOS_PMI_FD`: the rank's end of a socket pair joined to the service.
+    pmi_fd: Option<RawFd>,
 }
 
 impl Wiring {
@@ -95,6 +99,15 @@ impl Wiring {
                         .ok()
                         .filter(|&fd| fd >= 0)
                         .ok_or(env(ENV_SHM_FD, "not a descriptor number"))?,
+                ),
+            },
+            pmi_fd: match lookup(ENV_PMI_FD) {
+                None => None,
+                Some(s) => Some(
+                    s.parse::<RawFd>()
+                        .ok()
+                        .filter(|&fd| fd >= 0)
+                        .ok_or(env(ENV_PMI_FD, "not a descriptor number"))?,
                 ),
             },
         };
@@ -152,6 +165,77 @@ fn foreign_launcher(lookup: impl Fn(&str) -> Option<String>) -> Option<Error> {
         ));
     }
     None
+}
+
+/// Takes `fd` as the rank's end of the launcher's socket pair if it is one:
+/// an open, connected, unnamed Unix stream socket whose peer runs as this
+/// user in a process other than `me` (this one). Anything else (a wrapper between dosrun and the program closed it,
+/// and the number now names another file) is left alone: `None`, and the
+/// rank connects to the service's address instead. The socket taken is
+/// made close-on-exec, so programs this rank starts do not inherit it.
+fn joined_socket(fd: RawFd, me: libc::pid_t) -> Option<UnixStream> {
+    use std::os::fd::FromRawFd;
+    if fd < 0 {
+        return None;
+    }
+    let int_opt = |opt| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes to `v`; on a
+        // descriptor that is not open or not a socket it fails.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        (r == 0).then_some(v)
+    };
+    if int_opt(libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+        || int_opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+    {
+        return None;
+    }
+    // SAFETY: an all-zero ucred is valid storage.
+    let mut cred: libc::ucred = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: writes at most `len` bytes to `cred`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    // The peer runs as this user, and is not this process (a pair this
+    // program made itself after a wrapper freed the number).
+    // SAFETY: geteuid cannot fail.
+    if r != 0 || cred.uid != unsafe { libc::geteuid() } || cred.pid == me {
+        return None;
+    }
+    // A socket pair's ends are unnamed: the peer's address is only its
+    // family. The service's connections are never made this way.
+    // SAFETY: an all-zero sockaddr_un is valid storage.
+    let mut peer: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    // SAFETY: getpeername writes at most `len` bytes to `peer`.
+    let r =
+        unsafe { libc::getpeername(fd, (&mut peer as *mut libc::sockaddr_un).cast(), &mut len) };
+    if r != 0 || len as usize != std::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // Not inherited by programs this rank starts.
+    // SAFETY: F_SETFD on an open descriptor (getsockopt succeeded on it).
+    unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: the launcher passed this descriptor to this process for its
+    // wire-up client (checked above to be such a socket); nothing else in
+    // the process uses it.
+    Some(unsafe { UnixStream::from_raw_fd(fd) })
 }
 
 /// Whether joining may succeed if tried again: the connection could not be
@@ -229,7 +313,47 @@ impl Client {
                 return Err(env(ENV_SHM_FD, "not an open descriptor"));
             }
         }
-        Client::connect(w).map(Some)
+        Client::join(w).map(Some)
+    }
+
+    /// Joins through the launcher's socket pair (`DOS_PMI_FD`) if this
+    /// process holds it, else by connecting to the service's address.
+    fn join(w: Wiring) -> Result<Client> {
+        // SAFETY: getpid cannot fail.
+        Client::join_as(w, unsafe { libc::getpid() })
+    }
+
+    /// [`Client::join`] for the process `me` (tests take a pair they made
+    /// themselves as the launcher's by naming another process).
+    fn join_as(w: Wiring, me: libc::pid_t) -> Result<Client> {
+        match w.pmi_fd.and_then(|fd| joined_socket(fd, me)) {
+            Some(stream) => Client::preconnected(w, stream),
+            None => Client::connect(w),
+        }
+    }
+
+    /// Uses the socket the launcher joined to its service before it started
+    /// this rank (`DOS_PMI_FD`): no connection, no handshake. The launcher
+    /// made the pair and gave this end to this process only, so whoever is
+    /// at the other end is the service.
+    fn preconnected(w: Wiring, stream: UnixStream) -> Result<Client> {
+        let io = |source| Error::Wireup {
+            op: "connect",
+            source,
+        };
+        let limit = crate::config::Config::from_env()
+            .unwrap_or_default()
+            .wireup_timeout_ms;
+        stream
+            .set_read_timeout((limit > 0).then(|| Duration::from_millis(limit)))
+            .map_err(io)?;
+        Ok(Client {
+            stream,
+            buf: Vec::with_capacity(256),
+            finalized: false,
+            w,
+            direct: None,
+        })
     }
 
     /// Joins a job started by another launcher's PMI server (`PMI_FD`):
@@ -256,6 +380,7 @@ impl Client {
                 secret: j.secret,
                 addr: String::new(),
                 shm_fd: Some(j.shm_fd),
+                pmi_fd: None,
             },
             direct: Some(j.conn),
         })
@@ -761,6 +886,123 @@ mod tests {
         c.finalize().unwrap();
         assert!(c.fence().is_err());
         server.join().unwrap();
+    }
+
+    /// A process id that is not this test's: pairs the test makes count
+    /// as made by the launcher.
+    const OTHER: libc::pid_t = -1;
+
+    /// A close-on-exec pipe: (read end, write end).
+    fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors to `fds`.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: both were just made and are owned by nobody else.
+        unsafe {
+            (
+                std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        }
+    }
+
+    /// Reads one request from `s` and answers `reply`.
+    fn serve_one(s: &mut UnixStream, want: Request<'_>, reply: Reply<'_>) {
+        let mut hdr = [0u8; HEADER_LEN];
+        s.read_exact(&mut hdr).unwrap();
+        let h = Header::decode(&hdr).unwrap();
+        let mut body = vec![0u8; h.len];
+        s.read_exact(&mut body).unwrap();
+        assert_eq!(Request::decode(h, &body).unwrap(), want);
+        let mut out = Vec::new();
+        reply.encode(&mut out).unwrap();
+        s.write_all(&out).unwrap();
+    }
+
+    #[test]
+    fn only_an_unnamed_unix_stream_of_this_user_is_taken_as_the_pair() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        use std::os::unix::net::UnixListener;
+        // A socket pair's end: taken (and made close-on-exec).
+        let (a, _b) = UnixStream::pair().unwrap();
+        let fd = a.into_raw_fd();
+        // SAFETY: clears close-on-exec on a descriptor this test owns.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        // Made by this process: not the launcher's.
+        assert!(joined_socket(fd, std::process::id() as libc::pid_t).is_none());
+        let taken = joined_socket(fd, OTHER).expect("a socket pair's end");
+        // SAFETY: reads the flags of an open descriptor.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        assert_eq!(flags & libc::FD_CLOEXEC, libc::FD_CLOEXEC);
+        drop(taken);
+        // A negative number, a pipe, a file: not taken. (A closed number is
+        // not tried here: another test's thread may have reused it.)
+        assert!(joined_socket(-1, OTHER).is_none());
+        let (r, _w) = pipe();
+        assert!(joined_socket(r.as_raw_fd(), OTHER).is_none());
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        assert!(joined_socket(f.as_raw_fd(), OTHER).is_none());
+        // A connection to a named socket (the service's own kind): not taken.
+        let name = format!("dos-test-pair-{}", std::process::id());
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let l = UnixListener::bind_addr(&addr).unwrap();
+        let c = UnixStream::connect_addr(&addr).unwrap();
+        let _accepted = l.accept().unwrap();
+        assert!(joined_socket(c.as_raw_fd(), OTHER).is_none());
+        // A datagram pair: not taken.
+        let (d, _e) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        assert!(joined_socket(d.as_raw_fd(), OTHER).is_none());
+    }
+
+    /// With the launcher's socket pair the rank speaks the wire-up protocol
+    /// at once: no connection (the address leads nowhere here), no handshake.
+    #[test]
+    fn a_rank_with_its_socket_pair_neither_connects_nor_authenticates() {
+        use std::os::fd::IntoRawFd;
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            serve_one(&mut theirs, Request::Fence, Reply::FenceDone);
+            serve_one(&mut theirs, Request::Finalize, Reply::Ok);
+        });
+        let mut w = Wiring::parse(vars(GOOD)).unwrap().unwrap();
+        w.addr = format!("@dos-test-nobody-listens-pair-{}", std::process::id());
+        w.pmi_fd = Some(ours.into_raw_fd());
+        let mut c = Client::join_as(w.clone(), OTHER).unwrap();
+        c.fence().unwrap();
+        c.finalize().unwrap();
+        server.join().unwrap();
+        drop(c);
+        // A descriptor that is not such a socket (a wrapper reused the
+        // number): left alone, and the rank connects to the address
+        // instead, here to nobody.
+        let (r, _w) = pipe();
+        w.pmi_fd = Some(std::os::fd::AsRawFd::as_raw_fd(&r));
+        assert!(matches!(
+            Client::join_as(w, OTHER),
+            Err(Error::Wireup { op: "connect", .. })
+        ));
+        // Still open: the client did not take it.
+        // SAFETY: reads the flags of a descriptor this test owns.
+        assert!(unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&r), libc::F_GETFD) } >= 0);
+    }
+
+    #[test]
+    fn the_pair_descriptor_is_parsed() {
+        assert_eq!(with(&[]).unwrap().unwrap().pmi_fd, None);
+        assert_eq!(
+            with(&[("DOS_PMI_FD", Some("7"))]).unwrap().unwrap().pmi_fd,
+            Some(7)
+        );
+        for bad in ["-1", "x", ""] {
+            assert!(matches!(
+                with(&[("DOS_PMI_FD", Some(bad))]),
+                Err(Error::Environment {
+                    var: "DOS_PMI_FD",
+                    ..
+                })
+            ));
+        }
     }
 
     /// A service that closes a connection during the handshake (as it does

@@ -1,7 +1,7 @@
 //! Wire-up: how the ranks of a job find each other through the launcher.
 //!
-//! `dosrun` runs a small PMI-like service for every job: each rank connects
-//! once, says who it is, publishes key/value pairs (`put`), waits until every
+//! `dosrun` runs a small PMI-like service for every job: each rank joins it
+//! once (on an inherited socket pair, else by connecting), publishes key/value pairs (`put`), waits until every
 //! rank of the job has published (`fence`), then reads what the others
 //! published (`get`). Transports exchange their endpoint addresses this way.
 //!
@@ -34,12 +34,27 @@
 //! | `DOS_PMI_ADDR` | the wire-up service: `@name` is an abstract Unix socket |
 //! | `DOS_JOB_SECRET` | the job's secret ([`Secret`], 256 bits as hex) |
 //! | `DOS_SHM_FD` | descriptor number of the node's shared segment (a memfd) |
+//! | `DOS_PMI_FD` | descriptor number of the rank's end of a socket pair joined to the service |
 //!
 //! The secret is only ever passed in the environment (never on a command
 //! line, never sent over a connection). Every connection of the job proves
 //! that it knows it with the HMAC challenge-response of
 //! [`dos_transport::auth`]; on the wire-up connection the context is
 //! [`auth_context`], the rank's id its rank and the service's [`SERVICE_ID`].
+//!
+//! The wire-up needs no connection at all when the rank holds
+//! `DOS_PMI_FD`: the launcher made a socket pair per rank before starting
+//! it, kept one end in its service and let the rank inherit the other, so
+//! the rank speaks the protocol on it at once, without a `connect`, the
+//! handshake's two round trips through the launcher or the HMAC (one
+//! process holds each end: the pair needs no proof). The rank takes the
+//! descriptor only if it is an unnamed, connected Unix stream socket whose
+//! peer is another process of the same user, and makes it close-on-exec;
+//! anything else (a wrapper between dosrun and the program closed or
+//! reused the number) is left alone and the rank connects to
+//! `DOS_PMI_ADDR` and authenticates as before. The service attaches a
+//! pair to its rank with the first request on it, so a pair closed unused
+//! is not taken for the rank leaving.
 //!
 //! A rank whose connection fails or is closed by the service during the
 //! handshake (a service under a flood of strangers makes room that way)
@@ -96,6 +111,12 @@ pub const ENV_PMI_ADDR: &str = "DOS_PMI_ADDR";
 pub const ENV_JOB_SECRET: &str = "DOS_JOB_SECRET";
 /// Descriptor number of the node's inherited shared segment.
 pub const ENV_SHM_FD: &str = "DOS_SHM_FD";
+/// Descriptor number of the rank's end of a socket pair already joined to
+/// the node's wire-up service (the launcher made the pair and kept the other
+/// end): the rank speaks the wire-up protocol on it without connecting or
+/// authenticating. Unset, or not such a socket, the rank connects to
+/// [`ENV_PMI_ADDR`] and authenticates with the job's secret.
+pub const ENV_PMI_FD: &str = "DOS_PMI_FD";
 
 /// The authenticated id of the wire-up service (ranks use their rank).
 pub const SERVICE_ID: u64 = u64::MAX;

@@ -712,6 +712,9 @@ impl Agent {
 /// dosrun (with their binding reports) on the control connection.
 impl Outcome for Agent {
     fn started(&mut self, rank: usize, s: Spawned) {
+        if let Some(p) = s.pmi {
+            self.service.adopt(rank, p);
+        }
         self.ctl.send(|o| {
             FromAgent::Started {
                 rank: rank as u32,
