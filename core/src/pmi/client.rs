@@ -848,17 +848,7 @@ mod tests {
                 auth::handshake(&mut s, &secret, &ctx, Role::Responder, SERVICE_ID).unwrap(),
                 2
             );
-            let mut expect = |want: Request<'_>, reply: Reply<'_>| {
-                let mut hdr = [0u8; HEADER_LEN];
-                s.read_exact(&mut hdr).unwrap();
-                let h = Header::decode(&hdr).unwrap();
-                let mut body = vec![0u8; h.len];
-                s.read_exact(&mut body).unwrap();
-                assert_eq!(Request::decode(h, &body).unwrap(), want);
-                let mut out = Vec::new();
-                reply.encode(&mut out).unwrap();
-                s.write_all(&out).unwrap();
-            };
+            let mut expect = |want: Request<'_>, reply: Reply<'_>| serve_one(&mut s, want, reply);
             expect(
                 Request::Put {
                     key: "a",
