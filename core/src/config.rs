@@ -213,6 +213,10 @@ tunables! {
         default "200",
         parse number,
         help "dosrun: milliseconds between SIGTERM and SIGKILL when a job is stopped";
+    spawn_threads: Option<u32> = "DOS_SPAWN_THREADS",
+        default "auto",
+        parse auto_number,
+        help "dosrun and its node agents: threads that start a node's ranks at once, so that the ranks' execs overlap (a start waits for its child's exec); auto: one per CPU dosrun may run on (at most 16), from 4 ranks on a node; 1: one after the other from dosrun's main thread";
     blame_window_ms: u64 = "DOS_BLAME_WINDOW_MS",
         default "200",
         parse number,

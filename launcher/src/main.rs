@@ -60,6 +60,7 @@ mod refusals;
 mod restart;
 mod slurm;
 mod spawn;
+mod spawn_pool;
 mod start;
 mod stdio;
 mod supervise;
@@ -468,6 +469,7 @@ fn run_once(
         exports: &local_exports,
         shm_ring_bytes: cfg.shm_ring_bytes,
         topology_cache: cfg.topology_cache,
+        spawn_threads: cfg.spawn_threads,
     };
     let (jobid, secret) = match (sys::random_u64(), Secret::generate()) {
         (Ok(j), Ok(s)) => (j, s),

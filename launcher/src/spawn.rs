@@ -8,10 +8,12 @@
 //! node's wire-up service at the number named by `DOS_PMI_FD`.
 //!
 //! [`Launcher::spawner`] prepares, once per node, what all ranks share
-//! (argv and the environment as C strings, the child's stack); each
-//! [`Spawner::spawn`] is then one `clone(CLONE_VM | CLONE_VFORK |
-//! CLONE_PIDFD)` whose child sets itself up and execs, in the manner of
-//! `posix_spawn`, rather than a `fork` of dosrun (see [`Spawner`]).
+//! (argv and the environment as C strings); each [`Spawner::spawn`] is then
+//! one `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)` on a [`ChildStack`] of
+//! the calling thread, whose child sets itself up and execs, in the manner
+//! of `posix_spawn`, rather than a `fork` of dosrun (see [`Spawner`]).
+//! [`crate::spawn_pool`] calls it from several threads at once, so that the
+//! execs of a node's ranks overlap.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
@@ -187,11 +189,8 @@ impl Launcher {
     }
 
     /// Makes what every spawn of this job shares, once: the program, its
-    /// arguments and the environment as C strings, `/dev/null`, the child's
-    /// stack and the list of signals to reset. All signals stay blocked in
-    /// dosrun while the [`Spawner`] lives (see [`Spawner`]).
-    ///
-    /// Must be called from dosrun's main thread, as [`Spawner::spawn`].
+    /// arguments and the environment as C strings, `/dev/null` and the list
+    /// of signals to reset.
     pub fn spawner(&self) -> Result<Spawner, SpawnError> {
         let step = |what| move |err| SpawnError { what, err };
         let cstr = |s: &OsStr| {
@@ -215,9 +214,7 @@ impl Launcher {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let devnull = std::fs::File::open("/dev/null").map_err(step("open /dev/null"))?;
-        let stack = ChildStack::new().map_err(step("mmap"))?;
         let reset = signals_to_reset();
-        let saved_mask = block_all_signals().map_err(step("sigprocmask"))?;
         let argv_ptrs = argv
             .iter()
             .map(|a| a.as_ptr())
@@ -237,9 +234,7 @@ impl Launcher {
             sh_argv_ptrs,
             env,
             devnull: devnull.into(),
-            stack,
             reset,
-            saved_mask,
             parent: sys::getpid(),
             shm_fd: self.shm_fd,
             nofile: self.nofile,
@@ -294,11 +289,13 @@ pub fn merged_env(
 /// same call. Everything the child reads (argv, envp, the stack) is made
 /// before: the child allocates nothing.
 ///
-/// While a `Spawner` lives, every signal is blocked in dosrun (dosrun is
-/// single-threaded: the mask is the process's): a handler of dosrun must
-/// never run in a child that shares its memory. The child resets the
-/// signals that are not at their default and clears its mask before it
-/// execs. Dropping the `Spawner` restores dosrun's mask.
+/// Every thread that calls [`Spawner::spawn`] must have all signals
+/// blocked ([`BlockedSignals`]): a handler of dosrun must never run in a
+/// child that shares its memory. The child resets the signals that are
+/// not at their default and clears its mask before it execs.
+///
+/// A `Spawner` only reads its strings once made, so any number of threads
+/// may spawn with it at once, each on a [`ChildStack`] of its own.
 pub struct Spawner {
     path: CString,
     /// Owns what `argv_ptrs` points to.
@@ -308,9 +305,7 @@ pub struct Spawner {
     sh_argv_ptrs: Vec<*const libc::c_char>,
     env: Vec<CString>,
     devnull: OwnedFd,
-    stack: ChildStack,
     reset: Vec<libc::c_int>,
-    saved_mask: libc::sigset_t,
     parent: i32,
     shm_fd: Option<RawFd>,
     nofile: Option<libc::rlimit>,
@@ -327,22 +322,53 @@ impl fmt::Debug for Spawner {
     }
 }
 
-impl Drop for Spawner {
+// SAFETY: the raw pointers point into the `CString`s the `Spawner` owns
+// (`_argv`, `path`), which are never changed or moved after `spawner()`
+// made them (a `CString`'s bytes are on the heap); everything else is
+// plain data. Sharing or sending a `Spawner` shares only reads.
+unsafe impl Send for Spawner {}
+// SAFETY: as for `Send`: `spawn` takes `&self` and only reads.
+unsafe impl Sync for Spawner {}
+
+/// All signals blocked in the calling thread while it lives; dropping it
+/// restores the thread's mask. A thread must hold one while it calls
+/// [`Spawner::spawn`] (see [`Spawner`]).
+pub struct BlockedSignals(libc::sigset_t, std::marker::PhantomData<*const ()>);
+
+impl BlockedSignals {
+    /// Blocks every signal in the calling thread.
+    pub fn new() -> io::Result<BlockedSignals> {
+        block_all_signals().map(|m| BlockedSignals(m, std::marker::PhantomData))
+    }
+}
+
+impl Drop for BlockedSignals {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `block_all_signals`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.saved_mask, std::ptr::null_mut()) };
+        // SAFETY: restores the mask saved by `block_all_signals` in this
+        // thread (the raw-pointer marker keeps the guard on its thread).
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, std::ptr::null_mut()) };
+    }
+}
+
+impl fmt::Debug for BlockedSignals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BlockedSignals")
     }
 }
 
 impl Spawner {
-    /// Starts the rank placed at `p` on a node of `local_size` ranks.
-    /// `stdin`: give it a pipe for dosrun's stdin, or `/dev/null`.
-    /// `affinity`: the CPUs it may run on, set before the exec.
+    /// Starts the rank placed at `p` on a node of `local_size` ranks, its
+    /// child running on `stack` until it execs. `stdin`: give it a pipe for
+    /// dosrun's stdin, or `/dev/null`. `affinity`: the CPUs it may run on,
+    /// set before the exec.
     ///
-    /// Must be called from dosrun's main thread: the parent-death signal
-    /// fires when the thread that started the child ends.
+    /// The calling thread must have all signals blocked ([`BlockedSignals`])
+    /// and must live as long as the rank: the parent-death signal fires
+    /// when the thread that started the child ends (the main thread, or a
+    /// thread of [`crate::spawn_pool`], which never end before dosrun).
     pub fn spawn(
-        &mut self,
+        &self,
+        stack: &mut ChildStack,
         p: Placement,
         local_size: usize,
         stdin: bool,
@@ -405,17 +431,20 @@ impl Spawner {
             err: AtomicI32::new(0),
         };
         let mut pidfd: libc::c_int = -1;
-        // SAFETY: `child_main` runs on `self.stack`, which nothing else
-        // uses, and only reads `args` (and writes its `err`), all of which
-        // outlive the call: CLONE_VFORK suspends this thread until the
-        // child has exec'd or exited, and then the child no longer uses
-        // this memory. All signals are blocked (see `Spawner`), so no
+        // SAFETY: `child_main` runs on `stack`, which nothing else uses
+        // (`&mut`), and only reads `args` and the `Spawner`'s strings (and
+        // writes `args.err`), all of which outlive the call: CLONE_VFORK
+        // suspends this thread until the child has exec'd or exited, and
+        // then the child no longer uses this memory; other threads never
+        // write what it reads. It shares this thread's thread-local storage
+        // (`errno`), which nothing touches while this thread is suspended.
+        // All signals are blocked in this thread (see `Spawner`), so no
         // handler of dosrun runs on the child's stack. With CLONE_PIDFD the
         // kernel writes the pidfd to `pidfd`.
         let pid = unsafe {
             libc::clone(
                 child_main,
-                self.stack.top(),
+                stack.top(),
                 libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
                 (&args as *const ChildArgs<'_>).cast_mut().cast(),
                 &mut pidfd as *mut libc::c_int,
@@ -534,8 +563,9 @@ fn child_exec(a: &ChildArgs<'_>) -> io::Result<std::convert::Infallible> {
 
 /// The stack the child of [`Spawner::spawn`] runs on before it execs:
 /// anonymous memory with an inaccessible page below it, so that an
-/// overflow faults rather than writes into dosrun's heap.
-struct ChildStack {
+/// overflow faults rather than writes into dosrun's heap. One per thread
+/// that spawns.
+pub struct ChildStack {
     base: *mut libc::c_void,
     len: usize,
 }
@@ -544,7 +574,8 @@ impl ChildStack {
     /// Bytes the child may use: its calls are a few system calls deep.
     const USABLE: usize = 64 << 10;
 
-    fn new() -> io::Result<ChildStack> {
+    /// Maps a stack.
+    pub fn new() -> io::Result<ChildStack> {
         // SAFETY: sysconf reads a constant.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
             .unwrap_or(4096)
@@ -576,6 +607,18 @@ impl ChildStack {
     fn top(&self) -> *mut libc::c_void {
         // SAFETY: one past the end of the mapping, which is page-aligned.
         unsafe { self.base.cast::<u8>().add(self.len).cast() }
+    }
+}
+
+// SAFETY: the mapping is owned by the `ChildStack` alone; moving it to
+// another thread moves that ownership (it is used through `&mut`).
+unsafe impl Send for ChildStack {}
+
+impl fmt::Debug for ChildStack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChildStack")
+            .field("len", &self.len)
+            .finish()
     }
 }
 

@@ -7,9 +7,11 @@
 //!    fails with a status and a line ([`PrepareError`]); only the status of
 //!    a program that cannot run differs between the two sides ([`Side`]).
 //! 2. [`Prepared::start`]: the ranks' environment (the exports, the job's
-//!    `DOS_*` variables, the node's address), then one spawn per rank in
-//!    local-rank order, with its `--report-bindings` line, stopping at the
-//!    first rank that cannot start. Where each outcome goes is the caller's
+//!    `DOS_*` variables, the node's address), then one spawn per rank, from
+//!    several threads so that the execs overlap ([`crate::spawn_pool`],
+//!    `DOS_SPAWN_THREADS`), stopping at the first rank that cannot start.
+//!    The outcomes are told in local-rank order, each with its
+//!    `--report-bindings` line; where each goes is the caller's
 //!    ([`Outcome`]): dosrun's supervisor for its own ranks, control frames
 //!    to dosrun for an agent's.
 //!
@@ -27,6 +29,7 @@ use crate::bind::{self, BindTo, Binding};
 use crate::plan::Placement;
 use crate::pmi_server::Service;
 use crate::spawn::{self, Launcher, ResolveError, SpawnError, Spawned};
+use crate::spawn_pool;
 use crate::supervise::{STATUS_INTERNAL, STATUS_USAGE};
 use crate::topology::Topology;
 
@@ -67,6 +70,9 @@ pub struct Node<'a> {
     /// `DOS_TOPOLOGY_CACHE`: where the machine's topology is cached
     /// (`crate::topology::cache::dir`).
     pub topology_cache: &'a str,
+    /// `DOS_SPAWN_THREADS`: threads that start the ranks (`None`: auto,
+    /// [`crate::spawn_pool::auto_threads`]).
+    pub spawn_threads: Option<u32>,
 }
 
 /// Why a node's ranks cannot start; nothing has started.
@@ -173,8 +179,9 @@ impl Node<'_> {
 }
 
 impl Prepared {
-    /// Starts the ranks of `node` in local-rank order, stopping at the first
-    /// that cannot start. `stdin`: rank 0, if it is here, reads dosrun's
+    /// Starts the ranks of `node`, telling `out` of them in local-rank
+    /// order, stopping at the first that cannot start (the ranks after it
+    /// are not started). `stdin`: rank 0, if it is here, reads dosrun's
     /// stdin. `nofile`: the descriptor limits the ranks get back.
     /// Must be called from the main thread (see [`crate::spawn::Spawner::spawn`]).
     pub fn start(
@@ -209,7 +216,7 @@ impl Prepared {
             pmi_pair: true,
         };
         let local_size = node.ranks.len();
-        let mut spawner = match launcher.spawner() {
+        let spawner = match launcher.spawner() {
             Ok(s) => s,
             Err(e) => {
                 if let Some((&first, rest)) = node.ranks.split_first() {
@@ -218,37 +225,38 @@ impl Prepared {
                 return;
             }
         };
-        for (i, &rank) in node.ranks.iter().enumerate() {
-            let p = Placement {
-                rank,
-                node_id: node.id,
-                local_rank: i,
-            };
-            let binding = self.bindings.get(i);
-            match spawner.spawn(
-                p,
-                local_size,
-                stdin && rank == 0,
-                binding.and_then(Binding::mask),
-            ) {
-                Ok(s) => {
-                    let pid = s.pid;
-                    out.started(rank, s);
-                    if node.report_bindings {
-                        let unbound = Binding::unbound();
-                        let b = binding.unwrap_or(&unbound);
-                        let topo = self.topo.clone().unwrap_or_default();
-                        out.report(b.report(&topo, node.name, pid, rank));
-                    }
-                }
-                Err(e) => {
-                    out.failed(rank, &node.ranks[i + 1..], &e);
-                    break;
-                }
+        let reqs = node
+            .ranks
+            .iter()
+            .enumerate()
+            .map(|(i, &rank)| spawn_pool::Request {
+                placement: Placement {
+                    rank,
+                    node_id: node.id,
+                    local_rank: i,
+                },
+                stdin: stdin && rank == 0,
+                affinity: self.bindings.get(i).and_then(Binding::mask),
+            })
+            .collect();
+        let threads = match node.spawn_threads {
+            Some(t) => t as usize,
+            None => spawn_pool::auto_threads(local_size),
+        };
+        let done = spawn_pool::spawn_all(spawner, local_size, reqs, threads);
+        for (i, s) in done.started.into_iter().enumerate() {
+            let (rank, pid) = (node.ranks[i], s.pid);
+            out.started(rank, s);
+            if node.report_bindings {
+                let unbound = Binding::unbound();
+                let b = self.bindings.get(i).unwrap_or(&unbound);
+                let topo = self.topo.clone().unwrap_or_default();
+                out.report(b.report(&topo, node.name, pid, rank));
             }
         }
-        // dosrun's signal mask back (see `Spawner`).
-        drop(spawner);
+        if let Some((i, e)) = done.failed {
+            out.failed(node.ranks[i], &node.ranks[i + 1..], &e);
+        }
         // The ranks hold the segment now.
         drop(self.seg);
     }

@@ -360,6 +360,7 @@ impl Agent {
             exports: &a.env,
             shm_ring_bytes: cfg.shm_ring_bytes,
             topology_cache: cfg.topology_cache,
+            spawn_threads: cfg.spawn_threads,
         };
         let (pmi_name, service) = start::serve(&node, boot.jobid, &boot.secret)?;
         let node_addr = ctl
