@@ -26,7 +26,9 @@
 # rounds of 5 runs with the order reversed on every other round (interleaved,
 # for a shared machine): dosrun -n NP /bin/true, Open MPI's
 # `mpirun --oversubscribe -n NP /bin/true`, MPICH's `mpiexec.hydra -n NP
-# /bin/true`, dosrun -n NP hello and dosrun -n 2 hello; with BASE=DIR also
+# /bin/true`, dosrun -n NP hello and dosrun -n 2 hello, the NP rows also with
+# DOS_SPAWN_THREADS=1 (the ranks started from one thread: the execs not
+# overlapped, as before session 12; `env` adds ~1 ms); with BASE=DIR also
 # DIR/dosrun and DIR/hello (another build, e.g. the main branch's, made with
 # the same cargo command) for an A/B. Prints per command the median and
 # minimum wall time of all runs, the median CPU (user+system of the whole
@@ -41,6 +43,8 @@ if [ "${1:-}" = local ]; then
 	cargo build -q --release -p dos-launcher --bin dosrun -p dos --example hello
 	rel=$root/target/release
 	cmds=("$rel/dosrun -n $np /bin/true")
+	# The same dosrun starting the ranks from one thread (execs not overlapped).
+	cmds+=("env DOS_SPAWN_THREADS=1 $rel/dosrun -n $np /bin/true")
 	if [ -n "${BASE:-}" ]; then cmds+=("$BASE/dosrun -n $np /bin/true"); fi
 	# Open MPI refuses root without both.
 	export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -49,6 +53,7 @@ if [ "${1:-}" = local ]; then
 	if command -v mpirun.openmpi >/dev/null; then cmds+=("timeout 30 mpirun.openmpi --oversubscribe -n $np /bin/true"); fi
 	if command -v mpiexec.hydra >/dev/null; then cmds+=("timeout 30 mpiexec.hydra -n $np /bin/true"); fi
 	cmds+=("$rel/dosrun -n $np $rel/examples/hello")
+	cmds+=("env DOS_SPAWN_THREADS=1 $rel/dosrun -n $np $rel/examples/hello")
 	if [ -n "${BASE:-}" ]; then cmds+=("$BASE/dosrun -n $np $BASE/hello"); fi
 	cmds+=("$rel/dosrun -n 2 $rel/examples/hello")
 	if [ -n "${BASE:-}" ]; then cmds+=("$BASE/dosrun -n 2 $BASE/hello"); fi
