@@ -80,6 +80,7 @@ pub mod pscw;
 pub mod raw;
 pub(crate) mod target;
 pub(crate) mod wire;
+pub(crate) mod words;
 
 pub use accumulate::NoOp;
 

@@ -481,6 +481,18 @@ pub(crate) unsafe fn accumulate_coded(
     ty: u8,
     bytes: &[u8],
 ) -> bool {
+    if let Some(k) = super::words::Kernel::of(opc, ty) {
+        let sz = super::raw::type_size(ty).unwrap_or(1);
+        if bytes.len() % sz != 0 {
+            return false;
+        }
+        header.acc_lock();
+        // SAFETY: the caller vouches for `bytes.len()` bytes at `dst`; the
+        // accumulate lock keeps other accumulates off them.
+        unsafe { k.apply_at(dst, bytes) };
+        header.acc_unlock();
+        return true;
+    }
     fn typed<T: AccType>(bytes: &[u8]) -> Option<Vec<T>> {
         let sz = std::mem::size_of::<T>();
         (bytes.len() % sz == 0).then(|| {
