@@ -1235,14 +1235,24 @@ unsafe fn get(
             return w.win.get(dst, r, base).map_err(derr);
         }
         let mut data = vec![0u8; o.len()];
-        let mut pos = 0;
-        for &(off, l) in tr.iter() {
-            let at = (base as isize + off) as usize;
-            match &w.dyn_keys {
-                Some(k) => dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?,
-                None => w.win.get(&mut data[pos..pos + l], r, at).map_err(derr)?,
+        match &w.dyn_keys {
+            Some(k) => {
+                let mut pos = 0;
+                for &(off, l) in tr.iter() {
+                    let at = (base as isize + off) as usize;
+                    dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?;
+                    pos += l;
+                }
             }
-            pos += l;
+            None => {
+                // All the pieces in one batched get (a few messages, not
+                // one round trip per piece).
+                let list: Vec<(usize, usize)> = tr
+                    .iter()
+                    .map(|&(off, l)| ((base as isize + off) as usize, l))
+                    .collect();
+                w.win.get_runs(&mut data, r, &list).map_err(derr)?;
+            }
         }
         // SAFETY: the origin buffer has room for `ocount` elements.
         unsafe { o.unpack(&data, origin as *mut u8) };

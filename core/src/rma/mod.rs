@@ -78,6 +78,7 @@ pub mod local;
 pub(crate) mod mapped;
 pub mod pscw;
 pub mod raw;
+mod runs;
 pub(crate) mod target;
 pub(crate) mod wire;
 pub(crate) mod words;

@@ -261,6 +261,24 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 None => eng.send_copy(src, wire::GETRESP, hdr(wire::REFUSED).bytes(), &[]),
             }
         }
+        wire::GETV => {
+            let (win, tok) = (r.u32()?, r.u32()?);
+            let cap = eng.max_am_to(src);
+            let got = {
+                let t = eng.rma().borrow();
+                super::runs::gather_pieces(r.rest(), src, cap, |off, len| {
+                    let (e, o) = t.reach(win, off, len)?;
+                    // SAFETY: inside the exposed window (see PUT), read
+                    // while the table is borrowed (no window goes away).
+                    Some(unsafe { std::slice::from_raw_parts(e.data.add(o), len) })
+                })
+            };
+            let hdr = |st| Writer::<8>::default().u32(tok).u8(st);
+            match got {
+                Some(bytes) => eng.send_copy(src, wire::GETRESP, hdr(wire::OK).bytes(), &bytes),
+                None => eng.send_copy(src, wire::GETRESP, hdr(wire::REFUSED).bytes(), &[]),
+            }
+        }
         wire::GETRESP => {
             let (tok, status) = (r.u32()?, r.u8()?);
             let bytes = r.rest();

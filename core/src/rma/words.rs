@@ -186,8 +186,14 @@ mod tests {
     fn model(opc: u8, ty: u8, cur: &mut [u8], src: &[u8]) {
         fn typed<T: bytemuck::Pod, O: Op<T>>(cur: &mut [u8], src: &[u8], op: O) {
             let sz = std::mem::size_of::<T>();
-            let mut a: Vec<T> = cur.chunks_exact(sz).map(bytemuck::pod_read_unaligned).collect();
-            let b: Vec<T> = src.chunks_exact(sz).map(bytemuck::pod_read_unaligned).collect();
+            let mut a: Vec<T> = cur
+                .chunks_exact(sz)
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
+            let b: Vec<T> = src
+                .chunks_exact(sz)
+                .map(bytemuck::pod_read_unaligned)
+                .collect();
             op.apply_right(&mut a, &b);
             cur.copy_from_slice(bytemuck::cast_slice(&a));
         }
@@ -213,7 +219,16 @@ mod tests {
         }
     }
 
-    const TYPES: [u8; 8] = [raw::I8, raw::U8, raw::I16, raw::U16, raw::I32, raw::U32, raw::I64, raw::U64];
+    const TYPES: [u8; 8] = [
+        raw::I8,
+        raw::U8,
+        raw::I16,
+        raw::U16,
+        raw::I32,
+        raw::U32,
+        raw::I64,
+        raw::U64,
+    ];
     const OPS: [u8; 4] = [raw::SUM, raw::BAND, raw::BOR, raw::BXOR];
 
     #[test]
@@ -221,7 +236,10 @@ mod tests {
         assert_eq!(Kernel::of(raw::SUM, <f64 as AccType>::CODE), None);
         assert_eq!(Kernel::of(<op::Prod as AccOp>::CODE, raw::I32), None);
         assert_eq!(Kernel::of(<op::Max as AccOp>::CODE, raw::U8), None);
-        assert_eq!(Kernel::of(raw::SUM, raw::U8), Some(Kernel::Sum(0x8080_8080_8080_8080_8080_8080_8080_8080)));
+        assert_eq!(
+            Kernel::of(raw::SUM, raw::U8),
+            Some(Kernel::Sum(0x8080_8080_8080_8080_8080_8080_8080_8080))
+        );
     }
 
     #[test]
@@ -230,7 +248,9 @@ mod tests {
         let src = [0x01u8, 0x01, 0x80, 0xff, 0xff, 0xff, 0xff, 0xff, 0x03];
         assert_eq!(tops(2), 0x8000_8000_8000_8000_8000_8000_8000_8000);
         assert_eq!(tops(8), 0x8000_0000_0000_0000_8000_0000_0000_0000);
-        Kernel::of(raw::SUM, raw::U8).unwrap().apply_bytes(&mut cur, &src);
+        Kernel::of(raw::SUM, raw::U8)
+            .unwrap()
+            .apply_bytes(&mut cur, &src);
         assert_eq!(cur, [0x00, 0x80, 0x00, 0x00, 0xfe, 0xfe, 0xfe, 0xfe, 0x01]);
     }
 
