@@ -313,6 +313,28 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
             }
             Ok(())
         }
+        wire::ACCV => {
+            let (win, opc, ty) = (r.u32()?, r.u8()?, r.u8()?);
+            let mut t = eng.rma().borrow_mut();
+            for entry in wire::putv_entries(r.rest(), src) {
+                let Ok((off, bytes)) = entry else {
+                    t.refuse(src);
+                    break;
+                };
+                match t.reach(win, off, bytes.len()) {
+                    Some((e, o)) => {
+                        // SAFETY: as for ACC.
+                        let ok =
+                            unsafe { accumulate_coded(&*e.header, e.data.add(o), opc, ty, bytes) };
+                        if !ok {
+                            t.refuse(src);
+                        }
+                    }
+                    None => t.refuse(src),
+                }
+            }
+            Ok(())
+        }
         wire::ATOMIC => {
             let (win, off, kind, tok, a, b) =
                 (r.u32()?, r.u64()?, r.u8()?, r.u32()?, r.u64()?, r.u64()?);

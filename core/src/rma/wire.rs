@@ -1,7 +1,7 @@
 //! One-sided operations carried in active messages (the generic path, for
 //! peers whose window memory this process cannot reach directly).
 //!
-//! Ids 16..=28; little-endian, fixed-width fields. `win` is the window id,
+//! Ids 16..=29; little-endian, fixed-width fields. `win` is the window id,
 //! `off` a byte offset in the target's window, `tok` the origin's token for
 //! the reply.
 //!
@@ -19,6 +19,7 @@
 //! POST     (26): win u32       (the target opened an exposure epoch to the receiver)
 //! COMPLETE (27): win u32       (the origin ended its access epoch to the receiver)
 //! GETV     (28): win u32 | tok u32 | { off u64 | len u32 }...   (pieces read in order; one GETRESP answers with their bytes, or refuses all)
+//! ACCV     (29): win u32 | op u8 | ty u8 | PUTV entries...   (accumulates of many pieces, in order)
 //! ```
 //!
 //! Statuses: 0 done, 1 refused (no such window, or outside it).
@@ -29,7 +30,7 @@ use dos_transport::codec;
 /// First id of this protocol.
 pub const FIRST_ID: u8 = 16;
 /// Last id of this protocol.
-pub const LAST_ID: u8 = 28;
+pub const LAST_ID: u8 = 29;
 
 pub const PUT: u8 = 16;
 pub const GET: u8 = 17;
@@ -44,6 +45,7 @@ pub const GETACC: u8 = 25;
 pub const POST: u8 = 26;
 pub const COMPLETE: u8 = 27;
 pub const GETV: u8 = 28;
+pub const ACCV: u8 = 29;
 
 /// Bytes of a PUTV entry besides its data: offset and length.
 pub const PUTV_ENTRY: usize = 12;
