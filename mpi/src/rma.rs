@@ -805,42 +805,19 @@ win_fn! {
     /// Completes every operation at its target.
     fn MPI_Win_flush_all / PMPI_Win_flush_all(win: Handle) on win => { flush(win, None) }
 }
-/// Completes the operations to `rank` (`None`: all) at the origin: checks
-/// the epoch, and nothing else. Every operation of this library is locally
-/// complete when its call returns (a put or an accumulate leaves the
-/// caller's buffer copied into a message, the gathered puts, or the
-/// target's mapped memory, or written by an RDMA WRITE that completed in the
-/// call; a get has its data), so a local flush waits for no target. It used
-/// to be a full flush, a round trip per call: MPICH's `large_acc_flush_local`
-/// waits on one after each of its 10,000 accumulates per origin.
-fn flush_local(win: Handle, rank: Option<c_int>) -> R<()> {
-    with(win, |w| {
-        let open = match rank {
-            Some(r) if r == abi::PROC_NULL => return Ok(()),
-            Some(r) => {
-                let r = check_rank(r, w.comm.size())?;
-                w.epochs.lock_all || w.epochs.locks[r]
-            }
-            None => w.epochs.lock_all || w.epochs.locks.iter().any(|&l| l),
-        };
-        if !open {
-            return Err(err(
-                ERR_RMA_SYNC,
-                "local flush outside a passive-target epoch that reaches the target",
-            ));
-        }
-        Ok(())
-    })
-}
-
 win_fn! {
-    /// Completes the operations to `rank` at the origin (they are, on
-    /// return from each: see `flush_local`).
-    fn MPI_Win_flush_local / PMPI_Win_flush_local(rank: c_int, win: Handle) on win => { flush_local(win, Some(rank)) }
+    /// Completes the operations to `rank` at the origin (here: at the target
+    /// too). Every operation of this library is locally complete when its
+    /// call returns, so this could check the epoch and return; measured on
+    /// MPICH's `large_acc_flush_local` (60 loops, 3 ranks, interleaved), that
+    /// is 2x slower in wall time and 4x in system time than this full flush:
+    /// origins that do not wait for the target run ahead and spin in their
+    /// next flush while the target, on the same cores, works off the queue.
+    fn MPI_Win_flush_local / PMPI_Win_flush_local(rank: c_int, win: Handle) on win => { flush(win, Some(rank)) }
 }
 win_fn! {
-    /// Completes every operation at the origin (see `flush_local`).
-    fn MPI_Win_flush_local_all / PMPI_Win_flush_local_all(win: Handle) on win => { flush_local(win, None) }
+    /// Completes every operation at the origin (here: at the target too).
+    fn MPI_Win_flush_local_all / PMPI_Win_flush_local_all(win: Handle) on win => { flush(win, None) }
 }
 
 win_fn! {
