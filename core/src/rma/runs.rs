@@ -373,6 +373,47 @@ mod tests {
         }
     }
 
+    /// The target's side of GETV on a window of 100 bytes: the pieces in
+    /// order, or nothing for a piece outside, a malformed list, or more
+    /// bytes than a reply carries.
+    #[test]
+    fn the_target_answers_all_pieces_or_none() {
+        use super::{gather_pieces, wire};
+        let mem: Vec<u8> = (0..100).collect();
+        let reach = |off: u64, len: usize| {
+            let o = usize::try_from(off).ok()?;
+            mem.get(o..o.checked_add(len)?)
+        };
+        let mut body = Vec::new();
+        for (o, l) in [(10u64, 3u32), (0, 2), (98, 2), (50, 0)] {
+            wire::getv_push(&mut body, o, l);
+        }
+        assert_eq!(
+            gather_pieces(&body, 0, 64, reach),
+            Some(vec![10, 11, 12, 0, 1, 98, 99])
+        );
+        assert_eq!(
+            gather_pieces(&body, 0, 6, reach),
+            None,
+            "over the reply's size"
+        );
+        assert_eq!(
+            gather_pieces(&body[..body.len() - 1], 0, 64, reach),
+            None,
+            "malformed"
+        );
+        let mut outside = body.clone();
+        wire::getv_push(&mut outside, 99, 2);
+        assert_eq!(
+            gather_pieces(&outside, 0, 64, reach),
+            None,
+            "outside the window"
+        );
+        wire::getv_push(&mut outside, u64::MAX, u32::MAX);
+        assert_eq!(gather_pieces(&outside, 0, usize::MAX, reach), None);
+        assert_eq!(gather_pieces(&[], 0, 0, reach), Some(Vec::new()));
+    }
+
     #[test]
     fn a_piece_outside_is_refused_before_anything_is_read() {
         let got = crate::testing::run_threads(2, |world| {
