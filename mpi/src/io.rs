@@ -7,17 +7,33 @@
 //!
 //! ## File names
 //!
-//! Every file name is a path of the job's dosfs: the file system whose
-//! address file `$DOSFS` names (what `dosrun --fs DIR` gives every rank; or
-//! a standing one, `dosfs up`, named with `DOSFS=FILE`), else
-//! `./dosfs.addr`. A relative name is taken from the root of dosfs (`out`
-//! is `/out`), so programs that write `testFile` in their working
-//! directory work unchanged. The prefix `dosfs:` may be given, as ROMIO's
-//! `lustre:` or `ufs:` (`dosfs:/out` is `/out`); the prefixes of ROMIO's
-//! other drivers (`ufs:`, `nfs:`, `lustre:`, `gpfs:`, `pvfs2:`, ...) are
-//! `MPI_ERR_BAD_FILE`: there is no local POSIX driver here. A job without a
-//! dosfs gets `MPI_ERR_IO` from `MPI_File_open` and `MPI_File_delete`, with
-//! a message saying to run under `dosrun --fs DIR` or to set `DOSFS`.
+//! A name is on one of two file systems, as ROMIO picks a driver:
+//!
+//! * **dosfs**, the job's parallel file system: the one whose address file
+//!   `$DOSFS` names (what `dosrun --fs DIR` gives every rank; or a standing
+//!   one, `dosfs up`, named with `DOSFS=FILE`), else `./dosfs.addr`. Names
+//!   with the prefix `dosfs:` (as ROMIO's `lustre:`; `dosfs:/out` is `/out`)
+//!   and, in a job that has a dosfs, plain names: a relative name is taken
+//!   from the root of dosfs (`out` is `/out`), so programs that write
+//!   `testFile` in their working directory work unchanged under
+//!   `dosrun --fs`. A `dosfs:` name in a job without a dosfs is `MPI_ERR_IO`
+//!   from `MPI_File_open` and `MPI_File_delete`, with a message saying to
+//!   run under `dosrun --fs DIR` or to set `DOSFS`.
+//! * **the local (or a shared, NFS-like) POSIX file system**, as ROMIO's
+//!   `ufs` driver (`io_local.rs`): names with the prefix `ufs:` or `nfs:`,
+//!   and plain names in a job without a dosfs, which is what an MPI library
+//!   does with a path that no parallel file system claims (MPICH's
+//!   io/zero_count opens its own executable, io/simple_collective mixes
+//!   MPI-IO with POSIX `unlink()`). Paths are the process's own, relative to
+//!   its working directory. Every rank opens the file itself (rank 0 first,
+//!   creating it if asked); the collective reads and writes are each rank's
+//!   own `pread`/`pwrite` of its view's ranges followed by an agreement on
+//!   the outcome; no aggregation, no data sieving; atomic mode is accepted
+//!   and kept as a flag (one `pwrite` per contiguous range).
+//!
+//! The prefixes of ROMIO's other drivers (`lustre:`, `gpfs:`, `pvfs2:`,
+//! ...) are `MPI_ERR_BAD_FILE`. The ranks must agree on whether the job
+//! has a dosfs.
 //!
 //! ## Open modes and errors
 //!
@@ -136,10 +152,8 @@
 //! `write_at_all_c`, `read_c`, `write_all_c`, `read_shared_c`,
 //! `write_ordered_c`, `iread_at_c`, ...) take an `MPI_Count`.
 //!
-//! Not here: user error handlers for files,
-//! `Register_datarep`, the `_c` forms of the nonblocking and split
-//! collective calls other than `iread_at_c`/`iwrite_at_c`, and a local POSIX
-//! driver.
+//! Not here: `Register_datarep`, the `_c` forms of the nonblocking and
+//! split collective calls other than `iread_at_c`/`iwrite_at_c`.
 
 use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -156,6 +170,87 @@ use crate::error::{err, Error, R};
 use crate::p2p::set_status;
 use crate::ptr::{dst, out, read, src, string};
 use crate::state;
+
+#[path = "io_local.rs"]
+mod local;
+use local::Local;
+
+/// Where an open file lives: dosfs (through `dos::io`), or the local POSIX
+/// file system ([`Local`]). Both answer the same calls with MPI errors.
+enum Backing {
+    Dos(Box<File>),
+    Local(Local),
+}
+
+/// `$call` on either backing; `dos::io`'s errors become MPI errors.
+macro_rules! both {
+    ($self:ident, $f:ident => $call:expr) => {
+        match $self {
+            Backing::Dos($f) => $call.map_err(io_err),
+            Backing::Local($f) => $call,
+        }
+    };
+}
+
+impl Backing {
+    fn path(&self) -> &str {
+        match self {
+            Backing::Dos(f) => f.path(),
+            Backing::Local(f) => f.path(),
+        }
+    }
+    fn comm(&self) -> &dos::Comm {
+        match self {
+            Backing::Dos(f) => f.comm(),
+            Backing::Local(f) => f.comm(),
+        }
+    }
+    fn write_at(&self, o: u64, data: &[u8]) -> R<()> {
+        both!(self, f => f.write_at(o, data))
+    }
+    fn write_at_all(&self, o: u64, data: &[u8]) -> R<()> {
+        both!(self, f => f.write_at_all(o, data))
+    }
+    fn read_at(&self, o: u64, b: &mut [u8]) -> R<usize> {
+        both!(self, f => f.read_at(o, b))
+    }
+    fn read_at_all(&self, o: u64, b: &mut [u8]) -> R<usize> {
+        both!(self, f => f.read_at_all(o, b))
+    }
+    fn size(&self) -> R<u64> {
+        both!(self, f => f.size())
+    }
+    fn set_size(&self, s: u64) -> R<()> {
+        both!(self, f => f.set_size(s))
+    }
+    fn sync(&self) -> R<()> {
+        both!(self, f => f.sync())
+    }
+    fn view(&self) -> (u64, View) {
+        match self {
+            Backing::Dos(f) => f.view(),
+            Backing::Local(f) => f.view(),
+        }
+    }
+    fn set_view(&self, d: u64, v: View) -> R<()> {
+        both!(self, f => f.set_view(d, v))
+    }
+    fn set_atomicity(&self, a: bool) -> R<()> {
+        both!(self, f => f.set_atomicity(a))
+    }
+    fn atomicity(&self) -> bool {
+        match self {
+            Backing::Dos(f) => f.atomicity(),
+            Backing::Local(f) => f.atomicity(),
+        }
+    }
+    fn close(self) -> R<()> {
+        match self {
+            Backing::Dos(f) => f.close().map_err(io_err),
+            Backing::Local(f) => f.close(),
+        }
+    }
+}
 
 /// `MPI_FILE_NULL`.
 pub(crate) const FILE_NULL: Handle = 0x118;
@@ -182,11 +277,12 @@ const SEEK_CUR: c_int = 401;
 const SEEK_END: c_int = 402;
 const SEEK_SET: c_int = 403;
 
-/// ROMIO's driver prefixes other than ours: a name with one is not a
-/// dosfs path.
+/// ROMIO's POSIX drivers: a name with one of these prefixes is a local path.
+const LOCAL_PREFIXES: &[&str] = &["ufs:", "nfs:"];
+
+/// ROMIO's other driver prefixes: a name with one is neither a dosfs path
+/// nor a local one.
 const OTHER_PREFIXES: &[&str] = &[
-    "ufs:",
-    "nfs:",
     "lustre:",
     "gpfs:",
     "pvfs2:",
@@ -202,8 +298,9 @@ const OTHER_PREFIXES: &[&str] = &[
 
 /// An open file and what MPI keeps beside it.
 struct Entry {
-    file: File,
-    fs: Fs,
+    file: Backing,
+    /// The dosfs of the file; `None` for a local file.
+    fs: Option<Fs>,
     amode: c_int,
     errhandler: Handle,
     /// Info keys as given (open, set_info, set_view), in order.
@@ -399,6 +496,35 @@ fn io_err(e: IoError) -> Error {
     err(class, msg)
 }
 
+/// Which file system a name is on, and its path there.
+#[derive(Debug, PartialEq, Eq)]
+enum Place {
+    Dosfs(String),
+    Local(String),
+}
+
+/// Where a file name lives (see the module docs): `dosfs:` names and, in a
+/// job with a dosfs, plain names are dosfs paths; `ufs:` and `nfs:` names,
+/// and plain names in a job without one, are local paths.
+fn place(name: &str, has_dosfs: bool) -> R<Place> {
+    for p in LOCAL_PREFIXES {
+        if let Some(rest) = name.strip_prefix(p) {
+            if rest.is_empty() {
+                return Err(err(ERR_BAD_FILE, "an empty file name"));
+            }
+            return Ok(Place::Local(rest.to_owned()));
+        }
+    }
+    if has_dosfs || name.starts_with("dosfs:") || OTHER_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return dosfs_path(name).map(Place::Dosfs);
+    }
+    if name.is_empty() {
+        return Err(err(ERR_BAD_FILE, "an empty file name"));
+    }
+    Ok(Place::Local(name.to_owned()))
+}
+
 /// The dosfs path of a file name (see the module docs).
 fn dosfs_path(name: &str) -> R<String> {
     let rest = match name.strip_prefix("dosfs:") {
@@ -407,7 +533,7 @@ fn dosfs_path(name: &str) -> R<String> {
             if let Some(p) = OTHER_PREFIXES.iter().find(|p| name.starts_with(**p)) {
                 return Err(err(
                     ERR_BAD_FILE,
-                    format!("{name}: the prefix {p} names another file system; dos-mpi does MPI-IO on dosfs (no prefix, or dosfs:)"),
+                    format!("{name}: the prefix {p} names another file system; dos-mpi does MPI-IO on dosfs (dosfs:) and on local files (ufs:, nfs:)"),
                 ));
             }
             name
@@ -527,7 +653,8 @@ fn mode_of(amode: c_int) -> R<Mode> {
 }
 
 file_fn! {
-    /// Opens a file of the job's dosfs on every rank of `comm` (collective).
+    /// Opens a file of the job's dosfs, or a local one, on every rank of
+    /// `comm` (collective).
     fn MPI_File_open / PMPI_File_open(comm: Handle, filename: *const c_char, amode: c_int, info: Handle, fh: *mut Handle) on FILE_NULL => {
         crate::inter::deny(comm)?;
         if fh.is_null() {
@@ -535,25 +662,33 @@ file_fn! {
         }
         let c = state::comm(comm)?;
         let name = text(filename, "filename")?;
-        let path = dosfs_path(&name)?;
         let mode = mode_of(amode)?;
         let pairs = info_pairs(info)?;
         let fs = Fs::from_env();
-        // Every rank must see the file system and pass the same amode.
-        let mine = [u64::from(fs.is_err()), amode as u64, !(amode as u64)];
-        let mut all = [0u64; 3];
+        // Every rank must see the file system (or none) and pass the same amode.
+        let mine = [u64::from(fs.is_err()), u64::from(fs.is_ok()), amode as u64, !(amode as u64)];
+        let mut all = [0u64; 4];
         c.allreduce(&mine, &mut all, dos::op::Max)?;
-        let fs = fs.map_err(io_err)?;
-        if all[0] != 0 {
-            return Err(err(ERR_IO, "another rank could not reach the job's dosfs"));
-        }
-        if all[1] != !all[2] {
+        if all[2] != !all[3] {
             return Err(err(ERR_NOT_SAME, "the ranks passed different amodes"));
         }
-        let hints = hints_of(&pairs, c.size());
-        let file = File::open_with(&c, &fs, &path, mode, hints).map_err(io_err)?;
+        let (create, exclusive) = (amode & (MODE_CREATE | MODE_EXCL) != 0, amode & MODE_EXCL != 0);
+        let (file, fs) = match place(&name, all[1] != 0)? {
+            Place::Local(path) => {
+                (Backing::Local(Local::open(&c, &path, mode, create, exclusive)?), None)
+            }
+            Place::Dosfs(path) => {
+                let fs = fs.map_err(io_err)?;
+                if all[0] != 0 {
+                    return Err(err(ERR_IO, "another rank could not reach the job's dosfs"));
+                }
+                let hints = hints_of(&pairs, c.size());
+                let file = File::open_with(&c, &fs, &path, mode, hints).map_err(io_err)?;
+                (Backing::Dos(Box::new(file)), Some(fs))
+            }
+        };
         let pos = if amode & MODE_APPEND != 0 {
-            file.size().map_err(io_err)?
+            file.size()?
         } else {
             0
         };
@@ -607,22 +742,27 @@ file_fn! {
         let (path, fs, del) = (e.file.path().to_owned(), e.fs.clone(), e.amode & MODE_DELETE_ON_CLOSE != 0);
         let rank = e.file.comm().rank();
         drop(e.shared);
-        e.file.close().map_err(io_err)?;
+        e.file.close()?;
         if del && rank == 0 {
-            File::delete(&fs, &path).map_err(io_err)?;
+            match &fs {
+                Some(fs) => File::delete(fs, &path).map_err(io_err)?,
+                None => Local::delete(&path)?,
+            }
         }
         out(fh, FILE_NULL, "fh")
     }
 }
 
 file_fn! {
-    /// Deletes a file of the job's dosfs (not collective).
+    /// Deletes a file of the job's dosfs, or a local one (not collective).
     fn MPI_File_delete / PMPI_File_delete(filename: *const c_char, info: Handle) on FILE_NULL => {
         let name = text(filename, "filename")?;
-        let path = dosfs_path(&name)?;
         info_pairs(info)?;
-        let fs = Fs::from_env().map_err(io_err)?;
-        File::delete(&fs, &path).map_err(io_err)
+        let fs = Fs::from_env();
+        match place(&name, fs.is_ok())? {
+            Place::Local(path) => Local::delete(&path),
+            Place::Dosfs(path) => File::delete(&fs.map_err(io_err)?, &path).map_err(io_err),
+        }
     }
 }
 
@@ -784,8 +924,7 @@ unsafe fn write(
         match kind {
             Kind::Independent => e.file.write_at(o, &data),
             Kind::Collective => e.file.write_at_all(o, &data),
-        }
-        .map_err(io_err)?;
+        }?;
         if let At::Pointer = at {
             e.pos = o + n;
         }
@@ -816,7 +955,7 @@ unsafe fn read_into(
             scatter(buf, count, dt, ext, |b| {
                 etypes(e, b.len())?;
                 match kind {
-                    Kind::Independent => e.file.read_at(o, b).map_err(io_err),
+                    Kind::Independent => e.file.read_at(o, b),
                     Kind::Collective => read_all_keeping_tail(e, o, b),
                 }
             })
@@ -835,7 +974,7 @@ unsafe fn read_into(
 /// as they were, as the standard says (`dos::io` zeroes them): when the
 /// access may reach the end, the tail is saved and put back.
 fn read_all_keeping_tail(e: &Entry, o: u64, b: &mut [u8]) -> R<usize> {
-    let size = e.file.size().map_err(io_err)?;
+    let size = e.file.size()?;
     let (disp, view) = e.file.view();
     let ranges = view
         .map(disp, o, b.len() as u64)
@@ -846,7 +985,7 @@ fn read_all_keeping_tail(e: &Entry, o: u64, b: &mut [u8]) -> R<usize> {
         .sum();
     let before = before as usize;
     let saved = (before < b.len()).then(|| b[before..].to_vec());
-    let n = e.file.read_at_all(o, b).map_err(io_err)?;
+    let n = e.file.read_at_all(o, b)?;
     if let Some(t) = saved {
         let from = n.max(before);
         b[from..].copy_from_slice(&t[from - before..]);
@@ -1076,7 +1215,7 @@ file_fn! {
             if e.file.comm().rank() == 0 {
                 e.shared.swap(0, 0, 0)?;
             }
-            e.file.set_view(d, view).map_err(io_err)?;
+            e.file.set_view(d, view)?;
             e.disp = d;
             e.etype = (etype, et);
             e.filetype = (filetype, ft);
@@ -1198,7 +1337,7 @@ file_fn! {
                 SEEK_SET => 0i128,
                 SEEK_CUR => e.pos as i128,
                 SEEK_END => {
-                    let size = e.file.size().map_err(io_err)?;
+                    let size = e.file.size()?;
                     view_end(e, size) as i128
                 }
                 _ => return Err(err(abi::ERR_ARG, format!("whence {whence}: not MPI_SEEK_SET, MPI_SEEK_CUR or MPI_SEEK_END"))),
@@ -1234,14 +1373,14 @@ file_fn! {
 file_fn! {
     /// Makes every write that returned durable and visible (collective).
     fn MPI_File_sync / PMPI_File_sync(fh: Handle) on fh => {
-        with(fh, |e| e.file.sync().map_err(io_err))
+        with(fh, |e| e.file.sync())
     }
 }
 
 file_fn! {
     /// The file's size in bytes.
     fn MPI_File_get_size / PMPI_File_get_size(fh: Handle, size: *mut i64) on fh => {
-        let s = with(fh, |e| e.file.size().map_err(io_err))?;
+        let s = with(fh, |e| e.file.size())?;
         out(size, s as i64, "size")
     }
 }
@@ -1250,7 +1389,7 @@ file_fn! {
     /// Cuts or extends the file (collective).
     fn MPI_File_set_size / PMPI_File_set_size(fh: Handle, size: i64) on fh => {
         let s = u64::try_from(size).map_err(|_| err(abi::ERR_ARG, format!("negative size {size}")))?;
-        with(fh, |e| e.file.set_size(s).map_err(io_err))
+        with(fh, |e| e.file.set_size(s))
     }
 }
 
@@ -1259,12 +1398,12 @@ file_fn! {
     fn MPI_File_preallocate / PMPI_File_preallocate(fh: Handle, size: i64) on fh => {
         let s = u64::try_from(size).map_err(|_| err(abi::ERR_ARG, format!("negative size {size}")))?;
         with(fh, |e| {
-            let now = e.file.size().map_err(io_err)?;
+            let now = e.file.size()?;
             // Every rank must take the same branch: agree on the size.
             let mut all = [0u64];
             e.file.comm().allreduce(&[now], &mut all, dos::op::Max).map_err(Error::from)?;
             if s > all[0] {
-                e.file.set_size(s).map_err(io_err)?;
+                e.file.set_size(s)?;
             } else if e.amode & MODE_RDONLY != 0 {
                 return Err(err(ERR_ACCESS, "preallocate on a file opened read-only"));
             }
@@ -1312,17 +1451,19 @@ file_fn! {
         }
         let pairs = with(fh, |e| {
             let mut p = e.info.clone();
-            let l = e.file.layout();
-            let cb = e.file.aggregators().len();
-            merge(
-                &mut p,
-                vec![
-                    ("striping_unit".into(), l.stripe_size.to_string()),
-                    ("striping_factor".into(), l.stripe_count.to_string()),
-                    ("cb_nodes".into(), cb.to_string()),
-                    ("filename".into(), e.file.path().to_owned()),
-                ],
-            );
+            let mut used = vec![("filename".into(), e.file.path().to_owned())];
+            if let Backing::Dos(f) = &e.file {
+                let l = f.layout();
+                used.splice(
+                    0..0,
+                    [
+                        ("striping_unit".into(), l.stripe_size.to_string()),
+                        ("striping_factor".into(), l.stripe_count.to_string()),
+                        ("cb_nodes".into(), f.aggregators().len().to_string()),
+                    ],
+                );
+            }
+            merge(&mut p, used);
             Ok(p)
         })?;
         let h = state::with(|st| Ok(st.infos.insert(pairs)))?;
@@ -1333,7 +1474,7 @@ file_fn! {
 file_fn! {
     /// Sets atomic mode (collective, the same flag on every rank).
     fn MPI_File_set_atomicity / PMPI_File_set_atomicity(fh: Handle, flag: c_int) on fh => {
-        with(fh, |e| e.file.set_atomicity(flag != 0).map_err(io_err))
+        with(fh, |e| e.file.set_atomicity(flag != 0))
     }
 }
 
@@ -1428,7 +1569,7 @@ unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: H
                 return Err(err(ERR_ACCESS, "a write to a file opened read-only"));
             }
             let at = shared_take(e, n)?;
-            e.file.write_at(at, &data).map_err(io_err)?;
+            e.file.write_at(at, &data)?;
             Ok(data.len() as u64)
         })
     } else {
@@ -1441,7 +1582,7 @@ unsafe fn shared_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: H
                         return Err(err(ERR_ACCESS, "a read of a file opened write-only"));
                     }
                     let at = shared_take(e, n)?;
-                    e.file.read_at(at, b).map_err(io_err)
+                    e.file.read_at(at, b)
                 })
             }?;
             Ok(n as u64)
@@ -1476,7 +1617,7 @@ unsafe fn ordered_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: 
         let data = unsafe { gather(buf, count, dt, ext) }?;
         with(fh, |e| {
             let at = one(e, data.len())?;
-            e.file.write_at_all(at, &data).map_err(io_err)?;
+            e.file.write_at_all(at, &data)?;
             Ok(data.len() as u64)
         })
     } else {
@@ -1485,7 +1626,7 @@ unsafe fn ordered_io(fh: Handle, write: bool, buf: *mut c_void, count: i64, dt: 
             let n = unsafe {
                 scatter(buf, count, dt, ext, |b| {
                     let at = one(e, b.len())?;
-                    e.file.read_at_all(at, b).map_err(io_err)
+                    e.file.read_at_all(at, b)
                 })
             }?;
             Ok(n as u64)
@@ -1547,7 +1688,7 @@ fn seek_shared_root(e: &Entry, offset: i64, whence: c_int) -> R<()> {
     let base = match whence {
         SEEK_SET => 0i128,
         SEEK_CUR => shared_take(e, 0)? as i128,
-        _ => view_end(e, e.file.size().map_err(io_err)?) as i128,
+        _ => view_end(e, e.file.size()?) as i128,
     };
     let p = base + offset as i128;
     let p = u64::try_from(p).map_err(|_| {
@@ -1802,9 +1943,27 @@ mod tests {
         assert_eq!(dosfs_path("/x/y").unwrap(), "/x/y");
         assert_eq!(dosfs_path("dosfs:/x").unwrap(), "/x");
         assert_eq!(dosfs_path("dosfs:x").unwrap(), "/x");
-        assert_eq!(dosfs_path("ufs:/tmp/x").unwrap_err().class, ERR_BAD_FILE);
+        assert_eq!(dosfs_path("lustre:/tmp/x").unwrap_err().class, ERR_BAD_FILE);
         assert_eq!(dosfs_path("").unwrap_err().class, ERR_BAD_FILE);
         assert_eq!(dosfs_path("dosfs:").unwrap_err().class, ERR_BAD_FILE);
+    }
+
+    #[test]
+    fn names_find_their_file_system() {
+        let dosfs = |p: &str| Place::Dosfs(p.into());
+        let local = |p: &str| Place::Local(p.into());
+        // A job with a dosfs: plain names are its paths.
+        assert_eq!(place("out", true).unwrap(), dosfs("/out"));
+        assert_eq!(place("dosfs:/x", true).unwrap(), dosfs("/x"));
+        assert_eq!(place("ufs:/tmp/x", true).unwrap(), local("/tmp/x"));
+        assert_eq!(place("nfs:rel/x", true).unwrap(), local("rel/x"));
+        // Without one: plain names are local, as ROMIO's ufs driver.
+        assert_eq!(place("./zero_count", false).unwrap(), local("./zero_count"));
+        assert_eq!(place("/abs/f", false).unwrap(), local("/abs/f"));
+        assert_eq!(place("dosfs:/x", false).unwrap(), dosfs("/x"));
+        for bad in ["", "ufs:", "lustre:/x"] {
+            assert_eq!(place(bad, false).unwrap_err().class, ERR_BAD_FILE, "{bad}");
+        }
     }
 
     #[test]

@@ -395,7 +395,7 @@
 //! accumulates on derived types of several basic types (other than
 //! `MPI_REPLACE`/`MPI_NO_OP`) or of `MPI_SHORT_INT`; user error handlers
 //! on windows; MPI-IO's `external32` for types whose size differs there
-//! (`MPI_LONG`...) and a local POSIX driver; `MPI_Remove_error_*`;
+//! (`MPI_LONG`...); `MPI_Remove_error_*`;
 //! the large-count `_c` forms beyond those of point-to-point, the
 //! collectives, `Op_create_c`, `Get_count_c` and `Type_size_c`; the
 //! per-communicator and per-session buffers of

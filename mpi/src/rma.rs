@@ -806,7 +806,13 @@ win_fn! {
     fn MPI_Win_flush_all / PMPI_Win_flush_all(win: Handle) on win => { flush(win, None) }
 }
 win_fn! {
-    /// Completes the operations to `rank` at the origin (here: at the target too).
+    /// Completes the operations to `rank` at the origin (here: at the target
+    /// too). Every operation of this library is locally complete when its
+    /// call returns, so this could check the epoch and return; measured on
+    /// MPICH's `large_acc_flush_local` (60 loops, 3 ranks, interleaved), that
+    /// is 2x slower in wall time and 4x in system time than this full flush:
+    /// origins that do not wait for the target run ahead and spin in their
+    /// next flush while the target, on the same cores, works off the queue.
     fn MPI_Win_flush_local / PMPI_Win_flush_local(rank: c_int, win: Handle) on win => { flush(win, Some(rank)) }
 }
 win_fn! {
@@ -1235,14 +1241,24 @@ unsafe fn get(
             return w.win.get(dst, r, base).map_err(derr);
         }
         let mut data = vec![0u8; o.len()];
-        let mut pos = 0;
-        for &(off, l) in tr.iter() {
-            let at = (base as isize + off) as usize;
-            match &w.dyn_keys {
-                Some(k) => dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?,
-                None => w.win.get(&mut data[pos..pos + l], r, at).map_err(derr)?,
+        match &w.dyn_keys {
+            Some(k) => {
+                let mut pos = 0;
+                for &(off, l) in tr.iter() {
+                    let at = (base as isize + off) as usize;
+                    dynamic::get(&w.comm, k[r], r, at, &mut data[pos..pos + l])?;
+                    pos += l;
+                }
             }
-            pos += l;
+            None => {
+                // All the pieces in one batched get (a few messages, not
+                // one round trip per piece).
+                let list: Vec<(usize, usize)> = tr
+                    .iter()
+                    .map(|&(off, l)| ((base as isize + off) as usize, l))
+                    .collect();
+                w.win.get_runs(&mut data, r, &list).map_err(derr)?;
+            }
         }
         // SAFETY: the origin buffer has room for `ocount` elements.
         unsafe { o.unpack(&data, origin as *mut u8) };
@@ -1334,6 +1350,14 @@ unsafe fn accumulate(
         };
         let at = |off: isize| (base as isize + off) as usize;
         match &res {
+            None if w.dyn_keys.is_none() && tr.len() > 1 => {
+                // All the pieces in a few batched messages (ACCV), not one
+                // message per piece.
+                let list: Vec<(usize, usize)> = tr.iter().map(|&(off, l)| (at(off), l)).collect();
+                w.win
+                    .accumulate_raw_runs(&data, r, &list, opc, ty)
+                    .map_err(derr)?;
+            }
             None => {
                 let mut pos = 0;
                 for &(off, l) in tr.iter() {

@@ -651,3 +651,26 @@ fn overlapping_filetypes_on_read_only_files() {
 fn dims_create_balances_every_factor() {
     passes("dosmpicc", "dims_balanced.c");
 }
+
+#[test]
+fn mpi_io_on_local_files_without_a_dosfs_and_with_ufs_names() {
+    let prog = compile("dosmpicc", "io_local.c");
+    let dir = profile_dir()
+        .join("mpi-tests")
+        .join(format!("io_local-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the test directory");
+    let d = dir.to_str().unwrap();
+    for n in [1, 3] {
+        let j = run_with(n, &[], &prog, &["nofs", d]);
+        expect_ok(
+            &j,
+            &format!("plain local names on {n} ranks"),
+            &format!("OK nofs {n} ranks"),
+        );
+    }
+    let fs = FsDir::new("io_local");
+    let j = run_with(2, &fs.args(), &prog, &["withfs", d]);
+    expect_ok(&j, "ufs: names beside a dosfs", "OK withfs 2 ranks");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -12,7 +12,7 @@
 //! | --- | --- | --- | --- |
 //! | 0 | reserved | never sent | |
 //! | 1..=15 | [`P2P`] | 1 EAGER, 2 RTS, 3 FIN, 4 CTS, 5 DATA, 6 BYE, 7 PUTCTS, 8 DONE (`p2p/wire.rs`) | `p2p/eager.rs` (EAGER), `p2p/rendezvous.rs` (RTS, FIN, CTS, DATA, PUTCTS, DONE), `engine/dispatch.rs` (BYE) |
-//! | 16..=31 | [`RMA`] | 16 PUT … 27 COMPLETE (`rma/wire.rs`) | `rma/target.rs` (`on_am`) |
+//! | 16..=31 | [`RMA`] | 16 PUT … 29 ACCV (`rma/wire.rs`) | `rma/target.rs` (`on_am`) |
 //! | 32..=47 | [`RPC`] | 32 REQ, 33 REP, 34 BATCH (`rpc/wire.rs`) | `rpc/mod.rs` (`on_am`) |
 //! | 48..=63 | [`IO`] | 48 LOCK, 49 UNLOCK, 50 GRANT: the file lock of atomic mode (`io/lock.rs`) | `io/lock.rs` (`on_am`) |
 //! | 64..=79 | [`CKPT`] | reserved for checkpointing | |

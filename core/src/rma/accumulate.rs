@@ -110,6 +110,22 @@ pub(crate) unsafe fn get_accumulate_coded(
         // SAFETY: forwarded from the caller.
         return unsafe { super::raw::update(header, dst, opc, ty, len, bytes) };
     }
+    if let Some(k) = super::words::Kernel::of(opc, ty) {
+        let sz = super::raw::type_size(ty).unwrap_or(1);
+        if len % sz != 0 || bytes.len() != len {
+            return None;
+        }
+        let mut old = vec![0u8; len];
+        header.acc_lock();
+        // SAFETY: the caller vouches for `len` bytes at `dst`; `old` holds
+        // `len` bytes; the accumulate lock keeps other accumulates off them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(dst, old.as_mut_ptr(), len);
+            k.apply_at(dst, bytes);
+        }
+        header.acc_unlock();
+        return Some(old);
+    }
     /// Decodes the operands and runs the typed update.
     ///
     /// # Safety

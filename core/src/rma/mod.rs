@@ -14,6 +14,10 @@
 //!   [`Window::get_accumulate`] and [`Window::fetch_op`] with every built-in
 //!   operation, [`crate::op::Replace`] and [`NoOp`], atomic per element with
 //!   respect to the other accumulates.
+//! * Many pieces of one target in one call ([`runs`](mod@runs)):
+//!   [`Window::get_runs`] and [`Window::accumulate_raw_runs`] (an MPI
+//!   derived target datatype): a few batched messages (GETV, ACCV) instead
+//!   of one per piece.
 //! * Atomics on `Window<u64>`: [`Window::fetch_add`], [`Window::compare_swap`],
 //!   [`Window::swap`].
 //! * Nonblocking: [`Window::rput`], [`Window::rget`], [`Window::raccumulate`],
@@ -78,8 +82,10 @@ pub mod local;
 pub(crate) mod mapped;
 pub mod pscw;
 pub mod raw;
+pub mod runs;
 pub(crate) mod target;
 pub(crate) mod wire;
+pub(crate) mod words;
 
 pub use accumulate::NoOp;
 

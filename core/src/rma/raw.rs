@@ -309,6 +309,10 @@ pub fn apply(op: u8, ty: u8, cur: &mut [u8], src: &[u8]) -> bool {
     if op >= LAND {
         return combine_logical(op, ty, cur, src);
     }
+    if let Some(k) = super::words::Kernel::of(op, ty) {
+        k.apply_bytes(cur, src);
+        return true;
+    }
     fn typed<T: AccType, O: Op<T>>(cur: &mut [u8], src: &[u8], op: O) -> bool {
         let sz = std::mem::size_of::<T>();
         let mut a: Vec<T> = cur

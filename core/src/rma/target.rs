@@ -261,6 +261,24 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                 None => eng.send_copy(src, wire::GETRESP, hdr(wire::REFUSED).bytes(), &[]),
             }
         }
+        wire::GETV => {
+            let (win, tok) = (r.u32()?, r.u32()?);
+            let cap = eng.max_am_to(src);
+            let got = {
+                let t = eng.rma().borrow();
+                super::runs::gather_pieces(r.rest(), src, cap, |off, len| {
+                    let (e, o) = t.reach(win, off, len)?;
+                    // SAFETY: inside the exposed window (see PUT), read
+                    // while the table is borrowed (no window goes away).
+                    Some(unsafe { std::slice::from_raw_parts(e.data.add(o), len) })
+                })
+            };
+            let hdr = |st| Writer::<8>::default().u32(tok).u8(st);
+            match got {
+                Some(bytes) => eng.send_copy(src, wire::GETRESP, hdr(wire::OK).bytes(), &bytes),
+                None => eng.send_copy(src, wire::GETRESP, hdr(wire::REFUSED).bytes(), &[]),
+            }
+        }
         wire::GETRESP => {
             let (tok, status) = (r.u32()?, r.u8()?);
             let bytes = r.rest();
@@ -292,6 +310,28 @@ pub(crate) fn on_am(eng: &Engine, src: usize, id: u8, data: &[u8]) -> Result<()>
                     }
                 }
                 None => t.refuse(src),
+            }
+            Ok(())
+        }
+        wire::ACCV => {
+            let (win, opc, ty) = (r.u32()?, r.u8()?, r.u8()?);
+            let mut t = eng.rma().borrow_mut();
+            for entry in wire::putv_entries(r.rest(), src) {
+                let Ok((off, bytes)) = entry else {
+                    t.refuse(src);
+                    break;
+                };
+                match t.reach(win, off, bytes.len()) {
+                    Some((e, o)) => {
+                        // SAFETY: as for ACC.
+                        let ok =
+                            unsafe { accumulate_coded(&*e.header, e.data.add(o), opc, ty, bytes) };
+                        if !ok {
+                            t.refuse(src);
+                        }
+                    }
+                    None => t.refuse(src),
+                }
             }
             Ok(())
         }
@@ -481,6 +521,18 @@ pub(crate) unsafe fn accumulate_coded(
     ty: u8,
     bytes: &[u8],
 ) -> bool {
+    if let Some(k) = super::words::Kernel::of(opc, ty) {
+        let sz = super::raw::type_size(ty).unwrap_or(1);
+        if bytes.len() % sz != 0 {
+            return false;
+        }
+        header.acc_lock();
+        // SAFETY: the caller vouches for `bytes.len()` bytes at `dst`; the
+        // accumulate lock keeps other accumulates off them.
+        unsafe { k.apply_at(dst, bytes) };
+        header.acc_unlock();
+        return true;
+    }
     fn typed<T: AccType>(bytes: &[u8]) -> Option<Vec<T>> {
         let sz = std::mem::size_of::<T>();
         (bytes.len() % sz == 0).then(|| {

@@ -1,7 +1,7 @@
 //! One-sided operations carried in active messages (the generic path, for
 //! peers whose window memory this process cannot reach directly).
 //!
-//! Ids 16..=27; little-endian, fixed-width fields. `win` is the window id,
+//! Ids 16..=29; little-endian, fixed-width fields. `win` is the window id,
 //! `off` a byte offset in the target's window, `tok` the origin's token for
 //! the reply.
 //!
@@ -18,6 +18,8 @@
 //! GETACC   (25): win u32 | off u64 | op u8 | ty u8 | tok u32 | len u32 | bytes...   (operands, none for no-op; GETRESP answers with the old bytes)
 //! POST     (26): win u32       (the target opened an exposure epoch to the receiver)
 //! COMPLETE (27): win u32       (the origin ended its access epoch to the receiver)
+//! GETV     (28): win u32 | tok u32 | { off u64 | len u32 }...   (pieces read in order; one GETRESP answers with their bytes, or refuses all)
+//! ACCV     (29): win u32 | op u8 | ty u8 | PUTV entries...   (accumulates of many pieces, in order)
 //! ```
 //!
 //! Statuses: 0 done, 1 refused (no such window, or outside it).
@@ -28,7 +30,7 @@ use dos_transport::codec;
 /// First id of this protocol.
 pub const FIRST_ID: u8 = 16;
 /// Last id of this protocol.
-pub const LAST_ID: u8 = 27;
+pub const LAST_ID: u8 = 29;
 
 pub const PUT: u8 = 16;
 pub const GET: u8 = 17;
@@ -42,6 +44,8 @@ pub const PUTV: u8 = 24;
 pub const GETACC: u8 = 25;
 pub const POST: u8 = 26;
 pub const COMPLETE: u8 = 27;
+pub const GETV: u8 = 28;
+pub const ACCV: u8 = 29;
 
 /// Bytes of a PUTV entry besides its data: offset and length.
 pub const PUTV_ENTRY: usize = 12;
@@ -67,6 +71,32 @@ pub fn putv_entries(body: &[u8], src: usize) -> impl Iterator<Item = Result<(u64
             let len = rd.u32()? as usize;
             Ok((off, rd.take(len)?))
         })();
+        if entry.is_err() {
+            r = None;
+        }
+        Some(entry)
+    })
+}
+
+/// Bytes of a GETV entry: offset and length.
+pub const GETV_ENTRY: usize = 12;
+
+/// Appends one piece (`off`, `len`) to the entries of a GETV message.
+pub fn getv_push(body: &mut Vec<u8>, off: u64, len: u32) {
+    body.extend_from_slice(&off.to_le_bytes());
+    body.extend_from_slice(&len.to_le_bytes());
+}
+
+/// The pieces of GETV entries, in order; a malformed entry ends the walk
+/// with an error.
+pub fn getv_entries(body: &[u8], src: usize) -> impl Iterator<Item = Result<(u64, u32)>> + '_ {
+    let mut r = Some(Reader::new(body, src));
+    std::iter::from_fn(move || {
+        let rd = r.as_mut()?;
+        if rd.r.remaining() == 0 {
+            return None;
+        }
+        let entry = rd.u64().and_then(|o| Ok((o, rd.u32()?)));
         if entry.is_err() {
             r = None;
         }
@@ -224,6 +254,23 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn getv_entries_decode_as_pushed_and_garbage_never_panics(
+            pieces in proptest::collection::vec((any::<u64>(), any::<u32>()), 0..30),
+            junk in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let mut body = Vec::new();
+            for &(o, l) in &pieces {
+                getv_push(&mut body, o, l);
+            }
+            prop_assert_eq!(body.len(), pieces.len() * GETV_ENTRY);
+            let got: Vec<(u64, u32)> = getv_entries(&body, 0).map(Result::unwrap).collect();
+            prop_assert_eq!(got, pieces);
+            let walk: Vec<_> = getv_entries(&junk, 2).collect();
+            prop_assert_eq!(walk.len(), junk.len().div_ceil(GETV_ENTRY));
+            prop_assert_eq!(walk.iter().filter(|e| e.is_err()).count(), usize::from(junk.len() % GETV_ENTRY != 0));
+        }
+
         #[test]
         fn reader_never_panics(b in proptest::collection::vec(any::<u8>(), 0..40)) {
             let mut r = Reader::new(&b, 0);
