@@ -731,3 +731,61 @@ fn direct_collective_calls_count_each_ranks_bytes() {
             .all(|&x| x == 0 || (me == 2 && x == 9)));
     });
 }
+
+/// This thread's CPU time.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given, nothing else.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A rank that reaches a collective call before the others waits for them
+/// asleep, not spinning on the cores the servers need (`io/quiet.rs`). Rank
+/// 0's CPU over 40 direct-path `write_at_all` calls and a sync is measured
+/// twice: both ranks on time, then rank 1 arriving 3 ms late at each. With
+/// the engine's spin (1 ms, then yielding, per wait) the late phase costs
+/// rank 0 over 40 ms more; asleep, a few wake-ups.
+#[test]
+fn a_rank_waiting_in_collective_io_does_not_spin() {
+    let srv = InProcess::up("quiet", 1);
+    let fs = &srv.fs;
+    const CALLS: u64 = 40;
+    let cpu = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/q", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        let data = vec![me as u8 + 1; 4096];
+        let mut used = Vec::new();
+        for (phase, late) in [(0, 0), (1, 3000)] {
+            w.barrier().unwrap();
+            let t0 = thread_cpu();
+            for i in 0..CALLS {
+                if me == 1 {
+                    std::thread::sleep(std::time::Duration::from_micros(late));
+                }
+                let at = ((phase * 2 + me) * CALLS + i) * 4096;
+                f.write_at_all(at, &data).unwrap();
+            }
+            f.sync().unwrap();
+            used.push(thread_cpu() - t0);
+        }
+        let mut back = vec![0u8; 4096];
+        f.read_at(((2 + 1 - me) * CALLS + 7) * 4096, &mut back)
+            .unwrap();
+        assert!(back.iter().all(|&x| x == 2 - me as u8));
+        f.close().unwrap();
+        used
+    });
+    let extra = cpu[0][1].saturating_sub(cpu[0][0]);
+    assert!(
+        extra < std::time::Duration::from_millis(20),
+        "rank 0 used {extra:?} more CPU when rank 1 came 3 ms late to each of {CALLS} calls \
+         (on time {:?}, late {:?}; spinning 1 ms per wait costs 40 ms)",
+        cpu[0][0],
+        cpu[0][1]
+    );
+}

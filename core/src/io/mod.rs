@@ -223,6 +223,7 @@ mod lock;
 pub(crate) mod nb;
 mod nbcoll;
 pub mod plan;
+mod quiet;
 pub mod view;
 
 pub use dos_fs::layout::{Layout, LayoutSpec};
