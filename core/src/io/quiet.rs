@@ -16,7 +16,9 @@
 //! barrier of `dos::io` are the engine's nonblocking collectives on the
 //! file's communicator, waited for here: a few progress passes, then the
 //! transports' blocking wait (woken by the peer's doorbell or its network
-//! message), never a spin. Their cost is a wake-up (tens of microseconds)
+//! message), never a spin. So are independent nonblocking operations
+//! (`iwrite_at`, `iread_at`), whose own thread does the I/O and wakes the
+//! engine when it is done. Their cost is a wake-up (tens of microseconds)
 //! against calls that move a stripe (a millisecond of disk).
 
 use crate::engine::ReqId;
@@ -52,6 +54,25 @@ fn wait_quietly(comm: &Comm, id: ReqId) -> Result<()> {
     };
     eng.abandon(id);
     Err(Error::from(res))
+}
+
+/// Waits until `req` (a request of engine `eng`) has completed, without
+/// spinning: a progress pass, then the transports' blocking wait, which the
+/// I/O thread's wake-up ends. The caller then collects it (`Request::wait`,
+/// which returns at once; a failed wait leaves that to report the error).
+pub(super) fn wait_request(
+    eng: &crate::engine::Shared,
+    req: &crate::request::Request<'_>,
+) -> Result<()> {
+    let mut idle = 0u32;
+    while !req.test() {
+        idle += 1;
+        if idle < POLLS {
+            continue;
+        }
+        eng.enter().block(&mut || false)?;
+    }
+    Ok(())
 }
 
 /// `MPI_Allgather` of `send` (every rank the same length) into `recv`.
