@@ -155,7 +155,7 @@ impl<'s> IoRequest<'s> {
                 // The thread and the servers it waits on need the cores a
                 // spinning wait would take: sleep until the thread wakes
                 // the engine, then collect the request.
-                super::quiet::wait_request(&eng, &req)?;
+                super::quiet::wait_request(&eng, &req);
                 req.wait()?;
                 let r = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match r {
