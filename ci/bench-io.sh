@@ -33,7 +33,8 @@
 #      through ssh, targets in $DIR/c1..c3), and runs REPS interleaved rounds
 #      of `dosbench io --collective` with 3 ranks, one per host, against each
 #      (the scaling with the number of servers; the hosts share this machine's
-#      disk and 2 cores), then takes it all down; the table is appended.
+#      disk and 2 cores), with DOSBENCH_BASE also the base client against the
+#      3 servers in the same rounds, then takes it all down; the table is appended.
 #
 # Environment: REPS (5), RANKS (2), BLOCK (64M per rank), TRANSFER (1M),
 # SERVERS (3), DIR (/tmp/dos-bench-io: must be on the disk to measure; wiped),
@@ -265,6 +266,13 @@ cluster() {
                 || { log "cluster run with $n servers failed"; continue; }
             printf 'servers-%s\t%s\n' "$n" "${line// /$'\t'}" >>"$OUT/cluster.tsv"
         done
+        # With DOSBENCH_BASE: the base client against the 3 servers too.
+        if [[ -n "${CLUSTER_BASE:-}" ]]; then
+            line=$(DOSFS="$DIR/c3.addr" "$DOSRUN" --hostfile "$state/hostfile" --launch-agent "$launch" \
+                -x DOSFS -n 3 --npernode 1 "$CLUSTER_BASE" "${IO_ARGS[@]}" --collective | wr) \
+                || { log "cluster run of the base with 3 servers failed"; continue; }
+            printf 'base-3\t%s\n' "${line// /$'\t'}" >>"$OUT/cluster.tsv"
+        fi
     done
     for n in 1 2 3; do
         "$DOSFS_BIN" --fs "$DIR/c$n.addr" down >&2 || true
@@ -288,11 +296,15 @@ print("|---:|---:|---:|")
 for n in (1, 2, 3):
     w, r = rows.get(f"servers-{n}", ([], []))
     print(f"| {n} | {cell(w)} | {cell(r)} |")
+if "base-3" in rows:
+    w, r = rows["base-3"]
+    print(f"| 3, base client (DOSBENCH_BASE) | {cell(w)} | {cell(r)} |")
 PY
 }
 if [[ -n "${CLUSTER:-}" ]]; then
     export -f cluster log wr
     export DIR OUT REPS DOSFS_BIN DOSRUN DOSBENCH
+    export CLUSTER_BASE=${DOSBENCH_BASE:-}
     export IO_ARGS_STR="${IO_ARGS[*]}"
     # shellcheck disable=SC2016
     flock -w 900 /tmp/dos-cluster.lock bash -c 'read -r -a IO_ARGS <<<"$IO_ARGS_STR"; cluster' >>"$OUT/summary.md" \

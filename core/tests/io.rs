@@ -24,6 +24,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use dos::io::{File, Fs, FsErrorKind, Hints, Mode, View};
 use dos_fs::addrfile::{AddrFile, ServerAddr};
@@ -730,4 +731,149 @@ fn direct_collective_calls_count_each_ranks_bytes() {
             .iter()
             .all(|&x| x == 0 || (me == 2 && x == 9)));
     });
+}
+
+/// This thread's CPU time.
+fn thread_cpu() -> std::time::Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given, nothing else.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(r, 0, "clock_gettime");
+    std::time::Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A rank that reaches a collective call before the others waits for them
+/// asleep, not spinning on the cores the servers need (`io/quiet.rs`). Rank
+/// 0's CPU over 40 direct-path `write_at_all` calls and a sync is measured
+/// twice: both ranks on time, then rank 1 arriving 3 ms late at each. With
+/// the engine's spin (1 ms, then yielding, per wait) the late phase costs
+/// rank 0 over 40 ms more; asleep, a few wake-ups.
+#[test]
+fn a_rank_waiting_in_collective_io_does_not_spin() {
+    let srv = InProcess::up("quiet", 1);
+    let fs = &srv.fs;
+    const CALLS: u64 = 40;
+    let cpu = dos::testing::run_threads(2, |w| {
+        let f = File::open_with(&w, fs, "/q", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let me = w.rank() as u64;
+        let data = vec![me as u8 + 1; 4096];
+        let mut used = Vec::new();
+        for (phase, late) in [(0, 0), (1, 3000)] {
+            w.barrier().unwrap();
+            let t0 = thread_cpu();
+            for i in 0..CALLS {
+                if me == 1 {
+                    std::thread::sleep(std::time::Duration::from_micros(late));
+                }
+                let at = ((phase * 2 + me) * CALLS + i) * 4096;
+                f.write_at_all(at, &data).unwrap();
+            }
+            f.sync().unwrap();
+            used.push(thread_cpu() - t0);
+        }
+        let mut back = vec![0u8; 4096];
+        f.read_at(((2 + 1 - me) * CALLS + 7) * 4096, &mut back)
+            .unwrap();
+        assert!(back.iter().all(|&x| x == 2 - me as u8));
+        f.close().unwrap();
+        used
+    });
+    let extra = cpu[0][1].saturating_sub(cpu[0][0]);
+    assert!(
+        extra < std::time::Duration::from_millis(20),
+        "rank 0 used {extra:?} more CPU when rank 1 came 3 ms late to each of {CALLS} calls \
+         (on time {:?}, late {:?}; spinning 1 ms per wait costs 40 ms)",
+        cpu[0][0],
+        cpu[0][1]
+    );
+}
+
+/// A server whose writes take `delay_us` (changeable while it runs).
+struct SlowWrites {
+    inner: Service,
+    delay_us: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl dos_fs::server::Handler for SlowWrites {
+    fn index(&self) -> u32 {
+        self.inner.index()
+    }
+
+    fn handle(&self, req: dos_fs::wire::Request) -> dos_fs::wire::Reply {
+        if matches!(req, dos_fs::wire::Request::Write { .. }) {
+            let us = self.delay_us.load(std::sync::atomic::Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros(us));
+        }
+        self.inner.handle(req)
+    }
+}
+
+/// Waiting for an independent nonblocking write (`iwrite_at`, done by a
+/// thread of its own) sleeps until that thread is done (`io/quiet.rs`):
+/// with the server taking 3 ms per write, 80 writes waited for one at a
+/// time cost the rank's thread under 20 ms more CPU than with a fast
+/// server; the engine's spin (1 ms per wait, then yielding) measured
+/// 52 ms.
+#[test]
+fn waiting_for_a_nonblocking_write_does_not_spin() {
+    let dir = std::env::temp_dir().join(format!("dos-io-nbquiet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (fsid, secret) = (FsId::generate().unwrap(), Secret::generate().unwrap());
+    let target = Target::format(&dir.join("0"), fsid, 0, 1).unwrap();
+    let delay_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let server = Server::bind_handler(
+        Arc::new(SlowWrites {
+            inner: Service::open(&target).unwrap(),
+            delay_us: delay_us.clone(),
+        }),
+        &fsid,
+        secret.clone(),
+        "127.0.0.1:0",
+        ServerConfig::default(),
+    )
+    .unwrap();
+    let addr = server.local_addr().unwrap().to_string();
+    std::thread::spawn(move || server.serve());
+    let addr_file = dir.join("fs.addr");
+    AddrFile {
+        fsid,
+        secret,
+        servers: vec![ServerAddr { addr, pid: None }],
+    }
+    .write(&addr_file)
+    .unwrap();
+    let fs = Fs::open(&addr_file).unwrap();
+    const CALLS: u64 = 80;
+    let used = dos::testing::run_threads(1, |w| {
+        let f =
+            File::open_with(&w, &fs, "/n", Mode::READ_WRITE.create(), Hints::default()).unwrap();
+        let data = vec![5u8; 4096];
+        let mut used = Vec::new();
+        for (phase, us) in [(0u64, 0u64), (1, 3000)] {
+            delay_us.store(us, std::sync::atomic::Ordering::SeqCst);
+            let t0 = thread_cpu();
+            for i in 0..CALLS {
+                dos::scope(|s| -> dos::io::Result<()> {
+                    f.iwrite_at(s, (phase * CALLS + i) * 4096, &data)?.wait()?;
+                    Ok(())
+                })
+                .unwrap();
+            }
+            used.push(thread_cpu() - t0);
+        }
+        f.close().unwrap();
+        used
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    let extra = used[0][1].saturating_sub(used[0][0]);
+    assert!(
+        extra < std::time::Duration::from_millis(20),
+        "waiting for {CALLS} slow writes took {extra:?} more CPU (fast {:?}, slow {:?}; \\
+         spinning 1 ms per wait costs up to 80 ms)",
+        used[0][0],
+        used[0][1]
+    );
 }

@@ -171,7 +171,7 @@ impl File {
     fn collective_plan(&self, comm: &Comm, mine: &Access) -> Result<Call> {
         let n = comm.size();
         let mut words = vec![0u64; 3 * n];
-        comm.allgather(&Summary::of(mine).to_words(), &mut words)?;
+        super::quiet::allgather(comm, &Summary::of(mine).to_words(), &mut words)?;
         let sums: Vec<Summary> = words
             .chunks_exact(3)
             .map(|w| Summary::from_words([w[0], w[1], w[2]]))

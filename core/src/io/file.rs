@@ -250,7 +250,7 @@ pub(super) fn agree<T>(
         extra,
     ];
     let mut all = [0u64; 2];
-    comm.allreduce(&mine, &mut all, Max)?;
+    super::quiet::allreduce_max(comm, &mine, &mut all)?;
     if all[0] == 0 {
         return local.map(|v| (v, all[1]));
     }
@@ -609,7 +609,7 @@ impl File {
     pub fn sync(&self) -> Result<()> {
         // This rank's writes in flight first (their errors are agreed below).
         let flushed = self.fs.client().flush(self.attr.ino);
-        self.comm.barrier()?;
+        super::quiet::barrier(&self.comm)?;
         let mut servers: Vec<u32> = self.attr.layout.server_list().collect();
         servers.push(0);
         servers.sort_unstable();
@@ -673,7 +673,7 @@ impl File {
         self.drain();
         let flushed = self.fs.client().flush(self.attr.ino);
         self.atomic.borrow_mut().take();
-        self.comm.barrier()?;
+        super::quiet::barrier(&self.comm)?;
         Ok(flushed?)
     }
 }

@@ -64,6 +64,10 @@
 //! * Atomic mode ([`File::set_atomicity`]): see [below](#atomic-mode).
 //! * [`File::sync`], [`File::set_size`], [`File::close`] (collective; dropping
 //!   an open `File` closes it), [`File::size`].
+//! * A rank that reaches a collective call (or the barrier of `sync` and
+//!   `close`) before the others waits for them asleep, not spinning as the
+//!   engine's other waits do first: the dosfs servers it waits on share the
+//!   ranks' cores (`quiet.rs`).
 //!
 //! Views, nonblocking collectives and atomic mode together (run under
 //! `dosrun` with a file system in `DOSFS`):
@@ -223,6 +227,7 @@ mod lock;
 pub(crate) mod nb;
 mod nbcoll;
 pub mod plan;
+mod quiet;
 pub mod view;
 
 pub use dos_fs::layout::{Layout, LayoutSpec};

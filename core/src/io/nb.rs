@@ -117,8 +117,13 @@ pub struct IoRequest<'s> {
 /// What an [`IoRequest`] waits for.
 #[derive(Debug)]
 pub(super) enum Inner<'s> {
-    /// An independent operation on a thread of its own.
-    Thread { req: Request<'s>, outcome: Outcome },
+    /// An independent operation on a thread of its own; `eng` is the
+    /// engine its thread wakes, waited on asleep ([`super::quiet`]).
+    Thread {
+        req: Request<'s>,
+        outcome: Outcome,
+        eng: crate::engine::Shared,
+    },
     /// A queued collective operation of `file` (see `nbcoll.rs`); a read's
     /// bytes go to `out`.
     Coll {
@@ -146,7 +151,11 @@ impl<'s> IoRequest<'s> {
     fn finish(&self) -> Result<usize> {
         let inner = std::mem::replace(&mut *self.inner.borrow_mut(), Inner::Ready(None));
         match inner {
-            Inner::Thread { req, outcome } => {
+            Inner::Thread { req, outcome, eng } => {
+                // The thread and the servers it waits on need the cores a
+                // spinning wait would take: sleep until the thread wakes
+                // the engine, then collect the request.
+                super::quiet::wait_request(&eng, &req);
                 req.wait()?;
                 let r = outcome.lock().unwrap_or_else(|p| p.into_inner()).take();
                 match r {
@@ -255,6 +264,7 @@ impl File {
         Ok(IoRequest::from_inner(Inner::Thread {
             req: s.register(&self.comm.eng, id),
             outcome,
+            eng: self.comm.eng.clone(),
         }))
     }
 
