@@ -112,6 +112,7 @@ impl<T> Table<T> {
         (off % 8 == 0).then(|| self.fixed.len() + off / 8)
     }
 
+    #[inline]
     fn handle(&self, i: usize) -> Handle {
         match self.fixed.get(i) {
             Some(&h) => h,
@@ -125,17 +126,29 @@ impl<T> Table<T> {
         self.items[i] = Some(v);
     }
 
-    /// Stores `v` under a new handle.
+    /// Stores `v` under a new handle (a freed slot if there is one: on the
+    /// path of every nonblocking call, so inlined, without the drop of the
+    /// slot's old value that an assignment would check for).
+    #[inline]
     pub fn insert(&mut self, v: T) -> Handle {
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.items.push(None);
-                self.items.len() - 1
+        match self.free.pop().filter(|&i| i < self.items.len()) {
+            Some(i) => {
+                let old = self.items[i].replace(v);
+                // A free slot is empty: `remove` and `discard` empty it
+                // before listing it; nothing to drop.
+                debug_assert!(old.is_none());
+                std::mem::forget(old);
+                self.handle(i)
             }
-        };
-        self.items[i] = Some(v);
-        self.handle(i)
+            None => self.push(v),
+        }
+    }
+
+    /// [`Table::insert`] into a new slot.
+    #[cold]
+    fn push(&mut self, v: T) -> Handle {
+        self.items.push(Some(v));
+        self.handle(self.items.len() - 1)
     }
 
     pub fn get(&self, h: &Handle) -> Option<&T> {
