@@ -267,7 +267,7 @@ impl<T> Local<T> {
 
     /// Runs `f` on the value; `None` on another thread than MPI's, or while
     /// the value is borrowed already (a call into MPI from inside MPI).
-    #[inline]
+    #[inline(always)]
     pub fn with<U>(&self, f: impl FnOnce(&mut T) -> U) -> Option<U> {
         if !on_mpi_thread() || self.busy.replace(true) {
             return None;
@@ -428,8 +428,9 @@ fn not_running() -> crate::error::Error {
     }
 }
 
-/// Runs `f` on the state.
-#[inline]
+/// Runs `f` on the state (inlined: on the path of every call, where a
+/// call of its own would save and restore registers around `f`).
+#[inline(always)]
 pub(crate) fn with<T>(f: impl FnOnce(&mut State) -> R<T>) -> R<T> {
     match STATE.with(|s| s.as_mut().map(f)) {
         Some(Some(r)) => r,

@@ -651,3 +651,8 @@ fn overlapping_filetypes_on_read_only_files() {
 fn dims_create_balances_every_factor() {
     passes("dosmpicc", "dims_balanced.c");
 }
+
+#[test]
+fn every_blocking_receive_completes_alike_and_allreduce_checks_its_common_case() {
+    passes("dosmpicc", "recv_complete.c");
+}
