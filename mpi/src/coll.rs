@@ -796,10 +796,20 @@ coll_fn! {
             return crate::inter::allreduce(sendbuf, recvbuf, count.narrow()?, datatype, op, comm);
         }
         let c = state::comm(comm)?;
-        if let Some(g) = crate::userop::general(datatype, op)? {
-            return g.allreduce(&c, sendbuf, recvbuf, large::count(count)?, None);
-        }
-        let (elem, k, _) = reduction(datatype, op)?;
+        // The common case first: a predefined type and operation (no user
+        // function to look up, the type's description read once).
+        let (elem, k) = match datatype::predefined(datatype) {
+            Some(t) if (abi::op::NULL..=abi::op::NO_OP).contains(&op) => {
+                (t.elem, reduce::check(op, t.elem, t.name)?)
+            }
+            _ => {
+                if let Some(g) = crate::userop::general(datatype, op)? {
+                    return g.allreduce(&c, sendbuf, recvbuf, large::count(count)?, None);
+                }
+                let (elem, k, _) = reduction(datatype, op)?;
+                (elem, k)
+            }
+        };
         let len = large::bytes(count, datatype)?;
         let r = dst(recvbuf, len)?;
         let s = if in_place(sendbuf) { None } else { Some(src(sendbuf, len)?) };

@@ -12,24 +12,42 @@ use std::sync::Mutex;
 use crate::abi::{self, Handle};
 
 /// An MPI error: its class and what went wrong.
+///
+/// One pointer (the class and message live in a box made on the error
+/// path only), so that [`R<()>`](R), which every function body returns,
+/// is a register and `?` on success a test against null.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Error {
+pub(crate) struct Error(Box<ErrorInfo>);
+
+/// What an [`Error`] holds (its fields are read through `Deref`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ErrorInfo {
     pub class: c_int,
     pub msg: String,
+}
+
+impl std::ops::Deref for Error {
+    type Target = ErrorInfo;
+    #[inline]
+    fn deref(&self) -> &ErrorInfo {
+        &self.0
+    }
 }
 
 /// The result of a function body.
 pub(crate) type R<T> = Result<T, Error>;
 
 /// An error of class `class`.
+#[cold]
 pub(crate) fn err(class: c_int, msg: impl Into<String>) -> Error {
-    Error {
+    Error(Box::new(ErrorInfo {
         class,
         msg: msg.into(),
-    }
+    }))
 }
 
 impl From<dos::Error> for Error {
+    #[cold]
     fn from(e: dos::Error) -> Error {
         let class = match &e {
             dos::Error::InvalidRank { .. } => abi::ERR_RANK,
@@ -41,10 +59,7 @@ impl From<dos::Error> for Error {
             dos::Error::Unsupported(_) => abi::ERR_UNSUPPORTED_OPERATION,
             _ => abi::ERR_OTHER,
         };
-        Error {
-            class,
-            msg: e.to_string(),
-        }
+        err(class, e.to_string())
     }
 }
 
@@ -119,27 +134,42 @@ pub(crate) fn class_string(class: c_int) -> Option<&'static str> {
 
 /// Runs a function body: catches a panic (reported as `MPI_ERR_INTERN`),
 /// invokes the error handler of `comm` on an error, returns the code.
-pub(crate) fn finish(func: &str, comm: Handle, body: impl FnOnce() -> R<()>) -> c_int {
-    let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
-        Ok(r) => r,
-        Err(p) => {
-            let what = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(err(abi::ERR_INTERN, format!("internal error: {what}")))
-        }
-    };
-    match r {
-        Ok(()) => abi::SUCCESS,
-        Err(e) => raise(func, comm, e),
+///
+/// Inlined into each exported function; on success it costs what
+/// `catch_unwind` costs when nothing unwinds (a call through the `try`
+/// intrinsic, no landing-pad work) and a test of the body's one-word
+/// result. The handler's dispatch, the panic's message and the error's
+/// box are on the `#[cold]` paths only.
+#[inline(always)]
+pub(crate) fn finish(func: &'static str, comm: Handle, body: impl FnOnce() -> R<()>) -> c_int {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(())) => abi::SUCCESS,
+        Ok(Err(e)) => raise(func, comm, e),
+        Err(p) => panicked(func, comm, p),
     }
+}
+
+/// A panic caught by [`finish`]: `MPI_ERR_INTERN` through the handler.
+#[cold]
+#[inline(never)]
+fn panicked(func: &str, comm: Handle, p: Box<dyn std::any::Any + Send>) -> c_int {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    raise(
+        func,
+        comm,
+        err(abi::ERR_INTERN, format!("internal error: {what}")),
+    )
 }
 
 /// Invokes the error handler of `comm` (that of `MPI_COMM_WORLD` if `comm`
 /// is not a valid communicator) on `e`; returns the error class if the
 /// handler returns.
+#[cold]
+#[inline(never)]
 pub(crate) fn raise(func: &str, comm: Handle, e: Error) -> c_int {
     let handler = crate::state::errhandler_of(comm);
     if handler == abi::ERRORS_RETURN {

@@ -17,14 +17,16 @@
 //! (`MPI_Isendrecv(_replace)`, the `_c` forms) are in [`crate::p2p4`].
 //!
 //! `MPI_Send` (standard mode), `MPI_Recv`, `MPI_Isend` and `MPI_Irecv` of a
-//! predefined type with ordinary arguments take a fast path straight to
-//! dos's `send`/`recv`/`isend_detached`/`irecv_detached`, tried before the
-//! error wrapper (`p2p_fn!`: no `catch_unwind`, no `Result` plumbing; checks
-//! that build no `Result`, the communicator looked up once); any other case
-//! takes the general path, which checks again and reports the error. An
-//! error of dos's on the fast path goes to the communicator's handler as on
-//! the general one; a panic inside dos there aborts the process (it cannot
-//! unwind through `extern "C"`) instead of returning `MPI_ERR_INTERN`.
+//! predefined type with ordinary arguments go straight to dos's
+//! `send`/`recv`/`isend_detached`/`irecv_detached` after a few compares, on
+//! the one path of each function, inside the ordinary error wrapper
+//! ([`mpi_fn!`], made cheap in session 12: an error is one pointer and the
+//! handler is reached only on the error path); the rarer cases (derived
+//! types, `MPI_PROC_NULL`, the other modes) follow on the same path.
+//!
+//! Every blocking receive ends in [`complete_recv`] (unpack a noncontiguous
+//! layout, store the status of the message or of the failure); a
+//! nonblocking one builds its status with [`recv_outcome`] when it completes.
 
 use std::ffi::{c_int, c_void};
 
@@ -33,55 +35,10 @@ use dos::{Comm, Source, TagSel};
 
 use crate::abi::{self, Handle, Status};
 use crate::datatype::{self, Layout};
-use crate::error::{err, raise, R};
+use crate::error::{err, R};
 use crate::ptr::{dst, out, src};
 use crate::request::After;
 use crate::state::{self, ReqEntry, ReqKind};
-
-/// [`mpi_fn!`] with a `fast` expression tried first, outside the error
-/// wrapper (`catch_unwind` and the error handler's `Result` plumbing): an
-/// `Option<c_int>`, `Some` with the function's return code when it did the
-/// call (an error of dos's already given to the communicator's handler),
-/// `None` to run the body (the general path, which checks everything again
-/// and reports what is wrong). The fast expressions take only checks that
-/// cannot panic; a panic inside dos there aborts the process (it cannot
-/// unwind through `extern "C"`), which `dosrun` reports as a failed rank,
-/// where the wrapper would have returned `MPI_ERR_INTERN`.
-macro_rules! p2p_fn {
-    (
-        $(#[doc = $doc:literal])*
-        fn $mpi:ident / $pmpi:ident ( $($a:ident : $t:ty),* $(,)? ) on $comm:expr,
-        fast $fast:block => $body:block
-    ) => {
-        $(#[doc = $doc])*
-        ///
-        /// # Safety
-        /// Every pointer argument valid as the MPI standard requires of it.
-        #[no_mangle]
-        pub unsafe extern "C" fn $pmpi($($a: $t),*) -> ::std::ffi::c_int {
-            // SAFETY: the pointers are the C caller's, valid as the MPI
-            // standard requires of them (this function's contract).
-            if let Some(code) = unsafe { $fast } {
-                return code;
-            }
-            let comm_for_errors: $crate::abi::Handle = $comm;
-            $crate::error::finish(stringify!($mpi), comm_for_errors, || {
-                // SAFETY: as above.
-                unsafe { $body }
-            })
-        }
-
-        #[doc = concat!("`", stringify!($mpi), "`: forwards to [`", stringify!($pmpi), "`] (the profiling interface).")]
-        ///
-        /// # Safety
-        /// As for the profiling entry point.
-        #[no_mangle]
-        pub unsafe extern "C" fn $mpi($($a: $t),*) -> ::std::ffi::c_int {
-            // SAFETY: the same contract as the profiling entry point's.
-            unsafe { $pmpi($($a),*) }
-        }
-    };
-}
 
 /// A destination rank: `None` for `MPI_PROC_NULL`.
 pub(crate) fn dest_rank(c: &Comm, dest: c_int) -> R<Option<usize>> {
@@ -273,17 +230,6 @@ pub(crate) fn dense_len(n: usize, dt: Handle) -> Option<usize> {
     n.checked_mul(datatype::predefined(dt)?.size)
 }
 
-/// The communicator of handle `h` (a cheap clone), without building a
-/// `Result`: `None` for anything unusual (an invalid handle, MPI not
-/// running on this thread, a call from inside MPI), which the caller's
-/// general path reports.
-#[inline]
-fn comm_quick(h: Handle) -> Option<Comm> {
-    state::with(|st| Ok(st.comms.get(&h).map(|e| e.comm.clone())))
-        .ok()
-        .flatten()
-}
-
 /// The common case of a blocking call's buffer: `n` elements of a
 /// predefined, unpadded datatype at `buf` (not null unless empty), `tag`
 /// not negative: its bytes, without building a `Result`. `None` for
@@ -344,35 +290,12 @@ unsafe fn send_common(
     Some(c.send(b, d, tag))
 }
 
-/// `MPI_Send`'s common case before the error wrapper (`catch_unwind` and
-/// the handler's `Result` plumbing, see [`p2p_fn`]): `None` to take the
-/// general path.
+/// A blocking send of `n` elements: the common case (see [`send_common`])
+/// straight to dos's send, anything else in [`send_general`].
 ///
 /// # Safety
-/// As [`send`].
-#[inline]
-unsafe fn send_quick(
-    buf: *const c_void,
-    count: c_int,
-    dt: Handle,
-    dest: c_int,
-    tag: c_int,
-    comm: Handle,
-) -> Option<c_int> {
-    let n = usize::try_from(count).ok()?;
-    let c = comm_quick(comm)?;
-    // SAFETY: the caller's contract.
-    match unsafe { send_common(&c, buf, n, dt, dest, tag)? } {
-        Ok(()) => Some(abi::SUCCESS),
-        Err(e) => {
-            drop(c);
-            Some(raise("MPI_Send", comm, e.into()))
-        }
-    }
-}
-
-/// # Safety
 /// As [`send_args`].
+#[inline(always)]
 pub(crate) unsafe fn send(
     mode: Mode,
     buf: *const c_void,
@@ -389,6 +312,25 @@ pub(crate) unsafe fn send(
             return Ok(r?);
         }
     }
+    // SAFETY: the caller's contract.
+    unsafe { send_general(mode, c, buf, n, dt, dest, tag) }
+}
+
+/// [`send`] of anything but the common case: derived types, the other
+/// modes, `MPI_PROC_NULL`, bad arguments.
+///
+/// # Safety
+/// As [`send_args`].
+#[inline(never)]
+unsafe fn send_general(
+    mode: Mode,
+    c: Comm,
+    buf: *const c_void,
+    n: usize,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+) -> R<()> {
     let (n, dt) = null_peer_type(dest, n, dt);
     let mut keep = Vec::new();
     // SAFETY: the caller's contract.
@@ -404,10 +346,9 @@ pub(crate) unsafe fn send(
     Ok(())
 }
 
-p2p_fn! {
+mpi_fn! {
     /// Standard-mode send.
-    fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm,
-    fast { send_quick(buf, count, datatype, dest, tag, comm) } => {
+    fn MPI_Send / PMPI_Send(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle) on comm => {
         send(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm)
     }
 }
@@ -433,24 +374,23 @@ mpi_fn! {
     }
 }
 
-/// The common case of a blocking receive (a predefined type, a rank of `c`
-/// or `MPI_ANY_SOURCE`, a tag not negative or `MPI_ANY_TAG`, a buffer not
-/// null unless empty) straight to dos's blocking receive, checked without
-/// building a `Result`; the status stored. `None` (nothing done) for
-/// anything else, which the general path checks again and reports.
+/// The common case of a blocking receive's arguments (a predefined type, a
+/// rank of `c` or `MPI_ANY_SOURCE`, a tag not negative or `MPI_ANY_TAG`, a
+/// buffer not null unless empty), checked with a few compares: the bytes to
+/// receive into and the selectors. `None` for anything else, which
+/// [`recv`] checks on its longer way and reports.
 ///
 /// # Safety
-/// `buf` valid for `n` elements of `dt`, `status` for a status (or null).
+/// `buf` valid for `n` elements of `dt` for `'a`.
 #[inline]
-unsafe fn recv_common(
+unsafe fn recv_dense<'a>(
     c: &Comm,
     buf: *mut c_void,
     n: usize,
     dt: Handle,
     source: c_int,
     tag: c_int,
-    status: *mut Status,
-) -> Option<R<()>> {
+) -> Option<(&'a mut [u8], Source, TagSel)> {
     let t = match tag {
         abi::ANY_TAG => TagSel::Any,
         t if t >= 0 => TagSel::Tag(t),
@@ -470,49 +410,86 @@ unsafe fn recv_common(
         // writes of `len` bytes (the caller's contract).
         unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), len) }
     };
-    Some(match c.recv(b, s, t) {
-        Ok(st) => {
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, recv_status(st)) };
-            Ok(())
-        }
-        Err(e) => {
-            let e = crate::error::Error::from(e);
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, failed_status(source, tag, &e)) };
-            Err(e)
-        }
-    })
+    Some((b, s, t))
 }
 
-/// `MPI_Recv`'s common case before the error wrapper (see [`send_quick`]).
-///
-/// # Safety
-/// As [`recv`].
+/// The status and error of a receive from `source` with `tag` (the
+/// selectors the program gave) that ended with `r`: the message's status,
+/// or for a failure the selectors and the error class (dos does not report
+/// the sender of a message it truncated). Blocking receives take it
+/// through [`complete_recv`], nonblocking ones when their request completes.
 #[inline]
-unsafe fn recv_quick(
-    buf: *mut c_void,
-    count: c_int,
-    dt: Handle,
+pub(crate) fn recv_outcome(
+    r: dos::Result<dos::Status>,
     source: c_int,
     tag: c_int,
-    comm: Handle,
-    status: *mut Status,
-) -> Option<c_int> {
-    let n = usize::try_from(count).ok()?;
-    let c = comm_quick(comm)?;
-    // SAFETY: the caller's contract.
-    match unsafe { recv_common(&c, buf, n, dt, source, tag, status)? } {
-        Ok(()) => Some(abi::SUCCESS),
+) -> (Status, Option<crate::error::Error>) {
+    match r {
+        Ok(st) => (recv_status(st), None),
         Err(e) => {
-            drop(c);
-            Some(raise("MPI_Recv", comm, e))
+            let e = crate::error::Error::from(e);
+            (failed_status(source, tag, &e), Some(e))
         }
     }
 }
 
+/// The end of every blocking receive (`Recv`, `Sendrecv(_replace)`,
+/// `Mrecv`, their `_c` forms): unpacks the bytes received into `tmp` to
+/// `buf` for a noncontiguous `layout` (nothing for a dense one or `None`),
+/// stores the status ([`recv_outcome`]) and returns the error, if any.
+///
+/// # Safety
+/// `buf` valid for `layout`; `status` for a status (or null).
+#[inline]
+pub(crate) unsafe fn complete_recv(
+    r: dos::Result<dos::Status>,
+    unpack: Option<(&Layout, &[u8])>,
+    buf: *mut c_void,
+    source: c_int,
+    tag: c_int,
+    status: *mut Status,
+) -> R<()> {
+    let got = r.as_ref().map_or(0, |st| st.len);
+    let (st, e) = recv_outcome(r, source, tag);
+    let unpacked = match (unpack, &e) {
+        // SAFETY: the caller's contract.
+        (Some((l, tmp)), None) => unsafe { unpack_received(l, tmp, got, buf) },
+        _ => Ok(()),
+    };
+    // SAFETY: the caller's contract.
+    unsafe { set_status(status, st) };
+    match e {
+        Some(e) => Err(e),
+        None => unpacked,
+    }
+}
+
+/// After a receive of `got` bytes into `tmp`: unpacks them into `recvbuf`
+/// for a noncontiguous layout (nothing to do for a dense one).
+///
+/// # Safety
+/// `recvbuf` valid for `layout`.
+pub(crate) unsafe fn unpack_received(
+    layout: &Layout,
+    tmp: &[u8],
+    got: usize,
+    recvbuf: *mut c_void,
+) -> R<()> {
+    if let Layout::Packed { .. } = layout {
+        let got = got.min(tmp.len());
+        // SAFETY: the caller's contract.
+        unsafe { crate::types::unpack_from(&tmp[..got], recvbuf, layout)? };
+    }
+    Ok(())
+}
+
+/// `MPI_Recv` of `n` elements: the common case (see [`recv_dense`]) straight
+/// to dos's blocking receive, anything else (derived types, `MPI_PROC_NULL`,
+/// errors to report) after it.
+///
 /// # Safety
 /// `buf` valid for `count` elements of `dt`, `status` for a status (or null).
+#[inline(always)]
 pub(crate) unsafe fn recv(
     buf: *mut c_void,
     n: usize,
@@ -524,9 +501,29 @@ pub(crate) unsafe fn recv(
 ) -> R<()> {
     let c = state::comm(comm)?;
     // SAFETY: the caller's contract.
-    if let Some(r) = unsafe { recv_common(&c, buf, n, dt, source, tag, status) } {
-        return r;
+    if let Some((b, s, t)) = unsafe { recv_dense(&c, buf, n, dt, source, tag) } {
+        // SAFETY: the caller's contract.
+        return unsafe { complete_recv(c.recv(b, s, t), None, buf, source, tag, status) };
     }
+    // SAFETY: the caller's contract.
+    unsafe { recv_general(c, buf, n, dt, source, tag, status) }
+}
+
+/// [`recv`] of anything but the common case: derived types,
+/// `MPI_PROC_NULL`, bad arguments.
+///
+/// # Safety
+/// As [`recv`].
+#[inline(never)]
+unsafe fn recv_general(
+    c: Comm,
+    buf: *mut c_void,
+    n: usize,
+    dt: Handle,
+    source: c_int,
+    tag: c_int,
+    status: *mut Status,
+) -> R<()> {
     let (n, dt) = null_peer_type(source, n, dt);
     let l = if datatype::is_derived(dt) {
         datatype::layout_n(n, dt)?
@@ -548,26 +545,12 @@ pub(crate) unsafe fn recv(
             &mut tmp[..]
         }
     };
-    match c.recv(b, s, t) {
-        Ok(st) => {
-            if let Layout::Packed { .. } = l {
-                // SAFETY: the caller's contract.
-                unsafe { crate::types::unpack_from(&tmp[..st.len], buf, &l)? };
-            }
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, recv_status(st)) };
-            Ok(())
-        }
-        Err(e) => {
-            let e = crate::error::Error::from(e);
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, failed_status(source, tag, &e)) };
-            Err(e)
-        }
-    }
+    let r = c.recv(b, s, t);
+    // SAFETY: the caller's contract.
+    unsafe { complete_recv(r, Some((&l, &tmp)), buf, source, tag, status) }
 }
 
-p2p_fn! {
+mpi_fn! {
     /// Blocking receive; a longer message is `MPI_ERR_TRUNCATE`.
     fn MPI_Recv / PMPI_Recv(
         buf: *mut c_void,
@@ -577,8 +560,7 @@ p2p_fn! {
         tag: c_int,
         comm: Handle,
         status: *mut Status,
-    ) on comm,
-    fast { recv_quick(buf, count, datatype, source, tag, comm, status) } => {
+    ) on comm => {
         recv(buf, datatype::count(count)?, datatype, source, tag, comm, status)
     }
 }
@@ -608,8 +590,37 @@ pub(crate) unsafe fn new_request(
 
 /// # Safety
 /// As [`send_args`]; `request` valid for a write.
+#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn isend(
+    mode: Mode,
+    buf: *const c_void,
+    n: usize,
+    dt: Handle,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // The common case first: a predefined type, no layout to build.
+    if mode != Mode::Buffered && !request.is_null() {
+        if let Some(len) = dense_len(n, dt) {
+            // SAFETY: the caller's contract.
+            return unsafe { isend_dense(mode, buf, len, dest, tag, comm, request) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { isend_general(mode, buf, n, dt, dest, tag, comm, request) }
+}
+
+/// [`isend`] of anything but the common case: derived types, buffered
+/// mode, `MPI_PROC_NULL`, bad arguments.
+///
+/// # Safety
+/// As [`isend`].
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn isend_general(
     mode: Mode,
     buf: *const c_void,
     n: usize,
@@ -681,6 +692,25 @@ pub(crate) unsafe fn isend(
         // SAFETY: the caller's contract.
         return unsafe { new_request(DetachedRequest::completed(), ReqKind::Send, comm, request) };
     }
+    let len = bytes_n(n, dt)?;
+    // SAFETY: the caller's contract.
+    unsafe { isend_dense(mode, buf, len, dest, tag, comm, request) }
+}
+
+/// [`isend`] of `len` bytes at `buf` in the standard or synchronous mode.
+///
+/// # Safety
+/// `buf` valid for `len` bytes until the request completes; `request` for a write.
+#[inline(always)]
+unsafe fn isend_dense(
+    mode: Mode,
+    buf: *const c_void,
+    len: usize,
+    dest: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
     // One visit to the state: the communicator is borrowed, not cloned, and
     // the request stored in the same borrow (dos calls back into nothing here).
     let h = state::with(|st| {
@@ -689,7 +719,6 @@ pub(crate) unsafe fn isend(
             .get(&comm)
             .ok_or_else(|| state::bad_comm(comm))?
             .comm;
-        let len = bytes_n(n, dt)?;
         let tag = send_tag(tag)?;
         let d = dest_rank(c, dest)?;
         // SAFETY: the caller's contract.
@@ -715,134 +744,9 @@ pub(crate) unsafe fn isend(
     unsafe { out(request, h, "request") }
 }
 
-/// A buffer pointer for dos: `buf`, or a dangling (aligned, not null) one
-/// when empty (the program may pass null for an empty buffer).
-#[inline]
-fn nonnull_or_empty(buf: *const c_void, len: usize) -> Option<*const u8> {
-    if len == 0 {
-        Some(std::ptr::NonNull::<u8>::dangling().as_ptr())
-    } else if buf.is_null() {
-        None
-    } else {
-        Some(buf.cast())
-    }
-}
-
-/// Stores a new request of the common case (one visit to the state) and
-/// writes its handle; the return code of [`p2p_fn`]'s fast expression.
-/// `start` starts the transfer on the communicator: `None` if the
-/// arguments are not for the fast path (nothing started).
-///
-/// # Safety
-/// `request` not null and valid for a write.
-#[inline]
-unsafe fn new_request_quick(
-    func: &str,
-    comm: Handle,
-    kind: ReqKind,
-    request: *mut Handle,
-    start: impl FnOnce(&Comm) -> Option<dos::Result<DetachedRequest>>,
-) -> Option<c_int> {
-    let r = state::with(|st| {
-        let Some(e) = st.comms.get(&comm) else {
-            return Ok(None);
-        };
-        Ok(start(&e.comm).map(|r| {
-            r.map(|raw| {
-                st.reqs.insert(ReqEntry {
-                    raw,
-                    kind,
-                    comm,
-                    outcome: None,
-                    after: None,
-                })
-            })
-        }))
-    })
-    .ok()??;
-    match r {
-        Ok(h) => {
-            // SAFETY: the caller's contract.
-            unsafe { request.write(h) };
-            Some(abi::SUCCESS)
-        }
-        Err(e) => Some(raise(func, comm, e.into())),
-    }
-}
-
-/// `MPI_Isend`'s common case before the error wrapper (a predefined type,
-/// a rank, a tag not negative; see [`send_quick`]): `None` to take the
-/// general path.
-///
-/// # Safety
-/// As [`isend`].
-#[inline]
-unsafe fn isend_quick(
-    buf: *const c_void,
-    count: c_int,
-    dt: Handle,
-    dest: c_int,
-    tag: c_int,
-    comm: Handle,
-    request: *mut Handle,
-) -> Option<c_int> {
-    if request.is_null() || tag < 0 {
-        return None;
-    }
-    let len = dense_len(usize::try_from(count).ok()?, dt)?;
-    let p = nonnull_or_empty(buf, len)?;
-    // SAFETY: `request` checked; the caller's contract.
-    unsafe {
-        new_request_quick("MPI_Isend", comm, ReqKind::Send, request, |c| {
-            let d = usize::try_from(dest).ok().filter(|&d| d < c.size())?;
-            // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
-            Some(c.isend_detached(p, len, d, tag))
-        })
-    }
-}
-
-/// `MPI_Irecv`'s common case before the error wrapper (see [`isend_quick`]).
-///
-/// # Safety
-/// As [`irecv`].
-#[inline]
-unsafe fn irecv_quick(
-    buf: *mut c_void,
-    count: c_int,
-    dt: Handle,
-    source: c_int,
-    tag: c_int,
-    comm: Handle,
-    request: *mut Handle,
-) -> Option<c_int> {
-    if request.is_null() {
-        return None;
-    }
-    let t = match tag {
-        abi::ANY_TAG => TagSel::Any,
-        t if t >= 0 => TagSel::Tag(t),
-        _ => return None,
-    };
-    let len = dense_len(usize::try_from(count).ok()?, dt)?;
-    let p = nonnull_or_empty(buf, len)?.cast_mut();
-    let kind = ReqKind::Recv { source, tag };
-    // SAFETY: `request` checked; the caller's contract.
-    unsafe {
-        new_request_quick("MPI_Irecv", comm, kind, request, |c| {
-            let s = match source {
-                abi::ANY_SOURCE => Source::Any,
-                s => Source::Rank(usize::try_from(s).ok().filter(|&s| s < c.size())?),
-            };
-            // SAFETY: the caller keeps the buffer until the request completes (MPI's rule).
-            Some(c.irecv_detached(p, len, s, t))
-        })
-    }
-}
-
-p2p_fn! {
+mpi_fn! {
     /// Nonblocking standard send.
-    fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm,
-    fast { isend_quick(buf, count, datatype, dest, tag, comm, request) } => {
+    fn MPI_Isend / PMPI_Isend(buf: *const c_void, count: c_int, datatype: Handle, dest: c_int, tag: c_int, comm: Handle, request: *mut Handle) on comm => {
         isend(Mode::Standard, buf, datatype::count(count)?, datatype, dest, tag, comm, request)
     }
 }
@@ -868,7 +772,7 @@ mpi_fn! {
     }
 }
 
-p2p_fn! {
+mpi_fn! {
     /// Nonblocking receive.
     fn MPI_Irecv / PMPI_Irecv(
         buf: *mut c_void,
@@ -878,8 +782,7 @@ p2p_fn! {
         tag: c_int,
         comm: Handle,
         request: *mut Handle,
-    ) on comm,
-    fast { irecv_quick(buf, count, datatype, source, tag, comm, request) } => {
+    ) on comm => {
         irecv(buf, datatype::count(count)?, datatype, source, tag, comm, request)
     }
 }
@@ -889,7 +792,34 @@ p2p_fn! {
 /// # Safety
 /// `buf` valid for `n` elements of `datatype` until the request completes;
 /// `request` for a write.
+#[inline(always)]
 pub(crate) unsafe fn irecv(
+    buf: *mut c_void,
+    n: usize,
+    datatype: Handle,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
+    // The common case first: a predefined type, no layout to build.
+    if !request.is_null() {
+        if let Some(len) = dense_len(n, datatype) {
+            // SAFETY: the caller's contract.
+            return unsafe { irecv_dense(buf, len, source, tag, comm, request) };
+        }
+    }
+    // SAFETY: the caller's contract.
+    unsafe { irecv_general(buf, n, datatype, source, tag, comm, request) }
+}
+
+/// [`irecv`] of anything but the common case: derived types,
+/// `MPI_PROC_NULL`, bad arguments.
+///
+/// # Safety
+/// As [`irecv`].
+#[inline(never)]
+unsafe fn irecv_general(
     buf: *mut c_void,
     n: usize,
     datatype: Handle,
@@ -908,6 +838,24 @@ pub(crate) unsafe fn irecv(
             return unsafe { irecv_packed(buf, l, source, tag, comm, request) };
         }
     }
+    let len = bytes_n(n, datatype)?;
+    // SAFETY: the caller's contract.
+    unsafe { irecv_dense(buf, len, source, tag, comm, request) }
+}
+
+/// [`irecv`] of `len` bytes into `buf`.
+///
+/// # Safety
+/// `buf` valid for `len` bytes until the request completes; `request` for a write.
+#[inline(always)]
+unsafe fn irecv_dense(
+    buf: *mut c_void,
+    len: usize,
+    source: c_int,
+    tag: c_int,
+    comm: Handle,
+    request: *mut Handle,
+) -> R<()> {
     // One visit to the state, as in `isend`.
     let h = state::with(|st| {
         let c = &st
@@ -915,7 +863,6 @@ pub(crate) unsafe fn irecv(
             .get(&comm)
             .ok_or_else(|| state::bad_comm(comm))?
             .comm;
-        let len = bytes_n(n, datatype)?;
         let t = recv_tag(tag)?;
         let (raw, kind) = match source_sel(c, source)? {
             None => (DetachedRequest::completed(), ReqKind::ProcNull),
@@ -1019,21 +966,20 @@ pub(crate) unsafe fn sendrecv(
         (None, Some(s)) => c.recv(rb, s, rt).map(Some),
         (Some(d), Some(s)) => c.sendrecv(sb, d, stag, rb, s, rt).map(Some),
     };
-    let (st, r) = match r {
-        Ok(None) => (Status::proc_null(), Ok(())),
-        Ok(Some(st)) => {
+    match r {
+        Ok(None) => {
             // SAFETY: the caller's contract.
-            let r = unsafe { crate::p2p4::unpack_received(&x.layout, &x.tmp, st.len, recvbuf) };
-            (recv_status(st), r)
+            unsafe { set_status(status, Status::proc_null()) };
+            Ok(())
         }
-        Err(e) => {
-            let e = crate::error::Error::from(e);
-            (failed_status(source, recvtag, &e), Err(e))
+        Ok(Some(st)) => {
+            let unpack = Some((&x.layout, &x.tmp[..]));
+            // SAFETY: the caller's contract.
+            unsafe { complete_recv(Ok(st), unpack, recvbuf, source, recvtag, status) }
         }
-    };
-    // SAFETY: the caller's contract.
-    unsafe { set_status(status, st) };
-    r
+        // SAFETY: the caller's contract.
+        Err(e) => unsafe { complete_recv(Err(e), None, recvbuf, source, recvtag, status) },
+    }
 }
 
 mpi_fn! {

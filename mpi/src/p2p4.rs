@@ -158,25 +158,6 @@ impl Exchange {
     }
 }
 
-/// After a receive of `got` bytes into `tmp`: unpacks them into `recvbuf`
-/// for a noncontiguous layout (nothing to do for a dense one).
-///
-/// # Safety
-/// `recvbuf` valid for `layout`.
-pub(crate) unsafe fn unpack_received(
-    layout: &Layout,
-    tmp: &[u8],
-    got: usize,
-    recvbuf: *mut c_void,
-) -> R<()> {
-    if let Layout::Packed { .. } = layout {
-        let got = got.min(tmp.len());
-        // SAFETY: the caller's contract.
-        unsafe { crate::types::unpack_from(&tmp[..got], recvbuf, layout)? };
-    }
-    Ok(())
-}
-
 /// `MPI_Isendrecv` of `sn` elements of `stype` from `sendbuf` and `rn` of
 /// `rtype` into `recvbuf`.
 ///
@@ -254,7 +235,7 @@ unsafe fn isendrecv(
                 send.wait()?;
                 drop(keep);
                 // SAFETY: the caller keeps `recvbuf` until the request completes.
-                unsafe { unpack_received(&rl, &tmp, st.bytes() as usize, recvbuf) }
+                unsafe { p2p::unpack_received(&rl, &tmp, st.bytes() as usize, recvbuf) }
             }),
         ),
         // From `MPI_PROC_NULL`: the request is the send's.

@@ -30,7 +30,7 @@ use dos::detached::DetachedRequest;
 
 use crate::abi::{self, Handle, Status};
 use crate::error::{err, R};
-use crate::p2p::{failed_status, recv_status, recv_tag, set_status, source_sel};
+use crate::p2p::{complete_recv, recv_status, recv_tag, set_status, source_sel};
 use crate::ptr::{dst, out, read};
 use crate::state::{self, ReqKind};
 
@@ -482,23 +482,9 @@ pub(crate) unsafe fn mrecv(
     let c = state::comm(abi::COMM_SELF)?;
     // SAFETY: the caller's contract.
     unsafe { out(message, MESSAGE_NULL, "message")? };
-    match c.mrecv(m.msg, b) {
-        Ok(st) => {
-            if let crate::datatype::Layout::Packed { .. } = l {
-                // SAFETY: the caller's contract.
-                unsafe { crate::types::unpack_from(&tmp[..st.len], buf, &l)? };
-            }
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, recv_status(st)) };
-            Ok(())
-        }
-        Err(e) => {
-            let e = crate::error::Error::from(e);
-            // SAFETY: the caller's contract.
-            unsafe { set_status(status, failed_status(source, tag, &e)) };
-            Err(e)
-        }
-    }
+    let r = c.mrecv(m.msg, b);
+    // SAFETY: the caller's contract.
+    unsafe { complete_recv(r, Some((&l, &tmp)), buf, source, tag, status) }
 }
 
 mpi_fn! {

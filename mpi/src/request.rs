@@ -49,7 +49,7 @@ use dos::detached::DetachedRequest;
 use crate::abi::{self, Handle, Status};
 use crate::datatype;
 use crate::error::{err, Error, R};
-use crate::p2p::{failed_status, recv_status, set_status};
+use crate::p2p::{recv_outcome, set_status};
 use crate::persist::{self, around, is_persistent};
 use crate::ptr::{out, read};
 use crate::state::{self, ReqEntry, ReqKind};
@@ -250,11 +250,7 @@ fn outcome_of(kind: ReqKind, r: dos::Result<dos::Status>) -> (Status, Option<Err
                 Some(x),
             )
         }
-        (ReqKind::Recv { .. }, Ok(st)) => (recv_status(st), None),
-        (ReqKind::Recv { source, tag }, Err(x)) => {
-            let x = Error::from(x);
-            (failed_status(source, tag, &x), Some(x))
-        }
+        (ReqKind::Recv { source, tag }, r) => recv_outcome(r, source, tag),
     }
 }
 

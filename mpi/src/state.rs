@@ -112,6 +112,7 @@ impl<T> Table<T> {
         (off % 8 == 0).then(|| self.fixed.len() + off / 8)
     }
 
+    #[inline]
     fn handle(&self, i: usize) -> Handle {
         match self.fixed.get(i) {
             Some(&h) => h,
@@ -125,17 +126,29 @@ impl<T> Table<T> {
         self.items[i] = Some(v);
     }
 
-    /// Stores `v` under a new handle.
+    /// Stores `v` under a new handle (a freed slot if there is one: on the
+    /// path of every nonblocking call, so inlined, without the drop of the
+    /// slot's old value that an assignment would check for).
+    #[inline]
     pub fn insert(&mut self, v: T) -> Handle {
-        let i = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.items.push(None);
-                self.items.len() - 1
+        match self.free.pop().filter(|&i| i < self.items.len()) {
+            Some(i) => {
+                let old = self.items[i].replace(v);
+                // A free slot is empty: `remove` and `discard` empty it
+                // before listing it; nothing to drop.
+                debug_assert!(old.is_none());
+                std::mem::forget(old);
+                self.handle(i)
             }
-        };
-        self.items[i] = Some(v);
-        self.handle(i)
+            None => self.push(v),
+        }
+    }
+
+    /// [`Table::insert`] into a new slot.
+    #[cold]
+    fn push(&mut self, v: T) -> Handle {
+        self.items.push(Some(v));
+        self.handle(self.items.len() - 1)
     }
 
     pub fn get(&self, h: &Handle) -> Option<&T> {
@@ -254,7 +267,7 @@ impl<T> Local<T> {
 
     /// Runs `f` on the value; `None` on another thread than MPI's, or while
     /// the value is borrowed already (a call into MPI from inside MPI).
-    #[inline]
+    #[inline(always)]
     pub fn with<U>(&self, f: impl FnOnce(&mut T) -> U) -> Option<U> {
         if !on_mpi_thread() || self.busy.replace(true) {
             return None;
@@ -415,8 +428,9 @@ fn not_running() -> crate::error::Error {
     }
 }
 
-/// Runs `f` on the state.
-#[inline]
+/// Runs `f` on the state (inlined: on the path of every call, where a
+/// call of its own would save and restore registers around `f`).
+#[inline(always)]
 pub(crate) fn with<T>(f: impl FnOnce(&mut State) -> R<T>) -> R<T> {
     match STATE.with(|s| s.as_mut().map(f)) {
         Some(Some(r)) => r,

@@ -674,3 +674,8 @@ fn mpi_io_on_local_files_without_a_dosfs_and_with_ufs_names() {
     expect_ok(&j, "ufs: names beside a dosfs", "OK withfs 2 ranks");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_blocking_receive_completes_alike_and_allreduce_checks_its_common_case() {
+    passes("dosmpicc", "recv_complete.c");
+}

@@ -1,5 +1,5 @@
-/* The nonblocking calls' fast paths (mpi/src/p2p.rs `isend_quick`,
- * `irecv_quick`, before the error wrapper) and `MPI_Waitall`'s completion of
+/* The nonblocking calls' common case (mpi/src/p2p.rs `isend_dense`,
+ * `irecv_dense`, tested at the head of `isend`/`irecv`) and `MPI_Waitall`'s completion of
  * finished requests in one visit (request.rs `batch`) give what the general
  * paths give: wildcard statuses at the right index, empty messages with null
  * buffers, a truncated receive's MPI_ERR_IN_STATUS, MPI_REQUEST_NULL and
