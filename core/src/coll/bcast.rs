@@ -7,9 +7,7 @@ use std::ops::Range;
 use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, ring_blocks, Binomial};
-use crate::coll::{
-    go_on, split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
-};
+use crate::coll::{bcast_scatters, go_on, split_ranges, tag, Window, TREE_WINDOW};
 use crate::{Comm, Result};
 
 const OP: &str = "bcast";
@@ -20,7 +18,9 @@ impl Comm {
     /// Every rank passes a buffer of the same length. Small buffers travel
     /// down a binomial tree; large ones (from 16 KiB on at
     /// least 4 ranks) are scattered down the tree
-    /// in pieces and reassembled with a ring allgather.
+    /// in pieces and reassembled with a ring allgather, except when the
+    /// job's ranks outnumber the node's CPUs: then every size takes the tree,
+    /// which copies less in total.
     ///
     /// # Errors
     /// [`crate::Error::InvalidRank`] if `root` is not a rank of the communicator.
@@ -42,7 +42,7 @@ impl Comm {
         if let Some(done) = self.node_bcast(buf, root) {
             return done;
         }
-        if bytes >= BCAST_LARGE_BYTES && n >= BCAST_LARGE_MIN_RANKS {
+        if bcast_scatters(bytes, n, self.oversubscribed()) {
             self.bcast_scatter_ring(buf, root)
         } else {
             self.bcast_binomial(buf, root)

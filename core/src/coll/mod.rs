@@ -131,6 +131,36 @@ pub(crate) const ALLGATHER_RING_MIN_BYTES: usize = 128 * 1024;
 /// `alltoall` switches from scattered nonblocking exchange to pairwise exchange
 /// at this block size (bytes per pair of ranks).
 pub(crate) const ALLTOALL_PAIRWISE_MIN_BLOCK: usize = 8 * 1024;
+/// Whether a `bcast` of `bytes` on `n` ranks scatters and ring-allgathers
+/// (van de Geijn) rather than going down a binomial tree.
+///
+/// The scatter + ring shortens the critical path (about 2 copies of the
+/// buffer against log2 n) but copies more in total (the tree copies the
+/// buffer n - 1 times, the ring alone as much again less one block, plus the
+/// scatter), in n - 1 + log2 n steps against log2 n. It pays only while every
+/// rank has a CPU of its own; on an oversubscribed node the ranks take turns
+/// on the CPUs, so the total copying and the steps (each a hand-over of a
+/// CPU) decide: 4 ranks on 2 cores copy 3 buffers' worth down the tree, in
+/// 2 steps, against 4 in 5 (ARCHITECTURE.md, "Collectives on an
+/// oversubscribed node").
+pub(crate) fn bcast_scatters(bytes: usize, n: usize, oversubscribed: bool) -> bool {
+    bytes >= BCAST_LARGE_BYTES && n >= BCAST_LARGE_MIN_RANKS && !oversubscribed
+}
+
+/// Whether an `alltoall` of blocks of `block` bytes on `n` ranks goes
+/// pairwise, one peer per step, rather than scattered (every peer's
+/// exchange in flight at once).
+///
+/// Two ranks: one send-receive either way, the pairwise one without a
+/// window of requests. Large blocks: pairwise keeps one peer's traffic in
+/// flight, while every rank has a CPU. On an oversubscribed node each
+/// pairwise step waits until both partners have been on a CPU, n - 1
+/// hand-overs in a row, whereas the scattered exchange lets a rank serve
+/// every peer whose request has arrived whenever it runs.
+pub(crate) fn alltoall_goes_pairwise(block: usize, n: usize, oversubscribed: bool) -> bool {
+    n == 2 || (block >= ALLTOALL_PAIRWISE_MIN_BLOCK && !oversubscribed)
+}
+
 /// Peers in flight at once in the scattered `alltoall(v)` and the linear `gather`/`scatter`.
 pub(crate) const ALLTOALL_WINDOW: usize = 32;
 /// Sends to the children of a tree node in flight at once (a node of a
@@ -431,6 +461,14 @@ impl Comm {
         Ok(())
     }
 
+    /// Whether this job's ranks outnumber the node's CPUs (fixed at
+    /// start-up): then a collective's total copying, not its critical path,
+    /// sets its time, since the ranks take turns on the CPUs.
+    #[inline]
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.eng.enter().crowding.oversubscribed()
+    }
+
     /// Byte size from which local reductions run in parallel.
     #[inline]
     pub(crate) fn par_bytes(&self) -> usize {
@@ -535,6 +573,26 @@ mod tests {
         });
         with_scratch::<u8, _>(SMALL_BYTES + 1, |s| assert!(s.iter().all(|&b| b == 0)));
         with_scratch::<(), _>(5, |s| assert_eq!(s.len(), 5));
+    }
+
+    #[test]
+    fn an_oversubscribed_node_takes_the_algorithms_that_copy_least() {
+        let k = 1024;
+        // Ranks with CPUs of their own: as before.
+        assert!(!bcast_scatters(16 * k - 1, 4, false));
+        assert!(bcast_scatters(16 * k, 4, false));
+        assert!(!bcast_scatters(1 << 20, 3, false));
+        assert!(alltoall_goes_pairwise(8 * k, 4, false));
+        assert!(!alltoall_goes_pairwise(8 * k - 1, 4, false));
+        // Oversubscribed: the binomial tree and the scattered exchange at
+        // every size; two ranks still exchange with one send-receive.
+        for bytes in [16 * k, 64 * k, 1 << 20] {
+            assert!(!bcast_scatters(bytes, 4, true));
+            assert!(!bcast_scatters(bytes, 64, true));
+            assert!(!alltoall_goes_pairwise(bytes, 4, true));
+        }
+        assert!(alltoall_goes_pairwise(64 * k, 2, true));
+        assert!(alltoall_goes_pairwise(1, 2, false));
     }
 
     #[test]
