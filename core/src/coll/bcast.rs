@@ -7,7 +7,7 @@ use std::ops::Range;
 use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, ring_blocks, Binomial};
-use crate::coll::{bcast_scatters, go_on, split_ranges, tag, Window, TREE_WINDOW};
+use crate::coll::{bcast_algorithm, go_on, split_ranges, tag, BcastAlgo, Window, TREE_WINDOW};
 use crate::{Comm, Result};
 
 const OP: &str = "bcast";
@@ -19,8 +19,9 @@ impl Comm {
     /// down a binomial tree; large ones (from 16 KiB on at
     /// least 4 ranks) are scattered down the tree
     /// in pieces and reassembled with a ring allgather, except when the
-    /// job's ranks outnumber the node's CPUs: then every size takes the tree,
-    /// which copies less in total.
+    /// job's ranks outnumber the node's CPUs (a job on one node): then from
+    /// 16 KiB on the root sends to every rank itself (up to 16 ranks; the
+    /// tree beyond), in one step and with the least copying.
     ///
     /// # Errors
     /// [`crate::Error::InvalidRank`] if `root` is not a rank of the communicator.
@@ -42,11 +43,27 @@ impl Comm {
         if let Some(done) = self.node_bcast(buf, root) {
             return done;
         }
-        if bcast_scatters(bytes, n, self.oversubscribed()) {
-            self.bcast_scatter_ring(buf, root)
-        } else {
-            self.bcast_binomial(buf, root)
+        match bcast_algorithm(bytes, n, self.oversubscribed()) {
+            BcastAlgo::ScatterRing => self.bcast_scatter_ring(buf, root),
+            BcastAlgo::Flat => self.bcast_flat(buf, root),
+            BcastAlgo::Binomial => self.bcast_binomial(buf, root),
         }
+    }
+
+    /// The root sends to every rank itself (in windows of [`TREE_WINDOW`]).
+    fn bcast_flat<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let n = self.size();
+        if self.rank() != root {
+            return self.c_recv(OP, buf, root, tag::BCAST);
+        }
+        let buf: &[T] = buf;
+        crate::scope(|s| {
+            let mut w = Window::<TREE_WINDOW>::new(OP);
+            for i in 1..n {
+                self.c_isend(s, &mut w, buf, (root + i) % n, tag::BCAST)?;
+            }
+            w.wait_all()
+        })
     }
 
     fn bcast_binomial<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
