@@ -8,8 +8,8 @@ use bytemuck::Pod;
 
 use crate::coll::sched::pairwise;
 use crate::coll::{
-    alltoall_goes_pairwise, check_layout, check_len, go_on, in_rank_order, tag, Carver, Window,
-    ALLTOALL_WINDOW,
+    check_layout, check_len, go_on, in_rank_order, tag, Carver, Window,
+    ALLTOALL_PAIRWISE_MIN_BLOCK, ALLTOALL_WINDOW,
 };
 use crate::{Comm, Result};
 
@@ -19,9 +19,7 @@ impl Comm {
     ///
     /// `send` and `recv` both hold `size()` blocks of equal length. Blocks
     /// below 8 KiB are exchanged with all peers at once (in windows of 32),
-    /// larger ones (and any block on two ranks) pairwise, one peer per step,
-    /// except when the job's ranks outnumber the node's CPUs: then blocks of
-    /// every size go at once.
+    /// larger ones (and any block on two ranks) pairwise, one peer per step.
     ///
     /// # Errors
     /// [`crate::Error::InvalidBuffer`] if the lengths differ or are not a
@@ -56,7 +54,9 @@ impl Comm {
         }
         recv[r * blk..(r + 1) * blk].copy_from_slice(&send[r * blk..(r + 1) * blk]);
         let block = |i: usize| i * blk..(i + 1) * blk;
-        if alltoall_goes_pairwise(blk * std::mem::size_of::<T>(), n, self.oversubscribed()) {
+        // Two ranks: the pairwise exchange is a single send-receive, cheaper
+        // than setting up a window of requests.
+        if n == 2 || blk * std::mem::size_of::<T>() >= ALLTOALL_PAIRWISE_MIN_BLOCK {
             self.alltoall_pairwise(OP, send, recv, block, block)
         } else {
             self.alltoall_scattered(OP, send, recv, block, block)

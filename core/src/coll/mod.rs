@@ -176,20 +176,6 @@ pub(crate) fn bcast_algorithm(bytes: usize, n: usize, oversubscribed: bool) -> B
     }
 }
 
-/// Whether an `alltoall` of blocks of `block` bytes on `n` ranks goes
-/// pairwise, one peer per step, rather than scattered (every peer's
-/// exchange in flight at once).
-///
-/// Two ranks: one send-receive either way, the pairwise one without a
-/// window of requests. Large blocks: pairwise keeps one peer's traffic in
-/// flight, while every rank has a CPU. On an oversubscribed node each
-/// pairwise step waits until both partners have been on a CPU, n - 1
-/// hand-overs in a row, whereas the scattered exchange lets a rank serve
-/// every peer whose request has arrived whenever it runs.
-pub(crate) fn alltoall_goes_pairwise(block: usize, n: usize, oversubscribed: bool) -> bool {
-    n == 2 || (block >= ALLTOALL_PAIRWISE_MIN_BLOCK && !oversubscribed)
-}
-
 /// Peers in flight at once in the scattered `alltoall(v)` and the linear `gather`/`scatter`.
 pub(crate) const ALLTOALL_WINDOW: usize = 32;
 /// Sends to the children of a tree node in flight at once (a node of a
@@ -610,29 +596,21 @@ mod tests {
     }
 
     #[test]
-    fn an_oversubscribed_node_takes_the_algorithms_that_copy_least() {
+    fn an_oversubscribed_node_broadcasts_flat_from_16k() {
         let k = 1024;
         // Ranks with CPUs of their own: as before.
         use BcastAlgo::*;
         assert_eq!(bcast_algorithm(16 * k - 1, 4, false), Binomial);
         assert_eq!(bcast_algorithm(16 * k, 4, false), ScatterRing);
         assert_eq!(bcast_algorithm(1 << 20, 3, false), Binomial);
-        assert!(alltoall_goes_pairwise(8 * k, 4, false));
-        assert!(!alltoall_goes_pairwise(8 * k - 1, 4, false));
         // Oversubscribed: the flat bcast from 16 KiB on (the tree for many
-        // ranks) and the scattered exchange at every size; two ranks still
-        // exchange with one send-receive.
+        // ranks).
         assert_eq!(bcast_algorithm(16 * k - 1, 4, true), Binomial);
         for bytes in [16 * k, 64 * k, 1 << 20] {
             assert_eq!(bcast_algorithm(bytes, 4, true), Flat);
             assert_eq!(bcast_algorithm(bytes, BCAST_FLAT_MAX_RANKS, true), Flat);
             assert_eq!(bcast_algorithm(bytes, 64, true), Binomial);
         }
-        for bytes in [8 * k, 64 * k, 1 << 20] {
-            assert!(!alltoall_goes_pairwise(bytes, 4, true));
-        }
-        assert!(alltoall_goes_pairwise(64 * k, 2, true));
-        assert!(alltoall_goes_pairwise(1, 2, false));
     }
 
     #[test]
