@@ -1,5 +1,6 @@
 //! `bcast`: binomial tree, or scatter + ring allgather (van de Geijn) for
-//! large buffers.
+//! large buffers, or flat (the root to every rank) for large buffers when the
+//! job's ranks outnumber the node's CPUs (see `coll::bcast_algorithm`).
 
 use std::mem::size_of_val;
 use std::ops::Range;
