@@ -18,7 +18,13 @@
 #      (two-sided and collectives, then one-sided: put_lat get_lat put_bw atomic_lat);
 #      Open MPI runs with `--mca btl self,vader --bind-to core`, dosrun with
 #      `--bind-to core` when it has that option (override with DOSRUN_FLAGS);
-#   3. the same for allreduce of 8 bytes on 4 ranks on the 2 cores (oversubscribed);
+#   3. the same for every rank count of NP (default "2"; NP="2 4" gives the
+#      issue's tables with 2 and 4 ranks): latency, bw, bibw and the one-sided
+#      benchmarks pair ranks 0 and 1 (the others wait in the benchmark's
+#      barriers, as with OSU), the collectives run on all ranks; a count above
+#      the cores runs oversubscribed (unbound; Open MPI `--oversubscribe`).
+#      Without 4 in NP, allreduce of 8 bytes on 4 ranks on the 2 cores still
+#      runs, as one row;
 #   4. the C anchor: benches/c/pingpong.c (an OSU-style ping-pong latency and
 #      window-of-64 bandwidth loop in plain C MPI), compiled with Open MPI's
 #      mpicc and with dos's mpi/bin/dosmpicc (libmpi of the dos-mpi crate), run
@@ -53,7 +59,7 @@
 # MAX_SIZE (largest size; default each benchmark's own, 4M or 1M), BAND (1:
 # sizes per job; more makes fewer, longer jobs), ITERS (2000) and WARMUP (200)
 # (dosbench's --iters/--warmup: the small-message counts; a tenth above 8K),
-# C_ANCHOR (1), CLUSTER (unset), BENCH_ARGS
+# NP (2: the rank counts, e.g. "2 4"), C_ANCHOR (1), CLUSTER (unset), BENCH_ARGS
 # (extra dosbench options for every 2-rank run), BENCHES (all eleven, in order;
 # with CLUSTER=1 the point-to-point and one-sided ones),
 # DOSRUN_FLAGS, MPIRUN_FLAGS, STARTUP_RUNS (30), MPIBENCH (an rsmpi dosbench to
@@ -75,6 +81,7 @@ BAND=${BAND:-1}
 C_ANCHOR=${C_ANCHOR:-1}
 read -r -a BENCHES <<<"${BENCHES:-${DEFAULT_BENCHES:-latency bw bibw allreduce bcast alltoall barrier put_lat get_lat put_bw atomic_lat}}"
 read -r -a EXTRA <<<"${BENCH_ARGS:-}"
+read -r -a NPS <<<"${NP:-2}"
 if [[ -n "${QUICK:-}" ]]; then
     MAX_SIZE=${MAX_SIZE:-64K}
     ITERS=${ITERS:-1000}
@@ -335,13 +342,19 @@ else
 # ---- 2, 3 and 4. interleaved benchmark runs -----------------------------------
 for ((rep = 1; rep <= REPS; rep++)); do
     PROG=bench
-    for b in "${BENCHES[@]}"; do
-        log "rep $rep/$REPS: $b"
-        sweep 2 "${DOSRUN_ARGS[*]}" "${MPIRUN_ARGS[*]}" "$b" "$b" "${EXTRA[@]}"
+    for n in "${NPS[@]}"; do
+        # More ranks than cores: unbound and oversubscribed on both sides.
+        if ((n <= $(nproc))); then dl=${DOSRUN_ARGS[*]} ml=${MPIRUN_ARGS[*]}; else dl=${DOSRUN_OVER[*]} ml=${MPIRUN_OVER[*]}; fi
+        for b in "${BENCHES[@]}"; do
+            log "rep $rep/$REPS: $b on $n ranks"
+            sweep "$n" "$dl" "$ml" "$b" "$b" "${EXTRA[@]}"
+        done
     done
-    log "rep $rep/$REPS: allreduce 8 B on 4 ranks (oversubscribed)"
-    TURN=$((TURN + 1))
-    pair "$TURN" 4 "${DOSRUN_OVER[*]}" "${MPIRUN_OVER[*]}" allreduce --min-size 8 --max-size 8 --iters 2000 --warmup 200
+    if [[ " ${NPS[*]} " != *" 4 "* ]]; then
+        log "rep $rep/$REPS: allreduce 8 B on 4 ranks (oversubscribed)"
+        TURN=$((TURN + 1))
+        pair "$TURN" 4 "${DOSRUN_OVER[*]}" "${MPIRUN_OVER[*]}" allreduce --min-size 8 --max-size 8 --iters 2000 --warmup 200
+    fi
     if [[ $C_ANCHOR != 0 ]]; then
         PROG=c
         log "rep $rep/$REPS: C anchor, latency and bw"
@@ -406,7 +419,7 @@ summary=$OUT/summary.md
         echo "MPI: $(mpirun --version 2>/dev/null | head -1), \`${MPIRUN_ARGS[*]}\`; dosrun: \`${DOSRUN_ARGS[*]:-(defaults)}\`."
     fi
     echo "Load average (1, 5, 15 min) before: $LOAD_START; after: $(cut -d' ' -f1-3 /proc/loadavg)."
-    echo "Medians and min-max over $REPS repetitions, dos and MPI alternating within each size (${BAND} size(s) per job; \`${EXTRA[*]}\`${MAX_SIZE:+, sizes up to $MAX_SIZE})."
+    echo "Medians and min-max over $REPS repetitions, dos and MPI alternating within each size (${BAND} size(s) per job; \`${EXTRA[*]}\`${MAX_SIZE:+, sizes up to $MAX_SIZE}; ranks: ${NPS[*]}, above $(nproc) unbound and oversubscribed: dosrun \`${DOSRUN_OVER[*]}\`, mpirun \`${MPIRUN_OVER[*]}\`)."
     echo "dos/mpi below 1 is better for dos in us, above 1 in MB/s; \"even\" is within ±5%."
     echo
     "$CMP" compare "$OUT/dos.jsonl" "$OUT/mpi.jsonl" ${CLUSTER:+"$OUT/raw.jsonl"}

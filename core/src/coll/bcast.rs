@@ -1,5 +1,6 @@
 //! `bcast`: binomial tree, or scatter + ring allgather (van de Geijn) for
-//! large buffers.
+//! large buffers, or flat (the root to every rank) for large buffers when the
+//! job's ranks outnumber the node's CPUs (see `coll::bcast_algorithm`).
 
 use std::mem::size_of_val;
 use std::ops::Range;
@@ -7,9 +8,7 @@ use std::ops::Range;
 use bytemuck::Pod;
 
 use crate::coll::sched::{real, rel, ring_blocks, Binomial};
-use crate::coll::{
-    go_on, split_ranges, tag, Window, BCAST_LARGE_BYTES, BCAST_LARGE_MIN_RANKS, TREE_WINDOW,
-};
+use crate::coll::{bcast_algorithm, go_on, split_ranges, tag, BcastAlgo, Window, TREE_WINDOW};
 use crate::{Comm, Result};
 
 const OP: &str = "bcast";
@@ -20,7 +19,10 @@ impl Comm {
     /// Every rank passes a buffer of the same length. Small buffers travel
     /// down a binomial tree; large ones (from 16 KiB on at
     /// least 4 ranks) are scattered down the tree
-    /// in pieces and reassembled with a ring allgather.
+    /// in pieces and reassembled with a ring allgather, except when the
+    /// job's ranks outnumber the node's CPUs (a job on one node): then from
+    /// 16 KiB on the root sends to every rank itself (up to 16 ranks; the
+    /// tree beyond), in one step and with the least copying.
     ///
     /// # Errors
     /// [`crate::Error::InvalidRank`] if `root` is not a rank of the communicator.
@@ -42,11 +44,27 @@ impl Comm {
         if let Some(done) = self.node_bcast(buf, root) {
             return done;
         }
-        if bytes >= BCAST_LARGE_BYTES && n >= BCAST_LARGE_MIN_RANKS {
-            self.bcast_scatter_ring(buf, root)
-        } else {
-            self.bcast_binomial(buf, root)
+        match bcast_algorithm(bytes, n, self.oversubscribed()) {
+            BcastAlgo::ScatterRing => self.bcast_scatter_ring(buf, root),
+            BcastAlgo::Flat => self.bcast_flat(buf, root),
+            BcastAlgo::Binomial => self.bcast_binomial(buf, root),
         }
+    }
+
+    /// The root sends to every rank itself (in windows of [`TREE_WINDOW`]).
+    fn bcast_flat<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {
+        let n = self.size();
+        if self.rank() != root {
+            return self.c_recv(OP, buf, root, tag::BCAST);
+        }
+        let buf: &[T] = buf;
+        crate::scope(|s| {
+            let mut w = Window::<TREE_WINDOW>::new(OP);
+            for i in 1..n {
+                self.c_isend(s, &mut w, buf, (root + i) % n, tag::BCAST)?;
+            }
+            w.wait_all()
+        })
     }
 
     fn bcast_binomial<T: Pod>(&self, buf: &mut [T], root: usize) -> Result<()> {

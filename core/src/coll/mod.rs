@@ -131,6 +131,51 @@ pub(crate) const ALLGATHER_RING_MIN_BYTES: usize = 128 * 1024;
 /// `alltoall` switches from scattered nonblocking exchange to pairwise exchange
 /// at this block size (bytes per pair of ranks).
 pub(crate) const ALLTOALL_PAIRWISE_MIN_BLOCK: usize = 8 * 1024;
+/// How a `bcast` travels (see [`bcast_algorithm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BcastAlgo {
+    /// Down a binomial tree: log2 n steps, the buffer copied n - 1 times.
+    Binomial,
+    /// From the root to every rank directly: one step, n - 1 copies.
+    Flat,
+    /// Scattered down the tree, then a ring allgather (van de Geijn).
+    ScatterRing,
+}
+
+/// Communicators up to this size take the flat `bcast` when oversubscribed.
+pub(crate) const BCAST_FLAT_MAX_RANKS: usize = 16;
+
+/// The algorithm of a `bcast` of `bytes` on `n` ranks.
+///
+/// The scatter + ring shortens the critical path (about 2 copies of the
+/// buffer against log2 n) but copies more in total (the tree copies the
+/// buffer n - 1 times, the ring alone as much again less one block, plus the
+/// scatter), in n - 1 + log2 n steps against log2 n. It pays only while every
+/// rank has a CPU of its own. On an oversubscribed node the ranks take turns
+/// on the CPUs, so the total copying and the steps (each a hand-over of a
+/// CPU) decide: from 16 KiB on (rendezvous messages, which each receiver
+/// copies from the root's buffer itself) the flat bcast copies as little as
+/// the tree (n - 1 buffers) in one step, each rank depending on the root
+/// alone; 4 ranks on 2 cores took 4 buffers' worth in 5 steps by the ring,
+/// 3 in 2 by the tree, 3 in 1 flat. Below, where the sender copies into the
+/// rings, the tree shares the copying out among the ranks (ARCHITECTURE.md,
+/// "Session 12: collectives on an oversubscribed node").
+pub(crate) fn bcast_algorithm(bytes: usize, n: usize, oversubscribed: bool) -> BcastAlgo {
+    if bytes < BCAST_LARGE_BYTES {
+        BcastAlgo::Binomial
+    } else if oversubscribed {
+        if n <= BCAST_FLAT_MAX_RANKS {
+            BcastAlgo::Flat
+        } else {
+            BcastAlgo::Binomial
+        }
+    } else if n >= BCAST_LARGE_MIN_RANKS {
+        BcastAlgo::ScatterRing
+    } else {
+        BcastAlgo::Binomial
+    }
+}
+
 /// Peers in flight at once in the scattered `alltoall(v)` and the linear `gather`/`scatter`.
 pub(crate) const ALLTOALL_WINDOW: usize = 32;
 /// Sends to the children of a tree node in flight at once (a node of a
@@ -431,6 +476,19 @@ impl Comm {
         Ok(())
     }
 
+    /// Whether this job's ranks outnumber the node's CPUs (fixed at
+    /// start-up): then a collective's total copying, not its critical path,
+    /// sets its time, since the ranks take turns on the CPUs.
+    ///
+    /// Every rank of a communicator must choose the same algorithm, so only
+    /// a job on one node, whose ranks all judge the same node, says yes (on
+    /// several nodes the nodes may differ).
+    #[inline]
+    pub(crate) fn oversubscribed(&self) -> bool {
+        let e = self.eng.enter();
+        e.links.net.is_none() && e.crowding.oversubscribed()
+    }
+
     /// Byte size from which local reductions run in parallel.
     #[inline]
     pub(crate) fn par_bytes(&self) -> usize {
@@ -535,6 +593,24 @@ mod tests {
         });
         with_scratch::<u8, _>(SMALL_BYTES + 1, |s| assert!(s.iter().all(|&b| b == 0)));
         with_scratch::<(), _>(5, |s| assert_eq!(s.len(), 5));
+    }
+
+    #[test]
+    fn an_oversubscribed_node_broadcasts_flat_from_16k() {
+        let k = 1024;
+        // Ranks with CPUs of their own: as before.
+        use BcastAlgo::*;
+        assert_eq!(bcast_algorithm(16 * k - 1, 4, false), Binomial);
+        assert_eq!(bcast_algorithm(16 * k, 4, false), ScatterRing);
+        assert_eq!(bcast_algorithm(1 << 20, 3, false), Binomial);
+        // Oversubscribed: the flat bcast from 16 KiB on (the tree for many
+        // ranks).
+        assert_eq!(bcast_algorithm(16 * k - 1, 4, true), Binomial);
+        for bytes in [16 * k, 64 * k, 1 << 20] {
+            assert_eq!(bcast_algorithm(bytes, 4, true), Flat);
+            assert_eq!(bcast_algorithm(bytes, BCAST_FLAT_MAX_RANKS, true), Flat);
+            assert_eq!(bcast_algorithm(bytes, 64, true), Binomial);
+        }
     }
 
     #[test]

@@ -189,6 +189,13 @@ impl Crowding {
         }
     }
 
+    /// Whether this job alone puts more ranks on the node than it has CPUs
+    /// (fixed at start-up; the collectives choose their algorithms by it).
+    #[inline]
+    pub(crate) fn oversubscribed(&self) -> bool {
+        self.local_ranks > self.cpus
+    }
+
     /// The policy of the level last read (no reading).
     #[inline]
     pub(crate) fn current(&self) -> &Policy {
