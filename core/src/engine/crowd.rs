@@ -25,7 +25,10 @@
 //! pipeline stalls at every ring's worth of chunks while one of the two is
 //! off its CPU. When this job's own ranks outnumber the CPUs, the rank we
 //! wait for may be the one that needs our CPU: a waiter hands it over at once
-//! (no spinning, `sched_yield` for 500 us). Measured on this 2-core VM, load
+//! and sleeps on its doorbell after one idle progress pass (no spinning, no
+//! `sched_yield` loop: a yielding rank is still runnable, and with many
+//! ranks per CPU the yielders took the CPUs from the ranks with work;
+//! ARCHITECTURE.md, "Waiting", session 12). Measured on this 2-core VM, load
 //! average 19-23, `dosbench bw`, GB/s of the pipeline against CMA:
 //! 0.60/0.93 at 64 KiB, 0.51/0.83 at 256 KiB, 0.36/1.09 at 1 MiB.
 //!
@@ -146,7 +149,11 @@ pub(crate) fn policy(crowd: Crowd, set: Settings) -> Policy {
         // But yield longer before sleeping: the other work gets the CPU
         // while the rank still needs no wake-up.
         Crowd::Crowded => (1000, 500, RndvMode::Cma),
-        Crowd::Oversubscribed => (0, 500, RndvMode::Cma),
+        // Sleep at once: yielding keeps the rank runnable, and with several
+        // ranks per CPU the yielders crowd out the ranks with work (MPICH's
+        // sendflood, 8 ranks, load 15: 62 s with 500 us of yielding, 38 s
+        // without; allreduce 8 B on 4 ranks: median 30 us against 71 us).
+        Crowd::Oversubscribed => (0, 0, RndvMode::Cma),
     };
     let us = |v: u32| Duration::from_micros(v as u64);
     Policy {
@@ -299,7 +306,7 @@ mod tests {
         assert_eq!((crowded.spin, crowded.yield_for), (ms(1000), ms(500)));
         assert_eq!(crowded.rndv, RndvMode::Cma);
         let over = policy(Crowd::Oversubscribed, auto());
-        assert_eq!((over.spin, over.yield_for), (ms(0), ms(500)));
+        assert_eq!((over.spin, over.yield_for), (ms(0), ms(0)));
         assert_eq!(over.rndv, RndvMode::Cma);
         let given = policy(
             Crowd::Oversubscribed,
