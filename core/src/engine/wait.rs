@@ -124,6 +124,11 @@ impl Engine {
         // Nobody rings our bell when a full ring drains: poll briskly then.
         let busy = {
             let st = self.st.borrow();
+            if !st.woken.is_empty() {
+                // A schedule's transfer completed outside a progress pass's
+                // service step: the next pass advances it; no sleeping.
+                return Ok(());
+            }
             st.npending > 0 || !st.streams.is_empty()
         };
         let timeout = if busy {
