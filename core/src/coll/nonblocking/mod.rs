@@ -28,12 +28,17 @@
 //! A nonblocking collective is a *schedule*: a list of steps (send a piece of
 //! a buffer to a rank, receive one, copy, reduce, and *wait* for every
 //! transfer posted since the last wait), built up front from the rank and the
-//! communicator size, as in libNBC. The schedule lives in the engine; every
-//! time the engine makes progress on the thread that owns the world (in any
-//! dos call: a wait, a test, a send, a blocking collective, a probe) it runs
-//! the steps of each schedule until one waits for a transfer still in flight.
-//! The request the caller holds is an engine request that completes when the
-//! schedule has run its last step. (The RPC service thread, which drives the
+//! communicator size, as in libNBC. The schedule lives in the engine, which
+//! runs its steps until one waits for a transfer still in flight; then the
+//! schedule *watches* that transfer's engine request (`Engine::watch`). When
+//! a watched request completes, the engine pushes the schedule's key onto a
+//! ready queue, and the next progress pass on the thread that owns the world
+//! (in any dos call: a wait, a test, a send, a blocking collective, a probe)
+//! advances the schedules of that queue, and only those: a pass costs
+//! nothing for schedules that wait for messages still to come, however many
+//! are outstanding (a wait that posted `k` transfers wakes its schedule at
+//! most `k` times in all). The request the caller holds is an engine request
+//! that completes when the schedule has run its last step. (The RPC service thread, which drives the
 //! engine while the main thread computes, advances the transfers but not the
 //! schedules: a schedule may run the caller's reduction operation, which
 //! belongs to the main thread.)
