@@ -429,9 +429,8 @@ proptest::proptest! {
                     assert_eq!(got, [round]);
                     let i = (next() % reqs.len() as u64) as usize;
                     let Some(q) = reqs[i].take() else { continue };
-                    if next() % 2 == 0 {
-                        q.wait().unwrap();
-                    } else if q.test() {
+                    // Waited, or tested and put back if not complete.
+                    if next() % 2 == 0 || q.test() {
                         q.wait().unwrap();
                     } else {
                         reqs[i] = Some(q);
