@@ -2,13 +2,9 @@
 //! (`DOS_SPIN_US`/`DOS_YIELD_US` under `auto`) and the rendezvous protocol
 //! (`DOS_RNDV=auto`); ARCHITECTURE.md, "Mid sizes" and "Waiting".
 //!
-//! Four levels ([`Crowd`]):
-//! * **Swamped**: more than two of this job's ranks per CPU (known at
-//!   start-up, never changes), or more ranks than CPUs while other work
-//!   crowds the node as well (the load average and the runnable count both
-//!   above this job's ranks plus the CPUs).
+//! Three levels ([`Crowd`]):
 //! * **Oversubscribed**: this job alone puts more ranks on the node than it
-//!   has CPUs, up to two per CPU, and nothing else crowds it.
+//!   has CPUs. Known at start-up and never changes.
 //! * **Crowded**: other work (other jobs, dosfs servers, builds) wants the
 //!   CPUs too: both the one-minute load average *and* the number of
 //!   runnable threads right now (`/proc/loadavg`'s fourth field, which
@@ -29,12 +25,7 @@
 //! pipeline stalls at every ring's worth of chunks while one of the two is
 //! off its CPU. When this job's own ranks outnumber the CPUs, the rank we
 //! wait for may be the one that needs our CPU: a waiter hands it over at once
-//! (no spinning, `sched_yield` for 500 us: with a few ranks per CPU the one
-//! we wait for runs next, and no wake-up is paid). When the node is swamped,
-//! a waiter sleeps on its doorbell after one idle progress pass: a yielding
-//! rank is still runnable, and with many runnable threads per CPU the
-//! yielders took the CPUs from the ranks with work (ARCHITECTURE.md,
-//! "Waiting", session 12). Measured on this 2-core VM, load
+//! (no spinning, `sched_yield` for 500 us). Measured on this 2-core VM, load
 //! average 19-23, `dosbench bw`, GB/s of the pipeline against CMA:
 //! 0.60/0.93 at 64 KiB, 0.51/0.83 at 256 KiB, 0.36/1.09 at 1 MiB.
 //!
@@ -63,12 +54,8 @@ pub(crate) enum Crowd {
     Free,
     /// Other work competes for the CPUs.
     Crowded,
-    /// The job has more ranks on the node than it has CPUs (at most two per
-    /// CPU), and nothing else crowds it.
+    /// The job has more ranks on the node than it has CPUs.
     Oversubscribed,
-    /// More than two ranks of the job per CPU, or more than one while other
-    /// work crowds the node too.
-    Swamped,
 }
 
 /// One reading of `/proc/loadavg`.
@@ -93,17 +80,8 @@ pub(crate) fn parse(text: &[u8]) -> Option<Loadavg> {
 /// The level for `local_ranks` ranks of this job on a node of `cpus` CPUs
 /// whose load was last read as `load` (`None`: unreadable, counts as free).
 pub(crate) fn judge(local_ranks: usize, cpus: usize, load: Option<Loadavg>) -> Crowd {
-    if local_ranks > 2 * cpus {
-        return Crowd::Swamped;
-    }
     if local_ranks > cpus {
-        // Our own ranks count among the runnable threads (all of them while
-        // they yield): other work crowds the node only beyond them.
-        let beyond = (local_ranks + cpus) as f64;
-        return match load {
-            Some(l) if l.load1 > beyond && f64::from(l.runnable) > beyond => Crowd::Swamped,
-            _ => Crowd::Oversubscribed,
-        };
+        return Crowd::Oversubscribed;
     }
     match load {
         Some(l) if l.load1 > cpus as f64 && l.runnable as usize > cpus => Crowd::Crowded,
@@ -168,16 +146,7 @@ pub(crate) fn policy(crowd: Crowd, set: Settings) -> Policy {
         // But yield longer before sleeping: the other work gets the CPU
         // while the rank still needs no wake-up.
         Crowd::Crowded => (1000, 500, RndvMode::Cma),
-        // A few ranks per CPU on a quiet node: the rank we wait for gets our
-        // CPU when we yield, without a wake-up (4 ranks on 2 cores, 8-byte
-        // allreduce: 3.7 us yielding, 20-30 us blocking early; session 9).
         Crowd::Oversubscribed => (0, 500, RndvMode::Cma),
-        // Sleep at once: yielding keeps the rank runnable, and with many
-        // runnable threads per CPU the yielders crowd out the ranks with work
-        // (MPICH's sendflood, 8 ranks, load 15: 62 s with 500 us of yielding,
-        // 38 s without; 8-byte allreduce on 4 ranks at load 15: median
-        // 30 us against 71 us; BENCHMARKS.md, session 12).
-        Crowd::Swamped => (0, 0, RndvMode::Cma),
     };
     let us = |v: u32| Duration::from_micros(v as u64);
     Policy {
@@ -200,7 +169,7 @@ pub(crate) fn policy(crowd: Crowd, set: Settings) -> Policy {
 pub(crate) struct Crowding {
     local_ranks: usize,
     cpus: usize,
-    policies: [Policy; 4],
+    policies: [Policy; 3],
     at: Cell<Option<Instant>>,
     level: Cell<Crowd>,
 }
@@ -214,12 +183,7 @@ impl Crowding {
         Crowding {
             local_ranks,
             cpus,
-            policies: [
-                p(Crowd::Free),
-                p(Crowd::Crowded),
-                p(Crowd::Oversubscribed),
-                p(Crowd::Swamped),
-            ],
+            policies: [p(Crowd::Free), p(Crowd::Crowded), p(Crowd::Oversubscribed)],
             at: Cell::new(None),
             level: Cell::new(first),
         }
@@ -252,8 +216,8 @@ impl Crowding {
 
     #[cold]
     fn reread(&self, now: Instant) -> &Policy {
-        let level = if self.local_ranks > 2 * self.cpus {
-            Crowd::Swamped
+        let level = if self.local_ranks > self.cpus {
+            Crowd::Oversubscribed
         } else {
             let mut buf = [0u8; 128];
             let load = std::fs::File::open("/proc/loadavg")
@@ -294,19 +258,10 @@ mod tests {
     }
 
     #[test]
-    fn more_ranks_than_cpus_is_oversubscribed_or_swamped_never_free() {
+    fn more_ranks_than_cpus_is_oversubscribed_whatever_the_load() {
         assert_eq!(judge(4, 2, None), Crowd::Oversubscribed);
         assert_eq!(judge(4, 2, l(0.0, 1)), Crowd::Oversubscribed);
-        // Our own 4 ranks yielding, nothing else.
-        assert_eq!(judge(4, 2, l(4.2, 5)), Crowd::Oversubscribed);
-        // Other work beyond our ranks: both signals needed.
-        assert_eq!(judge(4, 2, l(15.0, 14)), Crowd::Swamped);
-        assert_eq!(judge(3, 2, l(30.0, 30)), Crowd::Swamped);
-        assert_eq!(judge(4, 2, l(15.0, 3)), Crowd::Oversubscribed);
-        assert_eq!(judge(4, 2, l(5.0, 14)), Crowd::Oversubscribed);
-        // More than two ranks per CPU: swamped whatever the load.
-        assert_eq!(judge(5, 2, None), Crowd::Swamped);
-        assert_eq!(judge(8, 2, l(0.0, 1)), Crowd::Swamped);
+        assert_eq!(judge(3, 2, l(30.0, 30)), Crowd::Oversubscribed);
     }
 
     #[test]
@@ -346,11 +301,6 @@ mod tests {
         let over = policy(Crowd::Oversubscribed, auto());
         assert_eq!((over.spin, over.yield_for), (ms(0), ms(500)));
         assert_eq!(over.rndv, RndvMode::Cma);
-        let swamped = policy(Crowd::Swamped, auto());
-        assert_eq!((swamped.spin, swamped.yield_for), (ms(0), ms(0)));
-        assert_eq!(swamped.rndv, RndvMode::Cma);
-        let given = policy(Crowd::Swamped, set(Some(3), Some(4), RndvMode::Auto));
-        assert_eq!((given.spin, given.yield_for), (ms(3), ms(4)));
         let given = policy(
             Crowd::Oversubscribed,
             set(Some(7), Some(9), RndvMode::Pipeline),
@@ -397,14 +347,10 @@ mod tests {
     }
 
     #[test]
-    fn an_oversubscribed_job_never_reads_the_file_into_a_lower_level() {
+    fn an_oversubscribed_job_never_reads_the_file_into_another_level() {
         let c = Crowding::new(4, 2, auto());
         assert_eq!(c.level(), Crowd::Oversubscribed);
         assert_eq!(c.now().spin, Duration::ZERO);
-        assert!(matches!(c.level(), Crowd::Oversubscribed | Crowd::Swamped));
-        let c = Crowding::new(5, 2, auto());
-        assert_eq!(c.level(), Crowd::Swamped);
-        assert_eq!(c.now().yield_for, Duration::ZERO);
-        assert_eq!(c.level(), Crowd::Swamped);
+        assert_eq!(c.level(), Crowd::Oversubscribed);
     }
 }
