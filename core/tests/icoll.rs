@@ -364,3 +364,95 @@ fn a_vanished_peer_fails_the_request_and_releases_the_buffers() {
     assert!(matches!(a, Err(Error::PeerFailed { rank: 1 })), "{a:?}");
     assert!(matches!(c, Err(Error::PeerFailed { rank: 1 })), "{c:?}");
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Up to 24 collectives of random kinds and lengths outstanding at once;
+    /// every rank completes them in its own random order (by `test` or by
+    /// `wait`), interleaved with point-to-point traffic that wakes nothing
+    /// of theirs. Progress advances only the schedules whose transfers
+    /// completed, so a schedule that is never woken hangs here, and one
+    /// advanced wrongly shows in the results.
+    #[test]
+    fn any_mix_completes_in_any_order(
+        n in 2usize..5,
+        kinds in proptest::collection::vec((0u8..3, 1usize..1500), 1..24),
+        seed in proptest::prelude::any::<u64>(),
+    ) {
+        run_threads(n, |w| {
+            let r = w.rank();
+            let len = |k: usize| kinds[k].1;
+            let mine: Vec<Vec<u64>> = (0..kinds.len())
+                .map(|k| (0..len(k)).map(|i| val(k as u64, r, i)).collect())
+                .collect();
+            let mut outs: Vec<Vec<u64>> = (0..kinds.len())
+                .map(|k| {
+                    if kinds[k].0 == 1 && r != k % n {
+                        vec![0; len(k)]
+                    } else {
+                        mine[k].clone()
+                    }
+                })
+                .collect();
+            dos::scope(|s| {
+                let mut reqs: Vec<Option<Request<'_>>> = Vec::new();
+                for (k, o) in outs.iter_mut().enumerate() {
+                    reqs.push(Some(match kinds[k].0 {
+                        0 => w.iallreduce(s, &mine[k], o, Sum).unwrap(),
+                        1 => w.ibcast(s, o, k % n).unwrap(),
+                        _ => w.ibarrier(s).unwrap(),
+                    }));
+                }
+                // A rank's own order: a xorshift of the seed and the rank.
+                let mut x = seed ^ (r as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let mut next = move || {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x
+                };
+                let peer = (r + 1) % n;
+                let from = (r + n - 1) % n;
+                // As many exchanges on every rank (a rank that left the
+                // loop early would leave its neighbour waiting).
+                for round in 0..2 * reqs.len() as u64 {
+                    // Point-to-point in between: a ring exchange (8 bytes go
+                    // eagerly: the sends do not wait).
+                    let mut got = [0u64];
+                    w.send(&[round], peer, 9).unwrap();
+                    w.recv(&mut got, from, 9).unwrap();
+                    assert_eq!(got, [round]);
+                    let i = (next() % reqs.len() as u64) as usize;
+                    let Some(q) = reqs[i].take() else { continue };
+                    // Waited, or tested and put back if not complete.
+                    if next() % 2 == 0 || q.test() {
+                        q.wait().unwrap();
+                    } else {
+                        reqs[i] = Some(q);
+                    }
+                }
+                // The rest from a random start, wrapping around.
+                let m = reqs.len();
+                let start = (next() % m as u64) as usize;
+                for j in 0..m {
+                    if let Some(q) = reqs[(start + j) % m].take() {
+                        q.wait().unwrap();
+                    }
+                }
+            });
+            for k in 0..kinds.len() {
+                let want: Vec<u64> = match kinds[k].0 {
+                    0 => (0..len(k)).map(|i| sum_of(k as u64, 0..n, i)).collect(),
+                    1 => (0..len(k)).map(|i| val(k as u64, k % n, i)).collect(),
+                    _ => mine[k].clone(),
+                };
+                assert_eq!(outs[k], want, "collective {k} of kind {}", kinds[k].0);
+            }
+        });
+    }
+}

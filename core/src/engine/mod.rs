@@ -70,6 +70,9 @@ pub(crate) struct State {
     /// Eager messages from other nodes being read straight into their posted
     /// receive buffers (see [`crate::p2p::eager::EagerPlacer`]), by sender (world rank).
     pub(crate) placing: Vec<(usize, Placed)>,
+    /// Keys of watched requests that completed (see [`Engine::watch`]): the
+    /// schedules of nonblocking collectives that may advance.
+    pub(crate) woken: Vec<u32>,
 }
 
 /// The per-process engine; see the [module docs](self).

@@ -2,7 +2,7 @@
 //! peer and in order (so that later sends never overtake them), until
 //! progress hands them over.
 
-use super::{Engine, Slot};
+use super::Engine;
 use crate::engine::ReqId;
 use crate::p2p::wire::RTS_MAX;
 use crate::p2p::Status;
@@ -85,7 +85,7 @@ impl Engine {
                 match self.am_send(peer, p.id, &p.hdr[..p.hdr_len as usize], payload) {
                     Ok(()) => {
                         if let Some(id) = p.complete {
-                            st.reqs[id as usize].slot = Slot::Done(Ok(Status::default()));
+                            Self::complete(st, id, Ok(Status::default()));
                         }
                         st.pending[peer].pop_front();
                         st.npending -= 1;
@@ -93,7 +93,7 @@ impl Engine {
                     Err(dos_transport::Error::Busy { .. }) => break,
                     Err(e) => {
                         if let Some(id) = p.complete {
-                            st.reqs[id as usize].slot = Slot::Done(Err(e.into()));
+                            Self::complete(st, id, Err(e.into()));
                         }
                         st.pending[peer].pop_front();
                         st.npending -= 1;

@@ -48,12 +48,18 @@ pub(crate) struct Req {
     pub(crate) after: Option<Result<Status>>,
     /// Replies from other ranks this request still waits for (one-sided gets).
     pub(crate) replies: u32,
+    /// Who is told when it completes: 0 nobody, else `key + 1` of the
+    /// nonblocking collective's schedule that waits for it (pushed onto
+    /// [`State::woken`]; see [`Engine::watch`]).
+    pub(crate) watch: u32,
 }
 
 impl Engine {
     pub(crate) fn alloc_req(st: &mut State) -> ReqId {
         if let Some(id) = st.free.pop() {
-            st.reqs[id as usize].slot = Slot::Active;
+            let req = &mut st.reqs[id as usize];
+            req.slot = Slot::Active;
+            req.watch = 0;
             id
         } else {
             st.reqs.push(Req {
@@ -62,13 +68,38 @@ impl Engine {
                 lent: 0,
                 after: None,
                 replies: 0,
+                watch: 0,
             });
             (st.reqs.len() - 1) as ReqId
         }
     }
 
+    /// Completes request `id` with `r`, telling whoever watches it (every
+    /// completion goes through here).
+    #[inline]
     pub(crate) fn complete(st: &mut State, id: ReqId, r: Result<Status>) {
-        st.reqs[id as usize].slot = Slot::Done(r);
+        let req = &mut st.reqs[id as usize];
+        req.slot = Slot::Done(r);
+        if req.watch != 0 {
+            let key = req.watch - 1;
+            req.watch = 0;
+            st.woken.push(key);
+        }
+    }
+
+    /// Has the completion of request `id` (still in flight) push `key` onto
+    /// [`State::woken`] (the nonblocking collectives' ready queue).
+    #[inline]
+    pub(crate) fn watch(&self, id: ReqId, key: u32) {
+        self.st.borrow_mut().reqs[id as usize].watch = key + 1;
+    }
+
+    /// Takes the keys of the watched requests completed since the last call
+    /// (into `into`, which is cleared first).
+    #[inline]
+    pub(crate) fn take_woken(&self, into: &mut Vec<u32>) {
+        into.clear();
+        std::mem::swap(&mut self.st.borrow_mut().woken, into);
     }
 
     /// Generation of a slot, to detect reuse.
@@ -135,7 +166,7 @@ impl Engine {
         }
         if req.replies == 0 && req.lent == 0 {
             if let Some(r) = req.after.take() {
-                req.slot = Slot::Done(r);
+                Self::complete(&mut st, id, r);
             }
         }
     }
@@ -156,7 +187,7 @@ impl Engine {
         req.lent -= 1;
         if req.lent == 0 {
             if let Some(r) = req.after.take() {
-                req.slot = Slot::Done(r);
+                Self::complete(&mut st, id, r);
             }
         }
     }

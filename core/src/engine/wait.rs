@@ -117,6 +117,18 @@ impl Engine {
     /// directly in shared memory, then wake us).
     #[cold]
     pub(crate) fn block(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {
+        if !self.st.borrow().woken.is_empty() {
+            // A schedule's transfer completed outside a progress pass's
+            // service step: the next pass advances it; no sleeping.
+            return Ok(());
+        }
+        self.block_any(ready)
+    }
+
+    /// [`Engine::block`] whatever the ready queue of schedules holds (for
+    /// the service thread, which does not advance schedules: it must not
+    /// stay awake for them).
+    fn block_any(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {
         if let Some(rank) = self.st.borrow().failed {
             // A job whose peer died cannot make progress: say so instead of hanging.
             return Err(Error::PeerFailed { rank });
@@ -146,7 +158,7 @@ impl Engine {
     /// Sleeps until a transport may have something, or `ready()` holds (the
     /// RPC service thread's idle wait; see [`Engine::waker`]).
     pub(crate) fn sleep(&self, ready: &mut dyn FnMut() -> bool) -> Result<()> {
-        self.block(ready)
+        self.block_any(ready)
     }
 
     /// What ends a [`Engine::sleep`] from another thread: the network

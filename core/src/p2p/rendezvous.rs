@@ -267,7 +267,8 @@ impl Engine {
                     req.after = Some(Ok(Status::default()));
                 }
                 if req.lent == 0 {
-                    req.slot = Slot::Done(req.after.take().expect("set above"));
+                    let r = req.after.take().expect("set above");
+                    Self::complete(st, s.sreq, r);
                 }
             } else {
                 i += 1;
@@ -438,7 +439,7 @@ impl Engine {
         *got += bytes.len();
         if *got >= status.len {
             let r = truncation(*status, *cap);
-            st.reqs[rreq as usize].slot = Slot::Done(r);
+            Self::complete(&mut st, rreq, r);
         }
         Ok(())
     }

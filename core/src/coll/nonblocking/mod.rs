@@ -28,12 +28,17 @@
 //! A nonblocking collective is a *schedule*: a list of steps (send a piece of
 //! a buffer to a rank, receive one, copy, reduce, and *wait* for every
 //! transfer posted since the last wait), built up front from the rank and the
-//! communicator size, as in libNBC. The schedule lives in the engine; every
-//! time the engine makes progress on the thread that owns the world (in any
-//! dos call: a wait, a test, a send, a blocking collective, a probe) it runs
-//! the steps of each schedule until one waits for a transfer still in flight.
-//! The request the caller holds is an engine request that completes when the
-//! schedule has run its last step. (The RPC service thread, which drives the
+//! communicator size, as in libNBC. The schedule lives in the engine, which
+//! runs its steps until one waits for a transfer still in flight; then the
+//! schedule *watches* that transfer's engine request (`Engine::watch`). When
+//! a watched request completes, the engine pushes the schedule's key onto a
+//! ready queue, and the next progress pass on the thread that owns the world
+//! (in any dos call: a wait, a test, a send, a blocking collective, a probe)
+//! advances the schedules of that queue, and only those: a pass costs
+//! nothing for schedules that wait for messages still to come, however many
+//! are outstanding (a wait that posted `k` transfers wakes its schedule at
+//! most `k` times in all). The request the caller holds is an engine request
+//! that completes when the schedule has run its last step. (The RPC service thread, which drives the
 //! engine while the main thread computes, advances the transfers but not the
 //! schedules: a schedule may run the caller's reduction operation, which
 //! belongs to the main thread.)
@@ -102,16 +107,27 @@ use run::{Running, Sched};
 /// sequence number of each communicator context.
 #[derive(Default)]
 pub(crate) struct Table {
-    active: Vec<Box<dyn Running>>,
+    /// Schedules in flight by key (`None`: a free key, or a schedule taken
+    /// out while it advances).
+    active: Vec<Option<Box<dyn Running>>>,
+    /// Free keys of `active`.
+    free: Vec<u32>,
+    /// Schedules in flight.
+    live: usize,
+    /// The ready queue's buffer between passes (see [`progress`]).
+    ready: Vec<u32>,
     seq: std::collections::HashMap<u32, u32>,
     /// The thread that started the schedules (the one that owns the world).
     owner: Option<ThreadId>,
+    /// Schedules advanced by [`progress`] so far (each one a visit).
+    visits: u64,
 }
 
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("nonblocking::Table")
-            .field("active", &self.active.len())
+            .field("live", &self.live)
+            .field("visits", &self.visits)
             .finish_non_exhaustive()
     }
 }
@@ -126,7 +142,7 @@ pub(crate) static SERVICE: Service = Service {
     state: || Box::new(RefCell::new(Table::default())),
     hooks: Hooks {
         serve: Some(|eng| {
-            if eng.nbc().borrow().busy() {
+            if eng.nbc().borrow().busy() && !eng.st.borrow().woken.is_empty() {
                 progress(eng)
             } else {
                 0
@@ -153,7 +169,33 @@ impl Table {
     /// True if any schedule is in flight.
     #[inline]
     pub(crate) fn busy(&self) -> bool {
-        !self.active.is_empty()
+        self.live > 0
+    }
+
+    /// Schedules advanced by [`progress`] so far.
+    #[cfg(test)]
+    pub(crate) fn visits(&self) -> u64 {
+        self.visits
+    }
+
+    /// A key for a new schedule (its place in `active`, empty until
+    /// [`Table::put`]).
+    fn reserve(&mut self) -> u32 {
+        self.live += 1;
+        match self.free.pop() {
+            Some(k) => k,
+            None => {
+                self.active.push(None);
+                (self.active.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Gives back the key of a schedule that finished or was dropped.
+    fn release(&mut self, key: u32) {
+        self.active[key as usize] = None;
+        self.free.push(key);
+        self.live -= 1;
     }
 }
 
@@ -168,29 +210,43 @@ fn finish(eng: &Engine, mut s: Box<dyn Running>) {
     eng.reply_arrived(id, gen, r);
 }
 
-/// Advances every schedule in flight (called by the engine's progress);
-/// returns how many finished.
+/// Advances the schedules whose awaited transfer completed since the last
+/// pass (the keys the engine pushed onto its ready queue, see
+/// [`Engine::watch`]); called by the engine's progress. Schedules that wait
+/// for nothing new are not visited. Returns how many finished.
 pub(crate) fn progress(eng: &Engine) -> usize {
-    let mut list = {
+    let mut ready = {
         let mut t = eng.nbc().borrow_mut();
         if t.owner != Some(std::thread::current().id()) {
             return 0;
         }
-        std::mem::take(&mut t.active)
+        std::mem::take(&mut t.ready)
     };
+    eng.take_woken(&mut ready);
     let mut n = 0;
-    let mut i = 0;
-    while i < list.len() {
-        if list[i].advance(eng) {
-            finish(eng, list.swap_remove(i));
+    for &key in &ready {
+        // Taken out while it runs: its steps may start other collectives
+        // (a user's reduction operation), which use the table.
+        let taken = {
+            let mut t = eng.nbc().borrow_mut();
+            let s = t.active.get_mut(key as usize).and_then(Option::take);
+            if s.is_some() {
+                t.visits += 1;
+            }
+            s
+        };
+        // A key woken twice (two passes' wakes), or whose schedule was dropped.
+        let Some(mut s) = taken else { continue };
+        if s.advance(eng, key) {
+            eng.nbc().borrow_mut().release(key);
+            finish(eng, s);
             n += 1;
         } else {
-            i += 1;
+            eng.nbc().borrow_mut().active[key as usize] = Some(s);
         }
     }
-    let mut t = eng.nbc().borrow_mut();
-    list.append(&mut t.active);
-    t.active = list;
+    ready.clear();
+    eng.nbc().borrow_mut().ready = ready;
     n
 }
 
@@ -201,10 +257,15 @@ pub(crate) fn progress(eng: &Engine) -> usize {
 pub(crate) fn forget(eng: &Engine, id: ReqId) {
     let found = {
         let mut t = eng.nbc().borrow_mut();
-        t.active
+        let key = t
+            .active
             .iter()
-            .position(|s| s.outer().0 == id)
-            .map(|i| t.active.swap_remove(i))
+            .position(|s| s.as_ref().is_some_and(|s| s.outer().0 == id));
+        key.map(|k| {
+            let s = t.active[k].take().expect("found above");
+            t.release(k as u32);
+            s
+        })
     };
     if let Some(mut s) = found {
         for sub in s.in_flight() {
@@ -269,13 +330,13 @@ impl Comm {
             .map(|r| self.peer(r).map(|p| p as u32))
             .collect::<Result<Vec<u32>>>()?;
         let eng = self.eng.enter();
-        let tag = {
+        let (tag, key) = {
             let mut t = eng.nbc().borrow_mut();
             let k = t.seq.entry(self.ctx()).or_insert(0);
             let tag = -(0x1000_0000 + (*k & 0x0fff_ffff) as Tag);
             *k = k.wrapping_add(1);
             t.owner = Some(std::thread::current().id());
-            tag
+            (tag, t.reserve())
         };
         let outer = eng.await_replies(1);
         let mut sched = Box::new(Sched {
@@ -288,6 +349,7 @@ impl Comm {
             tmps: plan.tmps.iter().map(|&l| vec![T::zeroed(); l]).collect(),
             op,
             posted: Vec::new(),
+            waited: 0,
             error: None,
             ctx: self.ctx() * 2 + 1,
             tag,
@@ -297,7 +359,7 @@ impl Comm {
             par: eng.config().reduce_par_bytes,
             op_name,
         });
-        let done = sched.advance(&eng);
+        let done = sched.advance(&eng, key);
         let boxed: Box<dyn Running + 'a> = sched;
         // SAFETY: the schedule borrows the caller's buffers and operation.
         // It leaves the engine's table (and is dropped) when its last step
@@ -306,9 +368,10 @@ impl Comm {
         // until then (this function's contract).
         let boxed: Box<dyn Running + 'static> = unsafe { std::mem::transmute(boxed) };
         if done {
+            eng.nbc().borrow_mut().release(key);
             finish(&eng, boxed);
         } else {
-            eng.nbc().borrow_mut().active.push(boxed);
+            eng.nbc().borrow_mut().active[key as usize] = Some(boxed);
         }
         Ok(outer.0)
     }
@@ -317,6 +380,90 @@ impl Comm {
 #[cfg(test)]
 mod tests {
     use crate::Error;
+
+    #[test]
+    fn progress_visits_only_schedules_whose_transfers_completed() {
+        // Rank 0 starts IDLE broadcasts from rank 1, which starts none of
+        // them yet: IDLE schedules wait for a message that does not come.
+        // Then PINGS ping-pongs, each several progress passes with events:
+        // no schedule may be visited. (Walking every schedule on every pass
+        // visits IDLE per pass: over IDLE * PINGS.)
+        const IDLE: usize = 200;
+        const PINGS: usize = 100;
+        let got = crate::testing::run_threads(2, |w| {
+            let mut bufs = vec![[0u64; 1]; IDLE];
+            let during = crate::scope(|s| {
+                let mut reqs = Vec::new();
+                let mut during = 0;
+                if w.rank() == 0 {
+                    for b in bufs.iter_mut() {
+                        reqs.push(w.ibcast(s, b, 1).unwrap());
+                    }
+                    let before = w.comm().eng.enter().nbc().borrow().visits();
+                    let mut x = [0u64];
+                    for i in 0..PINGS {
+                        w.send(&[i as u64], 1, 5).unwrap();
+                        w.recv(&mut x, 1, 5).unwrap();
+                    }
+                    during = w.comm().eng.enter().nbc().borrow().visits() - before;
+                    w.send(&[0u64], 1, 6).unwrap();
+                } else {
+                    let mut x = [0u64];
+                    for _ in 0..PINGS {
+                        w.recv(&mut x, 0, 5).unwrap();
+                        w.send(&x, 0, 5).unwrap();
+                    }
+                    w.recv(&mut x, 0, 6).unwrap();
+                    for (k, b) in bufs.iter_mut().enumerate() {
+                        b[0] = k as u64 + 1;
+                        reqs.push(w.ibcast(s, b, 1).unwrap());
+                    }
+                }
+                crate::Request::wait_all(reqs).unwrap();
+                during
+            });
+            let right = bufs.iter().enumerate().all(|(k, b)| b[0] == k as u64 + 1);
+            (during, right)
+        });
+        assert!(got.iter().all(|&(_, right)| right), "{got:?}");
+        // Nothing arrived for the broadcasts during the ping-pongs.
+        assert_eq!(got[0].0, 0, "schedules visited without news");
+    }
+
+    #[test]
+    fn completions_wake_each_schedule_a_bounded_number_of_times() {
+        // Many outstanding collectives that complete in whatever order their
+        // messages come: visits stay within a few per transfer, not per pass.
+        const N: usize = 64;
+        let got = crate::testing::run_threads(3, |w| {
+            let mine: Vec<[u64; 1]> = (0..N).map(|k| [(k * 3 + w.rank()) as u64]).collect();
+            let mut sums = vec![[0u64; 1]; N];
+            let before = w.comm().eng.enter().nbc().borrow().visits();
+            crate::scope(|s| {
+                let reqs: Vec<_> = mine
+                    .iter()
+                    .zip(sums.iter_mut())
+                    .map(|(m, o)| w.iallreduce(s, m, o, crate::op::Sum).unwrap())
+                    .collect();
+                // Waited in reverse order of starting.
+                for r in reqs.into_iter().rev() {
+                    r.wait().unwrap();
+                }
+            });
+            let visits = w.comm().eng.enter().nbc().borrow().visits() - before;
+            let right = (0..N).all(|k| sums[k][0] == (k * 9 + 3) as u64);
+            (visits, right)
+        });
+        for &(visits, right) in &got {
+            assert!(right);
+            // 3 ranks: recursive doubling folds one rank in, at most 4
+            // transfers per rank and collective, each waking it once.
+            assert!(
+                visits <= (N * 4) as u64,
+                "{visits} visits for {N} collectives"
+            );
+        }
+    }
 
     #[test]
     fn a_failed_wait_drops_the_schedule_and_its_transfers() {

@@ -16,7 +16,9 @@ use crate::Error;
 /// A started schedule, as the engine holds it (see [`Table`]).
 pub(super) trait Running {
     /// Runs steps until one must wait; true once the last one has run.
-    fn advance(&mut self, eng: &Engine) -> bool;
+    /// A schedule that must wait has the engine push `key` onto its ready
+    /// queue when the transfer it waits for completes ([`Engine::watch`]).
+    fn advance(&mut self, eng: &Engine, key: u32) -> bool;
     /// The engine request the caller holds.
     fn outer(&self) -> (ReqId, u32);
     /// The first error met.
@@ -47,6 +49,9 @@ pub(super) struct Sched<T, O> {
     /// Transfers posted since the last wait, with the bytes a receive must get
     /// (`usize::MAX` for sends).
     pub(super) posted: Vec<(ReqId, usize)>,
+    /// How many of `posted` the current wait found completed (the first
+    /// one not found so is the one watched).
+    pub(super) waited: usize,
     pub(super) error: Option<Error>,
     /// Collective context, tag, and world peer of every rank.
     pub(super) ctx: u32,
@@ -142,7 +147,7 @@ impl<T: Pod + Send + Sync, O: Op<T>> Sched<T, O> {
 }
 
 impl<T: Pod + Send + Sync, O: Op<T>> Running for Sched<T, O> {
-    fn advance(&mut self, eng: &Engine) -> bool {
+    fn advance(&mut self, eng: &Engine, key: u32) -> bool {
         while self.pc < self.steps.len() {
             let step = self.steps[self.pc].clone();
             match step {
@@ -150,9 +155,18 @@ impl<T: Pod + Send + Sync, O: Op<T>> Running for Sched<T, O> {
                 Step::Copy { from, to } => self.local(from, to, None),
                 Step::Reduce { from, to, left } => self.local(from, to, Some(left)),
                 Step::Wait => {
-                    if !self.posted.iter().all(|&(id, _)| eng.is_done(id)) {
-                        return false;
+                    // Transfers complete in any order: skip those done, and
+                    // be woken by the first still in flight (each completion
+                    // wakes the schedule at most once, so a wait costs
+                    // O(transfers) visits in all, not a walk per progress).
+                    while let Some(&(id, _)) = self.posted.get(self.waited) {
+                        if !eng.is_done(id) {
+                            eng.watch(id, key);
+                            return false;
+                        }
+                        self.waited += 1;
                     }
+                    self.waited = 0;
                     for (id, want) in std::mem::take(&mut self.posted) {
                         let r = eng
                             .take(id)
@@ -178,6 +192,7 @@ impl<T: Pod + Send + Sync, O: Op<T>> Running for Sched<T, O> {
     }
 
     fn in_flight(&mut self) -> Vec<ReqId> {
+        self.waited = 0;
         self.posted.drain(..).map(|(id, _)| id).collect()
     }
 }
